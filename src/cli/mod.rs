@@ -1,0 +1,123 @@
+//! Command-line interface (binary only). Each subcommand's help says what it
+//! does and what its defaults are; environment variables mirror the flags so
+//! a deployment can configure chaff without a wrapper script.
+
+mod client;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Per-user Bayesian spam training and scoring service.
+///
+/// Start the service with `chaff serve`; score and train messages against it
+/// with `chaff score` and `chaff train`.
+#[derive(Parser, Debug)]
+#[command(name = "chaff", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gRPC service (chaff.v1.Chaff, health, reflection).
+    Serve(serve::ServeArgs),
+    /// Score message files for a user (talks to a running server).
+    Score(ScoreArgs),
+    /// Learn message files as spam or ham for a user (talks to a running server).
+    Train(TrainArgs),
+    /// Undo an earlier train of one message, by its message id.
+    Forget(ForgetArgs),
+    /// Show what chaff knows about a user: learn counts and model size.
+    User(UserArgs),
+    /// Print a message's features (tokens) as the classifier sees them; local, no server.
+    Tokens(TokensArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServerArg {
+    /// Address of a running chaff server.
+    #[arg(long, env = "CHAFF_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+}
+
+#[derive(Args, Debug)]
+struct ScoreArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The recipient's mailbox id.
+    #[arg(long, short)]
+    user: String,
+    /// RFC 5322 message files; `-` reads standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[group(id = "label", required = true, multiple = false)]
+struct LabelArg {
+    /// Learn the messages as spam (the user clicked "Spam").
+    #[arg(long, group = "label")]
+    spam: bool,
+    /// Learn the messages as ham (the user clicked "Not spam").
+    #[arg(long, group = "label")]
+    ham: bool,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The mailbox whose model learns.
+    #[arg(long, short)]
+    user: String,
+    #[command(flatten)]
+    label: LabelArg,
+    /// Record the click under this id (default: the Message-ID header, else a
+    /// digest of the message). Only with a single file.
+    #[arg(long)]
+    message_id: Option<String>,
+    /// RFC 5322 message files; `-` reads standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ForgetArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    #[arg(long, short)]
+    user: String,
+    /// The id `chaff train` printed for the message.
+    message_id: String,
+}
+
+#[derive(Args, Debug)]
+struct UserArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The mailbox id.
+    user: String,
+}
+
+#[derive(Args, Debug)]
+struct TokensArgs {
+    /// An RFC 5322 message file; `-` reads standard input.
+    file: PathBuf,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Score(a) => client::score(&a.server.server, &a.user, &a.files).await,
+        Command::Train(a) => {
+            let spam = a.label.spam;
+            client::train(&a.server.server, &a.user, spam, a.message_id, &a.files).await
+        }
+        Command::Forget(a) => client::forget(&a.server.server, &a.user, &a.message_id).await,
+        Command::User(a) => client::user(&a.server.server, &a.user).await,
+        Command::Tokens(a) => client::tokens(&a.file),
+    }
+}

@@ -1,0 +1,370 @@
+//! The use cases: score a message, learn a click, undo a click, describe a
+//! user. Plain Rust over the tokenizer, classifier and store; the gRPC layer
+//! and the CLI are thin adapters over this.
+//!
+//! # Concurrency
+//!
+//! Each user has a slot holding the in-memory [`Model`] behind an `RwLock`
+//! and a writer `Mutex`. Scoring takes the read lock only for the pure
+//! classifier call. Clicks for one user are serialised by the writer lock,
+//! which is held across that user's storage I/O (ledger read, batch, flush) so
+//! that "check the ledger, then change it" cannot interleave; the model's
+//! write lock is taken only to apply the already-durable change in memory, so
+//! scoring never waits on disk. Different users never contend.
+//!
+//! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
+//! them on a blocking pool.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use rustc_hash::FxHashMap;
+
+use crate::classify::{self, Model, Params};
+use crate::error::Error;
+use crate::store::{CHECKPOINT_EVERY, LedgerEntry, Op, Store};
+use crate::tokenize::{LimitHit, Tokenizer, Tokens};
+use crate::types::{Label, MessageId, UserId, Verdict};
+
+/// Default largest message accepted: 10 MiB, larger than almost all mail
+/// providers accept, small enough to bound memory per request.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
+
+/// What the engine needs besides storage.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_message_bytes: usize,
+    pub params: Params,
+    pub tokenizer: Tokenizer,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            params: Params::default(),
+            tokenizer: Tokenizer::default(),
+        }
+    }
+}
+
+/// A scored message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    pub probability: f64,
+    pub verdict: Verdict,
+    pub tokens_known: u32,
+    pub tokens_used: u32,
+    pub limits_hit: Vec<LimitHit>,
+}
+
+/// What a Train call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainOutcome {
+    Learned,
+    /// Same message, same label: nothing changed.
+    AlreadyLearned,
+    /// Was learned with the other label and moved.
+    Relearned,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trained {
+    pub outcome: TrainOutcome,
+    pub message_id: MessageId,
+    pub spam_learned: u64,
+    pub ham_learned: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forgotten {
+    pub label: Label,
+    pub spam_learned: u64,
+    pub ham_learned: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSummary {
+    pub spam_learned: u64,
+    pub ham_learned: u64,
+    pub tokens: u64,
+    pub tokenizer_version: u32,
+}
+
+/// Where the user's writes stand relative to its last snapshot.
+struct WriterState {
+    last_seq: u64,
+    unsnapshotted: u64,
+}
+
+struct UserSlot {
+    model: RwLock<Model>,
+    writer: Mutex<WriterState>,
+}
+
+/// The service's state: storage, settings and the hot models.
+pub struct Engine {
+    store: Store,
+    settings: Settings,
+    users: RwLock<FxHashMap<UserId, Arc<UserSlot>>>,
+}
+
+impl Engine {
+    pub fn new(store: Store, settings: Settings) -> Self {
+        Self {
+            store,
+            settings,
+            users: RwLock::new(FxHashMap::default()),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn check_size(&self, message: &[u8]) -> Result<(), Error> {
+        let limit = self.settings.max_message_bytes;
+        if message.len() > limit {
+            return Err(Error::MessageTooLarge {
+                size: message.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The user's slot, loading the model from disk on first use. With
+    /// `create`, a user with nothing stored gets an empty slot; without, such
+    /// a user is `None` (so scoring mail for unknown recipients does not fill
+    /// memory with empty models).
+    fn slot(&self, user: &UserId, create: bool) -> Result<Option<Arc<UserSlot>>, Error> {
+        if let Some(slot) = self.users.read().expect("users lock").get(user) {
+            return Ok(Some(slot.clone()));
+        }
+        // Load without holding the map lock: disk reads must not stall other
+        // users. Two racing loaders read the same state; the first insert wins.
+        let loaded = self.store.load_model(user)?;
+        let (model, last_seq, unsnapshotted) = match loaded {
+            Some(l) => (l.model, l.last_seq, l.unsnapshotted),
+            None if create => (Model::default(), 0, 0),
+            None => return Ok(None),
+        };
+        let mut users = self.users.write().expect("users lock");
+        let slot = users.entry(user.clone()).or_insert_with(|| {
+            Arc::new(UserSlot {
+                model: RwLock::new(model),
+                writer: Mutex::new(WriterState {
+                    last_seq,
+                    unsnapshotted,
+                }),
+            })
+        });
+        Ok(Some(slot.clone()))
+    }
+
+    /// Scores a message for its recipient. Never fails on the message's
+    /// content; only on size and storage.
+    pub fn score(&self, user: &UserId, message: &[u8]) -> Result<Scored, Error> {
+        self.check_size(message)?;
+        let tokens = self.settings.tokenizer.tokenize(message);
+        let params = &self.settings.params;
+        let score = match self.slot(user, false)? {
+            Some(slot) => slot
+                .model
+                .read()
+                .expect("model lock")
+                .score(&tokens.ids, params),
+            None => classify::Score::NEUTRAL,
+        };
+        Ok(Scored {
+            probability: score.probability,
+            verdict: classify::verdict(score.probability, params),
+            tokens_known: score.tokens_known,
+            tokens_used: score.tokens_used,
+            limits_hit: tokens.limits_hit,
+        })
+    }
+
+    /// Learns a click. `message_id` is the caller's; when `None`, one is
+    /// derived from the message (see [`derive_message_id`]). Returns once the
+    /// change is on disk.
+    pub fn train(
+        &self,
+        user: &UserId,
+        message: &[u8],
+        label: Label,
+        message_id: Option<MessageId>,
+    ) -> Result<Trained, Error> {
+        self.check_size(message)?;
+        let message_id = match message_id {
+            Some(id) => id,
+            None => derive_message_id(message),
+        };
+        // Tokenize before taking any lock: it is the expensive part.
+        let Tokens { ids, .. } = self.settings.tokenizer.tokenize(message);
+        let slot = self
+            .slot(user, true)?
+            .expect("create=true always gives a slot");
+        let mut writer = slot.writer.lock().expect("writer lock");
+
+        let previous = self.store.ledger_get(user, &message_id)?;
+        let (outcome, ops) = match previous {
+            Some(prev) if prev.label == label => {
+                drop(writer);
+                let model = slot.model.read().expect("model lock");
+                return Ok(Trained {
+                    outcome: TrainOutcome::AlreadyLearned,
+                    message_id,
+                    spam_learned: model.spam_learned(),
+                    ham_learned: model.ham_learned(),
+                });
+            }
+            // Unlearn what the ledger says was learned (not what this
+            // request's bytes tokenize to), so the move is exact even if the
+            // caller sends a different rendering of the message.
+            Some(prev) => (
+                TrainOutcome::Relearned,
+                vec![
+                    Op::Unlearn(prev.label, prev.tokens),
+                    Op::Learn(label, ids.clone()),
+                ],
+            ),
+            None => (TrainOutcome::Learned, vec![Op::Learn(label, ids.clone())]),
+        };
+        let entry = LedgerEntry { label, tokens: ids };
+        self.commit(user, &slot, &mut writer, &message_id, Some(&entry), &ops)?;
+        let model = slot.model.read().expect("model lock");
+        Ok(Trained {
+            outcome,
+            message_id,
+            spam_learned: model.spam_learned(),
+            ham_learned: model.ham_learned(),
+        })
+    }
+
+    /// Undoes an earlier learn exactly, from the ledger alone.
+    pub fn forget(&self, user: &UserId, message_id: &MessageId) -> Result<Forgotten, Error> {
+        let not_learned = || Error::NotLearned {
+            user: user.to_string(),
+            message_id: message_id.to_string(),
+        };
+        let slot = self.slot(user, false)?.ok_or_else(not_learned)?;
+        let mut writer = slot.writer.lock().expect("writer lock");
+        let prev = self
+            .store
+            .ledger_get(user, message_id)?
+            .ok_or_else(not_learned)?;
+        let label = prev.label;
+        self.commit(
+            user,
+            &slot,
+            &mut writer,
+            message_id,
+            None,
+            &[Op::Unlearn(label, prev.tokens)],
+        )?;
+        let model = slot.model.read().expect("model lock");
+        Ok(Forgotten {
+            label,
+            spam_learned: model.spam_learned(),
+            ham_learned: model.ham_learned(),
+        })
+    }
+
+    /// Writes a click durably, then applies it in memory, then snapshots the
+    /// model if enough clicks have accumulated. The caller holds the user's
+    /// writer lock.
+    fn commit(
+        &self,
+        user: &UserId,
+        slot: &UserSlot,
+        writer: &mut WriterState,
+        message_id: &MessageId,
+        entry: Option<&LedgerEntry>,
+        ops: &[Op],
+    ) -> Result<(), Error> {
+        let seq = self.store.record(user, message_id, entry, ops)?;
+        self.store.flush()?;
+        {
+            let mut model = slot.model.write().expect("model lock");
+            for op in ops {
+                op.apply(&mut model);
+            }
+        }
+        writer.last_seq = seq;
+        writer.unsnapshotted += 1;
+        if writer.unsnapshotted >= CHECKPOINT_EVERY {
+            self.checkpoint_locked(user, slot, writer)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_locked(
+        &self,
+        user: &UserId,
+        slot: &UserSlot,
+        writer: &mut WriterState,
+    ) -> Result<(), Error> {
+        // Clone under the read lock, encode and write outside it, so scoring
+        // is blocked only for the copy.
+        let model = slot.model.read().expect("model lock").clone();
+        self.store.checkpoint(user, &model, writer.last_seq)?;
+        writer.unsnapshotted = 0;
+        Ok(())
+    }
+
+    /// What chaff knows of a user; zeros for a user it has never trained.
+    pub fn user_summary(&self, user: &UserId) -> Result<UserSummary, Error> {
+        Ok(match self.slot(user, false)? {
+            Some(slot) => {
+                let m = slot.model.read().expect("model lock");
+                UserSummary {
+                    spam_learned: m.spam_learned(),
+                    ham_learned: m.ham_learned(),
+                    tokens: m.token_count() as u64,
+                    tokenizer_version: m.tokenizer_version(),
+                }
+            }
+            None => UserSummary {
+                spam_learned: 0,
+                ham_learned: 0,
+                tokens: 0,
+                tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
+            },
+        })
+    }
+
+    /// Snapshots every user with journal records and flushes: a clean
+    /// shutdown leaves nothing to replay at the next start.
+    pub fn shutdown(&self) -> Result<(), Error> {
+        let slots: Vec<(UserId, Arc<UserSlot>)> = self
+            .users
+            .read()
+            .expect("users lock")
+            .iter()
+            .map(|(u, s)| (u.clone(), s.clone()))
+            .collect();
+        for (user, slot) in slots {
+            let mut writer = slot.writer.lock().expect("writer lock");
+            if writer.unsnapshotted > 0 {
+                self.checkpoint_locked(&user, &slot, &mut writer)?;
+            }
+        }
+        self.store.flush()
+    }
+}
+
+/// The id a click is recorded under when the caller gives none: the
+/// Message-ID header as `<id>`, else an xxh3-128 digest of the bytes.
+pub fn derive_message_id(message: &[u8]) -> MessageId {
+    let from_header = mail_parser::MessageParser::new()
+        .parse_headers(message)
+        .and_then(|m| m.message_id().map(|id| format!("<{}>", id.trim())))
+        .and_then(|id| MessageId::new(id).ok());
+    from_header.unwrap_or_else(|| {
+        let digest = xxhash_rust::xxh3::xxh3_128(message);
+        MessageId::new(format!("xxh3:{digest:032x}")).expect("a digest is a valid id")
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! Engine semantics on a real sled directory.
+
+use super::*;
+
+const SPAM: &[u8] = b"From: promo@pills.example\r\nSubject: cheap pills now\r\nMessage-ID: <s1@pills.example>\r\n\r\nbuy cheap pills viagra discount offer\r\n";
+const HAM: &[u8] = b"From: bob@work.example\r\nSubject: meeting notes\r\nMessage-ID: <h1@work.example>\r\n\r\nthe quarterly meeting notes are attached, see agenda\r\n";
+
+fn engine(dir: &std::path::Path) -> Engine {
+    Engine::new(Store::open(dir, 16 << 20).unwrap(), Settings::default())
+}
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn state(e: &Engine, u: &UserId) -> (UserSummary, f64, f64) {
+    let s = e.score(u, SPAM).unwrap().probability;
+    let h = e.score(u, HAM).unwrap().probability;
+    (e.user_summary(u).unwrap(), s, h)
+}
+
+#[test]
+fn untrained_user_scores_neutral_unsure() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let s = e.score(&user("nobody"), SPAM).unwrap();
+    assert_eq!(s.probability, 0.5);
+    assert_eq!(s.verdict, Verdict::Unsure);
+}
+
+#[test]
+fn training_separates_spam_from_ham() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("alice");
+    e.train(&u, SPAM, Label::Spam, None).unwrap();
+    e.train(&u, HAM, Label::Ham, None).unwrap();
+    assert!(e.score(&u, SPAM).unwrap().probability > 0.9);
+    assert!(e.score(&u, HAM).unwrap().probability < 0.1);
+}
+
+#[test]
+fn users_are_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let before = state(&e, &user("bob"));
+    e.train(&user("alice"), SPAM, Label::Spam, None).unwrap();
+    e.train(&user("alice"), HAM, Label::Ham, None).unwrap();
+    assert_eq!(state(&e, &user("bob")), before);
+}
+
+#[test]
+fn repeated_click_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("alice");
+    e.train(&u, HAM, Label::Ham, None).unwrap();
+    let first = e.train(&u, SPAM, Label::Spam, None).unwrap();
+    assert_eq!(first.outcome, TrainOutcome::Learned);
+    let before = state(&e, &u);
+    let again = e.train(&u, SPAM, Label::Spam, None).unwrap();
+    assert_eq!(again.outcome, TrainOutcome::AlreadyLearned);
+    assert_eq!(state(&e, &u), before);
+}
+
+#[test]
+fn flipped_click_equals_learning_only_the_new_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let flipped = engine(&dir.path().join("a"));
+    let direct = engine(&dir.path().join("b"));
+    let u = user("alice");
+    for e in [&flipped, &direct] {
+        e.train(&u, HAM, Label::Ham, None).unwrap();
+    }
+    flipped.train(&u, SPAM, Label::Ham, None).unwrap();
+    let moved = flipped.train(&u, SPAM, Label::Spam, None).unwrap();
+    assert_eq!(moved.outcome, TrainOutcome::Relearned);
+    direct.train(&u, SPAM, Label::Spam, None).unwrap();
+    assert_eq!(state(&flipped, &u), state(&direct, &u));
+    assert_eq!((moved.spam_learned, moved.ham_learned), (1, 1));
+}
+
+#[test]
+fn forget_restores_the_exact_previous_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("alice");
+    e.train(&u, HAM, Label::Ham, None).unwrap();
+    let before = state(&e, &u);
+    let t = e.train(&u, SPAM, Label::Spam, None).unwrap();
+    assert_ne!(state(&e, &u), before);
+    let f = e.forget(&u, &t.message_id).unwrap();
+    assert_eq!(f.label, Label::Spam);
+    assert_eq!(state(&e, &u), before);
+    // Forgetting twice is an error, not a negative count.
+    assert!(matches!(
+        e.forget(&u, &t.message_id),
+        Err(Error::NotLearned { .. })
+    ));
+    assert_eq!(state(&e, &u), before);
+}
+
+#[test]
+fn forget_unknown_message_or_user_is_not_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let m = MessageId::new("nope").unwrap();
+    assert!(matches!(
+        e.forget(&user("ghost"), &m),
+        Err(Error::NotLearned { .. })
+    ));
+    e.train(&user("alice"), HAM, Label::Ham, None).unwrap();
+    assert!(matches!(
+        e.forget(&user("alice"), &m),
+        Err(Error::NotLearned { .. })
+    ));
+}
+
+#[test]
+fn message_id_comes_from_header_then_digest() {
+    assert_eq!(derive_message_id(SPAM).as_str(), "<s1@pills.example>");
+    let a = derive_message_id(b"no headers here");
+    let b = derive_message_id(b"no headers here!");
+    assert!(a.as_str().starts_with("xxh3:"));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn caller_message_id_wins_over_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let id = MessageId::new("uid-42").unwrap();
+    let t = e
+        .train(&user("alice"), SPAM, Label::Spam, Some(id.clone()))
+        .unwrap();
+    assert_eq!(t.message_id, id);
+    e.forget(&user("alice"), &id).unwrap();
+}
+
+#[test]
+fn oversized_message_is_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        max_message_bytes: 100,
+        ..Settings::default()
+    };
+    let e = Engine::new(Store::open(dir.path(), 16 << 20).unwrap(), settings);
+    let big = vec![b'a'; 101];
+    let err = e.score(&user("alice"), &big).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::MessageTooLarge {
+            size: 101,
+            limit: 100
+        }
+    ));
+    assert!(e.train(&user("alice"), &big, Label::Spam, None).is_err());
+    assert_eq!(e.user_summary(&user("alice")).unwrap().spam_learned, 0);
+}
+
+#[test]
+fn state_survives_reopen_across_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = user("alice");
+    let expected;
+    {
+        let e = engine(dir.path());
+        // Enough distinct clicks to cross a checkpoint, plus some after it.
+        for i in 0..(CHECKPOINT_EVERY + 10) {
+            let msg = format!("Subject: note {i}\r\n\r\nword{i} shared text\r\n");
+            let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
+            e.train(
+                &u,
+                msg.as_bytes(),
+                label,
+                Some(MessageId::new(format!("m{i}")).unwrap()),
+            )
+            .unwrap();
+        }
+        e.forget(&u, &MessageId::new("m3").unwrap()).unwrap();
+        expected = state(&e, &u);
+        // No shutdown(): as after a crash, the journal tail must replay.
+    }
+    let e = engine(dir.path());
+    assert_eq!(state(&e, &u), expected);
+    e.shutdown().unwrap();
+    drop(e);
+    let e = engine(dir.path());
+    assert_eq!(state(&e, &u), expected);
+}

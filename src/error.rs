@@ -1,0 +1,62 @@
+//! The library's one error type. Each variant says what a caller can do about
+//! it; `service::status` maps variants to gRPC codes in one place.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is malformed (empty ids, unknown label...).
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// The message is larger than the configured limit.
+    #[error("message is {size} bytes; the limit is {limit} bytes ({}); raise it with --max-message-bytes", human_bytes(*limit))]
+    MessageTooLarge { size: usize, limit: usize },
+
+    /// Forget of a message that was never learned (or already forgotten).
+    #[error("user {user} has no learned message with id {message_id:?}")]
+    NotLearned { user: String, message_id: String },
+
+    /// The storage engine failed; the request was not applied.
+    #[error("storage failure: {0}")]
+    Storage(#[from] sled::Error),
+
+    /// Stored bytes that do not decode: the data directory is damaged or was
+    /// written by an incompatible version.
+    #[error("corrupt record in the data directory ({what}); restore from backup or rebuild")]
+    Corrupt { what: String },
+
+    /// The data directory cannot be opened (missing permissions, locked by
+    /// another chaff process...).
+    #[error("cannot open data directory {}: {source}", path.display())]
+    Open { path: PathBuf, source: sled::Error },
+}
+
+/// "10 MiB"-style rendering for limits in error messages people read.
+pub fn human_bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n % MIB == 0 {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n % KIB == 0 {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_large_names_the_limit() {
+        let e = Error::MessageTooLarge {
+            size: 10_485_761,
+            limit: 10 * 1024 * 1024,
+        };
+        let s = e.to_string();
+        assert!(s.contains("10485761"), "{s}");
+        assert!(s.contains("10 MiB"), "{s}");
+    }
+}

@@ -1,0 +1,35 @@
+//! chaff: per-user Bayesian spam training and scoring.
+//!
+//! # Layout
+//!
+//! | module       | concern                                                     | names   |
+//! |--------------|-------------------------------------------------------------|---------|
+//! | [`types`]    | the shared nouns: `UserId`, `MessageId`, `Label`, `Verdict` | —       |
+//! | [`tokenize`] | raw message bytes → token ids (MIME via `mail-parser`)     | —       |
+//! | [`classify`] | per-user counts and the Robinson–Fisher score               | —       |
+//! | [`store`]    | durable ledger, journal and model snapshots                 | sled    |
+//! | [`engine`]   | use cases: score, train, forget, describe a user            | —       |
+//! | [`service`]  | gRPC adapter, health, reflection                            | tonic   |
+//! | [`error`]    | the library's error enum                                    | —       |
+//!
+//! # Dependency rules
+//!
+//! `tokenize` and `classify` are pure (no I/O, no locks): they are the
+//! scoring hot path and are benchmarked on their own. Only `store` names
+//! sled; only `service` names tonic. `engine` composes the pure parts with
+//! the store and knows nothing of the wire. The binary (`main.rs`) parses the
+//! command line and is the only place `anyhow` is used.
+
+pub mod classify;
+pub mod engine;
+pub mod error;
+pub mod service;
+pub mod store;
+pub mod tokenize;
+pub mod types;
+
+/// Generated protobuf and gRPC types for `chaff.v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("chaff.v1");
+}

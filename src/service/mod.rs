@@ -1,0 +1,187 @@
+//! The gRPC adapter: the only module that names tonic. Each RPC validates
+//! its request into library types, runs the engine on the blocking pool
+//! (engine calls do storage I/O and CPU-heavy tokenizing), and converts the
+//! answer back. Errors become statuses in [`status`].
+
+pub mod status;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::engine::{Engine, TrainOutcome};
+use crate::error::Error;
+use crate::proto::{self, chaff_server::ChaffServer};
+use crate::types::{MessageId, UserId};
+
+/// Encoded descriptor of chaff.v1, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chaff_descriptor");
+
+/// The `chaff.v1.Chaff` service over an [`Engine`].
+#[derive(Clone)]
+pub struct ChaffService {
+    engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl ChaffService {
+    /// Runs `f` on the blocking pool. Storage failures also flip health to
+    /// NOT_SERVING, so load balancers stop sending traffic to a node that
+    /// cannot write.
+    async fn run<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, Error> + Send + 'static,
+    {
+        let engine = self.engine.clone();
+        let result = tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(|e| Status::internal(format!("request task failed: {e}")))?;
+        if let Err(Error::Storage(e)) = &result {
+            warn!(error = %e, "storage failure; reporting NOT_SERVING");
+            self.health
+                .set_not_serving::<ChaffServer<ChaffService>>()
+                .await;
+        }
+        result.map_err(Status::from)
+    }
+}
+
+fn user_id(raw: String) -> Result<UserId, Status> {
+    UserId::new(raw).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl proto::chaff_server::Chaff for ChaffService {
+    async fn score(
+        &self,
+        req: Request<proto::ScoreRequest>,
+    ) -> Result<Response<proto::ScoreResponse>, Status> {
+        let req = req.into_inner();
+        let user = user_id(req.user_id)?;
+        let message = req.message;
+        let scored = self.run(move |e| e.score(&user, &message)).await?;
+        Ok(Response::new(proto::ScoreResponse {
+            spam_probability: scored.probability,
+            verdict: status::verdict_to_wire(scored.verdict).into(),
+            tokens_known: scored.tokens_known,
+            tokens_used: scored.tokens_used,
+            limits_hit: scored
+                .limits_hit
+                .iter()
+                .map(|l| l.as_str().to_string())
+                .collect(),
+        }))
+    }
+
+    async fn train(
+        &self,
+        req: Request<proto::TrainRequest>,
+    ) -> Result<Response<proto::TrainResponse>, Status> {
+        let req = req.into_inner();
+        let user = user_id(req.user_id)?;
+        let label = status::label_from_wire(req.label)?;
+        let message_id = match req.message_id.is_empty() {
+            true => None,
+            false => Some(MessageId::new(req.message_id).map_err(Status::from)?),
+        };
+        let message = req.message;
+        let log_user = user.clone();
+        let t = self
+            .run(move |e| e.train(&user, &message, label, message_id))
+            .await?;
+        info!(user = %log_user, message_id = %t.message_id, %label, outcome = ?t.outcome, "train");
+        let outcome = match t.outcome {
+            TrainOutcome::Learned => proto::TrainOutcome::Learned,
+            TrainOutcome::AlreadyLearned => proto::TrainOutcome::AlreadyLearned,
+            TrainOutcome::Relearned => proto::TrainOutcome::Relearned,
+        };
+        Ok(Response::new(proto::TrainResponse {
+            outcome: outcome.into(),
+            message_id: t.message_id.to_string(),
+            spam_learned: t.spam_learned,
+            ham_learned: t.ham_learned,
+        }))
+    }
+
+    async fn forget(
+        &self,
+        req: Request<proto::ForgetRequest>,
+    ) -> Result<Response<proto::ForgetResponse>, Status> {
+        let req = req.into_inner();
+        let user = user_id(req.user_id)?;
+        let message_id = MessageId::new(req.message_id).map_err(Status::from)?;
+        let (log_user, log_id) = (user.clone(), message_id.clone());
+        let f = self.run(move |e| e.forget(&user, &message_id)).await?;
+        info!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
+        Ok(Response::new(proto::ForgetResponse {
+            forgotten_label: status::label_to_wire(f.label).into(),
+            spam_learned: f.spam_learned,
+            ham_learned: f.ham_learned,
+        }))
+    }
+
+    async fn get_user(
+        &self,
+        req: Request<proto::GetUserRequest>,
+    ) -> Result<Response<proto::UserInfo>, Status> {
+        let user = user_id(req.into_inner().user_id)?;
+        let name = user.to_string();
+        let s = self.run(move |e| e.user_summary(&user)).await?;
+        Ok(Response::new(proto::UserInfo {
+            user_id: name,
+            spam_learned: s.spam_learned,
+            ham_learned: s.ham_learned,
+            tokens: s.tokens,
+            tokenizer_version: s.tokenizer_version,
+        }))
+    }
+}
+
+/// Serves chaff, gRPC health and reflection on `listener` until `shutdown`
+/// completes, then snapshots models and flushes storage.
+///
+/// tonic's own decode limit is set well above the engine's message limit so
+/// that an oversized message gets chaff's RESOURCE_EXHAUSTED naming the
+/// limit, not a transport error.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let local: SocketAddr = listener.local_addr()?;
+    let limit = engine.settings().max_message_bytes;
+    let transport_limit = limit.saturating_mul(2).saturating_add(1 << 20);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let chaff = ChaffServer::new(ChaffService {
+        engine: engine.clone(),
+        health: health.clone(),
+    })
+    .max_decoding_message_size(transport_limit);
+    // Storage was opened before we got here, so we can serve.
+    health.set_serving::<ChaffServer<ChaffService>>().await;
+
+    info!(%local, max_message_bytes = limit, "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(chaff)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+
+    info!("shutting down: snapshotting models and flushing storage");
+    tokio::task::spawn_blocking(move || engine.shutdown()).await??;
+    info!("storage flushed; bye");
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! Byte layouts of everything chaff stores. Stable on disk: a change here
+//! needs a new `FORMAT_VERSION` in `store/mod.rs`.
+//!
+//! Token id lists are sorted, then written as LEB128 varints of the gaps
+//! between consecutive ids: ~7–8 bytes per id for random 64-bit hashes,
+//! instead of 8 fixed bytes plus a key per token.
+
+use crate::classify::{Counts, Model};
+use crate::error::Error;
+use crate::tokenize::TokenId;
+use crate::types::Label;
+
+/// What the ledger holds for one learned message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub label: Label,
+    /// The message's distinct tokens, sorted: what to unlearn on Forget.
+    pub tokens: Vec<TokenId>,
+}
+
+/// One step of a click, as replayed from the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Learn(Label, Vec<TokenId>),
+    Unlearn(Label, Vec<TokenId>),
+}
+
+impl Op {
+    pub fn apply(&self, model: &mut Model) {
+        match self {
+            Op::Learn(label, ids) => model.learn(ids, *label),
+            Op::Unlearn(label, ids) => model.unlearn(ids, *label),
+        }
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt {
+        what: what.to_string(),
+    }
+}
+
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads one LEB128 varint, advancing `input`.
+pub fn get_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = input.split_first()?;
+        *input = rest;
+        v |= u64::from(b & 0x7F) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Sorted ids as a count then gap varints.
+fn put_ids(out: &mut Vec<u8>, sorted: &[TokenId]) {
+    put_varint(out, sorted.len() as u64);
+    let mut prev = 0u64;
+    for id in sorted {
+        put_varint(out, id.0.wrapping_sub(prev));
+        prev = id.0;
+    }
+}
+
+fn get_ids(input: &mut &[u8]) -> Option<Vec<TokenId>> {
+    let n = usize::try_from(get_varint(input)?).ok()?;
+    // Each id takes at least one byte: a count beyond the input is corrupt
+    // (and must not become a huge allocation).
+    if n > input.len() {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(n);
+    let mut prev = 0u64;
+    for _ in 0..n {
+        prev = prev.wrapping_add(get_varint(input)?);
+        ids.push(TokenId(prev));
+    }
+    Some(ids)
+}
+
+fn get_label(input: &mut &[u8]) -> Option<Label> {
+    let (&b, rest) = input.split_first()?;
+    *input = rest;
+    Label::from_byte(b)
+}
+
+pub fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + entry.tokens.len() * 8);
+    out.push(entry.label.to_byte());
+    put_ids(&mut out, &entry.tokens);
+    out
+}
+
+pub fn decode_ledger(mut input: &[u8]) -> Result<LedgerEntry, Error> {
+    let label = get_label(&mut input).ok_or_else(|| corrupt("ledger label"))?;
+    let tokens = get_ids(&mut input).ok_or_else(|| corrupt("ledger tokens"))?;
+    Ok(LedgerEntry { label, tokens })
+}
+
+const OP_LEARN: u8 = b'+';
+const OP_UNLEARN: u8 = b'-';
+
+pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_varint(&mut out, ops.len() as u64);
+    for op in ops {
+        let (kind, label, ids) = match op {
+            Op::Learn(l, ids) => (OP_LEARN, l, ids),
+            Op::Unlearn(l, ids) => (OP_UNLEARN, l, ids),
+        };
+        out.push(kind);
+        out.push(label.to_byte());
+        put_ids(&mut out, ids);
+    }
+    out
+}
+
+pub fn decode_ops(mut input: &[u8]) -> Result<Vec<Op>, Error> {
+    let bad = || corrupt("journal entry");
+    let n = get_varint(&mut input).ok_or_else(bad)?;
+    let mut ops = Vec::new();
+    for _ in 0..n {
+        let (&kind, rest) = input.split_first().ok_or_else(bad)?;
+        input = rest;
+        let label = get_label(&mut input).ok_or_else(bad)?;
+        let ids = get_ids(&mut input).ok_or_else(bad)?;
+        ops.push(match kind {
+            OP_LEARN => Op::Learn(label, ids),
+            OP_UNLEARN => Op::Unlearn(label, ids),
+            _ => return Err(bad()),
+        });
+    }
+    Ok(ops)
+}
+
+/// A user's model in compact form: header, sorted gap-coded ids, then the
+/// spam and ham counts as varints. ~9–10 bytes per token for real models.
+pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
+    let mut entries: Vec<(TokenId, Counts)> = model.iter().collect();
+    entries.sort_unstable_by_key(|(id, _)| *id);
+    let mut out = Vec::with_capacity(32 + entries.len() * 10);
+    out.extend_from_slice(&model.tokenizer_version().to_be_bytes());
+    out.extend_from_slice(&applied_seq.to_be_bytes());
+    put_varint(&mut out, model.spam_learned());
+    put_varint(&mut out, model.ham_learned());
+    let ids: Vec<TokenId> = entries.iter().map(|(id, _)| *id).collect();
+    put_ids(&mut out, &ids);
+    for (_, c) in &entries {
+        put_varint(&mut out, u64::from(c.spam));
+        put_varint(&mut out, u64::from(c.ham));
+    }
+    out
+}
+
+/// The model and the last journal sequence number folded into it.
+pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
+    let bad = || corrupt("model snapshot");
+    if input.len() < 12 {
+        return Err(bad());
+    }
+    let version = u32::from_be_bytes(input[0..4].try_into().unwrap());
+    let applied_seq = u64::from_be_bytes(input[4..12].try_into().unwrap());
+    let mut input = &input[12..];
+    let spam = get_varint(&mut input).ok_or_else(bad)?;
+    let ham = get_varint(&mut input).ok_or_else(bad)?;
+    let ids = get_ids(&mut input).ok_or_else(bad)?;
+    let mut tokens = Vec::with_capacity(ids.len());
+    for id in ids {
+        let s = get_varint(&mut input)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(bad)?;
+        let h = get_varint(&mut input)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(bad)?;
+        tokens.push((id, Counts { spam: s, ham: h }));
+    }
+    if !input.is_empty() {
+        return Err(bad());
+    }
+    Ok((Model::from_parts(spam, ham, version, tokens), applied_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_round_trips_edges() {
+        for v in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            let mut s = &out[..];
+            assert_eq!(get_varint(&mut s), Some(v));
+            assert!(s.is_empty());
+        }
+        assert_eq!(get_varint(&mut &[0x80u8][..]), None);
+    }
+
+    #[test]
+    fn ledger_round_trips() {
+        let e = LedgerEntry {
+            label: Label::Spam,
+            tokens: vec![TokenId(3), TokenId(99), TokenId(u64::MAX)],
+        };
+        assert_eq!(decode_ledger(&encode_ledger(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn ops_round_trip() {
+        let ops = vec![
+            Op::Unlearn(Label::Ham, vec![TokenId(1)]),
+            Op::Learn(Label::Spam, vec![TokenId(1), TokenId(7)]),
+        ];
+        assert_eq!(decode_ops(&encode_ops(&ops)).unwrap(), ops);
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let mut m = Model::default();
+        m.learn(&[TokenId(5), TokenId(1 << 60)], Label::Spam);
+        m.learn(&[TokenId(5)], Label::Ham);
+        let (back, seq) = decode_snapshot(&encode_snapshot(&m, 42)).unwrap();
+        assert_eq!((back, seq), (m, 42));
+    }
+
+    #[test]
+    fn truncated_records_are_corrupt_not_panics() {
+        let mut m = Model::default();
+        m.learn(&[TokenId(5), TokenId(77)], Label::Spam);
+        let snap = encode_snapshot(&m, 1);
+        for cut in 0..snap.len() {
+            assert!(decode_snapshot(&snap[..cut]).is_err(), "cut at {cut}");
+        }
+        let led = encode_ledger(&LedgerEntry {
+            label: Label::Ham,
+            tokens: vec![TokenId(1), TokenId(2)],
+        });
+        for cut in 0..led.len() {
+            assert!(decode_ledger(&led[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn huge_declared_count_is_rejected_without_allocating() {
+        let mut bytes = vec![b'S'];
+        put_varint(&mut bytes, u64::MAX);
+        assert!(decode_ledger(&bytes).is_err());
+    }
+}

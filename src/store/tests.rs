@@ -1,0 +1,120 @@
+//! Storage tests on a real sled directory.
+
+use super::*;
+use crate::tokenize::TokenId;
+use crate::types::Label;
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn msg(s: &str) -> MessageId {
+    MessageId::new(s).unwrap()
+}
+
+fn ids(v: &[u64]) -> Vec<TokenId> {
+    v.iter().map(|&x| TokenId(x)).collect()
+}
+
+fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
+    let entry = LedgerEntry {
+        label,
+        tokens: ids(t),
+    };
+    store
+        .record(u, &msg(m), Some(&entry), &[Op::Learn(label, ids(t))])
+        .unwrap()
+}
+
+#[test]
+fn unknown_user_has_no_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    assert!(store.load_model(&user("nobody")).unwrap().is_none());
+}
+
+#[test]
+fn journal_replays_into_the_model_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    {
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        learn(&store, &alice, "m1", Label::Spam, &[1, 2]);
+        learn(&store, &alice, "m2", Label::Ham, &[2, 3]);
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let loaded = store.load_model(&alice).unwrap().unwrap();
+    let mut expect = Model::default();
+    expect.learn(&ids(&[1, 2]), Label::Spam);
+    expect.learn(&ids(&[2, 3]), Label::Ham);
+    assert_eq!(loaded.model, expect);
+    assert_eq!(loaded.unsnapshotted, 2);
+    assert_eq!(
+        store.ledger_get(&alice, &msg("m1")).unwrap().unwrap().label,
+        Label::Spam
+    );
+}
+
+#[test]
+fn checkpoint_folds_journal_and_later_records_still_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let alice = user("alice");
+    learn(&store, &alice, "m1", Label::Spam, &[1]);
+    let seq = learn(&store, &alice, "m2", Label::Ham, &[2]);
+    let model = store.load_model(&alice).unwrap().unwrap().model;
+    store.checkpoint(&alice, &model, seq).unwrap();
+    let after = store.load_model(&alice).unwrap().unwrap();
+    assert_eq!((after.unsnapshotted, after.last_seq), (0, seq));
+    assert_eq!(after.model, model);
+    learn(&store, &alice, "m3", Label::Spam, &[3]);
+    let later = store.load_model(&alice).unwrap().unwrap();
+    assert_eq!(later.unsnapshotted, 1);
+    assert_eq!(later.model.spam_learned(), 2);
+}
+
+#[test]
+fn users_do_not_share_keys_even_when_ids_prefix_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let (a, ab) = (user("a"), user("ab"));
+    learn(&store, &ab, "m", Label::Spam, &[1]);
+    assert!(store.load_model(&a).unwrap().is_none());
+    assert!(store.ledger_get(&a, &msg("bm")).unwrap().is_none());
+}
+
+#[test]
+fn removing_a_ledger_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let alice = user("alice");
+    learn(&store, &alice, "m1", Label::Spam, &[1]);
+    store
+        .record(
+            &alice,
+            &msg("m1"),
+            None,
+            &[Op::Unlearn(Label::Spam, ids(&[1]))],
+        )
+        .unwrap();
+    assert!(store.ledger_get(&alice, &msg("m1")).unwrap().is_none());
+    assert_eq!(
+        store.load_model(&alice).unwrap().unwrap().model,
+        Model::default()
+    );
+}
+
+#[test]
+fn a_file_as_data_directory_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Store::open(&file, 8 << 20)
+        .err()
+        .expect("opening a file as a data directory fails");
+    assert!(
+        err.to_string().contains("cannot open data directory"),
+        "{err}"
+    );
+}

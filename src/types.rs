@@ -1,0 +1,192 @@
+//! The nouns every layer shares: who a statistic belongs to, which message a
+//! click was about, and what the user said about it.
+//!
+//! These are validated once, at the edge (the gRPC adapter or the CLI), so the
+//! library below never sees an empty user id or an unspecified label.
+
+use std::fmt;
+
+use crate::error::Error;
+
+/// Longest user id accepted, in bytes. Keys in the store are prefixed by the
+/// user id, so it must stay small; 256 covers any mailbox address.
+pub const MAX_USER_ID_BYTES: usize = 256;
+
+/// Longest message id accepted, in bytes. Message-ID headers in the wild are
+/// well under this; longer ids are almost always garbage or an attack.
+pub const MAX_MESSAGE_ID_BYTES: usize = 512;
+
+/// A mailbox whose statistics are kept apart from every other mailbox's.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Accepts 1..=[`MAX_USER_ID_BYTES`] bytes with no control characters, so
+    /// ids are printable in logs and safe as store key prefixes.
+    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "user_id is empty; pass the recipient's mailbox id".into(),
+            ));
+        }
+        if id.len() > MAX_USER_ID_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "user_id is {} bytes; the limit is {MAX_USER_ID_BYTES}",
+                id.len()
+            )));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(
+                "user_id contains control characters".into(),
+            ));
+        }
+        Ok(Self(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({:?})", self.0)
+    }
+}
+
+/// The caller's stable name for a message, under which a click is recorded so
+/// that a repeated click is recognised and a flipped or forgotten one undone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// Accepts 1..=[`MAX_MESSAGE_ID_BYTES`] bytes with no control characters.
+    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("message_id is empty".into()));
+        }
+        if id.len() > MAX_MESSAGE_ID_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "message_id is {} bytes; the limit is {MAX_MESSAGE_ID_BYTES}",
+                id.len()
+            )));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(
+                "message_id contains control characters".into(),
+            ));
+        }
+        Ok(Self(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({:?})", self.0)
+    }
+}
+
+/// What a user said a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Label {
+    Spam,
+    Ham,
+}
+
+impl Label {
+    /// The other class: a flipped click moves a message here.
+    pub fn other(self) -> Self {
+        match self {
+            Label::Spam => Label::Ham,
+            Label::Ham => Label::Spam,
+        }
+    }
+
+    /// One-byte form for the store; stable on disk.
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            Label::Spam => b'S',
+            Label::Ham => b'H',
+        }
+    }
+
+    pub(crate) fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            b'S' => Some(Label::Spam),
+            b'H' => Some(Label::Ham),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Label::Spam => "spam",
+            Label::Ham => "ham",
+        })
+    }
+}
+
+/// The classifier's reading of a score against the user's cutoffs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ham,
+    /// Not enough evidence either way; the pipeline should deliver but may tag.
+    Unsure,
+    Spam,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Ham => "ham",
+            Verdict::Unsure => "unsure",
+            Verdict::Spam => "spam",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_rejects_empty_long_and_control() {
+        assert!(UserId::new("").is_err());
+        assert!(UserId::new("a".repeat(MAX_USER_ID_BYTES + 1)).is_err());
+        assert!(UserId::new("al\nice").is_err());
+        assert_eq!(
+            UserId::new("alice@example.com").unwrap().as_str(),
+            "alice@example.com"
+        );
+    }
+
+    #[test]
+    fn label_byte_round_trips_and_flips() {
+        for l in [Label::Spam, Label::Ham] {
+            assert_eq!(Label::from_byte(l.to_byte()), Some(l));
+            assert_eq!(l.other().other(), l);
+            assert_ne!(l.other(), l);
+        }
+        assert_eq!(Label::from_byte(0), None);
+    }
+}
