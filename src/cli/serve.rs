@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -30,6 +31,10 @@ pub struct ServeArgs {
     /// Storage page cache, in MiB.
     #[arg(long, env = "CHAFF_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish
+    /// before open connections are closed (e.g. `10s`, `500ms`).
+    #[arg(long, env = "CHAFF_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
     /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`.
     #[arg(long, env = "CHAFF_LOG", default_value = "info")]
     log: String,
@@ -60,7 +65,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // One line on stdout, for people and for scripts that start chaff on port 0.
     println!("chaff listening on {}", listener.local_addr()?);
 
-    chaff::service::serve(engine, listener, shutdown_signal())
+    chaff::service::serve(engine, listener, shutdown_signal(), args.shutdown_grace)
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }
@@ -84,5 +89,21 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => info!("Ctrl-C received"),
         _ = term => info!("SIGTERM received"),
+    }
+}
+
+/// `500ms`, `10s`, `2m`: the units a person types.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("unknown unit {unit:?} in {s:?}; use ms, s or m")),
     }
 }

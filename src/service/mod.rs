@@ -8,6 +8,7 @@ pub mod status;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -146,6 +147,13 @@ impl proto::chaff_server::Chaff for ChaffService {
 /// Serves chaff, gRPC health and reflection on `listener` until `shutdown`
 /// completes, then snapshots models and flushes storage.
 ///
+/// After `shutdown`, in-flight requests get up to `grace` to finish. The
+/// bound matters: hyper's graceful shutdown can wait forever for a client
+/// that keeps an idle HTTP/2 connection open (hyperium/hyper#4170), and a
+/// mail pipeline always does. Requests cut off by the bound lose only their
+/// reply: each click is committed atomically or not at all, and retrying it
+/// is harmless.
+///
 /// tonic's own decode limit is set well above the engine's message limit so
 /// that an oversized message gets chaff's RESOURCE_EXHAUSTED naming the
 /// limit, not a transport error.
@@ -153,6 +161,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local: SocketAddr = listener.local_addr()?;
     let limit = engine.settings().max_message_bytes;
@@ -172,13 +181,31 @@ pub async fn serve(
     health.set_serving::<ChaffServer<ChaffService>>().await;
 
     info!(%local, max_message_bytes = limit, "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection");
-    tonic::transport::Server::builder()
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(chaff)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown requested: draining in-flight requests"
+            );
+            let _ = draining_tx.send(());
+        });
+    let grace_expired = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = server => served?,
+        () = grace_expired => warn!("grace period over with connections still open; closing them"),
+    }
 
     info!("shutting down: snapshotting models and flushing storage");
     tokio::task::spawn_blocking(move || engine.shutdown()).await??;

@@ -1,0 +1,221 @@
+//! Starting real servers for tests, and messages written for the tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chaff::engine::{Engine, Settings};
+use chaff::proto::{self, chaff_client::ChaffClient};
+use chaff::store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub type Client = ChaffClient<Channel>;
+
+/// An in-process server on 127.0.0.1 with its own data directory.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Settings::default()).await
+    }
+
+    pub async fn start_with(settings: Settings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 32 << 20).unwrap();
+        let engine = Arc::new(Engine::new(store, settings));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            chaff::service::serve(engine, listener, stopped, Duration::from_secs(5))
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url()).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let mut last = None;
+    for _ in 0..50 {
+        match ChaffClient::connect(url.to_string()).await {
+            Ok(c) => {
+                return c
+                    .max_encoding_message_size(usize::MAX)
+                    .max_decoding_message_size(64 << 20);
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot connect to {url}: {last:?}");
+}
+
+/// The `chaff serve` binary as a child process, for tests that signal it.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl ServerProcess {
+    pub fn start(data: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chaff"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--shutdown-grace",
+                "300ms",
+                "--data",
+            ])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn chaff serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("chaff listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Self {
+            addr: format!("http://{addr}"),
+            child,
+        }
+    }
+
+    /// SIGTERM, then wait: a clean exit is expected.
+    pub fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(
+            exit.success(),
+            "chaff serve exited with {exit:?} after SIGTERM"
+        );
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+pub const SPAM: &[u8] = b"From: \"Pharma Deals\" <promo@pills.example>\r\n\
+Subject: Cheap pills, 90% discount today\r\n\
+Message-ID: <s1@pills.example>\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+Buy cheap pills now! Viagra and more at http://pills.example/buy. Limited offer, act now.\r\n";
+
+pub const SPAM2: &[u8] = b"From: offers@winner.example\r\n\
+Subject: You are a winner: claim your prize\r\n\
+Message-ID: <s2@winner.example>\r\n\
+\r\n\
+Claim your cash prize now, limited offer, click http://winner.example/claim to act now.\r\n";
+
+pub const HAM: &[u8] = b"From: Bob <bob@work.example>\r\n\
+Subject: Notes from the quarterly planning meeting\r\n\
+Message-ID: <h1@work.example>\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+Hi team, the notes from Tuesday's planning meeting are attached. Please review the agenda\r\n\
+for next week and send comments on the budget section.\r\n";
+
+pub const HAM2: &[u8] = b"From: Carol <carol@work.example>\r\n\
+Subject: Re: budget review meeting\r\n\
+Message-ID: <h2@work.example>\r\n\
+\r\n\
+Thanks Bob, I reviewed the budget section of the notes; comments inline before the meeting.\r\n";
+
+pub async fn train(
+    c: &mut Client,
+    user: &str,
+    msg: &[u8],
+    label: proto::Label,
+    id: &str,
+) -> proto::TrainResponse {
+    c.train(proto::TrainRequest {
+        user_id: user.into(),
+        message: msg.to_vec(),
+        label: label.into(),
+        message_id: id.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+pub async fn score(c: &mut Client, user: &str, msg: &[u8]) -> proto::ScoreResponse {
+    c.score(proto::ScoreRequest {
+        user_id: user.into(),
+        message: msg.to_vec(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+pub async fn user(c: &mut Client, user: &str) -> proto::UserInfo {
+    c.get_user(proto::GetUserRequest {
+        user_id: user.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Everything observable about a user: its info and the scores of the test
+/// messages. Two equal snapshots mean the user is in the same state.
+pub async fn observe(c: &mut Client, u: &str) -> (proto::UserInfo, Vec<(u64, i32)>) {
+    let mut scores = Vec::new();
+    for m in [SPAM, SPAM2, HAM, HAM2] {
+        let s = score(c, u, m).await;
+        scores.push((s.spam_probability.to_bits(), s.verdict));
+    }
+    (user(c, u).await, scores)
+}

@@ -1,0 +1,164 @@
+//! Bad input gets a clear status; hostile bytes still get a score.
+
+use chaff::engine::Settings;
+use chaff::proto::{self, Label};
+use tonic::Code;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn empty_user_id_is_invalid_argument() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let e = c
+        .score(proto::ScoreRequest {
+            user_id: String::new(),
+            message: SPAM.to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("user_id"), "{}", e.message());
+    let e = c
+        .train(proto::TrainRequest {
+            user_id: String::new(),
+            message: SPAM.to_vec(),
+            label: Label::Spam.into(),
+            message_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c
+        .get_user(proto::GetUserRequest {
+            user_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unspecified_label_is_invalid_argument_and_learns_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let e = c
+        .train(proto::TrainRequest {
+            user_id: "alice".into(),
+            message: SPAM.to_vec(),
+            label: 0,
+            message_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("LABEL_SPAM"), "{}", e.message());
+    assert_eq!(
+        user(&mut c, "alice").await.spam_learned + user(&mut c, "alice").await.ham_learned,
+        0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn forget_of_unknown_message_is_not_found() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let e = c
+        .forget(proto::ForgetRequest {
+            user_id: "alice".into(),
+            message_id: "never".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("never"), "{}", e.message());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn message_over_the_default_limit_is_resource_exhausted_naming_it() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut big = SPAM.to_vec();
+    big.resize(10 * 1024 * 1024 + 1, b'a');
+    let e = c
+        .score(proto::ScoreRequest {
+            user_id: "alice".into(),
+            message: big.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(
+        e.message().contains("10 MiB"),
+        "chaff's own message, naming the limit: {}",
+        e.message()
+    );
+    let e = c
+        .train(proto::TrainRequest {
+            user_id: "alice".into(),
+            message: big,
+            label: Label::Spam.into(),
+            message_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    // A message exactly at the limit is accepted.
+    let mut at_limit = SPAM.to_vec();
+    at_limit.resize(10 * 1024 * 1024, b'a');
+    let s = c
+        .score(proto::ScoreRequest {
+            user_id: "alice".into(),
+            message: at_limit,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.spam_probability, 0.5);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn configured_limit_is_the_one_enforced() {
+    let settings = Settings {
+        max_message_bytes: 1000,
+        ..Settings::default()
+    };
+    let server = TestServer::start_with(settings).await;
+    let mut c = server.client().await;
+    let e = c
+        .score(proto::ScoreRequest {
+            user_id: "a".into(),
+            message: vec![b'x'; 1001],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("1000"), "{}", e.message());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_and_broken_mime_still_get_a_score() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    train(&mut c, "alice", SPAM, Label::Spam, "").await;
+    train(&mut c, "alice", HAM, Label::Ham, "").await;
+    let garbage: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let broken_mime = b"Content-Type: multipart/mixed; boundary=\"zz\"\r\nSubject: =?utf-8?B?!!!notbase64?=\r\n\r\n--zz\r\nContent-Transfer-Encoding: base64\r\n\r\n@@@@not base64 at all\xff\xfe\r\n--zz\r\nContent-Type: text/html; charset=bogus-charset\r\n\r\n<html><b>cheap pills<\r\n";
+    let cases: [&[u8]; 4] = [&garbage, broken_mime, b"", b"\r\n\r\n\r\n"];
+    for m in cases {
+        let s = score(&mut c, "alice", m).await;
+        assert!((0.0..=1.0).contains(&s.spam_probability), "{s:?}");
+        assert_ne!(s.verdict, proto::Verdict::Unspecified as i32);
+    }
+    // And they can be learned too.
+    let t = train(&mut c, "alice", &garbage, Label::Spam, "").await;
+    assert!(t.message_id.starts_with("xxh3:"));
+    server.stop().await;
+}

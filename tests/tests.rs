@@ -1,0 +1,9 @@
+//! Integration tests: the real server on a loopback port, real sled data
+//! directories, real gRPC clients.
+
+mod common;
+
+mod api;
+mod durability;
+mod errors;
+mod wire;
