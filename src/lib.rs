@@ -23,6 +23,7 @@
 pub mod classify;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod service;
 pub mod store;
 pub mod tokenize;

@@ -3,6 +3,7 @@
 //! a deployment can configure chaff without a wrapper script.
 
 mod client;
+mod eval;
 mod serve;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ enum Command {
     Forget(ForgetArgs),
     /// Show what chaff knows about a user: learn counts and model size.
     User(UserArgs),
+    /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
+    Eval(eval::EvalArgs),
     /// Print a message's features (tokens) as the classifier sees them; local, no server.
     Tokens(TokensArgs),
 }
@@ -119,5 +122,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forget(a) => client::forget(&a.server.server, &a.user, &a.message_id).await,
         Command::User(a) => client::user(&a.server.server, &a.user).await,
         Command::Tokens(a) => client::tokens(&a.file),
+        Command::Eval(a) => eval::run(a).await,
     }
 }

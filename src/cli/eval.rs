@@ -1,0 +1,222 @@
+//! `chaff eval`: replay a TREC-format corpus and report the TREC measures.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use tokio::runtime::Handle;
+
+use chaff::engine::{Engine, Settings};
+use chaff::eval::{self, Filter, Judgement, Plan, Summary, TrainMode};
+use chaff::proto::{self, chaff_client::ChaffClient};
+use chaff::store::Store;
+use chaff::types::{Label, UserId, Verdict};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The corpus index: lines `spam PATH` / `ham PATH` in arrival order.
+    #[arg(long)]
+    index: PathBuf,
+    /// Which messages are learned after scoring: `every` (TREC immediate
+    /// feedback) or `errors` (only wrong or unsure verdicts, as users click).
+    #[arg(long, value_enum, default_value_t = Train::Every)]
+    train: Train,
+    /// Instead of the online protocol, learn this fraction of the corpus
+    /// (its head) without scoring, then score the rest without learning.
+    #[arg(long, value_name = "FRACTION")]
+    split: Option<f64>,
+    /// Replay through a running chaff server (gRPC) instead of in-process.
+    #[arg(long)]
+    server: Option<String>,
+    /// Write one `id score label` line per scored message.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Train {
+    Every,
+    Errors,
+}
+
+struct GrpcFilter {
+    client: ChaffClient<tonic::transport::Channel>,
+    user: String,
+    handle: Handle,
+}
+
+impl Filter for GrpcFilter {
+    fn score(&mut self, _id: &str, message: &[u8]) -> Result<Judgement, String> {
+        let req = proto::ScoreRequest {
+            user_id: self.user.clone(),
+            message: message.to_vec(),
+        };
+        let r = self
+            .handle
+            .block_on(self.client.score(req))
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        let verdict = match proto::Verdict::try_from(r.verdict) {
+            Ok(proto::Verdict::Spam) => Verdict::Spam,
+            Ok(proto::Verdict::Ham) => Verdict::Ham,
+            _ => Verdict::Unsure,
+        };
+        Ok(Judgement {
+            score: r.spam_probability,
+            verdict,
+        })
+    }
+
+    fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String> {
+        let label = match label {
+            Label::Spam => proto::Label::Spam,
+            Label::Ham => proto::Label::Ham,
+        };
+        let req = proto::TrainRequest {
+            user_id: self.user.clone(),
+            message: message.to_vec(),
+            label: label.into(),
+            message_id: id.to_string(),
+        };
+        self.handle
+            .block_on(self.client.train(req))
+            .map_err(|s| s.message().to_string())?;
+        Ok(())
+    }
+}
+
+pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let corpus = eval::read_index(&args.index)?;
+    let learn_only = match args.split {
+        Some(f) if (0.0..1.0).contains(&f) => (corpus.len() as f64 * f).round() as usize,
+        Some(f) => anyhow::bail!("--split {f}: give a fraction in [0, 1)"),
+        None => 0,
+    };
+    let train = match args.train {
+        Train::Every => TrainMode::Every,
+        Train::Errors => TrainMode::Errors,
+    };
+    let plan = Plan { train, learn_only };
+    // A fresh user per run, so a server's earlier runs never leak in.
+    let user = format!(
+        "eval-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
+
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(corpus.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} messages, {per_sec}, eta {eta}",
+        )
+        .expect("valid template"),
+    );
+
+    let started = Instant::now();
+    let outcomes = match &args.server {
+        Some(server) => {
+            let client = ChaffClient::connect(server.clone())
+                .await
+                .with_context(|| format!("cannot reach chaff at {server}"))?
+                .max_encoding_message_size(usize::MAX);
+            let mut filter = GrpcFilter {
+                client,
+                user,
+                handle: Handle::current(),
+            };
+            let bar = bar.clone();
+            tokio::task::spawn_blocking(move || {
+                eval::replay(&corpus, &mut filter, plan, |done, _| {
+                    bar.set_position(done as u64)
+                })
+            })
+            .await??
+        }
+        None => {
+            let bar = bar.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
+                let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, Settings::default());
+                let mut filter = eval::EngineFilter {
+                    engine: &engine,
+                    user: UserId::new(user)?,
+                };
+                Ok(eval::replay(&corpus, &mut filter, plan, |done, _| {
+                    bar.set_position(done as u64)
+                })?)
+            })
+            .await??
+        }
+    };
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = outcomes.len() + learn_only;
+    let rate = total as f64 / elapsed;
+
+    if let Some(path) = &args.results {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        );
+        for o in &outcomes {
+            writeln!(f, "{} {:.9} {}", o.id, o.score, o.gold)?;
+        }
+        f.flush()?;
+    }
+
+    let summary =
+        Summary::of(&outcomes).context("the scored messages need at least one spam and one ham")?;
+    if args.json {
+        let v = serde_json::json!({
+            "index": args.index.display().to_string(),
+            "train": format!("{:?}", args.train).to_lowercase(),
+            "split": args.split,
+            "messages": summary.messages,
+            "spam": summary.spam,
+            "ham": summary.ham,
+            "one_minus_roca_pct": summary.one_minus_roca_pct,
+            "lam_pct": summary.lam_pct,
+            "ham_misclassified_pct": summary.ham_misclassified_pct,
+            "spam_misclassified_pct": summary.spam_misclassified_pct,
+            "spam_misclassified_at_0_1_ham_pct": summary.spam_misclassified_at_01_ham_pct,
+            "messages_per_second": rate,
+        });
+        println!("{v}");
+    } else {
+        println!("corpus            {}", args.index.display());
+        match args.split {
+            Some(f) => println!(
+                "protocol          learn first {:.0}% ({learn_only} messages), score the rest",
+                f * 100.0
+            ),
+            None => println!("protocol          online, train {:?}", args.train),
+        }
+        println!(
+            "scored            {} ({} spam, {} ham)",
+            summary.messages, summary.spam, summary.ham
+        );
+        println!("(1-ROCA)%         {:.3}", summary.one_minus_roca_pct);
+        println!(
+            "ROC area          {:.5}",
+            1.0 - summary.one_minus_roca_pct / 100.0
+        );
+        println!("lam%              {:.3}", summary.lam_pct);
+        println!("ham misclassified {:.3}%", summary.ham_misclassified_pct);
+        println!("spam missed       {:.3}%", summary.spam_misclassified_pct);
+        println!(
+            "spam missed at 0.1% ham misclassified: {:.3}%",
+            summary.spam_misclassified_at_01_ham_pct
+        );
+        println!("speed             {rate:.0} messages/s ({total} in {elapsed:.1} s)");
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! Replaying a labelled corpus through a filter, the way the TREC Spam Track
+//! did: messages in arrival order, each scored and then (depending on the
+//! training mode) learned. The same replay drives chaff's own library, a
+//! running chaff server (from the binary) and, via results files, peers.
+
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+
+use crate::types::{Label, Verdict};
+pub use metrics::{Outcome, Summary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: expected `spam PATH` or `ham PATH`, found {text:?}", path.display())]
+    BadIndexLine {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error("filter failed on {id}: {message}")]
+    Filter { id: String, message: String },
+}
+
+/// One message of a corpus.
+#[derive(Clone, Debug)]
+pub struct CorpusMessage {
+    /// The path as written in the index: the message's stable id.
+    pub id: String,
+    pub path: PathBuf,
+    pub gold: Label,
+}
+
+/// Reads a TREC index: lines `spam PATH` / `ham PATH`, paths relative to
+/// the index's folder, in arrival order. Blank lines are skipped.
+pub fn read_index(index: &Path) -> Result<Vec<CorpusMessage>, EvalError> {
+    let text = std::fs::read_to_string(index).map_err(|source| EvalError::Read {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let base = index.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || EvalError::BadIndexLine {
+            path: index.to_path_buf(),
+            line: n + 1,
+            text: line.to_string(),
+        };
+        let (label, rel) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
+        let gold = match label.to_ascii_lowercase().as_str() {
+            "spam" => Label::Spam,
+            "ham" => Label::Ham,
+            _ => return Err(bad()),
+        };
+        let rel = rel.trim();
+        out.push(CorpusMessage {
+            id: rel.to_string(),
+            path: base.join(rel),
+            gold,
+        });
+    }
+    Ok(out)
+}
+
+/// What a filter says about one message.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Judgement {
+    pub score: f64,
+    pub verdict: Verdict,
+}
+
+/// Anything that can score and learn messages.
+pub trait Filter {
+    fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String>;
+    fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String>;
+}
+
+/// When the replay teaches the filter the gold label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainMode {
+    /// TREC immediate feedback: every message, right after scoring it.
+    Every,
+    /// Only messages judged wrongly or unsure — how webmail users click.
+    Errors,
+}
+
+impl TrainMode {
+    fn should_learn(self, gold: Label, verdict: Verdict) -> bool {
+        match self {
+            TrainMode::Every => true,
+            TrainMode::Errors => !matches!(
+                (gold, verdict),
+                (Label::Spam, Verdict::Spam) | (Label::Ham, Verdict::Ham)
+            ),
+        }
+    }
+}
+
+/// How to replay.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub train: TrainMode,
+    /// Learn the first `learn_only` messages without scoring them, then
+    /// score the rest *without learning* (a batch train/test split). Zero
+    /// gives the TREC online protocol.
+    pub learn_only: usize,
+}
+
+/// Replays `corpus` through `filter`; `progress(done, total)` is called after
+/// each message. Returns the outcomes of the scored messages.
+pub fn replay(
+    corpus: &[CorpusMessage],
+    filter: &mut dyn Filter,
+    plan: Plan,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<Outcome>, EvalError> {
+    let mut outcomes = Vec::with_capacity(corpus.len());
+    let fail = |id: &str, message: String| EvalError::Filter {
+        id: id.to_string(),
+        message,
+    };
+    for (i, m) in corpus.iter().enumerate() {
+        let bytes = std::fs::read(&m.path).map_err(|source| EvalError::Read {
+            path: m.path.clone(),
+            source,
+        })?;
+        if plan.learn_only > 0 {
+            if i < plan.learn_only {
+                filter
+                    .learn(&m.id, &bytes, m.gold)
+                    .map_err(|e| fail(&m.id, e))?;
+            } else {
+                let j = filter.score(&m.id, &bytes).map_err(|e| fail(&m.id, e))?;
+                outcomes.push(outcome(m, j));
+            }
+        } else {
+            let j = filter.score(&m.id, &bytes).map_err(|e| fail(&m.id, e))?;
+            if plan.train.should_learn(m.gold, j.verdict) {
+                filter
+                    .learn(&m.id, &bytes, m.gold)
+                    .map_err(|e| fail(&m.id, e))?;
+            }
+            outcomes.push(outcome(m, j));
+        }
+        progress(i + 1, corpus.len());
+    }
+    Ok(outcomes)
+}
+
+fn outcome(m: &CorpusMessage, j: Judgement) -> Outcome {
+    Outcome {
+        id: m.id.clone(),
+        gold: m.gold,
+        score: j.score,
+        judged_spam: j.verdict == Verdict::Spam,
+    }
+}
+
+/// The library's own engine as a [`Filter`], for one user.
+pub struct EngineFilter<'a> {
+    pub engine: &'a crate::engine::Engine,
+    pub user: crate::types::UserId,
+}
+
+impl Filter for EngineFilter<'_> {
+    fn score(&mut self, _id: &str, message: &[u8]) -> Result<Judgement, String> {
+        let s = self
+            .engine
+            .score(&self.user, message)
+            .map_err(|e| e.to_string())?;
+        Ok(Judgement {
+            score: s.probability,
+            verdict: s.verdict,
+        })
+    }
+
+    fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String> {
+        // The corpus path is the id: corpora repeat Message-IDs.
+        let id = crate::types::MessageId::new(id).map_err(|e| e.to_string())?;
+        self.engine
+            .train(&self.user, message, label, Some(id))
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Oracle {
+        learned: Vec<String>,
+    }
+
+    impl Filter for Oracle {
+        fn score(&mut self, _id: &str, message: &[u8]) -> Result<Judgement, String> {
+            let spam = message.starts_with(b"spam");
+            let verdict = if message.ends_with(b"?") {
+                Verdict::Unsure
+            } else if spam {
+                Verdict::Spam
+            } else {
+                Verdict::Ham
+            };
+            Ok(Judgement {
+                score: if spam { 0.9 } else { 0.1 },
+                verdict,
+            })
+        }
+        fn learn(&mut self, id: &str, _m: &[u8], _l: Label) -> Result<(), String> {
+            self.learned.push(id.to_string());
+            Ok(())
+        }
+    }
+
+    fn corpus(dir: &Path) -> Vec<CorpusMessage> {
+        std::fs::write(dir.join("a"), "spam!").unwrap();
+        std::fs::write(dir.join("b"), "ham").unwrap();
+        std::fs::write(dir.join("c"), "spam?").unwrap();
+        std::fs::write(dir.join("d"), "ham but spam").unwrap();
+        std::fs::write(dir.join("index"), "spam a\nham b\n\nspam c\nspam d\n").unwrap();
+        read_index(&dir.join("index")).unwrap()
+    }
+
+    #[test]
+    fn index_lines_become_messages_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = corpus(dir.path());
+        let ids: Vec<&str> = c.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        assert_eq!(c[1].gold, Label::Ham);
+        std::fs::write(dir.path().join("bad"), "spam a\nmaybe b\n").unwrap();
+        let err = read_index(&dir.path().join("bad")).unwrap_err().to_string();
+        assert!(err.contains(":2:"), "{err}");
+    }
+
+    #[test]
+    fn errors_mode_learns_only_wrong_or_unsure() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = corpus(dir.path());
+        let mut f = Oracle { learned: vec![] };
+        let plan = Plan {
+            train: TrainMode::Errors,
+            learn_only: 0,
+        };
+        let out = replay(&c, &mut f, plan, |_, _| {}).unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(f.learned, ["c", "d"]);
+        let mut f = Oracle { learned: vec![] };
+        replay(
+            &c,
+            &mut f,
+            Plan {
+                train: TrainMode::Every,
+                learn_only: 0,
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(f.learned.len(), 4);
+    }
+
+    #[test]
+    fn split_learns_the_head_and_scores_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = corpus(dir.path());
+        let mut f = Oracle { learned: vec![] };
+        let out = replay(
+            &c,
+            &mut f,
+            Plan {
+                train: TrainMode::Every,
+                learn_only: 2,
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(f.learned, ["a", "b"]);
+        let ids: Vec<&str> = out.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["c", "d"]);
+    }
+}
