@@ -30,7 +30,8 @@ pub struct EvalArgs {
     /// Replay through a running chaff server (gRPC) instead of in-process.
     #[arg(long)]
     server: Option<String>,
-    /// Write one `id score label` line per scored message.
+    /// Write one `id score gold judged` line per scored message (read back by
+    /// `chaff metrics`).
     #[arg(long)]
     results: Option<PathBuf>,
     /// Print the summary as JSON.
@@ -167,19 +168,63 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             std::fs::File::create(path)
                 .with_context(|| format!("cannot write {}", path.display()))?,
         );
-        for o in &outcomes {
-            writeln!(f, "{} {:.9} {}", o.id, o.score, o.gold)?;
-        }
+        eval::write_results(&outcomes, &mut f)?;
         f.flush()?;
     }
 
     let summary =
         Summary::of(&outcomes).context("the scored messages need at least one spam and one ham")?;
-    if args.json {
+    let protocol = match args.split {
+        Some(f) => format!(
+            "learn first {:.0}% ({learn_only} messages), score the rest",
+            f * 100.0
+        ),
+        None => format!(
+            "online, train {}",
+            format!("{:?}", args.train).to_lowercase()
+        ),
+    };
+    print_summary(
+        &args.index.display().to_string(),
+        &protocol,
+        &summary,
+        Some((rate, total, elapsed)),
+        args.json,
+    );
+    Ok(())
+}
+
+/// `chaff metrics FILE...`: the same summary from results files.
+pub fn metrics(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    for (i, file) in files.iter().enumerate() {
+        let outcomes = eval::read_results(file)?;
+        let summary = Summary::of(&outcomes)
+            .with_context(|| format!("{}: need at least one spam and one ham", file.display()))?;
+        if i > 0 && !json {
+            println!();
+        }
+        print_summary(
+            &file.display().to_string(),
+            "from results file",
+            &summary,
+            None,
+            json,
+        );
+    }
+    Ok(())
+}
+
+fn print_summary(
+    source: &str,
+    protocol: &str,
+    summary: &Summary,
+    speed: Option<(f64, usize, f64)>,
+    json: bool,
+) {
+    if json {
         let v = serde_json::json!({
-            "index": args.index.display().to_string(),
-            "train": format!("{:?}", args.train).to_lowercase(),
-            "split": args.split,
+            "source": source,
+            "protocol": protocol,
             "messages": summary.messages,
             "spam": summary.spam,
             "ham": summary.ham,
@@ -188,35 +233,30 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             "ham_misclassified_pct": summary.ham_misclassified_pct,
             "spam_misclassified_pct": summary.spam_misclassified_pct,
             "spam_misclassified_at_0_1_ham_pct": summary.spam_misclassified_at_01_ham_pct,
-            "messages_per_second": rate,
+            "messages_per_second": speed.map(|s| s.0),
         });
         println!("{v}");
-    } else {
-        println!("corpus            {}", args.index.display());
-        match args.split {
-            Some(f) => println!(
-                "protocol          learn first {:.0}% ({learn_only} messages), score the rest",
-                f * 100.0
-            ),
-            None => println!("protocol          online, train {:?}", args.train),
-        }
-        println!(
-            "scored            {} ({} spam, {} ham)",
-            summary.messages, summary.spam, summary.ham
-        );
-        println!("(1-ROCA)%         {:.3}", summary.one_minus_roca_pct);
-        println!(
-            "ROC area          {:.5}",
-            1.0 - summary.one_minus_roca_pct / 100.0
-        );
-        println!("lam%              {:.3}", summary.lam_pct);
-        println!("ham misclassified {:.3}%", summary.ham_misclassified_pct);
-        println!("spam missed       {:.3}%", summary.spam_misclassified_pct);
-        println!(
-            "spam missed at 0.1% ham misclassified: {:.3}%",
-            summary.spam_misclassified_at_01_ham_pct
-        );
+        return;
+    }
+    println!("source            {source}");
+    println!("protocol          {protocol}");
+    println!(
+        "scored            {} ({} spam, {} ham)",
+        summary.messages, summary.spam, summary.ham
+    );
+    println!("(1-ROCA)%         {:.3}", summary.one_minus_roca_pct);
+    println!(
+        "ROC area          {:.5}",
+        1.0 - summary.one_minus_roca_pct / 100.0
+    );
+    println!("lam%              {:.3}", summary.lam_pct);
+    println!("ham misclassified {:.3}%", summary.ham_misclassified_pct);
+    println!("spam missed       {:.3}%", summary.spam_misclassified_pct);
+    println!(
+        "spam missed at 0.1% ham misclassified: {:.3}%",
+        summary.spam_misclassified_at_01_ham_pct
+    );
+    if let Some((rate, total, elapsed)) = speed {
         println!("speed             {rate:.0} messages/s ({total} in {elapsed:.1} s)");
     }
-    Ok(())
 }

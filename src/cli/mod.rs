@@ -35,6 +35,9 @@ enum Command {
     User(UserArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
+    /// Compute the same measures from results files (`id score gold judged` lines),
+    /// e.g. written by `chaff eval --results` or the peer scripts.
+    Metrics(MetricsArgs),
     /// Print a message's features (tokens) as the classifier sees them; local, no server.
     Tokens(TokensArgs),
 }
@@ -106,6 +109,16 @@ struct UserArgs {
 }
 
 #[derive(Args, Debug)]
+struct MetricsArgs {
+    /// Results files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print JSON, one object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct TokensArgs {
     /// An RFC 5322 message file; `-` reads standard input.
     file: PathBuf,
@@ -123,5 +136,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(a) => client::user(&a.server.server, &a.user).await,
         Command::Tokens(a) => client::tokens(&a.file),
         Command::Eval(a) => eval::run(a).await,
+        Command::Metrics(a) => eval::metrics(&a.files, a.json),
     }
 }

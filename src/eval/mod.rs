@@ -23,6 +23,12 @@ pub enum EvalError {
         line: usize,
         text: String,
     },
+    #[error("{}:{line}: expected `ID SCORE spam|ham spam|ham`, found {text:?}", path.display())]
+    BadResultsLine {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
     #[error("filter failed on {id}: {message}")]
     Filter { id: String, message: String },
 }
@@ -82,6 +88,61 @@ pub struct Judgement {
 pub trait Filter {
     fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String>;
     fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String>;
+}
+
+/// Reads a results file: one `id score gold judged` line per message (gold
+/// and judged are `spam` or `ham`; the score is spamminess, higher = more
+/// spam). `chaff eval --results` writes this, and the peer scripts under
+/// `scripts/peers/` do too, so every filter is measured by the same code.
+pub fn read_results(path: &Path) -> Result<Vec<Outcome>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || EvalError::BadResultsLine {
+            path: path.to_path_buf(),
+            line: n + 1,
+            text: line.to_string(),
+        };
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [id, score, gold, judged] = fields[..] else {
+            return Err(bad());
+        };
+        let label = |s: &str| match s {
+            "spam" => Some(Label::Spam),
+            "ham" => Some(Label::Ham),
+            _ => None,
+        };
+        let score: f64 = score.parse().map_err(|_| bad())?;
+        if !score.is_finite() {
+            return Err(bad());
+        }
+        out.push(Outcome {
+            id: id.to_string(),
+            gold: label(gold).ok_or_else(bad)?,
+            score,
+            judged_spam: label(judged).ok_or_else(bad)? == Label::Spam,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes outcomes in the format [`read_results`] reads.
+pub fn write_results(outcomes: &[Outcome], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    for o in outcomes {
+        let judged = if o.judged_spam {
+            Label::Spam
+        } else {
+            Label::Ham
+        };
+        writeln!(out, "{} {:.17e} {} {}", o.id, o.score, o.gold, judged)?;
+    }
+    Ok(())
 }
 
 /// When the replay teaches the filter the gold label.
@@ -267,6 +328,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.learned.len(), 4);
+    }
+
+    #[test]
+    fn results_files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = corpus(dir.path());
+        let out = replay(
+            &c,
+            &mut Oracle { learned: vec![] },
+            Plan {
+                train: TrainMode::Every,
+                learn_only: 0,
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        let mut bytes = Vec::new();
+        write_results(&out, &mut bytes).unwrap();
+        std::fs::write(dir.path().join("r"), &bytes).unwrap();
+        assert_eq!(read_results(&dir.path().join("r")).unwrap(), out);
+        std::fs::write(dir.path().join("bad"), "a 0.5 spam\n").unwrap();
+        assert!(read_results(&dir.path().join("bad")).is_err());
     }
 
     #[test]
