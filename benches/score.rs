@@ -1,1 +1,200 @@
-fn main() {}
+//! The scoring hot path and the cost of a durable click.
+//!
+//! Run: `cargo bench --bench score` (figures and their context in
+//! docs/PERFORMANCE.md). The message is generated here — a realistic 10 KB
+//! mixed text/HTML newsletter — never taken from a corpus.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use chaff::classify::{Model, Params};
+use chaff::engine::{Engine, Settings};
+use chaff::store::Store;
+use chaff::tokenize::{TokenId, Tokenizer};
+use chaff::types::{Label, MessageId, UserId};
+
+/// Deterministic xorshift so every run benches the same bytes.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "you",
+    "that",
+    "it",
+    "for",
+    "on",
+    "are",
+    "with",
+    "as",
+    "this",
+    "your",
+    "be",
+    "at",
+    "have",
+    "from",
+    "or",
+    "by",
+    "offer",
+    "account",
+    "meeting",
+    "please",
+    "review",
+    "price",
+    "free",
+    "order",
+    "shipping",
+    "report",
+    "project",
+    "team",
+    "update",
+    "click",
+    "here",
+    "unsubscribe",
+    "newsletter",
+    "schedule",
+    "invoice",
+    "payment",
+    "customer",
+    "service",
+    "security",
+    "password",
+    "discount",
+    "limited",
+    "today",
+    "tomorrow",
+    "thanks",
+    "regards",
+    "attached",
+    "document",
+    "agenda",
+    "budget",
+    "quarter",
+    "results",
+    "market",
+    "growth",
+    "données",
+    "größe",
+    "naïve",
+    "café",
+    "résumé",
+    "straße",
+];
+
+/// ~10 KB: headers, a plain part and an HTML part with links.
+pub fn message(seed: u64, target: usize) -> Vec<u8> {
+    let mut r = Rng(seed | 1);
+    let mut text = String::new();
+    while text.len() < target / 2 {
+        for _ in 0..12 {
+            text.push_str(WORDS[(r.next() % WORDS.len() as u64) as usize]);
+            text.push(' ');
+        }
+        if r.next() % 5 == 0 {
+            text.push_str(&format!(
+                "https://host{}.example.com/p/{} ",
+                r.next() % 50,
+                r.next() % 1000
+            ));
+        }
+        text.push_str(&format!("{}.\r\n", r.next() % 10_000));
+    }
+    let html = format!(
+        "<html><body><p>{}</p><a href=\"https://shop.example.com/x\">buy</a></body></html>",
+        text.replace("\r\n", "<br>\r\n")
+    );
+    format!(
+        "Received: from mx1.example.net (mx1.example.net [198.51.100.{a}]) by mx.example.org; Mon, 3 Nov 2026 10:00:00 +0000\r\n\
+From: \"Example News\" <news@example.com>\r\nTo: user@example.org\r\nSubject: Weekly update {seed}\r\n\
+Message-ID: <{seed}@example.com>\r\nMIME-Version: 1.0\r\nX-Mailer: Mailer 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n\
+--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--b1--\r\n",
+        a = seed % 250
+    )
+    .into_bytes()
+}
+
+/// A warm model of about `tokens` distinct tokens, including the bench
+/// message's own tokens so lookups hit as they would for a real user.
+fn model(tokens: usize, message_ids: &[TokenId]) -> Model {
+    let mut m = Model::default();
+    let mut r = Rng(42);
+    let per_message = 300;
+    let mut i = 0;
+    while m.token_count() < tokens {
+        let ids: Vec<TokenId> = (0..per_message)
+            .map(|_| TokenId(r.next() % (tokens as u64 * 4)))
+            .collect();
+        m.learn(&ids, if i % 3 == 0 { Label::Spam } else { Label::Ham });
+        i += 1;
+    }
+    m.learn(message_ids, Label::Ham);
+    m
+}
+
+fn bench(c: &mut Criterion) {
+    let msg = message(7, 10 * 1024);
+    let tokenizer = Tokenizer::default();
+    let tokens = tokenizer.tokenize(&msg);
+
+    let mut g = c.benchmark_group("score");
+    g.throughput(Throughput::Bytes(msg.len() as u64));
+    g.bench_function("tokenize 10KB", |b| {
+        b.iter(|| tokenizer.tokenize(black_box(&msg)))
+    });
+    let params = Params::default();
+    let m = model(50_000, &tokens.ids);
+    g.bench_function("classify 50k-token model", |b| {
+        b.iter(|| m.score(black_box(&tokens.ids), &params))
+    });
+
+    // End to end through the engine: tokenize + lookup + combine, warm user.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(
+        Store::open(dir.path(), 64 << 20).unwrap(),
+        Settings::default(),
+    );
+    let user = UserId::new("bench").unwrap();
+    for i in 0..200u64 {
+        let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
+        engine
+            .train(&user, &message(1000 + i, 10 * 1024), label, None)
+            .unwrap();
+    }
+    g.bench_function("engine score 10KB (warm user)", |b| {
+        b.iter(|| engine.score(&user, black_box(&msg)).unwrap())
+    });
+    g.finish();
+
+    // A durable click: tokenize, ledger read, one batch, flush.
+    let mut g = c.benchmark_group("train");
+    g.sample_size(30);
+    let mut n = 0u64;
+    let train_msg = message(9, 10 * 1024);
+    g.bench_function("engine train 10KB durable", |b| {
+        b.iter(|| {
+            n += 1;
+            let id = MessageId::new(format!("m{n}")).unwrap();
+            engine
+                .train(&user, &train_msg, Label::Spam, Some(id))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
