@@ -270,9 +270,15 @@ impl Engine {
         })
     }
 
-    /// Writes a click durably, then applies it in memory, then snapshots the
-    /// model if enough clicks have accumulated. The caller holds the user's
-    /// writer lock.
+    /// Writes a click, applies it in memory, makes it durable, then
+    /// snapshots the model if enough clicks have accumulated. The caller
+    /// holds the user's writer lock.
+    ///
+    /// The memory model follows sled's logical state, not its durable state:
+    /// once the batch is applied the ledger says "learned", so the model must
+    /// count it too, even if the flush then fails — otherwise a retried click
+    /// would answer ALREADY_LEARNED against a model that never counted it.
+    /// Only the reply waits for the flush.
     fn commit(
         &self,
         user: &UserId,
@@ -283,7 +289,6 @@ impl Engine {
         ops: &[Op],
     ) -> Result<(), Error> {
         let seq = self.store.record(user, message_id, entry, ops)?;
-        self.store.flush()?;
         {
             let mut model = slot.model.write().expect("model lock");
             for op in ops {
@@ -292,6 +297,7 @@ impl Engine {
         }
         writer.last_seq = seq;
         writer.unsnapshotted += 1;
+        self.store.flush()?;
         if writer.unsnapshotted >= CHECKPOINT_EVERY {
             self.checkpoint_locked(user, slot, writer)?;
         }
