@@ -24,6 +24,7 @@ pub mod classify;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod mail;
 pub mod service;
 pub mod store;
 pub mod tokenize;

@@ -12,6 +12,7 @@ use chaff::engine::{Engine, Settings};
 use chaff::eval::{self, Filter, Judgement, Plan, Summary, TrainMode};
 use chaff::proto::{self, chaff_client::ChaffClient};
 use chaff::store::Store;
+use chaff::tokenize::{Limits, Tokenizer};
 use chaff::types::{Label, UserId, Verdict};
 
 #[derive(Args, Debug)]
@@ -37,6 +38,10 @@ pub struct EvalArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Word-pair window for the in-process tokenizer (1 = no pairs); for
+    /// comparing tokenizer settings. Ignored with --server.
+    #[arg(long)]
+    pair_window: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -144,9 +149,18 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         None => {
             let bar = bar.clone();
+            let pair_window = args.pair_window;
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
-                let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, Settings::default());
+                let mut limits = Limits::default();
+                if let Some(w) = pair_window {
+                    limits.pair_window = w;
+                }
+                let settings = Settings {
+                    tokenizer: Tokenizer::new(limits),
+                    ..Settings::default()
+                };
+                let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, settings);
                 let mut filter = eval::EngineFilter {
                     engine: &engine,
                     user: UserId::new(user)?,

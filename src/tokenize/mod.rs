@@ -10,17 +10,22 @@
 //! input: every loop here is bounded by [`Limits`], and a message that hits a
 //! cap is still tokenized up to it, with the cap reported in [`Tokens`].
 
-mod features;
+mod headers;
+mod html;
+mod parts;
+mod sink;
 mod words;
 
 use std::fmt;
 
-pub use features::Tag;
+use mail_parser::MessageParser;
+
+pub use sink::Tag;
 
 /// Bumped whenever a change alters which ids a message produces. Each user's
 /// model records the version it was built with, so statistics from two
 /// tokenizers are never mixed silently.
-pub const TOKENIZER_VERSION: u32 = 1;
+pub const TOKENIZER_VERSION: u32 = 2;
 
 /// Fixed seed for token hashing. Token ids are persisted, so this (and the
 /// hash, xxh3-64) must never change without bumping [`TOKENIZER_VERSION`].
@@ -62,6 +67,13 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Decoded body text examined in total.
     pub max_body_bytes: usize,
+    /// MIME parts examined (attachments and nested messages included).
+    pub max_parts: usize,
+    /// Nesting of multiparts and attached messages followed.
+    pub max_mime_depth: usize,
+    /// Word pairs: each word is paired with the previous `pair_window − 1`
+    /// words (orthogonal sparse bigrams); below 2, no pairs.
+    pub pair_window: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +83,9 @@ impl Default for Limits {
             max_word_bytes: 40,
             max_header_bytes: 256 * 1024,
             max_body_bytes: 2 * 1024 * 1024,
+            max_parts: 100,
+            max_mime_depth: 20,
+            pair_window: 5,
         }
     }
 }
@@ -81,6 +96,8 @@ pub enum LimitHit {
     Tokens,
     HeaderBytes,
     BodyBytes,
+    Parts,
+    MimeDepth,
     /// The bytes did not parse as a message at all; read as plain text.
     Unparsable,
 }
@@ -91,6 +108,8 @@ impl LimitHit {
             LimitHit::Tokens => "tokens per message",
             LimitHit::HeaderBytes => "header bytes",
             LimitHit::BodyBytes => "body bytes",
+            LimitHit::Parts => "MIME parts",
+            LimitHit::MimeDepth => "MIME depth",
             LimitHit::Unparsable => "not parsable as MIME; read as plain text",
         }
     }
@@ -116,21 +135,46 @@ impl Tokenizer {
         Self { limits }
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The message's distinct token ids.
     pub fn tokenize(&self, raw: &[u8]) -> Tokens {
-        let mut sink = features::Sink::new(&self.limits, false);
-        features::extract(raw, &self.limits, &mut sink);
+        let mut sink = sink::Sink::new(&self.limits, false);
+        extract(raw, &mut sink);
         sink.finish()
     }
 
     /// The features as readable `tag:text` strings, in extraction order (with
     /// repeats), for `chaff tokens` and for support staff.
     pub fn explain(&self, raw: &[u8]) -> (Vec<String>, Vec<LimitHit>) {
-        let mut sink = features::Sink::new(&self.limits, true);
-        features::extract(raw, &self.limits, &mut sink);
-        let text = std::mem::take(&mut sink.text);
+        let mut sink = sink::Sink::new(&self.limits, true);
+        extract(raw, &mut sink);
+        let text = sink.text.take().unwrap_or_default();
         (text, sink.finish().limits_hit)
     }
+}
+
+/// Reads `raw` into `sink`: headers first (the most telling and the
+/// cheapest), then the MIME tree, stopping at whichever cap comes first.
+fn extract(raw: &[u8], sink: &mut sink::Sink) {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        // Not a message at all (or empty): still give it a reading, so
+        // garbage gets a score rather than an error.
+        sink.hit(LimitHit::Unparsable);
+        let max = sink.limits().max_body_bytes;
+        let text = String::from_utf8_lossy(&raw[..raw.len().min(max)]);
+        sink.words(Tag::Body, &text);
+        return;
+    };
+    headers::headers(&msg, sink);
+    let limits = sink.limits();
+    let mut budget = parts::Budget {
+        body_bytes: limits.max_body_bytes,
+        parts: limits.max_parts,
+    };
+    parts::walk(&msg, &mut budget, sink, 0);
 }
 
 #[cfg(test)]

@@ -1,0 +1,309 @@
+//! Sender authentication as recorded by our border MTA: SPF in
+//! `Received-SPF` (RFC 7208 §9.1), DKIM in the provider's
+//! `X-HE-DKIM-Result`, and SPF/DKIM/DMARC in `Authentication-Results`
+//! (RFC 8601).
+//!
+//! Headers are attacker-writable until our border adds its own, so this
+//! module only parses; *which* header instance to trust (the topmost, added
+//! by our border) is the caller's decision, documented where it is made.
+//! Parsing is total: anything unrecognised is simply absent.
+
+use std::net::IpAddr;
+
+/// An authentication method's result (RFC 8601 §2.7 values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthResult {
+    Pass,
+    Fail,
+    SoftFail,
+    Neutral,
+    None,
+    TempError,
+    PermError,
+    Policy,
+}
+
+impl AuthResult {
+    pub fn parse(word: &str) -> Option<Self> {
+        Some(match word.trim().to_ascii_lowercase().as_str() {
+            "pass" => Self::Pass,
+            "fail" | "hardfail" => Self::Fail,
+            "softfail" => Self::SoftFail,
+            "neutral" => Self::Neutral,
+            "none" => Self::None,
+            "temperror" => Self::TempError,
+            "permerror" => Self::PermError,
+            "policy" => Self::Policy,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::SoftFail => "softfail",
+            Self::Neutral => "neutral",
+            Self::None => "none",
+            Self::TempError => "temperror",
+            Self::PermError => "permerror",
+            Self::Policy => "policy",
+        }
+    }
+}
+
+/// One method's verdict and the domain it speaks for, when stated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub result: AuthResult,
+    /// SPF: the checked MAIL FROM (or HELO) domain; DKIM: the signing
+    /// domain `d=`; DMARC: the RFC 5322 From domain.
+    pub domain: Option<String>,
+}
+
+/// Everything the headers say about how the message authenticated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Authentication {
+    pub spf: Option<Check>,
+    /// The connecting client's IP, from `client-ip=` of `Received-SPF`.
+    pub client_ip: Option<IpAddr>,
+    pub dkim: Vec<Check>,
+    pub dmarc: Option<Check>,
+}
+
+/// Strips RFC 5322 comments `( … )`, which may nest, and quotes.
+fn strip_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut depth = 0usize;
+    for c in s.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            '"' => {}
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The domain part of an address or the domain itself, lowercased.
+fn domain_of(value: &str) -> Option<String> {
+    let v = value.trim().trim_matches(|c| c == '<' || c == '>');
+    let d = v
+        .rsplit_once('@')
+        .map_or(v, |(_, d)| d)
+        .trim()
+        .trim_end_matches('.');
+    (!d.is_empty() && d.len() <= 253 && d.contains('.')).then(|| d.to_ascii_lowercase())
+}
+
+impl Authentication {
+    /// Reads every authentication header of one header block, topmost
+    /// first. For single-valued facts (SPF, DMARC, client IP) the topmost
+    /// instance wins: it is the one our own border added last.
+    pub fn from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut auth = Authentication::default();
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("received-spf") {
+                auth.read_received_spf(value);
+            } else if name.eq_ignore_ascii_case("x-he-dkim-result") {
+                auth.read_he_dkim(value);
+            } else if name.eq_ignore_ascii_case("authentication-results") {
+                auth.read_authentication_results(value);
+            }
+        }
+        auth
+    }
+
+    /// `Received-SPF: pass (comment) client-ip=192.0.2.1; envelope-from=...`
+    fn read_received_spf(&mut self, value: &str) {
+        let first = value.split_whitespace().next().unwrap_or("");
+        let Some(result) = AuthResult::parse(first) else {
+            return;
+        };
+        let text = strip_comments(value);
+        let mut domain = None;
+        let mut ip = None;
+        for part in text.split(';').flat_map(|p| p.split_whitespace()) {
+            if let Some((k, v)) = part.split_once('=') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "client-ip" => ip = v.trim().parse::<IpAddr>().ok(),
+                    "envelope-from" => domain = domain_of(v),
+                    "helo" if domain.is_none() => domain = domain_of(v),
+                    _ => {}
+                }
+            }
+        }
+        // The support articles: "the sending IP appears at the end of the
+        // Received-SPF line" — accept a bare trailing IP when no client-ip=.
+        if ip.is_none() {
+            ip = text
+                .split_whitespace()
+                .last()
+                .and_then(|w| w.trim_end_matches([';', '.']).parse().ok());
+        }
+        if self.spf.is_none() {
+            self.spf = Some(Check { result, domain });
+        }
+        if self.client_ip.is_none() {
+            self.client_ip = ip;
+        }
+    }
+
+    /// `X-HE-DKIM-Result: pass (…) header.d=example.com` — the first word is
+    /// the result; a `d=` or `header.d=` property names the signer.
+    fn read_he_dkim(&mut self, value: &str) {
+        let text = strip_comments(value);
+        let Some(result) = text.split_whitespace().next().and_then(AuthResult::parse) else {
+            return;
+        };
+        let domain = text
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .find_map(|p| p.strip_prefix("header.d=").or_else(|| p.strip_prefix("d=")))
+            .and_then(domain_of);
+        self.dkim.push(Check { result, domain });
+    }
+
+    /// RFC 8601: `authserv-id; method=result ptype.prop=value …; …`.
+    fn read_authentication_results(&mut self, value: &str) {
+        let text = strip_comments(value);
+        let mut clauses = text.split(';');
+        clauses.next(); // authserv-id (and version)
+        for clause in clauses {
+            let mut words = clause.split_whitespace();
+            let Some((method, result)) = words.next().and_then(|w| w.split_once('=')) else {
+                continue;
+            };
+            let Some(result) = AuthResult::parse(result) else {
+                continue;
+            };
+            let mut domain = None;
+            for w in words {
+                if let Some((prop, v)) = w.split_once('=') {
+                    let prop = prop.to_ascii_lowercase();
+                    let wanted = match method.to_ascii_lowercase().as_str() {
+                        "spf" => {
+                            prop == "smtp.mailfrom" || (prop == "smtp.helo" && domain.is_none())
+                        }
+                        "dkim" => prop == "header.d" || (prop == "header.i" && domain.is_none()),
+                        "dmarc" => prop == "header.from",
+                        _ => false,
+                    };
+                    if wanted {
+                        domain = domain_of(v);
+                    }
+                }
+            }
+            let check = Check { result, domain };
+            match method.to_ascii_lowercase().as_str() {
+                "spf" if self.spf.is_none() => self.spf = Some(check),
+                "dkim" => self.dkim.push(check),
+                "dmarc" if self.dmarc.is_none() => self.dmarc = Some(check),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(headers: &[(&str, &str)]) -> Authentication {
+        Authentication::from_headers(headers.iter().copied())
+    }
+
+    #[test]
+    fn received_spf_result_domain_and_client_ip() {
+        let a = parse(&[(
+            "Received-SPF",
+            "pass (mx.example.org: domain of bob@example.com designates 192.0.2.1 as permitted sender) \
+             receiver=mx.example.org; client-ip=192.0.2.1; envelope-from=\"bob@example.com\"; helo=mail.example.com;",
+        )]);
+        assert_eq!(
+            a.spf,
+            Some(Check {
+                result: AuthResult::Pass,
+                domain: Some("example.com".into())
+            })
+        );
+        assert_eq!(a.client_ip, Some("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn received_spf_with_the_ip_at_the_end_and_ipv6() {
+        let a = parse(&[(
+            "Received-SPF",
+            "softfail (domain of transitioning x@y.example) 2001:db8::7",
+        )]);
+        assert_eq!(a.spf.unwrap().result, AuthResult::SoftFail);
+        assert_eq!(a.client_ip, Some("2001:db8::7".parse().unwrap()));
+    }
+
+    #[test]
+    fn topmost_received_spf_wins() {
+        let a = parse(&[
+            ("Received-SPF", "fail client-ip=198.51.100.9;"),
+            ("Received-SPF", "pass client-ip=192.0.2.1;"),
+        ]);
+        assert_eq!(a.spf.unwrap().result, AuthResult::Fail);
+        assert_eq!(a.client_ip, Some("198.51.100.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn he_dkim_result() {
+        let a = parse(&[(
+            "X-HE-DKIM-Result",
+            "pass (signature verified) header.d=News.Example.com",
+        )]);
+        assert_eq!(
+            a.dkim,
+            vec![Check {
+                result: AuthResult::Pass,
+                domain: Some("news.example.com".into())
+            }]
+        );
+        assert!(parse(&[("X-HE-DKIM-Result", "")]).dkim.is_empty());
+    }
+
+    #[test]
+    fn authentication_results_rfc8601() {
+        let a = parse(&[(
+            "Authentication-Results",
+            "mx.example.org; spf=fail (sender IP is 203.0.113.5) smtp.mailfrom=evil.example; \
+             dkim=pass (2048-bit key) header.d=bank.example header.i=@bank.example; dmarc=fail header.from=bank.example",
+        )]);
+        assert_eq!(
+            a.spf,
+            Some(Check {
+                result: AuthResult::Fail,
+                domain: Some("evil.example".into())
+            })
+        );
+        assert_eq!(
+            a.dkim,
+            vec![Check {
+                result: AuthResult::Pass,
+                domain: Some("bank.example".into())
+            }]
+        );
+        assert_eq!(
+            a.dmarc,
+            Some(Check {
+                result: AuthResult::Fail,
+                domain: Some("bank.example".into())
+            })
+        );
+    }
+
+    #[test]
+    fn garbage_is_absent_not_an_error() {
+        let a = parse(&[
+            ("Received-SPF", "((((unbalanced"),
+            ("Authentication-Results", ";;;=;=pass;dkim=;spf=maybe"),
+            ("X-HE-DKIM-Result", "\u{fffd}\u{fffd}"),
+        ]);
+        assert_eq!(a, Authentication::default());
+    }
+}

@@ -1,0 +1,162 @@
+//! Header features: who sent it, how it travelled, how it authenticated.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use mail_parser::{Address, Message};
+
+use super::LimitHit;
+use super::sink::{Sink, Tag};
+use crate::mail::auth::Authentication;
+
+/// Features of one message's header block.
+pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
+    let mut budget = sink.limits().max_header_bytes;
+    let mut cut = false;
+    for (name, value) in msg.headers_raw() {
+        let cost = name.len() + value.len();
+        if cost > budget {
+            // One huge header (a 5 MB line) must not stop the others from
+            // being read: skip it, note the cap, go on with what fits.
+            cut = true;
+            continue;
+        }
+        budget -= cost;
+        sink.push(Tag::HeaderName, &name.to_ascii_lowercase());
+        if name.eq_ignore_ascii_case("received") {
+            received_ips(value, sink);
+        } else if name.eq_ignore_ascii_case("x-mailer") || name.eq_ignore_ascii_case("user-agent") {
+            sink.words(Tag::Mailer, value);
+        }
+    }
+    if cut {
+        sink.hit(LimitHit::HeaderBytes);
+    }
+    let max = sink.limits().max_header_bytes;
+    if let Some(subject) = msg.subject()
+        && subject.len() <= max
+    {
+        sink.words(Tag::Subject, subject);
+    }
+    if let Some(from) = msg.from() {
+        address(
+            from,
+            Tag::FromAddr,
+            Some(Tag::FromDomain),
+            Some(Tag::FromName),
+            sink,
+        );
+    }
+    if let Some(reply_to) = msg.reply_to() {
+        address(
+            reply_to,
+            Tag::ReplyToAddr,
+            Some(Tag::ReplyToDomain),
+            None,
+            sink,
+        );
+    }
+    if let Some(rp) = msg.return_address()
+        && rp.len() <= 320
+    {
+        sink.push(Tag::ReturnPathAddr, &rp.to_lowercase());
+    }
+    if let Some(id) = msg.message_id()
+        && let Some((_, domain)) = id.rsplit_once('@')
+        && domain.len() <= 255
+    {
+        sink.push(Tag::MessageIdDomain, &domain.to_lowercase());
+    }
+    auth(msg, sink);
+}
+
+/// SPF, DKIM and DMARC results as evidence. Which header instance to
+/// trust is `Authentication`'s rule (topmost first).
+fn auth(msg: &Message<'_>, sink: &mut Sink) {
+    let a = Authentication::from_headers(
+        msg.headers_raw()
+            .filter(|(n, v)| n.len() + v.len() <= 16 * 1024),
+    );
+    if let Some(spf) = &a.spf {
+        sink.push(Tag::Auth, &format!("spf:{}", spf.result.as_str()));
+    }
+    for dkim in &a.dkim {
+        sink.push(Tag::Auth, &format!("dkim:{}", dkim.result.as_str()));
+        // A valid signature from the From domain is what DMARC alignment
+        // means; a valid signature by someone else is much weaker evidence.
+        let from_domain = msg
+            .from()
+            .and_then(|f| f.first())
+            .and_then(|a| a.address())
+            .and_then(|a| a.rsplit_once('@'))
+            .map(|(_, d)| d.to_ascii_lowercase());
+        if dkim.domain.is_some() && dkim.domain == from_domain {
+            sink.push(Tag::Auth, &format!("dkim-aligned:{}", dkim.result.as_str()));
+        }
+    }
+    if let Some(dmarc) = &a.dmarc {
+        sink.push(Tag::Auth, &format!("dmarc:{}", dmarc.result.as_str()));
+    }
+    if a.spf.is_none() && a.dkim.is_empty() && a.dmarc.is_none() {
+        sink.push(Tag::Auth, "none-recorded");
+    }
+    if let Some(ip) = a.client_ip {
+        ip_tokens(ip, sink);
+    }
+}
+
+/// The first address of a header: address, domain, display-name words.
+fn address(
+    addr: &Address<'_>,
+    tag: Tag,
+    domain_tag: Option<Tag>,
+    name_tag: Option<Tag>,
+    sink: &mut Sink,
+) {
+    let Some(first) = addr.first() else { return };
+    if let Some(a) = first.address()
+        && a.len() <= 320
+    {
+        let a = a.to_lowercase();
+        sink.push(tag, &a);
+        if let (Some(dt), Some((_, domain))) = (domain_tag, a.rsplit_once('@')) {
+            sink.push(dt, domain);
+        }
+    }
+    if let (Some(nt), Some(name)) = (name_tag, first.name())
+        && name.len() <= 1024
+    {
+        sink.words(nt, name);
+    }
+}
+
+/// IP addresses anywhere in a Received header (`[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]`, bare), each with its network.
+fn received_ips(value: &str, sink: &mut Sink) {
+    // `[IPv6:…]` literals: drop the tag, or its "6:" would join the address.
+    let value = value.replace("IPv6:", " ").replace("ipv6:", " ");
+    for candidate in value.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':')) {
+        if candidate.len() < 3 || !candidate.contains(['.', ':']) {
+            continue;
+        }
+        if let Ok(ip) = candidate.parse::<IpAddr>() {
+            ip_tokens(ip, sink);
+        }
+    }
+}
+
+/// An address and its network (/24, or /64 for IPv6): neighbours in a
+/// spammer's range share reputation.
+fn ip_tokens(ip: IpAddr, sink: &mut Sink) {
+    sink.push(Tag::ReceivedIp, &ip.to_string());
+    let net = match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    };
+    sink.push(Tag::ReceivedNet, &net);
+}

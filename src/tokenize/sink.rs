@@ -1,0 +1,244 @@
+//! Where features go: hashed to ids, capped, optionally kept as text for
+//! `chaff tokens`. Word pairs (orthogonal sparse bigrams) and shape tokens
+//! are made here, so every text source gets them alike.
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::words;
+use super::{LimitHit, Limits, TOKEN_SEED, TokenId, Tokens};
+
+/// Where in the message a feature came from. The tag is part of the hash, so
+/// the same word in two places is two pieces of evidence. The names are part
+/// of the token ids: renaming one needs a new tokenizer version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tag {
+    /// A word of visible body text (plain parts, visible HTML text).
+    Body,
+    /// A word of the Subject.
+    Subject,
+    /// A word of HTML text a reader would not see (display:none, font-size 0…).
+    HiddenWord,
+    /// The From address, its domain and display-name words.
+    FromAddr,
+    FromDomain,
+    FromName,
+    ReplyToAddr,
+    ReplyToDomain,
+    ReturnPathAddr,
+    /// The domain part of the Message-ID (`<x@host>`): bulk mailers leave marks.
+    MessageIdDomain,
+    /// Words of X-Mailer / User-Agent.
+    Mailer,
+    /// The MIME type of every part, and declared charsets.
+    ContentType,
+    Charset,
+    /// The name of each header present (e.g. `list-unsubscribe`).
+    HeaderName,
+    /// Addresses in Received headers, and their /24 (IPv6: /64).
+    ReceivedIp,
+    ReceivedNet,
+    /// SPF / DKIM / DMARC results (`spf:pass`, `dkim:fail`, `dmarc:none`…).
+    Auth,
+    /// Hosts of URLs, their registered domains (public-suffix aware).
+    UrlHost,
+    UrlDomain,
+    /// URL oddities: an IP literal as host, userinfo before the host.
+    UrlShape,
+    /// Domains of e-mail addresses in body text.
+    BodyEmailDomain,
+    /// HTML structure: hidden text, images, forms, link text naming another host.
+    Html,
+    /// Attachments, described by extension, type and size class — never bytes.
+    Attachment,
+    /// MIME oddities: encoding problems, caps hit.
+    Mime,
+    /// A word too long to be evidence verbatim, kept as its shape.
+    LongWord,
+    /// A long number, kept as its digit pattern.
+    Number,
+}
+
+impl Tag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tag::Body => "body",
+            Tag::Subject => "subject",
+            Tag::HiddenWord => "hidden",
+            Tag::FromAddr => "from",
+            Tag::FromDomain => "from.domain",
+            Tag::FromName => "from.name",
+            Tag::ReplyToAddr => "reply-to",
+            Tag::ReplyToDomain => "reply-to.domain",
+            Tag::ReturnPathAddr => "return-path",
+            Tag::MessageIdDomain => "message-id.domain",
+            Tag::Mailer => "mailer",
+            Tag::ContentType => "content-type",
+            Tag::Charset => "charset",
+            Tag::HeaderName => "header",
+            Tag::ReceivedIp => "received.ip",
+            Tag::ReceivedNet => "received.net",
+            Tag::Auth => "auth",
+            Tag::UrlHost => "url.host",
+            Tag::UrlDomain => "url.domain",
+            Tag::UrlShape => "url",
+            Tag::BodyEmailDomain => "body.email-domain",
+            Tag::Html => "html",
+            Tag::Attachment => "attachment",
+            Tag::Mime => "mime",
+            Tag::LongWord => "long",
+            Tag::Number => "number",
+        }
+    }
+
+    /// Whether word pairs are made from this text (running prose only).
+    fn pairs(self) -> bool {
+        matches!(self, Tag::Body | Tag::Subject)
+    }
+}
+
+/// Id of an orthogonal sparse bigram: `first`, then `skip` words, then
+/// `second`, in text tagged `tag` — xxh3-64 (seed `TOKEN_SEED`) of
+/// `"osb" tag 0x1F skip xxh3(first) xxh3(second)` (little-endian u64s).
+fn pair_id(tag: Tag, first: u64, skip: u8, second: u64) -> TokenId {
+    let mut h = Xxh3::with_seed(TOKEN_SEED);
+    h.update(b"osb");
+    h.update(tag.as_str().as_bytes());
+    h.update(&[0x1F, skip]);
+    h.update(&first.to_le_bytes());
+    h.update(&second.to_le_bytes());
+    TokenId(h.digest())
+}
+
+/// Collects hashed features up to the token cap.
+pub(super) struct Sink {
+    ids: Vec<TokenId>,
+    limits: Limits,
+    limits_hit: Vec<LimitHit>,
+    /// Readable `tag:text` features, only when explaining.
+    pub(super) text: Option<Vec<String>>,
+    word_buf: String,
+    shape_buf: String,
+    /// The previous words of the current text (hash, and text when
+    /// explaining), most recent last, for word pairs.
+    recent: Vec<(u64, String)>,
+}
+
+impl Sink {
+    pub(super) fn new(limits: &Limits, keep_text: bool) -> Self {
+        Self {
+            ids: Vec::with_capacity(1024),
+            limits: limits.clone(),
+            limits_hit: Vec::new(),
+            text: keep_text.then(Vec::new),
+            word_buf: String::new(),
+            shape_buf: String::new(),
+            recent: Vec::with_capacity(8),
+        }
+    }
+
+    pub(super) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(super) fn full(&self) -> bool {
+        self.ids.len() >= self.limits.max_tokens
+    }
+
+    pub(super) fn hit(&mut self, limit: LimitHit) {
+        if !self.limits_hit.contains(&limit) {
+            self.limits_hit.push(limit);
+        }
+    }
+
+    /// Adds one feature; returns false once the token cap is reached.
+    pub(super) fn push(&mut self, tag: Tag, text: &str) -> bool {
+        if self.full() {
+            self.hit(LimitHit::Tokens);
+            return false;
+        }
+        self.ids.push(TokenId::of(tag, text));
+        if let Some(t) = &mut self.text {
+            t.push(format!("{}:{}", tag.as_str(), text));
+        }
+        true
+    }
+
+    /// Adds each word of free text (and, for prose, word pairs); long words
+    /// and long numbers as shapes. Pairs never span two calls.
+    pub(super) fn words(&mut self, tag: Tag, text: &str) -> bool {
+        self.recent.clear();
+        let mut buf = std::mem::take(&mut self.word_buf);
+        let more = words::for_each_word(text, &mut buf, |w| self.word(tag, w));
+        self.word_buf = buf;
+        more
+    }
+
+    fn word(&mut self, tag: Tag, w: &str) -> bool {
+        // Single ASCII letters and digits are noise; a lone CJK character is
+        // a word and is kept.
+        if w.len() == 1 {
+            return true;
+        }
+        let mut shape = std::mem::take(&mut self.shape_buf);
+        let digits = w.bytes().filter(u8::is_ascii_digit).count();
+        let ok = if w.len() > self.limits.max_word_bytes {
+            words::shape(w, &mut shape);
+            shape.insert_str(0, tag.as_str());
+            shape.insert(tag.as_str().len(), ':');
+            self.push(Tag::LongWord, &shape)
+        } else if digits >= 5 && digits * 2 >= w.len() {
+            words::number_pattern(w, &mut shape);
+            self.push(Tag::Number, &shape)
+        } else {
+            self.push(tag, w) && (!tag.pairs() || self.pairs(tag, w))
+        };
+        self.shape_buf = shape;
+        ok
+    }
+
+    /// Orthogonal sparse bigrams (Siefkes et al. 2004, as crm114's OSB):
+    /// the word with each of the previous `window − 1` words, keeping the
+    /// distance, so "click … here" matches across a varying filler word.
+    fn pairs(&mut self, tag: Tag, w: &str) -> bool {
+        let window = self.limits.pair_window;
+        if window < 2 {
+            return true;
+        }
+        let h = xxhash_rust::xxh3::xxh3_64(w.as_bytes());
+        for (back, (prev, prev_text)) in self.recent.iter().rev().enumerate() {
+            if self.full() {
+                self.hit(LimitHit::Tokens);
+                return false;
+            }
+            self.ids.push(pair_id(tag, *prev, back as u8, h));
+            if let Some(t) = &mut self.text {
+                t.push(format!(
+                    "pair.{}:{}{} {}",
+                    tag.as_str(),
+                    prev_text,
+                    " _".repeat(back),
+                    w
+                ));
+            }
+        }
+        if self.recent.len() + 1 >= window {
+            self.recent.remove(0);
+        }
+        let text = if self.text.is_some() {
+            w.to_string()
+        } else {
+            String::new()
+        };
+        self.recent.push((h, text));
+        true
+    }
+
+    pub(super) fn finish(mut self) -> Tokens {
+        self.ids.sort_unstable();
+        self.ids.dedup();
+        Tokens {
+            ids: self.ids,
+            limits_hit: self.limits_hit,
+        }
+    }
+}
