@@ -18,11 +18,12 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
+use tracing::warn;
 
 use crate::classify::{self, Model, Params};
 use crate::error::Error;
 use crate::store::{CHECKPOINT_EVERY, LedgerEntry, Op, Store};
-use crate::tokenize::{LimitHit, Tokenizer, Tokens};
+use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
 use crate::types::{Label, MessageId, UserId, Verdict};
 
 /// Default largest message accepted: 10 MiB, larger than almost all mail
@@ -143,11 +144,27 @@ impl Engine {
         // Load without holding the map lock: disk reads must not stall other
         // users. Two racing loaders read the same state; the first insert wins.
         let loaded = self.store.load_model(user)?;
-        let (model, last_seq, unsnapshotted) = match loaded {
+        let (mut model, last_seq, mut unsnapshotted) = match loaded {
             Some(l) => (l.model, l.last_seq, l.unsnapshotted),
             None if create => (Model::default(), 0, 0),
             None => return Ok(None),
         };
+        if model.tokenizer_version() != TOKENIZER_VERSION {
+            // Statistics of another tokenizer describe other token ids:
+            // mixing them with new ones would score garbage. Start over and
+            // say so; the ledger keeps each message's version, so undoing
+            // an old click later leaves the new model alone.
+            warn!(
+                %user,
+                stored = model.tokenizer_version(),
+                current = TOKENIZER_VERSION,
+                learned = model.spam_learned() + model.ham_learned(),
+                "model was built by another tokenizer version; starting a fresh model for this user"
+            );
+            model = Model::default();
+            // Snapshot the fresh model at the next click.
+            unsnapshotted = CHECKPOINT_EVERY;
+        }
         let mut users = self.users.write().expect("users lock");
         let slot = users.entry(user.clone()).or_insert_with(|| {
             Arc::new(UserSlot {
@@ -221,16 +238,18 @@ impl Engine {
             // Unlearn what the ledger says was learned (not what this
             // request's bytes tokenize to), so the move is exact even if the
             // caller sends a different rendering of the message.
-            Some(prev) => (
-                TrainOutcome::Relearned,
-                vec![
-                    Op::Unlearn(prev.label, prev.tokens),
-                    Op::Learn(label, ids.clone()),
-                ],
-            ),
+            Some(prev) => {
+                let mut ops = undo(prev);
+                ops.push(Op::Learn(label, ids.clone()));
+                (TrainOutcome::Relearned, ops)
+            }
             None => (TrainOutcome::Learned, vec![Op::Learn(label, ids.clone())]),
         };
-        let entry = LedgerEntry { label, tokens: ids };
+        let entry = LedgerEntry {
+            label,
+            tokenizer_version: TOKENIZER_VERSION,
+            tokens: ids,
+        };
         self.commit(user, &slot, &mut writer, &message_id, Some(&entry), &ops)?;
         let model = slot.model.read().expect("model lock");
         Ok(Trained {
@@ -254,14 +273,7 @@ impl Engine {
             .ledger_get(user, message_id)?
             .ok_or_else(not_learned)?;
         let label = prev.label;
-        self.commit(
-            user,
-            &slot,
-            &mut writer,
-            message_id,
-            None,
-            &[Op::Unlearn(label, prev.tokens)],
-        )?;
+        self.commit(user, &slot, &mut writer, message_id, None, &undo(prev))?;
         let model = slot.model.read().expect("model lock");
         Ok(Forgotten {
             label,
@@ -356,6 +368,17 @@ impl Engine {
             }
         }
         self.store.flush()
+    }
+}
+
+/// The ops that take a ledger entry's contribution out of the current
+/// model: none when an older tokenizer produced it (the current model never
+/// counted it, see [`Engine::slot`]).
+fn undo(prev: LedgerEntry) -> Vec<Op> {
+    if prev.tokenizer_version == TOKENIZER_VERSION {
+        vec![Op::Unlearn(prev.label, prev.tokens)]
+    } else {
+        Vec::new()
     }
 }
 

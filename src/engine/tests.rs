@@ -188,3 +188,49 @@ fn state_survives_reopen_across_checkpoints() {
     let e = engine(dir.path());
     assert_eq!(state(&e, &u), expected);
 }
+
+#[test]
+fn a_model_from_another_tokenizer_version_is_never_mixed_in() {
+    use crate::classify::Model;
+    use crate::store::{LedgerEntry, Op};
+    use crate::tokenize::TokenId;
+    let dir = tempfile::tempdir().unwrap();
+    let u = user("alice");
+    let old_id = MessageId::new("old").unwrap();
+    {
+        // A user trained by tokenizer version 1, written as that release would.
+        let store = Store::open(dir.path(), 16 << 20).unwrap();
+        let old_tokens = vec![TokenId(1), TokenId(2)];
+        let entry = LedgerEntry {
+            label: Label::Spam,
+            tokenizer_version: 1,
+            tokens: old_tokens.clone(),
+        };
+        let seq = store
+            .record(
+                &u,
+                &old_id,
+                Some(&entry),
+                &[Op::Learn(Label::Spam, old_tokens.clone())],
+            )
+            .unwrap();
+        let mut v1 = Model::from_parts(0, 0, 1, []);
+        v1.learn(&old_tokens, Label::Spam);
+        store.checkpoint(&u, &v1, seq).unwrap();
+    }
+    let e = engine(dir.path());
+    let fresh = e.user_summary(&u).unwrap();
+    assert_eq!(
+        (fresh.spam_learned, fresh.tokens, fresh.tokenizer_version),
+        (0, 0, TOKENIZER_VERSION)
+    );
+    e.train(&u, HAM, Label::Ham, None).unwrap();
+    let before = state(&e, &u);
+    // Forgetting the old click removes it from the ledger and nothing else.
+    assert_eq!(e.forget(&u, &old_id).unwrap().label, Label::Spam);
+    assert_eq!(state(&e, &u), before);
+    assert!(matches!(
+        e.forget(&u, &old_id),
+        Err(Error::NotLearned { .. })
+    ));
+}

@@ -14,6 +14,9 @@ use crate::types::Label;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub label: Label,
+    /// The tokenizer version that produced `tokens`: a model of another
+    /// version never counted them, so undoing them there would be wrong.
+    pub tokenizer_version: u32,
     /// The message's distinct tokens, sorted: what to unlearn on Forget.
     pub tokens: Vec<TokenId>,
 }
@@ -97,14 +100,25 @@ fn get_label(input: &mut &[u8]) -> Option<Label> {
 pub fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + entry.tokens.len() * 8);
     out.push(entry.label.to_byte());
+    put_varint(&mut out, u64::from(entry.tokenizer_version));
     put_ids(&mut out, &entry.tokens);
     out
 }
 
 pub fn decode_ledger(mut input: &[u8]) -> Result<LedgerEntry, Error> {
     let label = get_label(&mut input).ok_or_else(|| corrupt("ledger label"))?;
+    let tokenizer_version = get_varint(&mut input)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| corrupt("ledger tokenizer version"))?;
     let tokens = get_ids(&mut input).ok_or_else(|| corrupt("ledger tokens"))?;
-    Ok(LedgerEntry { label, tokens })
+    if !input.is_empty() {
+        return Err(corrupt("ledger trailing bytes"));
+    }
+    Ok(LedgerEntry {
+        label,
+        tokenizer_version,
+        tokens,
+    })
 }
 
 const OP_LEARN: u8 = b'+';
@@ -210,6 +224,7 @@ mod tests {
     fn ledger_round_trips() {
         let e = LedgerEntry {
             label: Label::Spam,
+            tokenizer_version: 2,
             tokens: vec![TokenId(3), TokenId(99), TokenId(u64::MAX)],
         };
         assert_eq!(decode_ledger(&encode_ledger(&e)).unwrap(), e);
@@ -243,6 +258,7 @@ mod tests {
         }
         let led = encode_ledger(&LedgerEntry {
             label: Label::Ham,
+            tokenizer_version: 2,
             tokens: vec![TokenId(1), TokenId(2)],
         });
         for cut in 0..led.len() {

@@ -46,7 +46,7 @@ use crate::types::{MessageId, UserId};
 pub use codec::{LedgerEntry, Op};
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Clicks between model snapshots: bounds both journal replay at load
 /// (≤ this many records) and the snapshot cost per click (amortised).

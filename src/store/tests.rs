@@ -19,6 +19,7 @@ fn ids(v: &[u64]) -> Vec<TokenId> {
 fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
     let entry = LedgerEntry {
         label,
+        tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
         tokens: ids(t),
     };
     store
