@@ -21,6 +21,7 @@ use std::fmt;
 use mail_parser::MessageParser;
 
 pub use sink::Tag;
+pub use words::{ascii_words, for_each_word};
 
 /// Bumped whenever a change alters which ids a message produces. Each user's
 /// model records the version it was built with, so statistics from two
@@ -40,10 +41,30 @@ pub struct TokenId(pub u64);
 impl TokenId {
     /// Hashes a feature. Public so tests and tools can name a token.
     pub fn of(tag: Tag, text: &str) -> Self {
+        Self::of_parts(&[tag.as_str().as_bytes(), &[0x1F], text.as_bytes()])
+    }
+
+    /// xxh3-64 of the concatenated parts. Short inputs (nearly all tokens)
+    /// are joined on the stack and hashed one-shot: the streaming hasher's
+    /// ~600-byte state costs more than the hash itself. Same bytes, same id.
+    pub(crate) fn of_parts(parts: &[&[u8]]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut buf = [0u8; 128];
+        if len <= buf.len() {
+            let mut at = 0;
+            for p in parts {
+                buf[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            return TokenId(xxhash_rust::xxh3::xxh3_64_with_seed(
+                &buf[..len],
+                TOKEN_SEED,
+            ));
+        }
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(TOKEN_SEED);
-        h.update(tag.as_str().as_bytes());
-        h.update(&[0x1F]);
-        h.update(text.as_bytes());
+        for p in parts {
+            h.update(p);
+        }
         TokenId(h.digest())
     }
 }
@@ -85,7 +106,7 @@ impl Default for Limits {
             max_body_bytes: 2 * 1024 * 1024,
             max_parts: 100,
             max_mime_depth: 20,
-            pair_window: 5,
+            pair_window: 2,
         }
     }
 }

@@ -2,10 +2,8 @@
 //! `chaff tokens`. Word pairs (orthogonal sparse bigrams) and shape tokens
 //! are made here, so every text source gets them alike.
 
-use xxhash_rust::xxh3::Xxh3;
-
 use super::words;
-use super::{LimitHit, Limits, TOKEN_SEED, TokenId, Tokens};
+use super::{LimitHit, Limits, TokenId, Tokens};
 
 /// Where in the message a feature came from. The tag is part of the hash, so
 /// the same word in two places is two pieces of evidence. The names are part
@@ -100,13 +98,13 @@ impl Tag {
 /// `second`, in text tagged `tag` — xxh3-64 (seed `TOKEN_SEED`) of
 /// `"osb" tag 0x1F skip xxh3(first) xxh3(second)` (little-endian u64s).
 fn pair_id(tag: Tag, first: u64, skip: u8, second: u64) -> TokenId {
-    let mut h = Xxh3::with_seed(TOKEN_SEED);
-    h.update(b"osb");
-    h.update(tag.as_str().as_bytes());
-    h.update(&[0x1F, skip]);
-    h.update(&first.to_le_bytes());
-    h.update(&second.to_le_bytes());
-    TokenId(h.digest())
+    TokenId::of_parts(&[
+        b"osb",
+        tag.as_str().as_bytes(),
+        &[0x1F, skip],
+        &first.to_le_bytes(),
+        &second.to_le_bytes(),
+    ])
 }
 
 /// Collects hashed features up to the token cap.

@@ -83,7 +83,11 @@ fn url_tricks_are_features() {
 
 #[test]
 fn word_pairs_keep_their_distance() {
-    let f = features(b"Subject: x\r\n\r\nclick right here now\r\n");
+    let tk = Tokenizer::new(Limits {
+        pair_window: 5,
+        ..Limits::default()
+    });
+    let f = tk.explain(b"Subject: x\r\n\r\nclick right here now\r\n").0;
     for pair in [
         "pair.body:click right",
         "pair.body:click _ here",
