@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::runtime::Handle;
 
+use chaff::classify::Params;
 use chaff::engine::{Engine, Settings};
 use chaff::eval::{self, Filter, Judgement, Plan, Summary, TrainMode};
 use chaff::proto::{self, chaff_client::ChaffClient};
@@ -42,6 +43,19 @@ pub struct EvalArgs {
     /// comparing tokenizer settings. Ignored with --server.
     #[arg(long)]
     pair_window: Option<usize>,
+    /// Classifier parameters to try instead of the defaults (in-process only;
+    /// see src/classify/robinson.rs): Robinson's s.
+    #[arg(long, help_heading = "Tuning")]
+    strength: Option<f64>,
+    /// Robinson's x: the probability of a token with no history.
+    #[arg(long, help_heading = "Tuning")]
+    prior: Option<f64>,
+    /// Tokens closer than this to 0.5 are ignored.
+    #[arg(long, help_heading = "Tuning")]
+    min_dev: Option<f64>,
+    /// At most this many of the most extreme tokens are combined.
+    #[arg(long, help_heading = "Tuning")]
+    max_tokens: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -150,14 +164,21 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         None => {
             let bar = bar.clone();
             let pair_window = args.pair_window;
+            let tuning = (args.strength, args.prior, args.min_dev, args.max_tokens);
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
                 let mut limits = Limits::default();
                 if let Some(w) = pair_window {
                     limits.pair_window = w;
                 }
+                let mut params = Params::default();
+                params.strength = tuning.0.unwrap_or(params.strength);
+                params.prior = tuning.1.unwrap_or(params.prior);
+                params.min_dev = tuning.2.unwrap_or(params.min_dev);
+                params.max_tokens = tuning.3.unwrap_or(params.max_tokens);
                 let settings = Settings {
                     tokenizer: Tokenizer::new(limits),
+                    params,
                     ..Settings::default()
                 };
                 let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, settings);

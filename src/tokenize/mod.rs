@@ -177,9 +177,57 @@ impl Tokenizer {
     }
 }
 
+/// Where the header block ends without the blank line RFC 5322 requires:
+/// the first line that is neither a header field (`name:` with a printable
+/// name, no spaces) nor a continuation (leading white space). Such messages
+/// are common in spam and in preprocessed corpora; a parser that trusts the
+/// missing separator reads the whole body as headers. Returns the message
+/// with a blank line inserted there, or `None` if the headers are well formed.
+fn repair_header_separator(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut pos = 0;
+    let mut seen_field = false;
+    while pos < raw.len() {
+        let end = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |i| pos + i + 1);
+        let line = &raw[pos..end];
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.is_empty() {
+            return None; // the separator is there
+        }
+        let continuation = seen_field && matches!(content[0], b' ' | b'\t');
+        let field = content
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| {
+                colon > 0 && content[..colon].iter().all(|&b| (33..=126).contains(&b))
+            });
+        if !(continuation || field) {
+            if !seen_field {
+                return None; // not a message with headers at all
+            }
+            let mut fixed = Vec::with_capacity(raw.len() + 2);
+            fixed.extend_from_slice(&raw[..pos]);
+            fixed.extend_from_slice(b"\r\n");
+            fixed.extend_from_slice(&raw[pos..]);
+            return Some(fixed);
+        }
+        seen_field = true;
+        pos = end;
+    }
+    None
+}
+
 /// Reads `raw` into `sink`: headers first (the most telling and the
 /// cheapest), then the MIME tree, stopping at whichever cap comes first.
 fn extract(raw: &[u8], sink: &mut sink::Sink) {
+    let repaired = repair_header_separator(raw);
+    if repaired.is_some() {
+        sink.push(Tag::Mime, "missing-header-body-separator");
+    }
+    let raw = repaired.as_deref().unwrap_or(raw);
     let Some(msg) = MessageParser::default().parse(raw) else {
         // Not a message at all (or empty): still give it a reading, so
         // garbage gets a score rather than an error.

@@ -291,6 +291,20 @@ fn explain_lists_readable_features() {
     );
 }
 
+#[test]
+fn body_after_headers_without_a_blank_line_is_still_body() {
+    let msg = b"Subject: calpine daily gas nomination\r\n- calpine daily nomination 1 . doc\r\nplease see attached volumes\r\n";
+    let t = tok(msg);
+    assert!(has(&t, Tag::Subject, "calpine"));
+    assert!(has(&t, Tag::Body, "volumes"), "{:?}", features(msg));
+    assert!(has(&t, Tag::Mime, "missing-header-body-separator"));
+    // Folded header lines are continuations, not body.
+    let folded = b"Subject: a long\r\n subject line\r\nFrom: a@b.example\r\n\r\nbody\r\n";
+    let t = tok(folded);
+    assert!(has(&t, Tag::Subject, "subject"));
+    assert!(!has(&t, Tag::Mime, "missing-header-body-separator"));
+}
+
 // --- hostile input: every cap holds and is reported ---
 
 #[test]
