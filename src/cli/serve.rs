@@ -14,6 +14,7 @@ use tracing::info;
 
 use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, Settings};
 use chaff::store::Store;
+use chaff::tokenize::{Limits, Tokenizer};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -35,6 +36,23 @@ pub struct ServeArgs {
     /// before open connections are closed (e.g. `10s`, `500ms`).
     #[arg(long, env = "CHAFF_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// Features read per message at most; a message hitting this (or any
+    /// cap below) is still scored on what was read, and ScoreResponse lists
+    /// the cap in `limits_hit`.
+    #[arg(long, env = "CHAFF_MAX_TOKENS", default_value_t = Limits::default().max_tokens, help_heading = "Hostile-mail caps")]
+    max_tokens: usize,
+    /// Header bytes read per message; a longer header is skipped.
+    #[arg(long, env = "CHAFF_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes, help_heading = "Hostile-mail caps")]
+    max_header_bytes: usize,
+    /// Decoded body text read per message.
+    #[arg(long, env = "CHAFF_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes, help_heading = "Hostile-mail caps")]
+    max_body_bytes: usize,
+    /// MIME parts read per message.
+    #[arg(long, env = "CHAFF_MAX_MIME_PARTS", default_value_t = Limits::default().max_parts, help_heading = "Hostile-mail caps")]
+    max_mime_parts: usize,
+    /// Nesting of multiparts and attached messages followed.
+    #[arg(long, env = "CHAFF_MAX_MIME_DEPTH", default_value_t = Limits::default().max_mime_depth, help_heading = "Hostile-mail caps")]
+    max_mime_depth: usize,
     /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`.
     #[arg(long, env = "CHAFF_LOG", default_value = "info")]
     log: String,
@@ -53,8 +71,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cache = args.cache_mb * 1024 * 1024;
     let store = tokio::task::spawn_blocking(move || Store::open(&data, cache)).await??;
     info!(data = %args.data.display(), "storage open");
+    let limits = Limits {
+        max_tokens: args.max_tokens,
+        max_header_bytes: args.max_header_bytes,
+        max_body_bytes: args.max_body_bytes,
+        max_parts: args.max_mime_parts,
+        max_mime_depth: args.max_mime_depth,
+        ..Limits::default()
+    };
     let settings = Settings {
         max_message_bytes: args.max_message_bytes,
+        tokenizer: Tokenizer::new(limits),
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings));
