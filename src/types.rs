@@ -16,93 +16,79 @@ pub const MAX_USER_ID_BYTES: usize = 256;
 /// well under this; longer ids are almost always garbage or an attack.
 pub const MAX_MESSAGE_ID_BYTES: usize = 512;
 
-/// A mailbox whose statistics are kept apart from every other mailbox's.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(String);
-
-impl UserId {
-    /// Accepts 1..=[`MAX_USER_ID_BYTES`] bytes with no control characters, so
-    /// ids are printable in logs and safe as store key prefixes.
-    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
-        let id = id.into();
-        if id.is_empty() {
-            return Err(Error::InvalidArgument(
-                "user_id is empty; pass the recipient's mailbox id".into(),
-            ));
-        }
-        if id.len() > MAX_USER_ID_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "user_id is {} bytes; the limit is {MAX_USER_ID_BYTES}",
-                id.len()
-            )));
-        }
-        if id.chars().any(char::is_control) {
-            return Err(Error::InvalidArgument(
-                "user_id contains control characters".into(),
-            ));
-        }
-        Ok(Self(id))
+/// Checks an id field the same way for every kind of id: non-empty, at most
+/// `max` bytes, no control characters (ids are printed in logs and prefix
+/// store keys). `hint` tells an empty field's caller what to pass.
+fn check_id(field: &str, id: &str, max: usize, hint: &str) -> Result<(), Error> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument(format!("{field} is empty{hint}")));
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
+    if id.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{field} is {} bytes; the limit is {max}",
+            id.len()
+        )));
     }
+    if id.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
 }
 
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// Declares a validated string id type with `new`, `as_str`, `Display`
+/// and a `Debug` that names the type.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $hint:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({:?})", self.0)
-    }
-}
+        impl $name {
+            #[doc = concat!("Accepts a non-empty `", $field, "` within its byte limit, with no control characters.")]
+            pub fn new(id: impl Into<String>) -> Result<Self, Error> {
+                let id = id.into();
+                check_id($field, &id, $max, $hint)?;
+                Ok(Self(id))
+            }
 
-/// The caller's stable name for a message, under which a click is recorded so
-/// that a repeated click is recognised and a flipped or forgotten one undone.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(String);
-
-impl MessageId {
-    /// Accepts 1..=[`MAX_MESSAGE_ID_BYTES`] bytes with no control characters.
-    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
-        let id = id.into();
-        if id.is_empty() {
-            return Err(Error::InvalidArgument("message_id is empty".into()));
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-        if id.len() > MAX_MESSAGE_ID_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "message_id is {} bytes; the limit is {MAX_MESSAGE_ID_BYTES}",
-                id.len()
-            )));
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
         }
-        if id.chars().any(char::is_control) {
-            return Err(Error::InvalidArgument(
-                "message_id contains control characters".into(),
-            ));
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({:?})"), self.0)
+            }
         }
-        Ok(Self(id))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+    };
 }
 
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_id!(
+    /// A mailbox whose statistics are kept apart from every other mailbox's.
+    UserId,
+    "user_id",
+    MAX_USER_ID_BYTES,
+    "; pass the recipient's mailbox id"
+);
 
-impl fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MessageId({:?})", self.0)
-    }
-}
+string_id!(
+    /// The caller's stable name for a message, under which a click is
+    /// recorded so that a repeated click is recognised and a flipped or
+    /// forgotten one undone.
+    MessageId,
+    "message_id",
+    MAX_MESSAGE_ID_BYTES,
+    ""
+);
 
 /// What a user said a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
