@@ -171,7 +171,11 @@ async fn a_hostile_message_is_scored_and_the_cap_it_hit_is_named() {
     msg.extend(std::iter::repeat_n(b'A', 5 * 1024 * 1024));
     msg.extend_from_slice(b"\r\n\r\nbody words\r\n");
     let s = score(&mut c, "alice", &msg).await;
-    assert!(s.limits_hit.iter().any(|l| l == "header bytes"), "{:?}", s.limits_hit);
+    assert!(
+        s.limits_hit.iter().any(|l| l == "header bytes"),
+        "{:?}",
+        s.limits_hit
+    );
     assert!(score(&mut c, "alice", SPAM).await.limits_hit.is_empty());
     server.stop().await;
 }

@@ -123,11 +123,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let plan = Plan { train, learn_only };
     // A fresh user per run, so a server's earlier runs never leak in.
-    let user = format!(
-        "eval-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    );
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let user = format!("eval-{}-{nanos}", std::process::id());
 
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(corpus.len() as u64)
