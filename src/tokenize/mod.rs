@@ -228,7 +228,15 @@ fn extract(raw: &[u8], sink: &mut sink::Sink) {
         sink.push(Tag::Mime, "missing-header-body-separator");
     }
     let raw = repaired.as_deref().unwrap_or(raw);
-    let Some(msg) = MessageParser::default().parse(raw) else {
+    // mail-parser is the boundary with hostile bytes; a panic inside it (the
+    // fuzzer found a debug assertion, fuzz/regressions/) must cost this
+    // message its MIME reading, not the request.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(raw));
+    let parsed = parsed.unwrap_or_else(|_| {
+        sink.push(Tag::Mime, "parser-failure");
+        None
+    });
+    let Some(msg) = parsed else {
         // Not a message at all (or empty): still give it a reading, so
         // garbage gets a score rather than an error.
         sink.hit(LimitHit::Unparsable);

@@ -432,3 +432,17 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_panic_inside_the_mime_parser_costs_only_the_mime_reading() {
+    // Found by the fuzzer: trips a debug assertion in mail-parser 0.11.9
+    // ("Invalid part ID"). Debug builds catch the panic; release builds
+    // never panic. Either way the message is read and scored.
+    let msg = include_bytes!("../../fuzz/regressions/mail_parser_invalid_part_id.bin");
+    let t = tok(msg);
+    assert!(!t.ids.is_empty());
+    assert!(t.ids.windows(2).all(|w| w[0] < w[1]));
+    if cfg!(debug_assertions) {
+        assert!(has(&t, Tag::Mime, "parser-failure"), "{:?}", features(msg));
+    }
+}
