@@ -37,6 +37,22 @@
 //! `ν` degrees of freedom. `I` is near 1 when spam evidence dominates, near 0
 //! for ham, and near 0.5 both when there is no evidence and when the evidence
 //! conflicts — which is why 0.5 means "unsure", not "coin flip".
+//!
+//! # Log-odds, so the extremes keep their order
+//!
+//! For strongly spammy mail `1 − I` is far below `f64`'s resolution near 1,
+//! so `I` rounds to exactly 1.0 and hundreds of messages tie — a ham that
+//! scores 1.0 is then indistinguishable from the spam around it. With
+//! `Q = C⁻¹` and `P = 1 − Q` for each statistic, `2I = Q_ham + P_spam` and
+//! `2(1 − I) = Q_spam + P_ham`; we compute all four tails in log space (the
+//! Poisson series of `C⁻¹`, summed with log-sum-exp) and report
+//!
+//! ```text
+//! log_odds = ln(2I) − ln(2(1 − I)) = logit(I)
+//! ```
+//!
+//! which is `I` itself, monotonically transformed, without the rounding;
+//! `I` is then `1 / (1 + e^{−log_odds})`. Rankings (ROC) use the log-odds.
 
 use super::Model;
 use crate::tokenize::TokenId;
@@ -77,6 +93,9 @@ impl Default for Params {
 pub struct Score {
     /// Combined spam probability `I`, 0..=1; exactly 0.5 with no evidence.
     pub probability: f64,
+    /// `logit(I)` computed without rounding at the extremes: 0 with no
+    /// evidence, positive for spam; orders messages where `I` ties at 0 or 1.
+    pub log_odds: f64,
     /// Message tokens the model had counts for.
     pub tokens_known: u32,
     /// Tokens that passed the significance filter and were combined.
@@ -87,6 +106,7 @@ impl Score {
     /// The answer when there is nothing to go on.
     pub const NEUTRAL: Score = Score {
         probability: 0.5,
+        log_odds: 0.0,
         tokens_known: 0,
         tokens_used: 0,
     };
@@ -135,18 +155,33 @@ pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
         significant.select_nth_unstable_by(k, |a, b| (b - 0.5).abs().total_cmp(&(a - 0.5).abs()));
         significant.truncate(k);
     }
-    let probability = combine(&significant);
+    let Combined {
+        probability,
+        log_odds,
+    } = combine(&significant);
     Score {
         probability,
+        log_odds,
         tokens_known: known,
         tokens_used: significant.len() as u32,
     }
 }
 
-/// Fisher/Robinson chi-square combining of token probabilities; 0.5 for none.
-pub fn combine(probs: &[f64]) -> f64 {
+/// The outcome of combining: `I` and `logit(I)` (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Combined {
+    pub probability: f64,
+    pub log_odds: f64,
+}
+
+/// Fisher/Robinson chi-square combining of token probabilities; 0.5 (log-odds
+/// 0) for none.
+pub fn combine(probs: &[f64]) -> Combined {
     if probs.is_empty() {
-        return 0.5;
+        return Combined {
+            probability: 0.5,
+            log_odds: 0.0,
+        };
     }
     // Clamp so ln never sees 0: Robinson's shrinkage keeps f inside (0, 1)
     // already, but combine is public and must be total.
@@ -157,10 +192,90 @@ pub fn combine(probs: &[f64]) -> f64 {
         ln_spam += (1.0 - p).ln();
         ln_ham += p.ln();
     }
-    let dof = 2 * probs.len();
-    let s = 1.0 - chi2_survival(-2.0 * ln_spam, dof);
-    let h = 1.0 - chi2_survival(-2.0 * ln_ham, dof);
-    ((1.0 + s - h) / 2.0).clamp(0.0, 1.0)
+    let n = probs.len();
+    let (ln_q_spam, ln_p_spam) = ln_chi2_tails(-2.0 * ln_spam, n);
+    let (ln_q_ham, ln_p_ham) = ln_chi2_tails(-2.0 * ln_ham, n);
+    let ln_two_i = log_add_exp(ln_q_ham, ln_p_spam);
+    let ln_two_not_i = log_add_exp(ln_q_spam, ln_p_ham);
+    let log_odds = ln_two_i - ln_two_not_i;
+    Combined {
+        probability: 1.0 / (1.0 + (-log_odds).exp()),
+        log_odds,
+    }
+}
+
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if hi == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
+}
+
+/// Streaming log-sum-exp: the log of a sum of terms given by their logs.
+struct LogSum {
+    max: f64,
+    scaled: f64,
+}
+
+impl LogSum {
+    fn new() -> Self {
+        Self {
+            max: f64::NEG_INFINITY,
+            scaled: 0.0,
+        }
+    }
+
+    fn add(&mut self, ln_term: f64) {
+        if ln_term > self.max {
+            self.scaled = self.scaled * (self.max - ln_term).exp() + 1.0;
+            self.max = ln_term;
+        } else {
+            self.scaled += (ln_term - self.max).exp();
+        }
+    }
+
+    fn value(&self) -> f64 {
+        self.max + self.scaled.ln()
+    }
+}
+
+/// `(ln Q, ln P)` for the chi-square statistic `x2` with `2n` degrees of
+/// freedom, `Q` the upper tail and `P = 1 − Q`, both accurate however tiny:
+/// with `m = x2/2`, `Q = Σ_{i<n} e^{−m} mⁱ/i!` and `P = Σ_{i≥n} e^{−m} mⁱ/i!`
+/// (the two halves of a Poisson distribution).
+fn ln_chi2_tails(x2: f64, n: usize) -> (f64, f64) {
+    let m = x2 / 2.0;
+    if m <= 0.0 {
+        return (0.0, f64::NEG_INFINITY);
+    }
+    let ln_m = m.ln();
+    let mut ln_term = -m; // i = 0
+    let mut q = LogSum::new();
+    for i in 0..n {
+        if i > 0 {
+            ln_term += ln_m - (i as f64).ln();
+        }
+        q.add(ln_term);
+    }
+    let ln_q = q.value().min(0.0);
+    if ln_q < -std::f64::consts::LN_2 {
+        // Q < ½: P = 1 − Q is not small, so the direct form is exact enough.
+        return (ln_q, (-ln_q.exp()).ln_1p());
+    }
+    // Q ≥ ½ means m is below about n, so the terms from i = n on shrink
+    // geometrically: sum until they stop mattering.
+    let mut p = LogSum::new();
+    let mut i = n;
+    loop {
+        ln_term += ln_m - (i as f64).ln();
+        p.add(ln_term);
+        if (i as f64 > m && ln_term < p.value() - 40.0) || i > n + 100_000 {
+            break;
+        }
+        i += 1;
+    }
+    (ln_q, p.value().min(0.0))
 }
 
 /// Upper tail of the chi-square distribution for even degrees of freedom:
@@ -193,20 +308,73 @@ mod tests {
         assert_eq!(chi2_survival(0.0, 8), 1.0);
     }
 
+    /// The textbook formula, `(1 + S − H)/2` with `S = 1 − C⁻¹(…)`.
+    fn textbook(probs: &[f64]) -> f64 {
+        let n = probs.len();
+        let ln_spam: f64 = probs.iter().map(|p| (1.0 - p).ln()).sum();
+        let ln_ham: f64 = probs.iter().map(|p| p.ln()).sum();
+        let s = 1.0 - chi2_survival(-2.0 * ln_spam, 2 * n);
+        let h = 1.0 - chi2_survival(-2.0 * ln_ham, 2 * n);
+        (1.0 + s - h) / 2.0
+    }
+
     #[test]
     fn combine_is_symmetric_and_neutral() {
-        assert_eq!(combine(&[]), 0.5);
-        assert!((combine(&[0.5, 0.5]) - 0.5).abs() < 1e-12);
+        assert_eq!(
+            combine(&[]),
+            Combined {
+                probability: 0.5,
+                log_odds: 0.0
+            }
+        );
+        let half = combine(&[0.5, 0.5]);
+        assert!((half.probability - 0.5).abs() < 1e-12 && half.log_odds.abs() < 1e-12);
         let spam = combine(&[0.99, 0.95, 0.9]);
         let ham = combine(&[0.01, 0.05, 0.1]);
-        assert!(spam > 0.9, "{spam}");
-        assert!((spam + ham - 1.0).abs() < 1e-9, "{spam} {ham}");
+        assert!(spam.probability > 0.9, "{spam:?}");
+        assert!((spam.probability + ham.probability - 1.0).abs() < 1e-9);
+        assert!((spam.log_odds + ham.log_odds).abs() < 1e-9);
+    }
+
+    #[test]
+    fn combine_agrees_with_the_textbook_formula() {
+        let cases: [&[f64]; 5] = [
+            &[0.6, 0.7, 0.2],
+            &[0.99, 0.95, 0.9],
+            &[0.01, 0.3, 0.45, 0.9],
+            &[0.8; 20],
+            &[0.35, 0.6, 0.61, 0.2, 0.99, 0.01],
+        ];
+        for probs in cases {
+            let c = combine(probs);
+            assert!(
+                (c.probability - textbook(probs)).abs() < 1e-9,
+                "{probs:?}: {c:?} vs {}",
+                textbook(probs)
+            );
+        }
+    }
+
+    #[test]
+    fn log_odds_keep_order_where_the_probability_saturates() {
+        let strong: Vec<f64> = vec![0.99; 100];
+        let stronger: Vec<f64> = vec![0.999; 100];
+        let (a, b) = (combine(&strong), combine(&stronger));
+        assert_eq!(
+            (a.probability, b.probability),
+            (1.0, 1.0),
+            "both saturate in f64"
+        );
+        assert!(a.log_odds.is_finite() && b.log_odds.is_finite());
+        assert!(b.log_odds > a.log_odds && a.log_odds > 30.0, "{a:?} {b:?}");
+        let mirrored: Vec<f64> = vec![0.01; 100];
+        assert!((combine(&mirrored).log_odds + a.log_odds).abs() < 1e-6 * a.log_odds.abs());
     }
 
     #[test]
     fn combine_conflicting_evidence_is_unsure() {
         let p = combine(&[0.99, 0.01, 0.99, 0.01]);
-        assert!((p - 0.5).abs() < 1e-9, "{p}");
+        assert!((p.probability - 0.5).abs() < 1e-9, "{p:?}");
     }
 
     #[test]

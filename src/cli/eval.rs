@@ -87,7 +87,7 @@ impl Filter for GrpcFilter {
             _ => Verdict::Unsure,
         };
         Ok(Judgement {
-            score: r.spam_probability,
+            score: r.spam_log_odds,
             verdict,
         })
     }

@@ -52,6 +52,8 @@ impl Default for Settings {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scored {
     pub probability: f64,
+    /// `logit(probability)` without rounding at the extremes; for ranking.
+    pub log_odds: f64,
     pub verdict: Verdict,
     pub tokens_known: u32,
     pub tokens_used: u32,
@@ -194,6 +196,7 @@ impl Engine {
         };
         Ok(Scored {
             probability: score.probability,
+            log_odds: score.log_odds,
             verdict: classify::verdict(score.probability, params),
             tokens_known: score.tokens_known,
             tokens_used: score.tokens_used,

@@ -80,6 +80,8 @@ pub fn read_index(index: &Path) -> Result<Vec<CorpusMessage>, EvalError> {
 /// What a filter says about one message.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Judgement {
+    /// Spamminess for ranking (chaff: the log-odds, which keep their order
+    /// where the probability saturates).
     pub score: f64,
     pub verdict: Verdict,
 }
@@ -239,7 +241,7 @@ impl Filter for EngineFilter<'_> {
             .score(&self.user, message)
             .map_err(|e| e.to_string())?;
         Ok(Judgement {
-            score: s.probability,
+            score: s.log_odds,
             verdict: s.verdict,
         })
     }

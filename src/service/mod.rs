@@ -69,6 +69,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let scored = self.run(move |e| e.score(&user, &message)).await?;
         Ok(Response::new(proto::ScoreResponse {
             spam_probability: scored.probability,
+            spam_log_odds: scored.log_odds,
             verdict: status::verdict_to_wire(scored.verdict).into(),
             tokens_known: scored.tokens_known,
             tokens_used: scored.tokens_used,
