@@ -177,6 +177,23 @@ impl Tokenizer {
     }
 }
 
+/// Drops a parsed message without recursion. mail-parser nests each
+/// attached `message/rfc822` inside its parent without a depth limit, and
+/// dropping the tree recurses once per level: ~1 MB of nested attachments
+/// overflowed a 2 MiB thread stack (found by fuzzing, see
+/// fuzz/regressions/), which aborts the whole process. Taking each nested
+/// message out of its parent first keeps the stack flat.
+fn drop_flat(msg: mail_parser::Message<'_>) {
+    let mut stack = vec![msg];
+    while let Some(mut m) = stack.pop() {
+        for part in &mut m.parts {
+            if let mail_parser::PartType::Message(inner) = std::mem::take(&mut part.body) {
+                stack.push(inner);
+            }
+        }
+    }
+}
+
 /// Where the header block ends without the blank line RFC 5322 requires:
 /// the first line that is neither a header field (`name:` with a printable
 /// name, no spaces) nor a continuation (leading white space). Such messages
@@ -252,6 +269,7 @@ fn extract(raw: &[u8], sink: &mut sink::Sink) {
         parts: limits.max_parts,
     };
     parts::walk(&msg, &mut budget, sink, 0);
+    drop_flat(msg);
 }
 
 #[cfg(test)]

@@ -364,6 +364,26 @@ fn thousand_deep_mime_nesting_stops_at_the_depth_cap() {
 }
 
 #[test]
+fn deeply_nested_attached_messages_do_not_overflow_the_stack() {
+    // Found by fuzzing: dropping mail-parser's tree recursed once per
+    // nested message/rfc822 and overflowed a 2 MiB stack (tokio's blocking
+    // threads) at ~32,000 levels, aborting the process. 60,000 levels here,
+    // on a thread with exactly that stack.
+    let msg = b"Content-Type: message/rfc822\n\n".repeat(60_000);
+    let t = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || Tokenizer::default().tokenize(&msg))
+        .unwrap()
+        .join()
+        .expect("tokenizing must not overflow the stack");
+    assert!(
+        t.limits_hit.contains(&LimitHit::MimeDepth),
+        "{:?}",
+        t.limits_hit
+    );
+}
+
+#[test]
 fn many_parts_stop_at_the_parts_cap() {
     let mut msg =
         String::from("Subject: wide\r\nContent-Type: multipart/mixed; boundary=w\r\n\r\n");
