@@ -214,11 +214,6 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
-
-    /// Bytes the database occupies on disk (sled's estimate).
-    pub fn size_on_disk(&self) -> Result<u64, Error> {
-        Ok(self.db.size_on_disk()?)
-    }
 }
 
 #[cfg(test)]
