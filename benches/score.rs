@@ -70,6 +70,27 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // Batch scoring: the same 64 messages one after another, and through
+    // `score_batch` (rayon, all cores), in one run.
+    let batch: Vec<(UserId, Vec<u8>)> = (0..64u64)
+        .map(|i| (user.clone(), message(500 + i, 10 * 1024)))
+        .collect();
+    let mut g = c.benchmark_group("batch of 64 x 10KB");
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    g.sample_size(20);
+    g.bench_function("one by one", |b| {
+        b.iter(|| {
+            batch
+                .iter()
+                .map(|(u, m)| engine.score(u, black_box(m)).unwrap().probability)
+                .sum::<f64>()
+        })
+    });
+    g.bench_function("score_batch (rayon)", |b| {
+        b.iter(|| engine.score_batch(black_box(&batch)).unwrap().len())
+    });
+    g.finish();
+
     // A durable click: tokenize, ledger read, one batch, flush.
     let mut g = c.benchmark_group("train");
     g.sample_size(30);

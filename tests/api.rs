@@ -165,3 +165,61 @@ async fn message_without_message_id_gets_a_digest_id() {
     assert_eq!(again.outcome, TrainOutcome::AlreadyLearned as i32);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn score_batch_answers_like_single_calls_in_request_order() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    train(&mut c, "alice", SPAM, Label::Spam, "").await;
+    train(&mut c, "alice", HAM, Label::Ham, "").await;
+    train(&mut c, "bob", HAM2, Label::Spam, "").await;
+    let items: Vec<(&str, &[u8])> = vec![
+        ("alice", SPAM2),
+        ("bob", HAM2),
+        ("alice", HAM2),
+        ("nobody", SPAM),
+        ("bob", SPAM2),
+        ("alice", SPAM),
+    ];
+    let requests = items
+        .iter()
+        .map(|(u, m)| proto::ScoreRequest {
+            user_id: u.to_string(),
+            message: m.to_vec(),
+        })
+        .collect();
+    let batch = c
+        .score_batch(proto::ScoreBatchRequest { requests })
+        .await
+        .unwrap()
+        .into_inner()
+        .responses;
+    assert_eq!(batch.len(), items.len());
+    for ((u, m), got) in items.iter().zip(&batch) {
+        assert_eq!(&score(&mut c, u, m).await, got, "{u}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn score_batch_errors_name_the_item() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let requests = vec![
+        proto::ScoreRequest {
+            user_id: "alice".into(),
+            message: SPAM.to_vec(),
+        },
+        proto::ScoreRequest {
+            user_id: String::new(),
+            message: SPAM.to_vec(),
+        },
+    ];
+    let e = c
+        .score_batch(proto::ScoreBatchRequest { requests })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("item 1:"), "{}", e.message());
+    server.stop().await;
+}

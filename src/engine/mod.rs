@@ -204,6 +204,18 @@ impl Engine {
         })
     }
 
+    /// Scores many messages in parallel (rayon's pool, one task per
+    /// message); results in input order. On failure, the index of a failed
+    /// item and its error.
+    pub fn score_batch(&self, items: &[(UserId, Vec<u8>)]) -> Result<Vec<Scored>, (usize, Error)> {
+        use rayon::prelude::*;
+        items
+            .par_iter()
+            .enumerate()
+            .map(|(i, (user, message))| self.score(user, message).map_err(|e| (i, e)))
+            .collect()
+    }
+
     /// Learns a click. `message_id` is the caller's; when `None`, one is
     /// derived from the message (see [`derive_message_id`]). Returns once the
     /// change is on disk.

@@ -53,6 +53,30 @@ impl ChaffService {
     }
 }
 
+/// Most items one ScoreBatch call may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// A batch item's error, with the item's index in front of its message.
+fn indexed(i: usize, e: Error) -> Status {
+    let s = Status::from(e);
+    Status::new(s.code(), format!("item {i}: {}", s.message()))
+}
+
+fn score_response(scored: crate::engine::Scored) -> proto::ScoreResponse {
+    proto::ScoreResponse {
+        spam_probability: scored.probability,
+        spam_log_odds: scored.log_odds,
+        verdict: status::verdict_to_wire(scored.verdict).into(),
+        tokens_known: scored.tokens_known,
+        tokens_used: scored.tokens_used,
+        limits_hit: scored
+            .limits_hit
+            .iter()
+            .map(|l| l.as_str().to_string())
+            .collect(),
+    }
+}
+
 fn user_id(raw: String) -> Result<UserId, Status> {
     UserId::new(raw).map_err(Status::from)
 }
@@ -67,17 +91,38 @@ impl proto::chaff_server::Chaff for ChaffService {
         let user = user_id(req.user_id)?;
         let message = req.message;
         let scored = self.run(move |e| e.score(&user, &message)).await?;
-        Ok(Response::new(proto::ScoreResponse {
-            spam_probability: scored.probability,
-            spam_log_odds: scored.log_odds,
-            verdict: status::verdict_to_wire(scored.verdict).into(),
-            tokens_known: scored.tokens_known,
-            tokens_used: scored.tokens_used,
-            limits_hit: scored
-                .limits_hit
-                .iter()
-                .map(|l| l.as_str().to_string())
-                .collect(),
+        Ok(Response::new(score_response(scored)))
+    }
+
+    async fn score_batch(
+        &self,
+        req: Request<proto::ScoreBatchRequest>,
+    ) -> Result<Response<proto::ScoreBatchResponse>, Status> {
+        let requests = req.into_inner().requests;
+        if requests.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "batch has {} items; the limit is {MAX_BATCH}",
+                requests.len()
+            )));
+        }
+        let mut items = Vec::with_capacity(requests.len());
+        for (i, r) in requests.into_iter().enumerate() {
+            let user = UserId::new(r.user_id).map_err(|e| indexed(i, e))?;
+            items.push((user, r.message));
+        }
+        let engine = self.engine.clone();
+        let result = tokio::task::spawn_blocking(move || engine.score_batch(&items))
+            .await
+            .map_err(|e| Status::internal(format!("request task failed: {e}")))?;
+        if let Err((_, Error::Storage(e))) = &result {
+            warn!(error = %e, "storage failure; reporting NOT_SERVING");
+            self.health
+                .set_not_serving::<ChaffServer<ChaffService>>()
+                .await;
+        }
+        let scored = result.map_err(|(i, e)| indexed(i, e))?;
+        Ok(Response::new(proto::ScoreBatchResponse {
+            responses: scored.into_iter().map(score_response).collect(),
         }))
     }
 
