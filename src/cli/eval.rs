@@ -93,10 +93,7 @@ impl Filter for GrpcFilter {
     }
 
     fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String> {
-        let label = match label {
-            Label::Spam => proto::Label::Spam,
-            Label::Ham => proto::Label::Ham,
-        };
+        let label = chaff::service::status::label_to_wire(label);
         let req = proto::TrainRequest {
             user_id: self.user.clone(),
             message: message.to_vec(),

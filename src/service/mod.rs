@@ -34,22 +34,53 @@ impl ChaffService {
     /// Runs `f` on the blocking pool. Storage failures also flip health to
     /// NOT_SERVING, so load balancers stop sending traffic to a node that
     /// cannot write.
-    async fn run<T, F>(&self, f: F) -> Result<T, Status>
+    async fn run<T, E, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
-        F: FnOnce(&Engine) -> Result<T, Error> + Send + 'static,
+        E: Failure,
+        F: FnOnce(&Engine) -> Result<T, E> + Send + 'static,
     {
         let engine = self.engine.clone();
         let result = tokio::task::spawn_blocking(move || f(&engine))
             .await
             .map_err(|e| Status::internal(format!("request task failed: {e}")))?;
-        if let Err(Error::Storage(e)) = &result {
+        if let Err(failure) = &result
+            && let Error::Storage(e) = failure.error()
+        {
             warn!(error = %e, "storage failure; reporting NOT_SERVING");
             self.health
                 .set_not_serving::<ChaffServer<ChaffService>>()
                 .await;
         }
-        result.map_err(Status::from)
+        result.map_err(Failure::into_status)
+    }
+}
+
+/// An engine failure as `run` sees it: the library error (to notice storage
+/// trouble) and how it reaches the caller.
+trait Failure: Send + 'static {
+    fn error(&self) -> &Error;
+    fn into_status(self) -> Status;
+}
+
+impl Failure for Error {
+    fn error(&self) -> &Error {
+        self
+    }
+
+    fn into_status(self) -> Status {
+        Status::from(self)
+    }
+}
+
+/// A batch item's failure: its index and its error.
+impl Failure for (usize, Error) {
+    fn error(&self) -> &Error {
+        &self.1
+    }
+
+    fn into_status(self) -> Status {
+        indexed(self.0, self.1)
     }
 }
 
@@ -110,17 +141,7 @@ impl proto::chaff_server::Chaff for ChaffService {
             let user = UserId::new(r.user_id).map_err(|e| indexed(i, e))?;
             items.push((user, r.message));
         }
-        let engine = self.engine.clone();
-        let result = tokio::task::spawn_blocking(move || engine.score_batch(&items))
-            .await
-            .map_err(|e| Status::internal(format!("request task failed: {e}")))?;
-        if let Err((_, Error::Storage(e))) = &result {
-            warn!(error = %e, "storage failure; reporting NOT_SERVING");
-            self.health
-                .set_not_serving::<ChaffServer<ChaffService>>()
-                .await;
-        }
-        let scored = result.map_err(|(i, e)| indexed(i, e))?;
+        let scored = self.run(move |e| e.score_batch(&items)).await?;
         Ok(Response::new(proto::ScoreBatchResponse {
             responses: scored.into_iter().map(score_response).collect(),
         }))
