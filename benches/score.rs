@@ -57,7 +57,8 @@ fn bench(c: &mut Criterion) {
     let engine = Engine::new(
         Store::open(dir.path(), 64 << 20).unwrap(),
         Settings::default(),
-    );
+    )
+    .unwrap();
     let user = UserId::new("bench").unwrap();
     for i in 0..200u64 {
         let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
@@ -67,6 +68,12 @@ fn bench(c: &mut Criterion) {
     }
     g.bench_function("engine score 10KB (warm user)", |b| {
         b.iter(|| engine.score(&user, black_box(&msg)).unwrap())
+    });
+    // What the Score RPC runs: the score plus delivery policy, the named
+    // top features and a decision-log entry (queued, written off-thread).
+    let envelope = chaff::engine::Envelope::default();
+    g.bench_function("engine evaluate 10KB (score + policy + explanation)", |b| {
+        b.iter(|| engine.evaluate(&user, black_box(&msg), &envelope).unwrap())
     });
     g.finish();
 

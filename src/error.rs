@@ -13,6 +13,10 @@ pub enum Error {
     #[error("message is {size} bytes; the limit is {limit} bytes ({}); raise it with --max-message-bytes", human_bytes(*limit))]
     MessageTooLarge { size: usize, limit: usize },
 
+    /// A per-user or operator quota is full (list entries...).
+    #[error("{0}")]
+    LimitExceeded(String),
+
     /// Forget of a message that was never learned (or already forgotten).
     #[error("user {user} has no learned message with id {message_id:?}")]
     NotLearned { user: String, message_id: String },

@@ -7,6 +7,9 @@
 //! | [`types`]    | the shared nouns: `UserId`, `MessageId`, `Label`, `Verdict` | —       |
 //! | [`tokenize`] | raw message bytes → token ids (MIME via `mail-parser`)     | —       |
 //! | [`classify`] | per-user counts and the Robinson–Fisher score               | —       |
+//! | [`mail`]     | facts read from headers: authentication, From, unsubscribe  | —       |
+//! | [`policy`]   | settings, allow/block lists, score → action and reason      | —       |
+//! | [`decisions`]| the decision log support queries (background writer)        | —       |
 //! | [`store`]    | durable ledger, journal and model snapshots                 | sled    |
 //! | [`engine`]   | use cases: score, train, forget, describe a user            | —       |
 //! | [`service`]  | gRPC adapter, health, reflection                            | tonic   |
@@ -21,10 +24,12 @@
 //! command line and is the only place `anyhow` is used.
 
 pub mod classify;
+pub mod decisions;
 pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod mail;
+pub mod policy;
 pub mod service;
 pub mod store;
 pub mod tokenize;

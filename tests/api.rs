@@ -186,6 +186,7 @@ async fn score_batch_answers_like_single_calls_in_request_order() {
         .map(|(u, m)| proto::ScoreRequest {
             user_id: u.to_string(),
             message: m.to_vec(),
+            ..Default::default()
         })
         .collect();
     let batch = c
@@ -209,10 +210,12 @@ async fn score_batch_errors_name_the_item() {
         proto::ScoreRequest {
             user_id: "alice".into(),
             message: SPAM.to_vec(),
+            ..Default::default()
         },
         proto::ScoreRequest {
             user_id: String::new(),
             message: SPAM.to_vec(),
+            ..Default::default()
         },
     ];
     let e = c

@@ -32,7 +32,7 @@ impl TestServer {
     pub async fn start_with(settings: Settings) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 32 << 20).unwrap();
-        let engine = Arc::new(Engine::new(store, settings));
+        let engine = Arc::new(Engine::new(store, settings).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -194,6 +194,7 @@ pub async fn score(c: &mut Client, user: &str, msg: &[u8]) -> proto::ScoreRespon
     c.score(proto::ScoreRequest {
         user_id: user.into(),
         message: msg.to_vec(),
+        ..Default::default()
     })
     .await
     .unwrap()

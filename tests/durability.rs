@@ -79,3 +79,62 @@ async fn acknowledged_clicks_survive_sigkill_right_after_the_reply() {
     assert_eq!(observe(&mut c, "alice").await, before);
     server.kill();
 }
+
+#[tokio::test]
+async fn settings_lists_and_decisions_survive_sigkill() {
+    use chaff::proto::{self, HandlingMode, ListKind};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut c = connect(&server.addr).await;
+    c.update_user(proto::UpdateUserRequest {
+        user_id: "alice".into(),
+        handling_mode: HandlingMode::Reject.into(),
+        reject_threshold: Some(0.99),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (user, operator_wide) in [("alice", false), ("", true)] {
+        c.add_list_entry(proto::ListEntryRequest {
+            user_id: user.into(),
+            operator_wide,
+            kind: ListKind::Block.into(),
+            entry: "pills.example".into(),
+        })
+        .await
+        .unwrap();
+    }
+    score(&mut c, "bob", SPAM).await;
+    // Decisions are flushed by sled's background flusher (≤ 500 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    server.kill();
+
+    let server = ServerProcess::start(dir.path());
+    let mut c = connect(&server.addr).await;
+    let s = user(&mut c, "alice").await.settings.unwrap();
+    assert_eq!(s.handling_mode, HandlingMode::Reject as i32);
+    assert_eq!(s.reject_threshold, 0.99);
+    let r = score(&mut c, "alice", SPAM).await;
+    assert_eq!(
+        r.action,
+        proto::Action::Reject as i32,
+        "user block entry kept"
+    );
+    let b = score(&mut c, "bob", SPAM).await;
+    assert_eq!(
+        b.action,
+        proto::Action::SpamFolder as i32,
+        "operator entry kept"
+    );
+    let found = c
+        .find_decisions(proto::FindDecisionsRequest {
+            user_id: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    assert!(!found.is_empty(), "bob's first decision survived");
+    server.kill();
+}

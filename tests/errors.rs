@@ -14,6 +14,7 @@ async fn empty_user_id_is_invalid_argument() {
         .score(proto::ScoreRequest {
             user_id: String::new(),
             message: SPAM.to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -87,6 +88,7 @@ async fn message_over_the_default_limit_is_resource_exhausted_naming_it() {
         .score(proto::ScoreRequest {
             user_id: "alice".into(),
             message: big.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -113,6 +115,7 @@ async fn message_over_the_default_limit_is_resource_exhausted_naming_it() {
         .score(proto::ScoreRequest {
             user_id: "alice".into(),
             message: at_limit,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -133,6 +136,7 @@ async fn configured_limit_is_the_one_enforced() {
         .score(proto::ScoreRequest {
             user_id: "a".into(),
             message: vec![b'x'; 1001],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -6,4 +6,5 @@ mod common;
 mod api;
 mod durability;
 mod errors;
+mod policy;
 mod wire;

@@ -13,7 +13,8 @@ use crate::types::{Label, Verdict};
 
 pub use robinson::{Params, Score};
 
-/// How many learned spam and ham messages contained a token.
+/// How much learned spam and ham contained a token, in [`Weight`] units
+/// (a normal click adds [`Weight::FULL`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub spam: u32,
@@ -29,13 +30,39 @@ impl Counts {
     }
 }
 
-/// One user's statistics: per-token counts plus how many messages of each
-/// class they came from. Learning and unlearning are exact inverses on
-/// integers, which is what makes relearn and Forget exact.
+/// A message's strongest spam and ham tokens with their f(w), strongest
+/// first (see [`Model::strongest`]).
+pub type Strongest = (Vec<(TokenId, f64)>, Vec<(TokenId, f64)>);
+
+/// How much one learned message counts, in fixed point: [`Weight::FULL`]
+/// is one message. Integer units keep learn and unlearn exact inverses
+/// (floating-point weights would drift under relearn/Forget); a normal
+/// click is `FULL`, a spam click on a trusted sender's mail is `LOW` — it is
+/// recorded, but moves the model an eighth as far (delivery policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Weight(pub u32);
+
+impl Weight {
+    pub const FULL: Weight = Weight(8);
+    pub const LOW: Weight = Weight(1);
+
+    /// The weight as a fraction of one message.
+    pub fn messages(self) -> f64 {
+        f64::from(self.0) / f64::from(Self::FULL.0)
+    }
+}
+
+/// One user's statistics: per-token weighted counts, the weight learned per
+/// class, and how many messages that was. Learning and unlearning are exact
+/// inverses on integers, which is what makes relearn and Forget exact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Model {
     spam_learned: u64,
     ham_learned: u64,
+    /// Sums of the learned messages' weights per class (units of
+    /// [`Weight`]); the per-token ratios are taken against these.
+    spam_weight: u64,
+    ham_weight: u64,
     tokens: FxHashMap<TokenId, Counts>,
     /// The tokenizer version these statistics were built with.
     tokenizer_version: u32,
@@ -46,6 +73,8 @@ impl Default for Model {
         Self {
             spam_learned: 0,
             ham_learned: 0,
+            spam_weight: 0,
+            ham_weight: 0,
             tokens: FxHashMap::default(),
             tokenizer_version: TOKENIZER_VERSION,
         }
@@ -55,14 +84,16 @@ impl Default for Model {
 impl Model {
     /// Rebuilds a model from stored parts (the store's snapshot decoder).
     pub fn from_parts(
-        spam_learned: u64,
-        ham_learned: u64,
+        (spam_learned, ham_learned): (u64, u64),
+        (spam_weight, ham_weight): (u64, u64),
         tokenizer_version: u32,
         tokens: impl IntoIterator<Item = (TokenId, Counts)>,
     ) -> Self {
         Self {
             spam_learned,
             ham_learned,
+            spam_weight,
+            ham_weight,
             tokens: tokens.into_iter().collect(),
             tokenizer_version,
         }
@@ -83,6 +114,11 @@ impl Model {
         }
     }
 
+    /// Total weight learned as spam and as ham (units of [`Weight`]).
+    pub fn weights(&self) -> (u64, u64) {
+        (self.spam_weight, self.ham_weight)
+    }
+
     /// Distinct tokens with a non-zero count.
     pub fn token_count(&self) -> usize {
         self.tokens.len()
@@ -101,33 +137,40 @@ impl Model {
         self.tokens.iter().map(|(k, v)| (*k, *v))
     }
 
-    /// Counts one message's distinct tokens under `label`.
+    /// Counts one message's distinct tokens under `label` at full weight.
     pub fn learn(&mut self, ids: &[TokenId], label: Label) {
-        *match label {
-            Label::Spam => &mut self.spam_learned,
-            Label::Ham => &mut self.ham_learned,
-        } += 1;
+        self.learn_weighted(ids, label, Weight::FULL);
+    }
+
+    /// Counts one message's distinct tokens under `label` with `weight`.
+    pub fn learn_weighted(&mut self, ids: &[TokenId], label: Label, weight: Weight) {
+        let (messages, total) = self.totals_mut(label);
+        *messages += 1;
+        *total = total.saturating_add(u64::from(weight.0));
         self.tokens.reserve(ids.len());
         for id in ids {
             let c = self.tokens.entry(*id).or_default().get_mut(label);
-            *c = c.saturating_add(1);
+            *c = c.saturating_add(weight.0);
         }
     }
 
-    /// Exactly undoes [`Model::learn`] of the same tokens and label. Counts
-    /// saturate at zero (they never go negative, even if a caller errs) and
-    /// tokens left with no counts are dropped, so learn + unlearn restores
-    /// an equal model.
+    /// Exactly undoes [`Model::learn`] of the same tokens and label.
     pub fn unlearn(&mut self, ids: &[TokenId], label: Label) {
-        let total = match label {
-            Label::Spam => &mut self.spam_learned,
-            Label::Ham => &mut self.ham_learned,
-        };
-        *total = total.saturating_sub(1);
+        self.unlearn_weighted(ids, label, Weight::FULL);
+    }
+
+    /// Exactly undoes [`Model::learn_weighted`] of the same tokens, label
+    /// and weight. Counts saturate at zero (they never go negative, even if
+    /// a caller errs) and tokens left with no counts are dropped, so learn +
+    /// unlearn restores an equal model.
+    pub fn unlearn_weighted(&mut self, ids: &[TokenId], label: Label, weight: Weight) {
+        let (messages, total) = self.totals_mut(label);
+        *messages = messages.saturating_sub(1);
+        *total = total.saturating_sub(u64::from(weight.0));
         for id in ids {
             if let Some(counts) = self.tokens.get_mut(id) {
                 let c = counts.get_mut(label);
-                *c = c.saturating_sub(1);
+                *c = c.saturating_sub(weight.0);
                 if *counts == Counts::default() {
                     self.tokens.remove(id);
                 }
@@ -135,9 +178,49 @@ impl Model {
         }
     }
 
+    fn totals_mut(&mut self, label: Label) -> (&mut u64, &mut u64) {
+        match label {
+            Label::Spam => (&mut self.spam_learned, &mut self.spam_weight),
+            Label::Ham => (&mut self.ham_learned, &mut self.ham_weight),
+        }
+    }
+
     /// Scores a message's tokens against this model.
     pub fn score(&self, ids: &[TokenId], params: &Params) -> Score {
         robinson::score(self, ids, params)
+    }
+
+    /// The message's `k` spammiest and `k` hammiest significant tokens
+    /// with their f(w), strongest first: what an explanation shows.
+    pub fn strongest(&self, ids: &[TokenId], params: &Params, k: usize) -> Strongest {
+        let (nspam, nham) = self.weights();
+        if nspam + nham == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let unit = f64::from(Weight::FULL.0);
+        let mut sig: Vec<(TokenId, f64)> = ids
+            .iter()
+            .filter_map(|id| {
+                let c = self.get(*id)?;
+                let f = robinson::token_probability(c.spam, c.ham, nspam, nham, unit, params);
+                ((f - 0.5).abs() >= params.min_dev).then_some((*id, f))
+            })
+            .collect();
+        sig.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let spam = sig
+            .iter()
+            .take(k)
+            .filter(|(_, f)| *f > 0.5)
+            .copied()
+            .collect();
+        let ham = sig
+            .iter()
+            .rev()
+            .take(k)
+            .filter(|(_, f)| *f < 0.5)
+            .copied()
+            .collect();
+        (spam, ham)
     }
 }
 
@@ -180,7 +263,26 @@ mod tests {
         assert_eq!(m.get(TokenId(1)), None);
         m.learn(&ids(&[1]), Label::Ham);
         m.unlearn(&ids(&[1]), Label::Spam);
-        assert_eq!(m.get(TokenId(1)), Some(Counts { spam: 0, ham: 1 }));
+        assert_eq!(
+            m.get(TokenId(1)),
+            Some(Counts {
+                spam: 0,
+                ham: Weight::FULL.0
+            })
+        );
+    }
+
+    #[test]
+    fn weighted_learn_is_exactly_undone_and_counts_one_message() {
+        let mut m = Model::default();
+        m.learn(&ids(&[1, 2]), Label::Spam);
+        let before = m.clone();
+        m.learn_weighted(&ids(&[2, 3]), Label::Spam, Weight::LOW);
+        assert_eq!(m.spam_learned(), 2);
+        assert_eq!(m.weights().0, u64::from(Weight::FULL.0 + Weight::LOW.0));
+        assert_eq!(m.get(TokenId(3)).unwrap().spam, Weight::LOW.0);
+        m.unlearn_weighted(&ids(&[2, 3]), Label::Spam, Weight::LOW);
+        assert_eq!(m, before);
     }
 
     #[test]

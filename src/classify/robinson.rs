@@ -116,8 +116,18 @@ impl Score {
     };
 }
 
-/// Robinson's `f(w)` for one token's counts.
-pub fn token_probability(spam: u32, ham: u32, nspam: u64, nham: u64, params: &Params) -> f64 {
+/// Robinson's `f(w)` for one token's counts. All four arguments are in
+/// the same unit (messages, or [`Weight`](super::Weight) units — the ratios
+/// do not depend on it); `unit` converts a count to messages for `n`, so
+/// the prior's strength `s` stays "messages' worth of evidence".
+pub fn token_probability(
+    spam: u32,
+    ham: u32,
+    nspam: u64,
+    nham: u64,
+    unit: f64,
+    params: &Params,
+) -> f64 {
     let spam_ratio = if nspam == 0 {
         0.0
     } else {
@@ -128,7 +138,9 @@ pub fn token_probability(spam: u32, ham: u32, nspam: u64, nham: u64, params: &Pa
     } else {
         f64::from(ham) / nham as f64
     };
-    let n = f64::from(spam) + f64::from(ham);
+    // Exact for the default unit (a power of two): a model learned only at
+    // full weight scores bit-identically to one counted in messages.
+    let n = (f64::from(spam) + f64::from(ham)) / unit;
     if spam_ratio + ham_ratio == 0.0 {
         return params.prior;
     }
@@ -138,7 +150,8 @@ pub fn token_probability(spam: u32, ham: u32, nspam: u64, nham: u64, params: &Pa
 
 /// Scores `ids` (a message's distinct tokens) against `model`.
 pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
-    let (nspam, nham) = (model.spam_learned(), model.ham_learned());
+    let (nspam, nham) = model.weights();
+    let unit = f64::from(super::Weight::FULL.0);
     if nspam + nham == 0 {
         return Score::NEUTRAL;
     }
@@ -148,7 +161,7 @@ pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
     for id in ids {
         let Some(c) = model.get(*id) else { continue };
         known += 1;
-        let f = token_probability(c.spam, c.ham, nspam, nham, params);
+        let f = token_probability(c.spam, c.ham, nspam, nham, unit, params);
         if (f - 0.5).abs() >= params.min_dev {
             significant.push(f);
         }
@@ -384,13 +397,13 @@ mod tests {
     #[test]
     fn token_probability_shrinks_rare_tokens_to_the_prior() {
         let p = Params::default();
-        let once = token_probability(1, 0, 10, 10, &p);
-        let often = token_probability(50, 0, 100, 100, &p);
+        let once = token_probability(1, 0, 10, 10, 1.0, &p);
+        let often = token_probability(50, 0, 100, 100, 1.0, &p);
         assert!(once > 0.5 && once < often, "{once} {often}");
         // Graham's class normalisation: seen in every spam and every ham is neutral
         // however unbalanced the classes.
-        assert!((token_probability(100, 10, 100, 10, &p) - 0.5).abs() < 1e-12);
-        assert_eq!(token_probability(0, 0, 10, 10, &p), p.prior);
+        assert!((token_probability(100, 10, 100, 10, 1.0, &p) - 0.5).abs() < 1e-12);
+        assert_eq!(token_probability(0, 0, 10, 10, 1.0, &p), p.prior);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use chaff::proto::{self, chaff_client::ChaffClient};
 use chaff::tokenize::Tokenizer;
 
-async fn connect(server: &str) -> anyhow::Result<ChaffClient<Channel>> {
+pub(crate) async fn connect(server: &str) -> anyhow::Result<ChaffClient<Channel>> {
     let client = ChaffClient::connect(server.to_string())
         .await
         .with_context(|| {
@@ -35,7 +35,7 @@ fn read_message(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A server error as "CODE: message", which is what a person needs.
-fn status(e: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 
@@ -48,7 +48,12 @@ fn verdict_name(v: i32) -> &'static str {
     }
 }
 
-pub async fn score(server: &str, user: &str, files: &[PathBuf]) -> anyhow::Result<()> {
+pub async fn score(
+    server: &str,
+    user: &str,
+    client_ip: Option<&str>,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
     let mut client = connect(server).await?;
     for file in files {
         let message = read_message(file)?;
@@ -56,6 +61,8 @@ pub async fn score(server: &str, user: &str, files: &[PathBuf]) -> anyhow::Resul
             .score(proto::ScoreRequest {
                 user_id: user.to_string(),
                 message,
+                client_ip: client_ip.unwrap_or_default().to_string(),
+                message_id: String::new(),
             })
             .await
             .map_err(status)?
@@ -66,13 +73,20 @@ pub async fn score(server: &str, user: &str, files: &[PathBuf]) -> anyhow::Resul
             format!("; capped: {}", r.limits_hit.join(", "))
         };
         println!(
-            "{:<6} {:.4}  {}  ({} tokens known, {} used{limits})",
+            "{:<6} {:.4}  {:<11} {}  ({} tokens known, {} used{limits})",
             verdict_name(r.verdict),
             r.spam_probability,
+            super::policy::action_name(r.action),
             file.display(),
             r.tokens_known,
             r.tokens_used
         );
+        if let Some(x) = &r.explanation {
+            println!("       {}: {}", super::policy::rule_name(x.rule), x.reason);
+        }
+        if !r.smtp_reply.is_empty() {
+            println!("       SMTP reply: {}", r.smtp_reply);
+        }
     }
     Ok(())
 }
@@ -119,6 +133,24 @@ pub async fn train(
             r.spam_learned,
             r.ham_learned
         );
+        if r.low_effect {
+            println!(
+                "  low effect: the sender is trusted; the click counts an eighth. {}",
+                if r.unsubscribe.is_empty() {
+                    "The message has no List-Unsubscribe target.".to_string()
+                } else {
+                    format!(
+                        "Offer unsubscribe: {}{}",
+                        r.unsubscribe,
+                        if r.unsubscribe_one_click {
+                            " (one-click)"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+            );
+        }
     }
     Ok(())
 }
@@ -142,23 +174,6 @@ pub async fn forget(server: &str, user: &str, message_id: &str) -> anyhow::Resul
         "forgot {message_id} (was {label})  (user now {} spam, {} ham)",
         r.spam_learned, r.ham_learned
     );
-    Ok(())
-}
-
-pub async fn user(server: &str, user: &str) -> anyhow::Result<()> {
-    let mut client = connect(server).await?;
-    let r = client
-        .get_user(proto::GetUserRequest {
-            user_id: user.to_string(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
-    println!("user:              {}", r.user_id);
-    println!("spam learned:      {}", r.spam_learned);
-    println!("ham learned:       {}", r.ham_learned);
-    println!("distinct tokens:   {}", r.tokens);
-    println!("tokenizer version: {}", r.tokenizer_version);
     Ok(())
 }
 

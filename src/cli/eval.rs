@@ -75,6 +75,7 @@ impl Filter for GrpcFilter {
         let req = proto::ScoreRequest {
             user_id: self.user.clone(),
             message: message.to_vec(),
+            ..Default::default()
         };
         let r = self
             .handle
@@ -177,7 +178,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                     params,
                     ..Settings::default()
                 };
-                let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, settings);
+                let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, settings)?;
                 let mut filter = eval::EngineFilter {
                     engine: &engine,
                     user: UserId::new(user)?,

@@ -4,6 +4,7 @@
 
 mod client;
 mod eval;
+mod policy;
 mod serve;
 
 use std::path::PathBuf;
@@ -31,8 +32,15 @@ enum Command {
     Train(TrainArgs),
     /// Undo an earlier train of one message, by its message id.
     Forget(ForgetArgs),
-    /// Show what chaff knows about a user: learn counts and model size.
-    User(UserArgs),
+    /// Show a user's learn counts, model size and delivery settings; with
+    /// --mode or thresholds, change the settings.
+    User(policy::UserArgs),
+    /// Add, remove or show allow, block and trusted-sender list entries.
+    #[command(subcommand)]
+    List(policy::ListCommand),
+    /// Support: why were a user's messages delivered, filed as spam or
+    /// rejected? Reads the server's decision log.
+    Why(policy::WhyArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
     /// Compute the same measures from results files (`id score gold judged` lines),
@@ -43,10 +51,10 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
-struct ServerArg {
+pub(crate) struct ServerArg {
     /// Address of a running chaff server.
     #[arg(long, env = "CHAFF_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+    pub(crate) server: String,
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +64,10 @@ struct ScoreArgs {
     /// The recipient's mailbox id.
     #[arg(long, short)]
     user: String,
+    /// The connecting client's IP, as the pipeline would pass it (default:
+    /// the server reads the topmost Received-SPF header).
+    #[arg(long)]
+    client_ip: Option<String>,
     /// RFC 5322 message files; `-` reads standard input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -101,14 +113,6 @@ struct ForgetArgs {
 }
 
 #[derive(Args, Debug)]
-struct UserArgs {
-    #[command(flatten)]
-    server: ServerArg,
-    /// The mailbox id.
-    user: String,
-}
-
-#[derive(Args, Debug)]
 struct MetricsArgs {
     /// Results files.
     #[arg(required = true)]
@@ -127,13 +131,17 @@ struct TokensArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Score(a) => client::score(&a.server.server, &a.user, &a.files).await,
+        Command::Score(a) => {
+            client::score(&a.server.server, &a.user, a.client_ip.as_deref(), &a.files).await
+        }
         Command::Train(a) => {
             let spam = a.label.spam;
             client::train(&a.server.server, &a.user, spam, a.message_id, &a.files).await
         }
         Command::Forget(a) => client::forget(&a.server.server, &a.user, &a.message_id).await,
-        Command::User(a) => client::user(&a.server.server, &a.user).await,
+        Command::User(a) => policy::user(a).await,
+        Command::List(c) => policy::list(c).await,
+        Command::Why(a) => policy::why(a).await,
         Command::Tokens(a) => client::tokens(&a.file),
         Command::Eval(a) => eval::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),

@@ -12,6 +12,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use chaff::decisions::Retention;
 use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, Settings};
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
@@ -36,6 +37,13 @@ pub struct ServeArgs {
     /// before open connections are closed (e.g. `10s`, `500ms`).
     #[arg(long, env = "CHAFF_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// How long Score decisions are kept for `chaff why` / FindDecisions
+    /// (e.g. `30d`, `12h`).
+    #[arg(long, env = "CHAFF_DECISION_RETENTION", default_value = "30d", value_parser = parse_duration, help_heading = "Decision log")]
+    decision_retention: Duration,
+    /// Most decisions kept per user (the oldest go first).
+    #[arg(long, env = "CHAFF_DECISIONS_PER_USER", default_value_t = Retention::default().per_user, help_heading = "Decision log")]
+    decisions_per_user: usize,
     /// Features read per message at most; a message hitting this (or any
     /// cap below) is still scored on what was read, and ScoreResponse lists
     /// the cap in `limits_hit`.
@@ -82,9 +90,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
         max_message_bytes: args.max_message_bytes,
         tokenizer: Tokenizer::new(limits),
+        retention: Retention {
+            max_age: args.decision_retention,
+            per_user: args.decisions_per_user.max(1),
+            ..Retention::default()
+        },
         ..Settings::default()
     };
-    let engine = Arc::new(Engine::new(store, settings));
+    let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -126,11 +139,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m, 12h or 30d"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("unknown unit {unit:?} in {s:?}; use ms, s or m")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 86_400)),
+        _ => Err(format!(
+            "unknown unit {unit:?} in {s:?}; use ms, s, m, h or d"
+        )),
     }
 }

@@ -15,14 +15,21 @@
 //! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
 //! them on a blocking pool.
 
+mod delivery;
+
+pub use delivery::{DecisionQuery, Envelope, Evaluated, ListRef, TOP_FEATURES};
+
 use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
-use crate::classify::{self, Model, Params};
+use crate::classify::{self, Model, Params, Weight};
+use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
-use crate::store::{CHECKPOINT_EVERY, LedgerEntry, Op, Store};
+use crate::mail::sender::{HeaderFacts, Unsubscribe};
+use crate::policy::{List, ListKind, UserSettings};
+use crate::store::{CHECKPOINT_EVERY, LedgerEntry, ListOwner, Op, Store};
 use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
 use crate::types::{Label, MessageId, UserId, Verdict};
 
@@ -36,6 +43,8 @@ pub struct Settings {
     pub max_message_bytes: usize,
     pub params: Params,
     pub tokenizer: Tokenizer,
+    /// How long and how many Score decisions are kept for support.
+    pub retention: Retention,
 }
 
 impl Default for Settings {
@@ -44,6 +53,7 @@ impl Default for Settings {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             params: Params::default(),
             tokenizer: Tokenizer::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -76,6 +86,12 @@ pub struct Trained {
     pub message_id: MessageId,
     pub spam_learned: u64,
     pub ham_learned: u64,
+    /// The click was spam on an authenticated trusted sender's mail: it
+    /// was recorded at [`Weight::LOW`], so it moved the model little.
+    pub low_effect: bool,
+    /// The message's unsubscribe target, when the click was low-effect:
+    /// the caller should offer the user *Unsubscribe* instead.
+    pub unsubscribe: Option<Unsubscribe>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,9 +115,27 @@ struct WriterState {
     unsnapshotted: u64,
 }
 
+/// A user's delivery settings and lists, held in memory beside the model
+/// so scoring reads no storage.
+#[derive(Debug, Default)]
+struct UserPolicy {
+    settings: UserSettings,
+    allow: List,
+    block: List,
+}
+
 struct UserSlot {
     model: RwLock<Model>,
     writer: Mutex<WriterState>,
+    policy: RwLock<UserPolicy>,
+}
+
+/// Operator-wide lists, loaded at start and changed through the engine.
+#[derive(Debug, Default)]
+struct OperatorLists {
+    allow: List,
+    block: List,
+    trusted: List,
 }
 
 /// The service's state: storage, settings and the hot models.
@@ -109,15 +143,32 @@ pub struct Engine {
     store: Store,
     settings: Settings,
     users: RwLock<FxHashMap<UserId, Arc<UserSlot>>>,
+    operator: RwLock<OperatorLists>,
+    decisions: DecisionLog,
 }
 
 impl Engine {
-    pub fn new(store: Store, settings: Settings) -> Self {
-        Self {
+    /// The engine over an open store: loads the operator's lists and starts
+    /// the decision log writer.
+    pub fn new(store: Store, settings: Settings) -> Result<Self, Error> {
+        let load = |kind| -> Result<List, Error> {
+            Ok(List::from_entries(
+                store.list_entries(&ListOwner::Operator, kind)?,
+            ))
+        };
+        let operator = OperatorLists {
+            allow: load(ListKind::Allow)?,
+            block: load(ListKind::Block)?,
+            trusted: load(ListKind::Trusted)?,
+        };
+        let decisions = DecisionLog::start(store.clone(), settings.retention.clone());
+        Ok(Self {
             store,
             settings,
             users: RwLock::new(FxHashMap::default()),
-        }
+            operator: RwLock::new(operator),
+            decisions,
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -146,9 +197,10 @@ impl Engine {
         // Load without holding the map lock: disk reads must not stall other
         // users. Two racing loaders read the same state; the first insert wins.
         let loaded = self.store.load_model(user)?;
+        let policy = self.load_policy(user)?;
         let (mut model, last_seq, mut unsnapshotted) = match loaded {
             Some(l) => (l.model, l.last_seq, l.unsnapshotted),
-            None if create => (Model::default(), 0, 0),
+            None if create || policy.is_some() => (Model::default(), 0, 0),
             None => return Ok(None),
         };
         if model.tokenizer_version() != TOKENIZER_VERSION {
@@ -175,6 +227,7 @@ impl Engine {
                     last_seq,
                     unsnapshotted,
                 }),
+                policy: RwLock::new(policy.unwrap_or_default()),
             })
         });
         Ok(Some(slot.clone()))
@@ -216,6 +269,20 @@ impl Engine {
             .collect()
     }
 
+    /// [`Engine::evaluate`] for many messages in parallel, like
+    /// [`Engine::score_batch`].
+    pub fn evaluate_batch(
+        &self,
+        items: &[(UserId, Vec<u8>, Envelope)],
+    ) -> Result<Vec<Evaluated>, (usize, Error)> {
+        use rayon::prelude::*;
+        items
+            .par_iter()
+            .enumerate()
+            .map(|(i, (user, message, env))| self.evaluate(user, message, env).map_err(|e| (i, e)))
+            .collect()
+    }
+
     /// Learns a click. `message_id` is the caller's; when `None`, one is
     /// derived from the message (see [`derive_message_id`]). Returns once the
     /// change is on disk.
@@ -236,6 +303,10 @@ impl Engine {
         let slot = self
             .slot(user, true)?
             .expect("create=true always gives a slot");
+        let headers =
+            HeaderFacts::from_message(message, self.settings.tokenizer.limits().max_header_bytes);
+        let trusted = label == Label::Spam && self.is_trusted(&slot, &headers);
+        let weight = if trusted { Weight::LOW } else { Weight::FULL };
         let mut writer = slot.writer.lock().expect("writer lock");
 
         let previous = self.store.ledger_get(user, &message_id)?;
@@ -243,11 +314,14 @@ impl Engine {
             Some(prev) if prev.label == label => {
                 drop(writer);
                 let model = slot.model.read().expect("model lock");
+                let low_effect = prev.weight != Weight::FULL;
                 return Ok(Trained {
                     outcome: TrainOutcome::AlreadyLearned,
                     message_id,
                     spam_learned: model.spam_learned(),
                     ham_learned: model.ham_learned(),
+                    low_effect,
+                    unsubscribe: headers.unsubscribe.filter(|_| low_effect),
                 });
             }
             // Unlearn what the ledger says was learned (not what this
@@ -255,15 +329,19 @@ impl Engine {
             // caller sends a different rendering of the message.
             Some(prev) => {
                 let mut ops = undo(prev);
-                ops.push(Op::Learn(label, ids.clone()));
+                ops.push(Op::Learn(label, weight, ids.clone()));
                 (TrainOutcome::Relearned, ops)
             }
-            None => (TrainOutcome::Learned, vec![Op::Learn(label, ids.clone())]),
+            None => (
+                TrainOutcome::Learned,
+                vec![Op::Learn(label, weight, ids.clone())],
+            ),
         };
         let entry = LedgerEntry {
             label,
             tokenizer_version: TOKENIZER_VERSION,
             tokens: ids,
+            weight,
         };
         self.commit(user, &slot, &mut writer, &message_id, Some(&entry), &ops)?;
         let model = slot.model.read().expect("model lock");
@@ -272,6 +350,8 @@ impl Engine {
             message_id,
             spam_learned: model.spam_learned(),
             ham_learned: model.ham_learned(),
+            low_effect: trusted,
+            unsubscribe: headers.unsubscribe.filter(|_| trusted),
         })
     }
 
@@ -382,6 +462,7 @@ impl Engine {
                 self.checkpoint_locked(&user, &slot, &mut writer)?;
             }
         }
+        self.decisions.close();
         self.store.flush()
     }
 }
@@ -391,7 +472,7 @@ impl Engine {
 /// counted it, see [`Engine::slot`]).
 fn undo(prev: LedgerEntry) -> Vec<Op> {
     if prev.tokenizer_version == TOKENIZER_VERSION {
-        vec![Op::Unlearn(prev.label, prev.tokens)]
+        vec![Op::Unlearn(prev.label, prev.weight, prev.tokens)]
     } else {
         Vec::new()
     }

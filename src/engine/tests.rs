@@ -1,12 +1,13 @@
 //! Engine semantics on a real sled directory.
 
 use super::*;
+use crate::classify::Weight;
 
 const SPAM: &[u8] = b"From: promo@pills.example\r\nSubject: cheap pills now\r\nMessage-ID: <s1@pills.example>\r\n\r\nbuy cheap pills viagra discount offer\r\n";
 const HAM: &[u8] = b"From: bob@work.example\r\nSubject: meeting notes\r\nMessage-ID: <h1@work.example>\r\n\r\nthe quarterly meeting notes are attached, see agenda\r\n";
 
 fn engine(dir: &std::path::Path) -> Engine {
-    Engine::new(Store::open(dir, 16 << 20).unwrap(), Settings::default())
+    Engine::new(Store::open(dir, 16 << 20).unwrap(), Settings::default()).unwrap()
 }
 
 fn user(s: &str) -> UserId {
@@ -144,7 +145,7 @@ fn oversized_message_is_refused_naming_the_limit() {
         max_message_bytes: 100,
         ..Settings::default()
     };
-    let e = Engine::new(Store::open(dir.path(), 16 << 20).unwrap(), settings);
+    let e = Engine::new(Store::open(dir.path(), 16 << 20).unwrap(), settings).unwrap();
     let big = vec![b'a'; 101];
     let err = e.score(&user("alice"), &big).unwrap_err();
     assert!(matches!(
@@ -205,16 +206,17 @@ fn a_model_from_another_tokenizer_version_is_never_mixed_in() {
             label: Label::Spam,
             tokenizer_version: 1,
             tokens: old_tokens.clone(),
+            weight: Weight::FULL,
         };
         let seq = store
             .record(
                 &u,
                 &old_id,
                 Some(&entry),
-                &[Op::Learn(Label::Spam, old_tokens.clone())],
+                &[Op::Learn(Label::Spam, Weight::FULL, old_tokens.clone())],
             )
             .unwrap();
-        let mut v1 = Model::from_parts(0, 0, 1, []);
+        let mut v1 = Model::from_parts((0, 0), (0, 0), 1, []);
         v1.learn(&old_tokens, Label::Spam);
         store.checkpoint(&u, &v1, seq).unwrap();
     }

@@ -69,6 +69,76 @@ pub struct Authentication {
     pub client_ip: Option<IpAddr>,
     pub dkim: Vec<Check>,
     pub dmarc: Option<Check>,
+    /// The From domain's published DMARC policy, when the verifier noted
+    /// it (`dmarc=fail (p=reject …)` as OpenDMARC writes, or
+    /// `policy.dmarc=reject`).
+    pub dmarc_policy: Option<DmarcPolicy>,
+}
+
+/// A domain's DMARC `p=` policy (RFC 7489 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmarcPolicy {
+    None,
+    Quarantine,
+    Reject,
+}
+
+impl DmarcPolicy {
+    fn parse(word: &str) -> Option<Self> {
+        match word.trim().to_ascii_lowercase().as_str() {
+            "none" => Some(Self::None),
+            "quarantine" => Some(Self::Quarantine),
+            "reject" => Some(Self::Reject),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Quarantine => "quarantine",
+            Self::Reject => "reject",
+        }
+    }
+}
+
+impl Authentication {
+    /// Whether the message authenticates for `domain` (the From domain):
+    /// DMARC pass for it, an SPF pass for it or a parent/child of it
+    /// (relaxed alignment), or a DKIM pass with an aligned signing domain.
+    pub fn authenticates(&self, domain: &str) -> bool {
+        let aligned = |c: &Check| {
+            c.result == AuthResult::Pass
+                && c.domain
+                    .as_deref()
+                    .is_some_and(|d| relaxed_aligned(d, domain))
+        };
+        self.dmarc.as_ref().is_some_and(|c| {
+            c.result == AuthResult::Pass && c.domain.as_deref().is_none_or(|d| d == domain)
+        }) || self.spf.as_ref().is_some_and(aligned)
+            || self.dkim.iter().any(aligned)
+    }
+
+    /// DMARC failed and the domain asks receivers to act on failures.
+    pub fn dmarc_enforced_failure(&self) -> Option<DmarcPolicy> {
+        let failed = self
+            .dmarc
+            .as_ref()
+            .is_some_and(|c| c.result == AuthResult::Fail);
+        match self.dmarc_policy {
+            Some(p @ (DmarcPolicy::Reject | DmarcPolicy::Quarantine)) if failed => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 7489 relaxed alignment, approximated without the public suffix list:
+/// one domain equals the other or is its subdomain.
+fn relaxed_aligned(a: &str, b: &str) -> bool {
+    let sub = |x: &str, y: &str| {
+        x.len() > y.len() && x.ends_with(y) && x.as_bytes()[x.len() - y.len() - 1] == b'.'
+    };
+    a == b || sub(a, b) || sub(b, a)
 }
 
 /// Strips RFC 5322 comments `( … )`, which may nest, and quotes.
@@ -85,6 +155,21 @@ fn strip_comments(s: &str) -> String {
         }
     }
     out
+}
+
+/// `p=reject` (in OpenDMARC's comment) or `policy.dmarc=reject` within the
+/// `dmarc=` clause of an Authentication-Results value.
+fn dmarc_policy_in(value: &str) -> Option<DmarcPolicy> {
+    let lower = value.to_ascii_lowercase();
+    let start = lower.find("dmarc=")?;
+    let clause = lower[start..].split(';').next()?;
+    clause
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .find_map(|w| {
+            w.strip_prefix("policy.dmarc=")
+                .or_else(|| w.strip_prefix("p="))
+                .and_then(DmarcPolicy::parse)
+        })
 }
 
 /// The domain part of an address or the domain itself, lowercased.
@@ -167,6 +252,10 @@ impl Authentication {
 
     /// RFC 8601: `authserv-id; method=result ptype.prop=value …; …`.
     fn read_authentication_results(&mut self, value: &str) {
+        // The policy often lives in a comment, so read it before comments go.
+        if self.dmarc.is_none() {
+            self.dmarc_policy = dmarc_policy_in(value);
+        }
         let text = strip_comments(value);
         let mut clauses = text.split(';');
         clauses.next(); // authserv-id (and version)
@@ -209,6 +298,40 @@ impl Authentication {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dmarc_policy_is_read_from_comment_or_property() {
+        let a = parse(&[(
+            "Authentication-Results",
+            "mx.example.org; dmarc=fail (p=reject dis=none) header.from=bank.example",
+        )]);
+        assert_eq!(a.dmarc_enforced_failure(), Some(DmarcPolicy::Reject));
+        let b = parse(&[(
+            "Authentication-Results",
+            "mx.example.org; dmarc=fail policy.dmarc=none header.from=x.example",
+        )]);
+        assert_eq!(b.dmarc_policy, Some(DmarcPolicy::None));
+        assert_eq!(b.dmarc_enforced_failure(), None);
+    }
+
+    #[test]
+    fn authentication_for_a_domain_needs_an_aligned_pass() {
+        let spf_elsewhere = parse(&[(
+            "Received-SPF",
+            "pass client-ip=192.0.2.1; envelope-from=x@bulk.example;",
+        )]);
+        assert!(!spf_elsewhere.authenticates("bank.example"));
+        let dkim_sub = parse(&[("X-HE-DKIM-Result", "pass header.d=mail.bank.example")]);
+        assert!(dkim_sub.authenticates("bank.example"));
+        let dkim_fail = parse(&[("X-HE-DKIM-Result", "fail header.d=bank.example")]);
+        assert!(!dkim_fail.authenticates("bank.example"));
+        let dmarc = parse(&[(
+            "Authentication-Results",
+            "mx; dmarc=pass header.from=bank.example",
+        )]);
+        assert!(dmarc.authenticates("bank.example"));
+        assert!(!dmarc.authenticates("notbank.example"));
+    }
 
     fn parse(headers: &[(&str, &str)]) -> Authentication {
         Authentication::from_headers(headers.iter().copied())

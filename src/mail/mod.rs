@@ -2,3 +2,4 @@
 //! tokenizer (as evidence) and delivery policy (as rules) use.
 
 pub mod auth;
+pub mod sender;

@@ -6,7 +6,7 @@
 pub mod status;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +15,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::engine::{Engine, TrainOutcome};
+use crate::engine::{DecisionQuery, Engine, Envelope, Evaluated, ListRef, TrainOutcome};
 use crate::error::Error;
+use crate::policy::Entry;
+use crate::policy::settings::SettingsUpdate;
 use crate::proto::{self, chaff_server::ChaffServer};
+use crate::store::ListOwner;
 use crate::types::{MessageId, UserId};
 
 /// Encoded descriptor of chaff.v1, served by reflection.
@@ -93,8 +96,21 @@ fn indexed(i: usize, e: Error) -> Status {
     Status::new(s.code(), format!("item {i}: {}", s.message()))
 }
 
-fn score_response(scored: crate::engine::Scored) -> proto::ScoreResponse {
+fn score_response(evaluated: Evaluated) -> proto::ScoreResponse {
+    let Evaluated {
+        scored,
+        decision,
+        record,
+        headers,
+    } = evaluated;
     proto::ScoreResponse {
+        action: status::action_to_wire(decision.action).into(),
+        smtp_reply: decision.smtp_reply.unwrap_or_default(),
+        headers: headers
+            .into_iter()
+            .map(|(name, value)| proto::HeaderField { name, value })
+            .collect(),
+        explanation: Some(status::explanation_to_wire(&record)),
         spam_probability: scored.probability,
         spam_log_odds: scored.log_odds,
         verdict: status::verdict_to_wire(scored.verdict).into(),
@@ -112,6 +128,58 @@ fn user_id(raw: String) -> Result<UserId, Status> {
     UserId::new(raw).map_err(Status::from)
 }
 
+/// A Score request's envelope: the client IP (validated) and message id.
+fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, Error> {
+    let client_ip = match client_ip.trim() {
+        "" => None,
+        ip => Some(ip.parse::<IpAddr>().map_err(|_| {
+            Error::InvalidArgument(format!(
+                "client_ip {ip:?} is not an IPv4 or IPv6 address; leave it empty to read \
+                 Received-SPF instead"
+            ))
+        })?),
+    };
+    let message_id = match message_id.is_empty() {
+        true => None,
+        false => Some(MessageId::new(message_id)?),
+    };
+    Ok(Envelope {
+        client_ip,
+        message_id,
+    })
+}
+
+/// Exactly one of a user id and the operator flag names a list's owner.
+fn list_ref(user_id: String, operator_wide: bool, kind: i32) -> Result<ListRef, Status> {
+    let kind = status::list_kind_from_wire(kind)?;
+    let owner = match (user_id.is_empty(), operator_wide) {
+        (false, false) => ListOwner::User(self::user_id(user_id)?),
+        (true, true) => ListOwner::Operator,
+        (false, true) => {
+            return Err(Status::invalid_argument(
+                "set either user_id or operator_wide, not both",
+            ));
+        }
+        (true, false) => {
+            return Err(Status::invalid_argument(
+                "user_id is empty; set it, or set operator_wide for the operator's list",
+            ));
+        }
+    };
+    Ok(ListRef { owner, kind })
+}
+
+fn list_entry(raw: &str) -> Result<Entry, Status> {
+    raw.parse::<Entry>().map_err(Status::from)
+}
+
+fn owner_name(owner: &ListOwner) -> String {
+    match owner {
+        ListOwner::User(u) => u.to_string(),
+        ListOwner::Operator => "operator".to_string(),
+    }
+}
+
 #[tonic::async_trait]
 impl proto::chaff_server::Chaff for ChaffService {
     async fn score(
@@ -120,9 +188,10 @@ impl proto::chaff_server::Chaff for ChaffService {
     ) -> Result<Response<proto::ScoreResponse>, Status> {
         let req = req.into_inner();
         let user = user_id(req.user_id)?;
+        let env = envelope(&req.client_ip, req.message_id)?;
         let message = req.message;
-        let scored = self.run(move |e| e.score(&user, &message)).await?;
-        Ok(Response::new(score_response(scored)))
+        let evaluated = self.run(move |e| e.evaluate(&user, &message, &env)).await?;
+        Ok(Response::new(score_response(evaluated)))
     }
 
     async fn score_batch(
@@ -139,9 +208,10 @@ impl proto::chaff_server::Chaff for ChaffService {
         let mut items = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
             let user = UserId::new(r.user_id).map_err(|e| indexed(i, e))?;
-            items.push((user, r.message));
+            let env = envelope(&r.client_ip, r.message_id).map_err(|e| indexed(i, e))?;
+            items.push((user, r.message, env));
         }
-        let scored = self.run(move |e| e.score_batch(&items)).await?;
+        let scored = self.run(move |e| e.evaluate_batch(&items)).await?;
         Ok(Response::new(proto::ScoreBatchResponse {
             responses: scored.into_iter().map(score_response).collect(),
         }))
@@ -163,7 +233,14 @@ impl proto::chaff_server::Chaff for ChaffService {
         let t = self
             .run(move |e| e.train(&user, &message, label, message_id))
             .await?;
-        info!(user = %log_user, message_id = %t.message_id, %label, outcome = ?t.outcome, "train");
+        info!(
+            user = %log_user,
+            message_id = %t.message_id,
+            %label,
+            outcome = ?t.outcome,
+            low_effect = t.low_effect,
+            "train"
+        );
         let outcome = match t.outcome {
             TrainOutcome::Learned => proto::TrainOutcome::Learned,
             TrainOutcome::AlreadyLearned => proto::TrainOutcome::AlreadyLearned,
@@ -174,6 +251,9 @@ impl proto::chaff_server::Chaff for ChaffService {
             message_id: t.message_id.to_string(),
             spam_learned: t.spam_learned,
             ham_learned: t.ham_learned,
+            low_effect: t.low_effect,
+            unsubscribe_one_click: t.unsubscribe.as_ref().is_some_and(|u| u.one_click),
+            unsubscribe: t.unsubscribe.map(|u| u.target).unwrap_or_default(),
         }))
     }
 
@@ -199,14 +279,141 @@ impl proto::chaff_server::Chaff for ChaffService {
         req: Request<proto::GetUserRequest>,
     ) -> Result<Response<proto::UserInfo>, Status> {
         let user = user_id(req.into_inner().user_id)?;
+        self.user_info(user).await
+    }
+
+    async fn update_user(
+        &self,
+        req: Request<proto::UpdateUserRequest>,
+    ) -> Result<Response<proto::UserInfo>, Status> {
+        let req = req.into_inner();
+        let user = user_id(req.user_id)?;
+        let update = SettingsUpdate {
+            mode: status::mode_from_wire(req.handling_mode)?,
+            spam_threshold: req.spam_threshold,
+            reject_threshold: req.reject_threshold,
+        };
+        let u = user.clone();
+        let s = self.run(move |e| e.update_settings(&u, &update)).await?;
+        info!(
+            user = %user,
+            mode = s.mode.as_str(),
+            spam_threshold = s.spam_threshold,
+            reject_threshold = s.reject_threshold,
+            "settings updated"
+        );
+        self.user_info(user).await
+    }
+
+    async fn add_list_entry(
+        &self,
+        req: Request<proto::ListEntryRequest>,
+    ) -> Result<Response<proto::ListEntryResponse>, Status> {
+        self.change_list(req.into_inner(), true).await
+    }
+
+    async fn remove_list_entry(
+        &self,
+        req: Request<proto::ListEntryRequest>,
+    ) -> Result<Response<proto::ListEntryResponse>, Status> {
+        self.change_list(req.into_inner(), false).await
+    }
+
+    async fn list_entries(
+        &self,
+        req: Request<proto::ListEntriesRequest>,
+    ) -> Result<Response<proto::ListEntriesResponse>, Status> {
+        let req = req.into_inner();
+        let list = list_ref(req.user_id, req.operator_wide, req.kind)?;
+        let entries = self.run(move |e| e.list_entries(&list)).await?;
+        Ok(Response::new(proto::ListEntriesResponse {
+            entries: entries.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn find_decisions(
+        &self,
+        req: Request<proto::FindDecisionsRequest>,
+    ) -> Result<Response<proto::FindDecisionsResponse>, Status> {
+        let req = req.into_inner();
+        let user = user_id(req.user_id)?;
+        let limit = match req.limit {
+            0 => DEFAULT_FIND_LIMIT,
+            n if n as usize > MAX_FIND_LIMIT => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is over the maximum {MAX_FIND_LIMIT}; narrow the time window instead"
+                )));
+            }
+            n => n as usize,
+        };
+        if req.since_unix_ms < 0 || req.until_unix_ms < 0 {
+            return Err(Status::invalid_argument(
+                "since_unix_ms and until_unix_ms are milliseconds since 1970 and cannot be negative",
+            ));
+        }
+        let until_ms = match req.until_unix_ms {
+            0 => u64::MAX,
+            t => t as u64,
+        };
+        let query = DecisionQuery {
+            since_ms: req.since_unix_ms as u64,
+            until_ms,
+            sender: (!req.sender.trim().is_empty()).then_some(req.sender),
+            subject: (!req.subject.is_empty()).then_some(req.subject),
+            limit,
+        };
+        let found = self.run(move |e| e.find_decisions(&user, &query)).await?;
+        Ok(Response::new(proto::FindDecisionsResponse {
+            decisions: found.iter().map(status::decision_to_wire).collect(),
+        }))
+    }
+}
+
+/// FindDecisions' page size when the request gives none, and its maximum.
+const DEFAULT_FIND_LIMIT: usize = 100;
+const MAX_FIND_LIMIT: usize = 1000;
+
+impl ChaffService {
+    async fn user_info(&self, user: UserId) -> Result<Response<proto::UserInfo>, Status> {
         let name = user.to_string();
-        let s = self.run(move |e| e.user_summary(&user)).await?;
+        let (s, settings) = self
+            .run(move |e| Ok::<_, Error>((e.user_summary(&user)?, e.user_settings(&user)?)))
+            .await?;
         Ok(Response::new(proto::UserInfo {
             user_id: name,
             spam_learned: s.spam_learned,
             ham_learned: s.ham_learned,
             tokens: s.tokens,
             tokenizer_version: s.tokenizer_version,
+            settings: Some(status::settings_to_wire(&settings)),
+        }))
+    }
+
+    async fn change_list(
+        &self,
+        req: proto::ListEntryRequest,
+        add: bool,
+    ) -> Result<Response<proto::ListEntryResponse>, Status> {
+        let list = list_ref(req.user_id, req.operator_wide, req.kind)?;
+        let entry = list_entry(&req.entry)?;
+        let (l, en) = (list.clone(), entry.clone());
+        let changed = self
+            .run(move |e| match add {
+                true => e.add_list_entry(&l, &en),
+                false => e.remove_list_entry(&l, &en),
+            })
+            .await?;
+        info!(
+            owner = %owner_name(&list.owner),
+            list = list.kind.as_str(),
+            %entry,
+            changed,
+            "{}",
+            if add { "list entry added" } else { "list entry removed" }
+        );
+        Ok(Response::new(proto::ListEntryResponse {
+            changed,
+            entry: entry.to_string(),
         }))
     }
 }

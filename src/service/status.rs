@@ -3,7 +3,9 @@
 
 use tonic::Status;
 
+use crate::decisions::DecisionRecord;
 use crate::error::Error;
+use crate::policy::{Action, HandlingMode, ListKind, UserSettings};
 use crate::proto;
 use crate::types::{Label, Verdict};
 
@@ -12,7 +14,9 @@ impl From<Error> for Status {
         let msg = e.to_string();
         match e {
             Error::InvalidArgument(_) => Status::invalid_argument(msg),
-            Error::MessageTooLarge { .. } => Status::resource_exhausted(msg),
+            Error::MessageTooLarge { .. } | Error::LimitExceeded(_) => {
+                Status::resource_exhausted(msg)
+            }
             Error::NotLearned { .. } => Status::not_found(msg),
             // Storage trouble is the server's, not the request's: the caller
             // may retry later or elsewhere. The request was not applied.
@@ -42,6 +46,117 @@ pub fn label_to_wire(label: Label) -> proto::Label {
     match label {
         Label::Spam => proto::Label::Spam,
         Label::Ham => proto::Label::Ham,
+    }
+}
+
+pub fn action_to_wire(a: Action) -> proto::Action {
+    match a {
+        Action::Deliver => proto::Action::Deliver,
+        Action::SpamFolder => proto::Action::SpamFolder,
+        Action::Reject => proto::Action::Reject,
+    }
+}
+
+pub fn mode_to_wire(m: HandlingMode) -> proto::HandlingMode {
+    match m {
+        HandlingMode::Passthrough => proto::HandlingMode::Passthrough,
+        HandlingMode::Quarantine => proto::HandlingMode::Quarantine,
+        HandlingMode::Reject => proto::HandlingMode::Reject,
+    }
+}
+
+/// UNSPECIFIED means "keep the current mode" in UpdateUser.
+pub fn mode_from_wire(value: i32) -> Result<Option<HandlingMode>, Status> {
+    match proto::HandlingMode::try_from(value) {
+        Ok(proto::HandlingMode::Unspecified) => Ok(None),
+        Ok(proto::HandlingMode::Passthrough) => Ok(Some(HandlingMode::Passthrough)),
+        Ok(proto::HandlingMode::Quarantine) => Ok(Some(HandlingMode::Quarantine)),
+        Ok(proto::HandlingMode::Reject) => Ok(Some(HandlingMode::Reject)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "handling mode {value} is unknown; use PASSTHROUGH, QUARANTINE or REJECT"
+        ))),
+    }
+}
+
+pub fn list_kind_from_wire(value: i32) -> Result<ListKind, Status> {
+    match proto::ListKind::try_from(value) {
+        Ok(proto::ListKind::Allow) => Ok(ListKind::Allow),
+        Ok(proto::ListKind::Block) => Ok(ListKind::Block),
+        Ok(proto::ListKind::Trusted) => Ok(ListKind::Trusted),
+        _ => Err(Status::invalid_argument(
+            "list kind is unspecified or unknown; use ALLOW, BLOCK or TRUSTED",
+        )),
+    }
+}
+
+pub fn settings_to_wire(s: &UserSettings) -> proto::UserSettings {
+    proto::UserSettings {
+        handling_mode: mode_to_wire(s.mode).into(),
+        spam_threshold: s.spam_threshold,
+        reject_threshold: s.reject_threshold,
+    }
+}
+
+fn rule_to_wire(kind: &str) -> proto::Rule {
+    match kind {
+        "model" => proto::Rule::Model,
+        "block-list" => proto::Rule::BlockList,
+        "allow-list" => proto::Rule::AllowList,
+        "authentication" => proto::Rule::Authentication,
+        _ => proto::Rule::Unspecified,
+    }
+}
+
+fn verdict_from_str(v: &str) -> proto::Verdict {
+    match v {
+        "ham" => proto::Verdict::Ham,
+        "unsure" => proto::Verdict::Unsure,
+        "spam" => proto::Verdict::Spam,
+        _ => proto::Verdict::Unspecified,
+    }
+}
+
+fn action_from_str(a: &str) -> proto::Action {
+    match a {
+        "deliver" => proto::Action::Deliver,
+        "spam-folder" => proto::Action::SpamFolder,
+        "reject" => proto::Action::Reject,
+        _ => proto::Action::Unspecified,
+    }
+}
+
+/// The explanation part of a logged (or just made) decision.
+pub fn explanation_to_wire(r: &DecisionRecord) -> proto::Explanation {
+    let feature = |f: &crate::decisions::Feature| proto::Feature {
+        name: f.name.clone(),
+        spam_probability: f.probability,
+        contribution: f.contribution,
+    };
+    proto::Explanation {
+        rule: rule_to_wire(&r.rule).into(),
+        reason: r.reason.clone(),
+        notes: r.notes.clone(),
+        spam_learned: r.spam_learned,
+        ham_learned: r.ham_learned,
+        spam_features: r.spam_features.iter().map(feature).collect(),
+        ham_features: r.ham_features.iter().map(feature).collect(),
+        sender: r.sender.clone().unwrap_or_default(),
+        client_ip: r.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn decision_to_wire(r: &DecisionRecord) -> proto::Decision {
+    proto::Decision {
+        time_unix_ms: i64::try_from(r.time_ms).unwrap_or(i64::MAX),
+        message_id: r.message_id.clone(),
+        sender: r.sender.clone().unwrap_or_default(),
+        client_ip: r.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        subject_digest: r.subject_digest.clone().unwrap_or_default(),
+        spam_probability: r.spam_probability,
+        verdict: verdict_from_str(&r.verdict).into(),
+        action: action_from_str(&r.action).into(),
+        smtp_reply: r.smtp_reply.clone().unwrap_or_default(),
+        explanation: Some(explanation_to_wire(r)),
     }
 }
 

@@ -5,8 +5,9 @@
 //! between consecutive ids: ~7–8 bytes per id for random 64-bit hashes,
 //! instead of 8 fixed bytes plus a key per token.
 
-use crate::classify::{Counts, Model};
+use crate::classify::{Counts, Model, Weight};
 use crate::error::Error;
+use crate::policy::{HandlingMode, UserSettings};
 use crate::tokenize::TokenId;
 use crate::types::Label;
 
@@ -19,22 +20,35 @@ pub struct LedgerEntry {
     pub tokenizer_version: u32,
     /// The message's distinct tokens, sorted: what to unlearn on Forget.
     pub tokens: Vec<TokenId>,
+    /// How much the message counted (full, or low for a trusted sender).
+    pub weight: Weight,
 }
 
 /// One step of a click, as replayed from the journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Learn(Label, Vec<TokenId>),
-    Unlearn(Label, Vec<TokenId>),
+    Learn(Label, Weight, Vec<TokenId>),
+    Unlearn(Label, Weight, Vec<TokenId>),
 }
 
 impl Op {
     pub fn apply(&self, model: &mut Model) {
         match self {
-            Op::Learn(label, ids) => model.learn(ids, *label),
-            Op::Unlearn(label, ids) => model.unlearn(ids, *label),
+            Op::Learn(label, w, ids) => model.learn_weighted(ids, *label, *w),
+            Op::Unlearn(label, w, ids) => model.unlearn_weighted(ids, *label, *w),
         }
     }
+}
+
+/// Weights other than full are written after a record's fixed fields, so
+/// records written before weights existed (format 2) read as full weight.
+fn put_weight(out: &mut Vec<u8>, weight: Weight) {
+    put_varint(out, u64::from(weight.0));
+}
+
+fn get_weight(input: &mut &[u8]) -> Option<Weight> {
+    let w = u32::try_from(get_varint(input)?).ok()?;
+    (1..=Weight::FULL.0).contains(&w).then_some(Weight(w))
 }
 
 fn corrupt(what: &str) -> Error {
@@ -102,6 +116,9 @@ pub fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
     out.push(entry.label.to_byte());
     put_varint(&mut out, u64::from(entry.tokenizer_version));
     put_ids(&mut out, &entry.tokens);
+    if entry.weight != Weight::FULL {
+        put_weight(&mut out, entry.weight);
+    }
     out
 }
 
@@ -111,6 +128,11 @@ pub fn decode_ledger(mut input: &[u8]) -> Result<LedgerEntry, Error> {
         .and_then(|v| u32::try_from(v).ok())
         .ok_or_else(|| corrupt("ledger tokenizer version"))?;
     let tokens = get_ids(&mut input).ok_or_else(|| corrupt("ledger tokens"))?;
+    let weight = if input.is_empty() {
+        Weight::FULL
+    } else {
+        get_weight(&mut input).ok_or_else(|| corrupt("ledger weight"))?
+    };
     if !input.is_empty() {
         return Err(corrupt("ledger trailing bytes"));
     }
@@ -118,22 +140,36 @@ pub fn decode_ledger(mut input: &[u8]) -> Result<LedgerEntry, Error> {
         label,
         tokenizer_version,
         tokens,
+        weight,
     })
 }
 
+// Full-weight ops keep format 2's kind bytes; the weighted kinds carry a
+// weight varint after the label.
 const OP_LEARN: u8 = b'+';
 const OP_UNLEARN: u8 = b'-';
+const OP_LEARN_WEIGHTED: u8 = b'*';
+const OP_UNLEARN_WEIGHTED: u8 = b'/';
 
 pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
     let mut out = Vec::new();
     put_varint(&mut out, ops.len() as u64);
     for op in ops {
-        let (kind, label, ids) = match op {
-            Op::Learn(l, ids) => (OP_LEARN, l, ids),
-            Op::Unlearn(l, ids) => (OP_UNLEARN, l, ids),
+        let (learn, label, weight, ids) = match op {
+            Op::Learn(l, w, ids) => (true, l, *w, ids),
+            Op::Unlearn(l, w, ids) => (false, l, *w, ids),
         };
-        out.push(kind);
+        let full = weight == Weight::FULL;
+        out.push(match (learn, full) {
+            (true, true) => OP_LEARN,
+            (false, true) => OP_UNLEARN,
+            (true, false) => OP_LEARN_WEIGHTED,
+            (false, false) => OP_UNLEARN_WEIGHTED,
+        });
         out.push(label.to_byte());
+        if !full {
+            put_weight(&mut out, weight);
+        }
         put_ids(&mut out, ids);
     }
     out
@@ -147,26 +183,38 @@ pub fn decode_ops(mut input: &[u8]) -> Result<Vec<Op>, Error> {
         let (&kind, rest) = input.split_first().ok_or_else(bad)?;
         input = rest;
         let label = get_label(&mut input).ok_or_else(bad)?;
+        let weight = match kind {
+            OP_LEARN | OP_UNLEARN => Weight::FULL,
+            OP_LEARN_WEIGHTED | OP_UNLEARN_WEIGHTED => get_weight(&mut input).ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
         let ids = get_ids(&mut input).ok_or_else(bad)?;
         ops.push(match kind {
-            OP_LEARN => Op::Learn(label, ids),
-            OP_UNLEARN => Op::Unlearn(label, ids),
-            _ => return Err(bad()),
+            OP_LEARN | OP_LEARN_WEIGHTED => Op::Learn(label, weight, ids),
+            _ => Op::Unlearn(label, weight, ids),
         });
     }
     Ok(ops)
 }
+
+/// First byte of a format-3 snapshot. Format-2 snapshots began with the
+/// tokenizer version as a big-endian u32, so their first byte is 0.
+const SNAPSHOT_V3: u8 = b'W';
 
 /// A user's model in compact form: header, sorted gap-coded ids, then the
 /// spam and ham counts as varints. ~9–10 bytes per token for real models.
 pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
     let mut entries: Vec<(TokenId, Counts)> = model.iter().collect();
     entries.sort_unstable_by_key(|(id, _)| *id);
-    let mut out = Vec::with_capacity(32 + entries.len() * 10);
+    let mut out = Vec::with_capacity(48 + entries.len() * 10);
+    out.push(SNAPSHOT_V3);
     out.extend_from_slice(&model.tokenizer_version().to_be_bytes());
     out.extend_from_slice(&applied_seq.to_be_bytes());
     put_varint(&mut out, model.spam_learned());
     put_varint(&mut out, model.ham_learned());
+    let (spam_weight, ham_weight) = model.weights();
+    put_varint(&mut out, spam_weight);
+    put_varint(&mut out, ham_weight);
     let ids: Vec<TokenId> = entries.iter().map(|(id, _)| *id).collect();
     put_ids(&mut out, &ids);
     for (_, c) in &entries {
@@ -176,9 +224,14 @@ pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
     out
 }
 
-/// The model and the last journal sequence number folded into it.
+/// The model and the last journal sequence number folded into it. Reads
+/// format-2 snapshots (counts in messages) by scaling them to full weight.
 pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     let bad = || corrupt("model snapshot");
+    let (v3, input) = match input.split_first() {
+        Some((&SNAPSHOT_V3, rest)) => (true, rest),
+        _ => (false, input),
+    };
     if input.len() < 12 {
         return Err(bad());
     }
@@ -187,21 +240,58 @@ pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     let mut input = &input[12..];
     let spam = get_varint(&mut input).ok_or_else(bad)?;
     let ham = get_varint(&mut input).ok_or_else(bad)?;
+    let scale = if v3 { 1 } else { Weight::FULL.0 };
+    let weights = if v3 {
+        let s = get_varint(&mut input).ok_or_else(bad)?;
+        let h = get_varint(&mut input).ok_or_else(bad)?;
+        (s, h)
+    } else {
+        let full = u64::from(Weight::FULL.0);
+        (spam.saturating_mul(full), ham.saturating_mul(full))
+    };
     let ids = get_ids(&mut input).ok_or_else(bad)?;
     let mut tokens = Vec::with_capacity(ids.len());
+    let count = |input: &mut &[u8]| {
+        get_varint(input)
+            .and_then(|v| u32::try_from(v).ok())
+            .map(|v| v.saturating_mul(scale))
+            .ok_or_else(bad)
+    };
     for id in ids {
-        let s = get_varint(&mut input)
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(bad)?;
-        let h = get_varint(&mut input)
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(bad)?;
+        let s = count(&mut input)?;
+        let h = count(&mut input)?;
         tokens.push((id, Counts { spam: s, ham: h }));
     }
     if !input.is_empty() {
         return Err(bad());
     }
-    Ok((Model::from_parts(spam, ham, version, tokens), applied_seq))
+    Ok((
+        Model::from_parts((spam, ham), weights, version, tokens),
+        applied_seq,
+    ))
+}
+
+/// Settings: mode byte, then the spam and reject thresholds as f64 BE.
+pub fn encode_settings(s: &UserSettings) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17);
+    out.push(s.mode.to_byte());
+    out.extend_from_slice(&s.spam_threshold.to_be_bytes());
+    out.extend_from_slice(&s.reject_threshold.to_be_bytes());
+    out
+}
+
+pub fn decode_settings(input: &[u8]) -> Result<UserSettings, Error> {
+    let bad = || corrupt("user settings");
+    if input.len() != 17 {
+        return Err(bad());
+    }
+    let mode = HandlingMode::from_byte(input[0]).ok_or_else(bad)?;
+    let f = |r: std::ops::Range<usize>| f64::from_be_bytes(input[r].try_into().unwrap());
+    Ok(UserSettings {
+        mode,
+        spam_threshold: f(1..9),
+        reject_threshold: f(9..17),
+    })
 }
 
 #[cfg(test)]
@@ -226,15 +316,40 @@ mod tests {
             label: Label::Spam,
             tokenizer_version: 2,
             tokens: vec![TokenId(3), TokenId(99), TokenId(u64::MAX)],
+            weight: Weight::FULL,
         };
         assert_eq!(decode_ledger(&encode_ledger(&e)).unwrap(), e);
+        let low = LedgerEntry {
+            weight: Weight::LOW,
+            ..e
+        };
+        assert_eq!(decode_ledger(&encode_ledger(&low)).unwrap(), low);
+    }
+
+    #[test]
+    fn format_2_snapshot_reads_as_full_weight() {
+        // Format 2: tokenizer version, sequence, message counts, ids, counts.
+        let mut v2 = Vec::new();
+        v2.extend_from_slice(&2u32.to_be_bytes());
+        v2.extend_from_slice(&7u64.to_be_bytes());
+        put_varint(&mut v2, 1);
+        put_varint(&mut v2, 0);
+        put_ids(&mut v2, &[TokenId(5)]);
+        put_varint(&mut v2, 1);
+        put_varint(&mut v2, 0);
+        let (model, seq) = decode_snapshot(&v2).unwrap();
+        let mut expect = Model::default();
+        expect.learn(&[TokenId(5)], Label::Spam);
+        assert_eq!((model, seq), (expect, 7));
     }
 
     #[test]
     fn ops_round_trip() {
         let ops = vec![
-            Op::Unlearn(Label::Ham, vec![TokenId(1)]),
-            Op::Learn(Label::Spam, vec![TokenId(1), TokenId(7)]),
+            Op::Unlearn(Label::Ham, Weight::FULL, vec![TokenId(1)]),
+            Op::Learn(Label::Spam, Weight::FULL, vec![TokenId(1), TokenId(7)]),
+            Op::Learn(Label::Spam, Weight::LOW, vec![TokenId(9)]),
+            Op::Unlearn(Label::Spam, Weight::LOW, vec![TokenId(9)]),
         ];
         assert_eq!(decode_ops(&encode_ops(&ops)).unwrap(), ops);
     }
@@ -244,6 +359,7 @@ mod tests {
         let mut m = Model::default();
         m.learn(&[TokenId(5), TokenId(1 << 60)], Label::Spam);
         m.learn(&[TokenId(5)], Label::Ham);
+        m.learn_weighted(&[TokenId(6)], Label::Spam, Weight::LOW);
         let (back, seq) = decode_snapshot(&encode_snapshot(&m, 42)).unwrap();
         assert_eq!((back, seq), (m, 42));
     }
@@ -260,6 +376,7 @@ mod tests {
             label: Label::Ham,
             tokenizer_version: 2,
             tokens: vec![TokenId(1), TokenId(2)],
+            weight: Weight::FULL,
         });
         for cut in 0..led.len() {
             assert!(decode_ledger(&led[..cut]).is_err(), "cut at {cut}");

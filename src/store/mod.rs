@@ -8,6 +8,10 @@
 //! | `L` · user · message id                | label + the message's token ids        |
 //! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s      |
 //! | `M` · user                             | compact model snapshot + last sequence |
+//! | `S` · user                             | delivery settings (mode, thresholds)   |
+//! | `W` · user · list kind · entry         | an allow/block list entry (empty value)|
+//! | `W` · 0u16 · list kind · entry         | an operator-wide list entry            |
+//! | `D` · user · time (ms, BE) · sequence  | a score decision (JSON), for support   |
 //!
 //! where `user` is the id's length (u16 BE) then its bytes, so one user's
 //! records of a kind are a contiguous range that no other user's id can
@@ -41,12 +45,18 @@ use sled::{Batch, Db, Tree};
 
 use crate::classify::Model;
 use crate::error::Error;
+use crate::policy::{Entry, ListKind, UserSettings};
 use crate::types::{MessageId, UserId};
 
 pub use codec::{LedgerEntry, Op};
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// Older formats this version reads (and upgrades by rewriting `F`):
+/// format 2 had no weights, settings, lists or decisions; its records
+/// decode as full-weight (see `codec`).
+const READABLE_FORMATS: [u32; 1] = [2];
 
 /// Clicks between model snapshots: bounds both journal replay at load
 /// (≤ this many records) and the snapshot cost per click (amortised).
@@ -73,6 +83,9 @@ const FORMAT_KEY: &[u8] = b"F";
 const LEDGER: u8 = b'L';
 const JOURNAL: u8 = b'J';
 const MODEL: u8 = b'M';
+const SETTINGS: u8 = b'S';
+const LIST: u8 = b'W';
+const DECISION: u8 = b'D';
 
 fn user_prefix(kind: u8, user: &UserId) -> Vec<u8> {
     let id = user.as_str().as_bytes();
@@ -96,6 +109,37 @@ fn journal_key(user: &UserId, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Whose list: a user's, or the operator's (encoded as a zero-length user
+/// id, which no real user id can be).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListOwner {
+    User(UserId),
+    Operator,
+}
+
+fn list_prefix(owner: &ListOwner, kind: ListKind) -> Vec<u8> {
+    let mut k = match owner {
+        ListOwner::User(user) => user_prefix(LIST, user),
+        ListOwner::Operator => vec![LIST, 0, 0],
+    };
+    k.push(kind.to_byte());
+    k
+}
+
+fn decision_key(user: &UserId, time_ms: u64, seq: u64) -> Vec<u8> {
+    let mut k = user_prefix(DECISION, user);
+    k.extend_from_slice(&time_ms.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The end of a key range that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    end.push(0xFF);
+    end
+}
+
 impl Store {
     /// Opens (creating if needed) the database in `path`. `cache_bytes` bounds
     /// sled's page cache.
@@ -117,6 +161,14 @@ impl Store {
                     .map_err(open_err)?;
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v)
+                if READABLE_FORMATS
+                    .iter()
+                    .any(|old| v.as_ref() == old.to_be_bytes()) =>
+            {
+                tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(open_err)?;
+            }
             Some(v) => {
                 return Err(Error::Corrupt {
                     what: format!(
@@ -207,6 +259,165 @@ impl Store {
         batch.insert(user_prefix(MODEL, user), snapshot);
         self.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// The user's delivery settings, if ever set.
+    pub fn settings(&self, user: &UserId) -> Result<Option<UserSettings>, Error> {
+        match self.tree.get(user_prefix(SETTINGS, user))? {
+            Some(bytes) => Ok(Some(codec::decode_settings(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores the user's settings durably (flushes).
+    pub fn put_settings(&self, user: &UserId, settings: &UserSettings) -> Result<(), Error> {
+        self.tree.insert(
+            user_prefix(SETTINGS, user),
+            codec::encode_settings(settings),
+        )?;
+        self.flush()
+    }
+
+    /// Every entry on one list, in key order.
+    pub fn list_entries(&self, owner: &ListOwner, kind: ListKind) -> Result<Vec<Entry>, Error> {
+        let prefix = list_prefix(owner, kind);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (key, _) = item?;
+            let text = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| Error::Corrupt {
+                what: "list entry is not UTF-8".into(),
+            })?;
+            out.push(text.parse::<Entry>().map_err(|e| Error::Corrupt {
+                what: format!("list entry {text:?}: {e}"),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Adds (`present`) or removes an entry durably; returns whether the
+    /// list changed.
+    pub fn set_list_entry(
+        &self,
+        owner: &ListOwner,
+        kind: ListKind,
+        entry: &Entry,
+        present: bool,
+    ) -> Result<bool, Error> {
+        let mut key = list_prefix(owner, kind);
+        key.extend_from_slice(entry.to_string().as_bytes());
+        let changed = if present {
+            self.tree.insert(key, &[][..])?.is_none()
+        } else {
+            self.tree.remove(key)?.is_some()
+        };
+        if changed {
+            self.flush()?;
+        }
+        Ok(changed)
+    }
+
+    /// Appends decisions (not flushed: the log is for support, and sled's
+    /// background flush bounds what a crash loses to ~500 ms).
+    pub fn append_decisions<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a UserId, u64, &'a [u8])>,
+    ) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        for (user, time_ms, json) in records {
+            let seq = self.db.generate_id()?;
+            batch.insert(decision_key(user, time_ms, seq), json);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The user's decisions from `since_ms` to `until_ms` (inclusive), newest
+    /// first, passing `keep`, at most `limit`.
+    pub fn find_decisions(
+        &self,
+        user: &UserId,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let start = decision_key(user, since_ms, 0);
+        let end = decision_key(user, until_ms, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.tree.range(start..=end).rev() {
+            let (_, value) = item?;
+            if keep(&value) {
+                out.push(value.to_vec());
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the user's decisions older than `before_ms` and all but the
+    /// newest `keep`. Returns how many were deleted.
+    pub fn trim_decisions(
+        &self,
+        user: &UserId,
+        before_ms: u64,
+        keep: usize,
+    ) -> Result<usize, Error> {
+        let prefix = user_prefix(DECISION, user);
+        let mut batch = Batch::default();
+        let mut deleted = 0;
+        for (i, item) in self.tree.scan_prefix(&prefix).rev().enumerate() {
+            let (key, _) = item?;
+            let time = u64::from_be_bytes(key[prefix.len()..prefix.len() + 8].try_into().map_err(
+                |_| Error::Corrupt {
+                    what: "decision key".into(),
+                },
+            )?);
+            if i >= keep || time < before_ms {
+                batch.remove(key);
+                deleted += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(deleted)
+    }
+
+    /// Every user with a decision older than `before_ms`, for the periodic
+    /// retention sweep (one key read per user, skipping over their range).
+    pub fn users_with_decisions_before(&self, before_ms: u64) -> Result<Vec<UserId>, Error> {
+        let mut users = Vec::new();
+        let mut from = vec![DECISION];
+        loop {
+            let Some(item) = self
+                .tree
+                .range(from.clone()..prefix_end(&[DECISION]))
+                .next()
+            else {
+                break;
+            };
+            let (key, _) = item?;
+            let bad = || Error::Corrupt {
+                what: "decision key".into(),
+            };
+            let len = usize::from(u16::from_be_bytes(
+                key.get(1..3).ok_or_else(bad)?.try_into().unwrap(),
+            ));
+            let id =
+                std::str::from_utf8(key.get(3..3 + len).ok_or_else(bad)?).map_err(|_| bad())?;
+            let user = UserId::new(id).map_err(|_| bad())?;
+            let time = u64::from_be_bytes(
+                key.get(3 + len..11 + len)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .unwrap(),
+            );
+            if time < before_ms {
+                users.push(user.clone());
+            }
+            from = prefix_end(&user_prefix(DECISION, &user));
+        }
+        Ok(users)
     }
 
     /// Makes every write so far survive a process crash.

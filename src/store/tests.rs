@@ -1,6 +1,7 @@
 //! Storage tests on a real sled directory.
 
 use super::*;
+use crate::classify::Weight;
 use crate::tokenize::TokenId;
 use crate::types::Label;
 
@@ -21,9 +22,15 @@ fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
         label,
         tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
         tokens: ids(t),
+        weight: Weight::FULL,
     };
     store
-        .record(u, &msg(m), Some(&entry), &[Op::Learn(label, ids(t))])
+        .record(
+            u,
+            &msg(m),
+            Some(&entry),
+            &[Op::Learn(label, Weight::FULL, ids(t))],
+        )
         .unwrap()
 }
 
@@ -96,7 +103,7 @@ fn removing_a_ledger_entry() {
             &alice,
             &msg("m1"),
             None,
-            &[Op::Unlearn(Label::Spam, ids(&[1]))],
+            &[Op::Unlearn(Label::Spam, Weight::FULL, ids(&[1]))],
         )
         .unwrap();
     assert!(store.ledger_get(&alice, &msg("m1")).unwrap().is_none());

@@ -175,6 +175,22 @@ impl Tokenizer {
         let text = sink.text.take().unwrap_or_default();
         (text, sink.finish().limits_hit)
     }
+
+    /// Readable names for `wanted` token ids of this message (those it
+    /// produces), for explanations. Costs a second reading of the message
+    /// with names kept, so callers ask only for a few top features.
+    pub fn names(&self, raw: &[u8], wanted: &[TokenId]) -> Vec<(TokenId, String)> {
+        let mut sink = sink::Sink::new(&self.limits, true);
+        extract(raw, &mut sink);
+        let mut out: Vec<(TokenId, String)> = sink
+            .finish_named()
+            .into_iter()
+            .filter(|(id, _)| wanted.contains(id))
+            .collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out.dedup_by_key(|(id, _)| *id);
+        out
+    }
 }
 
 /// Drops a parsed message without recursion. mail-parser nests each

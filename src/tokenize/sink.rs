@@ -231,6 +231,13 @@ impl Sink {
         true
     }
 
+    /// In explain mode: each id with its `tag:text` name (ids and names
+    /// are pushed together, so they pair up by position).
+    pub(super) fn finish_named(mut self) -> Vec<(TokenId, String)> {
+        let text = self.text.take().unwrap_or_default();
+        self.ids.into_iter().zip(text).collect()
+    }
+
     pub(super) fn finish(mut self) -> Tokens {
         self.ids.sort_unstable();
         self.ids.dedup();

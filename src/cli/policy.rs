@@ -1,0 +1,376 @@
+//! Client commands for delivery policy: a user's settings, allow/block and
+//! trusted lists, and support's `chaff why`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::ServerArg;
+use super::client::{connect, status};
+use chaff::proto;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// Deliver everything; tag spam in headers only.
+    Passthrough,
+    /// Spam to the spam folder (the default).
+    Quarantine,
+    /// Refuse spam at SMTP time at or above the reject threshold.
+    Reject,
+}
+
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The mailbox id.
+    user: String,
+    /// Set the handling mode.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Set the spam threshold (0.5..=1; default 0.90).
+    #[arg(long)]
+    spam_threshold: Option<f64>,
+    /// Set the reject threshold (spam threshold..=1; default 0.999).
+    #[arg(long)]
+    reject_threshold: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Kind {
+    Allow,
+    Block,
+    /// Operator-wide legitimate bulk senders (use with --operator).
+    Trusted,
+}
+
+#[derive(Args, Debug)]
+#[group(id = "owner", required = true, multiple = false)]
+pub struct Owner {
+    /// The mailbox whose list this is.
+    #[arg(long, short, group = "owner")]
+    user: Option<String>,
+    /// The operator-wide list, applied to every user.
+    #[arg(long, group = "owner")]
+    operator: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ListCommand {
+    /// Add entries: alice@example.com, example.com, *.example.com,
+    /// 192.0.2.7, 2001:db8::7, 192.0.2.0/24, 2001:db8::/32.
+    Add(ListChange),
+    /// Remove entries.
+    Remove(ListChange),
+    /// Print a list's entries, one per line.
+    Show(ListShow),
+}
+
+#[derive(Args, Debug)]
+pub struct ListChange {
+    #[command(flatten)]
+    server: ServerArg,
+    #[command(flatten)]
+    owner: Owner,
+    #[arg(long, value_enum)]
+    kind: Kind,
+    #[arg(required = true)]
+    entries: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListShow {
+    #[command(flatten)]
+    server: ServerArg,
+    #[command(flatten)]
+    owner: Owner,
+    #[arg(long, value_enum)]
+    kind: Kind,
+}
+
+/// Why were a user's messages delivered, filed as spam or rejected?
+#[derive(Args, Debug)]
+pub struct WhyArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The recipient's mailbox id.
+    #[arg(long, short)]
+    user: String,
+    /// Only mail from this address, or this domain and its subdomains.
+    #[arg(long)]
+    sender: Option<String>,
+    /// Start of the window: RFC 3339 (2026-11-23T09:30:00Z), a date
+    /// (2026-11-23, UTC) or an age (90m, 2h, 3d). Default: 7 days ago.
+    #[arg(long, default_value = "7d")]
+    since: String,
+    /// End of the window, same forms. Default: now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only messages with exactly this Subject.
+    #[arg(long)]
+    subject: Option<String>,
+    /// At most this many decisions, newest first (max 1000).
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    /// Print JSON, one decision per line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn kind_to_wire(k: Kind) -> proto::ListKind {
+    match k {
+        Kind::Allow => proto::ListKind::Allow,
+        Kind::Block => proto::ListKind::Block,
+        Kind::Trusted => proto::ListKind::Trusted,
+    }
+}
+
+fn mode_name(m: i32) -> &'static str {
+    match proto::HandlingMode::try_from(m) {
+        Ok(proto::HandlingMode::Passthrough) => "passthrough",
+        Ok(proto::HandlingMode::Quarantine) => "quarantine",
+        Ok(proto::HandlingMode::Reject) => "reject",
+        _ => "?",
+    }
+}
+
+pub fn action_name(a: i32) -> &'static str {
+    match proto::Action::try_from(a) {
+        Ok(proto::Action::Deliver) => "deliver",
+        Ok(proto::Action::SpamFolder) => "spam-folder",
+        Ok(proto::Action::Reject) => "reject",
+        _ => "?",
+    }
+}
+
+pub fn rule_name(r: i32) -> &'static str {
+    match proto::Rule::try_from(r) {
+        Ok(proto::Rule::Model) => "model",
+        Ok(proto::Rule::BlockList) => "block list",
+        Ok(proto::Rule::AllowList) => "allow list",
+        Ok(proto::Rule::Authentication) => "authentication",
+        _ => "?",
+    }
+}
+
+pub async fn user(a: UserArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.server.server).await?;
+    let changing = a.mode.is_some() || a.spam_threshold.is_some() || a.reject_threshold.is_some();
+    let r = if changing {
+        let mode = match a.mode {
+            None => proto::HandlingMode::Unspecified,
+            Some(Mode::Passthrough) => proto::HandlingMode::Passthrough,
+            Some(Mode::Quarantine) => proto::HandlingMode::Quarantine,
+            Some(Mode::Reject) => proto::HandlingMode::Reject,
+        };
+        client
+            .update_user(proto::UpdateUserRequest {
+                user_id: a.user.clone(),
+                handling_mode: mode.into(),
+                spam_threshold: a.spam_threshold,
+                reject_threshold: a.reject_threshold,
+            })
+            .await
+    } else {
+        client
+            .get_user(proto::GetUserRequest {
+                user_id: a.user.clone(),
+            })
+            .await
+    }
+    .map_err(status)?
+    .into_inner();
+    if changing {
+        println!("settings updated");
+    }
+    println!("user:              {}", r.user_id);
+    println!("spam learned:      {}", r.spam_learned);
+    println!("ham learned:       {}", r.ham_learned);
+    println!("distinct tokens:   {}", r.tokens);
+    println!("tokenizer version: {}", r.tokenizer_version);
+    if let Some(s) = r.settings {
+        println!("handling mode:     {}", mode_name(s.handling_mode));
+        println!("spam threshold:    {}", s.spam_threshold);
+        println!("reject threshold:  {}", s.reject_threshold);
+    }
+    Ok(())
+}
+
+pub async fn list(cmd: ListCommand) -> anyhow::Result<()> {
+    match cmd {
+        ListCommand::Add(c) => change(c, true).await,
+        ListCommand::Remove(c) => change(c, false).await,
+        ListCommand::Show(s) => {
+            let mut client = connect(&s.server.server).await?;
+            let r = client
+                .list_entries(proto::ListEntriesRequest {
+                    user_id: s.owner.user.clone().unwrap_or_default(),
+                    operator_wide: s.owner.operator,
+                    kind: kind_to_wire(s.kind).into(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            for e in r.entries {
+                println!("{e}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn change(c: ListChange, add: bool) -> anyhow::Result<()> {
+    let mut client = connect(&c.server.server).await?;
+    for entry in &c.entries {
+        let req = proto::ListEntryRequest {
+            user_id: c.owner.user.clone().unwrap_or_default(),
+            operator_wide: c.owner.operator,
+            kind: kind_to_wire(c.kind).into(),
+            entry: entry.clone(),
+        };
+        let r = if add {
+            client.add_list_entry(req).await
+        } else {
+            client.remove_list_entry(req).await
+        }
+        .map_err(status)?
+        .into_inner();
+        let what = match (add, r.changed) {
+            (true, true) => "added",
+            (true, false) => "already present",
+            (false, true) => "removed",
+            (false, false) => "was not present",
+        };
+        println!("{what}: {}", r.entry);
+    }
+    Ok(())
+}
+
+/// RFC 3339, a bare date (UTC midnight), or an age before now.
+fn parse_time(s: &str) -> anyhow::Result<SystemTime> {
+    let s = s.trim();
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(&format!("{s} 00:00:00")) {
+        return Ok(t);
+    }
+    if let Ok(age) = humantime::parse_duration(s) {
+        return Ok(SystemTime::now() - age);
+    }
+    bail!("cannot read time {s:?}: use 2026-11-23T09:30:00Z, 2026-11-23 or an age like 2h or 3d")
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub async fn why(a: WhyArgs) -> anyhow::Result<()> {
+    let since = parse_time(&a.since).context("--since")?;
+    let until = a
+        .until
+        .as_deref()
+        .map(parse_time)
+        .transpose()
+        .context("--until")?;
+    let mut client = connect(&a.server.server).await?;
+    let r = client
+        .find_decisions(proto::FindDecisionsRequest {
+            user_id: a.user.clone(),
+            sender: a.sender.clone().unwrap_or_default(),
+            since_unix_ms: unix_ms(since),
+            until_unix_ms: until.map_or(0, unix_ms),
+            subject: a.subject.clone().unwrap_or_default(),
+            limit: a.limit,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if r.decisions.is_empty() && !a.json {
+        println!(
+            "no decisions for {} in that window{} (decisions are kept for a limited time; see \
+             `chaff serve --help`)",
+            a.user,
+            a.sender
+                .as_deref()
+                .map(|s| format!(" from {s}"))
+                .unwrap_or_default()
+        );
+    }
+    for d in &r.decisions {
+        let when = UNIX_EPOCH + Duration::from_millis(d.time_unix_ms.max(0) as u64);
+        let x = d.explanation.clone().unwrap_or_default();
+        if a.json {
+            println!("{}", decision_json(d, &x, when));
+            continue;
+        }
+        println!(
+            "{}  {}  from {}  ip {}  message {}",
+            humantime::format_rfc3339_seconds(when),
+            action_name(d.action).to_uppercase(),
+            or_dash(&d.sender),
+            or_dash(&d.client_ip),
+            d.message_id
+        );
+        println!("  rule:    {} — {}", rule_name(x.rule), x.reason);
+        for n in &x.notes {
+            println!("  note:    {n}");
+        }
+        if !d.smtp_reply.is_empty() {
+            println!("  reply:   {}", d.smtp_reply);
+        }
+        println!(
+            "  model:   p(spam) {:.4}; user has learned {} spam, {} ham",
+            d.spam_probability, x.spam_learned, x.ham_learned
+        );
+        let show = |label: &str, fs: &[proto::Feature]| {
+            if !fs.is_empty() {
+                let list: Vec<String> = fs
+                    .iter()
+                    .map(|f| format!("{} ({:+.1})", f.name, f.contribution))
+                    .collect();
+                println!("  {label} {}", list.join(", "));
+            }
+        };
+        show("spammy:", &x.spam_features);
+        show("hammy: ", &x.ham_features);
+    }
+    Ok(())
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+fn decision_json(d: &proto::Decision, x: &proto::Explanation, when: SystemTime) -> String {
+    let features = |fs: &[proto::Feature]| {
+        fs.iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name, "spam_probability": f.spam_probability,
+                    "contribution": f.contribution
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    serde_json::json!({
+        "time": humantime::format_rfc3339_millis(when).to_string(),
+        "message_id": d.message_id,
+        "sender": d.sender,
+        "client_ip": d.client_ip,
+        "subject_digest": d.subject_digest,
+        "spam_probability": d.spam_probability,
+        "action": action_name(d.action),
+        "smtp_reply": d.smtp_reply,
+        "rule": rule_name(x.rule),
+        "reason": x.reason,
+        "notes": x.notes,
+        "spam_learned": x.spam_learned,
+        "ham_learned": x.ham_learned,
+        "spam_features": features(&x.spam_features),
+        "ham_features": features(&x.ham_features),
+    })
+    .to_string()
+}

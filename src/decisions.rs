@@ -1,0 +1,314 @@
+//! The decision log: every Score decision, kept for a while so support can
+//! answer "why was this message rejected or filed as spam?" from data.
+//!
+//! Scoring must not wait on it: decisions go through a bounded channel to
+//! one writer thread that appends them in batches. If the writer falls
+//! behind, new decisions are dropped and counted (a log line says how
+//! many) rather than slowing the mail path. Records are not flushed on
+//! their own; sled's background flush (500 ms) bounds what a crash loses.
+//!
+//! Retention: each user keeps at most `per_user` decisions and none older
+//! than `retention`; the writer trims a user's range as it grows and sweeps
+//! every user hourly.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::error::Error;
+use crate::store::Store;
+use crate::types::UserId;
+
+/// A token's part in a decision: its readable name, its spam probability
+/// f(w), and its evidence ln(f / (1 − f)) (positive: spammy).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    pub probability: f64,
+    pub contribution: f64,
+}
+
+/// One logged decision, as support reads it back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub user: String,
+    pub message_id: String,
+    pub sender: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    /// xxh3-64 of the trimmed Subject, hex: matches a subject support is
+    /// told without storing what users receive.
+    pub subject_digest: Option<String>,
+    pub spam_probability: f64,
+    pub verdict: String,
+    pub action: String,
+    /// `model`, `block-list`, `allow-list` or `authentication`.
+    pub rule: String,
+    pub reason: String,
+    pub notes: Vec<String>,
+    pub smtp_reply: Option<String>,
+    pub spam_learned: u64,
+    pub ham_learned: u64,
+    pub spam_features: Vec<Feature>,
+    pub ham_features: Vec<Feature>,
+}
+
+impl DecisionRecord {
+    /// Whether `sender` (an address, or a domain) names this record's sender.
+    pub fn sent_by(&self, sender: &str) -> bool {
+        let want = sender.trim().to_ascii_lowercase();
+        match &self.sender {
+            Some(s) if want.contains('@') => *s == want,
+            Some(s) => s
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| d == want || d.ends_with(&format!(".{want}"))),
+            None => false,
+        }
+    }
+}
+
+/// The digest stored for a Subject (see [`DecisionRecord::subject_digest`]).
+pub fn subject_digest(subject: &str) -> String {
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(subject.trim().as_bytes())
+    )
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long and how many decisions are kept.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub per_user: usize,
+    /// Decisions waiting for the writer before new ones are dropped.
+    pub queue: usize,
+}
+
+impl Default for Retention {
+    /// 30 days covers the questions support gets ("last week's mail from
+    /// X"); 1,000 per user bounds disk at about 1 KB × 1,000 per mailbox.
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            per_user: 1000,
+            queue: 16_384,
+        }
+    }
+}
+
+/// A decision on its way to the writer: user, time (ms) and JSON.
+type Queued = (UserId, u64, Vec<u8>);
+
+/// The sending side, held by the engine.
+pub struct DecisionLog {
+    /// `None` once closed. Senders are shared under the read lock.
+    tx: RwLock<Option<SyncSender<Queued>>>,
+    dropped: Arc<AtomicU64>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl DecisionLog {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: Store, retention: Retention) -> Self {
+        let (tx, rx) = sync_channel(retention.queue.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let d = dropped.clone();
+        let writer = std::thread::Builder::new()
+            .name("chaff-decisions".into())
+            .spawn(move || write_loop(&store, &rx, &retention, &d))
+            .expect("spawn the decision log writer");
+        Self {
+            tx: RwLock::new(Some(tx)),
+            dropped,
+            writer: Mutex::new(Some(writer)),
+        }
+    }
+
+    /// Queues a decision; never blocks.
+    pub fn record(&self, user: &UserId, record: &DecisionRecord) {
+        let tx = self.tx.read().expect("decision log lock");
+        let Some(tx) = tx.as_ref() else { return };
+        let json = serde_json::to_vec(record).expect("a decision serialises");
+        match tx.try_send((user.clone(), record.time_ms, json)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Decisions dropped because the writer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes what is queued and stops the writer; later decisions are
+    /// dropped.
+    pub fn close(&self) {
+        self.tx.write().expect("decision log lock").take();
+        if let Some(w) = self.writer.lock().expect("decision log lock").take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for DecisionLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(store: &Store, rx: &Receiver<Queued>, retention: &Retention, dropped: &AtomicU64) {
+    // Per user: decisions written since the last trim. Trimming every
+    // `per_user / 4` keeps a user's range under 1.25 × per_user.
+    let mut since_trim: FxHashMap<UserId, usize> = FxHashMap::default();
+    let trim_every = (retention.per_user / 4).max(1);
+    let mut last_sweep = Instant::now();
+    let mut reported_drops = 0;
+    let sweep = |store: &Store| -> Result<usize, Error> {
+        let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
+        let mut deleted = 0;
+        for user in store.users_with_decisions_before(cutoff)? {
+            deleted += store.trim_decisions(&user, cutoff, retention.per_user)?;
+        }
+        Ok(deleted)
+    };
+    match sweep(store) {
+        Ok(n) if n > 0 => info!(deleted = n, "decision log: expired old decisions"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "decision log: retention sweep failed"),
+    }
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(item) => Some(item),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch: Vec<Queued> = first.into_iter().collect();
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let records = batch.iter().map(|(u, t, j)| (u, *t, j.as_slice()));
+            if let Err(e) = store.append_decisions(records) {
+                warn!(error = %e, lost = batch.len(), "decision log: write failed");
+            }
+            for (user, _, _) in &batch {
+                let n = since_trim.entry(user.clone()).or_insert(0);
+                *n += 1;
+                if *n >= trim_every {
+                    *n = 0;
+                    let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
+                    if let Err(e) = store.trim_decisions(user, cutoff, retention.per_user) {
+                        warn!(error = %e, "decision log: trim failed");
+                    }
+                }
+            }
+        }
+        let d = dropped.load(Ordering::Relaxed);
+        if d > reported_drops {
+            warn!(
+                dropped_total = d,
+                "decision log: writer behind; decisions dropped (scoring was not slowed)"
+            );
+            reported_drops = d;
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(3600) {
+            last_sweep = Instant::now();
+            since_trim.clear();
+            if let Err(e) = sweep(store) {
+                warn!(error = %e, "decision log: retention sweep failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sender: &str) -> DecisionRecord {
+        DecisionRecord {
+            time_ms: 1,
+            user: "u".into(),
+            message_id: "m".into(),
+            sender: Some(sender.into()),
+            client_ip: None,
+            subject_digest: None,
+            spam_probability: 0.5,
+            verdict: "unsure".into(),
+            action: "deliver".into(),
+            rule: "model".into(),
+            reason: String::new(),
+            notes: vec![],
+            smtp_reply: None,
+            spam_learned: 0,
+            ham_learned: 0,
+            spam_features: vec![],
+            ham_features: vec![],
+        }
+    }
+
+    #[test]
+    fn sender_filter_takes_an_address_or_a_domain() {
+        let r = record("news@mail.shop.example");
+        assert!(r.sent_by("NEWS@mail.shop.example"));
+        assert!(r.sent_by("shop.example"));
+        assert!(r.sent_by("mail.shop.example"));
+        assert!(!r.sent_by("hop.example"));
+        assert!(!r.sent_by("other@mail.shop.example"));
+    }
+
+    #[test]
+    fn log_writes_trims_and_finds_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let user = UserId::new("alice").unwrap();
+        let log = DecisionLog::start(
+            store.clone(),
+            Retention {
+                per_user: 8,
+                ..Retention::default()
+            },
+        );
+        let now = now_ms();
+        for i in 0..20u64 {
+            let mut r = record("a@b.example");
+            r.time_ms = now - 1000 + i;
+            r.message_id = format!("m{i}");
+            log.record(&user, &r);
+        }
+        log.close();
+        let found = store
+            .find_decisions(&user, 0, u64::MAX, 100, |_| true)
+            .unwrap();
+        let ids: Vec<String> = found
+            .iter()
+            .map(|j| {
+                serde_json::from_slice::<DecisionRecord>(j)
+                    .unwrap()
+                    .message_id
+            })
+            .collect();
+        assert_eq!(ids[0], "m19");
+        // Trimmed to per_user at each quarter: never more than 1.25 × 8.
+        assert!(ids.len() <= 10 && ids.len() >= 8, "{ids:?}");
+    }
+}

@@ -1,0 +1,401 @@
+//! The delivery use cases: score a message *and* decide what to do with
+//! it (policy), keep settings and lists, answer support's "why".
+//!
+//! # Where the sending IP comes from (the trust boundary)
+//!
+//! The pipeline passes the connecting client's IP with each Score request;
+//! that is the only IP chaff fully trusts. Without it, chaff reads
+//! `client-ip=` (or the trailing IP) of the **topmost** `Received-SPF`
+//! header — the one our own border MTA added last, as the provider's
+//! support articles describe. Anything below it was written by other hosts
+//! and may be forged, so it is never read for policy. The same holds for
+//! `Authentication-Results` and `X-HE-DKIM-Result`: the topmost instance
+//! wins. The border must strip or rename inbound copies of these headers
+//! for that to be sound; docs/POLICY.md says so.
+
+use std::net::IpAddr;
+
+use super::{Engine, Scored, UserPolicy, UserSlot};
+use crate::classify;
+use crate::decisions::{self, DecisionRecord, Feature};
+use crate::error::Error;
+use crate::mail::sender::HeaderFacts;
+use crate::policy::lists::{MAX_OPERATOR_ENTRIES, MAX_USER_ENTRIES};
+use crate::policy::settings::SettingsUpdate;
+use crate::policy::{self, Decision, Entry, Facts, List, ListKind, Lists, UserSettings};
+use crate::store::ListOwner;
+use crate::tokenize::TokenId;
+use crate::types::{MessageId, UserId, Verdict};
+
+/// Features shown per side in an explanation.
+pub const TOP_FEATURES: usize = 5;
+
+/// A scored message with its decision and explanation.
+#[derive(Clone, Debug)]
+pub struct Evaluated {
+    pub scored: Scored,
+    pub decision: Decision,
+    pub record: DecisionRecord,
+    /// Headers the pipeline may add.
+    pub headers: Vec<(String, String)>,
+}
+
+/// What a Score request says besides the message.
+#[derive(Clone, Debug, Default)]
+pub struct Envelope {
+    /// The connecting client's IP, as the pipeline saw it.
+    pub client_ip: Option<IpAddr>,
+    /// The pipeline's id for the message (queue id); else derived.
+    pub message_id: Option<MessageId>,
+}
+
+/// Which list, whose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListRef {
+    pub owner: ListOwner,
+    pub kind: ListKind,
+}
+
+impl ListRef {
+    fn check(&self) -> Result<(), Error> {
+        if matches!(self.owner, ListOwner::User(_)) && self.kind == ListKind::Trusted {
+            return Err(Error::InvalidArgument(
+                "trusted senders are an operator-wide list; a user's own trusted senders are \
+                 their allow entries"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// The user's settings and lists from storage; `None` if never set.
+    pub(super) fn load_policy(&self, user: &UserId) -> Result<Option<UserPolicy>, Error> {
+        let settings = self.store.settings(user)?;
+        let owner = ListOwner::User(user.clone());
+        let allow = self.store.list_entries(&owner, ListKind::Allow)?;
+        let block = self.store.list_entries(&owner, ListKind::Block)?;
+        if settings.is_none() && allow.is_empty() && block.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(UserPolicy {
+            settings: settings.unwrap_or_default(),
+            allow: List::from_entries(allow),
+            block: List::from_entries(block),
+        }))
+    }
+
+    /// A spam click on this message would be on a trusted sender's mail:
+    /// the From is on the operator's trusted list or the user's allow list,
+    /// and the message authenticates for its domain (a forged From gets no
+    /// discount).
+    pub(super) fn is_trusted(&self, slot: &UserSlot, headers: &HeaderFacts) -> bool {
+        let Some(from) = &headers.from else {
+            return false;
+        };
+        let listed = self
+            .operator
+            .read()
+            .expect("operator lists lock")
+            .trusted
+            .match_sender(from)
+            .is_some()
+            || slot
+                .policy
+                .read()
+                .expect("policy lock")
+                .allow
+                .match_sender(from)
+                .is_some();
+        listed && headers.auth.authenticates(from.domain())
+    }
+
+    /// Scores a message, decides what to do with it, and logs the decision
+    /// for support. The mail pipeline's call.
+    pub fn evaluate(
+        &self,
+        user: &UserId,
+        message: &[u8],
+        envelope: &Envelope,
+    ) -> Result<Evaluated, Error> {
+        self.check_size(message)?;
+        let tokenizer = &self.settings.tokenizer;
+        let params = &self.settings.params;
+        let tokens = tokenizer.tokenize(message);
+        let headers = HeaderFacts::from_message(message, tokenizer.limits().max_header_bytes);
+        let client_ip = envelope.client_ip.or(headers.auth.client_ip);
+        let slot = self.slot(user, false)?;
+
+        let default_policy = UserPolicy::default();
+        let policy_guard = slot.as_ref().map(|s| s.policy.read().expect("policy lock"));
+        let policy = policy_guard.as_deref().unwrap_or(&default_policy);
+        let (score, counts, strongest) = match &slot {
+            Some(slot) => {
+                let model = slot.model.read().expect("model lock");
+                (
+                    model.score(&tokens.ids, params),
+                    (model.spam_learned(), model.ham_learned()),
+                    model.strongest(&tokens.ids, params, TOP_FEATURES),
+                )
+            }
+            None => (classify::Score::NEUTRAL, (0, 0), Default::default()),
+        };
+        let operator = self.operator.read().expect("operator lists lock");
+        let decision = policy::decide(
+            score.probability,
+            &policy.settings,
+            Lists {
+                user_allow: &policy.allow,
+                user_block: &policy.block,
+                operator_allow: &operator.allow,
+                operator_block: &operator.block,
+            },
+            &Facts {
+                sender: headers.from.as_ref(),
+                client_ip,
+                auth: Some(&headers.auth),
+            },
+        );
+        drop(operator);
+        drop(policy_guard);
+
+        let (spam_features, ham_features) = self.name_features(message, strongest);
+        let scored = Scored {
+            probability: score.probability,
+            log_odds: score.log_odds,
+            verdict: decision.verdict,
+            tokens_known: score.tokens_known,
+            tokens_used: score.tokens_used,
+            limits_hit: tokens.limits_hit,
+        };
+        let message_id = envelope
+            .message_id
+            .clone()
+            .unwrap_or_else(|| super::derive_message_id(message));
+        let record = DecisionRecord {
+            time_ms: decisions::now_ms(),
+            user: user.to_string(),
+            message_id: message_id.to_string(),
+            sender: headers.from.as_ref().map(ToString::to_string),
+            client_ip,
+            subject_digest: headers.subject.as_deref().map(decisions::subject_digest),
+            spam_probability: score.probability,
+            verdict: verdict_str(decision.verdict).to_string(),
+            action: decision.action.as_str().to_string(),
+            rule: decision.rule.kind().to_string(),
+            reason: decision.reason.clone(),
+            notes: decision.notes.clone(),
+            smtp_reply: decision.smtp_reply.clone(),
+            spam_learned: counts.0,
+            ham_learned: counts.1,
+            spam_features,
+            ham_features,
+        };
+        self.decisions.record(user, &record);
+        let headers = decision.headers(score.probability);
+        Ok(Evaluated {
+            scored,
+            decision,
+            record,
+            headers,
+        })
+    }
+
+    /// Names the strongest features (one extra reading of the message, only
+    /// when there is something to name).
+    fn name_features(
+        &self,
+        message: &[u8],
+        (spam, ham): classify::Strongest,
+    ) -> (Vec<Feature>, Vec<Feature>) {
+        if spam.is_empty() && ham.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let wanted: Vec<_> = spam.iter().chain(&ham).map(|(id, _)| *id).collect();
+        let names = self.settings.tokenizer.names(message, &wanted);
+        let feature = |(id, f): &(TokenId, f64)| Feature {
+            name: names
+                .binary_search_by_key(id, |(i, _)| *i)
+                .map(|i| names[i].1.clone())
+                .unwrap_or_else(|_| format!("token:{:016x}", id.0)),
+            probability: *f,
+            contribution: (f / (1.0 - f)).ln(),
+        };
+        (
+            spam.iter().map(feature).collect(),
+            ham.iter().map(feature).collect(),
+        )
+    }
+
+    /// The user's delivery settings (defaults if never set).
+    pub fn user_settings(&self, user: &UserId) -> Result<UserSettings, Error> {
+        Ok(match self.slot(user, false)? {
+            Some(slot) => slot.policy.read().expect("policy lock").settings.clone(),
+            None => UserSettings::default(),
+        })
+    }
+
+    /// Changes the user's settings durably; returns the new settings.
+    pub fn update_settings(
+        &self,
+        user: &UserId,
+        update: &SettingsUpdate,
+    ) -> Result<UserSettings, Error> {
+        let slot = self.slot(user, true)?.expect("create=true gives a slot");
+        // The writer lock orders this against the user's other writes.
+        let _writer = slot.writer.lock().expect("writer lock");
+        let next = slot
+            .policy
+            .read()
+            .expect("policy lock")
+            .settings
+            .updated(update)?;
+        self.store.put_settings(user, &next)?;
+        slot.policy.write().expect("policy lock").settings = next.clone();
+        Ok(next)
+    }
+
+    /// Adds an entry; `Ok(false)` if it was already there.
+    pub fn add_list_entry(&self, list: &ListRef, entry: &Entry) -> Result<bool, Error> {
+        self.set_list_entry(list, entry, true)
+    }
+
+    /// Removes an entry; `Ok(false)` if it was not there.
+    pub fn remove_list_entry(&self, list: &ListRef, entry: &Entry) -> Result<bool, Error> {
+        self.set_list_entry(list, entry, false)
+    }
+
+    fn set_list_entry(&self, list: &ListRef, entry: &Entry, present: bool) -> Result<bool, Error> {
+        list.check()?;
+        match &list.owner {
+            ListOwner::User(user) => {
+                let slot = self.slot(user, true)?.expect("create=true gives a slot");
+                let _writer = slot.writer.lock().expect("writer lock");
+                if present {
+                    let existing = self.store.list_entries(&list.owner, list.kind)?;
+                    if !existing.contains(entry) {
+                        check_room(existing.len(), MAX_USER_ENTRIES, list)?;
+                    }
+                }
+                let changed = self
+                    .store
+                    .set_list_entry(&list.owner, list.kind, entry, present)?;
+                let mut policy = slot.policy.write().expect("policy lock");
+                let target = match list.kind {
+                    ListKind::Allow => &mut policy.allow,
+                    _ => &mut policy.block,
+                };
+                apply(target, entry, present);
+                Ok(changed)
+            }
+            ListOwner::Operator => {
+                // Holding the write lock across the (rare) operator write
+                // keeps memory and disk in the same order of changes.
+                let mut operator = self.operator.write().expect("operator lists lock");
+                if present {
+                    let existing = self.store.list_entries(&list.owner, list.kind)?;
+                    if !existing.contains(entry) {
+                        check_room(existing.len(), MAX_OPERATOR_ENTRIES, list)?;
+                    }
+                }
+                let changed = self
+                    .store
+                    .set_list_entry(&list.owner, list.kind, entry, present)?;
+                let target = match list.kind {
+                    ListKind::Allow => &mut operator.allow,
+                    ListKind::Block => &mut operator.block,
+                    ListKind::Trusted => &mut operator.trusted,
+                };
+                apply(target, entry, present);
+                Ok(changed)
+            }
+        }
+    }
+
+    /// A list's entries, in stored order.
+    pub fn list_entries(&self, list: &ListRef) -> Result<Vec<Entry>, Error> {
+        list.check()?;
+        self.store.list_entries(&list.owner, list.kind)
+    }
+
+    /// Logged decisions for a user, newest first: within `[since_ms,
+    /// until_ms]`, optionally only from `sender` (address or domain) or
+    /// with this Subject, at most `limit`.
+    pub fn find_decisions(
+        &self,
+        user: &UserId,
+        query: &DecisionQuery,
+    ) -> Result<Vec<DecisionRecord>, Error> {
+        let digest = query.subject.as_deref().map(decisions::subject_digest);
+        let mut bad = None;
+        let found = self.store.find_decisions(
+            user,
+            query.since_ms,
+            query.until_ms,
+            query.limit,
+            |json| match serde_json::from_slice::<DecisionRecord>(json) {
+                Ok(r) => {
+                    query.sender.as_deref().is_none_or(|s| r.sent_by(s))
+                        && digest
+                            .as_deref()
+                            .is_none_or(|d| r.subject_digest.as_deref() == Some(d))
+                }
+                Err(e) => {
+                    bad.get_or_insert(e.to_string());
+                    false
+                }
+            },
+        )?;
+        if let Some(e) = bad {
+            return Err(Error::Corrupt {
+                what: format!("decision log record: {e}"),
+            });
+        }
+        Ok(found
+            .iter()
+            .filter_map(|j| serde_json::from_slice(j).ok())
+            .collect())
+    }
+
+    /// Decisions dropped because the log writer fell behind.
+    pub fn decisions_dropped(&self) -> u64 {
+        self.decisions.dropped()
+    }
+}
+
+/// A support query over the decision log.
+#[derive(Clone, Debug)]
+pub struct DecisionQuery {
+    pub since_ms: u64,
+    pub until_ms: u64,
+    pub sender: Option<String>,
+    pub subject: Option<String>,
+    pub limit: usize,
+}
+
+fn check_room(n: usize, max: usize, list: &ListRef) -> Result<(), Error> {
+    if n >= max {
+        return Err(Error::LimitExceeded(format!(
+            "the {} list already holds {n} entries, the most allowed; remove some first",
+            list.kind.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn apply(list: &mut List, entry: &Entry, present: bool) {
+    if present {
+        list.insert(entry.clone());
+    } else {
+        list.remove(entry);
+    }
+}
+
+fn verdict_str(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Ham => "ham",
+        Verdict::Unsure => "unsure",
+        Verdict::Spam => "spam",
+    }
+}

@@ -1,0 +1,180 @@
+//! Who a message says it is from, and how to unsubscribe from it: the
+//! RFC 5322 From address (what the reader sees and what DMARC aligns to) and
+//! the RFC 2369 `List-Unsubscribe` target, with RFC 8058 one-click.
+
+use std::fmt;
+
+use super::auth::Authentication;
+
+/// A lowercase `local@domain` mail address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Address {
+    text: String,
+    at: usize,
+}
+
+impl Address {
+    /// Accepts `local@domain` (optionally in angle brackets); `None` for
+    /// anything else. Lowercased whole: local parts are case-insensitive at
+    /// every provider that matters, and lists must match either way.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .trim();
+        let (local, domain) = s.rsplit_once('@')?;
+        let domain = domain.trim_end_matches('.');
+        let ok = !local.is_empty()
+            && local.len() <= 64
+            && domain.contains('.')
+            && domain.len() <= 253
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        ok.then(|| Address {
+            text: format!("{}@{}", local, domain).to_ascii_lowercase(),
+            at: local.len(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.text[self.at + 1..]
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Where the caller can unsubscribe the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsubscribe {
+    /// The preferred target: the first `https:` URI, else the first
+    /// `mailto:` (RFC 2369 lists them in the sender's order of preference,
+    /// but a web link is the one a webmail can follow for the user).
+    pub target: String,
+    /// RFC 8058: `List-Unsubscribe-Post: List-Unsubscribe=One-Click` is
+    /// present and the target is https, so a POST unsubscribes with no
+    /// further page.
+    pub one_click: bool,
+}
+
+/// What the header block says about the sender, for delivery policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderFacts {
+    /// The first From address.
+    pub from: Option<Address>,
+    pub subject: Option<String>,
+    pub unsubscribe: Option<Unsubscribe>,
+    pub auth: Authentication,
+}
+
+impl HeaderFacts {
+    /// Reads the header block only (no MIME body parse): policy needs a
+    /// few headers, and this runs for every scored message. At most
+    /// `max_header_bytes` are read, and header fields over 16 KiB are
+    /// ignored, as the tokenizer does, so hostile headers cost little.
+    pub fn from_message(raw: &[u8], max_header_bytes: usize) -> Self {
+        let raw = &raw[..raw.len().min(max_header_bytes)];
+        let Some(headers) = mail_parser::MessageParser::new().parse_headers(raw) else {
+            return Self::default();
+        };
+        let auth = Authentication::from_headers(
+            headers
+                .headers_raw()
+                .filter(|(n, v)| n.len() + v.len() <= 16 * 1024),
+        );
+        let subject = headers.subject().map(str::to_string);
+        let from = headers
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .and_then(Address::parse);
+        let one_click_post = headers
+            .header_raw("List-Unsubscribe-Post")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("List-Unsubscribe=One-Click"));
+        let unsubscribe = headers
+            .header_raw("List-Unsubscribe")
+            .and_then(|v| parse_list_unsubscribe(v, one_click_post));
+        Self {
+            from,
+            subject,
+            unsubscribe,
+            auth,
+        }
+    }
+}
+
+/// RFC 2369: a comma-separated list of `<uri>`s.
+fn parse_list_unsubscribe(value: &str, one_click_post: bool) -> Option<Unsubscribe> {
+    let uris: Vec<&str> = value
+        .split(',')
+        .filter_map(|part| {
+            let part = part.trim();
+            let inner = part.strip_prefix('<')?.split('>').next()?;
+            let inner = inner.trim();
+            (!inner.is_empty() && !inner.contains(char::is_whitespace)).then_some(inner)
+        })
+        .collect();
+    let https = uris
+        .iter()
+        .find(|u| u.len() > 8 && u[..8].eq_ignore_ascii_case("https://"));
+    let mailto = uris
+        .iter()
+        .find(|u| u.len() > 7 && u[..7].eq_ignore_ascii_case("mailto:"));
+    match (https, mailto) {
+        (Some(h), _) => Some(Unsubscribe {
+            target: h.to_string(),
+            one_click: one_click_post,
+        }),
+        (None, Some(m)) => Some(Unsubscribe {
+            target: m.to_string(),
+            one_click: false,
+        }),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_lowercased_and_split() {
+        let a = Address::parse("<Bob.Smith@News.Example.COM>").unwrap();
+        assert_eq!(a.as_str(), "bob.smith@news.example.com");
+        assert_eq!(a.domain(), "news.example.com");
+        assert!(Address::parse("no at sign").is_none());
+        assert!(Address::parse("a@localhost").is_none());
+    }
+
+    #[test]
+    fn from_and_one_click_unsubscribe_are_read() {
+        let raw = b"From: \"News\" <news@shop.example>\r\n\
+            List-Unsubscribe: <mailto:leave@shop.example?subject=x>, <https://shop.example/u/123>\r\n\
+            List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\
+            Subject: hi\r\n\r\nbody";
+        let f = HeaderFacts::from_message(raw, 1 << 20);
+        assert_eq!(f.from.unwrap().as_str(), "news@shop.example");
+        assert_eq!(
+            f.unsubscribe,
+            Some(Unsubscribe {
+                target: "https://shop.example/u/123".into(),
+                one_click: true
+            })
+        );
+    }
+
+    #[test]
+    fn mailto_only_unsubscribe_is_not_one_click() {
+        let u = parse_list_unsubscribe("<mailto:u@list.example>", true).unwrap();
+        assert_eq!(u.target, "mailto:u@list.example");
+        assert!(!u.one_click);
+        assert_eq!(parse_list_unsubscribe("garbage", false), None);
+    }
+}

@@ -1,0 +1,375 @@
+//! Allow, block and trusted-sender lists: what an entry can name, how it is
+//! written, and how a message's sender and sending IP are matched against a
+//! list. Pure data; the store keeps the entries, the engine holds them in
+//! memory (no storage read per scored message).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use crate::error::Error;
+use crate::mail::sender::Address;
+
+/// Most entries one user may keep per list. Lists are read into memory for
+/// every user with mail in flight; a few hundred covers real use (the
+/// support articles speak of senders, domains and an IP range or two).
+pub const MAX_USER_ENTRIES: usize = 1000;
+
+/// Most entries an operator-wide list may hold.
+pub const MAX_OPERATOR_ENTRIES: usize = 100_000;
+
+/// Which list an entry is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    /// Deliver: the model is not asked (sender entries need authentication).
+    Allow,
+    /// Treat as spam, whatever the model says.
+    Block,
+    /// Legitimate bulk senders (operator-wide): a spam click on their mail
+    /// counts little and the caller is told to offer unsubscribe instead.
+    Trusted,
+}
+
+impl ListKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListKind::Allow => "allow",
+            ListKind::Block => "block",
+            ListKind::Trusted => "trusted",
+        }
+    }
+
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            ListKind::Allow => b'a',
+            ListKind::Block => b'b',
+            ListKind::Trusted => b't',
+        }
+    }
+}
+
+/// One list entry, in canonical form (lowercase, CIDR truncated to its
+/// network), so adding `Example.COM` twice is one entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entry {
+    /// An exact sender address, `alice@example.com`.
+    Address(String),
+    /// A domain: `example.com` matches senders at exactly that domain;
+    /// `*.example.com` matches it and every subdomain.
+    Domain { name: String, subdomains: bool },
+    /// One IPv4 or IPv6 address.
+    Ip(IpAddr),
+    /// A CIDR range, `192.0.2.0/24` or `2001:db8::/32`.
+    Net(IpNet),
+}
+
+impl Entry {
+    /// Whether matching this entry is a claim about who sent the message
+    /// (and so, for allow entries, needs the sender to authenticate).
+    pub fn names_sender(&self) -> bool {
+        matches!(self, Entry::Address(_) | Entry::Domain { .. })
+    }
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Address(a) => f.write_str(a),
+            Entry::Domain {
+                name,
+                subdomains: true,
+            } => write!(f, "*.{name}"),
+            Entry::Domain { name, .. } => f.write_str(name),
+            Entry::Ip(ip) => write!(f, "{ip}"),
+            Entry::Net(net) => write!(f, "{net}"),
+        }
+    }
+}
+
+fn invalid(entry: &str, why: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "list entry {entry:?} {why}; write an address (alice@example.com), a domain \
+         (example.com, or *.example.com with subdomains), an IP (192.0.2.7, 2001:db8::7) \
+         or a CIDR range (192.0.2.0/24, 2001:db8::/32)"
+    ))
+}
+
+/// A hostname as list entries accept it: letters, digits, hyphens and dots,
+/// at least two labels, none empty, 253 bytes at most.
+fn check_domain(entry: &str, d: &str) -> Result<String, Error> {
+    let d = d.trim_end_matches('.').to_ascii_lowercase();
+    let labels_ok = d.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if d.len() > 253 || !d.contains('.') || !labels_ok {
+        return Err(invalid(entry, "is not a valid domain"));
+    }
+    Ok(d)
+}
+
+impl FromStr for Entry {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(invalid(s, "is empty"));
+        }
+        if t.contains('/') {
+            let net: IpNet = t.parse().map_err(|_| invalid(s, "is not a CIDR range"))?;
+            return Ok(Entry::Net(net.trunc()));
+        }
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            return Ok(Entry::Ip(ip));
+        }
+        if let Some((local, domain)) = t.rsplit_once('@') {
+            if local.is_empty() || local.len() > 64 || local.chars().any(|c| c.is_whitespace()) {
+                return Err(invalid(s, "has no valid local part"));
+            }
+            let domain = check_domain(s, domain)?;
+            return Ok(Entry::Address(format!(
+                "{}@{domain}",
+                local.to_ascii_lowercase()
+            )));
+        }
+        if let Some(rest) = t.strip_prefix("*.").or_else(|| t.strip_prefix('.')) {
+            return Ok(Entry::Domain {
+                name: check_domain(s, rest)?,
+                subdomains: true,
+            });
+        }
+        Ok(Entry::Domain {
+            name: check_domain(s, t)?,
+            subdomains: false,
+        })
+    }
+}
+
+/// What a list matched on: the sender (From address or its domain) or the
+/// sending IP. Allow entries that match on the sender need authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchedOn {
+    Sender,
+    Ip,
+}
+
+/// A list held for matching.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct List {
+    addresses: HashSet<String>,
+    /// `example.com` entries, and `*.example.com` entries (by their base).
+    exact_domains: HashSet<String>,
+    wildcard_domains: HashSet<String>,
+    ips: HashSet<IpAddr>,
+    /// Few per user; a linear scan beats a trie at this size.
+    nets: Vec<IpNet>,
+}
+
+impl List {
+    pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
+        let mut list = List::default();
+        for e in entries {
+            list.insert(e);
+        }
+        list
+    }
+
+    pub fn insert(&mut self, entry: Entry) {
+        match entry {
+            Entry::Address(a) => {
+                self.addresses.insert(a);
+            }
+            Entry::Domain {
+                name,
+                subdomains: false,
+            } => {
+                self.exact_domains.insert(name);
+            }
+            Entry::Domain { name, .. } => {
+                self.wildcard_domains.insert(name);
+            }
+            Entry::Ip(ip) => {
+                self.ips.insert(ip);
+            }
+            Entry::Net(net) => {
+                if !self.nets.contains(&net) {
+                    self.nets.push(net);
+                }
+            }
+        }
+    }
+
+    pub fn remove(&mut self, entry: &Entry) {
+        match entry {
+            Entry::Address(a) => {
+                self.addresses.remove(a);
+            }
+            Entry::Domain {
+                name,
+                subdomains: false,
+            } => {
+                self.exact_domains.remove(name);
+            }
+            Entry::Domain { name, .. } => {
+                self.wildcard_domains.remove(name);
+            }
+            Entry::Ip(ip) => {
+                self.ips.remove(ip);
+            }
+            Entry::Net(net) => self.nets.retain(|n| n != net),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addresses.is_empty()
+            && self.exact_domains.is_empty()
+            && self.wildcard_domains.is_empty()
+            && self.ips.is_empty()
+            && self.nets.is_empty()
+    }
+
+    /// The first entry naming this sender: its exact address, its domain,
+    /// or a parent domain entered with subdomains.
+    pub fn match_sender(&self, sender: &Address) -> Option<Entry> {
+        if self.addresses.contains(sender.as_str()) {
+            return Some(Entry::Address(sender.as_str().to_string()));
+        }
+        let domain = sender.domain();
+        if self.exact_domains.contains(domain) {
+            return Some(Entry::Domain {
+                name: domain.to_string(),
+                subdomains: false,
+            });
+        }
+        // example.com, then its parents: a.b.example.com → b.example.com → …
+        let mut d = domain;
+        loop {
+            if self.wildcard_domains.contains(d) {
+                return Some(Entry::Domain {
+                    name: d.to_string(),
+                    subdomains: true,
+                });
+            }
+            match d.split_once('.') {
+                Some((_, parent)) if parent.contains('.') => d = parent,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The first entry covering this IP (exact, then ranges).
+    pub fn match_ip(&self, ip: IpAddr) -> Option<Entry> {
+        let ip = canonical_ip(ip);
+        if self.ips.contains(&ip) {
+            return Some(Entry::Ip(ip));
+        }
+        self.nets
+            .iter()
+            .find(|n| n.contains(&ip))
+            .map(|n| Entry::Net(*n))
+    }
+
+    /// Sender first (the more specific claim), then the IP.
+    pub fn matches(
+        &self,
+        sender: Option<&Address>,
+        ip: Option<IpAddr>,
+    ) -> Option<(Entry, MatchedOn)> {
+        sender
+            .and_then(|s| self.match_sender(s).map(|e| (e, MatchedOn::Sender)))
+            .or_else(|| ip.and_then(|ip| self.match_ip(ip).map(|e| (e, MatchedOn::Ip))))
+    }
+}
+
+/// IPv4-mapped IPv6 (`::ffff:192.0.2.7`, as dual-stack sockets report IPv4
+/// peers) is the IPv4 address, so IPv4 entries match it.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(s: &str) -> Entry {
+        s.parse().unwrap()
+    }
+
+    fn addr(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    #[test]
+    fn entries_parse_to_canonical_forms() {
+        assert_eq!(
+            e(" Alice@Example.COM "),
+            Entry::Address("alice@example.com".into())
+        );
+        assert_eq!(
+            e("Example.com."),
+            Entry::Domain {
+                name: "example.com".into(),
+                subdomains: false
+            }
+        );
+        assert_eq!(e("*.example.com").to_string(), "*.example.com");
+        assert_eq!(e(".example.com").to_string(), "*.example.com");
+        assert_eq!(e("192.0.2.7").to_string(), "192.0.2.7");
+        assert_eq!(e("192.0.2.77/24").to_string(), "192.0.2.0/24");
+        assert_eq!(e("2001:DB8::1/32").to_string(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn bad_entries_say_what_to_write() {
+        for bad in [
+            "",
+            "localhost",
+            "exa mple.com",
+            "@example.com",
+            "192.0.2.0/33",
+            "a@b",
+        ] {
+            let err = bad.parse::<Entry>().unwrap_err().to_string();
+            assert!(err.contains("CIDR range"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn domains_match_exactly_or_with_subdomains() {
+        let list = List::from_entries([e("example.com"), e("*.corp.example")]);
+        assert!(list.match_sender(&addr("a@example.com")).is_some());
+        assert!(list.match_sender(&addr("a@mail.example.com")).is_none());
+        assert!(list.match_sender(&addr("a@corp.example")).is_some());
+        assert!(list.match_sender(&addr("a@x.y.corp.example")).is_some());
+        assert!(list.match_sender(&addr("a@notcorp.example")).is_none());
+    }
+
+    #[test]
+    fn ips_match_exactly_and_by_range_in_both_families() {
+        let list = List::from_entries([e("192.0.2.7"), e("198.51.100.0/24"), e("2001:db8::/32")]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(list.match_ip(ip("192.0.2.7")).is_some());
+        assert!(list.match_ip(ip("192.0.2.8")).is_none());
+        assert!(list.match_ip(ip("198.51.100.200")).is_some());
+        assert!(list.match_ip(ip("::ffff:198.51.100.200")).is_some());
+        assert!(list.match_ip(ip("2001:db8:ffff::1")).is_some());
+        assert!(list.match_ip(ip("2001:db9::1")).is_none());
+    }
+
+    #[test]
+    fn removing_an_entry_stops_it_matching() {
+        let mut list = List::from_entries([e("10.0.0.0/8"), e("a@example.com")]);
+        list.remove(&e("10.0.0.0/8"));
+        list.remove(&e("a@example.com"));
+        assert!(list.is_empty());
+    }
+}

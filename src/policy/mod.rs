@@ -1,0 +1,331 @@
+//! Delivery policy: from a model score, the user's settings, the allow and
+//! block lists and the sender's authentication to an action the mail
+//! pipeline takes, with the reason. Pure: no I/O, no locks.
+//!
+//! # Precedence (first match decides)
+//!
+//! 1. **Block list** — the user's, then the operator's — by sender address,
+//!    sender domain, sending IP or CIDR range. No authentication needed: a
+//!    forger gains nothing by matching a block entry. Filed as spam:
+//!    `REJECT` in reject mode, `SPAM_FOLDER` otherwise (a block entry is an
+//!    explicit instruction, so even passthrough users do not get it in the
+//!    inbox). Block beats allow.
+//! 2. **Allow list** — the user's, then the operator's. IP and range entries
+//!    apply as they are; address and domain entries only when the message
+//!    authenticates for the From domain (DMARC pass, aligned SPF pass or
+//!    aligned DKIM pass, [`Authentication::authenticates`]), so a forged
+//!    From cannot ride the list. → `DELIVER`.
+//! 3. **Authentication** — DMARC failed and the From domain publishes
+//!    `p=reject` or `p=quarantine`: filed as spam through the handling mode
+//!    (rejected only in reject mode and only for `p=reject`).
+//! 4. **Model** — the user's spam probability against the user's
+//!    thresholds: at or above `spam_threshold` the verdict is spam and the
+//!    handling mode picks the action (passthrough: deliver, tagged;
+//!    quarantine: spam folder; reject: reject at or above
+//!    `reject_threshold`, spam folder between the two).
+//!
+//! SMTP replies name the kind of reason only, never a list entry or a
+//! score: they go to the sender, who may be the spammer.
+
+pub mod lists;
+pub mod settings;
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::mail::auth::{Authentication, DmarcPolicy};
+use crate::mail::sender::Address;
+use crate::types::Verdict;
+
+pub use lists::{Entry, List, ListKind, MatchedOn};
+pub use settings::{HandlingMode, UserSettings};
+
+/// What the pipeline does with the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Deliver,
+    SpamFolder,
+    /// Refuse at SMTP time with [`Decision::smtp_reply`].
+    Reject,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Deliver => "deliver",
+            Action::SpamFolder => "spam-folder",
+            Action::Reject => "reject",
+        }
+    }
+}
+
+/// Whose list an entry is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    User,
+    Operator,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::User => "user",
+            Scope::Operator => "operator",
+        }
+    }
+}
+
+/// The rule that decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rule {
+    BlockList { scope: Scope, entry: Entry },
+    AllowList { scope: Scope, entry: Entry },
+    Authentication { policy: DmarcPolicy },
+    Model,
+}
+
+impl Rule {
+    /// A short name for headers and logs: `block-list`, `model`, …
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rule::BlockList { .. } => "block-list",
+            Rule::AllowList { .. } => "allow-list",
+            Rule::Authentication { .. } => "authentication",
+            Rule::Model => "model",
+        }
+    }
+}
+
+/// The facts about one message that policy reads.
+#[derive(Clone, Debug, Default)]
+pub struct Facts<'a> {
+    /// The RFC 5322 From address.
+    pub sender: Option<&'a Address>,
+    /// The connecting client's IP (see the engine for where it comes from).
+    pub client_ip: Option<IpAddr>,
+    pub auth: Option<&'a Authentication>,
+}
+
+/// The lists that apply to one message: the recipient's and the operator's.
+#[derive(Clone, Copy, Debug)]
+pub struct Lists<'a> {
+    pub user_allow: &'a List,
+    pub user_block: &'a List,
+    pub operator_allow: &'a List,
+    pub operator_block: &'a List,
+}
+
+/// The decision, with everything support needs to read it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub action: Action,
+    /// The final verdict: the model's unless a rule decided.
+    pub verdict: Verdict,
+    pub rule: Rule,
+    /// For `Reject`: the reply to send as is, e.g. `554 5.7.1 …`.
+    pub smtp_reply: Option<String>,
+    /// One sentence for support: what matched and why it decided. May name
+    /// list entries and scores — never send it to the sender.
+    pub reason: String,
+    /// Things support should know that did not decide, e.g. an allow entry
+    /// ignored because the sender did not authenticate.
+    pub notes: Vec<String>,
+}
+
+impl Decision {
+    /// Headers the pipeline may add to a delivered message. They state the
+    /// verdict and the kind of rule — no list contents.
+    pub fn headers(&self, probability: f64) -> Vec<(String, String)> {
+        let spam = self.verdict == Verdict::Spam;
+        let mut h = vec![
+            ("X-Spam-Score".to_string(), format!("{probability:.4}")),
+            (
+                "X-Spam-Status".to_string(),
+                format!(
+                    "{}, score={probability:.4} rule={} action={}",
+                    if spam { "Yes" } else { "No" },
+                    self.rule.kind(),
+                    self.action.as_str()
+                ),
+            ),
+        ];
+        if spam {
+            h.push(("X-Spam-Flag".to_string(), "YES".to_string()));
+        }
+        h
+    }
+}
+
+/// The SMTP replies, one per kind of reason (RFC 3463 enhanced codes;
+/// 5.7.26 is the code mailbox providers use for DMARC failures).
+pub const REPLY_SPAM: &str = "554 5.7.1 Message rejected as spam";
+pub const REPLY_BLOCKED: &str = "554 5.7.1 Message rejected by the recipient's policy";
+pub const REPLY_DMARC: &str =
+    "550 5.7.26 Message rejected: it failed the sending domain's DMARC policy";
+
+/// Applies the precedence in the module docs.
+pub fn decide(
+    probability: f64,
+    settings: &UserSettings,
+    lists: Lists<'_>,
+    facts: &Facts<'_>,
+) -> Decision {
+    let mut notes = Vec::new();
+    let spam_action = |reject: bool| {
+        if reject && settings.mode == HandlingMode::Reject {
+            Action::Reject
+        } else {
+            Action::SpamFolder
+        }
+    };
+
+    // 1. Block lists.
+    for (scope, list) in [
+        (Scope::User, lists.user_block),
+        (Scope::Operator, lists.operator_block),
+    ] {
+        if let Some((entry, on)) = list.matches(facts.sender, facts.client_ip) {
+            let action = spam_action(true);
+            return Decision {
+                action,
+                verdict: Verdict::Spam,
+                reason: format!(
+                    "{} block list entry {entry} matched the {}",
+                    scope.as_str(),
+                    describe(on, facts)
+                ),
+                rule: Rule::BlockList { scope, entry },
+                smtp_reply: (action == Action::Reject).then(|| REPLY_BLOCKED.to_string()),
+                notes,
+            };
+        }
+    }
+
+    // 2. Allow lists: sender entries need the From domain to authenticate.
+    let authenticated = match (facts.sender, facts.auth) {
+        (Some(s), Some(a)) => a.authenticates(s.domain()),
+        _ => false,
+    };
+    for (scope, list) in [
+        (Scope::User, lists.user_allow),
+        (Scope::Operator, lists.operator_allow),
+    ] {
+        let by_sender = facts.sender.and_then(|s| list.match_sender(s));
+        if let Some(entry) = by_sender {
+            if authenticated {
+                return Decision {
+                    action: Action::Deliver,
+                    verdict: Verdict::Ham,
+                    reason: format!(
+                        "{} allow list entry {entry} matched the {} and the sender authenticated",
+                        scope.as_str(),
+                        describe(MatchedOn::Sender, facts)
+                    ),
+                    rule: Rule::AllowList { scope, entry },
+                    smtp_reply: None,
+                    notes,
+                };
+            }
+            notes.push(format!(
+                "{} allow list entry {entry} ignored: the message does not authenticate for the \
+                 From domain (no DMARC pass, aligned SPF pass or aligned DKIM pass)",
+                scope.as_str()
+            ));
+        }
+        if let Some(entry) = facts.client_ip.and_then(|ip| list.match_ip(ip)) {
+            return Decision {
+                action: Action::Deliver,
+                verdict: Verdict::Ham,
+                reason: format!(
+                    "{} allow list entry {entry} matched the {}",
+                    scope.as_str(),
+                    describe(MatchedOn::Ip, facts)
+                ),
+                rule: Rule::AllowList { scope, entry },
+                smtp_reply: None,
+                notes,
+            };
+        }
+    }
+
+    // 3. Authentication the sending domain asks us to enforce.
+    if let Some(policy) = facts.auth.and_then(Authentication::dmarc_enforced_failure) {
+        let action = match settings.mode {
+            HandlingMode::Passthrough => Action::Deliver,
+            HandlingMode::Quarantine => Action::SpamFolder,
+            HandlingMode::Reject => spam_action(policy == DmarcPolicy::Reject),
+        };
+        return Decision {
+            action,
+            verdict: Verdict::Spam,
+            reason: format!(
+                "DMARC failed for the From domain{} and the domain's policy is p={}",
+                facts
+                    .sender
+                    .map(|s| format!(" {}", s.domain()))
+                    .unwrap_or_default(),
+                policy.as_str()
+            ),
+            rule: Rule::Authentication { policy },
+            smtp_reply: (action == Action::Reject).then(|| REPLY_DMARC.to_string()),
+            notes,
+        };
+    }
+
+    // 4. The model.
+    let verdict = settings.verdict(probability);
+    let action = match (verdict, settings.mode) {
+        (Verdict::Spam, HandlingMode::Passthrough) => Action::Deliver,
+        (Verdict::Spam, HandlingMode::Quarantine) => Action::SpamFolder,
+        (Verdict::Spam, HandlingMode::Reject) => {
+            spam_action(probability >= settings.reject_threshold)
+        }
+        _ => Action::Deliver,
+    };
+    let reason = match action {
+        Action::Reject => format!(
+            "spam probability {probability:.4} is at or above the reject threshold {}",
+            settings.reject_threshold
+        ),
+        _ if verdict == Verdict::Spam => format!(
+            "spam probability {probability:.4} is at or above the spam threshold {} ({} mode)",
+            settings.spam_threshold,
+            settings.mode.as_str()
+        ),
+        _ => format!(
+            "spam probability {probability:.4} is below the spam threshold {}",
+            settings.spam_threshold
+        ),
+    };
+    Decision {
+        action,
+        verdict,
+        rule: Rule::Model,
+        smtp_reply: (action == Action::Reject).then(|| REPLY_SPAM.to_string()),
+        reason,
+        notes,
+    }
+}
+
+/// "sender a@b.example" / "sending IP 192.0.2.7".
+fn describe(on: MatchedOn, facts: &Facts<'_>) -> String {
+    match on {
+        MatchedOn::Sender => format!(
+            "sender {}",
+            facts.sender.map(ToString::to_string).unwrap_or_default()
+        ),
+        MatchedOn::Ip => format!(
+            "sending IP {}",
+            facts.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests;
