@@ -107,9 +107,56 @@ fn pair_id(tag: Tag, first: u64, skip: u8, second: u64) -> TokenId {
     ])
 }
 
+/// Slots of [`Collected`]'s repeat filter (a power of two): 32 KiB, room
+/// for the few hundred to few thousand distinct tokens of most messages.
+const SEEN_SLOTS: usize = 4096;
+
+/// The ids a message produced, on their way to a sorted distinct set.
+struct Collected {
+    /// Ids kept so far: mostly distinct (see `seen`); sorted and
+    /// de-duplicated exactly by [`Collected::into_sorted_distinct`].
+    ids: Vec<TokenId>,
+    /// Ids pushed so far, repeats included: the token cap counts these.
+    emitted: usize,
+    /// A direct-mapped filter of recently kept ids (slot = low bits of the
+    /// id, which is already a hash). A typical message repeats each feature
+    /// about 3.5 times (an HTML part repeats the text part), and dropping
+    /// repeats here is much cheaper than sorting them away. A collision only
+    /// lets a repeat through to the final sort + dedup, which removes it, so
+    /// the result is the exact sorted distinct set whatever the input — and
+    /// hostile input cannot make the filter cost more than one probe per id.
+    seen: Box<[u64; SEEN_SLOTS]>,
+}
+
+impl Collected {
+    fn new() -> Self {
+        Self {
+            ids: Vec::with_capacity(1024),
+            emitted: 0,
+            seen: Box::new([0; SEEN_SLOTS]),
+        }
+    }
+
+    fn push(&mut self, id: TokenId) {
+        self.emitted += 1;
+        let slot = &mut self.seen[id.0 as usize % SEEN_SLOTS];
+        // Slots start at 0, so id 0 must never count as seen.
+        if *slot != id.0 || id.0 == 0 {
+            *slot = id.0;
+            self.ids.push(id);
+        }
+    }
+
+    fn into_sorted_distinct(mut self) -> Vec<TokenId> {
+        self.ids.sort_unstable();
+        self.ids.dedup();
+        self.ids
+    }
+}
+
 /// Collects hashed features up to the token cap.
 pub(super) struct Sink {
-    ids: Vec<TokenId>,
+    ids: Collected,
     limits: Limits,
     limits_hit: Vec<LimitHit>,
     /// Readable `tag:text` features, only when explaining.
@@ -124,7 +171,7 @@ pub(super) struct Sink {
 impl Sink {
     pub(super) fn new(limits: &Limits, keep_text: bool) -> Self {
         Self {
-            ids: Vec::with_capacity(1024),
+            ids: Collected::new(),
             limits: limits.clone(),
             limits_hit: Vec::new(),
             text: keep_text.then(Vec::new),
@@ -139,7 +186,7 @@ impl Sink {
     }
 
     pub(super) fn full(&self) -> bool {
-        self.ids.len() >= self.limits.max_tokens
+        self.ids.emitted >= self.limits.max_tokens
     }
 
     pub(super) fn hit(&mut self, limit: LimitHit) {
@@ -231,19 +278,31 @@ impl Sink {
         true
     }
 
-    /// In explain mode: each id with its `tag:text` name (ids and names
-    /// are pushed together, so they pair up by position).
-    pub(super) fn finish_named(mut self) -> Vec<(TokenId, String)> {
-        let text = self.text.take().unwrap_or_default();
-        self.ids.into_iter().zip(text).collect()
-    }
-
-    pub(super) fn finish(mut self) -> Tokens {
-        self.ids.sort_unstable();
-        self.ids.dedup();
+    pub(super) fn finish(self) -> Tokens {
         Tokens {
-            ids: self.ids,
+            ids: self.ids.into_sorted_distinct(),
             limits_hit: self.limits_hit,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeat_filter_never_changes_the_distinct_set() {
+        let mut c = Collected::new();
+        // 0 (the empty-slot value), slot collisions, repeats after eviction.
+        let s = SEEN_SLOTS as u64;
+        let input = [0, 0, 5, 5 + s, 5, 5 + 2 * s, 5 + s, 7, 0, 7];
+        for id in input {
+            c.push(TokenId(id));
+        }
+        assert_eq!(c.emitted, input.len());
+        let mut want: Vec<TokenId> = input.iter().map(|&i| TokenId(i)).collect();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(c.into_sorted_distinct(), want);
     }
 }
