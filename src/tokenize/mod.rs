@@ -44,6 +44,11 @@ impl TokenId {
         Self::of_parts(&[tag.as_str().as_bytes(), &[0x1F], text.as_bytes()])
     }
 
+    /// xxh3-64 (seed [`TOKEN_SEED`]) of `bytes`, the one-shot form.
+    pub(crate) fn hash(bytes: &[u8]) -> Self {
+        TokenId(xxhash_rust::xxh3::xxh3_64_with_seed(bytes, TOKEN_SEED))
+    }
+
     /// xxh3-64 of the concatenated parts. Short inputs (nearly all tokens)
     /// are joined on the stack and hashed one-shot: the streaming hasher's
     /// ~600-byte state costs more than the hash itself. Same bytes, same id.
@@ -56,10 +61,7 @@ impl TokenId {
                 buf[at..at + p.len()].copy_from_slice(p);
                 at += p.len();
             }
-            return TokenId(xxhash_rust::xxh3::xxh3_64_with_seed(
-                &buf[..len],
-                TOKEN_SEED,
-            ));
+            return Self::hash(&buf[..len]);
         }
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(TOKEN_SEED);
         for p in parts {
