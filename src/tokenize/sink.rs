@@ -2,8 +2,6 @@
 //! `chaff tokens`. Word pairs (orthogonal sparse bigrams) and shape tokens
 //! are made here, so every text source gets them alike.
 
-use std::collections::VecDeque;
-
 use super::words;
 use super::{LimitHit, Limits, TokenId, Tokens};
 
@@ -229,9 +227,14 @@ pub(super) struct Sink {
     pub(super) text: Option<Vec<String>>,
     word_buf: String,
     shape_buf: String,
-    /// The previous words of the current text (hash, and text when
-    /// explaining), most recent last, for word pairs.
-    recent: VecDeque<(u64, String)>,
+    /// Hashes of the current text's words so far, most recent last; the
+    /// last `pair_window − 1` pair with the next word. Kept whole rather
+    /// than trimmed to the window (pushing is cheaper than shifting); like
+    /// `ids`, it is bounded by the token cap, as every word in it emitted a
+    /// token.
+    recent: Vec<u64>,
+    /// Their text, only when explaining.
+    recent_text: Vec<String>,
 }
 
 impl Sink {
@@ -243,7 +246,8 @@ impl Sink {
             text: keep_text.then(Vec::new),
             word_buf: String::new(),
             shape_buf: String::new(),
-            recent: VecDeque::with_capacity(8),
+            recent: Vec::with_capacity(1024),
+            recent_text: Vec::new(),
         }
     }
 
@@ -291,6 +295,7 @@ impl Sink {
     /// and long numbers as shapes. Pairs never span two calls.
     pub(super) fn words(&mut self, tag: Tag, text: &str) -> bool {
         self.recent.clear();
+        self.recent_text.clear();
         let keys = WordKeys::new(tag);
         let mut buf = std::mem::take(&mut self.word_buf);
         let more = words::for_each_word(text, &mut buf, |w| self.word(&keys, w));
@@ -332,31 +337,28 @@ impl Sink {
             return true;
         }
         let h = xxhash_rust::xxh3::xxh3_64(w.as_bytes());
-        for (back, (prev, prev_text)) in self.recent.iter().rev().enumerate() {
+        let n = self.recent.len();
+        for back in 0..(window - 1).min(n) {
             if self.full() {
                 self.hit(LimitHit::Tokens);
                 return false;
             }
-            self.ids.push(keys.pair(*prev, back as u8, h));
+            let prev = n - 1 - back;
+            self.ids.push(keys.pair(self.recent[prev], back as u8, h));
             if let Some(t) = &mut self.text {
                 t.push(format!(
                     "pair.{}:{}{} {}",
                     tag.as_str(),
-                    prev_text,
+                    self.recent_text[prev],
                     " _".repeat(back),
                     w
                 ));
             }
         }
-        if self.recent.len() + 1 >= window {
-            self.recent.pop_front();
+        self.recent.push(h);
+        if self.text.is_some() {
+            self.recent_text.push(w.to_string());
         }
-        let text = if self.text.is_some() {
-            w.to_string()
-        } else {
-            String::new()
-        };
-        self.recent.push_back((h, text));
         true
     }
 
