@@ -175,7 +175,8 @@ impl Tokenizer {
         let mut sink = sink::Sink::new(&self.limits, true);
         extract(raw, &mut sink);
         let text = sink.text.take().unwrap_or_default();
-        (text, sink.finish().limits_hit)
+        let names = text.into_iter().map(|(_, name)| name).collect();
+        (names, sink.finish().limits_hit)
     }
 
     /// Readable names for `wanted` token ids of this message (those it
@@ -185,7 +186,9 @@ impl Tokenizer {
         let mut sink = sink::Sink::new(&self.limits, true);
         extract(raw, &mut sink);
         let mut out: Vec<(TokenId, String)> = sink
-            .finish_named()
+            .text
+            .take()
+            .unwrap_or_default()
             .into_iter()
             .filter(|(id, _)| wanted.contains(id))
             .collect();

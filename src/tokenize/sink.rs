@@ -223,8 +223,9 @@ pub(super) struct Sink {
     ids: Collected,
     limits: Limits,
     limits_hit: Vec<LimitHit>,
-    /// Readable `tag:text` features, only when explaining.
-    pub(super) text: Option<Vec<String>>,
+    /// Readable `tag:text` features with their ids, in extraction order
+    /// (with repeats), only when explaining.
+    pub(super) text: Option<Vec<(TokenId, String)>>,
     word_buf: String,
     shape_buf: String,
     /// Hashes of the current text's words so far, most recent last; the
@@ -271,9 +272,10 @@ impl Sink {
             self.hit(LimitHit::Tokens);
             return false;
         }
-        self.ids.push(TokenId::of(tag, text));
+        let id = TokenId::of(tag, text);
+        self.ids.push(id);
         if let Some(t) = &mut self.text {
-            t.push(format!("{}:{}", tag.as_str(), text));
+            t.push((id, format!("{}:{}", tag.as_str(), text)));
         }
         true
     }
@@ -284,9 +286,10 @@ impl Sink {
             self.hit(LimitHit::Tokens);
             return false;
         }
-        self.ids.push(keys.token(w));
+        let id = keys.token(w);
+        self.ids.push(id);
         if let Some(t) = &mut self.text {
-            t.push(format!("{}:{}", keys.tag.as_str(), w));
+            t.push((id, format!("{}:{}", keys.tag.as_str(), w)));
         }
         true
     }
@@ -344,14 +347,18 @@ impl Sink {
                 return false;
             }
             let prev = n - 1 - back;
-            self.ids.push(keys.pair(self.recent[prev], back as u8, h));
+            let id = keys.pair(self.recent[prev], back as u8, h);
+            self.ids.push(id);
             if let Some(t) = &mut self.text {
-                t.push(format!(
-                    "pair.{}:{}{} {}",
-                    tag.as_str(),
-                    self.recent_text[prev],
-                    " _".repeat(back),
-                    w
+                t.push((
+                    id,
+                    format!(
+                        "pair.{}:{}{} {}",
+                        tag.as_str(),
+                        self.recent_text[prev],
+                        " _".repeat(back),
+                        w
+                    ),
                 ));
             }
         }

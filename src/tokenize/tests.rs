@@ -466,3 +466,17 @@ fn a_panic_inside_the_mime_parser_costs_only_the_mime_reading() {
         assert!(has(&t, Tag::Mime, "parser-failure"), "{:?}", features(msg));
     }
 }
+
+#[test]
+fn names_cover_exactly_the_ids_a_message_produces() {
+    let raw = b"From: Ann <ann@shop.example>\r\nSubject: cheap garden chairs\r\n\r\n\
+        Cheap garden chairs and tables, see https://shop.example/sale now.\r\n\
+        Cheap garden chairs again, repeated words repeat ids.\r\n";
+    let t = Tokenizer::default();
+    let ids = t.tokenize(raw).ids;
+    let names = t.names(raw, &ids);
+    let named: Vec<_> = names.iter().map(|(id, _)| *id).collect();
+    assert_eq!(named, ids, "one name per distinct id, sorted like the ids");
+    assert!(names.iter().any(|(_, n)| n == "subject:cheap"), "{names:?}");
+    assert!(names.iter().any(|(_, n)| n == "pair.body:garden chairs"), "{names:?}");
+}
