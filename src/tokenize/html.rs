@@ -77,14 +77,12 @@ pub(super) fn scan(html: &str, sink: &mut Sink) -> Scan {
     let mut rewriter = HtmlRewriter::new(
         Settings::new()
             .append_element_content_handler(element!("*", move |el| {
-                let name = el.tag_name().to_ascii_lowercase();
+                // Already lowercased (ASCII) by lol_html.
+                let name = el.tag_name();
                 let mut s = st_el.borrow_mut();
                 // Block boundaries separate words: "<p>a</p><p>b</p>" is "a b".
                 s.visible.push(' ');
                 s.hidden.push(' ');
-                let skip = matches!(name.as_str(), "script" | "style" | "head" | "template");
-                let hide = el.has_attribute("hidden")
-                    || el.get_attribute("style").is_some_and(|st| hides(&st));
                 match name.as_str() {
                     "img" => s.images += 1,
                     "form" => s.forms += 1,
@@ -101,7 +99,15 @@ pub(super) fn scan(html: &str, sink: &mut Sink) -> Scan {
                     }
                     _ => {}
                 }
-                if !el.can_have_content() || !(skip || hide || name == "a") {
+                // Void elements (<br>, <img>: most elements of most mail)
+                // hide or skip nothing: no need to read their attributes.
+                if !el.can_have_content() {
+                    return Ok(());
+                }
+                let skip = matches!(name.as_str(), "script" | "style" | "head" | "template");
+                let hide = el.has_attribute("hidden")
+                    || el.get_attribute("style").is_some_and(|st| hides(&st));
+                if !(skip || hide || name == "a") {
                     return Ok(());
                 }
                 if skip {
