@@ -38,10 +38,16 @@ pub fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str) -> bo
 
 fn ascii_chunk(chunk: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) -> bool {
     for word in ascii_words(chunk) {
-        buf.clear();
-        buf.push_str(word);
-        buf.make_ascii_lowercase();
-        if !f(buf) {
+        // Most words are lowercase already: pass those without a copy.
+        let word = if word.bytes().any(|c| c.is_ascii_uppercase()) {
+            buf.clear();
+            buf.push_str(word);
+            buf.make_ascii_lowercase();
+            buf.as_str()
+        } else {
+            word
+        };
+        if !f(word) {
             return false;
         }
     }
