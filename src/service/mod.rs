@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -456,12 +456,16 @@ pub async fn serve(
 
     info!(%local, max_message_bytes = limit, "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection");
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    // The builder's `tcp_nodelay` applies only to listeners tonic binds
+    // itself; accepted sockets of our own listener need it set here. Without
+    // it, Nagle's algorithm against the peer's delayed ACK held some
+    // responses back ~40 ms: p99 of Score under load was 43 ms, p50 0.4 ms.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(chaff)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             info!(
                 grace_ms = grace.as_millis() as u64,
