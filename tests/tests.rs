@@ -6,5 +6,6 @@ mod common;
 mod api;
 mod durability;
 mod errors;
+mod loadtest;
 mod policy;
 mod wire;

@@ -4,6 +4,7 @@
 
 mod client;
 mod eval;
+mod loadtest;
 mod policy;
 mod serve;
 
@@ -43,6 +44,9 @@ enum Command {
     Why(policy::WhyArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
+    /// Keep N calls in flight against a running server for a while and report
+    /// calls/s and latency percentiles (a load generator).
+    Loadtest(loadtest::LoadtestArgs),
     /// Compute the same measures from results files (`id score gold judged` lines),
     /// e.g. written by `chaff eval --results` or the peer scripts.
     Metrics(MetricsArgs),
@@ -144,6 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Why(a) => policy::why(a).await,
         Command::Tokens(a) => client::tokens(&a.file),
         Command::Eval(a) => eval::run(a).await,
+        Command::Loadtest(a) => loadtest::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),
     }
 }

@@ -478,5 +478,8 @@ fn names_cover_exactly_the_ids_a_message_produces() {
     let named: Vec<_> = names.iter().map(|(id, _)| *id).collect();
     assert_eq!(named, ids, "one name per distinct id, sorted like the ids");
     assert!(names.iter().any(|(_, n)| n == "subject:cheap"), "{names:?}");
-    assert!(names.iter().any(|(_, n)| n == "pair.body:garden chairs"), "{names:?}");
+    assert!(
+        names.iter().any(|(_, n)| n == "pair.body:garden chairs"),
+        "{names:?}"
+    );
 }
