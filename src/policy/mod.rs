@@ -211,35 +211,30 @@ pub fn decide(
         (Scope::Operator, lists.operator_allow),
     ] {
         let by_sender = facts.sender.and_then(|s| list.match_sender(s));
-        if let Some(entry) = by_sender {
-            if authenticated {
-                return Decision {
-                    action: Action::Deliver,
-                    verdict: Verdict::Ham,
-                    reason: format!(
-                        "{} allow list entry {entry} matched the {} and the sender authenticated",
-                        scope.as_str(),
-                        describe(MatchedOn::Sender, facts)
-                    ),
-                    rule: Rule::AllowList { scope, entry },
-                    smtp_reply: None,
-                    notes,
-                };
-            }
+        if let Some(entry) = &by_sender
+            && !authenticated
+        {
             notes.push(format!(
                 "{} allow list entry {entry} ignored: the message does not authenticate for the \
                  From domain (no DMARC pass, aligned SPF pass or aligned DKIM pass)",
                 scope.as_str()
             ));
         }
-        if let Some(entry) = facts.client_ip.and_then(|ip| list.match_ip(ip)) {
+        let matched = by_sender
+            .filter(|_| authenticated)
+            .map(|e| (e, MatchedOn::Sender, " and the sender authenticated"))
+            .or_else(|| {
+                let ip = facts.client_ip?;
+                list.match_ip(ip).map(|e| (e, MatchedOn::Ip, ""))
+            });
+        if let Some((entry, on, authenticated_note)) = matched {
             return Decision {
                 action: Action::Deliver,
                 verdict: Verdict::Ham,
                 reason: format!(
-                    "{} allow list entry {entry} matched the {}",
+                    "{} allow list entry {entry} matched the {}{authenticated_note}",
                     scope.as_str(),
-                    describe(MatchedOn::Ip, facts)
+                    describe(on, facts)
                 ),
                 rule: Rule::AllowList { scope, entry },
                 smtp_reply: None,
