@@ -6,8 +6,22 @@ use crate::classify::Weight;
 const SPAM: &[u8] = b"From: promo@pills.example\r\nSubject: cheap pills now\r\nMessage-ID: <s1@pills.example>\r\n\r\nbuy cheap pills viagra discount offer\r\n";
 const HAM: &[u8] = b"From: bob@work.example\r\nSubject: meeting notes\r\nMessage-ID: <h1@work.example>\r\n\r\nthe quarterly meeting notes are attached, see agenda\r\n";
 
+/// An engine over `dir`. Tests that reopen a directory in the same process
+/// retry briefly: sled releases its file lock from a background thread
+/// shortly after the last handle drops, so an immediate reopen can fail.
 fn engine(dir: &std::path::Path) -> Engine {
-    Engine::new(Store::open(dir, 16 << 20).unwrap(), Settings::default()).unwrap()
+    let mut tries = 0;
+    let store = loop {
+        match Store::open(dir, 16 << 20) {
+            Ok(store) => break store,
+            Err(_) if tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot reopen {}: {e}", dir.display()),
+        }
+    };
+    Engine::new(store, Settings::default()).unwrap()
 }
 
 fn user(s: &str) -> UserId {
