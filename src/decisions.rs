@@ -296,17 +296,12 @@ mod tests {
             log.record(&user, &r);
         }
         log.close();
-        let found = store
-            .find_decisions(&user, 0, u64::MAX, 100, |_| true)
-            .unwrap();
-        let ids: Vec<String> = found
-            .iter()
-            .map(|j| {
-                serde_json::from_slice::<DecisionRecord>(j)
-                    .unwrap()
-                    .message_id
+        let ids: Vec<String> = store
+            .find_decisions(&user, 0, u64::MAX, 100, |j| {
+                let r: DecisionRecord = serde_json::from_slice(j).unwrap();
+                Ok(Some(r.message_id))
             })
-            .collect();
+            .unwrap();
         assert_eq!(ids[0], "m19");
         // Trimmed to per_user at each quarter: never more than 1.25 × 8.
         assert!(ids.len() <= 10 && ids.len() >= 8, "{ids:?}");

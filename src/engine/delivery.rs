@@ -328,34 +328,18 @@ impl Engine {
         query: &DecisionQuery,
     ) -> Result<Vec<DecisionRecord>, Error> {
         let digest = query.subject.as_deref().map(decisions::subject_digest);
-        let mut bad = None;
-        let found = self.store.find_decisions(
-            user,
-            query.since_ms,
-            query.until_ms,
-            query.limit,
-            |json| match serde_json::from_slice::<DecisionRecord>(json) {
-                Ok(r) => {
-                    query.sender.as_deref().is_none_or(|s| r.sent_by(s))
-                        && digest
-                            .as_deref()
-                            .is_none_or(|d| r.subject_digest.as_deref() == Some(d))
-                }
-                Err(e) => {
-                    bad.get_or_insert(e.to_string());
-                    false
-                }
-            },
-        )?;
-        if let Some(e) = bad {
-            return Err(Error::Corrupt {
-                what: format!("decision log record: {e}"),
-            });
-        }
-        Ok(found
-            .iter()
-            .filter_map(|j| serde_json::from_slice(j).ok())
-            .collect())
+        self.store
+            .find_decisions(user, query.since_ms, query.until_ms, query.limit, |json| {
+                let r: DecisionRecord =
+                    serde_json::from_slice(json).map_err(|e| Error::Corrupt {
+                        what: format!("decision log record: {e}"),
+                    })?;
+                let wanted = query.sender.as_deref().is_none_or(|s| r.sent_by(s))
+                    && digest
+                        .as_deref()
+                        .is_none_or(|d| r.subject_digest.as_deref() == Some(d));
+                Ok(wanted.then_some(r))
+            })
     }
 
     /// Decisions dropped because the log writer fell behind.

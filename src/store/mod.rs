@@ -332,22 +332,22 @@ impl Store {
     }
 
     /// The user's decisions from `since_ms` to `until_ms` (inclusive), newest
-    /// first, passing `keep`, at most `limit`.
-    pub fn find_decisions(
+    /// first, as `read` decodes them (`None` skips a record), at most `limit`.
+    pub fn find_decisions<T>(
         &self,
         user: &UserId,
         since_ms: u64,
         until_ms: u64,
         limit: usize,
-        mut keep: impl FnMut(&[u8]) -> bool,
-    ) -> Result<Vec<Vec<u8>>, Error> {
+        mut read: impl FnMut(&[u8]) -> Result<Option<T>, Error>,
+    ) -> Result<Vec<T>, Error> {
         let start = decision_key(user, since_ms, 0);
         let end = decision_key(user, until_ms, u64::MAX);
         let mut out = Vec::new();
         for item in self.tree.range(start..=end).rev() {
             let (_, value) = item?;
-            if keep(&value) {
-                out.push(value.to_vec());
+            if let Some(found) = read(&value)? {
+                out.push(found);
                 if out.len() >= limit {
                     break;
                 }
