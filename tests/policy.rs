@@ -97,7 +97,7 @@ async fn defaults_are_quarantine_and_spam_goes_to_the_spam_folder() {
     let info = user(&mut c, "alice").await;
     let s = info.settings.unwrap();
     assert_eq!(s.handling_mode, HandlingMode::Quarantine as i32);
-    assert_eq!((s.spam_threshold, s.reject_threshold), (0.90, 0.999));
+    assert_eq!((s.spam_threshold, s.reject_threshold), (0.80, 0.999));
     teach(&mut c, "alice").await;
     let r = score(&mut c, "alice", SPAM).await;
     assert_eq!(r.action, Action::SpamFolder as i32, "{r:?}");
@@ -155,7 +155,7 @@ async fn incoherent_thresholds_are_invalid_argument() {
     );
     // Nothing changed.
     let s = user(&mut c, "alice").await.settings.unwrap();
-    assert_eq!(s.spam_threshold, 0.90);
+    assert_eq!(s.spam_threshold, 0.80);
     server.stop().await;
 }
 

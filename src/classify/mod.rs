@@ -36,15 +36,22 @@ pub type Strongest = (Vec<(TokenId, f64)>, Vec<(TokenId, f64)>);
 
 /// How much one learned message counts, in fixed point: [`Weight::FULL`]
 /// is one message. Integer units keep learn and unlearn exact inverses
-/// (floating-point weights would drift under relearn/Forget); a normal
-/// click is `FULL`, a spam click on a trusted sender's mail is `LOW` — it is
-/// recorded, but moves the model an eighth as far (delivery policy).
+/// (floating-point weights would drift under relearn/Forget). A click is
+/// `FULL`, except: a spam click on a trusted sender's mail is `LOW` — it is
+/// recorded, but moves the model an eighth as far (delivery policy) — and
+/// a click on mail the model already scored confidently right is `LIGHT`
+/// ([`learn_weight`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Weight(pub u32);
 
 impl Weight {
-    pub const FULL: Weight = Weight(8);
-    pub const LOW: Weight = Weight(1);
+    /// One message. A power of two, so `n` in Robinson's f(w) (units over
+    /// `FULL`) is exact for full-weight counts.
+    pub const FULL: Weight = Weight(64);
+    /// An eighth of a message.
+    pub const LOW: Weight = Weight(8);
+    /// About a twentieth of a message: docs/ACCURACY.md, "Weighted learning".
+    pub const LIGHT: Weight = Weight(3);
 
     /// The weight as a fraction of one message.
     pub fn messages(self) -> f64 {
@@ -224,6 +231,26 @@ impl Model {
     }
 }
 
+/// The weight a click of `label` on a message with tokens `ids` is learned
+/// with: [`Weight::LIGHT`] if the model already scores the message at least
+/// `params.confident_log_odds` towards `label`, else [`Weight::FULL`].
+///
+/// This is what crm114's thick-threshold training gets from skipping such
+/// messages — counts shaped by the mail that was hard, not drowned by the
+/// easy majority — without ever ignoring a click (docs/ACCURACY.md).
+pub fn learn_weight(model: &Model, ids: &[TokenId], label: Label, params: &Params) -> Weight {
+    let log_odds = model.score(ids, params).log_odds;
+    let towards_label = match label {
+        Label::Spam => log_odds,
+        Label::Ham => -log_odds,
+    };
+    if towards_label >= params.confident_log_odds {
+        Weight::LIGHT
+    } else {
+        Weight::FULL
+    }
+}
+
 /// Reads a probability against the cutoffs: at or above `spam_cutoff` is
 /// spam, below `ham_cutoff` is ham, anything between is unsure.
 pub fn verdict(probability: f64, params: &Params) -> Verdict {
@@ -270,6 +297,26 @@ mod tests {
                 ham: Weight::FULL.0
             })
         );
+    }
+
+    #[test]
+    fn only_a_confidently_right_click_is_light() {
+        let p = Params::default();
+        let mut m = Model::default();
+        let spam: Vec<TokenId> = (0..40).map(TokenId).collect();
+        let ham: Vec<TokenId> = (100..140).map(TokenId).collect();
+        // Empty model: nothing is confident, every click weighs fully.
+        assert_eq!(learn_weight(&m, &spam, Label::Spam, &p), Weight::FULL);
+        for _ in 0..5 {
+            m.learn(&spam, Label::Spam);
+            m.learn(&ham, Label::Ham);
+        }
+        assert!(m.score(&spam, &p).log_odds >= p.confident_log_odds);
+        assert_eq!(learn_weight(&m, &spam, Label::Spam, &p), Weight::LIGHT);
+        assert_eq!(learn_weight(&m, &ham, Label::Ham, &p), Weight::LIGHT);
+        // A correction (the model leans the other way) always weighs fully.
+        assert_eq!(learn_weight(&m, &spam, Label::Ham, &p), Weight::FULL);
+        assert_eq!(learn_weight(&m, &ham, Label::Spam, &p), Weight::FULL);
     }
 
     #[test]

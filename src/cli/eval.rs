@@ -56,6 +56,16 @@ pub struct EvalArgs {
     /// At most this many of the most extreme tokens are combined.
     #[arg(long, help_heading = "Tuning")]
     max_tokens: Option<usize>,
+    /// Below this probability the verdict is ham.
+    #[arg(long, help_heading = "Tuning")]
+    ham_cutoff: Option<f64>,
+    /// At or above this probability the verdict is spam.
+    #[arg(long, help_heading = "Tuning")]
+    spam_cutoff: Option<f64>,
+    /// A click on a message already scored at least this log-odds towards
+    /// its label is learned at light weight (`inf`: every click weighs fully).
+    #[arg(long, help_heading = "Tuning")]
+    confident_log_odds: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -162,6 +172,8 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             let bar = bar.clone();
             let pair_window = args.pair_window;
             let tuning = (args.strength, args.prior, args.min_dev, args.max_tokens);
+            let cutoffs = (args.ham_cutoff, args.spam_cutoff);
+            let confident = args.confident_log_odds;
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
                 let mut limits = Limits::default();
@@ -173,6 +185,9 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 params.prior = tuning.1.unwrap_or(params.prior);
                 params.min_dev = tuning.2.unwrap_or(params.min_dev);
                 params.max_tokens = tuning.3.unwrap_or(params.max_tokens);
+                params.ham_cutoff = cutoffs.0.unwrap_or(params.ham_cutoff);
+                params.spam_cutoff = cutoffs.1.unwrap_or(params.spam_cutoff);
+                params.confident_log_odds = confident.unwrap_or(params.confident_log_odds);
                 let settings = Settings {
                     tokenizer: Tokenizer::new(limits),
                     params,

@@ -306,7 +306,19 @@ impl Engine {
         let headers =
             HeaderFacts::from_message(message, self.settings.tokenizer.limits().max_header_bytes);
         let trusted = label == Label::Spam && self.is_trusted(&slot, &headers);
-        let weight = if trusted { Weight::LOW } else { Weight::FULL };
+        // How much the click teaches: low for a trusted sender (policy),
+        // else judged by the model as it stands (a relearn is judged with
+        // the old label still counted, so a correction weighs fully).
+        let weight = if trusted {
+            Weight::LOW
+        } else {
+            classify::learn_weight(
+                &slot.model.read().expect("model lock"),
+                &ids,
+                label,
+                &self.settings.params,
+            )
+        };
         let mut writer = slot.writer.lock().expect("writer lock");
 
         let previous = self.store.ledger_get(user, &message_id)?;
@@ -314,7 +326,7 @@ impl Engine {
             Some(prev) if prev.label == label => {
                 drop(writer);
                 let model = slot.model.read().expect("model lock");
-                let low_effect = prev.weight != Weight::FULL;
+                let low_effect = prev.weight == Weight::LOW;
                 return Ok(Trained {
                     outcome: TrainOutcome::AlreadyLearned,
                     message_id,

@@ -116,6 +116,39 @@ fn forget_restores_the_exact_previous_state() {
 }
 
 #[test]
+fn a_confidently_right_click_is_learned_light_and_forgotten_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("alice");
+    let id = |s: &str| MessageId::new(s).unwrap();
+    for i in 0..3 {
+        e.train(&u, SPAM, Label::Spam, Some(id(&format!("s{i}"))))
+            .unwrap();
+        e.train(&u, HAM, Label::Ham, Some(id(&format!("h{i}"))))
+            .unwrap();
+    }
+    // The ledger (on disk, what Forget reads) records each click's weight.
+    let weight = |m: &str| e.store.ledger_get(&u, &id(m)).unwrap().unwrap().weight;
+    assert_eq!(weight("s0"), Weight::FULL);
+    assert!(e.score(&u, SPAM).unwrap().log_odds >= e.settings.params.confident_log_odds);
+    let before = state(&e, &u);
+    let t = e.train(&u, SPAM, Label::Spam, Some(id("again"))).unwrap();
+    // The click is learned (it counts as a message), at light weight, and
+    // is not a trusted-sender low-effect click.
+    assert_eq!((t.outcome, t.spam_learned), (TrainOutcome::Learned, 4));
+    assert!(!t.low_effect);
+    assert_eq!(weight("again"), Weight::LIGHT);
+    assert_ne!(state(&e, &u), before);
+    let again = e.train(&u, SPAM, Label::Spam, Some(id("again"))).unwrap();
+    assert_eq!(
+        (again.outcome, again.low_effect),
+        (TrainOutcome::AlreadyLearned, false)
+    );
+    e.forget(&u, &id("again")).unwrap();
+    assert_eq!(state(&e, &u), before);
+}
+
+#[test]
 fn forget_unknown_message_or_user_is_not_learned() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path());

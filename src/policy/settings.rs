@@ -45,9 +45,10 @@ impl HandlingMode {
     }
 }
 
-/// Default spam threshold: the classifier's spam cutoff (SpamBayes' 0.90),
-/// so a new user's verdicts match the accuracy figures in docs/ACCURACY.md.
-pub const DEFAULT_SPAM_THRESHOLD: f64 = 0.90;
+/// Default spam threshold: the classifier's spam cutoff
+/// (`classify::Params::default().spam_cutoff`, pinned by a test), so a new
+/// user's verdicts match the accuracy figures in docs/ACCURACY.md.
+pub const DEFAULT_SPAM_THRESHOLD: f64 = 0.80;
 
 /// Default reject threshold. Chi-square combining pushes confident scores
 /// to the extremes, so 0.999 still rejects most spam while a message the
@@ -137,6 +138,9 @@ mod tests {
         assert_eq!(s.verdict(0.5), Verdict::Unsure);
         assert_eq!(s.verdict(0.9), Verdict::Spam);
         assert_eq!(s.verdict(0.1), Verdict::Ham);
+        let classifier = crate::classify::Params::default();
+        assert_eq!(s.spam_threshold, classifier.spam_cutoff);
+        assert_eq!(HAM_CUTOFF, classifier.ham_cutoff);
     }
 
     #[test]

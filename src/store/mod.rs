@@ -51,7 +51,9 @@ use crate::types::{MessageId, UserId};
 pub use codec::{LedgerEntry, Op};
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
-pub const FORMAT_VERSION: u32 = 3;
+/// Format 4 counts a message as 64 weight units (`classify::Weight::FULL`);
+/// format 3 counted it as 8 and is not read (it was never released).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
 /// format 2 had no weights, settings, lists or decisions; its records
