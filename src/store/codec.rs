@@ -294,6 +294,61 @@ pub fn decode_settings(input: &[u8]) -> Result<UserSettings, Error> {
     })
 }
 
+/// Weight units per message in format 3 (format 4 uses [`Weight::FULL`]).
+const FORMAT_3_FULL: u32 = 8;
+
+/// Rewrites one format-3 record in format 4: explicit weights and snapshot
+/// counts were in eighths of a message and become [`Weight::FULL`] units.
+/// Records that carry no explicit weight (full-weight ops and ledger
+/// entries, format-2 snapshots) mean the same in both and come back as-is.
+pub fn upgrade_format_3(kind: u8, value: &[u8]) -> Result<Vec<u8>, Error> {
+    let factor = Weight::FULL.0 / FORMAT_3_FULL;
+    let scale = |w: Weight| Weight(w.0 * factor);
+    match kind {
+        b'L' => {
+            let mut e = decode_ledger(value)?;
+            if e.weight != Weight::FULL {
+                e.weight = scale(e.weight);
+            }
+            Ok(encode_ledger(&e))
+        }
+        b'J' => {
+            let ops: Vec<Op> = decode_ops(value)?
+                .into_iter()
+                .map(|op| match op {
+                    Op::Learn(l, w, ids) if w != Weight::FULL => Op::Learn(l, scale(w), ids),
+                    Op::Unlearn(l, w, ids) if w != Weight::FULL => Op::Unlearn(l, scale(w), ids),
+                    op => op,
+                })
+                .collect();
+            Ok(encode_ops(&ops))
+        }
+        b'M' if value.first() == Some(&SNAPSHOT_V3) => {
+            let (model, seq) = decode_snapshot(value)?;
+            let (spam_w, ham_w) = model.weights();
+            let f = u64::from(factor);
+            let tokens = model.iter().map(|(id, c)| {
+                let up = |v: u32| v.saturating_mul(factor);
+                (
+                    id,
+                    Counts {
+                        spam: up(c.spam),
+                        ham: up(c.ham),
+                    },
+                )
+            });
+            let scaled = Model::from_parts(
+                (model.spam_learned(), model.ham_learned()),
+                (spam_w * f, ham_w * f),
+                model.tokenizer_version(),
+                tokens,
+            );
+            Ok(encode_snapshot(&scaled, seq))
+        }
+        _ => Ok(value.to_vec()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +396,65 @@ mod tests {
         let mut expect = Model::default();
         expect.learn(&[TokenId(5)], Label::Spam);
         assert_eq!((model, seq), (expect, 7));
+    }
+
+    #[test]
+    fn format_3_records_upgrade_to_the_same_model_in_format_4_units() {
+        // Format 3: a message is 8 units; a trusted-sender click was 1.
+        let ids = vec![TokenId(4), TokenId(9)];
+        let led3 = {
+            let mut v = encode_ledger(&LedgerEntry {
+                label: Label::Spam,
+                tokenizer_version: 2,
+                tokens: ids.clone(),
+                weight: Weight::FULL,
+            });
+            put_varint(&mut v, 1);
+            v
+        };
+        let led4 = decode_ledger(&upgrade_format_3(b'L', &led3).unwrap()).unwrap();
+        assert_eq!(led4.weight, Weight(Weight::FULL.0 / 8));
+        let full = encode_ledger(&LedgerEntry {
+            weight: Weight::FULL,
+            ..led4.clone()
+        });
+        assert_eq!(upgrade_format_3(b'L', &full).unwrap(), full);
+
+        let mut ops3 = Vec::new();
+        put_varint(&mut ops3, 2);
+        ops3.extend_from_slice(&[OP_LEARN_WEIGHTED, Label::Spam.to_byte()]);
+        put_varint(&mut ops3, 1);
+        put_ids(&mut ops3, &ids);
+        ops3.extend_from_slice(&[OP_LEARN, Label::Ham.to_byte()]);
+        put_ids(&mut ops3, &ids);
+        let ops4 = decode_ops(&upgrade_format_3(b'J', &ops3).unwrap()).unwrap();
+        let eighth = Weight(Weight::FULL.0 / 8);
+        assert_eq!(
+            ops4,
+            vec![
+                Op::Learn(Label::Spam, eighth, ids.clone()),
+                Op::Learn(Label::Ham, Weight::FULL, ids.clone()),
+            ]
+        );
+
+        // The format-3 snapshot of that model: counts and weights in eighths.
+        let mut snap3 = vec![SNAPSHOT_V3];
+        snap3.extend_from_slice(&2u32.to_be_bytes());
+        snap3.extend_from_slice(&5u64.to_be_bytes());
+        for v in [1, 1, 1, 8] {
+            put_varint(&mut snap3, v);
+        }
+        put_ids(&mut snap3, &ids);
+        for _ in &ids {
+            put_varint(&mut snap3, 1);
+            put_varint(&mut snap3, 8);
+        }
+        let (model, seq) = decode_snapshot(&upgrade_format_3(b'M', &snap3).unwrap()).unwrap();
+        let mut expect = Model::default();
+        for op in &ops4 {
+            op.apply(&mut expect);
+        }
+        assert_eq!((model, seq), (expect, 5));
     }
 
     #[test]

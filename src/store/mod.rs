@@ -52,7 +52,7 @@ pub use codec::{LedgerEntry, Op};
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
 /// Format 4 counts a message as 64 weight units (`classify::Weight::FULL`);
-/// format 3 counted it as 8 and is not read (it was never released).
+/// format 3 counted it as 8 (upgraded at open: [`Store::open`]).
 pub const FORMAT_VERSION: u32 = 4;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
@@ -135,6 +135,35 @@ fn decision_key(user: &UserId, time_ms: u64, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Format 3 wrote explicit weights and snapshot counts in eighths of a
+/// message; format 4 in [`classify::Weight::FULL`] units. Every ledger,
+/// journal and snapshot record is rewritten and the format key set in one
+/// atomic batch, so a crash leaves the directory wholly in one format (a
+/// per-record upgrade could not tell, after a crash, which records were
+/// already scaled).
+fn upgrade_format_3(tree: &Tree) -> Result<(), Error> {
+    let mut batch = Batch::default();
+    let mut rewritten = 0u64;
+    for kind in [LEDGER, JOURNAL, MODEL] {
+        for item in tree.scan_prefix([kind]) {
+            let (key, value) = item?;
+            let upgraded = codec::upgrade_format_3(kind, &value)?;
+            if upgraded != value.as_ref() {
+                batch.insert(key, upgraded);
+                rewritten += 1;
+            }
+        }
+    }
+    batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    tracing::info!(
+        rewritten,
+        "upgraded data directory from format 3 to {FORMAT_VERSION}"
+    );
+    Ok(())
+}
+
 /// The end of a key range that starts with `prefix`.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -163,6 +192,14 @@ impl Store {
                     .map_err(open_err)?;
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) if v.as_ref() == 3u32.to_be_bytes() => {
+                upgrade_format_3(&tree).map_err(|e| Error::Corrupt {
+                    what: format!(
+                        "upgrading data directory {} from format 3: {e}",
+                        path.display()
+                    ),
+                })?;
+            }
             Some(v)
                 if READABLE_FORMATS
                     .iter()

@@ -126,3 +126,51 @@ fn a_file_as_data_directory_is_refused_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
+    // Format 3 counted a message as 8 units: write records as it would
+    // have (a full click at 8, a trusted-sender click at 1), then mark the
+    // directory format 3.
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    let (w3_full, w3_low) = (Weight(8), Weight(1));
+    let click = |store: &Store, m: &str, label, w, t: &[u64]| {
+        let entry = LedgerEntry {
+            label,
+            tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
+            tokens: ids(t),
+            weight: w,
+        };
+        store
+            .record(
+                &alice,
+                &msg(m),
+                Some(&entry),
+                &[Op::Learn(label, w, ids(t))],
+            )
+            .unwrap()
+    };
+    {
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let seq = click(&store, "m1", Label::Spam, w3_full, &[1, 2]);
+        let mut folded = Model::default();
+        folded.learn_weighted(&ids(&[1, 2]), Label::Spam, w3_full);
+        store.checkpoint(&alice, &folded, seq).unwrap();
+        click(&store, "m2", Label::Spam, w3_low, &[2, 3]);
+        store.tree.insert(FORMAT_KEY, &3u32.to_be_bytes()).unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let mut expect = Model::default();
+    expect.learn(&ids(&[1, 2]), Label::Spam);
+    expect.learn_weighted(&ids(&[2, 3]), Label::Spam, Weight(Weight::FULL.0 / 8));
+    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, expect);
+    let weight = |m| store.ledger_get(&alice, &msg(m)).unwrap().unwrap().weight;
+    assert_eq!(weight("m1"), Weight::FULL);
+    assert_eq!(weight("m2"), Weight(Weight::FULL.0 / 8));
+    assert_eq!(
+        store.tree.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+        FORMAT_VERSION.to_be_bytes()
+    );
+}
