@@ -29,7 +29,7 @@ pub struct UserArgs {
     /// Set the handling mode.
     #[arg(long, value_enum)]
     mode: Option<Mode>,
-    /// Set the spam threshold (0.5..=1; default 0.90).
+    /// Set the spam threshold (0.5..=1; default 0.80).
     #[arg(long)]
     spam_threshold: Option<f64>,
     /// Set the reject threshold (spam threshold..=1; default 0.999).
