@@ -46,6 +46,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("tokenize 10KB", |b| {
         b.iter(|| tokenizer.tokenize(black_box(&msg)))
     });
+    g.bench_function("tokenize 10KB keeping names", |b| {
+        b.iter(|| tokenizer.tokenize_named(black_box(&msg)))
+    });
+    g.bench_function("header facts 10KB", |b| {
+        b.iter(|| chaff::mail::sender::HeaderFacts::from_message(black_box(&msg), 64 * 1024))
+    });
     let params = Params::default();
     let m = model(50_000, &tokens.ids);
     g.bench_function("classify 50k-token model", |b| {

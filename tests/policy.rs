@@ -408,25 +408,37 @@ async fn find_decisions_answers_why_with_the_reason() {
         .as_millis() as i64;
     score(&mut c, "alice", SPAM).await;
     score(&mut c, "alice", HAM).await;
-    // The log is written off the scoring path; give the writer a moment.
-    let mut found = Vec::new();
-    for _ in 0..50 {
-        found = c
-            .find_decisions(proto::FindDecisionsRequest {
-                user_id: "alice".into(),
-                sender: "pills.example".into(),
-                since_unix_ms: start - 1000,
-                ..Default::default()
-            })
+    // The log is written off the scoring path, in batches: wait until the
+    // writer has both decisions before asking questions of them.
+    let window = proto::FindDecisionsRequest {
+        user_id: "alice".into(),
+        since_unix_ms: start - 1000,
+        ..Default::default()
+    };
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        all = c
+            .find_decisions(window.clone())
             .await
             .unwrap()
             .into_inner()
             .decisions;
-        if !found.is_empty() {
+        if all.len() >= 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // The ham from bob is there too.
+    assert_eq!(all.len(), 2, "{all:?}");
+    let found = c
+        .find_decisions(proto::FindDecisionsRequest {
+            sender: "pills.example".into(),
+            ..window.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
     assert_eq!(found.len(), 1, "{found:?}");
     let d = &found[0];
     assert_eq!(d.sender, "promo@pills.example");
@@ -437,18 +449,7 @@ async fn find_decisions_answers_why_with_the_reason() {
     assert!(x.reason.contains("pills.example"), "{}", x.reason);
     assert!(d.time_unix_ms >= start);
 
-    // The ham from bob is there too, and a window in the past finds nothing.
-    let all = c
-        .find_decisions(proto::FindDecisionsRequest {
-            user_id: "alice".into(),
-            since_unix_ms: start - 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .decisions;
-    assert_eq!(all.len(), 2);
+    // A window in the past finds nothing.
     let past = c
         .find_decisions(proto::FindDecisionsRequest {
             user_id: "alice".into(),

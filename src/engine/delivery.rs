@@ -24,7 +24,7 @@ use crate::policy::lists::{MAX_OPERATOR_ENTRIES, MAX_USER_ENTRIES};
 use crate::policy::settings::SettingsUpdate;
 use crate::policy::{self, Decision, Entry, Facts, List, ListKind, Lists, UserSettings};
 use crate::store::ListOwner;
-use crate::tokenize::TokenId;
+use crate::tokenize::{Names, TokenId};
 use crate::types::{MessageId, UserId, Verdict};
 
 /// Features shown per side in an explanation.
@@ -122,10 +122,15 @@ impl Engine {
         self.check_size(message)?;
         let tokenizer = &self.settings.tokenizer;
         let params = &self.settings.params;
-        let tokens = tokenizer.tokenize(message);
+        let slot = self.slot(user, false)?;
+        // Names are kept while reading only when a model could make some
+        // feature worth naming (a user with nothing learned has none).
+        let (tokens, names) = match slot {
+            Some(_) => tokenizer.tokenize_named(message),
+            None => (tokenizer.tokenize(message), Names::default()),
+        };
         let headers = HeaderFacts::from_message(message, tokenizer.limits().max_header_bytes);
         let client_ip = envelope.client_ip.or(headers.auth.client_ip);
-        let slot = self.slot(user, false)?;
 
         let default_policy = UserPolicy::default();
         let policy_guard = slot.as_ref().map(|s| s.policy.read().expect("policy lock"));
@@ -160,7 +165,7 @@ impl Engine {
         drop(operator);
         drop(policy_guard);
 
-        let (spam_features, ham_features) = self.name_features(message, strongest);
+        let (spam_features, ham_features) = name_features(&names, strongest);
         let scored = Scored {
             probability: score.probability,
             log_odds: score.log_odds,
@@ -200,32 +205,6 @@ impl Engine {
             record,
             headers,
         })
-    }
-
-    /// Names the strongest features (one extra reading of the message, only
-    /// when there is something to name).
-    fn name_features(
-        &self,
-        message: &[u8],
-        (spam, ham): classify::Strongest,
-    ) -> (Vec<Feature>, Vec<Feature>) {
-        if spam.is_empty() && ham.is_empty() {
-            return (Vec::new(), Vec::new());
-        }
-        let wanted: Vec<_> = spam.iter().chain(&ham).map(|(id, _)| *id).collect();
-        let names = self.settings.tokenizer.names(message, &wanted);
-        let feature = |(id, f): &(TokenId, f64)| Feature {
-            name: names
-                .binary_search_by_key(id, |(i, _)| *i)
-                .map(|i| names[i].1.clone())
-                .unwrap_or_else(|_| format!("token:{:016x}", id.0)),
-            probability: *f,
-            contribution: (f / (1.0 - f)).ln(),
-        };
-        (
-            spam.iter().map(feature).collect(),
-            ham.iter().map(feature).collect(),
-        )
     }
 
     /// The user's delivery settings (defaults if never set).
@@ -382,4 +361,22 @@ fn verdict_str(v: Verdict) -> &'static str {
         Verdict::Unsure => "unsure",
         Verdict::Spam => "spam",
     }
+}
+
+/// The strongest features with their names, kept while the message was
+/// read.
+fn name_features(names: &Names, (spam, ham): classify::Strongest) -> (Vec<Feature>, Vec<Feature>) {
+    let wanted: Vec<TokenId> = spam.iter().chain(&ham).map(|(id, _)| *id).collect();
+    let mut named = names.of(&wanted).into_iter();
+    let mut feature = |(id, f): &(TokenId, f64)| Feature {
+        name: named
+            .next()
+            .flatten()
+            .unwrap_or_else(|| format!("token:{:016x}", id.0)),
+        probability: *f,
+        contribution: (f / (1.0 - f)).ln(),
+    };
+    let spam = spam.iter().map(&mut feature).collect();
+    let ham = ham.iter().map(&mut feature).collect();
+    (spam, ham)
 }

@@ -20,7 +20,7 @@ use std::fmt;
 
 use mail_parser::MessageParser;
 
-pub use sink::Tag;
+pub use sink::{Names, Tag};
 pub use words::{ascii_words, for_each_word};
 
 /// Bumped whenever a change alters which ids a message produces. Each user's
@@ -164,37 +164,27 @@ impl Tokenizer {
 
     /// The message's distinct token ids.
     pub fn tokenize(&self, raw: &[u8]) -> Tokens {
-        let mut sink = sink::Sink::new(&self.limits, false);
+        let mut sink = sink::Sink::new(&self.limits, sink::Keep::Nothing);
         extract(raw, &mut sink);
         sink.finish()
+    }
+
+    /// [`Tokenizer::tokenize`], also keeping each feature's readable name,
+    /// for explaining a score from the same reading (no second pass).
+    pub fn tokenize_named(&self, raw: &[u8]) -> (Tokens, Names) {
+        let mut sink = sink::Sink::new(&self.limits, sink::Keep::FirstNames);
+        extract(raw, &mut sink);
+        let names = std::mem::take(&mut sink.names);
+        (sink.finish(), names)
     }
 
     /// The features as readable `tag:text` strings, in extraction order (with
     /// repeats), for `chaff tokens` and for support staff.
     pub fn explain(&self, raw: &[u8]) -> (Vec<String>, Vec<LimitHit>) {
-        let mut sink = sink::Sink::new(&self.limits, true);
+        let mut sink = sink::Sink::new(&self.limits, sink::Keep::AllNames);
         extract(raw, &mut sink);
-        let text = sink.text.take().unwrap_or_default();
-        let names = text.into_iter().map(|(_, name)| name).collect();
+        let names = sink.names.all();
         (names, sink.finish().limits_hit)
-    }
-
-    /// Readable names for `wanted` token ids of this message (those it
-    /// produces), for explanations. Costs a second reading of the message
-    /// with names kept, so callers ask only for a few top features.
-    pub fn names(&self, raw: &[u8], wanted: &[TokenId]) -> Vec<(TokenId, String)> {
-        let mut sink = sink::Sink::new(&self.limits, true);
-        extract(raw, &mut sink);
-        let mut out: Vec<(TokenId, String)> = sink
-            .text
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(id, _)| wanted.contains(id))
-            .collect();
-        out.sort_unstable_by_key(|(id, _)| *id);
-        out.dedup_by_key(|(id, _)| *id);
-        out
     }
 }
 

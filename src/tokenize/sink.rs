@@ -201,13 +201,17 @@ impl Collected {
         }
     }
 
-    fn push(&mut self, id: TokenId) {
+    /// Returns whether the id was kept (false: a recent repeat, dropped).
+    fn push(&mut self, id: TokenId) -> bool {
         self.emitted += 1;
         let slot = &mut self.seen[id.0 as usize % SEEN_SLOTS];
         // Slots start at 0, so id 0 must never count as seen.
         if *slot != id.0 || id.0 == 0 {
             *slot = id.0;
             self.ids.push(id);
+            true
+        } else {
+            false
         }
     }
 
@@ -218,14 +222,110 @@ impl Collected {
     }
 }
 
+/// A byte range of [`Names`]' text.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// How to spell one feature, by reference into [`Names`]' text.
+#[derive(Clone, Copy, Debug)]
+enum Spelling {
+    /// `tag:text`
+    Plain { tag: Tag, text: Span },
+    /// `pair.tag:first _ … second`, with `skip` words left out between.
+    Pair {
+        tag: Tag,
+        first: Span,
+        skip: u8,
+        second: Span,
+    },
+}
+
+/// Readable names of the features a message produced, kept during the
+/// same reading that hashes them: explaining a score needs no second pass
+/// over the message. Each word's text is copied once into one growing
+/// buffer and features refer to it, so keeping names costs no allocation
+/// per token — a word pair is two references, spelled out only when asked.
+#[derive(Debug, Default)]
+pub struct Names {
+    text: String,
+    features: Vec<(TokenId, Spelling)>,
+}
+
+impl Names {
+    fn keep(&mut self, text: &str) -> Span {
+        let start = self.text.len() as u32;
+        self.text.push_str(text);
+        Span {
+            start,
+            end: self.text.len() as u32,
+        }
+    }
+
+    fn str(&self, span: Span) -> &str {
+        &self.text[span.start as usize..span.end as usize]
+    }
+
+    fn spell(&self, spelling: Spelling) -> String {
+        match spelling {
+            Spelling::Plain { tag, text } => format!("{}:{}", tag.as_str(), self.str(text)),
+            Spelling::Pair {
+                tag,
+                first,
+                skip,
+                second,
+            } => format!(
+                "pair.{}:{}{} {}",
+                tag.as_str(),
+                self.str(first),
+                " _".repeat(usize::from(skip)),
+                self.str(second)
+            ),
+        }
+    }
+
+    /// The names of features `ids` (a few: one pass over the kept
+    /// features, comparing each with every wanted id), `None` for an id
+    /// this message did not produce.
+    pub fn of(&self, ids: &[TokenId]) -> Vec<Option<String>> {
+        let mut out = vec![None; ids.len()];
+        for (id, spelling) in &self.features {
+            if let Some(i) = ids.iter().position(|w| w == id)
+                && out[i].is_none()
+            {
+                out[i] = Some(self.spell(*spelling));
+            }
+        }
+        out
+    }
+
+    /// Every kept feature, named, in extraction order.
+    pub(super) fn all(&self) -> Vec<String> {
+        self.features.iter().map(|(_, s)| self.spell(*s)).collect()
+    }
+}
+
+/// Whether, and which, feature names the sink keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// Ids only: scoring and learning.
+    Nothing,
+    /// The first occurrence of each feature: explanations.
+    FirstNames,
+    /// Every occurrence, repeats included: `chaff tokens`.
+    AllNames,
+}
+
 /// Collects hashed features up to the token cap.
 pub(super) struct Sink {
     ids: Collected,
     limits: Limits,
     limits_hit: Vec<LimitHit>,
-    /// Readable `tag:text` features with their ids, in extraction order
-    /// (with repeats), only when explaining.
-    pub(super) text: Option<Vec<(TokenId, String)>>,
+    keep: Keep,
+    /// The kept names, unless `keep` is [`Keep::Nothing`].
+    pub(super) names: Names,
     word_buf: String,
     shape_buf: String,
     /// Hashes of the current text's words so far, most recent last; the
@@ -234,21 +334,31 @@ pub(super) struct Sink {
     /// `ids`, it is bounded by the token cap, as every word in it emitted a
     /// token.
     recent: Vec<u64>,
-    /// Their text, only when explaining.
-    recent_text: Vec<String>,
+    /// Their text in `names`, only when keeping names.
+    recent_text: Vec<Span>,
 }
 
 impl Sink {
-    pub(super) fn new(limits: &Limits, keep_text: bool) -> Self {
+    pub(super) fn new(limits: &Limits, keep: Keep) -> Self {
         Self {
             ids: Collected::new(),
             limits: limits.clone(),
             limits_hit: Vec::new(),
-            text: keep_text.then(Vec::new),
+            keep,
+            names: Names::default(),
             word_buf: String::new(),
             shape_buf: String::new(),
             recent: Vec::with_capacity(1024),
             recent_text: Vec::new(),
+        }
+    }
+
+    /// Records the id (and, when keeping names, how to spell it).
+    fn emit(&mut self, id: TokenId, spelling: impl FnOnce(&mut Names) -> Spelling) {
+        let kept = self.ids.push(id);
+        if self.keep == Keep::AllNames || (kept && self.keep == Keep::FirstNames) {
+            let s = spelling(&mut self.names);
+            self.names.features.push((id, s));
         }
     }
 
@@ -273,24 +383,26 @@ impl Sink {
             return false;
         }
         let id = TokenId::of(tag, text);
-        self.ids.push(id);
-        if let Some(t) = &mut self.text {
-            t.push((id, format!("{}:{}", tag.as_str(), text)));
-        }
+        self.emit(id, |names| Spelling::Plain {
+            tag,
+            text: names.keep(text),
+        });
         true
     }
 
-    /// [`Sink::push`] of a word, by its precomputed prefix.
-    fn push_word(&mut self, keys: &WordKeys, w: &str) -> bool {
+    /// [`Sink::push`] of a word, by its precomputed prefix; `span` is the
+    /// word's text in `names` when keeping names.
+    fn push_word(&mut self, keys: &WordKeys, w: &str, span: Option<Span>) -> bool {
         if self.full() {
             self.hit(LimitHit::Tokens);
             return false;
         }
         let id = keys.token(w);
-        self.ids.push(id);
-        if let Some(t) = &mut self.text {
-            t.push((id, format!("{}:{}", keys.tag.as_str(), w)));
-        }
+        let tag = keys.tag;
+        self.emit(id, |names| Spelling::Plain {
+            tag,
+            text: span.unwrap_or_else(|| names.keep(w)),
+        });
         true
     }
 
@@ -324,7 +436,9 @@ impl Sink {
             words::number_pattern(w, &mut shape);
             self.push(Tag::Number, &shape)
         } else {
-            self.push_word(keys, w) && (!tag.pairs() || self.pairs(keys, w))
+            // The word's text is kept once for its own name and its pairs'.
+            let span = (self.keep != Keep::Nothing).then(|| self.names.keep(w));
+            self.push_word(keys, w, span) && (!tag.pairs() || self.pairs(keys, w, span))
         };
         self.shape_buf = shape;
         ok
@@ -333,7 +447,7 @@ impl Sink {
     /// Orthogonal sparse bigrams (Siefkes et al. 2004, as crm114's OSB):
     /// the word with each of the previous `window − 1` words, keeping the
     /// distance, so "click … here" matches across a varying filler word.
-    fn pairs(&mut self, keys: &WordKeys, w: &str) -> bool {
+    fn pairs(&mut self, keys: &WordKeys, w: &str, span: Option<Span>) -> bool {
         let tag = keys.tag;
         let window = self.limits.pair_window;
         if window < 2 {
@@ -348,23 +462,17 @@ impl Sink {
             }
             let prev = n - 1 - back;
             let id = keys.pair(self.recent[prev], back as u8, h);
-            self.ids.push(id);
-            if let Some(t) = &mut self.text {
-                t.push((
-                    id,
-                    format!(
-                        "pair.{}:{}{} {}",
-                        tag.as_str(),
-                        self.recent_text[prev],
-                        " _".repeat(back),
-                        w
-                    ),
-                ));
-            }
+            let first = self.recent_text.get(prev).copied();
+            self.emit(id, |_| Spelling::Pair {
+                tag,
+                first: first.expect("words' text is kept when names are"),
+                skip: back as u8,
+                second: span.expect("words' text is kept when names are"),
+            });
         }
         self.recent.push(h);
-        if self.text.is_some() {
-            self.recent_text.push(w.to_string());
+        if let Some(span) = span {
+            self.recent_text.push(span);
         }
         true
     }

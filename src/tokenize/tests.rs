@@ -472,14 +472,44 @@ fn names_cover_exactly_the_ids_a_message_produces() {
     let raw = b"From: Ann <ann@shop.example>\r\nSubject: cheap garden chairs\r\n\r\n\
         Cheap garden chairs and tables, see https://shop.example/sale now.\r\n\
         Cheap garden chairs again, repeated words repeat ids.\r\n";
-    let t = Tokenizer::default();
-    let ids = t.tokenize(raw).ids;
-    let names = t.names(raw, &ids);
-    let named: Vec<_> = names.iter().map(|(id, _)| *id).collect();
-    assert_eq!(named, ids, "one name per distinct id, sorted like the ids");
-    assert!(names.iter().any(|(_, n)| n == "subject:cheap"), "{names:?}");
+    let (tokens, names) = Tokenizer::default().tokenize_named(raw);
+    let names: Vec<String> = names.of(&tokens.ids).into_iter().flatten().collect();
+    assert_eq!(names.len(), tokens.ids.len(), "one name per distinct id");
+    assert!(names.iter().any(|n| n == "subject:cheap"), "{names:?}");
     assert!(
-        names.iter().any(|(_, n)| n == "pair.body:garden chairs"),
+        names.iter().any(|n| n == "pair.body:garden chairs"),
         "{names:?}"
+    );
+}
+
+#[test]
+fn names_kept_while_reading_match_the_explained_features() {
+    let html = b"From: a@b.example\r\nSubject: Hello there friend\r\n\
+Content-Type: text/html\r\n\r\n<p>Click <b>right</b> here now, caf\xc3\xa9 1234567890 \
+aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</p>\
+<a href=\"http://198.51.100.7/x\">http://shop.example</a>\r\n";
+    for msg in [SIMPLE, &html[..]] {
+        let tk = Tokenizer::default();
+        let (tokens, names) = tk.tokenize_named(msg);
+        assert_eq!(tokens, tk.tokenize(msg));
+        // Every feature, every occurrence, with its id: the reference.
+        let mut sink = sink::Sink::new(tk.limits(), sink::Keep::AllNames);
+        extract(msg, &mut sink);
+        let reference = sink.names;
+        let all = reference.all();
+        let named = names.of(&tokens.ids);
+        for (id, name) in tokens.ids.iter().zip(&named) {
+            let first = reference.of(&[*id]).remove(0);
+            assert!(first.is_some(), "{id:?} has no reference name");
+            assert_eq!(name, &first, "{id:?}");
+        }
+        // Pairs and shapes are named too, as `chaff tokens` spells them.
+        assert!(named.iter().flatten().any(|n| n.starts_with("pair.")));
+        assert!(named.iter().flatten().all(|n| all.contains(n)));
+    }
+    let (_, names) = Tokenizer::default().tokenize_named(SIMPLE);
+    assert_eq!(
+        names.of(&[TokenId::of(Tag::Subject, "free"), TokenId(7)]),
+        [Some("subject:free".to_string()), None]
     );
 }
