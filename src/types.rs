@@ -90,6 +90,24 @@ string_id!(
     ""
 );
 
+/// Whose clicks a part of the shared model came from: a consenting user's,
+/// or the operator's seed corpus. Each contributor's part is kept apart so
+/// it can be capped and removed exactly (see `classify::shared`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Contributor {
+    User(UserId),
+    Operator,
+}
+
+impl fmt::Display for Contributor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Contributor::User(u) => write!(f, "user {u}"),
+            Contributor::Operator => f.write_str("the operator's seed"),
+        }
+    }
+}
+
 /// What a user said a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Label {

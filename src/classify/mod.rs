@@ -4,14 +4,18 @@
 //! The math (Robinson's per-token estimate and Fisher's chi-square
 //! combining) lives in [`robinson`]; this file holds the data it reads.
 
+pub mod blend;
 pub mod robinson;
+pub mod shared;
 
 use rustc_hash::FxHashMap;
 
 use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, Verdict};
 
+pub use blend::Blended;
 pub use robinson::{Params, Score};
+pub use shared::{Prior, SharedModel};
 
 /// How much learned spam and ham contained a token, in [`Weight`] units
 /// (a normal click adds [`Weight::FULL`]).
@@ -205,29 +209,12 @@ impl Model {
             return (Vec::new(), Vec::new());
         }
         let unit = f64::from(Weight::FULL.0);
-        let mut sig: Vec<(TokenId, f64)> = ids
-            .iter()
-            .filter_map(|id| {
-                let c = self.get(*id)?;
-                let f = robinson::token_probability(c.spam, c.ham, nspam, nham, unit, params);
-                ((f - 0.5).abs() >= params.min_dev).then_some((*id, f))
-            })
-            .collect();
-        sig.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let spam = sig
-            .iter()
-            .take(k)
-            .filter(|(_, f)| *f > 0.5)
-            .copied()
-            .collect();
-        let ham = sig
-            .iter()
-            .rev()
-            .take(k)
-            .filter(|(_, f)| *f < 0.5)
-            .copied()
-            .collect();
-        (spam, ham)
+        strongest_by(ids, params, k, |id| {
+            let c = self.get(id)?;
+            Some(robinson::token_probability(
+                c.spam, c.ham, nspam, nham, unit, params,
+            ))
+        })
     }
 }
 
@@ -249,6 +236,38 @@ pub fn learn_weight(model: &Model, ids: &[TokenId], label: Label, params: &Param
     } else {
         Weight::FULL
     }
+}
+
+/// The `k` spammiest and `k` hammiest significant tokens of `ids` under the
+/// estimate `f` (`None`: the token is unknown), strongest first.
+pub(crate) fn strongest_by(
+    ids: &[TokenId],
+    params: &Params,
+    k: usize,
+    f: impl Fn(TokenId) -> Option<f64>,
+) -> Strongest {
+    let mut sig: Vec<(TokenId, f64)> = ids
+        .iter()
+        .filter_map(|id| {
+            let f = f(*id)?;
+            ((f - 0.5).abs() >= params.min_dev).then_some((*id, f))
+        })
+        .collect();
+    sig.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let spam = sig
+        .iter()
+        .take(k)
+        .filter(|(_, f)| *f > 0.5)
+        .copied()
+        .collect();
+    let ham = sig
+        .iter()
+        .rev()
+        .take(k)
+        .filter(|(_, f)| *f < 0.5)
+        .copied()
+        .collect();
+    (spam, ham)
 }
 
 /// Reads a probability against the cutoffs: at or above `spam_cutoff` is

@@ -83,6 +83,12 @@ pub struct Params {
     /// A click on a message already scored at least this log-odds towards
     /// its label is learned at light weight (see `classify::learn_weight`).
     pub confident_log_odds: f64,
+    /// The shared model's largest weight as a user's prior, in messages
+    /// (`M` in `blend.rs`).
+    pub shared_strength: f64,
+    /// Messages a user must have learned for the shared prior's weight to
+    /// halve (`R` in `blend.rs`).
+    pub shared_halflife: f64,
 }
 
 impl Default for Params {
@@ -95,6 +101,8 @@ impl Default for Params {
             ham_cutoff: 0.20,
             spam_cutoff: 0.80,
             confident_log_odds: 12.0,
+            shared_strength: 10.0,
+            shared_halflife: 100.0,
         }
     }
 }
@@ -135,6 +143,18 @@ pub fn token_probability(
     unit: f64,
     params: &Params,
 ) -> f64 {
+    // Exact for the default unit (a power of two): a model learned only at
+    // full weight scores bit-identically to one counted in messages.
+    let n = (f64::from(spam) + f64::from(ham)) / unit;
+    let Some(p) = graham_probability(spam, ham, nspam, nham) else {
+        return params.prior;
+    };
+    (params.strength * params.prior + n * p) / (params.strength + n)
+}
+
+/// Graham's class-normalised `p(w)` before Robinson's shrinkage; `None`
+/// for a token with no counts (the blend in `blend.rs` needs it alone).
+pub fn graham_probability(spam: u32, ham: u32, nspam: u64, nham: u64) -> Option<f64> {
     let spam_ratio = if nspam == 0 {
         0.0
     } else {
@@ -145,14 +165,10 @@ pub fn token_probability(
     } else {
         f64::from(ham) / nham as f64
     };
-    // Exact for the default unit (a power of two): a model learned only at
-    // full weight scores bit-identically to one counted in messages.
-    let n = (f64::from(spam) + f64::from(ham)) / unit;
     if spam_ratio + ham_ratio == 0.0 {
-        return params.prior;
+        return None;
     }
-    let p = spam_ratio / (spam_ratio + ham_ratio);
-    (params.strength * params.prior + n * p) / (params.strength + n)
+    Some(spam_ratio / (spam_ratio + ham_ratio))
 }
 
 /// Scores `ids` (a message's distinct tokens) against `model`.
@@ -173,12 +189,7 @@ pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
             significant.push(f);
         }
     }
-    if significant.len() > params.max_tokens {
-        // Keep the most extreme max_tokens, in O(n).
-        let k = params.max_tokens;
-        significant.select_nth_unstable_by(k, |a, b| (b - 0.5).abs().total_cmp(&(a - 0.5).abs()));
-        significant.truncate(k);
-    }
+    keep_most_extreme(&mut significant, params.max_tokens, |f| *f);
     let Combined {
         probability,
         log_odds,
@@ -188,6 +199,16 @@ pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
         log_odds,
         tokens_known: known,
         tokens_used: significant.len() as u32,
+    }
+}
+
+/// Keeps the `max` most extreme estimates (by `|f − 0.5|`), in O(n).
+pub(crate) fn keep_most_extreme<T>(items: &mut Vec<T>, max: usize, f: impl Fn(&T) -> f64) {
+    if items.len() > max {
+        items.select_nth_unstable_by(max, |a, b| {
+            (f(b) - 0.5).abs().total_cmp(&(f(a) - 0.5).abs())
+        });
+        items.truncate(max);
     }
 }
 

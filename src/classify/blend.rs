@@ -1,0 +1,308 @@
+//! The blend of a user's own statistics with the shared model, in one
+//! place: a hierarchical Robinson estimate.
+//!
+//! # The formula
+//!
+//! For a token `w`, with the user's counts giving Graham's `p_u(w)` over
+//! `n_u(w)` messages' worth of evidence (`robinson.rs`), and the shared
+//! model — **minus this user's own capped contribution**, so the user's
+//! clicks are not counted twice — giving its own Robinson estimate
+//! `f_S(w)` over `n_S(w)` messages' worth:
+//!
+//! ```text
+//! f(w) = (s·x + m(w)·f_S(w) + n_u(w)·p_u(w)) / (s + m(w) + n_u(w))
+//!
+//! m(w) = M · n_S(w) / (n_S(w) + M)  ·  R / (R + N_u)
+//! ```
+//!
+//! `s`, `x` are Robinson's strength and prior (`Params::strength`,
+//! `Params::prior`); `N_u` is everything the user has learned, in messages;
+//! `M` = [`Params::shared_strength`] (10) and `R` =
+//! [`Params::shared_halflife`] (100).
+//!
+//! # The reasoning
+//!
+//! Robinson (2003, "A Statistical Approach to the Spam Problem", Linux
+//! Journal) shrinks each token's `p(w)` towards a prior `x` held with the
+//! strength of `s` messages. Here the prior is no longer a constant: it is
+//! the shared model's own estimate `f_S(w)`, so the user's `f(w)` is shrunk
+//! towards what everyone else has seen, with a strength `m(w)` that
+//!
+//! - **grows with the shared model's evidence for `w`**, saturating at `M`
+//!   messages' worth: a token others saw once pulls little, one they saw
+//!   thousands of times pulls like ten of the user's own messages, never
+//!   more — so the user's evidence can always outweigh it;
+//! - **shrinks as the user's overall evidence grows** (`R / (R + N_u)`: full
+//!   at the first message, half after 100 learned messages, a tenth after
+//!   900). There is no hard gate: the shared prior never switches off, the
+//!   user's own counts take over smoothly.
+//!
+//! A new user (`n_u = 0`, `N_u = 0`) gets `f(w) ≈ f_S(w)`: protected from
+//! the first message. A token the user has seen but the others have not
+//! gets `m = 0`, i.e. exactly the per-user estimate.
+//!
+//! This is DSPAM's idea of a *merged* group (DSPAM README, "Configuring
+//! groups": a user's private dictionary read together with a group's,
+//! `dspam_merge` summing "the hit counts for each token and per-user
+//! totals") made gradual: rather than adding the group's counts to the
+//! user's at full weight, the group's estimate enters as a Bayesian prior
+//! whose weight is bounded and decays with the user's own training.
+//!
+//! # The empty shared model
+//!
+//! With no shared evidence at all (or only the user's own), the score is
+//! computed by `robinson::score` itself: bit for bit today's per-user score,
+//! which docs/ACCURACY.md's figures depend on. A test pins it.
+//!
+//! # How much of the decision was the user's
+//!
+//! Per combined token, the user's part of the non-constant prior-plus-data
+//! mass is `ω = n_u / (n_u + m)`. [`Blended::user_share`] is the average of
+//! `ω` over the combined tokens, weighted by each token's evidence
+//! `|ln(f / (1 − f))|`; the shared model's share is `1 − user_share`. With no
+//! combined token (or no shared model) the user's share is 1: nothing came
+//! from the shared model.
+
+use super::robinson::{self, Score};
+use super::shared::Prior;
+use super::{Model, Params, Strongest, Weight};
+use crate::tokenize::TokenId;
+
+/// A blended score and how much of it came from the user's own counts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Blended {
+    pub score: Score,
+    /// In `[0, 1]`; `1 − user_share` came from the shared model.
+    pub user_share: f64,
+}
+
+/// One user's and the shared model's totals, read once per message.
+struct Blend<'a> {
+    user: &'a Model,
+    prior: &'a Prior<'a>,
+    user_weights: (u64, u64),
+    prior_weights: (u64, u64),
+    /// `R / (R + N_u)`.
+    decay: f64,
+    unit: f64,
+    params: &'a Params,
+}
+
+impl<'a> Blend<'a> {
+    fn new(user: &'a Model, prior: &'a Prior<'a>, params: &'a Params) -> Self {
+        let unit = f64::from(Weight::FULL.0);
+        let user_weights = user.weights();
+        let learned = (user_weights.0 + user_weights.1) as f64 / unit;
+        let r = params.shared_halflife;
+        Self {
+            user,
+            prior,
+            user_weights,
+            prior_weights: prior.weights(),
+            decay: r / (r + learned),
+            unit,
+            params,
+        }
+    }
+
+    /// `(f(w), ω)` for a token, `None` when neither side knows it.
+    fn estimate(&self, id: TokenId) -> Option<(f64, f64)> {
+        let (nspam, nham) = self.user_weights;
+        let params = self.params;
+        let mine = self.user.get(id);
+        let Some(theirs) = self.prior.get(id) else {
+            let c = mine?;
+            let f = robinson::token_probability(c.spam, c.ham, nspam, nham, self.unit, params);
+            return Some((f, 1.0));
+        };
+        let (pspam, pham) = self.prior_weights;
+        let f_shared =
+            robinson::token_probability(theirs.spam, theirs.ham, pspam, pham, self.unit, params);
+        let big_m = params.shared_strength;
+        let n_shared = (f64::from(theirs.spam) + f64::from(theirs.ham)) / self.unit;
+        let m = big_m * n_shared / (n_shared + big_m) * self.decay;
+        let c = mine.unwrap_or_default();
+        let n_user = (f64::from(c.spam) + f64::from(c.ham)) / self.unit;
+        // No ratio means no counts, so n_user is 0 and p_u does not matter.
+        let p_user = robinson::graham_probability(c.spam, c.ham, nspam, nham).unwrap_or(0.5);
+        let (s, x) = (params.strength, params.prior);
+        let f = (s * x + m * f_shared + n_user * p_user) / (s + m + n_user);
+        Some((f, n_user / (n_user + m)))
+    }
+}
+
+/// Scores `ids` for a user: their model blended with the shared `prior`.
+pub fn score(user: &Model, prior: &Prior<'_>, ids: &[TokenId], params: &Params) -> Blended {
+    if prior.is_empty() {
+        return Blended {
+            score: robinson::score(user, ids, params),
+            user_share: 1.0,
+        };
+    }
+    let blend = Blend::new(user, prior, params);
+    let (score, user_share) = combine_estimates(ids, params, |id| blend.estimate(id));
+    Blended {
+        score,
+        user_share: user_share.unwrap_or(1.0),
+    }
+}
+
+/// Scores `ids` against the shared `prior` alone (its own Robinson
+/// estimates), as if it were the user's model.
+pub fn score_shared(prior: &Prior<'_>, ids: &[TokenId], params: &Params) -> Score {
+    if prior.is_empty() {
+        return Score::NEUTRAL;
+    }
+    let (pspam, pham) = prior.weights();
+    let unit = f64::from(Weight::FULL.0);
+    combine_estimates(ids, params, |id| {
+        let c = prior.get(id)?;
+        let f = robinson::token_probability(c.spam, c.ham, pspam, pham, unit, params);
+        Some((f, 0.0))
+    })
+    .0
+}
+
+/// The message's strongest blended features, for explanations.
+pub fn strongest(
+    user: &Model,
+    prior: &Prior<'_>,
+    ids: &[TokenId],
+    params: &Params,
+    k: usize,
+) -> Strongest {
+    if prior.is_empty() {
+        return user.strongest(ids, params, k);
+    }
+    let blend = Blend::new(user, prior, params);
+    super::strongest_by(ids, params, k, |id| blend.estimate(id).map(|(f, _)| f))
+}
+
+/// Robinson–Fisher combining over per-token `(f, ω)` estimates, as
+/// `robinson::score` does it; also the evidence-weighted mean of `ω`
+/// (`None` when nothing was combined). One allocation per message.
+fn combine_estimates(
+    ids: &[TokenId],
+    params: &Params,
+    estimate: impl Fn(TokenId) -> Option<(f64, f64)>,
+) -> (Score, Option<f64>) {
+    let mut known = 0u32;
+    let mut significant: Vec<(f64, f64)> = Vec::with_capacity(ids.len().min(1024));
+    for id in ids {
+        let Some((f, share)) = estimate(*id) else {
+            continue;
+        };
+        known += 1;
+        if (f - 0.5).abs() >= params.min_dev {
+            significant.push((f, share));
+        }
+    }
+    robinson::keep_most_extreme(&mut significant, params.max_tokens, |e| e.0);
+    let probs: Vec<f64> = significant.iter().map(|e| e.0).collect();
+    let combined = robinson::combine(&probs);
+    let (mut mine, mut all) = (0.0, 0.0);
+    for (f, share) in &significant {
+        let evidence = (f / (1.0 - f)).ln().abs();
+        mine += share * evidence;
+        all += evidence;
+    }
+    let score = Score {
+        probability: combined.probability,
+        log_odds: combined.log_odds,
+        tokens_known: known,
+        tokens_used: significant.len() as u32,
+    };
+    (score, (all > 0.0).then(|| (mine / all).clamp(0.0, 1.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::SharedModel;
+    use crate::types::{Contributor, Label, UserId};
+
+    fn ids(v: std::ops::Range<u64>) -> Vec<TokenId> {
+        v.map(TokenId).collect()
+    }
+
+    fn user(s: &str) -> Contributor {
+        Contributor::User(UserId::new(s).unwrap())
+    }
+
+    fn trained() -> Model {
+        let mut m = Model::default();
+        for _ in 0..3 {
+            m.learn(&ids(0..20), Label::Spam);
+            m.learn(&ids(100..120), Label::Ham);
+        }
+        m
+    }
+
+    #[test]
+    fn empty_shared_model_scores_bit_identically_to_the_users_own() {
+        let m = trained();
+        let empty = SharedModel::default();
+        let p = Params::default();
+        for msg in [ids(0..20), ids(100..120), ids(10..110), ids(500..510)] {
+            let own = robinson::score(&m, &msg, &p);
+            let b = score(&m, &empty.prior_for(Some(&user("a"))), &msg, &p);
+            assert_eq!(b.score.log_odds.to_bits(), own.log_odds.to_bits());
+            assert_eq!(b.score.probability.to_bits(), own.probability.to_bits());
+            assert_eq!(b.score, own);
+            assert_eq!(b.user_share, 1.0);
+        }
+    }
+
+    #[test]
+    fn shared_evidence_on_other_tokens_leaves_the_score_bit_identical() {
+        // No hard gate, and no side effect either: tokens the others never
+        // saw are scored exactly as the user alone would.
+        let m = trained();
+        let mut s = SharedModel::default();
+        s.apply(&user("b"), true, Label::Spam, Weight::FULL, &ids(900..950));
+        let p = Params::default();
+        let msg = ids(0..30);
+        let own = robinson::score(&m, &msg, &p);
+        let b = score(&m, &s.prior_for(Some(&user("a"))), &msg, &p);
+        assert_eq!(b.score, own);
+        assert_eq!(b.user_share, 1.0);
+    }
+
+    #[test]
+    fn new_user_is_protected_by_the_shared_model_and_training_takes_over() {
+        let mut s = SharedModel::default();
+        for i in 0..20 {
+            let b = user(&format!("b{i}"));
+            s.apply(&b, true, Label::Spam, Weight::FULL, &ids(0..20));
+            s.apply(&b, true, Label::Ham, Weight::FULL, &ids(100..120));
+        }
+        let p = Params::default();
+        let prior = s.prior_for(Some(&user("new")));
+        let fresh = score(&Model::default(), &prior, &ids(0..20), &p);
+        assert!(fresh.score.probability > 0.99, "{fresh:?}");
+        assert_eq!(fresh.user_share, 0.0);
+        assert!(score_shared(&prior, &ids(100..120), &p).probability < 0.01);
+
+        // This user reads tokens 0..20 as ham: the more they say so, the
+        // more their own view decides, with no step along the way.
+        let mut m = Model::default();
+        let mut last = fresh;
+        for n in 1..=40 {
+            m.learn(&ids(0..20), Label::Ham);
+            m.learn(&ids(200..220), Label::Spam);
+            let b = score(&m, &prior, &ids(0..20), &p);
+            assert!(
+                b.score.log_odds <= last.score.log_odds,
+                "{n}: {b:?} after {last:?}"
+            );
+            // (While the two views cancel out, no token is significant and
+            // the share is the neutral 1.)
+            if b.score.tokens_used > 0 && last.score.tokens_used > 0 {
+                assert!(b.user_share > last.user_share, "{n}: {b:?} after {last:?}");
+            }
+            last = b;
+        }
+        assert!(last.score.probability < 0.01, "{last:?}");
+        assert!(last.user_share > 0.8, "{last:?}");
+    }
+}

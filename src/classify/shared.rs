@@ -1,0 +1,368 @@
+//! The shared model: what consenting users' clicks and the operator's seed
+//! corpus say, kept so that every contributor's part can be capped and
+//! taken out again exactly.
+//!
+//! # Contributions and caps
+//!
+//! Each contributor `c` has a contribution `C_c`, a [`Model`] holding what
+//! its shared clicks added (same [`Weight`] units as a user's model). The
+//! shared model is, per token and class and for the class totals,
+//!
+//! ```text
+//! S[t] = Σ_c min(C_c[t], TOKEN_CAP)        S.total = Σ_c min(C_c.total, TOTAL_CAP)
+//! ```
+//!
+//! with the operator uncapped. Everything is an integer, so updating `S` by
+//! the change of `min(C_c[t], cap)` on each click keeps it *exactly* the sum:
+//! removing a contributor subtracts precisely its capped part, and the result
+//! equals a shared model that never saw it (the tests compare whole maps).
+//!
+//! Why these caps (poisoning resistance, issue #5):
+//!
+//! - [`TOKEN_CAP_MESSAGES`] = 3: one user's say on any token, in either
+//!   class, is worth at most three messages. A user who marks a popular
+//!   newsletter as spam a thousand times moves its tokens as far as three
+//!   clicks would; fifty users who each read it as ham outvote that by
+//!   fifty to three. Three rather than one so that a small deployment still
+//!   learns from a user who sees the same campaign a few times.
+//! - [`TOTAL_CAP_MESSAGES`] = 1,000: one user's class total counts at most
+//!   a thousand messages. Without it a user could flood the spam total with
+//!   junk, so that every real spam token's ratio `b / nspam` (Graham's
+//!   normalisation) shrank towards ham for everyone. With it, one user can
+//!   dilute the totals by at most a thousand messages. It is at least the
+//!   token cap, so a token's capped count never exceeds its contributor's
+//!   capped total and the ratios stay ≤ 1.
+//! - The operator's seed is one contributor, uncapped: it is the operator's
+//!   own labelled corpus, trusted, and removable as a whole.
+//!
+//! Message counts (`spam_learned`, `ham_learned`) of `S` are plain sums:
+//! they are shown, never used in a score.
+
+use rustc_hash::FxHashMap;
+
+use super::{Counts, Model, Weight};
+use crate::tokenize::TokenId;
+use crate::types::{Contributor, Label};
+
+/// One user's part of any token's count, per class, in messages.
+pub const TOKEN_CAP_MESSAGES: u32 = 3;
+/// One user's part of a class total, in messages.
+pub const TOTAL_CAP_MESSAGES: u64 = 1000;
+
+/// [`TOKEN_CAP_MESSAGES`] in [`Weight`] units.
+pub const TOKEN_CAP: u32 = TOKEN_CAP_MESSAGES * Weight::FULL.0;
+/// [`TOTAL_CAP_MESSAGES`] in [`Weight`] units.
+pub const TOTAL_CAP: u64 = TOTAL_CAP_MESSAGES * Weight::FULL.0 as u64;
+
+/// How far one contributor's counts reach into the shared model.
+#[derive(Clone, Copy, Debug)]
+struct Caps {
+    token: u32,
+    total: u64,
+}
+
+impl Caps {
+    fn of(who: &Contributor) -> Caps {
+        match who {
+            Contributor::User(_) => Caps {
+                token: TOKEN_CAP,
+                total: TOTAL_CAP,
+            },
+            Contributor::Operator => Caps {
+                token: u32::MAX,
+                total: u64::MAX,
+            },
+        }
+    }
+}
+
+fn count(c: Counts, label: Label) -> u32 {
+    match label {
+        Label::Spam => c.spam,
+        Label::Ham => c.ham,
+    }
+}
+
+/// `S` and the contributions it is the capped sum of.
+#[derive(Clone, Debug, Default)]
+pub struct SharedModel {
+    total: Model,
+    parts: FxHashMap<Contributor, Model>,
+}
+
+impl SharedModel {
+    /// The shared model of these contributions (as loaded from storage).
+    pub fn from_parts(parts: impl IntoIterator<Item = (Contributor, Model)>) -> Self {
+        let mut shared = SharedModel::default();
+        for (who, part) in parts {
+            shared.add_part(who, part);
+        }
+        shared
+    }
+
+    /// `S`: what scoring reads (through [`SharedModel::prior_for`]).
+    pub fn total(&self) -> &Model {
+        &self.total
+    }
+
+    /// What `who`'s shared clicks added, uncapped.
+    pub fn contribution(&self, who: &Contributor) -> Option<&Model> {
+        self.parts.get(who)
+    }
+
+    /// Contributors with something in the shared model.
+    pub fn contributors(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Adds (`learn`) or takes out one message of `who`'s, keeping `S` the
+    /// exact capped sum.
+    pub fn apply(
+        &mut self,
+        who: &Contributor,
+        learn: bool,
+        label: Label,
+        weight: Weight,
+        ids: &[TokenId],
+    ) {
+        let caps = Caps::of(who);
+        let part = self.parts.entry(who.clone()).or_default();
+        let total = &mut self.total;
+        let w = weight.0;
+        {
+            let (messages, weight_total) = part.totals_mut(label);
+            let old = *weight_total;
+            *messages = if learn {
+                messages.saturating_add(1)
+            } else {
+                messages.saturating_sub(1)
+            };
+            *weight_total = if learn {
+                old.saturating_add(u64::from(w))
+            } else {
+                old.saturating_sub(u64::from(w))
+            };
+            let new = *weight_total;
+            let (s_messages, s_weight) = total.totals_mut(label);
+            *s_messages = if learn {
+                s_messages.saturating_add(1)
+            } else {
+                s_messages.saturating_sub(1)
+            };
+            *s_weight = (*s_weight + new.min(caps.total)).saturating_sub(old.min(caps.total));
+        }
+        for id in ids {
+            let old = part.get(*id).map_or(0, |c| count(c, label));
+            let new = if learn {
+                old.saturating_add(w)
+            } else {
+                old.saturating_sub(w)
+            };
+            if old == new {
+                continue;
+            }
+            set_count(part, *id, label, new);
+            let (capped_old, capped_new) = (old.min(caps.token), new.min(caps.token));
+            if capped_old != capped_new {
+                let s = total.get(*id).map_or(0, |c| count(c, label));
+                set_count(
+                    total,
+                    *id,
+                    label,
+                    (s + capped_new).saturating_sub(capped_old),
+                );
+            }
+        }
+        if part.weights() == (0, 0) && part.token_count() == 0 {
+            self.parts.remove(who);
+        }
+    }
+
+    /// Takes `who`'s whole part out of `S` and returns it.
+    pub fn remove(&mut self, who: &Contributor) -> Option<Model> {
+        let part = self.parts.remove(who)?;
+        let caps = Caps::of(who);
+        for label in [Label::Spam, Label::Ham] {
+            let theirs = match label {
+                Label::Spam => part.weights().0,
+                Label::Ham => part.weights().1,
+            };
+            let (messages, weight) = self.total.totals_mut(label);
+            *messages = messages.saturating_sub(part.learned(label));
+            *weight = weight.saturating_sub(theirs.min(caps.total));
+            for (id, c) in part.iter() {
+                let mine = count(c, label).min(caps.token);
+                if mine > 0 {
+                    let s = self.total.get(id).map_or(0, |c| count(c, label));
+                    set_count(&mut self.total, id, label, s.saturating_sub(mine));
+                }
+            }
+        }
+        Some(part)
+    }
+
+    fn add_part(&mut self, who: Contributor, part: Model) {
+        let caps = Caps::of(&who);
+        let (spam, ham) = part.weights();
+        for (label, theirs) in [(Label::Spam, spam), (Label::Ham, ham)] {
+            let (messages, weight) = self.total.totals_mut(label);
+            *messages = messages.saturating_add(part.learned(label));
+            *weight = weight.saturating_add(theirs.min(caps.total));
+            for (id, c) in part.iter() {
+                let mine = count(c, label).min(caps.token);
+                if mine > 0 {
+                    let s = self.total.get(id).map_or(0, |c| count(c, label));
+                    set_count(&mut self.total, id, label, s.saturating_add(mine));
+                }
+            }
+        }
+        self.parts.insert(who, part);
+    }
+
+    /// The shared model as `who` should see it: everyone else's capped
+    /// contributions. A user's own clicks are already in their own model;
+    /// counting them again through the prior would double their weight.
+    pub fn prior_for(&self, who: Option<&Contributor>) -> Prior<'_> {
+        let own = who.and_then(|w| self.parts.get(w).map(|m| (m, Caps::of(w))));
+        let (mut spam, mut ham) = self.total.weights();
+        if let Some((m, caps)) = own {
+            let (os, oh) = m.weights();
+            spam = spam.saturating_sub(os.min(caps.total));
+            ham = ham.saturating_sub(oh.min(caps.total));
+        }
+        Prior {
+            total: &self.total,
+            own,
+            weights: (spam, ham),
+        }
+    }
+}
+
+/// Sets one class's count of a token, dropping tokens left with none (so
+/// equal states are equal maps).
+fn set_count(model: &mut Model, id: TokenId, label: Label, value: u32) {
+    let counts = model.tokens.entry(id).or_default();
+    *counts.get_mut(label) = value;
+    if *counts == Counts::default() {
+        model.tokens.remove(&id);
+    }
+}
+
+/// `S` minus one contributor's capped part, read without copying.
+#[derive(Clone, Copy, Debug)]
+pub struct Prior<'a> {
+    total: &'a Model,
+    own: Option<(&'a Model, Caps)>,
+    weights: (u64, u64),
+}
+
+impl Prior<'_> {
+    /// The class totals (weight units).
+    pub fn weights(&self) -> (u64, u64) {
+        self.weights
+    }
+
+    /// No evidence at all: scoring must then be exactly the user's own.
+    pub fn is_empty(&self) -> bool {
+        self.weights == (0, 0)
+    }
+
+    /// A token's counts from the others, `None` when they have none.
+    pub fn get(&self, id: TokenId) -> Option<Counts> {
+        let mut c = self.total.get(id)?;
+        if let Some((own, caps)) = self.own
+            && let Some(mine) = own.get(id)
+        {
+            c.spam = c.spam.saturating_sub(mine.spam.min(caps.token));
+            c.ham = c.ham.saturating_sub(mine.ham.min(caps.token));
+        }
+        (c != Counts::default()).then_some(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[u64]) -> Vec<TokenId> {
+        v.iter().map(|&x| TokenId(x)).collect()
+    }
+
+    fn user(s: &str) -> Contributor {
+        Contributor::User(crate::types::UserId::new(s).unwrap())
+    }
+
+    #[test]
+    fn total_is_the_capped_sum_and_removal_is_exact() {
+        let mut s = SharedModel::default();
+        let (a, b) = (user("a"), user("b"));
+        s.apply(&a, true, Label::Ham, Weight::FULL, &ids(&[1, 2]));
+        let only_a = s.total().clone();
+        for _ in 0..10 {
+            s.apply(&b, true, Label::Spam, Weight::FULL, &ids(&[1, 3]));
+        }
+        let t = s.total().get(TokenId(1)).unwrap();
+        assert_eq!((t.spam, t.ham), (TOKEN_CAP, Weight::FULL.0));
+        assert_eq!(s.total().spam_learned(), 10);
+        s.remove(&b);
+        assert_eq!(*s.total(), only_a);
+        assert_eq!(s.contributors(), 1);
+    }
+
+    #[test]
+    fn learn_then_unlearn_restores_an_equal_model() {
+        let mut s = SharedModel::default();
+        let a = user("a");
+        s.apply(&a, true, Label::Ham, Weight::FULL, &ids(&[1, 2]));
+        let before = s.total().clone();
+        for _ in 0..5 {
+            s.apply(&a, true, Label::Spam, Weight::FULL, &ids(&[2, 9]));
+        }
+        for _ in 0..5 {
+            s.apply(&a, false, Label::Spam, Weight::FULL, &ids(&[2, 9]));
+        }
+        assert_eq!(*s.total(), before);
+    }
+
+    #[test]
+    fn rebuilt_from_parts_equals_built_click_by_click() {
+        let mut s = SharedModel::default();
+        for (u, n) in [("a", 2), ("b", 7)] {
+            for i in 0..n {
+                s.apply(&user(u), true, Label::Spam, Weight::FULL, &ids(&[1, i]));
+            }
+        }
+        s.apply(
+            &Contributor::Operator,
+            true,
+            Label::Ham,
+            Weight::FULL,
+            &ids(&[1]),
+        );
+        let parts = s.parts.clone();
+        assert_eq!(*SharedModel::from_parts(parts).total(), *s.total());
+    }
+
+    #[test]
+    fn prior_leaves_out_the_asking_users_capped_part() {
+        let mut s = SharedModel::default();
+        let (a, b) = (user("a"), user("b"));
+        for _ in 0..5 {
+            s.apply(&a, true, Label::Spam, Weight::FULL, &ids(&[1]));
+        }
+        s.apply(&b, true, Label::Ham, Weight::FULL, &ids(&[1, 2]));
+        let p = s.prior_for(Some(&a));
+        assert_eq!(p.weights(), (0, u64::from(Weight::FULL.0)));
+        assert_eq!(
+            p.get(TokenId(1)),
+            Some(Counts {
+                spam: 0,
+                ham: Weight::FULL.0
+            })
+        );
+        assert!(s.prior_for(Some(&b)).get(TokenId(2)).is_none());
+        let mut alone = SharedModel::default();
+        alone.apply(&a, true, Label::Spam, Weight::FULL, &ids(&[1]));
+        assert!(alone.prior_for(Some(&a)).is_empty());
+    }
+}
