@@ -59,6 +59,14 @@ pub struct DecisionRecord {
     pub ham_learned: u64,
     pub spam_features: Vec<Feature>,
     pub ham_features: Vec<Feature>,
+    /// How much of the score came from the user's own statistics (the rest
+    /// from the shared model). Records from before sharing read as 1.
+    #[serde(default = "all_the_users")]
+    pub user_share: f64,
+}
+
+fn all_the_users() -> f64 {
+    1.0
 }
 
 impl DecisionRecord {
@@ -275,6 +283,7 @@ mod tests {
             ham_learned: 0,
             spam_features: vec![],
             ham_features: vec![],
+            user_share: 1.0,
         }
     }
 

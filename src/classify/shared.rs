@@ -95,7 +95,9 @@ impl SharedModel {
     pub fn from_parts(parts: impl IntoIterator<Item = (Contributor, Model)>) -> Self {
         let mut shared = SharedModel::default();
         for (who, part) in parts {
-            shared.add_part(who, part);
+            if part.weights() != (0, 0) || part.token_count() > 0 {
+                shared.add_part(who, part);
+            }
         }
         shared
     }

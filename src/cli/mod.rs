@@ -6,6 +6,7 @@ mod client;
 mod eval;
 mod loadtest;
 mod policy;
+mod seed;
 mod serve;
 
 use std::path::PathBuf;
@@ -42,6 +43,11 @@ enum Command {
     /// Support: why were a user's messages delivered, filed as spam or
     /// rejected? Reads the server's decision log.
     Why(policy::WhyArgs),
+    /// Operator: seed the shared model from a labelled corpus (TREC index),
+    /// or remove the seed with --clear.
+    Seed(seed::SeedArgs),
+    /// Show the shared model's size: contributing users, messages, tokens, seed.
+    Shared(ServerArg),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
     /// Keep N calls in flight against a running server for a while and report
@@ -146,6 +152,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(a) => policy::user(a).await,
         Command::List(c) => policy::list(c).await,
         Command::Why(a) => policy::why(a).await,
+        Command::Seed(a) => seed::run(a).await,
+        Command::Shared(a) => seed::show(&a.server).await,
         Command::Tokens(a) => client::tokens(&a.file),
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,

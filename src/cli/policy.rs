@@ -35,6 +35,20 @@ pub struct UserArgs {
     /// Set the reject threshold (spam threshold..=1; default 0.999).
     #[arg(long)]
     reject_threshold: Option<f64>,
+    /// Consent to (on) or withdraw from (off) training the shared model.
+    /// Off removes every click of the user's from it.
+    #[arg(long, value_enum)]
+    share_training: Option<OnOff>,
+    /// Delete the user: model, ledger, settings, lists, logged decisions
+    /// and their part of the shared model.
+    #[arg(long, conflicts_with_all = ["mode", "spam_threshold", "reject_threshold", "share_training"])]
+    delete: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -156,7 +170,24 @@ pub fn rule_name(r: i32) -> &'static str {
 
 pub async fn user(a: UserArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.server.server).await?;
-    let changing = a.mode.is_some() || a.spam_threshold.is_some() || a.reject_threshold.is_some();
+    if a.delete {
+        let r = client
+            .delete_user(proto::DeleteUserRequest {
+                user_id: a.user.clone(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        match r.existed {
+            true => println!("deleted {} and their part of the shared model", a.user),
+            false => println!("nothing was stored for {}", a.user),
+        }
+        return Ok(());
+    }
+    let changing = a.mode.is_some()
+        || a.spam_threshold.is_some()
+        || a.reject_threshold.is_some()
+        || a.share_training.is_some();
     let r = if changing {
         let mode = match a.mode {
             None => proto::HandlingMode::Unspecified,
@@ -170,6 +201,7 @@ pub async fn user(a: UserArgs) -> anyhow::Result<()> {
                 handling_mode: mode.into(),
                 spam_threshold: a.spam_threshold,
                 reject_threshold: a.reject_threshold,
+                share_training: a.share_training.map(|s| s == OnOff::On),
             })
             .await
     } else {
@@ -193,6 +225,10 @@ pub async fn user(a: UserArgs) -> anyhow::Result<()> {
         println!("handling mode:     {}", mode_name(s.handling_mode));
         println!("spam threshold:    {}", s.spam_threshold);
         println!("reject threshold:  {}", s.reject_threshold);
+        println!(
+            "share training:    {}",
+            if s.share_training { "on" } else { "off" }
+        );
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ use crate::policy::settings::SettingsUpdate;
 use crate::policy::{self, Decision, Entry, Facts, List, ListKind, Lists, UserSettings};
 use crate::store::ListOwner;
 use crate::tokenize::{Names, TokenId};
-use crate::types::{MessageId, UserId, Verdict};
+use crate::types::{Contributor, MessageId, UserId, Verdict};
 
 /// Features shown per side in an explanation.
 pub const TOP_FEATURES: usize = 5;
@@ -79,8 +79,10 @@ impl Engine {
         if settings.is_none() && allow.is_empty() && block.is_empty() {
             return Ok(None);
         }
+        let (settings, consent) = settings.unwrap_or_default();
         Ok(Some(UserPolicy {
-            settings: settings.unwrap_or_default(),
+            settings,
+            consent,
             allow: List::from_entries(allow),
             block: List::from_entries(block),
         }))
@@ -121,13 +123,13 @@ impl Engine {
     ) -> Result<Evaluated, Error> {
         self.check_size(message)?;
         let tokenizer = &self.settings.tokenizer;
-        let params = &self.settings.params;
         let slot = self.slot(user, false)?;
         // Names are kept while reading only when a model could make some
-        // feature worth naming (a user with nothing learned has none).
-        let (tokens, names) = match slot {
-            Some(_) => tokenizer.tokenize_named(message),
-            None => (tokenizer.tokenize(message), Names::default()),
+        // feature worth naming: the user's own, or the shared model (a new
+        // user with nothing learned and nothing shared has none).
+        let (tokens, names) = match slot.is_some() || self.anything_shared() {
+            true => tokenizer.tokenize_named(message),
+            false => (tokenizer.tokenize(message), Names::default()),
         };
         let headers = HeaderFacts::from_message(message, tokenizer.limits().max_header_bytes);
         let client_ip = envelope.client_ip.or(headers.auth.client_ip);
@@ -135,17 +137,8 @@ impl Engine {
         let default_policy = UserPolicy::default();
         let policy_guard = slot.as_ref().map(|s| s.policy.read().expect("policy lock"));
         let policy = policy_guard.as_deref().unwrap_or(&default_policy);
-        let (score, counts, strongest) = match &slot {
-            Some(slot) => {
-                let model = slot.model.read().expect("model lock");
-                (
-                    model.score(&tokens.ids, params),
-                    (model.spam_learned(), model.ham_learned()),
-                    model.strongest(&tokens.ids, params, TOP_FEATURES),
-                )
-            }
-            None => (classify::Score::NEUTRAL, (0, 0), Default::default()),
-        };
+        let blend = self.blend(user, slot.as_deref(), &tokens.ids, Some(TOP_FEATURES));
+        let (score, counts, strongest) = (blend.blended.score, blend.learned, blend.strongest);
         let operator = self.operator.read().expect("operator lists lock");
         let decision = policy::decide(
             score.probability,
@@ -173,6 +166,7 @@ impl Engine {
             tokens_known: score.tokens_known,
             tokens_used: score.tokens_used,
             limits_hit: tokens.limits_hit,
+            user_share: blend.blended.user_share,
         };
         let message_id = envelope
             .message_id
@@ -196,6 +190,7 @@ impl Engine {
             ham_learned: counts.1,
             spam_features,
             ham_features,
+            user_share: blend.blended.user_share,
         };
         self.decisions.record(user, &record);
         let headers = decision.headers(score.probability);
@@ -216,23 +211,38 @@ impl Engine {
     }
 
     /// Changes the user's settings durably; returns the new settings.
+    ///
+    /// Consent (`share_training`): turning it on starts a new consent id,
+    /// so only clicks from then on are shared; turning it off removes the
+    /// user's whole part of the shared model in the same atomic write (the
+    /// ledger's entries under the old id then count as not shared).
     pub fn update_settings(
         &self,
         user: &UserId,
         update: &SettingsUpdate,
     ) -> Result<UserSettings, Error> {
-        let slot = self.slot(user, true)?.expect("create=true gives a slot");
         // The writer lock orders this against the user's other writes.
-        let _writer = slot.writer.lock().expect("writer lock");
-        let next = slot
-            .policy
-            .read()
-            .expect("policy lock")
-            .settings
-            .updated(update)?;
-        self.store.put_settings(user, &next)?;
-        slot.policy.write().expect("policy lock").settings = next.clone();
-        Ok(next)
+        let next = self.with_writer(user, true, |slot, _writer| {
+            let (current, consent) = {
+                let policy = slot.policy.read().expect("policy lock");
+                (policy.settings.clone(), policy.consent)
+            };
+            let next = current.updated(update)?;
+            let (consent, revoke) = match (current.share_training, next.share_training) {
+                (false, true) => (self.store.generate_id()?, false),
+                (true, false) => (0, true),
+                _ => (consent, false),
+            };
+            self.store.put_settings(user, &next, consent, revoke)?;
+            if revoke {
+                self.drop_contribution(&Contributor::User(user.clone()));
+            }
+            let mut policy = slot.policy.write().expect("policy lock");
+            policy.settings = next.clone();
+            policy.consent = consent;
+            Ok(next)
+        })?;
+        Ok(next.expect("create=true gives a slot"))
     }
 
     /// Adds an entry; `Ok(false)` if it was already there.
@@ -249,24 +259,25 @@ impl Engine {
         list.check()?;
         match &list.owner {
             ListOwner::User(user) => {
-                let slot = self.slot(user, true)?.expect("create=true gives a slot");
-                let _writer = slot.writer.lock().expect("writer lock");
-                if present {
-                    let existing = self.store.list_entries(&list.owner, list.kind)?;
-                    if !existing.contains(entry) {
-                        check_room(existing.len(), MAX_USER_ENTRIES, list)?;
+                let changed = self.with_writer(user, true, |slot, _writer| {
+                    if present {
+                        let existing = self.store.list_entries(&list.owner, list.kind)?;
+                        if !existing.contains(entry) {
+                            check_room(existing.len(), MAX_USER_ENTRIES, list)?;
+                        }
                     }
-                }
-                let changed = self
-                    .store
-                    .set_list_entry(&list.owner, list.kind, entry, present)?;
-                let mut policy = slot.policy.write().expect("policy lock");
-                let target = match list.kind {
-                    ListKind::Allow => &mut policy.allow,
-                    _ => &mut policy.block,
-                };
-                apply(target, entry, present);
-                Ok(changed)
+                    let changed =
+                        self.store
+                            .set_list_entry(&list.owner, list.kind, entry, present)?;
+                    let mut policy = slot.policy.write().expect("policy lock");
+                    let target = match list.kind {
+                        ListKind::Allow => &mut policy.allow,
+                        _ => &mut policy.block,
+                    };
+                    apply(target, entry, present);
+                    Ok(changed)
+                })?;
+                Ok(changed.expect("create=true gives a slot"))
             }
             ListOwner::Operator => {
                 // Holding the write lock across the (rare) operator write

@@ -12,26 +12,34 @@
 //! write lock is taken only to apply the already-durable change in memory, so
 //! scoring never waits on disk. Different users never contend.
 //!
+//! The shared model (`shared.rs`) lives in memory behind one `RwLock` that
+//! scoring reads beside the user's model; a shared click takes its write
+//! lock only to apply the already-recorded change. A user's part of it is
+//! changed only under that user's writer lock, the operator's under the
+//! seed lock. No thread ever holds two write locks at once.
+//!
 //! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
 //! them on a blocking pool.
 
 mod delivery;
+mod shared;
 
 pub use delivery::{DecisionQuery, Envelope, Evaluated, ListRef, TOP_FEATURES};
+pub use shared::{ScoreViews, Seeded, SharedSummary};
 
 use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
-use crate::classify::{self, Model, Params, Weight};
+use crate::classify::{self, Model, Params, SharedModel, Weight};
 use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::policy::{List, ListKind, UserSettings};
 use crate::store::{CHECKPOINT_EVERY, LedgerEntry, ListOwner, Op, Store};
 use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
-use crate::types::{Label, MessageId, UserId, Verdict};
+use crate::types::{Contributor, Label, MessageId, UserId, Verdict};
 
 /// Default largest message accepted: 10 MiB, larger than almost all mail
 /// providers accept, small enough to bound memory per request.
@@ -68,6 +76,10 @@ pub struct Scored {
     pub tokens_known: u32,
     pub tokens_used: u32,
     pub limits_hit: Vec<LimitHit>,
+    /// How much of the decision came from the user's own statistics, in
+    /// `[0, 1]`; the rest (`1 − user_share`) came from the shared model
+    /// (see `classify::blend`). 1 when the shared model took no part.
+    pub user_share: f64,
 }
 
 /// What a Train call did.
@@ -113,6 +125,9 @@ pub struct UserSummary {
 struct WriterState {
     last_seq: u64,
     unsnapshotted: u64,
+    /// DeleteUser retired this slot: a caller that was waiting for the lock
+    /// must fetch the user's slot again rather than write through this one.
+    retired: bool,
 }
 
 /// A user's delivery settings and lists, held in memory beside the model
@@ -120,6 +135,9 @@ struct WriterState {
 #[derive(Debug, Default)]
 struct UserPolicy {
     settings: UserSettings,
+    /// The current consent id (0: not sharing): a click goes into the
+    /// shared model under it, and is still there only while it is current.
+    consent: u64,
     allow: List,
     block: List,
 }
@@ -145,6 +163,20 @@ pub struct Engine {
     users: RwLock<FxHashMap<UserId, Arc<UserSlot>>>,
     operator: RwLock<OperatorLists>,
     decisions: DecisionLog,
+    /// The shared model and every contributor's part of it.
+    shared: RwLock<SharedModel>,
+    /// Where each contributor's part stands against its last snapshot.
+    positions: Mutex<FxHashMap<Contributor, Position>>,
+    /// The current seed id (0: never seeded); the lock orders the
+    /// operator's writes.
+    seed: Mutex<u64>,
+}
+
+/// A contribution's journal position (as [`WriterState`] for models).
+#[derive(Clone, Copy, Debug, Default)]
+struct Position {
+    last_seq: u64,
+    unsnapshotted: u64,
 }
 
 impl Engine {
@@ -161,6 +193,8 @@ impl Engine {
             block: load(ListKind::Block)?,
             trusted: load(ListKind::Trusted)?,
         };
+        let (shared, positions) = shared::load(&store)?;
+        let seed = store.seed_id()?.unwrap_or(0);
         let decisions = DecisionLog::start(store.clone(), settings.retention.clone());
         Ok(Self {
             store,
@@ -168,6 +202,9 @@ impl Engine {
             users: RwLock::new(FxHashMap::default()),
             operator: RwLock::new(operator),
             decisions,
+            shared: RwLock::new(shared),
+            positions: Mutex::new(positions),
+            seed: Mutex::new(seed),
         })
     }
 
@@ -226,6 +263,7 @@ impl Engine {
                 writer: Mutex::new(WriterState {
                     last_seq,
                     unsnapshotted,
+                    retired: false,
                 }),
                 policy: RwLock::new(policy.unwrap_or_default()),
             })
@@ -233,28 +271,40 @@ impl Engine {
         Ok(Some(slot.clone()))
     }
 
-    /// Scores a message for its recipient. Never fails on the message's
+    /// Runs `f` under the user's writer lock, on the slot that is the
+    /// user's now: one retired by [`Engine::delete_user`] while the caller
+    /// waited is fetched again. `None` when the user is unknown and not
+    /// `create`d.
+    fn with_writer<T>(
+        &self,
+        user: &UserId,
+        create: bool,
+        f: impl FnOnce(&UserSlot, &mut WriterState) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        let mut f = Some(f);
+        loop {
+            let Some(slot) = self.slot(user, create)? else {
+                return Ok(None);
+            };
+            let mut writer = slot.writer.lock().expect("writer lock");
+            if writer.retired {
+                continue;
+            }
+            let f = f.take().expect("runs once");
+            return f(&slot, &mut writer).map(Some);
+        }
+    }
+
+    /// Scores a message for its recipient: the user's model blended with
+    /// the shared model (`classify::blend`). Never fails on the message's
     /// content; only on size and storage.
     pub fn score(&self, user: &UserId, message: &[u8]) -> Result<Scored, Error> {
         self.check_size(message)?;
         let tokens = self.settings.tokenizer.tokenize(message);
         let params = &self.settings.params;
-        let score = match self.slot(user, false)? {
-            Some(slot) => slot
-                .model
-                .read()
-                .expect("model lock")
-                .score(&tokens.ids, params),
-            None => classify::Score::NEUTRAL,
-        };
-        Ok(Scored {
-            probability: score.probability,
-            log_odds: score.log_odds,
-            verdict: classify::verdict(score.probability, params),
-            tokens_known: score.tokens_known,
-            tokens_used: score.tokens_used,
-            limits_hit: tokens.limits_hit,
-        })
+        let slot = self.slot(user, false)?;
+        let out = self.blend(user, slot.as_deref(), &tokens.ids, None);
+        Ok(scored(out.blended, params, tokens.limits_hit))
     }
 
     /// Scores many messages in parallel (rayon's pool, one task per
@@ -307,8 +357,8 @@ impl Engine {
             HeaderFacts::from_message(message, self.settings.tokenizer.limits().max_header_bytes);
         let trusted = label == Label::Spam && self.is_trusted(&slot, &headers);
         // How much the click teaches: low for a trusted sender (policy),
-        // else judged by the model as it stands (a relearn is judged with
-        // the old label still counted, so a correction weighs fully).
+        // else judged by the user's model as it stands (a relearn is judged
+        // with the old label still counted, so a correction weighs fully).
         let weight = if trusted {
             Weight::LOW
         } else {
@@ -319,52 +369,69 @@ impl Engine {
                 &self.settings.params,
             )
         };
-        let mut writer = slot.writer.lock().expect("writer lock");
-
-        let previous = self.store.ledger_get(user, &message_id)?;
-        let (outcome, ops) = match previous {
-            Some(prev) if prev.label == label => {
-                drop(writer);
-                let model = slot.model.read().expect("model lock");
-                let low_effect = prev.weight == Weight::LOW;
-                return Ok(Trained {
-                    outcome: TrainOutcome::AlreadyLearned,
-                    message_id,
-                    spam_learned: model.spam_learned(),
-                    ham_learned: model.ham_learned(),
-                    low_effect,
-                    unsubscribe: headers.unsubscribe.filter(|_| low_effect),
-                });
+        drop(slot);
+        let trained = self.with_writer(user, true, |slot, writer| {
+            // Read under the writer lock, which consent changes also take.
+            let consent = slot.policy.read().expect("policy lock").consent;
+            let previous = self.store.ledger_get(user, &message_id)?;
+            let (outcome, ops, mut shared_ops) = match previous {
+                Some(prev) if prev.label == label => {
+                    let model = slot.model.read().expect("model lock");
+                    let low_effect = prev.weight == Weight::LOW;
+                    return Ok(Trained {
+                        outcome: TrainOutcome::AlreadyLearned,
+                        message_id: message_id.clone(),
+                        spam_learned: model.spam_learned(),
+                        ham_learned: model.ham_learned(),
+                        low_effect,
+                        unsubscribe: headers.unsubscribe.clone().filter(|_| low_effect),
+                    });
+                }
+                // Unlearn what the ledger says was learned (not what this
+                // request's bytes tokenize to), so the move is exact even if
+                // the caller sends a different rendering of the message.
+                Some(prev) => {
+                    let shared_ops = undo_shared(&prev, consent);
+                    let mut ops = undo(prev);
+                    ops.push(Op::Learn(label, weight, ids.clone()));
+                    (TrainOutcome::Relearned, ops, shared_ops)
+                }
+                None => (
+                    TrainOutcome::Learned,
+                    vec![Op::Learn(label, weight, ids.clone())],
+                    Vec::new(),
+                ),
+            };
+            if consent != 0 {
+                shared_ops.push(Op::Learn(label, weight, ids.clone()));
             }
-            // Unlearn what the ledger says was learned (not what this
-            // request's bytes tokenize to), so the move is exact even if the
-            // caller sends a different rendering of the message.
-            Some(prev) => {
-                let mut ops = undo(prev);
-                ops.push(Op::Learn(label, weight, ids.clone()));
-                (TrainOutcome::Relearned, ops)
-            }
-            None => (
-                TrainOutcome::Learned,
-                vec![Op::Learn(label, weight, ids.clone())],
-            ),
-        };
-        let entry = LedgerEntry {
-            label,
-            tokenizer_version: TOKENIZER_VERSION,
-            tokens: ids,
-            weight,
-        };
-        self.commit(user, &slot, &mut writer, &message_id, Some(&entry), &ops)?;
-        let model = slot.model.read().expect("model lock");
-        Ok(Trained {
-            outcome,
-            message_id,
-            spam_learned: model.spam_learned(),
-            ham_learned: model.ham_learned(),
-            low_effect: trusted,
-            unsubscribe: headers.unsubscribe.filter(|_| trusted),
-        })
+            let entry = LedgerEntry {
+                label,
+                tokenizer_version: TOKENIZER_VERSION,
+                tokens: ids.clone(),
+                weight,
+                shared: consent,
+            };
+            self.commit(
+                user,
+                slot,
+                writer,
+                &message_id,
+                Some(&entry),
+                &ops,
+                &shared_ops,
+            )?;
+            let model = slot.model.read().expect("model lock");
+            Ok(Trained {
+                outcome,
+                message_id: message_id.clone(),
+                spam_learned: model.spam_learned(),
+                ham_learned: model.ham_learned(),
+                low_effect: trusted,
+                unsubscribe: headers.unsubscribe.clone().filter(|_| trusted),
+            })
+        })?;
+        Ok(trained.expect("create=true always gives a slot"))
     }
 
     /// Undoes an earlier learn exactly, from the ledger alone.
@@ -373,20 +440,24 @@ impl Engine {
             user: user.to_string(),
             message_id: message_id.to_string(),
         };
-        let slot = self.slot(user, false)?.ok_or_else(not_learned)?;
-        let mut writer = slot.writer.lock().expect("writer lock");
-        let prev = self
-            .store
-            .ledger_get(user, message_id)?
-            .ok_or_else(not_learned)?;
-        let label = prev.label;
-        self.commit(user, &slot, &mut writer, message_id, None, &undo(prev))?;
-        let model = slot.model.read().expect("model lock");
-        Ok(Forgotten {
-            label,
-            spam_learned: model.spam_learned(),
-            ham_learned: model.ham_learned(),
-        })
+        self.with_writer(user, false, |slot, writer| {
+            let prev = self
+                .store
+                .ledger_get(user, message_id)?
+                .ok_or_else(not_learned)?;
+            let label = prev.label;
+            let consent = slot.policy.read().expect("policy lock").consent;
+            let shared_ops = undo_shared(&prev, consent);
+            let ops = undo(prev);
+            self.commit(user, slot, writer, message_id, None, &ops, &shared_ops)?;
+            let model = slot.model.read().expect("model lock");
+            Ok(Forgotten {
+                label,
+                spam_learned: model.spam_learned(),
+                ham_learned: model.ham_learned(),
+            })
+        })?
+        .ok_or_else(not_learned)
     }
 
     /// Writes a click, applies it in memory, makes it durable, then
@@ -397,7 +468,9 @@ impl Engine {
     /// once the batch is applied the ledger says "learned", so the model must
     /// count it too, even if the flush then fails — otherwise a retried click
     /// would answer ALREADY_LEARNED against a model that never counted it.
-    /// Only the reply waits for the flush.
+    /// Only the reply waits for the flush. `shared_ops` change the user's
+    /// part of the shared model, in the same batch.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
         user: &UserId,
@@ -406,19 +479,27 @@ impl Engine {
         message_id: &MessageId,
         entry: Option<&LedgerEntry>,
         ops: &[Op],
+        shared_ops: &[Op],
     ) -> Result<(), Error> {
-        let seq = self.store.record(user, message_id, entry, ops)?;
+        let who = Contributor::User(user.clone());
+        let seq = self
+            .store
+            .record_click(&who, message_id, entry, ops, shared_ops)?;
         {
             let mut model = slot.model.write().expect("model lock");
             for op in ops {
                 op.apply(&mut model);
             }
         }
+        let shared_due = self.apply_shared(&who, shared_ops, seq);
         writer.last_seq = seq;
         writer.unsnapshotted += 1;
         self.store.flush()?;
         if writer.unsnapshotted >= CHECKPOINT_EVERY {
             self.checkpoint_locked(user, slot, writer)?;
+        }
+        if shared_due {
+            self.checkpoint_contribution(&who)?;
         }
         Ok(())
     }
@@ -473,6 +554,13 @@ impl Engine {
             if writer.unsnapshotted > 0 {
                 self.checkpoint_locked(&user, &slot, &mut writer)?;
             }
+            if !writer.retired {
+                self.checkpoint_contribution(&Contributor::User(user))?;
+            }
+        }
+        {
+            let _seed = self.seed.lock().expect("seed lock");
+            self.checkpoint_contribution(&Contributor::Operator)?;
         }
         self.decisions.close();
         self.store.flush()
@@ -487,6 +575,30 @@ fn undo(prev: LedgerEntry) -> Vec<Op> {
         vec![Op::Unlearn(prev.label, prev.weight, prev.tokens)]
     } else {
         Vec::new()
+    }
+}
+
+/// The ops that take a ledger entry's click out of its contributor's
+/// shared part: none unless it was shared under the consent (or seed) id
+/// that is still current — after a revoke the part was cleared whole.
+fn undo_shared(prev: &LedgerEntry, current: u64) -> Vec<Op> {
+    if prev.shared != 0 && prev.shared == current && prev.tokenizer_version == TOKENIZER_VERSION {
+        vec![Op::Unlearn(prev.label, prev.weight, prev.tokens.clone())]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A [`Scored`] from a blended score.
+fn scored(b: classify::Blended, params: &Params, limits_hit: Vec<LimitHit>) -> Scored {
+    Scored {
+        probability: b.score.probability,
+        log_odds: b.score.log_odds,
+        verdict: classify::verdict(b.score.probability, params),
+        tokens_known: b.score.tokens_known,
+        tokens_used: b.score.tokens_used,
+        limits_hit,
+        user_share: b.user_share,
     }
 }
 

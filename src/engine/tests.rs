@@ -254,6 +254,7 @@ fn a_model_from_another_tokenizer_version_is_never_mixed_in() {
             tokenizer_version: 1,
             tokens: old_tokens.clone(),
             weight: Weight::FULL,
+            shared: 0,
         };
         let seq = store
             .record(

@@ -68,6 +68,9 @@ pub struct UserSettings {
     pub spam_threshold: f64,
     /// In reject mode, at or above: rejected at SMTP time.
     pub reject_threshold: f64,
+    /// The user's clicks also train the shared model (opt-in; see
+    /// docs/SHARED.md). Off by default.
+    pub share_training: bool,
 }
 
 impl Default for UserSettings {
@@ -76,6 +79,7 @@ impl Default for UserSettings {
             mode: HandlingMode::Quarantine,
             spam_threshold: DEFAULT_SPAM_THRESHOLD,
             reject_threshold: DEFAULT_REJECT_THRESHOLD,
+            share_training: false,
         }
     }
 }
@@ -86,6 +90,7 @@ pub struct SettingsUpdate {
     pub mode: Option<HandlingMode>,
     pub spam_threshold: Option<f64>,
     pub reject_threshold: Option<f64>,
+    pub share_training: Option<bool>,
 }
 
 impl UserSettings {
@@ -108,6 +113,7 @@ impl UserSettings {
             mode: update.mode.unwrap_or(self.mode),
             spam_threshold: update.spam_threshold.unwrap_or(self.spam_threshold),
             reject_threshold: update.reject_threshold.unwrap_or(self.reject_threshold),
+            share_training: update.share_training.unwrap_or(self.share_training),
         };
         let in_range = |x: f64| (0.5..=1.0).contains(&x);
         if !in_range(next.spam_threshold) {

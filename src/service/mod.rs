@@ -15,7 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::engine::{DecisionQuery, Engine, Envelope, Evaluated, ListRef, TrainOutcome};
+use crate::engine::{DecisionQuery, Engine, Envelope, Evaluated, ListRef};
 use crate::error::Error;
 use crate::policy::Entry;
 use crate::policy::settings::SettingsUpdate;
@@ -241,13 +241,8 @@ impl proto::chaff_server::Chaff for ChaffService {
             low_effect = t.low_effect,
             "train"
         );
-        let outcome = match t.outcome {
-            TrainOutcome::Learned => proto::TrainOutcome::Learned,
-            TrainOutcome::AlreadyLearned => proto::TrainOutcome::AlreadyLearned,
-            TrainOutcome::Relearned => proto::TrainOutcome::Relearned,
-        };
         Ok(Response::new(proto::TrainResponse {
-            outcome: outcome.into(),
+            outcome: status::outcome_to_wire(t.outcome).into(),
             message_id: t.message_id.to_string(),
             spam_learned: t.spam_learned,
             ham_learned: t.ham_learned,
@@ -292,6 +287,7 @@ impl proto::chaff_server::Chaff for ChaffService {
             mode: status::mode_from_wire(req.handling_mode)?,
             spam_threshold: req.spam_threshold,
             reject_threshold: req.reject_threshold,
+            share_training: req.share_training,
         };
         let u = user.clone();
         let s = self.run(move |e| e.update_settings(&u, &update)).await?;
@@ -300,6 +296,7 @@ impl proto::chaff_server::Chaff for ChaffService {
             mode = s.mode.as_str(),
             spam_threshold = s.spam_threshold,
             reject_threshold = s.reject_threshold,
+            share_training = s.share_training,
             "settings updated"
         );
         self.user_info(user).await
@@ -365,6 +362,64 @@ impl proto::chaff_server::Chaff for ChaffService {
         let found = self.run(move |e| e.find_decisions(&user, &query)).await?;
         Ok(Response::new(proto::FindDecisionsResponse {
             decisions: found.iter().map(status::decision_to_wire).collect(),
+        }))
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<proto::DeleteUserRequest>,
+    ) -> Result<Response<proto::DeleteUserResponse>, Status> {
+        let user = user_id(req.into_inner().user_id)?;
+        let u = user.clone();
+        let existed = self.run(move |e| e.delete_user(&u)).await?;
+        info!(user = %user, existed, "user deleted");
+        Ok(Response::new(proto::DeleteUserResponse { existed }))
+    }
+
+    async fn seed_shared(
+        &self,
+        req: Request<proto::SeedSharedRequest>,
+    ) -> Result<Response<proto::SeedSharedResponse>, Status> {
+        let req = req.into_inner();
+        let label = status::label_from_wire(req.label)?;
+        let message_id = match req.message_id.is_empty() {
+            true => None,
+            false => Some(MessageId::new(req.message_id).map_err(Status::from)?),
+        };
+        let message = req.message;
+        let s = self
+            .run(move |e| e.seed(&message, label, message_id))
+            .await?;
+        Ok(Response::new(proto::SeedSharedResponse {
+            outcome: status::outcome_to_wire(s.outcome).into(),
+            message_id: s.message_id.to_string(),
+        }))
+    }
+
+    async fn clear_seed(
+        &self,
+        _req: Request<proto::ClearSeedRequest>,
+    ) -> Result<Response<proto::ClearSeedResponse>, Status> {
+        let (spam_removed, ham_removed) = self.run(|e| e.clear_seed()).await?;
+        info!(spam_removed, ham_removed, "seed cleared");
+        Ok(Response::new(proto::ClearSeedResponse {
+            spam_removed,
+            ham_removed,
+        }))
+    }
+
+    async fn get_shared(
+        &self,
+        _req: Request<proto::GetSharedRequest>,
+    ) -> Result<Response<proto::SharedInfo>, Status> {
+        let s = self.run(|e| Ok::<_, Error>(e.shared_summary())).await?;
+        Ok(Response::new(proto::SharedInfo {
+            contributing_users: s.users,
+            spam_learned: s.spam_learned,
+            ham_learned: s.ham_learned,
+            tokens: s.tokens,
+            seed_spam: s.seed_spam,
+            seed_ham: s.seed_ham,
         }))
     }
 }

@@ -4,6 +4,7 @@
 use tonic::Status;
 
 use crate::decisions::DecisionRecord;
+use crate::engine::TrainOutcome;
 use crate::error::Error;
 use crate::policy::{Action, HandlingMode, ListKind, UserSettings};
 use crate::proto;
@@ -39,6 +40,14 @@ pub fn label_from_wire(value: i32) -> Result<Label, Status> {
         Err(_) => Err(Status::invalid_argument(format!(
             "label {value} is unknown; set LABEL_SPAM or LABEL_HAM"
         ))),
+    }
+}
+
+pub fn outcome_to_wire(o: TrainOutcome) -> proto::TrainOutcome {
+    match o {
+        TrainOutcome::Learned => proto::TrainOutcome::Learned,
+        TrainOutcome::AlreadyLearned => proto::TrainOutcome::AlreadyLearned,
+        TrainOutcome::Relearned => proto::TrainOutcome::Relearned,
     }
 }
 
@@ -94,6 +103,7 @@ pub fn settings_to_wire(s: &UserSettings) -> proto::UserSettings {
         handling_mode: mode_to_wire(s.mode).into(),
         spam_threshold: s.spam_threshold,
         reject_threshold: s.reject_threshold,
+        share_training: s.share_training,
     }
 }
 
@@ -142,6 +152,8 @@ pub fn explanation_to_wire(r: &DecisionRecord) -> proto::Explanation {
         ham_features: r.ham_features.iter().map(feature).collect(),
         sender: r.sender.clone().unwrap_or_default(),
         client_ip: r.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        user_share: r.user_share,
+        shared_share: 1.0 - r.user_share,
     }
 }
 

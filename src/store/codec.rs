@@ -22,6 +22,12 @@ pub struct LedgerEntry {
     pub tokens: Vec<TokenId>,
     /// How much the message counted (full, or low for a trusted sender).
     pub weight: Weight,
+    /// The consent (or seed) id under which the click also went into the
+    /// shared model; 0 when it did not. A click is in the contributor's
+    /// shared part only while this id is still the current one: revoking
+    /// consent (or clearing the seed) changes the id instead of rewriting
+    /// every ledger entry.
+    pub shared: u64,
 }
 
 /// One step of a click, as replayed from the journal.
@@ -116,8 +122,14 @@ pub fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
     out.push(entry.label.to_byte());
     put_varint(&mut out, u64::from(entry.tokenizer_version));
     put_ids(&mut out, &entry.tokens);
-    if entry.weight != Weight::FULL {
+    // Trailing fields are optional, so older records read as full weight
+    // and not shared: the weight is written when it is not full or when a
+    // shared id follows it.
+    if entry.weight != Weight::FULL || entry.shared != 0 {
         put_weight(&mut out, entry.weight);
+    }
+    if entry.shared != 0 {
+        put_varint(&mut out, entry.shared);
     }
     out
 }
@@ -133,6 +145,11 @@ pub fn decode_ledger(mut input: &[u8]) -> Result<LedgerEntry, Error> {
     } else {
         get_weight(&mut input).ok_or_else(|| corrupt("ledger weight"))?
     };
+    let shared = if input.is_empty() {
+        0
+    } else {
+        get_varint(&mut input).ok_or_else(|| corrupt("ledger shared id"))?
+    };
     if !input.is_empty() {
         return Err(corrupt("ledger trailing bytes"));
     }
@@ -141,6 +158,7 @@ pub fn decode_ledger(mut input: &[u8]) -> Result<LedgerEntry, Error> {
         tokenizer_version,
         tokens,
         weight,
+        shared,
     })
 }
 
@@ -271,27 +289,39 @@ pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     ))
 }
 
-/// Settings: mode byte, then the spam and reject thresholds as f64 BE.
-pub fn encode_settings(s: &UserSettings) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17);
+/// Settings: mode byte, the spam and reject thresholds as f64 BE, then the
+/// current consent id (u64 BE; 0 = not sharing). Records of format 4 end
+/// after the thresholds and read as not sharing.
+pub fn encode_settings(s: &UserSettings, consent: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25);
     out.push(s.mode.to_byte());
     out.extend_from_slice(&s.spam_threshold.to_be_bytes());
     out.extend_from_slice(&s.reject_threshold.to_be_bytes());
+    out.extend_from_slice(&consent.to_be_bytes());
     out
 }
 
-pub fn decode_settings(input: &[u8]) -> Result<UserSettings, Error> {
+/// The settings and the consent id (see [`encode_settings`]).
+pub fn decode_settings(input: &[u8]) -> Result<(UserSettings, u64), Error> {
     let bad = || corrupt("user settings");
-    if input.len() != 17 {
+    if input.len() != 17 && input.len() != 25 {
         return Err(bad());
     }
     let mode = HandlingMode::from_byte(input[0]).ok_or_else(bad)?;
     let f = |r: std::ops::Range<usize>| f64::from_be_bytes(input[r].try_into().unwrap());
-    Ok(UserSettings {
-        mode,
-        spam_threshold: f(1..9),
-        reject_threshold: f(9..17),
-    })
+    let consent = match input.get(17..25) {
+        Some(b) => u64::from_be_bytes(b.try_into().unwrap()),
+        None => 0,
+    };
+    Ok((
+        UserSettings {
+            mode,
+            spam_threshold: f(1..9),
+            reject_threshold: f(9..17),
+            share_training: consent != 0,
+        },
+        consent,
+    ))
 }
 
 /// Weight units per message in format 3 (format 4 uses [`Weight::FULL`]).
@@ -372,13 +402,29 @@ mod tests {
             tokenizer_version: 2,
             tokens: vec![TokenId(3), TokenId(99), TokenId(u64::MAX)],
             weight: Weight::FULL,
+            shared: 0,
         };
         assert_eq!(decode_ledger(&encode_ledger(&e)).unwrap(), e);
         let low = LedgerEntry {
             weight: Weight::LOW,
-            ..e
+            ..e.clone()
         };
         assert_eq!(decode_ledger(&encode_ledger(&low)).unwrap(), low);
+        for weight in [Weight::FULL, Weight::LOW] {
+            let shared = LedgerEntry {
+                weight,
+                shared: 1 << 40,
+                ..e.clone()
+            };
+            assert_eq!(decode_ledger(&encode_ledger(&shared)).unwrap(), shared);
+        }
+        // A record written before sharing existed is not shared.
+        assert_eq!(encode_ledger(&e), {
+            let mut old = vec![e.label.to_byte()];
+            put_varint(&mut old, 2);
+            put_ids(&mut old, &e.tokens);
+            old
+        });
     }
 
     #[test]
@@ -408,6 +454,7 @@ mod tests {
                 tokenizer_version: 2,
                 tokens: ids.clone(),
                 weight: Weight::FULL,
+                shared: 0,
             });
             put_varint(&mut v, 1);
             v
@@ -491,10 +538,24 @@ mod tests {
             tokenizer_version: 2,
             tokens: vec![TokenId(1), TokenId(2)],
             weight: Weight::FULL,
+            // (Optional trailing fields cannot be told from a cut: only the
+            // fixed part is checked here.)
+            shared: 0,
         });
         for cut in 0..led.len() {
             assert!(decode_ledger(&led[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn settings_round_trip_and_format_4_records_do_not_share() {
+        let s = UserSettings {
+            share_training: true,
+            ..UserSettings::default()
+        };
+        assert_eq!(decode_settings(&encode_settings(&s, 42)).unwrap(), (s, 42));
+        let v4 = &encode_settings(&UserSettings::default(), 0)[..17];
+        assert_eq!(decode_settings(v4).unwrap(), (UserSettings::default(), 0));
     }
 
     #[test]

@@ -12,7 +12,16 @@
 //! | `W` · user · list kind · entry         | an allow/block list entry (empty value)|
 //! | `W` · 0u16 · list kind · entry         | an operator-wide list entry            |
 //! | `D` · user · time (ms, BE) · sequence  | a score decision (JSON), for support   |
+//! | `L` · 0u16 · message id                | a seeded message (the operator's ledger)|
+//! | `G` · contributor                      | shared-model contribution snapshot + last sequence |
+//! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
+//! | `O`                                    | the current seed id (u64 BE)           |
 //!
+//! where a `contributor` is a user (as `user` below) or the operator
+//! (a zero-length id, which no user id can be). The shared model itself is
+//! not stored: it is the capped sum of the contributions (see
+//! `classify::shared`), rebuilt when the store is opened, so it can never
+//! disagree with them.
 //! where `user` is the id's length (u16 BE) then its bytes, so one user's
 //! records of a kind are a contiguous range that no other user's id can
 //! prefix. One tree makes a plain `apply_batch` the atomic unit of a click
@@ -21,7 +30,7 @@
 //! # Why this shape
 //!
 //! A click writes two keys in one atomic `apply_batch` — its ledger entry and
-//! a journal record — never one read-modify-write per token (≈13 µs each
+//! a journal record, plus a contribution journal record when it is shared — never one read-modify-write per token (≈13 µs each
 //! here, which would cap training near 185 messages/s per core). Models live
 //! in memory for scoring (no sled `get` per token on the hot path); on disk a
 //! model is its last snapshot plus the journal records after it. Every
@@ -46,19 +55,27 @@ use sled::{Batch, Db, Tree};
 use crate::classify::Model;
 use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
-use crate::types::{MessageId, UserId};
+use crate::types::{Contributor, MessageId, UserId};
 
 pub use codec::{LedgerEntry, Op};
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
-/// Format 4 counts a message as 64 weight units (`classify::Weight::FULL`);
-/// format 3 counted it as 8 (upgraded at open: [`Store::open`]).
-pub const FORMAT_VERSION: u32 = 4;
+/// Format 5 added the shared model (`G`/`H`/`O` keys, shared ids in ledger
+/// entries, consent ids in settings). Format 4 counts a message as 64
+/// weight units (`classify::Weight::FULL`); format 3 counted it as 8
+/// (upgraded at open: [`Store::open`]).
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
 /// format 2 had no weights, settings, lists or decisions; its records
-/// decode as full-weight (see `codec`).
-const READABLE_FORMATS: [u32; 1] = [2];
+/// decode as full-weight (see `codec`). Format 4 had no shared model: its
+/// ledger entries and settings read as not shared, so nothing is rewritten.
+/// (Format 3 is upgraded by rewriting its records: `upgrade_format_3`.)
+const READABLE_FORMATS: [u32; 2] = [2, 4];
+
+/// Keys removed per batch when a user or the seed ledger is deleted: sled's
+/// memory grows with batch size, so large deletions go in bounded steps.
+const DELETE_CHUNK: usize = 512;
 
 /// Clicks between model snapshots: bounds both journal replay at load
 /// (≤ this many records) and the snapshot cost per click (amortised).
@@ -88,6 +105,40 @@ const MODEL: u8 = b'M';
 const SETTINGS: u8 = b'S';
 const LIST: u8 = b'W';
 const DECISION: u8 = b'D';
+const CONTRIBUTION: u8 = b'G';
+const CONTRIBUTION_JOURNAL: u8 = b'H';
+const SEED_ID_KEY: &[u8] = b"O";
+
+fn contributor_prefix(kind: u8, who: &Contributor) -> Vec<u8> {
+    match who {
+        Contributor::User(user) => user_prefix(kind, user),
+        Contributor::Operator => vec![kind, 0, 0],
+    }
+}
+
+fn contribution_journal_key(who: &Contributor, seq: u64) -> Vec<u8> {
+    let mut k = contributor_prefix(CONTRIBUTION_JOURNAL, who);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The contributor a `G`/`H` key names, and the rest of the key.
+fn decode_contributor(key: &[u8]) -> Result<(Contributor, &[u8]), Error> {
+    let bad = || Error::Corrupt {
+        what: "shared contribution key".into(),
+    };
+    let len = usize::from(u16::from_be_bytes(
+        key.get(1..3).ok_or_else(bad)?.try_into().unwrap(),
+    ));
+    let id = key.get(3..3 + len).ok_or_else(bad)?;
+    let who = if len == 0 {
+        Contributor::Operator
+    } else {
+        let id = std::str::from_utf8(id).map_err(|_| bad())?;
+        Contributor::User(UserId::new(id).map_err(|_| bad())?)
+    };
+    Ok((who, &key[3 + len..]))
+}
 
 fn user_prefix(kind: u8, user: &UserId) -> Vec<u8> {
     let id = user.as_str().as_bytes();
@@ -99,8 +150,8 @@ fn user_prefix(kind: u8, user: &UserId) -> Vec<u8> {
     k
 }
 
-fn ledger_key(user: &UserId, msg: &MessageId) -> Vec<u8> {
-    let mut k = user_prefix(LEDGER, user);
+fn ledger_key(who: &Contributor, msg: &MessageId) -> Vec<u8> {
+    let mut k = contributor_prefix(LEDGER, who);
     k.extend_from_slice(msg.as_str().as_bytes());
     k
 }
@@ -254,7 +305,16 @@ impl Store {
 
     /// What was learned for this message, if anything.
     pub fn ledger_get(&self, user: &UserId, msg: &MessageId) -> Result<Option<LedgerEntry>, Error> {
-        match self.tree.get(ledger_key(user, msg))? {
+        self.contributor_ledger_get(&Contributor::User(user.clone()), msg)
+    }
+
+    /// A user's or the operator's (seed) ledger entry for this message.
+    pub fn contributor_ledger_get(
+        &self,
+        who: &Contributor,
+        msg: &MessageId,
+    ) -> Result<Option<LedgerEntry>, Error> {
+        match self.tree.get(ledger_key(who, msg))? {
             Some(bytes) => Ok(Some(codec::decode_ledger(&bytes)?)),
             None => Ok(None),
         }
@@ -270,17 +330,214 @@ impl Store {
         entry: Option<&LedgerEntry>,
         ops: &[Op],
     ) -> Result<u64, Error> {
+        self.record_click(&Contributor::User(user.clone()), msg, entry, ops, &[])
+    }
+
+    /// [`Store::record`] for a user's or the operator's click, with the ops
+    /// on the contributor's shared part (`shared_ops`, journalled under the
+    /// same sequence number when not empty) in the same atomic batch. The
+    /// operator has no model of its own: `ops` must be empty for it.
+    pub fn record_click(
+        &self,
+        who: &Contributor,
+        msg: &MessageId,
+        entry: Option<&LedgerEntry>,
+        ops: &[Op],
+        shared_ops: &[Op],
+    ) -> Result<u64, Error> {
         // sled's id generator is monotonic across restarts, so sequence
         // numbers order every user's journal without per-user counters.
         let seq = self.db.generate_id()?.saturating_add(1);
         let mut batch = Batch::default();
         match entry {
-            Some(e) => batch.insert(ledger_key(user, msg), codec::encode_ledger(e)),
-            None => batch.remove(ledger_key(user, msg)),
+            Some(e) => batch.insert(ledger_key(who, msg), codec::encode_ledger(e)),
+            None => batch.remove(ledger_key(who, msg)),
         }
-        batch.insert(journal_key(user, seq), codec::encode_ops(ops));
+        if let Contributor::User(user) = who {
+            batch.insert(journal_key(user, seq), codec::encode_ops(ops));
+        }
+        if !shared_ops.is_empty() {
+            batch.insert(
+                contribution_journal_key(who, seq),
+                codec::encode_ops(shared_ops),
+            );
+        }
         self.tree.apply_batch(batch)?;
         Ok(seq)
+    }
+
+    /// A fresh id, larger than every id handed out before (also across
+    /// restarts): consent and seed ids.
+    pub fn generate_id(&self) -> Result<u64, Error> {
+        Ok(self.db.generate_id()?.saturating_add(1))
+    }
+
+    /// Every contributor's shared part (snapshot plus journal), for
+    /// rebuilding the shared model at start.
+    pub fn load_contributions(&self) -> Result<Vec<(Contributor, LoadedModel)>, Error> {
+        let mut parts: std::collections::BTreeMap<Contributor, LoadedModel> = Default::default();
+        for item in self.tree.scan_prefix([CONTRIBUTION]) {
+            let (key, value) = item?;
+            let (who, _) = decode_contributor(&key)?;
+            let (model, last_seq) = codec::decode_snapshot(&value)?;
+            parts.insert(
+                who,
+                LoadedModel {
+                    model,
+                    last_seq,
+                    unsnapshotted: 0,
+                },
+            );
+        }
+        for item in self.tree.scan_prefix([CONTRIBUTION_JOURNAL]) {
+            let (key, value) = item?;
+            let (who, rest) = decode_contributor(&key)?;
+            let seq = u64::from_be_bytes(rest.try_into().map_err(|_| Error::Corrupt {
+                what: "shared contribution journal key".into(),
+            })?);
+            let part = parts.entry(who).or_insert_with(|| LoadedModel {
+                model: Model::default(),
+                last_seq: 0,
+                unsnapshotted: 0,
+            });
+            // A crash between a snapshot and the removal of what it folded
+            // in cannot happen (one batch), but be exact regardless.
+            if seq <= part.last_seq {
+                continue;
+            }
+            for op in codec::decode_ops(&value)? {
+                op.apply(&mut part.model);
+            }
+            part.last_seq = seq;
+            part.unsnapshotted += 1;
+        }
+        Ok(parts.into_iter().collect())
+    }
+
+    /// Folds a contributor's journal up to `last_seq` into a snapshot of
+    /// `part`, atomically (as [`Store::checkpoint`] for models).
+    pub fn checkpoint_contribution(
+        &self,
+        who: &Contributor,
+        part: &Model,
+        last_seq: u64,
+    ) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        for item in self
+            .tree
+            .range(contribution_journal_key(who, 0)..=contribution_journal_key(who, last_seq))
+        {
+            batch.remove(item?.0);
+        }
+        batch.insert(
+            contributor_prefix(CONTRIBUTION, who),
+            codec::encode_snapshot(part, last_seq),
+        );
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Adds the removal of `who`'s whole shared part to `batch`.
+    fn clear_contribution(&self, who: &Contributor, batch: &mut Batch) -> Result<(), Error> {
+        batch.remove(contributor_prefix(CONTRIBUTION, who));
+        for item in self
+            .tree
+            .scan_prefix(contributor_prefix(CONTRIBUTION_JOURNAL, who))
+        {
+            batch.remove(item?.0);
+        }
+        Ok(())
+    }
+
+    /// The current seed id, if the operator ever seeded.
+    pub fn seed_id(&self) -> Result<Option<u64>, Error> {
+        Ok(match self.tree.get(SEED_ID_KEY)? {
+            Some(v) => Some(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                Error::Corrupt {
+                    what: "seed id".into(),
+                }
+            })?)),
+            None => None,
+        })
+    }
+
+    /// Makes `id` the seed id (durably), and when `clear`, removes the
+    /// operator's shared part in the same batch and then its seed ledger
+    /// (in bounded steps; entries under an old seed id are ignored anyway,
+    /// so an interrupted clear is still a complete one).
+    pub fn set_seed_id(&self, id: u64, clear: bool) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        batch.insert(SEED_ID_KEY, &id.to_be_bytes());
+        if clear {
+            self.clear_contribution(&Contributor::Operator, &mut batch)?;
+        }
+        self.tree.apply_batch(batch)?;
+        self.flush()?;
+        if clear {
+            self.delete_prefix(&contributor_prefix(LEDGER, &Contributor::Operator))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every key under `prefix`, `DELETE_CHUNK` keys per batch.
+    fn delete_prefix(&self, prefix: &[u8]) -> Result<(), Error> {
+        loop {
+            let mut batch = Batch::default();
+            let mut n = 0;
+            for item in self.tree.scan_prefix(prefix).take(DELETE_CHUNK) {
+                batch.remove(item?.0);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.tree.apply_batch(batch)?;
+        }
+    }
+
+    /// Deletes everything stored for a user: model, journal, settings,
+    /// lists and shared part first, in one batch (after it the user is
+    /// gone for scoring and for the shared model), then the ledger and the
+    /// decision log in bounded steps. Flushed before it returns. Calling it
+    /// again finishes an interrupted deletion.
+    pub fn delete_user(&self, user: &UserId) -> Result<(), Error> {
+        let who = Contributor::User(user.clone());
+        let mut batch = Batch::default();
+        batch.remove(user_prefix(MODEL, user));
+        batch.remove(user_prefix(SETTINGS, user));
+        for kind in [JOURNAL, LIST] {
+            for item in self.tree.scan_prefix(user_prefix(kind, user)) {
+                batch.remove(item?.0);
+            }
+        }
+        self.clear_contribution(&who, &mut batch)?;
+        self.tree.apply_batch(batch)?;
+        self.delete_prefix(&user_prefix(LEDGER, user))?;
+        self.delete_prefix(&user_prefix(DECISION, user))?;
+        self.flush()
+    }
+
+    /// Whether anything at all is stored for a user.
+    pub fn user_exists(&self, user: &UserId) -> Result<bool, Error> {
+        for kind in [
+            MODEL,
+            JOURNAL,
+            SETTINGS,
+            LEDGER,
+            LIST,
+            DECISION,
+            CONTRIBUTION,
+        ] {
+            if self
+                .tree
+                .scan_prefix(user_prefix(kind, user))
+                .next()
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Folds the journal up to `last_seq` into a snapshot of `model`, and
@@ -300,20 +557,34 @@ impl Store {
         Ok(())
     }
 
-    /// The user's delivery settings, if ever set.
-    pub fn settings(&self, user: &UserId) -> Result<Option<UserSettings>, Error> {
+    /// The user's delivery settings and current consent id (0: not
+    /// sharing), if ever set.
+    pub fn settings(&self, user: &UserId) -> Result<Option<(UserSettings, u64)>, Error> {
         match self.tree.get(user_prefix(SETTINGS, user))? {
             Some(bytes) => Ok(Some(codec::decode_settings(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    /// Stores the user's settings durably (flushes).
-    pub fn put_settings(&self, user: &UserId, settings: &UserSettings) -> Result<(), Error> {
-        self.tree.insert(
+    /// Stores the user's settings and consent id durably (flushes). With
+    /// `clear_shared`, the user's shared part goes in the same batch:
+    /// revoking consent is one atomic change.
+    pub fn put_settings(
+        &self,
+        user: &UserId,
+        settings: &UserSettings,
+        consent: u64,
+        clear_shared: bool,
+    ) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        batch.insert(
             user_prefix(SETTINGS, user),
-            codec::encode_settings(settings),
-        )?;
+            codec::encode_settings(settings, consent),
+        );
+        if clear_shared {
+            self.clear_contribution(&Contributor::User(user.clone()), &mut batch)?;
+        }
+        self.tree.apply_batch(batch)?;
         self.flush()
     }
 

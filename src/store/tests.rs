@@ -23,6 +23,7 @@ fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
         tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
         tokens: ids(t),
         weight: Weight::FULL,
+        shared: 0,
     };
     store
         .record(
@@ -141,6 +142,7 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
             tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
             tokens: ids(t),
             weight: w,
+            shared: 0,
         };
         store
             .record(

@@ -1,0 +1,345 @@
+//! The shared-model use cases: blending it into scores, keeping each
+//! contributor's part durable, seeding it from the operator's corpus, and
+//! deleting a user with everything they contributed.
+//!
+//! Durability follows the user models': each contributor's part is a
+//! snapshot plus journal records (`G`/`H` keys), written in the same sled
+//! batch as the click's ledger entry and model journal record and flushed
+//! before the reply; the shared model itself is rebuilt from the parts when
+//! the engine starts (`store` docs). docs/SHARED.md has the whole story.
+
+use rustc_hash::FxHashMap;
+use tracing::{info, warn};
+
+use super::{
+    CHECKPOINT_EVERY, Engine, Position, Scored, TrainOutcome, UserSlot, derive_message_id, scored,
+};
+use crate::classify::{self, Blended, Model, SharedModel, Strongest, blend, robinson};
+use crate::error::Error;
+use crate::store::{LedgerEntry, Op, Store};
+use crate::tokenize::{TOKENIZER_VERSION, TokenId, Tokens};
+use crate::types::{Contributor, Label, MessageId, UserId};
+
+/// One message scored three ways from one tokenization, for comparing the
+/// user's own model, the shared model and their blend (multi-user eval).
+/// `shared_only` and `blended` use the shared model *minus this user's own
+/// contribution*, as production scoring does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreViews {
+    /// The user's model alone: exactly what chaff scored before sharing.
+    pub user_only: Scored,
+    /// The shared model alone (everyone else's capped contributions and
+    /// the seed), as if it were this user's model; `user_share` is 0.
+    pub shared_only: Scored,
+    /// What [`Engine::score`] returns.
+    pub blended: Scored,
+}
+
+/// What a SeedShared call did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seeded {
+    pub outcome: TrainOutcome,
+    pub message_id: MessageId,
+}
+
+/// The shared model's size and who is in it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedSummary {
+    /// Users whose clicks are in the shared model.
+    pub users: u64,
+    /// Messages in the shared model, seed included (uncapped counts).
+    pub spam_learned: u64,
+    pub ham_learned: u64,
+    /// Distinct tokens in the shared model.
+    pub tokens: u64,
+    /// Of the messages above, the operator's seed.
+    pub seed_spam: u64,
+    pub seed_ham: u64,
+}
+
+/// A message's blended score, its strongest features and the user's learn
+/// counts, read under one pair of read locks.
+pub(super) struct BlendOut {
+    pub blended: Blended,
+    pub strongest: Strongest,
+    pub learned: (u64, u64),
+}
+
+/// The shared model and its parts' journal positions, from storage.
+pub(super) fn load(
+    store: &Store,
+) -> Result<(SharedModel, FxHashMap<Contributor, Position>), Error> {
+    let mut parts = Vec::new();
+    let mut positions = FxHashMap::default();
+    for (who, loaded) in store.load_contributions()? {
+        let mut position = Position {
+            last_seq: loaded.last_seq,
+            unsnapshotted: loaded.unsnapshotted,
+        };
+        let mut model = loaded.model;
+        if model.tokenizer_version() != TOKENIZER_VERSION {
+            // As for user models (Engine::slot): other token ids must not
+            // be mixed in. Start the part over; snapshot it at its next click.
+            warn!(%who, stored = model.tokenizer_version(), "shared contribution was built by another tokenizer version; dropping it");
+            model = Model::default();
+            position.unsnapshotted = CHECKPOINT_EVERY;
+        }
+        positions.insert(who.clone(), position);
+        parts.push((who, model));
+    }
+    let shared = SharedModel::from_parts(parts);
+    if shared.contributors() > 0 {
+        let (spam, ham) = (shared.total().spam_learned(), shared.total().ham_learned());
+        info!(
+            contributors = shared.contributors(),
+            spam,
+            ham,
+            tokens = shared.total().token_count(),
+            "shared model loaded"
+        );
+    }
+    Ok((shared, positions))
+}
+
+impl Engine {
+    /// Blends the user's model (empty when `slot` is `None`) with the
+    /// shared model minus the user's own part; with `strongest`, also the
+    /// strongest features. Reads memory only.
+    pub(super) fn blend(
+        &self,
+        user: &UserId,
+        slot: Option<&UserSlot>,
+        ids: &[TokenId],
+        strongest: Option<usize>,
+    ) -> BlendOut {
+        let params = &self.settings.params;
+        let empty = Model::default();
+        let guard = slot.map(|s| s.model.read().expect("model lock"));
+        let model = guard.as_deref().unwrap_or(&empty);
+        let shared = self.shared.read().expect("shared lock");
+        let who;
+        let prior = if shared.total().weights() == (0, 0) {
+            // Nothing shared: skip building the contributor key.
+            shared.prior_for(None)
+        } else {
+            who = Contributor::User(user.clone());
+            shared.prior_for(Some(&who))
+        };
+        let blended = blend::score(model, &prior, ids, params);
+        let strongest = match strongest {
+            Some(k) => blend::strongest(model, &prior, ids, params, k),
+            None => Default::default(),
+        };
+        BlendOut {
+            blended,
+            strongest,
+            learned: (model.spam_learned(), model.ham_learned()),
+        }
+    }
+
+    /// One message scored by the user's model alone, the shared model
+    /// alone and their blend, from one tokenization (see [`ScoreViews`]).
+    pub fn score_views(&self, user: &UserId, message: &[u8]) -> Result<ScoreViews, Error> {
+        self.check_size(message)?;
+        let Tokens { ids, limits_hit } = self.settings.tokenizer.tokenize(message);
+        let params = &self.settings.params;
+        let slot = self.slot(user, false)?;
+        let empty = Model::default();
+        let guard = slot.as_ref().map(|s| s.model.read().expect("model lock"));
+        let model = guard.as_deref().unwrap_or(&empty);
+        let shared = self.shared.read().expect("shared lock");
+        let who = Contributor::User(user.clone());
+        let prior = shared.prior_for(Some(&who));
+        let user_only = Blended {
+            score: robinson::score(model, &ids, params),
+            user_share: 1.0,
+        };
+        let shared_only = Blended {
+            score: blend::score_shared(&prior, &ids, params),
+            user_share: 0.0,
+        };
+        let blended = blend::score(model, &prior, &ids, params);
+        Ok(ScoreViews {
+            user_only: scored(user_only, params, limits_hit.clone()),
+            shared_only: scored(shared_only, params, limits_hit.clone()),
+            blended: scored(blended, params, limits_hit),
+        })
+    }
+
+    /// Applies a click's ops to `who`'s part of the shared model (already
+    /// recorded under `seq`); true when the part is due for a snapshot.
+    pub(super) fn apply_shared(&self, who: &Contributor, ops: &[Op], seq: u64) -> bool {
+        if ops.is_empty() {
+            return false;
+        }
+        {
+            let mut shared = self.shared.write().expect("shared lock");
+            for op in ops {
+                match op {
+                    Op::Learn(label, w, ids) => shared.apply(who, true, *label, *w, ids),
+                    Op::Unlearn(label, w, ids) => shared.apply(who, false, *label, *w, ids),
+                }
+            }
+        }
+        let mut positions = self.positions.lock().expect("positions lock");
+        let p = positions.entry(who.clone()).or_default();
+        p.last_seq = seq;
+        p.unsnapshotted += 1;
+        p.unsnapshotted >= CHECKPOINT_EVERY
+    }
+
+    /// Snapshots `who`'s part if it has journal records. The caller holds
+    /// the lock that orders `who`'s writes (its writer lock, or the seed's).
+    pub(super) fn checkpoint_contribution(&self, who: &Contributor) -> Result<(), Error> {
+        let Some(position) = self
+            .positions
+            .lock()
+            .expect("positions lock")
+            .get(who)
+            .copied()
+        else {
+            return Ok(());
+        };
+        if position.unsnapshotted == 0 {
+            return Ok(());
+        }
+        let part = self
+            .shared
+            .read()
+            .expect("shared lock")
+            .contribution(who)
+            .cloned()
+            .unwrap_or_default();
+        self.store
+            .checkpoint_contribution(who, &part, position.last_seq)?;
+        if let Some(p) = self.positions.lock().expect("positions lock").get_mut(who) {
+            p.unsnapshotted = 0;
+        }
+        Ok(())
+    }
+
+    /// Takes `who`'s whole part out of the shared model in memory (storage
+    /// already dropped it); returns the messages it held.
+    pub(super) fn drop_contribution(&self, who: &Contributor) -> (u64, u64) {
+        self.positions.lock().expect("positions lock").remove(who);
+        self.shared
+            .write()
+            .expect("shared lock")
+            .remove(who)
+            .map_or((0, 0), |m| (m.spam_learned(), m.ham_learned()))
+    }
+
+    /// Adds one message of the operator's labelled corpus to the shared
+    /// model, under the operator's seed ledger: seeding the same message
+    /// again changes nothing, with the other label moves it. Durable before
+    /// it returns.
+    pub fn seed(
+        &self,
+        message: &[u8],
+        label: Label,
+        message_id: Option<MessageId>,
+    ) -> Result<Seeded, Error> {
+        self.check_size(message)?;
+        let message_id = message_id.unwrap_or_else(|| derive_message_id(message));
+        let Tokens { ids, .. } = self.settings.tokenizer.tokenize(message);
+        let who = Contributor::Operator;
+        let mut seed = self.seed.lock().expect("seed lock");
+        if *seed == 0 {
+            let id = self.store.generate_id()?;
+            self.store.set_seed_id(id, false)?;
+            *seed = id;
+        }
+        // Entries of a cleared seed are stale: as if never seeded.
+        let previous = self
+            .store
+            .contributor_ledger_get(&who, &message_id)?
+            .filter(|p| p.shared == *seed);
+        let (outcome, ops) = match previous {
+            Some(prev) if prev.label == label => {
+                return Ok(Seeded {
+                    outcome: TrainOutcome::AlreadyLearned,
+                    message_id,
+                });
+            }
+            Some(prev) => {
+                let mut ops = super::undo_shared(&prev, *seed);
+                ops.push(Op::Learn(label, classify::Weight::FULL, ids.clone()));
+                (TrainOutcome::Relearned, ops)
+            }
+            None => (
+                TrainOutcome::Learned,
+                vec![Op::Learn(label, classify::Weight::FULL, ids.clone())],
+            ),
+        };
+        let entry = LedgerEntry {
+            label,
+            tokenizer_version: TOKENIZER_VERSION,
+            tokens: ids,
+            weight: classify::Weight::FULL,
+            shared: *seed,
+        };
+        let seq = self
+            .store
+            .record_click(&who, &message_id, Some(&entry), &[], &ops)?;
+        let due = self.apply_shared(&who, &ops, seq);
+        self.store.flush()?;
+        if due {
+            self.checkpoint_contribution(&who)?;
+        }
+        Ok(Seeded {
+            outcome,
+            message_id,
+        })
+    }
+
+    /// Removes the operator's whole seed from the shared model (users'
+    /// contributions stay); returns the spam and ham messages it held.
+    pub fn clear_seed(&self) -> Result<(u64, u64), Error> {
+        let mut seed = self.seed.lock().expect("seed lock");
+        let id = self.store.generate_id()?;
+        self.store.set_seed_id(id, true)?;
+        *seed = id;
+        Ok(self.drop_contribution(&Contributor::Operator))
+    }
+
+    /// Deletes a user: model, ledger, settings, lists, logged decisions and
+    /// their part of the shared model. Returns whether anything was stored.
+    /// Durable before it returns; calling it again is harmless.
+    pub fn delete_user(&self, user: &UserId) -> Result<bool, Error> {
+        let existed = self.store.user_exists(user)?
+            || self.users.read().expect("users lock").contains_key(user);
+        self.with_writer(user, true, |_, writer| {
+            self.store.delete_user(user)?;
+            writer.retired = true;
+            self.drop_contribution(&Contributor::User(user.clone()));
+            self.users.write().expect("users lock").remove(user);
+            Ok(())
+        })?;
+        Ok(existed)
+    }
+
+    /// The shared model's size.
+    pub fn shared_summary(&self) -> SharedSummary {
+        let shared = self.shared.read().expect("shared lock");
+        let total = shared.total();
+        let seed = shared.contribution(&Contributor::Operator);
+        SharedSummary {
+            users: (shared.contributors() - usize::from(seed.is_some())) as u64,
+            spam_learned: total.spam_learned(),
+            ham_learned: total.ham_learned(),
+            tokens: total.token_count() as u64,
+            seed_spam: seed.map_or(0, Model::spam_learned),
+            seed_ham: seed.map_or(0, Model::ham_learned),
+        }
+    }
+
+    /// Whether the shared model holds anything at all.
+    pub(super) fn anything_shared(&self) -> bool {
+        self.shared.read().expect("shared lock").total().weights() != (0, 0)
+    }
+
+    /// A copy of the shared model's counts (`S`), for comparisons.
+    pub fn shared_model(&self) -> Model {
+        self.shared.read().expect("shared lock").total().clone()
+    }
+}
