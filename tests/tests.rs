@@ -8,4 +8,5 @@ mod durability;
 mod errors;
 mod loadtest;
 mod policy;
+mod shared;
 mod wire;

@@ -617,3 +617,6 @@ pub fn derive_message_id(message: &[u8]) -> MessageId {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod shared_tests;

@@ -9,7 +9,7 @@ const HAM: &[u8] = b"From: bob@work.example\r\nSubject: meeting notes\r\nMessage
 /// An engine over `dir`. Tests that reopen a directory in the same process
 /// retry briefly: sled releases its file lock from a background thread
 /// shortly after the last handle drops, so an immediate reopen can fail.
-fn engine(dir: &std::path::Path) -> Engine {
+pub(super) fn engine(dir: &std::path::Path) -> Engine {
     let mut tries = 0;
     let store = loop {
         match Store::open(dir, 16 << 20) {
@@ -24,7 +24,7 @@ fn engine(dir: &std::path::Path) -> Engine {
     Engine::new(store, Settings::default()).unwrap()
 }
 
-fn user(s: &str) -> UserId {
+pub(super) fn user(s: &str) -> UserId {
     UserId::new(s).unwrap()
 }
 
