@@ -6,12 +6,12 @@
 //! |--------------|-------------------------------------------------------------|---------|
 //! | [`types`]    | the shared nouns: `UserId`, `MessageId`, `Label`, `Verdict` | —       |
 //! | [`tokenize`] | raw message bytes → token ids (MIME via `mail-parser`)     | —       |
-//! | [`classify`] | per-user counts and the Robinson–Fisher score               | —       |
+//! | [`classify`] | per-user counts, the shared model, the Robinson–Fisher score and the blend | — |
 //! | [`mail`]     | facts read from headers: authentication, From, unsubscribe  | —       |
 //! | [`policy`]   | settings, allow/block lists, score → action and reason      | —       |
 //! | [`decisions`]| the decision log support queries (background writer)        | —       |
 //! | [`store`]    | durable ledger, journal and model snapshots                 | sled    |
-//! | [`engine`]   | use cases: score, train, forget, describe a user            | —       |
+//! | [`engine`]   | use cases: score, train, forget, describe/delete a user, seed | —     |
 //! | [`service`]  | gRPC adapter, health, reflection                            | tonic   |
 //! | [`error`]    | the library's error enum                                    | —       |
 //!
