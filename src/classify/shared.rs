@@ -183,41 +183,12 @@ impl SharedModel {
     /// Takes `who`'s whole part out of `S` and returns it.
     pub fn remove(&mut self, who: &Contributor) -> Option<Model> {
         let part = self.parts.remove(who)?;
-        let caps = Caps::of(who);
-        for label in [Label::Spam, Label::Ham] {
-            let theirs = match label {
-                Label::Spam => part.weights().0,
-                Label::Ham => part.weights().1,
-            };
-            let (messages, weight) = self.total.totals_mut(label);
-            *messages = messages.saturating_sub(part.learned(label));
-            *weight = weight.saturating_sub(theirs.min(caps.total));
-            for (id, c) in part.iter() {
-                let mine = count(c, label).min(caps.token);
-                if mine > 0 {
-                    let s = self.total.get(id).map_or(0, |c| count(c, label));
-                    set_count(&mut self.total, id, label, s.saturating_sub(mine));
-                }
-            }
-        }
+        fold(&mut self.total, &part, Caps::of(who), false);
         Some(part)
     }
 
     fn add_part(&mut self, who: Contributor, part: Model) {
-        let caps = Caps::of(&who);
-        let (spam, ham) = part.weights();
-        for (label, theirs) in [(Label::Spam, spam), (Label::Ham, ham)] {
-            let (messages, weight) = self.total.totals_mut(label);
-            *messages = messages.saturating_add(part.learned(label));
-            *weight = weight.saturating_add(theirs.min(caps.total));
-            for (id, c) in part.iter() {
-                let mine = count(c, label).min(caps.token);
-                if mine > 0 {
-                    let s = self.total.get(id).map_or(0, |c| count(c, label));
-                    set_count(&mut self.total, id, label, s.saturating_add(mine));
-                }
-            }
-        }
+        fold(&mut self.total, &part, Caps::of(&who), true);
         self.parts.insert(who, part);
     }
 
@@ -236,6 +207,31 @@ impl SharedModel {
             total: &self.total,
             own,
             weights: (spam, ham),
+        }
+    }
+}
+
+/// Adds (`add`) or subtracts a whole part's capped counts to or from `S`.
+fn fold(total: &mut Model, part: &Model, caps: Caps, add: bool) {
+    let step = |a: u64, b: u64| {
+        if add {
+            a.saturating_add(b)
+        } else {
+            a.saturating_sub(b)
+        }
+    };
+    let (spam, ham) = part.weights();
+    for (label, theirs) in [(Label::Spam, spam), (Label::Ham, ham)] {
+        let (messages, weight) = total.totals_mut(label);
+        *messages = step(*messages, part.learned(label));
+        *weight = step(*weight, theirs.min(caps.total));
+        for (id, c) in part.iter() {
+            let mine = count(c, label).min(caps.token);
+            if mine > 0 {
+                let s = total.get(id).map_or(0, |c| count(c, label));
+                let next = step(u64::from(s), u64::from(mine));
+                set_count(total, id, label, u32::try_from(next).unwrap_or(u32::MAX));
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `chaff eval`: replay a TREC-format corpus and report the TREC measures.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -136,17 +136,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         .map_or(0, |d| d.as_nanos());
     let user = format!("eval-{}-{nanos}", std::process::id());
 
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(corpus.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} messages, {per_sec}, eta {eta}",
-        )
-        .expect("valid template"),
-    );
+    let bar = super::progress_bar(corpus.len(), "messages");
 
     let started = Instant::now();
     let outcomes = match &args.server {

@@ -138,6 +138,23 @@ struct TokensArgs {
     file: PathBuf,
 }
 
+/// A progress bar on standard error for `len` messages (hidden when it is
+/// not a terminal), its counter line described by `what`.
+pub(crate) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(len as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what}, {{per_sec}}, eta {{eta}}"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,

@@ -1,7 +1,6 @@
 //! `chaff seed` and `chaff shared`: the operator seeds the shared model
 //! from a labelled corpus, clears the seed, and looks at the model's size.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,17 +51,7 @@ pub async fn run(a: SeedArgs) -> anyhow::Result<()> {
         bail!("--concurrency must be at least 1");
     }
     let corpus = Arc::new(eval::read_index(&index)?);
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(corpus.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} messages seeded, {per_sec}, eta {eta}",
-        )
-        .expect("valid template"),
-    );
+    let bar = super::progress_bar(corpus.len(), "messages seeded");
     // Workers take the next message in turn; the first error stops them all.
     let next = Arc::new(AtomicUsize::new(0));
     let learned = Arc::new(AtomicUsize::new(0));

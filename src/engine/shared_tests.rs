@@ -5,7 +5,6 @@
 
 use super::tests::{engine, user};
 use super::*;
-use crate::classify::Counts;
 use crate::policy::settings::SettingsUpdate;
 
 /// A small message of a family: shared words, its own Message-ID.
