@@ -325,7 +325,16 @@ fn a_new_user_is_protected_by_the_shared_model_from_the_first_message() {
         .unwrap();
     assert_eq!(ev.scored, s);
     assert_eq!(ev.record.user_share, 0.0);
+    // Named, though the newcomer has no model: the shared model's features.
     assert!(!ev.record.spam_features.is_empty());
+    assert!(
+        ev.record
+            .spam_features
+            .iter()
+            .all(|f| !f.name.starts_with("token:")),
+        "{:?}",
+        ev.record.spam_features
+    );
 }
 
 #[test]
