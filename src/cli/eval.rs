@@ -16,11 +16,26 @@ use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 use chaff::types::{Label, UserId, Verdict};
 
+mod users;
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// The corpus index: lines `spam PATH` / `ham PATH` in arrival order.
-    #[arg(long)]
-    index: PathBuf,
+    /// Give it more than once for the multi-user mode: each index is one
+    /// user's mailbox (named after its folder), replayed together against
+    /// per-user models and the shared model (in-process only; see
+    /// `src/eval/multi.rs`).
+    #[arg(long, required = true)]
+    index: Vec<PathBuf>,
+    /// Multi-user mode: `together` interleaves the mailboxes by relative
+    /// position (everyone starts at once); `one-after-another` lets each
+    /// user join once the previous mailbox is done.
+    #[arg(long, value_enum, default_value_t = ArrivalArg::Together)]
+    arrival: ArrivalArg,
+    /// Multi-user mode: before the mailboxes, seed the shared model from
+    /// this labelled corpus as the operator would (`chaff seed`).
+    #[arg(long, value_name = "INDEX")]
+    seed_index: Option<PathBuf>,
     /// Which messages are learned after scoring: `every` (TREC immediate
     /// feedback) or `errors` (only wrong or unsure verdicts, as users click).
     #[arg(long, value_enum, default_value_t = Train::Every)]
@@ -66,6 +81,20 @@ pub struct EvalArgs {
     /// its label is learned at light weight (`inf`: every click weighs fully).
     #[arg(long, help_heading = "Tuning")]
     confident_log_odds: Option<f64>,
+    /// The shared model's largest weight in a user's estimate, in messages
+    /// (`M` in src/classify/blend.rs).
+    #[arg(long, help_heading = "Tuning")]
+    shared_strength: Option<f64>,
+    /// Messages a user must have learned for the shared model's weight to
+    /// halve (`R` in src/classify/blend.rs).
+    #[arg(long, help_heading = "Tuning")]
+    shared_halflife: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ArrivalArg {
+    Together,
+    OneAfterAnother,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -119,7 +148,11 @@ impl Filter for GrpcFilter {
 }
 
 pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let corpus = eval::read_index(&args.index)?;
+    if args.index.len() > 1 {
+        return users::run(args).await;
+    }
+    let index = args.index[0].clone();
+    let corpus = eval::read_index(&index)?;
     let learn_only = match args.split {
         Some(f) if (0.0..1.0).contains(&f) => (corpus.len() as f64 * f).round() as usize,
         Some(f) => anyhow::bail!("--split {f}: give a fraction in [0, 1)"),
@@ -160,29 +193,9 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         None => {
             let bar = bar.clone();
-            let pair_window = args.pair_window;
-            let tuning = (args.strength, args.prior, args.min_dev, args.max_tokens);
-            let cutoffs = (args.ham_cutoff, args.spam_cutoff);
-            let confident = args.confident_log_odds;
+            let settings = engine_settings(&args);
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
-                let mut limits = Limits::default();
-                if let Some(w) = pair_window {
-                    limits.pair_window = w;
-                }
-                let mut params = Params::default();
-                params.strength = tuning.0.unwrap_or(params.strength);
-                params.prior = tuning.1.unwrap_or(params.prior);
-                params.min_dev = tuning.2.unwrap_or(params.min_dev);
-                params.max_tokens = tuning.3.unwrap_or(params.max_tokens);
-                params.ham_cutoff = cutoffs.0.unwrap_or(params.ham_cutoff);
-                params.spam_cutoff = cutoffs.1.unwrap_or(params.spam_cutoff);
-                params.confident_log_odds = confident.unwrap_or(params.confident_log_odds);
-                let settings = Settings {
-                    tokenizer: Tokenizer::new(limits),
-                    params,
-                    ..Settings::default()
-                };
                 let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, settings)?;
                 let mut filter = eval::EngineFilter {
                     engine: &engine,
@@ -222,13 +235,37 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         ),
     };
     print_summary(
-        &args.index.display().to_string(),
+        &index.display().to_string(),
         &protocol,
         &summary,
         Some((rate, total, elapsed)),
         args.json,
     );
     Ok(())
+}
+
+/// The engine settings of an in-process replay: the defaults with any
+/// tuning flags applied.
+fn engine_settings(args: &EvalArgs) -> Settings {
+    let mut limits = Limits::default();
+    if let Some(w) = args.pair_window {
+        limits.pair_window = w;
+    }
+    let mut params = Params::default();
+    params.strength = args.strength.unwrap_or(params.strength);
+    params.prior = args.prior.unwrap_or(params.prior);
+    params.min_dev = args.min_dev.unwrap_or(params.min_dev);
+    params.max_tokens = args.max_tokens.unwrap_or(params.max_tokens);
+    params.ham_cutoff = args.ham_cutoff.unwrap_or(params.ham_cutoff);
+    params.spam_cutoff = args.spam_cutoff.unwrap_or(params.spam_cutoff);
+    params.confident_log_odds = args.confident_log_odds.unwrap_or(params.confident_log_odds);
+    params.shared_strength = args.shared_strength.unwrap_or(params.shared_strength);
+    params.shared_halflife = args.shared_halflife.unwrap_or(params.shared_halflife);
+    Settings {
+        tokenizer: Tokenizer::new(limits),
+        params,
+        ..Settings::default()
+    }
 }
 
 /// `chaff metrics FILE...`: the same summary from results files.

@@ -4,6 +4,7 @@
 //! running chaff server (from the binary) and, via results files, peers.
 
 pub mod metrics;
+pub mod multi;
 
 use std::path::{Path, PathBuf};
 
