@@ -197,10 +197,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
                 let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, settings)?;
-                let mut filter = eval::EngineFilter {
-                    engine: &engine,
-                    user: UserId::new(user)?,
-                };
+                let mut filter = eval::EngineFilter::new(&engine, UserId::new(user)?);
                 Ok(eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
                 })?)

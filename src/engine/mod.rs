@@ -121,6 +121,16 @@ pub struct UserSummary {
     pub tokenizer_version: u32,
 }
 
+/// A message read once (tokens, the header facts policy needs, the id a
+/// click without one gets), for scoring and learning it without reading it
+/// again: [`Engine::read`].
+#[derive(Clone, Debug)]
+pub struct ReadMessage {
+    tokens: Tokens,
+    headers: HeaderFacts,
+    derived_id: MessageId,
+}
+
 /// Where the user's writes stand relative to its last snapshot.
 struct WriterState {
     last_seq: u64,
@@ -299,12 +309,35 @@ impl Engine {
     /// the shared model (`classify::blend`). Never fails on the message's
     /// content; only on size and storage.
     pub fn score(&self, user: &UserId, message: &[u8]) -> Result<Scored, Error> {
+        self.score_read(user, &self.read(message)?)
+    }
+
+    /// Reads a message once for [`Engine::score_read`] and
+    /// [`Engine::train_read`]: what a replay that scores and then learns
+    /// each message needs, without tokenizing it twice. Needs no user and
+    /// takes no lock, so many messages can be read in parallel.
+    pub fn read(&self, message: &[u8]) -> Result<ReadMessage, Error> {
         self.check_size(message)?;
-        let tokens = self.settings.tokenizer.tokenize(message);
+        Ok(ReadMessage {
+            tokens: self.settings.tokenizer.tokenize(message),
+            headers: HeaderFacts::from_message(
+                message,
+                self.settings.tokenizer.limits().max_header_bytes,
+            ),
+            derived_id: derive_message_id(message),
+        })
+    }
+
+    /// [`Engine::score`] of a message already read.
+    pub fn score_read(&self, user: &UserId, message: &ReadMessage) -> Result<Scored, Error> {
         let params = &self.settings.params;
         let slot = self.slot(user, false)?;
-        let out = self.blend(user, slot.as_deref(), &tokens.ids, None);
-        Ok(scored(out.blended, params, tokens.limits_hit))
+        let out = self.blend(user, slot.as_deref(), &message.tokens.ids, None);
+        Ok(scored(
+            out.blended,
+            params,
+            message.tokens.limits_hit.clone(),
+        ))
     }
 
     /// Scores many messages in parallel (rayon's pool, one task per
@@ -343,19 +376,25 @@ impl Engine {
         label: Label,
         message_id: Option<MessageId>,
     ) -> Result<Trained, Error> {
-        self.check_size(message)?;
-        let message_id = match message_id {
-            Some(id) => id,
-            None => derive_message_id(message),
-        };
-        // Tokenize before taking any lock: it is the expensive part.
-        let Tokens { ids, .. } = self.settings.tokenizer.tokenize(message);
+        // Read before taking any lock: tokenizing is the expensive part.
+        self.train_read(user, &self.read(message)?, label, message_id)
+    }
+
+    /// [`Engine::train`] of a message already read.
+    pub fn train_read(
+        &self,
+        user: &UserId,
+        message: &ReadMessage,
+        label: Label,
+        message_id: Option<MessageId>,
+    ) -> Result<Trained, Error> {
+        let message_id = message_id.unwrap_or_else(|| message.derived_id.clone());
+        let ids = &message.tokens.ids;
+        let headers = &message.headers;
         let slot = self
             .slot(user, true)?
             .expect("create=true always gives a slot");
-        let headers =
-            HeaderFacts::from_message(message, self.settings.tokenizer.limits().max_header_bytes);
-        let trusted = label == Label::Spam && self.is_trusted(&slot, &headers);
+        let trusted = label == Label::Spam && self.is_trusted(&slot, headers);
         // How much the click teaches: low for a trusted sender (policy),
         // else judged by the user's model as it stands (a relearn is judged
         // with the old label still counted, so a correction weighs fully).
@@ -364,7 +403,7 @@ impl Engine {
         } else {
             classify::learn_weight(
                 &slot.model.read().expect("model lock"),
-                &ids,
+                ids,
                 label,
                 &self.settings.params,
             )

@@ -8,7 +8,10 @@ pub mod multi;
 
 use std::path::{Path, PathBuf};
 
-use crate::types::{Label, Verdict};
+use rustc_hash::FxHashMap;
+
+use crate::engine::{Engine, ReadMessage};
+use crate::types::{Label, MessageId, UserId, Verdict};
 pub use metrics::{Outcome, Summary};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +94,14 @@ pub struct Judgement {
 pub trait Filter {
     fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String>;
     fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String>;
+    /// The next messages the replay will give, in order, before it gives
+    /// them: a filter may do its per-message work that needs no model (for
+    /// chaff, reading the message) ahead, in parallel.
+    fn prepare(&mut self, _upcoming: &[(&str, &[u8])]) {}
 }
+
+/// Messages the replay reads (and offers to [`Filter::prepare`]) at once.
+const READ_AHEAD: usize = 256;
 
 /// Reads a results file: one `id score gold judged` line per message (gold
 /// and judged are `spam` or `ham`; the score is spamminess, higher = more
@@ -192,30 +202,44 @@ pub fn replay(
         id: id.to_string(),
         message,
     };
-    for (i, m) in corpus.iter().enumerate() {
-        let bytes = std::fs::read(&m.path).map_err(|source| EvalError::Read {
-            path: m.path.clone(),
-            source,
-        })?;
-        if plan.learn_only > 0 {
-            if i < plan.learn_only {
-                filter
-                    .learn(&m.id, &bytes, m.gold)
-                    .map_err(|e| fail(&m.id, e))?;
+    for (chunk_no, chunk) in corpus.chunks(READ_AHEAD).enumerate() {
+        let texts = chunk
+            .iter()
+            .map(|m| {
+                std::fs::read(&m.path).map_err(|source| EvalError::Read {
+                    path: m.path.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let upcoming: Vec<(&str, &[u8])> = chunk
+            .iter()
+            .zip(&texts)
+            .map(|(m, t)| (m.id.as_str(), t.as_slice()))
+            .collect();
+        filter.prepare(&upcoming);
+        for (j, (m, bytes)) in chunk.iter().zip(&texts).enumerate() {
+            let i = chunk_no * READ_AHEAD + j;
+            if plan.learn_only > 0 {
+                if i < plan.learn_only {
+                    filter
+                        .learn(&m.id, bytes, m.gold)
+                        .map_err(|e| fail(&m.id, e))?;
+                } else {
+                    let j = filter.score(&m.id, bytes).map_err(|e| fail(&m.id, e))?;
+                    outcomes.push(outcome(m, j));
+                }
             } else {
-                let j = filter.score(&m.id, &bytes).map_err(|e| fail(&m.id, e))?;
+                let j = filter.score(&m.id, bytes).map_err(|e| fail(&m.id, e))?;
+                if plan.train.should_learn(m.gold, j.verdict) {
+                    filter
+                        .learn(&m.id, bytes, m.gold)
+                        .map_err(|e| fail(&m.id, e))?;
+                }
                 outcomes.push(outcome(m, j));
             }
-        } else {
-            let j = filter.score(&m.id, &bytes).map_err(|e| fail(&m.id, e))?;
-            if plan.train.should_learn(m.gold, j.verdict) {
-                filter
-                    .learn(&m.id, &bytes, m.gold)
-                    .map_err(|e| fail(&m.id, e))?;
-            }
-            outcomes.push(outcome(m, j));
+            progress(i + 1, corpus.len());
         }
-        progress(i + 1, corpus.len());
     }
     Ok(outcomes)
 }
@@ -229,18 +253,53 @@ fn outcome(m: &CorpusMessage, j: Judgement) -> Outcome {
     }
 }
 
-/// The library's own engine as a [`Filter`], for one user.
+/// The library's own engine as a [`Filter`], for one user. Messages are
+/// read ahead in parallel ([`Engine::read`], rayon); scoring and learning
+/// then use the read message, so each message is tokenized once.
 pub struct EngineFilter<'a> {
-    pub engine: &'a crate::engine::Engine,
-    pub user: crate::types::UserId,
+    engine: &'a Engine,
+    user: UserId,
+    /// Messages read ahead, by corpus id.
+    read: FxHashMap<String, ReadMessage>,
+}
+
+impl<'a> EngineFilter<'a> {
+    pub fn new(engine: &'a Engine, user: UserId) -> Self {
+        Self {
+            engine,
+            user,
+            read: FxHashMap::default(),
+        }
+    }
+
+    /// The read message: prepared ahead, or read now.
+    fn read(&mut self, id: &str, message: &[u8]) -> Result<&ReadMessage, String> {
+        if !self.read.contains_key(id) {
+            let read = self.engine.read(message).map_err(|e| e.to_string())?;
+            self.read.insert(id.to_string(), read);
+        }
+        Ok(&self.read[id])
+    }
 }
 
 impl Filter for EngineFilter<'_> {
-    fn score(&mut self, _id: &str, message: &[u8]) -> Result<Judgement, String> {
-        let s = self
-            .engine
-            .score(&self.user, message)
-            .map_err(|e| e.to_string())?;
+    fn prepare(&mut self, upcoming: &[(&str, &[u8])]) {
+        use rayon::prelude::*;
+        let engine = self.engine;
+        // Only what reads cleanly is kept; an error shows up again, with
+        // its message, when the replay reaches that message.
+        let read: Vec<(String, ReadMessage)> = upcoming
+            .par_iter()
+            .filter_map(|(id, m)| Some((id.to_string(), engine.read(m).ok()?)))
+            .collect();
+        self.read.clear();
+        self.read.extend(read);
+    }
+
+    fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String> {
+        let (engine, user) = (self.engine, self.user.clone());
+        let read = self.read(id, message)?;
+        let s = engine.score_read(&user, read).map_err(|e| e.to_string())?;
         Ok(Judgement {
             score: s.log_odds,
             verdict: s.verdict,
@@ -249,9 +308,11 @@ impl Filter for EngineFilter<'_> {
 
     fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String> {
         // The corpus path is the id: corpora repeat Message-IDs.
-        let id = crate::types::MessageId::new(id).map_err(|e| e.to_string())?;
-        self.engine
-            .train(&self.user, message, label, Some(id))
+        let message_id = MessageId::new(id).map_err(|e| e.to_string())?;
+        let (engine, user) = (self.engine, self.user.clone());
+        let read = self.read(id, message)?;
+        engine
+            .train_read(&user, read, label, Some(message_id))
             .map_err(|e| e.to_string())?;
         Ok(())
     }
