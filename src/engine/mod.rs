@@ -7,10 +7,18 @@
 //! Each user has a slot holding the in-memory [`Model`] behind an `RwLock`
 //! and a writer `Mutex`. Scoring takes the read lock only for the pure
 //! classifier call. Clicks for one user are serialised by the writer lock,
-//! which is held across that user's storage I/O (ledger read, batch, flush) so
-//! that "check the ledger, then change it" cannot interleave; the model's
-//! write lock is taken only to apply the already-durable change in memory, so
-//! scoring never waits on disk. Different users never contend.
+//! which is held across that user's ledger read and batch so that "check the
+//! ledger, then change it" cannot interleave; the model's write lock is taken
+//! only to apply the written change in memory, so scoring never waits on
+//! disk. Different users never contend.
+//!
+//! The flush that makes a click durable happens *after* the writer lock is
+//! released, through the store's group commit: a user's next click can write
+//! while the previous one waits, and both share one flush. Every reply that
+//! reports stored state (LEARNED, ALREADY_LEARNED, RELEARNED, Forget and its
+//! NOT_FOUND) waits for a flush that started after its ledger read, so what
+//! was acknowledged survives a crash even when it was another click's write
+//! that the reply observed.
 //!
 //! The shared model (`shared.rs`) lives in memory behind one `RwLock` that
 //! scoring reads beside the user's model; a shared click takes its write
@@ -469,8 +477,12 @@ impl Engine {
                 low_effect: trusted,
                 unsubscribe: headers.unsubscribe.clone().filter(|_| trusted),
             })
-        })?;
-        Ok(trained.expect("create=true always gives a slot"))
+        });
+        // Outside the writer lock, so the user's next click can write while
+        // this one waits; whatever the reply reports (even ALREADY_LEARNED,
+        // which may rest on another click's write) is durable first.
+        self.store.flush()?;
+        Ok(trained?.expect("create=true always gives a slot"))
     }
 
     /// Undoes an earlier learn exactly, from the ledger alone.
@@ -479,7 +491,7 @@ impl Engine {
             user: user.to_string(),
             message_id: message_id.to_string(),
         };
-        self.with_writer(user, false, |slot, writer| {
+        let forgotten = self.with_writer(user, false, |slot, writer| {
             let prev = self
                 .store
                 .ledger_get(user, message_id)?
@@ -495,13 +507,17 @@ impl Engine {
                 spam_learned: model.spam_learned(),
                 ham_learned: model.ham_learned(),
             })
-        })?
-        .ok_or_else(not_learned)
+        });
+        // As in `train`: outside the writer lock, and also before NOT_FOUND
+        // (the entry may be gone by another click's unflushed Forget).
+        self.store.flush()?;
+        forgotten?.ok_or_else(not_learned)
     }
 
-    /// Writes a click, applies it in memory, makes it durable, then
-    /// snapshots the model if enough clicks have accumulated. The caller
-    /// holds the user's writer lock.
+    /// Writes a click, applies it in memory, then snapshots the model if
+    /// enough clicks have accumulated. The caller holds the user's writer
+    /// lock, and flushes ([`Store::flush`]) after releasing it, before
+    /// replying.
     ///
     /// The memory model follows sled's logical state, not its durable state:
     /// once the batch is applied the ledger says "learned", so the model must
@@ -533,7 +549,6 @@ impl Engine {
         let shared_due = self.apply_shared(&who, shared_ops, seq);
         writer.last_seq = seq;
         writer.unsnapshotted += 1;
-        self.store.flush()?;
         if writer.unsnapshotted >= CHECKPOINT_EVERY {
             self.checkpoint_locked(user, slot, writer)?;
         }

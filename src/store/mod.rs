@@ -44,11 +44,15 @@
 //! [`Store::flush`] makes every preceding write survive a crash of the
 //! process (sled's flush; on Linux `sync_file_range`). sled's background
 //! flusher fsyncs every 500 ms, which bounds what a power loss can take. The
-//! engine acknowledges a click only after `flush` returns.
+//! engine acknowledges a click only after `flush` returns. Concurrent
+//! flushes are shared: one sled flush covers every caller that arrived
+//! before it started (group commit, `commit.rs`).
 
 mod codec;
+mod commit;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use sled::{Batch, Db, Tree};
 
@@ -58,6 +62,9 @@ use crate::policy::{Entry, ListKind, UserSettings};
 use crate::types::{Contributor, MessageId, UserId};
 
 pub use codec::{LedgerEntry, Op};
+pub use commit::CommitStats;
+
+use commit::GroupCommit;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
 /// Format 5 added the shared model (`G`/`H`/`O` keys, shared ids in ledger
@@ -96,6 +103,8 @@ pub struct LoadedModel {
 pub struct Store {
     db: Db,
     tree: Tree,
+    /// Shared by every clone: which writes are durable (see `commit`).
+    commit: Arc<GroupCommit>,
 }
 
 const FORMAT_KEY: &[u8] = b"F";
@@ -269,7 +278,11 @@ impl Store {
                 });
             }
         }
-        Ok(Self { db, tree })
+        Ok(Self {
+            db,
+            tree,
+            commit: Arc::default(),
+        })
     }
 
     /// The user's model (snapshot plus journal replay), or `None` for a user
@@ -730,10 +743,20 @@ impl Store {
         Ok(users)
     }
 
-    /// Makes every write so far survive a process crash.
+    /// Makes every write so far survive a process crash: every write
+    /// finished before the call (by any thread) is durable when it returns.
+    /// Concurrent callers share sled flushes (group commit, see `commit`),
+    /// so call it *after* releasing locks that other writers need.
     pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush()?;
-        Ok(())
+        self.commit.wait_durable(|| {
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// How many durability waits there were and how many flushes served them.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.commit.stats()
     }
 }
 
