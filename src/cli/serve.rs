@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use chaff::decisions::Retention;
-use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, Settings};
+use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, EngineStats, Settings, parse_bytes};
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 
@@ -33,6 +33,18 @@ pub struct ServeArgs {
     /// Storage page cache, in MiB.
     #[arg(long, env = "CHAFF_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
+    /// Memory for user models kept hot (e.g. `512MiB`, `2GiB`). A model is
+    /// loaded from disk at its user's first request and kept while there is
+    /// room; beyond this budget the least recently used models are dropped
+    /// and reloaded when needed (a snapshot read plus a short journal
+    /// replay; nothing is lost). Estimated at ~30 bytes per model token: a
+    /// user who has trained a few thousand messages has ~100k tokens, ~3 MiB.
+    /// Hits, misses and evictions are logged every --stats-interval.
+    #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = parse_bytes, help_heading = "Memory")]
+    model_memory: usize,
+    /// How often to log model cache and group commit counters (`0s` = never).
+    #[arg(long, env = "CHAFF_STATS_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    stats_interval: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish
     /// before open connections are closed (e.g. `10s`, `500ms`).
     #[arg(long, env = "CHAFF_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -95,9 +107,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             per_user: args.decisions_per_user.max(1),
             ..Retention::default()
         },
+        model_memory: args.model_memory,
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);
+    if !args.stats_interval.is_zero() {
+        tokio::spawn(log_stats(engine.clone(), args.stats_interval));
+    }
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -108,6 +124,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     chaff::service::serve(engine, listener, shutdown_signal(), args.shutdown_grace)
         .await
         .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Logs the engine's counters every `every`: cumulative figures, and the
+/// hit rate and clicks per flush over the last interval.
+async fn log_stats(engine: Arc<Engine>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut last = EngineStats::default();
+    loop {
+        tick.tick().await;
+        let now = engine.stats();
+        let (c, m) = (now.cache, now.commit);
+        let lookups = (c.hits + c.misses) - (last.cache.hits + last.cache.misses);
+        let hits = c.hits - last.cache.hits;
+        let waits = m.waits - last.commit.waits;
+        let flushes = m.flushes - last.commit.flushes;
+        info!(
+            hits = c.hits,
+            misses = c.misses,
+            absent = c.absent,
+            evictions = c.evictions,
+            hit_rate = format!("{:.3}", hits as f64 / lookups.max(1) as f64),
+            resident_users = c.resident_users,
+            resident_mib = c.resident_bytes >> 20,
+            budget_mib = c.budget_bytes >> 20,
+            durable_waits = m.waits,
+            flushes = m.flushes,
+            waits_per_flush = format!("{:.1}", waits as f64 / flushes.max(1) as f64),
+            "model cache and group commit"
+        );
+        last = now;
+    }
 }
 
 /// Completes on SIGTERM (how service managers stop us) or Ctrl-C.

@@ -29,9 +29,11 @@
 //! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
 //! them on a blocking pool.
 
+mod cache;
 mod delivery;
 mod shared;
 
+pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
 pub use delivery::{DecisionQuery, Envelope, Evaluated, ListRef, TOP_FEATURES};
 pub use shared::{ScoreViews, Seeded, SharedSummary};
 
@@ -45,7 +47,7 @@ use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::policy::{List, ListKind, UserSettings};
-use crate::store::{CHECKPOINT_EVERY, LedgerEntry, ListOwner, Op, Store};
+use crate::store::{CHECKPOINT_EVERY, CommitStats, LedgerEntry, ListOwner, Op, Store};
 use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
 use crate::types::{Contributor, Label, MessageId, UserId, Verdict};
 
@@ -61,6 +63,9 @@ pub struct Settings {
     pub tokenizer: Tokenizer,
     /// How long and how many Score decisions are kept for support.
     pub retention: Retention,
+    /// Estimated bytes of user models kept in memory; least recently used
+    /// models beyond it are dropped and reloaded on demand (`cache`).
+    pub model_memory: usize,
 }
 
 impl Default for Settings {
@@ -70,6 +75,7 @@ impl Default for Settings {
             params: Params::default(),
             tokenizer: Tokenizer::default(),
             retention: Retention::default(),
+            model_memory: DEFAULT_MODEL_MEMORY,
         }
     }
 }
@@ -139,6 +145,13 @@ pub struct ReadMessage {
     derived_id: MessageId,
 }
 
+/// Counters for operators (see [`Engine::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub cache: CacheStats,
+    pub commit: CommitStats,
+}
+
 /// Where the user's writes stand relative to its last snapshot.
 struct WriterState {
     last_seq: u64,
@@ -164,6 +177,8 @@ struct UserSlot {
     model: RwLock<Model>,
     writer: Mutex<WriterState>,
     policy: RwLock<UserPolicy>,
+    /// Recency and memory charge, for the model cache.
+    cache: cache::Entry,
 }
 
 /// Operator-wide lists, loaded at start and changed through the engine.
@@ -179,6 +194,7 @@ pub struct Engine {
     store: Store,
     settings: Settings,
     users: RwLock<FxHashMap<UserId, Arc<UserSlot>>>,
+    cache: cache::Cache,
     operator: RwLock<OperatorLists>,
     decisions: DecisionLog,
     /// The shared model and every contributor's part of it.
@@ -216,6 +232,7 @@ impl Engine {
         let decisions = DecisionLog::start(store.clone(), settings.retention.clone());
         Ok(Self {
             store,
+            cache: cache::Cache::new(settings.model_memory),
             settings,
             users: RwLock::new(FxHashMap::default()),
             operator: RwLock::new(operator),
@@ -246,11 +263,40 @@ impl Engine {
     /// a user is `None` (so scoring mail for unknown recipients does not fill
     /// memory with empty models).
     fn slot(&self, user: &UserId, create: bool) -> Result<Option<Arc<UserSlot>>, Error> {
-        if let Some(slot) = self.users.read().expect("users lock").get(user) {
-            return Ok(Some(slot.clone()));
+        if let Some(slot) = self.cached_slot(user) {
+            return Ok(Some(slot));
         }
-        // Load without holding the map lock: disk reads must not stall other
-        // users. Two racing loaders read the same state; the first insert wins.
+        let slot = {
+            // Load without holding the map lock: disk reads must not stall
+            // other users. Loads of one user are serialised, and the map is
+            // checked again under that lock (see `cache`).
+            let _loading = self.cache.load_lock(user);
+            if let Some(slot) = self.cached_slot(user) {
+                return Ok(Some(slot));
+            }
+            match self.load_slot(user, create)? {
+                Some(slot) => slot,
+                None => {
+                    self.cache.absent();
+                    return Ok(None);
+                }
+            }
+        };
+        self.cache.miss();
+        self.evict_over_budget(user);
+        Ok(Some(slot))
+    }
+
+    fn cached_slot(&self, user: &UserId) -> Option<Arc<UserSlot>> {
+        let users = self.users.read().expect("users lock");
+        let slot = users.get(user)?;
+        self.cache.hit(&slot.cache);
+        Some(slot.clone())
+    }
+
+    /// Reads the user's model and policy and puts a slot in the map. The
+    /// caller holds the user's load lock.
+    fn load_slot(&self, user: &UserId, create: bool) -> Result<Option<Arc<UserSlot>>, Error> {
         let loaded = self.store.load_model(user)?;
         let policy = self.load_policy(user)?;
         let (mut model, last_seq, mut unsnapshotted) = match loaded {
@@ -274,19 +320,70 @@ impl Engine {
             // Snapshot the fresh model at the next click.
             unsnapshotted = CHECKPOINT_EVERY;
         }
-        let mut users = self.users.write().expect("users lock");
-        let slot = users.entry(user.clone()).or_insert_with(|| {
-            Arc::new(UserSlot {
-                model: RwLock::new(model),
-                writer: Mutex::new(WriterState {
-                    last_seq,
-                    unsnapshotted,
-                    retired: false,
-                }),
-                policy: RwLock::new(policy.unwrap_or_default()),
-            })
+        let tokens = model.token_count();
+        let slot = Arc::new(UserSlot {
+            model: RwLock::new(model),
+            writer: Mutex::new(WriterState {
+                last_seq,
+                unsnapshotted,
+                retired: false,
+            }),
+            policy: RwLock::new(policy.unwrap_or_default()),
+            cache: cache::Entry::default(),
         });
-        Ok(Some(slot.clone()))
+        self.cache.charge(&slot.cache, tokens);
+        self.cache.touch(&slot.cache);
+        self.users
+            .write()
+            .expect("users lock")
+            .insert(user.clone(), slot.clone());
+        Ok(Some(slot))
+    }
+
+    /// Drops least recently used slots that no request holds until the
+    /// models in memory fit the budget again. `keep` (the user just served)
+    /// stays. Nothing is written: storage already holds every slot's state
+    /// (see `cache`).
+    fn evict_over_budget(&self, keep: &UserId) {
+        let Some((mut excess, _pass)) = self.cache.over_budget() else {
+            return;
+        };
+        let mut by_age: Vec<(u64, UserId)> = self
+            .users
+            .read()
+            .expect("users lock")
+            .iter()
+            .filter(|(user, _)| *user != keep)
+            .map(|(user, slot)| (cache::Cache::last_used(&slot.cache), user.clone()))
+            .collect();
+        by_age.sort_unstable_by_key(|(age, _)| *age);
+        let mut dropped = Vec::new();
+        {
+            let mut users = self.users.write().expect("users lock");
+            for (_, user) in by_age {
+                if excess == 0 {
+                    break;
+                }
+                // Only the map holds it, and the write lock stops anyone
+                // from taking it now: no request can be using this slot.
+                let idle = users.get(&user).is_some_and(|s| Arc::strong_count(s) == 1);
+                if idle && let Some(slot) = users.remove(&user) {
+                    excess = excess.saturating_sub(self.cache.discharge(&slot.cache));
+                    dropped.push(slot);
+                }
+            }
+        }
+        // Freeing big maps takes a while; not under the map lock.
+        drop(dropped);
+    }
+
+    /// Model cache and group commit counters, for the periodic stats line.
+    pub fn stats(&self) -> EngineStats {
+        let users = self.users.read().expect("users lock").len();
+        EngineStats {
+            cache: self.cache.stats(users),
+            commit: self.store.commit_stats(),
+        }
     }
 
     /// Runs `f` under the user's writer lock, on the slot that is the
@@ -482,6 +579,8 @@ impl Engine {
         // this one waits; whatever the reply reports (even ALREADY_LEARNED,
         // which may rest on another click's write) is durable first.
         self.store.flush()?;
+        // The click may have grown the model past the budget.
+        self.evict_over_budget(user);
         Ok(trained?.expect("create=true always gives a slot"))
     }
 
@@ -549,6 +648,8 @@ impl Engine {
         let shared_due = self.apply_shared(&who, shared_ops, seq);
         writer.last_seq = seq;
         writer.unsnapshotted += 1;
+        let tokens = slot.model.read().expect("model lock").token_count();
+        self.cache.charge(&slot.cache, tokens);
         if writer.unsnapshotted >= CHECKPOINT_EVERY {
             self.checkpoint_locked(user, slot, writer)?;
         }
@@ -671,6 +772,8 @@ pub fn derive_message_id(message: &[u8]) -> MessageId {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cache;
 
 #[cfg(test)]
 mod shared_tests;

@@ -312,7 +312,9 @@ impl Engine {
             self.store.delete_user(user)?;
             writer.retired = true;
             self.drop_contribution(&Contributor::User(user.clone()));
-            self.users.write().expect("users lock").remove(user);
+            if let Some(gone) = self.users.write().expect("users lock").remove(user) {
+                self.cache.release(&gone.cache);
+            }
             Ok(())
         })?;
         Ok(existed)

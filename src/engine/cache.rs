@@ -1,0 +1,257 @@
+//! Which user models stay in memory: all recently used ones, up to a memory
+//! budget, least recently used out first.
+//!
+//! A model's memory is estimated from its token count
+//! ([`model_bytes`]): the slot's hash map holds 16-byte entries plus a
+//! control byte in a power-of-two table at most 7/8 full, measured at about
+//! [`BYTES_PER_TOKEN`] per token across model sizes (`examples/footprint.rs`).
+//!
+//! # Evicting never loses data
+//!
+//! Everything a slot holds is already in storage when the slot is evicted:
+//! the model is its snapshot plus the journal (every click is written before
+//! it is applied in memory), and the policy is written before it changes in
+//! memory. So an evicted slot is simply dropped; the next request reloads
+//! the snapshot and replays at most `CHECKPOINT_EVERY` journal records.
+//! Nothing is snapshotted on the way out: eviction stays cheap, and the
+//! journal it leaves is bounded anyway.
+//!
+//! Two rules keep memory and storage from diverging:
+//! - only a slot that no request holds is evicted: under the map's write
+//!   lock (so no request can pick it up meanwhile) its `Arc` must be the
+//!   map's alone. A request that holds a slot — scoring, or a click between
+//!   its ledger read and its apply — makes it ineligible, so no write can
+//!   go to a slot that has left the map;
+//! - loads of one user are serialised (a striped lock), and a loader checks
+//!   the map again once it holds the stripe, so a model read from disk is
+//!   never inserted after a newer slot for the same user has come and gone.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::types::UserId;
+
+/// Default model memory budget: 512 MiB, about 18 million tokens — some
+/// thousands of typical users' models (a user who trained the whole
+/// SpamAssassin corpus has ~200k tokens, ~6 MiB).
+pub const DEFAULT_MODEL_MEMORY: usize = 512 << 20;
+
+/// Heap bytes per model token, measured (`cargo run --release --example
+/// footprint`): 28–30 for models of 10k–500k tokens, depending on where the
+/// table's power-of-two capacity falls.
+pub const BYTES_PER_TOKEN: usize = 30;
+
+/// A slot's fixed cost: the slot, its locks, an empty model and policy.
+const SLOT_BYTES: usize = 512;
+
+/// Evictions bring the resident total down to this fraction of the budget
+/// (in percent), so one pass makes room for a while instead of running at
+/// every load.
+const EVICT_TO_PERCENT: usize = 90;
+
+const STRIPES: usize = 64;
+
+/// The estimated memory of a model with `tokens` tokens.
+pub fn model_bytes(tokens: usize) -> usize {
+    SLOT_BYTES + tokens.saturating_mul(BYTES_PER_TOKEN)
+}
+
+/// Model cache counters, cumulative since start (except the gauges).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Slot lookups that found the user's model in memory (a Train looks
+    /// up twice: before tokenizing and under the writer lock).
+    pub hits: u64,
+    /// Lookups that loaded a user's model (or created an empty one).
+    pub misses: u64,
+    /// Lookups of a user with nothing stored (Score of an unknown
+    /// recipient): a storage read each time, nothing kept.
+    pub absent: u64,
+    /// Slots dropped to stay within the budget.
+    pub evictions: u64,
+    /// Slots in memory now.
+    pub resident_users: u64,
+    /// Estimated bytes of the slots in memory now.
+    pub resident_bytes: u64,
+    /// The budget.
+    pub budget_bytes: u64,
+}
+
+/// The cache's bookkeeping; the slots themselves live in the engine's map.
+pub(super) struct Cache {
+    budget: usize,
+    resident: AtomicUsize,
+    /// A logical clock: each slot use stamps the slot with the next tick.
+    clock: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    absent: AtomicU64,
+    evictions: AtomicU64,
+    stripes: Vec<Mutex<()>>,
+    /// One eviction pass at a time; others skip (the running one makes room).
+    evicting: Mutex<()>,
+}
+
+/// A slot's cache fields (embedded in the engine's `UserSlot`).
+#[derive(Default)]
+pub(super) struct Entry {
+    last_used: AtomicU64,
+    /// Bytes this slot is counted for in `Cache::resident`.
+    charged: AtomicUsize,
+}
+
+impl Cache {
+    pub(super) fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            resident: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            absent: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            evicting: Mutex::new(()),
+        }
+    }
+
+    /// The lock serialising loads of `user` (shared with a few others).
+    pub(super) fn load_lock(&self, user: &UserId) -> MutexGuard<'_, ()> {
+        let h = xxhash_rust::xxh3::xxh3_64(user.as_str().as_bytes());
+        self.stripes[(h % STRIPES as u64) as usize]
+            .lock()
+            .expect("load stripe")
+    }
+
+    pub(super) fn touch(&self, entry: &Entry) {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        entry.last_used.store(now, Ordering::Relaxed);
+    }
+
+    pub(super) fn last_used(entry: &Entry) -> u64 {
+        entry.last_used.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn hit(&self, entry: &Entry) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.touch(entry);
+    }
+
+    pub(super) fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn absent(&self) {
+        self.absent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the slot's charge to a model of `tokens` tokens.
+    pub(super) fn charge(&self, entry: &Entry, tokens: usize) {
+        let new = model_bytes(tokens);
+        let old = entry.charged.swap(new, Ordering::Relaxed);
+        if new >= old {
+            self.resident.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            self.resident.fetch_sub(old - new, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes the charge of a slot evicted from the map; returns the bytes
+    /// freed.
+    pub(super) fn discharge(&self, entry: &Entry) -> usize {
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+        self.release(entry)
+    }
+
+    /// Removes the slot's charge (it left the map for another reason, e.g.
+    /// DeleteUser); returns the bytes freed.
+    pub(super) fn release(&self, entry: &Entry) -> usize {
+        let old = entry.charged.swap(0, Ordering::Relaxed);
+        self.resident.fetch_sub(old, Ordering::Relaxed);
+        old
+    }
+
+    /// `Some(bytes to free)` if over budget and no other pass is running;
+    /// the guard must be held for the pass.
+    pub(super) fn over_budget(&self) -> Option<(usize, MutexGuard<'_, ()>)> {
+        let resident = self.resident.load(Ordering::Relaxed);
+        if resident <= self.budget {
+            return None;
+        }
+        let guard = self.evicting.try_lock().ok()?;
+        let target = self.budget / 100 * EVICT_TO_PERCENT;
+        Some((
+            self.resident.load(Ordering::Relaxed).saturating_sub(target),
+            guard,
+        ))
+    }
+
+    pub(super) fn stats(&self, resident_users: usize) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            absent: self.absent.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            resident_users: resident_users as u64,
+            resident_bytes: self.resident.load(Ordering::Relaxed) as u64,
+            budget_bytes: self.budget as u64,
+        }
+    }
+}
+
+/// Parses a memory size as a person types it: `512MiB`, `2GiB`, `64M`,
+/// `1048576` (bytes). K, M, G (with or without `iB`/`B`) are powers of 1024.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MiB, 2GiB or 1048576"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}; use KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("64 kb"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5TB").is_err());
+    }
+
+    #[test]
+    fn charges_add_up_and_over_budget_names_the_excess() {
+        let c = Cache::new(model_bytes(1000) * 2);
+        let (a, b) = (Entry::default(), Entry::default());
+        c.charge(&a, 1000);
+        c.charge(&b, 500);
+        assert!(c.over_budget().is_none());
+        c.charge(&b, 1500);
+        let (excess, _guard) = c.over_budget().expect("over");
+        assert_eq!(
+            excess,
+            model_bytes(1000) + model_bytes(1500) - c.budget / 100 * EVICT_TO_PERCENT
+        );
+        c.discharge(&a);
+        assert_eq!(c.stats(1).resident_bytes, model_bytes(1500) as u64);
+        assert_eq!(c.stats(1).evictions, 1);
+    }
+}
