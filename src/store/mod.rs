@@ -754,6 +754,24 @@ impl Store {
         })
     }
 
+    /// Live records by kind (the key's first byte: `L`edger, `J`ournal,
+    /// `M`odel snapshot, ...): count, key bytes, value bytes. Reads the whole
+    /// tree: for measuring (`examples/footprint.rs`), not for serving.
+    pub fn usage(&self) -> Result<Vec<(char, u64, u64, u64)>, Error> {
+        let mut by_kind = std::collections::BTreeMap::<u8, (u64, u64, u64)>::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let e = by_kind.entry(k.first().copied().unwrap_or(0)).or_default();
+            e.0 += 1;
+            e.1 += k.len() as u64;
+            e.2 += v.len() as u64;
+        }
+        Ok(by_kind
+            .into_iter()
+            .map(|(kind, (n, k, v))| (char::from(kind), n, k, v))
+            .collect())
+    }
+
     /// How many durability waits there were and how many flushes served them.
     pub fn commit_stats(&self) -> CommitStats {
         self.commit.stats()
