@@ -9,4 +9,5 @@ mod errors;
 mod loadtest;
 mod policy;
 mod shared;
+mod stats;
 mod wire;

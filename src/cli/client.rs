@@ -155,6 +155,38 @@ pub async fn train(
     Ok(())
 }
 
+/// `chaff stats`: the server's model cache and group commit counters.
+pub async fn stats(server: &str) -> anyhow::Result<()> {
+    let r = connect(server)
+        .await?
+        .get_stats(proto::GetStatsRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    let lookups = r.model_hits + r.model_misses;
+    println!(
+        "models in memory: {} users, {} MiB of {} MiB (--model-memory)",
+        r.resident_users,
+        r.resident_bytes >> 20,
+        r.model_memory_bytes >> 20
+    );
+    println!(
+        "  lookups: {} hits, {} misses (hit rate {:.3}), {} of users with nothing stored; {} evictions",
+        r.model_hits,
+        r.model_misses,
+        r.model_hits as f64 / lookups.max(1) as f64,
+        r.model_absent,
+        r.model_evictions
+    );
+    println!(
+        "durable replies: {} over {} storage flushes ({:.1} per flush)",
+        r.durable_waits,
+        r.flushes,
+        r.durable_waits as f64 / r.flushes.max(1) as f64
+    );
+    Ok(())
+}
+
 pub async fn forget(server: &str, user: &str, message_id: &str) -> anyhow::Result<()> {
     let mut client = connect(server).await?;
     let r = client

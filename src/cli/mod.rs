@@ -48,6 +48,9 @@ enum Command {
     Seed(seed::SeedArgs),
     /// Show the shared model's size: contributing users, messages, tokens, seed.
     Shared(ServerArg),
+    /// Operator: the server's model cache (hits, misses, evictions, memory)
+    /// and how many durable replies shared each storage flush.
+    Stats(ServerArg),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
     /// Keep N calls in flight against a running server for a while and report
@@ -171,6 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Why(a) => policy::why(a).await,
         Command::Seed(a) => seed::run(a).await,
         Command::Shared(a) => seed::show(&a.server).await,
+        Command::Stats(a) => client::stats(&a.server).await,
         Command::Tokens(a) => client::tokens(&a.file),
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,

@@ -422,6 +422,25 @@ impl proto::chaff_server::Chaff for ChaffService {
             seed_ham: s.seed_ham,
         }))
     }
+
+    async fn get_stats(
+        &self,
+        _req: Request<proto::GetStatsRequest>,
+    ) -> Result<Response<proto::ServerStats>, Status> {
+        // Atomics and one brief map read lock: no need for the blocking pool.
+        let s = self.engine.stats();
+        Ok(Response::new(proto::ServerStats {
+            model_hits: s.cache.hits,
+            model_misses: s.cache.misses,
+            model_absent: s.cache.absent,
+            model_evictions: s.cache.evictions,
+            resident_users: s.cache.resident_users,
+            resident_bytes: s.cache.resident_bytes,
+            model_memory_bytes: s.cache.budget_bytes,
+            durable_waits: s.commit.waits,
+            flushes: s.commit.flushes,
+        }))
+    }
 }
 
 /// FindDecisions' page size when the request gives none, and its maximum.
