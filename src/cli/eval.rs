@@ -54,6 +54,12 @@ pub struct EvalArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// In-process: wait for the disk after every click, as the service
+    /// does. Without it every record is still written through the same
+    /// code, but the replay's throwaway data directory is never synced, so
+    /// messages/s measures chaff rather than the disk.
+    #[arg(long)]
+    durable: bool,
     /// Word-pair window for the in-process tokenizer (1 = no pairs); for
     /// comparing tokenizer settings. Ignored with --server.
     #[arg(long)]
@@ -194,9 +200,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         None => {
             let bar = bar.clone();
             let settings = engine_settings(&args);
+            let durable = args.durable;
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
-                let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, settings)?;
+                let engine = Engine::new(open_store(dir.path(), durable)?, settings)?;
                 let mut filter = eval::EngineFilter::new(&engine, UserId::new(user)?);
                 Ok(eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
@@ -239,6 +246,15 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.json,
     );
     Ok(())
+}
+
+/// The store of an in-process replay, in a throwaway directory.
+fn open_store(dir: &std::path::Path, durable: bool) -> anyhow::Result<Store> {
+    Ok(if durable {
+        Store::open(dir, 256 << 20)?
+    } else {
+        Store::open_unsynced(dir, 256 << 20)?
+    })
 }
 
 /// The engine settings of an in-process replay: the defaults with any

@@ -105,6 +105,8 @@ pub struct Store {
     tree: Tree,
     /// Shared by every clone: which writes are durable (see `commit`).
     commit: Arc<GroupCommit>,
+    /// False only for throwaway replays: [`Store::open_unsynced`].
+    sync: bool,
 }
 
 const FORMAT_KEY: &[u8] = b"F";
@@ -235,6 +237,18 @@ impl Store {
     /// Opens (creating if needed) the database in `path`. `cache_bytes` bounds
     /// sled's page cache.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
+        Self::open_with(path, cache_bytes, true)
+    }
+
+    /// [`Store::open`] for a throwaway replay (`chaff eval`): every record
+    /// is written exactly as the service writes it, but [`Store::flush`]
+    /// does not wait for the disk, so a crash may lose recent writes. Never
+    /// for data anyone keeps.
+    pub fn open_unsynced(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
+        Self::open_with(path, cache_bytes, false)
+    }
+
+    fn open_with(path: &Path, cache_bytes: u64, sync: bool) -> Result<Self, Error> {
         let open_err = |source| Error::Open {
             path: path.to_path_buf(),
             source,
@@ -242,7 +256,8 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
+            // A throwaway replay needs no background fsync either.
+            .flush_every_ms(sync.then_some(500))
             .open()
             .map_err(open_err)?;
         let tree = db.open_tree("chaff").map_err(open_err)?;
@@ -282,6 +297,7 @@ impl Store {
             db,
             tree,
             commit: Arc::default(),
+            sync,
         })
     }
 
@@ -748,6 +764,9 @@ impl Store {
     /// Concurrent callers share sled flushes (group commit, see `commit`),
     /// so call it *after* releasing locks that other writers need.
     pub fn flush(&self) -> Result<(), Error> {
+        if !self.sync {
+            return Ok(());
+        }
         self.commit.wait_durable(|| {
             self.db.flush()?;
             Ok(())

@@ -176,3 +176,17 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
         FORMAT_VERSION.to_be_bytes()
     );
 }
+
+#[test]
+fn an_unsynced_store_reads_back_what_it_wrote() {
+    // For throwaway replays: the same records, only the wait for the disk
+    // is skipped.
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    let store = Store::open_unsynced(dir.path(), 8 << 20).unwrap();
+    learn(&store, &alice, "m1", Label::Spam, &[1, 2]);
+    store.flush().unwrap();
+    let mut expect = Model::default();
+    expect.learn(&ids(&[1, 2]), Label::Spam);
+    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, expect);
+}

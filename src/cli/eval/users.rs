@@ -12,10 +12,9 @@ use chaff::eval::multi::{
     self, Arrival, EngineShared, Mailbox, Misfiled, UserOutcome, View, arrival_order, misfiled,
 };
 use chaff::eval::{self, TrainMode};
-use chaff::store::Store;
 use chaff::types::MessageId;
 
-use super::{ArrivalArg, EvalArgs, Train, engine_settings};
+use super::{ArrivalArg, EvalArgs, Train, engine_settings, open_store};
 
 /// The prefixes of each mailbox the report covers (`None`: all of it).
 const WINDOWS: [Option<usize>; 4] = [Some(50), Some(100), Some(500), None];
@@ -67,6 +66,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let bar = crate::cli::progress_bar(messages * replays.len(), "messages");
     let settings = engine_settings(&args);
+    let durable = args.durable;
     let started = Instant::now();
     let runs = {
         let bar = bar.clone();
@@ -75,7 +75,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             let mut runs = Vec::new();
             for (r, &follow) in replays.iter().enumerate() {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
-                let engine = Engine::new(Store::open(dir.path(), 256 << 20)?, settings.clone())?;
+                let engine = Engine::new(open_store(dir.path(), durable)?, settings.clone())?;
                 for m in &seed {
                     let bytes = std::fs::read(&m.path)
                         .with_context(|| format!("cannot read {}", m.path.display()))?;
