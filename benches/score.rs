@@ -86,6 +86,23 @@ fn bench(c: &mut Criterion) {
     g.bench_function("engine evaluate 10KB (score + policy + explanation)", |b| {
         b.iter(|| engine.evaluate(&user, black_box(&msg), &envelope).unwrap())
     });
+    // The same user once the operator has seeded a 50k-token shared model
+    // (other generated mail): every token is looked up in both models and
+    // blended (src/classify/blend.rs).
+    let mut i = 0u64;
+    while engine.shared_summary().tokens < 50_000 {
+        let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
+        engine
+            .seed(&message(100_000 + i, 10 * 1024), label, None)
+            .unwrap();
+        i += 1;
+    }
+    g.bench_function("engine score 10KB (warm user + 50k shared)", |b| {
+        b.iter(|| engine.score(&user, black_box(&msg)).unwrap())
+    });
+    g.bench_function("engine evaluate 10KB (warm user + 50k shared)", |b| {
+        b.iter(|| engine.evaluate(&user, black_box(&msg), &envelope).unwrap())
+    });
     g.finish();
 
     // Batch scoring: the same 64 messages one after another, and through

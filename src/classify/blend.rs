@@ -139,12 +139,41 @@ pub fn score(user: &Model, prior: &Prior<'_>, ids: &[TokenId], params: &Params) 
             user_share: 1.0,
         };
     }
-    let blend = Blend::new(user, prior, params);
-    let (score, user_share) = combine_estimates(ids, params, |id| blend.estimate(id));
-    Blended {
-        score,
-        user_share: user_share.unwrap_or(1.0),
+    score_and_strongest(user, prior, ids, params, 0).0
+}
+
+/// [`score`] and [`strongest`] of one message, estimating each token once.
+pub fn score_and_strongest(
+    user: &Model,
+    prior: &Prior<'_>,
+    ids: &[TokenId],
+    params: &Params,
+    k: usize,
+) -> (Blended, Strongest) {
+    if prior.is_empty() {
+        let score = robinson::score(user, ids, params);
+        let top = if k > 0 {
+            user.strongest(ids, params, k)
+        } else {
+            Strongest::default()
+        };
+        return (
+            Blended {
+                score,
+                user_share: 1.0,
+            },
+            top,
+        );
     }
+    let blend = Blend::new(user, prior, params);
+    let (score, user_share, top) = combine_estimates(ids, params, |id| blend.estimate(id), k);
+    (
+        Blended {
+            score,
+            user_share: user_share.unwrap_or(1.0),
+        },
+        top,
+    )
 }
 
 /// Scores `ids` against the shared `prior` alone (its own Robinson
@@ -155,11 +184,16 @@ pub fn score_shared(prior: &Prior<'_>, ids: &[TokenId], params: &Params) -> Scor
     }
     let (pspam, pham) = prior.weights();
     let unit = f64::from(Weight::FULL.0);
-    combine_estimates(ids, params, |id| {
-        let c = prior.get(id)?;
-        let f = robinson::token_probability(c.spam, c.ham, pspam, pham, unit, params);
-        Some((f, 0.0))
-    })
+    combine_estimates(
+        ids,
+        params,
+        |id| {
+            let c = prior.get(id)?;
+            let f = robinson::token_probability(c.spam, c.ham, pspam, pham, unit, params);
+            Some((f, 0.0))
+        },
+        0,
+    )
     .0
 }
 
@@ -181,27 +215,37 @@ pub fn strongest(
 /// Robinson–Fisher combining over per-token `(f, ω)` estimates, as
 /// `robinson::score` does it; also the evidence-weighted mean of `ω`
 /// (`None` when nothing was combined). One allocation per message.
+///
+/// With `strongest` > 0, also the message's strongest features from the
+/// same estimates — what [`strongest`] computes, without estimating every
+/// token a second time (three lookups each when blending).
 fn combine_estimates(
     ids: &[TokenId],
     params: &Params,
     estimate: impl Fn(TokenId) -> Option<(f64, f64)>,
-) -> (Score, Option<f64>) {
+    strongest: usize,
+) -> (Score, Option<f64>, Strongest) {
     let mut known = 0u32;
-    let mut significant: Vec<(f64, f64)> = Vec::with_capacity(ids.len().min(1024));
+    let mut significant: Vec<(f64, f64, TokenId)> = Vec::with_capacity(ids.len().min(1024));
     for id in ids {
         let Some((f, share)) = estimate(*id) else {
             continue;
         };
         known += 1;
         if (f - 0.5).abs() >= params.min_dev {
-            significant.push((f, share));
+            significant.push((f, share, *id));
         }
     }
+    let top = if strongest > 0 {
+        super::pick_strongest(significant.iter().map(|e| (e.2, e.0)).collect(), strongest)
+    } else {
+        Strongest::default()
+    };
     robinson::keep_most_extreme(&mut significant, params.max_tokens, |e| e.0);
     let probs: Vec<f64> = significant.iter().map(|e| e.0).collect();
     let combined = robinson::combine(&probs);
     let (mut mine, mut all) = (0.0, 0.0);
-    for (f, share) in &significant {
+    for (f, share, _) in &significant {
         let evidence = (f / (1.0 - f)).ln().abs();
         mine += share * evidence;
         all += evidence;
@@ -212,7 +256,11 @@ fn combine_estimates(
         tokens_known: known,
         tokens_used: significant.len() as u32,
     };
-    (score, (all > 0.0).then(|| (mine / all).clamp(0.0, 1.0)))
+    (
+        score,
+        (all > 0.0).then(|| (mine / all).clamp(0.0, 1.0)),
+        top,
+    )
 }
 
 #[cfg(test)]
@@ -266,6 +314,26 @@ mod tests {
         let b = score(&m, &s.prior_for(Some(&user("a"))), &msg, &p);
         assert_eq!(b.score, own);
         assert_eq!(b.user_share, 1.0);
+    }
+
+    #[test]
+    fn one_pass_score_and_strongest_equal_the_two_separate_passes() {
+        let mut s = SharedModel::default();
+        let b = user("b");
+        s.apply(&b, true, Label::Spam, Weight::FULL, &ids(0..30));
+        s.apply(&b, true, Label::Ham, Weight::FULL, &ids(20..60));
+        let p = Params::default();
+        let m = trained();
+        for prior in [
+            s.prior_for(Some(&user("a"))),
+            SharedModel::default().prior_for(None),
+        ] {
+            for msg in [ids(0..60), ids(10..130), ids(500..510)] {
+                let (one, top) = score_and_strongest(&m, &prior, &msg, &p, 5);
+                assert_eq!(one, score(&m, &prior, &msg, &p));
+                assert_eq!(top, strongest(&m, &prior, &msg, &p, 5));
+            }
+        }
     }
 
     #[test]

@@ -246,13 +246,19 @@ pub(crate) fn strongest_by(
     k: usize,
     f: impl Fn(TokenId) -> Option<f64>,
 ) -> Strongest {
-    let mut sig: Vec<(TokenId, f64)> = ids
+    let sig: Vec<(TokenId, f64)> = ids
         .iter()
         .filter_map(|id| {
             let f = f(*id)?;
             ((f - 0.5).abs() >= params.min_dev).then_some((*id, f))
         })
         .collect();
+    pick_strongest(sig, k)
+}
+
+/// The `k` spammiest and `k` hammiest of significant `(id, f)` pairs,
+/// strongest first (ties by id, so explanations are deterministic).
+pub(crate) fn pick_strongest(mut sig: Vec<(TokenId, f64)>, k: usize) -> Strongest {
     sig.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let spam = sig
         .iter()

@@ -125,11 +125,8 @@ impl Engine {
             who = Contributor::User(user.clone());
             shared.prior_for(Some(&who))
         };
-        let blended = blend::score(model, &prior, ids, params);
-        let strongest = match strongest {
-            Some(k) => blend::strongest(model, &prior, ids, params, k),
-            None => Default::default(),
-        };
+        let (blended, strongest) =
+            blend::score_and_strongest(model, &prior, ids, params, strongest.unwrap_or(0));
         BlendOut {
             blended,
             strongest,
