@@ -207,47 +207,28 @@ fn report(
     println!("protocol          {protocol}");
     println!("misfiled %        (spam not judged spam + ham judged spam) / messages");
     let header: Vec<String> = WINDOWS.iter().map(|&w| window_name(w)).collect();
+    // One table: a row per view, a column per window.
+    let table = |pct: &dyn Fn(usize, usize) -> f64| {
+        let row = |name: &str, cells: &[String]| {
+            let cells: String = cells.iter().map(|c| format!(" {c:>10}")).collect();
+            println!("  {name:<10}{cells}");
+        };
+        row("", &header);
+        for (v, view) in View::ALL.iter().enumerate() {
+            let cells: Vec<String> = (0..WINDOWS.len())
+                .map(|w| format!("{:.2}", pct(v, w)))
+                .collect();
+            row(view.name(), &cells);
+        }
+    };
     for (u, m) in mailboxes.iter().enumerate() {
         println!();
         println!("{} ({} messages)", m.user, m.messages.len());
-        println!(
-            "  {:<10} {:>10} {:>10} {:>10} {:>10}",
-            "", header[0], header[1], header[2], header[3]
-        );
-        for (v, view) in View::ALL.iter().enumerate() {
-            let cells: Vec<String> = rates[v][u]
-                .iter()
-                .map(|m| format!("{:.2}", m.pct()))
-                .collect();
-            println!(
-                "  {:<10} {:>10} {:>10} {:>10} {:>10}",
-                view.name(),
-                cells[0],
-                cells[1],
-                cells[2],
-                cells[3]
-            );
-        }
+        table(&|v, w| rates[v][u][w].pct());
     }
     println!();
     println!("average over users");
-    println!(
-        "  {:<10} {:>10} {:>10} {:>10} {:>10}",
-        "", header[0], header[1], header[2], header[3]
-    );
-    for (v, view) in View::ALL.iter().enumerate() {
-        let cells: Vec<String> = (0..WINDOWS.len())
-            .map(|w| format!("{:.2}", mean(v, w)))
-            .collect();
-        println!(
-            "  {:<10} {:>10} {:>10} {:>10} {:>10}",
-            view.name(),
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3]
-        );
-    }
+    table(&mean);
     println!();
     println!(
         "speed             {:.0} messages/s ({replayed} scored in {elapsed:.1} s)",
