@@ -71,7 +71,11 @@ fn bench(c: &mut Criterion) {
     // (about 700 messages; the bench message itself is not among them).
     let mut i = 0u64;
     while engine.user_summary(&user).unwrap().tokens < 50_000 {
-        let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
+        let label = if i.is_multiple_of(3) {
+            Label::Spam
+        } else {
+            Label::Ham
+        };
         engine
             .train(&user, &message(1000 + i, 10 * 1024), label, None)
             .unwrap();
@@ -91,7 +95,11 @@ fn bench(c: &mut Criterion) {
     // blended (src/classify/blend.rs).
     let mut i = 0u64;
     while engine.shared_summary().tokens < 50_000 {
-        let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
+        let label = if i.is_multiple_of(3) {
+            Label::Spam
+        } else {
+            Label::Ham
+        };
         engine
             .seed(&message(100_000 + i, 10 * 1024), label, None)
             .unwrap();

@@ -151,48 +151,39 @@ fn report(
         ))
     );
     if args.json {
+        // {view: {window: value}}
+        let by_view_and_window = |value: &dyn Fn(usize, usize) -> serde_json::Value| {
+            let views: serde_json::Map<_, _> = View::ALL
+                .iter()
+                .enumerate()
+                .map(|(v, view)| {
+                    let windows: serde_json::Map<_, _> = WINDOWS
+                        .iter()
+                        .enumerate()
+                        .map(|(w, &win)| (window_name(win), value(v, w)))
+                        .collect();
+                    (view.name().to_string(), windows.into())
+                })
+                .collect();
+            serde_json::Value::from(views)
+        };
         let users: Vec<_> = mailboxes
             .iter()
             .enumerate()
             .map(|(u, m)| {
-                let views: serde_json::Map<_, _> = View::ALL
-                    .iter()
-                    .enumerate()
-                    .map(|(v, view)| {
-                        let windows: serde_json::Map<_, _> = WINDOWS
-                            .iter()
-                            .enumerate()
-                            .map(|(w, &win)| {
-                                let m = rates[v][u][w];
-                                (
-                                    window_name(win),
-                                    serde_json::json!({
-                                        "misfiled_pct": m.pct(),
-                                        "messages": m.messages,
-                                        "spam_missed": m.spam_missed,
-                                        "ham_misfiled": m.ham_misfiled,
-                                    }),
-                                )
-                            })
-                            .collect();
-                        (view.name().to_string(), windows.into())
+                let views = by_view_and_window(&|v, w| {
+                    let m = rates[v][u][w];
+                    serde_json::json!({
+                        "misfiled_pct": m.pct(),
+                        "messages": m.messages,
+                        "spam_missed": m.spam_missed,
+                        "ham_misfiled": m.ham_misfiled,
                     })
-                    .collect();
+                });
                 serde_json::json!({"user": m.user, "messages": m.messages.len(), "views": views})
             })
             .collect();
-        let average: serde_json::Map<_, _> = View::ALL
-            .iter()
-            .enumerate()
-            .map(|(v, view)| {
-                let windows: serde_json::Map<_, _> = WINDOWS
-                    .iter()
-                    .enumerate()
-                    .map(|(w, &win)| (window_name(win), mean(v, w).into()))
-                    .collect();
-                (view.name().to_string(), windows.into())
-            })
-            .collect();
+        let average = by_view_and_window(&|v, w| mean(v, w).into());
         println!(
             "{}",
             serde_json::json!({
