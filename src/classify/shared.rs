@@ -167,11 +167,15 @@ impl SharedModel {
             let (capped_old, capped_new) = (old.min(caps.token), new.min(caps.token));
             if capped_old != capped_new {
                 let s = total.get(*id).map_or(0, |c| count(c, label));
+                // In u64, like `fold`: the operator's part is uncapped, so
+                // `s + capped_new` could pass u32::MAX.
+                let updated =
+                    (u64::from(s) + u64::from(capped_new)).saturating_sub(u64::from(capped_old));
                 set_count(
                     total,
                     *id,
                     label,
-                    (s + capped_new).saturating_sub(capped_old),
+                    u32::try_from(updated).unwrap_or(u32::MAX),
                 );
             }
         }
@@ -288,6 +292,17 @@ mod tests {
 
     fn user(s: &str) -> Contributor {
         Contributor::User(crate::types::UserId::new(s).unwrap())
+    }
+
+    #[test]
+    fn huge_uncapped_operator_counts_saturate_instead_of_overflowing() {
+        // The operator's part is uncapped: adding to a token's total near
+        // u32::MAX must saturate (it wrapped, or panicked in debug, before).
+        let mut s = SharedModel::default();
+        let op = Contributor::Operator;
+        s.apply(&op, true, Label::Spam, Weight(3_000_000_000), &ids(&[1]));
+        s.apply(&op, true, Label::Spam, Weight(2_000_000_000), &ids(&[1]));
+        assert_eq!(s.total().get(TokenId(1)).unwrap().spam, u32::MAX);
     }
 
     #[test]

@@ -242,6 +242,9 @@ impl Engine {
             policy.consent = consent;
             Ok(next)
         })?;
+        // Durable before the reply; after the writer lock, so other
+        // writers share the flush.
+        self.store.flush()?;
         Ok(next.expect("create=true gives a slot"))
     }
 

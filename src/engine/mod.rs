@@ -414,7 +414,10 @@ impl Engine {
     /// the shared model (`classify::blend`). Never fails on the message's
     /// content; only on size and storage.
     pub fn score(&self, user: &UserId, message: &[u8]) -> Result<Scored, Error> {
-        self.score_read(user, &self.read(message)?)
+        // Tokens only: the header facts and derived id of a full read are
+        // for learning.
+        self.check_size(message)?;
+        self.score_tokens(user, self.settings.tokenizer.tokenize(message))
     }
 
     /// Reads a message once for [`Engine::score_read`] and
@@ -435,14 +438,14 @@ impl Engine {
 
     /// [`Engine::score`] of a message already read.
     pub fn score_read(&self, user: &UserId, message: &ReadMessage) -> Result<Scored, Error> {
+        self.score_tokens(user, message.tokens.clone())
+    }
+
+    fn score_tokens(&self, user: &UserId, tokens: Tokens) -> Result<Scored, Error> {
         let params = &self.settings.params;
         let slot = self.slot(user, false)?;
-        let out = self.blend(user, slot.as_deref(), &message.tokens.ids, None);
-        Ok(scored(
-            out.blended,
-            params,
-            message.tokens.limits_hit.clone(),
-        ))
+        let out = self.blend(user, slot.as_deref(), &tokens.ids, None);
+        Ok(scored(out.blended, params, tokens.limits_hit))
     }
 
     /// Scores many messages in parallel (rayon's pool, one task per
@@ -706,12 +709,14 @@ impl Engine {
             .collect();
         for (user, slot) in slots {
             let mut writer = slot.writer.lock().expect("writer lock");
+            // A user deleted while we waited for the lock must stay deleted.
+            if writer.retired {
+                continue;
+            }
             if writer.unsnapshotted > 0 {
                 self.checkpoint_locked(&user, &slot, &mut writer)?;
             }
-            if !writer.retired {
-                self.checkpoint_contribution(&Contributor::User(user))?;
-            }
+            self.checkpoint_contribution(&Contributor::User(user))?;
         }
         {
             let _seed = self.seed.lock().expect("seed lock");

@@ -253,6 +253,9 @@ impl Engine {
             .filter(|p| p.shared == *seed);
         let (outcome, ops) = match previous {
             Some(prev) if prev.label == label => {
+                // The entry may rest on an earlier seed whose flush failed:
+                // report stored state only once it is durable.
+                self.store.flush()?;
                 return Ok(Seeded {
                     outcome: TrainOutcome::AlreadyLearned,
                     message_id,
@@ -295,8 +298,11 @@ impl Engine {
         let mut seed = self.seed.lock().expect("seed lock");
         let id = self.store.generate_id()?;
         self.store.set_seed_id(id, true)?;
+        // Memory follows what sled holds before the slow, fallible rest.
         *seed = id;
-        Ok(self.drop_contribution(&Contributor::Operator))
+        let dropped = self.drop_contribution(&Contributor::Operator);
+        self.store.finish_seed_clear()?;
+        Ok(dropped)
     }
 
     /// Deletes a user: model, ledger, settings, lists, logged decisions and
@@ -307,12 +313,15 @@ impl Engine {
             || self.users.read().expect("users lock").contains_key(user);
         self.with_writer(user, true, |_, writer| {
             self.store.delete_user(user)?;
+            // Memory follows what sled holds before the slow, fallible rest;
+            // still under the old slot's lock, so no new slot for this user
+            // can write ledger entries that the rest would delete.
             writer.retired = true;
             self.drop_contribution(&Contributor::User(user.clone()));
             if let Some(gone) = self.users.write().expect("users lock").remove(user) {
                 self.cache.release(&gone.cache);
             }
-            Ok(())
+            self.store.finish_delete_user(user)
         })?;
         Ok(existed)
     }

@@ -490,10 +490,12 @@ impl Store {
         })
     }
 
-    /// Makes `id` the seed id (durably), and when `clear`, removes the
-    /// operator's shared part in the same batch and then its seed ledger
-    /// (in bounded steps; entries under an old seed id are ignored anyway,
-    /// so an interrupted clear is still a complete one).
+    /// Makes `id` the seed id, and when `clear`, removes the operator's
+    /// shared part in the same batch. Not flushed: with `clear`, the engine
+    /// drops the seed from memory once this returns, then calls
+    /// [`Store::finish_seed_clear`] for the old seed's ledger (entries under
+    /// an old seed id are ignored anyway, so an interrupted clear is still
+    /// a complete one).
     pub fn set_seed_id(&self, id: u64, clear: bool) -> Result<(), Error> {
         let mut batch = Batch::default();
         batch.insert(SEED_ID_KEY, &id.to_be_bytes());
@@ -501,11 +503,13 @@ impl Store {
             self.clear_contribution(&Contributor::Operator, &mut batch)?;
         }
         self.tree.apply_batch(batch)?;
-        self.flush()?;
-        if clear {
-            self.delete_prefix(&contributor_prefix(LEDGER, &Contributor::Operator))?;
-        }
         Ok(())
+    }
+
+    /// The rest of a seed clear: the old seed's ledger, then a flush.
+    pub fn finish_seed_clear(&self) -> Result<(), Error> {
+        self.delete_prefix(&contributor_prefix(LEDGER, &Contributor::Operator))?;
+        self.flush()
     }
 
     /// Deletes every key under `prefix`, `DELETE_CHUNK` keys per batch.
@@ -524,11 +528,9 @@ impl Store {
         }
     }
 
-    /// Deletes everything stored for a user: model, journal, settings,
-    /// lists and shared part first, in one batch (after it the user is
-    /// gone for scoring and for the shared model), then the ledger and the
-    /// decision log in bounded steps. Flushed before it returns. Calling it
-    /// again finishes an interrupted deletion.
+    /// Deletes a user's model, journal, settings, lists and shared part,
+    /// in one batch: after it the user is gone for scoring and for the
+    /// shared model. [`Store::finish_delete_user`] does the rest.
     pub fn delete_user(&self, user: &UserId) -> Result<(), Error> {
         let who = Contributor::User(user.clone());
         let mut batch = Batch::default();
@@ -541,6 +543,13 @@ impl Store {
         }
         self.clear_contribution(&who, &mut batch)?;
         self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The rest of [`Store::delete_user`], after the engine has dropped the
+    /// user from memory: their ledger and logged decisions (in bounded
+    /// batches), then a flush. Calling it again finishes an interrupted one.
+    pub fn finish_delete_user(&self, user: &UserId) -> Result<(), Error> {
         self.delete_prefix(&user_prefix(LEDGER, user))?;
         self.delete_prefix(&user_prefix(DECISION, user))?;
         self.flush()
@@ -595,9 +604,9 @@ impl Store {
         }
     }
 
-    /// Stores the user's settings and consent id durably (flushes). With
-    /// `clear_shared`, the user's shared part goes in the same batch:
-    /// revoking consent is one atomic change.
+    /// Stores the user's settings and consent id (durable after
+    /// [`Store::flush`]). With `clear_shared`, the user's shared part goes
+    /// in the same batch: revoking consent is one atomic change.
     pub fn put_settings(
         &self,
         user: &UserId,
@@ -613,8 +622,10 @@ impl Store {
         if clear_shared {
             self.clear_contribution(&Contributor::User(user.clone()), &mut batch)?;
         }
+        // Not flushed: the engine changes its memory to match first (memory
+        // follows what sled holds, durable or not), then flushes.
         self.tree.apply_batch(batch)?;
-        self.flush()
+        Ok(())
     }
 
     /// Every entry on one list, in key order.
