@@ -12,6 +12,7 @@
 //! every user hourly.
 
 use std::net::IpAddr;
+use std::sync::Condvar;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
@@ -126,6 +127,11 @@ pub struct DecisionLog {
     /// `None` once closed. Senders are shared under the read lock.
     tx: RwLock<Option<SyncSender<Queued>>>,
     dropped: Arc<AtomicU64>,
+    /// Decisions queued so far, and (under the lock) those the writer has
+    /// finished with: [`DecisionLog::settle`] waits for the second to
+    /// reach the first.
+    queued: AtomicU64,
+    done: Arc<(Mutex<u64>, Condvar)>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -134,14 +140,17 @@ impl DecisionLog {
     pub fn start(store: Store, retention: Retention) -> Self {
         let (tx, rx) = sync_channel(retention.queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
-        let d = dropped.clone();
+        let done = Arc::new((Mutex::new(0), Condvar::new()));
+        let (d, finished) = (dropped.clone(), done.clone());
         let writer = std::thread::Builder::new()
             .name("chaff-decisions".into())
-            .spawn(move || write_loop(&store, &rx, &retention, &d))
+            .spawn(move || write_loop(&store, &rx, &retention, &d, &finished))
             .expect("spawn the decision log writer");
         Self {
             tx: RwLock::new(Some(tx)),
             dropped,
+            queued: AtomicU64::new(0),
+            done,
             writer: Mutex::new(Some(writer)),
         }
     }
@@ -152,11 +161,30 @@ impl DecisionLog {
         let Some(tx) = tx.as_ref() else { return };
         let json = serde_json::to_vec(record).expect("a decision serialises");
         match tx.try_send((user.clone(), record.time_ms, json)) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Waits (at most `timeout`) until the writer has finished with every
+    /// decision queued before the call — so deleting a user's decisions
+    /// afterwards leaves none of them to be written later. Returns whether
+    /// it got there in time.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        if self.tx.read().expect("decision log lock").is_none() {
+            return true;
+        }
+        let target = self.queued.load(Ordering::Relaxed);
+        let (lock, cond) = &*self.done;
+        let done = lock.lock().expect("decision log lock");
+        let (done, _) = cond
+            .wait_timeout_while(done, timeout, |d| *d < target)
+            .expect("decision log lock");
+        *done >= target
     }
 
     /// Decisions dropped because the writer was behind.
@@ -185,7 +213,13 @@ impl Drop for DecisionLog {
 /// minutes or days old).
 const LINGER: Duration = Duration::from_millis(20);
 
-fn write_loop(store: &Store, rx: &Receiver<Queued>, retention: &Retention, dropped: &AtomicU64) {
+fn write_loop(
+    store: &Store,
+    rx: &Receiver<Queued>,
+    retention: &Retention,
+    dropped: &AtomicU64,
+    done: &(Mutex<u64>, Condvar),
+) {
     // Per user: decisions written since the last trim. Trimming every
     // `per_user / 4` keeps a user's range under 1.25 × per_user.
     let mut since_trim: FxHashMap<UserId, usize> = FxHashMap::default();
@@ -241,6 +275,8 @@ fn write_loop(store: &Store, rx: &Receiver<Queued>, retention: &Retention, dropp
                     }
                 }
             }
+            *done.0.lock().expect("decision log lock") += batch.len() as u64;
+            done.1.notify_all();
         }
         let d = dropped.load(Ordering::Relaxed);
         if d > reported_drops {

@@ -321,6 +321,12 @@ impl Engine {
             if let Some(gone) = self.users.write().expect("users lock").remove(user) {
                 self.cache.release(&gone.cache);
             }
+            // Decisions scored before the delete may still be queued for
+            // the log: let the writer finish them, or it would write them
+            // after their deletion.
+            if !self.decisions.settle(std::time::Duration::from_secs(5)) {
+                warn!(%user, "decision log did not settle in 5 s; decisions queued before the delete may remain");
+            }
             self.store.finish_delete_user(user)
         })?;
         Ok(existed)

@@ -178,6 +178,24 @@ fn delete_user_removes_everything_of_theirs_and_their_shared_part() {
 }
 
 #[test]
+fn decisions_scored_just_before_a_delete_are_not_written_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let alice = user("alice");
+    e.train(&alice, &spam(1), Label::Spam, None).unwrap();
+    e.train(&alice, &ham(1), Label::Ham, None).unwrap();
+    // Queued for the log (written ~20 ms later), then the user is deleted.
+    for i in 0..20 {
+        e.evaluate(&alice, &spam(100 + i), &Envelope::default())
+            .unwrap();
+    }
+    assert!(e.delete_user(&alice).unwrap());
+    // Well past the writer's linger: nothing of alice's came back.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!e.store.user_exists(&alice).unwrap());
+}
+
+#[test]
 fn clearing_the_seed_leaves_exactly_the_users_contributions() {
     let (_dir, seeded, never) = two_engines();
     for e in [&seeded, &never] {
