@@ -90,7 +90,15 @@ pub(super) struct Cache {
     stripes: Vec<Mutex<()>>,
     /// One eviction pass at a time; others skip (the running one makes room).
     evicting: Mutex<()>,
+    /// The eviction clock's tick when a pass last freed nothing (every
+    /// other slot busy, or one model bigger than the budget): no new pass
+    /// until `RETRY_AFTER_USES` more slot uses, so an unfixable excess
+    /// does not cost every click a scan of all users under the map lock.
+    futile_at: AtomicU64,
 }
+
+/// Slot uses after a futile eviction pass before the next one.
+const RETRY_AFTER_USES: u64 = 64;
 
 /// A slot's cache fields (embedded in the engine's `UserSlot`).
 #[derive(Default)]
@@ -112,6 +120,7 @@ impl Cache {
             evictions: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             evicting: Mutex::new(()),
+            futile_at: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -178,12 +187,28 @@ impl Cache {
         if resident <= self.budget {
             return None;
         }
+        let futile = self.futile_at.load(Ordering::Relaxed);
+        if futile != u64::MAX
+            && self.clock.load(Ordering::Relaxed) < futile.saturating_add(RETRY_AFTER_USES)
+        {
+            return None;
+        }
         let guard = self.evicting.try_lock().ok()?;
         let target = self.budget / 100 * EVICT_TO_PERCENT;
         Some((
             self.resident.load(Ordering::Relaxed).saturating_sub(target),
             guard,
         ))
+    }
+
+    /// Records the outcome of an eviction pass: whether it freed anything.
+    pub(super) fn pass_done(&self, freed_any: bool) {
+        let at = if freed_any {
+            u64::MAX
+        } else {
+            self.clock.load(Ordering::Relaxed)
+        };
+        self.futile_at.store(at, Ordering::Relaxed);
     }
 
     pub(super) fn stats(&self, resident_users: usize) -> CacheStats {
@@ -253,5 +278,26 @@ mod tests {
         c.discharge(&a);
         assert_eq!(c.stats(1).resident_bytes, model_bytes(1500) as u64);
         assert_eq!(c.stats(1).evictions, 1);
+    }
+
+    #[test]
+    fn after_a_pass_that_freed_nothing_the_next_waits_for_more_uses() {
+        let c = Cache::new(model_bytes(10));
+        let a = Entry::default();
+        c.charge(&a, 100);
+        let (_, guard) = c.over_budget().expect("over budget");
+        drop(guard);
+        c.pass_done(false);
+        assert!(c.over_budget().is_none(), "retried at once");
+        for _ in 0..RETRY_AFTER_USES {
+            c.touch(&a);
+        }
+        let (_, guard) = c.over_budget().expect("retried after enough uses");
+        drop(guard);
+        c.pass_done(true);
+        assert!(
+            c.over_budget().is_some(),
+            "a useful pass does not hold off the next"
+        );
     }
 }

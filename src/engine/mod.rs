@@ -373,6 +373,7 @@ impl Engine {
                 }
             }
         }
+        self.cache.pass_done(!dropped.is_empty());
         // Freeing big maps takes a while; not under the map lock.
         drop(dropped);
     }
