@@ -197,7 +197,9 @@ pub fn score_shared(prior: &Prior<'_>, ids: &[TokenId], params: &Params) -> Scor
     .0
 }
 
-/// The message's strongest blended features, for explanations.
+/// The message's strongest blended features, estimating every token
+/// again: the reference [`score_and_strongest`] is tested against.
+#[cfg(test)]
 pub fn strongest(
     user: &Model,
     prior: &Prior<'_>,

@@ -351,7 +351,9 @@ impl Store {
 
     /// Records one click atomically: the message's new ledger state (`None`
     /// removes it) and the ops that move the model there. Returns the
-    /// journal sequence number. Not durable until [`Store::flush`].
+    /// journal sequence number. Not durable until [`Store::flush`]. For
+    /// tests and benches that write a user's records directly; the engine
+    /// writes clicks with `record_click`.
     pub fn record(
         &self,
         user: &UserId,
