@@ -256,8 +256,11 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            // A throwaway replay needs no background fsync either.
+            // A throwaway replay needs no background fsync either, nor
+            // sled's wait for the disk after writing each atomic batch
+            // (`temporary`; sled also removes the files when closed).
             .flush_every_ms(sync.then_some(500))
+            .temporary(!sync)
             .open()
             .map_err(open_err)?;
         let tree = db.open_tree("chaff").map_err(open_err)?;
