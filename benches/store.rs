@@ -12,7 +12,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use chaff::classify::{Model, Weight};
-use chaff::store::{CHECKPOINT_EVERY, LedgerEntry, Op, Store};
+use chaff::store::{CHECKPOINT_MIN_ENTRIES, LedgerEntry, Op, Store, checkpoint_due};
 use chaff::tokenize::{TOKENIZER_VERSION, TokenId};
 use chaff::types::{Label, MessageId, UserId};
 
@@ -34,18 +34,19 @@ fn message_tokens(r: &mut Rng, vocabulary: &[TokenId]) -> Vec<TokenId> {
     ids
 }
 
-/// Learns messages through the store as clicks would (ledger + journal)
-/// until the model has `tokens` tokens, snapshots it, then writes `tail`
-/// more clicks that stay in the journal. Returns the user and the model
-/// a load must reproduce.
-fn build(store: &Store, name: &str, tokens: usize, tail: u64) -> (UserId, Model) {
+/// Learns messages through the store as clicks would (ledger + journal,
+/// a snapshot whenever the engine would take one: `checkpoint_due`) until
+/// the model has `tokens` tokens, snapshots it, then writes clicks that
+/// stay in the journal while it holds fewer than `tail_entries` entries.
+/// Returns the user, the model a load must reproduce, and the tail's
+/// clicks.
+fn build(store: &Store, name: &str, tokens: usize, tail_entries: u64) -> (UserId, Model, u64) {
     let user = UserId::new(name).unwrap();
     let mut r = Rng(7);
     let vocabulary: Vec<TokenId> = (0..tokens * 3).map(|_| TokenId(r.next())).collect();
     let mut model = Model::default();
     let mut n = 0u64;
-    let mut click = |model: &mut Model, n: &mut u64| {
-        let ids = message_tokens(&mut r, &vocabulary);
+    let click = |model: &mut Model, n: &mut u64, ids: Vec<TokenId>| {
         let label = if n.is_multiple_of(3) {
             Label::Spam
         } else {
@@ -68,27 +69,39 @@ fn build(store: &Store, name: &str, tokens: usize, tail: u64) -> (UserId, Model)
         *n += 1;
         seq
     };
-    let mut seq = 0;
+    let (mut seq, mut journal) = (0, 0);
     while model.token_count() < tokens {
-        seq = click(&mut model, &mut n);
-        if n.is_multiple_of(CHECKPOINT_EVERY) {
+        let ids = message_tokens(&mut r, &vocabulary);
+        journal += ids.len() as u64 + 1;
+        seq = click(&mut model, &mut n, ids);
+        if checkpoint_due(journal, model.token_count()) {
             store.checkpoint(&user, &model, seq).unwrap();
+            journal = 0;
         }
     }
     store.checkpoint(&user, &model, seq).unwrap();
-    for _ in 0..tail {
-        click(&mut model, &mut n);
+    let (mut journal, mut clicks) = (0, 0);
+    loop {
+        let ids = message_tokens(&mut r, &vocabulary);
+        journal += ids.len() as u64 + 1;
+        if journal >= tail_entries {
+            break;
+        }
+        click(&mut model, &mut n, ids);
+        clicks += 1;
     }
     store.flush().unwrap();
-    (user, model)
+    (user, model, clicks)
 }
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 64 << 20).unwrap();
-    let worst_tail = CHECKPOINT_EVERY - 1;
-    let (fresh, fresh_model) = build(&store, "snapshotted", 50_000, 0);
-    let (tailed, tailed_model) = build(&store, "with-journal", 50_000, worst_tail);
+    // The longest journal the engine leaves behind a 50k-token model: one
+    // entry short of `checkpoint_due`.
+    let worst_tail = CHECKPOINT_MIN_ENTRIES.max(50_000);
+    let (fresh, fresh_model, _) = build(&store, "snapshotted", 50_000, 0);
+    let (tailed, tailed_model, tail_clicks) = build(&store, "with-journal", 50_000, worst_tail);
     // Loads must reproduce the models exactly, or the bench measures nothing.
     assert_eq!(
         store.load_model(&fresh).unwrap().unwrap().model,
@@ -104,7 +117,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| store.load_model(black_box(&fresh)).unwrap())
     });
     g.bench_function(
-        format!("50k-token model, snapshot + {worst_tail} journal records"),
+        format!(
+            "50k-token model, snapshot + {tail_clicks} journal records (< {worst_tail} entries)"
+        ),
         |b| b.iter(|| store.load_model(black_box(&tailed)).unwrap()),
     );
     g.finish();

@@ -47,7 +47,7 @@ use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::policy::{List, ListKind, UserSettings};
-use crate::store::{CHECKPOINT_EVERY, CommitStats, LedgerEntry, ListOwner, Op, Store};
+use crate::store::{CommitStats, LedgerEntry, ListOwner, Op, Store, checkpoint_due};
 use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
 use crate::types::{Contributor, Label, MessageId, UserId, Verdict};
 
@@ -155,7 +155,9 @@ pub struct EngineStats {
 /// Where the user's writes stand relative to its last snapshot.
 struct WriterState {
     last_seq: u64,
-    unsnapshotted: u64,
+    /// Journal entries since the last snapshot ([`checkpoint_due`]);
+    /// `u64::MAX` forces a snapshot at the next click.
+    journal_entries: u64,
     /// DeleteUser retired this slot: a caller that was waiting for the lock
     /// must fetch the user's slot again rather than write through this one.
     retired: bool,
@@ -210,7 +212,7 @@ pub struct Engine {
 #[derive(Clone, Copy, Debug, Default)]
 struct Position {
     last_seq: u64,
-    unsnapshotted: u64,
+    journal_entries: u64,
 }
 
 impl Engine {
@@ -299,8 +301,8 @@ impl Engine {
     fn load_slot(&self, user: &UserId, create: bool) -> Result<Option<Arc<UserSlot>>, Error> {
         let loaded = self.store.load_model(user)?;
         let policy = self.load_policy(user)?;
-        let (mut model, last_seq, mut unsnapshotted) = match loaded {
-            Some(l) => (l.model, l.last_seq, l.unsnapshotted),
+        let (mut model, last_seq, mut journal_entries) = match loaded {
+            Some(l) => (l.model, l.last_seq, l.journal_entries),
             None if create || policy.is_some() => (Model::default(), 0, 0),
             None => return Ok(None),
         };
@@ -318,14 +320,14 @@ impl Engine {
             );
             model = Model::default();
             // Snapshot the fresh model at the next click.
-            unsnapshotted = CHECKPOINT_EVERY;
+            journal_entries = u64::MAX;
         }
         let tokens = model.token_count();
         let slot = Arc::new(UserSlot {
             model: RwLock::new(model),
             writer: Mutex::new(WriterState {
                 last_seq,
-                unsnapshotted,
+                journal_entries,
                 retired: false,
             }),
             policy: RwLock::new(policy.unwrap_or_default()),
@@ -651,10 +653,12 @@ impl Engine {
         }
         let shared_due = self.apply_shared(&who, shared_ops, seq);
         writer.last_seq = seq;
-        writer.unsnapshotted += 1;
+        writer.journal_entries = ops.iter().fold(writer.journal_entries, |n, op| {
+            n.saturating_add(op.entries())
+        });
         let tokens = slot.model.read().expect("model lock").token_count();
         self.cache.charge(&slot.cache, tokens);
-        if writer.unsnapshotted >= CHECKPOINT_EVERY {
+        if checkpoint_due(writer.journal_entries, tokens) {
             self.checkpoint_locked(user, slot, writer)?;
         }
         if shared_due {
@@ -673,7 +677,7 @@ impl Engine {
         // is blocked only for the copy.
         let model = slot.model.read().expect("model lock").clone();
         self.store.checkpoint(user, &model, writer.last_seq)?;
-        writer.unsnapshotted = 0;
+        writer.journal_entries = 0;
         Ok(())
     }
 
@@ -714,7 +718,7 @@ impl Engine {
             if writer.retired {
                 continue;
             }
-            if writer.unsnapshotted > 0 {
+            if writer.journal_entries > 0 {
                 self.checkpoint_locked(&user, &slot, &mut writer)?;
             }
             self.checkpoint_contribution(&Contributor::User(user))?;

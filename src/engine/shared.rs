@@ -11,12 +11,10 @@
 use rustc_hash::FxHashMap;
 use tracing::{info, warn};
 
-use super::{
-    CHECKPOINT_EVERY, Engine, Position, Scored, TrainOutcome, UserSlot, derive_message_id, scored,
-};
+use super::{Engine, Position, Scored, TrainOutcome, UserSlot, derive_message_id, scored};
 use crate::classify::{self, Blended, Model, SharedModel, Strongest, blend, robinson};
 use crate::error::Error;
-use crate::store::{LedgerEntry, Op, Store};
+use crate::store::{LedgerEntry, Op, Store, checkpoint_due};
 use crate::tokenize::{TOKENIZER_VERSION, TokenId, Tokens};
 use crate::types::{Contributor, Label, MessageId, UserId};
 
@@ -74,7 +72,7 @@ pub(super) fn load(
     for (who, loaded) in store.load_contributions()? {
         let mut position = Position {
             last_seq: loaded.last_seq,
-            unsnapshotted: loaded.unsnapshotted,
+            journal_entries: loaded.journal_entries,
         };
         let mut model = loaded.model;
         if model.tokenizer_version() != TOKENIZER_VERSION {
@@ -82,7 +80,7 @@ pub(super) fn load(
             // be mixed in. Start the part over; snapshot it at its next click.
             warn!(%who, stored = model.tokenizer_version(), "shared contribution was built by another tokenizer version; dropping it");
             model = Model::default();
-            position.unsnapshotted = CHECKPOINT_EVERY;
+            position.journal_entries = u64::MAX;
         }
         positions.insert(who.clone(), position);
         parts.push((who, model));
@@ -169,7 +167,7 @@ impl Engine {
         if ops.is_empty() {
             return false;
         }
-        {
+        let part_tokens = {
             let mut shared = self.shared.write().expect("shared lock");
             for op in ops {
                 match op {
@@ -177,12 +175,17 @@ impl Engine {
                     Op::Unlearn(label, w, ids) => shared.apply(who, false, *label, *w, ids),
                 }
             }
-        }
+            shared
+                .contribution(who)
+                .map_or(0, |part| part.token_count())
+        };
         let mut positions = self.positions.lock().expect("positions lock");
         let p = positions.entry(who.clone()).or_default();
         p.last_seq = seq;
-        p.unsnapshotted += 1;
-        p.unsnapshotted >= CHECKPOINT_EVERY
+        p.journal_entries = ops
+            .iter()
+            .fold(p.journal_entries, |n, op| n.saturating_add(op.entries()));
+        checkpoint_due(p.journal_entries, part_tokens)
     }
 
     /// Snapshots `who`'s part if it has journal records. The caller holds
@@ -197,7 +200,7 @@ impl Engine {
         else {
             return Ok(());
         };
-        if position.unsnapshotted == 0 {
+        if position.journal_entries == 0 {
             return Ok(());
         }
         let part = self
@@ -210,7 +213,7 @@ impl Engine {
         self.store
             .checkpoint_contribution(who, &part, position.last_seq)?;
         if let Some(p) = self.positions.lock().expect("positions lock").get_mut(who) {
-            p.unsnapshotted = 0;
+            p.journal_entries = 0;
         }
         Ok(())
     }

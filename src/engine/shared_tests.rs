@@ -309,8 +309,9 @@ fn one_user_with_1000_hostile_clicks_cannot_flip_a_newsletter_50_users_read_as_h
     let scored = e.score(&fresh, &newsletter(5000)).unwrap();
     assert_eq!(scored.verdict, Verdict::Ham, "{scored:?}");
     assert!(scored.user_share < 0.01);
-    // Durable across a restart, snapshot and journal (1,000 clicks passed
-    // CHECKPOINT_EVERY), and still the same shared model.
+    // Durable across a restart, snapshot and journal (1,000 clicks are
+    // far more journal entries than the part has tokens: checkpoint_due),
+    // and still the same shared model.
     e.shutdown().unwrap();
     drop(e);
     let e = engine(dir.path());

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::classify::Weight;
+use crate::store::CHECKPOINT_MIN_ENTRIES;
 
 const SPAM: &[u8] = b"From: promo@pills.example\r\nSubject: cheap pills now\r\nMessage-ID: <s1@pills.example>\r\n\r\nbuy cheap pills viagra discount offer\r\n";
 const HAM: &[u8] = b"From: bob@work.example\r\nSubject: meeting notes\r\nMessage-ID: <h1@work.example>\r\n\r\nthe quarterly meeting notes are attached, see agenda\r\n";
@@ -211,11 +212,19 @@ fn state_survives_reopen_across_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let u = user("alice");
     let expected;
+    // 300 clicks of 150 words each (from a 500-word vocabulary, so the
+    // model stays far smaller than its journal): ≥ 45,000 journal entries,
+    // enough to cross at least one checkpoint and leave a tail after it.
+    const CLICKS: usize = 300;
+    const WORDS: usize = 150;
+    assert!((CLICKS * WORDS) as u64 > CHECKPOINT_MIN_ENTRIES);
     {
         let e = engine(dir.path());
-        // Enough distinct clicks to cross a checkpoint, plus some after it.
-        for i in 0..(CHECKPOINT_EVERY + 10) {
-            let msg = format!("Subject: note {i}\r\n\r\nword{i} shared text\r\n");
+        for i in 0..CLICKS {
+            let body: Vec<String> = (0..WORDS)
+                .map(|k| format!("w{}", (i * 7 + k) % 500))
+                .collect();
+            let msg = format!("Subject: note {i}\r\n\r\n{}\r\n", body.join(" "));
             let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
             e.train(
                 &u,
@@ -228,6 +237,17 @@ fn state_survives_reopen_across_checkpoints() {
         e.forget(&u, &MessageId::new("m3").unwrap()).unwrap();
         expected = state(&e, &u);
         // No shutdown(): as after a crash, the journal tail must replay.
+    }
+    {
+        // A snapshot was taken (else the journal would hold every click's
+        // entries) and a journal tail follows it.
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let loaded = store.load_model(&u).unwrap().unwrap();
+        assert!(
+            (1..CHECKPOINT_MIN_ENTRIES).contains(&loaded.journal_entries),
+            "{}",
+            loaded.journal_entries
+        );
     }
     let e = engine(dir.path());
     assert_eq!(state(&e, &u), expected);

@@ -38,6 +38,15 @@ pub enum Op {
 }
 
 impl Op {
+    /// Its size in journal entries: one per token id, plus one for the op
+    /// itself (its label and weight change the model's message counts even
+    /// with no ids). What replaying and storing it cost, roughly.
+    pub fn entries(&self) -> u64 {
+        match self {
+            Op::Learn(_, _, ids) | Op::Unlearn(_, _, ids) => ids.len() as u64 + 1,
+        }
+    }
+
     pub fn apply(&self, model: &mut Model) {
         match self {
             Op::Learn(label, w, ids) => model.learn_weighted(ids, *label, *w),

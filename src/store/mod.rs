@@ -33,9 +33,10 @@
 //! a journal record, plus a contribution journal record when it is shared — never one read-modify-write per token (≈13 µs each
 //! here, which would cap training near 185 messages/s per core). Models live
 //! in memory for scoring (no sled `get` per token on the hot path); on disk a
-//! model is its last snapshot plus the journal records after it. Every
-//! [`CHECKPOINT_EVERY`] clicks the engine folds the journal into a new
-//! snapshot, in one batch that also deletes the folded records. The ledger is
+//! model is its last snapshot plus the journal records after it. Once the
+//! journal has grown as large as the model ([`checkpoint_due`]) the engine
+//! folds it into a new snapshot, in one batch that also deletes the folded
+//! records. The ledger is
 //! the source of truth for *what* was learned; it is what exact relearn and
 //! Forget read.
 //!
@@ -50,9 +51,10 @@
 
 mod codec;
 mod commit;
+mod pending;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sled::{Batch, Db, Tree};
 
@@ -65,6 +67,7 @@ pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
 
 use commit::GroupCommit;
+use pending::Pending;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
 /// Format 5 added the shared model (`G`/`H`/`O` keys, shared ids in ledger
@@ -84,9 +87,28 @@ const READABLE_FORMATS: [u32; 2] = [2, 4];
 /// memory grows with batch size, so large deletions go in bounded steps.
 const DELETE_CHUNK: usize = 512;
 
-/// Clicks between model snapshots: bounds both journal replay at load
-/// (≤ this many records) and the snapshot cost per click (amortised).
-pub const CHECKPOINT_EVERY: u64 = 256;
+/// A journal shorter than this many entries ([`Op::entries`]: token ids,
+/// plus one per op) is never folded, however
+/// small the model: tiny models would otherwise be re-snapshotted at
+/// almost every click. Replaying it costs well under a millisecond.
+pub const CHECKPOINT_MIN_ENTRIES: u64 = 32_768;
+
+/// Whether a model (or a shared contribution) should be snapshotted now:
+/// once the journal since its last snapshot holds as many entries (token
+/// ids) as the model has tokens, and at least [`CHECKPOINT_MIN_ENTRIES`].
+///
+/// Why relative to the model's size: a snapshot costs time and disk in
+/// proportion to the model, a journal record in proportion to its click.
+/// Folding when the journal has grown as large as the model makes the
+/// snapshots' total cost at most about the journal's (amortised O(1) per
+/// token learned), keeps replay at load no longer than decoding the
+/// snapshot itself, and keeps the journal's live bytes near the snapshot's.
+/// A fixed number of clicks between snapshots (256, until 2026-11-23)
+/// rewrote a 600k-token model every 256 clicks: sorting and writing it was
+/// the largest single cost of a corpus replay (docs/PERFORMANCE.md).
+pub fn checkpoint_due(journal_entries: u64, model_tokens: usize) -> bool {
+    journal_entries >= CHECKPOINT_MIN_ENTRIES.max(model_tokens as u64)
+}
 
 /// A model as loaded from disk, with the position its state reflects.
 #[derive(Debug)]
@@ -94,15 +116,21 @@ pub struct LoadedModel {
     pub model: Model,
     /// Sequence number of the last journal record folded in (0 if none).
     pub last_seq: u64,
-    /// Journal records after the snapshot (replayed into `model`).
-    pub unsnapshotted: u64,
+    /// Entries ([`Op::entries`]) in the journal records after the snapshot
+    /// (replayed into `model`): what [`checkpoint_due`] weighs.
+    pub journal_entries: u64,
 }
 
 /// The open database. Cheap to share: sled handles are reference-counted.
 #[derive(Clone)]
 pub struct Store {
     db: Db,
-    tree: Tree,
+    /// Read and written through [`Store::tree`], which applies pending
+    /// clicks first; only the click path uses it directly.
+    sled_tree: Tree,
+    /// Clicks not yet in the tree: only in a throwaway store
+    /// ([`Store::open_unsynced`]; `pending.rs` says why).
+    pending: Option<Arc<Mutex<Pending>>>,
     /// Shared by every clone: which writes are durable (see `commit`).
     commit: Arc<GroupCommit>,
     /// False only for throwaway replays: [`Store::open_unsynced`].
@@ -298,40 +326,62 @@ impl Store {
         }
         Ok(Self {
             db,
-            tree,
+            sled_tree: tree,
+            pending: (!sync).then(Arc::default),
             commit: Arc::default(),
             sync,
         })
     }
 
+    /// The tree, with every pending click applied first, so whatever reads
+    /// or writes it next sees every click in order.
+    fn tree(&self) -> Result<&Tree, Error> {
+        if let Some(pending) = &self.pending {
+            self.apply(&mut pending.lock().expect("pending lock"))?;
+        }
+        Ok(&self.sled_tree)
+    }
+
+    /// Applies pending clicks as one batch. The caller holds the pending
+    /// lock until the tree has them, so a reader never finds a click in
+    /// neither place.
+    fn apply(&self, pending: &mut Pending) -> Result<(), Error> {
+        if let Some(batch) = pending.take() {
+            self.sled_tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
     /// The user's model (snapshot plus journal replay), or `None` for a user
     /// with nothing stored.
     pub fn load_model(&self, user: &UserId) -> Result<Option<LoadedModel>, Error> {
-        let snapshot = self.tree.get(user_prefix(MODEL, user))?;
+        let snapshot = self.tree()?.get(user_prefix(MODEL, user))?;
         let (mut model, mut last_seq) = match &snapshot {
             Some(bytes) => codec::decode_snapshot(bytes)?,
             None => (Model::default(), 0),
         };
-        let mut unsnapshotted = 0;
+        let mut journal_entries = 0;
+        let mut records = 0;
         let start = journal_key(user, last_seq.saturating_add(1));
         let end = journal_key(user, u64::MAX);
-        for item in self.tree.range(start..=end) {
+        for item in self.tree()?.range(start..=end) {
             let (key, value) = item?;
             for op in codec::decode_ops(&value)? {
                 op.apply(&mut model);
+                journal_entries += op.entries();
             }
             let seq_bytes = &key[key.len() - 8..];
             last_seq =
                 u64::from_be_bytes(seq_bytes.try_into().expect("journal key ends in 8 bytes"));
-            unsnapshotted += 1;
+            records += 1;
         }
-        if snapshot.is_none() && unsnapshotted == 0 {
+        if snapshot.is_none() && records == 0 {
             return Ok(None);
         }
         Ok(Some(LoadedModel {
             model,
             last_seq,
-            unsnapshotted,
+            journal_entries,
         }))
     }
 
@@ -346,7 +396,15 @@ impl Store {
         who: &Contributor,
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
-        match self.tree.get(ledger_key(who, msg))? {
+        let key = ledger_key(who, msg);
+        if let Some(pending) = &self.pending {
+            match pending.lock().expect("pending lock").ledger(&key) {
+                Some(Some(bytes)) => return Ok(Some(codec::decode_ledger(bytes)?)),
+                Some(None) => return Ok(None),
+                None => {}
+            }
+        }
+        match self.sled_tree.get(key)? {
             Some(bytes) => Ok(Some(codec::decode_ledger(&bytes)?)),
             None => Ok(None),
         }
@@ -382,21 +440,33 @@ impl Store {
         // sled's id generator is monotonic across restarts, so sequence
         // numbers order every user's journal without per-user counters.
         let seq = self.db.generate_id()?.saturating_add(1);
-        let mut batch = Batch::default();
-        match entry {
-            Some(e) => batch.insert(ledger_key(who, msg), codec::encode_ledger(e)),
-            None => batch.remove(ledger_key(who, msg)),
-        }
+        let ledger = (ledger_key(who, msg), entry.map(codec::encode_ledger));
+        let mut journal = Vec::with_capacity(2);
         if let Contributor::User(user) = who {
-            batch.insert(journal_key(user, seq), codec::encode_ops(ops));
+            journal.push((journal_key(user, seq), codec::encode_ops(ops)));
         }
         if !shared_ops.is_empty() {
-            batch.insert(
+            journal.push((
                 contribution_journal_key(who, seq),
                 codec::encode_ops(shared_ops),
-            );
+            ));
         }
-        self.tree.apply_batch(batch)?;
+        if let Some(pending) = &self.pending {
+            let mut pending = pending.lock().expect("pending lock");
+            if pending.push(ledger, journal) {
+                self.apply(&mut pending)?;
+            }
+            return Ok(seq);
+        }
+        let mut batch = Batch::default();
+        match ledger {
+            (key, Some(value)) => batch.insert(key, value),
+            (key, None) => batch.remove(key),
+        }
+        for (key, value) in journal {
+            batch.insert(key, value);
+        }
+        self.sled_tree.apply_batch(batch)?;
         Ok(seq)
     }
 
@@ -410,7 +480,7 @@ impl Store {
     /// rebuilding the shared model at start.
     pub fn load_contributions(&self) -> Result<Vec<(Contributor, LoadedModel)>, Error> {
         let mut parts: std::collections::BTreeMap<Contributor, LoadedModel> = Default::default();
-        for item in self.tree.scan_prefix([CONTRIBUTION]) {
+        for item in self.tree()?.scan_prefix([CONTRIBUTION]) {
             let (key, value) = item?;
             let (who, _) = decode_contributor(&key)?;
             let (model, last_seq) = codec::decode_snapshot(&value)?;
@@ -419,11 +489,11 @@ impl Store {
                 LoadedModel {
                     model,
                     last_seq,
-                    unsnapshotted: 0,
+                    journal_entries: 0,
                 },
             );
         }
-        for item in self.tree.scan_prefix([CONTRIBUTION_JOURNAL]) {
+        for item in self.tree()?.scan_prefix([CONTRIBUTION_JOURNAL]) {
             let (key, value) = item?;
             let (who, rest) = decode_contributor(&key)?;
             let seq = u64::from_be_bytes(rest.try_into().map_err(|_| Error::Corrupt {
@@ -432,7 +502,7 @@ impl Store {
             let part = parts.entry(who).or_insert_with(|| LoadedModel {
                 model: Model::default(),
                 last_seq: 0,
-                unsnapshotted: 0,
+                journal_entries: 0,
             });
             // A crash between a snapshot and the removal of what it folded
             // in cannot happen (one batch), but be exact regardless.
@@ -441,9 +511,9 @@ impl Store {
             }
             for op in codec::decode_ops(&value)? {
                 op.apply(&mut part.model);
+                part.journal_entries += op.entries();
             }
             part.last_seq = seq;
-            part.unsnapshotted += 1;
         }
         Ok(parts.into_iter().collect())
     }
@@ -458,7 +528,7 @@ impl Store {
     ) -> Result<(), Error> {
         let mut batch = Batch::default();
         for item in self
-            .tree
+            .tree()?
             .range(contribution_journal_key(who, 0)..=contribution_journal_key(who, last_seq))
         {
             batch.remove(item?.0);
@@ -467,7 +537,7 @@ impl Store {
             contributor_prefix(CONTRIBUTION, who),
             codec::encode_snapshot(part, last_seq),
         );
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         Ok(())
     }
 
@@ -475,7 +545,7 @@ impl Store {
     fn clear_contribution(&self, who: &Contributor, batch: &mut Batch) -> Result<(), Error> {
         batch.remove(contributor_prefix(CONTRIBUTION, who));
         for item in self
-            .tree
+            .tree()?
             .scan_prefix(contributor_prefix(CONTRIBUTION_JOURNAL, who))
         {
             batch.remove(item?.0);
@@ -485,7 +555,7 @@ impl Store {
 
     /// The current seed id, if the operator ever seeded.
     pub fn seed_id(&self) -> Result<Option<u64>, Error> {
-        Ok(match self.tree.get(SEED_ID_KEY)? {
+        Ok(match self.tree()?.get(SEED_ID_KEY)? {
             Some(v) => Some(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
                 Error::Corrupt {
                     what: "seed id".into(),
@@ -507,7 +577,7 @@ impl Store {
         if clear {
             self.clear_contribution(&Contributor::Operator, &mut batch)?;
         }
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         Ok(())
     }
 
@@ -522,14 +592,14 @@ impl Store {
         loop {
             let mut batch = Batch::default();
             let mut n = 0;
-            for item in self.tree.scan_prefix(prefix).take(DELETE_CHUNK) {
+            for item in self.tree()?.scan_prefix(prefix).take(DELETE_CHUNK) {
                 batch.remove(item?.0);
                 n += 1;
             }
             if n == 0 {
                 return Ok(());
             }
-            self.tree.apply_batch(batch)?;
+            self.tree()?.apply_batch(batch)?;
         }
     }
 
@@ -542,12 +612,12 @@ impl Store {
         batch.remove(user_prefix(MODEL, user));
         batch.remove(user_prefix(SETTINGS, user));
         for kind in [JOURNAL, LIST] {
-            for item in self.tree.scan_prefix(user_prefix(kind, user)) {
+            for item in self.tree()?.scan_prefix(user_prefix(kind, user)) {
                 batch.remove(item?.0);
             }
         }
         self.clear_contribution(&who, &mut batch)?;
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         Ok(())
     }
 
@@ -572,7 +642,7 @@ impl Store {
             CONTRIBUTION,
         ] {
             if self
-                .tree
+                .tree()?
                 .scan_prefix(user_prefix(kind, user))
                 .next()
                 .is_some()
@@ -589,21 +659,21 @@ impl Store {
         let snapshot = codec::encode_snapshot(model, last_seq);
         let mut batch = Batch::default();
         for item in self
-            .tree
+            .tree()?
             .range(journal_key(user, 0)..=journal_key(user, last_seq))
         {
             let (key, _) = item?;
             batch.remove(key);
         }
         batch.insert(user_prefix(MODEL, user), snapshot);
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         Ok(())
     }
 
     /// The user's delivery settings and current consent id (0: not
     /// sharing), if ever set.
     pub fn settings(&self, user: &UserId) -> Result<Option<(UserSettings, u64)>, Error> {
-        match self.tree.get(user_prefix(SETTINGS, user))? {
+        match self.tree()?.get(user_prefix(SETTINGS, user))? {
             Some(bytes) => Ok(Some(codec::decode_settings(&bytes)?)),
             None => Ok(None),
         }
@@ -629,7 +699,7 @@ impl Store {
         }
         // Not flushed: the engine changes its memory to match first (memory
         // follows what sled holds, durable or not), then flushes.
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         Ok(())
     }
 
@@ -637,7 +707,7 @@ impl Store {
     pub fn list_entries(&self, owner: &ListOwner, kind: ListKind) -> Result<Vec<Entry>, Error> {
         let prefix = list_prefix(owner, kind);
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix) {
+        for item in self.tree()?.scan_prefix(&prefix) {
             let (key, _) = item?;
             let text = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| Error::Corrupt {
                 what: "list entry is not UTF-8".into(),
@@ -661,9 +731,9 @@ impl Store {
         let mut key = list_prefix(owner, kind);
         key.extend_from_slice(entry.to_string().as_bytes());
         let changed = if present {
-            self.tree.insert(key, &[][..])?.is_none()
+            self.tree()?.insert(key, &[][..])?.is_none()
         } else {
-            self.tree.remove(key)?.is_some()
+            self.tree()?.remove(key)?.is_some()
         };
         if changed {
             self.flush()?;
@@ -682,7 +752,7 @@ impl Store {
             let seq = self.db.generate_id()?;
             batch.insert(decision_key(user, time_ms, seq), json);
         }
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         Ok(())
     }
 
@@ -699,7 +769,7 @@ impl Store {
         let start = decision_key(user, since_ms, 0);
         let end = decision_key(user, until_ms, u64::MAX);
         let mut out = Vec::new();
-        for item in self.tree.range(start..=end).rev() {
+        for item in self.tree()?.range(start..=end).rev() {
             let (_, value) = item?;
             if let Some(found) = read(&value)? {
                 out.push(found);
@@ -722,7 +792,7 @@ impl Store {
         let prefix = user_prefix(DECISION, user);
         let mut batch = Batch::default();
         let mut deleted = 0;
-        for (i, item) in self.tree.scan_prefix(&prefix).rev().enumerate() {
+        for (i, item) in self.tree()?.scan_prefix(&prefix).rev().enumerate() {
             let (key, _) = item?;
             let time = u64::from_be_bytes(key[prefix.len()..prefix.len() + 8].try_into().map_err(
                 |_| Error::Corrupt {
@@ -734,7 +804,7 @@ impl Store {
                 deleted += 1;
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         Ok(deleted)
     }
 
@@ -745,7 +815,7 @@ impl Store {
         let mut from = vec![DECISION];
         loop {
             let Some(item) = self
-                .tree
+                .tree()?
                 .range(from.clone()..prefix_end(&[DECISION]))
                 .next()
             else {
@@ -781,6 +851,9 @@ impl Store {
     /// so call it *after* releasing locks that other writers need.
     pub fn flush(&self) -> Result<(), Error> {
         if !self.sync {
+            // A throwaway store: nothing waits for the disk, and pending
+            // clicks stay pending (every read sees them anyway); applying
+            // them here, after every click, would undo the batching.
             return Ok(());
         }
         self.commit.wait_durable(|| {
@@ -794,7 +867,7 @@ impl Store {
     /// tree: for measuring (`examples/footprint.rs`), not for serving.
     pub fn usage(&self) -> Result<Vec<(char, u64, u64, u64)>, Error> {
         let mut by_kind = std::collections::BTreeMap::<u8, (u64, u64, u64)>::new();
-        for item in self.tree.iter() {
+        for item in self.tree()?.iter() {
             let (k, v) = item?;
             let e = by_kind.entry(k.first().copied().unwrap_or(0)).or_default();
             e.0 += 1;

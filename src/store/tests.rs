@@ -58,7 +58,8 @@ fn journal_replays_into_the_model_after_reopen() {
     expect.learn(&ids(&[1, 2]), Label::Spam);
     expect.learn(&ids(&[2, 3]), Label::Ham);
     assert_eq!(loaded.model, expect);
-    assert_eq!(loaded.unsnapshotted, 2);
+    // Two ops of two ids each: an entry per id and one per op.
+    assert_eq!(loaded.journal_entries, 6);
     assert_eq!(
         store.ledger_get(&alice, &msg("m1")).unwrap().unwrap().label,
         Label::Spam
@@ -75,11 +76,11 @@ fn checkpoint_folds_journal_and_later_records_still_replay() {
     let model = store.load_model(&alice).unwrap().unwrap().model;
     store.checkpoint(&alice, &model, seq).unwrap();
     let after = store.load_model(&alice).unwrap().unwrap();
-    assert_eq!((after.unsnapshotted, after.last_seq), (0, seq));
+    assert_eq!((after.journal_entries, after.last_seq), (0, seq));
     assert_eq!(after.model, model);
     learn(&store, &alice, "m3", Label::Spam, &[3]);
     let later = store.load_model(&alice).unwrap().unwrap();
-    assert_eq!(later.unsnapshotted, 1);
+    assert_eq!(later.journal_entries, 2);
     assert_eq!(later.model.spam_learned(), 2);
 }
 
@@ -160,7 +161,11 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
         folded.learn_weighted(&ids(&[1, 2]), Label::Spam, w3_full);
         store.checkpoint(&alice, &folded, seq).unwrap();
         click(&store, "m2", Label::Spam, w3_low, &[2, 3]);
-        store.tree.insert(FORMAT_KEY, &3u32.to_be_bytes()).unwrap();
+        store
+            .tree()
+            .unwrap()
+            .insert(FORMAT_KEY, &3u32.to_be_bytes())
+            .unwrap();
         store.flush().unwrap();
     }
     let store = Store::open(dir.path(), 8 << 20).unwrap();
@@ -172,7 +177,13 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
     assert_eq!(weight("m1"), Weight::FULL);
     assert_eq!(weight("m2"), Weight(Weight::FULL.0 / 8));
     assert_eq!(
-        store.tree.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+        store
+            .tree()
+            .unwrap()
+            .get(FORMAT_KEY)
+            .unwrap()
+            .unwrap()
+            .as_ref(),
         FORMAT_VERSION.to_be_bytes()
     );
 }
@@ -189,4 +200,54 @@ fn an_unsynced_store_reads_back_what_it_wrote() {
     let mut expect = Model::default();
     expect.learn(&ids(&[1, 2]), Label::Spam);
     assert_eq!(store.load_model(&alice).unwrap().unwrap().model, expect);
+}
+
+#[test]
+fn an_unsynced_store_reads_pending_clicks_exactly_as_a_synced_one() {
+    // Clicks wait in memory (pending.rs) before reaching sled, a batch of
+    // PENDING_CLICKS at a time: every read must still see each of them,
+    // in order, before and after the batch boundary.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let synced = Store::open(a.path(), 8 << 20).unwrap();
+    let pending = Store::open_unsynced(b.path(), 8 << 20).unwrap();
+    let alice = user("alice");
+    let clicks = pending::PENDING_CLICKS as u64 + 10;
+    for store in [&synced, &pending] {
+        for i in 0..clicks {
+            let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
+            learn(store, &alice, &format!("m{i}"), label, &[i, i + 1, 1_000]);
+        }
+        // Relabel the first and the last click, and forget one, as the
+        // engine does: the new ledger state plus the ops that get there.
+        for (m, t) in [("m0", 0), (&*format!("m{}", clicks - 1), clicks - 1)] {
+            let entry = LedgerEntry {
+                label: Label::Ham,
+                tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
+                tokens: ids(&[t, t + 1, 1_000]),
+                weight: Weight::FULL,
+                shared: 0,
+            };
+            let old = store.ledger_get(&alice, &msg(m)).unwrap().unwrap();
+            let ops = [
+                Op::Unlearn(old.label, old.weight, old.tokens.clone()),
+                Op::Learn(Label::Ham, Weight::FULL, ids(&[t, t + 1, 1_000])),
+            ];
+            store.record(&alice, &msg(m), Some(&entry), &ops).unwrap();
+        }
+        let old = store.ledger_get(&alice, &msg("m5")).unwrap().unwrap();
+        let undo = [Op::Unlearn(old.label, old.weight, old.tokens)];
+        store.record(&alice, &msg("m5"), None, &undo).unwrap();
+    }
+    let last = format!("m{}", clicks - 1);
+    for m in ["m0", "m1", "m5", "m200", &last] {
+        let read = |s: &Store| s.ledger_get(&alice, &msg(m)).unwrap();
+        assert_eq!(read(&pending), read(&synced), "{m}");
+    }
+    assert_eq!(pending.ledger_get(&alice, &msg("m5")).unwrap(), None);
+    let model = |s: &Store| s.load_model(&alice).unwrap().unwrap();
+    let (p, s) = (model(&pending), model(&synced));
+    assert_eq!(p.model, s.model);
+    assert_eq!(p.journal_entries, s.journal_entries);
+    // 177 ham clicks, m0 relabelled from spam, m5 (ham) forgotten.
+    assert_eq!(p.model.ham_learned(), 177 + 1 - 1);
 }
