@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -203,8 +204,8 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             let durable = args.durable;
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
-                let engine = Engine::new(open_store(dir.path(), durable)?, settings)?;
-                let mut filter = eval::EngineFilter::new(&engine, UserId::new(user)?);
+                let engine = Arc::new(Engine::new(open_store(dir.path(), durable)?, settings)?);
+                let mut filter = eval::EngineFilter::new(engine, UserId::new(user)?);
                 Ok(eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
                 })?)

@@ -7,6 +7,8 @@ pub mod metrics;
 pub mod multi;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use rustc_hash::FxHashMap;
 
@@ -94,9 +96,10 @@ pub struct Judgement {
 pub trait Filter {
     fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String>;
     fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String>;
-    /// The next messages the replay will give, in order, before it gives
-    /// them: a filter may do its per-message work that needs no model (for
-    /// chaff, reading the message) ahead, in parallel.
+    /// The next messages the replay will give, in order, one chunk before
+    /// it gives them: a filter may do its per-message work that needs no
+    /// model (for chaff, reading the message) in the background, in
+    /// parallel, while the replay scores and learns the chunk before.
     fn prepare(&mut self, _upcoming: &[(&str, &[u8])]) {}
 }
 
@@ -202,8 +205,8 @@ pub fn replay(
         id: id.to_string(),
         message,
     };
-    for (chunk_no, chunk) in corpus.chunks(READ_AHEAD).enumerate() {
-        let texts = chunk
+    let read_chunk = |chunk: &[CorpusMessage]| {
+        chunk
             .iter()
             .map(|m| {
                 std::fs::read(&m.path).map_err(|source| EvalError::Read {
@@ -211,13 +214,32 @@ pub fn replay(
                     source,
                 })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let prepare = |filter: &mut dyn Filter, chunk: &[CorpusMessage], texts: &[Vec<u8>]| {
         let upcoming: Vec<(&str, &[u8])> = chunk
             .iter()
-            .zip(&texts)
+            .zip(texts)
             .map(|(m, t)| (m.id.as_str(), t.as_slice()))
             .collect();
         filter.prepare(&upcoming);
+    };
+    let chunks: Vec<&[CorpusMessage]> = corpus.chunks(READ_AHEAD).collect();
+    let mut next = match chunks.first() {
+        Some(first) => read_chunk(first)?,
+        None => Vec::new(),
+    };
+    if let Some(first) = chunks.first() {
+        prepare(filter, first, &next);
+    }
+    for (chunk_no, chunk) in chunks.iter().enumerate() {
+        let texts = std::mem::take(&mut next);
+        // The next chunk is read from disk here and prepared by the filter
+        // in the background while this one is scored and learned.
+        if let Some(following) = chunks.get(chunk_no + 1) {
+            next = read_chunk(following)?;
+            prepare(filter, following, &next);
+        }
         for (j, (m, bytes)) in chunk.iter().zip(&texts).enumerate() {
             let i = chunk_no * READ_AHEAD + j;
             if plan.learn_only > 0 {
@@ -254,50 +276,88 @@ fn outcome(m: &CorpusMessage, j: Judgement) -> Outcome {
 }
 
 /// The library's own engine as a [`Filter`], for one user. Messages are
-/// read ahead in parallel ([`Engine::read`], rayon); scoring and learning
+/// read ahead ([`Engine::read`], on rayon's pool, in the background while
+/// the replay scores and learns the chunk before); scoring and learning
 /// then use the read message, so each message is tokenized once.
-pub struct EngineFilter<'a> {
-    engine: &'a Engine,
+pub struct EngineFilter {
+    engine: Arc<Engine>,
     user: UserId,
-    /// Messages read ahead, by corpus id.
-    read: FxHashMap<String, ReadMessage>,
+    /// Messages read ahead, by corpus id, with the number of the chunk
+    /// they came in (counting [`Filter::prepare`] calls from 0).
+    read: FxHashMap<String, (u64, ReadMessage)>,
+    /// The chunk being read in the background, if any.
+    ahead: Option<Receiver<Vec<(String, ReadMessage)>>>,
+    /// Chunks handed to [`Filter::prepare`] so far.
+    chunks: u64,
 }
 
-impl<'a> EngineFilter<'a> {
-    pub fn new(engine: &'a Engine, user: UserId) -> Self {
+impl EngineFilter {
+    pub fn new(engine: Arc<Engine>, user: UserId) -> Self {
         Self {
             engine,
             user,
             read: FxHashMap::default(),
+            ahead: None,
+            chunks: 0,
+        }
+    }
+
+    /// Waits for the chunk being read in the background, if any.
+    fn join_ahead(&mut self) {
+        if let Some(rx) = self.ahead.take() {
+            // A reader that panicked sends nothing: its messages are then
+            // read when the replay reaches them, and fail there with a
+            // message.
+            let chunk = self.chunks.saturating_sub(1);
+            for (id, read) in rx.recv().unwrap_or_default() {
+                self.read.insert(id, (chunk, read));
+            }
         }
     }
 
     /// The read message: prepared ahead, or read now.
     fn read(&mut self, id: &str, message: &[u8]) -> Result<&ReadMessage, String> {
         if !self.read.contains_key(id) {
-            let read = self.engine.read(message).map_err(|e| e.to_string())?;
-            self.read.insert(id.to_string(), read);
+            self.join_ahead();
         }
-        Ok(&self.read[id])
+        if !self.read.contains_key(id) {
+            let read = self.engine.read(message).map_err(|e| e.to_string())?;
+            let chunk = self.chunks.saturating_sub(1);
+            self.read.insert(id.to_string(), (chunk, read));
+        }
+        Ok(&self.read[id].1)
     }
 }
 
-impl Filter for EngineFilter<'_> {
+impl Filter for EngineFilter {
     fn prepare(&mut self, upcoming: &[(&str, &[u8])]) {
         use rayon::prelude::*;
-        let engine = self.engine;
-        // Only what reads cleanly is kept; an error shows up again, with
-        // its message, when the replay reaches that message.
-        let read: Vec<(String, ReadMessage)> = upcoming
-            .par_iter()
-            .filter_map(|(id, m)| Some((id.to_string(), engine.read(m).ok()?)))
+        // Chunk `n` arrives while the replay is about to score chunk `n - 1`
+        // (prepared last time): keep that one, drop the ones before it.
+        self.join_ahead();
+        let n = self.chunks;
+        self.read.retain(|_, (chunk, _)| *chunk + 1 >= n);
+        self.chunks += 1;
+        let engine = self.engine.clone();
+        let owned: Vec<(String, Vec<u8>)> = upcoming
+            .iter()
+            .map(|(id, m)| (id.to_string(), m.to_vec()))
             .collect();
-        self.read.clear();
-        self.read.extend(read);
+        let (tx, rx) = sync_channel(1);
+        self.ahead = Some(rx);
+        rayon::spawn(move || {
+            // Only what reads cleanly is kept; an error shows up again, with
+            // its message, when the replay reaches that message.
+            let read: Vec<(String, ReadMessage)> = owned
+                .into_par_iter()
+                .filter_map(|(id, m)| Some((id, engine.read(&m).ok()?)))
+                .collect();
+            let _ = tx.send(read);
+        });
     }
 
     fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String> {
-        let (engine, user) = (self.engine, self.user.clone());
+        let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
         let s = engine.score_read(&user, read).map_err(|e| e.to_string())?;
         Ok(Judgement {
@@ -309,7 +369,7 @@ impl Filter for EngineFilter<'_> {
     fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String> {
         // The corpus path is the id: corpora repeat Message-IDs.
         let message_id = MessageId::new(id).map_err(|e| e.to_string())?;
-        let (engine, user) = (self.engine, self.user.clone());
+        let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
         engine
             .train_read(&user, read, label, Some(message_id))
@@ -321,6 +381,7 @@ impl Filter for EngineFilter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     struct Oracle {
         learned: Vec<String>,
@@ -354,6 +415,78 @@ mod tests {
         std::fs::write(dir.join("d"), "ham but spam").unwrap();
         std::fs::write(dir.join("index"), "spam a\nham b\n\nspam c\nspam d\n").unwrap();
         read_index(&dir.join("index")).unwrap()
+    }
+
+    /// The engine without read-ahead: each message read when it is scored
+    /// and again when it is learned.
+    struct Unprepared(Engine, UserId);
+
+    impl Filter for Unprepared {
+        fn score(&mut self, _id: &str, message: &[u8]) -> Result<Judgement, String> {
+            let s = self.0.score(&self.1, message).map_err(|e| e.to_string())?;
+            Ok(Judgement {
+                score: s.log_odds,
+                verdict: s.verdict,
+            })
+        }
+        fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String> {
+            let id = Some(MessageId::new(id).unwrap());
+            self.0
+                .train(&self.1, message, label, id)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    #[test]
+    fn reading_ahead_in_the_background_changes_no_score() {
+        // Over more than two read-ahead chunks, so messages are prepared
+        // while the chunk before is scored and learned, and old chunks are
+        // dropped: every score must be the one of reading on demand.
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = String::new();
+        for i in 0..(2 * READ_AHEAD + 40) {
+            let spam = i % 3 == 0;
+            let body = if spam {
+                format!("cheap pills offer {i} buy now winner")
+            } else {
+                format!("meeting notes {i} agenda project budget")
+            };
+            let text = format!("Subject: message {i}\r\n\r\n{body}\r\n");
+            std::fs::write(dir.path().join(format!("m{i}")), text).unwrap();
+            index.push_str(&format!("{} m{i}\n", if spam { "spam" } else { "ham" }));
+        }
+        std::fs::write(dir.path().join("index"), index).unwrap();
+        let corpus = read_index(&dir.path().join("index")).unwrap();
+        let user = UserId::new("replay").unwrap();
+        let engine = |name: &str| {
+            let path = dir.path().join(name);
+            Engine::new(
+                Store::open_unsynced(&path, 8 << 20).unwrap(),
+                Default::default(),
+            )
+            .unwrap()
+        };
+        let plan = Plan {
+            train: TrainMode::Every,
+            learn_only: 0,
+        };
+        let ahead = replay(
+            &corpus,
+            &mut EngineFilter::new(Arc::new(engine("ahead")), user.clone()),
+            plan,
+            |_, _| {},
+        )
+        .unwrap();
+        let on_demand = replay(
+            &corpus,
+            &mut Unprepared(engine("on-demand"), user),
+            plan,
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(ahead, on_demand);
+        assert!(ahead.iter().any(|o| o.judged_spam) && ahead.iter().any(|o| !o.judged_spam));
     }
 
     #[test]
