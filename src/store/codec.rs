@@ -72,12 +72,21 @@ fn corrupt(what: &str) -> Error {
     }
 }
 
+/// Appends `v` as an LEB128 varint (7 bits a byte, low bits first).
+///
+/// Built on the stack and appended once: ids' gaps are 8–9 bytes, and a
+/// `push` per byte (a capacity check each) was most of encoding a click.
+#[inline]
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 10];
+    let mut n = 0;
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        buf[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    out.push(v as u8);
+    buf[n] = v as u8;
+    out.extend_from_slice(&buf[..=n]);
 }
 
 /// Reads one LEB128 varint, advancing `input`.
@@ -441,6 +450,18 @@ mod tests {
             assert!(s.is_empty());
         }
         assert_eq!(get_varint(&mut &[0x80u8][..]), None);
+        // The bytes themselves are the on-disk format.
+        let bytes = |v| {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            out
+        };
+        assert_eq!(bytes(0), [0x00]);
+        assert_eq!(bytes(300), [0xAC, 0x02]);
+        assert_eq!(
+            bytes(u64::MAX),
+            [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]
+        );
     }
 
     #[test]
