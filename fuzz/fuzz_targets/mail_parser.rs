@@ -1,10 +1,11 @@
-//! mail-parser alone, exactly as chaff calls it (`MessageParser::default()`).
-//! Used to tell a chaff bug from a dependency bug, and to minimise
-//! dependency crashes (`cargo fuzz tmin mail_parser FILE`).
+//! mail-parser alone, configured exactly as chaff calls it
+//! (`chaff::tokenize::message_parser()`). Used to tell a chaff bug from a
+//! dependency bug, and to minimise dependency crashes
+//! (`cargo fuzz tmin mail_parser FILE`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = mail_parser::MessageParser::default().parse(data);
+    let _ = chaff::tokenize::message_parser().parse(data);
 });
