@@ -567,7 +567,7 @@ mod tests {
             let random: Vec<TokenId> = (0..n).map(|_| TokenId(next())).collect();
             // Crafted: every id in one bucket; small ids; repeats.
             let piled: Vec<TokenId> = (0..n).map(|_| TokenId(next() >> 20)).collect();
-            let repeats: Vec<TokenId> = (0..n).map(|_| TokenId(next() % 50 << 58)).collect();
+            let repeats: Vec<TokenId> = (0..n).map(|_| TokenId((next() % 50) << 58)).collect();
             for ids in [random, piled, repeats] {
                 let mut want = ids.clone();
                 want.sort_unstable();
