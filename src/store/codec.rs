@@ -279,8 +279,8 @@ const SNAPSHOT_V3: u8 = b'W';
 /// A user's model in compact form: header, sorted gap-coded ids, then the
 /// spam and ham counts as varints. ~9–10 bytes per token for real models.
 pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
-    let mut entries: Vec<(TokenId, Counts)> = model.iter().collect();
-    entries.sort_unstable_by_key(|(id, _)| *id);
+    let entries: Vec<(TokenId, Counts)> = model.iter().collect();
+    let entries = crate::tokenize::sort_by_token_id(entries, |(id, _)| *id);
     let mut out = Vec::with_capacity(48 + entries.len() * 10);
     out.push(SNAPSHOT_V3);
     out.extend_from_slice(&model.tokenizer_version().to_be_bytes());

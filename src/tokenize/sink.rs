@@ -216,57 +216,10 @@ impl Collected {
     }
 
     fn into_sorted_distinct(self) -> Vec<TokenId> {
-        let mut ids = sort_hashes(self.ids);
+        let mut ids = super::sort_by_token_id(self.ids, |id| *id);
         ids.dedup();
         ids
     }
-}
-
-/// `ids` sorted, using that they are hashes: uniformly spread, so a
-/// counting pass on their top bits splits them into buckets of four to
-/// eight ids each, already in order between buckets, and sorting those tiny
-/// buckets is cheap. About a third of `sort_unstable`'s instructions on a
-/// message's ~2,000 ids. Crafted ids that pile into one bucket just make
-/// that bucket an ordinary `sort_unstable`.
-fn sort_hashes(mut ids: Vec<TokenId>) -> Vec<TokenId> {
-    if ids.len() < 64 {
-        ids.sort_unstable();
-        return ids;
-    }
-    // n/8 to n/4 buckets (at least 8, at most 4,096), by the top bits.
-    let bits = (usize::BITS - (ids.len() / 8).leading_zeros()).min(12);
-    let shift = 64 - bits;
-    let mut starts = vec![0u32; (1 << bits) + 1];
-    for id in &ids {
-        starts[(id.0 >> shift) as usize + 1] += 1;
-    }
-    for b in 1..starts.len() {
-        starts[b] += starts[b - 1];
-    }
-    let mut sorted = vec![TokenId(0); ids.len()];
-    let mut next = starts.clone();
-    for id in &ids {
-        let slot = &mut next[(id.0 >> shift) as usize];
-        sorted[*slot as usize] = *id;
-        *slot += 1;
-    }
-    for bucket in starts.windows(2) {
-        let bucket = &mut sorted[bucket[0] as usize..bucket[1] as usize];
-        if bucket.len() <= 16 {
-            // Insertion sort: a call to `sort_unstable` per tiny bucket
-            // would cost more than sorting it.
-            for i in 1..bucket.len() {
-                let mut j = i;
-                while j > 0 && bucket[j - 1] > bucket[j] {
-                    bucket.swap(j - 1, j);
-                    j -= 1;
-                }
-            }
-        } else {
-            bucket.sort_unstable();
-        }
-    }
-    sorted
 }
 
 /// A byte range of [`Names`]' text.
@@ -550,28 +503,6 @@ mod tests {
                     keys.pair(first, skip, second),
                     pair_id(tag, first, skip, second)
                 );
-            }
-        }
-    }
-
-    #[test]
-    fn sort_hashes_sorts_like_sort_unstable() {
-        let mut r = 0x1234_5678_9abc_def0_u64;
-        let mut next = || {
-            r ^= r << 13;
-            r ^= r >> 7;
-            r ^= r << 17;
-            r
-        };
-        for n in [0, 1, 63, 64, 65, 1000, 5000, 70_000] {
-            let random: Vec<TokenId> = (0..n).map(|_| TokenId(next())).collect();
-            // Crafted: every id in one bucket; small ids; repeats.
-            let piled: Vec<TokenId> = (0..n).map(|_| TokenId(next() >> 20)).collect();
-            let repeats: Vec<TokenId> = (0..n).map(|_| TokenId((next() % 50) << 58)).collect();
-            for ids in [random, piled, repeats] {
-                let mut want = ids.clone();
-                want.sort_unstable();
-                assert_eq!(sort_hashes(ids), want);
             }
         }
     }

@@ -548,3 +548,30 @@ Content-Type: text/plain\n\nbody\n";
     assert_eq!(ours.subject(), default.subject());
     assert_eq!(ours.from(), default.from());
 }
+
+#[test]
+fn sort_by_token_id_sorts_like_sort_unstable() {
+    let mut r = 0x1234_5678_9abc_def0_u64;
+    let mut next = || {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        r
+    };
+    for n in [0, 1, 63, 64, 65, 1000, 5000, 70_000, 600_000] {
+        let random: Vec<TokenId> = (0..n).map(|_| TokenId(next())).collect();
+        // Crafted: every id in one bucket; small ids; repeats.
+        let piled: Vec<TokenId> = (0..n).map(|_| TokenId(next() >> 20)).collect();
+        let repeats: Vec<TokenId> = (0..n).map(|_| TokenId((next() % 50) << 58)).collect();
+        for ids in [random, piled, repeats] {
+            let mut want = ids.clone();
+            want.sort_unstable();
+            assert_eq!(sort_by_token_id(ids, |id| *id), want);
+        }
+    }
+    // Items carry their payload along (a snapshot's counts).
+    let pairs: Vec<(TokenId, u64)> = (0..5000).map(|i| (TokenId(next()), i)).collect();
+    let mut want = pairs.clone();
+    want.sort_unstable_by_key(|p| p.0);
+    assert_eq!(sort_by_token_id(pairs, |p| p.0), want);
+}
