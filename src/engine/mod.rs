@@ -770,7 +770,9 @@ fn scored(b: classify::Blended, params: &Params, limits_hit: Vec<LimitHit>) -> S
 /// The id a click is recorded under when the caller gives none: the
 /// Message-ID header as `<id>`, else an xxh3-128 digest of the bytes.
 pub fn derive_message_id(message: &[u8]) -> MessageId {
-    let from_header = mail_parser::MessageParser::new()
+    // The tokenizer's parser: the default one parses every Received header
+    // into a structure, a large share of reading a header block.
+    let from_header = crate::tokenize::message_parser()
         .parse_headers(message)
         .and_then(|m| m.message_id().map(|id| format!("<{}>", id.trim())))
         .and_then(|id| MessageId::new(id).ok());

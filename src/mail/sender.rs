@@ -81,7 +81,12 @@ impl HeaderFacts {
     /// ignored, as the tokenizer does, so hostile headers cost little.
     pub fn from_message(raw: &[u8], max_header_bytes: usize) -> Self {
         let raw = &raw[..raw.len().min(max_header_bytes)];
-        let Some(headers) = mail_parser::MessageParser::new().parse_headers(raw) else {
+        // The tokenizer's parser: only the fields read as structures (From,
+        // Subject here) are parsed, the rest kept raw — mail-parser's default
+        // parses every Received header into a structure nobody reads, which
+        // was the largest mail-parser cost of a corpus replay. Raw header
+        // boundaries are the default parser's (tokenize::message_parser).
+        let Some(headers) = crate::tokenize::message_parser().parse_headers(raw) else {
             return Self::default();
         };
         let auth = Authentication::from_headers(
