@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
     let store = Store::open(dir.path(), 64 << 20).unwrap();
     // The longest journal the engine leaves behind a 50k-token model: one
     // entry short of `checkpoint_due`.
-    let worst_tail = CHECKPOINT_MIN_ENTRIES.max(50_000);
+    let worst_tail = CHECKPOINT_MIN_ENTRIES.max(2 * 50_000);
     let (fresh, fresh_model, _) = build(&store, "snapshotted", 50_000, 0);
     let (tailed, tailed_model, tail_clicks) = build(&store, "with-journal", 50_000, worst_tail);
     // Loads must reproduce the models exactly, or the bench measures nothing.

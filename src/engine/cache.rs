@@ -12,7 +12,7 @@
 //! the model is its snapshot plus the journal (every click is written before
 //! it is applied in memory), and the policy is written before it changes in
 //! memory. So an evicted slot is simply dropped; the next request reloads
-//! the snapshot and replays a journal no larger than the model
+//! the snapshot and replays a journal at most twice the model
 //! (`store::checkpoint_due`).
 //! Nothing is snapshotted on the way out: eviction stays cheap, and the
 //! journal it leaves is bounded anyway.

@@ -47,7 +47,7 @@ use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::policy::{List, ListKind, UserSettings};
-use crate::store::{CommitStats, LedgerEntry, ListOwner, Op, Store, checkpoint_due};
+use crate::store::{CommitStats, LedgerEntry, ListOwner, Op, Snapshot, Store, checkpoint_due};
 use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
 use crate::types::{Contributor, Label, MessageId, UserId, Verdict};
 
@@ -673,10 +673,10 @@ impl Engine {
         slot: &UserSlot,
         writer: &mut WriterState,
     ) -> Result<(), Error> {
-        // Clone under the read lock, encode and write outside it, so scoring
-        // is blocked only for the copy.
-        let model = slot.model.read().expect("model lock").clone();
-        self.store.checkpoint(user, &model, writer.last_seq)?;
+        // Encode under the read lock (scoring goes on; our writer lock keeps
+        // clicks out), write after releasing it.
+        let snapshot = Snapshot::encode(&slot.model.read().expect("model lock"), writer.last_seq);
+        self.store.write_checkpoint(user, snapshot)?;
         writer.journal_entries = 0;
         Ok(())
     }

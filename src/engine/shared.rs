@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::{Engine, Position, Scored, TrainOutcome, UserSlot, derive_message_id, scored};
 use crate::classify::{self, Blended, Model, SharedModel, Strongest, blend, robinson};
 use crate::error::Error;
-use crate::store::{LedgerEntry, Op, Store, checkpoint_due};
+use crate::store::{LedgerEntry, Op, Snapshot, Store, checkpoint_due};
 use crate::tokenize::{TOKENIZER_VERSION, TokenId, Tokens};
 use crate::types::{Contributor, Label, MessageId, UserId};
 
@@ -203,15 +203,16 @@ impl Engine {
         if position.journal_entries == 0 {
             return Ok(());
         }
-        let part = self
-            .shared
-            .read()
-            .expect("shared lock")
-            .contribution(who)
-            .cloned()
-            .unwrap_or_default();
-        self.store
-            .checkpoint_contribution(who, &part, position.last_seq)?;
+        // Encoded under the read lock (see store::Snapshot), written after.
+        let snapshot = {
+            let shared = self.shared.read().expect("shared lock");
+            let empty = Model::default();
+            Snapshot::encode(
+                shared.contribution(who).unwrap_or(&empty),
+                position.last_seq,
+            )
+        };
+        self.store.checkpoint_contribution(who, snapshot)?;
         if let Some(p) = self.positions.lock().expect("positions lock").get_mut(who) {
             p.journal_entries = 0;
         }
