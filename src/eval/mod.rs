@@ -289,16 +289,29 @@ pub struct EngineFilter {
     ahead: Option<Receiver<Vec<(String, ReadMessage)>>>,
     /// Chunks handed to [`Filter::prepare`] so far.
     chunks: u64,
+    /// Threads that read ahead: one fewer than the cores (at least one), so
+    /// the replay's own thread — score, learn, store, one message after
+    /// another — keeps a core to itself. With rayon's global pool (a thread
+    /// per core) the readers took turns with it on this 2-core machine and
+    /// the replay was slower (medians of five runs, docs/PERFORMANCE.md).
+    readers: Arc<rayon::ThreadPool>,
 }
 
 impl EngineFilter {
     pub fn new(engine: Arc<Engine>, user: UserId) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let readers = rayon::ThreadPoolBuilder::new()
+            .num_threads(cores.saturating_sub(1).max(1))
+            .thread_name(|i| format!("chaff-eval-read-{i}"))
+            .build()
+            .expect("a thread pool for reading ahead");
         Self {
             engine,
             user,
             read: FxHashMap::default(),
             ahead: None,
             chunks: 0,
+            readers: Arc::new(readers),
         }
     }
 
@@ -345,7 +358,7 @@ impl Filter for EngineFilter {
             .collect();
         let (tx, rx) = sync_channel(1);
         self.ahead = Some(rx);
-        rayon::spawn(move || {
+        self.readers.spawn(move || {
             // Only what reads cleanly is kept; an error shows up again, with
             // its message, when the replay reaches that message.
             let read: Vec<(String, ReadMessage)> = owned
