@@ -106,6 +106,11 @@ pub trait Filter {
 /// Messages the replay reads (and offers to [`Filter::prepare`]) at once.
 const READ_AHEAD: usize = 256;
 
+/// Chunks handed to [`Filter::prepare`] before the replay reaches them.
+/// Two, not one: reading a chunk and replaying one take about as long, so
+/// with a single chunk ahead either side often waited for the other.
+const CHUNKS_AHEAD: usize = 2;
+
 /// Reads a results file: one `id score gold judged` line per message (gold
 /// and judged are `spam` or `ham`; the score is spamminess, higher = more
 /// spam). `chaff eval --results` writes this, and the peer scripts under
@@ -225,20 +230,20 @@ pub fn replay(
         filter.prepare(&upcoming);
     };
     let chunks: Vec<&[CorpusMessage]> = corpus.chunks(READ_AHEAD).collect();
-    let mut next = match chunks.first() {
-        Some(first) => read_chunk(first)?,
-        None => Vec::new(),
-    };
-    if let Some(first) = chunks.first() {
-        prepare(filter, first, &next);
+    let mut ahead = std::collections::VecDeque::new();
+    for chunk in chunks.iter().take(CHUNKS_AHEAD) {
+        let texts = read_chunk(chunk)?;
+        prepare(filter, chunk, &texts);
+        ahead.push_back(texts);
     }
     for (chunk_no, chunk) in chunks.iter().enumerate() {
-        let texts = std::mem::take(&mut next);
-        // The next chunk is read from disk here and prepared by the filter
+        let texts = ahead.pop_front().expect("every chunk was read ahead");
+        // A later chunk is read from disk here and prepared by the filter
         // in the background while this one is scored and learned.
-        if let Some(following) = chunks.get(chunk_no + 1) {
-            next = read_chunk(following)?;
-            prepare(filter, following, &next);
+        if let Some(later) = chunks.get(chunk_no + CHUNKS_AHEAD) {
+            let later_texts = read_chunk(later)?;
+            prepare(filter, later, &later_texts);
+            ahead.push_back(later_texts);
         }
         for (j, (m, bytes)) in chunk.iter().zip(&texts).enumerate() {
             let i = chunk_no * READ_AHEAD + j;
@@ -285,8 +290,8 @@ pub struct EngineFilter {
     /// Messages read ahead, by corpus id, with the number of the chunk
     /// they came in (counting [`Filter::prepare`] calls from 0).
     read: FxHashMap<String, (u64, ReadMessage)>,
-    /// The chunk being read in the background, if any.
-    ahead: Option<Receiver<Vec<(String, ReadMessage)>>>,
+    /// Chunks being read in the background, oldest first, by number.
+    ahead: std::collections::VecDeque<(u64, Receiver<Vec<(String, ReadMessage)>>)>,
     /// Chunks handed to [`Filter::prepare`] so far.
     chunks: u64,
     /// Threads that read ahead: one fewer than the cores (at least one), so
@@ -309,30 +314,29 @@ impl EngineFilter {
             engine,
             user,
             read: FxHashMap::default(),
-            ahead: None,
+            ahead: Default::default(),
             chunks: 0,
             readers: Arc::new(readers),
         }
     }
 
-    /// Waits for the chunk being read in the background, if any.
-    fn join_ahead(&mut self) {
-        if let Some(rx) = self.ahead.take() {
-            // A reader that panicked sends nothing: its messages are then
-            // read when the replay reaches them, and fail there with a
-            // message.
-            let chunk = self.chunks.saturating_sub(1);
-            for (id, read) in rx.recv().unwrap_or_default() {
-                self.read.insert(id, (chunk, read));
-            }
+    /// Waits for the oldest chunk being read in the background; false if
+    /// there is none.
+    fn join_oldest(&mut self) -> bool {
+        let Some((chunk, rx)) = self.ahead.pop_front() else {
+            return false;
+        };
+        // A reader that panicked sends nothing: its messages are then read
+        // when the replay reaches them, and fail there with a message.
+        for (id, read) in rx.recv().unwrap_or_default() {
+            self.read.insert(id, (chunk, read));
         }
+        true
     }
 
     /// The read message: prepared ahead, or read now.
     fn read(&mut self, id: &str, message: &[u8]) -> Result<&ReadMessage, String> {
-        if !self.read.contains_key(id) {
-            self.join_ahead();
-        }
+        while !self.read.contains_key(id) && self.join_oldest() {}
         if !self.read.contains_key(id) {
             let read = self.engine.read(message).map_err(|e| e.to_string())?;
             let chunk = self.chunks.saturating_sub(1);
@@ -345,11 +349,11 @@ impl EngineFilter {
 impl Filter for EngineFilter {
     fn prepare(&mut self, upcoming: &[(&str, &[u8])]) {
         use rayon::prelude::*;
-        // Chunk `n` arrives while the replay is about to score chunk `n - 1`
-        // (prepared last time): keep that one, drop the ones before it.
-        self.join_ahead();
+        // Chunk `n` arrives while the replay is about to score chunk
+        // `n - CHUNKS_AHEAD`: keep that one and later, drop the ones before.
         let n = self.chunks;
-        self.read.retain(|_, (chunk, _)| *chunk + 1 >= n);
+        self.read
+            .retain(|_, (chunk, _)| *chunk + CHUNKS_AHEAD as u64 >= n);
         self.chunks += 1;
         let engine = self.engine.clone();
         let owned: Vec<(String, Vec<u8>)> = upcoming
@@ -357,7 +361,7 @@ impl Filter for EngineFilter {
             .map(|(id, m)| (id.to_string(), m.to_vec()))
             .collect();
         let (tx, rx) = sync_channel(1);
-        self.ahead = Some(rx);
+        self.ahead.push_back((n, rx));
         self.readers.spawn(move || {
             // Only what reads cleanly is kept; an error shows up again, with
             // its message, when the replay reaches that message.
@@ -453,12 +457,12 @@ mod tests {
 
     #[test]
     fn reading_ahead_in_the_background_changes_no_score() {
-        // Over more than two read-ahead chunks, so messages are prepared
-        // while the chunk before is scored and learned, and old chunks are
+        // Over five read-ahead chunks, so messages are prepared up to two
+        // chunks before they are scored and learned, and old chunks are
         // dropped: every score must be the one of reading on demand.
         let dir = tempfile::tempdir().unwrap();
         let mut index = String::new();
-        for i in 0..(2 * READ_AHEAD + 40) {
+        for i in 0..(4 * READ_AHEAD + 40) {
             let spam = i % 3 == 0;
             let body = if spam {
                 format!("cheap pills offer {i} buy now winner")
