@@ -226,7 +226,12 @@ impl Model {
 /// messages — counts shaped by the mail that was hard, not drowned by the
 /// easy majority — without ever ignoring a click (docs/ACCURACY.md).
 pub fn learn_weight(model: &Model, ids: &[TokenId], label: Label, params: &Params) -> Weight {
-    let log_odds = model.score(ids, params).log_odds;
+    learn_weight_for(model.score(ids, params).log_odds, label, params)
+}
+
+/// [`learn_weight`] given the model's log-odds for the message, when the
+/// caller has just scored it with the user's model alone.
+pub fn learn_weight_for(log_odds: f64, label: Label, params: &Params) -> Weight {
     let towards_label = match label {
         Label::Spam => log_odds,
         Label::Ham => -log_odds,

@@ -499,6 +499,48 @@ impl Engine {
         label: Label,
         message_id: Option<MessageId>,
     ) -> Result<Trained, Error> {
+        self.train_scored(user, message, label, message_id, None)
+    }
+
+    /// The online replay step (TREC's immediate feedback) for a message
+    /// already read: scores it for `user` as [`Engine::score_read`] does,
+    /// then, if `learn` says so given that score, learns it as `label` as
+    /// [`Engine::train_read`] does. The same outcome as the two calls; but
+    /// when nothing shared took part in the score, the learn weight
+    /// (`classify::learn_weight`, which scores with the user's model alone)
+    /// comes from that score instead of scoring the message a second time —
+    /// the largest cost of a replay's learning after storage.
+    pub fn score_then_train(
+        &self,
+        user: &UserId,
+        message: &ReadMessage,
+        label: Label,
+        message_id: Option<MessageId>,
+        learn: impl FnOnce(&Scored) -> bool,
+    ) -> Result<(Scored, Option<Trained>), Error> {
+        let slot = self.slot(user, false)?;
+        let out = self.blend(user, slot.as_deref(), &message.tokens.ids, None);
+        drop(slot);
+        let own_log_odds = out.user_alone.then_some(out.blended.score.log_odds);
+        let params = &self.settings.params;
+        let scored = scored(out.blended, params, message.tokens.limits_hit.clone());
+        if !learn(&scored) {
+            return Ok((scored, None));
+        }
+        let trained = self.train_scored(user, message, label, message_id, own_log_odds)?;
+        Ok((scored, Some(trained)))
+    }
+
+    /// [`Engine::train_read`], with the user's own log-odds for the message
+    /// if the caller just computed them (see [`Engine::score_then_train`]).
+    fn train_scored(
+        &self,
+        user: &UserId,
+        message: &ReadMessage,
+        label: Label,
+        message_id: Option<MessageId>,
+        own_log_odds: Option<f64>,
+    ) -> Result<Trained, Error> {
         let message_id = message_id.unwrap_or_else(|| message.derived_id.clone());
         let ids = &message.tokens.ids;
         let headers = &message.headers;
@@ -511,6 +553,8 @@ impl Engine {
         // with the old label still counted, so a correction weighs fully).
         let weight = if trusted {
             Weight::LOW
+        } else if let Some(log_odds) = own_log_odds {
+            classify::learn_weight_for(log_odds, label, &self.settings.params)
         } else {
             classify::learn_weight(
                 &slot.model.read().expect("model lock"),

@@ -61,6 +61,9 @@ pub(super) struct BlendOut {
     pub blended: Blended,
     pub strongest: Strongest,
     pub learned: (u64, u64),
+    /// Nothing shared took part: `blended` is the user's model alone
+    /// (`robinson::score`, bit for bit).
+    pub user_alone: bool,
 }
 
 /// The shared model and its parts' journal positions, from storage.
@@ -129,6 +132,7 @@ impl Engine {
             blended,
             strongest,
             learned: (model.spam_learned(), model.ham_learned()),
+            user_alone: prior.is_empty(),
         }
     }
 

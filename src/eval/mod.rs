@@ -96,11 +96,26 @@ pub struct Judgement {
 pub trait Filter {
     fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String>;
     fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String>;
-    /// The next messages the replay will give, in order, one chunk before
-    /// it gives them: a filter may do its per-message work that needs no
-    /// model (for chaff, reading the message) in the background, in
-    /// parallel, while the replay scores and learns the chunk before.
+    /// The next messages the replay will give, in order, a chunk or two
+    /// before it gives them: a filter may do its per-message work that needs
+    /// no model (for chaff, reading the message) in the background, in
+    /// parallel, while the replay scores and learns the chunks before.
     fn prepare(&mut self, _upcoming: &[(&str, &[u8])]) {}
+    /// One online step: score the message, then learn it as `gold` if
+    /// `learn_if` says so given the verdict. A filter may do both at once.
+    fn score_then_learn(
+        &mut self,
+        id: &str,
+        message: &[u8],
+        gold: Label,
+        learn_if: &dyn Fn(Verdict) -> bool,
+    ) -> Result<Judgement, String> {
+        let j = self.score(id, message)?;
+        if learn_if(j.verdict) {
+            self.learn(id, message, gold)?;
+        }
+        Ok(j)
+    }
 }
 
 /// Messages the replay reads (and offers to [`Filter::prepare`]) at once.
@@ -257,12 +272,10 @@ pub fn replay(
                     outcomes.push(outcome(m, j));
                 }
             } else {
-                let j = filter.score(&m.id, bytes).map_err(|e| fail(&m.id, e))?;
-                if plan.train.should_learn(m.gold, j.verdict) {
-                    filter
-                        .learn(&m.id, bytes, m.gold)
-                        .map_err(|e| fail(&m.id, e))?;
-                }
+                let learn_if = |verdict| plan.train.should_learn(m.gold, verdict);
+                let j = filter
+                    .score_then_learn(&m.id, bytes, m.gold, &learn_if)
+                    .map_err(|e| fail(&m.id, e))?;
                 outcomes.push(outcome(m, j));
             }
             progress(i + 1, corpus.len());
@@ -280,6 +293,9 @@ fn outcome(m: &CorpusMessage, j: Judgement) -> Outcome {
     }
 }
 
+/// One chunk's messages as read in the background, by corpus id.
+type ReadChunk = Vec<(String, ReadMessage)>;
+
 /// The library's own engine as a [`Filter`], for one user. Messages are
 /// read ahead ([`Engine::read`], on rayon's pool, in the background while
 /// the replay scores and learns the chunk before); scoring and learning
@@ -291,7 +307,7 @@ pub struct EngineFilter {
     /// they came in (counting [`Filter::prepare`] calls from 0).
     read: FxHashMap<String, (u64, ReadMessage)>,
     /// Chunks being read in the background, oldest first, by number.
-    ahead: std::collections::VecDeque<(u64, Receiver<Vec<(String, ReadMessage)>>)>,
+    ahead: std::collections::VecDeque<(u64, Receiver<ReadChunk>)>,
     /// Chunks handed to [`Filter::prepare`] so far.
     chunks: u64,
     /// Threads that read ahead: one fewer than the cores (at least one), so
@@ -392,6 +408,25 @@ impl Filter for EngineFilter {
             .train_read(&user, read, label, Some(message_id))
             .map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    fn score_then_learn(
+        &mut self,
+        id: &str,
+        message: &[u8],
+        gold: Label,
+        learn_if: &dyn Fn(Verdict) -> bool,
+    ) -> Result<Judgement, String> {
+        let message_id = MessageId::new(id).map_err(|e| e.to_string())?;
+        let (engine, user) = (self.engine.clone(), self.user.clone());
+        let read = self.read(id, message)?;
+        let (s, _) = engine
+            .score_then_train(&user, read, gold, Some(message_id), |s| learn_if(s.verdict))
+            .map_err(|e| e.to_string())?;
+        Ok(Judgement {
+            score: s.log_odds,
+            verdict: s.verdict,
+        })
     }
 }
 
