@@ -697,9 +697,10 @@ impl Engine {
         }
         let shared_due = self.apply_shared(&who, shared_ops, seq);
         writer.last_seq = seq;
-        writer.journal_entries = ops.iter().fold(writer.journal_entries, |n, op| {
-            n.saturating_add(op.entries())
-        });
+        // A record with no ops (a Forget of a click from another tokenizer
+        // version) still counts, so shutdown folds it like any other.
+        let entries = ops.iter().map(Op::entries).sum::<u64>().max(1);
+        writer.journal_entries = writer.journal_entries.saturating_add(entries);
         let tokens = slot.model.read().expect("model lock").token_count();
         self.cache.charge(&slot.cache, tokens);
         if checkpoint_due(writer.journal_entries, tokens) {

@@ -207,15 +207,18 @@ impl Engine {
         if position.journal_entries == 0 {
             return Ok(());
         }
-        // Encoded under the read lock (see store::Snapshot), written after.
-        let snapshot = {
-            let shared = self.shared.read().expect("shared lock");
-            let empty = Model::default();
-            Snapshot::encode(
-                shared.contribution(who).unwrap_or(&empty),
-                position.last_seq,
-            )
-        };
+        // Copied under the shared lock and encoded after it: any consenting
+        // user's click waits for that lock as a writer, and a waiting writer
+        // holds up every reader — all scoring. (A user's own model is
+        // encoded in place: its only writer is the click holding the lock.)
+        let part = self
+            .shared
+            .read()
+            .expect("shared lock")
+            .contribution(who)
+            .cloned()
+            .unwrap_or_default();
+        let snapshot = Snapshot::encode(&part, position.last_seq);
         self.store.checkpoint_contribution(who, snapshot)?;
         if let Some(p) = self.positions.lock().expect("positions lock").get_mut(who) {
             p.journal_entries = 0;

@@ -110,12 +110,23 @@ pub trait Filter {
         gold: Label,
         learn_if: &dyn Fn(Verdict) -> bool,
     ) -> Result<Judgement, String> {
-        let j = self.score(id, message)?;
-        if learn_if(j.verdict) {
-            self.learn(id, message, gold)?;
-        }
-        Ok(j)
+        score_then_learn_separately(self, id, message, gold, learn_if)
     }
+}
+
+/// [`Filter::score_then_learn`] as two calls: score, then maybe learn.
+fn score_then_learn_separately<F: Filter + ?Sized>(
+    filter: &mut F,
+    id: &str,
+    message: &[u8],
+    gold: Label,
+    learn_if: &dyn Fn(Verdict) -> bool,
+) -> Result<Judgement, String> {
+    let j = filter.score(id, message)?;
+    if learn_if(j.verdict) {
+        filter.learn(id, message, gold)?;
+    }
+    Ok(j)
 }
 
 /// Messages the replay reads (and offers to [`Filter::prepare`]) at once.
@@ -362,6 +373,15 @@ impl EngineFilter {
     }
 }
 
+impl Drop for EngineFilter {
+    /// Waits for chunks still being read: their readers hold the engine,
+    /// which must close (and its store with it) before the caller removes
+    /// the replay's data directory.
+    fn drop(&mut self) {
+        while self.join_oldest() {}
+    }
+}
+
 impl Filter for EngineFilter {
     fn prepare(&mut self, upcoming: &[(&str, &[u8])]) {
         use rayon::prelude::*;
@@ -417,7 +437,11 @@ impl Filter for EngineFilter {
         gold: Label,
         learn_if: &dyn Fn(Verdict) -> bool,
     ) -> Result<Judgement, String> {
-        let message_id = MessageId::new(id).map_err(|e| e.to_string())?;
+        let Ok(message_id) = MessageId::new(id) else {
+            // An id chaff cannot record: still scored; `learn` fails with
+            // the reason only if the message is to be learned.
+            return score_then_learn_separately(self, id, message, gold, learn_if);
+        };
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
         let (s, _) = engine

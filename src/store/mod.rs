@@ -127,10 +127,11 @@ pub struct LoadedModel {
 
 /// A model (or shared contribution) encoded for storage, with the last
 /// journal sequence number folded into it. Encoding needs only a shared
-/// reference, so the engine encodes under the model's read lock — CPU only,
-/// scoring goes on, and no copy of a model of hundreds of thousands of
-/// tokens is made — and writes it after releasing the lock, so no lock is
-/// held across I/O.
+/// reference, so the engine encodes a user's model under its read lock —
+/// CPU only; scoring goes on, since the only writer of that model is the
+/// click that holds the user's writer lock and is encoding — without a copy
+/// of a model of hundreds of thousands of tokens, and writes it after
+/// releasing the lock, so no lock is held across I/O.
 pub struct Snapshot {
     bytes: Vec<u8>,
     last_seq: u64,
@@ -370,8 +371,9 @@ impl Store {
     /// lock until the tree has them, so a reader never finds a click in
     /// neither place.
     fn apply(&self, pending: &mut Pending) -> Result<(), Error> {
-        if let Some(batch) = pending.take() {
+        if let Some(batch) = pending.batch() {
             self.sled_tree.apply_batch(batch)?;
+            pending.clear();
         }
         Ok(())
     }
@@ -390,10 +392,13 @@ impl Store {
         let end = journal_key(user, u64::MAX);
         for item in self.tree()?.range(start..=end) {
             let (key, value) = item?;
+            let mut entries = 0;
             for op in codec::decode_ops(&value)? {
                 op.apply(&mut model);
-                journal_entries += op.entries();
+                entries += op.entries();
             }
+            // A record counts even with no ops (see `Engine::commit`).
+            journal_entries += entries.max(1);
             let seq_bytes = &key[key.len() - 8..];
             last_seq =
                 u64::from_be_bytes(seq_bytes.try_into().expect("journal key ends in 8 bytes"));

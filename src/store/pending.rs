@@ -51,22 +51,31 @@ impl Pending {
         self.clicks >= PENDING_CLICKS
     }
 
-    /// Everything pending as one sled batch (empty: nothing to apply).
-    pub(super) fn take(&mut self) -> Option<Batch> {
+    /// Everything pending as one sled batch (`None`: nothing to apply).
+    /// The clicks stay pending until [`Pending::clear`]: if sled refuses
+    /// the batch, they are neither lost nor half-applied, and the next
+    /// attempt writes them again.
+    pub(super) fn batch(&self) -> Option<Batch> {
         if self.clicks == 0 {
             return None;
         }
         let mut batch = Batch::default();
-        for (key, value) in self.ledger.drain() {
+        for (key, value) in &self.ledger {
             match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
+                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
+                None => batch.remove(key.as_slice()),
             }
         }
-        for (key, value) in self.journal.drain(..) {
-            batch.insert(key, value);
+        for (key, value) in &self.journal {
+            batch.insert(key.as_slice(), value.as_slice());
         }
-        self.clicks = 0;
         Some(batch)
+    }
+
+    /// Forgets the clicks once sled has them.
+    pub(super) fn clear(&mut self) {
+        self.ledger.clear();
+        self.journal.clear();
+        self.clicks = 0;
     }
 }

@@ -251,3 +251,15 @@ fn an_unsynced_store_reads_pending_clicks_exactly_as_a_synced_one() {
     // 177 ham clicks, m0 relabelled from spam, m5 (ham) forgotten.
     assert_eq!(p.model.ham_learned(), 177 + 1 - 1);
 }
+
+#[test]
+fn a_journal_record_without_ops_still_counts_towards_a_checkpoint() {
+    // A Forget of a click learned by another tokenizer version undoes
+    // nothing, but its record is journalled: it must count, or a clean
+    // shutdown (which folds only a journal with entries) would leave it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let alice = user("alice");
+    store.record(&alice, &msg("old"), None, &[]).unwrap();
+    assert_eq!(store.load_model(&alice).unwrap().unwrap().journal_entries, 1);
+}
