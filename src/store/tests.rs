@@ -261,5 +261,8 @@ fn a_journal_record_without_ops_still_counts_towards_a_checkpoint() {
     let store = Store::open(dir.path(), 8 << 20).unwrap();
     let alice = user("alice");
     store.record(&alice, &msg("old"), None, &[]).unwrap();
-    assert_eq!(store.load_model(&alice).unwrap().unwrap().journal_entries, 1);
+    assert_eq!(
+        store.load_model(&alice).unwrap().unwrap().journal_entries,
+        1
+    );
 }
