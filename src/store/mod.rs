@@ -36,9 +36,8 @@
 //! model is its last snapshot plus the journal records after it. Once the
 //! journal has grown to twice the model ([`checkpoint_due`]) the engine
 //! folds it into a new snapshot, in one batch that also deletes the folded
-//! records. The ledger is
-//! the source of truth for *what* was learned; it is what exact relearn and
-//! Forget read.
+//! records. The ledger is the source of truth for *what* was learned; it is
+//! what exact relearn and Forget read.
 //!
 //! # Durability
 //!
@@ -88,9 +87,9 @@ const READABLE_FORMATS: [u32; 2] = [2, 4];
 const DELETE_CHUNK: usize = 512;
 
 /// A journal shorter than this many entries ([`Op::entries`]: token ids,
-/// plus one per op) is never folded, however
-/// small the model: tiny models would otherwise be re-snapshotted at
-/// almost every click. Replaying it costs well under a millisecond.
+/// plus one per op) is never folded, however small the model: tiny models
+/// would otherwise be re-snapshotted at almost every click. Replaying it
+/// costs well under a millisecond.
 pub const CHECKPOINT_MIN_ENTRIES: u64 = 32_768;
 
 /// Whether a model (or a shared contribution) should be snapshotted now:
