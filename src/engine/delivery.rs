@@ -127,11 +127,23 @@ impl Engine {
         // Names are kept while reading only when a model could make some
         // feature worth naming: the user's own, or the shared model (a new
         // user with nothing learned and nothing shared has none).
-        let (tokens, names) = match slot.is_some() || self.anything_shared() {
-            true => tokenizer.tokenize_named(message),
-            false => (tokenizer.tokenize(message), Names::default()),
+        // The header facts and a derived message id come from the
+        // tokenizer's parse (`Tokenizer::tokenize_with`), not two more.
+        let max_header_bytes = tokenizer.limits().max_header_bytes;
+        let needs_id = envelope.message_id.is_none();
+        let also = |parsed: Option<&mail_parser::Message<'_>>| {
+            let headers = HeaderFacts::read(message, parsed, max_header_bytes);
+            let id = needs_id.then(|| super::derive_message_id_from(message, parsed));
+            (headers, id)
         };
-        let headers = HeaderFacts::from_message(message, tokenizer.limits().max_header_bytes);
+        let (tokens, names, (headers, derived_id)) = match slot.is_some() || self.anything_shared()
+        {
+            true => tokenizer.tokenize_named_with(message, also),
+            false => {
+                let (tokens, out) = tokenizer.tokenize_with(message, also);
+                (tokens, Names::default(), out)
+            }
+        };
         let client_ip = envelope.client_ip.or(headers.auth.client_ip);
 
         let default_policy = UserPolicy::default();
@@ -171,6 +183,7 @@ impl Engine {
         let message_id = envelope
             .message_id
             .clone()
+            .or(derived_id)
             .unwrap_or_else(|| super::derive_message_id(message));
         let record = DecisionRecord {
             time_ms: decisions::now_ms(),

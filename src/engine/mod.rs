@@ -429,13 +429,18 @@ impl Engine {
     /// takes no lock, so many messages can be read in parallel.
     pub fn read(&self, message: &[u8]) -> Result<ReadMessage, Error> {
         self.check_size(message)?;
+        let tokenizer = &self.settings.tokenizer;
+        let max_header_bytes = tokenizer.limits().max_header_bytes;
+        let (tokens, (headers, derived_id)) = tokenizer.tokenize_with(message, |parsed| {
+            (
+                HeaderFacts::read(message, parsed, max_header_bytes),
+                derive_message_id_from(message, parsed),
+            )
+        });
         Ok(ReadMessage {
-            tokens: self.settings.tokenizer.tokenize(message),
-            headers: HeaderFacts::from_message(
-                message,
-                self.settings.tokenizer.limits().max_header_bytes,
-            ),
-            derived_id: derive_message_id(message),
+            tokens,
+            headers,
+            derived_id,
         })
     }
 
@@ -815,10 +820,27 @@ fn scored(b: classify::Blended, params: &Params, limits_hit: Vec<LimitHit>) -> S
 /// The id a click is recorded under when the caller gives none: the
 /// Message-ID header as `<id>`, else an xxh3-128 digest of the bytes.
 pub fn derive_message_id(message: &[u8]) -> MessageId {
+    derive_message_id_from(message, None)
+}
+
+/// [`derive_message_id`], from the tokenizer's parse of `message` when
+/// there is one (`Tokenizer::tokenize_with`), so its header block is not
+/// parsed again.
+pub fn derive_message_id_from(
+    message: &[u8],
+    parsed: Option<&mail_parser::Message<'_>>,
+) -> MessageId {
     // The tokenizer's parser: the default one parses every Received header
     // into a structure, a large share of reading a header block.
-    let from_header = crate::tokenize::message_parser()
-        .parse_headers(message)
+    let parse_now;
+    let headers = match parsed {
+        Some(m) => Some(m),
+        None => {
+            parse_now = crate::tokenize::message_parser().parse_headers(message);
+            parse_now.as_ref()
+        }
+    };
+    let from_header = headers
         .and_then(|m| m.message_id().map(|id| format!("<{}>", id.trim())))
         .and_then(|id| MessageId::new(id).ok());
     from_header.unwrap_or_else(|| {

@@ -174,6 +174,43 @@ fn message_id_comes_from_header_then_digest() {
     assert_ne!(a, b);
 }
 
+/// `Engine::read` and `evaluate` take the header facts and a derived id
+/// from the tokenizer's parse; they must be what parsing the header block
+/// apart gives, including where the tokenizer has no parse of the bytes as
+/// they are (repaired separator, garbage) and where the header block is
+/// longer than the header cap.
+#[test]
+fn facts_and_ids_from_the_tokenizers_parse_equal_a_parse_of_their_own() {
+    let long_header = format!(
+        "From: a@b.example\r\nX-Pad: {}\r\nSubject: late\r\nMessage-ID: <late@b.example>\r\n\r\nbody\r\n",
+        "x".repeat(300 * 1024)
+    );
+    let messages: [&[u8]; 6] = [
+        SPAM,
+        HAM,
+        b"From: a@b.example\r\nSubject: no separator\r\nMessage-ID: <ns@b.example>\r\nbody starts here\r\n",
+        b"Received-SPF: pass (example.com: 192.0.2.1 is permitted) client-ip=192.0.2.1;\r\nAuthentication-Results: mx.example; dkim=pass header.d=b.example; dmarc=pass\r\nFrom: \"A\" <a@b.example>\r\nList-Unsubscribe: <https://b.example/u>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nhi\r\n",
+        b"\x00\xff garbage, not a message",
+        long_header.as_bytes(),
+    ];
+    let tk = crate::tokenize::Tokenizer::default();
+    let max = tk.limits().max_header_bytes;
+    for m in messages {
+        let (tokens, (facts, id)) = tk.tokenize_with(m, |parsed| {
+            (
+                HeaderFacts::read(m, parsed, max),
+                derive_message_id_from(m, parsed),
+            )
+        });
+        assert_eq!(tokens, tk.tokenize(m));
+        assert_eq!(facts, HeaderFacts::from_message(m, max));
+        assert_eq!(id, derive_message_id(m));
+    }
+    // The messages above reach both paths.
+    let shared = |m: &[u8]| tk.tokenize_with(m, |parsed| parsed.is_some()).1;
+    assert!(shared(SPAM) && !shared(messages[2]));
+}
+
 #[test]
 fn caller_message_id_wins_over_header() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use mail_parser::Message;
+
 use super::auth::Authentication;
 
 /// A lowercase `local@domain` mail address.
@@ -86,9 +88,28 @@ impl HeaderFacts {
         // parses every Received header into a structure nobody reads, which
         // was the largest mail-parser cost of a corpus replay. Raw header
         // boundaries are the default parser's (tokenize::message_parser).
-        let Some(headers) = crate::tokenize::message_parser().parse_headers(raw) else {
-            return Self::default();
-        };
+        match crate::tokenize::message_parser().parse_headers(raw) {
+            Some(headers) => Self::from_headers(&headers),
+            None => Self::default(),
+        }
+    }
+
+    /// [`HeaderFacts::from_message`], from the tokenizer's parse of the same
+    /// bytes when it has one (`Tokenizer::tokenize_with`): the same facts
+    /// without parsing the header block again. Falls back to reading `raw`
+    /// when there is no parse, or when the header block is longer than
+    /// `max_header_bytes` (which `from_message` would cut).
+    pub fn read(raw: &[u8], parsed: Option<&Message<'_>>, max_header_bytes: usize) -> Self {
+        match parsed {
+            Some(m) if m.root_part().offset_body as usize <= max_header_bytes => {
+                Self::from_headers(m)
+            }
+            _ => Self::from_message(raw, max_header_bytes),
+        }
+    }
+
+    /// The facts in a parsed header block (the root part's headers).
+    fn from_headers(headers: &Message<'_>) -> Self {
         let auth = Authentication::from_headers(
             headers
                 .headers_raw()

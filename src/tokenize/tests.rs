@@ -494,7 +494,7 @@ aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
         assert_eq!(tokens, tk.tokenize(msg));
         // Every feature, every occurrence, with its id: the reference.
         let mut sink = sink::Sink::new(tk.limits(), sink::Keep::AllNames);
-        extract(msg, &mut sink);
+        extract(msg, &mut sink, |_| ());
         let reference = sink.names;
         let all = reference.all();
         let named = names.of(&tokens.ids);
