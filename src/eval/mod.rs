@@ -596,6 +596,34 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_file_stops_the_replay_with_its_path() {
+        // Past the chunks read ahead, so the error comes from the disk
+        // thread while earlier chunks are being replayed; the replay must
+        // return it (not hang on the reader, not panic).
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = String::new();
+        for i in 0..(3 * READ_AHEAD + 5) {
+            if i != 2 * READ_AHEAD + 3 {
+                std::fs::write(dir.path().join(format!("m{i}")), "ham").unwrap();
+            }
+            index.push_str(&format!("ham m{i}\n"));
+        }
+        std::fs::write(dir.path().join("index"), index).unwrap();
+        let corpus = read_index(&dir.path().join("index")).unwrap();
+        let mut f = Oracle { learned: vec![] };
+        let plan = Plan {
+            train: TrainMode::Every,
+            learn_only: 0,
+        };
+        let err = replay(&corpus, &mut f, plan, |_, _| {}).unwrap_err();
+        let missing = format!("m{}", 2 * READ_AHEAD + 3);
+        assert!(
+            matches!(&err, EvalError::Read { path, .. } if path.ends_with(&missing)),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn index_lines_become_messages_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let c = corpus(dir.path());
