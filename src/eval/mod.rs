@@ -7,8 +7,9 @@ pub mod metrics;
 pub mod multi;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
 
@@ -333,23 +334,54 @@ fn outcome(m: &CorpusMessage, j: Judgement) -> Outcome {
     }
 }
 
-/// One chunk's messages as read in the background, by corpus id.
-type ReadChunk = Vec<(String, ReadMessage)>;
+/// One chunk of messages handed to [`Filter::prepare`], read on the
+/// readers' pool in order — or by the replay itself when it reaches a
+/// message no reader has started on, or while it waits for one: each
+/// message is claimed once, by whichever thread gets to it first, so
+/// neither waits for the other while there is reading to do. Early in a replay the model is small, scoring
+/// and learning are quick and the replay used to wait for the readers
+/// (perf, 2026-11-23: the replay's thread about half busy in the first
+/// third of the SpamAssassin replay).
+struct Chunk {
+    messages: Vec<Vec<u8>>,
+    claimed: Vec<AtomicBool>,
+    /// The message as read (`None`: it did not read cleanly; the replay
+    /// reads it again to report why).
+    read: Vec<OnceLock<Option<ReadMessage>>>,
+}
+
+impl Chunk {
+    /// Reads message `i` unless another thread has claimed it; true if
+    /// this call read it.
+    fn read_unless_claimed(&self, engine: &Engine, i: usize) -> bool {
+        if self.claimed[i].swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        // A panic must still fill the slot: the replay may be waiting on it.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.read(&self.messages[i]).ok()
+        }));
+        let _ = self.read[i].set(read.ok().flatten());
+        true
+    }
+}
 
 /// The library's own engine as a [`Filter`], for one user. Messages are
-/// read ahead ([`Engine::read`], on rayon's pool, in the background while
-/// the replay scores and learns the chunk before); scoring and learning
-/// then use the read message, so each message is tokenized once.
+/// read ahead ([`Engine::read`], on a pool of their own, in the background
+/// while the replay scores and learns the chunk before; see [`Chunk`]);
+/// scoring and learning then use the read message, so each message is
+/// tokenized once.
 pub struct EngineFilter {
     engine: Arc<Engine>,
     user: UserId,
-    /// Messages read ahead, by corpus id, with the number of the chunk
-    /// they came in (counting [`Filter::prepare`] calls from 0).
-    read: FxHashMap<String, (u64, ReadMessage)>,
-    /// Chunks being read in the background, oldest first, by number.
-    ahead: std::collections::VecDeque<(u64, Receiver<ReadChunk>)>,
+    /// Chunks handed to [`Filter::prepare`] and not yet retired, by number
+    /// (counting `prepare` calls from 0), with a receiver that yields once
+    /// the readers are done with that chunk.
+    chunks: std::collections::VecDeque<(u64, Arc<Chunk>, Receiver<()>)>,
+    /// Where each prepared message is: chunk number and index.
+    index: FxHashMap<String, (u64, usize)>,
     /// Chunks handed to [`Filter::prepare`] so far.
-    chunks: u64,
+    prepared: u64,
     /// Threads that read ahead: one fewer than the cores (at least one), so
     /// the replay's own thread — score, learn, store, one message after
     /// another — keeps a core to itself. With rayon's global pool (a thread
@@ -370,36 +402,57 @@ impl EngineFilter {
         Self {
             engine,
             user,
-            read: FxHashMap::default(),
-            ahead: Default::default(),
-            chunks: 0,
+            chunks: Default::default(),
+            index: FxHashMap::default(),
+            prepared: 0,
             readers: Arc::new(readers),
         }
     }
 
-    /// Waits for the oldest chunk being read in the background; false if
-    /// there is none.
-    fn join_oldest(&mut self) -> bool {
-        let Some((chunk, rx)) = self.ahead.pop_front() else {
-            return false;
-        };
-        // A reader that panicked sends nothing: its messages are then read
-        // when the replay reaches them, and fail there with a message.
-        for (id, read) in rx.recv().unwrap_or_default() {
-            self.read.insert(id, (chunk, read));
+    /// The read message: prepared ahead (read here if no reader has
+    /// started on it yet, else waited for), or read now. An `Arc` of its
+    /// chunk comes with it, so the message outlives `&mut self`.
+    fn read(&mut self, id: &str, message: &[u8]) -> Result<Prepared, String> {
+        if let Some(&(chunk_no, i)) = self.index.get(id)
+            && let Some((_, chunk, _)) = self.chunks.iter().find(|(n, ..)| *n == chunk_no)
+        {
+            let chunk = chunk.clone();
+            if !chunk.read_unless_claimed(&self.engine, i) {
+                // A reader is on it: rather than wait idle, read later
+                // messages of the chunk that no reader has started on,
+                // until it is done.
+                let mut later = i + 1;
+                while chunk.read[i].get().is_none() && later < chunk.messages.len() {
+                    chunk.read_unless_claimed(&self.engine, later);
+                    later += 1;
+                }
+            }
+            if chunk.read[i].wait().is_some() {
+                return Ok(Prepared::Ahead(chunk, i));
+            }
         }
-        true
+        // Not prepared, or it did not read cleanly: read it now, for the
+        // message or the error.
+        let read = self.engine.read(message).map_err(|e| e.to_string())?;
+        Ok(Prepared::Now(Box::new(read)))
     }
+}
 
-    /// The read message: prepared ahead, or read now.
-    fn read(&mut self, id: &str, message: &[u8]) -> Result<&ReadMessage, String> {
-        while !self.read.contains_key(id) && self.join_oldest() {}
-        if !self.read.contains_key(id) {
-            let read = self.engine.read(message).map_err(|e| e.to_string())?;
-            let chunk = self.chunks.saturating_sub(1);
-            self.read.insert(id.to_string(), (chunk, read));
+/// A message as [`EngineFilter::read`] gives it.
+enum Prepared {
+    Ahead(Arc<Chunk>, usize),
+    Now(Box<ReadMessage>),
+}
+
+impl Prepared {
+    fn get(&self) -> &ReadMessage {
+        match self {
+            Prepared::Ahead(chunk, i) => chunk.read[*i]
+                .get()
+                .and_then(Option::as_ref)
+                .expect("a message prepared ahead was read cleanly"),
+            Prepared::Now(read) => read,
         }
-        Ok(&self.read[id].1)
     }
 }
 
@@ -408,7 +461,9 @@ impl Drop for EngineFilter {
     /// which must close (and its store with it) before the caller removes
     /// the replay's data directory.
     fn drop(&mut self) {
-        while self.join_oldest() {}
+        for (_, _, done) in self.chunks.drain(..) {
+            let _ = done.recv();
+        }
     }
 }
 
@@ -416,33 +471,42 @@ impl Filter for EngineFilter {
     fn prepare(&mut self, upcoming: &[(&str, &[u8])]) {
         use rayon::prelude::*;
         // Chunk `n` arrives while the replay is about to score chunk
-        // `n - CHUNKS_AHEAD`: keep that one and later, drop the ones before.
-        let n = self.chunks;
-        self.read
-            .retain(|_, (chunk, _)| *chunk + CHUNKS_AHEAD as u64 >= n);
-        self.chunks += 1;
+        // `n - CHUNKS_AHEAD`: keep that one and later, retire the ones
+        // before (their readers are done: every message was claimed).
+        let n = self.prepared;
+        while let Some(&(oldest, ..)) = self.chunks.front()
+            && oldest + (CHUNKS_AHEAD as u64) < n
+        {
+            let (_, _, done) = self.chunks.pop_front().expect("a chunk");
+            let _ = done.recv();
+            self.index.retain(|_, (c, _)| *c != oldest);
+        }
+        self.prepared += 1;
+        let chunk = Arc::new(Chunk {
+            messages: upcoming.iter().map(|(_, m)| m.to_vec()).collect(),
+            claimed: upcoming.iter().map(|_| AtomicBool::new(false)).collect(),
+            read: upcoming.iter().map(|_| OnceLock::new()).collect(),
+        });
+        for (i, (id, _)) in upcoming.iter().enumerate() {
+            self.index.insert(id.to_string(), (n, i));
+        }
+        let (tx, done) = sync_channel(1);
+        self.chunks.push_back((n, chunk.clone(), done));
         let engine = self.engine.clone();
-        let owned: Vec<(String, Vec<u8>)> = upcoming
-            .iter()
-            .map(|(id, m)| (id.to_string(), m.to_vec()))
-            .collect();
-        let (tx, rx) = sync_channel(1);
-        self.ahead.push_back((n, rx));
         self.readers.spawn(move || {
-            // Only what reads cleanly is kept; an error shows up again, with
-            // its message, when the replay reaches that message.
-            let read: Vec<(String, ReadMessage)> = owned
-                .into_par_iter()
-                .filter_map(|(id, m)| Some((id, engine.read(&m).ok()?)))
-                .collect();
-            let _ = tx.send(read);
+            (0..chunk.messages.len()).into_par_iter().for_each(|i| {
+                chunk.read_unless_claimed(&engine, i);
+            });
+            let _ = tx.send(());
         });
     }
 
     fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String> {
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
-        let s = engine.score_read(&user, read).map_err(|e| e.to_string())?;
+        let s = engine
+            .score_read(&user, read.get())
+            .map_err(|e| e.to_string())?;
         Ok(Judgement {
             score: s.log_odds,
             verdict: s.verdict,
@@ -455,7 +519,7 @@ impl Filter for EngineFilter {
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
         engine
-            .train_read(&user, read, label, Some(message_id))
+            .train_read(&user, read.get(), label, Some(message_id))
             .map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -475,7 +539,9 @@ impl Filter for EngineFilter {
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
         let (s, _) = engine
-            .score_then_train(&user, read, gold, Some(message_id), |s| learn_if(s.verdict))
+            .score_then_train(&user, read.get(), gold, Some(message_id), |s| {
+                learn_if(s.verdict)
+            })
             .map_err(|e| e.to_string())?;
         Ok(Judgement {
             score: s.log_odds,
