@@ -426,7 +426,12 @@ impl Sink {
             return true;
         }
         let mut shape = std::mem::take(&mut self.shape_buf);
-        let digits = w.bytes().filter(u8::is_ascii_digit).count();
+        // A number pattern needs at least five digits: shorter words (most
+        // of them) skip the count.
+        let digits = match w.len() {
+            0..5 => 0,
+            _ => w.bytes().filter(u8::is_ascii_digit).count(),
+        };
         let ok = if w.len() > self.limits.max_word_bytes {
             words::shape(w, &mut shape);
             shape.insert_str(0, tag.as_str());
