@@ -122,11 +122,27 @@ struct WordKeys {
     /// `"osb" tag 0x1F`, zero-padded; `pair_len` bytes long.
     pair: [u8; 32],
     pair_len: usize,
+    /// The first 16 bytes of `pair`, little-endian.
+    pair_head: u128,
 }
+
+/// xxh3's default secret, first 32 bytes as little-endian u64s (the part
+/// its 17–32-byte path reads); `XXH_PRIME64_1` its length multiplier.
+const XXH3_SECRET_HEAD: [u64; 4] = [
+    0xbe4b_a423_396c_feb8,
+    0x1cad_21f7_2c81_017c,
+    0xdb97_9083_e96d_d4de,
+    0x1f67_b3b7_a4a4_4072,
+];
+const XXH_PRIME64_1: u64 = 0x9E37_79B1_85EB_CA87;
 
 impl WordKeys {
     fn new(tag: Tag) -> Self {
-        let name = tag.as_str().as_bytes();
+        Self::named(tag, tag.as_str().as_bytes())
+    }
+
+    /// Keys for `tag` spelled `name` (tests try every prefix length).
+    fn named(tag: Tag, name: &[u8]) -> Self {
         // Tag names are at most 17 bytes, so both prefixes fit in 32 (a
         // name over 28 bytes would panic here, in every test that reads words).
         let mut token = [0u8; 32];
@@ -140,6 +156,7 @@ impl WordKeys {
             tag,
             token,
             token_len: name.len() + 1,
+            pair_head: u128::from_le_bytes(pair[..16].try_into().expect("16 bytes")),
             pair,
             pair_len: name.len() + 4,
         }
@@ -160,7 +177,50 @@ impl WordKeys {
     }
 
     /// [`pair_id`]`(self.tag, first, skip, second)`.
+    ///
+    /// For the tags that have pairs (prefixes of at most 15 bytes, so the
+    /// input is 17–32 bytes long) xxh3-64 is computed from registers: its
+    /// 17–32-byte path reads the input's first 16 bytes and its last 16,
+    /// which here are exactly `first` and `second`. Building the bytes in a
+    /// buffer and hashing that stalled on store forwarding — a 64-bit load
+    /// over the one-byte `skip` store and part of an 8-byte store — and
+    /// pairs are four of a word's six hashes. Same ids as the buffer form
+    /// (`pair_from_bytes`), pinned by a test.
     fn pair(&self, first: u64, skip: u8, second: u64) -> TokenId {
+        let p = self.pair_len;
+        if p > 15 {
+            return self.pair_from_bytes(first, skip, second);
+        }
+        let mut head = self.pair_head | u128::from(skip) << (8 * p);
+        if p < 15 {
+            head |= u128::from(first) << (8 * (p + 1));
+        }
+        if p < 7 {
+            head |= u128::from(second) << (8 * (p + 9));
+        }
+        let fold = |lo: u64, hi: u64| {
+            let product = u128::from(lo) * u128::from(hi);
+            product as u64 ^ (product >> 64) as u64
+        };
+        let [s0, s1, s2, s3] = XXH3_SECRET_HEAD;
+        let seed = super::TOKEN_SEED;
+        let mut acc = ((p + 17) as u64).wrapping_mul(XXH_PRIME64_1);
+        acc = acc.wrapping_add(fold(
+            head as u64 ^ s0.wrapping_add(seed),
+            (head >> 64) as u64 ^ s1.wrapping_sub(seed),
+        ));
+        acc = acc.wrapping_add(fold(
+            first ^ s2.wrapping_add(seed),
+            second ^ s3.wrapping_sub(seed),
+        ));
+        // xxh3's avalanche.
+        acc ^= acc >> 37;
+        acc = acc.wrapping_mul(0x1656_6791_9E37_79F9);
+        TokenId(acc ^ (acc >> 32))
+    }
+
+    /// [`WordKeys::pair`] by hashing the bytes themselves.
+    fn pair_from_bytes(&self, first: u64, skip: u8, second: u64) -> TokenId {
         let mut buf = [0u8; 64];
         let p = self.pair_len;
         buf[..32].copy_from_slice(&self.pair);
@@ -507,6 +567,30 @@ mod tests {
                 assert_eq!(
                     keys.pair(first, skip, second),
                     pair_id(tag, first, skip, second)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pair_ids_from_registers_equal_hashing_the_bytes() {
+        // Every prefix length up to where the bytes form takes over (and a
+        // few beyond): `second` starts inside the first 16 bytes below 7,
+        // `first` does below 15.
+        for name_len in 0..=24 {
+            let name = vec![b'a' + name_len as u8; name_len];
+            let keys = WordKeys::named(Tag::Body, &name);
+            let mut r = 0x853C_49E6_748F_EA9Bu64 ^ name_len as u64;
+            for _ in 0..2_000 {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                let (first, second, skip) = (r, r.rotate_left(29) ^ 0xA5A5, (r >> 56) as u8);
+                assert_eq!(
+                    keys.pair(first, skip, second),
+                    keys.pair_from_bytes(first, skip, second),
+                    "prefix of {} bytes",
+                    keys.pair_len
                 );
             }
         }
