@@ -180,11 +180,11 @@ impl Engine {
             limits_hit: tokens.limits_hit,
             user_share: blend.blended.user_share,
         };
-        let message_id = envelope
-            .message_id
-            .clone()
-            .or(derived_id)
-            .unwrap_or_else(|| super::derive_message_id(message));
+        // `derived_id` is there whenever the envelope has no id.
+        let message_id = match (envelope.message_id.clone(), derived_id) {
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => super::derive_message_id(message),
+        };
         let record = DecisionRecord {
             time_ms: decisions::now_ms(),
             user: user.to_string(),

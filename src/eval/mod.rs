@@ -8,7 +8,7 @@ pub mod multi;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
@@ -263,9 +263,11 @@ pub fn replay(
         // The files are read on a thread of their own: opening and reading
         // ~6,000 small files took 12% of a replay's CPU samples on the
         // replay's own thread, which scores and learns one message after
-        // another and sets the pace (perf, 2026-11-23). It reads up to
-        // CHUNKS_AHEAD chunks beyond the one being handed out, and stops
-        // at the first error or when the replay stops taking chunks.
+        // another and sets the pace (perf, 2026-11-23). The channel holds
+        // up to CHUNKS_AHEAD read chunks (so reading runs at most about
+        // 2 × CHUNKS_AHEAD + 1 chunks past the one being scored: a few MB);
+        // the thread stops at the first error, or when the replay returns
+        // and drops the receiver.
         let (tx, disk) = sync_channel(CHUNKS_AHEAD);
         let reader = chunks.clone();
         std::thread::Builder::new()
@@ -338,10 +340,10 @@ fn outcome(m: &CorpusMessage, j: Judgement) -> Outcome {
 /// readers' pool in order — or by the replay itself when it reaches a
 /// message no reader has started on, or while it waits for one: each
 /// message is claimed once, by whichever thread gets to it first, so
-/// neither waits for the other while there is reading to do. Early in a replay the model is small, scoring
-/// and learning are quick and the replay used to wait for the readers
-/// (perf, 2026-11-23: the replay's thread about half busy in the first
-/// third of the SpamAssassin replay).
+/// neither waits for the other while there is reading to do. Early in a
+/// replay the model is small, scoring and learning are quick and the
+/// replay used to wait for the readers (perf, 2026-11-23: the replay's
+/// thread about half busy in the first third of the SpamAssassin replay).
 struct Chunk {
     messages: Vec<Vec<u8>>,
     claimed: Vec<AtomicBool>,
@@ -374,6 +376,11 @@ impl Chunk {
 pub struct EngineFilter {
     engine: Arc<Engine>,
     user: UserId,
+    /// Receivers of retired chunks whose readers may still be finishing:
+    /// retiring waits for nothing (with several readers, the one still
+    /// inside a retired chunk's job may be reading a later chunk first);
+    /// `Drop` waits for them.
+    retired: Vec<Receiver<()>>,
     /// Chunks handed to [`Filter::prepare`] and not yet retired, by number
     /// (counting `prepare` calls from 0), with a receiver that yields once
     /// the readers are done with that chunk.
@@ -402,6 +409,7 @@ impl EngineFilter {
         Self {
             engine,
             user,
+            retired: Vec::new(),
             chunks: Default::default(),
             index: FxHashMap::default(),
             prepared: 0,
@@ -461,6 +469,9 @@ impl Drop for EngineFilter {
     /// which must close (and its store with it) before the caller removes
     /// the replay's data directory.
     fn drop(&mut self) {
+        for done in self.retired.drain(..) {
+            let _ = done.recv();
+        }
         for (_, _, done) in self.chunks.drain(..) {
             let _ = done.recv();
         }
@@ -472,15 +483,18 @@ impl Filter for EngineFilter {
         use rayon::prelude::*;
         // Chunk `n` arrives while the replay is about to score chunk
         // `n - CHUNKS_AHEAD`: keep that one and later, retire the ones
-        // before (their readers are done: every message was claimed).
+        // before (all their messages were claimed and read; a reader's job
+        // may still be finishing: `retired`).
         let n = self.prepared;
         while let Some(&(oldest, ..)) = self.chunks.front()
             && oldest + (CHUNKS_AHEAD as u64) < n
         {
             let (_, _, done) = self.chunks.pop_front().expect("a chunk");
-            let _ = done.recv();
+            self.retired.push(done);
             self.index.retain(|_, (c, _)| *c != oldest);
         }
+        self.retired
+            .retain(|done| matches!(done.try_recv(), Err(TryRecvError::Empty)));
         self.prepared += 1;
         let chunk = Arc::new(Chunk {
             messages: upcoming.iter().map(|(_, m)| m.to_vec()).collect(),
@@ -497,6 +511,8 @@ impl Filter for EngineFilter {
             (0..chunk.messages.len()).into_par_iter().for_each(|i| {
                 chunk.read_unless_claimed(&engine, i);
             });
+            // Done with the engine before saying so: `Drop` relies on it.
+            drop((engine, chunk));
             let _ = tx.send(());
         });
     }
@@ -663,9 +679,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_stops_the_replay_with_its_path() {
-        // Past the chunks read ahead, so the error comes from the disk
-        // thread while earlier chunks are being replayed; the replay must
-        // return it (not hang on the reader, not panic).
+        // In a chunk past the first, so the error comes from the disk
+        // thread (the replay asks for it before scoring the first chunk);
+        // the replay must return it, not hang or panic.
         let dir = tempfile::tempdir().unwrap();
         let mut index = String::new();
         for i in 0..(3 * READ_AHEAD + 5) {
@@ -685,6 +701,39 @@ mod tests {
         let missing = format!("m{}", 2 * READ_AHEAD + 3);
         assert!(
             matches!(&err, EvalError::Read { path, .. } if path.ends_with(&missing)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_filter_error_stops_the_replay_while_the_disk_thread_is_ahead() {
+        // The filter fails on the first message, with chunks still to read:
+        // the disk thread is blocked on a full channel, and must stop when
+        // the replay returns (a hang here would hang the test).
+        struct FailsAtOnce;
+        impl Filter for FailsAtOnce {
+            fn score(&mut self, _id: &str, _m: &[u8]) -> Result<Judgement, String> {
+                Err("refused".into())
+            }
+            fn learn(&mut self, _id: &str, _m: &[u8], _l: Label) -> Result<(), String> {
+                Err("refused".into())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = String::new();
+        for i in 0..(6 * READ_AHEAD) {
+            std::fs::write(dir.path().join(format!("m{i}")), "ham").unwrap();
+            index.push_str(&format!("ham m{i}\n"));
+        }
+        std::fs::write(dir.path().join("index"), index).unwrap();
+        let corpus = read_index(&dir.path().join("index")).unwrap();
+        let plan = Plan {
+            train: TrainMode::Every,
+            learn_only: 0,
+        };
+        let err = replay(&corpus, &mut FailsAtOnce, plan, |_, _| {}).unwrap_err();
+        assert!(
+            matches!(&err, EvalError::Filter { id, message } if id == "m0" && message == "refused"),
             "{err}"
         );
     }
