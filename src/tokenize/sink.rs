@@ -126,15 +126,43 @@ struct WordKeys {
     pair_head: u128,
 }
 
-/// xxh3's default secret, first 32 bytes as little-endian u64s (the part
-/// its 17–32-byte path reads); `XXH_PRIME64_1` its length multiplier.
-const XXH3_SECRET_HEAD: [u64; 4] = [
+/// xxh3's default secret, its first 56 bytes as little-endian u64s (the
+/// part its paths for inputs of 4–32 bytes read); `XXH_PRIME64_1` its
+/// length multiplier. `WordKeys::token` and `WordKeys::pair` compute those
+/// paths from registers; tests hold them to the crate.
+const XXH3_SECRET: [u64; 7] = [
     0xbe4b_a423_396c_feb8,
     0x1cad_21f7_2c81_017c,
     0xdb97_9083_e96d_d4de,
     0x1f67_b3b7_a4a4_4072,
+    0x78e5_c0cc_4ee6_79cb,
+    0x2172_ffcc_7dd0_5a82,
+    0x8e24_43f7_7446_08b8,
 ];
 const XXH_PRIME64_1: u64 = 0x9E37_79B1_85EB_CA87;
+
+/// xxh3's final mix.
+fn xxh3_avalanche(mut h: u64) -> u64 {
+    h ^= h >> 37;
+    h = h.wrapping_mul(0x1656_6791_9E37_79F9);
+    h ^ (h >> 32)
+}
+
+/// Up to 8 bytes as a little-endian number, from two overlapping 4-byte
+/// loads (or three single bytes): no copy into a buffer.
+fn load_le(s: &[u8]) -> u64 {
+    let m = s.len();
+    let u32_at = |i: usize| u64::from(u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes")));
+    match m {
+        4..=8 => u32_at(0) | u32_at(m - 4) << (8 * (m - 4)),
+        1..=3 => {
+            u64::from(s[0])
+                | u64::from(s[m / 2]) << (8 * (m / 2))
+                | u64::from(s[m - 1]) << (8 * (m - 1))
+        }
+        _ => 0,
+    }
+}
 
 impl WordKeys {
     fn new(tag: Tag) -> Self {
@@ -163,7 +191,86 @@ impl WordKeys {
     }
 
     /// [`TokenId::of`]`(self.tag, word)`.
+    ///
+    /// Inputs of 4–32 bytes (`tag 0x1F` and nearly every word) are hashed
+    /// from registers, as [`WordKeys::pair`] is and for the same reason:
+    /// xxh3 reads at most four 8-byte windows of them, and building the
+    /// bytes in a stack buffer first made those reads wait on the stores
+    /// (a quarter of `TokenId::hash`'s samples sat on its first load).
+    /// Same ids as hashing the bytes (`token_from_bytes`), pinned by a test.
     fn token(&self, word: &str) -> TokenId {
+        let w = word.as_bytes();
+        let len = self.token_len + w.len();
+        if self.token_len > 24 {
+            // `window` reads 8 prefix bytes at offsets below the prefix's
+            // length from a 32-byte copy; no tag name is this long.
+            return self.token_from_bytes(word);
+        }
+        let seed = super::TOKEN_SEED;
+        let s = XXH3_SECRET;
+        let at = |off: usize, n: usize| self.window(w, off, n);
+        let fold = |lo: u64, hi: u64| {
+            let product = u128::from(lo) * u128::from(hi);
+            product as u64 ^ (product >> 64) as u64
+        };
+        let hash = match len {
+            // xxh3-64's 4–8-byte path.
+            4..=8 => {
+                let seed = seed ^ (u64::from((seed as u32).swap_bytes()) << 32);
+                let input = at(len - 4, 4).wrapping_add(at(0, 4) << 32);
+                let mut x = input ^ (s[1] ^ s[2]).wrapping_sub(seed);
+                x ^= x.rotate_left(49) ^ x.rotate_left(24);
+                x = x.wrapping_mul(0x9FB2_1C65_1E98_DF25);
+                x ^= (x >> 35).wrapping_add(len as u64);
+                x = x.wrapping_mul(0x9FB2_1C65_1E98_DF25);
+                return TokenId(x ^ (x >> 28));
+            }
+            // Its 9–16-byte path.
+            9..=16 => {
+                let lo = at(0, 8) ^ (s[3] ^ s[4]).wrapping_add(seed);
+                let hi = at(len - 8, 8) ^ (s[5] ^ s[6]).wrapping_sub(seed);
+                (len as u64)
+                    .wrapping_add(lo.swap_bytes())
+                    .wrapping_add(hi)
+                    .wrapping_add(fold(lo, hi))
+            }
+            // Its 17–32-byte path.
+            17..=32 => {
+                let mut acc = (len as u64).wrapping_mul(XXH_PRIME64_1);
+                acc = acc.wrapping_add(fold(
+                    at(0, 8) ^ s[0].wrapping_add(seed),
+                    at(8, 8) ^ s[1].wrapping_sub(seed),
+                ));
+                acc.wrapping_add(fold(
+                    at(len - 16, 8) ^ s[2].wrapping_add(seed),
+                    at(len - 8, 8) ^ s[3].wrapping_sub(seed),
+                ))
+            }
+            _ => return self.token_from_bytes(word),
+        };
+        TokenId(xxh3_avalanche(hash))
+    }
+
+    /// The `n` (≤ 8) bytes at `off` of `tag 0x1F` followed by `w`, as a
+    /// little-endian number, from the prefix's padded copy and from `w`
+    /// itself (no bytes joined in memory).
+    fn window(&self, w: &[u8], off: usize, n: usize) -> u64 {
+        let p = self.token_len;
+        let mut v = 0;
+        if off < p {
+            // Bytes past the prefix are zero in `token`.
+            let prefix = u64::from_le_bytes(self.token[off..off + 8].try_into().expect("8 bytes"));
+            v = prefix & (u64::MAX >> (64 - 8 * n));
+        }
+        let start = off.max(p);
+        if off + n > start {
+            v |= load_le(&w[start - p..off + n - p]) << (8 * (start - off));
+        }
+        v
+    }
+
+    /// [`WordKeys::token`] by hashing the joined bytes.
+    fn token_from_bytes(&self, word: &str) -> TokenId {
         let len = self.token_len + word.len();
         let mut buf = [0u8; 128];
         if len > buf.len() {
@@ -202,7 +309,7 @@ impl WordKeys {
             let product = u128::from(lo) * u128::from(hi);
             product as u64 ^ (product >> 64) as u64
         };
-        let [s0, s1, s2, s3] = XXH3_SECRET_HEAD;
+        let [s0, s1, s2, s3, ..] = XXH3_SECRET;
         let seed = super::TOKEN_SEED;
         let mut acc = ((p + 17) as u64).wrapping_mul(XXH_PRIME64_1);
         acc = acc.wrapping_add(fold(
@@ -213,10 +320,7 @@ impl WordKeys {
             first ^ s2.wrapping_add(seed),
             second ^ s3.wrapping_sub(seed),
         ));
-        // xxh3's avalanche.
-        acc ^= acc >> 37;
-        acc = acc.wrapping_mul(0x1656_6791_9E37_79F9);
-        TokenId(acc ^ (acc >> 32))
+        TokenId(xxh3_avalanche(acc))
     }
 
     /// [`WordKeys::pair`] by hashing the bytes themselves.
@@ -592,6 +696,35 @@ mod tests {
                     "prefix of {} bytes",
                     keys.pair_len
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn token_ids_from_registers_equal_hashing_the_bytes() {
+        // Every prefix length a tag name allows and every word length
+        // through the register paths (4-32 bytes joined) and past them.
+        let mut r = 0x2545_F491_4F6C_DD1Du64;
+        for name_len in 1..=20 {
+            let name = vec![b'a' + name_len as u8; name_len];
+            let keys = WordKeys::named(Tag::Body, &name);
+            for word_len in 0..=40 {
+                for _ in 0..50 {
+                    let word: String = (0..word_len)
+                        .map(|_| {
+                            r ^= r << 13;
+                            r ^= r >> 7;
+                            r ^= r << 17;
+                            char::from(b'!' + (r % 94) as u8)
+                        })
+                        .collect();
+                    assert_eq!(
+                        keys.token(&word),
+                        keys.token_from_bytes(&word),
+                        "prefix of {} bytes, word {word:?}",
+                        keys.token_len
+                    );
+                }
             }
         }
     }
