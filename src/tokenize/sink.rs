@@ -196,7 +196,8 @@ impl WordKeys {
     /// from registers, as [`WordKeys::pair`] is and for the same reason:
     /// xxh3 reads at most four 8-byte windows of them, and building the
     /// bytes in a stack buffer first made those reads wait on the stores
-    /// (a quarter of `TokenId::hash`'s samples sat on its first load).
+    /// (perf annotate: 43% of `TokenId::hash`'s samples on its first two
+    /// loads from the buffer, 2026-11-23).
     /// Same ids as hashing the bytes (`token_from_bytes`), pinned by a test.
     fn token(&self, word: &str) -> TokenId {
         let w = word.as_bytes();
