@@ -85,7 +85,7 @@ pub fn message(seed: u64, target: usize) -> Vec<u8> {
     let mut text = String::new();
     while text.len() < target / 2 {
         for _ in 0..12 {
-            let word = if r.next() % 100 == 0 {
+            let word = if r.next().is_multiple_of(100) {
                 NON_ASCII[(r.next() % NON_ASCII.len() as u64) as usize]
             } else {
                 WORDS[(r.next() % WORDS.len() as u64) as usize]
@@ -93,7 +93,7 @@ pub fn message(seed: u64, target: usize) -> Vec<u8> {
             text.push_str(word);
             text.push(' ');
         }
-        if r.next() % 5 == 0 {
+        if r.next().is_multiple_of(5) {
             text.push_str(&format!(
                 "https://host{}.example.com/p/{} ",
                 r.next() % 50,
