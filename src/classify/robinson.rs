@@ -347,7 +347,10 @@ fn ln_chi2_tails(x2: f64, n: usize) -> (f64, f64) {
 /// `P(X ≥ x2)` with `X ~ χ²(dof)`, as the Poisson series
 /// `e^{−m} Σ_{i<dof/2} mⁱ/i!` with `m = x2/2` (exact for even `dof`).
 pub fn chi2_survival(x2: f64, dof: usize) -> f64 {
-    debug_assert!(dof.is_multiple_of(2), "chi2_survival needs even degrees of freedom");
+    debug_assert!(
+        dof.is_multiple_of(2),
+        "chi2_survival needs even degrees of freedom"
+    );
     let m = x2 / 2.0;
     let mut term = (-m).exp();
     let mut sum = term;
