@@ -141,7 +141,33 @@ const XXH3_SECRET: [u64; 7] = [
 ];
 const XXH_PRIME64_1: u64 = 0x9E37_79B1_85EB_CA87;
 
+/// xxh3-64's (seed [`TOKEN_SEED`](super::TOKEN_SEED)) path for inputs of
+/// 17–32 bytes, given the input's length and its first 16 and last 16
+/// bytes as little-endian u64s: `[0..8, 8..16, len-16..len-8, len-8..len]`.
+#[inline]
+fn xxh3_17to32(len: usize, [a, b, c, d]: [u64; 4]) -> u64 {
+    let (s, seed) = (XXH3_SECRET, super::TOKEN_SEED);
+    let mut acc = (len as u64).wrapping_mul(XXH_PRIME64_1);
+    acc = acc.wrapping_add(xxh3_fold(
+        a ^ s[0].wrapping_add(seed),
+        b ^ s[1].wrapping_sub(seed),
+    ));
+    acc = acc.wrapping_add(xxh3_fold(
+        c ^ s[2].wrapping_add(seed),
+        d ^ s[3].wrapping_sub(seed),
+    ));
+    xxh3_avalanche(acc)
+}
+
+/// xxh3's 64×64 → 128-bit multiply, folded to 64 bits.
+#[inline]
+fn xxh3_fold(lo: u64, hi: u64) -> u64 {
+    let product = u128::from(lo) * u128::from(hi);
+    product as u64 ^ (product >> 64) as u64
+}
+
 /// xxh3's final mix.
+#[inline]
 fn xxh3_avalanche(mut h: u64) -> u64 {
     h ^= h >> 37;
     h = h.wrapping_mul(0x1656_6791_9E37_79F9);
@@ -210,11 +236,7 @@ impl WordKeys {
         let seed = super::TOKEN_SEED;
         let s = XXH3_SECRET;
         let at = |off: usize, n: usize| self.window(w, off, n);
-        let fold = |lo: u64, hi: u64| {
-            let product = u128::from(lo) * u128::from(hi);
-            product as u64 ^ (product >> 64) as u64
-        };
-        let hash = match len {
+        match len {
             // xxh3-64's 4–8-byte path.
             4..=8 => {
                 let seed = seed ^ (u64::from((seed as u32).swap_bytes()) << 32);
@@ -224,32 +246,25 @@ impl WordKeys {
                 x = x.wrapping_mul(0x9FB2_1C65_1E98_DF25);
                 x ^= (x >> 35).wrapping_add(len as u64);
                 x = x.wrapping_mul(0x9FB2_1C65_1E98_DF25);
-                return TokenId(x ^ (x >> 28));
+                TokenId(x ^ (x >> 28))
             }
             // Its 9–16-byte path.
             9..=16 => {
                 let lo = at(0, 8) ^ (s[3] ^ s[4]).wrapping_add(seed);
                 let hi = at(len - 8, 8) ^ (s[5] ^ s[6]).wrapping_sub(seed);
-                (len as u64)
-                    .wrapping_add(lo.swap_bytes())
-                    .wrapping_add(hi)
-                    .wrapping_add(fold(lo, hi))
-            }
-            // Its 17–32-byte path.
-            17..=32 => {
-                let mut acc = (len as u64).wrapping_mul(XXH_PRIME64_1);
-                acc = acc.wrapping_add(fold(
-                    at(0, 8) ^ s[0].wrapping_add(seed),
-                    at(8, 8) ^ s[1].wrapping_sub(seed),
-                ));
-                acc.wrapping_add(fold(
-                    at(len - 16, 8) ^ s[2].wrapping_add(seed),
-                    at(len - 8, 8) ^ s[3].wrapping_sub(seed),
+                TokenId(xxh3_avalanche(
+                    (len as u64)
+                        .wrapping_add(lo.swap_bytes())
+                        .wrapping_add(hi)
+                        .wrapping_add(xxh3_fold(lo, hi)),
                 ))
             }
-            _ => return self.token_from_bytes(word),
-        };
-        TokenId(xxh3_avalanche(hash))
+            17..=32 => TokenId(xxh3_17to32(
+                len,
+                [at(0, 8), at(8, 8), at(len - 16, 8), at(len - 8, 8)],
+            )),
+            _ => self.token_from_bytes(word),
+        }
     }
 
     /// The `n` (≤ 8) bytes at `off` of `tag 0x1F` followed by `w`, as a
@@ -306,22 +321,10 @@ impl WordKeys {
         if p < 7 {
             head |= u128::from(second) << (8 * (p + 9));
         }
-        let fold = |lo: u64, hi: u64| {
-            let product = u128::from(lo) * u128::from(hi);
-            product as u64 ^ (product >> 64) as u64
-        };
-        let [s0, s1, s2, s3, ..] = XXH3_SECRET;
-        let seed = super::TOKEN_SEED;
-        let mut acc = ((p + 17) as u64).wrapping_mul(XXH_PRIME64_1);
-        acc = acc.wrapping_add(fold(
-            head as u64 ^ s0.wrapping_add(seed),
-            (head >> 64) as u64 ^ s1.wrapping_sub(seed),
-        ));
-        acc = acc.wrapping_add(fold(
-            first ^ s2.wrapping_add(seed),
-            second ^ s3.wrapping_sub(seed),
-        ));
-        TokenId(xxh3_avalanche(acc))
+        TokenId(xxh3_17to32(
+            p + 17,
+            [head as u64, (head >> 64) as u64, first, second],
+        ))
     }
 
     /// [`WordKeys::pair`] by hashing the bytes themselves.
