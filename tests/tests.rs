@@ -7,6 +7,8 @@ mod api;
 mod durability;
 mod errors;
 mod loadtest;
+mod mailgen;
+mod one_sided;
 mod policy;
 mod shared;
 mod stats;

@@ -166,7 +166,10 @@ pub fn score_and_strongest(
         );
     }
     let blend = Blend::new(user, prior, params);
-    let (score, user_share, top) = combine_estimates(ids, params, |id| blend.estimate(id), k);
+    let (nspam, nham) = blend.user_weights;
+    let unknown = robinson::unknown_probability(nspam, nham, blend.unit);
+    let (score, user_share, top) =
+        combine_estimates(ids, params, |id| blend.estimate(id), unknown, k);
     (
         Blended {
             score,
@@ -192,6 +195,7 @@ pub fn score_shared(prior: &Prior<'_>, ids: &[TokenId], params: &Params) -> Scor
             let f = robinson::token_probability(c.spam, c.ham, pspam, pham, unit, params);
             Some((f, 0.0))
         },
+        robinson::unknown_probability(pspam, pham, unit),
         0,
     )
     .0
@@ -215,8 +219,10 @@ pub fn strongest(
 }
 
 /// Robinson–Fisher combining over per-token `(f, ω)` estimates, as
-/// `robinson::score` does it; also the evidence-weighted mean of `ω`
-/// (`None` when nothing was combined). One allocation per message.
+/// `robinson::score` does it — tokens no side knows count as `unknown`
+/// (the user's [`robinson::unknown_probability`]) when that is significant;
+/// also the evidence-weighted mean of `ω` (`None` when nothing was
+/// combined). One allocation per message.
 ///
 /// With `strongest` > 0, also the message's strongest features from the
 /// same estimates — what [`strongest`] computes, without estimating every
@@ -225,27 +231,42 @@ fn combine_estimates(
     ids: &[TokenId],
     params: &Params,
     estimate: impl Fn(TokenId) -> Option<(f64, f64)>,
+    unknown: f64,
     strongest: usize,
 ) -> (Score, Option<f64>, Strongest) {
     let mut known = 0u32;
-    let mut significant: Vec<(f64, f64, TokenId)> = Vec::with_capacity(ids.len().min(1024));
+    let mut significant: Vec<(f64, f64, Option<TokenId>)> = Vec::with_capacity(ids.len().min(1024));
+    let mut unknowns = 0usize;
     for id in ids {
         let Some((f, share)) = estimate(*id) else {
+            unknowns += 1;
             continue;
         };
         known += 1;
         if (f - 0.5).abs() >= params.min_dev {
-            significant.push((f, share, *id));
+            significant.push((f, share, Some(*id)));
         }
     }
     let top = if strongest > 0 {
-        super::pick_strongest(significant.iter().map(|e| (e.2, e.0)).collect(), strongest)
+        super::pick_strongest(
+            significant
+                .iter()
+                .filter_map(|e| Some((e.2?, e.0)))
+                .collect(),
+            strongest,
+        )
     } else {
         Strongest::default()
     };
-    robinson::keep_most_extreme(&mut significant, params.max_tokens, |e| e.0);
-    let probs: Vec<f64> = significant.iter().map(|e| e.0).collect();
-    let combined = robinson::combine(&probs);
+    // Absence is the user's own evidence, and no feature to show.
+    let combined = robinson::combine_with_unknowns(
+        &mut significant,
+        unknowns,
+        unknown,
+        params,
+        |e| e.0,
+        |f| (f, 1.0, None),
+    );
     let (mut mine, mut all) = (0.0, 0.0);
     for (f, share, _) in &significant {
         let evidence = (f / (1.0 - f)).ln().abs();

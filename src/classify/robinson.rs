@@ -38,6 +38,34 @@
 //! for ham, and near 0.5 both when there is no evidence and when the evidence
 //! conflicts — which is why 0.5 means "unsure", not "coin flip".
 //!
+//! # Never-seen tokens, and a class the user never clicked
+//!
+//! Graham's normalisation divides by each class's size, so with no ham
+//! learned (`nham = 0`) every token seen in spam gets `p = 1`: after one
+//! *Spam* click every later message that shares a word or a relay header
+//! with it scored as certain spam — and most users only ever click *Spam*.
+//! The known tokens cannot tell such a ham from a copy of the clicked spam;
+//! what differs is how much of the message the model has never seen. So
+//! tokens the model has never seen are evidence too, in proportion to how
+//! unevenly it knows the two classes ([`unknown_probability`]):
+//!
+//! ```text
+//! f_unseen = (1 + ν_s − ν_h) / 2,   ν = 1 / (N + 1)
+//! ```
+//!
+//! `ν` is Laplace's estimate of the chance that a class's next message is
+//! unlike all `N` the user learned of it. With both classes learned (a few
+//! messages each) `f_unseen` is within the significance dead zone and
+//! changes nothing; with spam and no ham it is near 0 — a token that many
+//! spams never showed is more likely the ham's. Two limits keep absence
+//! honest ([`combine_with_unknowns`]): novel tokens arrive together (a new
+//! topic, a new campaign), so they count at most `unknown_cap` times as
+//! often as the message's significant known tokens; and they can cancel
+//! what the known tokens say but never reverse it (a flipped sign gives the
+//! neutral 0.5). A message unlike anything learned stays neutral; a message
+//! like the learned spam still scores as spam (docs/ACCURACY.md, "One-sided
+//! clickers").
+//!
 //! # Log-odds, so the extremes keep their order
 //!
 //! For strongly spammy mail `1 − I` is far below `f64`'s resolution near 1,
@@ -89,6 +117,10 @@ pub struct Params {
     /// Messages a user must have learned for the shared prior's weight to
     /// halve (`R` in `blend.rs`).
     pub shared_halflife: f64,
+    /// Tokens the model has never seen count as evidence (when one class is
+    /// far better known than the other) for at most this many times the
+    /// message's significant known tokens (see "Never-seen tokens" above).
+    pub unknown_cap: usize,
 }
 
 impl Default for Params {
@@ -103,6 +135,7 @@ impl Default for Params {
             confident_log_odds: 12.0,
             shared_strength: 10.0,
             shared_halflife: 100.0,
+            unknown_cap: 3,
         }
     }
 }
@@ -171,6 +204,18 @@ pub fn graham_probability(spam: u32, ham: u32, nspam: u64, nham: u64) -> Option<
     Some(spam_ratio / (spam_ratio + ham_ratio))
 }
 
+/// What a token the model has never seen says, from how well the model
+/// knows each class: `(1 + ν_s − ν_h) / 2`, where `ν = 1 / (N + 1)` is
+/// Laplace's estimate of the chance that a class's next message is unlike
+/// all `N` it has learned (in messages' worth of weight). 0.5 when the two
+/// classes are equally well known, whatever their sizes; towards 0 when the
+/// model knows spam and no ham — a token that many spams never showed is
+/// more likely the ham's — and towards 1 in the mirror case.
+pub fn unknown_probability(nspam: u64, nham: u64, unit: f64) -> f64 {
+    let nu = |n: u64| 1.0 / (n as f64 / unit + 1.0);
+    0.5 + (nu(nspam) - nu(nham)) / 2.0
+}
+
 /// Scores `ids` (a message's distinct tokens) against `model`.
 pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
     let (nspam, nham) = model.weights();
@@ -181,25 +226,85 @@ pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
     let mut known = 0u32;
     // One allocation per message, none per token.
     let mut significant: Vec<f64> = Vec::with_capacity(ids.len().min(1024));
+    let unknown = unknown_probability(nspam, nham, unit);
+    let mut unknowns = 0usize;
     for id in ids {
-        let Some(c) = model.get(*id) else { continue };
+        let Some(c) = model.get(*id) else {
+            unknowns += 1;
+            continue;
+        };
         known += 1;
         let f = token_probability(c.spam, c.ham, nspam, nham, unit, params);
         if (f - 0.5).abs() >= params.min_dev {
             significant.push(f);
         }
     }
-    keep_most_extreme(&mut significant, params.max_tokens, |f| *f);
     let Combined {
         probability,
         log_odds,
-    } = combine(&significant);
+    } = combine_with_unknowns(&mut significant, unknowns, unknown, params, |f| *f, |f| f);
     Score {
         probability,
         log_odds,
         tokens_known: known,
         tokens_used: significant.len() as u32,
     }
+}
+
+/// Combines a message's significant known-token estimates with the
+/// evidence of its `unknowns` tokens the model has never seen, each at
+/// `unknown` ([`unknown_probability`]) when that is significant:
+///
+/// - at most as many unknown tokens as there are significant known ones
+///   (times `params.unknown_cap`): novel tokens arrive together (a new topic, a new
+///   campaign), so their absence is not independent evidence, and a message
+///   unlike anything learned stays neutral;
+/// - absence can cancel what the known tokens say, never reverse it: if
+///   adding it flips the sign of the log-odds, the result is unsure, ranked
+///   by the known tokens' log-odds squashed into (−1, 1).
+///
+/// Keeps the `max_tokens` most extreme of them all, as before.
+/// Log-odds of known evidence that map to about 0.76 (tanh 1) once
+/// cancelled by absence; the figure that kept the order of cancelled
+/// messages best on the corpora (docs/ACCURACY.md, "One-sided clickers").
+const CANCELLED_SCALE: f64 = 100.0;
+
+pub(crate) fn combine_with_unknowns<T>(
+    significant: &mut Vec<T>,
+    unknowns: usize,
+    unknown: f64,
+    params: &Params,
+    f: impl Fn(&T) -> f64 + Copy,
+    make: impl Fn(f64) -> T,
+) -> Combined {
+    let n = if (unknown - 0.5).abs() < params.min_dev {
+        0
+    } else {
+        unknowns.min(significant.len().saturating_mul(params.unknown_cap))
+    };
+    if n == 0 {
+        keep_most_extreme(significant, params.max_tokens, f);
+        return combine_by(significant, f);
+    }
+    let known = {
+        let mut k: Vec<f64> = significant.iter().map(f).collect();
+        keep_most_extreme(&mut k, params.max_tokens, |x| *x);
+        combine(&k)
+    };
+    significant.extend((0..n).map(|_| make(unknown)));
+    keep_most_extreme(significant, params.max_tokens, f);
+    let all = combine_by(significant, f);
+    if all.log_odds * known.log_odds < 0.0 {
+        // Cancelled: unsure (|log-odds| < 1, probability within 0.27..0.73),
+        // but still ordered by what the known tokens said, so a ranking does
+        // not collapse into one tie at 0.5.
+        let log_odds = (known.log_odds / CANCELLED_SCALE).tanh();
+        return Combined {
+            probability: 1.0 / (1.0 + (-log_odds).exp()),
+            log_odds,
+        };
+    }
+    all
 }
 
 /// Keeps the `max` most extreme estimates (by `|f − 0.5|`), in O(n).
@@ -222,7 +327,12 @@ pub struct Combined {
 /// Fisher/Robinson chi-square combining of token probabilities; 0.5 (log-odds
 /// 0) for none.
 pub fn combine(probs: &[f64]) -> Combined {
-    if probs.is_empty() {
+    combine_by(probs, |p| *p)
+}
+
+/// [`combine`] of `f` of each item, without collecting them first.
+pub(crate) fn combine_by<T>(items: &[T], f: impl Fn(&T) -> f64) -> Combined {
+    if items.is_empty() {
         return Combined {
             probability: 0.5,
             log_odds: 0.0,
@@ -232,12 +342,12 @@ pub fn combine(probs: &[f64]) -> Combined {
     // already, but combine is public and must be total.
     const EPS: f64 = 1e-12;
     let (mut ln_spam, mut ln_ham) = (0.0f64, 0.0f64);
-    for &p in probs {
-        let p = p.clamp(EPS, 1.0 - EPS);
+    for item in items {
+        let p = f(item).clamp(EPS, 1.0 - EPS);
         ln_spam += (1.0 - p).ln();
         ln_ham += p.ln();
     }
-    let n = probs.len();
+    let n = items.len();
     let (ln_q_spam, ln_p_spam) = ln_chi2_tails(-2.0 * ln_spam, n);
     let (ln_q_ham, ln_p_ham) = ln_chi2_tails(-2.0 * ln_ham, n);
     let ln_two_i = log_add_exp(ln_q_ham, ln_p_spam);
@@ -364,7 +474,8 @@ pub fn chi2_survival(x2: f64, dof: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Label;
+    use crate::classify::verdict;
+    use crate::types::{Label, Verdict};
 
     #[test]
     fn chi2_survival_matches_tables() {
@@ -551,5 +662,83 @@ mod tests {
         let s = m.score(&spam, &params);
         assert_eq!(s.tokens_used, 150);
         assert_eq!(s.tokens_known, 500);
+    }
+
+    fn range(r: std::ops::Range<u64>) -> Vec<TokenId> {
+        r.map(TokenId).collect()
+    }
+
+    #[test]
+    fn spam_only_training_leaves_unlike_mail_neutral_and_catches_copies() {
+        // Tokens 0..30 are words every message has (function words, the
+        // provider's relay headers); each spam adds its own 40.
+        let p = Params::default();
+        let mut m = Model::default();
+        for n in 1..=100u64 {
+            let spam: Vec<TokenId> = range(0..30)
+                .into_iter()
+                .chain(range(1000 * n..1000 * n + 40))
+                .collect();
+            m.learn(&spam, Label::Spam);
+            if [1, 20, 100].contains(&n) {
+                // A ham: the common words and 150 of its own.
+                let ham: Vec<TokenId> = range(0..30)
+                    .into_iter()
+                    .chain(range(500_000..500_150))
+                    .collect();
+                let h = m.score(&ham, &p);
+                assert_ne!(verdict(h.probability, &p), Verdict::Spam, "{n}: {h:?}");
+                // A copy of the last spam with two new tokens.
+                let mut copy = spam.clone();
+                copy.extend(range(900_000..900_002));
+                let s = m.score(&copy, &p);
+                assert_eq!(verdict(s.probability, &p), Verdict::Spam, "{n}: {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ham_only_training_does_not_clear_unlike_mail() {
+        let p = Params::default();
+        let mut m = Model::default();
+        for n in 1..=20u64 {
+            let ham: Vec<TokenId> = range(0..30)
+                .into_iter()
+                .chain(range(1000 * n..1000 * n + 40))
+                .collect();
+            m.learn(&ham, Label::Ham);
+        }
+        let spam: Vec<TokenId> = range(0..30)
+            .into_iter()
+            .chain(range(700_000..700_150))
+            .collect();
+        let s = m.score(&spam, &p);
+        assert_ne!(verdict(s.probability, &p), Verdict::Ham, "{s:?}");
+        assert!(m.score(&range(1000..1040), &p).probability < 0.01);
+    }
+
+    #[test]
+    fn never_seen_tokens_say_nothing_once_both_classes_are_known() {
+        assert_eq!(unknown_probability(0, 0, 1.0), 0.5);
+        assert_eq!(unknown_probability(500, 500, 1.0), 0.5);
+        assert!(unknown_probability(1, 0, 1.0) < 0.3);
+        assert!(unknown_probability(0, 1, 1.0) > 0.7);
+        let p = Params::default();
+        // Unbalanced but both known: within the dead zone.
+        for (s, h) in [(3, 100), (100, 3), (2, 2)] {
+            let u = unknown_probability(s, h, 1.0);
+            assert!((u - 0.5).abs() < p.min_dev, "{s} {h}: {u}");
+        }
+        let mut m = Model::default();
+        for i in 0..3u64 {
+            m.learn(&range(i * 100..i * 100 + 30), Label::Spam);
+            m.learn(&range(10_000 + i * 100..10_000 + i * 100 + 30), Label::Ham);
+        }
+        let msg = range(0..30);
+        let with_novel: Vec<TokenId> = msg.iter().copied().chain(range(90_000..90_500)).collect();
+        assert_eq!(
+            m.score(&msg, &p).log_odds.to_bits(),
+            m.score(&with_novel, &p).log_odds.to_bits()
+        );
     }
 }
