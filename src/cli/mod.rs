@@ -8,10 +8,14 @@ mod loadtest;
 mod policy;
 mod seed;
 mod serve;
+mod values;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use chaff::types::Label;
 
 /// Per-user Bayesian spam training and scoring service.
 ///
@@ -47,10 +51,10 @@ enum Command {
     /// or remove the seed with --clear.
     Seed(seed::SeedArgs),
     /// Show the shared model's size: contributing users, messages, tokens, seed.
-    Shared(ServerArg),
+    Shared(ShowArgs),
     /// Operator: the server's model cache (hits, misses, evictions, memory)
     /// and how many durable replies shared each storage flush.
-    Stats(ServerArg),
+    Stats(ShowArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
     /// Keep N calls in flight against a running server for a while and report
@@ -65,9 +69,104 @@ enum Command {
 
 #[derive(Args, Debug)]
 pub(crate) struct ServerArg {
-    /// Address of a running chaff server.
-    #[arg(long, env = "CHAFF_SERVER", default_value = "http://127.0.0.1:50051")]
+    /// Address of a running chaff server: HOST:PORT as `chaff serve`
+    /// prints it (127.0.0.1:50051), or a URL (http://host:50051).
+    #[arg(
+        long,
+        env = "CHAFF_SERVER",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:50051",
+        value_parser = parse_server
+    )]
     pub(crate) server: String,
+}
+
+/// `host:port` (what `chaff serve` prints) or a URL, as the URL the gRPC
+/// client connects to.
+pub(crate) fn parse_server(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let url = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    match url.parse::<tonic::codegen::http::Uri>() {
+        Ok(uri) if uri.host().is_some() => Ok(url),
+        _ => Err(format!(
+            "{s:?} is not a server address; write HOST:PORT (127.0.0.1:50051) or a URL \
+             (http://mail-filter.internal:50051)"
+        )),
+    }
+}
+
+/// `--json`, for every command that prints data: one JSON object per line
+/// on standard output, for scripts.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct JsonArg {
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ShowArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArg,
+    #[command(flatten)]
+    pub(crate) json: JsonArg,
+}
+
+/// `500ms`, `10s`, `2m`, `12h`, `30d` (a bare number is seconds): the units a
+/// person types, the same for every flag that takes a duration. Values
+/// beyond 100 years are refused rather than wrapped.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m, 12h or 30d"))?;
+    let ms_per = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?}; use ms, s, m, h or d"
+            ));
+        }
+    };
+    const MAX_MS: u64 = 100 * 365 * 86_400_000;
+    match n.checked_mul(ms_per) {
+        Some(ms) if ms <= MAX_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("{s:?} is too long; at most 100 years (36500d)")),
+    }
+}
+
+/// The error and its causes on one line, each said once: many errors (tonic's
+/// transport errors, sled's, some of ours) already print their cause in their
+/// own text, so `{:#}` would repeat it ("tcp connect error: tcp connect
+/// error"). A cause whose text is already in the line is left out.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// "1 user", "2 users".
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +180,8 @@ struct ScoreArgs {
     /// the server reads the topmost Received-SPF header).
     #[arg(long)]
     client_ip: Option<String>,
+    #[command(flatten)]
+    json: JsonArg,
     /// RFC 5322 message files; `-` reads standard input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -97,6 +198,12 @@ struct LabelArg {
     ham: bool,
 }
 
+impl LabelArg {
+    fn label(&self) -> Label {
+        if self.spam { Label::Spam } else { Label::Ham }
+    }
+}
+
 #[derive(Args, Debug)]
 struct TrainArgs {
     #[command(flatten)]
@@ -110,7 +217,11 @@ struct TrainArgs {
     /// digest of the message). Only with a single file.
     #[arg(long)]
     message_id: Option<String>,
-    /// RFC 5322 message files; `-` reads standard input.
+    #[command(flatten)]
+    json: JsonArg,
+    /// RFC 5322 message files; `-` reads standard input. Files that cannot
+    /// be read or learned are reported and skipped; the exit status is
+    /// non-zero if any failed.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -119,8 +230,11 @@ struct TrainArgs {
 struct ForgetArgs {
     #[command(flatten)]
     server: ServerArg,
+    /// The mailbox whose click is undone.
     #[arg(long, short)]
     user: String,
+    #[command(flatten)]
+    json: JsonArg,
     /// The id `chaff train` printed for the message.
     message_id: String,
 }
@@ -137,6 +251,8 @@ struct MetricsArgs {
 
 #[derive(Args, Debug)]
 struct TokensArgs {
+    #[command(flatten)]
+    json: JsonArg,
     /// An RFC 5322 message file; `-` reads standard input.
     file: PathBuf,
 }
@@ -162,20 +278,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Score(a) => {
-            client::score(&a.server.server, &a.user, a.client_ip.as_deref(), &a.files).await
+            let ip = a.client_ip.as_deref();
+            client::score(&a.server.server, &a.user, ip, &a.files, a.json.json).await
         }
         Command::Train(a) => {
-            let spam = a.label.spam;
-            client::train(&a.server.server, &a.user, spam, a.message_id, &a.files).await
+            let label = a.label.label();
+            let server = &a.server.server;
+            client::train(server, &a.user, label, a.message_id, &a.files, a.json.json).await
         }
-        Command::Forget(a) => client::forget(&a.server.server, &a.user, &a.message_id).await,
+        Command::Forget(a) => {
+            client::forget(&a.server.server, &a.user, &a.message_id, a.json.json).await
+        }
         Command::User(a) => policy::user(a).await,
         Command::List(c) => policy::list(c).await,
         Command::Why(a) => policy::why(a).await,
         Command::Seed(a) => seed::run(a).await,
-        Command::Shared(a) => seed::show(&a.server).await,
-        Command::Stats(a) => client::stats(&a.server).await,
-        Command::Tokens(a) => client::tokens(&a.file),
+        Command::Shared(a) => seed::show(&a.server.server, a.json.json).await,
+        Command::Stats(a) => client::stats(&a.server.server, a.json.json).await,
+        Command::Tokens(a) => client::tokens(&a.file, a.json.json),
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),

@@ -12,6 +12,8 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use super::parse_duration;
+
 use chaff::decisions::Retention;
 use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, EngineStats, Settings, parse_bytes};
 use chaff::store::Store;
@@ -177,25 +179,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => info!("Ctrl-C received"),
         _ = term => info!("SIGTERM received"),
-    }
-}
-
-/// `500ms`, `10s`, `2m`: the units a person types.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m, 12h or 30d"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        "d" => Ok(Duration::from_secs(n * 86_400)),
-        _ => Err(format!(
-            "unknown unit {unit:?} in {s:?}; use ms, s, m, h or d"
-        )),
     }
 }

@@ -48,8 +48,9 @@ impl ChaffService {
             .await
             .map_err(|e| Status::internal(format!("request task failed: {e}")))?;
         if let Err(failure) = &result
-            && let Error::Storage(e) = failure.error()
+            && failure.error().is_storage()
         {
+            let e = failure.error();
             warn!(error = %e, "storage failure; reporting NOT_SERVING");
             self.health
                 .set_not_serving::<ChaffServer<ChaffService>>()
@@ -470,6 +471,9 @@ impl ChaffService {
     ) -> Result<Response<proto::ListEntryResponse>, Status> {
         let list = list_ref(req.user_id, req.operator_wide, req.kind)?;
         let entry = list_entry(&req.entry)?;
+        if add {
+            crate::policy::lists::check_reach(&entry, req.force).map_err(Status::from)?;
+        }
         let (l, en) = (list.clone(), entry.clone());
         let changed = self
             .run(move |e| match add {

@@ -301,9 +301,21 @@ impl Store {
     }
 
     fn open_with(path: &Path, cache_bytes: u64, sync: bool) -> Result<Self, Error> {
-        let open_err = |source| Error::Open {
-            path: path.to_path_buf(),
-            source,
+        let open_err = |source: sled::Error| {
+            if matches!(&source, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+            {
+                // sled's file lock: the one-process-per-directory rule.
+                return Error::Locked {
+                    path: path.to_path_buf(),
+                };
+            }
+            if crate::error::is_disk_full(&source) {
+                return Error::DiskFull;
+            }
+            Error::Open {
+                path: path.to_path_buf(),
+                source,
+            }
         };
         let db = sled::Config::new()
             .path(path)
