@@ -4,6 +4,7 @@
 mod common;
 
 mod api;
+mod cli;
 mod durability;
 mod errors;
 mod loadtest;

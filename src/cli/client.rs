@@ -254,7 +254,7 @@ pub async fn stats(server: &str, as_json: bool) -> anyhow::Result<()> {
         r.model_memory_bytes >> 20
     );
     println!(
-        "  lookups: {} hits, {} misses (hit rate {:.3}), {} of users with nothing stored; {} evictions",
+        "  lookups: {} hits, {} misses (hit rate {:.3}), {} for users with nothing stored; {} evictions",
         r.model_hits,
         r.model_misses,
         r.model_hits as f64 / lookups.max(1) as f64,
