@@ -432,3 +432,84 @@ async fn the_readme_score_example_has_the_columns_score_prints() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (flag, value, says) in [
+        ("--max-message-bytes", "0", "at least 1 byte"),
+        ("--model-memory", "0", "at least 1MiB"),
+        ("--decision-retention", "999999999999999999d", "too long"),
+        ("--max-tokens", "0", "at least 1"),
+        ("--cache-mb", "0", "--cache-mb"),
+        ("--log", "chaff=[", "--log"),
+    ] {
+        let r = chaff([
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            flag.as_ref(),
+            value.as_ref(),
+        ])
+        .await;
+        assert!(!r.ok, "{flag} {value} started");
+        assert!(
+            r.stderr.contains(flag) && r.stderr.contains(says),
+            "{flag} {value}: {}",
+            r.stderr
+        );
+    }
+    assert!(
+        !data.exists(),
+        "a refused start must not create the data directory"
+    );
+}
+
+#[tokio::test]
+async fn print_config_shows_each_value_and_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "chaff.toml",
+        b"data = \"/srv/chaff\"\ncache-mb = 64\nmax-tokens = 500\n",
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["serve", "--print-config", "--max-tokens", "700", "--config"])
+        .arg(&file)
+        .env("CHAFF_CACHE_MB", "32")
+        .output()
+        .await
+        .unwrap();
+    let r = Run::from(out);
+    assert!(r.ok, "{}", r.stderr);
+    let f = file.display().to_string();
+    for line in [
+        format!("data = \"/srv/chaff\"  # file {f}"),
+        "cache-mb = 32  # env CHAFF_CACHE_MB".to_string(),
+        "max-tokens = 700  # flag".to_string(),
+        "shutdown-grace = \"10s\"  # default".to_string(),
+    ] {
+        assert!(
+            r.stdout.lines().any(|l| l == line),
+            "{line:?} not in\n{}",
+            r.stdout
+        );
+    }
+    std::fs::write(&file, "data = \"/srv/chaff\"\nmax-message-byte = 5\n").unwrap();
+    let bad = chaff([
+        "serve".as_ref(),
+        "--print-config".as_ref(),
+        "--config".as_ref(),
+        file.as_os_str(),
+    ])
+    .await;
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr.contains("unknown key `max-message-byte`"),
+        "{}",
+        bad.stderr
+    );
+}

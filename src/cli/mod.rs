@@ -3,6 +3,7 @@
 //! a deployment can configure chaff without a wrapper script.
 
 mod client;
+mod config;
 mod eval;
 mod loadtest;
 mod policy;
@@ -273,6 +274,8 @@ pub(crate) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     );
     bar
 }
+
+pub use config::parse;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
