@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod durability;
 mod errors;
+mod full_disk;
 mod loadtest;
 mod policy;
 mod shared;

@@ -15,7 +15,7 @@ use tracing::info;
 use super::parse_duration;
 
 use chaff::decisions::Retention;
-use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, EngineStats, Settings, parse_bytes};
+use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, Settings, parse_bytes};
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 
@@ -177,9 +177,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);
-    if !args.stats_interval.is_zero() {
-        tokio::spawn(log_stats(engine.clone(), args.stats_interval));
-    }
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -187,41 +184,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // One line on stdout, for people and for scripts that start chaff on port 0.
     println!("chaff listening on {}", listener.local_addr()?);
 
-    chaff::service::serve(engine, listener, shutdown_signal(), args.shutdown_grace)
+    let (grace, stats) = (args.shutdown_grace, args.stats_interval);
+    chaff::service::serve_logging_stats(engine, listener, shutdown_signal(), grace, stats)
         .await
         .map_err(|e| anyhow::anyhow!(e))
-}
-
-/// Logs the engine's counters every `every`: cumulative figures, and the
-/// hit rate and clicks per flush over the last interval.
-async fn log_stats(engine: Arc<Engine>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    let mut last = EngineStats::default();
-    loop {
-        tick.tick().await;
-        let now = engine.stats();
-        let (c, m) = (now.cache, now.commit);
-        let lookups = (c.hits + c.misses) - (last.cache.hits + last.cache.misses);
-        let hits = c.hits - last.cache.hits;
-        let waits = m.waits - last.commit.waits;
-        let flushes = m.flushes - last.commit.flushes;
-        info!(
-            hits = c.hits,
-            misses = c.misses,
-            absent = c.absent,
-            evictions = c.evictions,
-            hit_rate = format!("{:.3}", hits as f64 / lookups.max(1) as f64),
-            resident_users = c.resident_users,
-            resident_mib = c.resident_bytes >> 20,
-            budget_mib = c.budget_bytes >> 20,
-            durable_waits = m.waits,
-            flushes = m.flushes,
-            waits_per_flush = format!("{:.1}", waits as f64 / flushes.max(1) as f64),
-            "model cache and group commit"
-        );
-        last = now;
-    }
 }
 
 /// Completes on SIGTERM (how service managers stop us) or Ctrl-C.
