@@ -31,6 +31,11 @@ pub enum Error {
     #[error("the data directory's disk is full")]
     DiskFull,
 
+    /// Storage failed and is being opened again now that it has room; a
+    /// moment later the request will succeed.
+    #[error("storage is being reopened after a failure; retry in a moment")]
+    Reopening,
+
     /// Another process holds the data directory (sled allows one process
     /// per database).
     #[error("another chaff process is using the data directory {}; stop it, or give this one its own --data", path.display())]

@@ -62,12 +62,16 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 const PROBE_BYTES: usize = 1 << 20;
 
 impl Storage {
+    /// The current engine. Never waits: while the store is being reopened
+    /// (the write lock is held for that) the answer is UNAVAILABLE at once,
+    /// and no async worker thread blocks on the lock.
     fn engine(&self) -> Result<Arc<Engine>, Status> {
-        self.engine
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| Status::from(Error::DiskFull))
+        let current = match self.engine.try_read() {
+            Ok(current) => current,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(Error::Reopening.into()),
+        };
+        current.clone().ok_or_else(|| Error::Reopening.into())
     }
 
     /// Probes for room and, if there is some, swaps in a freshly opened

@@ -27,6 +27,7 @@ impl From<Error> for Status {
             Error::DiskFull => Status::unavailable(format!(
                 "{msg}; the request was not applied, retry when the operator has freed space"
             )),
+            Error::Reopening => Status::unavailable(msg),
             Error::Corrupt { .. } | Error::Open { .. } | Error::Locked { .. } => {
                 Status::internal(msg)
             }
@@ -215,6 +216,7 @@ mod tests {
             ),
             (Error::Corrupt { what: "x".into() }, Code::Internal),
             (Error::DiskFull, Code::Unavailable),
+            (Error::Reopening, Code::Unavailable),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);
