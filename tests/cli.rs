@@ -513,3 +513,44 @@ async fn print_config_shows_each_value_and_where_it_came_from() {
         bad.stderr
     );
 }
+
+#[tokio::test]
+async fn a_list_add_refused_part_way_changes_back_what_it_added() {
+    let server = TestServer::start().await;
+    let s = host_port(&server);
+    // Fill alice's block list to one short of its limit (1,000 entries).
+    let fill: Vec<String> = (0..999).map(|i| format!("x{i}.example")).collect();
+    let mut args = vec![
+        "list", "add", "--server", &s, "-u", "alice", "--kind", "block",
+    ];
+    args.extend(fill.iter().map(String::as_str));
+    let r = chaff(&args).await;
+    assert!(r.ok, "{}", r.stderr);
+    // The first fits, the second does not: the first is changed back.
+    let over = chaff([
+        "list",
+        "add",
+        "--server",
+        &s,
+        "-u",
+        "alice",
+        "--kind",
+        "block",
+        "a.example",
+        "b.example",
+    ])
+    .await;
+    assert!(!over.ok);
+    assert!(over.stderr.contains("changed back"), "{}", over.stderr);
+    let show = chaff([
+        "list", "show", "--server", &s, "-u", "alice", "--kind", "block",
+    ])
+    .await;
+    assert_eq!(
+        show.stdout.lines().count(),
+        999,
+        "a.example was left behind"
+    );
+    assert!(!show.stdout.contains("a.example\n"), "{}", show.stdout);
+    server.stop().await;
+}

@@ -332,16 +332,18 @@ async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
         bail!("nothing was changed: {}", bad.join("; "));
     }
     let mut client = connect(&c.server.server).await?;
-    let request = |entry: &str, add_it: bool| proto::ListEntryRequest {
+    // A rollback re-adds what this command removed: with force, since it
+    // was there before.
+    let request = |entry: &str, force: bool| proto::ListEntryRequest {
         user_id: c.owner.user.clone().unwrap_or_default(),
         operator_wide: c.owner.operator,
         kind: list_kind_to_wire(c.kind).into(),
         entry: entry.to_string(),
-        force: force && add_it,
+        force,
     };
     let mut done: Vec<(String, proto::ListEntryResponse)> = Vec::new();
     for entry in &c.entries {
-        let req = request(entry, add);
+        let req = request(entry, force);
         let r = if add {
             client.add_list_entry(req).await
         } else {
@@ -352,7 +354,7 @@ async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
             Err(e) => {
                 let mut undone = 0;
                 for (_, r) in done.iter().filter(|(_, r)| r.changed) {
-                    let back = request(&r.entry, !add);
+                    let back = request(&r.entry, true);
                     let ok = if add {
                         client.remove_list_entry(back).await.is_ok()
                     } else {
