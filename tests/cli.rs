@@ -554,3 +554,37 @@ async fn a_list_add_refused_part_way_changes_back_what_it_added() {
     assert!(!show.stdout.contains("a.example\n"), "{}", show.stdout);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn usage_in_errors_never_shows_server_as_required() {
+    let cases: [&[&str]; 12] = [
+        &["score", "-u", "a"],
+        &["train", "-u", "a", "x.eml"],
+        &["forget", "-u", "a"],
+        &["user"],
+        &["why"],
+        &["list", "add", "-u", "a", "x.example"],
+        &["list", "remove", "-u", "a", "x.example"],
+        &["list", "show", "-u", "a"],
+        &["seed", "--nonsense"],
+        &["shared", "--nonsense"],
+        &["stats", "--nonsense"],
+        &["loadtest"],
+    ];
+    for args in cases {
+        let mut with_server = vec!["--server", "127.0.0.1:1"];
+        with_server.splice(
+            0..0,
+            args.iter().copied().take_while(|a| !a.starts_with('-')),
+        );
+        with_server.extend(args.iter().copied().skip_while(|a| !a.starts_with('-')));
+        let r = chaff(&with_server).await;
+        assert!(!r.ok, "{with_server:?}");
+        let usage = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap_or_else(|| panic!("{with_server:?}: {}", r.stderr));
+        assert!(!usage.contains("--server"), "{with_server:?}: {usage}");
+    }
+}

@@ -29,37 +29,50 @@ pub struct Cli {
     command: Command,
 }
 
+/// The usage lines are written out for the commands that talk to a server:
+/// clap's generated usage in an error lists every flag the user typed, so
+/// `--server <SERVER>` appeared there as if it were required. A unit test
+/// below checks each against the generated one.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the gRPC service (chaff.v1.Chaff, health, reflection).
     Serve(serve::ServeArgs),
     /// Score message files for a user (talks to a running server).
+    #[command(override_usage = "chaff score [OPTIONS] --user <USER> <FILES>...")]
     Score(ScoreArgs),
     /// Learn message files as spam or ham for a user (talks to a running server).
+    #[command(override_usage = "chaff train [OPTIONS] --user <USER> <--spam|--ham> <FILES>...")]
     Train(TrainArgs),
     /// Undo an earlier train of one message, by its message id.
+    #[command(override_usage = "chaff forget [OPTIONS] --user <USER> <MESSAGE_ID>")]
     Forget(ForgetArgs),
     /// Show a user's learn counts, model size and delivery settings; with
     /// --mode or thresholds, change the settings.
+    #[command(override_usage = "chaff user [OPTIONS] --user <USER>")]
     User(policy::UserArgs),
     /// Add, remove or show allow, block and trusted-sender list entries.
     #[command(subcommand)]
     List(policy::ListCommand),
     /// Support: why were a user's messages delivered, filed as spam or
     /// rejected? Reads the server's decision log.
+    #[command(override_usage = "chaff why [OPTIONS] --user <USER>")]
     Why(policy::WhyArgs),
     /// Operator: seed the shared model from a labelled corpus (TREC index),
     /// or remove the seed with --clear.
+    #[command(override_usage = "chaff seed [OPTIONS]")]
     Seed(seed::SeedArgs),
     /// Show the shared model's size: contributing users, messages, tokens, seed.
+    #[command(override_usage = "chaff shared [OPTIONS]")]
     Shared(ShowArgs),
     /// Operator: the server's model cache (hits, misses, evictions, memory)
     /// and how many durable replies shared each storage flush.
+    #[command(override_usage = "chaff stats [OPTIONS]")]
     Stats(ShowArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
     /// Keep N calls in flight against a running server for a while and report
     /// calls/s and latency percentiles (a load generator).
+    #[command(override_usage = "chaff loadtest [OPTIONS] --corpus <CORPUS>")]
     Loadtest(loadtest::LoadtestArgs),
     /// Compute the same measures from results files (`id score gold judged` lines),
     /// e.g. written by `chaff eval --results` or the peer scripts.
@@ -302,5 +315,76 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, CommandFactory};
+
+    /// The usage line clap would generate for `name` from its arguments
+    /// alone, without the written-out override.
+    fn generated<A: Args>(name: &'static str) -> String {
+        let mut cmd = A::augment_args(clap::Command::new(name));
+        cmd.render_usage().to_string()
+    }
+
+    /// The written-out usage lines say what clap's generated ones say, so
+    /// they cannot drift from the flags.
+    #[test]
+    fn written_out_usage_lines_match_the_generated_ones() {
+        let cli = super::Cli::command();
+        let written = |path: &[&str]| {
+            let mut cmd = cli.clone();
+            for p in path {
+                cmd = cmd.find_subcommand(p).unwrap().clone();
+            }
+            assert!(
+                cmd.get_overridden_usage().is_some(),
+                "{path:?} has no written-out usage"
+            );
+            cmd.render_usage().to_string()
+        };
+        let cases = [
+            (vec!["score"], generated::<super::ScoreArgs>("chaff score")),
+            (vec!["train"], generated::<super::TrainArgs>("chaff train")),
+            (
+                vec!["forget"],
+                generated::<super::ForgetArgs>("chaff forget"),
+            ),
+            (
+                vec!["user"],
+                generated::<super::policy::UserArgs>("chaff user"),
+            ),
+            (
+                vec!["why"],
+                generated::<super::policy::WhyArgs>("chaff why"),
+            ),
+            (
+                vec!["seed"],
+                generated::<super::seed::SeedArgs>("chaff seed"),
+            ),
+            (vec!["shared"], generated::<super::ShowArgs>("chaff shared")),
+            (vec!["stats"], generated::<super::ShowArgs>("chaff stats")),
+            (
+                vec!["loadtest"],
+                generated::<super::loadtest::LoadtestArgs>("chaff loadtest"),
+            ),
+            (
+                vec!["list", "add"],
+                generated::<super::policy::ListAdd>("chaff list add"),
+            ),
+            (
+                vec!["list", "remove"],
+                generated::<super::policy::ListChange>("chaff list remove"),
+            ),
+            (
+                vec!["list", "show"],
+                generated::<super::policy::ListShow>("chaff list show"),
+            ),
+        ];
+        for (path, generated) in cases {
+            assert_eq!(written(&path), generated, "{path:?}");
+        }
     }
 }

@@ -71,10 +71,19 @@ pub enum ListCommand {
     /// 192.0.2.7, 2001:db8::7, 192.0.2.0/24, 2001:db8::/32. International
     /// domains (bücher.example) are stored as punycode. Every entry is
     /// checked before any is stored: all are added or none.
+    #[command(
+        override_usage = "chaff list add [OPTIONS] --kind <KIND> <--user <USER>|--operator> <ENTRIES>..."
+    )]
     Add(ListAdd),
     /// Remove entries.
+    #[command(
+        override_usage = "chaff list remove [OPTIONS] --kind <KIND> <--user <USER>|--operator> <ENTRIES>..."
+    )]
     Remove(ListChange),
     /// Print a list's entries, one per line.
+    #[command(
+        override_usage = "chaff list show [OPTIONS] --kind <KIND> <--user <USER>|--operator>"
+    )]
     Show(ListShow),
 }
 
