@@ -178,6 +178,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);
 
+    let shutdown = shutdown_signal();
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -185,29 +186,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("chaff listening on {}", listener.local_addr()?);
 
     let (grace, stats) = (args.shutdown_grace, args.stats_interval);
-    chaff::service::serve_logging_stats(engine, listener, shutdown_signal(), grace, stats)
+    chaff::service::serve_logging_stats(engine, listener, shutdown, grace, stats)
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-/// Completes on SIGTERM (how service managers stop us) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM (how service managers stop us) or Ctrl-C. The
+/// handlers are registered when this is called, not when the future is
+/// first polled: the server polls it only once it runs, and a SIGTERM that
+/// came before (a supervisor stopping a server that just printed its
+/// address) would otherwise kill the process without a clean shutdown.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => info!("Ctrl-C received"),
-        _ = term => info!("SIGTERM received"),
+    async move {
+        #[cfg(unix)]
+        let (term, ctrl_c) = (
+            async {
+                match term.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            },
+            async {
+                match int.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            },
+        );
+        #[cfg(not(unix))]
+        let (term, ctrl_c) = (std::future::pending::<()>(), async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        tokio::select! {
+            _ = ctrl_c => info!("Ctrl-C received"),
+            _ = term => info!("SIGTERM received"),
+        }
     }
 }
