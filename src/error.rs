@@ -23,7 +23,23 @@ pub enum Error {
 
     /// The storage engine failed; the request was not applied.
     #[error("storage failure: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
+
+    /// The data directory's disk (or the user's quota on it) is full; the
+    /// request was not applied. Storage errors are classified in one place,
+    /// [`From<sled::Error>`], so people read this instead of an OS code.
+    #[error("the data directory's disk is full")]
+    DiskFull,
+
+    /// Storage failed and is being opened again now that it has room; a
+    /// moment later the request will succeed.
+    #[error("storage is being reopened after a failure; retry in a moment")]
+    Reopening,
+
+    /// Another process holds the data directory (sled allows one process
+    /// per database).
+    #[error("another chaff process is using the data directory {}; stop it, or give this one its own --data", path.display())]
+    Locked { path: PathBuf },
 
     /// Stored bytes that do not decode: the data directory is damaged or was
     /// written by an incompatible version.
@@ -34,6 +50,37 @@ pub enum Error {
     /// another chaff process...).
     #[error("cannot open data directory {}: {source}", path.display())]
     Open { path: PathBuf, source: sled::Error },
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        if is_disk_full(&e) {
+            Error::DiskFull
+        } else {
+            Error::Storage(e)
+        }
+    }
+}
+
+impl Error {
+    /// Storage trouble of the server's (not the request's): the service
+    /// reports NOT_SERVING while it lasts.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Error::Storage(_) | Error::DiskFull)
+    }
+}
+
+/// ENOSPC (and EDQUOT): sled passes I/O errors on as they are, or, once
+/// it has stored one as its global error, as a copy that keeps the kind.
+pub(crate) fn is_disk_full(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+                || matches!(io.raw_os_error(), Some(28 | 122))
+        }
+        _ => false,
+    }
 }
 
 /// "10 MiB"-style rendering for limits in error messages people read.

@@ -116,6 +116,14 @@ pub enum Label {
 }
 
 impl Label {
+    /// `spam` or `ham`, as people and the CLI write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Spam => "spam",
+            Label::Ham => "ham",
+        }
+    }
+
     /// The other class: a flipped click moves a message here.
     pub fn other(self) -> Self {
         match self {

@@ -31,7 +31,22 @@ impl TestServer {
 
     pub async fn start_with(settings: Settings) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 32 << 20).unwrap();
+        Self::start_at(dir, None, settings).await
+    }
+
+    /// A server whose data directory is `data` (which the caller owns).
+    pub async fn start_in(data: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_at(dir, Some(data.to_path_buf()), Settings::default()).await
+    }
+
+    async fn start_at(
+        dir: tempfile::TempDir,
+        data: Option<std::path::PathBuf>,
+        settings: Settings,
+    ) -> Self {
+        let path = data.unwrap_or_else(|| dir.path().to_path_buf());
+        let store = Store::open(&path, 32 << 20).unwrap();
         let engine = Arc::new(Engine::new(store, settings).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

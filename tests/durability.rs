@@ -100,6 +100,7 @@ async fn settings_lists_and_decisions_survive_sigkill() {
             operator_wide,
             kind: ListKind::Block.into(),
             entry: "pills.example".into(),
+            force: false,
         })
         .await
         .unwrap();

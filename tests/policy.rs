@@ -41,6 +41,7 @@ async fn set_list(c: &mut Client, user: &str, kind: ListKind, entry: &str) -> St
         operator_wide: user.is_empty(),
         kind: kind.into(),
         entry: entry.into(),
+        force: false,
     })
     .await
     .unwrap()
@@ -279,6 +280,36 @@ async fn bad_list_requests_are_invalid_argument_with_what_to_write() {
         .await
         .unwrap_err();
     assert_eq!(user_trusted.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn entries_that_can_never_match_and_catch_all_ranges_are_refused_over_grpc() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let add = |entry: &str, force: bool| proto::ListEntryRequest {
+        user_id: "alice".into(),
+        kind: ListKind::Block.into(),
+        entry: entry.into(),
+        force,
+        ..Default::default()
+    };
+    for bad in ["999.1.1.1", "a@b@c.example", "0.0.0.0/0", "::/0"] {
+        let err = c.add_list_entry(add(bad, false)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+    }
+    let catch_all = c
+        .add_list_entry(add("::/0", true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(catch_all.entry, "::/0");
+    let idn = c
+        .add_list_entry(add("Bücher.example", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(idn.entry, "xn--bcher-kva.example");
     server.stop().await;
 }
 

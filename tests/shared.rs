@@ -220,9 +220,9 @@ async fn chaff_seed_reads_a_trec_index_and_chaff_seed_clear_removes_it() {
         "{cleared}"
     );
     assert_eq!(shared(&mut c).await, proto::SharedInfo::default());
-    let on = chaff(&["user", "alice", "--share-training", "on"]).await;
+    let on = chaff(&["user", "-u", "alice", "--share-training", "on"]).await;
     assert!(on.contains("share training:    on"), "{on}");
-    let gone = chaff(&["user", "alice", "--delete"]).await;
+    let gone = chaff(&["user", "-u", "alice", "--delete", "--yes"]).await;
     assert!(gone.contains("deleted alice"), "{gone}");
     server.stop().await;
 }

@@ -42,7 +42,7 @@ async fn stats_count_model_lookups_and_durable_replies() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("models in memory: 1 users"), "{text}");
+    assert!(text.contains("models in memory: 1 user,"), "{text}");
     assert!(text.contains("hit rate"), "{text}");
     assert!(text.contains("storage flushes"), "{text}");
     server.stop().await;

@@ -4,8 +4,10 @@
 mod common;
 
 mod api;
+mod cli;
 mod durability;
 mod errors;
+mod full_disk;
 mod loadtest;
 mod mailgen;
 mod one_sided;

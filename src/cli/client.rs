@@ -5,10 +5,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use serde_json::json;
 use tonic::transport::Channel;
 
 use chaff::proto::{self, chaff_client::ChaffClient};
+use chaff::service::status::label_to_wire;
 use chaff::tokenize::Tokenizer;
+use chaff::types::Label;
 
 pub(crate) async fn connect(server: &str) -> anyhow::Result<ChaffClient<Channel>> {
     let client = ChaffClient::connect(server.to_string())
@@ -53,6 +56,7 @@ pub async fn score(
     user: &str,
     client_ip: Option<&str>,
     files: &[PathBuf],
+    as_json: bool,
 ) -> anyhow::Result<()> {
     let mut client = connect(server).await?;
     for file in files {
@@ -67,6 +71,25 @@ pub async fn score(
             .await
             .map_err(status)?
             .into_inner();
+        if as_json {
+            let x = r.explanation.clone().unwrap_or_default();
+            println!(
+                "{}",
+                json!({
+                    "file": file.display().to_string(),
+                    "verdict": verdict_name(r.verdict),
+                    "spam_probability": r.spam_probability,
+                    "action": super::policy::action_name(r.action),
+                    "rule": super::policy::rule_name(x.rule),
+                    "reason": x.reason,
+                    "smtp_reply": r.smtp_reply,
+                    "tokens_known": r.tokens_known,
+                    "tokens_used": r.tokens_used,
+                    "limits_hit": r.limits_hit,
+                })
+            );
+            continue;
+        }
         let limits = if r.limits_hit.is_empty() {
             String::new()
         } else {
@@ -91,43 +114,77 @@ pub async fn score(
     Ok(())
 }
 
+/// Learns each file; a file that cannot be read or learned is reported on
+/// standard error and the rest go on. Ends with "learned N of M, K failed"
+/// and an error (non-zero exit) if any failed.
 pub async fn train(
     server: &str,
     user: &str,
-    spam: bool,
+    label: Label,
     message_id: Option<String>,
     files: &[PathBuf],
+    as_json: bool,
 ) -> anyhow::Result<()> {
     if message_id.is_some() && files.len() > 1 {
         bail!("--message-id names one message; pass a single file");
     }
-    let label = if spam {
-        proto::Label::Spam
-    } else {
-        proto::Label::Ham
-    };
     let mut client = connect(server).await?;
+    let (mut learned, mut failed) = (0usize, 0usize);
     for file in files {
-        let message = read_message(file)?;
-        let r = client
-            .train(proto::TrainRequest {
-                user_id: user.to_string(),
-                message,
-                label: label.into(),
-                message_id: message_id.clone().unwrap_or_default(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let r = match read_message(file) {
+            Ok(message) => client
+                .train(proto::TrainRequest {
+                    user_id: user.to_string(),
+                    message,
+                    label: label_to_wire(label).into(),
+                    message_id: message_id.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status)
+                .with_context(|| format!("cannot train {}", file.display())),
+            Err(e) => Err(e),
+        };
+        let r = match r {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}", super::error_line(&e));
+                if as_json {
+                    println!(
+                        "{}",
+                        json!({"file": file.display().to_string(), "error": super::error_line(&e)})
+                    );
+                }
+                continue;
+            }
+        };
+        learned += 1;
         let outcome = match proto::TrainOutcome::try_from(r.outcome) {
             Ok(proto::TrainOutcome::Learned) => "learned",
             Ok(proto::TrainOutcome::AlreadyLearned) => "already learned (unchanged)",
             Ok(proto::TrainOutcome::Relearned) => "relearned (moved from the other class)",
             _ => "?",
         };
+        if as_json {
+            println!(
+                "{}",
+                json!({
+                    "file": file.display().to_string(),
+                    "outcome": outcome.split(' ').next().unwrap_or(outcome),
+                    "label": label.as_str(),
+                    "message_id": r.message_id,
+                    "spam_learned": r.spam_learned,
+                    "ham_learned": r.ham_learned,
+                    "low_effect": r.low_effect,
+                    "unsubscribe": r.unsubscribe,
+                    "unsubscribe_one_click": r.unsubscribe_one_click,
+                })
+            );
+            continue;
+        }
         println!(
             "{outcome} as {}: {}  id {}  (user now {} spam, {} ham)",
-            if spam { "spam" } else { "ham" },
+            label.as_str(),
             file.display(),
             r.message_id,
             r.spam_learned,
@@ -152,26 +209,52 @@ pub async fn train(
             );
         }
     }
+    if files.len() > 1 || failed > 0 {
+        eprintln!("learned {learned} of {}, {failed} failed", files.len());
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} files were not learned (see above)",
+            files.len()
+        );
+    }
     Ok(())
 }
 
 /// `chaff stats`: the server's model cache and group commit counters.
-pub async fn stats(server: &str) -> anyhow::Result<()> {
+pub async fn stats(server: &str, as_json: bool) -> anyhow::Result<()> {
     let r = connect(server)
         .await?
         .get_stats(proto::GetStatsRequest {})
         .await
         .map_err(status)?
         .into_inner();
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "resident_users": r.resident_users,
+                "resident_bytes": r.resident_bytes,
+                "model_memory_bytes": r.model_memory_bytes,
+                "model_hits": r.model_hits,
+                "model_misses": r.model_misses,
+                "model_absent": r.model_absent,
+                "model_evictions": r.model_evictions,
+                "durable_waits": r.durable_waits,
+                "flushes": r.flushes,
+            })
+        );
+        return Ok(());
+    }
     let lookups = r.model_hits + r.model_misses;
     println!(
-        "models in memory: {} users, {} MiB of {} MiB (--model-memory)",
-        r.resident_users,
+        "models in memory: {}, {} MiB of {} MiB (--model-memory)",
+        super::plural(r.resident_users, "user", "users"),
         r.resident_bytes >> 20,
         r.model_memory_bytes >> 20
     );
     println!(
-        "  lookups: {} hits, {} misses (hit rate {:.3}), {} of users with nothing stored; {} evictions",
+        "  lookups: {} hits, {} misses (hit rate {:.3}), {} for users with nothing stored; {} evictions",
         r.model_hits,
         r.model_misses,
         r.model_hits as f64 / lookups.max(1) as f64,
@@ -187,7 +270,12 @@ pub async fn stats(server: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn forget(server: &str, user: &str, message_id: &str) -> anyhow::Result<()> {
+pub async fn forget(
+    server: &str,
+    user: &str,
+    message_id: &str,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let mut client = connect(server).await?;
     let r = client
         .forget(proto::ForgetRequest {
@@ -202,6 +290,18 @@ pub async fn forget(server: &str, user: &str, message_id: &str) -> anyhow::Resul
     } else {
         "ham"
     };
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "message_id": message_id,
+                "forgotten_label": label,
+                "spam_learned": r.spam_learned,
+                "ham_learned": r.ham_learned,
+            })
+        );
+        return Ok(());
+    }
     println!(
         "forgot {message_id} (was {label})  (user now {} spam, {} ham)",
         r.spam_learned, r.ham_learned
@@ -209,9 +309,15 @@ pub async fn forget(server: &str, user: &str, message_id: &str) -> anyhow::Resul
     Ok(())
 }
 
-pub fn tokens(file: &Path) -> anyhow::Result<()> {
+pub fn tokens(file: &Path, as_json: bool) -> anyhow::Result<()> {
     let message = read_message(file)?;
     let (features, limits) = Tokenizer::default().explain(&message);
+    if as_json {
+        let features: Vec<String> = features.iter().map(|f| f.to_string()).collect();
+        let limits: Vec<&str> = limits.iter().map(|l| l.as_str()).collect();
+        println!("{}", json!({"features": features, "limits_hit": limits}));
+        return Ok(());
+    }
     for f in &features {
         println!("{f}");
     }

@@ -34,9 +34,10 @@ pub struct LoadtestArgs {
     /// Calls kept in flight.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// How long to keep calling, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// How long to keep calling: `10s`, `2m`, `500ms` (a bare number is
+    /// seconds), the same forms `chaff serve` takes.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    duration: Duration,
     /// The RPC to call. `train` learns each message under its label from the
     /// index, with a message id never used before, so every call is a real,
     /// durable learn (not ALREADY_LEARNED).
@@ -96,11 +97,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.connections == 0 || args.users == 0 {
         bail!("--concurrency, --connections and --users must be at least 1");
     }
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        bail!(
-            "--duration {}: give a positive number of seconds",
-            args.duration
-        );
+    if args.duration.is_zero() {
+        bail!("--duration must be longer than 0 (e.g. 10s)");
     }
     let messages = load(&args).await?;
     let corpus_bytes: usize = messages.iter().map(|m| m.bytes.len()).sum();
@@ -127,7 +125,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     });
 
     let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(args.duration);
+    let deadline = started + args.duration;
     let workers: Vec<_> = (0..args.concurrency)
         .map(|i| {
             let client = clients[i % clients.len()].clone();

@@ -3,15 +3,20 @@
 //! a deployment can configure chaff without a wrapper script.
 
 mod client;
+mod config;
 mod eval;
 mod loadtest;
 mod policy;
 mod seed;
 mod serve;
+mod values;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use chaff::types::Label;
 
 /// Per-user Bayesian spam training and scoring service.
 ///
@@ -24,37 +29,50 @@ pub struct Cli {
     command: Command,
 }
 
+/// The usage lines are written out for the commands that talk to a server:
+/// clap's generated usage in an error lists every flag the user typed, so
+/// `--server <SERVER>` appeared there as if it were required. A unit test
+/// below checks each against the generated one.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the gRPC service (chaff.v1.Chaff, health, reflection).
     Serve(serve::ServeArgs),
     /// Score message files for a user (talks to a running server).
+    #[command(override_usage = "chaff score [OPTIONS] --user <USER> <FILES>...")]
     Score(ScoreArgs),
     /// Learn message files as spam or ham for a user (talks to a running server).
+    #[command(override_usage = "chaff train [OPTIONS] --user <USER> <--spam|--ham> <FILES>...")]
     Train(TrainArgs),
     /// Undo an earlier train of one message, by its message id.
+    #[command(override_usage = "chaff forget [OPTIONS] --user <USER> <MESSAGE_ID>")]
     Forget(ForgetArgs),
     /// Show a user's learn counts, model size and delivery settings; with
     /// --mode or thresholds, change the settings.
+    #[command(override_usage = "chaff user [OPTIONS] --user <USER>")]
     User(policy::UserArgs),
     /// Add, remove or show allow, block and trusted-sender list entries.
     #[command(subcommand)]
     List(policy::ListCommand),
     /// Support: why were a user's messages delivered, filed as spam or
     /// rejected? Reads the server's decision log.
+    #[command(override_usage = "chaff why [OPTIONS] --user <USER>")]
     Why(policy::WhyArgs),
     /// Operator: seed the shared model from a labelled corpus (TREC index),
     /// or remove the seed with --clear.
+    #[command(override_usage = "chaff seed [OPTIONS]")]
     Seed(seed::SeedArgs),
     /// Show the shared model's size: contributing users, messages, tokens, seed.
-    Shared(ServerArg),
+    #[command(override_usage = "chaff shared [OPTIONS]")]
+    Shared(ShowArgs),
     /// Operator: the server's model cache (hits, misses, evictions, memory)
     /// and how many durable replies shared each storage flush.
-    Stats(ServerArg),
+    #[command(override_usage = "chaff stats [OPTIONS]")]
+    Stats(ShowArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
     /// Keep N calls in flight against a running server for a while and report
     /// calls/s and latency percentiles (a load generator).
+    #[command(override_usage = "chaff loadtest [OPTIONS] --corpus <CORPUS>")]
     Loadtest(loadtest::LoadtestArgs),
     /// Compute the same measures from results files (`id score gold judged` lines),
     /// e.g. written by `chaff eval --results` or the peer scripts.
@@ -65,9 +83,104 @@ enum Command {
 
 #[derive(Args, Debug)]
 pub(crate) struct ServerArg {
-    /// Address of a running chaff server.
-    #[arg(long, env = "CHAFF_SERVER", default_value = "http://127.0.0.1:50051")]
+    /// Address of a running chaff server: HOST:PORT as `chaff serve`
+    /// prints it (127.0.0.1:50051), or a URL (http://host:50051).
+    #[arg(
+        long,
+        env = "CHAFF_SERVER",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:50051",
+        value_parser = parse_server
+    )]
     pub(crate) server: String,
+}
+
+/// `host:port` (what `chaff serve` prints) or a URL, as the URL the gRPC
+/// client connects to.
+pub(crate) fn parse_server(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let url = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    match url.parse::<tonic::codegen::http::Uri>() {
+        Ok(uri) if uri.host().is_some() => Ok(url),
+        _ => Err(format!(
+            "{s:?} is not a server address; write HOST:PORT (127.0.0.1:50051) or a URL \
+             (http://mail-filter.internal:50051)"
+        )),
+    }
+}
+
+/// `--json`, for every command that prints data: one JSON object per line
+/// on standard output, for scripts.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct JsonArg {
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ShowArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArg,
+    #[command(flatten)]
+    pub(crate) json: JsonArg,
+}
+
+/// `500ms`, `10s`, `2m`, `12h`, `30d` (a bare number is seconds): the units a
+/// person types, the same for every flag that takes a duration. Values
+/// beyond 100 years are refused rather than wrapped.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m, 12h or 30d"))?;
+    let ms_per = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?}; use ms, s, m, h or d"
+            ));
+        }
+    };
+    const MAX_MS: u64 = 100 * 365 * 86_400_000;
+    match n.checked_mul(ms_per) {
+        Some(ms) if ms <= MAX_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("{s:?} is too long; at most 100 years (36500d)")),
+    }
+}
+
+/// The error and its causes on one line, each said once: many errors (tonic's
+/// transport errors, sled's, some of ours) already print their cause in their
+/// own text, so `{:#}` would repeat it ("tcp connect error: tcp connect
+/// error"). A cause whose text is already in the line is left out.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// "1 user", "2 users".
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +194,8 @@ struct ScoreArgs {
     /// the server reads the topmost Received-SPF header).
     #[arg(long)]
     client_ip: Option<String>,
+    #[command(flatten)]
+    json: JsonArg,
     /// RFC 5322 message files; `-` reads standard input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -97,6 +212,12 @@ struct LabelArg {
     ham: bool,
 }
 
+impl LabelArg {
+    fn label(&self) -> Label {
+        if self.spam { Label::Spam } else { Label::Ham }
+    }
+}
+
 #[derive(Args, Debug)]
 struct TrainArgs {
     #[command(flatten)]
@@ -110,7 +231,11 @@ struct TrainArgs {
     /// digest of the message). Only with a single file.
     #[arg(long)]
     message_id: Option<String>,
-    /// RFC 5322 message files; `-` reads standard input.
+    #[command(flatten)]
+    json: JsonArg,
+    /// RFC 5322 message files; `-` reads standard input. Files that cannot
+    /// be read or learned are reported and skipped; the exit status is
+    /// non-zero if any failed.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -119,8 +244,11 @@ struct TrainArgs {
 struct ForgetArgs {
     #[command(flatten)]
     server: ServerArg,
+    /// The mailbox whose click is undone.
     #[arg(long, short)]
     user: String,
+    #[command(flatten)]
+    json: JsonArg,
     /// The id `chaff train` printed for the message.
     message_id: String,
 }
@@ -137,6 +265,8 @@ struct MetricsArgs {
 
 #[derive(Args, Debug)]
 struct TokensArgs {
+    #[command(flatten)]
+    json: JsonArg,
     /// An RFC 5322 message file; `-` reads standard input.
     file: PathBuf,
 }
@@ -158,26 +288,103 @@ pub(crate) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+pub use config::parse;
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Score(a) => {
-            client::score(&a.server.server, &a.user, a.client_ip.as_deref(), &a.files).await
+            let ip = a.client_ip.as_deref();
+            client::score(&a.server.server, &a.user, ip, &a.files, a.json.json).await
         }
         Command::Train(a) => {
-            let spam = a.label.spam;
-            client::train(&a.server.server, &a.user, spam, a.message_id, &a.files).await
+            let label = a.label.label();
+            let server = &a.server.server;
+            client::train(server, &a.user, label, a.message_id, &a.files, a.json.json).await
         }
-        Command::Forget(a) => client::forget(&a.server.server, &a.user, &a.message_id).await,
+        Command::Forget(a) => {
+            client::forget(&a.server.server, &a.user, &a.message_id, a.json.json).await
+        }
         Command::User(a) => policy::user(a).await,
         Command::List(c) => policy::list(c).await,
         Command::Why(a) => policy::why(a).await,
         Command::Seed(a) => seed::run(a).await,
-        Command::Shared(a) => seed::show(&a.server).await,
-        Command::Stats(a) => client::stats(&a.server).await,
-        Command::Tokens(a) => client::tokens(&a.file),
+        Command::Shared(a) => seed::show(&a.server.server, a.json.json).await,
+        Command::Stats(a) => client::stats(&a.server.server, a.json.json).await,
+        Command::Tokens(a) => client::tokens(&a.file, a.json.json),
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, CommandFactory};
+
+    /// The usage line clap would generate for `name` from its arguments
+    /// alone, without the written-out override.
+    fn generated<A: Args>(name: &'static str) -> String {
+        let mut cmd = A::augment_args(clap::Command::new(name));
+        cmd.render_usage().to_string()
+    }
+
+    /// The written-out usage lines say what clap's generated ones say, so
+    /// they cannot drift from the flags.
+    #[test]
+    fn written_out_usage_lines_match_the_generated_ones() {
+        let cli = super::Cli::command();
+        let written = |path: &[&str]| {
+            let mut cmd = cli.clone();
+            for p in path {
+                cmd = cmd.find_subcommand(p).unwrap().clone();
+            }
+            assert!(
+                cmd.get_overridden_usage().is_some(),
+                "{path:?} has no written-out usage"
+            );
+            cmd.render_usage().to_string()
+        };
+        let cases = [
+            (vec!["score"], generated::<super::ScoreArgs>("chaff score")),
+            (vec!["train"], generated::<super::TrainArgs>("chaff train")),
+            (
+                vec!["forget"],
+                generated::<super::ForgetArgs>("chaff forget"),
+            ),
+            (
+                vec!["user"],
+                generated::<super::policy::UserArgs>("chaff user"),
+            ),
+            (
+                vec!["why"],
+                generated::<super::policy::WhyArgs>("chaff why"),
+            ),
+            (
+                vec!["seed"],
+                generated::<super::seed::SeedArgs>("chaff seed"),
+            ),
+            (vec!["shared"], generated::<super::ShowArgs>("chaff shared")),
+            (vec!["stats"], generated::<super::ShowArgs>("chaff stats")),
+            (
+                vec!["loadtest"],
+                generated::<super::loadtest::LoadtestArgs>("chaff loadtest"),
+            ),
+            (
+                vec!["list", "add"],
+                generated::<super::policy::ListAdd>("chaff list add"),
+            ),
+            (
+                vec!["list", "remove"],
+                generated::<super::policy::ListChange>("chaff list remove"),
+            ),
+            (
+                vec!["list", "show"],
+                generated::<super::policy::ListShow>("chaff list show"),
+            ),
+        ];
+        for (path, generated) in cases {
+            assert_eq!(written(&path), generated, "{path:?}");
+        }
     }
 }

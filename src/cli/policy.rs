@@ -1,34 +1,30 @@
 //! Client commands for delivery policy: a user's settings, allow/block and
 //! trusted lists, and support's `chaff why`.
 
+use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
 
-use super::ServerArg;
 use super::client::{connect, status};
+use super::values;
+use super::{JsonArg, ServerArg};
+use chaff::policy::{Entry, HandlingMode, ListKind, lists};
 use chaff::proto;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Mode {
-    /// Deliver everything; tag spam in headers only.
-    Passthrough,
-    /// Spam to the spam folder (the default).
-    Quarantine,
-    /// Refuse spam at SMTP time at or above the reject threshold.
-    Reject,
-}
+use chaff::service::status::{list_kind_to_wire, mode_to_wire};
 
 #[derive(Args, Debug)]
 pub struct UserArgs {
     #[command(flatten)]
     server: ServerArg,
     /// The mailbox id.
+    #[arg(long, short)]
     user: String,
     /// Set the handling mode.
-    #[arg(long, value_enum)]
-    mode: Option<Mode>,
+    #[arg(long, value_parser = values::handling_mode())]
+    mode: Option<HandlingMode>,
     /// Set the spam threshold (0.5..=1; default 0.80).
     #[arg(long)]
     spam_threshold: Option<f64>,
@@ -41,22 +37,21 @@ pub struct UserArgs {
     share_training: Option<OnOff>,
     /// Delete the user: model, ledger, settings, lists, logged decisions
     /// and their part of the shared model.
+    /// Asks for confirmation on a terminal; see --yes.
     #[arg(long, conflicts_with_all = ["mode", "spam_threshold", "reject_threshold", "share_training"])]
     delete: bool,
+    /// With --delete: do not ask (for scripts; without a terminal, --delete
+    /// is refused unless --yes is given).
+    #[arg(long, short = 'y', requires = "delete")]
+    yes: bool,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnOff {
     On,
     Off,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Kind {
-    Allow,
-    Block,
-    /// Operator-wide legitimate bulk senders (use with --operator).
-    Trusted,
 }
 
 #[derive(Args, Debug)]
@@ -73,11 +68,22 @@ pub struct Owner {
 #[derive(Subcommand, Debug)]
 pub enum ListCommand {
     /// Add entries: alice@example.com, example.com, *.example.com,
-    /// 192.0.2.7, 2001:db8::7, 192.0.2.0/24, 2001:db8::/32.
-    Add(ListChange),
+    /// 192.0.2.7, 2001:db8::7, 192.0.2.0/24, 2001:db8::/32. International
+    /// domains (bücher.example) are stored as punycode. Every entry is
+    /// checked before any is stored: all are added or none.
+    #[command(
+        override_usage = "chaff list add [OPTIONS] --kind <KIND> <--user <USER>|--operator> <ENTRIES>..."
+    )]
+    Add(ListAdd),
     /// Remove entries.
+    #[command(
+        override_usage = "chaff list remove [OPTIONS] --kind <KIND> <--user <USER>|--operator> <ENTRIES>..."
+    )]
     Remove(ListChange),
     /// Print a list's entries, one per line.
+    #[command(
+        override_usage = "chaff list show [OPTIONS] --kind <KIND> <--user <USER>|--operator>"
+    )]
     Show(ListShow),
 }
 
@@ -87,10 +93,24 @@ pub struct ListChange {
     server: ServerArg,
     #[command(flatten)]
     owner: Owner,
-    #[arg(long, value_enum)]
-    kind: Kind,
+    /// Which list.
+    #[arg(long, value_parser = values::list_kind())]
+    kind: ListKind,
+    #[command(flatten)]
+    json: JsonArg,
+    /// The entries.
     #[arg(required = true)]
     entries: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListAdd {
+    #[command(flatten)]
+    change: ListChange,
+    /// Accept a range that covers every address (0.0.0.0/0, ::/0): it
+    /// matches all mail.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -99,8 +119,11 @@ pub struct ListShow {
     server: ServerArg,
     #[command(flatten)]
     owner: Owner,
-    #[arg(long, value_enum)]
-    kind: Kind,
+    /// Which list.
+    #[arg(long, value_parser = values::list_kind())]
+    kind: ListKind,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 /// Why were a user's messages delivered, filed as spam or rejected?
@@ -132,14 +155,6 @@ pub struct WhyArgs {
     json: bool,
 }
 
-fn kind_to_wire(k: Kind) -> proto::ListKind {
-    match k {
-        Kind::Allow => proto::ListKind::Allow,
-        Kind::Block => proto::ListKind::Block,
-        Kind::Trusted => proto::ListKind::Trusted,
-    }
-}
-
 fn mode_name(m: i32) -> &'static str {
     match proto::HandlingMode::try_from(m) {
         Ok(proto::HandlingMode::Passthrough) => "passthrough",
@@ -169,6 +184,9 @@ pub fn rule_name(r: i32) -> &'static str {
 }
 
 pub async fn user(a: UserArgs) -> anyhow::Result<()> {
+    if a.delete && !a.yes {
+        confirm_delete(&a.user)?;
+    }
     let mut client = connect(&a.server.server).await?;
     if a.delete {
         let r = client
@@ -178,6 +196,10 @@ pub async fn user(a: UserArgs) -> anyhow::Result<()> {
             .await
             .map_err(status)?
             .into_inner();
+        if a.json.json {
+            println!("{}", json!({"user": a.user, "deleted": r.existed}));
+            return Ok(());
+        }
         match r.existed {
             true => println!("deleted {} and their part of the shared model", a.user),
             false => println!("nothing was stored for {}", a.user),
@@ -189,12 +211,9 @@ pub async fn user(a: UserArgs) -> anyhow::Result<()> {
         || a.reject_threshold.is_some()
         || a.share_training.is_some();
     let r = if changing {
-        let mode = match a.mode {
-            None => proto::HandlingMode::Unspecified,
-            Some(Mode::Passthrough) => proto::HandlingMode::Passthrough,
-            Some(Mode::Quarantine) => proto::HandlingMode::Quarantine,
-            Some(Mode::Reject) => proto::HandlingMode::Reject,
-        };
+        let mode = a
+            .mode
+            .map_or(proto::HandlingMode::Unspecified, mode_to_wire);
         client
             .update_user(proto::UpdateUserRequest {
                 user_id: a.user.clone(),
@@ -213,6 +232,24 @@ pub async fn user(a: UserArgs) -> anyhow::Result<()> {
     }
     .map_err(status)?
     .into_inner();
+    if a.json.json {
+        let s = r.settings.unwrap_or_default();
+        println!(
+            "{}",
+            json!({
+                "user": r.user_id,
+                "spam_learned": r.spam_learned,
+                "ham_learned": r.ham_learned,
+                "tokens": r.tokens,
+                "tokenizer_version": r.tokenizer_version,
+                "handling_mode": mode_name(s.handling_mode),
+                "spam_threshold": s.spam_threshold,
+                "reject_threshold": s.reject_threshold,
+                "share_training": s.share_training,
+            })
+        );
+        return Ok(());
+    }
     if changing {
         println!("settings updated");
     }
@@ -233,52 +270,129 @@ pub async fn user(a: UserArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks on the terminal before deleting a user; without a terminal (a
+/// script) refuses and points at --yes.
+fn confirm_delete(user: &str) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!(
+            "--delete removes everything stored for {user} and cannot be undone; \
+             add --yes to confirm (no terminal to ask on)"
+        );
+    }
+    eprint!(
+        "Delete {user}: model, learned messages, settings, lists, logged decisions and \
+         their part of the shared model? This cannot be undone. Type the user id to confirm: "
+    );
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() != user {
+        bail!("not confirmed; nothing was deleted");
+    }
+    Ok(())
+}
+
 pub async fn list(cmd: ListCommand) -> anyhow::Result<()> {
     match cmd {
-        ListCommand::Add(c) => change(c, true).await,
-        ListCommand::Remove(c) => change(c, false).await,
+        ListCommand::Add(a) => change(a.change, true, a.force).await,
+        ListCommand::Remove(c) => change(c, false, false).await,
         ListCommand::Show(s) => {
             let mut client = connect(&s.server.server).await?;
             let r = client
                 .list_entries(proto::ListEntriesRequest {
                     user_id: s.owner.user.clone().unwrap_or_default(),
                     operator_wide: s.owner.operator,
-                    kind: kind_to_wire(s.kind).into(),
+                    kind: list_kind_to_wire(s.kind).into(),
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
             for e in r.entries {
-                println!("{e}");
+                if s.json.json {
+                    println!("{}", json!({"entry": e}));
+                } else {
+                    println!("{e}");
+                }
             }
             Ok(())
         }
     }
 }
 
-async fn change(c: ListChange, add: bool) -> anyhow::Result<()> {
+/// Adds or removes entries, all or nothing: every entry is checked (by the
+/// library's own parser, as the server checks it) before the first is sent,
+/// and if the server refuses one part-way (a full list, storage trouble),
+/// the ones this command already changed are changed back.
+async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
+    let mut bad = Vec::new();
+    for raw in &c.entries {
+        let checked = raw.parse::<Entry>().and_then(|e| {
+            if add {
+                lists::check_reach(&e, force)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = checked {
+            bad.push(e.to_string());
+        }
+    }
+    if !bad.is_empty() {
+        bail!("nothing was changed: {}", bad.join("; "));
+    }
     let mut client = connect(&c.server.server).await?;
+    // A rollback re-adds what this command removed: with force, since it
+    // was there before.
+    let request = |entry: &str, force: bool| proto::ListEntryRequest {
+        user_id: c.owner.user.clone().unwrap_or_default(),
+        operator_wide: c.owner.operator,
+        kind: list_kind_to_wire(c.kind).into(),
+        entry: entry.to_string(),
+        force,
+    };
+    let mut done: Vec<(String, proto::ListEntryResponse)> = Vec::new();
     for entry in &c.entries {
-        let req = proto::ListEntryRequest {
-            user_id: c.owner.user.clone().unwrap_or_default(),
-            operator_wide: c.owner.operator,
-            kind: kind_to_wire(c.kind).into(),
-            entry: entry.clone(),
-        };
+        let req = request(entry, force);
         let r = if add {
             client.add_list_entry(req).await
         } else {
             client.remove_list_entry(req).await
+        };
+        match r {
+            Ok(r) => done.push((entry.clone(), r.into_inner())),
+            Err(e) => {
+                let mut undone = 0;
+                for (_, r) in done.iter().filter(|(_, r)| r.changed) {
+                    let back = request(&r.entry, true);
+                    let ok = if add {
+                        client.remove_list_entry(back).await.is_ok()
+                    } else {
+                        client.add_list_entry(back).await.is_ok()
+                    };
+                    undone += usize::from(ok);
+                }
+                return Err(status(e)).with_context(|| {
+                    format!(
+                        "{} {entry:?} failed; the {undone} entries changed before it were \
+                         changed back",
+                        if add { "adding" } else { "removing" }
+                    )
+                });
+            }
         }
-        .map_err(status)?
-        .into_inner();
+    }
+    for (_, r) in done {
         let what = match (add, r.changed) {
             (true, true) => "added",
             (true, false) => "already present",
             (false, true) => "removed",
             (false, false) => "was not present",
         };
-        println!("{what}: {}", r.entry);
+        if c.json.json {
+            println!("{}", json!({"entry": r.entry, "result": what}));
+        } else {
+            println!("{what}: {}", r.entry);
+        }
     }
     Ok(())
 }
@@ -311,6 +425,15 @@ pub async fn why(a: WhyArgs) -> anyhow::Result<()> {
         .map(parse_time)
         .transpose()
         .context("--until")?;
+    if let Some(until) = until
+        && until < since
+    {
+        bail!(
+            "--until ({}) is before --since ({}): the window is empty; swap them",
+            humantime::format_rfc3339_seconds(until),
+            humantime::format_rfc3339_seconds(since)
+        );
+    }
     let mut client = connect(&a.server.server).await?;
     let r = client
         .find_decisions(proto::FindDecisionsRequest {

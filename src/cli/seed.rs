@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::ServerArg;
 use super::client::{connect, status};
+use super::{JsonArg, ServerArg};
 use chaff::eval;
 use chaff::proto;
 use chaff::service::status::label_to_wire;
@@ -31,6 +31,8 @@ pub struct SeedArgs {
     /// clicks stay).
     #[arg(long)]
     clear: bool,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 pub async fn run(a: SeedArgs) -> anyhow::Result<()> {
@@ -41,17 +43,43 @@ pub async fn run(a: SeedArgs) -> anyhow::Result<()> {
             .await
             .map_err(status)?
             .into_inner();
-        println!(
-            "seed cleared: {} spam and {} ham messages removed from the shared model",
-            r.spam_removed, r.ham_removed
-        );
-        return show(&a.server.server).await;
+        if a.json.json {
+            println!(
+                "{}",
+                serde_json::json!({"spam_removed": r.spam_removed, "ham_removed": r.ham_removed})
+            );
+        } else {
+            println!(
+                "seed cleared: {} spam and {} ham messages removed from the shared model",
+                r.spam_removed, r.ham_removed
+            );
+        }
+        return show(&a.server.server, a.json.json).await;
     };
     if a.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
     let corpus = Arc::new(eval::read_index(&index)?);
     let bar = super::progress_bar(corpus.len(), "messages seeded");
+    eprintln!(
+        "seeding {} messages from {} with {} calls in flight",
+        corpus.len(),
+        index.display(),
+        a.concurrency
+    );
+    // Without a terminal the bar is hidden: a line every few seconds instead,
+    // so a long seed in a script or a log still shows it is moving.
+    let ticker = (!std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let (bar, total) = (bar.clone(), corpus.len());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!("seeded {}/{total} messages", bar.position());
+            }
+        })
+    });
     // Workers take the next message in turn; the first error stops them all.
     let next = Arc::new(AtomicUsize::new(0));
     let learned = Arc::new(AtomicUsize::new(0));
@@ -91,39 +119,75 @@ pub async fn run(a: SeedArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let mut failure = None;
     while let Some(done) = workers.join_next().await {
         if let Err(e) = done.context("seed worker panicked")? {
             workers.abort_all();
-            bar.abandon();
-            return Err(e);
+            failure = Some(e);
+            break;
         }
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(e) = failure {
+        bar.abandon();
+        return Err(e);
     }
     bar.finish_and_clear();
     let learned = learned.load(Ordering::Relaxed);
-    println!(
-        "seeded {} messages from {} ({learned} new or moved, {} already seeded)",
-        corpus.len(),
-        index.display(),
-        corpus.len() - learned
-    );
-    show(&a.server.server).await
+    if a.json.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "seeded": corpus.len(),
+                "index": index.display().to_string(),
+                "new_or_moved": learned,
+                "already_seeded": corpus.len() - learned,
+            })
+        );
+    } else {
+        println!(
+            "seeded {} messages from {} ({learned} new or moved, {} already seeded)",
+            corpus.len(),
+            index.display(),
+            corpus.len() - learned
+        );
+    }
+    show(&a.server.server, a.json.json).await
 }
 
 /// `chaff shared`: the shared model's size.
-pub async fn show(server: &str) -> anyhow::Result<()> {
+pub async fn show(server: &str, as_json: bool) -> anyhow::Result<()> {
     let r = connect(server)
         .await?
         .get_shared(proto::GetSharedRequest {})
         .await
         .map_err(status)?
         .into_inner();
+    if as_json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "spam_learned": r.spam_learned,
+                "ham_learned": r.ham_learned,
+                "tokens": r.tokens,
+                "contributing_users": r.contributing_users,
+                "seed_spam": r.seed_spam,
+                "seed_ham": r.seed_ham,
+            })
+        );
+        return Ok(());
+    }
     println!(
         "shared model: {} spam, {} ham messages, {} distinct tokens",
         r.spam_learned, r.ham_learned, r.tokens
     );
     println!(
-        "  from {} consenting users and the seed ({} spam, {} ham)",
-        r.contributing_users, r.seed_spam, r.seed_ham
+        "  from {} and the seed ({} spam, {} ham)",
+        super::plural(r.contributing_users, "consenting user", "consenting users"),
+        r.seed_spam,
+        r.seed_ham
     );
     Ok(())
 }

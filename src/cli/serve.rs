@@ -12,13 +12,32 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use super::parse_duration;
+
 use chaff::decisions::Retention;
-use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, EngineStats, Settings, parse_bytes};
+use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, Settings, parse_bytes};
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 
+/// Every value is checked at start-up (a zero limit, a size or duration
+/// that overflows, an unknown log filter are refused with the flag named),
+/// and every flag can also come from `--config FILE` (TOML, keys named as
+/// the flags): flag > environment > file > default.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// A TOML file with any of the flags below as keys (`data =
+    /// "/var/lib/chaff"`, `max-message-bytes = "10MiB"`). Flags and
+    /// environment variables override it; unknown keys are an error.
+    #[arg(long, env = "CHAFF_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Print the effective settings (as a config file, each with where it
+    /// came from: flag, env, file or default) and exit without serving.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+    /// Where each value came from, for --print-config (filled in by
+    /// `config::apply`).
+    #[arg(skip)]
+    pub(crate) origins: Vec<super::config::Origin>,
     /// Address to listen on. Use 0.0.0.0:50051 to accept connections from
     /// other hosts; port 0 picks a free port (printed at start).
     #[arg(long, env = "CHAFF_LISTEN", default_value = "127.0.0.1:50051")]
@@ -28,10 +47,11 @@ pub struct ServeArgs {
     data: PathBuf,
     /// Largest message accepted by Score and Train, in bytes; larger ones get
     /// RESOURCE_EXHAUSTED.
-    #[arg(long, env = "CHAFF_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    /// (`1048576`, `10MiB`; at least 1 byte, at most 1 GiB).
+    #[arg(long, env = "CHAFF_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = message_bytes)]
     max_message_bytes: usize,
-    /// Storage page cache, in MiB.
-    #[arg(long, env = "CHAFF_CACHE_MB", default_value_t = 256)]
+    /// Storage page cache, in MiB (1 to 1048576).
+    #[arg(long, env = "CHAFF_CACHE_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     cache_mb: u64,
     /// Memory for user models kept hot (e.g. `512MiB`, `2GiB`). A model is
     /// loaded from disk at its user's first request and kept while there is
@@ -40,7 +60,8 @@ pub struct ServeArgs {
     /// replay; nothing is lost). Estimated at ~30 bytes per model token: a
     /// user who has trained a few thousand messages has ~100k tokens, ~3 MiB.
     /// Hits, misses and evictions are logged every --stats-interval.
-    #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = parse_bytes, help_heading = "Memory")]
+    /// At least 1MiB.
+    #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = model_memory, help_heading = "Memory")]
     model_memory: usize,
     /// How often to log model cache and group commit counters (`0s` = never).
     #[arg(long, env = "CHAFF_STATS_INTERVAL", default_value = "60s", value_parser = parse_duration)]
@@ -50,35 +71,80 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAFF_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
     /// How long Score decisions are kept for `chaff why` / FindDecisions
-    /// (e.g. `30d`, `12h`).
-    #[arg(long, env = "CHAFF_DECISION_RETENTION", default_value = "30d", value_parser = parse_duration, help_heading = "Decision log")]
+    /// (e.g. `30d`, `12h`; at least 1s, at most 100 years).
+    #[arg(long, env = "CHAFF_DECISION_RETENTION", default_value = "30d", value_parser = retention, help_heading = "Decision log")]
     decision_retention: Duration,
     /// Most decisions kept per user (the oldest go first).
-    #[arg(long, env = "CHAFF_DECISIONS_PER_USER", default_value_t = Retention::default().per_user, help_heading = "Decision log")]
+    #[arg(long, env = "CHAFF_DECISIONS_PER_USER", default_value_t = Retention::default().per_user, value_parser = at_least_one, help_heading = "Decision log")]
     decisions_per_user: usize,
     /// Features read per message at most; a message hitting this (or any
     /// cap below) is still scored on what was read, and ScoreResponse lists
     /// the cap in `limits_hit`.
-    #[arg(long, env = "CHAFF_MAX_TOKENS", default_value_t = Limits::default().max_tokens, help_heading = "Hostile-mail caps")]
+    #[arg(long, env = "CHAFF_MAX_TOKENS", default_value_t = Limits::default().max_tokens, value_parser = at_least_one, help_heading = "Hostile-mail caps")]
     max_tokens: usize,
     /// Header bytes read per message; a longer header is skipped.
-    #[arg(long, env = "CHAFF_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes, help_heading = "Hostile-mail caps")]
+    #[arg(long, env = "CHAFF_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes, value_parser = at_least_one, help_heading = "Hostile-mail caps")]
     max_header_bytes: usize,
     /// Decoded body text read per message.
-    #[arg(long, env = "CHAFF_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes, help_heading = "Hostile-mail caps")]
+    #[arg(long, env = "CHAFF_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes, value_parser = at_least_one, help_heading = "Hostile-mail caps")]
     max_body_bytes: usize,
     /// MIME parts read per message.
-    #[arg(long, env = "CHAFF_MAX_MIME_PARTS", default_value_t = Limits::default().max_parts, help_heading = "Hostile-mail caps")]
+    #[arg(long, env = "CHAFF_MAX_MIME_PARTS", default_value_t = Limits::default().max_parts, value_parser = at_least_one, help_heading = "Hostile-mail caps")]
     max_mime_parts: usize,
     /// Nesting of multiparts and attached messages followed.
     #[arg(long, env = "CHAFF_MAX_MIME_DEPTH", default_value_t = Limits::default().max_mime_depth, help_heading = "Hostile-mail caps")]
     max_mime_depth: usize,
     /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`.
-    #[arg(long, env = "CHAFF_LOG", default_value = "info")]
+    #[arg(long, env = "CHAFF_LOG", default_value = "info", value_parser = log_filter)]
     log: String,
 }
 
+/// A count that must be at least 1 (a zero cap would refuse everything).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+fn message_bytes(s: &str) -> Result<usize, String> {
+    match parse_bytes(s)? {
+        0 => Err("must be at least 1 byte; the default is 10MiB".into()),
+        n if n > 1 << 30 => Err("must be at most 1GiB".into()),
+        n => Ok(n),
+    }
+}
+
+fn model_memory(s: &str) -> Result<usize, String> {
+    match parse_bytes(s)? {
+        n if n < 1 << 20 => Err(
+            "must be at least 1MiB: with less no model stays in memory and every request \
+             reloads one from disk"
+                .into(),
+        ),
+        n => Ok(n),
+    }
+}
+
+fn retention(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
+        d => Ok(d),
+    }
+}
+
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a log filter ({e}); e.g. info or chaff=debug"))
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        print!("{}", super::config::render(&args.origins));
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
@@ -104,98 +170,64 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokenizer: Tokenizer::new(limits),
         retention: Retention {
             max_age: args.decision_retention,
-            per_user: args.decisions_per_user.max(1),
+            per_user: args.decisions_per_user,
             ..Retention::default()
         },
         model_memory: args.model_memory,
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);
-    if !args.stats_interval.is_zero() {
-        tokio::spawn(log_stats(engine.clone(), args.stats_interval));
-    }
 
+    let shutdown = shutdown_signal();
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     // One line on stdout, for people and for scripts that start chaff on port 0.
     println!("chaff listening on {}", listener.local_addr()?);
 
-    chaff::service::serve(engine, listener, shutdown_signal(), args.shutdown_grace)
+    let (grace, stats) = (args.shutdown_grace, args.stats_interval);
+    chaff::service::serve_logging_stats(engine, listener, shutdown, grace, stats)
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-/// Logs the engine's counters every `every`: cumulative figures, and the
-/// hit rate and clicks per flush over the last interval.
-async fn log_stats(engine: Arc<Engine>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    let mut last = EngineStats::default();
-    loop {
-        tick.tick().await;
-        let now = engine.stats();
-        let (c, m) = (now.cache, now.commit);
-        let lookups = (c.hits + c.misses) - (last.cache.hits + last.cache.misses);
-        let hits = c.hits - last.cache.hits;
-        let waits = m.waits - last.commit.waits;
-        let flushes = m.flushes - last.commit.flushes;
-        info!(
-            hits = c.hits,
-            misses = c.misses,
-            absent = c.absent,
-            evictions = c.evictions,
-            hit_rate = format!("{:.3}", hits as f64 / lookups.max(1) as f64),
-            resident_users = c.resident_users,
-            resident_mib = c.resident_bytes >> 20,
-            budget_mib = c.budget_bytes >> 20,
-            durable_waits = m.waits,
-            flushes = m.flushes,
-            waits_per_flush = format!("{:.1}", waits as f64 / flushes.max(1) as f64),
-            "model cache and group commit"
-        );
-        last = now;
-    }
-}
-
-/// Completes on SIGTERM (how service managers stop us) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM (how service managers stop us) or Ctrl-C. The
+/// handlers are registered when this is called, not when the future is
+/// first polled: the server polls it only once it runs, and a SIGTERM that
+/// came before (a supervisor stopping a server that just printed its
+/// address) would otherwise kill the process without a clean shutdown.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => info!("Ctrl-C received"),
-        _ = term => info!("SIGTERM received"),
-    }
-}
-
-/// `500ms`, `10s`, `2m`: the units a person types.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m, 12h or 30d"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        "d" => Ok(Duration::from_secs(n * 86_400)),
-        _ => Err(format!(
-            "unknown unit {unit:?} in {s:?}; use ms, s, m, h or d"
-        )),
+    async move {
+        #[cfg(unix)]
+        let (term, ctrl_c) = (
+            async {
+                match term.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            },
+            async {
+                match int.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            },
+        );
+        #[cfg(not(unix))]
+        let (term, ctrl_c) = (std::future::pending::<()>(), async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        tokio::select! {
+            _ = ctrl_c => info!("Ctrl-C received"),
+            _ = term => info!("SIGTERM received"),
+        }
     }
 }

@@ -249,6 +249,12 @@ impl Engine {
         &self.settings
     }
 
+    /// The storage this engine runs on (the service reopens it after a
+    /// storage failure; see `service`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn check_size(&self, message: &[u8]) -> Result<(), Error> {
         let limit = self.settings.max_message_bytes;
         if message.len() > limit {

@@ -72,6 +72,11 @@ impl Entry {
     pub fn names_sender(&self) -> bool {
         matches!(self, Entry::Address(_) | Entry::Domain { .. })
     }
+
+    /// A range with prefix length 0: every IPv4 or every IPv6 address.
+    pub fn covers_everything(&self) -> bool {
+        matches!(self, Entry::Net(n) if n.prefix_len() == 0)
+    }
 }
 
 impl fmt::Display for Entry {
@@ -98,9 +103,19 @@ fn invalid(entry: &str, why: &str) -> Error {
 }
 
 /// A hostname as list entries accept it: letters, digits, hyphens and dots,
-/// at least two labels, none empty, 253 bytes at most.
+/// at least two labels, none empty, 253 bytes at most, and a last label
+/// that is not a number (`999.1.1.1` is a mistyped IP, never a domain a
+/// sender can have). Internationalized names (`bücher.example`) are stored
+/// in their ASCII (punycode) form, `xn--bcher-kva.example`, which is how
+/// DNS and mail headers carry them.
 fn check_domain(entry: &str, d: &str) -> Result<String, Error> {
-    let d = d.trim_end_matches('.').to_ascii_lowercase();
+    let d = d.trim_end_matches('.');
+    let d = if d.is_ascii() {
+        d.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(d)
+            .map_err(|_| invalid(entry, "is not a valid internationalized domain"))?
+    };
     let labels_ok = d.split('.').all(|l| {
         !l.is_empty()
             && l.len() <= 63
@@ -110,7 +125,27 @@ fn check_domain(entry: &str, d: &str) -> Result<String, Error> {
     if d.len() > 253 || !d.contains('.') || !labels_ok {
         return Err(invalid(entry, "is not a valid domain"));
     }
+    let last = d.rsplit('.').next().unwrap_or_default();
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            entry,
+            "is neither an IP address nor a domain (a domain does not end in a number)",
+        ));
+    }
     Ok(d)
+}
+
+/// Refuses an entry that covers every address (`0.0.0.0/0`, `::/0`) unless
+/// the caller says it means it: on a block list it files all mail as spam,
+/// on an allow list it lets all mail past the model.
+pub fn check_reach(entry: &Entry, force: bool) -> Result<(), Error> {
+    if entry.covers_everything() && !force {
+        return Err(Error::InvalidArgument(format!(
+            "list entry {entry} covers every IP address, so it would match all mail; \
+             if that is what you want, pass force (chaff list add --force)"
+        )));
+    }
+    Ok(())
 }
 
 impl FromStr for Entry {
@@ -129,7 +164,12 @@ impl FromStr for Entry {
             return Ok(Entry::Ip(ip));
         }
         if let Some((local, domain)) = t.rsplit_once('@') {
-            if local.is_empty() || local.len() > 64 || local.chars().any(|c| c.is_whitespace()) {
+            if local.is_empty()
+                || local.len() > 64
+                || local
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "@<>,;:\"()[]\\".contains(c))
+            {
                 return Err(invalid(s, "has no valid local part"));
             }
             let domain = check_domain(s, domain)?;
@@ -337,10 +377,36 @@ mod tests {
             "@example.com",
             "192.0.2.0/33",
             "a@b",
+            "999.1.1.1",
+            "10.0.0",
+            "a@b@c.example",
+            "<a>@c.example",
         ] {
             let err = bad.parse::<Entry>().unwrap_err().to_string();
             assert!(err.contains("CIDR range"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn internationalized_domains_are_stored_as_punycode() {
+        assert_eq!(e("bücher.example").to_string(), "xn--bcher-kva.example");
+        assert_eq!(e("*.BÜCHER.example").to_string(), "*.xn--bcher-kva.example");
+        assert_eq!(
+            e("anna@bücher.example").to_string(),
+            "anna@xn--bcher-kva.example"
+        );
+    }
+
+    #[test]
+    fn ranges_covering_every_address_need_force() {
+        for all in ["0.0.0.0/0", "::/0", "10.1.2.3/0"] {
+            let entry = e(all);
+            let err = check_reach(&entry, false).unwrap_err().to_string();
+            assert!(err.contains("every IP address"), "{all}: {err}");
+            check_reach(&entry, true).unwrap();
+        }
+        check_reach(&e("10.0.0.0/8"), false).unwrap();
+        check_reach(&e("example.com"), false).unwrap();
     }
 
     #[test]

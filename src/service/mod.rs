@@ -29,8 +29,172 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chaf
 /// The `chaff.v1.Chaff` service over an [`Engine`].
 #[derive(Clone)]
 pub struct ChaffService {
-    engine: Arc<Engine>,
+    storage: Arc<Storage>,
     health: tonic_health::server::HealthReporter,
+}
+
+/// The engine requests run on, and whether its storage has failed.
+///
+/// sled refuses every write after its first failed one (it keeps the error)
+/// until the database is opened again. So when storage fails the service
+/// reports NOT_SERVING — for `chaff.v1.Chaff` and for the whole server
+/// (`""`, what Kubernetes and `grpc_health_probe` ask) — and
+/// [`watch_storage`] probes the data directory with a small write every
+/// [`PROBE_EVERY`]; once it has room, the engine is dropped, the store
+/// reopened (sled recovers its log up to the last flushed write), a fresh
+/// engine built on it, and health goes back to SERVING. Nothing
+/// acknowledged is lost: a reply waits for its flush, and what a reopen
+/// drops was never flushed. In-memory state is rebuilt from disk with the
+/// engine, so it cannot count a click the disk never got.
+struct Storage {
+    /// `None` only while the store is being reopened.
+    engine: std::sync::RwLock<Option<Arc<Engine>>>,
+    failed: std::sync::atomic::AtomicBool,
+    settings: crate::engine::Settings,
+    path: std::path::PathBuf,
+    cache_bytes: u64,
+}
+
+/// How often a failed store is probed for room.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// The probe's write: a little more than one sled log segment (512 KiB).
+const PROBE_BYTES: usize = 1 << 20;
+
+impl Storage {
+    /// The current engine. Never waits: while the store is being reopened
+    /// (the write lock is held for that) the answer is UNAVAILABLE at once,
+    /// and no async worker thread blocks on the lock.
+    fn engine(&self) -> Result<Arc<Engine>, Status> {
+        let current = match self.engine.try_read() {
+            Ok(current) => current,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(Error::Reopening.into()),
+        };
+        current.clone().ok_or_else(|| Error::Reopening.into())
+    }
+
+    /// Probes for room and, if there is some, swaps in a freshly opened
+    /// engine. Blocking. `Ok(true)` once recovered.
+    fn try_recover(&self) -> Result<bool, Error> {
+        crate::store::Store::probe_space(&self.path, PROBE_BYTES)?;
+        let mut slot = self.engine.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            // Requests still holding the old engine fail fast (sled keeps
+            // its error); wait for them so its database handle closes.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(engine) => {
+                        drop(engine);
+                        break;
+                    }
+                    Err(still_shared) if std::time::Instant::now() < deadline => {
+                        old = still_shared;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(still_shared) => {
+                        *slot = Some(still_shared);
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        let store = crate::store::Store::open(&self.path, self.cache_bytes)?;
+        let engine = Engine::new(store, self.settings.clone())?;
+        *slot = Some(Arc::new(engine));
+        self.failed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(true)
+    }
+}
+
+/// Reports NOT_SERVING, for the chaff service and the server as a whole.
+async fn report_failure(health: &tonic_health::server::HealthReporter) {
+    health.set_not_serving::<ChaffServer<ChaffService>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+}
+
+async fn report_serving(health: &tonic_health::server::HealthReporter) {
+    health.set_serving::<ChaffServer<ChaffService>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+}
+
+/// Logs the engine's counters every `every`: cumulative figures, and the
+/// hit rate and clicks per flush over the last interval.
+async fn log_stats(storage: Arc<Storage>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut last = crate::engine::EngineStats::default();
+    loop {
+        tick.tick().await;
+        let Ok(engine) = storage.engine() else {
+            continue;
+        };
+        let now = engine.stats();
+        drop(engine);
+        let (c, m) = (now.cache, now.commit);
+        // A reopened engine starts its counters at zero again.
+        if c.hits + c.misses < last.cache.hits + last.cache.misses
+            || m.flushes < last.commit.flushes
+        {
+            last = Default::default();
+        }
+        let lookups = (c.hits + c.misses).saturating_sub(last.cache.hits + last.cache.misses);
+        let hits = c.hits.saturating_sub(last.cache.hits);
+        let waits = m.waits.saturating_sub(last.commit.waits);
+        let flushes = m.flushes.saturating_sub(last.commit.flushes);
+        info!(
+            hits = c.hits,
+            misses = c.misses,
+            absent = c.absent,
+            evictions = c.evictions,
+            hit_rate = format!("{:.3}", hits as f64 / lookups.max(1) as f64),
+            resident_users = c.resident_users,
+            resident_mib = c.resident_bytes >> 20,
+            budget_mib = c.budget_bytes >> 20,
+            durable_waits = m.waits,
+            flushes = m.flushes,
+            waits_per_flush = format!("{:.1}", waits as f64 / flushes.max(1) as f64),
+            "model cache and group commit"
+        );
+        last = now;
+    }
+}
+
+/// While storage has failed: probe it and reopen it when there is room.
+async fn watch_storage(storage: Arc<Storage>, health: tonic_health::server::HealthReporter) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = String::new();
+    loop {
+        tick.tick().await;
+        if !storage.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        let s = storage.clone();
+        match tokio::task::spawn_blocking(move || s.try_recover()).await {
+            Ok(Ok(true)) => {
+                info!("storage has room again: reopened; reporting SERVING");
+                report_serving(&health).await;
+                last_error.clear();
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if text != last_error {
+                    warn!(error = %text, "storage still failing; probing every 500 ms");
+                    last_error = text;
+                }
+            }
+            Err(e) => warn!(error = %e, "storage probe task failed"),
+        }
+    }
 }
 
 impl ChaffService {
@@ -43,17 +207,20 @@ impl ChaffService {
         E: Failure,
         F: FnOnce(&Engine) -> Result<T, E> + Send + 'static,
     {
-        let engine = self.engine.clone();
+        let engine = self.storage.engine()?;
         let result = tokio::task::spawn_blocking(move || f(&engine))
             .await
             .map_err(|e| Status::internal(format!("request task failed: {e}")))?;
         if let Err(failure) = &result
-            && let Error::Storage(e) = failure.error()
+            && failure.error().is_storage()
+            && !self
+                .storage
+                .failed
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            warn!(error = %e, "storage failure; reporting NOT_SERVING");
-            self.health
-                .set_not_serving::<ChaffServer<ChaffService>>()
-                .await;
+            let e = failure.error();
+            warn!(error = %e, "storage failure; reporting NOT_SERVING until it has room again");
+            report_failure(&self.health).await;
         }
         result.map_err(Failure::into_status)
     }
@@ -428,7 +595,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         _req: Request<proto::GetStatsRequest>,
     ) -> Result<Response<proto::ServerStats>, Status> {
         // Atomics and one brief map read lock: no need for the blocking pool.
-        let s = self.engine.stats();
+        let s = self.storage.engine()?.stats();
         Ok(Response::new(proto::ServerStats {
             model_hits: s.cache.hits,
             model_misses: s.cache.misses,
@@ -470,6 +637,9 @@ impl ChaffService {
     ) -> Result<Response<proto::ListEntryResponse>, Status> {
         let list = list_ref(req.user_id, req.operator_wide, req.kind)?;
         let entry = list_entry(&req.entry)?;
+        if add {
+            crate::policy::lists::check_reach(&entry, req.force).map_err(Status::from)?;
+        }
         let (l, en) = (list.clone(), entry.clone());
         let changed = self
             .run(move |e| match add {
@@ -511,6 +681,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    serve_logging_stats(engine, listener, shutdown, grace, Duration::ZERO).await
+}
+
+/// [`serve`], also logging the engine's counters every `stats_every`
+/// (`ZERO`: never). The log reads whichever engine is current, so it goes on
+/// across a storage reopen.
+pub async fn serve_logging_stats(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+    stats_every: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local: SocketAddr = listener.local_addr()?;
     let limit = engine.settings().max_message_bytes;
     let transport_limit = limit.saturating_mul(2).saturating_add(1 << 20);
@@ -520,13 +703,24 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let (path, cache_bytes) = engine.store().location();
+    let storage = Arc::new(Storage {
+        settings: engine.settings().clone(),
+        path: path.to_path_buf(),
+        cache_bytes,
+        engine: std::sync::RwLock::new(Some(engine)),
+        failed: Default::default(),
+    });
     let chaff = ChaffServer::new(ChaffService {
-        engine: engine.clone(),
+        storage: storage.clone(),
         health: health.clone(),
     })
     .max_decoding_message_size(transport_limit);
     // Storage was opened before we got here, so we can serve.
-    health.set_serving::<ChaffServer<ChaffService>>().await;
+    report_serving(&health).await;
+    let watcher = tokio::spawn(watch_storage(storage.clone(), health.clone()));
+    let stats_log =
+        (!stats_every.is_zero()).then(|| tokio::spawn(log_stats(storage.clone(), stats_every)));
 
     info!(%local, max_message_bytes = limit, "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection");
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -559,7 +753,14 @@ pub async fn serve(
         () = grace_expired => warn!("grace period over with connections still open; closing them"),
     }
 
+    watcher.abort();
+    let _ = watcher.await;
+    if let Some(t) = stats_log {
+        t.abort();
+        let _ = t.await;
+    }
     info!("shutting down: snapshotting models and flushing storage");
+    let engine = storage.engine().map_err(|s| s.message().to_string())?;
     tokio::task::spawn_blocking(move || engine.shutdown()).await??;
     info!("storage flushed; bye");
     Ok(())

@@ -24,7 +24,13 @@ impl From<Error> for Status {
             Error::Storage(_) => {
                 Status::unavailable(format!("{msg}; the request was not applied, retry later"))
             }
-            Error::Corrupt { .. } | Error::Open { .. } => Status::internal(msg),
+            Error::DiskFull => Status::unavailable(format!(
+                "{msg}; the request was not applied, retry when the operator has freed space"
+            )),
+            Error::Reopening => Status::unavailable(msg),
+            Error::Corrupt { .. } | Error::Open { .. } | Error::Locked { .. } => {
+                Status::internal(msg)
+            }
         }
     }
 }
@@ -84,6 +90,14 @@ pub fn mode_from_wire(value: i32) -> Result<Option<HandlingMode>, Status> {
         Err(_) => Err(Status::invalid_argument(format!(
             "handling mode {value} is unknown; use PASSTHROUGH, QUARANTINE or REJECT"
         ))),
+    }
+}
+
+pub fn list_kind_to_wire(k: ListKind) -> proto::ListKind {
+    match k {
+        ListKind::Allow => proto::ListKind::Allow,
+        ListKind::Block => proto::ListKind::Block,
+        ListKind::Trusted => proto::ListKind::Trusted,
     }
 }
 
@@ -201,6 +215,8 @@ mod tests {
                 Code::NotFound,
             ),
             (Error::Corrupt { what: "x".into() }, Code::Internal),
+            (Error::DiskFull, Code::Unavailable),
+            (Error::Reopening, Code::Unavailable),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);

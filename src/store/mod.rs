@@ -159,6 +159,10 @@ pub struct Store {
     commit: Arc<GroupCommit>,
     /// False only for throwaway replays: [`Store::open_unsynced`].
     sync: bool,
+    /// Where and how it was opened, to open it again after a failure
+    /// ([`Store::location`]).
+    path: Arc<std::path::PathBuf>,
+    cache_bytes: u64,
 }
 
 const FORMAT_KEY: &[u8] = b"F";
@@ -301,9 +305,21 @@ impl Store {
     }
 
     fn open_with(path: &Path, cache_bytes: u64, sync: bool) -> Result<Self, Error> {
-        let open_err = |source| Error::Open {
-            path: path.to_path_buf(),
-            source,
+        let open_err = |source: sled::Error| {
+            if matches!(&source, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+            {
+                // sled's file lock: the one-process-per-directory rule.
+                return Error::Locked {
+                    path: path.to_path_buf(),
+                };
+            }
+            if crate::error::is_disk_full(&source) {
+                return Error::DiskFull;
+            }
+            Error::Open {
+                path: path.to_path_buf(),
+                source,
+            }
         };
         let db = sled::Config::new()
             .path(path)
@@ -354,6 +370,43 @@ impl Store {
             pending: (!sync).then(Arc::default),
             commit: Arc::default(),
             sync,
+            path: Arc::new(path.to_path_buf()),
+            cache_bytes,
+        })
+    }
+
+    /// The data directory and page cache size this store was opened with.
+    ///
+    /// Once sled has failed a write (a full disk), it refuses every later
+    /// write until the database is opened again, so recovering means
+    /// dropping every handle of this store and calling [`Store::open`] with
+    /// these. Nothing acknowledged is lost: what a reopen drops was never
+    /// flushed, so never acknowledged.
+    pub fn location(&self) -> (&Path, u64) {
+        (&self.path, self.cache_bytes)
+    }
+
+    /// Whether the data directory has room again: writes, syncs and removes
+    /// a small file beside the database (`probe_bytes`, a little more than
+    /// one of sled's log segments, so a reopened store can take at least a
+    /// few clicks). Any failure means "not yet".
+    pub fn probe_space(path: &Path, probe_bytes: usize) -> Result<(), Error> {
+        use std::io::Write;
+        let probe = path.join("space-probe.tmp");
+        let result = (|| {
+            let mut f = std::fs::File::create(&probe)?;
+            f.write_all(&vec![0u8; probe_bytes])?;
+            f.sync_all()
+        })();
+        let _ = std::fs::remove_file(&probe);
+        result.map_err(|e| {
+            if matches!(e.raw_os_error(), Some(28 | 122))
+                || e.kind() == std::io::ErrorKind::StorageFull
+            {
+                Error::DiskFull
+            } else {
+                Error::Storage(sled::Error::Io(e))
+            }
         })
     }
 

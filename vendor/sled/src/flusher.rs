@@ -84,6 +84,10 @@ fn run(
             Err(e) => {
                 error!("failed to flush from periodic flush thread: {}", e);
 
+                // chaff patch: this thread stops here, so record the error
+                // for every waiter and writer (see PATCHES.md).
+                pagecache.config.set_global_error(e.clone());
+
                 #[cfg(feature = "failpoints")]
                 pagecache.set_failpoint(e);
 
@@ -113,6 +117,9 @@ fn run(
                         "failed to clean file from periodic flush thread: {}",
                         e
                     );
+
+                    // chaff patch: as above.
+                    pagecache.config.set_global_error(e.clone());
 
                     #[cfg(feature = "failpoints")]
                     pagecache.set_failpoint(e);

@@ -994,7 +994,17 @@ pub(in crate::pagecache) fn make_stable_inner(
                     );
                 }
             } else {
-                iobufs.interval_updated.wait(&mut waiter);
+                // chaff patch: a bounded wait. Some failure paths store the
+                // global error without notifying this condvar (a dropped
+                // `Reservation` whose flush fails, the flusher's GC on a
+                // full disk), and the flusher thread stops at its first
+                // error, so an unbounded wait here could sleep forever on
+                // a full disk. Waking every 100 ms re-checks the global
+                // error at the top of the loop. See vendor/sled/PATCHES.md.
+                let _ = iobufs.interval_updated.wait_for(
+                    &mut waiter,
+                    std::time::Duration::from_millis(100),
+                );
             }
         } else {
             debug!("make_stable({}) returning", lsn);

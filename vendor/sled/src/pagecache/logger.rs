@@ -361,12 +361,24 @@ impl Log {
             let blob_id =
                 if over_blob_threshold { Some(reservation_lsn) } else { None };
 
-            self.iobufs.encapsulate(
+            if let Err(e) = self.iobufs.encapsulate(
                 item,
                 message_header,
                 destination,
                 blob_id,
-            )?;
+            ) {
+                // chaff patch: this reservation holds a writer slot of the
+                // buffer and will never release it, so the buffer is never
+                // written and every flush waiting for it would wait forever
+                // (a blob write on a full disk fails here). Fail-stop, as
+                // sled does for other write errors: store the error and
+                // wake the waiters. See vendor/sled/PATCHES.md.
+                self.config.set_global_error(e.clone());
+                let intervals = self.iobufs.intervals.lock();
+                drop(intervals);
+                let _notified = self.iobufs.interval_updated.notify_all();
+                return Err(e);
+            }
 
             M.log_reservation_success();
 

@@ -1,0 +1,261 @@
+//! `chaff serve --config FILE`: every `serve` flag can be set in one TOML
+//! file, keys named as the flags (`max-message-bytes = "10MiB"`,
+//! `data = "/var/lib/chaff"`). Precedence: flag > environment > file >
+//! default. Unknown keys are an error naming the key, and each file value
+//! is checked by the flag's own parser, so a bad value names the file, the
+//! key and what is wrong. `--print-config` shows the effective values and
+//! where each came from.
+//!
+//! How: clap parses the command line (flags, environment, defaults); each
+//! file key whose flag still holds its default is then appended as
+//! `--key value` and the whole is parsed again. One parser, one set of
+//! checks, whatever the source.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+
+use super::{Cli, Command};
+
+/// One effective `serve` setting and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) key: String,
+    pub(crate) value: String,
+    pub(crate) from: String,
+}
+
+/// Flags that are about reading the configuration, not part of it.
+const NOT_IN_FILE: &[&str] = &["config", "print-config", "help"];
+
+/// Parses the process's command line, with `serve`'s config file applied.
+/// Help, version and usage errors exit as clap does; a bad config file
+/// exits with status 2 and a line naming the file and key.
+pub fn parse() -> Cli {
+    match parse_from(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {}", super::error_line(&e));
+            std::process::exit(2);
+        }
+    }
+}
+
+fn parse_from(mut args: Vec<OsString>) -> anyhow::Result<Cli> {
+    let matches = Cli::command().get_matches_from(args.clone());
+    let Some(("serve", serve)) = matches.subcommand() else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let file = serve.get_one::<PathBuf>("config").cloned();
+    let mut from_file = BTreeSet::new();
+    if let Some(path) = &file {
+        for (key, value) in read(path)? {
+            let id = arg_id(&key).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "config file {}: unknown key `{key}`; the keys are `chaff serve` flags \
+                     without the dashes: {}",
+                    path.display(),
+                    keys().join(", ")
+                )
+            })?;
+            check(path, &key, &value)?;
+            // A flag or an environment variable overrides the file.
+            if matches!(
+                serve.value_source(&id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                continue;
+            }
+            args.push(format!("--{key}").into());
+            args.push(value.into());
+            from_file.insert(key);
+        }
+    }
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Serve(a), Some(serve)) =
+        (&mut cli.command, matches.subcommand_matches("serve"))
+    {
+        a.origins = origins(serve, &from_file, file.as_deref());
+    }
+    Ok(cli)
+}
+
+/// The file's keys and values, as the strings a flag would take.
+fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => bail!(
+                "config file {}: `{key}` is a {}; give a string or a number",
+                path.display(),
+                other.type_str()
+            ),
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn serve_command() -> clap::Command {
+    Cli::command()
+        .find_subcommand("serve")
+        .cloned()
+        .expect("serve is a subcommand")
+}
+
+/// The clap id of the `serve` flag named `key`, if a file may set it.
+fn arg_id(key: &str) -> Option<String> {
+    if NOT_IN_FILE.contains(&key) {
+        return None;
+    }
+    serve_command()
+        .get_arguments()
+        .find(|a| a.get_long() == Some(key))
+        .map(|a| a.get_id().to_string())
+}
+
+fn keys() -> Vec<String> {
+    serve_command()
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|k| !NOT_IN_FILE.contains(k))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs the flag's own parser on one file value.
+fn check(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
+    let flag = format!("--{key}");
+    if let Err(e) = Cli::command().try_get_matches_from(["chaff", "serve", &flag, value]) {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        bail!(
+            "config file {}: `{key} = {value:?}`: {}",
+            path.display(),
+            first.trim_start_matches("error: ")
+        );
+    }
+    Ok(())
+}
+
+fn origins(serve: &ArgMatches, from_file: &BTreeSet<String>, file: Option<&Path>) -> Vec<Origin> {
+    let mut out = Vec::new();
+    for arg in serve_command().get_arguments() {
+        let Some(key) = arg.get_long().filter(|k| !NOT_IN_FILE.contains(k)) else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        let Some(raw) = serve.get_raw(id) else {
+            continue;
+        };
+        let value = raw
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        let from = match serve.value_source(id) {
+            Some(ValueSource::CommandLine) if from_file.contains(key) => {
+                format!(
+                    "file {}",
+                    file.map_or(String::new(), |f| f.display().to_string())
+                )
+            }
+            Some(ValueSource::CommandLine) => "flag".to_string(),
+            Some(ValueSource::EnvVariable) => format!(
+                "env {}",
+                arg.get_env()
+                    .map_or(String::new(), |e| e.to_string_lossy().into_owned())
+            ),
+            _ => "default".to_string(),
+        };
+        out.push(Origin {
+            key: key.to_string(),
+            value,
+            from,
+        });
+    }
+    out
+}
+
+/// The settings as a config file: `key = value  # from`.
+pub(crate) fn render(origins: &[Origin]) -> String {
+    let mut out = String::from("# chaff serve: effective settings (flag > env > file > default)\n");
+    for o in origins {
+        let value = if o.value.parse::<i64>().is_ok() {
+            o.value.clone()
+        } else {
+            format!("\"{}\"", o.value.replace('\\', "\\\\").replace('"', "\\\""))
+        };
+        out.push_str(&format!("{} = {value}  # {}\n", o.key, o.from));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Vec<Origin>> {
+        let cli = parse_from(args.iter().map(OsString::from).collect())?;
+        match cli.command {
+            Command::Serve(a) => Ok(a.origins),
+            _ => unreachable!(),
+        }
+    }
+
+    fn origin<'a>(o: &'a [Origin], key: &str) -> &'a Origin {
+        o.iter().find(|o| o.key == key).unwrap()
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("chaff.toml");
+        std::fs::write(
+            &file,
+            "cache-mb = 64\nmax-message-bytes = \"2MiB\"\nlog = \"warn\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let o = parse(&["chaff", "serve", "--config", f, "--cache-mb", "32"]).unwrap();
+        assert_eq!(origin(&o, "cache-mb").value, "32");
+        assert_eq!(origin(&o, "cache-mb").from, "flag");
+        assert_eq!(origin(&o, "max-message-bytes").value, "2MiB");
+        assert_eq!(origin(&o, "max-message-bytes").from, format!("file {f}"));
+        assert_eq!(origin(&o, "shutdown-grace").from, "default");
+        let text = render(&o);
+        assert!(text.contains("cache-mb = 32  # flag"), "{text}");
+        assert!(text.contains("log = \"warn\"  # file"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("chaff.toml");
+        std::fs::write(&file, "max-mesage-bytes = 5\n").unwrap();
+        let f = file.to_str().unwrap();
+        let err = parse(&["chaff", "serve", "--config", f])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key `max-mesage-bytes`"), "{err}");
+        std::fs::write(&file, "model-memory = \"0\"\n").unwrap();
+        let err = parse(&["chaff", "serve", "--config", f])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`model-memory = \"0\"`"), "{err}");
+        assert!(err.contains("at least 1MiB"), "{err}");
+    }
+}

@@ -1,0 +1,590 @@
+//! The `chaff` binary as a person uses it: the real binary against a real
+//! server on loopback, asserting on what it prints and its exit status.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use crate::common::*;
+
+/// What one run of the binary printed.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `chaff ARGS` with no terminal and empty standard input.
+async fn chaff<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(args)
+        .env_remove("CHAFF_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap()
+        .into()
+}
+
+/// The address exactly as `chaff serve` prints it: `127.0.0.1:PORT`, no scheme.
+fn host_port(server: &TestServer) -> String {
+    server.addr.to_string()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn server_takes_host_port_as_serve_prints_it() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "spam.eml", SPAM);
+    let r = chaff([
+        "score".as_ref(),
+        "--server".as_ref(),
+        host_port(&server).as_ref(),
+        "-u".as_ref(),
+        "alice".as_ref(),
+        m.as_os_str(),
+    ])
+    .await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("spam.eml"), "{}", r.stdout);
+    // The URL form still works.
+    let r = chaff(["shared", "--server", &server.url()]).await;
+    assert!(r.ok, "{}", r.stderr);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn error_causes_are_printed_once() {
+    let refused = chaff(["stats", "--server", "127.0.0.1:1"]).await;
+    assert!(!refused.ok);
+    assert_eq!(
+        refused.stderr.matches("tcp connect error").count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("is `chaff serve` running there?"));
+    let missing = chaff(["tokens", "/nonexistent/message.eml"]).await;
+    assert!(!missing.ok);
+    assert_eq!(
+        missing.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        missing.stderr
+    );
+    let bad = chaff(["stats", "--server", "not a host"]).await;
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("HOST:PORT"), "{}", bad.stderr);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_names_the_other_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ServerProcess::start(dir.path());
+    let second = chaff([
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data".as_ref(),
+        dir.path().as_os_str(),
+    ])
+    .await;
+    first.terminate();
+    assert!(!second.ok);
+    assert!(
+        second
+            .stderr
+            .contains("another chaff process is using the data directory"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        !second.stderr.contains("could not acquire lock"),
+        "{}",
+        second.stderr
+    );
+}
+
+#[tokio::test]
+async fn every_command_names_the_user_with_dash_u_and_says_what_it_is() {
+    for cmd in [
+        vec!["score"],
+        vec!["train"],
+        vec!["forget"],
+        vec!["user"],
+        vec!["why"],
+        vec!["list", "show"],
+    ] {
+        let mut args = cmd.clone();
+        args.push("-h");
+        let help = chaff(&args).await;
+        assert!(help.ok, "{cmd:?}");
+        let lines: Vec<&str> = help.stdout.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("-u, --user <USER>"))
+            .unwrap_or_else(|| panic!("{cmd:?} has no -u/--user:\n{}", help.stdout));
+        // The help text follows on the same line, or (when clap wraps) the next.
+        let same = lines[at].split("<USER>").nth(1).unwrap_or_default().trim();
+        let next = lines.get(at + 1).map_or("", |l| l.trim());
+        let text = if same.is_empty() { next } else { same };
+        assert!(
+            !text.is_empty() && !text.starts_with('-'),
+            "{cmd:?}: -u has no help line:\n{}",
+            help.stdout
+        );
+        // Usage shows --server as the option it is, never as required.
+        let usage = help
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap();
+        assert!(!usage.contains("--server"), "{usage}");
+    }
+}
+
+#[tokio::test]
+async fn commands_that_print_data_print_json_lines_with_json() {
+    let server = TestServer::start().await;
+    let s = host_port(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "spam.eml", SPAM);
+    let m = m.to_str().unwrap();
+    let train = chaff([
+        "train", "--server", &s, "-u", "alice", "--spam", "--json", m,
+    ])
+    .await;
+    assert!(train.ok, "{}", train.stderr);
+    let learned: serde_json::Value = serde_json::from_str(train.stdout.trim()).unwrap();
+    let id = learned["message_id"].as_str().unwrap().to_string();
+    assert_eq!(learned["label"], "spam");
+    let runs = [
+        vec!["score", "--server", &s, "-u", "alice", "--json", m],
+        vec!["user", "--server", &s, "-u", "alice", "--json"],
+        vec![
+            "list",
+            "add",
+            "--server",
+            &s,
+            "-u",
+            "alice",
+            "--kind",
+            "block",
+            "--json",
+            "x.example",
+        ],
+        vec![
+            "list", "show", "--server", &s, "-u", "alice", "--kind", "block", "--json",
+        ],
+        vec!["shared", "--server", &s, "--json"],
+        vec!["stats", "--server", &s, "--json"],
+        vec!["tokens", "--json", m],
+        vec!["forget", "--server", &s, "-u", "alice", "--json", &id],
+    ];
+    for args in runs {
+        let r = chaff(&args).await;
+        assert!(r.ok, "{args:?}: {}", r.stderr);
+        assert!(!r.stdout.trim().is_empty(), "{args:?} printed nothing");
+        for line in r.stdout.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{args:?}: {e}: {line:?}"));
+            assert!(v.is_object(), "{args:?}: {line}");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn train_goes_on_past_an_unreadable_file_and_counts_what_failed() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.eml", SPAM);
+    let b = write(dir.path(), "b.eml", SPAM2);
+    let missing = dir.path().join("missing.eml");
+    let r = chaff([
+        "train".as_ref(),
+        "--server".as_ref(),
+        host_port(&server).as_ref(),
+        "-u".as_ref(),
+        "alice".as_ref(),
+        "--spam".as_ref(),
+        a.as_os_str(),
+        missing.as_os_str(),
+        b.as_os_str(),
+    ])
+    .await;
+    assert!(!r.ok, "a failed file must fail the command");
+    assert!(
+        r.stdout.contains("b.eml"),
+        "the file after the failure was not tried: {}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("missing.eml"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("learned 2 of 3, 1 failed"),
+        "{}",
+        r.stderr
+    );
+    let mut c = server.client().await;
+    assert_eq!(user(&mut c, "alice").await.spam_learned, 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn user_delete_needs_confirmation_or_yes() {
+    let server = TestServer::start().await;
+    let s = host_port(&server);
+    let mut c = server.client().await;
+    train(&mut c, "alice", SPAM, chaff::proto::Label::Spam, "m1").await;
+    let refused = chaff(["user", "--server", &s, "-u", "alice", "--delete"]).await;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    assert_eq!(
+        user(&mut c, "alice").await.spam_learned,
+        1,
+        "deleted without --yes"
+    );
+    let done = chaff(["user", "--server", &s, "-u", "alice", "--delete", "--yes"]).await;
+    assert!(done.ok, "{}", done.stderr);
+    assert!(done.stdout.contains("deleted alice"), "{}", done.stdout);
+    assert_eq!(user(&mut c, "alice").await.spam_learned, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn why_refuses_a_reversed_window() {
+    let server = TestServer::start().await;
+    let r = chaff([
+        "why",
+        "--server",
+        &host_port(&server),
+        "-u",
+        "alice",
+        "--since",
+        "1m",
+        "--until",
+        "2h",
+    ])
+    .await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("is before --since"), "{}", r.stderr);
+    assert!(!r.stdout.contains("no decisions"), "{}", r.stdout);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn list_add_checks_every_entry_first_and_stores_all_or_nothing() {
+    let server = TestServer::start().await;
+    let s = host_port(&server);
+    let show = || {
+        chaff([
+            "list", "show", "--server", &s, "-u", "alice", "--kind", "block",
+        ])
+    };
+    let bad = chaff([
+        "list",
+        "add",
+        "--server",
+        &s,
+        "-u",
+        "alice",
+        "--kind",
+        "block",
+        "ok.example",
+        "999.1.1.1",
+        "a@b@c.example",
+    ])
+    .await;
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("nothing was changed"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("999.1.1.1") && bad.stderr.contains("a@b@c.example"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(show().await.stdout, "", "part of a refused add was stored");
+
+    let everything = chaff([
+        "list", "add", "--server", &s, "-u", "alice", "--kind", "block", "::/0",
+    ])
+    .await;
+    assert!(!everything.ok);
+    assert!(
+        everything.stderr.contains("--force"),
+        "{}",
+        everything.stderr
+    );
+    let forced = chaff([
+        "list",
+        "add",
+        "--server",
+        &s,
+        "-u",
+        "alice",
+        "--kind",
+        "block",
+        "--force",
+        "0.0.0.0/0",
+        "bücher.example",
+    ])
+    .await;
+    assert!(forced.ok, "{}", forced.stderr);
+    assert_eq!(show().await.stdout, "0.0.0.0/0\nxn--bcher-kva.example\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn durations_read_the_same_everywhere_and_counts_are_plural_only_when_many() {
+    // loadtest takes `5s` as serve does (it fails later, on the missing corpus).
+    let r = chaff([
+        "loadtest",
+        "--duration",
+        "5s",
+        "--corpus",
+        "/nonexistent/index",
+    ])
+    .await;
+    assert!(!r.ok);
+    assert!(!r.stderr.contains("--duration"), "{}", r.stderr);
+    assert!(r.stderr.contains("/nonexistent/index"), "{}", r.stderr);
+
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    train(&mut c, "alice", HAM, chaff::proto::Label::Ham, "h1").await;
+    let stats = chaff(["stats", "--server", &host_port(&server)]).await;
+    assert!(stats.ok, "{}", stats.stderr);
+    assert!(
+        stats.stdout.contains("models in memory: 1 user,"),
+        "{}",
+        stats.stdout
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn seed_says_what_it_is_doing_without_a_terminal() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.eml", SPAM);
+    write(dir.path(), "h.eml", HAM);
+    let index = write(dir.path(), "index", b"spam s.eml\nham h.eml\n");
+    let r = chaff([
+        "seed".as_ref(),
+        "--server".as_ref(),
+        host_port(&server).as_ref(),
+        "--index".as_ref(),
+        index.as_os_str(),
+    ])
+    .await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("seeding 2 messages"), "{}", r.stderr);
+    assert!(r.stdout.contains("seeded 2 messages"), "{}", r.stdout);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_readme_score_example_has_the_columns_score_prints() {
+    let readme = include_str!("../README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("chaff score --user alice new.eml"))
+        .expect("README has the score example");
+    let example = line.split('"').nth(1).expect("quoted example output");
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "new.eml", SPAM);
+    let r = chaff([
+        "score".as_ref(),
+        "--server".as_ref(),
+        host_port(&server).as_ref(),
+        "-u".as_ref(),
+        "alice".as_ref(),
+        m.as_os_str(),
+    ])
+    .await;
+    assert!(r.ok, "{}", r.stderr);
+    let printed: Vec<&str> = r.stdout.split_whitespace().take(3).collect();
+    let shown: Vec<&str> = example.split_whitespace().take(3).collect();
+    let actions = ["deliver", "spam-folder", "reject"];
+    assert!(actions.contains(&printed[2]), "{}", r.stdout);
+    assert!(
+        actions.contains(&shown[2]),
+        "README example lacks the action column: {example}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (flag, value, says) in [
+        ("--max-message-bytes", "0", "at least 1 byte"),
+        ("--model-memory", "0", "at least 1MiB"),
+        ("--decision-retention", "999999999999999999d", "too long"),
+        ("--max-tokens", "0", "at least 1"),
+        ("--cache-mb", "0", "--cache-mb"),
+        ("--log", "chaff=[", "--log"),
+    ] {
+        let r = chaff([
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            flag.as_ref(),
+            value.as_ref(),
+        ])
+        .await;
+        assert!(!r.ok, "{flag} {value} started");
+        assert!(
+            r.stderr.contains(flag) && r.stderr.contains(says),
+            "{flag} {value}: {}",
+            r.stderr
+        );
+    }
+    assert!(
+        !data.exists(),
+        "a refused start must not create the data directory"
+    );
+}
+
+#[tokio::test]
+async fn print_config_shows_each_value_and_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "chaff.toml",
+        b"data = \"/srv/chaff\"\ncache-mb = 64\nmax-tokens = 500\n",
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["serve", "--print-config", "--max-tokens", "700", "--config"])
+        .arg(&file)
+        .env("CHAFF_CACHE_MB", "32")
+        .output()
+        .await
+        .unwrap();
+    let r = Run::from(out);
+    assert!(r.ok, "{}", r.stderr);
+    let f = file.display().to_string();
+    for line in [
+        format!("data = \"/srv/chaff\"  # file {f}"),
+        "cache-mb = 32  # env CHAFF_CACHE_MB".to_string(),
+        "max-tokens = 700  # flag".to_string(),
+        "shutdown-grace = \"10s\"  # default".to_string(),
+    ] {
+        assert!(
+            r.stdout.lines().any(|l| l == line),
+            "{line:?} not in\n{}",
+            r.stdout
+        );
+    }
+    std::fs::write(&file, "data = \"/srv/chaff\"\nmax-message-byte = 5\n").unwrap();
+    let bad = chaff([
+        "serve".as_ref(),
+        "--print-config".as_ref(),
+        "--config".as_ref(),
+        file.as_os_str(),
+    ])
+    .await;
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr.contains("unknown key `max-message-byte`"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_list_add_refused_part_way_changes_back_what_it_added() {
+    let server = TestServer::start().await;
+    let s = host_port(&server);
+    // Fill alice's block list to one short of its limit (1,000 entries).
+    let fill: Vec<String> = (0..999).map(|i| format!("x{i}.example")).collect();
+    let mut args = vec![
+        "list", "add", "--server", &s, "-u", "alice", "--kind", "block",
+    ];
+    args.extend(fill.iter().map(String::as_str));
+    let r = chaff(&args).await;
+    assert!(r.ok, "{}", r.stderr);
+    // The first fits, the second does not: the first is changed back.
+    let over = chaff([
+        "list",
+        "add",
+        "--server",
+        &s,
+        "-u",
+        "alice",
+        "--kind",
+        "block",
+        "a.example",
+        "b.example",
+    ])
+    .await;
+    assert!(!over.ok);
+    assert!(over.stderr.contains("changed back"), "{}", over.stderr);
+    let show = chaff([
+        "list", "show", "--server", &s, "-u", "alice", "--kind", "block",
+    ])
+    .await;
+    assert_eq!(
+        show.stdout.lines().count(),
+        999,
+        "a.example was left behind"
+    );
+    assert!(!show.stdout.contains("a.example\n"), "{}", show.stdout);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn usage_in_errors_never_shows_server_as_required() {
+    let cases: [&[&str]; 12] = [
+        &["score", "-u", "a"],
+        &["train", "-u", "a", "x.eml"],
+        &["forget", "-u", "a"],
+        &["user"],
+        &["why"],
+        &["list", "add", "-u", "a", "x.example"],
+        &["list", "remove", "-u", "a", "x.example"],
+        &["list", "show", "-u", "a"],
+        &["seed", "--nonsense"],
+        &["shared", "--nonsense"],
+        &["stats", "--nonsense"],
+        &["loadtest"],
+    ];
+    for args in cases {
+        let mut with_server = vec!["--server", "127.0.0.1:1"];
+        with_server.splice(
+            0..0,
+            args.iter().copied().take_while(|a| !a.starts_with('-')),
+        );
+        with_server.extend(args.iter().copied().skip_while(|a| !a.starts_with('-')));
+        let r = chaff(&with_server).await;
+        assert!(!r.ok, "{with_server:?}");
+        let usage = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap_or_else(|| panic!("{with_server:?}: {}", r.stderr));
+        assert!(!usage.contains("--server"), "{with_server:?}: {usage}");
+    }
+}
