@@ -30,7 +30,17 @@ impl TestServer {
     }
 
     pub async fn start_with(settings: Settings) -> Self {
+        Self::start_trusted(settings, |_| chaff::service::guard::Trust::open()).await
+    }
+
+    /// A server whose trust (keys, TLS, limits) `trust` builds from the
+    /// data directory.
+    pub async fn start_trusted(
+        settings: Settings,
+        trust: impl FnOnce(&Path) -> Arc<chaff::service::guard::Trust>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let trust = trust(dir.path());
         let store = Store::open(dir.path(), 32 << 20).unwrap();
         let engine = Arc::new(Engine::new(store, settings).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -40,7 +50,7 @@ impl TestServer {
             let stopped = async {
                 let _ = stopped.await;
             };
-            chaff::service::serve(engine, listener, stopped, Duration::from_secs(5))
+            chaff::service::serve_with(engine, listener, stopped, Duration::from_secs(5), trust)
                 .await
                 .unwrap();
         });
@@ -94,6 +104,12 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(data: &Path) -> Self {
+        Self::start_args(data, &[])
+    }
+
+    /// With extra `chaff serve` flags; the first stdout line gives the
+    /// address (`http://`, even when the port speaks TLS).
+    pub fn start_args(data: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chaff"))
             .args([
                 "serve",
@@ -106,6 +122,7 @@ impl ServerProcess {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

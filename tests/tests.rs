@@ -4,10 +4,12 @@
 mod common;
 
 mod api;
+mod decode;
 mod durability;
 mod errors;
 mod loadtest;
 mod policy;
 mod shared;
 mod stats;
+mod trust;
 mod wire;

@@ -5,17 +5,23 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use chaff::proto::{self, chaff_client::ChaffClient};
 use chaff::tokenize::Tokenizer;
 
-pub(crate) async fn connect(server: &str) -> anyhow::Result<ChaffClient<Channel>> {
-    let client = ChaffClient::connect(server.to_string())
+/// A client that sends the --token with every call.
+pub(crate) type Client = ChaffClient<InterceptedService<Channel, super::trust::Auth>>;
+
+pub(crate) async fn connect(server: &str) -> anyhow::Result<Client> {
+    let channel = super::trust::endpoint(server)?
+        .connect()
         .await
         .with_context(|| {
             format!("cannot reach chaff at {server}; is `chaff serve` running there?")
         })?;
+    let client = ChaffClient::with_interceptor(channel, super::trust::Auth::from_flags()?);
     // Messages up to the server's own limit must not be refused client-side.
     Ok(client
         .max_encoding_message_size(usize::MAX)

@@ -8,6 +8,7 @@ mod loadtest;
 mod policy;
 mod seed;
 mod serve;
+mod trust;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connect: trust::ConnectArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,6 +64,10 @@ enum Command {
     Metrics(MetricsArgs),
     /// Print a message's features (tokens) as the classifier sees them; local, no server.
     Tokens(TokensArgs),
+    /// Operator: issue, list and revoke API keys (local: edits the keys file
+    /// a running server watches).
+    #[command(subcommand)]
+    Keys(trust::KeysCommand),
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +166,7 @@ pub(crate) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    trust::set_connect_args(cli.connect);
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Score(a) => {
@@ -179,5 +187,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),
+        Command::Keys(c) => trust::keys(c),
     }
 }

@@ -19,8 +19,9 @@ use chaff::tokenize::{Limits, Tokenizer};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on. Use 0.0.0.0:50051 to accept connections from
-    /// other hosts; port 0 picks a free port (printed at start).
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    /// A non-loopback address (e.g. 0.0.0.0:50051) needs --tls-cert/--tls-key
+    /// and API keys (or --tls-client-ca), or --insecure.
     #[arg(long, env = "CHAFF_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// Data directory (created if missing). One chaff process per directory.
@@ -73,9 +74,12 @@ pub struct ServeArgs {
     /// Nesting of multiparts and attached messages followed.
     #[arg(long, env = "CHAFF_MAX_MIME_DEPTH", default_value_t = Limits::default().max_mime_depth, help_heading = "Hostile-mail caps")]
     max_mime_depth: usize,
-    /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`.
+    /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`. The audit
+    /// log (admin calls, refused calls) is the `chaff::audit` target.
     #[arg(long, env = "CHAFF_LOG", default_value = "info")]
     log: String,
+    #[command(flatten)]
+    trust: super::trust::ServeTrustArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -87,6 +91,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    // Before storage opens: a refused exposure or a bad keys/TLS file
+    // should not cost a model load.
+    let trust = args.trust.trust(&args.data, args.listen)?;
     let data = args.data.clone();
     let cache = args.cache_mb * 1024 * 1024;
     let store = tokio::task::spawn_blocking(move || Store::open(&data, cache)).await??;
@@ -121,9 +128,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // One line on stdout, for people and for scripts that start chaff on port 0.
     println!("chaff listening on {}", listener.local_addr()?);
 
-    chaff::service::serve(engine, listener, shutdown_signal(), args.shutdown_grace)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
+    tokio::spawn(super::trust::reload_on_sighup(trust.clone()));
+    chaff::service::serve_with(
+        engine,
+        listener,
+        shutdown_signal(),
+        args.shutdown_grace,
+        trust,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Logs the engine's counters every `every`: cumulative figures, and the
