@@ -298,6 +298,27 @@ async fn without_credentials_only_health_and_reflection_answer() {
         .unwrap()
         .into_inner();
     assert_eq!(r.status, 1, "SERVING");
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut r =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let list = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut stream = r
+        .server_reflection_info(tokio_stream::iter([list]))
+        .await
+        .expect("reflection needs no credentials")
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
     server.stop().await;
 }
 

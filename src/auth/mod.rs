@@ -299,6 +299,20 @@ impl Caller {
         }
     }
 
+    /// What per-caller limits count this caller under: its key id or
+    /// certificate name, or in open mode its IP address (so one local
+    /// process cannot starve another even without keys).
+    pub fn limit_key(&self) -> String {
+        match &self.credential {
+            Credential::Key(id) => format!("key:{id}"),
+            Credential::Certificate(name) => format!("cert:{name}"),
+            Credential::None => match self.peer {
+                Some(p) => format!("ip:{}", p.ip()),
+                None => "local".to_string(),
+            },
+        }
+    }
+
     /// May this caller make `rpc` at all (scopes, and operator-wide RPCs
     /// for tenant-bound callers)?
     pub fn may_call(&self, rpc: Rpc) -> Result<(), Denied> {
