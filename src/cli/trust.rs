@@ -60,8 +60,9 @@ pub struct ServeTrustArgs {
     /// (only on a network you trust completely).
     #[arg(long, env = "CHAFF_INSECURE", help_heading = "Security")]
     insecure: bool,
-    /// Calls one caller (key, certificate, or everyone in open mode) may
-    /// have in flight; more get RESOURCE_EXHAUSTED. 0 = no limit.
+    /// Calls one caller (a key, a client certificate, or in open mode a
+    /// client IP) may have in flight; more get RESOURCE_EXHAUSTED. 0 = no
+    /// limit.
     #[arg(
         long,
         env = "CHAFF_CALLER_MAX_IN_FLIGHT",
