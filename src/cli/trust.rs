@@ -106,6 +106,12 @@ impl ServeTrustArgs {
             self.insecure,
         )
         .map_err(anyhow::Error::msg)?;
+        if trust.tls().is_some() && !trust.callers_configured() {
+            tracing::warn!(
+                "TLS is on but no key is on file and no --tls-client-ca is set: every call \
+                 except health and reflection will be refused until `chaff keys create`"
+            );
+        }
         Ok(trust)
     }
 }
