@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // prost's codec answers INTERNAL to a request that does not decode
+        // (e.g. invalid UTF-8 in a string field); ours says INVALID_ARGUMENT.
+        .codec_path("crate::service::codec::ChaffCodec")
         // Reflection serves this descriptor set so generic clients (grpcurl)
         // work from the wire alone.
         .file_descriptor_set_path(out_dir.join("chaff_descriptor.bin"))

@@ -14,6 +14,7 @@
 //! | [`engine`]   | use cases: score, train, forget, describe/delete a user, seed | —     |
 //! | [`service`]  | gRPC adapter, health, reflection                            | tonic   |
 //! | [`error`]    | the library's error enum                                    | —       |
+//! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |
 //!
 //! # Dependency rules
 //!
@@ -23,6 +24,7 @@
 //! the store and knows nothing of the wire. The binary (`main.rs`) parses the
 //! command line and is the only place `anyhow` is used.
 
+pub mod auth;
 pub mod classify;
 pub mod decisions;
 pub mod engine;

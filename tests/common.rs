@@ -30,20 +30,32 @@ impl TestServer {
     }
 
     pub async fn start_with(settings: Settings) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self::start_at(dir, None, settings).await
+        Self::start_trusted(settings, |_| chaff::service::guard::Trust::open()).await
     }
 
     /// A server whose data directory is `data` (which the caller owns).
     pub async fn start_in(data: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        Self::start_at(dir, Some(data.to_path_buf()), Settings::default()).await
+        let trust = chaff::service::guard::Trust::open();
+        Self::start_at(dir, Some(data.to_path_buf()), Settings::default(), trust).await
+    }
+
+    /// A server whose trust (keys, TLS, limits) `trust` builds from the
+    /// data directory.
+    pub async fn start_trusted(
+        settings: Settings,
+        trust: impl FnOnce(&Path) -> Arc<chaff::service::guard::Trust>,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = trust(dir.path());
+        Self::start_at(dir, None, settings, trust).await
     }
 
     async fn start_at(
         dir: tempfile::TempDir,
         data: Option<std::path::PathBuf>,
         settings: Settings,
+        trust: Arc<chaff::service::guard::Trust>,
     ) -> Self {
         let path = data.unwrap_or_else(|| dir.path().to_path_buf());
         let store = Store::open(&path, 32 << 20).unwrap();
@@ -55,7 +67,7 @@ impl TestServer {
             let stopped = async {
                 let _ = stopped.await;
             };
-            chaff::service::serve(engine, listener, stopped, Duration::from_secs(5))
+            chaff::service::serve_with(engine, listener, stopped, Duration::from_secs(5), trust)
                 .await
                 .unwrap();
         });
@@ -109,6 +121,12 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(data: &Path) -> Self {
+        Self::start_args(data, &[])
+    }
+
+    /// With extra `chaff serve` flags; the first stdout line gives the
+    /// address (`http://`, even when the port speaks TLS).
+    pub fn start_args(data: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chaff"))
             .args([
                 "serve",
@@ -121,6 +139,7 @@ impl ServerProcess {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -5,6 +5,7 @@ mod common;
 
 mod api;
 mod cli;
+mod decode;
 mod durability;
 mod errors;
 mod full_disk;
@@ -14,4 +15,5 @@ mod one_sided;
 mod policy;
 mod shared;
 mod stats;
+mod trust;
 mod wire;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::json;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use chaff::proto::{self, chaff_client::ChaffClient};
@@ -13,12 +14,17 @@ use chaff::service::status::label_to_wire;
 use chaff::tokenize::Tokenizer;
 use chaff::types::Label;
 
-pub(crate) async fn connect(server: &str) -> anyhow::Result<ChaffClient<Channel>> {
-    let client = ChaffClient::connect(server.to_string())
+/// A client that sends the --token with every call.
+pub(crate) type Client = ChaffClient<InterceptedService<Channel, super::trust::Auth>>;
+
+pub(crate) async fn connect(server: &str) -> anyhow::Result<Client> {
+    let channel = super::trust::endpoint(server)?
+        .connect()
         .await
         .with_context(|| {
             format!("cannot reach chaff at {server}; is `chaff serve` running there?")
         })?;
+    let client = ChaffClient::with_interceptor(channel, super::trust::Auth::from_flags()?);
     // Messages up to the server's own limit must not be refused client-side.
     Ok(client
         .max_encoding_message_size(usize::MAX)

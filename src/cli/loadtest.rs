@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use tonic::transport::{Channel, Endpoint};
 
 use chaff::eval;
 use chaff::proto::{self, chaff_client::ChaffClient};
@@ -200,23 +199,23 @@ async fn load(args: &LoadtestArgs) -> anyhow::Result<Vec<Message>> {
 }
 
 /// One channel, one HTTP/2 connection.
-async fn connect(server: &str) -> anyhow::Result<ChaffClient<Channel>> {
-    let channel = Endpoint::from_shared(server.to_string())
-        .with_context(|| format!("{server}: not a valid server address"))?
-        .tcp_nodelay(true)
+async fn connect(server: &str) -> anyhow::Result<super::client::Client> {
+    let channel = super::trust::endpoint(server)?
         .connect()
         .await
         .with_context(|| {
             format!("cannot reach chaff at {server}; is `chaff serve` running there?")
         })?;
-    Ok(ChaffClient::new(channel)
-        .max_encoding_message_size(usize::MAX)
-        .max_decoding_message_size(64 << 20))
+    Ok(
+        ChaffClient::with_interceptor(channel, super::trust::Auth::from_flags()?)
+            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(64 << 20),
+    )
 }
 
 /// Calls one after another until the deadline.
 async fn worker(
-    mut client: ChaffClient<Channel>,
+    mut client: super::client::Client,
     shared: Arc<Shared>,
     deadline: Instant,
 ) -> Record {

@@ -10,6 +10,7 @@ mod policy;
 mod seed;
 mod serve;
 mod values;
+mod trust;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +28,8 @@ use chaff::types::Label;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connect: trust::ConnectArgs,
 }
 
 /// The usage lines are written out for the commands that talk to a server:
@@ -79,6 +82,10 @@ enum Command {
     Metrics(MetricsArgs),
     /// Print a message's features (tokens) as the classifier sees them; local, no server.
     Tokens(TokensArgs),
+    /// Operator: issue, list and revoke API keys (local: edits the keys file
+    /// a running server watches).
+    #[command(subcommand)]
+    Keys(trust::KeysCommand),
 }
 
 #[derive(Args, Debug)]
@@ -291,6 +298,7 @@ pub(crate) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
 pub use config::parse;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    trust::set_connect_args(cli.connect);
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Score(a) => {
@@ -315,6 +323,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),
+        Command::Keys(c) => trust::keys(c),
     }
 }
 

@@ -38,8 +38,9 @@ pub struct ServeArgs {
     /// `config::apply`).
     #[arg(skip)]
     pub(crate) origins: Vec<super::config::Origin>,
-    /// Address to listen on. Use 0.0.0.0:50051 to accept connections from
-    /// other hosts; port 0 picks a free port (printed at start).
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    /// A non-loopback address (e.g. 0.0.0.0:50051) needs --tls-cert/--tls-key
+    /// and API keys (or --tls-client-ca), or --insecure.
     #[arg(long, env = "CHAFF_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// Data directory (created if missing). One chaff process per directory.
@@ -94,9 +95,12 @@ pub struct ServeArgs {
     /// Nesting of multiparts and attached messages followed.
     #[arg(long, env = "CHAFF_MAX_MIME_DEPTH", default_value_t = Limits::default().max_mime_depth, help_heading = "Hostile-mail caps")]
     max_mime_depth: usize,
-    /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`.
+    /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`. The audit
+    /// log (admin calls, refused calls) is the `chaff::audit` target.
     #[arg(long, env = "CHAFF_LOG", default_value = "info", value_parser = log_filter)]
     log: String,
+    #[command(flatten)]
+    trust: super::trust::ServeTrustArgs,
 }
 
 /// A count that must be at least 1 (a zero cap would refuse everything).
@@ -153,6 +157,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    // Before storage opens: a refused exposure or a bad keys/TLS file
+    // should not cost a model load.
+    let trust = args.trust.trust(&args.data, args.listen)?;
     let data = args.data.clone();
     let cache = args.cache_mb * 1024 * 1024;
     let store = tokio::task::spawn_blocking(move || Store::open(&data, cache)).await??;
@@ -186,7 +193,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("chaff listening on {}", listener.local_addr()?);
 
     let (grace, stats) = (args.shutdown_grace, args.stats_interval);
-    chaff::service::serve_logging_stats(engine, listener, shutdown, grace, stats)
+    tokio::spawn(super::trust::reload_on_sighup(trust.clone()));
+    chaff::service::serve_logging_stats(engine, listener, shutdown, grace, trust, stats)
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }

@@ -3,7 +3,10 @@
 //! (engine calls do storage I/O and CPU-heavy tokenizing), and converts the
 //! answer back. Errors become statuses in [`status`].
 
+pub mod codec;
+pub mod guard;
 pub mod status;
+pub mod tls;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::auth::{Caller, Rpc};
 use crate::engine::{DecisionQuery, Engine, Envelope, Evaluated, ListRef};
 use crate::error::Error;
 use crate::policy::Entry;
@@ -22,6 +26,8 @@ use crate::policy::settings::SettingsUpdate;
 use crate::proto::{self, chaff_server::ChaffServer};
 use crate::store::ListOwner;
 use crate::types::{MessageId, UserId};
+
+use self::guard::{GuardLayer, Trust};
 
 /// Encoded descriptor of chaff.v1, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chaff_descriptor");
@@ -295,6 +301,31 @@ fn user_id(raw: String) -> Result<UserId, Status> {
     UserId::new(raw).map_err(Status::from)
 }
 
+/// The caller the guard identified (absent only when the service runs
+/// without the guard, which `serve` never does).
+type CallerRef = Option<Arc<Caller>>;
+
+fn caller_of<T>(req: &Request<T>) -> CallerRef {
+    req.extensions().get::<Arc<Caller>>().cloned()
+}
+
+/// A user id the caller may name (the tenant rule of [`crate::auth`]).
+fn named_user(caller: &CallerRef, rpc: Rpc, raw: String) -> Result<UserId, Status> {
+    let user = user_id(raw)?;
+    allowed(caller, rpc, &user)?;
+    Ok(user)
+}
+
+fn allowed(caller: &CallerRef, rpc: Rpc, user: &UserId) -> Result<(), Status> {
+    if let Some(c) = caller
+        && let Err(d) = c.may_touch(user)
+    {
+        guard::audit_denied(c, rpc, Some(user.as_str()), &d);
+        return Err(Status::from(d));
+    }
+    Ok(())
+}
+
 /// A Score request's envelope: the client IP (validated) and message id.
 fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, Error> {
     let client_ip = match client_ip.trim() {
@@ -317,11 +348,25 @@ fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, Error> {
 }
 
 /// Exactly one of a user id and the operator flag names a list's owner.
-fn list_ref(user_id: String, operator_wide: bool, kind: i32) -> Result<ListRef, Status> {
+fn list_ref(
+    caller: &CallerRef,
+    rpc: Rpc,
+    user_id: String,
+    operator_wide: bool,
+    kind: i32,
+) -> Result<ListRef, Status> {
     let kind = status::list_kind_from_wire(kind)?;
     let owner = match (user_id.is_empty(), operator_wide) {
-        (false, false) => ListOwner::User(self::user_id(user_id)?),
-        (true, true) => ListOwner::Operator,
+        (false, false) => ListOwner::User(named_user(caller, rpc, user_id)?),
+        (true, true) => {
+            if let Some(c) = caller
+                && let Err(d) = c.may_touch_operator()
+            {
+                guard::audit_denied(c, rpc, None, &d);
+                return Err(Status::from(d));
+            }
+            ListOwner::Operator
+        }
         (false, true) => {
             return Err(Status::invalid_argument(
                 "set either user_id or operator_wide, not both",
@@ -353,8 +398,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::ScoreRequest>,
     ) -> Result<Response<proto::ScoreResponse>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
+        let user = named_user(&caller, Rpc::Score, req.user_id)?;
         let env = envelope(&req.client_ip, req.message_id)?;
         let message = req.message;
         let evaluated = self.run(move |e| e.evaluate(&user, &message, &env)).await?;
@@ -365,6 +411,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::ScoreBatchRequest>,
     ) -> Result<Response<proto::ScoreBatchResponse>, Status> {
+        let caller = caller_of(&req);
         let requests = req.into_inner().requests;
         if requests.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -375,6 +422,8 @@ impl proto::chaff_server::Chaff for ChaffService {
         let mut items = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
             let user = UserId::new(r.user_id).map_err(|e| indexed(i, e))?;
+            allowed(&caller, Rpc::ScoreBatch, &user)
+                .map_err(|s| Status::new(s.code(), format!("item {i}: {}", s.message())))?;
             let env = envelope(&r.client_ip, r.message_id).map_err(|e| indexed(i, e))?;
             items.push((user, r.message, env));
         }
@@ -388,8 +437,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::TrainRequest>,
     ) -> Result<Response<proto::TrainResponse>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
+        let user = named_user(&caller, Rpc::Train, req.user_id)?;
         let label = status::label_from_wire(req.label)?;
         let message_id = match req.message_id.is_empty() {
             true => None,
@@ -423,8 +473,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::ForgetRequest>,
     ) -> Result<Response<proto::ForgetResponse>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
+        let user = named_user(&caller, Rpc::Forget, req.user_id)?;
         let message_id = MessageId::new(req.message_id).map_err(Status::from)?;
         let (log_user, log_id) = (user.clone(), message_id.clone());
         let f = self.run(move |e| e.forget(&user, &message_id)).await?;
@@ -440,7 +491,8 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::GetUserRequest>,
     ) -> Result<Response<proto::UserInfo>, Status> {
-        let user = user_id(req.into_inner().user_id)?;
+        let caller = caller_of(&req);
+        let user = named_user(&caller, Rpc::GetUser, req.into_inner().user_id)?;
         self.user_info(user).await
     }
 
@@ -448,8 +500,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::UpdateUserRequest>,
     ) -> Result<Response<proto::UserInfo>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
+        let user = named_user(&caller, Rpc::UpdateUser, req.user_id)?;
         let update = SettingsUpdate {
             mode: status::mode_from_wire(req.handling_mode)?,
             spam_threshold: req.spam_threshold,
@@ -473,22 +526,33 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::ListEntryRequest>,
     ) -> Result<Response<proto::ListEntryResponse>, Status> {
-        self.change_list(req.into_inner(), true).await
+        let caller = caller_of(&req);
+        self.change_list(&caller, Rpc::AddListEntry, req.into_inner(), true)
+            .await
     }
 
     async fn remove_list_entry(
         &self,
         req: Request<proto::ListEntryRequest>,
     ) -> Result<Response<proto::ListEntryResponse>, Status> {
-        self.change_list(req.into_inner(), false).await
+        let caller = caller_of(&req);
+        self.change_list(&caller, Rpc::RemoveListEntry, req.into_inner(), false)
+            .await
     }
 
     async fn list_entries(
         &self,
         req: Request<proto::ListEntriesRequest>,
     ) -> Result<Response<proto::ListEntriesResponse>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
-        let list = list_ref(req.user_id, req.operator_wide, req.kind)?;
+        let list = list_ref(
+            &caller,
+            Rpc::ListEntries,
+            req.user_id,
+            req.operator_wide,
+            req.kind,
+        )?;
         let entries = self.run(move |e| e.list_entries(&list)).await?;
         Ok(Response::new(proto::ListEntriesResponse {
             entries: entries.iter().map(ToString::to_string).collect(),
@@ -499,8 +563,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::FindDecisionsRequest>,
     ) -> Result<Response<proto::FindDecisionsResponse>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
+        let user = named_user(&caller, Rpc::FindDecisions, req.user_id)?;
         let limit = match req.limit {
             0 => DEFAULT_FIND_LIMIT,
             n if n as usize > MAX_FIND_LIMIT => {
@@ -536,10 +601,12 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::DeleteUserRequest>,
     ) -> Result<Response<proto::DeleteUserResponse>, Status> {
-        let user = user_id(req.into_inner().user_id)?;
+        let caller = caller_of(&req);
+        let user = named_user(&caller, Rpc::DeleteUser, req.into_inner().user_id)?;
         let u = user.clone();
         let existed = self.run(move |e| e.delete_user(&u)).await?;
-        info!(user = %user, existed, "user deleted");
+        let by = caller.as_ref().map_or("local", |c| c.name.as_str());
+        info!(target: "chaff::audit", caller = by, user = %user, existed, "user deleted");
         Ok(Response::new(proto::DeleteUserResponse { existed }))
     }
 
@@ -632,10 +699,12 @@ impl ChaffService {
 
     async fn change_list(
         &self,
+        caller: &CallerRef,
+        rpc: Rpc,
         req: proto::ListEntryRequest,
         add: bool,
     ) -> Result<Response<proto::ListEntryResponse>, Status> {
-        let list = list_ref(req.user_id, req.operator_wide, req.kind)?;
+        let list = list_ref(caller, rpc, req.user_id, req.operator_wide, req.kind)?;
         let entry = list_entry(&req.entry)?;
         if add {
             crate::policy::lists::check_reach(&entry, req.force).map_err(Status::from)?;
@@ -663,7 +732,25 @@ impl ChaffService {
 }
 
 /// Serves chaff, gRPC health and reflection on `listener` until `shutdown`
-/// completes, then snapshots models and flushes storage.
+/// completes, then snapshots models and flushes storage; open mode (no
+/// keys, no TLS). See [`serve_with`].
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    serve_with(engine, listener, shutdown, grace, Trust::open()).await
+}
+
+/// How often the keys file is checked for changes (`chaff keys create`
+/// and `revoke` take effect within this time; SIGHUP at once).
+pub const KEYS_POLL: Duration = Duration::from_secs(1);
+
+/// Serves chaff, gRPC health and reflection (v1 and v1alpha) on `listener`
+/// until `shutdown` completes, then snapshots models and flushes storage.
+/// `trust` says who may call what ([`guard`]) and whether the port speaks
+/// TLS ([`tls`]).
 ///
 /// After `shutdown`, in-flight requests get up to `grace` to finish. The
 /// bound matters: hyper's graceful shutdown can wait forever for a client
@@ -674,17 +761,19 @@ impl ChaffService {
 ///
 /// tonic's own decode limit is set well above the engine's message limit so
 /// that an oversized message gets chaff's RESOURCE_EXHAUSTED naming the
-/// limit, not a transport error.
-pub async fn serve(
+/// limit; a request even over tonic's limit gets the same (the guard
+/// rewrites tonic's OUT_OF_RANGE).
+pub async fn serve_with(
     engine: Arc<Engine>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
+    trust: Arc<Trust>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    serve_logging_stats(engine, listener, shutdown, grace, Duration::ZERO).await
+    serve_logging_stats(engine, listener, shutdown, grace, trust, Duration::ZERO).await
 }
 
-/// [`serve`], also logging the engine's counters every `stats_every`
+/// [`serve_with`], also logging the engine's counters every `stats_every`
 /// (`ZERO`: never). The log reads whichever engine is current, so it goes on
 /// across a storage reopen.
 pub async fn serve_logging_stats(
@@ -692,6 +781,7 @@ pub async fn serve_logging_stats(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
+    trust: Arc<Trust>,
     stats_every: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local: SocketAddr = listener.local_addr()?;
@@ -711,6 +801,11 @@ pub async fn serve_logging_stats(
         engine: std::sync::RwLock::new(Some(engine)),
         failed: Default::default(),
     });
+    // Python's grpcio-reflection and many tools speak only v1alpha.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
     let chaff = ChaffServer::new(ChaffService {
         storage: storage.clone(),
         health: health.clone(),
@@ -718,29 +813,33 @@ pub async fn serve_logging_stats(
     .max_decoding_message_size(transport_limit);
     // Storage was opened before we got here, so we can serve.
     report_serving(&health).await;
-    let watcher = tokio::spawn(watch_storage(storage.clone(), health.clone()));
+    let storage_watcher = tokio::spawn(watch_storage(storage.clone(), health.clone()));
     let stats_log =
         (!stats_every.is_zero()).then(|| tokio::spawn(log_stats(storage.clone(), stats_every)));
 
-    info!(%local, max_message_bytes = limit, "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection");
+    let watcher = tokio::spawn(watch_keys(trust.clone()));
+    info!(
+        %local,
+        max_message_bytes = limit,
+        tls = trust.tls().is_some(),
+        credentials_required = trust.required(),
+        "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection"
+    );
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    // The builder's `tcp_nodelay` applies only to listeners tonic binds
-    // itself; accepted sockets of our own listener need it set here. Without
-    // it, Nagle's algorithm against the peer's delayed ACK held some
-    // responses back ~40 ms: p99 of Score under load was 43 ms, p50 0.4 ms.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
+        .layer(GuardLayer::new(trust.clone(), limit))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(chaff)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            info!(
-                grace_ms = grace.as_millis() as u64,
-                "shutdown requested: draining in-flight requests"
-            );
-            let _ = draining_tx.send(());
-        });
+        .add_service(reflection_alpha)
+        .add_service(chaff);
+    let shutdown = async move {
+        shutdown.await;
+        info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown requested: draining in-flight requests"
+        );
+        let _ = draining_tx.send(());
+    };
     let grace_expired = async move {
         if draining_rx.await.is_ok() {
             tokio::time::sleep(grace).await;
@@ -748,20 +847,58 @@ pub async fn serve_logging_stats(
             std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
-        served = server => served?,
-        () = grace_expired => warn!("grace period over with connections still open; closing them"),
-    }
-
+    let mut acceptor = None;
+    let server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match trust.tls() {
+        Some(tls) => {
+            let (incoming, task) = tls::incoming(listener, tls);
+            acceptor = Some(task);
+            Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+        None => {
+            // The builder's `tcp_nodelay` applies only to listeners tonic
+            // binds itself; accepted sockets of our own listener need it
+            // set here. Without it, Nagle's algorithm against the peer's
+            // delayed ACK held some responses back ~40 ms: p99 of Score
+            // under load was 43 ms, p50 0.4 ms.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+    };
+    let served = tokio::select! {
+        served = server => served,
+        () = grace_expired => {
+            warn!("grace period over with connections still open; closing them");
+            Ok(())
+        }
+    };
     watcher.abort();
+    if let Some(task) = acceptor {
+        task.abort();
+    }
     let _ = watcher.await;
+    storage_watcher.abort();
+    let _ = storage_watcher.await;
     if let Some(t) = stats_log {
         t.abort();
         let _ = t.await;
     }
+    served?;
     info!("shutting down: snapshotting models and flushing storage");
     let engine = storage.engine().map_err(|s| s.message().to_string())?;
     tokio::task::spawn_blocking(move || engine.shutdown()).await??;
     info!("storage flushed; bye");
     Ok(())
+}
+
+/// Picks up `chaff keys create` / `revoke` while serving.
+async fn watch_keys(trust: Arc<Trust>) {
+    let mut tick = tokio::time::interval(KEYS_POLL);
+    loop {
+        tick.tick().await;
+        if let Err(e) = trust.refresh_keys() {
+            warn!(error = %e, "keys file not reloaded; the keys in effect stay");
+        }
+    }
 }

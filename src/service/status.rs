@@ -35,6 +35,14 @@ impl From<Error> for Status {
     }
 }
 
+/// A caller that is identified but may not do this: the message names the
+/// scope or tenant rule, never a secret.
+impl From<crate::auth::Denied> for Status {
+    fn from(d: crate::auth::Denied) -> Self {
+        Status::permission_denied(d.to_string())
+    }
+}
+
 /// LABEL_UNSPECIFIED (and unknown numbers) are refused, never guessed.
 pub fn label_from_wire(value: i32) -> Result<Label, Status> {
     match proto::Label::try_from(value) {

@@ -1,0 +1,367 @@
+//! The trust flags: TLS and caller limits for `chaff serve`, `chaff keys`
+//! for the operator, and how client commands present credentials
+//! (`--token`, `--tls-ca`, `https://` servers).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use chaff::auth::keys::{KeyFile, NewKey, unix_now};
+use chaff::auth::limits::CallerLimits;
+use chaff::auth::{Scopes, Tenant, check_exposure};
+use chaff::service::guard::Trust;
+use chaff::service::tls::TlsFiles;
+
+/// `chaff serve`'s security flags.
+#[derive(Args, Debug)]
+pub struct ServeTrustArgs {
+    /// PEM certificate chain for TLS on the gRPC port (leaf first). With
+    /// TLS on, every call needs a key or a client certificate. SIGHUP
+    /// rereads the certificate and key files without dropping calls.
+    #[arg(
+        long,
+        env = "CHAFF_TLS_CERT",
+        requires = "tls_key",
+        help_heading = "Security"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "CHAFF_TLS_KEY",
+        requires = "tls_cert",
+        help_heading = "Security"
+    )]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates (mutual TLS). A
+    /// client certificate identifies the caller whose `chaff keys create
+    /// --certificate-name` matches one of its subject alternative names;
+    /// callers without a certificate may still use API keys.
+    #[arg(
+        long,
+        env = "CHAFF_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        help_heading = "Security"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// The API keys file (default: keys.json in --data). Once it holds any
+    /// key, calls without credentials are refused (health and reflection
+    /// stay open). Changes are picked up within a second, and on SIGHUP.
+    #[arg(long, env = "CHAFF_KEYS_FILE", help_heading = "Security")]
+    keys_file: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without TLS and keys
+    /// (only on a network you trust completely).
+    #[arg(long, env = "CHAFF_INSECURE", help_heading = "Security")]
+    insecure: bool,
+    /// Calls one caller (a key, a client certificate, or in open mode a
+    /// client IP) may have in flight; more get RESOURCE_EXHAUSTED. 0 = no
+    /// limit.
+    #[arg(
+        long,
+        env = "CHAFF_CALLER_MAX_IN_FLIGHT",
+        default_value_t = 0,
+        help_heading = "Security"
+    )]
+    caller_max_in_flight: u32,
+    /// Calls one caller may start per second (bursts of one second's
+    /// worth); more get RESOURCE_EXHAUSTED. 0 = no limit.
+    #[arg(
+        long,
+        env = "CHAFF_CALLER_MAX_PER_SECOND",
+        default_value_t = 0.0,
+        help_heading = "Security"
+    )]
+    caller_max_per_second: f64,
+}
+
+impl ServeTrustArgs {
+    /// Loads keys and TLS and refuses an exposed address without them.
+    pub fn trust(&self, data: &Path, listen: SocketAddr) -> anyhow::Result<Arc<Trust>> {
+        chaff::service::tls::install_crypto_provider();
+        let keys = keys_file(self.keys_file.as_deref(), data);
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
+        let limits = CallerLimits {
+            in_flight: (self.caller_max_in_flight > 0).then_some(self.caller_max_in_flight),
+            per_second: (self.caller_max_per_second > 0.0).then_some(self.caller_max_per_second),
+        };
+        let trust = Trust::new(Some(keys), tls, limits)?;
+        check_exposure(
+            listen,
+            trust.tls().is_some(),
+            trust.callers_configured(),
+            self.insecure,
+        )
+        .map_err(anyhow::Error::msg)?;
+        if trust.tls().is_some() && !trust.callers_configured() {
+            tracing::warn!(
+                "TLS is on but no key is on file and no --tls-client-ca is set: every call \
+                 except health and reflection will be refused until `chaff keys create`"
+            );
+        }
+        Ok(trust)
+    }
+}
+
+fn keys_file(explicit: Option<&Path>, data: &Path) -> KeyFile {
+    match explicit {
+        Some(p) => KeyFile::new(p),
+        None => KeyFile::in_data_dir(data),
+    }
+}
+
+/// Reloads keys and TLS files on SIGHUP, for as long as the server runs.
+pub async fn reload_on_sighup(trust: Arc<Trust>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match trust.reload() {
+                Ok(()) => tracing::info!("SIGHUP: keys and TLS files reloaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: reload failed; the configuration in effect stays")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = trust;
+}
+
+/// Where `chaff keys` finds the keys file.
+#[derive(Args, Debug)]
+pub struct KeysFileArg {
+    /// The server's data directory; the keys file is keys.json in it.
+    #[arg(long, env = "CHAFF_DATA", default_value = "./chaff-data")]
+    data: PathBuf,
+    /// The keys file, when not in --data.
+    #[arg(long, env = "CHAFF_KEYS_FILE")]
+    keys_file: Option<PathBuf>,
+}
+
+impl KeysFileArg {
+    fn file(&self) -> KeyFile {
+        keys_file(self.keys_file.as_deref(), &self.data)
+    }
+}
+
+/// `chaff keys`: API keys (and client certificate names) for the server.
+/// A running server picks changes up within a second.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Issue a key; its secret is printed once and only its hash is kept.
+    Create(CreateArgs),
+    /// Show the keys on file (ids, names, scopes; never secrets).
+    List(KeysFileArg),
+    /// Revoke a key by id (or by name when the name is unique).
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    file: KeysFileArg,
+    /// Who holds the key (printed in the audit log), e.g. `mx-pipeline`.
+    #[arg(long)]
+    name: String,
+    /// Comma-separated: score (Score, ScoreBatch), train (Train, Forget,
+    /// GetUser, UpdateUser, the user's lists), support (FindDecisions,
+    /// GetUser, ListEntries; read-only), admin (everything).
+    #[arg(long)]
+    scopes: Scopes,
+    /// Bind the key to a tenant: it may only name user ids "<tenant>/...".
+    #[arg(long, value_parser = |s: &str| Tenant::new(s))]
+    tenant: Option<Tenant>,
+    /// Expire the key after this long (e.g. `90d`, `12h`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expires_in: Option<Duration>,
+    /// Identify a client certificate (signed by --tls-client-ca) by this
+    /// subject alternative name instead of issuing a secret.
+    #[arg(long)]
+    certificate_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    file: KeysFileArg,
+    /// The key's id (`chaff keys list`) or its unique name.
+    key: String,
+}
+
+pub fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create(a) => {
+            let file = a.file.file();
+            let created = file.create(NewKey {
+                name: a.name,
+                scopes: a.scopes,
+                tenant: a.tenant,
+                expires_unix: a.expires_in.map(|d| unix_now() + d.as_secs()),
+                certificate_name: a.certificate_name,
+            })?;
+            let e = &created.entry;
+            eprintln!(
+                "created {} ({}) with scopes {}{} in {}",
+                e.id,
+                e.name,
+                e.scopes.join(","),
+                e.tenant
+                    .as_ref()
+                    .map(|t| format!(", tenant {t}"))
+                    .unwrap_or_default(),
+                file.path().display()
+            );
+            if created.key.is_empty() {
+                eprintln!(
+                    "client certificates naming {} now identify this caller",
+                    e.certificate_name.as_deref().unwrap_or_default()
+                );
+            } else {
+                eprintln!("the key (shown once; pass it as --token or CHAFF_TOKEN):");
+                println!("{}", created.key);
+            }
+            Ok(())
+        }
+        KeysCommand::List(f) => {
+            let file = f.file();
+            let now = unix_now();
+            println!(
+                "{:<12}  {:<20}  {:<22}  {:<10}  state",
+                "id", "name", "scopes", "tenant"
+            );
+            for e in file.entries()? {
+                let state = if e.revoked {
+                    "revoked".to_string()
+                } else if e.expires_unix.is_some_and(|t| t <= now) {
+                    "expired".to_string()
+                } else if let Some(t) = e.expires_unix {
+                    format!(
+                        "expires in {}",
+                        humantime::format_duration(Duration::from_secs(t - now))
+                    )
+                } else {
+                    "active".to_string()
+                };
+                let what = e
+                    .certificate_name
+                    .as_ref()
+                    .map(|n| format!(" (certificate {n})"))
+                    .unwrap_or_default();
+                println!(
+                    "{:<12}  {:<20}  {:<22}  {:<10}  {state}{what}",
+                    e.id,
+                    e.name,
+                    e.scopes.join(","),
+                    e.tenant.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke(a) => {
+            let e = a.file.file().revoke(&a.key)?;
+            println!("revoked {} ({})", e.id, e.name);
+            Ok(())
+        }
+    }
+}
+
+/// How client commands reach the server: global flags, so every command
+/// takes them (`chaff score --token ...`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnectArgs {
+    /// API key sent as `authorization: Bearer <key>` (from `chaff keys
+    /// create`).
+    #[arg(long, env = "CHAFF_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate that signed the server's certificate; implies
+    /// TLS. Without it, `https://` servers are checked against the system's
+    /// roots.
+    #[arg(long, env = "CHAFF_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+}
+
+static CONNECT: OnceLock<ConnectArgs> = OnceLock::new();
+
+/// Records the connection flags for [`endpoint`] and [`Auth`].
+pub fn set_connect_args(args: ConnectArgs) {
+    let _ = CONNECT.set(args);
+}
+
+fn connect_args() -> &'static ConnectArgs {
+    CONNECT.get_or_init(ConnectArgs::default)
+}
+
+/// The endpoint for `server`, with TLS for `https://` or --tls-ca.
+pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
+    let args = connect_args();
+    let https = server.starts_with("https://");
+    let server = match (&args.tls_ca, server.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => server.to_string(),
+    };
+    let mut ep = Endpoint::from_shared(server.clone())
+        .with_context(|| format!("{server}: not a valid server address"))?
+        .tcp_nodelay(true);
+    if https || args.tls_ca.is_some() {
+        chaff::service::tls::install_crypto_provider();
+        let tls = match &args.tls_ca {
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("cannot read --tls-ca {}", ca.display()))?;
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        ep = ep.tls_config(tls).context("TLS configuration refused")?;
+    }
+    Ok(ep)
+}
+
+/// Adds the --token to every call.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl Auth {
+    pub fn from_flags() -> anyhow::Result<Self> {
+        match &connect_args().token {
+            None => Ok(Auth(None)),
+            Some(t) => {
+                let v = format!("Bearer {}", t.trim())
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--token has characters a header cannot carry"))?;
+                if !t.trim().starts_with("chaff_") {
+                    bail!(
+                        "--token is not a chaff key (chaff_<id>_<secret>, from `chaff keys create`)"
+                    );
+                }
+                Ok(Auth(Some(v)))
+            }
+        }
+    }
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}

@@ -1,0 +1,782 @@
+//! The trust boundary over real loopback connections: real keys files,
+//! real TLS (certificates made here with rcgen; no private key is
+//! committed), the real guard layer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chaff::auth::keys::{KeyFile, NewKey, unix_now};
+use chaff::auth::limits::CallerLimits;
+use chaff::auth::{Rpc, Scope, Scopes, Tenant};
+use chaff::engine::Settings;
+use chaff::proto::{self, Label, ListKind, chaff_client::ChaffClient};
+use chaff::service::guard::Trust;
+use chaff::service::tls::{TlsFiles, install_crypto_provider};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request, Status};
+
+use crate::common::*;
+
+/// A test certificate authority.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A PEM certificate and its PEM key.
+struct Leaf {
+    cert: String,
+    key: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Ca {
+            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn leaf(&self, name: &str, client: bool) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+/// Writes the server's PEM files into `dir`.
+fn write_server_files(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> TlsFiles {
+    let leaf = ca.leaf("localhost", false);
+    std::fs::write(dir.join("server.pem"), &leaf.cert).unwrap();
+    std::fs::write(dir.join("server.key"), &leaf.key).unwrap();
+    if let Some(cca) = client_ca {
+        std::fs::write(dir.join("client-ca.pem"), cca.pem()).unwrap();
+    }
+    TlsFiles {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client_ca: client_ca.map(|_| dir.join("client-ca.pem")),
+    }
+}
+
+fn key(file: &KeyFile, name: &str, scopes: &[Scope], tenant: Option<&str>) -> String {
+    file.create(NewKey {
+        name: name.into(),
+        scopes: Scopes::of(scopes),
+        tenant: tenant.map(|t| Tenant::new(t).unwrap()),
+        expires_unix: None,
+        certificate_name: None,
+    })
+    .unwrap()
+    .key
+}
+
+/// `m` with `authorization: Bearer <key>` when a key is given.
+fn req<T>(key: Option<&str>, m: T) -> Request<T> {
+    let mut r = Request::new(m);
+    if let Some(k) = key {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {k}").parse().unwrap());
+    }
+    r
+}
+
+/// Makes one call of `rpc` naming `user` (where the RPC names one).
+async fn call(c: &mut Client, key: Option<&str>, rpc: Rpc, user: &str) -> Result<(), Status> {
+    let u = user.to_string();
+    let list = |u: &str| proto::ListEntryRequest {
+        user_id: u.into(),
+        operator_wide: false,
+        kind: ListKind::Allow.into(),
+        entry: "friend@example.com".into(),
+        force: false,
+    };
+    match rpc {
+        Rpc::Score => c
+            .score(req(
+                key,
+                proto::ScoreRequest {
+                    user_id: u,
+                    message: HAM.to_vec(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::ScoreBatch => c
+            .score_batch(req(
+                key,
+                proto::ScoreBatchRequest {
+                    requests: vec![proto::ScoreRequest {
+                        user_id: u,
+                        message: HAM.to_vec(),
+                        ..Default::default()
+                    }],
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::Train => c
+            .train(req(
+                key,
+                proto::TrainRequest {
+                    user_id: u,
+                    message: SPAM.to_vec(),
+                    label: Label::Spam.into(),
+                    message_id: "m1".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::Forget => c
+            .forget(req(
+                key,
+                proto::ForgetRequest {
+                    user_id: u,
+                    message_id: "never-learned".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::GetUser => c
+            .get_user(req(key, proto::GetUserRequest { user_id: u }))
+            .await
+            .map(drop),
+        Rpc::UpdateUser => c
+            .update_user(req(
+                key,
+                proto::UpdateUserRequest {
+                    user_id: u,
+                    share_training: Some(true),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::AddListEntry => c.add_list_entry(req(key, list(&u))).await.map(drop),
+        Rpc::RemoveListEntry => c.remove_list_entry(req(key, list(&u))).await.map(drop),
+        Rpc::ListEntries => c
+            .list_entries(req(
+                key,
+                proto::ListEntriesRequest {
+                    user_id: u,
+                    operator_wide: false,
+                    kind: ListKind::Allow.into(),
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::FindDecisions => c
+            .find_decisions(req(
+                key,
+                proto::FindDecisionsRequest {
+                    user_id: u,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::DeleteUser => c
+            .delete_user(req(key, proto::DeleteUserRequest { user_id: u }))
+            .await
+            .map(drop),
+        Rpc::SeedShared => c
+            .seed_shared(req(
+                key,
+                proto::SeedSharedRequest {
+                    message: HAM.to_vec(),
+                    label: Label::Ham.into(),
+                    message_id: "seed-1".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::ClearSeed => c
+            .clear_seed(req(key, proto::ClearSeedRequest {}))
+            .await
+            .map(drop),
+        Rpc::GetShared => c
+            .get_shared(req(key, proto::GetSharedRequest {}))
+            .await
+            .map(drop),
+        Rpc::GetStats => c
+            .get_stats(req(key, proto::GetStatsRequest {}))
+            .await
+            .map(drop),
+    }
+}
+
+/// True when the guard let the call through (the engine may still refuse
+/// it for its own reasons, e.g. NOT_FOUND for Forget).
+fn let_through(r: &Result<(), Status>) -> bool {
+    !matches!(r, Err(s) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied))
+}
+
+/// A server with a keys file; `setup` issues keys before it starts.
+async fn keyed_server<T>(
+    limits: CallerLimits,
+    setup: impl FnOnce(&KeyFile) -> T,
+) -> (TestServer, T) {
+    let mut out = None;
+    let server = TestServer::start_trusted(Settings::default(), |dir| {
+        let file = KeyFile::in_data_dir(dir);
+        out = Some(setup(&file));
+        Trust::new(Some(file), None, limits).unwrap()
+    })
+    .await;
+    (server, out.unwrap())
+}
+
+#[tokio::test]
+async fn every_scope_reaches_exactly_its_rpcs() {
+    let (server, keys) = keyed_server(CallerLimits::default(), |f| {
+        Scope::ALL.map(|s| (s, key(f, s.as_str(), &[s], None)))
+    })
+    .await;
+    let mut c = server.client().await;
+    for (scope, k) in &keys {
+        for rpc in Rpc::ALL {
+            let r = call(&mut c, Some(k), rpc, "alice").await;
+            let expected = rpc.scopes().contains(*scope);
+            assert_eq!(let_through(&r), expected, "{scope} key on {rpc:?}: {r:?}");
+            if let Err(s) = &r
+                && s.code() == Code::PermissionDenied
+            {
+                assert!(
+                    s.message().contains("needs scope") && s.message().contains("admin"),
+                    "{rpc:?}: {}",
+                    s.message()
+                );
+                assert!(!s.message().contains(k.rsplit('_').next().unwrap()));
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_credentials_only_health_and_reflection_answer() {
+    let (server, _) = keyed_server(CallerLimits::default(), |f| {
+        key(f, "admin", &[Scope::Admin], None)
+    })
+    .await;
+    let mut c = server.client().await;
+    for rpc in Rpc::ALL {
+        let e = call(&mut c, None, rpc, "alice").await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{rpc:?}");
+        assert!(e.message().contains("Bearer"), "{}", e.message());
+    }
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = h
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "chaff.v1.Chaff".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, 1, "SERVING");
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut r =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let list = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut stream = r
+        .server_reflection_info(tokio_stream::iter([list]))
+        .await
+        .expect("reflection needs no credentials")
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_secret_expired_and_revoked_keys_are_unauthenticated() {
+    let (server, (good, file)) = keyed_server(CallerLimits::default(), |f| {
+        let good = key(f, "good", &[Scope::Score], None);
+        let expired = f
+            .create(NewKey {
+                name: "old".into(),
+                scopes: Scopes::of(&[Scope::Score]),
+                tenant: None,
+                expires_unix: Some(unix_now() - 1),
+                certificate_name: None,
+            })
+            .unwrap()
+            .key;
+        ((good, expired), f.clone())
+    })
+    .await;
+    let (good, expired) = good;
+    let mut c = server.client().await;
+    assert!(call(&mut c, Some(&good), Rpc::Score, "a").await.is_ok());
+
+    let secret = good.rsplit('_').next().unwrap();
+    let wrong = good.replace(secret, &"0".repeat(64));
+    let e = call(&mut c, Some(&wrong), Rpc::Score, "a")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(!e.message().contains(secret), "{}", e.message());
+
+    let e = call(&mut c, Some(&expired), Rpc::Score, "a")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("expired"), "{}", e.message());
+
+    let e = call(&mut c, Some("not-a-key"), Rpc::Score, "a")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // Revoked while the server runs: picked up from the file.
+    let id = good.split('_').nth(1).unwrap();
+    file.revoke(id).unwrap();
+    let mut refused = None;
+    for _ in 0..40 {
+        match call(&mut c, Some(&good), Rpc::Score, "a").await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("a revoked key is refused within 4 s");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("revoked"), "{}", e.message());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_key_cannot_touch_another_tenants_user_with_any_rpc() {
+    let all = [Scope::Score, Scope::Train, Scope::Support, Scope::Admin];
+    let (server, (a, b)) = keyed_server(CallerLimits::default(), |f| {
+        (
+            key(f, "tenant-a", &all, Some("a")),
+            key(f, "tenant-b", &all, Some("b")),
+        )
+    })
+    .await;
+    let mut c = server.client().await;
+    // Tenant b's user has state worth protecting.
+    call(&mut c, Some(&b), Rpc::Train, "b/bob").await.unwrap();
+    call(&mut c, Some(&b), Rpc::Score, "b/bob").await.unwrap();
+    let before = c
+        .get_user(req(
+            Some(&b),
+            proto::GetUserRequest {
+                user_id: "b/bob".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let naming_a_user = Rpc::ALL.into_iter().filter(|r| !r.operator_wide());
+    for rpc in naming_a_user {
+        for victim in ["b/bob", "bob", "a"] {
+            let e = call(&mut c, Some(&a), rpc, victim).await.unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{rpc:?} on {victim}");
+            assert!(e.message().contains("tenant a"), "{}", e.message());
+        }
+        // Its own users are fine.
+        let r = call(&mut c, Some(&a), rpc, "a/alice").await;
+        assert!(let_through(&r), "{rpc:?} on a/alice: {r:?}");
+    }
+    // Operator-wide state is nobody's tenant.
+    for rpc in Rpc::ALL.into_iter().filter(|r| r.operator_wide()) {
+        let e = call(&mut c, Some(&a), rpc, "").await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{rpc:?}");
+    }
+    let e = c
+        .add_list_entry(req(
+            Some(&a),
+            proto::ListEntryRequest {
+                user_id: String::new(),
+                operator_wide: true,
+                kind: ListKind::Block.into(),
+                entry: "evil.example".into(),
+                force: false,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let after = c
+        .get_user(req(
+            Some(&b),
+            proto::GetUserRequest {
+                user_id: "b/bob".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before, after, "tenant b's user is untouched");
+    assert_eq!(after.spam_learned, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_noisy_caller_is_limited_and_others_are_not_starved() {
+    let (server, (noisy, quiet)) = keyed_server(
+        CallerLimits {
+            in_flight: None,
+            per_second: Some(5.0),
+        },
+        |f| {
+            (
+                key(f, "noisy", &[Scope::Score], None),
+                key(f, "quiet", &[Scope::Score], None),
+            )
+        },
+    )
+    .await;
+    let mut c = server.client().await;
+    let mut refused = 0;
+    for _ in 0..20 {
+        if let Err(e) = call(&mut c, Some(&noisy), Rpc::Score, "u").await {
+            assert_eq!(e.code(), Code::ResourceExhausted);
+            assert!(
+                e.message().contains("--caller-max-per-second"),
+                "{}",
+                e.message()
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 10, "only {refused} of 20 refused");
+    for _ in 0..4 {
+        call(&mut c, Some(&quiet), Rpc::Score, "u").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    call(&mut c, Some(&noisy), Rpc::Score, "u")
+        .await
+        .expect("the noisy caller recovers");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn in_flight_limit_answers_resource_exhausted_naming_it() {
+    let (server, k) = keyed_server(
+        CallerLimits {
+            in_flight: Some(1),
+            per_second: None,
+        },
+        |f| key(f, "one-at-a-time", &[Scope::Score], None),
+    )
+    .await;
+    let c = server.client().await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (mut c, k) = (c.clone(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&mut c, Some(&k), Rpc::ScoreBatch, "u").await
+        }));
+    }
+    let mut exhausted = 0;
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            assert_eq!(e.code(), Code::ResourceExhausted);
+            assert!(
+                e.message().contains("--caller-max-in-flight"),
+                "{}",
+                e.message()
+            );
+            exhausted += 1;
+        }
+    }
+    assert!(exhausted > 0, "16 concurrent calls against a limit of 1");
+    server.stop().await;
+}
+
+/// A TLS channel to `server` trusting `ca`, with a client identity.
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    identity: Option<&Leaf>,
+) -> Result<Channel, tonic::transport::Error> {
+    install_crypto_provider();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(&id.cert, &id.key));
+    }
+    Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+}
+
+fn chaff_client(ch: Channel) -> Client {
+    ChaffClient::new(ch)
+}
+
+#[tokio::test]
+async fn mutual_tls_identifies_trusted_certificates_and_refuses_others() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let stranger_ca = Ca::new("someone else");
+    let trusted = client_ca.leaf("mx1.example", true);
+    let unlisted = client_ca.leaf("mx2.example", true);
+    let untrusted = stranger_ca.leaf("mx1.example", true);
+    let (server, k) = keyed_server_tls(&server_ca, Some(&client_ca), |f| {
+        f.create(NewKey {
+            name: "mx1".into(),
+            scopes: Scopes::of(&[Scope::Score]),
+            tenant: None,
+            expires_unix: None,
+            certificate_name: Some("mx1.example".into()),
+        })
+        .unwrap();
+        key(f, "webmail", &[Scope::Train], None)
+    })
+    .await;
+
+    // A trusted certificate named in the keys file: its scopes, no key.
+    let mut c = chaff_client(
+        tls_channel(server.addr, &server_ca, Some(&trusted))
+            .await
+            .unwrap(),
+    );
+    call(&mut c, None, Rpc::Score, "u").await.unwrap();
+    let e = call(&mut c, None, Rpc::Train, "u").await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // Trusted but named nowhere: identified as nobody.
+    let mut c = chaff_client(
+        tls_channel(server.addr, &server_ca, Some(&unlisted))
+            .await
+            .unwrap(),
+    );
+    let e = call(&mut c, None, Rpc::Score, "u").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // No certificate: an API key over TLS works, nothing does not.
+    let mut c = chaff_client(tls_channel(server.addr, &server_ca, None).await.unwrap());
+    call(&mut c, Some(&k), Rpc::Train, "u").await.unwrap();
+    let e = call(&mut c, None, Rpc::Score, "u").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // A certificate from a CA the server does not trust: the handshake
+    // fails, no call gets through.
+    let refused = match tls_channel(server.addr, &server_ca, Some(&untrusted)).await {
+        Err(_) => true,
+        Ok(ch) => call(&mut chaff_client(ch), None, Rpc::Score, "u")
+            .await
+            .is_err(),
+    };
+    assert!(refused, "an untrusted client certificate must be refused");
+
+    // Plaintext to a TLS port gets nowhere either.
+    let plain = Channel::from_shared(server.url()).unwrap().connect().await;
+    if let Ok(ch) = plain {
+        assert!(
+            call(&mut chaff_client(ch), Some(&k), Rpc::Train, "u")
+                .await
+                .is_err()
+        );
+    }
+    server.stop().await;
+}
+
+async fn keyed_server_tls<T>(
+    ca: &Ca,
+    client_ca: Option<&Ca>,
+    setup: impl FnOnce(&KeyFile) -> T,
+) -> (TestServer, T) {
+    let mut out = None;
+    let server = TestServer::start_trusted(Settings::default(), |dir| {
+        let file = KeyFile::in_data_dir(dir);
+        out = Some(setup(&file));
+        let tls = write_server_files(dir, ca, client_ca);
+        Trust::new(Some(file), Some(tls), CallerLimits::default()).unwrap()
+    })
+    .await;
+    (server, out.unwrap())
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let old_ca = Ca::new("old CA");
+    let tls = write_server_files(dir.path(), &old_ca, None);
+    let k = key(&KeyFile::in_data_dir(&data), "mx", &[Scope::Score], None);
+    let (cert, key_path) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let server = ServerProcess::start_args(&data, &["--tls-cert", &cert, "--tls-key", &key_path]);
+    let addr: std::net::SocketAddr = server.addr.trim_start_matches("http://").parse().unwrap();
+
+    let mut before = chaff_client(tls_channel(addr, &old_ca, None).await.unwrap());
+    call(&mut before, Some(&k), Rpc::Score, "u").await.unwrap();
+
+    let new_ca = Ca::new("new CA");
+    write_server_files(dir.path(), &new_ca, None);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut reloaded = None;
+    for _ in 0..50 {
+        if let Ok(ch) = tls_channel(addr, &new_ca, None).await {
+            reloaded = Some(ch);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut after = chaff_client(reloaded.expect("new connections get the new certificate"));
+    call(&mut after, Some(&k), Rpc::Score, "u").await.unwrap();
+    // The connection made before the reload still serves.
+    call(&mut before, Some(&k), Rpc::Score, "u").await.unwrap();
+    // And the old certificate is gone for new connections.
+    assert!(tls_channel(addr, &old_ca, None).await.is_err());
+    server.terminate();
+}
+
+#[tokio::test]
+async fn open_mode_keeps_the_loopback_start_as_easy_as_before() {
+    // No keys, no TLS: no credentials needed, every RPC answers.
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for rpc in Rpc::ALL {
+        let r = call(&mut c, None, rpc, "alice").await;
+        assert!(let_through(&r), "{rpc:?}: {r:?}");
+    }
+    server.stop().await;
+}
+
+#[test]
+fn exposed_listen_without_tls_and_keys_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--tls-cert")
+            && err.contains("chaff keys create")
+            && err.contains("--insecure"),
+        "{err}"
+    );
+}
+
+#[test]
+fn keys_cli_creates_lists_and_revokes_without_printing_hashes_or_secrets_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let chaff = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+            .args(args)
+            .arg("--data")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = chaff(&[
+        "keys", "create", "--name", "mx", "--scopes", "score", "--tenant", "acme",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("chaff_"), "{key}");
+    let out = chaff(&["keys", "list"]);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let secret = key.rsplit('_').next().unwrap();
+    assert!(listed.contains("mx") && listed.contains("acme") && listed.contains("active"));
+    assert!(!listed.contains(secret));
+    let id = key.split('_').nth(1).unwrap();
+    assert!(chaff(&["keys", "revoke", id]).status.success());
+    let listed = String::from_utf8(chaff(&["keys", "list"]).stdout).unwrap();
+    assert!(listed.contains("revoked"), "{listed}");
+    let bad = chaff(&["keys", "create", "--name", "x", "--scopes", "everything"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("score, train, support, admin"));
+}
+
+#[tokio::test]
+async fn key_holders_reach_the_server_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ca = Ca::new("cli CA");
+    let tls = write_server_files(dir.path(), &ca, None);
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let k = key(&KeyFile::in_data_dir(&data), "ops", &[Scope::Admin], None);
+    let (cert, key_path) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let server = ServerProcess::start_args(&data, &["--tls-cert", &cert, "--tls-key", &key_path]);
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let url = format!("https://localhost:{port}");
+    let ca_path = dir.path().join("ca.pem");
+    let run = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chaff"));
+        cmd.args(["stats", "--server", &url, "--tls-ca"])
+            .arg(&ca_path);
+        cmd.env_remove("CHAFF_TOKEN");
+        if let Some(t) = token {
+            cmd.env("CHAFF_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let ok = run(Some(&k));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("models in memory"));
+    let refused = run(None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+    server.terminate();
+}
