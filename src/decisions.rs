@@ -12,13 +12,13 @@
 //! every user hourly.
 
 use std::net::IpAddr;
-use std::sync::Condvar;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::{Condvar, Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -157,7 +157,7 @@ impl DecisionLog {
 
     /// Queues a decision; never blocks.
     pub fn record(&self, user: &UserId, record: &DecisionRecord) {
-        let tx = self.tx.read().expect("decision log lock");
+        let tx = self.tx.read();
         let Some(tx) = tx.as_ref() else { return };
         let json = serde_json::to_vec(record).expect("a decision serialises");
         match tx.try_send((user.clone(), record.time_ms, json)) {
@@ -175,15 +175,13 @@ impl DecisionLog {
     /// afterwards leaves none of them to be written later. Returns whether
     /// it got there in time.
     pub fn settle(&self, timeout: Duration) -> bool {
-        if self.tx.read().expect("decision log lock").is_none() {
+        if self.tx.read().is_none() {
             return true;
         }
         let target = self.queued.load(Ordering::Relaxed);
         let (lock, cond) = &*self.done;
-        let done = lock.lock().expect("decision log lock");
-        let (done, _) = cond
-            .wait_timeout_while(done, timeout, |d| *d < target)
-            .expect("decision log lock");
+        let mut done = lock.lock();
+        cond.wait_while_for(&mut done, |d| *d < target, timeout);
         *done >= target
     }
 
@@ -195,8 +193,8 @@ impl DecisionLog {
     /// Writes what is queued and stops the writer; later decisions are
     /// dropped.
     pub fn close(&self) {
-        self.tx.write().expect("decision log lock").take();
-        if let Some(w) = self.writer.lock().expect("decision log lock").take() {
+        self.tx.write().take();
+        if let Some(w) = self.writer.lock().take() {
             let _ = w.join();
         }
     }
@@ -275,7 +273,7 @@ fn write_loop(
                     }
                 }
             }
-            *done.0.lock().expect("decision log lock") += batch.len() as u64;
+            *done.0.lock() += batch.len() as u64;
             done.1.notify_all();
         }
         let d = dropped.load(Ordering::Relaxed);

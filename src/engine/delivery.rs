@@ -96,20 +96,8 @@ impl Engine {
         let Some(from) = &headers.from else {
             return false;
         };
-        let listed = self
-            .operator
-            .read()
-            .expect("operator lists lock")
-            .trusted
-            .match_sender(from)
-            .is_some()
-            || slot
-                .policy
-                .read()
-                .expect("policy lock")
-                .allow
-                .match_sender(from)
-                .is_some();
+        let listed = self.operator.read().trusted.match_sender(from).is_some()
+            || slot.policy.read().allow.match_sender(from).is_some();
         listed && headers.auth.authenticates(from.domain())
     }
 
@@ -147,11 +135,11 @@ impl Engine {
         let client_ip = envelope.client_ip.or(headers.auth.client_ip);
 
         let default_policy = UserPolicy::default();
-        let policy_guard = slot.as_ref().map(|s| s.policy.read().expect("policy lock"));
+        let policy_guard = slot.as_ref().map(|s| s.policy.read());
         let policy = policy_guard.as_deref().unwrap_or(&default_policy);
         let blend = self.blend(user, slot.as_deref(), &tokens.ids, Some(TOP_FEATURES));
         let (score, counts, strongest) = (blend.blended.score, blend.learned, blend.strongest);
-        let operator = self.operator.read().expect("operator lists lock");
+        let operator = self.operator.read();
         let decision = policy::decide(
             score.probability,
             &policy.settings,
@@ -218,7 +206,7 @@ impl Engine {
     /// The user's delivery settings (defaults if never set).
     pub fn user_settings(&self, user: &UserId) -> Result<UserSettings, Error> {
         Ok(match self.slot(user, false)? {
-            Some(slot) => slot.policy.read().expect("policy lock").settings.clone(),
+            Some(slot) => slot.policy.read().settings.clone(),
             None => UserSettings::default(),
         })
     }
@@ -237,7 +225,7 @@ impl Engine {
         // The writer lock orders this against the user's other writes.
         let next = self.with_writer(user, true, |slot, _writer| {
             let (current, consent) = {
-                let policy = slot.policy.read().expect("policy lock");
+                let policy = slot.policy.read();
                 (policy.settings.clone(), policy.consent)
             };
             let next = current.updated(update)?;
@@ -250,7 +238,7 @@ impl Engine {
             if revoke {
                 self.drop_contribution(&Contributor::User(user.clone()));
             }
-            let mut policy = slot.policy.write().expect("policy lock");
+            let mut policy = slot.policy.write();
             policy.settings = next.clone();
             policy.consent = consent;
             Ok(next)
@@ -285,7 +273,7 @@ impl Engine {
                     let changed =
                         self.store
                             .set_list_entry(&list.owner, list.kind, entry, present)?;
-                    let mut policy = slot.policy.write().expect("policy lock");
+                    let mut policy = slot.policy.write();
                     let target = match list.kind {
                         ListKind::Allow => &mut policy.allow,
                         _ => &mut policy.block,
@@ -298,7 +286,7 @@ impl Engine {
             ListOwner::Operator => {
                 // Holding the write lock across the (rare) operator write
                 // keeps memory and disk in the same order of changes.
-                let mut operator = self.operator.write().expect("operator lists lock");
+                let mut operator = self.operator.write();
                 if present {
                     let existing = self.store.list_entries(&list.owner, list.kind)?;
                     if !existing.contains(entry) {

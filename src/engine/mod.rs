@@ -26,6 +26,13 @@
 //! changed only under that user's writer lock, the operator's under the
 //! seed lock. No thread ever holds two write locks at once.
 //!
+//! The locks are `parking_lot`'s, which do not poison: a request that
+//! panics under one (a bug) fails alone, and the next request takes the lock
+//! as usual rather than failing on it forever (the service answers the
+//! panicking request INTERNAL, `service::catch_panic`). Storage writes are
+//! atomic batches, so storage is never half-changed; an in-memory change a
+//! panic cut short stays so until that model is next loaded from storage.
+//!
 //! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
 //! them on a blocking pool.
 
@@ -37,7 +44,9 @@ pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, 
 pub use delivery::{DecisionQuery, Envelope, Evaluated, ListRef, TOP_FEATURES};
 pub use shared::{ScoreViews, Seeded, SharedSummary};
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
 use tracing::warn;
@@ -290,7 +299,7 @@ impl Engine {
     }
 
     fn cached_slot(&self, user: &UserId) -> Option<Arc<UserSlot>> {
-        let users = self.users.read().expect("users lock");
+        let users = self.users.read();
         let slot = users.get(user)?;
         self.cache.hit(&slot.cache);
         Some(slot.clone())
@@ -335,10 +344,7 @@ impl Engine {
         });
         self.cache.charge(&slot.cache, tokens);
         self.cache.touch(&slot.cache);
-        self.users
-            .write()
-            .expect("users lock")
-            .insert(user.clone(), slot.clone());
+        self.users.write().insert(user.clone(), slot.clone());
         Ok(Some(slot))
     }
 
@@ -353,7 +359,6 @@ impl Engine {
         let mut by_age: Vec<(u64, UserId)> = self
             .users
             .read()
-            .expect("users lock")
             .iter()
             .filter(|(user, _)| *user != keep)
             .map(|(user, slot)| (cache::Cache::last_used(&slot.cache), user.clone()))
@@ -361,7 +366,7 @@ impl Engine {
         by_age.sort_unstable_by_key(|(age, _)| *age);
         let mut dropped = Vec::new();
         {
-            let mut users = self.users.write().expect("users lock");
+            let mut users = self.users.write();
             for (_, user) in by_age {
                 if excess == 0 {
                     break;
@@ -382,7 +387,7 @@ impl Engine {
 
     /// Model cache and group commit counters, for the periodic stats line.
     pub fn stats(&self) -> EngineStats {
-        let users = self.users.read().expect("users lock").len();
+        let users = self.users.read().len();
         EngineStats {
             cache: self.cache.stats(users),
             commit: self.store.commit_stats(),
@@ -404,7 +409,7 @@ impl Engine {
             let Some(slot) = self.slot(user, create)? else {
                 return Ok(None);
             };
-            let mut writer = slot.writer.lock().expect("writer lock");
+            let mut writer = slot.writer.lock();
             if writer.retired {
                 continue;
             }
@@ -561,21 +566,16 @@ impl Engine {
         } else if let Some(log_odds) = own_log_odds {
             classify::learn_weight_for(log_odds, label, &self.settings.params)
         } else {
-            classify::learn_weight(
-                &slot.model.read().expect("model lock"),
-                ids,
-                label,
-                &self.settings.params,
-            )
+            classify::learn_weight(&slot.model.read(), ids, label, &self.settings.params)
         };
         drop(slot);
         let trained = self.with_writer(user, true, |slot, writer| {
             // Read under the writer lock, which consent changes also take.
-            let consent = slot.policy.read().expect("policy lock").consent;
+            let consent = slot.policy.read().consent;
             let previous = self.store.ledger_get(user, &message_id)?;
             let (outcome, ops, mut shared_ops) = match previous {
                 Some(prev) if prev.label == label => {
-                    let model = slot.model.read().expect("model lock");
+                    let model = slot.model.read();
                     let low_effect = prev.weight == Weight::LOW;
                     return Ok(Trained {
                         outcome: TrainOutcome::AlreadyLearned,
@@ -620,7 +620,7 @@ impl Engine {
                 &ops,
                 &shared_ops,
             )?;
-            let model = slot.model.read().expect("model lock");
+            let model = slot.model.read();
             Ok(Trained {
                 outcome,
                 message_id: message_id.clone(),
@@ -651,11 +651,11 @@ impl Engine {
                 .ledger_get(user, message_id)?
                 .ok_or_else(not_learned)?;
             let label = prev.label;
-            let consent = slot.policy.read().expect("policy lock").consent;
+            let consent = slot.policy.read().consent;
             let shared_ops = undo_shared(&prev, consent);
             let ops = undo(prev);
             self.commit(user, slot, writer, message_id, None, &ops, &shared_ops)?;
-            let model = slot.model.read().expect("model lock");
+            let model = slot.model.read();
             Ok(Forgotten {
                 label,
                 spam_learned: model.spam_learned(),
@@ -695,7 +695,7 @@ impl Engine {
             .store
             .record_click(&who, message_id, entry, ops, shared_ops)?;
         {
-            let mut model = slot.model.write().expect("model lock");
+            let mut model = slot.model.write();
             for op in ops {
                 op.apply(&mut model);
             }
@@ -706,7 +706,7 @@ impl Engine {
         // version) still counts, so shutdown folds it like any other.
         let entries = ops.iter().map(Op::entries).sum::<u64>().max(1);
         writer.journal_entries = writer.journal_entries.saturating_add(entries);
-        let tokens = slot.model.read().expect("model lock").token_count();
+        let tokens = slot.model.read().token_count();
         self.cache.charge(&slot.cache, tokens);
         if checkpoint_due(writer.journal_entries, tokens) {
             self.checkpoint_locked(user, slot, writer)?;
@@ -725,7 +725,7 @@ impl Engine {
     ) -> Result<(), Error> {
         // Encode under the read lock (scoring goes on; our writer lock keeps
         // clicks out), write after releasing it.
-        let snapshot = Snapshot::encode(&slot.model.read().expect("model lock"), writer.last_seq);
+        let snapshot = Snapshot::encode(&slot.model.read(), writer.last_seq);
         self.store.write_checkpoint(user, snapshot)?;
         writer.journal_entries = 0;
         Ok(())
@@ -735,7 +735,7 @@ impl Engine {
     pub fn user_summary(&self, user: &UserId) -> Result<UserSummary, Error> {
         Ok(match self.slot(user, false)? {
             Some(slot) => {
-                let m = slot.model.read().expect("model lock");
+                let m = slot.model.read();
                 UserSummary {
                     spam_learned: m.spam_learned(),
                     ham_learned: m.ham_learned(),
@@ -758,12 +758,11 @@ impl Engine {
         let slots: Vec<(UserId, Arc<UserSlot>)> = self
             .users
             .read()
-            .expect("users lock")
             .iter()
             .map(|(u, s)| (u.clone(), s.clone()))
             .collect();
         for (user, slot) in slots {
-            let mut writer = slot.writer.lock().expect("writer lock");
+            let mut writer = slot.writer.lock();
             // A user deleted while we waited for the lock must stay deleted.
             if writer.retired {
                 continue;
@@ -774,7 +773,7 @@ impl Engine {
             self.checkpoint_contribution(&Contributor::User(user))?;
         }
         {
-            let _seed = self.seed.lock().expect("seed lock");
+            let _seed = self.seed.lock();
             self.checkpoint_contribution(&Contributor::Operator)?;
         }
         self.decisions.close();

@@ -115,9 +115,9 @@ impl Engine {
     ) -> BlendOut {
         let params = &self.settings.params;
         let empty = Model::default();
-        let guard = slot.map(|s| s.model.read().expect("model lock"));
+        let guard = slot.map(|s| s.model.read());
         let model = guard.as_deref().unwrap_or(&empty);
-        let shared = self.shared.read().expect("shared lock");
+        let shared = self.shared.read();
         let who;
         let prior = if shared.total().weights() == (0, 0) {
             // Nothing shared: skip building the contributor key.
@@ -144,9 +144,9 @@ impl Engine {
         let params = &self.settings.params;
         let slot = self.slot(user, false)?;
         let empty = Model::default();
-        let guard = slot.as_ref().map(|s| s.model.read().expect("model lock"));
+        let guard = slot.as_ref().map(|s| s.model.read());
         let model = guard.as_deref().unwrap_or(&empty);
-        let shared = self.shared.read().expect("shared lock");
+        let shared = self.shared.read();
         let who = Contributor::User(user.clone());
         let prior = shared.prior_for(Some(&who));
         let user_only = Blended {
@@ -172,7 +172,7 @@ impl Engine {
             return false;
         }
         let part_tokens = {
-            let mut shared = self.shared.write().expect("shared lock");
+            let mut shared = self.shared.write();
             for op in ops {
                 match op {
                     Op::Learn(label, w, ids) => shared.apply(who, true, *label, *w, ids),
@@ -183,7 +183,7 @@ impl Engine {
                 .contribution(who)
                 .map_or(0, |part| part.token_count())
         };
-        let mut positions = self.positions.lock().expect("positions lock");
+        let mut positions = self.positions.lock();
         let p = positions.entry(who.clone()).or_default();
         p.last_seq = seq;
         p.journal_entries = ops
@@ -195,13 +195,7 @@ impl Engine {
     /// Snapshots `who`'s part if it has journal records. The caller holds
     /// the lock that orders `who`'s writes (its writer lock, or the seed's).
     pub(super) fn checkpoint_contribution(&self, who: &Contributor) -> Result<(), Error> {
-        let Some(position) = self
-            .positions
-            .lock()
-            .expect("positions lock")
-            .get(who)
-            .copied()
-        else {
+        let Some(position) = self.positions.lock().get(who).copied() else {
             return Ok(());
         };
         if position.journal_entries == 0 {
@@ -214,13 +208,12 @@ impl Engine {
         let part = self
             .shared
             .read()
-            .expect("shared lock")
             .contribution(who)
             .cloned()
             .unwrap_or_default();
         let snapshot = Snapshot::encode(&part, position.last_seq);
         self.store.checkpoint_contribution(who, snapshot)?;
-        if let Some(p) = self.positions.lock().expect("positions lock").get_mut(who) {
+        if let Some(p) = self.positions.lock().get_mut(who) {
             p.journal_entries = 0;
         }
         Ok(())
@@ -229,10 +222,9 @@ impl Engine {
     /// Takes `who`'s whole part out of the shared model in memory (storage
     /// already dropped it); returns the messages it held.
     pub(super) fn drop_contribution(&self, who: &Contributor) -> (u64, u64) {
-        self.positions.lock().expect("positions lock").remove(who);
+        self.positions.lock().remove(who);
         self.shared
             .write()
-            .expect("shared lock")
             .remove(who)
             .map_or((0, 0), |m| (m.spam_learned(), m.ham_learned()))
     }
@@ -251,7 +243,7 @@ impl Engine {
         let message_id = message_id.unwrap_or_else(|| derive_message_id(message));
         let Tokens { ids, .. } = self.settings.tokenizer.tokenize(message);
         let who = Contributor::Operator;
-        let mut seed = self.seed.lock().expect("seed lock");
+        let mut seed = self.seed.lock();
         if *seed == 0 {
             let id = self.store.generate_id()?;
             self.store.set_seed_id(id, false)?;
@@ -306,7 +298,7 @@ impl Engine {
     /// Removes the operator's whole seed from the shared model (users'
     /// contributions stay); returns the spam and ham messages it held.
     pub fn clear_seed(&self) -> Result<(u64, u64), Error> {
-        let mut seed = self.seed.lock().expect("seed lock");
+        let mut seed = self.seed.lock();
         let id = self.store.generate_id()?;
         self.store.set_seed_id(id, true)?;
         // Memory follows what sled holds before the slow, fallible rest.
@@ -320,8 +312,7 @@ impl Engine {
     /// their part of the shared model. Returns whether anything was stored.
     /// Durable before it returns; calling it again is harmless.
     pub fn delete_user(&self, user: &UserId) -> Result<bool, Error> {
-        let existed = self.store.user_exists(user)?
-            || self.users.read().expect("users lock").contains_key(user);
+        let existed = self.store.user_exists(user)? || self.users.read().contains_key(user);
         self.with_writer(user, true, |_, writer| {
             self.store.delete_user(user)?;
             // Memory follows what sled holds before the slow, fallible rest;
@@ -329,7 +320,7 @@ impl Engine {
             // can write ledger entries that the rest would delete.
             writer.retired = true;
             self.drop_contribution(&Contributor::User(user.clone()));
-            if let Some(gone) = self.users.write().expect("users lock").remove(user) {
+            if let Some(gone) = self.users.write().remove(user) {
                 self.cache.release(&gone.cache);
             }
             // Decisions scored before the delete may still be queued for
@@ -345,7 +336,7 @@ impl Engine {
 
     /// The shared model's size.
     pub fn shared_summary(&self) -> SharedSummary {
-        let shared = self.shared.read().expect("shared lock");
+        let shared = self.shared.read();
         let total = shared.total();
         let seed = shared.contribution(&Contributor::Operator);
         SharedSummary {
@@ -360,11 +351,11 @@ impl Engine {
 
     /// Whether the shared model holds anything at all.
     pub(super) fn anything_shared(&self) -> bool {
-        self.shared.read().expect("shared lock").total().weights() != (0, 0)
+        self.shared.read().total().weights() != (0, 0)
     }
 
     /// A copy of the shared model's counts (`S`), for comparisons.
     pub fn shared_model(&self) -> Model {
-        self.shared.read().expect("shared lock").total().clone()
+        self.shared.read().total().clone()
     }
 }

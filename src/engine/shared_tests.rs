@@ -285,7 +285,6 @@ fn one_user_with_1000_hostile_clicks_cannot_flip_a_newsletter_50_users_read_as_h
     let theirs = e
         .shared
         .read()
-        .unwrap()
         .contribution(&Contributor::User(hostile.clone()))
         .unwrap()
         .clone();
@@ -379,10 +378,7 @@ fn with_nothing_shared_scores_are_bit_identical_to_the_users_own_model() {
         let own = {
             let slot = e.slot(u, false).unwrap().unwrap();
             let tokens = e.settings.tokenizer.tokenize(&m);
-            slot.model
-                .read()
-                .unwrap()
-                .score(&tokens.ids, &e.settings.params)
+            slot.model.read().score(&tokens.ids, &e.settings.params)
         };
         if *u == alice {
             // Alice's prior is Bob's click: only tokens he saw may differ.

@@ -53,7 +53,9 @@ mod commit;
 mod pending;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use sled::{Batch, Db, Tree};
 
@@ -361,7 +363,7 @@ impl Store {
     /// or writes it next sees every click in order.
     fn tree(&self) -> Result<&Tree, Error> {
         if let Some(pending) = &self.pending {
-            self.apply(&mut pending.lock().expect("pending lock"))?;
+            self.apply(&mut pending.lock())?;
         }
         Ok(&self.sled_tree)
     }
@@ -426,7 +428,7 @@ impl Store {
     ) -> Result<Option<LedgerEntry>, Error> {
         let key = ledger_key(who, msg);
         if let Some(pending) = &self.pending {
-            match pending.lock().expect("pending lock").ledger(&key) {
+            match pending.lock().ledger(&key) {
                 Some(Some(bytes)) => return Ok(Some(codec::decode_ledger(bytes)?)),
                 Some(None) => return Ok(None),
                 None => {}
@@ -480,7 +482,7 @@ impl Store {
             ));
         }
         if let Some(pending) = &self.pending {
-            let mut pending = pending.lock().expect("pending lock");
+            let mut pending = pending.lock();
             if pending.push(ledger, journal) {
                 self.apply(&mut pending)?;
             }
