@@ -14,6 +14,7 @@
 //! | [`engine`]   | use cases: score, train, forget, describe/delete a user, seed | —     |
 //! | [`service`]  | gRPC adapter, health, reflection                            | tonic   |
 //! | [`error`]    | the library's error enum                                    | —       |
+//! | `fault`      | test builds only (feature `fault-injection`): injected panics | —     |
 //!
 //! # Dependency rules
 //!
@@ -28,6 +29,8 @@ pub mod decisions;
 pub mod engine;
 pub mod error;
 pub mod eval;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod mail;
 pub mod policy;
 pub mod service;

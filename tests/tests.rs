@@ -7,6 +7,7 @@ mod api;
 mod durability;
 mod errors;
 mod loadtest;
+mod panics;
 mod policy;
 mod shared;
 mod stats;

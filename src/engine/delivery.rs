@@ -110,6 +110,11 @@ impl Engine {
         envelope: &Envelope,
     ) -> Result<Evaluated, Error> {
         self.check_size(message)?;
+        #[cfg(feature = "fault-injection")]
+        {
+            let _every_request_takes_this = self.users.write();
+            crate::fault::panic_if(user, crate::fault::PANIC_IN_ENGINE);
+        }
         let tokenizer = &self.settings.tokenizer;
         let slot = self.slot(user, false)?;
         // Names are kept while reading only when a model could make some
