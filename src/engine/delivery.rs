@@ -79,7 +79,7 @@ impl Engine {
         if settings.is_none() && allow.is_empty() && block.is_empty() {
             return Ok(None);
         }
-        let (settings, consent) = settings.unwrap_or_default();
+        let (settings, consent) = settings.unwrap_or_else(|| (self.default_user_settings(), 0));
         Ok(Some(UserPolicy {
             settings,
             consent,
@@ -139,7 +139,7 @@ impl Engine {
         };
         let client_ip = envelope.client_ip.or(headers.auth.client_ip);
 
-        let default_policy = UserPolicy::default();
+        let default_policy = self.default_policy();
         let policy_guard = slot.as_ref().map(|s| s.policy.read());
         let policy = policy_guard.as_deref().unwrap_or(&default_policy);
         let blend = self.blend(user, slot.as_deref(), &tokens.ids, Some(TOP_FEATURES));
@@ -147,6 +147,7 @@ impl Engine {
         let operator = self.operator.read();
         let decision = policy::decide(
             score.probability,
+            policy.settings.cutoffs(self.settings.params.ham_cutoff),
             &policy.settings,
             Lists {
                 user_allow: &policy.allow,
@@ -212,7 +213,7 @@ impl Engine {
     pub fn user_settings(&self, user: &UserId) -> Result<UserSettings, Error> {
         Ok(match self.slot(user, false)? {
             Some(slot) => slot.policy.read().settings.clone(),
-            None => UserSettings::default(),
+            None => self.default_user_settings(),
         })
     }
 

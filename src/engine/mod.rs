@@ -51,7 +51,7 @@ use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
-use crate::classify::{self, Model, Params, SharedModel, Weight};
+use crate::classify::{self, Cutoffs, Model, Params, SharedModel, Weight};
 use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
@@ -258,6 +258,37 @@ impl Engine {
         &self.settings
     }
 
+    /// A user's settings until they change them: the defaults, with the
+    /// classifier's spam cutoff as the spam threshold (the same value unless
+    /// a replay tunes `Params`, as `chaff eval --spam-cutoff` does).
+    pub(crate) fn default_user_settings(&self) -> UserSettings {
+        UserSettings {
+            spam_threshold: self.settings.params.spam_cutoff,
+            ..UserSettings::default()
+        }
+    }
+
+    fn default_policy(&self) -> UserPolicy {
+        UserPolicy {
+            settings: self.default_user_settings(),
+            ..UserPolicy::default()
+        }
+    }
+
+    /// The cutoffs the verdicts of the user in `slot` are read against
+    /// (the defaults' for a user with no slot): the one rule for every
+    /// scoring entry point, so in-process replays and the Score RPC agree.
+    fn cutoffs(&self, slot: Option<&UserSlot>) -> Cutoffs {
+        let ham = self.settings.params.ham_cutoff;
+        match slot {
+            Some(slot) => slot.policy.read().settings.cutoffs(ham),
+            None => Cutoffs {
+                ham,
+                spam: self.settings.params.spam_cutoff,
+            },
+        }
+    }
+
     fn check_size(&self, message: &[u8]) -> Result<(), Error> {
         let limit = self.settings.max_message_bytes;
         if message.len() > limit {
@@ -339,7 +370,7 @@ impl Engine {
                 journal_entries,
                 retired: false,
             }),
-            policy: RwLock::new(policy.unwrap_or_default()),
+            policy: RwLock::new(policy.unwrap_or_else(|| self.default_policy())),
             cache: cache::Entry::default(),
         });
         self.cache.charge(&slot.cache, tokens);
@@ -455,10 +486,10 @@ impl Engine {
     }
 
     fn score_tokens(&self, user: &UserId, tokens: Tokens) -> Result<Scored, Error> {
-        let params = &self.settings.params;
         let slot = self.slot(user, false)?;
         let out = self.blend(user, slot.as_deref(), &tokens.ids, None);
-        Ok(scored(out.blended, params, tokens.limits_hit))
+        let cutoffs = self.cutoffs(slot.as_deref());
+        Ok(scored(out.blended, cutoffs, tokens.limits_hit))
     }
 
     /// Scores many messages in parallel (rayon's pool, one task per
@@ -530,10 +561,10 @@ impl Engine {
     ) -> Result<(Scored, Option<Trained>), Error> {
         let slot = self.slot(user, false)?;
         let out = self.blend(user, slot.as_deref(), &message.tokens.ids, None);
+        let cutoffs = self.cutoffs(slot.as_deref());
         drop(slot);
         let own_log_odds = out.user_alone.then_some(out.blended.score.log_odds);
-        let params = &self.settings.params;
-        let scored = scored(out.blended, params, message.tokens.limits_hit.clone());
+        let scored = scored(out.blended, cutoffs, message.tokens.limits_hit.clone());
         if !learn(&scored) {
             return Ok((scored, None));
         }
@@ -803,12 +834,13 @@ fn undo_shared(prev: &LedgerEntry, current: u64) -> Vec<Op> {
     }
 }
 
-/// A [`Scored`] from a blended score.
-fn scored(b: classify::Blended, params: &Params, limits_hit: Vec<LimitHit>) -> Scored {
+/// A [`Scored`] from a blended score, its verdict read against `cutoffs`
+/// (the user's: [`Engine::cutoffs`]).
+fn scored(b: classify::Blended, cutoffs: Cutoffs, limits_hit: Vec<LimitHit>) -> Scored {
     Scored {
         probability: b.score.probability,
         log_odds: b.score.log_odds,
-        verdict: classify::verdict(b.score.probability, params),
+        verdict: classify::verdict(b.score.probability, cutoffs),
         tokens_known: b.score.tokens_known,
         tokens_used: b.score.tokens_used,
         limits_hit,

@@ -143,6 +143,7 @@ impl Engine {
         let Tokens { ids, limits_hit } = self.settings.tokenizer.tokenize(message);
         let params = &self.settings.params;
         let slot = self.slot(user, false)?;
+        let cutoffs = self.cutoffs(slot.as_deref());
         let empty = Model::default();
         let guard = slot.as_ref().map(|s| s.model.read());
         let model = guard.as_deref().unwrap_or(&empty);
@@ -159,9 +160,9 @@ impl Engine {
         };
         let blended = blend::score(model, &prior, &ids, params);
         Ok(ScoreViews {
-            user_only: scored(user_only, params, limits_hit.clone()),
-            shared_only: scored(shared_only, params, limits_hit.clone()),
-            blended: scored(blended, params, limits_hit),
+            user_only: scored(user_only, cutoffs, limits_hit.clone()),
+            shared_only: scored(shared_only, cutoffs, limits_hit.clone()),
+            blended: scored(blended, cutoffs, limits_hit),
         })
     }
 
