@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::error::Error;
 
 /// Longest user id accepted, in bytes. Keys in the store are prefixed by the
@@ -61,6 +63,21 @@ macro_rules! string_id {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        /// As the plain string (the decision log's JSON).
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        /// Checked as [`Self::new`] checks it: a stored id that is not
+        /// one is a decoding error, never passed on.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
             }
         }
 
@@ -150,8 +167,11 @@ impl fmt::Display for Label {
     }
 }
 
-/// The classifier's reading of a score against the user's cutoffs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The classifier's reading of a score against the user's cutoffs
+/// (`classify::verdict`). Stored in the decision log as `ham`, `unsure`,
+/// `spam`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Ham,
     /// Not enough evidence either way; the pipeline should deliver but may tag.

@@ -25,7 +25,7 @@ use crate::policy::settings::SettingsUpdate;
 use crate::policy::{self, Decision, Entry, Facts, List, ListKind, Lists, UserSettings};
 use crate::store::ListOwner;
 use crate::tokenize::{Names, TokenId};
-use crate::types::{Contributor, MessageId, UserId, Verdict};
+use crate::types::{Contributor, MessageId, UserId};
 
 /// Features shown per side in an explanation.
 pub const TOP_FEATURES: usize = 5;
@@ -181,15 +181,15 @@ impl Engine {
         };
         let record = DecisionRecord {
             time_ms: decisions::now_ms(),
-            user: user.to_string(),
-            message_id: message_id.to_string(),
+            user: user.clone(),
+            message_id,
             sender: headers.from.as_ref().map(ToString::to_string),
             client_ip,
             subject_digest: headers.subject.as_deref().map(decisions::subject_digest),
             spam_probability: score.probability,
-            verdict: verdict_str(decision.verdict).to_string(),
-            action: decision.action.as_str().to_string(),
-            rule: decision.rule.kind().to_string(),
+            verdict: decision.verdict,
+            action: decision.action,
+            rule: decision.rule.kind(),
             reason: decision.reason.clone(),
             notes: decision.notes.clone(),
             smtp_reply: decision.smtp_reply.clone(),
@@ -373,14 +373,6 @@ fn apply(list: &mut List, entry: &Entry, present: bool) {
         list.insert(entry.clone());
     } else {
         list.remove(entry);
-    }
-}
-
-fn verdict_str(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Ham => "ham",
-        Verdict::Unsure => "unsure",
-        Verdict::Spam => "spam",
     }
 }
 

@@ -6,7 +6,7 @@ use tonic::Status;
 use crate::decisions::DecisionRecord;
 use crate::engine::TrainOutcome;
 use crate::error::Error;
-use crate::policy::{Action, HandlingMode, ListKind, UserSettings};
+use crate::policy::{Action, HandlingMode, ListKind, RuleKind, UserSettings};
 use crate::proto;
 use crate::types::{Label, Verdict};
 
@@ -107,31 +107,12 @@ pub fn settings_to_wire(s: &UserSettings) -> proto::UserSettings {
     }
 }
 
-fn rule_to_wire(kind: &str) -> proto::Rule {
+pub fn rule_to_wire(kind: RuleKind) -> proto::Rule {
     match kind {
-        "model" => proto::Rule::Model,
-        "block-list" => proto::Rule::BlockList,
-        "allow-list" => proto::Rule::AllowList,
-        "authentication" => proto::Rule::Authentication,
-        _ => proto::Rule::Unspecified,
-    }
-}
-
-fn verdict_from_str(v: &str) -> proto::Verdict {
-    match v {
-        "ham" => proto::Verdict::Ham,
-        "unsure" => proto::Verdict::Unsure,
-        "spam" => proto::Verdict::Spam,
-        _ => proto::Verdict::Unspecified,
-    }
-}
-
-fn action_from_str(a: &str) -> proto::Action {
-    match a {
-        "deliver" => proto::Action::Deliver,
-        "spam-folder" => proto::Action::SpamFolder,
-        "reject" => proto::Action::Reject,
-        _ => proto::Action::Unspecified,
+        RuleKind::Model => proto::Rule::Model,
+        RuleKind::BlockList => proto::Rule::BlockList,
+        RuleKind::AllowList => proto::Rule::AllowList,
+        RuleKind::Authentication => proto::Rule::Authentication,
     }
 }
 
@@ -143,7 +124,7 @@ pub fn explanation_to_wire(r: &DecisionRecord) -> proto::Explanation {
         contribution: f.contribution,
     };
     proto::Explanation {
-        rule: rule_to_wire(&r.rule).into(),
+        rule: rule_to_wire(r.rule).into(),
         reason: r.reason.clone(),
         notes: r.notes.clone(),
         spam_learned: r.spam_learned,
@@ -160,13 +141,13 @@ pub fn explanation_to_wire(r: &DecisionRecord) -> proto::Explanation {
 pub fn decision_to_wire(r: &DecisionRecord) -> proto::Decision {
     proto::Decision {
         time_unix_ms: i64::try_from(r.time_ms).unwrap_or(i64::MAX),
-        message_id: r.message_id.clone(),
+        message_id: r.message_id.to_string(),
         sender: r.sender.clone().unwrap_or_default(),
         client_ip: r.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         subject_digest: r.subject_digest.clone().unwrap_or_default(),
         spam_probability: r.spam_probability,
-        verdict: verdict_from_str(&r.verdict).into(),
-        action: action_from_str(&r.action).into(),
+        verdict: verdict_to_wire(r.verdict).into(),
+        action: action_to_wire(r.action).into(),
         smtp_reply: r.smtp_reply.clone().unwrap_or_default(),
         explanation: Some(explanation_to_wire(r)),
     }
