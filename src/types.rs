@@ -107,20 +107,22 @@ string_id!(
     ""
 );
 
-/// Whose clicks a part of the shared model came from: a consenting user's,
-/// or the operator's seed corpus. Each contributor's part is kept apart so
-/// it can be capped and removed exactly (see `classify::shared`).
+/// Whose something is: a user's, or the operator's. The one type for both
+/// "whose list" (a user's allow/block list, or an operator-wide one) and
+/// "whose part of the shared model" (a consenting user's clicks, or the
+/// operator's seed corpus; each part is kept apart so it can be capped and
+/// removed exactly, see `classify::shared`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Contributor {
+pub enum Owner {
     User(UserId),
     Operator,
 }
 
-impl fmt::Display for Contributor {
+impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Contributor::User(u) => write!(f, "user {u}"),
-            Contributor::Operator => f.write_str("the operator's seed"),
+            Owner::User(u) => write!(f, "user {u}"),
+            Owner::Operator => f.write_str("the operator"),
         }
     }
 }

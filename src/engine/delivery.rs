@@ -23,9 +23,8 @@ use crate::mail::sender::HeaderFacts;
 use crate::policy::lists::{MAX_OPERATOR_ENTRIES, MAX_USER_ENTRIES};
 use crate::policy::settings::SettingsUpdate;
 use crate::policy::{self, Decision, Entry, Facts, List, ListKind, Lists, UserSettings};
-use crate::store::ListOwner;
 use crate::tokenize::{Names, TokenId};
-use crate::types::{Contributor, MessageId, UserId};
+use crate::types::{MessageId, Owner, UserId};
 
 /// Features shown per side in an explanation.
 pub const TOP_FEATURES: usize = 5;
@@ -52,13 +51,13 @@ pub struct Envelope {
 /// Which list, whose.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListRef {
-    pub owner: ListOwner,
+    pub owner: Owner,
     pub kind: ListKind,
 }
 
 impl ListRef {
     fn check(&self) -> Result<(), Error> {
-        if matches!(self.owner, ListOwner::User(_)) && self.kind == ListKind::Trusted {
+        if matches!(self.owner, Owner::User(_)) && self.kind == ListKind::Trusted {
             return Err(Error::InvalidArgument(
                 "trusted senders are an operator-wide list; a user's own trusted senders are \
                  their allow entries"
@@ -73,7 +72,7 @@ impl Engine {
     /// The user's settings and lists from storage; `None` if never set.
     pub(super) fn load_policy(&self, user: &UserId) -> Result<Option<UserPolicy>, Error> {
         let settings = self.store.settings(user)?;
-        let owner = ListOwner::User(user.clone());
+        let owner = Owner::User(user.clone());
         let allow = self.store.list_entries(&owner, ListKind::Allow)?;
         let block = self.store.list_entries(&owner, ListKind::Block)?;
         if settings.is_none() && allow.is_empty() && block.is_empty() {
@@ -242,7 +241,7 @@ impl Engine {
             };
             self.store.put_settings(user, &next, consent, revoke)?;
             if revoke {
-                self.drop_contribution(&Contributor::User(user.clone()));
+                self.drop_contribution(&Owner::User(user.clone()));
             }
             let mut policy = slot.policy.write();
             policy.settings = next.clone();
@@ -268,7 +267,7 @@ impl Engine {
     fn set_list_entry(&self, list: &ListRef, entry: &Entry, present: bool) -> Result<bool, Error> {
         list.check()?;
         match &list.owner {
-            ListOwner::User(user) => {
+            Owner::User(user) => {
                 let changed = self.with_writer(user, true, |slot, _writer| {
                     if present {
                         let existing = self.store.list_entries(&list.owner, list.kind)?;
@@ -289,7 +288,7 @@ impl Engine {
                 })?;
                 Ok(changed.expect("create=true gives a slot"))
             }
-            ListOwner::Operator => {
+            Owner::Operator => {
                 // Holding the write lock across the (rare) operator write
                 // keeps memory and disk in the same order of changes.
                 let mut operator = self.operator.write();

@@ -56,9 +56,9 @@ use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::policy::{List, ListKind, UserSettings};
-use crate::store::{CommitStats, LedgerEntry, ListOwner, Op, Snapshot, Store, checkpoint_due};
+use crate::store::{CommitStats, LedgerEntry, Op, Snapshot, Store, checkpoint_due};
 use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
-use crate::types::{Contributor, Label, MessageId, UserId, Verdict};
+use crate::types::{Label, MessageId, Owner, UserId, Verdict};
 
 /// Default largest message accepted: 10 MiB, larger than almost all mail
 /// providers accept, small enough to bound memory per request.
@@ -211,7 +211,7 @@ pub struct Engine {
     /// The shared model and every contributor's part of it.
     shared: RwLock<SharedModel>,
     /// Where each contributor's part stands against its last snapshot.
-    positions: Mutex<FxHashMap<Contributor, Position>>,
+    positions: Mutex<FxHashMap<Owner, Position>>,
     /// The current seed id (0: never seeded); the lock orders the
     /// operator's writes.
     seed: Mutex<u64>,
@@ -230,7 +230,7 @@ impl Engine {
     pub fn new(store: Store, settings: Settings) -> Result<Self, Error> {
         let load = |kind| -> Result<List, Error> {
             Ok(List::from_entries(
-                store.list_entries(&ListOwner::Operator, kind)?,
+                store.list_entries(&Owner::Operator, kind)?,
             ))
         };
         let operator = OperatorLists {
@@ -721,7 +721,7 @@ impl Engine {
         ops: &[Op],
         shared_ops: &[Op],
     ) -> Result<(), Error> {
-        let who = Contributor::User(user.clone());
+        let who = Owner::User(user.clone());
         let seq = self
             .store
             .record_click(&who, message_id, entry, ops, shared_ops)?;
@@ -801,11 +801,11 @@ impl Engine {
             if writer.journal_entries > 0 {
                 self.checkpoint_locked(&user, &slot, &mut writer)?;
             }
-            self.checkpoint_contribution(&Contributor::User(user))?;
+            self.checkpoint_contribution(&Owner::User(user))?;
         }
         {
             let _seed = self.seed.lock();
-            self.checkpoint_contribution(&Contributor::Operator)?;
+            self.checkpoint_contribution(&Owner::Operator)?;
         }
         self.decisions.close();
         self.store.flush()

@@ -16,7 +16,7 @@ use crate::classify::{self, Blended, Model, SharedModel, Strongest, blend, robin
 use crate::error::Error;
 use crate::store::{LedgerEntry, Op, Snapshot, Store, checkpoint_due};
 use crate::tokenize::{TOKENIZER_VERSION, TokenId, Tokens};
-use crate::types::{Contributor, Label, MessageId, UserId};
+use crate::types::{Label, MessageId, Owner, UserId};
 
 /// One message scored three ways from one tokenization, for comparing the
 /// user's own model, the shared model and their blend (multi-user eval).
@@ -67,9 +67,7 @@ pub(super) struct BlendOut {
 }
 
 /// The shared model and its parts' journal positions, from storage.
-pub(super) fn load(
-    store: &Store,
-) -> Result<(SharedModel, FxHashMap<Contributor, Position>), Error> {
+pub(super) fn load(store: &Store) -> Result<(SharedModel, FxHashMap<Owner, Position>), Error> {
     let mut parts = Vec::new();
     let mut positions = FxHashMap::default();
     for (who, loaded) in store.load_contributions()? {
@@ -123,7 +121,7 @@ impl Engine {
             // Nothing shared: skip building the contributor key.
             shared.prior_for(None)
         } else {
-            who = Contributor::User(user.clone());
+            who = Owner::User(user.clone());
             shared.prior_for(Some(&who))
         };
         let (blended, strongest) =
@@ -148,7 +146,7 @@ impl Engine {
         let guard = slot.as_ref().map(|s| s.model.read());
         let model = guard.as_deref().unwrap_or(&empty);
         let shared = self.shared.read();
-        let who = Contributor::User(user.clone());
+        let who = Owner::User(user.clone());
         let prior = shared.prior_for(Some(&who));
         let user_only = Blended {
             score: robinson::score(model, &ids, params),
@@ -168,7 +166,7 @@ impl Engine {
 
     /// Applies a click's ops to `who`'s part of the shared model (already
     /// recorded under `seq`); true when the part is due for a snapshot.
-    pub(super) fn apply_shared(&self, who: &Contributor, ops: &[Op], seq: u64) -> bool {
+    pub(super) fn apply_shared(&self, who: &Owner, ops: &[Op], seq: u64) -> bool {
         if ops.is_empty() {
             return false;
         }
@@ -195,7 +193,7 @@ impl Engine {
 
     /// Snapshots `who`'s part if it has journal records. The caller holds
     /// the lock that orders `who`'s writes (its writer lock, or the seed's).
-    pub(super) fn checkpoint_contribution(&self, who: &Contributor) -> Result<(), Error> {
+    pub(super) fn checkpoint_contribution(&self, who: &Owner) -> Result<(), Error> {
         let Some(position) = self.positions.lock().get(who).copied() else {
             return Ok(());
         };
@@ -222,7 +220,7 @@ impl Engine {
 
     /// Takes `who`'s whole part out of the shared model in memory (storage
     /// already dropped it); returns the messages it held.
-    pub(super) fn drop_contribution(&self, who: &Contributor) -> (u64, u64) {
+    pub(super) fn drop_contribution(&self, who: &Owner) -> (u64, u64) {
         self.positions.lock().remove(who);
         self.shared
             .write()
@@ -243,7 +241,7 @@ impl Engine {
         self.check_size(message)?;
         let message_id = message_id.unwrap_or_else(|| derive_message_id(message));
         let Tokens { ids, .. } = self.settings.tokenizer.tokenize(message);
-        let who = Contributor::Operator;
+        let who = Owner::Operator;
         let mut seed = self.seed.lock();
         if *seed == 0 {
             let id = self.store.generate_id()?;
@@ -304,7 +302,7 @@ impl Engine {
         self.store.set_seed_id(id, true)?;
         // Memory follows what sled holds before the slow, fallible rest.
         *seed = id;
-        let dropped = self.drop_contribution(&Contributor::Operator);
+        let dropped = self.drop_contribution(&Owner::Operator);
         self.store.finish_seed_clear()?;
         Ok(dropped)
     }
@@ -320,7 +318,7 @@ impl Engine {
             // still under the old slot's lock, so no new slot for this user
             // can write ledger entries that the rest would delete.
             writer.retired = true;
-            self.drop_contribution(&Contributor::User(user.clone()));
+            self.drop_contribution(&Owner::User(user.clone()));
             if let Some(gone) = self.users.write().remove(user) {
                 self.cache.release(&gone.cache);
             }
@@ -339,7 +337,7 @@ impl Engine {
     pub fn shared_summary(&self) -> SharedSummary {
         let shared = self.shared.read();
         let total = shared.total();
-        let seed = shared.contribution(&Contributor::Operator);
+        let seed = shared.contribution(&Owner::Operator);
         SharedSummary {
             users: (shared.contributors() - usize::from(seed.is_some())) as u64,
             spam_learned: total.spam_learned(),

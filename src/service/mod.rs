@@ -22,8 +22,7 @@ use crate::error::Error;
 use crate::policy::Entry;
 use crate::policy::settings::SettingsUpdate;
 use crate::proto::{self, chaff_server::ChaffServer};
-use crate::store::ListOwner;
-use crate::types::{MessageId, UserId};
+use crate::types::{MessageId, Owner, UserId};
 
 /// Encoded descriptor of chaff.v1, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chaff_descriptor");
@@ -155,8 +154,8 @@ fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, Error> {
 fn list_ref(user_id: String, operator_wide: bool, kind: i32) -> Result<ListRef, Status> {
     let kind = status::list_kind_from_wire(kind)?;
     let owner = match (user_id.is_empty(), operator_wide) {
-        (false, false) => ListOwner::User(self::user_id(user_id)?),
-        (true, true) => ListOwner::Operator,
+        (false, false) => Owner::User(self::user_id(user_id)?),
+        (true, true) => Owner::Operator,
         (false, true) => {
             return Err(Status::invalid_argument(
                 "set either user_id or operator_wide, not both",
@@ -175,10 +174,10 @@ fn list_entry(raw: &str) -> Result<Entry, Status> {
     raw.parse::<Entry>().map_err(Status::from)
 }
 
-fn owner_name(owner: &ListOwner) -> String {
+fn owner_name(owner: &Owner) -> String {
     match owner {
-        ListOwner::User(u) => u.to_string(),
-        ListOwner::Operator => "operator".to_string(),
+        Owner::User(u) => u.to_string(),
+        Owner::Operator => "operator".to_string(),
     }
 }
 

@@ -62,7 +62,7 @@ use sled::{Batch, Db, Tree};
 use crate::classify::Model;
 use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
-use crate::types::{Contributor, MessageId, UserId};
+use crate::types::{MessageId, Owner, UserId};
 
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
@@ -174,21 +174,21 @@ const CONTRIBUTION: u8 = b'G';
 const CONTRIBUTION_JOURNAL: u8 = b'H';
 const SEED_ID_KEY: &[u8] = b"O";
 
-fn contributor_prefix(kind: u8, who: &Contributor) -> Vec<u8> {
+fn contributor_prefix(kind: u8, who: &Owner) -> Vec<u8> {
     match who {
-        Contributor::User(user) => user_prefix(kind, user),
-        Contributor::Operator => vec![kind, 0, 0],
+        Owner::User(user) => user_prefix(kind, user),
+        Owner::Operator => vec![kind, 0, 0],
     }
 }
 
-fn contribution_journal_key(who: &Contributor, seq: u64) -> Vec<u8> {
+fn contribution_journal_key(who: &Owner, seq: u64) -> Vec<u8> {
     let mut k = contributor_prefix(CONTRIBUTION_JOURNAL, who);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
 /// The contributor a `G`/`H` key names, and the rest of the key.
-fn decode_contributor(key: &[u8]) -> Result<(Contributor, &[u8]), Error> {
+fn decode_contributor(key: &[u8]) -> Result<(Owner, &[u8]), Error> {
     let bad = || Error::Corrupt {
         what: "shared contribution key".into(),
     };
@@ -197,10 +197,10 @@ fn decode_contributor(key: &[u8]) -> Result<(Contributor, &[u8]), Error> {
     ));
     let id = key.get(3..3 + len).ok_or_else(bad)?;
     let who = if len == 0 {
-        Contributor::Operator
+        Owner::Operator
     } else {
         let id = std::str::from_utf8(id).map_err(|_| bad())?;
-        Contributor::User(UserId::new(id).map_err(|_| bad())?)
+        Owner::User(UserId::new(id).map_err(|_| bad())?)
     };
     Ok((who, &key[3 + len..]))
 }
@@ -215,7 +215,7 @@ fn user_prefix(kind: u8, user: &UserId) -> Vec<u8> {
     k
 }
 
-fn ledger_key(who: &Contributor, msg: &MessageId) -> Vec<u8> {
+fn ledger_key(who: &Owner, msg: &MessageId) -> Vec<u8> {
     let mut k = contributor_prefix(LEDGER, who);
     k.extend_from_slice(msg.as_str().as_bytes());
     k
@@ -227,18 +227,12 @@ fn journal_key(user: &UserId, seq: u64) -> Vec<u8> {
     k
 }
 
-/// Whose list: a user's, or the operator's (encoded as a zero-length user
-/// id, which no real user id can be).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ListOwner {
-    User(UserId),
-    Operator,
-}
-
-fn list_prefix(owner: &ListOwner, kind: ListKind) -> Vec<u8> {
+/// An operator-wide list is keyed as if by a zero-length user id, which no
+/// real user id can be.
+fn list_prefix(owner: &Owner, kind: ListKind) -> Vec<u8> {
     let mut k = match owner {
-        ListOwner::User(user) => user_prefix(LIST, user),
-        ListOwner::Operator => vec![LIST, 0, 0],
+        Owner::User(user) => user_prefix(LIST, user),
+        Owner::Operator => vec![LIST, 0, 0],
     };
     k.push(kind.to_byte());
     k
@@ -417,13 +411,13 @@ impl Store {
 
     /// What was learned for this message, if anything.
     pub fn ledger_get(&self, user: &UserId, msg: &MessageId) -> Result<Option<LedgerEntry>, Error> {
-        self.contributor_ledger_get(&Contributor::User(user.clone()), msg)
+        self.contributor_ledger_get(&Owner::User(user.clone()), msg)
     }
 
     /// A user's or the operator's (seed) ledger entry for this message.
     pub fn contributor_ledger_get(
         &self,
-        who: &Contributor,
+        who: &Owner,
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
         let key = ledger_key(who, msg);
@@ -452,7 +446,7 @@ impl Store {
         entry: Option<&LedgerEntry>,
         ops: &[Op],
     ) -> Result<u64, Error> {
-        self.record_click(&Contributor::User(user.clone()), msg, entry, ops, &[])
+        self.record_click(&Owner::User(user.clone()), msg, entry, ops, &[])
     }
 
     /// [`Store::record`] for a user's or the operator's click, with the ops
@@ -461,7 +455,7 @@ impl Store {
     /// operator has no model of its own: `ops` must be empty for it.
     pub fn record_click(
         &self,
-        who: &Contributor,
+        who: &Owner,
         msg: &MessageId,
         entry: Option<&LedgerEntry>,
         ops: &[Op],
@@ -472,7 +466,7 @@ impl Store {
         let seq = self.db.generate_id()?.saturating_add(1);
         let ledger = (ledger_key(who, msg), entry.map(codec::encode_ledger));
         let mut journal = Vec::with_capacity(2);
-        if let Contributor::User(user) = who {
+        if let Owner::User(user) = who {
             journal.push((journal_key(user, seq), codec::encode_ops(ops)));
         }
         if !shared_ops.is_empty() {
@@ -508,8 +502,8 @@ impl Store {
 
     /// Every contributor's shared part (snapshot plus journal), for
     /// rebuilding the shared model at start.
-    pub fn load_contributions(&self) -> Result<Vec<(Contributor, LoadedModel)>, Error> {
-        let mut parts: std::collections::BTreeMap<Contributor, LoadedModel> = Default::default();
+    pub fn load_contributions(&self) -> Result<Vec<(Owner, LoadedModel)>, Error> {
+        let mut parts: std::collections::BTreeMap<Owner, LoadedModel> = Default::default();
         for item in self.tree()?.scan_prefix([CONTRIBUTION]) {
             let (key, value) = item?;
             let (who, _) = decode_contributor(&key)?;
@@ -550,11 +544,7 @@ impl Store {
 
     /// Folds a contributor's journal up to `last_seq` into a snapshot of
     /// `part`, atomically (as [`Store::checkpoint`] for models).
-    pub fn checkpoint_contribution(
-        &self,
-        who: &Contributor,
-        snapshot: Snapshot,
-    ) -> Result<(), Error> {
+    pub fn checkpoint_contribution(&self, who: &Owner, snapshot: Snapshot) -> Result<(), Error> {
         let mut batch = Batch::default();
         let last_seq = snapshot.last_seq;
         for item in self
@@ -569,7 +559,7 @@ impl Store {
     }
 
     /// Adds the removal of `who`'s whole shared part to `batch`.
-    fn clear_contribution(&self, who: &Contributor, batch: &mut Batch) -> Result<(), Error> {
+    fn clear_contribution(&self, who: &Owner, batch: &mut Batch) -> Result<(), Error> {
         batch.remove(contributor_prefix(CONTRIBUTION, who));
         for item in self
             .tree()?
@@ -602,7 +592,7 @@ impl Store {
         let mut batch = Batch::default();
         batch.insert(SEED_ID_KEY, &id.to_be_bytes());
         if clear {
-            self.clear_contribution(&Contributor::Operator, &mut batch)?;
+            self.clear_contribution(&Owner::Operator, &mut batch)?;
         }
         self.tree()?.apply_batch(batch)?;
         Ok(())
@@ -610,7 +600,7 @@ impl Store {
 
     /// The rest of a seed clear: the old seed's ledger, then a flush.
     pub fn finish_seed_clear(&self) -> Result<(), Error> {
-        self.delete_prefix(&contributor_prefix(LEDGER, &Contributor::Operator))?;
+        self.delete_prefix(&contributor_prefix(LEDGER, &Owner::Operator))?;
         self.flush()
     }
 
@@ -634,7 +624,7 @@ impl Store {
     /// in one batch: after it the user is gone for scoring and for the
     /// shared model. [`Store::finish_delete_user`] does the rest.
     pub fn delete_user(&self, user: &UserId) -> Result<(), Error> {
-        let who = Contributor::User(user.clone());
+        let who = Owner::User(user.clone());
         let mut batch = Batch::default();
         batch.remove(user_prefix(MODEL, user));
         batch.remove(user_prefix(SETTINGS, user));
@@ -726,7 +716,7 @@ impl Store {
             codec::encode_settings(settings, consent),
         );
         if clear_shared {
-            self.clear_contribution(&Contributor::User(user.clone()), &mut batch)?;
+            self.clear_contribution(&Owner::User(user.clone()), &mut batch)?;
         }
         // Not flushed: the engine changes its memory to match first (memory
         // follows what sled holds, durable or not), then flushes.
@@ -735,7 +725,7 @@ impl Store {
     }
 
     /// Every entry on one list, in key order.
-    pub fn list_entries(&self, owner: &ListOwner, kind: ListKind) -> Result<Vec<Entry>, Error> {
+    pub fn list_entries(&self, owner: &Owner, kind: ListKind) -> Result<Vec<Entry>, Error> {
         let prefix = list_prefix(owner, kind);
         let mut out = Vec::new();
         for item in self.tree()?.scan_prefix(&prefix) {
@@ -754,7 +744,7 @@ impl Store {
     /// list changed.
     pub fn set_list_entry(
         &self,
-        owner: &ListOwner,
+        owner: &Owner,
         kind: ListKind,
         entry: &Entry,
         present: bool,
