@@ -357,6 +357,51 @@ pub struct DecisionQuery {
     pub limit: usize,
 }
 
+/// Decisions one query returns when it names no limit, and at most.
+pub const DEFAULT_FIND_LIMIT: usize = 100;
+pub const MAX_FIND_LIMIT: usize = 1000;
+
+impl DecisionQuery {
+    /// A query from a request's fields, checked against the limits: times
+    /// in milliseconds since 1970 (negative refused; an `until_ms` of 0 means
+    /// no end), a blank `sender` or empty `subject` means any, a `limit` of
+    /// 0 means [`DEFAULT_FIND_LIMIT`], more than [`MAX_FIND_LIMIT`] is
+    /// refused.
+    pub fn new(
+        since_ms: i64,
+        until_ms: i64,
+        sender: String,
+        subject: String,
+        limit: u32,
+    ) -> Result<Self, Error> {
+        let limit = match limit as usize {
+            0 => DEFAULT_FIND_LIMIT,
+            n if n > MAX_FIND_LIMIT => {
+                return Err(Error::InvalidArgument(format!(
+                    "limit {n} is over the maximum {MAX_FIND_LIMIT}; narrow the time window instead"
+                )));
+            }
+            n => n,
+        };
+        if since_ms < 0 || until_ms < 0 {
+            return Err(Error::InvalidArgument(
+                "since_unix_ms and until_unix_ms are milliseconds since 1970 and cannot be negative"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            since_ms: since_ms as u64,
+            until_ms: match until_ms {
+                0 => u64::MAX,
+                t => t as u64,
+            },
+            sender: (!sender.trim().is_empty()).then_some(sender),
+            subject: (!subject.is_empty()).then_some(subject),
+            limit,
+        })
+    }
+}
+
 fn check_room(n: usize, max: usize, list: &ListRef) -> Result<(), Error> {
     if n >= max {
         return Err(Error::LimitExceeded(format!(

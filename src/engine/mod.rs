@@ -41,7 +41,9 @@ mod delivery;
 mod shared;
 
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
-pub use delivery::{DecisionQuery, Envelope, Evaluated, ListRef, TOP_FEATURES};
+pub use delivery::{
+    DEFAULT_FIND_LIMIT, DecisionQuery, Envelope, Evaluated, ListRef, MAX_FIND_LIMIT, TOP_FEATURES,
+};
 pub use shared::{ScoreViews, Seeded, SharedSummary};
 
 use std::sync::Arc;

@@ -386,3 +386,23 @@ fn in_process_scoring_and_the_score_rpc_give_one_verdict_under_custom_thresholds
     let other = e.score(&user("default"), SPAM).unwrap();
     assert_eq!(other.verdict, Verdict::Unsure);
 }
+
+#[test]
+fn decision_queries_get_the_default_limit_and_refuse_what_is_out_of_bounds() {
+    let q = DecisionQuery::new(5, 0, " ".into(), String::new(), 0).unwrap();
+    assert_eq!(q.limit, DEFAULT_FIND_LIMIT);
+    assert_eq!((q.since_ms, q.until_ms), (5, u64::MAX));
+    assert_eq!((q.sender, q.subject), (None, None));
+    let max = DecisionQuery::new(0, 9, "a@b.example".into(), "Hi".into(), 1000).unwrap();
+    assert_eq!(max.limit, MAX_FIND_LIMIT);
+    assert_eq!(max.until_ms, 9);
+    assert_eq!(max.sender.as_deref(), Some("a@b.example"));
+    let over = DecisionQuery::new(0, 0, String::new(), String::new(), 1001).unwrap_err();
+    assert!(over.to_string().contains("maximum 1000"), "{over}");
+    let negative = DecisionQuery::new(-1, 0, String::new(), String::new(), 0).unwrap_err();
+    assert!(
+        negative.to_string().contains("cannot be negative"),
+        "{negative}"
+    );
+    assert!(DecisionQuery::new(0, -1, String::new(), String::new(), 0).is_err());
+}

@@ -8,7 +8,7 @@ pub mod catch_panic;
 pub mod status;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::engine::{DecisionQuery, Engine, Envelope, Evaluated, ListRef};
+use crate::engine::{DecisionQuery, Engine};
 use crate::error::Error;
 use crate::policy::Entry;
 use crate::policy::settings::SettingsUpdate;
@@ -84,100 +84,7 @@ impl Failure for (usize, Error) {
     }
 
     fn into_status(self) -> Status {
-        indexed(self.0, self.1)
-    }
-}
-
-/// Most items one ScoreBatch call may carry.
-pub const MAX_BATCH: usize = 1000;
-
-/// A batch item's error, with the item's index in front of its message.
-fn indexed(i: usize, e: Error) -> Status {
-    let s = Status::from(e);
-    Status::new(s.code(), format!("item {i}: {}", s.message()))
-}
-
-fn score_response(evaluated: Evaluated) -> proto::ScoreResponse {
-    let Evaluated {
-        scored,
-        decision,
-        record,
-        headers,
-    } = evaluated;
-    proto::ScoreResponse {
-        action: status::action_to_wire(decision.action).into(),
-        smtp_reply: decision.smtp_reply.unwrap_or_default(),
-        headers: headers
-            .into_iter()
-            .map(|(name, value)| proto::HeaderField { name, value })
-            .collect(),
-        explanation: Some(status::explanation_to_wire(&record)),
-        spam_probability: scored.probability,
-        spam_log_odds: scored.log_odds,
-        verdict: status::verdict_to_wire(scored.verdict).into(),
-        tokens_known: scored.tokens_known,
-        tokens_used: scored.tokens_used,
-        limits_hit: scored
-            .limits_hit
-            .iter()
-            .map(|l| l.as_str().to_string())
-            .collect(),
-    }
-}
-
-fn user_id(raw: String) -> Result<UserId, Status> {
-    UserId::new(raw).map_err(Status::from)
-}
-
-/// A Score request's envelope: the client IP (validated) and message id.
-fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, Error> {
-    let client_ip = match client_ip.trim() {
-        "" => None,
-        ip => Some(ip.parse::<IpAddr>().map_err(|_| {
-            Error::InvalidArgument(format!(
-                "client_ip {ip:?} is not an IPv4 or IPv6 address; leave it empty to read \
-                 Received-SPF instead"
-            ))
-        })?),
-    };
-    let message_id = match message_id.is_empty() {
-        true => None,
-        false => Some(MessageId::new(message_id)?),
-    };
-    Ok(Envelope {
-        client_ip,
-        message_id,
-    })
-}
-
-/// Exactly one of a user id and the operator flag names a list's owner.
-fn list_ref(user_id: String, operator_wide: bool, kind: i32) -> Result<ListRef, Status> {
-    let kind = status::list_kind_from_wire(kind)?;
-    let owner = match (user_id.is_empty(), operator_wide) {
-        (false, false) => Owner::User(self::user_id(user_id)?),
-        (true, true) => Owner::Operator,
-        (false, true) => {
-            return Err(Status::invalid_argument(
-                "set either user_id or operator_wide, not both",
-            ));
-        }
-        (true, false) => {
-            return Err(Status::invalid_argument(
-                "user_id is empty; set it, or set operator_wide for the operator's list",
-            ));
-        }
-    };
-    Ok(ListRef { owner, kind })
-}
-
-fn list_entry(raw: &str) -> Result<Entry, Status> {
-    raw.parse::<Entry>().map_err(Status::from)
-}
-
-fn owner_name(owner: &Owner) -> String {
-    match owner {
-        Owner::User(u) => u.to_string(),
-        Owner::Operator => "operator".to_string(),
+        status::indexed(self.0, self.1)
     }
 }
 
@@ -188,13 +95,13 @@ impl proto::chaff_server::Chaff for ChaffService {
         req: Request<proto::ScoreRequest>,
     ) -> Result<Response<proto::ScoreResponse>, Status> {
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
+        let user = UserId::new(req.user_id)?;
         #[cfg(feature = "fault-injection")]
         crate::fault::panic_if(&user, crate::fault::PANIC_IN_HANDLER);
-        let env = envelope(&req.client_ip, req.message_id)?;
+        let env = status::envelope(&req.client_ip, req.message_id)?;
         let message = req.message;
         let evaluated = self.run(move |e| e.evaluate(&user, &message, &env)).await?;
-        Ok(Response::new(score_response(evaluated)))
+        Ok(Response::new(status::score_response(evaluated)))
     }
 
     async fn score_batch(
@@ -202,21 +109,17 @@ impl proto::chaff_server::Chaff for ChaffService {
         req: Request<proto::ScoreBatchRequest>,
     ) -> Result<Response<proto::ScoreBatchResponse>, Status> {
         let requests = req.into_inner().requests;
-        if requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "batch has {} items; the limit is {MAX_BATCH}",
-                requests.len()
-            )));
-        }
+        status::check_batch(requests.len())?;
         let mut items = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
-            let user = UserId::new(r.user_id).map_err(|e| indexed(i, e))?;
-            let env = envelope(&r.client_ip, r.message_id).map_err(|e| indexed(i, e))?;
+            let user = UserId::new(r.user_id).map_err(|e| status::indexed(i, e))?;
+            let env =
+                status::envelope(&r.client_ip, r.message_id).map_err(|e| status::indexed(i, e))?;
             items.push((user, r.message, env));
         }
         let scored = self.run(move |e| e.evaluate_batch(&items)).await?;
         Ok(Response::new(proto::ScoreBatchResponse {
-            responses: scored.into_iter().map(score_response).collect(),
+            responses: scored.into_iter().map(status::score_response).collect(),
         }))
     }
 
@@ -225,12 +128,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         req: Request<proto::TrainRequest>,
     ) -> Result<Response<proto::TrainResponse>, Status> {
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
+        let user = UserId::new(req.user_id)?;
         let label = status::label_from_wire(req.label)?;
-        let message_id = match req.message_id.is_empty() {
-            true => None,
-            false => Some(MessageId::new(req.message_id).map_err(Status::from)?),
-        };
+        let message_id = status::optional_message_id(req.message_id)?;
         let message = req.message;
         let log_user = user.clone();
         let t = self
@@ -260,8 +160,8 @@ impl proto::chaff_server::Chaff for ChaffService {
         req: Request<proto::ForgetRequest>,
     ) -> Result<Response<proto::ForgetResponse>, Status> {
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
-        let message_id = MessageId::new(req.message_id).map_err(Status::from)?;
+        let user = UserId::new(req.user_id)?;
+        let message_id = MessageId::new(req.message_id)?;
         let (log_user, log_id) = (user.clone(), message_id.clone());
         let f = self.run(move |e| e.forget(&user, &message_id)).await?;
         info!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
@@ -276,7 +176,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::GetUserRequest>,
     ) -> Result<Response<proto::UserInfo>, Status> {
-        let user = user_id(req.into_inner().user_id)?;
+        let user = UserId::new(req.into_inner().user_id)?;
         self.user_info(user).await
     }
 
@@ -285,7 +185,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         req: Request<proto::UpdateUserRequest>,
     ) -> Result<Response<proto::UserInfo>, Status> {
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
+        let user = UserId::new(req.user_id)?;
         let update = SettingsUpdate {
             mode: status::mode_from_wire(req.handling_mode)?,
             spam_threshold: req.spam_threshold,
@@ -324,7 +224,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         req: Request<proto::ListEntriesRequest>,
     ) -> Result<Response<proto::ListEntriesResponse>, Status> {
         let req = req.into_inner();
-        let list = list_ref(req.user_id, req.operator_wide, req.kind)?;
+        let list = status::list_ref(req.user_id, req.operator_wide, req.kind)?;
         let entries = self.run(move |e| e.list_entries(&list)).await?;
         Ok(Response::new(proto::ListEntriesResponse {
             entries: entries.iter().map(ToString::to_string).collect(),
@@ -336,32 +236,14 @@ impl proto::chaff_server::Chaff for ChaffService {
         req: Request<proto::FindDecisionsRequest>,
     ) -> Result<Response<proto::FindDecisionsResponse>, Status> {
         let req = req.into_inner();
-        let user = user_id(req.user_id)?;
-        let limit = match req.limit {
-            0 => DEFAULT_FIND_LIMIT,
-            n if n as usize > MAX_FIND_LIMIT => {
-                return Err(Status::invalid_argument(format!(
-                    "limit {n} is over the maximum {MAX_FIND_LIMIT}; narrow the time window instead"
-                )));
-            }
-            n => n as usize,
-        };
-        if req.since_unix_ms < 0 || req.until_unix_ms < 0 {
-            return Err(Status::invalid_argument(
-                "since_unix_ms and until_unix_ms are milliseconds since 1970 and cannot be negative",
-            ));
-        }
-        let until_ms = match req.until_unix_ms {
-            0 => u64::MAX,
-            t => t as u64,
-        };
-        let query = DecisionQuery {
-            since_ms: req.since_unix_ms as u64,
-            until_ms,
-            sender: (!req.sender.trim().is_empty()).then_some(req.sender),
-            subject: (!req.subject.is_empty()).then_some(req.subject),
-            limit,
-        };
+        let user = UserId::new(req.user_id)?;
+        let query = DecisionQuery::new(
+            req.since_unix_ms,
+            req.until_unix_ms,
+            req.sender,
+            req.subject,
+            req.limit,
+        )?;
         let found = self.run(move |e| e.find_decisions(&user, &query)).await?;
         Ok(Response::new(proto::FindDecisionsResponse {
             decisions: found.iter().map(status::decision_to_wire).collect(),
@@ -372,7 +254,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         &self,
         req: Request<proto::DeleteUserRequest>,
     ) -> Result<Response<proto::DeleteUserResponse>, Status> {
-        let user = user_id(req.into_inner().user_id)?;
+        let user = UserId::new(req.into_inner().user_id)?;
         let u = user.clone();
         let existed = self.run(move |e| e.delete_user(&u)).await?;
         info!(user = %user, existed, "user deleted");
@@ -385,10 +267,7 @@ impl proto::chaff_server::Chaff for ChaffService {
     ) -> Result<Response<proto::SeedSharedResponse>, Status> {
         let req = req.into_inner();
         let label = status::label_from_wire(req.label)?;
-        let message_id = match req.message_id.is_empty() {
-            true => None,
-            false => Some(MessageId::new(req.message_id).map_err(Status::from)?),
-        };
+        let message_id = status::optional_message_id(req.message_id)?;
         let message = req.message;
         let s = self
             .run(move |e| e.seed(&message, label, message_id))
@@ -446,9 +325,13 @@ impl proto::chaff_server::Chaff for ChaffService {
     }
 }
 
-/// FindDecisions' page size when the request gives none, and its maximum.
-const DEFAULT_FIND_LIMIT: usize = 100;
-const MAX_FIND_LIMIT: usize = 1000;
+/// A list owner as the log names it.
+fn owner_name(owner: &Owner) -> String {
+    match owner {
+        Owner::User(u) => u.to_string(),
+        Owner::Operator => "operator".to_string(),
+    }
+}
 
 impl ChaffService {
     async fn user_info(&self, user: UserId) -> Result<Response<proto::UserInfo>, Status> {
@@ -471,8 +354,8 @@ impl ChaffService {
         req: proto::ListEntryRequest,
         add: bool,
     ) -> Result<Response<proto::ListEntryResponse>, Status> {
-        let list = list_ref(req.user_id, req.operator_wide, req.kind)?;
-        let entry = list_entry(&req.entry)?;
+        let list = status::list_ref(req.user_id, req.operator_wide, req.kind)?;
+        let entry = req.entry.parse::<Entry>()?;
         let (l, en) = (list.clone(), entry.clone());
         let changed = self
             .run(move |e| match add {
