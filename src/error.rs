@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::store::StorageError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request itself is malformed (empty ids, unknown label...).
@@ -23,7 +25,7 @@ pub enum Error {
 
     /// The storage engine failed; the request was not applied.
     #[error("storage failure: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(#[from] StorageError),
 
     /// Stored bytes that do not decode: the data directory is damaged or was
     /// written by an incompatible version.
@@ -33,7 +35,10 @@ pub enum Error {
     /// The data directory cannot be opened (missing permissions, locked by
     /// another chaff process...).
     #[error("cannot open data directory {}: {source}", path.display())]
-    Open { path: PathBuf, source: sled::Error },
+    Open {
+        path: PathBuf,
+        source: StorageError,
+    },
 }
 
 /// "10 MiB"-style rendering for limits in error messages people read.

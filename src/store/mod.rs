@@ -50,6 +50,7 @@
 
 mod codec;
 mod commit;
+mod error;
 mod pending;
 
 use std::path::Path;
@@ -66,6 +67,7 @@ use crate::types::{MessageId, Owner, UserId};
 
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
+pub use error::StorageError;
 
 use commit::GroupCommit;
 use pending::Pending;
@@ -297,9 +299,9 @@ impl Store {
     }
 
     fn open_with(path: &Path, cache_bytes: u64, sync: bool) -> Result<Self, Error> {
-        let open_err = |source| Error::Open {
+        let open_err = |source: sled::Error| Error::Open {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         };
         let db = sled::Config::new()
             .path(path)

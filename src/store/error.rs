@@ -1,0 +1,36 @@
+//! The storage engine's failures as the rest of the library sees them: an
+//! opaque [`StorageError`] that says what failed without naming the engine,
+//! so that only `store` names sled.
+
+use std::fmt;
+
+use crate::error::Error;
+
+/// A failure of the storage engine (I/O, a damaged log, ...).
+#[derive(Debug)]
+pub struct StorageError(sled::Error);
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        Self(e)
+    }
+}
+
+/// The conversion at the boundary: store code uses `?` on sled's results.
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(StorageError(e))
+    }
+}
