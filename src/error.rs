@@ -35,10 +35,7 @@ pub enum Error {
     /// The data directory cannot be opened (missing permissions, locked by
     /// another chaff process...).
     #[error("cannot open data directory {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: StorageError,
-    },
+    Open { path: PathBuf, source: StorageError },
 }
 
 /// "10 MiB"-style rendering for limits in error messages people read.

@@ -115,7 +115,7 @@ impl Engine {
             crate::fault::panic_if(user, crate::fault::PANIC_IN_ENGINE);
         }
         let tokenizer = &self.settings.tokenizer;
-        let slot = self.slot(user, false)?;
+        let slot = self.slot(user)?;
         // Names are kept while reading only when a model could make some
         // feature worth naming: the user's own, or the shared model (a new
         // user with nothing learned and nothing shared has none).
@@ -210,7 +210,7 @@ impl Engine {
 
     /// The user's delivery settings (defaults if never set).
     pub fn user_settings(&self, user: &UserId) -> Result<UserSettings, Error> {
-        Ok(match self.slot(user, false)? {
+        Ok(match self.slot(user)? {
             Some(slot) => slot.policy.read().settings.clone(),
             None => self.default_user_settings(),
         })
@@ -228,7 +228,7 @@ impl Engine {
         update: &SettingsUpdate,
     ) -> Result<UserSettings, Error> {
         // The writer lock orders this against the user's other writes.
-        let next = self.with_writer(user, true, |slot, _writer| {
+        let next = self.with_writer(user, |slot, _writer| {
             let (current, consent) = {
                 let policy = slot.policy.read();
                 (policy.settings.clone(), policy.consent)
@@ -251,7 +251,7 @@ impl Engine {
         // Durable before the reply; after the writer lock, so other
         // writers share the flush.
         self.store.flush()?;
-        Ok(next.expect("create=true gives a slot"))
+        Ok(next)
     }
 
     /// Adds an entry; `Ok(false)` if it was already there.
@@ -268,7 +268,7 @@ impl Engine {
         list.check()?;
         match &list.owner {
             Owner::User(user) => {
-                let changed = self.with_writer(user, true, |slot, _writer| {
+                let changed = self.with_writer(user, |slot, _writer| {
                     if present {
                         let existing = self.store.list_entries(&list.owner, list.kind)?;
                         if !existing.contains(entry) {
@@ -286,7 +286,7 @@ impl Engine {
                     apply(target, entry, present);
                     Ok(changed)
                 })?;
-                Ok(changed.expect("create=true gives a slot"))
+                Ok(changed)
             }
             Owner::Operator => {
                 // Holding the write lock across the (rare) operator write

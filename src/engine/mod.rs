@@ -58,7 +58,7 @@ use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::policy::{List, ListKind, UserSettings};
-use crate::store::{CommitStats, LedgerEntry, Op, Snapshot, Store, checkpoint_due};
+use crate::store::{CommitStats, LedgerEntry, LoadedModel, Op, Snapshot, Store, checkpoint_due};
 use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
 use crate::types::{Label, MessageId, Owner, UserId, Verdict};
 
@@ -302,13 +302,30 @@ impl Engine {
         Ok(())
     }
 
-    /// The user's slot, loading the model from disk on first use. With
-    /// `create`, a user with nothing stored gets an empty slot; without, such
-    /// a user is `None` (so scoring mail for unknown recipients does not fill
-    /// memory with empty models).
-    fn slot(&self, user: &UserId, create: bool) -> Result<Option<Arc<UserSlot>>, Error> {
+    /// The user's slot, loading the model from disk on first use; `None`
+    /// for a user with nothing stored (so scoring mail for unknown
+    /// recipients does not fill memory with empty models).
+    fn slot(&self, user: &UserId) -> Result<Option<Arc<UserSlot>>, Error> {
+        self.slot_via(user, || self.load_slot(user), Some, Option::is_some)
+    }
+
+    /// [`Engine::slot`], with an empty slot for a user with nothing stored:
+    /// for writes, which create the user.
+    fn slot_or_new(&self, user: &UserId) -> Result<Arc<UserSlot>, Error> {
+        self.slot_via(user, || self.load_or_new_slot(user), |slot| slot, |_| true)
+    }
+
+    /// The user's slot from the map (`cached`), else from `load` (whose
+    /// result `found` says whether it is one).
+    fn slot_via<T>(
+        &self,
+        user: &UserId,
+        load: impl FnOnce() -> Result<T, Error>,
+        cached: impl Fn(Arc<UserSlot>) -> T,
+        found: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
         if let Some(slot) = self.cached_slot(user) {
-            return Ok(Some(slot));
+            return Ok(cached(slot));
         }
         let slot = {
             // Load without holding the map lock: disk reads must not stall
@@ -316,19 +333,17 @@ impl Engine {
             // checked again under that lock (see `cache`).
             let _loading = self.cache.load_lock(user);
             if let Some(slot) = self.cached_slot(user) {
-                return Ok(Some(slot));
+                return Ok(cached(slot));
             }
-            match self.load_slot(user, create)? {
-                Some(slot) => slot,
-                None => {
-                    self.cache.absent();
-                    return Ok(None);
-                }
-            }
+            load()?
         };
+        if !found(&slot) {
+            self.cache.absent();
+            return Ok(slot);
+        }
         self.cache.miss();
         self.evict_over_budget(user);
-        Ok(Some(slot))
+        Ok(slot)
     }
 
     fn cached_slot(&self, user: &UserId) -> Option<Arc<UserSlot>> {
@@ -338,15 +353,35 @@ impl Engine {
         Some(slot.clone())
     }
 
-    /// Reads the user's model and policy and puts a slot in the map. The
-    /// caller holds the user's load lock.
-    fn load_slot(&self, user: &UserId, create: bool) -> Result<Option<Arc<UserSlot>>, Error> {
+    /// Reads the user's model and policy and puts a slot in the map; `None`
+    /// if neither is stored. The caller holds the user's load lock.
+    fn load_slot(&self, user: &UserId) -> Result<Option<Arc<UserSlot>>, Error> {
         let loaded = self.store.load_model(user)?;
         let policy = self.load_policy(user)?;
+        if loaded.is_none() && policy.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.install_slot(user, loaded, policy)))
+    }
+
+    /// [`Engine::load_slot`], with an empty model and default policy for
+    /// what is not stored.
+    fn load_or_new_slot(&self, user: &UserId) -> Result<Arc<UserSlot>, Error> {
+        let loaded = self.store.load_model(user)?;
+        let policy = self.load_policy(user)?;
+        Ok(self.install_slot(user, loaded, policy))
+    }
+
+    /// Puts a slot for what was loaded in the map.
+    fn install_slot(
+        &self,
+        user: &UserId,
+        loaded: Option<LoadedModel>,
+        policy: Option<UserPolicy>,
+    ) -> Arc<UserSlot> {
         let (mut model, last_seq, mut journal_entries) = match loaded {
             Some(l) => (l.model, l.last_seq, l.journal_entries),
-            None if create || policy.is_some() => (Model::default(), 0, 0),
-            None => return Ok(None),
+            None => (Model::default(), 0, 0),
         };
         if model.tokenizer_version() != TOKENIZER_VERSION {
             // Statistics of another tokenizer describe other token ids:
@@ -378,7 +413,7 @@ impl Engine {
         self.cache.charge(&slot.cache, tokens);
         self.cache.touch(&slot.cache);
         self.users.write().insert(user.clone(), slot.clone());
-        Ok(Some(slot))
+        slot
     }
 
     /// Drops least recently used slots that no request holds until the
@@ -428,18 +463,35 @@ impl Engine {
     }
 
     /// Runs `f` under the user's writer lock, on the slot that is the
-    /// user's now: one retired by [`Engine::delete_user`] while the caller
-    /// waited is fetched again. `None` when the user is unknown and not
-    /// `create`d.
+    /// user's now (created if need be): one retired by
+    /// [`Engine::delete_user`] while the caller waited is fetched again.
     fn with_writer<T>(
         &self,
         user: &UserId,
-        create: bool,
+        f: impl FnOnce(&UserSlot, &mut WriterState) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut f = Some(f);
+        loop {
+            let slot = self.slot_or_new(user)?;
+            let mut writer = slot.writer.lock();
+            if writer.retired {
+                continue;
+            }
+            let f = f.take().expect("runs once");
+            return f(&slot, &mut writer);
+        }
+    }
+
+    /// [`Engine::with_writer`] for a user chaff knows; `None` (and `f` not
+    /// run) for one with nothing stored.
+    fn with_known_writer<T>(
+        &self,
+        user: &UserId,
         f: impl FnOnce(&UserSlot, &mut WriterState) -> Result<T, Error>,
     ) -> Result<Option<T>, Error> {
         let mut f = Some(f);
         loop {
-            let Some(slot) = self.slot(user, create)? else {
+            let Some(slot) = self.slot(user)? else {
                 return Ok(None);
             };
             let mut writer = slot.writer.lock();
@@ -488,7 +540,7 @@ impl Engine {
     }
 
     fn score_tokens(&self, user: &UserId, tokens: Tokens) -> Result<Scored, Error> {
-        let slot = self.slot(user, false)?;
+        let slot = self.slot(user)?;
         let out = self.blend(user, slot.as_deref(), &tokens.ids, None);
         let cutoffs = self.cutoffs(slot.as_deref());
         Ok(scored(out.blended, cutoffs, tokens.limits_hit))
@@ -561,7 +613,7 @@ impl Engine {
         message_id: Option<MessageId>,
         learn: impl FnOnce(&Scored) -> bool,
     ) -> Result<(Scored, Option<Trained>), Error> {
-        let slot = self.slot(user, false)?;
+        let slot = self.slot(user)?;
         let out = self.blend(user, slot.as_deref(), &message.tokens.ids, None);
         let cutoffs = self.cutoffs(slot.as_deref());
         drop(slot);
@@ -587,9 +639,7 @@ impl Engine {
         let message_id = message_id.unwrap_or_else(|| message.derived_id.clone());
         let ids = &message.tokens.ids;
         let headers = &message.headers;
-        let slot = self
-            .slot(user, true)?
-            .expect("create=true always gives a slot");
+        let slot = self.slot_or_new(user)?;
         let trusted = label == Label::Spam && self.is_trusted(&slot, headers);
         // How much the click teaches: low for a trusted sender (policy),
         // else judged by the user's model as it stands (a relearn is judged
@@ -602,7 +652,7 @@ impl Engine {
             classify::learn_weight(&slot.model.read(), ids, label, &self.settings.params)
         };
         drop(slot);
-        let trained = self.with_writer(user, true, |slot, writer| {
+        let trained = self.with_writer(user, |slot, writer| {
             // Read under the writer lock, which consent changes also take.
             let consent = slot.policy.read().consent;
             let previous = self.store.ledger_get(user, &message_id)?;
@@ -669,7 +719,7 @@ impl Engine {
         self.store.flush()?;
         // The click may have grown the model past the budget.
         self.evict_over_budget(user);
-        Ok(trained?.expect("create=true always gives a slot"))
+        trained
     }
 
     /// Undoes an earlier learn exactly, from the ledger alone.
@@ -678,7 +728,7 @@ impl Engine {
             user: user.to_string(),
             message_id: message_id.to_string(),
         };
-        let forgotten = self.with_writer(user, false, |slot, writer| {
+        let forgotten = self.with_known_writer(user, |slot, writer| {
             let prev = self
                 .store
                 .ledger_get(user, message_id)?
@@ -766,7 +816,7 @@ impl Engine {
 
     /// What chaff knows of a user; zeros for a user it has never trained.
     pub fn user_summary(&self, user: &UserId) -> Result<UserSummary, Error> {
-        Ok(match self.slot(user, false)? {
+        Ok(match self.slot(user)? {
             Some(slot) => {
                 let m = slot.model.read();
                 UserSummary {

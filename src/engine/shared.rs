@@ -140,7 +140,7 @@ impl Engine {
         self.check_size(message)?;
         let Tokens { ids, limits_hit } = self.settings.tokenizer.tokenize(message);
         let params = &self.settings.params;
-        let slot = self.slot(user, false)?;
+        let slot = self.slot(user)?;
         let cutoffs = self.cutoffs(slot.as_deref());
         let empty = Model::default();
         let guard = slot.as_ref().map(|s| s.model.read());
@@ -312,7 +312,7 @@ impl Engine {
     /// Durable before it returns; calling it again is harmless.
     pub fn delete_user(&self, user: &UserId) -> Result<bool, Error> {
         let existed = self.store.user_exists(user)? || self.users.read().contains_key(user);
-        self.with_writer(user, true, |_, writer| {
+        self.with_writer(user, |_, writer| {
             self.store.delete_user(user)?;
             // Memory follows what sled holds before the slow, fallible rest;
             // still under the old slot's lock, so no new slot for this user

@@ -376,7 +376,7 @@ fn with_nothing_shared_scores_are_bit_identical_to_the_users_own_model() {
     ] {
         let v = e.score_views(u, &m).unwrap();
         let own = {
-            let slot = e.slot(u, false).unwrap().unwrap();
+            let slot = e.slot(u).unwrap().unwrap();
             let tokens = e.settings.tokenizer.tokenize(&m);
             slot.model.read().score(&tokens.ids, &e.settings.params)
         };
