@@ -5,7 +5,7 @@
 //! Handlers run engine calls on the blocking pool; a panic there reaches
 //! the handler as a `JoinError`, which [`super::ChaffService`] resumes as a
 //! panic in the handler so that it ends here too, with the method known (see
-//! [`resume_if_panicked`]). Panics elsewhere in a handler's future are
+//! `resume_if_panicked`). Panics elsewhere in a handler's future are
 //! caught the same way. The engine's locks do not poison (see `engine`), so
 //! the next request is served as if nothing happened; health is untouched.
 

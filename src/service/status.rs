@@ -1,7 +1,7 @@
 //! The wire conversions, in one place: requests' fields become library
 //! types (refusals are [`Error::InvalidArgument`]s naming what to send
 //! instead), library results become messages, and library errors become gRPC
-//! statuses — here only, in `From<Error> for Status` (and [`indexed`], which
+//! statuses — here only, in `From<Error> for Status` (and `indexed`, which
 //! prefixes a batch item's). Messages are written for the person reading a
 //! client log.
 
