@@ -128,3 +128,66 @@ pub(super) fn resume_if_panicked(e: JoinError) -> Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A service whose every call panics once polled.
+    #[derive(Clone)]
+    struct Panics;
+
+    impl Service<http::Request<()>> for Panics {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            Box::pin(async { panic!("injected in a test") })
+        }
+    }
+
+    /// Log lines, as the test's subscriber writes them.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_logged_at_error_with_the_method_and_answered_internal() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let mut svc = CatchPanicLayer.layer(Panics);
+        let req = http::Request::builder()
+            .uri("/chaff.v1.Chaff/Score")
+            .body(())
+            .unwrap();
+        let reply = svc.call(req).await.unwrap();
+        let status = Status::from_header_map(reply.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), PANIC_MESSAGE);
+        let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("ERROR"), "{log}");
+        assert!(log.contains("/chaff.v1.Chaff/Score"), "{log}");
+        assert!(log.contains("injected in a test"), "{log}");
+    }
+}
