@@ -112,7 +112,7 @@ fn internal<R: Default>(method: &str, payload: &(dyn Any + Send)) -> http::Respo
         panic = message,
         "request handler panicked; answered INTERNAL"
     );
-    Status::internal(PANIC_MESSAGE).into_http()
+    super::status::internal_error().into_http()
 }
 
 /// A blocking-pool task's failure as the handler sees it: a panic is
@@ -124,7 +124,7 @@ pub(super) fn resume_if_panicked(e: JoinError) -> Status {
         Ok(payload) => std::panic::resume_unwind(payload),
         Err(e) => {
             error!(error = %e, "request task did not finish; answered INTERNAL");
-            Status::internal(PANIC_MESSAGE)
+            super::status::internal_error()
         }
     }
 }

@@ -2,7 +2,7 @@
 //! types (refusals are [`Error::InvalidArgument`]s naming what to send
 //! instead), library results become messages, and library errors become gRPC
 //! statuses — here only, in `From<Error> for Status` (and `indexed`, which
-//! prefixes a batch item's). Messages are written for the person reading a
+//! prefixes a batch item's, and `internal_error`, a caught panic's). Messages are written for the person reading a
 //! client log.
 
 use std::net::IpAddr;
@@ -33,6 +33,12 @@ impl From<Error> for Status {
             Error::Corrupt { .. } | Error::Open { .. } => Status::internal(msg),
         }
     }
+}
+
+/// A request that failed by a bug (a panic, `catch_panic`): the caller is
+/// told only that it is logged.
+pub(super) fn internal_error() -> Status {
+    Status::internal(crate::service::catch_panic::PANIC_MESSAGE)
 }
 
 /// LABEL_UNSPECIFIED (and unknown numbers) are refused, never guessed.
