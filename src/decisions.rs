@@ -12,20 +12,21 @@
 //! every user hourly.
 
 use std::net::IpAddr;
-use std::sync::Condvar;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::{Condvar, Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::error::Error;
+use crate::policy::{Action, RuleKind};
 use crate::store::Store;
-use crate::types::UserId;
+use crate::types::{MessageId, UserId, Verdict};
 
 /// A token's part in a decision: its readable name, its spam probability
 /// f(w), and its evidence ln(f / (1 − f)) (positive: spammy).
@@ -36,23 +37,26 @@ pub struct Feature {
     pub contribution: f64,
 }
 
-/// One logged decision, as support reads it back.
+/// One logged decision, as support reads it back. Stored as JSON; the typed
+/// fields are stored as the strings they were before they had types (ids as
+/// themselves, `"spam"`, `"spam-folder"`, `"block-list"`), so records
+/// written before read back unchanged, and a record with a value none of
+/// the types has fails to decode rather than reading as something else.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
-    pub user: String,
-    pub message_id: String,
+    pub user: UserId,
+    pub message_id: MessageId,
     pub sender: Option<String>,
     pub client_ip: Option<IpAddr>,
     /// xxh3-64 of the trimmed Subject, hex: matches a subject support is
     /// told without storing what users receive.
     pub subject_digest: Option<String>,
     pub spam_probability: f64,
-    pub verdict: String,
-    pub action: String,
-    /// `model`, `block-list`, `allow-list` or `authentication`.
-    pub rule: String,
+    pub verdict: Verdict,
+    pub action: Action,
+    pub rule: RuleKind,
     pub reason: String,
     pub notes: Vec<String>,
     pub smtp_reply: Option<String>,
@@ -157,7 +161,7 @@ impl DecisionLog {
 
     /// Queues a decision; never blocks.
     pub fn record(&self, user: &UserId, record: &DecisionRecord) {
-        let tx = self.tx.read().expect("decision log lock");
+        let tx = self.tx.read();
         let Some(tx) = tx.as_ref() else { return };
         let json = serde_json::to_vec(record).expect("a decision serialises");
         match tx.try_send((user.clone(), record.time_ms, json)) {
@@ -175,15 +179,13 @@ impl DecisionLog {
     /// afterwards leaves none of them to be written later. Returns whether
     /// it got there in time.
     pub fn settle(&self, timeout: Duration) -> bool {
-        if self.tx.read().expect("decision log lock").is_none() {
+        if self.tx.read().is_none() {
             return true;
         }
         let target = self.queued.load(Ordering::Relaxed);
         let (lock, cond) = &*self.done;
-        let done = lock.lock().expect("decision log lock");
-        let (done, _) = cond
-            .wait_timeout_while(done, timeout, |d| *d < target)
-            .expect("decision log lock");
+        let mut done = lock.lock();
+        cond.wait_while_for(&mut done, |d| *d < target, timeout);
         *done >= target
     }
 
@@ -195,8 +197,8 @@ impl DecisionLog {
     /// Writes what is queued and stops the writer; later decisions are
     /// dropped.
     pub fn close(&self) {
-        self.tx.write().expect("decision log lock").take();
-        if let Some(w) = self.writer.lock().expect("decision log lock").take() {
+        self.tx.write().take();
+        if let Some(w) = self.writer.lock().take() {
             let _ = w.join();
         }
     }
@@ -275,7 +277,7 @@ fn write_loop(
                     }
                 }
             }
-            *done.0.lock().expect("decision log lock") += batch.len() as u64;
+            *done.0.lock() += batch.len() as u64;
             done.1.notify_all();
         }
         let d = dropped.load(Ordering::Relaxed);
@@ -303,15 +305,15 @@ mod tests {
     fn record(sender: &str) -> DecisionRecord {
         DecisionRecord {
             time_ms: 1,
-            user: "u".into(),
-            message_id: "m".into(),
+            user: UserId::new("u").unwrap(),
+            message_id: MessageId::new("m").unwrap(),
             sender: Some(sender.into()),
             client_ip: None,
             subject_digest: None,
             spam_probability: 0.5,
-            verdict: "unsure".into(),
-            action: "deliver".into(),
-            rule: "model".into(),
+            verdict: Verdict::Unsure,
+            action: Action::Deliver,
+            rule: RuleKind::Model,
             reason: String::new(),
             notes: vec![],
             smtp_reply: None,
@@ -320,6 +322,64 @@ mod tests {
             spam_features: vec![],
             ham_features: vec![],
             user_share: 1.0,
+        }
+    }
+
+    /// A record as the code before typed records wrote it (string fields),
+    /// byte for byte.
+    const STORED: &str = concat!(
+        r#"{"time_ms":1764900000000,"user":"alice@example.com","#,
+        r#""message_id":"<x1@pills.example>","sender":"promo@pills.example","#,
+        r#""client_ip":"192.0.2.7","subject_digest":"00ff00ff00ff00ff","#,
+        r#""spam_probability":0.9993,"verdict":"spam","action":"reject","#,
+        r#""rule":"block-list","reason":"sender domain pills.example is on your block list","#,
+        r#""notes":["an allow entry was ignored"],"#,
+        r#""smtp_reply":"554 5.7.1 Message rejected by the recipient's policy","#,
+        r#""spam_learned":12,"ham_learned":30,"#,
+        r#""spam_features":[{"name":"body:pills","probability":0.99,"contribution":4.59511985013459}],"#,
+        r#""ham_features":[],"user_share":0.75}"#
+    );
+
+    #[test]
+    fn records_stored_before_typed_fields_decode_to_types_and_encode_to_the_same_bytes() {
+        let r: DecisionRecord = serde_json::from_str(STORED).unwrap();
+        assert_eq!(r.user, UserId::new("alice@example.com").unwrap());
+        assert_eq!(r.message_id, MessageId::new("<x1@pills.example>").unwrap());
+        assert_eq!(r.verdict, Verdict::Spam);
+        assert_eq!(r.action, Action::Reject);
+        assert_eq!(r.rule, RuleKind::BlockList);
+        assert_eq!(serde_json::to_string(&r).unwrap(), STORED);
+        // Every spelling the old code wrote decodes.
+        for (verdict, action, rule) in [
+            ("ham", "deliver", "model"),
+            ("unsure", "spam-folder", "allow-list"),
+            ("spam", "reject", "authentication"),
+        ] {
+            let json = STORED
+                .replace(r#""verdict":"spam""#, &format!(r#""verdict":"{verdict}""#))
+                .replace(r#""action":"reject""#, &format!(r#""action":"{action}""#))
+                .replace(r#""rule":"block-list""#, &format!(r#""rule":"{rule}""#));
+            let r: DecisionRecord = serde_json::from_str(&json).unwrap();
+            assert_eq!(r.verdict.to_string(), verdict);
+            assert_eq!(r.action.as_str(), action);
+            assert_eq!(r.rule.as_str(), rule);
+            assert_eq!(serde_json::to_string(&r).unwrap(), json);
+        }
+    }
+
+    #[test]
+    fn a_stored_value_no_type_has_fails_to_decode_instead_of_reading_as_unspecified() {
+        for (from, to) in [
+            (r#""verdict":"spam""#, r#""verdict":"maybe""#),
+            (r#""action":"reject""#, r#""action":"bounce""#),
+            (r#""rule":"block-list""#, r#""rule":"block list""#),
+            (r#""user":"alice@example.com""#, r#""user":"""#),
+        ] {
+            let json = STORED.replace(from, to);
+            assert!(
+                serde_json::from_str::<DecisionRecord>(&json).is_err(),
+                "{to} decoded"
+            );
         }
     }
 
@@ -349,14 +409,14 @@ mod tests {
         for i in 0..20u64 {
             let mut r = record("a@b.example");
             r.time_ms = now - 1000 + i;
-            r.message_id = format!("m{i}");
+            r.message_id = MessageId::new(format!("m{i}")).unwrap();
             log.record(&user, &r);
         }
         log.close();
         let ids: Vec<String> = store
             .find_decisions(&user, 0, u64::MAX, 100, |j| {
                 let r: DecisionRecord = serde_json::from_slice(j).unwrap();
-                Ok(Some(r.message_id))
+                Ok(Some(r.message_id.to_string()))
             })
             .unwrap();
         assert_eq!(ids[0], "m19");

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::store::StorageError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request itself is malformed (empty ids, unknown label...).
@@ -23,11 +25,11 @@ pub enum Error {
 
     /// The storage engine failed; the request was not applied.
     #[error("storage failure: {0}")]
-    Storage(sled::Error),
+    Storage(#[from] StorageError),
 
     /// The data directory's disk (or the user's quota on it) is full; the
     /// request was not applied. Storage errors are classified in one place,
-    /// [`From<sled::Error>`], so people read this instead of an OS code.
+    /// `store::error` (`From<sled::Error>`), so people read this instead of an OS code.
     #[error("the data directory's disk is full")]
     DiskFull,
 
@@ -49,17 +51,7 @@ pub enum Error {
     /// The data directory cannot be opened (missing permissions, locked by
     /// another chaff process...).
     #[error("cannot open data directory {}: {source}", path.display())]
-    Open { path: PathBuf, source: sled::Error },
-}
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        if is_disk_full(&e) {
-            Error::DiskFull
-        } else {
-            Error::Storage(e)
-        }
-    }
+    Open { path: PathBuf, source: StorageError },
 }
 
 impl Error {
@@ -67,19 +59,6 @@ impl Error {
     /// reports NOT_SERVING while it lasts.
     pub fn is_storage(&self) -> bool {
         matches!(self, Error::Storage(_) | Error::DiskFull)
-    }
-}
-
-/// ENOSPC (and EDQUOT): sled passes I/O errors on as they are, or, once
-/// it has stored one as its global error, as a copy that keeps the kind.
-pub(crate) fn is_disk_full(e: &sled::Error) -> bool {
-    match e {
-        sled::Error::Io(io) => {
-            io.kind() == std::io::ErrorKind::StorageFull
-                || io.kind() == std::io::ErrorKind::QuotaExceeded
-                || matches!(io.raw_os_error(), Some(28 | 122))
-        }
-        _ => false,
     }
 }
 

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::error::Error;
 
 /// Longest user id accepted, in bytes. Keys in the store are prefixed by the
@@ -64,6 +66,21 @@ macro_rules! string_id {
             }
         }
 
+        /// As the plain string (the decision log's JSON).
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        /// Checked as [`Self::new`] checks it: a stored id that is not
+        /// one is a decoding error, never passed on.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+            }
+        }
+
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, concat!(stringify!($name), "({:?})"), self.0)
@@ -90,20 +107,22 @@ string_id!(
     ""
 );
 
-/// Whose clicks a part of the shared model came from: a consenting user's,
-/// or the operator's seed corpus. Each contributor's part is kept apart so
-/// it can be capped and removed exactly (see `classify::shared`).
+/// Whose something is: a user's, or the operator's. The one type for both
+/// "whose list" (a user's allow/block list, or an operator-wide one) and
+/// "whose part of the shared model" (a consenting user's clicks, or the
+/// operator's seed corpus; each part is kept apart so it can be capped and
+/// removed exactly, see `classify::shared`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Contributor {
+pub enum Owner {
     User(UserId),
     Operator,
 }
 
-impl fmt::Display for Contributor {
+impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Contributor::User(u) => write!(f, "user {u}"),
-            Contributor::Operator => f.write_str("the operator's seed"),
+            Owner::User(u) => write!(f, "user {u}"),
+            Owner::Operator => f.write_str("the operator"),
         }
     }
 }
@@ -158,8 +177,11 @@ impl fmt::Display for Label {
     }
 }
 
-/// The classifier's reading of a score against the user's cutoffs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The classifier's reading of a score against the user's cutoffs
+/// (`classify::verdict`). Stored in the decision log as `ham`, `unsure`,
+/// `spam`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Ham,
     /// Not enough evidence either way; the pipeline should deliver but may tag.

@@ -12,6 +12,7 @@ mod full_disk;
 mod loadtest;
 mod mailgen;
 mod one_sided;
+mod panics;
 mod policy;
 mod shared;
 mod stats;

@@ -290,14 +290,14 @@ fn combine_estimates(
 mod tests {
     use super::*;
     use crate::classify::SharedModel;
-    use crate::types::{Contributor, Label, UserId};
+    use crate::types::{Label, Owner, UserId};
 
     fn ids(v: std::ops::Range<u64>) -> Vec<TokenId> {
         v.map(TokenId).collect()
     }
 
-    fn user(s: &str) -> Contributor {
-        Contributor::User(UserId::new(s).unwrap())
+    fn user(s: &str) -> Owner {
+        Owner::User(UserId::new(s).unwrap())
     }
 
     fn trained() -> Model {

@@ -281,12 +281,35 @@ pub(crate) fn pick_strongest(mut sig: Vec<(TokenId, f64)>, k: usize) -> Stronges
     (spam, ham)
 }
 
-/// Reads a probability against the cutoffs: at or above `spam_cutoff` is
-/// spam, below `ham_cutoff` is ham, anything between is unsure.
-pub fn verdict(probability: f64, params: &Params) -> Verdict {
-    if probability >= params.spam_cutoff {
+/// Where a probability's verdict changes (see [`verdict`]). For a user:
+/// the engine's ham cutoff and the user's spam threshold
+/// (`policy::UserSettings`), whose default is the classifier's spam cutoff.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cutoffs {
+    /// Below it: ham.
+    pub ham: f64,
+    /// At or above it: spam. Between the two: unsure.
+    pub spam: f64,
+}
+
+impl Cutoffs {
+    /// The classifier's own cutoffs (`Params::ham_cutoff`, `spam_cutoff`).
+    pub fn of(params: &Params) -> Self {
+        Self {
+            ham: params.ham_cutoff,
+            spam: params.spam_cutoff,
+        }
+    }
+}
+
+/// The one verdict function: reads a probability against the cutoffs. At
+/// or above `spam` is spam, below `ham` is ham, anything between is unsure.
+/// Every verdict chaff reports (Score, ScoreBatch, `chaff eval`, the
+/// decision log) comes from here.
+pub fn verdict(probability: f64, cutoffs: Cutoffs) -> Verdict {
+    if probability >= cutoffs.spam {
         Verdict::Spam
-    } else if probability < params.ham_cutoff {
+    } else if probability < cutoffs.ham {
         Verdict::Ham
     } else {
         Verdict::Unsure
@@ -365,10 +388,10 @@ mod tests {
     #[test]
     fn verdict_cutoffs() {
         let p = Params::default();
-        assert_eq!(verdict(0.5, &p), Verdict::Unsure);
-        assert_eq!(verdict(0.0, &p), Verdict::Ham);
-        assert_eq!(verdict(1.0, &p), Verdict::Spam);
-        assert_eq!(verdict(p.spam_cutoff, &p), Verdict::Spam);
-        assert_eq!(verdict(p.ham_cutoff, &p), Verdict::Unsure);
+        assert_eq!(verdict(0.5, Cutoffs::of(&p)), Verdict::Unsure);
+        assert_eq!(verdict(0.0, Cutoffs::of(&p)), Verdict::Ham);
+        assert_eq!(verdict(1.0, Cutoffs::of(&p)), Verdict::Spam);
+        assert_eq!(verdict(p.spam_cutoff, Cutoffs::of(&p)), Verdict::Spam);
+        assert_eq!(verdict(p.ham_cutoff, Cutoffs::of(&p)), Verdict::Unsure);
     }
 }

@@ -474,7 +474,7 @@ pub fn chi2_survival(x2: f64, dof: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::verdict;
+    use crate::classify::{Cutoffs, verdict};
     use crate::types::{Label, Verdict};
 
     #[test]
@@ -687,12 +687,20 @@ mod tests {
                     .chain(range(500_000..500_150))
                     .collect();
                 let h = m.score(&ham, &p);
-                assert_ne!(verdict(h.probability, &p), Verdict::Spam, "{n}: {h:?}");
+                assert_ne!(
+                    verdict(h.probability, Cutoffs::of(&p)),
+                    Verdict::Spam,
+                    "{n}: {h:?}"
+                );
                 // A copy of the last spam with two new tokens.
                 let mut copy = spam.clone();
                 copy.extend(range(900_000..900_002));
                 let s = m.score(&copy, &p);
-                assert_eq!(verdict(s.probability, &p), Verdict::Spam, "{n}: {s:?}");
+                assert_eq!(
+                    verdict(s.probability, Cutoffs::of(&p)),
+                    Verdict::Spam,
+                    "{n}: {s:?}"
+                );
             }
         }
     }
@@ -713,7 +721,11 @@ mod tests {
             .chain(range(700_000..700_150))
             .collect();
         let s = m.score(&spam, &p);
-        assert_ne!(verdict(s.probability, &p), Verdict::Ham, "{s:?}");
+        assert_ne!(
+            verdict(s.probability, Cutoffs::of(&p)),
+            Verdict::Ham,
+            "{s:?}"
+        );
         assert!(m.score(&range(1000..1040), &p).probability < 0.01);
     }
 

@@ -42,7 +42,7 @@ use rustc_hash::FxHashMap;
 
 use super::{Counts, Model, Weight};
 use crate::tokenize::TokenId;
-use crate::types::{Contributor, Label};
+use crate::types::{Label, Owner};
 
 /// One user's part of any token's count, per class, in messages.
 pub const TOKEN_CAP_MESSAGES: u32 = 3;
@@ -62,13 +62,13 @@ struct Caps {
 }
 
 impl Caps {
-    fn of(who: &Contributor) -> Caps {
+    fn of(who: &Owner) -> Caps {
         match who {
-            Contributor::User(_) => Caps {
+            Owner::User(_) => Caps {
                 token: TOKEN_CAP,
                 total: TOTAL_CAP,
             },
-            Contributor::Operator => Caps {
+            Owner::Operator => Caps {
                 token: u32::MAX,
                 total: u64::MAX,
             },
@@ -87,12 +87,12 @@ fn count(c: Counts, label: Label) -> u32 {
 #[derive(Clone, Debug, Default)]
 pub struct SharedModel {
     total: Model,
-    parts: FxHashMap<Contributor, Model>,
+    parts: FxHashMap<Owner, Model>,
 }
 
 impl SharedModel {
     /// The shared model of these contributions (as loaded from storage).
-    pub fn from_parts(parts: impl IntoIterator<Item = (Contributor, Model)>) -> Self {
+    pub fn from_parts(parts: impl IntoIterator<Item = (Owner, Model)>) -> Self {
         let mut shared = SharedModel::default();
         for (who, part) in parts {
             if part.weights() != (0, 0) || part.token_count() > 0 {
@@ -108,7 +108,7 @@ impl SharedModel {
     }
 
     /// What `who`'s shared clicks added, uncapped.
-    pub fn contribution(&self, who: &Contributor) -> Option<&Model> {
+    pub fn contribution(&self, who: &Owner) -> Option<&Model> {
         self.parts.get(who)
     }
 
@@ -121,7 +121,7 @@ impl SharedModel {
     /// exact capped sum.
     pub fn apply(
         &mut self,
-        who: &Contributor,
+        who: &Owner,
         learn: bool,
         label: Label,
         weight: Weight,
@@ -185,13 +185,13 @@ impl SharedModel {
     }
 
     /// Takes `who`'s whole part out of `S` and returns it.
-    pub fn remove(&mut self, who: &Contributor) -> Option<Model> {
+    pub fn remove(&mut self, who: &Owner) -> Option<Model> {
         let part = self.parts.remove(who)?;
         fold(&mut self.total, &part, Caps::of(who), false);
         Some(part)
     }
 
-    fn add_part(&mut self, who: Contributor, part: Model) {
+    fn add_part(&mut self, who: Owner, part: Model) {
         fold(&mut self.total, &part, Caps::of(&who), true);
         self.parts.insert(who, part);
     }
@@ -199,7 +199,7 @@ impl SharedModel {
     /// The shared model as `who` should see it: everyone else's capped
     /// contributions. A user's own clicks are already in their own model;
     /// counting them again through the prior would double their weight.
-    pub fn prior_for(&self, who: Option<&Contributor>) -> Prior<'_> {
+    pub fn prior_for(&self, who: Option<&Owner>) -> Prior<'_> {
         let own = who.and_then(|w| self.parts.get(w).map(|m| (m, Caps::of(w))));
         let (mut spam, mut ham) = self.total.weights();
         if let Some((m, caps)) = own {
@@ -290,8 +290,8 @@ mod tests {
         v.iter().map(|&x| TokenId(x)).collect()
     }
 
-    fn user(s: &str) -> Contributor {
-        Contributor::User(crate::types::UserId::new(s).unwrap())
+    fn user(s: &str) -> Owner {
+        Owner::User(crate::types::UserId::new(s).unwrap())
     }
 
     #[test]
@@ -299,7 +299,7 @@ mod tests {
         // The operator's part is uncapped: adding to a token's total near
         // u32::MAX must saturate (it wrapped, or panicked in debug, before).
         let mut s = SharedModel::default();
-        let op = Contributor::Operator;
+        let op = Owner::Operator;
         s.apply(&op, true, Label::Spam, Weight(3_000_000_000), &ids(&[1]));
         s.apply(&op, true, Label::Spam, Weight(2_000_000_000), &ids(&[1]));
         assert_eq!(s.total().get(TokenId(1)).unwrap().spam, u32::MAX);
@@ -345,13 +345,7 @@ mod tests {
                 s.apply(&user(u), true, Label::Spam, Weight::FULL, &ids(&[1, i]));
             }
         }
-        s.apply(
-            &Contributor::Operator,
-            true,
-            Label::Ham,
-            Weight::FULL,
-            &ids(&[1]),
-        );
+        s.apply(&Owner::Operator, true, Label::Ham, Weight::FULL, &ids(&[1]));
         let parts = s.parts.clone();
         assert_eq!(*SharedModel::from_parts(parts).total(), *s.total());
     }

@@ -27,8 +27,8 @@
 //!   the map again once it holds the stripe, so a model read from disk is
 //!   never inserted after a newer slot for the same user has come and gone.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use crate::types::UserId;
 
@@ -128,9 +128,7 @@ impl Cache {
     /// The lock serialising loads of `user` (shared with a few others).
     pub(super) fn load_lock(&self, user: &UserId) -> MutexGuard<'_, ()> {
         let h = xxhash_rust::xxh3::xxh3_64(user.as_str().as_bytes());
-        self.stripes[(h % STRIPES as u64) as usize]
-            .lock()
-            .expect("load stripe")
+        self.stripes[(h % STRIPES as u64) as usize].lock()
     }
 
     pub(super) fn touch(&self, entry: &Entry) {
@@ -194,7 +192,7 @@ impl Cache {
         {
             return None;
         }
-        let guard = self.evicting.try_lock().ok()?;
+        let guard = self.evicting.try_lock()?;
         let target = self.budget / 100 * EVICT_TO_PERCENT;
         Some((
             self.resident.load(Ordering::Relaxed).saturating_sub(target),

@@ -23,9 +23,8 @@ use crate::mail::sender::HeaderFacts;
 use crate::policy::lists::{MAX_OPERATOR_ENTRIES, MAX_USER_ENTRIES};
 use crate::policy::settings::SettingsUpdate;
 use crate::policy::{self, Decision, Entry, Facts, List, ListKind, Lists, UserSettings};
-use crate::store::ListOwner;
 use crate::tokenize::{Names, TokenId};
-use crate::types::{Contributor, MessageId, UserId, Verdict};
+use crate::types::{MessageId, Owner, UserId};
 
 /// Features shown per side in an explanation.
 pub const TOP_FEATURES: usize = 5;
@@ -52,13 +51,13 @@ pub struct Envelope {
 /// Which list, whose.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListRef {
-    pub owner: ListOwner,
+    pub owner: Owner,
     pub kind: ListKind,
 }
 
 impl ListRef {
     fn check(&self) -> Result<(), Error> {
-        if matches!(self.owner, ListOwner::User(_)) && self.kind == ListKind::Trusted {
+        if matches!(self.owner, Owner::User(_)) && self.kind == ListKind::Trusted {
             return Err(Error::InvalidArgument(
                 "trusted senders are an operator-wide list; a user's own trusted senders are \
                  their allow entries"
@@ -73,13 +72,13 @@ impl Engine {
     /// The user's settings and lists from storage; `None` if never set.
     pub(super) fn load_policy(&self, user: &UserId) -> Result<Option<UserPolicy>, Error> {
         let settings = self.store.settings(user)?;
-        let owner = ListOwner::User(user.clone());
+        let owner = Owner::User(user.clone());
         let allow = self.store.list_entries(&owner, ListKind::Allow)?;
         let block = self.store.list_entries(&owner, ListKind::Block)?;
         if settings.is_none() && allow.is_empty() && block.is_empty() {
             return Ok(None);
         }
-        let (settings, consent) = settings.unwrap_or_default();
+        let (settings, consent) = settings.unwrap_or_else(|| (self.default_user_settings(), 0));
         Ok(Some(UserPolicy {
             settings,
             consent,
@@ -96,20 +95,8 @@ impl Engine {
         let Some(from) = &headers.from else {
             return false;
         };
-        let listed = self
-            .operator
-            .read()
-            .expect("operator lists lock")
-            .trusted
-            .match_sender(from)
-            .is_some()
-            || slot
-                .policy
-                .read()
-                .expect("policy lock")
-                .allow
-                .match_sender(from)
-                .is_some();
+        let listed = self.operator.read().trusted.match_sender(from).is_some()
+            || slot.policy.read().allow.match_sender(from).is_some();
         listed && headers.auth.authenticates(from.domain())
     }
 
@@ -122,8 +109,14 @@ impl Engine {
         envelope: &Envelope,
     ) -> Result<Evaluated, Error> {
         self.check_size(message)?;
+        #[cfg(feature = "fault-injection")]
+        if user.as_str() == crate::fault::PANIC_IN_ENGINE {
+            // Under the user map's write lock, which every request takes.
+            let _held = self.users.write();
+            crate::fault::panic_if(user, crate::fault::PANIC_IN_ENGINE);
+        }
         let tokenizer = &self.settings.tokenizer;
-        let slot = self.slot(user, false)?;
+        let slot = self.slot(user)?;
         // Names are kept while reading only when a model could make some
         // feature worth naming: the user's own, or the shared model (a new
         // user with nothing learned and nothing shared has none).
@@ -146,14 +139,15 @@ impl Engine {
         };
         let client_ip = envelope.client_ip.or(headers.auth.client_ip);
 
-        let default_policy = UserPolicy::default();
-        let policy_guard = slot.as_ref().map(|s| s.policy.read().expect("policy lock"));
+        let default_policy = self.default_policy();
+        let policy_guard = slot.as_ref().map(|s| s.policy.read());
         let policy = policy_guard.as_deref().unwrap_or(&default_policy);
         let blend = self.blend(user, slot.as_deref(), &tokens.ids, Some(TOP_FEATURES));
         let (score, counts, strongest) = (blend.blended.score, blend.learned, blend.strongest);
-        let operator = self.operator.read().expect("operator lists lock");
+        let operator = self.operator.read();
         let decision = policy::decide(
             score.probability,
+            policy.settings.cutoffs(self.settings.params.ham_cutoff),
             &policy.settings,
             Lists {
                 user_allow: &policy.allow,
@@ -187,15 +181,15 @@ impl Engine {
         };
         let record = DecisionRecord {
             time_ms: decisions::now_ms(),
-            user: user.to_string(),
-            message_id: message_id.to_string(),
+            user: user.clone(),
+            message_id,
             sender: headers.from.as_ref().map(ToString::to_string),
             client_ip,
             subject_digest: headers.subject.as_deref().map(decisions::subject_digest),
             spam_probability: score.probability,
-            verdict: verdict_str(decision.verdict).to_string(),
-            action: decision.action.as_str().to_string(),
-            rule: decision.rule.kind().to_string(),
+            verdict: decision.verdict,
+            action: decision.action,
+            rule: decision.rule.kind(),
             reason: decision.reason.clone(),
             notes: decision.notes.clone(),
             smtp_reply: decision.smtp_reply.clone(),
@@ -217,9 +211,9 @@ impl Engine {
 
     /// The user's delivery settings (defaults if never set).
     pub fn user_settings(&self, user: &UserId) -> Result<UserSettings, Error> {
-        Ok(match self.slot(user, false)? {
-            Some(slot) => slot.policy.read().expect("policy lock").settings.clone(),
-            None => UserSettings::default(),
+        Ok(match self.slot(user)? {
+            Some(slot) => slot.policy.read().settings.clone(),
+            None => self.default_user_settings(),
         })
     }
 
@@ -235,9 +229,9 @@ impl Engine {
         update: &SettingsUpdate,
     ) -> Result<UserSettings, Error> {
         // The writer lock orders this against the user's other writes.
-        let next = self.with_writer(user, true, |slot, _writer| {
+        let next = self.with_writer(user, |slot, _writer| {
             let (current, consent) = {
-                let policy = slot.policy.read().expect("policy lock");
+                let policy = slot.policy.read();
                 (policy.settings.clone(), policy.consent)
             };
             let next = current.updated(update)?;
@@ -248,9 +242,9 @@ impl Engine {
             };
             self.store.put_settings(user, &next, consent, revoke)?;
             if revoke {
-                self.drop_contribution(&Contributor::User(user.clone()));
+                self.drop_contribution(&Owner::User(user.clone()));
             }
-            let mut policy = slot.policy.write().expect("policy lock");
+            let mut policy = slot.policy.write();
             policy.settings = next.clone();
             policy.consent = consent;
             Ok(next)
@@ -258,7 +252,7 @@ impl Engine {
         // Durable before the reply; after the writer lock, so other
         // writers share the flush.
         self.store.flush()?;
-        Ok(next.expect("create=true gives a slot"))
+        Ok(next)
     }
 
     /// Adds an entry; `Ok(false)` if it was already there.
@@ -274,8 +268,8 @@ impl Engine {
     fn set_list_entry(&self, list: &ListRef, entry: &Entry, present: bool) -> Result<bool, Error> {
         list.check()?;
         match &list.owner {
-            ListOwner::User(user) => {
-                let changed = self.with_writer(user, true, |slot, _writer| {
+            Owner::User(user) => {
+                let changed = self.with_writer(user, |slot, _writer| {
                     if present {
                         let existing = self.store.list_entries(&list.owner, list.kind)?;
                         if !existing.contains(entry) {
@@ -285,7 +279,7 @@ impl Engine {
                     let changed =
                         self.store
                             .set_list_entry(&list.owner, list.kind, entry, present)?;
-                    let mut policy = slot.policy.write().expect("policy lock");
+                    let mut policy = slot.policy.write();
                     let target = match list.kind {
                         ListKind::Allow => &mut policy.allow,
                         _ => &mut policy.block,
@@ -293,12 +287,12 @@ impl Engine {
                     apply(target, entry, present);
                     Ok(changed)
                 })?;
-                Ok(changed.expect("create=true gives a slot"))
+                Ok(changed)
             }
-            ListOwner::Operator => {
+            Owner::Operator => {
                 // Holding the write lock across the (rare) operator write
                 // keeps memory and disk in the same order of changes.
-                let mut operator = self.operator.write().expect("operator lists lock");
+                let mut operator = self.operator.write();
                 if present {
                     let existing = self.store.list_entries(&list.owner, list.kind)?;
                     if !existing.contains(entry) {
@@ -364,6 +358,51 @@ pub struct DecisionQuery {
     pub limit: usize,
 }
 
+/// Decisions one query returns when it names no limit, and at most.
+pub const DEFAULT_FIND_LIMIT: usize = 100;
+pub const MAX_FIND_LIMIT: usize = 1000;
+
+impl DecisionQuery {
+    /// A query from a request's fields, checked against the limits: times
+    /// in milliseconds since 1970 (negative refused; an `until_ms` of 0 means
+    /// no end), a blank `sender` or empty `subject` means any, a `limit` of
+    /// 0 means [`DEFAULT_FIND_LIMIT`], more than [`MAX_FIND_LIMIT`] is
+    /// refused.
+    pub fn new(
+        since_ms: i64,
+        until_ms: i64,
+        sender: String,
+        subject: String,
+        limit: u32,
+    ) -> Result<Self, Error> {
+        let limit = match limit as usize {
+            0 => DEFAULT_FIND_LIMIT,
+            n if n > MAX_FIND_LIMIT => {
+                return Err(Error::InvalidArgument(format!(
+                    "limit {n} is over the maximum {MAX_FIND_LIMIT}; narrow the time window instead"
+                )));
+            }
+            n => n,
+        };
+        if since_ms < 0 || until_ms < 0 {
+            return Err(Error::InvalidArgument(
+                "since_unix_ms and until_unix_ms are milliseconds since 1970 and cannot be negative"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            since_ms: since_ms as u64,
+            until_ms: match until_ms {
+                0 => u64::MAX,
+                t => t as u64,
+            },
+            sender: (!sender.trim().is_empty()).then_some(sender),
+            subject: (!subject.is_empty()).then_some(subject),
+            limit,
+        })
+    }
+}
+
 fn check_room(n: usize, max: usize, list: &ListRef) -> Result<(), Error> {
     if n >= max {
         return Err(Error::LimitExceeded(format!(
@@ -379,14 +418,6 @@ fn apply(list: &mut List, entry: &Entry, present: bool) {
         list.insert(entry.clone());
     } else {
         list.remove(entry);
-    }
-}
-
-fn verdict_str(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Ham => "ham",
-        Verdict::Unsure => "unsure",
-        Verdict::Spam => "spam",
     }
 }
 

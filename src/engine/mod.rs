@@ -26,6 +26,13 @@
 //! changed only under that user's writer lock, the operator's under the
 //! seed lock. No thread ever holds two write locks at once.
 //!
+//! The locks are `parking_lot`'s, which do not poison: a request that
+//! panics under one (a bug) fails alone, and the next request takes the lock
+//! as usual rather than failing on it forever (the service answers the
+//! panicking request INTERNAL, `service::catch_panic`). Storage writes are
+//! atomic batches, so storage is never half-changed; an in-memory change a
+//! panic cut short stays so until that model is next loaded from storage.
+//!
 //! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
 //! them on a blocking pool.
 
@@ -34,22 +41,26 @@ mod delivery;
 mod shared;
 
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
-pub use delivery::{DecisionQuery, Envelope, Evaluated, ListRef, TOP_FEATURES};
+pub use delivery::{
+    DEFAULT_FIND_LIMIT, DecisionQuery, Envelope, Evaluated, ListRef, MAX_FIND_LIMIT, TOP_FEATURES,
+};
 pub use shared::{ScoreViews, Seeded, SharedSummary};
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
-use crate::classify::{self, Model, Params, SharedModel, Weight};
+use crate::classify::{self, Cutoffs, Model, Params, SharedModel, Weight};
 use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::policy::{List, ListKind, UserSettings};
-use crate::store::{CommitStats, LedgerEntry, ListOwner, Op, Snapshot, Store, checkpoint_due};
+use crate::store::{CommitStats, LedgerEntry, LoadedModel, Op, Snapshot, Store, checkpoint_due};
 use crate::tokenize::{LimitHit, TOKENIZER_VERSION, Tokenizer, Tokens};
-use crate::types::{Contributor, Label, MessageId, UserId, Verdict};
+use crate::types::{Label, MessageId, Owner, UserId, Verdict};
 
 /// Default largest message accepted: 10 MiB, larger than almost all mail
 /// providers accept, small enough to bound memory per request.
@@ -202,7 +213,7 @@ pub struct Engine {
     /// The shared model and every contributor's part of it.
     shared: RwLock<SharedModel>,
     /// Where each contributor's part stands against its last snapshot.
-    positions: Mutex<FxHashMap<Contributor, Position>>,
+    positions: Mutex<FxHashMap<Owner, Position>>,
     /// The current seed id (0: never seeded); the lock orders the
     /// operator's writes.
     seed: Mutex<u64>,
@@ -221,7 +232,7 @@ impl Engine {
     pub fn new(store: Store, settings: Settings) -> Result<Self, Error> {
         let load = |kind| -> Result<List, Error> {
             Ok(List::from_entries(
-                store.list_entries(&ListOwner::Operator, kind)?,
+                store.list_entries(&Owner::Operator, kind)?,
             ))
         };
         let operator = OperatorLists {
@@ -255,6 +266,37 @@ impl Engine {
         &self.store
     }
 
+    /// A user's settings until they change them: the defaults, with the
+    /// classifier's spam cutoff as the spam threshold (the same value unless
+    /// a replay tunes `Params`, as `chaff eval --spam-cutoff` does).
+    pub(crate) fn default_user_settings(&self) -> UserSettings {
+        UserSettings {
+            spam_threshold: self.settings.params.spam_cutoff,
+            ..UserSettings::default()
+        }
+    }
+
+    fn default_policy(&self) -> UserPolicy {
+        UserPolicy {
+            settings: self.default_user_settings(),
+            ..UserPolicy::default()
+        }
+    }
+
+    /// The cutoffs the verdicts of the user in `slot` are read against
+    /// (the defaults' for a user with no slot): the one rule for every
+    /// scoring entry point, so in-process replays and the Score RPC agree.
+    fn cutoffs(&self, slot: Option<&UserSlot>) -> Cutoffs {
+        let ham = self.settings.params.ham_cutoff;
+        match slot {
+            Some(slot) => slot.policy.read().settings.cutoffs(ham),
+            None => Cutoffs {
+                ham,
+                spam: self.settings.params.spam_cutoff,
+            },
+        }
+    }
+
     fn check_size(&self, message: &[u8]) -> Result<(), Error> {
         let limit = self.settings.max_message_bytes;
         if message.len() > limit {
@@ -266,13 +308,30 @@ impl Engine {
         Ok(())
     }
 
-    /// The user's slot, loading the model from disk on first use. With
-    /// `create`, a user with nothing stored gets an empty slot; without, such
-    /// a user is `None` (so scoring mail for unknown recipients does not fill
-    /// memory with empty models).
-    fn slot(&self, user: &UserId, create: bool) -> Result<Option<Arc<UserSlot>>, Error> {
+    /// The user's slot, loading the model from disk on first use; `None`
+    /// for a user with nothing stored (so scoring mail for unknown
+    /// recipients does not fill memory with empty models).
+    fn slot(&self, user: &UserId) -> Result<Option<Arc<UserSlot>>, Error> {
+        self.slot_via(user, || self.load_slot(user), Some, Option::is_some)
+    }
+
+    /// [`Engine::slot`], with an empty slot for a user with nothing stored:
+    /// for writes, which create the user.
+    fn slot_or_new(&self, user: &UserId) -> Result<Arc<UserSlot>, Error> {
+        self.slot_via(user, || self.load_or_new_slot(user), |slot| slot, |_| true)
+    }
+
+    /// The user's slot from the map (`cached`), else from `load` (whose
+    /// result `found` says whether it is one).
+    fn slot_via<T>(
+        &self,
+        user: &UserId,
+        load: impl FnOnce() -> Result<T, Error>,
+        cached: impl Fn(Arc<UserSlot>) -> T,
+        found: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
         if let Some(slot) = self.cached_slot(user) {
-            return Ok(Some(slot));
+            return Ok(cached(slot));
         }
         let slot = {
             // Load without holding the map lock: disk reads must not stall
@@ -280,37 +339,55 @@ impl Engine {
             // checked again under that lock (see `cache`).
             let _loading = self.cache.load_lock(user);
             if let Some(slot) = self.cached_slot(user) {
-                return Ok(Some(slot));
+                return Ok(cached(slot));
             }
-            match self.load_slot(user, create)? {
-                Some(slot) => slot,
-                None => {
-                    self.cache.absent();
-                    return Ok(None);
-                }
-            }
+            load()?
         };
+        if !found(&slot) {
+            self.cache.absent();
+            return Ok(slot);
+        }
         self.cache.miss();
         self.evict_over_budget(user);
-        Ok(Some(slot))
+        Ok(slot)
     }
 
     fn cached_slot(&self, user: &UserId) -> Option<Arc<UserSlot>> {
-        let users = self.users.read().expect("users lock");
+        let users = self.users.read();
         let slot = users.get(user)?;
         self.cache.hit(&slot.cache);
         Some(slot.clone())
     }
 
-    /// Reads the user's model and policy and puts a slot in the map. The
-    /// caller holds the user's load lock.
-    fn load_slot(&self, user: &UserId, create: bool) -> Result<Option<Arc<UserSlot>>, Error> {
+    /// Reads the user's model and policy and puts a slot in the map; `None`
+    /// if neither is stored. The caller holds the user's load lock.
+    fn load_slot(&self, user: &UserId) -> Result<Option<Arc<UserSlot>>, Error> {
         let loaded = self.store.load_model(user)?;
         let policy = self.load_policy(user)?;
+        if loaded.is_none() && policy.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.install_slot(user, loaded, policy)))
+    }
+
+    /// [`Engine::load_slot`], with an empty model and default policy for
+    /// what is not stored.
+    fn load_or_new_slot(&self, user: &UserId) -> Result<Arc<UserSlot>, Error> {
+        let loaded = self.store.load_model(user)?;
+        let policy = self.load_policy(user)?;
+        Ok(self.install_slot(user, loaded, policy))
+    }
+
+    /// Puts a slot for what was loaded in the map.
+    fn install_slot(
+        &self,
+        user: &UserId,
+        loaded: Option<LoadedModel>,
+        policy: Option<UserPolicy>,
+    ) -> Arc<UserSlot> {
         let (mut model, last_seq, mut journal_entries) = match loaded {
             Some(l) => (l.model, l.last_seq, l.journal_entries),
-            None if create || policy.is_some() => (Model::default(), 0, 0),
-            None => return Ok(None),
+            None => (Model::default(), 0, 0),
         };
         if model.tokenizer_version() != TOKENIZER_VERSION {
             // Statistics of another tokenizer describe other token ids:
@@ -336,16 +413,13 @@ impl Engine {
                 journal_entries,
                 retired: false,
             }),
-            policy: RwLock::new(policy.unwrap_or_default()),
+            policy: RwLock::new(policy.unwrap_or_else(|| self.default_policy())),
             cache: cache::Entry::default(),
         });
         self.cache.charge(&slot.cache, tokens);
         self.cache.touch(&slot.cache);
-        self.users
-            .write()
-            .expect("users lock")
-            .insert(user.clone(), slot.clone());
-        Ok(Some(slot))
+        self.users.write().insert(user.clone(), slot.clone());
+        slot
     }
 
     /// Drops least recently used slots that no request holds until the
@@ -359,7 +433,6 @@ impl Engine {
         let mut by_age: Vec<(u64, UserId)> = self
             .users
             .read()
-            .expect("users lock")
             .iter()
             .filter(|(user, _)| *user != keep)
             .map(|(user, slot)| (cache::Cache::last_used(&slot.cache), user.clone()))
@@ -367,7 +440,7 @@ impl Engine {
         by_age.sort_unstable_by_key(|(age, _)| *age);
         let mut dropped = Vec::new();
         {
-            let mut users = self.users.write().expect("users lock");
+            let mut users = self.users.write();
             for (_, user) in by_age {
                 if excess == 0 {
                     break;
@@ -388,7 +461,7 @@ impl Engine {
 
     /// Model cache and group commit counters, for the periodic stats line.
     pub fn stats(&self) -> EngineStats {
-        let users = self.users.read().expect("users lock").len();
+        let users = self.users.read().len();
         EngineStats {
             cache: self.cache.stats(users),
             commit: self.store.commit_stats(),
@@ -396,21 +469,38 @@ impl Engine {
     }
 
     /// Runs `f` under the user's writer lock, on the slot that is the
-    /// user's now: one retired by [`Engine::delete_user`] while the caller
-    /// waited is fetched again. `None` when the user is unknown and not
-    /// `create`d.
+    /// user's now (created if need be): one retired by
+    /// [`Engine::delete_user`] while the caller waited is fetched again.
     fn with_writer<T>(
         &self,
         user: &UserId,
-        create: bool,
+        f: impl FnOnce(&UserSlot, &mut WriterState) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut f = Some(f);
+        loop {
+            let slot = self.slot_or_new(user)?;
+            let mut writer = slot.writer.lock();
+            if writer.retired {
+                continue;
+            }
+            let f = f.take().expect("runs once");
+            return f(&slot, &mut writer);
+        }
+    }
+
+    /// [`Engine::with_writer`] for a user chaff knows; `None` (and `f` not
+    /// run) for one with nothing stored.
+    fn with_known_writer<T>(
+        &self,
+        user: &UserId,
         f: impl FnOnce(&UserSlot, &mut WriterState) -> Result<T, Error>,
     ) -> Result<Option<T>, Error> {
         let mut f = Some(f);
         loop {
-            let Some(slot) = self.slot(user, create)? else {
+            let Some(slot) = self.slot(user)? else {
                 return Ok(None);
             };
-            let mut writer = slot.writer.lock().expect("writer lock");
+            let mut writer = slot.writer.lock();
             if writer.retired {
                 continue;
             }
@@ -456,10 +546,10 @@ impl Engine {
     }
 
     fn score_tokens(&self, user: &UserId, tokens: Tokens) -> Result<Scored, Error> {
-        let params = &self.settings.params;
-        let slot = self.slot(user, false)?;
+        let slot = self.slot(user)?;
         let out = self.blend(user, slot.as_deref(), &tokens.ids, None);
-        Ok(scored(out.blended, params, tokens.limits_hit))
+        let cutoffs = self.cutoffs(slot.as_deref());
+        Ok(scored(out.blended, cutoffs, tokens.limits_hit))
     }
 
     /// Scores many messages in parallel (rayon's pool, one task per
@@ -529,12 +619,12 @@ impl Engine {
         message_id: Option<MessageId>,
         learn: impl FnOnce(&Scored) -> bool,
     ) -> Result<(Scored, Option<Trained>), Error> {
-        let slot = self.slot(user, false)?;
+        let slot = self.slot(user)?;
         let out = self.blend(user, slot.as_deref(), &message.tokens.ids, None);
+        let cutoffs = self.cutoffs(slot.as_deref());
         drop(slot);
         let own_log_odds = out.user_alone.then_some(out.blended.score.log_odds);
-        let params = &self.settings.params;
-        let scored = scored(out.blended, params, message.tokens.limits_hit.clone());
+        let scored = scored(out.blended, cutoffs, message.tokens.limits_hit.clone());
         if !learn(&scored) {
             return Ok((scored, None));
         }
@@ -555,9 +645,7 @@ impl Engine {
         let message_id = message_id.unwrap_or_else(|| message.derived_id.clone());
         let ids = &message.tokens.ids;
         let headers = &message.headers;
-        let slot = self
-            .slot(user, true)?
-            .expect("create=true always gives a slot");
+        let slot = self.slot_or_new(user)?;
         let trusted = label == Label::Spam && self.is_trusted(&slot, headers);
         // How much the click teaches: low for a trusted sender (policy),
         // else judged by the user's model as it stands (a relearn is judged
@@ -567,21 +655,16 @@ impl Engine {
         } else if let Some(log_odds) = own_log_odds {
             classify::learn_weight_for(log_odds, label, &self.settings.params)
         } else {
-            classify::learn_weight(
-                &slot.model.read().expect("model lock"),
-                ids,
-                label,
-                &self.settings.params,
-            )
+            classify::learn_weight(&slot.model.read(), ids, label, &self.settings.params)
         };
         drop(slot);
-        let trained = self.with_writer(user, true, |slot, writer| {
+        let trained = self.with_writer(user, |slot, writer| {
             // Read under the writer lock, which consent changes also take.
-            let consent = slot.policy.read().expect("policy lock").consent;
+            let consent = slot.policy.read().consent;
             let previous = self.store.ledger_get(user, &message_id)?;
             let (outcome, ops, mut shared_ops) = match previous {
                 Some(prev) if prev.label == label => {
-                    let model = slot.model.read().expect("model lock");
+                    let model = slot.model.read();
                     let low_effect = prev.weight == Weight::LOW;
                     return Ok(Trained {
                         outcome: TrainOutcome::AlreadyLearned,
@@ -626,7 +709,7 @@ impl Engine {
                 &ops,
                 &shared_ops,
             )?;
-            let model = slot.model.read().expect("model lock");
+            let model = slot.model.read();
             Ok(Trained {
                 outcome,
                 message_id: message_id.clone(),
@@ -642,7 +725,7 @@ impl Engine {
         self.store.flush()?;
         // The click may have grown the model past the budget.
         self.evict_over_budget(user);
-        Ok(trained?.expect("create=true always gives a slot"))
+        trained
     }
 
     /// Undoes an earlier learn exactly, from the ledger alone.
@@ -651,17 +734,17 @@ impl Engine {
             user: user.to_string(),
             message_id: message_id.to_string(),
         };
-        let forgotten = self.with_writer(user, false, |slot, writer| {
+        let forgotten = self.with_known_writer(user, |slot, writer| {
             let prev = self
                 .store
                 .ledger_get(user, message_id)?
                 .ok_or_else(not_learned)?;
             let label = prev.label;
-            let consent = slot.policy.read().expect("policy lock").consent;
+            let consent = slot.policy.read().consent;
             let shared_ops = undo_shared(&prev, consent);
             let ops = undo(prev);
             self.commit(user, slot, writer, message_id, None, &ops, &shared_ops)?;
-            let model = slot.model.read().expect("model lock");
+            let model = slot.model.read();
             Ok(Forgotten {
                 label,
                 spam_learned: model.spam_learned(),
@@ -696,12 +779,12 @@ impl Engine {
         ops: &[Op],
         shared_ops: &[Op],
     ) -> Result<(), Error> {
-        let who = Contributor::User(user.clone());
+        let who = Owner::User(user.clone());
         let seq = self
             .store
             .record_click(&who, message_id, entry, ops, shared_ops)?;
         {
-            let mut model = slot.model.write().expect("model lock");
+            let mut model = slot.model.write();
             for op in ops {
                 op.apply(&mut model);
             }
@@ -712,7 +795,7 @@ impl Engine {
         // version) still counts, so shutdown folds it like any other.
         let entries = ops.iter().map(Op::entries).sum::<u64>().max(1);
         writer.journal_entries = writer.journal_entries.saturating_add(entries);
-        let tokens = slot.model.read().expect("model lock").token_count();
+        let tokens = slot.model.read().token_count();
         self.cache.charge(&slot.cache, tokens);
         if checkpoint_due(writer.journal_entries, tokens) {
             self.checkpoint_locked(user, slot, writer)?;
@@ -731,7 +814,7 @@ impl Engine {
     ) -> Result<(), Error> {
         // Encode under the read lock (scoring goes on; our writer lock keeps
         // clicks out), write after releasing it.
-        let snapshot = Snapshot::encode(&slot.model.read().expect("model lock"), writer.last_seq);
+        let snapshot = Snapshot::encode(&slot.model.read(), writer.last_seq);
         self.store.write_checkpoint(user, snapshot)?;
         writer.journal_entries = 0;
         Ok(())
@@ -739,9 +822,9 @@ impl Engine {
 
     /// What chaff knows of a user; zeros for a user it has never trained.
     pub fn user_summary(&self, user: &UserId) -> Result<UserSummary, Error> {
-        Ok(match self.slot(user, false)? {
+        Ok(match self.slot(user)? {
             Some(slot) => {
-                let m = slot.model.read().expect("model lock");
+                let m = slot.model.read();
                 UserSummary {
                     spam_learned: m.spam_learned(),
                     ham_learned: m.ham_learned(),
@@ -764,12 +847,11 @@ impl Engine {
         let slots: Vec<(UserId, Arc<UserSlot>)> = self
             .users
             .read()
-            .expect("users lock")
             .iter()
             .map(|(u, s)| (u.clone(), s.clone()))
             .collect();
         for (user, slot) in slots {
-            let mut writer = slot.writer.lock().expect("writer lock");
+            let mut writer = slot.writer.lock();
             // A user deleted while we waited for the lock must stay deleted.
             if writer.retired {
                 continue;
@@ -777,11 +859,11 @@ impl Engine {
             if writer.journal_entries > 0 {
                 self.checkpoint_locked(&user, &slot, &mut writer)?;
             }
-            self.checkpoint_contribution(&Contributor::User(user))?;
+            self.checkpoint_contribution(&Owner::User(user))?;
         }
         {
-            let _seed = self.seed.lock().expect("seed lock");
-            self.checkpoint_contribution(&Contributor::Operator)?;
+            let _seed = self.seed.lock();
+            self.checkpoint_contribution(&Owner::Operator)?;
         }
         self.decisions.close();
         self.store.flush()
@@ -810,12 +892,13 @@ fn undo_shared(prev: &LedgerEntry, current: u64) -> Vec<Op> {
     }
 }
 
-/// A [`Scored`] from a blended score.
-fn scored(b: classify::Blended, params: &Params, limits_hit: Vec<LimitHit>) -> Scored {
+/// A [`Scored`] from a blended score, its verdict read against `cutoffs`
+/// (the user's: [`Engine::cutoffs`]).
+fn scored(b: classify::Blended, cutoffs: Cutoffs, limits_hit: Vec<LimitHit>) -> Scored {
     Scored {
         probability: b.score.probability,
         log_odds: b.score.log_odds,
-        verdict: classify::verdict(b.score.probability, params),
+        verdict: classify::verdict(b.score.probability, cutoffs),
         tokens_known: b.score.tokens_known,
         tokens_used: b.score.tokens_used,
         limits_hit,

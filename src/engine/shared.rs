@@ -16,7 +16,7 @@ use crate::classify::{self, Blended, Model, SharedModel, Strongest, blend, robin
 use crate::error::Error;
 use crate::store::{LedgerEntry, Op, Snapshot, Store, checkpoint_due};
 use crate::tokenize::{TOKENIZER_VERSION, TokenId, Tokens};
-use crate::types::{Contributor, Label, MessageId, UserId};
+use crate::types::{Label, MessageId, Owner, UserId};
 
 /// One message scored three ways from one tokenization, for comparing the
 /// user's own model, the shared model and their blend (multi-user eval).
@@ -67,9 +67,7 @@ pub(super) struct BlendOut {
 }
 
 /// The shared model and its parts' journal positions, from storage.
-pub(super) fn load(
-    store: &Store,
-) -> Result<(SharedModel, FxHashMap<Contributor, Position>), Error> {
+pub(super) fn load(store: &Store) -> Result<(SharedModel, FxHashMap<Owner, Position>), Error> {
     let mut parts = Vec::new();
     let mut positions = FxHashMap::default();
     for (who, loaded) in store.load_contributions()? {
@@ -115,15 +113,15 @@ impl Engine {
     ) -> BlendOut {
         let params = &self.settings.params;
         let empty = Model::default();
-        let guard = slot.map(|s| s.model.read().expect("model lock"));
+        let guard = slot.map(|s| s.model.read());
         let model = guard.as_deref().unwrap_or(&empty);
-        let shared = self.shared.read().expect("shared lock");
+        let shared = self.shared.read();
         let who;
         let prior = if shared.total().weights() == (0, 0) {
             // Nothing shared: skip building the contributor key.
             shared.prior_for(None)
         } else {
-            who = Contributor::User(user.clone());
+            who = Owner::User(user.clone());
             shared.prior_for(Some(&who))
         };
         let (blended, strongest) =
@@ -142,12 +140,13 @@ impl Engine {
         self.check_size(message)?;
         let Tokens { ids, limits_hit } = self.settings.tokenizer.tokenize(message);
         let params = &self.settings.params;
-        let slot = self.slot(user, false)?;
+        let slot = self.slot(user)?;
+        let cutoffs = self.cutoffs(slot.as_deref());
         let empty = Model::default();
-        let guard = slot.as_ref().map(|s| s.model.read().expect("model lock"));
+        let guard = slot.as_ref().map(|s| s.model.read());
         let model = guard.as_deref().unwrap_or(&empty);
-        let shared = self.shared.read().expect("shared lock");
-        let who = Contributor::User(user.clone());
+        let shared = self.shared.read();
+        let who = Owner::User(user.clone());
         let prior = shared.prior_for(Some(&who));
         let user_only = Blended {
             score: robinson::score(model, &ids, params),
@@ -159,20 +158,20 @@ impl Engine {
         };
         let blended = blend::score(model, &prior, &ids, params);
         Ok(ScoreViews {
-            user_only: scored(user_only, params, limits_hit.clone()),
-            shared_only: scored(shared_only, params, limits_hit.clone()),
-            blended: scored(blended, params, limits_hit),
+            user_only: scored(user_only, cutoffs, limits_hit.clone()),
+            shared_only: scored(shared_only, cutoffs, limits_hit.clone()),
+            blended: scored(blended, cutoffs, limits_hit),
         })
     }
 
     /// Applies a click's ops to `who`'s part of the shared model (already
     /// recorded under `seq`); true when the part is due for a snapshot.
-    pub(super) fn apply_shared(&self, who: &Contributor, ops: &[Op], seq: u64) -> bool {
+    pub(super) fn apply_shared(&self, who: &Owner, ops: &[Op], seq: u64) -> bool {
         if ops.is_empty() {
             return false;
         }
         let part_tokens = {
-            let mut shared = self.shared.write().expect("shared lock");
+            let mut shared = self.shared.write();
             for op in ops {
                 match op {
                     Op::Learn(label, w, ids) => shared.apply(who, true, *label, *w, ids),
@@ -183,7 +182,7 @@ impl Engine {
                 .contribution(who)
                 .map_or(0, |part| part.token_count())
         };
-        let mut positions = self.positions.lock().expect("positions lock");
+        let mut positions = self.positions.lock();
         let p = positions.entry(who.clone()).or_default();
         p.last_seq = seq;
         p.journal_entries = ops
@@ -194,14 +193,8 @@ impl Engine {
 
     /// Snapshots `who`'s part if it has journal records. The caller holds
     /// the lock that orders `who`'s writes (its writer lock, or the seed's).
-    pub(super) fn checkpoint_contribution(&self, who: &Contributor) -> Result<(), Error> {
-        let Some(position) = self
-            .positions
-            .lock()
-            .expect("positions lock")
-            .get(who)
-            .copied()
-        else {
+    pub(super) fn checkpoint_contribution(&self, who: &Owner) -> Result<(), Error> {
+        let Some(position) = self.positions.lock().get(who).copied() else {
             return Ok(());
         };
         if position.journal_entries == 0 {
@@ -214,13 +207,12 @@ impl Engine {
         let part = self
             .shared
             .read()
-            .expect("shared lock")
             .contribution(who)
             .cloned()
             .unwrap_or_default();
         let snapshot = Snapshot::encode(&part, position.last_seq);
         self.store.checkpoint_contribution(who, snapshot)?;
-        if let Some(p) = self.positions.lock().expect("positions lock").get_mut(who) {
+        if let Some(p) = self.positions.lock().get_mut(who) {
             p.journal_entries = 0;
         }
         Ok(())
@@ -228,11 +220,10 @@ impl Engine {
 
     /// Takes `who`'s whole part out of the shared model in memory (storage
     /// already dropped it); returns the messages it held.
-    pub(super) fn drop_contribution(&self, who: &Contributor) -> (u64, u64) {
-        self.positions.lock().expect("positions lock").remove(who);
+    pub(super) fn drop_contribution(&self, who: &Owner) -> (u64, u64) {
+        self.positions.lock().remove(who);
         self.shared
             .write()
-            .expect("shared lock")
             .remove(who)
             .map_or((0, 0), |m| (m.spam_learned(), m.ham_learned()))
     }
@@ -250,8 +241,8 @@ impl Engine {
         self.check_size(message)?;
         let message_id = message_id.unwrap_or_else(|| derive_message_id(message));
         let Tokens { ids, .. } = self.settings.tokenizer.tokenize(message);
-        let who = Contributor::Operator;
-        let mut seed = self.seed.lock().expect("seed lock");
+        let who = Owner::Operator;
+        let mut seed = self.seed.lock();
         if *seed == 0 {
             let id = self.store.generate_id()?;
             self.store.set_seed_id(id, false)?;
@@ -306,12 +297,12 @@ impl Engine {
     /// Removes the operator's whole seed from the shared model (users'
     /// contributions stay); returns the spam and ham messages it held.
     pub fn clear_seed(&self) -> Result<(u64, u64), Error> {
-        let mut seed = self.seed.lock().expect("seed lock");
+        let mut seed = self.seed.lock();
         let id = self.store.generate_id()?;
         self.store.set_seed_id(id, true)?;
         // Memory follows what sled holds before the slow, fallible rest.
         *seed = id;
-        let dropped = self.drop_contribution(&Contributor::Operator);
+        let dropped = self.drop_contribution(&Owner::Operator);
         self.store.finish_seed_clear()?;
         Ok(dropped)
     }
@@ -320,16 +311,15 @@ impl Engine {
     /// their part of the shared model. Returns whether anything was stored.
     /// Durable before it returns; calling it again is harmless.
     pub fn delete_user(&self, user: &UserId) -> Result<bool, Error> {
-        let existed = self.store.user_exists(user)?
-            || self.users.read().expect("users lock").contains_key(user);
-        self.with_writer(user, true, |_, writer| {
+        let existed = self.store.user_exists(user)? || self.users.read().contains_key(user);
+        self.with_writer(user, |_, writer| {
             self.store.delete_user(user)?;
             // Memory follows what sled holds before the slow, fallible rest;
             // still under the old slot's lock, so no new slot for this user
             // can write ledger entries that the rest would delete.
             writer.retired = true;
-            self.drop_contribution(&Contributor::User(user.clone()));
-            if let Some(gone) = self.users.write().expect("users lock").remove(user) {
+            self.drop_contribution(&Owner::User(user.clone()));
+            if let Some(gone) = self.users.write().remove(user) {
                 self.cache.release(&gone.cache);
             }
             // Decisions scored before the delete may still be queued for
@@ -345,9 +335,9 @@ impl Engine {
 
     /// The shared model's size.
     pub fn shared_summary(&self) -> SharedSummary {
-        let shared = self.shared.read().expect("shared lock");
+        let shared = self.shared.read();
         let total = shared.total();
-        let seed = shared.contribution(&Contributor::Operator);
+        let seed = shared.contribution(&Owner::Operator);
         SharedSummary {
             users: (shared.contributors() - usize::from(seed.is_some())) as u64,
             spam_learned: total.spam_learned(),
@@ -360,11 +350,11 @@ impl Engine {
 
     /// Whether the shared model holds anything at all.
     pub(super) fn anything_shared(&self) -> bool {
-        self.shared.read().expect("shared lock").total().weights() != (0, 0)
+        self.shared.read().total().weights() != (0, 0)
     }
 
     /// A copy of the shared model's counts (`S`), for comparisons.
     pub fn shared_model(&self) -> Model {
-        self.shared.read().expect("shared lock").total().clone()
+        self.shared.read().total().clone()
     }
 }

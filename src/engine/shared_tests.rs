@@ -151,7 +151,7 @@ fn delete_user_removes_everything_of_theirs_and_their_shared_part() {
     with.train(&alice, &ham(50), Label::Ham, None).unwrap();
     with.add_list_entry(
         &ListRef {
-            owner: crate::store::ListOwner::User(alice.clone()),
+            owner: crate::types::Owner::User(alice.clone()),
             kind: crate::policy::ListKind::Block,
         },
         &"pills.example".parse().unwrap(),
@@ -285,8 +285,7 @@ fn one_user_with_1000_hostile_clicks_cannot_flip_a_newsletter_50_users_read_as_h
     let theirs = e
         .shared
         .read()
-        .unwrap()
-        .contribution(&Contributor::User(hostile.clone()))
+        .contribution(&Owner::User(hostile.clone()))
         .unwrap()
         .clone();
     for t in &ids {
@@ -377,12 +376,9 @@ fn with_nothing_shared_scores_are_bit_identical_to_the_users_own_model() {
     ] {
         let v = e.score_views(u, &m).unwrap();
         let own = {
-            let slot = e.slot(u, false).unwrap().unwrap();
+            let slot = e.slot(u).unwrap().unwrap();
             let tokens = e.settings.tokenizer.tokenize(&m);
-            slot.model
-                .read()
-                .unwrap()
-                .score(&tokens.ids, &e.settings.params)
+            slot.model.read().score(&tokens.ids, &e.settings.params)
         };
         if *u == alice {
             // Alice's prior is Bob's click: only tokens he saw may differ.

@@ -345,3 +345,64 @@ fn a_model_from_another_tokenizer_version_is_never_mixed_in() {
         Err(Error::NotLearned { .. })
     ));
 }
+
+#[test]
+fn in_process_scoring_and_the_score_rpc_give_one_verdict_under_custom_thresholds() {
+    use crate::policy::settings::SettingsUpdate;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("strict");
+    // Nothing learned: every score is 0.5, which a 0.5 threshold calls spam
+    // and the classifier's own cutoffs (0.2, 0.8) call unsure.
+    e.update_settings(
+        &u,
+        &SettingsUpdate {
+            spam_threshold: Some(0.5),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let read = e.read(SPAM).unwrap();
+    // What `chaff eval` calls in-process ...
+    let replay = e.score_read(&u, &read).unwrap();
+    let (online, _) = e
+        .score_then_train(&u, &read, Label::Spam, None, |_| false)
+        .unwrap();
+    let views = e.score_views(&u, SPAM).unwrap();
+    // ... and what the Score RPC calls.
+    let rpc = e.evaluate(&u, SPAM, &Envelope::default()).unwrap();
+    assert_eq!(rpc.scored.probability, 0.5);
+    assert_eq!(rpc.scored.verdict, Verdict::Spam);
+    assert_eq!(rpc.decision.verdict, Verdict::Spam);
+    for (name, s) in [
+        ("score_read", &replay),
+        ("score_then_train", &online),
+        ("score", &e.score(&u, SPAM).unwrap()),
+        ("score_views", &views.blended),
+    ] {
+        assert_eq!(s.verdict, rpc.scored.verdict, "{name}");
+    }
+    // A user with default settings is still read against the defaults.
+    let other = e.score(&user("default"), SPAM).unwrap();
+    assert_eq!(other.verdict, Verdict::Unsure);
+}
+
+#[test]
+fn decision_queries_get_the_default_limit_and_refuse_what_is_out_of_bounds() {
+    let q = DecisionQuery::new(5, 0, " ".into(), String::new(), 0).unwrap();
+    assert_eq!(q.limit, DEFAULT_FIND_LIMIT);
+    assert_eq!((q.since_ms, q.until_ms), (5, u64::MAX));
+    assert_eq!((q.sender, q.subject), (None, None));
+    let max = DecisionQuery::new(0, 9, "a@b.example".into(), "Hi".into(), 1000).unwrap();
+    assert_eq!(max.limit, MAX_FIND_LIMIT);
+    assert_eq!(max.until_ms, 9);
+    assert_eq!(max.sender.as_deref(), Some("a@b.example"));
+    let over = DecisionQuery::new(0, 0, String::new(), String::new(), 1001).unwrap_err();
+    assert!(over.to_string().contains("maximum 1000"), "{over}");
+    let negative = DecisionQuery::new(-1, 0, String::new(), String::new(), 0).unwrap_err();
+    assert!(
+        negative.to_string().contains("cannot be negative"),
+        "{negative}"
+    );
+    assert!(DecisionQuery::new(0, -1, String::new(), String::new(), 0).is_err());
+}

@@ -33,6 +33,9 @@ pub mod settings;
 use std::fmt;
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{self, Cutoffs};
 use crate::mail::auth::{Authentication, DmarcPolicy};
 use crate::mail::sender::Address;
 use crate::types::Verdict;
@@ -40,8 +43,10 @@ use crate::types::Verdict;
 pub use lists::{Entry, List, ListKind, MatchedOn};
 pub use settings::{HandlingMode, UserSettings};
 
-/// What the pipeline does with the message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the pipeline does with the message. Spelled (logs, headers, the
+/// decision log) as [`Action::as_str`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Action {
     Deliver,
     SpamFolder,
@@ -75,6 +80,35 @@ impl Scope {
     }
 }
 
+/// The kind of rule that decided, without its particulars: what headers,
+/// logs, the decision log and the wire name. Spelled once, here
+/// ([`RuleKind::as_str`]; the stored form is the same words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleKind {
+    BlockList,
+    AllowList,
+    Authentication,
+    Model,
+}
+
+impl RuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::BlockList => "block-list",
+            RuleKind::AllowList => "allow-list",
+            RuleKind::Authentication => "authentication",
+            RuleKind::Model => "model",
+        }
+    }
+}
+
+impl fmt::Display for RuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The rule that decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rule {
@@ -85,13 +119,13 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// A short name for headers and logs: `block-list`, `model`, …
-    pub fn kind(&self) -> &'static str {
+    /// Its kind: for headers, logs and the decision log.
+    pub fn kind(&self) -> RuleKind {
         match self {
-            Rule::BlockList { .. } => "block-list",
-            Rule::AllowList { .. } => "allow-list",
-            Rule::Authentication { .. } => "authentication",
-            Rule::Model => "model",
+            Rule::BlockList { .. } => RuleKind::BlockList,
+            Rule::AllowList { .. } => RuleKind::AllowList,
+            Rule::Authentication { .. } => RuleKind::Authentication,
+            Rule::Model => RuleKind::Model,
         }
     }
 }
@@ -163,9 +197,12 @@ pub const REPLY_BLOCKED: &str = "554 5.7.1 Message rejected by the recipient's p
 pub const REPLY_DMARC: &str =
     "550 5.7.26 Message rejected: it failed the sending domain's DMARC policy";
 
-/// Applies the precedence in the module docs.
+/// Applies the precedence in the module docs. The model's verdict is
+/// `classify::verdict` against `cutoffs` (the user's,
+/// [`UserSettings::cutoffs`]), as for every other verdict chaff reports.
 pub fn decide(
     probability: f64,
+    cutoffs: Cutoffs,
     settings: &UserSettings,
     lists: Lists<'_>,
     facts: &Facts<'_>,
@@ -268,7 +305,7 @@ pub fn decide(
     }
 
     // 4. The model.
-    let verdict = settings.verdict(probability);
+    let verdict = classify::verdict(probability, cutoffs);
     let action = match (verdict, settings.mode) {
         (Verdict::Spam, HandlingMode::Passthrough) => Action::Deliver,
         (Verdict::Spam, HandlingMode::Quarantine) => Action::SpamFolder,
@@ -284,12 +321,12 @@ pub fn decide(
         ),
         _ if verdict == Verdict::Spam => format!(
             "spam probability {probability:.4} is at or above the spam threshold {} ({} mode)",
-            settings.spam_threshold,
+            cutoffs.spam,
             settings.mode.as_str()
         ),
         _ => format!(
             "spam probability {probability:.4} is below the spam threshold {}",
-            settings.spam_threshold
+            cutoffs.spam
         ),
     };
     Decision {

@@ -1,8 +1,8 @@
 //! A user's delivery settings: handling mode and thresholds, with the
 //! defaults a provider would ship and the rules that keep them coherent.
 
+use crate::classify::Cutoffs;
 use crate::error::Error;
-use crate::types::Verdict;
 
 /// What happens to a message the model (or a rule) calls spam.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,15 +56,12 @@ pub const DEFAULT_SPAM_THRESHOLD: f64 = 0.80;
 /// can be undone; a rejected message is gone.
 pub const DEFAULT_REJECT_THRESHOLD: f64 = 0.999;
 
-/// The classifier's ham cutoff: below it the verdict is ham; between it
-/// and the spam threshold, unsure (delivered).
-pub const HAM_CUTOFF: f64 = 0.20;
-
 /// One user's delivery settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserSettings {
     pub mode: HandlingMode,
-    /// At or above: verdict spam.
+    /// At or above: verdict spam (`classify::verdict`, with the engine's
+    /// ham cutoff below which it is ham).
     pub spam_threshold: f64,
     /// In reject mode, at or above: rejected at SMTP time.
     pub reject_threshold: f64,
@@ -94,14 +91,12 @@ pub struct SettingsUpdate {
 }
 
 impl UserSettings {
-    /// The verdict for a probability under these thresholds.
-    pub fn verdict(&self, probability: f64) -> Verdict {
-        if probability >= self.spam_threshold {
-            Verdict::Spam
-        } else if probability < HAM_CUTOFF {
-            Verdict::Ham
-        } else {
-            Verdict::Unsure
+    /// The cutoffs this user's verdicts are read against: `ham_cutoff`
+    /// (the engine's, `classify::Params`) and this user's spam threshold.
+    pub fn cutoffs(&self, ham_cutoff: f64) -> Cutoffs {
+        Cutoffs {
+            ham: ham_cutoff,
+            spam: self.spam_threshold,
         }
     }
 
@@ -139,14 +134,17 @@ mod tests {
 
     #[test]
     fn defaults_quarantine_at_the_classifier_cutoff() {
+        use crate::classify::verdict;
+        use crate::types::Verdict;
         let s = UserSettings::default();
-        assert_eq!(s.mode, HandlingMode::Quarantine);
-        assert_eq!(s.verdict(0.5), Verdict::Unsure);
-        assert_eq!(s.verdict(0.9), Verdict::Spam);
-        assert_eq!(s.verdict(0.1), Verdict::Ham);
         let classifier = crate::classify::Params::default();
+        let cutoffs = s.cutoffs(classifier.ham_cutoff);
+        assert_eq!(s.mode, HandlingMode::Quarantine);
+        assert_eq!(verdict(0.5, cutoffs), Verdict::Unsure);
+        assert_eq!(verdict(0.9, cutoffs), Verdict::Spam);
+        assert_eq!(verdict(0.1, cutoffs), Verdict::Ham);
         assert_eq!(s.spam_threshold, classifier.spam_cutoff);
-        assert_eq!(HAM_CUTOFF, classifier.ham_cutoff);
+        assert_eq!(cutoffs, Cutoffs::of(&classifier));
     }
 
     #[test]

@@ -42,7 +42,14 @@ impl Case {
             operator_allow: &self.operator_allow,
             operator_block: &self.operator_block,
         };
-        decide(p, &self.settings, lists, &facts)
+        let ham_cutoff = crate::classify::Params::default().ham_cutoff;
+        decide(
+            p,
+            self.settings.cutoffs(ham_cutoff),
+            &self.settings,
+            lists,
+            &facts,
+        )
     }
 }
 

@@ -1,15 +1,17 @@
 //! The gRPC adapter: the only module that names tonic. Each RPC validates
 //! its request into library types, runs the engine on the blocking pool
 //! (engine calls do storage I/O and CPU-heavy tokenizing), and converts the
-//! answer back. Errors become statuses in [`status`].
+//! answer back. Errors become statuses in [`status`]; a request that panics
+//! is answered INTERNAL by [`catch_panic`] while the server goes on.
 
+pub mod catch_panic;
 pub mod codec;
 pub mod guard;
 pub mod status;
 pub mod tls;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,13 +21,12 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::auth::{Caller, Rpc};
-use crate::engine::{DecisionQuery, Engine, Envelope, Evaluated, ListRef};
+use crate::engine::{DecisionQuery, Engine, ListRef};
 use crate::error::Error;
 use crate::policy::Entry;
 use crate::policy::settings::SettingsUpdate;
 use crate::proto::{self, chaff_server::ChaffServer};
-use crate::store::ListOwner;
-use crate::types::{MessageId, UserId};
+use crate::types::{MessageId, Owner, UserId};
 
 use self::guard::{GuardLayer, Trust};
 
@@ -216,7 +217,7 @@ impl ChaffService {
         let engine = self.storage.engine()?;
         let result = tokio::task::spawn_blocking(move || f(&engine))
             .await
-            .map_err(|e| Status::internal(format!("request task failed: {e}")))?;
+            .map_err(catch_panic::resume_if_panicked)?;
         if let Err(failure) = &result
             && failure.error().is_storage()
             && !self
@@ -256,49 +257,8 @@ impl Failure for (usize, Error) {
     }
 
     fn into_status(self) -> Status {
-        indexed(self.0, self.1)
+        status::indexed(self.0, self.1)
     }
-}
-
-/// Most items one ScoreBatch call may carry.
-pub const MAX_BATCH: usize = 1000;
-
-/// A batch item's error, with the item's index in front of its message.
-fn indexed(i: usize, e: Error) -> Status {
-    let s = Status::from(e);
-    Status::new(s.code(), format!("item {i}: {}", s.message()))
-}
-
-fn score_response(evaluated: Evaluated) -> proto::ScoreResponse {
-    let Evaluated {
-        scored,
-        decision,
-        record,
-        headers,
-    } = evaluated;
-    proto::ScoreResponse {
-        action: status::action_to_wire(decision.action).into(),
-        smtp_reply: decision.smtp_reply.unwrap_or_default(),
-        headers: headers
-            .into_iter()
-            .map(|(name, value)| proto::HeaderField { name, value })
-            .collect(),
-        explanation: Some(status::explanation_to_wire(&record)),
-        spam_probability: scored.probability,
-        spam_log_odds: scored.log_odds,
-        verdict: status::verdict_to_wire(scored.verdict).into(),
-        tokens_known: scored.tokens_known,
-        tokens_used: scored.tokens_used,
-        limits_hit: scored
-            .limits_hit
-            .iter()
-            .map(|l| l.as_str().to_string())
-            .collect(),
-    }
-}
-
-fn user_id(raw: String) -> Result<UserId, Status> {
-    UserId::new(raw).map_err(Status::from)
 }
 
 /// The caller the guard identified (absent only when the service runs
@@ -311,7 +271,7 @@ fn caller_of<T>(req: &Request<T>) -> CallerRef {
 
 /// A user id the caller may name (the tenant rule of [`crate::auth`]).
 fn named_user(caller: &CallerRef, rpc: Rpc, raw: String) -> Result<UserId, Status> {
-    let user = user_id(raw)?;
+    let user = UserId::new(raw)?;
     allowed(caller, rpc, &user)?;
     Ok(user)
 }
@@ -326,28 +286,8 @@ fn allowed(caller: &CallerRef, rpc: Rpc, user: &UserId) -> Result<(), Status> {
     Ok(())
 }
 
-/// A Score request's envelope: the client IP (validated) and message id.
-fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, Error> {
-    let client_ip = match client_ip.trim() {
-        "" => None,
-        ip => Some(ip.parse::<IpAddr>().map_err(|_| {
-            Error::InvalidArgument(format!(
-                "client_ip {ip:?} is not an IPv4 or IPv6 address; leave it empty to read \
-                 Received-SPF instead"
-            ))
-        })?),
-    };
-    let message_id = match message_id.is_empty() {
-        true => None,
-        false => Some(MessageId::new(message_id)?),
-    };
-    Ok(Envelope {
-        client_ip,
-        message_id,
-    })
-}
-
-/// Exactly one of a user id and the operator flag names a list's owner.
+/// A list the caller may touch: a user's (the tenant rule) or the
+/// operator's (operator-wide rights).
 fn list_ref(
     caller: &CallerRef,
     rpc: Rpc,
@@ -355,41 +295,23 @@ fn list_ref(
     operator_wide: bool,
     kind: i32,
 ) -> Result<ListRef, Status> {
-    let kind = status::list_kind_from_wire(kind)?;
-    let owner = match (user_id.is_empty(), operator_wide) {
-        (false, false) => ListOwner::User(named_user(caller, rpc, user_id)?),
-        (true, true) => {
+    let list = status::list_ref(user_id, operator_wide, kind)?;
+    match &list.owner {
+        Owner::User(user) => allowed(caller, rpc, user)?,
+        Owner::Operator => {
             if let Some(c) = caller
                 && let Err(d) = c.may_touch_operator()
             {
                 guard::audit_denied(c, rpc, None, &d);
                 return Err(Status::from(d));
             }
-            ListOwner::Operator
         }
-        (false, true) => {
-            return Err(Status::invalid_argument(
-                "set either user_id or operator_wide, not both",
-            ));
-        }
-        (true, false) => {
-            return Err(Status::invalid_argument(
-                "user_id is empty; set it, or set operator_wide for the operator's list",
-            ));
-        }
-    };
-    Ok(ListRef { owner, kind })
+    }
+    Ok(list)
 }
 
 fn list_entry(raw: &str) -> Result<Entry, Status> {
     raw.parse::<Entry>().map_err(Status::from)
-}
-
-fn owner_name(owner: &ListOwner) -> String {
-    match owner {
-        ListOwner::User(u) => u.to_string(),
-        ListOwner::Operator => "operator".to_string(),
-    }
 }
 
 #[tonic::async_trait]
@@ -401,10 +323,12 @@ impl proto::chaff_server::Chaff for ChaffService {
         let caller = caller_of(&req);
         let req = req.into_inner();
         let user = named_user(&caller, Rpc::Score, req.user_id)?;
-        let env = envelope(&req.client_ip, req.message_id)?;
+        #[cfg(feature = "fault-injection")]
+        crate::fault::panic_if(&user, crate::fault::PANIC_IN_HANDLER);
+        let env = status::envelope(&req.client_ip, req.message_id)?;
         let message = req.message;
         let evaluated = self.run(move |e| e.evaluate(&user, &message, &env)).await?;
-        Ok(Response::new(score_response(evaluated)))
+        Ok(Response::new(status::score_response(evaluated)))
     }
 
     async fn score_batch(
@@ -413,23 +337,19 @@ impl proto::chaff_server::Chaff for ChaffService {
     ) -> Result<Response<proto::ScoreBatchResponse>, Status> {
         let caller = caller_of(&req);
         let requests = req.into_inner().requests;
-        if requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "batch has {} items; the limit is {MAX_BATCH}",
-                requests.len()
-            )));
-        }
+        status::check_batch(requests.len())?;
         let mut items = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
-            let user = UserId::new(r.user_id).map_err(|e| indexed(i, e))?;
+            let user = UserId::new(r.user_id).map_err(|e| status::indexed(i, e))?;
             allowed(&caller, Rpc::ScoreBatch, &user)
                 .map_err(|s| Status::new(s.code(), format!("item {i}: {}", s.message())))?;
-            let env = envelope(&r.client_ip, r.message_id).map_err(|e| indexed(i, e))?;
+            let env =
+                status::envelope(&r.client_ip, r.message_id).map_err(|e| status::indexed(i, e))?;
             items.push((user, r.message, env));
         }
         let scored = self.run(move |e| e.evaluate_batch(&items)).await?;
         Ok(Response::new(proto::ScoreBatchResponse {
-            responses: scored.into_iter().map(score_response).collect(),
+            responses: scored.into_iter().map(status::score_response).collect(),
         }))
     }
 
@@ -441,10 +361,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let req = req.into_inner();
         let user = named_user(&caller, Rpc::Train, req.user_id)?;
         let label = status::label_from_wire(req.label)?;
-        let message_id = match req.message_id.is_empty() {
-            true => None,
-            false => Some(MessageId::new(req.message_id).map_err(Status::from)?),
-        };
+        let message_id = status::optional_message_id(req.message_id)?;
         let message = req.message;
         let log_user = user.clone();
         let t = self
@@ -476,7 +393,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let caller = caller_of(&req);
         let req = req.into_inner();
         let user = named_user(&caller, Rpc::Forget, req.user_id)?;
-        let message_id = MessageId::new(req.message_id).map_err(Status::from)?;
+        let message_id = MessageId::new(req.message_id)?;
         let (log_user, log_id) = (user.clone(), message_id.clone());
         let f = self.run(move |e| e.forget(&user, &message_id)).await?;
         info!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
@@ -566,31 +483,13 @@ impl proto::chaff_server::Chaff for ChaffService {
         let caller = caller_of(&req);
         let req = req.into_inner();
         let user = named_user(&caller, Rpc::FindDecisions, req.user_id)?;
-        let limit = match req.limit {
-            0 => DEFAULT_FIND_LIMIT,
-            n if n as usize > MAX_FIND_LIMIT => {
-                return Err(Status::invalid_argument(format!(
-                    "limit {n} is over the maximum {MAX_FIND_LIMIT}; narrow the time window instead"
-                )));
-            }
-            n => n as usize,
-        };
-        if req.since_unix_ms < 0 || req.until_unix_ms < 0 {
-            return Err(Status::invalid_argument(
-                "since_unix_ms and until_unix_ms are milliseconds since 1970 and cannot be negative",
-            ));
-        }
-        let until_ms = match req.until_unix_ms {
-            0 => u64::MAX,
-            t => t as u64,
-        };
-        let query = DecisionQuery {
-            since_ms: req.since_unix_ms as u64,
-            until_ms,
-            sender: (!req.sender.trim().is_empty()).then_some(req.sender),
-            subject: (!req.subject.is_empty()).then_some(req.subject),
-            limit,
-        };
+        let query = DecisionQuery::new(
+            req.since_unix_ms,
+            req.until_unix_ms,
+            req.sender,
+            req.subject,
+            req.limit,
+        )?;
         let found = self.run(move |e| e.find_decisions(&user, &query)).await?;
         Ok(Response::new(proto::FindDecisionsResponse {
             decisions: found.iter().map(status::decision_to_wire).collect(),
@@ -616,10 +515,7 @@ impl proto::chaff_server::Chaff for ChaffService {
     ) -> Result<Response<proto::SeedSharedResponse>, Status> {
         let req = req.into_inner();
         let label = status::label_from_wire(req.label)?;
-        let message_id = match req.message_id.is_empty() {
-            true => None,
-            false => Some(MessageId::new(req.message_id).map_err(Status::from)?),
-        };
+        let message_id = status::optional_message_id(req.message_id)?;
         let message = req.message;
         let s = self
             .run(move |e| e.seed(&message, label, message_id))
@@ -677,9 +573,13 @@ impl proto::chaff_server::Chaff for ChaffService {
     }
 }
 
-/// FindDecisions' page size when the request gives none, and its maximum.
-const DEFAULT_FIND_LIMIT: usize = 100;
-const MAX_FIND_LIMIT: usize = 1000;
+/// A list owner as the log names it.
+fn owner_name(owner: &Owner) -> String {
+    match owner {
+        Owner::User(u) => u.to_string(),
+        Owner::Operator => "operator".to_string(),
+    }
+}
 
 impl ChaffService {
     async fn user_info(&self, user: UserId) -> Result<Response<proto::UserInfo>, Status> {
@@ -827,6 +727,7 @@ pub async fn serve_logging_stats(
     );
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
+        .layer(catch_panic::CatchPanicLayer)
         .layer(GuardLayer::new(trust.clone(), limit))
         .add_service(health_service)
         .add_service(reflection)

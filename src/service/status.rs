@@ -1,14 +1,20 @@
-//! The one place library errors become gRPC statuses, and wire enums become
-//! library types. Messages are written for the person reading a client log.
+//! The wire conversions, in one place: requests' fields become library
+//! types (refusals are [`Error::InvalidArgument`]s naming what to send
+//! instead), library results become messages, and library errors become gRPC
+//! statuses — here only, in `From<Error> for Status` (and `indexed`, which
+//! prefixes a batch item's, and `internal_error`, a caught panic's). Messages are written for the person reading a
+//! client log.
+
+use std::net::IpAddr;
 
 use tonic::Status;
 
 use crate::decisions::DecisionRecord;
-use crate::engine::TrainOutcome;
+use crate::engine::{Envelope, Evaluated, ListRef, TrainOutcome};
 use crate::error::Error;
-use crate::policy::{Action, HandlingMode, ListKind, UserSettings};
+use crate::policy::{Action, HandlingMode, ListKind, RuleKind, UserSettings};
 use crate::proto;
-use crate::types::{Label, Verdict};
+use crate::types::{Label, MessageId, Owner, UserId, Verdict};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -43,15 +49,21 @@ impl From<crate::auth::Denied> for Status {
     }
 }
 
+/// A request that failed by a bug (a panic, `catch_panic`): the caller is
+/// told only that it is logged.
+pub(super) fn internal_error() -> Status {
+    Status::internal(crate::service::catch_panic::PANIC_MESSAGE)
+}
+
 /// LABEL_UNSPECIFIED (and unknown numbers) are refused, never guessed.
-pub fn label_from_wire(value: i32) -> Result<Label, Status> {
+pub fn label_from_wire(value: i32) -> Result<Label, Error> {
     match proto::Label::try_from(value) {
         Ok(proto::Label::Spam) => Ok(Label::Spam),
         Ok(proto::Label::Ham) => Ok(Label::Ham),
-        Ok(proto::Label::Unspecified) => Err(Status::invalid_argument(
-            "label is unspecified; set LABEL_SPAM or LABEL_HAM",
+        Ok(proto::Label::Unspecified) => Err(Error::InvalidArgument(
+            "label is unspecified; set LABEL_SPAM or LABEL_HAM".into(),
         )),
-        Err(_) => Err(Status::invalid_argument(format!(
+        Err(_) => Err(Error::InvalidArgument(format!(
             "label {value} is unknown; set LABEL_SPAM or LABEL_HAM"
         ))),
     }
@@ -89,13 +101,13 @@ pub fn mode_to_wire(m: HandlingMode) -> proto::HandlingMode {
 }
 
 /// UNSPECIFIED means "keep the current mode" in UpdateUser.
-pub fn mode_from_wire(value: i32) -> Result<Option<HandlingMode>, Status> {
+pub fn mode_from_wire(value: i32) -> Result<Option<HandlingMode>, Error> {
     match proto::HandlingMode::try_from(value) {
         Ok(proto::HandlingMode::Unspecified) => Ok(None),
         Ok(proto::HandlingMode::Passthrough) => Ok(Some(HandlingMode::Passthrough)),
         Ok(proto::HandlingMode::Quarantine) => Ok(Some(HandlingMode::Quarantine)),
         Ok(proto::HandlingMode::Reject) => Ok(Some(HandlingMode::Reject)),
-        Err(_) => Err(Status::invalid_argument(format!(
+        Err(_) => Err(Error::InvalidArgument(format!(
             "handling mode {value} is unknown; use PASSTHROUGH, QUARANTINE or REJECT"
         ))),
     }
@@ -109,13 +121,13 @@ pub fn list_kind_to_wire(k: ListKind) -> proto::ListKind {
     }
 }
 
-pub fn list_kind_from_wire(value: i32) -> Result<ListKind, Status> {
+pub fn list_kind_from_wire(value: i32) -> Result<ListKind, Error> {
     match proto::ListKind::try_from(value) {
         Ok(proto::ListKind::Allow) => Ok(ListKind::Allow),
         Ok(proto::ListKind::Block) => Ok(ListKind::Block),
         Ok(proto::ListKind::Trusted) => Ok(ListKind::Trusted),
-        _ => Err(Status::invalid_argument(
-            "list kind is unspecified or unknown; use ALLOW, BLOCK or TRUSTED",
+        _ => Err(Error::InvalidArgument(
+            "list kind is unspecified or unknown; use ALLOW, BLOCK or TRUSTED".into(),
         )),
     }
 }
@@ -129,31 +141,12 @@ pub fn settings_to_wire(s: &UserSettings) -> proto::UserSettings {
     }
 }
 
-fn rule_to_wire(kind: &str) -> proto::Rule {
+pub fn rule_to_wire(kind: RuleKind) -> proto::Rule {
     match kind {
-        "model" => proto::Rule::Model,
-        "block-list" => proto::Rule::BlockList,
-        "allow-list" => proto::Rule::AllowList,
-        "authentication" => proto::Rule::Authentication,
-        _ => proto::Rule::Unspecified,
-    }
-}
-
-fn verdict_from_str(v: &str) -> proto::Verdict {
-    match v {
-        "ham" => proto::Verdict::Ham,
-        "unsure" => proto::Verdict::Unsure,
-        "spam" => proto::Verdict::Spam,
-        _ => proto::Verdict::Unspecified,
-    }
-}
-
-fn action_from_str(a: &str) -> proto::Action {
-    match a {
-        "deliver" => proto::Action::Deliver,
-        "spam-folder" => proto::Action::SpamFolder,
-        "reject" => proto::Action::Reject,
-        _ => proto::Action::Unspecified,
+        RuleKind::Model => proto::Rule::Model,
+        RuleKind::BlockList => proto::Rule::BlockList,
+        RuleKind::AllowList => proto::Rule::AllowList,
+        RuleKind::Authentication => proto::Rule::Authentication,
     }
 }
 
@@ -165,7 +158,7 @@ pub fn explanation_to_wire(r: &DecisionRecord) -> proto::Explanation {
         contribution: f.contribution,
     };
     proto::Explanation {
-        rule: rule_to_wire(&r.rule).into(),
+        rule: rule_to_wire(r.rule).into(),
         reason: r.reason.clone(),
         notes: r.notes.clone(),
         spam_learned: r.spam_learned,
@@ -182,13 +175,13 @@ pub fn explanation_to_wire(r: &DecisionRecord) -> proto::Explanation {
 pub fn decision_to_wire(r: &DecisionRecord) -> proto::Decision {
     proto::Decision {
         time_unix_ms: i64::try_from(r.time_ms).unwrap_or(i64::MAX),
-        message_id: r.message_id.clone(),
+        message_id: r.message_id.to_string(),
         sender: r.sender.clone().unwrap_or_default(),
         client_ip: r.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         subject_digest: r.subject_digest.clone().unwrap_or_default(),
         spam_probability: r.spam_probability,
-        verdict: verdict_from_str(&r.verdict).into(),
-        action: action_from_str(&r.action).into(),
+        verdict: verdict_to_wire(r.verdict).into(),
+        action: action_to_wire(r.action).into(),
         smtp_reply: r.smtp_reply.clone().unwrap_or_default(),
         explanation: Some(explanation_to_wire(r)),
     }
@@ -199,6 +192,97 @@ pub fn verdict_to_wire(v: Verdict) -> proto::Verdict {
         Verdict::Ham => proto::Verdict::Ham,
         Verdict::Unsure => proto::Verdict::Unsure,
         Verdict::Spam => proto::Verdict::Spam,
+    }
+}
+
+/// Most items one ScoreBatch call may carry.
+pub const MAX_BATCH: usize = 1000;
+
+pub(super) fn check_batch(items: usize) -> Result<(), Error> {
+    if items > MAX_BATCH {
+        return Err(Error::InvalidArgument(format!(
+            "batch has {items} items; the limit is {MAX_BATCH}"
+        )));
+    }
+    Ok(())
+}
+
+/// A batch item's error, with the item's index in front of its message.
+pub(super) fn indexed(i: usize, e: Error) -> Status {
+    let s = Status::from(e);
+    Status::new(s.code(), format!("item {i}: {}", s.message()))
+}
+
+/// An optional message id field: empty means none given.
+pub(super) fn optional_message_id(raw: String) -> Result<Option<MessageId>, Error> {
+    match raw.is_empty() {
+        true => Ok(None),
+        false => MessageId::new(raw).map(Some),
+    }
+}
+
+/// A Score request's envelope: the client IP (validated) and message id.
+pub(super) fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, Error> {
+    let client_ip = match client_ip.trim() {
+        "" => None,
+        ip => Some(ip.parse::<IpAddr>().map_err(|_| {
+            Error::InvalidArgument(format!(
+                "client_ip {ip:?} is not an IPv4 or IPv6 address; leave it empty to read \
+                 Received-SPF instead"
+            ))
+        })?),
+    };
+    Ok(Envelope {
+        client_ip,
+        message_id: optional_message_id(message_id)?,
+    })
+}
+
+/// Exactly one of a user id and the operator flag names a list's owner.
+pub(super) fn list_ref(user_id: String, operator_wide: bool, kind: i32) -> Result<ListRef, Error> {
+    let kind = list_kind_from_wire(kind)?;
+    let owner = match (user_id.is_empty(), operator_wide) {
+        (false, false) => Owner::User(UserId::new(user_id)?),
+        (true, true) => Owner::Operator,
+        (false, true) => {
+            return Err(Error::InvalidArgument(
+                "set either user_id or operator_wide, not both".into(),
+            ));
+        }
+        (true, false) => {
+            return Err(Error::InvalidArgument(
+                "user_id is empty; set it, or set operator_wide for the operator's list".into(),
+            ));
+        }
+    };
+    Ok(ListRef { owner, kind })
+}
+
+pub(super) fn score_response(evaluated: Evaluated) -> proto::ScoreResponse {
+    let Evaluated {
+        scored,
+        decision,
+        record,
+        headers,
+    } = evaluated;
+    proto::ScoreResponse {
+        action: action_to_wire(decision.action).into(),
+        smtp_reply: decision.smtp_reply.unwrap_or_default(),
+        headers: headers
+            .into_iter()
+            .map(|(name, value)| proto::HeaderField { name, value })
+            .collect(),
+        explanation: Some(explanation_to_wire(&record)),
+        spam_probability: scored.probability,
+        spam_log_odds: scored.log_odds,
+        verdict: verdict_to_wire(scored.verdict).into(),
+        tokens_known: scored.tokens_known,
+        tokens_used: scored.tokens_used,
+        limits_hit: scored
+            .limits_hit
+            .iter()
+            .map(|l| l.as_str().to_string())
+            .collect(),
     }
 }
 
@@ -234,11 +318,11 @@ mod tests {
     #[test]
     fn unspecified_and_unknown_labels_are_invalid() {
         assert_eq!(
-            label_from_wire(0).unwrap_err().code(),
+            Status::from(label_from_wire(0).unwrap_err()).code(),
             Code::InvalidArgument
         );
         assert_eq!(
-            label_from_wire(99).unwrap_err().code(),
+            Status::from(label_from_wire(99).unwrap_err()).code(),
             Code::InvalidArgument
         );
         assert_eq!(label_from_wire(1).unwrap(), Label::Spam);

@@ -25,8 +25,8 @@
 //! There is no background thread: the leader is a waiting request thread,
 //! so an idle server does nothing and a lone click has no hand-off.
 
+use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
 
 use crate::error::Error;
 
@@ -65,7 +65,7 @@ impl GroupCommit {
     /// unless a round that started after this call covers it.
     pub(super) fn wait_durable(&self, flush: impl Fn() -> Result<(), Error>) -> Result<(), Error> {
         self.waits.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.state.lock().expect("commit lock");
+        let mut state = self.state.lock();
         state.arrived += 1;
         let ticket = state.arrived;
         loop {
@@ -75,7 +75,7 @@ impl GroupCommit {
             if state.flushing {
                 // The running round started before we arrived: it may miss
                 // our writes. Check again when it ends.
-                state = self.done.wait(state).expect("commit lock");
+                self.done.wait(&mut state);
                 continue;
             }
             state.flushing = true;
@@ -84,16 +84,21 @@ impl GroupCommit {
             let target = state.arrived;
             drop(state);
             self.flushes.fetch_add(1, Ordering::Relaxed);
+            // The round ends when `round` drops, even if `flush` panics:
+            // the waiters must not sleep forever on a leader that is gone.
+            let mut round = Round {
+                commit: self,
+                flushed: None,
+            };
             let result = flush();
-            state = self.state.lock().expect("commit lock");
-            state.flushing = false;
             if result.is_ok() {
-                state.flushed = state.flushed.max(target);
+                round.flushed = Some(target);
             }
-            self.done.notify_all();
+            drop(round);
             // On failure the waiters wake, find nothing flushed, and one of
             // them tries again; this caller reports the error.
             result?;
+            state = self.state.lock();
         }
     }
 
@@ -102,6 +107,25 @@ impl GroupCommit {
             waits: self.waits.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A leader's flush round: ending it (on drop, so also when the flush
+/// panics) clears `flushing`, publishes what it covered and wakes everyone.
+struct Round<'a> {
+    commit: &'a GroupCommit,
+    /// The ticket the flush covered, if it succeeded.
+    flushed: Option<u64>,
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        let mut state = self.commit.state.lock();
+        state.flushing = false;
+        if let Some(target) = self.flushed {
+            state.flushed = state.flushed.max(target);
+        }
+        self.commit.done.notify_all();
     }
 }
 
@@ -152,6 +176,24 @@ mod tests {
     /// Every waiter returns only after a flush that started after its write
     /// ended: the flush records the write count it saw at its start, and a
     /// waiter checks its own write is within what some finished flush saw.
+    #[test]
+    fn a_flush_that_panics_ends_its_round_so_the_next_caller_flushes() {
+        let gc = GroupCommit::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gc.wait_durable(|| panic!("injected flush panic"))
+        }));
+        assert!(panicked.is_err());
+        // Before rounds ended on drop, `flushing` stayed set and this call
+        // waited forever for a leader that was gone.
+        let n = AtomicU64::new(0);
+        gc.wait_durable(|| {
+            n.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn concurrent_waiters_share_flushes_and_each_is_covered() {
         let gc = Arc::new(GroupCommit::default());

@@ -1,9 +1,10 @@
 //! Storage tests on a real sled directory.
 
 use super::*;
+use crate::classify::Model;
 use crate::classify::Weight;
 use crate::tokenize::TokenId;
-use crate::types::Label;
+use crate::types::{Label, MessageId, UserId};
 
 fn user(s: &str) -> UserId {
     UserId::new(s).unwrap()

@@ -1,0 +1,129 @@
+//! User models: snapshots, the journal replayed over them at load, and when
+//! to fold the journal into a new snapshot.
+
+use sled::Batch;
+
+use super::Store;
+use super::codec::{self};
+use super::keys::*;
+use crate::classify::Model;
+use crate::error::Error;
+use crate::types::UserId;
+
+/// A journal shorter than this many entries ([`Op::entries`](super::Op::entries): token ids,
+/// plus one per op) is never folded, however small the model: tiny models
+/// would otherwise be re-snapshotted at almost every click. Replaying it
+/// costs well under a millisecond.
+pub const CHECKPOINT_MIN_ENTRIES: u64 = 32_768;
+
+/// Whether a model (or a shared contribution) should be snapshotted now:
+/// once the journal since its last snapshot holds twice as many entries
+/// (token ids) as the model has tokens, and at least
+/// [`CHECKPOINT_MIN_ENTRIES`].
+///
+/// Why relative to the model's size: a snapshot costs time and disk in
+/// proportion to the model, a journal record in proportion to its click.
+/// Folding when the journal has grown to twice the model makes the
+/// snapshots' total cost at most about half the journal's (amortised O(1)
+/// per token learned), keeps replay at load within about twice the work of
+/// decoding the snapshot, and the journal's live bytes within about twice
+/// the snapshot's. A fixed number of clicks between snapshots (256, until
+/// 2026-11-23) rewrote a 600k-token model every 256 clicks: sorting and
+/// writing it was the largest single cost of a corpus replay. Factor 2
+/// rather than 1: +11% replay speed (median of five runs each), and a
+/// 50k-token model's worst-case load stays far below the 5 ms target
+/// (docs/PERFORMANCE.md).
+pub fn checkpoint_due(journal_entries: u64, model_tokens: usize) -> bool {
+    journal_entries >= CHECKPOINT_MIN_ENTRIES.max(2 * model_tokens as u64)
+}
+
+/// A model as loaded from disk, with the position its state reflects.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub model: Model,
+    /// Sequence number of the last journal record folded in (0 if none).
+    pub last_seq: u64,
+    /// Entries ([`Op::entries`](super::Op::entries)) in the journal records after the snapshot
+    /// (replayed into `model`): what [`checkpoint_due`] weighs.
+    pub journal_entries: u64,
+}
+
+/// A model (or shared contribution) encoded for storage, with the last
+/// journal sequence number folded into it. Encoding needs only a shared
+/// reference, so the engine encodes a user's model under its read lock —
+/// CPU only; scoring goes on, since the only writer of that model is the
+/// click that holds the user's writer lock and is encoding — without a copy
+/// of a model of hundreds of thousands of tokens, and writes it after
+/// releasing the lock, so no lock is held across I/O.
+pub struct Snapshot {
+    pub(super) bytes: Vec<u8>,
+    pub(super) last_seq: u64,
+}
+
+impl Snapshot {
+    pub fn encode(model: &Model, last_seq: u64) -> Self {
+        Self {
+            bytes: codec::encode_snapshot(model, last_seq),
+            last_seq,
+        }
+    }
+}
+
+impl Store {
+    /// The user's model (snapshot plus journal replay), or `None` for a user
+    /// with nothing stored.
+    pub fn load_model(&self, user: &UserId) -> Result<Option<LoadedModel>, Error> {
+        let snapshot = self.tree()?.get(user_prefix(MODEL, user))?;
+        let (mut model, mut last_seq) = match &snapshot {
+            Some(bytes) => codec::decode_snapshot(bytes)?,
+            None => (Model::default(), 0),
+        };
+        let mut journal_entries = 0;
+        let mut records = 0;
+        let start = journal_key(user, last_seq.saturating_add(1));
+        let end = journal_key(user, u64::MAX);
+        for item in self.tree()?.range(start..=end) {
+            let (key, value) = item?;
+            let mut entries = 0;
+            for op in codec::decode_ops(&value)? {
+                op.apply(&mut model);
+                entries += op.entries();
+            }
+            // A record counts even with no ops (see `Engine::commit`).
+            journal_entries += entries.max(1);
+            let seq_bytes = &key[key.len() - 8..];
+            last_seq =
+                u64::from_be_bytes(seq_bytes.try_into().expect("journal key ends in 8 bytes"));
+            records += 1;
+        }
+        if snapshot.is_none() && records == 0 {
+            return Ok(None);
+        }
+        Ok(Some(LoadedModel {
+            model,
+            last_seq,
+            journal_entries,
+        }))
+    }
+
+    /// Folds the journal up to `last_seq` into a snapshot of `model`, and
+    /// deletes the folded records, atomically.
+    pub fn checkpoint(&self, user: &UserId, model: &Model, last_seq: u64) -> Result<(), Error> {
+        self.write_checkpoint(user, Snapshot::encode(model, last_seq))
+    }
+
+    /// [`Store::checkpoint`] with the model already encoded.
+    pub fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        for item in self
+            .tree()?
+            .range(journal_key(user, 0)..=journal_key(user, snapshot.last_seq))
+        {
+            let (key, _) = item?;
+            batch.remove(key);
+        }
+        batch.insert(user_prefix(MODEL, user), snapshot.bytes);
+        self.tree()?.apply_batch(batch)?;
+        Ok(())
+    }
+}
