@@ -6,6 +6,7 @@ mod common;
 mod api;
 mod durability;
 mod errors;
+mod eval;
 mod loadtest;
 mod policy;
 mod shared;
