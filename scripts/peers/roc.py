@@ -124,7 +124,7 @@ def main():
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlim(0.01, 10)
-            ax.set_ylim(0.05, 100)
+            ax.set_ylim(0.05, 150)
             ax.set_title(f"train {mode}", fontsize=10)
             ax.grid(True, which="major", linewidth=0.3)
         if not drawn:
@@ -134,9 +134,15 @@ def main():
             ax.set_xlabel("ham misfiled % (log)")
         for ax in axes[:, 0]:
             ax.set_ylabel("spam missed % (log)")
-        axes[0, 0].legend(fontsize=8, loc="lower left")
+        # One legend for the figure: a filter may be missing from a panel.
+        handles = {}
+        for ax in axes.flat:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, h)
+        fig.legend(handles.values(), handles.keys(), fontsize=8, loc="lower center",
+                   ncol=len(handles), frameon=False)
         fig.suptitle(f"{corpus}: ROC, low-false-positive end (dot: own verdict)", fontsize=11)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
         out = os.path.join(a.out_dir, f"roc-{corpus}.png")
         fig.savefig(out, dpi=80)
         plt.close(fig)
