@@ -60,8 +60,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "Q", help_heading = "Click protocol")]
     click_ham: Option<f64>,
     /// With --train clicks: seeds the click draws (SplitMix64, one draw per
-    /// message by its place in the mailbox), so runs — and the peers'
-    /// replay, scripts/peers/replay.py — click the same messages.
+    /// message by its place in the mailbox — each user's own mailbox with
+    /// several --index), so runs — and the peers' replay,
+    /// scripts/peers/replay.py — click the same messages.
     #[arg(
         long,
         value_name = "N",
@@ -76,8 +77,9 @@ pub struct EvalArgs {
     /// Replay through a running chaff server (gRPC) instead of in-process.
     #[arg(long)]
     server: Option<String>,
-    /// Write one `id score gold judged` line per scored message (read back by
-    /// `chaff metrics`).
+    /// Write one `id score gold judged taught` line per scored message
+    /// (`taught`: 1 if the replay then learned its label, a click, else 0),
+    /// after a `#` line naming the protocol; read back by `chaff metrics`.
     #[arg(long)]
     results: Option<PathBuf>,
     /// Print the summary as JSON.
