@@ -9,6 +9,7 @@ mod decode;
 mod durability;
 mod errors;
 mod full_disk;
+mod eval;
 mod loadtest;
 mod mailgen;
 mod one_sided;

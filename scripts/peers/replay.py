@@ -1,14 +1,29 @@
 #!/usr/bin/env python3
 """Replay a corpus through a peer spam filter, TREC-style, from an empty database.
 
-Usage: replay.py PEER INDEX MODE OUT
+Usage: replay.py PEER INDEX MODE OUT [--profile NAME] [--click-spam P]
+                 [--click-ham Q] [--seed N]
+       replay.py --self-check
   PEER   bogofilter | spamassassin | crm114 | rspamd
   INDEX  corpus index file: lines "spam PATH" / "ham PATH" (PATH relative to
          the index's folder), in arrival order
   MODE   every  -- gold feedback after every message (TREC immediate feedback)
          errors -- feedback only when the peer was wrong (or, bogofilter, Unsure)
-  OUT    results, one line per message: "ID SCORE GOLD JUDGED"
-         (the format `chaff metrics` reads; SCORE: higher = spammier)
+         clicks -- a user's clicks, as `chaff eval --train clicks`: spam the
+                   peer delivered (its own verdict not spam) is fed back with
+                   probability P, ham it filed as spam with probability Q,
+                   nothing else.  --profile diligent (P = Q = 1), typical
+                   (P = 0.5, Q = 0.2, the default) or spam-only (P = 0.5,
+                   Q = 0); --click-spam / --click-ham override the profile.
+                   Message i (0-based) is clicked iff u(seed, i) < P (or Q),
+                   u = the top 53 bits of output i of SplitMix64 seeded with
+                   --seed (default 0) -- the same function as
+                   src/eval/clicks.rs, so chaff and the peers get the same
+                   draws.  --self-check checks its test vector.
+  OUT    results, one line per message: "ID SCORE GOLD JUDGED TAUGHT"
+         (the format `chaff metrics` reads; SCORE: higher = spammier;
+         TAUGHT: 1 if the gold label was then fed back, else 0), after a
+         "#" line naming the protocol
 
 Each message is classified first and only then (maybe) trained, so a score
 never benefits from its own label.  The database lives in a fresh temporary
@@ -20,6 +35,7 @@ Standard library only: the peers are driven through their own command-line
 tools (or, for SpamAssassin, a small Perl helper using its own API).
 """
 
+import argparse
 import http.client
 import json
 import os
@@ -337,53 +353,143 @@ class Rspamd(Peer):
 PEERS = {"bogofilter": Bogofilter, "crm114": Crm114,
          "spamassassin": SpamAssassin, "rspamd": Rspamd}
 
+# The click protocols: src/eval/clicks.rs has the definitions and the reasons.
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+PROFILES = {"diligent": (1.0, 1.0), "typical": (0.5, 0.2), "spam-only": (0.5, 0.0)}
+
+
+def splitmix64(seed, i):
+    """Output i (0-based) of the SplitMix64 generator seeded with seed."""
+    z = (seed + (i + 1) * GOLDEN) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def draw(seed, i):
+    """The uniform number in [0, 1) that decides whether message i is clicked."""
+    return (splitmix64(seed, i) >> 11) / float(1 << 53)
+
+
+def clicks(p, q, seed, i, gold, judged):
+    """Whether the user clicks message i: spam delivered (judged ham, which
+    includes bogofilter's Unsure) with chance p, ham filed as spam with
+    chance q, nothing filed right."""
+    if gold == "spam" and judged != "spam":
+        chance = p
+    elif gold == "ham" and judged == "spam":
+        chance = q
+    else:
+        return False
+    return draw(seed, i) < chance
+
+
+def self_check():
+    # The reference vector of SplitMix64 (seed 1234567) and the draws
+    # src/eval/clicks.rs pins in `draws_are_pinned_for_the_peers_replay`.
+    assert [splitmix64(1234567, i) for i in range(5)] == [
+        6457827717110365317, 3203168211198807973, 9817491932198370423,
+        4593380528125082431, 16408922859458223821]
+    assert splitmix64(0, 0) == 0xE220A8397B1DCDAF
+    for seed, i, u in [(0, 0, 0.8833108082136426), (0, 1, 0.43152799704850997),
+                       (42, 0, 0.7415648787718233), (42, 999, 0.39857653722272335),
+                       (MASK64, 123456, 0.7322284444924021)]:
+        assert draw(seed, i) == u, (seed, i, draw(seed, i), u)
+    assert not clicks(1.0, 1.0, 0, 0, "ham", "ham")
+    assert not clicks(1.0, 1.0, 0, 0, "spam", "spam")
+    assert clicks(1.0, 1.0, 0, 0, "spam", "ham") and clicks(1.0, 1.0, 0, 0, "ham", "spam")
+    assert not clicks(0.5, 0.5, 0, 0, "spam", "ham") and clicks(0.5, 0.5, 0, 1, "spam", "ham")
+    print("replay.py self-check: ok")
+
+
+def parse_args():
+    if sys.argv[1:] == ["--self-check"]:
+        self_check()
+        sys.exit(0)
+    ap = argparse.ArgumentParser(
+        usage="replay.py PEER INDEX MODE OUT [options]  |  replay.py --self-check",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("peer", choices=sorted(PEERS))
+    ap.add_argument("index")
+    ap.add_argument("mode", choices=["every", "errors", "clicks"])
+    ap.add_argument("out")
+    ap.add_argument("--profile", choices=sorted(PROFILES))
+    ap.add_argument("--click-spam", type=float)
+    ap.add_argument("--click-ham", type=float)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    click_flags = a.profile or a.click_spam is not None or a.click_ham is not None or a.seed
+    if a.mode != "clicks" and click_flags:
+        ap.error("--profile, --click-spam, --click-ham and --seed need MODE clicks")
+    p, q = PROFILES[a.profile or "typical"]
+    a.p = p if a.click_spam is None else a.click_spam
+    a.q = q if a.click_ham is None else a.click_ham
+    if not (0 <= a.p <= 1 and 0 <= a.q <= 1) or not 0 <= a.seed <= MASK64:
+        ap.error("click probabilities are in [0, 1]; the seed in [0, 2^64)")
+    return a
+
 
 def main():
-    if len(sys.argv) != 5 or sys.argv[1] not in PEERS or sys.argv[3] not in ("every", "errors"):
-        sys.exit(__doc__)
-    peer_name, index, mode, out = sys.argv[1:]
+    a = parse_args()
+    peer_name, index, mode, out = a.peer, a.index, a.mode, a.out
     base = os.path.dirname(os.path.abspath(index))
     with open(index) as f:
         items = [line.split(None, 1) for line in f if line.strip()]
     items = [(g, p.strip()) for g, p in items]
+    protocol = mode if mode != "clicks" else f"clicks (p = {a.p}, q = {a.q}, seed {a.seed})"
+
+    def feedback(i, gold, judged, unsure):
+        if mode == "every":
+            return True
+        if mode == "errors":
+            return judged != gold or unsure
+        return clicks(a.p, a.q, a.seed, i, gold, judged)
 
     work = tempfile.mkdtemp(prefix=f"chaff-peer-{peer_name}-")
     peer = PEERS[peer_name](work)
-    trained = 0
+    trained = fed = 0
     t0 = time.time()
     try:
         with open(out + ".partial", "w") as o:
+            o.write(f"# replay.py {peer_name} {index}: online, train {protocol}; "
+                    "id score gold judged taught\n")
             for n, (gold, rel) in enumerate(items, 1):
                 path = os.path.join(base, rel)
                 if isinstance(peer, Crm114):
                     # crm114 decides inside its own step whether the
                     # feedback is worth learning (thick threshold), so it has
-                    # to be told up front whether feedback will come: in
-                    # `errors` mode it only comes when the sign was wrong.
+                    # to be told up front whether feedback will come: only
+                    # `every` knows before classifying; the other modes
+                    # classify, then run the trainer step if fed back.
                     score, judged, unsure, did = peer.classify_and_maybe_train(
                         path, gold, feedback=(mode == "every"))
-                    if mode == "errors" and judged != gold:
-                        peer._run(path, gold, True)
-                        did = True
+                    taught = feedback(n - 1, gold, judged, unsure)
+                    if taught and mode != "every":
+                        out_ = peer._run(path, gold, True)
+                        did = "trained" in out_
                     trained += did
                 else:
                     score, judged, unsure = peer.classify(path)
-                    if mode == "every" or judged != gold or unsure:
+                    taught = feedback(n - 1, gold, judged, unsure)
+                    if taught:
                         # "trained" counts learns the peer accepted (rspamd
                         # may refuse; the others return None = accepted).
                         trained += peer.train(path, gold) is not False
-                o.write(f"{rel} {score:.17g} {gold} {judged}\n")
+                fed += taught
+                o.write(f"{rel} {score:.17g} {gold} {judged} {int(taught)}\n")
                 if n % 500 == 0:
                     el = time.time() - t0
                     sys.stderr.write(f"{peer_name} {mode} {n}/{len(items)} "
-                                     f"{n / el:.1f} msg/s, trained {trained}\n")
+                                     f"{n / el:.1f} msg/s, fed back {fed}, trained {trained}\n")
     finally:
         peer.close()
         shutil.rmtree(work, ignore_errors=True)
     el = time.time() - t0
     os.replace(out + ".partial", out)
-    sys.stderr.write(f"{peer_name} {mode} {os.path.basename(base)}: {len(items)} messages "
-                     f"in {el:.1f} s = {len(items) / el:.2f} messages/s, trained {trained}\n")
+    sys.stderr.write(f"{peer_name} {protocol} {os.path.basename(base)}: {len(items)} messages "
+                     f"in {el:.1f} s = {len(items) / el:.2f} messages/s, fed back {fed}, "
+                     f"trained {trained}\n")
 
 
 if __name__ == "__main__":

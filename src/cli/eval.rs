@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 
 use chaff::classify::Params;
 use chaff::engine::{Engine, Settings};
-use chaff::eval::{self, Filter, Judgement, Plan, Summary, TrainMode};
+use chaff::eval::{self, Clicks, Filter, Judgement, Plan, Profile, Summary, TrainMode};
 use chaff::proto::{self, chaff_client::ChaffClient};
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
@@ -38,9 +38,38 @@ pub struct EvalArgs {
     #[arg(long, value_name = "INDEX")]
     seed_index: Option<PathBuf>,
     /// Which messages are learned after scoring: `every` (TREC immediate
-    /// feedback) or `errors` (only wrong or unsure verdicts, as users click).
+    /// feedback), `errors` (every wrong or unsure verdict, unsure ham
+    /// included) or `clicks` (a user's clicks: spam that reached the inbox
+    /// — verdict HAM or UNSURE — is clicked Spam with probability
+    /// --click-spam, ham in the spam folder Not spam with probability
+    /// --click-ham, nothing else; see docs/ACCURACY.md "Click protocols").
     #[arg(long, value_enum, default_value_t = Train::Every)]
     train: Train,
+    /// With --train clicks: a named user. `diligent` clicks every misfiled
+    /// message (p = q = 1), `typical` p = 0.5, q = 0.2 (the default),
+    /// `spam-only` p = 0.5, q = 0 (never looks in the spam folder).
+    /// --click-spam and --click-ham override the profile's rates.
+    #[arg(long, value_enum, help_heading = "Click protocol")]
+    profile: Option<ProfileArg>,
+    /// With --train clicks: p, the chance that spam delivered to the inbox
+    /// is clicked Spam (overrides --profile).
+    #[arg(long, value_name = "P", help_heading = "Click protocol")]
+    click_spam: Option<f64>,
+    /// With --train clicks: q, the chance that ham in the spam folder is
+    /// clicked Not spam (overrides --profile).
+    #[arg(long, value_name = "Q", help_heading = "Click protocol")]
+    click_ham: Option<f64>,
+    /// With --train clicks: seeds the click draws (SplitMix64, one draw per
+    /// message by its place in the mailbox — each user's own mailbox with
+    /// several --index), so runs — and the peers' replay,
+    /// scripts/peers/replay.py — click the same messages.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Click protocol"
+    )]
+    seed: u64,
     /// Instead of the online protocol, learn this fraction of the corpus
     /// (its head) without scoring, then score the rest without learning.
     #[arg(long, value_name = "FRACTION")]
@@ -48,8 +77,9 @@ pub struct EvalArgs {
     /// Replay through a running chaff server (gRPC) instead of in-process.
     #[arg(long)]
     server: Option<String>,
-    /// Write one `id score gold judged` line per scored message (read back by
-    /// `chaff metrics`).
+    /// Write one `id score gold judged taught` line per scored message
+    /// (`taught`: 1 if the replay then learned its label, a click, else 0),
+    /// after a `#` line naming the protocol; read back by `chaff metrics`.
     #[arg(long)]
     results: Option<PathBuf>,
     /// Print the summary as JSON.
@@ -108,6 +138,45 @@ enum ArrivalArg {
 enum Train {
     Every,
     Errors,
+    Clicks,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProfileArg {
+    Diligent,
+    Typical,
+    SpamOnly,
+}
+
+/// The training mode the flags ask for.
+fn train_mode(args: &EvalArgs) -> anyhow::Result<TrainMode> {
+    let click_flags = args.profile.is_some()
+        || args.click_spam.is_some()
+        || args.click_ham.is_some()
+        || args.seed != 0;
+    Ok(match args.train {
+        Train::Every | Train::Errors if click_flags => anyhow::bail!(
+            "--profile, --click-spam, --click-ham and --seed describe a user's clicks: \
+             add --train clicks"
+        ),
+        Train::Every => TrainMode::Every,
+        Train::Errors => TrainMode::Errors,
+        Train::Clicks => {
+            let profile = match args.profile.unwrap_or(ProfileArg::Typical) {
+                ProfileArg::Diligent => Profile::Diligent,
+                ProfileArg::Typical => Profile::Typical,
+                ProfileArg::SpamOnly => Profile::SpamOnly,
+            };
+            let (p, q) = profile.rates();
+            let clicks = Clicks::new(
+                args.click_spam.unwrap_or(p),
+                args.click_ham.unwrap_or(q),
+                args.seed,
+            )
+            .context("--click-spam / --click-ham")?;
+            TrainMode::Clicks(clicks)
+        }
+    })
 }
 
 struct GrpcFilter {
@@ -165,10 +234,13 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(f) => anyhow::bail!("--split {f}: give a fraction in [0, 1)"),
         None => 0,
     };
-    let train = match args.train {
-        Train::Every => TrainMode::Every,
-        Train::Errors => TrainMode::Errors,
-    };
+    let train = train_mode(&args)?;
+    if args.split.is_some() && !matches!(train, TrainMode::Every) {
+        anyhow::bail!(
+            "--split learns the head and scores the tail without learning: \
+             it takes no --train mode"
+        );
+    }
     let plan = Plan { train, learn_only };
     // A fresh user per run, so a server's earlier runs never leak in.
     let nanos = std::time::SystemTime::now()
@@ -218,27 +290,28 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let total = outcomes.len() + learn_only;
     let rate = total as f64 / elapsed;
 
-    if let Some(path) = &args.results {
-        let mut f = std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        );
-        eval::write_results(&outcomes, &mut f)?;
-        f.flush()?;
-    }
-
-    let summary =
-        Summary::of(&outcomes).context("the scored messages need at least one spam and one ham")?;
     let protocol = match args.split {
         Some(f) => format!(
             "learn first {:.0}% ({learn_only} messages), score the rest",
             f * 100.0
         ),
-        None => format!(
-            "online, train {}",
-            format!("{:?}", args.train).to_lowercase()
-        ),
+        None => format!("online, train {}", train.describe()),
     };
+    if let Some(path) = &args.results {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        );
+        let comment = format!(
+            "chaff eval {}: {protocol}; id score gold judged taught",
+            index.display()
+        );
+        eval::write_results(&comment, &outcomes, &mut f)?;
+        f.flush()?;
+    }
+
+    let summary =
+        Summary::of(&outcomes).context("the scored messages need at least one spam and one ham")?;
     print_summary(
         &index.display().to_string(),
         &protocol,
@@ -321,6 +394,11 @@ fn print_summary(
             "ham_misclassified_pct": summary.ham_misclassified_pct,
             "spam_misclassified_pct": summary.spam_misclassified_pct,
             "spam_misclassified_at_0_1_ham_pct": summary.spam_misclassified_at_01_ham_pct,
+            "misfiled_first_100_pct": summary.misfiled_first_100_pct,
+            "misfiled_first_500_pct": summary.misfiled_first_500_pct,
+            "clicks": summary.taught.map(|t| t.spam + t.ham),
+            "spam_clicks": summary.taught.map(|t| t.spam),
+            "ham_clicks": summary.taught.map(|t| t.ham),
             "messages_per_second": speed.map(|s| s.0),
         });
         println!("{v}");
@@ -344,6 +422,18 @@ fn print_summary(
         "spam missed at 0.1% ham misclassified: {:.3}%",
         summary.spam_misclassified_at_01_ham_pct
     );
+    println!(
+        "misfiled          {:.2}% of the first 100, {:.2}% of the first 500",
+        summary.misfiled_first_100_pct, summary.misfiled_first_500_pct
+    );
+    if let Some(t) = summary.taught {
+        println!(
+            "taught (clicks)   {} ({} spam, {} ham)",
+            t.spam + t.ham,
+            t.spam,
+            t.ham
+        );
+    }
     if let Some((rate, total, elapsed)) = speed {
         println!("speed             {rate:.0} messages/s ({total} in {elapsed:.1} s)");
     }

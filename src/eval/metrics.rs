@@ -10,9 +10,20 @@
 //!   A rate of exactly 0 or 1 has no logit; we then use the continuity
 //!   correction (errors + 0.5) / (n + 1), and say so here because the TREC
 //!   papers leave that case open.
-//! - **sm% at hm% = 0.1%**: spam missed at the strictest threshold that
-//!   misfiles at most 0.1% of ham — what a provider that tolerates one lost
-//!   ham in a thousand would see.
+//! - **sm% at hm% = 0.1%** ("spam missed at 0.1% ham misfiled"): the ROC
+//!   point a provider lives at. The threshold `t` is the lowest score at
+//!   which at most 0.1% of ham (⌊0.001 × ham⌋ messages) score *at or above*
+//!   `t`; spam is caught when it scores at or above `t`, and the figure is
+//!   the share of spam that is not. Ties are conservative: a score equal to
+//!   that of the first ham the allowance cannot cover counts as below `t` —
+//!   a spam tied with it is missed (it could not be caught without filing
+//!   that ham too). See [`spam_missed_at_ham_rate`].
+//! - **misfiled % over the first 100 / 500 messages**: what a new user
+//!   sees — spam not judged spam plus ham judged spam, over the first
+//!   messages of the replay (all of them if fewer).
+//! - **clicks**: with the fifth results column (`taught`), how many spam and
+//!   ham messages were fed back to the filter; under the click protocols,
+//!   the user's clicks.
 
 use crate::types::Label;
 
@@ -26,6 +37,16 @@ pub struct Outcome {
     pub score: f64,
     /// The filter's binary judgement.
     pub judged_spam: bool,
+    /// Whether the replay then taught the filter the gold label (a click);
+    /// `None` when the results file does not say.
+    pub taught: Option<bool>,
+}
+
+/// Messages fed back to the filter, by gold label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taught {
+    pub spam: usize,
+    pub ham: usize,
 }
 
 /// Everything a results table reports.
@@ -39,6 +60,12 @@ pub struct Summary {
     pub ham_misclassified_pct: f64,
     pub spam_misclassified_pct: f64,
     pub spam_misclassified_at_01_ham_pct: f64,
+    /// Misfiled % over the first 100 messages (or all, if fewer).
+    pub misfiled_first_100_pct: f64,
+    /// Misfiled % over the first 500 messages (or all, if fewer).
+    pub misfiled_first_500_pct: f64,
+    /// Clicks, when every outcome says whether it was taught.
+    pub taught: Option<Taught>,
 }
 
 /// ROC area: P(score(spam) > score(ham)) + ½ P(equal). `None` without at
@@ -92,9 +119,11 @@ pub fn lam(ham_errors: usize, ham: usize, spam_errors: usize, spam: usize) -> f6
     inverse_logit((logit(hm) + logit(sm)) / 2.0)
 }
 
-/// Fraction of spam missed at the strictest threshold misfiling at most
-/// `max_ham_rate` of ham (spam is caught when its score is above the
-/// threshold; ties with the threshold count as missed).
+/// Fraction of spam missed at the threshold where at most `max_ham_rate`
+/// of ham score at or above it (see the module docs): with the ham sorted
+/// by descending score, `k = ⌊max_ham_rate × ham⌋` of them may be misfiled,
+/// so the threshold must lie above the `(k + 1)`-th ham's score `h`; spam
+/// scoring above `h` is caught, spam at or below `h` is missed.
 pub fn spam_missed_at_ham_rate(outcomes: &[Outcome], max_ham_rate: f64) -> Option<f64> {
     let mut ham: Vec<f64> = outcomes
         .iter()
@@ -111,9 +140,40 @@ pub fn spam_missed_at_ham_rate(outcomes: &[Outcome], max_ham_rate: f64) -> Optio
     }
     ham.sort_by(|a, b| b.total_cmp(a));
     let allowed = (max_ham_rate * ham.len() as f64).floor() as usize;
-    let threshold = ham[allowed.min(ham.len() - 1)];
-    let missed = spam.iter().filter(|&&s| s <= threshold).count();
+    let Some(&first_uncovered) = ham.get(allowed) else {
+        // Every ham may be misfiled: a threshold below everything catches all spam.
+        return Some(0.0);
+    };
+    let missed = spam.iter().filter(|&&s| s <= first_uncovered).count();
     Some(missed as f64 / spam.len() as f64)
+}
+
+/// Misfiled % (spam not judged spam + ham judged spam) over the first
+/// `first` outcomes, or all of them if fewer.
+pub fn misfiled_first_pct(outcomes: &[Outcome], first: usize) -> f64 {
+    let window = &outcomes[..first.min(outcomes.len())];
+    if window.is_empty() {
+        return 0.0;
+    }
+    let wrong = window
+        .iter()
+        .filter(|o| o.judged_spam != (o.gold == Label::Spam))
+        .count();
+    100.0 * wrong as f64 / window.len() as f64
+}
+
+/// Messages taught, by label; `None` unless every outcome says.
+pub fn taught(outcomes: &[Outcome]) -> Option<Taught> {
+    let mut t = Taught { spam: 0, ham: 0 };
+    for o in outcomes {
+        if o.taught? {
+            match o.gold {
+                Label::Spam => t.spam += 1,
+                Label::Ham => t.ham += 1,
+            }
+        }
+    }
+    Some(t)
 }
 
 impl Summary {
@@ -139,6 +199,9 @@ impl Summary {
             ham_misclassified_pct: 100.0 * ham_errors as f64 / ham as f64,
             spam_misclassified_pct: 100.0 * spam_errors as f64 / spam as f64,
             spam_misclassified_at_01_ham_pct: 100.0 * spam_missed_at_ham_rate(outcomes, 0.001)?,
+            misfiled_first_100_pct: misfiled_first_pct(outcomes, 100),
+            misfiled_first_500_pct: misfiled_first_pct(outcomes, 500),
+            taught: taught(outcomes),
         })
     }
 }
@@ -153,6 +216,7 @@ mod tests {
             gold,
             score,
             judged_spam,
+            taught: None,
         }
     }
     use Label::{Ham, Spam};
@@ -235,5 +299,55 @@ mod tests {
             (50.0, 50.0)
         );
         assert!((s.lam_pct - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn spam_missed_at_one_in_a_thousand_ham_with_ties_is_conservative() {
+        // 2,000 ham: ⌊0.001 × 2000⌋ = 2 may be misfiled. Ham scores, highest
+        // first: 9, 5, 5, 1, 1, … The third ham scores 5, so the threshold
+        // must lie above 5 — which files only the 9 ham (one, not two: the
+        // tie at 5 cannot be split). Spam: 10 and 6 are caught; 5 (tied
+        // with the uncovered ham), 3 and 1 are missed: 3/5.
+        let mut v: Vec<Outcome> = (0..1997).map(|_| o(Ham, 1.0, false)).collect();
+        v.extend([o(Ham, 9.0, true), o(Ham, 5.0, true), o(Ham, 5.0, true)]);
+        for s in [10.0, 6.0, 5.0, 3.0, 1.0] {
+            v.push(o(Spam, s, s > 5.0));
+        }
+        let missed = spam_missed_at_ham_rate(&v, 0.001).unwrap();
+        assert!((missed - 0.6).abs() < 1e-12, "{missed}");
+        assert!((Summary::of(&v).unwrap().spam_misclassified_at_01_ham_pct - 60.0).abs() < 1e-9);
+        // 3,000 ham allow 3: now both 5s are covered, the threshold lies
+        // above 1 and only the spam at 1 is missed.
+        v.extend((0..1000).map(|_| o(Ham, 1.0, false)));
+        let missed = spam_missed_at_ham_rate(&v, 0.001).unwrap();
+        assert!((missed - 0.2).abs() < 1e-12, "{missed}");
+        // A rate that covers every ham catches every spam.
+        assert_eq!(spam_missed_at_ham_rate(&v, 1.0), Some(0.0));
+    }
+
+    #[test]
+    fn misfiled_over_the_first_messages_and_clicks() {
+        // 100 ham judged right, then 400 spam of which the first 100 missed.
+        let mut v: Vec<Outcome> = (0..100).map(|_| o(Ham, 0.0, false)).collect();
+        v.extend((0..400).map(|i| o(Spam, 1.0, i >= 100)));
+        assert_eq!(misfiled_first_pct(&v, 100), 0.0);
+        assert_eq!(misfiled_first_pct(&v, 200), 50.0);
+        assert_eq!(misfiled_first_pct(&v, 500), 20.0);
+        // Fewer messages than the window: all of them.
+        assert_eq!(misfiled_first_pct(&v[..150], 500), 100.0 * 50.0 / 150.0);
+        let s = Summary::of(&v).unwrap();
+        assert_eq!(
+            (s.misfiled_first_100_pct, s.misfiled_first_500_pct),
+            (0.0, 20.0)
+        );
+        assert_eq!(s.taught, None, "no results column, no click counts");
+        for (i, x) in v.iter_mut().enumerate() {
+            x.taught = Some(i % 7 == 0 || (x.gold == Spam && !x.judged_spam));
+        }
+        // Ham taught: 0, 7, …, 98 = 15. Spam: the 100 missed (100..199)
+        // plus the multiples of 7 in 200..499 (203, …, 497 = 43).
+        assert_eq!(taught(&v), Some(Taught { spam: 143, ham: 15 }));
+        v[3].taught = None;
+        assert_eq!(taught(&v), None);
     }
 }

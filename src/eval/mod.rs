@@ -3,6 +3,7 @@
 //! training mode) learned. The same replay drives chaff's own library, a
 //! running chaff server (from the binary) and, via results files, peers.
 
+pub mod clicks;
 pub mod metrics;
 pub mod multi;
 
@@ -15,6 +16,7 @@ use rustc_hash::FxHashMap;
 
 use crate::engine::{Engine, ReadMessage};
 use crate::types::{Label, MessageId, UserId, Verdict};
+pub use clicks::{Clicks, Profile};
 pub use metrics::{Outcome, Summary};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,10 +140,14 @@ const READ_AHEAD: usize = 256;
 /// with a single chunk ahead either side often waited for the other.
 const CHUNKS_AHEAD: usize = 2;
 
-/// Reads a results file: one `id score gold judged` line per message (gold
-/// and judged are `spam` or `ham`; the score is spamminess, higher = more
-/// spam). `chaff eval --results` writes this, and the peer scripts under
-/// `scripts/peers/` do too, so every filter is measured by the same code.
+/// Reads a results file: one `id score gold judged [taught]` line per
+/// message, in arrival order (gold and judged are `spam` or `ham`; the score
+/// is spamminess, higher = more spam; the optional fifth column is `1` if
+/// the replay then taught the filter the gold label — a click — else `0`).
+/// Lines starting with `#` are comments. `chaff eval --results` writes this,
+/// and the peer scripts under `scripts/peers/` do too, so every filter is
+/// measured by the same code. Four-column files (written before the fifth
+/// column existed) still read, with `taught` unknown.
 pub fn read_results(path: &Path) -> Result<Vec<Outcome>, EvalError> {
     let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read {
         path: path.to_path_buf(),
@@ -158,8 +164,10 @@ pub fn read_results(path: &Path) -> Result<Vec<Outcome>, EvalError> {
             text: line.to_string(),
         };
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let [id, score, gold, judged] = fields[..] else {
-            return Err(bad());
+        let (id, score, gold, judged, taught) = match fields[..] {
+            [id, score, gold, judged] => (id, score, gold, judged, None),
+            [id, score, gold, judged, taught] => (id, score, gold, judged, Some(taught)),
+            _ => return Err(bad()),
         };
         let label = |s: &str| match s {
             "spam" => Some(Label::Spam),
@@ -170,46 +178,82 @@ pub fn read_results(path: &Path) -> Result<Vec<Outcome>, EvalError> {
         if !score.is_finite() {
             return Err(bad());
         }
+        let taught = match taught {
+            None => None,
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            Some(_) => return Err(bad()),
+        };
         out.push(Outcome {
             id: id.to_string(),
             gold: label(gold).ok_or_else(bad)?,
             score,
             judged_spam: label(judged).ok_or_else(bad)? == Label::Spam,
+            taught,
         });
     }
     Ok(out)
 }
 
-/// Writes outcomes in the format [`read_results`] reads.
-pub fn write_results(outcomes: &[Outcome], out: &mut impl std::io::Write) -> std::io::Result<()> {
+/// Writes outcomes in the format [`read_results`] reads, after a `#`
+/// comment line saying how they were made (`comment`, one line).
+pub fn write_results(
+    comment: &str,
+    outcomes: &[Outcome],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    writeln!(out, "# {}", comment.replace('\n', " "))?;
     for o in outcomes {
         let judged = if o.judged_spam {
             Label::Spam
         } else {
             Label::Ham
         };
-        writeln!(out, "{} {:.17e} {} {}", o.id, o.score, o.gold, judged)?;
+        write!(out, "{} {:.17e} {} {}", o.id, o.score, o.gold, judged)?;
+        match o.taught {
+            Some(t) => writeln!(out, " {}", u8::from(t))?,
+            None => writeln!(out)?,
+        }
     }
     Ok(())
 }
 
 /// When the replay teaches the filter the gold label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TrainMode {
     /// TREC immediate feedback: every message, right after scoring it.
     Every,
-    /// Only messages judged wrongly or unsure — how webmail users click.
+    /// Every message judged wrongly or unsure (unsure ham included): the
+    /// protocol of the first accuracy tables.
     Errors,
+    /// A user's clicks ([`clicks`]): misfiled spam with chance p, misfiled
+    /// ham with chance q; unsure ham is in the inbox, so never clicked.
+    Clicks(Clicks),
 }
 
 impl TrainMode {
-    fn should_learn(self, gold: Label, verdict: Verdict) -> bool {
+    /// Whether message `i` of a mailbox (0-based, in arrival order), of
+    /// label `gold`, is learned after the filter said `verdict`.
+    pub fn should_learn(self, i: usize, gold: Label, verdict: Verdict) -> bool {
         match self {
             TrainMode::Every => true,
             TrainMode::Errors => !matches!(
                 (gold, verdict),
                 (Label::Spam, Verdict::Spam) | (Label::Ham, Verdict::Ham)
             ),
+            TrainMode::Clicks(c) => c.clicks(i, gold, verdict),
+        }
+    }
+
+    /// How the mode reads in a report: `every`, `errors`, or `clicks
+    /// (p = 0.5, q = 0.2, seed 0)`.
+    pub fn describe(self) -> String {
+        match self {
+            TrainMode::Every => "every".into(),
+            TrainMode::Errors => "errors".into(),
+            TrainMode::Clicks(c) => {
+                format!("clicks (p = {}, q = {}, seed {})", c.spam, c.ham, c.seed)
+            }
         }
     }
 }
@@ -310,14 +354,16 @@ pub fn replay(
                             .map_err(|e| fail(&m.id, e))?;
                     } else {
                         let j = filter.score(&m.id, bytes).map_err(|e| fail(&m.id, e))?;
-                        outcomes.push(outcome(m, j));
+                        outcomes.push(outcome(m, j, false));
                     }
                 } else {
-                    let learn_if = |verdict| plan.train.should_learn(m.gold, verdict);
+                    let learn_if = |verdict| plan.train.should_learn(i, m.gold, verdict);
                     let j = filter
                         .score_then_learn(&m.id, bytes, m.gold, &learn_if)
                         .map_err(|e| fail(&m.id, e))?;
-                    outcomes.push(outcome(m, j));
+                    // `should_learn` is a pure function: asked again, it
+                    // says what the filter was told.
+                    outcomes.push(outcome(m, j, learn_if(j.verdict)));
                 }
                 progress(i + 1, corpus.len());
             }
@@ -327,12 +373,13 @@ pub fn replay(
     Ok(outcomes)
 }
 
-fn outcome(m: &CorpusMessage, j: Judgement) -> Outcome {
+fn outcome(m: &CorpusMessage, j: Judgement, taught: bool) -> Outcome {
     Outcome {
         id: m.id.clone(),
         gold: m.gold,
         score: j.score,
         judged_spam: j.verdict == Verdict::Spam,
+        taught: Some(taught),
     }
 }
 
@@ -784,18 +831,75 @@ mod tests {
             &c,
             &mut Oracle { learned: vec![] },
             Plan {
-                train: TrainMode::Every,
+                train: TrainMode::Errors,
                 learn_only: 0,
             },
             |_, _| {},
         )
         .unwrap();
+        let taught: Vec<Option<bool>> = out.iter().map(|o| o.taught).collect();
+        assert_eq!(taught, [Some(false), Some(false), Some(true), Some(true)]);
         let mut bytes = Vec::new();
-        write_results(&out, &mut bytes).unwrap();
+        write_results("chaff eval\nsecond line", &out, &mut bytes).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.starts_with("# chaff eval second line\na "), "{text}");
         std::fs::write(dir.path().join("r"), &bytes).unwrap();
         assert_eq!(read_results(&dir.path().join("r")).unwrap(), out);
         std::fs::write(dir.path().join("bad"), "a 0.5 spam\n").unwrap();
         assert!(read_results(&dir.path().join("bad")).is_err());
+        std::fs::write(dir.path().join("bad5"), "a 0.5 spam ham yes\n").unwrap();
+        let err = read_results(&dir.path().join("bad5")).unwrap_err();
+        assert!(err.to_string().contains(":1:"), "{err}");
+    }
+
+    #[test]
+    fn four_column_results_files_still_read_with_taught_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old");
+        std::fs::write(&path, "a 0.9 spam spam\nb 1e-3 ham ham\n").unwrap();
+        let out = read_results(&path).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|o| o.taught.is_none()));
+        assert!(out[0].judged_spam && !out[1].judged_spam);
+    }
+
+    #[test]
+    fn clicks_mode_learns_only_what_the_user_clicks() {
+        // Oracle: a = spam/SPAM (right), b = ham/HAM (right), c = spam/UNSURE
+        // (delivered: clickable), d = spam/HAM (missed: clickable). Unsure
+        // ham (e) sits in the inbox, right, so unlike `errors` it is never
+        // learned; f is ham filed as spam.
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = corpus(dir.path());
+        std::fs::write(dir.path().join("e"), "ham?").unwrap();
+        std::fs::write(dir.path().join("f"), "spam-looking ham").unwrap();
+        std::fs::write(dir.path().join("index2"), "ham e\nham f\n").unwrap();
+        c.extend(read_index(&dir.path().join("index2")).unwrap());
+        let run = |train| {
+            let mut f = Oracle { learned: vec![] };
+            let plan = Plan {
+                train,
+                learn_only: 0,
+            };
+            let out = replay(&c, &mut f, plan, |_, _| {}).unwrap();
+            let taught: Vec<&str> = out
+                .iter()
+                .filter(|o| o.taught == Some(true))
+                .map(|o| o.id.as_str())
+                .collect();
+            assert_eq!(taught, f.learned, "the outcomes say what was learned");
+            f.learned
+        };
+        let diligent = TrainMode::Clicks(Clicks::profile(Profile::Diligent, 0));
+        assert_eq!(run(diligent), ["c", "d", "f"]);
+        assert_eq!(run(TrainMode::Errors), ["c", "d", "e", "f"]);
+        let spam_only = TrainMode::Clicks(Clicks::new(1.0, 0.0, 0).unwrap());
+        assert_eq!(run(spam_only), ["c", "d"]);
+        // p = 0.5 from seed 0: message 2 (c) draws 0.026…, message 3 (d)
+        // 0.971… (see clicks::draw), so only c is clicked.
+        assert!(clicks::draw(0, 2) < 0.5 && clicks::draw(0, 3) >= 0.5);
+        let half = TrainMode::Clicks(Clicks::new(0.5, 0.0, 0).unwrap());
+        assert_eq!(run(half), ["c"]);
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub fn arrival_order(mailboxes: &[Mailbox], arrival: Arrival) -> Vec<(usize, usi
 pub struct UserOutcome {
     pub gold: Label,
     pub judged_spam: [bool; 3],
+    /// Whether the user's model was taught the gold label (a click).
+    pub taught: bool,
 }
 
 impl UserOutcome {
@@ -114,8 +116,9 @@ impl UserOutcome {
 }
 
 /// Replays the mailboxes in `order`; returns each mailbox's outcomes in its
-/// own order. With [`TrainMode::Errors`], a message is learned when
-/// `clicks_follow`'s verdict was wrong or unsure.
+/// own order. With [`TrainMode::Errors`] or [`TrainMode::Clicks`], whether
+/// a message is learned depends on `clicks_follow`'s verdict (the one the
+/// user saw); the click draws use the message's place in its own mailbox.
 pub fn replay_users(
     mailboxes: &[Mailbox],
     order: &[(usize, usize)],
@@ -140,13 +143,17 @@ pub fn replay_users(
         })?;
         let views = filter.score(user, &bytes).map_err(fail)?;
         let shown: Judgement = views[clicks_follow.index()];
-        if train.should_learn(m.gold, shown.verdict) {
+        // `i` is the message's place in its own mailbox: each user clicks
+        // by the protocol on their own messages.
+        let taught = train.should_learn(i, m.gold, shown.verdict);
+        if taught {
             // Users share one server: ids are per user already.
             filter.learn(user, &m.id, &bytes, m.gold).map_err(fail)?;
         }
         out[b].push(UserOutcome {
             gold: m.gold,
             judged_spam: views.map(|j| j.verdict == Verdict::Spam),
+            taught,
         });
         progress(done + 1, order.len());
     }
@@ -368,6 +375,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.clicks.len(), 2);
+    }
+
+    #[test]
+    fn each_user_clicks_by_their_own_message_positions() {
+        // Two mailboxes of four spam, every view says HAM for them (the
+        // `Fixed` filter only says spam for b"spam" in the shared view), so
+        // every message is clickable. p = 0.5, seed 0: draws 0.88, 0.43,
+        // 0.03, 0.97 for positions 0..4 — each user clicks their 2nd and
+        // 3rd message, whatever the interleaving.
+        let dir = tempfile::tempdir().unwrap();
+        let boxes: Vec<Mailbox> = ["a", "b"]
+            .iter()
+            .map(|user| Mailbox {
+                user: user.to_string(),
+                messages: (0..4)
+                    .map(|i| {
+                        let path = dir.path().join(format!("{user}{i}"));
+                        std::fs::write(&path, "not spam to the per-user view").unwrap();
+                        CorpusMessage {
+                            id: format!("{i}"),
+                            path,
+                            gold: Label::Spam,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let clicks = crate::eval::Clicks::new(0.5, 0.0, 0).unwrap();
+        for arrival in [Arrival::Together, Arrival::OneAfterAnother] {
+            let mut f = Fixed { clicks: vec![] };
+            let order = arrival_order(&boxes, arrival);
+            let out = replay_users(
+                &boxes,
+                &order,
+                &mut f,
+                TrainMode::Clicks(clicks),
+                View::UserOnly,
+                |_, _| {},
+            )
+            .unwrap();
+            f.clicks.sort();
+            assert_eq!(f.clicks, ["a:1", "a:2", "b:1", "b:2"]);
+            let taught: Vec<bool> = out[1].iter().map(|o| o.taught).collect();
+            assert_eq!(taught, [false, true, true, false]);
+        }
     }
 
     #[test]

@@ -12,9 +12,9 @@ use chaff::eval::multi::{
     self, Arrival, EngineShared, Mailbox, Misfiled, UserOutcome, View, arrival_order, misfiled,
 };
 use chaff::eval::{self, TrainMode};
-use chaff::types::MessageId;
+use chaff::types::{Label, MessageId};
 
-use super::{ArrivalArg, EvalArgs, Train, engine_settings, open_store};
+use super::{ArrivalArg, EvalArgs, engine_settings, open_store};
 
 /// The prefixes of each mailbox the report covers (`None`: all of it).
 const WINDOWS: [Option<usize>; 4] = [Some(50), Some(100), Some(500), None];
@@ -47,10 +47,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         ArrivalArg::Together => Arrival::Together,
         ArrivalArg::OneAfterAnother => Arrival::OneAfterAnother,
     };
-    let train = match args.train {
-        Train::Every => TrainMode::Every,
-        Train::Errors => TrainMode::Errors,
-    };
+    let train = super::train_mode(&args)?;
     let seed = match &args.seed_index {
         Some(index) => eval::read_index(index)?,
         None => Vec::new(),
@@ -62,7 +59,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     // showed, so each view gets its own replay.
     let replays: Vec<View> = match train {
         TrainMode::Every => vec![View::Blended],
-        TrainMode::Errors => View::ALL.to_vec(),
+        TrainMode::Errors | TrainMode::Clicks(_) => View::ALL.to_vec(),
     };
     let bar = crate::cli::progress_bar(messages * replays.len(), "messages");
     let settings = engine_settings(&args);
@@ -104,6 +101,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         .collect();
     report(
         &args,
+        train,
         &mailboxes,
         arrival,
         &per_view,
@@ -115,6 +113,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
 
 fn report(
     args: &EvalArgs,
+    train: TrainMode,
     mailboxes: &[Mailbox],
     arrival: Arrival,
     per_view: &[&Vec<Vec<UserOutcome>>],
@@ -133,6 +132,19 @@ fn report(
                 .collect()
         })
         .collect();
+    // clicks[view][user]: (spam, ham) taught in the replay that view led.
+    let clicks: Vec<Vec<(usize, usize)>> = per_view
+        .iter()
+        .map(|outcomes| {
+            outcomes
+                .iter()
+                .map(|o| {
+                    let n = |gold| o.iter().filter(|x| x.taught && x.gold == gold).count();
+                    (n(Label::Spam), n(Label::Ham))
+                })
+                .collect()
+        })
+        .collect();
     let mean = |v: usize, w: usize| {
         let users = &rates[v];
         users.iter().map(|u| u[w].pct()).sum::<f64>() / users.len() as f64
@@ -144,7 +156,7 @@ fn report(
             Arrival::Together => "together",
             Arrival::OneAfterAnother => "one-after-another",
         },
-        format!("{:?}", args.train).to_lowercase(),
+        train.describe(),
         args.seed_index.as_ref().map_or(String::new(), |p| format!(
             ", shared model seeded from {}",
             p.display()
@@ -180,7 +192,21 @@ fn report(
                         "ham_misfiled": m.ham_misfiled,
                     })
                 });
-                serde_json::json!({"user": m.user, "messages": m.messages.len(), "views": views})
+                let taught: serde_json::Map<_, _> = View::ALL
+                    .iter()
+                    .enumerate()
+                    .map(|(v, view)| {
+                        let (spam, ham) = clicks[v][u];
+                        let c = serde_json::json!({"spam": spam, "ham": ham});
+                        (view.name().to_string(), c)
+                    })
+                    .collect();
+                serde_json::json!({
+                    "user": m.user,
+                    "messages": m.messages.len(),
+                    "views": views,
+                    "clicks": taught,
+                })
             })
             .collect();
         let average = by_view_and_window(&|v, w| mean(v, w).into());
@@ -216,6 +242,15 @@ fn report(
         println!();
         println!("{} ({} messages)", m.user, m.messages.len());
         table(&|v, w| rates[v][u][w].pct());
+        let taught: Vec<String> = View::ALL
+            .iter()
+            .enumerate()
+            .map(|(v, view)| {
+                let (spam, ham) = clicks[v][u];
+                format!("{} {spam} spam + {ham} ham", view.name())
+            })
+            .collect();
+        println!("  taught (clicks): {}", taught.join(", "));
     }
     println!();
     println!("average over users");

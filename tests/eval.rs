@@ -1,0 +1,166 @@
+//! `chaff eval` from the command line: the click protocols (issue #19),
+//! in-process on a small corpus written here.
+
+use std::path::Path;
+use std::process::Command;
+
+/// A TREC index of `n` messages: spam and ham in turn, then five ham that
+/// read exactly like the spam (a newsletter the user wanted), so a filter
+/// that learned the spam files them as spam.
+fn corpus(dir: &Path, n: usize) {
+    let mut index = String::new();
+    let spam = |i: usize| {
+        format!(
+            "From: deals{i}@pills.example\r\nSubject: cheap pills {i}\r\n\r\n\
+             Buy cheap pills now, best prices on meds, order today, limited offer\r\n"
+        )
+    };
+    for i in 0..n {
+        let (text, label) = if i % 2 == 0 {
+            (spam(i), "spam")
+        } else {
+            (
+                format!(
+                    "From: ann@work.example\r\nSubject: meeting notes {i}\r\n\r\n\
+                     Minutes of the project meeting, agenda for next week {i}\r\n"
+                ),
+                "ham",
+            )
+        };
+        std::fs::write(dir.join(format!("m{i}.eml")), text).unwrap();
+        index.push_str(&format!("{label} m{i}.eml\n"));
+    }
+    for i in n..n + 5 {
+        std::fs::write(dir.join(format!("m{i}.eml")), spam(i)).unwrap();
+        index.push_str(&format!("ham m{i}.eml\n"));
+    }
+    std::fs::write(dir.join("index"), index).unwrap();
+}
+
+fn chaff(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn spam_only_clicks_teach_only_spam_and_the_counts_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path(), 60);
+    let index = dir.path().join("index");
+    let results = dir.path().join("results");
+    let out = chaff(&[
+        "eval",
+        "--index",
+        index.to_str().unwrap(),
+        "--train",
+        "clicks",
+        "--profile",
+        "spam-only",
+        "--results",
+        results.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["protocol"],
+        "online, train clicks (p = 0.5, q = 0, seed 0)"
+    );
+    let (spam_clicks, ham_clicks) = (
+        json["spam_clicks"].as_u64().unwrap(),
+        json["ham_clicks"].as_u64().unwrap(),
+    );
+    assert_eq!(ham_clicks, 0);
+    assert!(spam_clicks > 0, "{json}");
+    assert_eq!(json["clicks"].as_u64(), Some(spam_clicks));
+
+    // The results file says which messages were clicked: spam the filter
+    // let through, about half of them (p = 0.5); never ham, not even the
+    // ham it filed as spam.
+    let text = std::fs::read_to_string(&results).unwrap();
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 65);
+    let taught: Vec<&Vec<&str>> = lines.iter().filter(|f| f[4] == "1").collect();
+    assert_eq!(taught.len() as u64, spam_clicks);
+    assert!(taught.iter().all(|f| f[2] == "spam" && f[3] == "ham"));
+    let delivered_spam = lines
+        .iter()
+        .filter(|f| f[2] == "spam" && f[3] == "ham")
+        .count();
+    assert!(taught.len() < delivered_spam, "p = 0.5 skips some");
+    let ham_in_spam_folder = lines
+        .iter()
+        .filter(|f| f[2] == "ham" && f[3] == "spam")
+        .count();
+    assert!(ham_in_spam_folder > 0, "q = 0 had something to skip");
+
+    // `chaff metrics` reads the same counts back from the file.
+    let out = chaff(&["metrics", "--json", results.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["spam_clicks"], json["spam_clicks"]);
+    assert_eq!(again["ham_clicks"], 0);
+    assert_eq!(
+        again["misfiled_first_100_pct"],
+        json["misfiled_first_100_pct"]
+    );
+}
+
+#[test]
+fn the_same_seed_clicks_the_same_messages_and_click_flags_need_train_clicks() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path(), 40);
+    let index = dir.path().join("index");
+    let run = |name: &str, seed: &str| {
+        let results = dir.path().join(name);
+        let out = chaff(&[
+            "eval",
+            "--index",
+            index.to_str().unwrap(),
+            "--train",
+            "clicks",
+            "--click-spam",
+            "0.5",
+            "--click-ham",
+            "1",
+            "--seed",
+            seed,
+            "--results",
+            results.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(stdout.contains("taught (clicks)"), "{stdout}");
+        std::fs::read_to_string(results).unwrap()
+    };
+    assert_eq!(run("a", "7"), run("b", "7"));
+
+    let out = chaff(&[
+        "eval",
+        "--index",
+        index.to_str().unwrap(),
+        "--profile",
+        "typical",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("add --train clicks"), "{err}");
+    let out = chaff(&[
+        "eval",
+        "--index",
+        index.to_str().unwrap(),
+        "--train",
+        "clicks",
+        "--click-spam",
+        "1.5",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("[0, 1], not 1.5"), "{err}");
+}
