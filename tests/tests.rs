@@ -11,6 +11,7 @@ mod errors;
 mod full_disk;
 mod loadtest;
 mod mailgen;
+mod metrics;
 mod one_sided;
 mod policy;
 mod shared;

@@ -264,7 +264,11 @@ fn respond<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
             .expect("a valid response")
     };
     if req.uri().path() != "/metrics" {
-        return reply(404, "text/plain", "chaff serves only /metrics here\n".into());
+        return reply(
+            404,
+            "text/plain",
+            "chaff serves only /metrics here\n".into(),
+        );
     }
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         return reply(405, "text/plain", "use GET /metrics\n".into());

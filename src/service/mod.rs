@@ -776,7 +776,16 @@ pub async fn serve_with(
     grace: Duration,
     trust: Arc<Trust>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    serve_logging_stats(engine, listener, shutdown, grace, trust, Duration::ZERO, None).await
+    serve_logging_stats(
+        engine,
+        listener,
+        shutdown,
+        grace,
+        trust,
+        Duration::ZERO,
+        None,
+    )
+    .await
 }
 
 /// [`serve_with`], also logging the engine's counters every `stats_every`
