@@ -15,6 +15,7 @@
 //! | [`service`]  | gRPC adapter, health, reflection                            | tonic   |
 //! | [`error`]    | the library's error enum                                    | —       |
 //! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |
+//! | [`metrics`]  | lock-free latency histograms (read by `service::metrics`)   | —       |
 //!
 //! # Dependency rules
 //!
@@ -31,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod mail;
+pub mod metrics;
 pub mod policy;
 pub mod service;
 pub mod store;

@@ -239,6 +239,15 @@ async fn metrics_count_exactly_the_calls_made() {
         stats.flushes as f64
     );
     assert!(value(&m, "chaff_storage_flushes_total") >= 1.0);
+    // Every flush timed.
+    assert_eq!(
+        value(&m, "chaff_storage_flush_seconds_count"),
+        stats.flushes as f64
+    );
+    assert_eq!(
+        value(&m, "chaff_storage_flush_seconds_bucket{le=\"+Inf\"}"),
+        stats.flushes as f64
+    );
     assert_eq!(value(&m, "chaff_decision_log_dropped_total"), 0.0);
 
     // No user id ever becomes a label.

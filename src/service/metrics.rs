@@ -17,8 +17,8 @@
 //!   [`Metrics::learned`]): scores by verdict, action and deciding rule;
 //!   learns by outcome.
 //! - [`EngineCollector`], read at scrape time: the engine's own counters
-//!   (model cache, group commit, decision log) and the data directory's size
-//!   on disk. Nothing is counted twice.
+//!   (model cache, group commit and its flush times, decision log) and the
+//!   data directory's size on disk. Nothing is counted twice.
 //!
 //! Label values are fixed words: never a user id, message id or list entry;
 //! an unknown gRPC path is counted as `unknown`.
@@ -37,7 +37,8 @@ use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::Full;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -52,6 +53,7 @@ use tracing::{info, warn};
 use super::Storage;
 use crate::auth::Rpc;
 use crate::engine::{Evaluated, TrainOutcome};
+use crate::metrics::LATENCY_BOUNDS;
 use crate::types::Verdict;
 
 /// Handling-time buckets, seconds: a cached Score takes well under a
@@ -329,7 +331,26 @@ impl Collector for EngineCollector {
             return Ok(());
         };
         let s = engine.stats();
+        let flushes = engine.store().flush_times();
         drop(engine);
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(flushes.buckets)
+            .collect();
+        e.encode_descriptor(
+            "chaff_storage_flush_seconds",
+            "Time of each storage flush (one serves every durable reply waiting for it)",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(
+            flushes.sum_nanos as f64 / 1e9,
+            flushes.count(),
+            &buckets,
+            None,
+        )?;
         let (c, m, d) = (s.cache, s.commit, s.decisions);
         counter(
             &mut e,

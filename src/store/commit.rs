@@ -38,6 +38,8 @@ pub(super) struct GroupCommit {
     /// Flushes issued, and tickets served: how much sharing happened.
     flushes: AtomicU64,
     waits: AtomicU64,
+    /// How long each flush took.
+    flush_time: crate::metrics::Latency,
 }
 
 #[derive(Default)]
@@ -84,7 +86,9 @@ impl GroupCommit {
             let target = state.arrived;
             drop(state);
             self.flushes.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
             let result = flush();
+            self.flush_time.observe(started.elapsed());
             state = self.state.lock().expect("commit lock");
             state.flushing = false;
             if result.is_ok() {
@@ -95,6 +99,10 @@ impl GroupCommit {
             // them tries again; this caller reports the error.
             result?;
         }
+    }
+
+    pub(super) fn flush_times(&self) -> crate::metrics::LatencySnapshot {
+        self.flush_time.snapshot()
     }
 
     pub(super) fn stats(&self) -> CommitStats {
