@@ -249,6 +249,22 @@ async fn metrics_count_exactly_the_calls_made() {
         stats.flushes as f64
     );
     assert_eq!(value(&m, "chaff_decision_log_dropped_total"), 0.0);
+    // The shared model as GetShared reports it.
+    let shared = c
+        .get_shared(proto::GetSharedRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let m = scrape(&metrics);
+    assert_eq!(
+        value(&m, "chaff_shared_model_users"),
+        shared.contributing_users as f64
+    );
+    assert_eq!(
+        value(&m, "chaff_shared_model_messages"),
+        (shared.spam_learned + shared.ham_learned) as f64
+    );
+    assert_eq!(value(&m, "chaff_shared_model_tokens"), shared.tokens as f64);
 
     // No user id ever becomes a label.
     let (_, _, body) = get(&metrics, "/metrics");

@@ -332,7 +332,32 @@ impl Collector for EngineCollector {
         };
         let s = engine.stats();
         let flushes = engine.store().flush_times();
+        let shared = engine.shared_summary();
         drop(engine);
+        gauge(
+            &mut e,
+            "chaff_shared_model_users",
+            "Users whose clicks are in the shared model",
+            clamp(shared.users),
+        )?;
+        gauge(
+            &mut e,
+            "chaff_shared_model_messages",
+            "Messages in the shared model, the operator's seed included",
+            clamp(shared.spam_learned + shared.ham_learned),
+        )?;
+        gauge(
+            &mut e,
+            "chaff_shared_model_seed_messages",
+            "Of those, the operator's seed (chaff seed)",
+            clamp(shared.seed_spam + shared.seed_ham),
+        )?;
+        gauge(
+            &mut e,
+            "chaff_shared_model_tokens",
+            "Distinct tokens in the shared model",
+            clamp(shared.tokens),
+        )?;
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
             .iter()
             .copied()
