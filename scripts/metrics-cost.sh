@@ -1,7 +1,8 @@
 #!/bin/sh
 # Score throughput with metrics on (--metrics-listen, scraped every second)
 # against metrics off: the same release binary, data directory and loadtest,
-# alternating, ROUNDS rounds. Prints one line per run and the mean ratio.
+# alternating, ROUNDS rounds. Prints one line per run with its calls/s, and
+# keeps every scrape (scripts/metrics-panels.py draws them).
 #
 #   scripts/metrics-cost.sh CORPUS_INDEX [ROUNDS] [SECONDS]
 #
@@ -18,6 +19,7 @@ S="--data $WORK/data --listen 127.0.0.1:$PORT --log warn --stats-interval 0s"
 LT="loadtest --server http://127.0.0.1:$PORT --corpus $CORPUS --concurrency 32 --users 100 --json"
 
 start() { # extra serve flags
+    rm -f "$WORK/serve.out"
     $BIN serve $S "$@" > "$WORK/serve.out" &
     PID=$!
     while ! grep -q "listening" "$WORK/serve.out" 2>/dev/null; do sleep 0.1; done
@@ -35,15 +37,15 @@ for round in $(seq "$ROUNDS"); do
     stop
     echo "round $round off $off load $(cut -d' ' -f1 /proc/loadavg)"
     start --metrics-listen "127.0.0.1:$MPORT"
+    mkdir -p "$WORK/scrapes-$round"
     ( while kill -0 "$PID" 2>/dev/null; do
-        curl -s "http://127.0.0.1:$MPORT/metrics" > "$WORK/last-scrape.txt" || true
+        curl -s "http://127.0.0.1:$MPORT/metrics" > "$WORK/scrapes-$round/$(date +%s.%N).txt" || true
         sleep 1
       done ) &
     SCRAPER=$!
     on=$($BIN $LT --duration "${SECS}s" | rate)
-    cp "$WORK/last-scrape.txt" "$WORK/scrape-round-$round.txt" 2>/dev/null || true
     stop
     wait "$SCRAPER" 2>/dev/null || true
     echo "round $round on  $on load $(cut -d' ' -f1 /proc/loadavg) ratio $(echo "$on / $off" | bc -l | cut -c1-5)"
 done
-echo "scrapes kept in $WORK"
+echo "scrapes (one a second, metrics-on runs) kept in $WORK/scrapes-*"
