@@ -62,9 +62,9 @@ fn chaff(method: &str) -> String {
     format!("grpc_service=\"chaff.v1.Chaff\",grpc_method=\"{method}\"")
 }
 
-#[tokio::test]
-async fn metrics_count_exactly_the_calls_made() {
-    let data = tempfile::tempdir().unwrap();
+/// `chaff serve --metrics-listen 127.0.0.1:0` on `data`: the process, the
+/// gRPC address and the metrics address (the first two stdout lines).
+fn spawn(data: &std::path::Path) -> (std::process::Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chaff"))
         .args([
             "serve",
@@ -78,7 +78,7 @@ async fn metrics_count_exactly_the_calls_made() {
             "300ms",
             "--data",
         ])
-        .arg(data.path())
+        .arg(data)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -94,6 +94,13 @@ async fn metrics_count_exactly_the_calls_made() {
         .and_then(|m| m.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("unexpected second line {metrics:?}"))
         .to_string();
+    (child, grpc, metrics)
+}
+
+#[tokio::test]
+async fn metrics_count_exactly_the_calls_made() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, grpc, metrics) = spawn(data.path());
 
     let before = scrape(&metrics);
     assert_eq!(value(&before, "chaff_build_info{version=\"0.1.0\"}"), 1.0);
@@ -273,6 +280,84 @@ async fn metrics_count_exactly_the_calls_made() {
     }
     let (status, _, _) = get(&metrics, "/");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn refused_and_unknown_calls_are_counted_under_bounded_labels() {
+    let data = tempfile::tempdir().unwrap();
+    // A key on file: calls without one are refused by the guard.
+    let made = Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args([
+            "keys", "create", "--name", "t", "--scopes", "score", "--data",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let (mut child, grpc, metrics) = spawn(data.path());
+
+    let mut c = connect(&format!("http://{grpc}")).await;
+    let e = c
+        .score(proto::ScoreRequest {
+            user_id: "alice".into(),
+            message: SPAM.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // A method no service has: tonic answers UNIMPLEMENTED, and the path
+    // (which a caller chooses freely) does not become a label.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let codec: tonic_prost::ProstCodec<proto::GetStatsRequest, proto::ServerStats> =
+        Default::default();
+    let e = raw
+        .unary(
+            tonic::Request::new(proto::GetStatsRequest {}),
+            http::uri::PathAndQuery::from_static("/chaff.v1.Chaff/user-4711-secret"),
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+
+    let m = scrape(&metrics);
+    assert_eq!(
+        value(
+            &m,
+            &format!(
+                "grpc_server_handled_total{{{},grpc_code=\"Unauthenticated\"}}",
+                chaff("Score")
+            )
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "grpc_server_handled_total{grpc_service=\"unknown\",grpc_method=\"unknown\",\
+             grpc_code=\"Unimplemented\"}"
+        ),
+        1.0
+    );
+    assert_eq!(sum(&m, "grpc_server_handled_total"), 2.0);
+    assert_eq!(
+        sum(&m, "chaff_scores_total"),
+        0.0,
+        "a refused call scores nothing"
+    );
+    let (_, _, body) = get(&metrics, "/metrics");
+    assert!(!body.contains("4711"), "the path became a label");
 
     child.kill().unwrap();
     child.wait().unwrap();

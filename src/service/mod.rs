@@ -431,7 +431,9 @@ impl proto::chaff_server::Chaff for ChaffService {
             items.push((user, r.message, env));
         }
         let scored = self.run(move |e| e.evaluate_batch(&items)).await?;
-        (self.metrics.iter()).for_each(|m| scored.iter().for_each(|e| m.scored(e)));
+        self.metrics
+            .iter()
+            .for_each(|m| scored.iter().for_each(|e| m.scored(e)));
         Ok(Response::new(proto::ScoreBatchResponse {
             responses: scored.into_iter().map(score_response).collect(),
         }))
@@ -454,7 +456,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         let t = self
             .run(move |e| e.train(&user, &message, label, message_id))
             .await?;
-        (self.metrics.iter()).for_each(|m| m.learned(metrics::Learn::Trained(t.outcome)));
+        self.metrics
+            .iter()
+            .for_each(|m| m.learned(metrics::Learn::Trained(t.outcome)));
         info!(
             user = %log_user,
             message_id = %t.message_id,
@@ -484,7 +488,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         let message_id = MessageId::new(req.message_id).map_err(Status::from)?;
         let (log_user, log_id) = (user.clone(), message_id.clone());
         let f = self.run(move |e| e.forget(&user, &message_id)).await?;
-        (self.metrics.iter()).for_each(|m| m.learned(metrics::Learn::Forgotten));
+        self.metrics
+            .iter()
+            .for_each(|m| m.learned(metrics::Learn::Forgotten));
         info!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
         Ok(Response::new(proto::ForgetResponse {
             forgotten_label: status::label_to_wire(f.label).into(),
