@@ -126,6 +126,15 @@ impl Default for Retention {
 /// A decision on its way to the writer: user, time (ms) and JSON.
 type Queued = (UserId, u64, Vec<u8>);
 
+/// The decision log's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecisionStats {
+    /// Decisions waiting for the writer now.
+    pub queued: u64,
+    /// Decisions dropped because the writer was behind.
+    pub dropped: u64,
+}
+
 /// The sending side, held by the engine.
 pub struct DecisionLog {
     /// `None` once closed. Senders are shared under the read lock.
@@ -187,6 +196,15 @@ impl DecisionLog {
         let mut done = lock.lock();
         cond.wait_while_for(&mut done, |d| *d < target, timeout);
         *done >= target
+    }
+
+    /// The writer's backlog and what was dropped, for metrics.
+    pub fn stats(&self) -> DecisionStats {
+        let done = *self.done.0.lock();
+        DecisionStats {
+            queued: self.queued.load(Ordering::Relaxed).saturating_sub(done),
+            dropped: self.dropped(),
+        }
     }
 
     /// Decisions dropped because the writer was behind.

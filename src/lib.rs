@@ -16,6 +16,7 @@
 //! | [`error`]    | the library's error enum                                    | —       |
 //! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |
 //! | `fault`      | test builds only (feature `fault-injection`): injected panics | —     |
+//! | [`metrics`]  | lock-free latency histograms (read by `service::metrics`)   | —       |
 //!
 //! # Dependency rules
 //!
@@ -48,6 +49,7 @@ pub mod eval;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod mail;
+pub mod metrics;
 pub mod policy;
 pub mod service;
 pub mod store;

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// At least 1MiB.
     #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = model_memory, help_heading = "Memory")]
     model_memory: usize,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
+    /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
+    /// Off by default, and counting is off with it. The endpoint has no
+    /// authentication and no TLS: keep it on loopback or a private network.
+    #[arg(long, env = "CHAFF_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// How often to log model cache and group commit counters (`0s` = never).
     #[arg(long, env = "CHAFF_STATS_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     stats_interval: Duration,
@@ -194,7 +200,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let (grace, stats) = (args.shutdown_grace, args.stats_interval);
     tokio::spawn(super::trust::reload_on_sighup(trust.clone()));
-    chaff::service::serve_logging_stats(engine, listener, shutdown, grace, trust, stats)
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
+    if let Some(l) = &metrics {
+        println!("chaff metrics on http://{}/metrics", l.local_addr()?);
+    }
+    chaff::service::serve_logging_stats(engine, listener, shutdown, grace, trust, stats, metrics)
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }

@@ -161,6 +161,7 @@ pub struct ReadMessage {
 pub struct EngineStats {
     pub cache: CacheStats,
     pub commit: CommitStats,
+    pub decisions: crate::decisions::DecisionStats,
 }
 
 /// Where the user's writes stand relative to its last snapshot.
@@ -465,6 +466,7 @@ impl Engine {
         EngineStats {
             cache: self.cache.stats(users),
             commit: self.store.commit_stats(),
+            decisions: self.decisions.stats(),
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod catch_panic;
 pub mod codec;
 pub mod guard;
+pub mod metrics;
 pub mod status;
 pub mod tls;
 
@@ -38,6 +39,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chaf
 pub struct ChaffService {
     storage: Arc<Storage>,
     health: tonic_health::server::HealthReporter,
+    metrics: Option<Arc<metrics::Metrics>>,
 }
 
 /// The engine requests run on, and whether its storage has failed.
@@ -328,6 +330,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let env = status::envelope(&req.client_ip, req.message_id)?;
         let message = req.message;
         let evaluated = self.run(move |e| e.evaluate(&user, &message, &env)).await?;
+        self.metrics.iter().for_each(|m| m.scored(&evaluated));
         Ok(Response::new(status::score_response(evaluated)))
     }
 
@@ -348,6 +351,9 @@ impl proto::chaff_server::Chaff for ChaffService {
             items.push((user, r.message, env));
         }
         let scored = self.run(move |e| e.evaluate_batch(&items)).await?;
+        self.metrics
+            .iter()
+            .for_each(|m| scored.iter().for_each(|e| m.scored(e)));
         Ok(Response::new(proto::ScoreBatchResponse {
             responses: scored.into_iter().map(status::score_response).collect(),
         }))
@@ -367,6 +373,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         let t = self
             .run(move |e| e.train(&user, &message, label, message_id))
             .await?;
+        self.metrics
+            .iter()
+            .for_each(|m| m.learned(metrics::Learn::Trained(t.outcome)));
         info!(
             user = %log_user,
             message_id = %t.message_id,
@@ -396,6 +405,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         let message_id = MessageId::new(req.message_id)?;
         let (log_user, log_id) = (user.clone(), message_id.clone());
         let f = self.run(move |e| e.forget(&user, &message_id)).await?;
+        self.metrics
+            .iter()
+            .for_each(|m| m.learned(metrics::Learn::Forgotten));
         info!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
         Ok(Response::new(proto::ForgetResponse {
             forgotten_label: status::label_to_wire(f.label).into(),
@@ -670,7 +682,16 @@ pub async fn serve_with(
     grace: Duration,
     trust: Arc<Trust>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    serve_logging_stats(engine, listener, shutdown, grace, trust, Duration::ZERO).await
+    serve_logging_stats(
+        engine,
+        listener,
+        shutdown,
+        grace,
+        trust,
+        Duration::ZERO,
+        None,
+    )
+    .await
 }
 
 /// [`serve_with`], also logging the engine's counters every `stats_every`
@@ -683,6 +704,7 @@ pub async fn serve_logging_stats(
     grace: Duration,
     trust: Arc<Trust>,
     stats_every: Duration,
+    metrics_listener: Option<TcpListener>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local: SocketAddr = listener.local_addr()?;
     let limit = engine.settings().max_message_bytes;
@@ -706,9 +728,11 @@ pub async fn serve_logging_stats(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let (metrics, _exporter) = metrics::start(metrics_listener, storage.clone());
     let chaff = ChaffServer::new(ChaffService {
         storage: storage.clone(),
         health: health.clone(),
+        metrics: metrics.clone(),
     })
     .max_decoding_message_size(transport_limit);
     // Storage was opened before we got here, so we can serve.
@@ -727,6 +751,7 @@ pub async fn serve_logging_stats(
     );
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
+        .layer(metrics::GrpcLayer::new(metrics))
         .layer(catch_panic::CatchPanicLayer)
         .layer(GuardLayer::new(trust.clone(), limit))
         .add_service(health_service)

@@ -38,6 +38,8 @@ pub(super) struct GroupCommit {
     /// Flushes issued, and tickets served: how much sharing happened.
     flushes: AtomicU64,
     waits: AtomicU64,
+    /// How long each flush took.
+    flush_time: crate::metrics::Latency,
 }
 
 #[derive(Default)]
@@ -90,7 +92,9 @@ impl GroupCommit {
                 commit: self,
                 flushed: None,
             };
+            let started = std::time::Instant::now();
             let result = flush();
+            self.flush_time.observe(started.elapsed());
             if result.is_ok() {
                 round.flushed = Some(target);
             }
@@ -100,6 +104,10 @@ impl GroupCommit {
             result?;
             state = self.state.lock();
         }
+    }
+
+    pub(super) fn flush_times(&self) -> crate::metrics::LatencySnapshot {
+        self.flush_time.snapshot()
     }
 
     pub(super) fn stats(&self) -> CommitStats {

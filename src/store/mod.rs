@@ -338,6 +338,11 @@ impl Store {
     pub fn commit_stats(&self) -> CommitStats {
         self.commit.stats()
     }
+
+    /// How long storage flushes took.
+    pub fn flush_times(&self) -> crate::metrics::LatencySnapshot {
+        self.commit.flush_times()
+    }
 }
 
 #[cfg(test)]
