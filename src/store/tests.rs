@@ -6,6 +6,19 @@ use crate::classify::Weight;
 use crate::tokenize::TokenId;
 use crate::types::{Label, MessageId, UserId};
 
+/// Opens the store in `path`, waiting while a just-dropped handle of it
+/// still holds sled's file lock (its background flusher lets go at its next
+/// tick; on a loaded machine that can be after the test reopens).
+fn open_again(path: &std::path::Path) -> Store {
+    for _ in 0..500 {
+        match Store::open(path, 8 << 20) {
+            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed locked for 5 s", path.display());
+}
+
 fn user(s: &str) -> UserId {
     UserId::new(s).unwrap()
 }
@@ -39,7 +52,7 @@ fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
 #[test]
 fn unknown_user_has_no_model() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_again(dir.path());
     assert!(store.load_model(&user("nobody")).unwrap().is_none());
 }
 
@@ -48,12 +61,12 @@ fn journal_replays_into_the_model_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let alice = user("alice");
     {
-        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let store = open_again(dir.path());
         learn(&store, &alice, "m1", Label::Spam, &[1, 2]);
         learn(&store, &alice, "m2", Label::Ham, &[2, 3]);
         store.flush().unwrap();
     }
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_again(dir.path());
     let loaded = store.load_model(&alice).unwrap().unwrap();
     let mut expect = Model::default();
     expect.learn(&ids(&[1, 2]), Label::Spam);
@@ -70,7 +83,7 @@ fn journal_replays_into_the_model_after_reopen() {
 #[test]
 fn checkpoint_folds_journal_and_later_records_still_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_again(dir.path());
     let alice = user("alice");
     learn(&store, &alice, "m1", Label::Spam, &[1]);
     let seq = learn(&store, &alice, "m2", Label::Ham, &[2]);
@@ -88,7 +101,7 @@ fn checkpoint_folds_journal_and_later_records_still_replay() {
 #[test]
 fn users_do_not_share_keys_even_when_ids_prefix_each_other() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_again(dir.path());
     let (a, ab) = (user("a"), user("ab"));
     learn(&store, &ab, "m", Label::Spam, &[1]);
     assert!(store.load_model(&a).unwrap().is_none());
@@ -98,7 +111,7 @@ fn users_do_not_share_keys_even_when_ids_prefix_each_other() {
 #[test]
 fn removing_a_ledger_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_again(dir.path());
     let alice = user("alice");
     learn(&store, &alice, "m1", Label::Spam, &[1]);
     store
@@ -156,7 +169,7 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
             .unwrap()
     };
     {
-        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let store = open_again(dir.path());
         let seq = click(&store, "m1", Label::Spam, w3_full, &[1, 2]);
         let mut folded = Model::default();
         folded.learn_weighted(&ids(&[1, 2]), Label::Spam, w3_full);
@@ -169,7 +182,7 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
             .unwrap();
         store.flush().unwrap();
     }
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_again(dir.path());
     let mut expect = Model::default();
     expect.learn(&ids(&[1, 2]), Label::Spam);
     expect.learn_weighted(&ids(&[2, 3]), Label::Spam, Weight(Weight::FULL.0 / 8));
@@ -259,7 +272,7 @@ fn a_journal_record_without_ops_still_counts_towards_a_checkpoint() {
     // nothing, but its record is journalled: it must count, or a clean
     // shutdown (which folds only a journal with entries) would leave it.
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_again(dir.path());
     let alice = user("alice");
     store.record(&alice, &msg("old"), None, &[]).unwrap();
     assert_eq!(
