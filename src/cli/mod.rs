@@ -9,8 +9,8 @@ mod loadtest;
 mod policy;
 mod seed;
 mod serve;
-mod values;
 mod trust;
+mod values;
 
 use std::path::PathBuf;
 use std::time::Duration;
