@@ -1,0 +1,183 @@
+//! The hostile-mail corpus of issue #17 at full size, and its timing.
+//!
+//! ```sh
+//! # write the corpus (deterministic; ~70 MB) into a directory
+//! cargo run --release --example nasty_mail -- generate target/nasty
+//! # start a release server, then score + train every file through gRPC
+//! target/release/chaff serve --listen 127.0.0.1:50077 --data /tmp/nasty-data &
+//! cargo run --release --example nasty_mail -- time http://127.0.0.1:50077 target/nasty 5
+//! ```
+//!
+//! `generate DIR [test]` writes one `.eml` per category (`tests/nasty.rs`;
+//! `test` gives the small scale the integration test uses). `time URL DIR
+//! [ROUNDS]` first trains 20 normal messages (so scoring has a model to
+//! look up), then, ROUNDS times, scores and trains every file in DIR (Train
+//! with a new message id each round, so each is a real learn) and prints,
+//! per file: size, median wall time of Score and of Train as the client
+//! sees it (loopback, so transfer included), each as a multiple of the
+//! normal 10 KB message's (`normal-10k.eml`), the status, and `limits_hit`.
+
+#[path = "../tests/nasty.rs"]
+mod nasty;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chaff::proto::{self, chaff_client::ChaffClient};
+
+type Client = ChaffClient<tonic::transport::Channel>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["generate", dir] => generate(Path::new(dir), &nasty::Scale::FULL),
+        ["generate", dir, "test"] => generate(Path::new(dir), &nasty::Scale::TEST),
+        ["time", url, dir] => time(url, Path::new(dir), 5),
+        ["time", url, dir, rounds] => time(url, Path::new(dir), rounds.parse().expect("ROUNDS")),
+        _ => {
+            eprintln!("usage: nasty_mail generate DIR [test] | nasty_mail time URL DIR [ROUNDS]");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn generate(dir: &Path, scale: &nasty::Scale) {
+    std::fs::create_dir_all(dir).expect("create DIR");
+    for m in nasty::corpus(scale) {
+        let path = dir.join(format!("{}.eml", m.name));
+        std::fs::write(&path, &m.bytes).expect("write");
+        println!("{:>10} {}", m.bytes.len(), path.display());
+    }
+}
+
+struct Row {
+    name: String,
+    bytes: usize,
+    score: Vec<Duration>,
+    train: Vec<Duration>,
+    status: String,
+    limits: Vec<String>,
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn time(url: &str, dir: &Path, rounds: usize) {
+    let mut c = ChaffClient::connect(url.to_string())
+        .await
+        .expect("connect")
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(64 << 20);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read DIR")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    let user = format!("nasty-timing-{}", std::process::id());
+    let normal = nasty::normal_10k();
+    for i in 0..20 {
+        let label = if i % 2 == 0 {
+            proto::Label::Ham
+        } else {
+            proto::Label::Spam
+        };
+        train(&mut c, &user, &normal, label, &format!("warm-{i}"))
+            .await
+            .expect("warm-up train");
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for path in &files {
+        let bytes = std::fs::read(path).expect("read file");
+        rows.push(Row {
+            name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+            bytes: bytes.len(),
+            score: Vec::new(),
+            train: Vec::new(),
+            status: String::new(),
+            limits: Vec::new(),
+        });
+    }
+    for round in 0..rounds {
+        for (path, row) in files.iter().zip(rows.iter_mut()) {
+            let bytes = std::fs::read(path).expect("read file");
+            let t = Instant::now();
+            let scored = c
+                .score(proto::ScoreRequest {
+                    user_id: user.clone(),
+                    message: bytes.clone(),
+                    ..Default::default()
+                })
+                .await;
+            row.score.push(t.elapsed());
+            let t = Instant::now();
+            let trained = train(
+                &mut c,
+                &user,
+                &bytes,
+                proto::Label::Spam,
+                &format!("{}-{round}", row.name),
+            )
+            .await;
+            row.train.push(t.elapsed());
+            row.status = match (&scored, &trained) {
+                (Ok(_), Ok(_)) => "OK".into(),
+                (Err(s), _) | (_, Err(s)) => format!("{:?}", s.code()),
+            };
+            if let Ok(r) = scored {
+                row.limits = r.into_inner().limits_hit;
+            }
+        }
+    }
+    let base = rows
+        .iter_mut()
+        .find(|r| r.name == "normal-10k")
+        .map(|r| (median(&mut r.score), median(&mut r.train)))
+        .expect("normal-10k.eml in DIR");
+    println!(
+        "normal-10k: Score {:.3} ms, Train {:.3} ms (median of {rounds})",
+        ms(base.0),
+        ms(base.1)
+    );
+    println!(
+        "{:<24} {:>10} {:>10} {:>7} {:>10} {:>7}  status  limits_hit",
+        "message", "bytes", "Score ms", "×", "Train ms", "×"
+    );
+    for r in &mut rows {
+        let (s, t) = (median(&mut r.score), median(&mut r.train));
+        println!(
+            "{:<24} {:>10} {:>10.2} {:>7.1} {:>10.2} {:>7.1}  {:<6}  {}",
+            r.name,
+            r.bytes,
+            ms(s),
+            s.as_secs_f64() / base.0.as_secs_f64(),
+            ms(t),
+            t.as_secs_f64() / base.1.as_secs_f64(),
+            r.status,
+            r.limits.join(", ")
+        );
+    }
+}
+
+async fn train(
+    c: &mut Client,
+    user: &str,
+    message: &[u8],
+    label: proto::Label,
+    id: &str,
+) -> Result<tonic::Response<proto::TrainResponse>, tonic::Status> {
+    c.train(proto::TrainRequest {
+        user_id: user.into(),
+        message: message.to_vec(),
+        label: label.into(),
+        message_id: id.into(),
+    })
+    .await
+}
