@@ -69,6 +69,8 @@ mod ledger;
 mod models;
 mod pending;
 mod policy;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 mod shared;
 mod users;
 
