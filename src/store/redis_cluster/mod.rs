@@ -151,6 +151,22 @@ pub enum Refresh {
     Reloaded,
 }
 
+/// `MEMORY USAGE` of a user's keys, by key (0 for a key that is not
+/// there): what a user costs the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyBytes {
+    pub meta: u64,
+    pub ledger: u64,
+    pub journal: u64,
+    pub snapshot: u64,
+}
+
+impl KeyBytes {
+    pub fn total(&self) -> u64 {
+        self.meta + self.ledger + self.journal + self.snapshot
+    }
+}
+
 /// The scripts, hashed once; EVALSHA falls back to loading them on every
 /// primary when a node answers NOSCRIPT.
 struct Scripts {
@@ -589,26 +605,33 @@ impl RedisStore {
 
     /// Bytes the cluster spends on a user's keys (`MEMORY USAGE` of each,
     /// all samples): for capacity figures, not for serving.
-    pub async fn memory_usage(&self, user: &UserId) -> Result<u64, Error> {
+    pub async fn memory_usage(&self, user: &UserId) -> Result<KeyBytes, Error> {
         let keys = Keys::of(user);
-        let mut total = 0u64;
-        for key in [&keys.meta, &keys.ledger, &keys.journal, &keys.snapshot] {
-            let used: Option<u64> = self
+        let mut bytes = [0u64; 4];
+        for (key, out) in [&keys.meta, &keys.ledger, &keys.journal, &keys.snapshot]
+            .into_iter()
+            .zip(&mut bytes)
+        {
+            *out = self
                 .bounded("MEMORY USAGE", async {
                     let mut conn = self.conn.clone();
                     let mut cmd = redis::cmd("MEMORY");
                     cmd.arg("USAGE").arg(key).arg("SAMPLES").arg(0);
-                    let v = conn.route_command(cmd, keys.primary()).await?;
-                    match v {
-                        Value::Int(n) => Ok(u64::try_from(n).ok()),
-                        Value::Nil => Ok(None),
+                    match conn.route_command(cmd, keys.primary()).await? {
+                        Value::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
+                        Value::Nil => Ok(0),
                         _ => Err(corrupt("MEMORY USAGE reply")),
                     }
                 })
                 .await?;
-            total += used.unwrap_or(0);
         }
-        Ok(total)
+        let [meta, ledger, journal, snapshot] = bytes;
+        Ok(KeyBytes {
+            meta,
+            ledger,
+            journal,
+            snapshot,
+        })
     }
 
     /// Answers when every primary answers PING: a readiness probe.
