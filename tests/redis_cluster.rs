@@ -311,6 +311,23 @@ impl Cluster {
         None
     }
 
+    /// The port of a running replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> Option<u16> {
+        let nodes = cli(primary, &["cluster", "nodes"])?;
+        let id = nodes
+            .lines()
+            .find(|l| l.contains("myself"))?
+            .split_whitespace()
+            .next()?
+            .to_string();
+        nodes.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 3 && f[2].contains("slave") && !f[2].contains("fail") && f[3] == id)
+                .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())
+                .flatten()
+        })
+    }
+
     /// Ports of nodes this harness has running.
     pub fn running(&self) -> Vec<u16> {
         self.ports

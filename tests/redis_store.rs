@@ -424,18 +424,48 @@ async fn every_acknowledged_click_survives_the_failover_of_its_primary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_that_is_down_answers_unavailable_in_bounded_time_and_recovers() {
+async fn unconfirmed_clicks_and_a_down_cluster_answer_unavailable_in_bounded_time_and_recover() {
     let Some(mut cluster) = Cluster::start() else {
         return;
     };
     let mut config = RedisConfig::new(cluster.seeds());
     config.op_timeout = Duration::from_secs(2);
+    config.wait = Duration::from_millis(300);
     let store = RedisStore::connect(config).await.unwrap();
     let u = user("outage");
     store
         .train(&u, &msg("before"), &entry(Ham, Weight::FULL, &[1]))
         .await
         .unwrap();
+
+    // The user's shard loses its replica: a click still reaches the
+    // primary, but WAIT 1 (sent to that primary only) is not met, so it is
+    // not acknowledged: UNAVAILABLE, quickly.
+    let primary = cluster.primary_of("{u:outage}:m");
+    let replica = cluster.replica_of(primary).expect("a replica");
+    cluster.kill(replica);
+    let started = Instant::now();
+    let err = store
+        .train(&u, &msg("unconfirmed"), &entry(Spam, Weight::FULL, &[3]))
+        .await
+        .expect_err("no replica confirms it");
+    assert!(err.to_string().contains("replicas confirmed"), "{err}");
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Once the replica is back, the retry is safe: the primary has the
+    // click, so it answers ALREADY_LEARNED, now confirmed.
+    cluster.restart(replica);
+    cluster
+        .wait_ready(Instant::now() + Duration::from_secs(60))
+        .expect("replica back");
+    let retry = store
+        .train(&u, &msg("unconfirmed"), &entry(Spam, Weight::FULL, &[3]))
+        .await
+        .unwrap();
+    assert_eq!(retry.outcome, ClickOutcome::AlreadyLearned);
+    store.forget(&u, &msg("unconfirmed")).await.unwrap();
+
+    // The whole cluster goes down.
     let ports = cluster.running();
     for &p in &ports {
         cluster.kill(p);
