@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! scripts/redis-cluster.sh start target/tmp/rc 31000      # prints NODES
-//! cargo run --release --example redis_figures -- NODES CORPUS_INDEX [SECONDS]
+//! cargo run --release --example redis_figures -- NODES CORPUS_INDEX [SECONDS [REPLICAS [corpus|load|both]]]
 //! scripts/redis-cluster.sh stop target/tmp/rc 31000
 //! ```
 //!
@@ -14,6 +14,9 @@
 //! 2. For SECONDS (default 10) each at concurrency 1, 8 and 32: that many
 //!    users click corpus messages as fast as replies come back (each its
 //!    own mailbox, so spread over the shards): clicks/s, p50, p99.
+//!
+//! REPLICAS (default 1) is what each click waits for (`WAIT`); 0 measures
+//! the same clicks without the wait. The last argument picks the parts.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +50,8 @@ async fn main() {
         std::process::exit(2);
     };
     let seconds: u64 = rest.first().map_or(10, |s| s.parse().expect("SECONDS"));
+    let replicas: u32 = rest.get(1).map_or(1, |s| s.parse().expect("REPLICAS"));
+    let parts = rest.get(2).map_or("both", String::as_str);
     let dir = std::path::Path::new(index).parent().unwrap().to_path_buf();
     let tokenizer = Tokenizer::new(Limits::default());
     let corpus: Vec<(Label, Vec<TokenId>)> = std::fs::read_to_string(index)
@@ -63,12 +68,22 @@ async fn main() {
             (label, tokenizer.tokenize(&raw).ids)
         })
         .collect();
-    let store = RedisStore::connect(RedisConfig::new(nodes.split(',')))
-        .await
-        .expect("connect");
+    let mut config = RedisConfig::new(nodes.split(','));
+    config.replicas = replicas;
+    let store = RedisStore::connect(config).await.expect("connect");
+    println!("clicks wait for {replicas} replica(s)");
     let run = std::process::id();
 
-    // 1. One user learns the corpus.
+    if parts != "load" {
+        corpus_user(&store, &corpus, run).await;
+    }
+    if parts != "corpus" {
+        load(&store, &corpus, run, seconds).await;
+    }
+}
+
+/// 1. One user learns the corpus, one click at a time.
+async fn corpus_user(store: &RedisStore, corpus: &[(Label, Vec<TokenId>)], run: u32) {
     let user = UserId::new(format!("corpus-{run}")).unwrap();
     let mut lat = Vec::with_capacity(corpus.len());
     let started = Instant::now();
@@ -121,8 +136,11 @@ async fn main() {
             b.meta
         );
     }
+}
 
-    // 2. Concurrent users.
+/// 2. Users clicking concurrently, each its own mailbox.
+async fn load(store: &RedisStore, corpus: &[(Label, Vec<TokenId>)], run: u32, seconds: u64) {
+    let corpus = std::sync::Arc::new(corpus.to_vec());
     for concurrency in [1usize, 8, 32] {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let mut tasks = Vec::new();
