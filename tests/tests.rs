@@ -18,6 +18,8 @@ mod nasty;
 mod one_sided;
 mod panics;
 mod policy;
+mod redis_cluster;
+mod redis_store;
 mod shared;
 mod stats;
 mod trust;

@@ -38,6 +38,9 @@
 //! upgrades, flush and usage. `commit.rs`: group commit. `pending.rs`: the
 //! write-behind of throwaway replays (`Store::open_unsynced`, used by
 //! `chaff eval`; still a mode of `Store`). `error.rs`: [`StorageError`].
+//! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
+//! feature `redis`; its own layout and scripts, `docs/SCALING.md`), not yet
+//! used by the engine.
 //!
 //! # Why this shape
 //!
@@ -69,6 +72,8 @@ mod ledger;
 mod models;
 mod pending;
 mod policy;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 mod shared;
 mod users;
 
