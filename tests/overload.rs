@@ -206,7 +206,10 @@ async fn a_busy_server_drops_expired_calls_unworked_sheds_a_full_queue_fast_and_
         shed_in < Duration::from_millis(500),
         "shed after {shed_in:?}"
     );
-    assert!(slow_started.elapsed() < SLOW_FOR, "the slot was busy all along");
+    assert!(
+        slow_started.elapsed() < SLOW_FOR,
+        "the slot was busy all along"
+    );
     // Shedding is not failing: health stays SERVING, GetStats answers.
     assert_eq!(health(&url).await, ServingStatus::Serving as i32);
 
@@ -219,7 +222,10 @@ async fn a_busy_server_drops_expired_calls_unworked_sheds_a_full_queue_fast_and_
     // Worked on: the slow Score and bob's three; not alice's nor dave's.
     assert_eq!(lookups(&mut c).await - before, 4 * per_score);
     let m = scrape(metrics);
-    assert_eq!(m["chaff_admission_refused_total{reason=\"queue-full\"}"], 1.0);
+    assert_eq!(
+        m["chaff_admission_refused_total{reason=\"queue-full\"}"],
+        1.0
+    );
     // Each expired call was refused by admission's timer or dropped by
     // tonic's while it waited.
     let gone = m["chaff_admission_refused_total{reason=\"deadline\"}"]
@@ -275,7 +281,12 @@ fn work_queued_past_its_deadline_on_the_blocking_pool_is_not_done() {
         assert!(slow.await.unwrap().0.is_ok());
         // Their work got its turn after the slow one, and refused itself.
         let refused = 3.0 + probes_expired;
-        until(metrics, "chaff_admission_refused_total{reason=\"deadline\"}", refused).await;
+        until(
+            metrics,
+            "chaff_admission_refused_total{reason=\"deadline\"}",
+            refused,
+        )
+        .await;
         assert_eq!(lookups(&mut c).await - before, per_score);
         let _ = stop.send(());
     });

@@ -245,20 +245,26 @@ async fn worker(
         let started = Instant::now();
         let result = match shared.rpc {
             Rpc::Score => client
-                .score(request(shared.deadline, proto::ScoreRequest {
-                    user_id,
-                    message: message.bytes.clone(),
-                    ..Default::default()
-                }))
+                .score(request(
+                    shared.deadline,
+                    proto::ScoreRequest {
+                        user_id,
+                        message: message.bytes.clone(),
+                        ..Default::default()
+                    },
+                ))
                 .await
                 .map(|_| None),
             Rpc::Train => client
-                .train(request(shared.deadline, proto::TrainRequest {
-                    user_id,
-                    message: message.bytes.clone(),
-                    label: message.label.into(),
-                    message_id: format!("loadtest-{}-{n}", shared.run_id),
-                }))
+                .train(request(
+                    shared.deadline,
+                    proto::TrainRequest {
+                        user_id,
+                        message: message.bytes.clone(),
+                        label: message.label.into(),
+                        message_id: format!("loadtest-{}-{n}", shared.run_id),
+                    },
+                ))
                 .await
                 .map(|r| Some(r.into_inner().outcome)),
         };

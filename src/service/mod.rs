@@ -755,8 +755,7 @@ pub async fn serve_logging_stats(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let admitter = admission::Admission::new(limits);
-    let (metrics, _exporter) =
-        metrics::start(metrics_listener, storage.clone(), admitter.clone());
+    let (metrics, _exporter) = metrics::start(metrics_listener, storage.clone(), admitter.clone());
     let chaff = ChaffServer::new(ChaffService {
         storage: storage.clone(),
         health: health.clone(),
