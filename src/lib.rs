@@ -12,7 +12,7 @@
 //! | [`decisions`]| the decision log support queries (background writer)        | —       |
 //! | [`store`]    | durable ledger, journal and model snapshots; `StorageError` | sled    |
 //! | [`engine`]   | use cases: score, train, forget, describe/delete a user, seed | —     |
-//! | [`service`]  | gRPC adapter, wire conversions, panic layer, health, reflection | tonic |
+//! | [`service`]  | gRPC adapter, wire conversions, panic layer, admission (overload), health, reflection | tonic |
 //! | [`error`]    | the library's error enum                                    | —       |
 //! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |
 //! | `fault`      | test builds only (feature `fault-injection`): injected panics | —     |
