@@ -26,7 +26,7 @@ pub fn panic_if(user: &UserId, which: &str) {
 pub const SLOW_IN_WORK: &str = "fault-injection-slow";
 
 /// How long a [`SLOW_IN_WORK`] Score sleeps.
-pub const SLOW_FOR: std::time::Duration = std::time::Duration::from_millis(1500);
+pub const SLOW_FOR: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Sleeps [`SLOW_FOR`] if `user` is `which`.
 pub fn sleep_if(user: &UserId, which: &str) {
