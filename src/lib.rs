@@ -12,10 +12,10 @@
 //! | [`decisions`]| the decision log support queries (background writer)        | —       |
 //! | [`store`]    | durable ledger, journal and model snapshots; `StorageError`; the Redis Cluster store (`store::redis_cluster`, feature `redis`, not yet used by the engine) | sled, redis |
 //! | [`engine`]   | use cases, a file each: the scoring pipeline (`score.rs`), clicks, user admin, shared model | — |
-//! | [`service`]  | gRPC adapter, wire conversions, panic layer, health, reflection | tonic |
+//! | [`service`]  | gRPC adapter, wire conversions, panic layer, admission (overload), health, reflection | tonic |
 //! | [`error`]    | the library's error enum                                    | —       |
 //! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |
-//! | `fault`      | test builds only (feature `fault-injection`): injected panics | —     |
+//! | `fault`      | test builds only (feature `fault-injection`): injected panics, a slow Score | — |
 //! | [`metrics`]  | lock-free latency histograms (read by `service::metrics`)   | —       |
 //!
 //! # Dependency rules

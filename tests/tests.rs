@@ -16,6 +16,7 @@ mod mailgen;
 mod metrics;
 mod nasty;
 mod one_sided;
+mod overload;
 mod panics;
 mod policy;
 mod redis_cluster;

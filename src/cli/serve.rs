@@ -16,6 +16,7 @@ use super::parse_duration;
 
 use chaff::decisions::Retention;
 use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, Settings, parse_bytes};
+use chaff::service::admission::Limits as Admission;
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 
@@ -101,12 +102,47 @@ pub struct ServeArgs {
     /// Nesting of multiparts and attached messages followed.
     #[arg(long, env = "CHAFF_MAX_MIME_DEPTH", default_value_t = Limits::default().max_mime_depth, help_heading = "Hostile-mail caps")]
     max_mime_depth: usize,
+    /// Read calls (Score, ScoreBatch, GetUser, ListEntries, FindDecisions,
+    /// GetShared) whose engine work may run at once. Reading a message is
+    /// CPU work: more calls at once than the cores can run only make every
+    /// one slower, so the rest wait in a short queue (--max-queued-calls,
+    /// --max-queue-wait) or are refused at once with RESOURCE_EXHAUSTED
+    /// naming this flag, while health stays SERVING. Default: 2 × the cores
+    /// (a read that misses the model cache waits on the disk). 0 = no limit.
+    #[arg(long, env = "CHAFF_MAX_CONCURRENT_READS", default_value_t = defaults().reads.unwrap_or(0), help_heading = "Overload")]
+    max_concurrent_reads: usize,
+    /// Write calls (Train, Forget, UpdateUser, list changes, DeleteUser,
+    /// SeedShared, ClearSeed) that may run at once. Larger than the read
+    /// pool: a write spends most of its time waiting for the storage flush
+    /// it shares with every write waiting then (group commit), and a small
+    /// pool would make each flush serve few replies. Default: 16 × the
+    /// cores. 0 = no limit.
+    #[arg(long, env = "CHAFF_MAX_CONCURRENT_WRITES", default_value_t = defaults().writes.unwrap_or(0), help_heading = "Overload")]
+    max_concurrent_writes: usize,
+    /// Calls that may wait for a slot, per pool (reads, writes); one more is
+    /// refused at once with RESOURCE_EXHAUSTED (not worked on, safe to
+    /// retry). Default: 8 × the cores. 0 = never wait: refuse whenever the
+    /// slots are full.
+    #[arg(long, env = "CHAFF_MAX_QUEUED_CALLS", default_value_t = defaults().queued, help_heading = "Overload")]
+    max_queued_calls: usize,
+    /// Longest a call waits for a slot before it is refused with
+    /// RESOURCE_EXHAUSTED; a call also never waits past its own deadline
+    /// (grpc-timeout), and one whose deadline has passed is answered
+    /// DEADLINE_EXCEEDED without being worked on. Bounds the latency of the
+    /// calls taken when each is slow (e.g. `50ms`, `1s`).
+    #[arg(long, env = "CHAFF_MAX_QUEUE_WAIT", default_value = "50ms", value_parser = parse_duration, help_heading = "Overload")]
+    max_queue_wait: Duration,
     /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`. The audit
     /// log (admin calls, refused calls) is the `chaff::audit` target.
     #[arg(long, env = "CHAFF_LOG", default_value = "info", value_parser = log_filter)]
     log: String,
     #[command(flatten)]
     trust: super::trust::ServeTrustArgs,
+}
+
+/// The admission defaults for this machine's cores.
+fn defaults() -> Admission {
+    Admission::for_this_machine()
 }
 
 /// A count that must be at least 1 (a zero cap would refuse everything).
@@ -211,9 +247,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = &metrics {
         println!("chaff metrics on http://{}/metrics", l.local_addr()?);
     }
-    chaff::service::serve_logging_stats(engine, listener, shutdown, grace, trust, stats, metrics)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
+    let admission = Admission {
+        reads: (args.max_concurrent_reads > 0).then_some(args.max_concurrent_reads),
+        writes: (args.max_concurrent_writes > 0).then_some(args.max_concurrent_writes),
+        queued: args.max_queued_calls,
+        max_wait: args.max_queue_wait,
+    };
+    chaff::service::serve_logging_stats(
+        engine, listener, shutdown, grace, trust, stats, metrics, admission,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Completes on SIGTERM (how service managers stop us) or Ctrl-C. The

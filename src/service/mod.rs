@@ -4,6 +4,7 @@
 //! answer back. Errors become statuses in [`status`]; a request that panics
 //! is answered INTERNAL by [`catch_panic`] while the server goes on.
 
+pub mod admission;
 pub mod catch_panic;
 pub mod codec;
 pub mod guard;
@@ -216,10 +217,23 @@ impl ChaffService {
         E: Failure,
         F: FnOnce(&Engine) -> Result<T, E> + Send + 'static,
     {
+        // The call's admission: its deadline, and its slot, which the work
+        // holds until it ends even if the caller's future is dropped.
+        let call = admission::current();
+        if let Some(c) = &call {
+            c.check(admission::Stage::Work)?;
+        }
         let engine = self.storage.engine()?;
-        let result = tokio::task::spawn_blocking(move || f(&engine))
-            .await
-            .map_err(catch_panic::resume_if_panicked)?;
+        let result = tokio::task::spawn_blocking(move || {
+            // The blocking pool may have queued the work: check again, so
+            // an expired call is answered without tokenizing.
+            if let Some(c) = &call {
+                c.check(admission::Stage::Work)?;
+            }
+            Ok::<_, admission::Refused>(f(&engine))
+        })
+        .await
+        .map_err(catch_panic::resume_if_panicked)??;
         if let Err(failure) = &result
             && failure.error().is_storage()
             && !self
@@ -329,7 +343,13 @@ impl proto::chaff_server::Chaff for ChaffService {
         crate::fault::panic_if(&user, crate::fault::PANIC_IN_HANDLER);
         let env = status::envelope(&req.client_ip, req.message_id)?;
         let message = req.message;
-        let evaluated = self.run(move |e| e.evaluate(&user, &message, &env)).await?;
+        let evaluated = self
+            .run(move |e| {
+                #[cfg(feature = "fault-injection")]
+                crate::fault::sleep_if(&user, crate::fault::SLOW_IN_WORK);
+                e.evaluate(&user, &message, &env)
+            })
+            .await?;
         self.metrics.iter().for_each(|m| m.scored(&evaluated));
         Ok(Response::new(status::score_response(evaluated)))
     }
@@ -690,13 +710,18 @@ pub async fn serve_with(
         trust,
         Duration::ZERO,
         None,
+        admission::Limits::unbounded(),
     )
     .await
 }
 
 /// [`serve_with`], also logging the engine's counters every `stats_every`
-/// (`ZERO`: never). The log reads whichever engine is current, so it goes on
-/// across a storage reopen.
+/// (`ZERO`: never), serving `/metrics` on `metrics_listener` (if any), and
+/// bounding the engine work running at once by `limits` ([`admission`];
+/// [`serve_with`] sets no bound, `chaff serve` bounds by the core count).
+/// The log reads whichever engine is current, so it goes on across a
+/// storage reopen.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_logging_stats(
     engine: Arc<Engine>,
     listener: TcpListener,
@@ -705,6 +730,7 @@ pub async fn serve_logging_stats(
     trust: Arc<Trust>,
     stats_every: Duration,
     metrics_listener: Option<TcpListener>,
+    limits: admission::Limits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local: SocketAddr = listener.local_addr()?;
     let limit = engine.settings().max_message_bytes;
@@ -728,7 +754,8 @@ pub async fn serve_logging_stats(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let (metrics, _exporter) = metrics::start(metrics_listener, storage.clone());
+    let admitter = admission::Admission::new(limits);
+    let (metrics, _exporter) = metrics::start(metrics_listener, storage.clone(), admitter.clone());
     let chaff = ChaffServer::new(ChaffService {
         storage: storage.clone(),
         health: health.clone(),
@@ -747,6 +774,10 @@ pub async fn serve_logging_stats(
         max_message_bytes = limit,
         tls = trust.tls().is_some(),
         credentials_required = trust.required(),
+        max_concurrent_reads = ?limits.reads,
+        max_concurrent_writes = ?limits.writes,
+        max_queued_calls = limits.queued,
+        max_queue_wait_ms = limits.max_wait.as_millis() as u64,
         "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection"
     );
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -754,6 +785,7 @@ pub async fn serve_logging_stats(
         .layer(metrics::GrpcLayer::new(metrics))
         .layer(catch_panic::CatchPanicLayer)
         .layer(GuardLayer::new(trust.clone(), limit))
+        .layer(admission::AdmissionLayer::new(admitter))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

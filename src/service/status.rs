@@ -41,6 +41,22 @@ impl From<Error> for Status {
     }
 }
 
+/// A call admission refused ([`crate::service::admission`]): a busy server
+/// is RESOURCE_EXHAUSTED (the call was not worked on; retrying later or on
+/// another replica is right), a passed deadline DEADLINE_EXCEEDED.
+impl From<crate::service::admission::Refused> for Status {
+    fn from(r: crate::service::admission::Refused) -> Self {
+        use crate::service::admission::Refused;
+        let msg = r.to_string();
+        match r {
+            Refused::QueueFull { .. } | Refused::WaitedTooLong { .. } => {
+                Status::resource_exhausted(msg)
+            }
+            Refused::DeadlinePassed { .. } => Status::deadline_exceeded(msg),
+        }
+    }
+}
+
 /// A caller that is identified but may not do this: the message names the
 /// scope or tenant rule, never a secret.
 impl From<crate::auth::Denied> for Status {
