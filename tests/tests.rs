@@ -18,6 +18,7 @@ mod nasty;
 mod one_sided;
 mod panics;
 mod policy;
+mod quota;
 mod shared;
 mod stats;
 mod trust;

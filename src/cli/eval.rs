@@ -91,6 +91,12 @@ pub struct EvalArgs {
     /// messages/s measures chaff rather than the disk.
     #[arg(long)]
     durable: bool,
+    /// In-process: cap every user's model at N tokens as `chaff serve
+    /// --max-user-tokens N` does, pruning after the click that passes it
+    /// (inline, so the replay is deterministic). Without it: no cap, as in
+    /// the tables of docs/ACCURACY.md.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_user_tokens: Option<u64>,
     /// Word-pair window for the in-process tokenizer (1 = no pairs); for
     /// comparing tokenizer settings. Ignored with --server.
     #[arg(long)]
@@ -351,6 +357,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,
+        max_user_tokens: args.max_user_tokens.map(|n| n as usize),
         ..Settings::default()
     }
 }

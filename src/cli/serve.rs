@@ -15,7 +15,9 @@ use tracing::info;
 use super::parse_duration;
 
 use chaff::decisions::Retention;
-use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, Settings, parse_bytes};
+use chaff::engine::{
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_USER_TOKENS, Engine, Settings, parse_bytes,
+};
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 
@@ -64,6 +66,15 @@ pub struct ServeArgs {
     /// At least 1MiB.
     #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = model_memory, help_heading = "Memory")]
     model_memory: usize,
+    /// Most tokens one user's model keeps. A click that takes a model past
+    /// it queues a background prune back to 90% of it: weak tokens (seen in
+    /// under two messages, or too even between spam and ham to count) go
+    /// before strong ones, and within each the ones learned longest ago go
+    /// first (docs/PERFORMANCE.md, "Quota and expiry"). The default, 200000,
+    /// is about what a user who learned 6,000 messages has (~7 MiB in
+    /// memory); SpamAssassin's cap is 150000. `0` = no cap.
+    #[arg(long, env = "CHAFF_MAX_USER_TOKENS", default_value_t = DEFAULT_MAX_USER_TOKENS, help_heading = "Memory")]
+    max_user_tokens: usize,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -187,6 +198,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Retention::default()
         },
         model_memory: args.model_memory,
+        max_user_tokens: (args.max_user_tokens > 0).then_some(args.max_user_tokens),
+        prune_in_background: true,
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);

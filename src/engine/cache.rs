@@ -74,6 +74,10 @@ pub struct CacheStats {
     pub resident_users: u64,
     /// Estimated bytes of the slots in memory now.
     pub resident_bytes: u64,
+    /// Estimated bytes of the shared model (its sum and every
+    /// contributor's part), counted against the same budget: user models
+    /// get what it leaves.
+    pub shared_bytes: u64,
     /// The budget.
     pub budget_bytes: u64,
 }
@@ -82,6 +86,8 @@ pub struct CacheStats {
 pub(super) struct Cache {
     budget: usize,
     resident: AtomicUsize,
+    /// The shared model's estimated bytes ([`Cache::charge_shared`]).
+    shared: AtomicUsize,
     /// A logical clock: each slot use stamps the slot with the next tick.
     clock: AtomicU64,
     hits: AtomicU64,
@@ -114,6 +120,7 @@ impl Cache {
         Self {
             budget,
             resident: AtomicUsize::new(0),
+            shared: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -179,11 +186,25 @@ impl Cache {
         old
     }
 
+    /// Sets the shared model's charge to `tokens` tokens held (its sum and
+    /// every part: `SharedModel::stored_tokens`). The shared model is never
+    /// evicted — every Score reads it — so it shrinks what user models get.
+    pub(super) fn charge_shared(&self, tokens: usize) {
+        let bytes = if tokens == 0 { 0 } else { model_bytes(tokens) };
+        self.shared.store(bytes, Ordering::Relaxed);
+    }
+
+    /// User models' and the shared model's estimated bytes together.
+    fn in_memory(&self) -> usize {
+        self.resident
+            .load(Ordering::Relaxed)
+            .saturating_add(self.shared.load(Ordering::Relaxed))
+    }
+
     /// `Some(bytes to free)` if over budget and no other pass is running;
     /// the guard must be held for the pass.
     pub(super) fn over_budget(&self) -> Option<(usize, MutexGuard<'_, ()>)> {
-        let resident = self.resident.load(Ordering::Relaxed);
-        if resident <= self.budget {
+        if self.in_memory() <= self.budget {
             return None;
         }
         let futile = self.futile_at.load(Ordering::Relaxed);
@@ -194,10 +215,7 @@ impl Cache {
         }
         let guard = self.evicting.try_lock()?;
         let target = self.budget / 100 * EVICT_TO_PERCENT;
-        Some((
-            self.resident.load(Ordering::Relaxed).saturating_sub(target),
-            guard,
-        ))
+        Some((self.in_memory().saturating_sub(target), guard))
     }
 
     /// Records the outcome of an eviction pass: whether it freed anything.
@@ -218,6 +236,7 @@ impl Cache {
             evictions: self.evictions.load(Ordering::Relaxed),
             resident_users: resident_users as u64,
             resident_bytes: self.resident.load(Ordering::Relaxed) as u64,
+            shared_bytes: self.shared.load(Ordering::Relaxed) as u64,
             budget_bytes: self.budget as u64,
         }
     }
@@ -277,6 +296,23 @@ mod tests {
         c.discharge(&a);
         assert_eq!(c.stats(1).resident_bytes, model_bytes(1500) as u64);
         assert_eq!(c.stats(1).evictions, 1);
+    }
+
+    #[test]
+    fn the_shared_model_counts_against_the_budget() {
+        let c = Cache::new(model_bytes(1000) * 2);
+        let a = Entry::default();
+        c.charge(&a, 1000);
+        assert!(c.over_budget().is_none());
+        c.charge_shared(1000);
+        assert!(c.over_budget().is_none());
+        c.charge_shared(1500);
+        let (excess, _guard) = c.over_budget().expect("over with the shared model");
+        assert_eq!(
+            excess,
+            model_bytes(1000) + model_bytes(1500) - c.budget / 100 * EVICT_TO_PERCENT
+        );
+        assert_eq!(c.stats(1).shared_bytes, model_bytes(1500) as u64);
     }
 
     #[test]

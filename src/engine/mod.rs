@@ -38,12 +38,14 @@
 
 mod cache;
 mod delivery;
+mod quota;
 mod shared;
 
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
 pub use delivery::{
     DEFAULT_FIND_LIMIT, DecisionQuery, Envelope, Evaluated, ListRef, MAX_FIND_LIMIT, TOP_FEATURES,
 };
+pub use quota::{DEFAULT_MAX_USER_TOKENS, QuotaStats};
 pub use shared::{ScoreViews, Seeded, SharedSummary};
 
 use std::sync::Arc;
@@ -77,6 +79,13 @@ pub struct Settings {
     /// Estimated bytes of user models kept in memory; least recently used
     /// models beyond it are dropped and reloaded on demand (`cache`).
     pub model_memory: usize,
+    /// A user model past this many tokens is pruned back under it
+    /// (`quota`, `classify::prune`); `None`: no cap.
+    pub max_user_tokens: Option<usize>,
+    /// Pruning is left to the caller's background task
+    /// ([`Engine::prune_pending`], as the server does) rather than run
+    /// after the click that queued it (replays, for determinism).
+    pub prune_in_background: bool,
 }
 
 impl Default for Settings {
@@ -87,6 +96,8 @@ impl Default for Settings {
             tokenizer: Tokenizer::default(),
             retention: Retention::default(),
             model_memory: DEFAULT_MODEL_MEMORY,
+            max_user_tokens: Some(DEFAULT_MAX_USER_TOKENS),
+            prune_in_background: false,
         }
     }
 }
@@ -162,6 +173,7 @@ pub struct EngineStats {
     pub cache: CacheStats,
     pub commit: CommitStats,
     pub decisions: crate::decisions::DecisionStats,
+    pub quota: QuotaStats,
 }
 
 /// Where the user's writes stand relative to its last snapshot.
@@ -218,6 +230,8 @@ pub struct Engine {
     /// The current seed id (0: never seeded); the lock orders the
     /// operator's writes.
     seed: Mutex<u64>,
+    /// Users whose models passed `max_user_tokens`, waiting for a prune.
+    quota: quota::Quota,
 }
 
 /// A contribution's journal position (as [`WriterState`] for models).
@@ -244,9 +258,19 @@ impl Engine {
         let (shared, positions) = shared::load(&store)?;
         let seed = store.seed_id()?.unwrap_or(0);
         let decisions = DecisionLog::start(store.clone(), settings.retention.clone());
+        let cache = cache::Cache::new(settings.model_memory);
+        cache.charge_shared(shared.stored_tokens());
+        let shared_bytes = model_bytes(shared.stored_tokens());
+        if shared.stored_tokens() > 0 && shared_bytes > settings.model_memory / 2 {
+            warn!(
+                shared_mib = shared_bytes >> 20,
+                model_memory_mib = settings.model_memory >> 20,
+                "the shared model takes over half of --model-memory; user models get the rest"
+            );
+        }
         Ok(Self {
             store,
-            cache: cache::Cache::new(settings.model_memory),
+            cache,
             settings,
             users: RwLock::new(FxHashMap::default()),
             operator: RwLock::new(operator),
@@ -254,6 +278,7 @@ impl Engine {
             shared: RwLock::new(shared),
             positions: Mutex::new(positions),
             seed: Mutex::new(seed),
+            quota: quota::Quota::default(),
         })
     }
 
@@ -467,6 +492,7 @@ impl Engine {
             cache: self.cache.stats(users),
             commit: self.store.commit_stats(),
             decisions: self.decisions.stats(),
+            quota: self.quota.stats(),
         }
     }
 
@@ -727,6 +753,8 @@ impl Engine {
         self.store.flush()?;
         // The click may have grown the model past the budget.
         self.evict_over_budget(user);
+        // ... or past its quota (`quota`).
+        self.after_click()?;
         trained
     }
 
@@ -799,6 +827,7 @@ impl Engine {
         writer.journal_entries = writer.journal_entries.saturating_add(entries);
         let tokens = slot.model.read().token_count();
         self.cache.charge(&slot.cache, tokens);
+        self.note_tokens(user, tokens);
         if checkpoint_due(writer.journal_entries, tokens) {
             self.checkpoint_locked(user, slot, writer)?;
         }
@@ -944,6 +973,8 @@ pub fn derive_message_id_from(
 mod tests;
 #[cfg(test)]
 mod tests_cache;
+#[cfg(test)]
+mod tests_quota;
 
 #[cfg(test)]
 mod shared_tests;

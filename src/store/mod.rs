@@ -69,6 +69,7 @@ mod ledger;
 mod models;
 mod pending;
 mod policy;
+mod recency;
 mod shared;
 mod users;
 

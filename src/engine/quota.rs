@@ -1,0 +1,158 @@
+//! Per-user quota: a model past `--max-user-tokens` is pruned back to
+//! [`prune::target`] of it by the rule in `classify::prune` (weak tokens
+//! before strong ones, the ones seen longest ago first).
+//!
+//! # When, and where
+//!
+//! A click that takes its user's model past the cap only *queues* the user
+//! (under the writer lock it already holds; no extra work). The queue is
+//! run outside every request's locks:
+//! - by the server, on the blocking pool after the Train reply is built
+//!   (`service`, with [`Settings::prune_in_background`]): never in a
+//!   Score's path, and a Train's reply does not wait for it;
+//! - by in-process replays (`chaff eval`), inline after the click's flush,
+//!   so that a replay with a cap is deterministic.
+//!
+//! A prune takes the user's writer lock (clicks of that user wait; other
+//! users do not), picks its victims under the model's read lock (scoring
+//! goes on), removes them under the write lock (scoring waits for the
+//! removal only: a few milliseconds for tens of thousands of tokens), and
+//! writes the pruned model as the user's snapshot, which folds the journal
+//! — the prune is durable with the next flush and a crash before that just
+//! loads the unpruned model, which the next click queues again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashSet;
+use tracing::debug;
+
+use super::{Engine, Settings, UserSlot};
+use crate::classify::prune;
+use crate::error::Error;
+use crate::types::UserId;
+
+/// Default `--max-user-tokens`: 200,000 tokens. SpamAssassin's default
+/// cap is 150,000; a user who learned the whole SpamAssassin corpus
+/// (6,000 messages, years of one mailbox) has about 190,000, so the
+/// default bites only models bigger than that — about 7 MiB in memory
+/// (`engine::BYTES_PER_TOKEN`) and 2–3 MiB on disk per user.
+pub const DEFAULT_MAX_USER_TOKENS: usize = 200_000;
+
+/// Users whose models passed the cap, and counters for operators.
+#[derive(Default)]
+pub(super) struct Quota {
+    pending: Mutex<FxHashSet<UserId>>,
+    /// One runner at a time (others leave the queue to it).
+    running: Mutex<()>,
+    prunes: AtomicU64,
+    pruned_tokens: AtomicU64,
+}
+
+/// Pruning counters, cumulative since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaStats {
+    /// Models pruned back under their cap.
+    pub prunes: u64,
+    /// Tokens those prunes removed.
+    pub pruned_tokens: u64,
+}
+
+impl Quota {
+    pub(super) fn stats(&self) -> QuotaStats {
+        QuotaStats {
+            prunes: self.prunes.load(Ordering::Relaxed),
+            pruned_tokens: self.pruned_tokens.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Settings {
+    /// Whether a user model of `tokens` tokens is past its cap.
+    fn over_user_cap(&self, tokens: usize) -> bool {
+        self.max_user_tokens.is_some_and(|cap| tokens > cap)
+    }
+}
+
+impl Engine {
+    /// Queues `user` if a click left its model with `tokens` tokens, past
+    /// the cap. Called under the user's writer lock: only a set insert.
+    pub(super) fn note_tokens(&self, user: &UserId, tokens: usize) {
+        if self.settings.over_user_cap(tokens) {
+            self.quota.pending.lock().insert(user.clone());
+        }
+    }
+
+    /// Whether a prune is queued: the server then runs
+    /// [`Engine::prune_pending`] on its blocking pool.
+    pub fn prune_wanted(&self) -> bool {
+        !self.quota.pending.lock().is_empty()
+    }
+
+    /// After a click, outside its locks: in-process replays prune at once;
+    /// the server leaves it to its background task.
+    pub(super) fn after_click(&self) -> Result<(), Error> {
+        if !self.settings.prune_in_background && self.prune_wanted() {
+            self.prune_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Prunes every queued user's model back under the cap; returns the
+    /// tokens removed. If another call is already running the queue, it
+    /// returns 0 at once (that run takes what is queued).
+    pub fn prune_pending(&self) -> Result<u64, Error> {
+        let Some(_running) = self.quota.running.try_lock() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        loop {
+            let next = {
+                let mut pending = self.quota.pending.lock();
+                let next = pending.iter().next().cloned();
+                if let Some(user) = &next {
+                    pending.remove(user);
+                }
+                next
+            };
+            let Some(user) = next else {
+                return Ok(removed);
+            };
+            removed += self.prune_user(&user)?;
+        }
+    }
+
+    /// Prunes one user's model if it is past the cap (see the module docs).
+    fn prune_user(&self, user: &UserId) -> Result<u64, Error> {
+        let Some(cap) = self.settings.max_user_tokens else {
+            return Ok(0);
+        };
+        let params = &self.settings.params;
+        let removed = self.with_known_writer(user, |slot: &UserSlot, writer| {
+            let victims = {
+                let model = slot.model.read();
+                if model.token_count() <= cap {
+                    return Ok(0);
+                }
+                prune::victims(&model, prune::target(cap), params)
+            };
+            let tokens = {
+                let mut model = slot.model.write();
+                model.remove_tokens(&victims);
+                model.token_count()
+            };
+            self.cache.charge(&slot.cache, tokens);
+            self.checkpoint_locked(user, slot, writer)?;
+            Ok(victims.len() as u64)
+        })?;
+        let removed = removed.unwrap_or(0);
+        if removed > 0 {
+            self.quota.prunes.fetch_add(1, Ordering::Relaxed);
+            self.quota
+                .pruned_tokens
+                .fetch_add(removed, Ordering::Relaxed);
+            debug!(%user, removed, cap, "model pruned to its quota");
+        }
+        Ok(removed)
+    }
+}
