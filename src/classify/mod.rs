@@ -246,6 +246,11 @@ impl Model {
         }
     }
 
+    /// Keeps only the tokens `keep` says yes to (pruning a shared part).
+    pub(crate) fn retain_tokens(&mut self, mut keep: impl FnMut(TokenId) -> bool) {
+        self.tokens.retain(|k, _| keep(k.id()));
+    }
+
     pub fn spam_learned(&self) -> u64 {
         self.spam_learned
     }

@@ -204,6 +204,23 @@ impl SharedModel {
         }
     }
 
+    /// Drops these tokens from `S` and from every part, so `S` stays the
+    /// exact capped sum of the parts (pruning the shared model to its cap,
+    /// `classify::prune`; the class totals stay). One pass over each part:
+    /// O(tokens held), not O(victims × parts).
+    pub fn remove_tokens(&mut self, ids: &[TokenId]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.total.remove_tokens(ids);
+        let gone: rustc_hash::FxHashSet<TokenId> = ids.iter().copied().collect();
+        for part in self.parts.values_mut() {
+            let before = part.token_count();
+            part.retain_tokens(|id| !gone.contains(&id));
+            self.part_tokens -= before - part.token_count();
+        }
+    }
+
     /// Takes `who`'s whole part out of `S` and returns it.
     pub fn remove(&mut self, who: &Owner) -> Option<Model> {
         let part = self.parts.remove(who)?;
@@ -340,6 +357,36 @@ mod tests {
         s.remove(&b);
         assert_eq!(*s.total(), only_a);
         assert_eq!(s.contributors(), 1);
+    }
+
+    #[test]
+    fn pruned_tokens_leave_the_sum_and_every_part_so_it_stays_exact() {
+        let mut s = SharedModel::default();
+        let (a, b) = (user("a"), user("b"));
+        s.apply(&a, true, Label::Ham, Weight::FULL, &ids(&[1, 2, 3]));
+        s.apply(&b, true, Label::Spam, Weight::FULL, &ids(&[2, 3, 4]));
+        s.apply(
+            &Owner::Operator,
+            true,
+            Label::Spam,
+            Weight::FULL,
+            &ids(&[3, 5]),
+        );
+        assert_eq!(s.stored_tokens(), 5 + 3 + 3 + 2);
+        s.remove_tokens(&ids(&[2, 3]));
+        assert_eq!(s.total().token_count(), 3);
+        assert_eq!(s.stored_tokens(), 3 + 1 + 1 + 1);
+        let parts: Vec<(Owner, Model)> = [a.clone(), b.clone(), Owner::Operator]
+            .into_iter()
+            .map(|w| (w.clone(), s.contribution(&w).unwrap().clone()))
+            .collect();
+        assert_eq!(*SharedModel::from_parts(parts).total(), *s.total());
+        // Taking a contributor out afterwards is still exact.
+        s.apply(&b, false, Label::Spam, Weight::FULL, &ids(&[2, 3, 4]));
+        s.remove(&a);
+        s.remove(&Owner::Operator);
+        assert_eq!(s.total().token_count(), 0);
+        assert_eq!(s.stored_tokens(), 0);
     }
 
     #[test]

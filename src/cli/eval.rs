@@ -257,7 +257,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let bar = super::progress_bar(corpus.len(), "messages");
 
     let started = Instant::now();
-    let outcomes = match &args.server {
+    let (outcomes, model) = match &args.server {
         Some(server) => {
             let client = ChaffClient::connect(server.clone())
                 .await
@@ -269,12 +269,13 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 handle: Handle::current(),
             };
             let bar = bar.clone();
-            tokio::task::spawn_blocking(move || {
+            let outcomes = tokio::task::spawn_blocking(move || {
                 eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
                 })
             })
-            .await??
+            .await??;
+            (outcomes, None)
         }
         None => {
             let bar = bar.clone();
@@ -283,10 +284,17 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
                 let engine = Arc::new(Engine::new(open_store(dir.path(), durable)?, settings)?);
-                let mut filter = eval::EngineFilter::new(engine, UserId::new(user)?);
-                Ok(eval::replay(&corpus, &mut filter, plan, |done, _| {
+                let user = UserId::new(user)?;
+                let mut filter = eval::EngineFilter::new(engine.clone(), user.clone());
+                let outcomes = eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
-                })?)
+                })?;
+                drop(filter);
+                let model = ModelSize {
+                    tokens: engine.user_summary(&user)?.tokens,
+                    quota: engine.stats().quota,
+                };
+                Ok((outcomes, Some(model)))
             })
             .await??
         }
@@ -323,9 +331,18 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         &protocol,
         &summary,
         Some((rate, total, elapsed)),
+        model,
         args.json,
     );
     Ok(())
+}
+
+/// The replayed user's model at the end of an in-process replay, and what
+/// `--max-user-tokens` pruned on the way.
+#[derive(Clone, Copy, Debug)]
+struct ModelSize {
+    tokens: u64,
+    quota: chaff::engine::QuotaStats,
 }
 
 /// The store of an in-process replay, in a throwaway directory.
@@ -376,6 +393,7 @@ pub fn metrics(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
             "from results file",
             &summary,
             None,
+            None,
             json,
         );
     }
@@ -387,6 +405,7 @@ fn print_summary(
     protocol: &str,
     summary: &Summary,
     speed: Option<(f64, usize, f64)>,
+    model: Option<ModelSize>,
     json: bool,
 ) {
     if json {
@@ -407,6 +426,9 @@ fn print_summary(
             "spam_clicks": summary.taught.map(|t| t.spam),
             "ham_clicks": summary.taught.map(|t| t.ham),
             "messages_per_second": speed.map(|s| s.0),
+            "model_tokens": model.map(|m| m.tokens),
+            "prunes": model.map(|m| m.quota.prunes),
+            "pruned_tokens": model.map(|m| m.quota.pruned_tokens),
         });
         println!("{v}");
         return;
@@ -439,6 +461,12 @@ fn print_summary(
             t.spam + t.ham,
             t.spam,
             t.ham
+        );
+    }
+    if let Some(m) = model {
+        println!(
+            "model             {} tokens ({} pruned in {} prunes)",
+            m.tokens, m.quota.pruned_tokens, m.quota.prunes
         );
     }
     if let Some((rate, total, elapsed)) = speed {

@@ -45,7 +45,7 @@ pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, 
 pub use delivery::{
     DEFAULT_FIND_LIMIT, DecisionQuery, Envelope, Evaluated, ListRef, MAX_FIND_LIMIT, TOP_FEATURES,
 };
-pub use quota::{DEFAULT_MAX_USER_TOKENS, QuotaStats};
+pub use quota::{DEFAULT_MAX_SHARED_TOKENS, DEFAULT_MAX_USER_TOKENS, QuotaStats};
 pub use shared::{ScoreViews, Seeded, SharedSummary};
 
 use std::sync::Arc;
@@ -82,6 +82,9 @@ pub struct Settings {
     /// A user model past this many tokens is pruned back under it
     /// (`quota`, `classify::prune`); `None`: no cap.
     pub max_user_tokens: Option<usize>,
+    /// The shared model's own cap, on its sum `S` (`quota`); `None`: no
+    /// cap.
+    pub max_shared_tokens: Option<usize>,
     /// Pruning is left to the caller's background task
     /// ([`Engine::prune_pending`], as the server does) rather than run
     /// after the click that queued it (replays, for determinism).
@@ -97,6 +100,7 @@ impl Default for Settings {
             retention: Retention::default(),
             model_memory: DEFAULT_MODEL_MEMORY,
             max_user_tokens: Some(DEFAULT_MAX_USER_TOKENS),
+            max_shared_tokens: Some(DEFAULT_MAX_SHARED_TOKENS),
             prune_in_background: false,
         }
     }

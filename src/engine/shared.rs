@@ -179,6 +179,7 @@ impl Engine {
                 }
             }
             self.cache.charge_shared(shared.stored_tokens());
+            self.note_shared_tokens(shared.total().token_count());
             shared
                 .contribution(who)
                 .map_or(0, |part| part.token_count())
@@ -289,6 +290,9 @@ impl Engine {
         if due {
             self.checkpoint_contribution(&who)?;
         }
+        drop(seed);
+        // The seed may have taken the shared model past its cap.
+        self.after_click()?;
         Ok(Seeded {
             outcome,
             message_id,

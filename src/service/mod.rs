@@ -554,6 +554,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let s = self
             .run(move |e| e.seed(&message, label, message_id))
             .await?;
+        self.prune_in_background();
         Ok(Response::new(proto::SeedSharedResponse {
             outcome: status::outcome_to_wire(s.outcome).into(),
             message_id: s.message_id.to_string(),
