@@ -61,8 +61,10 @@ pub struct ServeArgs {
     /// loaded from disk at its user's first request and kept while there is
     /// room; beyond this budget the least recently used models are dropped
     /// and reloaded when needed (a snapshot read plus a short journal
-    /// replay; nothing is lost). Estimated at ~30 bytes per model token: a
-    /// user who has trained a few thousand messages has ~100k tokens, ~3 MiB.
+    /// replay; nothing is lost). Estimated at ~36 bytes per model token: a
+    /// user who has trained a few thousand messages has ~100k tokens, ~3.5
+    /// MiB. The shared model counts against it too (held twice: its sum and
+    /// each contributor's part), and is never evicted.
     /// Hits, misses and evictions are logged every --stats-interval.
     /// At least 1MiB.
     #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = model_memory, help_heading = "Memory")]
