@@ -3,6 +3,7 @@
 //! Forget of a click whose tokens were pruned keeps the model consistent.
 
 use super::*;
+use crate::types::{Label, MessageId};
 
 fn engine(dir: &std::path::Path, cap: Option<usize>) -> Engine {
     let store = Store::open(dir, 16 << 20).unwrap();
