@@ -33,8 +33,12 @@ async fn a_model_past_max_user_tokens_is_pruned_in_the_background() {
     })
     .await;
     let mut c = server.client().await;
-    for n in 0..40 {
-        let label = if n % 2 == 0 { Label::Spam } else { Label::Ham };
+    for n in 0..40usize {
+        let label = if n.is_multiple_of(2) {
+            Label::Spam
+        } else {
+            Label::Ham
+        };
         train(&mut c, "pat", &message(n), label, &format!("m{n}")).await;
         // Score goes on meanwhile.
         score(&mut c, "pat", &message(n)).await;

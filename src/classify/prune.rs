@@ -198,7 +198,7 @@ mod tests {
         ) {
             let p = Params::default();
             let msgs: Vec<Vec<TokenId>> =
-                messages.into_iter().map(|s| ids(s)).collect();
+                messages.into_iter().map(ids).collect();
             let mut pruned = Model::default();
             let mut exact = Model::default();
             // The ledger: which message is learned under which label.

@@ -30,7 +30,11 @@ fn id(n: usize) -> Option<MessageId> {
 }
 
 fn label(n: usize) -> Label {
-    if n % 2 == 0 { Label::Spam } else { Label::Ham }
+    if n.is_multiple_of(2) {
+        Label::Spam
+    } else {
+        Label::Ham
+    }
 }
 
 #[test]
