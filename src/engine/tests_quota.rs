@@ -93,3 +93,31 @@ fn forget_and_relearn_of_clicks_whose_tokens_were_pruned_keep_the_model_consiste
     let e = engine(dir.path(), Some(40));
     assert_eq!(e.user_summary(&u).unwrap().tokens, 0);
 }
+
+#[test]
+fn the_shared_model_past_its_cap_is_pruned_and_stays_the_exact_sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    let cap = 50;
+    let e = Engine::new(
+        store,
+        Settings {
+            max_shared_tokens: Some(cap),
+            ..Settings::default()
+        },
+    )
+    .unwrap();
+    for n in 0..20 {
+        e.seed(&message(n), label(n), id(n)).unwrap();
+        let tokens = e.shared_summary().tokens as usize;
+        assert!(tokens <= cap, "{tokens} shared tokens after seed {n}");
+    }
+    assert!(e.stats().quota.prunes > 0);
+    let s = e.shared_summary();
+    assert_eq!((s.spam_learned, s.ham_learned), (10, 10));
+    // The sum is still exactly the operator's part: clearing the seed
+    // leaves nothing behind.
+    e.clear_seed().unwrap();
+    assert_eq!(e.shared_summary().tokens, 0);
+    assert_eq!(e.stats().cache.shared_bytes, 0);
+}
