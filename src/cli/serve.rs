@@ -82,7 +82,7 @@ pub struct ServeArgs {
     /// and consenting users' clicks), pruned by the same rule in the
     /// background. It is held in memory twice (the sum and each
     /// contributor's part) and counts against --model-memory: the default,
-    /// 1000000, is ~75 MiB. `0` = no cap.
+    /// 1000000, is ~70 MiB (2M tokens held at ~36 bytes). `0` = no cap.
     #[arg(long, env = "CHAFF_MAX_SHARED_TOKENS", default_value_t = DEFAULT_MAX_SHARED_TOKENS, help_heading = "Memory")]
     max_shared_tokens: usize,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,

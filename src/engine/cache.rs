@@ -33,9 +33,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::types::UserId;
 
-/// Default model memory budget: 512 MiB, about 18 million tokens — some
+/// Default model memory budget: 512 MiB, about 15 million tokens — some
 /// thousands of typical users' models (a user who trained the whole
-/// SpamAssassin corpus has ~200k tokens, ~6 MiB).
+/// SpamAssassin corpus has 620k tokens, ~21 MiB; `--max-user-tokens`
+/// caps a model at 300k, ~11 MiB), the shared model included.
 pub const DEFAULT_MODEL_MEMORY: usize = 512 << 20;
 
 /// Heap bytes per model token: 28.7 measured (`cargo run --release

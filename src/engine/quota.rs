@@ -45,7 +45,7 @@ pub const DEFAULT_MAX_USER_TOKENS: usize = 300_000;
 /// one per server and learns from every consenting user and the operator's
 /// seed, so it may be larger than any user's; it is held twice (the sum and
 /// the contributors' parts, `SharedModel::stored_tokens`), so 1M tokens is
-/// about 75 MiB of the `--model-memory` budget.
+/// about 70 MiB of the `--model-memory` budget (2M tokens held).
 pub const DEFAULT_MAX_SHARED_TOKENS: usize = 1_000_000;
 
 /// Users whose models passed the cap, and counters for operators.
