@@ -6,7 +6,7 @@
 //! |--------------|-------------------------------------------------------------|---------|
 //! | [`types`]    | the shared nouns: `UserId`, `MessageId`, `Owner`, `Label`, `Verdict` | — |
 //! | [`tokenize`] | raw message bytes → token ids (MIME via `mail-parser`)     | —       |
-//! | [`classify`] | per-user counts, the shared model, the Robinson–Fisher score and the blend | — |
+//! | [`classify`] | per-user counts, the shared model, the Robinson–Fisher score and the blend; which tokens a model past its quota drops | — |
 //! | [`mail`]     | facts read from headers: authentication, From, unsubscribe  | —       |
 //! | [`policy`]   | settings, allow/block lists, score → action and reason      | —       |
 //! | [`decisions`]| the decision log support queries (background writer)        | —       |

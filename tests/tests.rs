@@ -19,6 +19,7 @@ mod one_sided;
 mod overload;
 mod panics;
 mod policy;
+mod quota;
 mod redis_cluster;
 mod redis_store;
 mod shared;

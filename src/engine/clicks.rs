@@ -191,6 +191,8 @@ impl Engine {
         self.store.flush()?;
         // The click may have grown the model past the budget.
         self.evict_over_budget(user);
+        // ... or past its quota (`quota`).
+        self.after_click()?;
         trained
     }
 
@@ -263,6 +265,7 @@ impl Engine {
         writer.journal_entries = writer.journal_entries.saturating_add(entries);
         let tokens = slot.model.read().token_count();
         self.cache.charge(&slot.cache, tokens);
+        self.note_tokens(user, tokens);
         if checkpoint_due(writer.journal_entries, tokens) {
             self.checkpoint_locked(user, slot, writer)?;
         }

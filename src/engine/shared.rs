@@ -89,6 +89,8 @@ impl Engine {
                     Op::Unlearn(label, w, ids) => shared.apply(who, false, *label, *w, ids),
                 }
             }
+            self.cache.charge_shared(shared.stored_tokens());
+            self.note_shared_tokens(shared.total().token_count());
             shared
                 .contribution(who)
                 .map_or(0, |part| part.token_count())
@@ -133,10 +135,10 @@ impl Engine {
     /// already dropped it); returns the messages it held.
     pub(super) fn drop_contribution(&self, who: &Owner) -> (u64, u64) {
         self.positions.lock().remove(who);
-        self.shared
-            .write()
-            .remove(who)
-            .map_or((0, 0), |m| (m.spam_learned(), m.ham_learned()))
+        let mut shared = self.shared.write();
+        let part = shared.remove(who);
+        self.cache.charge_shared(shared.stored_tokens());
+        part.map_or((0, 0), |m| (m.spam_learned(), m.ham_learned()))
     }
 
     /// Adds one message of the operator's labelled corpus to the shared
@@ -199,6 +201,9 @@ impl Engine {
         if due {
             self.checkpoint_contribution(&who)?;
         }
+        drop(seed);
+        // The seed may have taken the shared model past its cap.
+        self.after_click()?;
         Ok(Seeded {
             outcome,
             message_id,

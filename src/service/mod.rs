@@ -167,7 +167,10 @@ async fn log_stats(storage: Arc<Storage>, every: Duration) {
             hit_rate = format!("{:.3}", hits as f64 / lookups.max(1) as f64),
             resident_users = c.resident_users,
             resident_mib = c.resident_bytes >> 20,
+            shared_mib = c.shared_bytes >> 20,
             budget_mib = c.budget_bytes >> 20,
+            prunes = now.quota.prunes,
+            pruned_tokens = now.quota.pruned_tokens,
             durable_waits = m.waits,
             flushes = m.flushes,
             waits_per_flush = format!("{:.1}", waits as f64 / flushes.max(1) as f64),
@@ -246,6 +249,24 @@ impl ChaffService {
             report_failure(&self.health).await;
         }
         result.map_err(Failure::into_status)
+    }
+}
+
+impl ChaffService {
+    /// Runs the engine's queued prunes (models past `--max-user-tokens`,
+    /// `engine::quota`) on the blocking pool, detached: the Train reply
+    /// does not wait, and no Score ever runs one.
+    fn prune_in_background(&self) {
+        let Ok(engine) = self.storage.engine() else {
+            return;
+        };
+        if engine.prune_wanted() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = engine.prune_pending() {
+                    warn!(error = %e, "pruning a model to its quota failed; the next click retries");
+                }
+            });
+        }
     }
 }
 
@@ -393,6 +414,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let t = self
             .run(move |e| e.train(&user, &message, label, message_id))
             .await?;
+        self.prune_in_background();
         self.metrics
             .iter()
             .for_each(|m| m.learned(metrics::Learn::Trained(t.outcome)));
@@ -552,6 +574,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let s = self
             .run(move |e| e.seed(&message, label, message_id))
             .await?;
+        self.prune_in_background();
         Ok(Response::new(proto::SeedSharedResponse {
             outcome: status::outcome_to_wire(s.outcome).into(),
             message_id: s.message_id.to_string(),

@@ -306,14 +306,17 @@ pub fn decode_ops(mut input: &[u8]) -> Result<Vec<Op>, Error> {
 /// First byte of a format-3 snapshot. Format-2 snapshots began with the
 /// tokenizer version as a big-endian u32, so their first byte is 0.
 const SNAPSHOT_V3: u8 = b'W';
+/// First byte of a format-4 snapshot: format 3 followed by the recency
+/// section (`recency.rs`).
+const SNAPSHOT_V4: u8 = b'X';
 
 /// A user's model in compact form: header, sorted gap-coded ids, then the
 /// spam and ham counts as varints. ~9–10 bytes per token for real models.
 pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
     let entries: Vec<(TokenId, Counts)> = model.iter().collect();
     let entries = crate::tokenize::sort_by_token_id(entries, |(id, _)| *id);
-    let mut out = Vec::with_capacity(48 + entries.len() * 10);
-    out.push(SNAPSHOT_V3);
+    let mut out = Vec::with_capacity(48 + entries.len() * 12);
+    out.push(SNAPSHOT_V4);
     out.extend_from_slice(&model.tokenizer_version().to_be_bytes());
     out.extend_from_slice(&applied_seq.to_be_bytes());
     put_varint(&mut out, model.spam_learned());
@@ -332,6 +335,7 @@ pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
         put_varint(&mut out, u64::from(c.spam));
         put_varint(&mut out, u64::from(c.ham));
     }
+    super::recency::put_stamps(&mut out, model, entries.iter().map(|(id, _)| *id));
     out
 }
 
@@ -339,9 +343,10 @@ pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
 /// format-2 snapshots (counts in messages) by scaling them to full weight.
 pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     let bad = || corrupt("model snapshot");
-    let (v3, input) = match input.split_first() {
-        Some((&SNAPSHOT_V3, rest)) => (true, rest),
-        _ => (false, input),
+    let (v3, stamped, input) = match input.split_first() {
+        Some((&SNAPSHOT_V4, rest)) => (true, true, rest),
+        Some((&SNAPSHOT_V3, rest)) => (true, false, rest),
+        _ => (false, false, input),
     };
     if input.len() < 12 {
         return Err(bad());
@@ -371,13 +376,18 @@ pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     for id in ids {
         let s = count(&mut input)?;
         let h = count(&mut input)?;
-        tokens.push((id, Counts { spam: s, ham: h }));
+        tokens.push((id, Counts { spam: s, ham: h }, 0));
     }
+    let clock = if stamped {
+        super::recency::get_stamps(&mut input, &mut tokens).ok_or_else(bad)?
+    } else {
+        0
+    };
     if !input.is_empty() {
         return Err(bad());
     }
     Ok((
-        Model::from_parts((spam, ham), weights, version, tokens),
+        Model::from_stamped_parts((spam, ham), weights, version, clock, tokens),
         applied_seq,
     ))
 }
@@ -446,11 +456,11 @@ pub fn upgrade_format_3(kind: u8, value: &[u8]) -> Result<Vec<u8>, Error> {
                 .collect();
             Ok(encode_ops(&ops))
         }
-        b'M' if value.first() == Some(&SNAPSHOT_V3) => {
+        b'M' if matches!(value.first(), Some(&(SNAPSHOT_V3 | SNAPSHOT_V4))) => {
             let (model, seq) = decode_snapshot(value)?;
             let (spam_w, ham_w) = model.weights();
             let f = u64::from(factor);
-            let tokens = model.iter().map(|(id, c)| {
+            let tokens = model.iter_stamped().map(|(id, c, seen)| {
                 let up = |v: u32| v.saturating_mul(factor);
                 (
                     id,
@@ -458,12 +468,14 @@ pub fn upgrade_format_3(kind: u8, value: &[u8]) -> Result<Vec<u8>, Error> {
                         spam: up(c.spam),
                         ham: up(c.ham),
                     },
+                    seen,
                 )
             });
-            let scaled = Model::from_parts(
+            let scaled = Model::from_stamped_parts(
                 (model.spam_learned(), model.ham_learned()),
                 (spam_w * f, ham_w * f),
                 model.tokenizer_version(),
+                model.clock(),
                 tokens,
             );
             Ok(encode_snapshot(&scaled, seq))
@@ -689,6 +701,10 @@ mod tests {
         m.learn(&[TokenId(5)], Label::Ham);
         m.learn_weighted(&[TokenId(6)], Label::Spam, Weight::LOW);
         let (back, seq) = decode_snapshot(&encode_snapshot(&m, 42)).unwrap();
+        assert_eq!(back.clock(), m.clock());
+        for (id, _, seen) in m.iter_stamped() {
+            assert_eq!(back.seen(id), Some(seen), "{id:?}");
+        }
         assert_eq!((back, seq), (m, 42));
     }
 

@@ -72,6 +72,7 @@ mod ledger;
 mod models;
 mod pending;
 mod policy;
+mod recency;
 #[cfg(feature = "redis")]
 pub mod redis_cluster;
 mod shared;
