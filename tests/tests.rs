@@ -21,4 +21,5 @@ mod policy;
 mod shared;
 mod stats;
 mod trust;
+mod users;
 mod wire;

@@ -144,10 +144,11 @@ pub enum Rpc {
     ClearSeed,
     GetShared,
     GetStats,
+    ListUsers,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 15] = [
+    pub const ALL: [Rpc; 16] = [
         Rpc::Score,
         Rpc::ScoreBatch,
         Rpc::Train,
@@ -163,6 +164,7 @@ impl Rpc {
         Rpc::ClearSeed,
         Rpc::GetShared,
         Rpc::GetStats,
+        Rpc::ListUsers,
     ];
 
     /// The method name as it appears in the proto and the gRPC path.
@@ -183,6 +185,7 @@ impl Rpc {
             Rpc::ClearSeed => "ClearSeed",
             Rpc::GetShared => "GetShared",
             Rpc::GetStats => "GetStats",
+            Rpc::ListUsers => "ListUsers",
         }
     }
 
@@ -203,9 +206,12 @@ impl Rpc {
             Rpc::AddListEntry | Rpc::RemoveListEntry => &[Train, Admin],
             Rpc::GetUser | Rpc::ListEntries => &[Train, Support, Admin],
             Rpc::FindDecisions => &[Support, Admin],
-            Rpc::DeleteUser | Rpc::SeedShared | Rpc::ClearSeed | Rpc::GetShared | Rpc::GetStats => {
-                &[Admin]
-            }
+            Rpc::DeleteUser
+            | Rpc::SeedShared
+            | Rpc::ClearSeed
+            | Rpc::GetShared
+            | Rpc::GetStats
+            | Rpc::ListUsers => &[Admin],
         };
         Scopes::of(s)
     }
@@ -339,6 +345,22 @@ impl Caller {
         Ok(())
     }
 
+    /// The user id prefix this caller may list users under (`ListUsers`):
+    /// `prefix` itself, or for a tenant-bound caller its tenant's
+    /// `"<tenant>/"` when `prefix` is empty; a prefix reaching outside the
+    /// tenant is refused.
+    pub fn list_prefix(&self, prefix: &str) -> Result<String, Denied> {
+        match &self.tenant {
+            None => Ok(prefix.to_string()),
+            Some(t) if prefix.is_empty() => Ok(format!("{t}/")),
+            Some(t) if prefix.starts_with(&format!("{t}/")) => Ok(prefix.to_string()),
+            Some(t) => Err(Denied::TenantPrefix {
+                tenant: t.clone(),
+                prefix: prefix.to_string(),
+            }),
+        }
+    }
+
     /// May this caller name `user`? A tenant-bound caller only names
     /// `<tenant>/...` user ids; others name any.
     pub fn may_touch(&self, user: &UserId) -> Result<(), Denied> {
@@ -368,6 +390,10 @@ pub enum Denied {
         "user_id {user} is not in tenant {tenant}; this caller may only name users \"{tenant}/...\""
     )]
     Tenant { tenant: Tenant, user: UserId },
+    #[error(
+        "prefix {prefix:?} reaches outside tenant {tenant}; this caller may only list users \"{tenant}/...\""
+    )]
+    TenantPrefix { tenant: Tenant, prefix: String },
 }
 
 /// `score or admin`.

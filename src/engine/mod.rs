@@ -39,12 +39,14 @@
 mod cache;
 mod delivery;
 mod shared;
+mod users;
 
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
 pub use delivery::{
     DEFAULT_FIND_LIMIT, DecisionQuery, Envelope, Evaluated, ListRef, MAX_FIND_LIMIT, TOP_FEATURES,
 };
 pub use shared::{ScoreViews, Seeded, SharedSummary};
+pub use users::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserListing, UsersPage};
 
 use std::sync::Arc;
 

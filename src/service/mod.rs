@@ -565,12 +565,35 @@ impl proto::chaff_server::Chaff for ChaffService {
         }))
     }
 
+    async fn list_users(
+        &self,
+        req: Request<proto::ListUsersRequest>,
+    ) -> Result<Response<proto::ListUsersResponse>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        let prefix = match &caller {
+            Some(c) => c.list_prefix(&req.prefix).map_err(|d| {
+                guard::audit_denied(c, Rpc::ListUsers, None, &d);
+                Status::from(d)
+            })?,
+            None => req.prefix,
+        };
+        let (size, after) = status::users_page_request(req.page_size, req.page_token)?;
+        let page = self
+            .run(move |e| e.list_users(&prefix, after.as_ref(), size))
+            .await?;
+        Ok(Response::new(status::users_page_to_wire(page)))
+    }
+
     async fn get_stats(
         &self,
         _req: Request<proto::GetStatsRequest>,
     ) -> Result<Response<proto::ServerStats>, Status> {
-        // Atomics and one brief map read lock: no need for the blocking pool.
-        let s = self.storage.engine()?.stats();
+        // Atomics and brief read locks: no need for the blocking pool.
+        let engine = self.storage.engine()?;
+        let s = engine.stats();
+        let shared = engine.shared_summary();
+        drop(engine);
         Ok(Response::new(proto::ServerStats {
             model_hits: s.cache.hits,
             model_misses: s.cache.misses,
@@ -581,6 +604,7 @@ impl proto::chaff_server::Chaff for ChaffService {
             model_memory_bytes: s.cache.budget_bytes,
             durable_waits: s.commit.waits,
             flushes: s.commit.flushes,
+            shared_model_bytes: shared.bytes,
         }))
     }
 }

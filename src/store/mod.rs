@@ -85,6 +85,7 @@ pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
 pub use error::StorageError;
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Snapshot, checkpoint_due};
+pub use users::listing_order;
 
 use keys::*;
 
