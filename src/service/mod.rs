@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::{Caller, Rpc};
 use crate::engine::{DecisionQuery, Engine, ListRef};
@@ -376,7 +376,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         self.metrics
             .iter()
             .for_each(|m| m.learned(metrics::Learn::Trained(t.outcome)));
-        info!(
+        // One line per click at DEBUG only: clicks come by the thousand
+        // (the per-call log, `guard::log_call`, has method, code, time).
+        debug!(
             user = %log_user,
             message_id = %t.message_id,
             %label,
@@ -408,7 +410,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         self.metrics
             .iter()
             .for_each(|m| m.learned(metrics::Learn::Forgotten));
-        info!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
+        debug!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
         Ok(Response::new(proto::ForgetResponse {
             forgotten_label: status::label_to_wire(f.label).into(),
             spam_learned: f.spam_learned,
