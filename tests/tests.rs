@@ -9,6 +9,7 @@ mod decode;
 mod durability;
 mod errors;
 mod eval;
+mod export;
 mod full_disk;
 mod hostile;
 mod loadtest;

@@ -222,6 +222,22 @@ async fn call(c: &mut Client, key: Option<&str>, rpc: Rpc, user: &str) -> Result
             .get_stats(req(key, proto::GetStatsRequest {}))
             .await
             .map(drop),
+        Rpc::ExportUser => c
+            .export_user(req(key, proto::ExportUserRequest { user_id: u }))
+            .await
+            .map(drop),
+        Rpc::ImportUser => {
+            let mut r = Request::new(tokio_stream::iter(vec![proto::ImportUserRequest {
+                user_id: u,
+                replace: false,
+                data: b"not an export".to_vec(),
+            }]));
+            if let Some(k) = key {
+                r.metadata_mut()
+                    .insert("authorization", format!("Bearer {k}").parse().unwrap());
+            }
+            c.import_user(r).await.map(drop)
+        }
         Rpc::ListUsers => c
             .list_users(req(
                 key,

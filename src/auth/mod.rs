@@ -145,10 +145,12 @@ pub enum Rpc {
     GetShared,
     GetStats,
     ListUsers,
+    ExportUser,
+    ImportUser,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 16] = [
+    pub const ALL: [Rpc; 18] = [
         Rpc::Score,
         Rpc::ScoreBatch,
         Rpc::Train,
@@ -165,6 +167,8 @@ impl Rpc {
         Rpc::GetShared,
         Rpc::GetStats,
         Rpc::ListUsers,
+        Rpc::ExportUser,
+        Rpc::ImportUser,
     ];
 
     /// The method name as it appears in the proto and the gRPC path.
@@ -186,6 +190,8 @@ impl Rpc {
             Rpc::GetShared => "GetShared",
             Rpc::GetStats => "GetStats",
             Rpc::ListUsers => "ListUsers",
+            Rpc::ExportUser => "ExportUser",
+            Rpc::ImportUser => "ImportUser",
         }
     }
 
@@ -211,7 +217,9 @@ impl Rpc {
             | Rpc::ClearSeed
             | Rpc::GetShared
             | Rpc::GetStats
-            | Rpc::ListUsers => &[Admin],
+            | Rpc::ListUsers
+            | Rpc::ExportUser
+            | Rpc::ImportUser => &[Admin],
         };
         Scopes::of(s)
     }

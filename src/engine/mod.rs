@@ -38,6 +38,7 @@
 
 mod cache;
 mod delivery;
+mod export;
 mod shared;
 mod users;
 
@@ -45,6 +46,7 @@ pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, 
 pub use delivery::{
     DEFAULT_FIND_LIMIT, DecisionQuery, Envelope, Evaluated, ListRef, MAX_FIND_LIMIT, TOP_FEATURES,
 };
+pub use export::{Imported, MAX_IMPORT_BYTES};
 pub use shared::{ScoreViews, Seeded, SharedSummary};
 pub use users::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserListing, UsersPage};
 

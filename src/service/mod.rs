@@ -64,6 +64,9 @@ struct Storage {
     cache_bytes: u64,
 }
 
+/// Bytes per ExportUser message.
+const EXPORT_CHUNK_BYTES: usize = 1 << 20;
+
 /// How often a failed store is probed for room.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
@@ -564,6 +567,64 @@ impl proto::chaff_server::Chaff for ChaffService {
             tokens: s.tokens,
             seed_spam: s.seed_spam,
             seed_ham: s.seed_ham,
+        }))
+    }
+
+    type ExportUserStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<proto::ExportChunk, Status>> + Send>,
+    >;
+
+    async fn export_user(
+        &self,
+        req: Request<proto::ExportUserRequest>,
+    ) -> Result<Response<Self::ExportUserStream>, Status> {
+        let caller = caller_of(&req);
+        let user = named_user(&caller, Rpc::ExportUser, req.into_inner().user_id)?;
+        let u = user.clone();
+        let bytes = self.run(move |e| e.export_user(&u)).await?.ok_or_else(|| {
+            Status::not_found(format!("user {user} has nothing stored on this server"))
+        })?;
+        let chunks: Vec<Result<proto::ExportChunk, Status>> = bytes
+            .chunks(EXPORT_CHUNK_BYTES)
+            .map(|c| Ok(proto::ExportChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn import_user(
+        &self,
+        req: Request<tonic::Streaming<proto::ImportUserRequest>>,
+    ) -> Result<Response<proto::ImportUserResponse>, Status> {
+        use tokio_stream::StreamExt;
+        let caller = caller_of(&req);
+        let mut stream = req.into_inner();
+        let first = stream.next().await.ok_or_else(|| {
+            Status::invalid_argument("ImportUser needs at least one message naming user_id")
+        })??;
+        let user = named_user(&caller, Rpc::ImportUser, first.user_id)?;
+        let replace = first.replace;
+        let mut bytes = first.data;
+        while let Some(m) = stream.next().await {
+            let m = m?;
+            if bytes.len() + m.data.len() > crate::engine::MAX_IMPORT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "the export is larger than {} bytes, the most ImportUser takes",
+                    crate::engine::MAX_IMPORT_BYTES
+                )));
+            }
+            bytes.extend_from_slice(&m.data);
+        }
+        let u = user.clone();
+        let done = self
+            .run(move |e| e.import_user(&u, &bytes, replace))
+            .await?;
+        let by = caller.as_ref().map_or("local", |c| c.name.as_str());
+        info!(target: "chaff::audit", caller = by, user = %user, replaced = done.replaced, messages = done.messages, "user imported");
+        Ok(Response::new(proto::ImportUserResponse {
+            messages: done.messages,
+            decisions: done.decisions,
+            list_entries: done.list_entries,
+            replaced: done.replaced,
         }))
     }
 

@@ -25,6 +25,7 @@ impl From<Error> for Status {
                 Status::resource_exhausted(msg)
             }
             Error::NotLearned { .. } => Status::not_found(msg),
+            Error::AlreadyExists(_) => Status::already_exists(msg),
             // Storage trouble is the server's, not the request's: the caller
             // may retry later or elsewhere. The request was not applied.
             Error::Storage(_) => {
@@ -353,6 +354,7 @@ mod tests {
                 },
                 Code::NotFound,
             ),
+            (Error::AlreadyExists("x".into()), Code::AlreadyExists),
             (Error::Corrupt { what: "x".into() }, Code::Internal),
             (Error::DiskFull, Code::Unavailable),
             (Error::Reopening, Code::Unavailable),

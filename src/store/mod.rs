@@ -64,6 +64,7 @@ mod codec;
 mod commit;
 mod decisions;
 mod error;
+pub mod export;
 mod keys;
 mod ledger;
 mod models;
