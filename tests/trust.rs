@@ -238,6 +238,10 @@ async fn call(c: &mut Client, key: Option<&str>, rpc: Rpc, user: &str) -> Result
             }
             c.import_user(r).await.map(drop)
         }
+        Rpc::Backup => c
+            .backup(req(key, proto::BackupRequest::default()))
+            .await
+            .map(drop),
         Rpc::ListUsers => c
             .list_users(req(
                 key,

@@ -147,10 +147,11 @@ pub enum Rpc {
     ListUsers,
     ExportUser,
     ImportUser,
+    Backup,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 18] = [
+    pub const ALL: [Rpc; 19] = [
         Rpc::Score,
         Rpc::ScoreBatch,
         Rpc::Train,
@@ -169,6 +170,7 @@ impl Rpc {
         Rpc::ListUsers,
         Rpc::ExportUser,
         Rpc::ImportUser,
+        Rpc::Backup,
     ];
 
     /// The method name as it appears in the proto and the gRPC path.
@@ -192,6 +194,7 @@ impl Rpc {
             Rpc::ListUsers => "ListUsers",
             Rpc::ExportUser => "ExportUser",
             Rpc::ImportUser => "ImportUser",
+            Rpc::Backup => "Backup",
         }
     }
 
@@ -219,7 +222,8 @@ impl Rpc {
             | Rpc::GetStats
             | Rpc::ListUsers
             | Rpc::ExportUser
-            | Rpc::ImportUser => &[Admin],
+            | Rpc::ImportUser
+            | Rpc::Backup => &[Admin],
         };
         Scopes::of(s)
     }
@@ -228,7 +232,7 @@ impl Rpc {
     pub fn operator_wide(self) -> bool {
         matches!(
             self,
-            Rpc::SeedShared | Rpc::ClearSeed | Rpc::GetShared | Rpc::GetStats
+            Rpc::SeedShared | Rpc::ClearSeed | Rpc::GetShared | Rpc::GetStats | Rpc::Backup
         )
     }
 

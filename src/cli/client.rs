@@ -350,6 +350,37 @@ pub async fn users(
     Ok(())
 }
 
+/// `chaff backup DIR`: the server copies its store into DIR.
+pub async fn backup(server: &str, dir: &Path, as_json: bool) -> anyhow::Result<()> {
+    let dir = std::path::absolute(dir)
+        .with_context(|| format!("cannot make {} an absolute path", dir.display()))?;
+    let started = std::time::Instant::now();
+    let r = connect(server)
+        .await?
+        .backup(proto::BackupRequest {
+            directory: dir.display().to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let seconds = started.elapsed().as_secs_f64();
+    if as_json {
+        println!(
+            "{}",
+            json!({"directory": dir, "users": r.users, "records": r.records, "seconds": seconds})
+        );
+    } else {
+        println!(
+            "backed up {} ({} records) to {} in {seconds:.1} s; restore: chaff serve --data {}",
+            super::plural(r.users, "user", "users"),
+            r.records,
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub async fn forget(
     server: &str,
     user: &str,

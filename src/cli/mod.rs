@@ -51,7 +51,7 @@ enum Command {
     Forget(ForgetArgs),
     /// Show a user's learn counts, model size and delivery settings; with
     /// --mode or thresholds, change the settings.
-    #[command(override_usage = "chaff user [OPTIONS] --user <USER>")]
+    #[command(override_usage = "chaff user [OPTIONS] --user <USER> [COMMAND]")]
     User(policy::UserArgs),
     /// Add, remove or show allow, block and trusted-sender list entries.
     #[command(subcommand)]
@@ -75,6 +75,11 @@ enum Command {
     /// and when each was last scored.
     #[command(override_usage = "chaff users [OPTIONS]")]
     Users(UsersArgs),
+    /// Operator: copy the server's whole store, while it serves, into a new
+    /// data directory on the server's machine; `chaff serve --data DIR`
+    /// serves the copy (the restore).
+    #[command(override_usage = "chaff backup [OPTIONS] <DIR>")]
+    Backup(BackupArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
     /// Keep N calls in flight against a running server for a while and report
@@ -280,6 +285,17 @@ struct UsersArgs {
 }
 
 #[derive(Args, Debug)]
+struct BackupArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    #[command(flatten)]
+    json: JsonArg,
+    /// A new directory (or an empty one) on the server's machine; a
+    /// relative path is taken from this command's working directory.
+    dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
 struct MetricsArgs {
     /// Results files.
     #[arg(required = true)]
@@ -338,6 +354,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(a) => seed::run(a).await,
         Command::Shared(a) => seed::show(&a.server.server, a.json.json).await,
         Command::Stats(a) => client::stats(&a.server.server, a.json.json).await,
+        Command::Backup(a) => client::backup(&a.server.server, &a.dir, a.json.json).await,
         Command::Users(a) => {
             client::users(&a.server.server, a.prefix, a.page_size, a.json.json).await
         }
@@ -398,6 +415,10 @@ mod tests {
             (vec!["shared"], generated::<super::ShowArgs>("chaff shared")),
             (vec!["stats"], generated::<super::ShowArgs>("chaff stats")),
             (vec!["users"], generated::<super::UsersArgs>("chaff users")),
+            (
+                vec!["backup"],
+                generated::<super::BackupArgs>("chaff backup"),
+            ),
             (
                 vec!["loadtest"],
                 generated::<super::loadtest::LoadtestArgs>("chaff loadtest"),

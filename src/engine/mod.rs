@@ -36,12 +36,14 @@
 //! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
 //! them on a blocking pool.
 
+mod backup;
 mod cache;
 mod delivery;
 mod export;
 mod shared;
 mod users;
 
+pub use backup::BackedUp;
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
 pub use delivery::{
     DEFAULT_FIND_LIMIT, DecisionQuery, Envelope, Evaluated, ListRef, MAX_FIND_LIMIT, TOP_FEATURES,

@@ -628,6 +628,40 @@ impl proto::chaff_server::Chaff for ChaffService {
         }))
     }
 
+    async fn backup(
+        &self,
+        req: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        let dir = std::path::PathBuf::from(req.into_inner().directory);
+        if !dir.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "directory {:?} is not an absolute path on the server's machine",
+                dir.display()
+            )));
+        }
+        let d = dir.clone();
+        let started = std::time::Instant::now();
+        // Not through `run`: a failure here is as likely the backup
+        // directory's (its disk full) as the store's, and must not report
+        // the server NOT_SERVING; a store failure shows at the next click.
+        let engine = self.storage.engine()?;
+        let done = tokio::task::spawn_blocking(move || engine.backup_to(&d))
+            .await
+            .map_err(catch_panic::resume_if_panicked)?
+            .map_err(Status::from)?;
+        info!(
+            directory = %dir.display(),
+            users = done.users,
+            records = done.records,
+            seconds = started.elapsed().as_secs_f64(),
+            "backup written"
+        );
+        Ok(Response::new(proto::BackupResponse {
+            users: done.users,
+            records: done.records,
+        }))
+    }
+
     async fn list_users(
         &self,
         req: Request<proto::ListUsersRequest>,

@@ -16,6 +16,7 @@
 //! | `G` · contributor                      | shared-model contribution snapshot + last sequence |
 //! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
 //! | `O`                                    | the current seed id (u64 BE)           |
+//! | `I`                                    | id offset (u64 BE), set by a backup: every id handed out is above it |
 //!
 //! where a `contributor` is a user (as `user` below) or the operator
 //! (a zero-length id, which no user id can be). The shared model itself is
@@ -60,6 +61,7 @@
 //! flushes are shared: one sled flush covers every caller that arrived
 //! before it started (group commit, `commit.rs`).
 
+mod backup;
 mod codec;
 mod commit;
 mod decisions;
@@ -129,6 +131,11 @@ pub struct Store {
     /// ([`Store::location`]).
     path: Arc<std::path::PathBuf>,
     cache_bytes: u64,
+    /// Added to every id sled generates ([`Store::generate_id`]): a data
+    /// directory made by a backup starts its ids above the source's, whose
+    /// journal sequence numbers and consent and seed ids it holds (sled's
+    /// own generator cannot be set). 0 unless the `I` key says otherwise.
+    id_offset: u64,
 }
 
 /// Format 3 wrote explicit weights and snapshot counts in eighths of a
@@ -235,7 +242,14 @@ impl Store {
                 });
             }
         }
+        let id_offset = match tree.get(ID_OFFSET_KEY).map_err(open_err)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt {
+                what: "id offset".into(),
+            })?),
+            None => 0,
+        };
         Ok(Self {
+            id_offset,
             db,
             sled_tree: tree,
             pending: (!sync).then(Arc::default),

@@ -77,7 +77,7 @@ impl Store {
 
 /// Every key family that can hold a user's records: a user exists while any
 /// of them does (a user only ever scored has only decisions).
-const USER_FAMILIES: [u8; 8] = [
+pub(super) const USER_FAMILIES: [u8; 8] = [
     MODEL,
     JOURNAL,
     SETTINGS,
