@@ -40,8 +40,8 @@ mod backup;
 mod cache;
 mod delivery;
 mod export;
+mod listing;
 mod shared;
-mod users;
 
 pub use backup::BackedUp;
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
@@ -49,8 +49,8 @@ pub use delivery::{
     DEFAULT_FIND_LIMIT, DecisionQuery, Envelope, Evaluated, ListRef, MAX_FIND_LIMIT, TOP_FEATURES,
 };
 pub use export::{Imported, MAX_IMPORT_BYTES};
+pub use listing::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserListing, UsersPage};
 pub use shared::{ScoreViews, Seeded, SharedSummary};
-pub use users::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserListing, UsersPage};
 
 use std::sync::Arc;
 

@@ -35,7 +35,9 @@
 //! atomic click batch. `models.rs`: user model snapshots and when to take
 //! one. `shared.rs`: the shared model's contributions and the seed id.
 //! `policy.rs`: settings and lists. `decisions.rs`: the decision log.
-//! `users.rs`: a user's existence and deletion. This file: opening, format
+//! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
+//! per-user export format. `backup.rs`: copying users into a backup's
+//! store. This file: opening, format
 //! upgrades, flush and usage. `commit.rs`: group commit. `pending.rs`: the
 //! write-behind of throwaway replays (`Store::open_unsynced`, used by
 //! `chaff eval`; still a mode of `Store`). `error.rs`: [`StorageError`].
