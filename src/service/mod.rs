@@ -149,6 +149,7 @@ async fn log_stats(storage: Arc<Storage>, every: Duration) {
             continue;
         };
         let now = engine.stats();
+        let shared_mib = engine.shared_summary().bytes >> 20;
         drop(engine);
         let (c, m) = (now.cache, now.commit);
         // A reopened engine starts its counters at zero again.
@@ -170,6 +171,7 @@ async fn log_stats(storage: Arc<Storage>, every: Duration) {
             resident_users = c.resident_users,
             resident_mib = c.resident_bytes >> 20,
             budget_mib = c.budget_bytes >> 20,
+            shared_mib,
             durable_waits = m.waits,
             flushes = m.flushes,
             waits_per_flush = format!("{:.1}", waits as f64 / flushes.max(1) as f64),
