@@ -356,3 +356,37 @@ fn listing_users_finds_every_kind_of_record_in_key_order_and_pages() {
     );
     assert_eq!(store.last_decision_ms(&user("bob")).unwrap(), None);
 }
+
+#[test]
+fn a_backup_copy_hands_out_ids_above_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src_path, dst_path) = (dir.path().join("src"), dir.path().join("dst"));
+    let src = open_again(&src_path);
+    let u = user("u");
+    for i in 0..50 {
+        learn(&src, &u, &format!("m{i}"), Label::Spam, &[i]);
+    }
+    // A long-lived source has handed out more ids than sled's generator
+    // jumps ahead by when a database is reopened (1,000,000).
+    for _ in 0..2_500_000 {
+        src.generate_id().unwrap();
+    }
+    learn(&src, &u, "late", Label::Spam, &[7]);
+    // A snapshot at the source's high sequence number.
+    let loaded = src.load_model(&u).unwrap().unwrap();
+    src.checkpoint(&u, &loaded.model, loaded.last_seq).unwrap();
+    let dest = open_again(&dst_path);
+    src.copy_user_to(&u, &dest).unwrap();
+    src.carry_ids_to(&dest).unwrap();
+    dest.flush().unwrap();
+    drop(dest);
+    // A click on the restored copy must land after that snapshot, or the
+    // next load would skip it.
+    let dest = open_again(&dst_path);
+    learn(&dest, &u, "new", Label::Ham, &[999]);
+    dest.flush().unwrap();
+    drop(dest);
+    let dest = open_again(&dst_path);
+    let m = dest.load_model(&u).unwrap().unwrap().model;
+    assert_eq!((m.spam_learned(), m.ham_learned()), (51, 1));
+}
