@@ -23,6 +23,11 @@ pub enum Error {
     #[error("user {user} has no learned message with id {message_id:?}")]
     NotLearned { user: String, message_id: String },
 
+    /// The request would overwrite something the caller did not say to
+    /// replace (an import onto a user with data).
+    #[error("{0}")]
+    AlreadyExists(String),
+
     /// The storage engine failed; the request was not applied.
     #[error("storage failure: {0}")]
     Storage(#[from] StorageError),

@@ -4,11 +4,13 @@
 mod common;
 
 mod api;
+mod backup;
 mod cli;
 mod decode;
 mod durability;
 mod errors;
 mod eval;
+mod export;
 mod full_disk;
 mod hostile;
 mod loadtest;
@@ -25,4 +27,5 @@ mod redis_store;
 mod shared;
 mod stats;
 mod trust;
+mod users;
 mod wire;

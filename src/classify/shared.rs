@@ -124,6 +124,13 @@ impl SharedModel {
         self.parts.get(who)
     }
 
+    /// Distinct tokens of every model held: `S` first, then each
+    /// contribution (each is a model of its own in memory), for memory
+    /// estimates.
+    pub fn token_counts(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.total.token_count()).chain(self.parts.values().map(Model::token_count))
+    }
+
     /// Contributors with something in the shared model.
     pub fn contributors(&self) -> usize {
         self.parts.len()

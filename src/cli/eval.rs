@@ -13,7 +13,7 @@ use chaff::classify::Params;
 use chaff::engine::{Engine, Settings};
 use chaff::eval::multi::Arrival;
 use chaff::eval::{self, Clicks, Filter, Judgement, Plan, Profile, Summary, TrainMode};
-use chaff::proto::{self, chaff_client::ChaffClient};
+use chaff::proto;
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 use chaff::types::{Label, UserId, Verdict};
@@ -75,8 +75,11 @@ pub struct EvalArgs {
     /// (its head) without scoring, then score the rest without learning.
     #[arg(long, value_name = "FRACTION")]
     split: Option<f64>,
-    /// Replay through a running chaff server (gRPC) instead of in-process.
-    #[arg(long)]
+    /// Replay through a running chaff server (gRPC) instead of in-process:
+    /// HOST:PORT or a URL, with the same --token / CHAFF_TOKEN, --tls-ca
+    /// and --client-cert/--client-key as every client command. The replay's
+    /// user (`eval-<pid>-<time>`) stays on the server (`chaff users`).
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::parse_server)]
     server: Option<String>,
     /// Write one `id score gold judged taught` line per scored message
     /// (`taught`: 1 if the replay then learned its label, a click, else 0),
@@ -170,7 +173,7 @@ fn train_mode(args: &EvalArgs) -> anyhow::Result<TrainMode> {
 }
 
 struct GrpcFilter {
-    client: ChaffClient<tonic::transport::Channel>,
+    client: super::client::Client,
     user: String,
     handle: Handle,
 }
@@ -241,10 +244,9 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (outcomes, model) = match &args.server {
         Some(server) => {
-            let client = ChaffClient::connect(server.clone())
-                .await
-                .with_context(|| format!("cannot reach chaff at {server}"))?
-                .max_encoding_message_size(usize::MAX);
+            // The same connection as every client command: --token /
+            // CHAFF_TOKEN, --tls-ca, client certificates, host:port.
+            let client = super::client::connect(server).await?;
             let mut filter = GrpcFilter {
                 client,
                 user,

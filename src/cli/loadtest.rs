@@ -49,6 +49,11 @@ pub struct LoadtestArgs {
     /// `--rpc score` trained models to score against.
     #[arg(long, default_value_t = 1)]
     users: usize,
+    /// Put this before every user id, e.g. `acme/` for a key bound to
+    /// tenant acme (which may only name `acme/...` users):
+    /// `acme/loadtest-0` ….
+    #[arg(long, default_value = "")]
+    user_prefix: String,
     /// HTTP/2 connections the calls share (one tonic channel each).
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -87,6 +92,8 @@ struct Shared {
     users: u64,
     deadline: Option<Duration>,
     backoff: Duration,
+    /// `--user-prefix`, before every user id.
+    user_prefix: String,
     /// Makes this run's message ids new to the server (`--rpc train`).
     run_id: String,
     /// The number of the next call; picks its message, user and id.
@@ -134,6 +141,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         users: args.users as u64,
         deadline: args.deadline,
         backoff: args.backoff,
+        user_prefix: args.user_prefix.clone(),
         run_id: format!("{}-{nanos}", std::process::id()),
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
@@ -241,7 +249,7 @@ async fn worker(
     while Instant::now() < deadline {
         let n = shared.next.fetch_add(1, Ordering::Relaxed);
         let message = &shared.messages[(n % shared.messages.len() as u64) as usize];
-        let user_id = format!("loadtest-{}", n % shared.users);
+        let user_id = format!("{}loadtest-{}", shared.user_prefix, n % shared.users);
         let started = Instant::now();
         let result = match shared.rpc {
             Rpc::Score => client
@@ -403,10 +411,11 @@ impl Report<'_> {
 
     /// What the calls did, in words.
     fn what(&self) -> String {
+        let p = &self.args.user_prefix;
         let users = if self.args.users == 1 {
-            "user loadtest-0".to_string()
+            format!("user {p}loadtest-0")
         } else {
-            format!("users loadtest-0..{} in turn", self.args.users - 1)
+            format!("users {p}loadtest-0..{} in turn", self.args.users - 1)
         };
         match self.args.rpc {
             Rpc::Score => format!("Score, {users}"),

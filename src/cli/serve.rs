@@ -157,6 +157,10 @@ pub struct ServeArgs {
     /// log (admin calls, refused calls) is the `chaff::audit` target.
     #[arg(long, env = "CHAFF_LOG", default_value = "info", value_parser = log_filter)]
     log: String,
+    /// Log lines as `text` (for people) or `json` (one JSON object per
+    /// line, for log pipelines: timestamp, level, target, fields).
+    #[arg(long, env = "CHAFF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(flatten)]
     trust: super::trust::ServeTrustArgs,
 }
@@ -164,6 +168,13 @@ pub struct ServeArgs {
 /// The admission defaults for this machine's cores.
 fn defaults() -> Admission {
     Admission::for_this_machine()
+}
+
+/// How `serve` writes its log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A count that must be at least 1 (a zero cap would refuse everything).
@@ -212,13 +223,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         print!("{}", super::config::render(&args.origins));
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 
     // Before storage opens: a refused exposure or a bad keys/TLS file
     // should not cost a model load.

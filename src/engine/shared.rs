@@ -39,6 +39,11 @@ pub struct SharedSummary {
     /// Of the messages above, the operator's seed.
     pub seed_spam: u64,
     pub seed_ham: u64,
+    /// Estimated memory of the shared model: `S` and every contribution
+    /// (each a model in memory), by the same estimate as user models
+    /// ([`super::model_bytes`]). Not part of `--model-memory`: the shared
+    /// model is never evicted, so it is reported beside it.
+    pub bytes: u64,
 }
 
 /// The shared model and its parts' journal positions, from storage.
@@ -234,6 +239,10 @@ impl Engine {
             tokens: total.token_count() as u64,
             seed_spam: seed.map_or(0, Model::spam_learned),
             seed_ham: seed.map_or(0, Model::ham_learned),
+            bytes: shared
+                .token_counts()
+                .map(|t| super::model_bytes(t) as u64)
+                .sum(),
         }
     }
 

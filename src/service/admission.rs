@@ -139,7 +139,9 @@ impl Kind {
             | Rpc::GetUser
             | Rpc::ListEntries
             | Rpc::FindDecisions
-            | Rpc::GetShared => Some(Kind::Read),
+            | Rpc::GetShared
+            | Rpc::ListUsers
+            | Rpc::ExportUser => Some(Kind::Read),
             Rpc::Train
             | Rpc::Forget
             | Rpc::UpdateUser
@@ -147,8 +149,12 @@ impl Kind {
             | Rpc::RemoveListEntry
             | Rpc::DeleteUser
             | Rpc::SeedShared
-            | Rpc::ClearSeed => Some(Kind::Write),
-            Rpc::GetStats => None,
+            | Rpc::ClearSeed
+            | Rpc::ImportUser => Some(Kind::Write),
+            // A backup copies every user for minutes: it would hold a slot
+            // the whole time; it is one admin call and waits for each
+            // user's writer lock instead.
+            Rpc::GetStats | Rpc::Backup => None,
         }
     }
 

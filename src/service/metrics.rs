@@ -361,6 +361,12 @@ impl Collector for EngineCollector {
             "Distinct tokens in the shared model",
             clamp(shared.tokens),
         )?;
+        gauge(
+            &mut e,
+            "chaff_shared_model_bytes",
+            "Estimated memory of the shared model and its contributions (beside --model-memory)",
+            clamp(shared.bytes),
+        )?;
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
             .iter()
             .copied()

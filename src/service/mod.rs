@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::{Caller, Rpc};
 use crate::engine::{DecisionQuery, Engine, ListRef};
@@ -64,6 +64,9 @@ struct Storage {
     path: std::path::PathBuf,
     cache_bytes: u64,
 }
+
+/// Bytes per ExportUser message.
+const EXPORT_CHUNK_BYTES: usize = 1 << 20;
 
 /// How often a failed store is probed for room.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -418,7 +421,9 @@ impl proto::chaff_server::Chaff for ChaffService {
         self.metrics
             .iter()
             .for_each(|m| m.learned(metrics::Learn::Trained(t.outcome)));
-        info!(
+        // One line per click at DEBUG only: clicks come by the thousand
+        // (the per-call log, `guard::log_call`, has method, code, time).
+        debug!(
             user = %log_user,
             message_id = %t.message_id,
             %label,
@@ -450,7 +455,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         self.metrics
             .iter()
             .for_each(|m| m.learned(metrics::Learn::Forgotten));
-        info!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
+        debug!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
         Ok(Response::new(proto::ForgetResponse {
             forgotten_label: status::label_to_wire(f.label).into(),
             spam_learned: f.spam_learned,
@@ -608,12 +613,127 @@ impl proto::chaff_server::Chaff for ChaffService {
         }))
     }
 
+    type ExportUserStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<proto::ExportChunk, Status>> + Send>,
+    >;
+
+    async fn export_user(
+        &self,
+        req: Request<proto::ExportUserRequest>,
+    ) -> Result<Response<Self::ExportUserStream>, Status> {
+        let caller = caller_of(&req);
+        let user = named_user(&caller, Rpc::ExportUser, req.into_inner().user_id)?;
+        let u = user.clone();
+        let bytes = self.run(move |e| e.export_user(&u)).await?.ok_or_else(|| {
+            Status::not_found(format!("user {user} has nothing stored on this server"))
+        })?;
+        let chunks: Vec<Result<proto::ExportChunk, Status>> = bytes
+            .chunks(EXPORT_CHUNK_BYTES)
+            .map(|c| Ok(proto::ExportChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn import_user(
+        &self,
+        req: Request<tonic::Streaming<proto::ImportUserRequest>>,
+    ) -> Result<Response<proto::ImportUserResponse>, Status> {
+        use tokio_stream::StreamExt;
+        let caller = caller_of(&req);
+        let mut stream = req.into_inner();
+        let first = stream.next().await.ok_or_else(|| {
+            Status::invalid_argument("ImportUser needs at least one message naming user_id")
+        })??;
+        let user = named_user(&caller, Rpc::ImportUser, first.user_id)?;
+        let replace = first.replace;
+        let mut bytes = first.data;
+        while let Some(m) = stream.next().await {
+            let m = m?;
+            if bytes.len() + m.data.len() > crate::engine::MAX_IMPORT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "the export is larger than {} bytes, the most ImportUser takes",
+                    crate::engine::MAX_IMPORT_BYTES
+                )));
+            }
+            bytes.extend_from_slice(&m.data);
+        }
+        let u = user.clone();
+        let done = self
+            .run(move |e| e.import_user(&u, &bytes, replace))
+            .await?;
+        let by = caller.as_ref().map_or("local", |c| c.name.as_str());
+        info!(target: "chaff::audit", caller = by, user = %user, replaced = done.replaced, messages = done.messages, "user imported");
+        Ok(Response::new(proto::ImportUserResponse {
+            messages: done.messages,
+            decisions: done.decisions,
+            list_entries: done.list_entries,
+            replaced: done.replaced,
+        }))
+    }
+
+    async fn backup(
+        &self,
+        req: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        let dir = std::path::PathBuf::from(req.into_inner().directory);
+        if !dir.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "directory {:?} is not an absolute path on the server's machine",
+                dir.display()
+            )));
+        }
+        let d = dir.clone();
+        let started = std::time::Instant::now();
+        // Not through `run`: a failure here is as likely the backup
+        // directory's (its disk full) as the store's, and must not report
+        // the server NOT_SERVING; a store failure shows at the next click.
+        let engine = self.storage.engine()?;
+        let done = tokio::task::spawn_blocking(move || engine.backup_to(&d))
+            .await
+            .map_err(catch_panic::resume_if_panicked)?
+            .map_err(Status::from)?;
+        info!(
+            directory = %dir.display(),
+            users = done.users,
+            records = done.records,
+            seconds = started.elapsed().as_secs_f64(),
+            "backup written"
+        );
+        Ok(Response::new(proto::BackupResponse {
+            users: done.users,
+            records: done.records,
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<proto::ListUsersRequest>,
+    ) -> Result<Response<proto::ListUsersResponse>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        let prefix = match &caller {
+            Some(c) => c.list_prefix(&req.prefix).map_err(|d| {
+                guard::audit_denied(c, Rpc::ListUsers, None, &d);
+                Status::from(d)
+            })?,
+            None => req.prefix,
+        };
+        let (size, after) = status::users_page_request(req.page_size, req.page_token)?;
+        let page = self
+            .run(move |e| e.list_users(&prefix, after.as_ref(), size))
+            .await?;
+        Ok(Response::new(status::users_page_to_wire(page)))
+    }
+
     async fn get_stats(
         &self,
         _req: Request<proto::GetStatsRequest>,
     ) -> Result<Response<proto::ServerStats>, Status> {
-        // Atomics and one brief map read lock: no need for the blocking pool.
-        let s = self.storage.engine()?.stats();
+        // Atomics and brief read locks: no need for the blocking pool.
+        let engine = self.storage.engine()?;
+        let s = engine.stats();
+        let shared = engine.shared_summary();
+        drop(engine);
         Ok(Response::new(proto::ServerStats {
             model_hits: s.cache.hits,
             model_misses: s.cache.misses,
@@ -624,6 +744,7 @@ impl proto::chaff_server::Chaff for ChaffService {
             model_memory_bytes: s.cache.budget_bytes,
             durable_waits: s.commit.waits,
             flushes: s.commit.flushes,
+            shared_model_bytes: shared.bytes,
         }))
     }
 }

@@ -15,6 +15,7 @@ pub(super) const DECISION: u8 = b'D';
 pub(super) const CONTRIBUTION: u8 = b'G';
 pub(super) const CONTRIBUTION_JOURNAL: u8 = b'H';
 pub(super) const SEED_ID_KEY: &[u8] = b"O";
+pub(super) const ID_OFFSET_KEY: &[u8] = b"I";
 
 pub(super) fn contributor_prefix(kind: u8, who: &Owner) -> Vec<u8> {
     match who {

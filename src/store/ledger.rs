@@ -64,7 +64,7 @@ impl Store {
     ) -> Result<u64, Error> {
         // sled's id generator is monotonic across restarts, so sequence
         // numbers order every user's journal without per-user counters.
-        let seq = self.db.generate_id()?.saturating_add(1);
+        let seq = self.generate_id()?;
         let ledger = (ledger_key(who, msg), entry.map(codec::encode_ledger));
         let mut journal = Vec::with_capacity(2);
         if let Owner::User(user) = who {
@@ -98,6 +98,10 @@ impl Store {
     /// A fresh id, larger than every id handed out before (also across
     /// restarts): consent and seed ids.
     pub fn generate_id(&self) -> Result<u64, Error> {
-        Ok(self.db.generate_id()?.saturating_add(1))
+        Ok(self
+            .db
+            .generate_id()?
+            .saturating_add(1)
+            .saturating_add(self.id_offset))
     }
 }

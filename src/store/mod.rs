@@ -16,6 +16,7 @@
 //! | `G` · contributor                      | shared-model contribution snapshot + last sequence |
 //! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
 //! | `O`                                    | the current seed id (u64 BE)           |
+//! | `I`                                    | id offset (u64 BE), set by a backup: every id handed out is above it |
 //!
 //! where a `contributor` is a user (as `user` below) or the operator
 //! (a zero-length id, which no user id can be). The shared model itself is
@@ -34,7 +35,9 @@
 //! atomic click batch. `models.rs`: user model snapshots and when to take
 //! one. `shared.rs`: the shared model's contributions and the seed id.
 //! `policy.rs`: settings and lists. `decisions.rs`: the decision log.
-//! `users.rs`: a user's existence and deletion. This file: opening, format
+//! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
+//! per-user export format. `backup.rs`: copying users into a backup's
+//! store. This file: opening, format
 //! upgrades, flush and usage. `commit.rs`: group commit. `pending.rs`: the
 //! write-behind of throwaway replays (`Store::open_unsynced`, used by
 //! `chaff eval`; still a mode of `Store`). `error.rs`: [`StorageError`].
@@ -63,10 +66,12 @@
 //! flushes are shared: one sled flush covers every caller that arrived
 //! before it started (group commit, `commit.rs`).
 
+mod backup;
 mod codec;
 mod commit;
 mod decisions;
 mod error;
+pub mod export;
 mod keys;
 mod ledger;
 mod models;
@@ -91,6 +96,7 @@ pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
 pub use error::StorageError;
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Snapshot, checkpoint_due};
+pub use users::listing_order;
 
 use keys::*;
 
@@ -133,6 +139,11 @@ pub struct Store {
     /// ([`Store::location`]).
     path: Arc<std::path::PathBuf>,
     cache_bytes: u64,
+    /// Added to every id sled generates ([`Store::generate_id`]): a data
+    /// directory made by a backup starts its ids above the source's, whose
+    /// journal sequence numbers and consent and seed ids it holds (sled's
+    /// own generator cannot be set). 0 unless the `I` key says otherwise.
+    id_offset: u64,
 }
 
 /// Format 3 wrote explicit weights and snapshot counts in eighths of a
@@ -239,7 +250,14 @@ impl Store {
                 });
             }
         }
+        let id_offset = match tree.get(ID_OFFSET_KEY).map_err(open_err)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt {
+                what: "id offset".into(),
+            })?),
+            None => 0,
+        };
         Ok(Self {
+            id_offset,
             db,
             sled_tree: tree,
             pending: (!sync).then(Arc::default),

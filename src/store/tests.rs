@@ -4,7 +4,7 @@ use super::*;
 use crate::classify::Model;
 use crate::classify::Weight;
 use crate::tokenize::TokenId;
-use crate::types::{Label, MessageId, UserId};
+use crate::types::{Label, MessageId, Owner, UserId};
 
 /// Opens the store in `path`, waiting while a just-dropped handle of it
 /// still holds sled's file lock (its background flusher lets go at its next
@@ -279,4 +279,114 @@ fn a_journal_record_without_ops_still_counts_towards_a_checkpoint() {
         store.load_model(&alice).unwrap().unwrap().journal_entries,
         1
     );
+}
+
+#[test]
+fn listing_users_finds_every_kind_of_record_in_key_order_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_again(dir.path());
+    // A learner, a user only ever scored (decisions only), one with only
+    // settings, one with only a list entry, and tenant users.
+    learn(&store, &user("bob"), "m1", Label::Spam, &[1, 2]);
+    store
+        .append_decisions([(&user("scored-only"), 1_000, &b"{}"[..])])
+        .unwrap();
+    store
+        .append_decisions([(&user("scored-only"), 5_000, &b"{}"[..])])
+        .unwrap();
+    store
+        .put_settings(
+            &user("al"),
+            &crate::policy::UserSettings::default(),
+            0,
+            false,
+        )
+        .unwrap();
+    store
+        .set_list_entry(
+            &Owner::User(user("acme/zed")),
+            crate::policy::ListKind::Block,
+            &"spam.example".parse().unwrap(),
+            true,
+        )
+        .unwrap();
+    learn(&store, &user("acme/ann"), "m1", Label::Ham, &[3]);
+    // The operator's records are nobody's user.
+    store
+        .set_list_entry(
+            &Owner::Operator,
+            crate::policy::ListKind::Block,
+            &"op.example".parse().unwrap(),
+            true,
+        )
+        .unwrap();
+
+    let names = |v: Vec<UserId>| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+    let all = names(store.list_users("", None, 100).unwrap());
+    assert_eq!(all, ["al", "bob", "acme/ann", "acme/zed", "scored-only"]);
+
+    // Pages of two continue exactly where the last one ended.
+    let mut paged = Vec::new();
+    let mut after: Option<UserId> = None;
+    loop {
+        let page = store.list_users("", after.as_ref(), 2).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        paged.extend(names(page));
+    }
+    assert_eq!(paged, all);
+
+    assert_eq!(
+        names(store.list_users("acme/", None, 100).unwrap()),
+        ["acme/ann", "acme/zed"]
+    );
+    assert_eq!(
+        names(
+            store
+                .list_users("acme/", Some(&user("acme/ann")), 100)
+                .unwrap()
+        ),
+        ["acme/zed"]
+    );
+    assert_eq!(
+        store.last_decision_ms(&user("scored-only")).unwrap(),
+        Some(5_000)
+    );
+    assert_eq!(store.last_decision_ms(&user("bob")).unwrap(), None);
+}
+
+#[test]
+fn a_backup_copy_hands_out_ids_above_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src_path, dst_path) = (dir.path().join("src"), dir.path().join("dst"));
+    let src = open_again(&src_path);
+    let u = user("u");
+    for i in 0..50 {
+        learn(&src, &u, &format!("m{i}"), Label::Spam, &[i]);
+    }
+    // A long-lived source has handed out more ids than sled's generator
+    // jumps ahead by when a database is reopened (1,000,000).
+    for _ in 0..2_500_000 {
+        src.generate_id().unwrap();
+    }
+    learn(&src, &u, "late", Label::Spam, &[7]);
+    // A snapshot at the source's high sequence number.
+    let loaded = src.load_model(&u).unwrap().unwrap();
+    src.checkpoint(&u, &loaded.model, loaded.last_seq).unwrap();
+    let dest = open_again(&dst_path);
+    src.copy_user_to(&u, &dest).unwrap();
+    src.carry_ids_to(&dest).unwrap();
+    dest.flush().unwrap();
+    drop(dest);
+    // A click on the restored copy must land after that snapshot, or the
+    // next load would skip it.
+    let dest = open_again(&dst_path);
+    learn(&dest, &u, "new", Label::Ham, &[999]);
+    dest.flush().unwrap();
+    drop(dest);
+    let dest = open_again(&dst_path);
+    let m = dest.load_model(&u).unwrap().unwrap().model;
+    assert_eq!((m.spam_learned(), m.ham_learned()), (51, 1));
 }
