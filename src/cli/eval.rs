@@ -71,6 +71,13 @@ pub struct EvalArgs {
         help_heading = "Click protocol"
     )]
     seed: u64,
+    /// In-process: learn mail delivered to the inbox (verdict HAM or
+    /// UNSURE) and not clicked as ham at a twentieth of a click's weight,
+    /// as `chaff serve --learn-delivered` does (`true` or `false`). It
+    /// changes nothing under `--train every`, where every message is
+    /// clicked.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    learn_delivered: bool,
     /// Instead of the online protocol, learn this fraction of the corpus
     /// (its head) without scoring, then score the rest without learning.
     #[arg(long, value_name = "FRACTION")]
@@ -333,6 +340,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,
+        learn_delivered: args.learn_delivered,
         ..Settings::default()
     }
 }

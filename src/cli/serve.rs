@@ -64,6 +64,14 @@ pub struct ServeArgs {
     /// At least 1MiB.
     #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = model_memory, help_heading = "Memory")]
     model_memory: usize,
+    /// Learn mail delivered to the inbox as ham, at a twentieth of a
+    /// click's weight, for users who have clicked at least once (`true` or
+    /// `false`). Most users only ever click Spam; this is how their model
+    /// learns what their ham looks like. A later click on the same message
+    /// replaces it exactly; it is never shared. docs/ACCURACY.md,
+    /// "Learning from delivered mail".
+    #[arg(long, env = "CHAFF_LEARN_DELIVERED", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    learn_delivered: bool,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -187,6 +195,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Retention::default()
         },
         model_memory: args.model_memory,
+        learn_delivered: args.learn_delivered,
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);

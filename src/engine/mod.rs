@@ -91,6 +91,10 @@ pub struct Settings {
     /// Estimated bytes of user models kept in memory; least recently used
     /// models beyond it are dropped and reloaded on demand (`cache`).
     pub model_memory: usize,
+    /// Learn mail delivered to the inbox as ham, lightly, for users who
+    /// have taught chaff something (`Engine::learn_delivered`). Most users
+    /// only ever click *Spam*; without this their model knows no ham.
+    pub learn_delivered: bool,
 }
 
 impl Default for Settings {
@@ -101,6 +105,7 @@ impl Default for Settings {
             tokenizer: Tokenizer::default(),
             retention: Retention::default(),
             model_memory: DEFAULT_MODEL_MEMORY,
+            learn_delivered: true,
         }
     }
 }
