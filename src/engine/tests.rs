@@ -432,11 +432,12 @@ fn delivered_mail_is_learned_lightly_once_the_user_has_clicked() {
     assert_eq!(rpc.decision.action, crate::policy::Action::Deliver);
     let entry = e.store().ledger_get(&u, &derived).unwrap().unwrap();
     assert!(entry.implicit);
-    assert_eq!((entry.label, entry.weight), (Label::Ham, Weight::DELIVERED));
+    // The ham side is empty and the spam side one message: it fills it.
+    assert_eq!((entry.label, entry.weight), (Label::Ham, Weight::FULL));
     assert_eq!(e.store().ledger_get(&u, &MessageId::new("q2").unwrap()).unwrap(), None);
     let model = e.slot(&u).unwrap().unwrap().model.read().clone();
     assert_eq!((model.spam_learned(), model.ham_learned()), (1, 1));
-    assert_eq!(model.weights().1, u64::from(Weight::DELIVERED.0));
+    assert_eq!(model.weights().1, u64::from(Weight::FULL.0));
 
     // Scored again (a retry, a second recipient copy): learned once.
     e.evaluate(&u, HAM, &queue("q3")).unwrap();
@@ -507,4 +508,17 @@ fn only_delivered_mail_is_learned_and_only_when_enabled() {
     off.evaluate(&u, HAM, &Envelope::default()).unwrap();
     assert_eq!(off.store().ledger_get(&u, &derive_message_id(HAM)).unwrap(), None);
     assert_eq!(off.user_summary(&u).unwrap().ham_learned, 0);
+}
+
+/// Delivered mail fills what the ham side lacks of the spam side, one
+/// message at most and a twentieth at least.
+#[test]
+fn delivered_weight_fills_the_gap_between_light_and_full() {
+    use super::clicks::delivered_weight;
+    let full = u64::from(Weight::FULL.0);
+    assert_eq!(delivered_weight((full, 0)), Weight::FULL);
+    assert_eq!(delivered_weight((10 * full, 0)), Weight::FULL);
+    assert_eq!(delivered_weight((full, full - 10)), Weight(10));
+    assert_eq!(delivered_weight((full, full)), Weight::DELIVERED);
+    assert_eq!(delivered_weight((0, 5 * full)), Weight::DELIVERED);
 }
