@@ -29,6 +29,18 @@ impl TestServer {
         Self::start_with(Settings::default()).await
     }
 
+    /// A server whose Score changes no model (`learn_delivered` off): for
+    /// tests that observe a model through Score while pinning what clicks
+    /// do. Learning from delivered mail is the default and has its own
+    /// tests (tests/one_sided.rs, src/engine/tests.rs).
+    pub async fn start_pure() -> Self {
+        Self::start_with(Settings {
+            learn_delivered: false,
+            ..Settings::default()
+        })
+        .await
+    }
+
     pub async fn start_with(settings: Settings) -> Self {
         Self::start_trusted(settings, |_| chaff::service::guard::Trust::open()).await
     }
@@ -122,6 +134,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn start(data: &Path) -> Self {
         Self::start_args(data, &[])
+    }
+
+    /// [`ServerProcess::start`] with Score changing no model (see
+    /// [`TestServer::start_pure`]).
+    pub fn start_pure(data: &Path) -> Self {
+        Self::start_args(data, &["--learn-delivered", "false"])
     }
 
     /// With extra `chaff serve` flags; the first stdout line gives the

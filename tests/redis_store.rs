@@ -36,6 +36,7 @@ fn entry(label: Label, weight: Weight, tokens: &[u64]) -> LedgerEntry {
         tokens,
         weight,
         shared: 0,
+        implicit: false,
     }
 }
 

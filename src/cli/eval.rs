@@ -71,6 +71,13 @@ pub struct EvalArgs {
         help_heading = "Click protocol"
     )]
     seed: u64,
+    /// In-process: learn mail delivered to the inbox (verdict HAM or
+    /// UNSURE) and not clicked as ham at a twentieth of a click's weight,
+    /// as `chaff serve --learn-delivered` does (`true` or `false`). It
+    /// changes nothing under `--train every`, where every message is
+    /// clicked.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    learn_delivered: bool,
     /// Instead of the online protocol, learn this fraction of the corpus
     /// (its head) without scoring, then score the rest without learning.
     #[arg(long, value_name = "FRACTION")]
@@ -359,6 +366,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
         tokenizer: Tokenizer::new(limits),
         params,
         max_user_tokens: args.max_user_tokens.map(|n| n as usize),
+        learn_delivered: args.learn_delivered,
         ..Settings::default()
     }
 }

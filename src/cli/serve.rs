@@ -86,6 +86,15 @@ pub struct ServeArgs {
     /// 1000000, is ~70 MiB (2M tokens held at ~36 bytes). `0` = no cap.
     #[arg(long, env = "CHAFF_MAX_SHARED_TOKENS", default_value_t = DEFAULT_MAX_SHARED_TOKENS, help_heading = "Memory")]
     max_shared_tokens: usize,
+    /// Learn mail delivered to the inbox as ham for users who have clicked
+    /// at least once (`true` or `false`): at a twentieth of a click's
+    /// weight, or up to one click's while the user's ham side weighs less
+    /// than their spam side. Most users only ever click Spam; this is how
+    /// their model learns what their ham looks like. A later click on the
+    /// same message replaces it exactly; it is never shared.
+    /// docs/ACCURACY.md, "Learning from delivered mail".
+    #[arg(long, env = "CHAFF_LEARN_DELIVERED", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    learn_delivered: bool,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -262,6 +271,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_user_tokens: (args.max_user_tokens > 0).then_some(args.max_user_tokens),
         max_shared_tokens: (args.max_shared_tokens > 0).then_some(args.max_shared_tokens),
         prune_in_background: true,
+        learn_delivered: args.learn_delivered,
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);

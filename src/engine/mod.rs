@@ -109,6 +109,10 @@ pub struct Settings {
     /// ([`Engine::prune_pending`], as the server does) rather than run
     /// after the click that queued it (replays, for determinism).
     pub prune_in_background: bool,
+    /// Learn mail delivered to the inbox as ham, lightly, for users who
+    /// have taught chaff something (`Engine::learn_delivered`). Most users
+    /// only ever click *Spam*; without this their model knows no ham.
+    pub learn_delivered: bool,
 }
 
 impl Default for Settings {
@@ -122,6 +126,7 @@ impl Default for Settings {
             max_user_tokens: Some(DEFAULT_MAX_USER_TOKENS),
             max_shared_tokens: Some(DEFAULT_MAX_SHARED_TOKENS),
             prune_in_background: false,
+            learn_delivered: true,
         }
     }
 }

@@ -197,6 +197,7 @@ impl Engine {
             tokens: ids,
             weight: classify::Weight::FULL,
             shared: *seed,
+            implicit: false,
         };
         let seq = self
             .store

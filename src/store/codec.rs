@@ -28,6 +28,10 @@ pub struct LedgerEntry {
     /// consent (or clearing the seed) changes the id instead of rewriting
     /// every ledger entry.
     pub shared: u64,
+    /// Learned by chaff from delivered mail the user did not click
+    /// (`Engine::learn_delivered`), not by a click: a later click on the
+    /// same message replaces it as if it had never been learned.
+    pub implicit: bool,
 }
 
 /// One step of a click, as replayed from the journal.
@@ -212,11 +216,14 @@ pub fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
     // Trailing fields are optional, so older records read as full weight
     // and not shared: the weight is written when it is not full or when a
     // shared id follows it.
-    if entry.weight != Weight::FULL || entry.shared != 0 {
+    if entry.weight != Weight::FULL || entry.shared != 0 || entry.implicit {
         put_weight(&mut out, entry.weight);
     }
-    if entry.shared != 0 {
+    if entry.shared != 0 || entry.implicit {
         put_varint(&mut out, entry.shared);
+    }
+    if entry.implicit {
+        out.push(LEDGER_IMPLICIT);
     }
     out
 }
@@ -237,17 +244,24 @@ pub fn decode_ledger(mut input: &[u8]) -> Result<LedgerEntry, Error> {
     } else {
         get_varint(&mut input).ok_or_else(|| corrupt("ledger shared id"))?
     };
-    if !input.is_empty() {
-        return Err(corrupt("ledger trailing bytes"));
-    }
+    let implicit = match input {
+        [] => false,
+        [LEDGER_IMPLICIT] => true,
+        _ => return Err(corrupt("ledger trailing bytes")),
+    };
     Ok(LedgerEntry {
         label,
         tokenizer_version,
         tokens,
         weight,
         shared,
+        implicit,
     })
 }
+
+/// The optional last byte of a ledger entry learned from delivered mail
+/// (older entries end before it and read as clicks).
+const LEDGER_IMPLICIT: u8 = b'i';
 
 // Full-weight ops keep format 2's kind bytes; the weighted kinds carry a
 // weight varint after the label.
@@ -582,6 +596,7 @@ mod tests {
             tokens: vec![TokenId(3), TokenId(99), TokenId(u64::MAX)],
             weight: Weight::FULL,
             shared: 0,
+            implicit: false,
         };
         assert_eq!(decode_ledger(&encode_ledger(&e)).unwrap(), e);
         let low = LedgerEntry {
@@ -596,6 +611,12 @@ mod tests {
                 ..e.clone()
             };
             assert_eq!(decode_ledger(&encode_ledger(&shared)).unwrap(), shared);
+            let implicit = LedgerEntry {
+                weight,
+                implicit: true,
+                ..e.clone()
+            };
+            assert_eq!(decode_ledger(&encode_ledger(&implicit)).unwrap(), implicit);
         }
         // A record written before sharing existed is not shared.
         assert_eq!(encode_ledger(&e), {
@@ -634,6 +655,7 @@ mod tests {
                 tokens: ids.clone(),
                 weight: Weight::FULL,
                 shared: 0,
+                implicit: false,
             });
             put_varint(&mut v, 1);
             v
@@ -724,6 +746,7 @@ mod tests {
             // (Optional trailing fields cannot be told from a cut: only the
             // fixed part is checked here.)
             shared: 0,
+            implicit: false,
         });
         for cut in 0..led.len() {
             assert!(decode_ledger(&led[..cut]).is_err(), "cut at {cut}");

@@ -38,6 +38,7 @@ fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
         tokens: ids(t),
         weight: Weight::FULL,
         shared: 0,
+        implicit: false,
     };
     store
         .record(
@@ -158,6 +159,7 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
             tokens: ids(t),
             weight: w,
             shared: 0,
+            implicit: false,
         };
         store
             .record(
@@ -240,6 +242,7 @@ fn an_unsynced_store_reads_pending_clicks_exactly_as_a_synced_one() {
                 tokens: ids(&[t, t + 1, 1_000]),
                 weight: Weight::FULL,
                 shared: 0,
+                implicit: false,
             };
             let old = store.ledger_get(&alice, &msg(m)).unwrap().unwrap();
             let ops = [
