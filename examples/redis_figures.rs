@@ -37,6 +37,7 @@ fn entry(label: Label, tokens: &[TokenId]) -> LedgerEntry {
         tokens: tokens.to_vec(),
         weight: Weight::FULL,
         shared: 0,
+        implicit: false,
     }
 }
 

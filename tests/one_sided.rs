@@ -112,8 +112,13 @@ async fn delivered_mail_teaches_a_spam_only_clicker_their_ham() {
     let pure = TestServer::start_pure().await;
     let (caught_pure, ham_as_spam_pure) = mailbox(&pure).await;
     pure.stop().await;
-    eprintln!("learning: {caught} caught, {ham_as_spam} ham as spam; pure: {caught_pure}, {ham_as_spam_pure}");
+    eprintln!(
+        "learning: {caught} caught, {ham_as_spam} ham as spam; pure: {caught_pure}, {ham_as_spam_pure}"
+    );
     assert_eq!(ham_as_spam, 0, "unseen ham filed as spam");
     assert!(caught >= 45, "unseen spam caught: {caught} of 50");
-    assert!(caught > caught_pure, "{caught} vs {caught_pure} without learning");
+    assert!(
+        caught > caught_pure,
+        "{caught} vs {caught_pure} without learning"
+    );
 }

@@ -291,24 +291,25 @@ impl Engine {
         if untaught {
             return Ok(false);
         }
-        let learned = self.with_known_writer(user, |slot, writer| {
-            if self.store.ledger_get(user, message_id)?.is_some() {
-                return Ok(false);
-            }
-            let weight = delivered_weight(slot.model.read().weights());
-            let entry = LedgerEntry {
-                label: Label::Ham,
-                tokenizer_version: TOKENIZER_VERSION,
-                tokens: ids.to_vec(),
-                weight,
-                shared: 0,
-                implicit: true,
-            };
-            let ops = [Op::Learn(Label::Ham, weight, ids.to_vec())];
-            self.commit(user, slot, writer, message_id, Some(&entry), &ops, &[])?;
-            Ok(true)
-        })?
-        .unwrap_or(false);
+        let learned = self
+            .with_known_writer(user, |slot, writer| {
+                if self.store.ledger_get(user, message_id)?.is_some() {
+                    return Ok(false);
+                }
+                let weight = delivered_weight(slot.model.read().weights());
+                let entry = LedgerEntry {
+                    label: Label::Ham,
+                    tokenizer_version: TOKENIZER_VERSION,
+                    tokens: ids.to_vec(),
+                    weight,
+                    shared: 0,
+                    implicit: true,
+                };
+                let ops = [Op::Learn(Label::Ham, weight, ids.to_vec())];
+                self.commit(user, slot, writer, message_id, Some(&entry), &ops, &[])?;
+                Ok(true)
+            })?
+            .unwrap_or(false);
         if learned {
             self.evict_over_budget(user);
         }

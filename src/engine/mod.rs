@@ -49,9 +49,9 @@
 mod backup;
 mod cache;
 mod clicks;
-mod quota;
 mod export;
 mod listing;
+mod quota;
 mod score;
 mod shared;
 mod users;
@@ -59,9 +59,9 @@ mod users;
 pub use backup::BackedUp;
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
 pub use clicks::{Forgotten, TrainOutcome, Trained};
-pub use quota::{DEFAULT_MAX_SHARED_TOKENS, DEFAULT_MAX_USER_TOKENS, QuotaStats};
 pub use export::{Imported, MAX_IMPORT_BYTES};
 pub use listing::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserListing, UsersPage};
+pub use quota::{DEFAULT_MAX_SHARED_TOKENS, DEFAULT_MAX_USER_TOKENS, QuotaStats};
 pub use score::{
     Delivery, Depth, Envelope, Evaluated, Input, Outcome, ReadMessage, ScoreViews, Scored,
     TOP_FEATURES, derive_message_id, derive_message_id_from,

@@ -434,7 +434,12 @@ fn delivered_mail_is_learned_lightly_once_the_user_has_clicked() {
     assert!(entry.implicit);
     // The ham side is empty and the spam side one message: it fills it.
     assert_eq!((entry.label, entry.weight), (Label::Ham, Weight::FULL));
-    assert_eq!(e.store().ledger_get(&u, &MessageId::new("q2").unwrap()).unwrap(), None);
+    assert_eq!(
+        e.store()
+            .ledger_get(&u, &MessageId::new("q2").unwrap())
+            .unwrap(),
+        None
+    );
     let model = e.slot(&u).unwrap().unwrap().model.read().clone();
     assert_eq!((model.spam_learned(), model.ham_learned()), (1, 1));
     assert_eq!(model.weights().1, u64::from(Weight::FULL.0));
@@ -463,7 +468,13 @@ fn a_click_replaces_the_delivered_learning_exactly() {
         }
         delivered.evaluate(&u, HAM, &Envelope::default()).unwrap();
         let derived = derive_message_id(HAM);
-        assert!(delivered.store().ledger_get(&u, &derived).unwrap().is_some());
+        assert!(
+            delivered
+                .store()
+                .ledger_get(&u, &derived)
+                .unwrap()
+                .is_some()
+        );
 
         let t = delivered.train(&u, HAM, label, id.clone()).unwrap();
         assert_eq!(t.outcome, TrainOutcome::Learned, "{label:?} {id:?}");
@@ -473,7 +484,10 @@ fn a_click_replaces_the_delivered_learning_exactly() {
         let key = id.unwrap_or(derived.clone());
         let entry = delivered.store().ledger_get(&u, &key).unwrap().unwrap();
         assert!(!entry.implicit);
-        assert_eq!(entry, clicked_only.store().ledger_get(&u, &key).unwrap().unwrap());
+        assert_eq!(
+            entry,
+            clicked_only.store().ledger_get(&u, &key).unwrap().unwrap()
+        );
         if key != derived {
             assert_eq!(delivered.store().ledger_get(&u, &derived).unwrap(), None);
         }
@@ -495,7 +509,10 @@ fn only_delivered_mail_is_learned_and_only_when_enabled() {
     let copy = b"From: promo@pills.example\r\nSubject: cheap pills now\r\nMessage-ID: <s2@pills.example>\r\n\r\nbuy cheap pills viagra discount offer\r\n";
     let rpc = e.evaluate(&u, copy, &Envelope::default()).unwrap();
     assert_ne!(rpc.decision.action, crate::policy::Action::Deliver);
-    assert_eq!(e.store().ledger_get(&u, &derive_message_id(copy)).unwrap(), None);
+    assert_eq!(
+        e.store().ledger_get(&u, &derive_message_id(copy)).unwrap(),
+        None
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 16 << 20).unwrap();
@@ -506,7 +523,10 @@ fn only_delivered_mail_is_learned_and_only_when_enabled() {
     let off = Engine::new(store, settings).unwrap();
     off.train(&u, SPAM, Label::Spam, None).unwrap();
     off.evaluate(&u, HAM, &Envelope::default()).unwrap();
-    assert_eq!(off.store().ledger_get(&u, &derive_message_id(HAM)).unwrap(), None);
+    assert_eq!(
+        off.store().ledger_get(&u, &derive_message_id(HAM)).unwrap(),
+        None
+    );
     assert_eq!(off.user_summary(&u).unwrap().ham_learned, 0);
 }
 
