@@ -165,7 +165,11 @@ impl Engine {
             let (outcome, ops, mut shared_ops) = match previous {
                 Some(prev) if prev.implicit => (
                     TrainOutcome::Learned,
-                    vec![undo(prev), vec![Op::Learn(label, weight, ids.clone())]].concat(),
+                    {
+                        let mut ops = undo(prev);
+                        ops.push(Op::Learn(label, weight, ids.clone()));
+                        ops
+                    },
                     Vec::new(),
                 ),
                 Some(prev) if prev.label == label => {
