@@ -106,6 +106,16 @@ impl Store {
         }))
     }
 
+    /// The last journal sequence number folded into the user's snapshot (0:
+    /// no snapshot). Lets a check from outside the engine see that a
+    /// checkpoint happened (`chaff soak` counts them).
+    pub fn snapshot_seq(&self, user: &UserId) -> Result<u64, Error> {
+        Ok(match self.tree()?.get(user_prefix(MODEL, user))? {
+            Some(bytes) => codec::decode_snapshot(&bytes)?.1,
+            None => 0,
+        })
+    }
+
     /// Folds the journal up to `last_seq` into a snapshot of `model`, and
     /// deletes the folded records, atomically.
     pub fn checkpoint(&self, user: &UserId, model: &Model, last_seq: u64) -> Result<(), Error> {
