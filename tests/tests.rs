@@ -19,6 +19,7 @@ mod one_sided;
 mod panics;
 mod policy;
 mod shared;
+mod soak;
 mod stats;
 mod trust;
 mod wire;

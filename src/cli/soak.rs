@@ -58,6 +58,10 @@ use chaff::service::status::{label_to_wire, settings_to_wire};
 use chaff::store::{Op, Store};
 use chaff::types::{Label, MessageId, Owner, UserId};
 
+/// The prefix of `chaff::fault::SLOW_CHECKPOINT` (a module only test
+/// builds have, so the name is repeated here).
+const SLOW_CHECKPOINT: &str = "fault-injection-slow-checkpoint";
+
 type Client = ChaffClient<Channel>;
 
 #[derive(Args, Debug)]
@@ -87,6 +91,19 @@ pub struct SoakArgs {
     /// message is learned, relearned the other way and forgotten often.
     #[arg(long, default_value_t = 48)]
     messages: usize,
+    /// Words per message of the hot users (others have 40). Larger messages
+    /// grow the journal faster, so the hot users' models are folded into
+    /// snapshots (checkpoints) every few dozen clicks; 1500 does that.
+    #[arg(long, default_value_t = 40)]
+    hot_words: usize,
+    /// Name the hot users `fault-injection-slow-checkpoint-N`: a server
+    /// built with the `fault-injection` feature (test builds; `cargo build
+    /// --features fault-injection`) then pauses inside each of their
+    /// checkpoints and logs its steps, so kills land inside checkpoints and
+    /// the soak counts those that did. With a build without the feature the
+    /// names change nothing and the count stays 0.
+    #[arg(long)]
+    slow_checkpoints: bool,
     /// Seed of the random choices (ops, timings); printed, so a failing run
     /// can be repeated. Default: random.
     #[arg(long)]
@@ -152,6 +169,8 @@ struct Counters {
 
 struct Soak {
     users: Vec<User>,
+    /// Words per message, per user.
+    words: Vec<usize>,
     hot: usize,
     killed: AtomicBool,
     counters: Counters,
@@ -191,14 +210,15 @@ const SYLLABLES: [&str; 24] = [
 /// Message `n` of user `user`: spammy words for even `n`, hammy for odd,
 /// plus a few of the user's own words, so the models and the shared model
 /// have evidence both ways and probe scores are far from 0.5.
-fn message(user: usize, n: usize) -> Vec<u8> {
+fn message(user: usize, n: usize, count: usize) -> Vec<u8> {
     let mut rng = Rng(((user as u64) << 32) ^ n as u64 ^ 0x5EED);
     let lean = if n % 2 == 0 { 0 } else { 12 };
     let mut words = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..count.max(3) {
         let a = lean + rng.below(12);
         let b = rng.below(SYLLABLES.len());
-        words.push(format!("{}{}", SYLLABLES[a], SYLLABLES[b]));
+        let c = rng.below(SYLLABLES.len());
+        words.push(format!("{}{}{}", SYLLABLES[a], SYLLABLES[b], SYLLABLES[c]));
     }
     for i in 0..4 {
         words.push(format!("u{user}w{}", (n + i) % 9));
@@ -216,8 +236,8 @@ fn message(user: usize, n: usize) -> Vec<u8> {
 }
 
 /// A message no user trained: probes the models (and the shared one).
-fn probe(user: usize, k: usize) -> Vec<u8> {
-    message(user, 10_000 + k)
+fn probe(user: usize, k: usize, count: usize) -> Vec<u8> {
+    message(user, 10_000 + k, count)
 }
 
 fn block_entry(n: usize) -> String {
@@ -269,10 +289,18 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    let hot = args.hot_users.min(args.users);
     let soak = Arc::new(Soak {
+        words: (0..args.users)
+            .map(|u| if u < hot { args.hot_words } else { 40 })
+            .collect(),
         users: (0..args.users)
             .map(|u| User {
-                id: format!("soak-{u}"),
+                id: if u < hot && args.slow_checkpoints {
+                    format!("{SLOW_CHECKPOINT}-{u}")
+                } else {
+                    format!("soak-{u}")
+                },
                 order: tokio::sync::RwLock::new(()),
                 rec: Mutex::new(UserRec {
                     settings: default_settings(),
@@ -286,7 +314,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                 }),
             })
             .collect(),
-        hot: args.hot_users.min(args.users),
+        hot,
         killed: AtomicBool::new(false),
         counters: Counters::default(),
         discrepancies: Mutex::new(Vec::new()),
@@ -317,6 +345,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         for w in workers {
             w.await.context("a soak worker panicked")?;
         }
+        let landed = killed_in_checkpoint(&dir.join("server.log"));
         let acked = soak.counters.acked.load(Ordering::Relaxed) - before;
         let doubt = soak.counters.in_doubt.load(Ordering::Relaxed) - doubt_before;
 
@@ -333,6 +362,11 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         totals.keys += check.keys;
         totals.scores += scored;
         totals.checkpoints += check.checkpoints;
+        match landed {
+            Some("starting") => totals.killed_before_write += 1,
+            Some(_) => totals.killed_after_write += 1,
+            None => {}
+        }
         let wrong = soak.discrepancies.lock().len();
         if args.json {
             println!(
@@ -341,18 +375,27 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                     "cycle": cycle, "ran_ms": run_for.as_millis() as u64, "acked": acked,
                     "in_doubt": doubt, "in_doubt_applied": check.applied,
                     "keys_checked": check.keys, "scores_compared": scored,
-                    "checkpoints": check.checkpoints, "discrepancies": wrong,
+                    "checkpoints": check.checkpoints, "killed_in_checkpoint": landed,
+                    "discrepancies": wrong,
                 })
             );
         } else {
             println!(
                 "cycle {cycle}/{}: killed after {:.2} s; {acked} calls acknowledged, {doubt} in doubt ({} applied); \
-                 {} keys, {scored} scores checked; {} checkpoints; {wrong} discrepancies so far",
+                 {} keys, {scored} scores checked; {} model snapshots renewed{}; {wrong} discrepancies so far",
                 args.cycles,
                 run_for.as_secs_f64(),
                 check.applied,
                 check.keys,
                 check.checkpoints,
+                landed.map_or(String::new(), |step| format!(
+                    " (killed inside one: {})",
+                    if step == "starting" {
+                        "before its write"
+                    } else {
+                        "after its write"
+                    }
+                )),
             );
         }
         if wrong > 0 {
@@ -372,14 +415,17 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                 "scores": c.scores.load(Ordering::Relaxed),
                 "in_doubt": totals.in_doubt, "in_doubt_applied": totals.applied,
                 "keys_checked": totals.keys, "scores_compared": totals.scores,
-                "checkpoints": totals.checkpoints, "discrepancies": wrong.len(),
+                "checkpoints": totals.checkpoints,
+                "killed_in_checkpoint_before_write": totals.killed_before_write,
+                "killed_in_checkpoint_after_write": totals.killed_after_write,
+                "discrepancies": wrong.len(),
             })
         );
     } else {
         println!(
             "soak: {} acknowledged calls checked ({} Train, {} Forget, {} UpdateUser, {} list, {} Score), \
              {} in doubt ({} applied), {} keys and {} scores compared over the cycles, \
-             {} checkpoints taken under load; {} discrepancies",
+             {} model snapshots renewed under load (users × cycles), {} kills inside a checkpoint ({} before its write, {} after); {} discrepancies",
             totals.acked,
             c.trains.load(Ordering::Relaxed),
             c.forgets.load(Ordering::Relaxed),
@@ -391,6 +437,9 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             totals.keys,
             totals.scores,
             totals.checkpoints,
+            totals.killed_before_write + totals.killed_after_write,
+            totals.killed_before_write,
+            totals.killed_after_write,
             wrong.len()
         );
     }
@@ -419,6 +468,36 @@ struct Totals {
     keys: u64,
     scores: u64,
     checkpoints: u64,
+    killed_before_write: u64,
+    killed_after_write: u64,
+}
+
+/// Whether the kill landed inside a slow checkpoint (`--slow-checkpoints`),
+/// from the steps the killed server logged: `Some("starting")` if a
+/// checkpoint had not written its snapshot yet, `Some("written")` if it had
+/// but had not returned.
+fn killed_in_checkpoint(log: &Path) -> Option<&'static str> {
+    let text = fs::read_to_string(log).ok()?;
+    let mut open: BTreeMap<String, &'static str> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.split("fault injection: checkpoint ").nth(1) else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let step = words.next().unwrap_or("");
+        let who: String = words
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        match step {
+            "starting" => open.insert(who, "starting"),
+            "written" => open.insert(who, "written"),
+            _ => open.remove(&who),
+        };
+    }
+    open.values().copied().max_by_key(|s| *s == "written")
 }
 
 /// A `chaff serve` child process; SIGKILLed when dropped.
@@ -431,7 +510,8 @@ impl Server {
     async fn start(exe: &Path, data: &Path, log: &Path) -> anyhow::Result<Self> {
         let log_file = fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let mut child = Command::new(exe)
@@ -550,7 +630,7 @@ async fn worker(soak: Arc<Soak>, mut client: Client, mut rng: Rng) {
                 }
                 let r = call(client.score(proto::ScoreRequest {
                     user_id: user.id.clone(),
-                    message: probe(u, rng.below(3)),
+                    message: probe(u, rng.below(3), soak.words[u]),
                     ..Default::default()
                 }))
                 .await;
@@ -619,7 +699,7 @@ async fn message_op(soak: &Soak, client: &mut Client, rng: &mut Rng, u: usize, k
             };
             let r = call(client.train(proto::TrainRequest {
                 user_id: user.id.clone(),
-                message: message(u, n),
+                message: message(u, n, soak.words[u]),
                 label: label_to_wire(label).into(),
                 message_id: msg_id.clone(),
             }))
@@ -1024,7 +1104,11 @@ async fn compare(soak: &Soak, server: &Server, replay: &Server, cycle: u32) -> a
         for k in 0..3 {
             let req = proto::ScoreRequest {
                 user_id: user.id.clone(),
-                message: if k < 2 { message(u, k) } else { probe(u, 0) },
+                message: if k < 2 {
+                    message(u, k, soak.words[u])
+                } else {
+                    probe(u, 0, soak.words[u])
+                },
                 message_id: format!("probe{k}"),
                 ..Default::default()
             };

@@ -124,6 +124,10 @@ impl Store {
 
     /// [`Store::checkpoint`] with the model already encoded.
     pub fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
+        #[cfg(feature = "fault-injection")]
+        let owner = crate::types::Owner::User(user.clone());
+        #[cfg(feature = "fault-injection")]
+        crate::fault::checkpoint_step(&owner, "starting");
         let mut batch = Batch::default();
         for item in self
             .tree()?
@@ -134,6 +138,11 @@ impl Store {
         }
         batch.insert(user_prefix(MODEL, user), snapshot.bytes);
         self.tree()?.apply_batch(batch)?;
+        #[cfg(feature = "fault-injection")]
+        {
+            crate::fault::checkpoint_step(&owner, "written");
+            crate::fault::checkpoint_step(&owner, "done");
+        }
         Ok(())
     }
 }
