@@ -100,8 +100,9 @@ pub struct SoakArgs {
     /// built with the `fault-injection` feature (test builds; `cargo build
     /// --features fault-injection`) then pauses inside each of their
     /// checkpoints and logs its steps, so kills land inside checkpoints and
-    /// the soak counts those that did. With a build without the feature the
-    /// names change nothing and the count stays 0.
+    /// the soak counts those that did; every other cycle the soak waits for
+    /// a checkpoint to start and kills inside it. With a build without the
+    /// feature the names change nothing and the count stays 0.
     #[arg(long)]
     slow_checkpoints: bool,
     /// Seed of the random choices (ops, timings); printed, so a failing run
@@ -338,6 +339,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             }));
         }
         tokio::time::sleep(run_for).await;
+        if args.slow_checkpoints && cycle % 2 == 0 {
+            // Every other cycle, aim: wait (up to 5 s) for a checkpoint to
+            // start, then kill at a random point of its two pauses.
+            let log = dir.join("server.log");
+            if wait_for_checkpoint(&log, Duration::from_secs(5)).await {
+                let pause = Duration::from_millis(30);
+                tokio::time::sleep((pause * 2).mul_f64(rng.unit())).await;
+            }
+        }
         // Flag first: an error seen while the flag is down came from a
         // live server, and is a discrepancy.
         soak.killed.store(true, Ordering::SeqCst);
@@ -470,6 +480,25 @@ struct Totals {
     checkpoints: u64,
     killed_before_write: u64,
     killed_after_write: u64,
+}
+
+/// Polls the server's log until a checkpoint step is logged after the
+/// call, or `limit` passes; whether one was.
+async fn wait_for_checkpoint(log: &Path, limit: Duration) -> bool {
+    let count = |log: &Path| {
+        fs::read_to_string(log)
+            .map(|t| t.matches("fault injection: checkpoint starting").count())
+            .unwrap_or(0)
+    };
+    let before = count(log);
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if count(log) > before {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether the kill landed inside a slow checkpoint (`--slow-checkpoints`),
