@@ -251,3 +251,45 @@ async fn a_sigkill_during_the_format_3_upgrade_loses_nothing_and_a_restart_compl
     upgraded.kill();
     expected.kill();
 }
+
+#[tokio::test]
+async fn a_list_reply_that_changed_nothing_still_waits_for_the_disk() {
+    // "Already there" may rest on another caller's add whose flush has not
+    // finished; replying without waiting acknowledged an entry a SIGKILL
+    // could still take away. Found reading the soak's list path.
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let waits = |s: chaff::proto::ServerStats| s.durable_waits;
+    let entry = |user: &str| chaff::proto::ListEntryRequest {
+        user_id: user.into(),
+        kind: chaff::proto::ListKind::Block.into(),
+        entry: "spam.example".into(),
+        ..Default::default()
+    };
+    let stats = || chaff::proto::GetStatsRequest {};
+    assert!(
+        c.add_list_entry(entry("alice"))
+            .await
+            .unwrap()
+            .into_inner()
+            .changed
+    );
+    let before = waits(c.get_stats(stats()).await.unwrap().into_inner());
+    let again = c.add_list_entry(entry("alice")).await.unwrap().into_inner();
+    assert!(!again.changed);
+    let after_add = waits(c.get_stats(stats()).await.unwrap().into_inner());
+    assert_eq!(after_add, before + 1, "an unchanged add waits for a flush");
+    let gone = c
+        .remove_list_entry(entry("bob"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!gone.changed);
+    let after_remove = waits(c.get_stats(stats()).await.unwrap().into_inner());
+    assert_eq!(
+        after_remove,
+        after_add + 1,
+        "an unchanged remove waits for a flush"
+    );
+    server.stop().await;
+}
