@@ -74,7 +74,11 @@ fn three_sigkills_under_load_lose_nothing_acknowledged_and_half_apply_nothing() 
 /// A message of user `u`: words from a small vocabulary leaning spammy
 /// (even `n`) or hammy (odd), so models score probes away from 0.5.
 fn fixture_message(u: usize, n: usize) -> Vec<u8> {
-    let lean = if n % 2 == 0 { "offer" } else { "meeting" };
+    let lean = if n.is_multiple_of(2) {
+        "offer"
+    } else {
+        "meeting"
+    };
     let words: Vec<String> = (0..120)
         .map(|i| format!("{lean}{}", (i * 7 + n * 13 + u) % 97))
         .collect();
@@ -95,7 +99,11 @@ fn write_clicks(path: &Path, users: usize, clicks: usize, weight: Weight, format
         let user = UserId::new(format!("old-{u}")).unwrap();
         let mut model = Model::default();
         for n in 0..clicks {
-            let label = if n % 2 == 0 { Label::Spam } else { Label::Ham };
+            let label = if n.is_multiple_of(2) {
+                Label::Spam
+            } else {
+                Label::Ham
+            };
             let ids = tokenizer.tokenize(&fixture_message(u, n)).ids;
             let entry = LedgerEntry {
                 label,
@@ -109,7 +117,7 @@ fn write_clicks(path: &Path, users: usize, clicks: usize, weight: Weight, format
             let seq = store
                 .record(&user, &msg, Some(&entry), &[Op::Learn(label, weight, ids)])
                 .unwrap();
-            if u % 2 == 0 && n == clicks / 2 {
+            if u.is_multiple_of(2) && n == clicks / 2 {
                 store.checkpoint(&user, &model, seq).unwrap();
             }
         }

@@ -213,7 +213,7 @@ const SYLLABLES: [&str; 24] = [
 /// have evidence both ways and probe scores are far from 0.5.
 fn message(user: usize, n: usize, count: usize) -> Vec<u8> {
     let mut rng = Rng(((user as u64) << 32) ^ n as u64 ^ 0x5EED);
-    let lean = if n % 2 == 0 { 0 } else { 12 };
+    let lean = if n.is_multiple_of(2) { 0 } else { 12 };
     let mut words = Vec::new();
     for _ in 0..count.max(3) {
         let a = lean + rng.below(12);
@@ -339,7 +339,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             }));
         }
         tokio::time::sleep(run_for).await;
-        if args.slow_checkpoints && cycle % 2 == 0 {
+        if args.slow_checkpoints && cycle.is_multiple_of(2) {
             // Every other cycle, aim: wait (up to 5 s) for a checkpoint to
             // start, then kill at a random point of its two pauses.
             let log = dir.join("server.log");
@@ -716,7 +716,7 @@ async fn message_op(soak: &Soak, client: &mut Client, rng: &mut Rng, u: usize, k
         Kind::Train => {
             // Mostly the label the message leans to, sometimes the other:
             // relearn flips.
-            let spammy = n % 2 == 0;
+            let spammy = n.is_multiple_of(2);
             let spam = if rng.below(5) == 0 { !spammy } else { spammy };
             let label = if spam { Label::Spam } else { Label::Ham };
             let post = match prior {
