@@ -15,7 +15,7 @@
 //! | [`service`]  | gRPC adapter, wire conversions, panic layer, admission (overload), health, reflection | tonic |
 //! | [`error`]    | the library's error enum                                    | —       |
 //! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |
-//! | `fault`      | test builds only (feature `fault-injection`): injected panics, a slow Score | — |
+//! | `fault`      | test builds only (feature `fault-injection`): injected panics, a slow Score, slow checkpoints | — |
 //! | [`metrics`]  | lock-free latency histograms (read by `service::metrics`)   | —       |
 //!
 //! # Dependency rules

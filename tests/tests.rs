@@ -25,6 +25,7 @@ mod quota;
 mod redis_cluster;
 mod redis_store;
 mod shared;
+mod soak;
 mod stats;
 mod trust;
 mod users;

@@ -9,6 +9,7 @@ mod loadtest;
 mod policy;
 mod seed;
 mod serve;
+mod soak;
 mod trust;
 mod values;
 
@@ -89,6 +90,11 @@ enum Command {
     /// Compute the same measures from results files (`id score gold judged` lines),
     /// e.g. written by `chaff eval --results` or the peer scripts.
     Metrics(MetricsArgs),
+    /// Crash soak: run `chaff serve` on a fresh data directory under
+    /// concurrent clicks, SIGKILL it at random moments, and check after each
+    /// restart that nothing acknowledged was lost and nothing unacknowledged
+    /// half-applied (docs/FAULTS.md).
+    Soak(soak::SoakArgs),
     /// Print a message's features (tokens) as the classifier sees them; local, no server.
     Tokens(TokensArgs),
     /// Operator: issue, list and revoke API keys (local: edits the keys file
@@ -362,6 +368,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),
+        Command::Soak(a) => soak::run(a).await,
         Command::Keys(c) => trust::keys(c),
     }
 }

@@ -106,6 +106,16 @@ impl Store {
         }))
     }
 
+    /// The last journal sequence number folded into the user's snapshot (0:
+    /// no snapshot). Lets a check from outside the engine see that a
+    /// checkpoint happened (`chaff soak` counts them).
+    pub fn snapshot_seq(&self, user: &UserId) -> Result<u64, Error> {
+        Ok(match self.tree()?.get(user_prefix(MODEL, user))? {
+            Some(bytes) => codec::decode_snapshot(&bytes)?.1,
+            None => 0,
+        })
+    }
+
     /// Folds the journal up to `last_seq` into a snapshot of `model`, and
     /// deletes the folded records, atomically.
     pub fn checkpoint(&self, user: &UserId, model: &Model, last_seq: u64) -> Result<(), Error> {
@@ -114,6 +124,10 @@ impl Store {
 
     /// [`Store::checkpoint`] with the model already encoded.
     pub fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
+        #[cfg(feature = "fault-injection")]
+        let owner = crate::types::Owner::User(user.clone());
+        #[cfg(feature = "fault-injection")]
+        crate::fault::checkpoint_step(&owner, "starting");
         let mut batch = Batch::default();
         for item in self
             .tree()?
@@ -124,6 +138,11 @@ impl Store {
         }
         batch.insert(user_prefix(MODEL, user), snapshot.bytes);
         self.tree()?.apply_batch(batch)?;
+        #[cfg(feature = "fault-injection")]
+        {
+            crate::fault::checkpoint_step(&owner, "written");
+            crate::fault::checkpoint_step(&owner, "done");
+        }
         Ok(())
     }
 }
