@@ -111,6 +111,7 @@ fn write_clicks(path: &Path, users: usize, clicks: usize, weight: Weight, format
                 tokens: ids.clone(),
                 weight,
                 shared: 0,
+                implicit: false,
             };
             model.learn_weighted(&ids, label, weight);
             let msg = MessageId::new(format!("f{n}")).unwrap();
