@@ -306,7 +306,12 @@ impl Engine {
             && slot.is_some()
             && let Some(id) = &delivered_id
         {
-            self.learn_delivered_tokens(user, &read.tokens.ids, id)?;
+            // Never the Score's failure: the decision stands whether or not
+            // the light learning could be written (a full disk refuses it;
+            // storage health reports that through the clicks).
+            if let Err(e) = self.learn_delivered_tokens(user, &read.tokens.ids, id) {
+                tracing::debug!(user = %user, error = %e, "delivered mail not learned");
+            }
         }
         let headers = decision.headers(score.probability);
         Ok(Outcome {
