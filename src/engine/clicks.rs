@@ -151,7 +151,10 @@ impl Engine {
             // would look confident: judge it as if that had never been
             // (rare: *Not spam* on mail in the inbox), so the model ends as
             // if only the click had happened.
-            let implicit = previous.as_ref().or(delivered.as_ref());
+            let implicit = previous
+                .as_ref()
+                .filter(|p| p.implicit)
+                .or(delivered.as_ref());
             let weight = match implicit {
                 Some(prev) if prev.label == label && !trusted => {
                     let mut model = slot.model.read().clone();
