@@ -223,8 +223,9 @@ impl Engine {
                 &shared_ops,
             )?;
             // Its own batch after the click's: a crash between the two
-            // leaves the light learning counted beside the click, which
-            // costs accuracy a twentieth of a message, never a click.
+            // leaves the delivery's learning counted beside the click, which
+            // costs accuracy at most one message's weight (usually a
+            // twentieth), never a click.
             if let Some(prev) = delivered {
                 let ops = undo(prev);
                 self.commit(user, slot, writer, &message.derived_id, None, &ops, &[])?;
