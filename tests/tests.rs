@@ -7,6 +7,7 @@ mod api;
 mod backup;
 mod cli;
 mod decode;
+mod delivered;
 mod durability;
 mod errors;
 mod eval;

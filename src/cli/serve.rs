@@ -95,6 +95,14 @@ pub struct ServeArgs {
     /// docs/ACCURACY.md, "Learning from delivered mail".
     #[arg(long, env = "CHAFF_LEARN_DELIVERED", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     learn_delivered: bool,
+    /// Delivered messages waiting to be learned before new ones are
+    /// dropped. Score only queues its delivered-mail learning; a
+    /// background worker learns it in batches, so a Score never waits for
+    /// that write. A full queue drops (counted in `chaff stats` and
+    /// /metrics, logged at most every 10 s): a light lesson lost, nothing
+    /// acknowledged. About 8 KiB per queued message.
+    #[arg(long, env = "CHAFF_DELIVERED_QUEUE", default_value_t = chaff::engine::DEFAULT_DELIVERED_QUEUE, value_parser = at_least_one)]
+    delivered_queue: usize,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -272,6 +280,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_shared_tokens: (args.max_shared_tokens > 0).then_some(args.max_shared_tokens),
         prune_in_background: true,
         learn_delivered: args.learn_delivered,
+        delivered_queue: args.delivered_queue,
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);

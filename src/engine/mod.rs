@@ -5,6 +5,8 @@
 //! - `score.rs` — **the scoring pipeline**, one function for every score
 //!   (read → model → blend → decide → record); start reading there;
 //! - `clicks.rs` — Train, relearn, Forget: the click path and its commit;
+//! - `delivered.rs` — learning from delivered mail, queued by Score for a
+//!   background worker in the server;
 //! - `users.rs` — user admin: summary, settings, lists, the decision log
 //!   search, DeleteUser;
 //! - `shared.rs` — the shared model's parts and the operator's seed;
@@ -49,6 +51,7 @@
 mod backup;
 mod cache;
 mod clicks;
+mod delivered;
 mod export;
 mod listing;
 mod quota;
@@ -59,6 +62,7 @@ mod users;
 pub use backup::BackedUp;
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
 pub use clicks::{Forgotten, TrainOutcome, Trained};
+pub use delivered::{DEFAULT_DELIVERED_QUEUE, DeliveredStats};
 pub use export::{Imported, MAX_IMPORT_BYTES};
 pub use listing::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserListing, UsersPage};
 pub use quota::{DEFAULT_MAX_SHARED_TOKENS, DEFAULT_MAX_USER_TOKENS, QuotaStats};
@@ -113,6 +117,10 @@ pub struct Settings {
     /// have taught chaff something (`Engine::learn_delivered`). Most users
     /// only ever click *Spam*; without this their model knows no ham.
     pub learn_delivered: bool,
+    /// Delivered messages waiting for the background learner before new
+    /// ones are dropped (`delivered`); used once the server starts it
+    /// ([`Engine::start_delivered_learner`]).
+    pub delivered_queue: usize,
 }
 
 impl Default for Settings {
@@ -127,6 +135,7 @@ impl Default for Settings {
             max_shared_tokens: Some(DEFAULT_MAX_SHARED_TOKENS),
             prune_in_background: false,
             learn_delivered: true,
+            delivered_queue: DEFAULT_DELIVERED_QUEUE,
         }
     }
 }
@@ -138,6 +147,7 @@ pub struct EngineStats {
     pub commit: CommitStats,
     pub decisions: crate::decisions::DecisionStats,
     pub quota: QuotaStats,
+    pub delivered: DeliveredStats,
 }
 
 /// Where the user's writes stand relative to its last snapshot.
@@ -196,6 +206,8 @@ pub struct Engine {
     seed: Mutex<u64>,
     /// Users whose models passed `max_user_tokens`, waiting for a prune.
     quota: quota::Quota,
+    /// Delivered mail waiting to be learned, and the worker learning it.
+    delivered: delivered::Learner,
 }
 
 /// A contribution's journal position (as [`WriterState`] for models).
@@ -232,6 +244,7 @@ impl Engine {
                 "the shared model takes over half of --model-memory; user models get the rest"
             );
         }
+        let delivered = delivered::Learner::new(settings.delivered_queue);
         Ok(Self {
             store,
             cache,
@@ -243,6 +256,7 @@ impl Engine {
             positions: Mutex::new(positions),
             seed: Mutex::new(seed),
             quota: quota::Quota::default(),
+            delivered,
         })
     }
 
@@ -432,6 +446,7 @@ impl Engine {
             commit: self.store.commit_stats(),
             decisions: self.decisions.stats(),
             quota: self.quota.stats(),
+            delivered: self.delivered.stats(),
         }
     }
 
@@ -473,6 +488,8 @@ impl Engine {
     /// Snapshots every user with journal records and flushes: a clean
     /// shutdown leaves nothing to replay at the next start.
     pub fn shutdown(&self) -> Result<(), Error> {
+        // First, so what it learns is in the snapshots below.
+        self.stop_delivered_learner();
         let slots: Vec<(UserId, Arc<UserSlot>)> = self
             .users
             .read()
@@ -503,6 +520,8 @@ impl Engine {
 mod tests;
 #[cfg(test)]
 mod tests_cache;
+#[cfg(test)]
+mod tests_delivered;
 #[cfg(test)]
 mod tests_quota;
 
