@@ -11,6 +11,8 @@ use crate::policy::{HandlingMode, UserSettings};
 use crate::tokenize::TokenId;
 use crate::types::Label;
 
+use super::dict::Dict;
+
 /// What the ledger holds for one learned message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -310,17 +312,23 @@ const SNAPSHOT_V3: u8 = b'W';
 /// A user's model in compact form: header, sorted gap-coded ids, then the
 /// spam and ham counts as varints. ~9–10 bytes per token for real models.
 pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
-    let entries: Vec<(TokenId, Counts)> = model.iter().collect();
+    encode_snapshot_parts(SnapshotHead::of(model), applied_seq, model.iter().collect())
+}
+
+/// [`encode_snapshot`] from a model's parts (see `store::Snapshot`).
+pub fn encode_snapshot_parts(
+    head: SnapshotHead,
+    applied_seq: u64,
+    entries: Vec<(TokenId, Counts)>,
+) -> Vec<u8> {
     let entries = crate::tokenize::sort_by_token_id(entries, |(id, _)| *id);
     let mut out = Vec::with_capacity(48 + entries.len() * 10);
     out.push(SNAPSHOT_V3);
-    out.extend_from_slice(&model.tokenizer_version().to_be_bytes());
+    out.extend_from_slice(&head.tokenizer_version.to_be_bytes());
     out.extend_from_slice(&applied_seq.to_be_bytes());
-    put_varint(&mut out, model.spam_learned());
-    put_varint(&mut out, model.ham_learned());
-    let (spam_weight, ham_weight) = model.weights();
-    put_varint(&mut out, spam_weight);
-    put_varint(&mut out, ham_weight);
+    for v in [head.spam, head.ham, head.spam_weight, head.ham_weight] {
+        put_varint(&mut out, v);
+    }
     // As `put_ids`, from the entries themselves (no second list of ids).
     put_varint(&mut out, entries.len() as u64);
     let mut prev = 0u64;
@@ -470,6 +478,349 @@ pub fn upgrade_format_3(kind: u8, value: &[u8]) -> Result<Vec<u8>, Error> {
         }
         _ => Ok(value.to_vec()),
     }
+}
+
+// ---------------------------------------------------------------------
+// Format 6: token ids as numbers in the contributor's dictionary
+// (`dict.rs`), and a checksum on every record.
+// ---------------------------------------------------------------------
+
+/// A format-6 record's last 4 bytes: CRC-32 (crc32fast) of its key and the
+/// bytes before it.
+///
+/// Why our own, when sled checksums its log: sled's CRC covers each log
+/// message (a page fragment) as it is read back from a segment, and its
+/// segment headers; it catches a torn or damaged log entry only when sled
+/// itself reads that fragment, and answers with `Error::Corruption`
+/// pointing at a log offset, not at a record a person can name. A value
+/// damaged where sled's checksum does not look (a blob file's contents are
+/// checked, but a value rewritten whole by a buggy upgrade, a bit flipped in
+/// memory before the write, or a record copied under the wrong key are not)
+/// would decode as wrong counts. This CRC binds the value to its key and is
+/// checked on every decode, so a damaged record is reported as *that*
+/// record (user, message) with what to do, never counted.
+const CHECKSUM_BYTES: usize = 4;
+
+fn checksum(key: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(key);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Appends the checksum of `key` and `payload`.
+pub fn seal(key: &[u8], mut payload: Vec<u8>) -> Vec<u8> {
+    let sum = checksum(key, &payload);
+    payload.extend_from_slice(&sum.to_le_bytes());
+    payload
+}
+
+/// The payload of a sealed value, if its checksum matches its key.
+pub fn unseal<'a>(key: &[u8], value: &'a [u8]) -> Option<&'a [u8]> {
+    let cut = value.len().checked_sub(CHECKSUM_BYTES)?;
+    let (payload, sum) = value.split_at(cut);
+    (checksum(key, payload).to_le_bytes() == sum).then_some(payload)
+}
+
+/// First byte of a format-6 ledger entry (the label, in lower case; format
+/// 2–5 entries begin with the label in upper case).
+const LEDGER_V6_SPAM: u8 = b's';
+const LEDGER_V6_HAM: u8 = b'h';
+/// First byte of a format-6 journal record. Older records begin with their
+/// op count as a varint; 0xFE would mean at least 254 ops, and a click
+/// writes at most three.
+const JOURNAL_V6: u8 = 0xFE;
+/// First byte of a format-6 snapshot (counts in dictionary order).
+const SNAPSHOT_V6: u8 = b'X';
+
+/// Whether a ledger value is format 6 (needs the dictionary to read).
+pub fn ledger_is_v6(value: &[u8]) -> bool {
+    matches!(value.first(), Some(&LEDGER_V6_SPAM | &LEDGER_V6_HAM))
+}
+
+/// Whether a journal value is format 6.
+pub fn ops_are_v6(value: &[u8]) -> bool {
+    value.first() == Some(&JOURNAL_V6)
+}
+
+/// Whether a snapshot value is format 6.
+pub fn snapshot_is_v6(value: &[u8]) -> bool {
+    value.first() == Some(&SNAPSHOT_V6)
+}
+
+/// Ids as their sorted dictionary numbers: a count, then gap varints. Every
+/// id must be numbered (the store extends the dictionary first).
+fn put_numbers(out: &mut Vec<u8>, dict: &Dict, ids: &[TokenId]) {
+    let mut numbers: Vec<u32> = ids
+        .iter()
+        .map(|id| dict.number(*id).expect("ids are numbered before encoding"))
+        .collect();
+    numbers.sort_unstable();
+    put_varint(out, numbers.len() as u64);
+    let mut prev = 0u64;
+    for n in numbers {
+        put_varint(out, u64::from(n) - prev);
+        prev = u64::from(n);
+    }
+}
+
+/// The ids a [`put_numbers`] list names, in number order.
+fn get_numbers(input: &mut &[u8], dict: &Dict) -> Option<Vec<TokenId>> {
+    let n = usize::try_from(get_varint(input)?).ok()?;
+    if n > input.len() {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(n);
+    let mut prev = 0u64;
+    for i in 0..n {
+        let gap = get_varint(input)?;
+        // Numbers are distinct and increasing: only the first gap may be 0.
+        if i > 0 && gap == 0 {
+            return None;
+        }
+        prev = prev.checked_add(gap)?;
+        ids.push(dict.id(prev)?);
+    }
+    Some(ids)
+}
+
+/// A ledger entry in format 6, sealed under its key.
+pub fn encode_ledger_v6(key: &[u8], entry: &LedgerEntry, dict: &Dict) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + entry.tokens.len() * 2);
+    out.push(match entry.label {
+        Label::Spam => LEDGER_V6_SPAM,
+        Label::Ham => LEDGER_V6_HAM,
+    });
+    put_varint(&mut out, u64::from(entry.tokenizer_version));
+    put_numbers(&mut out, dict, &entry.tokens);
+    put_weight(&mut out, entry.weight);
+    put_varint(&mut out, entry.shared);
+    seal(key, out)
+}
+
+/// Reads a ledger entry of any format; format 6 needs the dictionary.
+pub fn decode_ledger_any(
+    key: &[u8],
+    value: &[u8],
+    dict: Option<&Dict>,
+) -> Result<LedgerEntry, Error> {
+    if !ledger_is_v6(value) {
+        return decode_ledger(value);
+    }
+    let mut input = unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
+    let dict = dict.ok_or_else(|| corrupt("ledger entry: no dictionary"))?;
+    let label = match input.split_first() {
+        Some((&LEDGER_V6_SPAM, rest)) => {
+            input = rest;
+            Label::Spam
+        }
+        Some((_, rest)) => {
+            input = rest;
+            Label::Ham
+        }
+        None => return Err(corrupt("ledger label")),
+    };
+    let tokenizer_version = get_varint(&mut input)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| corrupt("ledger tokenizer version"))?;
+    let tokens = get_numbers(&mut input, dict)
+        .ok_or_else(|| corrupt("ledger tokens (a number outside the user's dictionary)"))?;
+    let weight = get_weight(&mut input).ok_or_else(|| corrupt("ledger weight"))?;
+    let shared = get_varint(&mut input).ok_or_else(|| corrupt("ledger shared id"))?;
+    if !input.is_empty() {
+        return Err(corrupt("ledger trailing bytes"));
+    }
+    Ok(LedgerEntry {
+        label,
+        tokenizer_version,
+        // Sorted by id, as the entry was written (and as format 5 read).
+        tokens: crate::tokenize::sort_by_token_id(tokens, |id| *id),
+        weight,
+        shared,
+    })
+}
+
+/// Journal ops in format 6, sealed under their key.
+pub fn encode_ops_v6(key: &[u8], ops: &[Op], dict: &Dict) -> Vec<u8> {
+    let ids: usize = ops.iter().map(|op| op.entries() as usize).sum();
+    let mut out = Vec::with_capacity(16 + ids * 2 + ops.len() * 4);
+    out.push(JOURNAL_V6);
+    put_varint(&mut out, ops.len() as u64);
+    for op in ops {
+        let (learn, label, weight, ids) = match op {
+            Op::Learn(l, w, ids) => (true, l, *w, ids),
+            Op::Unlearn(l, w, ids) => (false, l, *w, ids),
+        };
+        out.push(if learn {
+            OP_LEARN_WEIGHTED
+        } else {
+            OP_UNLEARN_WEIGHTED
+        });
+        out.push(label.to_byte());
+        put_weight(&mut out, weight);
+        put_numbers(&mut out, dict, ids);
+    }
+    seal(key, out)
+}
+
+/// Reads journal ops of any format; format 6 needs the dictionary.
+pub fn decode_ops_any(key: &[u8], value: &[u8], dict: Option<&Dict>) -> Result<Vec<Op>, Error> {
+    if !ops_are_v6(value) {
+        return decode_ops(value);
+    }
+    let bad = || corrupt("journal record");
+    let input = unseal(key, value).ok_or_else(|| corrupt("journal record: checksum mismatch"))?;
+    let dict = dict.ok_or_else(bad)?;
+    let mut input = &input[1..];
+    let n = get_varint(&mut input).ok_or_else(bad)?;
+    let mut ops = Vec::new();
+    for _ in 0..n {
+        let (&kind, rest) = input.split_first().ok_or_else(bad)?;
+        input = rest;
+        let label = get_label(&mut input).ok_or_else(bad)?;
+        let weight = get_weight(&mut input).ok_or_else(bad)?;
+        let ids = get_numbers(&mut input, dict).ok_or_else(bad)?;
+        ops.push(match kind {
+            OP_LEARN_WEIGHTED => Op::Learn(label, weight, ids),
+            OP_UNLEARN_WEIGHTED => Op::Unlearn(label, weight, ids),
+            _ => return Err(bad()),
+        });
+    }
+    if !input.is_empty() {
+        return Err(bad());
+    }
+    Ok(ops)
+}
+
+/// The fixed part of a snapshot: what a model counts besides its tokens.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotHead {
+    pub tokenizer_version: u32,
+    pub spam: u64,
+    pub ham: u64,
+    pub spam_weight: u64,
+    pub ham_weight: u64,
+}
+
+impl SnapshotHead {
+    pub fn of(model: &Model) -> Self {
+        let (spam_weight, ham_weight) = model.weights();
+        Self {
+            tokenizer_version: model.tokenizer_version(),
+            spam: model.spam_learned(),
+            ham: model.ham_learned(),
+            spam_weight,
+            ham_weight,
+        }
+    }
+}
+
+/// A snapshot in format 6, sealed under its key: the head, then one
+/// (spam, ham) count pair per dictionary number up to the highest one the
+/// model uses (tokens the model no longer has count 0, 2 bytes). Every
+/// token must be numbered.
+pub fn encode_snapshot_v6(
+    key: &[u8],
+    head: SnapshotHead,
+    applied_seq: u64,
+    tokens: &[(TokenId, Counts)],
+    dict: &Dict,
+) -> Vec<u8> {
+    let mut counts = vec![Counts::default(); dict.len()];
+    let mut used = 0usize;
+    for (id, c) in tokens {
+        let n = dict.number(*id).expect("model tokens are numbered") as usize;
+        counts[n] = *c;
+        used = used.max(n + 1);
+    }
+    counts.truncate(used);
+    let mut out = Vec::with_capacity(48 + counts.len() * 3);
+    out.push(SNAPSHOT_V6);
+    out.extend_from_slice(&head.tokenizer_version.to_be_bytes());
+    out.extend_from_slice(&applied_seq.to_be_bytes());
+    for v in [head.spam, head.ham, head.spam_weight, head.ham_weight] {
+        put_varint(&mut out, v);
+    }
+    put_varint(&mut out, counts.len() as u64);
+    for c in &counts {
+        put_varint(&mut out, u64::from(c.spam));
+        put_varint(&mut out, u64::from(c.ham));
+    }
+    seal(key, out)
+}
+
+/// Reads a snapshot of any format; format 6 needs the dictionary.
+pub fn decode_snapshot_any(
+    key: &[u8],
+    value: &[u8],
+    dict: Option<&Dict>,
+) -> Result<(Model, u64), Error> {
+    if !snapshot_is_v6(value) {
+        return decode_snapshot(value);
+    }
+    let bad = || corrupt("model snapshot");
+    let input = unseal(key, value).ok_or_else(|| corrupt("model snapshot: checksum mismatch"))?;
+    let dict = dict.ok_or_else(bad)?;
+    let input = &input[1..];
+    if input.len() < 12 {
+        return Err(bad());
+    }
+    let version = u32::from_be_bytes(input[0..4].try_into().unwrap());
+    let applied_seq = u64::from_be_bytes(input[4..12].try_into().unwrap());
+    let mut input = &input[12..];
+    let mut head = [0u64; 4];
+    for v in &mut head {
+        *v = get_varint(&mut input).ok_or_else(bad)?;
+    }
+    let n = get_varint(&mut input).ok_or_else(bad)?;
+    if n > dict.len() as u64 || n > input.len() as u64 {
+        return Err(corrupt(
+            "model snapshot (counts beyond the user's dictionary)",
+        ));
+    }
+    let count = |input: &mut &[u8]| {
+        get_varint(input)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(bad)
+    };
+    let mut tokens = Vec::new();
+    for id in &dict.ids()[..n as usize] {
+        let spam = count(&mut input)?;
+        let ham = count(&mut input)?;
+        if spam != 0 || ham != 0 {
+            tokens.push((*id, Counts { spam, ham }));
+        }
+    }
+    if !input.is_empty() {
+        return Err(bad());
+    }
+    Ok((
+        Model::from_parts((head[0], head[1]), (head[2], head[3]), version, tokens),
+        applied_seq,
+    ))
+}
+
+/// A dictionary record: the ids, 8 bytes each (little-endian), sealed
+/// under its key (`K` · contributor · first number).
+pub fn encode_dict(key: &[u8], ids: &[TokenId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * 8 + CHECKSUM_BYTES);
+    for id in ids {
+        out.extend_from_slice(&id.0.to_le_bytes());
+    }
+    seal(key, out)
+}
+
+/// The ids of a dictionary record.
+pub fn decode_dict(key: &[u8], value: &[u8]) -> Result<Vec<TokenId>, Error> {
+    let input =
+        unseal(key, value).ok_or_else(|| corrupt("dictionary record: checksum mismatch"))?;
+    if input.len() % 8 != 0 {
+        return Err(corrupt("dictionary record length"));
+    }
+    Ok(input
+        .chunks_exact(8)
+        .map(|c| TokenId(u64::from_le_bytes(c.try_into().unwrap())))
+        .collect())
 }
 
 #[cfg(test)]

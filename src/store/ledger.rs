@@ -5,9 +5,22 @@ use sled::Batch;
 
 use super::Store;
 use super::codec::{self, LedgerEntry, Op};
+use super::dict::{Dict, describe};
 use super::keys::*;
 use crate::error::Error;
 use crate::types::{MessageId, Owner, UserId};
+
+/// A ledger entry that does not read back: names it and what to do.
+fn damaged_ledger(who: &Owner, msg: &MessageId, e: Error) -> Error {
+    Error::Corrupt {
+        what: format!(
+            "ledger entry of {} for message {msg}: {}; that click cannot be undone or \
+             relearned until the entry is restored from a backup",
+            describe(who),
+            super::dict::what(e)
+        ),
+    }
+}
 
 impl Store {
     /// What was learned for this message, if anything.
@@ -22,16 +35,28 @@ impl Store {
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
         let key = ledger_key(who, msg);
+        let mut value = None;
         if let Some(pending) = &self.pending {
             match pending.lock().ledger(&key) {
-                Some(Some(bytes)) => return Ok(Some(codec::decode_ledger(bytes)?)),
+                Some(Some(bytes)) => value = Some(bytes.to_vec()),
                 Some(None) => return Ok(None),
                 None => {}
             }
         }
-        match self.sled_tree.get(key)? {
-            Some(bytes) => Ok(Some(codec::decode_ledger(&bytes)?)),
-            None => Ok(None),
+        let value = match value {
+            Some(v) => v,
+            None => match self.sled_tree.get(&key)? {
+                Some(bytes) => bytes.to_vec(),
+                None => return Ok(None),
+            },
+        };
+        let decode = |dict: Option<&Dict>| {
+            codec::decode_ledger_any(&key, &value, dict).map_err(|e| damaged_ledger(who, msg, e))
+        };
+        if codec::ledger_is_v6(&value) {
+            self.with_dict(who, |dict| decode(Some(dict))).map(Some)
+        } else {
+            decode(None).map(Some)
         }
     }
 
@@ -65,34 +90,67 @@ impl Store {
         // sled's id generator is monotonic across restarts, so sequence
         // numbers order every user's journal without per-user counters.
         let seq = self.db.generate_id()?.saturating_add(1);
-        let ledger = (ledger_key(who, msg), entry.map(codec::encode_ledger));
-        let mut journal = Vec::with_capacity(2);
-        if let Owner::User(user) = who {
-            journal.push((journal_key(user, seq), codec::encode_ops(ops)));
-        }
-        if !shared_ops.is_empty() {
-            journal.push((
-                contribution_journal_key(who, seq),
-                codec::encode_ops(shared_ops),
-            ));
-        }
-        if let Some(pending) = &self.pending {
-            let mut pending = pending.lock();
-            if pending.push(ledger, journal) {
-                self.apply(&mut pending)?;
+        self.with_dict(who, |dict| {
+            // Number every id this click writes by number; new numbers go
+            // to disk in the click's own batch.
+            let before = dict.len();
+            let user_ops = if matches!(who, Owner::User(_)) {
+                ops
+            } else {
+                &[]
+            };
+            let ids = entry
+                .iter()
+                .flat_map(|e| e.tokens.iter())
+                .chain(user_ops.iter().flat_map(|op| match op {
+                    Op::Learn(_, _, ids) | Op::Unlearn(_, _, ids) => ids.iter(),
+                }));
+            dict.extend(ids.copied()).ok_or_else(|| Error::Corrupt {
+                what: format!("token dictionary of {} is full", describe(who)),
+            })?;
+            let mut writes = Vec::with_capacity(3);
+            if dict.len() > before {
+                let key = dict_key(&contributor_prefix(DICT, who), before);
+                let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                writes.push((key, value));
             }
-            return Ok(seq);
-        }
-        let mut batch = Batch::default();
-        match ledger {
-            (key, Some(value)) => batch.insert(key, value),
-            (key, None) => batch.remove(key),
-        }
-        for (key, value) in journal {
-            batch.insert(key, value);
-        }
-        self.sled_tree.apply_batch(batch)?;
-        Ok(seq)
+            let key = ledger_key(who, msg);
+            let value = entry.map(|e| codec::encode_ledger_v6(&key, e, dict));
+            let ledger = (key, value);
+            if let Owner::User(user) = who {
+                let key = journal_key(user, seq);
+                let value = codec::encode_ops_v6(&key, ops, dict);
+                writes.push((key, value));
+            }
+            if !shared_ops.is_empty() {
+                writes.push((
+                    contribution_journal_key(who, seq),
+                    codec::encode_ops(shared_ops),
+                ));
+            }
+            if let Some(pending) = &self.pending {
+                // Pending writes are kept until sled takes them (even if
+                // this apply fails), so the numbers stay.
+                let mut pending = pending.lock();
+                if pending.push(ledger, writes) {
+                    self.apply(&mut pending)?;
+                }
+                return Ok(seq);
+            }
+            let mut batch = Batch::default();
+            match ledger {
+                (key, Some(value)) => batch.insert(key, value),
+                (key, None) => batch.remove(key),
+            }
+            for (key, value) in writes {
+                batch.insert(key, value);
+            }
+            if let Err(e) = self.sled_tree.apply_batch(batch) {
+                dict.truncate(before);
+                return Err(e.into());
+            }
+            Ok(seq)
+        })
     }
 
     /// A fresh id, larger than every id handed out before (also across

@@ -63,6 +63,7 @@
 mod codec;
 mod commit;
 mod decisions;
+mod dict;
 mod error;
 mod keys;
 mod ledger;
@@ -83,6 +84,7 @@ use crate::error::Error;
 
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
+pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Snapshot, checkpoint_due};
 
@@ -92,18 +94,28 @@ use commit::GroupCommit;
 use pending::Pending;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
+/// Format 6 names a user's tokens by number in the user's own dictionary
+/// (`K` records, `dict.rs`) in ledger entries, journal records and
+/// snapshots, and seals those records with a checksum (`codec::seal`).
 /// Format 5 added the shared model (`G`/`H`/`O` keys, shared ids in ledger
 /// entries, consent ids in settings). Format 4 counts a message as 64
 /// weight units (`classify::Weight::FULL`); format 3 counted it as 8
 /// (upgraded at open: [`Store::open`]).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
 /// format 2 had no weights, settings, lists or decisions; its records
 /// decode as full-weight (see `codec`). Format 4 had no shared model: its
 /// ledger entries and settings read as not shared, so nothing is rewritten.
 /// (Format 3 is upgraded by rewriting its records: `upgrade_format_3`.)
-const READABLE_FORMATS: [u32; 2] = [2, 4];
+///
+/// Format 5 is upgraded by rewriting `F` alone: its records keep their own
+/// first bytes (upper-case ledger labels, journal op counts, `W` snapshots),
+/// which no format-6 record starts with, so both read side by side; each
+/// user's next checkpoint rewrites their snapshot in format 6, and their
+/// new clicks are written in it. One write of one key: a crash leaves the
+/// directory wholly in format 5 or wholly readable as 6.
+const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
 
 /// Keys removed per batch when a user or the seed ledger is deleted: sled's
 /// memory grows with batch size, so large deletions go in bounded steps.
@@ -127,6 +139,8 @@ pub struct Store {
     /// ([`Store::location`]).
     path: Arc<std::path::PathBuf>,
     cache_bytes: u64,
+    /// Token dictionaries in memory (`dict.rs`), shared by every clone.
+    dicts: Arc<dict::Dicts>,
 }
 
 /// Format 3 wrote explicit weights and snapshot counts in eighths of a
@@ -241,6 +255,7 @@ impl Store {
             sync,
             path: Arc::new(path.to_path_buf()),
             cache_bytes,
+            dicts: Arc::default(),
         })
     }
 

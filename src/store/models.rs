@@ -5,10 +5,23 @@ use sled::Batch;
 
 use super::Store;
 use super::codec::{self};
+use super::dict::Dict;
 use super::keys::*;
-use crate::classify::Model;
+use crate::classify::{Counts, Model};
 use crate::error::Error;
-use crate::types::UserId;
+use crate::tokenize::TokenId;
+use crate::types::{Owner, UserId};
+
+/// A model record that does not read back: names it and what to do.
+fn damaged_model(user: &UserId, record: &str, e: Error) -> Error {
+    Error::Corrupt {
+        what: format!(
+            "model {record} of user {user}: {}; restore the data directory from a backup, \
+             or rebuild this user's model from their ledger with `chaff repair --user {user}`",
+            super::dict::what(e)
+        ),
+    }
+}
 
 /// A journal shorter than this many entries ([`Op::entries`](super::Op::entries): token ids,
 /// plus one per op) is never folded, however small the model: tiny models
@@ -55,15 +68,22 @@ pub struct LoadedModel {
 /// click that holds the user's writer lock and is encoding — without a copy
 /// of a model of hundreds of thousands of tokens, and writes it after
 /// releasing the lock, so no lock is held across I/O.
+///
+/// Since format 6 a user's snapshot lists counts in the order of the user's
+/// token dictionary, which only the store knows: `encode` copies the
+/// model's (id, counts) pairs (16 bytes a token, what sorting them for the
+/// format-5 snapshot already copied) and the store encodes them.
 pub struct Snapshot {
-    pub(super) bytes: Vec<u8>,
+    pub(super) head: codec::SnapshotHead,
+    pub(super) tokens: Vec<(TokenId, Counts)>,
     pub(super) last_seq: u64,
 }
 
 impl Snapshot {
     pub fn encode(model: &Model, last_seq: u64) -> Self {
         Self {
-            bytes: codec::encode_snapshot(model, last_seq),
+            head: codec::SnapshotHead::of(model),
+            tokens: model.iter().collect(),
             last_seq,
         }
     }
@@ -73,9 +93,16 @@ impl Store {
     /// The user's model (snapshot plus journal replay), or `None` for a user
     /// with nothing stored.
     pub fn load_model(&self, user: &UserId) -> Result<Option<LoadedModel>, Error> {
-        let snapshot = self.tree()?.get(user_prefix(MODEL, user))?;
+        let who = Owner::User(user.clone());
+        self.with_dict(&who, |dict| self.load_model_with(user, dict))
+    }
+
+    fn load_model_with(&self, user: &UserId, dict: &Dict) -> Result<Option<LoadedModel>, Error> {
+        let model_key = user_prefix(MODEL, user);
+        let snapshot = self.tree()?.get(&model_key)?;
         let (mut model, mut last_seq) = match &snapshot {
-            Some(bytes) => codec::decode_snapshot(bytes)?,
+            Some(bytes) => codec::decode_snapshot_any(&model_key, bytes, Some(dict))
+                .map_err(|e| damaged_model(user, "snapshot", e))?,
             None => (Model::default(), 0),
         };
         let mut journal_entries = 0;
@@ -85,7 +112,9 @@ impl Store {
         for item in self.tree()?.range(start..=end) {
             let (key, value) = item?;
             let mut entries = 0;
-            for op in codec::decode_ops(&value)? {
+            let ops = codec::decode_ops_any(&key, &value, Some(dict))
+                .map_err(|e| damaged_model(user, "journal record", e))?;
+            for op in ops {
                 op.apply(&mut model);
                 entries += op.entries();
             }
@@ -114,16 +143,42 @@ impl Store {
 
     /// [`Store::checkpoint`] with the model already encoded.
     pub fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
-        let mut batch = Batch::default();
-        for item in self
-            .tree()?
-            .range(journal_key(user, 0)..=journal_key(user, snapshot.last_seq))
-        {
-            let (key, _) = item?;
-            batch.remove(key);
-        }
-        batch.insert(user_prefix(MODEL, user), snapshot.bytes);
-        self.tree()?.apply_batch(batch)?;
-        Ok(())
+        let who = Owner::User(user.clone());
+        self.with_dict(&who, |dict| {
+            let mut batch = Batch::default();
+            for item in self
+                .tree()?
+                .range(journal_key(user, 0)..=journal_key(user, snapshot.last_seq))
+            {
+                let (key, _) = item?;
+                batch.remove(key);
+            }
+            // A model loaded from a format-5 snapshot has ids its dictionary
+            // never numbered: number them in this batch.
+            let before = dict.len();
+            dict.extend(snapshot.tokens.iter().map(|(id, _)| *id))
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("token dictionary of user {user} is full"),
+                })?;
+            if dict.len() > before {
+                let key = dict_key(&contributor_prefix(DICT, &who), before);
+                let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                batch.insert(key, value);
+            }
+            let key = user_prefix(MODEL, user);
+            let value = codec::encode_snapshot_v6(
+                &key,
+                snapshot.head,
+                snapshot.last_seq,
+                &snapshot.tokens,
+                dict,
+            );
+            batch.insert(key, value);
+            if let Err(e) = self.tree()?.apply_batch(batch) {
+                dict.truncate(before);
+                return Err(e.into());
+            }
+            Ok(())
+        })
     }
 }

@@ -4,7 +4,7 @@ use super::*;
 use crate::classify::Model;
 use crate::classify::Weight;
 use crate::tokenize::TokenId;
-use crate::types::{Label, MessageId, UserId};
+use crate::types::{Label, MessageId, Owner, UserId};
 
 /// Opens the store in `path`, waiting while a just-dropped handle of it
 /// still holds sled's file lock (its background flusher lets go at its next
@@ -47,6 +47,50 @@ fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
             &[Op::Learn(label, Weight::FULL, ids(t))],
         )
         .unwrap()
+}
+
+/// Formats 2–5 as they were written, frozen here (the codec keeps their
+/// encoders only to read and upgrade them): a user's click as one batch of
+/// a ledger entry with 64-bit ids and a journal record of ops, and a
+/// checkpoint as a `W` snapshot with sorted ids.
+mod format_5 {
+    use super::*;
+
+    pub fn click(
+        tree: &Tree,
+        u: &UserId,
+        m: &MessageId,
+        entry: Option<&LedgerEntry>,
+        ops: &[Op],
+        seq: u64,
+    ) {
+        let mut batch = Batch::default();
+        let key = ledger_key(&Owner::User(u.clone()), m);
+        match entry {
+            Some(e) => batch.insert(key, codec::encode_ledger(e)),
+            None => batch.remove(key),
+        }
+        batch.insert(journal_key(u, seq), codec::encode_ops(ops));
+        tree.apply_batch(batch).unwrap();
+    }
+
+    pub fn checkpoint(tree: &Tree, u: &UserId, model: &Model, seq: u64) {
+        let mut batch = Batch::default();
+        for item in tree.range(journal_key(u, 0)..=journal_key(u, seq)) {
+            batch.remove(item.unwrap().0);
+        }
+        batch.insert(user_prefix(MODEL, u), codec::encode_snapshot(model, seq));
+        tree.apply_batch(batch).unwrap();
+    }
+
+    /// A data directory as format `format` leaves it: the raw sled
+    /// database with only the format key.
+    pub fn directory(path: &std::path::Path, format: u32) -> (Db, Tree) {
+        let db = sled::Config::new().path(path).open().unwrap();
+        let tree = db.open_tree("chaff").unwrap();
+        tree.insert(FORMAT_KEY, &format.to_be_bytes()).unwrap();
+        (db, tree)
+    }
 }
 
 #[test]
@@ -151,7 +195,7 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
     let dir = tempfile::tempdir().unwrap();
     let alice = user("alice");
     let (w3_full, w3_low) = (Weight(8), Weight(1));
-    let click = |store: &Store, m: &str, label, w, t: &[u64]| {
+    let click = |tree: &Tree, m: &str, label, w, t: &[u64], seq| {
         let entry = LedgerEntry {
             label,
             tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
@@ -159,28 +203,17 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
             weight: w,
             shared: 0,
         };
-        store
-            .record(
-                &alice,
-                &msg(m),
-                Some(&entry),
-                &[Op::Learn(label, w, ids(t))],
-            )
-            .unwrap()
+        let ops = [Op::Learn(label, w, ids(t))];
+        format_5::click(tree, &alice, &msg(m), Some(&entry), &ops, seq);
     };
     {
-        let store = open_again(dir.path());
-        let seq = click(&store, "m1", Label::Spam, w3_full, &[1, 2]);
+        let (db, tree) = format_5::directory(dir.path(), 3);
+        click(&tree, "m1", Label::Spam, w3_full, &[1, 2], 1);
         let mut folded = Model::default();
         folded.learn_weighted(&ids(&[1, 2]), Label::Spam, w3_full);
-        store.checkpoint(&alice, &folded, seq).unwrap();
-        click(&store, "m2", Label::Spam, w3_low, &[2, 3]);
-        store
-            .tree()
-            .unwrap()
-            .insert(FORMAT_KEY, &3u32.to_be_bytes())
-            .unwrap();
-        store.flush().unwrap();
+        format_5::checkpoint(&tree, &alice, &folded, 1);
+        click(&tree, "m2", Label::Spam, w3_low, &[2, 3], 2);
+        db.flush().unwrap();
     }
     let store = open_again(dir.path());
     let mut expect = Model::default();
@@ -278,5 +311,155 @@ fn a_journal_record_without_ops_still_counts_towards_a_checkpoint() {
     assert_eq!(
         store.load_model(&alice).unwrap().unwrap().journal_entries,
         1
+    );
+}
+
+#[test]
+fn a_format_5_directory_opens_as_format_6_with_the_same_models_and_ledger() {
+    // Today's main (format 5) wrote 64-bit ids everywhere; format 6 numbers
+    // them in a dictionary. Open a format-5 directory (snapshot, journal
+    // after it, a relabel and a Forget), then keep clicking and
+    // checkpointing in format 6 over the old records.
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    let entry = |label, t: &[u64]| LedgerEntry {
+        label,
+        tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
+        tokens: ids(t),
+        weight: Weight::FULL,
+        shared: 0,
+    };
+    let mut expect = Model::default();
+    {
+        let (db, tree) = format_5::directory(dir.path(), 5);
+        let (m1, m2, m3) = (
+            entry(Label::Spam, &[1, 2]),
+            entry(Label::Ham, &[2, 3]),
+            entry(Label::Spam, &[9]),
+        );
+        format_5::click(
+            &tree,
+            &alice,
+            &msg("m1"),
+            Some(&m1),
+            &[Op::Learn(Label::Spam, Weight::FULL, ids(&[1, 2]))],
+            1,
+        );
+        expect.learn(&ids(&[1, 2]), Label::Spam);
+        format_5::checkpoint(&tree, &alice, &expect, 1);
+        format_5::click(
+            &tree,
+            &alice,
+            &msg("m2"),
+            Some(&m2),
+            &[Op::Learn(Label::Ham, Weight::FULL, ids(&[2, 3]))],
+            2,
+        );
+        format_5::click(
+            &tree,
+            &alice,
+            &msg("m3"),
+            Some(&m3),
+            &[Op::Learn(Label::Spam, Weight::FULL, ids(&[9]))],
+            3,
+        );
+        // m3 forgotten: its ledger entry removed, its counts unlearned.
+        format_5::click(
+            &tree,
+            &alice,
+            &msg("m3"),
+            None,
+            &[Op::Unlearn(Label::Spam, Weight::FULL, ids(&[9]))],
+            4,
+        );
+        expect.learn(&ids(&[2, 3]), Label::Ham);
+        db.flush().unwrap();
+    }
+    let store = open_again(dir.path());
+    let format = store.tree().unwrap().get(FORMAT_KEY).unwrap().unwrap();
+    assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+    let loaded = store.load_model(&alice).unwrap().unwrap();
+    assert_eq!(loaded.model, expect);
+    assert_eq!(loaded.last_seq, 4);
+    assert_eq!(
+        store.ledger_get(&alice, &msg("m1")).unwrap(),
+        Some(entry(Label::Spam, &[1, 2]))
+    );
+    assert_eq!(store.ledger_get(&alice, &msg("m3")).unwrap(), None);
+    // Relabel an old-format entry exactly, then fold everything into a
+    // format-6 snapshot (its ids numbered in the same batch), and reopen.
+    let old = store.ledger_get(&alice, &msg("m2")).unwrap().unwrap();
+    let seq = store
+        .record(
+            &alice,
+            &msg("m2"),
+            Some(&entry(Label::Spam, &[2, 3])),
+            &[
+                Op::Unlearn(old.label, old.weight, old.tokens),
+                Op::Learn(Label::Spam, Weight::FULL, ids(&[2, 3])),
+            ],
+        )
+        .unwrap();
+    expect.unlearn(&ids(&[2, 3]), Label::Ham);
+    expect.learn(&ids(&[2, 3]), Label::Spam);
+    store.checkpoint(&alice, &expect, seq).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = open_again(dir.path());
+    let snapshot = store
+        .tree()
+        .unwrap()
+        .get(user_prefix(MODEL, &alice))
+        .unwrap()
+        .unwrap();
+    assert!(codec::snapshot_is_v6(&snapshot));
+    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, expect);
+    assert_eq!(
+        store.ledger_get(&alice, &msg("m1")).unwrap(),
+        Some(entry(Label::Spam, &[1, 2]))
+    );
+    assert_eq!(
+        store.ledger_get(&alice, &msg("m2")).unwrap(),
+        Some(entry(Label::Spam, &[2, 3]))
+    );
+}
+
+#[test]
+fn a_user_s_ids_are_numbered_once_and_records_name_numbers() {
+    // The dictionary is what makes format 6 small: an id used by many
+    // clicks is stored once, and a ledger entry of small numbers costs
+    // about a byte or two per token, not 7-8.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_again(dir.path());
+    let alice = user("alice");
+    let big: Vec<u64> = (0..400u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
+    learn(&store, &alice, "m1", Label::Spam, &big);
+    learn(&store, &alice, "m2", Label::Ham, &big);
+    let usage: std::collections::BTreeMap<char, (u64, u64, u64)> = store
+        .usage()
+        .unwrap()
+        .into_iter()
+        .map(|(c, n, k, v)| (c, (n, k, v)))
+        .collect();
+    assert_eq!(usage[&'K'].0, 1, "one dictionary record: m2 added no ids");
+    assert!(usage[&'K'].2 >= 400 * 8);
+    let per_entry = usage[&'L'].2 / 2;
+    assert!(
+        per_entry < 400 * 2,
+        "ledger entry of 400 tokens took {per_entry} bytes"
+    );
+    drop(store);
+    let store = open_again(dir.path());
+    let mut sorted = ids(&big);
+    sorted.sort();
+    assert_eq!(
+        store
+            .ledger_get(&alice, &msg("m2"))
+            .unwrap()
+            .unwrap()
+            .tokens,
+        sorted
     );
 }
