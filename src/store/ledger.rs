@@ -35,20 +35,8 @@ impl Store {
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
         let key = ledger_key(who, msg);
-        let mut value = None;
-        if let Some(pending) = &self.pending {
-            match pending.lock().ledger(&key) {
-                Some(Some(bytes)) => value = Some(bytes.to_vec()),
-                Some(None) => return Ok(None),
-                None => {}
-            }
-        }
-        let value = match value {
-            Some(v) => v,
-            None => match self.sled_tree.get(&key)? {
-                Some(bytes) => bytes.to_vec(),
-                None => return Ok(None),
-            },
+        let Some(value) = self.ledger_raw(&key)? else {
+            return Ok(None);
         };
         let decode = |dict: Option<&Dict>| {
             codec::decode_ledger_any(&key, &value, dict).map_err(|e| damaged_ledger(who, msg, e))
@@ -58,6 +46,18 @@ impl Store {
         } else {
             decode(None).map(Some)
         }
+    }
+
+    /// The stored bytes under a ledger key, pending clicks first.
+    fn ledger_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(pending) = &self.pending {
+            match pending.lock().ledger(key) {
+                Some(Some(bytes)) => return Ok(Some(bytes.to_vec())),
+                Some(None) => return Ok(None),
+                None => {}
+            }
+        }
+        Ok(self.sled_tree.get(key)?.map(|v| v.to_vec()))
     }
 
     /// Records one click atomically: the message's new ledger state (`None`
@@ -115,13 +115,30 @@ impl Store {
                 writes.push((key, value));
             }
             let key = ledger_key(who, msg);
-            let value = entry.map(|e| codec::encode_ledger_v6(&key, e, dict));
-            let ledger = (key, value);
             if let Owner::User(user) = who {
-                let key = journal_key(user, seq);
-                let value = codec::encode_ops_v6(&key, ops, dict);
-                writes.push((key, value));
+                // The entry this click replaces may be named by a journal
+                // pointer not yet folded: make that record explicit first.
+                if let Some(prev) = self.ledger_raw(&key)? {
+                    if let Some(fix) = self.explicit_pointer(user, &key, &prev, dict)? {
+                        writes.push(fix);
+                    }
+                }
+                let jkey = journal_key(user, seq);
+                let first_learn = match (entry, ops) {
+                    (Some(e), [Op::Learn(label, weight, ids)]) => {
+                        *label == e.label && *weight == e.weight && *ids == e.tokens
+                    }
+                    _ => false,
+                };
+                let value = if first_learn {
+                    codec::encode_learn_pointer(&jkey, msg.as_str().as_bytes())
+                } else {
+                    codec::encode_ops_v6(&jkey, ops, dict)
+                };
+                writes.push((jkey, value));
             }
+            let value = entry.map(|e| codec::encode_ledger_v6(&key, e, seq, dict));
+            let ledger = (key, value);
             if !shared_ops.is_empty() {
                 writes.push((
                     contribution_journal_key(who, seq),
@@ -151,6 +168,32 @@ impl Store {
             }
             Ok(seq)
         })
+    }
+
+    /// If the ledger entry `prev` (under `key`) was written by a click whose
+    /// journal record is still a pointer to it, that record rewritten with
+    /// the ops it stands for (to go in the batch that changes the entry).
+    fn explicit_pointer(
+        &self,
+        user: &UserId,
+        key: &[u8],
+        prev: &[u8],
+        dict: &Dict,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+        let Some(seq) = codec::ledger_seq(key, prev)? else {
+            return Ok(None);
+        };
+        let jkey = journal_key(user, seq);
+        let Some(record) = self.tree()?.get(&jkey)? else {
+            return Ok(None);
+        };
+        if codec::learn_pointer(&jkey, &record)?.is_none() {
+            return Ok(None);
+        }
+        let e = codec::decode_ledger_any(key, prev, Some(dict))?;
+        let ops = [Op::Learn(e.label, e.weight, e.tokens)];
+        let value = codec::encode_ops_v6(&jkey, &ops, dict);
+        Ok(Some((jkey, value)))
     }
 
     /// A fresh id, larger than every id handed out before (also across

@@ -112,7 +112,11 @@ impl Store {
         for item in self.tree()?.range(start..=end) {
             let (key, value) = item?;
             let mut entries = 0;
-            let ops = codec::decode_ops_any(&key, &value, Some(dict))
+            let seq_bytes = &key[key.len() - 8..];
+            let seq =
+                u64::from_be_bytes(seq_bytes.try_into().expect("journal key ends in 8 bytes"));
+            let ops = self
+                .journal_ops(user, seq, &key, &value, dict)
                 .map_err(|e| damaged_model(user, "journal record", e))?;
             for op in ops {
                 op.apply(&mut model);
@@ -120,9 +124,7 @@ impl Store {
             }
             // A record counts even with no ops (see `Engine::commit`).
             journal_entries += entries.max(1);
-            let seq_bytes = &key[key.len() - 8..];
-            last_seq =
-                u64::from_be_bytes(seq_bytes.try_into().expect("journal key ends in 8 bytes"));
+            last_seq = seq;
             records += 1;
         }
         if snapshot.is_none() && records == 0 {
@@ -133,6 +135,35 @@ impl Store {
             last_seq,
             journal_entries,
         }))
+    }
+
+    /// A journal record's ops; a pointer record's from the ledger entry it
+    /// names, which must be the one its click wrote.
+    fn journal_ops(
+        &self,
+        user: &UserId,
+        seq: u64,
+        key: &[u8],
+        value: &[u8],
+        dict: &Dict,
+    ) -> Result<Vec<codec::Op>, Error> {
+        let Some(message) = codec::learn_pointer(key, value)? else {
+            return codec::decode_ops_any(key, value, Some(dict));
+        };
+        let mut ledger = user_prefix(LEDGER, user);
+        ledger.extend_from_slice(message);
+        let missing = || Error::Corrupt {
+            what: format!(
+                "journal record {seq} names message {} whose ledger entry is missing or newer",
+                String::from_utf8_lossy(message)
+            ),
+        };
+        let entry = self.tree()?.get(&ledger)?.ok_or_else(missing)?;
+        let (e, written) = codec::decode_ledger_seq(&ledger, &entry, Some(dict))?;
+        if written != Some(seq) {
+            return Err(missing());
+        }
+        Ok(vec![codec::Op::Learn(e.label, e.weight, e.tokens)])
     }
 
     /// Folds the journal up to `last_seq` into a snapshot of `model`, and

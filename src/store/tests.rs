@@ -463,3 +463,54 @@ fn a_user_s_ids_are_numbered_once_and_records_name_numbers() {
         sorted
     );
 }
+
+#[test]
+fn a_first_learn_journals_a_pointer_that_a_later_relabel_or_forget_makes_explicit() {
+    // A first learn's journal record names the message instead of listing
+    // its tokens again; relabelling or forgetting the message before the
+    // next checkpoint must leave a journal that still replays to the exact
+    // model (the pointer rewritten with the ops it stood for).
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    let mut expect = Model::default();
+    {
+        let store = open_again(dir.path());
+        learn(&store, &alice, "m1", Label::Spam, &[1, 2, 3]);
+        learn(&store, &alice, "m2", Label::Ham, &[3, 4]);
+        learn(&store, &alice, "m3", Label::Ham, &[5]);
+        let pointers = store
+            .tree()
+            .unwrap()
+            .scan_prefix(user_prefix(JOURNAL, &alice))
+            .filter(|r| {
+                let (k, v) = r.as_ref().unwrap();
+                codec::learn_pointer(k, v).unwrap().is_some()
+            })
+            .count();
+        assert_eq!(pointers, 3);
+        // m1 relabelled as ham, m2 forgotten.
+        let e1 = store.ledger_get(&alice, &msg("m1")).unwrap().unwrap();
+        let ham1 = LedgerEntry {
+            label: Label::Ham,
+            ..e1.clone()
+        };
+        let relabel = [
+            Op::Unlearn(e1.label, e1.weight, e1.tokens.clone()),
+            Op::Learn(Label::Ham, e1.weight, e1.tokens.clone()),
+        ];
+        store
+            .record(&alice, &msg("m1"), Some(&ham1), &relabel)
+            .unwrap();
+        let e2 = store.ledger_get(&alice, &msg("m2")).unwrap().unwrap();
+        let forget = [Op::Unlearn(e2.label, e2.weight, e2.tokens)];
+        store.record(&alice, &msg("m2"), None, &forget).unwrap();
+        store.flush().unwrap();
+    }
+    expect.learn(&ids(&[1, 2, 3]), Label::Ham);
+    expect.learn(&ids(&[5]), Label::Ham);
+    let store = open_again(dir.path());
+    let loaded = store.load_model(&alice).unwrap().unwrap();
+    assert_eq!(loaded.model, expect);
+    assert_eq!(loaded.model.ham_learned(), 2);
+    assert_eq!(loaded.model.spam_learned(), 0);
+}
