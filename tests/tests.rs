@@ -11,6 +11,7 @@ mod errors;
 mod eval;
 mod full_disk;
 mod hostile;
+mod ledger;
 mod loadtest;
 mod mailgen;
 mod metrics;

@@ -77,6 +77,12 @@ pub struct Settings {
     /// Estimated bytes of user models kept in memory; least recently used
     /// models beyond it are dropped and reloaded on demand (`cache`).
     pub model_memory: usize,
+    /// How long a click can be undone exactly (Forget, or a relearn as the
+    /// other class); older ledger entries are folded in the background
+    /// (`Store::fold_ledger`) and keep only their label and time.
+    pub undo_window: std::time::Duration,
+    /// What "now" is for the undo window: the system clock, or a test's.
+    pub clock: crate::store::Clock,
 }
 
 impl Default for Settings {
@@ -87,6 +93,8 @@ impl Default for Settings {
             tokenizer: Tokenizer::default(),
             retention: Retention::default(),
             model_memory: DEFAULT_MODEL_MEMORY,
+            undo_window: crate::store::DEFAULT_UNDO_WINDOW,
+            clock: crate::store::Clock::system(),
         }
     }
 }
@@ -243,6 +251,7 @@ impl Engine {
         };
         let (shared, positions) = shared::load(&store)?;
         let seed = store.seed_id()?.unwrap_or(0);
+        store.set_undo_window(settings.undo_window, settings.clock.clone());
         let decisions = DecisionLog::start(store.clone(), settings.retention.clone());
         Ok(Self {
             store,
@@ -663,7 +672,22 @@ impl Engine {
         let trained = self.with_writer(user, |slot, writer| {
             // Read under the writer lock, which consent changes also take.
             let consent = slot.policy.read().consent;
-            let previous = self.store.ledger_get(user, &message_id)?;
+            let previous = match self.store.ledger_get(user, &message_id) {
+                // Too old to undo, but learned as this very label: clicking
+                // twice stays harmless.
+                Err(Error::BeyondUndoWindow { label: old, .. }) if old == label => {
+                    let model = slot.model.read();
+                    return Ok(Trained {
+                        outcome: TrainOutcome::AlreadyLearned,
+                        message_id: message_id.clone(),
+                        spam_learned: model.spam_learned(),
+                        ham_learned: model.ham_learned(),
+                        low_effect: false,
+                        unsubscribe: None,
+                    });
+                }
+                other => other?,
+            };
             let (outcome, ops, mut shared_ops) = match previous {
                 Some(prev) if prev.label == label => {
                     let model = slot.model.read();
@@ -820,6 +844,13 @@ impl Engine {
         self.store.write_checkpoint(user, snapshot)?;
         writer.journal_entries = 0;
         Ok(())
+    }
+
+    /// Folds ledger entries older than the undo window now (the decision
+    /// log's sweep does it hourly): their tokens go, their counts stay.
+    /// Returns how many were folded.
+    pub fn fold_ledger(&self) -> Result<u64, Error> {
+        self.store.fold_ledger()
     }
 
     /// What chaff knows of a user; zeros for a user it has never trained.

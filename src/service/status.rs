@@ -25,6 +25,9 @@ impl From<Error> for Status {
                 Status::resource_exhausted(msg)
             }
             Error::NotLearned { .. } => Status::not_found(msg),
+            // The click exists but is too old to undo: a precondition of
+            // Forget (and of moving it), not a missing message.
+            Error::BeyondUndoWindow { .. } => Status::failed_precondition(msg),
             // Storage trouble is the server's, not the request's: the caller
             // may retry later or elsewhere. The request was not applied.
             Error::Storage(_) => {

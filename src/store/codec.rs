@@ -584,20 +584,101 @@ fn get_numbers(input: &mut &[u8], dict: &Dict) -> Option<Vec<TokenId>> {
     Some(ids)
 }
 
-/// A ledger entry in format 6, sealed under its key, with the journal
-/// sequence number of the click that wrote it (see [`encode_learn_pointer`]).
-pub fn encode_ledger_v6(key: &[u8], entry: &LedgerEntry, seq: u64, dict: &Dict) -> Vec<u8> {
+/// First byte of a folded ledger entry: a click older than the undo
+/// window, whose tokens are no longer kept (its label and time are, so a
+/// Forget can say why it cannot undo it).
+const LEDGER_FOLDED: u8 = b'z';
+
+/// What the ledger says of a message, beyond a live entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerFacts {
+    /// When the click was made (unix seconds); `None` for entries of
+    /// format 5 and older, which did not record it.
+    pub time_s: Option<u64>,
+    /// The journal sequence number of the click that wrote it (format 6).
+    pub seq: Option<u64>,
+    /// Whether its tokens were folded away (beyond the undo window).
+    pub folded: bool,
+}
+
+/// A ledger entry in format 6, sealed under its key: label, the click's
+/// time (unix seconds) and journal sequence number (see
+/// [`encode_learn_pointer`]), then the entry.
+pub fn encode_ledger_v6(
+    key: &[u8],
+    entry: &LedgerEntry,
+    seq: u64,
+    time_s: u64,
+    dict: &Dict,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + entry.tokens.len() * 2);
     out.push(match entry.label {
         Label::Spam => LEDGER_V6_SPAM,
         Label::Ham => LEDGER_V6_HAM,
     });
+    put_varint(&mut out, time_s);
+    put_varint(&mut out, seq);
     put_varint(&mut out, u64::from(entry.tokenizer_version));
     put_numbers(&mut out, dict, &entry.tokens);
     put_weight(&mut out, entry.weight);
     put_varint(&mut out, entry.shared);
-    put_varint(&mut out, seq);
     seal(key, out)
+}
+
+/// A folded ledger entry: the label and time of a click beyond the undo
+/// window, its tokens dropped.
+pub fn encode_ledger_folded(key: &[u8], label: Label, time_s: u64) -> Vec<u8> {
+    let mut out = vec![LEDGER_FOLDED, label.to_byte()];
+    put_varint(&mut out, time_s);
+    seal(key, out)
+}
+
+/// The label and facts of any ledger value, without the dictionary (checks
+/// a format-6 value's checksum).
+pub fn ledger_facts(key: &[u8], value: &[u8]) -> Result<(Label, LedgerFacts), Error> {
+    let bad = || corrupt("ledger entry");
+    match value.first() {
+        Some(&LEDGER_FOLDED) => {
+            let input =
+                unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
+            let mut input = &input[1..];
+            let label = get_label(&mut input).ok_or_else(bad)?;
+            let time_s = get_varint(&mut input).ok_or_else(bad)?;
+            let facts = LedgerFacts {
+                time_s: Some(time_s),
+                seq: None,
+                folded: true,
+            };
+            Ok((label, facts))
+        }
+        Some(&first @ (LEDGER_V6_SPAM | LEDGER_V6_HAM)) => {
+            let input =
+                unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
+            let mut input = &input[1..];
+            let time_s = get_varint(&mut input).ok_or_else(bad)?;
+            let seq = get_varint(&mut input).ok_or_else(bad)?;
+            let label = if first == LEDGER_V6_SPAM {
+                Label::Spam
+            } else {
+                Label::Ham
+            };
+            let facts = LedgerFacts {
+                time_s: Some(time_s),
+                seq: Some(seq),
+                folded: false,
+            };
+            Ok((label, facts))
+        }
+        _ => {
+            let label = Label::from_byte(*value.first().ok_or_else(bad)?).ok_or_else(bad)?;
+            let facts = LedgerFacts {
+                time_s: None,
+                seq: None,
+                folded: false,
+            };
+            Ok((label, facts))
+        }
+    }
 }
 
 /// Reads a ledger entry of any format; format 6 needs the dictionary.
@@ -612,19 +693,7 @@ pub fn decode_ledger_any(
 /// The sequence number of the click that wrote a format-6 ledger entry
 /// (`None` for older formats), without the dictionary. Checks the checksum.
 pub fn ledger_seq(key: &[u8], value: &[u8]) -> Result<Option<u64>, Error> {
-    if !ledger_is_v6(value) {
-        return Ok(None);
-    }
-    let input = unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
-    // The last varint: scan back over its continuation bytes.
-    let end = input.len();
-    let mut start = end.checked_sub(1).ok_or_else(|| corrupt("ledger entry"))?;
-    while start > 0 && input[start - 1] & 0x80 != 0 {
-        start -= 1;
-    }
-    get_varint(&mut &input[start..end])
-        .map(Some)
-        .ok_or_else(|| corrupt("ledger entry sequence number"))
+    ledger_facts(key, value).map(|(_, facts)| facts.seq)
 }
 
 /// [`decode_ledger_any`], with the writing click's sequence number (format
@@ -650,6 +719,8 @@ pub fn decode_ledger_seq(
         }
         None => return Err(corrupt("ledger label")),
     };
+    let _time_s = get_varint(&mut input).ok_or_else(|| corrupt("ledger time"))?;
+    let seq = get_varint(&mut input).ok_or_else(|| corrupt("ledger sequence number"))?;
     let tokenizer_version = get_varint(&mut input)
         .and_then(|v| u32::try_from(v).ok())
         .ok_or_else(|| corrupt("ledger tokenizer version"))?;
@@ -657,7 +728,6 @@ pub fn decode_ledger_seq(
         .ok_or_else(|| corrupt("ledger tokens (a number outside the user's dictionary)"))?;
     let weight = get_weight(&mut input).ok_or_else(|| corrupt("ledger weight"))?;
     let shared = get_varint(&mut input).ok_or_else(|| corrupt("ledger shared id"))?;
-    let seq = get_varint(&mut input).ok_or_else(|| corrupt("ledger sequence number"))?;
     if !input.is_empty() {
         return Err(corrupt("ledger trailing bytes"));
     }

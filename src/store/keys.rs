@@ -16,6 +16,9 @@ pub(super) const CONTRIBUTION: u8 = b'G';
 pub(super) const CONTRIBUTION_JOURNAL: u8 = b'H';
 pub(super) const SEED_ID_KEY: &[u8] = b"O";
 pub(super) const DICT: u8 = b'K';
+/// When the directory was upgraded to format 6 (unix ms, u64 BE): the
+/// click time of ledger entries written before (`Store::ledger_get`).
+pub(super) const UPGRADED_KEY: &[u8] = b"U";
 
 /// A dictionary record's key: `K` · contributor · first number (u32 BE).
 pub(super) fn dict_key(prefix: &[u8], first: usize) -> Vec<u8> {

@@ -10,6 +10,70 @@ use super::keys::*;
 use crate::error::Error;
 use crate::types::{MessageId, Owner, UserId};
 
+/// Unix milliseconds now. Injected ([`Store::set_undo_window`]) so tests
+/// control time; the service's clock is the system's.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    /// A clock that reads `now` (unix milliseconds) each time it is asked.
+    pub fn new(now: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(now))
+    }
+
+    /// The system's clock.
+    pub fn system() -> Self {
+        Self::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        })
+    }
+
+    /// Unix milliseconds now.
+    pub fn now_ms(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({} ms)", self.now_ms())
+    }
+}
+
+/// How long after a click it can still be undone exactly (Forget, or a
+/// relearn as the other class): 90 days. Older ledger entries are folded
+/// (their tokens dropped), which bounds the ledger's size to the clicks of
+/// the window; their counts stay in the model.
+pub const DEFAULT_UNDO_WINDOW: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
+
+/// The undo window and the clock it is measured with.
+pub(super) struct Undo {
+    pub(super) window: std::time::Duration,
+    clock: Clock,
+}
+
+impl Default for Undo {
+    fn default() -> Self {
+        Self {
+            window: DEFAULT_UNDO_WINDOW,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl Undo {
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Clicks made before this (unix seconds) are beyond the window.
+    pub(super) fn cutoff_s(&self) -> u64 {
+        self.now_ms().saturating_sub(self.window.as_millis() as u64) / 1000
+    }
+}
+
 /// A ledger entry that does not read back: names it and what to do.
 fn damaged_ledger(who: &Owner, msg: &MessageId, e: Error) -> Error {
     Error::Corrupt {
@@ -28,7 +92,15 @@ impl Store {
         self.contributor_ledger_get(&Owner::User(user.clone()), msg)
     }
 
+    /// Sets the undo window and the clock clicks are timed by (the engine
+    /// does, from its settings).
+    pub fn set_undo_window(&self, window: std::time::Duration, clock: Clock) {
+        *self.undo.write() = Undo { window, clock };
+    }
+
     /// A user's or the operator's (seed) ledger entry for this message.
+    /// A user's entry older than the undo window (folded or not yet) is
+    /// [`Error::BeyondUndoWindow`]: it can no longer be undone exactly.
     pub fn contributor_ledger_get(
         &self,
         who: &Owner,
@@ -38,6 +110,19 @@ impl Store {
         let Some(value) = self.ledger_raw(&key)? else {
             return Ok(None);
         };
+        if let Owner::User(_) = who {
+            let (label, facts) =
+                codec::ledger_facts(&key, &value).map_err(|e| damaged_ledger(who, msg, e))?;
+            let undo = self.undo.read();
+            let time_s = facts.time_s.unwrap_or(self.legacy_time_s);
+            if facts.folded || time_s < undo.cutoff_s() {
+                return Err(Error::BeyondUndoWindow {
+                    message_id: msg.to_string(),
+                    label,
+                    window: undo.window,
+                });
+            }
+        }
         let decode = |dict: Option<&Dict>| {
             codec::decode_ledger_any(&key, &value, dict).map_err(|e| damaged_ledger(who, msg, e))
         };
@@ -90,6 +175,7 @@ impl Store {
         // sled's id generator is monotonic across restarts, so sequence
         // numbers order every user's journal without per-user counters.
         let seq = self.db.generate_id()?.saturating_add(1);
+        let now_s = self.undo.read().now_ms() / 1000;
         self.with_dict(who, |dict| {
             // Number every id this click writes by number; new numbers go
             // to disk in the click's own batch.
@@ -137,7 +223,7 @@ impl Store {
                 };
                 writes.push((jkey, value));
             }
-            let value = entry.map(|e| codec::encode_ledger_v6(&key, e, seq, dict));
+            let value = entry.map(|e| codec::encode_ledger_v6(&key, e, seq, now_s, dict));
             let ledger = (key, value);
             if !shared_ops.is_empty() {
                 writes.push((
@@ -194,6 +280,94 @@ impl Store {
         let ops = [Op::Learn(e.label, e.weight, e.tokens)];
         let value = codec::encode_ops_v6(&jkey, &ops, dict);
         Ok(Some((jkey, value)))
+    }
+
+    /// Folds every user's ledger entries older than the undo window: each
+    /// becomes its label and time without its tokens (so a Forget can say
+    /// it is too old), in batches of up to `DELETE_CHUNK` entries of one
+    /// user, each under that user's dictionary lock (no click of theirs
+    /// interleaves) and with any journal pointer to it made explicit in the
+    /// same batch. The counts stay. Returns how many entries were folded.
+    /// Runs in the background (the decision log's hourly sweep), never on
+    /// a request's path.
+    pub fn fold_ledger(&self) -> Result<u64, Error> {
+        let cutoff_s = self.undo.read().cutoff_s();
+        let legacy = self.legacy_time_s;
+        let due = |key: &[u8], value: &[u8]| match codec::ledger_facts(key, value) {
+            Ok((label, facts)) => {
+                (!facts.folded && facts.time_s.unwrap_or(legacy) < cutoff_s).then_some(label)
+            }
+            // Damaged entries are reported when read; folding leaves them.
+            Err(_) => None,
+        };
+        let end = prefix_end(&[LEDGER]);
+        let mut from = vec![LEDGER];
+        let mut folded = 0u64;
+        loop {
+            let mut run: Option<(Owner, Vec<Vec<u8>>)> = None;
+            let mut next = None;
+            for item in self.tree()?.range(from.clone()..end.clone()) {
+                let (key, value) = item?;
+                let (who, _) = decode_contributor(&key)?;
+                if !matches!(who, Owner::User(_)) {
+                    continue;
+                }
+                if let Some((owner, keys)) = &run {
+                    if *owner != who || keys.len() >= super::DELETE_CHUNK {
+                        next = Some(key.to_vec());
+                        break;
+                    }
+                }
+                if due(&key, &value).is_some() {
+                    run.get_or_insert_with(|| (who, Vec::new()))
+                        .1
+                        .push(key.to_vec());
+                }
+            }
+            if let Some((who, keys)) = run {
+                folded += self.fold_entries(&who, &keys, &due)?;
+            }
+            match next {
+                Some(key) => from = key,
+                None => return Ok(folded),
+            }
+        }
+    }
+
+    fn fold_entries(
+        &self,
+        who: &Owner,
+        keys: &[Vec<u8>],
+        due: &dyn Fn(&[u8], &[u8]) -> Option<crate::types::Label>,
+    ) -> Result<u64, Error> {
+        let Owner::User(user) = who else {
+            return Ok(0);
+        };
+        self.with_dict(who, |dict| {
+            let mut batch = Batch::default();
+            let mut n = 0;
+            for key in keys {
+                // Read again under the lock: a click may have changed it.
+                let Some(value) = self.tree()?.get(key)? else {
+                    continue;
+                };
+                let Some(label) = due(key, &value) else {
+                    continue;
+                };
+                let (_, facts) = codec::ledger_facts(key, &value)?;
+                if let Some((jkey, ops)) = self.explicit_pointer(user, key, &value, dict)? {
+                    batch.insert(jkey, ops);
+                }
+                let time_s = facts.time_s.unwrap_or(self.legacy_time_s);
+                batch.insert(
+                    key.as_slice(),
+                    codec::encode_ledger_folded(key, label, time_s),
+                );
+                n += 1;
+            }
+            self.tree()?.apply_batch(batch)?;
+            Ok(n)
+        })
     }
 
     /// A fresh id, larger than every id handed out before (also across

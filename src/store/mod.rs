@@ -86,6 +86,7 @@ pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
 pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
+pub use ledger::{Clock, DEFAULT_UNDO_WINDOW};
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Snapshot, checkpoint_due};
 
 use keys::*;
@@ -141,6 +142,11 @@ pub struct Store {
     cache_bytes: u64,
     /// Token dictionaries in memory (`dict.rs`), shared by every clone.
     dicts: Arc<dict::Dicts>,
+    /// The undo window and its clock (`ledger.rs`).
+    undo: Arc<parking_lot::RwLock<ledger::Undo>>,
+    /// The time (unix seconds) this directory was upgraded to format 6:
+    /// the click time of older ledger entries, which did not record one.
+    legacy_time_s: u64,
 }
 
 /// Format 3 wrote explicit weights and snapshot counts in eighths of a
@@ -163,6 +169,10 @@ fn upgrade_format_3(tree: &Tree) -> Result<(), Error> {
         }
     }
     batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+    batch.insert(
+        UPGRADED_KEY,
+        &ledger::Undo::default().now_ms().to_be_bytes(),
+    );
     tree.apply_batch(batch)?;
     tree.flush()?;
     tracing::info!(
@@ -234,8 +244,13 @@ impl Store {
                     .iter()
                     .any(|old| v.as_ref() == old.to_be_bytes()) =>
             {
-                tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
-                    .map_err(open_err)?;
+                let mut batch = Batch::default();
+                batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+                batch.insert(
+                    UPGRADED_KEY,
+                    &ledger::Undo::default().now_ms().to_be_bytes(),
+                );
+                tree.apply_batch(batch).map_err(open_err)?;
             }
             Some(v) => {
                 return Err(Error::Corrupt {
@@ -247,6 +262,14 @@ impl Store {
                 });
             }
         }
+        let legacy_time_s = match tree.get(UPGRADED_KEY).map_err(open_err)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt {
+                    what: format!("format upgrade time in {}", path.display()),
+                })?) / 1000
+            }
+            None => 0,
+        };
         Ok(Self {
             db,
             sled_tree: tree,
@@ -256,6 +279,8 @@ impl Store {
             path: Arc::new(path.to_path_buf()),
             cache_bytes,
             dicts: Arc::default(),
+            undo: Arc::default(),
+            legacy_time_s,
         })
     }
 

@@ -514,3 +514,85 @@ fn a_first_learn_journals_a_pointer_that_a_later_relabel_or_forget_makes_explici
     assert_eq!(loaded.model.ham_learned(), 2);
     assert_eq!(loaded.model.spam_learned(), 0);
 }
+
+#[test]
+fn folding_drops_old_clicks_tokens_keeps_their_counts_and_journal_replays_exactly() {
+    // A click beyond the undo window is folded to its label and time; if
+    // its journal record is still a pointer to the entry, that record is
+    // made explicit in the same batch, so the model replays to the same
+    // counts after a reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_800_000_000_000));
+    let day = 86_400_000;
+    let clock = |now: &std::sync::Arc<std::sync::atomic::AtomicU64>| {
+        let now = now.clone();
+        Clock::new(move || now.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let window = std::time::Duration::from_secs(90 * 86_400);
+    let alice = user("alice");
+    let mut expect = Model::default();
+    {
+        let store = open_again(dir.path());
+        store.set_undo_window(window, clock(&now));
+        let many: Vec<u64> = (100..400).collect();
+        learn(&store, &alice, "old", Label::Spam, &many);
+        now.fetch_add(60 * day, std::sync::atomic::Ordering::SeqCst);
+        learn(&store, &alice, "new", Label::Ham, &[1, 2]);
+        expect.learn(&ids(&many), Label::Spam);
+        expect.learn(&ids(&[1, 2]), Label::Ham);
+        assert_eq!(
+            store.fold_ledger().unwrap(),
+            0,
+            "nothing is 90 days old yet"
+        );
+        now.fetch_add(31 * day, std::sync::atomic::Ordering::SeqCst);
+        let before = store
+            .tree()
+            .unwrap()
+            .get(ledger_key(&Owner::User(alice.clone()), &msg("old")))
+            .unwrap()
+            .unwrap()
+            .len();
+        assert_eq!(store.fold_ledger().unwrap(), 1);
+        assert_eq!(
+            store.fold_ledger().unwrap(),
+            0,
+            "folding twice folds nothing more"
+        );
+        let after = store
+            .tree()
+            .unwrap()
+            .get(ledger_key(&Owner::User(alice.clone()), &msg("old")))
+            .unwrap()
+            .unwrap()
+            .len();
+        assert!(
+            after < 16 && after < before / 10,
+            "{before} -> {after} bytes"
+        );
+        match store.ledger_get(&alice, &msg("old")) {
+            Err(Error::BeyondUndoWindow {
+                label, window: w, ..
+            }) => {
+                assert_eq!((label, w), (Label::Spam, window));
+            }
+            other => panic!("expected BeyondUndoWindow, got {other:?}"),
+        }
+        assert_eq!(
+            store
+                .ledger_get(&alice, &msg("new"))
+                .unwrap()
+                .unwrap()
+                .label,
+            Label::Ham
+        );
+        store.flush().unwrap();
+    }
+    let store = open_again(dir.path());
+    store.set_undo_window(window, clock(&now));
+    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, expect);
+    assert!(matches!(
+        store.ledger_get(&alice, &msg("old")),
+        Err(Error::BeyondUndoWindow { .. })
+    ));
+}
