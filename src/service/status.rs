@@ -37,9 +37,10 @@ impl From<Error> for Status {
                 "{msg}; the request was not applied, retry when the operator has freed space"
             )),
             Error::Reopening => Status::unavailable(msg),
-            Error::Corrupt { .. } | Error::Open { .. } | Error::Locked { .. } => {
-                Status::internal(msg)
-            }
+            // A damaged record: the message names it and what to do
+            // (restore from backup, `chaff repair`); retrying will not help.
+            Error::Corrupt { .. } => Status::data_loss(msg),
+            Error::Open { .. } | Error::Locked { .. } => Status::internal(msg),
         }
     }
 }
@@ -309,7 +310,7 @@ mod tests {
                 },
                 Code::NotFound,
             ),
-            (Error::Corrupt { what: "x".into() }, Code::Internal),
+            (Error::Corrupt { what: "x".into() }, Code::DataLoss),
             (Error::DiskFull, Code::Unavailable),
             (Error::Reopening, Code::Unavailable),
         ];

@@ -87,7 +87,7 @@ pub use commit::CommitStats;
 pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
 pub use ledger::{Clock, DEFAULT_UNDO_WINDOW};
-pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Snapshot, checkpoint_due};
+pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
 
 use keys::*;
 

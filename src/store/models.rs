@@ -213,3 +213,92 @@ impl Store {
         })
     }
 }
+
+/// What [`Store::rebuild_model`] recounted from a user's ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Clicks recounted into the new model.
+    pub learned: u64,
+    /// Clicks beyond the undo window: their tokens were folded away, so
+    /// their counts could not be recounted and are not in the new model.
+    pub folded: u64,
+    /// Clicks learned by another tokenizer version (not in a current model
+    /// either, see `Engine::slot`).
+    pub other_tokenizer: u64,
+    /// Tokens in the new model.
+    pub tokens: usize,
+}
+
+impl Store {
+    /// Rebuilds a user's model from their ledger alone — for a damaged
+    /// snapshot or journal record (`chaff repair`): every live ledger entry
+    /// of the current tokenizer is learned again with its label and weight,
+    /// and the new snapshot replaces the old one and the whole journal in
+    /// one batch. Exact when no click was folded (see [`Rebuilt::folded`]).
+    /// The user's shared-model part is not touched. Run with the server
+    /// stopped (the store's file lock makes sure).
+    pub fn rebuild_model(&self, user: &UserId) -> Result<Rebuilt, Error> {
+        let who = Owner::User(user.clone());
+        self.with_dict(&who, |dict| {
+            let mut model = Model::default();
+            let mut rebuilt = Rebuilt::default();
+            let prefix = user_prefix(LEDGER, user);
+            for item in self.tree()?.scan_prefix(&prefix) {
+                let (key, value) = item?;
+                let damaged = |e: Error| Error::Corrupt {
+                    what: format!(
+                        "ledger entry of user {user} for message {}: {}; the model cannot be \
+                         rebuilt from this ledger: restore the data directory from a backup",
+                        String::from_utf8_lossy(&key[prefix.len()..]),
+                        super::dict::what(e)
+                    ),
+                };
+                let (_, facts) = codec::ledger_facts(&key, &value).map_err(damaged)?;
+                if facts.folded {
+                    rebuilt.folded += 1;
+                    continue;
+                }
+                let e = codec::decode_ledger_any(&key, &value, Some(dict)).map_err(damaged)?;
+                if e.tokenizer_version != model.tokenizer_version() {
+                    rebuilt.other_tokenizer += 1;
+                    continue;
+                }
+                model.learn_weighted(&e.tokens, e.label, e.weight);
+                rebuilt.learned += 1;
+            }
+            rebuilt.tokens = model.token_count();
+            // Above every journal record written so far.
+            let seq = self.generate_id()?;
+            let mut batch = Batch::default();
+            for item in self.tree()?.scan_prefix(user_prefix(JOURNAL, user)) {
+                batch.remove(item?.0);
+            }
+            let snapshot = Snapshot::encode(&model, seq);
+            let before = dict.len();
+            dict.extend(snapshot.tokens.iter().map(|(id, _)| *id))
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("token dictionary of user {user} is full"),
+                })?;
+            if dict.len() > before {
+                let key = dict_key(&contributor_prefix(DICT, &who), before);
+                let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                batch.insert(key, value);
+            }
+            let key = user_prefix(MODEL, user);
+            let value = codec::encode_snapshot_v6(
+                &key,
+                snapshot.head,
+                snapshot.last_seq,
+                &snapshot.tokens,
+                dict,
+            );
+            batch.insert(key, value);
+            if let Err(e) = self.tree()?.apply_batch(batch) {
+                dict.truncate(before);
+                return Err(e.into());
+            }
+            self.flush()?;
+            Ok(rebuilt)
+        })
+    }
+}
