@@ -88,6 +88,22 @@ pub fn human_bytes(n: usize) -> String {
     }
 }
 
+/// A duration as the flags take it: `90d`, `12h`, `30m`, `45s`, `500ms`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, per) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= per && ms.is_multiple_of(per) {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,20 +118,4 @@ mod tests {
         assert!(s.contains("10485761"), "{s}");
         assert!(s.contains("10 MiB"), "{s}");
     }
-}
-
-/// A duration as the flags take it: `90d`, `12h`, `30m`, `45s`, `500ms`.
-pub fn human_duration(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, per) in [
-        ("d", 86_400_000u128),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
-        if ms >= per && ms % per == 0 {
-            return format!("{}{unit}", ms / per);
-        }
-    }
-    format!("{ms}ms")
 }

@@ -11,7 +11,7 @@
 //! | [`policy`]   | settings, allow/block lists, score → action and reason      | —       |
 //! | [`decisions`]| the decision log support queries (background writer)        | —       |
 //! | [`store`]    | durable ledger, journal and model snapshots; `StorageError` | sled    |
-//! | [`engine`]   | use cases: score, train, forget, describe/delete a user, seed | —     |
+//! | [`engine`]   | use cases, a file each: the scoring pipeline (`score.rs`), clicks, user admin, shared model | — |
 //! | [`service`]  | gRPC adapter, wire conversions, panic layer, health, reflection | tonic |
 //! | [`error`]    | the library's error enum                                    | —       |
 //! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |

@@ -48,13 +48,9 @@ pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 
-fn verdict_name(v: i32) -> &'static str {
-    match proto::Verdict::try_from(v) {
-        Ok(proto::Verdict::Ham) => "ham",
-        Ok(proto::Verdict::Spam) => "spam",
-        Ok(proto::Verdict::Unsure) => "unsure",
-        _ => "?",
-    }
+/// A verdict a server answered with, spelled as the library spells it.
+fn verdict_name(v: i32) -> String {
+    chaff::service::status::verdict_from_wire(v).map_or_else(|| "?".into(), |v| v.to_string())
 }
 
 pub async fn score(

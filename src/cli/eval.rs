@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 
 use chaff::classify::Params;
 use chaff::engine::{Engine, Settings};
+use chaff::eval::multi::Arrival;
 use chaff::eval::{self, Clicks, Filter, Judgement, Plan, Profile, Summary, TrainMode};
 use chaff::proto::{self, chaff_client::ChaffClient};
 use chaff::store::Store;
@@ -31,8 +32,8 @@ pub struct EvalArgs {
     /// Multi-user mode: `together` interleaves the mailboxes by relative
     /// position (everyone starts at once); `one-after-another` lets each
     /// user join once the previous mailbox is done.
-    #[arg(long, value_enum, default_value_t = ArrivalArg::Together)]
-    arrival: ArrivalArg,
+    #[arg(long, value_parser = super::values::arrival(), default_value = "together")]
+    arrival: Arrival,
     /// Multi-user mode: before the mailboxes, seed the shared model from
     /// this labelled corpus as the operator would (`chaff seed`).
     #[arg(long, value_name = "INDEX")]
@@ -49,8 +50,8 @@ pub struct EvalArgs {
     /// message (p = q = 1), `typical` p = 0.5, q = 0.2 (the default),
     /// `spam-only` p = 0.5, q = 0 (never looks in the spam folder).
     /// --click-spam and --click-ham override the profile's rates.
-    #[arg(long, value_enum, help_heading = "Click protocol")]
-    profile: Option<ProfileArg>,
+    #[arg(long, value_parser = super::values::profile(), help_heading = "Click protocol")]
+    profile: Option<Profile>,
     /// With --train clicks: p, the chance that spam delivered to the inbox
     /// is clicked Spam (overrides --profile).
     #[arg(long, value_name = "P", help_heading = "Click protocol")]
@@ -129,23 +130,10 @@ pub struct EvalArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum ArrivalArg {
-    Together,
-    OneAfterAnother,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum Train {
     Every,
     Errors,
     Clicks,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ProfileArg {
-    Diligent,
-    Typical,
-    SpamOnly,
 }
 
 /// The training mode the flags ask for.
@@ -162,11 +150,7 @@ fn train_mode(args: &EvalArgs) -> anyhow::Result<TrainMode> {
         Train::Every => TrainMode::Every,
         Train::Errors => TrainMode::Errors,
         Train::Clicks => {
-            let profile = match args.profile.unwrap_or(ProfileArg::Typical) {
-                ProfileArg::Diligent => Profile::Diligent,
-                ProfileArg::Typical => Profile::Typical,
-                ProfileArg::SpamOnly => Profile::SpamOnly,
-            };
+            let profile = args.profile.unwrap_or(Profile::Typical);
             let (p, q) = profile.rates();
             let clicks = Clicks::new(
                 args.click_spam.unwrap_or(p),
@@ -197,11 +181,9 @@ impl Filter for GrpcFilter {
             .block_on(self.client.score(req))
             .map_err(|s| s.message().to_string())?
             .into_inner();
-        let verdict = match proto::Verdict::try_from(r.verdict) {
-            Ok(proto::Verdict::Spam) => Verdict::Spam,
-            Ok(proto::Verdict::Ham) => Verdict::Ham,
-            _ => Verdict::Unsure,
-        };
+        // A verdict this build does not know reads as unsure.
+        let verdict =
+            chaff::service::status::verdict_from_wire(r.verdict).unwrap_or(Verdict::Unsure);
         Ok(Judgement {
             score: r.spam_log_odds,
             verdict,

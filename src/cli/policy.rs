@@ -11,9 +11,11 @@ use serde_json::json;
 use super::client::{connect, status};
 use super::values;
 use super::{JsonArg, ServerArg};
-use chaff::policy::{Entry, HandlingMode, ListKind, lists};
+use chaff::policy::{Action, Entry, HandlingMode, ListKind, RuleKind, lists};
 use chaff::proto;
-use chaff::service::status::{list_kind_to_wire, mode_to_wire};
+use chaff::service::status::{
+    action_from_wire, list_kind_to_wire, mode_from_wire, mode_to_wire, rule_from_wire,
+};
 
 #[derive(Args, Debug)]
 pub struct UserArgs {
@@ -155,32 +157,22 @@ pub struct WhyArgs {
     json: bool,
 }
 
+/// What the CLI prints for a handling mode, rule or action a server
+/// answered with: the library's own names (`as_str`), so the CLI and the
+/// decision log spell them alike; `?` for a value this build does not know.
 fn mode_name(m: i32) -> &'static str {
-    match proto::HandlingMode::try_from(m) {
-        Ok(proto::HandlingMode::Passthrough) => "passthrough",
-        Ok(proto::HandlingMode::Quarantine) => "quarantine",
-        Ok(proto::HandlingMode::Reject) => "reject",
-        _ => "?",
-    }
+    mode_from_wire(m)
+        .ok()
+        .flatten()
+        .map_or("?", HandlingMode::as_str)
 }
 
 pub fn action_name(a: i32) -> &'static str {
-    match proto::Action::try_from(a) {
-        Ok(proto::Action::Deliver) => "deliver",
-        Ok(proto::Action::SpamFolder) => "spam-folder",
-        Ok(proto::Action::Reject) => "reject",
-        _ => "?",
-    }
+    action_from_wire(a).map_or("?", Action::as_str)
 }
 
 pub fn rule_name(r: i32) -> &'static str {
-    match proto::Rule::try_from(r) {
-        Ok(proto::Rule::Model) => "model",
-        Ok(proto::Rule::BlockList) => "block list",
-        Ok(proto::Rule::AllowList) => "allow list",
-        Ok(proto::Rule::Authentication) => "authentication",
-        _ => "?",
-    }
+    rule_from_wire(r).map_or("?", RuleKind::as_str)
 }
 
 pub async fn user(a: UserArgs) -> anyhow::Result<()> {
@@ -532,4 +524,28 @@ fn decision_json(d: &proto::Decision, x: &proto::Explanation, when: SystemTime) 
         "ham_features": features(&x.ham_features),
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chaff::service::status::{action_to_wire, rule_to_wire};
+
+    #[test]
+    fn cli_spells_rules_and_actions_as_the_decision_log_does() {
+        for kind in [
+            RuleKind::Model,
+            RuleKind::BlockList,
+            RuleKind::AllowList,
+            RuleKind::Authentication,
+        ] {
+            assert_eq!(rule_name(rule_to_wire(kind) as i32), kind.as_str());
+        }
+        assert_eq!(rule_name(proto::Rule::BlockList as i32), "block-list");
+        for action in [Action::Deliver, Action::SpamFolder, Action::Reject] {
+            assert_eq!(action_name(action_to_wire(action) as i32), action.as_str());
+        }
+        assert_eq!(rule_name(99), "?");
+        assert_eq!(mode_name(proto::HandlingMode::Reject as i32), "reject");
+    }
 }

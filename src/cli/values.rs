@@ -1,6 +1,7 @@
 //! The one place where command-line words become the library's types.
 //!
-//! The CLI takes the library's own enums (`ListKind`, `HandlingMode`; the
+//! The CLI takes the library's own enums (`ListKind`, `HandlingMode`,
+//! `eval`'s `Arrival` and `Profile`; the
 //! train label is `--spam`/`--ham`, mapped in `LabelArg::label`) instead of
 //! redefining them: clap's `ValueEnum` cannot be implemented here for types
 //! of another crate, so each gets a parser listing its values, with the help
@@ -8,6 +9,8 @@
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
+use chaff::eval::clicks::Profile;
+use chaff::eval::multi::Arrival;
 use chaff::policy::{HandlingMode, ListKind};
 
 fn parser<T: Copy + Send + Sync + 'static>(
@@ -61,4 +64,29 @@ pub(crate) fn handling_mode() -> impl TypedValueParser<Value = HandlingMode> {
         ),
     ];
     parser(VALUES, HandlingMode::as_str)
+}
+
+/// `--arrival together|one-after-another` (multi-user `chaff eval`).
+pub(crate) fn arrival() -> impl TypedValueParser<Value = Arrival> {
+    const VALUES: &[(Arrival, &str)] = &[
+        (Arrival::Together, "Every user starts at once (the default)"),
+        (
+            Arrival::OneAfterAnother,
+            "Each user joins once the previous mailbox is done",
+        ),
+    ];
+    parser(VALUES, Arrival::name)
+}
+
+/// `--profile diligent|typical|spam-only` (`chaff eval --train clicks`).
+pub(crate) fn profile() -> impl TypedValueParser<Value = Profile> {
+    const VALUES: &[(Profile, &str)] = &[
+        (Profile::Diligent, "Clicks every misfiled message"),
+        (Profile::Typical, "p = 0.5, q = 0.2 (the default)"),
+        (
+            Profile::SpamOnly,
+            "p = 0.5, q = 0: never looks in the spam folder",
+        ),
+    ];
+    parser(VALUES, Profile::name)
 }

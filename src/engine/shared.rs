@@ -1,6 +1,7 @@
-//! The shared-model use cases: blending it into scores, keeping each
-//! contributor's part durable, seeding it from the operator's corpus, and
-//! deleting a user with everything they contributed.
+//! The shared-model use cases: keeping each contributor's part durable,
+//! seeding it from the operator's corpus, describing it. Scoring reads it
+//! in the pipeline's blend step (`score.rs`); deleting a user takes their
+//! part out (`users.rs`).
 //!
 //! Durability follows the user models': each contributor's part is a
 //! snapshot plus journal records (`G`/`H` keys), written in the same sled
@@ -11,27 +12,12 @@
 use rustc_hash::FxHashMap;
 use tracing::{info, warn};
 
-use super::{Engine, Position, Scored, TrainOutcome, UserSlot, derive_message_id, scored};
-use crate::classify::{self, Blended, Model, SharedModel, Strongest, blend, robinson};
+use super::{Engine, Position, TrainOutcome, derive_message_id};
+use crate::classify::{self, Model, SharedModel};
 use crate::error::Error;
 use crate::store::{LedgerEntry, Op, Snapshot, Store, checkpoint_due};
-use crate::tokenize::{TOKENIZER_VERSION, TokenId, Tokens};
-use crate::types::{Label, MessageId, Owner, UserId};
-
-/// One message scored three ways from one tokenization, for comparing the
-/// user's own model, the shared model and their blend (multi-user eval).
-/// `shared_only` and `blended` use the shared model *minus this user's own
-/// contribution*, as production scoring does.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ScoreViews {
-    /// The user's model alone: exactly what chaff scored before sharing.
-    pub user_only: Scored,
-    /// The shared model alone (everyone else's capped contributions and
-    /// the seed), as if it were this user's model; `user_share` is 0.
-    pub shared_only: Scored,
-    /// What [`Engine::score`] returns.
-    pub blended: Scored,
-}
+use crate::tokenize::{TOKENIZER_VERSION, Tokens};
+use crate::types::{Label, MessageId, Owner};
 
 /// What a SeedShared call did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,17 +39,6 @@ pub struct SharedSummary {
     /// Of the messages above, the operator's seed.
     pub seed_spam: u64,
     pub seed_ham: u64,
-}
-
-/// A message's blended score, its strongest features and the user's learn
-/// counts, read under one pair of read locks.
-pub(super) struct BlendOut {
-    pub blended: Blended,
-    pub strongest: Strongest,
-    pub learned: (u64, u64),
-    /// Nothing shared took part: `blended` is the user's model alone
-    /// (`robinson::score`, bit for bit).
-    pub user_alone: bool,
 }
 
 /// The shared model and its parts' journal positions, from storage.
@@ -101,70 +76,6 @@ pub(super) fn load(store: &Store) -> Result<(SharedModel, FxHashMap<Owner, Posit
 }
 
 impl Engine {
-    /// Blends the user's model (empty when `slot` is `None`) with the
-    /// shared model minus the user's own part; with `strongest`, also the
-    /// strongest features. Reads memory only.
-    pub(super) fn blend(
-        &self,
-        user: &UserId,
-        slot: Option<&UserSlot>,
-        ids: &[TokenId],
-        strongest: Option<usize>,
-    ) -> BlendOut {
-        let params = &self.settings.params;
-        let empty = Model::default();
-        let guard = slot.map(|s| s.model.read());
-        let model = guard.as_deref().unwrap_or(&empty);
-        let shared = self.shared.read();
-        let who;
-        let prior = if shared.total().weights() == (0, 0) {
-            // Nothing shared: skip building the contributor key.
-            shared.prior_for(None)
-        } else {
-            who = Owner::User(user.clone());
-            shared.prior_for(Some(&who))
-        };
-        let (blended, strongest) =
-            blend::score_and_strongest(model, &prior, ids, params, strongest.unwrap_or(0));
-        BlendOut {
-            blended,
-            strongest,
-            learned: (model.spam_learned(), model.ham_learned()),
-            user_alone: prior.is_empty(),
-        }
-    }
-
-    /// One message scored by the user's model alone, the shared model
-    /// alone and their blend, from one tokenization (see [`ScoreViews`]).
-    pub fn score_views(&self, user: &UserId, message: &[u8]) -> Result<ScoreViews, Error> {
-        self.check_size(message)?;
-        let Tokens { ids, limits_hit } = self.settings.tokenizer.tokenize(message);
-        let params = &self.settings.params;
-        let slot = self.slot(user)?;
-        let cutoffs = self.cutoffs(slot.as_deref());
-        let empty = Model::default();
-        let guard = slot.as_ref().map(|s| s.model.read());
-        let model = guard.as_deref().unwrap_or(&empty);
-        let shared = self.shared.read();
-        let who = Owner::User(user.clone());
-        let prior = shared.prior_for(Some(&who));
-        let user_only = Blended {
-            score: robinson::score(model, &ids, params),
-            user_share: 1.0,
-        };
-        let shared_only = Blended {
-            score: blend::score_shared(&prior, &ids, params),
-            user_share: 0.0,
-        };
-        let blended = blend::score(model, &prior, &ids, params);
-        Ok(ScoreViews {
-            user_only: scored(user_only, cutoffs, limits_hit.clone()),
-            shared_only: scored(shared_only, cutoffs, limits_hit.clone()),
-            blended: scored(blended, cutoffs, limits_hit),
-        })
-    }
-
-    /// Applies a click's ops to `who`'s part of the shared model (already
     /// recorded under `seq`); true when the part is due for a snapshot.
     pub(super) fn apply_shared(&self, who: &Owner, ops: &[Op], seq: u64) -> bool {
         if ops.is_empty() {
@@ -264,7 +175,7 @@ impl Engine {
                 });
             }
             Some(prev) => {
-                let mut ops = super::undo_shared(&prev, *seed);
+                let mut ops = super::clicks::undo_shared(&prev, *seed);
                 ops.push(Op::Learn(label, classify::Weight::FULL, ids.clone()));
                 (TrainOutcome::Relearned, ops)
             }
@@ -306,33 +217,6 @@ impl Engine {
         self.store.finish_seed_clear()?;
         Ok(dropped)
     }
-
-    /// Deletes a user: model, ledger, settings, lists, logged decisions and
-    /// their part of the shared model. Returns whether anything was stored.
-    /// Durable before it returns; calling it again is harmless.
-    pub fn delete_user(&self, user: &UserId) -> Result<bool, Error> {
-        let existed = self.store.user_exists(user)? || self.users.read().contains_key(user);
-        self.with_writer(user, |_, writer| {
-            self.store.delete_user(user)?;
-            // Memory follows what sled holds before the slow, fallible rest;
-            // still under the old slot's lock, so no new slot for this user
-            // can write ledger entries that the rest would delete.
-            writer.retired = true;
-            self.drop_contribution(&Owner::User(user.clone()));
-            if let Some(gone) = self.users.write().remove(user) {
-                self.cache.release(&gone.cache);
-            }
-            // Decisions scored before the delete may still be queued for
-            // the log: let the writer finish them, or it would write them
-            // after their deletion.
-            if !self.decisions.settle(std::time::Duration::from_secs(5)) {
-                warn!(%user, "decision log did not settle in 5 s; decisions queued before the delete may remain");
-            }
-            self.store.finish_delete_user(user)
-        })?;
-        Ok(existed)
-    }
-
     /// The shared model's size.
     pub fn shared_summary(&self) -> SharedSummary {
         let shared = self.shared.read();

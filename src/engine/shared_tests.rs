@@ -6,6 +6,7 @@
 use super::tests::{engine, user};
 use super::*;
 use crate::policy::settings::SettingsUpdate;
+use crate::types::{Label, MessageId, Verdict};
 
 /// A small message of a family: shared words, its own Message-ID.
 fn message(from: &str, subject: &str, body: &str, id: &str) -> Vec<u8> {

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::classify::Weight;
+use crate::mail::sender::HeaderFacts;
 use crate::store::CHECKPOINT_MIN_ENTRIES;
+use crate::types::{Label, MessageId, Verdict};
 
 const SPAM: &[u8] = b"From: promo@pills.example\r\nSubject: cheap pills now\r\nMessage-ID: <s1@pills.example>\r\n\r\nbuy cheap pills viagra discount offer\r\n";
 const HAM: &[u8] = b"From: bob@work.example\r\nSubject: meeting notes\r\nMessage-ID: <h1@work.example>\r\n\r\nthe quarterly meeting notes are attached, see agenda\r\n";
@@ -364,7 +366,7 @@ fn in_process_scoring_and_the_score_rpc_give_one_verdict_under_custom_thresholds
     .unwrap();
     let read = e.read(SPAM).unwrap();
     // What `chaff eval` calls in-process ...
-    let replay = e.score_read(&u, &read).unwrap();
+    let replay = e.score(&u, &read).unwrap();
     let (online, _) = e
         .score_then_train(&u, &read, Label::Spam, None, |_| false)
         .unwrap();
@@ -375,7 +377,7 @@ fn in_process_scoring_and_the_score_rpc_give_one_verdict_under_custom_thresholds
     assert_eq!(rpc.scored.verdict, Verdict::Spam);
     assert_eq!(rpc.decision.verdict, Verdict::Spam);
     for (name, s) in [
-        ("score_read", &replay),
+        ("score of a read message", &replay),
         ("score_then_train", &online),
         ("score", &e.score(&u, SPAM).unwrap()),
         ("score_views", &views.blended),

@@ -2,6 +2,7 @@
 //! evictions, and nothing a user did may be lost or changed by them.
 
 use super::*;
+use crate::types::Label;
 use crate::types::MessageId;
 
 fn engine_with_budget(dir: &std::path::Path, model_memory: usize) -> Engine {

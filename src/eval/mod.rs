@@ -567,9 +567,7 @@ impl Filter for EngineFilter {
     fn score(&mut self, id: &str, message: &[u8]) -> Result<Judgement, String> {
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
-        let s = engine
-            .score_read(&user, read.get())
-            .map_err(|e| e.to_string())?;
+        let s = engine.score(&user, read.get()).map_err(|e| e.to_string())?;
         Ok(Judgement {
             score: s.log_odds,
             verdict: s.verdict,

@@ -48,6 +48,16 @@ pub enum Arrival {
     OneAfterAnother,
 }
 
+impl Arrival {
+    /// As the CLI's `--arrival` and the report spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrival::Together => "together",
+            Arrival::OneAfterAnother => "one-after-another",
+        }
+    }
+}
+
 /// Where a score comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {

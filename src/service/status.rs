@@ -199,6 +199,41 @@ pub fn verdict_to_wire(v: Verdict) -> proto::Verdict {
     }
 }
 
+/// A verdict as a server answered it, for clients (the CLI) that print
+/// replies with the library's names; `None` for UNSPECIFIED or a value this
+/// build does not know (a newer server).
+pub fn verdict_from_wire(value: i32) -> Option<Verdict> {
+    match proto::Verdict::try_from(value).ok()? {
+        proto::Verdict::Ham => Some(Verdict::Ham),
+        proto::Verdict::Unsure => Some(Verdict::Unsure),
+        proto::Verdict::Spam => Some(Verdict::Spam),
+        proto::Verdict::Unspecified => None,
+    }
+}
+
+/// An action as a server answered it ([`verdict_from_wire`]'s reasons).
+pub fn action_from_wire(value: i32) -> Option<Action> {
+    match proto::Action::try_from(value).ok()? {
+        proto::Action::Deliver => Some(Action::Deliver),
+        proto::Action::SpamFolder => Some(Action::SpamFolder),
+        proto::Action::Reject => Some(Action::Reject),
+        proto::Action::Unspecified => None,
+    }
+}
+
+/// The deciding rule as a server answered it ([`verdict_from_wire`]'s
+/// reasons), so the CLI spells it as the decision log does
+/// ([`RuleKind::as_str`]).
+pub fn rule_from_wire(value: i32) -> Option<RuleKind> {
+    match proto::Rule::try_from(value).ok()? {
+        proto::Rule::Model => Some(RuleKind::Model),
+        proto::Rule::BlockList => Some(RuleKind::BlockList),
+        proto::Rule::AllowList => Some(RuleKind::AllowList),
+        proto::Rule::Authentication => Some(RuleKind::Authentication),
+        proto::Rule::Unspecified => None,
+    }
+}
+
 /// Most items one ScoreBatch call may carry.
 pub const MAX_BATCH: usize = 1000;
 

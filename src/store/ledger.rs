@@ -10,6 +10,12 @@ use super::keys::*;
 use crate::error::Error;
 use crate::types::{MessageId, Owner, UserId};
 
+/// A record to write: key and value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Whether a ledger record (key, value) is due to be folded, and its label.
+type FoldDue<'a> = dyn Fn(&[u8], &[u8]) -> Option<crate::types::Label> + 'a;
+
 /// Unix milliseconds now. Injected ([`Store::set_undo_window`]) so tests
 /// control time; the service's clock is the system's.
 #[derive(Clone)]
@@ -204,10 +210,10 @@ impl Store {
             if let Owner::User(user) = who {
                 // The entry this click replaces may be named by a journal
                 // pointer not yet folded: make that record explicit first.
-                if let Some(prev) = self.ledger_raw(&key)? {
-                    if let Some(fix) = self.explicit_pointer(user, &key, &prev, dict)? {
-                        writes.push(fix);
-                    }
+                if let Some(prev) = self.ledger_raw(&key)?
+                    && let Some(fix) = self.explicit_pointer(user, &key, &prev, dict)?
+                {
+                    writes.push(fix);
                 }
                 let jkey = journal_key(user, seq);
                 let first_learn = match (entry, ops) {
@@ -265,7 +271,7 @@ impl Store {
         key: &[u8],
         prev: &[u8],
         dict: &Dict,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<Option<KeyValue>, Error> {
         let Some(seq) = codec::ledger_seq(key, prev)? else {
             return Ok(None);
         };
@@ -312,11 +318,11 @@ impl Store {
                 if !matches!(who, Owner::User(_)) {
                     continue;
                 }
-                if let Some((owner, keys)) = &run {
-                    if *owner != who || keys.len() >= super::DELETE_CHUNK {
-                        next = Some(key.to_vec());
-                        break;
-                    }
+                if let Some((owner, keys)) = &run
+                    && (*owner != who || keys.len() >= super::DELETE_CHUNK)
+                {
+                    next = Some(key.to_vec());
+                    break;
                 }
                 if due(&key, &value).is_some() {
                     run.get_or_insert_with(|| (who, Vec::new()))
@@ -334,12 +340,7 @@ impl Store {
         }
     }
 
-    fn fold_entries(
-        &self,
-        who: &Owner,
-        keys: &[Vec<u8>],
-        due: &dyn Fn(&[u8], &[u8]) -> Option<crate::types::Label>,
-    ) -> Result<u64, Error> {
+    fn fold_entries(&self, who: &Owner, keys: &[Vec<u8>], due: &FoldDue) -> Result<u64, Error> {
         let Owner::User(user) = who else {
             return Ok(0);
         };

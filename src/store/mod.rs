@@ -5,9 +5,11 @@
 //! | key                                    | value                                  |
 //! |----------------------------------------|----------------------------------------|
 //! | `F`                                    | [`FORMAT_VERSION`] (u32 BE)            |
-//! | `L` · user · message id                | label + the message's token ids        |
-//! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s      |
-//! | `M` · user                             | compact model snapshot + last sequence |
+//! | `L` · user · message id                | label, click time and sequence, the message's token numbers (folded beyond the undo window: label + time) |
+//! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s, or a pointer to its ledger entry |
+//! | `M` · user                             | model snapshot: counts in dictionary order + last sequence |
+//! | `K` · user · first number (u32 BE)     | the user's token dictionary: ids numbered from there (`dict.rs`) |
+//! | `U`                                    | when the directory became format 6 (click time of older entries) |
 //! | `S` · user                             | delivery settings (mode, thresholds)   |
 //! | `W` · user · list kind · entry         | an allow/block list entry (empty value)|
 //! | `W` · 0u16 · list kind · entry         | an operator-wide list entry            |
@@ -16,6 +18,10 @@
 //! | `G` · contributor                      | shared-model contribution snapshot + last sequence |
 //! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
 //! | `O`                                    | the current seed id (u64 BE)           |
+//!
+//! Format-6 values of `L`, `J`, `M` and `K` end in a CRC-32 of key and
+//! value (`codec::seal`, why there); a mismatch is [`Error::Corrupt`]
+//! naming the user (and message), answered DATA_LOSS, never counted.
 //!
 //! where a `contributor` is a user (as `user` below) or the operator
 //! (a zero-length id, which no user id can be). The shared model itself is

@@ -14,7 +14,7 @@ use chaff::eval::multi::{
 use chaff::eval::{self, TrainMode};
 use chaff::types::{Label, MessageId};
 
-use super::{ArrivalArg, EvalArgs, engine_settings, open_store};
+use super::{EvalArgs, engine_settings, open_store};
 
 /// The prefixes of each mailbox the report covers (`None`: all of it).
 const WINDOWS: [Option<usize>; 4] = [Some(50), Some(100), Some(500), None];
@@ -43,10 +43,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         mailboxes.push(Mailbox { user, messages });
     }
-    let arrival = match args.arrival {
-        ArrivalArg::Together => Arrival::Together,
-        ArrivalArg::OneAfterAnother => Arrival::OneAfterAnother,
-    };
+    let arrival = args.arrival;
     let train = super::train_mode(&args)?;
     let seed = match &args.seed_index {
         Some(index) => eval::read_index(index)?,
@@ -152,10 +149,7 @@ fn report(
     let protocol = format!(
         "{} mailboxes, arrival {}, train {}{}",
         mailboxes.len(),
-        match arrival {
-            Arrival::Together => "together",
-            Arrival::OneAfterAnother => "one-after-another",
-        },
+        arrival.name(),
         train.describe(),
         args.seed_index.as_ref().map_or(String::new(), |p| format!(
             ", shared model seeded from {}",

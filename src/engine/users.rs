@@ -1,51 +1,24 @@
-//! The delivery use cases: score a message *and* decide what to do with
-//! it (policy), keep settings and lists, answer support's "why".
-//!
-//! # Where the sending IP comes from (the trust boundary)
-//!
-//! The pipeline passes the connecting client's IP with each Score request;
-//! that is the only IP chaff fully trusts. Without it, chaff reads
-//! `client-ip=` (or the trailing IP) of the **topmost** `Received-SPF`
-//! header — the one our own border MTA added last, as the provider's
-//! support articles describe. Anything below it was written by other hosts
-//! and may be forged, so it is never read for policy. The same holds for
-//! `Authentication-Results` and `X-HE-DKIM-Result`: the topmost instance
-//! wins. The border must strip or rename inbound copies of these headers
-//! for that to be sound; docs/POLICY.md says so.
+//! The user-admin use cases: what chaff knows of a user, their delivery
+//! settings (and sharing consent), their and the operator's allow, block
+//! and trusted lists, support's search of the decision log, and deleting a
+//! user with everything they stored.
 
-use std::net::IpAddr;
-
-use super::{Engine, Scored, UserPolicy, UserSlot};
-use crate::classify;
-use crate::decisions::{self, DecisionRecord, Feature};
+use super::{Engine, UserPolicy, UserSlot};
+use crate::decisions::{self, DecisionRecord};
 use crate::error::Error;
 use crate::mail::sender::HeaderFacts;
 use crate::policy::lists::{MAX_OPERATOR_ENTRIES, MAX_USER_ENTRIES};
 use crate::policy::settings::SettingsUpdate;
-use crate::policy::{self, Decision, Entry, Facts, List, ListKind, Lists, UserSettings};
-use crate::tokenize::{Names, TokenId};
-use crate::types::{MessageId, Owner, UserId};
+use crate::policy::{Entry, List, ListKind, UserSettings};
+use crate::types::{Owner, UserId};
+use tracing::warn;
 
-/// Features shown per side in an explanation.
-pub const TOP_FEATURES: usize = 5;
-
-/// A scored message with its decision and explanation.
-#[derive(Clone, Debug)]
-pub struct Evaluated {
-    pub scored: Scored,
-    pub decision: Decision,
-    pub record: DecisionRecord,
-    /// Headers the pipeline may add.
-    pub headers: Vec<(String, String)>,
-}
-
-/// What a Score request says besides the message.
-#[derive(Clone, Debug, Default)]
-pub struct Envelope {
-    /// The connecting client's IP, as the pipeline saw it.
-    pub client_ip: Option<IpAddr>,
-    /// The pipeline's id for the message (queue id); else derived.
-    pub message_id: Option<MessageId>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSummary {
+    pub spam_learned: u64,
+    pub ham_learned: u64,
+    pub tokens: u64,
+    pub tokenizer_version: u32,
 }
 
 /// Which list, whose.
@@ -100,113 +73,58 @@ impl Engine {
         listed && headers.auth.authenticates(from.domain())
     }
 
-    /// Scores a message, decides what to do with it, and logs the decision
-    /// for support. The mail pipeline's call.
-    pub fn evaluate(
-        &self,
-        user: &UserId,
-        message: &[u8],
-        envelope: &Envelope,
-    ) -> Result<Evaluated, Error> {
-        self.check_size(message)?;
-        #[cfg(feature = "fault-injection")]
-        if user.as_str() == crate::fault::PANIC_IN_ENGINE {
-            // Under the user map's write lock, which every request takes.
-            let _held = self.users.write();
-            crate::fault::panic_if(user, crate::fault::PANIC_IN_ENGINE);
-        }
-        let tokenizer = &self.settings.tokenizer;
-        let slot = self.slot(user)?;
-        // Names are kept while reading only when a model could make some
-        // feature worth naming: the user's own, or the shared model (a new
-        // user with nothing learned and nothing shared has none).
-        // The header facts and a derived message id come from the
-        // tokenizer's parse (`Tokenizer::tokenize_with`), not two more.
-        let max_header_bytes = tokenizer.limits().max_header_bytes;
-        let needs_id = envelope.message_id.is_none();
-        let also = |parsed: Option<&mail_parser::Message<'_>>| {
-            let headers = HeaderFacts::read(message, parsed, max_header_bytes);
-            let id = needs_id.then(|| super::derive_message_id_from(message, parsed));
-            (headers, id)
-        };
-        let (tokens, names, (headers, derived_id)) = match slot.is_some() || self.anything_shared()
-        {
-            true => tokenizer.tokenize_named_with(message, also),
-            false => {
-                let (tokens, out) = tokenizer.tokenize_with(message, also);
-                (tokens, Names::default(), out)
+    /// Folds ledger entries older than the undo window now (the decision
+    /// log's sweep does it hourly): their tokens go, their counts stay.
+    /// Returns how many were folded.
+    pub fn fold_ledger(&self) -> Result<u64, Error> {
+        self.store.fold_ledger()
+    }
+
+    /// What chaff knows of a user; zeros for a user it has never trained.
+    pub fn user_summary(&self, user: &UserId) -> Result<UserSummary, Error> {
+        Ok(match self.slot(user)? {
+            Some(slot) => {
+                let m = slot.model.read();
+                UserSummary {
+                    spam_learned: m.spam_learned(),
+                    ham_learned: m.ham_learned(),
+                    tokens: m.token_count() as u64,
+                    tokenizer_version: m.tokenizer_version(),
+                }
             }
-        };
-        let client_ip = envelope.client_ip.or(headers.auth.client_ip);
-
-        let default_policy = self.default_policy();
-        let policy_guard = slot.as_ref().map(|s| s.policy.read());
-        let policy = policy_guard.as_deref().unwrap_or(&default_policy);
-        let blend = self.blend(user, slot.as_deref(), &tokens.ids, Some(TOP_FEATURES));
-        let (score, counts, strongest) = (blend.blended.score, blend.learned, blend.strongest);
-        let operator = self.operator.read();
-        let decision = policy::decide(
-            score.probability,
-            policy.settings.cutoffs(self.settings.params.ham_cutoff),
-            &policy.settings,
-            Lists {
-                user_allow: &policy.allow,
-                user_block: &policy.block,
-                operator_allow: &operator.allow,
-                operator_block: &operator.block,
+            None => UserSummary {
+                spam_learned: 0,
+                ham_learned: 0,
+                tokens: 0,
+                tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
             },
-            &Facts {
-                sender: headers.from.as_ref(),
-                client_ip,
-                auth: Some(&headers.auth),
-            },
-        );
-        drop(operator);
-        drop(policy_guard);
-
-        let (spam_features, ham_features) = name_features(&names, strongest);
-        let scored = Scored {
-            probability: score.probability,
-            log_odds: score.log_odds,
-            verdict: decision.verdict,
-            tokens_known: score.tokens_known,
-            tokens_used: score.tokens_used,
-            limits_hit: tokens.limits_hit,
-            user_share: blend.blended.user_share,
-        };
-        // `derived_id` is there whenever the envelope has no id.
-        let message_id = match (envelope.message_id.clone(), derived_id) {
-            (Some(id), _) | (None, Some(id)) => id,
-            (None, None) => super::derive_message_id(message),
-        };
-        let record = DecisionRecord {
-            time_ms: decisions::now_ms(),
-            user: user.clone(),
-            message_id,
-            sender: headers.from.as_ref().map(ToString::to_string),
-            client_ip,
-            subject_digest: headers.subject.as_deref().map(decisions::subject_digest),
-            spam_probability: score.probability,
-            verdict: decision.verdict,
-            action: decision.action,
-            rule: decision.rule.kind(),
-            reason: decision.reason.clone(),
-            notes: decision.notes.clone(),
-            smtp_reply: decision.smtp_reply.clone(),
-            spam_learned: counts.0,
-            ham_learned: counts.1,
-            spam_features,
-            ham_features,
-            user_share: blend.blended.user_share,
-        };
-        self.decisions.record(user, &record);
-        let headers = decision.headers(score.probability);
-        Ok(Evaluated {
-            scored,
-            decision,
-            record,
-            headers,
         })
+    }
+
+    /// Deletes a user: model, ledger, settings, lists, logged decisions and
+    /// their part of the shared model. Returns whether anything was stored.
+    /// Durable before it returns; calling it again is harmless.
+    pub fn delete_user(&self, user: &UserId) -> Result<bool, Error> {
+        let existed = self.store.user_exists(user)? || self.users.read().contains_key(user);
+        self.with_writer(user, |_, writer| {
+            self.store.delete_user(user)?;
+            // Memory follows what sled holds before the slow, fallible rest;
+            // still under the old slot's lock, so no new slot for this user
+            // can write ledger entries that the rest would delete.
+            writer.retired = true;
+            self.drop_contribution(&Owner::User(user.clone()));
+            if let Some(gone) = self.users.write().remove(user) {
+                self.cache.release(&gone.cache);
+            }
+            // Decisions scored before the delete may still be queued for
+            // the log: let the writer finish them, or it would write them
+            // after their deletion.
+            if !self.decisions.settle(std::time::Duration::from_secs(5)) {
+                warn!(%user, "decision log did not settle in 5 s; decisions queued before the delete may remain");
+            }
+            self.store.finish_delete_user(user)
+        })?;
+        Ok(existed)
     }
 
     /// The user's delivery settings (defaults if never set).
@@ -419,22 +337,4 @@ fn apply(list: &mut List, entry: &Entry, present: bool) {
     } else {
         list.remove(entry);
     }
-}
-
-/// The strongest features with their names, kept while the message was
-/// read.
-fn name_features(names: &Names, (spam, ham): classify::Strongest) -> (Vec<Feature>, Vec<Feature>) {
-    let wanted: Vec<TokenId> = spam.iter().chain(&ham).map(|(id, _)| *id).collect();
-    let mut named = names.of(&wanted).into_iter();
-    let mut feature = |(id, f): &(TokenId, f64)| Feature {
-        name: named
-            .next()
-            .flatten()
-            .unwrap_or_else(|| format!("token:{:016x}", id.0)),
-        probability: *f,
-        contribution: (f / (1.0 - f)).ln(),
-    };
-    let spam = spam.iter().map(&mut feature).collect();
-    let ham = ham.iter().map(&mut feature).collect();
-    (spam, ham)
 }

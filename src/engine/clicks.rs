@@ -1,0 +1,325 @@
+//! The click use cases: learn a message as spam or ham (Train), move it
+//! to the other label, undo it (Forget). A click is one atomic storage
+//! batch — ledger entry, model journal record and, when the user shares,
+//! their shared part — written under the user's writer lock, applied in
+//! memory, and flushed (group commit) after the lock is released, before
+//! the reply. The whole path, top to bottom: [`Engine::train`] →
+//! `train_scored` (weight, ledger check, ops) → `commit` → `Store::flush`.
+
+use super::{Engine, UserSlot, WriterState};
+use crate::classify::{self, Weight};
+use crate::error::Error;
+use crate::mail::sender::Unsubscribe;
+use crate::store::{LedgerEntry, Op, Snapshot, checkpoint_due};
+use crate::tokenize::TOKENIZER_VERSION;
+use crate::types::{Label, MessageId, Owner, UserId};
+
+use super::score::{Depth, Input, ReadMessage, Scored};
+
+/// What a Train call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainOutcome {
+    Learned,
+    /// Same message, same label: nothing changed.
+    AlreadyLearned,
+    /// Was learned with the other label and moved.
+    Relearned,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trained {
+    pub outcome: TrainOutcome,
+    pub message_id: MessageId,
+    pub spam_learned: u64,
+    pub ham_learned: u64,
+    /// The click was spam on an authenticated trusted sender's mail: it
+    /// was recorded at [`Weight::LOW`], so it moved the model little.
+    pub low_effect: bool,
+    /// The message's unsubscribe target, when the click was low-effect:
+    /// the caller should offer the user *Unsubscribe* instead.
+    pub unsubscribe: Option<Unsubscribe>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forgotten {
+    pub label: Label,
+    pub spam_learned: u64,
+    pub ham_learned: u64,
+}
+
+impl Engine {
+    /// Learns a click. `message_id` is the caller's; when `None`, one is
+    /// derived from the message (see [`derive_message_id`]). Returns once the
+    /// change is on disk.
+    pub fn train(
+        &self,
+        user: &UserId,
+        message: &[u8],
+        label: Label,
+        message_id: Option<MessageId>,
+    ) -> Result<Trained, Error> {
+        // Read before taking any lock: tokenizing is the expensive part.
+        self.train_read(user, &self.read(message)?, label, message_id)
+    }
+
+    /// [`Engine::train`] of a message already read.
+    pub fn train_read(
+        &self,
+        user: &UserId,
+        message: &ReadMessage,
+        label: Label,
+        message_id: Option<MessageId>,
+    ) -> Result<Trained, Error> {
+        self.train_scored(user, message, label, message_id, None)
+    }
+
+    /// The online replay step (TREC's immediate feedback) for a message
+    /// already read: the scoring pipeline to the verdict (`score.rs`),
+    /// then, if `learn` says so given that score, learns it as `label` as
+    /// [`Engine::train_read`] does. The same outcome as the two calls; but
+    /// when nothing shared took part in the score, the learn weight
+    /// (`classify::learn_weight`, which scores with the user's model alone)
+    /// comes from that score instead of scoring the message a second time —
+    /// the largest cost of a replay's learning after storage.
+    pub fn score_then_train(
+        &self,
+        user: &UserId,
+        message: &ReadMessage,
+        label: Label,
+        message_id: Option<MessageId>,
+        learn: impl FnOnce(&Scored) -> bool,
+    ) -> Result<(Scored, Option<Trained>), Error> {
+        let outcome = self.pipeline(user, Input::Read(message), Depth::Score)?;
+        let (scored, own_log_odds) = (outcome.scored, outcome.user_alone_log_odds);
+        if !learn(&scored) {
+            return Ok((scored, None));
+        }
+        let trained = self.train_scored(user, message, label, message_id, own_log_odds)?;
+        Ok((scored, Some(trained)))
+    }
+
+    /// [`Engine::train_read`], with the user's own log-odds for the message
+    /// if the caller just computed them (see [`Engine::score_then_train`]).
+    fn train_scored(
+        &self,
+        user: &UserId,
+        message: &ReadMessage,
+        label: Label,
+        message_id: Option<MessageId>,
+        own_log_odds: Option<f64>,
+    ) -> Result<Trained, Error> {
+        let message_id = message_id.unwrap_or_else(|| message.derived_id.clone());
+        let ids = &message.tokens.ids;
+        let headers = &message.headers;
+        let slot = self.slot_or_new(user)?;
+        let trusted = label == Label::Spam && self.is_trusted(&slot, headers);
+        // How much the click teaches: low for a trusted sender (policy),
+        // else judged by the user's model as it stands (a relearn is judged
+        // with the old label still counted, so a correction weighs fully).
+        let weight = if trusted {
+            Weight::LOW
+        } else if let Some(log_odds) = own_log_odds {
+            classify::learn_weight_for(log_odds, label, &self.settings.params)
+        } else {
+            classify::learn_weight(&slot.model.read(), ids, label, &self.settings.params)
+        };
+        drop(slot);
+        let trained = self.with_writer(user, |slot, writer| {
+            // Read under the writer lock, which consent changes also take.
+            let consent = slot.policy.read().consent;
+            let previous = match self.store.ledger_get(user, &message_id) {
+                // Too old to undo, but learned as this very label: clicking
+                // twice stays harmless.
+                Err(Error::BeyondUndoWindow { label: old, .. }) if old == label => {
+                    let model = slot.model.read();
+                    return Ok(Trained {
+                        outcome: TrainOutcome::AlreadyLearned,
+                        message_id: message_id.clone(),
+                        spam_learned: model.spam_learned(),
+                        ham_learned: model.ham_learned(),
+                        low_effect: false,
+                        unsubscribe: None,
+                    });
+                }
+                other => other?,
+            };
+            let (outcome, ops, mut shared_ops) = match previous {
+                Some(prev) if prev.label == label => {
+                    let model = slot.model.read();
+                    let low_effect = prev.weight == Weight::LOW;
+                    return Ok(Trained {
+                        outcome: TrainOutcome::AlreadyLearned,
+                        message_id: message_id.clone(),
+                        spam_learned: model.spam_learned(),
+                        ham_learned: model.ham_learned(),
+                        low_effect,
+                        unsubscribe: headers.unsubscribe.clone().filter(|_| low_effect),
+                    });
+                }
+                // Unlearn what the ledger says was learned (not what this
+                // request's bytes tokenize to), so the move is exact even if
+                // the caller sends a different rendering of the message.
+                Some(prev) => {
+                    let shared_ops = undo_shared(&prev, consent);
+                    let mut ops = undo(prev);
+                    ops.push(Op::Learn(label, weight, ids.clone()));
+                    (TrainOutcome::Relearned, ops, shared_ops)
+                }
+                None => (
+                    TrainOutcome::Learned,
+                    vec![Op::Learn(label, weight, ids.clone())],
+                    Vec::new(),
+                ),
+            };
+            if consent != 0 {
+                shared_ops.push(Op::Learn(label, weight, ids.clone()));
+            }
+            let entry = LedgerEntry {
+                label,
+                tokenizer_version: TOKENIZER_VERSION,
+                tokens: ids.clone(),
+                weight,
+                shared: consent,
+            };
+            self.commit(
+                user,
+                slot,
+                writer,
+                &message_id,
+                Some(&entry),
+                &ops,
+                &shared_ops,
+            )?;
+            let model = slot.model.read();
+            Ok(Trained {
+                outcome,
+                message_id: message_id.clone(),
+                spam_learned: model.spam_learned(),
+                ham_learned: model.ham_learned(),
+                low_effect: trusted,
+                unsubscribe: headers.unsubscribe.clone().filter(|_| trusted),
+            })
+        });
+        // Outside the writer lock, so the user's next click can write while
+        // this one waits; whatever the reply reports (even ALREADY_LEARNED,
+        // which may rest on another click's write) is durable first.
+        self.store.flush()?;
+        // The click may have grown the model past the budget.
+        self.evict_over_budget(user);
+        trained
+    }
+
+    /// Undoes an earlier learn exactly, from the ledger alone.
+    pub fn forget(&self, user: &UserId, message_id: &MessageId) -> Result<Forgotten, Error> {
+        let not_learned = || Error::NotLearned {
+            user: user.to_string(),
+            message_id: message_id.to_string(),
+        };
+        let forgotten = self.with_known_writer(user, |slot, writer| {
+            let prev = self
+                .store
+                .ledger_get(user, message_id)?
+                .ok_or_else(not_learned)?;
+            let label = prev.label;
+            let consent = slot.policy.read().consent;
+            let shared_ops = undo_shared(&prev, consent);
+            let ops = undo(prev);
+            self.commit(user, slot, writer, message_id, None, &ops, &shared_ops)?;
+            let model = slot.model.read();
+            Ok(Forgotten {
+                label,
+                spam_learned: model.spam_learned(),
+                ham_learned: model.ham_learned(),
+            })
+        });
+        // As in `train`: outside the writer lock, and also before NOT_FOUND
+        // (the entry may be gone by another click's unflushed Forget).
+        self.store.flush()?;
+        forgotten?.ok_or_else(not_learned)
+    }
+
+    /// Writes a click, applies it in memory, then snapshots the model if
+    /// enough clicks have accumulated. The caller holds the user's writer
+    /// lock, and flushes ([`Store::flush`]) after releasing it, before
+    /// replying.
+    ///
+    /// The memory model follows sled's logical state, not its durable state:
+    /// once the batch is applied the ledger says "learned", so the model must
+    /// count it too, even if the flush then fails — otherwise a retried click
+    /// would answer ALREADY_LEARNED against a model that never counted it.
+    /// Only the reply waits for the flush. `shared_ops` change the user's
+    /// part of the shared model, in the same batch.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        user: &UserId,
+        slot: &UserSlot,
+        writer: &mut WriterState,
+        message_id: &MessageId,
+        entry: Option<&LedgerEntry>,
+        ops: &[Op],
+        shared_ops: &[Op],
+    ) -> Result<(), Error> {
+        let who = Owner::User(user.clone());
+        let seq = self
+            .store
+            .record_click(&who, message_id, entry, ops, shared_ops)?;
+        {
+            let mut model = slot.model.write();
+            for op in ops {
+                op.apply(&mut model);
+            }
+        }
+        let shared_due = self.apply_shared(&who, shared_ops, seq);
+        writer.last_seq = seq;
+        // A record with no ops (a Forget of a click from another tokenizer
+        // version) still counts, so shutdown folds it like any other.
+        let entries = ops.iter().map(Op::entries).sum::<u64>().max(1);
+        writer.journal_entries = writer.journal_entries.saturating_add(entries);
+        let tokens = slot.model.read().token_count();
+        self.cache.charge(&slot.cache, tokens);
+        if checkpoint_due(writer.journal_entries, tokens) {
+            self.checkpoint_locked(user, slot, writer)?;
+        }
+        if shared_due {
+            self.checkpoint_contribution(&who)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn checkpoint_locked(
+        &self,
+        user: &UserId,
+        slot: &UserSlot,
+        writer: &mut WriterState,
+    ) -> Result<(), Error> {
+        // Encode under the read lock (scoring goes on; our writer lock keeps
+        // clicks out), write after releasing it.
+        let snapshot = Snapshot::encode(&slot.model.read(), writer.last_seq);
+        self.store.write_checkpoint(user, snapshot)?;
+        writer.journal_entries = 0;
+        Ok(())
+    }
+}
+
+/// The ops that take a ledger entry's contribution out of the current
+/// model: none when an older tokenizer produced it (the current model never
+/// counted it, see [`Engine::slot`]).
+fn undo(prev: LedgerEntry) -> Vec<Op> {
+    if prev.tokenizer_version == TOKENIZER_VERSION {
+        vec![Op::Unlearn(prev.label, prev.weight, prev.tokens)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The ops that take a ledger entry's click out of its contributor's
+/// shared part: none unless it was shared under the consent (or seed) id
+/// that is still current — after a revoke the part was cleared whole.
+pub(super) fn undo_shared(prev: &LedgerEntry, current: u64) -> Vec<Op> {
+    if prev.shared != 0 && prev.shared == current && prev.tokenizer_version == TOKENIZER_VERSION {
+        vec![Op::Unlearn(prev.label, prev.weight, prev.tokens.clone())]
+    } else {
+        Vec::new()
+    }
+}
