@@ -100,14 +100,24 @@ struct Cached {
 /// Every cached dictionary, keyed by the contributor's key prefix.
 #[derive(Default)]
 pub(super) struct Dicts {
-    map: Mutex<(FxHashMap<Vec<u8>, Cached>, u64)>,
+    map: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    map: FxHashMap<Vec<u8>, Cached>,
+    /// Last use counter (a logical clock for least-recently-used).
+    tick: u64,
+    /// Sum of the cached dictionaries' entries, kept as they change (a
+    /// click must not sum over every user).
+    total: usize,
 }
 
 impl Dicts {
     /// The slot for a contributor (empty if not loaded).
     pub(super) fn slot(&self, who: &[u8]) -> DictSlot {
         let mut guard = self.map.lock();
-        let (map, tick) = &mut *guard;
+        let Cache { map, tick, .. } = &mut *guard;
         *tick += 1;
         let now = *tick;
         let cached = map.entry(who.to_vec()).or_insert_with(|| Cached {
@@ -124,12 +134,12 @@ impl Dicts {
     /// [`DICT_CACHE_TOKENS`] (only those nobody is using right now).
     pub(super) fn used(&self, who: &[u8], tokens: usize) {
         let mut guard = self.map.lock();
-        let (map, _) = &mut *guard;
+        let Cache { map, total, .. } = &mut *guard;
         if let Some(c) = map.get_mut(who) {
+            *total = *total - c.tokens + tokens;
             c.tokens = tokens;
         }
-        let mut total: usize = map.values().map(|c| c.tokens).sum();
-        if total <= DICT_CACHE_TOKENS {
+        if *total <= DICT_CACHE_TOKENS {
             return;
         }
         let mut by_age: Vec<(u64, Vec<u8>)> = map
@@ -139,14 +149,14 @@ impl Dicts {
             .collect();
         by_age.sort_unstable();
         for (_, key) in by_age {
-            if total <= DICT_CACHE_TOKENS {
+            if *total <= DICT_CACHE_TOKENS {
                 break;
             }
             let Some(c) = map.get(&key) else { continue };
             // Only a slot nobody else holds: its mutex is free and stays so
             // (new holders clone it under the map lock, which we hold).
             if Arc::strong_count(&c.slot) == 1 {
-                total -= c.tokens;
+                *total -= c.tokens;
                 map.remove(&key);
             }
         }
@@ -154,7 +164,14 @@ impl Dicts {
 
     /// Forgets a contributor's dictionary (its records were deleted).
     pub(super) fn remove(&self, who: &[u8]) {
-        let slot = self.map.lock().0.remove(who);
+        let slot = {
+            let mut guard = self.map.lock();
+            let removed = guard.map.remove(who);
+            if let Some(c) = &removed {
+                guard.total -= c.tokens;
+            }
+            removed
+        };
         if let Some(c) = slot {
             *c.slot.lock() = None;
         }
@@ -251,5 +268,40 @@ impl Store {
         drop(slot);
         self.dicts.remove(&prefix);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_drops_the_least_recently_used_dictionary_nobody_holds() {
+        let dicts = Dicts::default();
+        drop(dicts.slot(b"a"));
+        dicts.used(b"a", 1_500_000);
+        let held = dicts.slot(b"b");
+        dicts.used(b"b", 100);
+        drop(dicts.slot(b"c"));
+        // Over the budget: "a" (oldest, unheld) goes; "b" is held and stays.
+        dicts.used(b"c", 1_000_000);
+        let cache = dicts.map.lock();
+        assert!(!cache.map.contains_key(b"a".as_slice()));
+        assert!(cache.map.contains_key(b"b".as_slice()));
+        assert_eq!(cache.total, 1_000_100);
+        drop(cache);
+        drop(held);
+    }
+
+    #[test]
+    fn a_refused_batch_takes_its_new_numbers_back() {
+        let mut dict = Dict::default();
+        dict.extend([TokenId(5), TokenId(9)]).unwrap();
+        let before = dict.len();
+        dict.extend([TokenId(9), TokenId(1), TokenId(2)]).unwrap();
+        assert_eq!(dict.len(), 4);
+        dict.truncate(before);
+        assert_eq!((dict.len(), dict.number(TokenId(1))), (2, None));
+        assert_eq!(dict.number(TokenId(9)), Some(1));
     }
 }
