@@ -59,6 +59,7 @@ fn build(store: &Store, name: &str, tokens: usize, tail_entries: u64) -> (UserId
             weight: Weight::FULL,
             // Not shared: the user's own model only.
             shared: 0,
+            implicit: false,
         };
         let op = Op::Learn(label, Weight::FULL, ids);
         let msg = MessageId::new(format!("m{n}")).unwrap();

@@ -35,6 +35,10 @@ pub enum Error {
         label: crate::types::Label,
         window: std::time::Duration,
     },
+    /// The request would overwrite something the caller did not say to
+    /// replace (an import onto a user with data).
+    #[error("{0}")]
+    AlreadyExists(String),
 
     /// The storage engine failed; the request was not applied.
     #[error("storage failure: {0}")]

@@ -1,9 +1,12 @@
 //! Faults a test build can inject (cargo feature `fault-injection`, which
-//! the integration tests turn on; release builds do not have this module).
+//! the integration tests turn on; release builds do not have this module):
+//! panics, a slow Score, slow checkpoints.
 //! Each fault is asked for by a special user id, so a test drives it over
 //! the real wire.
 
-use crate::types::UserId;
+use std::time::Duration;
+
+use crate::types::{Owner, UserId};
 
 /// Score for this user panics in the engine, on the blocking pool, while
 /// holding the write lock of the user map that every request takes.
@@ -16,5 +19,46 @@ pub const PANIC_IN_HANDLER: &str = "fault-injection-panic-in-handler";
 pub fn panic_if(user: &UserId, which: &str) {
     if user.as_str() == which {
         panic!("fault injection: {which}");
+    }
+}
+
+/// Score for this user sleeps [`SLOW_FOR`] in its engine work on the
+/// blocking pool (holding its admission slot) before scoring: load made
+/// deterministic for the overload tests.
+pub const SLOW_IN_WORK: &str = "fault-injection-slow";
+
+/// How long a [`SLOW_IN_WORK`] Score sleeps.
+pub const SLOW_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Sleeps [`SLOW_FOR`] if `user` is `which`.
+pub fn sleep_if(user: &UserId, which: &str) {
+    if user.as_str() == which {
+        std::thread::sleep(SLOW_FOR);
+    }
+}
+
+/// Checkpoints (the snapshot of a user's model or of its shared
+/// contribution) of users whose id starts with this are slow: they pause
+/// [`SLOW_CHECKPOINT_PAUSE`] before and after the snapshot's atomic write,
+/// and log each step at WARN (`fault injection: checkpoint starting|written|done
+/// for ID`). A crash soak (`chaff soak --slow-checkpoints`) names its hot
+/// users so, then its SIGKILL lands inside a checkpoint often, and the log
+/// tells it that it did and in which step.
+pub const SLOW_CHECKPOINT: &str = "fault-injection-slow-checkpoint";
+
+/// See [`SLOW_CHECKPOINT`]: long enough for a random kill to land inside
+/// a checkpoint in a good share of the soak's cycles.
+pub const SLOW_CHECKPOINT_PAUSE: Duration = Duration::from_millis(30);
+
+/// One step of a checkpoint of `owner`'s snapshot: logs and, before the
+/// write and after it, pauses, for a [`SLOW_CHECKPOINT`] user.
+pub fn checkpoint_step(owner: &Owner, step: &str) {
+    if let Owner::User(user) = owner
+        && user.as_str().starts_with(SLOW_CHECKPOINT)
+    {
+        tracing::warn!("fault injection: checkpoint {step} for {user}");
+        if step != "done" {
+            std::thread::sleep(SLOW_CHECKPOINT_PAUSE);
+        }
     }
 }

@@ -6,29 +6,29 @@
 //! |--------------|-------------------------------------------------------------|---------|
 //! | [`types`]    | the shared nouns: `UserId`, `MessageId`, `Owner`, `Label`, `Verdict` | — |
 //! | [`tokenize`] | raw message bytes → token ids (MIME via `mail-parser`)     | —       |
-//! | [`classify`] | per-user counts, the shared model, the Robinson–Fisher score and the blend | — |
+//! | [`classify`] | per-user counts, the shared model, the Robinson–Fisher score and the blend; which tokens a model past its quota drops | — |
 //! | [`mail`]     | facts read from headers: authentication, From, unsubscribe  | —       |
 //! | [`policy`]   | settings, allow/block lists, score → action and reason      | —       |
 //! | [`decisions`]| the decision log support queries (background writer)        | —       |
-//! | [`store`]    | durable ledger, journal and model snapshots; `StorageError` | sled    |
-//! | [`engine`]   | use cases, a file each: the scoring pipeline (`score.rs`), clicks, user admin, shared model | — |
-//! | [`service`]  | gRPC adapter, wire conversions, panic layer, health, reflection | tonic |
+//! | [`store`]    | durable ledger, journal and model snapshots; `StorageError`; the Redis Cluster store (`store::redis_cluster`, feature `redis`, not yet used by the engine) | sled, redis |
+//! | [`engine`]   | use cases, a file each: the scoring pipeline (`score.rs`), clicks, user admin, shared model, quotas, user listing, export/import, backup | — |
+//! | [`service`]  | gRPC adapter, wire conversions, panic layer, admission (overload), health, reflection | tonic |
 //! | [`error`]    | the library's error enum                                    | —       |
 //! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |
-//! | `fault`      | test builds only (feature `fault-injection`): injected panics | —     |
+//! | `fault`      | test builds only (feature `fault-injection`): injected panics, a slow Score, slow checkpoints | — |
 //! | [`metrics`]  | lock-free latency histograms (read by `service::metrics`)   | —       |
 //!
 //! # Dependency rules
 //!
 //! `tokenize` and `classify` are pure (no I/O, no locks): they are the
 //! scoring hot path and are benchmarked on their own. Only `store` names
-//! sled; only `service` names tonic. `engine` composes the pure parts with
+//! sled and redis; only `service` names tonic. `engine` composes the pure parts with
 //! the store and knows nothing of the wire. The binary (`main.rs`) parses the
 //! command line and is the only place `anyhow` is used.
 //!
-//! Enforced by the compiler where cheap: sled's errors reach the rest of the
-//! library only as the opaque `store::StorageError` (`error.rs` does not name
-//! sled); the store's key codec and group commit are private to `store`; the
+//! Enforced by the compiler where cheap: sled's and redis's errors reach the
+//! rest of the library only as the opaque `store::StorageError` (`error.rs`
+//! names neither); the store's key codec and group commit are private to `store`; the
 //! engine's slots and locks are private to `engine`. Library errors become
 //! gRPC statuses in one place, `service::status` (`From<Error> for Status`).
 //!

@@ -18,7 +18,7 @@ async fn untrained_user_gets_neutral_unsure_not_an_error() {
 
 #[tokio::test]
 async fn training_separates_spam_from_ham() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_pure().await;
     let mut c = server.client().await;
     train(&mut c, "alice", SPAM, Label::Spam, "").await;
     train(&mut c, "alice", HAM, Label::Ham, "").await;
@@ -41,7 +41,7 @@ async fn training_separates_spam_from_ham() {
 
 #[tokio::test]
 async fn training_alice_never_changes_bobs_scores() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_pure().await;
     let mut c = server.client().await;
     train(&mut c, "bob", HAM2, Label::Ham, "").await;
     train(&mut c, "bob", SPAM2, Label::Spam, "").await;
@@ -55,7 +55,7 @@ async fn training_alice_never_changes_bobs_scores() {
 
 #[tokio::test]
 async fn the_same_click_twice_changes_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_pure().await;
     let mut c = server.client().await;
     train(&mut c, "alice", HAM, Label::Ham, "").await;
     let first = train(&mut c, "alice", SPAM, Label::Spam, "uid-1").await;
@@ -92,7 +92,7 @@ async fn a_flipped_click_moves_the_message_exactly() {
 
 #[tokio::test]
 async fn forget_returns_the_user_to_exactly_the_state_before() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_pure().await;
     let mut c = server.client().await;
     train(&mut c, "alice", HAM, Label::Ham, "").await;
     train(&mut c, "alice", SPAM2, Label::Spam, "").await;
@@ -168,7 +168,7 @@ async fn message_without_message_id_gets_a_digest_id() {
 
 #[tokio::test]
 async fn score_batch_answers_like_single_calls_in_request_order() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_pure().await;
     let mut c = server.client().await;
     train(&mut c, "alice", SPAM, Label::Spam, "").await;
     train(&mut c, "alice", HAM, Label::Ham, "").await;

@@ -596,7 +596,7 @@ async fn repair_rebuilds_a_users_model_from_the_ledger_with_the_server_stopped()
     // here, the binary on a real directory: refused while a server holds
     // it, then the same counts and scores from the ledger alone.
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(data.path()).await;
+    let server = TestServer::start_pure_in(data.path()).await;
     let mut c = server.client().await;
     train(&mut c, "alice", SPAM, chaff::proto::Label::Spam, "s1").await;
     train(&mut c, "alice", SPAM2, chaff::proto::Label::Spam, "s2").await;
@@ -626,8 +626,89 @@ async fn repair_rebuilds_a_users_model_from_the_ledger_with_the_server_stopped()
         "{}",
         run.stdout
     );
-    let server = TestServer::start_in(data.path()).await;
+    let server = TestServer::start_pure_in(data.path()).await;
     let mut c = server.client().await;
     assert_eq!(observe(&mut c, "alice").await, before);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--shutdown-grace", "300ms", "--data"])
+        .arg(dir.path())
+        .env_remove("CHAFF_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("chaff listening on ").unwrap();
+    let mut c = connect(&format!("http://{addr}")).await;
+    for i in 0..5 {
+        train(
+            &mut c,
+            "alice",
+            SPAM,
+            chaff::proto::Label::Spam,
+            &format!("m{i}"),
+        )
+        .await;
+    }
+    let refused = c
+        .forget(chaff::proto::ForgetRequest {
+            user_id: "alice".into(),
+            message_id: "never-learned".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    drop(c);
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for l in &lines {
+        assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+    }
+    let refusal: Vec<_> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "call refused")
+        .collect();
+    assert_eq!(refusal.len(), 1, "{stderr}");
+    let f = &refusal[0]["fields"];
+    assert_eq!(refusal[0]["level"], "INFO");
+    assert_eq!(refusal[0]["target"], "chaff::calls");
+    assert_eq!(
+        (&f["method"], &f["code"]),
+        (&"Forget".into(), &"NotFound".into())
+    );
+    assert!(f["duration_ms"].as_f64().unwrap() >= 0.0, "{f}");
+    // Five clicks, no line for any of them at the default level.
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "train" || l["fields"]["method"] == "Train"),
+        "{stderr}"
+    );
 }

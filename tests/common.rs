@@ -29,6 +29,18 @@ impl TestServer {
         Self::start_with(Settings::default()).await
     }
 
+    /// A server whose Score changes no model (`learn_delivered` off): for
+    /// tests that observe a model through Score while pinning what clicks
+    /// do. Learning from delivered mail is the default and has its own
+    /// tests (tests/one_sided.rs, src/engine/tests.rs).
+    pub async fn start_pure() -> Self {
+        Self::start_with(Settings {
+            learn_delivered: false,
+            ..Settings::default()
+        })
+        .await
+    }
+
     pub async fn start_with(settings: Settings) -> Self {
         Self::start_trusted(settings, |_| chaff::service::guard::Trust::open()).await
     }
@@ -38,6 +50,17 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let trust = chaff::service::guard::Trust::open();
         Self::start_at(dir, Some(data.to_path_buf()), Settings::default(), trust).await
+    }
+
+    /// [`TestServer::start_in`] with [`TestServer::start_pure`]'s settings.
+    pub async fn start_pure_in(data: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = chaff::service::guard::Trust::open();
+        let settings = Settings {
+            learn_delivered: false,
+            ..Settings::default()
+        };
+        Self::start_at(dir, Some(data.to_path_buf()), settings, trust).await
     }
 
     /// A server whose trust (keys, TLS, limits) `trust` builds from the
@@ -122,6 +145,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn start(data: &Path) -> Self {
         Self::start_args(data, &[])
+    }
+
+    /// [`ServerProcess::start`] with Score changing no model (see
+    /// [`TestServer::start_pure`]).
+    pub fn start_pure(data: &Path) -> Self {
+        Self::start_args(data, &["--learn-delivered", "false"])
     }
 
     /// With extra `chaff serve` flags; the first stdout line gives the

@@ -20,10 +20,10 @@ async fn train_some(url: &str) -> (chaff::proto::UserInfo, Vec<(u64, i32)>) {
 #[tokio::test]
 async fn state_survives_sigterm_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start_pure(dir.path());
     let before = train_some(&server.addr).await;
     server.terminate();
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start_pure(dir.path());
     let mut c = connect(&server.addr).await;
     assert_eq!(observe(&mut c, "alice").await, before);
     server.terminate();
@@ -48,7 +48,7 @@ async fn sigterm_stops_the_server_even_with_an_idle_client_connected() {
 #[tokio::test]
 async fn acknowledged_clicks_survive_sigkill_right_after_the_reply() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start_pure(dir.path());
     let before = train_some(&server.addr).await;
     // One more click, and the kill follows its reply immediately.
     let mut c = connect(&server.addr).await;
@@ -62,7 +62,7 @@ async fn acknowledged_clicks_survive_sigkill_right_after_the_reply() {
     .await;
     server.kill();
 
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start_pure(dir.path());
     let mut c = connect(&server.addr).await;
     let (info, _) = observe(&mut c, "alice").await;
     assert_eq!(

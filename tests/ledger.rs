@@ -20,6 +20,8 @@ async fn server_at(now: &Arc<AtomicU64>) -> TestServer {
     TestServer::start_with(Settings {
         undo_window: Duration::from_secs(90 * 86_400),
         clock: Clock::new(move || clock.load(Ordering::SeqCst)),
+        // Scores here observe the model; they must not change it.
+        learn_delivered: false,
         ..Settings::default()
     })
     .await

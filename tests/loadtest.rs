@@ -66,6 +66,8 @@ async fn loadtest_scores_and_trains_without_errors() {
     let score = loadtest(&server, &index, "score").await;
     assert!(score["calls"].as_u64().unwrap() > 0, "{score}");
     assert_eq!(score["errors"], 0, "{score}");
+    // Nothing was refused as busy, and the report says so.
+    assert_eq!(score["shed"]["calls"], 0, "{score}");
     assert!(
         score["latency_ms"]["p99"].as_f64().unwrap() > 0.0,
         "{score}"

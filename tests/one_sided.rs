@@ -19,8 +19,11 @@ async fn spam_only_clicks_file_no_ham_as_spam_and_still_catch_copies_of_the_clic
             train(&mut c, user, &spam, Label::Spam, "").await;
             clicked.push(spam);
         }
+        // The ham scored in the round before was delivered, so it was
+        // learned lightly (pipeline step 7), each message once.
         let info = crate::common::user(&mut c, user).await;
-        assert_eq!((info.spam_learned, info.ham_learned), (n as u64, 0));
+        let delivered = if n == 1 { 0 } else { hams.len() as u64 };
+        assert_eq!((info.spam_learned, info.ham_learned), (n as u64, delivered));
         let mut filed = Vec::new();
         for (i, ham) in hams.iter().enumerate() {
             let s = score(&mut c, user, ham).await;
@@ -72,4 +75,50 @@ async fn two_sided_clicks_still_separate_the_generated_mail() {
         "{spam_caught} {ham_kept}"
     );
     server.stop().await;
+}
+
+/// A user who clicks only *Spam* (every spam that reaches the inbox) and
+/// never *Not spam*: with delivered mail learned (the default) their model
+/// learns what their ham looks like, so unseen spam of the same campaigns
+/// is caught — not merely copies of what they clicked — and unseen ham
+/// stays out of the spam folder. Without it the same clicks leave a
+/// one-sided model that can only cancel.
+#[tokio::test]
+async fn delivered_mail_teaches_a_spam_only_clicker_their_ham() {
+    async fn mailbox(server: &TestServer) -> (usize, usize) {
+        let mut c = server.client().await;
+        let user = "clicks-spam-only@provider.example";
+        for i in 0..40 {
+            score(&mut c, user, &mailgen::ham(5, i)).await;
+            let spam = mailgen::spam(5, i);
+            if score(&mut c, user, &spam).await.verdict != Verdict::Spam as i32 {
+                train(&mut c, user, &spam, Label::Spam, "").await;
+            }
+        }
+        let (mut spam_caught, mut ham_as_spam) = (0, 0);
+        for i in 100..150 {
+            if score(&mut c, user, &mailgen::spam(5, i)).await.verdict == Verdict::Spam as i32 {
+                spam_caught += 1;
+            }
+            if score(&mut c, user, &mailgen::ham(5, i)).await.verdict == Verdict::Spam as i32 {
+                ham_as_spam += 1;
+            }
+        }
+        (spam_caught, ham_as_spam)
+    }
+    let learning = TestServer::start().await;
+    let (caught, ham_as_spam) = mailbox(&learning).await;
+    learning.stop().await;
+    let pure = TestServer::start_pure().await;
+    let (caught_pure, ham_as_spam_pure) = mailbox(&pure).await;
+    pure.stop().await;
+    eprintln!(
+        "learning: {caught} caught, {ham_as_spam} ham as spam; pure: {caught_pure}, {ham_as_spam_pure}"
+    );
+    assert_eq!(ham_as_spam, 0, "unseen ham filed as spam");
+    assert!(caught >= 45, "unseen spam caught: {caught} of 50");
+    assert!(
+        caught > caught_pure,
+        "{caught} vs {caught_pure} without learning"
+    );
 }

@@ -397,7 +397,7 @@ async fn a_trusted_senders_spam_click_is_low_effect_with_the_unsubscribe_target(
 
 #[tokio::test]
 async fn a_low_effect_click_moves_the_model_less_than_a_full_one() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_pure().await;
     let mut c = server.client().await;
     // dave allow-lists the shop (his own trusted sender); erin does not.
     set_list(&mut c, "dave", ListKind::Allow, "shop.example").await;

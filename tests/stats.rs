@@ -47,3 +47,50 @@ async fn stats_count_model_lookups_and_durable_replies() {
     assert!(text.contains("storage flushes"), "{text}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn stats_count_the_shared_models_memory() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let before = c
+        .get_stats(proto::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    c.seed_shared(proto::SeedSharedRequest {
+        message: SPAM.to_vec(),
+        label: Label::Spam.into(),
+        message_id: "seed-1".into(),
+    })
+    .await
+    .unwrap();
+    let tokens = c
+        .get_shared(proto::GetSharedRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert!(tokens > 0);
+    let after = c
+        .get_stats(proto::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // The sum and the operator's part each hold every seeded token.
+    let per_token = chaff::engine::BYTES_PER_TOKEN as u64;
+    assert!(
+        after.shared_model_bytes >= before.shared_model_bytes + 2 * tokens * per_token,
+        "{before:?} -> {after:?}"
+    );
+    // Not charged to the user models' budget.
+    assert_eq!(after.resident_bytes, before.resident_bytes);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["stats", "--server", &server.url(), "--json"])
+        .output()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["shared_model_bytes"], after.shared_model_bytes);
+    server.stop().await;
+}

@@ -222,6 +222,36 @@ async fn call(c: &mut Client, key: Option<&str>, rpc: Rpc, user: &str) -> Result
             .get_stats(req(key, proto::GetStatsRequest {}))
             .await
             .map(drop),
+        Rpc::ExportUser => c
+            .export_user(req(key, proto::ExportUserRequest { user_id: u }))
+            .await
+            .map(drop),
+        Rpc::ImportUser => {
+            let mut r = Request::new(tokio_stream::iter(vec![proto::ImportUserRequest {
+                user_id: u,
+                replace: false,
+                data: b"not an export".to_vec(),
+            }]));
+            if let Some(k) = key {
+                r.metadata_mut()
+                    .insert("authorization", format!("Bearer {k}").parse().unwrap());
+            }
+            c.import_user(r).await.map(drop)
+        }
+        Rpc::Backup => c
+            .backup(req(key, proto::BackupRequest::default()))
+            .await
+            .map(drop),
+        Rpc::ListUsers => c
+            .list_users(req(
+                key,
+                proto::ListUsersRequest {
+                    prefix: u,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
     }
 }
 
@@ -779,4 +809,209 @@ async fn key_holders_reach_the_server_from_the_cli() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
     server.terminate();
+}
+
+/// The chaff binary with `args`, and no credentials from the environment.
+async fn chaff_cli(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(args)
+        .env_remove("CHAFF_TOKEN")
+        .env_remove("CHAFF_TLS_CA")
+        .env_remove("CHAFF_CLIENT_CERT")
+        .env_remove("CHAFF_CLIENT_KEY")
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_presents_a_client_certificate_for_mutual_tls() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let ops = client_ca.leaf("ops.example", true);
+    let (server, _) = keyed_server_tls(&server_ca, Some(&client_ca), |f| {
+        f.create(NewKey {
+            name: "ops".into(),
+            scopes: Scopes::of(&[Scope::Admin]),
+            tenant: None,
+            expires_unix: None,
+            certificate_name: Some("ops.example".into()),
+        })
+        .unwrap();
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (ca, cert, key) = (
+        path("ca.pem", &server_ca.pem()),
+        path("ops.pem", &ops.cert),
+        path("ops.key", &ops.key),
+    );
+    let url = format!("https://localhost:{}", server.addr.port());
+    let with_cert = chaff_cli(&[
+        "stats",
+        "--server",
+        &url,
+        "--tls-ca",
+        &ca,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+    ])
+    .await;
+    assert!(
+        with_cert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_cert.stderr)
+    );
+    assert!(String::from_utf8_lossy(&with_cert.stdout).contains("models in memory"));
+    let without = chaff_cli(&["stats", "--server", &url, "--tls-ca", &ca]).await;
+    assert!(!without.status.success());
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("Unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+    server.stop().await;
+}
+
+/// A TREC index of the four test messages in `dir`.
+fn tiny_corpus(dir: &Path) -> String {
+    let mut index = String::new();
+    for (i, (label, msg)) in [("spam", SPAM), ("ham", HAM), ("spam", SPAM2), ("ham", HAM2)]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(dir.join(format!("m{i}.eml")), msg).unwrap();
+        index.push_str(&format!("{label} m{i}.eml\n"));
+    }
+    std::fs::write(dir.join("index"), index).unwrap();
+    dir.join("index").display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_server_and_tenant_loadtest_use_keys_like_every_client_command() {
+    let (server, (admin, acme, acme_admin)) = keyed_server(CallerLimits::default(), |f| {
+        (
+            key(f, "ops", &[Scope::Admin], None),
+            key(f, "acme-load", &[Scope::Score, Scope::Train], Some("acme")),
+            key(f, "acme-ops", &[Scope::Admin], Some("acme")),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let index = tiny_corpus(dir.path());
+    let url = server.url();
+
+    let eval = |token: Option<String>| {
+        let (url, index) = (url.clone(), index.clone());
+        async move {
+            let mut args = vec!["eval", "--server", &url, "--index", &index];
+            let t;
+            if let Some(k) = token {
+                t = k;
+                args.extend(["--token", &t]);
+            }
+            chaff_cli(&args).await
+        }
+    };
+    let ok = eval(Some(admin.clone())).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = eval(None).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no credentials"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let loadtest = |prefix: &'static str| {
+        let (url, index, acme) = (url.clone(), index.clone(), acme.clone());
+        async move {
+            let out = chaff_cli(&[
+                "loadtest",
+                "--server",
+                &url,
+                "--corpus",
+                &index,
+                "--token",
+                &acme,
+                "--rpc",
+                "train",
+                "--duration",
+                "300ms",
+                "--concurrency",
+                "2",
+                "--users",
+                "2",
+                "--user-prefix",
+                prefix,
+                "--json",
+            ])
+            .await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        }
+    };
+    let inside = loadtest("acme/").await;
+    assert!(inside["calls"].as_u64().unwrap() > 0, "{inside}");
+    assert_eq!(inside["errors"], 0, "{inside}");
+    let outside = loadtest("").await;
+    assert_eq!(outside["calls"], 0, "{outside}");
+    assert!(
+        outside["errors_by_code"]
+            .to_string()
+            .contains("PermissionDenied"),
+        "{outside}"
+    );
+
+    // What both made: the eval user, and acme's two load users (which is
+    // all an acme admin key may list).
+    let mut c = server.client().await;
+    let listed = |key: String| {
+        let mut c = c.clone();
+        async move {
+            c.list_users(req(Some(&key), proto::ListUsersRequest::default()))
+                .await
+                .unwrap()
+                .into_inner()
+                .users
+                .into_iter()
+                .map(|u| u.user_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = listed(admin.clone()).await;
+    assert!(all.iter().any(|u| u.starts_with("eval-")), "{all:?}");
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(
+        listed(acme_admin.clone()).await,
+        ["acme/loadtest-0", "acme/loadtest-1"]
+    );
+    let e = c
+        .list_users(req(
+            Some(&acme_admin),
+            proto::ListUsersRequest {
+                prefix: "other/".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("tenant acme"), "{}", e.message());
+    server.stop().await;
 }

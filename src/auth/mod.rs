@@ -144,10 +144,14 @@ pub enum Rpc {
     ClearSeed,
     GetShared,
     GetStats,
+    ListUsers,
+    ExportUser,
+    ImportUser,
+    Backup,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 15] = [
+    pub const ALL: [Rpc; 19] = [
         Rpc::Score,
         Rpc::ScoreBatch,
         Rpc::Train,
@@ -163,6 +167,10 @@ impl Rpc {
         Rpc::ClearSeed,
         Rpc::GetShared,
         Rpc::GetStats,
+        Rpc::ListUsers,
+        Rpc::ExportUser,
+        Rpc::ImportUser,
+        Rpc::Backup,
     ];
 
     /// The method name as it appears in the proto and the gRPC path.
@@ -183,6 +191,10 @@ impl Rpc {
             Rpc::ClearSeed => "ClearSeed",
             Rpc::GetShared => "GetShared",
             Rpc::GetStats => "GetStats",
+            Rpc::ListUsers => "ListUsers",
+            Rpc::ExportUser => "ExportUser",
+            Rpc::ImportUser => "ImportUser",
+            Rpc::Backup => "Backup",
         }
     }
 
@@ -203,9 +215,15 @@ impl Rpc {
             Rpc::AddListEntry | Rpc::RemoveListEntry => &[Train, Admin],
             Rpc::GetUser | Rpc::ListEntries => &[Train, Support, Admin],
             Rpc::FindDecisions => &[Support, Admin],
-            Rpc::DeleteUser | Rpc::SeedShared | Rpc::ClearSeed | Rpc::GetShared | Rpc::GetStats => {
-                &[Admin]
-            }
+            Rpc::DeleteUser
+            | Rpc::SeedShared
+            | Rpc::ClearSeed
+            | Rpc::GetShared
+            | Rpc::GetStats
+            | Rpc::ListUsers
+            | Rpc::ExportUser
+            | Rpc::ImportUser
+            | Rpc::Backup => &[Admin],
         };
         Scopes::of(s)
     }
@@ -214,7 +232,7 @@ impl Rpc {
     pub fn operator_wide(self) -> bool {
         matches!(
             self,
-            Rpc::SeedShared | Rpc::ClearSeed | Rpc::GetShared | Rpc::GetStats
+            Rpc::SeedShared | Rpc::ClearSeed | Rpc::GetShared | Rpc::GetStats | Rpc::Backup
         )
     }
 
@@ -339,6 +357,22 @@ impl Caller {
         Ok(())
     }
 
+    /// The user id prefix this caller may list users under (`ListUsers`):
+    /// `prefix` itself, or for a tenant-bound caller its tenant's
+    /// `"<tenant>/"` when `prefix` is empty; a prefix reaching outside the
+    /// tenant is refused.
+    pub fn list_prefix(&self, prefix: &str) -> Result<String, Denied> {
+        match &self.tenant {
+            None => Ok(prefix.to_string()),
+            Some(t) if prefix.is_empty() => Ok(format!("{t}/")),
+            Some(t) if prefix.starts_with(&format!("{t}/")) => Ok(prefix.to_string()),
+            Some(t) => Err(Denied::TenantPrefix {
+                tenant: t.clone(),
+                prefix: prefix.to_string(),
+            }),
+        }
+    }
+
     /// May this caller name `user`? A tenant-bound caller only names
     /// `<tenant>/...` user ids; others name any.
     pub fn may_touch(&self, user: &UserId) -> Result<(), Denied> {
@@ -368,6 +402,10 @@ pub enum Denied {
         "user_id {user} is not in tenant {tenant}; this caller may only name users \"{tenant}/...\""
     )]
     Tenant { tenant: Tenant, user: UserId },
+    #[error(
+        "prefix {prefix:?} reaches outside tenant {tenant}; this caller may only list users \"{tenant}/...\""
+    )]
+    TenantPrefix { tenant: Tenant, prefix: String },
 }
 
 /// `score or admin`.

@@ -5,6 +5,7 @@
 //! combining) lives in [`robinson`]; this file holds the data it reads.
 
 pub mod blend;
+pub mod prune;
 pub mod robinson;
 pub mod shared;
 
@@ -56,6 +57,12 @@ impl Weight {
     pub const LOW: Weight = Weight(8);
     /// About a twentieth of a message: docs/ACCURACY.md, "Weighted learning".
     pub const LIGHT: Weight = Weight(3);
+    /// The least a delivered message the user did not click weighs when
+    /// learned as ham (`Engine::learn_delivered`): as light as a confident
+    /// click, so a spam the user let pass unreported moves the model a
+    /// twentieth as far as a click does. docs/ACCURACY.md, "Learning from
+    /// delivered mail", has the measurements behind the value.
+    pub const DELIVERED: Weight = Weight(3);
 
     /// The weight as a fraction of one message.
     pub fn messages(self) -> f64 {
@@ -63,10 +70,56 @@ impl Weight {
     }
 }
 
+/// A token id as the model's map stores it: two 32-bit halves, so a map
+/// entry (key, counts, last seen) is 20 bytes with 4-byte alignment rather
+/// than 24 with a `u64` key — the recency stamp costs 4 bytes per token in
+/// memory instead of 8 (docs/PERFORMANCE.md, "Quota and expiry").
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u32; 2]);
+
+impl Key {
+    #[inline]
+    fn of(id: TokenId) -> Key {
+        Key([(id.0 >> 32) as u32, id.0 as u32])
+    }
+
+    #[inline]
+    fn id(self) -> TokenId {
+        TokenId((u64::from(self.0[0]) << 32) | u64::from(self.0[1]))
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.id().fmt(f)
+    }
+}
+
+impl std::hash::Hash for Key {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.id().0);
+    }
+}
+
+/// A token's counts and when it was last learned ([`Model::clock`] at that
+/// learn), what pruning reads ([`prune`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) counts: Counts,
+    pub(crate) seen: u32,
+}
+
 /// One user's statistics: per-token weighted counts, the weight learned per
 /// class, and how many messages that was. Learning and unlearning are exact
 /// inverses on integers, which is what makes relearn and Forget exact.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Each token also carries when it was last learned, on a logical clock
+/// that counts learns ([`Model::clock`]): pruning a model past its quota
+/// drops the weak tokens that were seen longest ago first ([`prune`]).
+/// Recency is bookkeeping, not statistics: two models with the same counts
+/// are equal (`==`) whatever their clocks.
+#[derive(Clone, Debug)]
 pub struct Model {
     spam_learned: u64,
     ham_learned: u64,
@@ -74,10 +127,30 @@ pub struct Model {
     /// [`Weight`]); the per-token ratios are taken against these.
     spam_weight: u64,
     ham_weight: u64,
-    tokens: FxHashMap<TokenId, Counts>,
+    tokens: FxHashMap<Key, Entry>,
     /// The tokenizer version these statistics were built with.
     tokenizer_version: u32,
+    /// Learns so far (never decreases, saturates): the time a token's
+    /// `seen` stamp is read against.
+    clock: u32,
 }
+
+impl PartialEq for Model {
+    fn eq(&self, other: &Self) -> bool {
+        self.spam_learned == other.spam_learned
+            && self.ham_learned == other.ham_learned
+            && self.spam_weight == other.spam_weight
+            && self.ham_weight == other.ham_weight
+            && self.tokenizer_version == other.tokenizer_version
+            && self.tokens.len() == other.tokens.len()
+            && self
+                .tokens
+                .iter()
+                .all(|(k, e)| other.tokens.get(k).is_some_and(|o| o.counts == e.counts))
+    }
+}
+
+impl Eq for Model {}
 
 impl Default for Model {
     fn default() -> Self {
@@ -88,6 +161,7 @@ impl Default for Model {
             ham_weight: 0,
             tokens: FxHashMap::default(),
             tokenizer_version: TOKENIZER_VERSION,
+            clock: 0,
         }
     }
 }
@@ -100,14 +174,87 @@ impl Model {
         tokenizer_version: u32,
         tokens: impl IntoIterator<Item = (TokenId, Counts)>,
     ) -> Self {
+        Self::from_stamped_parts(
+            (spam_learned, ham_learned),
+            (spam_weight, ham_weight),
+            tokenizer_version,
+            0,
+            tokens.into_iter().map(|(id, c)| (id, c, 0)),
+        )
+    }
+
+    /// [`Model::from_parts`] with the recency bookkeeping: the clock and
+    /// each token's last-seen stamp (the store's snapshot decoder).
+    pub fn from_stamped_parts(
+        (spam_learned, ham_learned): (u64, u64),
+        (spam_weight, ham_weight): (u64, u64),
+        tokenizer_version: u32,
+        clock: u32,
+        tokens: impl IntoIterator<Item = (TokenId, Counts, u32)>,
+    ) -> Self {
         Self {
             spam_learned,
             ham_learned,
             spam_weight,
             ham_weight,
-            tokens: tokens.into_iter().collect(),
+            tokens: tokens
+                .into_iter()
+                .map(|(id, counts, seen)| (Key::of(id), Entry { counts, seen }))
+                .collect(),
             tokenizer_version,
+            clock,
         }
+    }
+
+    /// Learns so far, on the clock the tokens' last-seen stamps use.
+    pub fn clock(&self) -> u32 {
+        self.clock
+    }
+
+    /// When `id` was last learned ([`Model::clock`] at that learn).
+    pub fn seen(&self, id: TokenId) -> Option<u32> {
+        self.tokens.get(&Key::of(id)).map(|e| e.seen)
+    }
+
+    /// Every (token, counts, last seen), in no particular order.
+    pub fn iter_stamped(&self) -> impl Iterator<Item = (TokenId, Counts, u32)> + '_ {
+        self.tokens.iter().map(|(k, e)| (k.id(), e.counts, e.seen))
+    }
+
+    /// Sets one class's count of a token (stamped now when it grows),
+    /// dropping a token left with none, so equal states are equal maps (the
+    /// shared model's exact sums, `shared.rs`).
+    pub(crate) fn set_count(&mut self, id: TokenId, label: Label, value: u32) {
+        let now = self.clock;
+        let entry = self.tokens.entry(Key::of(id)).or_default();
+        let c = entry.counts.get_mut(label);
+        if value > *c {
+            entry.seen = now;
+        }
+        *c = value;
+        if entry.counts == Counts::default() {
+            self.tokens.remove(&Key::of(id));
+        }
+    }
+
+    /// Advances the clock by one learn (the shared model's sum, which is
+    /// not learned through [`Model::learn_weighted`]).
+    pub(crate) fn tick(&mut self) {
+        self.clock = self.clock.saturating_add(1);
+    }
+
+    /// Drops these tokens outright (pruning, [`prune`]); the class totals
+    /// stay, as SpamAssassin's expiry leaves `nspam`/`nham` alone: the
+    /// messages were still learned.
+    pub(crate) fn remove_tokens(&mut self, ids: &[TokenId]) {
+        for id in ids {
+            self.tokens.remove(&Key::of(*id));
+        }
+    }
+
+    /// Keeps only the tokens `keep` says yes to (pruning a shared part).
+    pub(crate) fn retain_tokens(&mut self, mut keep: impl FnMut(TokenId) -> bool) {
+        self.tokens.retain(|k, _| keep(k.id()));
     }
 
     pub fn spam_learned(&self) -> u64 {
@@ -139,13 +286,14 @@ impl Model {
         self.tokenizer_version
     }
 
+    #[inline]
     pub fn get(&self, id: TokenId) -> Option<Counts> {
-        self.tokens.get(&id).copied()
+        self.tokens.get(&Key::of(id)).map(|e| e.counts)
     }
 
     /// Every (token, counts) pair, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (TokenId, Counts)> + '_ {
-        self.tokens.iter().map(|(k, v)| (*k, *v))
+        self.tokens.iter().map(|(k, e)| (k.id(), e.counts))
     }
 
     /// Counts one message's distinct tokens under `label` at full weight.
@@ -158,9 +306,13 @@ impl Model {
         let (messages, total) = self.totals_mut(label);
         *messages += 1;
         *total = total.saturating_add(u64::from(weight.0));
+        self.clock = self.clock.saturating_add(1);
+        let now = self.clock;
         self.tokens.reserve(ids.len());
         for id in ids {
-            let c = self.tokens.entry(*id).or_default().get_mut(label);
+            let entry = self.tokens.entry(Key::of(*id)).or_default();
+            entry.seen = now;
+            let c = entry.counts.get_mut(label);
             *c = c.saturating_add(weight.0);
         }
     }
@@ -179,11 +331,12 @@ impl Model {
         *messages = messages.saturating_sub(1);
         *total = total.saturating_sub(u64::from(weight.0));
         for id in ids {
-            if let Some(counts) = self.tokens.get_mut(id) {
-                let c = counts.get_mut(label);
+            let key = Key::of(*id);
+            if let Some(entry) = self.tokens.get_mut(&key) {
+                let c = entry.counts.get_mut(label);
                 *c = c.saturating_sub(weight.0);
-                if *counts == Counts::default() {
-                    self.tokens.remove(id);
+                if entry.counts == Counts::default() {
+                    self.tokens.remove(&key);
                 }
             }
         }

@@ -244,6 +244,7 @@ pub async fn stats(server: &str, as_json: bool) -> anyhow::Result<()> {
                 "model_evictions": r.model_evictions,
                 "durable_waits": r.durable_waits,
                 "flushes": r.flushes,
+                "shared_model_bytes": r.shared_model_bytes,
             })
         );
         return Ok(());
@@ -254,6 +255,10 @@ pub async fn stats(server: &str, as_json: bool) -> anyhow::Result<()> {
         super::plural(r.resident_users, "user", "users"),
         r.resident_bytes >> 20,
         r.model_memory_bytes >> 20
+    );
+    println!(
+        "shared model in memory: {:.1} MiB (beside --model-memory, never evicted)",
+        r.shared_model_bytes as f64 / (1 << 20) as f64
     );
     println!(
         "  lookups: {} hits, {} misses (hit rate {:.3}), {} for users with nothing stored; {} evictions",
@@ -269,6 +274,106 @@ pub async fn stats(server: &str, as_json: bool) -> anyhow::Result<()> {
         r.flushes,
         r.durable_waits as f64 / r.flushes.max(1) as f64
     );
+    Ok(())
+}
+
+/// `chaff users`: every page of ListUsers, one line (or JSON object) per
+/// user, then a count on standard error.
+pub async fn users(
+    server: &str,
+    prefix: String,
+    page_size: u32,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut client = connect(server).await?;
+    let mut page_token = String::new();
+    let mut listed = 0u64;
+    if !as_json {
+        println!(
+            "{:<32}  {:>8}  {:>8}  {:>9}  last scored (UTC)",
+            "user", "spam", "ham", "tokens"
+        );
+    }
+    loop {
+        let page = client
+            .list_users(proto::ListUsersRequest {
+                prefix: prefix.clone(),
+                page_size,
+                page_token,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        for u in &page.users {
+            listed += 1;
+            let last = (u.last_scored_unix_ms > 0).then(|| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(u.last_scored_unix_ms as u64),
+                )
+                .to_string()
+            });
+            if as_json {
+                println!(
+                    "{}",
+                    json!({
+                        "user": u.user_id,
+                        "spam_learned": u.spam_learned,
+                        "ham_learned": u.ham_learned,
+                        "tokens": u.tokens,
+                        "last_scored_unix_ms": (u.last_scored_unix_ms > 0).then_some(u.last_scored_unix_ms),
+                    })
+                );
+            } else {
+                println!(
+                    "{:<32}  {:>8}  {:>8}  {:>9}  {}",
+                    u.user_id,
+                    u.spam_learned,
+                    u.ham_learned,
+                    u.tokens,
+                    last.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if !as_json {
+        eprintln!("{}", super::plural(listed, "user", "users"));
+    }
+    Ok(())
+}
+
+/// `chaff backup DIR`: the server copies its store into DIR.
+pub async fn backup(server: &str, dir: &Path, as_json: bool) -> anyhow::Result<()> {
+    let dir = std::path::absolute(dir)
+        .with_context(|| format!("cannot make {} an absolute path", dir.display()))?;
+    let started = std::time::Instant::now();
+    let r = connect(server)
+        .await?
+        .backup(proto::BackupRequest {
+            directory: dir.display().to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let seconds = started.elapsed().as_secs_f64();
+    if as_json {
+        println!(
+            "{}",
+            json!({"directory": dir, "users": r.users, "records": r.records, "seconds": seconds})
+        );
+    } else {
+        println!(
+            "backed up {} ({} records) to {} in {seconds:.1} s; restore: chaff serve --data {}",
+            super::plural(r.users, "user", "users"),
+            r.records,
+            dir.display(),
+            dir.display()
+        );
+    }
     Ok(())
 }
 

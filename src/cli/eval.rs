@@ -13,7 +13,7 @@ use chaff::classify::Params;
 use chaff::engine::{Engine, Settings};
 use chaff::eval::multi::Arrival;
 use chaff::eval::{self, Clicks, Filter, Judgement, Plan, Profile, Summary, TrainMode};
-use chaff::proto::{self, chaff_client::ChaffClient};
+use chaff::proto;
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 use chaff::types::{Label, UserId, Verdict};
@@ -71,12 +71,22 @@ pub struct EvalArgs {
         help_heading = "Click protocol"
     )]
     seed: u64,
+    /// In-process: learn mail delivered to the inbox (verdict HAM or
+    /// UNSURE) and not clicked as ham at a twentieth of a click's weight,
+    /// as `chaff serve --learn-delivered` does (`true` or `false`). It
+    /// changes nothing under `--train every`, where every message is
+    /// clicked.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    learn_delivered: bool,
     /// Instead of the online protocol, learn this fraction of the corpus
     /// (its head) without scoring, then score the rest without learning.
     #[arg(long, value_name = "FRACTION")]
     split: Option<f64>,
-    /// Replay through a running chaff server (gRPC) instead of in-process.
-    #[arg(long)]
+    /// Replay through a running chaff server (gRPC) instead of in-process:
+    /// HOST:PORT or a URL, with the same --token / CHAFF_TOKEN, --tls-ca
+    /// and --client-cert/--client-key as every client command. The replay's
+    /// user (`eval-<pid>-<time>`) stays on the server (`chaff users`).
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::parse_server)]
     server: Option<String>,
     /// Write one `id score gold judged taught` line per scored message
     /// (`taught`: 1 if the replay then learned its label, a click, else 0),
@@ -92,6 +102,12 @@ pub struct EvalArgs {
     /// messages/s measures chaff rather than the disk.
     #[arg(long)]
     durable: bool,
+    /// In-process: cap every user's model at N tokens as `chaff serve
+    /// --max-user-tokens N` does, pruning after the click that passes it
+    /// (inline, so the replay is deterministic). Without it: no cap, as in
+    /// the tables of docs/ACCURACY.md.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_user_tokens: Option<u64>,
     /// Word-pair window for the in-process tokenizer (1 = no pairs); for
     /// comparing tokenizer settings. Ignored with --server.
     #[arg(long)]
@@ -164,7 +180,7 @@ fn train_mode(args: &EvalArgs) -> anyhow::Result<TrainMode> {
 }
 
 struct GrpcFilter {
-    client: ChaffClient<tonic::transport::Channel>,
+    client: super::client::Client,
     user: String,
     handle: Handle,
 }
@@ -233,24 +249,24 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let bar = super::progress_bar(corpus.len(), "messages");
 
     let started = Instant::now();
-    let outcomes = match &args.server {
+    let (outcomes, model) = match &args.server {
         Some(server) => {
-            let client = ChaffClient::connect(server.clone())
-                .await
-                .with_context(|| format!("cannot reach chaff at {server}"))?
-                .max_encoding_message_size(usize::MAX);
+            // The same connection as every client command: --token /
+            // CHAFF_TOKEN, --tls-ca, client certificates, host:port.
+            let client = super::client::connect(server).await?;
             let mut filter = GrpcFilter {
                 client,
                 user,
                 handle: Handle::current(),
             };
             let bar = bar.clone();
-            tokio::task::spawn_blocking(move || {
+            let outcomes = tokio::task::spawn_blocking(move || {
                 eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
                 })
             })
-            .await??
+            .await??;
+            (outcomes, None)
         }
         None => {
             let bar = bar.clone();
@@ -259,10 +275,17 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
                 let engine = Arc::new(Engine::new(open_store(dir.path(), durable)?, settings)?);
-                let mut filter = eval::EngineFilter::new(engine, UserId::new(user)?);
-                Ok(eval::replay(&corpus, &mut filter, plan, |done, _| {
+                let user = UserId::new(user)?;
+                let mut filter = eval::EngineFilter::new(engine.clone(), user.clone());
+                let outcomes = eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
-                })?)
+                })?;
+                drop(filter);
+                let model = ModelSize {
+                    tokens: engine.user_summary(&user)?.tokens,
+                    quota: engine.stats().quota,
+                };
+                Ok((outcomes, Some(model)))
             })
             .await??
         }
@@ -299,9 +322,18 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         &protocol,
         &summary,
         Some((rate, total, elapsed)),
+        model,
         args.json,
     );
     Ok(())
+}
+
+/// The replayed user's model at the end of an in-process replay, and what
+/// `--max-user-tokens` pruned on the way.
+#[derive(Clone, Copy, Debug)]
+struct ModelSize {
+    tokens: u64,
+    quota: chaff::engine::QuotaStats,
 }
 
 /// The store of an in-process replay, in a throwaway directory.
@@ -333,6 +365,8 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,
+        max_user_tokens: args.max_user_tokens.map(|n| n as usize),
+        learn_delivered: args.learn_delivered,
         ..Settings::default()
     }
 }
@@ -351,6 +385,7 @@ pub fn metrics(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
             "from results file",
             &summary,
             None,
+            None,
             json,
         );
     }
@@ -362,6 +397,7 @@ fn print_summary(
     protocol: &str,
     summary: &Summary,
     speed: Option<(f64, usize, f64)>,
+    model: Option<ModelSize>,
     json: bool,
 ) {
     if json {
@@ -382,6 +418,9 @@ fn print_summary(
             "spam_clicks": summary.taught.map(|t| t.spam),
             "ham_clicks": summary.taught.map(|t| t.ham),
             "messages_per_second": speed.map(|s| s.0),
+            "model_tokens": model.map(|m| m.tokens),
+            "prunes": model.map(|m| m.quota.prunes),
+            "pruned_tokens": model.map(|m| m.quota.pruned_tokens),
         });
         println!("{v}");
         return;
@@ -414,6 +453,12 @@ fn print_summary(
             t.spam + t.ham,
             t.spam,
             t.ham
+        );
+    }
+    if let Some(m) = model {
+        println!(
+            "model             {} tokens ({} pruned in {} prunes)",
+            m.tokens, m.quota.pruned_tokens, m.quota.prunes
         );
     }
     if let Some((rate, total, elapsed)) = speed {

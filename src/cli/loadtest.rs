@@ -1,5 +1,7 @@
 //! `chaff loadtest`: keep a fixed number of calls in flight against a running
-//! server for a while, then report throughput and latency.
+//! server for a while, then report throughput and latency: of the calls
+//! answered OK, and of the ones refused (by code; the busy refusals,
+//! RESOURCE_EXHAUSTED and UNAVAILABLE, together as `shed`).
 //!
 //! The corpus is read into memory once, so the disk is not measured; the
 //! messages are sent in a cycle. Calls run as tokio tasks sharing a few
@@ -47,9 +49,25 @@ pub struct LoadtestArgs {
     /// `--rpc score` trained models to score against.
     #[arg(long, default_value_t = 1)]
     users: usize,
+    /// Put this before every user id, e.g. `acme/` for a key bound to
+    /// tenant acme (which may only name `acme/...` users):
+    /// `acme/loadtest-0` ….
+    #[arg(long, default_value = "")]
+    user_prefix: String,
     /// HTTP/2 connections the calls share (one tonic channel each).
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Each call's deadline, sent as `grpc-timeout` (e.g. `100ms`); the
+    /// server refuses a call past it with DEADLINE_EXCEEDED without working
+    /// on it. Default: none.
+    #[arg(long, value_parser = super::parse_duration)]
+    deadline: Option<Duration>,
+    /// After a call the server refused as busy (RESOURCE_EXHAUSTED or
+    /// UNAVAILABLE), the worker waits this long before its next call, as a
+    /// client with backoff does (e.g. `10ms`). Default 0: at once, the
+    /// harshest client.
+    #[arg(long, default_value = "0s", value_parser = super::parse_duration)]
+    backoff: Duration,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -72,6 +90,10 @@ struct Shared {
     messages: Vec<Message>,
     rpc: Rpc,
     users: u64,
+    deadline: Option<Duration>,
+    backoff: Duration,
+    /// `--user-prefix`, before every user id.
+    user_prefix: String,
     /// Makes this run's message ids new to the server (`--rpc train`).
     run_id: String,
     /// The number of the next call; picks its message, user and id.
@@ -86,8 +108,8 @@ struct Shared {
 struct Record {
     /// Latency of each successful call, in microseconds.
     latencies_us: Vec<u32>,
-    /// Failed calls by gRPC code.
-    errors: BTreeMap<String, u64>,
+    /// Failed calls by gRPC code, with the latency of each (µs).
+    errors: BTreeMap<String, Vec<u32>>,
     /// Train outcomes by name.
     outcomes: BTreeMap<String, u64>,
 }
@@ -117,6 +139,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         messages,
         rpc: args.rpc,
         users: args.users as u64,
+        deadline: args.deadline,
+        backoff: args.backoff,
+        user_prefix: args.user_prefix.clone(),
         run_id: format!("{}-{nanos}", std::process::id()),
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
@@ -139,7 +164,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         let r = w.await.context("a load worker panicked")?;
         total.latencies_us.extend(r.latencies_us);
         for (k, v) in r.errors {
-            *total.errors.entry(k).or_default() += v;
+            total.errors.entry(k).or_default().extend(v);
         }
         for (k, v) in r.outcomes {
             *total.outcomes.entry(k).or_default() += v;
@@ -153,8 +178,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     }
 
     total.latencies_us.sort_unstable();
+    total.errors.values_mut().for_each(|v| v.sort_unstable());
     let ok = total.latencies_us.len() as u64;
-    let failed: u64 = total.errors.values().sum();
+    let failed: u64 = total.errors.values().map(|v| v.len() as u64).sum();
     let report = Report {
         args: &args,
         messages: shared.messages.len(),
@@ -223,31 +249,37 @@ async fn worker(
     while Instant::now() < deadline {
         let n = shared.next.fetch_add(1, Ordering::Relaxed);
         let message = &shared.messages[(n % shared.messages.len() as u64) as usize];
-        let user_id = format!("loadtest-{}", n % shared.users);
+        let user_id = format!("{}loadtest-{}", shared.user_prefix, n % shared.users);
         let started = Instant::now();
         let result = match shared.rpc {
             Rpc::Score => client
-                .score(proto::ScoreRequest {
-                    user_id,
-                    message: message.bytes.clone(),
-                    ..Default::default()
-                })
+                .score(request(
+                    shared.deadline,
+                    proto::ScoreRequest {
+                        user_id,
+                        message: message.bytes.clone(),
+                        ..Default::default()
+                    },
+                ))
                 .await
                 .map(|_| None),
             Rpc::Train => client
-                .train(proto::TrainRequest {
-                    user_id,
-                    message: message.bytes.clone(),
-                    label: message.label.into(),
-                    message_id: format!("loadtest-{}-{n}", shared.run_id),
-                })
+                .train(request(
+                    shared.deadline,
+                    proto::TrainRequest {
+                        user_id,
+                        message: message.bytes.clone(),
+                        label: message.label.into(),
+                        message_id: format!("loadtest-{}-{n}", shared.run_id),
+                    },
+                ))
                 .await
                 .map(|r| Some(r.into_inner().outcome)),
         };
         let latency = started.elapsed();
+        let us = latency.as_micros().min(u128::from(u32::MAX)) as u32;
         match result {
             Ok(outcome) => {
-                let us = latency.as_micros().min(u128::from(u32::MAX)) as u32;
                 record.latencies_us.push(us);
                 if let Some(outcome) = outcome {
                     let name = proto::TrainOutcome::try_from(outcome)
@@ -257,15 +289,47 @@ async fn worker(
             }
             Err(status) => {
                 shared.failed.fetch_add(1, Ordering::Relaxed);
-                *record
+                record
                     .errors
                     .entry(format!("{:?}", status.code()))
-                    .or_default() += 1;
+                    .or_default()
+                    .push(us);
+                if is_shed(status.code()) && !shared.backoff.is_zero() {
+                    tokio::time::sleep(shared.backoff).await;
+                }
             }
         }
         shared.done.fetch_add(1, Ordering::Relaxed);
     }
     record
+}
+
+/// A request carrying `deadline` (if any) as `grpc-timeout`.
+fn request<T>(deadline: Option<Duration>, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(d) = deadline {
+        r.set_timeout(d);
+    }
+    r
+}
+
+/// The codes a busy server refuses with (the call was not worked on).
+fn is_shed(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+    )
+}
+
+/// The latency (ms) under which a fraction `q` of the calls in `sorted`
+/// (µs, ascending) finished (nearest rank); 0 with no call.
+fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    f64::from(sorted[rank - 1]) / 1000.0
 }
 
 /// A line on the terminal, redrawn every second.
@@ -298,7 +362,8 @@ struct Report<'a> {
     elapsed: f64,
     /// Sorted.
     latencies_us: &'a [u32],
-    errors: &'a BTreeMap<String, u64>,
+    /// Failed calls' latencies by code, each sorted.
+    errors: &'a BTreeMap<String, Vec<u32>>,
     outcomes: &'a BTreeMap<String, u64>,
     run_id: &'a str,
 }
@@ -307,12 +372,26 @@ impl Report<'_> {
     /// The latency (ms) under which a fraction `q` of successful calls
     /// finished (nearest rank); 0 with no call.
     fn quantile_ms(&self, q: f64) -> f64 {
-        let n = self.latencies_us.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        f64::from(self.latencies_us[rank - 1]) / 1000.0
+        quantile_ms(self.latencies_us, q)
+    }
+
+    /// The latencies of the calls refused as busy, sorted.
+    fn shed(&self) -> Vec<u32> {
+        let mut all: Vec<u32> = self
+            .errors
+            .iter()
+            .filter(|(code, _)| *code == "ResourceExhausted" || *code == "Unavailable")
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    fn errors_by_code(&self) -> BTreeMap<&str, u64> {
+        self.errors
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.len() as u64))
+            .collect()
     }
 
     fn rate(&self) -> f64 {
@@ -332,10 +411,11 @@ impl Report<'_> {
 
     /// What the calls did, in words.
     fn what(&self) -> String {
+        let p = &self.args.user_prefix;
         let users = if self.args.users == 1 {
-            "user loadtest-0".to_string()
+            format!("user {p}loadtest-0")
         } else {
-            format!("users loadtest-0..{} in turn", self.args.users - 1)
+            format!("users {p}loadtest-0..{} in turn", self.args.users - 1)
         };
         match self.args.rpc {
             Rpc::Score => format!("Score, {users}"),
@@ -348,6 +428,7 @@ impl Report<'_> {
     }
 
     fn json(&self) -> serde_json::Value {
+        let shed = self.shed();
         serde_json::json!({
             "server": self.args.server.server,
             "rpc": self.rpc(),
@@ -362,7 +443,23 @@ impl Report<'_> {
             "duration_s": self.elapsed,
             "calls": self.ok,
             "errors": self.failed,
-            "errors_by_code": self.errors,
+            "errors_by_code": self.errors_by_code(),
+            "deadline_ms": self.args.deadline.map(|d| d.as_secs_f64() * 1000.0),
+            "backoff_ms": self.args.backoff.as_secs_f64() * 1000.0,
+            "shed": {
+                "calls": shed.len(),
+                "per_second": shed.len() as f64 / self.elapsed,
+                "latency_ms": {
+                    "p50": quantile_ms(&shed, 0.50),
+                    "p99": quantile_ms(&shed, 0.99),
+                    "max": quantile_ms(&shed, 1.0),
+                },
+            },
+            "error_latency_ms": self.errors.iter().map(|(k, v)| (k.clone(), serde_json::json!({
+                "p50": quantile_ms(v, 0.50),
+                "p99": quantile_ms(v, 0.99),
+                "max": quantile_ms(v, 1.0),
+            }))).collect::<serde_json::Map<_, _>>(),
             "outcomes": self.outcomes,
             "calls_per_second": self.rate(),
             "latency_ms": {
@@ -391,7 +488,7 @@ impl Report<'_> {
             self.elapsed
         );
         println!(
-            "throughput  {:.0} calls/s ({} calls, {} errors)",
+            "throughput  {:.0} calls/s answered OK ({} calls, {} errors)",
             self.rate(),
             self.ok,
             self.failed
@@ -403,8 +500,14 @@ impl Report<'_> {
             self.quantile_ms(0.99),
             self.quantile_ms(1.0)
         );
-        for (code, n) in self.errors {
-            println!("error       {code}: {n}");
+        for (code, v) in self.errors {
+            println!(
+                "error       {code}: {}, answered in p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                v.len(),
+                quantile_ms(v, 0.50),
+                quantile_ms(v, 0.99),
+                quantile_ms(v, 1.0)
+            );
         }
         if !self.outcomes.is_empty() {
             let outcomes: Vec<String> = self

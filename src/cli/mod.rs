@@ -9,6 +9,7 @@ mod loadtest;
 mod policy;
 mod seed;
 mod serve;
+mod soak;
 mod trust;
 mod values;
 
@@ -51,7 +52,7 @@ enum Command {
     Forget(ForgetArgs),
     /// Show a user's learn counts, model size and delivery settings; with
     /// --mode or thresholds, change the settings.
-    #[command(override_usage = "chaff user [OPTIONS] --user <USER>")]
+    #[command(override_usage = "chaff user [OPTIONS] --user <USER> [COMMAND]")]
     User(policy::UserArgs),
     /// Add, remove or show allow, block and trusted-sender list entries.
     #[command(subcommand)]
@@ -71,6 +72,15 @@ enum Command {
     /// and how many durable replies shared each storage flush.
     #[command(override_usage = "chaff stats [OPTIONS]")]
     Stats(ShowArgs),
+    /// Operator: list the users chaff keeps anything for, with learn counts
+    /// and when each was last scored.
+    #[command(override_usage = "chaff users [OPTIONS]")]
+    Users(UsersArgs),
+    /// Operator: copy the server's whole store, while it serves, into a new
+    /// data directory on the server's machine; `chaff serve --data DIR`
+    /// serves the copy (the restore).
+    #[command(override_usage = "chaff backup [OPTIONS] <DIR>")]
+    Backup(BackupArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.
     Eval(eval::EvalArgs),
     /// Keep N calls in flight against a running server for a while and report
@@ -80,6 +90,11 @@ enum Command {
     /// Compute the same measures from results files (`id score gold judged` lines),
     /// e.g. written by `chaff eval --results` or the peer scripts.
     Metrics(MetricsArgs),
+    /// Crash soak: run `chaff serve` on a fresh data directory under
+    /// concurrent clicks, SIGKILL it at random moments, and check after each
+    /// restart that nothing acknowledged was lost and nothing unacknowledged
+    /// half-applied (docs/FAULTS.md).
+    Soak(soak::SoakArgs),
     /// Print a message's features (tokens) as the classifier sees them; local, no server.
     Tokens(TokensArgs),
     /// Operator, with the server stopped: rebuild a user's model from their
@@ -268,6 +283,32 @@ struct ForgetArgs {
 }
 
 #[derive(Args, Debug)]
+struct UsersArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Only users whose id starts with this, e.g. `acme/` (a tenant-bound
+    /// key lists only its own tenant's users anyway).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Users fetched per call (1 to 1000); every page is printed.
+    #[arg(long, default_value_t = 500)]
+    page_size: u32,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    #[command(flatten)]
+    json: JsonArg,
+    /// A new directory (or an empty one) on the server's machine; a
+    /// relative path is taken from this command's working directory.
+    dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
 struct MetricsArgs {
     /// Results files.
     #[arg(required = true)]
@@ -373,10 +414,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(a) => seed::run(a).await,
         Command::Shared(a) => seed::show(&a.server.server, a.json.json).await,
         Command::Stats(a) => client::stats(&a.server.server, a.json.json).await,
+        Command::Backup(a) => client::backup(&a.server.server, &a.dir, a.json.json).await,
+        Command::Users(a) => {
+            client::users(&a.server.server, a.prefix, a.page_size, a.json.json).await
+        }
         Command::Tokens(a) => client::tokens(&a.file, a.json.json),
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
         Command::Metrics(a) => eval::metrics(&a.files, a.json),
+        Command::Soak(a) => soak::run(a).await,
         Command::Keys(c) => trust::keys(c),
         Command::Repair(a) => repair(&a),
     }
@@ -430,6 +476,11 @@ mod tests {
             ),
             (vec!["shared"], generated::<super::ShowArgs>("chaff shared")),
             (vec!["stats"], generated::<super::ShowArgs>("chaff stats")),
+            (vec!["users"], generated::<super::UsersArgs>("chaff users")),
+            (
+                vec!["backup"],
+                generated::<super::BackupArgs>("chaff backup"),
+            ),
             (
                 vec!["loadtest"],
                 generated::<super::loadtest::LoadtestArgs>("chaff loadtest"),

@@ -2,6 +2,7 @@
 //! trusted lists, and support's `chaff why`.
 
 use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -48,6 +49,30 @@ pub struct UserArgs {
     yes: bool,
     #[command(flatten)]
     json: JsonArg,
+    #[command(subcommand)]
+    action: Option<UserAction>,
+}
+
+/// Moving a user's data in and out of a server.
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    /// Write everything the server keeps for the user (model, learned
+    /// messages, settings, lists, logged decisions) to FILE, in chaff's
+    /// versioned export format (docs/OPERATIONS.md "Export format"): a
+    /// data-subject access request, or the first half of a move.
+    Export {
+        /// The file to write (`-`: standard output).
+        file: PathBuf,
+    },
+    /// Write an export (from `chaff user export`) to the server as the
+    /// user it is of. Refused if the user has data there, unless --replace.
+    Import {
+        /// The export file (`-`: standard input).
+        file: PathBuf,
+        /// Delete what the server has for the user first.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -175,7 +200,99 @@ pub fn rule_name(r: i32) -> &'static str {
     rule_from_wire(r).map_or("?", RuleKind::as_str)
 }
 
+/// `chaff user -u U export|import FILE`.
+async fn user_action(a: &UserArgs, action: &UserAction) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use tokio_stream::StreamExt;
+    let mut client = connect(&a.server.server).await?;
+    match action {
+        UserAction::Export { file } => {
+            let mut stream = client
+                .export_user(proto::ExportUserRequest {
+                    user_id: a.user.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                bytes.extend_from_slice(&chunk.map_err(status)?.data);
+            }
+            if file.as_os_str() == "-" {
+                std::io::stdout().write_all(&bytes)?;
+            } else {
+                std::fs::write(file, &bytes)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+                if a.json.json {
+                    println!(
+                        "{}",
+                        json!({"user": a.user, "file": file, "bytes": bytes.len()})
+                    );
+                } else {
+                    eprintln!(
+                        "exported {} ({} bytes) to {}",
+                        a.user,
+                        bytes.len(),
+                        file.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        UserAction::Import { file, replace } => {
+            let mut bytes = Vec::new();
+            if file.as_os_str() == "-" {
+                std::io::stdin().read_to_end(&mut bytes)?;
+            } else {
+                bytes = std::fs::read(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+            }
+            let mut messages: Vec<proto::ImportUserRequest> = bytes
+                .chunks(1 << 20)
+                .map(|c| proto::ImportUserRequest {
+                    data: c.to_vec(),
+                    ..Default::default()
+                })
+                .collect();
+            if messages.is_empty() {
+                messages.push(proto::ImportUserRequest::default());
+            }
+            messages[0].user_id = a.user.clone();
+            messages[0].replace = *replace;
+            let r = client
+                .import_user(tokio_stream::iter(messages))
+                .await
+                .map_err(status)?
+                .into_inner();
+            if a.json.json {
+                println!(
+                    "{}",
+                    json!({"user": a.user, "messages": r.messages, "decisions": r.decisions,
+                           "list_entries": r.list_entries, "replaced": r.replaced})
+                );
+            } else {
+                println!(
+                    "imported {}: {} learned messages, {} decisions, {} list entries{}",
+                    a.user,
+                    r.messages,
+                    r.decisions,
+                    r.list_entries,
+                    if r.replaced {
+                        " (replaced what was there)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 pub async fn user(a: UserArgs) -> anyhow::Result<()> {
+    if let Some(action) = &a.action {
+        return user_action(&a, action).await;
+    }
     if a.delete && !a.yes {
         confirm_delete(&a.user)?;
     }

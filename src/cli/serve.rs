@@ -15,7 +15,11 @@ use tracing::info;
 use super::parse_duration;
 
 use chaff::decisions::Retention;
-use chaff::engine::{DEFAULT_MAX_MESSAGE_BYTES, Engine, Settings, parse_bytes};
+use chaff::engine::{
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SHARED_TOKENS, DEFAULT_MAX_USER_TOKENS, Engine,
+    Settings, parse_bytes,
+};
+use chaff::service::admission::Limits as Admission;
 use chaff::store::Store;
 use chaff::tokenize::{Limits, Tokenizer};
 
@@ -58,12 +62,39 @@ pub struct ServeArgs {
     /// loaded from disk at its user's first request and kept while there is
     /// room; beyond this budget the least recently used models are dropped
     /// and reloaded when needed (a snapshot read plus a short journal
-    /// replay; nothing is lost). Estimated at ~30 bytes per model token: a
-    /// user who has trained a few thousand messages has ~100k tokens, ~3 MiB.
+    /// replay; nothing is lost). Estimated at ~36 bytes per model token: a
+    /// user who has trained a few thousand messages has ~100k tokens, ~3.5
+    /// MiB. The shared model counts against it too (held twice: its sum and
+    /// each contributor's part), and is never evicted.
     /// Hits, misses and evictions are logged every --stats-interval.
     /// At least 1MiB.
     #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = model_memory, help_heading = "Memory")]
     model_memory: usize,
+    /// Most tokens one user's model keeps. A click that takes a model past
+    /// it queues a background prune back to 90% of it: weak tokens (seen in
+    /// under two messages, or too even between spam and ham to count) go
+    /// before strong ones, and within each the ones learned longest ago go
+    /// first (docs/ACCURACY.md, "Quota and expiry"). The default, 300000
+    /// (~11 MiB in memory), cost at most +0.0033 (1-ROCA)% on the test
+    /// corpora against no cap; SpamAssassin's cap is 150000. `0` = no cap.
+    #[arg(long, env = "CHAFF_MAX_USER_TOKENS", default_value_t = DEFAULT_MAX_USER_TOKENS, help_heading = "Memory")]
+    max_user_tokens: usize,
+    /// Most tokens the shared model keeps (its sum over the operator's seed
+    /// and consenting users' clicks), pruned by the same rule in the
+    /// background. It is held in memory twice (the sum and each
+    /// contributor's part) and counts against --model-memory: the default,
+    /// 1000000, is ~70 MiB (2M tokens held at ~36 bytes). `0` = no cap.
+    #[arg(long, env = "CHAFF_MAX_SHARED_TOKENS", default_value_t = DEFAULT_MAX_SHARED_TOKENS, help_heading = "Memory")]
+    max_shared_tokens: usize,
+    /// Learn mail delivered to the inbox as ham for users who have clicked
+    /// at least once (`true` or `false`): at a twentieth of a click's
+    /// weight, or up to one click's while the user's ham side weighs less
+    /// than their spam side. Most users only ever click Spam; this is how
+    /// their model learns what their ham looks like. A later click on the
+    /// same message replaces it exactly; it is never shared.
+    /// docs/ACCURACY.md, "Learning from delivered mail".
+    #[arg(long, env = "CHAFF_LEARN_DELIVERED", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    learn_delivered: bool,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -86,7 +117,9 @@ pub struct ServeArgs {
     /// 1s). Older clicks keep their counts, but their ledger entries are
     /// folded hourly in the background to their label and time (the token
     /// list exact undo reads is what the ledger's size is made of); a
-    /// Forget of one answers FAILED_PRECONDITION naming this window.
+    /// Forget of one answers FAILED_PRECONDITION naming this window. Mail
+    /// learned from its delivery (not clicked) is dropped from the ledger
+    /// past it instead, its counts kept.
     #[arg(long, env = "CHAFF_UNDO_WINDOW", default_value = "90d", value_parser = retention)]
     undo_window: Duration,
     /// Most decisions kept per user (the oldest go first).
@@ -109,12 +142,58 @@ pub struct ServeArgs {
     /// Nesting of multiparts and attached messages followed.
     #[arg(long, env = "CHAFF_MAX_MIME_DEPTH", default_value_t = Limits::default().max_mime_depth, help_heading = "Hostile-mail caps")]
     max_mime_depth: usize,
+    /// Read calls (Score, ScoreBatch, GetUser, ListEntries, FindDecisions,
+    /// GetShared) whose engine work may run at once. Reading a message is
+    /// CPU work: more calls at once than the cores can run only make every
+    /// one slower, so the rest wait in a short queue (--max-queued-calls,
+    /// --max-queue-wait) or are refused at once with RESOURCE_EXHAUSTED
+    /// naming this flag, while health stays SERVING. Default: 2 × the cores
+    /// (a read that misses the model cache waits on the disk). 0 = no limit.
+    #[arg(long, env = "CHAFF_MAX_CONCURRENT_READS", default_value_t = defaults().reads.unwrap_or(0), help_heading = "Overload")]
+    max_concurrent_reads: usize,
+    /// Write calls (Train, Forget, UpdateUser, list changes, DeleteUser,
+    /// SeedShared, ClearSeed) that may run at once. Larger than the read
+    /// pool: a write spends most of its time waiting for the storage flush
+    /// it shares with every write waiting then (group commit), and a small
+    /// pool would make each flush serve few replies. Default: 16 × the
+    /// cores. 0 = no limit.
+    #[arg(long, env = "CHAFF_MAX_CONCURRENT_WRITES", default_value_t = defaults().writes.unwrap_or(0), help_heading = "Overload")]
+    max_concurrent_writes: usize,
+    /// Calls that may wait for a slot, per pool (reads, writes); one more is
+    /// refused at once with RESOURCE_EXHAUSTED (not worked on, safe to
+    /// retry). Default: 8 × the cores. 0 = never wait: refuse whenever the
+    /// slots are full.
+    #[arg(long, env = "CHAFF_MAX_QUEUED_CALLS", default_value_t = defaults().queued, help_heading = "Overload")]
+    max_queued_calls: usize,
+    /// Longest a call waits for a slot before it is refused with
+    /// RESOURCE_EXHAUSTED; a call also never waits past its own deadline
+    /// (grpc-timeout), and one whose deadline has passed is answered
+    /// DEADLINE_EXCEEDED without being worked on. Bounds the latency of the
+    /// calls taken when each is slow (e.g. `50ms`, `1s`).
+    #[arg(long, env = "CHAFF_MAX_QUEUE_WAIT", default_value = "50ms", value_parser = parse_duration, help_heading = "Overload")]
+    max_queue_wait: Duration,
     /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`. The audit
     /// log (admin calls, refused calls) is the `chaff::audit` target.
     #[arg(long, env = "CHAFF_LOG", default_value = "info", value_parser = log_filter)]
     log: String,
+    /// Log lines as `text` (for people) or `json` (one JSON object per
+    /// line, for log pipelines: timestamp, level, target, fields).
+    #[arg(long, env = "CHAFF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(flatten)]
     trust: super::trust::ServeTrustArgs,
+}
+
+/// The admission defaults for this machine's cores.
+fn defaults() -> Admission {
+    Admission::for_this_machine()
+}
+
+/// How `serve` writes its log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A count that must be at least 1 (a zero cap would refuse everything).
@@ -163,13 +242,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         print!("{}", super::config::render(&args.origins));
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 
     // Before storage opens: a refused exposure or a bad keys/TLS file
     // should not cost a model load.
@@ -196,6 +279,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         model_memory: args.model_memory,
         undo_window: args.undo_window,
+        max_user_tokens: (args.max_user_tokens > 0).then_some(args.max_user_tokens),
+        max_shared_tokens: (args.max_shared_tokens > 0).then_some(args.max_shared_tokens),
+        prune_in_background: true,
+        learn_delivered: args.learn_delivered,
         ..Settings::default()
     };
     let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);
@@ -220,9 +307,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = &metrics {
         println!("chaff metrics on http://{}/metrics", l.local_addr()?);
     }
-    chaff::service::serve_logging_stats(engine, listener, shutdown, grace, trust, stats, metrics)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
+    let admission = Admission {
+        reads: (args.max_concurrent_reads > 0).then_some(args.max_concurrent_reads),
+        writes: (args.max_concurrent_writes > 0).then_some(args.max_concurrent_writes),
+        queued: args.max_queued_calls,
+        max_wait: args.max_queue_wait,
+    };
+    chaff::service::serve_logging_stats(
+        engine, listener, shutdown, grace, trust, stats, metrics, admission,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Completes on SIGTERM (how service managers stop us) or Ctrl-C. The

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use chaff::auth::keys::{KeyFile, NewKey, unix_now};
 use chaff::auth::limits::CallerLimits;
@@ -295,6 +295,25 @@ pub struct ConnectArgs {
     /// roots.
     #[arg(long, env = "CHAFF_TLS_CA", global = true)]
     tls_ca: Option<PathBuf>,
+    /// PEM client certificate to present (mutual TLS, a server with
+    /// --tls-client-ca); implies TLS. Named apart from `serve --tls-cert`,
+    /// which is the server's own certificate.
+    #[arg(
+        long,
+        env = "CHAFF_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// PEM private key for --client-cert.
+    #[arg(
+        long,
+        env = "CHAFF_CLIENT_KEY",
+        global = true,
+        requires = "client_cert",
+        hide_env_values = true
+    )]
+    client_key: Option<PathBuf>,
 }
 
 static CONNECT: OnceLock<ConnectArgs> = OnceLock::new();
@@ -312,16 +331,17 @@ fn connect_args() -> &'static ConnectArgs {
 pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
     let args = connect_args();
     let https = server.starts_with("https://");
-    let server = match (&args.tls_ca, server.strip_prefix("http://")) {
-        (Some(_), Some(rest)) => format!("https://{rest}"),
+    let tls_wanted = args.tls_ca.is_some() || args.client_cert.is_some();
+    let server = match server.strip_prefix("http://") {
+        Some(rest) if tls_wanted => format!("https://{rest}"),
         _ => server.to_string(),
     };
     let mut ep = Endpoint::from_shared(server.clone())
         .with_context(|| format!("{server}: not a valid server address"))?
         .tcp_nodelay(true);
-    if https || args.tls_ca.is_some() {
+    if https || tls_wanted {
         chaff::service::tls::install_crypto_provider();
-        let tls = match &args.tls_ca {
+        let mut tls = match &args.tls_ca {
             Some(ca) => {
                 let pem = std::fs::read(ca)
                     .with_context(|| format!("cannot read --tls-ca {}", ca.display()))?;
@@ -329,6 +349,13 @@ pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
             }
             None => ClientTlsConfig::new().with_native_roots(),
         };
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            let cert = std::fs::read(cert)
+                .with_context(|| format!("cannot read --client-cert {}", cert.display()))?;
+            let key = std::fs::read(key)
+                .with_context(|| format!("cannot read --client-key {}", key.display()))?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
         ep = ep.tls_config(tls).context("TLS configuration refused")?;
     }
     Ok(ep)

@@ -2,9 +2,10 @@
 //! budget, least recently used out first.
 //!
 //! A model's memory is estimated from its token count
-//! ([`model_bytes`]): the slot's hash map holds 16-byte entries plus a
-//! control byte in a power-of-two table at most 7/8 full, measured at about
-//! [`BYTES_PER_TOKEN`] per token across model sizes (`examples/footprint.rs`).
+//! ([`model_bytes`]): the slot's hash map holds 20-byte entries (id,
+//! counts, last seen) plus a control byte in a power-of-two table at most
+//! 7/8 full, about [`BYTES_PER_TOKEN`] per token across model sizes
+//! (`examples/footprint.rs`).
 //!
 //! # Evicting never loses data
 //!
@@ -32,15 +33,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::types::UserId;
 
-/// Default model memory budget: 512 MiB, about 18 million tokens — some
+/// Default model memory budget: 512 MiB, about 15 million tokens — some
 /// thousands of typical users' models (a user who trained the whole
-/// SpamAssassin corpus has ~200k tokens, ~6 MiB).
+/// SpamAssassin corpus has 620k tokens, ~21 MiB; `--max-user-tokens`
+/// caps a model at 300k, ~11 MiB), the shared model included.
 pub const DEFAULT_MODEL_MEMORY: usize = 512 << 20;
 
-/// Heap bytes per model token, measured (`cargo run --release --example
-/// footprint`): 28–30 for models of 10k–500k tokens, depending on where the
-/// table's power-of-two capacity falls.
-pub const BYTES_PER_TOKEN: usize = 30;
+/// Heap bytes per model token: 28.7 measured (`cargo run --release
+/// --example footprint`) for a 620,149-token model when a map entry was 16
+/// bytes — exactly its 2^20-bucket table at 17 bytes a bucket (entry plus
+/// control byte). With the last-seen stamp an entry is 20 bytes (21 a
+/// bucket): 35.5 for the same model, computed the same way; 24–48 across
+/// sizes, depending on where the power-of-two capacity falls.
+pub const BYTES_PER_TOKEN: usize = 36;
 
 /// A slot's fixed cost: the slot, its locks, an empty model and policy.
 const SLOT_BYTES: usize = 512;
@@ -74,6 +79,10 @@ pub struct CacheStats {
     pub resident_users: u64,
     /// Estimated bytes of the slots in memory now.
     pub resident_bytes: u64,
+    /// Estimated bytes of the shared model (its sum and every
+    /// contributor's part), counted against the same budget: user models
+    /// get what it leaves.
+    pub shared_bytes: u64,
     /// The budget.
     pub budget_bytes: u64,
 }
@@ -82,6 +91,8 @@ pub struct CacheStats {
 pub(super) struct Cache {
     budget: usize,
     resident: AtomicUsize,
+    /// The shared model's estimated bytes ([`Cache::charge_shared`]).
+    shared: AtomicUsize,
     /// A logical clock: each slot use stamps the slot with the next tick.
     clock: AtomicU64,
     hits: AtomicU64,
@@ -114,6 +125,7 @@ impl Cache {
         Self {
             budget,
             resident: AtomicUsize::new(0),
+            shared: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -179,11 +191,25 @@ impl Cache {
         old
     }
 
+    /// Sets the shared model's charge to `tokens` tokens held (its sum and
+    /// every part: `SharedModel::stored_tokens`). The shared model is never
+    /// evicted — every Score reads it — so it shrinks what user models get.
+    pub(super) fn charge_shared(&self, tokens: usize) {
+        let bytes = if tokens == 0 { 0 } else { model_bytes(tokens) };
+        self.shared.store(bytes, Ordering::Relaxed);
+    }
+
+    /// User models' and the shared model's estimated bytes together.
+    fn in_memory(&self) -> usize {
+        self.resident
+            .load(Ordering::Relaxed)
+            .saturating_add(self.shared.load(Ordering::Relaxed))
+    }
+
     /// `Some(bytes to free)` if over budget and no other pass is running;
     /// the guard must be held for the pass.
     pub(super) fn over_budget(&self) -> Option<(usize, MutexGuard<'_, ()>)> {
-        let resident = self.resident.load(Ordering::Relaxed);
-        if resident <= self.budget {
+        if self.in_memory() <= self.budget {
             return None;
         }
         let futile = self.futile_at.load(Ordering::Relaxed);
@@ -194,10 +220,7 @@ impl Cache {
         }
         let guard = self.evicting.try_lock()?;
         let target = self.budget / 100 * EVICT_TO_PERCENT;
-        Some((
-            self.resident.load(Ordering::Relaxed).saturating_sub(target),
-            guard,
-        ))
+        Some((self.in_memory().saturating_sub(target), guard))
     }
 
     /// Records the outcome of an eviction pass: whether it freed anything.
@@ -218,6 +241,7 @@ impl Cache {
             evictions: self.evictions.load(Ordering::Relaxed),
             resident_users: resident_users as u64,
             resident_bytes: self.resident.load(Ordering::Relaxed) as u64,
+            shared_bytes: self.shared.load(Ordering::Relaxed) as u64,
             budget_bytes: self.budget as u64,
         }
     }
@@ -277,6 +301,23 @@ mod tests {
         c.discharge(&a);
         assert_eq!(c.stats(1).resident_bytes, model_bytes(1500) as u64);
         assert_eq!(c.stats(1).evictions, 1);
+    }
+
+    #[test]
+    fn the_shared_model_counts_against_the_budget() {
+        let c = Cache::new(model_bytes(1000) * 2);
+        let a = Entry::default();
+        c.charge(&a, 1000);
+        assert!(c.over_budget().is_none());
+        c.charge_shared(1000);
+        assert!(c.over_budget().is_none());
+        c.charge_shared(1500);
+        let (excess, _guard) = c.over_budget().expect("over with the shared model");
+        assert_eq!(
+            excess,
+            model_bytes(1000) + model_bytes(1500) - c.budget / 100 * EVICT_TO_PERCENT
+        );
+        assert_eq!(c.stats(1).shared_bytes, model_bytes(1500) as u64);
     }
 
     #[test]

@@ -46,14 +46,22 @@
 //! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
 //! them on a blocking pool.
 
+mod backup;
 mod cache;
 mod clicks;
+mod export;
+mod listing;
+mod quota;
 mod score;
 mod shared;
 mod users;
 
+pub use backup::BackedUp;
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
 pub use clicks::{Forgotten, TrainOutcome, Trained};
+pub use export::{Imported, MAX_IMPORT_BYTES};
+pub use listing::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserListing, UsersPage};
+pub use quota::{DEFAULT_MAX_SHARED_TOKENS, DEFAULT_MAX_USER_TOKENS, QuotaStats};
 pub use score::{
     Delivery, Depth, Envelope, Evaluated, Input, Outcome, ReadMessage, ScoreViews, Scored,
     TOP_FEATURES, derive_message_id, derive_message_id_from,
@@ -97,6 +105,20 @@ pub struct Settings {
     pub undo_window: std::time::Duration,
     /// What "now" is for the undo window: the system clock, or a test's.
     pub clock: crate::store::Clock,
+    /// A user model past this many tokens is pruned back under it
+    /// (`quota`, `classify::prune`); `None`: no cap.
+    pub max_user_tokens: Option<usize>,
+    /// The shared model's own cap, on its sum `S` (`quota`); `None`: no
+    /// cap.
+    pub max_shared_tokens: Option<usize>,
+    /// Pruning is left to the caller's background task
+    /// ([`Engine::prune_pending`], as the server does) rather than run
+    /// after the click that queued it (replays, for determinism).
+    pub prune_in_background: bool,
+    /// Learn mail delivered to the inbox as ham, lightly, for users who
+    /// have taught chaff something (`Engine::learn_delivered`). Most users
+    /// only ever click *Spam*; without this their model knows no ham.
+    pub learn_delivered: bool,
 }
 
 impl Default for Settings {
@@ -109,6 +131,10 @@ impl Default for Settings {
             model_memory: DEFAULT_MODEL_MEMORY,
             undo_window: crate::store::DEFAULT_UNDO_WINDOW,
             clock: crate::store::Clock::system(),
+            max_user_tokens: Some(DEFAULT_MAX_USER_TOKENS),
+            max_shared_tokens: Some(DEFAULT_MAX_SHARED_TOKENS),
+            prune_in_background: false,
+            learn_delivered: true,
         }
     }
 }
@@ -119,6 +145,7 @@ pub struct EngineStats {
     pub cache: CacheStats,
     pub commit: CommitStats,
     pub decisions: crate::decisions::DecisionStats,
+    pub quota: QuotaStats,
 }
 
 /// Where the user's writes stand relative to its last snapshot.
@@ -175,6 +202,8 @@ pub struct Engine {
     /// The current seed id (0: never seeded); the lock orders the
     /// operator's writes.
     seed: Mutex<u64>,
+    /// Users whose models passed `max_user_tokens`, waiting for a prune.
+    quota: quota::Quota,
 }
 
 /// A contribution's journal position (as [`WriterState`] for models).
@@ -202,9 +231,19 @@ impl Engine {
         let seed = store.seed_id()?.unwrap_or(0);
         store.set_undo_window(settings.undo_window, settings.clock.clone());
         let decisions = DecisionLog::start(store.clone(), settings.retention.clone());
+        let cache = cache::Cache::new(settings.model_memory);
+        cache.charge_shared(shared.stored_tokens());
+        let shared_bytes = model_bytes(shared.stored_tokens());
+        if shared.stored_tokens() > 0 && shared_bytes > settings.model_memory / 2 {
+            warn!(
+                shared_mib = shared_bytes >> 20,
+                model_memory_mib = settings.model_memory >> 20,
+                "the shared model takes over half of --model-memory; user models get the rest"
+            );
+        }
         Ok(Self {
             store,
-            cache: cache::Cache::new(settings.model_memory),
+            cache,
             settings,
             users: RwLock::new(FxHashMap::default()),
             operator: RwLock::new(operator),
@@ -212,6 +251,7 @@ impl Engine {
             shared: RwLock::new(shared),
             positions: Mutex::new(positions),
             seed: Mutex::new(seed),
+            quota: quota::Quota::default(),
         })
     }
 
@@ -400,6 +440,7 @@ impl Engine {
             cache: self.cache.stats(users),
             commit: self.store.commit_stats(),
             decisions: self.decisions.stats(),
+            quota: self.quota.stats(),
         }
     }
 
@@ -471,6 +512,8 @@ impl Engine {
 mod tests;
 #[cfg(test)]
 mod tests_cache;
+#[cfg(test)]
+mod tests_quota;
 
 #[cfg(test)]
 mod shared_tests;

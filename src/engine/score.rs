@@ -14,7 +14,11 @@
 //!    thresholds: `policy::decide`); otherwise the verdict alone, read
 //!    against the same user's cutoffs (`classify::verdict`);
 //! 6. **record** — for delivery, the decision with its named top features,
-//!    queued for the decision log that support searches.
+//!    queued for the decision log that support searches;
+//! 7. **learn** — for delivery to the inbox, the message learned as ham at
+//!    a twentieth of a click's weight, for a user who has taught chaff
+//!    something (`clicks.rs`, [`Engine::learn_delivered`]; off with
+//!    `--learn-delivered false`).
 //!
 //! Callers pick how far it goes ([`Depth`]) and what they hand in
 //! ([`Input`]): the Score and ScoreBatch RPCs run it to the end
@@ -44,7 +48,7 @@ use crate::classify::{self, Blended, Cutoffs, Model, Strongest, blend, robinson}
 use crate::decisions::{self, DecisionRecord, Feature};
 use crate::error::Error;
 use crate::mail::sender::HeaderFacts;
-use crate::policy::{self, Decision, Facts, Lists};
+use crate::policy::{self, Action, Decision, Facts, Lists};
 use crate::tokenize::{LimitHit, Names, TokenId, Tokens};
 use crate::types::{MessageId, Owner, UserId, Verdict};
 
@@ -262,6 +266,7 @@ impl Engine {
 
         // 6. Record: the decision and its strongest features, for support.
         let (spam_features, ham_features) = name_features(&read.names, blend.strongest);
+        let delivered_id = read.derived_id.as_deref().cloned();
         let message_id = match (&envelope.message_id, read.derived_id) {
             (Some(id), _) => id.clone(),
             (None, Some(id)) => id.into_owned(),
@@ -293,6 +298,16 @@ impl Engine {
             user_share: blend.blended.user_share,
         };
         self.decisions.record(user, &record);
+
+        // 7. Learn: mail delivered to the inbox is learned as ham, lightly,
+        // under the id a click on it would derive (`clicks.rs`,
+        // `learn_delivered`), after the decision so the score never saw it.
+        if decision.action == Action::Deliver
+            && slot.is_some()
+            && let Some(id) = &delivered_id
+        {
+            self.learn_delivered_tokens(user, &read.tokens.ids, id)?;
+        }
         let headers = decision.headers(score.probability);
         Ok(Outcome {
             scored,
@@ -327,7 +342,9 @@ impl Engine {
             },
             (Input::Raw(message), Some(envelope)) => {
                 let max_header_bytes = tokenizer.limits().max_header_bytes;
-                let needs_id = envelope.message_id.is_none();
+                // A delivery may be learned under the derived id even when
+                // the envelope names the message (step 7).
+                let needs_id = envelope.message_id.is_none() || self.settings.learn_delivered;
                 let also = |parsed: Option<&mail_parser::Message<'_>>| {
                     let headers = HeaderFacts::read(message, parsed, max_header_bytes);
                     let id = needs_id.then(|| derive_message_id_from(message, parsed));

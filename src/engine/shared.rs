@@ -39,6 +39,11 @@ pub struct SharedSummary {
     /// Of the messages above, the operator's seed.
     pub seed_spam: u64,
     pub seed_ham: u64,
+    /// Estimated memory of the shared model: `S` and every contribution
+    /// (each a model in memory), by the same estimate as user models
+    /// ([`super::model_bytes`]). Not part of `--model-memory`: the shared
+    /// model is never evicted, so it is reported beside it.
+    pub bytes: u64,
 }
 
 /// The shared model and its parts' journal positions, from storage.
@@ -89,6 +94,8 @@ impl Engine {
                     Op::Unlearn(label, w, ids) => shared.apply(who, false, *label, *w, ids),
                 }
             }
+            self.cache.charge_shared(shared.stored_tokens());
+            self.note_shared_tokens(shared.total().token_count());
             shared
                 .contribution(who)
                 .map_or(0, |part| part.token_count())
@@ -133,10 +140,10 @@ impl Engine {
     /// already dropped it); returns the messages it held.
     pub(super) fn drop_contribution(&self, who: &Owner) -> (u64, u64) {
         self.positions.lock().remove(who);
-        self.shared
-            .write()
-            .remove(who)
-            .map_or((0, 0), |m| (m.spam_learned(), m.ham_learned()))
+        let mut shared = self.shared.write();
+        let part = shared.remove(who);
+        self.cache.charge_shared(shared.stored_tokens());
+        part.map_or((0, 0), |m| (m.spam_learned(), m.ham_learned()))
     }
 
     /// Adds one message of the operator's labelled corpus to the shared
@@ -190,6 +197,7 @@ impl Engine {
             tokens: ids,
             weight: classify::Weight::FULL,
             shared: *seed,
+            implicit: false,
         };
         let seq = self
             .store
@@ -199,6 +207,9 @@ impl Engine {
         if due {
             self.checkpoint_contribution(&who)?;
         }
+        drop(seed);
+        // The seed may have taken the shared model past its cap.
+        self.after_click()?;
         Ok(Seeded {
             outcome,
             message_id,
@@ -229,6 +240,10 @@ impl Engine {
             tokens: total.token_count() as u64,
             seed_spam: seed.map_or(0, Model::spam_learned),
             seed_ham: seed.map_or(0, Model::ham_learned),
+            bytes: shared
+                .token_counts()
+                .map(|t| super::model_bytes(t) as u64)
+                .sum(),
         }
     }
 

@@ -318,6 +318,7 @@ fn a_model_from_another_tokenizer_version_is_never_mixed_in() {
             tokens: old_tokens.clone(),
             weight: Weight::FULL,
             shared: 0,
+            implicit: false,
         };
         let seq = store
             .record(
@@ -407,4 +408,137 @@ fn decision_queries_get_the_default_limit_and_refuse_what_is_out_of_bounds() {
         "{negative}"
     );
     assert!(DecisionQuery::new(0, -1, String::new(), String::new(), 0).is_err());
+}
+
+/// Mail delivered to a user who has clicked is learned as ham at
+/// [`Weight::DELIVERED`], once, under the id chaff derives, whatever
+/// queue id the pipeline gave it; a user who never clicked learns nothing.
+#[test]
+fn delivered_mail_is_learned_lightly_once_the_user_has_clicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("alice");
+    let queue = |id: &str| Envelope {
+        message_id: Some(MessageId::new(id).unwrap()),
+        ..Envelope::default()
+    };
+    let derived = derive_message_id(HAM);
+    e.evaluate(&u, HAM, &queue("q1")).unwrap();
+    assert_eq!(e.store().ledger_get(&u, &derived).unwrap(), None);
+    assert!(e.user_summary(&u).unwrap().ham_learned == 0);
+
+    e.train(&u, SPAM, Label::Spam, None).unwrap();
+    let rpc = e.evaluate(&u, HAM, &queue("q2")).unwrap();
+    assert_eq!(rpc.decision.action, crate::policy::Action::Deliver);
+    let entry = e.store().ledger_get(&u, &derived).unwrap().unwrap();
+    assert!(entry.implicit);
+    // The ham side is empty and the spam side one message: it fills it.
+    assert_eq!((entry.label, entry.weight), (Label::Ham, Weight::FULL));
+    assert_eq!(
+        e.store()
+            .ledger_get(&u, &MessageId::new("q2").unwrap())
+            .unwrap(),
+        None
+    );
+    let model = e.slot(&u).unwrap().unwrap().model.read().clone();
+    assert_eq!((model.spam_learned(), model.ham_learned()), (1, 1));
+    assert_eq!(model.weights().1, u64::from(Weight::FULL.0));
+
+    // Scored again (a retry, a second recipient copy): learned once.
+    e.evaluate(&u, HAM, &queue("q3")).unwrap();
+    assert_eq!(*e.slot(&u).unwrap().unwrap().model.read(), model);
+}
+
+/// A click on delivered mail — either label, with the caller's own id or
+/// none — leaves exactly the model of the click alone.
+#[test]
+fn a_click_replaces_the_delivered_learning_exactly() {
+    for (label, id) in [
+        (Label::Spam, Some("webmail-7")),
+        (Label::Spam, None),
+        (Label::Ham, Some("webmail-7")),
+        (Label::Ham, None),
+    ] {
+        let id = id.map(|s| MessageId::new(s).unwrap());
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (delivered, clicked_only) = (engine(a.path()), engine(b.path()));
+        let u = user("alice");
+        for e in [&delivered, &clicked_only] {
+            e.train(&u, SPAM, Label::Spam, None).unwrap();
+        }
+        delivered.evaluate(&u, HAM, &Envelope::default()).unwrap();
+        let derived = derive_message_id(HAM);
+        assert!(
+            delivered
+                .store()
+                .ledger_get(&u, &derived)
+                .unwrap()
+                .is_some()
+        );
+
+        let t = delivered.train(&u, HAM, label, id.clone()).unwrap();
+        assert_eq!(t.outcome, TrainOutcome::Learned, "{label:?} {id:?}");
+        clicked_only.train(&u, HAM, label, id.clone()).unwrap();
+        let model = |e: &Engine| e.slot(&u).unwrap().unwrap().model.read().clone();
+        assert_eq!(model(&delivered), model(&clicked_only), "{label:?} {id:?}");
+        let key = id.unwrap_or(derived.clone());
+        let entry = delivered.store().ledger_get(&u, &key).unwrap().unwrap();
+        assert!(!entry.implicit);
+        assert_eq!(
+            entry,
+            clicked_only.store().ledger_get(&u, &key).unwrap().unwrap()
+        );
+        if key != derived {
+            assert_eq!(delivered.store().ledger_get(&u, &derived).unwrap(), None);
+        }
+        // And the click is now a click: again is harmless.
+        let again = delivered.train(&u, HAM, label, Some(key)).unwrap();
+        assert_eq!(again.outcome, TrainOutcome::AlreadyLearned);
+    }
+}
+
+/// Mail filed as spam is not learned, and with `learn_delivered` off
+/// nothing delivered is.
+#[test]
+fn only_delivered_mail_is_learned_and_only_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("alice");
+    e.train(&u, SPAM, Label::Spam, None).unwrap();
+    e.train(&u, HAM, Label::Ham, None).unwrap();
+    let copy = b"From: promo@pills.example\r\nSubject: cheap pills now\r\nMessage-ID: <s2@pills.example>\r\n\r\nbuy cheap pills viagra discount offer\r\n";
+    let rpc = e.evaluate(&u, copy, &Envelope::default()).unwrap();
+    assert_ne!(rpc.decision.action, crate::policy::Action::Deliver);
+    assert_eq!(
+        e.store().ledger_get(&u, &derive_message_id(copy)).unwrap(),
+        None
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    let settings = Settings {
+        learn_delivered: false,
+        ..Settings::default()
+    };
+    let off = Engine::new(store, settings).unwrap();
+    off.train(&u, SPAM, Label::Spam, None).unwrap();
+    off.evaluate(&u, HAM, &Envelope::default()).unwrap();
+    assert_eq!(
+        off.store().ledger_get(&u, &derive_message_id(HAM)).unwrap(),
+        None
+    );
+    assert_eq!(off.user_summary(&u).unwrap().ham_learned, 0);
+}
+
+/// Delivered mail fills what the ham side lacks of the spam side, one
+/// message at most and a twentieth at least.
+#[test]
+fn delivered_weight_fills_the_gap_between_light_and_full() {
+    use super::clicks::delivered_weight;
+    let full = u64::from(Weight::FULL.0);
+    assert_eq!(delivered_weight((full, 0)), Weight::FULL);
+    assert_eq!(delivered_weight((10 * full, 0)), Weight::FULL);
+    assert_eq!(delivered_weight((full, full - 10)), Weight(10));
+    assert_eq!(delivered_weight((full, full)), Weight::DELIVERED);
+    assert_eq!(delivered_weight((0, 5 * full)), Weight::DELIVERED);
 }

@@ -149,10 +149,10 @@ fn parse_list_unsubscribe(value: &str, one_click_post: bool) -> Option<Unsubscri
         .collect();
     let https = uris
         .iter()
-        .find(|u| u.len() > 8 && u[..8].eq_ignore_ascii_case("https://"));
+        .find(|u| u.len() > 8 && has_scheme(u, "https://"));
     let mailto = uris
         .iter()
-        .find(|u| u.len() > 7 && u[..7].eq_ignore_ascii_case("mailto:"));
+        .find(|u| u.len() > 7 && has_scheme(u, "mailto:"));
     match (https, mailto) {
         (Some(h), _) => Some(Unsubscribe {
             target: h.to_string(),
@@ -166,9 +166,26 @@ fn parse_list_unsubscribe(value: &str, one_click_post: bool) -> Option<Unsubscri
     }
 }
 
+/// Whether `uri` starts with `scheme` (ASCII, any case). By `get`, not
+/// by slicing: the header is any text, and a byte index inside a multi-byte
+/// character panicked (found by the `grpc_request` fuzz target).
+fn has_scheme(uri: &str, scheme: &str) -> bool {
+    uri.get(..scheme.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unsubscribe_uri_with_a_multibyte_character_at_the_scheme_does_not_panic() {
+        // Fuzz finding: `mailt沀example.ru` sliced at byte 7, inside '沀'.
+        assert_eq!(parse_list_unsubscribe("<mailt沀example.ru>", false), None);
+        assert_eq!(parse_list_unsubscribe("<https:沀/example.ru>", true), None);
+        let ok = parse_list_unsubscribe("<mailt沀x.ru>, <MAILTO:u@x.example>", false).unwrap();
+        assert_eq!(ok.target, "MAILTO:u@x.example");
+    }
 
     #[test]
     fn addresses_are_lowercased_and_split() {

@@ -20,7 +20,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::tls::{PeerInfo, Tls, TlsError, TlsFiles};
 use crate::auth::keys::{KeyFile, KeyRing, Unknown, parse_bearer, unix_now};
@@ -311,10 +311,18 @@ where
         };
         let caller = Arc::new(caller);
         req.extensions_mut().insert(caller.clone());
+        let started = Instant::now();
         Box::pin(async move {
             let response = inner.call(req).await?;
             drop(permit);
             let code = header_status(&response);
+            // tonic's refusal over its transport limit is answered as
+            // chaff's RESOURCE_EXHAUSTED below; log it as such.
+            let answered = match code {
+                Some(tonic::Code::OutOfRange) => tonic::Code::ResourceExhausted,
+                other => other.unwrap_or(tonic::Code::Ok),
+            };
+            log_call(&caller, rpc, answered, started);
             if rpc.audited() {
                 info!(
                     target: "chaff::audit",
@@ -337,6 +345,37 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+/// The per-call log (target `chaff::calls`): method, code, duration and
+/// caller, never message content. A call that did not succeed is logged at
+/// INFO, so refusals (a bad argument, a message over the limit, NOT_FOUND,
+/// storage UNAVAILABLE) are seen at the default level; a successful one
+/// only at DEBUG (`--log info,chaff::calls=debug`), since a busy server
+/// answers thousands per second. Refusals by the guard itself (no or bad
+/// credentials, missing scope, over a caller limit) are logged by the
+/// audit log instead (`chaff::audit`, WARN), with the reason.
+fn log_call(caller: &Caller, rpc: Rpc, code: tonic::Code, started: Instant) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    if code == tonic::Code::Ok {
+        debug!(
+            target: "chaff::calls",
+            caller = %caller.name,
+            method = rpc.name(),
+            code = ?code,
+            duration_ms,
+            "call"
+        );
+    } else {
+        info!(
+            target: "chaff::calls",
+            caller = %caller.name,
+            method = rpc.name(),
+            code = ?code,
+            duration_ms,
+            "call refused"
+        );
     }
 }
 

@@ -51,6 +51,7 @@ use tower::{Layer, Service};
 use tracing::{info, warn};
 
 use super::Storage;
+use super::admission::Admission;
 use crate::auth::Rpc;
 use crate::engine::{Evaluated, TrainOutcome};
 use crate::metrics::LATENCY_BOUNDS;
@@ -114,7 +115,7 @@ pub enum Learn {
 
 impl Metrics {
     /// The metrics of a server whose engine is `storage`'s.
-    fn new(storage: Arc<Storage>) -> Self {
+    fn new(storage: Arc<Storage>, admission: Arc<Admission>) -> Self {
         let mut registry = Registry::default();
         let started = Family::<MethodLabels, Counter>::default();
         let handled = Family::<HandledLabels, Counter>::default();
@@ -155,6 +156,7 @@ impl Metrics {
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         registry.register_collector(Box::new(EngineCollector { storage }));
+        registry.register_collector(Box::new(AdmissionCollector(admission)));
         Metrics {
             registry,
             started,
@@ -211,11 +213,12 @@ fn verdict_name(v: Verdict) -> &'static str {
 pub(super) fn start(
     listener: Option<TcpListener>,
     storage: Arc<Storage>,
+    admission: Arc<Admission>,
 ) -> (Option<Arc<Metrics>>, Option<Exporter>) {
     let Some(listener) = listener else {
         return (None, None);
     };
-    let metrics = Arc::new(Metrics::new(storage));
+    let metrics = Arc::new(Metrics::new(storage, admission));
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving Prometheus metrics at /metrics");
     }
@@ -358,6 +361,12 @@ impl Collector for EngineCollector {
             "Distinct tokens in the shared model",
             clamp(shared.tokens),
         )?;
+        gauge(
+            &mut e,
+            "chaff_shared_model_bytes",
+            "Estimated memory of the shared model and its contributions (beside --model-memory)",
+            clamp(shared.bytes),
+        )?;
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
             .iter()
             .copied()
@@ -444,6 +453,82 @@ impl Collector for EngineCollector {
             "Score decisions dropped because the decision log writer was behind",
             d.dropped,
         )?;
+        Ok(())
+    }
+}
+
+/// Admission's counters and pools ([`super::admission`]), read at scrape
+/// time.
+struct AdmissionCollector(Arc<Admission>);
+
+impl fmt::Debug for AdmissionCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdmissionCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+impl Collector for AdmissionCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let c = self.0.counts();
+        let limits = self.0.limits();
+        {
+            let mut family = e.encode_descriptor(
+                "chaff_admission_refused",
+                "Calls refused by admission, not worked on: queue-full (--max-queued-calls), \
+                 queue-wait (--max-queue-wait), deadline (their grpc-timeout passed)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in [
+                ("queue-full", c.queue_full),
+                ("queue-wait", c.waited_too_long),
+                ("deadline", c.deadline),
+            ] {
+                ConstCounter::new(v).encode(family.encode_family(&ReasonLabels { reason })?)?;
+            }
+        }
+        counter(
+            &mut e,
+            "chaff_admission_abandoned",
+            "Calls whose caller went away (deadline, cancel) while they waited for a slot",
+            c.abandoned,
+        )?;
+        for (name, help, read, write) in [
+            (
+                "chaff_admission_running",
+                "Calls whose engine work holds a slot now, by pool",
+                c.reads_running,
+                c.writes_running,
+            ),
+            (
+                "chaff_admission_waiting",
+                "Calls waiting for a slot now, by pool",
+                c.reads_waiting,
+                c.writes_waiting,
+            ),
+            (
+                "chaff_admission_slots",
+                "Slots of each pool (--max-concurrent-reads, --max-concurrent-writes; 0: no bound)",
+                limits.reads.unwrap_or(0),
+                limits.writes.unwrap_or(0),
+            ),
+        ] {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (kind, v) in [("read", read), ("write", write)] {
+                ConstGauge::new(clamp(v as u64))
+                    .encode(family.encode_family(&KindLabels { kind })?)?;
+            }
+        }
         Ok(())
     }
 }

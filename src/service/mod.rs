@@ -4,6 +4,7 @@
 //! answer back. Errors become statuses in [`status`]; a request that panics
 //! is answered INTERNAL by [`catch_panic`] while the server goes on.
 
+pub mod admission;
 pub mod catch_panic;
 pub mod codec;
 pub mod guard;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::{Caller, Rpc};
 use crate::engine::{DecisionQuery, Engine, ListRef};
@@ -63,6 +64,9 @@ struct Storage {
     path: std::path::PathBuf,
     cache_bytes: u64,
 }
+
+/// Bytes per ExportUser message.
+const EXPORT_CHUNK_BYTES: usize = 1 << 20;
 
 /// How often a failed store is probed for room.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -166,7 +170,10 @@ async fn log_stats(storage: Arc<Storage>, every: Duration) {
             hit_rate = format!("{:.3}", hits as f64 / lookups.max(1) as f64),
             resident_users = c.resident_users,
             resident_mib = c.resident_bytes >> 20,
+            shared_mib = c.shared_bytes >> 20,
             budget_mib = c.budget_bytes >> 20,
+            prunes = now.quota.prunes,
+            pruned_tokens = now.quota.pruned_tokens,
             durable_waits = m.waits,
             flushes = m.flushes,
             waits_per_flush = format!("{:.1}", waits as f64 / flushes.max(1) as f64),
@@ -216,10 +223,23 @@ impl ChaffService {
         E: Failure,
         F: FnOnce(&Engine) -> Result<T, E> + Send + 'static,
     {
+        // The call's admission: its deadline, and its slot, which the work
+        // holds until it ends even if the caller's future is dropped.
+        let call = admission::current();
+        if let Some(c) = &call {
+            c.check(admission::Stage::Work)?;
+        }
         let engine = self.storage.engine()?;
-        let result = tokio::task::spawn_blocking(move || f(&engine))
-            .await
-            .map_err(catch_panic::resume_if_panicked)?;
+        let result = tokio::task::spawn_blocking(move || {
+            // The blocking pool may have queued the work: check again, so
+            // an expired call is answered without tokenizing.
+            if let Some(c) = &call {
+                c.check(admission::Stage::Work)?;
+            }
+            Ok::<_, admission::Refused>(f(&engine))
+        })
+        .await
+        .map_err(catch_panic::resume_if_panicked)??;
         if let Err(failure) = &result
             && failure.error().is_storage()
             && !self
@@ -232,6 +252,24 @@ impl ChaffService {
             report_failure(&self.health).await;
         }
         result.map_err(Failure::into_status)
+    }
+}
+
+impl ChaffService {
+    /// Runs the engine's queued prunes (models past `--max-user-tokens`,
+    /// `engine::quota`) on the blocking pool, detached: the Train reply
+    /// does not wait, and no Score ever runs one.
+    fn prune_in_background(&self) {
+        let Ok(engine) = self.storage.engine() else {
+            return;
+        };
+        if engine.prune_wanted() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = engine.prune_pending() {
+                    warn!(error = %e, "pruning a model to its quota failed; the next click retries");
+                }
+            });
+        }
     }
 }
 
@@ -329,7 +367,13 @@ impl proto::chaff_server::Chaff for ChaffService {
         crate::fault::panic_if(&user, crate::fault::PANIC_IN_HANDLER);
         let env = status::envelope(&req.client_ip, req.message_id)?;
         let message = req.message;
-        let evaluated = self.run(move |e| e.evaluate(&user, &message, &env)).await?;
+        let evaluated = self
+            .run(move |e| {
+                #[cfg(feature = "fault-injection")]
+                crate::fault::sleep_if(&user, crate::fault::SLOW_IN_WORK);
+                e.evaluate(&user, &message, &env)
+            })
+            .await?;
         self.metrics.iter().for_each(|m| m.scored(&evaluated));
         Ok(Response::new(status::score_response(evaluated)))
     }
@@ -373,10 +417,13 @@ impl proto::chaff_server::Chaff for ChaffService {
         let t = self
             .run(move |e| e.train(&user, &message, label, message_id))
             .await?;
+        self.prune_in_background();
         self.metrics
             .iter()
             .for_each(|m| m.learned(metrics::Learn::Trained(t.outcome)));
-        info!(
+        // One line per click at DEBUG only: clicks come by the thousand
+        // (the per-call log, `guard::log_call`, has method, code, time).
+        debug!(
             user = %log_user,
             message_id = %t.message_id,
             %label,
@@ -408,7 +455,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         self.metrics
             .iter()
             .for_each(|m| m.learned(metrics::Learn::Forgotten));
-        info!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
+        debug!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
         Ok(Response::new(proto::ForgetResponse {
             forgotten_label: status::label_to_wire(f.label).into(),
             spam_learned: f.spam_learned,
@@ -532,6 +579,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let s = self
             .run(move |e| e.seed(&message, label, message_id))
             .await?;
+        self.prune_in_background();
         Ok(Response::new(proto::SeedSharedResponse {
             outcome: status::outcome_to_wire(s.outcome).into(),
             message_id: s.message_id.to_string(),
@@ -565,12 +613,127 @@ impl proto::chaff_server::Chaff for ChaffService {
         }))
     }
 
+    type ExportUserStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<proto::ExportChunk, Status>> + Send>,
+    >;
+
+    async fn export_user(
+        &self,
+        req: Request<proto::ExportUserRequest>,
+    ) -> Result<Response<Self::ExportUserStream>, Status> {
+        let caller = caller_of(&req);
+        let user = named_user(&caller, Rpc::ExportUser, req.into_inner().user_id)?;
+        let u = user.clone();
+        let bytes = self.run(move |e| e.export_user(&u)).await?.ok_or_else(|| {
+            Status::not_found(format!("user {user} has nothing stored on this server"))
+        })?;
+        let chunks: Vec<Result<proto::ExportChunk, Status>> = bytes
+            .chunks(EXPORT_CHUNK_BYTES)
+            .map(|c| Ok(proto::ExportChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn import_user(
+        &self,
+        req: Request<tonic::Streaming<proto::ImportUserRequest>>,
+    ) -> Result<Response<proto::ImportUserResponse>, Status> {
+        use tokio_stream::StreamExt;
+        let caller = caller_of(&req);
+        let mut stream = req.into_inner();
+        let first = stream.next().await.ok_or_else(|| {
+            Status::invalid_argument("ImportUser needs at least one message naming user_id")
+        })??;
+        let user = named_user(&caller, Rpc::ImportUser, first.user_id)?;
+        let replace = first.replace;
+        let mut bytes = first.data;
+        while let Some(m) = stream.next().await {
+            let m = m?;
+            if bytes.len() + m.data.len() > crate::engine::MAX_IMPORT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "the export is larger than {} bytes, the most ImportUser takes",
+                    crate::engine::MAX_IMPORT_BYTES
+                )));
+            }
+            bytes.extend_from_slice(&m.data);
+        }
+        let u = user.clone();
+        let done = self
+            .run(move |e| e.import_user(&u, &bytes, replace))
+            .await?;
+        let by = caller.as_ref().map_or("local", |c| c.name.as_str());
+        info!(target: "chaff::audit", caller = by, user = %user, replaced = done.replaced, messages = done.messages, "user imported");
+        Ok(Response::new(proto::ImportUserResponse {
+            messages: done.messages,
+            decisions: done.decisions,
+            list_entries: done.list_entries,
+            replaced: done.replaced,
+        }))
+    }
+
+    async fn backup(
+        &self,
+        req: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        let dir = std::path::PathBuf::from(req.into_inner().directory);
+        if !dir.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "directory {:?} is not an absolute path on the server's machine",
+                dir.display()
+            )));
+        }
+        let d = dir.clone();
+        let started = std::time::Instant::now();
+        // Not through `run`: a failure here is as likely the backup
+        // directory's (its disk full) as the store's, and must not report
+        // the server NOT_SERVING; a store failure shows at the next click.
+        let engine = self.storage.engine()?;
+        let done = tokio::task::spawn_blocking(move || engine.backup_to(&d))
+            .await
+            .map_err(catch_panic::resume_if_panicked)?
+            .map_err(Status::from)?;
+        info!(
+            directory = %dir.display(),
+            users = done.users,
+            records = done.records,
+            seconds = started.elapsed().as_secs_f64(),
+            "backup written"
+        );
+        Ok(Response::new(proto::BackupResponse {
+            users: done.users,
+            records: done.records,
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<proto::ListUsersRequest>,
+    ) -> Result<Response<proto::ListUsersResponse>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        let prefix = match &caller {
+            Some(c) => c.list_prefix(&req.prefix).map_err(|d| {
+                guard::audit_denied(c, Rpc::ListUsers, None, &d);
+                Status::from(d)
+            })?,
+            None => req.prefix,
+        };
+        let (size, after) = status::users_page_request(req.page_size, req.page_token)?;
+        let page = self
+            .run(move |e| e.list_users(&prefix, after.as_ref(), size))
+            .await?;
+        Ok(Response::new(status::users_page_to_wire(page)))
+    }
+
     async fn get_stats(
         &self,
         _req: Request<proto::GetStatsRequest>,
     ) -> Result<Response<proto::ServerStats>, Status> {
-        // Atomics and one brief map read lock: no need for the blocking pool.
-        let s = self.storage.engine()?.stats();
+        // Atomics and brief read locks: no need for the blocking pool.
+        let engine = self.storage.engine()?;
+        let s = engine.stats();
+        let shared = engine.shared_summary();
+        drop(engine);
         Ok(Response::new(proto::ServerStats {
             model_hits: s.cache.hits,
             model_misses: s.cache.misses,
@@ -581,6 +744,7 @@ impl proto::chaff_server::Chaff for ChaffService {
             model_memory_bytes: s.cache.budget_bytes,
             durable_waits: s.commit.waits,
             flushes: s.commit.flushes,
+            shared_model_bytes: shared.bytes,
         }))
     }
 }
@@ -690,13 +854,18 @@ pub async fn serve_with(
         trust,
         Duration::ZERO,
         None,
+        admission::Limits::unbounded(),
     )
     .await
 }
 
 /// [`serve_with`], also logging the engine's counters every `stats_every`
-/// (`ZERO`: never). The log reads whichever engine is current, so it goes on
-/// across a storage reopen.
+/// (`ZERO`: never), serving `/metrics` on `metrics_listener` (if any), and
+/// bounding the engine work running at once by `limits` ([`admission`];
+/// [`serve_with`] sets no bound, `chaff serve` bounds by the core count).
+/// The log reads whichever engine is current, so it goes on across a
+/// storage reopen.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_logging_stats(
     engine: Arc<Engine>,
     listener: TcpListener,
@@ -705,6 +874,7 @@ pub async fn serve_logging_stats(
     trust: Arc<Trust>,
     stats_every: Duration,
     metrics_listener: Option<TcpListener>,
+    limits: admission::Limits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local: SocketAddr = listener.local_addr()?;
     let limit = engine.settings().max_message_bytes;
@@ -728,7 +898,8 @@ pub async fn serve_logging_stats(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let (metrics, _exporter) = metrics::start(metrics_listener, storage.clone());
+    let admitter = admission::Admission::new(limits);
+    let (metrics, _exporter) = metrics::start(metrics_listener, storage.clone(), admitter.clone());
     let chaff = ChaffServer::new(ChaffService {
         storage: storage.clone(),
         health: health.clone(),
@@ -747,6 +918,10 @@ pub async fn serve_logging_stats(
         max_message_bytes = limit,
         tls = trust.tls().is_some(),
         credentials_required = trust.required(),
+        max_concurrent_reads = ?limits.reads,
+        max_concurrent_writes = ?limits.writes,
+        max_queued_calls = limits.queued,
+        max_queue_wait_ms = limits.max_wait.as_millis() as u64,
         "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection"
     );
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -754,6 +929,7 @@ pub async fn serve_logging_stats(
         .layer(metrics::GrpcLayer::new(metrics))
         .layer(catch_panic::CatchPanicLayer)
         .layer(GuardLayer::new(trust.clone(), limit))
+        .layer(admission::AdmissionLayer::new(admitter))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

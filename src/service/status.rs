@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use tonic::Status;
 
 use crate::decisions::DecisionRecord;
-use crate::engine::{Envelope, Evaluated, ListRef, TrainOutcome};
+use crate::engine::{Envelope, Evaluated, ListRef, TrainOutcome, UsersPage};
 use crate::error::Error;
 use crate::policy::{Action, HandlingMode, ListKind, RuleKind, UserSettings};
 use crate::proto;
@@ -28,6 +28,7 @@ impl From<Error> for Status {
             // The click exists but is too old to undo: a precondition of
             // Forget (and of moving it), not a missing message.
             Error::BeyondUndoWindow { .. } => Status::failed_precondition(msg),
+            Error::AlreadyExists(_) => Status::already_exists(msg),
             // Storage trouble is the server's, not the request's: the caller
             // may retry later or elsewhere. The request was not applied.
             Error::Storage(_) => {
@@ -41,6 +42,22 @@ impl From<Error> for Status {
             // (restore from backup, `chaff repair`); retrying will not help.
             Error::Corrupt { .. } => Status::data_loss(msg),
             Error::Open { .. } | Error::Locked { .. } => Status::internal(msg),
+        }
+    }
+}
+
+/// A call admission refused ([`crate::service::admission`]): a busy server
+/// is RESOURCE_EXHAUSTED (the call was not worked on; retrying later or on
+/// another replica is right), a passed deadline DEADLINE_EXCEEDED.
+impl From<crate::service::admission::Refused> for Status {
+    fn from(r: crate::service::admission::Refused) -> Self {
+        use crate::service::admission::Refused;
+        let msg = r.to_string();
+        match r {
+            Refused::QueueFull { .. } | Refused::WaitedTooLong { .. } => {
+                Status::resource_exhausted(msg)
+            }
+            Refused::DeadlinePassed { .. } => Status::deadline_exceeded(msg),
         }
     }
 }
@@ -297,6 +314,53 @@ pub(super) fn list_ref(user_id: String, operator_wide: bool, kind: i32) -> Resul
     Ok(ListRef { owner, kind })
 }
 
+/// A ListUsers request's page size (0: the default) and page token (the
+/// last user id of the previous page; empty: the first page).
+pub(super) fn users_page_request(
+    page_size: u32,
+    page_token: String,
+) -> Result<(usize, Option<UserId>), Error> {
+    let max = crate::engine::MAX_PAGE_SIZE;
+    let size = match page_size as usize {
+        0 => crate::engine::DEFAULT_PAGE_SIZE,
+        n if n > max => {
+            return Err(Error::InvalidArgument(format!(
+                "page_size is {n}; the limit is {max}"
+            )));
+        }
+        n => n,
+    };
+    let after = if page_token.is_empty() {
+        None
+    } else {
+        Some(UserId::new(page_token).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "page_token is not one ListUsers returned ({e}); leave it empty for the first page"
+            ))
+        })?)
+    };
+    Ok((size, after))
+}
+
+pub(super) fn users_page_to_wire(page: UsersPage) -> proto::ListUsersResponse {
+    proto::ListUsersResponse {
+        users: page
+            .users
+            .into_iter()
+            .map(|u| proto::UserListing {
+                user_id: u.user.to_string(),
+                spam_learned: u.spam_learned,
+                ham_learned: u.ham_learned,
+                tokens: u.tokens,
+                last_scored_unix_ms: u
+                    .last_scored_ms
+                    .map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            })
+            .collect(),
+        next_page_token: page.next_after.map(|u| u.to_string()).unwrap_or_default(),
+    }
+}
+
 pub(super) fn score_response(evaluated: Evaluated) -> proto::ScoreResponse {
     let Evaluated {
         scored,
@@ -345,6 +409,7 @@ mod tests {
                 },
                 Code::NotFound,
             ),
+            (Error::AlreadyExists("x".into()), Code::AlreadyExists),
             (Error::Corrupt { what: "x".into() }, Code::DataLoss),
             (Error::DiskFull, Code::Unavailable),
             (Error::Reopening, Code::Unavailable),

@@ -30,6 +30,10 @@ pub struct LedgerEntry {
     /// consent (or clearing the seed) changes the id instead of rewriting
     /// every ledger entry.
     pub shared: u64,
+    /// Learned by chaff from delivered mail the user did not click
+    /// (`Engine::learn_delivered`), not by a click: a later click on the
+    /// same message replaces it as if it had never been learned.
+    pub implicit: bool,
 }
 
 /// One step of a click, as replayed from the journal.
@@ -214,11 +218,14 @@ pub fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
     // Trailing fields are optional, so older records read as full weight
     // and not shared: the weight is written when it is not full or when a
     // shared id follows it.
-    if entry.weight != Weight::FULL || entry.shared != 0 {
+    if entry.weight != Weight::FULL || entry.shared != 0 || entry.implicit {
         put_weight(&mut out, entry.weight);
     }
-    if entry.shared != 0 {
+    if entry.shared != 0 || entry.implicit {
         put_varint(&mut out, entry.shared);
+    }
+    if entry.implicit {
+        out.push(LEDGER_IMPLICIT);
     }
     out
 }
@@ -239,17 +246,24 @@ pub fn decode_ledger(mut input: &[u8]) -> Result<LedgerEntry, Error> {
     } else {
         get_varint(&mut input).ok_or_else(|| corrupt("ledger shared id"))?
     };
-    if !input.is_empty() {
-        return Err(corrupt("ledger trailing bytes"));
-    }
+    let implicit = match input {
+        [] => false,
+        [LEDGER_IMPLICIT] => true,
+        _ => return Err(corrupt("ledger trailing bytes")),
+    };
     Ok(LedgerEntry {
         label,
         tokenizer_version,
         tokens,
         weight,
         shared,
+        implicit,
     })
 }
+
+/// The optional last byte of a ledger entry learned from delivered mail
+/// (older entries end before it and read as clicks).
+const LEDGER_IMPLICIT: u8 = b'i';
 
 // Full-weight ops keep format 2's kind bytes; the weighted kinds carry a
 // weight varint after the label.
@@ -308,22 +322,29 @@ pub fn decode_ops(mut input: &[u8]) -> Result<Vec<Op>, Error> {
 /// First byte of a format-3 snapshot. Format-2 snapshots began with the
 /// tokenizer version as a big-endian u32, so their first byte is 0.
 const SNAPSHOT_V3: u8 = b'W';
+/// First byte of a format-4 snapshot: format 3 followed by the recency
+/// section (`recency.rs`).
+const SNAPSHOT_V4: u8 = b'X';
 
 /// A user's model in compact form: header, sorted gap-coded ids, then the
 /// spam and ham counts as varints. ~9–10 bytes per token for real models.
 pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
-    encode_snapshot_parts(SnapshotHead::of(model), applied_seq, model.iter().collect())
+    encode_snapshot_parts(
+        SnapshotHead::of(model),
+        applied_seq,
+        model.iter_stamped().collect(),
+    )
 }
 
 /// [`encode_snapshot`] from a model's parts (see `store::Snapshot`).
 pub fn encode_snapshot_parts(
     head: SnapshotHead,
     applied_seq: u64,
-    entries: Vec<(TokenId, Counts)>,
+    entries: Vec<(TokenId, Counts, u32)>,
 ) -> Vec<u8> {
-    let entries = crate::tokenize::sort_by_token_id(entries, |(id, _)| *id);
-    let mut out = Vec::with_capacity(48 + entries.len() * 10);
-    out.push(SNAPSHOT_V3);
+    let entries = crate::tokenize::sort_by_token_id(entries, |(id, _, _)| *id);
+    let mut out = Vec::with_capacity(48 + entries.len() * 12);
+    out.push(SNAPSHOT_V4);
     out.extend_from_slice(&head.tokenizer_version.to_be_bytes());
     out.extend_from_slice(&applied_seq.to_be_bytes());
     for v in [head.spam, head.ham, head.spam_weight, head.ham_weight] {
@@ -332,14 +353,19 @@ pub fn encode_snapshot_parts(
     // As `put_ids`, from the entries themselves (no second list of ids).
     put_varint(&mut out, entries.len() as u64);
     let mut prev = 0u64;
-    for (id, _) in &entries {
+    for (id, _, _) in &entries {
         put_varint(&mut out, id.0.wrapping_sub(prev));
         prev = id.0;
     }
-    for (_, c) in &entries {
+    for (_, c, _) in &entries {
         put_varint(&mut out, u64::from(c.spam));
         put_varint(&mut out, u64::from(c.ham));
     }
+    super::recency::put_ages(
+        &mut out,
+        head.clock,
+        entries.iter().map(|(_, _, seen)| *seen),
+    );
     out
 }
 
@@ -347,9 +373,10 @@ pub fn encode_snapshot_parts(
 /// format-2 snapshots (counts in messages) by scaling them to full weight.
 pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     let bad = || corrupt("model snapshot");
-    let (v3, input) = match input.split_first() {
-        Some((&SNAPSHOT_V3, rest)) => (true, rest),
-        _ => (false, input),
+    let (v3, stamped, input) = match input.split_first() {
+        Some((&SNAPSHOT_V4, rest)) => (true, true, rest),
+        Some((&SNAPSHOT_V3, rest)) => (true, false, rest),
+        _ => (false, false, input),
     };
     if input.len() < 12 {
         return Err(bad());
@@ -379,13 +406,18 @@ pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     for id in ids {
         let s = count(&mut input)?;
         let h = count(&mut input)?;
-        tokens.push((id, Counts { spam: s, ham: h }));
+        tokens.push((id, Counts { spam: s, ham: h }, 0));
     }
+    let clock = if stamped {
+        super::recency::get_stamps(&mut input, &mut tokens).ok_or_else(bad)?
+    } else {
+        0
+    };
     if !input.is_empty() {
         return Err(bad());
     }
     Ok((
-        Model::from_parts((spam, ham), weights, version, tokens),
+        Model::from_stamped_parts((spam, ham), weights, version, clock, tokens),
         applied_seq,
     ))
 }
@@ -454,11 +486,11 @@ pub fn upgrade_format_3(kind: u8, value: &[u8]) -> Result<Vec<u8>, Error> {
                 .collect();
             Ok(encode_ops(&ops))
         }
-        b'M' if value.first() == Some(&SNAPSHOT_V3) => {
+        b'M' if matches!(value.first(), Some(&(SNAPSHOT_V3 | SNAPSHOT_V4))) => {
             let (model, seq) = decode_snapshot(value)?;
             let (spam_w, ham_w) = model.weights();
             let f = u64::from(factor);
-            let tokens = model.iter().map(|(id, c)| {
+            let tokens = model.iter_stamped().map(|(id, c, seen)| {
                 let up = |v: u32| v.saturating_mul(factor);
                 (
                     id,
@@ -466,12 +498,14 @@ pub fn upgrade_format_3(kind: u8, value: &[u8]) -> Result<Vec<u8>, Error> {
                         spam: up(c.spam),
                         ham: up(c.ham),
                     },
+                    seen,
                 )
             });
-            let scaled = Model::from_parts(
+            let scaled = Model::from_stamped_parts(
                 (model.spam_learned(), model.ham_learned()),
                 (spam_w * f, ham_w * f),
                 model.tokenizer_version(),
+                model.clock(),
                 tokens,
             );
             Ok(encode_snapshot(&scaled, seq))
@@ -526,16 +560,26 @@ pub fn unseal<'a>(key: &[u8], value: &'a [u8]) -> Option<&'a [u8]> {
 /// 2–5 entries begin with the label in upper case).
 const LEDGER_V6_SPAM: u8 = b's';
 const LEDGER_V6_HAM: u8 = b'h';
+/// First byte of a format-6 ledger entry learned from delivered mail
+/// ([`LedgerEntry::implicit`]), by label: in the first byte rather than a
+/// trailing one so [`ledger_facts`] sees it without the dictionary.
+const LEDGER_V6_SPAM_IMPLICIT: u8 = b'p';
+const LEDGER_V6_HAM_IMPLICIT: u8 = b'd';
 /// First byte of a format-6 journal record. Older records begin with their
 /// op count as a varint; 0xFE would mean at least 254 ops, and a click
 /// writes at most three.
 const JOURNAL_V6: u8 = 0xFE;
-/// First byte of a format-6 snapshot (counts in dictionary order).
-const SNAPSHOT_V6: u8 = b'X';
+/// First byte of a format-6 snapshot (counts in dictionary order, then the
+/// recency section of `recency.rs`). Not `X`: that is snapshot format 4
+/// (format 3 plus recency), which format-5 directories hold.
+const SNAPSHOT_V6: u8 = b'Y';
 
 /// Whether a ledger value is format 6 (needs the dictionary to read).
 pub fn ledger_is_v6(value: &[u8]) -> bool {
-    matches!(value.first(), Some(&LEDGER_V6_SPAM | &LEDGER_V6_HAM))
+    matches!(
+        value.first(),
+        Some(&LEDGER_V6_SPAM | &LEDGER_V6_HAM | &LEDGER_V6_SPAM_IMPLICIT | &LEDGER_V6_HAM_IMPLICIT)
+    )
 }
 
 /// Whether a journal value is format 6.
@@ -596,6 +640,9 @@ pub struct LedgerFacts {
     pub seq: Option<u64>,
     /// Whether its tokens were folded away (beyond the undo window).
     pub folded: bool,
+    /// Whether it was learned from delivered mail, not a click
+    /// ([`LedgerEntry::implicit`]).
+    pub implicit: bool,
 }
 
 /// A ledger entry in format 6, sealed under its key: label, the click's
@@ -609,9 +656,11 @@ pub fn encode_ledger_v6(
     dict: &Dict,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + entry.tokens.len() * 2);
-    out.push(match entry.label {
-        Label::Spam => LEDGER_V6_SPAM,
-        Label::Ham => LEDGER_V6_HAM,
+    out.push(match (entry.label, entry.implicit) {
+        (Label::Spam, false) => LEDGER_V6_SPAM,
+        (Label::Ham, false) => LEDGER_V6_HAM,
+        (Label::Spam, true) => LEDGER_V6_SPAM_IMPLICIT,
+        (Label::Ham, true) => LEDGER_V6_HAM_IMPLICIT,
     });
     put_varint(&mut out, time_s);
     put_varint(&mut out, seq);
@@ -645,36 +694,53 @@ pub fn ledger_facts(key: &[u8], value: &[u8]) -> Result<(Label, LedgerFacts), Er
                 time_s: Some(time_s),
                 seq: None,
                 folded: true,
+                implicit: false,
             };
             Ok((label, facts))
         }
-        Some(&first @ (LEDGER_V6_SPAM | LEDGER_V6_HAM)) => {
+        Some(
+            &first @ (LEDGER_V6_SPAM
+            | LEDGER_V6_HAM
+            | LEDGER_V6_SPAM_IMPLICIT
+            | LEDGER_V6_HAM_IMPLICIT),
+        ) => {
             let input =
                 unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
             let mut input = &input[1..];
             let time_s = get_varint(&mut input).ok_or_else(bad)?;
             let seq = get_varint(&mut input).ok_or_else(bad)?;
-            let label = if first == LEDGER_V6_SPAM {
-                Label::Spam
-            } else {
-                Label::Ham
-            };
+            let (label, implicit) = v6_label(first);
             let facts = LedgerFacts {
                 time_s: Some(time_s),
                 seq: Some(seq),
                 folded: false,
+                implicit,
             };
             Ok((label, facts))
         }
         _ => {
             let label = Label::from_byte(*value.first().ok_or_else(bad)?).ok_or_else(bad)?;
+            let implicit = value.last() == Some(&LEDGER_IMPLICIT)
+                && decode_ledger(value).is_ok_and(|e| e.implicit);
             let facts = LedgerFacts {
                 time_s: None,
                 seq: None,
                 folded: false,
+                implicit,
             };
             Ok((label, facts))
         }
+    }
+}
+
+/// The label of a format-6 entry's first byte, and whether it marks an
+/// entry learned from delivered mail.
+fn v6_label(first: u8) -> (Label, bool) {
+    match first {
+        LEDGER_V6_SPAM => (Label::Spam, false),
+        LEDGER_V6_SPAM_IMPLICIT => (Label::Spam, true),
+        LEDGER_V6_HAM_IMPLICIT => (Label::Ham, true),
+        _ => (Label::Ham, false),
     }
 }
 
@@ -705,14 +771,10 @@ pub fn decode_ledger_seq(
     }
     let mut input = unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
     let dict = dict.ok_or_else(|| corrupt("ledger entry: no dictionary"))?;
-    let label = match input.split_first() {
-        Some((&LEDGER_V6_SPAM, rest)) => {
+    let (label, implicit) = match input.split_first() {
+        Some((&first, rest)) => {
             input = rest;
-            Label::Spam
-        }
-        Some((_, rest)) => {
-            input = rest;
-            Label::Ham
+            v6_label(first)
         }
         None => return Err(corrupt("ledger label")),
     };
@@ -735,6 +797,7 @@ pub fn decode_ledger_seq(
         tokens: crate::tokenize::sort_by_token_id(tokens, |id| *id),
         weight,
         shared,
+        implicit,
     };
     Ok((entry, Some(seq)))
 }
@@ -826,6 +889,8 @@ pub fn decode_ops_any(key: &[u8], value: &[u8], dict: Option<&Dict>) -> Result<V
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SnapshotHead {
     pub tokenizer_version: u32,
+    /// The model's learn clock (`recency.rs`).
+    pub clock: u32,
     pub spam: u64,
     pub ham: u64,
     pub spam_weight: u64,
@@ -837,6 +902,7 @@ impl SnapshotHead {
         let (spam_weight, ham_weight) = model.weights();
         Self {
             tokenizer_version: model.tokenizer_version(),
+            clock: model.clock(),
             spam: model.spam_learned(),
             ham: model.ham_learned(),
             spam_weight,
@@ -847,20 +913,22 @@ impl SnapshotHead {
 
 /// A snapshot in format 6, sealed under its key: the head, then one
 /// (spam, ham) count pair per dictionary number up to the highest one the
-/// model uses (tokens the model no longer has count 0, 2 bytes). Every
-/// token must be numbered.
+/// model uses (tokens the model no longer has count 0, 2 bytes), then the
+/// recency section (`recency.rs`): the clock and the age of each token the
+/// model has (non-zero counts), in number order. Every token must be
+/// numbered.
 pub fn encode_snapshot_v6(
     key: &[u8],
     head: SnapshotHead,
     applied_seq: u64,
-    tokens: &[(TokenId, Counts)],
+    tokens: &[(TokenId, Counts, u32)],
     dict: &Dict,
 ) -> Vec<u8> {
-    let mut counts = vec![Counts::default(); dict.len()];
+    let mut counts = vec![(Counts::default(), 0u32); dict.len()];
     let mut used = 0usize;
-    for (id, c) in tokens {
+    for (id, c, seen) in tokens {
         let n = dict.number(*id).expect("model tokens are numbered") as usize;
-        counts[n] = *c;
+        counts[n] = (*c, *seen);
         used = used.max(n + 1);
     }
     counts.truncate(used);
@@ -872,11 +940,26 @@ pub fn encode_snapshot_v6(
         put_varint(&mut out, v);
     }
     put_varint(&mut out, counts.len() as u64);
-    for c in &counts {
+    for (c, _) in &counts {
         put_varint(&mut out, u64::from(c.spam));
         put_varint(&mut out, u64::from(c.ham));
     }
+    let live = counts.iter().filter(|(c, _)| c.spam != 0 || c.ham != 0);
+    super::recency::put_ages(&mut out, head.clock, live.map(|(_, seen)| *seen));
     seal(key, out)
+}
+
+/// The last journal sequence number folded into a snapshot of any format,
+/// without decoding it (nor checking a format-6 checksum).
+pub fn decode_snapshot_seq(value: &[u8]) -> Result<u64, Error> {
+    let start = match value.first() {
+        Some(&(SNAPSHOT_V3 | SNAPSHOT_V4 | SNAPSHOT_V6)) => 5,
+        _ => 4,
+    };
+    value
+        .get(start..start + 8)
+        .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+        .ok_or_else(|| corrupt("model snapshot"))
 }
 
 /// Reads a snapshot of any format; format 6 needs the dictionary.
@@ -918,14 +1001,21 @@ pub fn decode_snapshot_any(
         let spam = count(&mut input)?;
         let ham = count(&mut input)?;
         if spam != 0 || ham != 0 {
-            tokens.push((*id, Counts { spam, ham }));
+            tokens.push((*id, Counts { spam, ham }, 0));
         }
     }
+    let clock = super::recency::get_stamps(&mut input, &mut tokens).ok_or_else(bad)?;
     if !input.is_empty() {
         return Err(bad());
     }
     Ok((
-        Model::from_parts((head[0], head[1]), (head[2], head[3]), version, tokens),
+        Model::from_stamped_parts(
+            (head[0], head[1]),
+            (head[2], head[3]),
+            version,
+            clock,
+            tokens,
+        ),
         applied_seq,
     ))
 }
@@ -1051,6 +1141,7 @@ mod tests {
             tokens: vec![TokenId(3), TokenId(99), TokenId(u64::MAX)],
             weight: Weight::FULL,
             shared: 0,
+            implicit: false,
         };
         assert_eq!(decode_ledger(&encode_ledger(&e)).unwrap(), e);
         let low = LedgerEntry {
@@ -1065,6 +1156,12 @@ mod tests {
                 ..e.clone()
             };
             assert_eq!(decode_ledger(&encode_ledger(&shared)).unwrap(), shared);
+            let implicit = LedgerEntry {
+                weight,
+                implicit: true,
+                ..e.clone()
+            };
+            assert_eq!(decode_ledger(&encode_ledger(&implicit)).unwrap(), implicit);
         }
         // A record written before sharing existed is not shared.
         assert_eq!(encode_ledger(&e), {
@@ -1103,6 +1200,7 @@ mod tests {
                 tokens: ids.clone(),
                 weight: Weight::FULL,
                 shared: 0,
+                implicit: false,
             });
             put_varint(&mut v, 1);
             v
@@ -1170,6 +1268,10 @@ mod tests {
         m.learn(&[TokenId(5)], Label::Ham);
         m.learn_weighted(&[TokenId(6)], Label::Spam, Weight::LOW);
         let (back, seq) = decode_snapshot(&encode_snapshot(&m, 42)).unwrap();
+        assert_eq!(back.clock(), m.clock());
+        for (id, _, seen) in m.iter_stamped() {
+            assert_eq!(back.seen(id), Some(seen), "{id:?}");
+        }
         assert_eq!((back, seq), (m, 42));
     }
 
@@ -1189,6 +1291,7 @@ mod tests {
             // (Optional trailing fields cannot be told from a cut: only the
             // fixed part is checked here.)
             shared: 0,
+            implicit: false,
         });
         for cut in 0..led.len() {
             assert!(decode_ledger(&led[..cut]).is_err(), "cut at {cut}");

@@ -17,7 +17,7 @@ impl Store {
     ) -> Result<(), Error> {
         let mut batch = Batch::default();
         for (user, time_ms, json) in records {
-            let seq = self.db.generate_id()?;
+            let seq = self.generate_id()?;
             batch.insert(decision_key(user, time_ms, seq), json);
         }
         self.tree()?.apply_batch(batch)?;

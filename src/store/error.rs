@@ -1,30 +1,114 @@
-//! The storage engine's failures as the rest of the library sees them: an
+//! The storage engines' failures as the rest of the library sees them: an
 //! opaque [`StorageError`] that says what failed without naming the engine,
-//! so that only `store` names sled.
+//! so that only `store` names sled and Redis.
 
 use std::fmt;
+#[cfg(feature = "redis")]
+use std::time::Duration;
 
 use crate::error::Error;
 
-/// A failure of the storage engine (I/O, a damaged log, ...).
+/// A failure of the storage engine (I/O, a damaged log, an unreachable
+/// Redis Cluster, ...). Opaque: callers only learn that storage failed
+/// (`Error::Storage`, answered UNAVAILABLE), never which engine's type.
 #[derive(Debug)]
-pub struct StorageError(sled::Error);
+pub struct StorageError(Kind);
+
+/// What failed, by engine. Private so that no caller matches on an
+/// engine's error type.
+#[derive(Debug)]
+enum Kind {
+    /// The embedded sled database.
+    Sled(sled::Error),
+    #[cfg(feature = "redis")]
+    /// A Redis Cluster command failed (connection refused, cluster down,
+    /// a node timed out, a script error, ...).
+    Redis(redis::RedisError),
+    /// A Redis Cluster operation did not finish within its time bound
+    /// (the client library's own reconnect loops can otherwise stall).
+    #[cfg(feature = "redis")]
+    RedisTimeout { what: &'static str, after: Duration },
+    /// A click was applied on the user's primary but fewer replicas than
+    /// required confirmed it within the wait: it is not acknowledged, and
+    /// a retry is safe (the ledger answers ALREADY_LEARNED and waits again).
+    #[cfg(feature = "redis")]
+    NotReplicated {
+        wanted: u32,
+        acked: i64,
+        waited: Duration,
+    },
+}
+
+#[cfg(feature = "redis")]
+impl StorageError {
+    pub(super) fn redis_timeout(what: &'static str, after: Duration) -> Self {
+        Self(Kind::RedisTimeout { what, after })
+    }
+
+    pub(super) fn not_replicated(wanted: u32, acked: i64, waited: Duration) -> Self {
+        Self(Kind::NotReplicated {
+            wanted,
+            acked,
+            waited,
+        })
+    }
+}
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        match &self.0 {
+            Kind::Sled(e) => e.fmt(f),
+            #[cfg(feature = "redis")]
+            Kind::Redis(e) => write!(f, "redis cluster: {e}"),
+            #[cfg(feature = "redis")]
+            Kind::RedisTimeout { what, after } => {
+                write!(f, "redis cluster: {what} did not finish within {after:?}")
+            }
+            #[cfg(feature = "redis")]
+            Kind::NotReplicated {
+                wanted,
+                acked,
+                waited,
+            } => write!(
+                f,
+                "redis cluster: the click reached its primary but {acked} of {wanted} replicas \
+                 confirmed it within {waited:?}"
+            ),
+        }
     }
 }
 
 impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        match &self.0 {
+            Kind::Sled(e) => Some(e),
+            #[cfg(feature = "redis")]
+            Kind::Redis(e) => Some(e),
+            #[cfg(feature = "redis")]
+            Kind::RedisTimeout { .. } | Kind::NotReplicated { .. } => None,
+        }
     }
 }
 
 impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> Self {
-        Self(e)
+        Self(Kind::Sled(e))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<redis::RedisError> for StorageError {
+    fn from(e: redis::RedisError) -> Self {
+        Self(Kind::Redis(e))
+    }
+}
+
+#[cfg(feature = "redis")]
+/// Every Redis failure is the server's storage trouble (UNAVAILABLE,
+/// "retry later"), never the request's.
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Error::Storage(e.into())
     }
 }
 
@@ -36,7 +120,7 @@ impl From<sled::Error> for Error {
         if is_disk_full(&e) {
             Error::DiskFull
         } else {
-            Error::Storage(StorageError(e))
+            Error::Storage(StorageError(Kind::Sled(e)))
         }
     }
 }

@@ -27,6 +27,7 @@ pub(super) fn dict_key(prefix: &[u8], first: usize) -> Vec<u8> {
     k.extend_from_slice(&(first as u32).to_be_bytes());
     k
 }
+pub(super) const ID_OFFSET_KEY: &[u8] = b"I";
 
 pub(super) fn contributor_prefix(kind: u8, who: &Owner) -> Vec<u8> {
     match who {

@@ -105,8 +105,12 @@ impl Store {
     }
 
     /// A user's or the operator's (seed) ledger entry for this message.
-    /// A user's entry older than the undo window (folded or not yet) is
-    /// [`Error::BeyondUndoWindow`]: it can no longer be undone exactly.
+    /// A user's click older than the undo window (folded or not yet) is
+    /// [`Error::BeyondUndoWindow`]: it can no longer be undone exactly. A
+    /// user's entry learned from delivered mail ([`LedgerEntry::implicit`])
+    /// older than the window reads as `None`: the fold drops it and keeps
+    /// its counts ([`Store::fold_ledger`]), so a click on that mail is a
+    /// first click, not one refused.
     pub fn contributor_ledger_get(
         &self,
         who: &Owner,
@@ -121,6 +125,9 @@ impl Store {
                 codec::ledger_facts(&key, &value).map_err(|e| damaged_ledger(who, msg, e))?;
             let undo = self.undo.read();
             let time_s = facts.time_s.unwrap_or(self.legacy_time_s);
+            if facts.implicit && time_s < undo.cutoff_s() {
+                return Ok(None);
+            }
             if facts.folded || time_s < undo.cutoff_s() {
                 return Err(Error::BeyondUndoWindow {
                     message_id: msg.to_string(),
@@ -137,6 +144,15 @@ impl Store {
         } else {
             decode(None).map(Some)
         }
+    }
+
+    /// Whether the user's ledger holds anything for this message (a click
+    /// or delivered mail, of any age, folded or not): what learning from
+    /// delivered mail must not learn twice (`Engine::learn_delivered`).
+    pub fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error> {
+        Ok(self
+            .ledger_raw(&ledger_key(&Owner::User(user.clone()), msg))?
+            .is_some())
     }
 
     /// The stored bytes under a ledger key, pending clicks first.
@@ -180,7 +196,7 @@ impl Store {
     ) -> Result<u64, Error> {
         // sled's id generator is monotonic across restarts, so sequence
         // numbers order every user's journal without per-user counters.
-        let seq = self.db.generate_id()?.saturating_add(1);
+        let seq = self.generate_id()?;
         let now_s = self.undo.read().now_ms() / 1000;
         self.with_dict(who, |dict| {
             // Number every id this click writes by number; new numbers go
@@ -293,7 +309,10 @@ impl Store {
     /// it is too old), in batches of up to `DELETE_CHUNK` entries of one
     /// user, each under that user's dictionary lock (no click of theirs
     /// interleaves) and with any journal pointer to it made explicit in the
-    /// same batch. The counts stay. Returns how many entries were folded.
+    /// same batch. The counts stay. Entries learned from delivered mail
+    /// (not clicks) are removed instead: their counts stay too, and a later
+    /// click on that mail learns as a first click. Returns how many entries
+    /// were folded or removed.
     /// Runs in the background (the decision log's hourly sweep), never on
     /// a request's path.
     pub fn fold_ledger(&self) -> Result<u64, Error> {
@@ -360,10 +379,16 @@ impl Store {
                     batch.insert(jkey, ops);
                 }
                 let time_s = facts.time_s.unwrap_or(self.legacy_time_s);
-                batch.insert(
-                    key.as_slice(),
-                    codec::encode_ledger_folded(key, label, time_s),
-                );
+                if facts.implicit {
+                    // Delivered mail nobody clicked: nothing to refuse later,
+                    // so nothing to keep (see `contributor_ledger_get`).
+                    batch.remove(key.as_slice());
+                } else {
+                    batch.insert(
+                        key.as_slice(),
+                        codec::encode_ledger_folded(key, label, time_s),
+                    );
+                }
                 n += 1;
             }
             self.tree()?.apply_batch(batch)?;
@@ -374,6 +399,10 @@ impl Store {
     /// A fresh id, larger than every id handed out before (also across
     /// restarts): consent and seed ids.
     pub fn generate_id(&self) -> Result<u64, Error> {
-        Ok(self.db.generate_id()?.saturating_add(1))
+        Ok(self
+            .db
+            .generate_id()?
+            .saturating_add(1)
+            .saturating_add(self.id_offset))
     }
 }

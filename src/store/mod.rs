@@ -7,7 +7,7 @@
 //! | `F`                                    | [`FORMAT_VERSION`] (u32 BE)            |
 //! | `L` · user · message id                | label, click time and sequence, the message's token numbers (folded beyond the undo window: label + time) |
 //! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s, or a pointer to its ledger entry |
-//! | `M` · user                             | model snapshot: counts in dictionary order + last sequence |
+//! | `M` · user                             | model snapshot: counts in dictionary order, last-seen ages (`recency.rs`) + last sequence |
 //! | `K` · user · first number (u32 BE)     | the user's token dictionary: ids numbered from there (`dict.rs`) |
 //! | `U`                                    | when the directory became format 6 (click time of older entries) |
 //! | `S` · user                             | delivery settings (mode, thresholds)   |
@@ -18,6 +18,7 @@
 //! | `G` · contributor                      | shared-model contribution snapshot + last sequence |
 //! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
 //! | `O`                                    | the current seed id (u64 BE)           |
+//! | `I`                                    | id offset (u64 BE), set by a backup: every id handed out is above it |
 //!
 //! Format-6 values of `L`, `J`, `M` and `K` end in a CRC-32 of key and
 //! value (`codec::seal`, why there); a mismatch is [`Error::Corrupt`]
@@ -40,10 +41,15 @@
 //! atomic click batch. `models.rs`: user model snapshots and when to take
 //! one. `shared.rs`: the shared model's contributions and the seed id.
 //! `policy.rs`: settings and lists. `decisions.rs`: the decision log.
-//! `users.rs`: a user's existence and deletion. This file: opening, format
+//! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
+//! per-user export format. `backup.rs`: copying users into a backup's
+//! store. This file: opening, format
 //! upgrades, flush and usage. `commit.rs`: group commit. `pending.rs`: the
 //! write-behind of throwaway replays (`Store::open_unsynced`, used by
 //! `chaff eval`; still a mode of `Store`). `error.rs`: [`StorageError`].
+//! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
+//! feature `redis`; its own layout and scripts, `docs/SCALING.md`), not yet
+//! used by the engine.
 //!
 //! # Why this shape
 //!
@@ -66,16 +72,21 @@
 //! flushes are shared: one sled flush covers every caller that arrived
 //! before it started (group commit, `commit.rs`).
 
+mod backup;
 mod codec;
 mod commit;
 mod decisions;
 mod dict;
 mod error;
+pub mod export;
 mod keys;
 mod ledger;
 mod models;
 mod pending;
 mod policy;
+mod recency;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 mod shared;
 mod users;
 
@@ -94,6 +105,7 @@ pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
 pub use ledger::{Clock, DEFAULT_UNDO_WINDOW};
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
+pub use users::listing_order;
 
 use keys::*;
 
@@ -153,6 +165,11 @@ pub struct Store {
     /// The time (unix seconds) this directory was upgraded to format 6:
     /// the click time of older ledger entries, which did not record one.
     legacy_time_s: u64,
+    /// Added to every id sled generates ([`Store::generate_id`]): a data
+    /// directory made by a backup starts its ids above the source's, whose
+    /// journal sequence numbers and consent and seed ids it holds (sled's
+    /// own generator cannot be set). 0 unless the `I` key says otherwise.
+    id_offset: u64,
 }
 
 /// Format 3 wrote explicit weights and snapshot counts in eighths of a
@@ -162,6 +179,9 @@ pub struct Store {
 /// per-record upgrade could not tell, after a crash, which records were
 /// already scaled).
 fn upgrade_format_3(tree: &Tree) -> Result<(), Error> {
+    // Logged before the work, so an operator (and the crash soak's upgrade
+    // test) can tell a start-up that is upgrading from one that hangs.
+    tracing::info!("upgrading data directory from format 3 to {FORMAT_VERSION}");
     let mut batch = Batch::default();
     let mut rewritten = 0u64;
     for kind in [LEDGER, JOURNAL, MODEL] {
@@ -186,6 +206,63 @@ fn upgrade_format_3(tree: &Tree) -> Result<(), Error> {
         "upgraded data directory from format 3 to {FORMAT_VERSION}"
     );
     Ok(())
+}
+
+#[cfg(feature = "fault-injection")]
+impl Store {
+    /// Test builds only: marks the directory as written in format
+    /// `version`, so a test can build an old directory with today's writes
+    /// in the old units (format 3: a full message weighs 8) and test the
+    /// upgrade at open, also under SIGKILL (`tests/soak.rs`).
+    pub fn mark_format_for_tests(&self, version: u32) -> Result<(), Error> {
+        self.tree()?.insert(FORMAT_KEY, &version.to_be_bytes())?;
+        self.flush()
+    }
+
+    /// Test builds only: a click as format 5 and older wrote it (ids
+    /// spelled out, no dictionary, no checksum, no click time), for a
+    /// directory that [`Store::mark_format_for_tests`] then marks old:
+    /// today's writer writes format 6, which no older format can hold.
+    pub fn record_legacy_for_tests(
+        &self,
+        user: &crate::types::UserId,
+        msg: &crate::types::MessageId,
+        entry: &LedgerEntry,
+        ops: &[Op],
+    ) -> Result<u64, Error> {
+        let seq = self.generate_id()?;
+        let mut batch = Batch::default();
+        batch.insert(
+            ledger_key(&crate::types::Owner::User(user.clone()), msg),
+            codec::encode_ledger(entry),
+        );
+        batch.insert(journal_key(user, seq), codec::encode_ops(ops));
+        self.tree()?.apply_batch(batch)?;
+        Ok(seq)
+    }
+
+    /// Test builds only: a checkpoint as format 5 and older wrote it (see
+    /// [`Store::record_legacy_for_tests`]).
+    pub fn checkpoint_legacy_for_tests(
+        &self,
+        user: &crate::types::UserId,
+        model: &crate::classify::Model,
+        last_seq: u64,
+    ) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        for item in self
+            .tree()?
+            .range(journal_key(user, 0)..=journal_key(user, last_seq))
+        {
+            batch.remove(item?.0);
+        }
+        batch.insert(
+            user_prefix(MODEL, user),
+            codec::encode_snapshot(model, last_seq),
+        );
+        self.tree()?.apply_batch(batch)?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -276,7 +353,14 @@ impl Store {
             }
             None => 0,
         };
+        let id_offset = match tree.get(ID_OFFSET_KEY).map_err(open_err)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt {
+                what: "id offset".into(),
+            })?),
+            None => 0,
+        };
         Ok(Self {
+            id_offset,
             db,
             sled_tree: tree,
             pending: (!sync).then(Arc::default),

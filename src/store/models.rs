@@ -71,11 +71,12 @@ pub struct LoadedModel {
 ///
 /// Since format 6 a user's snapshot lists counts in the order of the user's
 /// token dictionary, which only the store knows: `encode` copies the
-/// model's (id, counts) pairs (16 bytes a token, what sorting them for the
-/// format-5 snapshot already copied) and the store encodes them.
+/// model's (id, counts, last-seen stamp) triples (20 bytes a token, what
+/// sorting them for the format-5 snapshot already copied) and the store
+/// encodes them, with the quota's recency section (`recency.rs`).
 pub struct Snapshot {
     pub(super) head: codec::SnapshotHead,
-    pub(super) tokens: Vec<(TokenId, Counts)>,
+    pub(super) tokens: Vec<(TokenId, Counts, u32)>,
     pub(super) last_seq: u64,
 }
 
@@ -83,7 +84,7 @@ impl Snapshot {
     pub fn encode(model: &Model, last_seq: u64) -> Self {
         Self {
             head: codec::SnapshotHead::of(model),
-            tokens: model.iter().collect(),
+            tokens: model.iter_stamped().collect(),
             last_seq,
         }
     }
@@ -166,6 +167,16 @@ impl Store {
         Ok(vec![codec::Op::Learn(e.label, e.weight, e.tokens)])
     }
 
+    /// The last journal sequence number folded into the user's snapshot (0:
+    /// no snapshot). Lets a check from outside the engine see that a
+    /// checkpoint happened (`chaff soak` counts them).
+    pub fn snapshot_seq(&self, user: &UserId) -> Result<u64, Error> {
+        Ok(match self.tree()?.get(user_prefix(MODEL, user))? {
+            Some(bytes) => codec::decode_snapshot_seq(&bytes)?,
+            None => 0,
+        })
+    }
+
     /// Folds the journal up to `last_seq` into a snapshot of `model`, and
     /// deletes the folded records, atomically.
     pub fn checkpoint(&self, user: &UserId, model: &Model, last_seq: u64) -> Result<(), Error> {
@@ -175,6 +186,8 @@ impl Store {
     /// [`Store::checkpoint`] with the model already encoded.
     pub fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
         let who = Owner::User(user.clone());
+        #[cfg(feature = "fault-injection")]
+        crate::fault::checkpoint_step(&who, "starting");
         self.with_dict(&who, |dict| {
             let mut batch = Batch::default();
             for item in self
@@ -187,7 +200,7 @@ impl Store {
             // A model loaded from a format-5 snapshot has ids its dictionary
             // never numbered: number them in this batch.
             let before = dict.len();
-            dict.extend(snapshot.tokens.iter().map(|(id, _)| *id))
+            dict.extend(snapshot.tokens.iter().map(|(id, _, _)| *id))
                 .ok_or_else(|| Error::Corrupt {
                     what: format!("token dictionary of user {user} is full"),
                 })?;
@@ -210,7 +223,13 @@ impl Store {
                 return Err(e.into());
             }
             Ok(())
-        })
+        })?;
+        #[cfg(feature = "fault-injection")]
+        {
+            crate::fault::checkpoint_step(&who, "written");
+            crate::fault::checkpoint_step(&who, "done");
+        }
+        Ok(())
     }
 }
 
@@ -275,7 +294,7 @@ impl Store {
             }
             let snapshot = Snapshot::encode(&model, seq);
             let before = dict.len();
-            dict.extend(snapshot.tokens.iter().map(|(id, _)| *id))
+            dict.extend(snapshot.tokens.iter().map(|(id, _, _)| *id))
                 .ok_or_else(|| Error::Corrupt {
                     what: format!("token dictionary of user {user} is full"),
                 })?;

@@ -75,9 +75,11 @@ impl Store {
         } else {
             self.tree()?.remove(key)?.is_some()
         };
-        if changed {
-            self.flush()?;
-        }
+        // Flushed even when nothing changed: "already there" (or "already
+        // gone") may rest on another caller's change that is not durable
+        // yet, and the reply must not acknowledge what a crash can undo
+        // (as Train flushes before ALREADY_LEARNED).
+        self.flush()?;
         Ok(changed)
     }
 }

@@ -56,6 +56,8 @@ impl Store {
     /// Folds a contributor's journal up to `last_seq` into a snapshot of
     /// `part`, atomically (as [`Store::checkpoint`] for models).
     pub fn checkpoint_contribution(&self, who: &Owner, snapshot: Snapshot) -> Result<(), Error> {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::checkpoint_step(who, "starting");
         let mut batch = Batch::default();
         let last_seq = snapshot.last_seq;
         for item in self
@@ -67,6 +69,11 @@ impl Store {
         let bytes = codec::encode_snapshot_parts(snapshot.head, last_seq, snapshot.tokens);
         batch.insert(contributor_prefix(CONTRIBUTION, who), bytes);
         self.tree()?.apply_batch(batch)?;
+        #[cfg(feature = "fault-injection")]
+        {
+            crate::fault::checkpoint_step(who, "written");
+            crate::fault::checkpoint_step(who, "done");
+        }
         Ok(())
     }
 

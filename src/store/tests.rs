@@ -38,6 +38,7 @@ fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
         tokens: ids(t),
         weight: Weight::FULL,
         shared: 0,
+        implicit: false,
     };
     store
         .record(
@@ -202,6 +203,7 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
             tokens: ids(t),
             weight: w,
             shared: 0,
+            implicit: false,
         };
         let ops = [Op::Learn(label, w, ids(t))];
         format_5::click(tree, &alice, &msg(m), Some(&entry), &ops, seq);
@@ -273,6 +275,7 @@ fn an_unsynced_store_reads_pending_clicks_exactly_as_a_synced_one() {
                 tokens: ids(&[t, t + 1, 1_000]),
                 weight: Weight::FULL,
                 shared: 0,
+                implicit: false,
             };
             let old = store.ledger_get(&alice, &msg(m)).unwrap().unwrap();
             let ops = [
@@ -328,6 +331,7 @@ fn a_format_5_directory_opens_as_format_6_with_the_same_models_and_ledger() {
         tokens: ids(t),
         weight: Weight::FULL,
         shared: 0,
+        implicit: false,
     };
     let mut expect = Model::default();
     {
@@ -692,4 +696,263 @@ fn a_damaged_ledger_entry_or_journal_record_is_named_never_counted() {
         "left as it was"
     );
     assert!(store.ledger_get(&alice, &msg("m2")).unwrap().is_some());
+}
+
+#[test]
+fn listing_users_finds_every_kind_of_record_in_key_order_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_again(dir.path());
+    // A learner, a user only ever scored (decisions only), one with only
+    // settings, one with only a list entry, and tenant users.
+    learn(&store, &user("bob"), "m1", Label::Spam, &[1, 2]);
+    store
+        .append_decisions([(&user("scored-only"), 1_000, &b"{}"[..])])
+        .unwrap();
+    store
+        .append_decisions([(&user("scored-only"), 5_000, &b"{}"[..])])
+        .unwrap();
+    store
+        .put_settings(
+            &user("al"),
+            &crate::policy::UserSettings::default(),
+            0,
+            false,
+        )
+        .unwrap();
+    store
+        .set_list_entry(
+            &Owner::User(user("acme/zed")),
+            crate::policy::ListKind::Block,
+            &"spam.example".parse().unwrap(),
+            true,
+        )
+        .unwrap();
+    learn(&store, &user("acme/ann"), "m1", Label::Ham, &[3]);
+    // The operator's records are nobody's user.
+    store
+        .set_list_entry(
+            &Owner::Operator,
+            crate::policy::ListKind::Block,
+            &"op.example".parse().unwrap(),
+            true,
+        )
+        .unwrap();
+
+    let names = |v: Vec<UserId>| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+    let all = names(store.list_users("", None, 100).unwrap());
+    assert_eq!(all, ["al", "bob", "acme/ann", "acme/zed", "scored-only"]);
+
+    // Pages of two continue exactly where the last one ended.
+    let mut paged = Vec::new();
+    let mut after: Option<UserId> = None;
+    loop {
+        let page = store.list_users("", after.as_ref(), 2).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        paged.extend(names(page));
+    }
+    assert_eq!(paged, all);
+
+    assert_eq!(
+        names(store.list_users("acme/", None, 100).unwrap()),
+        ["acme/ann", "acme/zed"]
+    );
+    assert_eq!(
+        names(
+            store
+                .list_users("acme/", Some(&user("acme/ann")), 100)
+                .unwrap()
+        ),
+        ["acme/zed"]
+    );
+    assert_eq!(
+        store.last_decision_ms(&user("scored-only")).unwrap(),
+        Some(5_000)
+    );
+    assert_eq!(store.last_decision_ms(&user("bob")).unwrap(), None);
+}
+
+#[test]
+fn a_backup_copy_hands_out_ids_above_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src_path, dst_path) = (dir.path().join("src"), dir.path().join("dst"));
+    let src = open_again(&src_path);
+    let u = user("u");
+    for i in 0..50 {
+        learn(&src, &u, &format!("m{i}"), Label::Spam, &[i]);
+    }
+    // A long-lived source has handed out more ids than sled's generator
+    // jumps ahead by when a database is reopened (1,000,000).
+    for _ in 0..2_500_000 {
+        src.generate_id().unwrap();
+    }
+    learn(&src, &u, "late", Label::Spam, &[7]);
+    // A snapshot at the source's high sequence number.
+    let loaded = src.load_model(&u).unwrap().unwrap();
+    src.checkpoint(&u, &loaded.model, loaded.last_seq).unwrap();
+    let dest = open_again(&dst_path);
+    src.copy_user_to(&u, &dest).unwrap();
+    src.carry_ids_to(&dest).unwrap();
+    dest.flush().unwrap();
+    drop(dest);
+    // A click on the restored copy must land after that snapshot, or the
+    // next load would skip it.
+    let dest = open_again(&dst_path);
+    learn(&dest, &u, "new", Label::Ham, &[999]);
+    dest.flush().unwrap();
+    drop(dest);
+    let dest = open_again(&dst_path);
+    let m = dest.load_model(&u).unwrap().unwrap().model;
+    assert_eq!((m.spam_learned(), m.ham_learned()), (51, 1));
+}
+
+#[test]
+fn a_format_6_snapshot_keeps_every_tokens_last_seen_stamp_and_the_clock() {
+    // The quota prunes oldest first by these stamps (`recency.rs`): a
+    // checkpoint in format 6 must not reset them to "all equally old".
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    let mut model = Model::default();
+    model.learn(&ids(&[1, 2, 3]), Label::Spam);
+    model.learn(&ids(&[3, 4]), Label::Ham);
+    model.learn(&ids(&[5]), Label::Spam);
+    {
+        let store = open_again(dir.path());
+        let seq = learn(&store, &alice, "m", Label::Spam, &[9]);
+        model.learn(&ids(&[9]), Label::Spam);
+        store.checkpoint(&alice, &model, seq).unwrap();
+        store.flush().unwrap();
+    }
+    let store = open_again(dir.path());
+    let raw = store
+        .tree()
+        .unwrap()
+        .get(user_prefix(MODEL, &alice))
+        .unwrap()
+        .unwrap();
+    assert!(codec::snapshot_is_v6(&raw));
+    let back = store.load_model(&alice).unwrap().unwrap().model;
+    assert_eq!(back.clock(), model.clock());
+    assert!(model.clock() > 0);
+    for t in [1, 2, 3, 4, 5, 9] {
+        assert_eq!(back.seen(TokenId(t)), model.seen(TokenId(t)), "token {t}");
+    }
+    assert_ne!(back.seen(TokenId(1)), back.seen(TokenId(5)));
+}
+
+#[test]
+fn learning_from_delivered_mail_is_marked_in_format_6_and_folded_away_past_the_window() {
+    // An implicit entry keeps its flag in format 6; past the undo window it
+    // is dropped, not folded: no click to refuse, and its counts stay.
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_800_000_000_000));
+    let clock = {
+        let now = now.clone();
+        Clock::new(move || now.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let window = std::time::Duration::from_secs(90 * 86_400);
+    let store = open_again(dir.path());
+    store.set_undo_window(window, clock);
+    let alice = user("alice");
+    let delivered = LedgerEntry {
+        label: Label::Ham,
+        tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
+        tokens: ids(&[7, 8]),
+        weight: Weight(Weight::FULL.0 / 16),
+        shared: 0,
+        implicit: true,
+    };
+    let ops = [Op::Learn(Label::Ham, delivered.weight, ids(&[7, 8]))];
+    store
+        .record(&alice, &msg("d"), Some(&delivered), &ops)
+        .unwrap();
+    learn(&store, &alice, "c", Label::Spam, &[1]);
+    store.flush().unwrap();
+    assert_eq!(
+        store.ledger_get(&alice, &msg("d")).unwrap(),
+        Some(delivered.clone())
+    );
+    let counts = store.load_model(&alice).unwrap().unwrap().model;
+    now.fetch_add(91 * 86_400_000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(store.ledger_get(&alice, &msg("d")).unwrap(), None);
+    assert!(store.ledger_contains(&alice, &msg("d")).unwrap());
+    assert_eq!(store.fold_ledger().unwrap(), 2);
+    assert!(
+        !store.ledger_contains(&alice, &msg("d")).unwrap(),
+        "dropped"
+    );
+    assert!(matches!(
+        store.ledger_get(&alice, &msg("c")),
+        Err(Error::BeyondUndoWindow { .. })
+    ));
+    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, counts);
+}
+
+#[test]
+fn an_export_carries_click_times_folded_clicks_and_delivered_mail_into_format_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_800_000_000_000));
+    let clock = |now: &std::sync::Arc<std::sync::atomic::AtomicU64>| {
+        let now = now.clone();
+        Clock::new(move || now.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let window = std::time::Duration::from_secs(90 * 86_400);
+    let (src, dst) = (
+        open_again(&dir.path().join("src")),
+        open_again(&dir.path().join("dst")),
+    );
+    src.set_undo_window(window, clock(&now));
+    dst.set_undo_window(window, clock(&now));
+    let alice = user("alice");
+    learn(&src, &alice, "old", Label::Spam, &[1, 2]);
+    now.fetch_add(60 * 86_400_000, std::sync::atomic::Ordering::SeqCst);
+    let delivered = LedgerEntry {
+        label: Label::Ham,
+        tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
+        tokens: ids(&[3]),
+        weight: Weight(Weight::FULL.0 / 16),
+        shared: 0,
+        implicit: true,
+    };
+    src.record(
+        &alice,
+        &msg("d"),
+        Some(&delivered),
+        &[Op::Learn(Label::Ham, delivered.weight, ids(&[3]))],
+    )
+    .unwrap();
+    now.fetch_add(31 * 86_400_000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(src.fold_ledger().unwrap(), 1);
+    src.flush().unwrap();
+    let bytes = export::encode(&src.read_user_export(&alice).unwrap());
+    let e = export::decode(&bytes).unwrap();
+    dst.write_user_import(&alice, &e, 0).unwrap();
+    dst.flush().unwrap();
+    assert_eq!(
+        dst.ledger_get(&alice, &msg("d")).unwrap(),
+        Some(delivered),
+        "still inside the window: 31 days old"
+    );
+    assert!(
+        matches!(
+            dst.ledger_get(&alice, &msg("old")),
+            Err(Error::BeyondUndoWindow {
+                label: Label::Spam,
+                ..
+            })
+        ),
+        "folded in the source, folded in the copy"
+    );
+    now.fetch_add(60 * 86_400_000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        dst.ledger_get(&alice, &msg("d")).unwrap(),
+        None,
+        "the click time came along: 91 days old now"
+    );
+    assert_eq!(
+        dst.load_model(&alice).unwrap().unwrap().model,
+        src.load_model(&alice).unwrap().unwrap().model
+    );
 }

@@ -1,0 +1,386 @@
+//! A real Redis Cluster for tests: 3 primaries + 3 replicas of Debian's
+//! `redis-server` on free loopback ports, in a temporary directory,
+//! append-only with `appendfsync always`, created with `redis-cli --cluster
+//! create`. Start-up is bounded; the nodes are killed when the [`Cluster`]
+//! is dropped — and, for the shared cluster that lives in a static (never
+//! dropped), by a watchdog shell that shuts them down once this test
+//! process is gone.
+//!
+//! `.ci/run` installs `redis-server` when it is missing; tests skip (with
+//! a message saying so) only where it is not installed.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a cluster may take to form (≈ 2 s here when idle).
+const START_BOUND: Duration = Duration::from_secs(60);
+
+/// Nodes: 3 primaries, each with one replica.
+const NODES: usize = 6;
+
+/// A running cluster on loopback.
+pub struct Cluster {
+    /// Client ports of the six nodes (cluster bus: port + 10000).
+    pub ports: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+    dir: tempfile::TempDir,
+    watchdog: Child,
+}
+
+/// Whether `redis-server` and `redis-cli` can run here; prints why not.
+fn installed() -> bool {
+    let ok = |bin: &str| {
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ok("redis-server") && ok("redis-cli") {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED: redis-server/redis-cli are not installed (`apt-get install -y redis-server`; \
+         .ci/run installs them), so the Redis Cluster tests cannot run here"
+    );
+    false
+}
+
+/// Six ports whose cluster bus ports (+10000) are free too.
+fn free_ports() -> Vec<u16> {
+    let mut ports = Vec::with_capacity(NODES);
+    let mut seed = (std::process::id() as u64)
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64,
+        );
+    while ports.len() < NODES {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20_000 + ((seed >> 33) % 25_000) as u16;
+        if ports.contains(&port) {
+            continue;
+        }
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// `redis-cli -p port args...`, bounded by `timeout`, its stdout.
+pub fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("timeout")
+        .args(["10", "redis-cli", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Cluster {
+    /// Starts a cluster, or `None` when redis-server is not installed.
+    /// Panics if an installed redis-server does not form a cluster in
+    /// time.
+    pub fn start() -> Option<Self> {
+        if !installed() {
+            return None;
+        }
+        // Another engineer's (or test's) node may take a port between our
+        // check and its bind: try again with other ports.
+        for attempt in 0..3 {
+            match Self::try_start() {
+                Ok(c) => return Some(c),
+                Err(e) if attempt < 2 => eprintln!("cluster start failed ({e}); retrying"),
+                Err(e) => panic!("redis cluster did not start: {e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// The cluster all tests that only need distinct users share (one
+    /// start-up for the lot). Never dropped: the watchdog stops it.
+    pub fn shared() -> Option<&'static Self> {
+        static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
+        SHARED.get_or_init(Self::start).as_ref()
+    }
+
+    fn node_dir(&self, port: u16) -> PathBuf {
+        self.dir.path().join(port.to_string())
+    }
+
+    fn spawn_node(dir: &Path, port: u16) -> std::io::Result<Child> {
+        std::fs::create_dir_all(dir)?;
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", "1000"])
+            // A replica may always take over: the failover tests kill
+            // primaries shortly after start.
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            // Replicas sync at once instead of after 5 s.
+            .args([
+                "--repl-diskless-sync",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--logfile", "redis.log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let ports = free_ports();
+        let dir = tempfile::Builder::new()
+            .prefix("redis-cluster-")
+            .tempdir_in(tmp_root())
+            .map_err(|e| e.to_string())?;
+        let mut nodes = Vec::new();
+        for &port in &ports {
+            let child = Self::spawn_node(&dir.path().join(port.to_string()), port)
+                .map_err(|e| format!("spawning redis-server: {e}"))?;
+            nodes.push(Some(child));
+        }
+        let watchdog = Self::watchdog(&ports, dir.path())?;
+        let mut cluster = Cluster {
+            ports,
+            nodes,
+            dir,
+            watchdog,
+        };
+        let deadline = Instant::now() + START_BOUND;
+        for &port in &cluster.ports.clone() {
+            cluster.wait_for(deadline, || {
+                cli(port, &["ping"]).is_some_and(|s| s.contains("PONG"))
+            })?;
+        }
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("timeout")
+            .args(["30", "redis-cli", "--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !created.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create: {}",
+                String::from_utf8_lossy(&created.stdout)
+            ));
+        }
+        cluster.wait_ready(deadline)?;
+        Ok(cluster)
+    }
+
+    /// A shell that shuts the nodes down (by port, so restarted nodes too)
+    /// and removes their directory once this process has exited.
+    fn watchdog(ports: &[u16], dir: &Path) -> Result<Child, String> {
+        let shutdown: String = ports
+            .iter()
+            .map(|p| format!("redis-cli -p {p} shutdown nosave >/dev/null 2>&1; "))
+            .collect();
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {shutdown} rm -rf '{dir}'",
+            pid = std::process::id(),
+            dir = dir.display()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())
+    }
+
+    fn wait_for(&mut self, deadline: Instant, mut ok: impl FnMut() -> bool) -> Result<(), String> {
+        while !ok() {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                if let Some(child) = node
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(format!("node {} exited: {status}", self.ports[i]));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("timed out waiting for the cluster".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Every running node sees `cluster_state:ok`, and every replica's
+    /// link to its primary is up (else `WAIT 1` would fail at first).
+    pub fn wait_ready(&mut self, deadline: Instant) -> Result<(), String> {
+        let running: Vec<u16> = self
+            .ports
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(_, n)| n.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        self.wait_for(deadline, || {
+            running.iter().all(|&p| {
+                let state = cli(p, &["cluster", "info"]).unwrap_or_default();
+                let repl = cli(p, &["info", "replication"]).unwrap_or_default();
+                state.contains("cluster_state:ok")
+                    && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+            })
+        })
+    }
+
+    /// Seed addresses for a client: every node.
+    pub fn seeds(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// The port of the primary that serves `key`'s slot now.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        self.serving(key)
+            .unwrap_or_else(|| panic!("no healthy primary serves {key}"))
+    }
+
+    /// The port of the healthy primary that serves `key`'s slot, if one
+    /// does (during a failover, none does for a moment).
+    pub fn serving(&self, key: &str) -> Option<u16> {
+        let any = self.running()[0];
+        let slot: u16 = cli(any, &["cluster", "keyslot", key])
+            .expect("cluster keyslot")
+            .trim()
+            .parse()
+            .expect("a slot number");
+        let nodes = cli(any, &["cluster", "nodes"]).expect("cluster nodes");
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = f[1]
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .expect("ip:port@bus");
+            for range in &f[8..] {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>())
+                    && (lo..=hi).contains(&slot)
+                {
+                    return Some(port);
+                }
+            }
+        }
+        None
+    }
+
+    /// The port of a running replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> Option<u16> {
+        let nodes = cli(primary, &["cluster", "nodes"])?;
+        let id = nodes
+            .lines()
+            .find(|l| l.contains("myself"))?
+            .split_whitespace()
+            .next()?
+            .to_string();
+        nodes.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 3 && f[2].contains("slave") && !f[2].contains("fail") && f[3] == id)
+                .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())
+                .flatten()
+        })
+    }
+
+    /// Ports of nodes this harness has running.
+    pub fn running(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(_, n)| n.is_some())
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// SIGKILL: the node stops at once, as in a crash.
+    pub fn kill(&mut self, port: u16) {
+        let i = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .expect("our port");
+        if let Some(mut child) = self.nodes[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed node again on its directory (its nodes.conf and
+    /// append-only file), as an operator would after a crash.
+    pub fn restart(&mut self, port: u16) {
+        let i = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .expect("our port");
+        assert!(self.nodes[i].is_none(), "node {port} is running");
+        let child = Self::spawn_node(&self.node_dir(port), port).expect("restart redis-server");
+        self.nodes[i] = Some(child);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.iter_mut().filter_map(Option::take) {
+            let mut node = node;
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+    }
+}
+
+/// Temporary cluster directories go under the crate's `target/tmp` (the
+/// shared machine's /tmp is small).
+fn tmp_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp");
+    let _ = std::fs::create_dir_all(&root);
+    root
+}
