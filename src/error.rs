@@ -40,12 +40,13 @@ pub enum Error {
     #[error("{0}")]
     AlreadyExists(String),
 
-    /// The storage engine failed; the request was not applied.
+    /// The storage engine failed; the request may not have been applied
+    /// (a write whose flush failed is kept if storage later writes it).
     #[error("storage failure: {0}")]
     Storage(#[from] StorageError),
 
     /// The data directory's disk (or the user's quota on it) is full; the
-    /// request was not applied. Storage errors are classified in one place,
+    /// request may not have been applied. Storage errors are classified in one place,
     /// `store::error` (`From<sled::Error>`), so people read this instead of an OS code.
     #[error("the data directory's disk is full")]
     DiskFull,

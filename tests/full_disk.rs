@@ -192,10 +192,14 @@ async fn a_full_disk_answers_unavailable_at_once_reports_not_serving_and_recover
     );
     let (again, _) = train_big(&mut c, first + 2).await;
     let again = again.expect("a click after the disk grew");
-    assert_eq!(
-        again.spam_learned,
-        learned + 1,
-        "acknowledged clicks were lost"
+    // Every acknowledged click is there, plus this one; the first refused
+    // click is in doubt (its write may have reached storage before its
+    // flush failed, and storage keeps it once it can write), the second
+    // was refused before any write.
+    assert!(
+        (learned + 1..=learned + 2).contains(&again.spam_learned),
+        "acknowledged {learned} before the disk filled, now {}: acknowledged clicks lost or a refused-before-writing click applied",
+        again.spam_learned
     );
     server.stop().await;
 }

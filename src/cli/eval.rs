@@ -72,8 +72,9 @@ pub struct EvalArgs {
     )]
     seed: u64,
     /// In-process: learn mail delivered to the inbox (verdict HAM or
-    /// UNSURE) and not clicked as ham at a twentieth of a click's weight,
-    /// as `chaff serve --learn-delivered` does (`true` or `false`). It
+    /// UNSURE) and not clicked as ham (a twentieth of a click's weight,
+    /// more while the ham side is lighter than the spam side), as `chaff
+    /// serve --learn-delivered` does (`true` or `false`). It
     /// changes nothing under `--train every`, where every message is
     /// clicked.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]

@@ -171,7 +171,10 @@ impl Engine {
             // would look confident: judge it as if that had never been
             // (rare: *Not spam* on mail in the inbox), so the model ends as
             // if only the click had happened.
-            let implicit = previous.as_ref().or(delivered.as_ref());
+            let implicit = previous
+                .as_ref()
+                .filter(|p| p.implicit)
+                .or(delivered.as_ref());
             let weight = match implicit {
                 Some(prev) if prev.label == label && !trusted => {
                     let mut model = slot.model.read().clone();
@@ -240,8 +243,9 @@ impl Engine {
                 &shared_ops,
             )?;
             // Its own batch after the click's: a crash between the two
-            // leaves the light learning counted beside the click, which
-            // costs accuracy a twentieth of a message, never a click.
+            // leaves the delivery's learning counted beside the click, which
+            // costs accuracy at most one message's weight (usually a
+            // twentieth), never a click.
             if let Some(prev) = delivered {
                 let ops = undo(prev);
                 self.commit(user, slot, writer, &message.derived_id, None, &ops, &[])?;

@@ -15,8 +15,9 @@
 //!    against the same user's cutoffs (`classify::verdict`);
 //! 6. **record** — for delivery, the decision with its named top features,
 //!    queued for the decision log that support searches;
-//! 7. **learn** — for delivery to the inbox, the message learned as ham at
-//!    a twentieth of a click's weight, for a user who has taught chaff
+//! 7. **learn** — for delivery to the inbox, the message learned as ham
+//!    (a twentieth of a click's weight, more while the user's ham side is
+//!    lighter than their spam side), for a user who has taught chaff
 //!    something (`clicks.rs`, [`Engine::learn_delivered`]; off with
 //!    `--learn-delivered false`).
 //!
@@ -306,7 +307,12 @@ impl Engine {
             && slot.is_some()
             && let Some(id) = &delivered_id
         {
-            self.learn_delivered_tokens(user, &read.tokens.ids, id)?;
+            // Never the Score's failure: the decision stands whether or not
+            // the light learning could be written (a full disk refuses it;
+            // storage health reports that through the clicks).
+            if let Err(e) = self.learn_delivered_tokens(user, &read.tokens.ids, id) {
+                tracing::debug!(user = %user, error = %e, "delivered mail not learned");
+            }
         }
         let headers = decision.headers(score.probability);
         Ok(Outcome {

@@ -30,12 +30,15 @@ impl From<Error> for Status {
             Error::BeyondUndoWindow { .. } => Status::failed_precondition(msg),
             Error::AlreadyExists(_) => Status::already_exists(msg),
             // Storage trouble is the server's, not the request's: the caller
-            // may retry later or elsewhere. The request was not applied.
-            Error::Storage(_) => {
-                Status::unavailable(format!("{msg}; the request was not applied, retry later"))
-            }
+            // may retry later or elsewhere. The change may or may not be
+            // there: a write that reached storage but whose flush failed is
+            // kept if storage later manages to write it. Every change is
+            // idempotent by its message id, so a retry is safe.
+            Error::Storage(_) => Status::unavailable(format!(
+                "{msg}; the request may not have been applied: retry later (a retry is safe; a click that was applied answers ALREADY_LEARNED)"
+            )),
             Error::DiskFull => Status::unavailable(format!(
-                "{msg}; the request was not applied, retry when the operator has freed space"
+                "{msg}; the request may not have been applied: retry when the operator has freed space (a retry is safe)"
             )),
             Error::Reopening => Status::unavailable(msg),
             // A damaged record: the message names it and what to do
