@@ -429,6 +429,127 @@ fn a_format_5_directory_opens_as_format_6_with_the_same_models_and_ledger() {
 }
 
 #[test]
+fn a_directory_written_by_main_in_format_5_opens_with_its_delivered_mail_and_recency() {
+    // The bytes today's main (format 5) writes, spelled out from its
+    // documented encodings (`codec::encode_ledger`, `encode_ops`,
+    // `encode_snapshot` as main has them), not produced by this branch's
+    // encoders, so a change to those cannot move the fixture with it:
+    // - ledger: label `S`/`H`, tokenizer version, id count, id gaps
+    //   (varints), then optional weight, shared id and the trailing `i` of
+    //   mail learned from its delivery;
+    // - journal: op count, then per op kind (`+` full weight, `*` weighted),
+    //   label, [weight], ids;
+    // - snapshot `X` (format 4): version u32 BE, applied sequence u64 BE,
+    //   spam/ham learned, spam/ham weights, ids, counts, then the recency
+    //   section: clock and each token's age.
+    //
+    // seq 1: click m1, spam, tokens 1 and 2; seq 2: delivered mail d1 learned
+    // as ham at weight 3, tokens 2 and 300; a checkpoint at seq 2; seq 3:
+    // click m3, ham, token 5 (in the journal after the snapshot).
+    let tv = crate::tokenize::TOKENIZER_VERSION as u8;
+    assert_eq!(tv, 2, "the fixture spells tokenizer version 2");
+    let m1_ledger: &[u8] = b"S\x02\x02\x01\x01";
+    let d1_ledger: &[u8] = b"H\x02\x02\x02\xAA\x02\x03\x00i";
+    let m3_ledger: &[u8] = b"H\x02\x01\x05";
+    let m3_journal: &[u8] = b"\x01+H\x01\x05";
+    let snapshot: &[u8] = &[
+        b'X', 0, 0, 0, 2, // tokenizer version
+        0, 0, 0, 0, 0, 0, 0, 2, // applied sequence
+        1, 1, 64, 3, // spam, ham learned; spam, ham weights
+        3, 1, 1, 0xAA, 0x02, // ids 1, 2, 300
+        64, 0, 64, 3, 0, 3, // counts
+        2, 1, 0, 0, // clock 2; ages of 1, 2, 300
+    ];
+    // The fixture is what main's encoders write (the codec keeps them to
+    // read format 5); checked here so the two cannot drift apart silently.
+    let entry = |label, t: &[u64], weight, implicit| LedgerEntry {
+        label,
+        tokenizer_version: 2,
+        tokens: ids(t),
+        weight,
+        shared: 0,
+        implicit,
+    };
+    let m1 = entry(Label::Spam, &[1, 2], Weight::FULL, false);
+    let d1 = entry(Label::Ham, &[2, 300], Weight::DELIVERED, true);
+    let m3 = entry(Label::Ham, &[5], Weight::FULL, false);
+    assert_eq!(codec::encode_ledger(&m1), m1_ledger);
+    assert_eq!(codec::encode_ledger(&d1), d1_ledger);
+    assert_eq!(codec::encode_ledger(&m3), m3_ledger);
+    assert_eq!(
+        codec::encode_ops(&[Op::Learn(Label::Ham, Weight::FULL, ids(&[5]))]),
+        m3_journal
+    );
+    let mut expect = Model::default();
+    expect.learn(&ids(&[1, 2]), Label::Spam);
+    expect.learn_weighted(&ids(&[2, 300]), Label::Ham, Weight::DELIVERED);
+    assert_eq!(codec::encode_snapshot(&expect, 2), snapshot);
+    expect.learn(&ids(&[5]), Label::Ham);
+
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    {
+        let (db, tree) = format_5::directory(dir.path(), 5);
+        let u = Owner::User(alice.clone());
+        tree.insert(ledger_key(&u, &msg("m1")), m1_ledger).unwrap();
+        tree.insert(ledger_key(&u, &msg("d1")), d1_ledger).unwrap();
+        tree.insert(ledger_key(&u, &msg("m3")), m3_ledger).unwrap();
+        tree.insert(user_prefix(MODEL, &alice), snapshot).unwrap();
+        tree.insert(journal_key(&alice, 3), m3_journal).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open_again(dir.path());
+    let format = store.tree().unwrap().get(FORMAT_KEY).unwrap().unwrap();
+    assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+    let check = |store: &Store| {
+        let loaded = store.load_model(&alice).unwrap().unwrap();
+        assert_eq!(loaded.model, expect);
+        assert_eq!(loaded.last_seq, 3);
+        // The recency the quota's pruning reads came along.
+        assert_eq!(loaded.model.clock(), 3);
+        for (t, seen) in [(1, 1), (2, 2), (300, 2), (5, 3)] {
+            assert_eq!(loaded.model.seen(TokenId(t)), Some(seen), "token {t}");
+        }
+    };
+    check(&store);
+    assert_eq!(store.ledger_get(&alice, &msg("m1")).unwrap(), Some(m1));
+    assert_eq!(
+        store.ledger_get(&alice, &msg("d1")).unwrap(),
+        Some(d1),
+        "delivered mail stays marked as such"
+    );
+    assert_eq!(store.ledger_get(&alice, &msg("m3")).unwrap(), Some(m3));
+    // Checkpointed in format 6 and reopened: the same model and stamps.
+    let loaded = store.load_model(&alice).unwrap().unwrap();
+    store.checkpoint(&alice, &loaded.model, 3).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = open_again(dir.path());
+    let snap = store
+        .tree()
+        .unwrap()
+        .get(user_prefix(MODEL, &alice))
+        .unwrap()
+        .unwrap();
+    assert!(codec::snapshot_is_v6(&snap));
+    check(&store);
+    // Past the undo window (the old entries are timed by the upgrade):
+    // the clicks fold, the delivered mail is dropped, the counts stay.
+    let later = Clock::new(|| Clock::system().now_ms() + 91 * 86_400_000);
+    store.set_undo_window(DEFAULT_UNDO_WINDOW, later);
+    assert_eq!(store.fold_ledger().unwrap(), 3);
+    assert!(matches!(
+        store.ledger_get(&alice, &msg("m1")),
+        Err(Error::BeyondUndoWindow {
+            label: Label::Spam,
+            ..
+        })
+    ));
+    assert!(!store.ledger_contains(&alice, &msg("d1")).unwrap());
+    check(&store);
+}
+
+#[test]
 fn a_user_s_ids_are_numbered_once_and_records_name_numbers() {
     // The dictionary is what makes format 6 small: an id used by many
     // clicks is stored once, and a ledger entry of small numbers costs
