@@ -1051,7 +1051,6 @@ async fn admin_and_refused_calls_are_audited_by_key_name_without_secrets_or_bodi
         message_id: "m1".into(),
         label: Label::Spam.into(),
         message: SPAM.to_vec(),
-        ..Default::default()
     };
     c.train(req(Some(&ops), train("alice"))).await.unwrap();
     let mut export = c
