@@ -120,6 +120,26 @@ pub struct ServeArgs {
     /// (e.g. `30d`, `12h`; at least 1s, at most 100 years).
     #[arg(long, env = "CHAFF_DECISION_RETENTION", default_value = "30d", value_parser = retention, help_heading = "Decision log")]
     decision_retention: Duration,
+    /// How long a click can be undone exactly: Forget, or a Train that
+    /// moves the message to the other class (e.g. `90d`, `12h`; at least
+    /// 1s). Older clicks keep their counts, but their ledger entries are
+    /// folded hourly in the background to their label and time (the token
+    /// list exact undo reads is what the ledger's size is made of); a
+    /// Forget of one answers FAILED_PRECONDITION naming this window. Mail
+    /// learned from its delivery (not clicked) has its own, shorter window
+    /// (--delivered-undo-window).
+    #[arg(long, env = "CHAFF_UNDO_WINDOW", default_value = "90d", value_parser = retention)]
+    undo_window: Duration,
+    /// How long mail learned from its delivery (not clicked) stays in the
+    /// ledger so that a click on it replaces that learning exactly (e.g.
+    /// `14d`; at least 1s; at most --undo-window in effect). Past it the
+    /// hourly fold drops the entry and its counts stay; a later click on
+    /// that mail counts as a first click beside the light delivered
+    /// learning. Shorter than a click's window: a trained user's ledger
+    /// gains an entry per delivered message, and a click on mail left in
+    /// the inbox comes within days if at all.
+    #[arg(long, env = "CHAFF_DELIVERED_UNDO_WINDOW", default_value = "14d", value_parser = retention)]
+    delivered_undo_window: Duration,
     /// Most decisions kept per user (the oldest go first).
     #[arg(long, env = "CHAFF_DECISIONS_PER_USER", default_value_t = Retention::default().per_user, value_parser = at_least_one, help_heading = "Decision log")]
     decisions_per_user: usize,
@@ -276,6 +296,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Retention::default()
         },
         model_memory: args.model_memory,
+        undo_window: args.undo_window,
+        delivered_undo_window: args.delivered_undo_window,
         max_user_tokens: (args.max_user_tokens > 0).then_some(args.max_user_tokens),
         max_shared_tokens: (args.max_shared_tokens > 0).then_some(args.max_shared_tokens),
         prune_in_background: true,

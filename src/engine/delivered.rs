@@ -427,7 +427,7 @@ impl Engine {
         #[cfg(feature = "fault-injection")]
         crate::fault::slow_learning(user);
         let weights = slot.model.read().weights();
-        if weights == (0, 0) || self.store.ledger_get(user, message_id)?.is_some() {
+        if weights == (0, 0) || self.store.ledger_contains(user, message_id)? {
             return Ok(false);
         }
         let weight: Weight = clicks::delivered_weight(weights);
