@@ -21,15 +21,7 @@ impl Store {
         who: &Owner,
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
-        let key = ledger_key(who, msg);
-        if let Some(pending) = &self.pending {
-            match pending.lock().ledger(&key) {
-                Some(Some(bytes)) => return Ok(Some(codec::decode_ledger(bytes)?)),
-                Some(None) => return Ok(None),
-                None => {}
-            }
-        }
-        match self.sled_tree.get(key)? {
+        match self.sled_tree.get(ledger_key(who, msg))? {
             Some(bytes) => Ok(Some(codec::decode_ledger(&bytes)?)),
             None => Ok(None),
         }
@@ -62,6 +54,32 @@ impl Store {
         ops: &[Op],
         shared_ops: &[Op],
     ) -> Result<u64, Error> {
+        let (seq, ledger, journal) = self.click_records(who, msg, entry, ops, shared_ops)?;
+        let mut batch = Batch::default();
+        match ledger {
+            (key, Some(value)) => batch.insert(key, value),
+            (key, None) => batch.remove(key),
+        }
+        for (key, value) in journal {
+            batch.insert(key, value);
+        }
+        self.sled_tree.apply_batch(batch)?;
+        Ok(seq)
+    }
+
+    /// A click's records, keys and values as [`Store::record_click`] writes
+    /// them (shared with [`super::ReplayStore`], which batches them): its
+    /// sequence number, the ledger key and new value (`None`: removed),
+    /// and the journal records.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn click_records(
+        &self,
+        who: &Owner,
+        msg: &MessageId,
+        entry: Option<&LedgerEntry>,
+        ops: &[Op],
+        shared_ops: &[Op],
+    ) -> Result<(u64, (Vec<u8>, Option<Vec<u8>>), Vec<(Vec<u8>, Vec<u8>)>), Error> {
         // sled's id generator is monotonic across restarts, so sequence
         // numbers order every user's journal without per-user counters.
         let seq = self.generate_id()?;
@@ -76,23 +94,15 @@ impl Store {
                 codec::encode_ops(shared_ops),
             ));
         }
-        if let Some(pending) = &self.pending {
-            let mut pending = pending.lock();
-            if pending.push(ledger, journal) {
-                self.apply(&mut pending)?;
-            }
-            return Ok(seq);
+        Ok((seq, ledger, journal))
+    }
+
+    /// The ledger entry stored under a raw ledger key.
+    pub(super) fn ledger_at(&self, key: &[u8]) -> Result<Option<LedgerEntry>, Error> {
+        match self.sled_tree.get(key)? {
+            Some(bytes) => Ok(Some(codec::decode_ledger(&bytes)?)),
+            None => Ok(None),
         }
-        let mut batch = Batch::default();
-        match ledger {
-            (key, Some(value)) => batch.insert(key, value),
-            (key, None) => batch.remove(key),
-        }
-        for (key, value) in journal {
-            batch.insert(key, value);
-        }
-        self.sled_tree.apply_batch(batch)?;
-        Ok(seq)
     }
 
     /// A fresh id, larger than every id handed out before (also across

@@ -38,12 +38,15 @@
 //! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
 //! per-user export format. `backup.rs`: copying users into a backup's
 //! store. This file: opening, format
-//! upgrades, flush and usage. `commit.rs`: group commit. `pending.rs`: the
-//! write-behind of throwaway replays (`Store::open_unsynced`, used by
-//! `chaff eval`; still a mode of `Store`). `error.rs`: [`StorageError`].
-//! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
-//! feature `redis`; its own layout and scripts, `docs/SCALING.md`), not yet
-//! used by the engine.
+//! upgrades, flush and usage. `commit.rs`: group commit. `backend.rs`: the
+//! storage interface the engine runs on ([`Backend`]), which [`Store`]
+//! implements. `replay.rs` and `pending.rs`: the throwaway store of
+//! in-process replays ([`ReplayStore`], `chaff eval`), its own
+//! implementation over a `Store`, so the production store has no unsynced
+//! mode. `error.rs`: [`StorageError`]. `redis_cluster/`: the Redis Cluster
+//! store for scale-out (issue #18, feature `redis`; its own layout and
+//! scripts, `docs/SCALING.md`) and its [`Backend`]
+//! (`redis_cluster::RedisBackend`, `chaff serve --store redis://…`).
 //!
 //! # Why this shape
 //!
@@ -66,6 +69,7 @@
 //! flushes are shared: one sled flush covers every caller that arrived
 //! before it started (group commit, `commit.rs`).
 
+mod backend;
 mod backup;
 mod codec;
 mod commit;
@@ -80,28 +84,28 @@ mod policy;
 mod recency;
 #[cfg(feature = "redis")]
 pub mod redis_cluster;
+mod replay;
 mod shared;
 mod users;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use sled::{Batch, Db, Tree};
 
 use crate::error::Error;
 
+pub use backend::{Aggregate, Backend, ClickOutcome, Clicked, ModelChanges, SharedClicks, not_on};
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
 pub use error::StorageError;
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Snapshot, checkpoint_due};
+pub use replay::ReplayStore;
 pub use users::listing_order;
 
 use keys::*;
 
 use commit::GroupCommit;
-use pending::Pending;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
 /// Format 5 added the shared model (`G`/`H`/`O` keys, shared ids in ledger
@@ -125,16 +129,10 @@ const DELETE_CHUNK: usize = 512;
 #[derive(Clone)]
 pub struct Store {
     db: Db,
-    /// Read and written through [`Store::tree`], which applies pending
-    /// clicks first; only the click path uses it directly.
+    /// The one tree every record lives in (read through [`Store::tree`]).
     sled_tree: Tree,
-    /// Clicks not yet in the tree: only in a throwaway store
-    /// ([`Store::open_unsynced`]; `pending.rs` says why).
-    pending: Option<Arc<Mutex<Pending>>>,
     /// Shared by every clone: which writes are durable (see `commit`).
     commit: Arc<GroupCommit>,
-    /// False only for throwaway replays: [`Store::open_unsynced`].
-    sync: bool,
     /// Where and how it was opened, to open it again after a failure
     /// ([`Store::location`]).
     path: Arc<std::path::PathBuf>,
@@ -197,11 +195,12 @@ impl Store {
         Self::open_with(path, cache_bytes, true)
     }
 
-    /// [`Store::open`] for a throwaway replay (`chaff eval`): every record
-    /// is written exactly as the service writes it, but [`Store::flush`]
-    /// does not wait for the disk, so a crash may lose recent writes. Never
-    /// for data anyone keeps.
-    pub fn open_unsynced(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
+    /// The database of a throwaway replay ([`ReplayStore`] only): sled
+    /// neither fsyncs in the background nor waits for the disk after each
+    /// batch, and removes the files when closed. The store itself has no
+    /// unsynced mode: [`Store::flush`] still flushes; [`ReplayStore`] is
+    /// what never calls it.
+    pub(super) fn open_throwaway(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
         Self::open_with(path, cache_bytes, false)
     }
 
@@ -275,9 +274,7 @@ impl Store {
             id_offset,
             db,
             sled_tree: tree,
-            pending: (!sync).then(Arc::default),
             commit: Arc::default(),
-            sync,
             path: Arc::new(path.to_path_buf()),
             cache_bytes,
         })
@@ -318,23 +315,14 @@ impl Store {
         })
     }
 
-    /// The tree, with every pending click applied first, so whatever reads
-    /// or writes it next sees every click in order.
+    /// The tree.
     fn tree(&self) -> Result<&Tree, Error> {
-        if let Some(pending) = &self.pending {
-            self.apply(&mut pending.lock())?;
-        }
         Ok(&self.sled_tree)
     }
 
-    /// Applies pending clicks as one batch. The caller holds the pending
-    /// lock until the tree has them, so a reader never finds a click in
-    /// neither place.
-    fn apply(&self, pending: &mut Pending) -> Result<(), Error> {
-        if let Some(batch) = pending.batch() {
-            self.sled_tree.apply_batch(batch)?;
-            pending.clear();
-        }
+    /// Applies a batch of records as they are ([`ReplayStore`]'s clicks).
+    pub(super) fn apply_batch(&self, batch: Batch) -> Result<(), Error> {
+        self.sled_tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -343,12 +331,6 @@ impl Store {
     /// Concurrent callers share sled flushes (group commit, see `commit`),
     /// so call it *after* releasing locks that other writers need.
     pub fn flush(&self) -> Result<(), Error> {
-        if !self.sync {
-            // A throwaway store: nothing waits for the disk, and pending
-            // clicks stay pending (every read sees them anyway); applying
-            // them here, after every click, would undo the batching.
-            return Ok(());
-        }
         self.commit.wait_durable(|| {
             self.db.flush()?;
             Ok(())

@@ -205,33 +205,32 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
 }
 
 #[test]
-fn an_unsynced_store_reads_back_what_it_wrote() {
-    // For throwaway replays: the same records, only the wait for the disk
-    // is skipped.
-    let dir = tempfile::tempdir().unwrap();
-    let alice = user("alice");
-    let store = Store::open_unsynced(dir.path(), 8 << 20).unwrap();
-    learn(&store, &alice, "m1", Label::Spam, &[1, 2]);
-    store.flush().unwrap();
-    let mut expect = Model::default();
-    expect.learn(&ids(&[1, 2]), Label::Spam);
-    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, expect);
-}
-
-#[test]
-fn an_unsynced_store_reads_pending_clicks_exactly_as_a_synced_one() {
+fn a_replay_store_reads_pending_clicks_exactly_as_the_store() {
     // Clicks wait in memory (pending.rs) before reaching sled, a batch of
     // PENDING_CLICKS at a time: every read must still see each of them,
     // in order, before and after the batch boundary.
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let synced = Store::open(a.path(), 8 << 20).unwrap();
-    let pending = Store::open_unsynced(b.path(), 8 << 20).unwrap();
+    let pending = ReplayStore::open(b.path(), 8 << 20).unwrap();
     let alice = user("alice");
+    let who = Owner::User(alice.clone());
     let clicks = pending::PENDING_CLICKS as u64 + 10;
-    for store in [&synced, &pending] {
+    for store in [&synced as &dyn Backend, &pending] {
         for i in 0..clicks {
             let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
-            learn(store, &alice, &format!("m{i}"), label, &[i, i + 1, 1_000]);
+            let tokens = ids(&[i, i + 1, 1_000]);
+            let entry = LedgerEntry {
+                label,
+                tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
+                tokens: tokens.clone(),
+                weight: Weight::FULL,
+                shared: 0,
+                implicit: false,
+            };
+            let ops = [Op::Learn(label, Weight::FULL, tokens)];
+            store
+                .record_click(&who, &msg(&format!("m{i}")), Some(&entry), &ops, &[])
+                .unwrap();
         }
         // Relabel the first and the last click, and forget one, as the
         // engine does: the new ledger state plus the ops that get there.
@@ -249,19 +248,23 @@ fn an_unsynced_store_reads_pending_clicks_exactly_as_a_synced_one() {
                 Op::Unlearn(old.label, old.weight, old.tokens.clone()),
                 Op::Learn(Label::Ham, Weight::FULL, ids(&[t, t + 1, 1_000])),
             ];
-            store.record(&alice, &msg(m), Some(&entry), &ops).unwrap();
+            store
+                .record_click(&who, &msg(m), Some(&entry), &ops, &[])
+                .unwrap();
         }
         let old = store.ledger_get(&alice, &msg("m5")).unwrap().unwrap();
         let undo = [Op::Unlearn(old.label, old.weight, old.tokens)];
-        store.record(&alice, &msg("m5"), None, &undo).unwrap();
+        store
+            .record_click(&who, &msg("m5"), None, &undo, &[])
+            .unwrap();
     }
     let last = format!("m{}", clicks - 1);
     for m in ["m0", "m1", "m5", "m200", &last] {
-        let read = |s: &Store| s.ledger_get(&alice, &msg(m)).unwrap();
+        let read = |s: &dyn Backend| s.ledger_get(&alice, &msg(m)).unwrap();
         assert_eq!(read(&pending), read(&synced), "{m}");
     }
     assert_eq!(pending.ledger_get(&alice, &msg("m5")).unwrap(), None);
-    let model = |s: &Store| s.load_model(&alice).unwrap().unwrap();
+    let model = |s: &dyn Backend| s.load_model(&alice).unwrap().unwrap();
     let (p, s) = (model(&pending), model(&synced));
     assert_eq!(p.model, s.model);
     assert_eq!(p.journal_entries, s.journal_entries);
