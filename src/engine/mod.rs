@@ -115,6 +115,12 @@ pub struct Settings {
     /// Estimated bytes of user models kept in memory; least recently used
     /// models beyond it are dropped and reloaded on demand (`cache`).
     pub model_memory: usize,
+    /// How long a click can be undone exactly (Forget, or a relearn as the
+    /// other class); older ledger entries are folded in the background
+    /// (`Store::fold_ledger`) and keep only their label and time.
+    pub undo_window: std::time::Duration,
+    /// What "now" is for the undo window: the system clock, or a test's.
+    pub clock: crate::store::Clock,
     /// A user model past this many tokens is pruned back under it
     /// (`quota`, `classify::prune`); `None`: no cap.
     pub max_user_tokens: Option<usize>,
@@ -139,6 +145,8 @@ impl Default for Settings {
             tokenizer: Tokenizer::default(),
             retention: Retention::default(),
             model_memory: DEFAULT_MODEL_MEMORY,
+            undo_window: crate::store::DEFAULT_UNDO_WINDOW,
+            clock: crate::store::Clock::system(),
             max_user_tokens: Some(DEFAULT_MAX_USER_TOKENS),
             max_shared_tokens: Some(DEFAULT_MAX_SHARED_TOKENS),
             prune_in_background: false,
@@ -252,6 +260,7 @@ impl Engine {
         } else {
             Default::default()
         };
+        store.set_undo_window(settings.undo_window, settings.clock.clone());
         let decisions = if store.holds(Aggregate::Decisions) {
             DecisionLog::start(store.clone(), settings.retention.clone())
         } else {

@@ -187,6 +187,18 @@ pub trait Backend: Send + Sync + 'static {
 
     // ---- models, ledger and the click commit ----
 
+    /// How long a click can be undone exactly, and the clock clicks are
+    /// timed by (`--undo-window`). A backend that keeps every click's
+    /// tokens (Redis, for now) ignores it.
+    fn set_undo_window(&self, _window: std::time::Duration, _clock: super::Clock) {}
+
+    /// Whether the user's ledger holds anything for this message (a click
+    /// or delivered mail, of any age).
+    fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error>;
+
+    /// Folds ledger entries older than the undo window; how many.
+    fn fold_ledger(&self) -> Result<u64, Error>;
+
     /// The user's model (snapshot plus journal), `None` for a user with
     /// nothing stored.
     fn load_model(&self, user: &UserId) -> Result<Option<LoadedModel>, Error>;
@@ -331,6 +343,15 @@ impl Backend for Store {
     }
     fn sled(&self) -> Option<&Store> {
         Some(self)
+    }
+    fn set_undo_window(&self, window: std::time::Duration, clock: super::Clock) {
+        Store::set_undo_window(self, window, clock)
+    }
+    fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error> {
+        Store::ledger_contains(self, user, msg)
+    }
+    fn fold_ledger(&self) -> Result<u64, Error> {
+        Store::fold_ledger(self)
     }
     fn load_model(&self, user: &UserId) -> Result<Option<LoadedModel>, Error> {
         Store::load_model(self, user)

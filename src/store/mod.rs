@@ -5,9 +5,11 @@
 //! | key                                    | value                                  |
 //! |----------------------------------------|----------------------------------------|
 //! | `F`                                    | [`FORMAT_VERSION`] (u32 BE)            |
-//! | `L` · user · message id                | label + the message's token ids        |
-//! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s      |
-//! | `M` · user                             | compact model snapshot + last sequence |
+//! | `L` · user · message id                | label, click time and sequence, the message's token numbers (folded beyond the undo window: label + time) |
+//! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s, or a pointer to its ledger entry |
+//! | `M` · user                             | model snapshot: counts in dictionary order, last-seen ages (`recency.rs`) + last sequence |
+//! | `K` · user · first number (u32 BE)     | the user's token dictionary: ids numbered from there (`dict.rs`) |
+//! | `U`                                    | when the directory became format 6 (click time of older entries) |
 //! | `S` · user                             | delivery settings (mode, thresholds)   |
 //! | `W` · user · list kind · entry         | an allow/block list entry (empty value)|
 //! | `W` · 0u16 · list kind · entry         | an operator-wide list entry            |
@@ -17,6 +19,10 @@
 //! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
 //! | `O`                                    | the current seed id (u64 BE)           |
 //! | `I`                                    | id offset (u64 BE), set by a backup: every id handed out is above it |
+//!
+//! Format-6 values of `L`, `J`, `M` and `K` end in a CRC-32 of key and
+//! value (`codec::seal`, why there); a mismatch is [`Error::Corrupt`]
+//! naming the user (and message), answered DATA_LOSS, never counted.
 //!
 //! where a `contributor` is a user (as `user` below) or the operator
 //! (a zero-length id, which no user id can be). The shared model itself is
@@ -40,13 +46,13 @@
 //! store. This file: opening, format
 //! upgrades, flush and usage. `commit.rs`: group commit. `backend.rs`: the
 //! storage interface the engine runs on ([`Backend`]), which [`Store`]
-//! implements. `replay.rs` and `pending.rs`: the throwaway store of
-//! in-process replays ([`ReplayStore`], `chaff eval`), its own
-//! implementation over a `Store`, so the production store has no unsynced
-//! mode. `error.rs`: [`StorageError`]. `redis_cluster/`: the Redis Cluster
-//! store for scale-out (issue #18, feature `redis`; its own layout and
-//! scripts, `docs/SCALING.md`) and its [`Backend`]
-//! (`redis_cluster::RedisBackend`, `chaff serve --store redis://…`).
+//! implements. `pending.rs`: the write-behind of throwaway replays
+//! (`Store::open_unsynced`; still a mode of `Store`, threaded through the
+//! dictionary-numbered click writes of format 6), which `chaff eval` uses
+//! as [`ReplayStore`] (`replay.rs`). `error.rs`: [`StorageError`].
+//! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
+//! feature `redis`; its own layout and scripts, `docs/SCALING.md`) and its
+//! [`Backend`] (`redis_cluster::RedisBackend`, `chaff serve --store redis://…`).
 //!
 //! # Why this shape
 //!
@@ -74,6 +80,7 @@ mod backup;
 mod codec;
 mod commit;
 mod decisions;
+mod dict;
 mod error;
 pub mod export;
 mod keys;
@@ -91,6 +98,8 @@ mod users;
 use std::path::Path;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use sled::{Batch, Db, Tree};
 
 use crate::error::Error;
@@ -98,28 +107,41 @@ use crate::error::Error;
 pub use backend::{Aggregate, Backend, ClickOutcome, Clicked, ModelChanges, SharedClicks, not_on};
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
+pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
-pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Snapshot, checkpoint_due};
+pub use ledger::{Clock, DEFAULT_UNDO_WINDOW};
+pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
 pub use replay::ReplayStore;
 pub use users::listing_order;
 
 use keys::*;
 
 use commit::GroupCommit;
+use pending::Pending;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
+/// Format 6 names a user's tokens by number in the user's own dictionary
+/// (`K` records, `dict.rs`) in ledger entries, journal records and
+/// snapshots, and seals those records with a checksum (`codec::seal`).
 /// Format 5 added the shared model (`G`/`H`/`O` keys, shared ids in ledger
 /// entries, consent ids in settings). Format 4 counts a message as 64
 /// weight units (`classify::Weight::FULL`); format 3 counted it as 8
 /// (upgraded at open: [`Store::open`]).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
 /// format 2 had no weights, settings, lists or decisions; its records
 /// decode as full-weight (see `codec`). Format 4 had no shared model: its
 /// ledger entries and settings read as not shared, so nothing is rewritten.
 /// (Format 3 is upgraded by rewriting its records: `upgrade_format_3`.)
-const READABLE_FORMATS: [u32; 2] = [2, 4];
+///
+/// Format 5 is upgraded by rewriting `F` alone: its records keep their own
+/// first bytes (upper-case ledger labels, journal op counts, `W` snapshots),
+/// which no format-6 record starts with, so both read side by side; each
+/// user's next checkpoint rewrites their snapshot in format 6, and their
+/// new clicks are written in it. One write of one key: a crash leaves the
+/// directory wholly in format 5 or wholly readable as 6.
+const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
 
 /// Keys removed per batch when a user or the seed ledger is deleted: sled's
 /// memory grows with batch size, so large deletions go in bounded steps.
@@ -129,14 +151,27 @@ const DELETE_CHUNK: usize = 512;
 #[derive(Clone)]
 pub struct Store {
     db: Db,
-    /// The one tree every record lives in (read through [`Store::tree`]).
+    /// Read and written through [`Store::tree`], which applies pending
+    /// clicks first; only the click path uses it directly.
     sled_tree: Tree,
+    /// Clicks not yet in the tree: only in a throwaway store
+    /// ([`Store::open_unsynced`]; `pending.rs` says why).
+    pending: Option<Arc<Mutex<Pending>>>,
     /// Shared by every clone: which writes are durable (see `commit`).
     commit: Arc<GroupCommit>,
+    /// False only for throwaway replays: [`Store::open_unsynced`].
+    sync: bool,
     /// Where and how it was opened, to open it again after a failure
     /// ([`Store::location`]).
     path: Arc<std::path::PathBuf>,
     cache_bytes: u64,
+    /// Token dictionaries in memory (`dict.rs`), shared by every clone.
+    dicts: Arc<dict::Dicts>,
+    /// The undo window and its clock (`ledger.rs`).
+    undo: Arc<parking_lot::RwLock<ledger::Undo>>,
+    /// The time (unix seconds) this directory was upgraded to format 6:
+    /// the click time of older ledger entries, which did not record one.
+    legacy_time_s: u64,
     /// Added to every id sled generates ([`Store::generate_id`]): a data
     /// directory made by a backup starts its ids above the source's, whose
     /// journal sequence numbers and consent and seed ids it holds (sled's
@@ -167,6 +202,10 @@ fn upgrade_format_3(tree: &Tree) -> Result<(), Error> {
         }
     }
     batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+    batch.insert(
+        UPGRADED_KEY,
+        &ledger::Undo::default().now_ms().to_be_bytes(),
+    );
     tree.apply_batch(batch)?;
     tree.flush()?;
     tracing::info!(
@@ -186,6 +225,51 @@ impl Store {
         self.tree()?.insert(FORMAT_KEY, &version.to_be_bytes())?;
         self.flush()
     }
+
+    /// Test builds only: a click as format 5 and older wrote it (ids
+    /// spelled out, no dictionary, no checksum, no click time), for a
+    /// directory that [`Store::mark_format_for_tests`] then marks old:
+    /// today's writer writes format 6, which no older format can hold.
+    pub fn record_legacy_for_tests(
+        &self,
+        user: &crate::types::UserId,
+        msg: &crate::types::MessageId,
+        entry: &LedgerEntry,
+        ops: &[Op],
+    ) -> Result<u64, Error> {
+        let seq = self.generate_id()?;
+        let mut batch = Batch::default();
+        batch.insert(
+            ledger_key(&crate::types::Owner::User(user.clone()), msg),
+            codec::encode_ledger(entry),
+        );
+        batch.insert(journal_key(user, seq), codec::encode_ops(ops));
+        self.tree()?.apply_batch(batch)?;
+        Ok(seq)
+    }
+
+    /// Test builds only: a checkpoint as format 5 and older wrote it (see
+    /// [`Store::record_legacy_for_tests`]).
+    pub fn checkpoint_legacy_for_tests(
+        &self,
+        user: &crate::types::UserId,
+        model: &crate::classify::Model,
+        last_seq: u64,
+    ) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        for item in self
+            .tree()?
+            .range(journal_key(user, 0)..=journal_key(user, last_seq))
+        {
+            batch.remove(item?.0);
+        }
+        batch.insert(
+            user_prefix(MODEL, user),
+            codec::encode_snapshot(model, last_seq),
+        );
+        self.tree()?.apply_batch(batch)?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -195,12 +279,11 @@ impl Store {
         Self::open_with(path, cache_bytes, true)
     }
 
-    /// The database of a throwaway replay ([`ReplayStore`] only): sled
-    /// neither fsyncs in the background nor waits for the disk after each
-    /// batch, and removes the files when closed. The store itself has no
-    /// unsynced mode: [`Store::flush`] still flushes; [`ReplayStore`] is
-    /// what never calls it.
-    pub(super) fn open_throwaway(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
+    /// [`Store::open`] for a throwaway replay (`chaff eval`): every record
+    /// is written exactly as the service writes it, but [`Store::flush`]
+    /// does not wait for the disk, so a crash may lose recent writes. Never
+    /// for data anyone keeps.
+    pub fn open_unsynced(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
         Self::open_with(path, cache_bytes, false)
     }
 
@@ -251,8 +334,13 @@ impl Store {
                     .iter()
                     .any(|old| v.as_ref() == old.to_be_bytes()) =>
             {
-                tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
-                    .map_err(open_err)?;
+                let mut batch = Batch::default();
+                batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+                batch.insert(
+                    UPGRADED_KEY,
+                    &ledger::Undo::default().now_ms().to_be_bytes(),
+                );
+                tree.apply_batch(batch).map_err(open_err)?;
             }
             Some(v) => {
                 return Err(Error::Corrupt {
@@ -264,6 +352,14 @@ impl Store {
                 });
             }
         }
+        let legacy_time_s = match tree.get(UPGRADED_KEY).map_err(open_err)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt {
+                    what: format!("format upgrade time in {}", path.display()),
+                })?) / 1000
+            }
+            None => 0,
+        };
         let id_offset = match tree.get(ID_OFFSET_KEY).map_err(open_err)? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt {
                 what: "id offset".into(),
@@ -274,9 +370,14 @@ impl Store {
             id_offset,
             db,
             sled_tree: tree,
+            pending: (!sync).then(Arc::default),
             commit: Arc::default(),
+            sync,
             path: Arc::new(path.to_path_buf()),
             cache_bytes,
+            dicts: Arc::default(),
+            undo: Arc::default(),
+            legacy_time_s,
         })
     }
 
@@ -315,14 +416,23 @@ impl Store {
         })
     }
 
-    /// The tree.
+    /// The tree, with every pending click applied first, so whatever reads
+    /// or writes it next sees every click in order.
     fn tree(&self) -> Result<&Tree, Error> {
+        if let Some(pending) = &self.pending {
+            self.apply(&mut pending.lock())?;
+        }
         Ok(&self.sled_tree)
     }
 
-    /// Applies a batch of records as they are ([`ReplayStore`]'s clicks).
-    pub(super) fn apply_batch(&self, batch: Batch) -> Result<(), Error> {
-        self.sled_tree.apply_batch(batch)?;
+    /// Applies pending clicks as one batch. The caller holds the pending
+    /// lock until the tree has them, so a reader never finds a click in
+    /// neither place.
+    fn apply(&self, pending: &mut Pending) -> Result<(), Error> {
+        if let Some(batch) = pending.batch() {
+            self.sled_tree.apply_batch(batch)?;
+            pending.clear();
+        }
         Ok(())
     }
 
@@ -331,6 +441,12 @@ impl Store {
     /// Concurrent callers share sled flushes (group commit, see `commit`),
     /// so call it *after* releasing locks that other writers need.
     pub fn flush(&self) -> Result<(), Error> {
+        if !self.sync {
+            // A throwaway store: nothing waits for the disk, and pending
+            // clicks stay pending (every read sees them anyway); applying
+            // them here, after every click, would undo the batching.
+            return Ok(());
+        }
         self.commit.wait_durable(|| {
             self.db.flush()?;
             Ok(())

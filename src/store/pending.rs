@@ -1,11 +1,10 @@
-//! Clicks held back from sled in a throwaway store ([`super::ReplayStore`]),
-//! applied many at a time.
+//! Clicks held back from sled in a throwaway store, applied many at a time.
 //!
 //! Why: sled seals and writes its log buffer at the end of every atomic
 //! batch, handing the write to one of its I/O threads (a futex wake and
 //! usually a context switch per batch). The service pays that once per
 //! click and still reaches its durable-click target; a corpus replay
-//! (`chaff eval`, [`ReplayStore`](super::ReplayStore))
+//! (`chaff eval`, [`Store::open_unsynced`](super::Store::open_unsynced))
 //! learns thousands of messages a second on one thread and spent more time
 //! handing sled buffers around than learning. There, clicks collect here
 //! and go to sled as one batch every [`PENDING_CLICKS`] clicks, with the same
@@ -13,8 +12,8 @@
 //!
 //! Reads stay exact: a click's ledger entry is read back from here until it
 //! is applied, and every other store operation applies what is pending
-//! before touching the tree (`ReplayStore::applied`), so scans, snapshots
-//! and deletions see every click in order.
+//! before touching the tree (`Store::tree`), so scans, snapshots and
+//! deletions see every click in order.
 
 use rustc_hash::FxHashMap;
 use sled::Batch;

@@ -68,23 +68,6 @@ impl Store {
         entry: &Entry,
         present: bool,
     ) -> Result<bool, Error> {
-        let changed = self.set_list_entry_unflushed(owner, kind, entry, present)?;
-        // Flushed even when nothing changed: "already there" (or "already
-        // gone") may rest on another caller's change that is not durable
-        // yet, and the reply must not acknowledge what a crash can undo
-        // (as Train flushes before ALREADY_LEARNED).
-        self.flush()?;
-        Ok(changed)
-    }
-
-    /// [`Store::set_list_entry`] without the flush (a replay's store).
-    pub(super) fn set_list_entry_unflushed(
-        &self,
-        owner: &Owner,
-        kind: ListKind,
-        entry: &Entry,
-        present: bool,
-    ) -> Result<bool, Error> {
         let mut key = list_prefix(owner, kind);
         key.extend_from_slice(entry.to_string().as_bytes());
         let changed = if present {
@@ -92,6 +75,11 @@ impl Store {
         } else {
             self.tree()?.remove(key)?.is_some()
         };
+        // Flushed even when nothing changed: "already there" (or "already
+        // gone") may rest on another caller's change that is not durable
+        // yet, and the reply must not acknowledge what a crash can undo
+        // (as Train flushes before ALREADY_LEARNED).
+        self.flush()?;
         Ok(changed)
     }
 }

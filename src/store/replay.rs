@@ -1,92 +1,63 @@
-//! The store of an in-process replay (`chaff eval`): a [`Backend`] of its
-//! own over a throwaway sled [`Store`], so that the production store has
-//! no unsynced mode.
+//! The store of an in-process replay (`chaff eval`): [`ReplayStore`], a
+//! [`Backend`] over a sled [`Store`] opened for throwaway data
+//! ([`Store::open_unsynced`]).
 //!
 //! Why: a corpus replay learns thousands of messages a second on one
-//! thread and keeps nothing, so it neither waits for the disk (its
-//! [`Backend::flush`] does nothing) nor hands sled one batch per click:
-//! clicks collect in memory (`pending.rs` says why that matters) and reach
-//! sled [`PENDING_CLICKS`](super::pending::PENDING_CLICKS) at a time, with
-//! the same keys and values the service writes, so a replay's results are
-//! the service's, bit for bit.
+//! thread and keeps nothing, so it neither waits for the disk nor hands
+//! sled one batch per click: clicks collect in memory (`pending.rs`) and
+//! reach sled many at a time, with the same keys and values the service
+//! writes, so a replay's results are the service's, bit for bit.
 //!
-//! Reads stay exact: a click's ledger entry is read back from memory until
-//! it is applied, and every other operation applies what is pending before
-//! it reads or writes the tree, so scans, snapshots and deletions see every
-//! click in order.
+//! Its own type so that nothing but a replay can hold such a store through
+//! the interface. The write-behind itself still lives inside `Store`
+//! (format 6 numbers a click's tokens under the user's dictionary lock and
+//! hands the writes to the pending batch there); moving it out into this
+//! file, so that the production store has no unsynced mode, is left to do
+//! (docs/ARCHITECTURE.md, "Storage interface").
 
 use std::path::Path;
 
-use parking_lot::Mutex;
-
 use super::backend::{Aggregate, Backend};
 use super::export::UserExport;
-use super::keys::ledger_key;
-use super::pending::Pending;
-use super::{LedgerEntry, LoadedModel, Op, Snapshot, Store};
+use super::{CommitStats, LedgerEntry, LoadedModel, Op, Snapshot, Store};
 use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
 use crate::types::{MessageId, Owner, UserId};
 
 /// A throwaway store for replays: never durable, never for data anyone
 /// keeps (sled removes its files when it is closed).
-pub struct ReplayStore {
-    store: Store,
-    /// Clicks not yet in the tree.
-    pending: Mutex<Pending>,
-}
+pub struct ReplayStore(Store);
 
 impl ReplayStore {
     /// Opens a throwaway store in `path` (created if needed).
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
-        Ok(Self {
-            store: Store::open_throwaway(path, cache_bytes)?,
-            pending: Mutex::default(),
-        })
-    }
-
-    /// The store with every pending click applied, so whatever reads or
-    /// writes it next sees every click in order.
-    fn applied(&self) -> Result<&Store, Error> {
-        let mut pending = self.pending.lock();
-        Self::apply(&self.store, &mut pending)?;
-        Ok(&self.store)
-    }
-
-    /// Applies pending clicks as one batch. The caller holds the pending
-    /// lock until the tree has them, so a reader never finds a click in
-    /// neither place; if sled refuses the batch, they stay pending.
-    fn apply(store: &Store, pending: &mut Pending) -> Result<(), Error> {
-        if let Some(batch) = pending.batch() {
-            store.apply_batch(batch)?;
-            pending.clear();
-        }
-        Ok(())
+        Ok(Self(Store::open_unsynced(path, cache_bytes)?))
     }
 }
 
+/// Every method is the throwaway `Store`'s (whose `flush` does not wait).
 impl Backend for ReplayStore {
     fn name(&self) -> &'static str {
         "replay"
     }
-    fn holds(&self, _what: Aggregate) -> bool {
-        true
+    fn holds(&self, what: Aggregate) -> bool {
+        Backend::holds(&self.0, what)
+    }
+    fn set_undo_window(&self, window: std::time::Duration, clock: super::Clock) {
+        self.0.set_undo_window(window, clock)
     }
     fn load_model(&self, user: &UserId) -> Result<Option<LoadedModel>, Error> {
-        self.applied()?.load_model(user)
+        self.0.load_model(user)
     }
     fn contributor_ledger_get(
         &self,
         who: &Owner,
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
-        let key = ledger_key(who, msg);
-        match self.pending.lock().ledger(&key) {
-            Some(Some(bytes)) => return Ok(Some(super::codec::decode_ledger(bytes)?)),
-            Some(None) => return Ok(None),
-            None => {}
-        }
-        self.store.ledger_at(&key)
+        self.0.contributor_ledger_get(who, msg)
+    }
+    fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error> {
+        self.0.ledger_contains(user, msg)
     }
     fn record_click(
         &self,
@@ -96,35 +67,28 @@ impl Backend for ReplayStore {
         ops: &[Op],
         shared_ops: &[Op],
     ) -> Result<u64, Error> {
-        let (seq, ledger, journal) = self.store.click_records(who, msg, entry, ops, shared_ops)?;
-        let mut pending = self.pending.lock();
-        if pending.push(ledger, journal) {
-            Self::apply(&self.store, &mut pending)?;
-        }
-        Ok(seq)
+        self.0.record_click(who, msg, entry, ops, shared_ops)
     }
     fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
-        self.applied()?.write_checkpoint(user, snapshot)
+        self.0.write_checkpoint(user, snapshot)
     }
-    /// Nothing waits for the disk, and pending clicks stay pending (every
-    /// read sees them anyway): applying them here, after every click,
-    /// would undo the batching.
+    fn fold_ledger(&self) -> Result<u64, Error> {
+        self.0.fold_ledger()
+    }
     fn flush(&self) -> Result<(), Error> {
-        Ok(())
+        self.0.flush()
     }
     fn generate_id(&self) -> Result<u64, Error> {
-        self.store.generate_id()
+        self.0.generate_id()
     }
     fn user_exists(&self, user: &UserId) -> Result<bool, Error> {
-        self.applied()?.user_exists(user)
+        self.0.user_exists(user)
     }
     fn delete_user(&self, user: &UserId) -> Result<(), Error> {
-        self.applied()?.delete_user(user)
+        self.0.delete_user(user)
     }
     fn finish_delete_user(&self, user: &UserId) -> Result<(), Error> {
-        let store = self.applied()?;
-        store.delete_prefix(&super::keys::user_prefix(super::keys::LEDGER, user))?;
-        store.delete_prefix(&super::keys::user_prefix(super::keys::DECISION, user))
+        self.0.finish_delete_user(user)
     }
     fn list_users(
         &self,
@@ -132,13 +96,13 @@ impl Backend for ReplayStore {
         after: Option<&UserId>,
         limit: usize,
     ) -> Result<Vec<UserId>, Error> {
-        self.applied()?.list_users(prefix, after, limit)
+        self.0.list_users(prefix, after, limit)
     }
     fn last_decision_ms(&self, user: &UserId) -> Result<Option<u64>, Error> {
-        self.applied()?.last_decision_ms(user)
+        self.0.last_decision_ms(user)
     }
     fn settings(&self, user: &UserId) -> Result<Option<(UserSettings, u64)>, Error> {
-        self.applied()?.settings(user)
+        self.0.settings(user)
     }
     fn put_settings(
         &self,
@@ -147,11 +111,10 @@ impl Backend for ReplayStore {
         consent: u64,
         clear_shared: bool,
     ) -> Result<(), Error> {
-        self.applied()?
-            .put_settings(user, settings, consent, clear_shared)
+        self.0.put_settings(user, settings, consent, clear_shared)
     }
     fn list_entries(&self, owner: &Owner, kind: ListKind) -> Result<Vec<Entry>, Error> {
-        self.applied()?.list_entries(owner, kind)
+        self.0.list_entries(owner, kind)
     }
     fn set_list_entry(
         &self,
@@ -160,11 +123,10 @@ impl Backend for ReplayStore {
         entry: &Entry,
         present: bool,
     ) -> Result<bool, Error> {
-        self.applied()?
-            .set_list_entry_unflushed(owner, kind, entry, present)
+        self.0.set_list_entry(owner, kind, entry, present)
     }
     fn append_decisions(&self, records: &[(UserId, u64, Vec<u8>)]) -> Result<(), Error> {
-        Backend::append_decisions(self.applied()?, records)
+        Backend::append_decisions(&self.0, records)
     }
     fn find_decisions(
         &self,
@@ -174,37 +136,36 @@ impl Backend for ReplayStore {
         limit: usize,
         take: &mut dyn FnMut(&[u8]) -> Result<bool, Error>,
     ) -> Result<(), Error> {
-        Backend::find_decisions(self.applied()?, user, since_ms, until_ms, limit, take)
+        Backend::find_decisions(&self.0, user, since_ms, until_ms, limit, take)
     }
     fn trim_decisions(&self, user: &UserId, before_ms: u64, keep: usize) -> Result<usize, Error> {
-        self.applied()?.trim_decisions(user, before_ms, keep)
+        self.0.trim_decisions(user, before_ms, keep)
     }
     fn users_with_decisions_before(&self, before_ms: u64) -> Result<Vec<UserId>, Error> {
-        self.applied()?.users_with_decisions_before(before_ms)
+        self.0.users_with_decisions_before(before_ms)
     }
     fn load_contributions(&self) -> Result<Vec<(Owner, LoadedModel)>, Error> {
-        self.applied()?.load_contributions()
+        self.0.load_contributions()
     }
     fn checkpoint_contribution(&self, who: &Owner, snapshot: Snapshot) -> Result<(), Error> {
-        self.applied()?.checkpoint_contribution(who, snapshot)
+        self.0.checkpoint_contribution(who, snapshot)
     }
     fn seed_id(&self) -> Result<Option<u64>, Error> {
-        self.applied()?.seed_id()
+        self.0.seed_id()
     }
     fn set_seed_id(&self, id: u64, clear: bool) -> Result<(), Error> {
-        self.applied()?.set_seed_id(id, clear)
+        self.0.set_seed_id(id, clear)
     }
     fn finish_seed_clear(&self) -> Result<(), Error> {
-        let store = self.applied()?;
-        store.delete_prefix(&super::keys::contributor_prefix(
-            super::keys::LEDGER,
-            &Owner::Operator,
-        ))
+        self.0.finish_seed_clear()
     }
     fn read_user_export(&self, user: &UserId) -> Result<UserExport, Error> {
-        self.applied()?.read_user_export(user)
+        self.0.read_user_export(user)
     }
     fn write_user_import(&self, user: &UserId, e: &UserExport, consent: u64) -> Result<(), Error> {
-        self.applied()?.write_user_import(user, e, consent)
+        self.0.write_user_import(user, e, consent)
+    }
+    fn commit_stats(&self) -> CommitStats {
+        self.0.commit_stats()
     }
 }

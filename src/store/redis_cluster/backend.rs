@@ -189,6 +189,14 @@ impl Backend for RedisBackend {
             }
         })
     }
+    fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error> {
+        Ok(self.block_on(self.store.ledger_get(user, msg))?.is_some())
+    }
+    /// Nothing to fold: the Redis ledger keeps every click's tokens (no
+    /// undo window yet).
+    fn fold_ledger(&self) -> Result<u64, Error> {
+        Ok(0)
+    }
     fn contributor_ledger_get(
         &self,
         who: &Owner,
