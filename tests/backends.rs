@@ -349,3 +349,40 @@ async fn two_servers_over_one_cluster_see_each_others_clicks_at_once() {
     a.terminate();
     b.terminate();
 }
+
+/// The Redis backend blocks on its own runtime; from an async worker
+/// thread tokio refuses that with a panic — the assertion that storage
+/// never stalls a runtime worker (the service runs every engine call on
+/// the blocking pool).
+#[tokio::test]
+async fn redis_calls_from_an_async_worker_are_refused() {
+    use chaff::store::Backend;
+    use chaff::store::redis_cluster::{RedisBackend, RedisConfig};
+    let Some(cluster) = crate::redis_cluster::Cluster::shared() else {
+        return;
+    };
+    let seeds = cluster.seeds();
+    let backend =
+        tokio::task::spawn_blocking(move || RedisBackend::connect(RedisConfig::new(seeds)))
+            .await
+            .unwrap()
+            .unwrap();
+    // From a blocking-pool thread it works ...
+    let b = std::sync::Arc::new(backend);
+    let from_pool = b.clone();
+    tokio::task::spawn_blocking(move || from_pool.shared_clicks().unwrap().ping())
+        .await
+        .unwrap()
+        .unwrap();
+    // ... from this worker thread it panics.
+    let on_worker = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.shared_clicks().unwrap().ping()
+    }));
+    let message = on_worker.expect_err("blocking on a runtime worker must panic");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(text.contains("runtime"), "{text}");
+}
