@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::error::Error;
 use crate::policy::{Action, RuleKind};
-use crate::store::Store;
+use crate::store::Backend;
 use crate::types::{MessageId, UserId, Verdict};
 
 /// A token's part in a decision: its readable name, its spam probability
@@ -149,15 +149,28 @@ pub struct DecisionLog {
 }
 
 impl DecisionLog {
+    /// A log that keeps nothing: for a store without the decision log
+    /// (`store::Aggregate::Decisions`; Redis, for now), where FindDecisions
+    /// is refused rather than answered from nowhere.
+    pub fn off() -> Self {
+        Self {
+            tx: RwLock::new(None),
+            dropped: Arc::default(),
+            queued: AtomicU64::new(0),
+            done: Arc::new((Mutex::new(0), Condvar::new())),
+            writer: Mutex::new(None),
+        }
+    }
+
     /// Starts the writer thread over `store`.
-    pub fn start(store: Store, retention: Retention) -> Self {
+    pub fn start(store: Arc<dyn Backend>, retention: Retention) -> Self {
         let (tx, rx) = sync_channel(retention.queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let done = Arc::new((Mutex::new(0), Condvar::new()));
         let (d, finished) = (dropped.clone(), done.clone());
         let writer = std::thread::Builder::new()
             .name("chaff-decisions".into())
-            .spawn(move || write_loop(&store, &rx, &retention, &d, &finished))
+            .spawn(move || write_loop(&*store, &rx, &retention, &d, &finished))
             .expect("spawn the decision log writer");
         Self {
             tx: RwLock::new(Some(tx)),
@@ -234,7 +247,7 @@ impl Drop for DecisionLog {
 const LINGER: Duration = Duration::from_millis(20);
 
 fn write_loop(
-    store: &Store,
+    store: &dyn Backend,
     rx: &Receiver<Queued>,
     retention: &Retention,
     dropped: &AtomicU64,
@@ -246,7 +259,7 @@ fn write_loop(
     let trim_every = (retention.per_user / 4).max(1);
     let mut last_sweep = Instant::now();
     let mut reported_drops = 0;
-    let sweep = |store: &Store| -> Result<usize, Error> {
+    let sweep = |store: &dyn Backend| -> Result<usize, Error> {
         // The ledger's undo window is swept on the same background
         // schedule: hourly, never on a request's path.
         match store.fold_ledger() {
@@ -290,8 +303,7 @@ fn write_loop(
             }
         }
         if !batch.is_empty() {
-            let records = batch.iter().map(|(u, t, j)| (u, *t, j.as_slice()));
-            if let Err(e) = store.append_decisions(records) {
+            if let Err(e) = store.append_decisions(&batch) {
                 warn!(error = %e, lost = batch.len(), "decision log: write failed");
             }
             for (user, _, _) in &batch {
@@ -424,10 +436,10 @@ mod tests {
     #[test]
     fn log_writes_trims_and_finds_newest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
         let user = UserId::new("alice").unwrap();
         let log = DecisionLog::start(
-            store.clone(),
+            Arc::new(store.clone()),
             Retention {
                 per_user: 8,
                 ..Retention::default()

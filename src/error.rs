@@ -66,6 +66,19 @@ pub enum Error {
     #[error("corrupt record in the data directory ({what}); restore from backup or rebuild")]
     Corrupt { what: String },
 
+    /// The request needs an aggregate (settings, lists, the decision log,
+    /// the shared model, ...) that the configured store does not hold yet:
+    /// `chaff serve --store redis://…` holds user models and clicks only
+    /// (docs/SCALING.md says which RPCs work there). Never served from
+    /// another store instead.
+    #[error(
+        "{what} is not on the {store} store yet (issue #18); run chaff serve with --data (sled) for it"
+    )]
+    NotOnStore {
+        store: &'static str,
+        what: &'static str,
+    },
+
     /// The data directory cannot be opened (missing permissions, locked by
     /// another chaff process...).
     #[error("cannot open data directory {}: {source}", path.display())]

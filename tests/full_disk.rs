@@ -158,14 +158,16 @@ async fn a_full_disk_answers_unavailable_at_once_reports_not_serving_and_recover
         status.message()
     );
     assert!(!status.message().contains("Os {"), "{}", status.message());
-    // Within a second, with room for a busy machine: a hang is many seconds.
+    // Within a second on a quiet machine; the bound leaves room for a
+    // loaded one (4.25 s was seen at load average 16). What it rules out
+    // is the bug the issue found: a click hanging past a 5 s deadline.
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(5),
         "first failing click took {took:?}"
     );
     let (later, took) = train_big(&mut c, first + 1).await;
     assert_eq!(later.unwrap_err().code(), Code::Unavailable);
-    assert!(took < Duration::from_secs(2), "a later click took {took:?}");
+    assert!(took < Duration::from_secs(5), "a later click took {took:?}");
 
     for service in ["", "chaff.v1.Chaff"] {
         assert_eq!(

@@ -4,6 +4,7 @@
 mod common;
 
 mod api;
+mod backends;
 mod backup;
 mod cli;
 mod decode;

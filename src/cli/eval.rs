@@ -14,7 +14,7 @@ use chaff::engine::{Engine, Settings};
 use chaff::eval::multi::Arrival;
 use chaff::eval::{self, Clicks, Filter, Judgement, Plan, Profile, Summary, TrainMode};
 use chaff::proto;
-use chaff::store::Store;
+use chaff::store::{Backend, ReplayStore, Store};
 use chaff::tokenize::{Limits, Tokenizer};
 use chaff::types::{Label, UserId, Verdict};
 
@@ -275,7 +275,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             let durable = args.durable;
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
-                let engine = Arc::new(Engine::new(open_store(dir.path(), durable)?, settings)?);
+                let engine = Arc::new(Engine::with_store(
+                    open_store(dir.path(), durable)?,
+                    settings,
+                )?);
                 let user = UserId::new(user)?;
                 let mut filter = eval::EngineFilter::new(engine.clone(), user.clone());
                 let outcomes = eval::replay(&corpus, &mut filter, plan, |done, _| {
@@ -337,12 +340,14 @@ struct ModelSize {
     quota: chaff::engine::QuotaStats,
 }
 
-/// The store of an in-process replay, in a throwaway directory.
-fn open_store(dir: &std::path::Path, durable: bool) -> anyhow::Result<Store> {
+/// The store of an in-process replay, in a throwaway directory: the
+/// replay store (writes batched, nothing waits for the disk), or with
+/// `--durable` the service's own sled store.
+fn open_store(dir: &std::path::Path, durable: bool) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(if durable {
-        Store::open(dir, 256 << 20)?
+        Arc::new(Store::open(dir, 256 << 20)?)
     } else {
-        Store::open_unsynced(dir, 256 << 20)?
+        Arc::new(ReplayStore::open(dir, 256 << 20)?)
     })
 }
 

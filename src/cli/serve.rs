@@ -48,8 +48,34 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAFF_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// Data directory (created if missing). One chaff process per directory.
+    /// With --store redis://… it holds only the API keys file.
     #[arg(long, env = "CHAFF_DATA", default_value = "./chaff-data")]
     data: PathBuf,
+    /// Where user data lives: `sled` (an embedded database in --data, the
+    /// default) or `redis://HOST:PORT,HOST:PORT,…`, a Redis Cluster that
+    /// several chaff processes share (list every seed node: with one, the
+    /// client can take minutes to notice a failover). Any chaff process can
+    /// then serve any user; route a user to one process (hash the user id)
+    /// to keep their model cached there. On Redis only user models and
+    /// clicks are held yet: Train, Forget, Score, ScoreBatch, GetUser and
+    /// GetStats work; settings, lists, the decision log, the shared model,
+    /// ListUsers, DeleteUser, export/import and backup answer
+    /// FAILED_PRECONDITION, and delivered mail is not learned
+    /// (docs/SCALING.md).
+    #[arg(long, env = "CHAFF_STORE", default_value = "sled", value_parser = store_location, value_name = "sled|redis://HOST:PORT,…")]
+    store: StoreLocation,
+    /// Redis replicas that must confirm each click (WAIT, on the primary of
+    /// the user's slot) before it is acknowledged: an acknowledged click
+    /// then survives the failover of its primary. A click not confirmed in
+    /// time is answered UNAVAILABLE (it may have reached the primary; a
+    /// retry is safe). 0 = do not wait. Only with --store redis://….
+    #[arg(
+        long,
+        env = "CHAFF_REDIS_REPLICAS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    redis_replicas: u32,
     /// Largest message accepted by Score and Train, in bytes; larger ones get
     /// RESOURCE_EXHAUSTED.
     /// (`1048576`, `10MiB`; at least 1 byte, at most 1 GiB).
@@ -202,6 +228,45 @@ pub struct ServeArgs {
     trust: super::trust::ServeTrustArgs,
 }
 
+/// Where `serve` keeps user data (`--store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// sled in `--data`.
+    Sled,
+    /// A Redis Cluster: its seed nodes as `redis://host:port`.
+    Redis(Vec<String>),
+}
+
+fn store_location(s: &str) -> Result<StoreLocation, String> {
+    let s = s.trim();
+    if s == "sled" {
+        return Ok(StoreLocation::Sled);
+    }
+    let Some(nodes) = s.strip_prefix("redis://") else {
+        return Err(format!(
+            "{s:?} is neither `sled` nor `redis://HOST:PORT,HOST:PORT,…`"
+        ));
+    };
+    if !cfg!(feature = "redis") {
+        return Err("this chaff was built without the `redis` feature".into());
+    }
+    let mut out = Vec::new();
+    for node in nodes.split(',').map(str::trim) {
+        let port = node
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        match port {
+            Some((host, Ok(_))) if !host.is_empty() => out.push(format!("redis://{node}")),
+            _ => {
+                return Err(format!(
+                    "{node:?} is not HOST:PORT; e.g. redis://10.0.0.1:6379,10.0.0.2:6379"
+                ));
+            }
+        }
+    }
+    Ok(StoreLocation::Redis(out))
+}
+
 /// The admission defaults for this machine's cores.
 fn defaults() -> Admission {
     Admission::for_this_machine()
@@ -275,10 +340,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Before storage opens: a refused exposure or a bad keys/TLS file
     // should not cost a model load.
     let trust = args.trust.trust(&args.data, args.listen)?;
-    let data = args.data.clone();
-    let cache = args.cache_mb * 1024 * 1024;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data, cache)).await??;
-    info!(data = %args.data.display(), "storage open");
     let limits = Limits {
         max_tokens: args.max_tokens,
         max_header_bytes: args.max_header_bytes,
@@ -305,7 +366,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         delivered_queue: args.delivered_queue,
         ..Settings::default()
     };
-    let engine = Arc::new(Engine::new(store, settings).context("cannot load operator lists")?);
+    let engine = match &args.store {
+        StoreLocation::Sled => {
+            let data = args.data.clone();
+            let cache = args.cache_mb * 1024 * 1024;
+            let store = tokio::task::spawn_blocking(move || Store::open(&data, cache)).await??;
+            info!(data = %args.data.display(), "storage open");
+            Engine::new(store, settings).context("cannot load operator lists")?
+        }
+        StoreLocation::Redis(nodes) => redis_engine(nodes, args.redis_replicas, settings).await?,
+    };
+    let engine = Arc::new(engine);
 
     let shutdown = shutdown_signal();
     let listener = TcpListener::bind(args.listen)
@@ -338,6 +409,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The engine over a Redis Cluster (`--store redis://…`).
+#[cfg(feature = "redis")]
+async fn redis_engine(
+    nodes: &[String],
+    replicas: u32,
+    settings: Settings,
+) -> anyhow::Result<Engine> {
+    use chaff::store::redis_cluster::{RedisBackend, RedisConfig};
+    let mut config = RedisConfig::new(nodes.iter().cloned());
+    config.replicas = replicas;
+    let store = tokio::task::spawn_blocking(move || RedisBackend::connect(config))
+        .await?
+        .with_context(|| format!("cannot connect to the Redis Cluster at {}", nodes.join(",")))?;
+    info!(
+        nodes = nodes.join(","),
+        replicas, "redis cluster connected: user models and clicks only (docs/SCALING.md)"
+    );
+    Ok(Engine::new(store, settings)?)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_engine(_: &[String], _: u32, _: Settings) -> anyhow::Result<Engine> {
+    anyhow::bail!("this chaff was built without the `redis` feature")
 }
 
 /// Completes on SIGTERM (how service managers stop us) or Ctrl-C. The

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::Engine;
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::{Aggregate, Store, not_on};
 
 /// sled page cache for the backup's own store: it only writes.
 const BACKUP_CACHE_BYTES: u64 = 16 << 20;
@@ -40,18 +40,23 @@ impl Engine {
                 dir.display()
             )));
         }
+        // Only a sled data directory is copied this way.
+        let source = self
+            .store
+            .sled()
+            .ok_or_else(|| not_on(self.store.name(), Aggregate::Backup))?;
         let dest = Store::open(dir, BACKUP_CACHE_BYTES)?;
-        let users = self.store.list_users("", None, usize::MAX)?;
+        let users = source.list_users("", None, usize::MAX)?;
         let mut records = {
             let _seed = self.seed.lock();
-            self.store.copy_operator_to(&dest)?
+            source.copy_operator_to(&dest)?
         };
         for user in &users {
-            records += self.with_writer(user, |_, _| self.store.copy_user_to(user, &dest))?;
+            records += self.with_writer(user, |_, _| source.copy_user_to(user, &dest))?;
         }
         // Ids handed out after the copy (on the restored server) must be
         // above every id in it.
-        self.store.carry_ids_to(&dest)?;
+        source.carry_ids_to(&dest)?;
         dest.flush()?;
         Ok(BackedUp {
             users: users.len() as u64,

@@ -4,7 +4,9 @@
 //! their shared part — written under the user's writer lock, applied in
 //! memory, and flushed (group commit) after the lock is released, before
 //! the reply. The whole path, top to bottom: [`Engine::train`] →
-//! `train_scored` (weight, ledger check, ops) → `commit` → `Store::flush`.
+//! `train_scored` (weight, ledger check, ops) → `commit` → `Backend::flush`.
+//! On a store shared by several chaff processes the store decides the
+//! click instead (`replicas.rs`).
 
 use super::{Engine, UserSlot, WriterState};
 use crate::classify::{self, Weight};
@@ -116,6 +118,10 @@ impl Engine {
         message_id: Option<MessageId>,
         own_log_odds: Option<f64>,
     ) -> Result<Trained, Error> {
+        if let Some(clicks) = self.store.shared_clicks() {
+            // A store shared by replicas decides clicks itself (`replicas.rs`).
+            return self.train_shared(clicks, user, message, label, message_id, own_log_odds);
+        }
         let message_id = message_id.unwrap_or_else(|| message.derived_id.clone());
         let ids = &message.tokens.ids;
         let headers = &message.headers;
@@ -310,7 +316,9 @@ impl Engine {
         ids: &[TokenId],
         message_id: &MessageId,
     ) -> Result<bool, Error> {
-        if !self.settings.learn_delivered {
+        // Not on a store shared by replicas yet: its click script has no
+        // implicit (replaceable) entries.
+        if !self.settings.learn_delivered || self.store.shared_clicks().is_some() {
             return Ok(false);
         }
         let Some(slot) = self.slot(user)? else {
@@ -337,6 +345,9 @@ impl Engine {
 
     /// Undoes an earlier learn exactly, from the ledger alone.
     pub fn forget(&self, user: &UserId, message_id: &MessageId) -> Result<Forgotten, Error> {
+        if let Some(clicks) = self.store.shared_clicks() {
+            return self.forget_shared(clicks, user, message_id);
+        }
         let not_learned = || Error::NotLearned {
             user: user.to_string(),
             message_id: message_id.to_string(),
@@ -368,7 +379,7 @@ impl Engine {
 
     /// Writes a click, applies it in memory, then snapshots the model if
     /// enough clicks have accumulated. The caller holds the user's writer
-    /// lock, and flushes ([`Store::flush`]) after releasing it, before
+    /// lock, and flushes ([`Backend::flush`](crate::store::Backend::flush)) after releasing it, before
     /// replying.
     ///
     /// The memory model follows sled's logical state, not its durable state:
@@ -424,6 +435,12 @@ impl Engine {
     ) -> Result<(), Error> {
         // Encode under the read lock (scoring goes on; our writer lock keeps
         // clicks out), write after releasing it.
+        if let Some(clicks) = self.store.shared_clicks() {
+            // The held model is the user's at exactly `last_seq` (`replicas.rs`).
+            clicks.checkpoint(user, &slot.model.read(), writer.last_seq)?;
+            writer.journal_entries = 0;
+            return Ok(());
+        }
         let snapshot = Snapshot::encode(&slot.model.read(), writer.last_seq);
         self.store.write_checkpoint(user, snapshot)?;
         writer.journal_entries = 0;

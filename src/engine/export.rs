@@ -4,6 +4,7 @@
 
 use super::Engine;
 use crate::error::Error;
+use crate::store::Aggregate;
 use crate::store::export::{self, UserExport};
 use crate::types::UserId;
 
@@ -26,6 +27,7 @@ impl Engine {
     /// a user with nothing stored. Read under the user's writer lock, so no
     /// click lands between the model and the ledger.
     pub fn export_user(&self, user: &UserId) -> Result<Option<Vec<u8>>, Error> {
+        self.needs(Aggregate::Export)?;
         // Decisions still queued for the log belong in the export.
         self.decisions.settle(std::time::Duration::from_secs(5));
         let read = self.with_known_writer(user, |_, _| self.store.read_user_export(user))?;
@@ -53,6 +55,7 @@ impl Engine {
         bytes: &[u8],
         replace: bool,
     ) -> Result<Imported, Error> {
+        self.needs(Aggregate::Export)?;
         let e: UserExport = export::decode(bytes)?;
         if e.user.as_ref() != Some(user) {
             return Err(Error::InvalidArgument(format!(

@@ -48,6 +48,7 @@ impl Engine {
         after: Option<&UserId>,
         page_size: usize,
     ) -> Result<UsersPage, Error> {
+        self.needs(crate::store::Aggregate::Users)?;
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
         let mut ids = self.store.list_users(prefix, after, page_size + 1)?;
         let more = ids.len() > page_size;

@@ -11,6 +11,8 @@
 //!   search, DeleteUser;
 //! - `shared.rs` — the shared model's parts and the operator's seed;
 //! - `cache.rs` — which user models stay in memory;
+//! - `replicas.rs` — the click path and the per-Score model refresh on a
+//!   store shared by several chaff processes (Redis Cluster);
 //! - this file — the [`Engine`] itself, its per-user slots and locks,
 //!   construction and shutdown.
 //!
@@ -47,6 +49,16 @@
 //!
 //! All methods block (storage I/O, CPU-heavy tokenizing): async callers run
 //! them on a blocking pool.
+//!
+//! # Storage
+//!
+//! The engine runs on the storage interface, [`Backend`] (`store`): sled by
+//! default, where this process is the only writer and the writer lock above
+//! orders a user's clicks; or a store shared by several chaff processes
+//! (Redis Cluster), where the store makes each click atomic itself and every
+//! Score first brings the user's cached model up to date in one round trip
+//! (`replicas.rs`). What a backend does not hold yet is answered
+//! [`Error::NotOnStore`], never read from anywhere else.
 
 mod backup;
 mod cache;
@@ -55,6 +67,7 @@ mod delivered;
 mod export;
 mod listing;
 mod quota;
+mod replicas;
 mod score;
 mod shared;
 mod users;
@@ -84,7 +97,10 @@ use crate::classify::{Model, Params, SharedModel};
 use crate::decisions::{DecisionLog, Retention};
 use crate::error::Error;
 use crate::policy::{List, ListKind, UserSettings};
-use crate::store::{CommitStats, LoadedModel, Store};
+/// The engine's unit tests run on sled directories (`use super::*`).
+#[cfg(test)]
+use crate::store::Store;
+use crate::store::{Aggregate, Backend, CommitStats, LoadedModel, not_on};
 use crate::tokenize::{TOKENIZER_VERSION, Tokenizer};
 use crate::types::{Owner, UserId};
 
@@ -205,7 +221,8 @@ struct OperatorLists {
 
 /// The service's state: storage, settings and the hot models.
 pub struct Engine {
-    store: Store,
+    /// The storage interface (sled, a replay's store, or Redis Cluster).
+    store: Arc<dyn Backend>,
     settings: Settings,
     users: RwLock<FxHashMap<UserId, Arc<UserSlot>>>,
     cache: cache::Cache,
@@ -232,10 +249,20 @@ struct Position {
 }
 
 impl Engine {
-    /// The engine over an open store: loads the operator's lists and starts
-    /// the decision log writer.
-    pub fn new(store: Store, settings: Settings) -> Result<Self, Error> {
+    /// The engine over an open store: loads the operator's lists and the
+    /// shared model and starts the decision log writer — each only if the
+    /// store holds it ([`Backend::holds`]).
+    pub fn new(store: impl Backend, settings: Settings) -> Result<Self, Error> {
+        Self::with_store(Arc::new(store), settings)
+    }
+
+    /// [`Engine::new`] over a store chosen at run time (`chaff eval`'s
+    /// replay or durable store).
+    pub fn with_store(store: Arc<dyn Backend>, settings: Settings) -> Result<Self, Error> {
         let load = |kind| -> Result<List, Error> {
+            if !store.holds(Aggregate::Policy) {
+                return Ok(List::default());
+            }
             Ok(List::from_entries(
                 store.list_entries(&Owner::Operator, kind)?,
             ))
@@ -245,11 +272,19 @@ impl Engine {
             block: load(ListKind::Block)?,
             trusted: load(ListKind::Trusted)?,
         };
-        let (shared, positions) = shared::load(&store)?;
-        let seed = store.seed_id()?.unwrap_or(0);
+        let (shared, positions, seed) = if store.holds(Aggregate::Shared) {
+            let (shared, positions) = shared::load(&*store)?;
+            (shared, positions, store.seed_id()?.unwrap_or(0))
+        } else {
+            Default::default()
+        };
         store.set_undo_window(settings.undo_window, settings.clock.clone());
         store.set_delivered_undo_window(settings.delivered_undo_window);
-        let decisions = DecisionLog::start(store.clone(), settings.retention.clone());
+        let decisions = if store.holds(Aggregate::Decisions) {
+            DecisionLog::start(store.clone(), settings.retention.clone())
+        } else {
+            DecisionLog::off()
+        };
         let cache = cache::Cache::new(settings.model_memory);
         cache.charge_shared(shared.stored_tokens());
         let shared_bytes = model_bytes(shared.stored_tokens());
@@ -280,10 +315,19 @@ impl Engine {
         &self.settings
     }
 
-    /// The storage this engine runs on (the service reopens it after a
-    /// storage failure; see `service`).
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The storage this engine runs on (the service reopens a sled store
+    /// after a storage failure, and probes a shared one; see `service`).
+    pub fn store(&self) -> &dyn Backend {
+        &*self.store
+    }
+
+    /// [`Error::NotOnStore`] unless the store holds `what`.
+    pub(crate) fn needs(&self, what: Aggregate) -> Result<(), Error> {
+        if self.store.holds(what) {
+            Ok(())
+        } else {
+            Err(not_on(self.store.name(), what))
+        }
     }
 
     /// A user's settings until they change them: the defaults, with the

@@ -198,8 +198,13 @@ impl Engine {
             crate::fault::panic_if(user, crate::fault::PANIC_IN_ENGINE);
         }
 
-        // 2. Model: the user's slot, `None` for a user with nothing stored.
+        // 2. Model: the user's slot, `None` for a user with nothing stored;
+        // on a store shared by replicas, brought up to date first (one
+        // round trip, `replicas.rs`).
         let slot = self.slot(user)?;
+        if let (Some(slot), Some(clicks)) = (&slot, self.store.shared_clicks()) {
+            self.refresh(user, slot, clicks)?;
+        }
 
         // 3. Read.
         let envelope = match depth {

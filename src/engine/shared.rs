@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{Engine, Position, TrainOutcome, derive_message_id};
 use crate::classify::{self, Model, SharedModel};
 use crate::error::Error;
-use crate::store::{LedgerEntry, Op, Snapshot, Store, checkpoint_due};
+use crate::store::{Aggregate, Backend, LedgerEntry, Op, Snapshot, checkpoint_due};
 use crate::tokenize::{TOKENIZER_VERSION, Tokens};
 use crate::types::{Label, MessageId, Owner};
 
@@ -47,7 +47,9 @@ pub struct SharedSummary {
 }
 
 /// The shared model and its parts' journal positions, from storage.
-pub(super) fn load(store: &Store) -> Result<(SharedModel, FxHashMap<Owner, Position>), Error> {
+pub(super) fn load(
+    store: &dyn Backend,
+) -> Result<(SharedModel, FxHashMap<Owner, Position>), Error> {
     let mut parts = Vec::new();
     let mut positions = FxHashMap::default();
     for (who, loaded) in store.load_contributions()? {
@@ -156,6 +158,7 @@ impl Engine {
         label: Label,
         message_id: Option<MessageId>,
     ) -> Result<Seeded, Error> {
+        self.needs(Aggregate::Shared)?;
         self.check_size(message)?;
         let message_id = message_id.unwrap_or_else(|| derive_message_id(message));
         let Tokens { ids, .. } = self.settings.tokenizer.tokenize(message);
@@ -219,6 +222,7 @@ impl Engine {
     /// Removes the operator's whole seed from the shared model (users'
     /// contributions stay); returns the spam and ham messages it held.
     pub fn clear_seed(&self) -> Result<(u64, u64), Error> {
+        self.needs(Aggregate::Shared)?;
         let mut seed = self.seed.lock();
         let id = self.store.generate_id()?;
         self.store.set_seed_id(id, true)?;

@@ -10,6 +10,7 @@ use crate::mail::sender::HeaderFacts;
 use crate::policy::lists::{MAX_OPERATOR_ENTRIES, MAX_USER_ENTRIES};
 use crate::policy::settings::SettingsUpdate;
 use crate::policy::{Entry, List, ListKind, UserSettings};
+use crate::store::Aggregate;
 use crate::types::{Owner, UserId};
 use tracing::warn;
 
@@ -44,6 +45,11 @@ impl ListRef {
 impl Engine {
     /// The user's settings and lists from storage; `None` if never set.
     pub(super) fn load_policy(&self, user: &UserId) -> Result<Option<UserPolicy>, Error> {
+        if !self.store.holds(Aggregate::Policy) {
+            // Scoring on a store without settings and lists (Redis, for
+            // now) uses the defaults; changing them is refused.
+            return Ok(None);
+        }
         let settings = self.store.settings(user)?;
         let owner = Owner::User(user.clone());
         let allow = self.store.list_entries(&owner, ListKind::Allow)?;
@@ -82,7 +88,11 @@ impl Engine {
 
     /// What chaff knows of a user; zeros for a user it has never trained.
     pub fn user_summary(&self, user: &UserId) -> Result<UserSummary, Error> {
-        Ok(match self.slot(user)? {
+        let slot = self.slot(user)?;
+        if let (Some(slot), Some(clicks)) = (&slot, self.store.shared_clicks()) {
+            self.refresh(user, slot, clicks)?;
+        }
+        Ok(match slot {
             Some(slot) => {
                 let m = slot.model.read();
                 UserSummary {
@@ -105,6 +115,7 @@ impl Engine {
     /// their part of the shared model. Returns whether anything was stored.
     /// Durable before it returns; calling it again is harmless.
     pub fn delete_user(&self, user: &UserId) -> Result<bool, Error> {
+        self.needs(Aggregate::Users)?;
         let existed = self.store.user_exists(user)? || self.users.read().contains_key(user);
         self.with_writer(user, |_, writer| {
             self.store.delete_user(user)?;
@@ -148,6 +159,7 @@ impl Engine {
         user: &UserId,
         update: &SettingsUpdate,
     ) -> Result<UserSettings, Error> {
+        self.needs(Aggregate::Policy)?;
         // The writer lock orders this against the user's other writes.
         let next = self.with_writer(user, |slot, _writer| {
             let (current, consent) = {
@@ -187,6 +199,7 @@ impl Engine {
 
     fn set_list_entry(&self, list: &ListRef, entry: &Entry, present: bool) -> Result<bool, Error> {
         list.check()?;
+        self.needs(Aggregate::Policy)?;
         match &list.owner {
             Owner::User(user) => {
                 let changed = self.with_writer(user, |slot, _writer| {
@@ -236,6 +249,7 @@ impl Engine {
     /// A list's entries, in stored order.
     pub fn list_entries(&self, list: &ListRef) -> Result<Vec<Entry>, Error> {
         list.check()?;
+        self.needs(Aggregate::Policy)?;
         self.store.list_entries(&list.owner, list.kind)
     }
 
@@ -247,9 +261,15 @@ impl Engine {
         user: &UserId,
         query: &DecisionQuery,
     ) -> Result<Vec<DecisionRecord>, Error> {
+        self.needs(Aggregate::Decisions)?;
         let digest = query.subject.as_deref().map(decisions::subject_digest);
-        self.store
-            .find_decisions(user, query.since_ms, query.until_ms, query.limit, |json| {
+        let mut found = Vec::new();
+        self.store.find_decisions(
+            user,
+            query.since_ms,
+            query.until_ms,
+            query.limit,
+            &mut |json| {
                 let r: DecisionRecord =
                     serde_json::from_slice(json).map_err(|e| Error::Corrupt {
                         what: format!("decision log record: {e}"),
@@ -258,8 +278,13 @@ impl Engine {
                     && digest
                         .as_deref()
                         .is_none_or(|d| r.subject_digest.as_deref() == Some(d));
-                Ok(wanted.then_some(r))
-            })
+                if wanted {
+                    found.push(r);
+                }
+                Ok(wanted)
+            },
+        )?;
+        Ok(found)
     }
 
     /// Decisions dropped because the log writer fell behind.

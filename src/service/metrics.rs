@@ -324,12 +324,16 @@ impl Collector for EngineCollector {
             "1 while storage has failed and the server reports NOT_SERVING",
             i64::from(failed),
         )?;
-        gauge(
-            &mut e,
-            "chaff_storage_disk_bytes",
-            "Bytes of the files in the data directory",
-            clamp(dir_bytes(&self.storage.path)),
-        )?;
+        // A data directory only for sled; a shared store's memory is the
+        // cluster's to report.
+        if let Some((path, _)) = &self.storage.reopen {
+            gauge(
+                &mut e,
+                "chaff_storage_disk_bytes",
+                "Bytes of the files in the data directory",
+                clamp(dir_bytes(path)),
+            )?;
+        }
         let Ok(engine) = self.storage.engine() else {
             return Ok(());
         };

@@ -56,13 +56,19 @@ pub struct ChaffService {
 /// acknowledged is lost: a reply waits for its flush, and what a reopen
 /// drops was never flushed. In-memory state is rebuilt from disk with the
 /// engine, so it cannot count a click the disk never got.
+///
+/// A store shared by several chaff processes (Redis Cluster) is never
+/// reopened: its client reconnects by itself. Its readiness is a ping of
+/// every primary each [`PROBE_EVERY`]: NOT_SERVING while one fails or a
+/// request met a storage failure, SERVING again once the pings answer.
 struct Storage {
     /// `None` only while the store is being reopened.
     engine: std::sync::RwLock<Option<Arc<Engine>>>,
     failed: std::sync::atomic::AtomicBool,
     settings: crate::engine::Settings,
-    path: std::path::PathBuf,
-    cache_bytes: u64,
+    /// A sled data directory and its page cache, to reopen after a failed
+    /// write; `None` for a shared store, which is pinged instead.
+    reopen: Option<(std::path::PathBuf, u64)>,
 }
 
 /// Bytes per ExportUser message.
@@ -90,7 +96,14 @@ impl Storage {
     /// Probes for room and, if there is some, swaps in a freshly opened
     /// engine. Blocking. `Ok(true)` once recovered.
     fn try_recover(&self) -> Result<bool, Error> {
-        crate::store::Store::probe_space(&self.path, PROBE_BYTES)?;
+        let Some((path, cache_bytes)) = &self.reopen else {
+            // A shared store: healthy again once every primary answers.
+            self.ping()?;
+            self.failed
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return Ok(true);
+        };
+        crate::store::Store::probe_space(path, PROBE_BYTES)?;
         let mut slot = self.engine.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = slot.take() {
             // Requests still holding the old engine fail fast (sled keeps
@@ -114,13 +127,29 @@ impl Storage {
                 }
             }
         }
-        let store = crate::store::Store::open(&self.path, self.cache_bytes)?;
+        let store = crate::store::Store::open(path, *cache_bytes)?;
         let engine = Arc::new(Engine::new(store, self.settings.clone())?);
         engine.start_delivered_learner();
         *slot = Some(engine);
         self.failed
             .store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
+    }
+}
+
+impl Storage {
+    /// Readiness of a shared store (every Redis primary answers PING);
+    /// `Ok` for a sled store. Blocking.
+    fn ping(&self) -> Result<(), Error> {
+        let engine = self
+            .engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match engine.as_deref().and_then(|e| e.store().shared_clicks()) {
+            Some(clicks) => clicks.ping(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -195,12 +224,33 @@ async fn watch_storage(storage: Arc<Storage>, health: tonic_health::server::Heal
     loop {
         tick.tick().await;
         if !storage.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            if storage.reopen.is_none() {
+                // Readiness of a shared store, also between requests.
+                let s = storage.clone();
+                match tokio::task::spawn_blocking(move || s.ping()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        if !storage
+                            .failed
+                            .swap(true, std::sync::atomic::Ordering::SeqCst)
+                        {
+                            warn!(error = %e, "storage does not answer; reporting NOT_SERVING");
+                            report_failure(&health).await;
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "storage ping task failed"),
+                }
+            }
             continue;
         }
         let s = storage.clone();
         match tokio::task::spawn_blocking(move || s.try_recover()).await {
             Ok(Ok(true)) => {
-                info!("storage has room again: reopened; reporting SERVING");
+                if storage.reopen.is_some() {
+                    info!("storage has room again: reopened; reporting SERVING");
+                } else {
+                    info!("storage answers again; reporting SERVING");
+                }
                 report_serving(&health).await;
                 last_error.clear();
             }
@@ -909,11 +959,13 @@ pub async fn serve_logging_stats(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let (path, cache_bytes) = engine.store().location();
+    let reopen = engine.store().sled().map(|store| {
+        let (path, cache_bytes) = store.location();
+        (path.to_path_buf(), cache_bytes)
+    });
     let storage = Arc::new(Storage {
         settings: engine.settings().clone(),
-        path: path.to_path_buf(),
-        cache_bytes,
+        reopen,
         engine: std::sync::RwLock::new(Some(engine)),
         failed: Default::default(),
     });

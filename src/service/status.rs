@@ -34,6 +34,11 @@ impl From<Error> for Status {
             // there: a write that reached storage but whose flush failed is
             // kept if storage later manages to write it. Every change is
             // idempotent by its message id, so a retry is safe.
+            // A Redis click that its primary may hold but too few replicas
+            // confirmed: not acknowledged, but not "not applied" either.
+            Error::Storage(e) if e.is_not_replicated() => Status::unavailable(format!(
+                "{msg}; the click was not acknowledged; it may have reached the primary; a retry is safe (it answers ALREADY_LEARNED if it was applied)"
+            )),
             Error::Storage(_) => Status::unavailable(format!(
                 "{msg}; the request may not have been applied: retry later (a retry is safe; a click that was applied answers ALREADY_LEARNED)"
             )),
@@ -41,6 +46,7 @@ impl From<Error> for Status {
                 "{msg}; the request may not have been applied: retry when the operator has freed space (a retry is safe)"
             )),
             Error::Reopening => Status::unavailable(msg),
+            Error::NotOnStore { .. } => Status::failed_precondition(msg),
             // A damaged record: the message names it and what to do
             // (restore from backup, `chaff repair`); retrying will not help.
             Error::Corrupt { .. } => Status::data_loss(msg),
@@ -416,6 +422,13 @@ mod tests {
             (Error::Corrupt { what: "x".into() }, Code::DataLoss),
             (Error::DiskFull, Code::Unavailable),
             (Error::Reopening, Code::Unavailable),
+            (
+                Error::NotOnStore {
+                    store: "redis",
+                    what: "the decision log",
+                },
+                Code::FailedPrecondition,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);

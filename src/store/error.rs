@@ -39,6 +39,19 @@ enum Kind {
     },
 }
 
+impl StorageError {
+    /// A click that reached a Redis primary but too few replicas confirmed
+    /// in time: not acknowledged, possibly applied, safe to retry (the
+    /// service says so in its own words).
+    pub fn is_not_replicated(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if matches!(self.0, Kind::NotReplicated { .. }) {
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(feature = "redis")]
 impl StorageError {
     pub(super) fn redis_timeout(what: &'static str, after: Duration) -> Self {

@@ -44,12 +44,15 @@
 //! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
 //! per-user export format. `backup.rs`: copying users into a backup's
 //! store. This file: opening, format
-//! upgrades, flush and usage. `commit.rs`: group commit. `pending.rs`: the
-//! write-behind of throwaway replays (`Store::open_unsynced`, used by
-//! `chaff eval`; still a mode of `Store`). `error.rs`: [`StorageError`].
+//! upgrades, flush and usage. `commit.rs`: group commit. `backend.rs`: the
+//! storage interface the engine runs on ([`Backend`]), which [`Store`]
+//! implements. `pending.rs`: the write-behind of throwaway replays
+//! (`Store::open_unsynced`; still a mode of `Store`, threaded through the
+//! dictionary-numbered click writes of format 6), which `chaff eval` uses
+//! as [`ReplayStore`] (`replay.rs`). `error.rs`: [`StorageError`].
 //! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
-//! feature `redis`; its own layout and scripts, `docs/SCALING.md`), not yet
-//! used by the engine.
+//! feature `redis`; its own layout and scripts, `docs/SCALING.md`) and its
+//! [`Backend`] (`redis_cluster::RedisBackend`, `chaff serve --store redis://…`).
 //!
 //! # Why this shape
 //!
@@ -72,6 +75,7 @@
 //! flushes are shared: one sled flush covers every caller that arrived
 //! before it started (group commit, `commit.rs`).
 
+mod backend;
 mod backup;
 mod codec;
 mod commit;
@@ -87,6 +91,7 @@ mod policy;
 mod recency;
 #[cfg(feature = "redis")]
 pub mod redis_cluster;
+mod replay;
 mod shared;
 mod users;
 
@@ -99,12 +104,14 @@ use sled::{Batch, Db, Tree};
 
 use crate::error::Error;
 
+pub use backend::{Aggregate, Backend, ClickOutcome, Clicked, ModelChanges, SharedClicks, not_on};
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
 pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
 pub use ledger::{Clock, DEFAULT_DELIVERED_UNDO_WINDOW, DEFAULT_UNDO_WINDOW};
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
+pub use replay::ReplayStore;
 pub use users::listing_order;
 
 use keys::*;

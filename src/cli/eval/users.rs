@@ -69,7 +69,8 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             let mut runs = Vec::new();
             for (r, &follow) in replays.iter().enumerate() {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
-                let engine = Engine::new(open_store(dir.path(), durable)?, settings.clone())?;
+                let engine =
+                    Engine::with_store(open_store(dir.path(), durable)?, settings.clone())?;
                 for m in &seed {
                     let bytes = std::fs::read(&m.path)
                         .with_context(|| format!("cannot read {}", m.path.display()))?;

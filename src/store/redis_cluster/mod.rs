@@ -2,9 +2,9 @@
 //! groundwork): what the sled ledger and journal do for one process, on a
 //! sharded cluster that several stateless chaff replicas share.
 //!
-//! Not wired into the engine yet: the engine still runs on [`super::Store`]
-//! (sled). This module is the foundation the storage interface will put
-//! behind the engine; `docs/SCALING.md` says what is left.
+//! The engine runs on it through the storage interface ([`RedisBackend`],
+//! `backend.rs`; `chaff serve --store redis://…`); `docs/SCALING.md` says
+//! what is built and what is left.
 //!
 //! # Layout (per user, every key under one hash tag, so one shard)
 //!
@@ -58,6 +58,11 @@ use redis::cluster_routing::{
 };
 use redis::{Script, Value};
 
+mod backend;
+
+pub use super::backend::{ClickOutcome, Clicked};
+pub use backend::RedisBackend;
+
 use super::StorageError;
 use super::codec::{self, LedgerEntry, Op};
 use crate::classify::{Model, Weight};
@@ -97,33 +102,6 @@ impl RedisConfig {
             op_timeout: Duration::from_secs(5),
         }
     }
-}
-
-/// What a click did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClickOutcome {
-    /// Not learned before: learned now.
-    Learned,
-    /// Learned before with the same label: nothing changed.
-    AlreadyLearned,
-    /// Learned before with the other label: moved, exactly.
-    Relearned,
-    /// Forget: the click was undone; it had this label.
-    Forgotten(Label),
-}
-
-/// A click's outcome and the user's counts right after it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Clicked {
-    pub outcome: ClickOutcome,
-    /// The user's version (last journal record) after the click: a reader
-    /// holding it is up to date with this click.
-    pub version: u64,
-    pub spam_learned: u64,
-    pub ham_learned: u64,
-    /// The weight the message had been learned with, when it had been
-    /// (ALREADY_LEARNED of a trusted sender's mail reports a low effect).
-    pub previous_weight: Option<Weight>,
 }
 
 /// A user's model as a reader holds it, and the version it reflects, so
