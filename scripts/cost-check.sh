@@ -18,7 +18,13 @@
 # leaves them out, keeping the data directory as trained (what the
 # metrics and tls-key ratios need).
 #
-#   [PLAIN=0] scripts/cost-check.sh CORPUS_INDEX [ROUNDS] [SECONDS]
+# After each `plain` and `no-learn` run, the server's GetStats (`chaff
+# stats --json`: model cache hits/misses/evictions and resident bytes,
+# delivered mail learned / queued / dropped) goes to stderr, prefixed with
+# the round and configuration. ONLY_LEARN=1 runs `plain` and `no-learn`
+# alone (issue #19's comparison).
+#
+#   [PLAIN=0] [ONLY_LEARN=1] scripts/cost-check.sh CORPUS_INDEX [ROUNDS] [SECONDS]
 set -eu
 CORPUS=${1:?corpus index, e.g. target/corpus/spamassassin/index}
 ROUNDS=${2:-3}
@@ -48,6 +54,7 @@ start() { # extra serve flags
     while ! grep -q "listening" "$WORK/serve.out" 2>/dev/null; do sleep 0.1; done
 }
 stop() { kill "$PID"; wait "$PID" || true; }
+stats() { echo "round $1 $2 stats $($BIN stats --server "http://127.0.0.1:$PORT" --json)" >&2; }
 rate() { sed -n 's/.*"calls_per_second": *\([0-9.]*\).*/\1/p'; }
 calls() { sed -n 's/.*"calls": *\([0-9]*\).*/\1/p'; }
 # The server's CPU time (user + system, clock ticks) so far.
@@ -74,11 +81,14 @@ for round in $(seq "$ROUNDS"); do
     if [ "$PLAIN" = 1 ]; then
         start
         echo "round $round plain $(measure plain_lt --duration "${SECS}s") load $(cut -d' ' -f1 /proc/loadavg)"
+        stats "$round" plain
         stop
     fi
     start --learn-delivered false
     echo "round $round no-learn $(measure plain_lt --duration "${SECS}s")"
+    stats "$round" no-learn
     stop
+    [ "${ONLY_LEARN:-0}" = 1 ] && continue
     start --learn-delivered false --metrics-listen "127.0.0.1:$MPORT"
     ( while kill -0 "$PID" 2>/dev/null; do curl -s "http://127.0.0.1:$MPORT/metrics" > /dev/null || true; sleep 1; done ) &
     echo "round $round metrics $(measure plain_lt --duration "${SECS}s")"

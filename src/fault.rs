@@ -62,3 +62,20 @@ pub fn checkpoint_step(owner: &Owner, step: &str) {
         }
     }
 }
+
+/// Learning a delivered message (`engine::delivered`, inline or in the
+/// background learner) pauses [`SLOW_LEARNING_PAUSE`] for a user whose id
+/// starts with this, holding that user's writer lock: a learner that
+/// cannot keep up, for the tests that Score never waits for it and that a
+/// full queue drops.
+pub const SLOW_LEARNING: &str = "fault-injection-slow-learning";
+
+/// See [`SLOW_LEARNING`].
+pub const SLOW_LEARNING_PAUSE: Duration = Duration::from_secs(1);
+
+/// Pauses for a [`SLOW_LEARNING`] user.
+pub fn slow_learning(user: &UserId) {
+    if user.as_str().starts_with(SLOW_LEARNING) {
+        std::thread::sleep(SLOW_LEARNING_PAUSE);
+    }
+}

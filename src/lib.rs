@@ -11,7 +11,7 @@
 //! | [`policy`]   | settings, allow/block lists, score → action and reason      | —       |
 //! | [`decisions`]| the decision log support queries (background writer)        | —       |
 //! | [`store`]    | the storage interface the engine runs on (`Backend`); durable ledger, journal and model snapshots on sled; the replay store of `chaff eval`; `StorageError`; the Redis Cluster store (`store::redis_cluster`, feature `redis`; `RedisBackend` for `serve --store redis://`) | sled, redis |
-//! | [`engine`]   | use cases, a file each: the scoring pipeline (`score.rs`), clicks, user admin, shared model, quotas, user listing, export/import, backup | — |
+//! | [`engine`]   | use cases, a file each: the scoring pipeline (`score.rs`), clicks, learning from delivered mail in the background, user admin, shared model, quotas, user listing, export/import, backup | — |
 //! | [`service`]  | gRPC adapter, wire conversions, panic layer, admission (overload), health, reflection | tonic |
 //! | [`error`]    | the library's error enum                                    | —       |
 //! | [`auth`]     | API keys, scopes per RPC, tenants, per-caller limits        | —       |

@@ -19,6 +19,9 @@ pub type Client = ChaffClient<Channel>;
 /// An in-process server on 127.0.0.1 with its own data directory.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The engine served (for [`TestServer::settle_delivered`]); weak, so
+    /// that a storage reopen can drop it.
+    engine: std::sync::Weak<Engine>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -83,6 +86,7 @@ impl TestServer {
         let path = data.unwrap_or_else(|| dir.path().to_path_buf());
         let store = open_store(&path).await;
         let engine = Arc::new(Engine::new(store, settings).unwrap());
+        let weak = Arc::downgrade(&engine);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -96,9 +100,19 @@ impl TestServer {
         });
         Self {
             addr,
+            engine: weak,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
+        }
+    }
+
+    /// Waits until the background learner of delivered mail has learned
+    /// what Score queued (for servers whose keys cannot call GetStats; see
+    /// [`settle_delivered`]).
+    pub fn settle_delivered(&self) {
+        if let Some(engine) = self.engine.upgrade() {
+            assert!(engine.settle_delivered(Duration::from_secs(20)));
         }
     }
 
@@ -302,6 +316,33 @@ pub async fn observe(c: &mut Client, u: &str) -> (proto::UserInfo, Vec<(u64, i32
     for m in [SPAM, SPAM2, HAM, HAM2] {
         let s = score(c, u, m).await;
         scores.push((s.spam_probability.to_bits(), s.verdict));
+        // What Score queued for the background learner is part of the
+        // state the next observation sees (as when it learned inline).
+        settle_delivered(c).await;
     }
     (user(c, u).await, scores)
+}
+
+/// Waits (at most 20 s, polling GetStats) until the server's background
+/// learner of delivered mail has nothing queued: a test that reads counts
+/// or scores after Score calls this first, as Score only queues that
+/// learning. Panics if it does not settle.
+pub async fn settle_delivered(c: &mut Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = c
+            .get_stats(proto::GetStatsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if s.delivered_queued == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered-mail learner still has {} queued after 20 s",
+            s.delivered_queued
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -6,6 +6,15 @@ use chaff::proto::{Label, Verdict};
 use crate::common::*;
 use crate::mailgen;
 
+/// Score, then wait for the server's background learner to learn the
+/// delivery (Score only queues it): the model each next Score sees is the
+/// one an inline learner would have left, so these tests stay exact.
+async fn score(c: &mut Client, user: &str, msg: &[u8]) -> chaff::proto::ScoreResponse {
+    let s = crate::common::score(c, user, msg).await;
+    settle_delivered(c).await;
+    s
+}
+
 #[tokio::test]
 async fn spam_only_clicks_file_no_ham_as_spam_and_still_catch_copies_of_the_clicked_spam() {
     let server = TestServer::start().await;

@@ -8,6 +8,7 @@ mod backends;
 mod backup;
 mod cli;
 mod decode;
+mod delivered;
 mod durability;
 mod errors;
 mod eval;

@@ -426,6 +426,7 @@ async fn a_tenant_key_cannot_touch_another_tenants_user_with_any_rpc() {
     // Tenant b's user has state worth protecting.
     call(&mut c, Some(&b), Rpc::Train, "b/bob").await.unwrap();
     call(&mut c, Some(&b), Rpc::Score, "b/bob").await.unwrap();
+    server.settle_delivered();
     let before = c
         .get_user(req(
             Some(&b),

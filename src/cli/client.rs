@@ -245,6 +245,9 @@ pub async fn stats(server: &str, as_json: bool) -> anyhow::Result<()> {
                 "durable_waits": r.durable_waits,
                 "flushes": r.flushes,
                 "shared_model_bytes": r.shared_model_bytes,
+                "delivered_queued": r.delivered_queued,
+                "delivered_learned": r.delivered_learned,
+                "delivered_dropped": r.delivered_dropped,
             })
         );
         return Ok(());
@@ -273,6 +276,10 @@ pub async fn stats(server: &str, as_json: bool) -> anyhow::Result<()> {
         r.durable_waits,
         r.flushes,
         r.durable_waits as f64 / r.flushes.max(1) as f64
+    );
+    println!(
+        "delivered mail: {} learned as ham, {} queued now, {} dropped (queue full or at shutdown)",
+        r.delivered_learned, r.delivered_queued, r.delivered_dropped
     );
     Ok(())
 }

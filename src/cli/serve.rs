@@ -121,6 +121,14 @@ pub struct ServeArgs {
     /// docs/ACCURACY.md, "Learning from delivered mail".
     #[arg(long, env = "CHAFF_LEARN_DELIVERED", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     learn_delivered: bool,
+    /// Delivered messages waiting to be learned before new ones are
+    /// dropped. Score only queues its delivered-mail learning; a
+    /// background worker learns it in batches, so a Score never waits for
+    /// that write. A full queue drops (counted in `chaff stats` and
+    /// /metrics, logged at most every 10 s): a light lesson lost, nothing
+    /// acknowledged. About 8 KiB per queued message.
+    #[arg(long, env = "CHAFF_DELIVERED_QUEUE", default_value_t = chaff::engine::DEFAULT_DELIVERED_QUEUE, value_parser = at_least_one)]
+    delivered_queue: usize,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -144,10 +152,20 @@ pub struct ServeArgs {
     /// folded hourly in the background to their label and time (the token
     /// list exact undo reads is what the ledger's size is made of); a
     /// Forget of one answers FAILED_PRECONDITION naming this window. Mail
-    /// learned from its delivery (not clicked) is dropped from the ledger
-    /// past it instead, its counts kept.
+    /// learned from its delivery (not clicked) has its own, shorter window
+    /// (--delivered-undo-window).
     #[arg(long, env = "CHAFF_UNDO_WINDOW", default_value = "90d", value_parser = retention)]
     undo_window: Duration,
+    /// How long mail learned from its delivery (not clicked) stays in the
+    /// ledger so that a click on it replaces that learning exactly (e.g.
+    /// `14d`; at least 1s; at most --undo-window in effect). Past it the
+    /// hourly fold drops the entry and its counts stay; a later click on
+    /// that mail counts as a first click beside the light delivered
+    /// learning. Shorter than a click's window: a trained user's ledger
+    /// gains an entry per delivered message, and a click on mail left in
+    /// the inbox comes within days if at all.
+    #[arg(long, env = "CHAFF_DELIVERED_UNDO_WINDOW", default_value = "14d", value_parser = retention)]
+    delivered_undo_window: Duration,
     /// Most decisions kept per user (the oldest go first).
     #[arg(long, env = "CHAFF_DECISIONS_PER_USER", default_value_t = Retention::default().per_user, value_parser = at_least_one, help_heading = "Decision log")]
     decisions_per_user: usize,
@@ -340,10 +358,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         model_memory: args.model_memory,
         undo_window: args.undo_window,
+        delivered_undo_window: args.delivered_undo_window,
         max_user_tokens: (args.max_user_tokens > 0).then_some(args.max_user_tokens),
         max_shared_tokens: (args.max_shared_tokens > 0).then_some(args.max_shared_tokens),
         prune_in_background: true,
         learn_delivered: args.learn_delivered,
+        delivered_queue: args.delivered_queue,
         ..Settings::default()
     };
     let engine = match &args.store {

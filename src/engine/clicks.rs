@@ -231,6 +231,10 @@ impl Engine {
             if consent != 0 {
                 shared_ops.push(Op::Learn(label, weight, ids.clone()));
             }
+            // Delivered-mail learning of this message still queued loses
+            // to the click (`delivered.rs`), under either id.
+            self.delivered
+                .claim(user, &[&message_id, &message.derived_id]);
             let entry = LedgerEntry {
                 label,
                 tokenizer_version: TOKENIZER_VERSION,
@@ -277,7 +281,7 @@ impl Engine {
         trained
     }
 
-    /// Learns mail delivered to the user's inbox as ham — at
+    /// Learns mail delivered to the user's inbox as ham, now — at
     /// [`Weight::DELIVERED`], or more while the ham side weighs less than
     /// the spam side ([`delivered_weight`]) — when the user has taught chaff something and
     /// `message_id` is not in their ledger yet. Returns whether it learned.
@@ -294,7 +298,8 @@ impl Engine {
     /// and Forget or DeleteUser remove it. Unlike a click it is never
     /// shared, never waits for the disk (a crash may lose it: nothing was
     /// acknowledged), and a user with nothing learned gets no model from
-    /// delivered mail alone.
+    /// delivered mail alone. The server's Score does not call this: it
+    /// queues the same learning for a background worker (`delivered.rs`).
     pub fn learn_delivered(
         &self,
         user: &UserId,
@@ -329,21 +334,7 @@ impl Engine {
         }
         let learned = self
             .with_known_writer(user, |slot, writer| {
-                if self.store.ledger_contains(user, message_id)? {
-                    return Ok(false);
-                }
-                let weight = delivered_weight(slot.model.read().weights());
-                let entry = LedgerEntry {
-                    label: Label::Ham,
-                    tokenizer_version: TOKENIZER_VERSION,
-                    tokens: ids.to_vec(),
-                    weight,
-                    shared: 0,
-                    implicit: true,
-                };
-                let ops = [Op::Learn(Label::Ham, weight, ids.to_vec())];
-                self.commit(user, slot, writer, message_id, Some(&entry), &ops, &[])?;
-                Ok(true)
+                self.learn_delivered_locked(user, slot, writer, ids, message_id)
             })?
             .unwrap_or(false);
         if learned {
@@ -362,6 +353,8 @@ impl Engine {
             message_id: message_id.to_string(),
         };
         let forgotten = self.with_known_writer(user, |slot, writer| {
+            // Forgotten before its delivery was learned: not learned later.
+            self.delivered.claim(user, &[message_id]);
             let prev = self
                 .store
                 .ledger_get(user, message_id)?
@@ -396,7 +389,7 @@ impl Engine {
     /// Only the reply waits for the flush. `shared_ops` change the user's
     /// part of the shared model, in the same batch.
     #[allow(clippy::too_many_arguments)]
-    fn commit(
+    pub(super) fn commit(
         &self,
         user: &UserId,
         slot: &UserSlot,

@@ -5,6 +5,8 @@
 //! - `score.rs` — **the scoring pipeline**, one function for every score
 //!   (read → model → blend → decide → record); start reading there;
 //! - `clicks.rs` — Train, relearn, Forget: the click path and its commit;
+//! - `delivered.rs` — learning from delivered mail, queued by Score for a
+//!   background worker in the server;
 //! - `users.rs` — user admin: summary, settings, lists, the decision log
 //!   search, DeleteUser;
 //! - `shared.rs` — the shared model's parts and the operator's seed;
@@ -61,6 +63,7 @@
 mod backup;
 mod cache;
 mod clicks;
+mod delivered;
 mod export;
 mod listing;
 mod quota;
@@ -72,6 +75,7 @@ mod users;
 pub use backup::BackedUp;
 pub use cache::{BYTES_PER_TOKEN, CacheStats, DEFAULT_MODEL_MEMORY, model_bytes, parse_bytes};
 pub use clicks::{Forgotten, TrainOutcome, Trained};
+pub use delivered::{DEFAULT_DELIVERED_QUEUE, DeliveredStats};
 pub use export::{Imported, MAX_IMPORT_BYTES};
 pub use listing::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserListing, UsersPage};
 pub use quota::{DEFAULT_MAX_SHARED_TOKENS, DEFAULT_MAX_USER_TOKENS, QuotaStats};
@@ -119,6 +123,11 @@ pub struct Settings {
     /// other class); older ledger entries are folded in the background
     /// (`Store::fold_ledger`) and keep only their label and time.
     pub undo_window: std::time::Duration,
+    /// The same for mail learned from its delivery (implicit ledger
+    /// entries), dropped from the ledger past it by the same fold, counts
+    /// kept; at most `undo_window` in effect
+    /// (`store::DEFAULT_DELIVERED_UNDO_WINDOW`).
+    pub delivered_undo_window: std::time::Duration,
     /// What "now" is for the undo window: the system clock, or a test's.
     pub clock: crate::store::Clock,
     /// A user model past this many tokens is pruned back under it
@@ -135,6 +144,10 @@ pub struct Settings {
     /// have taught chaff something (`Engine::learn_delivered`). Most users
     /// only ever click *Spam*; without this their model knows no ham.
     pub learn_delivered: bool,
+    /// Delivered messages waiting for the background learner before new
+    /// ones are dropped (`delivered`); used once the server starts it
+    /// ([`Engine::start_delivered_learner`]).
+    pub delivered_queue: usize,
 }
 
 impl Default for Settings {
@@ -146,11 +159,13 @@ impl Default for Settings {
             retention: Retention::default(),
             model_memory: DEFAULT_MODEL_MEMORY,
             undo_window: crate::store::DEFAULT_UNDO_WINDOW,
+            delivered_undo_window: crate::store::DEFAULT_DELIVERED_UNDO_WINDOW,
             clock: crate::store::Clock::system(),
             max_user_tokens: Some(DEFAULT_MAX_USER_TOKENS),
             max_shared_tokens: Some(DEFAULT_MAX_SHARED_TOKENS),
             prune_in_background: false,
             learn_delivered: true,
+            delivered_queue: DEFAULT_DELIVERED_QUEUE,
         }
     }
 }
@@ -162,6 +177,7 @@ pub struct EngineStats {
     pub commit: CommitStats,
     pub decisions: crate::decisions::DecisionStats,
     pub quota: QuotaStats,
+    pub delivered: DeliveredStats,
 }
 
 /// Where the user's writes stand relative to its last snapshot.
@@ -221,6 +237,8 @@ pub struct Engine {
     seed: Mutex<u64>,
     /// Users whose models passed `max_user_tokens`, waiting for a prune.
     quota: quota::Quota,
+    /// Delivered mail waiting to be learned, and the worker learning it.
+    delivered: delivered::Learner,
 }
 
 /// A contribution's journal position (as [`WriterState`] for models).
@@ -261,6 +279,7 @@ impl Engine {
             Default::default()
         };
         store.set_undo_window(settings.undo_window, settings.clock.clone());
+        store.set_delivered_undo_window(settings.delivered_undo_window);
         let decisions = if store.holds(Aggregate::Decisions) {
             DecisionLog::start(store.clone(), settings.retention.clone())
         } else {
@@ -276,6 +295,7 @@ impl Engine {
                 "the shared model takes over half of --model-memory; user models get the rest"
             );
         }
+        let delivered = delivered::Learner::new(settings.delivered_queue);
         Ok(Self {
             store,
             cache,
@@ -287,6 +307,7 @@ impl Engine {
             positions: Mutex::new(positions),
             seed: Mutex::new(seed),
             quota: quota::Quota::default(),
+            delivered,
         })
     }
 
@@ -485,6 +506,7 @@ impl Engine {
             commit: self.store.commit_stats(),
             decisions: self.decisions.stats(),
             quota: self.quota.stats(),
+            delivered: self.delivered.stats(),
         }
     }
 
@@ -526,6 +548,8 @@ impl Engine {
     /// Snapshots every user with journal records and flushes: a clean
     /// shutdown leaves nothing to replay at the next start.
     pub fn shutdown(&self) -> Result<(), Error> {
+        // First, so what it learns is in the snapshots below.
+        self.stop_delivered_learner();
         let slots: Vec<(UserId, Arc<UserSlot>)> = self
             .users
             .read()
@@ -556,6 +580,8 @@ impl Engine {
 mod tests;
 #[cfg(test)]
 mod tests_cache;
+#[cfg(test)]
+mod tests_delivered;
 #[cfg(test)]
 mod tests_quota;
 

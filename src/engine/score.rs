@@ -308,18 +308,17 @@ impl Engine {
         // 7. Learn: mail delivered to the inbox is learned as ham, lightly,
         // under the id a click on it would derive (`clicks.rs`,
         // `learn_delivered`), after the decision so the score never saw it.
-        if decision.action == Action::Deliver
-            && slot.is_some()
-            && let Some(id) = &delivered_id
-        {
-            // Never the Score's failure: the decision stands whether or not
-            // the light learning could be written (a full disk refuses it;
-            // storage health reports that through the clicks).
-            if let Err(e) = self.learn_delivered_tokens(user, &read.tokens.ids, id) {
-                tracing::debug!(user = %user, error = %e, "delivered mail not learned");
-            }
-        }
+        // The server only queues it for its background learner
+        // (`delivered.rs`); replays learn it here.
         let headers = decision.headers(score.probability);
+        if decision.action == Action::Deliver
+            && self.settings.learn_delivered
+            && slot.is_some()
+            && blend.learned != (0, 0)
+            && let Some(id) = delivered_id
+        {
+            self.learn_delivered_soon(user, read.tokens.into_owned().ids, id);
+        }
         Ok(Outcome {
             scored,
             delivery: Some(Delivery {

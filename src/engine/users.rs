@@ -123,6 +123,8 @@ impl Engine {
             // still under the old slot's lock, so no new slot for this user
             // can write ledger entries that the rest would delete.
             writer.retired = true;
+            // Delivered mail scored before the delete is not learned after.
+            self.delivered.claim_user(user);
             self.drop_contribution(&Owner::User(user.clone()));
             if let Some(gone) = self.users.write().remove(user) {
                 self.cache.release(&gone.cache);

@@ -457,6 +457,25 @@ impl Collector for EngineCollector {
             "Score decisions dropped because the decision log writer was behind",
             d.dropped,
         )?;
+        let l = s.delivered;
+        gauge(
+            &mut e,
+            "chaff_delivered_queue_depth",
+            "Delivered messages queued for (or being learned by) the background learner",
+            clamp(l.queued),
+        )?;
+        counter(
+            &mut e,
+            "chaff_delivered_learned",
+            "Delivered messages learned as ham (--learn-delivered)",
+            l.learned,
+        )?;
+        counter(
+            &mut e,
+            "chaff_delivered_dropped",
+            "Delivered messages not learned: the learner's queue was full, or shutdown came first",
+            l.dropped,
+        )?;
         Ok(())
     }
 }

@@ -128,8 +128,9 @@ impl Storage {
             }
         }
         let store = crate::store::Store::open(path, *cache_bytes)?;
-        let engine = Engine::new(store, self.settings.clone())?;
-        *slot = Some(Arc::new(engine));
+        let engine = Arc::new(Engine::new(store, self.settings.clone())?);
+        engine.start_delivered_learner();
+        *slot = Some(engine);
         self.failed
             .store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
@@ -203,6 +204,9 @@ async fn log_stats(storage: Arc<Storage>, every: Duration) {
             budget_mib = c.budget_bytes >> 20,
             prunes = now.quota.prunes,
             pruned_tokens = now.quota.pruned_tokens,
+            delivered_learned = now.delivered.learned,
+            delivered_queued = now.delivered.queued,
+            delivered_dropped = now.delivered.dropped,
             durable_waits = m.waits,
             flushes = m.flushes,
             waits_per_flush = format!("{:.1}", waits as f64 / flushes.max(1) as f64),
@@ -797,6 +801,9 @@ impl proto::chaff_server::Chaff for ChaffService {
             durable_waits: s.commit.waits,
             flushes: s.commit.flushes,
             shared_model_bytes: shared.bytes,
+            delivered_queued: s.delivered.queued,
+            delivered_learned: s.delivered.learned,
+            delivered_dropped: s.delivered.dropped,
         }))
     }
 }
@@ -942,6 +949,9 @@ pub async fn serve_logging_stats(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local: SocketAddr = listener.local_addr()?;
     let limit = engine.settings().max_message_bytes;
+    // Score queues its delivered-mail learning for this worker
+    // (`engine::delivered`) rather than writing on the request's path.
+    engine.start_delivered_learner();
     let transport_limit = limit.saturating_mul(2).saturating_add(1 << 20);
 
     let (health, health_service) = tonic_health::server::health_reporter();

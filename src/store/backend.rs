@@ -192,6 +192,10 @@ pub trait Backend: Send + Sync + 'static {
     /// tokens (Redis, for now) ignores it.
     fn set_undo_window(&self, _window: std::time::Duration, _clock: super::Clock) {}
 
+    /// The same for entries of delivered mail (`--delivered-undo-window`,
+    /// at most the undo window); ignored where the undo window is.
+    fn set_delivered_undo_window(&self, _window: std::time::Duration) {}
+
     /// Whether the user's ledger holds anything for this message (a click
     /// or delivered mail, of any age).
     fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error>;
@@ -346,6 +350,9 @@ impl Backend for Store {
     }
     fn set_undo_window(&self, window: std::time::Duration, clock: super::Clock) {
         Store::set_undo_window(self, window, clock)
+    }
+    fn set_delivered_undo_window(&self, window: std::time::Duration) {
+        Store::set_delivered_undo_window(self, window)
     }
     fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error> {
         Store::ledger_contains(self, user, msg)

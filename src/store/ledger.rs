@@ -54,9 +54,25 @@ impl std::fmt::Debug for Clock {
 /// the window; their counts stay in the model.
 pub const DEFAULT_UNDO_WINDOW: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
 
+/// How long learning from delivered mail (a ledger entry marked implicit)
+/// stays undoable: 14 days, then the entry is dropped from the ledger by
+/// the same hourly fold and its counts stay. Shorter than a click's
+/// window because the entry exists only so that a later click on that
+/// mail replaces it exactly, and a click on mail left in the inbox comes
+/// within days if at all (DSPAM keeps its retraining signatures 14 days
+/// for the same reason); a click after that is taken as a first click,
+/// beside the light delivered learning (a twentieth of a message,
+/// usually). Meanwhile a trained user's ledger gains an entry per
+/// delivered message: 14 days of them instead of 90 (docs/ACCURACY.md).
+pub const DEFAULT_DELIVERED_UNDO_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(14 * 86_400);
+
 /// The undo window and the clock it is measured with.
 pub(super) struct Undo {
     pub(super) window: std::time::Duration,
+    /// Entries of delivered mail ([`DEFAULT_DELIVERED_UNDO_WINDOW`]);
+    /// never longer than `window` in effect.
+    delivered: std::time::Duration,
     clock: Clock,
 }
 
@@ -64,6 +80,7 @@ impl Default for Undo {
     fn default() -> Self {
         Self {
             window: DEFAULT_UNDO_WINDOW,
+            delivered: DEFAULT_DELIVERED_UNDO_WINDOW,
             clock: Clock::system(),
         }
     }
@@ -77,6 +94,22 @@ impl Undo {
     /// Clicks made before this (unix seconds) are beyond the window.
     pub(super) fn cutoff_s(&self) -> u64 {
         self.now_ms().saturating_sub(self.window.as_millis() as u64) / 1000
+    }
+
+    /// Entries of delivered mail learned before this (unix seconds) are
+    /// beyond their window.
+    pub(super) fn delivered_cutoff_s(&self) -> u64 {
+        let window = self.delivered.min(self.window);
+        self.now_ms().saturating_sub(window.as_millis() as u64) / 1000
+    }
+
+    /// The cutoff for an entry: the delivered one for delivered mail.
+    fn cutoff_for_s(&self, implicit: bool) -> u64 {
+        if implicit {
+            self.delivered_cutoff_s()
+        } else {
+            self.cutoff_s()
+        }
     }
 }
 
@@ -101,7 +134,15 @@ impl Store {
     /// Sets the undo window and the clock clicks are timed by (the engine
     /// does, from its settings).
     pub fn set_undo_window(&self, window: std::time::Duration, clock: Clock) {
-        *self.undo.write() = Undo { window, clock };
+        let mut undo = self.undo.write();
+        undo.window = window;
+        undo.clock = clock;
+    }
+
+    /// Sets how long entries of delivered mail stay undoable (see
+    /// [`DEFAULT_DELIVERED_UNDO_WINDOW`]; at most the undo window).
+    pub fn set_delivered_undo_window(&self, window: std::time::Duration) {
+        self.undo.write().delivered = window;
     }
 
     /// A user's or the operator's (seed) ledger entry for this message.
@@ -125,7 +166,7 @@ impl Store {
                 codec::ledger_facts(&key, &value).map_err(|e| damaged_ledger(who, msg, e))?;
             let undo = self.undo.read();
             let time_s = facts.time_s.unwrap_or(self.legacy_time_s);
-            if facts.implicit && time_s < undo.cutoff_s() {
+            if facts.implicit && time_s < undo.delivered_cutoff_s() {
                 return Ok(None);
             }
             if facts.folded || time_s < undo.cutoff_s() {
@@ -316,10 +357,14 @@ impl Store {
     /// Runs in the background (the decision log's hourly sweep), never on
     /// a request's path.
     pub fn fold_ledger(&self) -> Result<u64, Error> {
-        let cutoff_s = self.undo.read().cutoff_s();
+        let cutoffs_s = {
+            let undo = self.undo.read();
+            [undo.cutoff_for_s(false), undo.cutoff_for_s(true)]
+        };
         let legacy = self.legacy_time_s;
         let due = |key: &[u8], value: &[u8]| match codec::ledger_facts(key, value) {
             Ok((label, facts)) => {
+                let cutoff_s = cutoffs_s[usize::from(facts.implicit)];
                 (!facts.folded && facts.time_s.unwrap_or(legacy) < cutoff_s).then_some(label)
             }
             // Damaged entries are reported when read; folding leaves them.

@@ -109,7 +109,7 @@ pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
 pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
-pub use ledger::{Clock, DEFAULT_UNDO_WINDOW};
+pub use ledger::{Clock, DEFAULT_DELIVERED_UNDO_WINDOW, DEFAULT_UNDO_WINDOW};
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
 pub use replay::ReplayStore;
 pub use users::listing_order;

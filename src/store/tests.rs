@@ -1011,6 +1011,63 @@ fn learning_from_delivered_mail_is_marked_in_format_6_and_folded_away_past_the_w
     assert_eq!(store.load_model(&alice).unwrap().unwrap().model, counts);
 }
 
+/// Delivered mail's entries have their own, shorter window: past it (and
+/// inside the clicks' window) they are dropped by the fold, counts kept,
+/// while a click as old is still undoable.
+#[test]
+fn delivered_mail_leaves_the_ledger_after_its_own_shorter_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_800_000_000_000));
+    let clock = {
+        let now = now.clone();
+        Clock::new(move || now.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let store = open_again(dir.path());
+    store.set_undo_window(DEFAULT_UNDO_WINDOW, clock);
+    assert_eq!(
+        crate::store::DEFAULT_DELIVERED_UNDO_WINDOW,
+        std::time::Duration::from_secs(14 * 86_400)
+    );
+    let alice = user("alice");
+    let delivered = LedgerEntry {
+        label: Label::Ham,
+        tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
+        tokens: ids(&[7, 8]),
+        weight: Weight(Weight::FULL.0 / 16),
+        shared: 0,
+        implicit: true,
+    };
+    let ops = [Op::Learn(Label::Ham, delivered.weight, ids(&[7, 8]))];
+    store
+        .record(&alice, &msg("d"), Some(&delivered), &ops)
+        .unwrap();
+    learn(&store, &alice, "c", Label::Spam, &[1]);
+    store.flush().unwrap();
+    let counts = store.load_model(&alice).unwrap().unwrap().model;
+    let day = 86_400_000;
+    now.fetch_add(13 * day, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(store.fold_ledger().unwrap(), 0, "inside both windows");
+    assert_eq!(
+        store.ledger_get(&alice, &msg("d")).unwrap(),
+        Some(delivered.clone())
+    );
+    now.fetch_add(2 * day, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(store.ledger_get(&alice, &msg("d")).unwrap(), None);
+    assert_eq!(store.fold_ledger().unwrap(), 1, "the delivered entry only");
+    assert!(!store.ledger_contains(&alice, &msg("d")).unwrap());
+    let click = store.ledger_get(&alice, &msg("c")).unwrap().unwrap();
+    assert!(!click.implicit, "the click, as old, is still undoable");
+    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, counts);
+
+    // Never longer than the clicks' window.
+    store.set_delivered_undo_window(std::time::Duration::from_secs(365 * 86_400));
+    store
+        .record(&alice, &msg("d2"), Some(&delivered), &ops)
+        .unwrap();
+    now.fetch_add(91 * day, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(store.ledger_get(&alice, &msg("d2")).unwrap(), None);
+}
+
 #[test]
 fn an_export_carries_click_times_folded_clicks_and_delivered_mail_into_format_6() {
     let dir = tempfile::tempdir().unwrap();
@@ -1026,6 +1083,9 @@ fn an_export_carries_click_times_folded_clicks_and_delivered_mail_into_format_6(
     );
     src.set_undo_window(window, clock(&now));
     dst.set_undo_window(window, clock(&now));
+    // Delivered mail as long as clicks here (its own default is shorter).
+    src.set_delivered_undo_window(window);
+    dst.set_delivered_undo_window(window);
     let alice = user("alice");
     learn(&src, &alice, "old", Label::Spam, &[1, 2]);
     now.fetch_add(60 * 86_400_000, std::sync::atomic::Ordering::SeqCst);
