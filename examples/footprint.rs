@@ -1,10 +1,14 @@
 //! Measures what chaff keeps per model token, in memory and on disk.
 //!
 //! ```sh
-//! cargo run --release --example footprint -- CORPUS_INDEX USERS [DIR]
+//! cargo run --release --example footprint -- CORPUS_INDEX USERS [DIR [EVERY [MAX_USER_TOKENS]]]
 //! ```
 //!
 //! Trains every message of the corpus (TREC index) for each of USERS users
+//! (with EVERY > 1, user `u` learns message `i` only when `i % EVERY == u %
+//! EVERY`: many users' worth of distinct mailboxes in less disk). MAX_USER_TOKENS
+//! is the per-user quota (`--max-user-tokens`; default the server's, 0 = no cap:
+//! every learned token stays in the model, what bytes per model token compares).
 //! through the engine, durably, as clicks would, with each message's own id;
 //! shuts the engine down cleanly (models snapshotted, journal folded); then
 //! reports the stored tokens (the sum of the users' model sizes), the data
@@ -69,6 +73,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let index = std::path::PathBuf::from(args.get(1).expect("CORPUS_INDEX USERS [DIR]"));
     let users: usize = args.get(2).map_or(1, |n| n.parse().expect("USERS"));
+    let every: usize = args.get(4).map_or(1, |n| n.parse().expect("EVERY"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = args
         .get(3)
@@ -85,7 +90,12 @@ fn main() {
         })
         .collect();
 
-    let engine = Engine::new(reopen(&dir), Settings::default()).unwrap();
+    let mut settings = Settings::default();
+    if let Some(cap) = args.get(5) {
+        let cap: usize = cap.parse().expect("MAX_USER_TOKENS");
+        settings.max_user_tokens = (cap > 0).then_some(cap);
+    }
+    let engine = Engine::new(reopen(&dir), settings).unwrap();
     let ids: Vec<UserId> = (0..users)
         .map(|u| UserId::new(format!("user-{u}")).unwrap())
         .collect();
@@ -95,7 +105,13 @@ fn main() {
             let (engine, messages) = (&engine, &messages);
             s.spawn(move || {
                 for user in chunk {
-                    for (id, bytes, label) in messages {
+                    let u: usize = user.as_str()[5..].parse().expect("user-N");
+                    let mine = messages
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % every == u % every)
+                        .map(|(_, m)| m);
+                    for (id, bytes, label) in mine {
                         let id = MessageId::new(id.clone()).unwrap();
                         engine.train(user, bytes, *label, Some(id)).unwrap();
                     }
@@ -122,7 +138,13 @@ fn main() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let disk = du(&dir);
 
-    let learned = messages.len() * users;
+    let learned: usize = (0..users)
+        .map(|u| {
+            (0..messages.len())
+                .filter(|i| i % every == u % every)
+                .count()
+        })
+        .sum();
     println!(
         "trained {learned} messages for {users} user(s) in {secs:.1} s ({:.0}/s)",
         learned as f64 / secs
@@ -133,6 +155,18 @@ fn main() {
         dir.display(),
         disk as f64 / tokens as f64
     );
+    let mut parts: Vec<_> = std::fs::read_dir(&dir)
+        .expect("data directory")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    parts.sort();
+    for part in parts {
+        println!(
+            "  {}: {} bytes",
+            part.file_name().unwrap().to_string_lossy(),
+            du(&part)
+        );
+    }
     let live: u64 = usage.iter().map(|(_, _, k, v)| k + v).sum();
     println!(
         "live records: {live} bytes = {:.1} per stored token; space amplification {:.2}x",
