@@ -383,8 +383,9 @@ impl Cluster {
     }
 
     /// Adds a shard: a new primary (no slots yet) and its replica, joined
-    /// with `redis-cli --cluster add-node`; returns the primary's port once
-    /// the replica's link is up. Bounded like the start.
+    /// with CLUSTER MEET and REPLICATE; returns the primary's port once
+    /// every node knows it and the replica's link is up. Bounded like the
+    /// start.
     pub fn add_shard(&mut self) -> Result<u16, String> {
         let new = free_ports_n(2, &self.ports);
         let watchdog = Self::watchdog(&new, &self.dir.path().join("extra"))?;
@@ -401,37 +402,31 @@ impl Cluster {
                 cli(port, &["ping"]).is_some_and(|s| s.contains("PONG"))
             })?;
         }
-        let existing = format!("127.0.0.1:{}", self.running()[0]);
+        let existing = self.running()[0].to_string();
         let (primary, replica) = (new[0], new[1]);
-        let add = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("timeout")
-                .args(["30", "redis-cli", "--cluster", "add-node"])
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| e.to_string())?;
-            out.status.success().then_some(()).ok_or_else(|| {
-                format!(
-                    "redis-cli --cluster add-node: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                )
-            })
-        };
-        add(&[&format!("127.0.0.1:{primary}"), &existing])?;
-        // The replica may join only once the primary is known cluster-wide.
-        self.wait_for(deadline, || {
-            cli(replica, &["ping"]).is_some()
-                && cli(self_port(&existing), &["cluster", "nodes"])
-                    .is_some_and(|n| n.contains(&format!(":{primary}@")))
-        })?;
+        // CLUSTER MEET and REPLICATE, as `redis-cli --cluster add-node`
+        // does, without its check that every node agrees on the
+        // configuration first (which failed under load while gossip
+        // caught up with the first node).
+        for port in [primary, replica] {
+            cli(port, &["cluster", "meet", "127.0.0.1", &existing])
+                .filter(|r| r.contains("OK"))
+                .ok_or_else(|| format!("cluster meet from {port}"))?;
+        }
         let id = self.node_id(primary);
-        add(&[
-            &format!("127.0.0.1:{replica}"),
-            &existing,
-            "--cluster-slave",
-            "--cluster-master-id",
-            &id,
-        ])?;
+        let ports = self.running();
+        self.wait_for(deadline, || {
+            // Every node knows the new primary, and it is out of handshake.
+            ports.iter().all(|&p| {
+                cli(p, &["cluster", "nodes"]).is_some_and(|n| {
+                    n.lines()
+                        .any(|l| l.starts_with(id.as_str()) && !l.contains("handshake"))
+                })
+            })
+        })?;
+        cli(replica, &["cluster", "replicate", &id])
+            .filter(|r| r.contains("OK"))
+            .ok_or_else(|| format!("cluster replicate {id} on {replica}"))?;
         self.wait_ready(deadline)?;
         Ok(primary)
     }
@@ -491,14 +486,6 @@ impl Cluster {
             .parse()
             .expect("a slot number")
     }
-}
-
-/// The port of a `127.0.0.1:port` address.
-fn self_port(addr: &str) -> u16 {
-    addr.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("host:port")
 }
 
 impl Drop for Cluster {

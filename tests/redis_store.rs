@@ -931,9 +931,9 @@ async fn unconfirmed_clicks_and_a_down_cluster_answer_unavailable_in_bounded_tim
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resharding_onto_a_new_primary_while_clicks_flow_keeps_every_acknowledged_click() {
-    // A shard is added (primary + replica) and the slots of four users are
-    // moved onto it one key at a time while six tasks click, one user
-    // each: clients meet half-moved slots (the click script's keys split
+    // A shard is added (primary + replica) and, while six tasks click
+    // (one user each), the slots of four users are moved onto it one key
+    // at a time: clients meet half-moved slots (the click script's keys split
     // between two nodes: TRYAGAIN; all moved: ASK). Every click must be
     // acknowledged within `op_timeout` (redis-rs retries both), and after
     // the move every user's ledger and model hold exactly those clicks.
@@ -941,9 +941,22 @@ async fn resharding_onto_a_new_primary_while_clicks_flow_keeps_every_acknowledge
         return;
     };
     let started = Instant::now();
+    // The new shard joins first (its primary owns no slots yet), so that a
+    // failure to start it stops the test before any click is in flight.
+    let new = cluster
+        .add_shard()
+        .unwrap_or_else(|e| panic!("a new shard joins: {e}"));
     let store = connect(&cluster).await;
     let users: Vec<UserId> = (0..6).map(|i| user(&format!("reshard-{i}"))).collect();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Stops the clicks however the test ends (a panic too).
+    struct StopOnDrop(tokio::sync::watch::Sender<bool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.send(true);
+        }
+    }
+    let stop_tx = StopOnDrop(stop_tx);
     let mut tasks = Vec::new();
     for u in &users {
         let (store, u, mut stop) = (store.clone(), u.clone(), stop.clone());
@@ -969,9 +982,6 @@ async fn resharding_onto_a_new_primary_while_clicks_flow_keeps_every_acknowledge
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let new = cluster
-        .add_shard()
-        .unwrap_or_else(|e| panic!("a new shard joins: {e}"));
     let moves: Vec<(u16, u16)> = users[..4]
         .iter()
         .map(|u| {
@@ -996,7 +1006,7 @@ async fn resharding_onto_a_new_primary_while_clicks_flow_keeps_every_acknowledge
     }
     // Clicks go on against the new layout for a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop_tx.send(true).unwrap();
+    stop_tx.0.send(true).unwrap();
     for (u, task) in users.iter().zip(tasks) {
         let (acked, failed, tried) = task.await.unwrap();
         assert!(

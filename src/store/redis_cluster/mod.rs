@@ -639,9 +639,13 @@ impl RedisStore {
     {
         let mut pause = Duration::from_millis(10);
         let mut loaded = false;
+        // Its own bound too, on the wall clock: tokio's timers (the
+        // caller's bound, the pause) stop working while a runtime shuts
+        // down, and a loop of instant refusals must not spin then.
+        let give_up = std::time::Instant::now() + self.config.op_timeout;
         loop {
             match call().await {
-                Err(e) if moving(&e) => {
+                Err(e) if moving(&e) && std::time::Instant::now() < give_up => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
