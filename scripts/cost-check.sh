@@ -13,11 +13,17 @@
 # Prints one line per run with calls/s; ratios against the same round's
 # run are what to compare on a noisy machine.
 #
-#   scripts/cost-check.sh CORPUS_INDEX [ROUNDS] [SECONDS]
+# The `plain` rounds learn every delivered message for 100 users into the
+# shared data directory, so every later round scores bigger models; PLAIN=0
+# leaves them out, keeping the data directory as trained (what the
+# metrics and tls-key ratios need).
+#
+#   [PLAIN=0] scripts/cost-check.sh CORPUS_INDEX [ROUNDS] [SECONDS]
 set -eu
 CORPUS=${1:?corpus index, e.g. target/corpus/spamassassin/index}
 ROUNDS=${2:-3}
 SECS=${3:-10}
+PLAIN=${PLAIN:-1}
 BIN=${BIN:-target/release/chaff}
 WORK=$(mktemp -d)
 PORT=${PORT:-50991}
@@ -43,6 +49,21 @@ start() { # extra serve flags
 }
 stop() { kill "$PID"; wait "$PID" || true; }
 rate() { sed -n 's/.*"calls_per_second": *\([0-9.]*\).*/\1/p'; }
+calls() { sed -n 's/.*"calls": *\([0-9]*\).*/\1/p'; }
+# The server's CPU time (user + system, clock ticks) so far.
+ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+# Runs a load test (the command given), printing calls/s and the server's
+# CPU microseconds per call: the client shares the machine's cores, so
+# calls/s also carries the client's own TLS work; CPU per call is the
+# server's alone.
+measure() {
+    t0=$(ticks)
+    out=$("$@")
+    t1=$(ticks)
+    n=$(echo "$out" | calls)
+    hz=$(getconf CLK_TCK)
+    echo "$(echo "$out" | rate) cpu_us_per_call $(echo "$t0 $t1 $n $hz" | awk '{printf "%.1f", ($2 - $1) * 1e6 / $4 / $3}')"
+}
 plain_lt() { $BIN $LT --server "http://127.0.0.1:$PORT" "$@"; }
 
 start
@@ -50,18 +71,20 @@ plain_lt --rpc train --duration 8s > /dev/null
 stop
 
 for round in $(seq "$ROUNDS"); do
-    start
-    echo "round $round plain $(plain_lt --duration "${SECS}s" | rate) load $(cut -d' ' -f1 /proc/loadavg)"
-    stop
+    if [ "$PLAIN" = 1 ]; then
+        start
+        echo "round $round plain $(measure plain_lt --duration "${SECS}s") load $(cut -d' ' -f1 /proc/loadavg)"
+        stop
+    fi
     start --learn-delivered false
-    echo "round $round no-learn $(plain_lt --duration "${SECS}s" | rate)"
+    echo "round $round no-learn $(measure plain_lt --duration "${SECS}s")"
     stop
     start --learn-delivered false --metrics-listen "127.0.0.1:$MPORT"
     ( while kill -0 "$PID" 2>/dev/null; do curl -s "http://127.0.0.1:$MPORT/metrics" > /dev/null || true; sleep 1; done ) &
-    echo "round $round metrics $(plain_lt --duration "${SECS}s" | rate)"
+    echo "round $round metrics $(measure plain_lt --duration "${SECS}s")"
     stop
     start --learn-delivered false --keys-file "$WORK/keys/keys.json" --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
-    echo "round $round tls-key $($BIN --token "$KEY" --tls-ca "$WORK/ca.pem" $LT --server "https://localhost:$PORT" --duration "${SECS}s" | rate)"
+    echo "round $round tls-key $(measure $BIN --token "$KEY" --tls-ca "$WORK/ca.pem" $LT --server "https://localhost:$PORT" --duration "${SECS}s")"
     stop
 done
 rm -rf "$WORK"

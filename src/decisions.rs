@@ -247,6 +247,16 @@ fn write_loop(
     let mut last_sweep = Instant::now();
     let mut reported_drops = 0;
     let sweep = |store: &Store| -> Result<usize, Error> {
+        // The ledger's undo window is swept on the same background
+        // schedule: hourly, never on a request's path.
+        match store.fold_ledger() {
+            Ok(n) if n > 0 => info!(
+                folded = n,
+                "ledger: folded clicks older than the undo window"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "ledger: undo-window fold failed"),
+        }
         let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
         let mut deleted = 0;
         for user in store.users_with_decisions_before(cutoff)? {

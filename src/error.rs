@@ -23,6 +23,18 @@ pub enum Error {
     #[error("user {user} has no learned message with id {message_id:?}")]
     NotLearned { user: String, message_id: String },
 
+    /// Forget (or a relearn as the other class) of a click older than the
+    /// undo window: its ledger entry no longer lists its tokens (or soon
+    /// will not), so it cannot be undone exactly; its counts stay.
+    #[error(
+        "message {message_id:?} was learned as {label} more than {} ago, beyond the undo window (--undo-window {}); its counts stay and it can no longer be forgotten or moved to the other class",
+        human_duration(*window), human_duration(*window)
+    )]
+    BeyondUndoWindow {
+        message_id: String,
+        label: crate::types::Label,
+        window: std::time::Duration,
+    },
     /// The request would overwrite something the caller did not say to
     /// replace (an import onto a user with data).
     #[error("{0}")]
@@ -79,6 +91,22 @@ pub fn human_bytes(n: usize) -> String {
     } else {
         format!("{n} bytes")
     }
+}
+
+/// A duration as the flags take it: `90d`, `12h`, `30m`, `45s`, `500ms`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, per) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= per && ms.is_multiple_of(per) {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
 }
 
 #[cfg(test)]

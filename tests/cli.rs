@@ -589,6 +589,49 @@ async fn usage_in_errors_never_shows_server_as_required() {
     }
 }
 
+#[tokio::test]
+async fn repair_rebuilds_a_users_model_from_the_ledger_with_the_server_stopped() {
+    // `chaff repair` is what a DATA_LOSS answer about a damaged snapshot
+    // tells the operator to run (store tests damage one and repair it);
+    // here, the binary on a real directory: refused while a server holds
+    // it, then the same counts and scores from the ledger alone.
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_pure_in(data.path()).await;
+    let mut c = server.client().await;
+    train(&mut c, "alice", SPAM, chaff::proto::Label::Spam, "s1").await;
+    train(&mut c, "alice", SPAM2, chaff::proto::Label::Spam, "s2").await;
+    train(&mut c, "alice", HAM, chaff::proto::Label::Ham, "h1").await;
+    let before = observe(&mut c, "alice").await;
+    let dir = data.path().to_str().unwrap();
+    let busy = chaff(["repair", "--user", "alice", "--data", dir]).await;
+    assert!(!busy.ok, "repair must not run beside a server");
+    assert!(
+        busy.stderr.contains("another chaff process"),
+        "{}",
+        busy.stderr
+    );
+    server.stop().await;
+    let mut run = chaff(["repair", "--user", "alice", "--data", dir]).await;
+    for _ in 0..100 {
+        // The stopped server's sled handle lets go of its lock a moment later.
+        if run.ok || !run.stderr.contains("another chaff process") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        run = chaff(["repair", "--user", "alice", "--data", dir]).await;
+    }
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("from 3 ledger entries"),
+        "{}",
+        run.stdout
+    );
+    let server = TestServer::start_pure_in(data.path()).await;
+    let mut c = server.client().await;
+    assert_eq!(observe(&mut c, "alice").await, before);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
     use std::io::{BufRead, BufReader, Read};

@@ -115,11 +115,20 @@ fn write_clicks(path: &Path, users: usize, clicks: usize, weight: Weight, format
             };
             model.learn_weighted(&ids, label, weight);
             let msg = MessageId::new(format!("f{n}")).unwrap();
-            let seq = store
-                .record(&user, &msg, Some(&entry), &[Op::Learn(label, weight, ids)])
-                .unwrap();
+            let ops = [Op::Learn(label, weight, ids)];
+            // An old directory is written in the old encodings; the
+            // reference in today's.
+            let seq = match format {
+                Some(_) => store.record_legacy_for_tests(&user, &msg, &entry, &ops),
+                None => store.record(&user, &msg, Some(&entry), &ops),
+            }
+            .unwrap();
             if u.is_multiple_of(2) && n == clicks / 2 {
-                store.checkpoint(&user, &model, seq).unwrap();
+                match format {
+                    Some(_) => store.checkpoint_legacy_for_tests(&user, &model, seq),
+                    None => store.checkpoint(&user, &model, seq),
+                }
+                .unwrap();
             }
         }
     }

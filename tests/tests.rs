@@ -13,6 +13,7 @@ mod eval;
 mod export;
 mod full_disk;
 mod hostile;
+mod ledger;
 mod loadtest;
 mod mailgen;
 mod metrics;

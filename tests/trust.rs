@@ -1015,3 +1015,199 @@ async fn eval_server_and_tenant_loadtest_use_keys_like_every_client_command() {
     assert!(e.message().contains("tenant acme"), "{}", e.message());
     server.stop().await;
 }
+
+/// Issue #15's audit point: every admin call and every refused call is one
+/// `chaff::audit` line naming the caller's key, the method, the user where
+/// the call names one, and the outcome; no secret and no message body ever
+/// reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_and_refused_calls_are_audited_by_key_name_without_secrets_or_bodies() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = KeyFile::in_data_dir(&data);
+    let ops = key(&keys, "ops-console", &[Scope::Admin], None);
+    let mx = key(&keys, "mx-relay", &[Scope::Score], None);
+    let acme = key(&keys, "acme-webmail", &[Scope::Train], Some("acme"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--shutdown-grace", "300ms", "--data"])
+        .arg(&data)
+        .env_remove("CHAFF_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("chaff listening on ").unwrap();
+    let mut c = connect(&format!("http://{addr}")).await;
+
+    // Admin calls: a user trained, exported and deleted; an operator list.
+    let train = |u: &str| proto::TrainRequest {
+        user_id: u.into(),
+        message_id: "m1".into(),
+        label: Label::Spam.into(),
+        message: SPAM.to_vec(),
+    };
+    c.train(req(Some(&ops), train("alice"))).await.unwrap();
+    let mut export = c
+        .export_user(req(
+            Some(&ops),
+            proto::ExportUserRequest {
+                user_id: "alice".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    while export.message().await.unwrap().is_some() {}
+    c.add_list_entry(req(
+        Some(&ops),
+        proto::ListEntryRequest {
+            operator_wide: true,
+            kind: ListKind::Block.into(),
+            entry: "spammer.example".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    c.delete_user(req(
+        Some(&ops),
+        proto::DeleteUserRequest {
+            user_id: "alice".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    // Refused: a scope the key lacks, another tenant's user, a wrong secret.
+    let lacks = c.train(req(Some(&mx), train("bob"))).await.unwrap_err();
+    assert_eq!(lacks.code(), Code::PermissionDenied);
+    let other = c
+        .train(req(Some(&acme), train("globex/carol")))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::PermissionDenied);
+    let forged = format!("{}WRONG", &ops[..ops.len() - 5]);
+    let wrong = c
+        .get_stats(req(Some(&forged), proto::GetStatsRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    drop(c);
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    for secret in [&ops, &mx, &acme, &forged] {
+        let s = secret.rsplit('_').next().unwrap();
+        assert!(!stderr.contains(s), "a secret reached the log: {stderr}");
+    }
+    assert!(
+        !stderr.contains("Cheap pills"),
+        "a message body reached the log"
+    );
+    let audit: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .filter(|l: &serde_json::Value| l["target"] == "chaff::audit")
+        .collect();
+    let has = |what: &str, want: &[(&str, &str)]| {
+        audit.iter().any(|l| {
+            let f = &l["fields"];
+            f["message"] == what && want.iter().all(|(k, v)| f[*k].as_str() == Some(*v))
+        })
+    };
+    let text = || {
+        audit
+            .iter()
+            .map(|l| l["fields"].to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        has(
+            "user exported",
+            &[("caller", "ops-console"), ("user", "alice")]
+        ),
+        "{}",
+        text()
+    );
+    assert!(
+        has(
+            "user deleted",
+            &[("caller", "ops-console"), ("user", "alice")]
+        ),
+        "{}",
+        text()
+    );
+    assert!(
+        has(
+            "admin call",
+            &[
+                ("caller", "ops-console"),
+                ("method", "DeleteUser"),
+                ("code", "Ok")
+            ]
+        ),
+        "{}",
+        text()
+    );
+    assert!(
+        has(
+            "operator list changed",
+            &[
+                ("caller", "ops-console"),
+                ("method", "AddListEntry"),
+                ("entry", "spammer.example")
+            ]
+        ),
+        "{}",
+        text()
+    );
+    assert!(
+        has(
+            "call refused",
+            &[
+                ("caller", "mx-relay"),
+                ("method", "Train"),
+                ("code", "PermissionDenied")
+            ]
+        ),
+        "{}",
+        text()
+    );
+    assert!(
+        has(
+            "call refused",
+            &[
+                ("caller", "acme-webmail"),
+                ("method", "Train"),
+                ("user", "globex/carol")
+            ]
+        ),
+        "{}",
+        text()
+    );
+    assert!(
+        has(
+            "call refused",
+            &[("method", "GetStats"), ("code", "Unauthenticated")]
+        ),
+        "{}",
+        text()
+    );
+}

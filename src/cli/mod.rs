@@ -97,6 +97,13 @@ enum Command {
     Soak(soak::SoakArgs),
     /// Print a message's features (tokens) as the classifier sees them; local, no server.
     Tokens(TokensArgs),
+    /// Operator, with the server stopped: rebuild a user's model from their
+    /// ledger, after a damaged model snapshot or journal record (the error
+    /// the server answered, DATA_LOSS, names the user and says to run
+    /// this). Exact unless clicks beyond the undo window were folded: those
+    /// are counted and reported, not recounted.
+    #[command(override_usage = "chaff repair [OPTIONS] --user <USER>")]
+    Repair(RepairArgs),
     /// Operator: issue, list and revoke API keys (local: edits the keys file
     /// a running server watches).
     #[command(subcommand)]
@@ -312,6 +319,53 @@ struct MetricsArgs {
 }
 
 #[derive(Args, Debug)]
+struct RepairArgs {
+    /// The mailbox whose model is rebuilt.
+    #[arg(long, short)]
+    user: String,
+    /// The server's data directory (the server must be stopped: one chaff
+    /// process per directory).
+    #[arg(long, env = "CHAFF_DATA", default_value = "./chaff-data")]
+    data: PathBuf,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// `chaff repair`: opens the data directory and rebuilds one user's model.
+fn repair(a: &RepairArgs) -> anyhow::Result<()> {
+    let user = chaff::types::UserId::new(a.user.clone())?;
+    let store = chaff::store::Store::open(&a.data, 64 << 20)?;
+    let r = store.rebuild_model(&user)?;
+    if a.json.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "user": a.user, "learned": r.learned, "folded": r.folded,
+                "other_tokenizer": r.other_tokenizer, "tokens": r.tokens,
+            })
+        );
+    } else {
+        println!(
+            "rebuilt the model of {} from {} ledger entries: {} tokens",
+            a.user, r.learned, r.tokens
+        );
+        if r.folded > 0 {
+            println!(
+                "{} clicks older than the undo window were folded and are not in the rebuilt model",
+                r.folded
+            );
+        }
+        if r.other_tokenizer > 0 {
+            println!(
+                "{} clicks of an older tokenizer are not in it either (as in any current model)",
+                r.other_tokenizer
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
 struct TokensArgs {
     #[command(flatten)]
     json: JsonArg,
@@ -370,6 +424,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Metrics(a) => eval::metrics(&a.files, a.json),
         Command::Soak(a) => soak::run(a).await,
         Command::Keys(c) => trust::keys(c),
+        Command::Repair(a) => repair(&a),
     }
 }
 

@@ -112,6 +112,16 @@ pub struct ServeArgs {
     /// (e.g. `30d`, `12h`; at least 1s, at most 100 years).
     #[arg(long, env = "CHAFF_DECISION_RETENTION", default_value = "30d", value_parser = retention, help_heading = "Decision log")]
     decision_retention: Duration,
+    /// How long a click can be undone exactly: Forget, or a Train that
+    /// moves the message to the other class (e.g. `90d`, `12h`; at least
+    /// 1s). Older clicks keep their counts, but their ledger entries are
+    /// folded hourly in the background to their label and time (the token
+    /// list exact undo reads is what the ledger's size is made of); a
+    /// Forget of one answers FAILED_PRECONDITION naming this window. Mail
+    /// learned from its delivery (not clicked) is dropped from the ledger
+    /// past it instead, its counts kept.
+    #[arg(long, env = "CHAFF_UNDO_WINDOW", default_value = "90d", value_parser = retention)]
+    undo_window: Duration,
     /// Most decisions kept per user (the oldest go first).
     #[arg(long, env = "CHAFF_DECISIONS_PER_USER", default_value_t = Retention::default().per_user, value_parser = at_least_one, help_heading = "Decision log")]
     decisions_per_user: usize,
@@ -268,6 +278,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Retention::default()
         },
         model_memory: args.model_memory,
+        undo_window: args.undo_window,
         max_user_tokens: (args.max_user_tokens > 0).then_some(args.max_user_tokens),
         max_shared_tokens: (args.max_shared_tokens > 0).then_some(args.max_shared_tokens),
         prune_in_background: true,

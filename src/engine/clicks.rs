@@ -135,16 +135,36 @@ impl Engine {
         let trained = self.with_writer(user, |slot, writer| {
             // Read under the writer lock, which consent changes also take.
             let consent = slot.policy.read().consent;
-            let previous = self.store.ledger_get(user, &message_id)?;
+            let previous = match self.store.ledger_get(user, &message_id) {
+                // Too old to undo, but learned as this very label: clicking
+                // twice stays harmless.
+                Err(Error::BeyondUndoWindow { label: old, .. }) if old == label => {
+                    let model = slot.model.read();
+                    return Ok(Trained {
+                        outcome: TrainOutcome::AlreadyLearned,
+                        message_id: message_id.clone(),
+                        spam_learned: model.spam_learned(),
+                        ham_learned: model.ham_learned(),
+                        low_effect: false,
+                        unsubscribe: None,
+                    });
+                }
+                other => other?,
+            };
             // A click on mail learned only from its delivery (or, when the
             // caller names the message its own way, learned under the id
             // chaff derives) replaces that learning exactly, as if it had
             // never been: the reply says LEARNED, as for a first click.
             let delivered = match &previous {
-                None if message_id != message.derived_id => self
-                    .store
-                    .ledger_get(user, &message.derived_id)?
-                    .filter(|e| e.implicit),
+                None if message_id != message.derived_id => {
+                    match self.store.ledger_get(user, &message.derived_id) {
+                        Ok(e) => e.filter(|e| e.implicit),
+                        // A click under the derived id, too old to undo: not
+                        // delivered mail, and this click is not about it.
+                        Err(Error::BeyondUndoWindow { .. }) => None,
+                        Err(e) => return Err(e),
+                    }
+                }
                 _ => None,
             };
             // A click judged with its own message already counted as ham
@@ -301,7 +321,7 @@ impl Engine {
         }
         let learned = self
             .with_known_writer(user, |slot, writer| {
-                if self.store.ledger_get(user, message_id)?.is_some() {
+                if self.store.ledger_contains(user, message_id)? {
                     return Ok(false);
                 }
                 let weight = delivered_weight(slot.model.read().weights());

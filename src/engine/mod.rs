@@ -99,6 +99,12 @@ pub struct Settings {
     /// Estimated bytes of user models kept in memory; least recently used
     /// models beyond it are dropped and reloaded on demand (`cache`).
     pub model_memory: usize,
+    /// How long a click can be undone exactly (Forget, or a relearn as the
+    /// other class); older ledger entries are folded in the background
+    /// (`Store::fold_ledger`) and keep only their label and time.
+    pub undo_window: std::time::Duration,
+    /// What "now" is for the undo window: the system clock, or a test's.
+    pub clock: crate::store::Clock,
     /// A user model past this many tokens is pruned back under it
     /// (`quota`, `classify::prune`); `None`: no cap.
     pub max_user_tokens: Option<usize>,
@@ -123,6 +129,8 @@ impl Default for Settings {
             tokenizer: Tokenizer::default(),
             retention: Retention::default(),
             model_memory: DEFAULT_MODEL_MEMORY,
+            undo_window: crate::store::DEFAULT_UNDO_WINDOW,
+            clock: crate::store::Clock::system(),
             max_user_tokens: Some(DEFAULT_MAX_USER_TOKENS),
             max_shared_tokens: Some(DEFAULT_MAX_SHARED_TOKENS),
             prune_in_background: false,
@@ -221,6 +229,7 @@ impl Engine {
         };
         let (shared, positions) = shared::load(&store)?;
         let seed = store.seed_id()?.unwrap_or(0);
+        store.set_undo_window(settings.undo_window, settings.clock.clone());
         let decisions = DecisionLog::start(store.clone(), settings.retention.clone());
         let cache = cache::Cache::new(settings.model_memory);
         cache.charge_shared(shared.stored_tokens());

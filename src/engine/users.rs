@@ -73,6 +73,13 @@ impl Engine {
         listed && headers.auth.authenticates(from.domain())
     }
 
+    /// Folds ledger entries older than the undo window now (the decision
+    /// log's sweep does it hourly): their tokens go, their counts stay.
+    /// Returns how many were folded.
+    pub fn fold_ledger(&self) -> Result<u64, Error> {
+        self.store.fold_ledger()
+    }
+
     /// What chaff knows of a user; zeros for a user it has never trained.
     pub fn user_summary(&self, user: &UserId) -> Result<UserSummary, Error> {
         Ok(match self.slot(user)? {

@@ -627,6 +627,8 @@ impl proto::chaff_server::Chaff for ChaffService {
         let bytes = self.run(move |e| e.export_user(&u)).await?.ok_or_else(|| {
             Status::not_found(format!("user {user} has nothing stored on this server"))
         })?;
+        let by = caller.as_ref().map_or("local", |c| c.name.as_str());
+        info!(target: "chaff::audit", caller = by, user = %user, bytes = bytes.len(), "user exported");
         let chunks: Vec<Result<proto::ExportChunk, Status>> = bytes
             .chunks(EXPORT_CHUNK_BYTES)
             .map(|c| Ok(proto::ExportChunk { data: c.to_vec() }))
@@ -792,6 +794,18 @@ impl ChaffService {
                 false => e.remove_list_entry(&l, &en),
             })
             .await?;
+        if list.owner == Owner::Operator {
+            let by = caller.as_ref().map_or("local", |c| c.name.as_str());
+            info!(
+                target: "chaff::audit",
+                caller = by,
+                method = rpc.name(),
+                list = list.kind.as_str(),
+                %entry,
+                changed,
+                "operator list changed"
+            );
+        }
         info!(
             owner = %owner_name(&list.owner),
             list = list.kind.as_str(),

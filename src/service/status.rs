@@ -25,6 +25,9 @@ impl From<Error> for Status {
                 Status::resource_exhausted(msg)
             }
             Error::NotLearned { .. } => Status::not_found(msg),
+            // The click exists but is too old to undo: a precondition of
+            // Forget (and of moving it), not a missing message.
+            Error::BeyondUndoWindow { .. } => Status::failed_precondition(msg),
             Error::AlreadyExists(_) => Status::already_exists(msg),
             // Storage trouble is the server's, not the request's: the caller
             // may retry later or elsewhere. The change may or may not be
@@ -38,9 +41,10 @@ impl From<Error> for Status {
                 "{msg}; the request may not have been applied: retry when the operator has freed space (a retry is safe)"
             )),
             Error::Reopening => Status::unavailable(msg),
-            Error::Corrupt { .. } | Error::Open { .. } | Error::Locked { .. } => {
-                Status::internal(msg)
-            }
+            // A damaged record: the message names it and what to do
+            // (restore from backup, `chaff repair`); retrying will not help.
+            Error::Corrupt { .. } => Status::data_loss(msg),
+            Error::Open { .. } | Error::Locked { .. } => Status::internal(msg),
         }
     }
 }
@@ -409,7 +413,7 @@ mod tests {
                 Code::NotFound,
             ),
             (Error::AlreadyExists("x".into()), Code::AlreadyExists),
-            (Error::Corrupt { what: "x".into() }, Code::Internal),
+            (Error::Corrupt { what: "x".into() }, Code::DataLoss),
             (Error::DiskFull, Code::Unavailable),
             (Error::Reopening, Code::Unavailable),
         ];

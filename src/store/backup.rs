@@ -7,7 +7,7 @@ use super::Store;
 use super::keys::*;
 use super::users::USER_FAMILIES;
 use crate::error::Error;
-use crate::types::UserId;
+use crate::types::{Owner, UserId};
 
 /// Records copied per batch: sled's memory grows with batch size.
 const COPY_CHUNK: usize = 512;
@@ -38,6 +38,9 @@ impl Store {
         for kind in USER_FAMILIES {
             copied += self.copy_prefix(dest, &user_prefix(kind, user))?;
         }
+        // The token dictionary the copied ledger, journal and snapshot name
+        // their tokens by (format 6); it changes only under the same lock.
+        copied += self.copy_prefix(dest, &contributor_prefix(DICT, &Owner::User(user.clone())))?;
         Ok(copied)
     }
 
@@ -49,6 +52,7 @@ impl Store {
         for kind in [LEDGER, LIST, CONTRIBUTION, CONTRIBUTION_JOURNAL] {
             copied += self.copy_prefix(dest, &[kind, 0, 0])?;
         }
+        copied += self.copy_prefix(dest, &contributor_prefix(DICT, &Owner::Operator))?;
         if let Some(v) = self.tree()?.get(SEED_ID_KEY)? {
             dest.tree()?.insert(SEED_ID_KEY, v)?;
             copied += 1;
@@ -58,10 +62,15 @@ impl Store {
 
     /// Makes every id `dest` hands out from now on larger than every id
     /// this store has handed out (journal sequence numbers, consent and
-    /// seed ids in the copied records), by raising its id offset.
+    /// seed ids in the copied records), by raising its id offset. Carries
+    /// the format-6 upgrade time (`U`) too: the copied ledger entries
+    /// written before it are timed by it for the undo window, as here.
     pub fn carry_ids_to(&self, dest: &Store) -> Result<(), Error> {
         let floor = self.generate_id()?;
         dest.tree()?.insert(ID_OFFSET_KEY, &floor.to_be_bytes())?;
+        if let Some(upgraded) = self.tree()?.get(UPGRADED_KEY)? {
+            dest.tree()?.insert(UPGRADED_KEY, upgraded)?;
+        }
         Ok(())
     }
 }

@@ -11,6 +11,8 @@ use crate::policy::{HandlingMode, UserSettings};
 use crate::tokenize::TokenId;
 use crate::types::Label;
 
+use super::dict::Dict;
+
 /// What the ledger holds for one learned message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -327,29 +329,43 @@ const SNAPSHOT_V4: u8 = b'X';
 /// A user's model in compact form: header, sorted gap-coded ids, then the
 /// spam and ham counts as varints. ~9–10 bytes per token for real models.
 pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
-    let entries: Vec<(TokenId, Counts)> = model.iter().collect();
-    let entries = crate::tokenize::sort_by_token_id(entries, |(id, _)| *id);
+    encode_snapshot_parts(
+        SnapshotHead::of(model),
+        applied_seq,
+        model.iter_stamped().collect(),
+    )
+}
+
+/// [`encode_snapshot`] from a model's parts (see `store::Snapshot`).
+pub fn encode_snapshot_parts(
+    head: SnapshotHead,
+    applied_seq: u64,
+    entries: Vec<(TokenId, Counts, u32)>,
+) -> Vec<u8> {
+    let entries = crate::tokenize::sort_by_token_id(entries, |(id, _, _)| *id);
     let mut out = Vec::with_capacity(48 + entries.len() * 12);
     out.push(SNAPSHOT_V4);
-    out.extend_from_slice(&model.tokenizer_version().to_be_bytes());
+    out.extend_from_slice(&head.tokenizer_version.to_be_bytes());
     out.extend_from_slice(&applied_seq.to_be_bytes());
-    put_varint(&mut out, model.spam_learned());
-    put_varint(&mut out, model.ham_learned());
-    let (spam_weight, ham_weight) = model.weights();
-    put_varint(&mut out, spam_weight);
-    put_varint(&mut out, ham_weight);
+    for v in [head.spam, head.ham, head.spam_weight, head.ham_weight] {
+        put_varint(&mut out, v);
+    }
     // As `put_ids`, from the entries themselves (no second list of ids).
     put_varint(&mut out, entries.len() as u64);
     let mut prev = 0u64;
-    for (id, _) in &entries {
+    for (id, _, _) in &entries {
         put_varint(&mut out, id.0.wrapping_sub(prev));
         prev = id.0;
     }
-    for (_, c) in &entries {
+    for (_, c, _) in &entries {
         put_varint(&mut out, u64::from(c.spam));
         put_varint(&mut out, u64::from(c.ham));
     }
-    super::recency::put_stamps(&mut out, model, entries.iter().map(|(id, _)| *id));
+    super::recency::put_ages(
+        &mut out,
+        head.clock,
+        entries.iter().map(|(_, _, seen)| *seen),
+    );
     out
 }
 
@@ -496,6 +512,535 @@ pub fn upgrade_format_3(kind: u8, value: &[u8]) -> Result<Vec<u8>, Error> {
         }
         _ => Ok(value.to_vec()),
     }
+}
+
+// ---------------------------------------------------------------------
+// Format 6: token ids as numbers in the contributor's dictionary
+// (`dict.rs`), and a checksum on every record.
+// ---------------------------------------------------------------------
+
+/// A format-6 record's last 4 bytes: CRC-32 (crc32fast) of its key and the
+/// bytes before it.
+///
+/// Why our own, when sled checksums its log: sled's CRC covers each log
+/// message (a page fragment) as it is read back from a segment, and its
+/// segment headers; it catches a torn or damaged log entry only when sled
+/// itself reads that fragment, and answers with `Error::Corruption`
+/// pointing at a log offset, not at a record a person can name. A value
+/// damaged where sled's checksum does not look (a blob file's contents are
+/// checked, but a value rewritten whole by a buggy upgrade, a bit flipped in
+/// memory before the write, or a record copied under the wrong key are not)
+/// would decode as wrong counts. This CRC binds the value to its key and is
+/// checked on every decode, so a damaged record is reported as *that*
+/// record (user, message) with what to do, never counted.
+const CHECKSUM_BYTES: usize = 4;
+
+fn checksum(key: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(key);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Appends the checksum of `key` and `payload`.
+pub fn seal(key: &[u8], mut payload: Vec<u8>) -> Vec<u8> {
+    let sum = checksum(key, &payload);
+    payload.extend_from_slice(&sum.to_le_bytes());
+    payload
+}
+
+/// The payload of a sealed value, if its checksum matches its key.
+pub fn unseal<'a>(key: &[u8], value: &'a [u8]) -> Option<&'a [u8]> {
+    let cut = value.len().checked_sub(CHECKSUM_BYTES)?;
+    let (payload, sum) = value.split_at(cut);
+    (checksum(key, payload).to_le_bytes() == sum).then_some(payload)
+}
+
+/// First byte of a format-6 ledger entry (the label, in lower case; format
+/// 2–5 entries begin with the label in upper case).
+const LEDGER_V6_SPAM: u8 = b's';
+const LEDGER_V6_HAM: u8 = b'h';
+/// First byte of a format-6 ledger entry learned from delivered mail
+/// ([`LedgerEntry::implicit`]), by label: in the first byte rather than a
+/// trailing one so [`ledger_facts`] sees it without the dictionary.
+const LEDGER_V6_SPAM_IMPLICIT: u8 = b'p';
+const LEDGER_V6_HAM_IMPLICIT: u8 = b'd';
+/// First byte of a format-6 journal record. Older records begin with their
+/// op count as a varint; 0xFE would mean at least 254 ops, and a click
+/// writes at most three.
+const JOURNAL_V6: u8 = 0xFE;
+/// First byte of a format-6 snapshot (counts in dictionary order, then the
+/// recency section of `recency.rs`). Not `X`: that is snapshot format 4
+/// (format 3 plus recency), which format-5 directories hold.
+const SNAPSHOT_V6: u8 = b'Y';
+
+/// Whether a ledger value is format 6 (needs the dictionary to read).
+pub fn ledger_is_v6(value: &[u8]) -> bool {
+    matches!(
+        value.first(),
+        Some(&LEDGER_V6_SPAM | &LEDGER_V6_HAM | &LEDGER_V6_SPAM_IMPLICIT | &LEDGER_V6_HAM_IMPLICIT)
+    )
+}
+
+/// Whether a journal value is format 6.
+pub fn ops_are_v6(value: &[u8]) -> bool {
+    value.first() == Some(&JOURNAL_V6)
+}
+
+/// Whether a snapshot value is format 6.
+pub fn snapshot_is_v6(value: &[u8]) -> bool {
+    value.first() == Some(&SNAPSHOT_V6)
+}
+
+/// Ids as their sorted dictionary numbers: a count, then gap varints. Every
+/// id must be numbered (the store extends the dictionary first).
+fn put_numbers(out: &mut Vec<u8>, dict: &Dict, ids: &[TokenId]) {
+    let mut numbers: Vec<u32> = ids
+        .iter()
+        .map(|id| dict.number(*id).expect("ids are numbered before encoding"))
+        .collect();
+    numbers.sort_unstable();
+    put_varint(out, numbers.len() as u64);
+    let mut prev = 0u64;
+    for n in numbers {
+        put_varint(out, u64::from(n) - prev);
+        prev = u64::from(n);
+    }
+}
+
+/// The ids a [`put_numbers`] list names, in number order.
+fn get_numbers(input: &mut &[u8], dict: &Dict) -> Option<Vec<TokenId>> {
+    let n = usize::try_from(get_varint(input)?).ok()?;
+    if n > input.len() {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(n);
+    let mut prev = 0u64;
+    for _ in 0..n {
+        // A 0 gap repeats an id: the engine never writes one, but a list
+        // is read back exactly as it was written.
+        prev = prev.checked_add(get_varint(input)?)?;
+        ids.push(dict.id(prev)?);
+    }
+    Some(ids)
+}
+
+/// First byte of a folded ledger entry: a click older than the undo
+/// window, whose tokens are no longer kept (its label and time are, so a
+/// Forget can say why it cannot undo it).
+const LEDGER_FOLDED: u8 = b'z';
+
+/// What the ledger says of a message, beyond a live entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerFacts {
+    /// When the click was made (unix seconds); `None` for entries of
+    /// format 5 and older, which did not record it.
+    pub time_s: Option<u64>,
+    /// The journal sequence number of the click that wrote it (format 6).
+    pub seq: Option<u64>,
+    /// Whether its tokens were folded away (beyond the undo window).
+    pub folded: bool,
+    /// Whether it was learned from delivered mail, not a click
+    /// ([`LedgerEntry::implicit`]).
+    pub implicit: bool,
+}
+
+/// A ledger entry in format 6, sealed under its key: label, the click's
+/// time (unix seconds) and journal sequence number (see
+/// [`encode_learn_pointer`]), then the entry.
+pub fn encode_ledger_v6(
+    key: &[u8],
+    entry: &LedgerEntry,
+    seq: u64,
+    time_s: u64,
+    dict: &Dict,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + entry.tokens.len() * 2);
+    out.push(match (entry.label, entry.implicit) {
+        (Label::Spam, false) => LEDGER_V6_SPAM,
+        (Label::Ham, false) => LEDGER_V6_HAM,
+        (Label::Spam, true) => LEDGER_V6_SPAM_IMPLICIT,
+        (Label::Ham, true) => LEDGER_V6_HAM_IMPLICIT,
+    });
+    put_varint(&mut out, time_s);
+    put_varint(&mut out, seq);
+    put_varint(&mut out, u64::from(entry.tokenizer_version));
+    put_numbers(&mut out, dict, &entry.tokens);
+    put_weight(&mut out, entry.weight);
+    put_varint(&mut out, entry.shared);
+    seal(key, out)
+}
+
+/// A folded ledger entry: the label and time of a click beyond the undo
+/// window, its tokens dropped.
+pub fn encode_ledger_folded(key: &[u8], label: Label, time_s: u64) -> Vec<u8> {
+    let mut out = vec![LEDGER_FOLDED, label.to_byte()];
+    put_varint(&mut out, time_s);
+    seal(key, out)
+}
+
+/// The label and facts of any ledger value, without the dictionary (checks
+/// a format-6 value's checksum).
+pub fn ledger_facts(key: &[u8], value: &[u8]) -> Result<(Label, LedgerFacts), Error> {
+    let bad = || corrupt("ledger entry");
+    match value.first() {
+        Some(&LEDGER_FOLDED) => {
+            let input =
+                unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
+            let mut input = &input[1..];
+            let label = get_label(&mut input).ok_or_else(bad)?;
+            let time_s = get_varint(&mut input).ok_or_else(bad)?;
+            let facts = LedgerFacts {
+                time_s: Some(time_s),
+                seq: None,
+                folded: true,
+                implicit: false,
+            };
+            Ok((label, facts))
+        }
+        Some(
+            &first @ (LEDGER_V6_SPAM
+            | LEDGER_V6_HAM
+            | LEDGER_V6_SPAM_IMPLICIT
+            | LEDGER_V6_HAM_IMPLICIT),
+        ) => {
+            let input =
+                unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
+            let mut input = &input[1..];
+            let time_s = get_varint(&mut input).ok_or_else(bad)?;
+            let seq = get_varint(&mut input).ok_or_else(bad)?;
+            let (label, implicit) = v6_label(first);
+            let facts = LedgerFacts {
+                time_s: Some(time_s),
+                seq: Some(seq),
+                folded: false,
+                implicit,
+            };
+            Ok((label, facts))
+        }
+        _ => {
+            let label = Label::from_byte(*value.first().ok_or_else(bad)?).ok_or_else(bad)?;
+            let implicit = value.last() == Some(&LEDGER_IMPLICIT)
+                && decode_ledger(value).is_ok_and(|e| e.implicit);
+            let facts = LedgerFacts {
+                time_s: None,
+                seq: None,
+                folded: false,
+                implicit,
+            };
+            Ok((label, facts))
+        }
+    }
+}
+
+/// The label of a format-6 entry's first byte, and whether it marks an
+/// entry learned from delivered mail.
+fn v6_label(first: u8) -> (Label, bool) {
+    match first {
+        LEDGER_V6_SPAM => (Label::Spam, false),
+        LEDGER_V6_SPAM_IMPLICIT => (Label::Spam, true),
+        LEDGER_V6_HAM_IMPLICIT => (Label::Ham, true),
+        _ => (Label::Ham, false),
+    }
+}
+
+/// Reads a ledger entry of any format; format 6 needs the dictionary.
+pub fn decode_ledger_any(
+    key: &[u8],
+    value: &[u8],
+    dict: Option<&Dict>,
+) -> Result<LedgerEntry, Error> {
+    decode_ledger_seq(key, value, dict).map(|(e, _)| e)
+}
+
+/// The sequence number of the click that wrote a format-6 ledger entry
+/// (`None` for older formats), without the dictionary. Checks the checksum.
+pub fn ledger_seq(key: &[u8], value: &[u8]) -> Result<Option<u64>, Error> {
+    ledger_facts(key, value).map(|(_, facts)| facts.seq)
+}
+
+/// [`decode_ledger_any`], with the writing click's sequence number (format
+/// 6 only).
+pub fn decode_ledger_seq(
+    key: &[u8],
+    value: &[u8],
+    dict: Option<&Dict>,
+) -> Result<(LedgerEntry, Option<u64>), Error> {
+    if !ledger_is_v6(value) {
+        return decode_ledger(value).map(|e| (e, None));
+    }
+    let mut input = unseal(key, value).ok_or_else(|| corrupt("ledger entry: checksum mismatch"))?;
+    let dict = dict.ok_or_else(|| corrupt("ledger entry: no dictionary"))?;
+    let (label, implicit) = match input.split_first() {
+        Some((&first, rest)) => {
+            input = rest;
+            v6_label(first)
+        }
+        None => return Err(corrupt("ledger label")),
+    };
+    let _time_s = get_varint(&mut input).ok_or_else(|| corrupt("ledger time"))?;
+    let seq = get_varint(&mut input).ok_or_else(|| corrupt("ledger sequence number"))?;
+    let tokenizer_version = get_varint(&mut input)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| corrupt("ledger tokenizer version"))?;
+    let tokens = get_numbers(&mut input, dict)
+        .ok_or_else(|| corrupt("ledger tokens (a number outside the user's dictionary)"))?;
+    let weight = get_weight(&mut input).ok_or_else(|| corrupt("ledger weight"))?;
+    let shared = get_varint(&mut input).ok_or_else(|| corrupt("ledger shared id"))?;
+    if !input.is_empty() {
+        return Err(corrupt("ledger trailing bytes"));
+    }
+    let entry = LedgerEntry {
+        label,
+        tokenizer_version,
+        // Sorted by id, as the entry was written (and as format 5 read).
+        tokens: crate::tokenize::sort_by_token_id(tokens, |id| *id),
+        weight,
+        shared,
+        implicit,
+    };
+    Ok((entry, Some(seq)))
+}
+
+/// First byte of a format-6 journal record that says "learn what the
+/// ledger entry of message M says" instead of listing the ids again.
+const JOURNAL_V6_POINTER: u8 = 0xFD;
+
+/// A journal record for the commonest click, a first learn: the message's
+/// ledger entry written in the same batch already lists its tokens, so the
+/// record names the message (a few dozen bytes instead of ~1.3 per token).
+/// The ledger entry carries this record's sequence number; a later click
+/// that changes or removes that entry while this record is still in the
+/// journal rewrites it with explicit ops first (`Store::record_click`), so
+/// a replay always finds the entry this click wrote.
+pub fn encode_learn_pointer(key: &[u8], message_id: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + message_id.len() + CHECKSUM_BYTES);
+    out.push(JOURNAL_V6_POINTER);
+    out.extend_from_slice(message_id);
+    seal(key, out)
+}
+
+/// The message id a pointer record names, or `None` for other records.
+pub fn learn_pointer<'a>(key: &[u8], value: &'a [u8]) -> Result<Option<&'a [u8]>, Error> {
+    if value.first() != Some(&JOURNAL_V6_POINTER) {
+        return Ok(None);
+    }
+    let input = unseal(key, value).ok_or_else(|| corrupt("journal record: checksum mismatch"))?;
+    Ok(Some(&input[1..]))
+}
+
+/// Journal ops in format 6, sealed under their key.
+pub fn encode_ops_v6(key: &[u8], ops: &[Op], dict: &Dict) -> Vec<u8> {
+    let ids: usize = ops.iter().map(|op| op.entries() as usize).sum();
+    let mut out = Vec::with_capacity(16 + ids * 2 + ops.len() * 4);
+    out.push(JOURNAL_V6);
+    put_varint(&mut out, ops.len() as u64);
+    for op in ops {
+        let (learn, label, weight, ids) = match op {
+            Op::Learn(l, w, ids) => (true, l, *w, ids),
+            Op::Unlearn(l, w, ids) => (false, l, *w, ids),
+        };
+        out.push(if learn {
+            OP_LEARN_WEIGHTED
+        } else {
+            OP_UNLEARN_WEIGHTED
+        });
+        out.push(label.to_byte());
+        put_weight(&mut out, weight);
+        put_numbers(&mut out, dict, ids);
+    }
+    seal(key, out)
+}
+
+/// Reads journal ops of any format; format 6 needs the dictionary.
+pub fn decode_ops_any(key: &[u8], value: &[u8], dict: Option<&Dict>) -> Result<Vec<Op>, Error> {
+    if value.first() == Some(&JOURNAL_V6_POINTER) {
+        // Read through `Store::journal_ops`, which follows the pointer.
+        return Err(corrupt("journal pointer record read as ops"));
+    }
+    if !ops_are_v6(value) {
+        return decode_ops(value);
+    }
+    let bad = || corrupt("journal record");
+    let input = unseal(key, value).ok_or_else(|| corrupt("journal record: checksum mismatch"))?;
+    let dict = dict.ok_or_else(bad)?;
+    let mut input = &input[1..];
+    let n = get_varint(&mut input).ok_or_else(bad)?;
+    let mut ops = Vec::new();
+    for _ in 0..n {
+        let (&kind, rest) = input.split_first().ok_or_else(bad)?;
+        input = rest;
+        let label = get_label(&mut input).ok_or_else(bad)?;
+        let weight = get_weight(&mut input).ok_or_else(bad)?;
+        let ids = get_numbers(&mut input, dict).ok_or_else(bad)?;
+        ops.push(match kind {
+            OP_LEARN_WEIGHTED => Op::Learn(label, weight, ids),
+            OP_UNLEARN_WEIGHTED => Op::Unlearn(label, weight, ids),
+            _ => return Err(bad()),
+        });
+    }
+    if !input.is_empty() {
+        return Err(bad());
+    }
+    Ok(ops)
+}
+
+/// The fixed part of a snapshot: what a model counts besides its tokens.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotHead {
+    pub tokenizer_version: u32,
+    /// The model's learn clock (`recency.rs`).
+    pub clock: u32,
+    pub spam: u64,
+    pub ham: u64,
+    pub spam_weight: u64,
+    pub ham_weight: u64,
+}
+
+impl SnapshotHead {
+    pub fn of(model: &Model) -> Self {
+        let (spam_weight, ham_weight) = model.weights();
+        Self {
+            tokenizer_version: model.tokenizer_version(),
+            clock: model.clock(),
+            spam: model.spam_learned(),
+            ham: model.ham_learned(),
+            spam_weight,
+            ham_weight,
+        }
+    }
+}
+
+/// A snapshot in format 6, sealed under its key: the head, then one
+/// (spam, ham) count pair per dictionary number up to the highest one the
+/// model uses (tokens the model no longer has count 0, 2 bytes), then the
+/// recency section (`recency.rs`): the clock and the age of each token the
+/// model has (non-zero counts), in number order. Every token must be
+/// numbered.
+pub fn encode_snapshot_v6(
+    key: &[u8],
+    head: SnapshotHead,
+    applied_seq: u64,
+    tokens: &[(TokenId, Counts, u32)],
+    dict: &Dict,
+) -> Vec<u8> {
+    let mut counts = vec![(Counts::default(), 0u32); dict.len()];
+    let mut used = 0usize;
+    for (id, c, seen) in tokens {
+        let n = dict.number(*id).expect("model tokens are numbered") as usize;
+        counts[n] = (*c, *seen);
+        used = used.max(n + 1);
+    }
+    counts.truncate(used);
+    let mut out = Vec::with_capacity(48 + counts.len() * 3);
+    out.push(SNAPSHOT_V6);
+    out.extend_from_slice(&head.tokenizer_version.to_be_bytes());
+    out.extend_from_slice(&applied_seq.to_be_bytes());
+    for v in [head.spam, head.ham, head.spam_weight, head.ham_weight] {
+        put_varint(&mut out, v);
+    }
+    put_varint(&mut out, counts.len() as u64);
+    for (c, _) in &counts {
+        put_varint(&mut out, u64::from(c.spam));
+        put_varint(&mut out, u64::from(c.ham));
+    }
+    let live = counts.iter().filter(|(c, _)| c.spam != 0 || c.ham != 0);
+    super::recency::put_ages(&mut out, head.clock, live.map(|(_, seen)| *seen));
+    seal(key, out)
+}
+
+/// The last journal sequence number folded into a snapshot of any format,
+/// without decoding it (nor checking a format-6 checksum).
+pub fn decode_snapshot_seq(value: &[u8]) -> Result<u64, Error> {
+    let start = match value.first() {
+        Some(&(SNAPSHOT_V3 | SNAPSHOT_V4 | SNAPSHOT_V6)) => 5,
+        _ => 4,
+    };
+    value
+        .get(start..start + 8)
+        .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+        .ok_or_else(|| corrupt("model snapshot"))
+}
+
+/// Reads a snapshot of any format; format 6 needs the dictionary.
+pub fn decode_snapshot_any(
+    key: &[u8],
+    value: &[u8],
+    dict: Option<&Dict>,
+) -> Result<(Model, u64), Error> {
+    if !snapshot_is_v6(value) {
+        return decode_snapshot(value);
+    }
+    let bad = || corrupt("model snapshot");
+    let input = unseal(key, value).ok_or_else(|| corrupt("model snapshot: checksum mismatch"))?;
+    let dict = dict.ok_or_else(bad)?;
+    let input = &input[1..];
+    if input.len() < 12 {
+        return Err(bad());
+    }
+    let version = u32::from_be_bytes(input[0..4].try_into().unwrap());
+    let applied_seq = u64::from_be_bytes(input[4..12].try_into().unwrap());
+    let mut input = &input[12..];
+    let mut head = [0u64; 4];
+    for v in &mut head {
+        *v = get_varint(&mut input).ok_or_else(bad)?;
+    }
+    let n = get_varint(&mut input).ok_or_else(bad)?;
+    if n > dict.len() as u64 || n > input.len() as u64 {
+        return Err(corrupt(
+            "model snapshot (counts beyond the user's dictionary)",
+        ));
+    }
+    let count = |input: &mut &[u8]| {
+        get_varint(input)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(bad)
+    };
+    let mut tokens = Vec::new();
+    for id in &dict.ids()[..n as usize] {
+        let spam = count(&mut input)?;
+        let ham = count(&mut input)?;
+        if spam != 0 || ham != 0 {
+            tokens.push((*id, Counts { spam, ham }, 0));
+        }
+    }
+    let clock = super::recency::get_stamps(&mut input, &mut tokens).ok_or_else(bad)?;
+    if !input.is_empty() {
+        return Err(bad());
+    }
+    Ok((
+        Model::from_stamped_parts(
+            (head[0], head[1]),
+            (head[2], head[3]),
+            version,
+            clock,
+            tokens,
+        ),
+        applied_seq,
+    ))
+}
+
+/// A dictionary record: the ids, 8 bytes each (little-endian), sealed
+/// under its key (`K` · contributor · first number).
+pub fn encode_dict(key: &[u8], ids: &[TokenId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * 8 + CHECKSUM_BYTES);
+    for id in ids {
+        out.extend_from_slice(&id.0.to_le_bytes());
+    }
+    seal(key, out)
+}
+
+/// The ids of a dictionary record.
+pub fn decode_dict(key: &[u8], value: &[u8]) -> Result<Vec<TokenId>, Error> {
+    let input =
+        unseal(key, value).ok_or_else(|| corrupt("dictionary record: checksum mismatch"))?;
+    if input.len() % 8 != 0 {
+        return Err(corrupt("dictionary record length"));
+    }
+    Ok(input
+        .chunks_exact(8)
+        .map(|c| TokenId(u64::from_le_bytes(c.try_into().unwrap())))
+        .collect())
 }
 
 #[cfg(test)]

@@ -10,30 +10,41 @@
 //!   'M'  the model: a store snapshot (codec.rs), at most one
 //!   'S'  settings (codec.rs; the consent id is written as 0), at most one
 //!   'W'  a list entry: list kind byte ('a' allow, 'b' block) · entry text
-//!   'L'  a learned message: id length u16 BE · id · ledger entry (codec.rs)
+//!   'L'  a learned message: id length u16 BE · id · click time (unix
+//!        seconds) u64 BE · ledger entry (codec.rs `encode_ledger`)
+//!   'F'  a click beyond the undo window, its tokens folded away: id
+//!        length u16 BE · id · click time u64 BE · label byte
 //!   'D'  a Score decision: time ms u64 BE · its JSON
 //!   'E'  end: records before it (u64 BE) · xxh3-64 of every byte before
 //!        this record (u64 BE); nothing may follow
 //! ```
 //!
-//! The payloads are the store's own value encodings (format
-//! [`super::FORMAT_VERSION`]), so an export is exactly what the store
-//! holds; [`decode`] checks every one of them, so a damaged stream is
-//! refused naming the record, before anything is written.
+//! The payloads are the store's own self-contained value encodings (the
+//! format-5 ledger entry with its optional `implicit` byte, the format-4
+//! snapshot with its recency section), so an export is exactly what the
+//! store holds; format 6's dictionary numbers and checksums are the
+//! store's own business and are not in it (the import numbers the tokens
+//! in the importing user's dictionary). [`decode`] checks every payload,
+//! so a damaged stream is refused naming the record, before anything is
+//! written.
+//!
+//! Version 2 (format 6, the undo window) added each message's click time
+//! to `L` and the `F` record; version 1 streams are refused by name.
 
 use sled::Batch;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::Store;
 use super::codec::{self, LedgerEntry};
+use super::dict::Dict;
 use super::keys::*;
 use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
-use crate::types::{MessageId, Owner, UserId};
+use crate::types::{Label, MessageId, Owner, UserId};
 
 /// The export format's version: bumped with any change to the records or
 /// to the store encodings they carry.
-pub const EXPORT_VERSION: u32 = 1;
+pub const EXPORT_VERSION: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"CHAFFUSR";
 
@@ -48,11 +59,21 @@ pub struct UserExport {
     pub model: Option<Vec<u8>>,
     pub settings: Option<UserSettings>,
     pub lists: Vec<(ListKind, Entry)>,
-    /// Learned messages, with their ledger entries (shared ids kept as
-    /// exported; cleared on import).
-    pub ledger: Vec<(MessageId, LedgerEntry)>,
+    /// Learned messages, with their click time (unix seconds, what the
+    /// undo window is measured from) and ledger entries (shared ids kept
+    /// as exported; cleared on import).
+    pub ledger: Vec<(MessageId, u64, Learned)>,
     /// Score decisions: time and the stored JSON.
     pub decisions: Vec<(u64, Vec<u8>)>,
+}
+
+/// What the ledger holds for one message of an export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// A click (or delivered mail) that can still be undone exactly.
+    Live(LedgerEntry),
+    /// A click beyond the undo window: only its label is kept.
+    Folded(Label),
 }
 
 fn bad(what: impl Into<String>) -> Error {
@@ -95,11 +116,20 @@ pub fn encode(e: &UserExport) -> Vec<u8> {
         p.extend_from_slice(entry.to_string().as_bytes());
         put(&mut out, b'W', &p);
     }
-    for (id, entry) in &e.ledger {
+    for (id, time_s, learned) in &e.ledger {
         let mut p = (id.as_str().len() as u16).to_be_bytes().to_vec();
         p.extend_from_slice(id.as_str().as_bytes());
-        p.extend_from_slice(&codec::encode_ledger(entry));
-        put(&mut out, b'L', &p);
+        p.extend_from_slice(&time_s.to_be_bytes());
+        match learned {
+            Learned::Live(entry) => {
+                p.extend_from_slice(&codec::encode_ledger(entry));
+                put(&mut out, b'L', &p);
+            }
+            Learned::Folded(label) => {
+                p.push(label.to_byte());
+                put(&mut out, b'F', &p);
+            }
+        }
     }
     for (time, json) in &e.decisions {
         let mut p = time.to_be_bytes().to_vec();
@@ -203,19 +233,35 @@ pub fn decode(bytes: &[u8]) -> Result<UserExport, Error> {
                     .map_err(|err| bad(format!("{}: {err}", which())))?;
                 e.lists.push((kind, entry));
             }
-            b'L' => {
+            b'L' | b'F' => {
+                let truncated = || bad(format!("{} is truncated", which()));
                 let len = payload
                     .get(..2)
                     .map(|b| u16::from_be_bytes(b.try_into().unwrap()) as usize)
-                    .ok_or_else(|| bad(format!("{} is truncated", which())))?;
-                let id = payload
-                    .get(2..2 + len)
-                    .ok_or_else(|| bad(format!("{} is truncated", which())))?;
+                    .ok_or_else(truncated)?;
+                let id = payload.get(2..2 + len).ok_or_else(truncated)?;
                 let id =
                     MessageId::new(text(id)?).map_err(|err| bad(format!("{}: {err}", which())))?;
-                let entry = codec::decode_ledger(&payload[2 + len..])
-                    .map_err(|err| bad(format!("{}: {err}", which())))?;
-                e.ledger.push((id, entry));
+                let time_s = payload
+                    .get(2 + len..10 + len)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+                    .ok_or_else(truncated)?;
+                let rest = &payload[10 + len..];
+                let learned = if tag == b'L' {
+                    Learned::Live(
+                        codec::decode_ledger(rest)
+                            .map_err(|err| bad(format!("{}: {err}", which())))?,
+                    )
+                } else {
+                    match rest {
+                        [b] => Learned::Folded(
+                            Label::from_byte(*b)
+                                .ok_or_else(|| bad(format!("{}: unknown label", which())))?,
+                        ),
+                        _ => return Err(bad(format!("{}: damaged", which()))),
+                    }
+                };
+                e.ledger.push((id, time_s, learned));
             }
             b'D' => {
                 let time = payload
@@ -250,18 +296,28 @@ impl Store {
                 lists.push((kind, entry));
             }
         }
-        let mut ledger = Vec::new();
-        let prefix = user_prefix(LEDGER, user);
-        for item in self.tree()?.scan_prefix(&prefix) {
-            let (key, value) = item?;
-            let id = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| Error::Corrupt {
-                what: "ledger key".into(),
-            })?;
-            let id = MessageId::new(id).map_err(|_| Error::Corrupt {
-                what: "ledger key".into(),
-            })?;
-            ledger.push((id, codec::decode_ledger(&value)?));
-        }
+        let ledger = self.with_dict(&Owner::User(user.clone()), |dict| {
+            let mut ledger = Vec::new();
+            let prefix = user_prefix(LEDGER, user);
+            for item in self.tree()?.scan_prefix(&prefix) {
+                let (key, value) = item?;
+                let id = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| Error::Corrupt {
+                    what: "ledger key".into(),
+                })?;
+                let id = MessageId::new(id).map_err(|_| Error::Corrupt {
+                    what: "ledger key".into(),
+                })?;
+                let (label, facts) = codec::ledger_facts(&key, &value)?;
+                let time_s = facts.time_s.unwrap_or(self.legacy_time_s);
+                let learned = if facts.folded {
+                    Learned::Folded(label)
+                } else {
+                    Learned::Live(codec::decode_ledger_any(&key, &value, Some(dict))?)
+                };
+                ledger.push((id, time_s, learned));
+            }
+            Ok(ledger)
+        })?;
         let mut decisions = Vec::new();
         let prefix = user_prefix(DECISION, user);
         for item in self.tree()?.scan_prefix(&prefix) {
@@ -295,19 +351,36 @@ impl Store {
         e: &UserExport,
         consent: u64,
     ) -> Result<(), Error> {
+        let who = Owner::User(user.clone());
         for chunk in e.ledger.chunks(IMPORT_CHUNK) {
-            let mut batch = Batch::default();
-            for (id, entry) in chunk {
-                let entry = LedgerEntry {
-                    shared: 0,
-                    ..entry.clone()
-                };
-                batch.insert(
-                    ledger_key(&Owner::User(user.clone()), id),
-                    codec::encode_ledger(&entry),
-                );
-            }
-            self.tree()?.apply_batch(batch)?;
+            self.with_dict(&who, |dict| {
+                // Number the chunk's tokens in the user's dictionary, in
+                // the chunk's own batch (as a click does).
+                let before = dict.len();
+                let ids = chunk.iter().flat_map(|(_, _, l)| match l {
+                    Learned::Live(entry) => entry.tokens.as_slice(),
+                    Learned::Folded(_) => &[],
+                });
+                dict.extend(ids.copied()).ok_or_else(|| Error::Corrupt {
+                    what: format!("token dictionary of user {user} is full"),
+                })?;
+                let mut batch = Batch::default();
+                if dict.len() > before {
+                    let key = dict_key(&contributor_prefix(DICT, &who), before);
+                    let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                    batch.insert(key, value);
+                }
+                for (id, time_s, learned) in chunk {
+                    let key = ledger_key(&who, id);
+                    let value = import_ledger(&key, *time_s, learned, dict);
+                    batch.insert(key, value);
+                }
+                if let Err(e) = self.tree()?.apply_batch(batch) {
+                    dict.truncate(before);
+                    return Err(e.into());
+                }
+                Ok(())
+            })?;
         }
         for chunk in e.decisions.chunks(IMPORT_CHUNK) {
             self.append_decisions(chunk.iter().map(|(t, json)| (user, *t, json.as_slice())))?;
@@ -330,5 +403,20 @@ impl Store {
         }
         self.tree()?.apply_batch(batch)?;
         Ok(())
+    }
+}
+
+/// An imported ledger entry in format 6. Sequence number 0: no journal
+/// record of this server stands for it (the imported snapshot counts it).
+fn import_ledger(key: &[u8], time_s: u64, learned: &Learned, dict: &Dict) -> Vec<u8> {
+    match learned {
+        Learned::Live(entry) => {
+            let entry = LedgerEntry {
+                shared: 0,
+                ..entry.clone()
+            };
+            codec::encode_ledger_v6(key, &entry, 0, time_s, dict)
+        }
+        Learned::Folded(label) => codec::encode_ledger_folded(key, *label, time_s),
     }
 }

@@ -15,6 +15,18 @@ pub(super) const DECISION: u8 = b'D';
 pub(super) const CONTRIBUTION: u8 = b'G';
 pub(super) const CONTRIBUTION_JOURNAL: u8 = b'H';
 pub(super) const SEED_ID_KEY: &[u8] = b"O";
+pub(super) const DICT: u8 = b'K';
+/// When the directory was upgraded to format 6 (unix ms, u64 BE): the
+/// click time of ledger entries written before (`Store::ledger_get`).
+pub(super) const UPGRADED_KEY: &[u8] = b"U";
+
+/// A dictionary record's key: `K` · contributor · first number (u32 BE).
+pub(super) fn dict_key(prefix: &[u8], first: usize) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    // A dictionary never passes 2^32 entries (`Dict::extend`).
+    k.extend_from_slice(&(first as u32).to_be_bytes());
+    k
+}
 pub(super) const ID_OFFSET_KEY: &[u8] = b"I";
 
 pub(super) fn contributor_prefix(kind: u8, who: &Owner) -> Vec<u8> {

@@ -5,9 +5,92 @@ use sled::Batch;
 
 use super::Store;
 use super::codec::{self, LedgerEntry, Op};
+use super::dict::{Dict, describe};
 use super::keys::*;
 use crate::error::Error;
 use crate::types::{MessageId, Owner, UserId};
+
+/// A record to write: key and value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Whether a ledger record (key, value) is due to be folded, and its label.
+type FoldDue<'a> = dyn Fn(&[u8], &[u8]) -> Option<crate::types::Label> + 'a;
+
+/// Unix milliseconds now. Injected ([`Store::set_undo_window`]) so tests
+/// control time; the service's clock is the system's.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    /// A clock that reads `now` (unix milliseconds) each time it is asked.
+    pub fn new(now: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(now))
+    }
+
+    /// The system's clock.
+    pub fn system() -> Self {
+        Self::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        })
+    }
+
+    /// Unix milliseconds now.
+    pub fn now_ms(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({} ms)", self.now_ms())
+    }
+}
+
+/// How long after a click it can still be undone exactly (Forget, or a
+/// relearn as the other class): 90 days. Older ledger entries are folded
+/// (their tokens dropped), which bounds the ledger's size to the clicks of
+/// the window; their counts stay in the model.
+pub const DEFAULT_UNDO_WINDOW: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
+
+/// The undo window and the clock it is measured with.
+pub(super) struct Undo {
+    pub(super) window: std::time::Duration,
+    clock: Clock,
+}
+
+impl Default for Undo {
+    fn default() -> Self {
+        Self {
+            window: DEFAULT_UNDO_WINDOW,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl Undo {
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Clicks made before this (unix seconds) are beyond the window.
+    pub(super) fn cutoff_s(&self) -> u64 {
+        self.now_ms().saturating_sub(self.window.as_millis() as u64) / 1000
+    }
+}
+
+/// A ledger entry that does not read back: names it and what to do.
+fn damaged_ledger(who: &Owner, msg: &MessageId, e: Error) -> Error {
+    Error::Corrupt {
+        what: format!(
+            "ledger entry of {} for message {msg}: {}; that click cannot be undone or \
+             relearned until the entry is restored from a backup",
+            describe(who),
+            super::dict::what(e)
+        ),
+    }
+}
 
 impl Store {
     /// What was learned for this message, if anything.
@@ -15,24 +98,73 @@ impl Store {
         self.contributor_ledger_get(&Owner::User(user.clone()), msg)
     }
 
+    /// Sets the undo window and the clock clicks are timed by (the engine
+    /// does, from its settings).
+    pub fn set_undo_window(&self, window: std::time::Duration, clock: Clock) {
+        *self.undo.write() = Undo { window, clock };
+    }
+
     /// A user's or the operator's (seed) ledger entry for this message.
+    /// A user's click older than the undo window (folded or not yet) is
+    /// [`Error::BeyondUndoWindow`]: it can no longer be undone exactly. A
+    /// user's entry learned from delivered mail ([`LedgerEntry::implicit`])
+    /// older than the window reads as `None`: the fold drops it and keeps
+    /// its counts ([`Store::fold_ledger`]), so a click on that mail is a
+    /// first click, not one refused.
     pub fn contributor_ledger_get(
         &self,
         who: &Owner,
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
         let key = ledger_key(who, msg);
+        let Some(value) = self.ledger_raw(&key)? else {
+            return Ok(None);
+        };
+        if let Owner::User(_) = who {
+            let (label, facts) =
+                codec::ledger_facts(&key, &value).map_err(|e| damaged_ledger(who, msg, e))?;
+            let undo = self.undo.read();
+            let time_s = facts.time_s.unwrap_or(self.legacy_time_s);
+            if facts.implicit && time_s < undo.cutoff_s() {
+                return Ok(None);
+            }
+            if facts.folded || time_s < undo.cutoff_s() {
+                return Err(Error::BeyondUndoWindow {
+                    message_id: msg.to_string(),
+                    label,
+                    window: undo.window,
+                });
+            }
+        }
+        let decode = |dict: Option<&Dict>| {
+            codec::decode_ledger_any(&key, &value, dict).map_err(|e| damaged_ledger(who, msg, e))
+        };
+        if codec::ledger_is_v6(&value) {
+            self.with_dict(who, |dict| decode(Some(dict))).map(Some)
+        } else {
+            decode(None).map(Some)
+        }
+    }
+
+    /// Whether the user's ledger holds anything for this message (a click
+    /// or delivered mail, of any age, folded or not): what learning from
+    /// delivered mail must not learn twice (`Engine::learn_delivered`).
+    pub fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error> {
+        Ok(self
+            .ledger_raw(&ledger_key(&Owner::User(user.clone()), msg))?
+            .is_some())
+    }
+
+    /// The stored bytes under a ledger key, pending clicks first.
+    fn ledger_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         if let Some(pending) = &self.pending {
-            match pending.lock().ledger(&key) {
-                Some(Some(bytes)) => return Ok(Some(codec::decode_ledger(bytes)?)),
+            match pending.lock().ledger(key) {
+                Some(Some(bytes)) => return Ok(Some(bytes.to_vec())),
                 Some(None) => return Ok(None),
                 None => {}
             }
         }
-        match self.sled_tree.get(key)? {
-            Some(bytes) => Ok(Some(codec::decode_ledger(&bytes)?)),
-            None => Ok(None),
-        }
+        Ok(self.sled_tree.get(key)?.map(|v| v.to_vec()))
     }
 
     /// Records one click atomically: the message's new ledger state (`None`
@@ -65,34 +197,203 @@ impl Store {
         // sled's id generator is monotonic across restarts, so sequence
         // numbers order every user's journal without per-user counters.
         let seq = self.generate_id()?;
-        let ledger = (ledger_key(who, msg), entry.map(codec::encode_ledger));
-        let mut journal = Vec::with_capacity(2);
-        if let Owner::User(user) = who {
-            journal.push((journal_key(user, seq), codec::encode_ops(ops)));
-        }
-        if !shared_ops.is_empty() {
-            journal.push((
-                contribution_journal_key(who, seq),
-                codec::encode_ops(shared_ops),
-            ));
-        }
-        if let Some(pending) = &self.pending {
-            let mut pending = pending.lock();
-            if pending.push(ledger, journal) {
-                self.apply(&mut pending)?;
+        let now_s = self.undo.read().now_ms() / 1000;
+        self.with_dict(who, |dict| {
+            // Number every id this click writes by number; new numbers go
+            // to disk in the click's own batch.
+            let before = dict.len();
+            let user_ops = if matches!(who, Owner::User(_)) {
+                ops
+            } else {
+                &[]
+            };
+            let ids = entry
+                .iter()
+                .flat_map(|e| e.tokens.iter())
+                .chain(user_ops.iter().flat_map(|op| match op {
+                    Op::Learn(_, _, ids) | Op::Unlearn(_, _, ids) => ids.iter(),
+                }));
+            dict.extend(ids.copied()).ok_or_else(|| Error::Corrupt {
+                what: format!("token dictionary of {} is full", describe(who)),
+            })?;
+            let mut writes = Vec::with_capacity(3);
+            if dict.len() > before {
+                let key = dict_key(&contributor_prefix(DICT, who), before);
+                let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                writes.push((key, value));
             }
-            return Ok(seq);
+            let key = ledger_key(who, msg);
+            if let Owner::User(user) = who {
+                // The entry this click replaces may be named by a journal
+                // pointer not yet folded: make that record explicit first.
+                if let Some(prev) = self.ledger_raw(&key)?
+                    && let Some(fix) = self.explicit_pointer(user, &key, &prev, dict)?
+                {
+                    writes.push(fix);
+                }
+                let jkey = journal_key(user, seq);
+                let first_learn = match (entry, ops) {
+                    (Some(e), [Op::Learn(label, weight, ids)]) => {
+                        *label == e.label && *weight == e.weight && *ids == e.tokens
+                    }
+                    _ => false,
+                };
+                let value = if first_learn {
+                    codec::encode_learn_pointer(&jkey, msg.as_str().as_bytes())
+                } else {
+                    codec::encode_ops_v6(&jkey, ops, dict)
+                };
+                writes.push((jkey, value));
+            }
+            let value = entry.map(|e| codec::encode_ledger_v6(&key, e, seq, now_s, dict));
+            let ledger = (key, value);
+            if !shared_ops.is_empty() {
+                writes.push((
+                    contribution_journal_key(who, seq),
+                    codec::encode_ops(shared_ops),
+                ));
+            }
+            if let Some(pending) = &self.pending {
+                // Pending writes are kept until sled takes them (even if
+                // this apply fails), so the numbers stay.
+                let mut pending = pending.lock();
+                if pending.push(ledger, writes) {
+                    self.apply(&mut pending)?;
+                }
+                return Ok(seq);
+            }
+            let mut batch = Batch::default();
+            match ledger {
+                (key, Some(value)) => batch.insert(key, value),
+                (key, None) => batch.remove(key),
+            }
+            for (key, value) in writes {
+                batch.insert(key, value);
+            }
+            if let Err(e) = self.sled_tree.apply_batch(batch) {
+                dict.truncate(before);
+                return Err(e.into());
+            }
+            Ok(seq)
+        })
+    }
+
+    /// If the ledger entry `prev` (under `key`) was written by a click whose
+    /// journal record is still a pointer to it, that record rewritten with
+    /// the ops it stands for (to go in the batch that changes the entry).
+    fn explicit_pointer(
+        &self,
+        user: &UserId,
+        key: &[u8],
+        prev: &[u8],
+        dict: &Dict,
+    ) -> Result<Option<KeyValue>, Error> {
+        let Some(seq) = codec::ledger_seq(key, prev)? else {
+            return Ok(None);
+        };
+        let jkey = journal_key(user, seq);
+        let Some(record) = self.tree()?.get(&jkey)? else {
+            return Ok(None);
+        };
+        if codec::learn_pointer(&jkey, &record)?.is_none() {
+            return Ok(None);
         }
-        let mut batch = Batch::default();
-        match ledger {
-            (key, Some(value)) => batch.insert(key, value),
-            (key, None) => batch.remove(key),
+        let e = codec::decode_ledger_any(key, prev, Some(dict))?;
+        let ops = [Op::Learn(e.label, e.weight, e.tokens)];
+        let value = codec::encode_ops_v6(&jkey, &ops, dict);
+        Ok(Some((jkey, value)))
+    }
+
+    /// Folds every user's ledger entries older than the undo window: each
+    /// becomes its label and time without its tokens (so a Forget can say
+    /// it is too old), in batches of up to `DELETE_CHUNK` entries of one
+    /// user, each under that user's dictionary lock (no click of theirs
+    /// interleaves) and with any journal pointer to it made explicit in the
+    /// same batch. The counts stay. Entries learned from delivered mail
+    /// (not clicks) are removed instead: their counts stay too, and a later
+    /// click on that mail learns as a first click. Returns how many entries
+    /// were folded or removed.
+    /// Runs in the background (the decision log's hourly sweep), never on
+    /// a request's path.
+    pub fn fold_ledger(&self) -> Result<u64, Error> {
+        let cutoff_s = self.undo.read().cutoff_s();
+        let legacy = self.legacy_time_s;
+        let due = |key: &[u8], value: &[u8]| match codec::ledger_facts(key, value) {
+            Ok((label, facts)) => {
+                (!facts.folded && facts.time_s.unwrap_or(legacy) < cutoff_s).then_some(label)
+            }
+            // Damaged entries are reported when read; folding leaves them.
+            Err(_) => None,
+        };
+        let end = prefix_end(&[LEDGER]);
+        let mut from = vec![LEDGER];
+        let mut folded = 0u64;
+        loop {
+            let mut run: Option<(Owner, Vec<Vec<u8>>)> = None;
+            let mut next = None;
+            for item in self.tree()?.range(from.clone()..end.clone()) {
+                let (key, value) = item?;
+                let (who, _) = decode_contributor(&key)?;
+                if !matches!(who, Owner::User(_)) {
+                    continue;
+                }
+                if let Some((owner, keys)) = &run
+                    && (*owner != who || keys.len() >= super::DELETE_CHUNK)
+                {
+                    next = Some(key.to_vec());
+                    break;
+                }
+                if due(&key, &value).is_some() {
+                    run.get_or_insert_with(|| (who, Vec::new()))
+                        .1
+                        .push(key.to_vec());
+                }
+            }
+            if let Some((who, keys)) = run {
+                folded += self.fold_entries(&who, &keys, &due)?;
+            }
+            match next {
+                Some(key) => from = key,
+                None => return Ok(folded),
+            }
         }
-        for (key, value) in journal {
-            batch.insert(key, value);
-        }
-        self.sled_tree.apply_batch(batch)?;
-        Ok(seq)
+    }
+
+    fn fold_entries(&self, who: &Owner, keys: &[Vec<u8>], due: &FoldDue) -> Result<u64, Error> {
+        let Owner::User(user) = who else {
+            return Ok(0);
+        };
+        self.with_dict(who, |dict| {
+            let mut batch = Batch::default();
+            let mut n = 0;
+            for key in keys {
+                // Read again under the lock: a click may have changed it.
+                let Some(value) = self.tree()?.get(key)? else {
+                    continue;
+                };
+                let Some(label) = due(key, &value) else {
+                    continue;
+                };
+                let (_, facts) = codec::ledger_facts(key, &value)?;
+                if let Some((jkey, ops)) = self.explicit_pointer(user, key, &value, dict)? {
+                    batch.insert(jkey, ops);
+                }
+                let time_s = facts.time_s.unwrap_or(self.legacy_time_s);
+                if facts.implicit {
+                    // Delivered mail nobody clicked: nothing to refuse later,
+                    // so nothing to keep (see `contributor_ledger_get`).
+                    batch.remove(key.as_slice());
+                } else {
+                    batch.insert(
+                        key.as_slice(),
+                        codec::encode_ledger_folded(key, label, time_s),
+                    );
+                }
+                n += 1;
+            }
+            self.tree()?.apply_batch(batch)?;
+            Ok(n)
+        })
     }
 
     /// A fresh id, larger than every id handed out before (also across

@@ -5,9 +5,11 @@
 //! | key                                    | value                                  |
 //! |----------------------------------------|----------------------------------------|
 //! | `F`                                    | [`FORMAT_VERSION`] (u32 BE)            |
-//! | `L` · user · message id                | label + the message's token ids        |
-//! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s      |
-//! | `M` · user                             | compact model snapshot + last sequence |
+//! | `L` · user · message id                | label, click time and sequence, the message's token numbers (folded beyond the undo window: label + time) |
+//! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s, or a pointer to its ledger entry |
+//! | `M` · user                             | model snapshot: counts in dictionary order, last-seen ages (`recency.rs`) + last sequence |
+//! | `K` · user · first number (u32 BE)     | the user's token dictionary: ids numbered from there (`dict.rs`) |
+//! | `U`                                    | when the directory became format 6 (click time of older entries) |
 //! | `S` · user                             | delivery settings (mode, thresholds)   |
 //! | `W` · user · list kind · entry         | an allow/block list entry (empty value)|
 //! | `W` · 0u16 · list kind · entry         | an operator-wide list entry            |
@@ -17,6 +19,10 @@
 //! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
 //! | `O`                                    | the current seed id (u64 BE)           |
 //! | `I`                                    | id offset (u64 BE), set by a backup: every id handed out is above it |
+//!
+//! Format-6 values of `L`, `J`, `M` and `K` end in a CRC-32 of key and
+//! value (`codec::seal`, why there); a mismatch is [`Error::Corrupt`]
+//! naming the user (and message), answered DATA_LOSS, never counted.
 //!
 //! where a `contributor` is a user (as `user` below) or the operator
 //! (a zero-length id, which no user id can be). The shared model itself is
@@ -70,6 +76,7 @@ mod backup;
 mod codec;
 mod commit;
 mod decisions;
+mod dict;
 mod error;
 pub mod export;
 mod keys;
@@ -94,8 +101,10 @@ use crate::error::Error;
 
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
+pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
-pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Snapshot, checkpoint_due};
+pub use ledger::{Clock, DEFAULT_UNDO_WINDOW};
+pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
 pub use users::listing_order;
 
 use keys::*;
@@ -104,18 +113,28 @@ use commit::GroupCommit;
 use pending::Pending;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
+/// Format 6 names a user's tokens by number in the user's own dictionary
+/// (`K` records, `dict.rs`) in ledger entries, journal records and
+/// snapshots, and seals those records with a checksum (`codec::seal`).
 /// Format 5 added the shared model (`G`/`H`/`O` keys, shared ids in ledger
 /// entries, consent ids in settings). Format 4 counts a message as 64
 /// weight units (`classify::Weight::FULL`); format 3 counted it as 8
 /// (upgraded at open: [`Store::open`]).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
 /// format 2 had no weights, settings, lists or decisions; its records
 /// decode as full-weight (see `codec`). Format 4 had no shared model: its
 /// ledger entries and settings read as not shared, so nothing is rewritten.
 /// (Format 3 is upgraded by rewriting its records: `upgrade_format_3`.)
-const READABLE_FORMATS: [u32; 2] = [2, 4];
+///
+/// Format 5 is upgraded by rewriting `F` alone: its records keep their own
+/// first bytes (upper-case ledger labels, journal op counts, `W` snapshots),
+/// which no format-6 record starts with, so both read side by side; each
+/// user's next checkpoint rewrites their snapshot in format 6, and their
+/// new clicks are written in it. One write of one key: a crash leaves the
+/// directory wholly in format 5 or wholly readable as 6.
+const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
 
 /// Keys removed per batch when a user or the seed ledger is deleted: sled's
 /// memory grows with batch size, so large deletions go in bounded steps.
@@ -139,6 +158,13 @@ pub struct Store {
     /// ([`Store::location`]).
     path: Arc<std::path::PathBuf>,
     cache_bytes: u64,
+    /// Token dictionaries in memory (`dict.rs`), shared by every clone.
+    dicts: Arc<dict::Dicts>,
+    /// The undo window and its clock (`ledger.rs`).
+    undo: Arc<parking_lot::RwLock<ledger::Undo>>,
+    /// The time (unix seconds) this directory was upgraded to format 6:
+    /// the click time of older ledger entries, which did not record one.
+    legacy_time_s: u64,
     /// Added to every id sled generates ([`Store::generate_id`]): a data
     /// directory made by a backup starts its ids above the source's, whose
     /// journal sequence numbers and consent and seed ids it holds (sled's
@@ -169,6 +195,10 @@ fn upgrade_format_3(tree: &Tree) -> Result<(), Error> {
         }
     }
     batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+    batch.insert(
+        UPGRADED_KEY,
+        &ledger::Undo::default().now_ms().to_be_bytes(),
+    );
     tree.apply_batch(batch)?;
     tree.flush()?;
     tracing::info!(
@@ -187,6 +217,51 @@ impl Store {
     pub fn mark_format_for_tests(&self, version: u32) -> Result<(), Error> {
         self.tree()?.insert(FORMAT_KEY, &version.to_be_bytes())?;
         self.flush()
+    }
+
+    /// Test builds only: a click as format 5 and older wrote it (ids
+    /// spelled out, no dictionary, no checksum, no click time), for a
+    /// directory that [`Store::mark_format_for_tests`] then marks old:
+    /// today's writer writes format 6, which no older format can hold.
+    pub fn record_legacy_for_tests(
+        &self,
+        user: &crate::types::UserId,
+        msg: &crate::types::MessageId,
+        entry: &LedgerEntry,
+        ops: &[Op],
+    ) -> Result<u64, Error> {
+        let seq = self.generate_id()?;
+        let mut batch = Batch::default();
+        batch.insert(
+            ledger_key(&crate::types::Owner::User(user.clone()), msg),
+            codec::encode_ledger(entry),
+        );
+        batch.insert(journal_key(user, seq), codec::encode_ops(ops));
+        self.tree()?.apply_batch(batch)?;
+        Ok(seq)
+    }
+
+    /// Test builds only: a checkpoint as format 5 and older wrote it (see
+    /// [`Store::record_legacy_for_tests`]).
+    pub fn checkpoint_legacy_for_tests(
+        &self,
+        user: &crate::types::UserId,
+        model: &crate::classify::Model,
+        last_seq: u64,
+    ) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        for item in self
+            .tree()?
+            .range(journal_key(user, 0)..=journal_key(user, last_seq))
+        {
+            batch.remove(item?.0);
+        }
+        batch.insert(
+            user_prefix(MODEL, user),
+            codec::encode_snapshot(model, last_seq),
+        );
+        self.tree()?.apply_batch(batch)?;
+        Ok(())
     }
 }
 
@@ -252,8 +327,13 @@ impl Store {
                     .iter()
                     .any(|old| v.as_ref() == old.to_be_bytes()) =>
             {
-                tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
-                    .map_err(open_err)?;
+                let mut batch = Batch::default();
+                batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+                batch.insert(
+                    UPGRADED_KEY,
+                    &ledger::Undo::default().now_ms().to_be_bytes(),
+                );
+                tree.apply_batch(batch).map_err(open_err)?;
             }
             Some(v) => {
                 return Err(Error::Corrupt {
@@ -265,6 +345,14 @@ impl Store {
                 });
             }
         }
+        let legacy_time_s = match tree.get(UPGRADED_KEY).map_err(open_err)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt {
+                    what: format!("format upgrade time in {}", path.display()),
+                })?) / 1000
+            }
+            None => 0,
+        };
         let id_offset = match tree.get(ID_OFFSET_KEY).map_err(open_err)? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt {
                 what: "id offset".into(),
@@ -280,6 +368,9 @@ impl Store {
             sync,
             path: Arc::new(path.to_path_buf()),
             cache_bytes,
+            dicts: Arc::default(),
+            undo: Arc::default(),
+            legacy_time_s,
         })
     }
 

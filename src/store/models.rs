@@ -5,10 +5,23 @@ use sled::Batch;
 
 use super::Store;
 use super::codec::{self};
+use super::dict::Dict;
 use super::keys::*;
-use crate::classify::Model;
+use crate::classify::{Counts, Model};
 use crate::error::Error;
-use crate::types::UserId;
+use crate::tokenize::TokenId;
+use crate::types::{Owner, UserId};
+
+/// A model record that does not read back: names it and what to do.
+fn damaged_model(user: &UserId, record: &str, e: Error) -> Error {
+    Error::Corrupt {
+        what: format!(
+            "model {record} of user {user}: {}; restore the data directory from a backup, \
+             or rebuild this user's model from their ledger with `chaff repair --user {user}`",
+            super::dict::what(e)
+        ),
+    }
+}
 
 /// A journal shorter than this many entries ([`Op::entries`](super::Op::entries): token ids,
 /// plus one per op) is never folded, however small the model: tiny models
@@ -55,15 +68,23 @@ pub struct LoadedModel {
 /// click that holds the user's writer lock and is encoding — without a copy
 /// of a model of hundreds of thousands of tokens, and writes it after
 /// releasing the lock, so no lock is held across I/O.
+///
+/// Since format 6 a user's snapshot lists counts in the order of the user's
+/// token dictionary, which only the store knows: `encode` copies the
+/// model's (id, counts, last-seen stamp) triples (20 bytes a token, what
+/// sorting them for the format-5 snapshot already copied) and the store
+/// encodes them, with the quota's recency section (`recency.rs`).
 pub struct Snapshot {
-    pub(super) bytes: Vec<u8>,
+    pub(super) head: codec::SnapshotHead,
+    pub(super) tokens: Vec<(TokenId, Counts, u32)>,
     pub(super) last_seq: u64,
 }
 
 impl Snapshot {
     pub fn encode(model: &Model, last_seq: u64) -> Self {
         Self {
-            bytes: codec::encode_snapshot(model, last_seq),
+            head: codec::SnapshotHead::of(model),
+            tokens: model.iter_stamped().collect(),
             last_seq,
         }
     }
@@ -73,9 +94,16 @@ impl Store {
     /// The user's model (snapshot plus journal replay), or `None` for a user
     /// with nothing stored.
     pub fn load_model(&self, user: &UserId) -> Result<Option<LoadedModel>, Error> {
-        let snapshot = self.tree()?.get(user_prefix(MODEL, user))?;
+        let who = Owner::User(user.clone());
+        self.with_dict(&who, |dict| self.load_model_with(user, dict))
+    }
+
+    fn load_model_with(&self, user: &UserId, dict: &Dict) -> Result<Option<LoadedModel>, Error> {
+        let model_key = user_prefix(MODEL, user);
+        let snapshot = self.tree()?.get(&model_key)?;
         let (mut model, mut last_seq) = match &snapshot {
-            Some(bytes) => codec::decode_snapshot(bytes)?,
+            Some(bytes) => codec::decode_snapshot_any(&model_key, bytes, Some(dict))
+                .map_err(|e| damaged_model(user, "snapshot", e))?,
             None => (Model::default(), 0),
         };
         let mut journal_entries = 0;
@@ -85,15 +113,19 @@ impl Store {
         for item in self.tree()?.range(start..=end) {
             let (key, value) = item?;
             let mut entries = 0;
-            for op in codec::decode_ops(&value)? {
+            let seq_bytes = &key[key.len() - 8..];
+            let seq =
+                u64::from_be_bytes(seq_bytes.try_into().expect("journal key ends in 8 bytes"));
+            let ops = self
+                .journal_ops(user, seq, &key, &value, dict)
+                .map_err(|e| damaged_model(user, "journal record", e))?;
+            for op in ops {
                 op.apply(&mut model);
                 entries += op.entries();
             }
             // A record counts even with no ops (see `Engine::commit`).
             journal_entries += entries.max(1);
-            let seq_bytes = &key[key.len() - 8..];
-            last_seq =
-                u64::from_be_bytes(seq_bytes.try_into().expect("journal key ends in 8 bytes"));
+            last_seq = seq;
             records += 1;
         }
         if snapshot.is_none() && records == 0 {
@@ -106,12 +138,41 @@ impl Store {
         }))
     }
 
+    /// A journal record's ops; a pointer record's from the ledger entry it
+    /// names, which must be the one its click wrote.
+    fn journal_ops(
+        &self,
+        user: &UserId,
+        seq: u64,
+        key: &[u8],
+        value: &[u8],
+        dict: &Dict,
+    ) -> Result<Vec<codec::Op>, Error> {
+        let Some(message) = codec::learn_pointer(key, value)? else {
+            return codec::decode_ops_any(key, value, Some(dict));
+        };
+        let mut ledger = user_prefix(LEDGER, user);
+        ledger.extend_from_slice(message);
+        let missing = || Error::Corrupt {
+            what: format!(
+                "journal record {seq} names message {} whose ledger entry is missing or newer",
+                String::from_utf8_lossy(message)
+            ),
+        };
+        let entry = self.tree()?.get(&ledger)?.ok_or_else(missing)?;
+        let (e, written) = codec::decode_ledger_seq(&ledger, &entry, Some(dict))?;
+        if written != Some(seq) {
+            return Err(missing());
+        }
+        Ok(vec![codec::Op::Learn(e.label, e.weight, e.tokens)])
+    }
+
     /// The last journal sequence number folded into the user's snapshot (0:
     /// no snapshot). Lets a check from outside the engine see that a
     /// checkpoint happened (`chaff soak` counts them).
     pub fn snapshot_seq(&self, user: &UserId) -> Result<u64, Error> {
         Ok(match self.tree()?.get(user_prefix(MODEL, user))? {
-            Some(bytes) => codec::decode_snapshot(&bytes)?.1,
+            Some(bytes) => codec::decode_snapshot_seq(&bytes)?,
             None => 0,
         })
     }
@@ -124,25 +185,139 @@ impl Store {
 
     /// [`Store::checkpoint`] with the model already encoded.
     pub fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
+        let who = Owner::User(user.clone());
         #[cfg(feature = "fault-injection")]
-        let owner = crate::types::Owner::User(user.clone());
+        crate::fault::checkpoint_step(&who, "starting");
+        self.with_dict(&who, |dict| {
+            let mut batch = Batch::default();
+            for item in self
+                .tree()?
+                .range(journal_key(user, 0)..=journal_key(user, snapshot.last_seq))
+            {
+                let (key, _) = item?;
+                batch.remove(key);
+            }
+            // A model loaded from a format-5 snapshot has ids its dictionary
+            // never numbered: number them in this batch.
+            let before = dict.len();
+            dict.extend(snapshot.tokens.iter().map(|(id, _, _)| *id))
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("token dictionary of user {user} is full"),
+                })?;
+            if dict.len() > before {
+                let key = dict_key(&contributor_prefix(DICT, &who), before);
+                let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                batch.insert(key, value);
+            }
+            let key = user_prefix(MODEL, user);
+            let value = codec::encode_snapshot_v6(
+                &key,
+                snapshot.head,
+                snapshot.last_seq,
+                &snapshot.tokens,
+                dict,
+            );
+            batch.insert(key, value);
+            if let Err(e) = self.tree()?.apply_batch(batch) {
+                dict.truncate(before);
+                return Err(e.into());
+            }
+            Ok(())
+        })?;
         #[cfg(feature = "fault-injection")]
-        crate::fault::checkpoint_step(&owner, "starting");
-        let mut batch = Batch::default();
-        for item in self
-            .tree()?
-            .range(journal_key(user, 0)..=journal_key(user, snapshot.last_seq))
         {
-            let (key, _) = item?;
-            batch.remove(key);
-        }
-        batch.insert(user_prefix(MODEL, user), snapshot.bytes);
-        self.tree()?.apply_batch(batch)?;
-        #[cfg(feature = "fault-injection")]
-        {
-            crate::fault::checkpoint_step(&owner, "written");
-            crate::fault::checkpoint_step(&owner, "done");
+            crate::fault::checkpoint_step(&who, "written");
+            crate::fault::checkpoint_step(&who, "done");
         }
         Ok(())
+    }
+}
+
+/// What [`Store::rebuild_model`] recounted from a user's ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Clicks recounted into the new model.
+    pub learned: u64,
+    /// Clicks beyond the undo window: their tokens were folded away, so
+    /// their counts could not be recounted and are not in the new model.
+    pub folded: u64,
+    /// Clicks learned by another tokenizer version (not in a current model
+    /// either, see `Engine::slot`).
+    pub other_tokenizer: u64,
+    /// Tokens in the new model.
+    pub tokens: usize,
+}
+
+impl Store {
+    /// Rebuilds a user's model from their ledger alone — for a damaged
+    /// snapshot or journal record (`chaff repair`): every live ledger entry
+    /// of the current tokenizer is learned again with its label and weight,
+    /// and the new snapshot replaces the old one and the whole journal in
+    /// one batch. Exact when no click was folded (see [`Rebuilt::folded`]).
+    /// The user's shared-model part is not touched. Run with the server
+    /// stopped (the store's file lock makes sure).
+    pub fn rebuild_model(&self, user: &UserId) -> Result<Rebuilt, Error> {
+        let who = Owner::User(user.clone());
+        self.with_dict(&who, |dict| {
+            let mut model = Model::default();
+            let mut rebuilt = Rebuilt::default();
+            let prefix = user_prefix(LEDGER, user);
+            for item in self.tree()?.scan_prefix(&prefix) {
+                let (key, value) = item?;
+                let damaged = |e: Error| Error::Corrupt {
+                    what: format!(
+                        "ledger entry of user {user} for message {}: {}; the model cannot be \
+                         rebuilt from this ledger: restore the data directory from a backup",
+                        String::from_utf8_lossy(&key[prefix.len()..]),
+                        super::dict::what(e)
+                    ),
+                };
+                let (_, facts) = codec::ledger_facts(&key, &value).map_err(damaged)?;
+                if facts.folded {
+                    rebuilt.folded += 1;
+                    continue;
+                }
+                let e = codec::decode_ledger_any(&key, &value, Some(dict)).map_err(damaged)?;
+                if e.tokenizer_version != model.tokenizer_version() {
+                    rebuilt.other_tokenizer += 1;
+                    continue;
+                }
+                model.learn_weighted(&e.tokens, e.label, e.weight);
+                rebuilt.learned += 1;
+            }
+            rebuilt.tokens = model.token_count();
+            // Above every journal record written so far.
+            let seq = self.generate_id()?;
+            let mut batch = Batch::default();
+            for item in self.tree()?.scan_prefix(user_prefix(JOURNAL, user)) {
+                batch.remove(item?.0);
+            }
+            let snapshot = Snapshot::encode(&model, seq);
+            let before = dict.len();
+            dict.extend(snapshot.tokens.iter().map(|(id, _, _)| *id))
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("token dictionary of user {user} is full"),
+                })?;
+            if dict.len() > before {
+                let key = dict_key(&contributor_prefix(DICT, &who), before);
+                let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                batch.insert(key, value);
+            }
+            let key = user_prefix(MODEL, user);
+            let value = codec::encode_snapshot_v6(
+                &key,
+                snapshot.head,
+                snapshot.last_seq,
+                &snapshot.tokens,
+                dict,
+            );
+            batch.insert(key, value);
+            if let Err(e) = self.tree()?.apply_batch(batch) {
+                dict.truncate(before);
+                return Err(e.into());
+            }
+            self.flush()?;
+            Ok(rebuilt)
+        })
     }
 }

@@ -14,18 +14,19 @@
 //! format-3 snapshot (`W`, written before it existed) reads as clock 0 with
 //! every token seen at 0 — equally old, so the first prune ranks its
 //! tokens by evidence alone — and is written as format 4 at its next
-//! snapshot.
+//! snapshot. A data-directory format-6 snapshot (`Y`, counts in the user's
+//! dictionary order) ends in the same section, its ages for the tokens
+//! with counts in dictionary-number order (`codec::encode_snapshot_v6`).
 
 use super::codec::{get_varint, put_varint};
-use crate::classify::{Counts, Model};
+use crate::classify::Counts;
 use crate::tokenize::TokenId;
 
-/// Appends the clock and the ages of `ids` (the snapshot's token order).
-pub(super) fn put_stamps(out: &mut Vec<u8>, model: &Model, ids: impl Iterator<Item = TokenId>) {
-    let clock = model.clock();
+/// Appends `clock` and the ages of tokens last seen at `seen` (in the
+/// snapshot's token order; format 6: tokens with counts, in number order).
+pub(super) fn put_ages(out: &mut Vec<u8>, clock: u32, seen: impl Iterator<Item = u32>) {
     put_varint(out, u64::from(clock));
-    for id in ids {
-        let seen = model.seen(id).unwrap_or(0);
+    for seen in seen {
         put_varint(out, u64::from(clock.saturating_sub(seen)));
     }
 }

@@ -66,7 +66,8 @@ impl Store {
         {
             batch.remove(item?.0);
         }
-        batch.insert(contributor_prefix(CONTRIBUTION, who), snapshot.bytes);
+        let bytes = codec::encode_snapshot_parts(snapshot.head, last_seq, snapshot.tokens);
+        batch.insert(contributor_prefix(CONTRIBUTION, who), bytes);
         self.tree()?.apply_batch(batch)?;
         #[cfg(feature = "fault-injection")]
         {
@@ -119,6 +120,7 @@ impl Store {
     /// The rest of a seed clear: the old seed's ledger, then a flush.
     pub fn finish_seed_clear(&self) -> Result<(), Error> {
         self.delete_prefix(&contributor_prefix(LEDGER, &Owner::Operator))?;
+        self.delete_dict(&Owner::Operator)?;
         self.flush()
     }
 }

@@ -47,6 +47,8 @@ impl Store {
     /// batches), then a flush. Calling it again finishes an interrupted one.
     pub fn finish_delete_user(&self, user: &UserId) -> Result<(), Error> {
         self.delete_prefix(&user_prefix(LEDGER, user))?;
+        // After the ledger, whose entries its numbers name.
+        self.delete_dict(&Owner::User(user.clone()))?;
         self.delete_prefix(&user_prefix(DECISION, user))?;
         self.flush()
     }

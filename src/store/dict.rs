@@ -1,0 +1,307 @@
+//! Per-contributor token dictionaries: every token id a user (or the
+//! operator's seed) ever stored gets a dense number, in order of first use.
+//!
+//! Why: ledger entries, journal records and snapshots name tokens. As
+//! random 64-bit hashes, a sorted message's ids cost ~7.4 bytes each
+//! (gap varints), and a learned message keeps ~460 of them for exact undo:
+//! the ledger was 34 of the 43 live bytes per model token (docs/
+//! PERFORMANCE.md, "Storage footprint"). As dense numbers in a dictionary of
+//! N entries the gaps between a message's sorted numbers are ~N/460, so
+//! ~2 bytes each; a snapshot lists counts in dictionary order and needs no
+//! ids at all. Each id is written once, 8 bytes, in the dictionary.
+//!
+//! On disk the dictionary is append-only: `K` · contributor · first number
+//! (u32 BE) → the ids numbered from there (8 bytes each, little-endian) and
+//! a checksum. A click that uses new ids appends their `K` record in the
+//! same atomic batch as its ledger entry and journal record, so no stored
+//! number can point past the dictionary. Numbers are never reused or
+//! renumbered (a dictionary only grows, until the contributor is deleted).
+//!
+//! In memory a dictionary is its ids plus an id → number map (~28 bytes
+//! per entry). Dictionaries are cached, least recently used dropped beyond
+//! [`DICT_CACHE_TOKENS`] entries in all, and reloaded from `K` records
+//! (one prefix scan) when needed again.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+use crate::tokenize::TokenId;
+
+/// Dictionary entries kept in memory across all contributors: 2 M entries,
+/// ~56 MB. A dictionary is needed by a click (to number its ids) and by
+/// loading a model; a hot user's is kept, a cold one's costs one prefix
+/// scan (~8 bytes per entry read) to bring back.
+pub const DICT_CACHE_TOKENS: usize = 2_000_000;
+
+/// One contributor's dictionary.
+#[derive(Default, Debug)]
+pub(super) struct Dict {
+    ids: Vec<TokenId>,
+    index: FxHashMap<u64, u32>,
+}
+
+impl Dict {
+    pub(super) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The number of `id`, if it has one.
+    pub(super) fn number(&self, id: TokenId) -> Option<u32> {
+        self.index.get(&id.0).copied()
+    }
+
+    /// The id numbered `n`.
+    pub(super) fn id(&self, n: u64) -> Option<TokenId> {
+        self.ids.get(usize::try_from(n).ok()?).copied()
+    }
+
+    /// Every id in number order.
+    pub(super) fn ids(&self) -> &[TokenId] {
+        &self.ids
+    }
+
+    /// Numbers the ids that have none yet, in order; returns the first new
+    /// number (the old length). `false` when the dictionary is full (2^32
+    /// entries), which no model reaches.
+    pub(super) fn extend(&mut self, ids: impl IntoIterator<Item = TokenId>) -> Option<usize> {
+        let start = self.ids.len();
+        for id in ids {
+            if !self.index.contains_key(&id.0) {
+                let n = u32::try_from(self.ids.len()).ok()?;
+                self.index.insert(id.0, n);
+                self.ids.push(id);
+            }
+        }
+        Some(start)
+    }
+
+    /// Drops the entries numbered `len` and up: undoes an [`Dict::extend`]
+    /// whose batch sled refused, so memory never numbers what disk does not.
+    pub(super) fn truncate(&mut self, len: usize) {
+        for id in self.ids.drain(len.min(self.ids.len())..) {
+            self.index.remove(&id.0);
+        }
+    }
+}
+
+/// A cached dictionary slot. The slot (not its contents) stays in the map
+/// while anyone holds it, so a dictionary is loaded and extended under one
+/// mutex per contributor: a reload can never miss an append in flight.
+pub(super) type DictSlot = Arc<Mutex<Option<Dict>>>;
+
+struct Cached {
+    slot: DictSlot,
+    last_use: u64,
+    tokens: usize,
+}
+
+/// Every cached dictionary, keyed by the contributor's key prefix.
+#[derive(Default)]
+pub(super) struct Dicts {
+    map: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    map: FxHashMap<Vec<u8>, Cached>,
+    /// Last use counter (a logical clock for least-recently-used).
+    tick: u64,
+    /// Sum of the cached dictionaries' entries, kept as they change (a
+    /// click must not sum over every user).
+    total: usize,
+}
+
+impl Dicts {
+    /// The slot for a contributor (empty if not loaded).
+    pub(super) fn slot(&self, who: &[u8]) -> DictSlot {
+        let mut guard = self.map.lock();
+        let Cache { map, tick, .. } = &mut *guard;
+        *tick += 1;
+        let now = *tick;
+        let cached = map.entry(who.to_vec()).or_insert_with(|| Cached {
+            slot: DictSlot::default(),
+            last_use: now,
+            tokens: 0,
+        });
+        cached.last_use = now;
+        cached.slot.clone()
+    }
+
+    /// Records the size of `who`'s dictionary after a use and drops the
+    /// least recently used others while the total is over
+    /// [`DICT_CACHE_TOKENS`] (only those nobody is using right now).
+    pub(super) fn used(&self, who: &[u8], tokens: usize) {
+        let mut guard = self.map.lock();
+        let Cache { map, total, .. } = &mut *guard;
+        if let Some(c) = map.get_mut(who) {
+            *total = *total - c.tokens + tokens;
+            c.tokens = tokens;
+        }
+        if *total <= DICT_CACHE_TOKENS {
+            return;
+        }
+        let mut by_age: Vec<(u64, Vec<u8>)> = map
+            .iter()
+            .filter(|(k, c)| k.as_slice() != who && c.tokens > 0)
+            .map(|(k, c)| (c.last_use, k.clone()))
+            .collect();
+        by_age.sort_unstable();
+        for (_, key) in by_age {
+            if *total <= DICT_CACHE_TOKENS {
+                break;
+            }
+            let Some(c) = map.get(&key) else { continue };
+            // Only a slot nobody else holds: its mutex is free and stays so
+            // (new holders clone it under the map lock, which we hold).
+            if Arc::strong_count(&c.slot) == 1 {
+                *total -= c.tokens;
+                map.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets a contributor's dictionary (its records were deleted).
+    pub(super) fn remove(&self, who: &[u8]) {
+        let slot = {
+            let mut guard = self.map.lock();
+            let removed = guard.map.remove(who);
+            if let Some(c) = &removed {
+                guard.total -= c.tokens;
+            }
+            removed
+        };
+        if let Some(c) = slot {
+            *c.slot.lock() = None;
+        }
+    }
+}
+
+use super::Store;
+use super::codec;
+use super::keys::{DICT, contributor_prefix};
+use crate::error::Error;
+use crate::types::Owner;
+
+/// The detail of a decoding error, to nest in a message that names the
+/// record (the outer [`Error::Corrupt`] says what to do once).
+pub(super) fn what(e: Error) -> String {
+    match e {
+        Error::Corrupt { what } => what,
+        e => e.to_string(),
+    }
+}
+
+/// Who a record belongs to, as an error message names them.
+pub(super) fn describe(who: &Owner) -> String {
+    match who {
+        Owner::User(user) => format!("user {user}"),
+        Owner::Operator => "the operator's seed".to_string(),
+    }
+}
+
+impl Store {
+    /// Runs `f` with `who`'s dictionary, loading it first if it is not in
+    /// memory. The dictionary's mutex is held throughout: whatever `f`
+    /// numbers and writes, no other click of `who` interleaves.
+    pub(super) fn with_dict<R>(
+        &self,
+        who: &Owner,
+        f: impl FnOnce(&mut Dict) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let prefix = contributor_prefix(DICT, who);
+        let slot = self.dicts.slot(&prefix);
+        let (result, len) = {
+            let mut guard = slot.lock();
+            if guard.is_none() {
+                *guard = Some(self.load_dict(&prefix, who)?);
+            }
+            let dict = guard.as_mut().expect("loaded above");
+            let result = f(dict);
+            (result, dict.len())
+        };
+        drop(slot);
+        self.dicts.used(&prefix, len);
+        result
+    }
+
+    /// Reads `who`'s dictionary records in number order.
+    fn load_dict(&self, prefix: &[u8], who: &Owner) -> Result<Dict, Error> {
+        let damaged = |what: &str| Error::Corrupt {
+            what: format!(
+                "token dictionary of {} ({what}): their model and ledger cannot be read",
+                describe(who)
+            ),
+        };
+        let mut dict = Dict::default();
+        for item in self.tree()?.scan_prefix(prefix) {
+            let (key, value) = item?;
+            let first = key
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| damaged("bad record key"))?;
+            if first as usize != dict.len() {
+                return Err(damaged("a record is missing"));
+            }
+            let ids = codec::decode_dict(&key, &value).map_err(|e| damaged(&what(e)))?;
+            let n = ids.len();
+            dict.extend(ids)
+                .ok_or_else(|| damaged("too many entries"))?;
+            if dict.len() != first as usize + n {
+                return Err(damaged("an id is numbered twice"));
+            }
+        }
+        Ok(dict)
+    }
+
+    /// Deletes `who`'s dictionary records and forgets it in memory; after
+    /// their ledger, model and journal are gone.
+    pub(super) fn delete_dict(&self, who: &Owner) -> Result<(), Error> {
+        let prefix = contributor_prefix(DICT, who);
+        let slot = self.dicts.slot(&prefix);
+        let mut guard = slot.lock();
+        self.delete_prefix(&prefix)?;
+        *guard = None;
+        drop(guard);
+        drop(slot);
+        self.dicts.remove(&prefix);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_drops_the_least_recently_used_dictionary_nobody_holds() {
+        let dicts = Dicts::default();
+        drop(dicts.slot(b"a"));
+        dicts.used(b"a", 1_500_000);
+        let held = dicts.slot(b"b");
+        dicts.used(b"b", 100);
+        drop(dicts.slot(b"c"));
+        // Over the budget: "a" (oldest, unheld) goes; "b" is held and stays.
+        dicts.used(b"c", 1_000_000);
+        let cache = dicts.map.lock();
+        assert!(!cache.map.contains_key(b"a".as_slice()));
+        assert!(cache.map.contains_key(b"b".as_slice()));
+        assert_eq!(cache.total, 1_000_100);
+        drop(cache);
+        drop(held);
+    }
+
+    #[test]
+    fn a_refused_batch_takes_its_new_numbers_back() {
+        let mut dict = Dict::default();
+        dict.extend([TokenId(5), TokenId(9)]).unwrap();
+        let before = dict.len();
+        dict.extend([TokenId(9), TokenId(1), TokenId(2)]).unwrap();
+        assert_eq!(dict.len(), 4);
+        dict.truncate(before);
+        assert_eq!((dict.len(), dict.number(TokenId(1))), (2, None));
+        assert_eq!(dict.number(TokenId(9)), Some(1));
+    }
+}
