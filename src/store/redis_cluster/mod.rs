@@ -129,8 +129,7 @@ impl RedisConfig {
 /// What a click did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClickOutcome {
-    /// Not learned before (or only from its delivery, which the click
-    /// replaced as if it had never been): learned now.
+    /// Not learned before: learned now.
     Learned,
     /// Learned before with the same label: nothing changed.
     AlreadyLearned,
@@ -150,12 +149,8 @@ pub struct Clicked {
     pub spam_learned: u64,
     pub ham_learned: u64,
     /// The weight the message had been learned with, when it had been
-    /// by a click (ALREADY_LEARNED of a trusted sender's mail reports a
-    /// low effect); `None` when the click replaced delivered mail's entry.
+    /// (ALREADY_LEARNED of a trusted sender's mail reports a low effect).
     pub previous_weight: Option<Weight>,
-    /// The click replaced an entry learned from the message's delivery
-    /// (`learn_delivered`), under its own id or the derived one.
-    pub replaced_delivered: bool,
 }
 
 /// A user's model as a reader holds it, and the version it reflects, so
@@ -250,6 +245,8 @@ struct RawClick {
 }
 
 impl RawClick {
+    /// The reply as a [`Clicked`]. A click that replaced delivered mail's
+    /// entry (code 5) is a first click: LEARNED, no previous weight.
     fn with_outcome(&self, outcome: ClickOutcome) -> Result<Clicked, Error> {
         let replaced_delivered = self.code == 5;
         Ok(Clicked {
@@ -261,7 +258,6 @@ impl RawClick {
                 .previous
                 .filter(|_| !replaced_delivered)
                 .map(|(_, w)| w),
-            replaced_delivered,
         })
     }
 }
