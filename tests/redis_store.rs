@@ -331,8 +331,8 @@ async fn a_click_under_the_callers_id_replaces_delivered_mail_learned_under_the_
         .await
         .unwrap();
     assert_eq!(
-        (c.outcome, c.replaced_delivered),
-        (ClickOutcome::Learned, true)
+        (c.outcome, c.previous_weight),
+        (ClickOutcome::Learned, None)
     );
     assert_eq!((c.spam_learned, c.ham_learned), (1, 1));
     assert_eq!(store.ledger_get(&u, &msg("derived")).await.unwrap(), None);
@@ -347,7 +347,14 @@ async fn a_click_under_the_callers_id_replaces_delivered_mail_learned_under_the_
         .train_click(&u, &msg("other"), Some(&msg("clicked")), &click)
         .await
         .unwrap();
-    assert!(!c.replaced_delivered);
+    assert_eq!(c.outcome, ClickOutcome::Learned);
+    assert!(
+        store
+            .ledger_get(&u, &msg("clicked"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     let got = store.load_model(&u).await.unwrap().unwrap().model;
     assert_eq!((got.spam_learned(), got.ham_learned()), (2, 2));
 }
@@ -832,6 +839,25 @@ async fn every_acknowledged_click_survives_the_failover_of_its_primary() {
     );
 }
 
+/// Runs `click` until a replica confirms it (15 s at most): what a client
+/// does with UNAVAILABLE "… replicas confirmed it", a safe retry.
+async fn until_confirmed<F, Fut>(mut click: F) -> Clicked
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Clicked, Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match click().await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("replicas confirmed") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("not confirmed within 15 s: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfirmed_clicks_and_a_down_cluster_answer_unavailable_in_bounded_time_and_recover() {
     let Some(mut cluster) = Cluster::start() else {
@@ -868,23 +894,12 @@ async fn unconfirmed_clicks_and_a_down_cluster_answer_unavailable_in_bounded_tim
         .wait_ready(Instant::now() + Duration::from_secs(60))
         .expect("replica back");
     // The replica may need a moment after its link is up before it
-    // confirms within the 300 ms wait (seen on a loaded machine): retry
-    // as a client would, for a bounded time.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let retry = loop {
-        match store
-            .train(&u, &msg("unconfirmed"), &entry(Spam, Weight::FULL, &[3]))
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) if Instant::now() < deadline && e.to_string().contains("replicas confirmed") => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("the retry is not confirmed: {e}"),
-        }
-    };
+    // confirms within the 300 ms wait (seen on a loaded machine, right
+    // after its resync): retry as a client would, for a bounded time.
+    let (m, e) = (msg("unconfirmed"), entry(Spam, Weight::FULL, &[3]));
+    let retry = until_confirmed(|| store.train(&u, &m, &e)).await;
     assert_eq!(retry.outcome, ClickOutcome::AlreadyLearned);
-    store.forget(&u, &msg("unconfirmed")).await.unwrap();
+    until_confirmed(|| store.forget(&u, &m)).await;
 
     // The whole cluster goes down.
     let ports = cluster.running();
