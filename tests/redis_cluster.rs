@@ -28,6 +28,8 @@ pub struct Cluster {
     nodes: Vec<Option<Child>>,
     dir: tempfile::TempDir,
     watchdog: Child,
+    /// Watchdogs of nodes added after the start ([`Cluster::add_shard`]).
+    extra_watchdogs: Vec<Child>,
 }
 
 /// Whether `redis-server` and `redis-cli` can run here; prints why not.
@@ -52,7 +54,12 @@ fn installed() -> bool {
 
 /// Six ports whose cluster bus ports (+10000) are free too.
 fn free_ports() -> Vec<u16> {
-    let mut ports = Vec::with_capacity(NODES);
+    free_ports_n(NODES, &[])
+}
+
+/// `n` ports, not in `taken`, whose cluster bus ports are free too.
+fn free_ports_n(n: usize, taken: &[u16]) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(n);
     let mut seed = (std::process::id() as u64)
         .wrapping_mul(6364136223846793005)
         .wrapping_add(
@@ -61,12 +68,12 @@ fn free_ports() -> Vec<u16> {
                 .unwrap()
                 .subsec_nanos() as u64,
         );
-    while ports.len() < NODES {
+    while ports.len() < n {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let port = 20_000 + ((seed >> 33) % 25_000) as u16;
-        if ports.contains(&port) {
+        if ports.contains(&port) || taken.contains(&port) {
             continue;
         }
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
@@ -178,6 +185,7 @@ impl Cluster {
             nodes,
             dir,
             watchdog,
+            extra_watchdogs: Vec::new(),
         };
         let deadline = Instant::now() + START_BOUND;
         for &port in &cluster.ports.clone() {
@@ -365,6 +373,121 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A node's cluster id.
+    pub fn node_id(&self, port: u16) -> String {
+        cli(port, &["cluster", "myid"])
+            .expect("cluster myid")
+            .trim()
+            .to_string()
+    }
+
+    /// Adds a shard: a new primary (no slots yet) and its replica, joined
+    /// with CLUSTER MEET and REPLICATE; returns the primary's port once
+    /// every node knows it and the replica's link is up. Bounded like the
+    /// start.
+    pub fn add_shard(&mut self) -> Result<u16, String> {
+        let new = free_ports_n(2, &self.ports);
+        let watchdog = Self::watchdog(&new, &self.dir.path().join("extra"))?;
+        self.extra_watchdogs.push(watchdog);
+        for &port in &new {
+            let child = Self::spawn_node(&self.node_dir(port), port)
+                .map_err(|e| format!("spawning redis-server: {e}"))?;
+            self.ports.push(port);
+            self.nodes.push(Some(child));
+        }
+        let deadline = Instant::now() + START_BOUND;
+        for &port in &new {
+            self.wait_for(deadline, || {
+                cli(port, &["ping"]).is_some_and(|s| s.contains("PONG"))
+            })?;
+        }
+        let existing = self.running()[0].to_string();
+        let (primary, replica) = (new[0], new[1]);
+        // CLUSTER MEET and REPLICATE, as `redis-cli --cluster add-node`
+        // does, without its check that every node agrees on the
+        // configuration first (which failed under load while gossip
+        // caught up with the first node).
+        for port in [primary, replica] {
+            cli(port, &["cluster", "meet", "127.0.0.1", &existing])
+                .filter(|r| r.contains("OK"))
+                .ok_or_else(|| format!("cluster meet from {port}"))?;
+        }
+        let id = self.node_id(primary);
+        let ports = self.running();
+        self.wait_for(deadline, || {
+            // Every node knows the new primary, and it is out of handshake.
+            ports.iter().all(|&p| {
+                cli(p, &["cluster", "nodes"]).is_some_and(|n| {
+                    n.lines()
+                        .any(|l| l.starts_with(id.as_str()) && !l.contains("handshake"))
+                })
+            })
+        })?;
+        cli(replica, &["cluster", "replicate", &id])
+            .filter(|r| r.contains("OK"))
+            .ok_or_else(|| format!("cluster replicate {id} on {replica}"))?;
+        self.wait_ready(deadline)?;
+        Ok(primary)
+    }
+
+    /// Moves `slot` from the primary on `from` to the one on `to` as
+    /// `redis-cli --cluster reshard` does (IMPORTING/MIGRATING, MIGRATE,
+    /// SETSLOT NODE), but one key at a time with `pause` between keys, so
+    /// that clients meet the half-moved slot (ASK, TRYAGAIN).
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16, pause: Duration) {
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let slot = slot.to_string();
+        let ok = |port: u16, args: &[&str]| {
+            let out = cli(port, args).unwrap_or_else(|| panic!("{args:?} on {port}"));
+            assert!(!out.starts_with("ERR"), "{args:?} on {port}: {out}");
+            out
+        };
+        ok(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        ok(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        loop {
+            let keys = ok(from, &["cluster", "getkeysinslot", &slot, "1"]);
+            let Some(key) = keys.lines().next().filter(|k| !k.is_empty()) else {
+                break;
+            };
+            let to_port = to.to_string();
+            ok(
+                from,
+                &[
+                    "migrate",
+                    "127.0.0.1",
+                    &to_port,
+                    "",
+                    "0",
+                    "5000",
+                    "keys",
+                    key,
+                ],
+            );
+            std::thread::sleep(pause);
+        }
+        for port in [to, from] {
+            ok(port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+        for port in self.running() {
+            if port != to && port != from {
+                // Replicas refuse SETSLOT; the primaries learn it here, the
+                // rest by gossip.
+                let _ = cli(port, &["cluster", "setslot", &slot, "node", &to_id]);
+            }
+        }
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        cli(self.running()[0], &["cluster", "keyslot", key])
+            .expect("cluster keyslot")
+            .trim()
+            .parse()
+            .expect("a slot number")
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for node in self.nodes.iter_mut().filter_map(Option::take) {
@@ -372,8 +495,10 @@ impl Drop for Cluster {
             let _ = node.kill();
             let _ = node.wait();
         }
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        for w in std::iter::once(&mut self.watchdog).chain(&mut self.extra_watchdogs) {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
     }
 }
 

@@ -236,6 +236,16 @@ impl SharedModel {
         Some(part)
     }
 
+    /// Puts `part` in place of what `who` contributed, keeping `S` the
+    /// exact capped sum: how a reader of a shared store takes in a part it
+    /// reloaded from a snapshot (an empty part takes `who` out).
+    pub fn replace_part(&mut self, who: Owner, part: Model) {
+        self.remove(&who);
+        if part.weights() != (0, 0) || part.token_count() > 0 {
+            self.add_part(who, part);
+        }
+    }
+
     fn add_part(&mut self, who: Owner, part: Model) {
         fold(&mut self.total, &part, Caps::of(&who), true);
         self.part_tokens += part.token_count();

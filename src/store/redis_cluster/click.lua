@@ -1,64 +1,150 @@
--- One click (Train, relearn or Forget) of one user, atomically on the
--- user's shard: check the ledger, move the counts, append the journal.
--- KEYS[1] meta hash, KEYS[2] ledger hash, KEYS[3] journal stream (one hash tag)
+-- One click (Train, relearn or Forget), or the learning of delivered mail,
+-- of one user, atomically on the user's shard: check the ledger, move the
+-- counts, append the journal, and, while the user shares (consent), change
+-- their part of the shared model in the same step.
+-- KEYS[1] meta hash, KEYS[2] ledger hash, KEYS[3] journal stream,
+-- KEYS[4] the user's policy hash (field 'c': consent id, 8 bytes BE),
+-- KEYS[5] shared part meta hash, KEYS[6] shared part journal (one hash tag)
 -- ARGV[1] message id
 -- ARGV[2] the new ledger value ('' = Forget): label byte, weight (u32 BE),
---         tokenizer version (u32 BE), then the store's ledger encoding
--- ARGV[3] the current tokenizer version (u32 BE): only a click learned by
+--         tokenizer version (u32 BE), kind ('c' click, 'i' delivered mail),
+--         shared id (8 bytes, written here), then the ledger encoding
+-- ARGV[3] the current tokenizer version (u32 BE): only an entry learned by
 --         it is undone (a model of another version never counted it)
--- Reply: {code, version, spam learned, ham learned, previous header}
---   code 0 not learned (Forget), 1 already learned, 2 learned,
---   3 relearned, 4 forgotten; previous header = label byte + weight, or ''
-local meta, ledger, journal = KEYS[1], KEYS[2], KEYS[3]
-local msg, new, current = ARGV[1], ARGV[2], ARGV[3]
+-- ARGV[4] a click only: the id chaff derives for the message, when the
+--         caller names it otherwise ('' = none): an implicit entry there is
+--         replaced by this click, as if it had never been learned
+-- ARGV[5], ARGV[6] delivered mail only: the lightest and the full weight
+-- Reply: {code, version, spam learned, ham learned, previous header,
+--   shared part version (0: none), 1 if the user shares now else 0}
+--   code 0 not learned (Forget of nothing; delivered mail already in the
+--   ledger or a user who never clicked), 1 already learned, 2 learned,
+--   3 relearned, 4 forgotten, 5 learned over delivered mail's entry,
+--   6 delivered mail learned; previous header = label byte + weight, or ''
+local meta, ledger, journal, policy, pmeta, pjournal =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local msg, new, current, derived = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local prev = redis.call('HGET', ledger, msg)
+local ZERO = string.rep('\0', 8)
 
 local function reply(code)
   local c = redis.call('HMGET', meta, 'v', 'sl', 'hl')
   local head = ''
   if prev then head = string.sub(prev, 1, 5) end
-  return {code, tonumber(c[1] or 0), tonumber(c[2] or 0), tonumber(c[3] or 0), head}
+  local pv = redis.call('HGET', pmeta, 'v')
+  local consent = redis.call('HGET', policy, 'c')
+  local sharing = 0
+  if consent and consent ~= ZERO then sharing = 1 end
+  return {code, tonumber(c[1] or 0), tonumber(c[2] or 0), tonumber(c[3] or 0), head,
+    tonumber(pv or 0), sharing}
 end
-
-if new == '' then
-  if not prev then return reply(0) end
-elseif prev and string.byte(prev, 1) == string.byte(new, 1) then
-  return reply(1)
-end
-
 local function weight(v)
   local a, b, c, d = string.byte(v, 2, 5)
   return ((a * 256 + b) * 256 + c) * 256 + d
 end
+local function implicit(v) return string.sub(v, 10, 10) == 'i' end
+local function shared_id(v) return string.sub(v, 11, 18) end
 local function fields(v)
   if string.byte(v, 1) == 83 then return 'sl', 'sw' end -- 'S'
   return 'hl', 'hw'
 end
-
-local entry = {'k', 't'}
-if new == '' then entry[2] = 'f' end
-if prev and string.sub(prev, 6, 9) == current then
+local function learn(v)
+  local n, w = fields(v)
+  redis.call('HINCRBY', meta, n, 1)
+  redis.call('HINCRBY', meta, w, weight(v))
+end
+local function unlearn(v)
   -- Counts saturate at zero, as the in-memory model's do.
-  local n, w = fields(prev)
+  local n, w = fields(v)
   local c = redis.call('HMGET', meta, n, w)
   redis.call('HSET', meta,
     n, math.max(0, tonumber(c[1] or 0) - 1),
-    w, math.max(0, tonumber(c[2] or 0) - weight(prev)))
+    w, math.max(0, tonumber(c[2] or 0) - weight(v)))
+end
+
+local entry = {}
+local code
+
+if new ~= '' and implicit(new) then
+  -- Delivered mail: never over anything in the ledger (a click, or the
+  -- same mail learned before), and never a user's first learning.
+  if prev then return reply(0) end
+  local c = redis.call('HMGET', meta, 'sl', 'hl', 'sw', 'hw')
+  if tonumber(c[1] or 0) == 0 and tonumber(c[2] or 0) == 0 then return reply(0) end
+  -- What the ham side lacks of the spam side's weight, between the
+  -- lightest weight and one message (engine::clicks::delivered_weight).
+  local gap = math.max(0, tonumber(c[3] or 0) - tonumber(c[4] or 0))
+  local w = math.min(math.max(gap, tonumber(ARGV[5])), tonumber(ARGV[6]))
+  local bytes = string.char(math.floor(w / 16777216) % 256, math.floor(w / 65536) % 256,
+    math.floor(w / 256) % 256, w % 256)
+  new = string.sub(new, 1, 1) .. bytes .. string.sub(new, 6, 10) .. ZERO .. string.sub(new, 19)
+  learn(new)
+  redis.call('HSET', ledger, msg, new)
+  local v = redis.call('HINCRBY', meta, 'v', 1)
+  redis.call('XADD', journal, v .. '-0', 'k', 'd', 'l', new)
+  return reply(6)
+end
+
+-- The entry this click replaces as if it had never been learned.
+local replaced = nil
+if new == '' then
+  if not prev then return reply(0) end
+  code = 4
+elseif prev and implicit(prev) then
+  replaced = prev
+  code = 5
+elseif prev and string.byte(prev, 1) == string.byte(new, 1) then
+  return reply(1)
+elseif prev then
+  code = 3
+else
+  code = 2
+  if derived ~= '' and derived ~= msg then
+    local d = redis.call('HGET', ledger, derived)
+    if d and implicit(d) then
+      replaced = d
+      redis.call('HDEL', ledger, derived)
+      code = 5
+    end
+  end
+end
+
+local consent = redis.call('HGET', policy, 'c')
+local sharing = consent and consent ~= ZERO
+local part = {}
+local undone = replaced or prev
+if undone and string.sub(undone, 6, 9) == current then
+  unlearn(undone)
   entry[#entry + 1] = 'u'
-  entry[#entry + 1] = prev
+  entry[#entry + 1] = undone
+  -- Out of the shared part only if shared under the consent still current
+  -- (a revoke dropped the whole part; delivered mail is never shared).
+  if sharing and shared_id(undone) == consent then
+    part[#part + 1] = 'u'
+    part[#part + 1] = undone
+  end
 end
 if new ~= '' then
-  local n, w = fields(new)
-  redis.call('HINCRBY', meta, n, 1)
-  redis.call('HINCRBY', meta, w, weight(new))
+  local id = ZERO
+  if sharing then id = consent end
+  new = string.sub(new, 1, 10) .. id .. string.sub(new, 19)
+  learn(new)
   redis.call('HSET', ledger, msg, new)
   entry[#entry + 1] = 'l'
   entry[#entry + 1] = new
+  if sharing then
+    part[#part + 1] = 'l'
+    part[#part + 1] = new
+  end
 else
   redis.call('HDEL', ledger, msg)
 end
 local v = redis.call('HINCRBY', meta, 'v', 1)
-redis.call('XADD', journal, v .. '-0', unpack(entry))
-if new == '' then return reply(4) end
-if prev then return reply(3) end
-return reply(2)
+local kind = 't'
+if new == '' then kind = 'f' end
+redis.call('XADD', journal, v .. '-0', 'k', kind, unpack(entry))
+if #part > 0 then
+  local pv = redis.call('HINCRBY', pmeta, 'v', 1)
+  redis.call('XADD', pjournal, pv .. '-0', 'k', kind, unpack(part))
+end
+return reply(code)

@@ -14,13 +14,22 @@
 //! | `{u:<user>}:l`   | hash   | message id → ledger value (header + the sled ledger encoding) |
 //! | `{u:<user>}:j`   | stream | one record per click, id `<version>-0`: `k` kind, `u` the ledger value unlearned, `l` the one learned |
 //! | `{u:<user>}:s`   | string | the model snapshot (the sled snapshot encoding) at version `sv` |
+//! | `{u:<user>}:p`   | hash   | policy: `s` settings (store encoding), `c` consent id (8 bytes BE), `<list>:<entry>` list entries |
+//! | `{u:<user>}:pm`, `:pj`, `:ps` | hash, stream, string | the user's part of the shared model: meta (`v`, `sv`), journal, snapshot — the same shape as the model's |
+//! | `{u:<user>}:d`   | stream | the decision log, id `<time ms>-<n>`, capped (`MAXLEN ~`) |
+//! | `{o}:p`, `{o}:pm`, … | | the operator's lists and shared part (the seed) |
+//! | `{shared}:d`, `{shared}:f` | hash, stream | the shared model's directory (contributor → part version) and its feed of changes |
+//! | `{g}:id`         | string | the id counter (consent ids) |
 //!
 //! `<user>` is the id with `%`, `{` and `}` percent-escaped, so the tag is
 //! the whole id and no two users' keys meet. A ledger value starts with a
-//! fixed 9-byte header (label byte, weight u32 BE, tokenizer version u32
-//! BE) that the click script reads; Lua numbers are doubles, so the script
+//! fixed 18-byte header (label byte, weight u32 BE, tokenizer version u32
+//! BE, kind `c` click or `i` delivered mail, shared id u64 BE) that the
+//! click script reads and writes; Lua numbers are doubles, so the script
 //! never touches 64-bit token ids — it moves whole ledger values into the
-//! journal and the reader decodes them in Rust.
+//! journal and the reader decodes them in Rust. The header is what counts
+//! for label, weight, kind and shared id: the script sets the weight of
+//! delivered mail and the shared id from what it sees, atomically.
 //!
 //! # Why this shape
 //!
@@ -43,9 +52,12 @@
 //!   (UNAVAILABLE); a retry is safe, the ledger answers ALREADY_LEARNED.
 //! - Every operation is bounded in time (`RedisConfig::op_timeout`):
 //!   redis-rs can hang on start-up connect and stall while reconnecting.
-//!
-//! The shared model, lists, settings and the decision log are not here
-//! yet; ledger values keep the `shared` id so that nothing is lost.
+//! - The shared model is each contributor's part under the contributor's
+//!   own tag, changed by the click script in the same step as the click
+//!   (so consent is read and applied atomically), plus a directory and a
+//!   feed on one `{shared}` slot that readers poll in one round trip
+//!   (`shared.rs`). Lists and settings: `policy.rs`; the decision log:
+//!   `decisions.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,8 +79,14 @@ use super::StorageError;
 use super::codec::{self, LedgerEntry, Op};
 use crate::classify::{Model, Weight};
 use crate::error::Error;
-use crate::tokenize::TOKENIZER_VERSION;
-use crate::types::{Label, MessageId, UserId};
+use crate::tokenize::{TOKENIZER_VERSION, TokenId};
+use crate::types::{Label, MessageId, Owner, UserId};
+
+mod decisions;
+mod policy;
+mod shared;
+
+pub use shared::{PartHeld, SharedRefresh, SharedView};
 
 /// How to reach the cluster and how long to wait for it.
 #[derive(Clone, Debug)]
@@ -88,6 +106,13 @@ pub struct RedisConfig {
     /// Upper bound of any one operation, retries and reconnects included:
     /// past it the caller gets UNAVAILABLE instead of a stalled request.
     pub op_timeout: Duration,
+    /// Decisions kept per user, about (`XADD … MAXLEN ~`: whole stream
+    /// nodes are trimmed, so up to ~100 more): the decision log's
+    /// `Retention::per_user`.
+    pub decisions_per_user: usize,
+    /// Entries of the shared model's feed kept, about: a reader that falls
+    /// further behind (or starts) reads the whole directory once instead.
+    pub shared_feed_len: usize,
 }
 
 impl RedisConfig {
@@ -100,6 +125,8 @@ impl RedisConfig {
             wait: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             op_timeout: Duration::from_secs(5),
+            decisions_per_user: 1000,
+            shared_feed_len: 100_000,
         }
     }
 }
@@ -145,12 +172,33 @@ impl KeyBytes {
     }
 }
 
+/// Whether a script call was refused because its slot is moving (so it
+/// did not run): TRYAGAIN, ASK, MOVED.
+fn moving(e: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind::{Ask, Moved, TryAgain};
+    matches!(e.kind(), redis::ErrorKind::Server(TryAgain | Ask | Moved))
+}
+
+/// The scripts' sources: also loaded on every node when one answers
+/// NOSCRIPT ([`RedisStore::again`]).
+const CLICK: &str = include_str!("click.lua");
+const READ: &str = include_str!("read.lua");
+const CHECKPOINT: &str = include_str!("checkpoint.lua");
+const POLICY: &str = include_str!("policy.lua");
+const NOTE: &str = include_str!("note.lua");
+const SHARED_READ: &str = include_str!("shared_read.lua");
+const DECIDE: &str = include_str!("decide.lua");
+
 /// The scripts, hashed once; EVALSHA falls back to loading them on every
 /// primary when a node answers NOSCRIPT.
 struct Scripts {
     click: Script,
     read: Script,
     checkpoint: Script,
+    policy: Script,
+    note: Script,
+    shared_read: Script,
+    decide: Script,
 }
 
 /// A connection to a Redis Cluster holding users' ledgers, journals and
@@ -166,65 +214,149 @@ pub struct RedisStore {
 /// The click script's reply; `outcome` is `None` for a Forget of a
 /// message that was not learned.
 struct RawClick {
-    outcome: Option<ClickOutcome>,
+    /// The script's code (`click.lua`).
+    code: i64,
     version: u64,
     spam_learned: u64,
     ham_learned: u64,
-    previous_weight: Option<Weight>,
+    previous: Option<(Label, Weight)>,
 }
 
 impl RawClick {
+    /// The reply as a [`Clicked`]. A click that replaced delivered mail's
+    /// entry (code 5) is a first click: LEARNED, no previous weight.
     fn with_outcome(&self, outcome: ClickOutcome) -> Result<Clicked, Error> {
+        let replaced_delivered = self.code == 5;
         Ok(Clicked {
             outcome,
             version: self.version,
             spam_learned: self.spam_learned,
             ham_learned: self.ham_learned,
-            previous_weight: self.previous_weight,
+            previous_weight: self
+                .previous
+                .filter(|_| !replaced_delivered)
+                .map(|(_, w)| w),
         })
     }
 }
 
-/// A user's four keys.
+/// The hash tag of a user's keys: `{u:<id>}`, with `%`, `{` and `}`
+/// percent-escaped so that the tag is the whole id.
+fn user_tag(user: &UserId) -> String {
+    let mut tag = String::with_capacity(user.as_str().len() + 6);
+    tag.push_str("{u:");
+    for c in user.as_str().chars() {
+        match c {
+            '%' => tag.push_str("%25"),
+            '{' => tag.push_str("%7B"),
+            '}' => tag.push_str("%7D"),
+            c => tag.push(c),
+        }
+    }
+    tag.push('}');
+    tag
+}
+
+/// The user a key's tag names (the inverse of [`user_tag`]), for keys
+/// found by a scan.
+fn user_of_key(key: &str) -> Option<UserId> {
+    let inner = key.strip_prefix("{u:")?;
+    let inner = &inner[..inner.find('}')?];
+    let mut id = String::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(i) = rest.find('%') {
+        id.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3)?;
+        id.push(match code {
+            "25" => '%',
+            "7B" => '{',
+            "7D" => '}',
+            _ => return None,
+        });
+        rest = &rest[i + 3..];
+    }
+    id.push_str(rest);
+    UserId::new(&id).ok()
+}
+
+/// A user's keys.
 struct Keys {
     meta: String,
     ledger: String,
     journal: String,
     snapshot: String,
+    /// Settings, consent and lists.
+    policy: String,
+    /// The user's part of the shared model.
+    part: PartKeys,
+    decisions: String,
+}
+
+/// One contributor's part of the shared model, under its own tag: the
+/// same shape as a user model (meta `v`/`sv`, journal, snapshot), so the
+/// same scripts read and fold it.
+struct PartKeys {
+    meta: String,
+    journal: String,
+    snapshot: String,
+}
+
+impl PartKeys {
+    fn with_tag(tag: &str) -> Self {
+        Self {
+            meta: format!("{tag}:pm"),
+            journal: format!("{tag}:pj"),
+            snapshot: format!("{tag}:ps"),
+        }
+    }
+
+    fn of(who: &Owner) -> Self {
+        Self::with_tag(&owner_tag(who))
+    }
+}
+
+/// The tag of an owner's keys: the user's, or `{o}` for the operator.
+fn owner_tag(who: &Owner) -> String {
+    match who {
+        Owner::User(u) => user_tag(u),
+        Owner::Operator => "{o}".into(),
+    }
 }
 
 impl Keys {
     fn of(user: &UserId) -> Self {
-        let mut tag = String::with_capacity(user.as_str().len() + 6);
-        tag.push_str("{u:");
-        for c in user.as_str().chars() {
-            match c {
-                '%' => tag.push_str("%25"),
-                '{' => tag.push_str("%7B"),
-                '}' => tag.push_str("%7D"),
-                c => tag.push(c),
-            }
-        }
-        tag.push('}');
+        let tag = user_tag(user);
         Self {
             meta: format!("{tag}:m"),
             ledger: format!("{tag}:l"),
             journal: format!("{tag}:j"),
             snapshot: format!("{tag}:s"),
+            policy: format!("{tag}:p"),
+            part: PartKeys::with_tag(&tag),
+            decisions: format!("{tag}:d"),
         }
     }
 
     /// The primary of the user's slot: where `WAIT` must go.
     fn primary(&self) -> RoutingInfo {
-        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_slot(
-            Slot::for_key(&self.meta),
-            SlotAddr::Master,
-        )))
+        primary_of(&self.meta)
     }
 }
 
-/// Ledger values carry a fixed header the click script reads.
-const HEADER: usize = 9;
+/// The primary serving `key`'s slot.
+fn primary_of(key: &str) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_slot(
+        Slot::for_key(key),
+        SlotAddr::Master,
+    )))
+}
+
+/// Ledger values carry a fixed header the click script reads and writes:
+/// label, weight, tokenizer version, kind, shared id.
+const HEADER: usize = 18;
+/// The header's kind byte: a click, or mail learned from its delivery.
+const KIND_CLICK: u8 = b'c';
+const KIND_DELIVERED: u8 = b'i';
 
 fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
     let body = codec::encode_ledger(entry);
@@ -232,15 +364,33 @@ fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
     out.push(entry.label.to_byte());
     out.extend_from_slice(&entry.weight.0.to_be_bytes());
     out.extend_from_slice(&entry.tokenizer_version.to_be_bytes());
+    out.push(if entry.implicit {
+        KIND_DELIVERED
+    } else {
+        KIND_CLICK
+    });
+    // The script writes the consent id current at the click.
+    out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&body);
     out
 }
 
 fn decode_ledger(value: &[u8]) -> Result<LedgerEntry, Error> {
-    let body = value
-        .get(HEADER..)
+    let (head, body) = value
+        .split_at_checked(HEADER)
         .ok_or_else(|| corrupt("ledger header"))?;
-    codec::decode_ledger(body)
+    let mut entry = codec::decode_ledger(body)?;
+    // The header is what counts: the script sets the weight of delivered
+    // mail and the shared id.
+    entry.label = Label::from_byte(head[0]).ok_or_else(|| corrupt("ledger label"))?;
+    entry.weight = Weight(u32::from_be_bytes(head[1..5].try_into().expect("4 bytes")));
+    entry.implicit = match head[9] {
+        KIND_CLICK => false,
+        KIND_DELIVERED => true,
+        _ => return Err(corrupt("ledger kind")),
+    };
+    entry.shared = u64::from_be_bytes(head[10..18].try_into().expect("8 bytes"));
+    Ok(entry)
 }
 
 fn corrupt(what: &str) -> Error {
@@ -315,6 +465,75 @@ fn apply_records(model: &mut Model, records: &[Value]) -> Result<u64, Error> {
     Ok(entries)
 }
 
+/// The click script's reply, parsed.
+struct ParsedClick {
+    raw: RawClick,
+    /// The user's part of the shared model is at this version (0: none).
+    part_version: u64,
+    /// The user shares (consent) now.
+    sharing: bool,
+}
+
+impl std::ops::Deref for ParsedClick {
+    type Target = RawClick;
+    fn deref(&self) -> &RawClick {
+        &self.raw
+    }
+}
+
+fn parse_click(reply: &Value) -> Result<ParsedClick, Error> {
+    let parts = array(reply, "click reply")?;
+    let [code, version, spam, ham, head, part_version, sharing] = parts else {
+        return Err(corrupt("click reply"));
+    };
+    let previous = match bytes(head, "click reply")? {
+        [label, w @ ..] if w.len() == 4 => Some((
+            Label::from_byte(*label).ok_or_else(|| corrupt("ledger label"))?,
+            Weight(u32::from_be_bytes(w.try_into().expect("4 bytes"))),
+        )),
+        [] => None,
+        _ => return Err(corrupt("click reply")),
+    };
+    Ok(ParsedClick {
+        raw: RawClick {
+            code: match code {
+                Value::Int(n) => *n,
+                _ => return Err(corrupt("click code")),
+            },
+            version: int(version, "version")?,
+            spam_learned: int(spam, "spam learned")?,
+            ham_learned: int(ham, "ham learned")?,
+            previous,
+        },
+        part_version: int(part_version, "part version")?,
+        sharing: int(sharing, "sharing")? == 1,
+    })
+}
+
+/// What `read.lua` answered.
+enum Read {
+    /// Nothing changed since the held version.
+    Fresh,
+    /// The journal records after the held version, up to `version`.
+    Records { version: u64, records: Vec<Value> },
+    /// The held version was folded away (or is unknown): the snapshot
+    /// (empty: none) and the records after it, up to `version`.
+    Reload {
+        version: u64,
+        snapshot: Vec<u8>,
+        records: Vec<Value>,
+    },
+}
+
+/// A snapshot as stored; empty bytes are the empty model.
+fn decode_snapshot(snapshot: &[u8]) -> Result<Model, Error> {
+    if snapshot.is_empty() {
+        Ok(Model::default())
+    } else {
+        Ok(codec::decode_snapshot(snapshot)?.0)
+    }
+}
+
 impl RedisStore {
     /// Connects to the cluster, within `connect_timeout` per node and
     /// `op_timeout` overall (the client's start-up connect can otherwise
@@ -342,9 +561,13 @@ impl RedisStore {
             conn,
             config: Arc::new(config),
             scripts: Arc::new(Scripts {
-                click: Script::new(include_str!("click.lua")),
-                read: Script::new(include_str!("read.lua")),
-                checkpoint: Script::new(include_str!("checkpoint.lua")),
+                click: Script::new(CLICK),
+                read: Script::new(READ),
+                checkpoint: Script::new(CHECKPOINT),
+                policy: Script::new(POLICY),
+                note: Script::new(NOTE),
+                shared_read: Script::new(SHARED_READ),
+                decide: Script::new(DECIDE),
             }),
         })
     }
@@ -366,86 +589,268 @@ impl RedisStore {
             .map_err(|_| Error::Storage(StorageError::redis_timeout(what, limit)))?
     }
 
+    /// Runs a script call again while its slot is being moved between
+    /// primaries (nothing ran, so running it again is safe):
+    ///
+    /// - `TRYAGAIN`: the script's keys are split between the two nodes.
+    ///   redis-rs retries it only a few times within ~1 s; moving a slot's
+    ///   keys can take longer (the reshard test saw clicks fail that way).
+    /// - `ASK` or `MOVED` left over when redis-rs ran out of its retries
+    ///   following redirections (seen once in the reshard test): the
+    ///   script did not run where the redirection came from.
+    /// - `NOSCRIPT` from the node the slot moves to: redis-rs follows the
+    ///   ASK there but loads the script only on the primaries of its slot
+    ///   map, where a new primary without slots is not yet (seen in the
+    ///   reshard test). The script is loaded on every node, once, then run
+    ///   again.
+    ///
+    /// The caller's [`RedisStore::bounded`] still bounds it all by
+    /// `op_timeout`.
+    async fn again<T, F, Fut>(&self, source: &str, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let mut pause = Duration::from_millis(10);
+        let mut loaded = false;
+        // Its own bound too, on the wall clock: tokio's timers (the
+        // caller's bound, the pause) stop working while a runtime shuts
+        // down, and a loop of instant refusals must not spin then.
+        let give_up = std::time::Instant::now() + self.config.op_timeout;
+        loop {
+            match call().await {
+                Err(e) if moving(&e) && std::time::Instant::now() < give_up => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e)
+                    if !loaded
+                        && e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    self.load_everywhere(source).await?;
+                    loaded = true;
+                }
+                result => return Ok(result?),
+            }
+        }
+    }
+
+    /// `SCRIPT LOAD` on every node `CLUSTER NODES` lists (primaries with
+    /// or without slots, and replicas), skipping nodes that fail.
+    async fn load_everywhere(&self, source: &str) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let nodes = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await?;
+        let text = match &nodes {
+            Value::VerbatimString { text, .. } => text.as_bytes(),
+            other => bytes(other, "CLUSTER NODES reply")?,
+        };
+        let text = std::str::from_utf8(text).map_err(|_| corrupt("CLUSTER NODES reply"))?;
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 3 || f[2].contains("fail") || f[2].contains("noaddr") {
+                continue;
+            }
+            let addr = f[1].split(['@', ',']).next().unwrap_or_default();
+            let Some((host, port)) = addr.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.to_string(),
+                port,
+            });
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(source);
+            let _ = conn.route_command(cmd, route).await;
+        }
+        Ok(())
+    }
+
     /// Learns a message for a user (a Train click), checking the ledger,
     /// moving the counts and journalling the change in one script on the
     /// user's shard; then waits for the replicas. `entry` is what to learn:
-    /// label, weight, tokens, tokenizer version and shared id, as the
-    /// engine builds it for the sled ledger.
+    /// label, weight, tokens and tokenizer version, as the engine builds it
+    /// for the sled ledger. Its `shared` id is not used: the script shares
+    /// the click when the consent it reads on the user's shard says so, in
+    /// the same step (a revoke cannot slip between the check and the
+    /// write), and records that consent id in the ledger.
+    ///
+    /// An entry learned from the message's delivery ([`Self::learn_delivered`])
+    /// is replaced as if it had never been: the answer is LEARNED, never
+    /// ALREADY_LEARNED, whatever its label (`engine/clicks.rs`). The caller
+    /// judges the click's weight with that entry undone, as the engine does.
     pub async fn train(
         &self,
         user: &UserId,
         msg: &MessageId,
         entry: &LedgerEntry,
     ) -> Result<Clicked, Error> {
-        let raw = self.click(user, msg, &encode_ledger(entry)).await?;
-        raw.with_outcome(raw.outcome.ok_or_else(|| corrupt("click reply"))?)
+        self.train_click(user, msg, None, entry).await
     }
 
-    /// Undoes a click exactly, from the ledger alone.
-    /// [`Error::NotLearned`] (NOT_FOUND) for a message the user never
-    /// learned or already forgot.
+    /// [`Self::train`] of a message the caller names `msg` while chaff
+    /// derives `derived` for it: when `msg` is not in the ledger and
+    /// `derived` holds an entry learned from the message's delivery (Score
+    /// knew only the derived id), that entry is replaced by the click, in
+    /// the same script (the sled engine does it in a second batch).
+    pub async fn train_click(
+        &self,
+        user: &UserId,
+        msg: &MessageId,
+        derived: Option<&MessageId>,
+        entry: &LedgerEntry,
+    ) -> Result<Clicked, Error> {
+        let mut entry_click;
+        let entry = if entry.implicit {
+            // A click is never an implicit entry.
+            entry_click = entry.clone();
+            entry_click.implicit = false;
+            &entry_click
+        } else {
+            entry
+        };
+        let derived = derived.map_or("", MessageId::as_str);
+        let raw = self
+            .click(user, msg, &encode_ledger(entry), derived)
+            .await?;
+        let outcome = match (raw.code, raw.previous) {
+            (1, Some(_)) => ClickOutcome::AlreadyLearned,
+            (2, None) | (5, _) => ClickOutcome::Learned,
+            (3, Some(_)) => ClickOutcome::Relearned,
+            _ => return Err(corrupt("click reply")),
+        };
+        raw.with_outcome(outcome)
+    }
+
+    /// Undoes a click (or delivered mail's entry) exactly, from the ledger
+    /// alone, and takes it out of the user's shared part if it was shared
+    /// under the consent still current. [`Error::NotLearned`] (NOT_FOUND)
+    /// for a message the user never learned or already forgot.
     pub async fn forget(&self, user: &UserId, msg: &MessageId) -> Result<Clicked, Error> {
-        let raw = self.click(user, msg, &[]).await?;
-        match raw.outcome {
-            Some(outcome @ ClickOutcome::Forgotten(_)) => raw.with_outcome(outcome),
-            None => Err(Error::NotLearned {
+        let raw = self.click(user, msg, &[], "").await?;
+        match (raw.code, raw.previous) {
+            (4, Some((label, _))) => raw.with_outcome(ClickOutcome::Forgotten(label)),
+            (0, None) => Err(Error::NotLearned {
                 user: user.to_string(),
                 message_id: msg.to_string(),
             }),
-            Some(_) => Err(corrupt("click reply")),
+            _ => Err(corrupt("click reply")),
         }
     }
 
-    async fn click(&self, user: &UserId, msg: &MessageId, new: &[u8]) -> Result<RawClick, Error> {
+    /// Learns mail delivered to the user's inbox as ham, as
+    /// `Engine::learn_delivered` does: only when the user has learned
+    /// something and `msg` is not in the ledger (delivered mail never
+    /// replaces a click, nor itself), at the weight
+    /// `engine::clicks::delivered_weight` gives for the user's counts —
+    /// computed by the script from the counts it sees, so concurrent
+    /// replicas agree. Never shared, and not waited for (as on sled, where
+    /// it is not flushed: nothing was acknowledged). Returns the weight it
+    /// was learned with, or `None` when it was not.
+    pub async fn learn_delivered(
+        &self,
+        user: &UserId,
+        msg: &MessageId,
+        tokens: &[TokenId],
+    ) -> Result<Option<Weight>, Error> {
+        let entry = LedgerEntry {
+            label: Label::Ham,
+            tokenizer_version: TOKENIZER_VERSION,
+            tokens: tokens.to_vec(),
+            // The script sets the weight (in the header, which counts).
+            weight: Weight::DELIVERED,
+            shared: 0,
+            implicit: true,
+        };
         let keys = Keys::of(user);
-        let reply: Value = self
-            .bounded("a click", async {
-                let mut conn = self.conn.clone();
-                let mut call = self.scripts.click.prepare_invoke();
-                call.key(&keys.meta)
-                    .key(&keys.ledger)
-                    .key(&keys.journal)
-                    .arg(msg.as_str())
-                    .arg(new)
-                    .arg(&TOKENIZER_VERSION.to_be_bytes()[..]);
-                Ok(call.invoke_async(&mut conn).await?)
-            })
+        let reply = self
+            .run_click(&keys, msg, &encode_ledger(&entry), "")
             .await?;
-        let parts = array(&reply, "click reply")?;
-        let [code, version, spam, ham, head] = parts else {
-            return Err(corrupt("click reply"));
-        };
-        let head = bytes(head, "click reply")?;
-        let previous = match head {
-            [label, w @ ..] if w.len() == 4 => Some((
-                Label::from_byte(*label).ok_or_else(|| corrupt("ledger label"))?,
-                Weight(u32::from_be_bytes(w.try_into().expect("4 bytes"))),
-            )),
-            [] => None,
-            _ => return Err(corrupt("click reply")),
-        };
-        let outcome = match (int(code, "click code")?, previous) {
-            (0, None) => None,
-            (1, Some(_)) => Some(ClickOutcome::AlreadyLearned),
-            (2, None) => Some(ClickOutcome::Learned),
-            (3, Some(_)) => Some(ClickOutcome::Relearned),
-            (4, Some((label, _))) => Some(ClickOutcome::Forgotten(label)),
-            _ => return Err(corrupt("click reply")),
-        };
+        let raw = parse_click(&reply)?;
+        match raw.code {
+            0 => Ok(None),
+            6 => {
+                let e = self
+                    .ledger_get(user, msg)
+                    .await?
+                    .ok_or_else(|| corrupt("delivered mail's entry"))?;
+                Ok(Some(e.weight))
+            }
+            _ => Err(corrupt("click reply")),
+        }
+    }
+
+    async fn run_click(
+        &self,
+        keys: &Keys,
+        msg: &MessageId,
+        new: &[u8],
+        derived: &str,
+    ) -> Result<Value, Error> {
+        self.bounded("a click", async {
+            let mut call = self.scripts.click.prepare_invoke();
+            call.key(&keys.meta)
+                .key(&keys.ledger)
+                .key(&keys.journal)
+                .key(&keys.policy)
+                .key(&keys.part.meta)
+                .key(&keys.part.journal)
+                .arg(msg.as_str())
+                .arg(new)
+                .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
+                .arg(derived)
+                .arg(Weight::DELIVERED.0)
+                .arg(Weight::FULL.0);
+            self.again(CLICK, || {
+                let mut conn = self.conn.clone();
+                let call = &call;
+                async move { call.invoke_async(&mut conn).await }
+            })
+            .await
+        })
+        .await
+    }
+
+    async fn click(
+        &self,
+        user: &UserId,
+        msg: &MessageId,
+        new: &[u8],
+        derived: &str,
+    ) -> Result<RawClick, Error> {
+        let keys = Keys::of(user);
+        let reply = self.run_click(&keys, msg, new, derived).await?;
+        let raw = parse_click(&reply)?;
         // Wait even when nothing changed: ALREADY_LEARNED or NOT_FOUND may
         // rest on another replica's click that is not yet replicated.
         self.wait_replicas(&keys).await?;
-        Ok(RawClick {
-            outcome,
-            version: int(version, "version")?,
-            spam_learned: int(spam, "spam learned")?,
-            ham_learned: int(ham, "ham learned")?,
-            previous_weight: previous.map(|(_, w)| w),
-        })
+        // A sharing user's part moved (or may have, by an earlier click
+        // whose note was lost): tell the shared model's readers. A retried
+        // click notes again, so a note lost with a failed reply heals.
+        if raw.sharing && raw.part_version > 0 {
+            self.note_part(&Owner::User(user.clone()), raw.part_version)
+                .await?;
+        }
+        Ok(raw.raw)
     }
 
     /// `WAIT replicas ms` on the primary of the user's slot.
     async fn wait_replicas(&self, keys: &Keys) -> Result<(), Error> {
+        self.wait_for(&keys.meta).await
+    }
+
+    /// `WAIT replicas ms` on the primary of `key`'s slot: the writes sent
+    /// there on this connection so far are on that many replicas, or the
+    /// caller gets an error (UNAVAILABLE; a retry is safe).
+    async fn wait_for(&self, key: &str) -> Result<(), Error> {
         let wanted = self.config.replicas;
         if wanted == 0 {
             return Ok(());
@@ -456,7 +861,7 @@ impl RedisStore {
                 let mut conn = self.conn.clone();
                 let mut cmd = redis::cmd("WAIT");
                 cmd.arg(wanted).arg(wait.as_millis() as u64);
-                let v = conn.route_command(cmd, keys.primary()).await?;
+                let v = conn.route_command(cmd, primary_of(key)).await?;
                 match v {
                     Value::Int(n) => Ok(n),
                     _ => Err(corrupt("WAIT reply")),
@@ -494,18 +899,61 @@ impl RedisStore {
     /// and the records after it, when those were folded away).
     pub async fn refresh(&self, user: &UserId, held: &mut CachedModel) -> Result<Refresh, Error> {
         let keys = Keys::of(user);
+        match self
+            .read_model(&keys.meta, &keys.snapshot, &keys.journal, held.version)
+            .await?
+        {
+            Read::Fresh => Ok(Refresh::Fresh),
+            Read::Records { version, records } => {
+                // Decode into a copy first: a damaged record leaves the held
+                // model as it was.
+                let mut model = held.model.clone();
+                let entries = apply_records(&mut model, &records)?;
+                held.model = model;
+                held.version = version;
+                held.journal_entries += entries;
+                Ok(Refresh::Applied(records.len()))
+            }
+            Read::Reload {
+                version,
+                snapshot,
+                records,
+            } => {
+                let mut model = decode_snapshot(&snapshot)?;
+                let entries = apply_records(&mut model, &records)?;
+                *held = CachedModel {
+                    model,
+                    version,
+                    journal_entries: entries,
+                };
+                Ok(Refresh::Reloaded)
+            }
+        }
+    }
+
+    /// `read.lua` on a model's keys (a user's, or a shared part's).
+    async fn read_model(
+        &self,
+        meta: &str,
+        snapshot: &str,
+        journal: &str,
+        since: u64,
+    ) -> Result<Read, Error> {
         let reply: Value = self
             .bounded("a model read", async {
-                let mut conn = self.conn.clone();
                 let mut call = self.scripts.read.prepare_invoke();
-                call.key(&keys.meta)
-                    .key(&keys.snapshot)
-                    .key(&keys.journal)
-                    .arg(held.version);
-                Ok(call.invoke_async(&mut conn).await?)
+                call.key(meta).key(snapshot).key(journal).arg(since);
+                self.again(READ, || {
+                    let mut conn = self.conn.clone();
+                    let call = &call;
+                    async move { call.invoke_async(&mut conn).await }
+                })
+                .await
             })
             .await?;
-        let parts = array(&reply, "model read reply")?;
+        let Value::Array(mut parts) = reply else {
+            return Err(corrupt("model read reply"));
+        };
         let version = int(
             parts.first().ok_or_else(|| corrupt("model read reply"))?,
             "version",
@@ -514,35 +962,23 @@ impl RedisStore {
             parts.get(1).ok_or_else(|| corrupt("model read reply"))?,
             "read mode",
         )?;
-        let payload = |i: usize| parts.get(i).ok_or_else(|| corrupt("model read reply"));
+        if mode == 0 {
+            return Ok(Read::Fresh);
+        }
+        if parts.len() != 4 {
+            return Err(corrupt("model read reply"));
+        }
+        let records = match parts.pop() {
+            Some(Value::Array(records)) => records,
+            _ => return Err(corrupt("journal records")),
+        };
         match mode {
-            0 => Ok(Refresh::Fresh),
-            1 => {
-                let records = array(payload(3)?, "journal records")?;
-                // Decode into a copy first: a damaged record leaves the held
-                // model as it was.
-                let mut model = held.model.clone();
-                let entries = apply_records(&mut model, records)?;
-                held.model = model;
-                held.version = version;
-                held.journal_entries += entries;
-                Ok(Refresh::Applied(records.len()))
-            }
-            2 => {
-                let snapshot = bytes(payload(2)?, "snapshot")?;
-                let mut model = if snapshot.is_empty() {
-                    Model::default()
-                } else {
-                    codec::decode_snapshot(snapshot)?.0
-                };
-                let entries = apply_records(&mut model, array(payload(3)?, "journal records")?)?;
-                *held = CachedModel {
-                    model,
-                    version,
-                    journal_entries: entries,
-                };
-                Ok(Refresh::Reloaded)
-            }
+            1 => Ok(Read::Records { version, records }),
+            2 => Ok(Read::Reload {
+                version,
+                snapshot: bytes(&parts[2], "snapshot")?.to_vec(),
+                records,
+            }),
             _ => Err(corrupt("read mode")),
         }
     }
@@ -565,17 +1001,34 @@ impl RedisStore {
         version: u64,
     ) -> Result<bool, Error> {
         let keys = Keys::of(user);
-        let snapshot = codec::encode_snapshot(model, version);
+        self.fold(&keys.meta, &keys.snapshot, &keys.journal, model, version)
+            .await
+    }
+
+    /// `checkpoint.lua` on a model's keys (a user's, or a shared part's).
+    async fn fold(
+        &self,
+        meta: &str,
+        snapshot: &str,
+        journal: &str,
+        model: &Model,
+        version: u64,
+    ) -> Result<bool, Error> {
+        let bytes = codec::encode_snapshot(model, version);
         let written: i64 = self
             .bounded("a checkpoint", async {
-                let mut conn = self.conn.clone();
                 let mut call = self.scripts.checkpoint.prepare_invoke();
-                call.key(&keys.meta)
-                    .key(&keys.snapshot)
-                    .key(&keys.journal)
-                    .arg(snapshot)
+                call.key(meta)
+                    .key(snapshot)
+                    .key(journal)
+                    .arg(bytes)
                     .arg(version);
-                Ok(call.invoke_async(&mut conn).await?)
+                self.again(CHECKPOINT, || {
+                    let mut conn = self.conn.clone();
+                    let call = &call;
+                    async move { call.invoke_async(&mut conn).await }
+                })
+                .await
             })
             .await?;
         Ok(written == 1)

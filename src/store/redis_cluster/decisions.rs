@@ -1,0 +1,254 @@
+//! The decision log over the cluster: one stream per user under the
+//! user's tag (`{u:<user>}:d`), each record under an id whose milliseconds
+//! are the decision's time, so a support query by time is one ID range.
+//! Capped at about `RedisConfig::decisions_per_user` records by every
+//! append (`XADD … MAXLEN ~`); retention by age is
+//! [`RedisStore::trim_decisions`], swept over
+//! [`RedisStore::users_with_decisions_before`] as the sled store's is
+//! (`decisions.rs`). Appends are not waited for: the log is for support,
+//! and sled's background flush likewise bounds what a crash loses.
+
+use std::collections::BTreeMap;
+
+use redis::Value;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+
+use super::{DECIDE, Keys, RedisStore, array, bytes, corrupt, int, user_of_key};
+use crate::error::Error;
+use crate::types::UserId;
+
+/// Records read per round trip while a query filters.
+const PAGE: usize = 200;
+
+/// The milliseconds of a stream id (`<ms>-<seq>`).
+fn id_ms(id: &[u8]) -> Result<u64, Error> {
+    std::str::from_utf8(id)
+        .ok()
+        .and_then(|s| s.split_once('-'))
+        .and_then(|(ms, _)| ms.parse().ok())
+        .ok_or_else(|| corrupt("decision id"))
+}
+
+impl RedisStore {
+    /// Appends decisions, each user's in one script (not waited for).
+    pub async fn append_decisions<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a UserId, u64, &'a [u8])>,
+    ) -> Result<(), Error> {
+        let mut by_user: BTreeMap<&UserId, Vec<(u64, &[u8])>> = BTreeMap::new();
+        for (user, time_ms, json) in records {
+            by_user.entry(user).or_default().push((time_ms, json));
+        }
+        let cap = self.config.decisions_per_user;
+        for (user, records) in by_user {
+            let keys = Keys::of(user);
+            self.bounded("a decision append", async {
+                let mut call = self.scripts.decide.prepare_invoke();
+                call.key(&keys.decisions).arg(cap);
+                for (time_ms, json) in &records {
+                    call.arg(*time_ms).arg(*json);
+                }
+                let _: i64 = self
+                    .again(DECIDE, || {
+                        let mut conn = self.conn.clone();
+                        let call = &call;
+                        async move { call.invoke_async(&mut conn).await }
+                    })
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The user's decisions from `since_ms` to `until_ms` (inclusive),
+    /// newest first, as `read` decodes them (`None` skips a record), at
+    /// most `limit`.
+    pub async fn find_decisions<T>(
+        &self,
+        user: &UserId,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+        mut read: impl FnMut(&[u8]) -> Result<Option<T>, Error>,
+    ) -> Result<Vec<T>, Error> {
+        let keys = Keys::of(user);
+        let start = format!("{since_ms}-0");
+        let mut end = format!("{until_ms}-{}", u64::MAX);
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let page: Vec<Value> = self
+                .bounded("a decision query", async {
+                    let mut conn = self.conn.clone();
+                    Ok(redis::cmd("XREVRANGE")
+                        .arg(&keys.decisions)
+                        .arg(&end)
+                        .arg(&start)
+                        .arg("COUNT")
+                        .arg(PAGE)
+                        .query_async(&mut conn)
+                        .await?)
+                })
+                .await?;
+            for record in &page {
+                let parts = array(record, "decision record")?;
+                let fields = array(
+                    parts.get(1).ok_or_else(|| corrupt("decision record"))?,
+                    "decision fields",
+                )?;
+                if let [_, json] = fields
+                    && let Some(found) = read(bytes(json, "decision")?)?
+                {
+                    out.push(found);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+            let last = array(page.last().expect("a full page"), "decision record")?;
+            let id = String::from_utf8(
+                bytes(last.first().ok_or_else(|| corrupt("decision id"))?, "id")?.to_vec(),
+            )
+            .map_err(|_| corrupt("decision id"))?;
+            end = format!("({id}");
+        }
+        Ok(out)
+    }
+
+    /// Deletes the user's decisions older than `before_ms` and all but the
+    /// newest `keep` (exactly). Returns how many were deleted.
+    pub async fn trim_decisions(
+        &self,
+        user: &UserId,
+        before_ms: u64,
+        keep: usize,
+    ) -> Result<usize, Error> {
+        let keys = Keys::of(user);
+        self.bounded("a decision trim", async {
+            let mut conn = self.conn.clone();
+            let old: usize = redis::cmd("XTRIM")
+                .arg(&keys.decisions)
+                .arg("MINID")
+                .arg(format!("{before_ms}-0"))
+                .query_async(&mut conn)
+                .await?;
+            let over: usize = redis::cmd("XTRIM")
+                .arg(&keys.decisions)
+                .arg("MAXLEN")
+                .arg(keep)
+                .query_async(&mut conn)
+                .await?;
+            Ok(old + over)
+        })
+        .await
+    }
+
+    /// Every user with a decision older than `before_ms`, for the periodic
+    /// retention sweep: a `SCAN` of every primary for decision streams,
+    /// then each stream's oldest id. The cost grows with the keyspace, not
+    /// with what expired: hourly, as on sled, it is a background cost.
+    pub async fn users_with_decisions_before(&self, before_ms: u64) -> Result<Vec<UserId>, Error> {
+        let mut users = Vec::new();
+        for (host, port) in self.primaries().await? {
+            let mut cursor = "0".to_string();
+            loop {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port,
+                });
+                let reply = self
+                    .bounded("a decision sweep", async {
+                        let mut conn = self.conn.clone();
+                        let mut cmd = redis::cmd("SCAN");
+                        cmd.arg(&cursor)
+                            .arg("MATCH")
+                            .arg("{u:*}:d")
+                            .arg("COUNT")
+                            .arg(1000)
+                            .arg("TYPE")
+                            .arg("stream");
+                        Ok(conn.route_command(cmd, route).await?)
+                    })
+                    .await?;
+                let parts = array(&reply, "SCAN reply")?;
+                let [next, keys] = parts else {
+                    return Err(corrupt("SCAN reply"));
+                };
+                for key in array(keys, "SCAN keys")? {
+                    let key = std::str::from_utf8(bytes(key, "key")?)
+                        .map_err(|_| corrupt("decision key"))?;
+                    let Some(user) = user_of_key(key) else {
+                        continue;
+                    };
+                    let first: Vec<Value> = self
+                        .bounded("a decision sweep", async {
+                            let mut conn = self.conn.clone();
+                            Ok(redis::cmd("XRANGE")
+                                .arg(key)
+                                .arg("-")
+                                .arg("+")
+                                .arg("COUNT")
+                                .arg(1)
+                                .query_async(&mut conn)
+                                .await?)
+                        })
+                        .await?;
+                    if let Some(record) = first.first() {
+                        let id = array(record, "decision record")?
+                            .first()
+                            .ok_or_else(|| corrupt("decision record"))?;
+                        if id_ms(bytes(id, "decision id")?)? < before_ms {
+                            users.push(user);
+                        }
+                    }
+                }
+                cursor = String::from_utf8(bytes(next, "SCAN cursor")?.to_vec())
+                    .map_err(|_| corrupt("SCAN cursor"))?;
+                if cursor == "0" {
+                    break;
+                }
+            }
+        }
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
+
+    /// The primaries' addresses (`CLUSTER SLOTS`: each range's first node).
+    async fn primaries(&self) -> Result<Vec<(String, u16)>, Error> {
+        let reply = self
+            .bounded("CLUSTER SLOTS", async {
+                let mut conn = self.conn.clone();
+                Ok(conn
+                    .route_command(
+                        redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                    )
+                    .await?)
+            })
+            .await?;
+        let mut out = Vec::new();
+        for range in array(&reply, "CLUSTER SLOTS reply")? {
+            let node = array(
+                array(range, "slot range")?
+                    .get(2)
+                    .ok_or_else(|| corrupt("slot range"))?,
+                "slot node",
+            )?;
+            let [host, port, ..] = node else {
+                return Err(corrupt("slot node"));
+            };
+            let host = String::from_utf8(bytes(host, "node host")?.to_vec())
+                .map_err(|_| corrupt("node host"))?;
+            let port = u16::try_from(int(port, "node port")?).map_err(|_| corrupt("node port"))?;
+            if !out.contains(&(host.clone(), port)) {
+                out.push((host, port));
+            }
+        }
+        Ok(out)
+    }
+}
