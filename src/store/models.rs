@@ -183,6 +183,44 @@ impl Store {
         self.write_checkpoint(user, Snapshot::encode(model, last_seq))
     }
 
+    /// Applies `batch` with `snapshot` as the user's model, atomically:
+    /// numbers the snapshot's ids the user's dictionary does not hold yet
+    /// (a model from a format-5 snapshot, or a rebuilt one) in the same
+    /// batch, and takes them back from the dictionary if the batch fails.
+    fn apply_with_snapshot(
+        &self,
+        mut batch: Batch,
+        dict: &mut Dict,
+        user: &UserId,
+        snapshot: &Snapshot,
+    ) -> Result<(), Error> {
+        let before = dict.len();
+        dict.extend(snapshot.tokens.iter().map(|(id, _, _)| *id))
+            .ok_or_else(|| Error::Corrupt {
+                what: format!("token dictionary of user {user} is full"),
+            })?;
+        if dict.len() > before {
+            let who = Owner::User(user.clone());
+            let key = dict_key(&contributor_prefix(DICT, &who), before);
+            let value = codec::encode_dict(&key, &dict.ids()[before..]);
+            batch.insert(key, value);
+        }
+        let key = user_prefix(MODEL, user);
+        let value = codec::encode_snapshot_v6(
+            &key,
+            snapshot.head,
+            snapshot.last_seq,
+            &snapshot.tokens,
+            dict,
+        );
+        batch.insert(key, value);
+        if let Err(e) = self.tree()?.apply_batch(batch) {
+            dict.truncate(before);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// [`Store::checkpoint`] with the model already encoded.
     pub fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
         let who = Owner::User(user.clone());
@@ -199,29 +237,7 @@ impl Store {
             }
             // A model loaded from a format-5 snapshot has ids its dictionary
             // never numbered: number them in this batch.
-            let before = dict.len();
-            dict.extend(snapshot.tokens.iter().map(|(id, _, _)| *id))
-                .ok_or_else(|| Error::Corrupt {
-                    what: format!("token dictionary of user {user} is full"),
-                })?;
-            if dict.len() > before {
-                let key = dict_key(&contributor_prefix(DICT, &who), before);
-                let value = codec::encode_dict(&key, &dict.ids()[before..]);
-                batch.insert(key, value);
-            }
-            let key = user_prefix(MODEL, user);
-            let value = codec::encode_snapshot_v6(
-                &key,
-                snapshot.head,
-                snapshot.last_seq,
-                &snapshot.tokens,
-                dict,
-            );
-            batch.insert(key, value);
-            if let Err(e) = self.tree()?.apply_batch(batch) {
-                dict.truncate(before);
-                return Err(e.into());
-            }
+            self.apply_with_snapshot(batch, dict, user, &snapshot)?;
             Ok(())
         })?;
         #[cfg(feature = "fault-injection")]
@@ -293,29 +309,7 @@ impl Store {
                 batch.remove(item?.0);
             }
             let snapshot = Snapshot::encode(&model, seq);
-            let before = dict.len();
-            dict.extend(snapshot.tokens.iter().map(|(id, _, _)| *id))
-                .ok_or_else(|| Error::Corrupt {
-                    what: format!("token dictionary of user {user} is full"),
-                })?;
-            if dict.len() > before {
-                let key = dict_key(&contributor_prefix(DICT, &who), before);
-                let value = codec::encode_dict(&key, &dict.ids()[before..]);
-                batch.insert(key, value);
-            }
-            let key = user_prefix(MODEL, user);
-            let value = codec::encode_snapshot_v6(
-                &key,
-                snapshot.head,
-                snapshot.last_seq,
-                &snapshot.tokens,
-                dict,
-            );
-            batch.insert(key, value);
-            if let Err(e) = self.tree()?.apply_batch(batch) {
-                dict.truncate(before);
-                return Err(e.into());
-            }
+            self.apply_with_snapshot(batch, dict, user, &snapshot)?;
             self.flush()?;
             Ok(rebuilt)
         })
