@@ -11,7 +11,7 @@
 use super::{Engine, UserSlot, WriterState};
 use crate::classify::{self, Weight};
 use crate::error::Error;
-use crate::mail::sender::Unsubscribe;
+use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::store::{LedgerEntry, Op, Snapshot, checkpoint_due};
 use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, MessageId, Owner, UserId, Verdict};
@@ -126,17 +126,7 @@ impl Engine {
         let ids = &message.tokens.ids;
         let headers = &message.headers;
         let slot = self.slot_or_new(user)?;
-        let trusted = label == Label::Spam && self.is_trusted(&slot, headers);
-        // How much the click teaches: low for a trusted sender (policy),
-        // else judged by the user's model as it stands (a relearn is judged
-        // with the old label still counted, so a correction weighs fully).
-        let weight = if trusted {
-            Weight::LOW
-        } else if let Some(log_odds) = own_log_odds {
-            classify::learn_weight_for(log_odds, label, &self.settings.params)
-        } else {
-            classify::learn_weight(&slot.model.read(), ids, label, &self.settings.params)
-        };
+        let (weight, trusted) = self.click_weight(&slot, label, ids, headers, own_log_odds);
         drop(slot);
         let trained = self.with_writer(user, |slot, writer| {
             // Read under the writer lock, which consent changes also take.
@@ -483,5 +473,31 @@ pub(super) fn undo_shared(prev: &LedgerEntry, current: u64) -> Vec<Op> {
         vec![Op::Unlearn(prev.label, prev.weight, prev.tokens.clone())]
     } else {
         Vec::new()
+    }
+}
+
+impl Engine {
+    /// How much a click teaches, and whether the sender is trusted: low for
+    /// a trusted sender (policy), else judged by the user's model as it
+    /// stands (a relearn is judged with the old label still counted, so a
+    /// correction weighs fully), or by the score the caller already has.
+    /// One rule for both ways a click is made (`replicas.rs` too).
+    pub(super) fn click_weight(
+        &self,
+        slot: &UserSlot,
+        label: Label,
+        ids: &[TokenId],
+        headers: &HeaderFacts,
+        own_log_odds: Option<f64>,
+    ) -> (Weight, bool) {
+        let trusted = label == Label::Spam && self.is_trusted(slot, headers);
+        let weight = if trusted {
+            Weight::LOW
+        } else if let Some(log_odds) = own_log_odds {
+            classify::learn_weight_for(log_odds, label, &self.settings.params)
+        } else {
+            classify::learn_weight(&slot.model.read(), ids, label, &self.settings.params)
+        };
+        (weight, trusted)
     }
 }

@@ -20,7 +20,7 @@
 use super::clicks::{Forgotten, TrainOutcome, Trained};
 use super::score::ReadMessage;
 use super::{Engine, UserSlot, WriterState};
-use crate::classify::{self, Weight};
+use crate::classify::Weight;
 use crate::error::Error;
 use crate::store::{ClickOutcome, LedgerEntry, ModelChanges, SharedClicks, checkpoint_due};
 use crate::tokenize::TOKENIZER_VERSION;
@@ -99,14 +99,7 @@ impl Engine {
         let headers = &message.headers;
         let slot = self.slot_or_new(user)?;
         self.refresh(user, &slot, clicks)?;
-        let trusted = label == Label::Spam && self.is_trusted(&slot, headers);
-        let weight = if trusted {
-            Weight::LOW
-        } else if let Some(log_odds) = own_log_odds {
-            classify::learn_weight_for(log_odds, label, &self.settings.params)
-        } else {
-            classify::learn_weight(&slot.model.read(), ids, label, &self.settings.params)
-        };
+        let (weight, trusted) = self.click_weight(&slot, label, ids, headers, own_log_odds);
         let entry = LedgerEntry {
             label,
             tokenizer_version: TOKENIZER_VERSION,
