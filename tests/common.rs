@@ -244,6 +244,17 @@ impl ServerProcess {
     }
 }
 
+/// A test that fails (panics) before it stops its server must not leave
+/// the process running: kill it if it has not exited.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub const SPAM: &[u8] = b"From: \"Pharma Deals\" <promo@pills.example>\r\n\
 Subject: Cheap pills, 90% discount today\r\n\
 Message-ID: <s1@pills.example>\r\n\
