@@ -634,23 +634,9 @@ async fn repair_rebuilds_a_users_model_from_the_ledger_with_the_server_stopped()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
-    use std::io::{BufRead, BufReader, Read};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--shutdown-grace", "300ms", "--data"])
-        .arg(dir.path())
-        .env_remove("CHAFF_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("chaff listening on ").unwrap();
-    let mut c = connect(&format!("http://{addr}")).await;
+    let server = JsonLogServer::start(dir.path());
+    let mut c = connect(server.url()).await;
     for i in 0..5 {
         train(
             &mut c,
@@ -670,18 +656,7 @@ async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound);
     drop(c);
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let stderr = server.stop();
 
     let lines: Vec<serde_json::Value> = stderr
         .lines()

@@ -255,6 +255,61 @@ impl Drop for ServerProcess {
     }
 }
 
+/// `chaff serve` at the default log level with `--log-format json` and its
+/// log in a pipe, for tests that read what it logged.
+pub struct JsonLogServer {
+    server: ServerProcess,
+}
+
+impl JsonLogServer {
+    pub fn start(data: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chaff"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--shutdown-grace", "300ms", "--data"])
+            .arg(data)
+            .env_remove("CHAFF_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chaff serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("chaff listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let addr = format!("http://{addr}");
+        Self {
+            server: ServerProcess { child, addr },
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.server.addr
+    }
+
+    /// SIGTERM, a clean exit, and everything the server logged.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        let mut stderr = self.server.child.stderr.take().unwrap();
+        let pid = self.server.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        let exit = self.server.child.wait().unwrap();
+        assert!(exit.success(), "chaff serve exited with {exit:?}: {log}");
+        log
+    }
+}
+
 pub const SPAM: &[u8] = b"From: \"Pharma Deals\" <promo@pills.example>\r\n\
 Subject: Cheap pills, 90% discount today\r\n\
 Message-ID: <s1@pills.example>\r\n\

@@ -1023,28 +1023,14 @@ async fn eval_server_and_tenant_loadtest_use_keys_like_every_client_command() {
 /// reaches the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_and_refused_calls_are_audited_by_key_name_without_secrets_or_bodies() {
-    use std::io::{BufRead, BufReader, Read};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let keys = KeyFile::in_data_dir(&data);
     let ops = key(&keys, "ops-console", &[Scope::Admin], None);
     let mx = key(&keys, "mx-relay", &[Scope::Score], None);
     let acme = key(&keys, "acme-webmail", &[Scope::Train], Some("acme"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--shutdown-grace", "300ms", "--data"])
-        .arg(&data)
-        .env_remove("CHAFF_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("chaff listening on ").unwrap();
-    let mut c = connect(&format!("http://{addr}")).await;
+    let server = JsonLogServer::start(&data);
+    let mut c = connect(server.url()).await;
 
     // Admin calls: a user trained, exported and deleted; an operator list.
     let train = |u: &str| proto::TrainRequest {
@@ -1099,19 +1085,7 @@ async fn admin_and_refused_calls_are_audited_by_key_name_without_secrets_or_bodi
         .unwrap_err();
     assert_eq!(wrong.code(), Code::Unauthenticated);
     drop(c);
-
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let stderr = server.stop();
 
     for secret in [&ops, &mx, &acme, &forged] {
         let s = secret.rsplit('_').next().unwrap();

@@ -126,7 +126,7 @@ pub struct ServeArgs {
     /// background worker learns it in batches, so a Score never waits for
     /// that write. A full queue drops (counted in `chaff stats` and
     /// /metrics, logged at most every 10 s): a light lesson lost, nothing
-    /// acknowledged. About 8 KiB per queued message.
+    /// acknowledged. A queued message holds its token ids (8 bytes each: about 8 KiB for a 1,000-token message).
     #[arg(long, env = "CHAFF_DELIVERED_QUEUE", default_value_t = chaff::engine::DEFAULT_DELIVERED_QUEUE, value_parser = at_least_one)]
     delivered_queue: usize,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,

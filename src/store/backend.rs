@@ -1,7 +1,7 @@
 //! The storage interface the engine runs on: [`Backend`], by aggregate, with
-//! sled ([`Store`]) as the default implementation, a throwaway replay
-//! store for `chaff eval` (`replay.rs`), and a Redis Cluster one
-//! (`redis_cluster::RedisBackend`, feature `redis`).
+//! sled ([`Store`]) as the default implementation (also `chaff eval`'s
+//! throwaway store, opened with [`Store::open_unsynced`]), and a Redis
+//! Cluster one (`redis_cluster::RedisBackend`, feature `redis`).
 //!
 //! # Why this shape
 //!

@@ -48,8 +48,8 @@
 //! storage interface the engine runs on ([`Backend`]), which [`Store`]
 //! implements. `pending.rs`: the write-behind of throwaway replays
 //! (`Store::open_unsynced`; still a mode of `Store`, threaded through the
-//! dictionary-numbered click writes of format 6), which `chaff eval` uses
-//! as [`ReplayStore`] (`replay.rs`). `error.rs`: [`StorageError`].
+//! dictionary-numbered click writes of format 6), which `chaff eval` opens.
+//! `error.rs`: [`StorageError`].
 //! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
 //! feature `redis`; its own layout and scripts, `docs/SCALING.md`) and its
 //! [`Backend`] (`redis_cluster::RedisBackend`, `chaff serve --store redis://…`).
@@ -91,7 +91,6 @@ mod policy;
 mod recency;
 #[cfg(feature = "redis")]
 pub mod redis_cluster;
-mod replay;
 mod shared;
 mod users;
 
@@ -111,7 +110,6 @@ pub use dict::DICT_CACHE_TOKENS;
 pub use error::StorageError;
 pub use ledger::{Clock, DEFAULT_DELIVERED_UNDO_WINDOW, DEFAULT_UNDO_WINDOW};
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
-pub use replay::ReplayStore;
 pub use users::listing_order;
 
 use keys::*;
