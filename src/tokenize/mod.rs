@@ -380,7 +380,10 @@ fn extract<T>(
     // A parse of the prefix reads the message's own header block only when
     // that block is whole in it; else `also` reads `raw` itself.
     let headers_as_given = cut.as_ref().is_none_or(|c| c.headers_whole);
-    if cut.is_some() {
+    if let Some(c) = &cut {
+        if !c.headers_whole {
+            sink.hit(LimitHit::HeaderBytes);
+        }
         sink.hit(LimitHit::ScanBytes);
         // Being that long is evidence of its own (the cut's only trace in
         // the ids: mail within the caps gets none).

@@ -64,7 +64,16 @@ fn header_end(raw: &[u8], max_header_bytes: usize, limit: usize) -> HeaderEnd {
     let mut last_field_end = 0;
     while pos < raw.len() {
         let Some(nl) = raw[pos..].iter().position(|&b| b == b'\n') else {
-            break; // the line runs past what we look at
+            // The line runs past what we look at: a body line (a 10 MiB
+            // line after headers without a blank line) still ends the block.
+            if !is_header_line(&raw[pos..], seen_field) {
+                return HeaderEnd {
+                    last_field_end,
+                    end: Some(pos),
+                    body: pos,
+                };
+            }
+            break;
         };
         let end = pos + nl + 1;
         let line = content(&raw[pos..end]);

@@ -563,6 +563,27 @@ fn headers_longer_than_their_cap_are_cut_and_the_body_still_read() {
 }
 
 #[test]
+fn a_huge_body_line_after_headers_without_a_blank_line_is_still_body() {
+    let mut msg = b"Subject: no separator\r\n".to_vec();
+    while msg.len() < 2 * 1024 * 1024 {
+        msg.extend_from_slice(b"spamword ");
+    }
+    let t = tok(&msg);
+    assert!(
+        t.limits_hit.contains(&LimitHit::ScanBytes),
+        "{:?}",
+        t.limits_hit
+    );
+    assert!(
+        !t.limits_hit.contains(&LimitHit::HeaderBytes),
+        "{:?}",
+        t.limits_hit
+    );
+    assert!(has(&t, Tag::Subject, "separator"));
+    assert!(has(&t, Tag::Body, "spamword"), "{:?}", t.limits_hit);
+}
+
+#[test]
 fn a_cut_anywhere_never_panics() {
     // Cut at every byte of a message with base64, quoted-printable,
     // multi-byte UTF-8 and nested parts: mid-quad, mid-sequence, mid-part,
