@@ -23,6 +23,12 @@
 //! a temporary directory, with the default caps (`MAX_SCAN_BYTES` sets the
 //! scan cap; `0` turns it off, as before the cap existed). This is the
 //! server's own time per message; the difference to `time` is the transfer.
+//!
+//! `touched INDEX [MAX_SCAN_BYTES]` reads a labelled corpus (`chaff eval`'s
+//! index: `ham|spam PATH` per line, paths relative to the index) with the
+//! default caps and with the scan cap off, and counts the messages the scan
+//! cap cuts, by label; every other message must give the same token ids
+//! both ways (it exits non-zero if one does not).
 
 #[path = "../tests/nasty.rs"]
 mod nasty;
@@ -41,6 +47,11 @@ fn main() {
         ["generate", dir, "test"] => generate(Path::new(dir), &nasty::Scale::TEST),
         ["time", url, dir] => time(url, Path::new(dir), 5),
         ["time", url, dir, rounds] => time(url, Path::new(dir), rounds.parse().expect("ROUNDS")),
+        ["touched", index] => touched(Path::new(index), None),
+        ["touched", index, scan] => touched(
+            Path::new(index),
+            Some(scan.parse().expect("MAX_SCAN_BYTES")),
+        ),
         ["engine", dir] => engine(Path::new(dir), 5, None),
         ["engine", dir, rounds] => engine(Path::new(dir), rounds.parse().expect("ROUNDS"), None),
         ["engine", dir, rounds, scan] => engine(
@@ -50,7 +61,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: nasty_mail generate DIR [test] | nasty_mail time URL DIR [ROUNDS] | nasty_mail engine DIR [ROUNDS [MAX_SCAN_BYTES]]"
+                "usage: nasty_mail generate DIR [test] | nasty_mail time URL DIR [ROUNDS] | nasty_mail engine DIR [ROUNDS [MAX_SCAN_BYTES]] | nasty_mail touched INDEX [MAX_SCAN_BYTES]"
             );
             std::process::exit(2);
         }
@@ -135,6 +146,52 @@ fn report(rows: &mut [Row], rounds: usize) {
             r.status,
             r.limits.join(", ")
         );
+    }
+}
+
+/// Which messages of a corpus the scan cap cuts; the rest must read the
+/// same with and without it.
+fn touched(index: &Path, max_scan_bytes: Option<usize>) {
+    use chaff::tokenize::{LimitHit, Limits, Tokenizer};
+
+    let mut limits = Limits::default();
+    if let Some(n) = max_scan_bytes {
+        limits.max_scan_bytes = n;
+    }
+    let capped = Tokenizer::new(limits.clone());
+    let uncapped = Tokenizer::new(Limits {
+        max_scan_bytes: usize::MAX,
+        ..limits.clone()
+    });
+    let base = index.parent().unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(index).expect("read INDEX");
+    let (mut total, mut cut_ham, mut cut_spam, mut differ) = (0, 0, 0, 0);
+    for line in text.lines() {
+        let Some((label, path)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let bytes = std::fs::read(base.join(path.trim())).expect("read message");
+        total += 1;
+        let a = capped.tokenize(&bytes);
+        if a.limits_hit.contains(&LimitHit::ScanBytes) {
+            if label == "spam" {
+                cut_spam += 1;
+            } else {
+                cut_ham += 1;
+            }
+        } else if a != uncapped.tokenize(&bytes) {
+            differ += 1;
+            eprintln!("not cut, yet read differently: {path}");
+        }
+    }
+    println!(
+        "{}: {total} messages, max_scan_bytes {}: cut {} ({cut_ham} ham, {cut_spam} spam); not cut but read differently: {differ}",
+        index.display(),
+        limits.max_scan_bytes,
+        cut_ham + cut_spam
+    );
+    if differ > 0 {
+        std::process::exit(1);
     }
 }
 
