@@ -24,6 +24,12 @@ const LINE_SLACK: usize = 4096;
 /// A boundary longer than RFC 2046's 70 characters is not one we close.
 const MAX_BOUNDARY: usize = 70;
 
+/// Boundaries considered for closing, the first declared (outermost)
+/// first. Real mail declares a handful; a 10,000-deep nest declares one per
+/// level, and chaff reads 20 levels (`max_mime_depth`) of it anyway. Keeps
+/// the closing work linear in the prefix.
+const MAX_BOUNDARIES: usize = 64;
+
 /// Whether `line` (without its line break) continues a header block: a
 /// field (`name:` with a printable name, no spaces) or, after one, a
 /// folded continuation. The first line that is neither ends the block;
@@ -121,7 +127,7 @@ fn declared_boundaries(text: &[u8]) -> Vec<&[u8]> {
     const KEY: &[u8] = b"boundary=";
     let mut found: Vec<&[u8]> = Vec::new();
     let mut i = 0;
-    while i + KEY.len() <= text.len() {
+    while i + KEY.len() <= text.len() && found.len() < MAX_BOUNDARIES {
         // The first byte alone rules out nearly every position cheaply.
         if text[i] | 0x20 != b'b' || !text[i..i + KEY.len()].eq_ignore_ascii_case(KEY) {
             i += 1;
