@@ -35,7 +35,7 @@ pub(super) const PENDING_CLICKS: usize = 256;
 
 /// The store `chaff eval` replays a corpus into: every record written
 /// exactly as the service writes it, but [`Store::flush`] does not wait
-/// for the disk, clicks reach sled [`PENDING_CLICKS`] at a time, and the
+/// for the disk, clicks reach sled 256 at a time (`PENDING_CLICKS`), and the
 /// directory is removed when the store is closed. Never for data anyone
 /// keeps.
 pub type ReplayStore = Store<WriteBehind>;
