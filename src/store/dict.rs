@@ -201,7 +201,7 @@ pub(super) fn describe(who: &Owner) -> String {
     }
 }
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// Runs `f` with `who`'s dictionary, loading it first if it is not in
     /// memory. The dictionary's mutex is held throughout: whatever `f`
     /// numbers and writes, no other click of `who` interleaves.
