@@ -602,8 +602,31 @@ fn name_features(names: &Names, (spam, ham): Strongest) -> (Vec<Feature>, Vec<Fe
     (spam, ham)
 }
 
+/// How far into a message its Message-ID is looked for when the tokenizer
+/// did not parse the header block (it was longer than the header cap, or
+/// not a header block): the default header cap. A constant, not the
+/// configured cap, so a message's derived id never depends on settings;
+/// without it a 4 MiB header block was parsed whole on every Score (30 ms,
+/// docs/PERFORMANCE.md "Hostile mail at scale").
+pub const MESSAGE_ID_SEARCH_BYTES: usize = 256 * 1024;
+
+/// The first [`MESSAGE_ID_SEARCH_BYTES`] of `message`, ended after its last
+/// whole line, so a field cut in the middle is not read as a shorter id.
+fn id_search_prefix(message: &[u8]) -> &[u8] {
+    if message.len() <= MESSAGE_ID_SEARCH_BYTES {
+        return message;
+    }
+    let head = &message[..MESSAGE_ID_SEARCH_BYTES];
+    match head.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &head[..=end],
+        None => head,
+    }
+}
+
 /// The id a click is recorded under when the caller gives none: the
-/// Message-ID header as `<id>`, else an xxh3-128 digest of the bytes.
+/// Message-ID header as `<id>` (within the first [`MESSAGE_ID_SEARCH_BYTES`]
+/// when the header block is longer than the tokenizer reads), else an
+/// xxh3-128 digest of the bytes.
 pub fn derive_message_id(message: &[u8]) -> MessageId {
     derive_message_id_from(message, None)
 }
@@ -621,7 +644,7 @@ pub fn derive_message_id_from(
     let headers = match parsed {
         Some(m) => Some(m),
         None => {
-            parse_now = crate::tokenize::message_parser().parse_headers(message);
+            parse_now = crate::tokenize::message_parser().parse_headers(id_search_prefix(message));
             parse_now.as_ref()
         }
     };

@@ -176,6 +176,30 @@ fn message_id_comes_from_header_then_digest() {
     assert_ne!(a, b);
 }
 
+/// A header block longer than the header cap is searched for its
+/// Message-ID only in its first `MESSAGE_ID_SEARCH_BYTES` (a 4 MiB block was
+/// parsed whole on every Score); past that the message is named by digest.
+#[test]
+fn a_message_id_is_looked_for_only_in_the_first_256_kib_of_headers() {
+    use super::score::MESSAGE_ID_SEARCH_BYTES;
+    let pad = |n: usize| format!("X-Pad: {}\r\n", "x".repeat(n)).repeat(64);
+    let early = format!(
+        "Message-ID: <early@b.example>\r\n{}\r\nbody\r\n",
+        pad(64 * 1024)
+    );
+    assert!(early.len() > 4 * MESSAGE_ID_SEARCH_BYTES);
+    assert_eq!(
+        derive_message_id(early.as_bytes()).as_str(),
+        "<early@b.example>"
+    );
+    let late = format!(
+        "{}Message-ID: <late@b.example>\r\n\r\nbody\r\n",
+        pad(64 * 1024)
+    );
+    let id = derive_message_id(late.as_bytes());
+    assert!(id.as_str().starts_with("xxh3:"), "{id:?}");
+}
+
 /// `Engine::read` and `evaluate` take the header facts and a derived id
 /// from the tokenizer's parse; they must be what parsing the header block
 /// apart gives, including where the tokenizer has no parse of the bytes as
