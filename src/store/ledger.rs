@@ -258,11 +258,7 @@ impl Store {
                 what: format!("token dictionary of {} is full", describe(who)),
             })?;
             let mut writes = Vec::with_capacity(3);
-            if dict.len() > before {
-                let key = dict_key(&contributor_prefix(DICT, who), before);
-                let value = codec::encode_dict(&key, &dict.ids()[before..]);
-                writes.push((key, value));
-            }
+            writes.extend(dict.records(who, before));
             let key = ledger_key(who, msg);
             if let Owner::User(user) = who {
                 // The entry this click replaces may be named by a journal
