@@ -46,10 +46,6 @@ pub const DICT_CACHE_TOKENS: usize = 2_000_000;
 /// dictionary's entry (a 2^20-bucket table and a 1M-capacity vector).
 pub const DICT_ENTRY_BYTES: usize = 42;
 
-/// Ids per `K` record at most: 4 KiB, a snapshot piece's size
-/// (`pieces.rs`).
-pub(super) const RECORD_IDS: usize = super::pieces::PIECE_BYTES / 8;
-
 /// One contributor's dictionary.
 #[derive(Default, Debug)]
 pub(super) struct Dict {
@@ -90,25 +86,6 @@ impl Dict {
             }
         }
         Some(start)
-    }
-
-    /// The `K` records of the entries numbered `from` and up, for the
-    /// batch that first writes numbers from there: at most
-    /// [`RECORD_IDS`] ids a record, so no record (nor a sled node of
-    /// them) grows past sled's blob threshold (`pieces.rs` says why that
-    /// matters) when a rebuilt or upgraded model numbers all its ids at
-    /// once.
-    pub(super) fn records(&self, who: &Owner, from: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let prefix = contributor_prefix(DICT, who);
-        let ids = &self.ids[from.min(self.ids.len())..];
-        ids.chunks(RECORD_IDS)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let key = dict_key(&prefix, from + i * RECORD_IDS);
-                let value = codec::encode_dict(&key, chunk);
-                (key, value)
-            })
-            .collect()
     }
 
     /// Drops the entries numbered `len` and up: undoes an [`Dict::extend`]
@@ -226,7 +203,7 @@ impl Dicts {
 
 use super::Store;
 use super::codec;
-use super::keys::{DICT, contributor_prefix, dict_key};
+use super::keys::{DICT, contributor_prefix};
 use crate::error::Error;
 use crate::types::Owner;
 

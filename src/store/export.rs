@@ -365,7 +365,9 @@ impl Store {
                     what: format!("token dictionary of user {user} is full"),
                 })?;
                 let mut batch = Batch::default();
-                for (key, value) in dict.records(&who, before) {
+                if dict.len() > before {
+                    let key = dict_key(&contributor_prefix(DICT, &who), before);
+                    let value = codec::encode_dict(&key, &dict.ids()[before..]);
                     batch.insert(key, value);
                 }
                 for (id, time_s, learned) in chunk {
@@ -386,8 +388,7 @@ impl Store {
         let mut batch = Batch::default();
         if let Some(model) = &e.model {
             let (model, _) = codec::decode_snapshot(model)?;
-            let key = user_prefix(MODEL, user);
-            self.put_pieces(&mut batch, &key, &codec::encode_snapshot(&model, 0))?;
+            batch.insert(user_prefix(MODEL, user), codec::encode_snapshot(&model, 0));
         }
         if let Some(s) = &e.settings {
             batch.insert(

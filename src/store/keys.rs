@@ -27,12 +27,6 @@ pub(super) fn dict_key(prefix: &[u8], first: usize) -> Vec<u8> {
     k.extend_from_slice(&(first as u32).to_be_bytes());
     k
 }
-/// A snapshot piece's key (`pieces.rs`): the snapshot's key · piece number (u32 BE).
-pub(super) fn piece_key(prefix: &[u8], n: u32) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(&n.to_be_bytes());
-    k
-}
 pub(super) const ID_OFFSET_KEY: &[u8] = b"I";
 
 pub(super) fn contributor_prefix(kind: u8, who: &Owner) -> Vec<u8> {

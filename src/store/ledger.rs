@@ -258,7 +258,11 @@ impl Store {
                 what: format!("token dictionary of {} is full", describe(who)),
             })?;
             let mut writes = Vec::with_capacity(3);
-            writes.extend(dict.records(who, before));
+            if dict.len() > before {
+                let key = dict_key(&contributor_prefix(DICT, who), before);
+                let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                writes.push((key, value));
+            }
             let key = ledger_key(who, msg);
             if let Owner::User(user) = who {
                 // The entry this click replaces may be named by a journal

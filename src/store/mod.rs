@@ -7,7 +7,7 @@
 //! | `F`                                    | [`FORMAT_VERSION`] (u32 BE)            |
 //! | `L` · user · message id                | label, click time and sequence, the message's token numbers (folded beyond the undo window: label + time) |
 //! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s, or a pointer to its ledger entry |
-//! | `M` · user · piece (u32 BE)            | model snapshot in pieces (`pieces.rs`): counts in dictionary order, last-seen ages (`recency.rs`) + last sequence |
+//! | `M` · user                             | model snapshot: counts in dictionary order, last-seen ages (`recency.rs`) + last sequence |
 //! | `K` · user · first number (u32 BE)     | the user's token dictionary: ids numbered from there (`dict.rs`) |
 //! | `U`                                    | when the directory became format 6 (click time of older entries) |
 //! | `S` · user                             | delivery settings (mode, thresholds)   |
@@ -15,16 +15,12 @@
 //! | `W` · 0u16 · list kind · entry         | an operator-wide list entry            |
 //! | `D` · user · time (ms, BE) · sequence  | a score decision (JSON), for support   |
 //! | `L` · 0u16 · message id                | a seeded message (the operator's ledger)|
-//! | `G` · contributor · piece (u32 BE)     | shared-model contribution snapshot + last sequence, in pieces |
+//! | `G` · contributor                      | shared-model contribution snapshot + last sequence |
 //! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
 //! | `O`                                    | the current seed id (u64 BE)           |
 //! | `I`                                    | id offset (u64 BE), set by a backup: every id handed out is above it |
 //!
-//! Format 6 and older stored a snapshot as one value under `M` · user (or
-//! `G` · contributor); it still reads, and the next checkpoint replaces it
-//! with pieces.
-//!
-//! Format-6 values of `L`, `J`, `M` and `K` (and format-7 pieces) end in a CRC-32 of key and
+//! Format-6 values of `L`, `J`, `M` and `K` end in a CRC-32 of key and
 //! value (`codec::seal`, why there); a mismatch is [`Error::Corrupt`]
 //! naming the user (and message), answered DATA_LOSS, never counted.
 //!
@@ -53,7 +49,6 @@
 //! implements. `pending.rs`: the write-behind of throwaway replays
 //! (`Store::open_unsynced`; still a mode of `Store`, threaded through the
 //! dictionary-numbered click writes of format 6), which `chaff eval` opens.
-//! `pieces.rs`: snapshots stored as pieces under sled's blob threshold.
 //! `error.rs`: [`StorageError`].
 //! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
 //! feature `redis`; its own layout and scripts, `docs/SCALING.md`) and its
@@ -92,7 +87,6 @@ mod keys;
 mod ledger;
 mod models;
 mod pending;
-mod pieces;
 mod policy;
 mod recency;
 #[cfg(feature = "redis")]
@@ -124,8 +118,6 @@ use commit::GroupCommit;
 use pending::Pending;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
-/// Format 7 stores model and shared-contribution snapshots in pieces
-/// (`pieces.rs`) instead of one value each, which sled kept as blob files.
 /// Format 6 names a user's tokens by number in the user's own dictionary
 /// (`K` records, `dict.rs`) in ledger entries, journal records and
 /// snapshots, and seals those records with a checksum (`codec::seal`).
@@ -133,7 +125,7 @@ use pending::Pending;
 /// entries, consent ids in settings). Format 4 counts a message as 64
 /// weight units (`classify::Weight::FULL`); format 3 counted it as 8
 /// (upgraded at open: [`Store::open`]).
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
 /// format 2 had no weights, settings, lists or decisions; its records
@@ -147,13 +139,7 @@ pub const FORMAT_VERSION: u32 = 7;
 /// user's next checkpoint rewrites their snapshot in format 6, and their
 /// new clicks are written in it. One write of one key: a crash leaves the
 /// directory wholly in format 5 or wholly readable as 6.
-///
-/// Format 6 is upgraded by rewriting `F` alone too: its records are
-/// format 7's, except that each snapshot is one value under its key, which
-/// format 7 reads as before and replaces with pieces at that model's next
-/// checkpoint (in the checkpoint's own batch). An older chaff refuses a
-/// format-7 directory (it would not see the pieces).
-const READABLE_FORMATS: [u32; 4] = [2, 4, 5, 6];
+const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
 
 /// Keys removed per batch when a user or the seed ledger is deleted: sled's
 /// memory grows with batch size, so large deletions go in bounded steps.
@@ -275,9 +261,6 @@ impl Store {
         {
             batch.remove(item?.0);
         }
-        // One value, as those formats stored a snapshot (format-7 pieces
-        // of this user's removed: the two never stand side by side).
-        self.remove_pieces(&mut batch, &user_prefix(MODEL, user))?;
         batch.insert(
             user_prefix(MODEL, user),
             codec::encode_snapshot(model, last_seq),
@@ -351,14 +334,10 @@ impl Store {
             {
                 let mut batch = Batch::default();
                 batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
-                // Ledger entries before format 6 have no click time: they
-                // are timed by this upgrade (kept when it already happened).
-                if v.as_ref() != 6u32.to_be_bytes() {
-                    batch.insert(
-                        UPGRADED_KEY,
-                        &ledger::Undo::default().now_ms().to_be_bytes(),
-                    );
-                }
+                batch.insert(
+                    UPGRADED_KEY,
+                    &ledger::Undo::default().now_ms().to_be_bytes(),
+                );
                 tree.apply_batch(batch).map_err(open_err)?;
             }
             Some(v) => {

@@ -100,9 +100,7 @@ impl Store {
 
     fn load_model_with(&self, user: &UserId, dict: &Dict) -> Result<Option<LoadedModel>, Error> {
         let model_key = user_prefix(MODEL, user);
-        let snapshot = self
-            .get_pieces(&model_key)
-            .map_err(|e| damaged_model(user, "snapshot", e))?;
+        let snapshot = self.tree()?.get(&model_key)?;
         let (mut model, mut last_seq) = match &snapshot {
             Some(bytes) => codec::decode_snapshot_any(&model_key, bytes, Some(dict))
                 .map_err(|e| damaged_model(user, "snapshot", e))?,
@@ -173,7 +171,7 @@ impl Store {
     /// no snapshot). Lets a check from outside the engine see that a
     /// checkpoint happened (`chaff soak` counts them).
     pub fn snapshot_seq(&self, user: &UserId) -> Result<u64, Error> {
-        Ok(match self.get_pieces(&user_prefix(MODEL, user))? {
+        Ok(match self.tree()?.get(user_prefix(MODEL, user))? {
             Some(bytes) => codec::decode_snapshot_seq(&bytes)?,
             None => 0,
         })
@@ -201,7 +199,10 @@ impl Store {
             .ok_or_else(|| Error::Corrupt {
                 what: format!("token dictionary of user {user} is full"),
             })?;
-        for (key, value) in dict.records(&Owner::User(user.clone()), before) {
+        if dict.len() > before {
+            let who = Owner::User(user.clone());
+            let key = dict_key(&contributor_prefix(DICT, &who), before);
+            let value = codec::encode_dict(&key, &dict.ids()[before..]);
             batch.insert(key, value);
         }
         let key = user_prefix(MODEL, user);
@@ -212,10 +213,7 @@ impl Store {
             &snapshot.tokens,
             dict,
         );
-        if let Err(e) = self.put_pieces(&mut batch, &key, &value) {
-            dict.truncate(before);
-            return Err(e);
-        }
+        batch.insert(key, value);
         if let Err(e) = self.tree()?.apply_batch(batch) {
             dict.truncate(before);
             return Err(e.into());

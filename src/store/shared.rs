@@ -5,7 +5,6 @@ use sled::Batch;
 
 use super::codec::{self};
 use super::keys::*;
-use super::pieces;
 use super::{LoadedModel, Snapshot, Store};
 use crate::classify::Model;
 use crate::error::Error;
@@ -16,29 +15,10 @@ impl Store {
     /// rebuilding the shared model at start.
     pub fn load_contributions(&self) -> Result<Vec<(Owner, LoadedModel)>, Error> {
         let mut parts: std::collections::BTreeMap<Owner, LoadedModel> = Default::default();
-        // Each contributor's snapshot records (its pieces, or one value
-        // from format 6 and older) are consecutive in key order.
-        let mut records: Vec<(sled::IVec, sled::IVec)> = Vec::new();
-        let mut current: Option<Owner> = None;
-        let mut finish = |who: Option<Owner>, records: &mut Vec<(sled::IVec, sled::IVec)>| {
-            let Some(who) = who else {
-                return Ok::<(), Error>(());
-            };
-            let prefix = contributor_prefix(CONTRIBUTION, &who);
-            let joined = pieces::join(
-                &prefix,
-                records.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
-            )
-            .and_then(|bytes| codec::decode_snapshot(&bytes.unwrap_or_default()))
-            .map_err(|e| Error::Corrupt {
-                what: format!(
-                    "shared-model part of {}: {}",
-                    super::dict::describe(&who),
-                    super::dict::what(e)
-                ),
-            })?;
-            records.clear();
-            let (model, last_seq) = joined;
+        for item in self.tree()?.scan_prefix([CONTRIBUTION]) {
+            let (key, value) = item?;
+            let (who, _) = decode_contributor(&key)?;
+            let (model, last_seq) = codec::decode_snapshot(&value)?;
             parts.insert(
                 who,
                 LoadedModel {
@@ -47,17 +27,7 @@ impl Store {
                     journal_entries: 0,
                 },
             );
-            Ok(())
-        };
-        for item in self.tree()?.scan_prefix([CONTRIBUTION]) {
-            let (key, value) = item?;
-            let (who, _) = decode_contributor(&key)?;
-            if current.as_ref() != Some(&who) {
-                finish(current.replace(who), &mut records)?;
-            }
-            records.push((key, value));
         }
-        finish(current, &mut records)?;
         for item in self.tree()?.scan_prefix([CONTRIBUTION_JOURNAL]) {
             let (key, value) = item?;
             let (who, rest) = decode_contributor(&key)?;
@@ -97,7 +67,7 @@ impl Store {
             batch.remove(item?.0);
         }
         let bytes = codec::encode_snapshot_parts(snapshot.head, last_seq, snapshot.tokens);
-        self.put_pieces(&mut batch, &contributor_prefix(CONTRIBUTION, who), &bytes)?;
+        batch.insert(contributor_prefix(CONTRIBUTION, who), bytes);
         self.tree()?.apply_batch(batch)?;
         #[cfg(feature = "fault-injection")]
         {
@@ -109,7 +79,7 @@ impl Store {
 
     /// Adds the removal of `who`'s whole shared part to `batch`.
     pub(super) fn clear_contribution(&self, who: &Owner, batch: &mut Batch) -> Result<(), Error> {
-        self.remove_pieces(batch, &contributor_prefix(CONTRIBUTION, who))?;
+        batch.remove(contributor_prefix(CONTRIBUTION, who));
         for item in self
             .tree()?
             .scan_prefix(contributor_prefix(CONTRIBUTION_JOURNAL, who))

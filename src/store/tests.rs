@@ -50,22 +50,6 @@ fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
         .unwrap()
 }
 
-/// A user's snapshot as stored (pieces joined, `pieces.rs`), and checks
-/// that it is in pieces, as format 7 writes it, not one value.
-fn model_bytes(store: &Store, u: &UserId) -> Vec<u8> {
-    let prefix = user_prefix(MODEL, u);
-    let tree = store.tree().unwrap();
-    assert!(
-        tree.get(&prefix).unwrap().is_none(),
-        "a single-value snapshot"
-    );
-    assert!(
-        tree.get(piece_key(&prefix, 0)).unwrap().is_some(),
-        "no pieces"
-    );
-    store.get_pieces(&prefix).unwrap().unwrap()
-}
-
 /// Formats 2–5 as they were written, frozen here (the codec keeps their
 /// encoders only to read and upgrade them): a user's click as one batch of
 /// a ledger entry with 64-bit ids and a journal record of ops, and a
@@ -426,7 +410,12 @@ fn a_format_5_directory_opens_as_format_6_with_the_same_models_and_ledger() {
     store.flush().unwrap();
     drop(store);
     let store = open_again(dir.path());
-    let snapshot = model_bytes(&store, &alice);
+    let snapshot = store
+        .tree()
+        .unwrap()
+        .get(user_prefix(MODEL, &alice))
+        .unwrap()
+        .unwrap();
     assert!(codec::snapshot_is_v6(&snapshot));
     assert_eq!(store.load_model(&alice).unwrap().unwrap().model, expect);
     assert_eq!(
@@ -536,7 +525,12 @@ fn a_directory_written_by_main_in_format_5_opens_with_its_delivered_mail_and_rec
     store.flush().unwrap();
     drop(store);
     let store = open_again(dir.path());
-    let snap = model_bytes(&store, &alice);
+    let snap = store
+        .tree()
+        .unwrap()
+        .get(user_prefix(MODEL, &alice))
+        .unwrap()
+        .unwrap();
     assert!(codec::snapshot_is_v6(&snap));
     check(&store);
     // Past the undo window (the old entries are timed by the upgrade):
@@ -756,7 +750,7 @@ fn a_damaged_snapshot_is_reported_by_name_and_repair_rebuilds_it_from_the_ledger
     let seq = store.load_model(&alice).unwrap().unwrap().last_seq;
     store.checkpoint(&alice, &expect, seq).unwrap();
     // Damage the middle of the snapshot (a count).
-    let key = piece_key(&user_prefix(MODEL, &alice), 0);
+    let key = user_prefix(MODEL, &alice);
     let len = store.tree().unwrap().get(&key).unwrap().unwrap().len();
     flip_a_bit(&store, &key, len / 2);
     let err = store.load_model(&alice).expect_err("damaged snapshot");
@@ -953,7 +947,12 @@ fn a_format_6_snapshot_keeps_every_tokens_last_seen_stamp_and_the_clock() {
         store.flush().unwrap();
     }
     let store = open_again(dir.path());
-    let raw = model_bytes(&store, &alice);
+    let raw = store
+        .tree()
+        .unwrap()
+        .get(user_prefix(MODEL, &alice))
+        .unwrap()
+        .unwrap();
     assert!(codec::snapshot_is_v6(&raw));
     let back = store.load_model(&alice).unwrap().unwrap().model;
     assert_eq!(back.clock(), model.clock());
@@ -1137,286 +1136,4 @@ fn an_export_carries_click_times_folded_clicks_and_delivered_mail_into_format_6(
         dst.load_model(&alice).unwrap().unwrap().model,
         src.load_model(&alice).unwrap().unwrap().model
     );
-}
-
-/// Files sled keeps in `blobs/` (values too large for its log).
-fn blob_files(dir: &std::path::Path) -> usize {
-    match std::fs::read_dir(dir.join("blobs")) {
-        Ok(entries) => entries.count(),
-        Err(_) => 0,
-    }
-}
-
-/// A model of `n` tokens whose snapshot is far over sled's blob threshold
-/// (~128 KiB) as one value.
-fn big_model(n: u64, salt: u64) -> Model {
-    let mut model = Model::default();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        let t: Vec<u64> = chunk.iter().map(|i| i * 7919 + salt).collect();
-        model.learn(&ids(&t), Label::Spam);
-    }
-    model
-}
-
-#[test]
-fn a_large_snapshot_is_stored_in_pieces_and_sled_keeps_no_blob_files() {
-    // Format 6 wrote a snapshot as one value: a 100k-token model was a
-    // sled blob file, and every checkpoint left the old one behind.
-    let dir = tempfile::tempdir().unwrap();
-    let alice = user("alice");
-    let model = big_model(100_000, 1);
-    {
-        let store = open_again(dir.path());
-        for round in 0..3 {
-            let mut m = model.clone();
-            m.learn(&ids(&[round + 10_000_000]), Label::Ham);
-            store.checkpoint(&alice, &m, round + 1).unwrap();
-        }
-        let prefix = user_prefix(MODEL, &alice);
-        let whole = model_bytes(&store, &alice);
-        assert!(whole.len() > 200 << 10, "{} bytes", whole.len());
-        let mut pieces = 0;
-        for item in store.tree().unwrap().scan_prefix(&prefix) {
-            let (_, v) = item.unwrap();
-            assert!(v.len() <= pieces::PIECE_BYTES + 8, "{} bytes", v.len());
-            pieces += 1;
-        }
-        assert!(pieces > 10, "{pieces} pieces");
-        // The dictionary the checkpoint numbered its 100k ids in is in
-        // small records too.
-        for item in store
-            .tree()
-            .unwrap()
-            .scan_prefix(contributor_prefix(DICT, &Owner::User(alice.clone())))
-        {
-            assert!(item.unwrap().1.len() <= pieces::PIECE_BYTES + 4);
-        }
-        store.flush().unwrap();
-    }
-    assert_eq!(blob_files(dir.path()), 0, "sled wrote blob files");
-    let store = open_again(dir.path());
-    let mut expect = model;
-    expect.learn(&ids(&[10_000_002]), Label::Ham);
-    let loaded = store.load_model(&alice).unwrap().unwrap();
-    assert_eq!(loaded.model, expect);
-    assert_eq!(loaded.last_seq, 3);
-    assert_eq!(store.snapshot_seq(&alice).unwrap(), 3);
-}
-
-#[test]
-fn a_smaller_snapshot_removes_the_pieces_it_no_longer_has() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_again(dir.path());
-    let prefix = user_prefix(MODEL, &user("alice"));
-    let write = |bytes: &[u8]| {
-        let mut batch = Batch::default();
-        store.put_pieces(&mut batch, &prefix, bytes).unwrap();
-        store.tree().unwrap().apply_batch(batch).unwrap();
-    };
-    let big: Vec<u8> = (0..3 * pieces::PIECE_BYTES + 5).map(|i| i as u8).collect();
-    write(&big);
-    assert_eq!(store.tree().unwrap().scan_prefix(&prefix).count(), 4);
-    assert_eq!(store.get_pieces(&prefix).unwrap().unwrap(), big);
-    write(b"small");
-    assert_eq!(store.tree().unwrap().scan_prefix(&prefix).count(), 1);
-    assert_eq!(store.get_pieces(&prefix).unwrap().unwrap(), b"small");
-    // An empty snapshot is still one piece (its count), not "none".
-    write(b"");
-    assert_eq!(store.get_pieces(&prefix).unwrap().unwrap(), b"");
-    let mut batch = Batch::default();
-    store.remove_pieces(&mut batch, &prefix).unwrap();
-    store.tree().unwrap().apply_batch(batch).unwrap();
-    assert_eq!(store.get_pieces(&prefix).unwrap(), None);
-}
-
-#[test]
-fn a_missing_damaged_or_doubled_snapshot_piece_is_reported_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_again(dir.path());
-    let alice = user("alice");
-    let model = big_model(20_000, 3);
-    store.checkpoint(&alice, &model, 1).unwrap();
-    let prefix = user_prefix(MODEL, &alice);
-    let tree = store.tree().unwrap();
-    let expect_corrupt = |needle: &str| {
-        let err = store.load_model(&alice).expect_err("damaged pieces");
-        let text = err.to_string();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-        for n in [
-            needle,
-            "snapshot of user alice",
-            "chaff repair --user alice",
-        ] {
-            assert!(text.contains(n), "{n:?} not in {text}");
-        }
-    };
-    // A piece under another piece's key: its checksum names the key.
-    let p1 = tree.get(piece_key(&prefix, 1)).unwrap().unwrap();
-    let p2 = tree.get(piece_key(&prefix, 2)).unwrap().unwrap();
-    tree.insert(piece_key(&prefix, 1), p2.clone()).unwrap();
-    expect_corrupt("piece 1: checksum mismatch");
-    tree.insert(piece_key(&prefix, 1), p1).unwrap();
-    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, model);
-    // A piece missing in the middle, or at the end.
-    tree.remove(piece_key(&prefix, 2)).unwrap();
-    expect_corrupt("piece 2 is missing");
-    tree.insert(piece_key(&prefix, 2), p2).unwrap();
-    let count = tree.scan_prefix(&prefix).count() as u32;
-    let last = tree.remove(piece_key(&prefix, count - 1)).unwrap().unwrap();
-    expect_corrupt(&format!("has {} of its {count} pieces", count - 1));
-    tree.insert(piece_key(&prefix, count - 1), last).unwrap();
-    // A single-value snapshot beside pieces.
-    tree.insert(&prefix, codec::encode_snapshot(&model, 1))
-        .unwrap();
-    expect_corrupt("beside a single-value snapshot");
-}
-
-#[test]
-fn shared_contributions_are_stored_in_pieces_and_load_per_contributor() {
-    let dir = tempfile::tempdir().unwrap();
-    let operator = big_model(30_000, 5);
-    let mut bob = Model::default();
-    bob.learn(&ids(&[1, 2, 3]), Label::Ham);
-    {
-        let store = open_again(dir.path());
-        store
-            .checkpoint_contribution(&Owner::Operator, Snapshot::encode(&operator, 7))
-            .unwrap();
-        let who = Owner::User(user("bob"));
-        store
-            .checkpoint_contribution(&who, Snapshot::encode(&bob, 9))
-            .unwrap();
-        let pieces = store
-            .tree()
-            .unwrap()
-            .scan_prefix(contributor_prefix(CONTRIBUTION, &Owner::Operator))
-            .count();
-        assert!(pieces > 10, "{pieces} pieces");
-        store.flush().unwrap();
-    }
-    assert_eq!(blob_files(dir.path()), 0, "sled wrote blob files");
-    let store = open_again(dir.path());
-    let parts = store.load_contributions().unwrap();
-    assert_eq!(parts.len(), 2);
-    let part = |who: Owner| {
-        let (_, p) = parts.iter().find(|(w, _)| *w == who).unwrap();
-        (&p.model, p.last_seq)
-    };
-    assert_eq!(part(Owner::Operator), (&operator, 7));
-    assert_eq!(part(Owner::User(user("bob"))), (&bob, 9));
-}
-
-#[test]
-fn a_directory_written_by_main_in_format_6_opens_and_checkpoints_into_pieces() {
-    // The bytes today's main (format 6) writes, spelled out from its
-    // encodings (`codec::encode_dict`, `encode_ledger_v6`,
-    // `encode_learn_pointer`, `encode_snapshot_v6`), each sealed with a
-    // CRC-32 of key and payload (little-endian), computed here with
-    // crc32fast rather than this branch's `seal`:
-    // - dictionary `K`·alice·0: ids 1, 2, 300 (u64 LE) → numbers 0, 1, 2;
-    // - ledger: label `s`/`h`, click time (s), sequence, tokenizer version,
-    //   number count and gaps, weight, shared id (varints);
-    // - journal pointer (0xFD, message id) for a first learn;
-    // - snapshot `Y` as ONE value under `M`·alice: tokenizer version u32
-    //   BE, applied sequence u64 BE, spam/ham learned, spam/ham weights,
-    //   count pairs in number order, then the clock and each live token's
-    //   age.
-    // seq 1: m1, spam, tokens 1, 2 (checkpointed); seq 2: m2, ham, token
-    // 300 (in the journal as a pointer).
-    let alice = user("alice");
-    let sealed = |key: &[u8], payload: &[u8]| {
-        let mut h = crc32fast::Hasher::new();
-        h.update(key);
-        h.update(payload);
-        let mut v = payload.to_vec();
-        v.extend_from_slice(&h.finalize().to_le_bytes());
-        v
-    };
-    let u = Owner::User(alice.clone());
-    let time: &[u8] = &[0x80, 0xE2, 0xCF, 0xAA, 0x06]; // 1_700_000_000 s
-    let dict_key_0 = dict_key(&contributor_prefix(DICT, &u), 0);
-    let mut dict_payload = Vec::new();
-    for id in [1u64, 2, 300] {
-        dict_payload.extend_from_slice(&id.to_le_bytes());
-    }
-    let m1_key = ledger_key(&u, &msg("m1"));
-    let m1: Vec<u8> = [&b"s"[..], time, &[1, 2, 2, 0, 1, 64, 0]].concat();
-    let m2_key = ledger_key(&u, &msg("m2"));
-    let m2: Vec<u8> = [&b"h"[..], time, &[2, 2, 1, 2, 64, 0]].concat();
-    let j2_key = journal_key(&alice, 2);
-    let j2: &[u8] = b"\xFDm2";
-    let m_key = user_prefix(MODEL, &alice);
-    let snapshot: &[u8] = &[
-        b'Y', 0, 0, 0, 2, // tokenizer version
-        0, 0, 0, 0, 0, 0, 0, 1, // applied sequence
-        1, 0, 64, 0, // spam, ham learned; spam, ham weights
-        2, 64, 0, 64, 0, // two numbers' (spam, ham) counts
-        1, 0, 0, // clock 1; ages of numbers 0 and 1
-    ];
-    assert_eq!(crate::tokenize::TOKENIZER_VERSION, 2);
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (db, tree) = format_5::directory(dir.path(), 6);
-        tree.insert(UPGRADED_KEY, &1_600_000_000_000u64.to_be_bytes())
-            .unwrap();
-        tree.insert(&dict_key_0, sealed(&dict_key_0, &dict_payload))
-            .unwrap();
-        tree.insert(&m1_key, sealed(&m1_key, &m1)).unwrap();
-        tree.insert(&m2_key, sealed(&m2_key, &m2)).unwrap();
-        tree.insert(&j2_key, sealed(&j2_key, j2)).unwrap();
-        tree.insert(&m_key, sealed(&m_key, snapshot)).unwrap();
-        db.flush().unwrap();
-    }
-    let mut expect = Model::default();
-    expect.learn(&ids(&[1, 2]), Label::Spam);
-    expect.learn(&ids(&[300]), Label::Ham);
-    let check = |store: &Store| {
-        let loaded = store.load_model(&alice).unwrap().unwrap();
-        assert_eq!(loaded.model, expect);
-        assert_eq!(loaded.last_seq, 2);
-        assert_eq!(loaded.model.clock(), 2);
-        for (t, seen) in [(1, 1), (2, 1), (300, 2)] {
-            assert_eq!(loaded.model.seen(TokenId(t)), Some(seen), "token {t}");
-        }
-        let entry = |label, t: &[u64]| LedgerEntry {
-            label,
-            tokenizer_version: 2,
-            tokens: ids(t),
-            weight: Weight::FULL,
-            shared: 0,
-            implicit: false,
-        };
-        assert_eq!(
-            store.ledger_get(&alice, &msg("m1")).unwrap(),
-            Some(entry(Label::Spam, &[1, 2]))
-        );
-        assert_eq!(
-            store.ledger_get(&alice, &msg("m2")).unwrap(),
-            Some(entry(Label::Ham, &[300]))
-        );
-    };
-    // Read as of shortly after the fixture's clicks, inside the window.
-    let then = Clock::new(|| 1_700_000_100_000);
-    let store = open_again(dir.path());
-    store.set_undo_window(DEFAULT_UNDO_WINDOW, then.clone());
-    let tree = store.tree().unwrap();
-    assert_eq!(
-        tree.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
-        FORMAT_VERSION.to_be_bytes()
-    );
-    // The format-6 upgrade time (the click time of format-5 entries) stays.
-    assert_eq!(
-        tree.get(UPGRADED_KEY).unwrap().unwrap().as_ref(),
-        1_600_000_000_000u64.to_be_bytes()
-    );
-    check(&store);
-    // The next checkpoint replaces the single value with pieces.
-    let loaded = store.load_model(&alice).unwrap().unwrap();
-    store.checkpoint(&alice, &loaded.model, 2).unwrap();
-    store.flush().unwrap();
-    drop(store);
-    let store = open_again(dir.path());
-    store.set_undo_window(DEFAULT_UNDO_WINDOW, then);
-    assert!(codec::snapshot_is_v6(&model_bytes(&store, &alice)));
-    check(&store);
 }

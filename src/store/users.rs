@@ -30,7 +30,7 @@ impl Store {
     pub fn delete_user(&self, user: &UserId) -> Result<(), Error> {
         let who = Owner::User(user.clone());
         let mut batch = Batch::default();
-        self.remove_pieces(&mut batch, &user_prefix(MODEL, user))?;
+        batch.remove(user_prefix(MODEL, user));
         batch.remove(user_prefix(SETTINGS, user));
         for kind in [JOURNAL, LIST] {
             for item in self.tree()?.scan_prefix(user_prefix(kind, user)) {
