@@ -14,7 +14,7 @@ use chaff::engine::{Engine, Settings};
 use chaff::eval::multi::Arrival;
 use chaff::eval::{self, Clicks, Filter, Judgement, Plan, Profile, Summary, TrainMode};
 use chaff::proto;
-use chaff::store::{Backend, Store};
+use chaff::store::{Backend, ReplayStore, Store};
 use chaff::tokenize::{Limits, Tokenizer};
 use chaff::types::{Label, UserId, Verdict};
 
@@ -352,7 +352,7 @@ fn open_store(dir: &std::path::Path, durable: bool) -> anyhow::Result<Arc<dyn Ba
     Ok(if durable {
         Arc::new(Store::open(dir, 256 << 20)?)
     } else {
-        Arc::new(Store::open_unsynced(dir, 256 << 20)?)
+        Arc::new(ReplayStore::open_replay(dir, 256 << 20)?)
     })
 }
 

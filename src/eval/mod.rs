@@ -614,7 +614,7 @@ impl Filter for EngineFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::ReplayStore;
 
     struct Oracle {
         learned: Vec<String>,
@@ -695,7 +695,7 @@ mod tests {
         let engine = |name: &str| {
             let path = dir.path().join(name);
             Engine::new(
-                Store::open_unsynced(&path, 8 << 20).unwrap(),
+                ReplayStore::open_replay(&path, 8 << 20).unwrap(),
                 Default::default(),
             )
             .unwrap()

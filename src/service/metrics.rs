@@ -50,8 +50,8 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::{info, warn};
 
-use super::Storage;
 use super::admission::Admission;
+use super::storage::Storage;
 use crate::auth::Rpc;
 use crate::engine::{Evaluated, TrainOutcome};
 use crate::metrics::LATENCY_BOUNDS;

@@ -1,6 +1,7 @@
 //! The storage interface the engine runs on: [`Backend`], by aggregate, with
 //! sled ([`Store`]) as the default implementation (also `chaff eval`'s
-//! throwaway store, opened with [`Store::open_unsynced`]), and a Redis
+//! throwaway store, [`ReplayStore`](super::ReplayStore): the same code over a
+//! write-behind, `replay.rs`), and a Redis
 //! Cluster one (`redis_cluster::RedisBackend`, feature `redis`).
 //!
 //! # Why this shape
@@ -45,7 +46,7 @@ use crate::policy::{Entry, ListKind, UserSettings};
 use crate::types::{Label, MessageId, Owner, UserId};
 
 use super::export::UserExport;
-use super::{CommitStats, LedgerEntry, LoadedModel, Op, Snapshot, Store};
+use super::{CommitStats, LedgerEntry, LoadedModel, Op, Snapshot, Store, Writes};
 
 /// What a backend can keep, for [`Backend::holds`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +181,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The sled store underneath, for what only a sled data directory can
     /// do: an online backup into a new directory, and reopening the
-    /// directory after a failed write (`service`).
+    /// directory after a failed write (`service`). `None` for a throwaway
+    /// replay store, whose directory is removed when it is closed.
     fn sled(&self) -> Option<&Store> {
         None
     }
@@ -337,8 +339,9 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// sled: everything, written by this process alone.
-impl Backend for Store {
+/// sled: everything, written by this process alone (the service's
+/// [`Store`], or a throwaway [`ReplayStore`](super::ReplayStore)).
+impl<W: Writes> Backend for Store<W> {
     fn name(&self) -> &'static str {
         "sled"
     }
@@ -346,7 +349,7 @@ impl Backend for Store {
         true
     }
     fn sled(&self) -> Option<&Store> {
-        Some(self)
+        W::as_durable(self)
     }
     fn set_undo_window(&self, window: std::time::Duration, clock: super::Clock) {
         Store::set_undo_window(self, window, clock)

@@ -8,7 +8,7 @@ use super::keys::*;
 use crate::error::Error;
 use crate::types::UserId;
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// Appends decisions (not flushed: the log is for support, and sled's
     /// background flush bounds what a crash loses to ~500 ms).
     pub fn append_decisions<'a>(

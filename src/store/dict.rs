@@ -225,7 +225,7 @@ pub(super) fn describe(who: &Owner) -> String {
     }
 }
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// Bounds the dictionaries kept in memory to about `bytes`
     /// ([`DICT_ENTRY_BYTES`] an entry), least recently used dropped first;
     /// the engine gives them a share of `--model-memory`

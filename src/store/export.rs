@@ -281,7 +281,7 @@ pub fn decode(bytes: &[u8]) -> Result<UserExport, Error> {
     Ok(e)
 }
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// Everything stored for `user`, for [`encode`]. The caller keeps the
     /// user's clicks out meanwhile (the engine holds its writer lock), so
     /// model and ledger agree.

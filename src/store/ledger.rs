@@ -7,6 +7,7 @@ use super::Store;
 use super::codec::{self, LedgerEntry, Op};
 use super::dict::{Dict, describe};
 use super::keys::*;
+use super::writes::{Click, Writes};
 use crate::error::Error;
 use crate::types::{MessageId, Owner, UserId};
 
@@ -125,7 +126,7 @@ fn damaged_ledger(who: &Owner, msg: &MessageId, e: Error) -> Error {
     }
 }
 
-impl Store {
+impl<W: Writes> Store<W> {
     /// What was learned for this message, if anything.
     pub fn ledger_get(&self, user: &UserId, msg: &MessageId) -> Result<Option<LedgerEntry>, Error> {
         self.contributor_ledger_get(&Owner::User(user.clone()), msg)
@@ -196,14 +197,11 @@ impl Store {
             .is_some())
     }
 
-    /// The stored bytes under a ledger key, pending clicks first.
+    /// The stored bytes under a ledger key, held clicks first
+    /// (`W::held_ledger`).
     fn ledger_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        if let Some(pending) = &self.pending {
-            match pending.lock().ledger(key) {
-                Some(Some(bytes)) => return Ok(Some(bytes.to_vec())),
-                Some(None) => return Ok(None),
-                None => {}
-            }
+        if let Some(held) = self.writes.held_ledger(key) {
+            return Ok(held);
         }
         Ok(self.sled_tree.get(key)?.map(|v| v.to_vec()))
     }
@@ -294,15 +292,14 @@ impl Store {
                     codec::encode_ops(shared_ops),
                 ));
             }
-            if let Some(pending) = &self.pending {
-                // Pending writes are kept until sled takes them (even if
-                // this apply fails), so the numbers stay.
-                let mut pending = pending.lock();
-                if pending.push(ledger, writes) {
-                    self.apply(&mut pending)?;
-                }
+            // A replay store holds the click back (`replay.rs`); an error
+            // there leaves it held, so the numbers stay.
+            let Some(Click { ledger, writes }) = self
+                .writes
+                .hold(&self.sled_tree, Click { ledger, writes })?
+            else {
                 return Ok(seq);
-            }
+            };
             let mut batch = Batch::default();
             match ledger {
                 (key, Some(value)) => batch.insert(key, value),

@@ -46,9 +46,11 @@
 //! store. This file: opening, format
 //! upgrades, flush and usage. `commit.rs`: group commit. `backend.rs`: the
 //! storage interface the engine runs on ([`Backend`]), which [`Store`]
-//! implements. `pending.rs`: the write-behind of throwaway replays
-//! (`Store::open_unsynced`; still a mode of `Store`, threaded through the
-//! dictionary-numbered click writes of format 6), which `chaff eval` opens.
+//! implements. `writes.rs`: where a store's writes go, its type
+//! parameter — [`Direct`] (sled, flushed to disk: the service's [`Store`])
+//! or the write-behind of `replay.rs` ([`ReplayStore`], `chaff eval`'s
+//! throwaway store, a separate type: the service's store has no
+//! unsynced mode).
 //! `error.rs`: [`StorageError`].
 //! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
 //! feature `redis`; its own layout and scripts, `docs/SCALING.md`) and its
@@ -86,18 +88,17 @@ pub mod export;
 mod keys;
 mod ledger;
 mod models;
-mod pending;
 mod policy;
 mod recency;
 #[cfg(feature = "redis")]
 pub mod redis_cluster;
+mod replay;
 mod shared;
 mod users;
+mod writes;
 
 use std::path::Path;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 use sled::{Batch, Db, Tree};
 
@@ -110,12 +111,14 @@ pub use dict::{DICT_CACHE_TOKENS, DICT_ENTRY_BYTES};
 pub use error::StorageError;
 pub use ledger::{Clock, DEFAULT_DELIVERED_UNDO_WINDOW, DEFAULT_UNDO_WINDOW};
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
+pub use replay::{ReplayStore, WriteBehind};
 pub use users::listing_order;
+pub use writes::Direct;
 
 use keys::*;
 
 use commit::GroupCommit;
-use pending::Pending;
+use writes::Writes;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
 /// Format 6 names a user's tokens by number in the user's own dictionary
@@ -146,19 +149,20 @@ const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
 const DELETE_CHUNK: usize = 512;
 
 /// The open database. Cheap to share: sled handles are reference-counted.
+///
+/// `W` is where writes go (`writes.rs`): [`Direct`], the default and the
+/// only one the service opens, or the write-behind of a throwaway replay
+/// ([`ReplayStore`]).
 #[derive(Clone)]
-pub struct Store {
+pub struct Store<W = Direct> {
     db: Db,
-    /// Read and written through [`Store::tree`], which applies pending
-    /// clicks first; only the click path uses it directly.
+    /// Read and written through [`Store::tree`], which settles held writes
+    /// first; only the click path uses it directly.
     sled_tree: Tree,
-    /// Clicks not yet in the tree: only in a throwaway store
-    /// ([`Store::open_unsynced`]; `pending.rs` says why).
-    pending: Option<Arc<Mutex<Pending>>>,
+    /// Where writes go and how reads see them (`writes.rs`).
+    writes: W,
     /// Shared by every clone: which writes are durable (see `commit`).
     commit: Arc<GroupCommit>,
-    /// False only for throwaway replays: [`Store::open_unsynced`].
-    sync: bool,
     /// Where and how it was opened, to open it again after a failure
     /// ([`Store::location`]).
     path: Arc<std::path::PathBuf>,
@@ -274,18 +278,49 @@ impl Store {
     /// Opens (creating if needed) the database in `path`. `cache_bytes` bounds
     /// sled's page cache.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
-        Self::open_with(path, cache_bytes, true)
+        Self::open_with(path, cache_bytes)
     }
 
-    /// [`Store::open`] for a throwaway replay (`chaff eval`): every record
-    /// is written exactly as the service writes it, but [`Store::flush`]
-    /// does not wait for the disk, so a crash may lose recent writes. Never
-    /// for data anyone keeps.
-    pub fn open_unsynced(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
-        Self::open_with(path, cache_bytes, false)
+    /// The data directory and page cache size this store was opened with.
+    ///
+    /// Once sled has failed a write (a full disk), it refuses every later
+    /// write until the database is opened again, so recovering means
+    /// dropping every handle of this store and calling [`Store::open`] with
+    /// these. Nothing acknowledged is lost: what a reopen drops was never
+    /// flushed, so never acknowledged.
+    pub fn location(&self) -> (&Path, u64) {
+        (&self.path, self.cache_bytes)
     }
 
-    fn open_with(path: &Path, cache_bytes: u64, sync: bool) -> Result<Self, Error> {
+    /// Whether the data directory has room again: writes, syncs and removes
+    /// a small file beside the database (`probe_bytes`, a little more than
+    /// one of sled's log segments, so a reopened store can take at least a
+    /// few clicks). Any failure means "not yet".
+    pub fn probe_space(path: &Path, probe_bytes: usize) -> Result<(), Error> {
+        use std::io::Write;
+        let probe = path.join("space-probe.tmp");
+        let result = (|| {
+            let mut f = std::fs::File::create(&probe)?;
+            f.write_all(&vec![0u8; probe_bytes])?;
+            f.sync_all()
+        })();
+        let _ = std::fs::remove_file(&probe);
+        result.map_err(|e| {
+            if matches!(e.raw_os_error(), Some(28 | 122))
+                || e.kind() == std::io::ErrorKind::StorageFull
+            {
+                Error::DiskFull
+            } else {
+                Error::Storage(sled::Error::Io(e).into())
+            }
+        })
+    }
+}
+
+impl<W: Writes> Store<W> {
+    /// Opens the database in `path` with `W` deciding where writes go:
+    /// [`Store::open`] or [`ReplayStore::open_replay`].
+    fn open_with(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
         let open_err = |source: sled::Error| {
             if matches!(&source, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
             {
@@ -308,8 +343,8 @@ impl Store {
             // A throwaway replay needs no background fsync either, nor
             // sled's wait for the disk after writing each atomic batch
             // (`temporary`; sled also removes the files when closed).
-            .flush_every_ms(sync.then_some(500))
-            .temporary(!sync)
+            .flush_every_ms(W::DURABLE.then_some(500))
+            .temporary(!W::DURABLE)
             .open()
             .map_err(open_err)?;
         let tree = db.open_tree("chaff").map_err(open_err)?;
@@ -368,9 +403,8 @@ impl Store {
             id_offset,
             db,
             sled_tree: tree,
-            pending: (!sync).then(Arc::default),
+            writes: W::default(),
             commit: Arc::default(),
-            sync,
             path: Arc::new(path.to_path_buf()),
             cache_bytes,
             dicts: Arc::default(),
@@ -379,59 +413,11 @@ impl Store {
         })
     }
 
-    /// The data directory and page cache size this store was opened with.
-    ///
-    /// Once sled has failed a write (a full disk), it refuses every later
-    /// write until the database is opened again, so recovering means
-    /// dropping every handle of this store and calling [`Store::open`] with
-    /// these. Nothing acknowledged is lost: what a reopen drops was never
-    /// flushed, so never acknowledged.
-    pub fn location(&self) -> (&Path, u64) {
-        (&self.path, self.cache_bytes)
-    }
-
-    /// Whether the data directory has room again: writes, syncs and removes
-    /// a small file beside the database (`probe_bytes`, a little more than
-    /// one of sled's log segments, so a reopened store can take at least a
-    /// few clicks). Any failure means "not yet".
-    pub fn probe_space(path: &Path, probe_bytes: usize) -> Result<(), Error> {
-        use std::io::Write;
-        let probe = path.join("space-probe.tmp");
-        let result = (|| {
-            let mut f = std::fs::File::create(&probe)?;
-            f.write_all(&vec![0u8; probe_bytes])?;
-            f.sync_all()
-        })();
-        let _ = std::fs::remove_file(&probe);
-        result.map_err(|e| {
-            if matches!(e.raw_os_error(), Some(28 | 122))
-                || e.kind() == std::io::ErrorKind::StorageFull
-            {
-                Error::DiskFull
-            } else {
-                Error::Storage(sled::Error::Io(e).into())
-            }
-        })
-    }
-
-    /// The tree, with every pending click applied first, so whatever reads
-    /// or writes it next sees every click in order.
+    /// The tree, with every held write applied first (`W::settle`), so
+    /// whatever reads or writes it next sees every click in order.
     fn tree(&self) -> Result<&Tree, Error> {
-        if let Some(pending) = &self.pending {
-            self.apply(&mut pending.lock())?;
-        }
+        self.writes.settle(&self.sled_tree)?;
         Ok(&self.sled_tree)
-    }
-
-    /// Applies pending clicks as one batch. The caller holds the pending
-    /// lock until the tree has them, so a reader never finds a click in
-    /// neither place.
-    fn apply(&self, pending: &mut Pending) -> Result<(), Error> {
-        if let Some(batch) = pending.batch() {
-            self.sled_tree.apply_batch(batch)?;
-            pending.clear();
-        }
-        Ok(())
     }
 
     /// Makes every write so far survive a process crash: every write
@@ -439,9 +425,9 @@ impl Store {
     /// Concurrent callers share sled flushes (group commit, see `commit`),
     /// so call it *after* releasing locks that other writers need.
     pub fn flush(&self) -> Result<(), Error> {
-        if !self.sync {
-            // A throwaway store: nothing waits for the disk, and pending
-            // clicks stay pending (every read sees them anyway); applying
+        if !W::DURABLE {
+            // A throwaway replay store: nothing waits for the disk, and
+            // held clicks stay held (every read sees them anyway); applying
             // them here, after every click, would undo the batching.
             return Ok(());
         }

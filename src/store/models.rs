@@ -90,7 +90,7 @@ impl Snapshot {
     }
 }
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// The user's model (snapshot plus journal replay), or `None` for a user
     /// with nothing stored.
     pub fn load_model(&self, user: &UserId) -> Result<Option<LoadedModel>, Error> {
@@ -264,7 +264,7 @@ pub struct Rebuilt {
     pub tokens: usize,
 }
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// Rebuilds a user's model from their ledger alone — for a damaged
     /// snapshot or journal record (`chaff repair`): every live ledger entry
     /// of the current tokenizer is learned again with its label and weight,

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
 use crate::types::{Owner, UserId};
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// The user's delivery settings and current consent id (0: not
     /// sharing), if ever set.
     pub fn settings(&self, user: &UserId) -> Result<Option<(UserSettings, u64)>, Error> {

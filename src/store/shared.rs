@@ -10,7 +10,7 @@ use crate::classify::Model;
 use crate::error::Error;
 use crate::types::Owner;
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// Every contributor's shared part (snapshot plus journal), for
     /// rebuilding the shared model at start.
     pub fn load_contributions(&self) -> Result<Vec<(Owner, LoadedModel)>, Error> {

@@ -31,7 +31,7 @@ fn ids(v: &[u64]) -> Vec<TokenId> {
     v.iter().map(|&x| TokenId(x)).collect()
 }
 
-fn learn(store: &Store, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
+fn learn<W: Writes>(store: &Store<W>, u: &UserId, m: &str, label: Label, t: &[u64]) -> u64 {
     let entry = LedgerEntry {
         label,
         tokenizer_version: crate::tokenize::TOKENIZER_VERSION,
@@ -238,12 +238,12 @@ fn a_format_3_directory_is_upgraded_to_the_same_models_in_format_4_units() {
 }
 
 #[test]
-fn an_unsynced_store_reads_back_what_it_wrote() {
+fn a_replay_store_reads_back_what_it_wrote() {
     // For throwaway replays: the same records, only the wait for the disk
     // is skipped.
     let dir = tempfile::tempdir().unwrap();
     let alice = user("alice");
-    let store = Store::open_unsynced(dir.path(), 8 << 20).unwrap();
+    let store = ReplayStore::open_replay(dir.path(), 8 << 20).unwrap();
     learn(&store, &alice, "m1", Label::Spam, &[1, 2]);
     store.flush().unwrap();
     let mut expect = Model::default();
@@ -252,19 +252,20 @@ fn an_unsynced_store_reads_back_what_it_wrote() {
 }
 
 #[test]
-fn an_unsynced_store_reads_pending_clicks_exactly_as_a_synced_one() {
-    // Clicks wait in memory (pending.rs) before reaching sled, a batch of
+fn a_replay_store_reads_held_clicks_exactly_as_the_service_store() {
+    // Clicks wait in memory (replay.rs) before reaching sled, a batch of
     // PENDING_CLICKS at a time: every read must still see each of them,
     // in order, before and after the batch boundary.
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let synced = Store::open(a.path(), 8 << 20).unwrap();
-    let pending = Store::open_unsynced(b.path(), 8 << 20).unwrap();
+    let replay = ReplayStore::open_replay(b.path(), 8 << 20).unwrap();
     let alice = user("alice");
-    let clicks = pending::PENDING_CLICKS as u64 + 10;
-    for store in [&synced, &pending] {
+    let clicks = replay::PENDING_CLICKS as u64 + 10;
+    /// The same clicks on either store.
+    fn write<W: Writes>(store: &Store<W>, alice: &UserId, clicks: u64) {
         for i in 0..clicks {
             let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
-            learn(store, &alice, &format!("m{i}"), label, &[i, i + 1, 1_000]);
+            learn(store, alice, &format!("m{i}"), label, &[i, i + 1, 1_000]);
         }
         // Relabel the first and the last click, and forget one, as the
         // engine does: the new ledger state plus the ops that get there.
@@ -277,25 +278,30 @@ fn an_unsynced_store_reads_pending_clicks_exactly_as_a_synced_one() {
                 shared: 0,
                 implicit: false,
             };
-            let old = store.ledger_get(&alice, &msg(m)).unwrap().unwrap();
+            let old = store.ledger_get(alice, &msg(m)).unwrap().unwrap();
             let ops = [
                 Op::Unlearn(old.label, old.weight, old.tokens.clone()),
                 Op::Learn(Label::Ham, Weight::FULL, ids(&[t, t + 1, 1_000])),
             ];
-            store.record(&alice, &msg(m), Some(&entry), &ops).unwrap();
+            store.record(alice, &msg(m), Some(&entry), &ops).unwrap();
         }
-        let old = store.ledger_get(&alice, &msg("m5")).unwrap().unwrap();
+        let old = store.ledger_get(alice, &msg("m5")).unwrap().unwrap();
         let undo = [Op::Unlearn(old.label, old.weight, old.tokens)];
-        store.record(&alice, &msg("m5"), None, &undo).unwrap();
+        store.record(alice, &msg("m5"), None, &undo).unwrap();
     }
+    write(&synced, &alice, clicks);
+    write(&replay, &alice, clicks);
     let last = format!("m{}", clicks - 1);
     for m in ["m0", "m1", "m5", "m200", &last] {
-        let read = |s: &Store| s.ledger_get(&alice, &msg(m)).unwrap();
-        assert_eq!(read(&pending), read(&synced), "{m}");
+        assert_eq!(
+            replay.ledger_get(&alice, &msg(m)).unwrap(),
+            synced.ledger_get(&alice, &msg(m)).unwrap(),
+            "{m}"
+        );
     }
-    assert_eq!(pending.ledger_get(&alice, &msg("m5")).unwrap(), None);
-    let model = |s: &Store| s.load_model(&alice).unwrap().unwrap();
-    let (p, s) = (model(&pending), model(&synced));
+    assert_eq!(replay.ledger_get(&alice, &msg("m5")).unwrap(), None);
+    let p = replay.load_model(&alice).unwrap().unwrap();
+    let s = synced.load_model(&alice).unwrap().unwrap();
     assert_eq!(p.model, s.model);
     assert_eq!(p.journal_entries, s.journal_entries);
     // 177 ham clicks, m0 relabelled from spam, m5 (ham) forgotten.

@@ -7,7 +7,7 @@ use super::{DELETE_CHUNK, Store};
 use crate::error::Error;
 use crate::types::{Owner, UserId};
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// Deletes every key under `prefix`, `DELETE_CHUNK` keys per batch.
     pub(super) fn delete_prefix(&self, prefix: &[u8]) -> Result<(), Error> {
         loop {
@@ -110,7 +110,7 @@ pub fn listing_order(user: &UserId) -> (usize, &[u8]) {
     (user.as_str().len(), user.as_str().as_bytes())
 }
 
-impl Store {
+impl<W: super::Writes> Store<W> {
     /// Users with anything stored whose id starts with `prefix`, after
     /// `after` in [`listing_order`], at most `limit` of them.
     ///
