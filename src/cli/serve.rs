@@ -91,7 +91,12 @@ pub struct ServeArgs {
     /// replay; nothing is lost). Estimated at ~36 bytes per model token: a
     /// user who has trained a few thousand messages has ~100k tokens, ~3.5
     /// MiB. The shared model counts against it too (held twice: its sum and
-    /// each contributor's part), and is never evicted.
+    /// each contributor's part), and is never evicted. An eighth of it is
+    /// kept for the users' token dictionaries (~42 bytes per token a user
+    /// ever stored; needed to learn and to load a model, not to score),
+    /// least recently used dropped first. sled's page cache (--cache-mb)
+    /// and a fixed overhead come on top (docs/PERFORMANCE.md, "Memory
+    /// within the flags").
     /// Hits, misses and evictions are logged every --stats-interval.
     /// At least 1MiB.
     #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = model_memory, help_heading = "Memory")]

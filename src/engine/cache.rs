@@ -47,6 +47,17 @@ pub const DEFAULT_MODEL_MEMORY: usize = 512 << 20;
 /// sizes, depending on where the power-of-two capacity falls.
 pub const BYTES_PER_TOKEN: usize = 36;
 
+/// The share of the budget (in thousandths) kept for the store's token
+/// dictionaries (`store::Store::set_dict_cache_bytes`; format 6 numbers each
+/// user's tokens, and a click or a model load needs the user's dictionary
+/// in memory, ~42 bytes an entry): user models and the shared model get the
+/// rest. 12.5%: 64 MiB of the default 512 MiB (about 1.6 M entries, near the
+/// 2 M the store keeps when no engine sets a bound), 8 MiB of a 64 MiB
+/// budget. A dictionary is needed only to write and load, never to score,
+/// so a small share costs a prefix scan per click of a user whose
+/// dictionary was dropped, not scoring speed.
+pub const DICT_SHARE_PERMILLE: usize = 125;
+
 /// A slot's fixed cost: the slot, its locks, an empty model and policy.
 const SLOT_BYTES: usize = 512;
 
@@ -90,6 +101,9 @@ pub struct CacheStats {
 /// The cache's bookkeeping; the slots themselves live in the engine's map.
 pub(super) struct Cache {
     budget: usize,
+    /// Bytes of the budget kept for token dictionaries
+    /// ([`DICT_SHARE_PERMILLE`]); counted as in use.
+    dicts: usize,
     resident: AtomicUsize,
     /// The shared model's estimated bytes ([`Cache::charge_shared`]).
     shared: AtomicUsize,
@@ -124,6 +138,7 @@ impl Cache {
     pub(super) fn new(budget: usize) -> Self {
         Self {
             budget,
+            dicts: budget / 1000 * DICT_SHARE_PERMILLE,
             resident: AtomicUsize::new(0),
             shared: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
@@ -199,11 +214,18 @@ impl Cache {
         self.shared.store(bytes, Ordering::Relaxed);
     }
 
-    /// User models' and the shared model's estimated bytes together.
+    /// The bytes of the budget the store's dictionaries may take.
+    pub(super) fn dict_bytes(&self) -> usize {
+        self.dicts
+    }
+
+    /// User models' and the shared model's estimated bytes together, and
+    /// the dictionaries' share.
     fn in_memory(&self) -> usize {
         self.resident
             .load(Ordering::Relaxed)
             .saturating_add(self.shared.load(Ordering::Relaxed))
+            .saturating_add(self.dicts)
     }
 
     /// `Some(bytes to free)` if over budget and no other pass is running;
@@ -296,7 +318,8 @@ mod tests {
         let (excess, _guard) = c.over_budget().expect("over");
         assert_eq!(
             excess,
-            model_bytes(1000) + model_bytes(1500) - c.budget / 100 * EVICT_TO_PERCENT
+            model_bytes(1000) + model_bytes(1500) + c.dict_bytes()
+                - c.budget / 100 * EVICT_TO_PERCENT
         );
         c.discharge(&a);
         assert_eq!(c.stats(1).resident_bytes, model_bytes(1500) as u64);
@@ -305,7 +328,8 @@ mod tests {
 
     #[test]
     fn the_shared_model_counts_against_the_budget() {
-        let c = Cache::new(model_bytes(1000) * 2);
+        // Room for two 1000-token models beside the dictionaries' share.
+        let c = Cache::new(model_bytes(1000) * 2 * 8 / 7);
         let a = Entry::default();
         c.charge(&a, 1000);
         assert!(c.over_budget().is_none());
@@ -315,9 +339,23 @@ mod tests {
         let (excess, _guard) = c.over_budget().expect("over with the shared model");
         assert_eq!(
             excess,
-            model_bytes(1000) + model_bytes(1500) - c.budget / 100 * EVICT_TO_PERCENT
+            model_bytes(1000) + model_bytes(1500) + c.dict_bytes()
+                - c.budget / 100 * EVICT_TO_PERCENT
         );
         assert_eq!(c.stats(1).shared_bytes, model_bytes(1500) as u64);
+    }
+
+    #[test]
+    fn the_dictionaries_share_counts_against_the_budget() {
+        let c = Cache::new(8 << 20);
+        assert_eq!(c.dict_bytes(), (8 << 20) / 1000 * DICT_SHARE_PERMILLE);
+        let a = Entry::default();
+        // Models may fill what the dictionaries leave, not the whole budget.
+        let room = ((8 << 20) - c.dict_bytes() - model_bytes(0)) / BYTES_PER_TOKEN;
+        c.charge(&a, room);
+        assert!(c.over_budget().is_none());
+        c.charge(&a, room + 1);
+        assert!(c.over_budget().is_some());
     }
 
     #[test]

@@ -286,6 +286,10 @@ impl Engine {
             DecisionLog::off()
         };
         let cache = cache::Cache::new(settings.model_memory);
+        if let Some(sled) = store.sled() {
+            // The token dictionaries' share of --model-memory (cache.rs).
+            sled.set_dict_cache_bytes(cache.dict_bytes());
+        }
         cache.charge_shared(shared.stored_tokens());
         let shared_bytes = model_bytes(shared.stored_tokens());
         if shared.stored_tokens() > 0 && shared_bytes > settings.model_memory / 2 {

@@ -29,11 +29,23 @@ use rustc_hash::FxHashMap;
 
 use crate::tokenize::TokenId;
 
-/// Dictionary entries kept in memory across all contributors: 2 M entries,
-/// ~56 MB. A dictionary is needed by a click (to number its ids) and by
-/// loading a model; a hot user's is kept, a cold one's costs one prefix
-/// scan (~8 bytes per entry read) to bring back.
+/// Dictionary entries kept in memory across all contributors unless the
+/// engine sets its own bound from `--model-memory`
+/// ([`Store::set_dict_cache_bytes`]): 2 M entries, ~80 MB. A dictionary is
+/// needed by a click (to number its ids) and by loading a model; a hot
+/// user's is kept, a cold one's costs one prefix scan (~8 bytes per entry
+/// read) to bring back.
 pub const DICT_CACHE_TOKENS: usize = 2_000_000;
+
+/// Heap bytes of one dictionary entry, the estimate the cache's bound in
+/// bytes is turned into entries with: an 8-byte id in a `Vec` (up to twice
+/// that with its spare capacity) and a 16-byte (id, number) entry plus a
+/// control byte in a hash table at most 7/8 full. `examples/footprint.rs`
+/// (release, 2026-12-05) measured 77.8 heap bytes per token for a reloaded
+/// 620,149-token model with its dictionary, of which the model's table is
+/// 35.5 (2^20 buckets of 21 bytes): 42 for the dictionary's entry (a
+/// 2^20-bucket table and a vector of 2^20 ids).
+pub const DICT_ENTRY_BYTES: usize = 42;
 
 /// One contributor's dictionary.
 #[derive(Default, Debug)]
@@ -98,9 +110,20 @@ struct Cached {
 }
 
 /// Every cached dictionary, keyed by the contributor's key prefix.
-#[derive(Default)]
 pub(super) struct Dicts {
     map: Mutex<Cache>,
+    /// Entries kept at most (but never the dictionary in use, however
+    /// large): [`DICT_CACHE_TOKENS`] unless set.
+    limit: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Dicts {
+    fn default() -> Self {
+        Self {
+            map: Mutex::default(),
+            limit: DICT_CACHE_TOKENS.into(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -131,15 +154,16 @@ impl Dicts {
 
     /// Records the size of `who`'s dictionary after a use and drops the
     /// least recently used others while the total is over
-    /// [`DICT_CACHE_TOKENS`] (only those nobody is using right now).
+    /// the limit (only those nobody is using right now).
     pub(super) fn used(&self, who: &[u8], tokens: usize) {
+        let limit = self.limit.load(std::sync::atomic::Ordering::Relaxed);
         let mut guard = self.map.lock();
         let Cache { map, total, .. } = &mut *guard;
         if let Some(c) = map.get_mut(who) {
             *total = *total - c.tokens + tokens;
             c.tokens = tokens;
         }
-        if *total <= DICT_CACHE_TOKENS {
+        if *total <= limit {
             return;
         }
         let mut by_age: Vec<(u64, Vec<u8>)> = map
@@ -149,7 +173,7 @@ impl Dicts {
             .collect();
         by_age.sort_unstable();
         for (_, key) in by_age {
-            if *total <= DICT_CACHE_TOKENS {
+            if *total <= limit {
                 break;
             }
             let Some(c) = map.get(&key) else { continue };
@@ -202,6 +226,23 @@ pub(super) fn describe(who: &Owner) -> String {
 }
 
 impl<W: super::Writes> Store<W> {
+    /// Bounds the dictionaries kept in memory to about `bytes`
+    /// ([`DICT_ENTRY_BYTES`] an entry), least recently used dropped first;
+    /// the engine gives them a share of `--model-memory`
+    /// (`engine::cache`). The dictionary a click or load is using stays
+    /// even when it alone is larger.
+    pub fn set_dict_cache_bytes(&self, bytes: usize) {
+        self.dicts.limit.store(
+            bytes / DICT_ENTRY_BYTES,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Entries of the dictionaries in memory now.
+    pub fn dict_cache_tokens(&self) -> usize {
+        self.dicts.map.lock().total
+    }
+
     /// Runs `f` with `who`'s dictionary, loading it first if it is not in
     /// memory. The dictionary's mutex is held throughout: whatever `f`
     /// numbers and writes, no other click of `who` interleaves.
@@ -291,6 +332,21 @@ mod tests {
         assert_eq!(cache.total, 1_000_100);
         drop(cache);
         drop(held);
+    }
+
+    #[test]
+    fn a_lower_limit_drops_dictionaries_sooner() {
+        let dicts = Dicts::default();
+        dicts
+            .limit
+            .store(1_000, std::sync::atomic::Ordering::Relaxed);
+        drop(dicts.slot(b"a"));
+        dicts.used(b"a", 600);
+        drop(dicts.slot(b"b"));
+        dicts.used(b"b", 600);
+        let cache = dicts.map.lock();
+        assert!(!cache.map.contains_key(b"a".as_slice()));
+        assert_eq!(cache.total, 600);
     }
 
     #[test]

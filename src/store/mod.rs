@@ -107,7 +107,7 @@ use crate::error::Error;
 pub use backend::{Aggregate, Backend, ClickOutcome, Clicked, ModelChanges, SharedClicks, not_on};
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
-pub use dict::DICT_CACHE_TOKENS;
+pub use dict::{DICT_CACHE_TOKENS, DICT_ENTRY_BYTES};
 pub use error::StorageError;
 pub use ledger::{Clock, DEFAULT_DELIVERED_UNDO_WINDOW, DEFAULT_UNDO_WINDOW};
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};

@@ -1143,3 +1143,55 @@ fn an_export_carries_click_times_folded_clicks_and_delivered_mail_into_format_6(
         src.load_model(&alice).unwrap().unwrap().model
     );
 }
+
+/// Files sled keeps in `blobs/` (values too large for its log).
+fn blob_files(dir: &std::path::Path) -> usize {
+    match std::fs::read_dir(dir.join("blobs")) {
+        Ok(entries) => entries.count(),
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn a_clean_close_leaves_no_replaced_snapshot_blobs_behind() {
+    // A 100k-token snapshot is over sled's blob threshold, so sled keeps
+    // it in a file of its own; each checkpoint replaces it. sled removed a
+    // replaced blob only when the log segment of the replacing write was
+    // retired, which a clean close did not do: `blobs/` kept every
+    // snapshot replaced since (docs/PERFORMANCE.md, "Storage footprint").
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    let model = |round: u64| {
+        let mut m = Model::default();
+        for chunk in (0..100_000u64).collect::<Vec<_>>().chunks(500) {
+            let t: Vec<u64> = chunk.iter().map(|i| i * 7919 + 1).collect();
+            m.learn(&ids(&t), Label::Spam);
+        }
+        m.learn(&ids(&[10_000_000 + round]), Label::Ham);
+        m
+    };
+    // Counted once reopened: a dropped store closes when its background
+    // flusher lets go, which `open_again` waits for.
+    {
+        let store = open_again(dir.path());
+        store.checkpoint(&alice, &model(0), 1).unwrap();
+        store.flush().unwrap();
+    }
+    let store = open_again(dir.path());
+    let after_one = blob_files(dir.path());
+    assert!(after_one >= 1, "the snapshot is not a blob: nothing tested");
+    for round in 1..5 {
+        store.checkpoint(&alice, &model(round), round + 1).unwrap();
+    }
+    store.flush().unwrap();
+    drop(store);
+    let store = open_again(dir.path());
+    // The live snapshot's blobs only (one or two, as sled last wrote its
+    // node), not one more per replaced snapshot.
+    let after_five = blob_files(dir.path());
+    assert!(
+        after_five <= after_one,
+        "replaced blobs left: {after_five} files"
+    );
+    assert_eq!(store.load_model(&alice).unwrap().unwrap().model, model(4));
+}

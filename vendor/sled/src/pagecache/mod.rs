@@ -571,7 +571,72 @@ impl Drop for PageCache {
             self.config.event_log.pages_before_restart(pages_before_restart);
         }
 
+        self.close_blobs();
+
         trace!("pagecache dropped");
+    }
+}
+
+// chaff patch (vendor/sled/PATCHES.md): sled has this `Drop` only with its
+// `event_log` feature (above); the blob clean-up runs without it too.
+#[cfg(not(feature = "event_log"))]
+impl Drop for PageCache {
+    fn drop(&mut self) {
+        self.close_blobs();
+    }
+}
+
+impl PageCache {
+    /// chaff patch (vendor/sled/PATCHES.md): remove blob files that no
+    /// page refers to any more, at close.
+    fn close_blobs(&self) {
+        if self.log.iobufs.config.global_error().is_ok()
+            && !self.config.temporary
+        {
+            if let Err(e) = self.remove_unreferenced_blobs() {
+                error!("failed to remove unreferenced blobs at close: {}", e);
+            }
+        }
+    }
+
+    /// chaff patch (vendor/sled/PATCHES.md): at close, with nothing else
+    /// using the page cache, makes the log durable and then removes every
+    /// file in `blobs/` that no page's current state points to: blobs
+    /// replaced by a write whose segment was never retired (their removal
+    /// was only queued in memory), and any a crash or an older sled left
+    /// behind. Recovery reads the page table from the (now durable) log,
+    /// which only names the blobs kept.
+    fn remove_unreferenced_blobs(&self) -> Result<()> {
+        self.log.flush()?;
+        self.config.file.sync_all()?;
+        let guard = pin();
+        let mut live = std::collections::HashSet::new();
+        for pid in 0..*self.next_pid_to_allocate.lock() {
+            if let Some(pte) = self.inner.get(pid, &guard) {
+                for info in &pte.cache_infos {
+                    if info.pointer.is_blob() {
+                        let _ = live.insert(info.pointer.blob().1);
+                    }
+                }
+            }
+        }
+        let mut dir = self.config.get_path();
+        dir.push("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(_) => return Ok(()),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let lsn: Option<Lsn> =
+                path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
+            if let Some(lsn) = lsn {
+                if !live.contains(&lsn) {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
