@@ -426,9 +426,12 @@ async fn redis_engine(
         .with_context(|| format!("cannot connect to the Redis Cluster at {}", nodes.join(",")))?;
     info!(
         nodes = nodes.join(","),
-        replicas, "redis cluster connected: user models and clicks only (docs/SCALING.md)"
+        replicas,
+        "redis cluster connected: no seeding, export/import or backup there (docs/SCALING.md)"
     );
-    Ok(Engine::new(store, settings)?)
+    // The engine reads the operator's lists and the shared model at start:
+    // blocking calls, off the runtime's workers.
+    Ok(tokio::task::spawn_blocking(move || Engine::new(store, settings)).await??)
 }
 
 #[cfg(not(feature = "redis"))]

@@ -201,6 +201,10 @@ struct UserPolicy {
     consent: u64,
     allow: List,
     block: List,
+    /// The version of these in a store shared by replicas (0: none
+    /// stored, or sled, which does not version them): the per-Score
+    /// refresh brings them again when the store's differs (`replicas.rs`).
+    version: u64,
 }
 
 struct UserSlot {

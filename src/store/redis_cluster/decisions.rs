@@ -21,7 +21,7 @@ use crate::types::UserId;
 const PAGE: usize = 200;
 
 /// The milliseconds of a stream id (`<ms>-<seq>`).
-fn id_ms(id: &[u8]) -> Result<u64, Error> {
+pub(super) fn id_ms(id: &[u8]) -> Result<u64, Error> {
     std::str::from_utf8(id)
         .ok()
         .and_then(|s| s.split_once('-'))
@@ -219,7 +219,7 @@ impl RedisStore {
     }
 
     /// The primaries' addresses (`CLUSTER SLOTS`: each range's first node).
-    async fn primaries(&self) -> Result<Vec<(String, u16)>, Error> {
+    pub(super) async fn primaries(&self) -> Result<Vec<(String, u16)>, Error> {
         let reply = self
             .bounded("CLUSTER SLOTS", async {
                 let mut conn = self.conn.clone();

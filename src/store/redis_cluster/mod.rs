@@ -85,8 +85,9 @@ use crate::types::{Label, MessageId, Owner, UserId};
 mod decisions;
 mod policy;
 mod shared;
+mod users;
 
-pub use shared::{PartHeld, SharedRefresh, SharedView};
+pub use shared::{PartHeld, SharedHeld, SharedRefresh, SharedView};
 
 /// How to reach the cluster and how long to wait for it.
 #[derive(Clone, Debug)]
@@ -188,6 +189,8 @@ const POLICY: &str = include_str!("policy.lua");
 const NOTE: &str = include_str!("note.lua");
 const SHARED_READ: &str = include_str!("shared_read.lua");
 const DECIDE: &str = include_str!("decide.lua");
+const LIST: &str = include_str!("list.lua");
+const DELETE: &str = include_str!("delete.lua");
 
 /// The scripts, hashed once; EVALSHA falls back to loading them on every
 /// primary when a node answers NOSCRIPT.
@@ -199,6 +202,8 @@ struct Scripts {
     note: Script,
     shared_read: Script,
     decide: Script,
+    list: Script,
+    delete: Script,
 }
 
 /// A connection to a Redis Cluster holding users' ledgers, journals and
@@ -568,6 +573,8 @@ impl RedisStore {
                 note: Script::new(NOTE),
                 shared_read: Script::new(SHARED_READ),
                 decide: Script::new(DECIDE),
+                list: Script::new(LIST),
+                delete: Script::new(DELETE),
             }),
         })
     }
