@@ -13,9 +13,9 @@ use chaff::decisions::DecisionRecord;
 use chaff::engine::{
     DecisionQuery, Engine, Envelope, ListRef, Settings, TrainOutcome, derive_message_id,
 };
+use chaff::error::Error;
 use chaff::policy::settings::SettingsUpdate;
 use chaff::policy::{Entry, HandlingMode, ListKind, RuleKind};
-use chaff::error::Error;
 use chaff::store::{LedgerEntry, Op, Store};
 use chaff::tokenize::TokenId;
 use chaff::types::{Label, MessageId, Owner, UserId};
@@ -396,7 +396,10 @@ on_both!(
             assert!(!ledger(&delivered).implicit);
             assert_eq!(ledger(&delivered), ledger(&clicked_only));
             if key != derived {
-                assert_eq!(f.engine.store().ledger_get(&delivered, &derived).unwrap(), None);
+                assert_eq!(
+                    f.engine.store().ledger_get(&delivered, &derived).unwrap(),
+                    None
+                );
             }
             let again = f.engine.train(&delivered, HAM, label, Some(key)).unwrap();
             assert_eq!(again.outcome, TrainOutcome::AlreadyLearned);
@@ -442,7 +445,10 @@ on_both!(settings_and_lists_are_kept_and_decide_delivery, |f| {
         )
         .unwrap();
     assert_eq!(set.mode, HandlingMode::Reject);
-    assert_eq!(f.engine.user_settings(&u).unwrap().mode, HandlingMode::Reject);
+    assert_eq!(
+        f.engine.user_settings(&u).unwrap().mode,
+        HandlingMode::Reject
+    );
     assert_eq!(
         f.engine.user_settings(&other).unwrap().mode,
         HandlingMode::Quarantine
@@ -452,8 +458,10 @@ on_both!(settings_and_lists_are_kept_and_decide_delivery, |f| {
         owner: Owner::User(u.clone()),
         kind: ListKind::Block,
     };
-    let (domain, net): (Entry, Entry) =
-        ("winner.example".parse().unwrap(), "192.0.2.0/24".parse().unwrap());
+    let (domain, net): (Entry, Entry) = (
+        "winner.example".parse().unwrap(),
+        "192.0.2.0/24".parse().unwrap(),
+    );
     assert!(f.engine.add_list_entry(&block, &domain).unwrap());
     assert!(!f.engine.add_list_entry(&block, &domain).unwrap());
     assert!(f.engine.add_list_entry(&block, &net).unwrap());
@@ -527,8 +535,12 @@ on_both!(
         share(&f.engine, &a, true);
         share(&f.engine, &b, true);
         assert!(f.engine.user_settings(&a).unwrap().share_training);
-        f.engine.train(&a, &ma, Label::Spam, Some(id("ma"))).unwrap();
-        f.engine.train(&b, &mb, Label::Spam, Some(id("mb"))).unwrap();
+        f.engine
+            .train(&a, &ma, Label::Spam, Some(id("ma")))
+            .unwrap();
+        f.engine
+            .train(&b, &mb, Label::Spam, Some(id("mb")))
+            .unwrap();
         assert!(shared_spam(&f.engine, &ta).iter().all(|&c| c > 0));
         let b_part = shared_spam(&f.engine, &tb);
         assert!(b_part.iter().all(|&c| c > 0));
@@ -537,7 +549,9 @@ on_both!(
         assert!(shared_spam(&f.engine, &ta).iter().all(|&c| c == 0));
         assert_eq!(shared_spam(&f.engine, &tb), b_part);
         // After the revoke a's clicks are a's alone; a's model keeps them.
-        f.engine.train(&a, &ma2, Label::Spam, Some(id("ma2"))).unwrap();
+        f.engine
+            .train(&a, &ma2, Label::Spam, Some(id("ma2")))
+            .unwrap();
         assert!(shared_spam(&f.engine, &ta2).iter().all(|&c| c == 0));
         assert_eq!(counts(&f.engine, &a), (2, 0));
         // A Forget takes a sharing user's click out of the shared model.
@@ -583,9 +597,7 @@ on_both!(delete_user_removes_everything_the_user_stored, |f| {
 on_both!(list_users_pages_in_the_store_order, |f| {
     let names = ["bb", "a", "c10", "c2"];
     for n in names {
-        f.engine
-            .train(&f.user(n), SPAM, Label::Spam, None)
-            .unwrap();
+        f.engine.train(&f.user(n), SPAM, Label::Spam, None).unwrap();
     }
     let prefix = format!("{}-", f.prefix);
     let first = f.engine.list_users(&prefix, None, 3).unwrap();
@@ -634,7 +646,11 @@ fn settings_lists_and_consent_changed_on_one_replica_hold_on_the_other() {
     };
     a.add_list_entry(&block, &"winner.example".parse().unwrap())
         .unwrap();
-    assert_eq!(rule(&b), RuleKind::BlockList, "B's next Score sees A's entry");
+    assert_eq!(
+        rule(&b),
+        RuleKind::BlockList,
+        "B's next Score sees A's entry"
+    );
     a.update_settings(
         &u,
         &SettingsUpdate {
@@ -654,7 +670,9 @@ fn settings_lists_and_consent_changed_on_one_replica_hold_on_the_other() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             e.score(&u, HAM).unwrap(); // a Score polls when due
-            let all = shared_spam(e, &tokens).iter().all(|&c| (c > 0) == want_shared);
+            let all = shared_spam(e, &tokens)
+                .iter()
+                .all(|&c| (c > 0) == want_shared);
             if all || std::time::Instant::now() > deadline {
                 return all;
             }
@@ -670,7 +688,8 @@ fn settings_lists_and_consent_changed_on_one_replica_hold_on_the_other() {
     // The operator's lists too: a block entry for a domain only this
     // test sends from.
     let tag = format!("op{}", short(&prefix));
-    let from_tag = format!("From: news@{tag}.example\r\nSubject: notes\r\n\r\nhello\r\n").into_bytes();
+    let from_tag =
+        format!("From: news@{tag}.example\r\nSubject: notes\r\n\r\nhello\r\n").into_bytes();
     let operator = ListRef {
         owner: Owner::Operator,
         kind: ListKind::Block,
@@ -688,7 +707,10 @@ fn settings_lists_and_consent_changed_on_one_replica_hold_on_the_other() {
     assert_eq!(ruled(&a), RuleKind::BlockList);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while ruled(&b) != RuleKind::BlockList {
-        assert!(std::time::Instant::now() < deadline, "B never saw the operator's entry");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never saw the operator's entry"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     a.remove_list_entry(&operator, &entry).unwrap();
@@ -749,10 +771,7 @@ async fn two_servers_over_one_cluster_see_each_others_clicks_at_once() {
     .unwrap();
     assert_eq!(user(&mut ca, &u).await.spam_learned, 0);
     // Not on the Redis store yet: refused, naming what.
-    let refused = ca
-        .clear_seed(proto::ClearSeedRequest {})
-        .await
-        .unwrap_err();
+    let refused = ca.clear_seed(proto::ClearSeedRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
         refused.message().contains("not on the redis store"),

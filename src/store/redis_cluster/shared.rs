@@ -88,7 +88,6 @@ pub struct SharedHeld {
     feed: String,
 }
 
-
 /// What a [`RedisStore::refresh_shared`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SharedRefresh {
