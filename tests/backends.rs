@@ -614,6 +614,50 @@ on_both!(list_users_pages_in_the_store_order, |f| {
     assert_eq!(rest.next_after, None);
 });
 
+/// The shared model's (spam, ham) counts for each of `ids`.
+fn shared_counts(e: &Engine, ids: &[TokenId]) -> Vec<(u32, u32)> {
+    let total = e.shared_model();
+    ids.iter()
+        .map(|t| total.get(*t).map_or((0, 0), |c| (c.spam, c.ham)))
+        .collect()
+}
+
+on_both!(
+    seeding_learns_once_moves_exactly_and_a_clear_drops_it_all,
+    |f| {
+        let (m, tokens) = unique_message(&f.prefix, "seed");
+        let mid = id(&format!("{}-seed", f.prefix));
+        let seeded = f.engine.seed(&m, Label::Spam, Some(mid.clone())).unwrap();
+        assert_eq!(seeded.outcome, TrainOutcome::Learned);
+        let as_spam = shared_counts(&f.engine, &tokens);
+        assert!(as_spam.iter().all(|&(s, h)| s > 0 && h == 0), "{as_spam:?}");
+        let again = f.engine.seed(&m, Label::Spam, Some(mid.clone())).unwrap();
+        assert_eq!(again.outcome, TrainOutcome::AlreadyLearned);
+        assert_eq!(shared_counts(&f.engine, &tokens), as_spam);
+        // The other label moves it, exactly.
+        let moved = f.engine.seed(&m, Label::Ham, Some(mid.clone())).unwrap();
+        assert_eq!(moved.outcome, TrainOutcome::Relearned);
+        let as_ham = shared_counts(&f.engine, &tokens);
+        assert!(as_ham.iter().all(|&(s, h)| s == 0 && h > 0), "{as_ham:?}");
+        assert!(f.engine.shared_summary().seed_ham >= 1);
+        // A clear drops the whole seed; seeding again starts from nothing.
+        f.engine.clear_seed().unwrap();
+        assert!(
+            shared_counts(&f.engine, &tokens)
+                .iter()
+                .all(|&c| c == (0, 0))
+        );
+        assert_eq!(
+            f.engine.shared_summary().seed_spam + f.engine.shared_summary().seed_ham,
+            0
+        );
+        let fresh = f.engine.seed(&m, Label::Spam, Some(mid)).unwrap();
+        assert_eq!(fresh.outcome, TrainOutcome::Learned);
+        assert_eq!(shared_counts(&f.engine, &tokens), as_spam);
+        f.engine.clear_seed().unwrap();
+    }
+);
+
 /// Two engines over one cluster act as two chaff replicas: what one
 /// changes — settings, lists, consent, the operator's lists — holds for
 /// the other's next Score (the shared model and the operator's lists
@@ -771,7 +815,12 @@ async fn two_servers_over_one_cluster_see_each_others_clicks_at_once() {
     .unwrap();
     assert_eq!(user(&mut ca, &u).await.spam_learned, 0);
     // Not on the Redis store yet: refused, naming what.
-    let refused = ca.clear_seed(proto::ClearSeedRequest {}).await.unwrap_err();
+    let refused = ca
+        .backup(proto::BackupRequest {
+            directory: da.path().join("backup").display().to_string(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
         refused.message().contains("not on the redis store"),

@@ -240,6 +240,11 @@ pub trait SharedClicks: Send + Sync {
         tokens: &[crate::tokenize::TokenId],
     ) -> Result<Option<Weight>, Error>;
 
+    /// Seeds one message into the shared model under the operator's
+    /// current seed id (LEARNED, ALREADY_LEARNED or RELEARNED, as a
+    /// click), atomically with the seed's ledger.
+    fn seed(&self, msg: &MessageId, entry: &LedgerEntry) -> Result<Clicked, Error>;
+
     /// [`SharedClicks::changes_since`], and the user's settings and lists
     /// when their version is not `policy_version`, in the same round trip.
     fn changes_with_policy(

@@ -250,6 +250,9 @@ impl SharedClicks for RedisBackend {
     ) -> Result<UserChanges, Error> {
         self.block_on(self.store.changes(user, version, Some(policy_version)))
     }
+    fn seed(&self, msg: &MessageId, entry: &LedgerEntry) -> Result<Clicked, Error> {
+        self.block_on(self.store.seed(msg, entry))
+    }
     fn policy(&self, user: &UserId) -> Result<StoredPolicy, Error> {
         self.block_on(self.store.policy(&Owner::User(user.clone())))
     }
@@ -329,7 +332,7 @@ impl Backend for RedisBackend {
     ) -> Result<Option<LedgerEntry>, Error> {
         match who {
             Owner::User(user) => self.block_on(self.store.ledger_get(user, msg)),
-            Owner::Operator => Err(not_seeded()),
+            Owner::Operator => self.block_on(self.store.seed_ledger_get(msg)),
         }
     }
     /// Never called by the engine on this store: clicks go through
@@ -486,15 +489,18 @@ impl Backend for RedisBackend {
     fn checkpoint_contribution(&self, _who: &Owner, _snapshot: Snapshot) -> Result<(), Error> {
         Ok(())
     }
-    /// Never seeded: the operator's seed cannot be written here yet.
     fn seed_id(&self) -> Result<Option<u64>, Error> {
-        Ok(None)
+        self.block_on(self.store.seed_id())
     }
-    fn set_seed_id(&self, _id: u64, _clear: bool) -> Result<(), Error> {
-        Err(not_seeded())
+    /// Sets the seed id if there is none (another replica's stays), or
+    /// with `clear` drops the whole seed in one step (`seed.lua`).
+    fn set_seed_id(&self, id: u64, clear: bool) -> Result<(), Error> {
+        self.block_on(self.store.set_seed_id(id, clear)).map(drop)
     }
+    /// Nothing left: [`Backend::set_seed_id`] deleted the seed's ledger
+    /// in the same step.
     fn finish_seed_clear(&self) -> Result<(), Error> {
-        Err(not_seeded())
+        Ok(())
     }
     fn read_user_export(&self, _user: &UserId) -> Result<UserExport, Error> {
         self.not_held(Aggregate::Export)
@@ -506,13 +512,5 @@ impl Backend for RedisBackend {
         _consent: u64,
     ) -> Result<(), Error> {
         self.not_held(Aggregate::Export)
-    }
-}
-
-/// SeedShared and ClearSeed on this store: not built yet.
-fn not_seeded() -> Error {
-    Error::NotOnStore {
-        store: NAME,
-        what: "seeding the shared model (SeedShared, ClearSeed)",
     }
 }

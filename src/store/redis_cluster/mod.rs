@@ -84,6 +84,7 @@ use crate::types::{Label, MessageId, Owner, UserId};
 
 mod decisions;
 mod policy;
+mod seed;
 mod shared;
 mod users;
 
@@ -191,6 +192,7 @@ const SHARED_READ: &str = include_str!("shared_read.lua");
 const DECIDE: &str = include_str!("decide.lua");
 const LIST: &str = include_str!("list.lua");
 const DELETE: &str = include_str!("delete.lua");
+const SEED: &str = include_str!("seed.lua");
 
 /// The scripts, hashed once; EVALSHA falls back to loading them on every
 /// primary when a node answers NOSCRIPT.
@@ -204,6 +206,7 @@ struct Scripts {
     decide: Script,
     list: Script,
     delete: Script,
+    seed: Script,
 }
 
 /// A connection to a Redis Cluster holding users' ledgers, journals and
@@ -295,6 +298,8 @@ struct Keys {
     /// The user's part of the shared model.
     part: PartKeys,
     decisions: String,
+    /// The operator's seed: the click script keeps no model journal.
+    seed: bool,
 }
 
 /// One contributor's part of the shared model, under its own tag: the
@@ -330,7 +335,20 @@ fn owner_tag(who: &Owner) -> String {
 
 impl Keys {
     fn of(user: &UserId) -> Self {
-        let tag = user_tag(user);
+        Self::with_tag(&user_tag(user))
+    }
+
+    /// The operator's keys (`{o}`): the seed's ledger and shared part, and
+    /// the lists.
+    fn operator() -> Self {
+        Self {
+            seed: true,
+            ..Self::with_tag(&owner_tag(&Owner::Operator))
+        }
+    }
+
+    fn with_tag(tag: &str) -> Self {
+        let tag = tag.to_string();
         Self {
             meta: format!("{tag}:m"),
             ledger: format!("{tag}:l"),
@@ -339,6 +357,7 @@ impl Keys {
             policy: format!("{tag}:p"),
             part: PartKeys::with_tag(&tag),
             decisions: format!("{tag}:d"),
+            seed: false,
         }
     }
 
@@ -575,6 +594,7 @@ impl RedisStore {
                 decide: Script::new(DECIDE),
                 list: Script::new(LIST),
                 delete: Script::new(DELETE),
+                seed: Script::new(SEED),
             }),
         })
     }
@@ -815,7 +835,8 @@ impl RedisStore {
                 .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
                 .arg(derived)
                 .arg(Weight::DELIVERED.0)
-                .arg(Weight::FULL.0);
+                .arg(Weight::FULL.0)
+                .arg(if keys.seed { "1" } else { "0" });
             self.again(CLICK, || {
                 let mut conn = self.conn.clone();
                 let call = &call;
