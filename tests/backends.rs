@@ -658,6 +658,61 @@ on_both!(
     }
 );
 
+on_both!(an_export_imported_again_gives_back_the_same_user, |f| {
+    let u = f.user("u");
+    f.engine
+        .train(&u, SPAM, Label::Spam, Some(id("s1")))
+        .unwrap();
+    f.engine.train(&u, HAM, Label::Ham, Some(id("h1"))).unwrap();
+    f.engine
+        .update_settings(
+            &u,
+            &SettingsUpdate {
+                mode: Some(HandlingMode::Reject),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let block = ListRef {
+        owner: Owner::User(u.clone()),
+        kind: ListKind::Block,
+    };
+    f.engine
+        .add_list_entry(&block, &"winner.example".parse().unwrap())
+        .unwrap();
+    f.engine.evaluate(&u, HAM2, &Envelope::default()).unwrap();
+    assert_eq!(decisions(&f.engine, &u, "", 1).len(), 1);
+    let state = |e: &Engine| {
+        (
+            e.user_summary(&u).unwrap(),
+            e.user_settings(&u).unwrap(),
+            e.list_entries(&block).unwrap(),
+            decisions(e, &u, "", 1),
+            e.score(&u, SPAM2).unwrap(),
+            e.store().ledger_get(&u, &id("s1")).unwrap(),
+        )
+    };
+    let before = state(&f.engine);
+
+    let bytes = f.engine.export_user(&u).unwrap().expect("an export");
+    let exported = chaff::store::export::decode(&bytes).unwrap();
+    assert_eq!(exported.ledger.len(), 2);
+    assert_eq!(exported.decisions.len(), 1);
+    let imported = f.engine.import_user(&u, &bytes, true).unwrap();
+    assert!(imported.replaced);
+    assert_eq!(
+        (imported.messages, imported.decisions, imported.list_entries),
+        (2, 1, 1)
+    );
+    assert_eq!(state(&f.engine), before);
+    // The imported ledger undoes a click exactly.
+    let gone = f.engine.forget(&u, &id("s1")).unwrap();
+    assert_eq!(gone.label, Label::Spam);
+    assert_eq!((gone.spam_learned, gone.ham_learned), (0, 1));
+    // Nothing stored: nothing to export.
+    assert_eq!(f.engine.export_user(&f.user("nobody")).unwrap(), None);
+});
+
 /// Two engines over one cluster act as two chaff replicas: what one
 /// changes — settings, lists, consent, the operator's lists — holds for
 /// the other's next Score (the shared model and the operator's lists

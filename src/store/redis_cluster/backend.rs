@@ -6,9 +6,9 @@
 //! mail, the per-Score refresh, checkpoints), settings and lists (fresh on
 //! every replica through the same per-Score round trip), the decision log,
 //! the shared model with consent (polled: [`SHARED_POLL`]), and users
-//! (DeleteUser, ListUsers). Not yet: the operator's seed writes, export and
-//! import, backup — those answer [`Error::NotOnStore`]
-//! (FAILED_PRECONDITION, naming them), never another store's data.
+//! (DeleteUser, ListUsers), the operator's seed, export and import. Not
+//! backup (a copy of a sled directory): it answers [`Error::NotOnStore`]
+//! (FAILED_PRECONDITION, naming it), never another store's data.
 //!
 //! The interface is synchronous (`store::backend` says why); redis-rs is
 //! async. The backend owns a small tokio runtime (one worker thread, which
@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
 use crate::store::backend::{
     Aggregate, Backend, Clicked, ModelChanges, PartChange, SharedClicks, SharedUpdate,
-    StoredPolicy, UserChanges, not_on,
+    StoredPolicy, UserChanges,
 };
 use crate::store::codec;
 use crate::store::export::UserExport;
@@ -104,10 +104,6 @@ impl RedisBackend {
             .expect("the runtime lives until the backend is dropped")
             .handle()
             .block_on(fut)
-    }
-
-    fn not_held<T>(&self, what: Aggregate) -> Result<T, Error> {
-        Err(not_on(NAME, what))
     }
 }
 
@@ -291,7 +287,7 @@ impl Backend for RedisBackend {
         NAME
     }
     fn holds(&self, what: Aggregate) -> bool {
-        !matches!(what, Aggregate::Export | Aggregate::Backup)
+        what != Aggregate::Backup
     }
     fn shared_clicks(&self) -> Option<&dyn SharedClicks> {
         Some(self)
@@ -502,15 +498,10 @@ impl Backend for RedisBackend {
     fn finish_seed_clear(&self) -> Result<(), Error> {
         Ok(())
     }
-    fn read_user_export(&self, _user: &UserId) -> Result<UserExport, Error> {
-        self.not_held(Aggregate::Export)
+    fn read_user_export(&self, user: &UserId) -> Result<UserExport, Error> {
+        self.block_on(self.store.read_user_export(user))
     }
-    fn write_user_import(
-        &self,
-        _user: &UserId,
-        _e: &UserExport,
-        _consent: u64,
-    ) -> Result<(), Error> {
-        self.not_held(Aggregate::Export)
+    fn write_user_import(&self, user: &UserId, e: &UserExport, consent: u64) -> Result<(), Error> {
+        self.block_on(self.store.write_user_import(user, e, consent))
     }
 }

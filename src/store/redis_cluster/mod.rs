@@ -83,6 +83,7 @@ use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, MessageId, Owner, UserId};
 
 mod decisions;
+mod export;
 mod policy;
 mod seed;
 mod shared;
