@@ -1,6 +1,7 @@
-//! A Redis Cluster store for clicks and user models (issue #18,
-//! groundwork): what the sled ledger and journal do for one process, on a
-//! sharded cluster that several stateless chaff replicas share.
+//! A Redis Cluster store (issue #18): what the sled store does for one
+//! process — models, ledger and journal, settings and lists, the decision
+//! log, the shared model and the seed — on a sharded cluster that several
+//! stateless chaff replicas share.
 //!
 //! The engine runs on it through the storage interface ([`RedisBackend`],
 //! `backend.rs`; `chaff serve --store redis://…`); `docs/SCALING.md` says
@@ -14,10 +15,10 @@
 //! | `{u:<user>}:l`   | hash   | message id → ledger value (header + the sled ledger encoding) |
 //! | `{u:<user>}:j`   | stream | one record per click, id `<version>-0`: `k` kind, `u` the ledger value unlearned, `l` the one learned |
 //! | `{u:<user>}:s`   | string | the model snapshot (the sled snapshot encoding) at version `sv` |
-//! | `{u:<user>}:p`   | hash   | policy: `s` settings (store encoding), `c` consent id (8 bytes BE), `<list>:<entry>` list entries |
+//! | `{u:<user>}:p`   | hash   | policy: `s` settings (store encoding), `c` consent id (8 bytes BE), `v` version, `<list>:<entry>` list entries |
 //! | `{u:<user>}:pm`, `:pj`, `:ps` | hash, stream, string | the user's part of the shared model: meta (`v`, `sv`), journal, snapshot — the same shape as the model's |
 //! | `{u:<user>}:d`   | stream | the decision log, id `<time ms>-<n>`, capped (`MAXLEN ~`) |
-//! | `{o}:p`, `{o}:pm`, … | | the operator's lists and shared part (the seed) |
+//! | `{o}:p`, `{o}:pm`, `{o}:l`, … | | the operator's lists (`c`: the seed id), the seed's shared part and ledger |
 //! | `{shared}:d`, `{shared}:f` | hash, stream | the shared model's directory (contributor → part version) and its feed of changes |
 //! | `{g}:id`         | string | the id counter (consent ids) |
 //!
@@ -57,7 +58,8 @@
 //!   (so consent is read and applied atomically), plus a directory and a
 //!   feed on one `{shared}` slot that readers poll in one round trip
 //!   (`shared.rs`). Lists and settings: `policy.rs`; the decision log:
-//!   `decisions.rs`.
+//!   `decisions.rs`; the operator's seed: `seed.rs`; deleting and listing
+//!   users: `users.rs`; export and import: `export.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
