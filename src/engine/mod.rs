@@ -405,8 +405,7 @@ impl Engine {
     /// Reads the user's model and policy and puts a slot in the map; `None`
     /// if neither is stored. The caller holds the user's load lock.
     fn load_slot(&self, user: &UserId) -> Result<Option<Arc<UserSlot>>, Error> {
-        let loaded = self.store.load_model(user)?;
-        let policy = self.load_policy(user)?;
+        let (loaded, policy) = self.load_user(user)?;
         if loaded.is_none() && policy.is_none() {
             return Ok(None);
         }
@@ -416,8 +415,7 @@ impl Engine {
     /// [`Engine::load_slot`], with an empty model and default policy for
     /// what is not stored.
     fn load_or_new_slot(&self, user: &UserId) -> Result<Arc<UserSlot>, Error> {
-        let loaded = self.store.load_model(user)?;
-        let policy = self.load_policy(user)?;
+        let (loaded, policy) = self.load_user(user)?;
         Ok(self.install_slot(user, loaded, policy))
     }
 

@@ -43,6 +43,43 @@ impl ListRef {
 }
 
 impl Engine {
+    /// The user's model and policy from storage (each `None` if not
+    /// stored): on a store shared by replicas in one round trip, which
+    /// matters for the many users mail arrives for who never clicked.
+    pub(super) fn load_user(
+        &self,
+        user: &UserId,
+    ) -> Result<(Option<crate::store::LoadedModel>, Option<UserPolicy>), Error> {
+        let Some(clicks) = self.store.shared_clicks() else {
+            return Ok((self.store.load_model(user)?, self.load_policy(user)?));
+        };
+        let changes = clicks.changes_with_policy(user, 0, 0)?;
+        let loaded = match changes.model {
+            crate::store::ModelChanges::Fresh => None,
+            crate::store::ModelChanges::Reload(loaded) => Some(loaded),
+            crate::store::ModelChanges::Records {
+                ops,
+                version,
+                entries,
+            } => {
+                let mut model = crate::classify::Model::default();
+                for op in &ops {
+                    op.apply(&mut model);
+                }
+                Some(crate::store::LoadedModel {
+                    model,
+                    last_seq: version,
+                    journal_entries: entries,
+                })
+            }
+        };
+        let policy = changes
+            .policy
+            .filter(|p| p.version != 0 || p.settings.is_some() || !p.lists.is_empty())
+            .map(|stored| self.policy_from(stored));
+        Ok((loaded, policy))
+    }
+
     /// The user's settings and lists from storage; `None` if never set.
     pub(super) fn load_policy(&self, user: &UserId) -> Result<Option<UserPolicy>, Error> {
         if !self.store.holds(Aggregate::Policy) {
