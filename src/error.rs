@@ -68,9 +68,9 @@ pub enum Error {
 
     /// The request needs an aggregate (settings, lists, the decision log,
     /// the shared model, ...) that the configured store does not hold yet:
-    /// `chaff serve --store redis://…` holds user models and clicks only
-    /// (docs/SCALING.md says which RPCs work there). Never served from
-    /// another store instead.
+    /// `chaff serve --store redis://…` holds everything but what Backup
+    /// copies (docs/SCALING.md says which RPCs work there). Never served
+    /// from another store instead.
     #[error(
         "{what} is not on the {store} store yet (issue #18); run chaff serve with --data (sled) for it"
     )]

@@ -1,14 +1,21 @@
-//! The engine's click and score semantics on both storage backends: each
-//! test runs once on a real sled directory and once on the real Redis
-//! Cluster of `redis_cluster.rs` (skipped, saying so, only where
-//! redis-server is not installed). Plus two `chaff serve --store redis://`
-//! processes over one cluster.
+//! The engine's semantics on both storage backends — clicks and scores,
+//! delivered mail, settings and lists, the decision log, the shared model
+//! with consent, DeleteUser and ListUsers: each test runs once on a real
+//! sled directory and once on the real Redis Cluster of `redis_cluster.rs`
+//! (skipped, saying so, only where redis-server is not installed). Plus
+//! two engines, and two `chaff serve --store redis://` processes, over one
+//! cluster.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chaff::classify::Weight;
-use chaff::engine::{Engine, Settings, TrainOutcome};
+use chaff::decisions::DecisionRecord;
+use chaff::engine::{
+    DecisionQuery, Engine, Envelope, ListRef, Settings, TrainOutcome, derive_message_id,
+};
 use chaff::error::Error;
+use chaff::policy::settings::SettingsUpdate;
+use chaff::policy::{Entry, HandlingMode, ListKind, RuleKind};
 use chaff::store::{LedgerEntry, Op, Store};
 use chaff::tokenize::TokenId;
 use chaff::types::{Label, MessageId, Owner, UserId};
@@ -24,21 +31,21 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn sled() -> Self {
+    fn sled(settings: Settings) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8 << 20).unwrap();
         Self {
-            engine: Engine::new(store, settings()).unwrap(),
+            engine: Engine::new(store, settings).unwrap(),
             _dir: Some(dir),
             prefix: "sled".into(),
         }
     }
 
     /// `None` (test skipped) only where redis-server is not installed.
-    fn redis(test: &str) -> Option<Self> {
+    fn redis(test: &str, settings: Settings) -> Option<Self> {
         let cluster = crate::redis_cluster::Cluster::shared()?;
         Some(Self {
-            engine: redis_engine(&cluster.seeds()),
+            engine: redis_engine_with(&cluster.seeds(), settings),
             _dir: None,
             prefix: unique(test),
         })
@@ -63,7 +70,7 @@ impl Fixture {
         let store = self.engine.store();
         match store.shared_clicks() {
             Some(clicks) => {
-                clicks.train(user, id, &entry).unwrap();
+                clicks.train(user, id, None, &entry).unwrap();
             }
             None => {
                 let ops = [Op::Learn(label, Weight::FULL, tokens)];
@@ -76,8 +83,8 @@ impl Fixture {
     }
 }
 
-/// Delivered-mail learning off: it is not on the Redis store yet, and the
-/// semantics compared here are the clicks'.
+/// Delivered-mail learning off where the semantics compared are the
+/// clicks' alone (`on_both!(…, delivered, …)` turns it on).
 fn settings() -> Settings {
     Settings {
         learn_delivered: false,
@@ -85,12 +92,16 @@ fn settings() -> Settings {
     }
 }
 
-fn redis_engine(seeds: &[String]) -> Engine {
+fn with_delivered() -> Settings {
+    Settings::default()
+}
+
+fn redis_engine_with(seeds: &[String], settings: Settings) -> Engine {
     let backend = chaff::store::redis_cluster::RedisBackend::connect(
         chaff::store::redis_cluster::RedisConfig::new(seeds.iter().cloned()),
     )
     .expect("connect to the test cluster");
-    Engine::new(backend, settings()).unwrap()
+    Engine::new(backend, settings).unwrap()
 }
 
 fn unique(test: &str) -> String {
@@ -115,19 +126,23 @@ fn counts(e: &Engine, u: &UserId) -> (u64, u64) {
     (s.spam_learned, s.ham_learned)
 }
 
-/// Each test body once per backend: `NAME::on_sled` and `NAME::on_redis`.
+/// Each test body once per backend: `NAME::on_sled` and `NAME::on_redis`
+/// (with `settings()`, or the settings named before the closure).
 macro_rules! on_both {
     ($name:ident, |$f:ident| $body:block) => {
+        on_both!($name, settings(), |$f| $body);
+    };
+    ($name:ident, $settings:expr, |$f:ident| $body:block) => {
         mod $name {
             use super::*;
             fn run($f: Fixture) $body
             #[test]
             fn on_sled() {
-                run(Fixture::sled());
+                run(Fixture::sled($settings));
             }
             #[test]
             fn on_redis() {
-                if let Some(f) = Fixture::redis(stringify!($name)) {
+                if let Some(f) = Fixture::redis(stringify!($name), $settings) {
                     run(f);
                 }
             }
@@ -277,6 +292,529 @@ on_both!(
     }
 );
 
+/// A message made only of this test's own words (no headers, whose
+/// tokens other tests' messages share), and its tokens: the shared model
+/// is one per cluster, which other tests fill too, so a test checks
+/// exactly its own contribution, and leaves nothing another test's scores
+/// could see.
+fn unique_message(prefix: &str, tag: &str) -> (Vec<u8>, Vec<TokenId>) {
+    let n = short(&format!("{prefix}{tag}"));
+    let text = format!("qq{n}a qq{n}b qq{n}c\r\n");
+    let ids = chaff::tokenize::Tokenizer::default()
+        .tokenize(text.as_bytes())
+        .ids;
+    assert!(!ids.is_empty());
+    (text.into_bytes(), ids)
+}
+
+/// A short word for `s` (FNV-1a, hex): a unique prefix is too long for a
+/// token or a domain label.
+fn short(s: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    format!("{h:x}")
+}
+
+/// The spam counts the shared model holds for each of `ids`.
+fn shared_spam(e: &Engine, ids: &[TokenId]) -> Vec<u32> {
+    let total = e.shared_model();
+    ids.iter()
+        .map(|t| total.get(*t).map_or(0, |c| c.spam))
+        .collect()
+}
+
+fn share(e: &Engine, u: &UserId, on: bool) {
+    e.update_settings(
+        u,
+        &SettingsUpdate {
+            share_training: Some(on),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+/// Waits (10 s at most) for the decision log's background writer.
+fn decisions(e: &Engine, u: &UserId, sender: &str, want: usize) -> Vec<DecisionRecord> {
+    let query = DecisionQuery::new(0, 0, sender.into(), String::new(), 0).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = e.find_decisions(u, &query).unwrap();
+        if found.len() >= want || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn stored_model(e: &Engine, u: &UserId) -> chaff::classify::Model {
+    e.store().load_model(u).unwrap().expect("a model").model
+}
+
+on_both!(
+    a_click_replaces_the_delivered_learning_exactly,
+    with_delivered(),
+    |f| {
+        // As engine/tests.rs' test of the same name on sled: a click on
+        // delivered mail — either label, with the caller's id or none —
+        // leaves exactly the model of the click alone.
+        let cases = [
+            (Label::Spam, Some("webmail-7")),
+            (Label::Spam, None),
+            (Label::Ham, Some("webmail-7")),
+            (Label::Ham, None),
+        ];
+        for (n, (label, caller)) in cases.into_iter().enumerate() {
+            let mid = caller.map(id);
+            let delivered = f.user(&format!("delivered{n}"));
+            let clicked_only = f.user(&format!("clicked{n}"));
+            for u in [&delivered, &clicked_only] {
+                f.engine.train(u, SPAM, Label::Spam, None).unwrap();
+            }
+            f.engine
+                .evaluate(&delivered, HAM, &Envelope::default())
+                .unwrap();
+            let derived = derive_message_id(HAM);
+            let entry = f.engine.store().ledger_get(&delivered, &derived).unwrap();
+            assert!(entry.is_some_and(|e| e.implicit), "delivered mail learned");
+            assert_eq!(counts(&f.engine, &delivered), (1, 1));
+
+            let t = f.engine.train(&delivered, HAM, label, mid.clone()).unwrap();
+            assert_eq!(t.outcome, TrainOutcome::Learned, "{label:?} {mid:?}");
+            f.engine
+                .train(&clicked_only, HAM, label, mid.clone())
+                .unwrap();
+            assert_eq!(
+                stored_model(&f.engine, &delivered),
+                stored_model(&f.engine, &clicked_only),
+                "{label:?} {mid:?}"
+            );
+            let key = mid.unwrap_or(derived.clone());
+            let ledger = |u| f.engine.store().ledger_get(u, &key).unwrap().unwrap();
+            assert!(!ledger(&delivered).implicit);
+            assert_eq!(ledger(&delivered), ledger(&clicked_only));
+            if key != derived {
+                assert_eq!(
+                    f.engine.store().ledger_get(&delivered, &derived).unwrap(),
+                    None
+                );
+            }
+            let again = f.engine.train(&delivered, HAM, label, Some(key)).unwrap();
+            assert_eq!(again.outcome, TrainOutcome::AlreadyLearned);
+        }
+    }
+);
+
+on_both!(
+    delivered_mail_is_not_a_first_learning_and_forget_removes_it,
+    with_delivered(),
+    |f| {
+        let u = f.user("u");
+        // Nothing clicked yet: delivered mail teaches nothing.
+        f.engine.evaluate(&u, HAM, &Envelope::default()).unwrap();
+        assert_eq!(counts(&f.engine, &u), (0, 0));
+        f.engine.train(&u, SPAM, Label::Spam, None).unwrap();
+        let before = stored_model(&f.engine, &u);
+        f.engine.evaluate(&u, HAM2, &Envelope::default()).unwrap();
+        assert_eq!(counts(&f.engine, &u), (1, 1));
+        // Scored again: learned once.
+        f.engine.evaluate(&u, HAM2, &Envelope::default()).unwrap();
+        assert_eq!(counts(&f.engine, &u), (1, 1));
+        let gone = f.engine.forget(&u, &derive_message_id(HAM2)).unwrap();
+        assert_eq!(gone.label, Label::Ham);
+        assert_eq!(stored_model(&f.engine, &u), before);
+    }
+);
+
+on_both!(settings_and_lists_are_kept_and_decide_delivery, |f| {
+    let (u, other) = (f.user("u"), f.user("other"));
+    assert_eq!(
+        f.engine.user_settings(&u).unwrap().mode,
+        HandlingMode::Quarantine
+    );
+    let set = f
+        .engine
+        .update_settings(
+            &u,
+            &SettingsUpdate {
+                mode: Some(HandlingMode::Reject),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(set.mode, HandlingMode::Reject);
+    assert_eq!(
+        f.engine.user_settings(&u).unwrap().mode,
+        HandlingMode::Reject
+    );
+    assert_eq!(
+        f.engine.user_settings(&other).unwrap().mode,
+        HandlingMode::Quarantine
+    );
+
+    let block = ListRef {
+        owner: Owner::User(u.clone()),
+        kind: ListKind::Block,
+    };
+    let (domain, net): (Entry, Entry) = (
+        "winner.example".parse().unwrap(),
+        "192.0.2.0/24".parse().unwrap(),
+    );
+    assert!(f.engine.add_list_entry(&block, &domain).unwrap());
+    assert!(!f.engine.add_list_entry(&block, &domain).unwrap());
+    assert!(f.engine.add_list_entry(&block, &net).unwrap());
+    // The sled store's order: by the entry's text.
+    assert_eq!(
+        f.engine.list_entries(&block).unwrap(),
+        vec![net.clone(), domain.clone()]
+    );
+    let allow = ListRef {
+        owner: Owner::User(u.clone()),
+        kind: ListKind::Allow,
+    };
+    assert!(f.engine.list_entries(&allow).unwrap().is_empty());
+
+    let rule = |u: &UserId| {
+        f.engine
+            .evaluate(u, SPAM2, &Envelope::default())
+            .unwrap()
+            .decision
+            .rule
+            .kind()
+    };
+    assert_eq!(rule(&u), RuleKind::BlockList);
+    assert_eq!(rule(&other), RuleKind::Model);
+    assert!(f.engine.remove_list_entry(&block, &domain).unwrap());
+    assert!(!f.engine.remove_list_entry(&block, &domain).unwrap());
+    assert_eq!(rule(&u), RuleKind::Model);
+    assert_eq!(f.engine.list_entries(&block).unwrap(), vec![net]);
+
+    // The operator's lists are their own.
+    let operator = ListRef {
+        owner: Owner::Operator,
+        kind: ListKind::Block,
+    };
+    let entry: Entry = "operator-block.example".parse().unwrap();
+    assert!(f.engine.add_list_entry(&operator, &entry).unwrap());
+    assert!(f.engine.list_entries(&operator).unwrap().contains(&entry));
+    assert!(!f.engine.list_entries(&block).unwrap().contains(&entry));
+    assert!(f.engine.remove_list_entry(&operator, &entry).unwrap());
+});
+
+on_both!(the_decision_log_finds_what_score_decided, |f| {
+    let (u, other) = (f.user("u"), f.user("other"));
+    f.engine
+        .train(&u, SPAM, Label::Spam, Some(id("s1")))
+        .unwrap();
+    for (m, queue_id) in [(SPAM2, "queue-1"), (HAM, "queue-2")] {
+        let envelope = Envelope {
+            message_id: Some(id(queue_id)),
+            ..Envelope::default()
+        };
+        f.engine.evaluate(&u, m, &envelope).unwrap();
+    }
+    let found = decisions(&f.engine, &u, "", 2);
+    let ids: Vec<_> = found.iter().map(|r| r.message_id.as_str()).collect();
+    // Newest first.
+    assert_eq!(ids, ["queue-2", "queue-1"]);
+    let from_winner = decisions(&f.engine, &u, "winner.example", 1);
+    assert_eq!(from_winner.len(), 1);
+    assert_eq!(from_winner[0].message_id, id("queue-1"));
+    assert!(decisions(&f.engine, &other, "", 0).is_empty());
+});
+
+on_both!(
+    revoking_consent_takes_exactly_that_users_clicks_out_of_the_shared_model,
+    |f| {
+        let (a, b) = (f.user("a"), f.user("b"));
+        let (ma, ta) = unique_message(&f.prefix, "a");
+        let (mb, tb) = unique_message(&f.prefix, "b");
+        let (ma2, ta2) = unique_message(&f.prefix, "a2");
+        share(&f.engine, &a, true);
+        share(&f.engine, &b, true);
+        assert!(f.engine.user_settings(&a).unwrap().share_training);
+        f.engine
+            .train(&a, &ma, Label::Spam, Some(id("ma")))
+            .unwrap();
+        f.engine
+            .train(&b, &mb, Label::Spam, Some(id("mb")))
+            .unwrap();
+        assert!(shared_spam(&f.engine, &ta).iter().all(|&c| c > 0));
+        let b_part = shared_spam(&f.engine, &tb);
+        assert!(b_part.iter().all(|&c| c > 0));
+
+        share(&f.engine, &a, false);
+        assert!(shared_spam(&f.engine, &ta).iter().all(|&c| c == 0));
+        assert_eq!(shared_spam(&f.engine, &tb), b_part);
+        // After the revoke a's clicks are a's alone; a's model keeps them.
+        f.engine
+            .train(&a, &ma2, Label::Spam, Some(id("ma2")))
+            .unwrap();
+        assert!(shared_spam(&f.engine, &ta2).iter().all(|&c| c == 0));
+        assert_eq!(counts(&f.engine, &a), (2, 0));
+        // A Forget takes a sharing user's click out of the shared model.
+        f.engine.forget(&b, &id("mb")).unwrap();
+        assert!(shared_spam(&f.engine, &tb).iter().all(|&c| c == 0));
+    }
+);
+
+on_both!(delete_user_removes_everything_the_user_stored, |f| {
+    let (u, keep) = (f.user("u"), f.user("keep"));
+    let (m, tokens) = unique_message(&f.prefix, "deleted");
+    share(&f.engine, &u, true);
+    f.engine.train(&u, &m, Label::Spam, Some(id("m"))).unwrap();
+    f.engine.train(&u, HAM, Label::Ham, Some(id("h"))).unwrap();
+    f.engine.train(&keep, SPAM, Label::Spam, None).unwrap();
+    let block = ListRef {
+        owner: Owner::User(u.clone()),
+        kind: ListKind::Block,
+    };
+    let entry: Entry = "winner.example".parse().unwrap();
+    f.engine.add_list_entry(&block, &entry).unwrap();
+    f.engine.evaluate(&u, SPAM2, &Envelope::default()).unwrap();
+    assert_eq!(decisions(&f.engine, &u, "", 1).len(), 1);
+    assert!(shared_spam(&f.engine, &tokens).iter().all(|&c| c > 0));
+
+    assert!(f.engine.delete_user(&u).unwrap());
+    assert_eq!(counts(&f.engine, &u), (0, 0));
+    let settings = f.engine.user_settings(&u).unwrap();
+    assert!(!settings.share_training);
+    assert!(f.engine.list_entries(&block).unwrap().is_empty());
+    assert!(decisions(&f.engine, &u, "", 0).is_empty());
+    assert!(shared_spam(&f.engine, &tokens).iter().all(|&c| c == 0));
+    assert_eq!(f.engine.store().ledger_get(&u, &id("m")).unwrap(), None);
+    assert!(!f.engine.delete_user(&u).unwrap(), "deleting again");
+    assert_eq!(counts(&f.engine, &keep), (1, 0));
+    // Learning again starts from nothing, and is not shared.
+    let t = f.engine.train(&u, &m, Label::Spam, Some(id("m"))).unwrap();
+    assert_eq!(t.outcome, TrainOutcome::Learned);
+    assert_eq!((t.spam_learned, t.ham_learned), (1, 0));
+    assert!(shared_spam(&f.engine, &tokens).iter().all(|&c| c == 0));
+});
+
+on_both!(list_users_pages_in_the_store_order, |f| {
+    let names = ["bb", "a", "c10", "c2"];
+    for n in names {
+        f.engine.train(&f.user(n), SPAM, Label::Spam, None).unwrap();
+    }
+    let prefix = format!("{}-", f.prefix);
+    let first = f.engine.list_users(&prefix, None, 3).unwrap();
+    let listed: Vec<_> = first.users.iter().map(|l| l.user.clone()).collect();
+    // By the id's length, then its bytes.
+    assert_eq!(listed, [f.user("a"), f.user("bb"), f.user("c2")]);
+    assert_eq!(first.users[0].spam_learned, 1);
+    let rest = f
+        .engine
+        .list_users(&prefix, first.next_after.as_ref(), 3)
+        .unwrap();
+    let listed: Vec<_> = rest.users.iter().map(|l| l.user.clone()).collect();
+    assert_eq!(listed, [f.user("c10")]);
+    assert_eq!(rest.next_after, None);
+});
+
+/// The shared model's (spam, ham) counts for each of `ids`.
+fn shared_counts(e: &Engine, ids: &[TokenId]) -> Vec<(u32, u32)> {
+    let total = e.shared_model();
+    ids.iter()
+        .map(|t| total.get(*t).map_or((0, 0), |c| (c.spam, c.ham)))
+        .collect()
+}
+
+on_both!(
+    seeding_learns_once_moves_exactly_and_a_clear_drops_it_all,
+    |f| {
+        let (m, tokens) = unique_message(&f.prefix, "seed");
+        let mid = id(&format!("{}-seed", f.prefix));
+        let seeded = f.engine.seed(&m, Label::Spam, Some(mid.clone())).unwrap();
+        assert_eq!(seeded.outcome, TrainOutcome::Learned);
+        let as_spam = shared_counts(&f.engine, &tokens);
+        assert!(as_spam.iter().all(|&(s, h)| s > 0 && h == 0), "{as_spam:?}");
+        let again = f.engine.seed(&m, Label::Spam, Some(mid.clone())).unwrap();
+        assert_eq!(again.outcome, TrainOutcome::AlreadyLearned);
+        assert_eq!(shared_counts(&f.engine, &tokens), as_spam);
+        // The other label moves it, exactly.
+        let moved = f.engine.seed(&m, Label::Ham, Some(mid.clone())).unwrap();
+        assert_eq!(moved.outcome, TrainOutcome::Relearned);
+        let as_ham = shared_counts(&f.engine, &tokens);
+        assert!(as_ham.iter().all(|&(s, h)| s == 0 && h > 0), "{as_ham:?}");
+        assert!(f.engine.shared_summary().seed_ham >= 1);
+        // A clear drops the whole seed; seeding again starts from nothing.
+        f.engine.clear_seed().unwrap();
+        assert!(
+            shared_counts(&f.engine, &tokens)
+                .iter()
+                .all(|&c| c == (0, 0))
+        );
+        assert_eq!(
+            f.engine.shared_summary().seed_spam + f.engine.shared_summary().seed_ham,
+            0
+        );
+        let fresh = f.engine.seed(&m, Label::Spam, Some(mid)).unwrap();
+        assert_eq!(fresh.outcome, TrainOutcome::Learned);
+        assert_eq!(shared_counts(&f.engine, &tokens), as_spam);
+        f.engine.clear_seed().unwrap();
+    }
+);
+
+on_both!(an_export_imported_again_gives_back_the_same_user, |f| {
+    let u = f.user("u");
+    f.engine
+        .train(&u, SPAM, Label::Spam, Some(id("s1")))
+        .unwrap();
+    f.engine.train(&u, HAM, Label::Ham, Some(id("h1"))).unwrap();
+    f.engine
+        .update_settings(
+            &u,
+            &SettingsUpdate {
+                mode: Some(HandlingMode::Reject),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let block = ListRef {
+        owner: Owner::User(u.clone()),
+        kind: ListKind::Block,
+    };
+    f.engine
+        .add_list_entry(&block, &"winner.example".parse().unwrap())
+        .unwrap();
+    f.engine.evaluate(&u, HAM2, &Envelope::default()).unwrap();
+    assert_eq!(decisions(&f.engine, &u, "", 1).len(), 1);
+    let state = |e: &Engine| {
+        (
+            e.user_summary(&u).unwrap(),
+            e.user_settings(&u).unwrap(),
+            e.list_entries(&block).unwrap(),
+            decisions(e, &u, "", 1),
+            e.score(&u, SPAM2).unwrap(),
+            e.store().ledger_get(&u, &id("s1")).unwrap(),
+        )
+    };
+    let before = state(&f.engine);
+
+    let bytes = f.engine.export_user(&u).unwrap().expect("an export");
+    let exported = chaff::store::export::decode(&bytes).unwrap();
+    assert_eq!(exported.ledger.len(), 2);
+    assert_eq!(exported.decisions.len(), 1);
+    let imported = f.engine.import_user(&u, &bytes, true).unwrap();
+    assert!(imported.replaced);
+    assert_eq!(
+        (imported.messages, imported.decisions, imported.list_entries),
+        (2, 1, 1)
+    );
+    assert_eq!(state(&f.engine), before);
+    // The imported ledger undoes a click exactly.
+    let gone = f.engine.forget(&u, &id("s1")).unwrap();
+    assert_eq!(gone.label, Label::Spam);
+    assert_eq!((gone.spam_learned, gone.ham_learned), (0, 1));
+    // Nothing stored: nothing to export.
+    assert_eq!(f.engine.export_user(&f.user("nobody")).unwrap(), None);
+});
+
+/// Two engines over one cluster act as two chaff replicas: what one
+/// changes — settings, lists, consent, the operator's lists — holds for
+/// the other's next Score (the shared model and the operator's lists
+/// within the poll interval, `SHARED_POLL`).
+#[test]
+fn settings_lists_and_consent_changed_on_one_replica_hold_on_the_other() {
+    let Some(cluster) = crate::redis_cluster::Cluster::shared() else {
+        return;
+    };
+    let (a, b) = (
+        redis_engine_with(&cluster.seeds(), settings()),
+        redis_engine_with(&cluster.seeds(), settings()),
+    );
+    let prefix = unique("two-engines");
+    let u = UserId::new(format!("{prefix}-u")).unwrap();
+    let (m, tokens) = unique_message(&prefix, "m");
+    // B holds the user's slot (policy included) before A changes anything.
+    b.train(&u, HAM, Label::Ham, Some(id("h"))).unwrap();
+    let rule = |e: &Engine| {
+        e.evaluate(&u, SPAM2, &Envelope::default())
+            .unwrap()
+            .decision
+            .rule
+            .kind()
+    };
+    assert_eq!(rule(&b), RuleKind::Model);
+    let block = ListRef {
+        owner: Owner::User(u.clone()),
+        kind: ListKind::Block,
+    };
+    a.add_list_entry(&block, &"winner.example".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        rule(&b),
+        RuleKind::BlockList,
+        "B's next Score sees A's entry"
+    );
+    a.update_settings(
+        &u,
+        &SettingsUpdate {
+            mode: Some(HandlingMode::Reject),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    b.score(&u, HAM).unwrap();
+    assert_eq!(b.user_settings(&u).unwrap().mode, HandlingMode::Reject);
+
+    // Consent given on A, a click on B is shared; A's copy has it after
+    // a poll, and after a revoke on B, neither has it.
+    share(&a, &u, true);
+    b.train(&u, &m, Label::Spam, Some(id("m"))).unwrap();
+    let seen = |e: &Engine, want_shared: bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            e.score(&u, HAM).unwrap(); // a Score polls when due
+            let all = shared_spam(e, &tokens)
+                .iter()
+                .all(|&c| (c > 0) == want_shared);
+            if all || std::time::Instant::now() > deadline {
+                return all;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    assert!(seen(&b, true), "the click was shared under A's consent");
+    assert!(seen(&a, true), "A's copy of the shared model has B's click");
+    share(&b, &u, false);
+    assert!(seen(&b, false));
+    assert!(seen(&a, false), "A's copy drops the revoked part");
+
+    // The operator's lists too: a block entry for a domain only this
+    // test sends from.
+    let tag = format!("op{}", short(&prefix));
+    let from_tag =
+        format!("From: news@{tag}.example\r\nSubject: notes\r\n\r\nhello\r\n").into_bytes();
+    let operator = ListRef {
+        owner: Owner::Operator,
+        kind: ListKind::Block,
+    };
+    let entry: Entry = format!("{tag}.example").parse().unwrap();
+    let ruled = |e: &Engine| {
+        e.evaluate(&u, &from_tag, &Envelope::default())
+            .unwrap()
+            .decision
+            .rule
+            .kind()
+    };
+    assert_eq!(ruled(&b), RuleKind::Model);
+    a.add_list_entry(&operator, &entry).unwrap();
+    assert_eq!(ruled(&a), RuleKind::BlockList);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ruled(&b) != RuleKind::BlockList {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never saw the operator's entry"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    a.remove_list_entry(&operator, &entry).unwrap();
+}
+
 /// Two `chaff serve --store redis://…` processes over one cluster: what one
 /// acknowledges, the other's next Score and GetUser see; what the Redis
 /// store does not hold yet is refused, naming it.
@@ -333,10 +871,8 @@ async fn two_servers_over_one_cluster_see_each_others_clicks_at_once() {
     assert_eq!(user(&mut ca, &u).await.spam_learned, 0);
     // Not on the Redis store yet: refused, naming what.
     let refused = ca
-        .update_user(proto::UpdateUserRequest {
-            user_id: u.clone(),
-            share_training: Some(true),
-            ..Default::default()
+        .backup(proto::BackupRequest {
+            directory: da.path().join("backup").display().to_string(),
         })
         .await
         .unwrap_err();

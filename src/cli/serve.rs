@@ -56,12 +56,12 @@ pub struct ServeArgs {
     /// several chaff processes share (list every seed node: with one, the
     /// client can take minutes to notice a failover). Any chaff process can
     /// then serve any user; route a user to one process (hash the user id)
-    /// to keep their model cached there. On Redis only user models and
-    /// clicks are held yet: Train, Forget, Score, ScoreBatch, GetUser and
-    /// GetStats work; settings, lists, the decision log, the shared model,
-    /// ListUsers, DeleteUser, export/import and backup answer
-    /// FAILED_PRECONDITION, and delivered mail is not learned
-    /// (docs/SCALING.md).
+    /// to keep their model cached there. Every RPC works on Redis but
+    /// Backup (FAILED_PRECONDITION: back up the cluster itself); models
+    /// are not pruned to --max-user-tokens there yet, and every click stays
+    /// exactly undoable (no --undo-window); other processes' changes to
+    /// the shared model and the operator's lists reach this one within
+    /// about 100 ms (docs/SCALING.md).
     #[arg(long, env = "CHAFF_STORE", default_value = "sled", value_parser = store_location, value_name = "sled|redis://HOST:PORT,…")]
     store: StoreLocation,
     /// Redis replicas that must confirm each click (WAIT, on the primary of
@@ -439,9 +439,12 @@ async fn redis_engine(
         .with_context(|| format!("cannot connect to the Redis Cluster at {}", nodes.join(",")))?;
     info!(
         nodes = nodes.join(","),
-        replicas, "redis cluster connected: user models and clicks only (docs/SCALING.md)"
+        replicas,
+        "redis cluster connected: no seeding, export/import or backup there (docs/SCALING.md)"
     );
-    Ok(Engine::new(store, settings)?)
+    // The engine reads the operator's lists and the shared model at start:
+    // blocking calls, off the runtime's workers.
+    Ok(tokio::task::spawn_blocking(move || Engine::new(store, settings)).await??)
 }
 
 #[cfg(not(feature = "redis"))]

@@ -306,9 +306,7 @@ impl Engine {
         ids: &[TokenId],
         message_id: &MessageId,
     ) -> Result<bool, Error> {
-        // Not on a store shared by replicas yet: its click script has no
-        // implicit (replaceable) entries.
-        if !self.settings.learn_delivered || self.store.shared_clicks().is_some() {
+        if !self.settings.learn_delivered {
             return Ok(false);
         }
         let Some(slot) = self.slot(user)? else {

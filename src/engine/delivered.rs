@@ -426,6 +426,15 @@ impl Engine {
     ) -> Result<bool, Error> {
         #[cfg(feature = "fault-injection")]
         crate::fault::slow_learning(user);
+        if let Some(clicks) = self.store.shared_clicks() {
+            // The store decides and applies it atomically (`replicas.rs`).
+            let learned =
+                self.learn_delivered_shared(clicks, user, slot, writer, ids, message_id)?;
+            if learned {
+                self.delivered.inner.learned.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(learned);
+        }
         let weights = slot.model.read().weights();
         if weights == (0, 0) || self.store.ledger_contains(user, message_id)? {
             return Ok(false);

@@ -201,6 +201,10 @@ struct UserPolicy {
     consent: u64,
     allow: List,
     block: List,
+    /// The version of these in a store shared by replicas (0: none
+    /// stored, or sled, which does not version them): the per-Score
+    /// refresh brings them again when the store's differs (`replicas.rs`).
+    version: u64,
 }
 
 struct UserSlot {
@@ -405,8 +409,7 @@ impl Engine {
     /// Reads the user's model and policy and puts a slot in the map; `None`
     /// if neither is stored. The caller holds the user's load lock.
     fn load_slot(&self, user: &UserId) -> Result<Option<Arc<UserSlot>>, Error> {
-        let loaded = self.store.load_model(user)?;
-        let policy = self.load_policy(user)?;
+        let (loaded, policy) = self.load_user(user)?;
         if loaded.is_none() && policy.is_none() {
             return Ok(None);
         }
@@ -416,8 +419,7 @@ impl Engine {
     /// [`Engine::load_slot`], with an empty model and default policy for
     /// what is not stored.
     fn load_or_new_slot(&self, user: &UserId) -> Result<Arc<UserSlot>, Error> {
-        let loaded = self.store.load_model(user)?;
-        let policy = self.load_policy(user)?;
+        let (loaded, policy) = self.load_user(user)?;
         Ok(self.install_slot(user, loaded, policy))
     }
 

@@ -13,17 +13,31 @@
 //! lock still serialises this replica's refreshes and clicks of one user,
 //! so the held model and its version never disagree.
 //!
-//! Not yet on such a store (docs/SCALING.md): learning from delivered mail
-//! (the click script has no implicit entries), sharing, lists, settings,
-//! the decision log and pruning to `--max-user-tokens`.
+//! The same round trip brings the user's settings and lists when their
+//! version in the store differs from the one the slot holds, so a setting
+//! changed through one replica holds for the next Score on any other. The
+//! shared model and the operator's lists are polled instead
+//! ([`Engine::poll_shared`]: at most every `SHARED_POLL` of the backend,
+//! by whichever Score comes first, and at once after this replica's own
+//! sharing click or revoke): they change with few users' clicks, and a
+//! second round trip per Score would cost every Score.
+//!
+//! Delivered mail is learned by the store's click script too (its rules
+//! and weight decided there, from the counts it sees), and a click
+//! replaces it exactly, under the caller's id or the derived one, in the
+//! same script.
+//!
+//! Not yet on such a store (docs/SCALING.md): pruning to
+//! `--max-user-tokens` and the undo window.
 
 use super::clicks::{Forgotten, TrainOutcome, Trained};
 use super::score::ReadMessage;
 use super::{Engine, UserSlot, WriterState};
-use crate::classify::Weight;
+use crate::classify::{self, Weight};
 use crate::error::Error;
+use crate::policy::{List, ListKind};
 use crate::store::{ClickOutcome, LedgerEntry, ModelChanges, SharedClicks, checkpoint_due};
-use crate::tokenize::TOKENIZER_VERSION;
+use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, MessageId, UserId};
 
 impl Engine {
@@ -51,7 +65,12 @@ impl Engine {
         writer: &mut WriterState,
         clicks: &dyn SharedClicks,
     ) -> Result<(), Error> {
-        let tokens = match clicks.changes_since(user, writer.last_seq)? {
+        let held_policy = slot.policy.read().version;
+        let changes = clicks.changes_with_policy(user, writer.last_seq, held_policy)?;
+        if let Some(stored) = changes.policy {
+            *slot.policy.write() = self.policy_from(stored);
+        }
+        let tokens = match changes.model {
             ModelChanges::Fresh => return Ok(()),
             ModelChanges::Records {
                 ops,
@@ -99,7 +118,33 @@ impl Engine {
         let headers = &message.headers;
         let slot = self.slot_or_new(user)?;
         self.refresh(user, &slot, clicks)?;
-        let (weight, trusted) = self.click_weight(&slot, label, ids, headers, own_log_odds);
+        let (mut weight, trusted) = self.click_weight(&slot, label, ids, headers, own_log_odds);
+        // Delivered-mail learning of this message still queued loses to
+        // the click (`delivered.rs`), under either id: claimed under the
+        // writer lock, which the worker holds from its check to its write.
+        {
+            let _writer = slot.writer.lock();
+            self.delivered
+                .claim(user, &[&message_id, &message.derived_id]);
+        }
+        // A click on mail learned from its delivery is judged as if that
+        // had never been, as on sled (`clicks.rs`): the model ends as if
+        // only the click had happened. (Rare, so the extra reads are
+        // only paid when it is possible: a ham click.)
+        if label == Label::Ham && !trusted {
+            let mut delivered = self.store.ledger_get(user, &message_id)?;
+            if delivered.is_none() && message_id != message.derived_id {
+                delivered = self.store.ledger_get(user, &message.derived_id)?;
+            }
+            if let Some(prev) = delivered.filter(|p| p.implicit && p.label == label) {
+                let mut model = slot.model.read().clone();
+                if prev.tokenizer_version == TOKENIZER_VERSION {
+                    crate::store::Op::Unlearn(prev.label, prev.weight, prev.tokens)
+                        .apply(&mut model);
+                }
+                weight = classify::learn_weight(&model, ids, label, &self.settings.params);
+            }
+        }
         let entry = LedgerEntry {
             label,
             tokenizer_version: TOKENIZER_VERSION,
@@ -108,9 +153,15 @@ impl Engine {
             shared: 0,
             implicit: false,
         };
-        let clicked = clicks.train(user, &message_id, &entry)?;
+        let derived = (message_id != message.derived_id).then_some(&message.derived_id);
+        let clicked = clicks.train(user, &message_id, derived, &entry)?;
         self.refresh(user, &slot, clicks)?;
+        let sharing = slot.policy.read().consent != 0;
         drop(slot);
+        if sharing {
+            // This replica's own sharing click is in its next Score.
+            self.poll_shared(clicks, true)?;
+        }
         self.evict_over_budget(user);
         let (outcome, low_effect) = match clicked.outcome {
             ClickOutcome::Learned => (TrainOutcome::Learned, trusted),
@@ -147,6 +198,11 @@ impl Engine {
         user: &UserId,
         message_id: &MessageId,
     ) -> Result<Forgotten, Error> {
+        // Forgotten before its delivery was learned: not learned later.
+        let cached = self.users.read().get(user).cloned();
+        let _writer = cached.as_ref().map(|slot| slot.writer.lock());
+        self.delivered.claim(user, &[message_id]);
+        drop(_writer);
         let clicked = clicks.forget(user, message_id)?;
         let ClickOutcome::Forgotten(label) = clicked.outcome else {
             return Err(Error::Corrupt {
@@ -158,13 +214,64 @@ impl Engine {
             });
         };
         let cached = self.users.read().get(user).cloned();
+        let mut sharing = false;
         if let Some(slot) = cached {
             self.refresh(user, &slot, clicks)?;
+            sharing = slot.policy.read().consent != 0;
+        }
+        if sharing {
+            self.poll_shared(clicks, true)?;
         }
         Ok(Forgotten {
             label,
             spam_learned: clicked.spam_learned,
             ham_learned: clicked.ham_learned,
         })
+    }
+}
+
+impl Engine {
+    /// Learns delivered mail on a shared store: the store's script applies
+    /// the rules (never a first learning, never over a ledger entry) and
+    /// the weight from the counts it sees, atomically; the held model is
+    /// then brought up to date. The caller holds the user's writer lock.
+    pub(super) fn learn_delivered_shared(
+        &self,
+        clicks: &dyn SharedClicks,
+        user: &UserId,
+        slot: &UserSlot,
+        writer: &mut WriterState,
+        ids: &[TokenId],
+        message_id: &MessageId,
+    ) -> Result<bool, Error> {
+        let learned = clicks.learn_delivered(user, message_id, ids)?.is_some();
+        if learned {
+            self.refresh_locked(user, slot, writer, clicks)?;
+        }
+        Ok(learned)
+    }
+
+    /// Brings this process's copy of the shared model and of the
+    /// operator's lists up to date, when the backend says a poll is due
+    /// (`force`: now). Applied under the shared model's write lock after
+    /// the store was read, so scoring never waits on the network.
+    pub(super) fn poll_shared(&self, clicks: &dyn SharedClicks, force: bool) -> Result<(), Error> {
+        let Some(update) = clicks.shared_update(force)? else {
+            return Ok(());
+        };
+        if !update.parts.is_empty() {
+            let mut shared = self.shared.write();
+            for change in update.parts {
+                change.apply_to(&mut shared);
+            }
+            self.cache.charge_shared(shared.stored_tokens());
+        }
+        if let Some(stored) = update.operator {
+            let mut operator = self.operator.write();
+            operator.allow = List::from_entries(stored.list(ListKind::Allow));
+            operator.block = List::from_entries(stored.list(ListKind::Block));
+            operator.trusted = List::from_entries(stored.list(ListKind::Trusted));
+        }
+        Ok(())
     }
 }

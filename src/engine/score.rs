@@ -202,8 +202,13 @@ impl Engine {
         // on a store shared by replicas, brought up to date first (one
         // round trip, `replicas.rs`).
         let slot = self.slot(user)?;
-        if let (Some(slot), Some(clicks)) = (&slot, self.store.shared_clicks()) {
-            self.refresh(user, slot, clicks)?;
+        if let Some(clicks) = self.store.shared_clicks() {
+            if let Some(slot) = &slot {
+                self.refresh(user, slot, clicks)?;
+            }
+            // The shared model and the operator's lists: polled, at most
+            // every so often, never waited for (`replicas.rs`).
+            self.poll_shared(clicks, false)?;
         }
 
         // 3. Read.

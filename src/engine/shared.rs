@@ -169,6 +169,12 @@ impl Engine {
             self.store.set_seed_id(id, false)?;
             *seed = id;
         }
+        if let Some(clicks) = self.store.shared_clicks() {
+            // A store shared by replicas decides it, as a click
+            // (`store::redis_cluster`'s seed): the seed lock orders only
+            // this process's seeds.
+            return self.seed_shared(clicks, seed, message_id, label, ids);
+        }
         // Entries of a cleared seed are stale: as if never seeded.
         let previous = self
             .store
@@ -219,10 +225,51 @@ impl Engine {
         })
     }
 
+    /// [`Engine::seed`] on a store shared by replicas.
+    fn seed_shared(
+        &self,
+        clicks: &dyn crate::store::SharedClicks,
+        seed: parking_lot::MutexGuard<'_, u64>,
+        message_id: MessageId,
+        label: Label,
+        ids: Vec<crate::tokenize::TokenId>,
+    ) -> Result<Seeded, Error> {
+        let entry = LedgerEntry {
+            label,
+            tokenizer_version: TOKENIZER_VERSION,
+            tokens: ids,
+            weight: classify::Weight::FULL,
+            shared: *seed,
+            implicit: false,
+        };
+        let clicked = clicks.seed(&message_id, &entry)?;
+        drop(seed);
+        // This replica's next Score has it.
+        self.poll_shared(clicks, true)?;
+        let outcome = match clicked.outcome {
+            crate::store::ClickOutcome::Learned => TrainOutcome::Learned,
+            crate::store::ClickOutcome::AlreadyLearned => TrainOutcome::AlreadyLearned,
+            crate::store::ClickOutcome::Relearned => TrainOutcome::Relearned,
+            crate::store::ClickOutcome::Forgotten(_) => {
+                return Err(Error::Corrupt {
+                    what: "the store answered a seed with Forgotten".into(),
+                });
+            }
+        };
+        Ok(Seeded {
+            outcome,
+            message_id,
+        })
+    }
+
     /// Removes the operator's whole seed from the shared model (users'
     /// contributions stay); returns the spam and ham messages it held.
     pub fn clear_seed(&self) -> Result<(u64, u64), Error> {
         self.needs(Aggregate::Shared)?;
+        if let Some(clicks) = self.store.shared_clicks() {
+            // Count what another replica seeded lately too.
+            self.poll_shared(clicks, true)?;
+        }
         let mut seed = self.seed.lock();
         let id = self.store.generate_id()?;
         self.store.set_seed_id(id, true)?;

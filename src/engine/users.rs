@@ -43,12 +43,57 @@ impl ListRef {
 }
 
 impl Engine {
+    /// The user's model and policy from storage (each `None` if not
+    /// stored): on a store shared by replicas in one round trip, which
+    /// matters for the many users mail arrives for who never clicked.
+    pub(super) fn load_user(
+        &self,
+        user: &UserId,
+    ) -> Result<(Option<crate::store::LoadedModel>, Option<UserPolicy>), Error> {
+        let Some(clicks) = self.store.shared_clicks() else {
+            return Ok((self.store.load_model(user)?, self.load_policy(user)?));
+        };
+        let changes = clicks.changes_with_policy(user, 0, 0)?;
+        let loaded = match changes.model {
+            crate::store::ModelChanges::Fresh => None,
+            crate::store::ModelChanges::Reload(loaded) => Some(loaded),
+            crate::store::ModelChanges::Records {
+                ops,
+                version,
+                entries,
+            } => {
+                let mut model = crate::classify::Model::default();
+                for op in &ops {
+                    op.apply(&mut model);
+                }
+                Some(crate::store::LoadedModel {
+                    model,
+                    last_seq: version,
+                    journal_entries: entries,
+                })
+            }
+        };
+        let policy = changes
+            .policy
+            .filter(|p| p.version != 0 || p.settings.is_some() || !p.lists.is_empty())
+            .map(|stored| self.policy_from(stored));
+        Ok((loaded, policy))
+    }
+
     /// The user's settings and lists from storage; `None` if never set.
     pub(super) fn load_policy(&self, user: &UserId) -> Result<Option<UserPolicy>, Error> {
         if !self.store.holds(Aggregate::Policy) {
-            // Scoring on a store without settings and lists (Redis, for
-            // now) uses the defaults; changing them is refused.
+            // Scoring on a store without settings and lists uses the
+            // defaults; changing them is refused.
             return Ok(None);
+        }
+        if let Some(clicks) = self.store.shared_clicks() {
+            // One read, with the version later refreshes compare.
+            let stored = clicks.policy(user)?;
+            if stored.version == 0 && stored.settings.is_none() && stored.lists.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(self.policy_from(stored)));
         }
         let settings = self.store.settings(user)?;
         let owner = Owner::User(user.clone());
@@ -63,7 +108,23 @@ impl Engine {
             consent,
             allow: List::from_entries(allow),
             block: List::from_entries(block),
+            version: 0,
         }))
+    }
+
+    /// A user's policy as a store shared by replicas holds it.
+    pub(super) fn policy_from(&self, stored: crate::store::StoredPolicy) -> UserPolicy {
+        let (settings, consent) = stored
+            .settings
+            .clone()
+            .unwrap_or_else(|| (self.default_user_settings(), 0));
+        UserPolicy {
+            settings,
+            consent,
+            allow: List::from_entries(stored.list(ListKind::Allow)),
+            block: List::from_entries(stored.list(ListKind::Block)),
+            version: stored.version,
+        }
     }
 
     /// A spam click on this message would be on a trusted sender's mail:
@@ -142,7 +203,11 @@ impl Engine {
 
     /// The user's delivery settings (defaults if never set).
     pub fn user_settings(&self, user: &UserId) -> Result<UserSettings, Error> {
-        Ok(match self.slot(user)? {
+        let slot = self.slot(user)?;
+        if let (Some(slot), Some(clicks)) = (&slot, self.store.shared_clicks()) {
+            self.refresh(user, slot, clicks)?;
+        }
+        Ok(match slot {
             Some(slot) => slot.policy.read().settings.clone(),
             None => self.default_user_settings(),
         })
@@ -160,6 +225,12 @@ impl Engine {
         update: &SettingsUpdate,
     ) -> Result<UserSettings, Error> {
         self.needs(Aggregate::Policy)?;
+        if let Some(clicks) = self.store.shared_clicks() {
+            // Change what the store holds now (another replica may have
+            // changed it): the consent id above all.
+            let slot = self.slot_or_new(user)?;
+            self.refresh(user, &slot, clicks)?;
+        }
         // The writer lock orders this against the user's other writes.
         let next = self.with_writer(user, |slot, _writer| {
             let (current, consent) = {

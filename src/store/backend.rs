@@ -40,7 +40,7 @@
 //! locks across await points, and cost sled's hot paths a future per call.
 //! docs/ARCHITECTURE.md, "Storage interface".
 
-use crate::classify::{Model, Weight};
+use crate::classify::{Model, SharedModel, Weight};
 use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
 use crate::types::{Label, MessageId, Owner, UserId};
@@ -127,6 +127,90 @@ pub enum ModelChanges {
     Reload(LoadedModel),
 }
 
+/// A user's (or the operator's) settings and lists as a store shared by
+/// replicas holds them, at a version every change raises: a replica
+/// holding that version knows it holds them all
+/// ([`SharedClicks::changes_with_policy`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredPolicy {
+    /// 0: nothing ever stored.
+    pub version: u64,
+    /// Settings and consent id, if ever set.
+    pub settings: Option<(UserSettings, u64)>,
+    /// Every list entry, each list in the store's order.
+    pub lists: Vec<(ListKind, Entry)>,
+}
+
+impl StoredPolicy {
+    /// One list's entries.
+    pub fn list(&self, kind: ListKind) -> Vec<Entry> {
+        self.lists
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+/// What changed in a user's model and in their settings and lists since
+/// the versions a replica holds: the one round trip before a Score.
+#[derive(Debug)]
+pub struct UserChanges {
+    pub model: ModelChanges,
+    /// `None`: the policy version held is current.
+    pub policy: Option<StoredPolicy>,
+}
+
+/// A change to one contributor's part of the shared model, for a
+/// replica's in-memory copy (`classify::SharedModel`), which computes the
+/// capped sum itself.
+#[derive(Debug)]
+pub enum PartChange {
+    /// Apply these ops to the part held.
+    Apply { who: Owner, ops: Vec<Op> },
+    /// The part is this model now (after a fold the replica had not seen,
+    /// a revoke, a deletion: then empty).
+    Replace { who: Owner, model: Model },
+    /// The contributor is gone from the shared model.
+    Remove { who: Owner },
+}
+
+impl PartChange {
+    /// Applies the change to a copy of the shared model.
+    pub fn apply_to(self, model: &mut SharedModel) {
+        match self {
+            PartChange::Apply { who, ops } => {
+                for op in &ops {
+                    match op {
+                        Op::Learn(label, w, ids) => model.apply(&who, true, *label, *w, ids),
+                        Op::Unlearn(label, w, ids) => model.apply(&who, false, *label, *w, ids),
+                    }
+                }
+            }
+            // An empty part (revoked, deleted) is no contributor at all,
+            // as on sled, where it is removed.
+            PartChange::Replace { who, model: part }
+                if part.token_count() == 0 && part.weights() == (0, 0) =>
+            {
+                model.remove(&who);
+            }
+            PartChange::Replace { who, model: part } => model.replace_part(who, part),
+            PartChange::Remove { who } => {
+                model.remove(&who);
+            }
+        }
+    }
+}
+
+/// What changed in the shared model and the operator's lists since a
+/// replica last asked ([`SharedClicks::shared_update`]).
+#[derive(Debug, Default)]
+pub struct SharedUpdate {
+    pub parts: Vec<PartChange>,
+    /// The operator's lists, when they changed.
+    pub operator: Option<StoredPolicy>,
+}
+
 /// Clicks on a store that several chaff processes share: the store checks
 /// the ledger and applies a click in one atomic step, and replicas read
 /// what changed since the version they hold.
@@ -134,8 +218,52 @@ pub trait SharedClicks: Send + Sync {
     /// Learns `entry` for `msg` (Train): LEARNED, ALREADY_LEARNED (same
     /// label; nothing changes), or RELEARNED (the earlier click undone
     /// exactly, if the current tokenizer made it). Acknowledged: durable
-    /// as the backend promises it when this returns.
-    fn train(&self, user: &UserId, msg: &MessageId, entry: &LedgerEntry) -> Result<Clicked, Error>;
+    /// as the backend promises it when this returns. `derived`: the id
+    /// chaff derives for the message when the caller names it otherwise;
+    /// delivered mail learned under it is replaced by this click, in the
+    /// same atomic step.
+    fn train(
+        &self,
+        user: &UserId,
+        msg: &MessageId,
+        derived: Option<&MessageId>,
+        entry: &LedgerEntry,
+    ) -> Result<Clicked, Error>;
+
+    /// Learns delivered mail as ham (`Engine::learn_delivered`'s rules,
+    /// applied atomically by the store from the counts it sees): the
+    /// weight it was learned with, or `None` when it was not (a user who
+    /// never clicked, or a message already in the ledger).
+    fn learn_delivered(
+        &self,
+        user: &UserId,
+        msg: &MessageId,
+        tokens: &[crate::tokenize::TokenId],
+    ) -> Result<Option<Weight>, Error>;
+
+    /// Seeds one message into the shared model under the operator's
+    /// current seed id (LEARNED, ALREADY_LEARNED or RELEARNED, as a
+    /// click), atomically with the seed's ledger.
+    fn seed(&self, msg: &MessageId, entry: &LedgerEntry) -> Result<Clicked, Error>;
+
+    /// [`SharedClicks::changes_since`], and the user's settings and lists
+    /// when their version is not `policy_version`, in the same round trip.
+    fn changes_with_policy(
+        &self,
+        user: &UserId,
+        version: u64,
+        policy_version: u64,
+    ) -> Result<UserChanges, Error>;
+
+    /// The user's settings and lists as stored now.
+    fn policy(&self, user: &UserId) -> Result<StoredPolicy, Error>;
+
+    /// What changed in the shared model and the operator's lists since
+    /// this process last asked. Polled, not asked per Score: `None` when
+    /// the last poll is more recent than the backend's interval, or
+    /// another thread is polling now; `force` asks regardless of the
+    /// interval (after this replica's own sharing click or revoke).
+    fn shared_update(&self, force: bool) -> Result<Option<SharedUpdate>, Error>;
 
     /// Undoes a click exactly; [`Error::NotLearned`] if there is none.
     fn forget(&self, user: &UserId, msg: &MessageId) -> Result<Clicked, Error>;

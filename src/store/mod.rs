@@ -104,7 +104,10 @@ use sled::{Batch, Db, Tree};
 
 use crate::error::Error;
 
-pub use backend::{Aggregate, Backend, ClickOutcome, Clicked, ModelChanges, SharedClicks, not_on};
+pub use backend::{
+    Aggregate, Backend, ClickOutcome, Clicked, ModelChanges, PartChange, SharedClicks,
+    SharedUpdate, StoredPolicy, UserChanges, not_on,
+};
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
 pub use dict::{DICT_CACHE_TOKENS, DICT_ENTRY_BYTES};

@@ -2,10 +2,13 @@
 //! ([`Backend`] + [`SharedClicks`]): what `chaff serve --store redis://…`
 //! runs on.
 //!
-//! It holds user models and clicks (train, relearn, Forget, the per-Score
-//! refresh, checkpoints) and nothing else yet: every other aggregate
-//! answers [`Error::NotOnStore`] (FAILED_PRECONDITION), never another
-//! store's data.
+//! It holds user models and clicks (train, relearn, Forget, delivered
+//! mail, the per-Score refresh, checkpoints), settings and lists (fresh on
+//! every replica through the same per-Score round trip), the decision log,
+//! the shared model with consent (polled: [`SHARED_POLL`]), and users
+//! (DeleteUser, ListUsers), the operator's seed, export and import. Not
+//! backup (a copy of a sled directory): it answers [`Error::NotOnStore`]
+//! (FAILED_PRECONDITION, naming it), never another store's data.
 //!
 //! The interface is synchronous (`store::backend` says why); redis-rs is
 //! async. The backend owns a small tokio runtime (one worker thread, which
@@ -17,20 +20,38 @@
 //! Owning the runtime also lets tests and tools without one use the store.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use redis::Value;
 
-use super::{Keys, RedisConfig, RedisStore, apply_records, array, bytes, corrupt, int, record_ops};
-use crate::classify::Model;
+use super::policy::parse_policy;
+use super::{
+    Keys, RedisConfig, RedisStore, SharedHeld, apply_records, array, bytes, corrupt, int,
+    record_ops,
+};
+use crate::classify::{Model, Weight};
 use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
-use crate::store::backend::{Aggregate, Backend, Clicked, ModelChanges, SharedClicks, not_on};
+use crate::store::backend::{
+    Aggregate, Backend, Clicked, ModelChanges, PartChange, SharedClicks, SharedUpdate,
+    StoredPolicy, UserChanges,
+};
 use crate::store::codec;
 use crate::store::export::UserExport;
 use crate::store::{LedgerEntry, LoadedModel, Op, Snapshot, StorageError};
+use crate::tokenize::TokenId;
 use crate::types::{MessageId, Owner, UserId};
 
 const NAME: &str = "redis";
+
+/// How often a replica asks the cluster what changed in the shared model
+/// and the operator's lists (at most; a Score triggers it, never waits for
+/// another thread's poll). A sharing click or a revoke through this
+/// replica polls at once; through another replica it reaches this one's
+/// scores within about this long. Every Score polling would double its
+/// round trips for a model that changes with a few sharing users' clicks.
+pub const SHARED_POLL: Duration = Duration::from_millis(100);
 
 /// A Redis Cluster as the engine's store.
 pub struct RedisBackend {
@@ -38,6 +59,18 @@ pub struct RedisBackend {
     /// `None` only while being dropped (shut down without blocking, so the
     /// backend may be dropped anywhere, also inside an async task).
     runtime: Option<tokio::runtime::Runtime>,
+    /// Where this process's copy of the shared model and of the operator's
+    /// lists stands ([`SharedClicks::shared_update`]).
+    poll: Mutex<Poll>,
+}
+
+/// What [`RedisBackend`] knows of the shared model and the operator's
+/// lists the engine holds.
+#[derive(Default)]
+struct Poll {
+    shared: SharedHeld,
+    operator_version: u64,
+    last: Option<Instant>,
 }
 
 impl RedisBackend {
@@ -54,6 +87,7 @@ impl RedisBackend {
         Ok(Self {
             store,
             runtime: Some(runtime),
+            poll: Mutex::new(Poll::default()),
         })
     }
 
@@ -71,10 +105,6 @@ impl RedisBackend {
             .handle()
             .block_on(fut)
     }
-
-    fn not_held<T>(&self, what: Aggregate) -> Result<T, Error> {
-        Err(not_on(NAME, what))
-    }
 }
 
 impl Drop for RedisBackend {
@@ -90,23 +120,42 @@ impl RedisStore {
     /// (`read.lua`), as ops for a held model to apply (or a model to
     /// replace it with).
     pub async fn changes_since(&self, user: &UserId, version: u64) -> Result<ModelChanges, Error> {
+        Ok(self.changes(user, version, None).await?.model)
+    }
+
+    /// [`RedisStore::changes_since`], and with `policy_version` the user's
+    /// settings and lists when their version differs, in the same round
+    /// trip.
+    pub async fn changes(
+        &self,
+        user: &UserId,
+        version: u64,
+        policy_version: Option<u64>,
+    ) -> Result<UserChanges, Error> {
         let keys = Keys::of(user);
         let reply: Value = self
             .bounded("a model read", async {
-                let mut conn = self.conn.clone();
                 let mut call = self.scripts.read.prepare_invoke();
                 call.key(&keys.meta)
                     .key(&keys.snapshot)
                     .key(&keys.journal)
                     .arg(version);
-                Ok(call.invoke_async(&mut conn).await?)
+                if let Some(held) = policy_version {
+                    call.key(&keys.policy).arg(held);
+                }
+                self.again(super::READ, || {
+                    let mut conn = self.conn.clone();
+                    let call = &call;
+                    async move { call.invoke_async(&mut conn).await }
+                })
+                .await
             })
             .await?;
         let parts = array(&reply, "model read reply")?;
         let part = |i: usize| parts.get(i).ok_or_else(|| corrupt("model read reply"));
         let now = int(part(0)?, "version")?;
-        match int(part(1)?, "read mode")? {
-            0 => Ok(ModelChanges::Fresh),
+        let model = match int(part(1)?, "read mode")? {
+            0 => ModelChanges::Fresh,
             1 => {
                 let mut ops = Vec::new();
                 let mut entries = 0u64;
@@ -115,11 +164,11 @@ impl RedisStore {
                     entries += these.iter().map(Op::entries).sum::<u64>().max(1);
                     ops.extend(these);
                 }
-                Ok(ModelChanges::Records {
+                ModelChanges::Records {
                     ops,
                     version: now,
                     entries,
-                })
+                }
             }
             2 => {
                 let snapshot = bytes(part(2)?, "snapshot")?;
@@ -129,20 +178,95 @@ impl RedisStore {
                     codec::decode_snapshot(snapshot)?.0
                 };
                 let entries = apply_records(&mut model, array(part(3)?, "journal records")?)?;
-                Ok(ModelChanges::Reload(LoadedModel {
+                ModelChanges::Reload(LoadedModel {
                     model,
                     last_seq: now,
                     journal_entries: entries,
-                }))
+                })
             }
-            _ => Err(corrupt("read mode")),
-        }
+            _ => return Err(corrupt("read mode")),
+        };
+        let policy = match (policy_version, parts.get(5)) {
+            (Some(_), Some(fields)) => {
+                let mut policy = parse_policy(array(fields, "policy hash")?)?;
+                // The version read in the same step, also for a hash that
+                // is gone (0).
+                policy.version = int(part(4)?, "policy version")?;
+                Some(policy)
+            }
+            _ => None,
+        };
+        Ok(UserChanges { model, policy })
+    }
+}
+
+impl RedisBackend {
+    /// Polls the shared model's parts and the operator's lists (see
+    /// [`SharedClicks::shared_update`]); the caller holds `poll`.
+    fn poll_locked(&self, poll: &mut Poll) -> Result<SharedUpdate, Error> {
+        let parts = self
+            .block_on(self.store.shared_changes(&mut poll.shared))?
+            .unwrap_or_default();
+        let version = self.block_on(self.store.policy_version(&Owner::Operator))?;
+        let operator = if version != poll.operator_version {
+            let policy = self.block_on(self.store.policy(&Owner::Operator))?;
+            poll.operator_version = policy.version;
+            Some(policy)
+        } else {
+            None
+        };
+        poll.last = Some(Instant::now());
+        Ok(SharedUpdate { parts, operator })
     }
 }
 
 impl SharedClicks for RedisBackend {
-    fn train(&self, user: &UserId, msg: &MessageId, entry: &LedgerEntry) -> Result<Clicked, Error> {
-        self.block_on(self.store.train(user, msg, entry))
+    fn train(
+        &self,
+        user: &UserId,
+        msg: &MessageId,
+        derived: Option<&MessageId>,
+        entry: &LedgerEntry,
+    ) -> Result<Clicked, Error> {
+        self.block_on(self.store.train_click(user, msg, derived, entry))
+    }
+    fn learn_delivered(
+        &self,
+        user: &UserId,
+        msg: &MessageId,
+        tokens: &[TokenId],
+    ) -> Result<Option<Weight>, Error> {
+        self.block_on(self.store.learn_delivered(user, msg, tokens))
+    }
+    fn changes_with_policy(
+        &self,
+        user: &UserId,
+        version: u64,
+        policy_version: u64,
+    ) -> Result<UserChanges, Error> {
+        self.block_on(self.store.changes(user, version, Some(policy_version)))
+    }
+    fn seed(&self, msg: &MessageId, entry: &LedgerEntry) -> Result<Clicked, Error> {
+        self.block_on(self.store.seed(msg, entry))
+    }
+    fn policy(&self, user: &UserId) -> Result<StoredPolicy, Error> {
+        self.block_on(self.store.policy(&Owner::User(user.clone())))
+    }
+    fn shared_update(&self, force: bool) -> Result<Option<SharedUpdate>, Error> {
+        let mut poll = if force {
+            self.poll.lock()
+        } else {
+            // Never wait for another thread's poll: a Score goes on with
+            // the copy it has.
+            let Some(poll) = self.poll.try_lock() else {
+                return Ok(None);
+            };
+            if poll.last.is_some_and(|t| t.elapsed() < SHARED_POLL) {
+                return Ok(None);
+            }
+            poll
+        };
+        self.poll_locked(&mut poll).map(Some)
     }
     fn forget(&self, user: &UserId, msg: &MessageId) -> Result<Clicked, Error> {
         self.block_on(self.store.forget(user, msg))
@@ -163,7 +287,7 @@ impl Backend for RedisBackend {
         NAME
     }
     fn holds(&self, what: Aggregate) -> bool {
-        what == Aggregate::Models
+        what != Aggregate::Backup
     }
     fn shared_clicks(&self) -> Option<&dyn SharedClicks> {
         Some(self)
@@ -204,7 +328,7 @@ impl Backend for RedisBackend {
     ) -> Result<Option<LedgerEntry>, Error> {
         match who {
             Owner::User(user) => self.block_on(self.store.ledger_get(user, msg)),
-            Owner::Operator => self.not_held(Aggregate::Shared),
+            Owner::Operator => self.block_on(self.store.seed_ledger_get(msg)),
         }
     }
     /// Never called by the engine on this store: clicks go through
@@ -236,100 +360,148 @@ impl Backend for RedisBackend {
         Ok(())
     }
     fn generate_id(&self) -> Result<u64, Error> {
-        self.not_held(Aggregate::Policy)
+        self.block_on(self.store.generate_id())
     }
-    fn user_exists(&self, _user: &UserId) -> Result<bool, Error> {
-        self.not_held(Aggregate::Users)
+    fn user_exists(&self, user: &UserId) -> Result<bool, Error> {
+        self.block_on(self.store.user_exists(user))
     }
-    fn delete_user(&self, _user: &UserId) -> Result<(), Error> {
-        self.not_held(Aggregate::Users)
+    /// Everything at once (`delete.lua`), durable (`WAIT`) before it
+    /// returns; the rest ([`Backend::finish_delete_user`]) only catches
+    /// decisions logged meanwhile.
+    fn delete_user(&self, user: &UserId) -> Result<(), Error> {
+        self.block_on(self.store.delete_user(user)).map(drop)
     }
-    fn finish_delete_user(&self, _user: &UserId) -> Result<(), Error> {
-        self.not_held(Aggregate::Users)
+    fn finish_delete_user(&self, user: &UserId) -> Result<(), Error> {
+        self.block_on(self.store.delete_decisions(user))
     }
     fn list_users(
         &self,
-        _prefix: &str,
-        _after: Option<&UserId>,
-        _limit: usize,
+        prefix: &str,
+        after: Option<&UserId>,
+        limit: usize,
     ) -> Result<Vec<UserId>, Error> {
-        self.not_held(Aggregate::Users)
+        self.block_on(self.store.list_users(prefix, after, limit))
     }
-    fn last_decision_ms(&self, _user: &UserId) -> Result<Option<u64>, Error> {
-        self.not_held(Aggregate::Decisions)
+    fn last_decision_ms(&self, user: &UserId) -> Result<Option<u64>, Error> {
+        self.block_on(self.store.last_decision_ms(user))
     }
-    fn settings(&self, _user: &UserId) -> Result<Option<(UserSettings, u64)>, Error> {
-        self.not_held(Aggregate::Policy)
+    fn settings(&self, user: &UserId) -> Result<Option<(UserSettings, u64)>, Error> {
+        self.block_on(self.store.settings(user))
     }
     fn put_settings(
         &self,
-        _user: &UserId,
-        _settings: &UserSettings,
-        _consent: u64,
-        _clear_shared: bool,
+        user: &UserId,
+        settings: &UserSettings,
+        consent: u64,
+        clear_shared: bool,
     ) -> Result<(), Error> {
-        self.not_held(Aggregate::Policy)
+        self.block_on(
+            self.store
+                .put_settings(user, settings, consent, clear_shared),
+        )
     }
-    fn list_entries(&self, _owner: &Owner, _kind: ListKind) -> Result<Vec<Entry>, Error> {
-        self.not_held(Aggregate::Policy)
+    fn list_entries(&self, owner: &Owner, kind: ListKind) -> Result<Vec<Entry>, Error> {
+        self.block_on(self.store.list_entries(owner, kind))
     }
     fn set_list_entry(
         &self,
-        _owner: &Owner,
-        _kind: ListKind,
-        _entry: &Entry,
-        _present: bool,
+        owner: &Owner,
+        kind: ListKind,
+        entry: &Entry,
+        present: bool,
     ) -> Result<bool, Error> {
-        self.not_held(Aggregate::Policy)
+        self.block_on(self.store.set_list_entry(owner, kind, entry, present))
     }
-    fn append_decisions(&self, _records: &[(UserId, u64, Vec<u8>)]) -> Result<(), Error> {
-        self.not_held(Aggregate::Decisions)
+    fn append_decisions(&self, records: &[(UserId, u64, Vec<u8>)]) -> Result<(), Error> {
+        self.block_on(
+            self.store
+                .append_decisions(records.iter().map(|(u, t, j)| (u, *t, j.as_slice()))),
+        )
     }
     fn find_decisions(
         &self,
-        _user: &UserId,
-        _since_ms: u64,
-        _until_ms: u64,
-        _limit: usize,
-        _take: &mut dyn FnMut(&[u8]) -> Result<bool, Error>,
+        user: &UserId,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+        take: &mut dyn FnMut(&[u8]) -> Result<bool, Error>,
     ) -> Result<(), Error> {
-        self.not_held(Aggregate::Decisions)
+        self.block_on(
+            self.store
+                .find_decisions(user, since_ms, until_ms, limit, |json| {
+                    Ok(take(json)?.then_some(()))
+                }),
+        )
+        .map(drop)
     }
-    fn trim_decisions(
-        &self,
-        _user: &UserId,
-        _before_ms: u64,
-        _keep: usize,
-    ) -> Result<usize, Error> {
-        self.not_held(Aggregate::Decisions)
+    fn trim_decisions(&self, user: &UserId, before_ms: u64, keep: usize) -> Result<usize, Error> {
+        self.block_on(self.store.trim_decisions(user, before_ms, keep))
     }
-    fn users_with_decisions_before(&self, _before_ms: u64) -> Result<Vec<UserId>, Error> {
-        self.not_held(Aggregate::Decisions)
+    fn users_with_decisions_before(&self, before_ms: u64) -> Result<Vec<UserId>, Error> {
+        self.block_on(self.store.users_with_decisions_before(before_ms))
     }
+    /// Every part, read from the directory: the engine's copy at start;
+    /// [`SharedClicks::shared_update`] continues from there.
     fn load_contributions(&self) -> Result<Vec<(Owner, LoadedModel)>, Error> {
-        self.not_held(Aggregate::Shared)
+        let mut poll = self.poll.lock();
+        let changes = self
+            .block_on(self.store.shared_changes(&mut poll.shared))?
+            .unwrap_or_default();
+        let mut parts: std::collections::HashMap<Owner, Model> = Default::default();
+        for change in changes {
+            match change {
+                PartChange::Apply { who, ops } => {
+                    let part = parts.entry(who).or_default();
+                    for op in &ops {
+                        op.apply(part);
+                    }
+                }
+                PartChange::Replace { who, model } => {
+                    parts.insert(who, model);
+                }
+                PartChange::Remove { who } => {
+                    parts.remove(&who);
+                }
+            }
+        }
+        Ok(parts
+            .into_iter()
+            .map(|(who, model)| {
+                (
+                    who,
+                    // Journal entries 0: parts are folded by the store's
+                    // readers (`checkpoint_part`), not by the engine.
+                    LoadedModel {
+                        model,
+                        last_seq: 0,
+                        journal_entries: 0,
+                    },
+                )
+            })
+            .collect())
     }
+    /// Nothing to do: the engine holds no journal position for a part on
+    /// this store (see [`Backend::load_contributions`]).
     fn checkpoint_contribution(&self, _who: &Owner, _snapshot: Snapshot) -> Result<(), Error> {
-        self.not_held(Aggregate::Shared)
+        Ok(())
     }
     fn seed_id(&self) -> Result<Option<u64>, Error> {
-        self.not_held(Aggregate::Shared)
+        self.block_on(self.store.seed_id())
     }
-    fn set_seed_id(&self, _id: u64, _clear: bool) -> Result<(), Error> {
-        self.not_held(Aggregate::Shared)
+    /// Sets the seed id if there is none (another replica's stays), or
+    /// with `clear` drops the whole seed in one step (`seed.lua`).
+    fn set_seed_id(&self, id: u64, clear: bool) -> Result<(), Error> {
+        self.block_on(self.store.set_seed_id(id, clear)).map(drop)
     }
+    /// Nothing left: [`Backend::set_seed_id`] deleted the seed's ledger
+    /// in the same step.
     fn finish_seed_clear(&self) -> Result<(), Error> {
-        self.not_held(Aggregate::Shared)
+        Ok(())
     }
-    fn read_user_export(&self, _user: &UserId) -> Result<UserExport, Error> {
-        self.not_held(Aggregate::Export)
+    fn read_user_export(&self, user: &UserId) -> Result<UserExport, Error> {
+        self.block_on(self.store.read_user_export(user))
     }
-    fn write_user_import(
-        &self,
-        _user: &UserId,
-        _e: &UserExport,
-        _consent: u64,
-    ) -> Result<(), Error> {
-        self.not_held(Aggregate::Export)
+    fn write_user_import(&self, user: &UserId, e: &UserExport, consent: u64) -> Result<(), Error> {
+        self.block_on(self.store.write_user_import(user, e, consent))
     }
 }

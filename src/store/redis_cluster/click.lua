@@ -15,6 +15,8 @@
 --         caller names it otherwise ('' = none): an implicit entry there is
 --         replaced by this click, as if it had never been learned
 -- ARGV[5], ARGV[6] delivered mail only: the lightest and the full weight
+-- ARGV[7] '1': keep no model journal (the operator's seed: only the shared
+--         part and the ledger are read; the counts are still kept)
 -- Reply: {code, version, spam learned, ham learned, previous header,
 --   shared part version (0: none), 1 if the user shares now else 0}
 --   code 0 not learned (Forget of nothing; delivered mail already in the
@@ -142,7 +144,9 @@ end
 local v = redis.call('HINCRBY', meta, 'v', 1)
 local kind = 't'
 if new == '' then kind = 'f' end
-redis.call('XADD', journal, v .. '-0', 'k', kind, unpack(entry))
+if ARGV[7] ~= '1' then
+  redis.call('XADD', journal, v .. '-0', 'k', kind, unpack(entry))
+end
 if #part > 0 then
   local pv = redis.call('HINCRBY', pmeta, 'v', 1)
   redis.call('XADD', pjournal, pv .. '-0', 'k', kind, unpack(part))

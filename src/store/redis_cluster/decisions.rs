@@ -21,7 +21,7 @@ use crate::types::UserId;
 const PAGE: usize = 200;
 
 /// The milliseconds of a stream id (`<ms>-<seq>`).
-fn id_ms(id: &[u8]) -> Result<u64, Error> {
+pub(super) fn id_ms(id: &[u8]) -> Result<u64, Error> {
     std::str::from_utf8(id)
         .ok()
         .and_then(|s| s.split_once('-'))
@@ -30,36 +30,62 @@ fn id_ms(id: &[u8]) -> Result<u64, Error> {
 }
 
 impl RedisStore {
-    /// Appends decisions, each user's in one script (not waited for).
+    /// Appends decisions, each user's in one script (not waited for). The
+    /// users' scripts are sent at once, not one after another: on a
+    /// multiplexed connection each primary then runs many in one pass of
+    /// its event loop, and with `appendfsync always` a pass that writes
+    /// costs one fsync, which every reply of that pass — the Scores' model
+    /// reads included — waits for.
     pub async fn append_decisions<'a>(
         &self,
         records: impl IntoIterator<Item = (&'a UserId, u64, &'a [u8])>,
     ) -> Result<(), Error> {
-        let mut by_user: BTreeMap<&UserId, Vec<(u64, &[u8])>> = BTreeMap::new();
+        let mut by_user: BTreeMap<UserId, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
         for (user, time_ms, json) in records {
-            by_user.entry(user).or_default().push((time_ms, json));
+            by_user
+                .entry(user.clone())
+                .or_default()
+                .push((time_ms, json.to_vec()));
         }
-        let cap = self.config.decisions_per_user;
+        let mut tasks = tokio::task::JoinSet::new();
         for (user, records) in by_user {
-            let keys = Keys::of(user);
-            self.bounded("a decision append", async {
-                let mut call = self.scripts.decide.prepare_invoke();
-                call.key(&keys.decisions).arg(cap);
-                for (time_ms, json) in &records {
-                    call.arg(*time_ms).arg(*json);
-                }
-                let _: i64 = self
-                    .again(DECIDE, || {
-                        let mut conn = self.conn.clone();
-                        let call = &call;
-                        async move { call.invoke_async(&mut conn).await }
-                    })
-                    .await?;
-                Ok(())
-            })
-            .await?;
+            let store = self.clone();
+            tasks.spawn(async move { store.append_user_decisions(&user, &records).await });
         }
-        Ok(())
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            let done = done.unwrap_or_else(|e| Err(corrupt(&format!("a decision append: {e}"))));
+            if result.is_ok() {
+                result = done;
+            }
+        }
+        result
+    }
+
+    /// One user's decisions, in one script.
+    async fn append_user_decisions(
+        &self,
+        user: &UserId,
+        records: &[(u64, Vec<u8>)],
+    ) -> Result<(), Error> {
+        let cap = self.config.decisions_per_user;
+        let keys = Keys::of(user);
+        self.bounded("a decision append", async {
+            let mut call = self.scripts.decide.prepare_invoke();
+            call.key(&keys.decisions).arg(cap);
+            for (time_ms, json) in records {
+                call.arg(*time_ms).arg(json.as_slice());
+            }
+            let _: i64 = self
+                .again(DECIDE, || {
+                    let mut conn = self.conn.clone();
+                    let call = &call;
+                    async move { call.invoke_async(&mut conn).await }
+                })
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// The user's decisions from `since_ms` to `until_ms` (inclusive),
@@ -219,7 +245,7 @@ impl RedisStore {
     }
 
     /// The primaries' addresses (`CLUSTER SLOTS`: each range's first node).
-    async fn primaries(&self) -> Result<Vec<(String, u16)>, Error> {
+    pub(super) async fn primaries(&self) -> Result<Vec<(String, u16)>, Error> {
         let reply = self
             .bounded("CLUSTER SLOTS", async {
                 let mut conn = self.conn.clone();

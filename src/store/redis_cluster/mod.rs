@@ -1,6 +1,7 @@
-//! A Redis Cluster store for clicks and user models (issue #18,
-//! groundwork): what the sled ledger and journal do for one process, on a
-//! sharded cluster that several stateless chaff replicas share.
+//! A Redis Cluster store (issue #18): what the sled store does for one
+//! process — models, ledger and journal, settings and lists, the decision
+//! log, the shared model and the seed — on a sharded cluster that several
+//! stateless chaff replicas share.
 //!
 //! The engine runs on it through the storage interface ([`RedisBackend`],
 //! `backend.rs`; `chaff serve --store redis://…`); `docs/SCALING.md` says
@@ -14,10 +15,10 @@
 //! | `{u:<user>}:l`   | hash   | message id → ledger value (header + the sled ledger encoding) |
 //! | `{u:<user>}:j`   | stream | one record per click, id `<version>-0`: `k` kind, `u` the ledger value unlearned, `l` the one learned |
 //! | `{u:<user>}:s`   | string | the model snapshot (the sled snapshot encoding) at version `sv` |
-//! | `{u:<user>}:p`   | hash   | policy: `s` settings (store encoding), `c` consent id (8 bytes BE), `<list>:<entry>` list entries |
+//! | `{u:<user>}:p`   | hash   | policy: `s` settings (store encoding), `c` consent id (8 bytes BE), `v` version, `<list>:<entry>` list entries |
 //! | `{u:<user>}:pm`, `:pj`, `:ps` | hash, stream, string | the user's part of the shared model: meta (`v`, `sv`), journal, snapshot — the same shape as the model's |
 //! | `{u:<user>}:d`   | stream | the decision log, id `<time ms>-<n>`, capped (`MAXLEN ~`) |
-//! | `{o}:p`, `{o}:pm`, … | | the operator's lists and shared part (the seed) |
+//! | `{o}:p`, `{o}:pm`, `{o}:l`, … | | the operator's lists (`c`: the seed id), the seed's shared part and ledger |
 //! | `{shared}:d`, `{shared}:f` | hash, stream | the shared model's directory (contributor → part version) and its feed of changes |
 //! | `{g}:id`         | string | the id counter (consent ids) |
 //!
@@ -57,7 +58,8 @@
 //!   (so consent is read and applied atomically), plus a directory and a
 //!   feed on one `{shared}` slot that readers poll in one round trip
 //!   (`shared.rs`). Lists and settings: `policy.rs`; the decision log:
-//!   `decisions.rs`.
+//!   `decisions.rs`; the operator's seed: `seed.rs`; deleting and listing
+//!   users: `users.rs`; export and import: `export.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,10 +85,13 @@ use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, MessageId, Owner, UserId};
 
 mod decisions;
+mod export;
 mod policy;
+mod seed;
 mod shared;
+mod users;
 
-pub use shared::{PartHeld, SharedRefresh, SharedView};
+pub use shared::{PartHeld, SharedHeld, SharedRefresh, SharedView};
 
 /// How to reach the cluster and how long to wait for it.
 #[derive(Clone, Debug)]
@@ -188,6 +193,9 @@ const POLICY: &str = include_str!("policy.lua");
 const NOTE: &str = include_str!("note.lua");
 const SHARED_READ: &str = include_str!("shared_read.lua");
 const DECIDE: &str = include_str!("decide.lua");
+const LIST: &str = include_str!("list.lua");
+const DELETE: &str = include_str!("delete.lua");
+const SEED: &str = include_str!("seed.lua");
 
 /// The scripts, hashed once; EVALSHA falls back to loading them on every
 /// primary when a node answers NOSCRIPT.
@@ -199,6 +207,9 @@ struct Scripts {
     note: Script,
     shared_read: Script,
     decide: Script,
+    list: Script,
+    delete: Script,
+    seed: Script,
 }
 
 /// A connection to a Redis Cluster holding users' ledgers, journals and
@@ -290,6 +301,8 @@ struct Keys {
     /// The user's part of the shared model.
     part: PartKeys,
     decisions: String,
+    /// The operator's seed: the click script keeps no model journal.
+    seed: bool,
 }
 
 /// One contributor's part of the shared model, under its own tag: the
@@ -325,7 +338,20 @@ fn owner_tag(who: &Owner) -> String {
 
 impl Keys {
     fn of(user: &UserId) -> Self {
-        let tag = user_tag(user);
+        Self::with_tag(&user_tag(user))
+    }
+
+    /// The operator's keys (`{o}`): the seed's ledger and shared part, and
+    /// the lists.
+    fn operator() -> Self {
+        Self {
+            seed: true,
+            ..Self::with_tag(&owner_tag(&Owner::Operator))
+        }
+    }
+
+    fn with_tag(tag: &str) -> Self {
+        let tag = tag.to_string();
         Self {
             meta: format!("{tag}:m"),
             ledger: format!("{tag}:l"),
@@ -334,6 +360,7 @@ impl Keys {
             policy: format!("{tag}:p"),
             part: PartKeys::with_tag(&tag),
             decisions: format!("{tag}:d"),
+            seed: false,
         }
     }
 
@@ -568,6 +595,9 @@ impl RedisStore {
                 note: Script::new(NOTE),
                 shared_read: Script::new(SHARED_READ),
                 decide: Script::new(DECIDE),
+                list: Script::new(LIST),
+                delete: Script::new(DELETE),
+                seed: Script::new(SEED),
             }),
         })
     }
@@ -808,7 +838,8 @@ impl RedisStore {
                 .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
                 .arg(derived)
                 .arg(Weight::DELIVERED.0)
-                .arg(Weight::FULL.0);
+                .arg(Weight::FULL.0)
+                .arg(if keys.seed { "1" } else { "0" });
             self.again(CLICK, || {
                 let mut conn = self.conn.clone();
                 let call = &call;

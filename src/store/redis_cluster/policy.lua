@@ -8,6 +8,8 @@
 -- Reply: the part's version after a drop (readers holding an older one
 -- reload it: an empty snapshot at that version), else 0
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'c', ARGV[2])
+-- Field 'v': the policy's version, which replicas' reads compare (read.lua).
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 if ARGV[3] ~= '1' then return 0 end
 local v = redis.call('HINCRBY', KEYS[2], 'v', 1)
 redis.call('HSET', KEYS[2], 'sv', v)

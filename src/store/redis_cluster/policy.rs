@@ -2,13 +2,17 @@
 //! trusted lists, over the cluster: one small hash per user under the
 //! user's tag (`{u:<user>}:p`) and one for the operator (`{o}:p`), with the
 //! sled store's meaning (`store::policy`): changes are durable (`WAIT`)
-//! before they are acknowledged, also when nothing changed.
+//! before they are acknowledged, also when nothing changed. Every change
+//! raises the hash's version (field `v`), which a replica compares with the
+//! one it holds in the Score's one round trip (`read.lua`): settings and
+//! lists are as fresh on every replica as the model is.
 
 use redis::Value;
 
-use super::{Keys, POLICY, PartKeys, RedisStore, bytes, corrupt, owner_tag};
+use super::{Keys, LIST, POLICY, PartKeys, RedisStore, array, bytes, corrupt, owner_tag};
 use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
+use crate::store::StoredPolicy;
 use crate::store::codec;
 use crate::types::{Owner, UserId};
 
@@ -26,7 +30,93 @@ fn list_field(kind: ListKind, entry: &Entry) -> String {
     format!("{}:{entry}", kind.as_str())
 }
 
+/// A policy hash's fields (`HGETALL`: field, value, ...) as a
+/// [`StoredPolicy`], lists in the sled store's order.
+pub(super) fn parse_policy(fields: &[Value]) -> Result<StoredPolicy, Error> {
+    let mut out = StoredPolicy::default();
+    let mut entries: Vec<(ListKind, Vec<u8>)> = Vec::new();
+    for pair in fields.chunks(2) {
+        let [name, value] = pair else {
+            return Err(corrupt("policy hash"));
+        };
+        let name = bytes(name, "policy field")?;
+        match name {
+            b"v" => {
+                out.version = std::str::from_utf8(bytes(value, "policy version")?)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| corrupt("policy version"))?;
+            }
+            b"s" => out.settings = Some(codec::decode_settings(bytes(value, "settings")?)?),
+            b"c" => {}
+            _ => {
+                for kind in [ListKind::Allow, ListKind::Block, ListKind::Trusted] {
+                    if let Some(text) = name
+                        .strip_prefix(kind.as_str().as_bytes())
+                        .and_then(|t| t.strip_prefix(b":"))
+                    {
+                        entries.push((kind, text.to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.1.cmp(&b.1));
+    out.lists = entries
+        .into_iter()
+        .map(|(kind, t)| {
+            let text = String::from_utf8(t).map_err(|_| corrupt("list entry is not UTF-8"))?;
+            let entry = text
+                .parse::<Entry>()
+                .map_err(|e| corrupt(&format!("list entry {text:?}: {e}")))?;
+            Ok((kind, entry))
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(out)
+}
+
 impl RedisStore {
+    /// An owner's settings and lists and their version, in one round trip.
+    pub async fn policy(&self, owner: &Owner) -> Result<StoredPolicy, Error> {
+        let key = policy_key(owner);
+        let reply: Value = self
+            .bounded("a policy read", async {
+                let mut conn = self.conn.clone();
+                Ok(redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await?)
+            })
+            .await?;
+        match &reply {
+            Value::Map(pairs) => {
+                let flat: Vec<Value> = pairs
+                    .iter()
+                    .flat_map(|(k, v)| [k.clone(), v.clone()])
+                    .collect();
+                parse_policy(&flat)
+            }
+            other => parse_policy(array(other, "policy hash")?),
+        }
+    }
+
+    /// An owner's policy version alone (0: nothing stored): what a poll
+    /// compares before reading the whole hash.
+    pub async fn policy_version(&self, owner: &Owner) -> Result<u64, Error> {
+        let key = policy_key(owner);
+        let v: Option<u64> = self
+            .bounded("a policy read", async {
+                let mut conn = self.conn.clone();
+                Ok(redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("v")
+                    .query_async(&mut conn)
+                    .await?)
+            })
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
     /// A new id, unique across the cluster and increasing (`INCR`): consent
     /// ids, as `Store::generate_id` gives on sled.
     pub async fn generate_id(&self) -> Result<u64, Error> {
@@ -141,17 +231,16 @@ impl RedisStore {
         let field = list_field(kind, entry);
         let changed: i64 = self
             .bounded("a list write", async {
-                let mut conn = self.conn.clone();
-                let cmd = if present {
-                    let mut c = redis::cmd("HSETNX");
-                    c.arg(&key).arg(&field).arg("");
-                    c
-                } else {
-                    let mut c = redis::cmd("HDEL");
-                    c.arg(&key).arg(&field);
-                    c
-                };
-                Ok(cmd.query_async(&mut conn).await?)
+                let mut call = self.scripts.list.prepare_invoke();
+                call.key(&key)
+                    .arg(&field)
+                    .arg(if present { "1" } else { "0" });
+                self.again(LIST, || {
+                    let mut conn = self.conn.clone();
+                    let call = &call;
+                    async move { call.invoke_async(&mut conn).await }
+                })
+                .await
             })
             .await?;
         self.wait_for(&key).await?;

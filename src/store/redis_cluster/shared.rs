@@ -42,7 +42,7 @@ use super::{
 };
 use crate::classify::{Model, SharedModel};
 use crate::error::Error;
-use crate::store::Op;
+use crate::store::{Op, PartChange};
 use crate::tokenize::TOKENIZER_VERSION;
 use crate::types::{Owner, UserId};
 
@@ -62,22 +62,30 @@ pub struct PartHeld {
 }
 
 /// A reader's copy of the shared model: the capped sum of the parts it
-/// holds, their versions, and its position in the feed. Start from
+/// holds, and where it stands ([`SharedHeld`]). Start from
 /// `SharedView::default()`; [`RedisStore::refresh_shared`] keeps it fresh.
 #[derive(Clone, Debug, Default)]
 pub struct SharedView {
     /// The shared model: `total()` is `S`, what scoring reads.
     pub model: SharedModel,
-    parts: HashMap<Owner, PartHeld>,
-    /// The feed id read last ("" before the first read).
-    feed: String,
+    held: SharedHeld,
 }
 
 impl SharedView {
     /// What this view holds of `who`'s part.
     pub fn part(&self, who: &Owner) -> Option<PartHeld> {
-        self.parts.get(who).copied()
+        self.held.parts.get(who).copied()
     }
+}
+
+/// Where a copy of the shared model stands: each part's version and the
+/// feed position, without the model itself (the engine keeps that under
+/// its own lock and applies [`RedisStore::shared_changes`]' changes).
+#[derive(Clone, Debug, Default)]
+pub struct SharedHeld {
+    parts: HashMap<Owner, PartHeld>,
+    /// The feed id read last ("" before the first read).
+    feed: String,
 }
 
 /// What a [`RedisStore::refresh_shared`] found.
@@ -147,13 +155,32 @@ impl RedisStore {
     /// trip when nothing changed, else one more per part that changed. A
     /// revoked contributor's part reads back empty at its new version and
     /// leaves the sum exactly (`SharedModel::replace_part`). On an error
-    /// the view stays usable and the next call resumes where this stopped.
+    /// the view is left as it was, and the next call starts from there.
     pub async fn refresh_shared(&self, view: &mut SharedView) -> Result<SharedRefresh, Error> {
-        let held = view.feed.clone();
+        let Some(changes) = self.shared_changes(&mut view.held).await? else {
+            return Ok(SharedRefresh::Fresh);
+        };
+        let parts = changes.len();
+        for change in changes {
+            change.apply_to(&mut view.model);
+        }
+        Ok(SharedRefresh::Changed { parts })
+    }
+
+    /// What changed in the shared model's parts since the position `held`
+    /// records, as changes for a copy of the shared model to apply in
+    /// order (`None`: nothing, in one round trip). `held` moves past them
+    /// only when the whole read succeeded, so a copy that applies what is
+    /// returned stays exact; on an error nothing is returned nor moved.
+    pub async fn shared_changes(
+        &self,
+        held: &mut SharedHeld,
+    ) -> Result<Option<Vec<PartChange>>, Error> {
+        let position = held.feed.clone();
         let reply: Value = self
             .bounded("a shared model read", async {
                 let mut call = self.scripts.shared_read.prepare_invoke();
-                call.key(DIRECTORY).key(FEED).arg(held);
+                call.key(DIRECTORY).key(FEED).arg(position);
                 self.again(SHARED_READ, || {
                     let mut conn = self.conn.clone();
                     let call = &call;
@@ -163,18 +190,25 @@ impl RedisStore {
             })
             .await?;
         let parts = array(&reply, "shared read reply")?;
-        let top = String::from_utf8(bytes(&parts[0], "feed id")?.to_vec())
-            .map_err(|_| corrupt("feed id"))?;
+        let top = String::from_utf8(
+            bytes(
+                parts.first().ok_or_else(|| corrupt("shared read reply"))?,
+                "feed id",
+            )?
+            .to_vec(),
+        )
+        .map_err(|_| corrupt("feed id"))?;
         let mode = int(
             parts.get(1).ok_or_else(|| corrupt("shared read reply"))?,
             "shared read mode",
         )?;
+        let listing = || parts.get(2).ok_or_else(|| corrupt("shared read reply"));
         let mut wanted: Vec<(Owner, u64)> = Vec::new();
         match mode {
-            0 => return Ok(SharedRefresh::Fresh),
+            0 => return Ok(None),
             1 => {
                 let mut latest: HashMap<Owner, u64> = HashMap::new();
-                for entry in array(&parts[2], "feed entries")? {
+                for entry in array(listing()?, "feed entries")? {
                     let fields = array(
                         array(entry, "feed entry")?
                             .get(1)
@@ -203,7 +237,7 @@ impl RedisStore {
             2 => {
                 // The whole directory: also drop what a reader holds of a
                 // contributor no longer in it.
-                let dir = array(&parts[2], "shared directory")?;
+                let dir = array(listing()?, "shared directory")?;
                 let mut listed: HashMap<Owner, u64> = HashMap::new();
                 for pair in dir.chunks(2) {
                     let [name, value] = pair else {
@@ -214,7 +248,7 @@ impl RedisStore {
                         version_of(value)?,
                     );
                 }
-                for who in view.parts.keys() {
+                for who in held.parts.keys() {
                     if !listed.contains_key(who) {
                         wanted.push((who.clone(), u64::MAX));
                     }
@@ -223,82 +257,91 @@ impl RedisStore {
             }
             _ => return Err(corrupt("shared read mode")),
         }
-        let mut read = 0;
+        let mut changes = Vec::new();
+        let mut moved: Vec<(Owner, Option<PartHeld>)> = Vec::new();
         for (who, version) in wanted {
-            let held = view.parts.get(&who).copied().unwrap_or_default();
-            if version != u64::MAX && version <= held.version {
+            let was = held.parts.get(&who).copied().unwrap_or_default();
+            if version != u64::MAX && version <= was.version {
                 continue;
             }
-            read += 1;
             if version == u64::MAX {
-                view.model.remove(&who);
-                view.parts.remove(&who);
+                changes.push(PartChange::Remove { who: who.clone() });
+                moved.push((who, None));
                 continue;
             }
-            self.refresh_part(view, &who, held).await?;
+            if let Some((change, now)) = self.part_change(&who, was).await? {
+                changes.push(change);
+                moved.push((who, Some(now)));
+            }
         }
-        view.feed = top;
-        Ok(SharedRefresh::Changed { parts: read })
+        for (who, now) in moved {
+            match now {
+                Some(now) => held.parts.insert(who, now),
+                None => held.parts.remove(&who),
+            };
+        }
+        held.feed = top;
+        Ok(Some(changes))
     }
 
-    /// Reads one part past the version held and applies it to the view.
-    async fn refresh_part(
+    /// Reads one part past the version held: the change to apply, and
+    /// what is held after it (`None`: nothing changed).
+    async fn part_change(
         &self,
-        view: &mut SharedView,
         who: &Owner,
         held: PartHeld,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<(PartChange, PartHeld)>, Error> {
         let keys = PartKeys::of(who);
-        match self
-            .read_model(&keys.meta, &keys.snapshot, &keys.journal, held.version)
-            .await?
-        {
-            Read::Fresh => {}
-            Read::Records { version, records } => {
-                // Decode every record before changing the view.
-                let mut ops: Vec<Op> = Vec::new();
-                for record in &records {
-                    ops.extend(record_ops(record)?);
-                }
-                let entries = ops.iter().map(Op::entries).sum::<u64>();
-                for op in &ops {
-                    match op {
-                        Op::Learn(label, w, ids) => view.model.apply(who, true, *label, *w, ids),
-                        Op::Unlearn(label, w, ids) => view.model.apply(who, false, *label, *w, ids),
+        Ok(
+            match self
+                .read_model(&keys.meta, &keys.snapshot, &keys.journal, held.version)
+                .await?
+            {
+                Read::Fresh => None,
+                Read::Records { version, records } => {
+                    // Decode every record before changing anything.
+                    let mut ops: Vec<Op> = Vec::new();
+                    for record in &records {
+                        ops.extend(record_ops(record)?);
                     }
+                    let entries = ops.iter().map(Op::entries).sum::<u64>();
+                    Some((
+                        PartChange::Apply {
+                            who: who.clone(),
+                            ops,
+                        },
+                        PartHeld {
+                            version,
+                            journal_entries: held.journal_entries + entries,
+                        },
+                    ))
                 }
-                view.parts.insert(
-                    who.clone(),
-                    PartHeld {
-                        version,
-                        journal_entries: held.journal_entries + entries,
-                    },
-                );
-            }
-            Read::Reload {
-                version,
-                snapshot,
-                records,
-            } => {
-                let mut part = decode_snapshot(&snapshot)?;
-                if !snapshot.is_empty() && part.tokenizer_version() != TOKENIZER_VERSION {
-                    // As the sled engine does at start (`engine::shared::load`):
-                    // other token ids must not be mixed in.
-                    warn!(%who, stored = part.tokenizer_version(), "shared part was built by another tokenizer version; ignoring its snapshot");
-                    part = Model::default();
+                Read::Reload {
+                    version,
+                    snapshot,
+                    records,
+                } => {
+                    let mut part = decode_snapshot(&snapshot)?;
+                    if !snapshot.is_empty() && part.tokenizer_version() != TOKENIZER_VERSION {
+                        // As the sled engine does at start (`engine::shared::load`):
+                        // other token ids must not be mixed in.
+                        warn!(%who, stored = part.tokenizer_version(), "shared part was built by another tokenizer version; ignoring its snapshot");
+                        part = Model::default();
+                    }
+                    let entries = super::apply_records(&mut part, &records)?;
+                    Some((
+                        PartChange::Replace {
+                            who: who.clone(),
+                            model: part,
+                        },
+                        PartHeld {
+                            version,
+                            journal_entries: entries,
+                        },
+                    ))
                 }
-                let entries = super::apply_records(&mut part, &records)?;
-                view.model.replace_part(who.clone(), part);
-                view.parts.insert(
-                    who.clone(),
-                    PartHeld {
-                        version,
-                        journal_entries: entries,
-                    },
-                );
-            }
-        }
-        Ok(())
+            },
+        )
     }
 
     /// Folds `who`'s part journal into a snapshot of the part as `view`
@@ -306,7 +349,7 @@ impl RedisStore {
     /// when the view holds no part of `who`, or a snapshot at that version
     /// or newer is there already.
     pub async fn checkpoint_part(&self, view: &mut SharedView, who: &Owner) -> Result<bool, Error> {
-        let Some(held) = view.parts.get(who).copied() else {
+        let Some(held) = view.held.parts.get(who).copied() else {
             return Ok(false);
         };
         let part = view.model.contribution(who).cloned().unwrap_or_default();
@@ -320,7 +363,7 @@ impl RedisStore {
                 held.version,
             )
             .await?;
-        if written && let Some(p) = view.parts.get_mut(who) {
+        if written && let Some(p) = view.held.parts.get_mut(who) {
             p.journal_entries = 0;
         }
         Ok(written)

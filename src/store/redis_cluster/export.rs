@@ -1,0 +1,218 @@
+//! Per-user export and import over the cluster (ExportUser, ImportUser):
+//! the same export format as the sled store's (`store::export`), so a user
+//! moves between a sled server and a Redis Cluster in either direction.
+//!
+//! Two differences, both because the Redis ledger keeps every click whole
+//! (there is no undo window on it yet): an export gives each ledger entry
+//! the export's time as its click time (the ledger keeps none), so a sled
+//! server importing it starts each entry's undo window then; and an
+//! imported entry that the source had folded (label only) is kept as an
+//! entry of no tokens from tokenizer version 0, which a later relearn or
+//! Forget undoes without touching the counts (as any entry of another
+//! tokenizer version), rather than answering "beyond the undo window".
+
+use redis::Value;
+
+use super::{Keys, LIST, POLICY, RedisStore, array, bytes, corrupt, decode_ledger, encode_ledger};
+use crate::classify::Weight;
+use crate::error::Error;
+use crate::store::LedgerEntry;
+use crate::store::codec;
+use crate::store::export::{Learned, UserExport};
+use crate::types::{MessageId, Owner, UserId};
+
+/// Ledger entries or decisions written per round trip on import.
+const CHUNK: usize = 256;
+
+impl RedisStore {
+    /// Everything stored for the user, as the export format carries it:
+    /// the model (journal folded in), settings, lists, every ledger entry,
+    /// every kept decision.
+    pub async fn read_user_export(&self, user: &UserId) -> Result<UserExport, Error> {
+        let keys = Keys::of(user);
+        let model = self
+            .load_model(user)
+            .await?
+            .map(|held| codec::encode_snapshot(&held.model, 0));
+        let policy = self.policy(&Owner::User(user.clone())).await?;
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let entries: Vec<Value> = self
+            .bounded("a ledger export", async {
+                let mut conn = self.conn.clone();
+                Ok(redis::cmd("HGETALL")
+                    .arg(&keys.ledger)
+                    .query_async(&mut conn)
+                    .await?)
+            })
+            .await?;
+        let mut ledger = Vec::with_capacity(entries.len() / 2);
+        for pair in entries.chunks(2) {
+            let [id, value] = pair else {
+                return Err(corrupt("ledger hash"));
+            };
+            let id = std::str::from_utf8(bytes(id, "ledger field")?)
+                .ok()
+                .and_then(|s| MessageId::new(s).ok())
+                .ok_or_else(|| corrupt("ledger field"))?;
+            let entry = decode_ledger(bytes(value, "ledger value")?)?;
+            ledger.push((id, now_s, Learned::Live(entry)));
+        }
+        ledger.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let records: Vec<Value> = self
+            .bounded("a decision export", async {
+                let mut conn = self.conn.clone();
+                Ok(redis::cmd("XRANGE")
+                    .arg(&keys.decisions)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await?)
+            })
+            .await?;
+        let mut decisions = Vec::with_capacity(records.len());
+        for record in &records {
+            let parts = array(record, "decision record")?;
+            let id = bytes(
+                parts.first().ok_or_else(|| corrupt("decision record"))?,
+                "id",
+            )?;
+            let fields = array(
+                parts.get(1).ok_or_else(|| corrupt("decision record"))?,
+                "decision fields",
+            )?;
+            if let [_, json] = fields {
+                decisions.push((
+                    super::decisions::id_ms(id)?,
+                    bytes(json, "decision")?.to_vec(),
+                ));
+            }
+        }
+        Ok(UserExport {
+            user: Some(user.clone()),
+            model,
+            settings: policy.settings.map(|(s, _)| s),
+            lists: policy.lists,
+            ledger,
+            decisions,
+        })
+    }
+
+    /// Writes an export for a user with nothing stored (the engine checks):
+    /// ledger entries and decisions first, in chunks; then settings and
+    /// lists; the model last, which makes the user visible to every
+    /// replica's next read. Not one atomic step (as on sled): an import
+    /// cut short is imported again with `replace`. Durable (`WAIT`) when
+    /// it returns. Entries lose their shared ids, as on sled.
+    pub async fn write_user_import(
+        &self,
+        user: &UserId,
+        e: &UserExport,
+        consent: u64,
+    ) -> Result<(), Error> {
+        let keys = Keys::of(user);
+        for chunk in e.ledger.chunks(CHUNK) {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(&keys.ledger);
+            for (id, _, learned) in chunk {
+                let entry = match learned {
+                    Learned::Live(entry) => LedgerEntry {
+                        shared: 0,
+                        ..entry.clone()
+                    },
+                    Learned::Folded(label) => LedgerEntry {
+                        label: *label,
+                        tokenizer_version: 0,
+                        tokens: Vec::new(),
+                        weight: Weight::FULL,
+                        shared: 0,
+                        implicit: false,
+                    },
+                };
+                cmd.arg(id.as_str()).arg(encode_ledger(&entry));
+            }
+            self.bounded("an import", async {
+                let mut conn = self.conn.clone();
+                let _: i64 = cmd.query_async(&mut conn).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        for chunk in e.decisions.chunks(CHUNK) {
+            self.append_decisions(chunk.iter().map(|(t, json)| (user, *t, json.as_slice())))
+                .await?;
+        }
+        if e.settings.is_some() || consent != 0 {
+            let settings = e.settings.clone().unwrap_or_default();
+            let mut call = self.scripts.policy.prepare_invoke();
+            call.key(&keys.policy)
+                .key(&keys.part.meta)
+                .key(&keys.part.journal)
+                .key(&keys.part.snapshot)
+                .arg(codec::encode_settings(&settings, consent))
+                .arg(&consent.to_be_bytes()[..])
+                .arg("0");
+            self.bounded("an import", async {
+                let _: i64 = self
+                    .again(POLICY, || {
+                        let mut conn = self.conn.clone();
+                        let call = &call;
+                        async move { call.invoke_async(&mut conn).await }
+                    })
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        }
+        for (kind, entry) in &e.lists {
+            let mut call = self.scripts.list.prepare_invoke();
+            call.key(&keys.policy)
+                .arg(format!("{}:{entry}", kind.as_str()))
+                .arg("1");
+            self.bounded("an import", async {
+                let _: i64 = self
+                    .again(LIST, || {
+                        let mut conn = self.conn.clone();
+                        let call = &call;
+                        async move { call.invoke_async(&mut conn).await }
+                    })
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        }
+        if let Some(snapshot) = &e.model {
+            let (model, _) = codec::decode_snapshot(snapshot)?;
+            let (sw, hw) = model.weights();
+            let encoded = codec::encode_snapshot(&model, 1);
+            self.bounded("an import", async {
+                let mut conn = self.conn.clone();
+                let _: () = redis::cmd("SET")
+                    .arg(&keys.snapshot)
+                    .arg(encoded)
+                    .query_async(&mut conn)
+                    .await?;
+                let _: i64 = redis::cmd("HSET")
+                    .arg(&keys.meta)
+                    .arg("v")
+                    .arg(1)
+                    .arg("sv")
+                    .arg(1)
+                    .arg("sl")
+                    .arg(model.spam_learned())
+                    .arg("hl")
+                    .arg(model.ham_learned())
+                    .arg("sw")
+                    .arg(sw)
+                    .arg("hw")
+                    .arg(hw)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        }
+        self.wait_replicas(&keys).await
+    }
+}
