@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::runtime::Handle;
 
-use chaff::classify::Params;
+use chaff::classify::{Params, Parts};
 use chaff::engine::{Engine, Settings};
 use chaff::eval::multi::Arrival;
 use chaff::eval::{self, Clicks, Filter, Judgement, Plan, Profile, Summary, TrainMode};
@@ -117,6 +117,12 @@ pub struct EvalArgs {
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
     strength: Option<f64>,
+    /// Weigh header and body evidence apart: one chi-square statistic per
+    /// part, probabilities mixed with this share for the header (0.5: an
+    /// equal vote); `pooled`: all tokens in one statistic
+    /// (src/classify/robinson.rs, "Header and body").
+    #[arg(long, help_heading = "Tuning", value_name = "SHARE|pooled", value_parser = parse_parts)]
+    header_share: Option<Parts>,
     /// Robinson's x: the probability of a token with no history.
     #[arg(long, help_heading = "Tuning")]
     prior: Option<f64>,
@@ -368,6 +374,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     params.confident_log_odds = args.confident_log_odds.unwrap_or(params.confident_log_odds);
     params.shared_strength = args.shared_strength.unwrap_or(params.shared_strength);
     params.shared_halflife = args.shared_halflife.unwrap_or(params.shared_halflife);
+    params.parts = args.header_share.unwrap_or(params.parts);
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,
@@ -469,5 +476,21 @@ fn print_summary(
     }
     if let Some((rate, total, elapsed)) = speed {
         println!("speed             {rate:.0} messages/s ({total} in {elapsed:.1} s)");
+    }
+}
+
+/// `--header-share`: `pooled`, or the header's share of the vote in (0, 1).
+fn parse_parts(s: &str) -> Result<Parts, String> {
+    if s == "pooled" {
+        return Ok(Parts::Pooled);
+    }
+    if s == "fisher" {
+        return Ok(Parts::Fisher);
+    }
+    match s.parse::<f64>() {
+        Ok(w) if w > 0.0 && w < 1.0 => Ok(Parts::Mix { header: w }),
+        _ => Err(format!(
+            "expected `pooled` or a share between 0 and 1 (exclusive), got {s:?}"
+        )),
     }
 }

@@ -99,7 +99,8 @@ impl Engine {
         let headers = &message.headers;
         let slot = self.slot_or_new(user)?;
         self.refresh(user, &slot, clicks)?;
-        let (weight, trusted) = self.click_weight(&slot, label, ids, headers, own_log_odds);
+        let (weight, trusted) =
+            self.click_weight(&slot, label, &message.tokens, headers, own_log_odds);
         let entry = LedgerEntry {
             label,
             tokenizer_version: TOKENIZER_VERSION,

@@ -194,6 +194,10 @@ pub struct Tokens {
     /// Sorted and de-duplicated: a word seen ten times counts once, as in
     /// Graham's and Robinson's schemes (presence, not frequency).
     pub ids: Vec<TokenId>,
+    /// The ids among `ids` that came from the header (sorted, distinct;
+    /// `Tag::in_header`): the classifier can weigh header and body
+    /// evidence apart. Not stored: learning counts `ids` alone.
+    pub header: Vec<TokenId>,
     pub limits_hit: Vec<LimitHit>,
 }
 
