@@ -123,6 +123,10 @@ pub struct Params {
     pub unknown_cap: usize,
     /// How header and body evidence are combined (see "Header and body").
     pub parts: Parts,
+    /// With the parts weighed apart, a header with fewer significant
+    /// tokens than this has a proportionally smaller say: one or two
+    /// header tokens are not an expert's opinion.
+    pub header_full_at: usize,
 }
 
 /// How a message's header and body tokens are combined.
@@ -158,6 +162,7 @@ impl Default for Params {
             shared_halflife: 100.0,
             unknown_cap: 3,
             parts: Parts::Pooled,
+            header_full_at: 10,
         }
     }
 }
@@ -333,8 +338,21 @@ impl<'a, T> Split<'a, T> {
         params: &Params,
         f: impl Fn(&T) -> f64 + Copy,
         make: impl Fn(f64) -> T + Copy,
-    ) -> (Combined, u32) {
+    ) -> (Combined, u32)
+    where
+        T: Clone,
+    {
         let [body, header] = &mut self.significant;
+        let say = (header.len() as f64 / params.header_full_at.max(1) as f64).min(1.0);
+        // A thin header (Enron's corpora keep only the Subject line) is no
+        // expert: below full say, the two-part result is mixed with the
+        // pooled one, which it becomes as the header's say goes to zero.
+        let fisher = matches!(params.parts, Parts::Fisher);
+        let pooled = (fisher && say < 1.0 && !header.is_empty()).then(|| {
+            let mut all: Vec<T> = body.iter().chain(header.iter()).cloned().collect();
+            let n = self.unknowns[0] + self.unknowns[1];
+            combine_with_unknowns(&mut all, n, unknown, params, f, make)
+        });
         let body_c = combine_with_unknowns(body, self.unknowns[0], unknown, params, f, make);
         if self.pooled {
             return (body_c, body.len() as u32);
@@ -343,8 +361,16 @@ impl<'a, T> Split<'a, T> {
         let combined = match (body.is_empty(), header.is_empty(), params.parts) {
             (_, true, _) => body_c,
             (true, false, _) => header_c,
-            (false, false, Parts::Mix { header: w }) => mix(header_c.log_odds, body_c.log_odds, w),
-            (false, false, _) => combine_log_odds(&[header_c.log_odds, body_c.log_odds]),
+            (false, false, Parts::Mix { header: w }) => {
+                mix(header_c.log_odds, body_c.log_odds, w * say)
+            }
+            (false, false, _) => {
+                let both = combine_log_odds(&[header_c.log_odds, body_c.log_odds]);
+                match pooled {
+                    Some(pooled) => mix(both.log_odds, pooled.log_odds, say),
+                    None => both,
+                }
+            }
         };
         let used = (body.len() + header.len()) as u32;
         body.append(header);

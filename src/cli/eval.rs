@@ -119,10 +119,15 @@ pub struct EvalArgs {
     strength: Option<f64>,
     /// Weigh header and body evidence apart: one chi-square statistic per
     /// part, probabilities mixed with this share for the header (0.5: an
-    /// equal vote); `pooled`: all tokens in one statistic
+    /// equal vote); `fisher`: the two parts' probabilities combined as two
+    /// tokens; `pooled`: all tokens in one statistic
     /// (src/classify/robinson.rs, "Header and body").
-    #[arg(long, help_heading = "Tuning", value_name = "SHARE|pooled", value_parser = parse_parts)]
+    #[arg(long, help_heading = "Tuning", value_name = "SHARE|fisher|pooled", value_parser = parse_parts)]
     header_share: Option<Parts>,
+    /// With --header-share: significant header tokens for the header's
+    /// full say (fewer: proportionally less).
+    #[arg(long, help_heading = "Tuning")]
+    header_full_at: Option<usize>,
     /// Robinson's x: the probability of a token with no history.
     #[arg(long, help_heading = "Tuning")]
     prior: Option<f64>,
@@ -375,6 +380,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     params.shared_strength = args.shared_strength.unwrap_or(params.shared_strength);
     params.shared_halflife = args.shared_halflife.unwrap_or(params.shared_halflife);
     params.parts = args.header_share.unwrap_or(params.parts);
+    params.header_full_at = args.header_full_at.unwrap_or(params.header_full_at);
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,

@@ -11,10 +11,6 @@ use crate::mail::auth::Authentication;
 /// Features of one message's header block.
 pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
     let mut budget = sink.limits().max_header_bytes;
-    let extra: u32 = std::env::var("CHAFF_HDR_EXPERIMENT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
     let mut cut = false;
     for (name, value) in msg.headers_raw() {
         let cost = name.len() + value.len();
@@ -28,14 +24,10 @@ pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
         sink.push(Tag::HeaderName, &name.to_ascii_lowercase());
         if name.eq_ignore_ascii_case("received") {
             received_ips(value, sink);
-            if extra & 1 != 0 {
-                received_hosts(value, sink);
-            }
+            received_hosts(value, sink);
         } else if name.eq_ignore_ascii_case("date") {
-            if extra & 2 != 0 {
-                date(value, sink);
-            }
-        } else if extra & 4 != 0 && LIST_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            date(value, sink);
+        } else if LIST_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             list_header(name, value, sink);
         } else if name.eq_ignore_ascii_case("x-mailer") || name.eq_ignore_ascii_case("user-agent") {
             sink.words(Tag::Mailer, value);

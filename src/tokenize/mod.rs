@@ -26,8 +26,10 @@ pub use words::{ascii_words, for_each_word};
 
 /// Bumped whenever a change alters which ids a message produces. Each user's
 /// model records the version it was built with, so statistics from two
-/// tokenizers are never mixed silently.
-pub const TOKENIZER_VERSION: u32 = 2;
+/// tokenizers are never mixed silently. Version 3 added the Received
+/// chain's host names, the Date header's shape and zone, and the list
+/// headers' values (`headers.rs`); a version-2 model starts over.
+pub const TOKENIZER_VERSION: u32 = 3;
 
 /// Fixed seed for token hashing. Token ids are persisted, so this (and the
 /// hash, xxh3-64) must never change without bumping [`TOKENIZER_VERSION`].
