@@ -120,8 +120,8 @@ pub struct EvalArgs {
     /// Weigh header and body evidence apart: one chi-square statistic per
     /// part, probabilities mixed with this share for the header (0.5: an
     /// equal vote); `fisher`: the two parts' probabilities combined as two
-    /// tokens; `pooled`: all tokens in one statistic
-    /// (src/classify/robinson.rs, "Header and body").
+    /// tokens; `pooled` (the default): all tokens in one statistic
+    /// (src/classify/robinson.rs, "Header and body"; docs/ACCURACY.md).
     #[arg(long, help_heading = "Tuning", value_name = "SHARE|fisher|pooled", value_parser = parse_parts)]
     header_share: Option<Parts>,
     /// With --header-share: significant header tokens for the header's
