@@ -85,14 +85,15 @@
 //! no expert — Enron's corpora keep only the Subject line — so its
 //! two-part result is mixed with the pooled score in proportion
 //! (`I = a·I_parts + (1 − a)·I_pooled`, `a = n_header / 10`). Measured on
-//! five corpora (docs/ACCURACY.md, "Header and body evidence"), it wins
-//! every measure on trec06p and spamassassin with every message or every
-//! error learned and leaves Enron unchanged, but under `typical` and
-//! `spam-only` clicks it misses far more spam at 0.1 % ham on trec06p
-//! (30.7 % and 91.1 % against 13.7 % and 50.4 % pooled): with few ham
-//! learned, the header's equal vote is a vote on little evidence. So
-//! [`Parts::Pooled`] stays the default; `chaff eval --header-share fisher`
-//! reproduces the measurements.
+//! five corpora (docs/ACCURACY.md, "Header and body evidence"; with the
+//! tokenizer's header extras on), it wins every measure on trec06p and
+//! spamassassin with every message or every error learned and leaves
+//! Enron unchanged, but under `typical` and `spam-only` clicks it misses
+//! far more spam at 0.1 % ham on trec06p (30.7 % and 91.1 % against
+//! 21.4 % and 52.7 % today): with few ham learned, the header's equal
+//! vote is a vote on little evidence. So [`Parts::Pooled`] stays the
+//! default; `chaff eval --header-share fisher --header-extras` reproduces
+//! the measurements.
 //!
 //! # Log-odds, so the extremes keep their order
 //!

@@ -113,6 +113,11 @@ pub struct EvalArgs {
     /// comparing tokenizer settings. Ignored with --server.
     #[arg(long)]
     pair_window: Option<usize>,
+    /// Also read Received host names, the Date header's shape and zone
+    /// and the list headers' values (new token ids; `Limits::header_extras`,
+    /// docs/ACCURACY.md "Header and body evidence"). Ignored with --server.
+    #[arg(long)]
+    header_extras: bool,
     /// Classifier parameters to try instead of the defaults (in-process only;
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
@@ -369,6 +374,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     if let Some(w) = args.pair_window {
         limits.pair_window = w;
     }
+    limits.header_extras = args.header_extras;
     let mut params = Params::default();
     params.strength = args.strength.unwrap_or(params.strength);
     params.prior = args.prior.unwrap_or(params.prior);

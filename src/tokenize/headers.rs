@@ -11,6 +11,7 @@ use crate::mail::auth::Authentication;
 /// Features of one message's header block.
 pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
     let mut budget = sink.limits().max_header_bytes;
+    let extras = sink.limits().header_extras;
     let mut cut = false;
     for (name, value) in msg.headers_raw() {
         let cost = name.len() + value.len();
@@ -24,13 +25,15 @@ pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
         sink.push(Tag::HeaderName, &name.to_ascii_lowercase());
         if name.eq_ignore_ascii_case("received") {
             received_ips(value, sink);
-            received_hosts(value, sink);
-        } else if name.eq_ignore_ascii_case("date") {
-            date(value, sink);
-        } else if LIST_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            list_header(name, value, sink);
+            if extras {
+                received_hosts(value, sink);
+            }
         } else if name.eq_ignore_ascii_case("x-mailer") || name.eq_ignore_ascii_case("user-agent") {
             sink.words(Tag::Mailer, value);
+        } else if extras && name.eq_ignore_ascii_case("date") {
+            date(value, sink);
+        } else if extras && LIST_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            list_header(name, value, sink);
         }
     }
     if cut {

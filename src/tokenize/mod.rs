@@ -26,10 +26,8 @@ pub use words::{ascii_words, for_each_word};
 
 /// Bumped whenever a change alters which ids a message produces. Each user's
 /// model records the version it was built with, so statistics from two
-/// tokenizers are never mixed silently. Version 3 added the Received
-/// chain's host names, the Date header's shape and zone, and the list
-/// headers' values (`headers.rs`); a version-2 model starts over.
-pub const TOKENIZER_VERSION: u32 = 3;
+/// tokenizers are never mixed silently.
+pub const TOKENIZER_VERSION: u32 = 2;
 
 /// Fixed seed for token hashing. Token ids are persisted, so this (and the
 /// hash, xxh3-64) must never change without bumping [`TOKENIZER_VERSION`].
@@ -149,6 +147,13 @@ pub struct Limits {
     /// Word pairs: each word is paired with the previous `pair_window − 1`
     /// words (orthogonal sparse bigrams); below 2, no pairs.
     pub pair_window: usize,
+    /// Also read the Received chain's host names, the Date header's shape
+    /// and zone and the list headers' values (`headers.rs`). Off by
+    /// default: measured better with every message learned and worse
+    /// under clicks (docs/ACCURACY.md, "Header and body evidence"); turning
+    /// it on for a server changes token ids, so it would need the next
+    /// [`TOKENIZER_VERSION`]. `chaff eval --header-extras` only.
+    pub header_extras: bool,
 }
 
 impl Default for Limits {
@@ -161,6 +166,7 @@ impl Default for Limits {
             max_parts: 100,
             max_mime_depth: 20,
             pair_window: 2,
+            header_extras: false,
         }
     }
 }

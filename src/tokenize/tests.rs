@@ -589,9 +589,28 @@ Content-Type: text/plain\r\n\
 \r\n\
 Dear friend, a contractual transfer.\r\n";
 
+fn tok_extras(msg: &[u8]) -> Tokens {
+    Tokenizer::new(Limits {
+        header_extras: true,
+        ..Limits::default()
+    })
+    .tokenize(msg)
+}
+
+#[test]
+fn header_extras_are_off_by_default_so_version_2_ids_stay() {
+    let t = tok(LIST_MAIL);
+    assert!(!has(&t, Tag::ReceivedHost, "aleve.media.mit.edu"));
+    assert!(!has(&t, Tag::Date, "zone:EDT"));
+    assert!(!has(&t, Tag::ListHeader, "precedence=bulk"));
+    let extras = tok_extras(LIST_MAIL);
+    assert!(t.ids.iter().all(|id| extras.ids.binary_search(id).is_ok()));
+    assert!(extras.ids.len() > t.ids.len());
+}
+
 #[test]
 fn received_chain_gives_relay_hosts_and_their_domains_not_versions_or_ids() {
-    let t = tok(LIST_MAIL);
+    let t = tok_extras(LIST_MAIL);
     assert!(has(&t, Tag::ReceivedHost, "imo-d07.mx.aol.com"));
     assert!(has(&t, Tag::ReceivedHost, "aleve.media.mit.edu"));
     assert!(has(&t, Tag::ReceivedDomain, "aol.com"));
@@ -603,7 +622,7 @@ fn received_chain_gives_relay_hosts_and_their_domains_not_versions_or_ids() {
 
 #[test]
 fn date_shape_and_zone_and_list_headers_are_evidence() {
-    let t = tok(LIST_MAIL);
+    let t = tok_extras(LIST_MAIL);
     assert!(has(&t, Tag::Date, "Sun, 99 May 9999 99:99:99 EDT"));
     assert!(has(&t, Tag::Date, "zone:EDT"));
     assert!(has(
@@ -616,7 +635,7 @@ fn date_shape_and_zone_and_list_headers_are_evidence() {
 
 #[test]
 fn header_tokens_are_told_apart_from_the_body_and_subject() {
-    let t = tok(LIST_MAIL);
+    let t = tok_extras(LIST_MAIL);
     let in_header = |tag, text| t.header.binary_search(&TokenId::of(tag, text)).is_ok();
     assert!(in_header(Tag::ReceivedHost, "aleve.media.mit.edu"));
     assert!(in_header(Tag::FromDomain, "aol.com"));
