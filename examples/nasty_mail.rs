@@ -16,6 +16,19 @@
 //! per file: size, median wall time of Score and of Train as the client
 //! sees it (loopback, so transfer included), each as a multiple of the
 //! normal 10 KB message's (`normal-10k.eml`), the status, and `limits_hit`.
+//!
+//! `engine DIR [ROUNDS [MAX_SCAN_BYTES]]` times the same calls without the
+//! wire: the library calls the Score and Train RPCs make
+//! (`Engine::evaluate`, `Engine::train`), on an engine over a sled store in
+//! a temporary directory, with the default caps (`MAX_SCAN_BYTES` sets the
+//! scan cap; `0` turns it off, as before the cap existed). This is the
+//! server's own time per message; the difference to `time` is the transfer.
+//!
+//! `touched INDEX [MAX_SCAN_BYTES]` reads a labelled corpus (`chaff eval`'s
+//! index: `ham|spam PATH` per line, paths relative to the index) with the
+//! default caps and with the scan cap off, and counts the messages the scan
+//! cap cuts, by label; every other message must give the same token ids
+//! both ways (it exits non-zero if one does not).
 
 #[path = "../tests/nasty.rs"]
 mod nasty;
@@ -34,8 +47,22 @@ fn main() {
         ["generate", dir, "test"] => generate(Path::new(dir), &nasty::Scale::TEST),
         ["time", url, dir] => time(url, Path::new(dir), 5),
         ["time", url, dir, rounds] => time(url, Path::new(dir), rounds.parse().expect("ROUNDS")),
+        ["touched", index] => touched(Path::new(index), None),
+        ["touched", index, scan] => touched(
+            Path::new(index),
+            Some(scan.parse().expect("MAX_SCAN_BYTES")),
+        ),
+        ["engine", dir] => engine(Path::new(dir), 5, None),
+        ["engine", dir, rounds] => engine(Path::new(dir), rounds.parse().expect("ROUNDS"), None),
+        ["engine", dir, rounds, scan] => engine(
+            Path::new(dir),
+            rounds.parse().expect("ROUNDS"),
+            Some(scan.parse().expect("MAX_SCAN_BYTES")),
+        ),
         _ => {
-            eprintln!("usage: nasty_mail generate DIR [test] | nasty_mail time URL DIR [ROUNDS]");
+            eprintln!(
+                "usage: nasty_mail generate DIR [test] | nasty_mail time URL DIR [ROUNDS] | nasty_mail engine DIR [ROUNDS [MAX_SCAN_BYTES]] | nasty_mail touched INDEX [MAX_SCAN_BYTES]"
+            );
             std::process::exit(2);
         }
     }
@@ -68,6 +95,164 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The `.eml` files of `dir`, sorted, each as an empty row.
+fn rows_of(dir: &Path) -> (Vec<PathBuf>, Vec<Row>) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read DIR")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    let rows = files
+        .iter()
+        .map(|path| Row {
+            name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+            bytes: std::fs::metadata(path).expect("stat file").len() as usize,
+            score: Vec::new(),
+            train: Vec::new(),
+            status: String::new(),
+            limits: Vec::new(),
+        })
+        .collect();
+    (files, rows)
+}
+
+/// The table: medians, and each as a multiple of `normal-10k`'s.
+fn report(rows: &mut [Row], rounds: usize) {
+    let base = rows
+        .iter_mut()
+        .find(|r| r.name == "normal-10k")
+        .map(|r| (median(&mut r.score), median(&mut r.train)))
+        .expect("normal-10k.eml in DIR");
+    println!(
+        "normal-10k: Score {:.3} ms, Train {:.3} ms (median of {rounds})",
+        ms(base.0),
+        ms(base.1)
+    );
+    println!(
+        "{:<24} {:>10} {:>10} {:>7} {:>10} {:>7}  status  limits_hit",
+        "message", "bytes", "Score ms", "×", "Train ms", "×"
+    );
+    for r in rows {
+        let (s, t) = (median(&mut r.score), median(&mut r.train));
+        println!(
+            "{:<24} {:>10} {:>10.2} {:>7.1} {:>10.2} {:>7.1}  {:<6}  {}",
+            r.name,
+            r.bytes,
+            ms(s),
+            s.as_secs_f64() / base.0.as_secs_f64(),
+            ms(t),
+            t.as_secs_f64() / base.1.as_secs_f64(),
+            r.status,
+            r.limits.join(", ")
+        );
+    }
+}
+
+/// Which messages of a corpus the scan cap cuts; the rest must read the
+/// same with and without it.
+fn touched(index: &Path, max_scan_bytes: Option<usize>) {
+    use chaff::tokenize::{LimitHit, Limits, Tokenizer};
+
+    let mut limits = Limits::default();
+    if let Some(n) = max_scan_bytes {
+        limits.max_scan_bytes = n;
+    }
+    let capped = Tokenizer::new(limits.clone());
+    let uncapped = Tokenizer::new(Limits {
+        max_scan_bytes: usize::MAX,
+        ..limits.clone()
+    });
+    let base = index.parent().unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(index).expect("read INDEX");
+    let (mut total, mut cut_ham, mut cut_spam, mut differ) = (0, 0, 0, 0);
+    for line in text.lines() {
+        let Some((label, path)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let bytes = std::fs::read(base.join(path.trim())).expect("read message");
+        total += 1;
+        let a = capped.tokenize(&bytes);
+        if a.limits_hit.contains(&LimitHit::ScanBytes) {
+            if label == "spam" {
+                cut_spam += 1;
+            } else {
+                cut_ham += 1;
+            }
+        } else if a != uncapped.tokenize(&bytes) {
+            differ += 1;
+            eprintln!("not cut, yet read differently: {path}");
+        }
+    }
+    println!(
+        "{}: {total} messages, max_scan_bytes {}: cut {} ({cut_ham} ham, {cut_spam} spam); not cut but read differently: {differ}",
+        index.display(),
+        limits.max_scan_bytes,
+        cut_ham + cut_spam
+    );
+    if differ > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// `time` without the wire: the engine calls behind Score and Train.
+fn engine(dir: &Path, rounds: usize, max_scan_bytes: Option<usize>) {
+    use chaff::engine::{Engine, Envelope, Settings};
+    use chaff::tokenize::{Limits, Tokenizer};
+    use chaff::types::{Label, MessageId, UserId};
+
+    let mut limits = Limits::default();
+    if let Some(n) = max_scan_bytes {
+        limits.max_scan_bytes = if n == 0 { usize::MAX } else { n };
+    }
+    println!("max_scan_bytes: {}", limits.max_scan_bytes);
+    let data = tempfile::tempdir().expect("temporary directory");
+    let engine = Engine::new(
+        chaff::store::Store::open(data.path(), 256 << 20).expect("open store"),
+        Settings {
+            tokenizer: Tokenizer::new(limits),
+            ..Settings::default()
+        },
+    )
+    .expect("engine");
+    let user = UserId::new("nasty-timing").unwrap();
+    let normal = nasty::normal_10k();
+    for i in 0..20 {
+        let label = if i % 2 == 0 { Label::Ham } else { Label::Spam };
+        let id = MessageId::new(format!("warm-{i}")).unwrap();
+        engine
+            .train(&user, &normal, label, Some(id))
+            .expect("warm-up train");
+    }
+    let (files, mut rows) = rows_of(dir);
+    let envelope = Envelope::default();
+    for round in 0..rounds {
+        for (path, row) in files.iter().zip(rows.iter_mut()) {
+            let bytes = std::fs::read(path).expect("read file");
+            let t = Instant::now();
+            let scored = engine.evaluate(&user, &bytes, &envelope);
+            row.score.push(t.elapsed());
+            let id = MessageId::new(format!("{}-{round}", row.name)).unwrap();
+            let t = Instant::now();
+            let trained = engine.train(&user, &bytes, Label::Spam, Some(id));
+            row.train.push(t.elapsed());
+            row.status = match (&scored, &trained) {
+                (Ok(_), Ok(_)) => "OK".into(),
+                (Err(e), _) | (_, Err(e)) => format!("{e}").chars().take(24).collect(),
+            };
+            if let Ok(e) = scored {
+                row.limits = e
+                    .scored
+                    .limits_hit
+                    .iter()
+                    .map(|l| l.as_str().to_string())
+                    .collect();
+            }
+        }
+    }
+    report(&mut rows, rounds);
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn time(url: &str, dir: &Path, rounds: usize) {
     let mut c = ChaffClient::connect(url.to_string())
@@ -75,12 +260,6 @@ async fn time(url: &str, dir: &Path, rounds: usize) {
         .expect("connect")
         .max_encoding_message_size(usize::MAX)
         .max_decoding_message_size(64 << 20);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read DIR")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-        .collect();
-    files.sort();
     let user = format!("nasty-timing-{}", std::process::id());
     let normal = nasty::normal_10k();
     for i in 0..20 {
@@ -93,18 +272,7 @@ async fn time(url: &str, dir: &Path, rounds: usize) {
             .await
             .expect("warm-up train");
     }
-    let mut rows: Vec<Row> = Vec::new();
-    for path in &files {
-        let bytes = std::fs::read(path).expect("read file");
-        rows.push(Row {
-            name: path.file_stem().unwrap().to_string_lossy().into_owned(),
-            bytes: bytes.len(),
-            score: Vec::new(),
-            train: Vec::new(),
-            status: String::new(),
-            limits: Vec::new(),
-        });
-    }
+    let (files, mut rows) = rows_of(dir);
     for round in 0..rounds {
         for (path, row) in files.iter().zip(rows.iter_mut()) {
             let bytes = std::fs::read(path).expect("read file");
@@ -136,34 +304,7 @@ async fn time(url: &str, dir: &Path, rounds: usize) {
             }
         }
     }
-    let base = rows
-        .iter_mut()
-        .find(|r| r.name == "normal-10k")
-        .map(|r| (median(&mut r.score), median(&mut r.train)))
-        .expect("normal-10k.eml in DIR");
-    println!(
-        "normal-10k: Score {:.3} ms, Train {:.3} ms (median of {rounds})",
-        ms(base.0),
-        ms(base.1)
-    );
-    println!(
-        "{:<24} {:>10} {:>10} {:>7} {:>10} {:>7}  status  limits_hit",
-        "message", "bytes", "Score ms", "×", "Train ms", "×"
-    );
-    for r in &mut rows {
-        let (s, t) = (median(&mut r.score), median(&mut r.train));
-        println!(
-            "{:<24} {:>10} {:>10.2} {:>7.1} {:>10.2} {:>7.1}  {:<6}  {}",
-            r.name,
-            r.bytes,
-            ms(s),
-            s.as_secs_f64() / base.0.as_secs_f64(),
-            ms(t),
-            t.as_secs_f64() / base.1.as_secs_f64(),
-            r.status,
-            r.limits.join(", ")
-        );
-    }
+    report(&mut rows, rounds);
 }
 
 async fn train(

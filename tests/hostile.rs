@@ -6,7 +6,8 @@
 //! and a message that a cap cut short says so in `limits_hit`.
 //!
 //! The caps are scaled down with the corpus (so the categories still hit
-//! them) and the run takes seconds in a debug build. Timing is not tested
+//! them; the scan cap above the body cap, so both are hit) and the run
+//! takes seconds in a debug build. Timing is not tested
 //! here: `examples/nasty_mail.rs` measures the full-size corpus
 //! (docs/PERFORMANCE.md, "Hostile mail at scale").
 
@@ -27,7 +28,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 fn scaled_settings() -> Settings {
     let limits = Limits {
         max_header_bytes: 64 << 10,
-        max_body_bytes: 256 << 10,
+        max_body_bytes: 64 << 10,
+        max_scan_bytes: 128 << 10,
         ..Limits::default()
     };
     Settings {
@@ -40,11 +42,18 @@ fn scaled_settings() -> Settings {
 /// The caps each category must report at the test scale and caps above.
 fn expected_caps(name: &str) -> &'static [&'static str] {
     match name {
-        "multipart-deep" | "rfc822-deep" => &["MIME depth"],
+        "multipart-deep" => &["MIME depth"],
+        "rfc822-deep" => &["MIME depth", "scan bytes"],
+        "rfc822-base64-nested" => &["scan bytes"],
         "rfc822-fan-out" | "charsets-parts" => &["MIME parts"],
-        "headers-many" | "header-huge-folded" | "charsets-encoded-words" => &["header bytes"],
-        "line-under-cap" | "html-tags-flat" => &["body bytes", "tokens per message"],
-        "html-tags-nested" | "html-links" => &["body bytes"],
+        "headers-many" | "header-huge-folded" => &["header bytes", "scan bytes"],
+        "charsets-encoded-words" => &["header bytes"],
+        "line-under-cap" | "html-tags-flat" | "html-tags-nested" | "html-links" => {
+            &["body bytes", "scan bytes"]
+        }
+        "broken-base64" | "broken-qp" | "nul-bytes" | "overlong-utf8" | "rtl-overrides" => {
+            &["body bytes"]
+        }
         _ => &[],
     }
 }
@@ -198,4 +207,66 @@ fn the_nasty_corpus_is_deterministic_and_covers_every_category() {
     }
     let normal = nasty::normal_10k();
     assert!((9_000..=11_000).contains(&normal.len()), "{}", normal.len());
+}
+
+/// A message over the scan cap is read from its header block and the first
+/// `max_scan_bytes` of its body: scored exactly as that prefix alone would
+/// be (same evidence known, same probability), with "scan bytes" in
+/// `limits_hit`; the ham evidence placed past the cap is never seen. Over
+/// real gRPC with the default caps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_scan_cap_is_scored_from_its_prefix() {
+    let server = TestServer::start_pure().await;
+    let mut c = server.client().await;
+    let user = "scan-cap";
+    let spammy = "cheap pills discount pharmacy order now limited offer";
+    let hammy = "quarterly budget review minutes attached see agenda";
+    for i in 0..3 {
+        let spam = format!("Subject: offer {i}\r\n\r\n{spammy}\r\n");
+        let ham = format!("Subject: minutes {i}\r\n\r\n{hammy}\r\n");
+        common::train(
+            &mut c,
+            user,
+            spam.as_bytes(),
+            proto::Label::Spam,
+            &format!("s{i}"),
+        )
+        .await;
+        common::train(
+            &mut c,
+            user,
+            ham.as_bytes(),
+            proto::Label::Ham,
+            &format!("h{i}"),
+        )
+        .await;
+    }
+    // The pitch first, then filler that yields no tokens (one-letter
+    // words), past the cap, then the ham words.
+    let cap = Limits::default().max_scan_bytes;
+    let filler = b"a b c d e f g h i j k l m n o p\r\n";
+    let mut prefix = format!("Subject: hello\r\n\r\n{spammy}\r\n").into_bytes();
+    while prefix.len() + filler.len() < cap {
+        prefix.extend_from_slice(filler);
+    }
+    // The cut falls in more filler, past what `prefix` has.
+    let mut long = prefix.clone();
+    while long.len() < prefix.len() + 16 * 1024 {
+        long.extend_from_slice(filler);
+    }
+    for _ in 0..100 {
+        long.extend_from_slice(format!("{hammy}\r\n").as_bytes());
+    }
+    let whole = common::score(&mut c, user, &long).await;
+    let cut = common::score(&mut c, user, &prefix).await;
+    assert!(
+        whole.limits_hit.iter().any(|h| h == "scan bytes"),
+        "{:?}",
+        whole.limits_hit
+    );
+    assert!(cut.limits_hit.is_empty(), "{:?}", cut.limits_hit);
+    assert_eq!(whole.tokens_known, cut.tokens_known, "{whole:?}\n{cut:?}");
+    assert_eq!(whole.spam_probability, cut.spam_probability);
+    assert_eq!(whole.verdict, proto::Verdict::Spam as i32, "{whole:?}");
+    server.stop().await;
 }

@@ -118,6 +118,11 @@ pub struct EvalArgs {
     /// docs/ACCURACY.md "Header and body evidence"). Ignored with --server.
     #[arg(long)]
     header_extras: bool,
+    /// Raw body bytes the in-process tokenizer parses per message (the
+    /// scan cap, as `serve --max-scan-bytes`); for measuring what the cap
+    /// costs in accuracy. Ignored with --server.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    max_scan_bytes: Option<u64>,
     /// Classifier parameters to try instead of the defaults (in-process only;
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
@@ -375,6 +380,9 @@ fn engine_settings(args: &EvalArgs) -> Settings {
         limits.pair_window = w;
     }
     limits.header_extras = args.header_extras;
+    if let Some(n) = args.max_scan_bytes {
+        limits.max_scan_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+    }
     let mut params = Params::default();
     params.strength = args.strength.unwrap_or(params.strength);
     params.prior = args.prior.unwrap_or(params.prior);

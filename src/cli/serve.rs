@@ -186,6 +186,13 @@ pub struct ServeArgs {
     /// Nesting of multiparts and attached messages followed.
     #[arg(long, env = "CHAFF_MAX_MIME_DEPTH", default_value_t = Limits::default().max_mime_depth, help_heading = "Hostile-mail caps")]
     max_mime_depth: usize,
+    /// Body bytes of the raw message the MIME parser is given; a longer
+    /// message is parsed from its header block and this much of its body
+    /// (reported as "scan bytes"). Bounds the parse itself, which the caps
+    /// above do not: deep nesting or a million HTML tags cost parse time
+    /// in proportion to their bytes.
+    #[arg(long, env = "CHAFF_MAX_SCAN_BYTES", default_value_t = Limits::default().max_scan_bytes, value_parser = at_least_one, help_heading = "Hostile-mail caps")]
+    max_scan_bytes: usize,
     /// Read calls (Score, ScoreBatch, GetUser, ListEntries, FindDecisions,
     /// GetShared) whose engine work may run at once. Reading a message is
     /// CPU work: more calls at once than the cores can run only make every
@@ -346,6 +353,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_parts: args.max_mime_parts,
         max_mime_depth: args.max_mime_depth,
+        max_scan_bytes: args.max_scan_bytes,
         ..Limits::default()
     };
     let settings = Settings {

@@ -187,7 +187,12 @@ fn facts_and_ids_from_the_tokenizers_parse_equal_a_parse_of_their_own() {
         "From: a@b.example\r\nX-Pad: {}\r\nSubject: late\r\nMessage-ID: <late@b.example>\r\n\r\nbody\r\n",
         "x".repeat(300 * 1024)
     );
-    let messages: [&[u8]; 8] = [
+    // Over the scan cap with its header block whole: parsed from a prefix.
+    let long_body = format!(
+        "From: a@b.example\r\nSubject: long\r\nMessage-ID: <long@b.example>\r\n\r\n{}\r\n",
+        "words ".repeat(100 * 1024)
+    );
+    let messages: [&[u8]; 9] = [
         SPAM,
         HAM,
         // mail-parser's parse() finds a message with no headers here, its
@@ -198,6 +203,7 @@ fn facts_and_ids_from_the_tokenizers_parse_equal_a_parse_of_their_own() {
         b"Received-SPF: pass (example.com: 192.0.2.1 is permitted) client-ip=192.0.2.1;\r\nAuthentication-Results: mx.example; dkim=pass header.d=b.example; dmarc=pass\r\nFrom: \"A\" <a@b.example>\r\nList-Unsubscribe: <https://b.example/u>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nhi\r\n",
         b"\x00\xff garbage, not a message",
         long_header.as_bytes(),
+        long_body.as_bytes(),
     ];
     let tk = crate::tokenize::Tokenizer::default();
     let max = tk.limits().max_header_bytes;
@@ -214,7 +220,7 @@ fn facts_and_ids_from_the_tokenizers_parse_equal_a_parse_of_their_own() {
     }
     // The messages above reach both paths.
     let shared = |m: &[u8]| tk.tokenize_with(m, |parsed| parsed.is_some()).1;
-    assert!(shared(SPAM) && !shared(messages[4]));
+    assert!(shared(SPAM) && !shared(messages[4]) && shared(long_body.as_bytes()));
 }
 
 #[test]

@@ -13,6 +13,7 @@
 mod headers;
 mod html;
 mod parts;
+mod scan;
 mod sink;
 mod words;
 
@@ -144,6 +145,13 @@ pub struct Limits {
     pub max_parts: usize,
     /// Nesting of multiparts and attached messages followed.
     pub max_mime_depth: usize,
+    /// Raw body bytes (after the header block) the MIME parser is given.
+    /// The caps above bound what is read of a parsed message; this bounds
+    /// the parse itself, whose cost grows with the message (deep nesting,
+    /// a million HTML tags). A longer message is parsed from its header
+    /// block (at most `max_header_bytes`) and the first `max_scan_bytes`
+    /// of its body; a message within both is parsed as it is.
+    pub max_scan_bytes: usize,
     /// Word pairs: each word is paired with the previous `pair_window − 1`
     /// words (orthogonal sparse bigrams); below 2, no pairs.
     pub pair_window: usize,
@@ -165,6 +173,7 @@ impl Default for Limits {
             max_body_bytes: 2 * 1024 * 1024,
             max_parts: 100,
             max_mime_depth: 20,
+            max_scan_bytes: 256 * 1024,
             pair_window: 2,
             header_extras: false,
         }
@@ -179,6 +188,9 @@ pub enum LimitHit {
     BodyBytes,
     Parts,
     MimeDepth,
+    /// The message was longer than the scan cap (`max_scan_bytes` of body,
+    /// `max_header_bytes` of headers) and was read from its prefix.
+    ScanBytes,
     /// The bytes did not parse as a message at all; read as plain text.
     Unparsable,
 }
@@ -191,6 +203,7 @@ impl LimitHit {
             LimitHit::BodyBytes => "body bytes",
             LimitHit::Parts => "MIME parts",
             LimitHit::MimeDepth => "MIME depth",
+            LimitHit::ScanBytes => "scan bytes",
             LimitHit::Unparsable => "not parsable as MIME; read as plain text",
         }
     }
@@ -350,14 +363,7 @@ fn repair_header_separator(raw: &[u8]) -> Option<Vec<u8>> {
         if content.is_empty() {
             return None; // the separator is there
         }
-        let continuation = seen_field && matches!(content[0], b' ' | b'\t');
-        let field = content
-            .iter()
-            .position(|&b| b == b':')
-            .is_some_and(|colon| {
-                colon > 0 && content[..colon].iter().all(|&b| (33..=126).contains(&b))
-            });
-        if !(continuation || field) {
+        if !scan::is_header_line(content, seen_field) {
             if !seen_field {
                 return None; // not a message with headers at all
             }
@@ -382,6 +388,20 @@ fn extract<T>(
     sink: &mut sink::Sink,
     also: impl FnOnce(Option<&Message<'_>>) -> T,
 ) -> T {
+    let cut = scan::cut(raw, sink.limits());
+    // A parse of the prefix reads the message's own header block only when
+    // that block is whole in it; else `also` reads `raw` itself.
+    let headers_as_given = cut.as_ref().is_none_or(|c| c.headers_whole);
+    if let Some(c) = &cut {
+        if !c.headers_whole {
+            sink.hit(LimitHit::HeaderBytes);
+        }
+        sink.hit(LimitHit::ScanBytes);
+        // Being that long is evidence of its own (the cut's only trace in
+        // the ids: mail within the caps gets none).
+        sink.push(Tag::Mime, "scan-cut");
+    }
+    let raw = cut.as_ref().map_or(raw, |c| &c.bytes[..]);
     let repaired = repair_header_separator(raw);
     if repaired.is_some() {
         sink.push(Tag::Mime, "missing-header-body-separator");
@@ -404,7 +424,7 @@ fn extract<T>(
         sink.words(Tag::Body, &text);
         return also(None);
     };
-    let out = also(repaired.is_none().then_some(&msg));
+    let out = also((repaired.is_none() && headers_as_given).then_some(&msg));
     headers::headers(&msg, sink);
     let limits = sink.limits();
     let mut budget = parts::Budget {
