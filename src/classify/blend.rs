@@ -139,19 +139,22 @@ pub fn score(user: &Model, prior: &Prior<'_>, ids: &[TokenId], params: &Params) 
             user_share: 1.0,
         };
     }
-    score_and_strongest(user, prior, ids, params, 0).0
+    score_and_strongest(user, prior, ids, &[], params, 0).0
 }
 
-/// [`score`] and [`strongest`] of one message, estimating each token once.
+/// [`score`] and [`strongest`] of one message, estimating each token once;
+/// `header` (a sorted subset of `ids`) are its header tokens, weighed
+/// apart as `params.parts` says (`robinson::score_parts`).
 pub fn score_and_strongest(
     user: &Model,
     prior: &Prior<'_>,
     ids: &[TokenId],
+    header: &[TokenId],
     params: &Params,
     k: usize,
 ) -> (Blended, Strongest) {
     if prior.is_empty() {
-        let score = robinson::score(user, ids, params);
+        let score = robinson::score_parts(user, ids, header, params);
         let top = if k > 0 {
             user.strongest(ids, params, k)
         } else {
@@ -169,7 +172,7 @@ pub fn score_and_strongest(
     let (nspam, nham) = blend.user_weights;
     let unknown = robinson::unknown_probability(nspam, nham, blend.unit);
     let (score, user_share, top) =
-        combine_estimates(ids, params, |id| blend.estimate(id), unknown, k);
+        combine_estimates(ids, header, params, |id| blend.estimate(id), unknown, k);
     (
         Blended {
             score,
@@ -181,7 +184,12 @@ pub fn score_and_strongest(
 
 /// Scores `ids` against the shared `prior` alone (its own Robinson
 /// estimates), as if it were the user's model.
-pub fn score_shared(prior: &Prior<'_>, ids: &[TokenId], params: &Params) -> Score {
+pub fn score_shared(
+    prior: &Prior<'_>,
+    ids: &[TokenId],
+    header: &[TokenId],
+    params: &Params,
+) -> Score {
     if prior.is_empty() {
         return Score::NEUTRAL;
     }
@@ -189,6 +197,7 @@ pub fn score_shared(prior: &Prior<'_>, ids: &[TokenId], params: &Params) -> Scor
     let unit = f64::from(Weight::FULL.0);
     combine_estimates(
         ids,
+        header,
         params,
         |id| {
             let c = prior.get(id)?;
@@ -229,28 +238,31 @@ pub fn strongest(
 /// token a second time (three lookups each when blending).
 fn combine_estimates(
     ids: &[TokenId],
+    header: &[TokenId],
     params: &Params,
     estimate: impl Fn(TokenId) -> Option<(f64, f64)>,
     unknown: f64,
     strongest: usize,
 ) -> (Score, Option<f64>, Strongest) {
-    let mut known = 0u32;
-    let mut significant: Vec<(f64, f64, Option<TokenId>)> = Vec::with_capacity(ids.len().min(1024));
-    let mut unknowns = 0usize;
+    let mut split = robinson::Split::<(f64, f64, Option<TokenId>)>::new(ids.len(), header, params);
     for id in ids {
+        let part = split.part_of(*id);
         let Some((f, share)) = estimate(*id) else {
-            unknowns += 1;
+            split.unknowns[part] += 1;
             continue;
         };
-        known += 1;
+        split.known += 1;
         if (f - 0.5).abs() >= params.min_dev {
-            significant.push((f, share, Some(*id)));
+            split.significant[part].push((f, share, Some(*id)));
         }
     }
+    let known = split.known;
     let top = if strongest > 0 {
         super::pick_strongest(
-            significant
+            split
+                .significant
                 .iter()
+                .flatten()
                 .filter_map(|e| Some((e.2?, e.0)))
                 .collect(),
             strongest,
@@ -259,16 +271,10 @@ fn combine_estimates(
         Strongest::default()
     };
     // Absence is the user's own evidence, and no feature to show.
-    let combined = robinson::combine_with_unknowns(
-        &mut significant,
-        unknowns,
-        unknown,
-        params,
-        |e| e.0,
-        |f| (f, 1.0, None),
-    );
+    let (combined, used) = split.combine(unknown, params, |e| e.0, |f| (f, 1.0, None));
+    let significant = &split.significant[0];
     let (mut mine, mut all) = (0.0, 0.0);
-    for (f, share, _) in &significant {
+    for (f, share, _) in significant {
         let evidence = (f / (1.0 - f)).ln().abs();
         mine += share * evidence;
         all += evidence;
@@ -277,7 +283,7 @@ fn combine_estimates(
         probability: combined.probability,
         log_odds: combined.log_odds,
         tokens_known: known,
-        tokens_used: significant.len() as u32,
+        tokens_used: used,
     };
     (
         score,
@@ -352,7 +358,7 @@ mod tests {
             SharedModel::default().prior_for(None),
         ] {
             for msg in [ids(0..60), ids(10..130), ids(500..510)] {
-                let (one, top) = score_and_strongest(&m, &prior, &msg, &p, 5);
+                let (one, top) = score_and_strongest(&m, &prior, &msg, &[], &p, 5);
                 assert_eq!(one, score(&m, &prior, &msg, &p));
                 assert_eq!(top, strongest(&m, &prior, &msg, &p, 5));
             }
@@ -372,7 +378,7 @@ mod tests {
         let fresh = score(&Model::default(), &prior, &ids(0..20), &p);
         assert!(fresh.score.probability > 0.99, "{fresh:?}");
         assert_eq!(fresh.user_share, 0.0);
-        assert!(score_shared(&prior, &ids(100..120), &p).probability < 0.01);
+        assert!(score_shared(&prior, &ids(100..120), &[], &p).probability < 0.01);
 
         // This user reads tokens 0..20 as ham: the more they say so, the
         // more their own view decides, with no step along the way.

@@ -11,11 +11,11 @@ pub mod shared;
 
 use rustc_hash::FxHashMap;
 
-use crate::tokenize::{TOKENIZER_VERSION, TokenId};
+use crate::tokenize::{TOKENIZER_VERSION, TokenId, Tokens};
 use crate::types::{Label, Verdict};
 
 pub use blend::Blended;
-pub use robinson::{Params, Score};
+pub use robinson::{Params, Parts, Score};
 pub use shared::{Prior, SharedModel};
 
 /// How much learned spam and ham contained a token, in [`Weight`] units
@@ -378,8 +378,9 @@ impl Model {
 /// This is what crm114's thick-threshold training gets from skipping such
 /// messages — counts shaped by the mail that was hard, not drowned by the
 /// easy majority — without ever ignoring a click (docs/ACCURACY.md).
-pub fn learn_weight(model: &Model, ids: &[TokenId], label: Label, params: &Params) -> Weight {
-    learn_weight_for(model.score(ids, params).log_odds, label, params)
+pub fn learn_weight(model: &Model, tokens: &Tokens, label: Label, params: &Params) -> Weight {
+    let score = robinson::score_parts(model, &tokens.ids, &tokens.header, params);
+    learn_weight_for(score.log_odds, label, params)
 }
 
 /// [`learn_weight`] given the model's log-odds for the message, when the
@@ -511,18 +512,23 @@ mod tests {
         let mut m = Model::default();
         let spam: Vec<TokenId> = (0..40).map(TokenId).collect();
         let ham: Vec<TokenId> = (100..140).map(TokenId).collect();
+        let tokens = |ids: &Vec<TokenId>| Tokens {
+            ids: ids.clone(),
+            ..Tokens::default()
+        };
+        let (spam_t, ham_t) = (tokens(&spam), tokens(&ham));
         // Empty model: nothing is confident, every click weighs fully.
-        assert_eq!(learn_weight(&m, &spam, Label::Spam, &p), Weight::FULL);
+        assert_eq!(learn_weight(&m, &spam_t, Label::Spam, &p), Weight::FULL);
         for _ in 0..5 {
             m.learn(&spam, Label::Spam);
             m.learn(&ham, Label::Ham);
         }
         assert!(m.score(&spam, &p).log_odds >= p.confident_log_odds);
-        assert_eq!(learn_weight(&m, &spam, Label::Spam, &p), Weight::LIGHT);
-        assert_eq!(learn_weight(&m, &ham, Label::Ham, &p), Weight::LIGHT);
+        assert_eq!(learn_weight(&m, &spam_t, Label::Spam, &p), Weight::LIGHT);
+        assert_eq!(learn_weight(&m, &ham_t, Label::Ham, &p), Weight::LIGHT);
         // A correction (the model leans the other way) always weighs fully.
-        assert_eq!(learn_weight(&m, &spam, Label::Ham, &p), Weight::FULL);
-        assert_eq!(learn_weight(&m, &ham, Label::Spam, &p), Weight::FULL);
+        assert_eq!(learn_weight(&m, &spam_t, Label::Ham, &p), Weight::FULL);
+        assert_eq!(learn_weight(&m, &ham_t, Label::Spam, &p), Weight::FULL);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::runtime::Handle;
 
-use chaff::classify::Params;
+use chaff::classify::{Params, Parts};
 use chaff::engine::{Engine, Settings};
 use chaff::eval::multi::Arrival;
 use chaff::eval::{self, Clicks, Filter, Judgement, Plan, Profile, Summary, TrainMode};
@@ -113,6 +113,11 @@ pub struct EvalArgs {
     /// comparing tokenizer settings. Ignored with --server.
     #[arg(long)]
     pair_window: Option<usize>,
+    /// Also read Received host names, the Date header's shape and zone
+    /// and the list headers' values (new token ids; `Limits::header_extras`,
+    /// docs/ACCURACY.md "Header and body evidence"). Ignored with --server.
+    #[arg(long)]
+    header_extras: bool,
     /// Raw body bytes the in-process tokenizer parses per message (the
     /// scan cap, as `serve --max-scan-bytes`); for measuring what the cap
     /// costs in accuracy. Ignored with --server.
@@ -122,6 +127,17 @@ pub struct EvalArgs {
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
     strength: Option<f64>,
+    /// Weigh header and body evidence apart: one chi-square statistic per
+    /// part, probabilities mixed with this share for the header (0.5: an
+    /// equal vote); `fisher`: the two parts' probabilities combined as two
+    /// tokens; `pooled` (the default): all tokens in one statistic
+    /// (src/classify/robinson.rs, "Header and body"; docs/ACCURACY.md).
+    #[arg(long, help_heading = "Tuning", value_name = "SHARE|fisher|pooled", value_parser = parse_parts)]
+    header_share: Option<Parts>,
+    /// With --header-share: significant header tokens for the header's
+    /// full say (fewer: proportionally less).
+    #[arg(long, help_heading = "Tuning")]
+    header_full_at: Option<usize>,
     /// Robinson's x: the probability of a token with no history.
     #[arg(long, help_heading = "Tuning")]
     prior: Option<f64>,
@@ -363,6 +379,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     if let Some(w) = args.pair_window {
         limits.pair_window = w;
     }
+    limits.header_extras = args.header_extras;
     if let Some(n) = args.max_scan_bytes {
         limits.max_scan_bytes = usize::try_from(n).unwrap_or(usize::MAX);
     }
@@ -376,6 +393,8 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     params.confident_log_odds = args.confident_log_odds.unwrap_or(params.confident_log_odds);
     params.shared_strength = args.shared_strength.unwrap_or(params.shared_strength);
     params.shared_halflife = args.shared_halflife.unwrap_or(params.shared_halflife);
+    params.parts = args.header_share.unwrap_or(params.parts);
+    params.header_full_at = args.header_full_at.unwrap_or(params.header_full_at);
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,
@@ -477,5 +496,21 @@ fn print_summary(
     }
     if let Some((rate, total, elapsed)) = speed {
         println!("speed             {rate:.0} messages/s ({total} in {elapsed:.1} s)");
+    }
+}
+
+/// `--header-share`: `pooled`, or the header's share of the vote in (0, 1).
+fn parse_parts(s: &str) -> Result<Parts, String> {
+    if s == "pooled" {
+        return Ok(Parts::Pooled);
+    }
+    if s == "fisher" {
+        return Ok(Parts::Fisher);
+    }
+    match s.parse::<f64>() {
+        Ok(w) if w > 0.0 && w < 1.0 => Ok(Parts::Mix { header: w }),
+        _ => Err(format!(
+            "expected `pooled` or a share between 0 and 1 (exclusive), got {s:?}"
+        )),
     }
 }

@@ -13,7 +13,7 @@ use crate::classify::{self, Weight};
 use crate::error::Error;
 use crate::mail::sender::{HeaderFacts, Unsubscribe};
 use crate::store::{LedgerEntry, Op, Snapshot, checkpoint_due};
-use crate::tokenize::{TOKENIZER_VERSION, TokenId};
+use crate::tokenize::{TOKENIZER_VERSION, TokenId, Tokens};
 use crate::types::{Label, MessageId, Owner, UserId, Verdict};
 
 use super::score::{Depth, Input, ReadMessage, Scored};
@@ -126,7 +126,8 @@ impl Engine {
         let ids = &message.tokens.ids;
         let headers = &message.headers;
         let slot = self.slot_or_new(user)?;
-        let (weight, trusted) = self.click_weight(&slot, label, ids, headers, own_log_odds);
+        let (weight, trusted) =
+            self.click_weight(&slot, label, &message.tokens, headers, own_log_odds);
         drop(slot);
         let trained = self.with_writer(user, |slot, writer| {
             // Read under the writer lock, which consent changes also take.
@@ -177,7 +178,7 @@ impl Engine {
                     for op in undo(prev.clone()) {
                         op.apply(&mut model);
                     }
-                    classify::learn_weight(&model, ids, label, &self.settings.params)
+                    classify::learn_weight(&model, &message.tokens, label, &self.settings.params)
                 }
                 _ => weight,
             };
@@ -484,7 +485,7 @@ impl Engine {
         &self,
         slot: &UserSlot,
         label: Label,
-        ids: &[TokenId],
+        tokens: &Tokens,
         headers: &HeaderFacts,
         own_log_odds: Option<f64>,
     ) -> (Weight, bool) {
@@ -494,7 +495,7 @@ impl Engine {
         } else if let Some(log_odds) = own_log_odds {
             classify::learn_weight_for(log_odds, label, &self.settings.params)
         } else {
-            classify::learn_weight(&slot.model.read(), ids, label, &self.settings.params)
+            classify::learn_weight(&slot.model.read(), tokens, label, &self.settings.params)
         };
         (weight, trusted)
     }

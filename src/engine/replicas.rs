@@ -118,7 +118,8 @@ impl Engine {
         let headers = &message.headers;
         let slot = self.slot_or_new(user)?;
         self.refresh(user, &slot, clicks)?;
-        let (mut weight, trusted) = self.click_weight(&slot, label, ids, headers, own_log_odds);
+        let (mut weight, trusted) =
+            self.click_weight(&slot, label, &message.tokens, headers, own_log_odds);
         // Delivered-mail learning of this message still queued loses to
         // the click (`delivered.rs`), under either id: claimed under the
         // writer lock, which the worker holds from its check to its write.
@@ -142,7 +143,8 @@ impl Engine {
                     crate::store::Op::Unlearn(prev.label, prev.weight, prev.tokens)
                         .apply(&mut model);
                 }
-                weight = classify::learn_weight(&model, ids, label, &self.settings.params);
+                weight =
+                    classify::learn_weight(&model, &message.tokens, label, &self.settings.params);
             }
         }
         let entry = LedgerEntry {

@@ -231,7 +231,7 @@ impl Engine {
         };
         let cutoffs = policy.settings.cutoffs(self.settings.params.ham_cutoff);
         let top = envelope.map_or(0, |_| TOP_FEATURES);
-        let blend = self.blend(user, slot.as_deref(), &read.tokens.ids, top);
+        let blend = self.blend(user, slot.as_deref(), &read.tokens, top);
         let score = blend.blended.score;
         let user_alone_log_odds = blend.user_alone.then_some(score.log_odds);
         let scored = |verdict| Scored {
@@ -482,7 +482,7 @@ impl Engine {
         &self,
         user: &UserId,
         slot: Option<&UserSlot>,
-        ids: &[TokenId],
+        tokens: &Tokens,
         top: usize,
     ) -> BlendOut {
         let params = &self.settings.params;
@@ -498,7 +498,8 @@ impl Engine {
             who = Owner::User(user.clone());
             shared.prior_for(Some(&who))
         };
-        let (blended, strongest) = blend::score_and_strongest(model, &prior, ids, params, top);
+        let (blended, strongest) =
+            blend::score_and_strongest(model, &prior, &tokens.ids, &tokens.header, params, top);
         BlendOut {
             blended,
             strongest,
@@ -525,11 +526,11 @@ impl Engine {
         let who = Owner::User(user.clone());
         let prior = shared.prior_for(Some(&who));
         let user_only = Blended {
-            score: robinson::score(model, &tokens.ids, params),
+            score: robinson::score_parts(model, &tokens.ids, &tokens.header, params),
             user_share: 1.0,
         };
         let shared_only = Blended {
-            score: blend::score_shared(&prior, &tokens.ids, params),
+            score: blend::score_shared(&prior, &tokens.ids, &tokens.header, params),
             user_share: 0.0,
         };
         Ok(ScoreViews {

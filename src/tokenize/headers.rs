@@ -11,6 +11,7 @@ use crate::mail::auth::Authentication;
 /// Features of one message's header block.
 pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
     let mut budget = sink.limits().max_header_bytes;
+    let extras = sink.limits().header_extras;
     let mut cut = false;
     for (name, value) in msg.headers_raw() {
         let cost = name.len() + value.len();
@@ -24,8 +25,15 @@ pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
         sink.push(Tag::HeaderName, &name.to_ascii_lowercase());
         if name.eq_ignore_ascii_case("received") {
             received_ips(value, sink);
+            if extras {
+                received_hosts(value, sink);
+            }
         } else if name.eq_ignore_ascii_case("x-mailer") || name.eq_ignore_ascii_case("user-agent") {
             sink.words(Tag::Mailer, value);
+        } else if extras && name.eq_ignore_ascii_case("date") {
+            date(value, sink);
+        } else if extras && LIST_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            list_header(name, value, sink);
         }
     }
     if cut {
@@ -159,4 +167,92 @@ fn ip_tokens(ip: IpAddr, sink: &mut Sink) {
         }
     };
     sink.push(Tag::ReceivedNet, &net);
+}
+
+/// Headers that say which list or bulk sender relayed a message; their
+/// values are evidence (`Tag::ListHeader`).
+const LIST_HEADERS: [&str; 9] = [
+    "list-id",
+    "list-post",
+    "precedence",
+    "x-mailing-list",
+    "mailing-list",
+    "sender",
+    "x-beenthere",
+    "x-loop",
+    "list-unsubscribe",
+];
+
+/// `name=value` of a list header, lower-cased, white space collapsed.
+fn list_header(name: &str, value: &str, sink: &mut Sink) {
+    let value = value.trim();
+    if value.is_empty() || value.len() > 200 {
+        return;
+    }
+    let mut text = name.to_ascii_lowercase();
+    text.push('=');
+    for (i, w) in value.split_whitespace().enumerate() {
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str(&w.to_lowercase());
+    }
+    sink.push(Tag::ListHeader, &text);
+}
+
+/// Host names in a Received header (words with a dot and a letter that
+/// are not addresses), each with its last two labels.
+fn received_hosts(value: &str, sink: &mut Sink) {
+    let mut seen = 0;
+    for word in value.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')) {
+        let host = word.trim_matches(|c| c == '.' || c == '-');
+        if host.len() < 4
+            || host.len() > 100
+            || !host.contains('.')
+            || !host.bytes().any(|b| b.is_ascii_alphabetic())
+            || host.parse::<IpAddr>().is_ok()
+        {
+            continue;
+        }
+        // A name whose last label is not letters is a version or an id
+        // (`8.9.3`, `y.3b.4d35cf5`), not a host.
+        let last = host.rsplit('.').next().unwrap_or("");
+        if last.len() < 2 || !last.bytes().all(|b| b.is_ascii_alphabetic()) {
+            continue;
+        }
+        let host = host.to_ascii_lowercase();
+        sink.push(Tag::ReceivedHost, &host);
+        let mut labels = host.rsplitn(3, '.');
+        if let (Some(tld), Some(name)) = (labels.next(), labels.next()) {
+            sink.push(Tag::ReceivedDomain, &format!("{name}.{tld}"));
+        }
+        seen += 1;
+        if seen == 8 {
+            break;
+        }
+    }
+}
+
+/// The Date header's shape (ASCII digits as `9`, letters kept, white
+/// space collapsed) and its zone (the token after the time).
+fn date(value: &str, sink: &mut Sink) {
+    let value = value.trim();
+    if value.is_empty() || value.len() > 100 {
+        return;
+    }
+    let mut shape = String::with_capacity(value.len());
+    for w in value.split_whitespace() {
+        if !shape.is_empty() {
+            shape.push(' ');
+        }
+        shape.extend(w.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }));
+    }
+    sink.push(Tag::Date, &shape);
+    let mut words = value.split_whitespace();
+    if words
+        .any(|w| w.matches(':').count() >= 1 && w.bytes().all(|b| b.is_ascii_digit() || b == b':'))
+        && let Some(zone) = words.next()
+    {
+        sink.push(Tag::Date, &format!("zone:{zone}"));
+    }
 }

@@ -155,6 +155,13 @@ pub struct Limits {
     /// Word pairs: each word is paired with the previous `pair_window − 1`
     /// words (orthogonal sparse bigrams); below 2, no pairs.
     pub pair_window: usize,
+    /// Also read the Received chain's host names, the Date header's shape
+    /// and zone and the list headers' values (`headers.rs`). Off by
+    /// default: measured better with every message learned and worse
+    /// under clicks (docs/ACCURACY.md, "Header and body evidence"); turning
+    /// it on for a server changes token ids, so it would need the next
+    /// [`TOKENIZER_VERSION`]. `chaff eval --header-extras` only.
+    pub header_extras: bool,
 }
 
 impl Default for Limits {
@@ -168,6 +175,7 @@ impl Default for Limits {
             max_mime_depth: 20,
             max_scan_bytes: 256 * 1024,
             pair_window: 2,
+            header_extras: false,
         }
     }
 }
@@ -207,6 +215,10 @@ pub struct Tokens {
     /// Sorted and de-duplicated: a word seen ten times counts once, as in
     /// Graham's and Robinson's schemes (presence, not frequency).
     pub ids: Vec<TokenId>,
+    /// The ids among `ids` that came from the header (sorted, distinct;
+    /// `Tag::in_header`): the classifier can weigh header and body
+    /// evidence apart. Not stored: learning counts `ids` alone.
+    pub header: Vec<TokenId>,
     pub limits_hit: Vec<LimitHit>,
 }
 

@@ -37,6 +37,16 @@ pub enum Tag {
     ReceivedNet,
     /// SPF / DKIM / DMARC results (`spf:pass`, `dkim:fail`, `dmarc:none`…).
     Auth,
+    /// Host names in Received headers, and their last two labels: the
+    /// relays a message came through (a list's server, a provider's).
+    ReceivedHost,
+    ReceivedDomain,
+    /// The Date header's shape (digits as `9`) and its zone: mailers and
+    /// their time zones differ between senders.
+    Date,
+    /// `name=value` of the mailing-list and bulk headers (`List-Id`,
+    /// `Precedence`, `X-Mailing-List`, `Sender`, …): which list relayed it.
+    ListHeader,
     /// Hosts of URLs, their registered domains (public-suffix aware).
     UrlHost,
     UrlDomain,
@@ -76,6 +86,10 @@ impl Tag {
             Tag::ReceivedIp => "received.ip",
             Tag::ReceivedNet => "received.net",
             Tag::Auth => "auth",
+            Tag::ReceivedHost => "received.host",
+            Tag::ReceivedDomain => "received.domain",
+            Tag::Date => "date",
+            Tag::ListHeader => "list",
             Tag::UrlHost => "url.host",
             Tag::UrlDomain => "url.domain",
             Tag::UrlShape => "url",
@@ -86,6 +100,38 @@ impl Tag {
             Tag::LongWord => "long",
             Tag::Number => "number",
         }
+    }
+
+    /// Whether this feature says how the message was sent and built (its
+    /// header: sender, relays, authentication, mailer, header names, MIME
+    /// structure) rather than what it says (body text, Subject, links,
+    /// attachments). The classifier can weigh the two parts' evidence
+    /// apart (`classify::robinson`, "Header and body"), so that a long
+    /// body's hundreds of words and word pairs cannot drown the few header
+    /// tokens that tell a list's relayed spam from spam.
+    pub fn in_header(self) -> bool {
+        matches!(
+            self,
+            Tag::FromAddr
+                | Tag::FromDomain
+                | Tag::FromName
+                | Tag::ReplyToAddr
+                | Tag::ReplyToDomain
+                | Tag::ReturnPathAddr
+                | Tag::MessageIdDomain
+                | Tag::Mailer
+                | Tag::ContentType
+                | Tag::Charset
+                | Tag::HeaderName
+                | Tag::ReceivedIp
+                | Tag::ReceivedNet
+                | Tag::Auth
+                | Tag::ReceivedHost
+                | Tag::ReceivedDomain
+                | Tag::Date
+                | Tag::ListHeader
+                | Tag::Mime
+        )
     }
 
     /// Whether word pairs are made from this text (running prose only).
@@ -348,6 +394,9 @@ struct Collected {
     /// Ids kept so far: mostly distinct (see `seen`); sorted and
     /// de-duplicated exactly by [`Collected::into_sorted_distinct`].
     ids: Vec<TokenId>,
+    /// The kept ids that came from the header ([`Tag::in_header`]), also
+    /// in `ids`.
+    header: Vec<TokenId>,
     /// Ids pushed so far, repeats included: the token cap counts these.
     emitted: usize,
     /// A direct-mapped filter of recently kept ids (slot = low bits of the
@@ -364,29 +413,37 @@ impl Collected {
     fn new() -> Self {
         Self {
             ids: Vec::with_capacity(1024),
+            header: Vec::new(),
             emitted: 0,
             seen: Box::new([0; SEEN_SLOTS]),
         }
     }
 
     /// Returns whether the id was kept (false: a recent repeat, dropped).
-    fn push(&mut self, id: TokenId) -> bool {
+    fn push(&mut self, id: TokenId, header: bool) -> bool {
         self.emitted += 1;
         let slot = &mut self.seen[id.0 as usize % SEEN_SLOTS];
         // Slots start at 0, so id 0 must never count as seen.
         if *slot != id.0 || id.0 == 0 {
             *slot = id.0;
             self.ids.push(id);
+            if header {
+                self.header.push(id);
+            }
             true
         } else {
             false
         }
     }
 
-    fn into_sorted_distinct(self) -> Vec<TokenId> {
+    /// All ids and the header's, each sorted and distinct.
+    fn into_sorted_distinct(self) -> (Vec<TokenId>, Vec<TokenId>) {
         let mut ids = super::sort_by_token_id(self.ids, |id| *id);
         ids.dedup();
-        ids
+        let mut header = self.header;
+        header.sort_unstable();
+        header.dedup();
+        (ids, header)
     }
 }
 
@@ -522,8 +579,8 @@ impl Sink {
     }
 
     /// Records the id (and, when keeping names, how to spell it).
-    fn emit(&mut self, id: TokenId, spelling: impl FnOnce(&mut Names) -> Spelling) {
-        let kept = self.ids.push(id);
+    fn emit(&mut self, id: TokenId, tag: Tag, spelling: impl FnOnce(&mut Names) -> Spelling) {
+        let kept = self.ids.push(id, tag.in_header());
         if self.keep == Keep::AllNames || (kept && self.keep == Keep::FirstNames) {
             let s = spelling(&mut self.names);
             self.names.features.push((id, s));
@@ -551,7 +608,7 @@ impl Sink {
             return false;
         }
         let id = TokenId::of(tag, text);
-        self.emit(id, |names| Spelling::Plain {
+        self.emit(id, tag, |names| Spelling::Plain {
             tag,
             text: names.keep(text),
         });
@@ -567,7 +624,7 @@ impl Sink {
         }
         let id = keys.token(w);
         let tag = keys.tag;
-        self.emit(id, |names| Spelling::Plain {
+        self.emit(id, tag, |names| Spelling::Plain {
             tag,
             text: span.unwrap_or_else(|| names.keep(w)),
         });
@@ -636,7 +693,7 @@ impl Sink {
             let prev = n - 1 - back;
             let id = keys.pair(self.recent[prev], back as u8, h);
             let first = self.recent_text.get(prev).copied();
-            self.emit(id, |_| Spelling::Pair {
+            self.emit(id, tag, |_| Spelling::Pair {
                 tag,
                 first: first.expect("words' text is kept when names are"),
                 skip: back as u8,
@@ -651,8 +708,10 @@ impl Sink {
     }
 
     pub(super) fn finish(self) -> Tokens {
+        let (ids, header) = self.ids.into_sorted_distinct();
         Tokens {
-            ids: self.ids.into_sorted_distinct(),
+            ids,
+            header,
             limits_hit: self.limits_hit,
         }
     }
@@ -740,12 +799,12 @@ mod tests {
         let s = SEEN_SLOTS as u64;
         let input = [0, 0, 5, 5 + s, 5, 5 + 2 * s, 5 + s, 7, 0, 7];
         for id in input {
-            c.push(TokenId(id));
+            c.push(TokenId(id), id == 7);
         }
         assert_eq!(c.emitted, input.len());
         let mut want: Vec<TokenId> = input.iter().map(|&i| TokenId(i)).collect();
         want.sort_unstable();
         want.dedup();
-        assert_eq!(c.into_sorted_distinct(), want);
+        assert_eq!(c.into_sorted_distinct(), (want, vec![TokenId(7)]));
     }
 }

@@ -772,3 +772,75 @@ fn sort_by_token_id_sorts_like_sort_unstable() {
     want.sort_unstable_by_key(|p| p.0);
     assert_eq!(sort_by_token_id(pairs, |p| p.0), want);
 }
+
+const LIST_MAIL: &[u8] =
+    b"Received: from imo-d07.mx.aol.com (imo-d07.mx.aol.com [205.188.157.39])\r\n\
+\tby aleve.media.mit.edu (8.9.3/8.9.3/+ALEVE) with ESMTP id DAA14789\r\n\
+\tfor <handyboard@media.mit.edu>; Sun, 14 May 2000 03:48:11 -0400 (EDT)\r\n\
+From: member@aol.com\r\n\
+Date: Sun, 14 May 2000 03:47:34 EDT\r\n\
+Subject: Fwd: a scam\r\n\
+List-Id: <handyboard.media.mit.edu>\r\n\
+Precedence: Bulk\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+Dear friend, a contractual transfer.\r\n";
+
+fn tok_extras(msg: &[u8]) -> Tokens {
+    Tokenizer::new(Limits {
+        header_extras: true,
+        ..Limits::default()
+    })
+    .tokenize(msg)
+}
+
+#[test]
+fn header_extras_are_off_by_default_so_version_2_ids_stay() {
+    let t = tok(LIST_MAIL);
+    assert!(!has(&t, Tag::ReceivedHost, "aleve.media.mit.edu"));
+    assert!(!has(&t, Tag::Date, "zone:EDT"));
+    assert!(!has(&t, Tag::ListHeader, "precedence=bulk"));
+    let extras = tok_extras(LIST_MAIL);
+    assert!(t.ids.iter().all(|id| extras.ids.binary_search(id).is_ok()));
+    assert!(extras.ids.len() > t.ids.len());
+}
+
+#[test]
+fn received_chain_gives_relay_hosts_and_their_domains_not_versions_or_ids() {
+    let t = tok_extras(LIST_MAIL);
+    assert!(has(&t, Tag::ReceivedHost, "imo-d07.mx.aol.com"));
+    assert!(has(&t, Tag::ReceivedHost, "aleve.media.mit.edu"));
+    assert!(has(&t, Tag::ReceivedDomain, "aol.com"));
+    assert!(has(&t, Tag::ReceivedDomain, "mit.edu"));
+    assert!(!has(&t, Tag::ReceivedHost, "8.9.3"));
+    assert!(!has(&t, Tag::ReceivedHost, "205.188.157.39"));
+    assert!(has(&t, Tag::ReceivedIp, "205.188.157.39"));
+}
+
+#[test]
+fn date_shape_and_zone_and_list_headers_are_evidence() {
+    let t = tok_extras(LIST_MAIL);
+    assert!(has(&t, Tag::Date, "Sun, 99 May 9999 99:99:99 EDT"));
+    assert!(has(&t, Tag::Date, "zone:EDT"));
+    assert!(has(
+        &t,
+        Tag::ListHeader,
+        "list-id=<handyboard.media.mit.edu>"
+    ));
+    assert!(has(&t, Tag::ListHeader, "precedence=bulk"));
+}
+
+#[test]
+fn header_tokens_are_told_apart_from_the_body_and_subject() {
+    let t = tok_extras(LIST_MAIL);
+    let in_header = |tag, text| t.header.binary_search(&TokenId::of(tag, text)).is_ok();
+    assert!(in_header(Tag::ReceivedHost, "aleve.media.mit.edu"));
+    assert!(in_header(Tag::FromDomain, "aol.com"));
+    assert!(in_header(Tag::HeaderName, "list-id"));
+    assert!(in_header(Tag::ContentType, "text/plain"));
+    assert!(has(&t, Tag::Body, "contractual") && !in_header(Tag::Body, "contractual"));
+    assert!(has(&t, Tag::Subject, "scam") && !in_header(Tag::Subject, "scam"));
+    // A subset of the ids, sorted and distinct.
+    assert!(t.header.windows(2).all(|w| w[0] < w[1]));
+    assert!(t.header.iter().all(|id| t.ids.binary_search(id).is_ok()));
+}
