@@ -911,7 +911,16 @@ impl RedisStore {
         user: &UserId,
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
-        let keys = Keys::of(user);
+        self.ledger_entry(&Keys::of(user), msg).await
+    }
+
+    /// The ledger entry under `keys` (a user's, or the operator's seed
+    /// ledger) for this message, if any.
+    async fn ledger_entry(
+        &self,
+        keys: &Keys,
+        msg: &MessageId,
+    ) -> Result<Option<LedgerEntry>, Error> {
         let v: Option<Vec<u8>> = self
             .bounded("a ledger read", async {
                 let mut conn = self.conn.clone();

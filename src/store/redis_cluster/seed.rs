@@ -11,8 +11,8 @@
 use redis::Value;
 
 use super::{
-    ClickOutcome, Clicked, Keys, RedisStore, SEED, array, bytes, corrupt, decode_ledger,
-    encode_ledger, int, parse_click,
+    ClickOutcome, Clicked, Keys, RedisStore, SEED, array, bytes, corrupt, encode_ledger, int,
+    parse_click,
 };
 use crate::error::Error;
 use crate::store::LedgerEntry;
@@ -107,17 +107,6 @@ impl RedisStore {
 
     /// What the seed's ledger holds for this message.
     pub async fn seed_ledger_get(&self, msg: &MessageId) -> Result<Option<LedgerEntry>, Error> {
-        let keys = Keys::operator();
-        let v: Option<Vec<u8>> = self
-            .bounded("a ledger read", async {
-                let mut conn = self.conn.clone();
-                Ok(redis::cmd("HGET")
-                    .arg(&keys.ledger)
-                    .arg(msg.as_str())
-                    .query_async(&mut conn)
-                    .await?)
-            })
-            .await?;
-        v.map(|v| decode_ledger(&v)).transpose()
+        self.ledger_entry(&Keys::operator(), msg).await
     }
 }
