@@ -440,7 +440,7 @@ async fn redis_engine(
     info!(
         nodes = nodes.join(","),
         replicas,
-        "redis cluster connected: no seeding, export/import or backup there (docs/SCALING.md)"
+        "redis cluster connected: every RPC but Backup; no pruning or undo window there yet (docs/SCALING.md)"
     );
     // The engine reads the operator's lists and the shared model at start:
     // blocking calls, off the runtime's workers.
