@@ -179,6 +179,51 @@ impl RedisStore {
     /// with what expired: hourly, as on sled, it is a background cost.
     pub async fn users_with_decisions_before(&self, before_ms: u64) -> Result<Vec<UserId>, Error> {
         let mut users = Vec::new();
+        for key in self
+            .scan_primaries("a decision sweep", "{u:*}:d", Some("stream"))
+            .await?
+        {
+            let Some(user) = user_of_key(&key) else {
+                continue;
+            };
+            let first: Vec<Value> = self
+                .bounded("a decision sweep", async {
+                    let mut conn = self.conn.clone();
+                    Ok(redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut conn)
+                        .await?)
+                })
+                .await?;
+            if let Some(record) = first.first() {
+                let id = array(record, "decision record")?
+                    .first()
+                    .ok_or_else(|| corrupt("decision record"))?;
+                if id_ms(bytes(id, "decision id")?)? < before_ms {
+                    users.push(user);
+                }
+            }
+        }
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
+
+    /// The names of the keys matching `pattern` (and of type `of_type`,
+    /// when given) on every primary: a `SCAN` of each one's keyspace, for
+    /// the operator's listing and the background sweeps, never a request's
+    /// path. `what` names the work in a timeout's error.
+    pub(super) async fn scan_primaries(
+        &self,
+        what: &'static str,
+        pattern: &str,
+        of_type: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let mut found = Vec::new();
         for (host, port) in self.primaries().await? {
             let mut cursor = "0".to_string();
             loop {
@@ -187,50 +232,27 @@ impl RedisStore {
                     port,
                 });
                 let reply = self
-                    .bounded("a decision sweep", async {
+                    .bounded(what, async {
                         let mut conn = self.conn.clone();
                         let mut cmd = redis::cmd("SCAN");
                         cmd.arg(&cursor)
                             .arg("MATCH")
-                            .arg("{u:*}:d")
+                            .arg(pattern)
                             .arg("COUNT")
-                            .arg(1000)
-                            .arg("TYPE")
-                            .arg("stream");
+                            .arg(1000);
+                        if let Some(of_type) = of_type {
+                            cmd.arg("TYPE").arg(of_type);
+                        }
                         Ok(conn.route_command(cmd, route).await?)
                     })
                     .await?;
-                let parts = array(&reply, "SCAN reply")?;
-                let [next, keys] = parts else {
+                let [next, keys] = array(&reply, "SCAN reply")? else {
                     return Err(corrupt("SCAN reply"));
                 };
                 for key in array(keys, "SCAN keys")? {
-                    let key = std::str::from_utf8(bytes(key, "key")?)
-                        .map_err(|_| corrupt("decision key"))?;
-                    let Some(user) = user_of_key(key) else {
-                        continue;
-                    };
-                    let first: Vec<Value> = self
-                        .bounded("a decision sweep", async {
-                            let mut conn = self.conn.clone();
-                            Ok(redis::cmd("XRANGE")
-                                .arg(key)
-                                .arg("-")
-                                .arg("+")
-                                .arg("COUNT")
-                                .arg(1)
-                                .query_async(&mut conn)
-                                .await?)
-                        })
-                        .await?;
-                    if let Some(record) = first.first() {
-                        let id = array(record, "decision record")?
-                            .first()
-                            .ok_or_else(|| corrupt("decision record"))?;
-                        if id_ms(bytes(id, "decision id")?)? < before_ms {
-                            users.push(user);
-                        }
-                    }
+                    let key =
+                        std::str::from_utf8(bytes(key, "key")?).map_err(|_| corrupt("SCAN key"))?;
+                    found.push(key.to_string());
                 }
                 cursor = String::from_utf8(bytes(next, "SCAN cursor")?.to_vec())
                     .map_err(|_| corrupt("SCAN cursor"))?;
@@ -239,9 +261,7 @@ impl RedisStore {
                 }
             }
         }
-        users.sort();
-        users.dedup();
-        Ok(users)
+        Ok(found)
     }
 
     /// The primaries' addresses (`CLUSTER SLOTS`: each range's first node).

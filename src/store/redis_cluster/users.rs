@@ -3,7 +3,6 @@
 //! when they were last scored, and listing them.
 
 use redis::Value;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::{DELETE, Keys, RedisStore, array, bytes, corrupt, int, user_of_key};
 use crate::error::Error;
@@ -126,44 +125,13 @@ impl RedisStore {
         limit: usize,
     ) -> Result<Vec<UserId>, Error> {
         let mut users = Vec::new();
-        for (host, port) in self.primaries().await? {
-            for pattern in ["{u:*}:m", "{u:*}:p", "{u:*}:l", "{u:*}:d"] {
-                let mut cursor = "0".to_string();
-                loop {
-                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                        host: host.clone(),
-                        port,
-                    });
-                    let reply = self
-                        .bounded("a user listing", async {
-                            let mut conn = self.conn.clone();
-                            let mut cmd = redis::cmd("SCAN");
-                            cmd.arg(&cursor)
-                                .arg("MATCH")
-                                .arg(pattern)
-                                .arg("COUNT")
-                                .arg(1000);
-                            Ok(conn.route_command(cmd, route).await?)
-                        })
-                        .await?;
-                    let [next, keys] = array(&reply, "SCAN reply")? else {
-                        return Err(corrupt("SCAN reply"));
-                    };
-                    for key in array(keys, "SCAN keys")? {
-                        let key = std::str::from_utf8(bytes(key, "key")?)
-                            .map_err(|_| corrupt("user key"))?;
-                        if let Some(user) = user_of_key(key)
-                            && user.as_str().starts_with(prefix)
-                            && after.is_none_or(|a| listing_order(&user) > listing_order(a))
-                        {
-                            users.push(user);
-                        }
-                    }
-                    cursor = String::from_utf8(bytes(next, "SCAN cursor")?.to_vec())
-                        .map_err(|_| corrupt("SCAN cursor"))?;
-                    if cursor == "0" {
-                        break;
-                    }
+        for pattern in ["{u:*}:m", "{u:*}:p", "{u:*}:l", "{u:*}:d"] {
+            for key in self.scan_primaries("a user listing", pattern, None).await? {
+                if let Some(user) = user_of_key(&key)
+                    && user.as_str().starts_with(prefix)
+                    && after.is_none_or(|a| listing_order(&user) > listing_order(a))
+                {
+                    users.push(user);
                 }
             }
         }
