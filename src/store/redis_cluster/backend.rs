@@ -143,12 +143,7 @@ impl RedisStore {
                 if let Some(held) = policy_version {
                     call.key(&keys.policy).arg(held);
                 }
-                self.again(super::READ, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await
+                self.invoke(super::READ, &call).await
             })
             .await?;
         let parts = array(&reply, "model read reply")?;

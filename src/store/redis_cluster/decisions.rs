@@ -76,13 +76,7 @@ impl RedisStore {
             for (time_ms, json) in records {
                 call.arg(*time_ms).arg(json.as_slice());
             }
-            let _: i64 = self
-                .again(DECIDE, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await?;
+            let _: i64 = self.invoke(DECIDE, &call).await?;
             Ok(())
         })
         .await

@@ -154,13 +154,7 @@ impl RedisStore {
                 .arg(&consent.to_be_bytes()[..])
                 .arg("0");
             self.bounded("an import", async {
-                let _: i64 = self
-                    .again(POLICY, || {
-                        let mut conn = self.conn.clone();
-                        let call = &call;
-                        async move { call.invoke_async(&mut conn).await }
-                    })
-                    .await?;
+                let _: i64 = self.invoke(POLICY, &call).await?;
                 Ok(())
             })
             .await?;
@@ -171,13 +165,7 @@ impl RedisStore {
                 .arg(format!("{}:{entry}", kind.as_str()))
                 .arg("1");
             self.bounded("an import", async {
-                let _: i64 = self
-                    .again(LIST, || {
-                        let mut conn = self.conn.clone();
-                        let call = &call;
-                        async move { call.invoke_async(&mut conn).await }
-                    })
-                    .await?;
+                let _: i64 = self.invoke(LIST, &call).await?;
                 Ok(())
             })
             .await?;

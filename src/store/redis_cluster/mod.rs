@@ -666,6 +666,21 @@ impl RedisStore {
         }
     }
 
+    /// Runs a prepared script call through [`RedisStore::again`] (its
+    /// retries while a slot moves, and the reload after NOSCRIPT), on a
+    /// clone of the cluster connection: how every script here is called.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        source: &str,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        self.again(source, || {
+            let mut conn = self.conn.clone();
+            async move { call.invoke_async(&mut conn).await }
+        })
+        .await
+    }
+
     /// `SCRIPT LOAD` on every node `CLUSTER NODES` lists (primaries with
     /// or without slots, and replicas), skipping nodes that fail.
     async fn load_everywhere(&self, source: &str) -> Result<(), Error> {
@@ -840,12 +855,7 @@ impl RedisStore {
                 .arg(Weight::DELIVERED.0)
                 .arg(Weight::FULL.0)
                 .arg(if keys.seed { "1" } else { "0" });
-            self.again(CLICK, || {
-                let mut conn = self.conn.clone();
-                let call = &call;
-                async move { call.invoke_async(&mut conn).await }
-            })
-            .await
+            self.invoke(CLICK, &call).await
         })
         .await
     }
@@ -983,12 +993,7 @@ impl RedisStore {
             .bounded("a model read", async {
                 let mut call = self.scripts.read.prepare_invoke();
                 call.key(meta).key(snapshot).key(journal).arg(since);
-                self.again(READ, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await
+                self.invoke(READ, &call).await
             })
             .await?;
         let Value::Array(mut parts) = reply else {
@@ -1063,12 +1068,7 @@ impl RedisStore {
                     .key(journal)
                     .arg(bytes)
                     .arg(version);
-                self.again(CHECKPOINT, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await
+                self.invoke(CHECKPOINT, &call).await
             })
             .await?;
         Ok(written == 1)

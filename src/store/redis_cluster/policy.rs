@@ -172,12 +172,7 @@ impl RedisStore {
                     .arg(encoded)
                     .arg(&consent.to_be_bytes()[..])
                     .arg(if clear_shared { "1" } else { "0" });
-                self.again(POLICY, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await
+                self.invoke(POLICY, &call).await
             })
             .await?;
         self.wait_replicas(&keys).await?;
@@ -235,12 +230,7 @@ impl RedisStore {
                 call.key(&key)
                     .arg(&field)
                     .arg(if present { "1" } else { "0" });
-                self.again(LIST, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await
+                self.invoke(LIST, &call).await
             })
             .await?;
         self.wait_for(&key).await?;

@@ -60,12 +60,7 @@ impl RedisStore {
                     .key(&keys.snapshot)
                     .arg(&id.to_be_bytes()[..])
                     .arg(if clear { "1" } else { "0" });
-                self.again(SEED, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await
+                self.invoke(SEED, &call).await
             })
             .await?;
         let [now, part_version] = array(&reply, "seed reply")? else {

@@ -139,13 +139,7 @@ impl RedisStore {
                 .arg(field(who))
                 .arg(version)
                 .arg(cap);
-            let _: i64 = self
-                .again(NOTE, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await?;
+            let _: i64 = self.invoke(NOTE, &call).await?;
             Ok(())
         })
         .await
@@ -181,12 +175,7 @@ impl RedisStore {
             .bounded("a shared model read", async {
                 let mut call = self.scripts.shared_read.prepare_invoke();
                 call.key(DIRECTORY).key(FEED).arg(position);
-                self.again(SHARED_READ, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await
+                self.invoke(SHARED_READ, &call).await
             })
             .await?;
         let parts = array(&reply, "shared read reply")?;

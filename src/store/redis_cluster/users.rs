@@ -48,12 +48,7 @@ impl RedisStore {
                     .key(&keys.part.meta)
                     .key(&keys.part.journal)
                     .key(&keys.part.snapshot);
-                self.again(DELETE, || {
-                    let mut conn = self.conn.clone();
-                    let call = &call;
-                    async move { call.invoke_async(&mut conn).await }
-                })
-                .await
+                self.invoke(DELETE, &call).await
             })
             .await?;
         let parts = array(&reply, "deletion reply")?;
