@@ -209,18 +209,8 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn chaff serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("chaff listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Self {
-            addr: format!("http://{addr}"),
-            child,
-        }
+        let addr = listening_addr(&mut child);
+        Self { addr, child }
     }
 
     /// SIGTERM, then wait: a clean exit is expected.
@@ -272,15 +262,7 @@ impl JsonLogServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn chaff serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("chaff listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        let addr = format!("http://{addr}");
+        let addr = listening_addr(&mut child);
         Self {
             server: ServerProcess { child, addr },
         }
@@ -411,4 +393,18 @@ pub async fn settle_delivered(c: &mut Client) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The `http://` address a `chaff serve` just spawned with piped stdout
+/// listens on: the first line it prints (`chaff listening on ADDR`).
+fn listening_addr(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("chaff listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    format!("http://{addr}")
 }
