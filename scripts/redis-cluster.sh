@@ -6,7 +6,8 @@
 #   scripts/redis-cluster.sh start DIR BASEPORT   # ports BASEPORT..BASEPORT+5
 #   scripts/redis-cluster.sh stop  DIR BASEPORT   # shuts them down, removes DIR
 #
-# Prints the seed list for `--nodes` on start.
+# Prints the seed list for `--nodes` on start. REDIS_APPENDFSYNC=everysec
+# (default always) measures the documented trade-off (docs/SCALING.md).
 set -euo pipefail
 cmd=${1:?start|stop}; dir=${2:?DIR}; base=${3:?BASEPORT}
 ports=$(seq "$base" $((base + 5)))
@@ -17,7 +18,7 @@ start)
     redis-server --port "$p" --bind 127.0.0.1 --daemonize yes \
       --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
       --cluster-replica-validity-factor 0 \
-      --appendonly yes --appendfsync always --save "" \
+      --appendonly yes --appendfsync "${REDIS_APPENDFSYNC:-always}" --save "" \
       --repl-diskless-sync yes --repl-diskless-sync-delay 0 \
       --dir "$dir/$p" --logfile redis.log
   done

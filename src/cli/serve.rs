@@ -203,10 +203,14 @@ pub struct ServeArgs {
     /// CPU work: more calls at once than the cores can run only make every
     /// one slower, so the rest wait in a short queue (--max-queued-calls,
     /// --max-queue-wait) or are refused at once with RESOURCE_EXHAUSTED
-    /// naming this flag, while health stays SERVING. Default: 2 × the cores
-    /// (a read that misses the model cache waits on the disk). 0 = no limit.
-    #[arg(long, env = "CHAFF_MAX_CONCURRENT_READS", default_value_t = defaults().reads.unwrap_or(0), help_heading = "Overload")]
-    max_concurrent_reads: usize,
+    /// naming this flag, while health stays SERVING. Default `auto`: 2 × the
+    /// cores on sled (a read that misses the model cache waits on the
+    /// disk); 16 × the cores with --store redis://…, where each Score also
+    /// holds its slot through its round trip to the cluster, and 2 × the
+    /// cores left the CPU idle (docs/SCALING.md, "Score throughput").
+    /// 0 = no limit.
+    #[arg(long, env = "CHAFF_MAX_CONCURRENT_READS", default_value = "auto", value_parser = read_slots, value_name = "N|auto", help_heading = "Overload")]
+    max_concurrent_reads: ReadSlots,
     /// Write calls (Train, Forget, UpdateUser, list changes, DeleteUser,
     /// SeedShared, ClearSeed) that may run at once. Larger than the read
     /// pool: a write spends most of its time waiting for the storage flush
@@ -282,6 +286,41 @@ fn store_location(s: &str) -> Result<StoreLocation, String> {
 /// The admission defaults for this machine's cores.
 fn defaults() -> Admission {
     Admission::for_this_machine()
+}
+
+/// `--max-concurrent-reads`: a number of slots, or `auto`, which depends
+/// on the store (a remote one needs more: see the flag's help).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadSlots {
+    /// The default for the store: [`Admission::for_this_machine`] on sled,
+    /// [`Admission::for_remote_store`] on Redis.
+    Auto,
+    /// This many (0: no bound).
+    Fixed(usize),
+}
+
+impl ReadSlots {
+    /// The read pool's size on `store` (`None`: no bound).
+    fn resolve(self, store: &StoreLocation) -> Option<usize> {
+        match (self, store) {
+            (ReadSlots::Fixed(0), _) => None,
+            (ReadSlots::Fixed(n), _) => Some(n),
+            (ReadSlots::Auto, StoreLocation::Sled) => defaults().reads,
+            (ReadSlots::Auto, StoreLocation::Redis(_)) => {
+                Admission::for_remote_store(chaff::service::admission::cores()).reads
+            }
+        }
+    }
+}
+
+fn read_slots(s: &str) -> Result<ReadSlots, String> {
+    let s = s.trim();
+    if s == "auto" {
+        return Ok(ReadSlots::Auto);
+    }
+    s.parse()
+        .map(ReadSlots::Fixed)
+        .map_err(|_| format!("{s:?} is neither a whole number nor `auto`"))
 }
 
 /// How `serve` writes its log lines.
@@ -412,7 +451,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("chaff metrics on http://{}/metrics", l.local_addr()?);
     }
     let admission = Admission {
-        reads: (args.max_concurrent_reads > 0).then_some(args.max_concurrent_reads),
+        reads: args.max_concurrent_reads.resolve(&args.store),
         writes: (args.max_concurrent_writes > 0).then_some(args.max_concurrent_writes),
         queued: args.max_queued_calls,
         max_wait: args.max_queue_wait,
@@ -490,5 +529,23 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = ctrl_c => info!("Ctrl-C received"),
             _ = term => info!("SIGTERM received"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_slots_default_to_more_on_a_remote_store_and_a_number_wins() {
+        let redis = StoreLocation::Redis(vec!["redis://127.0.0.1:6379".into()]);
+        let auto = read_slots("auto").unwrap();
+        assert_eq!(auto.resolve(&StoreLocation::Sled), defaults().reads);
+        let cores = chaff::service::admission::cores();
+        assert_eq!(auto.resolve(&redis), Some(16 * cores));
+        assert_eq!(read_slots(" 8 ").unwrap().resolve(&redis), Some(8));
+        assert_eq!(read_slots("0").unwrap().resolve(&redis), None, "no bound");
+        let err = read_slots("many").unwrap_err();
+        assert!(err.contains("auto"), "{err}");
     }
 }

@@ -17,7 +17,14 @@
 //! - Two pools of slots ([`Kind`]): *reads* (Score, ScoreBatch, GetUser,
 //!   ListEntries, FindDecisions, GetShared) are CPU work, so their slots are
 //!   a small multiple of the cores (`--max-concurrent-reads`, default 2 ×
-//!   cores: a read that misses the model cache waits on the disk). *Writes*
+//!   cores: a read that misses the model cache waits on the disk). On a
+//!   remote store (a Redis Cluster) a Score holds its slot through a round
+//!   trip to the cluster (the model's freshness check, `engine/replicas.rs`)
+//!   on top of its CPU work, so the default there is
+//!   [`REMOTE_READS_PER_CORE`] × cores ([`Limits::for_remote_store`]): by
+//!   Little's law the slots a pool needs are its rate × the time each call
+//!   holds one, and 2 × cores capped a replica at a few round trips'
+//!   worth of Scores with the CPU idle (docs/SCALING.md). *Writes*
 //!   (Train, Forget and the other changes) spend most of their time waiting
 //!   for the storage flush they share with every other write waiting then
 //!   (group commit, `store/commit.rs`): their pool is larger
@@ -81,6 +88,15 @@ pub struct Limits {
 /// Default longest wait for a slot.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(50);
 
+/// Read slots per core when every read waits on a remote store (a Redis
+/// Cluster round trip per Score): a call then holds its slot for its CPU
+/// work *and* its wait. With 2 per core a replica over the cluster scored
+/// at about a fifth of sled's rate with its CPU idle; the runs that chose
+/// 16 are in docs/SCALING.md ("Score throughput"). Still a bound: past it
+/// calls queue and are shed as on sled, and at worst 16 CPU-bound Scores
+/// share a core (each ~16 × slower, not unbounded).
+pub const REMOTE_READS_PER_CORE: usize = 16;
+
 impl Limits {
     /// The defaults for a machine with `cores` cores: reads 2 × cores,
     /// writes 16 × cores, 8 × cores waiting per pool, 50 ms of waiting.
@@ -97,6 +113,16 @@ impl Limits {
     /// [`Limits::for_cores`] for this machine's available parallelism.
     pub fn for_this_machine() -> Self {
         Self::for_cores(cores())
+    }
+
+    /// The defaults for a server whose store is remote (`--store
+    /// redis://…`): [`Limits::for_cores`] with [`REMOTE_READS_PER_CORE`]
+    /// read slots per core, because each read also waits for the store.
+    pub fn for_remote_store(cores: usize) -> Self {
+        Limits {
+            reads: Some(REMOTE_READS_PER_CORE * cores.max(1)),
+            ..Self::for_cores(cores)
+        }
     }
 
     /// No bound at all: every call runs at once (deadlines are still
@@ -585,6 +611,21 @@ mod tests {
         assert_eq!(l.writes, Some(32));
         assert_eq!(l.queued, 16);
         assert_eq!(Limits::for_cores(0), Limits::for_cores(1));
+    }
+
+    #[test]
+    fn a_remote_store_gets_more_read_slots_and_the_same_other_bounds() {
+        let (local, remote) = (Limits::for_cores(2), Limits::for_remote_store(2));
+        assert_eq!(remote.reads, Some(32));
+        assert_eq!(
+            Limits {
+                reads: local.reads,
+                ..remote
+            },
+            local,
+            "only the read pool differs"
+        );
+        assert_eq!(Limits::for_remote_store(0), Limits::for_remote_store(1));
     }
 
     #[tokio::test]
