@@ -43,9 +43,9 @@ const MMAP_THRESHOLD: i32 = 64 << 10;
 /// free and later tables stay in the heap. At 256 KiB (sessions 8–9) the
 /// tables of small users' models (a few thousand tokens: 40–200 KiB) and
 /// their dictionaries, loaded and evicted thousands of times a minute when
-/// the budget is tight, left 20–34 MiB free but resident inside the two
+/// the budget is tight, left 26–35 MiB free but resident inside the two
 /// arenas (glibc `malloc_stats`), which `malloc_trim` could not give back
-/// (3 MiB); at 64 KiB 5–9 MiB. An operator's own `MALLOC_ARENA_MAX` or
+/// (3 MiB); at 64 KiB 6–12 MiB. An operator's own `MALLOC_ARENA_MAX` or
 /// `GLIBC_TUNABLES` wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
