@@ -99,7 +99,7 @@ pub struct ServeArgs {
     /// the default --delivered-queue) and a fixed overhead of ~45 MiB that
     /// does not grow with users, this budget or the cache: code ~13,
     /// sled's tables and its cache beyond --cache-mb ~10-20, allocator
-    /// free space ~6-13, threads and buffers ~3 (measured with 1,000 and
+    /// free space ~6-14, threads and buffers ~3 (measured with 1,000 and
     /// 3,000 users at 64-256 MiB, --cache-mb 8-128: docs/PERFORMANCE.md,
     /// "Memory within the flags"; docs/OPERATIONS.md, "Memory").
     /// Hits, misses and evictions are logged every --stats-interval.
