@@ -8,8 +8,16 @@
 # VmRSS/VmHWM from /proc when idle, after `chaff seed --index SEED_INDEX`
 # (the shared model) and after SECONDS of durable Train calls spread over
 # USERS users (`chaff loadtest --rpc train --users USERS`, 8 in flight),
-# then a Score pass over the same users; prints `chaff stats` and stops the
-# server with SIGTERM.
+# then a Score pass over the same users; prints `chaff stats`, the RSS split
+# into the binary's mapped files (RssFile: code, the idle process) and
+# anonymous memory (RssAnon: heap, tables, stacks), and stops the server
+# with SIGTERM.
+#
+# MALLOC_STATS=1 (needs gdb) also has the server print glibc's
+# malloc_stats() to its stderr at the end: per arena, the bytes glibc holds
+# ("system") against those in use, i.e. what is free but still resident.
+# The heap profile in docs/PERFORMANCE.md ("Where the overhead goes") was
+# taken with heaptrack, as written there.
 set -euo pipefail
 bin=$1 seed=$2 corpus=$3 users=$4 secs=$5 mem=$6 cache=$7
 shift 7
@@ -39,3 +47,7 @@ rss "after Train over $users users"
     --concurrency 8 --duration 10s --json >/dev/null
 rss "after 10 s of Score over them"
 "$bin" stats --server "$addr"
+awk '/^(RssAnon|RssFile|RssShmem|VmRSS)/ {printf "%s %d MiB  ", $1, $2 / 1024} END {print ""}' /proc/$pid/status
+if [ "${MALLOC_STATS:-0}" = 1 ]; then
+    gdb -p "$pid" -batch -ex 'call (void)malloc_stats()' >/dev/null 2>&1 || true
+fi

@@ -28,15 +28,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Allocations of this size or more get their own mapping ([`tune_allocator`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: i32 = 64 << 10;
+
 /// Keeps glibc's allocator from holding on to memory chaff has freed, so
-/// the server's RSS follows `--model-memory` + `--cache-mb` (measured in
-/// docs/PERFORMANCE.md, "Memory within the flags"): two arenas rather than
-/// up to 8 per core (the blocking pool's threads each got one and kept
-/// what they freed), and a fixed mmap threshold, so that a model's hash
-/// table (hundreds of KiB to tens of MiB) is its own mapping, returned to
-/// the system when the model is evicted or pruned — glibc's dynamic
-/// threshold otherwise rises after the first such free and later tables
-/// stay in the heap. An operator's own `MALLOC_ARENA_MAX` or
+/// the server's RSS follows `--model-memory` + `--cache-mb` plus a fixed
+/// overhead (measured in docs/PERFORMANCE.md, "Memory within the flags"):
+/// two arenas rather than up to 8 per core (the blocking pool's threads
+/// each got one and kept what they freed), and a fixed mmap threshold of
+/// 64 KiB, so that every model table, dictionary table and snapshot buffer
+/// of 64 KiB or more is its own mapping, returned to the system when it is
+/// freed — glibc's dynamic threshold otherwise rises after the first large
+/// free and later tables stay in the heap. At 256 KiB (sessions 8–9) the
+/// tables of small users' models (a few thousand tokens: 40–200 KiB) and
+/// their dictionaries, loaded and evicted thousands of times a minute when
+/// the budget is tight, left 26–35 MiB free but resident inside the two
+/// arenas (glibc `malloc_stats`), which `malloc_trim` could not give back
+/// (3 MiB); at 64 KiB 6–12 MiB. An operator's own `MALLOC_ARENA_MAX` or
 /// `GLIBC_TUNABLES` wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
@@ -49,7 +58,7 @@ fn tune_allocator() {
     // before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
     }
 }

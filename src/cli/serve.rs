@@ -94,9 +94,14 @@ pub struct ServeArgs {
     /// each contributor's part), and is never evicted. An eighth of it is
     /// kept for the users' token dictionaries (~42 bytes per token a user
     /// ever stored; needed to learn and to load a model, not to score),
-    /// least recently used dropped first. sled's page cache (--cache-mb)
-    /// and a fixed overhead come on top (docs/PERFORMANCE.md, "Memory
-    /// within the flags").
+    /// least recently used dropped first. On top come sled's page cache
+    /// (--cache-mb), the delivered-mail queue (~4 KiB a job: ~16 MiB at
+    /// the default --delivered-queue) and a fixed overhead of ~45 MiB that
+    /// does not grow with users, this budget or the cache: code ~13,
+    /// sled's tables and its cache beyond --cache-mb ~10-20, allocator
+    /// free space ~6-14, threads and buffers ~3 (measured with 1,000 and
+    /// 3,000 users at 64-256 MiB, --cache-mb 8-128: docs/PERFORMANCE.md,
+    /// "Memory within the flags"; docs/OPERATIONS.md, "Memory").
     /// Hits, misses and evictions are logged every --stats-interval.
     /// At least 1MiB.
     #[arg(long, env = "CHAFF_MODEL_MEMORY", default_value = "512MiB", value_parser = model_memory, help_heading = "Memory")]
