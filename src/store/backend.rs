@@ -339,8 +339,9 @@ pub trait Backend: Send + Sync + 'static {
     // ---- models, ledger and the click commit ----
 
     /// How long a click can be undone exactly, and the clock clicks are
-    /// timed by (`--undo-window`). A backend that keeps every click's
-    /// tokens (Redis, for now) ignores it.
+    /// timed by (`--undo-window`). Every backend that keeps a ledger
+    /// honours it (sled and its replay store, Redis); the default does
+    /// nothing.
     fn set_undo_window(&self, _window: std::time::Duration, _clock: super::Clock) {}
 
     /// The same for entries of delivered mail (`--delivered-undo-window`,
