@@ -209,13 +209,27 @@ impl RedisBackend {
             .block_on(self.store.shared_changes(&mut poll.shared))?
             .unwrap_or_default();
         let parts = changes.len();
+        let changed: Vec<Owner> = changes
+            .iter()
+            .filter_map(|change| match change {
+                PartChange::Apply { who, .. } | PartChange::Replace { who, .. } => {
+                    Some(who.clone())
+                }
+                PartChange::Remove { .. } => None,
+            })
+            .collect();
         if parts > 0 {
             let mut shared = copy.write();
             for change in changes {
                 change.apply_to(&mut shared);
             }
         }
-        self.fold_due_parts(poll, copy)?;
+        // A fold that fails costs nothing but a longer journal: the poll
+        // (and the Score that made it) goes on; the part's next change
+        // tries again.
+        if let Err(e) = self.fold_due_parts(poll, copy, &changed) {
+            tracing::warn!(error = %e, "shared model: folding a part's journal failed");
+        }
         let version = self.block_on(self.store.policy_version(&Owner::Operator))?;
         let operator = if version != poll.operator_version {
             let policy = self.block_on(self.store.policy(&Owner::Operator))?;
@@ -228,17 +242,23 @@ impl RedisBackend {
         Ok(SharedUpdate { parts, operator })
     }
 
-    /// Folds every part whose journal has grown past `checkpoint_due`
-    /// (the entries applied since its snapshot against its size in
-    /// `copy`), from `copy`, which holds it at exactly the version `poll`
-    /// records. Any replica may fold a part (the script refuses a version
-    /// not newer than the snapshot there); a part the copy pruned to the
-    /// shared cap is stored pruned, as on sled.
-    fn fold_due_parts(&self, poll: &mut Poll, copy: &RwLock<SharedModel>) -> Result<(), Error> {
+    /// Folds every part of `changed` whose journal has grown past
+    /// `checkpoint_due` (the entries applied since its snapshot against
+    /// its size in `copy`), from `copy`, which holds it at exactly the
+    /// version `poll` records. Any replica may fold a part (the script
+    /// refuses a version not newer than the snapshot there); a part the
+    /// copy pruned to the shared cap is stored pruned, as on sled.
+    fn fold_due_parts(
+        &self,
+        poll: &mut Poll,
+        copy: &RwLock<SharedModel>,
+        changed: &[Owner],
+    ) -> Result<(), Error> {
         let due = {
             let shared = copy.read();
-            poll.shared
-                .due(|who| shared.contribution(who).map_or(0, Model::token_count))
+            poll.shared.due(changed, |who| {
+                shared.contribution(who).map_or(0, Model::token_count)
+            })
         };
         for who in due {
             // Copied under the read lock, encoded after it.

@@ -89,14 +89,23 @@ pub struct SharedHeld {
 }
 
 impl SharedHeld {
-    /// The parts whose journals are due for a fold: `checkpoint_due` of
-    /// the entries applied since their snapshot, against `tokens(who)`,
-    /// the part's size.
-    pub fn due(&self, tokens: impl Fn(&Owner) -> usize) -> Vec<Owner> {
-        self.parts
-            .iter()
-            .filter(|(who, held)| crate::store::checkpoint_due(held.journal_entries, tokens(who)))
-            .map(|(who, _)| who.clone())
+    /// Which of `among` (the parts a poll changed: only a change grows a
+    /// part's journal) are due for a fold: `checkpoint_due` of the entries
+    /// applied since their snapshot, against `tokens(who)`, the part's
+    /// size.
+    pub fn due<'a>(
+        &self,
+        among: impl IntoIterator<Item = &'a Owner>,
+        tokens: impl Fn(&Owner) -> usize,
+    ) -> Vec<Owner> {
+        among
+            .into_iter()
+            .filter(|who| {
+                self.parts.get(*who).is_some_and(|held| {
+                    crate::store::checkpoint_due(held.journal_entries, tokens(who))
+                })
+            })
+            .cloned()
             .collect()
     }
 }
