@@ -28,6 +28,9 @@ struct Fixture {
     _dir: Option<tempfile::TempDir>,
     /// Users are unique per fixture: the Redis cluster is shared by tests.
     prefix: String,
+    /// The Redis store under the engine (a clone: the same connections
+    /// and undo window), for what only this fixture's users may see.
+    redis: Option<chaff::store::redis_cluster::RedisStore>,
 }
 
 impl Fixture {
@@ -38,17 +41,49 @@ impl Fixture {
             engine: Engine::new(store, settings).unwrap(),
             _dir: Some(dir),
             prefix: "sled".into(),
+            redis: None,
         }
     }
 
     /// `None` (test skipped) only where redis-server is not installed.
     fn redis(test: &str, settings: Settings) -> Option<Self> {
         let cluster = crate::redis_cluster::Cluster::shared()?;
+        let backend = chaff::store::redis_cluster::RedisBackend::connect(
+            chaff::store::redis_cluster::RedisConfig::new(cluster.seeds()),
+        )
+        .expect("connect to the test cluster");
+        let store = backend.store().clone();
         Some(Self {
-            engine: redis_engine_with(&cluster.seeds(), settings),
+            engine: Engine::new(backend, settings).unwrap(),
             _dir: None,
             prefix: unique(test),
+            redis: Some(store),
         })
+    }
+
+    /// Waits for the engine's first background sweep, which the decision
+    /// log's writer runs before it logs anything: a test that moves its
+    /// clock ahead must not have that sweep (`fold_ledger`, over the
+    /// whole shared cluster) fold other tests' users with its clock.
+    fn settle(&self) {
+        let u = self.user("settle");
+        self.engine.evaluate(&u, HAM, &Envelope::default()).unwrap();
+        assert_eq!(decisions(&self.engine, &u, "", 1).len(), 1);
+    }
+
+    /// The background undo-window sweep (`Engine::fold_ledger`, hourly in
+    /// a server), over this fixture's users only on the shared cluster:
+    /// its clock is not the other tests'. How many entries it folded.
+    fn fold(&self) -> u64 {
+        match &self.redis {
+            None => self.engine.fold_ledger().unwrap(),
+            Some(store) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(store.fold_ledgers_of(&format!("{}-", self.prefix)))
+                .unwrap(),
+        }
     }
 
     fn user(&self, name: &str) -> UserId {
@@ -921,4 +956,392 @@ async fn redis_calls_from_an_async_worker_are_refused() {
         .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
     assert!(text.contains("runtime"), "{text}");
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Each test body once per backend with a clock the test moves (unix ms):
+/// `NAME::on_sled` and `NAME::on_redis`. The clock starts at the system's
+/// time: the cluster is shared, and other tests' engines sweep it with the
+/// system clock, so this test's clicks must not look older than theirs.
+macro_rules! on_both_clocked {
+    ($name:ident, $settings:expr, |$f:ident, $now:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            use std::sync::Arc;
+            fn run($f: Fixture, $now: Arc<AtomicU64>) $body
+            fn clocked() -> (Settings, Arc<AtomicU64>) {
+                let start = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64;
+                let now = Arc::new(AtomicU64::new(start));
+                let clock = now.clone();
+                let settings = Settings {
+                    clock: chaff::store::Clock::new(move || clock.load(Ordering::SeqCst)),
+                    ..$settings
+                };
+                (settings, now)
+            }
+            #[test]
+            fn on_sled() {
+                let (settings, now) = clocked();
+                run(Fixture::sled(settings), now);
+            }
+            #[test]
+            fn on_redis() {
+                let (settings, now) = clocked();
+                if let Some(f) = Fixture::redis(stringify!($name), settings) {
+                    f.settle();
+                    run(f, now);
+                }
+            }
+        }
+    };
+}
+
+/// The ledger entries an export of `u` carries, by message id.
+fn exported_ledger(
+    e: &Engine,
+    u: &UserId,
+) -> std::collections::BTreeMap<String, chaff::store::export::Learned> {
+    let bytes = e.export_user(u).unwrap().expect("an export");
+    chaff::store::export::decode(&bytes)
+        .unwrap()
+        .ledger
+        .into_iter()
+        .map(|(id, _, learned)| (id.to_string(), learned))
+        .collect()
+}
+
+on_both_clocked!(
+    a_click_older_than_the_undo_window_keeps_its_counts_and_cannot_be_undone,
+    settings(),
+    |f, now| {
+        // As tests/ledger.rs through the service on sled.
+        let u = f.user("u");
+        f.engine
+            .train(&u, SPAM, Label::Spam, Some(id("old")))
+            .unwrap();
+        f.engine
+            .train(&u, HAM, Label::Ham, Some(id("recent-ham")))
+            .unwrap();
+        now.fetch_add(89 * DAY_MS, Ordering::SeqCst);
+        f.engine
+            .train(&u, SPAM2, Label::Spam, Some(id("recent")))
+            .unwrap();
+        f.engine
+            .train(&u, HAM2, Label::Ham, Some(id("recent2")))
+            .unwrap();
+        // Day 89: everything is still inside the window.
+        f.engine.forget(&u, &id("recent-ham")).unwrap();
+        // Day 91: "old" is beyond it, "recent" is not.
+        now.fetch_add(2 * DAY_MS, Ordering::SeqCst);
+        let state = |e: &Engine| (counts(e, &u), e.score(&u, SPAM).unwrap());
+        let before = state(&f.engine);
+        let beyond = |r: Result<_, Error>| match r {
+            Err(e @ Error::BeyondUndoWindow { label, window, .. }) => {
+                assert_eq!(label, Label::Spam);
+                assert_eq!(window, std::time::Duration::from_secs(90 * 86_400));
+                assert!(e.to_string().contains("90d"), "{e}");
+            }
+            Err(e) => panic!("expected beyond the undo window, got {e:?}"),
+            Ok(_) => panic!("expected beyond the undo window, got Ok"),
+        };
+        beyond(f.engine.forget(&u, &id("old")).map(drop));
+        assert_eq!(state(&f.engine), before, "counts stay");
+        // Moving it to the other class is refused the same way; the same
+        // label again is still harmless.
+        beyond(
+            f.engine
+                .train(&u, SPAM, Label::Ham, Some(id("old")))
+                .map(drop),
+        );
+        let again = f
+            .engine
+            .train(&u, SPAM, Label::Spam, Some(id("old")))
+            .unwrap();
+        assert_eq!(again.outcome, TrainOutcome::AlreadyLearned);
+        assert_eq!(state(&f.engine), before, "counts stay");
+        beyond(f.engine.store().ledger_get(&u, &id("old")).map(drop));
+        // Folded (in passing by a click on Redis, or by the sweep): the
+        // entry keeps its label only; the answers are the same.
+        f.fold();
+        let ledger = exported_ledger(&f.engine, &u);
+        assert!(
+            matches!(
+                ledger["old"],
+                chaff::store::export::Learned::Folded(Label::Spam)
+            ),
+            "{:?}",
+            ledger["old"]
+        );
+        assert!(matches!(
+            ledger["recent"],
+            chaff::store::export::Learned::Live(_)
+        ));
+        beyond(f.engine.forget(&u, &id("old")).map(drop));
+        assert_eq!(state(&f.engine), before, "counts stay");
+        // A recent click is still undone exactly.
+        let gone = f.engine.forget(&u, &id("recent")).unwrap();
+        assert_eq!(gone.label, Label::Spam);
+        assert_eq!(counts(&f.engine, &u), (1, 1));
+        // A message never learned is still NOT_FOUND, not a window matter.
+        assert!(matches!(
+            f.engine.forget(&u, &id("never")),
+            Err(Error::NotLearned { .. })
+        ));
+    }
+);
+
+on_both_clocked!(
+    the_background_sweep_folds_clicks_no_later_click_touched,
+    settings(),
+    |f, now| {
+        let u = f.user("u");
+        for (m, label, name) in [
+            (SPAM, Label::Spam, "a"),
+            (HAM, Label::Ham, "b"),
+            (SPAM2, Label::Spam, "c"),
+        ] {
+            f.engine.train(&u, m, label, Some(id(name))).unwrap();
+        }
+        let model = stored_model(&f.engine, &u);
+        now.fetch_add(89 * DAY_MS, Ordering::SeqCst);
+        assert_eq!(f.fold(), 0, "inside the window");
+        now.fetch_add(2 * DAY_MS, Ordering::SeqCst);
+        assert_eq!(f.fold(), 3);
+        assert_eq!(f.fold(), 0, "nothing left");
+        for (name, learned) in exported_ledger(&f.engine, &u) {
+            assert!(
+                matches!(learned, chaff::store::export::Learned::Folded(_)),
+                "{name}: {learned:?}"
+            );
+        }
+        assert_eq!(stored_model(&f.engine, &u), model, "counts stay");
+        assert!(matches!(
+            f.engine.forget(&u, &id("b")),
+            Err(Error::BeyondUndoWindow {
+                label: Label::Ham,
+                ..
+            })
+        ));
+    }
+);
+
+on_both_clocked!(
+    delivered_mail_leaves_the_ledger_after_its_own_shorter_window,
+    with_delivered(),
+    |f, now| {
+        let u = f.user("u");
+        f.engine
+            .train(&u, SPAM, Label::Spam, Some(id("c")))
+            .unwrap();
+        f.engine.evaluate(&u, HAM, &Envelope::default()).unwrap();
+        let derived = derive_message_id(HAM);
+        let ledger = |m: &MessageId| f.engine.store().ledger_get(&u, m).unwrap();
+        assert!(ledger(&derived).is_some_and(|e| e.implicit));
+        assert_eq!(counts(&f.engine, &u), (1, 1));
+        let model = stored_model(&f.engine, &u);
+        // Day 13: inside both windows (14 days for delivered mail).
+        now.fetch_add(13 * DAY_MS, Ordering::SeqCst);
+        assert_eq!(f.fold(), 0, "inside both windows");
+        assert!(ledger(&derived).is_some());
+        // Day 15: the delivered entry is past its window; the click, as
+        // old, is still undoable.
+        now.fetch_add(2 * DAY_MS, Ordering::SeqCst);
+        assert_eq!(ledger(&derived), None);
+        assert_eq!(f.fold(), 1, "the delivered entry only");
+        assert!(!f.engine.store().ledger_contains(&u, &derived).unwrap());
+        assert!(ledger(&id("c")).is_some_and(|e| !e.implicit));
+        assert_eq!(stored_model(&f.engine, &u), model, "counts stay");
+        // A click on that mail now is a first click, beside the delivered
+        // learning, which stays.
+        let t = f.engine.train(&u, HAM, Label::Ham, None).unwrap();
+        assert_eq!(t.outcome, TrainOutcome::Learned);
+        assert_eq!((t.spam_learned, t.ham_learned), (1, 2));
+    }
+);
+
+/// A message of `n` distinct words of this test's own (see
+/// [`unique_message`]), letters only: a word of many digits is tokenized
+/// as its number pattern, which other words share.
+fn many_words(prefix: &str, tag: &str, n: usize) -> Vec<u8> {
+    let letters = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'0'..=b'9' => char::from(b'g' + (b - b'0')),
+                b => char::from(b),
+            })
+            .collect()
+    };
+    let s = letters(&short(&format!("{prefix}{tag}")));
+    let mut text = String::new();
+    for i in 0..n {
+        let (hi, lo) = (i / 26, i % 26);
+        let w = format!(
+            "{}{}",
+            char::from(b'a' + (hi % 26) as u8),
+            char::from(b'a' + lo as u8)
+        );
+        text.push_str(&format!("qq{s}w{w} "));
+    }
+    text.push_str("\r\n");
+    text.into_bytes()
+}
+
+/// A user quota of 20 tokens, pruned as soon as a click passes it.
+fn capped() -> Settings {
+    Settings {
+        max_user_tokens: Some(20),
+        ..settings()
+    }
+}
+
+on_both!(
+    a_model_past_its_quota_is_pruned_and_forgetting_pruned_clicks_leaves_it_empty,
+    capped(),
+    |f| {
+        let u = f.user("u");
+        for i in 0..6 {
+            let m = many_words(&f.prefix, &format!("m{i}"), 8);
+            let label = if i % 2 == 0 { Label::Spam } else { Label::Ham };
+            f.engine
+                .train(&u, &m, label, Some(id(&format!("m{i}"))))
+                .unwrap();
+        }
+        let model = stored_model(&f.engine, &u);
+        assert!(model.token_count() <= 20, "{} tokens", model.token_count());
+        assert_eq!((model.spam_learned(), model.ham_learned()), (3, 3));
+        assert_eq!(
+            f.engine.user_summary(&u).unwrap().tokens,
+            model.token_count() as u64
+        );
+        // Every click forgotten, pruned tokens and all: the counts end at
+        // zero, never below, and nothing is left.
+        for i in 0..6 {
+            f.engine.forget(&u, &id(&format!("m{i}"))).unwrap();
+        }
+        let model = stored_model(&f.engine, &u);
+        assert_eq!(model.token_count(), 0);
+        assert_eq!(model.weights(), (0, 0));
+        assert_eq!(counts(&f.engine, &u), (0, 0));
+    }
+);
+
+/// The Redis backend of a second engine over the shared test cluster.
+fn second_engine(settings: Settings) -> Option<Engine> {
+    let cluster = crate::redis_cluster::Cluster::shared()?;
+    Some(redis_engine_with(&cluster.seeds(), settings))
+}
+
+#[test]
+fn a_prune_on_one_replica_is_the_model_every_replica_scores_with() {
+    let Some(f) = Fixture::redis("prune_two_replicas", capped()) else {
+        return;
+    };
+    let other = second_engine(settings()).unwrap();
+    let u = f.user("u");
+    let first = many_words(&f.prefix, "first", 8);
+    f.engine
+        .train(&u, &first, Label::Spam, Some(id("first")))
+        .unwrap();
+    // The other replica holds the model before the prune.
+    assert!(other.score(&u, &first).unwrap().tokens_known > 0);
+    for i in 0..5 {
+        let m = many_words(&f.prefix, &format!("m{i}"), 8);
+        let label = if i % 2 == 0 { Label::Ham } else { Label::Spam };
+        f.engine
+            .train(&u, &m, label, Some(id(&format!("m{i}"))))
+            .unwrap();
+    }
+    let pruned = f.engine.user_summary(&u).unwrap();
+    assert!(pruned.tokens <= 20, "{pruned:?}");
+    // The next read on the other replica reloads the pruned model.
+    let seen = other.user_summary(&u).unwrap();
+    assert_eq!(seen, pruned);
+    assert_eq!(stored_model(&other, &u).token_count() as u64, pruned.tokens);
+}
+
+/// Held by the tests that fold a part's journal and that prune the
+/// shared model: a replica folds a due part from its own copy, and a copy
+/// pruned to a 10-token cap would store that part pruned under the other
+/// test (as it should in a deployment, where every replica has one cap).
+static PART_FOLDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn a_sharing_users_part_journal_is_folded_when_due() {
+    let _alone = PART_FOLDS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(f) = Fixture::redis("part_fold", settings()) else {
+        return;
+    };
+    let store = f.redis.clone().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let u = f.user("u");
+    let who = Owner::User(u.clone());
+    share(&f.engine, &u, true);
+    // A message moved between the labels: each move journals two
+    // entries per token (and one per op) against a part of that many
+    // tokens, due past `CHECKPOINT_MIN_ENTRIES` (32,768).
+    let m = many_words(&f.prefix, "flip", 600);
+    let ids = chaff::tokenize::Tokenizer::default().tokenize(&m).ids;
+    let t = ids.len() as u64 + 1;
+    let due = (chaff::store::CHECKPOINT_MIN_ENTRIES - t).div_ceil(2 * t) as usize + 1;
+    let labels = [Label::Spam, Label::Ham];
+    let mut n = 0;
+    while rt.block_on(store.part_versions(&who)).unwrap().1 == 0 {
+        assert!(n <= due, "no fold after {n} clicks ({} tokens)", ids.len());
+        f.engine
+            .train(&u, &m, labels[n % 2], Some(id("flip")))
+            .unwrap();
+        n += 1;
+    }
+    let (v, sv) = rt.block_on(store.part_versions(&who)).unwrap();
+    assert_eq!(v, sv, "folded up to the last click");
+    assert_eq!(n, due, "not before it was due");
+    // A replica that loads the shared model now reads the snapshot: the
+    // message under its last label, as the folding replica holds it.
+    let other = second_engine(settings()).unwrap();
+    assert_eq!(shared_counts(&other, &ids), shared_counts(&f.engine, &ids));
+    let last = labels[(n - 1) % 2];
+    assert!(
+        shared_counts(&other, &ids)
+            .iter()
+            .all(|&(s, h)| match last {
+                Label::Spam => s > 0 && h == 0,
+                Label::Ham => h > 0 && s == 0,
+            })
+    );
+    share(&f.engine, &u, false);
+}
+
+#[test]
+fn the_shared_model_is_pruned_to_its_cap_on_redis() {
+    let _alone = PART_FOLDS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(f) = Fixture::redis(
+        "shared_cap",
+        Settings {
+            max_shared_tokens: Some(10),
+            ..settings()
+        },
+    ) else {
+        return;
+    };
+    let u = f.user("u");
+    share(&f.engine, &u, true);
+    // The first click also runs any prune queued at start (the cluster's
+    // shared model is other tests' too); the second one's part must be
+    // queued by the poll that brings it.
+    let m = many_words(&f.prefix, "shared", 30);
+    f.engine.train(&u, &m, Label::Spam, Some(id("m"))).unwrap();
+    let m2 = many_words(&f.prefix, "shared2", 30);
+    f.engine
+        .train(&u, &m2, Label::Spam, Some(id("m2")))
+        .unwrap();
+    let total = f.engine.shared_model().token_count();
+    assert!(total <= 10, "{total} tokens");
+    share(&f.engine, &u, false);
 }

@@ -57,11 +57,12 @@ pub struct ServeArgs {
     /// client can take minutes to notice a failover). Any chaff process can
     /// then serve any user; route a user to one process (hash the user id)
     /// to keep their model cached there. Every RPC works on Redis but
-    /// Backup (FAILED_PRECONDITION: back up the cluster itself); models
-    /// are not pruned to --max-user-tokens there yet, and every click stays
-    /// exactly undoable (no --undo-window); other processes' changes to
-    /// the shared model and the operator's lists reach this one within
-    /// about 100 ms (docs/SCALING.md).
+    /// Backup (FAILED_PRECONDITION: back up the cluster itself);
+    /// --undo-window, --delivered-undo-window, --max-user-tokens and
+    /// --max-shared-tokens hold there as on sled (a prune through one
+    /// process is the model every process scores with); other processes'
+    /// changes to the shared model and the operator's lists reach this one
+    /// within about 100 ms (docs/SCALING.md).
     #[arg(long, env = "CHAFF_STORE", default_value = "sled", value_parser = store_location, value_name = "sled|redis://HOST:PORT,…")]
     store: StoreLocation,
     /// Redis replicas that must confirm each click (WAIT, on the primary of
@@ -484,7 +485,7 @@ async fn redis_engine(
     info!(
         nodes = nodes.join(","),
         replicas,
-        "redis cluster connected: every RPC but Backup; no pruning or undo window there yet (docs/SCALING.md)"
+        "redis cluster connected: every RPC but Backup, with the undo window and the quotas (docs/SCALING.md)"
     );
     // The engine reads the operator's lists and the shared model at start:
     // blocking calls, off the runtime's workers.

@@ -27,9 +27,10 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashSet;
 use tracing::debug;
 
-use super::{Engine, Settings, UserSlot};
+use super::{Engine, Settings, UserSlot, WriterState};
 use crate::classify::prune;
 use crate::error::Error;
+use crate::store::SharedClicks;
 use crate::types::UserId;
 
 /// Default `--max-user-tokens`: 300,000 tokens, about 11 MiB of memory
@@ -182,6 +183,43 @@ impl Engine {
         removed
     }
 
+    /// [`Engine::prune_user`] on a store shared by replicas (Redis): the
+    /// model brought up to date first, pruned by the same rule into a
+    /// copy, and written by the store as the model at a new version, which
+    /// every replica reloads (`store::redis_cluster`'s `prune.rs`). Scoring
+    /// goes on with the unpruned model until the copy replaces it. If a
+    /// click through another replica moved the model meanwhile, nothing is
+    /// written: the refresh that brings that click queues the user again.
+    fn prune_shared_store(
+        &self,
+        clicks: &dyn SharedClicks,
+        user: &UserId,
+        slot: &UserSlot,
+        writer: &mut WriterState,
+        cap: usize,
+    ) -> Result<u64, Error> {
+        self.refresh_locked(user, slot, writer, clicks)?;
+        let (pruned, removed) = {
+            let model = slot.model.read();
+            if model.token_count() <= cap {
+                return Ok(0);
+            }
+            let victims = prune::victims(&model, prune::target(cap), &self.settings.params);
+            let mut pruned = model.clone();
+            pruned.remove_tokens(&victims);
+            (pruned, victims.len() as u64)
+        };
+        let Some(version) = clicks.prune(user, &pruned, writer.last_seq)? else {
+            return Ok(0);
+        };
+        let tokens = pruned.token_count();
+        *slot.model.write() = pruned;
+        writer.last_seq = version;
+        writer.journal_entries = 0;
+        self.cache.charge(&slot.cache, tokens);
+        Ok(removed)
+    }
+
     /// Prunes one user's model if it is past the cap (see the module docs).
     fn prune_user(&self, user: &UserId) -> Result<u64, Error> {
         let Some(cap) = self.settings.max_user_tokens else {
@@ -189,6 +227,9 @@ impl Engine {
         };
         let params = &self.settings.params;
         let removed = self.with_known_writer(user, |slot: &UserSlot, writer| {
+            if let Some(clicks) = self.store.shared_clicks() {
+                return self.prune_shared_store(clicks, user, slot, writer, cap);
+            }
             let victims = {
                 let model = slot.model.read();
                 if model.token_count() <= cap {

@@ -27,8 +27,8 @@
 //! replaces it exactly, under the caller's id or the derived one, in the
 //! same script.
 //!
-//! Not yet on such a store (docs/SCALING.md): pruning to
-//! `--max-user-tokens` and the undo window.
+//! The undo window is the store's (`--undo-window`: the click script
+//! refuses, and folds, clicks past it, as the sled ledger does).
 
 use super::clicks::{Forgotten, TrainOutcome, Trained};
 use super::score::ReadMessage;
@@ -57,8 +57,10 @@ impl Engine {
     }
 
     /// [`Engine::refresh`] under the user's writer lock, then a checkpoint
-    /// if the journal has grown enough (as `commit` does on sled).
-    fn refresh_locked(
+    /// if the journal has grown enough (as `commit` does on sled). A model
+    /// past its quota is queued for a prune (`quota.rs`), whichever
+    /// replica's clicks took it there.
+    pub(super) fn refresh_locked(
         &self,
         user: &UserId,
         slot: &UserSlot,
@@ -94,6 +96,7 @@ impl Engine {
             }
         };
         self.cache.charge(&slot.cache, tokens);
+        self.note_tokens(user, tokens);
         if checkpoint_due(writer.journal_entries, tokens) {
             self.checkpoint_locked(user, slot, writer)?;
         }
@@ -133,9 +136,15 @@ impl Engine {
         // only the click had happened. (Rare, so the extra reads are
         // only paid when it is possible: a ham click.)
         if label == Label::Ham && !trusted {
-            let mut delivered = self.store.ledger_get(user, &message_id)?;
+            // A click too old to undo is no delivered mail (the store's
+            // script answers for it).
+            let delivered_entry = |id: &MessageId| match self.store.ledger_get(user, id) {
+                Err(Error::BeyondUndoWindow { .. }) => Ok(None),
+                other => other,
+            };
+            let mut delivered = delivered_entry(&message_id)?;
             if delivered.is_none() && message_id != message.derived_id {
-                delivered = self.store.ledger_get(user, &message.derived_id)?;
+                delivered = delivered_entry(&message.derived_id)?;
             }
             if let Some(prev) = delivered.filter(|p| p.implicit && p.label == label) {
                 let mut model = slot.model.read().clone();
@@ -165,6 +174,8 @@ impl Engine {
             self.poll_shared(clicks, true)?;
         }
         self.evict_over_budget(user);
+        // ... or past its quota (`quota.rs`).
+        self.after_click()?;
         let (outcome, low_effect) = match clicked.outcome {
             ClickOutcome::Learned => (TrainOutcome::Learned, trusted),
             ClickOutcome::Relearned => (TrainOutcome::Relearned, trusted),
@@ -255,18 +266,19 @@ impl Engine {
 
     /// Brings this process's copy of the shared model and of the
     /// operator's lists up to date, when the backend says a poll is due
-    /// (`force`: now). Applied under the shared model's write lock after
-    /// the store was read, so scoring never waits on the network.
+    /// (`force`: now). The backend applies the parts' changes under the
+    /// shared model's write lock after the store was read, so scoring
+    /// never waits on the network, and folds the parts' journals that are
+    /// due from this copy. A copy past `--max-shared-tokens` is queued for
+    /// a prune, as on sled (`quota.rs`).
     pub(super) fn poll_shared(&self, clicks: &dyn SharedClicks, force: bool) -> Result<(), Error> {
-        let Some(update) = clicks.shared_update(force)? else {
+        let Some(update) = clicks.shared_update(force, &self.shared)? else {
             return Ok(());
         };
-        if !update.parts.is_empty() {
-            let mut shared = self.shared.write();
-            for change in update.parts {
-                change.apply_to(&mut shared);
-            }
+        if update.parts > 0 {
+            let shared = self.shared.read();
             self.cache.charge_shared(shared.stored_tokens());
+            self.note_shared_tokens(shared.total().token_count());
         }
         if let Some(stored) = update.operator {
             let mut operator = self.operator.write();

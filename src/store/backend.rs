@@ -206,7 +206,8 @@ impl PartChange {
 /// replica last asked ([`SharedClicks::shared_update`]).
 #[derive(Debug, Default)]
 pub struct SharedUpdate {
-    pub parts: Vec<PartChange>,
+    /// How many parts changed (already applied to the caller's copy).
+    pub parts: usize,
     /// The operator's lists, when they changed.
     pub operator: Option<StoredPolicy>,
 }
@@ -263,7 +264,27 @@ pub trait SharedClicks: Send + Sync {
     /// the last poll is more recent than the backend's interval, or
     /// another thread is polling now; `force` asks regardless of the
     /// interval (after this replica's own sharing click or revoke).
-    fn shared_update(&self, force: bool) -> Result<Option<SharedUpdate>, Error>;
+    ///
+    /// The parts' changes are applied to `copy` (this process's shared
+    /// model; its write lock is taken once, after the store was read) in
+    /// the same step as the backend records the versions they bring, so
+    /// the copy holds each part at exactly the version recorded. That is
+    /// what lets the backend then fold a part's journal from the copy when
+    /// it has grown past `checkpoint_due` (the sled engine does the same
+    /// from its own copy, `Engine::checkpoint_contribution`).
+    fn shared_update(
+        &self,
+        force: bool,
+        copy: &parking_lot::RwLock<SharedModel>,
+    ) -> Result<Option<SharedUpdate>, Error>;
+
+    /// Replaces the user's model in the store with `model` — the model at
+    /// exactly `version`, pruned to the quota (`engine/quota.rs`) — at a
+    /// new version, which every replica then reloads. Returns the new
+    /// version, or `None` if the model has moved past `version` (a click
+    /// through another replica): nothing was written, and the next refresh
+    /// queues the prune again.
+    fn prune(&self, user: &UserId, model: &Model, version: u64) -> Result<Option<u64>, Error>;
 
     /// Undoes a click exactly; [`Error::NotLearned`] if there is none.
     fn forget(&self, user: &UserId, msg: &MessageId) -> Result<Clicked, Error>;
@@ -318,8 +339,9 @@ pub trait Backend: Send + Sync + 'static {
     // ---- models, ledger and the click commit ----
 
     /// How long a click can be undone exactly, and the clock clicks are
-    /// timed by (`--undo-window`). A backend that keeps every click's
-    /// tokens (Redis, for now) ignores it.
+    /// timed by (`--undo-window`). Every backend that keeps a ledger
+    /// honours it (sled and its replay store, Redis); the default does
+    /// nothing.
     fn set_undo_window(&self, _window: std::time::Duration, _clock: super::Clock) {}
 
     /// The same for entries of delivered mail (`--delivered-undo-window`,

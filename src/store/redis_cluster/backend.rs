@@ -22,7 +22,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redis::Value;
 
 use super::policy::parse_policy;
@@ -30,7 +30,7 @@ use super::{
     Keys, RedisConfig, RedisStore, SharedHeld, apply_records, array, bytes, corrupt, int,
     record_ops,
 };
-use crate::classify::{Model, Weight};
+use crate::classify::{Model, SharedModel, Weight};
 use crate::error::Error;
 use crate::policy::{Entry, ListKind, UserSettings};
 use crate::store::backend::{
@@ -197,11 +197,39 @@ impl RedisStore {
 
 impl RedisBackend {
     /// Polls the shared model's parts and the operator's lists (see
-    /// [`SharedClicks::shared_update`]); the caller holds `poll`.
-    fn poll_locked(&self, poll: &mut Poll) -> Result<SharedUpdate, Error> {
-        let parts = self
+    /// [`SharedClicks::shared_update`]), applies the parts' changes to
+    /// `copy`, then folds the journals of the parts that are due from it;
+    /// the caller holds `poll`.
+    fn poll_locked(
+        &self,
+        poll: &mut Poll,
+        copy: &RwLock<SharedModel>,
+    ) -> Result<SharedUpdate, Error> {
+        let changes = self
             .block_on(self.store.shared_changes(&mut poll.shared))?
             .unwrap_or_default();
+        let parts = changes.len();
+        let changed: Vec<Owner> = changes
+            .iter()
+            .filter_map(|change| match change {
+                PartChange::Apply { who, .. } | PartChange::Replace { who, .. } => {
+                    Some(who.clone())
+                }
+                PartChange::Remove { .. } => None,
+            })
+            .collect();
+        if parts > 0 {
+            let mut shared = copy.write();
+            for change in changes {
+                change.apply_to(&mut shared);
+            }
+        }
+        // A fold that fails costs nothing but a longer journal: the poll
+        // (and the Score that made it) goes on; the part's next change
+        // tries again.
+        if let Err(e) = self.fold_due_parts(poll, copy, &changed) {
+            tracing::warn!(error = %e, "shared model: folding a part's journal failed");
+        }
         let version = self.block_on(self.store.policy_version(&Owner::Operator))?;
         let operator = if version != poll.operator_version {
             let policy = self.block_on(self.store.policy(&Owner::Operator))?;
@@ -212,6 +240,37 @@ impl RedisBackend {
         };
         poll.last = Some(Instant::now());
         Ok(SharedUpdate { parts, operator })
+    }
+
+    /// Folds every part of `changed` whose journal has grown past
+    /// `checkpoint_due` (the entries applied since its snapshot against
+    /// its size in `copy`), from `copy`, which holds it at exactly the
+    /// version `poll` records. Any replica may fold a part (the script
+    /// refuses a version not newer than the snapshot there); a part the
+    /// copy pruned to the shared cap is stored pruned, as on sled.
+    fn fold_due_parts(
+        &self,
+        poll: &mut Poll,
+        copy: &RwLock<SharedModel>,
+        changed: &[Owner],
+    ) -> Result<(), Error> {
+        let due = {
+            let shared = copy.read();
+            poll.shared.due(changed, |who| {
+                shared.contribution(who).map_or(0, Model::token_count)
+            })
+        };
+        for who in due {
+            // Copied under the read lock, encoded after it.
+            let Some(part) = copy.read().contribution(&who).cloned() else {
+                continue;
+            };
+            self.block_on(
+                self.store
+                    .checkpoint_held_part(&mut poll.shared, &who, &part),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -247,7 +306,11 @@ impl SharedClicks for RedisBackend {
     fn policy(&self, user: &UserId) -> Result<StoredPolicy, Error> {
         self.block_on(self.store.policy(&Owner::User(user.clone())))
     }
-    fn shared_update(&self, force: bool) -> Result<Option<SharedUpdate>, Error> {
+    fn shared_update(
+        &self,
+        force: bool,
+        copy: &RwLock<SharedModel>,
+    ) -> Result<Option<SharedUpdate>, Error> {
         let mut poll = if force {
             self.poll.lock()
         } else {
@@ -261,7 +324,10 @@ impl SharedClicks for RedisBackend {
             }
             poll
         };
-        self.poll_locked(&mut poll).map(Some)
+        self.poll_locked(&mut poll, copy).map(Some)
+    }
+    fn prune(&self, user: &UserId, model: &Model, version: u64) -> Result<Option<u64>, Error> {
+        self.block_on(self.store.prune(user, model, version))
     }
     fn forget(&self, user: &UserId, msg: &MessageId) -> Result<Clicked, Error> {
         self.block_on(self.store.forget(user, msg))
@@ -311,10 +377,18 @@ impl Backend for RedisBackend {
     fn ledger_contains(&self, user: &UserId, msg: &MessageId) -> Result<bool, Error> {
         Ok(self.block_on(self.store.ledger_get(user, msg))?.is_some())
     }
-    /// Nothing to fold: the Redis ledger keeps every click's tokens (no
-    /// undo window yet).
+    /// Every user's entries past their windows, folded (clicks) or
+    /// dropped (delivered mail): a scan of every primary for the users'
+    /// time indexes (`RedisStore::fold_ledgers`). Each click also folds a
+    /// few of its own user's in passing.
     fn fold_ledger(&self) -> Result<u64, Error> {
-        Ok(0)
+        self.block_on(self.store.fold_ledgers())
+    }
+    fn set_undo_window(&self, window: std::time::Duration, clock: crate::store::Clock) {
+        self.store.set_undo_window(window, clock);
+    }
+    fn set_delivered_undo_window(&self, window: std::time::Duration) {
+        self.store.set_delivered_undo_window(window);
     }
     fn contributor_ledger_get(
         &self,

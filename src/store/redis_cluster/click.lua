@@ -4,11 +4,15 @@
 -- their part of the shared model in the same step.
 -- KEYS[1] meta hash, KEYS[2] ledger hash, KEYS[3] journal stream,
 -- KEYS[4] the user's policy hash (field 'c': consent id, 8 bytes BE),
--- KEYS[5] shared part meta hash, KEYS[6] shared part journal (one hash tag)
+-- KEYS[5] shared part meta hash, KEYS[6] shared part journal,
+-- KEYS[7] clicks' times, KEYS[8] delivered mail's times (zsets: message id
+-- by time, only for entries that still carry tokens) (one hash tag)
 -- ARGV[1] message id
 -- ARGV[2] the new ledger value ('' = Forget): label byte, weight (u32 BE),
---         tokenizer version (u32 BE), kind ('c' click, 'i' delivered mail),
---         shared id (8 bytes, written here), then the ledger encoding
+--         tokenizer version (u32 BE), kind ('c' click, 'i' delivered mail;
+--         'f' a click folded past the undo window: no tokens follow),
+--         shared id (8 bytes, written here), time (unix s, u32 BE), then
+--         the ledger encoding
 -- ARGV[3] the current tokenizer version (u32 BE): only an entry learned by
 --         it is undone (a model of another version never counted it)
 -- ARGV[4] a click only: the id chaff derives for the message, when the
@@ -17,17 +21,67 @@
 -- ARGV[5], ARGV[6] delivered mail only: the lightest and the full weight
 -- ARGV[7] '1': keep no model journal (the operator's seed: only the shared
 --         part and the ledger are read; the counts are still kept)
+-- ARGV[8], ARGV[9] the undo windows' cutoffs (unix s) for clicks and for
+--         delivered mail: an entry timed before its cutoff is beyond its
+--         window (the seed has none: ARGV[7] '1')
+-- ARGV[10] at most this many due entries of the user are folded in passing
+--         (fold.lua does the same)
 -- Reply: {code, version, spam learned, ham learned, previous header,
 --   shared part version (0: none), 1 if the user shares now else 0}
 --   code 0 not learned (Forget of nothing; delivered mail already in the
 --   ledger or a user who never clicked), 1 already learned, 2 learned,
 --   3 relearned, 4 forgotten, 5 learned over delivered mail's entry,
---   6 delivered mail learned; previous header = label byte + weight, or ''
-local meta, ledger, journal, policy, pmeta, pjournal =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+--   6 delivered mail learned, 7 beyond the undo window (a Forget, or a
+--   click of the other label, of a click older than the window: nothing
+--   changed); previous header = label byte + weight, or ''
+local meta, ledger, journal, policy, pmeta, pjournal, times, dtimes =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local msg, new, current, derived = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local prev = redis.call('HGET', ledger, msg)
+local windowed = ARGV[7] ~= '1'
+local cutoff, dcutoff = tonumber(ARGV[8]), tonumber(ARGV[9])
 local ZERO = string.rep('\0', 8)
+
+local function kind(v) return string.sub(v, 10, 10) end
+local function time_of(v)
+  local a, b, c, d = string.byte(v, 19, 22)
+  return ((a * 256 + b) * 256 + c) * 256 + d
+end
+-- A click past the undo window, folded or not yet: it can no longer be
+-- undone exactly.
+local function beyond(v)
+  return windowed and (kind(v) == 'f' or (kind(v) == 'c' and time_of(v) < cutoff))
+end
+-- Delivered mail past its window: dropped, its counts kept (fold.lua).
+local function expired(v)
+  return windowed and kind(v) == 'i' and time_of(v) < dcutoff
+end
+local function drop_expired(m)
+  redis.call('HDEL', ledger, m)
+  redis.call('ZREM', dtimes, m)
+end
+
+-- Fold a few due entries of this user in passing (as fold.lua does).
+if windowed then
+  local limit = tonumber(ARGV[10])
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', times, '-inf', '(' .. ARGV[8], 'LIMIT', 0, limit)) do
+    local v = redis.call('HGET', ledger, m)
+    if v and kind(v) == 'c' then
+      redis.call('HSET', ledger, m, string.sub(v, 1, 9) .. 'f' .. string.sub(v, 11, 22))
+    end
+    redis.call('ZREM', times, m)
+  end
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', dtimes, '-inf', '(' .. ARGV[9], 'LIMIT', 0, limit)) do
+    local v = redis.call('HGET', ledger, m)
+    if v and kind(v) == 'i' then redis.call('HDEL', ledger, m) end
+    redis.call('ZREM', dtimes, m)
+  end
+end
+
+local prev = redis.call('HGET', ledger, msg)
+if prev and expired(prev) then
+  drop_expired(msg)
+  prev = nil
+end
 
 local function reply(code)
   local c = redis.call('HMGET', meta, 'v', 'sl', 'hl')
@@ -44,7 +98,7 @@ local function weight(v)
   local a, b, c, d = string.byte(v, 2, 5)
   return ((a * 256 + b) * 256 + c) * 256 + d
 end
-local function implicit(v) return string.sub(v, 10, 10) == 'i' end
+local function implicit(v) return kind(v) == 'i' end
 local function shared_id(v) return string.sub(v, 11, 18) end
 local function fields(v)
   if string.byte(v, 1) == 83 then return 'sl', 'sw' end -- 'S'
@@ -82,6 +136,7 @@ if new ~= '' and implicit(new) then
   new = string.sub(new, 1, 1) .. bytes .. string.sub(new, 6, 10) .. ZERO .. string.sub(new, 19)
   learn(new)
   redis.call('HSET', ledger, msg, new)
+  if windowed then redis.call('ZADD', dtimes, time_of(new), msg) end
   local v = redis.call('HINCRBY', meta, 'v', 1)
   redis.call('XADD', journal, v .. '-0', 'k', 'd', 'l', new)
   return reply(6)
@@ -89,6 +144,12 @@ end
 
 -- The entry this click replaces as if it had never been learned.
 local replaced = nil
+if prev and beyond(prev) then
+  -- Too old to undo: the same label again stays harmless; anything else
+  -- is refused, the counts unchanged.
+  if new ~= '' and string.byte(prev, 1) == string.byte(new, 1) then return reply(1) end
+  return reply(7)
+end
 if new == '' then
   if not prev then return reply(0) end
   code = 4
@@ -103,9 +164,12 @@ else
   code = 2
   if derived ~= '' and derived ~= msg then
     local d = redis.call('HGET', ledger, derived)
-    if d and implicit(d) then
+    if d and expired(d) then
+      drop_expired(derived)
+    elseif d and implicit(d) then
       replaced = d
       redis.call('HDEL', ledger, derived)
+      redis.call('ZREM', dtimes, derived)
       code = 5
     end
   end
@@ -132,6 +196,10 @@ if new ~= '' then
   new = string.sub(new, 1, 10) .. id .. string.sub(new, 19)
   learn(new)
   redis.call('HSET', ledger, msg, new)
+  if windowed then
+    redis.call('ZADD', times, time_of(new), msg)
+    redis.call('ZREM', dtimes, msg)
+  end
   entry[#entry + 1] = 'l'
   entry[#entry + 1] = new
   if sharing then
@@ -140,6 +208,10 @@ if new ~= '' then
   end
 else
   redis.call('HDEL', ledger, msg)
+  if windowed then
+    redis.call('ZREM', times, msg)
+    redis.call('ZREM', dtimes, msg)
+  end
 end
 local v = redis.call('HINCRBY', meta, 'v', 1)
 local kind = 't'

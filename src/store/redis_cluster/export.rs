@@ -2,19 +2,14 @@
 //! the same export format as the sled store's (`store::export`), so a user
 //! moves between a sled server and a Redis Cluster in either direction.
 //!
-//! Two differences, both because the Redis ledger keeps every click whole
-//! (there is no undo window on it yet): an export gives each ledger entry
-//! the export's time as its click time (the ledger keeps none), so a sled
-//! server importing it starts each entry's undo window then; and an
-//! imported entry that the source had folded (label only) is kept as an
-//! entry of no tokens from tokenizer version 0, which a later relearn or
-//! Forget undoes without touching the counts (as any entry of another
-//! tokenizer version), rather than answering "beyond the undo window".
+//! Each ledger entry keeps its click time both ways, and a click folded
+//! past the undo window stays folded (label and time), so the undo window
+//! goes on where it stood on the source.
 
 use redis::Value;
 
-use super::{Keys, LIST, POLICY, RedisStore, array, bytes, corrupt, decode_ledger, encode_ledger};
-use crate::classify::Weight;
+use super::window::{Stored, decode_stored, encode_folded, encode_ledger};
+use super::{Keys, LIST, POLICY, RedisStore, array, bytes, corrupt};
 use crate::error::Error;
 use crate::store::LedgerEntry;
 use crate::store::codec;
@@ -35,9 +30,6 @@ impl RedisStore {
             .await?
             .map(|held| codec::encode_snapshot(&held.model, 0));
         let policy = self.policy(&Owner::User(user.clone())).await?;
-        let now_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let entries: Vec<Value> = self
             .bounded("a ledger export", async {
                 let mut conn = self.conn.clone();
@@ -56,8 +48,10 @@ impl RedisStore {
                 .ok()
                 .and_then(|s| MessageId::new(s).ok())
                 .ok_or_else(|| corrupt("ledger field"))?;
-            let entry = decode_ledger(bytes(value, "ledger value")?)?;
-            ledger.push((id, now_s, Learned::Live(entry)));
+            ledger.push(match decode_stored(bytes(value, "ledger value")?)? {
+                Stored::Live { entry, time_s } => (id, time_s, Learned::Live(entry)),
+                Stored::Folded { label, time_s } => (id, time_s, Learned::Folded(label)),
+            });
         }
         ledger.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let records: Vec<Value> = self
@@ -113,28 +107,40 @@ impl RedisStore {
     ) -> Result<(), Error> {
         let keys = Keys::of(user);
         for chunk in e.ledger.chunks(CHUNK) {
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(&keys.ledger);
-            for (id, _, learned) in chunk {
-                let entry = match learned {
-                    Learned::Live(entry) => LedgerEntry {
-                        shared: 0,
-                        ..entry.clone()
-                    },
-                    Learned::Folded(label) => LedgerEntry {
-                        label: *label,
-                        tokenizer_version: 0,
-                        tokens: Vec::new(),
-                        weight: Weight::FULL,
-                        shared: 0,
-                        implicit: false,
-                    },
+            // The ledger, and the undo window's index of entries that
+            // still carry tokens (`window.rs`), in one round trip.
+            let mut pipe = redis::pipe();
+            let mut values = redis::cmd("HSET");
+            values.arg(&keys.ledger);
+            let (mut clicks, mut delivered) = (Vec::new(), Vec::new());
+            for (id, time_s, learned) in chunk {
+                let value = match learned {
+                    Learned::Live(entry) => {
+                        let entry = LedgerEntry {
+                            shared: 0,
+                            ..entry.clone()
+                        };
+                        let index = if entry.implicit {
+                            &mut delivered
+                        } else {
+                            &mut clicks
+                        };
+                        index.push((*time_s, id.as_str()));
+                        encode_ledger(&entry, *time_s)
+                    }
+                    Learned::Folded(label) => encode_folded(*label, *time_s),
                 };
-                cmd.arg(id.as_str()).arg(encode_ledger(&entry));
+                values.arg(id.as_str()).arg(value);
+            }
+            pipe.add_command(values).ignore();
+            for (key, index) in [(&keys.times, &clicks), (&keys.delivered_times, &delivered)] {
+                if !index.is_empty() {
+                    pipe.cmd("ZADD").arg(key).arg(index).ignore();
+                }
             }
             self.bounded("an import", async {
                 let mut conn = self.conn.clone();
-                let _: i64 = cmd.query_async(&mut conn).await?;
+                let _: () = pipe.query_async(&mut conn).await?;
                 Ok(())
             })
             .await?;

@@ -12,7 +12,8 @@
 //! | key              | type   | holds                                              |
 //! |------------------|--------|----------------------------------------------------|
 //! | `{u:<user>}:m`   | hash   | `v` version (last journal record), `sv` version the snapshot folds, `sl`/`hl` spam/ham learned, `sw`/`hw` weights |
-//! | `{u:<user>}:l`   | hash   | message id → ledger value (header + the sled ledger encoding) |
+//! | `{u:<user>}:l`   | hash   | message id → ledger value (header + the sled ledger encoding; a click past the undo window: the header alone) |
+//! | `{u:<user>}:lt`, `:dt` | zset | message id by time, for the ledger entries that still carry tokens (clicks, delivered mail): what the undo window folds next (`window.rs`) |
 //! | `{u:<user>}:j`   | stream | one record per click, id `<version>-0`: `k` kind, `u` the ledger value unlearned, `l` the one learned |
 //! | `{u:<user>}:s`   | string | the model snapshot (the sled snapshot encoding) at version `sv` |
 //! | `{u:<user>}:p`   | hash   | policy: `s` settings (store encoding), `c` consent id (8 bytes BE), `v` version, `<list>:<entry>` list entries |
@@ -24,8 +25,9 @@
 //!
 //! `<user>` is the id with `%`, `{` and `}` percent-escaped, so the tag is
 //! the whole id and no two users' keys meet. A ledger value starts with a
-//! fixed 18-byte header (label byte, weight u32 BE, tokenizer version u32
-//! BE, kind `c` click or `i` delivered mail, shared id u64 BE) that the
+//! fixed 22-byte header (label byte, weight u32 BE, tokenizer version u32
+//! BE, kind `c` click, `i` delivered mail or `f` a click folded past the
+//! undo window, shared id u64 BE, time unix s u32 BE) that the
 //! click script reads and writes; Lua numbers are doubles, so the script
 //! never touches 64-bit token ids — it moves whole ledger values into the
 //! journal and the reader decodes them in Rust. The header is what counts
@@ -87,9 +89,13 @@ use crate::types::{Label, MessageId, Owner, UserId};
 mod decisions;
 mod export;
 mod policy;
+mod prune;
 mod seed;
 mod shared;
 mod users;
+mod window;
+
+use window::{Stored, UndoWindow, decode_ledger, encode_ledger};
 
 pub use shared::{PartHeld, SharedHeld, SharedRefresh, SharedView};
 
@@ -220,6 +226,8 @@ pub struct RedisStore {
     conn: ClusterConnection,
     config: Arc<RedisConfig>,
     scripts: Arc<Scripts>,
+    /// The undo windows and their clock (`window.rs`).
+    window: UndoWindow,
 }
 
 /// The click script's reply; `outcome` is `None` for a Forget of a
@@ -301,6 +309,10 @@ struct Keys {
     /// The user's part of the shared model.
     part: PartKeys,
     decisions: String,
+    /// The times of ledger entries that still carry tokens, clicks and
+    /// delivered mail (zsets, `window.rs`).
+    times: String,
+    delivered_times: String,
     /// The operator's seed: the click script keeps no model journal.
     seed: bool,
 }
@@ -360,6 +372,8 @@ impl Keys {
             policy: format!("{tag}:p"),
             part: PartKeys::with_tag(&tag),
             decisions: format!("{tag}:d"),
+            times: format!("{tag}:lt"),
+            delivered_times: format!("{tag}:dt"),
             seed: false,
         }
     }
@@ -376,48 +390,6 @@ fn primary_of(key: &str) -> RoutingInfo {
         Slot::for_key(key),
         SlotAddr::Master,
     )))
-}
-
-/// Ledger values carry a fixed header the click script reads and writes:
-/// label, weight, tokenizer version, kind, shared id.
-const HEADER: usize = 18;
-/// The header's kind byte: a click, or mail learned from its delivery.
-const KIND_CLICK: u8 = b'c';
-const KIND_DELIVERED: u8 = b'i';
-
-fn encode_ledger(entry: &LedgerEntry) -> Vec<u8> {
-    let body = codec::encode_ledger(entry);
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.push(entry.label.to_byte());
-    out.extend_from_slice(&entry.weight.0.to_be_bytes());
-    out.extend_from_slice(&entry.tokenizer_version.to_be_bytes());
-    out.push(if entry.implicit {
-        KIND_DELIVERED
-    } else {
-        KIND_CLICK
-    });
-    // The script writes the consent id current at the click.
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&body);
-    out
-}
-
-fn decode_ledger(value: &[u8]) -> Result<LedgerEntry, Error> {
-    let (head, body) = value
-        .split_at_checked(HEADER)
-        .ok_or_else(|| corrupt("ledger header"))?;
-    let mut entry = codec::decode_ledger(body)?;
-    // The header is what counts: the script sets the weight of delivered
-    // mail and the shared id.
-    entry.label = Label::from_byte(head[0]).ok_or_else(|| corrupt("ledger label"))?;
-    entry.weight = Weight(u32::from_be_bytes(head[1..5].try_into().expect("4 bytes")));
-    entry.implicit = match head[9] {
-        KIND_CLICK => false,
-        KIND_DELIVERED => true,
-        _ => return Err(corrupt("ledger kind")),
-    };
-    entry.shared = u64::from_be_bytes(head[10..18].try_into().expect("8 bytes"));
-    Ok(entry)
 }
 
 fn corrupt(what: &str) -> Error {
@@ -599,6 +571,7 @@ impl RedisStore {
                 delete: Script::new(DELETE),
                 seed: Script::new(SEED),
             }),
+            window: UndoWindow::default(),
         })
     }
 
@@ -763,10 +736,10 @@ impl RedisStore {
             entry
         };
         let derived = derived.map_or("", MessageId::as_str);
-        let raw = self
-            .click(user, msg, &encode_ledger(entry), derived)
-            .await?;
+        let raw = self.click(user, msg, Some(entry), derived).await?;
         let outcome = match (raw.code, raw.previous) {
+            // Too old to undo, and not this label: refused, nothing changed.
+            (7, Some((label, _))) => return Err(self.window.beyond(msg, label)),
             (1, Some(_)) => ClickOutcome::AlreadyLearned,
             (2, None) | (5, _) => ClickOutcome::Learned,
             (3, Some(_)) => ClickOutcome::Relearned,
@@ -780,9 +753,10 @@ impl RedisStore {
     /// under the consent still current. [`Error::NotLearned`] (NOT_FOUND)
     /// for a message the user never learned or already forgot.
     pub async fn forget(&self, user: &UserId, msg: &MessageId) -> Result<Clicked, Error> {
-        let raw = self.click(user, msg, &[], "").await?;
+        let raw = self.click(user, msg, None, "").await?;
         match (raw.code, raw.previous) {
             (4, Some((label, _))) => raw.with_outcome(ClickOutcome::Forgotten(label)),
+            (7, Some((label, _))) => Err(self.window.beyond(msg, label)),
             (0, None) => Err(Error::NotLearned {
                 user: user.to_string(),
                 message_id: msg.to_string(),
@@ -816,9 +790,7 @@ impl RedisStore {
             implicit: true,
         };
         let keys = Keys::of(user);
-        let reply = self
-            .run_click(&keys, msg, &encode_ledger(&entry), "")
-            .await?;
+        let reply = self.run_click(&keys, msg, Some(&entry), "").await?;
         let raw = parse_click(&reply)?;
         match raw.code {
             0 => Ok(None),
@@ -833,13 +805,17 @@ impl RedisStore {
         }
     }
 
+    /// `click.lua` on `keys`: learn `new` (timed now by the undo window's
+    /// clock), or Forget (`None`).
     async fn run_click(
         &self,
         keys: &Keys,
         msg: &MessageId,
-        new: &[u8],
+        new: Option<&LedgerEntry>,
         derived: &str,
     ) -> Result<Value, Error> {
+        let cutoffs = self.window.cutoffs();
+        let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
         self.bounded("a click", async {
             let mut call = self.scripts.click.prepare_invoke();
             call.key(&keys.meta)
@@ -848,13 +824,18 @@ impl RedisStore {
                 .key(&keys.policy)
                 .key(&keys.part.meta)
                 .key(&keys.part.journal)
+                .key(&keys.times)
+                .key(&keys.delivered_times)
                 .arg(msg.as_str())
-                .arg(new)
+                .arg(&new[..])
                 .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
                 .arg(derived)
                 .arg(Weight::DELIVERED.0)
                 .arg(Weight::FULL.0)
-                .arg(if keys.seed { "1" } else { "0" });
+                .arg(if keys.seed { "1" } else { "0" })
+                .arg(cutoffs.click_s)
+                .arg(cutoffs.delivered_s)
+                .arg(window::FOLD_PER_CLICK);
             self.invoke(CLICK, &call).await
         })
         .await
@@ -864,7 +845,7 @@ impl RedisStore {
         &self,
         user: &UserId,
         msg: &MessageId,
-        new: &[u8],
+        new: Option<&LedgerEntry>,
         derived: &str,
     ) -> Result<RawClick, Error> {
         let keys = Keys::of(user);
@@ -915,22 +896,21 @@ impl RedisStore {
         Ok(())
     }
 
-    /// What the ledger holds for this message, if anything.
+    /// What the ledger holds for this message, if anything, judged by the
+    /// undo window as on sled: a click older than the window is
+    /// [`Error::BeyondUndoWindow`], delivered mail's entry past its window
+    /// reads as nothing (`window.rs`).
     pub async fn ledger_get(
         &self,
         user: &UserId,
         msg: &MessageId,
     ) -> Result<Option<LedgerEntry>, Error> {
-        self.ledger_entry(&Keys::of(user), msg).await
+        self.ledger_get_judged(user, msg).await
     }
 
-    /// The ledger entry under `keys` (a user's, or the operator's seed
-    /// ledger) for this message, if any.
-    async fn ledger_entry(
-        &self,
-        keys: &Keys,
-        msg: &MessageId,
-    ) -> Result<Option<LedgerEntry>, Error> {
+    /// The ledger value under `keys` (a user's, or the operator's seed
+    /// ledger) for this message, if any, as stored.
+    async fn ledger_stored(&self, keys: &Keys, msg: &MessageId) -> Result<Option<Stored>, Error> {
         let v: Option<Vec<u8>> = self
             .bounded("a ledger read", async {
                 let mut conn = self.conn.clone();
@@ -941,7 +921,7 @@ impl RedisStore {
                     .await?)
             })
             .await?;
-        v.map(|v| decode_ledger(&v)).transpose()
+        v.map(|v| window::decode_stored(&v)).transpose()
     }
 
     /// Brings a held model up to date in one round trip: nothing when it is

@@ -11,8 +11,7 @@
 use redis::Value;
 
 use super::{
-    ClickOutcome, Clicked, Keys, RedisStore, SEED, array, bytes, corrupt, encode_ledger, int,
-    parse_click,
+    ClickOutcome, Clicked, Keys, RedisStore, SEED, Stored, array, bytes, corrupt, int, parse_click,
 };
 use crate::error::Error;
 use crate::store::LedgerEntry;
@@ -83,9 +82,7 @@ impl RedisStore {
         let keys = Keys::operator();
         let mut entry = entry.clone();
         entry.implicit = false;
-        let reply = self
-            .run_click(&keys, msg, &encode_ledger(&entry), "")
-            .await?;
+        let reply = self.run_click(&keys, msg, Some(&entry), "").await?;
         let raw = parse_click(&reply)?;
         self.wait_replicas(&keys).await?;
         if raw.sharing && raw.part_version > 0 {
@@ -102,6 +99,11 @@ impl RedisStore {
 
     /// What the seed's ledger holds for this message.
     pub async fn seed_ledger_get(&self, msg: &MessageId) -> Result<Option<LedgerEntry>, Error> {
-        self.ledger_entry(&Keys::operator(), msg).await
+        match self.ledger_stored(&Keys::operator(), msg).await? {
+            None => Ok(None),
+            Some(Stored::Live { entry, .. }) => Ok(Some(entry)),
+            // The seed has no undo window: nothing of it is ever folded.
+            Some(Stored::Folded { .. }) => Err(corrupt("a folded entry in the seed's ledger")),
+        }
     }
 }

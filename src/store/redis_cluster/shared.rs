@@ -88,6 +88,28 @@ pub struct SharedHeld {
     feed: String,
 }
 
+impl SharedHeld {
+    /// Which of `among` (the parts a poll changed: only a change grows a
+    /// part's journal) are due for a fold: `checkpoint_due` of the entries
+    /// applied since their snapshot, against `tokens(who)`, the part's
+    /// size.
+    pub fn due<'a>(
+        &self,
+        among: impl IntoIterator<Item = &'a Owner>,
+        tokens: impl Fn(&Owner) -> usize,
+    ) -> Vec<Owner> {
+        among
+            .into_iter()
+            .filter(|who| {
+                self.parts.get(*who).is_some_and(|held| {
+                    crate::store::checkpoint_due(held.journal_entries, tokens(who))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+}
+
 /// What a [`RedisStore::refresh_shared`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SharedRefresh {
@@ -338,21 +360,50 @@ impl RedisStore {
     /// when the view holds no part of `who`, or a snapshot at that version
     /// or newer is there already.
     pub async fn checkpoint_part(&self, view: &mut SharedView, who: &Owner) -> Result<bool, Error> {
-        let Some(held) = view.held.parts.get(who).copied() else {
+        let part = view.model.contribution(who).cloned().unwrap_or_default();
+        self.checkpoint_held_part(&mut view.held, who, &part).await
+    }
+
+    /// `who`'s part as stored: its version and the version its snapshot
+    /// folds (equal once the journal is folded; 0, 0: no part). For
+    /// operators and tests.
+    pub async fn part_versions(&self, who: &Owner) -> Result<(u64, u64), Error> {
+        let keys = PartKeys::of(who);
+        let (v, sv): (Option<u64>, Option<u64>) = self
+            .bounded("a part read", async {
+                let mut conn = self.conn.clone();
+                Ok(redis::cmd("HMGET")
+                    .arg(&keys.meta)
+                    .arg("v")
+                    .arg("sv")
+                    .query_async(&mut conn)
+                    .await?)
+            })
+            .await?;
+        Ok((v.unwrap_or(0), sv.unwrap_or(0)))
+    }
+
+    /// Folds `who`'s part journal into a snapshot of `part`, which must be
+    /// the part at exactly the version `held` records (a copy that applied
+    /// every change [`RedisStore::shared_changes`] returned). False when
+    /// `held` holds no part of `who`, or a snapshot at that version or
+    /// newer is there already.
+    pub async fn checkpoint_held_part(
+        &self,
+        held: &mut SharedHeld,
+        who: &Owner,
+        part: &Model,
+    ) -> Result<bool, Error> {
+        let Some(at) = held.parts.get(who).copied() else {
             return Ok(false);
         };
-        let part = view.model.contribution(who).cloned().unwrap_or_default();
         let keys = PartKeys::of(who);
         let written = self
-            .fold(
-                &keys.meta,
-                &keys.snapshot,
-                &keys.journal,
-                &part,
-                held.version,
-            )
+            .fold(&keys.meta, &keys.snapshot, &keys.journal, part, at.version)
             .await?;
-        if written && let Some(p) = view.held.parts.get_mut(who) {
+        if let Some(p) = held.parts.get_mut(who) {
+            // Refused: another replica folded as far or further; this
+            // one's count starts again too (it would be refused again).
             p.journal_entries = 0;
         }
         Ok(written)

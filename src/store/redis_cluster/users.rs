@@ -47,7 +47,9 @@ impl RedisStore {
                     .key(&keys.decisions)
                     .key(&keys.part.meta)
                     .key(&keys.part.journal)
-                    .key(&keys.part.snapshot);
+                    .key(&keys.part.snapshot)
+                    .key(&keys.times)
+                    .key(&keys.delivered_times);
                 self.invoke(DELETE, &call).await
             })
             .await?;
