@@ -56,8 +56,9 @@ pub struct ServeArgs {
     /// several chaff processes share (list every seed node: with one, the
     /// client can take minutes to notice a failover). Any chaff process can
     /// then serve any user; route a user to one process (hash the user id)
-    /// to keep their model cached there. Every RPC works on Redis but
-    /// Backup (FAILED_PRECONDITION: back up the cluster itself); models
+    /// to keep their model cached there. Every RPC works on Redis (Backup
+    /// writes a sled data directory, user by user; for a whole-cluster
+    /// disaster keep the cluster's own RDB/AOF files too); models
     /// are not pruned to --max-user-tokens there yet, and every click stays
     /// exactly undoable (no --undo-window); other processes' changes to
     /// the shared model and the operator's lists reach this one within
@@ -440,7 +441,7 @@ async fn redis_engine(
     info!(
         nodes = nodes.join(","),
         replicas,
-        "redis cluster connected: every RPC but Backup; no pruning or undo window there yet (docs/SCALING.md)"
+        "redis cluster connected: every RPC (Backup writes a sled directory); no pruning or undo window there yet (docs/SCALING.md)"
     );
     // The engine reads the operator's lists and the shared model at start:
     // blocking calls, off the runtime's workers.

@@ -59,7 +59,8 @@
 //!   feed on one `{shared}` slot that readers poll in one round trip
 //!   (`shared.rs`). Lists and settings: `policy.rs`; the decision log:
 //!   `decisions.rs`; the operator's seed: `seed.rs`; deleting and listing
-//!   users: `users.rs`; export and import: `export.rs`.
+//!   users: `users.rs`; export and import: `export.rs`; the backup into a
+//!   sled directory: `backup.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +85,9 @@ use crate::error::Error;
 use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, MessageId, Owner, UserId};
 
+mod backup;
 mod decisions;
+mod durable;
 mod export;
 mod policy;
 mod seed;
@@ -220,6 +223,9 @@ pub struct RedisStore {
     conn: ClusterConnection,
     config: Arc<RedisConfig>,
     scripts: Arc<Scripts>,
+    /// Cluster node id → address, for the WAIT on the node that ran a
+    /// write (`durable.rs`).
+    nodes: durable::NodeAddresses,
 }
 
 /// The click script's reply; `outcome` is `None` for a Forget of a
@@ -599,6 +605,7 @@ impl RedisStore {
                 delete: Script::new(DELETE),
                 seed: Script::new(SEED),
             }),
+            nodes: Default::default(),
         })
     }
 
@@ -886,33 +893,6 @@ impl RedisStore {
     /// `WAIT replicas ms` on the primary of the user's slot.
     async fn wait_replicas(&self, keys: &Keys) -> Result<(), Error> {
         self.wait_for(&keys.meta).await
-    }
-
-    /// `WAIT replicas ms` on the primary of `key`'s slot: the writes sent
-    /// there on this connection so far are on that many replicas, or the
-    /// caller gets an error (UNAVAILABLE; a retry is safe).
-    async fn wait_for(&self, key: &str) -> Result<(), Error> {
-        let wanted = self.config.replicas;
-        if wanted == 0 {
-            return Ok(());
-        }
-        let wait = self.config.wait;
-        let acked = self
-            .bounded("waiting for replicas", async {
-                let mut conn = self.conn.clone();
-                let mut cmd = redis::cmd("WAIT");
-                cmd.arg(wanted).arg(wait.as_millis() as u64);
-                let v = conn.route_command(cmd, primary_of(key)).await?;
-                match v {
-                    Value::Int(n) => Ok(n),
-                    _ => Err(corrupt("WAIT reply")),
-                }
-            })
-            .await?;
-        if acked < i64::from(wanted) {
-            return Err(StorageError::not_replicated(wanted, acked, wait).into());
-        }
-        Ok(())
     }
 
     /// What the ledger holds for this message, if anything.
