@@ -711,22 +711,24 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
     let t_replica = cluster.replica_of(t).expect("T's replica");
     let slot = cluster.slot_of(key).to_string();
     let t0 = Instant::now();
+    // (message, sent, answered, outcome), times since t0.
+    type Sent = (u64, Duration, Duration, Result<ClickOutcome, String>);
+    let out: Arc<parking_lot::Mutex<Vec<Sent>>> = Default::default();
     let clicks = {
-        let (store, u) = (store.clone(), u.clone());
+        let (store, u, out) = (store.clone(), u.clone(), out.clone());
         let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let mut out: Vec<(u64, Duration, Result<ClickOutcome, String>)> = Vec::new();
             let mut n = 0u64;
             while !*stop.borrow_and_update() {
                 let sent = t0.elapsed();
                 let r = store
                     .train(&u, &MessageId::new(format!("m{n}")).unwrap(), &entry(n))
                     .await;
-                out.push((n, sent, r.map(|c| c.outcome).map_err(|e| e.to_string())));
+                let r = r.map(|c| c.outcome).map_err(|e| e.to_string());
+                out.lock().push((n, sent, t0.elapsed(), r));
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            out
         });
         (stop_tx, task)
     };
@@ -765,7 +767,16 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
     }
     let moved_at = t0.elapsed();
     // ASK phase: the keys are on T, the slot is still S's in every map.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // It lasts until two clicks sent in it have answered (at most 20 s;
+    // on a loaded machine one click can take seconds).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.lock().iter().filter(|c| c.1 >= moved_at).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no click answered in the ASK phase within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for port in [t, s] {
         ok(port, &["cluster", "setslot", &slot, "node", &t_id]);
     }
@@ -782,20 +793,25 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
     thaw.2 = false;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     clicks.0.send(true).unwrap();
-    let out = clicks.1.await.unwrap();
+    clicks.1.await.unwrap();
+    let out = std::mem::take(&mut *out.lock());
+    // Clicks sent once the keys were on T and answered before its
+    // replica thawed: none may be acknowledged. (One sent before the thaw
+    // may run after it, on a loaded machine: its acknowledgement is right.)
     let frozen: Vec<_> = out
         .iter()
-        .filter(|(_, sent, _)| *sent >= moved_at && *sent < thawed_at)
+        .filter(|(_, sent, answered, _)| *sent >= moved_at && *answered < thawed_at)
         .collect();
     assert!(
-        frozen.iter().any(|(_, _, r)| r.is_err()),
+        frozen.iter().any(|c| c.3.is_err()),
         "no click was tried while T's replica was frozen"
     );
-    for (n, sent, r) in &frozen {
+    for (n, sent, answered, r) in &frozen {
         match r {
             Ok(outcome) => panic!(
-                "m{n} (sent {sent:?}, keys on T since {moved_at:?}) was acknowledged ({outcome:?}) \
-                 while no replica of T could have it"
+                "m{n} (sent {sent:?}, answered {answered:?}, keys on T since {moved_at:?}, \
+                 replica thawed at {thawed_at:?}) was acknowledged ({outcome:?}) while no \
+                 replica of T could have it"
             ),
             Err(e) => assert!(
                 e.contains("replicas confirmed") || e.contains("did not finish"),
@@ -803,14 +819,9 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
             ),
         }
     }
-    let acked: Vec<u64> = out
-        .iter()
-        .filter(|(_, _, r)| r.is_ok())
-        .map(|(n, _, _)| *n)
-        .collect();
+    let acked: Vec<u64> = out.iter().filter(|c| c.3.is_ok()).map(|c| c.0).collect();
     assert!(
-        out.iter()
-            .any(|(_, sent, r)| *sent > thawed_at && r.is_ok()),
+        out.iter().any(|c| c.1 > thawed_at && c.3.is_ok()),
         "clicks did not resume after the replica thawed"
     );
     // Every acknowledged click is on T's replica (read there directly).
@@ -832,6 +843,13 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    let slowest = out.iter().map(|c| c.2 - c.1).max().unwrap_or_default();
+    for (n, sent, answered, r) in &frozen {
+        eprintln!("slot move: m{n} sent {sent:?} answered {answered:?}: {r:?}");
+    }
+    eprintln!(
+        "slot move: keys on T at {moved_at:?}, replica thawed at {thawed_at:?}, slowest click {slowest:?}"
+    );
     eprintln!(
         "slot move: {} clicks, {} acknowledged, {} tried while T's replica was frozen (none acknowledged)",
         out.len(),

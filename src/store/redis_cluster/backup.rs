@@ -12,14 +12,16 @@
 //!   serving: every user (a `SCAN` of every primary), with what an export
 //!   carries plus what an import drops (the consent id, the ledger's shared
 //!   ids, the user's shared part), then the operator's seed and lists.
-//! - **No click half in the copy, without locking anyone out.** No writer
-//!   lock orders another replica's clicks, and one script returning a
-//!   whole user would block their shard for as long as a large ledger
-//!   takes to serialise. Instead each user is read optimistically: the
-//!   versions every change raises (the model's `v`, the policy hash's `v`,
-//!   the shared part's `v`) are read before and after the user's records,
-//!   and the user is read again when any moved (a click landed in
+//! - **No click half in the copy, locking anyone out only when needed.**
+//!   No writer lock orders another replica's clicks, and one script
+//!   returning a whole user blocks their shard for as long as a large
+//!   ledger takes to serialise. So each user is first read optimistically:
+//!   the versions every change raises (the model's `v`, the policy hash's
+//!   `v`, the shared part's `v`) are read before and after the user's
+//!   records, and the user is read again when any moved (a click landed in
 //!   between). Versions only rise, so equal stamps mean no click landed.
+//!   A user who keeps clicking faster than a read takes (seen under load in
+//!   the test) is then read by one script at one instant (`dump.lua`).
 //! - **What it captures**: every click acknowledged before the backup
 //!   started (acknowledged means on the primary and its replicas; the
 //!   users are listed after the start and read from the primaries); a
@@ -29,22 +31,36 @@
 //!   own RDB/AOF files (docs/OPERATIONS.md). This copy costs a few round
 //!   trips per user, one user after another.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use redis::Value;
+use redis::{Script, Value};
 use tracing::info;
 
-use super::{Keys, PartKeys, Read, RedisStore, apply_records, bytes, corrupt, decode_ledger};
+use super::decisions::id_ms;
+use super::policy::parse_policy;
+use super::{
+    Keys, PartKeys, Read, RedisStore, apply_records, array, bytes, corrupt, decode_ledger, int,
+};
 use crate::classify::Model;
 use crate::error::Error;
 use crate::store::backup::{OperatorCopy, UserCopy};
-use crate::store::export::Learned;
+use crate::store::codec;
+use crate::store::export::{Learned, UserExport};
 use crate::store::{StorageError, Store};
 use crate::types::{MessageId, Owner, UserId};
 
-/// Reads of one user before the backup gives up on them: each retry
-/// means a click landed while the user was read.
-const ATTEMPTS: u32 = 50;
+/// Optimistic reads of one user before the backup reads them in one
+/// script (`dump.lua`): each retry means a click landed during a read.
+const ATTEMPTS: u32 = 3;
+
+/// Reads of the operator's seed and lists before the backup gives up (a
+/// seeding run that never pauses): UNAVAILABLE, back up again.
+const OPERATOR_ATTEMPTS: u32 = 50;
+
+/// `dump.lua`: one user's records at one instant.
+const DUMP: &str = include_str!("dump.lua");
+static DUMP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DUMP));
 
 /// How often the backup logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -142,14 +158,90 @@ impl RedisStore {
             });
             return Ok((copy, attempt));
         }
-        Err(StorageError::kept_changing(format!("backup: user {user}"), ATTEMPTS).into())
+        Ok((self.dump_user(user, &keys).await?, ATTEMPTS))
+    }
+
+    /// One user at one instant (`dump.lua`), as [`Self::backup_user`]
+    /// returns them.
+    async fn dump_user(&self, user: &UserId, keys: &Keys) -> Result<Option<UserCopy>, Error> {
+        let reply: Value = self
+            .bounded("a backup read", async {
+                let mut call = DUMP_SCRIPT.prepare_invoke();
+                call.key(&keys.meta)
+                    .key(&keys.snapshot)
+                    .key(&keys.journal)
+                    .key(&keys.ledger)
+                    .key(&keys.policy)
+                    .key(&keys.part.meta)
+                    .key(&keys.part.snapshot)
+                    .key(&keys.part.journal)
+                    .key(&keys.decisions);
+                self.invoke(DUMP, &call).await
+            })
+            .await?;
+        let parts = array(&reply, "backup read reply")?;
+        let [
+            version,
+            snapshot,
+            journal,
+            ledger,
+            policy,
+            part_snapshot,
+            part_journal,
+            decisions,
+        ] = parts
+        else {
+            return Err(corrupt("backup read reply"));
+        };
+        let model = if int(version, "version")? > 0 {
+            let mut model = super::decode_snapshot(bytes(snapshot, "snapshot")?)?;
+            apply_records(&mut model, array(journal, "journal records")?)?;
+            Some(codec::encode_snapshot(&model, 0))
+        } else {
+            None
+        };
+        let mut part = super::decode_snapshot(bytes(part_snapshot, "part snapshot")?)?;
+        apply_records(&mut part, array(part_journal, "part journal records")?)?;
+        let part = (part.spam_learned() + part.ham_learned() > 0).then_some(part);
+        let policy = parse_policy(array(policy, "policy hash")?)?;
+        let consent = policy.settings.as_ref().map_or(0, |(_, c)| *c);
+        let mut ledger = ledger_entries(array(ledger, "ledger hash")?, now_s())?;
+        ledger.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let mut logged = Vec::new();
+        for record in array(decisions, "decision records")? {
+            let fields = array(record, "decision record")?;
+            let [id, fields] = fields else {
+                return Err(corrupt("decision record"));
+            };
+            if let [_, json] = array(fields, "decision fields")? {
+                logged.push((id_ms(bytes(id, "id")?)?, bytes(json, "decision")?.to_vec()));
+            }
+        }
+        let export = UserExport {
+            user: Some(user.clone()),
+            model,
+            settings: policy.settings.map(|(s, _)| s),
+            lists: policy.lists,
+            ledger,
+            decisions: logged,
+        };
+        let empty = export.model.is_none()
+            && export.settings.is_none()
+            && export.lists.is_empty()
+            && export.ledger.is_empty()
+            && export.decisions.is_empty();
+        Ok((!empty).then_some(UserCopy {
+            export,
+            consent,
+            part,
+        }))
     }
 
     /// The operator's seed (id, ledger, part) and lists, read between two
     /// equal stamps of the operator's policy and part.
     async fn backup_operator(&self) -> Result<OperatorCopy, Error> {
         let keys = Keys::operator();
-        for _ in 0..ATTEMPTS {
+        for _ in 0..OPERATOR_ATTEMPTS {
             let before = self.stamp(&keys).await?;
             let copy = OperatorCopy {
                 seed_id: self.seed_id().await?,
@@ -162,7 +254,10 @@ impl RedisStore {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Err(StorageError::kept_changing("backup: the operator's seed".into(), ATTEMPTS).into())
+        Err(
+            StorageError::kept_changing("backup: the operator's seed".into(), OPERATOR_ATTEMPTS)
+                .into(),
+        )
     }
 
     /// A shared part, whole (`None`: there is none, or it is empty).
@@ -195,9 +290,6 @@ impl RedisStore {
     /// Every entry of a ledger hash (the seed's), timed now (the Redis
     /// ledger keeps no click time; as an export does).
     async fn whole_ledger(&self, key: &str) -> Result<Vec<(MessageId, u64, Learned)>, Error> {
-        let now_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let fields: Vec<Value> = self
             .bounded("a backup read", async {
                 let mut conn = self.conn.clone();
@@ -207,21 +299,34 @@ impl RedisStore {
                     .await?)
             })
             .await?;
-        let mut ledger = Vec::with_capacity(fields.len() / 2);
-        for pair in fields.chunks(2) {
-            let [id, value] = pair else {
-                return Err(corrupt("ledger hash"));
-            };
-            let id = std::str::from_utf8(bytes(id, "ledger field")?)
-                .ok()
-                .and_then(|s| MessageId::new(s).ok())
-                .ok_or_else(|| corrupt("ledger field"))?;
-            ledger.push((
-                id,
-                now_s,
-                Learned::Live(decode_ledger(bytes(value, "ledger value")?)?),
-            ));
-        }
-        Ok(ledger)
+        ledger_entries(&fields, now_s())
     }
+}
+
+/// Now, in unix seconds: the click time a backup gives Redis ledger
+/// entries, which keep none (as an export does).
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A ledger hash's fields and values (`HGETALL`) as export entries.
+fn ledger_entries(fields: &[Value], time_s: u64) -> Result<Vec<(MessageId, u64, Learned)>, Error> {
+    let mut ledger = Vec::with_capacity(fields.len() / 2);
+    for pair in fields.chunks(2) {
+        let [id, value] = pair else {
+            return Err(corrupt("ledger hash"));
+        };
+        let id = std::str::from_utf8(bytes(id, "ledger field")?)
+            .ok()
+            .and_then(|s| MessageId::new(s).ok())
+            .ok_or_else(|| corrupt("ledger field"))?;
+        ledger.push((
+            id,
+            time_s,
+            Learned::Live(decode_ledger(bytes(value, "ledger value")?)?),
+        ));
+    }
+    Ok(ledger)
 }

@@ -49,8 +49,10 @@
 //!   sent to the primary of the user's slot only (redis-rs would send a
 //!   keyless `WAIT` to every primary). WAIT counts the writes sent on the
 //!   same connection, and redis-rs multiplexes one connection per node, so
-//!   it covers this click. A click not confirmed in time is an error
-//!   (UNAVAILABLE); a retry is safe, the ledger answers ALREADY_LEARNED.
+//!   it covers this click; while the slot moves, a `WAIT` also goes to
+//!   the node the click ran on (`durable.rs`). A click not confirmed in
+//!   time is an error (UNAVAILABLE); a retry is safe, the ledger answers
+//!   ALREADY_LEARNED.
 //! - Every operation is bounded in time (`RedisConfig::op_timeout`):
 //!   redis-rs can hang on start-up connect and stall while reconnecting.
 //! - The shared model is each contributor's part under the contributor's
