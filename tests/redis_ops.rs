@@ -709,6 +709,18 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
         .find(|&p| p != s && cluster.replica_of(p).is_some())
         .expect("another primary");
     let t_replica = cluster.replica_of(t).expect("T's replica");
+    // A sharing user: every key the click script names exists (settings,
+    // the shared part), so once they are all on T the importing node runs
+    // the click (ASK). For a user with some of them missing, the importing
+    // node answers TRYAGAIN until the slot is handed over (Redis refuses a
+    // multi-key command there unless every key is present), and the store
+    // retries within its op_timeout.
+    let consent = store.generate_id().await.unwrap();
+    let settings = chaff::policy::UserSettings {
+        share_training: true,
+        ..Default::default()
+    };
+    store.put_settings(&u, &settings, consent, false).await.unwrap();
     let slot = cluster.slot_of(key).to_string();
     let t0 = Instant::now();
     // (message, sent, answered, outcome), times since t0.

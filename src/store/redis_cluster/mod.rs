@@ -705,6 +705,7 @@ impl RedisStore {
             other => bytes(other, "CLUSTER NODES reply")?,
         };
         let text = std::str::from_utf8(text).map_err(|_| corrupt("CLUSTER NODES reply"))?;
+        let mut loads = tokio::task::JoinSet::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 3 || f[2].contains("fail") || f[2].contains("noaddr") {
@@ -723,8 +724,20 @@ impl RedisStore {
             });
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(source);
-            let _ = conn.route_command(cmd, route).await;
+            let mut conn = conn.clone();
+            loads.spawn(async move {
+                let _ = conn.route_command(cmd, route).await;
+            });
         }
+        // On every node at once, waiting at most a connect timeout: one
+        // node that hangs (a frozen replica) must not keep the script from
+        // the others — such as the node a moving slot's keys went to, where
+        // the caller is about to run it (seen in the slot-move test:
+        // every click there timed out while a replica was frozen).
+        let _ = tokio::time::timeout(self.config.connect_timeout, async {
+            while loads.join_next().await.is_some() {}
+        })
+        .await;
         Ok(())
     }
 
