@@ -359,6 +359,24 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP (`stopped`) or SIGCONT: a node that hangs without closing
+    /// its connections — its replication stream stalls, as a replica's
+    /// does on a dead disk or a long GC-like pause.
+    pub fn freeze(&self, port: u16, stopped: bool) {
+        let i = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .expect("our port");
+        let pid = self.nodes[i].as_ref().expect("a running node").id();
+        let signal = if stopped { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts a killed node again on its directory (its nodes.conf and
     /// append-only file), as an operator would after a crash.
     pub fn restart(&mut self, port: u16) {

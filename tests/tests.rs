@@ -26,6 +26,7 @@ mod panics;
 mod policy;
 mod quota;
 mod redis_cluster;
+mod redis_ops;
 mod redis_store;
 mod shared;
 mod soak;

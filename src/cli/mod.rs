@@ -78,7 +78,9 @@ enum Command {
     Users(UsersArgs),
     /// Operator: copy the server's whole store, while it serves, into a new
     /// data directory on the server's machine; `chaff serve --data DIR`
-    /// serves the copy (the restore).
+    /// serves the copy (the restore). A server over a Redis Cluster writes
+    /// the same kind of (sled) directory, reading every user one after
+    /// another; keep the cluster's own AOF/RDB files for a lost cluster.
     #[command(override_usage = "chaff backup [OPTIONS] <DIR>")]
     Backup(BackupArgs),
     /// Replay a labelled corpus (TREC index) and report (1-ROCA)%, lam% and more.

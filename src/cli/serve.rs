@@ -56,8 +56,9 @@ pub struct ServeArgs {
     /// several chaff processes share (list every seed node: with one, the
     /// client can take minutes to notice a failover). Any chaff process can
     /// then serve any user; route a user to one process (hash the user id)
-    /// to keep their model cached there. Every RPC works on Redis but
-    /// Backup (FAILED_PRECONDITION: back up the cluster itself);
+    /// to keep their model cached there. Every RPC works on Redis (Backup
+    /// writes a sled data directory, user by user; for a whole-cluster
+    /// disaster keep the cluster's own RDB/AOF files too);
     /// --undo-window, --delivered-undo-window, --max-user-tokens and
     /// --max-shared-tokens hold there as on sled (a prune through one
     /// process is the model every process scores with); other processes'
@@ -485,7 +486,7 @@ async fn redis_engine(
     info!(
         nodes = nodes.join(","),
         replicas,
-        "redis cluster connected: every RPC but Backup, with the undo window and the quotas (docs/SCALING.md)"
+        "redis cluster connected: every RPC (Backup writes a sled directory), with the undo window and the quotas (docs/SCALING.md)"
     );
     // The engine reads the operator's lists and the shared model at start:
     // blocking calls, off the runtime's workers.

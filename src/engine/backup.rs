@@ -29,6 +29,11 @@ impl Engine {
     /// everyone else's go on), the operator's seed under the seed lock.
     /// Clicks made while the backup runs are in it whole or not at all.
     /// Copying a user loads their model into memory as a click would.
+    ///
+    /// On a store shared by replicas (Redis Cluster) the same holds, by
+    /// other means: the store reads each user between two equal version
+    /// stamps (`store::redis_cluster`'s `backup.rs`), and writes the same
+    /// kind of sled directory, shared parts and consent ids included.
     pub fn backup_to(&self, dir: &Path) -> Result<BackedUp, Error> {
         if dir.exists()
             && std::fs::read_dir(dir)
@@ -40,11 +45,18 @@ impl Engine {
                 dir.display()
             )));
         }
-        // Only a sled data directory is copied this way.
-        let source = self
-            .store
-            .sled()
-            .ok_or_else(|| not_on(self.store.name(), Aggregate::Backup))?;
+        if !self.store.holds(Aggregate::Backup) {
+            return Err(not_on(self.store.name(), Aggregate::Backup));
+        }
+        let Some(source) = self.store.sled() else {
+            // A store shared by replicas (Redis Cluster): no writer lock
+            // here orders its clicks, so the store reads each user
+            // consistently itself and writes the same kind of directory.
+            let dest = Store::open(dir, BACKUP_CACHE_BYTES)?;
+            let (users, records) = self.store.backup_into(&dest)?;
+            dest.flush()?;
+            return Ok(BackedUp { users, records });
+        };
         let dest = Store::open(dir, BACKUP_CACHE_BYTES)?;
         let users = source.list_users("", None, usize::MAX)?;
         let mut records = {

@@ -336,6 +336,15 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Copies everything this store holds into `dest`, a new sled data
+    /// directory, for a store the engine's writer locks do not guard (one
+    /// shared by replicas reads each user consistently itself). Returns the
+    /// users and records copied. A sled store is copied by the engine
+    /// instead, under its writer locks (`Engine::backup_to`).
+    fn backup_into(&self, _dest: &Store) -> Result<(u64, u64), Error> {
+        Err(not_on(self.name(), Aggregate::Backup))
+    }
+
     // ---- models, ledger and the click commit ----
 
     /// How long a click can be undone exactly, and the clock clicks are

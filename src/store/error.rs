@@ -37,6 +37,10 @@ enum Kind {
         acked: i64,
         waited: Duration,
     },
+    /// A backup read the same records again and again and a click landed
+    /// each time: no consistent copy of them was had (a retry may).
+    #[cfg(feature = "redis")]
+    KeptChanging { what: String, reads: u32 },
 }
 
 impl StorageError {
@@ -56,6 +60,10 @@ impl StorageError {
 impl StorageError {
     pub(super) fn redis_timeout(what: &'static str, after: Duration) -> Self {
         Self(Kind::RedisTimeout { what, after })
+    }
+
+    pub(super) fn kept_changing(what: String, reads: u32) -> Self {
+        Self(Kind::KeptChanging { what, reads })
     }
 
     pub(super) fn not_replicated(wanted: u32, acked: i64, waited: Duration) -> Self {
@@ -87,6 +95,11 @@ impl fmt::Display for StorageError {
                 "redis cluster: the click reached its primary but {acked} of {wanted} replicas \
                  confirmed it within {waited:?}"
             ),
+            #[cfg(feature = "redis")]
+            Kind::KeptChanging { what, reads } => write!(
+                f,
+                "redis cluster: {what} changed during each of {reads} reads; back up again"
+            ),
         }
     }
 }
@@ -98,7 +111,9 @@ impl std::error::Error for StorageError {
             #[cfg(feature = "redis")]
             Kind::Redis(e) => Some(e),
             #[cfg(feature = "redis")]
-            Kind::RedisTimeout { .. } | Kind::NotReplicated { .. } => None,
+            Kind::RedisTimeout { .. } | Kind::NotReplicated { .. } | Kind::KeptChanging { .. } => {
+                None
+            }
         }
     }
 }

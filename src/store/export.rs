@@ -351,37 +351,22 @@ impl<W: super::Writes> Store<W> {
         e: &UserExport,
         consent: u64,
     ) -> Result<(), Error> {
+        self.write_user_records(user, e, consent, false)
+    }
+
+    /// [`Store::write_user_import`], keeping the ledger entries' shared
+    /// ids when `keep_shared`: a backup brings the user's shared part and
+    /// consent id along (`backup.rs`), so a Forget after a restore takes a
+    /// shared click out of the part exactly, as on the source.
+    pub(super) fn write_user_records(
+        &self,
+        user: &UserId,
+        e: &UserExport,
+        consent: u64,
+        keep_shared: bool,
+    ) -> Result<(), Error> {
         let who = Owner::User(user.clone());
-        for chunk in e.ledger.chunks(IMPORT_CHUNK) {
-            self.with_dict(&who, |dict| {
-                // Number the chunk's tokens in the user's dictionary, in
-                // the chunk's own batch (as a click does).
-                let before = dict.len();
-                let ids = chunk.iter().flat_map(|(_, _, l)| match l {
-                    Learned::Live(entry) => entry.tokens.as_slice(),
-                    Learned::Folded(_) => &[],
-                });
-                dict.extend(ids.copied()).ok_or_else(|| Error::Corrupt {
-                    what: format!("token dictionary of user {user} is full"),
-                })?;
-                let mut batch = Batch::default();
-                if dict.len() > before {
-                    let key = dict_key(&contributor_prefix(DICT, &who), before);
-                    let value = codec::encode_dict(&key, &dict.ids()[before..]);
-                    batch.insert(key, value);
-                }
-                for (id, time_s, learned) in chunk {
-                    let key = ledger_key(&who, id);
-                    let value = import_ledger(&key, *time_s, learned, dict);
-                    batch.insert(key, value);
-                }
-                if let Err(e) = self.tree()?.apply_batch(batch) {
-                    dict.truncate(before);
-                    return Err(e.into());
-                }
-                Ok(())
-            })?;
-        }
+        self.write_ledger_records(&who, &e.ledger, keep_shared)?;
         for chunk in e.decisions.chunks(IMPORT_CHUNK) {
             self.append_decisions(chunk.iter().map(|(t, json)| (user, *t, json.as_slice())))?;
         }
@@ -404,15 +389,63 @@ impl<W: super::Writes> Store<W> {
         self.tree()?.apply_batch(batch)?;
         Ok(())
     }
+
+    /// Writes ledger entries for `who` (a user, or the operator's seed) in
+    /// bounded batches, numbering their tokens in `who`'s dictionary;
+    /// shared ids cleared unless `keep_shared`.
+    pub(super) fn write_ledger_records(
+        &self,
+        who: &Owner,
+        ledger: &[(MessageId, u64, Learned)],
+        keep_shared: bool,
+    ) -> Result<(), Error> {
+        for chunk in ledger.chunks(IMPORT_CHUNK) {
+            self.with_dict(who, |dict| {
+                // Number the chunk's tokens in the user's dictionary, in
+                // the chunk's own batch (as a click does).
+                let before = dict.len();
+                let ids = chunk.iter().flat_map(|(_, _, l)| match l {
+                    Learned::Live(entry) => entry.tokens.as_slice(),
+                    Learned::Folded(_) => &[],
+                });
+                dict.extend(ids.copied()).ok_or_else(|| Error::Corrupt {
+                    what: format!("token dictionary of {who} is full"),
+                })?;
+                let mut batch = Batch::default();
+                if dict.len() > before {
+                    let key = dict_key(&contributor_prefix(DICT, who), before);
+                    let value = codec::encode_dict(&key, &dict.ids()[before..]);
+                    batch.insert(key, value);
+                }
+                for (id, time_s, learned) in chunk {
+                    let key = ledger_key(who, id);
+                    let value = import_ledger(&key, *time_s, learned, dict, keep_shared);
+                    batch.insert(key, value);
+                }
+                if let Err(e) = self.tree()?.apply_batch(batch) {
+                    dict.truncate(before);
+                    return Err(e.into());
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// An imported ledger entry in format 6. Sequence number 0: no journal
 /// record of this server stands for it (the imported snapshot counts it).
-fn import_ledger(key: &[u8], time_s: u64, learned: &Learned, dict: &Dict) -> Vec<u8> {
+fn import_ledger(
+    key: &[u8],
+    time_s: u64,
+    learned: &Learned,
+    dict: &Dict,
+    keep_shared: bool,
+) -> Vec<u8> {
     match learned {
         Learned::Live(entry) => {
             let entry = LedgerEntry {
-                shared: 0,
+                shared: if keep_shared { entry.shared } else { 0 },
                 ..entry.clone()
             };
             codec::encode_ledger_v6(key, &entry, 0, time_s, dict)

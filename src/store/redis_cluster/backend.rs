@@ -6,9 +6,8 @@
 //! mail, the per-Score refresh, checkpoints), settings and lists (fresh on
 //! every replica through the same per-Score round trip), the decision log,
 //! the shared model with consent (polled: [`SHARED_POLL`]), and users
-//! (DeleteUser, ListUsers), the operator's seed, export and import. Not
-//! backup (a copy of a sled directory): it answers [`Error::NotOnStore`]
-//! (FAILED_PRECONDITION, naming it), never another store's data.
+//! (DeleteUser, ListUsers), the operator's seed, export and import, and
+//! the backup into a new sled data directory (`backup.rs`).
 //!
 //! The interface is synchronous (`store::backend` says why); redis-rs is
 //! async. The backend owns a small tokio runtime (one worker thread, which
@@ -39,7 +38,7 @@ use crate::store::backend::{
 };
 use crate::store::codec;
 use crate::store::export::UserExport;
-use crate::store::{LedgerEntry, LoadedModel, Op, Snapshot, StorageError};
+use crate::store::{LedgerEntry, LoadedModel, Op, Snapshot, StorageError, Store};
 use crate::tokenize::TokenId;
 use crate::types::{MessageId, Owner, UserId};
 
@@ -347,8 +346,13 @@ impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
         NAME
     }
-    fn holds(&self, what: Aggregate) -> bool {
-        what != Aggregate::Backup
+    fn holds(&self, _what: Aggregate) -> bool {
+        true
+    }
+    /// A logical copy, user by user, each read consistently by the store
+    /// (`backup.rs`); sled writes happen on this (blocking) thread.
+    fn backup_into(&self, dest: &Store) -> Result<(u64, u64), Error> {
+        self.block_on(self.store.backup_into(dest))
     }
     fn shared_clicks(&self) -> Option<&dyn SharedClicks> {
         Some(self)

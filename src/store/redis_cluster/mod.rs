@@ -51,8 +51,10 @@
 //!   sent to the primary of the user's slot only (redis-rs would send a
 //!   keyless `WAIT` to every primary). WAIT counts the writes sent on the
 //!   same connection, and redis-rs multiplexes one connection per node, so
-//!   it covers this click. A click not confirmed in time is an error
-//!   (UNAVAILABLE); a retry is safe, the ledger answers ALREADY_LEARNED.
+//!   it covers this click; while the slot moves, a `WAIT` also goes to
+//!   the node the click ran on (`durable.rs`). A click not confirmed in
+//!   time is an error (UNAVAILABLE); a retry is safe, the ledger answers
+//!   ALREADY_LEARNED.
 //! - Every operation is bounded in time (`RedisConfig::op_timeout`):
 //!   redis-rs can hang on start-up connect and stall while reconnecting.
 //! - The shared model is each contributor's part under the contributor's
@@ -61,7 +63,8 @@
 //!   feed on one `{shared}` slot that readers poll in one round trip
 //!   (`shared.rs`). Lists and settings: `policy.rs`; the decision log:
 //!   `decisions.rs`; the operator's seed: `seed.rs`; deleting and listing
-//!   users: `users.rs`; export and import: `export.rs`.
+//!   users: `users.rs`; export and import: `export.rs`; the backup into a
+//!   sled directory: `backup.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +89,9 @@ use crate::error::Error;
 use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, MessageId, Owner, UserId};
 
+mod backup;
 mod decisions;
+mod durable;
 mod export;
 mod policy;
 mod prune;
@@ -228,6 +233,9 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     /// The undo windows and their clock (`window.rs`).
     window: UndoWindow,
+    /// Cluster node id → address, for the WAIT on the node that ran a
+    /// write (`durable.rs`).
+    nodes: durable::NodeAddresses,
 }
 
 /// The click script's reply; `outcome` is `None` for a Forget of a
@@ -572,6 +580,7 @@ impl RedisStore {
                 seed: Script::new(SEED),
             }),
             window: UndoWindow::default(),
+            nodes: Default::default(),
         })
     }
 
@@ -669,6 +678,7 @@ impl RedisStore {
             other => bytes(other, "CLUSTER NODES reply")?,
         };
         let text = std::str::from_utf8(text).map_err(|_| corrupt("CLUSTER NODES reply"))?;
+        let mut loads = tokio::task::JoinSet::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 3 || f[2].contains("fail") || f[2].contains("noaddr") {
@@ -687,8 +697,20 @@ impl RedisStore {
             });
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(source);
-            let _ = conn.route_command(cmd, route).await;
+            let mut conn = conn.clone();
+            loads.spawn(async move {
+                let _ = conn.route_command(cmd, route).await;
+            });
         }
+        // On every node at once, waiting at most a connect timeout: one
+        // node that hangs (a frozen replica) must not keep the script from
+        // the others — such as the node a moving slot's keys went to, where
+        // the caller is about to run it (seen in the slot-move test:
+        // every click there timed out while a replica was frozen).
+        let _ = tokio::time::timeout(self.config.connect_timeout, async {
+            while loads.join_next().await.is_some() {}
+        })
+        .await;
         Ok(())
     }
 
@@ -867,33 +889,6 @@ impl RedisStore {
     /// `WAIT replicas ms` on the primary of the user's slot.
     async fn wait_replicas(&self, keys: &Keys) -> Result<(), Error> {
         self.wait_for(&keys.meta).await
-    }
-
-    /// `WAIT replicas ms` on the primary of `key`'s slot: the writes sent
-    /// there on this connection so far are on that many replicas, or the
-    /// caller gets an error (UNAVAILABLE; a retry is safe).
-    async fn wait_for(&self, key: &str) -> Result<(), Error> {
-        let wanted = self.config.replicas;
-        if wanted == 0 {
-            return Ok(());
-        }
-        let wait = self.config.wait;
-        let acked = self
-            .bounded("waiting for replicas", async {
-                let mut conn = self.conn.clone();
-                let mut cmd = redis::cmd("WAIT");
-                cmd.arg(wanted).arg(wait.as_millis() as u64);
-                let v = conn.route_command(cmd, primary_of(key)).await?;
-                match v {
-                    Value::Int(n) => Ok(n),
-                    _ => Err(corrupt("WAIT reply")),
-                }
-            })
-            .await?;
-        if acked < i64::from(wanted) {
-            return Err(StorageError::not_replicated(wanted, acked, wait).into());
-        }
-        Ok(())
     }
 
     /// What the ledger holds for this message, if anything, judged by the
