@@ -1150,6 +1150,52 @@ on_both_clocked!(
     }
 );
 
+on_both_clocked!(
+    a_backup_keeps_each_clicks_time_and_its_folded_clicks,
+    settings(),
+    |f, now| {
+        // A backup is a sled directory that goes on where the source
+        // stood: a click past the window (folded or not) is still beyond
+        // it on the copy, a recent one still undone exactly.
+        let u = f.user("u");
+        f.engine
+            .train(&u, SPAM, Label::Spam, Some(id("old")))
+            .unwrap();
+        f.engine
+            .train(&u, HAM, Label::Ham, Some(id("old-ham")))
+            .unwrap();
+        now.fetch_add(89 * DAY_MS, Ordering::SeqCst);
+        f.engine
+            .train(&u, SPAM2, Label::Spam, Some(id("recent")))
+            .unwrap();
+        now.fetch_add(2 * DAY_MS, Ordering::SeqCst);
+        assert_eq!(f.fold(), 2, "the two old clicks folded");
+        let dir = tempfile::tempdir().unwrap();
+        let copy_dir = dir.path().join("backup");
+        f.engine.backup_to(&copy_dir).unwrap();
+        let clock = now.clone();
+        let copy = Engine::new(
+            Store::open(&copy_dir, 8 << 20).unwrap(),
+            Settings {
+                clock: chaff::store::Clock::new(move || clock.load(Ordering::SeqCst)),
+                ..settings()
+            },
+        )
+        .unwrap();
+        assert_eq!(exported_ledger(&copy, &u), exported_ledger(&f.engine, &u));
+        assert_eq!(counts(&copy, &u), (2, 1));
+        assert!(matches!(
+            copy.forget(&u, &id("old")),
+            Err(Error::BeyondUndoWindow {
+                label: Label::Spam,
+                ..
+            })
+        ));
+        assert_eq!(copy.forget(&u, &id("recent")).unwrap().label, Label::Spam);
+        assert_eq!(counts(&copy, &u), (1, 1));
+    }
+);
+
 /// A message of `n` distinct words of this test's own (see
 /// [`unique_message`]), letters only: a word of many digits is tokenized
 /// as its number pattern, which other words share.

@@ -321,3 +321,47 @@ fn ledger_entries(fields: &[Value]) -> Result<Vec<(MessageId, u64, Learned)>, Er
     }
     Ok(ledger)
 }
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::ledger_entries;
+    use crate::classify::Weight;
+    use crate::store::codec::LedgerEntry;
+    use crate::store::export::Learned;
+    use crate::store::redis_cluster::window::{encode_folded, encode_ledger};
+    use crate::tokenize::TokenId;
+    use crate::types::Label;
+
+    #[test]
+    fn a_ledger_read_in_one_script_keeps_click_times_and_folded_clicks() {
+        // The fallback read (`dump.lua`) and the seed's ledger go through
+        // `ledger_entries`: a folded click stays folded with its time, a
+        // live one keeps its time, so the copy's undo window goes on
+        // where the cluster's stood.
+        let live = LedgerEntry {
+            label: Label::Ham,
+            tokenizer_version: 2,
+            tokens: vec![TokenId(3), TokenId(9)],
+            weight: Weight::FULL,
+            shared: 0,
+            implicit: false,
+        };
+        let fields = [
+            Value::BulkString(b"old".to_vec()),
+            Value::BulkString(encode_folded(Label::Spam, 1_000)),
+            Value::BulkString(b"recent".to_vec()),
+            Value::BulkString(encode_ledger(&live, 2_000)),
+        ];
+        let got = ledger_entries(&fields).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0.as_str(), "old");
+        assert_eq!(
+            (got[0].1, &got[0].2),
+            (1_000, &Learned::Folded(Label::Spam))
+        );
+        assert_eq!(got[1].0.as_str(), "recent");
+        assert_eq!((got[1].1, &got[1].2), (2_000, &Learned::Live(live)));
+    }
+}
