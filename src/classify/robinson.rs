@@ -173,10 +173,15 @@ pub struct Params {
     /// token before it is confident.
     pub header_strength: Option<f64>,
     /// With [`Parts::Fisher`]: the two parts are weighed apart only when
-    /// they disagree (opposite signs) and the header is at least this
-    /// confident (|log-odds|); otherwise the pooled score stands. 0: every
-    /// message is combined in two parts (acc9's rule).
+    /// they disagree (opposite signs) and each is at least this confident
+    /// (|log-odds|); otherwise the pooled score stands. 0: every message
+    /// is combined in two parts (acc9's rule). Why: chi-square over two
+    /// "tokens" caps a message at about twice its weaker part's log-odds,
+    /// so spam with a plain header ranked by its header alone.
     pub header_veto_at: f64,
+    /// With `header_veto_at`: only a hammy header vetoes a spammy body
+    /// (a list relaying spam text), not the reverse.
+    pub header_veto_ham_only: bool,
 }
 
 /// How a message's header and body tokens are combined.
@@ -220,6 +225,7 @@ impl Default for Params {
             header_trust_by: 0,
             header_strength: None,
             header_veto_at: 0.0,
+            header_veto_ham_only: false,
         }
     }
 }
@@ -436,7 +442,7 @@ impl<'a, T> Split<'a, T> {
         let fisher = matches!(params.parts, Parts::Fisher);
         let veto = fisher && params.header_veto_at > 0.0;
         let pooled =
-            (fisher && (say < 1.0 || veto || trust < 1.0) && !header.is_empty()).then(|| {
+            (fisher && (veto || (!header.is_empty() && (say < 1.0 || trust < 1.0)))).then(|| {
                 let mut all: Vec<T> = body.iter().chain(header.iter()).cloned().collect();
                 let n = self.unknowns[0] + self.unknowns[1];
                 combine_with_unknowns(&mut all, n, unknown, params, f, make)
@@ -446,18 +452,22 @@ impl<'a, T> Split<'a, T> {
             return (body_c, body.len() as u32);
         }
         let header_c = combine_with_unknowns(header, self.unknowns[1], unknown, params, f, make);
+        // The veto: only a confident disagreement between two parts that
+        // both have evidence is combined apart; anything else (including a
+        // part with no significant token, whose never-seen tokens would
+        // otherwise be dropped) scores as pooled.
+        let vetoed = !body.is_empty()
+            && !header.is_empty()
+            && header_c.log_odds * body_c.log_odds < 0.0
+            && header_c.log_odds.abs() >= params.header_veto_at
+            && body_c.log_odds.abs() >= params.header_veto_at
+            && !(params.header_veto_ham_only && header_c.log_odds > 0.0);
         let combined = match (body.is_empty(), header.is_empty(), params.parts) {
+            _ if veto && !vetoed && pooled.is_some() => pooled.unwrap_or(body_c),
             (_, true, _) => body_c,
             (true, false, _) => header_c,
             (false, false, Parts::Mix { header: w }) => {
                 mix(header_c.log_odds, body_c.log_odds, w * say)
-            }
-            (false, false, _)
-                if veto
-                    && (header_c.log_odds * body_c.log_odds >= 0.0
-                        || header_c.log_odds.abs() < params.header_veto_at) =>
-            {
-                pooled.unwrap_or(body_c)
             }
             (false, false, _) => {
                 let both = combine_log_odds(&[header_c.log_odds, body_c.log_odds]);

@@ -147,11 +147,14 @@ pub struct EvalArgs {
     /// ham weight, 2 learned ham messages whatever their weight.
     #[arg(long, help_heading = "Tuning", hide = true)]
     header_trust_by: Option<u8>,
-    /// With --header-share fisher: combine the parts apart only when the
-    /// header disagrees with the body at least this confidently
+    /// With --header-share fisher: combine the parts apart only when
+    /// header and body disagree, each at least this confidently
     /// (|log-odds|); otherwise the pooled score (0: always apart).
     #[arg(long, help_heading = "Tuning", value_name = "LOG_ODDS")]
     header_veto_at: Option<f64>,
+    /// With --header-veto-at: only a hammy header vetoes a spammy body.
+    #[arg(long, help_heading = "Tuning", hide = true)]
+    header_veto_ham_only: bool,
     /// With --header-share: Robinson's s for header tokens (default: --strength).
     #[arg(long, help_heading = "Tuning", hide = true)]
     header_strength: Option<f64>,
@@ -416,6 +419,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     params.header_trust_by = args.header_trust_by.unwrap_or(params.header_trust_by);
     params.header_strength = args.header_strength.or(params.header_strength);
     params.header_veto_at = args.header_veto_at.unwrap_or(params.header_veto_at);
+    params.header_veto_ham_only = args.header_veto_ham_only;
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,
