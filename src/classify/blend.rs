@@ -171,8 +171,17 @@ pub fn score_and_strongest(
     let blend = Blend::new(user, prior, params);
     let (nspam, nham) = blend.user_weights;
     let unknown = robinson::unknown_probability(nspam, nham, blend.unit);
-    let (score, user_share, top) =
-        combine_estimates(ids, header, params, |id| blend.estimate(id), unknown, k);
+    // The header's statistic is trusted as far as the user's own model
+    // knows both classes: the shared prior does not know the user's relays.
+    let trust = robinson::header_trust(nspam, nham, user.ham_learned(), blend.unit, params);
+    let (score, user_share, top) = combine_estimates(
+        ids,
+        header,
+        params,
+        |id| blend.estimate(id),
+        (unknown, trust),
+        k,
+    );
     (
         Blended {
             score,
@@ -204,7 +213,10 @@ pub fn score_shared(
             let f = robinson::token_probability(c.spam, c.ham, pspam, pham, unit, params);
             Some((f, 0.0))
         },
-        robinson::unknown_probability(pspam, pham, unit),
+        (
+            robinson::unknown_probability(pspam, pham, unit),
+            robinson::header_trust(pspam, pham, (pham as f64 / unit) as u64, unit, params),
+        ),
         0,
     )
     .0
@@ -241,10 +253,11 @@ fn combine_estimates(
     header: &[TokenId],
     params: &Params,
     estimate: impl Fn(TokenId) -> Option<(f64, f64)>,
-    unknown: f64,
+    (unknown, trust): (f64, f64),
     strongest: usize,
 ) -> (Score, Option<f64>, Strongest) {
     let mut split = robinson::Split::<(f64, f64, Option<TokenId>)>::new(ids.len(), header, params);
+    split.trust = trust;
     for id in ids {
         let part = split.part_of(*id);
         let Some((f, share)) = estimate(*id) else {

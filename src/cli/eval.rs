@@ -138,6 +138,26 @@ pub struct EvalArgs {
     /// full say (fewer: proportionally less).
     #[arg(long, help_heading = "Tuning")]
     header_full_at: Option<usize>,
+    /// With --header-share: messages' worth of weight the model must hold
+    /// of its thinner class (or of what --header-trust-by names) for the
+    /// header's full say (fewer: proportionally less; 0: always full).
+    #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
+    header_trust_at: Option<f64>,
+    /// What --header-trust-at counts: 0 the thinner class's weight, 1 the
+    /// ham weight, 2 learned ham messages whatever their weight.
+    #[arg(long, help_heading = "Tuning", hide = true)]
+    header_trust_by: Option<u8>,
+    /// With --header-share fisher: combine the parts apart only when
+    /// header and body disagree, each at least this confidently
+    /// (|log-odds|); otherwise the pooled score (0: always apart).
+    #[arg(long, help_heading = "Tuning", value_name = "LOG_ODDS")]
+    header_veto_at: Option<f64>,
+    /// With --header-veto-at: only a hammy header vetoes a spammy body.
+    #[arg(long, help_heading = "Tuning", hide = true)]
+    header_veto_ham_only: bool,
+    /// With --header-share: Robinson's s for header tokens (default: --strength).
+    #[arg(long, help_heading = "Tuning", hide = true)]
+    header_strength: Option<f64>,
     /// Robinson's x: the probability of a token with no history.
     #[arg(long, help_heading = "Tuning")]
     prior: Option<f64>,
@@ -395,6 +415,11 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     params.shared_halflife = args.shared_halflife.unwrap_or(params.shared_halflife);
     params.parts = args.header_share.unwrap_or(params.parts);
     params.header_full_at = args.header_full_at.unwrap_or(params.header_full_at);
+    params.header_trust_at = args.header_trust_at.unwrap_or(params.header_trust_at);
+    params.header_trust_by = args.header_trust_by.unwrap_or(params.header_trust_by);
+    params.header_strength = args.header_strength.or(params.header_strength);
+    params.header_veto_at = args.header_veto_at.unwrap_or(params.header_veto_at);
+    params.header_veto_ham_only = args.header_veto_ham_only;
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,
