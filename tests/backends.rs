@@ -563,6 +563,7 @@ on_both!(the_decision_log_finds_what_score_decided, |f| {
 on_both!(
     revoking_consent_takes_exactly_that_users_clicks_out_of_the_shared_model,
     |f| {
+        let _alone = crate::redis_cluster::Cluster::shared_model_lock();
         let (a, b) = (f.user("a"), f.user("b"));
         let (ma, ta) = unique_message(&f.prefix, "a");
         let (mb, tb) = unique_message(&f.prefix, "b");
@@ -596,6 +597,7 @@ on_both!(
 );
 
 on_both!(delete_user_removes_everything_the_user_stored, |f| {
+    let _alone = crate::redis_cluster::Cluster::shared_model_lock();
     let (u, keep) = (f.user("u"), f.user("keep"));
     let (m, tokens) = unique_message(&f.prefix, "deleted");
     share(&f.engine, &u, true);
@@ -660,6 +662,7 @@ fn shared_counts(e: &Engine, ids: &[TokenId]) -> Vec<(u32, u32)> {
 on_both!(
     seeding_learns_once_moves_exactly_and_a_clear_drops_it_all,
     |f| {
+        let _alone = crate::redis_cluster::Cluster::shared_model_lock();
         let (m, tokens) = unique_message(&f.prefix, "seed");
         let mid = id(&format!("{}-seed", f.prefix));
         let seeded = f.engine.seed(&m, Label::Spam, Some(mid.clone())).unwrap();
@@ -754,6 +757,7 @@ on_both!(an_export_imported_again_gives_back_the_same_user, |f| {
 /// within the poll interval, `SHARED_POLL`).
 #[test]
 fn settings_lists_and_consent_changed_on_one_replica_hold_on_the_other() {
+    let _alone = crate::redis_cluster::Cluster::shared_model_lock();
     let Some(cluster) = crate::redis_cluster::Cluster::shared() else {
         return;
     };
@@ -1296,15 +1300,9 @@ fn a_prune_on_one_replica_is_the_model_every_replica_scores_with() {
     assert_eq!(stored_model(&other, &u).token_count() as u64, pruned.tokens);
 }
 
-/// Held by the tests that fold a part's journal and that prune the
-/// shared model: a replica folds a due part from its own copy, and a copy
-/// pruned to a 10-token cap would store that part pruned under the other
-/// test (as it should in a deployment, where every replica has one cap).
-static PART_FOLDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn a_sharing_users_part_journal_is_folded_when_due() {
-    let _alone = PART_FOLDS.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = crate::redis_cluster::Cluster::shared_model_lock();
     let Some(f) = Fixture::redis("part_fold", settings()) else {
         return;
     };
@@ -1353,7 +1351,7 @@ fn a_sharing_users_part_journal_is_folded_when_due() {
 
 #[test]
 fn the_shared_model_is_pruned_to_its_cap_on_redis() {
-    let _alone = PART_FOLDS.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = crate::redis_cluster::Cluster::shared_model_lock();
     let Some(f) = Fixture::redis(
         "shared_cap",
         Settings {

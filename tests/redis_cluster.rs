@@ -125,6 +125,17 @@ impl Cluster {
         SHARED.get_or_init(Self::start).as_ref()
     }
 
+    /// Held by every test that changes or asserts the cluster-wide shared
+    /// model (consent, the seed, a sharing user's deletion, the shared
+    /// cap, part folds) for its whole length: the tests share one
+    /// cluster, so they share its one shared model, and a replica folds
+    /// (or prunes) every part that changed in its poll, other tests'
+    /// parts included. Tests of distinct users alone need no lock.
+    pub fn shared_model_lock() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn node_dir(&self, port: u16) -> PathBuf {
         self.dir.path().join(port.to_string())
     }

@@ -473,7 +473,10 @@ fn sharing(on: bool) -> UserSettings {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard orders this test among the others, not tasks within it.
+#[allow(clippy::await_holding_lock)]
 async fn revoking_consent_on_one_client_drops_exactly_that_part_from_the_others_shared_model() {
+    let _alone = Cluster::shared_model_lock();
     // Two chaff replicas over one cluster: A takes clicks and settings, B
     // reads the shared model. B's copy is the capped sum of the parts
     // (checked against `SharedModel` built by hand), fresh in one round
