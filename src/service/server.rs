@@ -30,21 +30,6 @@ pub async fn serve(
     serve_with(engine, listener, shutdown, grace, Trust::open()).await
 }
 
-/// HTTP/2 flow control for what clients send: how much of one call's
-/// message may be in flight before the server has read it (hyper's
-/// default is 1 MiB), and of all calls on a connection (default 1 MiB).
-/// tonic reads a request body whole into memory before the handler runs
-/// (up to the decoding limit above `max_message_bytes`), so a larger
-/// window adds no memory a call could not already take; it lets a
-/// multi-megabyte message arrive without waiting for window updates.
-/// Measured in docs/PERFORMANCE.md, "Hostile mail at scale" (the wire).
-const STREAM_WINDOW: u32 = 8 << 20;
-const CONNECTION_WINDOW: u32 = 16 << 20;
-
-/// The largest HTTP/2 frame the server accepts (hyper's default is
-/// 16 KiB): a 10 MiB message is 640 default frames, 40 of these.
-const MAX_FRAME: u32 = 256 << 10;
-
 /// How often the keys file is checked for changes (`chaff keys create`
 /// and `revoke` take effect within this time; SIGHUP at once).
 pub const KEYS_POLL: Duration = Duration::from_secs(1);
@@ -157,9 +142,6 @@ pub async fn serve_logging_stats(
     );
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
         .layer(metrics::GrpcLayer::new(metrics))
         .layer(catch_panic::CatchPanicLayer)
         .layer(GuardLayer::new(trust.clone(), limit))
