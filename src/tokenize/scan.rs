@@ -148,7 +148,11 @@ fn declared_boundaries(text: &[u8]) -> Vec<&[u8]> {
     // At each `=`, whether `boundary` precedes it: `=` is far rarer than
     // the `b` a forward scan would stop at.
     each_position(text, 0, b'=', |eq| {
-        if eq < KEY.len() || !text[eq - KEY.len()..eq].eq_ignore_ascii_case(KEY) {
+        // The byte before first: quoted-printable text is full of `=`.
+        if eq < KEY.len()
+            || text[eq - 1] | 0x20 != b'y'
+            || !text[eq - KEY.len()..eq].eq_ignore_ascii_case(KEY)
+        {
             return true;
         }
         let rest = &text[eq + 1..];
@@ -184,7 +188,7 @@ fn closings(prefix: &[u8]) -> Vec<u8> {
     }
     // (boundary, position of its last delimiter line, closed there?)
     let mut last: Vec<(&[u8], usize, bool)> = Vec::new();
-    for (start, line) in lines(prefix) {
+    for (start, line) in delimiter_lines(prefix) {
         let Some(rest) = content(line).strip_prefix(b"--") else {
             continue;
         };
@@ -212,21 +216,29 @@ fn closings(prefix: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `text`'s lines (line breaks included) with their start offsets.
-fn lines(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        if pos >= text.len() {
-            return None;
-        }
-        let end = text[pos..]
+/// `text`'s lines that start with `--` (line breaks included) with their
+/// start offsets: the candidates for delimiter lines. Found from the line
+/// breaks, 32 bytes at a time ([`each_position`]), not byte by byte: a
+/// message over the scan cap has 256 KiB of lines to look at.
+fn delimiter_lines(text: &[u8]) -> Vec<(usize, &[u8])> {
+    let line_at = |start: usize| {
+        let end = text[start..]
             .iter()
             .position(|&b| b == b'\n')
-            .map_or(text.len(), |i| pos + i + 1);
-        let start = pos;
-        pos = end;
-        Some((start, &text[start..end]))
-    })
+            .map_or(text.len(), |i| start + i + 1);
+        (start, &text[start..end])
+    };
+    let mut found = Vec::new();
+    if text.starts_with(b"--") {
+        found.push(line_at(0));
+    }
+    each_position(text, 0, b'\n', |nl| {
+        if text[nl + 1..].starts_with(b"--") {
+            found.push(line_at(nl + 1));
+        }
+        true
+    });
+    found
 }
 
 fn trim_end(s: &[u8]) -> &[u8] {
