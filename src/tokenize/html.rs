@@ -19,6 +19,7 @@ use lol_html::{HtmlRewriter, Settings, doc_text, element};
 
 use super::LimitHit;
 use super::parts;
+use super::scan;
 use super::sink::{Sink, Tag};
 
 /// The text of an HTML part, split by visibility.
@@ -89,19 +90,19 @@ pub(super) const MAX_HTML_TAGS: usize = 4096;
 /// all of `html` fits), taking what `html` uses from the budget.
 fn tag_cut(html: &str, tags_left: &mut usize) -> Option<usize> {
     let b = html.as_bytes();
-    let mut from = 0;
-    // `find` of an ASCII char is core's word-at-a-time memchr.
-    while let Some(i) = html[from..].find('<') {
-        let at = from + i;
-        from = at + 1;
-        if b.get(at + 1).is_some_and(|&c| opens_markup(c)) {
-            if *tags_left == 0 {
-                return Some(at);
-            }
-            *tags_left -= 1;
+    let mut cut = None;
+    scan::each_position(b, 0, b'<', |at| {
+        if !b.get(at + 1).is_some_and(|&c| opens_markup(c)) {
+            return true;
         }
-    }
-    None
+        if *tags_left == 0 {
+            cut = Some(at);
+            return false;
+        }
+        *tags_left -= 1;
+        true
+    });
+    cut
 }
 
 /// Whether `<` followed by `c` opens markup (a tag, an end tag, a comment

@@ -126,7 +126,7 @@ fn cut_point(body: &[u8], max: usize) -> usize {
 /// in order, until `f` returns false. 32 bytes at a time with no early
 /// exit inside a chunk, which the compiler vectorises: text without the
 /// byte costs a fraction of a ns per byte (a byte-by-byte search, ~1 ns).
-fn each_position(text: &[u8], from: usize, byte: u8, mut f: impl FnMut(usize) -> bool) {
+pub(super) fn each_position(text: &[u8], from: usize, byte: u8, mut f: impl FnMut(usize) -> bool) {
     const CHUNK: usize = 32;
     let mut base = from;
     for chunk in text[from.min(text.len())..].chunks(CHUNK) {
@@ -262,6 +262,13 @@ pub(super) const MAX_NESTED_MESSAGES: usize = 128;
 /// Whether `text` at `slash` (a `/`) is one of the media types
 /// [`MAX_NESTED_MESSAGES`] counts, in any ASCII case.
 fn nests_at(text: &[u8], slash: usize) -> bool {
+    // The byte after first: most `/` are in URLs and end tags.
+    if !matches!(
+        text.get(slash + 1).map(|b| b | 0x20),
+        Some(b'r' | b'g' | b'd')
+    ) {
+        return false;
+    }
     let before = |word: &[u8]| {
         slash >= word.len() && text[slash - word.len()..slash].eq_ignore_ascii_case(word)
     };
