@@ -24,6 +24,10 @@
 //! scan cap; `0` turns it off, as before the cap existed). This is the
 //! server's own time per message; the difference to `time` is the transfer.
 //!
+//! `tokenize DIR [ROUNDS]` times the tokenizer alone (default caps), the
+//! part of the server's time that hostile input drives: run it under
+//! `perf record` to see where a message's time goes.
+//!
 //! `touched INDEX [MAX_SCAN_BYTES]` reads a labelled corpus (`chaff eval`'s
 //! index: `ham|spam PATH` per line, paths relative to the index) with the
 //! default caps and with the scan cap off, and counts the messages the scan
@@ -52,6 +56,8 @@ fn main() {
             Path::new(index),
             Some(scan.parse().expect("MAX_SCAN_BYTES")),
         ),
+        ["tokenize", dir] => tokenize(Path::new(dir), 5),
+        ["tokenize", dir, rounds] => tokenize(Path::new(dir), rounds.parse().expect("ROUNDS")),
         ["engine", dir] => engine(Path::new(dir), 5, None),
         ["engine", dir, rounds] => engine(Path::new(dir), rounds.parse().expect("ROUNDS"), None),
         ["engine", dir, rounds, scan] => engine(
@@ -61,7 +67,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: nasty_mail generate DIR [test] | nasty_mail time URL DIR [ROUNDS] | nasty_mail engine DIR [ROUNDS [MAX_SCAN_BYTES]] | nasty_mail touched INDEX [MAX_SCAN_BYTES]"
+                "usage: nasty_mail generate DIR [test] | nasty_mail time URL DIR [ROUNDS] | nasty_mail engine DIR [ROUNDS [MAX_SCAN_BYTES]] | nasty_mail tokenize DIR [ROUNDS] | nasty_mail touched INDEX [MAX_SCAN_BYTES]"
             );
             std::process::exit(2);
         }
@@ -193,6 +199,30 @@ fn touched(index: &Path, max_scan_bytes: Option<usize>) {
     if differ > 0 {
         std::process::exit(1);
     }
+}
+
+/// The tokenizer alone: `tokenize` per file, median of `rounds` (the
+/// Train column repeats the Score one).
+fn tokenize(dir: &Path, rounds: usize) {
+    let tokenizer = chaff::tokenize::Tokenizer::default();
+    let (files, mut rows) = rows_of(dir);
+    for _ in 0..rounds {
+        for (path, row) in files.iter().zip(rows.iter_mut()) {
+            let bytes = std::fs::read(path).expect("read file");
+            let t = Instant::now();
+            let tokens = tokenizer.tokenize(&bytes);
+            let took = t.elapsed();
+            row.score.push(took);
+            row.train.push(took);
+            row.status = "OK".into();
+            row.limits = tokens
+                .limits_hit
+                .iter()
+                .map(|l| l.as_str().to_string())
+                .collect();
+        }
+    }
+    report(&mut rows, rounds);
 }
 
 /// `time` without the wire: the engine calls behind Score and Train.

@@ -43,14 +43,13 @@ fn scaled_settings() -> Settings {
 fn expected_caps(name: &str) -> &'static [&'static str] {
     match name {
         "multipart-deep" => &["MIME depth"],
-        "rfc822-deep" => &["MIME depth", "scan bytes"],
+        "rfc822-deep" => &["MIME depth", "scan bytes", "nested messages"],
         "rfc822-base64-nested" => &["scan bytes"],
         "rfc822-fan-out" | "charsets-parts" => &["MIME parts"],
         "headers-many" | "header-huge-folded" => &["header bytes", "scan bytes"],
         "charsets-encoded-words" => &["header bytes"],
-        "line-under-cap" | "html-tags-flat" | "html-tags-nested" | "html-links" => {
-            &["body bytes", "scan bytes"]
-        }
+        "html-tags-flat" | "html-tags-nested" => &["body bytes", "scan bytes", "HTML tags"],
+        "line-under-cap" | "html-links" => &["body bytes", "scan bytes"],
         "broken-base64" | "broken-qp" | "nul-bytes" | "overlong-utf8" | "rtl-overrides" => {
             &["body bytes"]
         }

@@ -3,13 +3,23 @@
 //! to another, image-only mail, forms). Parsed by `lol_html`, a streaming
 //! HTML tokenizer built for untrusted input; entities are decoded by
 //! `html-escape`.
+//!
+//! lol_html costs ~0.3–0.4 µs per tag (its selector machinery runs for
+//! every element), so tag soup is the most expensive text there is: 256 KiB
+//! of `<div>` took ~15–20 ms where 256 KiB of prose takes ~2 ms
+//! (docs/PERFORMANCE.md, "Hostile mail at scale"). A message's HTML parts
+//! share a budget of [`MAX_HTML_TAGS`] tag openings; past it the rest of
+//! the HTML is read by [`strip`], a plain scan that keeps the text and
+//! drops the markup, and the cut is reported as `LimitHit::HtmlTags`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use lol_html::{HtmlRewriter, Settings, doc_text, element};
 
+use super::LimitHit;
 use super::parts;
+use super::scan;
 use super::sink::{Sink, Tag};
 
 /// The text of an HTML part, split by visibility.
@@ -70,8 +80,108 @@ fn host_of(s: &str) -> Option<String> {
         .then(|| host.to_ascii_lowercase())
 }
 
-/// Scans `html`, pushes its structural features, returns its text.
-pub(super) fn scan(html: &str, sink: &mut Sink) -> Scan {
+/// Tag openings (`<` followed by an ASCII letter, `/`, `!` or `?`) given
+/// to lol_html per message, all HTML parts together. The most in a message
+/// of the SpamAssassin and TREC 2006 corpora is about 4,600 (fewer within
+/// the scan cap): real mail stays under it, and 4,096 tags cost ~1.5 ms.
+pub(super) const MAX_HTML_TAGS: usize = 4096;
+
+/// Where the tag opening past the budget `tags_left` is in `html` (`None`:
+/// all of `html` fits), taking what `html` uses from the budget.
+fn tag_cut(html: &str, tags_left: &mut usize) -> Option<usize> {
+    let b = html.as_bytes();
+    let mut cut = None;
+    scan::each_position(b, 0, b'<', |at| {
+        if !b.get(at + 1).is_some_and(|&c| opens_markup(c)) {
+            return true;
+        }
+        if *tags_left == 0 {
+            cut = Some(at);
+            return false;
+        }
+        *tags_left -= 1;
+        true
+    });
+    cut
+}
+
+/// Whether `<` followed by `c` opens markup (a tag, an end tag, a comment
+/// or doctype, a processing instruction), as the HTML tokenizer reads it.
+fn opens_markup(c: u8) -> bool {
+    c.is_ascii_alphabetic() || matches!(c, b'/' | b'!' | b'?')
+}
+
+/// The first `needle` (ASCII, lowercase) in `hay` at or after `from`,
+/// ignoring ASCII case.
+fn find_ascii_nocase(hay: &str, from: usize, needle: &str) -> Option<usize> {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let mut at = from;
+    while let Some(i) = hay[at..].find(char::from(n[0])) {
+        let start = at + i;
+        if h.len() - start >= n.len() && h[start..start + n.len()].eq_ignore_ascii_case(n) {
+            return Some(start);
+        }
+        at = start + 1;
+    }
+    None
+}
+
+/// The text of HTML past the tag budget, read without an HTML tokenizer, a
+/// few ns per byte: markup from `<` (followed by what [`opens_markup`]) to
+/// the next `>` is dropped, a start tag separating words as in lol_html's
+/// reading; comments and the contents of `script` and `style` are
+/// skipped; everything else is appended to `out` (entities are decoded
+/// later with the rest of the text). An unterminated tag or comment runs
+/// to the end.
+fn strip(html: &str, out: &mut String) {
+    let b = html.as_bytes();
+    let mut pos = 0;
+    while pos < b.len() {
+        let Some(i) = html[pos..].find('<') else {
+            out.push_str(&html[pos..]);
+            return;
+        };
+        let at = pos + i;
+        let Some(&next) = b.get(at + 1).filter(|&&c| opens_markup(c)) else {
+            out.push_str(&html[pos..=at]);
+            pos = at + 1;
+            continue;
+        };
+        out.push_str(&html[pos..at]);
+        let end = if html[at..].starts_with("<!--") {
+            html[at + 4..].find("-->").map(|e| at + 4 + e + 3)
+        } else {
+            html[at..].find('>').map(|e| at + e + 1)
+        };
+        let Some(end) = end else { return };
+        pos = end;
+        if next.is_ascii_alphabetic() {
+            out.push(' ');
+            let name_end = b[at + 1..end]
+                .iter()
+                .position(|c| !c.is_ascii_alphanumeric())
+                .map_or(end, |n| at + 1 + n);
+            let name = &b[at + 1..name_end];
+            for raw in ["script", "style"] {
+                if name.eq_ignore_ascii_case(raw.as_bytes()) {
+                    let close = if raw == "script" {
+                        "</script"
+                    } else {
+                        "</style"
+                    };
+                    pos = find_ascii_nocase(html, end, close).unwrap_or(b.len());
+                }
+            }
+        }
+    }
+}
+
+/// Scans `html`, pushes its structural features, returns its text. At most
+/// `tags_left` tag openings are read with lol_html (the message's budget,
+/// [`MAX_HTML_TAGS`], taken from); the rest of the part by [`strip`].
+pub(super) fn scan(html: &str, tags_left: &mut usize, sink: &mut Sink) -> Scan {
+    let cut = tag_cut(html, tags_left);
+    let (html, rest) = html.split_at(cut.unwrap_or(html.len()));
     let state = Rc::new(RefCell::new(State::default()));
     let (st_el, st_text) = (state.clone(), state.clone());
     let mut rewriter = HtmlRewriter::new(
@@ -169,7 +279,11 @@ pub(super) fn scan(html: &str, sink: &mut Sink) -> Scan {
     if ok.is_err() {
         sink.push(Tag::Html, "unparsable");
     }
-    let s = std::mem::take(&mut *state.borrow_mut());
+    let mut s = std::mem::take(&mut *state.borrow_mut());
+    if cut.is_some() {
+        sink.hit(LimitHit::HtmlTags);
+        strip(rest, &mut s.visible);
+    }
     features(&s, sink);
     Scan {
         visible: html_escape::decode_html_entities(&s.visible).into_owned(),

@@ -193,6 +193,13 @@ pub enum LimitHit {
     ScanBytes,
     /// The bytes did not parse as a message at all; read as plain text.
     Unparsable,
+    /// The message's HTML had more tags than the HTML tokenizer is given
+    /// (4,096); the rest of its HTML was read as text with the markup
+    /// stripped (no links, images or hidden text past that point).
+    HtmlTags,
+    /// The message declared more nested messages than the parser is given
+    /// (128, `scan.rs`); it was parsed up to the one past that.
+    NestedMessages,
 }
 
 impl LimitHit {
@@ -205,6 +212,8 @@ impl LimitHit {
             LimitHit::MimeDepth => "MIME depth",
             LimitHit::ScanBytes => "scan bytes",
             LimitHit::Unparsable => "not parsable as MIME; read as plain text",
+            LimitHit::HtmlTags => "HTML tags",
+            LimitHit::NestedMessages => "nested messages",
         }
     }
 }
@@ -396,10 +405,15 @@ fn extract<T>(
         if !c.headers_whole {
             sink.hit(LimitHit::HeaderBytes);
         }
-        sink.hit(LimitHit::ScanBytes);
-        // Being that long is evidence of its own (the cut's only trace in
-        // the ids: mail within the caps gets none).
-        sink.push(Tag::Mime, "scan-cut");
+        if c.scan_bytes {
+            sink.hit(LimitHit::ScanBytes);
+            // Being that long is evidence of its own (the cut's only trace
+            // in the ids: mail within the caps gets none).
+            sink.push(Tag::Mime, "scan-cut");
+        }
+        if c.nested_messages {
+            sink.hit(LimitHit::NestedMessages);
+        }
     }
     let raw = cut.as_ref().map_or(raw, |c| &c.bytes[..]);
     let repaired = repair_header_separator(raw);
@@ -430,6 +444,7 @@ fn extract<T>(
     let mut budget = parts::Budget {
         body_bytes: limits.max_body_bytes,
         parts: limits.max_parts,
+        html_tags: html::MAX_HTML_TAGS,
     };
     parts::walk(&msg, &mut budget, sink, 0);
     drop_flat(msg);

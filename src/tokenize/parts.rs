@@ -12,6 +12,8 @@ use super::sink::{Sink, Tag};
 pub(super) struct Budget {
     pub body_bytes: usize,
     pub parts: usize,
+    /// Tag openings left for the HTML tokenizer ([`html::MAX_HTML_TAGS`]).
+    pub html_tags: usize,
 }
 
 /// Walks `msg`'s part tree from its root; `depth` counts nesting of
@@ -46,12 +48,13 @@ fn part(msg: &Message<'_>, id: usize, budget: &mut Budget, sink: &mut Sink, dept
             let Some(html) = take(html, budget, sink) else {
                 return;
             };
-            let scan = html::scan(html, sink);
+            let scan = html::scan(html, &mut budget.html_tags, sink);
             text_features(
                 &scan.visible,
                 &mut Budget {
                     body_bytes: usize::MAX,
                     parts: 0,
+                    html_tags: 0,
                 },
                 sink,
             );

@@ -473,7 +473,8 @@ Content-Disposition: attachment; filename=\"r.pdf\"\r\nContent-Transfer-Encoding
 
 #[test]
 fn mail_within_the_scan_cap_is_parsed_as_it_is() {
-    let msg = three_parts(100 * 1024);
+    // 40 KiB of HTML filler: ~3,300 tags, within the HTML tag budget.
+    let msg = three_parts(40 * 1024);
     assert!(msg.len() < Limits::default().max_scan_bytes);
     let t = tok(&msg);
     assert_eq!(t, unscanned().tokenize(&msg));
@@ -843,4 +844,133 @@ fn header_tokens_are_told_apart_from_the_body_and_subject() {
     // A subset of the ids, sorted and distinct.
     assert!(t.header.windows(2).all(|w| w[0] < w[1]));
     assert!(t.header.iter().all(|id| t.ids.binary_search(id).is_ok()));
+}
+
+// --- the HTML tag budget: tag soup past it is read as plain text ---
+
+/// An HTML message: `early`, then `tags` tag openings, then `tail`.
+fn tag_soup(tags: usize, tail: &str) -> Vec<u8> {
+    let mut m = b"Subject: soup\r\nContent-Type: text/html\r\n\r\n<p>early words</p>".to_vec();
+    for _ in 0..tags / 2 {
+        m.extend_from_slice(b"<b>x</b>");
+    }
+    m.extend_from_slice(tail.as_bytes());
+    m
+}
+
+const SOUP_TAIL: &str = "<p>lateword <script>var scripted=1;</script><!-- commented <b> -->\
+<style>p { color: stylish }</style>fish &amp; ampword</p>\
+<a href=\"http://late.example/\">click</a>";
+
+#[test]
+fn html_past_the_tag_budget_is_read_as_text_without_markup() {
+    let msg = tag_soup(html::MAX_HTML_TAGS, SOUP_TAIL);
+    let t = tok(&msg);
+    assert!(
+        t.limits_hit.contains(&LimitHit::HtmlTags),
+        "{:?}",
+        t.limits_hit
+    );
+    for word in ["early", "lateword", "fish", "ampword", "click"] {
+        assert!(has(&t, Tag::Body, word), "{word} missing");
+    }
+    for markup in [
+        "scripted",
+        "commented",
+        "stylish",
+        "script",
+        "style",
+        "amp",
+        "p",
+    ] {
+        assert!(!has(&t, Tag::Body, markup), "{markup} read as a word");
+    }
+    assert!(
+        !has(&t, Tag::UrlHost, "late.example"),
+        "links past the budget are not followed"
+    );
+}
+
+#[test]
+fn html_within_the_tag_budget_is_read_whole() {
+    // The tail itself has 11 tag openings.
+    let msg = tag_soup(html::MAX_HTML_TAGS - 20, SOUP_TAIL);
+    let t = tok(&msg);
+    assert!(t.limits_hit.is_empty(), "{:?}", t.limits_hit);
+    assert!(has(&t, Tag::UrlHost, "late.example"));
+    assert!(has(&t, Tag::Body, "lateword"));
+    assert!(!has(&t, Tag::Body, "scripted"));
+}
+
+#[test]
+fn the_tag_budget_is_shared_by_the_html_parts_of_a_message() {
+    let mut msg = b"Subject: two\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        msg.extend_from_slice(b"--b\r\nContent-Type: text/html\r\n\r\n");
+        for _ in 0..html::MAX_HTML_TAGS * 3 / 8 {
+            msg.extend_from_slice(b"<b>x</b>");
+        }
+        msg.extend_from_slice(b"\r\n");
+    }
+    msg.extend_from_slice(b"--b--\r\n");
+    let t = tok(&msg);
+    assert!(
+        t.limits_hit.contains(&LimitHit::HtmlTags),
+        "each part is within the budget, both are not: {:?}",
+        t.limits_hit
+    );
+}
+
+// --- the nesting cap: the parser is given a bounded number of levels ---
+
+fn rfc822_nest(levels: usize) -> Vec<u8> {
+    let mut m = b"Subject: outer\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+    for i in 0..levels {
+        m.extend_from_slice(
+            format!("Subject: level{i}\r\nContent-Type: Message/RFC822\r\n\r\n").as_bytes(),
+        );
+    }
+    m.extend_from_slice(b"Subject: core\r\n\r\nthe core says free money\r\n");
+    m
+}
+
+#[test]
+fn nested_messages_past_the_cap_are_not_parsed() {
+    let msg = rfc822_nest(2_000);
+    assert!(msg.len() < Limits::default().max_scan_bytes);
+    let cut = scan::cut(&msg, &Limits::default()).expect("over the nesting cap");
+    assert!(cut.nested_messages && !cut.scan_bytes && cut.headers_whole);
+    let declared = |m: &[u8]| {
+        m.windows(7)
+            .filter(|w| w.eq_ignore_ascii_case(b"/rfc822"))
+            .count()
+    };
+    // The cap's worth in the body, and the outer one in the header block.
+    assert_eq!(declared(&cut.bytes), scan::MAX_NESTED_MESSAGES + 1);
+    let t = tok(&msg);
+    for hit in [LimitHit::NestedMessages, LimitHit::MimeDepth] {
+        assert!(t.limits_hit.contains(&hit), "{:?}", t.limits_hit);
+    }
+    assert!(has(&t, Tag::Subject, "outer"));
+    assert!(has(&t, Tag::Body, "level0"), "the first levels are read");
+    // Within the depth chaff reads, the cut changes nothing.
+    assert_eq!(t.ids, tok(&rfc822_nest(scan::MAX_NESTED_MESSAGES - 1)).ids);
+}
+
+#[test]
+fn a_few_nested_messages_and_the_header_block_are_not_cut() {
+    assert!(
+        scan::cut(
+            &rfc822_nest(scan::MAX_NESTED_MESSAGES - 1),
+            &Limits::default()
+        )
+        .is_none()
+    );
+    // Declarations in the header block are not nested messages.
+    let mut msg = b"Subject: h\r\n".to_vec();
+    for i in 0..500 {
+        msg.extend_from_slice(format!("X-Type-{i}: message/rfc822\r\n").as_bytes());
+    }
+    msg.extend_from_slice(b"\r\nplain body\r\n");
+    assert!(scan::cut(&msg, &Limits::default()).is_none());
 }

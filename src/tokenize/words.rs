@@ -26,6 +26,9 @@ pub fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str) -> bo
     for line in text.lines() {
         let more = if line.is_ascii() {
             ascii_chunk(line, buf, &mut f)
+        } else if is_ascii_but_replacements(line) {
+            line.split(char::REPLACEMENT_CHARACTER)
+                .all(|piece| ascii_chunk(piece, buf, &mut f))
         } else {
             mixed_line(line, buf, &mut f)
         };
@@ -34,6 +37,23 @@ pub fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str) -> bo
         }
     }
     true
+}
+
+/// Whether `line` is ASCII apart from U+FFFD, the replacement character
+/// that lossy decoding puts where bytes were not valid text (broken or
+/// hostile mail: overlong UTF-8, stray 8-bit bytes). Such a line splits at
+/// each U+FFFD into ASCII pieces with the words the segmenter finds in the
+/// whole line, at [`ascii_words`]'s speed rather than the segmenter's
+/// (~3–10× slower, and it has to be called around every U+FFFD). Under UAX
+/// #29, U+FFFD is `Other` (and not Extended_Pictographic): no rule joins
+/// it to anything but a following Extend/Format/ZWJ (WB4), which ASCII
+/// never is, so there is a boundary on each side of it; no rule's look
+/// ahead or behind (WB6/7, WB7b/c, WB11/12, WB15/16) passes through it, as
+/// none passes the start or end of the text; and it is no word itself (no
+/// letter or digit). A property test pins this to the segmenter.
+fn is_ascii_but_replacements(line: &str) -> bool {
+    line.chars()
+        .all(|c| c.is_ascii() || c == char::REPLACEMENT_CHARACTER)
 }
 
 fn ascii_chunk(chunk: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) -> bool {
@@ -308,6 +328,14 @@ mod tests {
     }
 
     #[test]
+    fn replacement_characters_end_words() {
+        assert_eq!(
+            words("fr\u{FFFD}ee MONEY\u{FFFD}\u{FFFD} e.g\u{FFFD}.x 3\u{FFFD},5"),
+            ["fr", "ee", "money", "e.g", "x", "3", "5"]
+        );
+    }
+
+    #[test]
     fn spaceless_scripts_become_bigrams() {
         assert_eq!(
             words("無料で今すぐ"),
@@ -380,6 +408,29 @@ mod tests {
                 ours.push(w.to_string());
                 true
             });
+            let mut whole = Vec::new();
+            unicode_line(&line, &mut String::new(), &mut |w: &str| {
+                whole.push(w.to_string());
+                true
+            });
+            prop_assert_eq!(ours, whole);
+        }
+
+        /// Splitting ASCII text at U+FFFD is an optimisation, never a
+        /// behaviour change: the same words as the segmenter.
+        #[test]
+        fn replacement_characters_split_as_the_segmenter_does(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    "[ -~\t]{1,8}",
+                    Just("\u{FFFD}".to_string()),
+                    Just("\u{FFFD}\u{FFFD}".to_string()),
+                ],
+                0..24,
+            )
+        ) {
+            let line: String = parts.concat();
+            let ours = words(&line);
             let mut whole = Vec::new();
             unicode_line(&line, &mut String::new(), &mut |w: &str| {
                 whole.push(w.to_string());
