@@ -38,8 +38,8 @@ use redis::{Script, Value};
 use tracing::info;
 
 use super::decisions::id_ms;
+use super::export::ledger_entries;
 use super::policy::parse_policy;
-use super::window::{Stored, decode_stored};
 use super::{Keys, PartKeys, Read, RedisStore, apply_records, array, bytes, corrupt, int};
 use crate::classify::Model;
 use crate::error::Error;
@@ -301,35 +301,14 @@ impl RedisStore {
     }
 }
 
-/// A ledger hash's fields and values (`HGETALL`) as export entries, each
-/// with its click time, folded clicks as folded (`window.rs`), so the
-/// undo window goes on where it stood on the copy.
-fn ledger_entries(fields: &[Value]) -> Result<Vec<(MessageId, u64, Learned)>, Error> {
-    let mut ledger = Vec::with_capacity(fields.len() / 2);
-    for pair in fields.chunks(2) {
-        let [id, value] = pair else {
-            return Err(corrupt("ledger hash"));
-        };
-        let id = std::str::from_utf8(bytes(id, "ledger field")?)
-            .ok()
-            .and_then(|s| MessageId::new(s).ok())
-            .ok_or_else(|| corrupt("ledger field"))?;
-        ledger.push(match decode_stored(bytes(value, "ledger value")?)? {
-            Stored::Live { entry, time_s } => (id, time_s, Learned::Live(entry)),
-            Stored::Folded { label, time_s } => (id, time_s, Learned::Folded(label)),
-        });
-    }
-    Ok(ledger)
-}
-
 #[cfg(test)]
 mod tests {
     use redis::Value;
 
-    use super::ledger_entries;
     use crate::classify::Weight;
     use crate::store::codec::LedgerEntry;
     use crate::store::export::Learned;
+    use crate::store::redis_cluster::export::ledger_entries;
     use crate::store::redis_cluster::window::{encode_folded, encode_ledger};
     use crate::tokenize::TokenId;
     use crate::types::Label;

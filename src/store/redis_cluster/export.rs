@@ -39,20 +39,7 @@ impl RedisStore {
                     .await?)
             })
             .await?;
-        let mut ledger = Vec::with_capacity(entries.len() / 2);
-        for pair in entries.chunks(2) {
-            let [id, value] = pair else {
-                return Err(corrupt("ledger hash"));
-            };
-            let id = std::str::from_utf8(bytes(id, "ledger field")?)
-                .ok()
-                .and_then(|s| MessageId::new(s).ok())
-                .ok_or_else(|| corrupt("ledger field"))?;
-            ledger.push(match decode_stored(bytes(value, "ledger value")?)? {
-                Stored::Live { entry, time_s } => (id, time_s, Learned::Live(entry)),
-                Stored::Folded { label, time_s } => (id, time_s, Learned::Folded(label)),
-            });
-        }
+        let mut ledger = ledger_entries(&entries)?;
         ledger.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let records: Vec<Value> = self
             .bounded("a decision export", async {
@@ -209,4 +196,25 @@ impl RedisStore {
         }
         self.wait_replicas(&keys).await
     }
+}
+
+/// A ledger hash's fields and values (`HGETALL`) as export entries, each
+/// with its click time, folded clicks as folded (`window.rs`), so the
+/// undo window goes on where it stood (an export, a backup's copy).
+pub(super) fn ledger_entries(fields: &[Value]) -> Result<Vec<(MessageId, u64, Learned)>, Error> {
+    let mut ledger = Vec::with_capacity(fields.len() / 2);
+    for pair in fields.chunks(2) {
+        let [id, value] = pair else {
+            return Err(corrupt("ledger hash"));
+        };
+        let id = std::str::from_utf8(bytes(id, "ledger field")?)
+            .ok()
+            .and_then(|s| MessageId::new(s).ok())
+            .ok_or_else(|| corrupt("ledger field"))?;
+        ledger.push(match decode_stored(bytes(value, "ledger value")?)? {
+            Stored::Live { entry, time_s } => (id, time_s, Learned::Live(entry)),
+            Stored::Folded { label, time_s } => (id, time_s, Learned::Folded(label)),
+        });
+    }
+    Ok(ledger)
 }
