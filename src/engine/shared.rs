@@ -200,14 +200,7 @@ impl Engine {
                 vec![Op::Learn(label, classify::Weight::FULL, ids.clone())],
             ),
         };
-        let entry = LedgerEntry {
-            label,
-            tokenizer_version: TOKENIZER_VERSION,
-            tokens: ids,
-            weight: classify::Weight::FULL,
-            shared: *seed,
-            implicit: false,
-        };
+        let entry = seed_entry(label, ids, *seed);
         let seq = self
             .store
             .record_click(&who, &message_id, Some(&entry), &[], &ops)?;
@@ -234,14 +227,7 @@ impl Engine {
         label: Label,
         ids: Vec<crate::tokenize::TokenId>,
     ) -> Result<Seeded, Error> {
-        let entry = LedgerEntry {
-            label,
-            tokenizer_version: TOKENIZER_VERSION,
-            tokens: ids,
-            weight: classify::Weight::FULL,
-            shared: *seed,
-            implicit: false,
-        };
+        let entry = seed_entry(label, ids, *seed);
         let clicked = clicks.seed(&message_id, &entry)?;
         drop(seed);
         // This replica's next Score has it.
@@ -306,5 +292,19 @@ impl Engine {
     /// A copy of the shared model's counts (`S`), for comparisons.
     pub fn shared_model(&self) -> Model {
         self.shared.read().total().clone()
+    }
+}
+
+/// The ledger entry of one operator's seed message: learned at full
+/// weight under the current tokenizer, shared under the seed's id (the
+/// same on sled and on a store shared by replicas).
+fn seed_entry(label: Label, ids: Vec<crate::tokenize::TokenId>, seed: u64) -> LedgerEntry {
+    LedgerEntry {
+        label,
+        tokenizer_version: TOKENIZER_VERSION,
+        tokens: ids,
+        weight: classify::Weight::FULL,
+        shared: seed,
+        implicit: false,
     }
 }
