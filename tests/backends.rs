@@ -342,14 +342,23 @@ fn unique_message(prefix: &str, tag: &str) -> (Vec<u8>, Vec<TokenId>) {
     (text.into_bytes(), ids)
 }
 
-/// A short word for `s` (FNV-1a, hex): a unique prefix is too long for a
-/// token or a domain label.
+/// A short word for `s` (FNV-1a, as hex with letters `g`–`p` for the
+/// digits): a unique prefix is too long for a token or a domain label, and
+/// a word of many digits would be tokenized as its number pattern, which
+/// other tests' words share (two "unique" messages then had the same
+/// tokens, about one run in ten).
 fn short(s: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in s.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
     }
     format!("{h:x}")
+        .bytes()
+        .map(|b| match b {
+            b'0'..=b'9' => char::from(b'g' + (b - b'0')),
+            b => char::from(b),
+        })
+        .collect()
 }
 
 /// The spam counts the shared model holds for each of `ids`.
@@ -568,6 +577,10 @@ on_both!(
         let (ma, ta) = unique_message(&f.prefix, "a");
         let (mb, tb) = unique_message(&f.prefix, "b");
         let (ma2, ta2) = unique_message(&f.prefix, "a2");
+        assert!(
+            ta.iter().all(|t| !tb.contains(t)),
+            "a's and b's words differ"
+        );
         share(&f.engine, &a, true);
         share(&f.engine, &b, true);
         assert!(f.engine.user_settings(&a).unwrap().share_training);
@@ -1179,7 +1192,7 @@ on_both_clocked!(
         f.engine.backup_to(&copy_dir).unwrap();
         let clock = now.clone();
         let copy = Engine::new(
-            Store::open(&copy_dir, 8 << 20).unwrap(),
+            crate::common::open_store_waiting(&copy_dir, 8 << 20),
             Settings {
                 clock: chaff::store::Clock::new(move || clock.load(Ordering::SeqCst)),
                 ..settings()
@@ -1201,18 +1214,9 @@ on_both_clocked!(
 );
 
 /// A message of `n` distinct words of this test's own (see
-/// [`unique_message`]), letters only: a word of many digits is tokenized
-/// as its number pattern, which other words share.
+/// [`unique_message`]; letters only, from [`short`]).
 fn many_words(prefix: &str, tag: &str, n: usize) -> Vec<u8> {
-    let letters = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'0'..=b'9' => char::from(b'g' + (b - b'0')),
-                b => char::from(b),
-            })
-            .collect()
-    };
-    let s = letters(&short(&format!("{prefix}{tag}")));
+    let s = short(&format!("{prefix}{tag}"));
     let mut text = String::new();
     for i in 0..n {
         let (hi, lo) = (i / 26, i % 26);

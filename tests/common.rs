@@ -145,10 +145,16 @@ impl TestServer {
 /// and failed at start-up (the backup test's restart). A new `chaff serve`
 /// process never sees this: the lock goes with the old process.
 async fn open_store(path: &Path) -> Store {
+    open_store_waiting(path, 32 << 20)
+}
+
+/// [`open_store`]'s wait, for a caller outside the runtime (a test that
+/// opens a backup the engine just wrote and closed).
+pub fn open_store_waiting(path: &Path, cache_bytes: u64) -> Store {
     for _ in 0..500 {
-        match Store::open(path, 32 << 20) {
+        match Store::open(path, cache_bytes) {
             Err(chaff::error::Error::Locked { .. }) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                std::thread::sleep(Duration::from_millis(10));
             }
             other => return other.unwrap(),
         }

@@ -347,6 +347,21 @@ impl Cluster {
         })
     }
 
+    /// [`Cluster::replica_of`], asked again for up to 10 s: right after
+    /// start-up (or a restart) the primary's own view of the cluster may
+    /// not list its replica yet, though the replica's link is up (gossip;
+    /// seen once on a loaded machine).
+    pub fn wait_replica_of(&self, primary: u16) -> Option<u16> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.replica_of(primary);
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Ports of nodes this harness has running.
     pub fn running(&self) -> Vec<u16> {
         self.ports

@@ -714,7 +714,7 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
         .copied()
         .find(|&p| p != s && cluster.replica_of(p).is_some())
         .expect("another primary");
-    let t_replica = cluster.replica_of(t).expect("T's replica");
+    let t_replica = cluster.wait_replica_of(t).expect("T's replica");
     // A sharing user: every key the click script names exists (settings,
     // the shared part), so once they are all on T the importing node runs
     // the click (ASK). For a user with some of them missing, the importing

@@ -880,7 +880,7 @@ async fn unconfirmed_clicks_and_a_down_cluster_answer_unavailable_in_bounded_tim
     // primary, but WAIT 1 (sent to that primary only) is not met, so it is
     // not acknowledged: UNAVAILABLE, quickly.
     let primary = cluster.primary_of("{u:outage}:m");
-    let replica = cluster.replica_of(primary).expect("a replica");
+    let replica = cluster.wait_replica_of(primary).expect("a replica");
     cluster.kill(replica);
     let started = Instant::now();
     let err = store
