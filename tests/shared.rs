@@ -39,16 +39,15 @@ async fn community(c: &mut Client) {
     }
 }
 
-#[tokio::test]
-async fn share_training_is_off_by_default_and_set_through_update_user() {
-    let server = TestServer::start().await;
+on_both_stores!(RedisAlone, async fn share_training_is_off_by_default_and_set_through_update_user(on) {
+    let server = on.start().await;
     let mut c = server.client().await;
-    assert!(!sharing(&user(&mut c, "alice").await));
-    assert!(sharing(&share(&mut c, "alice", Some(true)).await));
+    assert!(!sharing(&user(&mut c, server.u("alice")).await));
+    assert!(sharing(&share(&mut c, server.u("alice"), Some(true)).await));
     // Unset keeps it, whatever else changes.
     let other = c
         .update_user(proto::UpdateUserRequest {
-            user_id: "alice".into(),
+            user_id: server.u("alice").into(),
             spam_threshold: Some(0.95),
             ..Default::default()
         })
@@ -56,65 +55,63 @@ async fn share_training_is_off_by_default_and_set_through_update_user() {
         .unwrap()
         .into_inner();
     assert!(sharing(&other));
-    assert!(sharing(&user(&mut c, "alice").await));
-    train(&mut c, "alice", SPAM, Label::Spam, "").await;
+    assert!(sharing(&user(&mut c, server.u("alice")).await));
+    train(&mut c, server.u("alice"), SPAM, Label::Spam, "").await;
     assert_eq!(shared(&mut c).await.contributing_users, 1);
-    assert!(!sharing(&share(&mut c, "alice", Some(false)).await));
+    assert!(!sharing(&share(&mut c, server.u("alice"), Some(false)).await));
     let s = shared(&mut c).await;
     assert_eq!((s.contributing_users, s.spam_learned, s.tokens), (0, 0, 0));
     server.stop().await;
-}
+});
 
-#[tokio::test]
-async fn a_new_user_is_protected_and_the_explanation_says_by_whom() {
-    let server = TestServer::start().await;
+on_both_stores!(RedisAlone, async fn a_new_user_is_protected_and_the_explanation_says_by_whom(on) {
+    let server = on.start().await;
     let mut c = server.client().await;
     community(&mut c).await;
-    let s = score(&mut c, "newcomer", SPAM2).await;
+    let s = score(&mut c, server.u("newcomer"), SPAM2).await;
     let x = s.explanation.unwrap();
     assert_eq!(s.verdict, Verdict::Spam as i32, "{x:?}");
     assert_eq!((x.user_share, x.shared_share), (0.0, 1.0));
     // A user with training of their own: both parts, adding up to 1.
-    train(&mut c, "erin", SPAM2, Label::Spam, "").await;
-    train(&mut c, "erin", HAM2, Label::Ham, "").await;
-    let x = score(&mut c, "erin", SPAM).await.explanation.unwrap();
+    train(&mut c, server.u("erin"), SPAM2, Label::Spam, "").await;
+    train(&mut c, server.u("erin"), HAM2, Label::Ham, "").await;
+    let x = score(&mut c, server.u("erin"), SPAM).await.explanation.unwrap();
     assert!(x.user_share > 0.0 && x.shared_share > 0.0, "{x:?}");
     assert!((x.user_share + x.shared_share - 1.0).abs() < 1e-12);
     // Without a shared model, everything is the user's.
-    let solo = TestServer::start().await;
+    let solo = on.start().await;
     let mut c = solo.client().await;
-    train(&mut c, "erin", SPAM2, Label::Spam, "").await;
-    let x = score(&mut c, "erin", SPAM2).await.explanation.unwrap();
+    train(&mut c, server.u("erin"), SPAM2, Label::Spam, "").await;
+    let x = score(&mut c, server.u("erin"), SPAM2).await.explanation.unwrap();
     assert_eq!((x.user_share, x.shared_share), (1.0, 0.0));
     server.stop().await;
     solo.stop().await;
-}
+});
 
-#[tokio::test]
-async fn delete_user_removes_them_and_their_part_of_the_shared_model() {
-    let server = TestServer::start().await;
+on_both_stores!(RedisAlone, async fn delete_user_removes_them_and_their_part_of_the_shared_model(on) {
+    let server = on.start().await;
     let mut c = server.client().await;
     community(&mut c).await;
     let before = shared(&mut c).await;
-    share(&mut c, "alice", Some(true)).await;
-    train(&mut c, "alice", SPAM2, Label::Spam, "").await;
-    train(&mut c, "alice", HAM2, Label::Ham, "").await;
+    share(&mut c, server.u("alice"), Some(true)).await;
+    train(&mut c, server.u("alice"), SPAM2, Label::Spam, "").await;
+    train(&mut c, server.u("alice"), HAM2, Label::Ham, "").await;
     assert_eq!(shared(&mut c).await.contributing_users, 4);
     let r = c
         .delete_user(proto::DeleteUserRequest {
-            user_id: "alice".into(),
+            user_id: server.u("alice").into(),
         })
         .await
         .unwrap()
         .into_inner();
     assert!(r.existed);
     assert_eq!(shared(&mut c).await, before);
-    let u = user(&mut c, "alice").await;
+    let u = user(&mut c, server.u("alice")).await;
     assert_eq!((u.spam_learned, u.ham_learned, u.tokens), (0, 0, 0));
     assert!(!sharing(&u));
     let err = c
         .forget(proto::ForgetRequest {
-            user_id: "alice".into(),
+            user_id: server.u("alice").into(),
             message_id: "<s2@winner.example>".into(),
         })
         .await
@@ -128,11 +125,10 @@ async fn delete_user_removes_them_and_their_part_of_the_shared_model() {
         .unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
     server.stop().await;
-}
+});
 
-#[tokio::test]
-async fn the_seed_is_added_idempotently_and_removed_as_a_whole() {
-    let server = TestServer::start().await;
+on_both_stores!(RedisAlone, async fn the_seed_is_added_idempotently_and_removed_as_a_whole(on) {
+    let server = on.start().await;
     let mut c = server.client().await;
     community(&mut c).await;
     let before = shared(&mut c).await;
@@ -167,11 +163,10 @@ async fn the_seed_is_added_idempotently_and_removed_as_a_whole() {
     assert_eq!((r.spam_removed, r.ham_removed), (1, 1));
     assert_eq!(shared(&mut c).await, before);
     server.stop().await;
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaff_seed_reads_a_trec_index_and_chaff_seed_clear_removes_it() {
-    let server = TestServer::start().await;
+on_both_stores!(RedisAlone, tokio::test(flavor = "multi_thread", worker_threads = 2), async fn chaff_seed_reads_a_trec_index_and_chaff_seed_clear_removes_it(on) {
+    let server = on.start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut index = String::new();
     for (i, (m, label)) in [(SPAM, "spam"), (HAM, "ham"), (SPAM2, "spam"), (HAM2, "ham")]
@@ -211,7 +206,7 @@ async fn chaff_seed_reads_a_trec_index_and_chaff_seed_clear_removes_it() {
     );
     let mut c = server.client().await;
     assert_eq!(
-        score(&mut c, "newcomer", SPAM).await.verdict,
+        score(&mut c, server.u("newcomer"), SPAM).await.verdict,
         Verdict::Spam as i32
     );
     let cleared = chaff(&["seed", "--clear"]).await;
@@ -220,12 +215,12 @@ async fn chaff_seed_reads_a_trec_index_and_chaff_seed_clear_removes_it() {
         "{cleared}"
     );
     assert_eq!(shared(&mut c).await, proto::SharedInfo::default());
-    let on = chaff(&["user", "-u", "alice", "--share-training", "on"]).await;
+    let on = chaff(&["user", "-u", server.u("alice"), "--share-training", "on"]).await;
     assert!(on.contains("share training:    on"), "{on}");
-    let gone = chaff(&["user", "-u", "alice", "--delete", "--yes"]).await;
+    let gone = chaff(&["user", "-u", server.u("alice"), "--delete", "--yes"]).await;
     assert!(gone.contains("deleted alice"), "{gone}");
     server.stop().await;
-}
+});
 
 #[tokio::test]
 async fn shared_model_and_consent_survive_sigkill() {

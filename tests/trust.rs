@@ -266,8 +266,18 @@ async fn keyed_server<T>(
     limits: CallerLimits,
     setup: impl FnOnce(&KeyFile) -> T,
 ) -> (TestServer, T) {
+    keyed_server_on(On::Sled, limits, setup).await
+}
+
+/// [`keyed_server`] on the store `on`. On Redis, a cluster of its own
+/// ([`On::RedisAlone`]): the keys name users and tenants as they are.
+async fn keyed_server_on<T>(
+    on: On,
+    limits: CallerLimits,
+    setup: impl FnOnce(&KeyFile) -> T,
+) -> (TestServer, T) {
     let mut out = None;
-    let server = TestServer::start_trusted(Settings::default(), |dir| {
+    let server = on.start_trusted(Settings::default(), |dir| {
         let file = KeyFile::in_data_dir(dir);
         out = Some(setup(&file));
         Trust::new(Some(file), None, limits).unwrap()
@@ -276,9 +286,8 @@ async fn keyed_server<T>(
     (server, out.unwrap())
 }
 
-#[tokio::test]
-async fn every_scope_reaches_exactly_its_rpcs() {
-    let (server, keys) = keyed_server(CallerLimits::default(), |f| {
+on_both_stores!(RedisAlone, async fn every_scope_reaches_exactly_its_rpcs(on) {
+    let (server, keys) = keyed_server_on(on, CallerLimits::default(), |f| {
         Scope::ALL.map(|s| (s, key(f, s.as_str(), &[s], None)))
     })
     .await;
@@ -301,7 +310,7 @@ async fn every_scope_reaches_exactly_its_rpcs() {
         }
     }
     server.stop().await;
-}
+});
 
 #[tokio::test]
 async fn without_credentials_only_health_and_reflection_answer() {
@@ -412,10 +421,9 @@ async fn wrong_secret_expired_and_revoked_keys_are_unauthenticated() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_tenant_key_cannot_touch_another_tenants_user_with_any_rpc() {
+on_both_stores!(RedisAlone, async fn a_tenant_key_cannot_touch_another_tenants_user_with_any_rpc(on) {
     let all = [Scope::Score, Scope::Train, Scope::Support, Scope::Admin];
-    let (server, (a, b)) = keyed_server(CallerLimits::default(), |f| {
+    let (server, (a, b)) = keyed_server_on(on, CallerLimits::default(), |f| {
         (
             key(f, "tenant-a", &all, Some("a")),
             key(f, "tenant-b", &all, Some("b")),
@@ -482,7 +490,7 @@ async fn a_tenant_key_cannot_touch_another_tenants_user_with_any_rpc() {
     assert_eq!(before, after, "tenant b's user is untouched");
     assert_eq!(after.spam_learned, 1);
     server.stop().await;
-}
+});
 
 #[tokio::test]
 async fn one_noisy_caller_is_limited_and_others_are_not_starved() {

@@ -47,13 +47,12 @@ async fn all_users(c: &mut Client, page_size: u32) -> (Vec<proto::UserListing>, 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_users_finds_learners_scored_only_and_eval_users_with_their_counts() {
-    let server = TestServer::start().await;
+on_both_stores!(RedisAlone, tokio::test(flavor = "multi_thread", worker_threads = 2), async fn list_users_finds_learners_scored_only_and_eval_users_with_their_counts(on) {
+    let server = on.start().await;
     let mut c = server.client().await;
-    train(&mut c, "alice", SPAM, Label::Spam, "s1").await;
-    train(&mut c, "alice", HAM, Label::Ham, "h1").await;
-    score(&mut c, "carol", SPAM).await;
+    train(&mut c, server.u("alice"), SPAM, Label::Spam, "s1").await;
+    train(&mut c, server.u("alice"), HAM, Label::Ham, "h1").await;
+    score(&mut c, server.u("carol"), SPAM).await;
 
     let dir = tempfile::tempdir().unwrap();
     let index = corpus(dir.path());
@@ -82,11 +81,11 @@ async fn list_users_finds_learners_scored_only_and_eval_users_with_their_counts(
     let names: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     let find = |name: &str| users.iter().find(|u| u.user_id.starts_with(name)).unwrap();
-    let alice = find("alice");
+    let alice = find(server.u("alice"));
     assert_eq!((alice.spam_learned, alice.ham_learned), (1, 1));
     assert!(alice.tokens > 0);
     assert_eq!(alice.last_scored_unix_ms, 0, "alice was never scored");
-    let carol = find("carol");
+    let carol = find(server.u("carol"));
     assert_eq!(
         (carol.spam_learned, carol.ham_learned, carol.tokens),
         (0, 0, 0)
@@ -125,7 +124,7 @@ async fn list_users_finds_learners_scored_only_and_eval_users_with_their_counts(
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("alice") && text.contains("carol"), "{text}");
+    assert!(text.contains(server.u("alice")) && text.contains(server.u("carol")), "{text}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 users"));
     let out = Command::new(env!("CARGO_BIN_EXE_chaff"))
         .args(["users", "--server", &server.url(), "--json"])
@@ -138,8 +137,8 @@ async fn list_users_finds_learners_scored_only_and_eval_users_with_their_counts(
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 3);
-    let alice = rows.iter().find(|r| r["user"] == "alice").unwrap();
+    let alice = rows.iter().find(|r| r["user"] == server.u("alice")).unwrap();
     assert_eq!(alice["spam_learned"], 1);
     assert_eq!(alice["last_scored_unix_ms"], serde_json::Value::Null);
     server.stop().await;
-}
+});
