@@ -96,11 +96,10 @@ impl On {
 /// that). The Redis variant skips, saying so, only where redis-server is
 /// not installed (`.ci/run` installs it).
 macro_rules! on_both_stores {
-    ($(#[doc = $doc:expr])* $redis:ident, async fn $name:ident($on:ident) $body:block) => {
-        on_both_stores!($(#[doc = $doc])* $redis, tokio::test, async fn $name($on) $body);
+    ($redis:ident, $name:ident, async |$on:ident| $body:block) => {
+        on_both_stores!($redis, $name, tokio::test, async |$on| $body);
     };
-    ($(#[doc = $doc:expr])* $redis:ident, $test:meta, async fn $name:ident($on:ident) $body:block) => {
-        $(#[doc = $doc])*
+    ($redis:ident, $name:ident, $test:meta, async |$on:ident| $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
