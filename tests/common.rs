@@ -16,7 +16,8 @@ use tonic::transport::Channel;
 
 pub type Client = ChaffClient<Channel>;
 
-/// An in-process server on 127.0.0.1 with its own data directory.
+/// An in-process server on 127.0.0.1 with its own data directory (sled),
+/// or over a real Redis Cluster ([`On`]).
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The engine served (for [`TestServer::settle_delivered`]); weak, so
@@ -25,7 +26,98 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
+    /// Put before every user id by [`TestServer::u`]: empty on sled and on
+    /// a cluster of the test's own; unique per server on the cluster the
+    /// tests share, so that parallel tests never see each other's users.
+    prefix: String,
+    /// A cluster of this server's own ([`On::RedisAlone`]), killed when
+    /// the server is dropped.
+    _cluster: Option<crate::redis_cluster::Cluster>,
 }
+
+/// The store a server-level test runs on: each semantics test runs once
+/// on sled and once on Redis ([`on_both_stores!`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum On {
+    /// A sled data directory in a tempdir (the default store).
+    Sled,
+    /// The Redis Cluster this test binary shares
+    /// (`redis_cluster::Cluster::shared`), as `chaff serve --store
+    /// redis://… --redis-replicas 1` runs on it; the server's users are
+    /// prefixed ([`TestServer::u`]), so tests run in parallel without a
+    /// flush. Only for tests that change no cluster-wide state.
+    Redis,
+    /// A cluster of the test's own (≈ 2 s to start): for tests of
+    /// cluster-wide state — the shared model and the seed, the operator's
+    /// lists, ListUsers over every user, a clock moved months ahead (whose
+    /// background sweeps fold and trim every user in the cluster).
+    RedisAlone,
+}
+
+impl On {
+    /// A server with the default settings.
+    pub async fn start(self) -> TestServer {
+        self.start_with(Settings::default()).await
+    }
+
+    /// [`TestServer::start_pure`] on this store.
+    pub async fn start_pure(self) -> TestServer {
+        self.start_with(Settings {
+            learn_delivered: false,
+            ..Settings::default()
+        })
+        .await
+    }
+
+    /// [`TestServer::start_with`] on this store.
+    pub async fn start_with(self, settings: Settings) -> TestServer {
+        self.start_trusted(settings, |_| chaff::service::guard::Trust::open())
+            .await
+    }
+
+    /// [`TestServer::start_trusted`] on this store.
+    pub async fn start_trusted(
+        self,
+        settings: Settings,
+        trust: impl FnOnce(&Path) -> Arc<chaff::service::guard::Trust>,
+    ) -> TestServer {
+        match self {
+            On::Sled => TestServer::start_trusted(settings, trust).await,
+            On::Redis | On::RedisAlone => {
+                TestServer::start_redis(self == On::RedisAlone, settings, trust).await
+            }
+        }
+    }
+}
+
+/// Each server-level test body once per store: `NAME::on_sled` and
+/// `NAME::on_redis`. `Redis` runs the Redis variant on the shared cluster,
+/// `RedisAlone` on a cluster of its own ([`On`] says which tests need
+/// that). The Redis variant skips, saying so, only where redis-server is
+/// not installed (`.ci/run` installs it).
+macro_rules! on_both_stores {
+    ($redis:ident, $name:ident, async |$on:ident| $body:block) => {
+        on_both_stores!($redis, $name, tokio::test, async |$on| $body);
+    };
+    ($redis:ident, $name:ident, $test:meta, async |$on:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn run($on: $crate::common::On) $body
+            #[$test]
+            async fn on_sled() {
+                run($crate::common::On::Sled).await
+            }
+            #[$test]
+            async fn on_redis() {
+                if $crate::redis_cluster::installed() {
+                    run($crate::common::On::$redis).await
+                }
+            }
+        }
+    };
+}
+pub(crate) use on_both_stores;
 
 impl TestServer {
     pub async fn start() -> Self {
@@ -86,6 +178,15 @@ impl TestServer {
         let path = data.unwrap_or_else(|| dir.path().to_path_buf());
         let store = open_store(&path).await;
         let engine = Arc::new(Engine::new(store, settings).unwrap());
+        Self::serve(dir, engine, trust).await
+    }
+
+    /// Serves `engine` on a fresh loopback port.
+    async fn serve(
+        dir: tempfile::TempDir,
+        engine: Arc<Engine>,
+        trust: Arc<chaff::service::guard::Trust>,
+    ) -> Self {
         let weak = Arc::downgrade(&engine);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -104,7 +205,62 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
+            prefix: String::new(),
+            _cluster: None,
         }
+    }
+
+    /// The engine over a Redis Cluster — the shared one, or one of its own
+    /// when `alone` — built as `chaff serve --store redis://…
+    /// --redis-replicas 1` builds it (off the runtime's workers: the Redis
+    /// backend blocks), served by the same `serve_with` as on sled.
+    async fn start_redis(
+        alone: bool,
+        settings: Settings,
+        trust: impl FnOnce(&Path) -> Arc<chaff::service::guard::Trust>,
+    ) -> Self {
+        use crate::redis_cluster::Cluster;
+        use chaff::store::redis_cluster::{RedisBackend, RedisConfig};
+        static SERVERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (cluster, seeds, prefix) = if alone {
+            let cluster = tokio::task::spawn_blocking(Cluster::start)
+                .await
+                .unwrap()
+                .expect("redis-server is installed");
+            let seeds = cluster.seeds();
+            (Some(cluster), seeds, String::new())
+        } else {
+            let seeds = tokio::task::spawn_blocking(|| Cluster::shared().map(Cluster::seeds))
+                .await
+                .unwrap()
+                .expect("redis-server is installed");
+            let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (None, seeds, format!("srv{n}-"))
+        };
+        let engine = tokio::task::spawn_blocking(move || {
+            let mut config = RedisConfig::new(seeds);
+            config.replicas = 1;
+            let backend = RedisBackend::connect(config).expect("connect to the test cluster");
+            Engine::new(backend, settings).unwrap()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let trust = trust(dir.path());
+        let mut server = Self::serve(dir, Arc::new(engine), trust).await;
+        server.prefix = prefix;
+        server._cluster = cluster;
+        server
+    }
+
+    /// The id the test's user `name` has on this server: `name` itself on
+    /// sled, unique to this server on the shared cluster. Leaked, so that
+    /// it reads like the literal it replaces (a few bytes per test).
+    pub fn u(&self, name: &str) -> &'static str {
+        if self.prefix.is_empty() {
+            return Box::leak(name.to_string().into_boxed_str());
+        }
+        Box::leak(format!("{}{name}", self.prefix).into_boxed_str())
     }
 
     /// Waits until the background learner of delivered mail has learned

@@ -6,9 +6,8 @@ use tonic::Code;
 
 use crate::common::*;
 
-#[tokio::test]
-async fn empty_user_id_is_invalid_argument() {
-    let server = TestServer::start().await;
+on_both_stores!(Redis, empty_user_id_is_invalid_argument, async |on| {
+    let server = on.start().await;
     let mut c = server.client().await;
     let e = c
         .score(proto::ScoreRequest {
@@ -38,37 +37,40 @@ async fn empty_user_id_is_invalid_argument() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     server.stop().await;
-}
+});
 
-#[tokio::test]
-async fn unspecified_label_is_invalid_argument_and_learns_nothing() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let e = c
-        .train(proto::TrainRequest {
-            user_id: "alice".into(),
-            message: SPAM.to_vec(),
-            label: 0,
-            message_id: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("LABEL_SPAM"), "{}", e.message());
-    assert_eq!(
-        user(&mut c, "alice").await.spam_learned + user(&mut c, "alice").await.ham_learned,
-        0
-    );
-    server.stop().await;
-}
+on_both_stores!(
+    Redis,
+    unspecified_label_is_invalid_argument_and_learns_nothing,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let e = c
+            .train(proto::TrainRequest {
+                user_id: server.u("alice").into(),
+                message: SPAM.to_vec(),
+                label: 0,
+                message_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("LABEL_SPAM"), "{}", e.message());
+        assert_eq!(
+            user(&mut c, server.u("alice")).await.spam_learned
+                + user(&mut c, server.u("alice")).await.ham_learned,
+            0
+        );
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn forget_of_unknown_message_is_not_found() {
-    let server = TestServer::start().await;
+on_both_stores!(Redis, forget_of_unknown_message_is_not_found, async |on| {
+    let server = on.start().await;
     let mut c = server.client().await;
     let e = c
         .forget(proto::ForgetRequest {
-            user_id: "alice".into(),
+            user_id: server.u("alice").into(),
             message_id: "never".into(),
         })
         .await
@@ -76,65 +78,67 @@ async fn forget_of_unknown_message_is_not_found() {
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("never"), "{}", e.message());
     server.stop().await;
-}
+});
 
-#[tokio::test]
-async fn message_over_the_default_limit_is_resource_exhausted_naming_it() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let mut big = SPAM.to_vec();
-    big.resize(10 * 1024 * 1024 + 1, b'a');
-    let e = c
-        .score(proto::ScoreRequest {
-            user_id: "alice".into(),
-            message: big.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted);
-    assert!(
-        e.message().contains("10 MiB"),
-        "chaff's own message, naming the limit: {}",
-        e.message()
-    );
-    let e = c
-        .train(proto::TrainRequest {
-            user_id: "alice".into(),
-            message: big,
-            label: Label::Spam.into(),
-            message_id: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted);
-    // A message exactly at the limit is accepted.
-    let mut at_limit = SPAM.to_vec();
-    at_limit.resize(10 * 1024 * 1024, b'a');
-    let s = c
-        .score(proto::ScoreRequest {
-            user_id: "alice".into(),
-            message: at_limit,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(s.spam_probability, 0.5);
-    server.stop().await;
-}
+on_both_stores!(
+    Redis,
+    message_over_the_default_limit_is_resource_exhausted_naming_it,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let mut big = SPAM.to_vec();
+        big.resize(10 * 1024 * 1024 + 1, b'a');
+        let e = c
+            .score(proto::ScoreRequest {
+                user_id: server.u("alice").into(),
+                message: big.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(
+            e.message().contains("10 MiB"),
+            "chaff's own message, naming the limit: {}",
+            e.message()
+        );
+        let e = c
+            .train(proto::TrainRequest {
+                user_id: server.u("alice").into(),
+                message: big,
+                label: Label::Spam.into(),
+                message_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        // A message exactly at the limit is accepted.
+        let mut at_limit = SPAM.to_vec();
+        at_limit.resize(10 * 1024 * 1024, b'a');
+        let s = c
+            .score(proto::ScoreRequest {
+                user_id: server.u("alice").into(),
+                message: at_limit,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.spam_probability, 0.5);
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn configured_limit_is_the_one_enforced() {
+on_both_stores!(Redis, configured_limit_is_the_one_enforced, async |on| {
     let settings = Settings {
         max_message_bytes: 1000,
         ..Settings::default()
     };
-    let server = TestServer::start_with(settings).await;
+    let server = on.start_with(settings).await;
     let mut c = server.client().await;
     let e = c
         .score(proto::ScoreRequest {
-            user_id: "a".into(),
+            user_id: server.u("a").into(),
             message: vec![b'x'; 1001],
             ..Default::default()
         })
@@ -143,43 +147,54 @@ async fn configured_limit_is_the_one_enforced() {
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(e.message().contains("1000"), "{}", e.message());
     server.stop().await;
-}
+});
 
-#[tokio::test]
-async fn garbage_and_broken_mime_still_get_a_score() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    train(&mut c, "alice", SPAM, Label::Spam, "").await;
-    train(&mut c, "alice", HAM, Label::Ham, "").await;
-    let garbage: Vec<u8> = (0..65536u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
-    let broken_mime = b"Content-Type: multipart/mixed; boundary=\"zz\"\r\nSubject: =?utf-8?B?!!!notbase64?=\r\n\r\n--zz\r\nContent-Transfer-Encoding: base64\r\n\r\n@@@@not base64 at all\xff\xfe\r\n--zz\r\nContent-Type: text/html; charset=bogus-charset\r\n\r\n<html><b>cheap pills<\r\n";
-    let cases: [&[u8]; 4] = [&garbage, broken_mime, b"", b"\r\n\r\n\r\n"];
-    for m in cases {
-        let s = score(&mut c, "alice", m).await;
-        assert!((0.0..=1.0).contains(&s.spam_probability), "{s:?}");
-        assert_ne!(s.verdict, proto::Verdict::Unspecified as i32);
+on_both_stores!(
+    Redis,
+    garbage_and_broken_mime_still_get_a_score,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        train(&mut c, server.u("alice"), SPAM, Label::Spam, "").await;
+        train(&mut c, server.u("alice"), HAM, Label::Ham, "").await;
+        let garbage: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let broken_mime = b"Content-Type: multipart/mixed; boundary=\"zz\"\r\nSubject: =?utf-8?B?!!!notbase64?=\r\n\r\n--zz\r\nContent-Transfer-Encoding: base64\r\n\r\n@@@@not base64 at all\xff\xfe\r\n--zz\r\nContent-Type: text/html; charset=bogus-charset\r\n\r\n<html><b>cheap pills<\r\n";
+        let cases: [&[u8]; 4] = [&garbage, broken_mime, b"", b"\r\n\r\n\r\n"];
+        for m in cases {
+            let s = score(&mut c, server.u("alice"), m).await;
+            assert!((0.0..=1.0).contains(&s.spam_probability), "{s:?}");
+            assert_ne!(s.verdict, proto::Verdict::Unspecified as i32);
+        }
+        // And they can be learned too.
+        let t = train(&mut c, server.u("alice"), &garbage, Label::Spam, "").await;
+        assert!(t.message_id.starts_with("xxh3:"));
+        server.stop().await;
     }
-    // And they can be learned too.
-    let t = train(&mut c, "alice", &garbage, Label::Spam, "").await;
-    assert!(t.message_id.starts_with("xxh3:"));
-    server.stop().await;
-}
+);
 
-#[tokio::test]
-async fn a_hostile_message_is_scored_and_the_cap_it_hit_is_named() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let mut msg = b"Subject: hello\r\nX-Junk: ".to_vec();
-    msg.extend(std::iter::repeat_n(b'A', 5 * 1024 * 1024));
-    msg.extend_from_slice(b"\r\n\r\nbody words\r\n");
-    let s = score(&mut c, "alice", &msg).await;
-    assert!(
-        s.limits_hit.iter().any(|l| l == "header bytes"),
-        "{:?}",
-        s.limits_hit
-    );
-    assert!(score(&mut c, "alice", SPAM).await.limits_hit.is_empty());
-    server.stop().await;
-}
+on_both_stores!(
+    Redis,
+    a_hostile_message_is_scored_and_the_cap_it_hit_is_named,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let mut msg = b"Subject: hello\r\nX-Junk: ".to_vec();
+        msg.extend(std::iter::repeat_n(b'A', 5 * 1024 * 1024));
+        msg.extend_from_slice(b"\r\n\r\nbody words\r\n");
+        let s = score(&mut c, server.u("alice"), &msg).await;
+        assert!(
+            s.limits_hit.iter().any(|l| l == "header bytes"),
+            "{:?}",
+            s.limits_hit
+        );
+        assert!(
+            score(&mut c, server.u("alice"), SPAM)
+                .await
+                .limits_hit
+                .is_empty()
+        );
+        server.stop().await;
+    }
+);

@@ -15,119 +15,128 @@ async fn score(c: &mut Client, user: &str, msg: &[u8]) -> chaff::proto::ScoreRes
     s
 }
 
-#[tokio::test]
-async fn spam_only_clicks_file_no_ham_as_spam_and_still_catch_copies_of_the_clicked_spam() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let user = "spam-clicker@provider.example";
-    let hams: Vec<Vec<u8>> = (0..100).map(|i| mailgen::ham(7, i)).collect();
-    let mut clicked = Vec::new();
-    for n in [1usize, 20, 100] {
-        while clicked.len() < n {
-            let spam = mailgen::spam(7, clicked.len());
-            train(&mut c, user, &spam, Label::Spam, "").await;
-            clicked.push(spam);
+on_both_stores!(
+    Redis,
+    spam_only_clicks_file_no_ham_as_spam_and_still_catch_copies_of_the_clicked_spam,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let user = server.u("spam-clicker@provider.example");
+        let hams: Vec<Vec<u8>> = (0..100).map(|i| mailgen::ham(7, i)).collect();
+        let mut clicked = Vec::new();
+        for n in [1usize, 20, 100] {
+            while clicked.len() < n {
+                let spam = mailgen::spam(7, clicked.len());
+                train(&mut c, user, &spam, Label::Spam, "").await;
+                clicked.push(spam);
+            }
+            // The ham scored in the round before was delivered, so it was
+            // learned lightly (pipeline step 7), each message once.
+            let info = crate::common::user(&mut c, user).await;
+            let delivered = if n == 1 { 0 } else { hams.len() as u64 };
+            assert_eq!((info.spam_learned, info.ham_learned), (n as u64, delivered));
+            let mut filed = Vec::new();
+            for (i, ham) in hams.iter().enumerate() {
+                let s = score(&mut c, user, ham).await;
+                if s.verdict == Verdict::Spam as i32 {
+                    filed.push((i, s.spam_probability));
+                }
+            }
+            assert!(
+                filed.is_empty(),
+                "after {n} spam clicks, ham filed as spam: {filed:?}"
+            );
+            // Copies of the clicked spam (the campaign's next send) still are.
+            for (i, spam) in clicked.iter().enumerate().rev().take(20) {
+                let s = score(&mut c, user, &mailgen::near_copy(spam, i)).await;
+                assert_eq!(
+                    s.verdict,
+                    Verdict::Spam as i32,
+                    "after {n} clicks, copy of spam {i}: {}",
+                    s.spam_probability
+                );
+            }
         }
-        // The ham scored in the round before was delivered, so it was
-        // learned lightly (pipeline step 7), each message once.
-        let info = crate::common::user(&mut c, user).await;
-        let delivered = if n == 1 { 0 } else { hams.len() as u64 };
-        assert_eq!((info.spam_learned, info.ham_learned), (n as u64, delivered));
-        let mut filed = Vec::new();
-        for (i, ham) in hams.iter().enumerate() {
-            let s = score(&mut c, user, ham).await;
-            if s.verdict == Verdict::Spam as i32 {
-                filed.push((i, s.spam_probability));
+        server.stop().await;
+    }
+);
+
+on_both_stores!(
+    Redis,
+    two_sided_clicks_still_separate_the_generated_mail,
+    async |on| {
+        // The generator's mail is learnable: with both kinds of clicks, unseen
+        // ham and spam land on their sides (so the test above is not passing
+        // because nothing can be told apart).
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let user = server.u("both@provider.example");
+        for i in 0..30 {
+            train(&mut c, user, &mailgen::spam(3, i), Label::Spam, "").await;
+            train(&mut c, user, &mailgen::ham(3, i), Label::Ham, "").await;
+        }
+        let (mut spam_caught, mut ham_kept) = (0, 0);
+        for i in 100..150 {
+            if score(&mut c, user, &mailgen::spam(3, i)).await.verdict == Verdict::Spam as i32 {
+                spam_caught += 1;
+            }
+            if score(&mut c, user, &mailgen::ham(3, i)).await.verdict == Verdict::Ham as i32 {
+                ham_kept += 1;
             }
         }
         assert!(
-            filed.is_empty(),
-            "after {n} spam clicks, ham filed as spam: {filed:?}"
+            spam_caught >= 45 && ham_kept >= 45,
+            "{spam_caught} {ham_kept}"
         );
-        // Copies of the clicked spam (the campaign's next send) still are.
-        for (i, spam) in clicked.iter().enumerate().rev().take(20) {
-            let s = score(&mut c, user, &mailgen::near_copy(spam, i)).await;
-            assert_eq!(
-                s.verdict,
-                Verdict::Spam as i32,
-                "after {n} clicks, copy of spam {i}: {}",
-                s.spam_probability
-            );
-        }
+        server.stop().await;
     }
-    server.stop().await;
-}
+);
 
-#[tokio::test]
-async fn two_sided_clicks_still_separate_the_generated_mail() {
-    // The generator's mail is learnable: with both kinds of clicks, unseen
-    // ham and spam land on their sides (so the test above is not passing
-    // because nothing can be told apart).
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let user = "both@provider.example";
-    for i in 0..30 {
-        train(&mut c, user, &mailgen::spam(3, i), Label::Spam, "").await;
-        train(&mut c, user, &mailgen::ham(3, i), Label::Ham, "").await;
-    }
-    let (mut spam_caught, mut ham_kept) = (0, 0);
-    for i in 100..150 {
-        if score(&mut c, user, &mailgen::spam(3, i)).await.verdict == Verdict::Spam as i32 {
-            spam_caught += 1;
-        }
-        if score(&mut c, user, &mailgen::ham(3, i)).await.verdict == Verdict::Ham as i32 {
-            ham_kept += 1;
-        }
-    }
-    assert!(
-        spam_caught >= 45 && ham_kept >= 45,
-        "{spam_caught} {ham_kept}"
-    );
-    server.stop().await;
-}
-
-/// A user who clicks only *Spam* (every spam that reaches the inbox) and
-/// never *Not spam*: with delivered mail learned (the default) their model
-/// learns what their ham looks like, so unseen spam of the same campaigns
-/// is caught — not merely copies of what they clicked — and unseen ham
-/// stays out of the spam folder. Without it the same clicks leave a
-/// one-sided model that can only cancel.
-#[tokio::test]
-async fn delivered_mail_teaches_a_spam_only_clicker_their_ham() {
-    async fn mailbox(server: &TestServer) -> (usize, usize) {
-        let mut c = server.client().await;
-        let user = "clicks-spam-only@provider.example";
-        for i in 0..40 {
-            score(&mut c, user, &mailgen::ham(5, i)).await;
-            let spam = mailgen::spam(5, i);
-            if score(&mut c, user, &spam).await.verdict != Verdict::Spam as i32 {
-                train(&mut c, user, &spam, Label::Spam, "").await;
+// A user who clicks only *Spam* (every spam that reaches the inbox) and
+// never *Not spam*: with delivered mail learned (the default) their model
+// learns what their ham looks like, so unseen spam of the same campaigns
+// is caught — not merely copies of what they clicked — and unseen ham
+// stays out of the spam folder. Without it the same clicks leave a
+// one-sided model that can only cancel.
+on_both_stores!(
+    Redis,
+    delivered_mail_teaches_a_spam_only_clicker_their_ham,
+    async |on| {
+        async fn mailbox(server: &TestServer) -> (usize, usize) {
+            let mut c = server.client().await;
+            let user = server.u("clicks-spam-only@provider.example");
+            for i in 0..40 {
+                score(&mut c, user, &mailgen::ham(5, i)).await;
+                let spam = mailgen::spam(5, i);
+                if score(&mut c, user, &spam).await.verdict != Verdict::Spam as i32 {
+                    train(&mut c, user, &spam, Label::Spam, "").await;
+                }
             }
-        }
-        let (mut spam_caught, mut ham_as_spam) = (0, 0);
-        for i in 100..150 {
-            if score(&mut c, user, &mailgen::spam(5, i)).await.verdict == Verdict::Spam as i32 {
-                spam_caught += 1;
+            let (mut spam_caught, mut ham_as_spam) = (0, 0);
+            for i in 100..150 {
+                if score(&mut c, user, &mailgen::spam(5, i)).await.verdict == Verdict::Spam as i32 {
+                    spam_caught += 1;
+                }
+                if score(&mut c, user, &mailgen::ham(5, i)).await.verdict == Verdict::Spam as i32 {
+                    ham_as_spam += 1;
+                }
             }
-            if score(&mut c, user, &mailgen::ham(5, i)).await.verdict == Verdict::Spam as i32 {
-                ham_as_spam += 1;
-            }
+            (spam_caught, ham_as_spam)
         }
-        (spam_caught, ham_as_spam)
+        let learning = on.start().await;
+        let (caught, ham_as_spam) = mailbox(&learning).await;
+        learning.stop().await;
+        let pure = on.start_pure().await;
+        let (caught_pure, ham_as_spam_pure) = mailbox(&pure).await;
+        pure.stop().await;
+        eprintln!(
+            "learning: {caught} caught, {ham_as_spam} ham as spam; pure: {caught_pure}, {ham_as_spam_pure}"
+        );
+        assert_eq!(ham_as_spam, 0, "unseen ham filed as spam");
+        assert!(caught >= 45, "unseen spam caught: {caught} of 50");
+        assert!(
+            caught > caught_pure,
+            "{caught} vs {caught_pure} without learning"
+        );
     }
-    let learning = TestServer::start().await;
-    let (caught, ham_as_spam) = mailbox(&learning).await;
-    learning.stop().await;
-    let pure = TestServer::start_pure().await;
-    let (caught_pure, ham_as_spam_pure) = mailbox(&pure).await;
-    pure.stop().await;
-    eprintln!(
-        "learning: {caught} caught, {ham_as_spam} ham as spam; pure: {caught_pure}, {ham_as_spam_pure}"
-    );
-    assert_eq!(ham_as_spam, 0, "unseen ham filed as spam");
-    assert!(caught >= 45, "unseen spam caught: {caught} of 50");
-    assert!(
-        caught > caught_pure,
-        "{caught} vs {caught_pure} without learning"
-    );
-}
+);

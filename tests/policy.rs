@@ -91,426 +91,496 @@ async fn teach(c: &mut Client, user: &str) {
     }
 }
 
-#[tokio::test]
-async fn defaults_are_quarantine_and_spam_goes_to_the_spam_folder() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let info = user(&mut c, "alice").await;
-    let s = info.settings.unwrap();
-    assert_eq!(s.handling_mode, HandlingMode::Quarantine as i32);
-    assert_eq!((s.spam_threshold, s.reject_threshold), (0.80, 0.999));
-    teach(&mut c, "alice").await;
-    let r = score(&mut c, "alice", SPAM).await;
-    assert_eq!(r.action, Action::SpamFolder as i32, "{r:?}");
-    assert_eq!(rule(&r), Rule::Model);
-    assert!(r.smtp_reply.is_empty());
-    let flag = r.headers.iter().find(|h| h.name == "X-Spam-Flag");
-    assert_eq!(flag.map(|h| h.value.as_str()), Some("YES"));
-    let ham = score(&mut c, "alice", HAM).await;
-    assert_eq!(ham.action, Action::Deliver as i32);
-    server.stop().await;
-}
+on_both_stores!(
+    Redis,
+    defaults_are_quarantine_and_spam_goes_to_the_spam_folder,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let info = user(&mut c, server.u("alice")).await;
+        let s = info.settings.unwrap();
+        assert_eq!(s.handling_mode, HandlingMode::Quarantine as i32);
+        assert_eq!((s.spam_threshold, s.reject_threshold), (0.80, 0.999));
+        teach(&mut c, server.u("alice")).await;
+        let r = score(&mut c, server.u("alice"), SPAM).await;
+        assert_eq!(r.action, Action::SpamFolder as i32, "{r:?}");
+        assert_eq!(rule(&r), Rule::Model);
+        assert!(r.smtp_reply.is_empty());
+        let flag = r.headers.iter().find(|h| h.name == "X-Spam-Flag");
+        assert_eq!(flag.map(|h| h.value.as_str()), Some("YES"));
+        let ham = score(&mut c, server.u("alice"), HAM).await;
+        assert_eq!(ham.action, Action::Deliver as i32);
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn reject_mode_gives_a_5xx_reply_that_reveals_nothing() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    teach(&mut c, "alice").await;
-    let info = set_mode(&mut c, "alice", HandlingMode::Reject).await;
-    assert_eq!(
-        info.settings.unwrap().handling_mode,
-        HandlingMode::Reject as i32
-    );
-    let r = score(&mut c, "alice", SPAM).await;
-    assert!(r.spam_probability >= 0.999, "{r:?}");
-    assert_eq!(r.action, Action::Reject as i32);
-    assert_eq!(r.smtp_reply, "554 5.7.1 Message rejected as spam");
-    // Passthrough: delivered, but tagged.
-    set_mode(&mut c, "alice", HandlingMode::Passthrough).await;
-    let p = score(&mut c, "alice", SPAM).await;
-    assert_eq!(
-        (p.action, p.verdict),
-        (Action::Deliver as i32, Verdict::Spam as i32)
-    );
-    server.stop().await;
-}
+on_both_stores!(
+    Redis,
+    reject_mode_gives_a_5xx_reply_that_reveals_nothing,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        teach(&mut c, server.u("alice")).await;
+        let info = set_mode(&mut c, server.u("alice"), HandlingMode::Reject).await;
+        assert_eq!(
+            info.settings.unwrap().handling_mode,
+            HandlingMode::Reject as i32
+        );
+        let r = score(&mut c, server.u("alice"), SPAM).await;
+        assert!(r.spam_probability >= 0.999, "{r:?}");
+        assert_eq!(r.action, Action::Reject as i32);
+        assert_eq!(r.smtp_reply, "554 5.7.1 Message rejected as spam");
+        // Passthrough: delivered, but tagged.
+        set_mode(&mut c, server.u("alice"), HandlingMode::Passthrough).await;
+        let p = score(&mut c, server.u("alice"), SPAM).await;
+        assert_eq!(
+            (p.action, p.verdict),
+            (Action::Deliver as i32, Verdict::Spam as i32)
+        );
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn incoherent_thresholds_are_invalid_argument() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let err = c
-        .update_user(proto::UpdateUserRequest {
-            user_id: "alice".into(),
-            spam_threshold: Some(0.95),
-            reject_threshold: Some(0.9),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("reject threshold"),
-        "{}",
-        err.message()
-    );
-    // Nothing changed.
-    let s = user(&mut c, "alice").await.settings.unwrap();
-    assert_eq!(s.spam_threshold, 0.80);
-    server.stop().await;
-}
+on_both_stores!(
+    Redis,
+    incoherent_thresholds_are_invalid_argument,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let err = c
+            .update_user(proto::UpdateUserRequest {
+                user_id: server.u("alice").into(),
+                spam_threshold: Some(0.95),
+                reject_threshold: Some(0.9),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("reject threshold"),
+            "{}",
+            err.message()
+        );
+        // Nothing changed.
+        let s = user(&mut c, server.u("alice")).await.settings.unwrap();
+        assert_eq!(s.spam_threshold, 0.80);
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn a_forged_from_cannot_ride_the_allow_list() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    teach(&mut c, "alice").await;
-    train(&mut c, "alice", FORGED_NEWSLETTER, Label::Spam, "phish").await;
-    set_list(&mut c, "alice", ListKind::Allow, "news@shop.example").await;
+on_both_stores!(
+    Redis,
+    a_forged_from_cannot_ride_the_allow_list,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        teach(&mut c, server.u("alice")).await;
+        train(
+            &mut c,
+            server.u("alice"),
+            FORGED_NEWSLETTER,
+            Label::Spam,
+            "phish",
+        )
+        .await;
+        set_list(
+            &mut c,
+            server.u("alice"),
+            ListKind::Allow,
+            "news@shop.example",
+        )
+        .await;
 
-    let real = score(&mut c, "alice", NEWSLETTER).await;
-    assert_eq!(rule(&real), Rule::AllowList);
-    assert_eq!(real.action, Action::Deliver as i32);
+        let real = score(&mut c, server.u("alice"), NEWSLETTER).await;
+        assert_eq!(rule(&real), Rule::AllowList);
+        assert_eq!(real.action, Action::Deliver as i32);
 
-    let forged = score(&mut c, "alice", FORGED_NEWSLETTER).await;
-    assert_eq!(rule(&forged), Rule::Model, "{forged:?}");
-    assert_eq!(forged.action, Action::SpamFolder as i32);
-    let notes = &forged.explanation.as_ref().unwrap().notes;
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("news@shop.example") && n.contains("ignored")),
-        "{notes:?}"
-    );
-    server.stop().await;
-}
+        let forged = score(&mut c, server.u("alice"), FORGED_NEWSLETTER).await;
+        assert_eq!(rule(&forged), Rule::Model, "{forged:?}");
+        assert_eq!(forged.action, Action::SpamFolder as i32);
+        let notes = &forged.explanation.as_ref().unwrap().notes;
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("news@shop.example") && n.contains("ignored")),
+            "{notes:?}"
+        );
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn ipv6_cidr_block_matches_the_pipelines_client_ip() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let canonical = set_list(&mut c, "alice", ListKind::Block, "2001:DB8:BAD::1/48").await;
-    assert_eq!(canonical, "2001:db8:bad::/48");
-    let r = score_from(&mut c, "alice", HAM, "2001:db8:bad:7::25").await;
-    assert_eq!(rule(&r), Rule::BlockList);
-    assert_eq!(
-        (r.action, r.verdict),
-        (Action::SpamFolder as i32, Verdict::Spam as i32)
-    );
-    let reason = &r.explanation.as_ref().unwrap().reason;
-    assert!(reason.contains("2001:db8:bad::/48"), "{reason}");
-    // Outside the range: the model decides.
-    let other = score_from(&mut c, "alice", HAM, "2001:db8:cafe::25").await;
-    assert_eq!(rule(&other), Rule::Model);
-    server.stop().await;
-}
+on_both_stores!(
+    Redis,
+    ipv6_cidr_block_matches_the_pipelines_client_ip,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let canonical = set_list(
+            &mut c,
+            server.u("alice"),
+            ListKind::Block,
+            "2001:DB8:BAD::1/48",
+        )
+        .await;
+        assert_eq!(canonical, "2001:db8:bad::/48");
+        let r = score_from(&mut c, server.u("alice"), HAM, "2001:db8:bad:7::25").await;
+        assert_eq!(rule(&r), Rule::BlockList);
+        assert_eq!(
+            (r.action, r.verdict),
+            (Action::SpamFolder as i32, Verdict::Spam as i32)
+        );
+        let reason = &r.explanation.as_ref().unwrap().reason;
+        assert!(reason.contains("2001:db8:bad::/48"), "{reason}");
+        // Outside the range: the model decides.
+        let other = score_from(&mut c, server.u("alice"), HAM, "2001:db8:cafe::25").await;
+        assert_eq!(rule(&other), Rule::Model);
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn without_a_client_ip_the_topmost_received_spf_ip_is_used() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    set_list(&mut c, "alice", ListKind::Block, "192.0.2.0/24").await;
-    // Our border's header on top; a forged one below it must not count.
-    let mut msg = with_spf_ip(
-        "192.0.2.44",
-        b"Received-SPF: pass client-ip=198.51.100.1;\r\n",
-    );
-    msg.extend_from_slice(HAM);
-    let r = score(&mut c, "alice", &msg).await;
-    assert_eq!(rule(&r), Rule::BlockList);
-    assert_eq!(r.explanation.as_ref().unwrap().client_ip, "192.0.2.44");
-    let mut below = b"Received-SPF: pass client-ip=198.51.100.1;\r\n".to_vec();
-    below.extend_from_slice(&with_spf_ip("192.0.2.44", HAM));
-    assert_eq!(rule(&score(&mut c, "alice", &below).await), Rule::Model);
-    server.stop().await;
-}
+on_both_stores!(
+    Redis,
+    without_a_client_ip_the_topmost_received_spf_ip_is_used,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        set_list(&mut c, server.u("alice"), ListKind::Block, "192.0.2.0/24").await;
+        // Our border's header on top; a forged one below it must not count.
+        let mut msg = with_spf_ip(
+            "192.0.2.44",
+            b"Received-SPF: pass client-ip=198.51.100.1;\r\n",
+        );
+        msg.extend_from_slice(HAM);
+        let r = score(&mut c, server.u("alice"), &msg).await;
+        assert_eq!(rule(&r), Rule::BlockList);
+        assert_eq!(r.explanation.as_ref().unwrap().client_ip, "192.0.2.44");
+        let mut below = b"Received-SPF: pass client-ip=198.51.100.1;\r\n".to_vec();
+        below.extend_from_slice(&with_spf_ip("192.0.2.44", HAM));
+        assert_eq!(
+            rule(&score(&mut c, server.u("alice"), &below).await),
+            Rule::Model
+        );
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn block_beats_allow_and_rejects_in_reject_mode() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    set_list(&mut c, "alice", ListKind::Allow, "shop.example").await;
-    set_list(&mut c, "", ListKind::Block, "198.51.100.0/24").await;
-    set_mode(&mut c, "alice", HandlingMode::Reject).await;
-    let r = score(&mut c, "alice", NEWSLETTER).await;
-    assert_eq!(rule(&r), Rule::BlockList, "{r:?}");
-    assert_eq!(r.action, Action::Reject as i32);
-    assert!(r.smtp_reply.starts_with("554 5.7.1"), "{}", r.smtp_reply);
-    assert!(!r.smtp_reply.contains("198.51"), "{}", r.smtp_reply);
-    assert!(
-        r.explanation
-            .unwrap()
-            .reason
-            .contains("operator block list")
-    );
-    server.stop().await;
-}
+on_both_stores!(
+    RedisAlone,
+    block_beats_allow_and_rejects_in_reject_mode,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        set_list(&mut c, server.u("alice"), ListKind::Allow, "shop.example").await;
+        set_list(&mut c, "", ListKind::Block, "198.51.100.0/24").await;
+        set_mode(&mut c, server.u("alice"), HandlingMode::Reject).await;
+        let r = score(&mut c, server.u("alice"), NEWSLETTER).await;
+        assert_eq!(rule(&r), Rule::BlockList, "{r:?}");
+        assert_eq!(r.action, Action::Reject as i32);
+        assert!(r.smtp_reply.starts_with("554 5.7.1"), "{}", r.smtp_reply);
+        assert!(!r.smtp_reply.contains("198.51"), "{}", r.smtp_reply);
+        assert!(
+            r.explanation
+                .unwrap()
+                .reason
+                .contains("operator block list")
+        );
+        server.stop().await;
+    }
+);
 
-#[tokio::test]
-async fn bad_list_requests_are_invalid_argument_with_what_to_write() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let err = c
-        .add_list_entry(proto::ListEntryRequest {
-            user_id: "alice".into(),
+on_both_stores!(
+    Redis,
+    bad_list_requests_are_invalid_argument_with_what_to_write,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let err = c
+            .add_list_entry(proto::ListEntryRequest {
+                user_id: server.u("alice").into(),
+                kind: ListKind::Block.into(),
+                entry: "not a domain".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("CIDR range"), "{}", err.message());
+        let both = c
+            .list_entries(proto::ListEntriesRequest {
+                user_id: server.u("alice").into(),
+                operator_wide: true,
+                kind: ListKind::Allow.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(both.code(), Code::InvalidArgument);
+        let user_trusted = c
+            .add_list_entry(proto::ListEntryRequest {
+                user_id: server.u("alice").into(),
+                kind: ListKind::Trusted.into(),
+                entry: "shop.example".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(user_trusted.code(), Code::InvalidArgument);
+        server.stop().await;
+    }
+);
+
+on_both_stores!(
+    Redis,
+    entries_that_can_never_match_and_catch_all_ranges_are_refused_over_grpc,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let add = |entry: &str, force: bool| proto::ListEntryRequest {
+            user_id: server.u("alice").into(),
             kind: ListKind::Block.into(),
-            entry: "not a domain".into(),
+            entry: entry.into(),
+            force,
             ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("CIDR range"), "{}", err.message());
-    let both = c
-        .list_entries(proto::ListEntriesRequest {
-            user_id: "alice".into(),
-            operator_wide: true,
-            kind: ListKind::Allow.into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(both.code(), Code::InvalidArgument);
-    let user_trusted = c
-        .add_list_entry(proto::ListEntryRequest {
-            user_id: "alice".into(),
-            kind: ListKind::Trusted.into(),
-            entry: "shop.example".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(user_trusted.code(), Code::InvalidArgument);
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn entries_that_can_never_match_and_catch_all_ranges_are_refused_over_grpc() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    let add = |entry: &str, force: bool| proto::ListEntryRequest {
-        user_id: "alice".into(),
-        kind: ListKind::Block.into(),
-        entry: entry.into(),
-        force,
-        ..Default::default()
-    };
-    for bad in ["999.1.1.1", "a@b@c.example", "0.0.0.0/0", "::/0"] {
-        let err = c.add_list_entry(add(bad, false)).await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+        };
+        for bad in ["999.1.1.1", "a@b@c.example", "0.0.0.0/0", "::/0"] {
+            let err = c.add_list_entry(add(bad, false)).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+        }
+        let catch_all = c
+            .add_list_entry(add("::/0", true))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(catch_all.entry, "::/0");
+        let idn = c
+            .add_list_entry(add("Bücher.example", false))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(idn.entry, "xn--bcher-kva.example");
+        server.stop().await;
     }
-    let catch_all = c
-        .add_list_entry(add("::/0", true))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(catch_all.entry, "::/0");
-    let idn = c
-        .add_list_entry(add("Bücher.example", false))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(idn.entry, "xn--bcher-kva.example");
-    server.stop().await;
-}
+);
 
-#[tokio::test]
-async fn list_entries_are_canonical_and_adds_and_removes_say_if_they_changed() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    assert_eq!(
-        set_list(&mut c, "alice", ListKind::Allow, "*.Friends.example").await,
-        "*.friends.example"
-    );
-    let again = c
-        .add_list_entry(proto::ListEntryRequest {
-            user_id: "alice".into(),
-            kind: ListKind::Allow.into(),
-            entry: "*.friends.example".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!again.changed);
-    let list = c
-        .list_entries(proto::ListEntriesRequest {
-            user_id: "alice".into(),
-            kind: ListKind::Allow.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(list.entries, vec!["*.friends.example"]);
-    let removed = c
-        .remove_list_entry(proto::ListEntryRequest {
-            user_id: "alice".into(),
-            kind: ListKind::Allow.into(),
-            entry: "*.friends.example".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(removed.changed);
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_trusted_senders_spam_click_is_low_effect_with_the_unsubscribe_target() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    set_list(&mut c, "", ListKind::Trusted, "shop.example").await;
-    train(&mut c, "alice", HAM, Label::Ham, "h0").await;
-    let t = c
-        .train(proto::TrainRequest {
-            user_id: "alice".into(),
-            message: NEWSLETTER.to_vec(),
-            label: Label::Spam.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(t.low_effect, "{t:?}");
-    assert_eq!(t.unsubscribe, "https://shop.example/unsubscribe?u=alice");
-    assert!(t.unsubscribe_one_click);
-    assert_eq!(t.spam_learned, 1, "the click is recorded");
-
-    // The forged copy is not trusted: a full click, and no unsubscribe offer.
-    let forged = c
-        .train(proto::TrainRequest {
-            user_id: "carol".into(),
-            message: FORGED_NEWSLETTER.to_vec(),
-            label: Label::Spam.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        !forged.low_effect && forged.unsubscribe.is_empty(),
-        "{forged:?}"
-    );
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_low_effect_click_moves_the_model_less_than_a_full_one() {
-    let server = TestServer::start_pure().await;
-    let mut c = server.client().await;
-    // dave allow-lists the shop (his own trusted sender); erin does not.
-    set_list(&mut c, "dave", ListKind::Allow, "shop.example").await;
-    for u in ["dave", "erin"] {
-        train(&mut c, u, HAM, Label::Ham, "h0").await;
-        train(&mut c, u, HAM2, Label::Ham, "h1").await;
-        train(&mut c, u, NEWSLETTER, Label::Spam, "n").await;
+on_both_stores!(
+    Redis,
+    list_entries_are_canonical_and_adds_and_removes_say_if_they_changed,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        assert_eq!(
+            set_list(
+                &mut c,
+                server.u("alice"),
+                ListKind::Allow,
+                "*.Friends.example"
+            )
+            .await,
+            "*.friends.example"
+        );
+        let again = c
+            .add_list_entry(proto::ListEntryRequest {
+                user_id: server.u("alice").into(),
+                kind: ListKind::Allow.into(),
+                entry: "*.friends.example".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!again.changed);
+        let list = c
+            .list_entries(proto::ListEntriesRequest {
+                user_id: server.u("alice").into(),
+                kind: ListKind::Allow.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.entries, vec!["*.friends.example"]);
+        let removed = c
+            .remove_list_entry(proto::ListEntryRequest {
+                user_id: server.u("alice").into(),
+                kind: ListKind::Allow.into(),
+                entry: "*.friends.example".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(removed.changed);
+        server.stop().await;
     }
-    let dave = score(&mut c, "dave", NEWSLETTER).await;
-    let erin = score(&mut c, "erin", NEWSLETTER).await;
-    assert!(
-        dave.spam_probability < erin.spam_probability,
-        "low-effect {} vs full {}",
-        dave.spam_probability,
-        erin.spam_probability
-    );
-    // Flipping the low-effect click to ham and forgetting it are exact.
-    let before = observe(&mut c, "dave").await;
-    c.forget(proto::ForgetRequest {
-        user_id: "dave".into(),
-        message_id: "n".into(),
-    })
-    .await
-    .unwrap();
-    train(&mut c, "dave", NEWSLETTER, Label::Spam, "n").await;
-    assert_eq!(observe(&mut c, "dave").await, before);
-    server.stop().await;
-}
+);
 
-#[tokio::test]
-async fn find_decisions_answers_why_with_the_reason() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    set_mode(&mut c, "alice", HandlingMode::Reject).await;
-    set_list(&mut c, "alice", ListKind::Block, "pills.example").await;
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    score(&mut c, "alice", SPAM).await;
-    score(&mut c, "alice", HAM).await;
-    // The log is written off the scoring path, in batches: wait until the
-    // writer has both decisions before asking questions of them.
-    let window = proto::FindDecisionsRequest {
-        user_id: "alice".into(),
-        since_unix_ms: start - 1000,
-        ..Default::default()
-    };
-    let mut all = Vec::new();
-    for _ in 0..100 {
-        all = c
-            .find_decisions(window.clone())
+on_both_stores!(
+    RedisAlone,
+    a_trusted_senders_spam_click_is_low_effect_with_the_unsubscribe_target,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        set_list(&mut c, "", ListKind::Trusted, "shop.example").await;
+        train(&mut c, server.u("alice"), HAM, Label::Ham, "h0").await;
+        let t = c
+            .train(proto::TrainRequest {
+                user_id: server.u("alice").into(),
+                message: NEWSLETTER.to_vec(),
+                label: Label::Spam.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(t.low_effect, "{t:?}");
+        assert_eq!(t.unsubscribe, "https://shop.example/unsubscribe?u=alice");
+        assert!(t.unsubscribe_one_click);
+        assert_eq!(t.spam_learned, 1, "the click is recorded");
+
+        // The forged copy is not trusted: a full click, and no unsubscribe offer.
+        let forged = c
+            .train(proto::TrainRequest {
+                user_id: server.u("carol").into(),
+                message: FORGED_NEWSLETTER.to_vec(),
+                label: Label::Spam.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            !forged.low_effect && forged.unsubscribe.is_empty(),
+            "{forged:?}"
+        );
+        server.stop().await;
+    }
+);
+
+on_both_stores!(
+    Redis,
+    a_low_effect_click_moves_the_model_less_than_a_full_one,
+    async |on| {
+        let server = on.start_pure().await;
+        let mut c = server.client().await;
+        // dave allow-lists the shop (his own trusted sender); erin does not.
+        set_list(&mut c, server.u("dave"), ListKind::Allow, "shop.example").await;
+        for u in [server.u("dave"), server.u("erin")] {
+            train(&mut c, u, HAM, Label::Ham, "h0").await;
+            train(&mut c, u, HAM2, Label::Ham, "h1").await;
+            train(&mut c, u, NEWSLETTER, Label::Spam, "n").await;
+        }
+        let dave = score(&mut c, server.u("dave"), NEWSLETTER).await;
+        let erin = score(&mut c, server.u("erin"), NEWSLETTER).await;
+        assert!(
+            dave.spam_probability < erin.spam_probability,
+            "low-effect {} vs full {}",
+            dave.spam_probability,
+            erin.spam_probability
+        );
+        // Flipping the low-effect click to ham and forgetting it are exact.
+        let before = observe(&mut c, server.u("dave")).await;
+        c.forget(proto::ForgetRequest {
+            user_id: server.u("dave").into(),
+            message_id: "n".into(),
+        })
+        .await
+        .unwrap();
+        train(&mut c, server.u("dave"), NEWSLETTER, Label::Spam, "n").await;
+        assert_eq!(observe(&mut c, server.u("dave")).await, before);
+        server.stop().await;
+    }
+);
+
+on_both_stores!(
+    Redis,
+    find_decisions_answers_why_with_the_reason,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        set_mode(&mut c, server.u("alice"), HandlingMode::Reject).await;
+        set_list(&mut c, server.u("alice"), ListKind::Block, "pills.example").await;
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        score(&mut c, server.u("alice"), SPAM).await;
+        score(&mut c, server.u("alice"), HAM).await;
+        // The log is written off the scoring path, in batches: wait until the
+        // writer has both decisions before asking questions of them.
+        let window = proto::FindDecisionsRequest {
+            user_id: server.u("alice").into(),
+            since_unix_ms: start - 1000,
+            ..Default::default()
+        };
+        let mut all = Vec::new();
+        for _ in 0..100 {
+            all = c
+                .find_decisions(window.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .decisions;
+            if all.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // The ham from bob is there too.
+        assert_eq!(all.len(), 2, "{all:?}");
+        let found = c
+            .find_decisions(proto::FindDecisionsRequest {
+                sender: "pills.example".into(),
+                ..window.clone()
+            })
             .await
             .unwrap()
             .into_inner()
             .decisions;
-        if all.len() >= 2 {
-            break;
+        assert_eq!(found.len(), 1, "{found:?}");
+        let d = &found[0];
+        assert_eq!(d.sender, "promo@pills.example");
+        assert_eq!(d.action, Action::Reject as i32);
+        assert!(d.smtp_reply.starts_with("554 5.7.1"));
+        let x = d.explanation.as_ref().unwrap();
+        assert_eq!(x.rule, Rule::BlockList as i32);
+        assert!(x.reason.contains("pills.example"), "{}", x.reason);
+        assert!(d.time_unix_ms >= start);
+
+        // A window in the past finds nothing.
+        let past = c
+            .find_decisions(proto::FindDecisionsRequest {
+                user_id: server.u("alice").into(),
+                since_unix_ms: 1,
+                until_unix_ms: start - 60_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        assert!(past.is_empty());
+        server.stop().await;
+    }
+);
+
+on_both_stores!(
+    Redis,
+    explanations_name_the_strongest_features,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        teach(&mut c, server.u("alice")).await;
+        let r = score(&mut c, server.u("alice"), SPAM).await;
+        let x = r.explanation.unwrap();
+        assert_eq!((x.spam_learned, x.ham_learned), (2, 2));
+        assert!(!x.spam_features.is_empty(), "{x:?}");
+        for f in &x.spam_features {
+            assert!(f.contribution > 0.0 && f.spam_probability > 0.5, "{f:?}");
+            assert!(
+                f.name.contains(':') && !f.name.starts_with("token:"),
+                "{f:?}"
+            );
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        server.stop().await;
     }
-    // The ham from bob is there too.
-    assert_eq!(all.len(), 2, "{all:?}");
-    let found = c
-        .find_decisions(proto::FindDecisionsRequest {
-            sender: "pills.example".into(),
-            ..window.clone()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .decisions;
-    assert_eq!(found.len(), 1, "{found:?}");
-    let d = &found[0];
-    assert_eq!(d.sender, "promo@pills.example");
-    assert_eq!(d.action, Action::Reject as i32);
-    assert!(d.smtp_reply.starts_with("554 5.7.1"));
-    let x = d.explanation.as_ref().unwrap();
-    assert_eq!(x.rule, Rule::BlockList as i32);
-    assert!(x.reason.contains("pills.example"), "{}", x.reason);
-    assert!(d.time_unix_ms >= start);
-
-    // A window in the past finds nothing.
-    let past = c
-        .find_decisions(proto::FindDecisionsRequest {
-            user_id: "alice".into(),
-            since_unix_ms: 1,
-            until_unix_ms: start - 60_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .decisions;
-    assert!(past.is_empty());
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn explanations_name_the_strongest_features() {
-    let server = TestServer::start().await;
-    let mut c = server.client().await;
-    teach(&mut c, "alice").await;
-    let r = score(&mut c, "alice", SPAM).await;
-    let x = r.explanation.unwrap();
-    assert_eq!((x.spam_learned, x.ham_learned), (2, 2));
-    assert!(!x.spam_features.is_empty(), "{x:?}");
-    for f in &x.spam_features {
-        assert!(f.contribution > 0.0 && f.spam_probability > 0.5, "{f:?}");
-        assert!(
-            f.name.contains(':') && !f.name.starts_with("token:"),
-            "{f:?}"
-        );
-    }
-    server.stop().await;
-}
+);

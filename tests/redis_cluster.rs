@@ -33,7 +33,7 @@ pub struct Cluster {
 }
 
 /// Whether `redis-server` and `redis-cli` can run here; prints why not.
-fn installed() -> bool {
+pub fn installed() -> bool {
     let ok = |bin: &str| {
         Command::new(bin)
             .arg("--version")

@@ -1,5 +1,7 @@
 //! Integration tests: the real server on a loopback port, real sled data
-//! directories, real gRPC clients.
+//! directories, real gRPC clients. The server-level semantics tests run on
+//! both stores, sled and a real Redis Cluster (`on_both_stores!` in
+//! `common.rs`; docs/SCALING.md, "Tests").
 
 mod common;
 

@@ -266,42 +266,56 @@ async fn keyed_server<T>(
     limits: CallerLimits,
     setup: impl FnOnce(&KeyFile) -> T,
 ) -> (TestServer, T) {
+    keyed_server_on(On::Sled, limits, setup).await
+}
+
+/// [`keyed_server`] on the store `on`. On Redis, a cluster of its own
+/// ([`On::RedisAlone`]): the keys name users and tenants as they are.
+async fn keyed_server_on<T>(
+    on: On,
+    limits: CallerLimits,
+    setup: impl FnOnce(&KeyFile) -> T,
+) -> (TestServer, T) {
     let mut out = None;
-    let server = TestServer::start_trusted(Settings::default(), |dir| {
-        let file = KeyFile::in_data_dir(dir);
-        out = Some(setup(&file));
-        Trust::new(Some(file), None, limits).unwrap()
-    })
-    .await;
+    let server = on
+        .start_trusted(Settings::default(), |dir| {
+            let file = KeyFile::in_data_dir(dir);
+            out = Some(setup(&file));
+            Trust::new(Some(file), None, limits).unwrap()
+        })
+        .await;
     (server, out.unwrap())
 }
 
-#[tokio::test]
-async fn every_scope_reaches_exactly_its_rpcs() {
-    let (server, keys) = keyed_server(CallerLimits::default(), |f| {
-        Scope::ALL.map(|s| (s, key(f, s.as_str(), &[s], None)))
-    })
-    .await;
-    let mut c = server.client().await;
-    for (scope, k) in &keys {
-        for rpc in Rpc::ALL {
-            let r = call(&mut c, Some(k), rpc, "alice").await;
-            let expected = rpc.scopes().contains(*scope);
-            assert_eq!(let_through(&r), expected, "{scope} key on {rpc:?}: {r:?}");
-            if let Err(s) = &r
-                && s.code() == Code::PermissionDenied
-            {
-                assert!(
-                    s.message().contains("needs scope") && s.message().contains("admin"),
-                    "{rpc:?}: {}",
-                    s.message()
-                );
-                assert!(!s.message().contains(k.rsplit('_').next().unwrap()));
+on_both_stores!(
+    RedisAlone,
+    every_scope_reaches_exactly_its_rpcs,
+    async |on| {
+        let (server, keys) = keyed_server_on(on, CallerLimits::default(), |f| {
+            Scope::ALL.map(|s| (s, key(f, s.as_str(), &[s], None)))
+        })
+        .await;
+        let mut c = server.client().await;
+        for (scope, k) in &keys {
+            for rpc in Rpc::ALL {
+                let r = call(&mut c, Some(k), rpc, "alice").await;
+                let expected = rpc.scopes().contains(*scope);
+                assert_eq!(let_through(&r), expected, "{scope} key on {rpc:?}: {r:?}");
+                if let Err(s) = &r
+                    && s.code() == Code::PermissionDenied
+                {
+                    assert!(
+                        s.message().contains("needs scope") && s.message().contains("admin"),
+                        "{rpc:?}: {}",
+                        s.message()
+                    );
+                    assert!(!s.message().contains(k.rsplit('_').next().unwrap()));
+                }
             }
         }
+        server.stop().await;
     }
-    server.stop().await;
-}
+);
 
 #[tokio::test]
 async fn without_credentials_only_health_and_reflection_answer() {
@@ -412,77 +426,80 @@ async fn wrong_secret_expired_and_revoked_keys_are_unauthenticated() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_tenant_key_cannot_touch_another_tenants_user_with_any_rpc() {
-    let all = [Scope::Score, Scope::Train, Scope::Support, Scope::Admin];
-    let (server, (a, b)) = keyed_server(CallerLimits::default(), |f| {
-        (
-            key(f, "tenant-a", &all, Some("a")),
-            key(f, "tenant-b", &all, Some("b")),
-        )
-    })
-    .await;
-    let mut c = server.client().await;
-    // Tenant b's user has state worth protecting.
-    call(&mut c, Some(&b), Rpc::Train, "b/bob").await.unwrap();
-    call(&mut c, Some(&b), Rpc::Score, "b/bob").await.unwrap();
-    server.settle_delivered();
-    let before = c
-        .get_user(req(
-            Some(&b),
-            proto::GetUserRequest {
-                user_id: "b/bob".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+on_both_stores!(
+    RedisAlone,
+    a_tenant_key_cannot_touch_another_tenants_user_with_any_rpc,
+    async |on| {
+        let all = [Scope::Score, Scope::Train, Scope::Support, Scope::Admin];
+        let (server, (a, b)) = keyed_server_on(on, CallerLimits::default(), |f| {
+            (
+                key(f, "tenant-a", &all, Some("a")),
+                key(f, "tenant-b", &all, Some("b")),
+            )
+        })
+        .await;
+        let mut c = server.client().await;
+        // Tenant b's user has state worth protecting.
+        call(&mut c, Some(&b), Rpc::Train, "b/bob").await.unwrap();
+        call(&mut c, Some(&b), Rpc::Score, "b/bob").await.unwrap();
+        server.settle_delivered();
+        let before = c
+            .get_user(req(
+                Some(&b),
+                proto::GetUserRequest {
+                    user_id: "b/bob".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
 
-    let naming_a_user = Rpc::ALL.into_iter().filter(|r| !r.operator_wide());
-    for rpc in naming_a_user {
-        for victim in ["b/bob", "bob", "a"] {
-            let e = call(&mut c, Some(&a), rpc, victim).await.unwrap_err();
-            assert_eq!(e.code(), Code::PermissionDenied, "{rpc:?} on {victim}");
-            assert!(e.message().contains("tenant a"), "{}", e.message());
+        let naming_a_user = Rpc::ALL.into_iter().filter(|r| !r.operator_wide());
+        for rpc in naming_a_user {
+            for victim in ["b/bob", "bob", "a"] {
+                let e = call(&mut c, Some(&a), rpc, victim).await.unwrap_err();
+                assert_eq!(e.code(), Code::PermissionDenied, "{rpc:?} on {victim}");
+                assert!(e.message().contains("tenant a"), "{}", e.message());
+            }
+            // Its own users are fine.
+            let r = call(&mut c, Some(&a), rpc, "a/alice").await;
+            assert!(let_through(&r), "{rpc:?} on a/alice: {r:?}");
         }
-        // Its own users are fine.
-        let r = call(&mut c, Some(&a), rpc, "a/alice").await;
-        assert!(let_through(&r), "{rpc:?} on a/alice: {r:?}");
-    }
-    // Operator-wide state is nobody's tenant.
-    for rpc in Rpc::ALL.into_iter().filter(|r| r.operator_wide()) {
-        let e = call(&mut c, Some(&a), rpc, "").await.unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied, "{rpc:?}");
-    }
-    let e = c
-        .add_list_entry(req(
-            Some(&a),
-            proto::ListEntryRequest {
-                user_id: String::new(),
-                operator_wide: true,
-                kind: ListKind::Block.into(),
-                entry: "evil.example".into(),
-                force: false,
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
+        // Operator-wide state is nobody's tenant.
+        for rpc in Rpc::ALL.into_iter().filter(|r| r.operator_wide()) {
+            let e = call(&mut c, Some(&a), rpc, "").await.unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{rpc:?}");
+        }
+        let e = c
+            .add_list_entry(req(
+                Some(&a),
+                proto::ListEntryRequest {
+                    user_id: String::new(),
+                    operator_wide: true,
+                    kind: ListKind::Block.into(),
+                    entry: "evil.example".into(),
+                    force: false,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
 
-    let after = c
-        .get_user(req(
-            Some(&b),
-            proto::GetUserRequest {
-                user_id: "b/bob".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(before, after, "tenant b's user is untouched");
-    assert_eq!(after.spam_learned, 1);
-    server.stop().await;
-}
+        let after = c
+            .get_user(req(
+                Some(&b),
+                proto::GetUserRequest {
+                    user_id: "b/bob".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(before, after, "tenant b's user is untouched");
+        assert_eq!(after.spam_learned, 1);
+        server.stop().await;
+    }
+);
 
 #[tokio::test]
 async fn one_noisy_caller_is_limited_and_others_are_not_starved() {

@@ -67,24 +67,28 @@ async fn reflection_lists_chaff_and_health() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn concurrent_clicks_for_one_user_are_all_counted() {
-    let server = TestServer::start().await;
-    let c = server.client().await;
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let mut c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            let label = if i % 2 == 0 { Label::Spam } else { Label::Ham };
-            let msg = format!("Subject: note {i}\r\n\r\nbody word{i}\r\n");
-            train(&mut c, "alice", msg.as_bytes(), label, &format!("m{i}")).await;
-        }));
+on_both_stores!(
+    Redis,
+    concurrent_clicks_for_one_user_are_all_counted,
+    async |on| {
+        let server = on.start().await;
+        let c = server.client().await;
+        let alice = server.u("alice");
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let mut c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let label = if i % 2 == 0 { Label::Spam } else { Label::Ham };
+                let msg = format!("Subject: note {i}\r\n\r\nbody word{i}\r\n");
+                train(&mut c, alice, msg.as_bytes(), label, &format!("m{i}")).await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut c = c;
+        let u = user(&mut c, alice).await;
+        assert_eq!((u.spam_learned, u.ham_learned), (20, 20));
+        server.stop().await;
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let mut c = c;
-    let u = user(&mut c, "alice").await;
-    assert_eq!((u.spam_learned, u.ham_learned), (20, 20));
-    server.stop().await;
-}
+);
