@@ -170,15 +170,51 @@ fn clamp_time(time_s: u64) -> u32 {
     u32::try_from(time_s).unwrap_or(u32::MAX)
 }
 
-/// A stored ledger value, read.
-pub(super) fn decode_stored(value: &[u8]) -> Result<Stored, Error> {
+/// The header of ledger values written before the undo window (before
+/// session 10): the same fields without the time, 18 bytes.
+pub(super) const LEGACY_HEADER: usize = 18;
+
+/// Whether `value` is a ledger value of the 18-byte layout (no click
+/// time), which clusters written before the undo window hold until
+/// `chaff upgrade` stamps them (`upgrade.rs`).
+///
+/// The layouts share their first 18 bytes, and nothing in them says which
+/// one a value has, so the body tells: the ledger encoding after the
+/// header starts with the label byte and the tokenizer version (a varint),
+/// the same two facts the header holds (`codec::encode_ledger`). In the
+/// 18-byte layout they follow the header at once; in the 22-byte one the
+/// time's first two bytes stand there, which equal the label ('S' 0x53,
+/// 'H' 0x48) and a tokenizer version below 128 only for times in one
+/// 18-hour stretch of 2008 or of 2014, never a time chaff's clock writes.
+/// A folded click (`f`) is never old: nothing folded before the window.
+/// `click.lua` and `upgrade.lua` apply the same rule (`legacy`).
+pub(super) fn is_legacy(value: &[u8]) -> bool {
+    value.len() > LEGACY_HEADER + 1
+        && matches!(value[9], KIND_CLICK | KIND_DELIVERED)
+        && value[LEGACY_HEADER] == value[0]
+        && value[5..8] == [0, 0, 0]
+        && value[8] < 0x80
+        && value[LEGACY_HEADER + 1] == value[8]
+}
+
+/// A stored ledger value, read. A value of the 18-byte layout (no time:
+/// [`is_legacy`]) reads as learned at `legacy_time_s`: the reader's now,
+/// so it stays undoable until `chaff upgrade` stamps it with the upgrade's
+/// time (docs/SCALING.md, "Upgrading a cluster written before the undo
+/// window").
+pub(super) fn decode_stored(value: &[u8], legacy_time_s: u64) -> Result<Stored, Error> {
+    let legacy = is_legacy(value);
     let (head, body) = value
-        .split_at_checked(HEADER)
+        .split_at_checked(if legacy { LEGACY_HEADER } else { HEADER })
         .ok_or_else(|| corrupt("ledger header"))?;
     let label = Label::from_byte(head[0]).ok_or_else(|| corrupt("ledger label"))?;
-    let time_s = u64::from(u32::from_be_bytes(
-        head[18..22].try_into().expect("4 bytes"),
-    ));
+    let time_s = if legacy {
+        legacy_time_s
+    } else {
+        u64::from(u32::from_be_bytes(
+            head[18..22].try_into().expect("4 bytes"),
+        ))
+    };
     let implicit = match head[9] {
         KIND_CLICK => false,
         KIND_DELIVERED => true,
@@ -197,7 +233,8 @@ pub(super) fn decode_stored(value: &[u8]) -> Result<Stored, Error> {
 
 /// A live ledger value's entry (journal records hold only live ones).
 pub(super) fn decode_ledger(value: &[u8]) -> Result<LedgerEntry, Error> {
-    match decode_stored(value)? {
+    // A journal record's time is never read.
+    match decode_stored(value, 0)? {
         Stored::Live { entry, .. } => Ok(entry),
         Stored::Folded { .. } => Err(corrupt("a folded ledger entry in a journal record")),
     }
