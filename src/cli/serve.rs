@@ -85,9 +85,10 @@ pub struct ServeArgs {
     /// always`) stay off the primaries every Score reads; FindDecisions,
     /// ListUsers' last-scored time, ExportUser, Backup and DeleteUser then
     /// read and delete decisions there. It must answer at start; once
-    /// running, a decision cluster that is down never fails a Score (the
-    /// records are dropped and counted, a warning is logged) while
-    /// FindDecisions answers UNAVAILABLE. There is no `off`: support must
+    /// running, a decision cluster that is down never fails or slows a
+    /// Score (the log's background writer loses what it cannot write and
+    /// logs "decision log: write failed") while FindDecisions answers
+    /// UNAVAILABLE; it writes again once the cluster is back. There is no `off`: support must
     /// be able to answer "why was this rejected?". Only with --store
     /// redis://…; DeleteUser waits for --redis-replicas replicas there too.
     #[arg(long, env = "CHAFF_DECISION_STORE", default_value = "same", value_parser = decision_store, value_name = "same|redis://HOST:PORT,…")]

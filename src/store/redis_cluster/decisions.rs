@@ -41,7 +41,11 @@ impl RedisStore {
     /// (docs/SCALING.md, capacity lever 3).
     pub fn with_decision_store(mut self, log: RedisStore) -> Self {
         // The log's own log is itself: no chain.
-        let log = RedisStore { log: None, ..log };
+        let log = RedisStore {
+            log: None,
+            is_log: true,
+            ..log
+        };
         self.log = Some(Arc::new(log));
         self
     }

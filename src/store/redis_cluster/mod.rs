@@ -241,6 +241,9 @@ pub struct RedisStore {
     /// The decision log's own cluster (`--decision-store`), or `None`:
     /// this one (`decisions.rs`, [`RedisStore::with_decision_store`]).
     log: Option<Arc<RedisStore>>,
+    /// This store is the decision log's own cluster: its failures say so
+    /// (`StorageError::is_decision_store`).
+    is_log: bool,
 }
 
 /// The click script's reply; `outcome` is `None` for a Forget of a
@@ -587,6 +590,7 @@ impl RedisStore {
             window: UndoWindow::default(),
             nodes: Default::default(),
             log: None,
+            is_log: false,
         })
     }
 
@@ -602,9 +606,14 @@ impl RedisStore {
         fut: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
         let limit = self.config.op_timeout;
-        tokio::time::timeout(limit, fut)
+        let result = tokio::time::timeout(limit, fut)
             .await
-            .map_err(|_| Error::Storage(StorageError::redis_timeout(what, limit)))?
+            .map_err(|_| Error::Storage(StorageError::redis_timeout(what, limit)))
+            .and_then(|r| r);
+        match result {
+            Err(Error::Storage(e)) if self.is_log => Err(Error::Storage(e.in_decision_store())),
+            other => other,
+        }
     }
 
     /// Runs a script call again while its slot is being moved between
