@@ -364,3 +364,69 @@ impl RedisStore {
         stored.judged(msg, self.window.cutoffs(), &self.window)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenize::{TOKENIZER_VERSION, TokenId};
+
+    fn entry(label: Label, implicit: bool) -> LedgerEntry {
+        LedgerEntry {
+            label,
+            tokenizer_version: TOKENIZER_VERSION,
+            tokens: vec![TokenId(5), TokenId(1 << 40), TokenId(u64::MAX)],
+            weight: Weight::FULL,
+            shared: 0,
+            implicit,
+        }
+    }
+
+    /// The value the build before the undo window wrote: today's without
+    /// the time's 4 bytes.
+    fn legacy(e: &LedgerEntry) -> Vec<u8> {
+        let mut v = encode_ledger(e, 0);
+        v.drain(LEGACY_HEADER..HEADER);
+        v
+    }
+
+    #[test]
+    fn values_of_the_18_byte_layout_read_as_learned_at_the_time_given() {
+        for e in [entry(Label::Spam, false), entry(Label::Ham, true)] {
+            let v = legacy(&e);
+            assert!(is_legacy(&v));
+            assert_eq!(
+                decode_stored(&v, 1_800_000_000).unwrap(),
+                Stored::Live {
+                    entry: e.clone(),
+                    time_s: 1_800_000_000
+                }
+            );
+            assert_eq!(decode_ledger(&v).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn no_value_chaffs_clock_writes_reads_as_the_old_layout() {
+        // Every day from 2015 to 2106 (u32 seconds), both labels, both
+        // kinds, and folded clicks: never taken for the 18-byte layout.
+        for label in [Label::Spam, Label::Ham] {
+            for implicit in [false, true] {
+                let e = entry(label, implicit);
+                let mut t = 1_420_070_400u64; // 2015-01-01
+                while t < u64::from(u32::MAX) {
+                    let v = encode_ledger(&e, t);
+                    assert!(!is_legacy(&v), "{label:?} at {t}");
+                    assert_eq!(
+                        decode_stored(&v, 0).unwrap(),
+                        Stored::Live {
+                            entry: e.clone(),
+                            time_s: t
+                        }
+                    );
+                    assert!(!is_legacy(&encode_folded(label, t)));
+                    t += 86_400;
+                }
+            }
+        }
+    }
+}
