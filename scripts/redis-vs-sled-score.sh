@@ -18,6 +18,10 @@
 #                   one switch per server, every ratio from the same rounds);
 #                   FLAGS starting with the word `sled` start one more sled
 #                   server instead (its own data, trained as the first)
+#   RVS_DECISION_PORT  start a second cluster there (six ports, the same
+#                   appendfsync) and one more server, `declog`, over the
+#                   first with `--decision-store` on the second: the
+#                   decision log's writes off the primaries Scores read
 #
 # Needs redis-server (scripts/redis-cluster.sh starts the cluster).
 set -euo pipefail
@@ -28,11 +32,16 @@ port=${RVS_PORT:-31400}
 tmp=target/tmp/score-figure-$port
 rm -rf "$tmp"; mkdir -p "$tmp"
 nodes=$(REDIS_APPENDFSYNC=${RVS_APPENDFSYNC:-always} scripts/redis-cluster.sh start "$tmp/rc" "$port" | tail -1)
+dport=${RVS_DECISION_PORT:-}
+if [ -n "$dport" ]; then
+  dnodes=$(REDIS_APPENDFSYNC=${RVS_APPENDFSYNC:-always} scripts/redis-cluster.sh start "$tmp/dc" "$dport" | tail -1)
+fi
 cleanup() {
   # `start` runs in a command substitution (a subshell): pids go to a file.
   for p in $(cat "$tmp/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
   sleep 1
   scripts/redis-cluster.sh stop "$tmp/rc" "$port" >/dev/null 2>&1 || true
+  [ -z "$dport" ] || scripts/redis-cluster.sh stop "$tmp/dc" "$dport" >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -49,6 +58,10 @@ names=(sled redis)
 trained=()
 server[sled]=$(start sled "$@")
 server[redis]=$(start redis --store "$store" "$@")
+if [ -n "$dport" ]; then
+  server[declog]=$(start declog --store "$store" --decision-store "redis://$(echo "$dnodes" | sed 's#redis://##g')" "$@")
+  names+=(declog)
+fi
 IFS=';' read -r -a extra <<<"${RVS_CONFIGS:-}"
 for c in "${extra[@]}"; do
   [ -n "$c" ] || continue

@@ -150,7 +150,7 @@ pub struct DecisionLog {
 
 impl DecisionLog {
     /// A log that keeps nothing: for a store without the decision log
-    /// (`store::Aggregate::Decisions`; Redis, for now), where FindDecisions
+    /// (`store::Aggregate::Decisions`), where FindDecisions
     /// is refused rather than answered from nowhere.
     pub fn off() -> Self {
         Self {

@@ -43,12 +43,23 @@ struct RedisServer {
 
 impl RedisServer {
     async fn start(seeds: Vec<String>) -> Self {
+        Self::start_with(seeds, None).await
+    }
+
+    /// With `decisions`, the decision log on that cluster
+    /// (`--decision-store redis://…`).
+    async fn start_with(seeds: Vec<String>, decisions: Option<Vec<String>>) -> Self {
         let settings = Settings {
             learn_delivered: false,
             ..Settings::default()
         };
         let engine = tokio::task::spawn_blocking(move || {
-            let backend = RedisBackend::connect(RedisConfig::new(seeds)).expect("connect");
+            let mut backend = RedisBackend::connect(RedisConfig::new(seeds)).expect("connect");
+            if let Some(log) = decisions {
+                backend = backend
+                    .with_decision_store(log)
+                    .expect("connect to the decision store");
+            }
             Engine::new(backend, settings).unwrap()
         })
         .await
@@ -877,4 +888,164 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
         acked.len(),
         frozen.len()
     );
+}
+
+/// FindDecisions of everything the user has (newest first).
+async fn decisions(c: &mut Client, u: &str) -> Result<Vec<proto::Decision>, tonic::Status> {
+    c.find_decisions(proto::FindDecisionsRequest {
+        user_id: u.into(),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().decisions)
+}
+
+/// How many records the user's decision stream holds on `cluster` (0:
+/// no stream).
+fn logged_on(cluster: &Cluster, u: &str) -> u64 {
+    let key = format!("{{u:{u}}}:d");
+    cli(cluster.primary_of(&key), &["XLEN", &key])
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_land_on_their_own_cluster_and_a_dead_one_fails_no_score() {
+    // The clicks on the shared cluster, the decision log on a cluster of
+    // its own (`--decision-store`), which the test then kills.
+    let Some(clicks) = Cluster::shared() else {
+        return;
+    };
+    let Some(mut log) = Cluster::start() else {
+        return;
+    };
+    let server = RedisServer::start_with(clicks.seeds(), Some(log.seeds())).await;
+    let mut c = connect(&server.url).await;
+    let u = "audit-apart";
+    train(&mut c, u, &message(u, 1, true), Label::Spam, "t1").await;
+    train(&mut c, u, &message(u, 2, false), Label::Ham, "t2").await;
+    let mut scored = BTreeSet::new();
+    for n in 10..13 {
+        score(&mut c, u, &message(u, n, n % 2 == 0)).await;
+        scored.insert(format!("<{u}-{n}@example>"));
+    }
+    // The writer lingers a little: wait for the three records.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let found = decisions(&mut c, u).await.unwrap();
+        if found.len() >= 3 || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ids: BTreeSet<String> = found.iter().map(|d| d.message_id.clone()).collect();
+    assert_eq!(ids, scored, "FindDecisions reads the decision cluster");
+    assert_eq!(
+        logged_on(&log, u),
+        3,
+        "the records are on the decision cluster"
+    );
+    assert_eq!(logged_on(clicks, u), 0, "and not on the click cluster");
+    // The rest of the log's readers go there too.
+    let e = {
+        let mut stream = c
+            .export_user(proto::ExportUserRequest { user_id: u.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        chaff::store::export::decode(&bytes).unwrap()
+    };
+    assert_eq!(e.decisions.len(), 3, "ExportUser carries the decisions");
+    let listed = c
+        .list_users(proto::ListUsersRequest {
+            prefix: u.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = listed
+        .users
+        .iter()
+        .find(|x| x.user_id == u)
+        .expect("listed")
+        .last_scored_unix_ms;
+    assert_eq!(
+        last, found[0].time_unix_ms,
+        "last scored, from the decision cluster"
+    );
+
+    // The decision cluster dies: Scores go on (the log's writer drops
+    // what it cannot write), clicks too; FindDecisions answers
+    // UNAVAILABLE, in bounded time.
+    for port in log.running() {
+        log.kill(port);
+    }
+    for n in 20..25 {
+        let began = Instant::now();
+        let r = c
+            .score(proto::ScoreRequest {
+                user_id: u.into(),
+                message: message(u, n, true),
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            r.is_ok(),
+            "a Score failed with the decision cluster down: {r:?}"
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "a Score waited {:?} for the dead decision cluster",
+            began.elapsed()
+        );
+    }
+    let t = train(&mut c, u, &message(u, 3, true), Label::Spam, "t3").await;
+    assert_eq!(t.outcome, proto::TrainOutcome::Learned as i32);
+    let began = Instant::now();
+    let err = decisions(&mut c, u).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message()
+            .contains("only the decision log's cluster failed"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        began.elapsed()
+    );
+    eprintln!(
+        "decision store down: FindDecisions answered {:?} after {:?}: {}",
+        err.code(),
+        began.elapsed(),
+        err.message()
+    );
+
+    // Back on its data: the records kept before the outage are there, and
+    // new Scores are logged again, without a restart of chaff.
+    let ports = log.ports.clone();
+    for p in ports {
+        log.restart(p);
+    }
+    log.wait_ready(Instant::now() + Duration::from_secs(60))
+        .expect("decision cluster back");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 30;
+    let back = loop {
+        score(&mut c, u, &message(u, n, true)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match decisions(&mut c, u).await {
+            Ok(found) if found.iter().any(|d| d.message_id.contains("-3")) => break found,
+            _ if Instant::now() < deadline => n += 1,
+            other => panic!("no decision logged within 30 s of the restart: {other:?}"),
+        }
+    };
+    let ids: BTreeSet<String> = back.iter().map(|d| d.message_id.clone()).collect();
+    assert!(ids.is_superset(&scored), "{ids:?}");
 }

@@ -1083,3 +1083,214 @@ async fn resharding_onto_a_new_primary_while_clicks_flow_keeps_every_acknowledge
     }
     eprintln!("reshard test: {:?}", started.elapsed());
 }
+
+/// Rewrites a user's keys as a build from before the undo window
+/// (session 9; `git show db3ac90^:src/store/redis_cluster/mod.rs`,
+/// `encode_ledger`) wrote them: every ledger value and every journal
+/// value with the 18-byte header (label, weight, tokenizer version, kind,
+/// shared id: no click time, bytes 18..22 of today's), and no time
+/// indexes (`:lt`, `:dt`), which did not exist. Raw HSET / XADD, as the
+/// old code's scripts wrote.
+async fn rewrite_as_before_the_undo_window(cluster: &Cluster, u: &str) {
+    let client = redis::cluster::ClusterClient::new(cluster.seeds()).unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    let tag = format!("{{u:{u}}}");
+    let strip = |v: &[u8]| -> Vec<u8> {
+        assert!(v.len() >= 22, "a 22-byte header");
+        [&v[..18], &v[22..]].concat()
+    };
+    let ledger: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+        .arg(format!("{tag}:l"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!ledger.is_empty());
+    for (id, value) in &ledger {
+        let _: i64 = redis::cmd("HSET")
+            .arg(format!("{tag}:l"))
+            .arg(id)
+            .arg(strip(value))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{tag}:lt"))
+        .arg(format!("{tag}:dt"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let journal: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(format!("{tag}:j"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!journal.is_empty());
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{tag}:j"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for (id, fields) in &journal {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(format!("{tag}:j")).arg(id);
+        for pair in fields.chunks(2) {
+            let value = if pair[0] == b"k" {
+                pair[1].clone()
+            } else {
+                strip(&pair[1])
+            };
+            xadd.arg(&pair[0]).arg(value);
+        }
+        let _: String = xadd.query_async(&mut conn).await.unwrap();
+    }
+}
+
+/// A raw ledger value and its time-index score (clicks' `:lt`).
+async fn raw_entry(cluster: &Cluster, u: &str, m: &str) -> (Vec<u8>, Option<f64>) {
+    let client = redis::cluster::ClusterClient::new(cluster.seeds()).unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    let tag = format!("{{u:{u}}}");
+    let value: Vec<u8> = redis::cmd("HGET")
+        .arg(format!("{tag}:l"))
+        .arg(m)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{tag}:lt"))
+        .arg(m)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (value, score)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_entries_written_before_the_undo_window_are_undone_exactly_and_upgraded_in_place() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let a = connect(cluster).await;
+    let u = user("pre-window");
+    let clicks = [
+        ("m0", entry(Spam, Weight::FULL, &[1, 2, 3])),
+        ("m1", entry(Spam, Weight::FULL, &[2, 4])),
+        ("m2", entry(Ham, Weight::FULL, &[5, 6])),
+        ("m3", entry(Ham, Weight::FULL, &[6, 7, 8])),
+    ];
+    for (m, e) in &clicks {
+        a.train(&u, &msg(m), e).await.unwrap();
+    }
+    // Delivered mail, learned from its delivery (kind 'i').
+    assert!(
+        a.learn_delivered(&u, &msg("d0"), &[TokenId(9), TokenId(10)])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let before = a.load_model(&u).await.unwrap().unwrap();
+    let delivered = a.ledger_get(&u, &msg("d0")).await.unwrap().unwrap();
+    rewrite_as_before_the_undo_window(cluster, "pre-window").await;
+    assert_eq!(raw_entry(cluster, "pre-window", "m0").await.1, None);
+
+    // A replica of this build reads the old journal and ledger as they
+    // were: the same model, the same entries.
+    let b = connect(cluster).await;
+    let mut held = CachedModel::default();
+    b.refresh(&u, &mut held).await.unwrap();
+    assert_eq!(held.model, before.model, "the old journal reads");
+    for (m, e) in &clicks {
+        assert_eq!(
+            b.ledger_get(&u, &msg(m)).await.unwrap().as_ref(),
+            Some(e),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        b.ledger_get(&u, &msg("d0")).await.unwrap(),
+        Some(delivered.clone())
+    );
+
+    // Old entries are undoable (read as clicked now): Forget and a flip
+    // are exact, the same label again changes nothing, a click over old
+    // delivered mail replaces it.
+    let mut expect = before.model.clone();
+    let c = b.forget(&u, &msg("m0")).await.unwrap();
+    assert_eq!(c.outcome, ClickOutcome::Forgotten(Spam));
+    expect.unlearn(&clicks[0].1.tokens, Spam);
+    let c = b
+        .train(&u, &msg("m1"), &entry(Ham, Weight::FULL, &[2, 4]))
+        .await
+        .unwrap();
+    assert_eq!(c.outcome, ClickOutcome::Relearned);
+    expect.unlearn(&clicks[1].1.tokens, Spam);
+    expect.learn(&clicks[1].1.tokens, Ham);
+    let c = b.train(&u, &msg("m2"), &clicks[2].1).await.unwrap();
+    assert_eq!(c.outcome, ClickOutcome::AlreadyLearned);
+    let c = b
+        .train(&u, &msg("d0"), &entry(Spam, Weight::FULL, &[9, 10]))
+        .await
+        .unwrap();
+    assert_eq!(c.outcome, ClickOutcome::Learned);
+    expect.unlearn_weighted(&delivered.tokens, Ham, delivered.weight);
+    expect.learn(&[TokenId(9), TokenId(10)], Spam);
+    b.refresh(&u, &mut held).await.unwrap();
+    assert_eq!(held.model, expect, "every undo was exact");
+    assert_eq!(a.load_model(&u).await.unwrap().unwrap().model, expect);
+
+    // Export and backup carry the old entries, timed now (so a copy's
+    // window starts where the cluster's does).
+    let now_s = chaff::decisions::now_ms() / 1000;
+    let export = b.read_user_export(&u).await.unwrap();
+    let ledger: Vec<(String, u64)> = export
+        .ledger
+        .iter()
+        .map(|(id, t, _)| (id.as_str().to_string(), *t))
+        .collect();
+    assert_eq!(
+        ledger.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["d0", "m1", "m2", "m3"]
+    );
+    for (id, t) in &ledger {
+        assert!(t.abs_diff(now_s) <= 60, "{id} timed {t}, now {now_s}");
+    }
+    let (copy, _) = b.backup_user(&u).await.unwrap();
+    assert_eq!(copy.unwrap().export.ledger, export.ledger);
+
+    // The upgrade stamps exactly the two entries still old (m2, m3), with
+    // now, into the undo window's index; a second run finds none.
+    let (old, _) = raw_entry(cluster, "pre-window", "m3").await;
+    assert_eq!(old[18], b'H', "the body follows the 18-byte header");
+    let done = a.upgrade_ledgers(|_| {}).await.unwrap();
+    assert_eq!(done.stamped, 2, "{done:?}");
+    assert!(done.ledgers >= 1 && done.primaries_done == done.primaries);
+    for m in ["m2", "m3"] {
+        let (value, score) = raw_entry(cluster, "pre-window", m).await;
+        let t = u64::from(u32::from_be_bytes(value[18..22].try_into().unwrap()));
+        assert!(t.abs_diff(now_s) <= 60, "{m} stamped {t}");
+        assert_eq!(score, Some(t as f64), "{m} indexed at its time");
+    }
+    assert_eq!(a.upgrade_ledgers(|_| {}).await.unwrap().stamped, 0);
+    assert_eq!(a.read_user_export(&u).await.unwrap().ledger, export.ledger);
+
+    // From now on they are clicks like any: one window later the sweep
+    // folds them and their undo is refused, counts kept.
+    let day = 86_400_000u64;
+    let clocked = connect(cluster).await;
+    let at = |days: u64| {
+        let t = now_s * 1000 + days * day;
+        chaff::store::Clock::new(move || t)
+    };
+    clocked.set_undo_window(Duration::from_millis(90 * day), at(89));
+    assert_eq!(clocked.fold_ledgers_of("pre-window").await.unwrap(), 0);
+    clocked.set_undo_window(Duration::from_millis(90 * day), at(91));
+    assert!(clocked.fold_ledgers_of("pre-window").await.unwrap() >= 2);
+    assert!(matches!(
+        clocked.forget(&u, &msg("m3")).await,
+        Err(Error::BeyondUndoWindow { .. })
+    ));
+    assert_eq!(a.load_model(&u).await.unwrap().unwrap().model, expect);
+}

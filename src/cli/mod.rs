@@ -11,6 +11,7 @@ mod seed;
 mod serve;
 mod soak;
 mod trust;
+mod upgrade;
 mod values;
 
 use std::path::PathBuf;
@@ -106,6 +107,12 @@ enum Command {
     /// are counted and reported, not recounted.
     #[command(override_usage = "chaff repair [OPTIONS] --user <USER>")]
     Repair(RepairArgs),
+    /// Operator: upgrade a Redis Cluster written by a chaff before the undo
+    /// window (ledger entries without a click time): each such entry is
+    /// stamped with now, so it stays undoable for one more --undo-window and
+    /// is then folded. Servers may keep serving meanwhile; safe to stop and
+    /// run again.
+    Upgrade(upgrade::UpgradeArgs),
     /// Operator: issue, list and revoke API keys (local: edits the keys file
     /// a running server watches).
     #[command(subcommand)]
@@ -427,6 +434,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Soak(a) => soak::run(a).await,
         Command::Keys(c) => trust::keys(c),
         Command::Repair(a) => repair(&a),
+        Command::Upgrade(a) => upgrade::run(a).await,
     }
 }
 

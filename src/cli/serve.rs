@@ -78,6 +78,21 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     redis_replicas: u32,
+    /// Where the decision log goes (one record per Score: what support
+    /// reads back with FindDecisions / `chaff why`). `same`: where the
+    /// clicks are (--store). `redis://HOST:PORT,…`: a Redis Cluster of its
+    /// own, so the log's writes (and their fsyncs under `appendfsync
+    /// always`) stay off the primaries every Score reads; FindDecisions,
+    /// ListUsers' last-scored time, ExportUser, Backup and DeleteUser then
+    /// read and delete decisions there. It must answer at start; once
+    /// running, a decision cluster that is down never fails or slows a
+    /// Score (the log's background writer loses what it cannot write and
+    /// logs "decision log: write failed") while FindDecisions answers
+    /// UNAVAILABLE; it writes again once the cluster is back. There is no `off`: support must
+    /// be able to answer "why was this rejected?". Only with --store
+    /// redis://…; DeleteUser waits for --redis-replicas replicas there too.
+    #[arg(long, env = "CHAFF_DECISION_STORE", default_value = "same", value_parser = decision_store, value_name = "same|redis://HOST:PORT,…")]
+    decision_store: DecisionStore,
     /// Largest message accepted by Score and Train, in bytes; larger ones get
     /// RESOURCE_EXHAUSTED.
     /// (`1048576`, `10MiB`; at least 1 byte, at most 1 GiB).
@@ -265,10 +280,44 @@ fn store_location(s: &str) -> Result<StoreLocation, String> {
     if s == "sled" {
         return Ok(StoreLocation::Sled);
     }
-    let Some(nodes) = s.strip_prefix("redis://") else {
+    if !s.starts_with("redis://") {
         return Err(format!(
             "{s:?} is neither `sled` nor `redis://HOST:PORT,HOST:PORT,…`"
         ));
+    }
+    redis_nodes(s).map(StoreLocation::Redis)
+}
+
+/// Where `serve` writes the decision log (`--decision-store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecisionStore {
+    /// Where the clicks are (`--store`).
+    Same,
+    /// A Redis Cluster of its own: its seed nodes as `redis://host:port`.
+    Redis(Vec<String>),
+}
+
+fn decision_store(s: &str) -> Result<DecisionStore, String> {
+    match s.trim() {
+        "same" => Ok(DecisionStore::Same),
+        "off" | "none" => Err(
+            "the decision log cannot be turned off: support needs it to answer \
+             \"why was this rejected?\" (FindDecisions, `chaff why`); give it a \
+             cluster of its own with redis://HOST:PORT,… or keep `same`"
+                .into(),
+        ),
+        s if s.starts_with("redis://") => redis_nodes(s).map(DecisionStore::Redis),
+        s => Err(format!(
+            "{s:?} is neither `same` nor `redis://HOST:PORT,HOST:PORT,…`"
+        )),
+    }
+}
+
+/// `redis://HOST:PORT,HOST:PORT,…` as the seed nodes' URLs.
+pub(crate) fn redis_nodes(s: &str) -> Result<Vec<String>, String> {
+    let s = s.trim();
+    let Some(nodes) = s.strip_prefix("redis://") else {
+        return Err(format!("{s:?} is not `redis://HOST:PORT,HOST:PORT,…`"));
     };
     if !cfg!(feature = "redis") {
         return Err("this chaff was built without the `redis` feature".into());
@@ -287,7 +336,7 @@ fn store_location(s: &str) -> Result<StoreLocation, String> {
             }
         }
     }
-    Ok(StoreLocation::Redis(out))
+    Ok(out)
 }
 
 /// The admission defaults for this machine's cores.
@@ -397,6 +446,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // Before storage opens: a refused exposure or a bad keys/TLS file
     // should not cost a model load.
+    if args.store == StoreLocation::Sled && args.decision_store != DecisionStore::Same {
+        anyhow::bail!(
+            "--decision-store redis://… needs --store redis://…: on sled the decision log \
+             is in the data directory"
+        );
+    }
     let trust = args.trust.trust(&args.data, args.listen)?;
     let limits = Limits {
         max_tokens: args.max_tokens,
@@ -433,7 +488,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             info!(data = %args.data.display(), "storage open");
             Engine::new(store, settings).context("cannot load operator lists")?
         }
-        StoreLocation::Redis(nodes) => redis_engine(nodes, args.redis_replicas, settings).await?,
+        StoreLocation::Redis(nodes) => {
+            redis_engine(nodes, args.redis_replicas, &args.decision_store, settings).await?
+        }
     };
     let engine = Arc::new(engine);
 
@@ -475,12 +532,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn redis_engine(
     nodes: &[String],
     replicas: u32,
+    decisions: &DecisionStore,
     settings: Settings,
 ) -> anyhow::Result<Engine> {
     use chaff::store::redis_cluster::{RedisBackend, RedisConfig};
     let mut config = RedisConfig::new(nodes.iter().cloned());
     config.replicas = replicas;
-    let store = tokio::task::spawn_blocking(move || RedisBackend::connect(config))
+    let mut store = tokio::task::spawn_blocking(move || RedisBackend::connect(config))
         .await?
         .with_context(|| format!("cannot connect to the Redis Cluster at {}", nodes.join(",")))?;
     info!(
@@ -488,13 +546,33 @@ async fn redis_engine(
         replicas,
         "redis cluster connected: every RPC (Backup writes a sled directory), with the undo window and the quotas (docs/SCALING.md)"
     );
+    if let DecisionStore::Redis(log) = decisions {
+        let seeds = log.clone();
+        store = tokio::task::spawn_blocking(move || store.with_decision_store(seeds))
+            .await?
+            .with_context(|| {
+                format!(
+                    "cannot connect to the decision store (--decision-store) at {}",
+                    log.join(",")
+                )
+            })?;
+        info!(
+            nodes = log.join(","),
+            "decision store connected: the decision log is written and read there"
+        );
+    }
     // The engine reads the operator's lists and the shared model at start:
     // blocking calls, off the runtime's workers.
     Ok(tokio::task::spawn_blocking(move || Engine::new(store, settings)).await??)
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_engine(_: &[String], _: u32, _: Settings) -> anyhow::Result<Engine> {
+async fn redis_engine(
+    _: &[String],
+    _: u32,
+    _: &DecisionStore,
+    _: Settings,
+) -> anyhow::Result<Engine> {
     anyhow::bail!("this chaff was built without the `redis` feature")
 }
 

@@ -39,6 +39,11 @@ impl From<Error> for Status {
             Error::Storage(e) if e.is_not_replicated() => Status::unavailable(format!(
                 "{msg}; the click was not acknowledged; it may have reached the primary; a retry is safe (it answers ALREADY_LEARNED if it was applied)"
             )),
+            // Only the decision log's own cluster (`--decision-store`) is
+            // down: the query can wait, the mail path does not.
+            Error::Storage(e) if e.is_decision_store() => Status::unavailable(format!(
+                "{msg}; only the decision log's cluster failed: Scores and clicks go on (decisions made meanwhile may be lost); retry the query later"
+            )),
             Error::Storage(_) => Status::unavailable(format!(
                 "{msg}; the request may not have been applied: retry later (a retry is safe; a click that was applied answers ALREADY_LEARNED)"
             )),

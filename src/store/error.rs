@@ -41,6 +41,11 @@ enum Kind {
     /// each time: no consistent copy of them was had (a retry may).
     #[cfg(feature = "redis")]
     KeptChanging { what: String, reads: u32 },
+    /// A failure of the decision log's own cluster (`--decision-store`),
+    /// told apart so the caller learns that only the log is down: Scores
+    /// and clicks go on.
+    #[cfg(feature = "redis")]
+    DecisionStore(Box<StorageError>),
 }
 
 impl StorageError {
@@ -54,12 +59,30 @@ impl StorageError {
         }
         false
     }
+
+    /// A failure of the decision log's own cluster (`--decision-store`),
+    /// not of the store that holds clicks and models.
+    pub fn is_decision_store(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if matches!(self.0, Kind::DecisionStore(_)) {
+            return true;
+        }
+        false
+    }
 }
 
 #[cfg(feature = "redis")]
 impl StorageError {
     pub(super) fn redis_timeout(what: &'static str, after: Duration) -> Self {
         Self(Kind::RedisTimeout { what, after })
+    }
+
+    /// This failure, as one of the decision log's own cluster.
+    pub(super) fn in_decision_store(self) -> Self {
+        match self.0 {
+            Kind::DecisionStore(_) => self,
+            _ => Self(Kind::DecisionStore(Box::new(self))),
+        }
     }
 
     pub(super) fn kept_changing(what: String, reads: u32) -> Self {
@@ -100,6 +123,8 @@ impl fmt::Display for StorageError {
                 f,
                 "redis cluster: {what} changed during each of {reads} reads; back up again"
             ),
+            #[cfg(feature = "redis")]
+            Kind::DecisionStore(e) => write!(f, "the decision store (--decision-store): {e}"),
         }
     }
 }
@@ -114,6 +139,8 @@ impl std::error::Error for StorageError {
             Kind::RedisTimeout { .. } | Kind::NotReplicated { .. } | Kind::KeptChanging { .. } => {
                 None
             }
+            #[cfg(feature = "redis")]
+            Kind::DecisionStore(e) => Some(&**e),
         }
     }
 }

@@ -90,6 +90,26 @@ impl RedisBackend {
         })
     }
 
+    /// This backend with the decision log on a Redis Cluster of its own
+    /// (`chaff serve --decision-store redis://…`), reached through `nodes`
+    /// with this backend's timeouts and `--redis-replicas` (for
+    /// DeleteUser's `WAIT`): see [`RedisStore::with_decision_store`].
+    /// Connecting is bounded as for the click cluster; a decision cluster
+    /// that does not answer here is an error (a misconfigured address is
+    /// caught at start). Once connected, a decision cluster that is down
+    /// fails no Score: decisions are written by the decision log's
+    /// background writer, which drops and logs what it cannot write.
+    /// Blocks: call it off the async runtime.
+    pub fn with_decision_store(mut self, nodes: Vec<String>) -> Result<Self, Error> {
+        let config = RedisConfig {
+            nodes,
+            ..self.store.config().clone()
+        };
+        let log = self.block_on(RedisStore::connect(config))?;
+        self.store = self.store.clone().with_decision_store(log);
+        Ok(self)
+    }
+
     /// The async store underneath (figures, tests).
     pub fn store(&self) -> &RedisStore {
         &self.store

@@ -204,7 +204,8 @@ impl RedisStore {
         let part = (part.spam_learned() + part.ham_learned() > 0).then_some(part);
         let policy = parse_policy(array(policy, "policy hash")?)?;
         let consent = policy.settings.as_ref().map_or(0, |(_, c)| *c);
-        let mut ledger = ledger_entries(array(ledger, "ledger hash")?)?;
+        let mut ledger =
+            ledger_entries(array(ledger, "ledger hash")?, self.window.cutoffs().now_s)?;
         ledger.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let mut logged = Vec::new();
         for record in array(decisions, "decision records")? {
@@ -215,6 +216,11 @@ impl RedisStore {
             if let [_, json] = array(fields, "decision fields")? {
                 logged.push((id_ms(bytes(id, "id")?)?, bytes(json, "decision")?.to_vec()));
             }
+        }
+        if self.has_decision_store() {
+            // The log is on its own cluster (`--decision-store`): not part
+            // of this instant, as it is not part of a click.
+            logged = self.log().read_decisions(user).await?;
         }
         let export = UserExport {
             user: Some(user.clone()),
@@ -297,7 +303,7 @@ impl RedisStore {
                     .await?)
             })
             .await?;
-        ledger_entries(&fields)
+        ledger_entries(&fields, self.window.cutoffs().now_s)
     }
 }
 
@@ -312,6 +318,14 @@ mod tests {
     use crate::store::redis_cluster::window::{encode_folded, encode_ledger};
     use crate::tokenize::TokenId;
     use crate::types::Label;
+
+    /// A value as the code before the undo window wrote it: the 22-byte
+    /// layout without its time (bytes 18..22).
+    fn legacy(entry: &LedgerEntry) -> Vec<u8> {
+        let mut v = encode_ledger(entry, 1_764_000_000);
+        v.drain(18..22);
+        v
+    }
 
     #[test]
     fn a_ledger_read_in_one_script_keeps_click_times_and_folded_clicks() {
@@ -332,9 +346,15 @@ mod tests {
             Value::BulkString(encode_folded(Label::Spam, 1_000)),
             Value::BulkString(b"recent".to_vec()),
             Value::BulkString(encode_ledger(&live, 2_000)),
+            // The 18-byte layout written before the undo window (no time):
+            // read as learned at the reader's now.
+            Value::BulkString(b"untimed".to_vec()),
+            Value::BulkString(legacy(&live)),
         ];
-        let got = ledger_entries(&fields).unwrap();
-        assert_eq!(got.len(), 2);
+        let got = ledger_entries(&fields, 5_000).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2].0.as_str(), "untimed");
+        assert_eq!((got[2].1, &got[2].2), (5_000, &Learned::Live(live.clone())));
         assert_eq!(got[0].0.as_str(), "old");
         assert_eq!(
             (got[0].1, &got[0].2),

@@ -26,6 +26,9 @@
 --         window (the seed has none: ARGV[7] '1')
 -- ARGV[10] at most this many due entries of the user are folded in passing
 --         (fold.lua does the same)
+-- ARGV[11] now (unix s): the time of a ledger value of the 18-byte layout
+--         written before the undo window (no time; `legacy` below), so it
+--         stays undoable until `chaff upgrade` stamps it (upgrade.lua)
 -- Reply: {code, version, spam learned, ham learned, previous header,
 --   shared part version (0: none), 1 if the user shares now else 0}
 --   code 0 not learned (Forget of nothing; delivered mail already in the
@@ -42,7 +45,20 @@ local cutoff, dcutoff = tonumber(ARGV[8]), tonumber(ARGV[9])
 local ZERO = string.rep('\0', 8)
 
 local function kind(v) return string.sub(v, 10, 10) end
+-- A value of the 18-byte layout (no time): its ledger encoding follows the
+-- header at once and starts with the label byte and the tokenizer version
+-- the header holds (window.rs `is_legacy`, the same rule).
+local function legacy(v)
+  local k = kind(v)
+  if (k ~= 'c' and k ~= 'i') or #v < 20 then return false end
+  local l, z1, z2, z3, t = string.byte(v, 1), string.byte(v, 6), string.byte(v, 7),
+    string.byte(v, 8), string.byte(v, 9)
+  return string.byte(v, 19) == l and z1 == 0 and z2 == 0 and z3 == 0 and t < 128
+    and string.byte(v, 20) == t
+end
+local now = tonumber(ARGV[11])
 local function time_of(v)
+  if legacy(v) then return now end
   local a, b, c, d = string.byte(v, 19, 22)
   return ((a * 256 + b) * 256 + c) * 256 + d
 end

@@ -9,6 +9,7 @@
 //! and sled's background flush likewise bounds what a crash loses.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use redis::Value;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -30,6 +31,35 @@ pub(super) fn id_ms(id: &[u8]) -> Result<u64, Error> {
 }
 
 impl RedisStore {
+    /// This store with its decision log on `log`, another cluster
+    /// (`chaff serve --decision-store redis://…`): every decision is
+    /// appended, found, trimmed, swept, exported, backed up and deleted
+    /// there, and nothing of the log is written here. Why: one decision
+    /// is written per Score, and on the click cluster those writes (under
+    /// `appendfsync always`, an fsync per event-loop pass) share the
+    /// primaries that every Score's model read waits on
+    /// (docs/SCALING.md, capacity lever 3).
+    pub fn with_decision_store(mut self, log: RedisStore) -> Self {
+        // The log's own log is itself: no chain.
+        let log = RedisStore {
+            log: None,
+            is_log: true,
+            ..log
+        };
+        self.log = Some(Arc::new(log));
+        self
+    }
+
+    /// Where the decision log is: the decision cluster, or this one.
+    pub(super) fn log(&self) -> &RedisStore {
+        self.log.as_deref().unwrap_or(self)
+    }
+
+    /// Whether the decision log has a cluster of its own.
+    pub fn has_decision_store(&self) -> bool {
+        self.log.is_some()
+    }
+
     /// Appends decisions, each user's in one script (not waited for). The
     /// users' scripts are sent at once, not one after another: on a
     /// multiplexed connection each primary then runs many in one pass of
@@ -40,6 +70,7 @@ impl RedisStore {
         &self,
         records: impl IntoIterator<Item = (&'a UserId, u64, &'a [u8])>,
     ) -> Result<(), Error> {
+        let log = self.log().clone();
         let mut by_user: BTreeMap<UserId, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
         for (user, time_ms, json) in records {
             by_user
@@ -49,7 +80,7 @@ impl RedisStore {
         }
         let mut tasks = tokio::task::JoinSet::new();
         for (user, records) in by_user {
-            let store = self.clone();
+            let store = log.clone();
             tasks.spawn(async move { store.append_user_decisions(&user, &records).await });
         }
         let mut result = Ok(());
@@ -93,6 +124,9 @@ impl RedisStore {
         limit: usize,
         mut read: impl FnMut(&[u8]) -> Result<Option<T>, Error>,
     ) -> Result<Vec<T>, Error> {
+        if let Some(log) = &self.log {
+            return Box::pin(log.find_decisions(user, since_ms, until_ms, limit, read)).await;
+        }
         let keys = Keys::of(user);
         let start = format!("{since_ms}-0");
         let mut end = format!("{until_ms}-{}", u64::MAX);
@@ -147,6 +181,9 @@ impl RedisStore {
         before_ms: u64,
         keep: usize,
     ) -> Result<usize, Error> {
+        if let Some(log) = &self.log {
+            return Box::pin(log.trim_decisions(user, before_ms, keep)).await;
+        }
         let keys = Keys::of(user);
         self.bounded("a decision trim", async {
             let mut conn = self.conn.clone();
@@ -172,6 +209,9 @@ impl RedisStore {
     /// then each stream's oldest id. The cost grows with the keyspace, not
     /// with what expired: hourly, as on sled, it is a background cost.
     pub async fn users_with_decisions_before(&self, before_ms: u64) -> Result<Vec<UserId>, Error> {
+        if let Some(log) = &self.log {
+            return Box::pin(log.users_with_decisions_before(before_ms)).await;
+        }
         let mut users = Vec::new();
         for key in self
             .scan_primaries("a decision sweep", "{u:*}:d", Some("stream"))

@@ -39,8 +39,23 @@ impl RedisStore {
                     .await?)
             })
             .await?;
-        let mut ledger = ledger_entries(&entries)?;
+        let mut ledger = ledger_entries(&entries, self.window.cutoffs().now_s)?;
         ledger.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let decisions = self.log().read_decisions(user).await?;
+        Ok(UserExport {
+            user: Some(user.clone()),
+            model,
+            settings: policy.settings.map(|(s, _)| s),
+            lists: policy.lists,
+            ledger,
+            decisions,
+        })
+    }
+
+    /// Every kept decision of the user's, oldest first: (time ms, JSON).
+    /// Called on the store that holds the log ([`RedisStore::log`]).
+    pub(super) async fn read_decisions(&self, user: &UserId) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let keys = Keys::of(user);
         let records: Vec<Value> = self
             .bounded("a decision export", async {
                 let mut conn = self.conn.clone();
@@ -70,14 +85,7 @@ impl RedisStore {
                 ));
             }
         }
-        Ok(UserExport {
-            user: Some(user.clone()),
-            model,
-            settings: policy.settings.map(|(s, _)| s),
-            lists: policy.lists,
-            ledger,
-            decisions,
-        })
+        Ok(decisions)
     }
 
     /// Writes an export for a user with nothing stored (the engine checks):
@@ -200,8 +208,13 @@ impl RedisStore {
 
 /// A ledger hash's fields and values (`HGETALL`) as export entries, each
 /// with its click time, folded clicks as folded (`window.rs`), so the
-/// undo window goes on where it stood (an export, a backup's copy).
-pub(super) fn ledger_entries(fields: &[Value]) -> Result<Vec<(MessageId, u64, Learned)>, Error> {
+/// undo window goes on where it stood (an export, a backup's copy). An
+/// entry of the 18-byte layout (no time, `window::is_legacy`) is timed
+/// `now_s`, as the click script treats it: undoable for a whole window.
+pub(super) fn ledger_entries(
+    fields: &[Value],
+    now_s: u64,
+) -> Result<Vec<(MessageId, u64, Learned)>, Error> {
     let mut ledger = Vec::with_capacity(fields.len() / 2);
     for pair in fields.chunks(2) {
         let [id, value] = pair else {
@@ -211,7 +224,7 @@ pub(super) fn ledger_entries(fields: &[Value]) -> Result<Vec<(MessageId, u64, Le
             .ok()
             .and_then(|s| MessageId::new(s).ok())
             .ok_or_else(|| corrupt("ledger field"))?;
-        ledger.push(match decode_stored(bytes(value, "ledger value")?)? {
+        ledger.push(match decode_stored(bytes(value, "ledger value")?, now_s)? {
             Stored::Live { entry, time_s } => (id, time_s, Learned::Live(entry)),
             Stored::Folded { label, time_s } => (id, time_s, Learned::Folded(label)),
         });

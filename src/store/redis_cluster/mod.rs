@@ -97,12 +97,14 @@ mod policy;
 mod prune;
 mod seed;
 mod shared;
+mod upgrade;
 mod users;
 mod window;
 
 use window::{Stored, UndoWindow, decode_ledger, encode_ledger};
 
 pub use shared::{PartHeld, SharedHeld, SharedRefresh, SharedView};
+pub use upgrade::UpgradeProgress;
 
 /// How to reach the cluster and how long to wait for it.
 #[derive(Clone, Debug)]
@@ -236,6 +238,12 @@ pub struct RedisStore {
     /// Cluster node id → address, for the WAIT on the node that ran a
     /// write (`durable.rs`).
     nodes: durable::NodeAddresses,
+    /// The decision log's own cluster (`--decision-store`), or `None`:
+    /// this one (`decisions.rs`, [`RedisStore::with_decision_store`]).
+    log: Option<Arc<RedisStore>>,
+    /// This store is the decision log's own cluster: its failures say so
+    /// (`StorageError::is_decision_store`).
+    is_log: bool,
 }
 
 /// The click script's reply; `outcome` is `None` for a Forget of a
@@ -581,6 +589,8 @@ impl RedisStore {
             }),
             window: UndoWindow::default(),
             nodes: Default::default(),
+            log: None,
+            is_log: false,
         })
     }
 
@@ -596,9 +606,14 @@ impl RedisStore {
         fut: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
         let limit = self.config.op_timeout;
-        tokio::time::timeout(limit, fut)
+        let result = tokio::time::timeout(limit, fut)
             .await
-            .map_err(|_| Error::Storage(StorageError::redis_timeout(what, limit)))?
+            .map_err(|_| Error::Storage(StorageError::redis_timeout(what, limit)))
+            .and_then(|r| r);
+        match result {
+            Err(Error::Storage(e)) if self.is_log => Err(Error::Storage(e.in_decision_store())),
+            other => other,
+        }
     }
 
     /// Runs a script call again while its slot is being moved between
@@ -857,7 +872,8 @@ impl RedisStore {
                 .arg(if keys.seed { "1" } else { "0" })
                 .arg(cutoffs.click_s)
                 .arg(cutoffs.delivered_s)
-                .arg(window::FOLD_PER_CLICK);
+                .arg(window::FOLD_PER_CLICK)
+                .arg(cutoffs.now_s);
             self.invoke(CLICK, &call).await
         })
         .await
@@ -916,7 +932,8 @@ impl RedisStore {
                     .await?)
             })
             .await?;
-        v.map(|v| window::decode_stored(&v)).transpose()
+        let now_s = self.window.cutoffs().now_s;
+        v.map(|v| window::decode_stored(&v, now_s)).transpose()
     }
 
     /// Brings a held model up to date in one round trip: nothing when it is

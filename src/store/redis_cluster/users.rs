@@ -27,6 +27,12 @@ impl RedisStore {
                     .await?)
             })
             .await?;
+        if n == 0
+            && let Some(log) = &self.log
+        {
+            // A user only ever scored has nothing but decisions.
+            return Box::pin(log.user_exists(user)).await;
+        }
         Ok(n > 0)
     }
 
@@ -72,6 +78,9 @@ impl RedisStore {
     /// Deletes the user's decision log (what DeleteUser's last step
     /// catches: decisions logged while the deletion ran).
     pub async fn delete_decisions(&self, user: &UserId) -> Result<(), Error> {
+        if let Some(log) = &self.log {
+            return Box::pin(log.delete_decisions(user)).await;
+        }
         let keys = Keys::of(user);
         self.bounded("a decision deletion", async {
             let mut conn = self.conn.clone();
@@ -87,6 +96,9 @@ impl RedisStore {
 
     /// When the user's newest logged decision was made (ms), if any.
     pub async fn last_decision_ms(&self, user: &UserId) -> Result<Option<u64>, Error> {
+        if let Some(log) = &self.log {
+            return Box::pin(log.last_decision_ms(user)).await;
+        }
         let keys = Keys::of(user);
         let newest: Vec<Value> = self
             .bounded("a decision read", async {
@@ -123,7 +135,16 @@ impl RedisStore {
     ) -> Result<Vec<UserId>, Error> {
         let mut users = Vec::new();
         for pattern in ["{u:*}:m", "{u:*}:p", "{u:*}:l", "{u:*}:d"] {
-            for key in self.scan_primaries("a user listing", pattern, None).await? {
+            // Decision streams are where the log is (`--decision-store`).
+            let store = if pattern.ends_with(":d") {
+                self.log()
+            } else {
+                self
+            };
+            for key in store
+                .scan_primaries("a user listing", pattern, None)
+                .await?
+            {
                 if let Some(user) = user_of_key(&key)
                     && user.as_str().starts_with(prefix)
                     && after.is_none_or(|a| listing_order(&user) > listing_order(a))

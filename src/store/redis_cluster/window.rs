@@ -170,15 +170,51 @@ fn clamp_time(time_s: u64) -> u32 {
     u32::try_from(time_s).unwrap_or(u32::MAX)
 }
 
-/// A stored ledger value, read.
-pub(super) fn decode_stored(value: &[u8]) -> Result<Stored, Error> {
+/// The header of ledger values written before the undo window (before
+/// session 10): the same fields without the time, 18 bytes.
+pub(super) const LEGACY_HEADER: usize = 18;
+
+/// Whether `value` is a ledger value of the 18-byte layout (no click
+/// time), which clusters written before the undo window hold until
+/// `chaff upgrade` stamps them (`upgrade.rs`).
+///
+/// The layouts share their first 18 bytes, and nothing in them says which
+/// one a value has, so the body tells: the ledger encoding after the
+/// header starts with the label byte and the tokenizer version (a varint),
+/// the same two facts the header holds (`codec::encode_ledger`). In the
+/// 18-byte layout they follow the header at once; in the 22-byte one the
+/// time's first two bytes stand there, which equal the label ('S' 0x53,
+/// 'H' 0x48) and a tokenizer version below 128 only for times in one
+/// 18-hour stretch of 2008 or of 2014, never a time chaff's clock writes.
+/// A folded click (`f`) is never old: nothing folded before the window.
+/// `click.lua` and `upgrade.lua` apply the same rule (`legacy`).
+pub(super) fn is_legacy(value: &[u8]) -> bool {
+    value.len() > LEGACY_HEADER + 1
+        && matches!(value[9], KIND_CLICK | KIND_DELIVERED)
+        && value[LEGACY_HEADER] == value[0]
+        && value[5..8] == [0, 0, 0]
+        && value[8] < 0x80
+        && value[LEGACY_HEADER + 1] == value[8]
+}
+
+/// A stored ledger value, read. A value of the 18-byte layout (no time:
+/// [`is_legacy`]) reads as learned at `legacy_time_s`: the reader's now,
+/// so it stays undoable until `chaff upgrade` stamps it with the upgrade's
+/// time (docs/SCALING.md, "Upgrading a cluster written before the undo
+/// window").
+pub(super) fn decode_stored(value: &[u8], legacy_time_s: u64) -> Result<Stored, Error> {
+    let legacy = is_legacy(value);
     let (head, body) = value
-        .split_at_checked(HEADER)
+        .split_at_checked(if legacy { LEGACY_HEADER } else { HEADER })
         .ok_or_else(|| corrupt("ledger header"))?;
     let label = Label::from_byte(head[0]).ok_or_else(|| corrupt("ledger label"))?;
-    let time_s = u64::from(u32::from_be_bytes(
-        head[18..22].try_into().expect("4 bytes"),
-    ));
+    let time_s = if legacy {
+        legacy_time_s
+    } else {
+        u64::from(u32::from_be_bytes(
+            head[18..22].try_into().expect("4 bytes"),
+        ))
+    };
     let implicit = match head[9] {
         KIND_CLICK => false,
         KIND_DELIVERED => true,
@@ -197,7 +233,8 @@ pub(super) fn decode_stored(value: &[u8]) -> Result<Stored, Error> {
 
 /// A live ledger value's entry (journal records hold only live ones).
 pub(super) fn decode_ledger(value: &[u8]) -> Result<LedgerEntry, Error> {
-    match decode_stored(value)? {
+    // A journal record's time is never read.
+    match decode_stored(value, 0)? {
         Stored::Live { entry, .. } => Ok(entry),
         Stored::Folded { .. } => Err(corrupt("a folded ledger entry in a journal record")),
     }
@@ -325,5 +362,71 @@ impl RedisStore {
             return Ok(None);
         };
         stored.judged(msg, self.window.cutoffs(), &self.window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenize::{TOKENIZER_VERSION, TokenId};
+
+    fn entry(label: Label, implicit: bool) -> LedgerEntry {
+        LedgerEntry {
+            label,
+            tokenizer_version: TOKENIZER_VERSION,
+            tokens: vec![TokenId(5), TokenId(1 << 40), TokenId(u64::MAX)],
+            weight: Weight::FULL,
+            shared: 0,
+            implicit,
+        }
+    }
+
+    /// The value the build before the undo window wrote: today's without
+    /// the time's 4 bytes.
+    fn legacy(e: &LedgerEntry) -> Vec<u8> {
+        let mut v = encode_ledger(e, 0);
+        v.drain(LEGACY_HEADER..HEADER);
+        v
+    }
+
+    #[test]
+    fn values_of_the_18_byte_layout_read_as_learned_at_the_time_given() {
+        for e in [entry(Label::Spam, false), entry(Label::Ham, true)] {
+            let v = legacy(&e);
+            assert!(is_legacy(&v));
+            assert_eq!(
+                decode_stored(&v, 1_800_000_000).unwrap(),
+                Stored::Live {
+                    entry: e.clone(),
+                    time_s: 1_800_000_000
+                }
+            );
+            assert_eq!(decode_ledger(&v).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn no_value_chaffs_clock_writes_reads_as_the_old_layout() {
+        // Every day from 2015 to 2106 (u32 seconds), both labels, both
+        // kinds, and folded clicks: never taken for the 18-byte layout.
+        for label in [Label::Spam, Label::Ham] {
+            for implicit in [false, true] {
+                let e = entry(label, implicit);
+                let mut t = 1_420_070_400u64; // 2015-01-01
+                while t < u64::from(u32::MAX) {
+                    let v = encode_ledger(&e, t);
+                    assert!(!is_legacy(&v), "{label:?} at {t}");
+                    assert_eq!(
+                        decode_stored(&v, 0).unwrap(),
+                        Stored::Live {
+                            entry: e.clone(),
+                            time_s: t
+                        }
+                    );
+                    assert!(!is_legacy(&encode_folded(label, t)));
+                    t += 86_400;
+                }
+            }
+        }
     }
 }
