@@ -486,11 +486,11 @@ impl<'a, T> Split<'a, T> {
                 f,
                 make,
             );
-            let can_veto = !body.is_empty()
-                && !header.is_empty()
-                && header_c.log_odds.abs() >= params.header_veto_at
-                && !(params.header_veto_ham_only && header_c.log_odds > 0.0);
-            if !can_veto {
+            let cannot_veto = body.is_empty()
+                || header.is_empty()
+                || header_c.log_odds.abs() < params.header_veto_at
+                || (params.header_veto_ham_only && header_c.log_odds > 0.0);
+            if cannot_veto {
                 body.append(header);
                 let n = self.unknowns[0] + self.unknowns[1];
                 let pooled = combine_with_unknowns(body, n, unknown, params, f, make);
