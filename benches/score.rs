@@ -84,19 +84,19 @@ fn bench(c: &mut Criterion) {
     g.bench_function("engine score 10KB (warm user)", |b| {
         b.iter(|| engine.score(&user, black_box(&msg)).unwrap())
     });
-    // The same user and mail with header and body pooled, as before the
-    // header's veto became the default (issue #19): one chi-square
-    // statistic per message where the veto computes the header's, then
-    // the pooled one, and the body's when the header is confident enough
-    // to veto. Its own engine, trained on the same messages, so only the
-    // classifier's parameters differ (docs/PERFORMANCE.md, "The header's
-    // veto: its cost").
-    let pooled_dir = tempfile::tempdir().unwrap();
-    let pooled_engine = Engine::new(
-        Store::open(pooled_dir.path(), 64 << 20).unwrap(),
+    // The same user and mail with the header's veto on (issue #19,
+    // `Parts::Fisher` with `header_veto_at` 5): the header's chi-square
+    // statistic, then the pooled one, and the body's when the header is
+    // confident enough to veto. Its own engine, trained on the same
+    // messages, so only the classifier's parameters differ
+    // (docs/PERFORMANCE.md, "The header's veto: its cost").
+    let veto_dir = tempfile::tempdir().unwrap();
+    let veto_engine = Engine::new(
+        Store::open(veto_dir.path(), 64 << 20).unwrap(),
         Settings {
             params: Params {
-                parts: chaff::classify::Parts::Pooled,
+                parts: chaff::classify::Parts::Fisher,
+                header_veto_at: 5.0,
                 ..Params::default()
             },
             ..Settings::default()
@@ -109,12 +109,12 @@ fn bench(c: &mut Criterion) {
         } else {
             Label::Ham
         };
-        pooled_engine
+        veto_engine
             .train(&user, &message(1000 + j, 10 * 1024), label, None)
             .unwrap();
     }
-    g.bench_function("engine score 10KB (warm user, header pooled)", |b| {
-        b.iter(|| pooled_engine.score(&user, black_box(&msg)).unwrap())
+    g.bench_function("engine score 10KB (warm user, header veto 5)", |b| {
+        b.iter(|| veto_engine.score(&user, black_box(&msg)).unwrap())
     });
     // What the Score RPC runs: the score plus delivery policy, the named
     // top features and a decision-log entry (queued, written off-thread).

@@ -106,13 +106,14 @@
 //! header extras it is better or within a few messages of the pooled
 //! default on all five corpora in every protocol (docs/ACCURACY.md, "The
 //! header's veto"); with them, a spam-only clicker's relays come back as
-//! spam evidence. **The veto at 5 is the default** (issue #19, fourth
-//! session): 4, 5, 6 and 7 were measured on all five corpora in five
-//! protocols, and 5 helps or ties within a few messages everywhere. Its
-//! cost: the header's statistic is computed first (tens of tokens); only
-//! a header confident enough to veto also costs the body's statistic
-//! beside the pooled one (docs/PERFORMANCE.md, "The header's veto: its
-//! cost"). `--header-share pooled` gives the old pooled default.
+//! spam evidence. Of 3 to 7, 5 helps or ties within a few messages on
+//! all five corpora in five protocols (issue #19, fourth session), but it
+//! is not the default: on real mail scored against a large model it
+//! adds about 10 % to a replay's CPU time, far above the 2–3 % asked
+//! (docs/PERFORMANCE.md, "The header's veto: its cost"). The header's
+//! statistic is computed first (tens of tokens), and the body's beside
+//! the pooled one only when the header is confident enough to veto —
+//! against a large model, by the cost measured, most headers are.
 //! [`Params::header_trust_at`] (the two-part result moved towards the
 //! pooled one in log-odds while the model's thinner class is small) and
 //! [`Params::header_strength`] are the other knobs tried.
@@ -141,11 +142,11 @@ use crate::tokenize::TokenId;
 /// log"): a weak prior (s = 0.1) lets a token's own history speak early,
 /// a wide dead zone (|f − 0.5| ≥ 0.2) drops the noise that pairs add, and
 /// up to 1,000 tokens lets long messages use all their strong evidence.
-/// Header and body are pooled unless they disagree, each with
-/// |log-odds| ≥ 5 (the header's veto, "Header and body" above): combining
-/// them apart on every message won with every message learned but lost
-/// under clicks; the veto keeps what it was for and loses nothing that
-/// counts (docs/ACCURACY.md, "The header's veto").
+/// Header and body are pooled: combining them apart ("Header and body"
+/// above) won with every message learned but lost under clicks; the
+/// header's veto at 5 keeps the win and loses nothing that counts, but
+/// costs too much score time to be the default yet (docs/ACCURACY.md,
+/// "The header's veto: the threshold and the cost").
 /// The ham cutoff is SpamBayes'; the spam cutoff is lower than SpamBayes'
 /// 0.90, which missed enough spam to lose lam% to crm114 on the
 /// SpamAssassin corpus; `confident_log_odds` is from the same measurement
@@ -202,11 +203,11 @@ pub struct Params {
     /// (|log-odds|); otherwise the pooled score stands. 0: every message
     /// is combined in two parts (acc9's rule). Why: chi-square over two
     /// "tokens" caps a message at about twice its weaker part's log-odds,
-    /// so spam with a plain header ranked by its header alone. Default 5:
-    /// of 4, 5, 6 and 7 the one that helps or ties everywhere (4 loses
-    /// trec06p `typical` at 0.1 % ham; 3 files 1 % of spamassassin's ham
-    /// as spam for a spam-only clicker; docs/ACCURACY.md, "The header's
-    /// veto as the default").
+    /// so spam with a plain header ranked by its header alone. 5 is the
+    /// value to use: of 3 to 7 the one that helps or ties everywhere (4
+    /// loses trec06p `typical` at 0.1 % ham; 3 files 1 % of spamassassin's
+    /// ham as spam for a spam-only clicker; docs/ACCURACY.md, "The
+    /// header's veto: the threshold and the cost").
     pub header_veto_at: f64,
     /// With `header_veto_at`: only a hammy header vetoes a spammy body
     /// (a list relaying spam text), not the reverse.
@@ -232,8 +233,9 @@ pub enum Parts {
     /// On every message (`header_veto_at` 0): much better with every
     /// message or every error learned, much worse at 0.1 % ham under
     /// `typical` and `spam-only` clicks on trec06p (docs/ACCURACY.md,
-    /// "Header and body evidence"). The default with the veto at 5: only
-    /// a confident disagreement is combined apart.
+    /// "Header and body evidence"). With the veto at 5 only a confident
+    /// disagreement is combined apart: the setting to make the default
+    /// once it is cheap enough.
     Fisher,
 }
 
@@ -250,12 +252,12 @@ impl Default for Params {
             shared_strength: 10.0,
             shared_halflife: 100.0,
             unknown_cap: 3,
-            parts: Parts::Fisher,
+            parts: Parts::Pooled,
             header_full_at: 10,
             header_trust_at: 0.0,
             header_trust_by: 0,
             header_strength: None,
-            header_veto_at: 5.0,
+            header_veto_at: 0.0,
             header_veto_ham_only: false,
         }
     }
@@ -1087,7 +1089,7 @@ mod tests {
         let (m, ids, header) = relayed_spam();
         for parts in [Parts::Mix { header: 0.5 }, Parts::Fisher] {
             // Every message in two parts (acc9's rule), not only a
-            // confident disagreement (the default's veto).
+            // confident disagreement (the veto).
             let p = Params {
                 parts,
                 header_veto_at: 0.0,
@@ -1159,16 +1161,20 @@ mod tests {
     }
 
     #[test]
-    fn by_default_a_hammy_header_vetoes_a_spammy_body_and_nothing_else_moves() {
+    fn a_header_too_weak_to_veto_scores_as_pooled_without_the_body_statistic() {
         // The list ham relaying spam text: certain spam pooled, unsure
-        // with the default's veto.
+        // with the veto.
         let (m, ids, header) = relayed_spam();
         let pooled = Params {
             parts: Parts::Pooled,
             ..Params::default()
         };
         assert!(score_parts(&m, &ids, &header, &pooled).log_odds > 100.0);
-        let p = Params::default();
+        let p = Params {
+            parts: Parts::Fisher,
+            header_veto_at: 5.0,
+            ..Params::default()
+        };
         let s = score_parts(&m, &ids, &header, &p);
         assert_eq!(
             verdict(s.probability, Cutoffs::of(&p)),
