@@ -84,6 +84,38 @@ fn bench(c: &mut Criterion) {
     g.bench_function("engine score 10KB (warm user)", |b| {
         b.iter(|| engine.score(&user, black_box(&msg)).unwrap())
     });
+    // The same user and mail with the header's veto on (issue #19,
+    // `Parts::Fisher` with `header_veto_at` 5): the header's chi-square
+    // statistic, then the pooled one, and the body's when the header is
+    // confident enough to veto. Its own engine, trained on the same
+    // messages, so only the classifier's parameters differ
+    // (docs/PERFORMANCE.md, "The header's veto: its cost").
+    let veto_dir = tempfile::tempdir().unwrap();
+    let veto_engine = Engine::new(
+        Store::open(veto_dir.path(), 64 << 20).unwrap(),
+        Settings {
+            params: Params {
+                parts: chaff::classify::Parts::Fisher,
+                header_veto_at: 5.0,
+                ..Params::default()
+            },
+            ..Settings::default()
+        },
+    )
+    .unwrap();
+    for j in 0..i {
+        let label = if j.is_multiple_of(3) {
+            Label::Spam
+        } else {
+            Label::Ham
+        };
+        veto_engine
+            .train(&user, &message(1000 + j, 10 * 1024), label, None)
+            .unwrap();
+    }
+    g.bench_function("engine score 10KB (warm user, header veto 5)", |b| {
+        b.iter(|| veto_engine.score(&user, black_box(&msg)).unwrap())
+    });
     // What the Score RPC runs: the score plus delivery policy, the named
     // top features and a decision-log entry (queued, written off-thread).
     let envelope = chaff::engine::Envelope::default();

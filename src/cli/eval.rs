@@ -127,11 +127,14 @@ pub struct EvalArgs {
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
     strength: Option<f64>,
-    /// Weigh header and body evidence apart: one chi-square statistic per
-    /// part, probabilities mixed with this share for the header (0.5: an
-    /// equal vote); `fisher`: the two parts' probabilities combined as two
-    /// tokens; `pooled` (the default): all tokens in one statistic
-    /// (src/classify/robinson.rs, "Header and body"; docs/ACCURACY.md).
+    /// How header and body evidence are combined: `pooled` (the default):
+    /// all tokens in one statistic; `fisher`: one chi-square statistic per
+    /// part, the two parts' probabilities combined as two tokens (with
+    /// --header-veto-at 5 only where header and body disagree confidently,
+    /// the setting docs/ACCURACY.md recommends); a share such as 0.5: the
+    /// two parts' probabilities mixed with this share for the header
+    /// (src/classify/robinson.rs, "Header and body"; docs/ACCURACY.md,
+    /// "The header's veto: the threshold and the cost").
     #[arg(long, help_heading = "Tuning", value_name = "SHARE|fisher|pooled", value_parser = parse_parts)]
     header_share: Option<Parts>,
     /// With --header-share: significant header tokens for the header's
@@ -149,7 +152,8 @@ pub struct EvalArgs {
     header_trust_by: Option<u8>,
     /// With --header-share fisher: combine the parts apart only when
     /// header and body disagree, each at least this confidently
-    /// (|log-odds|); otherwise the pooled score (0: always apart).
+    /// (|log-odds|); otherwise the pooled score (0, the default: every
+    /// message apart; 5: the header's veto, docs/ACCURACY.md).
     #[arg(long, help_heading = "Tuning", value_name = "LOG_ODDS")]
     header_veto_at: Option<f64>,
     /// With --header-veto-at: only a hammy header vetoes a spammy body.
