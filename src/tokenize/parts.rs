@@ -167,17 +167,29 @@ pub(super) fn url(u: &str, sink: &mut Sink) {
     } else {
         host_port.split(':').next().unwrap_or("")
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
     if host.is_empty() || host.len() > 253 {
         return;
     }
-    if host.parse::<std::net::IpAddr>().is_ok() {
+    // Lowercased on the stack: a message can hold thousands of URLs.
+    let mut buf = [0u8; 253];
+    let lower = &mut buf[..host.len()];
+    lower.copy_from_slice(host.as_bytes());
+    lower.make_ascii_lowercase();
+    let host = std::str::from_utf8(lower).expect("lowercased UTF-8 is UTF-8");
+    // Only hex digits, `.` and `:` can spell an IP address: most hosts are
+    // ruled out at their first letter past `f`, without the parser.
+    if host
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
+        && host.parse::<std::net::IpAddr>().is_ok()
+    {
         sink.push(Tag::UrlShape, "ip-literal");
-        sink.push(Tag::UrlHost, &host);
+        sink.push(Tag::UrlHost, host);
         return;
     }
-    sink.push(Tag::UrlHost, &host);
-    if let Some(domain) = psl::domain_str(&host)
+    sink.push(Tag::UrlHost, host);
+    if let Some(domain) = psl::domain_str(host)
         && domain != host
     {
         sink.push(Tag::UrlDomain, domain);
