@@ -472,7 +472,7 @@ fn scan_cut(raw: &[u8], limits: &Limits) -> Option<Cut> {
     }
     let max_header = limits.max_header_bytes;
     let h = header_end(raw, max_header, max_header.saturating_add(scan));
-    let header_bytes = !h.end.is_some_and(|end| end <= max_header);
+    let header_bytes = h.end.is_none_or(|end| end > max_header);
     let header_fields = h.fields_end.is_some();
     let body = h.body.min(raw.len());
     let scan_bytes = raw.len() > scan && (header_bytes || raw.len() - body > scan);
