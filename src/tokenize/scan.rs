@@ -335,12 +335,14 @@ fn declares_at(text: &[u8], slash: usize) -> Declares {
         text.get(slash + 1..slash + 1 + word.len())
             .is_some_and(|t| t.eq_ignore_ascii_case(word))
     };
+    let next = text.get(slash + 1).map(|b| b | 0x20);
     match slash.checked_sub(1).map(|i| text[i] | 0x20) {
         Some(b't') if before(b"multipart") => Declares {
             message: after(b"digest"),
             multipart: true,
         },
-        Some(b'e') if before(b"message") => Declares {
+        // Then the byte after: `example/page` is not worth comparing.
+        Some(b'e') if matches!(next, Some(b'r' | b'g')) && before(b"message") => Declares {
             message: after(b"rfc822") || after(b"global"),
             multipart: false,
         },
@@ -348,9 +350,11 @@ fn declares_at(text: &[u8], slash: usize) -> Declares {
     }
 }
 
-/// Where in `text`, at or after `from`, the declaration past the first
-/// [`MAX_NESTED_MESSAGES`] nested messages is, and the one past the first
-/// [`MAX_MULTIPARTS`] multiparts (see [`declares_at`]).
+/// Where in `text`, at or after `from`, the first declaration past
+/// either cap is: past the first [`MAX_NESTED_MESSAGES`] nested messages
+/// (the first value) or past the first [`MAX_MULTIPARTS`] multiparts (the
+/// second; both when one declaration is past both), see [`declares_at`].
+/// Stops there: the cut is at the first.
 fn past_the_caps(text: &[u8], from: usize) -> (Option<usize>, Option<usize>) {
     let (mut messages, mut multiparts) = (0, 0);
     let (mut message_at, mut multipart_at) = (None, None);
@@ -368,7 +372,7 @@ fn past_the_caps(text: &[u8], from: usize) -> (Option<usize>, Option<usize>) {
             }
             multiparts += 1;
         }
-        message_at.is_none() || multipart_at.is_none()
+        message_at.is_none() && multipart_at.is_none()
     });
     (message_at, multipart_at)
 }
@@ -394,11 +398,7 @@ fn nesting_cut(bytes: &[u8]) -> Option<NestingCut> {
     }
     let body = header_end(bytes, usize::MAX, bytes.len()).body;
     let (message_at, multipart_at) = past_the_caps(bytes, body);
-    let at = match (message_at, multipart_at) {
-        (None, None) => return None,
-        (Some(m), Some(p)) => m.min(p),
-        (Some(at), None) | (None, Some(at)) => at,
-    };
+    let at = message_at.or(multipart_at)?;
     Some(NestingCut {
         at: memchr::memrchr(b'\n', &bytes[body..at]).map_or(body, |i| body + i + 1),
         messages: message_at == Some(at),
