@@ -22,7 +22,7 @@ pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
             continue;
         }
         budget -= cost;
-        sink.push(Tag::HeaderName, &name.to_ascii_lowercase());
+        push_lowercase(sink, Tag::HeaderName, name);
         if name.eq_ignore_ascii_case("received") {
             received_ips(value, sink);
             if extras {
@@ -141,13 +141,39 @@ fn address(
 /// `[IPv6:2001:db8::1]`, bare), each with its network.
 fn received_ips(value: &str, sink: &mut Sink) {
     // `[IPv6:…]` literals: drop the tag, or its "6:" would join the address.
-    let value = value.replace("IPv6:", " ").replace("ipv6:", " ");
+    // Most Received headers have none: no copy for those.
+    let replaced;
+    let value = if value.contains("IPv6:") || value.contains("ipv6:") {
+        replaced = value.replace("IPv6:", " ").replace("ipv6:", " ");
+        replaced.as_str()
+    } else {
+        value
+    };
     for candidate in value.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':')) {
         if candidate.len() < 3 || !candidate.contains(['.', ':']) {
             continue;
         }
         if let Ok(ip) = candidate.parse::<IpAddr>() {
             ip_tokens(ip, sink);
+        }
+    }
+}
+
+/// [`Sink::push`] of `text` in ASCII lower case, without allocating when
+/// it is short (a header name): one per header field, and a message may
+/// have thousands of fields.
+fn push_lowercase(sink: &mut Sink, tag: Tag, text: &str) {
+    let mut buf = [0u8; 64];
+    match buf.get_mut(..text.len()) {
+        Some(b) => {
+            b.copy_from_slice(text.as_bytes());
+            b.make_ascii_lowercase();
+            // ASCII case changes keep UTF-8 valid.
+            let lower = std::str::from_utf8(b).expect("lowercased UTF-8 is UTF-8");
+            sink.push(tag, lower);
+        }
+        None => {
+            sink.push(tag, &text.to_ascii_lowercase());
         }
     }
 }

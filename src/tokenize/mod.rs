@@ -200,6 +200,12 @@ pub enum LimitHit {
     /// The message declared more nested messages than the parser is given
     /// (128, `scan.rs`); it was parsed up to the one past that.
     NestedMessages,
+    /// The header block had more fields than the parser is given (512,
+    /// `scan.rs`); the fields past them were not read.
+    HeaderFields,
+    /// The message declared more multiparts than the parser is given
+    /// (256, `scan.rs`); it was parsed up to the one past that.
+    Multiparts,
 }
 
 impl LimitHit {
@@ -214,6 +220,8 @@ impl LimitHit {
             LimitHit::Unparsable => "not parsable as MIME; read as plain text",
             LimitHit::HtmlTags => "HTML tags",
             LimitHit::NestedMessages => "nested messages",
+            LimitHit::HeaderFields => "header fields",
+            LimitHit::Multiparts => "multiparts",
         }
     }
 }
@@ -362,10 +370,7 @@ fn repair_header_separator(raw: &[u8]) -> Option<Vec<u8>> {
     let mut pos = 0;
     let mut seen_field = false;
     while pos < raw.len() {
-        let end = raw[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(raw.len(), |i| pos + i + 1);
+        let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i + 1);
         let line = &raw[pos..end];
         let content = line.strip_suffix(b"\n").unwrap_or(line);
         let content = content.strip_suffix(b"\r").unwrap_or(content);
@@ -400,10 +405,13 @@ fn extract<T>(
     let cut = scan::cut(raw, sink.limits());
     // A parse of the prefix reads the message's own header block only when
     // that block is whole in it; else `also` reads `raw` itself.
-    let headers_as_given = cut.as_ref().is_none_or(|c| c.headers_whole);
+    let headers_as_given = cut.as_ref().is_none_or(|c| c.headers_whole());
     if let Some(c) = &cut {
-        if !c.headers_whole {
+        if c.header_bytes {
             sink.hit(LimitHit::HeaderBytes);
+        }
+        if c.header_fields {
+            sink.hit(LimitHit::HeaderFields);
         }
         if c.scan_bytes {
             sink.hit(LimitHit::ScanBytes);
@@ -413,6 +421,9 @@ fn extract<T>(
         }
         if c.nested_messages {
             sink.hit(LimitHit::NestedMessages);
+        }
+        if c.multiparts {
+            sink.hit(LimitHit::Multiparts);
         }
     }
     let raw = cut.as_ref().map_or(raw, |c| &c.bytes[..]);

@@ -36,11 +36,10 @@ const MAX_BOUNDARIES: usize = 64;
 /// shared with `repair_header_separator` so both agree where headers end.
 pub(super) fn is_header_line(line: &[u8], seen_field: bool) -> bool {
     let continuation = seen_field && matches!(line.first(), Some(b' ' | b'\t'));
-    let field = line
-        .iter()
-        .position(|&b| b == b':')
-        .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|&b| (33..=126).contains(&b)));
-    continuation || field
+    continuation
+        || memchr::memchr(b':', line).is_some_and(|colon| {
+            colon > 0 && line[..colon].iter().all(|&b| (33..=126).contains(&b))
+        })
 }
 
 /// `line` without its trailing `\n` or `\r\n`.
@@ -49,11 +48,24 @@ fn content(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// Header fields the parser is given. mail-parser reads each field into
+/// a structure (its name looked up, its value copied into a vector), about
+/// 0.3 µs each: 256 KiB of short fields (`headers-many`, ~7,500) cost
+/// ~2 ms, most of a Score, where chaff learns one token per field name and
+/// the fields after the first few dozen say nothing new. A message with
+/// more is parsed from its first `MAX_HEADER_FIELDS` fields
+/// (`LimitHit::HeaderFields`). The most in a message of the SpamAssassin
+/// and TREC 2006 corpora is 49.
+pub(super) const MAX_HEADER_FIELDS: usize = 512;
+
 /// Where the header block ends, as far as the scan looked.
 struct HeaderEnd {
     /// The end of the last whole header field that ends within
     /// `max_header_bytes`: where to cut a header block that is longer.
     last_field_end: usize,
+    /// The end of field number [`MAX_HEADER_FIELDS`], when the block (as
+    /// far as looked at) has more fields: where to cut for the field cap.
+    fields_end: Option<usize>,
     /// Where the block ends (the blank line, or the first line that is not
     /// a header line), if within the bytes looked at.
     end: Option<usize>,
@@ -68,34 +80,41 @@ fn header_end(raw: &[u8], max_header_bytes: usize, limit: usize) -> HeaderEnd {
     let mut pos = 0;
     let mut seen_field = false;
     let mut last_field_end = 0;
+    // Fields started so far, where field MAX_HEADER_FIELDS ends, and
+    // whether another one starts after it.
+    let mut fields = 0;
+    let mut cap_end = None;
+    let mut over = false;
+    let done = |end: Option<usize>,
+                body: usize,
+                last_field_end: usize,
+                cap_end: Option<usize>,
+                over: bool| HeaderEnd {
+        last_field_end,
+        fields_end: cap_end.filter(|_| over),
+        end,
+        body,
+    };
     while pos < raw.len() {
-        let Some(nl) = raw[pos..].iter().position(|&b| b == b'\n') else {
+        let Some(nl) = memchr::memchr(b'\n', &raw[pos..]) else {
             // The line runs past what we look at: a body line (a 10 MiB
             // line after headers without a blank line) still ends the block.
             if !is_header_line(&raw[pos..], seen_field) {
-                return HeaderEnd {
-                    last_field_end,
-                    end: Some(pos),
-                    body: pos,
-                };
+                return done(Some(pos), pos, last_field_end, cap_end, over);
             }
             break;
         };
         let end = pos + nl + 1;
         let line = content(&raw[pos..end]);
         if line.is_empty() {
-            return HeaderEnd {
-                last_field_end,
-                end: Some(pos),
-                body: end,
-            };
+            return done(Some(pos), end, last_field_end, cap_end, over);
         }
         if !is_header_line(line, seen_field) {
-            return HeaderEnd {
-                last_field_end,
-                end: Some(pos),
-                body: pos,
-            };
+            return done(Some(pos), pos, last_field_end, cap_end, over);
+        }
+        if !(seen_field && matches!(line.first(), Some(b' ' | b'\t'))) {
+            over |= fields == MAX_HEADER_FIELDS;
+            fields += 1;
         }
         seen_field = true;
         // A field ends where the next line does not continue it.
@@ -103,20 +122,38 @@ fn header_end(raw: &[u8], max_header_bytes: usize, limit: usize) -> HeaderEnd {
         if !next_continues && end <= max_header_bytes {
             last_field_end = end;
         }
+        if !next_continues && fields == MAX_HEADER_FIELDS && cap_end.is_none() {
+            cap_end = Some(end);
+        }
         pos = end;
     }
-    HeaderEnd {
-        last_field_end,
-        end: None,
-        body: raw.len(),
+    done(None, raw.len(), last_field_end, cap_end, over)
+}
+
+/// Whether `raw` may have more than [`MAX_HEADER_FIELDS`] header fields:
+/// that many line breaks before its first blank line (a field is at least
+/// one line). Stops at the blank line, so it costs a few hundred
+/// nanoseconds for a message with an ordinary header block.
+fn may_have_too_many_fields(raw: &[u8]) -> bool {
+    let mut lines = 0;
+    for nl in memchr::memchr_iter(b'\n', raw) {
+        let rest = &raw[nl + 1..];
+        if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+            return false;
+        }
+        lines += 1;
+        if lines > MAX_HEADER_FIELDS {
+            return true;
+        }
     }
+    false
 }
 
 /// Where to cut `body` to at most `max` bytes: after the last line break
 /// within the last [`LINE_SLACK`] bytes before `max`, else at `max`.
 fn cut_point(body: &[u8], max: usize) -> usize {
     let from = max.saturating_sub(LINE_SLACK);
-    match body[from..max].iter().rposition(|&b| b == b'\n') {
+    match memchr::memrchr(b'\n', &body[from..max]) {
         Some(i) => from + i + 1,
         None => max,
     }
@@ -139,14 +176,12 @@ pub(super) fn each_position(text: &[u8], from: usize, byte: u8, mut f: impl FnMu
 fn declared_boundaries(text: &[u8]) -> Vec<&[u8]> {
     const KEY: &[u8] = b"boundary";
     let mut found: Vec<&[u8]> = Vec::new();
-    // At each `=`, whether `boundary` precedes it: `=` is far rarer than
-    // the `b` a forward scan would stop at.
-    each_position(text, 0, b'=', |eq| {
-        // The byte before first: quoted-printable text is full of `=`.
-        if eq < KEY.len()
-            || text[eq - 1] | 0x20 != b'y'
-            || !text[eq - KEY.len()..eq].eq_ignore_ascii_case(KEY)
-        {
+    // At each `y=` or `Y=`, whether `boundary` ends there. A two-byte
+    // search finds these pairs with few false starts; searching for `=`
+    // alone stopped at every byte of quoted-printable text, which is made
+    // of `=` escapes (broken QP: 12% of a Score, session 11).
+    each_key_end(text, |eq| {
+        if eq < KEY.len() || !text[eq - KEY.len()..eq].eq_ignore_ascii_case(KEY) {
             return true;
         }
         let rest = &text[eq + 1..];
@@ -166,6 +201,26 @@ fn declared_boundaries(text: &[u8]) -> Vec<&[u8]> {
         found.len() < MAX_BOUNDARIES
     });
     found
+}
+
+/// Calls `f`, in order, with the position of the `=` of each `y=` and `Y=`
+/// in `text` (the end of a `boundary=` in any case), until `f` returns
+/// false: two SIMD substring searches, merged.
+fn each_key_end(text: &[u8], mut f: impl FnMut(usize) -> bool) {
+    let mut lower = memchr::memmem::find_iter(text, b"y=").peekable();
+    let mut upper = memchr::memmem::find_iter(text, b"Y=").peekable();
+    loop {
+        let at = match (lower.peek(), upper.peek()) {
+            (Some(&l), Some(&u)) if l < u => lower.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => upper.next(),
+            (Some(_), None) => lower.next(),
+            (None, None) => return,
+        };
+        let Some(at) = at else { return };
+        if !f(at + 1) {
+            return;
+        }
+    }
 }
 
 /// Closing delimiters (`--b--`) for the multiparts still open at the end
@@ -216,10 +271,7 @@ fn closings(prefix: &[u8]) -> Vec<u8> {
 /// message over the scan cap has 256 KiB of lines to look at.
 fn delimiter_lines(text: &[u8]) -> Vec<(usize, &[u8])> {
     let line_at = |start: usize| {
-        let end = text[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(text.len(), |i| start + i + 1);
+        let end = memchr::memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i + 1);
         (start, &text[start..end])
     };
     let mut found = Vec::new();
@@ -253,16 +305,29 @@ fn trim_end(s: &[u8]) -> &[u8] {
 /// (at most 6 in a message of the SpamAssassin and TREC 2006 corpora).
 pub(super) const MAX_NESTED_MESSAGES: usize = 128;
 
-/// Whether `text` at `slash` (a `/`) is one of the media types
-/// [`MAX_NESTED_MESSAGES`] counts, in any ASCII case.
-fn nests_at(text: &[u8], slash: usize) -> bool {
-    // The byte after first: most `/` are in URLs and end tags.
-    if !matches!(
-        text.get(slash + 1).map(|b| b | 0x20),
-        Some(b'r' | b'g' | b'd')
-    ) {
-        return false;
-    }
+/// Multiparts (`multipart/…` declarations in the body) the parser is
+/// given. mail-parser keeps a state per open multipart and copies it as
+/// the nest deepens: the first 256 KiB of a 10,000-deep nest
+/// (`multipart-deep`, ~8,000 levels) cost ~2.5 ms, most of it `realloc`
+/// and `memcpy`, while chaff reads 20 levels (`max_mime_depth`) and 100
+/// parts (`max_parts`). A message declaring more is parsed up to the line
+/// that declares the next one (`LimitHit::Multiparts`). The most in a
+/// message of the SpamAssassin and TREC 2006 corpora is 114.
+pub(super) const MAX_MULTIPARTS: usize = 256;
+
+/// What a `/` in a message declares, as far as the nesting caps count.
+#[derive(Clone, Copy, Default)]
+struct Declares {
+    /// A nested message ([`MAX_NESTED_MESSAGES`]): `message/rfc822`,
+    /// `message/global` or `multipart/digest`, in any ASCII case.
+    message: bool,
+    /// A multipart ([`MAX_MULTIPARTS`]): `multipart/` and any subtype.
+    multipart: bool,
+}
+
+/// What `text` at `slash` (a `/`) declares.
+fn declares_at(text: &[u8], slash: usize) -> Declares {
+    // The byte before first: most `/` are in URLs and end tags.
     let before = |word: &[u8]| {
         slash >= word.len() && text[slash - word.len()..slash].eq_ignore_ascii_case(word)
     };
@@ -270,63 +335,109 @@ fn nests_at(text: &[u8], slash: usize) -> bool {
         text.get(slash + 1..slash + 1 + word.len())
             .is_some_and(|t| t.eq_ignore_ascii_case(word))
     };
-    (before(b"message") && (after(b"rfc822") || after(b"global")))
-        || (before(b"multipart") && after(b"digest"))
+    let next = text.get(slash + 1).map(|b| b | 0x20);
+    match slash.checked_sub(1).map(|i| text[i] | 0x20) {
+        Some(b't') if before(b"multipart") => Declares {
+            message: after(b"digest"),
+            multipart: true,
+        },
+        // Then the byte after: `example/page` is not worth comparing.
+        Some(b'e') if matches!(next, Some(b'r' | b'g')) && before(b"message") => Declares {
+            message: after(b"rfc822") || after(b"global"),
+            multipart: false,
+        },
+        _ => Declares::default(),
+    }
 }
 
-/// Where in `text`, at or after `from`, the nested-message declaration
-/// past the first `skip` is (see [`nests_at`]).
-fn nth_nesting(text: &[u8], from: usize, mut skip: usize) -> Option<usize> {
-    let mut found = None;
+/// Where in `text`, at or after `from`, the first declaration past
+/// either cap is: past the first [`MAX_NESTED_MESSAGES`] nested messages
+/// (the first value) or past the first [`MAX_MULTIPARTS`] multiparts (the
+/// second; both when one declaration is past both), see [`declares_at`].
+/// Stops there: the cut is at the first.
+fn past_the_caps(text: &[u8], from: usize) -> (Option<usize>, Option<usize>) {
+    let (mut messages, mut multiparts) = (0, 0);
+    let (mut message_at, mut multipart_at) = (None, None);
     each_position(text, from, b'/', |slash| {
-        if !nests_at(text, slash) {
-            return true;
+        let d = declares_at(text, slash);
+        if d.message {
+            if messages == MAX_NESTED_MESSAGES {
+                message_at.get_or_insert(slash);
+            }
+            messages += 1;
         }
-        if skip == 0 {
-            found = Some(slash);
-            return false;
+        if d.multipart {
+            if multiparts == MAX_MULTIPARTS {
+                multipart_at.get_or_insert(slash);
+            }
+            multiparts += 1;
         }
-        skip -= 1;
-        true
+        message_at.is_none() && multipart_at.is_none()
     });
-    found
+    (message_at, multipart_at)
+}
+
+/// Where [`nesting_cut`] cuts, and for which cap.
+struct NestingCut {
+    at: usize,
+    messages: bool,
+    multiparts: bool,
 }
 
 /// Where to cut `bytes` (a whole message, or the prefix the scan cap
 /// left) so that it declares at most [`MAX_NESTED_MESSAGES`] nested
-/// messages in its body: the start of the line with the next declaration.
-/// `None` for nearly all mail, after one fast pass.
-fn nesting_cut(bytes: &[u8]) -> Option<usize> {
+/// messages and [`MAX_MULTIPARTS`] multiparts in its body: the start of
+/// the line with the first declaration past either cap. `None` for nearly
+/// all mail, after one fast pass.
+fn nesting_cut(bytes: &[u8]) -> Option<NestingCut> {
     // One pass over everything rules out nearly all mail; declarations
-    // in the header block are not nested messages, so count again from
-    // the body when there are enough.
-    nth_nesting(bytes, 0, MAX_NESTED_MESSAGES)?;
+    // in the header block are not in the body, so count again from the
+    // body when there are enough.
+    if past_the_caps(bytes, 0) == (None, None) {
+        return None;
+    }
     let body = header_end(bytes, usize::MAX, bytes.len()).body;
-    let at = nth_nesting(bytes, body, MAX_NESTED_MESSAGES)?;
-    Some(
-        bytes[body..at]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(body, |i| body + i + 1),
-    )
+    let (message_at, multipart_at) = past_the_caps(bytes, body);
+    let at = message_at.or(multipart_at)?;
+    Some(NestingCut {
+        at: memchr::memrchr(b'\n', &bytes[body..at]).map_or(body, |i| body + i + 1),
+        messages: message_at == Some(at),
+        multiparts: multipart_at == Some(at),
+    })
 }
 
-/// What the parser gets of a message over the scan cap, or with more
-/// nested messages than [`MAX_NESTED_MESSAGES`].
+/// What the parser gets of a message over the scan cap, with more header
+/// fields than [`MAX_HEADER_FIELDS`], or with more nested messages or
+/// multiparts than [`MAX_NESTED_MESSAGES`] and [`MAX_MULTIPARTS`].
 pub(super) struct Cut {
     /// The header block (cut after its last whole field within
-    /// `max_header_bytes` if longer), the first `max_scan_bytes` of the
-    /// body (at a line break where one is near) or the body up to the
-    /// line declaring one nested message too many, and closing delimiters.
+    /// `max_header_bytes`, or after field [`MAX_HEADER_FIELDS`], if
+    /// longer), the first `max_scan_bytes` of the body (at a line break
+    /// where one is near) or the body up to the line declaring one nested
+    /// message or multipart too many, and closing delimiters.
     pub bytes: Vec<u8>,
-    /// Whether the whole header block is in `bytes` as it is in the
-    /// message, so that a parse of `bytes` reads the message's own headers.
-    pub headers_whole: bool,
+    /// The header block was cut at `max_header_bytes`
+    /// (`LimitHit::HeaderBytes`).
+    pub header_bytes: bool,
+    /// The header block was cut after [`MAX_HEADER_FIELDS`] fields
+    /// (`LimitHit::HeaderFields`).
+    pub header_fields: bool,
     /// Cut by the scan cap (`LimitHit::ScanBytes`).
     pub scan_bytes: bool,
     /// Cut before a nested message past [`MAX_NESTED_MESSAGES`]
     /// (`LimitHit::NestedMessages`).
     pub nested_messages: bool,
+    /// Cut before a multipart past [`MAX_MULTIPARTS`]
+    /// (`LimitHit::Multiparts`).
+    pub multiparts: bool,
+}
+
+impl Cut {
+    /// Whether the whole header block is in `bytes` as it is in the
+    /// message, so that a parse of `bytes` reads the message's own headers.
+    pub fn headers_whole(&self) -> bool {
+        !(self.header_bytes || self.header_fields)
+    }
 }
 
 /// The prefix of `raw` the parser reads, or `None` when `raw` is within the
@@ -335,38 +446,48 @@ pub(super) struct Cut {
 pub(super) fn cut(raw: &[u8], limits: &Limits) -> Option<Cut> {
     let scanned = scan_cut(raw, limits);
     let bytes = scanned.as_ref().map_or(raw, |c| &c.bytes[..]);
-    let Some(at) = nesting_cut(bytes) else {
+    let Some(nesting) = nesting_cut(bytes) else {
         return scanned;
     };
-    let mut out = bytes[..at].to_vec();
+    let mut out = bytes[..nesting.at].to_vec();
     let close = closings(&out);
     out.extend_from_slice(&close);
+    let was = |flag: fn(&Cut) -> bool| scanned.as_ref().is_some_and(flag);
     Some(Cut {
         bytes: out,
-        headers_whole: scanned.as_ref().is_none_or(|c| c.headers_whole),
-        scan_bytes: scanned.is_some(),
-        nested_messages: true,
+        header_bytes: was(|c| c.header_bytes),
+        header_fields: was(|c| c.header_fields),
+        scan_bytes: was(|c| c.scan_bytes),
+        nested_messages: nesting.messages,
+        multiparts: nesting.multiparts,
     })
 }
 
-/// The scan cap alone: [`cut`] without the nesting cap.
+/// The scan cap and the header field cap: [`cut`] without the nesting
+/// caps.
 fn scan_cut(raw: &[u8], limits: &Limits) -> Option<Cut> {
     let scan = limits.max_scan_bytes;
-    if raw.len() <= scan {
+    if raw.len() <= scan && !may_have_too_many_fields(raw) {
         return None; // nearly all mail: no need to find its headers' end
     }
     let max_header = limits.max_header_bytes;
     let h = header_end(raw, max_header, max_header.saturating_add(scan));
-    let headers_whole = h.end.is_some_and(|end| end <= max_header);
+    let header_bytes = h.end.is_none_or(|end| end > max_header);
+    let header_fields = h.fields_end.is_some();
     let body = h.body.min(raw.len());
-    if headers_whole && raw.len() - body <= scan {
+    let scan_bytes = raw.len() > scan && (header_bytes || raw.len() - body > scan);
+    if !scan_bytes && !header_fields {
         return None;
     }
-    let mut bytes = Vec::with_capacity(max_header.min(body) + scan + 256);
-    if headers_whole {
+    let mut bytes = Vec::with_capacity(max_header.min(body) + scan.min(raw.len()) + 256);
+    if !header_bytes && !header_fields {
         bytes.extend_from_slice(&raw[..body]);
     } else {
-        bytes.extend_from_slice(&raw[..h.last_field_end]);
+        let keep = match h.fields_end {
+            Some(fields_end) => fields_end.min(h.last_field_end),
+            None => h.last_field_end,
+        };
+        bytes.extend_from_slice(&raw[..keep]);
         if h.end.is_some() {
             bytes.extend_from_slice(b"\r\n");
         }
@@ -379,13 +500,18 @@ fn scan_cut(raw: &[u8], limits: &Limits) -> Option<Cut> {
             cut_point(rest, scan)
         };
         bytes.extend_from_slice(&rest[..take]);
-        let close = closings(&bytes);
-        bytes.extend_from_slice(&close);
+        // A body cut only by the field cap is whole: nothing to close.
+        if scan_bytes {
+            let close = closings(&bytes);
+            bytes.extend_from_slice(&close);
+        }
     }
     Some(Cut {
         bytes,
-        headers_whole,
-        scan_bytes: true,
+        header_bytes,
+        header_fields,
+        scan_bytes,
         nested_messages: false,
+        multiparts: false,
     })
 }

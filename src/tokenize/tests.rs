@@ -939,7 +939,7 @@ fn nested_messages_past_the_cap_are_not_parsed() {
     let msg = rfc822_nest(2_000);
     assert!(msg.len() < Limits::default().max_scan_bytes);
     let cut = scan::cut(&msg, &Limits::default()).expect("over the nesting cap");
-    assert!(cut.nested_messages && !cut.scan_bytes && cut.headers_whole);
+    assert!(cut.nested_messages && !cut.scan_bytes && cut.headers_whole());
     let declared = |m: &[u8]| {
         m.windows(7)
             .filter(|w| w.eq_ignore_ascii_case(b"/rfc822"))
@@ -973,4 +973,92 @@ fn a_few_nested_messages_and_the_header_block_are_not_cut() {
     }
     msg.extend_from_slice(b"\r\nplain body\r\n");
     assert!(scan::cut(&msg, &Limits::default()).is_none());
+}
+
+/// A message with `n` header fields after its Subject (each `X-Field-i`,
+/// one in ten folded over two lines) and a short body.
+fn many_fields(n: usize) -> Vec<u8> {
+    let mut m = b"Subject: many fields\r\n".to_vec();
+    for i in 0..n {
+        let fold = if i % 10 == 0 { "\r\n\tfolded" } else { "" };
+        m.extend_from_slice(format!("X-Field-{i}: value {i}{fold}\r\n").as_bytes());
+    }
+    m.extend_from_slice(b"\r\nthe body says free money\r\n");
+    m
+}
+
+#[test]
+fn header_fields_past_the_cap_are_not_parsed() {
+    // The Subject and 1,999 more: well within the header and scan caps.
+    let msg = many_fields(1_999);
+    assert!(msg.len() < Limits::default().max_header_bytes);
+    let cut = scan::cut(&msg, &Limits::default()).expect("over the field cap");
+    assert!(cut.header_fields && !cut.header_bytes && !cut.scan_bytes);
+    assert!(!cut.headers_whole());
+    let t = tok(&msg);
+    assert_eq!(t.limits_hit, [LimitHit::HeaderFields]);
+    assert!(has(&t, Tag::Subject, "many"));
+    let last = scan::MAX_HEADER_FIELDS - 2; // the Subject is field 1
+    assert!(has(&t, Tag::HeaderName, &format!("x-field-{last}")));
+    assert!(!has(&t, Tag::HeaderName, &format!("x-field-{}", last + 1)));
+    assert!(has(&t, Tag::Body, "money"), "the body is still read");
+}
+
+#[test]
+fn header_fields_within_the_cap_are_parsed_as_they_are() {
+    let msg = many_fields(scan::MAX_HEADER_FIELDS - 1);
+    assert!(scan::cut(&msg, &Limits::default()).is_none());
+    let t = tok(&msg);
+    assert!(t.limits_hit.is_empty(), "{:?}", t.limits_hit);
+    let last = scan::MAX_HEADER_FIELDS - 2;
+    assert!(has(&t, Tag::HeaderName, &format!("x-field-{last}")));
+}
+
+/// `levels` multiparts, each the only part of the one before.
+fn multipart_nest(levels: usize) -> Vec<u8> {
+    let mut m =
+        b"Subject: outer\r\nContent-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n".to_vec();
+    for i in 1..levels {
+        m.extend_from_slice(
+            format!(
+                "--b{}\r\nContent-Type: Multipart/Alternative; boundary=\"b{i}\"\r\n\r\n",
+                i - 1
+            )
+            .as_bytes(),
+        );
+    }
+    m.extend_from_slice(
+        format!(
+            "--b{}\r\nContent-Type: text/plain\r\n\r\nthe core says free money\r\n",
+            levels - 1
+        )
+        .as_bytes(),
+    );
+    for i in (0..levels).rev() {
+        m.extend_from_slice(format!("--b{i}--\r\n").as_bytes());
+    }
+    m
+}
+
+#[test]
+fn multiparts_past_the_cap_are_not_parsed() {
+    let msg = multipart_nest(2_000);
+    assert!(msg.len() < Limits::default().max_scan_bytes);
+    let cut = scan::cut(&msg, &Limits::default()).expect("over the multipart cap");
+    assert!(cut.multiparts && !cut.nested_messages && !cut.scan_bytes && cut.headers_whole());
+    let declared = |m: &[u8]| {
+        m.windows(10)
+            .filter(|w| w.eq_ignore_ascii_case(b"multipart/"))
+            .count()
+    };
+    // The cap's worth in the body, and the outer one in the header block.
+    assert_eq!(declared(&cut.bytes), scan::MAX_MULTIPARTS + 1);
+    let t = tok(&msg);
+    for hit in [LimitHit::Multiparts, LimitHit::MimeDepth] {
+        assert!(t.limits_hit.contains(&hit), "{:?}", t.limits_hit);
+    }
+    assert!(has(&t, Tag::Subject, "outer"));
+    assert!(has(&t, Tag::ContentType, "multipart/alternative"));
+    // Within the caps, a nest is parsed as it is.
+    assert!(scan::cut(&multipart_nest(scan::MAX_MULTIPARTS), &Limits::default()).is_none());
 }
