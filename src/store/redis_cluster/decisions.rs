@@ -261,41 +261,66 @@ impl RedisStore {
         for (host, port) in self.primaries().await? {
             let mut cursor = "0".to_string();
             loop {
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port,
-                });
-                let reply = self
-                    .bounded(what, async {
-                        let mut conn = self.conn.clone();
-                        let mut cmd = redis::cmd("SCAN");
-                        cmd.arg(&cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000);
-                        if let Some(of_type) = of_type {
-                            cmd.arg("TYPE").arg(of_type);
-                        }
-                        Ok(conn.route_command(cmd, route).await?)
-                    })
+                let (next, keys) = self
+                    .scan_step(what, (&host, port), &cursor, pattern, of_type, 1000)
                     .await?;
-                let [next, keys] = array(&reply, "SCAN reply")? else {
-                    return Err(corrupt("SCAN reply"));
-                };
-                for key in array(keys, "SCAN keys")? {
-                    let key =
-                        std::str::from_utf8(bytes(key, "key")?).map_err(|_| corrupt("SCAN key"))?;
-                    found.push(key.to_string());
-                }
-                cursor = String::from_utf8(bytes(next, "SCAN cursor")?.to_vec())
-                    .map_err(|_| corrupt("SCAN cursor"))?;
+                found.extend(keys);
+                cursor = next;
                 if cursor == "0" {
                     break;
                 }
             }
         }
         Ok(found)
+    }
+
+    /// One `SCAN` step on the primary at `node`: the next cursor ("0" when
+    /// done) and the names of the keys matching `pattern` (and of type
+    /// `of_type`, when given), about `count` keys looked at. For callers
+    /// that act on each step's keys as they go ([`Self::upgrade_ledgers`])
+    /// and for [`Self::scan_primaries`].
+    pub(super) async fn scan_step(
+        &self,
+        what: &'static str,
+        (host, port): (&str, u16),
+        cursor: &str,
+        pattern: &str,
+        of_type: Option<&str>,
+        count: usize,
+    ) -> Result<(String, Vec<String>), Error> {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_string(),
+            port,
+        });
+        let reply = self
+            .bounded(what, async {
+                let mut conn = self.conn.clone();
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count);
+                if let Some(of_type) = of_type {
+                    cmd.arg("TYPE").arg(of_type);
+                }
+                Ok(conn.route_command(cmd, route).await?)
+            })
+            .await?;
+        let [next, keys] = array(&reply, "SCAN reply")? else {
+            return Err(corrupt("SCAN reply"));
+        };
+        let keys = array(keys, "SCAN keys")?
+            .iter()
+            .map(|key| {
+                std::str::from_utf8(bytes(key, "key")?)
+                    .map(str::to_string)
+                    .map_err(|_| corrupt("SCAN key"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = String::from_utf8(bytes(next, "SCAN cursor")?.to_vec())
+            .map_err(|_| corrupt("SCAN cursor"))?;
+        Ok((next, keys))
     }
 
     /// The primaries' addresses (`CLUSTER SLOTS`: each range's first node).

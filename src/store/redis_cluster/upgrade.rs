@@ -30,7 +30,6 @@
 
 use std::sync::LazyLock;
 
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Script, Value};
 
 use super::window::is_legacy;
@@ -84,33 +83,20 @@ impl RedisStore {
         for (host, port) in primaries {
             let mut cursor = "0".to_string();
             loop {
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port,
-                });
-                let reply = self
-                    .bounded("an upgrade's scan", async {
-                        let mut conn = self.conn.clone();
-                        let mut cmd = redis::cmd("SCAN");
-                        cmd.arg(&cursor)
-                            .arg("MATCH")
-                            .arg("{*}:l")
-                            .arg("COUNT")
-                            .arg(SCAN_STEP)
-                            .arg("TYPE")
-                            .arg("hash");
-                        Ok(conn.route_command(cmd, route).await?)
-                    })
+                let (next, keys) = self
+                    .scan_step(
+                        "an upgrade's scan",
+                        (&host, port),
+                        &cursor,
+                        "{*}:l",
+                        Some("hash"),
+                        SCAN_STEP,
+                    )
                     .await?;
-                let [next, keys] = array(&reply, "SCAN reply")? else {
-                    return Err(corrupt("SCAN reply"));
-                };
-                for key in array(keys, "SCAN keys")? {
-                    let key =
-                        std::str::from_utf8(bytes(key, "key")?).map_err(|_| corrupt("SCAN key"))?;
+                for key in keys {
                     let keys = if key == "{o}:l" {
                         Keys::operator()
-                    } else if let Some(user) = user_of_key(key) {
+                    } else if let Some(user) = user_of_key(&key) {
                         Keys::of(&user)
                     } else {
                         continue;
@@ -121,8 +107,7 @@ impl RedisStore {
                     done.stamped += stamped;
                 }
                 progress(&done);
-                cursor = String::from_utf8(bytes(next, "SCAN cursor")?.to_vec())
-                    .map_err(|_| corrupt("SCAN cursor"))?;
+                cursor = next;
                 if cursor == "0" {
                     break;
                 }
