@@ -26,6 +26,12 @@
 //!   derived one, so a click under the webmail's own id is not followed by
 //!   a late implicit learn under the derived id. Once written, a later
 //!   click replaces the implicit learn exactly, as before;
+//! - on a store shared by replicas (Redis) the worker holds the writer
+//!   lock only for that check: a Score there refreshes its user's model
+//!   under the lock, and must not wait for a learning's round trip. A
+//!   learning past the check is *being written*; a click that claims it
+//!   waits for the write and then replaces it exactly
+//!   (`Engine::learn_delivered_unlocked`);
 //! - shutdown stops taking new jobs, lets the worker drain the queue for
 //!   up to [`SHUTDOWN_DRAIN`], drops the rest and logs both numbers.
 //!
@@ -102,6 +108,11 @@ struct State {
     taken: FxHashSet<(UserId, MessageId)>,
     /// Of `taken`, those a click has claimed since: the worker skips them.
     claimed: FxHashSet<(UserId, MessageId)>,
+    /// Of `taken`, those the worker is writing to a shared store now,
+    /// outside the user's writer lock ([`Engine::learn_batch`]): a claim
+    /// waits until they are written, so that its click then replaces the
+    /// implicit entry exactly.
+    writing: FxHashSet<(UserId, MessageId)>,
     /// A worker was started: Score enqueues instead of learning inline.
     running: bool,
     /// Shutting down (or dropped): nothing more is queued.
@@ -121,6 +132,8 @@ struct Inner {
     /// [`Engine::settle_delivered`] and shutdown wait here for an empty
     /// queue.
     idle: Condvar,
+    /// Claims wait here for a job being written ([`State::writing`]).
+    written: Condvar,
     capacity: usize,
     learned: AtomicU64,
     dropped: AtomicU64,
@@ -155,6 +168,7 @@ impl Learner {
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
                 idle: Condvar::new(),
+                written: Condvar::new(),
                 capacity: capacity.max(1),
                 learned: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
@@ -244,8 +258,14 @@ impl Inner {
     }
 
     /// A click on `id` for `user` wins over delivered learning not yet
-    /// written: a queued job is removed, a taken one marked. The caller
-    /// holds the user's writer lock.
+    /// written: a queued job is removed, a taken one marked. One the worker
+    /// is writing to a shared store already (outside the user's writer
+    /// lock) is waited for instead: once written, the click replaces it
+    /// exactly. On sled the caller holds the user's writer lock (the worker
+    /// checks and writes under it). On a shared store it must not (a wait
+    /// for a write in flight would stall the user's Scores, which refresh
+    /// under it) and need not: this lock orders the claim against the
+    /// worker's check ([`Inner::start_writing`]).
     fn claim(&self, user: &UserId, ids: &[&MessageId]) {
         let mut state = self.state.lock();
         if state.depth() == 0 {
@@ -257,12 +277,18 @@ impl Inner {
             .retain(|j| !(j.user == *user && ids.contains(&&j.id)));
         for id in ids {
             let key = (user.clone(), (*id).clone());
-            if state.taken.contains(&key) {
+            if state.taken.contains(&key) && !state.writing.contains(&key) {
                 state.claimed.insert(key);
             }
         }
         let removed = before != state.jobs.len();
         let empty = state.depth() == 0;
+        while ids
+            .iter()
+            .any(|id| state.writing.contains(&(user.clone(), (*id).clone())))
+        {
+            self.written.wait(&mut state);
+        }
         drop(state);
         if removed && empty {
             self.idle.notify_all();
@@ -270,7 +296,9 @@ impl Inner {
     }
 
     /// Every job of `user` loses (DeleteUser): nothing queued before the
-    /// delete may be learned into a user created after it.
+    /// delete may be learned into a user created after it. Jobs of the user
+    /// being written to a shared store are waited for (their writes need
+    /// no writer lock), so none lands after the delete.
     fn claim_user(&self, user: &UserId) {
         let mut state = self.state.lock();
         state.jobs.retain(|j| j.user != *user);
@@ -281,6 +309,9 @@ impl Inner {
             .cloned()
             .collect();
         state.claimed.extend(taken);
+        while state.writing.iter().any(|(u, _)| u == user) {
+            self.written.wait(&mut state);
+        }
         let empty = state.depth() == 0;
         drop(state);
         if empty {
@@ -315,6 +346,28 @@ impl Inner {
     fn unclaimed(&self, job: &Job) -> bool {
         let key = (job.user.clone(), job.id.clone());
         !self.state.lock().claimed.remove(&key)
+    }
+
+    /// [`Inner::unclaimed`], and if so the job is marked as being written
+    /// ([`State::writing`]) until [`Inner::finish_writing`]: from then on a claim
+    /// waits for it rather than marking it. Called under the job's user's
+    /// writer lock.
+    fn start_writing(&self, job: &Job) -> bool {
+        let key = (job.user.clone(), job.id.clone());
+        let mut state = self.state.lock();
+        if state.claimed.remove(&key) {
+            return false;
+        }
+        state.writing.insert(key);
+        true
+    }
+
+    /// The write [`Inner::start_writing`] began is done (or failed): wakes
+    /// the claims waiting for it.
+    fn finish_writing(&self, job: &Job) {
+        let key = (job.user.clone(), job.id.clone());
+        self.state.lock().writing.remove(&key);
+        self.written.notify_all();
     }
 
     /// Forgets what is left of a batch (jobs the worker could not reach:
@@ -454,20 +507,58 @@ impl Engine {
         Ok(true)
     }
 
+    /// The worker's learning on a store shared by replicas (Redis), where
+    /// the store's script decides and writes atomically: the claim check is
+    /// made under the user's writer lock, as on sled, but the store's round
+    /// trip is not. Every Score on such a store refreshes its user's model
+    /// under that lock (`replicas.rs`), so a learner holding it through the
+    /// round trip made each Score wait for the learning in flight. Instead
+    /// the job is marked as being written, and a click that claims it waits
+    /// for the write ([`Inner::claim`]) and then replaces it exactly, as a
+    /// click does any learned delivered mail. The held model is not
+    /// refreshed here: the user's next Score, click or GetUser brings it,
+    /// as it brings another replica's clicks. `None`: the user has nothing
+    /// stored.
+    fn learn_delivered_unlocked(
+        &self,
+        clicks: &dyn crate::store::SharedClicks,
+        job: &Job,
+    ) -> Result<Option<bool>, Error> {
+        let user = &job.user;
+        let go =
+            self.with_known_writer(user, |_, _| Ok(self.delivered.inner.start_writing(job)))?;
+        if go != Some(true) {
+            return Ok(go);
+        }
+        #[cfg(feature = "fault-injection")]
+        crate::fault::slow_learning(user);
+        let learned = clicks.learn_delivered(user, &job.id, &job.tokens);
+        self.delivered.inner.finish_writing(job);
+        let learned = learned?.is_some();
+        if learned {
+            self.delivered.inner.learned.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some(learned))
+    }
+
     /// Learns one batch the worker took, in the order it was queued: each
     /// message under its own hold of its user's writer lock. Not one hold
     /// per user: the worker runs at a lower priority ([`WORKER_NICE`]), and
     /// a click of that user waits while it holds the lock, so it holds it
-    /// for one message at a time.
+    /// for one message at a time. On a shared store the lock is held only
+    /// for the claim check ([`Engine::learn_delivered_unlocked`]).
     fn learn_batch(&self, batch: Vec<Job>) {
         for job in &batch {
             let user = &job.user;
-            let learned = self.with_known_writer(user, |slot, writer| {
-                if !self.delivered.inner.unclaimed(job) {
-                    return Ok(false);
-                }
-                self.learn_delivered_locked(user, slot, writer, &job.tokens, &job.id)
-            });
+            let learned = match self.store.shared_clicks() {
+                Some(clicks) => self.learn_delivered_unlocked(clicks, job),
+                None => self.with_known_writer(user, |slot, writer| {
+                    if !self.delivered.inner.unclaimed(job) {
+                        return Ok(false);
+                    }
+                    self.learn_delivered_locked(user, slot, writer, &job.tokens, &job.id)
+                }),
+            };
             self.delivered.inner.finish(std::slice::from_ref(job));
             match learned {
                 Ok(Some(true)) => self.evict_over_budget(user),

@@ -10,8 +10,12 @@
 //! ([`Engine::refresh`]): an empty reply when nothing changed, the journal
 //! records since the held version otherwise. A click through replica A is
 //! therefore in the next Score on replica B once A has replied. The writer
-//! lock still serialises this replica's refreshes and clicks of one user,
-//! so the held model and its version never disagree.
+//! lock still serialises this replica's refreshes of one user, so the held
+//! model and its version never disagree. Nothing holds it through a
+//! store write's round trip: clicks write outside it (the store's script
+//! orders them), and the delivered-mail learner holds it only for its
+//! claim check (`delivered.rs`), so a Score waits for at most another
+//! refresh of its user, never for a write.
 //!
 //! The same round trip brings the user's settings and lists when their
 //! version in the store differs from the one the slot holds, so a setting
@@ -124,13 +128,11 @@ impl Engine {
         let (mut weight, trusted) =
             self.click_weight(&slot, label, &message.tokens, headers, own_log_odds);
         // Delivered-mail learning of this message still queued loses to
-        // the click (`delivered.rs`), under either id: claimed under the
-        // writer lock, which the worker holds from its check to its write.
-        {
-            let _writer = slot.writer.lock();
-            self.delivered
-                .claim(user, &[&message_id, &message.derived_id]);
-        }
+        // the click (`delivered.rs`), under either id; one being written
+        // is waited for, and replaced below. Not under the writer lock:
+        // the queue's own lock orders this against the worker's check.
+        self.delivered
+            .claim(user, &[&message_id, &message.derived_id]);
         // A click on mail learned from its delivery is judged as if that
         // had never been, as on sled (`clicks.rs`): the model ends as if
         // only the click had happened. (Rare, so the extra reads are
@@ -211,11 +213,9 @@ impl Engine {
         user: &UserId,
         message_id: &MessageId,
     ) -> Result<Forgotten, Error> {
-        // Forgotten before its delivery was learned: not learned later.
-        let cached = self.users.read().get(user).cloned();
-        let _writer = cached.as_ref().map(|slot| slot.writer.lock());
+        // Forgotten before its delivery was learned: not learned later
+        // (one being written is waited for, then forgotten).
         self.delivered.claim(user, &[message_id]);
-        drop(_writer);
         let clicked = clicks.forget(user, message_id)?;
         let ClickOutcome::Forgotten(label) = clicked.outcome else {
             return Err(Error::Corrupt {
