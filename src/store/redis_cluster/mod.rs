@@ -199,7 +199,7 @@ fn moving(e: &redis::RedisError) -> bool {
 
 /// The scripts' sources: also loaded on every node when one answers
 /// NOSCRIPT ([`RedisStore::again`]).
-const CLICK: &str = include_str!("click.lua");
+const CLICK: &str = concat!(include_str!("ledger_value.lua"), include_str!("click.lua"));
 const READ: &str = include_str!("read.lua");
 const CHECKPOINT: &str = include_str!("checkpoint.lua");
 const POLICY: &str = include_str!("policy.lua");

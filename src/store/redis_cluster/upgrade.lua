@@ -9,16 +9,8 @@
 -- ARGV[3] '1': index the entries (a user's ledger), '0': not (the
 -- operator's seed has no undo window), ARGV[4..] message ids
 -- Reply: entries stamped
-local function kind(v) return string.sub(v, 10, 10) end
--- The same rule as click.lua's `legacy` and window.rs `is_legacy`.
-local function legacy(v)
-  local k = kind(v)
-  if (k ~= 'c' and k ~= 'i') or #v < 20 then return false end
-  local l, z1, z2, z3, t = string.byte(v, 1), string.byte(v, 6), string.byte(v, 7),
-    string.byte(v, 8), string.byte(v, 9)
-  return string.byte(v, 19) == l and z1 == 0 and z2 == 0 and z3 == 0 and t < 128
-    and string.byte(v, 20) == t
-end
+-- kind(v), legacy(v): ledger_value.lua, loaded before this script (the
+-- same rule as window.rs `is_legacy`).
 local n = 0
 for i = 4, #ARGV do
   local m = ARGV[i]

@@ -37,7 +37,10 @@ use super::{Keys, RedisStore, array, bytes, corrupt, user_of_key};
 use crate::error::Error;
 
 /// The stamping script.
-const UPGRADE: &str = include_str!("upgrade.lua");
+const UPGRADE: &str = concat!(
+    include_str!("ledger_value.lua"),
+    include_str!("upgrade.lua")
+);
 
 static UPGRADE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(UPGRADE));
 
