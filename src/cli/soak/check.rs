@@ -98,6 +98,11 @@ fn check_user(
             out.applied += 1;
         }
     }
+    // Any other call in doubt may have written (then it was the last
+    // write, not the deletion), whether or not its key shows it.
+    if in_doubt.iter().any(|d| !matches!(d, InDoubt::Delete)) {
+        rec.empty = false;
+    }
     if rec.empty && !records.is_empty() {
         soak.wrong(format!(
             "{}: deleted, yet the store holds records of it: {records:?} (family, count)",

@@ -10,9 +10,10 @@ use super::*;
 /// Writes the old directory: every user has the first half of its
 /// messages learned (the label each leans to, not shared), and every other
 /// user's model is snapshotted halfway, all in format `format`; the record
-/// starts with those clicks.
+/// starts with those clicks. Returns how many records are in the old
+/// format.
 #[cfg(feature = "fault-injection")]
-pub(super) fn write(soak: &Soak, data: &Path, format: u32) -> anyhow::Result<()> {
+pub(super) fn write(soak: &Soak, data: &Path, format: u32) -> anyhow::Result<u64> {
     use chaff::classify::{Model, Weight};
     use chaff::store::LedgerEntry;
     use chaff::tokenize::{TOKENIZER_VERSION, Tokenizer};
@@ -59,11 +60,11 @@ pub(super) fn write(soak: &Soak, data: &Path, format: u32) -> anyhow::Result<()>
         rec.snapshot_seq = store.snapshot_seq(&uid)?;
     }
     store.mark_format_for_tests(format)?;
-    Ok(())
+    Ok(store.older_format_records()?)
 }
 
 #[cfg(not(feature = "fault-injection"))]
-pub(super) fn write(_: &Soak, _: &Path, _: u32) -> anyhow::Result<()> {
+pub(super) fn write(_: &Soak, _: &Path, _: u32) -> anyhow::Result<u64> {
     bail!(
         "--from-format needs a build with the `fault-injection` feature (cargo build --features fault-injection): \
          the old format's encoders are kept for tests only"

@@ -469,8 +469,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         discrepancies: Mutex::new(Vec::new()),
     });
     let mut rng = Rng(seed);
-    if let Some(format) = args.from_format {
-        legacy::write(&soak, &data, format)?;
+    let legacy_at_start = match args.from_format {
+        Some(format) => Some(legacy::write(&soak, &data, format)?),
+        None => None,
+    };
+    if let (Some(n), false) = (legacy_at_start, args.json) {
+        println!(
+            "soak: the data directory starts in format {}: {n} user records (ledger, journal, snapshots) in it",
+            args.from_format.unwrap_or(0)
+        );
     }
     let learn = args.learn_delivered;
     let mut server = Server::start(&exe, &data, &dir.join("server.log"), learn).await?;
@@ -609,6 +616,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                 "seed_clears": c.clears.load(Ordering::Relaxed),
                 "operator_lists": c.operator_lists.load(Ordering::Relaxed),
                 "scores": c.scores.load(Ordering::Relaxed), "implicit_found": totals.implicit,
+                "legacy_records_at_start": legacy_at_start,
                 "legacy_records_left": totals.legacy_records,
                 "kills_with_legacy_records": totals.kills_with_legacy_records,
                 "in_doubt": totals.in_doubt, "in_doubt_applied": totals.applied,
