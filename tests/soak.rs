@@ -41,28 +41,31 @@ fn soak(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap()
 }
 
+/// Three short cycles, 12 users. Slow checkpoints and large messages for
+/// the two hot users: their models are snapshotted every few dozen
+/// clicks, with pauses around the write (the test build has the
+/// `fault-injection` feature).
+const SHORT: [&str; 15] = [
+    "--cycles",
+    "3",
+    "--min-run",
+    "700ms",
+    "--max-run",
+    "1500ms",
+    "--users",
+    "12",
+    "--hot-users",
+    "2",
+    "--messages",
+    "24",
+    "--hot-words",
+    "1500",
+    "--slow-checkpoints",
+];
+
 #[test]
 fn three_sigkills_under_load_lose_nothing_acknowledged_and_half_apply_nothing() {
-    // Slow checkpoints and large messages for the two hot users: their
-    // models are snapshotted every few dozen clicks, with pauses around
-    // the write (the test build has the `fault-injection` feature).
-    let s = soak(&[
-        "--cycles",
-        "3",
-        "--min-run",
-        "700ms",
-        "--max-run",
-        "1500ms",
-        "--users",
-        "12",
-        "--hot-users",
-        "2",
-        "--messages",
-        "24",
-        "--hot-words",
-        "1500",
-        "--slow-checkpoints",
-    ]);
+    let s = soak(&SHORT);
     assert_eq!(s["discrepancies"], 0, "{s}");
     // The kills landed under load: calls were acknowledged, and some were
     // in flight (in doubt) at each kill.
@@ -90,25 +93,7 @@ fn sigkills_during_the_in_place_upgrade_from_format_5_lose_nothing_and_half_appl
     // records are rewritten in format 6 as users are clicked and
     // checkpointed, under load, while the soak kills the server. Each
     // check compares with a replay written directly in format 6.
-    let s = soak(&[
-        "--from-format",
-        "5",
-        "--cycles",
-        "3",
-        "--min-run",
-        "700ms",
-        "--max-run",
-        "1500ms",
-        "--users",
-        "12",
-        "--hot-users",
-        "2",
-        "--messages",
-        "24",
-        "--hot-words",
-        "1500",
-        "--slow-checkpoints",
-    ]);
+    let s = soak(&[&["--from-format", "5"][..], &SHORT].concat());
     assert_eq!(s["discrepancies"], 0, "{s}");
     let (start, left) = (
         s["legacy_records_at_start"].as_u64().unwrap(),

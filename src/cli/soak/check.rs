@@ -157,21 +157,13 @@ fn check_user(
             InDoubt::Message { n: m, post } if *m == n => Some(*post),
             _ => None,
         });
-        if seen != rec.messages[n] {
-            match doubt {
-                Some(post) if post == seen => {
-                    rec.messages[n] = post;
-                    out.applied += 1;
-                }
-                _ => soak.wrong(format!(
-                    "{} m{n}: ledger has {seen:?}, the record {:?}{}",
-                    user.id,
-                    rec.messages[n],
-                    doubt.map_or(String::new(), |p| format!(" (or {p:?} in doubt)"))
-                )),
-            }
-        } else if doubt.is_some_and(|post| post == seen && post != rec.messages[n]) {
-            out.applied += 1;
+        if !settle(&mut rec.messages[n], seen, doubt, out) {
+            soak.wrong(format!(
+                "{} m{n}: ledger has {seen:?}, the record {:?}{}",
+                user.id,
+                rec.messages[n],
+                doubt.map_or(String::new(), |p| format!(" (or {p:?} in doubt)"))
+            ));
         }
         // Replay what the record accepts, weight and tokens from the
         // ledger (the client cannot know the weight), as one click.
@@ -227,20 +219,13 @@ fn check_user(
             InDoubt::Block { n: m, post } if *m == n => Some(*post),
             _ => None,
         });
-        if seen != rec.blocks[n] {
-            match doubt {
-                Some(post) if post == seen => {
-                    rec.blocks[n] = post;
-                    out.applied += 1;
-                }
-                _ => soak.wrong(format!(
-                    "{}: block entry {} is {} on disk, the record has it {}",
-                    user.id,
-                    block_entry(n),
-                    if seen { "present" } else { "absent" },
-                    if rec.blocks[n] { "present" } else { "absent" },
-                )),
-            }
+        if !settle(&mut rec.blocks[n], seen, doubt, out) {
+            soak.wrong(format!(
+                "{}: block entry {} is {}",
+                user.id,
+                block_entry(n),
+                presence(seen, rec.blocks[n])
+            ));
         }
     }
     if blocks.len() != rec.blocks.iter().filter(|b| **b).count() {
@@ -291,22 +276,16 @@ fn check_operator(
     for (n, (mid, entry)) in seen.into_iter().enumerate() {
         out.keys += 1;
         let label = entry.as_ref().map(|e| e.label);
-        if label != rec.seed[n] {
-            let doubt = seed_doubt.iter().find_map(|d| match d {
-                SeedDoubt::Message { n: m, post } if *m == n => Some(*post),
-                _ => None,
-            });
-            match doubt {
-                Some(post) if Some(post) == label => {
-                    rec.seed[n] = label;
-                    out.applied += 1;
-                }
-                _ => soak.wrong(format!(
-                    "seed {mid}: ledger has {label:?}, the record {:?}{}",
-                    rec.seed[n],
-                    doubt.map_or(String::new(), |p| format!(" (or {p:?} in doubt)"))
-                )),
-            }
+        let doubt = seed_doubt.iter().find_map(|d| match d {
+            SeedDoubt::Message { n: m, post } if *m == n => Some(Some(*post)),
+            _ => None,
+        });
+        if !settle(&mut rec.seed[n], label, doubt, out) {
+            soak.wrong(format!(
+                "seed {mid}: ledger has {label:?}, the record {:?}{}",
+                rec.seed[n],
+                doubt.map_or(String::new(), |p| format!(" (or {p:?} in doubt)"))
+            ));
         }
         if let (Some(e), Some(_)) = (entry, rec.seed[n]) {
             let learn = Op::Learn(e.label, e.weight, e.tokens.clone());
@@ -327,19 +306,16 @@ fn check_operator(
             out.keys += 1;
             let (_, entry) = operator_entry(i);
             let seen = entries.contains(&entry);
-            if seen != rec.lists[i] {
-                match list_doubt.iter().find(|(j, _)| *j == i) {
-                    Some((_, post)) if *post == seen => {
-                        rec.lists[i] = seen;
-                        out.applied += 1;
-                    }
-                    _ => soak.wrong(format!(
-                        "operator {} entry {entry} is {} on disk, the record has it {}",
-                        kind.as_str(),
-                        if seen { "present" } else { "absent" },
-                        if rec.lists[i] { "present" } else { "absent" },
-                    )),
-                }
+            let doubt = list_doubt
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, post)| *post);
+            if !settle(&mut rec.lists[i], seen, doubt, out) {
+                soak.wrong(format!(
+                    "operator {} entry {entry} is {}",
+                    kind.as_str(),
+                    presence(seen, rec.lists[i])
+                ));
             }
         }
         let want = rec.lists[k * OPERATOR_ENTRIES..(k + 1) * OPERATOR_ENTRIES]
@@ -354,6 +330,30 @@ fn check_operator(
         }
     }
     Ok(())
+}
+
+/// Settles one key: the record's state `rec` against the state `seen` on
+/// disk, `doubt` the new state of a call in doubt on that key. An in-doubt
+/// call that happened becomes the record (and is counted); false if
+/// `seen` is neither the record nor the call's new state.
+fn settle<T: PartialEq + Copy>(rec: &mut T, seen: T, doubt: Option<T>, out: &mut Checked) -> bool {
+    if seen == *rec {
+        return true;
+    }
+    match doubt {
+        Some(post) if post == seen => {
+            *rec = post;
+            out.applied += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// "present on disk, the record has it absent", for list entries.
+fn presence(seen: bool, rec: bool) -> String {
+    let word = |b| if b { "present" } else { "absent" };
+    format!("{} on disk, the record has it {}", word(seen), word(rec))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {

@@ -271,25 +271,19 @@ async fn block_op(soak: &Soak, client: &mut Client, rng: &mut Rng, u: usize) {
         entry: block_entry(n),
         ..Default::default()
     };
-    let r = if add {
-        call(client.add_list_entry(req)).await
-    } else {
-        call(client.remove_list_entry(req)).await
-    };
+    let r = change_list(
+        soak,
+        client,
+        req,
+        add,
+        prior,
+        &format!("{}'s block", user.id),
+    )
+    .await;
     let mut rec = user.rec.lock();
     rec.busy_blocks[n] = false;
     match r {
-        Ok(reply) => {
-            if reply.changed != (add != prior) {
-                soak.wrong(format!(
-                    "{} block entry {} for {}: changed = {}, the record had it {}",
-                    if add { "adding" } else { "removing" },
-                    block_entry(n),
-                    user.id,
-                    reply.changed,
-                    if prior { "present" } else { "absent" }
-                ));
-            }
+        Ok(()) => {
             rec.blocks[n] = add;
             rec.empty = false;
             soak.counters.lists.fetch_add(1, Ordering::Relaxed);
@@ -454,27 +448,15 @@ async fn operator_list_op(soak: &Soak, client: &mut Client, rng: &mut Rng) {
     let req = proto::ListEntryRequest {
         operator_wide: true,
         kind: list_kind_to_wire(kind).into(),
-        entry: entry.clone(),
+        entry,
         ..Default::default()
     };
-    let r = if add {
-        call(client.add_list_entry(req)).await
-    } else {
-        call(client.remove_list_entry(req)).await
-    };
+    let what = format!("the operator's {}", kind.as_str());
+    let r = change_list(soak, client, req, add, prior, &what).await;
     let mut rec = op.rec.lock();
     rec.busy_lists[i] = false;
     match r {
-        Ok(reply) => {
-            if reply.changed != (add != prior) {
-                soak.wrong(format!(
-                    "{} operator {} entry {entry}: changed = {}, the record had it {}",
-                    if add { "adding" } else { "removing" },
-                    kind.as_str(),
-                    reply.changed,
-                    if prior { "present" } else { "absent" }
-                ));
-            }
+        Ok(()) => {
             rec.lists[i] = add;
             soak.counters.operator_lists.fetch_add(1, Ordering::Relaxed);
             soak.counters.acked.fetch_add(1, Ordering::Relaxed);
@@ -486,4 +468,32 @@ async fn operator_list_op(soak: &Soak, client: &mut Client, rng: &mut Rng) {
             soak.counters.in_doubt.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Adds (`add`) or removes a list entry; on a reply, checks that it
+/// changed something exactly when the record (`prior`: present) says it
+/// must. `what` names the list in a report.
+async fn change_list(
+    soak: &Soak,
+    client: &mut Client,
+    req: proto::ListEntryRequest,
+    add: bool,
+    prior: bool,
+    what: &str,
+) -> Result<(), tonic::Status> {
+    let entry = req.entry.clone();
+    let reply = if add {
+        call(client.add_list_entry(req)).await
+    } else {
+        call(client.remove_list_entry(req)).await
+    }?;
+    if reply.changed != (add != prior) {
+        soak.wrong(format!(
+            "{} {entry} on {what} list: changed = {}, the record had it {}",
+            if add { "adding" } else { "removing" },
+            reply.changed,
+            if prior { "present" } else { "absent" }
+        ));
+    }
+    Ok(())
 }
