@@ -661,6 +661,11 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         for w in wrong.iter().take(20) {
             eprintln!("discrepancy: {w}");
         }
+        // All of them, one a line, beside the evidence.
+        let list = dir.join("discrepancies.txt");
+        if fs::write(&list, wrong.join("\n") + "\n").is_ok() && wrong.len() > 20 {
+            eprintln!("soak: all {} in {}", wrong.len(), list.display());
+        }
         if let Some(t) = temp {
             // Keep the evidence.
             let kept = t.keep();
