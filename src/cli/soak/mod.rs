@@ -1,19 +1,31 @@
 //! `chaff soak`: the crash soak. Starts the real `chaff serve` (this same
 //! binary) on a data directory, drives concurrent clicks, settings and list
-//! changes for many users, SIGKILLs the server at a random moment, and
-//! checks the directory against the soak's own record of every reply.
+//! changes and DeleteUsers for many users, and the operator's seeds, seed
+//! clears and operator-wide list changes, SIGKILLs the server at a random
+//! moment, and checks the directory against the soak's own record of every
+//! reply.
 //!
 //! # What is checked, and against what
 //!
 //! The soak keeps an independent record: for each user, the label and
-//! shared flag of each of its messages, its settings (consent included) and
-//! its block list, changed only by acknowledged replies. A call whose reply
-//! never came (the kill) is *in doubt*: the soak accepts either its old or
-//! its new state for exactly that key, and nothing else. To make that exact,
-//! the soak never has two calls in flight on one key (one message, one list
-//! entry), and a settings change excludes the user's clicks (consent decides
-//! whether a click is shared). Once a user has a call in doubt, no more
-//! calls go to it until the next check.
+//! shared flag of each of its messages, its settings (consent included),
+//! its block list and whether a DeleteUser was its last write; the label
+//! of each seed message; each operator-wide list entry — changed only by
+//! acknowledged replies. A call whose reply never came (the kill) is *in
+//! doubt*: the soak accepts either its old or its new state for exactly
+//! that key (for a DeleteUser the whole user, for a ClearSeed the whole
+//! seed), and nothing else. To make that exact, the soak never has two
+//! calls in flight on one key (one message, one list entry, one seed
+//! message), a settings change excludes the user's clicks (consent decides
+//! whether a click is shared), a DeleteUser every other call of its user
+//! and a ClearSeed every seed call. Once a user has a call in doubt, no
+//! more calls go to it until the next check (likewise the seed, and the
+//! operator lists).
+//!
+//! What Score learns from delivered mail is never acknowledged: the
+//! workload scores probes no call clicks, and the check accepts each
+//! implicit ledger entry it finds (once found, it must stay) and replays
+//! it, so the models must still be exactly the sum of the ledger.
 //!
 //! After each kill, before the server runs again:
 //!
