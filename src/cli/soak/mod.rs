@@ -584,7 +584,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         } else {
             println!(
                 "cycle {cycle}/{}: killed after {:.2} s; {acked} calls acknowledged, {doubt} in doubt ({} applied); \
-                 {} keys, {scored} scores checked; {} implicit entries found; {} model snapshots renewed{}{}; \
+                 {} keys, {scored} scores checked; {} implicit entries found; {} model snapshots renewed{}{}{}; \
                  {wrong} discrepancies so far",
                 args.cycles,
                 run_for.as_secs_f64(),
@@ -600,14 +600,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                         "after its write"
                     }
                 )),
-                match (in_delete, check.legacy_records) {
-                    (true, _) => "; killed inside a DeleteUser".to_string(),
-                    (false, Some(n)) => format!(
-                        "; {n} format-{} records left",
-                        args.from_format.unwrap_or(0)
-                    ),
-                    (false, None) => String::new(),
+                if in_delete {
+                    "; killed inside a DeleteUser"
+                } else {
+                    ""
                 },
+                check.legacy_records.map_or(String::new(), |n| format!(
+                    "; {n} format-{} records left",
+                    args.from_format.unwrap_or(0)
+                )),
             );
         }
         if wrong > 0 {
@@ -668,6 +669,14 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             totals.killed_in_delete,
             wrong.len()
         );
+        if let (Some(start), Some(left)) = (legacy_at_start, totals.legacy_records) {
+            println!(
+                "soak: format-{} records: {start} at the start, {left} left at the last check; {} of {} kills found some left",
+                args.from_format.unwrap_or(0),
+                totals.kills_with_legacy_records,
+                args.cycles
+            );
+        }
     }
     if !wrong.is_empty() {
         for w in wrong.iter().take(20) {
