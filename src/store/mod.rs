@@ -378,6 +378,12 @@ impl<W: Writes> Store<W> {
                     &ledger::Undo::default().now_ms().to_be_bytes(),
                 );
                 tree.apply_batch(batch).map_err(open_err)?;
+                // After the write, so a test killing start-up (tests/soak.rs)
+                // can tell which side of it a kill landed on.
+                tracing::info!(
+                    "upgraded data directory from format {} to {FORMAT_VERSION}: its records are rewritten as their users are next clicked and checkpointed",
+                    u32::from_be_bytes(v.as_ref().try_into().unwrap_or_default())
+                );
             }
             Some(v) => {
                 return Err(Error::Corrupt {
