@@ -346,20 +346,17 @@ async fn assert_same_users(old: &Path, reference: &Path, users: usize, clicks: u
             (clicks as u64 / 2, clicks as u64 / 2)
         );
         let probe = fixture_message(u, clicks + u % 2);
-        let (sa, sb) = (
-            score(&mut a, &id, &probe).await,
-            score(&mut b, &id, &probe).await,
-        );
-        assert_eq!(
-            sa.spam_probability.to_bits(),
-            sb.spam_probability.to_bits(),
-            "{id}"
-        );
-        assert_eq!(
-            sa.spam_log_odds.to_bits(),
-            sb.spam_log_odds.to_bits(),
-            "{id}"
-        );
+        // Bit for bit: probability and log-odds.
+        let same_score = async |a: &mut Client, b: &mut Client| {
+            let (sa, sb) = (score(a, &id, &probe).await, score(b, &id, &probe).await);
+            assert_eq!(
+                (sa.spam_probability.to_bits(), sa.spam_log_odds.to_bits()),
+                (sb.spam_probability.to_bits(), sb.spam_log_odds.to_bits()),
+                "{id}"
+            );
+            sa
+        };
+        let sa = same_score(&mut a, &mut b).await;
         assert!(
             sa.tokens_known > 0,
             "{id}: the probe shares words with the model"
@@ -378,15 +375,7 @@ async fn assert_same_users(old: &Path, reference: &Path, users: usize, clicks: u
         let fb = b.forget(forget(&id)).await.unwrap().into_inner();
         assert_eq!(fa, fb, "{id}");
         assert_eq!(user(&mut a, &id).await, user(&mut b, &id).await, "{id}");
-        let (sa, sb) = (
-            score(&mut a, &id, &probe).await,
-            score(&mut b, &id, &probe).await,
-        );
-        assert_eq!(
-            sa.spam_log_odds.to_bits(),
-            sb.spam_log_odds.to_bits(),
-            "{id}"
-        );
+        same_score(&mut a, &mut b).await;
     }
     upgraded.kill();
     expected.kill();
