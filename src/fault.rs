@@ -63,6 +63,20 @@ pub fn checkpoint_step(owner: &Owner, step: &str) {
     }
 }
 
+/// One step of a DeleteUser of a [`SLOW_CHECKPOINT`] user: logs it at
+/// WARN (`fault injection: delete started|done for ID`) and, after the
+/// first atomic batch (model, settings, lists, shared part gone; ledger,
+/// dictionary and decisions not yet), pauses [`SLOW_CHECKPOINT_PAUSE`], so
+/// the crash soak's kills land between the steps of a deletion too.
+pub fn delete_step(user: &UserId, step: &str) {
+    if user.as_str().starts_with(SLOW_CHECKPOINT) {
+        tracing::warn!("fault injection: delete {step} for {user}");
+        if step == "started" {
+            std::thread::sleep(SLOW_CHECKPOINT_PAUSE);
+        }
+    }
+}
+
 /// Learning a delivered message (`engine::delivered`, inline or in the
 /// background learner) pauses [`SLOW_LEARNING_PAUSE`] for a user whose id
 /// contains this (tests on a shared Redis Cluster prefix their users),

@@ -1,8 +1,11 @@
 //! The crash soak, short: `chaff soak` SIGKILLs the real server three times
-//! under 32 concurrent clicks, settings and list changes, and checks after
-//! each restart that nothing acknowledged was lost and nothing else
-//! half-applied (the 20-cycle run and its figures: docs/FAULTS.md). And a
-//! SIGKILL while a format 3 directory is being upgraded at start-up.
+//! under 32 concurrent clicks, settings and list changes, DeleteUsers,
+//! seeds and operator list changes (Score learning from delivered mail),
+//! and checks after each restart that nothing acknowledged was lost and
+//! nothing else half-applied (the 20-cycle run and its figures:
+//! docs/FAULTS.md). The same from a format 5 directory, so the kills land
+//! inside its in-place upgrade to format 6. And a SIGKILL while a format 3
+//! directory is being upgraded at start-up.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -38,37 +41,71 @@ fn soak(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap()
 }
 
+/// Three short cycles, 12 users. Slow checkpoints and large messages for
+/// the two hot users: their models are snapshotted every few dozen
+/// clicks, with pauses around the write (the test build has the
+/// `fault-injection` feature).
+const SHORT: [&str; 15] = [
+    "--cycles",
+    "3",
+    "--min-run",
+    "700ms",
+    "--max-run",
+    "1500ms",
+    "--users",
+    "12",
+    "--hot-users",
+    "2",
+    "--messages",
+    "24",
+    "--hot-words",
+    "1500",
+    "--slow-checkpoints",
+];
+
 #[test]
 fn three_sigkills_under_load_lose_nothing_acknowledged_and_half_apply_nothing() {
-    // Slow checkpoints and large messages for the two hot users: their
-    // models are snapshotted every few dozen clicks, with pauses around
-    // the write (the test build has the `fault-injection` feature).
-    let s = soak(&[
-        "--cycles",
-        "3",
-        "--min-run",
-        "700ms",
-        "--max-run",
-        "1500ms",
-        "--users",
-        "12",
-        "--hot-users",
-        "2",
-        "--messages",
-        "24",
-        "--hot-words",
-        "1500",
-        "--slow-checkpoints",
-    ]);
+    let s = soak(&SHORT);
     assert_eq!(s["discrepancies"], 0, "{s}");
     // The kills landed under load: calls were acknowledged, and some were
     // in flight (in doubt) at each kill.
     assert!(s["acked"].as_u64().unwrap() >= 50, "{s}");
     assert!(s["in_doubt"].as_u64().unwrap() >= 3, "{s}");
+    // The operator's calls and deletions were in the mix, and Score
+    // learned from delivered probes (entries the checks found).
+    for kind in ["deletes", "seeds", "operator_lists", "implicit_found"] {
+        assert!(s[kind].as_u64().unwrap() >= 1, "{kind}: {s}");
+    }
     // Every key of every user, each cycle: settings, 24 messages, 8 list
-    // entries; and 3 probe scores per user compared with the replay.
-    assert_eq!(s["keys_checked"], 3 * 12 * (1 + 24 + 8), "{s}");
+    // entries; the operator's 24 seed messages and 3 × 8 list entries;
+    // and 3 probe scores per user compared with the replay.
+    assert_eq!(
+        s["keys_checked"],
+        3 * (12 * (1 + 24 + 8) + 24 + 3 * 8),
+        "{s}"
+    );
     assert_eq!(s["scores_compared"], 3 * 12 * 3, "{s}");
+}
+
+#[test]
+fn sigkills_during_the_in_place_upgrade_from_format_5_lose_nothing_and_half_apply_nothing() {
+    // The directory starts in format 5 (written by the old encoders): its
+    // records are rewritten in format 6 as users are clicked and
+    // checkpointed, under load, while the soak kills the server. Each
+    // check compares with a replay written directly in format 6.
+    let s = soak(&[&["--from-format", "5"][..], &SHORT].concat());
+    assert_eq!(s["discrepancies"], 0, "{s}");
+    let (start, left) = (
+        s["legacy_records_at_start"].as_u64().unwrap(),
+        s["legacy_records_left"].as_u64().unwrap(),
+    );
+    // 12 users × 12 clicks (ledger + journal), snapshots of every other user.
+    assert!(start >= 12 * 12, "{s}");
+    // The kills landed inside the upgrade: old records were left at every
+    // check, and the upgrade went on between them.
+    assert_eq!(s["kills_with_legacy_records"], 3, "{s}");
+    assert!(left > 0 && left < start, "{s}");
+    assert!(s["acked"].as_u64().unwrap() >= 50, "{s}");
 }
 
 /// A message of user `u`: words from a small vocabulary leaning spammy
@@ -233,8 +270,71 @@ async fn a_sigkill_during_the_format_3_upgrade_loses_nothing_and_a_restart_compl
 
     // A restart completes the upgrade: every user as in the reference
     // written in today's format and units, scores bit for bit.
-    let upgraded = ServerProcess::start(&old);
-    let expected = ServerProcess::start(&reference);
+    assert_same_users(&old, &reference, users, clicks).await;
+    println!("upgrade took {took:?}; {inside} kills landed inside it");
+}
+
+#[tokio::test]
+async fn sigkills_while_a_format_5_directory_opens_leave_it_equal_to_the_same_clicks_in_format_6() {
+    // Opening a format-5 directory rewrites its format key (one atomic
+    // write, not flushed by itself); its records are rewritten later, in
+    // place (the soak's --from-format test). Kills spread over start-up.
+    const LISTENING: &str = "chaff listening on";
+    const UPGRADED: &str = "upgraded data directory from format 5";
+    let (users, clicks) = (40, 30);
+    let root = tempfile::tempdir().unwrap();
+    let old = root.path().join("old");
+    let timing = root.path().join("timing");
+    let reference = root.path().join("reference");
+    write_clicks(&old, users, clicks, Weight::FULL, Some(5));
+    write_clicks(&timing, users, clicks, Weight::FULL, Some(5));
+    write_clicks(&reference, users, clicks, Weight::FULL, None);
+
+    // When the format key is rewritten, and when the server listens, here:
+    // on a copy, from the spawn.
+    let started = Instant::now();
+    let (mut child, rx) = spawn_logged(&timing);
+    wait_for(&rx, &[UPGRADED]);
+    let upgraded = started.elapsed();
+    wait_for(&rx, &[LISTENING]);
+    let took = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!("format key rewritten after {upgraded:?}, listening after {took:?}");
+
+    // Kills at later and later points of start-up, restarting each time,
+    // until one lands after the format key's write (which nothing flushes
+    // until the first click's flush or sled's background flush): from
+    // then on a start may find the directory upgraded and log nothing.
+    let (mut before, mut after) = (0, 0);
+    for quarter in 0u32..16 {
+        let (mut child, rx) = spawn_logged(&old);
+        std::thread::sleep(upgraded * quarter / 4);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if rx.iter().any(|l| l.contains(UPGRADED)) {
+            after += 1;
+            break;
+        }
+        before += 1;
+    }
+    assert!(
+        before >= 1 && after == 1,
+        "kills before / after the format key's write: {before} / {after} (it came {upgraded:?} after the spawn)"
+    );
+    assert_same_users(&old, &reference, users, clicks).await;
+    println!("{before} kills landed before the format key's write, then one after it");
+}
+
+/// Every user `write_clicks` wrote into `old` (opened, so upgraded) as in
+/// `reference` (the same clicks in today's format): GetUser equal, Score
+/// bit for bit; then an old click moved to the other class and another
+/// forgotten (read from the old ledger entries), with the same replies and
+/// the same models after. Score learns no delivered mail here, so the
+/// models change only by those clicks.
+async fn assert_same_users(old: &Path, reference: &Path, users: usize, clicks: usize) {
+    let upgraded = ServerProcess::start_pure(old);
+    let expected = ServerProcess::start_pure(reference);
     let mut a = connect(&upgraded.addr).await;
     let mut b = connect(&expected.addr).await;
     for u in 0..users {
@@ -246,26 +346,37 @@ async fn a_sigkill_during_the_format_3_upgrade_loses_nothing_and_a_restart_compl
             (clicks as u64 / 2, clicks as u64 / 2)
         );
         let probe = fixture_message(u, clicks + u % 2);
-        let (sa, sb) = (
-            score(&mut a, &id, &probe).await,
-            score(&mut b, &id, &probe).await,
-        );
-        assert_eq!(
-            sa.spam_probability.to_bits(),
-            sb.spam_probability.to_bits(),
-            "{id}"
-        );
-        assert_eq!(
-            sa.spam_log_odds.to_bits(),
-            sb.spam_log_odds.to_bits(),
-            "{id}"
-        );
+        // Bit for bit: probability and log-odds.
+        let same_score = async |a: &mut Client, b: &mut Client| {
+            let (sa, sb) = (score(a, &id, &probe).await, score(b, &id, &probe).await);
+            assert_eq!(
+                (sa.spam_probability.to_bits(), sa.spam_log_odds.to_bits()),
+                (sb.spam_probability.to_bits(), sb.spam_log_odds.to_bits()),
+                "{id}"
+            );
+            sa
+        };
+        let sa = same_score(&mut a, &mut b).await;
         assert!(
             sa.tokens_known > 0,
             "{id}: the probe shares words with the model"
         );
+        let old_click = fixture_message(u, 0);
+        let ham = chaff::proto::Label::Ham;
+        let ta = train(&mut a, &id, &old_click, ham, "f0").await;
+        let tb = train(&mut b, &id, &old_click, ham, "f0").await;
+        assert_eq!(ta, tb, "{id}");
+        assert_eq!(ta.outcome, chaff::proto::TrainOutcome::Relearned as i32);
+        let forget = |id: &str| chaff::proto::ForgetRequest {
+            user_id: id.into(),
+            message_id: "f1".into(),
+        };
+        let fa = a.forget(forget(&id)).await.unwrap().into_inner();
+        let fb = b.forget(forget(&id)).await.unwrap().into_inner();
+        assert_eq!(fa, fb, "{id}");
+        assert_eq!(user(&mut a, &id).await, user(&mut b, &id).await, "{id}");
+        same_score(&mut a, &mut b).await;
     }
-    println!("upgrade took {took:?}; {inside} kills landed inside it");
     upgraded.kill();
     expected.kill();
 }

@@ -94,7 +94,8 @@ enum Command {
     /// e.g. written by `chaff eval --results` or the peer scripts.
     Metrics(MetricsArgs),
     /// Crash soak: run `chaff serve` on a fresh data directory under
-    /// concurrent clicks, SIGKILL it at random moments, and check after each
+    /// concurrent clicks, settings and list changes, DeleteUsers and the
+    /// operator's seeds and lists, SIGKILL it at random moments, and check after each
     /// restart that nothing acknowledged was lost and nothing unacknowledged
     /// half-applied (docs/FAULTS.md).
     Soak(soak::SoakArgs),

@@ -180,6 +180,8 @@ impl Engine {
         let existed = self.store.user_exists(user)? || self.users.read().contains_key(user);
         self.with_writer(user, |_, writer| {
             self.store.delete_user(user)?;
+            #[cfg(feature = "fault-injection")]
+            crate::fault::delete_step(user, "started");
             // Memory follows what sled holds before the slow, fallible rest;
             // still under the old slot's lock, so no new slot for this user
             // can write ledger entries that the rest would delete.
@@ -196,7 +198,10 @@ impl Engine {
             if !self.decisions.settle(std::time::Duration::from_secs(5)) {
                 warn!(%user, "decision log did not settle in 5 s; decisions queued before the delete may remain");
             }
-            self.store.finish_delete_user(user)
+            self.store.finish_delete_user(user)?;
+            #[cfg(feature = "fault-injection")]
+            crate::fault::delete_step(user, "done");
+            Ok(())
         })?;
         Ok(existed)
     }

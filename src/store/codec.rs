@@ -592,6 +592,18 @@ pub fn snapshot_is_v6(value: &[u8]) -> bool {
     value.first() == Some(&SNAPSHOT_V6)
 }
 
+/// Whether a user's ledger (`L`), journal (`J`) or snapshot (`M`) value is
+/// still in a format older than 6 (read side by side with format 6 until
+/// the user's next checkpoint or click rewrites it).
+pub fn is_older_format(kind: u8, value: &[u8]) -> bool {
+    match kind {
+        b'L' => !ledger_is_v6(value) && value.first() != Some(&LEDGER_FOLDED),
+        b'J' => !ops_are_v6(value) && value.first() != Some(&JOURNAL_V6_POINTER),
+        b'M' => !snapshot_is_v6(value),
+        _ => false,
+    }
+}
+
 /// Ids as their sorted dictionary numbers: a count, then gap varints. Every
 /// id must be numbered (the store extends the dictionary first).
 fn put_numbers(out: &mut Vec<u8>, dict: &Dict, ids: &[TokenId]) {

@@ -16,6 +16,8 @@ pub(super) const CONTRIBUTION: u8 = b'G';
 pub(super) const CONTRIBUTION_JOURNAL: u8 = b'H';
 pub(super) const SEED_ID_KEY: &[u8] = b"O";
 pub(super) const DICT: u8 = b'K';
+/// `X` · user: a DeleteUser has started and not finished (empty value).
+pub(super) const DELETING: u8 = b'X';
 /// When the directory was upgraded to format 6 (unix ms, u64 BE): the
 /// click time of ledger entries written before (`Store::ledger_get`).
 pub(super) const UPGRADED_KEY: &[u8] = b"U";
@@ -98,6 +100,19 @@ pub(super) fn decision_key(user: &UserId, time_ms: u64, seq: u64) -> Vec<u8> {
     k.extend_from_slice(&time_ms.to_be_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// The user a key of a per-user family (`kind` · user · …) names.
+pub(super) fn user_in_key(key: &[u8]) -> Result<UserId, Error> {
+    let bad = || Error::Corrupt {
+        what: "user key".into(),
+    };
+    let len = usize::from(u16::from_be_bytes(
+        key.get(1..3).ok_or_else(bad)?.try_into().unwrap(),
+    ));
+    let id = key.get(3..3 + len).ok_or_else(bad)?;
+    let id = std::str::from_utf8(id).map_err(|_| bad())?;
+    UserId::new(id).map_err(|_| bad())
 }
 
 /// The end of a key range that starts with `prefix`.

@@ -1195,3 +1195,41 @@ fn a_clean_close_leaves_no_replaced_snapshot_blobs_behind() {
     );
     assert_eq!(store.load_model(&alice).unwrap().unwrap().model, model(4));
 }
+
+#[test]
+fn a_delete_user_interrupted_after_its_first_batch_is_finished_when_the_store_opens() {
+    // The crash soak found it: a SIGKILL after DeleteUser's first batch
+    // (model, settings, lists gone) and before the ledger's deletion left
+    // the clicks in the ledger with no model counting them.
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (user("alice"), user("bob"));
+    {
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        learn(&store, &alice, "m1", Label::Spam, &[1, 2, 3]);
+        learn(&store, &alice, "m2", Label::Ham, &[3, 4]);
+        learn(&store, &bob, "m1", Label::Spam, &[5]);
+        store.delete_user(&alice).unwrap();
+        // The crash: finish_delete_user never ran.
+        store.flush().unwrap();
+        assert!(store.ledger_get(&alice, &msg("m1")).unwrap().is_some());
+    }
+    let store = open_again(dir.path());
+    assert_eq!(store.user_records(&alice).unwrap(), vec![]);
+    assert!(store.ledger_get(&alice, &msg("m1")).unwrap().is_none());
+    assert!(!store.user_exists(&alice).unwrap());
+    // Only the interrupted deletion is finished.
+    assert!(store.ledger_get(&bob, &msg("m1")).unwrap().is_some());
+    assert_eq!(
+        store
+            .load_model(&bob)
+            .unwrap()
+            .unwrap()
+            .model
+            .spam_learned(),
+        1
+    );
+    // A finished deletion leaves no mark behind: the next open has none.
+    drop(store);
+    let store = open_again(dir.path());
+    assert_eq!(store.finish_interrupted_deletes().unwrap(), 0);
+}

@@ -27,9 +27,18 @@ impl<W: super::Writes> Store<W> {
     /// Deletes a user's model, journal, settings, lists and shared part,
     /// in one batch: after it the user is gone for scoring and for the
     /// shared model. [`Store::finish_delete_user`] does the rest.
+    ///
+    /// The same batch writes the user's deletion mark (`X`), which only
+    /// the end of [`Store::finish_delete_user`] removes: a crash between
+    /// the two would otherwise leave the user's ledger (its clicks, with no
+    /// model counting them: a Train of one answered ALREADY_LEARNED, a
+    /// Forget took counts the model never had), dictionary and decisions
+    /// behind. Opening the store finishes every marked deletion
+    /// ([`Store::finish_interrupted_deletes`]). Found by the crash soak.
     pub fn delete_user(&self, user: &UserId) -> Result<(), Error> {
         let who = Owner::User(user.clone());
         let mut batch = Batch::default();
+        batch.insert(user_prefix(DELETING, user), &[][..]);
         batch.remove(user_prefix(MODEL, user));
         batch.remove(user_prefix(SETTINGS, user));
         for kind in [JOURNAL, LIST] {
@@ -50,7 +59,24 @@ impl<W: super::Writes> Store<W> {
         // After the ledger, whose entries its numbers name.
         self.delete_dict(&Owner::User(user.clone()))?;
         self.delete_prefix(&user_prefix(DECISION, user))?;
+        self.tree()?.remove(user_prefix(DELETING, user))?;
         self.flush()
+    }
+
+    /// Finishes every DeleteUser a crash interrupted (its mark is still
+    /// there, see [`Store::delete_user`]); how many. Called when the store
+    /// is opened, before anything reads a user.
+    pub(super) fn finish_interrupted_deletes(&self) -> Result<u64, Error> {
+        let mut users = Vec::new();
+        for item in self.tree()?.scan_prefix([DELETING]) {
+            let (key, _) = item?;
+            users.push(user_in_key(&key)?);
+        }
+        for user in &users {
+            tracing::warn!(%user, "finishing a DeleteUser that a crash interrupted");
+            self.finish_delete_user(user)?;
+        }
+        Ok(users.len() as u64)
     }
 
     /// Whether anything at all is stored for a user.
@@ -74,6 +100,26 @@ impl<W: super::Writes> Store<W> {
             }
         }
         Ok(false)
+    }
+}
+
+impl<W: super::Writes> Store<W> {
+    /// How many records of each family (by its key byte) the store holds
+    /// for `user`, decisions left out, dictionary included: all zero once a
+    /// DeleteUser has finished (or never started). For checks (the crash
+    /// soak), not for serving: one range read per family.
+    pub fn user_records(&self, user: &UserId) -> Result<Vec<(char, u64)>, Error> {
+        let mut out = Vec::new();
+        for kind in USER_FAMILIES.into_iter().chain([DICT]) {
+            if kind == DECISION {
+                continue;
+            }
+            let n = self.tree()?.scan_prefix(user_prefix(kind, user)).count() as u64;
+            if n > 0 {
+                out.push((char::from(kind), n));
+            }
+        }
+        Ok(out)
     }
 }
 

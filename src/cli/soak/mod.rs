@@ -1,19 +1,31 @@
 //! `chaff soak`: the crash soak. Starts the real `chaff serve` (this same
 //! binary) on a data directory, drives concurrent clicks, settings and list
-//! changes for many users, SIGKILLs the server at a random moment, and
-//! checks the directory against the soak's own record of every reply.
+//! changes and DeleteUsers for many users, and the operator's seeds, seed
+//! clears and operator-wide list changes, SIGKILLs the server at a random
+//! moment, and checks the directory against the soak's own record of every
+//! reply.
 //!
 //! # What is checked, and against what
 //!
 //! The soak keeps an independent record: for each user, the label and
-//! shared flag of each of its messages, its settings (consent included) and
-//! its block list, changed only by acknowledged replies. A call whose reply
-//! never came (the kill) is *in doubt*: the soak accepts either its old or
-//! its new state for exactly that key, and nothing else. To make that exact,
-//! the soak never has two calls in flight on one key (one message, one list
-//! entry), and a settings change excludes the user's clicks (consent decides
-//! whether a click is shared). Once a user has a call in doubt, no more
-//! calls go to it until the next check.
+//! shared flag of each of its messages, its settings (consent included),
+//! its block list and whether a DeleteUser was its last write; the label
+//! of each seed message; each operator-wide list entry — changed only by
+//! acknowledged replies. A call whose reply never came (the kill) is *in
+//! doubt*: the soak accepts either its old or its new state for exactly
+//! that key (for a DeleteUser the whole user, for a ClearSeed the whole
+//! seed), and nothing else. To make that exact, the soak never has two
+//! calls in flight on one key (one message, one list entry, one seed
+//! message), a settings change excludes the user's clicks (consent decides
+//! whether a click is shared), a DeleteUser every other call of its user
+//! and a ClearSeed every seed call. Once a user has a call in doubt, no
+//! more calls go to it until the next check (likewise the seed, and the
+//! operator lists).
+//!
+//! What Score learns from delivered mail is never acknowledged: the
+//! workload scores probes no call clicks, and the check accepts each
+//! implicit ledger entry it finds (once found, it must stay) and replays
+//! it, so the models must still be exactly the sum of the ledger.
 //!
 //! After each kill, before the server runs again:
 //!
@@ -54,7 +66,7 @@ use tonic::transport::Channel;
 
 use chaff::policy::ListKind;
 use chaff::proto::{self, chaff_client::ChaffClient};
-use chaff::service::status::{label_to_wire, settings_to_wire};
+use chaff::service::status::{label_to_wire, list_kind_to_wire, settings_to_wire};
 use chaff::store::{Op, Store};
 use chaff::types::{Label, MessageId, Owner, UserId};
 
@@ -62,6 +74,7 @@ use check::{check, compare};
 use workload::worker;
 
 mod check;
+mod legacy;
 mod workload;
 
 /// The prefix of `chaff::fault::SLOW_CHECKPOINT` (a module only test
@@ -123,6 +136,23 @@ pub struct SoakArgs {
     /// Print one JSON object per cycle and a summary object.
     #[arg(long)]
     json: bool,
+    /// Whether the server learns delivered mail as ham (`chaff serve
+    /// --learn-delivered`; on by default there as here). Score's learning
+    /// is never acknowledged: the check accepts each implicit ledger entry
+    /// of a probe it finds (or its absence) and replays what it found, so
+    /// the models must still be exactly the sum of the ledger.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    learn_delivered: bool,
+    /// Start from a data directory written in store format 5 (the format
+    /// before today's 6, by the old encoders kept for tests): every user
+    /// has half its messages learned, every other user's model snapshotted,
+    /// all in format 5. Each user's records are rewritten in format 6 as
+    /// they are clicked and checkpointed, so the kills land inside that
+    /// in-place upgrade; the check reports how many format-5 records are
+    /// left after each kill. Needs a build with the `fault-injection`
+    /// feature (test builds have it).
+    #[arg(long, value_name = "5")]
+    from_format: Option<u32>,
 }
 
 /// What the record says of one message: its label and whether the click
@@ -137,9 +167,19 @@ struct Learned {
 /// applied (the old state is the record's).
 #[derive(Clone, Debug)]
 enum InDoubt {
-    Message { n: usize, post: Option<Learned> },
-    Settings { post: proto::UserSettings },
-    Block { n: usize, post: bool },
+    Message {
+        n: usize,
+        post: Option<Learned>,
+    },
+    Settings {
+        post: proto::UserSettings,
+    },
+    Block {
+        n: usize,
+        post: bool,
+    },
+    /// DeleteUser: the whole user is gone, or nothing of it is.
+    Delete,
 }
 
 struct UserRec {
@@ -154,7 +194,97 @@ struct UserRec {
     /// The snapshot's last sequence number at the previous check, to count
     /// the checkpoints the engine took in between.
     snapshot_seq: u64,
+    /// A DeleteUser was the user's last write: the store must hold no
+    /// record of the user but logged decisions (model, journal, ledger,
+    /// dictionary, settings, lists, shared part).
+    empty: bool,
+    /// Ids of what Score learned from delivered mail (implicit ledger
+    /// entries) that a check found: never acknowledged, so accepted when
+    /// found, and from then on they must stay (until a DeleteUser).
+    implicit: std::collections::BTreeSet<String>,
 }
+
+impl UserRec {
+    fn new(messages: usize) -> Self {
+        UserRec {
+            settings: default_settings(),
+            messages: vec![None; messages],
+            blocks: vec![false; BLOCK_ENTRIES],
+            busy_messages: vec![false; messages],
+            busy_blocks: vec![false; BLOCK_ENTRIES],
+            frozen: false,
+            in_doubt: Vec::new(),
+            snapshot_seq: 0,
+            empty: false,
+            implicit: Default::default(),
+        }
+    }
+
+    /// An acknowledged (or found) DeleteUser: nothing of the user is left.
+    fn delete(&mut self) {
+        let keep_seq = self.snapshot_seq;
+        *self = UserRec::new(self.messages.len());
+        self.snapshot_seq = keep_seq;
+        self.empty = true;
+    }
+}
+
+/// Block-list entries per user (`blk0.soak.example` …).
+const BLOCK_ENTRIES: usize = 8;
+
+/// The operator's seed messages (`s0` …), each seeded, relearned the other
+/// way, or cleared with the whole seed.
+const SEED_MESSAGES: usize = 24;
+
+/// Entries per operator-wide list kind (allow, block, trusted).
+const OPERATOR_ENTRIES: usize = 8;
+const OPERATOR_KINDS: [ListKind; 3] = [ListKind::Allow, ListKind::Block, ListKind::Trusted];
+
+/// A call on the seed whose reply never came.
+#[derive(Clone, Copy, Debug)]
+enum SeedDoubt {
+    Message { n: usize, post: Label },
+    Clear,
+}
+
+/// What the record says of the operator's seed and lists. Seeds take
+/// `order` shared, ClearSeed exclusive (it changes every seed message).
+struct Operator {
+    order: tokio::sync::RwLock<()>,
+    rec: Mutex<OperatorRec>,
+}
+
+struct OperatorRec {
+    seed: Vec<Option<Label>>,
+    busy_seed: Vec<bool>,
+    /// `OPERATOR_KINDS.len() × OPERATOR_ENTRIES`, kind-major.
+    lists: Vec<bool>,
+    busy_lists: Vec<bool>,
+    /// A seed call is in doubt: no more seed calls until the check.
+    seed_frozen: bool,
+    seed_doubt: Vec<SeedDoubt>,
+    /// An operator list change is in doubt (entry, new presence): no more
+    /// list changes until the check.
+    lists_frozen: bool,
+    list_doubt: Vec<(usize, bool)>,
+}
+
+/// Operator list entry `i` (kind-major): its kind and text.
+fn operator_entry(i: usize) -> (ListKind, String) {
+    let kind = OPERATOR_KINDS[i / OPERATOR_ENTRIES];
+    (
+        kind,
+        format!("op{}{}.soak.example", kind.as_str(), i % OPERATOR_ENTRIES),
+    )
+}
+
+/// Seed message `n`: the operator's corpus, words like the users'.
+fn seed_message(n: usize) -> Vec<u8> {
+    message(SEED_AUTHOR, n, 40)
+}
+
+/// The author number of seed messages in [`message`] (no user has it).
+const SEED_AUTHOR: usize = 999_999;
 
 struct User {
     id: String,
@@ -172,10 +302,15 @@ struct Counters {
     settings: AtomicU64,
     lists: AtomicU64,
     scores: AtomicU64,
+    deletes: AtomicU64,
+    seeds: AtomicU64,
+    clears: AtomicU64,
+    operator_lists: AtomicU64,
 }
 
 struct Soak {
     users: Vec<User>,
+    operator: Operator,
     /// Words per message, per user.
     words: Vec<usize>,
     hot: usize,
@@ -258,6 +393,10 @@ fn probe(user: usize, k: usize, count: usize) -> Vec<u8> {
     message(user, 10_000 + k, count)
 }
 
+/// Probe messages per user that workload Scores pick among: each may be
+/// learned once from its delivery (`--learn-delivered`).
+const PROBES: usize = 12;
+
 fn block_entry(n: usize) -> String {
     format!("blk{n}.soak.example")
 }
@@ -320,25 +459,40 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                     format!("soak-{u}")
                 },
                 order: tokio::sync::RwLock::new(()),
-                rec: Mutex::new(UserRec {
-                    settings: default_settings(),
-                    messages: vec![None; args.messages],
-                    blocks: vec![false; 8],
-                    busy_messages: vec![false; args.messages],
-                    busy_blocks: vec![false; 8],
-                    frozen: false,
-                    in_doubt: Vec::new(),
-                    snapshot_seq: 0,
-                }),
+                rec: Mutex::new(UserRec::new(args.messages)),
             })
             .collect(),
+        operator: Operator {
+            order: tokio::sync::RwLock::new(()),
+            rec: Mutex::new(OperatorRec {
+                seed: vec![None; SEED_MESSAGES],
+                busy_seed: vec![false; SEED_MESSAGES],
+                lists: vec![false; OPERATOR_KINDS.len() * OPERATOR_ENTRIES],
+                busy_lists: vec![false; OPERATOR_KINDS.len() * OPERATOR_ENTRIES],
+                seed_frozen: false,
+                seed_doubt: Vec::new(),
+                lists_frozen: false,
+                list_doubt: Vec::new(),
+            }),
+        },
         hot,
         killed: AtomicBool::new(false),
         counters: Counters::default(),
         discrepancies: Mutex::new(Vec::new()),
     });
     let mut rng = Rng(seed);
-    let mut server = Server::start(&exe, &data, &dir.join("server.log")).await?;
+    let legacy_at_start = match args.from_format {
+        Some(format) => Some(legacy::write(&soak, &data, format)?),
+        None => None,
+    };
+    if let (Some(n), false) = (legacy_at_start, args.json) {
+        println!(
+            "soak: the data directory starts in format {}: {n} user records (ledger, journal, snapshots) in it",
+            args.from_format.unwrap_or(0)
+        );
+    }
+    let learn = args.learn_delivered;
+    let mut server = Server::start(&exe, &data, &dir.join("server.log"), learn).await?;
     let mut totals = Totals::default();
     for cycle in 1..=args.cycles {
         soak.killed.store(false, Ordering::SeqCst);
@@ -373,15 +527,26 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             w.await.context("a soak worker panicked")?;
         }
         let landed = killed_in_checkpoint(&dir.join("server.log"));
+        let in_delete = killed_in_delete(&dir.join("server.log"));
         let acked = soak.counters.acked.load(Ordering::Relaxed) - before;
         let doubt = soak.counters.in_doubt.load(Ordering::Relaxed) - doubt_before;
 
-        let check = check(&soak, &dir, &data).context("checking the killed data directory")?;
-        server = Server::start(&exe, &data, &dir.join("server.log")).await?;
-        let replay = Server::start(&exe, &dir.join("replay"), &dir.join("replay.log")).await?;
-        let scored = compare(&soak, &server, &replay, cycle).await?;
+        let check = check(&soak, &dir, &data, args.from_format.is_some())
+            .context("checking the killed data directory")?;
+        // Compared with Score's learning off, so probes change no model;
+        // then the load goes on with it as asked.
+        let restarted = Server::start(&exe, &data, &dir.join("compare.log"), false).await?;
+        let replay =
+            Server::start(&exe, &dir.join("replay"), &dir.join("replay.log"), false).await?;
+        let scored = compare(&soak, &restarted, &replay, cycle).await?;
         drop(replay);
         let _ = fs::remove_dir_all(dir.join("replay"));
+        server = if learn {
+            drop(restarted);
+            Server::start(&exe, &data, &dir.join("server.log"), true).await?
+        } else {
+            restarted
+        };
 
         totals.acked += acked;
         totals.in_doubt += doubt;
@@ -389,6 +554,14 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         totals.keys += check.keys;
         totals.scores += scored;
         totals.checkpoints += check.checkpoints;
+        totals.implicit += check.implicit;
+        totals.killed_in_delete += u64::from(in_delete);
+        if check.legacy_records.is_some() {
+            totals.legacy_records = check.legacy_records;
+            if check.legacy_records.is_some_and(|n| n > 0) {
+                totals.kills_with_legacy_records += 1;
+            }
+        }
         match landed {
             Some("starting") => totals.killed_before_write += 1,
             Some(_) => totals.killed_after_write += 1,
@@ -403,17 +576,21 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                     "in_doubt": doubt, "in_doubt_applied": check.applied,
                     "keys_checked": check.keys, "scores_compared": scored,
                     "checkpoints": check.checkpoints, "killed_in_checkpoint": landed,
+                    "killed_in_delete": in_delete,
+                    "implicit_found": check.implicit, "legacy_records": check.legacy_records,
                     "discrepancies": wrong,
                 })
             );
         } else {
             println!(
                 "cycle {cycle}/{}: killed after {:.2} s; {acked} calls acknowledged, {doubt} in doubt ({} applied); \
-                 {} keys, {scored} scores checked; {} model snapshots renewed{}; {wrong} discrepancies so far",
+                 {} keys, {scored} scores checked; {} implicit entries found; {} model snapshots renewed{}{}{}; \
+                 {wrong} discrepancies so far",
                 args.cycles,
                 run_for.as_secs_f64(),
                 check.applied,
                 check.keys,
+                check.implicit,
                 check.checkpoints,
                 landed.map_or(String::new(), |step| format!(
                     " (killed inside one: {})",
@@ -422,6 +599,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                     } else {
                         "after its write"
                     }
+                )),
+                if in_delete {
+                    "; killed inside a DeleteUser"
+                } else {
+                    ""
+                },
+                check.legacy_records.map_or(String::new(), |n| format!(
+                    "; {n} format-{} records left",
+                    args.from_format.unwrap_or(0)
                 )),
             );
         }
@@ -439,26 +625,39 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                 "seed": seed, "cycles": args.cycles, "acked": totals.acked,
                 "trains": c.trains.load(Ordering::Relaxed), "forgets": c.forgets.load(Ordering::Relaxed),
                 "settings": c.settings.load(Ordering::Relaxed), "lists": c.lists.load(Ordering::Relaxed),
-                "scores": c.scores.load(Ordering::Relaxed),
+                "deletes": c.deletes.load(Ordering::Relaxed), "seeds": c.seeds.load(Ordering::Relaxed),
+                "seed_clears": c.clears.load(Ordering::Relaxed),
+                "operator_lists": c.operator_lists.load(Ordering::Relaxed),
+                "scores": c.scores.load(Ordering::Relaxed), "implicit_found": totals.implicit,
+                "legacy_records_at_start": legacy_at_start,
+                "legacy_records_left": totals.legacy_records,
+                "kills_with_legacy_records": totals.kills_with_legacy_records,
                 "in_doubt": totals.in_doubt, "in_doubt_applied": totals.applied,
                 "keys_checked": totals.keys, "scores_compared": totals.scores,
                 "checkpoints": totals.checkpoints,
                 "killed_in_checkpoint_before_write": totals.killed_before_write,
                 "killed_in_checkpoint_after_write": totals.killed_after_write,
+                "killed_in_delete": totals.killed_in_delete,
                 "discrepancies": wrong.len(),
             })
         );
     } else {
         println!(
-            "soak: {} acknowledged calls checked ({} Train, {} Forget, {} UpdateUser, {} list, {} Score), \
+            "soak: {} acknowledged calls checked ({} Train, {} Forget, {} UpdateUser, {} list, {} DeleteUser, \
+             {} SeedShared, {} ClearSeed, {} operator list, {} Score), {} implicit entries found, \
              {} in doubt ({} applied), {} keys and {} scores compared over the cycles, \
-             {} model snapshots renewed under load (users × cycles), {} kills inside a checkpoint ({} before its write, {} after); {} discrepancies",
+             {} model snapshots renewed under load (users × cycles), {} kills inside a checkpoint ({} before its write, {} after), {} inside a DeleteUser; {} discrepancies",
             totals.acked,
             c.trains.load(Ordering::Relaxed),
             c.forgets.load(Ordering::Relaxed),
             c.settings.load(Ordering::Relaxed),
             c.lists.load(Ordering::Relaxed),
+            c.deletes.load(Ordering::Relaxed),
+            c.seeds.load(Ordering::Relaxed),
+            c.clears.load(Ordering::Relaxed),
+            c.operator_lists.load(Ordering::Relaxed),
             c.scores.load(Ordering::Relaxed),
+            totals.implicit,
             totals.in_doubt,
             totals.applied,
             totals.keys,
@@ -467,12 +666,26 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             totals.killed_before_write + totals.killed_after_write,
             totals.killed_before_write,
             totals.killed_after_write,
+            totals.killed_in_delete,
             wrong.len()
         );
+        if let (Some(start), Some(left)) = (legacy_at_start, totals.legacy_records) {
+            println!(
+                "soak: format-{} records: {start} at the start, {left} left at the last check; {} of {} kills found some left",
+                args.from_format.unwrap_or(0),
+                totals.kills_with_legacy_records,
+                args.cycles
+            );
+        }
     }
     if !wrong.is_empty() {
         for w in wrong.iter().take(20) {
             eprintln!("discrepancy: {w}");
+        }
+        // All of them, one a line, beside the evidence.
+        let list = dir.join("discrepancies.txt");
+        if fs::write(&list, wrong.join("\n") + "\n").is_ok() && wrong.len() > 20 {
+            eprintln!("soak: all {} in {}", wrong.len(), list.display());
         }
         if let Some(t) = temp {
             // Keep the evidence.
@@ -497,14 +710,23 @@ struct Totals {
     checkpoints: u64,
     killed_before_write: u64,
     killed_after_write: u64,
+    implicit: u64,
+    killed_in_delete: u64,
+    /// `--from-format`: old-format records left at the last check, and
+    /// how many kills found some left (landed inside the upgrade).
+    legacy_records: Option<u64>,
+    kills_with_legacy_records: u64,
 }
 
-/// Polls the server's log until a checkpoint step is logged after the
-/// call, or `limit` passes; whether one was.
+/// Polls the server's log until a checkpoint (or a slow user's deletion)
+/// starts after the call, or `limit` passes; whether one did.
 async fn wait_for_checkpoint(log: &Path, limit: Duration) -> bool {
     let count = |log: &Path| {
         fs::read_to_string(log)
-            .map(|t| t.matches("fault injection: checkpoint starting").count())
+            .map(|t| {
+                t.matches("fault injection: checkpoint starting").count()
+                    + t.matches("fault injection: delete started").count()
+            })
             .unwrap_or(0)
     };
     let before = count(log);
@@ -546,6 +768,29 @@ fn killed_in_checkpoint(log: &Path) -> Option<&'static str> {
     open.values().copied().max_by_key(|s| *s == "written")
 }
 
+/// Whether the kill landed inside a slow user's DeleteUser
+/// (`--slow-checkpoints`): between its first atomic batch and its end.
+fn killed_in_delete(log: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(log) else {
+        return false;
+    };
+    let mut open = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.split("fault injection: delete ").nth(1) else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let step = words.next().unwrap_or("");
+        let who = words.nth(1).unwrap_or("").to_string();
+        if step == "started" {
+            open.insert(who);
+        } else {
+            open.remove(&who);
+        }
+    }
+    !open.is_empty()
+}
+
 /// A `chaff serve` child process; SIGKILLed when dropped.
 struct Server {
     child: Child,
@@ -553,7 +798,8 @@ struct Server {
 }
 
 impl Server {
-    async fn start(exe: &Path, data: &Path, log: &Path) -> anyhow::Result<Self> {
+    /// `learn`: `--learn-delivered`.
+    async fn start(exe: &Path, data: &Path, log: &Path, learn: bool) -> anyhow::Result<Self> {
         let log_file = fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -563,10 +809,12 @@ impl Server {
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
             .args(["--stats-interval", "0s", "--cache-mb", "32"])
-            // The record holds acknowledged calls; what Score learns from
-            // delivered mail is never acknowledged (write-behind), so the
-            // soak does not model it yet and turns it off.
-            .args(["--learn-delivered", "false", "--data"])
+            .args(["--learn-delivered", if learn { "true" } else { "false" }])
+            // The soak tests durability, not overload: on a loaded machine
+            // a Score may wait past the default 50 ms for a read slot and
+            // be refused (tests/overload.rs tests that), so calls queue.
+            .args(["--max-queue-wait", "20s", "--max-queued-calls", "1024"])
+            .arg("--data")
             .arg(data)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,7 +1,8 @@
 //! The soak's load: concurrent workers making clicks, Forgets, settings
-//! and block-list changes and Scores against the server, each call
-//! updating the soak's record only when its reply came, and marking its
-//! key in doubt when it did not (the module docs of `soak` say why).
+//! and block-list changes, DeleteUsers, the operator's seeds, seed clears
+//! and operator-wide list changes, and Scores against the server, each
+//! call updating the soak's record only when its reply came, and marking
+//! its key in doubt when it did not (the module docs of `soak` say why).
 
 use super::*;
 
@@ -10,6 +11,10 @@ enum Kind {
     Forget,
     Settings,
     Block,
+    Delete,
+    Seed,
+    ClearSeed,
+    OperatorList,
     Score,
 }
 
@@ -20,25 +25,41 @@ pub(super) async fn worker(soak: Arc<Soak>, mut client: Client, mut rng: Rng) {
         } else {
             rng.below(soak.users.len())
         };
-        let kind = match rng.below(100) {
-            0..=54 => Kind::Train,
-            55..=71 => Kind::Forget,
-            72..=79 => Kind::Settings,
-            80..=91 => Kind::Block,
+        // Per mille. Deletes pick any user alike (hot users deleted as
+        // often as the rest still grow big enough to checkpoint).
+        let kind = match rng.below(1000) {
+            0..=499 => Kind::Train,
+            500..=659 => Kind::Forget,
+            660..=729 => Kind::Settings,
+            730..=819 => Kind::Block,
+            820..=829 => Kind::Delete,
+            830..=869 => Kind::Seed,
+            870..=871 => Kind::ClearSeed,
+            872..=909 => Kind::OperatorList,
             _ => Kind::Score,
         };
         match kind {
             Kind::Train | Kind::Forget => message_op(&soak, &mut client, &mut rng, u, kind).await,
             Kind::Settings => settings_op(&soak, &mut client, &mut rng, u).await,
             Kind::Block => block_op(&soak, &mut client, &mut rng, u).await,
+            Kind::Delete => {
+                let u = rng.below(soak.users.len());
+                delete_op(&soak, &mut client, u).await;
+            }
+            Kind::Seed => seed_op(&soak, &mut client, &mut rng).await,
+            Kind::ClearSeed => clear_seed_op(&soak, &mut client).await,
+            Kind::OperatorList => operator_list_op(&soak, &mut client, &mut rng).await,
             Kind::Score => {
                 let user = &soak.users[u];
                 if user.rec.lock().frozen {
                     continue;
                 }
+                // A probe: never clicked, so what Score learns from its
+                // delivery (an implicit ledger entry) is on a key no
+                // acknowledged call touches.
                 let r = call(client.score(proto::ScoreRequest {
                     user_id: user.id.clone(),
-                    message: probe(u, rng.below(3), soak.words[u]),
+                    message: probe(u, rng.below(PROBES), soak.words[u]),
                     ..Default::default()
                 }))
                 .await;
@@ -165,6 +186,7 @@ async fn message_op(soak: &Soak, client: &mut Client, rng: &mut Rng, u: usize, k
     match result {
         Ok(()) => {
             rec.messages[n] = post;
+            rec.empty = false;
             soak.counters.acked.fetch_add(1, Ordering::Relaxed);
         }
         Err(s) => {
@@ -216,6 +238,7 @@ async fn settings_op(soak: &Soak, client: &mut Client, rng: &mut Rng, u: usize) 
                 ));
             }
             apply_settings(&mut rec, post);
+            rec.empty = false;
             soak.counters.settings.fetch_add(1, Ordering::Relaxed);
             soak.counters.acked.fetch_add(1, Ordering::Relaxed);
         }
@@ -248,26 +271,21 @@ async fn block_op(soak: &Soak, client: &mut Client, rng: &mut Rng, u: usize) {
         entry: block_entry(n),
         ..Default::default()
     };
-    let r = if add {
-        call(client.add_list_entry(req)).await
-    } else {
-        call(client.remove_list_entry(req)).await
-    };
+    let r = change_list(
+        soak,
+        client,
+        req,
+        add,
+        prior,
+        &format!("{}'s block", user.id),
+    )
+    .await;
     let mut rec = user.rec.lock();
     rec.busy_blocks[n] = false;
     match r {
-        Ok(reply) => {
-            if reply.changed != (add != prior) {
-                soak.wrong(format!(
-                    "{} block entry {} for {}: changed = {}, the record had it {}",
-                    if add { "adding" } else { "removing" },
-                    block_entry(n),
-                    user.id,
-                    reply.changed,
-                    if prior { "present" } else { "absent" }
-                ));
-            }
+        Ok(()) => {
             rec.blocks[n] = add;
+            rec.empty = false;
             soak.counters.lists.fetch_add(1, Ordering::Relaxed);
             soak.counters.acked.fetch_add(1, Ordering::Relaxed);
         }
@@ -278,4 +296,204 @@ async fn block_op(soak: &Soak, client: &mut Client, rng: &mut Rng, u: usize) {
             soak.counters.in_doubt.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// DeleteUser: excludes every other call of the user (it changes all its
+/// keys), so in doubt it has exactly two outcomes: all gone, or nothing.
+async fn delete_op(soak: &Soak, client: &mut Client, u: usize) {
+    let user = &soak.users[u];
+    let _order = user.order.write().await;
+    let stored = {
+        let rec = user.rec.lock();
+        if rec.frozen {
+            return;
+        }
+        rec.messages.iter().any(Option::is_some)
+            || rec.blocks.iter().any(|b| *b)
+            || rec.settings != default_settings()
+            || !rec.implicit.is_empty()
+    };
+    let r = call(client.delete_user(proto::DeleteUserRequest {
+        user_id: user.id.clone(),
+    }))
+    .await;
+    let mut rec = user.rec.lock();
+    match r {
+        Ok(reply) => {
+            // `existed` may also be true for what the record does not hold
+            // (logged decisions, a model emptied by Forgets).
+            if stored && !reply.existed {
+                soak.wrong(format!(
+                    "DeleteUser {}: existed = false, the record holds data for it",
+                    user.id
+                ));
+            }
+            rec.delete();
+            soak.counters.deletes.fetch_add(1, Ordering::Relaxed);
+            soak.counters.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(s) => {
+            unexpected(soak, &user.id, "DeleteUser", &s);
+            rec.frozen = true;
+            rec.in_doubt.push(InDoubt::Delete);
+            soak.counters.in_doubt.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// SeedShared of one seed message: its label as it leans, sometimes the
+/// other (a relearn). One call per seed message at a time.
+async fn seed_op(soak: &Soak, client: &mut Client, rng: &mut Rng) {
+    let op = &soak.operator;
+    let _order = op.order.read().await;
+    let (n, prior) = {
+        let mut rec = op.rec.lock();
+        if rec.seed_frozen {
+            return;
+        }
+        let Some(n) = pick(&mut rec.busy_seed, rng) else {
+            return;
+        };
+        (n, rec.seed[n])
+    };
+    let spammy = n.is_multiple_of(2);
+    let spam = if rng.below(5) == 0 { !spammy } else { spammy };
+    let label = if spam { Label::Spam } else { Label::Ham };
+    let msg_id = format!("s{n}");
+    let r = call(client.seed_shared(proto::SeedSharedRequest {
+        message: seed_message(n),
+        label: label_to_wire(label).into(),
+        message_id: msg_id.clone(),
+    }))
+    .await;
+    let mut rec = op.rec.lock();
+    rec.busy_seed[n] = false;
+    match r {
+        Ok(reply) => {
+            let want = match prior {
+                None => proto::TrainOutcome::Learned,
+                Some(p) if p == label => proto::TrainOutcome::AlreadyLearned,
+                Some(_) => proto::TrainOutcome::Relearned,
+            };
+            if reply.outcome != want as i32 || reply.message_id != msg_id {
+                soak.wrong(format!(
+                    "SeedShared {msg_id} as {label:?}: outcome {} id {:?}, the record wants {want:?}",
+                    reply.outcome, reply.message_id
+                ));
+            }
+            rec.seed[n] = Some(label);
+            soak.counters.seeds.fetch_add(1, Ordering::Relaxed);
+            soak.counters.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(s) => {
+            unexpected(soak, "the operator", "SeedShared", &s);
+            rec.seed_frozen = true;
+            rec.seed_doubt.push(SeedDoubt::Message { n, post: label });
+            soak.counters.in_doubt.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// ClearSeed: excludes every seed call (it changes every seed message).
+async fn clear_seed_op(soak: &Soak, client: &mut Client) {
+    let op = &soak.operator;
+    let _order = op.order.write().await;
+    let (spam, ham) = {
+        let rec = op.rec.lock();
+        if rec.seed_frozen {
+            return;
+        }
+        let count = |l| rec.seed.iter().filter(|s| **s == Some(l)).count() as u64;
+        (count(Label::Spam), count(Label::Ham))
+    };
+    let r = call(client.clear_seed(proto::ClearSeedRequest {})).await;
+    let mut rec = op.rec.lock();
+    match r {
+        Ok(reply) => {
+            if (reply.spam_removed, reply.ham_removed) != (spam, ham) {
+                soak.wrong(format!(
+                    "ClearSeed removed {}/{} (spam/ham), the record has {spam}/{ham}",
+                    reply.spam_removed, reply.ham_removed
+                ));
+            }
+            rec.seed.iter_mut().for_each(|s| *s = None);
+            soak.counters.clears.fetch_add(1, Ordering::Relaxed);
+            soak.counters.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(s) => {
+            unexpected(soak, "the operator", "ClearSeed", &s);
+            rec.seed_frozen = true;
+            rec.seed_doubt.push(SeedDoubt::Clear);
+            soak.counters.in_doubt.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Adds or removes one operator-wide allow, block or trusted entry (none
+/// matches the soak's senders, so scores do not depend on them).
+async fn operator_list_op(soak: &Soak, client: &mut Client, rng: &mut Rng) {
+    let op = &soak.operator;
+    let (i, prior) = {
+        let mut rec = op.rec.lock();
+        if rec.lists_frozen {
+            return;
+        }
+        let Some(i) = pick(&mut rec.busy_lists, rng) else {
+            return;
+        };
+        (i, rec.lists[i])
+    };
+    let (kind, entry) = operator_entry(i);
+    let add = rng.below(2) == 0;
+    let req = proto::ListEntryRequest {
+        operator_wide: true,
+        kind: list_kind_to_wire(kind).into(),
+        entry,
+        ..Default::default()
+    };
+    let what = format!("the operator's {}", kind.as_str());
+    let r = change_list(soak, client, req, add, prior, &what).await;
+    let mut rec = op.rec.lock();
+    rec.busy_lists[i] = false;
+    match r {
+        Ok(()) => {
+            rec.lists[i] = add;
+            soak.counters.operator_lists.fetch_add(1, Ordering::Relaxed);
+            soak.counters.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(s) => {
+            unexpected(soak, "the operator", "an operator list change", &s);
+            rec.lists_frozen = true;
+            rec.list_doubt.push((i, add));
+            soak.counters.in_doubt.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Adds (`add`) or removes a list entry; on a reply, checks that it
+/// changed something exactly when the record (`prior`: present) says it
+/// must. `what` names the list in a report.
+async fn change_list(
+    soak: &Soak,
+    client: &mut Client,
+    req: proto::ListEntryRequest,
+    add: bool,
+    prior: bool,
+    what: &str,
+) -> Result<(), tonic::Status> {
+    let entry = req.entry.clone();
+    let reply = if add {
+        call(client.add_list_entry(req)).await
+    } else {
+        call(client.remove_list_entry(req)).await
+    }?;
+    if reply.changed != (add != prior) {
+        soak.wrong(format!(
+            "{} {entry} on {what} list: changed = {}, the record had it {}",
+            if add { "adding" } else { "removing" },
+            reply.changed,
+            if prior { "present" } else { "absent" }
+        ));
+    }
+    Ok(())
 }
