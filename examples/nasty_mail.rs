@@ -28,6 +28,11 @@
 //! part of the server's time that hostile input drives: run it under
 //! `perf record` to see where a message's time goes.
 //!
+//! `limits INDEX` reads a labelled corpus with the default caps and
+//! prints, per cap, how many of its messages (ham, spam) reached it: a cap
+//! meant for hostile mail should be reached by no real message
+//! (`LIMITS_PATHS=1` also names each such message on stderr).
+//!
 //! `touched INDEX [MAX_SCAN_BYTES]` reads a labelled corpus (`chaff eval`'s
 //! index: `ham|spam PATH` per line, paths relative to the index) with the
 //! default caps and with the scan cap off, and counts the messages the scan
@@ -56,6 +61,7 @@ fn main() {
             Path::new(index),
             Some(scan.parse().expect("MAX_SCAN_BYTES")),
         ),
+        ["limits", index] => limits(Path::new(index)),
         ["tokenize", dir] => tokenize(Path::new(dir), 5),
         ["tokenize", dir, rounds] => tokenize(Path::new(dir), rounds.parse().expect("ROUNDS")),
         ["engine", dir] => engine(Path::new(dir), 5, None),
@@ -198,6 +204,38 @@ fn touched(index: &Path, max_scan_bytes: Option<usize>) {
     );
     if differ > 0 {
         std::process::exit(1);
+    }
+}
+
+/// `limits INDEX`: per cap, the corpus messages (ham, spam) that reach it.
+fn limits(index: &Path) {
+    use std::collections::BTreeMap;
+    let tokenizer = chaff::tokenize::Tokenizer::default();
+    let base = index.parent().unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(index).expect("read INDEX");
+    let mut hits: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    let mut total = 0;
+    for line in text.lines() {
+        let Some((label, path)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let bytes = std::fs::read(base.join(path.trim())).expect("read message");
+        total += 1;
+        for hit in tokenizer.tokenize(&bytes).limits_hit {
+            if std::env::var_os("LIMITS_PATHS").is_some() {
+                eprintln!("{}: {path}", hit.as_str());
+            }
+            let n = hits.entry(hit.as_str()).or_default();
+            if label == "spam" {
+                n.1 += 1;
+            } else {
+                n.0 += 1;
+            }
+        }
+    }
+    println!("{}: {total} messages", index.display());
+    for (cap, (ham, spam)) in hits {
+        println!("  {cap}: {ham} ham, {spam} spam");
     }
 }
 

@@ -113,12 +113,34 @@ fn take<'t>(text: &'t str, budget: &mut Budget, sink: &mut Sink) -> Option<&'t s
     Some(&text[..end])
 }
 
+/// Links of a text part read before [`text_features`] starts to remember
+/// each URL's features: normal mail has far fewer (and pays nothing for
+/// the memo), hostile text thousands, mostly repeats.
+const URL_MEMO_AFTER: usize = 256;
+
+/// Most distinct URLs remembered per text part (a bound on the memo's
+/// memory; URLs past it are read as before).
+const URL_MEMO_MAX: usize = 4096;
+
 /// Words of running text, with URLs and e-mail addresses taken out first
 /// (they are features of their own, and their fragments are not words).
 fn text_features(text: &str, budget: &mut Budget, sink: &mut Sink) {
+    text_features_memo_after(text, budget, sink, URL_MEMO_AFTER);
+}
+
+/// [`text_features`], remembering URL features after `memo_after` links: a
+/// URL seen again in the same text pushes the features it pushed the
+/// first time, in the same order, without reading it again (the
+/// features, the token cap's count and the names kept are the same as
+/// reading it again; `memo_gives_the_same_tokens_and_names` pins it).
+/// Hostile text of thousands of repeated domain-like words spent a third
+/// of its time here (`rtl-overrides`, docs/PERFORMANCE.md).
+fn text_features_memo_after(text: &str, budget: &mut Budget, sink: &mut Sink, memo_after: usize) {
     let Some(text) = take(text, budget, sink) else {
         return;
     };
+    let mut links = 0usize;
+    let mut memo: rustc_hash::FxHashMap<&str, UrlFeatures> = Default::default();
     let mut finder = LinkFinder::new();
     finder
         .kinds(&[LinkKind::Url, LinkKind::Email])
@@ -127,7 +149,20 @@ fn text_features(text: &str, budget: &mut Budget, sink: &mut Sink) {
     for link in finder.links(text) {
         sink.words(Tag::Body, &text[last..link.start()]);
         last = link.end();
+        links += 1;
         match link.kind() {
+            LinkKind::Url if links > memo_after => {
+                let u = link.as_str();
+                if let Some(f) = memo.get(u) {
+                    f.push(sink);
+                } else {
+                    let f = UrlFeatures::of(u);
+                    f.push(sink);
+                    if memo.len() < URL_MEMO_MAX {
+                        memo.insert(u, f);
+                    }
+                }
+            }
             LinkKind::Url => url(link.as_str(), sink),
             LinkKind::Email => {
                 if let Some((_, domain)) = link.as_str().rsplit_once('@') {
@@ -143,8 +178,93 @@ fn text_features(text: &str, budget: &mut Budget, sink: &mut Sink) {
     sink.words(Tag::Body, &text[last..]);
 }
 
+/// What [`url`] pushes for one URL, kept for [`text_features`]'s memo.
+struct UrlFeatures {
+    userinfo: bool,
+    /// The lower-cased host, unless the URL has none [`url`] reads.
+    host: Option<Box<str>>,
+    ip_literal: bool,
+    /// The registered domain's place in `host`, when it is not the host.
+    domain: Option<std::ops::Range<usize>>,
+}
+
+impl UrlFeatures {
+    /// [`url`]'s reading of `u`, kept.
+    fn of(u: &str) -> Self {
+        let mut f = UrlFeatures {
+            userinfo: false,
+            host: None,
+            ip_literal: false,
+            domain: None,
+        };
+        url_with(u, |feature| match feature {
+            UrlFeature::Userinfo => f.userinfo = true,
+            UrlFeature::IpLiteral(host) => {
+                f.ip_literal = true;
+                f.host = Some(host.into());
+            }
+            UrlFeature::Host(host, domain) => {
+                f.host = Some(host.into());
+                f.domain = domain.map(|d| {
+                    let start = d.as_ptr() as usize - host.as_ptr() as usize;
+                    start..start + d.len()
+                });
+            }
+        });
+        f
+    }
+
+    /// Pushes what [`url`] pushed, in the same order.
+    fn push(&self, sink: &mut Sink) {
+        if self.userinfo {
+            sink.push(Tag::UrlShape, "userinfo");
+        }
+        let Some(host) = &self.host else {
+            return;
+        };
+        if self.ip_literal {
+            sink.push(Tag::UrlShape, "ip-literal");
+            sink.push(Tag::UrlHost, host);
+            return;
+        }
+        sink.push(Tag::UrlHost, host);
+        if let Some(d) = &self.domain {
+            sink.push(Tag::UrlDomain, &host[d.clone()]);
+        }
+    }
+}
+
+/// One reading of a URL ([`url_with`]), in the order they are found.
+enum UrlFeature<'h> {
+    /// `user@` before the host.
+    Userinfo,
+    /// The host is an IP address.
+    IpLiteral(&'h str),
+    /// The host, and its registered domain when that is not the host.
+    Host(&'h str, Option<&'h str>),
+}
+
 /// A URL's host, registered domain and shape.
 pub(super) fn url(u: &str, sink: &mut Sink) {
+    url_with(u, |feature| match feature {
+        UrlFeature::Userinfo => {
+            sink.push(Tag::UrlShape, "userinfo");
+        }
+        UrlFeature::IpLiteral(host) => {
+            sink.push(Tag::UrlShape, "ip-literal");
+            sink.push(Tag::UrlHost, host);
+        }
+        UrlFeature::Host(host, domain) => {
+            sink.push(Tag::UrlHost, host);
+            if let Some(domain) = domain {
+                sink.push(Tag::UrlDomain, domain);
+            }
+        }
+    });
+}
+
+/// Reads `u` and hands each [`UrlFeature`] to `found`.
+fn url_with(u: &str, mut found: impl FnMut(UrlFeature<'_>)) {
     // The first `://`, found from the colons: a substring search set up
     // for every URL cost more than the search (hostile text is thousands
     // of short URLs).
@@ -154,23 +274,24 @@ pub(super) fn url(u: &str, sink: &mut Sink) {
         Some(i) => &u[i + 3..],
         None => u,
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Byte searches for the ASCII delimiters (a UTF-8 continuation byte is
+    // never ASCII): splitting by `char` decoded every character of the
+    // host, and hostile text is thousands of short non-ASCII hosts.
+    let authority =
+        &rest[..memchr::memchr3(b'/', b'?', b'#', rest.as_bytes()).unwrap_or(rest.len())];
     let host_port = match memchr::memrchr(b'@', authority.as_bytes()) {
         Some(at) => {
             // `http://bank.example@evil.example/` shows one host and visits another.
-            sink.push(Tag::UrlShape, "userinfo");
+            found(UrlFeature::Userinfo);
             &authority[at + 1..]
         }
         None => authority,
     };
     let host = if host_port.starts_with('[') {
-        host_port
-            .split(']')
-            .next()
-            .unwrap_or("")
+        host_port[..memchr::memchr(b']', host_port.as_bytes()).unwrap_or(host_port.len())]
             .trim_start_matches('[')
     } else {
-        host_port.split(':').next().unwrap_or("")
+        &host_port[..memchr::memchr(b':', host_port.as_bytes()).unwrap_or(host_port.len())]
     };
     let host = host.trim_end_matches('.');
     if host.is_empty() || host.len() > 253 {
@@ -191,16 +312,11 @@ pub(super) fn url(u: &str, sink: &mut Sink) {
         .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
         && host.parse::<std::net::IpAddr>().is_ok()
     {
-        sink.push(Tag::UrlShape, "ip-literal");
-        sink.push(Tag::UrlHost, host);
+        found(UrlFeature::IpLiteral(host));
         return;
     }
-    sink.push(Tag::UrlHost, host);
-    if let Some(domain) = registered_domain(host)
-        && domain != host
-    {
-        sink.push(Tag::UrlDomain, domain);
-    }
+    let domain = registered_domain(host).filter(|&d| d != host);
+    found(UrlFeature::Host(host, domain));
 }
 
 /// `psl::domain_str(host)` for a host without a trailing dot, without
@@ -235,8 +351,8 @@ fn attachment(p: &MessagePart<'_>, size: usize, sink: &mut Sink) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenize::Limits;
     use crate::tokenize::sink::Keep;
+    use crate::tokenize::{Limits, Tokens};
     use proptest::prelude::*;
 
     /// [`url`] as it was before it was made cheaper (session 11): the
@@ -296,6 +412,67 @@ mod tests {
             "http://\u{202e}elgoog.example/",
         ] {
             assert_eq!(features(u, url), features(u, url_reference), "{u}");
+        }
+    }
+
+    /// Every feature `text` gives, in order (names kept for each), with
+    /// the URL memo from its first link or never, under a token cap of
+    /// `max_tokens`.
+    fn text_read(text: &str, memo_after: usize, max_tokens: usize) -> (Vec<String>, Tokens) {
+        let limits = Limits {
+            max_tokens,
+            ..Limits::default()
+        };
+        let mut sink = Sink::new(&limits, Keep::AllNames);
+        let mut budget = Budget {
+            body_bytes: usize::MAX,
+            parts: 0,
+            html_tags: 0,
+        };
+        text_features_memo_after(text, &mut budget, &mut sink, memo_after);
+        (sink.names.all(), sink.finish())
+    }
+
+    #[test]
+    fn the_url_memo_pushes_what_reading_the_url_again_pushes() {
+        let urls = [
+            "http://Bank.Example@203.0.113.9:8080/login",
+            "https://[2001:DB8::1]/x",
+            "www.Shop.CO.UK./a?b#c",
+            "answer\u{2069}exe.fdp",
+            "mail.example.org",
+            "user@example.net",
+            "http://a.b.example.com:80/p",
+        ];
+        let mut text = String::new();
+        for i in 0..700 {
+            text.push_str(urls[i * 7 % urls.len()]);
+            text.push_str(if i % 5 == 0 { " word\n" } else { " " });
+        }
+        for cap in [usize::MAX, 900] {
+            let (names, tokens) = text_read(&text, 0, cap);
+            assert!(names.len() > 700, "{}", names.len());
+            assert_eq!(
+                (names, tokens),
+                text_read(&text, usize::MAX, cap),
+                "cap {cap}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn url_memo_gives_the_same_features_names_and_caps(
+            urls in prop::collection::vec(
+                "(https?://|)[a-zA-Z0-9.:@/_\u{202e}é-]{1,20}\\.[a-z]{2,4}", 1..12),
+            picks in prop::collection::vec(0usize..12, 1..400),
+            cap in 20usize..2000,
+        ) {
+            let text: Vec<&str> = picks.iter().map(|&i| urls[i % urls.len()].as_str()).collect();
+            let text = text.join(" x ");
+            prop_assert_eq!(text_read(&text, 0, cap), text_read(&text, usize::MAX, cap));
         }
     }
 
