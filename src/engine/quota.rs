@@ -20,6 +20,17 @@
 //! writes the pruned model as the user's snapshot, which folds the journal
 //! — the prune is durable with the next flush and a crash before that just
 //! loads the unpruned model, which the next click queues again.
+//!
+//! Then, still under the writer lock, the store compacts the user (sled,
+//! store format 7: `store`'s `compact.rs`): ledger entries lose the ids of
+//! the tokens the model no longer has — except a click that is also in the
+//! user's shared part under the current consent, whose Forget must take
+//! the same ids out of the shared model — and the dictionary keeps only
+//! the ids something still names, renumbered, in one atomic batch. So a
+//! Forget of a click older than a prune takes out exactly that click's
+//! counts (`ledger_rule_tests` below, and end to end in
+//! `engine::tests_quota`), and a pruned user's dictionary and ledger
+//! shrink with the model.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,6 +70,9 @@ pub(super) struct Quota {
     running: Mutex<()>,
     prunes: AtomicU64,
     pruned_tokens: AtomicU64,
+    /// Users compacted after a prune, and the time that took in all.
+    compactions: AtomicU64,
+    compact_micros: AtomicU64,
 }
 
 /// Pruning counters, cumulative since start.
@@ -68,6 +82,11 @@ pub struct QuotaStats {
     pub prunes: u64,
     /// Tokens those prunes removed.
     pub pruned_tokens: u64,
+    /// Users whose ledger and dictionary were compacted after a prune
+    /// (sled store), and the time those compactions took in all (µs):
+    /// what the background prune costs beyond itself.
+    pub compactions: u64,
+    pub compact_micros: u64,
 }
 
 impl Quota {
@@ -75,6 +94,8 @@ impl Quota {
         QuotaStats {
             prunes: self.prunes.load(Ordering::Relaxed),
             pruned_tokens: self.pruned_tokens.load(Ordering::Relaxed),
+            compactions: self.compactions.load(Ordering::Relaxed),
+            compact_micros: self.compact_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -220,6 +241,40 @@ impl Engine {
         Ok(removed)
     }
 
+    /// After a prune's snapshot, still under the user's writer lock (no
+    /// click of theirs interleaves): the pruned tokens' ids leave the
+    /// user's ledger entries and dictionary (`store`'s `compact.rs`: one
+    /// atomic batch, the journal folded in it). Durable with the next
+    /// flush; a crash before then leaves the user as the prune left them,
+    /// and their next prune compacts them. A failure is logged, not
+    /// returned: the prune itself is done, and an entry that still names a
+    /// pruned token only makes that click's Forget saturate at zero, as
+    /// before format 7.
+    fn compact_locked(&self, user: &UserId, writer: &mut WriterState) {
+        let started = std::time::Instant::now();
+        match self.store.compact_user(user) {
+            Ok(done) => {
+                writer.journal_entries = 0;
+                if done.dict_after < done.dict_before || done.entries > 0 {
+                    self.quota.compactions.fetch_add(1, Ordering::Relaxed);
+                    self.quota
+                        .compact_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
+                debug!(
+                    %user,
+                    dictionary_before = done.dict_before,
+                    dictionary_after = done.dict_after,
+                    entries = done.entries,
+                    ids_dropped = done.ids_dropped,
+                    micros = started.elapsed().as_micros() as u64,
+                    "ledger and dictionary compacted after a prune"
+                );
+            }
+            Err(e) => tracing::warn!(%user, error = %e, "compacting after a prune failed"),
+        }
+    }
+
     /// Prunes one user's model if it is past the cap (see the module docs).
     fn prune_user(&self, user: &UserId) -> Result<u64, Error> {
         let Some(cap) = self.settings.max_user_tokens else {
@@ -244,6 +299,7 @@ impl Engine {
             };
             self.cache.charge(&slot.cache, tokens);
             self.checkpoint_locked(user, slot, writer)?;
+            self.compact_locked(user, writer);
             Ok(victims.len() as u64)
         })?;
         let removed = removed.unwrap_or(0);
@@ -259,15 +315,16 @@ impl Engine {
 }
 
 /// What a pruned token's ids in older ledger entries should mean
-/// (docs/PERFORMANCE.md, "Pruned tokens and the ledger"): today they stay,
-/// and a Forget or relearn of such a click subtracts, saturating at zero,
+/// (docs/PERFORMANCE.md, "Pruned tokens and the ledger"): before format 7
+/// they stayed, and a Forget or relearn of such a click subtracts, saturating at zero,
 /// from counts that *later* clicks added after the prune. Dropping them
 /// from every ledger entry at the prune is the rule to implement: it is
 /// never further from the unpruned model, and it keeps the invariant the
 /// ledger has without pruning — the model is exactly the sum of what its
 /// ledger entries name. Checked here on the pure model (the deciding case,
-/// and a property test in the style of `classify::prune`'s); the store
-/// does not rewrite ledger entries yet.
+/// and a property test in the style of `classify::prune`'s); the sled
+/// store does it since format 7 ([`Engine::compact_locked`], tested end
+/// to end in `engine::tests_quota`).
 #[cfg(test)]
 mod ledger_rule_tests {
     use proptest::prelude::*;

@@ -396,6 +396,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Folds the user's journal up to the snapshot's sequence number into it.
     fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error>;
 
+    /// After a prune of `user`'s model, once its snapshot is written: drops
+    /// the pruned tokens' ids from the user's ledger entries and renumbers
+    /// their dictionary, atomically (sled: `compact.rs`), so a Forget is
+    /// exact again and the dictionary shrinks with the model. The default
+    /// does nothing: a store with its own format (Redis) keeps pruned ids
+    /// in its entries, as sled did before format 7.
+    fn compact_user(&self, _user: &UserId) -> Result<super::Compacted, Error> {
+        Ok(super::Compacted::default())
+    }
+
     /// Makes every write so far durable (group commit for sled).
     fn flush(&self) -> Result<(), Error>;
 
@@ -544,6 +554,9 @@ impl<W: Writes> Backend for Store<W> {
         shared_ops: &[Op],
     ) -> Result<u64, Error> {
         Store::record_click(self, who, msg, entry, ops, shared_ops)
+    }
+    fn compact_user(&self, user: &UserId) -> Result<super::Compacted, Error> {
+        Store::compact_user(self, user)
     }
     fn write_checkpoint(&self, user: &UserId, snapshot: Snapshot) -> Result<(), Error> {
         Store::write_checkpoint(self, user, snapshot)

@@ -82,6 +82,7 @@ mod backend;
 mod backup;
 mod codec;
 mod commit;
+mod compact;
 mod decisions;
 mod dict;
 mod error;
@@ -111,6 +112,7 @@ pub use backend::{
 };
 pub use codec::{LedgerEntry, Op};
 pub use commit::CommitStats;
+pub use compact::Compacted;
 pub use dict::{DICT_CACHE_TOKENS, DICT_ENTRY_BYTES};
 pub use error::StorageError;
 pub use ledger::{Clock, DEFAULT_DELIVERED_UNDO_WINDOW, DEFAULT_UNDO_WINDOW};
@@ -125,6 +127,11 @@ use commit::GroupCommit;
 use writes::Writes;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
+/// Format 7 keeps format 6's records and changes what they may hold: a
+/// user's dictionary is renumbered after a prune, holding only ids the
+/// model or a ledger entry still names, and ledger entries lose the ids of
+/// tokens the model pruned (`compact.rs`). A format-6 directory is
+/// upgraded at open by compacting every user ([`Store::open`]).
 /// Format 6 names a user's tokens by number in the user's own dictionary
 /// (`K` records, `dict.rs`) in ledger entries, journal records and
 /// snapshots, and seals those records with a checksum (`codec::seal`).
@@ -132,7 +139,7 @@ use writes::Writes;
 /// entries, consent ids in settings). Format 4 counts a message as 64
 /// weight units (`classify::Weight::FULL`); format 3 counted it as 8
 /// (upgraded at open: [`Store::open`]).
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
 /// format 2 had no weights, settings, lists or decisions; its records
@@ -146,7 +153,16 @@ pub const FORMAT_VERSION: u32 = 6;
 /// user's next checkpoint rewrites their snapshot in format 6, and their
 /// new clicks are written in it. One write of one key: a crash leaves the
 /// directory wholly in format 5 or wholly readable as 6.
+///
+/// Format 6 is upgraded by compacting each user with a dictionary, one
+/// atomic batch per user (`compact.rs`), then rewriting `F`: a crash during
+/// the upgrade leaves some users compacted and the others as they were,
+/// every record readable, and `F` still 6, so the next open runs the
+/// upgrade again (compacting a compacted user changes nothing).
 const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
+
+/// The format whose upgrade compacts every user (see [`READABLE_FORMATS`]).
+const FORMAT_6: u32 = 6;
 
 /// Keys removed per batch when a user or the seed ledger is deleted: sled's
 /// memory grows with batch size, so large deletions go in bounded steps.
@@ -352,12 +368,14 @@ impl<W: Writes> Store<W> {
             .open()
             .map_err(open_err)?;
         let tree = db.open_tree("chaff").map_err(open_err)?;
+        let mut from_6 = false;
         match tree.get(FORMAT_KEY).map_err(open_err)? {
             None => {
                 tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
                     .map_err(open_err)?;
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) if v.as_ref() == FORMAT_6.to_be_bytes() => from_6 = true,
             Some(v) if v.as_ref() == 3u32.to_be_bytes() => {
                 upgrade_format_3(&tree).map_err(|e| Error::Corrupt {
                     what: format!(
@@ -421,8 +439,46 @@ impl<W: Writes> Store<W> {
             undo: Arc::default(),
             legacy_time_s,
         };
+        // Interrupted deletes first: a half-deleted user is not compacted.
         store.finish_interrupted_deletes()?;
+        if from_6 {
+            store.upgrade_format_6().map_err(|e| Error::Corrupt {
+                what: format!(
+                    "upgrading data directory {} from format 6: {}",
+                    path.display(),
+                    dict::what(e)
+                ),
+            })?;
+        }
         Ok(store)
+    }
+
+    /// Format 6 to 7: every user with a dictionary compacted, then `F`
+    /// rewritten and flushed (see [`READABLE_FORMATS`]).
+    fn upgrade_format_6(&self) -> Result<(), Error> {
+        let users = self.users_with_dicts()?;
+        // Logged before the work, so an operator (and the crash soak) can
+        // tell a start-up that is upgrading from one that hangs.
+        tracing::info!(
+            users = users.len(),
+            "upgrading data directory from format 6 to {FORMAT_VERSION}"
+        );
+        let (mut before, mut after) = (0usize, 0usize);
+        for user in &users {
+            let done = self.compact_user(user)?;
+            before += done.dict_before;
+            after += done.dict_after;
+        }
+        self.tree()?
+            .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+        self.tree()?.flush()?;
+        tracing::info!(
+            users = users.len(),
+            dictionary_before = before,
+            dictionary_after = after,
+            "upgraded data directory from format 6 to {FORMAT_VERSION}"
+        );
+        Ok(())
     }
 
     /// The tree, with every held write applied first (`W::settle`), so
@@ -499,3 +555,5 @@ impl<W: Writes> Store<W> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compact;
