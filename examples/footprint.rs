@@ -13,7 +13,8 @@
 //! shuts the engine down cleanly (models snapshotted, journal folded); then
 //! reports the stored tokens (the sum of the users' model sizes), the data
 //! directory's size on disk (`du`), bytes per stored token, and the live
-//! records by kind. It also reloads one model from disk and counts the heap
+//! records by kind, and how many prunes (and compactions of the pruned
+//! users' ledger and dictionary, store format 7) the quota ran. It also reloads one model from disk and counts the heap
 //! bytes its in-memory form takes (a counting allocator), the figure the
 //! model cache's estimate is based on.
 
@@ -124,6 +125,7 @@ fn main() {
         .iter()
         .map(|u| engine.user_summary(u).unwrap().tokens)
         .sum();
+    let quota = engine.stats().quota;
     engine.shutdown().unwrap();
     drop(engine);
 
@@ -150,6 +152,14 @@ fn main() {
         learned as f64 / secs
     );
     println!("stored tokens (sum of model sizes): {tokens}");
+    println!(
+        "prunes: {} ({} tokens); compactions after them (store format 7): {} taking {:.1} ms in all, {:.1} ms each",
+        quota.prunes,
+        quota.pruned_tokens,
+        quota.compactions,
+        quota.compact_micros as f64 / 1e3,
+        quota.compact_micros as f64 / 1e3 / quota.compactions.max(1) as f64
+    );
     println!(
         "disk: {disk} bytes (du -s -B1 {}) = {:.1} bytes per stored token",
         dir.display(),

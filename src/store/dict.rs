@@ -14,8 +14,11 @@
 //! (u32 BE) → the ids numbered from there (8 bytes each, little-endian) and
 //! a checksum. A click that uses new ids appends their `K` record in the
 //! same atomic batch as its ledger entry and journal record, so no stored
-//! number can point past the dictionary. Numbers are never reused or
-//! renumbered (a dictionary only grows, until the contributor is deleted).
+//! number can point past the dictionary. Between prunes a dictionary only
+//! grows; after a prune of a user's model it is written anew with only the
+//! ids still named, renumbered together with every record that names
+//! numbers, in one atomic batch (store format 7, `compact.rs`). The
+//! operator's seed dictionary is never renumbered.
 //!
 //! In memory a dictionary is its ids plus an id → number map (~28 bytes
 //! per entry). Dictionaries are cached, least recently used dropped beyond

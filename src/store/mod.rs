@@ -8,7 +8,7 @@
 //! | `L` · user · message id                | label, click time and sequence, the message's token numbers (folded beyond the undo window: label + time) |
 //! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s, or a pointer to its ledger entry |
 //! | `M` · user                             | model snapshot: counts in dictionary order, last-seen ages (`recency.rs`) + last sequence |
-//! | `K` · user · first number (u32 BE)     | the user's token dictionary: ids numbered from there (`dict.rs`) |
+//! | `K` · user · first number (u32 BE)     | the user's token dictionary: ids numbered from there (`dict.rs`; renumbered after a prune, `compact.rs`) |
 //! | `U`                                    | when the directory became format 6 (click time of older entries) |
 //! | `S` · user                             | delivery settings (mode, thresholds)   |
 //! | `W` · user · list kind · entry         | an allow/block list entry (empty value)|
@@ -41,7 +41,8 @@
 //! `codec.rs` encodes the values. `ledger.rs`: ledger and journal, the
 //! atomic click batch. `models.rs`: user model snapshots and when to take
 //! one. `shared.rs`: the shared model's contributions and the seed id.
-//! `policy.rs`: settings and lists. `decisions.rs`: the decision log.
+//! `compact.rs`: a user's ledger and dictionary compacted after a prune
+//! (format 7). `policy.rs`: settings and lists. `decisions.rs`: the decision log.
 //! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
 //! per-user export format. `backup.rs`: copying users into a backup's
 //! store. This file: opening, format
@@ -163,6 +164,10 @@ const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
 
 /// The format whose upgrade compacts every user (see [`READABLE_FORMATS`]).
 const FORMAT_6: u32 = 6;
+
+/// Users compacted between flushes during the format-6 upgrade: a flush
+/// costs 0.5–3 ms here, a small user's compaction about as much.
+const UPGRADE_FLUSH_USERS: usize = 64;
 
 /// Keys removed per batch when a user or the seed ledger is deleted: sled's
 /// memory grows with batch size, so large deletions go in bounded steps.
@@ -464,10 +469,15 @@ impl<W: Writes> Store<W> {
             "upgrading data directory from format 6 to {FORMAT_VERSION}"
         );
         let (mut before, mut after) = (0usize, 0usize);
-        for user in &users {
+        for (i, user) in users.iter().enumerate() {
             let done = self.compact_user(user)?;
             before += done.dict_before;
             after += done.dict_after;
+            // Progress survives a crash: a restart skips these users
+            // quickly (nothing left to change) instead of redoing them.
+            if i % UPGRADE_FLUSH_USERS == UPGRADE_FLUSH_USERS - 1 {
+                self.flush()?;
+            }
         }
         self.tree()?
             .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
