@@ -139,9 +139,9 @@ impl<W: Writes> Store<W> {
                 .copied()
                 .filter(|id| !in_model(id) && named.contains(&id.0)),
         );
-        let trimmed = entries.iter().any(|r| {
-            !r.whole && r.entry.tokens.iter().any(|id| !in_model(id))
-        });
+        let trimmed = entries
+            .iter()
+            .any(|r| !r.whole && r.entry.tokens.iter().any(|id| !in_model(id)));
         let journal: Vec<sled::IVec> = self
             .tree()?
             .scan_prefix(user_prefix(JOURNAL, user))
@@ -181,9 +181,7 @@ impl<W: Writes> Store<W> {
             }
             let dropped = (before - r.entry.tokens.len()) as u64;
             let value = match r.v6 {
-                Some((seq, time_s)) => {
-                    codec::encode_ledger_v6(&r.key, &r.entry, seq, time_s, &new)
-                }
+                Some((seq, time_s)) => codec::encode_ledger_v6(&r.key, &r.entry, seq, time_s, &new),
                 None if dropped > 0 => codec::encode_ledger(&r.entry),
                 None => continue,
             };
@@ -197,8 +195,13 @@ impl<W: Writes> Store<W> {
         }
         let key = user_prefix(MODEL, user);
         let tokens: Vec<_> = model.iter_stamped().collect();
-        let snapshot =
-            codec::encode_snapshot_v6(&key, SnapshotHead::of(&model), loaded.last_seq, &tokens, &new);
+        let snapshot = codec::encode_snapshot_v6(
+            &key,
+            SnapshotHead::of(&model),
+            loaded.last_seq,
+            &tokens,
+            &new,
+        );
         batch.insert(key, snapshot);
         self.tree()?.apply_batch(batch)?;
         *dict = new;

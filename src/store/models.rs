@@ -98,7 +98,11 @@ impl<W: super::Writes> Store<W> {
         self.with_dict(&who, |dict| self.load_model_with(user, dict))
     }
 
-    pub(super) fn load_model_with(&self, user: &UserId, dict: &Dict) -> Result<Option<LoadedModel>, Error> {
+    pub(super) fn load_model_with(
+        &self,
+        user: &UserId,
+        dict: &Dict,
+    ) -> Result<Option<LoadedModel>, Error> {
         let model_key = user_prefix(MODEL, user);
         let snapshot = self.tree()?.get(&model_key)?;
         let (mut model, mut last_seq) = match &snapshot {

@@ -27,7 +27,15 @@ fn msg(s: &str) -> MessageId {
 
 /// A click as the store writes it (format 6 and 7 alike), shared under
 /// `shared` (0: not shared); learns it into `model` too.
-fn click(store: &Store, model: &mut Model, u: &UserId, m: &str, label: Label, t: &[u64], shared: u64) {
+fn click(
+    store: &Store,
+    model: &mut Model,
+    u: &UserId,
+    m: &str,
+    label: Label,
+    t: &[u64],
+    shared: u64,
+) {
     let entry = LedgerEntry {
         label,
         tokenizer_version: TOKENIZER_VERSION,
@@ -38,13 +46,20 @@ fn click(store: &Store, model: &mut Model, u: &UserId, m: &str, label: Label, t:
     };
     model.learn(&ids(t), label);
     store
-        .record(u, &msg(m), Some(&entry), &[Op::Learn(label, Weight::FULL, ids(t))])
+        .record(
+            u,
+            &msg(m),
+            Some(&entry),
+            &[Op::Learn(label, Weight::FULL, ids(t))],
+        )
         .unwrap();
 }
 
 fn dict_ids(store: &Store, u: &UserId) -> Vec<u64> {
     store
-        .with_dict(&Owner::User(u.clone()), |d| Ok(d.ids().iter().map(|id| id.0).collect()))
+        .with_dict(&Owner::User(u.clone()), |d| {
+            Ok(d.ids().iter().map(|id| id.0).collect())
+        })
         .unwrap()
 }
 
@@ -94,7 +109,11 @@ fn a_format_6_directory_with_pruned_tokens_opens_as_format_7_with_them_dropped_a
         let store = open_again(dir.path());
         let model = format_6_after_a_prune(&store);
         assert_eq!(dict_ids(&store, &alice), [1, 2, 3, 4, 5, 6, 7, 8]);
-        store.tree().unwrap().insert(FORMAT_KEY, &6u32.to_be_bytes()).unwrap();
+        store
+            .tree()
+            .unwrap()
+            .insert(FORMAT_KEY, &6u32.to_be_bytes())
+            .unwrap();
         store.flush().unwrap();
         model
     };
@@ -109,8 +128,16 @@ fn a_format_6_directory_with_pruned_tokens_opens_as_format_7_with_them_dropped_a
     // click can bring one back).
     assert_eq!(entry_ids(&store, &alice, "m1"), [1, 2, 3]);
     assert_eq!(entry_ids(&store, &alice, "m2"), [3, 5]);
-    assert_eq!(entry_ids(&store, &alice, "m3"), [6, 7], "shared: kept whole");
-    assert_eq!(entry_ids(&store, &alice, "m4"), [2, 8], "2 came back with m4");
+    assert_eq!(
+        entry_ids(&store, &alice, "m3"),
+        [6, 7],
+        "shared: kept whole"
+    );
+    assert_eq!(
+        entry_ids(&store, &alice, "m4"),
+        [2, 8],
+        "2 came back with m4"
+    );
     let loaded = store.load_model(&alice).unwrap().unwrap();
     assert_eq!(counts(&loaded.model), counts(&expect));
     assert_eq!(loaded.journal_entries, 0, "the journal was folded");
@@ -123,12 +150,20 @@ fn a_format_6_directory_with_pruned_tokens_opens_as_format_7_with_them_dropped_a
     assert_eq!(entry_ids(&store, &bob, "b1"), [10, 11]);
     // Compacting again changes nothing (the upgrade may be re-run).
     let again = store.compact_user(&alice).unwrap();
-    assert_eq!((again.dict_before, again.dict_after, again.entries), (7, 7, 0));
+    assert_eq!(
+        (again.dict_before, again.dict_after, again.entries),
+        (7, 7, 0)
+    );
     // Forget m2 with what its entry names now: exactly its click's counts
     // leave the model (4, pruned, is no longer among them).
     let m2 = store.ledger_get(&alice, &msg("m2")).unwrap().unwrap();
     store
-        .record(&alice, &msg("m2"), None, &[Op::Unlearn(m2.label, m2.weight, m2.tokens)])
+        .record(
+            &alice,
+            &msg("m2"),
+            None,
+            &[Op::Unlearn(m2.label, m2.weight, m2.tokens)],
+        )
         .unwrap();
     drop(store);
     let store = open_again(dir.path());
