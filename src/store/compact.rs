@@ -237,10 +237,7 @@ impl<W: Writes> Store<W> {
                 codec::decode_ledger_seq(&key, &value, Some(dict)).map_err(damaged)?;
             let whole = entry.tokenizer_version != model.tokenizer_version()
                 || (entry.shared != 0 && entry.shared == consent);
-            let v6 = match seq {
-                Some(seq) => Some((seq, facts.time_s.unwrap_or(self.legacy_time_s))),
-                None => None,
-            };
+            let v6 = seq.map(|seq| (seq, facts.time_s.unwrap_or(self.legacy_time_s)));
             out.push(Read {
                 key: key.to_vec(),
                 entry,
