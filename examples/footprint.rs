@@ -1,14 +1,16 @@
 //! Measures what chaff keeps per model token, in memory and on disk.
 //!
 //! ```sh
-//! cargo run --release --example footprint -- CORPUS_INDEX USERS [DIR [EVERY [MAX_USER_TOKENS]]]
+//! cargo run --release --example footprint -- CORPUS_INDEX USERS [DIR [EVERY [MAX_USER_TOKENS [compact]]]]
 //! ```
 //!
 //! Trains every message of the corpus (TREC index) for each of USERS users
 //! (with EVERY > 1, user `u` learns message `i` only when `i % EVERY == u %
 //! EVERY`: many users' worth of distinct mailboxes in less disk). MAX_USER_TOKENS
 //! is the per-user quota (`--max-user-tokens`; default the server's, 0 = no cap:
-//! every learned token stays in the model, what bytes per model token compares).
+//! every learned token stays in the model, what bytes per model token compares;
+//! `default` = the server's). With `compact` last, the closed directory is then
+//! also rewritten as `chaff compact` does (`Store::rewrite_dir`) and measured again.
 //! through the engine, durably, as clicks would, with each message's own id;
 //! shuts the engine down cleanly (models snapshotted, journal folded); then
 //! reports the stored tokens (the sum of the users' model sizes), the data
@@ -92,7 +94,7 @@ fn main() {
         .collect();
 
     let mut settings = Settings::default();
-    if let Some(cap) = args.get(5) {
+    if let Some(cap) = args.get(5).filter(|c| *c != "default") {
         let cap: usize = cap.parse().expect("MAX_USER_TOKENS");
         settings.max_user_tokens = (cap > 0).then_some(cap);
     }
@@ -187,6 +189,19 @@ fn main() {
         println!(
             "  {kind}: {n} records, {k} key bytes, {v} value bytes ({:.1} per stored token)",
             (k + v) as f64 / tokens as f64
+        );
+    }
+    if args.get(6).is_some_and(|a| a == "compact") {
+        let started = std::time::Instant::now();
+        let done = Store::rewrite_dir(&dir, 64 << 20, &mut |_| {}).expect("compact");
+        let secs = started.elapsed().as_secs_f64();
+        let after = du(&dir);
+        println!(
+            "compacted (chaff compact) in {secs:.1} s: {} records; disk {} -> {after} bytes (du -s -B1) = {:.1} bytes per stored token; space amplification {:.2}x",
+            done.records,
+            done.disk_before,
+            after as f64 / tokens as f64,
+            after as f64 / live as f64
         );
     }
     println!(

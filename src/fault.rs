@@ -95,3 +95,19 @@ pub fn slow_learning(user: &UserId) {
         std::thread::sleep(SLOW_LEARNING_PAUSE);
     }
 }
+
+/// `chaff compact` (`store`'s `rewrite.rs`) stops for good at the step this
+/// environment variable names (`copied`, `verified`, `original-aside`,
+/// `swapped`), after saying so on standard error, so a test can SIGKILL
+/// it exactly there.
+pub const COMPACT_STOP_ENV: &str = "CHAFF_FAULT_COMPACT_STOP";
+
+/// See [`COMPACT_STOP_ENV`].
+pub fn stop_at(step: &str) {
+    if std::env::var(COMPACT_STOP_ENV).is_ok_and(|s| s == step) {
+        eprintln!("fault injection: compact stopped at {step}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}

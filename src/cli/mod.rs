@@ -108,6 +108,12 @@ enum Command {
     /// are counted and reported, not recounted.
     #[command(override_usage = "chaff repair [OPTIONS] --user <USER>")]
     Repair(RepairArgs),
+    /// Operator, with the server stopped: write the data directory anew
+    /// (the same records, verified) and swap it in, so sled's files shrink
+    /// to about the live records (after prunes they hold several times
+    /// that). Needs room for a second copy beside it; safe to kill at any
+    /// point (the next open finishes or undoes the swap).
+    Compact(CompactArgs),
     /// Operator: upgrade a Redis Cluster written by a chaff before the undo
     /// window (ledger entries without a click time): each such entry is
     /// stamped with now, so it stays undoable for one more --undo-window and
@@ -376,6 +382,59 @@ fn repair(a: &RepairArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
+struct CompactArgs {
+    /// The server's data directory (the server must be stopped: one chaff
+    /// process per directory). The copy is written beside it, as
+    /// DIR.compact-new (DIR.compact-old during the swap).
+    #[arg(long, env = "CHAFF_DATA", default_value = "./chaff-data")]
+    data: PathBuf,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// `chaff compact`: progress on standard error about once a second, the
+/// sizes before and after on standard output.
+fn compact(a: &CompactArgs) -> anyhow::Result<()> {
+    use chaff::store::RewriteStep;
+    let started = std::time::Instant::now();
+    let done = chaff::store::Store::rewrite_dir(&a.data, 64 << 20, &mut |step| {
+        let secs = started.elapsed().as_secs_f64();
+        match step {
+            RewriteStep::Copied { records, bytes } => eprintln!(
+                "compact: {records} records ({:.1} MB) copied ({secs:.1} s)",
+                bytes as f64 / 1e6
+            ),
+            RewriteStep::Verified { records } => eprintln!(
+                "compact: the copy reopened and equal to the original, {records} records ({secs:.1} s)"
+            ),
+            RewriteStep::OriginalAside => eprintln!("compact: swapping"),
+            RewriteStep::Swapped => eprintln!("compact: the copy is in place ({secs:.1} s)"),
+        }
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    if a.json.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "records": done.records, "bytes": done.bytes,
+                "disk_before": done.disk_before, "disk_after": done.disk_after,
+                "seconds": secs,
+            })
+        );
+    } else {
+        println!(
+            "compacted {}: {} records ({} bytes), {} bytes on disk before, {} after, in {secs:.1} s",
+            a.data.display(),
+            done.records,
+            done.bytes,
+            done.disk_before,
+            done.disk_after
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
 struct TokensArgs {
     #[command(flatten)]
     json: JsonArg,
@@ -435,6 +494,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Soak(a) => soak::run(a).await,
         Command::Keys(c) => trust::keys(c),
         Command::Repair(a) => repair(&a),
+        Command::Compact(a) => compact(&a),
         Command::Upgrade(a) => upgrade::run(a).await,
     }
 }

@@ -42,7 +42,8 @@
 //! atomic click batch. `models.rs`: user model snapshots and when to take
 //! one. `shared.rs`: the shared model's contributions and the seed id.
 //! `compact.rs`: a user's ledger and dictionary compacted after a prune
-//! (format 7). `policy.rs`: settings and lists. `decisions.rs`: the decision log.
+//! (format 7). `rewrite.rs`: `chaff compact`, a stopped server's directory
+//! written anew and swapped in (sled's files shrink to about the live records). `policy.rs`: settings and lists. `decisions.rs`: the decision log.
 //! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
 //! per-user export format. `backup.rs`: copying users into a backup's
 //! store. This file: opening, format
@@ -96,6 +97,7 @@ mod recency;
 #[cfg(feature = "redis")]
 pub mod redis_cluster;
 mod replay;
+mod rewrite;
 mod shared;
 mod users;
 mod writes;
@@ -119,6 +121,7 @@ pub use error::StorageError;
 pub use ledger::{Clock, DEFAULT_DELIVERED_UNDO_WINDOW, DEFAULT_UNDO_WINDOW};
 pub use models::{CHECKPOINT_MIN_ENTRIES, LoadedModel, Rebuilt, Snapshot, checkpoint_due};
 pub use replay::{ReplayStore, WriteBehind};
+pub use rewrite::{DONE_MARKER, Recovered, RewriteStep, Rewritten, disk_usage, recover};
 pub use users::listing_order;
 pub use writes::Direct;
 
@@ -362,6 +365,12 @@ impl<W: Writes> Store<W> {
                 source: source.into(),
             }
         };
+        if W::DURABLE {
+            // A `chaff compact` a crash interrupted is settled first
+            // (`rewrite.rs`): the directory then holds either its records
+            // or their verified copy.
+            rewrite::recover(path)?;
+        }
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
