@@ -9,6 +9,7 @@ mod api;
 mod backends;
 mod backup;
 mod cli;
+mod compact;
 mod decode;
 mod delivered;
 mod durability;

@@ -331,7 +331,9 @@ impl Store {
             copy.flush()?;
             step(RewriteStep::Copied { records, bytes });
         }
-        // Closed (sled removes replaced blobs at close), then read back.
+        // Closed (sled removes replaced blobs at close; its threads let go
+        // of the lock a moment after the drop), then read back.
+        drop(lock_log(&new)?);
         let copy = open_plain(&new, cache_bytes)?;
         let verified = verify(&store.db, &copy)?;
         drop(copy);
