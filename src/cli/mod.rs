@@ -109,10 +109,10 @@ enum Command {
     #[command(override_usage = "chaff repair [OPTIONS] --user <USER>")]
     Repair(RepairArgs),
     /// Operator, with the server stopped: write the data directory anew
-    /// (the same records, verified) and swap it in, so sled's files shrink
-    /// to about the live records (after prunes they hold several times
-    /// that). Needs room for a second copy beside it; safe to kill at any
-    /// point (the next open finishes or undoes the swap).
+    /// (the same records, verified) and swap it in: sled's files then hold
+    /// 1.4-2.8x the live records, against up to 5.5x after many prunes
+    /// (docs/OPERATIONS.md). Needs room for a second copy beside it; safe
+    /// to kill at any point (the next open finishes or undoes the swap).
     Compact(CompactArgs),
     /// Operator: upgrade a Redis Cluster written by a chaff before the undo
     /// window (ledger entries without a click time): each such entry is

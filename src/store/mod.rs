@@ -43,7 +43,7 @@
 //! one. `shared.rs`: the shared model's contributions and the seed id.
 //! `compact.rs`: a user's ledger and dictionary compacted after a prune
 //! (format 7). `rewrite.rs`: `chaff compact`, a stopped server's directory
-//! written anew and swapped in (sled's files shrink to about the live records). `policy.rs`: settings and lists. `decisions.rs`: the decision log.
+//! written anew and swapped in (sled's files shrink to what writing a fresh copy costs). `policy.rs`: settings and lists. `decisions.rs`: the decision log.
 //! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
 //! per-user export format. `backup.rs`: copying users into a backup's
 //! store. This file: opening, format

@@ -12,10 +12,12 @@
 //! user's directory held 5× its live records (docs/PERFORMANCE.md, "Format
 //! 7"). sled 0.34 has no setting that changes this (its
 //! `segment_cleanup_threshold` is a no-op, the cleanup threshold a
-//! constant). A fresh directory written from a scan of every tree holds
-//! little more than the live records: what `sa-learn --force-expire` or
-//! `bogoutil` are to their stores, an operator's step with the server
-//! stopped.
+//! constant; a patch making it a setting did not help, docs/PERFORMANCE.md
+//! "`chaff compact`"). A fresh directory written from a scan of every tree
+//! holds only what sled's own writing of it costs: 1.4–2.8× the live
+//! records measured, against 4.7–5.5× for pruned users after training.
+//! What `sa-learn --force-expire` or `bogoutil` are to their stores: an
+//! operator's step with the server stopped.
 //!
 //! # How, and why it is safe under SIGKILL at any point
 //!
