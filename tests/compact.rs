@@ -49,16 +49,7 @@ fn dump(dir: &Path) -> Dump {
 /// [`Store::open`], waiting for the lock an earlier handle's threads hold
 /// a moment after it is dropped.
 fn open(dir: &Path) -> Store {
-    for _ in 0..500 {
-        match Store::open(dir, 16 << 20) {
-            Ok(s) => return s,
-            Err(chaff::error::Error::Locked { .. }) => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("{} does not open: {e}", dir.display()),
-        }
-    }
-    panic!("{} stays locked", dir.display());
+    crate::common::open_store_waiting(dir, 16 << 20)
 }
 
 /// Three users, 120 clicks each, under a cap far below what they learn:

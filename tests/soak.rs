@@ -221,11 +221,48 @@ fn wait_for(rx: &mpsc::Receiver<String>, any: &[&str]) -> String {
     }
 }
 
+/// SIGKILLs `chaff serve` at points spread over the start-up upgrade of
+/// `old` from format `from`, restarting each time, until a start finds
+/// nothing left to upgrade; `timing` (a copy) measures how long the
+/// upgrade takes here first, from the line before the work to the line
+/// after it. Asserts that at least one kill landed inside it.
+fn kill_during_upgrade(old: &Path, timing: &Path, from: u32) {
+    let upgrading = format!("upgrading data directory from format {from}");
+    let upgraded = format!("upgraded data directory from format {from}");
+    const LISTENING: &str = "chaff listening on";
+    let (mut child, rx) = spawn_logged(timing);
+    wait_for(&rx, &[&upgrading]);
+    let started = Instant::now();
+    wait_for(&rx, &[&upgraded]);
+    let took = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut inside = 0;
+    for eighth in [0u32, 2, 4, 6, 1, 3, 5, 7] {
+        let (mut child, rx) = spawn_logged(old);
+        if wait_for(&rx, &[&upgrading, LISTENING]).contains(LISTENING) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break;
+        }
+        std::thread::sleep(took * eighth / 8);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Every line the killed server wrote (the readers end at EOF).
+        if !rx.iter().any(|l| l.contains(&upgraded)) {
+            inside += 1;
+        }
+    }
+    assert!(
+        inside >= 1,
+        "no kill landed inside the upgrade ({took:?} long)"
+    );
+    println!("upgrade from format {from} took {took:?}; {inside} kills landed inside it");
+}
+
 #[tokio::test]
 async fn a_sigkill_during_the_format_3_upgrade_loses_nothing_and_a_restart_completes_it() {
-    const UPGRADING: &str = "upgrading data directory from format 3";
-    const UPGRADED: &str = "upgraded data directory from format 3";
-    const LISTENING: &str = "chaff listening on";
     let (users, clicks) = (40, 30);
     let root = tempfile::tempdir().unwrap();
     let old = root.path().join("old");
@@ -235,38 +272,7 @@ async fn a_sigkill_during_the_format_3_upgrade_loses_nothing_and_a_restart_compl
     write_clicks(&timing, users, clicks, Weight(8), Some(3));
     write_clicks(&reference, users, clicks, Weight::FULL, None);
 
-    // How long the upgrade takes here: on a copy, from the line before the
-    // work to the line after it.
-    let (mut child, rx) = spawn_logged(&timing);
-    wait_for(&rx, &[UPGRADING]);
-    let started = Instant::now();
-    wait_for(&rx, &[UPGRADED]);
-    let took = started.elapsed();
-    child.kill().unwrap();
-    child.wait().unwrap();
-
-    // SIGKILL at points spread over the upgrade, restarting each time,
-    // until a start finds nothing left to upgrade.
-    let mut inside = 0;
-    for eighth in [0u32, 2, 4, 6, 1, 3, 5, 7] {
-        let (mut child, rx) = spawn_logged(&old);
-        if wait_for(&rx, &[UPGRADING, LISTENING]).contains(LISTENING) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break;
-        }
-        std::thread::sleep(took * eighth / 8);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        // Every line the killed server wrote (the readers end at EOF).
-        if !rx.iter().any(|l| l.contains(UPGRADED)) {
-            inside += 1;
-        }
-    }
-    assert!(
-        inside >= 1,
-        "no kill landed inside the upgrade ({took:?} long)"
-    );
+    kill_during_upgrade(&old, &timing, 3);
 
     // A restart completes the upgrade: every user as in the reference
     // written in today's format and units, scores bit for bit.
@@ -468,9 +474,6 @@ fn write_pruned(path: &Path, users: usize, clicks: usize, format: Option<u32>) {
 #[tokio::test]
 async fn a_sigkill_during_the_format_6_upgrade_leaves_a_directory_that_opens_and_a_restart_completes_it()
  {
-    const UPGRADING: &str = "upgrading data directory from format 6";
-    const UPGRADED: &str = "upgraded data directory from format 6";
-    const LISTENING: &str = "chaff listening on";
     let (users, clicks) = (60, 30);
     let root = tempfile::tempdir().unwrap();
     let old = root.path().join("old");
@@ -482,33 +485,7 @@ async fn a_sigkill_during_the_format_6_upgrade_leaves_a_directory_that_opens_and
     // compaction changes no model, so scores must match bit for bit.
     write_pruned(&reference, users, clicks, None);
 
-    let (mut child, rx) = spawn_logged(&timing);
-    wait_for(&rx, &[UPGRADING]);
-    let started = Instant::now();
-    wait_for(&rx, &[UPGRADED]);
-    let took = started.elapsed();
-    child.kill().unwrap();
-    child.wait().unwrap();
-
-    let mut inside = 0;
-    for eighth in [0u32, 2, 4, 6, 1, 3, 5, 7] {
-        let (mut child, rx) = spawn_logged(&old);
-        if wait_for(&rx, &[UPGRADING, LISTENING]).contains(LISTENING) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break;
-        }
-        std::thread::sleep(took * eighth / 8);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        if !rx.iter().any(|l| l.contains(UPGRADED)) {
-            inside += 1;
-        }
-    }
-    assert!(
-        inside >= 1,
-        "no kill landed inside the upgrade ({took:?} long)"
-    );
+    kill_during_upgrade(&old, &timing, 6);
 
     let upgraded = ServerProcess::start(&old);
     let expected = ServerProcess::start(&reference);
@@ -530,7 +507,6 @@ async fn a_sigkill_during_the_format_6_upgrade_leaves_a_directory_that_opens_and
         );
         assert!(sa.tokens_known > 0, "{id}");
     }
-    println!("upgrade took {took:?}; {inside} kills landed inside it");
     upgraded.kill();
     expected.kill();
 }

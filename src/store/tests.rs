@@ -9,7 +9,7 @@ use crate::types::{Label, MessageId, Owner, UserId};
 /// Opens the store in `path`, waiting while a just-dropped handle of it
 /// still holds sled's file lock (its background flusher lets go at its next
 /// tick; on a loaded machine that can be after the test reopens).
-fn open_again(path: &std::path::Path) -> Store {
+pub(super) fn open_again(path: &std::path::Path) -> Store {
     for _ in 0..500 {
         match Store::open(path, 8 << 20) {
             Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),

@@ -7,15 +7,7 @@ use crate::policy::UserSettings;
 use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, MessageId, Owner, UserId};
 
-fn open_again(path: &std::path::Path) -> Store {
-    for _ in 0..500 {
-        match Store::open(path, 8 << 20) {
-            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            other => return other.unwrap(),
-        }
-    }
-    panic!("{} stayed locked for 5 s", path.display());
-}
+use super::tests::open_again;
 
 fn ids(v: &[u64]) -> Vec<TokenId> {
     v.iter().map(|&x| TokenId(x)).collect()
