@@ -110,7 +110,7 @@ enum Command {
     Repair(RepairArgs),
     /// Operator, with the server stopped: write the data directory anew
     /// (the same records, verified) and swap it in: sled's files then hold
-    /// 1.4-2.8x the live records, against up to 5.5x after many prunes
+    /// 1.4-1.8x the live records, against up to 5.7x after many prunes
     /// (docs/OPERATIONS.md). Needs room for a second copy beside it; safe
     /// to kill at any point (the next open finishes or undoes the swap).
     Compact(CompactArgs),

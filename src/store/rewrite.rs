@@ -14,8 +14,8 @@
 //! `segment_cleanup_threshold` is a no-op, the cleanup threshold a
 //! constant; a patch making it a setting did not help, docs/PERFORMANCE.md
 //! "`chaff compact`"). A fresh directory written from a scan of every tree
-//! holds only what sled's own writing of it costs: 1.4–2.8× the live
-//! records measured, against 4.7–5.5× for pruned users after training.
+//! holds only what sled's own writing of it costs: 1.4–1.8× the live
+//! records measured, against 4.5–5.7× for pruned users after training.
 //! What `sa-learn --force-expire` or `bogoutil` are to their stores: an
 //! operator's step with the server stopped.
 //!
