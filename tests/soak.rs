@@ -126,6 +126,31 @@ fn fixture_message(u: usize, n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Click `n` of user `u`: spam for even `n`, ham for odd, the message's
+/// token ids, and its ledger entry at `weight`.
+fn fixture_click(
+    tokenizer: &Tokenizer,
+    u: usize,
+    n: usize,
+    weight: Weight,
+) -> (Label, Vec<chaff::tokenize::TokenId>, LedgerEntry) {
+    let label = if n.is_multiple_of(2) {
+        Label::Spam
+    } else {
+        Label::Ham
+    };
+    let ids = tokenizer.tokenize(&fixture_message(u, n)).ids;
+    let entry = LedgerEntry {
+        label,
+        tokenizer_version: TOKENIZER_VERSION,
+        tokens: ids.clone(),
+        weight,
+        shared: 0,
+        implicit: false,
+    };
+    (label, ids, entry)
+}
+
 /// Writes `users` × `clicks` clicks as today's store writes them, with
 /// `weight` as a full message's weight; every other user's model is folded
 /// into a snapshot halfway. Format 3 used weight 8 for a full message.
@@ -136,20 +161,7 @@ fn write_clicks(path: &Path, users: usize, clicks: usize, weight: Weight, format
         let user = UserId::new(format!("old-{u}")).unwrap();
         let mut model = Model::default();
         for n in 0..clicks {
-            let label = if n.is_multiple_of(2) {
-                Label::Spam
-            } else {
-                Label::Ham
-            };
-            let ids = tokenizer.tokenize(&fixture_message(u, n)).ids;
-            let entry = LedgerEntry {
-                label,
-                tokenizer_version: TOKENIZER_VERSION,
-                tokens: ids.clone(),
-                weight,
-                shared: 0,
-                implicit: false,
-            };
+            let (label, ids, entry) = fixture_click(&tokenizer, u, n, weight);
             model.learn_weighted(&ids, label, weight);
             let msg = MessageId::new(format!("f{n}")).unwrap();
             let ops = [Op::Learn(label, weight, ids)];
@@ -440,20 +452,7 @@ fn write_pruned(path: &Path, users: usize, clicks: usize, format: Option<u32>) {
         let user = UserId::new(format!("pruned-{u}")).unwrap();
         let mut model = Model::default();
         for n in 0..=clicks {
-            let label = if n.is_multiple_of(2) {
-                Label::Spam
-            } else {
-                Label::Ham
-            };
-            let ids = tokenizer.tokenize(&fixture_message(u, n)).ids;
-            let entry = LedgerEntry {
-                label,
-                tokenizer_version: TOKENIZER_VERSION,
-                tokens: ids.clone(),
-                weight: Weight::FULL,
-                shared: 0,
-                implicit: false,
-            };
+            let (label, ids, entry) = fixture_click(&tokenizer, u, n, Weight::FULL);
             let msg = MessageId::new(format!("p{n}")).unwrap();
             let ops = [Op::Learn(label, Weight::FULL, ids.clone())];
             let seq = store.record(&user, &msg, Some(&entry), &ops).unwrap();

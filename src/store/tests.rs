@@ -6,6 +6,16 @@ use crate::classify::Weight;
 use crate::tokenize::TokenId;
 use crate::types::{Label, MessageId, Owner, UserId};
 
+/// [`Store::usage`] by record kind: (records, key bytes, value bytes).
+pub(super) fn usage_by_kind(store: &Store) -> std::collections::BTreeMap<char, (u64, u64, u64)> {
+    store
+        .usage()
+        .unwrap()
+        .into_iter()
+        .map(|(c, n, k, v)| (c, (n, k, v)))
+        .collect()
+}
+
 /// Opens the store in `path`, waiting while a just-dropped handle of it
 /// still holds sled's file lock (its background flusher lets go at its next
 /// tick; on a loaded machine that can be after the test reopens).
@@ -568,12 +578,7 @@ fn a_user_s_ids_are_numbered_once_and_records_name_numbers() {
         .collect();
     learn(&store, &alice, "m1", Label::Spam, &big);
     learn(&store, &alice, "m2", Label::Ham, &big);
-    let usage: std::collections::BTreeMap<char, (u64, u64, u64)> = store
-        .usage()
-        .unwrap()
-        .into_iter()
-        .map(|(c, n, k, v)| (c, (n, k, v)))
-        .collect();
+    let usage = usage_by_kind(&store);
     assert_eq!(usage[&'K'].0, 1, "one dictionary record: m2 added no ids");
     assert!(usage[&'K'].2 >= 400 * 8);
     let per_entry = usage[&'L'].2 / 2;

@@ -7,7 +7,7 @@ use crate::policy::UserSettings;
 use crate::tokenize::{TOKENIZER_VERSION, TokenId};
 use crate::types::{Label, MessageId, Owner, UserId};
 
-use super::tests::open_again;
+use super::tests::{open_again, usage_by_kind};
 
 fn ids(v: &[u64]) -> Vec<TokenId> {
     v.iter().map(|&x| TokenId(x)).collect()
@@ -200,12 +200,7 @@ fn a_dictionary_written_anew_keeps_each_record_under_sled_s_blob_threshold() {
     store.checkpoint(&alice, &model, seq).unwrap();
     let done = store.compact_user(&alice).unwrap();
     assert_eq!((done.dict_before, done.dict_after), (3002, 1502));
-    let usage: std::collections::BTreeMap<char, (u64, u64, u64)> = store
-        .usage()
-        .unwrap()
-        .into_iter()
-        .map(|(c, n, k, v)| (c, (n, k, v)))
-        .collect();
+    let usage = usage_by_kind(&store);
     assert_eq!(usage[&'K'].0, 2, "1502 ids in records of 1024");
     drop(store);
     let store = open_again(dir.path());
