@@ -116,6 +116,12 @@ fn chaff_compact_keeps_every_record_and_shrinks_a_pruned_directory() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("data");
     write_fixture(&dir);
+    // The API keys live beside sled's files (`keys.json`), and an
+    // operator's file may too: both go along.
+    let keys = b"{\"keys\": []}\n";
+    std::fs::write(dir.join("keys.json"), keys).unwrap();
+    std::fs::create_dir(dir.join("notes")).unwrap();
+    std::fs::write(dir.join("notes/why"), b"kept").unwrap();
     let before = dump(&dir);
     assert!(before.values().map(Vec::len).sum::<usize>() > 300);
 
@@ -145,6 +151,8 @@ fn chaff_compact_keeps_every_record_and_shrinks_a_pruned_directory() {
     assert!(!beside(&dir, "compact-new").exists());
     assert!(!dir.join(DONE_MARKER).exists());
     assert_eq!(dump(&dir), before);
+    assert_eq!(std::fs::read(dir.join("keys.json")).unwrap(), keys);
+    assert_eq!(std::fs::read(dir.join("notes/why")).unwrap(), b"kept");
 
     // The compacted directory serves: the engine reads its users back.
     let engine = Engine::new(open(&dir), Settings::default()).unwrap();

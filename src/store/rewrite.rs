@@ -26,8 +26,9 @@
 //!
 //! 1. `D` is opened as a [`Store`] (sled's lock: a running server makes this
 //!    fail with [`Error::Locked`]; any format upgrade runs first), every tree
-//!    is copied into a fresh sled database `D.compact-new` in bounded
-//!    batches, flushed and closed.
+//!    is copied into a fresh sled database `D.compact-new`, flushed and
+//!    closed; every other file of `D` (the API keys, `keys.json`) is
+//!    copied beside it.
 //! 2. `D.compact-new` is opened again and compared with `D`, tree by tree and
 //!    record by record; then the marker file [`DONE_MARKER`] is written and
 //!    synced into it. `D` is closed, and this process takes the lock of `D`'s
@@ -258,6 +259,43 @@ fn open_plain(dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
         })
 }
 
+/// sled's own entries in a data directory: its configuration, log, blob
+/// files and page-table snapshots. The copy writes its own.
+fn is_sleds(name: &str) -> bool {
+    matches!(name, "conf" | "db" | "blobs") || name.starts_with("snap.")
+}
+
+/// Copies every entry of `dir` that is not sled's (see [`is_sleds`]) into
+/// `to`, directories whole, each file synced; returns how many files.
+fn copy_other_files(dir: &Path, to: &Path) -> Result<u64, Error> {
+    fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
+        if from.is_dir() {
+            std::fs::create_dir_all(to)?;
+            let mut n = 0;
+            for entry in std::fs::read_dir(from)? {
+                let entry = entry?;
+                n += copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+            }
+            std::fs::File::open(to)?.sync_all()?;
+            Ok(n)
+        } else {
+            std::fs::copy(from, to)?;
+            std::fs::File::open(to)?.sync_all()?;
+            Ok(1)
+        }
+    }
+    let mut copied = 0;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        if is_sleds(&name.to_string_lossy()) {
+            continue;
+        }
+        copied += copy_tree(&entry.path(), &to.join(&name)).map_err(io)?;
+    }
+    Ok(copied)
+}
+
 /// Every tree of `from` compared with `to`'s, record by record.
 fn verify(from: &sled::Db, to: &sled::Db) -> Result<u64, Error> {
     let mut names = from.tree_names();
@@ -351,6 +389,9 @@ impl Store {
             copy.flush()?;
             step(RewriteStep::Copied { records, bytes });
         }
+        // What else lives in the directory (the API keys, `keys.json`, and
+        // any file an operator put there) goes along, byte for byte.
+        let others = copy_other_files(dir, &new)?;
         // Closed (sled removes replaced blobs at close; its threads let go
         // of the lock a moment after the drop), then read back.
         drop(lock_log(&new)?);
@@ -362,10 +403,13 @@ impl Store {
         // taking it here also waits for that.
         drop(lock_log(&new)?);
         let marker = new.join(DONE_MARKER);
-        std::fs::write(&marker, format!("{verified} records\n"))
-            .and_then(|()| std::fs::File::open(&marker)?.sync_all())
-            .and_then(|()| std::fs::File::open(&new)?.sync_all())
-            .map_err(io)?;
+        std::fs::write(
+            &marker,
+            format!("{verified} records, {others} other files\n"),
+        )
+        .and_then(|()| std::fs::File::open(&marker)?.sync_all())
+        .and_then(|()| std::fs::File::open(&new)?.sync_all())
+        .map_err(io)?;
         step(RewriteStep::Verified { records: verified });
 
         // Held through the renames (a lock follows the file, not its
