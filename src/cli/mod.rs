@@ -345,6 +345,7 @@ fn repair(a: &RepairArgs) -> anyhow::Result<()> {
     let user = chaff::types::UserId::new(a.user.clone())?;
     let store = chaff::store::Store::open(&a.data, 64 << 20)?;
     let r = store.rebuild_model(&user)?;
+    store.seal_generation()?;
     if a.json.json {
         println!(
             "{}",

@@ -578,7 +578,12 @@ impl Engine {
             self.checkpoint_contribution(&Owner::Operator)?;
         }
         self.decisions.close();
-        self.store.flush()
+        self.store.flush()?;
+        // What a later open checks sled's recovery against.
+        if let Some(sled) = self.store.sled() {
+            sled.seal_generation()?;
+        }
+        Ok(())
     }
 }
 
