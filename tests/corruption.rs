@@ -303,7 +303,17 @@ async fn assert_right_or_data_loss(addr: &str, case: &str) -> Vec<&'static str> 
                 user_id: user.into(),
             })
             .await;
-        answers.push(got.map(|r| r.into_inner() == *info));
+        let counts = |i: &proto::UserInfo| (i.spam_learned, i.ham_learned, i.tokens);
+        answers.push(got.map(|r| {
+            let r = r.into_inner();
+            assert!(
+                r == *info,
+                "{case}: {user} was served counts {:?}; the intact directory's: {:?}",
+                counts(&r),
+                counts(info)
+            );
+            true
+        }));
         for (m, want) in [SPAM, SPAM2, HAM, HAM2].into_iter().zip(scores) {
             let got = c
                 .score(proto::ScoreRequest {
@@ -504,13 +514,13 @@ async fn a_log_cut_short_anywhere_is_refused_at_start_naming_the_directory() {
 
 #[tokio::test]
 async fn a_flipped_byte_in_the_log_is_refused_at_start_or_served_right() {
-    // Sixteen fixed offsets through sled's log: a flip where sled reads
+    // Twelve fixed offsets through sled's log: a flip where sled reads
     // (the log since its page-table snapshot, a live page) is refused; one
     // in space sled no longer reads changes nothing.
     let db_len = len(&written().dir.path().join("db"));
     let mut refused = 0;
-    for k in 1..=16 {
-        let at = db_len * k / 17;
+    for k in 1..=12 {
+        let at = db_len * k / 13;
         let copy = copy();
         flip(&copy.path().join("db"), at);
         if refused_or_served_right(copy.path(), &format!("db flipped at {at}")).await {
@@ -591,6 +601,52 @@ async fn damaged_conf_snapshot_or_generation_files_are_refused_naming_the_file()
         std::fs::remove_file(copy.path().join(&gone)).unwrap();
         assert!(
             !refused_or_served_right(copy.path(), &format!("{} removed", gone.display())).await
+        );
+    }
+}
+
+/// Not yet so (docs/FAULTS.md, "Corruption", not covered): a blob file
+/// that is gone, rather than damaged, is no tear to sled's recovery; the
+/// server starts, and the call that needs the page panics inside sled
+/// ("cannot find pid … in view_for_key"), answered INTERNAL. Run with
+/// `--ignored` to see it.
+#[tokio::test]
+#[ignore = "known gap: a removed blob file is answered INTERNAL (docs/FAULTS.md)"]
+async fn a_removed_blob_file_is_refused_at_start() {
+    for blob in files(written().dir.path(), "blobs") {
+        let copy = copy();
+        std::fs::remove_file(copy.path().join(&blob)).unwrap();
+        refused_or_served_right(copy.path(), &format!("{} removed", blob.display())).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_and_repair_help_say_what_to_do_about_damage() {
+    let (ok, serve, _) = chaff(&["serve", "--help"]).await;
+    assert!(ok);
+    let (ok, repair, _) = chaff(&["repair", "--help"]).await;
+    assert!(ok);
+    let flat = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (serve, repair) = (flat(serve), flat(repair));
+    for needle in [
+        "A damaged directory",
+        "restore it from a backup",
+        "DATA_LOSS naming the user and record",
+        "`chaff repair --user U`",
+    ] {
+        assert!(
+            serve.contains(needle),
+            "{needle:?} not in chaff serve --help"
+        );
+    }
+    for needle in [
+        "DATA_LOSS",
+        "damaged ledger entry",
+        "restore the data directory from a backup",
+    ] {
+        assert!(
+            repair.contains(needle),
+            "{needle:?} not in chaff repair --help"
         );
     }
 }

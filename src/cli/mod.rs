@@ -104,7 +104,9 @@ enum Command {
     /// ledger, after a damaged model snapshot or journal record (the error
     /// the server answered, DATA_LOSS, names the user and says to run
     /// this). Exact unless clicks beyond the undo window were folded: those
-    /// are counted and reported, not recounted.
+    /// are counted and reported, not recounted. A damaged ledger entry, or
+    /// a damaged directory (`chaff serve` refuses it at start), cannot be
+    /// rebuilt: restore the data directory from a backup.
     #[command(override_usage = "chaff repair [OPTIONS] --user <USER>")]
     Repair(RepairArgs),
     /// Operator: upgrade a Redis Cluster written by a chaff before the undo

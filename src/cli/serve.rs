@@ -48,7 +48,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAFF_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// Data directory (created if missing). One chaff process per directory.
-    /// With --store redis://… it holds only the API keys file.
+    /// With --store redis://… it holds only the API keys file. A damaged
+    /// directory (a file of it cut short or with flipped bytes) is refused
+    /// at start with one line naming it: restore it from a backup. A
+    /// damaged record of one user is answered DATA_LOSS naming the user and
+    /// record; a damaged model snapshot with an intact ledger is mended by
+    /// `chaff repair --user U` (docs/OPERATIONS.md, "Damaged data").
     #[arg(long, env = "CHAFF_DATA", default_value = "./chaff-data")]
     data: PathBuf,
     /// Where user data lives: `sled` (an embedded database in --data, the
