@@ -198,14 +198,7 @@ impl Drop for Serving {
 impl Serving {
     /// SIGTERM; a clean exit and a log without a panic are expected.
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        sigterm(&self.child);
         let exit = self.child.wait().unwrap();
         let log = std::mem::replace(&mut self.log, std::thread::spawn(String::new));
         let log = log.join().unwrap();
@@ -267,6 +260,14 @@ fn start(dir: &Path) -> Start {
         return Start::Refused { code, stderr: text };
     }
     panic!("{} stayed locked", dir.display());
+}
+
+/// `chaff serve` on `dir`, which must start (`why` says why).
+fn serving(dir: &Path, why: &str) -> Serving {
+    match start(dir) {
+        Start::Serving(server) => server,
+        Start::Refused { stderr, .. } => panic!("{why}: {stderr}"),
+    }
 }
 
 /// A refusal as an operator must read it: exit status 1 (not a panic's
@@ -393,9 +394,7 @@ async fn chaff(args: &[&str]) -> (bool, String, String) {
 async fn a_damaged_snapshot_answers_data_loss_naming_the_user_and_repair_mends_it() {
     let copy = copy();
     damage_record(copy.path(), b'M', "alice");
-    let Start::Serving(server) = start(copy.path()) else {
-        panic!("a damaged record must not stop the server");
-    };
+    let server = serving(copy.path(), "a damaged record must not stop the server");
     let mut c = connect(&server.addr).await;
     let get = c
         .get_user(proto::GetUserRequest {
@@ -441,9 +440,7 @@ async fn a_damaged_snapshot_answers_data_loss_naming_the_user_and_repair_mends_i
     let (ok, stdout, stderr) = chaff(&["repair", "--user", "alice", "--data", dir]).await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("from 4 ledger entries"), "{stdout}");
-    let Start::Serving(server) = start(copy.path()) else {
-        panic!("the repaired directory must serve");
-    };
+    let server = serving(copy.path(), "the repaired directory must serve");
     let lost = assert_right_or_data_loss(&server.addr, "repaired").await;
     assert!(lost.is_empty(), "{lost:?}");
     server.stop();
@@ -454,9 +451,7 @@ async fn a_damaged_ledger_entry_answers_data_loss_naming_the_message_and_repair_
     let copy = copy();
     let message = damage_record(copy.path(), b'L', "bob");
     let message = String::from_utf8(message).unwrap();
-    let Start::Serving(server) = start(copy.path()) else {
-        panic!("a damaged record must not stop the server");
-    };
+    let server = serving(copy.path(), "a damaged record must not stop the server");
     let mut c = connect(&server.addr).await;
     let forget = c
         .forget(proto::ForgetRequest {
