@@ -645,3 +645,26 @@ async fn serve_and_repair_help_say_what_to_do_about_damage() {
         );
     }
 }
+
+#[tokio::test]
+async fn after_a_crash_a_log_cut_before_the_last_background_seal_is_refused() {
+    // The clean stop's seal is not there after a SIGKILL; the background
+    // seal (`--seal-interval`) is what the next start checks against.
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_args(
+        dir.path(),
+        &["--learn-delivered", "false", "--seal-interval", "100ms"],
+    );
+    let mut c = connect(&server.addr).await;
+    train(&mut c, "alice", SPAM, Label::Spam, "s1").await;
+    train(&mut c, "alice", HAM, Label::Ham, "h1").await;
+    // A few seals after the clicks.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    server.kill();
+    let recorded = std::fs::read_to_string(dir.path().join(chaff::store::GENERATION_FILE))
+        .expect("a background seal wrote the record");
+    let db = dir.path().join("db");
+    cut(&db, len(&db) / 2);
+    let line = assert_refused_well(dir.path(), start(dir.path()), "db cut after a SIGKILL");
+    assert!(line.contains("older state"), "{line} ({recorded:?})");
+}

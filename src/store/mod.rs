@@ -179,6 +179,9 @@ pub struct Store<W = Direct> {
     /// The time (unix seconds) this directory was upgraded to format 6:
     /// the click time of older ledger entries, which did not record one.
     legacy_time_s: u64,
+    /// One seal at a time (`seal_generation`: a background seal and the
+    /// clean stop's share the temporary file).
+    seal: Arc<parking_lot::Mutex<()>>,
     /// Added to every id sled generates ([`Store::generate_id`]): a data
     /// directory made by a backup starts its ids above the source's, whose
     /// journal sequence numbers and consent and seed ids it holds (sled's
@@ -460,6 +463,7 @@ impl<W: Writes> Store<W> {
         };
         Ok(Self {
             id_offset,
+            seal: Arc::default(),
             db,
             sled_tree: tree,
             writes: W::default(),
@@ -499,13 +503,15 @@ impl<W: Writes> Store<W> {
     /// Records that every write so far is on disk, as a new generation
     /// (`generation.rs`): the next open refuses a directory whose sled
     /// recovered an older state (a damaged or cut-short file) instead of
-    /// serving it. Called at a clean shutdown and after `chaff repair`;
-    /// costs a flush, two fsyncs and a rename, never on a request's path.
+    /// serving it. Called at a clean shutdown, after `chaff repair`, and
+    /// every `--seal-interval` while serving; costs a flush, three fsyncs
+    /// and a rename, never on a request's path.
     /// Returns the generation.
     pub fn seal_generation(&self) -> Result<u64, Error> {
         if !W::DURABLE {
             return Ok(0);
         }
+        let _one_at_a_time = self.seal.lock();
         generation::seal(&self.path, &self.db, self.tree()?)
     }
 
