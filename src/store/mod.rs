@@ -19,6 +19,7 @@
 //! | `H` · contributor · sequence (u64 BE)  | a click's ops on that contribution     |
 //! | `O`                                    | the current seed id (u64 BE)           |
 //! | `I`                                    | id offset (u64 BE), set by a backup: every id handed out is above it |
+//! | `C`                                    | the last sealed generation (u64 BE): at open, at least what the file `chaff-generation` says (`generation.rs`) |
 //!
 //! Format-6 values of `L`, `J`, `M` and `K` end in a CRC-32 of key and
 //! value (`codec::seal`, why there); a mismatch is [`Error::Corrupt`]
@@ -51,7 +52,9 @@
 //! or the write-behind of `replay.rs` ([`ReplayStore`], `chaff eval`'s
 //! throwaway store, a separate type: the service's store has no
 //! unsynced mode).
-//! `error.rs`: [`StorageError`].
+//! `error.rs`: [`StorageError`]. `generation.rs`: damage to the
+//! directory's files, found at open (sled's `conf` and `snap.*` checksums,
+//! the sealed generation against sled's recovery).
 //! `redis_cluster/`: the Redis Cluster store for scale-out (issue #18,
 //! feature `redis`; its own layout and scripts, `docs/SCALING.md`) and its
 //! [`Backend`] (`redis_cluster::RedisBackend`, `chaff serve --store redis://…`).
@@ -407,6 +410,12 @@ impl<W: Writes> Store<W> {
                 });
             }
         };
+        // Before chaff writes anything (a new format key, an upgrade): a
+        // directory sled recovered to an older state is refused as sled
+        // left it.
+        if W::DURABLE {
+            generation::check(path, &tree)?;
+        }
         match tree.get(FORMAT_KEY).map_err(open_err)? {
             None => {
                 tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
@@ -443,9 +452,6 @@ impl<W: Writes> Store<W> {
                     ),
                 });
             }
-        }
-        if W::DURABLE {
-            generation::check(path, &tree)?;
         }
         let legacy_time_s = match tree.get(UPGRADED_KEY).map_err(open_err)? {
             Some(v) => {
