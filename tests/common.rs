@@ -377,11 +377,7 @@ impl ServerProcess {
 
     /// SIGTERM, then wait: a clean exit is expected.
     pub fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        sigterm(&self.child);
         let exit = self.child.wait().unwrap();
         assert!(
             exit.success(),
@@ -394,6 +390,15 @@ impl ServerProcess {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+}
+
+/// Sends SIGTERM (a service manager's stop) to a `chaff serve` child.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// A test that fails (panics) before it stops its server must not leave
@@ -438,14 +443,7 @@ impl JsonLogServer {
     pub fn stop(mut self) -> String {
         use std::io::Read;
         let mut stderr = self.server.child.stderr.take().unwrap();
-        let pid = self.server.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        sigterm(&self.server.child);
         let mut log = String::new();
         stderr.read_to_string(&mut log).unwrap();
         let exit = self.server.child.wait().unwrap();

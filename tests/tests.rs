@@ -9,6 +9,7 @@ mod api;
 mod backends;
 mod backup;
 mod cli;
+mod corruption;
 mod decode;
 mod delivered;
 mod durability;

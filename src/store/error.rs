@@ -170,12 +170,22 @@ impl From<redis::RedisError> for Error {
 /// The conversion at the boundary: store code uses `?` on sled's results.
 /// A full disk is told apart here, the one place storage errors are
 /// classified, so people read "the data directory's disk is full".
+///
+/// sled's checksum failures, and a blob file its log points to that is not
+/// there, are damage to the data directory, not a failure a retry or a
+/// reopen mends: [`Error::Corrupt`] (DATA_LOSS), naming sled's file
+/// (`generation::describe_sled_damage`), never UNAVAILABLE.
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        if is_disk_full(&e) {
-            Error::DiskFull
-        } else {
-            Error::Storage(StorageError(Kind::Sled(e)))
+        match e {
+            sled::Error::Corruption { at, .. } => Error::Corrupt {
+                what: super::generation::describe_sled_damage(at),
+            },
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => Error::Corrupt {
+                what: format!("a file of sled's that its log points to is missing ({io})"),
+            },
+            e if is_disk_full(&e) => Error::DiskFull,
+            e => Error::Storage(StorageError(Kind::Sled(e))),
         }
     }
 }
