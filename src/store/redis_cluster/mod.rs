@@ -646,7 +646,11 @@ impl RedisStore {
         let give_up = std::time::Instant::now() + self.config.op_timeout;
         loop {
             match call().await {
-                Err(e) if moving(&e) && std::time::Instant::now() < give_up => {
+                Err(e) if moving(&e) => {
+                    if std::time::Instant::now() >= give_up {
+                        let after = self.config.op_timeout;
+                        return Err(Error::Storage(StorageError::slot_moving(e, after)));
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
