@@ -797,6 +797,10 @@ struct Server {
     url: String,
 }
 
+/// How long a restarted `chaff serve` may take to print its address (a
+/// start here takes well under a second).
+const START_LIMIT: Duration = Duration::from_secs(120);
+
 impl Server {
     /// `learn`: `--learn-delivered`.
     async fn start(exe: &Path, data: &Path, log: &Path, learn: bool) -> anyhow::Result<Self> {
@@ -822,7 +826,7 @@ impl Server {
             .spawn()
             .context("starting chaff serve")?;
         let stdout = child.stdout.take().expect("piped stdout");
-        let line = tokio::task::spawn_blocking(move || {
+        let reading = tokio::task::spawn_blocking(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let read = reader.read_line(&mut line);
@@ -834,8 +838,21 @@ impl Server {
                 }
             });
             read.map(|_| line)
-        })
-        .await??;
+        });
+        // A start that hangs (a deadlock in recovery, say) is a finding,
+        // not a soak that never ends: killing the server ends the read.
+        let line = match tokio::time::timeout(START_LIMIT, reading).await {
+            Ok(read) => read??,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "chaff serve on {} printed no address within {START_LIMIT:?}: hung at start-up; see {}",
+                    data.display(),
+                    log.display()
+                );
+            }
+        };
         let Some(addr) = line.trim().strip_prefix("chaff listening on ") else {
             let _ = child.kill();
             let _ = child.wait();
