@@ -369,15 +369,18 @@ impl<W: Writes> Store<W> {
             if error::is_disk_full(&source) {
                 return Error::DiskFull;
             }
-            if let Error::Corrupt { what } = Error::from(source.clone()) {
-                return Error::Damaged {
+            // Classified once, without a clone (sled's clone of an I/O
+            // error keeps only its Debug text).
+            match Error::from(source) {
+                Error::Corrupt { what } => Error::Damaged {
                     path: path.to_path_buf(),
                     what,
-                };
-            }
-            Error::Open {
-                path: path.to_path_buf(),
-                source: source.into(),
+                },
+                Error::Storage(source) => Error::Open {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                other => other,
             }
         };
         if W::DURABLE {
