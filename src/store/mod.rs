@@ -394,9 +394,9 @@ impl<W: Writes> Store<W> {
             // (`temporary`; sled also removes the files when closed).
             .flush_every_ms(W::DURABLE.then_some(500))
             .temporary(!W::DURABLE);
-        // sled's recovery asserts what it reads (and panicked on a removed
-        // blob file: tests/corruption.rs); a panic there is a damaged
-        // directory, said so, not a crash of the caller.
+        // sled's recovery asserts what it reads (it panicked on a removed
+        // blob file until vendor/sled/PATCHES.md's blob check); a panic
+        // there is a damaged directory, said so, not a crash of the caller.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let db = config.open()?;
             let tree = db.open_tree("chaff")?;
