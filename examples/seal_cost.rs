@@ -25,6 +25,10 @@ use chaff::engine::{Engine, Settings};
 use chaff::store::Store;
 use chaff::types::{Label, MessageId, UserId};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::du;
+
 /// Opens `dir`, waiting while the last close still holds sled's lock;
 /// returns the store and how long the successful open took.
 fn open(dir: &Path) -> (Store, Duration) {
@@ -52,19 +56,6 @@ fn summary(mut times: Vec<Duration>) -> String {
         ms(times[times.len() - 1]),
         times.len()
     )
-}
-
-fn du(path: &Path) -> String {
-    let out = std::process::Command::new("du")
-        .args(["-s", "-B1"])
-        .arg(path)
-        .output()
-        .expect("du");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_string()
 }
 
 fn measure(name: &str, dir: &Path, messages: &[(Vec<u8>, Label)], rounds: usize, clicks: usize) {
