@@ -202,7 +202,12 @@ impl From<sled::Error> for Error {
                 what: super::generation::describe_sled_damage(at),
             },
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => Error::Corrupt {
-                what: format!("a file of sled's that its log points to is missing ({io})"),
+                // The patched recovery names the blob file itself
+                // (vendor/sled/PATCHES.md); a read names none.
+                what: match io.get_ref() {
+                    Some(named) => named.to_string(),
+                    None => format!("a file of sled's that its log points to is missing ({io})"),
+                },
             },
             e if is_disk_full(&e) => Error::DiskFull,
             e => Error::Storage(StorageError(Kind::Sled(e))),

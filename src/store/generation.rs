@@ -27,7 +27,10 @@
 //!
 //! Before sled opens, chaff also checks the checksums of sled's `conf`
 //! file (sled only logs a mismatch there and goes on) and of its newest
-//! `snap.*` file (sled refuses one, but without naming it).
+//! `snap.*` file (sled refuses one, but without naming it). A blob file
+//! that is missing rather than damaged fails no checksum and cuts no log:
+//! sled's own recovery, patched, refuses it, naming the file
+//! (vendor/sled/PATCHES.md, `check_blob_files`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

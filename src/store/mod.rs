@@ -369,15 +369,18 @@ impl<W: Writes> Store<W> {
             if error::is_disk_full(&source) {
                 return Error::DiskFull;
             }
-            if let Error::Corrupt { what } = Error::from(source.clone()) {
-                return Error::Damaged {
+            // Classified once, without a clone (sled's clone of an I/O
+            // error keeps only its Debug text).
+            match Error::from(source) {
+                Error::Corrupt { what } => Error::Damaged {
                     path: path.to_path_buf(),
                     what,
-                };
-            }
-            Error::Open {
-                path: path.to_path_buf(),
-                source: source.into(),
+                },
+                Error::Storage(source) => Error::Open {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                other => other,
             }
         };
         if W::DURABLE {
@@ -391,9 +394,9 @@ impl<W: Writes> Store<W> {
             // (`temporary`; sled also removes the files when closed).
             .flush_every_ms(W::DURABLE.then_some(500))
             .temporary(!W::DURABLE);
-        // sled's recovery asserts what it reads (and panicked on a removed
-        // blob file: tests/corruption.rs); a panic there is a damaged
-        // directory, said so, not a crash of the caller.
+        // sled's recovery asserts what it reads (it panicked on a removed
+        // blob file until vendor/sled/PATCHES.md's blob check); a panic
+        // there is a damaged directory, said so, not a crash of the caller.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let db = config.open()?;
             let tree = db.open_tree("chaff")?;
