@@ -588,16 +588,20 @@ fn features(s: &State, sink: &mut Sink) {
     }
     for href in &s.hrefs {
         let href = html_escape::decode_html_entities(href);
-        let lower = href.trim().to_ascii_lowercase();
-        if lower.starts_with("http://")
-            || lower.starts_with("https://")
-            || lower.starts_with("www.")
-        {
+        let t = href.trim();
+        // The scheme in any case, without a lowercased copy of each href.
+        let starts = |p: &str| {
+            t.as_bytes()
+                .get(..p.len())
+                .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+        };
+        if starts("http://") || starts("https://") || starts("www.") {
             parts::url(&href, sink);
-        } else if let Some(addr) = lower.strip_prefix("mailto:")
-            && let Some((_, domain)) = addr.split('?').next().unwrap_or("").rsplit_once('@')
-        {
-            sink.push(Tag::BodyEmailDomain, domain);
+        } else if starts("mailto:") {
+            let addr = t["mailto:".len()..].to_ascii_lowercase();
+            if let Some((_, domain)) = addr.split('?').next().unwrap_or("").rsplit_once('@') {
+                sink.push(Tag::BodyEmailDomain, domain);
+            }
         }
         if sink.full() {
             return;
