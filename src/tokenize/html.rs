@@ -122,6 +122,22 @@ fn opens_markup(c: u8) -> bool {
     c.is_ascii_alphabetic() || matches!(c, b'/' | b'!' | b'?')
 }
 
+/// The first `byte` in `b`, as `memchr` finds it. Tag soup puts the next
+/// `<` or `>` a few bytes on, where a call of `memchr` costs more than the
+/// search (half of [`strip`]'s instructions on `html-tags-flat`,
+/// docs/PERFORMANCE.md session 13): the first [`NEAR`] bytes are looked at
+/// one by one, the rest by `memchr`.
+fn find_byte(b: &[u8], byte: u8) -> Option<usize> {
+    let near = b.len().min(NEAR);
+    match b[..near].iter().position(|&c| c == byte) {
+        Some(i) => Some(i),
+        None => memchr::memchr(byte, &b[near..]).map(|i| near + i),
+    }
+}
+
+/// Bytes [`find_byte`] looks at before calling `memchr`.
+const NEAR: usize = 16;
+
 /// The first `needle` (ASCII, lowercase) in `hay` at or after `from`,
 /// ignoring ASCII case.
 fn find_ascii_nocase(hay: &str, from: usize, needle: &str) -> Option<usize> {
@@ -148,7 +164,7 @@ fn strip(html: &str, out: &mut String) {
     let b = html.as_bytes();
     let mut pos = 0;
     while pos < b.len() {
-        let Some(i) = memchr::memchr(b'<', &b[pos..]) else {
+        let Some(i) = find_byte(&b[pos..], b'<') else {
             out.push_str(&html[pos..]);
             return;
         };
@@ -162,7 +178,7 @@ fn strip(html: &str, out: &mut String) {
         let end = if html[at..].starts_with("<!--") {
             html[at + 4..].find("-->").map(|e| at + 4 + e + 3)
         } else {
-            memchr::memchr(b'>', &b[at..]).map(|e| at + e + 1)
+            find_byte(&b[at..], b'>').map(|e| at + e + 1)
         };
         let Some(end) = end else { return };
         pos = end;
@@ -444,7 +460,7 @@ fn plain_attrs<'h>(html: &'h str, mut at: usize, attrs: &mut Vec<Attr<'h>>) -> O
             at += 1;
             match *b.get(at)? {
                 q @ (b'"' | b'\'') => {
-                    let len = memchr::memchr(q, &b[at + 1..])?;
+                    let len = find_byte(&b[at + 1..], q)?;
                     let v = &html[at + 1..at + 1 + len];
                     at += len + 2;
                     v
@@ -500,7 +516,7 @@ fn plain(html: &str) -> Option<State> {
     let mut in_a = false;
     let mut pos = 0;
     loop {
-        let at = memchr::memchr(b'<', &b[pos..]).map_or(b.len(), |i| pos + i);
+        let at = find_byte(&b[pos..], b'<').map_or(b.len(), |i| pos + i);
         let text = &html[pos..at];
         if let Some((_, link_text)) = &s.link
             && link_text.len() + text.len() >= MAX_LINK_TEXT
@@ -755,6 +771,13 @@ mod tests {
         ] {
             assert_eq!(host_of(s).as_deref(), host, "{s:?}");
             assert_eq!(host_of_reference(s).as_deref(), host, "{s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn find_byte_finds_what_memchr_finds(b in prop::collection::vec(0u8..24, 0..80), byte in 0u8..24) {
+            prop_assert_eq!(find_byte(&b, byte), memchr::memchr(byte, &b));
         }
     }
 
