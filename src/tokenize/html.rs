@@ -781,6 +781,49 @@ mod tests {
         }
     }
 
+    /// Every HTML part of the corpora (`target/corpus/*/index`) read both
+    /// ways: what [`plain`] reads must equal lol_html's reading, and the
+    /// counts say how much real mail takes the plain path. Slow: run with
+    /// `cargo test --lib plain_html_of_the_corpora -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn plain_html_of_the_corpora_reads_as_lol_html_does() {
+        use mail_parser::{MessageParser, PartType};
+        for corpus in ["spamassassin", "enron1", "enron2", "enron3", "trec06p"] {
+            let dir = std::path::Path::new("target/corpus").join(corpus);
+            let Ok(index) = std::fs::read_to_string(dir.join("index")) else {
+                eprintln!("{corpus}: no corpus");
+                continue;
+            };
+            let (mut parts, mut read_plain) = (0, 0);
+            for line in index.lines() {
+                let Some((_, path)) = line.split_once(' ') else {
+                    continue;
+                };
+                let raw = std::fs::read(dir.join(path)).unwrap();
+                let Some(msg) = MessageParser::default().parse(&raw) else {
+                    continue;
+                };
+                for p in &msg.parts {
+                    let PartType::Html(html) = &p.body else {
+                        continue;
+                    };
+                    let mut tags = MAX_HTML_TAGS;
+                    let cut = tag_cut(html, &mut tags).unwrap_or(html.len());
+                    let html = &html[..cut];
+                    parts += 1;
+                    if let Some(fast) = plain(html) {
+                        read_plain += 1;
+                        let (slow, ok) = rewrite(html);
+                        assert!(ok, "{corpus} {path}");
+                        assert_eq!(outcome(&fast), outcome(&slow), "{corpus} {path}");
+                    }
+                }
+            }
+            eprintln!("{corpus}: {read_plain} of {parts} HTML parts read plain");
+        }
+    }
+
     fn long_text() -> String {
         "long.example ".repeat(90)
     }
