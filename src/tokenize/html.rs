@@ -16,7 +16,7 @@
 //! tags, nothing hidden, no comments: see [`plain`]) is read by a byte
 //! scan that gives what lol_html gives, property-tested against it; hostile
 //! tag soup is of that form, and reading it so took `html-links` and
-//! `html-tags-flat` from ~10× a normal Score to 6–7× (session 13).
+//! `html-tags-flat` from ~10× a normal Score to 5–7× (session 13).
 
 use std::cell::RefCell;
 use std::rc::Rc;
