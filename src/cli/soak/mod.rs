@@ -841,26 +841,29 @@ impl Server {
         });
         // A start that hangs (a deadlock in recovery, say) is a finding,
         // not a soak that never ends: killing the server ends the read.
-        let line = match tokio::time::timeout(START_LIMIT, reading).await {
-            Ok(read) => read??,
-            Err(_) => {
+        let addr = match tokio::time::timeout(START_LIMIT, reading).await {
+            Ok(read) => {
+                let line = read??;
+                match line.trim().strip_prefix("chaff listening on ") {
+                    Some(addr) => Ok(addr.to_string()),
+                    None => Err(format!("did not start (first line {line:?})")),
+                }
+            }
+            Err(_) => Err(format!(
+                "printed no address within {START_LIMIT:?}: hung at start-up"
+            )),
+        };
+        let addr = match addr {
+            Ok(addr) => addr,
+            Err(why) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!(
-                    "chaff serve on {} printed no address within {START_LIMIT:?}: hung at start-up; see {}",
+                    "chaff serve on {} {why}; see {}",
                     data.display(),
                     log.display()
                 );
             }
-        };
-        let Some(addr) = line.trim().strip_prefix("chaff listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "chaff serve on {} did not start (first line {line:?}); see {}",
-                data.display(),
-                log.display()
-            );
         };
         Ok(Self {
             url: format!("http://{addr}"),
