@@ -49,18 +49,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-fn du(path: &std::path::Path) -> u64 {
-    let out = std::process::Command::new("du")
-        .args(["-s", "-B1"])
-        .arg(path)
-        .output()
-        .expect("du");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("du output")
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::du;
 
 fn reopen(dir: &std::path::Path) -> Store {
     for _ in 0..500 {

@@ -66,6 +66,13 @@ pub enum Error {
     #[error("corrupt record in the data directory ({what}); restore from backup or rebuild")]
     Corrupt { what: String },
 
+    /// A file of the data directory is damaged or cut short (found at
+    /// open, or when sled fails a checksum of its own files): not one
+    /// record but the directory, so the remedy is the directory's backup
+    /// (`store::generation` says how each case is found).
+    #[error("the data directory {} is damaged: {what}; {}", path.display(), crate::store::RESTORE)]
+    Damaged { path: PathBuf, what: String },
+
     /// The request needs an aggregate (settings, lists, the decision log,
     /// the shared model, ...) that the configured store does not hold yet:
     /// `chaff serve --store redis://…` holds everything but what Backup

@@ -319,6 +319,7 @@ pub fn open_store_waiting(path: &Path, cache_bytes: u64) -> Store {
 }
 
 pub async fn connect(url: &str) -> Client {
+    arm_watchdog();
     let mut last = None;
     for _ in 0..50 {
         match ChaffClient::connect(url.to_string()).await {
@@ -377,11 +378,7 @@ impl ServerProcess {
 
     /// SIGTERM, then wait: a clean exit is expected.
     pub fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        sigterm(&self.child);
         let exit = self.child.wait().unwrap();
         assert!(
             exit.success(),
@@ -394,6 +391,15 @@ impl ServerProcess {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+}
+
+/// Sends SIGTERM (a service manager's stop) to a `chaff serve` child.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// A test that fails (panics) before it stops its server must not leave
@@ -438,14 +444,7 @@ impl JsonLogServer {
     pub fn stop(mut self) -> String {
         use std::io::Read;
         let mut stderr = self.server.child.stderr.take().unwrap();
-        let pid = self.server.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        sigterm(&self.server.child);
         let mut log = String::new();
         stderr.read_to_string(&mut log).unwrap();
         let exit = self.server.child.wait().unwrap();
@@ -559,14 +558,140 @@ pub async fn settle_delivered(c: &mut Client) {
 
 /// The `http://` address a `chaff serve` just spawned with piped stdout
 /// listens on: the first line it prints (`chaff listening on ADDR`).
+/// A server that neither prints it nor exits within [`START_LIMIT`] is hung:
+/// its threads' stacks are printed, it is killed, and the test fails.
 fn listening_addr(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    arm_watchdog();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send((read, line));
+    });
+    let Ok((read, line)) = rx.recv_timeout(START_LIMIT) else {
+        print_stacks(child.id());
+        let _ = child.kill();
+        panic!(
+            "chaff serve (pid {}) printed no address and did not exit within {START_LIMIT:?}: hung at start-up (its stacks are above)",
+            child.id()
+        );
+    };
+    read.unwrap();
     let addr = line
         .trim()
         .strip_prefix("chaff listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     format!("http://{addr}")
+}
+
+/// How long a spawned `chaff serve` may take to print its address: far
+/// beyond a start on a busy machine (under a second here), short of CI's
+/// patience.
+pub const START_LIMIT: Duration = Duration::from_secs(120);
+
+/// Arms, once per test binary, a watchdog for hangs no single wait can see
+/// (a call a server never answers): past `CHAFF_TEST_WATCHDOG_S` seconds
+/// (default 1,200; the whole suite takes 2–5 minutes here) it prints the
+/// stacks of every child process and of this one, kills the children and
+/// aborts, so a
+/// hang fails the run with the evidence instead of running into CI's time
+/// limit in silence. Armed by [`connect`] and every `chaff serve` spawn.
+pub fn arm_watchdog() {
+    static ARMED: std::sync::Once = std::sync::Once::new();
+    ARMED.call_once(|| {
+        let limit = std::env::var("CHAFF_TEST_WATCHDOG_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1200);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(limit));
+            let me = std::process::id();
+            say(&format!(
+                "watchdog: the test binary has run {limit} s; stacks of it and its children follow"
+            ));
+            for pid in children_of(me) {
+                print_stacks(pid);
+            }
+            print_stacks(me);
+            // An abort runs no destructor: the children go first (those
+            // the tests started while the stacks were read, too).
+            for pid in children_of(me) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            say(&format!(
+                "watchdog: aborting after {limit} s (CHAFF_TEST_WATCHDOG_S)"
+            ));
+            std::process::abort();
+        });
+    });
+}
+
+/// Every thread's stack of process `pid`, to stderr: gdb's backtraces
+/// where gdb is installed, else each thread's name and kernel wait channel.
+pub fn print_stacks(pid: u32) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default();
+    say(&format!("=== stacks of pid {pid}: {cmdline}"));
+    // gdb writes straight to this process's stdout and stderr: through a
+    // pipe read by this process, which gdb stops while it reads the
+    // stacks, more than a pipe's worth of backtrace would never end.
+    let gdb = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status();
+    if gdb.is_ok_and(|s| s.success()) {
+        return;
+    }
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+        say(&format!(
+            "thread {:?} {} waiting in {}",
+            task.file_name(),
+            read("comm").trim(),
+            read("wchan")
+        ));
+    }
+}
+
+/// A line to this process's stderr as it is: `eprintln!` in a test's
+/// threads goes to the harness's capture, which an abort throws away.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The pids whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: the comm may hold spaces, so after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
 }

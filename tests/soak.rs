@@ -190,6 +190,7 @@ fn write_clicks(path: &Path, users: usize, clicks: usize, weight: Weight, format
 /// `chaff serve` on `data` with its log (`--log info`) and stdout lines
 /// sent to a channel as they come.
 fn spawn_logged(data: &Path) -> (Child, mpsc::Receiver<String>) {
+    arm_watchdog();
     let mut child = Command::new(env!("CARGO_BIN_EXE_chaff"))
         .args([
             "serve",
@@ -221,12 +222,21 @@ fn spawn_logged(data: &Path) -> (Child, mpsc::Receiver<String>) {
     (child, rx)
 }
 
-/// Waits for a line containing one of `any`; returns it.
+/// How long a wait for a server's log line may take in all (not per line:
+/// the server logs its statistics every minute, so a per-line timeout
+/// never fires).
+const LINE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Waits for a line containing one of `any`; returns it. Lines of stdout
+/// and stderr reach `rx` through two threads, so their order across the
+/// two streams is not the order the server wrote them in: wait for lines
+/// of both streams with [`wait_for_all`].
 fn wait_for(rx: &mpsc::Receiver<String>, any: &[&str]) -> String {
+    let deadline = Instant::now() + LINE_LIMIT;
     loop {
         let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("no line with any of {any:?}: {e}"));
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("no line with any of {any:?} within {LINE_LIMIT:?}: {e}"));
         if any.iter().any(|a| line.contains(a)) {
             return line;
         }
@@ -253,6 +263,8 @@ fn kill_during_upgrade(old: &Path, timing: &Path, from: u32) {
     let mut inside = 0;
     for eighth in [0u32, 2, 4, 6, 1, 3, 5, 7] {
         let (mut child, rx) = spawn_logged(old);
+        // `upgrading` (stderr) is written the whole upgrade before LISTENING
+        // (stdout), so the two readers cannot swap them.
         if wait_for(&rx, &[&upgrading, LISTENING]).contains(LISTENING) {
             child.kill().unwrap();
             child.wait().unwrap();
@@ -271,6 +283,24 @@ fn kill_during_upgrade(old: &Path, timing: &Path, from: u32) {
         "no kill landed inside the upgrade ({took:?} long)"
     );
     println!("upgrade from format {from} took {took:?}; {inside} kills landed inside it");
+}
+
+/// Waits until a line containing each of `all` has come, in any order;
+/// returns when each came, measured from `since`.
+fn wait_for_all(rx: &mpsc::Receiver<String>, all: &[&str], since: Instant) -> Vec<Duration> {
+    let deadline = Instant::now() + LINE_LIMIT;
+    let mut came = vec![None; all.len()];
+    while came.iter().any(Option::is_none) {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("no line with each of {all:?} within {LINE_LIMIT:?}: {e}"));
+        for (want, when) in all.iter().zip(&mut came) {
+            if when.is_none() && line.contains(want) {
+                *when = Some(since.elapsed());
+            }
+        }
+    }
+    came.into_iter().flatten().collect()
 }
 
 #[tokio::test]
@@ -309,12 +339,12 @@ async fn sigkills_while_a_format_5_directory_opens_leave_it_equal_to_the_same_cl
 
     // When the format key is rewritten, and when the server listens, here:
     // on a copy, from the spawn.
+    // (The two lines come on stderr and stdout: in either order here.)
     let started = Instant::now();
     let (mut child, rx) = spawn_logged(&timing);
-    wait_for(&rx, &[UPGRADED]);
-    let upgraded = started.elapsed();
-    wait_for(&rx, &[LISTENING]);
-    let took = started.elapsed();
+    let [upgraded, took] = wait_for_all(&rx, &[UPGRADED, LISTENING], started)[..] else {
+        unreachable!()
+    };
     child.kill().unwrap();
     child.wait().unwrap();
     println!("format key rewritten after {upgraded:?}, listening after {took:?}");

@@ -105,7 +105,9 @@ enum Command {
     /// ledger, after a damaged model snapshot or journal record (the error
     /// the server answered, DATA_LOSS, names the user and says to run
     /// this). Exact unless clicks beyond the undo window were folded: those
-    /// are counted and reported, not recounted.
+    /// are counted and reported, not recounted. A damaged ledger entry, or
+    /// a damaged directory (`chaff serve` refuses it at start), cannot be
+    /// rebuilt: restore the data directory from a backup.
     #[command(override_usage = "chaff repair [OPTIONS] --user <USER>")]
     Repair(RepairArgs),
     /// Operator, with the server stopped: write the data directory anew
@@ -352,6 +354,7 @@ fn repair(a: &RepairArgs) -> anyhow::Result<()> {
     let user = chaff::types::UserId::new(a.user.clone())?;
     let store = chaff::store::Store::open(&a.data, 64 << 20)?;
     let r = store.rebuild_model(&user)?;
+    store.seal_generation()?;
     if a.json.json {
         println!(
             "{}",

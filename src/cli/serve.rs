@@ -48,7 +48,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAFF_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// Data directory (created if missing). One chaff process per directory.
-    /// With --store redis://… it holds only the API keys file.
+    /// With --store redis://… it holds only the API keys file. A damaged
+    /// directory (a file of it cut short or with flipped bytes) is refused
+    /// at start with one line naming it: restore it from a backup. A
+    /// damaged record of one user is answered DATA_LOSS naming the user and
+    /// record; a damaged model snapshot with an intact ledger is mended by
+    /// `chaff repair --user U` (docs/OPERATIONS.md, "Damaged data").
     #[arg(long, env = "CHAFF_DATA", default_value = "./chaff-data")]
     data: PathBuf,
     /// Where user data lives: `sled` (an embedded database in --data, the
@@ -165,6 +170,14 @@ pub struct ServeArgs {
     /// How often to log model cache and group commit counters (`0s` = never).
     #[arg(long, env = "CHAFF_STATS_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     stats_interval: Duration,
+    /// How often to record, in the data directory, what is on disk (a
+    /// generation: one flush, three fsyncs and a rename, in the background;
+    /// also at every clean stop). A start on a directory whose log was
+    /// damaged or cut short before the last record is refused instead of
+    /// serving the older state sled would recover to (docs/FAULTS.md,
+    /// "Corruption"). `0s` = only at a clean stop.
+    #[arg(long, env = "CHAFF_SEAL_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    seal_interval: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish
     /// before open connections are closed (e.g. `10s`, `500ms`).
     #[arg(long, env = "CHAFF_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -478,6 +491,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         prune_in_background: true,
         learn_delivered: args.learn_delivered,
         delivered_queue: args.delivered_queue,
+        seal_every: (!args.seal_interval.is_zero()).then_some(args.seal_interval),
         ..Settings::default()
     };
     let engine = match &args.store {

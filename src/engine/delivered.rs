@@ -399,6 +399,16 @@ impl Inner {
     }
 }
 
+/// A job marked as being written ([`Inner::start_writing`]) until this is
+/// dropped.
+struct Writing<'a>(&'a Inner, &'a Job);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.finish_writing(self.1);
+    }
+}
+
 impl Drop for Learner {
     /// An engine dropped without [`Engine::shutdown`] (a storage reopen, a
     /// test): the worker stops at its next batch; queued jobs are dropped.
@@ -530,14 +540,18 @@ impl Engine {
         if go != Some(true) {
             return Ok(go);
         }
+        // Ends the write however this returns (an error, a panic), so that
+        // no claim waits for it forever.
+        let writing = Writing(&self.delivered.inner, job);
         #[cfg(feature = "fault-injection")]
         crate::fault::slow_learning(user);
-        let learned = clicks.learn_delivered(user, &job.id, &job.tokens);
-        self.delivered.inner.finish_writing(job);
-        let learned = learned?.is_some();
+        let learned = clicks
+            .learn_delivered(user, &job.id, &job.tokens)?
+            .is_some();
         if learned {
             self.delivered.inner.learned.fetch_add(1, Ordering::Relaxed);
         }
+        drop(writing);
         Ok(Some(learned))
     }
 

@@ -148,6 +148,11 @@ pub struct Settings {
     /// ones are dropped (`delivered`); used once the server starts it
     /// ([`Engine::start_delivered_learner`]).
     pub delivered_queue: usize,
+    /// How often a serving sled store seals a generation in the background
+    /// (`Store::seal_generation`, off the request path; `None`: only at a
+    /// clean stop). A damaged log is then caught at the next open even
+    /// after a crash, for everything written before the last seal.
+    pub seal_every: Option<std::time::Duration>,
 }
 
 impl Default for Settings {
@@ -166,6 +171,7 @@ impl Default for Settings {
             prune_in_background: false,
             learn_delivered: true,
             delivered_queue: DEFAULT_DELIVERED_QUEUE,
+            seal_every: None,
         }
     }
 }
@@ -578,7 +584,12 @@ impl Engine {
             self.checkpoint_contribution(&Owner::Operator)?;
         }
         self.decisions.close();
-        self.store.flush()
+        self.store.flush()?;
+        // What a later open checks sled's recovery against.
+        if let Some(sled) = self.store.sled() {
+            sled.seal_generation()?;
+        }
+        Ok(())
     }
 }
 

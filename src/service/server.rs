@@ -127,6 +127,10 @@ pub async fn serve_logging_stats(
     let storage_watcher = tokio::spawn(watch_storage(storage.clone(), health.clone()));
     let stats_log =
         (!stats_every.is_zero()).then(|| tokio::spawn(log_stats(storage.clone(), stats_every)));
+    let sealer = storage
+        .settings
+        .seal_every
+        .map(|every| tokio::spawn(super::storage::seal_periodically(storage.clone(), every)));
 
     let watcher = tokio::spawn(watch_keys(trust.clone()));
     info!(
@@ -198,7 +202,7 @@ pub async fn serve_logging_stats(
     let _ = watcher.await;
     storage_watcher.abort();
     let _ = storage_watcher.await;
-    if let Some(t) = stats_log {
+    for t in [stats_log, sealer].into_iter().flatten() {
         t.abort();
         let _ = t.await;
     }

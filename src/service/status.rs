@@ -54,7 +54,7 @@ impl From<Error> for Status {
             Error::NotOnStore { .. } => Status::failed_precondition(msg),
             // A damaged record: the message names it and what to do
             // (restore from backup, `chaff repair`); retrying will not help.
-            Error::Corrupt { .. } => Status::data_loss(msg),
+            Error::Corrupt { .. } | Error::Damaged { .. } => Status::data_loss(msg),
             Error::Open { .. } | Error::Locked { .. } => Status::internal(msg),
         }
     }
@@ -425,6 +425,13 @@ mod tests {
             ),
             (Error::AlreadyExists("x".into()), Code::AlreadyExists),
             (Error::Corrupt { what: "x".into() }, Code::DataLoss),
+            (
+                Error::Damaged {
+                    path: "d".into(),
+                    what: "x".into(),
+                },
+                Code::DataLoss,
+            ),
             (Error::DiskFull, Code::Unavailable),
             (Error::Reopening, Code::Unavailable),
             (

@@ -136,6 +136,33 @@ pub(super) async fn report_serving(health: &tonic_health::server::HealthReporter
         .await;
 }
 
+/// Seals a generation of a sled store every `every`
+/// (`Settings::seal_every`), on the blocking pool: a log damaged later is
+/// then caught at the next open even after a crash, for everything written
+/// before the last seal. A failure is logged and tried again next time.
+pub(super) async fn seal_periodically(storage: Arc<Storage>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Ok(engine) = storage.engine() else {
+            continue;
+        };
+        let sealed = tokio::task::spawn_blocking(move || {
+            engine
+                .store()
+                .sled()
+                .map(|s| s.seal_generation())
+                .transpose()
+        })
+        .await;
+        if let Ok(Err(e)) = sealed {
+            warn!(error = %e, "sealing a generation failed; trying again later");
+        }
+    }
+}
+
 /// Logs the engine's counters every `every`: cumulative figures, and the
 /// hit rate and clicks per flush over the last interval.
 pub(super) async fn log_stats(storage: Arc<Storage>, every: Duration) {

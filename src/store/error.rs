@@ -28,6 +28,14 @@ enum Kind {
     /// (the client library's own reconnect loops can otherwise stall).
     #[cfg(feature = "redis")]
     RedisTimeout { what: &'static str, after: Duration },
+    /// The user's keys were moving between nodes (a reshard) for longer
+    /// than the operation's bound: every answer was TRYAGAIN, ASK or MOVED,
+    /// so the script never ran and a retry is safe.
+    #[cfg(feature = "redis")]
+    SlotMoving {
+        after: Duration,
+        last: redis::RedisError,
+    },
     /// A click was applied on the user's primary but fewer replicas than
     /// required confirmed it within the wait: it is not acknowledged, and
     /// a retry is safe (the ledger answers ALREADY_LEARNED and waits again).
@@ -85,6 +93,10 @@ impl StorageError {
         }
     }
 
+    pub(super) fn slot_moving(last: redis::RedisError, after: Duration) -> Self {
+        Self(Kind::SlotMoving { after, last })
+    }
+
     pub(super) fn kept_changing(what: String, reads: u32) -> Self {
         Self(Kind::KeptChanging { what, reads })
     }
@@ -108,6 +120,12 @@ impl fmt::Display for StorageError {
             Kind::RedisTimeout { what, after } => {
                 write!(f, "redis cluster: {what} did not finish within {after:?}")
             }
+            #[cfg(feature = "redis")]
+            Kind::SlotMoving { after, last } => write!(
+                f,
+                "redis cluster: the user's keys were moving between nodes for longer than \
+                 {after:?} (last answer: {last}); nothing was changed, try again"
+            ),
             #[cfg(feature = "redis")]
             Kind::NotReplicated {
                 wanted,
@@ -135,6 +153,8 @@ impl std::error::Error for StorageError {
             Kind::Sled(e) => Some(e),
             #[cfg(feature = "redis")]
             Kind::Redis(e) => Some(e),
+            #[cfg(feature = "redis")]
+            Kind::SlotMoving { last, .. } => Some(last),
             #[cfg(feature = "redis")]
             Kind::RedisTimeout { .. } | Kind::NotReplicated { .. } | Kind::KeptChanging { .. } => {
                 None
@@ -170,12 +190,27 @@ impl From<redis::RedisError> for Error {
 /// The conversion at the boundary: store code uses `?` on sled's results.
 /// A full disk is told apart here, the one place storage errors are
 /// classified, so people read "the data directory's disk is full".
+///
+/// sled's checksum failures, and a blob file its log points to that is not
+/// there, are damage to the data directory, not a failure a retry or a
+/// reopen mends: [`Error::Corrupt`] (DATA_LOSS), naming sled's file
+/// (`generation::describe_sled_damage`), never UNAVAILABLE.
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        if is_disk_full(&e) {
-            Error::DiskFull
-        } else {
-            Error::Storage(StorageError(Kind::Sled(e)))
+        match e {
+            sled::Error::Corruption { at, .. } => Error::Corrupt {
+                what: super::generation::describe_sled_damage(at),
+            },
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => Error::Corrupt {
+                // The patched recovery names the blob file itself
+                // (vendor/sled/PATCHES.md); a read names none.
+                what: match io.get_ref() {
+                    Some(named) => named.to_string(),
+                    None => format!("a file of sled's that its log points to is missing ({io})"),
+                },
+            },
+            e if is_disk_full(&e) => Error::DiskFull,
+            e => Error::Storage(StorageError(Kind::Sled(e))),
         }
     }
 }

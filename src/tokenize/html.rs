@@ -11,6 +11,12 @@
 //! share a budget of [`MAX_HTML_TAGS`] tag openings; past it the rest of
 //! the HTML is read by [`strip`], a plain scan that keeps the text and
 //! drops the markup, and the cut is reported as `LimitHit::HtmlTags`.
+//!
+//! Within the budget, HTML of a plain form (ordinary elements, simple
+//! tags, nothing hidden, no comments: see [`plain`]) is read by a byte
+//! scan that gives what lol_html gives, property-tested against it; hostile
+//! tag soup is of that form, and reading it so took `html-links` and
+//! `html-tags-flat` from ~10× a normal Score to 5–7× (session 13).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -67,17 +73,28 @@ fn hides(style: &str) -> bool {
 }
 
 /// The host a URL or bare domain names, lowercased; `None` if it names none.
+/// Called twice per link (its target, its text): its delimiters are ASCII
+/// and found by byte (the `str` searches it used were a tenth of a
+/// hostile message of links, docs/PERFORMANCE.md session 13); the same
+/// slices as before, pinned by `host_of_is_as_before`.
 fn host_of(s: &str) -> Option<String> {
     let s = s.trim();
-    let rest = s.split_once("://").map_or(s, |(_, r)| r);
-    let host = rest
-        .split(['/', '?', '#', ':'])
-        .next()?
-        .rsplit('@')
-        .next()?
-        .trim_end_matches('.');
-    (host.contains('.') && !host.contains(char::is_whitespace) && host.len() <= 253)
-        .then(|| host.to_ascii_lowercase())
+    let b = s.as_bytes();
+    // Past the first "://", if there is one.
+    let rest = memchr::memchr_iter(b':', b)
+        .find(|&i| b[i + 1..].starts_with(b"//"))
+        .map_or(s, |i| &s[i + 3..]);
+    let end = rest
+        .bytes()
+        .position(|c| matches!(c, b'/' | b'?' | b'#' | b':'))
+        .unwrap_or(rest.len());
+    let host = &rest[..end];
+    let host = memchr::memrchr(b'@', host.as_bytes()).map_or(host, |i| &host[i + 1..]);
+    let host = host.trim_end_matches('.');
+    (host.len() <= 253
+        && memchr::memchr(b'.', host.as_bytes()).is_some()
+        && !host.contains(char::is_whitespace))
+    .then(|| host.to_ascii_lowercase())
 }
 
 /// Tag openings (`<` followed by an ASCII letter, `/`, `!` or `?`) given
@@ -111,6 +128,22 @@ fn opens_markup(c: u8) -> bool {
     c.is_ascii_alphabetic() || matches!(c, b'/' | b'!' | b'?')
 }
 
+/// The first `byte` in `b`, as `memchr` finds it. Tag soup puts the next
+/// `<` or `>` a few bytes on, where a call of `memchr` costs more than the
+/// search (half of [`strip`]'s instructions on `html-tags-flat`,
+/// docs/PERFORMANCE.md session 13): the first [`NEAR`] bytes are looked at
+/// one by one, the rest by `memchr`.
+fn find_byte(b: &[u8], byte: u8) -> Option<usize> {
+    let near = b.len().min(NEAR);
+    match b[..near].iter().position(|&c| c == byte) {
+        Some(i) => Some(i),
+        None => memchr::memchr(byte, &b[near..]).map(|i| near + i),
+    }
+}
+
+/// Bytes [`find_byte`] looks at before calling `memchr`.
+const NEAR: usize = 16;
+
 /// The first `needle` (ASCII, lowercase) in `hay` at or after `from`,
 /// ignoring ASCII case.
 fn find_ascii_nocase(hay: &str, from: usize, needle: &str) -> Option<usize> {
@@ -137,7 +170,7 @@ fn strip(html: &str, out: &mut String) {
     let b = html.as_bytes();
     let mut pos = 0;
     while pos < b.len() {
-        let Some(i) = html[pos..].find('<') else {
+        let Some(i) = find_byte(&b[pos..], b'<') else {
             out.push_str(&html[pos..]);
             return;
         };
@@ -151,7 +184,7 @@ fn strip(html: &str, out: &mut String) {
         let end = if html[at..].starts_with("<!--") {
             html[at + 4..].find("-->").map(|e| at + 4 + e + 3)
         } else {
-            html[at..].find('>').map(|e| at + e + 1)
+            find_byte(&b[at..], b'>').map(|e| at + e + 1)
         };
         let Some(end) = end else { return };
         pos = end;
@@ -177,11 +210,97 @@ fn strip(html: &str, out: &mut String) {
 }
 
 /// Scans `html`, pushes its structural features, returns its text. At most
-/// `tags_left` tag openings are read with lol_html (the message's budget,
-/// [`MAX_HTML_TAGS`], taken from); the rest of the part by [`strip`].
+/// `tags_left` tag openings are read as HTML (the message's budget,
+/// [`MAX_HTML_TAGS`], taken from); the rest of the part by [`strip`]. The
+/// HTML is read by [`plain`] when it is of the plain form it knows, by
+/// lol_html otherwise; both give the same [`State`] (property-tested).
 pub(super) fn scan(html: &str, tags_left: &mut usize, sink: &mut Sink) -> Scan {
     let cut = tag_cut(html, tags_left);
     let (html, rest) = html.split_at(cut.unwrap_or(html.len()));
+    let mut s = match plain(html) {
+        Some(s) => s,
+        None => {
+            let (s, ok) = rewrite(html);
+            if !ok {
+                sink.push(Tag::Html, "unparsable");
+            }
+            s
+        }
+    };
+    if cut.is_some() {
+        sink.hit(LimitHit::HtmlTags);
+        strip(rest, &mut s.visible);
+    }
+    features(&s, sink);
+    Scan {
+        visible: html_escape::decode_html_entities(&s.visible).into_owned(),
+        hidden: html_escape::decode_html_entities(&s.hidden).into_owned(),
+    }
+}
+
+impl State {
+    /// What every start tag does: block boundaries separate words
+    /// ("<p>a</p><p>b</p>" is "a b"), and inline ones too.
+    fn open_element(&mut self, name: &str) {
+        self.visible.push(' ');
+        self.hidden.push(' ');
+        match name {
+            "img" => self.images += 1,
+            "form" => self.forms += 1,
+            _ => {}
+        }
+    }
+
+    /// An `<a href>`: its target is kept, and its text followed (when it
+    /// has content) to compare the host it names with the target's.
+    fn open_link(&mut self, href: String, can_have_content: bool) {
+        let host = host_of(&href).unwrap_or_default();
+        if self.hrefs.len() < 1000 {
+            self.hrefs.push(href);
+        }
+        if can_have_content {
+            self.link = Some((host, String::new()));
+        }
+    }
+
+    /// `</a>`: whether the link's text named another host than its target.
+    fn close_link(&mut self) {
+        if let Some((target, text)) = self.link.take() {
+            let shown = html_escape::decode_html_entities(&text);
+            if let Some(shown_host) = host_of(&shown)
+                && !target.is_empty()
+                && shown_host != target
+                && !target.ends_with(&format!(".{shown_host}"))
+            {
+                self.mismatched_links += 1;
+            }
+        }
+    }
+
+    /// A run of text, entities still in it.
+    fn text(&mut self, chunk: &str) {
+        if self.skip_depth > 0 {
+            return;
+        }
+        if let Some((_, link_text)) = &mut self.link
+            && link_text.len() < MAX_LINK_TEXT
+        {
+            link_text.push_str(chunk);
+        }
+        if self.hidden_depth > 0 {
+            self.hidden.push_str(chunk);
+        } else {
+            self.visible.push_str(chunk);
+        }
+    }
+}
+
+/// Bytes of a link's text kept to find the host it names: text is added
+/// while the kept text is shorter (lol_html gives it in runs).
+const MAX_LINK_TEXT: usize = 1024;
+
+/// `html` read by lol_html; `false` if lol_html gave up on it.
+fn rewrite(html: &str) -> (State, bool) {
     let state = Rc::new(RefCell::new(State::default()));
     let (st_el, st_text) = (state.clone(), state.clone());
     let mut rewriter = HtmlRewriter::new(
@@ -190,31 +309,18 @@ pub(super) fn scan(html: &str, tags_left: &mut usize, sink: &mut Sink) -> Scan {
                 // Already lowercased (ASCII) by lol_html.
                 let name = el.tag_name();
                 let mut s = st_el.borrow_mut();
-                // Block boundaries separate words: "<p>a</p><p>b</p>" is "a b".
-                s.visible.push(' ');
-                s.hidden.push(' ');
-                match name.as_str() {
-                    "img" => s.images += 1,
-                    "form" => s.forms += 1,
-                    "a" => {
-                        if let Some(href) = el.get_attribute("href") {
-                            let host = host_of(&href).unwrap_or_default();
-                            if s.hrefs.len() < 1000 {
-                                s.hrefs.push(href);
-                            }
-                            if el.can_have_content() {
-                                s.link = Some((host, String::new()));
-                            }
-                        }
-                    }
-                    _ => {}
+                s.open_element(&name);
+                if name == "a"
+                    && let Some(href) = el.get_attribute("href")
+                {
+                    s.open_link(href, el.can_have_content());
                 }
                 // Void elements (<br>, <img>: most elements of most mail)
                 // hide or skip nothing: no need to read their attributes.
                 if !el.can_have_content() {
                     return Ok(());
                 }
-                let skip = matches!(name.as_str(), "script" | "style" | "head" | "template");
+                let skip = skips(&name);
                 let hide = el.has_attribute("hidden")
                     || el.get_attribute("style").is_some_and(|st| hides(&st));
                 if !(skip || hide || name == "a") {
@@ -236,17 +342,8 @@ pub(super) fn scan(html: &str, tags_left: &mut usize, sink: &mut Sink) -> Scan {
                     if hide {
                         s.hidden_depth = s.hidden_depth.saturating_sub(1);
                     }
-                    if name == "a"
-                        && let Some((target, text)) = s.link.take()
-                    {
-                        let shown = html_escape::decode_html_entities(&text);
-                        if let Some(shown_host) = host_of(&shown)
-                            && !target.is_empty()
-                            && shown_host != target
-                            && !target.ends_with(&format!(".{shown_host}"))
-                        {
-                            s.mismatched_links += 1;
-                        }
+                    if name == "a" {
+                        s.close_link();
                     }
                     Ok(())
                 }))?;
@@ -254,40 +351,231 @@ pub(super) fn scan(html: &str, tags_left: &mut usize, sink: &mut Sink) -> Scan {
             }))
             // Document-level, so text outside any element is seen too.
             .append_document_content_handler(doc_text!(move |t| {
-                let mut s = st_text.borrow_mut();
-                if s.skip_depth > 0 {
-                    return Ok(());
-                }
-                let chunk = t.as_str();
-                if let Some((_, link_text)) = &mut s.link
-                    && link_text.len() < 1024
-                {
-                    link_text.push_str(chunk);
-                }
-                if s.hidden_depth > 0 {
-                    s.hidden.push_str(chunk);
-                } else {
-                    s.visible.push_str(chunk);
-                }
+                st_text.borrow_mut().text(t.as_str());
                 Ok(())
             })),
         |_: &[u8]| {},
     );
     let ok = rewriter
         .write(html.as_bytes())
-        .and_then(|()| rewriter.end());
-    if ok.is_err() {
-        sink.push(Tag::Html, "unparsable");
+        .and_then(|()| rewriter.end())
+        .is_ok();
+    let s = std::mem::take(&mut *state.borrow_mut());
+    (s, ok)
+}
+
+/// Elements whose content is not text at all.
+fn skips(name: &str) -> bool {
+    matches!(name, "script" | "style" | "head" | "template")
+}
+
+/// Elements [`plain`] reads that have content: in every context their
+/// content is ordinary markup and text (not raw text or RCDATA like
+/// `<title>` or `<textarea>`, not SVG or MathML, not a template, nothing
+/// that makes lol_html's tree-builder simulation ambiguous).
+const PLAIN_CONTAINERS: &[&str] = &[
+    "a",
+    "b",
+    "big",
+    "blockquote",
+    "body",
+    "center",
+    "div",
+    "em",
+    "font",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "html",
+    "i",
+    "li",
+    "ol",
+    "p",
+    "s",
+    "small",
+    "span",
+    "strong",
+    "table",
+    "tbody",
+    "td",
+    "th",
+    "tr",
+    "u",
+    "ul",
+];
+
+/// Void elements [`plain`] reads (no content, no end tag).
+const PLAIN_VOIDS: &[&str] = &["br", "hr", "img", "wbr"];
+
+/// `name` as the element list spells it (lowercase), if it is in it.
+fn known(list: &'static [&'static str], name: &[u8]) -> Option<&'static str> {
+    list.iter()
+        .copied()
+        .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whitespace between attributes as [`plain`] reads it (form feed and
+/// carriage return are left to lol_html).
+fn plain_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n')
+}
+
+/// One attribute of a start tag: name and raw value (entities in it).
+struct Attr<'h> {
+    name: &'h [u8],
+    value: &'h str,
+}
+
+/// The start tag's attributes at `html[at..]` (just past its name) and the
+/// position past its `>`, if they are of the plain form [`plain`] reads:
+/// names of ASCII letters, digits, `-`, `_`, `:`, `.`; values quoted or
+/// unquoted without `"'<=\`` and NUL; no spaces around `=`, no `/>`.
+fn plain_attrs<'h>(html: &'h str, mut at: usize, attrs: &mut Vec<Attr<'h>>) -> Option<usize> {
+    let b = html.as_bytes();
+    loop {
+        let c = *b.get(at)?;
+        if c == b'>' {
+            return Some(at + 1);
+        }
+        // An attribute follows space, never the name or a value directly.
+        if !plain_space(c) {
+            return None;
+        }
+        while b.get(at).is_some_and(|&c| plain_space(c)) {
+            at += 1;
+        }
+        if b.get(at) == Some(&b'>') {
+            return Some(at + 1);
+        }
+        let name_start = at;
+        while b
+            .get(at)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b':' | b'.'))
+        {
+            at += 1;
+        }
+        if at == name_start {
+            return None;
+        }
+        let name = &b[name_start..at];
+        let value = if b.get(at) == Some(&b'=') {
+            at += 1;
+            match *b.get(at)? {
+                q @ (b'"' | b'\'') => {
+                    let len = find_byte(&b[at + 1..], q)?;
+                    let v = &html[at + 1..at + 1 + len];
+                    at += len + 2;
+                    v
+                }
+                _ => {
+                    let start = at;
+                    while b.get(at).is_some_and(|&c| !plain_space(c) && c != b'>') {
+                        if matches!(b[at], b'"' | b'\'' | b'<' | b'=' | b'`' | 0 | b'\r' | 0x0c) {
+                            return None;
+                        }
+                        at += 1;
+                    }
+                    if at == start {
+                        return None;
+                    }
+                    &html[start..at]
+                }
+            }
+        } else {
+            ""
+        };
+        if value.contains('\0') {
+            return None;
+        }
+        attrs.push(Attr { name, value });
     }
-    let mut s = std::mem::take(&mut *state.borrow_mut());
-    if cut.is_some() {
-        sink.hit(LimitHit::HtmlTags);
-        strip(rest, &mut s.visible);
-    }
-    features(&s, sink);
-    Scan {
-        visible: html_escape::decode_html_entities(&s.visible).into_owned(),
-        hidden: html_escape::decode_html_entities(&s.hidden).into_owned(),
+}
+
+/// The first attribute called `name` (ASCII, lowercase), as lol_html's
+/// `get_attribute` finds it.
+fn attr<'h>(attrs: &[Attr<'h>], name: &str) -> Option<&'h str> {
+    attrs
+        .iter()
+        .find(|a| a.name.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|a| a.value)
+}
+
+/// `html` read without lol_html, when it is plain markup: only the
+/// elements of [`PLAIN_CONTAINERS`] and [`PLAIN_VOIDS`], tags and
+/// attributes of the plain form [`plain_attrs`] reads, no comments,
+/// doctype or stray `<`, nothing hidden, links neither nested nor
+/// interrupted by end tags, each link's text under [`MAX_LINK_TEXT`].
+/// `None` when it is not: the caller reads it with lol_html, and the
+/// property test `plain_html_reads_as_lol_html_does` pins that
+/// [`State`] is the same either way. Hostile tag soup (thousands of
+/// `<b>` or `<a href>`) is of this form; lol_html's lexer and selector
+/// machine were most of its cost (docs/PERFORMANCE.md, session 13).
+fn plain(html: &str) -> Option<State> {
+    let b = html.as_bytes();
+    let mut s = State::default();
+    let mut attrs = Vec::new();
+    // Inside an `<a>` (whose `</a>` closes the link).
+    let mut in_a = false;
+    let mut pos = 0;
+    loop {
+        let at = find_byte(&b[pos..], b'<').map_or(b.len(), |i| pos + i);
+        let text = &html[pos..at];
+        if let Some((_, link_text)) = &s.link
+            && link_text.len() + text.len() >= MAX_LINK_TEXT
+        {
+            return None;
+        }
+        s.text(text);
+        if at == b.len() {
+            return Some(s);
+        }
+        let end_tag = b.get(at + 1) == Some(&b'/');
+        let name_start = at + 1 + usize::from(end_tag);
+        let name_len = b[name_start..]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .unwrap_or(b.len() - name_start);
+        let name = &b[name_start..name_start + name_len];
+        if !name.first().is_some_and(u8::is_ascii_alphabetic) {
+            return None;
+        }
+        let after = name_start + name_len;
+        if end_tag {
+            let name = known(PLAIN_CONTAINERS, name)?;
+            if b.get(after) != Some(&b'>') || (in_a != (name == "a")) {
+                return None;
+            }
+            if name == "a" {
+                s.close_link();
+                in_a = false;
+            }
+            pos = after + 1;
+            continue;
+        }
+        attrs.clear();
+        pos = plain_attrs(html, after, &mut attrs)?;
+        if let Some(name) = known(PLAIN_VOIDS, name) {
+            s.open_element(name);
+            continue;
+        }
+        let name = known(PLAIN_CONTAINERS, name)?;
+        if attr(&attrs, "hidden").is_some() || attr(&attrs, "style").is_some_and(hides) {
+            return None;
+        }
+        s.open_element(name);
+        if name == "a" {
+            if in_a {
+                return None;
+            }
+            in_a = true;
+            if let Some(href) = attr(&attrs, "href") {
+                s.open_link(href.to_string(), true);
+            }
+        }
     }
 }
 
@@ -322,19 +610,284 @@ fn features(s: &State, sink: &mut Sink) {
     }
     for href in &s.hrefs {
         let href = html_escape::decode_html_entities(href);
-        let lower = href.trim().to_ascii_lowercase();
-        if lower.starts_with("http://")
-            || lower.starts_with("https://")
-            || lower.starts_with("www.")
-        {
+        let t = href.trim();
+        // The scheme in any case, without a lowercased copy of each href.
+        let starts = |p: &str| {
+            t.as_bytes()
+                .get(..p.len())
+                .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+        };
+        if starts("http://") || starts("https://") || starts("www.") {
             parts::url(&href, sink);
-        } else if let Some(addr) = lower.strip_prefix("mailto:")
-            && let Some((_, domain)) = addr.split('?').next().unwrap_or("").rsplit_once('@')
-        {
-            sink.push(Tag::BodyEmailDomain, domain);
+        } else if starts("mailto:") {
+            let addr = t["mailto:".len()..].to_ascii_lowercase();
+            if let Some((_, domain)) = addr.split('?').next().unwrap_or("").rsplit_once('@') {
+                sink.push(Tag::BodyEmailDomain, domain);
+            }
         }
         if sink.full() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a [`State`] gives the features and the text.
+    fn outcome(s: &State) -> (&str, &str, &[String], u32, u32, u32) {
+        (
+            &s.visible,
+            &s.hidden,
+            &s.hrefs,
+            s.images,
+            s.forms,
+            s.mismatched_links,
+        )
+    }
+
+    /// Pieces of the plain form [`plain`] reads; links are whole (`<a>` to
+    /// `</a>`), so any sequence of them is plain.
+    const PLAIN: &[&str] = &[
+        "<html>",
+        "<body>",
+        "<b>",
+        "</b>",
+        "<DIV>",
+        "</div>",
+        "<p>",
+        "</p>",
+        "<span class=\"x\" id=y>",
+        "</span>",
+        "<td style=\"color:red\">",
+        "<font color=red face='Arial'>",
+        "<form action=\"/go\">",
+        "</form>",
+        "<br>",
+        "<img src=\"http://i.example/t.gif\">",
+        "<IMG SRC=x style=\"display:none\">",
+        "<a href=\"http://l1.example/p?i=1&amp;j=2\">click 1</a>",
+        "<a href='http://b.example/'>www.other.example</a>",
+        "<A HREF=c.example>c.example</A>",
+        "<a href=\"http://sub.d.example\"><b>d.example <img src=y></a>",
+        "<a href=\"mailto:x@m.example?subject=hi\">write</a>",
+        "<a href=\"HTTP://E.example\" href=\"http://second.example\">e.example</a>",
+        "<a name=top>top</a>",
+        "<a href=\"\">nothing.example</a>",
+        "<a\thref=\"http://tab.example\"\nclass=x >tab.example</a>",
+        "<a href=\"http://q.example/?a=<b>&gt;\">q &amp; r</a>",
+        "click ",
+        "www.w.example ",
+        "word",
+        " ",
+        "\n",
+        "&amp;",
+        "&lt;b&gt;",
+        "é ",
+        "x>y",
+        "a.example",
+    ];
+
+    /// Pieces [`plain`] leaves to lol_html, or that change how it reads.
+    const OTHER: &[&str] = &[
+        "<script>",
+        "</script>",
+        "<style>",
+        "<title>",
+        "<textarea>",
+        "<svg>",
+        "<math>",
+        "<select>",
+        "<head>",
+        "<template>",
+        "<plaintext>",
+        "<!-- c -->",
+        "<!doctype html>",
+        "<?x>",
+        "< ",
+        "a<3",
+        "<a href=\"http://open.example\">",
+        "<a>",
+        "</a>",
+        "</b >",
+        "</br>",
+        "<br/>",
+        "<p style=\"display: none\">",
+        "<span hidden>",
+        "<div STYLE='font-size:0'>",
+        "<a href = x>",
+        "<p\x0cclass=x>",
+        "<p\rclass=x>",
+        "<img src=x\r>",
+        "<a href=\"x\ry\">",
+        "<a href=\"x\0y\">",
+        "\0",
+        "\r\n",
+        "<custom-el>",
+        // An end tag inside a link that closes it before its `</a>`.
+        "<div><a href=\"http://in.example\">in</div>out.example</a>",
+        "<b><a href=\"http://in.example\">in</b>out.example</a>",
+        "<a href=\"unterminated",
+        "<b",
+        "<x-y>",
+        "<table>",
+        "<tr>",
+        "<td>",
+        "<li>",
+    ];
+
+    /// `host_of` before session 13.
+    fn host_of_reference(s: &str) -> Option<String> {
+        let s = s.trim();
+        let rest = s.split_once("://").map_or(s, |(_, r)| r);
+        let host = rest
+            .split(['/', '?', '#', ':'])
+            .next()?
+            .rsplit('@')
+            .next()?
+            .trim_end_matches('.');
+        (host.contains('.') && !host.contains(char::is_whitespace) && host.len() <= 253)
+            .then(|| host.to_ascii_lowercase())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn host_of_is_as_before(s in "[ \t]?(https?|[a-z]{0,3})?(:|://|:/)?[a-zA-Z0-9.@:/?# \t\u{a0}é_-]{0,30}[ .]?") {
+            prop_assert_eq!(host_of(&s), host_of_reference(&s));
+        }
+    }
+
+    #[test]
+    fn host_of_reads_hosts_of_links_and_text() {
+        for (s, host) in [
+            (
+                " HTTP://User@Www.Example.COM.:8080/p?q#f ",
+                Some("www.example.com"),
+            ),
+            ("www.example.com", Some("www.example.com")),
+            ("mailto:a@b.example", None),
+            ("a:b://c.example/", Some("c.example")),
+            ("click here", None),
+            ("http://localhost/", None),
+            ("http://a b.example/", None),
+        ] {
+            assert_eq!(host_of(s).as_deref(), host, "{s:?}");
+            assert_eq!(host_of_reference(s).as_deref(), host, "{s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn find_byte_finds_what_memchr_finds(b in prop::collection::vec(0u8..24, 0..80), byte in 0u8..24) {
+            prop_assert_eq!(find_byte(&b, byte), memchr::memchr(byte, &b));
+        }
+    }
+
+    /// Every HTML part of the corpora (`target/corpus/*/index`) read both
+    /// ways: what [`plain`] reads must equal lol_html's reading, and the
+    /// counts say how much real mail takes the plain path. Slow: run with
+    /// `cargo test --lib plain_html_of_the_corpora -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn plain_html_of_the_corpora_reads_as_lol_html_does() {
+        use mail_parser::{MessageParser, PartType};
+        for corpus in ["spamassassin", "enron1", "enron2", "enron3", "trec06p"] {
+            let dir = std::path::Path::new("target/corpus").join(corpus);
+            let Ok(index) = std::fs::read_to_string(dir.join("index")) else {
+                eprintln!("{corpus}: no corpus");
+                continue;
+            };
+            let (mut parts, mut read_plain) = (0, 0);
+            for line in index.lines() {
+                let Some((_, path)) = line.split_once(' ') else {
+                    continue;
+                };
+                let raw = std::fs::read(dir.join(path)).unwrap();
+                let Some(msg) = MessageParser::default().parse(&raw) else {
+                    continue;
+                };
+                for p in &msg.parts {
+                    let PartType::Html(html) = &p.body else {
+                        continue;
+                    };
+                    let mut tags = MAX_HTML_TAGS;
+                    let cut = tag_cut(html, &mut tags).unwrap_or(html.len());
+                    let html = &html[..cut];
+                    parts += 1;
+                    if let Some(fast) = plain(html) {
+                        read_plain += 1;
+                        let (slow, ok) = rewrite(html);
+                        assert!(ok, "{corpus} {path}");
+                        assert_eq!(outcome(&fast), outcome(&slow), "{corpus} {path}");
+                    }
+                }
+            }
+            eprintln!("{corpus}: {read_plain} of {parts} HTML parts read plain");
+        }
+    }
+
+    fn long_text() -> String {
+        "long.example ".repeat(90)
+    }
+
+    fn check_same(html: &str) -> Result<bool, TestCaseError> {
+        let (slow, ok) = rewrite(html);
+        match plain(html) {
+            Some(fast) => {
+                prop_assert!(ok, "lol_html gave up on plain HTML {:?}", html);
+                prop_assert_eq!(outcome(&fast), outcome(&slow), "{:?}", html);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Plain markup is read without lol_html and gives the same state.
+        #[test]
+        fn plain_html_reads_as_lol_html_does(
+            picks in prop::collection::vec(0usize..PLAIN.len(), 0..40),
+            open_link_at_end in any::<bool>(),
+            long in 0usize..6,
+        ) {
+            let mut html: String = picks.iter().map(|&i| PLAIN[i]).collect();
+            if long == 0 {
+                html.insert_str(0, &format!("<a href=\"http://t.example\">{}</a>", long_text()));
+            }
+            if open_link_at_end {
+                // Where the tag budget cuts: the link is never closed.
+                html.push_str("<a href=\"http://cut.example/\">cut.example");
+            }
+            let read = check_same(&html)?;
+            prop_assert!(read || long == 0, "plain HTML left to lol_html: {:?}", html);
+        }
+
+        /// Whatever [`plain`] accepts, among pieces it should not, it reads
+        /// as lol_html does.
+        #[test]
+        fn plain_html_among_other_markup_reads_as_lol_html_does(
+            picks in prop::collection::vec((0u8..6, 0usize..64), 0..30),
+        ) {
+            // One piece in six from OTHER: some sequences are still plain.
+            let html: String = picks
+                .iter()
+                .map(|&(k, i)| if k == 0 { OTHER[i % OTHER.len()] } else { PLAIN[i % PLAIN.len()] })
+                .collect();
+            check_same(&html)?;
+        }
+    }
+
+    #[test]
+    fn a_link_whose_text_would_pass_the_kept_length_is_left_to_lol_html() {
+        let html = format!("<a href=\"http://t.example\">{}</a>", long_text());
+        assert!(plain(&html).is_none());
+        let html = format!("<a href=\"http://t.example\">{}</a>", "w ".repeat(400));
+        assert!(plain(&html).is_some());
     }
 }

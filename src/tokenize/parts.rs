@@ -132,7 +132,8 @@ fn text_features(text: &str, budget: &mut Budget, sink: &mut Sink) {
 /// URL seen again in the same text pushes the features it pushed the
 /// first time, in the same order, without reading it again (the
 /// features, the token cap's count and the names kept are the same as
-/// reading it again; `memo_gives_the_same_tokens_and_names` pins it).
+/// reading it again; `the_url_memo_pushes_what_reading_the_url_again_pushes`
+/// and `url_memo_gives_the_same_features_names_and_caps` pin it).
 /// Hostile text of thousands of repeated domain-like words spent a third
 /// of its time here (`rtl-overrides`, docs/PERFORMANCE.md).
 fn text_features_memo_after(text: &str, budget: &mut Budget, sink: &mut Sink, memo_after: usize) {

@@ -226,6 +226,20 @@ fn html_links_images_and_forms() {
 }
 
 #[test]
+fn html_hrefs_are_read_whatever_the_case_of_their_scheme() {
+    let msg =
+        b"Subject: x\r\nContent-Type: text/html\r\n\r\n<a href=\" HTTPS://Upper.Example/x\">a</a>\
+<a href=\"WWW.Bare.Example\">b</a><a href=\"MailTo:Someone@Mail.Example?subject=Hi\">c</a>\
+<a href=\"ftp://ftp.example/\">d</a><a href=\"mailto:nobody\">e</a>";
+    let t = tok(msg);
+    assert!(has(&t, Tag::UrlHost, "upper.example"));
+    assert!(has(&t, Tag::UrlHost, "www.bare.example"));
+    assert!(has(&t, Tag::BodyEmailDomain, "mail.example"));
+    assert!(!has(&t, Tag::UrlHost, "ftp.example"));
+    assert!(has(&t, Tag::Html, "links:4-9"));
+}
+
+#[test]
 fn attachments_are_described_never_read() {
     let msg = b"Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
 --b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"invoice.PDF.exe\"\r\n\

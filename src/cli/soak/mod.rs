@@ -797,6 +797,10 @@ struct Server {
     url: String,
 }
 
+/// How long a restarted `chaff serve` may take to print its address (a
+/// start here takes well under a second).
+const START_LIMIT: Duration = Duration::from_secs(120);
+
 impl Server {
     /// `learn`: `--learn-delivered`.
     async fn start(exe: &Path, data: &Path, log: &Path, learn: bool) -> anyhow::Result<Self> {
@@ -822,7 +826,7 @@ impl Server {
             .spawn()
             .context("starting chaff serve")?;
         let stdout = child.stdout.take().expect("piped stdout");
-        let line = tokio::task::spawn_blocking(move || {
+        let reading = tokio::task::spawn_blocking(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let read = reader.read_line(&mut line);
@@ -834,16 +838,32 @@ impl Server {
                 }
             });
             read.map(|_| line)
-        })
-        .await??;
-        let Some(addr) = line.trim().strip_prefix("chaff listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "chaff serve on {} did not start (first line {line:?}); see {}",
-                data.display(),
-                log.display()
-            );
+        });
+        // A start that hangs (a deadlock in recovery, say) is a finding,
+        // not a soak that never ends: killing the server ends the read.
+        let addr = match tokio::time::timeout(START_LIMIT, reading).await {
+            Ok(read) => {
+                let line = read??;
+                match line.trim().strip_prefix("chaff listening on ") {
+                    Some(addr) => Ok(addr.to_string()),
+                    None => Err(format!("did not start (first line {line:?})")),
+                }
+            }
+            Err(_) => Err(format!(
+                "printed no address within {START_LIMIT:?}: hung at start-up"
+            )),
+        };
+        let addr = match addr {
+            Ok(addr) => addr,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "chaff serve on {} {why}; see {}",
+                    data.display(),
+                    log.display()
+                );
+            }
         };
         Ok(Self {
             url: format!("http://{addr}"),

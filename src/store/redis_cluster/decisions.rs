@@ -14,7 +14,7 @@ use std::sync::Arc;
 use redis::Value;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
-use super::{DECIDE, Keys, RedisStore, array, bytes, corrupt, int, user_of_key};
+use super::{DECIDE, Keys, RedisStore, array, bytes, corrupt, int, route, user_of_key};
 use crate::error::Error;
 use crate::types::UserId;
 
@@ -288,7 +288,7 @@ impl RedisStore {
         of_type: Option<&str>,
         count: usize,
     ) -> Result<(String, Vec<String>), Error> {
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+        let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
             host: host.to_string(),
             port,
         });
@@ -304,7 +304,7 @@ impl RedisStore {
                 if let Some(of_type) = of_type {
                     cmd.arg("TYPE").arg(of_type);
                 }
-                Ok(conn.route_command(cmd, route).await?)
+                route(&mut conn, cmd, to).await
             })
             .await?;
         let [next, keys] = array(&reply, "SCAN reply")? else {
@@ -328,12 +328,12 @@ impl RedisStore {
         let reply = self
             .bounded("CLUSTER SLOTS", async {
                 let mut conn = self.conn.clone();
-                Ok(conn
-                    .route_command(
-                        redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-                    )
-                    .await?)
+                route(
+                    &mut conn,
+                    redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                )
+                .await
             })
             .await?;
         let mut out = Vec::new();

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Script, Value};
 
-use super::{RedisStore, StorageError, bytes, corrupt, primary_of};
+use super::{RedisStore, StorageError, bytes, corrupt, primary_of, route};
 use crate::error::Error;
 
 /// `where.lua`: the id of the node a key's commands reach now.
@@ -96,14 +96,20 @@ impl RedisStore {
     }
 
     /// One `WAIT` on the node `route` names: the replicas it counts.
-    async fn wait_on(&self, route: RoutingInfo) -> Result<i64, Error> {
+    async fn wait_on(&self, route_to: RoutingInfo) -> Result<i64, Error> {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(self.config.replicas)
             .arg(self.config.wait.as_millis() as u64);
-        match conn.route_command(cmd, route).await? {
+        // A primary demoted by a failover answers WAIT with an error
+        // (`route`: UNAVAILABLE, the click not acknowledged).
+        match route(&mut conn, cmd, route_to).await? {
             Value::Int(n) => Ok(n),
-            _ => Err(corrupt("WAIT reply")),
+            other => {
+                // No count: no replica is known to hold the click.
+                tracing::warn!(reply = ?other, "WAIT answered without a count; counted as no replica");
+                Ok(0)
+            }
         }
     }
 
@@ -117,9 +123,12 @@ impl RedisStore {
             return Ok(addr.clone());
         }
         let mut conn = self.conn.clone();
-        let reply = conn
-            .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), primary_of(key))
-            .await?;
+        let reply = route(
+            &mut conn,
+            redis::cmd("CLUSTER").arg("NODES").clone(),
+            primary_of(key),
+        )
+        .await?;
         let text = match &reply {
             Value::VerbatimString { text, .. } => text.as_bytes(),
             other => bytes(other, "CLUSTER NODES reply")?,

@@ -408,6 +408,20 @@ fn primary_of(key: &str) -> RoutingInfo {
     )))
 }
 
+/// A command sent where `to` routes it. redis-rs hands a routed command's
+/// error reply back as a value (`Value::ServerError`); here it is the error
+/// it is (a storage failure: UNAVAILABLE), so that a node's refusal is
+/// never taken for a reply of the wrong shape, that is for corrupt data (a
+/// WAIT reaching a primary just demoted by a failover did that: the
+/// failover test, session 13).
+pub(super) async fn route(
+    conn: &mut ClusterConnection,
+    cmd: redis::Cmd,
+    to: RoutingInfo,
+) -> Result<Value, Error> {
+    Ok(conn.route_command(cmd, to).await?.extract_error()?)
+}
+
 fn corrupt(what: &str) -> Error {
     Error::Corrupt {
         what: format!("redis cluster: {what}"),
@@ -646,7 +660,11 @@ impl RedisStore {
         let give_up = std::time::Instant::now() + self.config.op_timeout;
         loop {
             match call().await {
-                Err(e) if moving(&e) && std::time::Instant::now() < give_up => {
+                Err(e) if moving(&e) => {
+                    if std::time::Instant::now() >= give_up {
+                        let after = self.config.op_timeout;
+                        return Err(Error::Storage(StorageError::slot_moving(e, after)));
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
@@ -682,12 +700,12 @@ impl RedisStore {
     /// or without slots, and replicas), skipping nodes that fail.
     async fn load_everywhere(&self, source: &str) -> Result<(), Error> {
         let mut conn = self.conn.clone();
-        let nodes = conn
-            .route_command(
-                redis::cmd("CLUSTER").arg("NODES").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-            )
-            .await?;
+        let nodes = route(
+            &mut conn,
+            redis::cmd("CLUSTER").arg("NODES").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+        )
+        .await?;
         let text = match &nodes {
             Value::VerbatimString { text, .. } => text.as_bytes(),
             other => bytes(other, "CLUSTER NODES reply")?,
@@ -1080,7 +1098,7 @@ impl RedisStore {
                     let mut conn = self.conn.clone();
                     let mut cmd = redis::cmd("MEMORY");
                     cmd.arg("USAGE").arg(key).arg("SAMPLES").arg(0);
-                    match conn.route_command(cmd, keys.primary()).await? {
+                    match route(&mut conn, cmd, keys.primary()).await? {
                         Value::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
                         Value::Nil => Ok(0),
                         _ => Err(corrupt("MEMORY USAGE reply")),

@@ -1,7 +1,7 @@
 use std::{collections::BTreeMap, io};
 
 use super::{
-    pread_exact_or_eof, read_message, read_segment_header, BasedBuf, DiskPtr,
+    pread_exact_or_eof, read_message, read_segment_header, BasedBuf, BlobPointer, DiskPtr,
     LogKind, LogOffset, LogRead, Lsn, SegmentHeader, SegmentNumber,
     MAX_MSG_HEADER_LEN, SEG_HEADER_LEN,
 };
@@ -15,6 +15,10 @@ pub struct LogIter {
     pub max_lsn: Option<Lsn>,
     pub cur_lsn: Option<Lsn>,
     pub last_stage: bool,
+    /// chaff patch: the messages read whose blob file was not there
+    /// (page, lsn, offset in the log, blob), for recovery to tell a
+    /// blob that a later write superseded from one that is missing.
+    pub dangling: Vec<(PageId, Lsn, LogOffset, BlobPointer)>,
 }
 
 impl Iterator for LogIter {
@@ -153,12 +157,13 @@ impl Iterator for LogIter {
 
                     continue;
                 }
-                Ok(LogRead::DanglingBlob(_, blob_ptr, inline_len)) => {
+                Ok(LogRead::DanglingBlob(header, blob_ptr, inline_len)) => {
                     debug!(
                         "encountered dangling blob \
                          pointer at lsn {} ptr {}",
                         lsn, blob_ptr
                     );
+                    self.dangling.push((header.pid, lsn, lid, blob_ptr));
                     self.cur_lsn = Some(lsn + Lsn::from(inline_len));
                     continue;
                 }
@@ -446,6 +451,7 @@ fn check_contiguity_in_unstable_tail(
         max_lsn: missing_item_in_tail,
         cur_lsn: None,
         last_stage: false,
+        dangling: Vec::new(),
     };
 
     // run the iterator to completion
@@ -513,5 +519,6 @@ pub fn raw_segment_iter_from(
         segment_base: None,
         segments,
         last_stage: true,
+        dangling: Vec::new(),
     })
 }

@@ -5,7 +5,7 @@ use crate::*;
 
 use super::{
     arr_to_u32, gc_blobs, pwrite_all, raw_segment_iter_from, u32_to_arr,
-    u64_to_arr, BasedBuf, DiskPtr, LogIter, LogKind, LogOffset, Lsn,
+    u64_to_arr, BasedBuf, BlobPointer, DiskPtr, LogIter, LogKind, LogOffset, Lsn,
     MessageKind,
 };
 
@@ -247,6 +247,11 @@ fn advance_snapshot(
         snapshot.apply(log_kind, pid, lsn, ptr, sz)?;
     }
 
+    // chaff patch: before anything is written (the shredded tail, a new
+    // snapshot that would forget the log messages read here), every blob
+    // file the recovered pages need must be there.
+    check_blob_files(&iter.dangling, old_stable_lsn, &snapshot, config)?;
+
     // `snapshot.tip_lid` can be set based on 4 possibilities for the tip of the
     // log:
     // 1. an empty DB - tip set to None, causing a fresh segment to be
@@ -435,6 +440,87 @@ fn advance_snapshot(
     config.event_log.recovered_lsn(snapshot.stable_lsn.unwrap_or(0));
 
     Ok(snapshot)
+}
+
+/// chaff patch: refuses a recovered page table that needs a blob file
+/// that is not there. sled's recovery skips a log message whose blob file
+/// is missing (a "dangling blob": normally one a later write superseded
+/// and removed), and never looks at the blob files its older snapshot
+/// names, so a removed file used to surface only later, as a page missing
+/// from the table (a panic, "cannot find pid ... in view_for_key") or an
+/// older state of it. Two checks, both before recovery writes anything:
+///
+/// * a message skipped as dangling must have been superseded: its page's
+///   recovered state (a base written, or the page freed) is newer than it;
+/// * every blob pointer of every recovered page names a file in `blobs/`
+///   (one directory listing, then one set lookup per pointer).
+///
+/// A miss is `Error::Io` with kind `NotFound`, naming the file: the
+/// error sled gives for a blob that cannot be found on a read.
+fn check_blob_files(
+    dangling: &[(PageId, Lsn, LogOffset, BlobPointer)],
+    old_stable_lsn: Option<Lsn>,
+    snapshot: &Snapshot,
+    config: &RunningConfig,
+) -> Result<()> {
+    let missing = |pid: PageId, lid: LogOffset, blob: BlobPointer, why: &str| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "sled's blob file blobs/{} is missing: it holds {} of page {} \
+                 (named at offset {} of file db)",
+                blob, why, pid, lid
+            ),
+        ))
+    };
+    // Newest first: a page's older blobs are rightly gone once a newer
+    // write replaced them, so the one to name is its newest.
+    for &(pid, lsn, lid, blob) in dangling.iter().rev() {
+        if lsn < old_stable_lsn.unwrap_or(-1) {
+            continue;
+        }
+        let superseded = match snapshot.pt.get(usize::try_from(pid).unwrap()) {
+            Some(PageState::Present { base, .. }) => base.0 > lsn,
+            Some(PageState::Free(free_lsn, _)) => *free_lsn > lsn,
+            Some(PageState::Uninitialized) | None => false,
+        };
+        if !superseded {
+            error!(
+                "blob {} of pid {} at lsn {} is missing and no later write replaced it",
+                blob, pid, lsn
+            );
+            return Err(missing(pid, lid, blob, "the newest state"));
+        }
+    }
+    let mut blobs_dir = config.get_path();
+    blobs_dir.push("blobs");
+    let mut present = std::collections::HashSet::new();
+    if let Ok(entries) = std::fs::read_dir(&blobs_dir) {
+        for entry in entries {
+            let name = entry?.file_name();
+            if let Some(lsn) = name.to_str().and_then(|n| n.parse::<Lsn>().ok()) {
+                let _ = present.insert(lsn);
+            }
+        }
+    }
+    for (pid, page) in snapshot.pt.iter().enumerate() {
+        if let PageState::Present { base, frags } = page {
+            for (_, ptr, _) in std::iter::once(base).chain(frags) {
+                if let DiskPtr::Blob(lid, blob) = *ptr {
+                    if !present.contains(&blob) {
+                        error!("blob {} of pid {} is missing", blob, pid);
+                        return Err(missing(
+                            pid as PageId,
+                            lid,
+                            blob,
+                            "the current state",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Read a `Snapshot` or generate a default, then advance it to
