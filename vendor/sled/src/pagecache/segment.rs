@@ -129,6 +129,13 @@ impl SegmentCleaner {
         let mut inner = self.inner.lock();
         inner.remove(&offset);
     }
+
+    /// chaff patch (vendor/sled/PATCHES.md): whether any page is still
+    /// queued for relocation. `pop` answers `None` each time it drops an
+    /// emptied segment's entry, even with other segments still queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inner.lock().values().all(BTreeSet::is_empty)
+    }
 }
 
 impl Drop for SegmentAccountant {
@@ -635,11 +642,25 @@ impl SegmentAccountant {
         for segment_base in to_free {
             self.free_segment(segment_base)?;
             io_fail!(self.config, "zero garbage segment SA");
-            pwrite_all(
-                &self.config.file,
-                &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
-                segment_base,
-            )?;
+            // chaff patch (vendor/sled/PATCHES.md): a hole reads as zeros,
+            // whose header fails its CRC as the filler's does, and gives
+            // the blocks back instead of writing the whole segment.
+            if segment_base >= self.tip
+                || !punch_hole(
+                    &self.config.file,
+                    segment_base,
+                    self.config.segment_size,
+                )
+            {
+                pwrite_all(
+                    &self.config.file,
+                    &*vec![
+                        MessageKind::Corrupted.into();
+                        self.config.segment_size
+                    ],
+                    segment_base,
+                )?;
+            }
         }
 
         // we want to complete all truncations because
@@ -1121,6 +1142,48 @@ impl SegmentAccountant {
         Ok(())
     }
 
+    /// chaff patch (vendor/sled/PATCHES.md): at close, gives back to the
+    /// file system (`fallocate(PUNCH_HOLE)`, the file keeps its length) the
+    /// blocks of every segment that holds nothing the log still needs: the
+    /// free ones, and the deactivated ones no page's current state points
+    /// into (`referenced`: segment indices the page table names) — what
+    /// sled's accounting keeps as draining for a page that had already moved
+    /// (`rewrite_page`'s `already_moved` returns without telling it), so
+    /// never frees. The newest [`KEEP_NEWEST`] segments by lsn are left as
+    /// they are: recovery checks that the log's unstable tail links up, and
+    /// sled itself never reuses a segment in that range. A zeroed segment's
+    /// header fails its CRC, so recovery skips it, as it skips a segment a
+    /// later write reused. Only for the close, with nothing else using the
+    /// file. Returns the number of segments punched.
+    pub(super) fn punch_unused_segments(
+        &mut self,
+        referenced: &std::collections::HashSet<usize>,
+    ) -> usize {
+        let segment_size = self.config.segment_size;
+        let newest_kept: Option<Lsn> =
+            self.ordering.keys().rev().nth(KEEP_NEWEST - 1).copied();
+        let mut punched = 0;
+        for (idx, segment) in self.segments.iter().enumerate() {
+            let lid = (idx * segment_size) as LogOffset;
+            if lid >= self.tip {
+                break;
+            }
+            let unused = match segment {
+                Segment::Free(_) => true,
+                Segment::Inactive(Inactive { lsn, .. })
+                | Segment::Draining(Draining { lsn, .. }) => {
+                    !referenced.contains(&idx)
+                        && newest_kept.map_or(false, |kept| *lsn < kept)
+                }
+                Segment::Active(_) => false,
+            };
+            if unused && punch_hole(&self.config.file, lid, segment_size) {
+                punched += 1;
+            }
+        }
+        punched
+    }
+
     fn segment_id(&mut self, lid: LogOffset) -> SegmentId {
         let idx = assert_usize(lid / self.config.segment_size as LogOffset);
 
@@ -1132,4 +1195,37 @@ impl SegmentAccountant {
 
         idx
     }
+}
+
+/// chaff patch (vendor/sled/PATCHES.md): `fallocate(PUNCH_HOLE |
+/// KEEP_SIZE)` over one segment; false where the file system or the
+/// platform cannot (the segment then keeps its blocks, as before).
+/// chaff patch (vendor/sled/PATCHES.md): how many of the newest segments
+/// (by lsn) a close never punches: more than sled's io buffers in flight.
+const KEEP_NEWEST: usize = 8;
+
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &std::fs::File, at: LogOffset, len: usize) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let (Ok(offset), Ok(length)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
+        return false;
+    };
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            length,
+        )
+    };
+    if rc != 0 {
+        debug!("could not punch segment {}: {}", at, std::io::Error::last_os_error());
+    }
+    rc == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_file: &std::fs::File, _at: LogOffset, _len: usize) -> bool {
+    false
 }
