@@ -108,6 +108,22 @@ fn sigkills_during_the_in_place_upgrade_from_format_5_lose_nothing_and_half_appl
     assert!(s["acked"].as_u64().unwrap() >= 50, "{s}");
 }
 
+#[test]
+fn sigkills_inside_a_clean_shutdown_lose_nothing_acknowledged() {
+    // SIGTERM, then SIGKILL at a random point of the shutdown: inside the
+    // in-flight calls' grace, the models' snapshots, or sled's close, which
+    // relocates pages and punches unused log segments out of its file
+    // (vendor/sled/PATCHES.md). The first cycle stops cleanly and times it.
+    let mut args = SHORT.to_vec();
+    args[1] = "4";
+    args.push("--stop-first");
+    let s = soak(&args);
+    assert_eq!(s["discrepancies"], 0, "{s}");
+    assert!(s["stopped_cleanly"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["killed_in_shutdown"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["acked"].as_u64().unwrap() >= 50, "{s}");
+}
+
 /// A message of user `u`: words from a small vocabulary leaning spammy
 /// (even `n`) or hammy (odd), so models score probes away from 0.5.
 fn fixture_message(u: usize, n: usize) -> Vec<u8> {

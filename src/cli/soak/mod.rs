@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -153,6 +153,14 @@ pub struct SoakArgs {
     /// feature (test builds have it).
     #[arg(long, value_name = "5")]
     from_format: Option<u32>,
+    /// End each cycle with a clean stop instead of a bare SIGKILL: SIGTERM
+    /// (in-flight calls finish, models are snapshotted, the store closes,
+    /// and sled's close relocates pages and punches unused log segments out
+    /// of its file), then SIGKILL at a random point of that shutdown if the
+    /// server still runs. The first cycle lets the shutdown finish and
+    /// times it; later cycles kill inside that time. Checks as after a kill.
+    #[arg(long)]
+    stop_first: bool,
 }
 
 /// What the record says of one message: its label and whether the click
@@ -494,6 +502,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let learn = args.learn_delivered;
     let mut server = Server::start(&exe, &data, &dir.join("server.log"), learn).await?;
     let mut totals = Totals::default();
+    // `--stop-first`: how long the first clean shutdown took.
+    let mut shutdown_took: Option<Duration> = None;
     for cycle in 1..=args.cycles {
         soak.killed.store(false, Ordering::SeqCst);
         let before = soak.counters.acked.load(Ordering::Relaxed);
@@ -522,7 +532,18 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         // Flag first: an error seen while the flag is down came from a
         // live server, and is a discrepancy.
         soak.killed.store(true, Ordering::SeqCst);
-        server.kill()?;
+        if args.stop_first {
+            let after = shutdown_took.map(|took| took.mul_f64(rng.unit()));
+            let started = Instant::now();
+            if server.stop_then_kill(after).await? {
+                totals.killed_in_shutdown += 1;
+            } else {
+                totals.stopped_cleanly += 1;
+                shutdown_took.get_or_insert(started.elapsed());
+            }
+        } else {
+            server.kill()?;
+        }
         for w in workers {
             w.await.context("a soak worker panicked")?;
         }
@@ -616,6 +637,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         }
     }
     drop(server);
+    if args.stop_first && !args.json {
+        println!(
+            "soak: {} cycles ended by SIGTERM and a SIGKILL inside the shutdown, {} by a clean stop",
+            totals.killed_in_shutdown, totals.stopped_cleanly
+        );
+    }
     let c = &soak.counters;
     let wrong = soak.discrepancies.lock().clone();
     if args.json {
@@ -638,6 +665,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                 "killed_in_checkpoint_before_write": totals.killed_before_write,
                 "killed_in_checkpoint_after_write": totals.killed_after_write,
                 "killed_in_delete": totals.killed_in_delete,
+                "killed_in_shutdown": totals.killed_in_shutdown,
+                "stopped_cleanly": totals.stopped_cleanly,
                 "discrepancies": wrong.len(),
             })
         );
@@ -716,6 +745,10 @@ struct Totals {
     /// how many kills found some left (landed inside the upgrade).
     legacy_records: Option<u64>,
     kills_with_legacy_records: u64,
+    /// `--stop-first`: cycles whose SIGKILL found the server still
+    /// shutting down, and those that ended by themselves.
+    killed_in_shutdown: u64,
+    stopped_cleanly: u64,
 }
 
 /// Polls the server's log until a checkpoint (or a slow user's deletion)
@@ -887,6 +920,30 @@ impl Server {
             .await
             .with_context(|| format!("connecting to {}", self.url))?;
         Ok(ChaffClient::new(channel))
+    }
+
+    /// SIGTERM, then SIGKILL `after` it (never, with `None`) if the server
+    /// has not exited by then, and reap; whether the SIGKILL was needed.
+    async fn stop_then_kill(&mut self, after: Option<Duration>) -> anyhow::Result<bool> {
+        let pid = libc::pid_t::try_from(self.child.id()).context("chaff serve's pid")?;
+        // SAFETY: kill(2) on our own child, not yet reaped (so the pid is
+        // still ours).
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("SIGTERM chaff serve");
+        }
+        let limit = after.unwrap_or(Duration::from_secs(120));
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.child.try_wait()?.is_some() {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if after.is_none() {
+            anyhow::bail!("chaff serve did not stop within {limit:?} of SIGTERM");
+        }
+        self.kill()?;
+        Ok(true)
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix) and reap.
