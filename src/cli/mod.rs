@@ -111,10 +111,12 @@ enum Command {
     #[command(override_usage = "chaff repair [OPTIONS] --user <USER>")]
     Repair(RepairArgs),
     /// Operator, with the server stopped: write the data directory anew
-    /// (the same records, verified) and swap it in: sled's files then hold
-    /// 1.4-1.8x the live records, against up to 5.7x after many prunes
-    /// (docs/OPERATIONS.md). Needs room for a second copy beside it; safe
-    /// to kill at any point (the next open finishes or undoes the swap).
+    /// (the same records, verified) and swap it in, so sled's files are as
+    /// long as what they hold (a clean shutdown already gives unused space
+    /// back to the file system but leaves the file at its high-water mark;
+    /// docs/OPERATIONS.md, "Disk space"). Needs room for a second copy
+    /// beside it; safe to kill at any point (the next open finishes or
+    /// undoes the swap).
     Compact(CompactArgs),
     /// Operator: upgrade a Redis Cluster written by a chaff before the undo
     /// window (ledger entries without a click time): each such entry is

@@ -130,11 +130,14 @@ impl SegmentCleaner {
         inner.remove(&offset);
     }
 
-    /// chaff patch (vendor/sled/PATCHES.md): whether any page is still
-    /// queued for relocation. `pop` answers `None` each time it drops an
-    /// emptied segment's entry, even with other segments still queued.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.inner.lock().values().all(BTreeSet::is_empty)
+    /// chaff patch (vendor/sled/PATCHES.md): every page queued for
+    /// relocation now, with its segment, taken off the queue.
+    pub(crate) fn take_all(&self) -> Vec<(PageId, LogOffset)> {
+        let queued = std::mem::take(&mut *self.inner.lock());
+        queued
+            .into_iter()
+            .flat_map(|(offset, pids)| pids.into_iter().map(move |pid| (pid, offset)))
+            .collect()
     }
 }
 
