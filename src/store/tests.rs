@@ -1218,7 +1218,7 @@ fn a_clean_close_gives_unused_log_segments_back_and_every_record_reopens() {
     // nothing needs out of the file (vendor/sled/PATCHES.md); the file
     // keeps its length, the disk gets the blocks back.
     let dir = tempfile::tempdir().unwrap();
-    let users: Vec<UserId> = (0..24).map(|u| user(&format!("u{u}"))).collect();
+    let users: Vec<UserId> = (0..48).map(|u| user(&format!("u{u}"))).collect();
     // 3,000 tokens a user: a snapshot well under sled's blob threshold,
     // so it lives in the log itself.
     let model = |u: u64, round: u64| {
@@ -1243,7 +1243,7 @@ fn a_clean_close_gives_unused_log_segments_back_and_every_record_reopens() {
                 );
             }
         }
-        for _ in 0..8 {
+        for _ in 0..12 {
             round += 1;
             for (u, alice) in users.iter().enumerate() {
                 store
