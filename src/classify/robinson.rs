@@ -379,8 +379,10 @@ pub fn header_strength(model: &Model, target: f64, unit: f64, params: &Params) -
     if params.header_strength_ramp <= 0.0 {
         return target;
     }
-    let clicked = model.clicked_ham_weight() as f64 / unit;
-    let t = (clicked / params.header_strength_ramp).min(1.0);
+    let t = model.clicked_ham_weight() as f64 / unit / params.header_strength_ramp;
+    if t >= 1.0 {
+        return target;
+    }
     params.strength + (target - params.strength) * t
 }
 
@@ -1279,6 +1281,61 @@ mod tests {
             let s = score_parts(&m, &with, &unseen, &p);
             assert_eq!(s.log_odds.to_bits(), pooled.log_odds.to_bits(), "{parts:?}");
         }
+    }
+
+    /// `header_strength_ramp`: with no clicked ham the header's prior is
+    /// `strength`, bit for bit, however much ham delivered mail taught;
+    /// from `ramp` messages of clicked ham on it is `header_strength`.
+    #[test]
+    fn the_header_prior_waits_for_clicked_ham() {
+        use crate::classify::Weight;
+        let plain = Params::default();
+        let full = Params {
+            header_strength: Some(0.02),
+            ..Params::default()
+        };
+        let ramp = Params {
+            header_strength_ramp: 10.0,
+            ..full.clone()
+        };
+        let mut m = Model::default();
+        for i in 0..3u64 {
+            m.learn(&range(i * 100..i * 100 + 30), Label::Spam);
+        }
+        // A spam clicker's ham side: delivered mail, at the gap rule's
+        // weights (one full, the rest light), as heavy as the spam side.
+        for (i, w) in [64u32, 64, 64, 3, 3, 3, 3].into_iter().enumerate() {
+            let ids = range(10_000 + i as u64 * 100..10_000 + i as u64 * 100 + 30);
+            m.learn_weighted(&ids, Label::Ham, Weight(w));
+            m.book_delivered(Weight(w), true);
+        }
+        assert_eq!(m.clicked_ham_weight(), 0);
+        // Header tokens seen once, in spam or in delivered ham: their `s`
+        // decides how sure they are.
+        let ids: Vec<TokenId> = range(0..10)
+            .into_iter()
+            .chain(range(10_300..10_310))
+            .collect();
+        let header = ids.clone();
+        let bits = |p: &Params, m: &Model| score_parts(m, &ids, &header, p).log_odds.to_bits();
+        assert_ne!(
+            bits(&full, &m),
+            bits(&plain, &m),
+            "the header's s matters here"
+        );
+        assert_eq!(
+            bits(&ramp, &m),
+            bits(&plain, &m),
+            "no clicked ham: s as ever"
+        );
+        let unit = f64::from(Weight::FULL.0);
+        for n in 1..=12u64 {
+            m.learn(&range(50_000 + n * 100..50_000 + n * 100 + 30), Label::Ham);
+            let s = header_strength(&m, 0.02, unit, &ramp);
+            let expected = 0.1 + (0.02 - 0.1) * (n as f64 / 10.0).min(1.0);
+            assert!((s - expected).abs() < 1e-12, "{n}: {s}");
+        }
+        assert_eq!(bits(&ramp, &m), bits(&full, &m), "enough clicked ham");
     }
 
     #[test]
