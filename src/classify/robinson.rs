@@ -116,7 +116,10 @@
 //! against a large model, by the cost measured, most headers are.
 //! [`Params::header_trust_at`] (the two-part result moved towards the
 //! pooled one in log-odds while the model's thinner class is small) and
-//! [`Params::header_strength`] are the other knobs tried.
+//! [`Params::header_strength`] are the other knobs tried;
+//! [`Params::header_strength_ramp`] keeps a smaller header prior away from
+//! a user who has clicked no ham, whose ham side is only delivered mail
+//! (docs/ACCURACY.md, "Session 14").
 //!
 //! # Log-odds, so the extremes keep their order
 //!
