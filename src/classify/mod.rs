@@ -134,8 +134,10 @@ pub struct Model {
     /// as heavy as the spam side (docs/ACCURACY.md, "Session 14"). Kept in
     /// memory only, by the engine as it learns and undoes delivered mail:
     /// the store's formats do not have it, so a model read back from disk
-    /// starts at 0 and [`Params::header_strength_ramp`] (what reads it) is
-    /// a `chaff eval` experiment, not a server setting.
+    /// starts at 0 (and on a store shared by replicas, whose held model is
+    /// refreshed from the store, nothing is booked), and
+    /// [`Params::header_strength_ramp`] (what reads it) is a `chaff eval`
+    /// experiment, not a server setting.
     delivered_ham: u64,
     tokens: FxHashMap<Key, Entry>,
     /// The tokenizer version these statistics were built with.
