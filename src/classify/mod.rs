@@ -127,6 +127,18 @@ pub struct Model {
     /// [`Weight`]); the per-token ratios are taken against these.
     spam_weight: u64,
     ham_weight: u64,
+    /// The part of `ham_weight` learned from delivered mail the user did
+    /// not click (`Engine::learn_delivered`) rather than from *Not spam*
+    /// clicks: what tells a user who teaches chaff their ham from one who
+    /// only clicks spam, whose ham side the delivered-mail learning keeps
+    /// as heavy as the spam side (docs/ACCURACY.md, "Session 14"). Kept in
+    /// memory only, by the engine as it learns and undoes delivered mail:
+    /// the store's formats do not have it, so a model read back from disk
+    /// starts at 0 (and on a store shared by replicas, whose held model is
+    /// refreshed from the store, nothing is booked), and
+    /// [`Params::header_strength_ramp`] (what reads it) is a `chaff eval`
+    /// experiment, not a server setting.
+    delivered_ham: u64,
     tokens: FxHashMap<Key, Entry>,
     /// The tokenizer version these statistics were built with.
     tokenizer_version: u32,
@@ -159,6 +171,7 @@ impl Default for Model {
             ham_learned: 0,
             spam_weight: 0,
             ham_weight: 0,
+            delivered_ham: 0,
             tokens: FxHashMap::default(),
             tokenizer_version: TOKENIZER_VERSION,
             clock: 0,
@@ -197,6 +210,7 @@ impl Model {
             ham_learned,
             spam_weight,
             ham_weight,
+            delivered_ham: 0,
             tokens: tokens
                 .into_iter()
                 .map(|(id, counts, seen)| (Key::of(id), Entry { counts, seen }))
@@ -275,6 +289,25 @@ impl Model {
     /// Total weight learned as spam and as ham (units of [`Weight`]).
     pub fn weights(&self) -> (u64, u64) {
         (self.spam_weight, self.ham_weight)
+    }
+
+    /// Ham weight the user clicked (units of [`Weight`]): the ham weight
+    /// less what was learned from delivered mail (see `delivered_ham`).
+    pub fn clicked_ham_weight(&self) -> u64 {
+        self.ham_weight.saturating_sub(self.delivered_ham)
+    }
+
+    /// Books ham of `weight` as learned from delivered mail (`learned`) or
+    /// as no longer counted (its learning undone), beside the
+    /// [`Op`](crate::store::Op) that changed the counts; the engine calls
+    /// it for every implicit ledger entry it learns or undoes.
+    pub(crate) fn book_delivered(&mut self, weight: Weight, learned: bool) {
+        let w = u64::from(weight.0);
+        self.delivered_ham = if learned {
+            self.delivered_ham.saturating_add(w)
+        } else {
+            self.delivered_ham.saturating_sub(w)
+        };
     }
 
     /// Distinct tokens with a non-zero count.

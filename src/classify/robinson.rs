@@ -116,7 +116,10 @@
 //! against a large model, by the cost measured, most headers are.
 //! [`Params::header_trust_at`] (the two-part result moved towards the
 //! pooled one in log-odds while the model's thinner class is small) and
-//! [`Params::header_strength`] are the other knobs tried.
+//! [`Params::header_strength`] are the other knobs tried;
+//! [`Params::header_strength_ramp`] keeps a smaller header prior away from
+//! a user who has clicked no ham, whose ham side is only delivered mail
+//! (docs/ACCURACY.md, "Session 14").
 //!
 //! # Log-odds, so the extremes keep their order
 //!
@@ -194,10 +197,24 @@ pub struct Params {
     /// --header-trust-by`): 0 the thinner class's weight, 1 the ham
     /// weight, 2 learned ham messages whatever their weight.
     pub header_trust_by: u8,
-    /// Robinson's `s` for header tokens when the parts are weighed apart
-    /// (`None`: `strength`); a larger one asks more messages of a header
-    /// token before it is confident.
+    /// Robinson's `s` for header tokens (`None`: `strength`), whether the
+    /// parts are pooled or weighed apart; a larger one asks more messages
+    /// of a header token before it is confident.
     pub header_strength: Option<f64>,
+    /// With `header_strength`: the messages' worth of ham a user must have
+    /// *clicked* (not learned from delivered mail,
+    /// [`Model::clicked_ham_weight`]) for the header's `s` to be
+    /// `header_strength` in full; before that it moves from `strength`
+    /// towards it in proportion, so a user with no ham clicks scores
+    /// exactly as with `strength` (0: `header_strength` always in full).
+    /// Why: a smaller header prior (0.02) ranks trec06p better, but a user
+    /// who only clicks spam then teaches their own mail's header tokens as
+    /// spam on the evidence of their clicks against a ham side made of
+    /// delivered mail, and ham lands in a spam folder they never open
+    /// (docs/ACCURACY.md, "Session 11" and "Session 14"). Experimental
+    /// (`chaff eval --header-strength-ramp`): the store does not keep the
+    /// clicked/delivered split.
+    pub header_strength_ramp: f64,
     /// With [`Parts::Fisher`]: the two parts are weighed apart only when
     /// they disagree (opposite signs) and each is at least this confident
     /// (|log-odds|); otherwise the pooled score stands. 0: every message
@@ -257,6 +274,7 @@ impl Default for Params {
             header_trust_at: 0.0,
             header_trust_by: 0,
             header_strength: None,
+            header_strength_ramp: 0.0,
             header_veto_at: 0.0,
             header_veto_ham_only: false,
         }
@@ -355,6 +373,22 @@ pub fn header_trust(nspam: u64, nham: u64, ham_messages: u64, unit: f64, params:
     (q / params.header_trust_at).min(1.0)
 }
 
+/// Robinson's `s` for `model`'s header tokens when `params.header_strength`
+/// is `target`: `target`, or on its way there from `params.strength` while
+/// the user has clicked less ham than `params.header_strength_ramp`
+/// messages' worth (see [`Params::header_strength_ramp`]). At no clicked
+/// ham it is `params.strength` exactly.
+pub fn header_strength(model: &Model, target: f64, unit: f64, params: &Params) -> f64 {
+    if params.header_strength_ramp <= 0.0 {
+        return target;
+    }
+    let t = model.clicked_ham_weight() as f64 / unit / params.header_strength_ramp;
+    if t >= 1.0 {
+        return target;
+    }
+    params.strength + (target - params.strength) * t
+}
+
 /// Scores `ids` (a message's distinct tokens) against `model`, as one
 /// part (no header split).
 pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
@@ -373,21 +407,22 @@ pub fn score_parts(model: &Model, ids: &[TokenId], header: &[TokenId], params: &
     let unknown = unknown_probability(nspam, nham, unit);
     let mut split = Split::new(ids.len(), header, params);
     split.trust = header_trust(nspam, nham, model.ham_learned(), unit, params);
-    let header_params = params.header_strength.map(|strength| Params {
-        strength,
+    let header_params = params.header_strength.map(|target| Params {
+        strength: header_strength(model, target, unit, params),
         ..params.clone()
     });
     for id in ids {
-        let part = split.part_of(*id);
+        let (part, p) = match &header_params {
+            None => (split.part_of(*id), params),
+            // Header tokens take their own `s`, pooled or not.
+            Some(h) if split.in_header(*id) => (split.part_of_header(), h),
+            Some(_) => (0, params),
+        };
         let Some(c) = model.get(*id) else {
             split.unknowns[part] += 1;
             continue;
         };
         split.known += 1;
-        let p = match (&header_params, part) {
-            (Some(h), 1) => h,
-            _ => params,
-        };
         let f = token_probability(c.spam, c.ham, nspam, nham, unit, p);
         if (f - 0.5).abs() >= params.min_dev {
             split.significant[part].push(f);
@@ -442,16 +477,30 @@ impl<'a, T> Split<'a, T> {
         }
     }
 
-    /// 1 if `id` (the next of the sorted message ids) is a header token.
+    /// 1 if `id` (the next of the sorted message ids) is a header token
+    /// and the parts are weighed apart, else 0.
     #[inline]
     pub(crate) fn part_of(&mut self, id: TokenId) -> usize {
         if self.pooled {
             return 0;
         }
+        usize::from(self.in_header(id))
+    }
+
+    /// Whether `id` (the next of the sorted message ids) is a header
+    /// token, whether or not the parts are pooled.
+    #[inline]
+    pub(crate) fn in_header(&mut self, id: TokenId) -> bool {
         while self.next_header < self.header.len() && self.header[self.next_header] < id {
             self.next_header += 1;
         }
-        usize::from(self.header.get(self.next_header) == Some(&id))
+        self.header.get(self.next_header) == Some(&id)
+    }
+
+    /// The part a header token goes to: 1, or 0 when the parts are pooled.
+    #[inline]
+    pub(crate) fn part_of_header(&self) -> usize {
+        usize::from(!self.pooled)
     }
 
     /// Combines the parts (see [`Parts`]); also the tokens combined.
@@ -1235,6 +1284,61 @@ mod tests {
             let s = score_parts(&m, &with, &unseen, &p);
             assert_eq!(s.log_odds.to_bits(), pooled.log_odds.to_bits(), "{parts:?}");
         }
+    }
+
+    /// `header_strength_ramp`: with no clicked ham the header's prior is
+    /// `strength`, bit for bit, however much ham delivered mail taught;
+    /// from `ramp` messages of clicked ham on it is `header_strength`.
+    #[test]
+    fn the_header_prior_waits_for_clicked_ham() {
+        use crate::classify::Weight;
+        let plain = Params::default();
+        let full = Params {
+            header_strength: Some(0.02),
+            ..Params::default()
+        };
+        let ramp = Params {
+            header_strength_ramp: 10.0,
+            ..full.clone()
+        };
+        let mut m = Model::default();
+        for i in 0..3u64 {
+            m.learn(&range(i * 100..i * 100 + 30), Label::Spam);
+        }
+        // A spam clicker's ham side: delivered mail, at the gap rule's
+        // weights (one full, the rest light), as heavy as the spam side.
+        for (i, w) in [64u32, 64, 64, 3, 3, 3, 3].into_iter().enumerate() {
+            let ids = range(10_000 + i as u64 * 100..10_000 + i as u64 * 100 + 30);
+            m.learn_weighted(&ids, Label::Ham, Weight(w));
+            m.book_delivered(Weight(w), true);
+        }
+        assert_eq!(m.clicked_ham_weight(), 0);
+        // Header tokens seen once, in spam or in delivered ham: their `s`
+        // decides how sure they are.
+        let ids: Vec<TokenId> = range(0..10)
+            .into_iter()
+            .chain(range(10_300..10_310))
+            .collect();
+        let header = ids.clone();
+        let bits = |p: &Params, m: &Model| score_parts(m, &ids, &header, p).log_odds.to_bits();
+        assert_ne!(
+            bits(&full, &m),
+            bits(&plain, &m),
+            "the header's s matters here"
+        );
+        assert_eq!(
+            bits(&ramp, &m),
+            bits(&plain, &m),
+            "no clicked ham: s as ever"
+        );
+        let unit = f64::from(Weight::FULL.0);
+        for n in 1..=12u64 {
+            m.learn(&range(50_000 + n * 100..50_000 + n * 100 + 30), Label::Ham);
+            let s = header_strength(&m, 0.02, unit, &ramp);
+            let expected = 0.1 + (0.02 - 0.1) * (n as f64 / 10.0).min(1.0);
+            assert!((s - expected).abs() < 1e-12, "{n}: {s}");
+        }
+        assert_eq!(bits(&ramp, &m), bits(&full, &m), "enough clicked ham");
     }
 
     #[test]

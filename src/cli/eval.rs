@@ -159,9 +159,19 @@ pub struct EvalArgs {
     /// With --header-veto-at: only a hammy header vetoes a spammy body.
     #[arg(long, help_heading = "Tuning", hide = true)]
     header_veto_ham_only: bool,
-    /// With --header-share: Robinson's s for header tokens (default: --strength).
+    /// Robinson's s for header tokens (default: --strength), pooled or
+    /// with --header-share.
     #[arg(long, help_heading = "Tuning", hide = true)]
     header_strength: Option<f64>,
+    /// With --header-strength: the header's s reaches it only once the
+    /// user has clicked this many messages' worth of ham (mail learned
+    /// from its delivery does not count); before, it moves from --strength
+    /// towards it in proportion, so a user who never clicks Not spam
+    /// scores as without it (docs/ACCURACY.md, "Session 14"). 0: always.
+    /// Experimental: the store does not keep clicked and delivered ham
+    /// apart, so `chaff serve` has no such setting.
+    #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
+    header_strength_ramp: Option<f64>,
     /// Robinson's x: the probability of a token with no history.
     #[arg(long, help_heading = "Tuning")]
     prior: Option<f64>,
@@ -422,6 +432,9 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     params.header_trust_at = args.header_trust_at.unwrap_or(params.header_trust_at);
     params.header_trust_by = args.header_trust_by.unwrap_or(params.header_trust_by);
     params.header_strength = args.header_strength.or(params.header_strength);
+    params.header_strength_ramp = args
+        .header_strength_ramp
+        .unwrap_or(params.header_strength_ramp);
     params.header_veto_at = args.header_veto_at.unwrap_or(params.header_veto_at);
     params.header_veto_ham_only = args.header_veto_ham_only;
     Settings {

@@ -151,3 +151,48 @@ fn the_worker_learns_what_score_queued_until_shutdown() {
     assert_eq!(e.stats().delivered.dropped, 1);
     assert_eq!(model(&e, &u).ham_learned(), 1);
 }
+
+/// The model keeps the ham it learned from delivered mail apart from the
+/// ham the user clicked (in memory; what `Params::header_strength_ramp`
+/// reads): delivery adds to the delivered side, and a click on that mail
+/// (under the caller's id or chaff's), its Forget or a *Spam* click on it
+/// takes it off again; only *Not spam* clicks count as clicked ham.
+#[test]
+fn delivered_ham_is_kept_apart_from_clicked_ham() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("alice");
+    e.train(&u, SPAM, Label::Spam, None).unwrap();
+    let mut delivered = Vec::new();
+    for i in 1..=4 {
+        let read = e.read(&ham(i)).unwrap();
+        let id = derive_message_id(&ham(i));
+        assert!(e.learn_delivered(&u, &read, &id).unwrap());
+        let entry = e.store().ledger_get(&u, &id).unwrap().unwrap();
+        delivered.push(u64::from(entry.weight.0));
+    }
+    let m = model(&e, &u);
+    assert_eq!(m.weights().1, delivered.iter().sum::<u64>());
+    assert_eq!(m.clicked_ham_weight(), 0, "delivered mail is not a click");
+
+    // A Not spam click on new mail, and on delivered mail under the
+    // caller's id and under chaff's: clicked ham, and the delivered
+    // learning they replace is off the delivered side.
+    let mut clicked = 0;
+    for (i, id) in [(10, None), (1, Some("webmail-1")), (2, None)] {
+        let id = id.map(|s| MessageId::new(s).unwrap());
+        e.train(&u, &ham(i), Label::Ham, id.clone()).unwrap();
+        let key = id.unwrap_or_else(|| derive_message_id(&ham(i)));
+        clicked += u64::from(e.store().ledger_get(&u, &key).unwrap().unwrap().weight.0);
+    }
+    let m = model(&e, &u);
+    assert_eq!(m.clicked_ham_weight(), clicked);
+    assert_eq!(m.weights().1 - clicked, delivered[2] + delivered[3]);
+
+    // Forgotten, or clicked Spam: off the delivered side, not the clicked.
+    e.forget(&u, &derive_message_id(&ham(3))).unwrap();
+    e.train(&u, &ham(4), Label::Spam, None).unwrap();
+    let m = model(&e, &u);
+    assert_eq!(m.clicked_ham_weight(), clicked);
+    assert_eq!(m.weights().1, clicked, "no delivered ham left");
+}
