@@ -571,7 +571,7 @@ impl Drop for PageCache {
             self.config.event_log.pages_before_restart(pages_before_restart);
         }
 
-        self.close_blobs();
+        self.tidy_files_at_close();
 
         trace!("pagecache dropped");
     }
@@ -588,14 +588,15 @@ const CLOSE_RELOCATION_BUDGET: std::time::Duration =
 #[cfg(not(feature = "event_log"))]
 impl Drop for PageCache {
     fn drop(&mut self) {
-        self.close_blobs();
+        self.tidy_files_at_close();
     }
 }
 
 impl PageCache {
-    /// chaff patch (vendor/sled/PATCHES.md): remove blob files that no
-    /// page refers to any more, at close.
-    fn close_blobs(&self) {
+    /// chaff patch (vendor/sled/PATCHES.md): at close, move the pages the
+    /// cleaner queued, remove blob files no page refers to any more, and
+    /// punch the log segments nothing needs out of the file.
+    fn tidy_files_at_close(&self) {
         if self.log.iobufs.config.global_error().is_ok()
             && !self.config.temporary
         {

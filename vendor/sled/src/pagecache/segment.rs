@@ -1152,9 +1152,11 @@ impl SegmentAccountant {
     /// into (`referenced`: segment indices the page table names) — what
     /// sled's accounting keeps as draining for a page that had already moved
     /// (`rewrite_page`'s `already_moved` returns without telling it), so
-    /// never frees. The newest [`KEEP_NEWEST`] segments by lsn are left as
-    /// they are: recovery checks that the log's unstable tail links up, and
-    /// sled itself never reuses a segment in that range. A zeroed segment's
+    /// never frees. Recovery stops at a segment missing from the log's
+    /// unstable tail; none of these is in it, since a segment is deactivated
+    /// only a whole segment below a stable lsn some written segment header
+    /// records (`stabilize`), and the newest [`KEEP_NEWEST`] segments by lsn
+    /// are left alone besides. A zeroed segment's
     /// header fails its CRC, so recovery skips it, as it skips a segment a
     /// later write reused. Only for the close, with nothing else using the
     /// file. Returns the number of segments punched.
@@ -1200,13 +1202,14 @@ impl SegmentAccountant {
     }
 }
 
+/// chaff patch (vendor/sled/PATCHES.md): how many of the newest segments
+/// (by lsn) a close never punches, a margin beside the rule that keeps
+/// recovery's unstable tail whole (only deactivated segments are punched).
+const KEEP_NEWEST: usize = 8;
+
 /// chaff patch (vendor/sled/PATCHES.md): `fallocate(PUNCH_HOLE |
 /// KEEP_SIZE)` over one segment; false where the file system or the
 /// platform cannot (the segment then keeps its blocks, as before).
-/// chaff patch (vendor/sled/PATCHES.md): how many of the newest segments
-/// (by lsn) a close never punches: more than sled's io buffers in flight.
-const KEEP_NEWEST: usize = 8;
-
 #[cfg(target_os = "linux")]
 fn punch_hole(file: &std::fs::File, at: LogOffset, len: usize) -> bool {
     use std::os::unix::io::AsRawFd;
