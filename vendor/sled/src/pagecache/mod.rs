@@ -597,9 +597,23 @@ impl PageCache {
     /// cleaner queued, remove blob files no page refers to any more, and
     /// punch the log segments nothing needs out of the file.
     fn tidy_files_at_close(&self) {
+        // Not while a panic unwinds: a second panic in here would abort.
+        if std::thread::panicking() {
+            return;
+        }
         if self.log.iobufs.config.global_error().is_ok()
             && !self.config.temporary
         {
+            // The newest `snap.*` (written at open, renamed into place
+            // without a directory sync) is what covers the segments of
+            // earlier sessions at recovery: make its name durable before
+            // any of them is punched.
+            if let Err(e) = std::fs::File::open(self.config.get_path())
+                .and_then(|dir| dir.sync_all())
+            {
+                error!("failed to sync the directory at close: {}", e);
+                return;
+            }
             match self.relocate_queued_pages() {
                 Ok(n) => debug!("relocated {} pages at close", n),
                 Err(e) => {

@@ -646,10 +646,13 @@ impl SegmentAccountant {
             self.free_segment(segment_base)?;
             io_fail!(self.config, "zero garbage segment SA");
             // chaff patch (vendor/sled/PATCHES.md): a hole reads as zeros,
-            // whose header fails its CRC as the filler's does, and gives
-            // the blocks back instead of writing the whole segment.
-            if segment_base >= self.tip
-                || !punch_hole(
+            // which is what the filler is (`MessageKind::Corrupted` is 0),
+            // and gives the blocks back instead of writing the whole
+            // segment. A segment `free_segment` just truncated away (at or
+            // past the new tip) is left alone: writing filler there only
+            // made the file grow back.
+            if segment_base < self.tip
+                && !punch_hole(
                     &self.config.file,
                     segment_base,
                     self.config.segment_size,
@@ -1174,7 +1177,9 @@ impl SegmentAccountant {
                 break;
             }
             let unused = match segment {
-                Segment::Free(_) => true,
+                // Free by sled's accounting, and (should that ever be
+                // wrong) named by no page either.
+                Segment::Free(_) => !referenced.contains(&idx),
                 Segment::Inactive(Inactive { lsn, .. })
                 | Segment::Draining(Draining { lsn, .. }) => {
                     !referenced.contains(&idx)
