@@ -58,6 +58,15 @@ fn free_ports() -> Vec<u16> {
 }
 
 /// `n` ports, not in `taken`, whose cluster bus ports are free too.
+///
+/// All below Linux's ephemeral range (32768–60999 by default), bus ports
+/// included: a node the tests kill and restart must get its ports back,
+/// and while it is down any outgoing connection of the test binary (gRPC,
+/// Redis, the other clusters' buses) or any listener bound to port 0 can
+/// be given a port from that range. Seen once: a restart in
+/// `decisions_land_on_their_own_cluster_…` ("node 43674 exited: exit
+/// status: 1", 2026-12-06; the node's log was gone with the test's
+/// directory, so a taken port is the likely cause, not a confirmed one).
 fn free_ports_n(n: usize, taken: &[u16]) -> Vec<u16> {
     let mut ports = Vec::with_capacity(n);
     let mut seed = (std::process::id() as u64)
@@ -72,7 +81,8 @@ fn free_ports_n(n: usize, taken: &[u16]) -> Vec<u16> {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let port = 20_000 + ((seed >> 33) % 25_000) as u16;
+        // Nodes 10000–22767, their buses (+10000) 20000–32767.
+        let port = 10_000 + ((seed >> 33) % 12_768) as u16;
         if ports.contains(&port) || taken.contains(&port) {
             continue;
         }
