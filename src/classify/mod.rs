@@ -131,13 +131,15 @@ pub struct Model {
     /// not click (`Engine::learn_delivered`) rather than from *Not spam*
     /// clicks: what tells a user who teaches chaff their ham from one who
     /// only clicks spam, whose ham side the delivered-mail learning keeps
-    /// as heavy as the spam side (docs/ACCURACY.md, "Session 14"). Kept in
-    /// memory only, by the engine as it learns and undoes delivered mail:
-    /// the store's formats do not have it, so a model read back from disk
-    /// starts at 0 (and on a store shared by replicas, whose held model is
-    /// refreshed from the store, nothing is booked), and
-    /// [`Params::header_strength_ramp`] (what reads it) is a `chaff eval`
-    /// experiment, not a server setting.
+    /// as heavy as the spam side (docs/ACCURACY.md, "Session 14"). Changed
+    /// only by the ops that change the counts
+    /// ([`Op::LearnDelivered`](crate::store::Op::LearnDelivered) and its
+    /// undoing), so it is stored wherever they are: in the snapshot (store
+    /// format 8) and in the journal's marked ops, on sled and on Redis.
+    /// Never above `ham_weight` (an unlearned click lowers it with the
+    /// ham weight): a model stored before format 8 reads with all its ham
+    /// delivered, the safe reading for [`Params::header_strength_ramp`],
+    /// which reads it.
     delivered_ham: u64,
     tokens: FxHashMap<Key, Entry>,
     /// The tokenizer version these statistics were built with.
@@ -297,10 +299,11 @@ impl Model {
         self.ham_weight.saturating_sub(self.delivered_ham)
     }
 
-    /// Books ham of `weight` as learned from delivered mail (`learned`) or
-    /// as no longer counted (its learning undone), beside the
-    /// [`Op`](crate::store::Op) that changed the counts; the engine calls
-    /// it for every implicit ledger entry it learns or undoes.
+    /// Books ham of `weight` as delivered (`learned`) or no longer
+    /// counted, apart from the counts: tests that build a model by hand
+    /// (the store and the engine book it through [`Model::learn_delivered`]
+    /// and [`Model::unlearn_delivered`], with the counts).
+    #[cfg(test)]
     pub(crate) fn book_delivered(&mut self, weight: Weight, learned: bool) {
         let w = u64::from(weight.0);
         self.delivered_ham = if learned {
@@ -308,6 +311,35 @@ impl Model {
         } else {
             self.delivered_ham.saturating_sub(w)
         };
+    }
+
+    /// Ham weight learned from delivered mail (units of [`Weight`]): see
+    /// `delivered_ham`; what a snapshot stores beside the class weights.
+    pub fn delivered_ham_weight(&self) -> u64 {
+        self.delivered_ham
+    }
+
+    /// Sets the delivered part of the ham weight (a snapshot's decoder;
+    /// a model stored before the split was kept reads as all delivered),
+    /// at most the ham weight.
+    pub(crate) fn set_delivered_ham_weight(&mut self, weight: u64) {
+        self.delivered_ham = weight.min(self.ham_weight);
+    }
+
+    /// Learns delivered mail: ham, booked as delivered (the op
+    /// [`Op::LearnDelivered`](crate::store::Op::LearnDelivered)).
+    pub fn learn_delivered(&mut self, ids: &[TokenId], weight: Weight) {
+        self.learn_weighted(ids, Label::Ham, weight);
+        self.delivered_ham = self.delivered_ham.saturating_add(u64::from(weight.0));
+    }
+
+    /// Exactly undoes [`Model::learn_delivered`] of the same tokens and
+    /// weight.
+    pub fn unlearn_delivered(&mut self, ids: &[TokenId], weight: Weight) {
+        // Booked first: `unlearn_weighted` then keeps it within the ham
+        // weight without cutting what this op takes away twice.
+        self.delivered_ham = self.delivered_ham.saturating_sub(u64::from(weight.0));
+        self.unlearn_weighted(ids, Label::Ham, weight);
     }
 
     /// Distinct tokens with a non-zero count.
@@ -363,6 +395,11 @@ impl Model {
         let (messages, total) = self.totals_mut(label);
         *messages = messages.saturating_sub(1);
         *total = total.saturating_sub(u64::from(weight.0));
+        // Exact bookkeeping keeps it within the ham weight anyway; a model
+        // stored before the split (all its ham read as delivered) that
+        // unlearns an old *Not spam* click needs this, or that click's
+        // weight would stay "delivered" and hide a later one.
+        self.delivered_ham = self.delivered_ham.min(self.ham_weight);
         for id in ids {
             let key = Key::of(*id);
             if let Some(entry) = self.tokens.get_mut(&key) {

@@ -211,9 +211,9 @@ pub struct Params {
     /// who only clicks spam then teaches their own mail's header tokens as
     /// spam on the evidence of their clicks against a ham side made of
     /// delivered mail, and ham lands in a spam folder they never open
-    /// (docs/ACCURACY.md, "Session 11" and "Session 14"). Experimental
-    /// (`chaff eval --header-strength-ramp`): the store does not keep the
-    /// clicked/delivered split.
+    /// (docs/ACCURACY.md, "Session 11" and "Session 14"). Off by default
+    /// (`chaff serve`/`chaff eval --header-strength-ramp`); the store keeps
+    /// the clicked/delivered split (format 8).
     pub header_strength_ramp: f64,
     /// With [`Parts::Fisher`]: the two parts are weighed apart only when
     /// they disagree (opposite signs) and each is at least this confident

@@ -168,8 +168,7 @@ pub struct EvalArgs {
     /// from its delivery does not count); before, it moves from --strength
     /// towards it in proportion, so a user who never clicks Not spam
     /// scores as without it (docs/ACCURACY.md, "Session 14"). 0: always.
-    /// Experimental: the store does not keep clicked and delivered ham
-    /// apart, so `chaff serve` has no such setting.
+    /// `chaff serve --header-strength-ramp` is the same setting.
     #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
     header_strength_ramp: Option<f64>,
     /// Robinson's x: the probability of a token with no history.

@@ -161,6 +161,22 @@ pub struct ServeArgs {
     /// acknowledged. A queued message holds its token ids (8 bytes each: about 8 KiB for a 1,000-token message).
     #[arg(long, env = "CHAFF_DELIVERED_QUEUE", default_value_t = chaff::engine::DEFAULT_DELIVERED_QUEUE, value_parser = at_least_one)]
     delivered_queue: usize,
+    /// Robinson's s for header tokens (default: the body's, 0.1): a
+    /// smaller one (0.02) lets header tokens decide sooner, which ranks
+    /// better for users who click Not spam but misfiles ham of users who
+    /// only click Spam unless --header-strength-ramp holds it back
+    /// (docs/ACCURACY.md, "Session 14").
+    #[arg(long, env = "CHAFF_HEADER_STRENGTH", value_name = "S", value_parser = positive, help_heading = "Scoring")]
+    header_strength: Option<f64>,
+    /// With --header-strength: the header's s reaches it only once the
+    /// user has clicked this many messages' worth of ham (mail learned
+    /// from its delivery does not count); before, it moves from the body's
+    /// s towards it in proportion, so a user who never clicks Not spam
+    /// scores as without it (0, the default: always in full). The split
+    /// between clicked and delivered ham is kept by the store (format 8);
+    /// ham learned before that counts as delivered.
+    #[arg(long, env = "CHAFF_HEADER_STRENGTH_RAMP", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring")]
+    header_strength_ramp: Option<f64>,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -399,6 +415,32 @@ pub enum LogFormat {
     Json,
 }
 
+/// The scoring parameters `serve` sets; the rest are the defaults.
+fn scoring(args: &ServeArgs) -> chaff::classify::Params {
+    let d = chaff::classify::Params::default();
+    chaff::classify::Params {
+        header_strength: args.header_strength.or(d.header_strength),
+        header_strength_ramp: args.header_strength_ramp.unwrap_or(d.header_strength_ramp),
+        ..d
+    }
+}
+
+/// A finite number above 0 (Robinson's s: 0 would divide by nothing).
+fn positive(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number above 0")),
+    }
+}
+
+/// A finite number, 0 or more.
+fn not_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number, 0 or more")),
+    }
+}
+
 /// A count that must be at least 1 (a zero cap would refuse everything).
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -492,6 +534,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         learn_delivered: args.learn_delivered,
         delivered_queue: args.delivered_queue,
         seal_every: (!args.seal_interval.is_zero()).then_some(args.seal_interval),
+        params: scoring(&args),
         ..Settings::default()
     };
     let engine = match &args.store {

@@ -182,9 +182,6 @@ impl Engine {
                 }
                 _ => weight,
             };
-            // The delivered-mail learning this click replaces, for the
-            // model's clicked/delivered bookkeeping (`book_delivered`).
-            let replaced = previous.as_ref().filter(|p| p.implicit).map(Booked::of);
             let (outcome, ops, mut shared_ops) = match previous {
                 Some(prev) if prev.implicit => (
                     TrainOutcome::Learned,
@@ -246,16 +243,13 @@ impl Engine {
                 &ops,
                 &shared_ops,
             )?;
-            book_delivered(slot, replaced, false);
             // Its own batch after the click's: a crash between the two
             // leaves the delivery's learning counted beside the click, which
             // costs accuracy at most one message's weight (usually a
             // twentieth), never a click.
             if let Some(prev) = delivered {
-                let booked = Booked::of(&prev);
                 let ops = undo(prev);
                 self.commit(user, slot, writer, &message.derived_id, None, &ops, &[])?;
-                book_delivered(slot, Some(booked), false);
             }
             let model = slot.model.read();
             Ok(Trained {
@@ -357,10 +351,8 @@ impl Engine {
             let label = prev.label;
             let consent = slot.policy.read().consent;
             let shared_ops = undo_shared(&prev, consent);
-            let booked = Booked::of(&prev);
             let ops = undo(prev);
             self.commit(user, slot, writer, message_id, None, &ops, &shared_ops)?;
-            book_delivered(slot, Some(booked), false);
             let model = slot.model.read();
             Ok(Forgotten {
                 label,
@@ -461,38 +453,14 @@ pub(crate) fn delivered_weight((spam, ham): (u64, u64)) -> Weight {
     Weight(gap.clamp(u64::from(Weight::DELIVERED.0), u64::from(Weight::FULL.0)) as u32)
 }
 
-/// What an implicit (delivered-mail) ledger entry put into the model's
-/// clicked/delivered bookkeeping (`Model::book_delivered`): its weight,
-/// if the current model counted it at all (see [`undo`]); nothing for a
-/// click.
-#[derive(Clone, Copy)]
-pub(super) struct Booked(Option<Weight>);
-
-impl Booked {
-    pub(super) fn of(entry: &LedgerEntry) -> Booked {
-        let counted = entry.implicit
-            && entry.label == Label::Ham
-            && entry.tokenizer_version == TOKENIZER_VERSION;
-        Booked(counted.then_some(entry.weight))
-    }
-}
-
-/// Books delivered-mail learning `learned` into the user's model, or its
-/// undoing, right after the commit that changed the counts: the model's
-/// ham side then knows how much of it the user clicked (in memory only;
-/// `Model::clicked_ham_weight`).
-pub(super) fn book_delivered(slot: &UserSlot, booked: Option<Booked>, learned: bool) {
-    if let Some(Booked(Some(weight))) = booked {
-        slot.model.write().book_delivered(weight, learned);
-    }
-}
-
 /// The ops that take a ledger entry's contribution out of the current
 /// model: none when an older tokenizer produced it (the current model never
-/// counted it, see [`Engine::slot`]).
-fn undo(prev: LedgerEntry) -> Vec<Op> {
+/// counted it, see [`Engine::slot`]). Delivered mail's is marked
+/// ([`Op::UnlearnDelivered`]), so the model's clicked/delivered split
+/// follows, also when the journal is replayed.
+pub(super) fn undo(prev: LedgerEntry) -> Vec<Op> {
     if prev.tokenizer_version == TOKENIZER_VERSION {
-        vec![Op::Unlearn(prev.label, prev.weight, prev.tokens)]
+        vec![Op::unlearn_entry(prev)]
     } else {
         Vec::new()
     }

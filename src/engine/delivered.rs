@@ -511,9 +511,8 @@ impl Engine {
             shared: 0,
             implicit: true,
         };
-        let ops = [Op::Learn(Label::Ham, weight, ids.to_vec())];
+        let ops = [Op::LearnDelivered(weight, ids.to_vec())];
         self.commit(user, slot, writer, message_id, Some(&entry), &ops, &[])?;
-        clicks::book_delivered(slot, Some(clicks::Booked::of(&entry)), true);
         self.delivered.inner.learned.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }

@@ -151,8 +151,7 @@ impl Engine {
             if let Some(prev) = delivered.filter(|p| p.implicit && p.label == label) {
                 let mut model = slot.model.read().clone();
                 if prev.tokenizer_version == TOKENIZER_VERSION {
-                    crate::store::Op::Unlearn(prev.label, prev.weight, prev.tokens)
-                        .apply(&mut model);
+                    crate::store::Op::unlearn_entry(prev).apply(&mut model);
                 }
                 weight =
                     classify::learn_weight(&model, &message.tokens, label, &self.settings.params);

@@ -91,10 +91,8 @@ impl Engine {
         let part_tokens = {
             let mut shared = self.shared.write();
             for op in ops {
-                match op {
-                    Op::Learn(label, w, ids) => shared.apply(who, true, *label, *w, ids),
-                    Op::Unlearn(label, w, ids) => shared.apply(who, false, *label, *w, ids),
-                }
+                let (learn, label, w, ids) = op.parts();
+                shared.apply(who, learn, label, w, ids);
             }
             self.cache.charge_shared(shared.stored_tokens());
             self.note_shared_tokens(shared.total().token_count());

@@ -181,10 +181,8 @@ impl PartChange {
         match self {
             PartChange::Apply { who, ops } => {
                 for op in &ops {
-                    match op {
-                        Op::Learn(label, w, ids) => model.apply(&who, true, *label, *w, ids),
-                        Op::Unlearn(label, w, ids) => model.apply(&who, false, *label, *w, ids),
-                    }
+                    let (learn, label, w, ids) = op.parts();
+                    model.apply(&who, learn, label, w, ids);
                 }
             }
             // An empty part (revoked, deleted) is no contributor at all,

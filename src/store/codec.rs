@@ -37,26 +37,84 @@ pub struct LedgerEntry {
 }
 
 /// One step of a click, as replayed from the journal.
+///
+/// Delivered mail has ops of its own ([`Op::LearnDelivered`],
+/// [`Op::UnlearnDelivered`]: ham, marked), so the model's split between
+/// clicked and delivered ham (`Model::clicked_ham_weight`) is changed by
+/// the same op, in the same journal record, as the counts it describes
+/// (store format 8).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Learn(Label, Weight, Vec<TokenId>),
     Unlearn(Label, Weight, Vec<TokenId>),
+    /// Ham learned from delivered mail (an implicit ledger entry).
+    LearnDelivered(Weight, Vec<TokenId>),
+    /// That learning undone (a click over it, a Forget).
+    UnlearnDelivered(Weight, Vec<TokenId>),
 }
 
 impl Op {
+    /// The op that learns what a ledger entry says: marked as delivered
+    /// for an implicit (delivered-mail) ham entry.
+    pub fn learn_entry(e: LedgerEntry) -> Op {
+        if e.implicit && e.label == Label::Ham {
+            Op::LearnDelivered(e.weight, e.tokens)
+        } else {
+            Op::Learn(e.label, e.weight, e.tokens)
+        }
+    }
+
+    /// The op that takes a ledger entry's learning out again.
+    pub fn unlearn_entry(e: LedgerEntry) -> Op {
+        if e.implicit && e.label == Label::Ham {
+            Op::UnlearnDelivered(e.weight, e.tokens)
+        } else {
+            Op::Unlearn(e.label, e.weight, e.tokens)
+        }
+    }
+
+    /// Whether it is exactly [`Op::learn_entry`] of `e` (without a copy of
+    /// its ids).
+    pub fn learns_entry(&self, e: &LedgerEntry) -> bool {
+        let delivered = e.implicit && e.label == Label::Ham;
+        let (learn, label, weight, ids) = self.parts();
+        learn
+            && self.delivered() == delivered
+            && label == e.label
+            && weight == e.weight
+            && ids == e.tokens.as_slice()
+    }
+
+    /// Whether it learns (or unlearns), its label, weight and ids: what
+    /// changes the counts, for what does not care about the delivered mark
+    /// (the shared model: delivered mail is never shared).
+    pub fn parts(&self) -> (bool, Label, Weight, &[TokenId]) {
+        match self {
+            Op::Learn(l, w, ids) => (true, *l, *w, ids),
+            Op::Unlearn(l, w, ids) => (false, *l, *w, ids),
+            Op::LearnDelivered(w, ids) => (true, Label::Ham, *w, ids),
+            Op::UnlearnDelivered(w, ids) => (false, Label::Ham, *w, ids),
+        }
+    }
+
+    /// Whether it is marked as delivered mail's.
+    pub fn delivered(&self) -> bool {
+        matches!(self, Op::LearnDelivered(..) | Op::UnlearnDelivered(..))
+    }
+
     /// Its size in journal entries: one per token id, plus one for the op
     /// itself (its label and weight change the model's message counts even
     /// with no ids). What replaying and storing it cost, roughly.
     pub fn entries(&self) -> u64 {
-        match self {
-            Op::Learn(_, _, ids) | Op::Unlearn(_, _, ids) => ids.len() as u64 + 1,
-        }
+        self.parts().3.len() as u64 + 1
     }
 
     pub fn apply(&self, model: &mut Model) {
         match self {
             Op::Learn(label, w, ids) => model.learn_weighted(ids, *label, *w),
             Op::Unlearn(label, w, ids) => model.unlearn_weighted(ids, *label, *w),
+            Op::LearnDelivered(w, ids) => model.learn_delivered(ids, *w),
+            Op::UnlearnDelivered(w, ids) => model.unlearn_delivered(ids, *w),
         }
     }
 }
@@ -271,16 +329,22 @@ const OP_LEARN: u8 = b'+';
 const OP_UNLEARN: u8 = b'-';
 const OP_LEARN_WEIGHTED: u8 = b'*';
 const OP_UNLEARN_WEIGHTED: u8 = b'/';
+/// Format 8: the weighted kinds of delivered mail's ham ([`Op::LearnDelivered`],
+/// [`Op::UnlearnDelivered`]), in format-6 journal records only; a record
+/// of format 6 or 7 has none (read at the format-8 upgrade, which counts
+/// all ham as delivered anyway).
+const OP_LEARN_DELIVERED: u8 = b'd';
+const OP_UNLEARN_DELIVERED: u8 = b'u';
 
 pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
     let ids: usize = ops.iter().map(|op| op.entries() as usize).sum();
     let mut out = Vec::with_capacity(8 + ids * 9 + ops.len() * 8);
     put_varint(&mut out, ops.len() as u64);
     for op in ops {
-        let (learn, label, weight, ids) = match op {
-            Op::Learn(l, w, ids) => (true, l, *w, ids),
-            Op::Unlearn(l, w, ids) => (false, l, *w, ids),
-        };
+        // Formats before 6 have no delivered mark (this writes the shared
+        // model's contributions, which delivered mail never enters, and
+        // tests' old directories).
+        let (learn, label, weight, ids) = op.parts();
         let full = weight == Weight::FULL;
         out.push(match (learn, full) {
             (true, true) => OP_LEARN,
@@ -325,6 +389,11 @@ const SNAPSHOT_V3: u8 = b'W';
 /// First byte of a format-4 snapshot: format 3 followed by the recency
 /// section (`recency.rs`).
 const SNAPSHOT_V4: u8 = b'X';
+/// First byte of a format-8 snapshot with its ids listed (the shared
+/// model's contributions, exports, the Redis store): format 4 with the
+/// delivered ham weight after the class weights. Older ones read with
+/// all their ham delivered (`Model::set_delivered_ham_weight`).
+const SNAPSHOT_V8_IDS: u8 = b'V';
 
 /// A user's model in compact form: header, sorted gap-coded ids, then the
 /// spam and ham counts as varints. ~9–10 bytes per token for real models.
@@ -336,19 +405,41 @@ pub fn encode_snapshot(model: &Model, applied_seq: u64) -> Vec<u8> {
     )
 }
 
+/// A snapshot as formats 4 to 7 wrote it (`X`: no delivered ham weight),
+/// for tests that build a directory of an older format.
+#[cfg(any(test, feature = "fault-injection"))]
+pub fn encode_snapshot_format_4(model: &Model, applied_seq: u64) -> Vec<u8> {
+    let entries = model.iter_stamped().collect();
+    encode_ids_snapshot(SnapshotHead::of(model), applied_seq, entries, false)
+}
+
 /// [`encode_snapshot`] from a model's parts (see `store::Snapshot`).
 pub fn encode_snapshot_parts(
     head: SnapshotHead,
     applied_seq: u64,
     entries: Vec<(TokenId, Counts, u32)>,
 ) -> Vec<u8> {
+    encode_ids_snapshot(head, applied_seq, entries, true)
+}
+
+/// The id-listed snapshot, in format 8 (`split`: with the delivered ham
+/// weight) or 4.
+fn encode_ids_snapshot(
+    head: SnapshotHead,
+    applied_seq: u64,
+    entries: Vec<(TokenId, Counts, u32)>,
+    split: bool,
+) -> Vec<u8> {
     let entries = crate::tokenize::sort_by_token_id(entries, |(id, _, _)| *id);
     let mut out = Vec::with_capacity(48 + entries.len() * 12);
-    out.push(SNAPSHOT_V4);
+    out.push(if split { SNAPSHOT_V8_IDS } else { SNAPSHOT_V4 });
     out.extend_from_slice(&head.tokenizer_version.to_be_bytes());
     out.extend_from_slice(&applied_seq.to_be_bytes());
     for v in [head.spam, head.ham, head.spam_weight, head.ham_weight] {
         put_varint(&mut out, v);
+    }
+    if split {
+        put_varint(&mut out, head.delivered_ham);
     }
     // As `put_ids`, from the entries themselves (no second list of ids).
     put_varint(&mut out, entries.len() as u64);
@@ -373,10 +464,11 @@ pub fn encode_snapshot_parts(
 /// format-2 snapshots (counts in messages) by scaling them to full weight.
 pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     let bad = || corrupt("model snapshot");
-    let (v3, stamped, input) = match input.split_first() {
-        Some((&SNAPSHOT_V4, rest)) => (true, true, rest),
-        Some((&SNAPSHOT_V3, rest)) => (true, false, rest),
-        _ => (false, false, input),
+    let (v3, stamped, split, input) = match input.split_first() {
+        Some((&SNAPSHOT_V8_IDS, rest)) => (true, true, true, rest),
+        Some((&SNAPSHOT_V4, rest)) => (true, true, false, rest),
+        Some((&SNAPSHOT_V3, rest)) => (true, false, false, rest),
+        _ => (false, false, false, input),
     };
     if input.len() < 12 {
         return Err(bad());
@@ -394,6 +486,12 @@ pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     } else {
         let full = u64::from(Weight::FULL.0);
         (spam.saturating_mul(full), ham.saturating_mul(full))
+    };
+    // Before format 8 the split was not kept: all the ham is delivered.
+    let delivered = if split {
+        get_varint(&mut input).ok_or_else(bad)?
+    } else {
+        weights.1
     };
     let ids = get_ids(&mut input).ok_or_else(bad)?;
     let mut tokens = Vec::with_capacity(ids.len());
@@ -416,10 +514,9 @@ pub fn decode_snapshot(input: &[u8]) -> Result<(Model, u64), Error> {
     if !input.is_empty() {
         return Err(bad());
     }
-    Ok((
-        Model::from_stamped_parts((spam, ham), weights, version, clock, tokens),
-        applied_seq,
-    ))
+    let mut model = Model::from_stamped_parts((spam, ham), weights, version, clock, tokens);
+    model.set_delivered_ham_weight(delivered);
+    Ok((model, applied_seq))
 }
 
 /// Settings: mode byte, the spam and reject thresholds as f64 BE, then the
@@ -573,6 +670,10 @@ const JOURNAL_V6: u8 = 0xFE;
 /// recency section of `recency.rs`). Not `X`: that is snapshot format 4
 /// (format 3 plus recency), which format-5 directories hold.
 const SNAPSHOT_V6: u8 = b'Y';
+/// First byte of a format-8 snapshot: format 6 with the delivered ham
+/// weight after the class weights (`Model::clicked_ham_weight`). A
+/// format-6 one reads with all its ham delivered.
+const SNAPSHOT_V8: u8 = b'Z';
 
 /// Whether a ledger value is format 6 (needs the dictionary to read).
 pub fn ledger_is_v6(value: &[u8]) -> bool {
@@ -589,7 +690,7 @@ pub fn ops_are_v6(value: &[u8]) -> bool {
 
 /// Whether a snapshot value is format 6.
 pub fn snapshot_is_v6(value: &[u8]) -> bool {
-    value.first() == Some(&SNAPSHOT_V6)
+    matches!(value.first(), Some(&(SNAPSHOT_V6 | SNAPSHOT_V8)))
 }
 
 /// Whether a user's ledger (`L`), journal (`J`) or snapshot (`M`) value is
@@ -848,14 +949,12 @@ pub fn encode_ops_v6(key: &[u8], ops: &[Op], dict: &Dict) -> Vec<u8> {
     out.push(JOURNAL_V6);
     put_varint(&mut out, ops.len() as u64);
     for op in ops {
-        let (learn, label, weight, ids) = match op {
-            Op::Learn(l, w, ids) => (true, l, *w, ids),
-            Op::Unlearn(l, w, ids) => (false, l, *w, ids),
-        };
-        out.push(if learn {
-            OP_LEARN_WEIGHTED
-        } else {
-            OP_UNLEARN_WEIGHTED
+        let (learn, label, weight, ids) = op.parts();
+        out.push(match (learn, op.delivered()) {
+            (true, false) => OP_LEARN_WEIGHTED,
+            (false, false) => OP_UNLEARN_WEIGHTED,
+            (true, true) => OP_LEARN_DELIVERED,
+            (false, true) => OP_UNLEARN_DELIVERED,
         });
         out.push(label.to_byte());
         put_weight(&mut out, weight);
@@ -885,9 +984,11 @@ pub fn decode_ops_any(key: &[u8], value: &[u8], dict: Option<&Dict>) -> Result<V
         let label = get_label(&mut input).ok_or_else(bad)?;
         let weight = get_weight(&mut input).ok_or_else(bad)?;
         let ids = get_numbers(&mut input, dict).ok_or_else(bad)?;
-        ops.push(match kind {
-            OP_LEARN_WEIGHTED => Op::Learn(label, weight, ids),
-            OP_UNLEARN_WEIGHTED => Op::Unlearn(label, weight, ids),
+        ops.push(match (kind, label) {
+            (OP_LEARN_WEIGHTED, _) => Op::Learn(label, weight, ids),
+            (OP_UNLEARN_WEIGHTED, _) => Op::Unlearn(label, weight, ids),
+            (OP_LEARN_DELIVERED, Label::Ham) => Op::LearnDelivered(weight, ids),
+            (OP_UNLEARN_DELIVERED, Label::Ham) => Op::UnlearnDelivered(weight, ids),
             _ => return Err(bad()),
         });
     }
@@ -907,6 +1008,8 @@ pub struct SnapshotHead {
     pub ham: u64,
     pub spam_weight: u64,
     pub ham_weight: u64,
+    /// The part of `ham_weight` learned from delivered mail (format 8).
+    pub delivered_ham: u64,
 }
 
 impl SnapshotHead {
@@ -919,6 +1022,7 @@ impl SnapshotHead {
             ham: model.ham_learned(),
             spam_weight,
             ham_weight,
+            delivered_ham: model.delivered_ham_weight(),
         }
     }
 }
@@ -945,10 +1049,16 @@ pub fn encode_snapshot_v6(
     }
     counts.truncate(used);
     let mut out = Vec::with_capacity(48 + counts.len() * 3);
-    out.push(SNAPSHOT_V6);
+    out.push(SNAPSHOT_V8);
     out.extend_from_slice(&head.tokenizer_version.to_be_bytes());
     out.extend_from_slice(&applied_seq.to_be_bytes());
-    for v in [head.spam, head.ham, head.spam_weight, head.ham_weight] {
+    for v in [
+        head.spam,
+        head.ham,
+        head.spam_weight,
+        head.ham_weight,
+        head.delivered_ham,
+    ] {
         put_varint(&mut out, v);
     }
     put_varint(&mut out, counts.len() as u64);
@@ -965,7 +1075,7 @@ pub fn encode_snapshot_v6(
 /// without decoding it (nor checking a format-6 checksum).
 pub fn decode_snapshot_seq(value: &[u8]) -> Result<u64, Error> {
     let start = match value.first() {
-        Some(&(SNAPSHOT_V3 | SNAPSHOT_V4 | SNAPSHOT_V6)) => 5,
+        Some(&(SNAPSHOT_V3 | SNAPSHOT_V4 | SNAPSHOT_V6 | SNAPSHOT_V8 | SNAPSHOT_V8_IDS)) => 5,
         _ => 4,
     };
     value
@@ -986,6 +1096,7 @@ pub fn decode_snapshot_any(
     let bad = || corrupt("model snapshot");
     let input = unseal(key, value).ok_or_else(|| corrupt("model snapshot: checksum mismatch"))?;
     let dict = dict.ok_or_else(bad)?;
+    let split = input.first() == Some(&SNAPSHOT_V8);
     let input = &input[1..];
     if input.len() < 12 {
         return Err(bad());
@@ -993,9 +1104,14 @@ pub fn decode_snapshot_any(
     let version = u32::from_be_bytes(input[0..4].try_into().unwrap());
     let applied_seq = u64::from_be_bytes(input[4..12].try_into().unwrap());
     let mut input = &input[12..];
-    let mut head = [0u64; 4];
-    for v in &mut head {
+    let mut head = [0u64; 5];
+    // Format 6 and 7 did not keep the split: all the ham is delivered.
+    let fields = if split { 5 } else { 4 };
+    for v in &mut head[..fields] {
         *v = get_varint(&mut input).ok_or_else(bad)?;
+    }
+    if !split {
+        head[4] = head[3];
     }
     let n = get_varint(&mut input).ok_or_else(bad)?;
     if n > dict.len() as u64 || n > input.len() as u64 {
@@ -1020,16 +1136,15 @@ pub fn decode_snapshot_any(
     if !input.is_empty() {
         return Err(bad());
     }
-    Ok((
-        Model::from_stamped_parts(
-            (head[0], head[1]),
-            (head[2], head[3]),
-            version,
-            clock,
-            tokens,
-        ),
-        applied_seq,
-    ))
+    let mut model = Model::from_stamped_parts(
+        (head[0], head[1]),
+        (head[2], head[3]),
+        version,
+        clock,
+        tokens,
+    );
+    model.set_delivered_ham_weight(head[4]);
+    Ok((model, applied_seq))
 }
 
 /// A dictionary record: the ids, 8 bytes each (little-endian), sealed
@@ -1271,6 +1386,44 @@ mod tests {
             Op::Unlearn(Label::Spam, Weight::LOW, vec![TokenId(9)]),
         ];
         assert_eq!(decode_ops(&encode_ops(&ops)).unwrap(), ops);
+    }
+
+    #[test]
+    fn delivered_ops_and_the_split_round_trip_and_older_snapshots_read_all_delivered() {
+        use crate::store::dict::Dict;
+        let mut dict = Dict::default();
+        dict.extend([TokenId(1), TokenId(7)]).unwrap();
+        let ops = vec![
+            Op::LearnDelivered(Weight(3), vec![TokenId(1)]),
+            Op::UnlearnDelivered(Weight(3), vec![TokenId(1)]),
+            Op::Learn(Label::Ham, Weight(3), vec![TokenId(7)]),
+        ];
+        let v = encode_ops_v6(b"k", &ops, &dict);
+        assert_eq!(decode_ops_any(b"k", &v, Some(&dict)).unwrap(), ops);
+        let mut m = Model::default();
+        m.learn(&[TokenId(1)], Label::Spam);
+        m.learn(&[TokenId(7)], Label::Ham);
+        m.learn_delivered(&[TokenId(1)], Weight(5));
+        assert_eq!((m.delivered_ham_weight(), m.clicked_ham_weight()), (5, 64));
+        let head = SnapshotHead::of(&m);
+        let tokens: Vec<_> = m.iter_stamped().collect();
+        for (bytes, dict) in [
+            (encode_snapshot(&m, 1), None),
+            (
+                encode_snapshot_v6(b"k", head, 1, &tokens, &dict),
+                Some(&dict),
+            ),
+        ] {
+            let (back, _) = decode_snapshot_any(b"k", &bytes, dict).unwrap();
+            assert_eq!(back.delivered_ham_weight(), 5);
+            assert_eq!(back.clicked_ham_weight(), 64);
+        }
+        // Format 4 to 7 kept no split: all the ham reads as delivered.
+        let (old, _) = decode_snapshot(&encode_snapshot_format_4(&m, 1)).unwrap();
+        assert_eq!(
+            (old.delivered_ham_weight(), old.clicked_ham_weight()),
+            (69, 0)
+        );
     }
 
     #[test]

@@ -249,9 +249,7 @@ impl<W: Writes> Store<W> {
             let ids = entry
                 .iter()
                 .flat_map(|e| e.tokens.iter())
-                .chain(user_ops.iter().flat_map(|op| match op {
-                    Op::Learn(_, _, ids) | Op::Unlearn(_, _, ids) => ids.iter(),
-                }));
+                .chain(user_ops.iter().flat_map(|op| op.parts().3.iter()));
             dict.extend(ids.copied()).ok_or_else(|| Error::Corrupt {
                 what: format!("token dictionary of {} is full", describe(who)),
             })?;
@@ -271,10 +269,10 @@ impl<W: Writes> Store<W> {
                     writes.push(fix);
                 }
                 let jkey = journal_key(user, seq);
+                // A pointer replays as `Op::learn_entry` of the entry
+                // (marked when it is delivered mail's): only that op.
                 let first_learn = match (entry, ops) {
-                    (Some(e), [Op::Learn(label, weight, ids)]) => {
-                        *label == e.label && *weight == e.weight && *ids == e.tokens
-                    }
+                    (Some(e), [op]) => op.learns_entry(e),
                     _ => false,
                 };
                 let value = if first_learn {
@@ -337,7 +335,7 @@ impl<W: Writes> Store<W> {
             return Ok(None);
         }
         let e = codec::decode_ledger_any(key, prev, Some(dict))?;
-        let ops = [Op::Learn(e.label, e.weight, e.tokens)];
+        let ops = [Op::learn_entry(e)];
         let value = codec::encode_ops_v6(&jkey, &ops, dict);
         Ok(Some((jkey, value)))
     }

@@ -136,6 +136,17 @@ use commit::GroupCommit;
 use writes::Writes;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
+/// Format 8 keeps the model's split between clicked and delivered ham
+/// (`Model::clicked_ham_weight`, what `--header-strength-ramp` reads):
+/// snapshots hold the delivered ham weight after the class weights
+/// (`codec::SNAPSHOT_V8`), and journal records mark the ham learns and
+/// unlearns of delivered mail ([`Op::LearnDelivered`],
+/// [`Op::UnlearnDelivered`]), written in the batch of the counts they
+/// change; a journal pointer to an implicit ledger entry replays marked.
+/// A format-7 (or older) directory is upgraded at open by checkpointing
+/// every user with all their ham counted as delivered
+/// ([`Store::upgrade_format_7`]), the safe reading: the ramp then waits
+/// for new *Not spam* clicks.
 /// Format 7 keeps format 6's records and changes what they may hold: a
 /// user's dictionary is renumbered after a prune, holding only ids the
 /// model or a ledger entry still names, and ledger entries lose the ids of
@@ -148,7 +159,7 @@ use writes::Writes;
 /// entries, consent ids in settings). Format 4 counts a message as 64
 /// weight units (`classify::Weight::FULL`); format 3 counted it as 8
 /// (upgraded at open: [`Store::open`]).
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// Older formats this version reads (and upgrades by rewriting `F`):
 /// format 2 had no weights, settings, lists or decisions; its records
@@ -172,6 +183,15 @@ const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
 
 /// The format whose upgrade compacts every user (see [`READABLE_FORMATS`]).
 const FORMAT_6: u32 = 6;
+
+/// The last format without the clicked/delivered split: every older
+/// format is first brought to it as before format 8 (its `F` written as
+/// 7), then upgraded by [`Store::upgrade_format_7`], which writes `F` last.
+/// A crash during that step leaves `F` at 7 and some users checkpointed
+/// with the split, the others as they were; the next open runs it again
+/// (checkpointing a checkpointed user again gives the same snapshot: no
+/// click has come between).
+const FORMAT_7: u32 = 7;
 
 /// Users compacted between flushes during the format-6 upgrade: a flush
 /// costs 0.5–3 ms here, a small user's compaction about as much.
@@ -239,7 +259,7 @@ fn upgrade_format_3(tree: &Tree) -> Result<(), Error> {
             }
         }
     }
-    batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+    batch.insert(FORMAT_KEY, &FORMAT_7.to_be_bytes());
     batch.insert(
         UPGRADED_KEY,
         &ledger::Undo::default().now_ms().to_be_bytes(),
@@ -248,7 +268,7 @@ fn upgrade_format_3(tree: &Tree) -> Result<(), Error> {
     tree.flush()?;
     tracing::info!(
         rewritten,
-        "upgraded data directory from format 3 to {FORMAT_VERSION}"
+        "upgraded data directory from format 3 to {FORMAT_7}"
     );
     Ok(())
 }
@@ -328,7 +348,7 @@ impl Store {
         }
         batch.insert(
             user_prefix(MODEL, user),
-            codec::encode_snapshot(model, last_seq),
+            codec::encode_snapshot_format_4(model, last_seq),
         );
         self.tree()?.apply_batch(batch)?;
         Ok(())
@@ -448,15 +468,17 @@ impl<W: Writes> Store<W> {
         if W::DURABLE {
             generation::check(path, &tree)?;
         }
-        let mut from_6 = false;
+        let (mut from_6, mut from_7) = (false, false);
         match tree.get(FORMAT_KEY).map_err(open_err)? {
             None => {
                 tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
                     .map_err(open_err)?;
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
-            Some(v) if v.as_ref() == FORMAT_6.to_be_bytes() => from_6 = true,
+            Some(v) if v.as_ref() == FORMAT_7.to_be_bytes() => from_7 = true,
+            Some(v) if v.as_ref() == FORMAT_6.to_be_bytes() => (from_6, from_7) = (true, true),
             Some(v) if v.as_ref() == 3u32.to_be_bytes() => {
+                from_7 = true;
                 upgrade_format_3(&tree).map_err(|e| Error::Corrupt {
                     what: format!(
                         "upgrading data directory {} from format 3: {e}",
@@ -469,8 +491,9 @@ impl<W: Writes> Store<W> {
                     .iter()
                     .any(|old| v.as_ref() == old.to_be_bytes()) =>
             {
+                from_7 = true;
                 let mut batch = Batch::default();
-                batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+                batch.insert(FORMAT_KEY, &FORMAT_7.to_be_bytes());
                 batch.insert(
                     UPGRADED_KEY,
                     &ledger::Undo::default().now_ms().to_be_bytes(),
@@ -479,7 +502,7 @@ impl<W: Writes> Store<W> {
                 // After the write, so a test killing start-up (tests/soak.rs)
                 // can tell which side of it a kill landed on.
                 tracing::info!(
-                    "upgraded data directory from format {} to {FORMAT_VERSION}: its records are rewritten as their users are next clicked and checkpointed",
+                    "upgraded data directory from format {} to {FORMAT_7}: its records are rewritten as their users are next clicked and checkpointed",
                     u32::from_be_bytes(v.as_ref().try_into().unwrap_or_default())
                 );
             }
@@ -531,7 +554,45 @@ impl<W: Writes> Store<W> {
                 ),
             })?;
         }
+        if from_7 {
+            store.upgrade_format_7().map_err(|e| Error::Corrupt {
+                what: format!(
+                    "upgrading data directory {} from format 7: {}",
+                    path.display(),
+                    dict::what(e)
+                ),
+            })?;
+        }
         Ok(store)
+    }
+
+    /// Format 7 to 8: every user with a model checkpointed with all their
+    /// ham counted as delivered (format 7 did not keep the split), then
+    /// `F` rewritten and flushed (see [`FORMAT_7`]). Each user's snapshot
+    /// folds their whole journal, so no record without the delivered mark
+    /// is left to replay after a format-8 snapshot.
+    fn upgrade_format_7(&self) -> Result<(), Error> {
+        let users = self.users_with_models()?;
+        tracing::info!(
+            users = users.len(),
+            "upgrading data directory from format 7 to {FORMAT_VERSION}"
+        );
+        let mut ham_weight = 0u64;
+        for (i, user) in users.iter().enumerate() {
+            ham_weight += self.checkpoint_all_delivered(user)?;
+            if i % UPGRADE_FLUSH_USERS == UPGRADE_FLUSH_USERS - 1 {
+                self.flush()?;
+            }
+        }
+        self.tree()?
+            .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+        self.tree()?.flush()?;
+        tracing::info!(
+            users = users.len(),
+            ham_weight,
+            "upgraded data directory from format 7 to {FORMAT_VERSION}: all ham learned so far counts as delivered"
+        );
+        Ok(())
     }
 
     /// Format 6 to 7: every user with a dictionary compacted, then `F`
@@ -555,14 +616,13 @@ impl<W: Writes> Store<W> {
                 self.flush()?;
             }
         }
-        self.tree()?
-            .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+        self.tree()?.insert(FORMAT_KEY, &FORMAT_7.to_be_bytes())?;
         self.tree()?.flush()?;
         tracing::info!(
             users = users.len(),
             dictionary_before = before,
             dictionary_after = after,
-            "upgraded data directory from format 6 to {FORMAT_VERSION}"
+            "upgraded data directory from format 6 to {FORMAT_7}"
         );
         Ok(())
     }
@@ -658,3 +718,5 @@ impl<W: Writes> Store<W> {
 mod tests;
 #[cfg(test)]
 mod tests_compact;
+#[cfg(test)]
+mod tests_split;

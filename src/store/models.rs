@@ -168,7 +168,7 @@ impl<W: super::Writes> Store<W> {
         if written != Some(seq) {
             return Err(missing());
         }
-        Ok(vec![codec::Op::Learn(e.label, e.weight, e.tokens)])
+        Ok(vec![codec::Op::learn_entry(e)])
     }
 
     /// The last journal sequence number folded into the user's snapshot (0:
@@ -253,6 +253,37 @@ impl<W: super::Writes> Store<W> {
     }
 }
 
+impl<W: super::Writes> Store<W> {
+    /// Every user with a snapshot or a journal record, each once.
+    pub(super) fn users_with_models(&self) -> Result<Vec<UserId>, Error> {
+        let mut users = std::collections::BTreeSet::new();
+        for kind in [MODEL, JOURNAL] {
+            let mut from = vec![kind];
+            let end = prefix_end(&[kind]);
+            while let Some(item) = self.tree()?.range(from.clone()..end.clone()).next() {
+                let user = user_in_key(&item?.0)?;
+                from = prefix_end(&user_prefix(kind, &user));
+                users.insert(user);
+            }
+        }
+        Ok(users.into_iter().collect())
+    }
+
+    /// The format-8 upgrade of one user ([`Store::upgrade_format_7`]):
+    /// their model checkpointed with all its ham counted as delivered.
+    /// Returns that ham weight.
+    pub(super) fn checkpoint_all_delivered(&self, user: &UserId) -> Result<u64, Error> {
+        let Some(loaded) = self.load_model(user)? else {
+            return Ok(0);
+        };
+        let mut model = loaded.model;
+        let ham = model.weights().1;
+        model.set_delivered_ham_weight(ham);
+        self.write_checkpoint(user, Snapshot::encode(&model, loaded.last_seq))?;
+        Ok(ham)
+    }
+}
+
 /// What [`Store::rebuild_model`] recounted from a user's ledger.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -302,7 +333,7 @@ impl<W: super::Writes> Store<W> {
                     rebuilt.other_tokenizer += 1;
                     continue;
                 }
-                model.learn_weighted(&e.tokens, e.label, e.weight);
+                codec::Op::learn_entry(e).apply(&mut model);
                 rebuilt.learned += 1;
             }
             rebuilt.tokens = model.token_count();

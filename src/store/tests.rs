@@ -90,7 +90,10 @@ mod format_5 {
         for item in tree.range(journal_key(u, 0)..=journal_key(u, seq)) {
             batch.remove(item.unwrap().0);
         }
-        batch.insert(user_prefix(MODEL, u), codec::encode_snapshot(model, seq));
+        batch.insert(
+            user_prefix(MODEL, u),
+            codec::encode_snapshot_format_4(model, seq),
+        );
         tree.apply_batch(batch).unwrap();
     }
 
@@ -499,7 +502,7 @@ fn a_directory_written_by_main_in_format_5_opens_with_its_delivered_mail_and_rec
     let mut expect = Model::default();
     expect.learn(&ids(&[1, 2]), Label::Spam);
     expect.learn_weighted(&ids(&[2, 300]), Label::Ham, Weight::DELIVERED);
-    assert_eq!(codec::encode_snapshot(&expect, 2), snapshot);
+    assert_eq!(codec::encode_snapshot_format_4(&expect, 2), snapshot);
     expect.learn(&ids(&[5]), Label::Ham);
 
     let dir = tempfile::tempdir().unwrap();
@@ -523,6 +526,9 @@ fn a_directory_written_by_main_in_format_5_opens_with_its_delivered_mail_and_rec
         assert_eq!(loaded.last_seq, 3);
         // The recency the quota's pruning reads came along.
         assert_eq!(loaded.model.clock(), 3);
+        // Format 5 kept no split: the format-8 upgrade counts all of it
+        // as delivered.
+        assert_eq!(loaded.model.clicked_ham_weight(), 0);
         for (t, seen) in [(1, 1), (2, 2), (300, 2), (5, 3)] {
             assert_eq!(loaded.model.seen(TokenId(t)), Some(seen), "token {t}");
         }

@@ -94,7 +94,7 @@ fn format_6_after_a_prune(store: &Store) -> Model {
 }
 
 #[test]
-fn a_format_6_directory_with_pruned_tokens_opens_as_format_7_with_them_dropped_and_renumbered() {
+fn a_format_6_directory_with_pruned_tokens_opens_compacted_with_them_dropped_and_renumbered() {
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
     let expect = {
@@ -111,7 +111,7 @@ fn a_format_6_directory_with_pruned_tokens_opens_as_format_7_with_them_dropped_a
     };
     let store = open_again(dir.path());
     let format = store.tree().unwrap().get(FORMAT_KEY).unwrap().unwrap();
-    assert_eq!(format.as_ref(), 7u32.to_be_bytes());
+    assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
     // The model's ids first, then 6, which only the shared m3 still names.
     assert_eq!(dict_ids(&store, &alice), [1, 2, 3, 5, 7, 8, 6]);
     // 2 was pruned, then m4 brought it back before this compaction: the

@@ -471,11 +471,13 @@ fn record_ops(record: &Value) -> Result<Vec<Op>, Error> {
         }
     }
     let mut ops = Vec::with_capacity(2);
+    // Delivered mail's values are kind `i`: their ops are marked, so the
+    // model's clicked/delivered split is read back with the counts.
     if let Some(e) = unlearn {
-        ops.push(Op::Unlearn(e.label, e.weight, e.tokens));
+        ops.push(Op::unlearn_entry(e));
     }
     if let Some(e) = learn {
-        ops.push(Op::Learn(e.label, e.weight, e.tokens));
+        ops.push(Op::learn_entry(e));
     }
     Ok(ops)
 }
