@@ -301,7 +301,7 @@ fn probability_as_written(raw: &str, user: &str) -> f64 {
 /// format 6, `make-format6-main.sh` beside it): two users, 40 clicks each,
 /// pruned under a 600-token cap, closed cleanly; `format6-main.json` is
 /// what that chaff answered for it. Opened by this chaff through the real
-/// server, it is upgraded in place to format 7 (the dictionaries lose the
+/// server, it is upgraded in place to format 8 (the dictionaries lose the
 /// pruned ids), answers the same counts and bit-identical scores, Forget
 /// works, and `chaff compact` then keeps every record.
 #[tokio::test]
@@ -356,7 +356,7 @@ async fn a_format_6_directory_written_by_main_is_upgraded_in_place_and_answers_a
     server.terminate();
 
     let (format, dict_after) = format_and_dictionary(&dir);
-    assert_eq!(format, 7u32.to_be_bytes(), "upgraded in place");
+    assert_eq!(format, 8u32.to_be_bytes(), "upgraded in place");
     assert!(
         dict_after < dict_before,
         "the dictionaries lose the pruned ids: {dict_before} -> {dict_after} bytes"

@@ -140,3 +140,93 @@ on_both_stores!(
         );
     }
 );
+
+/// What a user's mail scores: the delivered ham they were sent and the
+/// spam they clicked, all in their ledger already, so scoring learns
+/// nothing more (`settle_delivered` makes sure before it returns).
+async fn scores_of(c: &mut Client, user: &str, seed: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0..30 {
+        let s = crate::common::score(c, user, &mailgen::ham(seed, i)).await;
+        out.push(s.spam_probability.to_bits());
+        let s = crate::common::score(c, user, &mailgen::spam(seed, i % 20)).await;
+        out.push(s.spam_probability.to_bits());
+    }
+    settle_delivered(c).await;
+    out
+}
+
+/// Issue #19: the header prior that waits for clicked ham
+/// (`--header-strength-ramp`) reads the split between clicked and
+/// delivered ham, which the store keeps (format 8). A user who only
+/// clicks Spam, whose ham side is delivered mail, must score after a
+/// restart (SIGKILL: the journal; SIGTERM: the snapshot) exactly as
+/// before — and as without the setting — and a user who clicked Not spam
+/// keeps their clicked ham (and so the smaller header prior).
+#[tokio::test]
+async fn the_clicked_ham_the_header_prior_waits_for_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ramp = ["--header-strength", "0.02", "--header-strength-ramp", "10"];
+    let users = [("spam-only", 41u64), ("ham-clicker", 42)];
+    let server = ServerProcess::start_args(dir.path(), &ramp);
+    let mut c = connect(&server.addr).await;
+    for (user, seed) in users {
+        for i in 0..20 {
+            train(&mut c, user, &mailgen::spam(seed, i), Label::Spam, "").await;
+        }
+        if user == "ham-clicker" {
+            for i in 100..115 {
+                train(&mut c, user, &mailgen::ham(seed, i), Label::Ham, "").await;
+            }
+        }
+        train(&mut c, user, &mailgen::spam(seed, 20), Label::Spam, "").await;
+    }
+    let mut before = Vec::new();
+    for (user, seed) in users {
+        // Scored until nothing more is learned: ham the model first filed
+        // as spam is learned once it reaches the inbox.
+        let mut s = scores_of(&mut c, user, seed).await;
+        let mut rounds = 0;
+        loop {
+            let again = scores_of(&mut c, user, seed).await;
+            if again == s {
+                break;
+            }
+            (s, rounds) = (again, rounds + 1);
+            assert!(rounds < 10, "{user}: scoring kept learning");
+        }
+        let info = crate::common::user(&mut c, user).await;
+        // Delivered mail was learned (clicked ham: 15 of the clicker's).
+        assert!(info.ham_learned > if user == "spam-only" { 0 } else { 15 });
+        before.push(s);
+    }
+    // Delivered mail is not flushed on its own; a Forget (even of nothing)
+    // flushes every write before it.
+    let nothing = c
+        .forget(chaff::proto::ForgetRequest {
+            user_id: "spam-only".into(),
+            message_id: "<never@learned>".into(),
+        })
+        .await;
+    assert_eq!(nothing.unwrap_err().code(), tonic::Code::NotFound);
+    server.kill();
+    // Read from the journal, then (a clean stop folds it) from snapshots.
+    for restart in ["SIGKILL", "SIGTERM"] {
+        let server = ServerProcess::start_args(dir.path(), &ramp);
+        let mut c = connect(&server.addr).await;
+        for ((user, seed), want) in users.iter().zip(&before) {
+            let got = scores_of(&mut c, user, *seed).await;
+            assert_eq!(&got, want, "{user} after a {restart} restart");
+        }
+        server.terminate();
+    }
+    // Without the setting: the same scores for the spam-only user (the
+    // ramp never started for them), other scores for the ham clicker.
+    let server = ServerProcess::start(dir.path());
+    let mut c = connect(&server.addr).await;
+    let plain = scores_of(&mut c, "spam-only", 41).await;
+    assert_eq!(plain, before[0], "spam-only: as without the setting");
+    let plain = scores_of(&mut c, "ham-clicker", 42).await;
+    assert_ne!(plain, before[1], "ham-clicker: the ramp is in effect");
+    server.terminate();
+}

@@ -1294,3 +1294,60 @@ async fn ledger_entries_written_before_the_undo_window_are_undone_exactly_and_up
     ));
     assert_eq!(a.load_model(&u).await.unwrap().unwrap().model, expect);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clicked_and_delivered_ham_split_is_read_back_by_a_new_client_from_journal_and_snapshot()
+ {
+    // A chaff replica started after these clicks (a restart) has only the
+    // cluster: the split must come back with the counts, from the journal
+    // records (delivered mail's values are kind `i`) and from a snapshot.
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let a = connect(cluster).await;
+    let u = user("split-restart");
+    a.train(&u, &msg("s1"), &entry(Spam, Weight::FULL, &[1, 2]))
+        .await
+        .unwrap();
+    let mut delivered = 0u64;
+    for i in 0..4u64 {
+        let w = a
+            .learn_delivered(&u, &msg(&format!("d{i}")), &[TokenId(10 + i)])
+            .await
+            .unwrap()
+            .expect("learned");
+        delivered += u64::from(w.0);
+    }
+    a.train(&u, &msg("h1"), &entry(Ham, Weight::FULL, &[20]))
+        .await
+        .unwrap();
+    // A Spam click over delivered mail takes its weight out of both.
+    let d3 = a.ledger_get(&u, &msg("d3")).await.unwrap().unwrap();
+    delivered -= u64::from(d3.weight.0);
+    a.train(&u, &msg("d3"), &entry(Spam, Weight::FULL, &[13]))
+        .await
+        .unwrap();
+    let check = |m: &Model, delivered: u64, what: &str| {
+        assert_eq!(m.delivered_ham_weight(), delivered, "{what}");
+        assert_eq!(m.clicked_ham_weight(), 64, "{what}: h1 alone");
+    };
+    let b = connect(cluster).await;
+    let from_journal = b.load_model(&u).await.unwrap().unwrap();
+    check(&from_journal.model, delivered, "from the journal");
+    assert!(
+        b.checkpoint(&u, &from_journal.model, from_journal.version)
+            .await
+            .unwrap()
+    );
+    // Forget one delivered message after the snapshot.
+    let d0 = a.ledger_get(&u, &msg("d0")).await.unwrap().unwrap();
+    a.forget(&u, &msg("d0")).await.unwrap();
+    let c = connect(cluster).await;
+    let mut held = CachedModel::default();
+    assert_eq!(c.refresh(&u, &mut held).await.unwrap(), Refresh::Reloaded);
+    check(
+        &held.model,
+        delivered - u64::from(d0.weight.0),
+        "from the snapshot and a record after it",
+    );
+}
