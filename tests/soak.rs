@@ -337,6 +337,27 @@ async fn a_sigkill_during_the_format_3_upgrade_loses_nothing_and_a_restart_compl
     assert_same_users(&old, &reference, users, clicks).await;
 }
 
+/// The format-8 upgrade checkpoints each user with all their ham counted
+/// as delivered, then writes the format key: kills inside it leave a
+/// directory that opens, a restart completes it, and every user answers
+/// as the same clicks in today's format (the defaults do not read the
+/// split; that all ham reads as delivered: `store::tests_split`).
+#[tokio::test]
+async fn a_sigkill_during_the_format_7_upgrade_loses_nothing_and_a_restart_completes_it() {
+    let (users, clicks) = (60, 30);
+    let root = tempfile::tempdir().unwrap();
+    let old = root.path().join("old");
+    let timing = root.path().join("timing");
+    let reference = root.path().join("reference");
+    write_clicks(&old, users, clicks, Weight::FULL, Some(7));
+    write_clicks(&timing, users, clicks, Weight::FULL, Some(7));
+    write_clicks(&reference, users, clicks, Weight::FULL, None);
+
+    kill_during_upgrade(&old, &timing, 7);
+
+    assert_same_users(&old, &reference, users, clicks).await;
+}
+
 #[tokio::test]
 async fn sigkills_while_a_format_5_directory_opens_leave_it_equal_to_the_same_clicks_in_format_6() {
     // Opening a format-5 directory rewrites its format key (one atomic
