@@ -30,6 +30,10 @@
 //!
 //! Version 2 (format 6, the undo window) added each message's click time
 //! to `L` and the `F` record; version 1 streams are refused by name.
+//! Version 3 (store format 8) writes `M` as the format-8 snapshot, with the
+//! part of the ham weight learned from delivered mail; a version-2 stream
+//! is still read, its model's ham all counted as delivered (the format-8
+//! upgrade's reading).
 
 use sled::Batch;
 use xxhash_rust::xxh3::xxh3_64;
@@ -44,7 +48,10 @@ use crate::types::{Label, MessageId, Owner, UserId};
 
 /// The export format's version: bumped with any change to the records or
 /// to the store encodings they carry.
-pub const EXPORT_VERSION: u32 = 2;
+pub const EXPORT_VERSION: u32 = 3;
+
+/// The oldest export version read (see the module's docs).
+const OLDEST_READ: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"CHAFFUSR";
 
@@ -152,9 +159,9 @@ pub fn decode(bytes: &[u8]) -> Result<UserExport, Error> {
         ));
     }
     let version = u32::from_be_bytes(bytes[8..12].try_into().unwrap());
-    if version != EXPORT_VERSION {
+    if !(OLDEST_READ..=EXPORT_VERSION).contains(&version) {
         return Err(bad(format!(
-            "format version {version}; this chaff reads version {EXPORT_VERSION}"
+            "format version {version}; this chaff reads versions {OLDEST_READ} to {EXPORT_VERSION}"
         )));
     }
     let mut e = UserExport::default();

@@ -6,8 +6,8 @@
 //! |----------------------------------------|----------------------------------------|
 //! | `F`                                    | [`FORMAT_VERSION`] (u32 BE)            |
 //! | `L` · user · message id                | label, click time and sequence, the message's token numbers (folded beyond the undo window: label + time) |
-//! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s, or a pointer to its ledger entry |
-//! | `M` · user                             | model snapshot: counts in dictionary order, last-seen ages (`recency.rs`) + last sequence |
+//! | `J` · user · sequence number (u64 BE)  | the click's learn/unlearn [`Op`]s (delivered mail's marked, format 8), or a pointer to its ledger entry |
+//! | `M` · user                             | model snapshot: class weights and the delivered ham weight (format 8), counts in dictionary order, last-seen ages (`recency.rs`) + last sequence |
 //! | `K` · user · first number (u32 BE)     | the user's token dictionary: ids numbered from there (`dict.rs`; renumbered after a prune, `compact.rs`) |
 //! | `U`                                    | when the directory became format 6 (click time of older entries) |
 //! | `S` · user                             | delivery settings (mode, thresholds)   |

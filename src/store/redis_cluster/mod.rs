@@ -15,7 +15,7 @@
 //! | `{u:<user>}:l`   | hash   | message id → ledger value (header + the sled ledger encoding; a click past the undo window: the header alone) |
 //! | `{u:<user>}:lt`, `:dt` | zset | message id by time, for the ledger entries that still carry tokens (clicks, delivered mail): what the undo window folds next (`window.rs`) |
 //! | `{u:<user>}:j`   | stream | one record per click, id `<version>-0`: `k` kind, `u` the ledger value unlearned, `l` the one learned |
-//! | `{u:<user>}:s`   | string | the model snapshot (the sled snapshot encoding) at version `sv` |
+//! | `{u:<user>}:s`   | string | the model snapshot (the sled snapshot encoding, with the delivered ham weight since format 8; an older one reads all ham as delivered) at version `sv` |
 //! | `{u:<user>}:p`   | hash   | policy: `s` settings (store encoding), `c` consent id (8 bytes BE), `v` version, `<list>:<entry>` list entries |
 //! | `{u:<user>}:pm`, `:pj`, `:ps` | hash, stream, string | the user's part of the shared model: meta (`v`, `sv`), journal, snapshot — the same shape as the model's |
 //! | `{u:<user>}:d`   | stream | the decision log, id `<time ms>-<n>`, capped (`MAXLEN ~`) |
