@@ -458,7 +458,7 @@ pub(crate) fn delivered_weight((spam, ham): (u64, u64)) -> Weight {
 /// counted it, see [`Engine::slot`]). Delivered mail's is marked
 /// ([`Op::UnlearnDelivered`]), so the model's clicked/delivered split
 /// follows, also when the journal is replayed.
-pub(super) fn undo(prev: LedgerEntry) -> Vec<Op> {
+fn undo(prev: LedgerEntry) -> Vec<Op> {
     if prev.tokenizer_version == TOKENIZER_VERSION {
         vec![Op::unlearn_entry(prev)]
     } else {

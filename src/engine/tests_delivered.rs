@@ -153,7 +153,7 @@ fn the_worker_learns_what_score_queued_until_shutdown() {
 }
 
 /// The model keeps the ham it learned from delivered mail apart from the
-/// ham the user clicked (in memory; what `Params::header_strength_ramp`
+/// ham the user clicked (what `Params::header_strength_ramp`
 /// reads): delivery adds to the delivered side, and a click on that mail
 /// (under the caller's id or chaff's), its Forget or a *Spam* click on it
 /// takes it off again; only *Not spam* clicks count as clicked ham.
