@@ -370,3 +370,85 @@ async fn a_format_6_directory_written_by_main_is_upgraded_in_place_and_answers_a
     );
     assert_eq!(dump(&dir), before);
 }
+
+/// The spam probabilities main printed for `user` in a fixture's JSON, in
+/// order, parsed from the digits as written (see
+/// [`probability_as_written`]).
+fn probabilities_as_written(raw: &str, user: &str) -> Vec<f64> {
+    let from = raw
+        .find(&format!("\"{user}\""))
+        .expect("user in the fixture");
+    // The next user's section starts a line.
+    let to = raw[from..]
+        .find("\n\"user-")
+        .map_or(raw.len(), |at| from + at);
+    let key = "\"spam_probability\":";
+    raw[from..to]
+        .match_indices(key)
+        .map(|(at, _)| {
+            let digits: String = raw[from + at + key.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-'))
+                .collect();
+            digits.parse().unwrap()
+        })
+        .collect()
+}
+
+/// `tests/fixtures/format7-main.tar.gz` was written by main's chaff (store
+/// format 7, which kept no split between clicked and delivered ham;
+/// `make-format7-main.sh` beside it): user-0 clicked 20 Spam and 20 Not
+/// spam, user-1 20 Spam and had 20 ham learned from delivered mail;
+/// `format7-main.json` is what main answered with its defaults. Opened by
+/// this chaff with the header prior's ramp on, it is upgraded to format 8
+/// with all that ham counted as delivered, so both users score bit for bit
+/// as main did without the ramp — user-0's Not spam clicks included (read
+/// as clicked, they would give the header its smaller prior in full).
+#[tokio::test]
+async fn a_format_7_directory_written_by_main_opens_with_all_its_ham_delivered() {
+    use crate::common::{ServerProcess, connect, score, user};
+    let root = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let ok = Command::new("tar")
+        .arg("-xzf")
+        .arg(fixtures.join("format7-main.tar.gz"))
+        .arg("-C")
+        .arg(root.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tar");
+    let raw = std::fs::read_to_string(fixtures.join("format7-main.json")).unwrap();
+    let dir = root.path().join("format7-main");
+    assert_eq!(format_and_dictionary(&dir).0, 7u32.to_be_bytes());
+    let ramp = [
+        "--learn-delivered",
+        "false",
+        "--header-strength",
+        "0.02",
+        "--header-strength-ramp",
+        "10",
+    ];
+    let server = ServerProcess::start_args(&dir, &ramp);
+    let mut c = connect(&server.addr).await;
+    for u in 0..2 {
+        let id = format!("user-{u}");
+        let got = user(&mut c, &id).await;
+        assert_eq!((got.spam_learned, got.ham_learned), (20, 20), "{id}");
+        let want = probabilities_as_written(&raw, &id);
+        assert_eq!(want.len(), 3);
+        for (p, want) in want.iter().enumerate() {
+            let probe =
+                std::fs::read(root.path().join(format!("probes/probe-u{u}-{p}.eml"))).unwrap();
+            let s = score(&mut c, &id, &probe).await;
+            assert_eq!(
+                s.spam_probability.to_bits(),
+                want.to_bits(),
+                "{id} probe {p}: {} against main's {want}",
+                s.spam_probability
+            );
+        }
+    }
+    server.terminate();
+    assert_eq!(format_and_dictionary(&dir).0, 8u32.to_be_bytes());
+}
