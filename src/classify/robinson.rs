@@ -538,11 +538,20 @@ impl<'a, T> Split<'a, T> {
         // body's fit too.
         let body_sums =
             fits(body.len(), body_unknowns, unknown, params).then(|| Sums::over(body, f));
-        let pooled_sums = body_sums
-            .filter(|_| fits(body.len() + header.len(), all_unknowns, unknown, params))
-            .map(|b| b.then(header, f));
+        let mut pooled_sums =
+            body_sums.filter(|_| fits(body.len() + header.len(), all_unknowns, unknown, params));
+        // Each header token's logarithms go to the header's sums and
+        // continue the pooled ones.
+        let mut header_sums = Sums::default();
+        for item in header.iter() {
+            let logs = Sums::logs(f(item));
+            header_sums.add_logs(logs);
+            if let Some(pooled) = &mut pooled_sums {
+                pooled.add_logs(logs);
+            }
+        }
         let header_sums =
-            fits(header.len(), header_unknowns, unknown, params).then(|| Sums::over(header, f));
+            fits(header.len(), header_unknowns, unknown, params).then_some(header_sums);
         // A thin header (Enron's corpora keep only the Subject line) is no
         // expert: below full say, the two-part result is mixed with the
         // pooled one, which it becomes as the header's say goes to zero.
@@ -554,15 +563,17 @@ impl<'a, T> Split<'a, T> {
             // up to a thousand); when it cannot veto, the message scores
             // as pooled and the body's own statistic is never combined —
             // the same result, bit for bit, as combining all three.
-            let header_c = combine_summed(
-                &mut header.clone(),
-                header_sums,
-                header_unknowns,
-                unknown,
-                params,
-                f,
-                make,
-            );
+            let header_c = match header_sums {
+                Some(sums) => from_sums(sums, header_unknowns, unknown, params).0,
+                None => combine_with_unknowns(
+                    &mut header.clone(),
+                    header_unknowns,
+                    unknown,
+                    params,
+                    f,
+                    make,
+                ),
+            };
             let cannot_veto = body.is_empty()
                 || header.is_empty()
                 || header_c.log_odds.abs() < params.header_veto_at
@@ -572,6 +583,24 @@ impl<'a, T> Split<'a, T> {
                 let pooled =
                     combine_summed(body, pooled_sums, all_unknowns, unknown, params, f, make);
                 return (pooled, body.len() as u32);
+            }
+            // A body that leans the header's way cannot be vetoed (the veto
+            // needs a disagreement): the message scores as pooled, and the
+            // body's statistic is never combined — its sign, from its sums,
+            // is enough.
+            if let (Some(body_sums), Some(pooled_sums)) = (body_sums, pooled_sums)
+                && Sums::sign_with_unknowns(body_sums, body_unknowns, unknown, params)
+                    == Some(header_c.log_odds > 0.0)
+            {
+                let (pooled, _) = from_sums(pooled_sums, all_unknowns, unknown, params);
+                // The items as the parts combined apart would leave them.
+                for (items, n) in [(&mut *body, body_unknowns), (&mut *header, header_unknowns)] {
+                    let admitted = admitted(items.len(), n, unknown, params);
+                    items.extend((0..admitted).map(|_| make(unknown)));
+                }
+                let used = (body.len() + header.len()) as u32;
+                body.append(header);
+                return (pooled, used);
             }
         }
         let pooled =
@@ -820,7 +849,7 @@ pub(crate) fn combine_by<T>(items: &[T], f: impl Fn(&T) -> f64) -> Combined {
 /// `Σ ln(1 − f)`, `Σ ln f` and how many. Sharing them is how the pooled,
 /// the body's and the known tokens' statistics cost one logarithm pair
 /// per token ([`Split::combine`], [`from_sums`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Sums {
     ln_spam: f64,
     ln_ham: f64,
@@ -833,20 +862,11 @@ impl Sums {
     const EPS: f64 = 1e-12;
 
     fn over<T>(items: &[T], f: impl Fn(&T) -> f64) -> Sums {
-        Sums {
-            ln_spam: 0.0,
-            ln_ham: 0.0,
-            n: 0,
-        }
-        .then(items, f)
-    }
-
-    /// These sums continued over `items`.
-    fn then<T>(mut self, items: &[T], f: impl Fn(&T) -> f64) -> Sums {
+        let mut sums = Sums::default();
         for item in items {
-            self.add_logs(Sums::logs(f(item)));
+            sums.add_logs(Sums::logs(f(item)));
         }
-        self
+        sums
     }
 
     /// `(ln(1 − f), ln f)` of one item.
@@ -884,6 +904,28 @@ impl Sums {
         let d = self.ln_ham - self.ln_spam;
         let margin = 1e-9 * (self.ln_ham.abs() + self.ln_spam.abs());
         (d.abs() > margin).then_some(d > 0.0)
+    }
+
+    /// The sign of [`from_sums`]'s log-odds, without its tails, or `None`
+    /// when too close to call: absence either agrees with the known
+    /// tokens or cancels them into an unsure score of their own sign, so
+    /// the result leans the known tokens' way unless the whole is a tie.
+    fn sign_with_unknowns(
+        known: Sums,
+        unknowns: usize,
+        unknown: f64,
+        params: &Params,
+    ) -> Option<bool> {
+        let n = admitted(known.n, unknowns, unknown, params);
+        if n == 0 {
+            return known.sign();
+        }
+        let mut all = known;
+        let logs = Sums::logs(unknown);
+        for _ in 0..n {
+            all.add_logs(logs);
+        }
+        all.sign().and(known.sign())
     }
 }
 
@@ -1658,5 +1700,20 @@ mod tests {
         }
         // Too close to call: a tie.
         assert_eq!(Sums::over(&[0.3, 0.7], |f| *f).sign(), None);
+        // With never-seen tokens, agreeing or cancelling.
+        let p = Params::default();
+        let mut cancelled = 0;
+        for seed in 0..2000u64 {
+            let items = estimates(1 + (seed as usize) % 300, seed, (seed % 3) as f64 / 2.0);
+            let sums = Sums::over(&items, |f| *f);
+            let (unknown, unknowns) =
+                ([0.05, 0.95][(seed % 2) as usize], (seed as usize * 7) % 900);
+            let (c, _) = from_sums(sums, unknowns, unknown, &p);
+            cancelled += usize::from(c.log_odds.abs() < 1.0);
+            if let Some(spam) = Sums::sign_with_unknowns(sums, unknowns, unknown, &p) {
+                assert_eq!(spam, c.log_odds > 0.0, "seed {seed}: {c:?}");
+            }
+        }
+        assert!(cancelled > 50, "cancellations: {cancelled}");
     }
 }
