@@ -190,5 +190,66 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Real mail from `CHAFF_BENCH_CORPUS` (a TREC index), if set: a model
+/// learns the first half, every message; every 10th message of the second
+/// half is scored with the default parameters and with the header's veto
+/// (alone, and with the header's own `s` and its ramp). Tokenizing the
+/// same messages is measured beside them, so that the classifier's share
+/// of a Score is known.
+fn real_mail(c: &mut Criterion) {
+    let Some(index) = std::env::var_os("CHAFF_BENCH_CORPUS") else {
+        return;
+    };
+    let corpus = chaff::eval::read_index(std::path::Path::new(&index)).unwrap();
+    let tokenizer = Tokenizer::default();
+    let half = corpus.len() / 2;
+    let mut model = Model::default();
+    for m in &corpus[..half] {
+        let t = tokenizer.tokenize(&std::fs::read(&m.path).unwrap());
+        model.learn(&t.ids, m.gold);
+    }
+    let raw: Vec<Vec<u8>> = corpus[half..]
+        .iter()
+        .step_by(10)
+        .map(|m| std::fs::read(&m.path).unwrap())
+        .collect();
+    let tokens: Vec<_> = raw.iter().map(|r| tokenizer.tokenize(r)).collect();
+    let veto = Params {
+        parts: chaff::classify::Parts::Fisher,
+        header_veto_at: 5.0,
+        ..Params::default()
+    };
+    let ramp = Params {
+        header_strength: Some(0.02),
+        header_strength_ramp: 10.0,
+        ..veto.clone()
+    };
+    let mut g = c.benchmark_group("real mail");
+    g.throughput(Throughput::Elements(raw.len() as u64));
+    g.bench_function("tokenize", |b| {
+        b.iter(|| {
+            for r in &raw {
+                black_box(tokenizer.tokenize(black_box(r)));
+            }
+        })
+    });
+    for (name, params) in [
+        ("classify pooled", Params::default()),
+        ("classify veto 5", veto),
+        ("classify veto 5, header s 0.02 ramp 10", ramp),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for t in &tokens {
+                    black_box(chaff::classify::robinson::score_parts(
+                        &model, &t.ids, &t.header, &params,
+                    ));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, real_mail);
 criterion_main!(benches);

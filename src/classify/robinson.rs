@@ -505,6 +505,15 @@ impl<'a, T> Split<'a, T> {
 
     /// Combines the parts (see [`Parts`]); also the tokens combined.
     /// Afterwards `significant[0]` holds every combined item.
+    ///
+    /// The statistics share their logarithms: the pooled items are the
+    /// body's, then the header's, so the body's sums ([`Sums`]) are a
+    /// prefix of the pooled ones and each token's `ln f` and `ln(1 − f)`
+    /// is taken once, in the order each statistic alone would add them
+    /// (the same result, bit for bit, as summing each apart). That keeps
+    /// the header's veto, which needs the pooled and the body's
+    /// statistic, near the cost of pooled scoring (docs/PERFORMANCE.md,
+    /// "The header's veto: its cost").
     pub(crate) fn combine(
         &mut self,
         unknown: f64,
@@ -516,49 +525,104 @@ impl<'a, T> Split<'a, T> {
         T: Clone,
     {
         let [body, header] = &mut self.significant;
+        if self.pooled {
+            let c = combine_with_unknowns(body, self.unknowns[0], unknown, params, f, make);
+            return (c, body.len() as u32);
+        }
         let say = (header.len() as f64 / params.header_full_at.max(1) as f64).min(1.0);
         let trust = self.trust;
+        let [body_unknowns, header_unknowns] = self.unknowns;
+        let all_unknowns = body_unknowns + header_unknowns;
+        // Sums only where no item is dropped (else each statistic keeps its
+        // own most extreme items); the pooled items fitting means the
+        // body's fit too.
+        let body_sums =
+            fits(body.len(), body_unknowns, unknown, params).then(|| Sums::over(body, f));
+        let mut pooled_sums =
+            body_sums.filter(|_| fits(body.len() + header.len(), all_unknowns, unknown, params));
+        // Each header token's logarithms go to the header's sums and
+        // continue the pooled ones.
+        let mut header_sums = Sums::default();
+        for item in header.iter() {
+            let logs = Sums::logs(f(item));
+            header_sums.add_logs(logs);
+            if let Some(pooled) = &mut pooled_sums {
+                pooled.add_logs(logs);
+            }
+        }
+        let header_sums =
+            fits(header.len(), header_unknowns, unknown, params).then_some(header_sums);
         // A thin header (Enron's corpora keep only the Subject line) is no
         // expert: below full say, the two-part result is mixed with the
         // pooled one, which it becomes as the header's say goes to zero.
         let fisher = matches!(params.parts, Parts::Fisher);
         let veto = fisher && params.header_veto_at > 0.0;
-        if veto && !self.pooled {
+        if veto {
             // Only a header at least `header_veto_at` confident can veto.
             // Its statistic is cheap (a header has tens of tokens, a body
             // up to a thousand); when it cannot veto, the message scores
-            // as pooled and the body's own statistic is never computed —
-            // the same result, bit for bit, as computing all three.
-            let header_c = combine_with_unknowns(
-                &mut header.clone(),
-                self.unknowns[1],
-                unknown,
-                params,
-                f,
-                make,
-            );
+            // as pooled and the body's own statistic is never combined —
+            // the same result, bit for bit, as combining all three.
+            let header_c = match header_sums {
+                Some(sums) => from_sums(sums, header_unknowns, unknown, params).0,
+                None => combine_with_unknowns(
+                    &mut header.clone(),
+                    header_unknowns,
+                    unknown,
+                    params,
+                    f,
+                    make,
+                ),
+            };
             let cannot_veto = body.is_empty()
                 || header.is_empty()
                 || header_c.log_odds.abs() < params.header_veto_at
                 || (params.header_veto_ham_only && header_c.log_odds > 0.0);
             if cannot_veto {
                 body.append(header);
-                let n = self.unknowns[0] + self.unknowns[1];
-                let pooled = combine_with_unknowns(body, n, unknown, params, f, make);
+                let pooled =
+                    combine_summed(body, pooled_sums, all_unknowns, unknown, params, f, make);
                 return (pooled, body.len() as u32);
+            }
+            // A body that leans the header's way cannot be vetoed (the veto
+            // needs a disagreement): the message scores as pooled, and the
+            // body's statistic is never combined — its sign, from its sums,
+            // is enough.
+            if let (Some(body_sums), Some(pooled_sums)) = (body_sums, pooled_sums)
+                && Sums::sign_with_unknowns(body_sums, body_unknowns, unknown, params)
+                    == Some(header_c.log_odds > 0.0)
+            {
+                let (pooled, _) = from_sums(pooled_sums, all_unknowns, unknown, params);
+                // The items as the parts combined apart would leave them.
+                for (items, n) in [(&mut *body, body_unknowns), (&mut *header, header_unknowns)] {
+                    let admitted = admitted(items.len(), n, unknown, params);
+                    items.extend((0..admitted).map(|_| make(unknown)));
+                }
+                let used = (body.len() + header.len()) as u32;
+                body.append(header);
+                return (pooled, used);
             }
         }
         let pooled =
             (fisher && (veto || (!header.is_empty() && (say < 1.0 || trust < 1.0)))).then(|| {
-                let mut all: Vec<T> = body.iter().chain(header.iter()).cloned().collect();
-                let n = self.unknowns[0] + self.unknowns[1];
-                combine_with_unknowns(&mut all, n, unknown, params, f, make)
+                match pooled_sums {
+                    Some(sums) => from_sums(sums, all_unknowns, unknown, params).0,
+                    None => {
+                        let mut all: Vec<T> = body.iter().chain(header.iter()).cloned().collect();
+                        combine_with_unknowns(&mut all, all_unknowns, unknown, params, f, make)
+                    }
+                }
             });
-        let body_c = combine_with_unknowns(body, self.unknowns[0], unknown, params, f, make);
-        if self.pooled {
-            return (body_c, body.len() as u32);
-        }
-        let header_c = combine_with_unknowns(header, self.unknowns[1], unknown, params, f, make);
+        let body_c = combine_summed(body, body_sums, body_unknowns, unknown, params, f, make);
+        let header_c = combine_summed(
+            header,
+            header_sums,
+            header_unknowns,
+            unknown,
+            params,
+            f,
+            make,
+        );
         // The veto: only a confident disagreement between two parts that
         // both have evidence is combined apart; anything else (including a
         // part with no significant token, whose never-seen tokens would
@@ -643,11 +707,102 @@ pub(crate) fn combine_with_unknowns<T>(
     f: impl Fn(&T) -> f64 + Copy,
     make: impl Fn(f64) -> T,
 ) -> Combined {
-    let n = if (unknown - 0.5).abs() < params.min_dev {
+    let sums =
+        fits(significant.len(), unknowns, unknown, params).then(|| Sums::over(significant, f));
+    combine_summed(significant, sums, unknowns, unknown, params, f, make)
+}
+
+/// How many of a statistic's `unknowns` never-seen tokens count beside
+/// its `known` significant ones ([`combine_with_unknowns`]).
+fn admitted(known: usize, unknowns: usize, unknown: f64, params: &Params) -> usize {
+    if (unknown - 0.5).abs() < params.min_dev {
         0
     } else {
-        unknowns.min(significant.len().saturating_mul(params.unknown_cap))
-    };
+        unknowns.min(known.saturating_mul(params.unknown_cap))
+    }
+}
+
+/// Whether `known` items and the unknowns they admit fit `max_tokens`:
+/// then nothing is dropped, and the statistic follows from the known
+/// items' [`Sums`] alone ([`from_sums`]).
+fn fits(known: usize, unknowns: usize, unknown: f64, params: &Params) -> bool {
+    known + admitted(known, unknowns, unknown, params) <= params.max_tokens
+}
+
+/// [`combine_with_unknowns`] given the known items' sums when they
+/// [`fits`] (else `None`, and the items are combined keeping the most
+/// extreme): `significant` gains the admitted unknowns either way.
+fn combine_summed<T>(
+    significant: &mut Vec<T>,
+    sums: Option<Sums>,
+    unknowns: usize,
+    unknown: f64,
+    params: &Params,
+    f: impl Fn(&T) -> f64 + Copy,
+    make: impl Fn(f64) -> T,
+) -> Combined {
+    match sums {
+        Some(sums) => {
+            let (combined, n) = from_sums(sums, unknowns, unknown, params);
+            significant.extend((0..n).map(|_| make(unknown)));
+            combined
+        }
+        None => combine_dropping(significant, unknowns, unknown, params, f, make),
+    }
+}
+
+/// [`combine_with_unknowns`] from the known items' sums, when they fit
+/// `max_tokens` with their unknowns: the unknowns' logarithms are added
+/// to the same running sums, in the order [`combine_by`] would add them
+/// over the extended items, so the result is the same bit for bit. The
+/// known items' own statistic (two chi-square tails) is needed only to
+/// tell a cancellation, and its sign is the sign of `Σ ln f − Σ ln(1 − f)`
+/// ([`Sums::sign`]), so it is computed only when that sign disagrees with
+/// the whole or is too close to call. Also the unknowns admitted.
+fn from_sums(known: Sums, unknowns: usize, unknown: f64, params: &Params) -> (Combined, usize) {
+    let n = admitted(known.n, unknowns, unknown, params);
+    if n == 0 {
+        return (known.combined(), 0);
+    }
+    let mut all = known;
+    let logs = Sums::logs(unknown);
+    for _ in 0..n {
+        all.add_logs(logs);
+    }
+    let all_c = all.combined();
+    if all_c.log_odds == 0.0 || known.sign() == Some(all_c.log_odds > 0.0) {
+        return (all_c, n);
+    }
+    (cancel(known.combined(), all_c), n)
+}
+
+/// The whole `all` unless absence reversed what the `known` tokens said:
+/// then unsure (|log-odds| < 1, probability within 0.27..0.73), but still
+/// ordered by what the known tokens said, so a ranking does not collapse
+/// into one tie at 0.5.
+fn cancel(known: Combined, all: Combined) -> Combined {
+    if all.log_odds * known.log_odds < 0.0 {
+        let log_odds = (known.log_odds / CANCELLED_SCALE).tanh();
+        return Combined {
+            probability: 1.0 / (1.0 + (-log_odds).exp()),
+            log_odds,
+        };
+    }
+    all
+}
+
+/// [`combine_with_unknowns`] when items must be dropped: the known
+/// tokens' statistic over their `max_tokens` most extreme, the whole over
+/// the most extreme of the known and the admitted unknowns together.
+fn combine_dropping<T>(
+    significant: &mut Vec<T>,
+    unknowns: usize,
+    unknown: f64,
+    params: &Params,
+    f: impl Fn(&T) -> f64 + Copy,
+    make: impl Fn(f64) -> T,
+) -> Combined {
+    let n = admitted(significant.len(), unknowns, unknown, params);
     if n == 0 {
         keep_most_extreme(significant, params.max_tokens, f);
         return combine_by(significant, f);
@@ -659,18 +814,7 @@ pub(crate) fn combine_with_unknowns<T>(
     };
     significant.extend((0..n).map(|_| make(unknown)));
     keep_most_extreme(significant, params.max_tokens, f);
-    let all = combine_by(significant, f);
-    if all.log_odds * known.log_odds < 0.0 {
-        // Cancelled: unsure (|log-odds| < 1, probability within 0.27..0.73),
-        // but still ordered by what the known tokens said, so a ranking does
-        // not collapse into one tie at 0.5.
-        let log_odds = (known.log_odds / CANCELLED_SCALE).tanh();
-        return Combined {
-            probability: 1.0 / (1.0 + (-log_odds).exp()),
-            log_odds,
-        };
-    }
-    all
+    cancel(known, combine_by(significant, f))
 }
 
 /// Keeps the `max` most extreme estimates (by `|f − 0.5|`), in O(n).
@@ -698,22 +842,91 @@ pub fn combine(probs: &[f64]) -> Combined {
 
 /// [`combine`] of `f` of each item, without collecting them first.
 pub(crate) fn combine_by<T>(items: &[T], f: impl Fn(&T) -> f64) -> Combined {
-    if items.is_empty() {
-        return Combined {
-            probability: 0.5,
-            log_odds: 0.0,
-        };
-    }
-    // Clamp so ln never sees 0: Robinson's shrinkage keeps f inside (0, 1)
-    // already, but combine is public and must be total.
+    Sums::over(items, f).combined()
+}
+
+/// A chi-square statistic's running sums over its items, in order:
+/// `Σ ln(1 − f)`, `Σ ln f` and how many. Sharing them is how the pooled,
+/// the body's and the known tokens' statistics cost one logarithm pair
+/// per token ([`Split::combine`], [`from_sums`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Sums {
+    ln_spam: f64,
+    ln_ham: f64,
+    n: usize,
+}
+
+impl Sums {
+    /// Clamp so ln never sees 0: Robinson's shrinkage keeps f inside
+    /// (0, 1) already, but [`combine`] is public and must be total.
     const EPS: f64 = 1e-12;
-    let (mut ln_spam, mut ln_ham) = (0.0f64, 0.0f64);
-    for item in items {
-        let p = f(item).clamp(EPS, 1.0 - EPS);
-        ln_spam += (1.0 - p).ln();
-        ln_ham += p.ln();
+
+    fn over<T>(items: &[T], f: impl Fn(&T) -> f64) -> Sums {
+        let mut sums = Sums::default();
+        for item in items {
+            sums.add_logs(Sums::logs(f(item)));
+        }
+        sums
     }
-    combine_logs(ln_spam, ln_ham, items.len())
+
+    /// `(ln(1 − f), ln f)` of one item.
+    #[inline]
+    fn logs(f: f64) -> (f64, f64) {
+        let p = f.clamp(Self::EPS, 1.0 - Self::EPS);
+        ((1.0 - p).ln(), p.ln())
+    }
+
+    #[inline]
+    fn add_logs(&mut self, (ln_spam, ln_ham): (f64, f64)) {
+        self.ln_spam += ln_spam;
+        self.ln_ham += ln_ham;
+        self.n += 1;
+    }
+
+    /// The chi-square combining of the items; 0.5 (log-odds 0) for none.
+    fn combined(&self) -> Combined {
+        if self.n == 0 {
+            return Combined {
+                probability: 0.5,
+                log_odds: 0.0,
+            };
+        }
+        combine_logs(self.ln_spam, self.ln_ham, self.n)
+    }
+
+    /// The sign of [`Sums::combined`]'s log-odds (`true`: spam) without
+    /// its tails, or `None` when too close to call. Both tails are of the
+    /// same `2n` degrees of freedom and `Q` falls as its statistic grows,
+    /// so the spam side wins exactly when `−2 Σ ln(1 − f) > −2 Σ ln f`;
+    /// the margin (a billionth of the sums) is orders of magnitude above
+    /// the tails' rounding.
+    fn sign(&self) -> Option<bool> {
+        let d = self.ln_ham - self.ln_spam;
+        let margin = 1e-9 * (self.ln_ham.abs() + self.ln_spam.abs());
+        (d.abs() > margin).then_some(d > 0.0)
+    }
+
+    /// The sign of [`from_sums`]'s log-odds, without its tails, or `None`
+    /// when too close to call: absence either agrees with the known
+    /// tokens or cancels them into an unsure score of their own sign, so
+    /// the result leans the known tokens' way unless the whole is a tie.
+    fn sign_with_unknowns(
+        known: Sums,
+        unknowns: usize,
+        unknown: f64,
+        params: &Params,
+    ) -> Option<bool> {
+        let n = admitted(known.n, unknowns, unknown, params);
+        if n == 0 {
+            return known.sign();
+        }
+        let mut all = known;
+        let logs = Sums::logs(unknown);
+        for _ in 0..n {
+            all.add_logs(logs);
+        }
+        all.sign().and(known.sign())
+    }
 }
 
 /// [`combine`] of probabilities given by their log-odds, unclamped, so
@@ -1364,5 +1577,143 @@ mod tests {
             m.score(&msg, &p).log_odds.to_bits(),
             m.score(&with_novel, &p).log_odds.to_bits()
         );
+    }
+
+    /// Estimates in (0, 1) either side of the dead zone, some extreme,
+    /// from a seed: what [`Split::combine`] sees after `min_dev`.
+    fn estimates(len: usize, seed: u64, spammy: f64) -> Vec<f64> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                let side = if u < spammy { 1.0 } else { -1.0 };
+                let depth = ((x >> 3) % 1000) as f64 / 1000.0;
+                0.5 + side * (0.2 + 0.2999999 * depth * depth)
+            })
+            .collect()
+    }
+
+    /// The three statistics the veto needs, each combined apart over its
+    /// own items (`combine_dropping`, the item-by-item way), and the
+    /// result [`Split::combine`] must give from them.
+    fn veto_reference(
+        body: &[f64],
+        header: &[f64],
+        unknowns: [usize; 2],
+        unknown: f64,
+        p: &Params,
+    ) -> (f64, bool) {
+        let apart = |items: &[f64], n: usize| {
+            combine_dropping(&mut items.to_vec(), n, unknown, p, |f| *f, |f| f)
+        };
+        let all: Vec<f64> = body.iter().chain(header).copied().collect();
+        let pooled = apart(&all, unknowns[0] + unknowns[1]);
+        let (b, h) = (apart(body, unknowns[0]), apart(header, unknowns[1]));
+        let vetoed = !body.is_empty()
+            && !header.is_empty()
+            && h.log_odds * b.log_odds < 0.0
+            && h.log_odds.abs() >= p.header_veto_at
+            && b.log_odds.abs() >= p.header_veto_at;
+        // A thin header's two-part result is mixed with the pooled one.
+        let say = (header.len() as f64 / p.header_full_at.max(1) as f64).min(1.0);
+        let log_odds = match (vetoed, say < 1.0) {
+            (false, _) => pooled.log_odds,
+            (true, false) => combine_log_odds(&[h.log_odds, b.log_odds]).log_odds,
+            (true, true) => {
+                let both = combine_log_odds(&[h.log_odds, b.log_odds]);
+                mix(both.log_odds, pooled.log_odds, say).log_odds
+            }
+        };
+        (log_odds, vetoed)
+    }
+
+    #[test]
+    fn shared_sums_give_each_statistic_bit_for_bit_as_combined_apart() {
+        // Pooled and veto alike, messages that fit `max_tokens` and
+        // messages that do not, unknowns that agree with the known tokens,
+        // that cancel them, and none.
+        let veto = Params {
+            parts: Parts::Fisher,
+            header_veto_at: 5.0,
+            max_tokens: 300,
+            ..Params::default()
+        };
+        let (mut checked, mut vetoed) = ([0usize; 2], 0);
+        for seed in 0..400u64 {
+            let body = estimates(5 + (seed as usize * 7) % 400, seed, (seed % 5) as f64 / 4.0);
+            let header = estimates(
+                1 + (seed as usize) % 40,
+                seed + 1000,
+                ((seed / 5) % 3) as f64 / 2.0,
+            );
+            let unknown = [0.05, 0.5, 0.95, 0.2][(seed % 4) as usize];
+            let unknowns = [(seed as usize * 13) % 700, (seed as usize * 3) % 60];
+            // One part alone, as a pooled message is combined.
+            let mut items = body.clone();
+            let summed =
+                combine_with_unknowns(&mut items, unknowns[0], unknown, &veto, |f| *f, |f| f);
+            let mut reference = body.clone();
+            let apart =
+                combine_dropping(&mut reference, unknowns[0], unknown, &veto, |f| *f, |f| f);
+            assert_eq!(
+                summed.log_odds.to_bits(),
+                apart.log_odds.to_bits(),
+                "seed {seed}"
+            );
+            assert_eq!(
+                items.len(),
+                reference.len(),
+                "seed {seed}: the items combined"
+            );
+            checked[usize::from(fits(body.len(), unknowns[0], unknown, &veto))] += 1;
+            // Both parts, under the veto.
+            let mut split = Split::<f64>::new(body.len() + header.len(), &[], &veto);
+            split.pooled = false;
+            split.significant = [body.clone(), header.clone()];
+            split.unknowns = unknowns;
+            let (got, _) = split.combine(unknown, &veto, |f| *f, |f| f);
+            let (expected, v) = veto_reference(&body, &header, unknowns, unknown, &veto);
+            assert_eq!(
+                got.log_odds.to_bits(),
+                expected.to_bits(),
+                "seed {seed}: veto"
+            );
+            vetoed += usize::from(v);
+        }
+        // Both ways were taken: from the sums, and dropping items.
+        assert!(checked[0] > 20 && checked[1] > 20, "{checked:?}");
+        assert!(vetoed > 20, "the veto itself: {vetoed} of 400");
+    }
+
+    #[test]
+    fn the_sums_sign_is_the_statistics_sign() {
+        for seed in 0..2000u64 {
+            let items = estimates(1 + (seed as usize) % 900, seed, 0.5);
+            let sums = Sums::over(&items, |f| *f);
+            let c = sums.combined();
+            if let Some(spam) = sums.sign() {
+                assert_eq!(spam, c.log_odds > 0.0, "seed {seed}: {c:?}");
+            }
+        }
+        // Too close to call: a tie.
+        assert_eq!(Sums::over(&[0.3, 0.7], |f| *f).sign(), None);
+        // With never-seen tokens, agreeing or cancelling.
+        let p = Params::default();
+        let mut cancelled = 0;
+        for seed in 0..2000u64 {
+            let items = estimates(1 + (seed as usize) % 300, seed, (seed % 3) as f64 / 2.0);
+            let sums = Sums::over(&items, |f| *f);
+            let (unknown, unknowns) =
+                ([0.05, 0.95][(seed % 2) as usize], (seed as usize * 7) % 900);
+            let (c, _) = from_sums(sums, unknowns, unknown, &p);
+            cancelled += usize::from(c.log_odds.abs() < 1.0);
+            if let Some(spam) = Sums::sign_with_unknowns(sums, unknowns, unknown, &p) {
+                assert_eq!(spam, c.log_odds > 0.0, "seed {seed}: {c:?}");
+            }
+        }
+        assert!(cancelled > 50, "cancellations: {cancelled}");
     }
 }
