@@ -403,7 +403,8 @@ fn probabilities_as_written(raw: &str, user: &str) -> Vec<f64> {
 /// this chaff with the header prior's ramp on, it is upgraded to format 8
 /// with all that ham counted as delivered, so both users score bit for bit
 /// as main did without the ramp — user-0's Not spam clicks included (read
-/// as clicked, they would give the header its smaller prior in full).
+/// as clicked, they would give the header its smaller prior in full; the
+/// ramp is the default since session 15).
 #[tokio::test]
 async fn a_format_7_directory_written_by_main_opens_with_all_its_ham_delivered() {
     use crate::common::{ServerProcess, connect, score, user};
@@ -441,9 +442,12 @@ async fn a_format_7_directory_written_by_main_opens_with_all_its_ham_delivered()
             let probe =
                 std::fs::read(root.path().join(format!("probes/probe-u{u}-{p}.eml"))).unwrap();
             let s = score(&mut c, &id, &probe).await;
-            assert_eq!(
-                s.spam_probability.to_bits(),
-                want.to_bits(),
+            // Main pooled header and body; today's default (the header's
+            // veto) sums the body's logarithms before the header's, so the
+            // same evidence can differ in the last bits. Read as clicked,
+            // the old ham moves a probe in the third decimal.
+            assert!(
+                (s.spam_probability - want).abs() <= 1e-12 * want.abs(),
                 "{id} probe {p}: {} against main's {want}",
                 s.spam_probability
             );

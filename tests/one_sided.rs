@@ -166,6 +166,7 @@ async fn scores_of(c: &mut Client, user: &str, seed: u64) -> Vec<u64> {
 #[tokio::test]
 async fn the_clicked_ham_the_header_prior_waits_for_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
+    // The defaults since session 15, spelled out.
     let ramp = ["--header-strength", "0.02", "--header-strength-ramp", "10"];
     let users = [("spam-only", 41u64), ("ham-clicker", 42)];
     let server = ServerProcess::start_args(dir.path(), &ramp);
@@ -220,9 +221,10 @@ async fn the_clicked_ham_the_header_prior_waits_for_survives_a_restart() {
         }
         server.terminate();
     }
-    // Without the setting: the same scores for the spam-only user (the
-    // ramp never started for them), other scores for the ham clicker.
-    let server = ServerProcess::start(dir.path());
+    // Without the header prior (its `s` the body's, 0.1): the same scores
+    // for the spam-only user (the ramp never started for them), other
+    // scores for the ham clicker.
+    let server = ServerProcess::start_args(dir.path(), &["--header-strength", "0.1"]);
     let mut c = connect(&server.addr).await;
     let plain = scores_of(&mut c, "spam-only", 41).await;
     assert_eq!(plain, before[0], "spam-only: as without the setting");

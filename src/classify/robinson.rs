@@ -107,19 +107,23 @@
 //! default on all five corpora in every protocol (docs/ACCURACY.md, "The
 //! header's veto"); with them, a spam-only clicker's relays come back as
 //! spam evidence. Of 3 to 7, 5 helps or ties within a few messages on
-//! all five corpora in five protocols (issue #19, fourth session), but it
-//! is not the default: on real mail scored against a large model it
-//! adds about 10 % to a replay's CPU time, far above the 2–3 % asked
-//! (docs/PERFORMANCE.md, "The header's veto: its cost"). The header's
-//! statistic is computed first (tens of tokens), and the body's beside
-//! the pooled one only when the header is confident enough to veto —
-//! against a large model, by the cost measured, most headers are.
-//! [`Params::header_trust_at`] (the two-part result moved towards the
-//! pooled one in log-odds while the model's thinner class is small) and
-//! [`Params::header_strength`] are the other knobs tried;
-//! [`Params::header_strength_ramp`] keeps a smaller header prior away from
-//! a user who has clicked no ham, whose ham side is only delivered mail
-//! (docs/ACCURACY.md, "Session 14").
+//! all five corpora in five protocols (issue #19, fourth session); it is
+//! the default since session 15, when the statistics came to share their
+//! logarithms ([`Split::combine`]) and its cost on real mail fell from
+//! 6–7 % of score time to about 3 % (docs/PERFORMANCE.md, "The header's
+//! veto: its cost"). The header's statistic is computed first (tens of
+//! tokens); the body's only when the header is confident enough to veto
+//! and the body's sums lean the other way.
+//!
+//! The default also gives header tokens their own, weaker prior
+//! ([`Params::header_strength`] 0.02 against `strength` 0.1), which ranks
+//! trec06p and spamassassin better, but only as far as the user has
+//! clicked ham ([`Params::header_strength_ramp`], 10 messages' worth): a
+//! user who has clicked no ham, whose ham side is only delivered mail,
+//! scores with `strength` everywhere (docs/ACCURACY.md, "Session 14" and
+//! "Session 15"). [`Params::header_trust_at`] (the two-part result moved
+//! towards the pooled one in log-odds while the model's thinner class is
+//! small) is the other knob tried.
 //!
 //! # Log-odds, so the extremes keep their order
 //!
@@ -145,11 +149,13 @@ use crate::tokenize::TokenId;
 /// log"): a weak prior (s = 0.1) lets a token's own history speak early,
 /// a wide dead zone (|f − 0.5| ≥ 0.2) drops the noise that pairs add, and
 /// up to 1,000 tokens lets long messages use all their strong evidence.
-/// Header and body are pooled: combining them apart ("Header and body"
-/// above) won with every message learned but lost under clicks; the
-/// header's veto at 5 keeps the win and loses nothing that counts, but
-/// costs too much score time to be the default yet (docs/ACCURACY.md,
-/// "The header's veto: the threshold and the cost").
+/// Header and body are pooled unless they disagree confidently (the
+/// header's veto at 5): combining them apart on every message ("Header
+/// and body" above) won with every message learned but lost under
+/// clicks; the veto keeps the win and loses nothing that counts
+/// (docs/ACCURACY.md, "The header's veto: the threshold and the cost").
+/// Header tokens take a weaker prior (s = 0.02) once the user has clicked
+/// ten messages' worth of ham (docs/ACCURACY.md, "Session 15").
 /// The ham cutoff is SpamBayes'; the spam cutoff is lower than SpamBayes'
 /// 0.90, which missed enough spam to lose lam% to crm114 on the
 /// SpamAssassin corpus; `confident_log_odds` is from the same measurement
@@ -211,7 +217,7 @@ pub struct Params {
     /// who only clicks spam then teaches their own mail's header tokens as
     /// spam on the evidence of their clicks against a ham side made of
     /// delivered mail, and ham lands in a spam folder they never open
-    /// (docs/ACCURACY.md, "Session 11" and "Session 14"). Off by default
+    /// (docs/ACCURACY.md, "Session 11" and "Session 14"). 10 by default
     /// (`chaff serve`/`chaff eval --header-strength-ramp`); the store keeps
     /// the clicked/delivered split (format 8).
     pub header_strength_ramp: f64,
@@ -269,13 +275,13 @@ impl Default for Params {
             shared_strength: 10.0,
             shared_halflife: 100.0,
             unknown_cap: 3,
-            parts: Parts::Pooled,
+            parts: Parts::Fisher,
             header_full_at: 10,
             header_trust_at: 0.0,
             header_trust_by: 0,
-            header_strength: None,
-            header_strength_ramp: 0.0,
-            header_veto_at: 0.0,
+            header_strength: Some(0.02),
+            header_strength_ramp: 10.0,
+            header_veto_at: 5.0,
             header_veto_ham_only: false,
         }
     }
@@ -1341,7 +1347,7 @@ mod tests {
         let (m, ids, header) = relayed_spam();
         let p = Params {
             parts: Parts::Pooled,
-            ..Params::default()
+            ..pooled_defaults()
         };
         assert!(score_parts(&m, &ids, &header, &p).log_odds > 100.0);
     }
@@ -1355,7 +1361,7 @@ mod tests {
             let p = Params {
                 parts,
                 header_veto_at: 0.0,
-                ..Params::default()
+                ..pooled_defaults()
             };
             let s = score_parts(&m, &ids, &header, &p);
             assert_eq!(
@@ -1393,7 +1399,7 @@ mod tests {
         let veto = Params {
             parts: Parts::Fisher,
             header_veto_at: 5.0,
-            ..Params::default()
+            ..pooled_defaults()
         };
         // Hammy list header, spammy body: unsure, as without the rule.
         let s = score_parts(&m, &ids, &header, &veto);
@@ -1409,7 +1415,7 @@ mod tests {
             spammy.learn(&range(2000..2020), Label::Spam);
         }
         let spam: Vec<TokenId> = range(0..400).into_iter().chain(range(2000..2020)).collect();
-        let pooled = score(&spammy, &spam, &Params::default());
+        let pooled = score(&spammy, &spam, &pooled_defaults());
         let vetoed = score_parts(&spammy, &spam, &range(2000..2020), &veto);
         assert!(
             (vetoed.log_odds - pooled.log_odds).abs() < 1e-9 * pooled.log_odds.abs(),
@@ -1429,13 +1435,13 @@ mod tests {
         let (m, ids, header) = relayed_spam();
         let pooled = Params {
             parts: Parts::Pooled,
-            ..Params::default()
+            ..pooled_defaults()
         };
         assert!(score_parts(&m, &ids, &header, &pooled).log_odds > 100.0);
         let p = Params {
             parts: Parts::Fisher,
             header_veto_at: 5.0,
-            ..Params::default()
+            ..pooled_defaults()
         };
         let s = score_parts(&m, &ids, &header, &p);
         assert_eq!(
@@ -1465,9 +1471,9 @@ mod tests {
             parts: Parts::Fisher,
             header_trust_at: f64::INFINITY,
             header_veto_at: 0.0,
-            ..Params::default()
+            ..pooled_defaults()
         };
-        let pooled = score(&m, &ids, &Params::default());
+        let pooled = score(&m, &ids, &pooled_defaults());
         let s = score_parts(&m, &ids, &header, &p);
         assert!(
             (s.log_odds - pooled.log_odds).abs() < 1e-9 * pooled.log_odds.abs(),
@@ -1478,16 +1484,16 @@ mod tests {
     #[test]
     fn a_message_without_header_tokens_scores_as_pooled_bit_for_bit() {
         let (m, ids, _) = relayed_spam();
-        let pooled = score(&m, &ids, &Params::default());
+        let pooled = score(&m, &ids, &pooled_defaults());
         let really_pooled = Params {
             parts: Parts::Pooled,
-            ..Params::default()
+            ..pooled_defaults()
         };
         assert_eq!(score_parts(&m, &ids, &[], &really_pooled), pooled);
         for parts in [Parts::Mix { header: 0.5 }, Parts::Fisher] {
             let p = Params {
                 parts,
-                ..Params::default()
+                ..pooled_defaults()
             };
             assert_eq!(score_parts(&m, &ids, &[], &p), pooled);
             // Header tokens that say nothing leave the body in charge.
@@ -1505,10 +1511,10 @@ mod tests {
     #[test]
     fn the_header_prior_waits_for_clicked_ham() {
         use crate::classify::Weight;
-        let plain = Params::default();
+        let plain = pooled_defaults();
         let full = Params {
             header_strength: Some(0.02),
-            ..Params::default()
+            ..pooled_defaults()
         };
         let ramp = Params {
             header_strength_ramp: 10.0,
@@ -1577,6 +1583,18 @@ mod tests {
             m.score(&msg, &p).log_odds.to_bits(),
             m.score(&with_novel, &p).log_odds.to_bits()
         );
+    }
+
+    /// Session 14's defaults: header and body pooled, one prior for both;
+    /// what the header rules are measured against.
+    fn pooled_defaults() -> Params {
+        Params {
+            parts: Parts::Pooled,
+            header_veto_at: 0.0,
+            header_strength: None,
+            header_strength_ramp: 0.0,
+            ..Params::default()
+        }
     }
 
     /// Estimates in (0, 1) either side of the dead zone, some extreme,

@@ -127,11 +127,11 @@ pub struct EvalArgs {
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
     strength: Option<f64>,
-    /// How header and body evidence are combined: `pooled` (the default):
-    /// all tokens in one statistic; `fisher`: one chi-square statistic per
-    /// part, the two parts' probabilities combined as two tokens (with
-    /// --header-veto-at 5 only where header and body disagree confidently,
-    /// the setting docs/ACCURACY.md recommends); a share such as 0.5: the
+    /// How header and body evidence are combined: `fisher` (the default):
+    /// one chi-square statistic per part, the two parts' probabilities
+    /// combined as two tokens (with --header-veto-at 5, the default, only
+    /// where header and body disagree confidently); `pooled` (session
+    /// 14's default): all tokens in one statistic; a share such as 0.5: the
     /// two parts' probabilities mixed with this share for the header
     /// (src/classify/robinson.rs, "Header and body"; docs/ACCURACY.md,
     /// "The header's veto: the threshold and the cost").
@@ -152,22 +152,23 @@ pub struct EvalArgs {
     header_trust_by: Option<u8>,
     /// With --header-share fisher: combine the parts apart only when
     /// header and body disagree, each at least this confidently
-    /// (|log-odds|); otherwise the pooled score (0, the default: every
-    /// message apart; 5: the header's veto, docs/ACCURACY.md).
+    /// (|log-odds|); otherwise the pooled score (5, the default: the
+    /// header's veto, docs/ACCURACY.md; 0: every message apart).
     #[arg(long, help_heading = "Tuning", value_name = "LOG_ODDS")]
     header_veto_at: Option<f64>,
     /// With --header-veto-at: only a hammy header vetoes a spammy body.
     #[arg(long, help_heading = "Tuning", hide = true)]
     header_veto_ham_only: bool,
-    /// Robinson's s for header tokens (default: --strength), pooled or
-    /// with --header-share.
-    #[arg(long, help_heading = "Tuning", hide = true)]
+    /// Robinson's s for header tokens (default 0.02; --strength's value,
+    /// 0.1, turns it off), pooled or with --header-share.
+    #[arg(long, help_heading = "Tuning")]
     header_strength: Option<f64>,
     /// With --header-strength: the header's s reaches it only once the
     /// user has clicked this many messages' worth of ham (mail learned
     /// from its delivery does not count); before, it moves from --strength
     /// towards it in proportion, so a user who never clicks Not spam
-    /// scores as without it (docs/ACCURACY.md, "Session 14"). 0: always.
+    /// scores as without it (docs/ACCURACY.md, "Session 14"). Default 10;
+    /// 0: always.
     /// `chaff serve --header-strength-ramp` is the same setting.
     #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
     header_strength_ramp: Option<f64>,

@@ -161,18 +161,18 @@ pub struct ServeArgs {
     /// acknowledged. A queued message holds its token ids (8 bytes each: about 8 KiB for a 1,000-token message).
     #[arg(long, env = "CHAFF_DELIVERED_QUEUE", default_value_t = chaff::engine::DEFAULT_DELIVERED_QUEUE, value_parser = at_least_one)]
     delivered_queue: usize,
-    /// Robinson's s for header tokens (default: the body's, 0.1): a
-    /// smaller one (0.02) lets header tokens decide sooner, which ranks
-    /// better for users who click Not spam but misfiles ham of users who
-    /// only click Spam unless --header-strength-ramp holds it back
-    /// (docs/ACCURACY.md, "Session 14").
+    /// Robinson's s for header tokens (default 0.02; 0.1, the body's,
+    /// turns it off): a smaller one lets header tokens decide sooner,
+    /// which ranks better for users who click Not spam but misfiles ham of
+    /// users who only click Spam unless --header-strength-ramp holds it
+    /// back (docs/ACCURACY.md, "Session 14" and "Session 15").
     #[arg(long, env = "CHAFF_HEADER_STRENGTH", value_name = "S", value_parser = positive, help_heading = "Scoring")]
     header_strength: Option<f64>,
     /// With --header-strength: the header's s reaches it only once the
     /// user has clicked this many messages' worth of ham (mail learned
     /// from its delivery does not count); before, it moves from the body's
     /// s towards it in proportion, so a user who never clicks Not spam
-    /// scores as without it (0, the default: always in full). The split
+    /// scores as without it (default 10; 0: always in full). The split
     /// between clicked and delivered ham is kept by the store (format 8);
     /// ham learned before that counts as delivered.
     #[arg(long, env = "CHAFF_HEADER_STRENGTH_RAMP", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring")]
