@@ -177,6 +177,13 @@ pub struct ServeArgs {
     /// ham learned before that counts as delivered.
     #[arg(long, env = "CHAFF_HEADER_STRENGTH_RAMP", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring")]
     header_strength_ramp: Option<f64>,
+    /// Header and body are combined apart only where they disagree, each
+    /// at least this confident (|log-odds|; default 5, the header's veto:
+    /// a list's ham header relaying spam-like text makes it unsure rather
+    /// than spam); 0 pools them in one statistic, the scoring before
+    /// session 15 (docs/ACCURACY.md, "The header's veto" and "Session 15").
+    #[arg(long, env = "CHAFF_HEADER_VETO_AT", value_name = "LOG_ODDS", value_parser = not_negative, help_heading = "Scoring")]
+    header_veto_at: Option<f64>,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -418,9 +425,18 @@ pub enum LogFormat {
 /// The scoring parameters `serve` sets; the rest are the defaults.
 fn scoring(args: &ServeArgs) -> chaff::classify::Params {
     let d = chaff::classify::Params::default();
+    let veto = args.header_veto_at.unwrap_or(d.header_veto_at);
     chaff::classify::Params {
         header_strength: args.header_strength.or(d.header_strength),
         header_strength_ramp: args.header_strength_ramp.unwrap_or(d.header_strength_ramp),
+        // No veto means pooled: `Parts::Fisher` with a veto of 0 would
+        // combine every message apart, which lost under clicks.
+        parts: if veto > 0.0 {
+            d.parts
+        } else {
+            chaff::classify::Parts::Pooled
+        },
+        header_veto_at: veto,
         ..d
     }
 }
@@ -689,5 +705,26 @@ mod tests {
         assert_eq!(read_slots("0").unwrap().resolve(&redis), None, "no bound");
         let err = read_slots("many").unwrap_err();
         assert!(err.contains("auto"), "{err}");
+    }
+
+    #[test]
+    fn a_header_veto_of_zero_pools_header_and_body() {
+        use chaff::classify::{Params, Parts};
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| {
+            let argv = std::iter::once("serve").chain(args.iter().copied());
+            scoring(&<Cli as clap::Parser>::try_parse_from(argv).unwrap().serve)
+        };
+        let (on, d) = (parse(&[]), Params::default());
+        assert_eq!((on.parts, on.header_veto_at), (d.parts, d.header_veto_at));
+        assert_eq!((d.parts, d.header_veto_at), (Parts::Fisher, 5.0));
+        let off = parse(&["--header-veto-at", "0"]);
+        assert_eq!((off.parts, off.header_veto_at), (Parts::Pooled, 0.0));
+        let seven = parse(&["--header-veto-at", "7"]);
+        assert_eq!((seven.parts, seven.header_veto_at), (Parts::Fisher, 7.0));
     }
 }
