@@ -297,6 +297,23 @@ fn probability_as_written(raw: &str, user: &str) -> f64 {
     digits.parse().unwrap()
 }
 
+/// A fixture directory `NAME.tar.gz` of tests/fixtures unpacked into a
+/// fresh temporary directory; also the fixtures' folder.
+fn unpack_fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let ok = Command::new("tar")
+        .arg("-xzf")
+        .arg(fixtures.join(format!("{name}.tar.gz")))
+        .arg("-C")
+        .arg(root.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tar {name}");
+    (root, fixtures)
+}
+
 /// `tests/fixtures/format6-main.tar.gz` was written by main's chaff (store
 /// format 6, `make-format6-main.sh` beside it): two users, 40 clicks each,
 /// pruned under a 600-token cap, closed cleanly; `format6-main.json` is
@@ -307,17 +324,7 @@ fn probability_as_written(raw: &str, user: &str) -> f64 {
 #[tokio::test]
 async fn a_format_6_directory_written_by_main_is_upgraded_in_place_and_answers_as_main_did() {
     use crate::common::{ServerProcess, connect, score, user};
-    let root = tempfile::tempdir().unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let ok = Command::new("tar")
-        .arg("-xzf")
-        .arg(fixtures.join("format6-main.tar.gz"))
-        .arg("-C")
-        .arg(root.path())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tar");
+    let (root, fixtures) = unpack_fixture("format6-main");
     let raw = std::fs::read_to_string(fixtures.join("format6-main.json")).unwrap();
     let expected: serde_json::Value = serde_json::from_str(&raw).unwrap();
     let dir = root.path().join("format6-main");
@@ -401,24 +408,14 @@ fn probabilities_as_written(raw: &str, user: &str) -> Vec<f64> {
 /// spam, user-1 20 Spam and had 20 ham learned from delivered mail;
 /// `format7-main.json` is what main answered with its defaults. Opened by
 /// this chaff with the header prior's ramp on, it is upgraded to format 8
-/// with all that ham counted as delivered, so both users score bit for bit
-/// as main did without the ramp — user-0's Not spam clicks included (read
+/// with all that ham counted as delivered, so both users score as main did
+/// without the ramp, to the last bits — user-0's Not spam clicks included (read
 /// as clicked, they would give the header its smaller prior in full; the
 /// ramp is the default since session 15).
 #[tokio::test]
 async fn a_format_7_directory_written_by_main_opens_with_all_its_ham_delivered() {
     use crate::common::{ServerProcess, connect, score, user};
-    let root = tempfile::tempdir().unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let ok = Command::new("tar")
-        .arg("-xzf")
-        .arg(fixtures.join("format7-main.tar.gz"))
-        .arg("-C")
-        .arg(root.path())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tar");
+    let (root, fixtures) = unpack_fixture("format7-main");
     let raw = std::fs::read_to_string(fixtures.join("format7-main.json")).unwrap();
     let dir = root.path().join("format7-main");
     assert_eq!(format_and_dictionary(&dir).0, 7u32.to_be_bytes());

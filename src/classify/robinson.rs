@@ -770,11 +770,7 @@ fn from_sums(known: Sums, unknowns: usize, unknown: f64, params: &Params) -> (Co
     if n == 0 {
         return (known.combined(), 0);
     }
-    let mut all = known;
-    let logs = Sums::logs(unknown);
-    for _ in 0..n {
-        all.add_logs(logs);
-    }
+    let all = known.with(n, unknown);
     let all_c = all.combined();
     if all_c.log_odds == 0.0 || known.sign() == Some(all_c.log_odds > 0.0) {
         return (all_c, n);
@@ -882,6 +878,16 @@ impl Sums {
         ((1.0 - p).ln(), p.ln())
     }
 
+    /// These sums continued over `n` items of estimate `f` (the admitted
+    /// unknowns, which [`combine_by`] would add after the known items).
+    fn with(mut self, n: usize, f: f64) -> Sums {
+        let logs = Sums::logs(f);
+        for _ in 0..n {
+            self.add_logs(logs);
+        }
+        self
+    }
+
     #[inline]
     fn add_logs(&mut self, (ln_spam, ln_ham): (f64, f64)) {
         self.ln_spam += ln_spam;
@@ -926,12 +932,7 @@ impl Sums {
         if n == 0 {
             return known.sign();
         }
-        let mut all = known;
-        let logs = Sums::logs(unknown);
-        for _ in 0..n {
-            all.add_logs(logs);
-        }
-        all.sign().and(known.sign())
+        known.with(n, unknown).sign().and(known.sign())
     }
 }
 
