@@ -577,9 +577,26 @@ impl<W: Writes> Store<W> {
             users = users.len(),
             "upgrading data directory from format 7 to {FORMAT_VERSION}"
         );
-        let mut ham_weight = 0u64;
+        let (mut ham_weight, mut damaged) = (0u64, 0usize);
         for (i, user) in users.iter().enumerate() {
-            ham_weight += self.checkpoint_all_delivered(user)?;
+            match self.checkpoint_all_delivered(user) {
+                Ok(ham) => ham_weight += ham,
+                // A model that does not read back is left as it is: its
+                // user's requests fail as they did in format 7, naming the
+                // record, and `chaff repair` (which opens the store, so
+                // needs this upgrade to finish) rebuilds it from the
+                // ledger with the delivered marks. Aborting here would
+                // keep the whole directory closed for one user.
+                Err(e @ Error::Corrupt { .. }) => {
+                    damaged += 1;
+                    tracing::warn!(
+                        user = %user,
+                        error = %e,
+                        "format 8 upgrade: this user's model does not read back and was left as it was; run `chaff repair --user {user}`"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
             if i % UPGRADE_FLUSH_USERS == UPGRADE_FLUSH_USERS - 1 {
                 self.flush()?;
             }
@@ -589,6 +606,7 @@ impl<W: Writes> Store<W> {
         self.tree()?.flush()?;
         tracing::info!(
             users = users.len(),
+            damaged,
             ham_weight,
             "upgraded data directory from format 7 to {FORMAT_VERSION}: all ham learned so far counts as delivered"
         );

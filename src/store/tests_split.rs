@@ -208,6 +208,44 @@ fn a_format_7_directory_opens_with_all_its_ham_delivered_and_new_clicks_counted(
     );
 }
 
+/// A damaged model must not keep a format-7 directory from opening:
+/// `chaff repair`, which opens it, is how that user is mended.
+#[test]
+fn a_damaged_model_does_not_stop_the_format_7_upgrade_and_repair_mends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (user("alice"), user("bob"));
+    {
+        let store = open_again(dir.path());
+        let mut mirror = Model::default();
+        history(&store, &alice, &mut mirror);
+        let h = entry(Label::Ham, &[9], Weight::FULL, false);
+        store
+            .record(&bob, &msg("h"), Some(&h), &[Op::learn_entry(h.clone())])
+            .unwrap();
+        assert!(
+            store
+                .damage_record_for_tests(b'J', &alice)
+                .unwrap()
+                .is_some()
+        );
+        store
+            .tree()
+            .unwrap()
+            .insert(FORMAT_KEY, &7u32.to_be_bytes())
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = open_again(dir.path());
+    let format = store.tree().unwrap().get(FORMAT_KEY).unwrap().unwrap();
+    assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+    let bob_model = store.load_model(&bob).unwrap().unwrap().model;
+    assert_eq!(bob_model.clicked_ham_weight(), 0, "bob was upgraded");
+    let err = store.load_model(&alice).unwrap_err().to_string();
+    assert!(err.contains("chaff repair --user alice"), "{err}");
+    store.rebuild_model(&alice).unwrap();
+    assert!(store.load_model(&alice).unwrap().is_some(), "mended");
+}
+
 #[test]
 fn an_export_and_a_repair_keep_the_split() {
     let dir = tempfile::tempdir().unwrap();
