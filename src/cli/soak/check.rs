@@ -206,7 +206,11 @@ fn check_user(
         if rec.implicit.insert(id.clone()) {
             out.implicit += 1;
         }
-        let learn = Op::Learn(e.label, e.weight, e.tokens.clone());
+        // Learned as delivered mail, as the server did (store format 8):
+        // the model's split between clicked and delivered ham moves the
+        // header's prior (`header_strength_ramp`), so a replay that counted
+        // it as a click would score differently.
+        let learn = Op::learn_entry(e.clone());
         replay.record_click(&owner, &MessageId::new(id)?, Some(&e), &[learn], &[])?;
     }
     replay.put_settings(&uid, &settings, consent, false)?;
