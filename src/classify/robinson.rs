@@ -700,11 +700,6 @@ fn mix(a: f64, b: f64, w: f64) -> Combined {
 ///   by the known tokens' log-odds squashed into (−1, 1).
 ///
 /// Keeps the `max_tokens` most extreme of them all, as before.
-/// Log-odds of known evidence that map to about 0.76 (tanh 1) once
-/// cancelled by absence; the figure that kept the order of cancelled
-/// messages best on the corpora (docs/ACCURACY.md, "One-sided clickers").
-const CANCELLED_SCALE: f64 = 100.0;
-
 pub(crate) fn combine_with_unknowns<T>(
     significant: &mut Vec<T>,
     unknowns: usize,
@@ -777,6 +772,11 @@ fn from_sums(known: Sums, unknowns: usize, unknown: f64, params: &Params) -> (Co
     }
     (cancel(known.combined(), all_c), n)
 }
+
+/// Log-odds of known evidence that map to about 0.76 (tanh 1) once
+/// cancelled by absence; the figure that kept the order of cancelled
+/// messages best on the corpora (docs/ACCURACY.md, "One-sided clickers").
+const CANCELLED_SCALE: f64 = 100.0;
 
 /// The whole `all` unless absence reversed what the `known` tokens said:
 /// then unsure (|log-odds| < 1, probability within 0.27..0.73), but still

@@ -144,6 +144,26 @@ fn a_fold_that_makes_a_delivered_pointer_explicit_keeps_it_marked() {
     assert_eq!(model.clicked_ham_weight(), 0);
 }
 
+/// Marks a directory written today as format 7, whose models kept no
+/// split (what `mark_format_for_tests` does for the older formats).
+fn mark_format_7(store: &Store) {
+    store
+        .tree()
+        .unwrap()
+        .insert(FORMAT_KEY, &7u32.to_be_bytes())
+        .unwrap();
+    store.flush().unwrap();
+}
+
+/// Opens a directory [`mark_format_7`] marked: the upgrade runs, and the
+/// directory is format 8 after it.
+fn open_upgraded(dir: &std::path::Path) -> Store {
+    let store = open_again(dir);
+    let format = store.tree().unwrap().get(FORMAT_KEY).unwrap().unwrap();
+    assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+    store
+}
+
 #[test]
 fn a_format_7_directory_opens_with_all_its_ham_delivered_and_new_clicks_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -165,16 +185,9 @@ fn a_format_7_directory_opens_with_all_its_ham_delivered_and_new_clicks_counted(
         store
             .record(&bob, &msg("h"), Some(&h), &[Op::learn_entry(h.clone())])
             .unwrap();
-        store
-            .tree()
-            .unwrap()
-            .insert(FORMAT_KEY, &7u32.to_be_bytes())
-            .unwrap();
-        store.flush().unwrap();
+        mark_format_7(&store);
     }
-    let store = open_again(dir.path());
-    let format = store.tree().unwrap().get(FORMAT_KEY).unwrap().unwrap();
-    assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+    let store = open_upgraded(dir.path());
     for (u, ham) in [(&alice, 192), (&bob, 64)] {
         let loaded = store.load_model(u).unwrap().unwrap();
         assert_eq!(loaded.model.weights().1, ham, "{u}");
@@ -228,16 +241,9 @@ fn a_damaged_model_does_not_stop_the_format_7_upgrade_and_repair_mends_it() {
                 .unwrap()
                 .is_some()
         );
-        store
-            .tree()
-            .unwrap()
-            .insert(FORMAT_KEY, &7u32.to_be_bytes())
-            .unwrap();
-        store.flush().unwrap();
+        mark_format_7(&store);
     }
-    let store = open_again(dir.path());
-    let format = store.tree().unwrap().get(FORMAT_KEY).unwrap().unwrap();
-    assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+    let store = open_upgraded(dir.path());
     let bob_model = store.load_model(&bob).unwrap().unwrap().model;
     assert_eq!(bob_model.clicked_ham_weight(), 0, "bob was upgraded");
     let err = store.load_model(&alice).unwrap_err().to_string();
