@@ -113,7 +113,7 @@ impl<W: Writes> Store<W> {
         // tell a start-up that is upgrading from one that hangs.
         tracing::info!(
             users = users.len(),
-            "upgrading data directory from format 6 to {FORMAT_VERSION}"
+            "upgrading data directory from format 6 to {FORMAT_7}"
         );
         let (mut before, mut after) = (0usize, 0usize);
         let damaged = self.upgrade_each_user(
