@@ -479,12 +479,7 @@ impl<W: Writes> Store<W> {
             Some(v) if v.as_ref() == FORMAT_6.to_be_bytes() => (from_6, from_7) = (true, true),
             Some(v) if v.as_ref() == 3u32.to_be_bytes() => {
                 from_7 = true;
-                upgrade_format_3(&tree).map_err(|e| Error::Corrupt {
-                    what: format!(
-                        "upgrading data directory {} from format 3: {e}",
-                        path.display()
-                    ),
-                })?;
+                upgrade_format_3(&tree).map_err(|e| upgrade::failed(path, 3, e))?;
             }
             Some(v)
                 if READABLE_FORMATS
@@ -546,22 +541,14 @@ impl<W: Writes> Store<W> {
         // Interrupted deletes first: a half-deleted user is not compacted.
         store.finish_interrupted_deletes()?;
         if from_6 {
-            store.upgrade_format_6().map_err(|e| Error::Corrupt {
-                what: format!(
-                    "upgrading data directory {} from format 6: {}",
-                    path.display(),
-                    dict::what(e)
-                ),
-            })?;
+            store
+                .upgrade_format_6()
+                .map_err(|e| upgrade::failed(path, FORMAT_6, e))?;
         }
         if from_7 {
-            store.upgrade_format_7().map_err(|e| Error::Corrupt {
-                what: format!(
-                    "upgrading data directory {} from format 7: {}",
-                    path.display(),
-                    dict::what(e)
-                ),
-            })?;
+            store
+                .upgrade_format_7()
+                .map_err(|e| upgrade::failed(path, FORMAT_7, e))?;
         }
         Ok(store)
     }

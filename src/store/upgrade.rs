@@ -18,6 +18,7 @@
 //! between the start and finish lines an INFO line says how far it got
 //! at most every [`PROGRESS_EVERY`], never one per user.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::keys::FORMAT_KEY;
@@ -61,6 +62,29 @@ impl Progress {
         }
         self.next = now + self.every;
         true
+    }
+}
+
+/// An upgrade's failure at open, as the open returns it: damage the
+/// upgrade could not step around (a record of the directory's own, not a
+/// user's) names the directory and the format it was upgrading from;
+/// anything else (a full disk, an I/O failure) stays what it is, so the
+/// operator reads its remedy, not "restore from backup" (as a full disk
+/// during an upgrade read before session 16). Logged with that context
+/// either way.
+pub(super) fn failed(path: &Path, from: u32, e: Error) -> Error {
+    tracing::error!(
+        "upgrading data directory {} from format {from} failed: {e}",
+        path.display()
+    );
+    match e {
+        Error::Corrupt { what } => Error::Corrupt {
+            what: format!(
+                "upgrading data directory {} from format {from}: {what}",
+                path.display()
+            ),
+        },
+        other => other,
     }
 }
 
@@ -192,6 +216,24 @@ impl<W: Writes> Store<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upgrade_s_full_disk_stays_a_full_disk_and_damage_names_the_directory() {
+        let dir = Path::new("/srv/chaff");
+        assert!(matches!(failed(dir, 6, Error::DiskFull), Error::DiskFull));
+        let io = Error::from(sled::Error::Io(std::io::Error::other("EIO")));
+        assert!(matches!(failed(dir, 7, io), Error::Storage(_)));
+        let damaged = Error::Corrupt {
+            what: "the format key".into(),
+        };
+        match failed(dir, 6, damaged) {
+            Error::Corrupt { what } => assert_eq!(
+                what,
+                "upgrading data directory /srv/chaff from format 6: the format key"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn progress_is_due_once_per_interval_however_many_users_pass_between() {
