@@ -197,13 +197,15 @@ impl Drop for Serving {
 
 impl Serving {
     /// SIGTERM; a clean exit and a log without a panic are expected.
-    fn stop(mut self) {
+    /// Returns the log.
+    fn stop(mut self) -> String {
         sigterm(&self.child);
         let exit = self.child.wait().unwrap();
         let log = std::mem::replace(&mut self.log, std::thread::spawn(String::new));
         let log = log.join().unwrap();
         assert!(!log.contains("panicked"), "{log}");
         assert!(exit.success(), "chaff serve exited with {exit:?}: {log}");
+        log
     }
 }
 
@@ -443,6 +445,66 @@ async fn a_damaged_snapshot_answers_data_loss_naming_the_user_and_repair_mends_i
     let server = serving(copy.path(), "the repaired directory must serve");
     let lost = assert_right_or_data_loss(&server.addr, "repaired").await;
     assert!(lost.is_empty(), "{lost:?}");
+    server.stop();
+}
+
+/// The same damage in a format-6 directory: the start-up upgrade skips
+/// alice (a WARN naming the repair) instead of refusing the whole
+/// directory, which kept every user down and `chaff repair` (which opens
+/// the directory, so upgrades it, first) from running.
+#[tokio::test]
+async fn a_damaged_snapshot_does_not_stop_the_format_6_upgrade_and_repair_mends_it() {
+    let copy = copy();
+    damage_record(copy.path(), b'M', "alice");
+    open_store_waiting(copy.path(), 8 << 20)
+        .mark_format_for_tests(6)
+        .unwrap();
+    let server = serving(copy.path(), "one damaged user must not stop the upgrade");
+    // The upgrade counts all ham learned before it as delivered, which
+    // moves the header's prior (`--header-strength-ramp`): the scores are
+    // not the intact directory's, the counts are.
+    let served = |addr: String| async move {
+        let mut c = connect(&addr).await;
+        let mut lost = Vec::new();
+        for (user, (info, _)) in USERS.into_iter().zip(&written().seen) {
+            let get = proto::GetUserRequest {
+                user_id: user.into(),
+            };
+            let score = proto::ScoreRequest {
+                user_id: user.into(),
+                message: SPAM.to_vec(),
+                ..Default::default()
+            };
+            match (c.get_user(get).await, c.score(score).await) {
+                (Ok(got), Ok(_)) => assert!(got.into_inner() == *info, "{user}"),
+                (Err(a), Err(b)) => {
+                    for s in [a, b] {
+                        assert_eq!(s.code(), Code::DataLoss, "{user}: {s:?}");
+                        let repair = format!("chaff repair --user {user}");
+                        assert!(s.message().contains(&repair), "{user}: {s:?}");
+                    }
+                    lost.push(user);
+                }
+                other => panic!("{user}: {other:?}"),
+            }
+        }
+        lost
+    };
+    assert_eq!(served(server.addr.clone()).await, ["alice"]);
+    let log = server.stop();
+    for step in ["format 7 upgrade: ", "format 8 upgrade: "] {
+        let warned = log
+            .lines()
+            .any(|l| l.contains(step) && l.contains("chaff repair --user alice"));
+        assert!(warned, "no {step:?} WARN naming the repair in {log}");
+    }
+
+    let dir = copy.path().to_str().unwrap();
+    let (ok, stdout, stderr) = chaff(&["repair", "--user", "alice", "--data", dir]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("from 4 ledger entries"), "{stdout}");
+    let server = serving(copy.path(), "the repaired directory must serve");
+    assert!(served(server.addr.clone()).await.is_empty());
     server.stop();
 }
 

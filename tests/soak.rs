@@ -366,6 +366,38 @@ async fn a_sigkill_during_the_format_7_upgrade_loses_nothing_and_a_restart_compl
 
     kill_during_upgrade(&old, &timing, 7);
 
+    // The scores below cannot tell an upgraded user from one the upgrade
+    // skipped (the defaults read no split here, and a skipped user's ham
+    // reads as clicked, as the reference's does): the models must say
+    // that every user was checkpointed with all their ham delivered. On a
+    // copy, after a start that finishes the upgrade (every kill may have
+    // landed inside it), so no store of this test holds `old`'s lock.
+    let (mut child, rx) = spawn_logged(&old);
+    wait_for(&rx, &["chaff listening on"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let check = root.path().join("check");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&old)
+        .arg(&check)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    {
+        let store = Store::open(&check, 16 << 20).unwrap();
+        for u in 0..users {
+            let id = UserId::new(format!("old-{u}")).unwrap();
+            let loaded = store.load_model(&id).unwrap().unwrap();
+            let ham = loaded.model.weights().1;
+            assert_eq!(
+                (loaded.model.clicked_ham_weight(), loaded.journal_entries),
+                (0, 0),
+                "{id}: all {ham} of its ham delivered, its journal folded"
+            );
+        }
+    }
+
     assert_same_users(&old, &reference, users, clicks).await;
 }
 

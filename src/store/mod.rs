@@ -48,7 +48,8 @@
 //! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
 //! per-user export format. `backup.rs`: copying users into a backup's
 //! store. This file: opening, format
-//! upgrades, flush and usage. `commit.rs`: group commit. `backend.rs`: the
+//! upgrades, flush and usage; `upgrade.rs`: the upgrades that visit
+//! every user (formats 6 and 7), their progress and their damaged users. `commit.rs`: group commit. `backend.rs`: the
 //! storage interface the engine runs on ([`Backend`]), which [`Store`]
 //! implements. `writes.rs`: where a store's writes go, its type
 //! parameter — [`Direct`] (sled, flushed to disk: the service's [`Store`])
@@ -103,6 +104,7 @@ pub mod redis_cluster;
 mod replay;
 mod rewrite;
 mod shared;
+mod upgrade;
 mod users;
 mod writes;
 
@@ -178,7 +180,9 @@ pub const FORMAT_VERSION: u32 = 8;
 /// atomic batch per user (`compact.rs`), then rewriting `F`: a crash during
 /// the upgrade leaves some users compacted and the others as they were,
 /// every record readable, and `F` still 6, so the next open runs the
-/// upgrade again (compacting a compacted user changes nothing).
+/// upgrade again (compacting a compacted user changes nothing). A user
+/// whose records do not read back is left uncompacted, with a WARN, and
+/// the upgrade goes on (`upgrade.rs`).
 const READABLE_FORMATS: [u32; 3] = [2, 4, 5];
 
 /// The format whose upgrade compacts every user (see [`READABLE_FORMATS`]).
@@ -192,10 +196,6 @@ const FORMAT_6: u32 = 6;
 /// (checkpointing a checkpointed user again gives the same snapshot: no
 /// click has come between).
 const FORMAT_7: u32 = 7;
-
-/// Users compacted between flushes during the format-6 upgrade: a flush
-/// costs 0.5–3 ms here, a small user's compaction about as much.
-const UPGRADE_FLUSH_USERS: usize = 64;
 
 /// Keys removed per batch when a user or the seed ledger is deleted: sled's
 /// memory grows with batch size, so large deletions go in bounded steps.
@@ -479,12 +479,7 @@ impl<W: Writes> Store<W> {
             Some(v) if v.as_ref() == FORMAT_6.to_be_bytes() => (from_6, from_7) = (true, true),
             Some(v) if v.as_ref() == 3u32.to_be_bytes() => {
                 from_7 = true;
-                upgrade_format_3(&tree).map_err(|e| Error::Corrupt {
-                    what: format!(
-                        "upgrading data directory {} from format 3: {e}",
-                        path.display()
-                    ),
-                })?;
+                upgrade_format_3(&tree).map_err(|e| upgrade::failed(path, 3, e))?;
             }
             Some(v)
                 if READABLE_FORMATS
@@ -546,103 +541,16 @@ impl<W: Writes> Store<W> {
         // Interrupted deletes first: a half-deleted user is not compacted.
         store.finish_interrupted_deletes()?;
         if from_6 {
-            store.upgrade_format_6().map_err(|e| Error::Corrupt {
-                what: format!(
-                    "upgrading data directory {} from format 6: {}",
-                    path.display(),
-                    dict::what(e)
-                ),
-            })?;
+            store
+                .upgrade_format_6()
+                .map_err(|e| upgrade::failed(path, FORMAT_6, e))?;
         }
         if from_7 {
-            store.upgrade_format_7().map_err(|e| Error::Corrupt {
-                what: format!(
-                    "upgrading data directory {} from format 7: {}",
-                    path.display(),
-                    dict::what(e)
-                ),
-            })?;
+            store
+                .upgrade_format_7()
+                .map_err(|e| upgrade::failed(path, FORMAT_7, e))?;
         }
         Ok(store)
-    }
-
-    /// Format 7 to 8: every user with a model checkpointed with all their
-    /// ham counted as delivered (format 7 did not keep the split), then
-    /// `F` rewritten and flushed (see [`FORMAT_7`]). Each user's snapshot
-    /// folds their whole journal, so no record without the delivered mark
-    /// is left to replay after a format-8 snapshot.
-    fn upgrade_format_7(&self) -> Result<(), Error> {
-        let users = self.users_with_models()?;
-        tracing::info!(
-            users = users.len(),
-            "upgrading data directory from format 7 to {FORMAT_VERSION}"
-        );
-        let (mut ham_weight, mut damaged) = (0u64, 0usize);
-        for (i, user) in users.iter().enumerate() {
-            match self.checkpoint_all_delivered(user) {
-                Ok(ham) => ham_weight += ham,
-                // A model that does not read back is left as it is: its
-                // user's requests fail as they did in format 7, naming the
-                // record, and `chaff repair` (which opens the store, so
-                // needs this upgrade to finish) rebuilds it from the
-                // ledger with the delivered marks. Aborting here would
-                // keep the whole directory closed for one user.
-                Err(e @ Error::Corrupt { .. }) => {
-                    damaged += 1;
-                    tracing::warn!(
-                        user = %user,
-                        error = %e,
-                        "format 8 upgrade: this user's model does not read back and was left as it was; run `chaff repair --user {user}`"
-                    );
-                }
-                Err(e) => return Err(e),
-            }
-            if i % UPGRADE_FLUSH_USERS == UPGRADE_FLUSH_USERS - 1 {
-                self.flush()?;
-            }
-        }
-        self.tree()?
-            .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
-        self.tree()?.flush()?;
-        tracing::info!(
-            users = users.len(),
-            damaged,
-            ham_weight,
-            "upgraded data directory from format 7 to {FORMAT_VERSION}: all ham learned so far counts as delivered"
-        );
-        Ok(())
-    }
-
-    /// Format 6 to 7: every user with a dictionary compacted, then `F`
-    /// rewritten and flushed (see [`READABLE_FORMATS`]).
-    fn upgrade_format_6(&self) -> Result<(), Error> {
-        let users = self.users_with_dicts()?;
-        // Logged before the work, so an operator (and the crash soak) can
-        // tell a start-up that is upgrading from one that hangs.
-        tracing::info!(
-            users = users.len(),
-            "upgrading data directory from format 6 to {FORMAT_VERSION}"
-        );
-        let (mut before, mut after) = (0usize, 0usize);
-        for (i, user) in users.iter().enumerate() {
-            let done = self.compact_user(user)?;
-            before += done.dict_before;
-            after += done.dict_after;
-            // Progress survives a crash: a restart skips these users
-            // quickly (nothing left to change) instead of redoing them.
-            if i % UPGRADE_FLUSH_USERS == UPGRADE_FLUSH_USERS - 1 {
-                self.flush()?;
-            }
-        }
-        self.tree()?.insert(FORMAT_KEY, &FORMAT_7.to_be_bytes())?;
-        self.tree()?.flush()?;
-        tracing::info!(
-            users = users.len(),
-            dictionary_before = before,
-            dictionary_after = after,
-            "upgraded data directory from format 6 to {FORMAT_7}"
-        );
-        Ok(())
     }
 
     /// The tree, with every held write applied first (`W::settle`), so

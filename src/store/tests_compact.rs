@@ -209,3 +209,79 @@ fn a_dictionary_written_anew_keeps_each_record_under_sled_s_blob_threshold() {
     let loaded = store.load_model(&alice).unwrap().unwrap();
     assert_eq!(counts(&loaded.model), counts(&model));
 }
+
+/// One damaged user must not keep a format-6 directory closed: with the
+/// upgrade aborting on the first record that did not read back, every
+/// user's mail filtering stayed down, and `chaff repair` (which opens the
+/// directory first) could not mend the one user.
+#[test]
+fn a_damaged_user_does_not_stop_the_format_6_upgrade_and_repair_mends_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, carol, dave) = (
+        UserId::new("alice").unwrap(),
+        UserId::new("carol").unwrap(),
+        UserId::new("dave").unwrap(),
+    );
+    {
+        let store = open_again(dir.path());
+        format_6_after_a_prune(&store);
+        // Carol: pruned like alice, then a journal record, damaged.
+        let mut model = Model::default();
+        click(&store, &mut model, &carol, "c1", Label::Spam, &[1, 2], 0);
+        model.remove_tokens(&ids(&[2]));
+        let seq = store.generate_id().unwrap();
+        store.checkpoint(&carol, &model, seq).unwrap();
+        click(&store, &mut model, &carol, "c2", Label::Ham, &[3], 0);
+        assert!(
+            store
+                .damage_record_for_tests(b'J', &carol)
+                .unwrap()
+                .is_some()
+        );
+        // Dave: a damaged ledger entry (no repair reads past it).
+        click(
+            &store,
+            &mut Model::default(),
+            &dave,
+            "d1",
+            Label::Ham,
+            &[4],
+            0,
+        );
+        assert!(
+            store
+                .damage_record_for_tests(b'L', &dave)
+                .unwrap()
+                .is_some()
+        );
+        store.mark_format_for_tests(6).unwrap();
+    }
+    let store = open_again(dir.path());
+    let format = store.tree().unwrap().get(FORMAT_KEY).unwrap().unwrap();
+    assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+    // The others were upgraded: alice compacted, as without the damage.
+    assert_eq!(dict_ids(&store, &alice), [1, 2, 3, 5, 7, 8, 6]);
+    assert_eq!(entry_ids(&store, &alice, "m2"), [3, 5]);
+    // Carol was left as she was, and her error names the repair.
+    assert_eq!(dict_ids(&store, &carol), [1, 2, 3]);
+    assert_eq!(entry_ids(&store, &carol, "c1"), [1, 2], "not compacted");
+    let err = store.load_model(&carol).unwrap_err().to_string();
+    assert!(err.contains("chaff repair --user carol"), "{err}");
+    store.rebuild_model(&carol).unwrap();
+    let mended = store.load_model(&carol).unwrap().unwrap().model;
+    assert_eq!((mended.spam_learned(), mended.ham_learned()), (1, 1));
+    // Dave was left too; his model (a journal pointer to the damaged
+    // entry) cannot be rebuilt from his ledger: the backup, as said.
+    assert!(matches!(
+        store.load_model(&dave),
+        Err(Error::Corrupt { .. })
+    ));
+    let err = store.rebuild_model(&dave).unwrap_err().to_string();
+    assert!(
+        err.contains("restore the data directory from a backup"),
+        "{err}"
+    );
+    // And a compaction of carol now (the engine's, after her next prune)
+    // works on the mended model.
+    store.compact_user(&carol).unwrap();
+}
