@@ -47,9 +47,10 @@
 //! written anew and swapped in (sled's files shrink to what writing a fresh copy costs). `policy.rs`: settings and lists. `decisions.rs`: the decision log.
 //! `users.rs`: a user's existence, deletion and listing. `export.rs`: the
 //! per-user export format. `backup.rs`: copying users into a backup's
-//! store. This file: opening, format
-//! upgrades, flush and usage; `upgrade.rs`: the upgrades that visit
-//! every user (formats 6 and 7), their progress and their damaged users. `commit.rs`: group commit. `backend.rs`: the
+//! store. This file: opening, format upgrades, flush and usage;
+//! `upgrade.rs`: the upgrades that visit every user (formats 6 and 7),
+//! their progress and their damaged users. `commit.rs`: group commit.
+//! `backend.rs`: the
 //! storage interface the engine runs on ([`Backend`]), which [`Store`]
 //! implements. `writes.rs`: where a store's writes go, its type
 //! parameter — [`Direct`] (sled, flushed to disk: the service's [`Store`])
