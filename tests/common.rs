@@ -480,6 +480,19 @@ Message-ID: <h2@work.example>\r\n\
 \r\n\
 Thanks Bob, I reviewed the budget section of the notes; comments inline before the meeting.\r\n";
 
+/// Sets (or, with `None`, only reads) whether `user` shares their
+/// training with the shared model.
+pub async fn share(c: &mut Client, user: &str, on: Option<bool>) -> proto::UserInfo {
+    c.update_user(proto::UpdateUserRequest {
+        user_id: user.into(),
+        share_training: on,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 pub async fn train(
     c: &mut Client,
     user: &str,

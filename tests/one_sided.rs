@@ -62,6 +62,55 @@ on_both_stores!(
 );
 
 on_both_stores!(
+    RedisAlone,
+    other_users_spam_only_clicks_file_none_of_a_new_users_ham_as_spam,
+    async |on| {
+        // The same bug one level up: users who share and only ever click
+        // Spam (nothing seeded) make a shared model that knows spam alone,
+        // and every user is scored over it. A user who has learned nothing
+        // must get their ham delivered, and the shared spam still caught.
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let clicker = server.u("shares-spam-clicks@provider.example");
+        share(&mut c, clicker, Some(true)).await;
+        let newcomer = server.u("newcomer@provider.example");
+        let hams: Vec<Vec<u8>> = (0..100).map(|i| mailgen::ham(9, i)).collect();
+        let mut clicked = Vec::new();
+        for n in [1usize, 20, 100] {
+            while clicked.len() < n {
+                let spam = mailgen::spam(9, clicked.len());
+                train(&mut c, clicker, &spam, Label::Spam, "").await;
+                clicked.push(spam);
+            }
+            let mut filed = Vec::new();
+            for (i, ham) in hams.iter().enumerate() {
+                let s = score(&mut c, newcomer, ham).await;
+                if s.verdict == Verdict::Spam as i32 {
+                    filed.push((i, s.spam_probability));
+                }
+            }
+            assert!(
+                filed.is_empty(),
+                "after {n} shared spam clicks, the newcomer's ham filed as spam: {filed:?}"
+            );
+            for (i, spam) in clicked.iter().enumerate().rev().take(20) {
+                let s = score(&mut c, newcomer, &mailgen::near_copy(spam, i)).await;
+                assert_eq!(
+                    s.verdict,
+                    Verdict::Spam as i32,
+                    "after {n} shared clicks, copy of spam {i}: {}",
+                    s.spam_probability
+                );
+            }
+        }
+        // Never having clicked, the newcomer learned nothing from delivery.
+        let info = crate::common::user(&mut c, newcomer).await;
+        assert_eq!((info.spam_learned, info.ham_learned), (0, 0));
+        server.stop().await;
+    }
+);
+
+on_both_stores!(
     Redis,
     two_sided_clicks_still_separate_the_generated_mail,
     async |on| {

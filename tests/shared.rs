@@ -8,17 +8,6 @@ use tonic::Code;
 
 use crate::common::*;
 
-async fn share(c: &mut Client, user: &str, on: Option<bool>) -> proto::UserInfo {
-    c.update_user(proto::UpdateUserRequest {
-        user_id: user.into(),
-        share_training: on,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
-
 async fn shared(c: &mut Client) -> proto::SharedInfo {
     c.get_shared(proto::GetSharedRequest {})
         .await

@@ -16,7 +16,10 @@
 //! ```
 //!
 //! `s`, `x` are Robinson's strength and prior (`Params::strength`,
-//! `Params::prior`); `N_u` is everything the user has learned, in messages;
+//! `Params::prior`; for the message's header tokens `s` is the header
+//! prior's, as in the user's own score: `robinson::header_params`, ramped
+//! by the user's clicked ham, and for `f_S` by the shared model's); `N_u`
+//! is everything the user has learned, in messages;
 //! `M` = [`Params::shared_strength`] (10) and `R` =
 //! [`Params::shared_halflife`] (100).
 //!
@@ -40,6 +43,13 @@
 //! A new user (`n_u = 0`, `N_u = 0`) gets `f(w) ≈ f_S(w)`: protected from
 //! the first message. A token the user has seen but the others have not
 //! gets `m = 0`, i.e. exactly the per-user estimate.
+//!
+//! A token *neither* side has seen is evidence too, as in the user's own
+//! score (`robinson::unknown_probability`: towards ham when what is known
+//! is spam alone), judged on the user's class weights plus the shared
+//! model's faded by the same `R / (R + N_u)`: so a shared model that knows
+//! only spam — users who only ever click *Spam*, nothing seeded — cannot
+//! send a new user's mail to the spam folder on its common words.
 //!
 //! This is DSPAM's idea of a *merged* group (DSPAM README, "Configuring
 //! groups": a user's private dictionary read together with a group's,
@@ -86,6 +96,13 @@ struct Blend<'a> {
     decay: f64,
     unit: f64,
     params: &'a Params,
+    /// What header tokens are estimated with: the header prior's `s` as
+    /// the user's own clicked ham sets it (`robinson::header_params`),
+    /// for the user's counts and in the blend.
+    header_params: Option<Params>,
+    /// The same for the shared model's own estimate `f_S`, as
+    /// [`score_shared`] makes it.
+    shared_header_params: Option<Params>,
 }
 
 impl<'a> Blend<'a> {
@@ -102,13 +119,48 @@ impl<'a> Blend<'a> {
             decay: r / (r + learned),
             unit,
             params,
+            header_params: robinson::header_params(user.clicked_ham_weight(), params),
+            shared_header_params: shared_header_params(prior, params),
         }
     }
 
-    /// `(f(w), ω)` for a token, `None` when neither side knows it.
-    fn estimate(&self, id: TokenId) -> Option<(f64, f64)> {
+    /// What a token neither side knows says: `robinson::unknown_probability`
+    /// over the class weights the blend draws on, the user's own and the
+    /// shared model's faded by the same `R / (R + N_u)` as its estimates.
+    ///
+    /// Why: the one-sided fix (docs/ACCURACY.md, "One-sided clickers")
+    /// lives in this estimate. With the user's weights alone, a user who
+    /// has learned nothing, scored over a shared model that knows only
+    /// spam (most users only ever click *Spam*, and nothing is seeded),
+    /// has no never-seen evidence at all; every token the shared spam
+    /// showed reads as spam, and all their mail went to the spam folder.
+    /// For a new user this is exactly the shared model's own estimate
+    /// ([`score_shared`]); as the user learns both classes it becomes the
+    /// user's.
+    fn unknown_probability(&self) -> f64 {
+        let (user_spam, user_ham) = self.user_weights;
+        let (prior_spam, prior_ham) = self.prior_weights;
+        let faded =
+            |user: u64, prior: u64| user.saturating_add((prior as f64 * self.decay).round() as u64);
+        robinson::unknown_probability(
+            faded(user_spam, prior_spam),
+            faded(user_ham, prior_ham),
+            self.unit,
+        )
+    }
+
+    /// `(f(w), ω)` for a token, `None` when neither side knows it;
+    /// `in_header`: the token is one of the message's header tokens.
+    fn estimate(&self, id: TokenId, in_header: bool) -> Option<(f64, f64)> {
         let (nspam, nham) = self.user_weights;
-        let params = self.params;
+        let (params, shared_params) = if in_header {
+            (
+                self.header_params.as_ref().unwrap_or(self.params),
+                self.shared_header_params.as_ref().unwrap_or(self.params),
+            )
+        } else {
+            (self.params, self.params)
+        };
         let mine = self.user.get(id);
         let Some(theirs) = self.prior.get(id) else {
             let c = mine?;
@@ -116,8 +168,14 @@ impl<'a> Blend<'a> {
             return Some((f, 1.0));
         };
         let (pspam, pham) = self.prior_weights;
-        let f_shared =
-            robinson::token_probability(theirs.spam, theirs.ham, pspam, pham, self.unit, params);
+        let f_shared = robinson::token_probability(
+            theirs.spam,
+            theirs.ham,
+            pspam,
+            pham,
+            self.unit,
+            shared_params,
+        );
         let big_m = params.shared_strength;
         let n_shared = (f64::from(theirs.spam) + f64::from(theirs.ham)) / self.unit;
         let m = big_m * n_shared / (n_shared + big_m) * self.decay;
@@ -156,7 +214,7 @@ pub fn score_and_strongest(
     if prior.is_empty() {
         let score = robinson::score_parts(user, ids, header, params);
         let top = if k > 0 {
-            user.strongest(ids, params, k)
+            user.strongest(ids, header, params, k)
         } else {
             Strongest::default()
         };
@@ -170,7 +228,7 @@ pub fn score_and_strongest(
     }
     let blend = Blend::new(user, prior, params);
     let (nspam, nham) = blend.user_weights;
-    let unknown = robinson::unknown_probability(nspam, nham, blend.unit);
+    let unknown = blend.unknown_probability();
     // The header's statistic is trusted as far as the user's own model
     // knows both classes: the shared prior does not know the user's relays.
     let trust = robinson::header_trust(nspam, nham, user.ham_learned(), blend.unit, params);
@@ -178,7 +236,7 @@ pub fn score_and_strongest(
         ids,
         header,
         params,
-        |id| blend.estimate(id),
+        |id, in_header| blend.estimate(id, in_header),
         (unknown, trust),
         k,
     );
@@ -204,13 +262,18 @@ pub fn score_shared(
     }
     let (pspam, pham) = prior.weights();
     let unit = f64::from(Weight::FULL.0);
+    let header_params = shared_header_params(prior, params);
     combine_estimates(
         ids,
         header,
         params,
-        |id| {
+        |id, in_header| {
             let c = prior.get(id)?;
-            let f = robinson::token_probability(c.spam, c.ham, pspam, pham, unit, params);
+            let p = match &header_params {
+                Some(header) if in_header => header,
+                _ => params,
+            };
+            let f = robinson::token_probability(c.spam, c.ham, pspam, pham, unit, p);
             Some((f, 0.0))
         },
         (
@@ -222,6 +285,13 @@ pub fn score_shared(
     .0
 }
 
+/// What the shared model's header tokens are estimated with
+/// (`robinson::header_params`). The shared model learns clicks only
+/// (delivered mail stays the user's), so all its ham is clicked ham.
+fn shared_header_params(prior: &Prior<'_>, params: &Params) -> Option<Params> {
+    robinson::header_params(prior.weights().1, params)
+}
+
 /// The message's strongest blended features, estimating every token
 /// again: the reference [`score_and_strongest`] is tested against.
 #[cfg(test)]
@@ -229,19 +299,23 @@ pub fn strongest(
     user: &Model,
     prior: &Prior<'_>,
     ids: &[TokenId],
+    header: &[TokenId],
     params: &Params,
     k: usize,
 ) -> Strongest {
     if prior.is_empty() {
-        return user.strongest(ids, params, k);
+        return user.strongest(ids, header, params, k);
     }
     let blend = Blend::new(user, prior, params);
-    super::strongest_by(ids, params, k, |id| blend.estimate(id).map(|(f, _)| f))
+    super::strongest_by(ids, params, k, |id| {
+        let in_header = header.binary_search(&id).is_ok();
+        blend.estimate(id, in_header).map(|(f, _)| f)
+    })
 }
 
 /// Robinson–Fisher combining over per-token `(f, ω)` estimates, as
 /// `robinson::score` does it — tokens no side knows count as `unknown`
-/// (the user's [`robinson::unknown_probability`]) when that is significant;
+/// (`Blend::unknown_probability`) when that is significant;
 /// also the evidence-weighted mean of `ω` (`None` when nothing was
 /// combined). One allocation per message.
 ///
@@ -252,15 +326,16 @@ fn combine_estimates(
     ids: &[TokenId],
     header: &[TokenId],
     params: &Params,
-    estimate: impl Fn(TokenId) -> Option<(f64, f64)>,
+    estimate: impl Fn(TokenId, bool) -> Option<(f64, f64)>,
     (unknown, trust): (f64, f64),
     strongest: usize,
 ) -> (Score, Option<f64>, Strongest) {
     let mut split = robinson::Split::<(f64, f64, Option<TokenId>)>::new(ids.len(), header, params);
     split.trust = trust;
     for id in ids {
-        let part = split.part_of(*id);
-        let Some((f, share)) = estimate(*id) else {
+        let in_header = split.in_header(*id);
+        let part = if in_header { split.part_of_header() } else { 0 };
+        let Some((f, share)) = estimate(*id, in_header) else {
             split.unknowns[part] += 1;
             continue;
         };
@@ -358,6 +433,127 @@ mod tests {
         assert_eq!(b.user_share, 1.0);
     }
 
+    /// A message's header tokens (a sorted subset of `msg`): the first
+    /// five of each of `trained`'s spam and ham ranges.
+    fn header_of_trained() -> (Vec<TokenId>, Vec<TokenId>) {
+        let msg: Vec<TokenId> = ids(0..20).into_iter().chain(ids(100..110)).collect();
+        let header = ids(0..5).into_iter().chain(ids(100..105)).collect();
+        (msg, header)
+    }
+
+    #[test]
+    fn header_tokens_take_the_header_prior_in_the_blend_as_in_the_users_own_score() {
+        // Scoring a user over a shared model that knows none of the
+        // message's tokens must be the user's own score bit for bit, header
+        // prior included: a user who shares is scored as measured.
+        let m = trained();
+        assert!(m.clicked_ham_weight() > 0, "the ramp has begun");
+        let mut s = SharedModel::default();
+        s.apply(&user("b"), true, Label::Spam, Weight::FULL, &ids(900..950));
+        let p = Params::default();
+        let (msg, header) = header_of_trained();
+        let own = robinson::score_parts(&m, &msg, &header, &p);
+        let no_header_prior = Params {
+            header_strength: None,
+            ..p.clone()
+        };
+        assert_ne!(
+            own,
+            robinson::score_parts(&m, &msg, &header, &no_header_prior),
+            "the header prior matters for this message"
+        );
+        let prior = s.prior_for(Some(&user("a")));
+        let (b, top) = score_and_strongest(&m, &prior, &msg, &header, &p, 5);
+        assert_eq!(b.score.log_odds.to_bits(), own.log_odds.to_bits());
+        assert_eq!(b.score, own);
+        let empty = SharedModel::default();
+        let (alone, alone_top) =
+            score_and_strongest(&m, &empty.prior_for(None), &msg, &header, &p, 5);
+        assert_eq!(alone.score, own);
+        assert_eq!(top, alone_top, "the same explanation either way");
+    }
+
+    #[test]
+    fn an_explanation_shows_the_header_tokens_estimate_the_score_used() {
+        let m = trained();
+        let p = Params::default();
+        let (msg, header) = header_of_trained();
+        let (spam, ham) = m.strongest(&msg, &header, &p, 40);
+        let header_p = robinson::header_params(m.clicked_ham_weight(), &p).unwrap();
+        assert_ne!(header_p.strength, p.strength);
+        let unit = f64::from(Weight::FULL.0);
+        let (nspam, nham) = m.weights();
+        let mut header_shown = 0;
+        for (id, f) in spam.iter().chain(&ham) {
+            let c = m.get(*id).unwrap();
+            let in_header = header.binary_search(id).is_ok();
+            let used = if in_header { &header_p } else { &p };
+            let expected = robinson::token_probability(c.spam, c.ham, nspam, nham, unit, used);
+            assert_eq!(f.to_bits(), expected.to_bits(), "{id:?}");
+            header_shown += usize::from(in_header);
+        }
+        assert_eq!(header_shown, header.len());
+    }
+
+    #[test]
+    fn the_shared_models_header_tokens_take_its_own_header_prior() {
+        // Scored by the shared model alone, a header token is estimated as
+        // the shared model's own: all its ham is clicked ham.
+        let mut s = SharedModel::default();
+        let b = user("b");
+        for _ in 0..3 {
+            s.apply(&b, true, Label::Spam, Weight::FULL, &ids(0..20));
+            s.apply(&b, true, Label::Ham, Weight::FULL, &ids(100..120));
+        }
+        let (msg, header) = header_of_trained();
+        let p = Params::default();
+        let prior = s.prior_for(Some(&user("a")));
+        let as_user = robinson::score_parts(&trained(), &msg, &header, &p);
+        assert_eq!(score_shared(&prior, &msg, &header, &p), as_user);
+        let no_header_prior = Params {
+            header_strength: None,
+            ..p.clone()
+        };
+        assert_ne!(
+            score_shared(&prior, &msg, &header, &no_header_prior),
+            as_user,
+            "the header prior matters for this message"
+        );
+    }
+
+    #[test]
+    fn a_shared_model_that_knows_only_spam_files_no_new_users_unlike_mail_as_spam() {
+        // Other users clicked only Spam and nothing was seeded: a new
+        // user's mail that shares only common words with that spam stays
+        // out of the spam folder, and copies of the spam are still caught.
+        let mut s = SharedModel::default();
+        for i in 0..20u64 {
+            let clicker = user(&format!("c{}", i % 4));
+            let spam: Vec<TokenId> = ids(i * 50..i * 50 + 30)
+                .into_iter()
+                .chain(ids(10_000..10_010))
+                .collect();
+            s.apply(&clicker, true, Label::Spam, Weight::FULL, &spam);
+        }
+        let p = Params::default();
+        let prior = s.prior_for(Some(&user("new")));
+        let fresh = Model::default();
+        let unlike: Vec<TokenId> = ids(10_000..10_010)
+            .into_iter()
+            .chain(ids(50_000..50_040))
+            .collect();
+        let b = score(&fresh, &prior, &unlike, &p);
+        assert!(b.score.probability < 0.6, "{b:?}");
+        let copy: Vec<TokenId> = ids(100..130)
+            .into_iter()
+            .chain(ids(10_000..10_010))
+            .collect();
+        let b = score(&fresh, &prior, &copy, &p);
+        assert!(b.score.probability > 0.99, "{b:?}");
+        // Scored by the shared model alone, the same.
+        assert!(score_shared(&prior, &unlike, &[], &p).probability < 0.6);
+    }
+
     #[test]
     fn one_pass_score_and_strongest_equal_the_two_separate_passes() {
         let mut s = SharedModel::default();
@@ -373,7 +569,7 @@ mod tests {
             for msg in [ids(0..60), ids(10..130), ids(500..510)] {
                 let (one, top) = score_and_strongest(&m, &prior, &msg, &[], &p, 5);
                 assert_eq!(one, score(&m, &prior, &msg, &p));
-                assert_eq!(top, strongest(&m, &prior, &msg, &p, 5));
+                assert_eq!(top, strongest(&m, &prior, &msg, &[], &p, 5));
             }
         }
     }

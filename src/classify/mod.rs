@@ -426,16 +426,32 @@ impl Model {
 
     /// The message's `k` spammiest and `k` hammiest significant tokens
     /// with their f(w), strongest first: what an explanation shows.
-    pub fn strongest(&self, ids: &[TokenId], params: &Params, k: usize) -> Strongest {
+    /// `header` (a sorted subset of `ids`) are the message's header
+    /// tokens, estimated with the header prior as the score estimates
+    /// them ([`robinson::header_params`]).
+    pub fn strongest(
+        &self,
+        ids: &[TokenId],
+        header: &[TokenId],
+        params: &Params,
+        k: usize,
+    ) -> Strongest {
         let (nspam, nham) = self.weights();
         if nspam + nham == 0 {
             return (Vec::new(), Vec::new());
         }
         let unit = f64::from(Weight::FULL.0);
+        let header_params = robinson::header_params(self.clicked_ham_weight(), params);
+        let header_params = header_params.as_ref().unwrap_or(params);
         strongest_by(ids, params, k, |id| {
             let c = self.get(id)?;
+            let p = if header.binary_search(&id).is_ok() {
+                header_params
+            } else {
+                params
+            };
             Some(robinson::token_probability(
-                c.spam, c.ham, nspam, nham, unit, params,
+                c.spam, c.ham, nspam, nham, unit, p,
             ))
         })
     }

@@ -379,20 +379,39 @@ pub fn header_trust(nspam: u64, nham: u64, ham_messages: u64, unit: f64, params:
     (q / params.header_trust_at).min(1.0)
 }
 
-/// Robinson's `s` for `model`'s header tokens when `params.header_strength`
-/// is `target`: `target`, or on its way there from `params.strength` while
-/// the user has clicked less ham than `params.header_strength_ramp`
-/// messages' worth (see [`Params::header_strength_ramp`]). At no clicked
-/// ham it is `params.strength` exactly.
-pub fn header_strength(model: &Model, target: f64, unit: f64, params: &Params) -> f64 {
+/// Robinson's `s` for the header tokens of a model that holds
+/// `clicked_ham` weight of clicked ham ([`Model::clicked_ham_weight`]),
+/// when `params.header_strength` is `target`: `target`, or on its way
+/// there from `params.strength` while that is less than
+/// `params.header_strength_ramp` messages' worth (see
+/// [`Params::header_strength_ramp`]). At no clicked ham it is
+/// `params.strength` exactly.
+pub fn header_strength(clicked_ham: u64, target: f64, unit: f64, params: &Params) -> f64 {
     if params.header_strength_ramp <= 0.0 {
         return target;
     }
-    let t = model.clicked_ham_weight() as f64 / unit / params.header_strength_ramp;
+    let t = clicked_ham as f64 / unit / params.header_strength_ramp;
     if t >= 1.0 {
         return target;
     }
     params.strength + (target - params.strength) * t
+}
+
+/// The [`Params`] a message's header tokens are estimated with, against
+/// a model holding `clicked_ham` weight of clicked ham: `params` with the
+/// header prior's `s` ([`header_strength`]), or `None` when there is no
+/// header prior (`params.header_strength` unset) and header tokens take
+/// `params` itself.
+///
+/// Why one function: the score, the explanation of its strongest tokens
+/// and the blend with the shared model must estimate a header token
+/// alike, or support staff would be shown an `f(w)` the score never used.
+pub fn header_params(clicked_ham: u64, params: &Params) -> Option<Params> {
+    let unit = f64::from(super::Weight::FULL.0);
+    params.header_strength.map(|target| Params {
+        strength: header_strength(clicked_ham, target, unit, params),
+        ..params.clone()
+    })
 }
 
 /// Scores `ids` (a message's distinct tokens) against `model`, as one
@@ -413,10 +432,7 @@ pub fn score_parts(model: &Model, ids: &[TokenId], header: &[TokenId], params: &
     let unknown = unknown_probability(nspam, nham, unit);
     let mut split = Split::new(ids.len(), header, params);
     split.trust = header_trust(nspam, nham, model.ham_learned(), unit, params);
-    let header_params = params.header_strength.map(|target| Params {
-        strength: header_strength(model, target, unit, params),
-        ..params.clone()
-    });
+    let header_params = header_params(model.clicked_ham_weight(), params);
     for id in ids {
         let (part, p) = match &header_params {
             None => (split.part_of(*id), params),
@@ -1554,7 +1570,7 @@ mod tests {
         let unit = f64::from(Weight::FULL.0);
         for n in 1..=12u64 {
             m.learn(&range(50_000 + n * 100..50_000 + n * 100 + 30), Label::Ham);
-            let s = header_strength(&m, 0.02, unit, &ramp);
+            let s = header_strength(m.clicked_ham_weight(), 0.02, unit, &ramp);
             let expected = 0.1 + (0.02 - 0.1) * (n as f64 / 10.0).min(1.0);
             assert!((s - expected).abs() < 1e-12, "{n}: {s}");
         }

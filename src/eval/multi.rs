@@ -16,7 +16,10 @@
 //! users consent — by the shared model. Learning is the same whatever the
 //! view when every message is learned; with only errors learned, the user
 //! clicks what *one* view showed them, so each view needs its own replay
-//! ([`replay_users`]'s `clicks_follow`).
+//! ([`replay_users`]'s `clicks_follow`). Mail that view delivered and the
+//! user did not click is learned as delivered (the user's model only, as
+//! the Score RPC does with `--learn-delivered`, the default, and as the
+//! single-user replay does).
 //!
 //! The measure is the one a user feels: the share of their messages
 //! misfiled (spam not judged spam, ham judged spam; unsure is delivered, so
@@ -89,6 +92,10 @@ pub trait SharedFilter {
     /// The user's click: learned by the user's model and, as the user
     /// consents, by the shared model.
     fn learn(&mut self, user: &str, id: &str, message: &[u8], label: Label) -> Result<(), String>;
+    /// Mail delivered to the user's inbox and not clicked: what the
+    /// Score RPC learns of it (the user's model only, never shared), as
+    /// the single-user replay does (`Engine::score_then_train`).
+    fn deliver(&mut self, user: &str, id: &str, message: &[u8]) -> Result<(), String>;
 }
 
 /// The order messages arrive in: `(mailbox, message)` positions.
@@ -159,6 +166,8 @@ pub fn replay_users(
         if taught {
             // Users share one server: ids are per user already.
             filter.learn(user, &m.id, &bytes, m.gold).map_err(fail)?;
+        } else if shown.verdict != Verdict::Spam {
+            filter.deliver(user, &m.id, &bytes).map_err(fail)?;
         }
         out[b].push(UserOutcome {
             gold: m.gold,
@@ -259,6 +268,15 @@ impl SharedFilter for EngineShared<'_> {
             .map_err(|e| e.to_string())?;
         Ok(())
     }
+
+    fn deliver(&mut self, user: &str, id: &str, message: &[u8]) -> Result<(), String> {
+        let id = MessageId::new(id).map_err(|e| e.to_string())?;
+        let read = self.engine.read(message).map_err(|e| e.to_string())?;
+        self.engine
+            .learn_delivered(self.user(user)?, &read, &id)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -299,6 +317,7 @@ mod tests {
     /// Says spam for user `a`'s view `SharedOnly` only; records clicks.
     struct Fixed {
         clicks: Vec<String>,
+        delivered: Vec<String>,
     }
 
     impl SharedFilter for Fixed {
@@ -318,6 +337,10 @@ mod tests {
             self.clicks.push(format!("{user}:{id}"));
             Ok(())
         }
+        fn deliver(&mut self, user: &str, id: &str, _m: &[u8]) -> Result<(), String> {
+            self.delivered.push(format!("{user}:{id}"));
+            Ok(())
+        }
     }
 
     #[test]
@@ -335,7 +358,10 @@ mod tests {
             messages: vec![msg("s", Label::Spam), msg("h", Label::Ham)],
         }];
         let order = arrival_order(&boxes, Arrival::Together);
-        let mut f = Fixed { clicks: vec![] };
+        let mut f = Fixed {
+            clicks: vec![],
+            delivered: vec![],
+        };
         let out = replay_users(
             &boxes,
             &order,
@@ -345,8 +371,10 @@ mod tests {
             |_, _| {},
         )
         .unwrap();
-        // The shared view got both right: no clicks.
+        // The shared view got both right: no clicks; the ham it delivered
+        // was learned as delivered, the spam it filed was not.
         assert!(f.clicks.is_empty());
+        assert_eq!(f.delivered, ["u:h"]);
         let o = &out[0];
         assert!(o[0].misfiled(View::UserOnly) && !o[0].misfiled(View::SharedOnly));
         assert!(
@@ -363,7 +391,10 @@ mod tests {
         let shared = misfiled(o, View::SharedOnly, Some(50));
         assert_eq!((shared.pct(), shared.messages), (0.0, 2));
         // Following the per-user view, the missed spam is clicked.
-        let mut f = Fixed { clicks: vec![] };
+        let mut f = Fixed {
+            clicks: vec![],
+            delivered: vec![],
+        };
         replay_users(
             &boxes,
             &order,
@@ -374,7 +405,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.clicks, ["u:s"]);
-        let mut f = Fixed { clicks: vec![] };
+        assert_eq!(f.delivered, ["u:h"], "clicked mail is not also delivered");
+        let mut f = Fixed {
+            clicks: vec![],
+            delivered: vec![],
+        };
         replay_users(
             &boxes,
             &order,
@@ -385,6 +420,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.clicks.len(), 2);
+        assert!(f.delivered.is_empty());
     }
 
     #[test]
@@ -414,7 +450,10 @@ mod tests {
             .collect();
         let clicks = crate::eval::Clicks::new(0.5, 0.0, 0).unwrap();
         for arrival in [Arrival::Together, Arrival::OneAfterAnother] {
-            let mut f = Fixed { clicks: vec![] };
+            let mut f = Fixed {
+                clicks: vec![],
+                delivered: vec![],
+            };
             let order = arrival_order(&boxes, arrival);
             let out = replay_users(
                 &boxes,
