@@ -221,14 +221,32 @@ on_both_stores!(
             again.contains("(0 new or moved, 4 already seeded)"),
             "{again}"
         );
+        // A seed counts in full from 50 messages of each class
+        // (`Params::shared_known_at`): 50 more of each, then a newcomer's
+        // copy of seeded spam is caught.
+        let mut big = String::new();
+        for i in 0..50 {
+            for (m, label) in [
+                (crate::mailgen::spam(2, i), "spam"),
+                (crate::mailgen::ham(2, i), "ham"),
+            ] {
+                std::fs::write(dir.path().join(format!("{label}{i}.eml")), m).unwrap();
+                big.push_str(&format!("{label} {label}{i}.eml\n"));
+            }
+        }
+        let big_index = dir.path().join("big");
+        std::fs::write(&big_index, big).unwrap();
+        let out = chaff(&["seed", "--index", big_index.to_str().unwrap()]).await;
+        assert!(out.contains("seed (52 spam, 52 ham)"), "{out}");
         let mut c = server.client().await;
+        let copy = crate::mailgen::near_copy(&crate::mailgen::spam(2, 7), 7);
         assert_eq!(
-            score(&mut c, server.u("newcomer"), SPAM).await.verdict,
+            score(&mut c, server.u("newcomer"), &copy).await.verdict,
             Verdict::Spam as i32
         );
         let cleared = chaff(&["seed", "--clear"]).await;
         assert!(
-            cleared.contains("2 spam and 2 ham messages removed"),
+            cleared.contains("52 spam and 52 ham messages removed"),
             "{cleared}"
         );
         assert_eq!(shared(&mut c).await, proto::SharedInfo::default());

@@ -12,7 +12,7 @@
 //! ```text
 //! f(w) = (s·x + m(w)·f_S(w) + n_u(w)·p_u(w)) / (s + m(w) + n_u(w))
 //!
-//! m(w) = M · n_S(w) / (n_S(w) + M)  ·  R / (R + N_u)
+//! m(w) = M · n_S(w) / (n_S(w) + M)  ·  R / (R + N_u)  ·  min(1, T_S / K)
 //! ```
 //!
 //! `s`, `x` are Robinson's strength and prior (`Params::strength`,
@@ -21,7 +21,9 @@
 //! by the user's clicked ham, and for `f_S` by the shared model's); `N_u`
 //! is everything the user has learned, in messages;
 //! `M` = [`Params::shared_strength`] (10) and `R` =
-//! [`Params::shared_halflife`] (100).
+//! [`Params::shared_halflife`] (100); `T_S` is the messages the shared
+//! model has learned of its thinner class and `K` =
+//! [`Params::shared_known_at`] (50).
 //!
 //! # The reasoning
 //!
@@ -38,7 +40,16 @@
 //! - **shrinks as the user's overall evidence grows** (`R / (R + N_u)`: full
 //!   at the first message, half after 100 learned messages, a tenth after
 //!   900). There is no hard gate: the shared prior never switches off, the
-//!   user's own counts take over smoothly.
+//!   user's own counts take over smoothly;
+//! - **grows with what the shared model knows of its thinner class**
+//!   (`min(1, T_S / K)`): Graham's ratio compares a token's rate in spam
+//!   with its rate in ham, and a shared model that has learned spam and no
+//!   ham — users who only ever click *Spam*, nothing seeded — finds every
+//!   token it knows spammy. Blended in at full weight, it sent a user's
+//!   ham to the spam folder before their own model could learn that ham
+//!   from delivery, and ham in the spam folder is never delivered, so it
+//!   never learned it (docs/ACCURACY.md, "Session 16"). Such a model now
+//!   counts for nothing, and for more as it learns the ham it lacks.
 //!
 //! A new user (`n_u = 0`, `N_u = 0`) gets `f(w) ≈ f_S(w)`: protected from
 //! the first message. A token the user has seen but the others have not
@@ -92,7 +103,9 @@ struct Blend<'a> {
     prior: &'a Prior<'a>,
     user_weights: (u64, u64),
     prior_weights: (u64, u64),
-    /// `R / (R + N_u)`.
+    /// `R / (R + N_u)`, times how far the shared model knows its thinner
+    /// class (`Params::shared_known_at`): the weight the shared model's
+    /// evidence is given, per token and for never-seen tokens.
     decay: f64,
     unit: f64,
     params: &'a Params,
@@ -111,12 +124,22 @@ impl<'a> Blend<'a> {
         let user_weights = user.weights();
         let learned = (user_weights.0 + user_weights.1) as f64 / unit;
         let r = params.shared_halflife;
+        let prior_weights = prior.weights();
+        // Messages, not weight: a click on mail the clicker's model already
+        // scored right is light, but its tokens cover the class as well.
+        let (spam_messages, ham_messages) = prior.messages();
+        let thinner = spam_messages.min(ham_messages) as f64;
+        let known = if params.shared_known_at > 0.0 {
+            (thinner / params.shared_known_at).min(1.0)
+        } else {
+            1.0
+        };
         Self {
             user,
             prior,
             user_weights,
-            prior_weights: prior.weights(),
-            decay: r / (r + learned),
+            prior_weights,
+            decay: r / (r + learned) * known,
             unit,
             params,
             header_params: robinson::header_params(user.clicked_ham_weight(), params),
@@ -179,6 +202,11 @@ impl<'a> Blend<'a> {
         let big_m = params.shared_strength;
         let n_shared = (f64::from(theirs.spam) + f64::from(theirs.ham)) / self.unit;
         let m = big_m * n_shared / (n_shared + big_m) * self.decay;
+        if m == 0.0 && mine.is_none() {
+            // A shared model given no weight knows nothing here: the token
+            // is never-seen evidence, as in the user's own score.
+            return None;
+        }
         let c = mine.unwrap_or_default();
         let n_user = (f64::from(c.spam) + f64::from(c.ham)) / self.unit;
         // No ratio means no counts, so n_user is 0 and p_u does not matter.
@@ -521,37 +549,96 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_shared_model_that_knows_only_spam_files_no_new_users_unlike_mail_as_spam() {
-        // Other users clicked only Spam and nothing was seeded: a new
-        // user's mail that shares only common words with that spam stays
-        // out of the spam folder, and copies of the spam are still caught.
+    /// Spam from 60 messages of others' clicks (each with the common
+    /// tokens 10,000..10,010), and `ham` messages of theirs with the common
+    /// tokens too.
+    fn clicked_by_others(ham: u64) -> SharedModel {
         let mut s = SharedModel::default();
-        for i in 0..20u64 {
-            let clicker = user(&format!("c{}", i % 4));
+        let common = || ids(10_000..10_010).into_iter();
+        // One message per clicker, so no contributor's cap binds.
+        for i in 0..60u64 {
+            let clicker = user(&format!("c{i}"));
             let spam: Vec<TokenId> = ids(i * 50..i * 50 + 30)
                 .into_iter()
-                .chain(ids(10_000..10_010))
+                .chain(common())
                 .collect();
             s.apply(&clicker, true, Label::Spam, Weight::FULL, &spam);
         }
+        for i in 0..ham {
+            let clicker = user(&format!("h{i}"));
+            let ham: Vec<TokenId> = ids(20_000 + i * 50..20_000 + i * 50 + 30)
+                .into_iter()
+                .chain(common())
+                .collect();
+            s.apply(&clicker, true, Label::Ham, Weight::FULL, &ham);
+        }
+        s
+    }
+
+    #[test]
+    fn a_shared_model_that_knows_only_spam_is_given_no_weight() {
+        // Other users clicked only Spam and nothing was seeded: every token
+        // that shared model knows reads as spam (it has no ham to compare
+        // with), so it is given no weight. A new user's mail that shares
+        // only common words with that spam stays out of the spam folder,
+        // and a user with a model of their own scores as alone, bit for bit.
+        let s = clicked_by_others(0);
         let p = Params::default();
         let prior = s.prior_for(Some(&user("new")));
-        let fresh = Model::default();
         let unlike: Vec<TokenId> = ids(10_000..10_010)
             .into_iter()
             .chain(ids(50_000..50_040))
             .collect();
-        let b = score(&fresh, &prior, &unlike, &p);
+        let b = score(&Model::default(), &prior, &unlike, &p);
         assert!(b.score.probability < 0.6, "{b:?}");
+        let own = trained();
+        for msg in [ids(0..30), unlike.clone(), ids(100..130)] {
+            let b = score(&own, &prior, &msg, &p);
+            assert_eq!(b.score, robinson::score(&own, &msg, &p), "{msg:?}");
+            assert_eq!(b.user_share, 1.0);
+        }
+    }
+
+    #[test]
+    fn the_shared_models_weight_grows_with_the_ham_it_knows() {
+        let p = Params::default();
         let copy: Vec<TokenId> = ids(100..130)
             .into_iter()
             .chain(ids(10_000..10_010))
             .collect();
-        let b = score(&fresh, &prior, &copy, &p);
-        assert!(b.score.probability > 0.99, "{b:?}");
-        // Scored by the shared model alone, the same.
-        assert!(score_shared(&prior, &unlike, &[], &p).probability < 0.6);
+        let unlike: Vec<TokenId> = ids(10_000..10_010)
+            .into_iter()
+            .chain(ids(50_000..50_040))
+            .collect();
+        let newcomer = Model::default();
+        for ham in [0u64, 10, 25, 50, 80] {
+            let s = clicked_by_others(ham);
+            let prior = s.prior_for(Some(&user("new")));
+            let c = score(&newcomer, &prior, &copy, &p).score;
+            if ham == 0 {
+                // No ham known: nothing from the shared model.
+                assert_eq!(c.probability, 0.5, "{c:?}");
+            }
+            if ham >= 50 {
+                // Both classes known: a copy of the others' spam is caught
+                // for a user who has learned nothing; mail unlike it is not.
+                assert!(c.probability > 0.99, "{ham} ham: {c:?}");
+                let u = score(&newcomer, &prior, &unlike, &p).score;
+                assert!(u.probability < 0.6, "{ham} ham: {u:?}");
+            }
+        }
+        let full = score(&newcomer, &clicked_by_others(80).prior_for(None), &copy, &p);
+        let no_gate = Params {
+            shared_known_at: 0.0,
+            ..p.clone()
+        };
+        let ungated = score(
+            &newcomer,
+            &clicked_by_others(80).prior_for(None),
+            &copy,
+            &no_gate,
+        );
+        assert_eq!(full, ungated, "in full from 50 messages' worth on");
     }
 
     #[test]

@@ -183,6 +183,16 @@ pub struct Params {
     /// Messages a user must have learned for the shared prior's weight to
     /// halve (`R` in `blend.rs`).
     pub shared_halflife: f64,
+    /// The shared prior's weight also grows with how much the shared model
+    /// knows of its thinner class: in full once it has learned this many
+    /// messages of spam and of ham (whatever their weight), in proportion
+    /// before (0: always in full). Why: a shared model that has learned spam and (almost) no
+    /// ham — users who only ever click *Spam*, nothing seeded — finds every
+    /// token it knows spammy (Graham's ratio has no ham to compare with),
+    /// and blended in, it filed a user's ham as spam before that user's
+    /// own model could learn their ham from delivery (docs/ACCURACY.md,
+    /// "Session 16"). Like `header_trust_at` for the header.
+    pub shared_known_at: f64,
     /// Tokens the model has never seen count as evidence (when one class is
     /// far better known than the other) for at most this many times the
     /// message's significant known tokens (see "Never-seen tokens" above).
@@ -274,6 +284,7 @@ impl Default for Params {
             confident_log_odds: 12.0,
             shared_strength: 10.0,
             shared_halflife: 100.0,
+            shared_known_at: 50.0,
             unknown_cap: 3,
             parts: Parts::Fisher,
             header_full_at: 10,

@@ -260,15 +260,20 @@ impl SharedModel {
     pub fn prior_for(&self, who: Option<&Owner>) -> Prior<'_> {
         let own = who.and_then(|w| self.parts.get(w).map(|m| (m, Caps::of(w))));
         let (mut spam, mut ham) = self.total.weights();
+        let (mut spam_messages, mut ham_messages) =
+            (self.total.spam_learned(), self.total.ham_learned());
         if let Some((m, caps)) = own {
             let (os, oh) = m.weights();
             spam = spam.saturating_sub(os.min(caps.total));
             ham = ham.saturating_sub(oh.min(caps.total));
+            spam_messages = spam_messages.saturating_sub(m.spam_learned());
+            ham_messages = ham_messages.saturating_sub(m.ham_learned());
         }
         Prior {
             total: &self.total,
             own,
             weights: (spam, ham),
+            messages: (spam_messages, ham_messages),
         }
     }
 }
@@ -310,12 +315,19 @@ pub struct Prior<'a> {
     total: &'a Model,
     own: Option<(&'a Model, Caps)>,
     weights: (u64, u64),
+    messages: (u64, u64),
 }
 
 impl Prior<'_> {
     /// The class totals (weight units).
     pub fn weights(&self) -> (u64, u64) {
         self.weights
+    }
+
+    /// The messages learned per class (spam, ham), whatever their weight:
+    /// how much of each class the shared model has seen.
+    pub fn messages(&self) -> (u64, u64) {
+        self.messages
     }
 
     /// No evidence at all: scoring must then be exactly the user's own.

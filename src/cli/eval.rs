@@ -199,6 +199,10 @@ pub struct EvalArgs {
     /// halve (`R` in src/classify/blend.rs).
     #[arg(long, help_heading = "Tuning")]
     shared_halflife: Option<f64>,
+    /// Messages the shared model must have learned of its thinner class
+    /// for its full weight in a user's estimate (0: always full).
+    #[arg(long, help_heading = "Tuning")]
+    shared_known_at: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -427,6 +431,7 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     params.confident_log_odds = args.confident_log_odds.unwrap_or(params.confident_log_odds);
     params.shared_strength = args.shared_strength.unwrap_or(params.shared_strength);
     params.shared_halflife = args.shared_halflife.unwrap_or(params.shared_halflife);
+    params.shared_known_at = args.shared_known_at.unwrap_or(params.shared_known_at);
     params.parts = args.header_share.unwrap_or(params.parts);
     params.header_full_at = args.header_full_at.unwrap_or(params.header_full_at);
     params.header_trust_at = args.header_trust_at.unwrap_or(params.header_trust_at);
