@@ -64,6 +64,12 @@ enum Command {
     Why(policy::WhyArgs),
     /// Operator: seed the shared model from a labelled corpus (TREC index),
     /// or remove the seed with --clear.
+    ///
+    /// The shared model counts in users' scores as far as it knows both
+    /// classes: in full once it holds 50 messages of spam and 50 of ham
+    /// (seed and shared clicks together), nothing while it holds no ham.
+    /// Users mostly click only Spam, so a seed with ham of your users'
+    /// kind is what lets the shared model protect them (docs/SHARED.md).
     #[command(override_usage = "chaff seed [OPTIONS]")]
     Seed(seed::SeedArgs),
     /// Show the shared model's size: contributing users, messages, tokens, seed.
