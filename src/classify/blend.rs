@@ -58,7 +58,8 @@
 //! A token *neither* side has seen is evidence too, as in the user's own
 //! score (`robinson::unknown_probability`: towards ham when what is known
 //! is spam alone), judged on the user's class weights plus the shared
-//! model's faded by the same `R / (R + N_u)`: so a shared model that knows
+//! model's, given the same weight as its estimates (`R / (R + N_u)` and
+//! the thinner-class factor): so a shared model that knows
 //! only spam — users who only ever click *Spam*, nothing seeded — cannot
 //! send a new user's mail to the spam folder on its common words.
 //!
@@ -148,8 +149,8 @@ impl<'a> Blend<'a> {
     }
 
     /// What a token neither side knows says: `robinson::unknown_probability`
-    /// over the class weights the blend draws on, the user's own and the
-    /// shared model's faded by the same `R / (R + N_u)` as its estimates.
+    /// over the class weights the blend draws on: the user's own, and the
+    /// shared model's given the weight its estimates get (`decay`).
     ///
     /// Why: the one-sided fix (docs/ACCURACY.md, "One-sided clickers")
     /// lives in this estimate. With the user's weights alone, a user who
