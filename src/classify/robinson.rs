@@ -186,12 +186,13 @@ pub struct Params {
     /// The shared prior's weight also grows with how much the shared model
     /// knows of its thinner class: in full once it has learned this many
     /// messages of spam and of ham (whatever their weight), in proportion
-    /// before (0: always in full). Why: a shared model that has learned spam and (almost) no
-    /// ham — users who only ever click *Spam*, nothing seeded — finds every
-    /// token it knows spammy (Graham's ratio has no ham to compare with),
-    /// and blended in, it filed a user's ham as spam before that user's
-    /// own model could learn their ham from delivery (docs/ACCURACY.md,
-    /// "Session 16"). Like `header_trust_at` for the header.
+    /// before (0: always in full). Why: a shared model that has learned
+    /// spam and (almost) no ham — users who only ever click *Spam*,
+    /// nothing seeded — finds every token it knows spammy (Graham's ratio
+    /// has no ham to compare with), and blended in, it filed a user's ham
+    /// as spam before that user's own model could learn their ham from
+    /// delivery (docs/ACCURACY.md, "Session 16"). Like `header_trust_at`
+    /// for the header.
     pub shared_known_at: f64,
     /// Tokens the model has never seen count as evidence (when one class is
     /// far better known than the other) for at most this many times the
