@@ -49,7 +49,11 @@
 //!   ham to the spam folder before their own model could learn that ham
 //!   from delivery, and ham in the spam folder is never delivered, so it
 //!   never learned it (docs/ACCURACY.md, "Session 16"). Such a model now
-//!   counts for nothing, and for more as it learns the ham it lacks.
+//!   counts for nothing, and for more as it learns the ham it lacks. (More
+//!   a step than a ramp: with `s` = 0.1 even a small `m(w)` makes every
+//!   token the shared model knows significant, so its first ham brings its
+//!   estimates back, lightly weighed, where none counted before; measured
+//!   only at its ends, none and full.)
 //!
 //! A new user (`n_u = 0`, `N_u = 0`) gets `f(w) ≈ f_S(w)`: protected from
 //! the first message. A token the user has seen but the others have not
@@ -158,9 +162,9 @@ impl<'a> Blend<'a> {
     /// spam (most users only ever click *Spam*, and nothing is seeded),
     /// has no never-seen evidence at all; every token the shared spam
     /// showed reads as spam, and all their mail went to the spam folder.
-    /// For a new user this is exactly the shared model's own estimate
-    /// ([`score_shared`]); as the user learns both classes it becomes the
-    /// user's.
+    /// For a new user, with the shared model at full weight, this is
+    /// exactly the shared model's own estimate ([`score_shared`]); as the
+    /// user learns both classes it becomes the user's.
     fn unknown_probability(&self) -> f64 {
         let (user_spam, user_ham) = self.user_weights;
         let (prior_spam, prior_ham) = self.prior_weights;
@@ -448,12 +452,20 @@ mod tests {
     }
 
     #[test]
-    fn shared_evidence_on_other_tokens_leaves_the_score_bit_identical() {
-        // No hard gate, and no side effect either: tokens the others never
-        // saw are scored exactly as the user alone would.
+    fn shared_evidence_on_other_tokens_leaves_a_two_sided_users_score_bit_identical() {
+        // No hard gate, and no side effect either: for a user who knows
+        // both classes, tokens the others never saw are scored exactly as
+        // the user alone would, with the shared model at full weight (60
+        // messages of each class). (A one-sided user's never-seen tokens do
+        // take the shared model's class weights, by design:
+        // `Blend::unknown_probability`.)
         let m = trained();
         let mut s = SharedModel::default();
-        s.apply(&user("b"), true, Label::Spam, Weight::FULL, &ids(900..950));
+        for i in 0..60u64 {
+            let b = user(&format!("b{i}"));
+            s.apply(&b, true, Label::Spam, Weight::FULL, &ids(900..950));
+            s.apply(&b, true, Label::Ham, Weight::FULL, &ids(950..990));
+        }
         let p = Params::default();
         let msg = ids(0..30);
         let own = robinson::score(&m, &msg, &p);
@@ -619,6 +631,11 @@ mod tests {
             if ham == 0 {
                 // No ham known: nothing from the shared model.
                 assert_eq!(c.probability, 0.5, "{c:?}");
+            } else {
+                // Some: the shared model takes part (a step more than a
+                // ramp: with s = 0.1 even a small weight makes the tokens
+                // it knows significant).
+                assert!(c.tokens_used > 0 && c.probability > 0.5, "{ham} ham: {c:?}");
             }
             if ham >= 50 {
                 // Both classes known: a copy of the others' spam is caught
@@ -658,6 +675,11 @@ mod tests {
                 let (one, top) = score_and_strongest(&m, &prior, &msg, &[], &p, 5);
                 assert_eq!(one, score(&m, &prior, &msg, &p));
                 assert_eq!(top, strongest(&m, &prior, &msg, &[], &p, 5));
+                // With header tokens (the first ten), the header prior's
+                // estimates agree too.
+                let header = &msg[..msg.len().min(10)];
+                let (_, top) = score_and_strongest(&m, &prior, &msg, header, &p, 5);
+                assert_eq!(top, strongest(&m, &prior, &msg, header, &p, 5));
             }
         }
     }

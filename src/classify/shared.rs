@@ -35,8 +35,11 @@
 //! - The operator's seed is one contributor, uncapped: it is the operator's
 //!   own labelled corpus, trusted, and removable as a whole.
 //!
-//! Message counts (`spam_learned`, `ham_learned`) of `S` are plain sums:
-//! they are shown, never used in a score.
+//! Message counts (`spam_learned`, `ham_learned`) of `S` are plain sums,
+//! uncapped: they are shown, and [`Prior::messages`] gives the blend how
+//! much of each class the shared model has seen (its weight in a user's
+//! score grows with the thinner class: `Params::shared_known_at`). One
+//! user's messages count there without a cap; their tokens stay capped.
 
 use rustc_hash::FxHashMap;
 
