@@ -113,14 +113,13 @@ struct Blend<'a> {
     /// evidence is given, per token and for never-seen tokens.
     decay: f64,
     unit: f64,
-    params: &'a Params,
-    /// What header tokens are estimated with: the header prior's `s` as
-    /// the user's own clicked ham sets it (`robinson::header_params`),
-    /// for the user's counts and in the blend.
-    header_params: Option<Params>,
+    /// What tokens are estimated with: for header tokens the header
+    /// prior's `s` as the user's own clicked ham sets it, for the user's
+    /// counts and in the blend.
+    user_parts: robinson::PartParams<'a>,
     /// The same for the shared model's own estimate `f_S`, as
     /// [`score_shared`] makes it.
-    shared_header_params: Option<Params>,
+    shared_parts: robinson::PartParams<'a>,
 }
 
 impl<'a> Blend<'a> {
@@ -146,9 +145,8 @@ impl<'a> Blend<'a> {
             prior_weights,
             decay: r / (r + learned) * known,
             unit,
-            params,
-            header_params: robinson::header_params(user.clicked_ham_weight(), params),
-            shared_header_params: shared_header_params(prior, params),
+            user_parts: robinson::PartParams::new(user.clicked_ham_weight(), params),
+            shared_parts: shared_parts(prior, params),
         }
     }
 
@@ -181,14 +179,8 @@ impl<'a> Blend<'a> {
     /// `in_header`: the token is one of the message's header tokens.
     fn estimate(&self, id: TokenId, in_header: bool) -> Option<(f64, f64)> {
         let (nspam, nham) = self.user_weights;
-        let (params, shared_params) = if in_header {
-            (
-                self.header_params.as_ref().unwrap_or(self.params),
-                self.shared_header_params.as_ref().unwrap_or(self.params),
-            )
-        } else {
-            (self.params, self.params)
-        };
+        let params = self.user_parts.get(in_header);
+        let shared_params = self.shared_parts.get(in_header);
         let mine = self.user.get(id);
         let Some(theirs) = self.prior.get(id) else {
             let c = mine?;
@@ -295,18 +287,15 @@ pub fn score_shared(
     }
     let (pspam, pham) = prior.weights();
     let unit = f64::from(Weight::FULL.0);
-    let header_params = shared_header_params(prior, params);
+    let parts = shared_parts(prior, params);
     combine_estimates(
         ids,
         header,
         params,
         |id, in_header| {
             let c = prior.get(id)?;
-            let p = match &header_params {
-                Some(header) if in_header => header,
-                _ => params,
-            };
-            let f = robinson::token_probability(c.spam, c.ham, pspam, pham, unit, p);
+            let f =
+                robinson::token_probability(c.spam, c.ham, pspam, pham, unit, parts.get(in_header));
             Some((f, 0.0))
         },
         (
@@ -318,11 +307,11 @@ pub fn score_shared(
     .0
 }
 
-/// What the shared model's header tokens are estimated with
-/// (`robinson::header_params`). The shared model learns clicks only
+/// What the shared model's tokens are estimated with (header tokens:
+/// `robinson::header_params`). The shared model learns clicks only
 /// (delivered mail stays the user's), so all its ham is clicked ham.
-fn shared_header_params(prior: &Prior<'_>, params: &Params) -> Option<Params> {
-    robinson::header_params(prior.weights().1, params)
+fn shared_parts<'a>(prior: &Prior<'_>, params: &'a Params) -> robinson::PartParams<'a> {
+    robinson::PartParams::new(prior.weights().1, params)
 }
 
 /// The message's strongest blended features, estimating every token

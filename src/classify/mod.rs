@@ -441,15 +441,10 @@ impl Model {
             return (Vec::new(), Vec::new());
         }
         let unit = f64::from(Weight::FULL.0);
-        let header_params = robinson::header_params(self.clicked_ham_weight(), params);
-        let header_params = header_params.as_ref().unwrap_or(params);
+        let parts = robinson::PartParams::new(self.clicked_ham_weight(), params);
         strongest_by(ids, params, k, |id| {
             let c = self.get(id)?;
-            let p = if header.binary_search(&id).is_ok() {
-                header_params
-            } else {
-                params
-            };
+            let p = parts.get(header.binary_search(&id).is_ok());
             Some(robinson::token_probability(
                 c.spam, c.ham, nspam, nham, unit, p,
             ))

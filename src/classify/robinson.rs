@@ -426,6 +426,32 @@ pub fn header_params(clicked_ham: u64, params: &Params) -> Option<Params> {
     })
 }
 
+/// The [`Params`] each of a message's tokens is estimated with against a
+/// model holding `clicked_ham` weight of clicked ham: header tokens take
+/// the header prior's ([`header_params`]), the others the params given.
+/// One chooser for the score, its explanation and the blend.
+pub struct PartParams<'a> {
+    body: &'a Params,
+    header: Option<Params>,
+}
+
+impl<'a> PartParams<'a> {
+    pub fn new(clicked_ham: u64, params: &'a Params) -> Self {
+        Self {
+            body: params,
+            header: header_params(clicked_ham, params),
+        }
+    }
+
+    /// The params for a header token (`in_header`) or a body token.
+    pub fn get(&self, in_header: bool) -> &Params {
+        match &self.header {
+            Some(header) if in_header => header,
+            _ => self.body,
+        }
+    }
+}
+
 /// Scores `ids` (a message's distinct tokens) against `model`, as one
 /// part (no header split).
 pub fn score(model: &Model, ids: &[TokenId], params: &Params) -> Score {
