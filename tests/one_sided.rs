@@ -62,6 +62,60 @@ on_both_stores!(
 );
 
 on_both_stores!(
+    Redis,
+    after_many_spam_clicks_the_first_delivered_ham_does_not_send_the_next_to_the_spam_folder,
+    async |on| {
+        // The leak the corpora showed (docs/ACCURACY.md, "Session 17"): a
+        // user clicks Spam 20 or 100 times, then their ham arrives. The
+        // first ham or two are delivered and learned, which ended the
+        // never-seen tokens' say while the ham side was still too thin to
+        // show the everyday words the spam had taught: 95 of enron1's
+        // first 100 ham went to the spam folder after 100 clicks. Mail
+        // with Zipf-distributed words (`mailgen::zipf_*`) has those
+        // middling words (the everyday generator's few dozen common words
+        // do not), and before the thin-ham estimate
+        // (`robinson::unknown_probability`) 98 and 98 of these 100 ham
+        // went to the spam folder.
+        let server = on.start().await;
+        let mut c = server.client().await;
+        for clicks in [20usize, 100] {
+            let user = server.u(&format!("clicks-spam-{clicks}-first@provider.example"));
+            let clicked: Vec<Vec<u8>> = (0..clicks).map(|i| mailgen::zipf_spam(11, i)).collect();
+            for spam in &clicked {
+                train(&mut c, user, spam, Label::Spam, "").await;
+            }
+            let mut filed = Vec::new();
+            for i in 0..100 {
+                let s = score(&mut c, user, &mailgen::zipf_ham(11, i)).await;
+                if s.verdict == Verdict::Spam as i32 {
+                    filed.push((i, s.spam_probability));
+                }
+            }
+            // Not none: the estimate counts only outside the significance
+            // dead zone, which it leaves after about N_s / 5.4 delivered
+            // ham; after 20 clicks that is 4 ham, and a few of the next
+            // ones still go (5 here; 17 of enron2's 100 ham after 20 clicks).
+            eprintln!("after {clicks} spam clicks, ham filed as spam: {filed:?}");
+            assert!(
+                filed.len() <= 100 / 10,
+                "after {clicks} spam clicks, ham filed as spam as it arrived: {filed:?}"
+            );
+            // Copies of the clicked spam still are.
+            for (i, spam) in clicked.iter().enumerate().rev().take(20) {
+                let s = score(&mut c, user, &mailgen::near_copy(spam, i)).await;
+                assert_eq!(
+                    s.verdict,
+                    Verdict::Spam as i32,
+                    "after {clicks} clicks, copy of spam {i}: {}",
+                    s.spam_probability
+                );
+            }
+        }
+        server.stop().await;
+    }
+);
+
+on_both_stores!(
     RedisAlone,
     other_users_spam_only_clicks_file_none_of_a_new_users_ham_as_spam,
     async |on| {

@@ -163,15 +163,18 @@ impl<'a> Blend<'a> {
     /// For a new user, with the shared model at full weight, this is
     /// exactly the shared model's own estimate ([`score_shared`]); as the
     /// user learns both classes it becomes the user's.
-    fn unknown_probability(&self) -> f64 {
+    fn unknown_probability(&self, params: &robinson::Params) -> f64 {
         let (user_spam, user_ham) = self.user_weights;
         let (prior_spam, prior_ham) = self.prior_weights;
         let faded =
             |user: u64, prior: u64| user.saturating_add((prior as f64 * self.decay).round() as u64);
+        // The shared model's ham is all clicked (*Not spam* or the seed).
         robinson::unknown_probability(
             faded(user_spam, prior_spam),
             faded(user_ham, prior_ham),
+            faded(self.user.clicked_ham_weight(), prior_ham),
             self.unit,
+            params,
         )
     }
 
@@ -253,7 +256,7 @@ pub fn score_and_strongest(
     }
     let blend = Blend::new(user, prior, params);
     let (nspam, nham) = blend.user_weights;
-    let unknown = blend.unknown_probability();
+    let unknown = blend.unknown_probability(params);
     // The header's statistic is trusted as far as the user's own model
     // knows both classes: the shared prior does not know the user's relays.
     let trust = robinson::header_trust(nspam, nham, user.ham_learned(), blend.unit, params);
@@ -299,7 +302,7 @@ pub fn score_shared(
             Some((f, 0.0))
         },
         (
-            robinson::unknown_probability(pspam, pham, unit),
+            robinson::unknown_probability(pspam, pham, pham, unit, params),
             robinson::header_trust(pspam, pham, (pham as f64 / unit) as u64, unit, params),
         ),
         0,

@@ -172,6 +172,15 @@ pub struct EvalArgs {
     /// `chaff serve --header-strength-ramp` is the same setting.
     #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
     header_strength_ramp: Option<f64>,
+    /// γ of the never-seen tokens' estimate while the user's ham side is
+    /// delivered mail thinner than their spam: at most 1/(1 + (N_s/N_h)^γ)
+    /// (default 0.5, from Heaps' law; 0: off; docs/ACCURACY.md, "Session 17").
+    #[arg(long, help_heading = "Tuning")]
+    thin_ham_exponent: Option<f64>,
+    /// --thin-ham-exponent stops applying once the user has clicked this
+    /// many messages' worth of ham (default 10; 0: whatever they clicked).
+    #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
+    thin_ham_ramp: Option<f64>,
     /// Robinson's x: the probability of a token with no history.
     #[arg(long, help_heading = "Tuning")]
     prior: Option<f64>,
@@ -442,6 +451,8 @@ fn engine_settings(args: &EvalArgs) -> Settings {
         .unwrap_or(params.header_strength_ramp);
     params.header_veto_at = args.header_veto_at.unwrap_or(params.header_veto_at);
     params.header_veto_ham_only = args.header_veto_ham_only;
+    params.thin_ham_exponent = args.thin_ham_exponent.unwrap_or(params.thin_ham_exponent);
+    params.thin_ham_ramp = args.thin_ham_ramp.unwrap_or(params.thin_ham_ramp);
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,
