@@ -1779,8 +1779,8 @@ mod tests {
         let half = unknown_probability(100, 4, 5, 1.0, &p);
         let expected = (laplace(100.0, 4.0) + 1.0 / 6.0) / 2.0;
         assert!((half - expected).abs() < 1e-12, "{half} {expected}");
-        // Never spam-wards, never below the one-sided estimate, and off
-        // when turned off.
+        // Never spam-wards (ham the thicker side); at no ham, Laplace's
+        // own one-sided estimate; neutral with equal sides; off when off.
         assert_eq!(unknown_probability(4, 100, 0, 1.0, &p), laplace(4.0, 100.0));
         assert_eq!(unknown_probability(100, 0, 0, 1.0, &p), laplace(100.0, 0.0));
         assert_eq!(unknown_probability(30, 30, 0, 1.0, &p), 0.5);
