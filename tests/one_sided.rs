@@ -15,6 +15,21 @@ async fn score(c: &mut Client, user: &str, msg: &[u8]) -> chaff::proto::ScoreRes
     s
 }
 
+/// Asserts that copies of the last 20 clicked spam
+/// ([`mailgen::near_copy`]) get a SPAM verdict.
+async fn copies_of_the_last_clicked_are_spam(c: &mut Client, user: &str, clicked: &[Vec<u8>]) {
+    for (i, spam) in clicked.iter().enumerate().rev().take(20) {
+        let s = score(c, user, &mailgen::near_copy(spam, i)).await;
+        assert_eq!(
+            s.verdict,
+            Verdict::Spam as i32,
+            "after {} clicks, copy of spam {i}: {}",
+            clicked.len(),
+            s.spam_probability
+        );
+    }
+}
+
 on_both_stores!(
     Redis,
     spam_only_clicks_file_no_ham_as_spam_and_still_catch_copies_of_the_clicked_spam,
@@ -47,15 +62,7 @@ on_both_stores!(
                 "after {n} spam clicks, ham filed as spam: {filed:?}"
             );
             // Copies of the clicked spam (the campaign's next send) still are.
-            for (i, spam) in clicked.iter().enumerate().rev().take(20) {
-                let s = score(&mut c, user, &mailgen::near_copy(spam, i)).await;
-                assert_eq!(
-                    s.verdict,
-                    Verdict::Spam as i32,
-                    "after {n} clicks, copy of spam {i}: {}",
-                    s.spam_probability
-                );
-            }
+            copies_of_the_last_clicked_are_spam(&mut c, user, &clicked).await;
         }
         server.stop().await;
     }
@@ -101,15 +108,7 @@ on_both_stores!(
                 "after {clicks} spam clicks, ham filed as spam as it arrived: {filed:?}"
             );
             // Copies of the clicked spam still are.
-            for (i, spam) in clicked.iter().enumerate().rev().take(20) {
-                let s = score(&mut c, user, &mailgen::near_copy(spam, i)).await;
-                assert_eq!(
-                    s.verdict,
-                    Verdict::Spam as i32,
-                    "after {clicks} clicks, copy of spam {i}: {}",
-                    s.spam_probability
-                );
-            }
+            copies_of_the_last_clicked_are_spam(&mut c, user, &clicked).await;
         }
         server.stop().await;
     }
