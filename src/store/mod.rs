@@ -133,6 +133,17 @@ pub use rewrite::{DONE_MARKER, Recovered, RewriteStep, Rewritten, disk_usage, re
 pub use users::listing_order;
 pub use writes::Direct;
 
+// chaff's copy of sled is the one in vendor/sled, patched (PATCHES.md):
+// a sled compiled from other sources does not build. An error here ("cannot
+// find value `CHAFF_PATCH_LEVEL`", or this assertion) means the build
+// directory holds a sled compiled from another checkout's vendor/sled that
+// cargo's file times call fresh: `cargo clean -p sled` (with `--release`
+// for that profile) and build again.
+const _: () = assert!(
+    sled::CHAFF_PATCH_LEVEL == 5,
+    "a sled without chaff's current patches: cargo clean -p sled"
+);
+
 use keys::*;
 
 use commit::GroupCommit;

@@ -174,6 +174,16 @@ macro_rules! io_fail {
     };
 }
 
+/// chaff patch (PATCHES.md, "The patch level"): which state of chaff's
+/// patches this copy of sled was compiled from, raised with every change to
+/// them. chaff does not compile against any other (`src/store/mod.rs`):
+/// cargo judges a path dependency fresh by file times, so a build directory
+/// another checkout's older sled was compiled into (newer artifacts than
+/// these sources) kept linking that sled, without the close's punch, into
+/// release builds (2026-12-06).
+#[doc(hidden)]
+pub const CHAFF_PATCH_LEVEL: u32 = 5;
+
 macro_rules! testing_assert {
     ($($e:expr),*) => {
         #[cfg(feature = "lock_free_delays")]
