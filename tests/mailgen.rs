@@ -381,8 +381,8 @@ pub fn near_copy(message: &[u8], n: usize) -> Vec<u8> {
 }
 
 /// A pseudo-word for `rank` in the vocabulary `class` (0 the words every
-/// kind of mail shares, 1 ham's, 2 spam's): letters only, two to four
-/// syllables, distinct for distinct (class, rank).
+/// kind of mail shares, 1 ham's, 2 spam's): letters only, two or three
+/// syllables (for the ranks used), distinct for distinct (class, rank).
 fn word(class: usize, rank: usize) -> String {
     const ONSETS: &[&str] = &[
         "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",

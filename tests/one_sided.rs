@@ -98,10 +98,11 @@ on_both_stores!(
                     filed.push((i, s.spam_probability));
                 }
             }
-            // Not none: the estimate counts only outside the significance
-            // dead zone, which it leaves after about N_s / 5.4 delivered
-            // ham; after 20 clicks that is 4 ham, and a few of the next
-            // ones still go (5 here; 17 of enron2's 100 ham after 20 clicks).
+            // Not none: the capped estimate enters the significance dead
+            // zone once spam outweighs the delivered ham less than 5.4 to
+            // 1 (20 clicks, some learned lightly as confident: a few ham),
+            // and a few of the next ones still go (5 here; 17 of enron2's
+            // 100 ham after 20 clicks).
             eprintln!("after {clicks} spam clicks, ham filed as spam: {filed:?}");
             assert!(
                 filed.len() <= 100 / 10,

@@ -139,7 +139,9 @@ pub struct Model {
     /// Never above `ham_weight` (an unlearned click lowers it with the
     /// ham weight): a model stored before format 8 reads with all its ham
     /// delivered, the safe reading for [`Params::header_strength_ramp`],
-    /// which reads it.
+    /// which reads it; [`Params::thin_ham_ramp`] reads it too, and for it
+    /// the reading gives an upgraded user the thin-ham cap until they
+    /// click ten ham (`robinson::unknown_probability`).
     delivered_ham: u64,
     tokens: FxHashMap<Key, Entry>,
     /// The tokenizer version these statistics were built with.

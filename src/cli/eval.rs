@@ -173,8 +173,10 @@ pub struct EvalArgs {
     #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
     header_strength_ramp: Option<f64>,
     /// γ of the never-seen tokens' estimate while the user's ham side is
-    /// delivered mail thinner than their spam: at most 1/(1 + (N_s/N_h)^γ)
-    /// (default 0.5, from Heaps' law; 0: off; docs/ACCURACY.md, "Session 17").
+    /// thinner than their spam and they have clicked less than
+    /// --thin-ham-ramp of ham: at most 1/(1 + (N_s/N_h)^γ) (default 0.5,
+    /// from Heaps' law; 0: off; docs/ACCURACY.md, "Session 17"). `chaff
+    /// serve --thin-ham-exponent` is the same setting.
     #[arg(long, help_heading = "Tuning")]
     thin_ham_exponent: Option<f64>,
     /// --thin-ham-exponent stops applying once the user has clicked this

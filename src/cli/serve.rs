@@ -177,6 +177,16 @@ pub struct ServeArgs {
     /// ham learned before that counts as delivered.
     #[arg(long, env = "CHAFF_HEADER_STRENGTH_RAMP", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring")]
     header_strength_ramp: Option<f64>,
+    /// While a user has clicked less than 10 messages' worth of ham and
+    /// their ham side is thinner than their spam side, a token their model
+    /// has never seen is estimated at most 1/(1 + (N_s/N_h)^γ), towards
+    /// ham: γ, default 0.5 (Heaps' law); 0 turns it off. Why: after many Spam
+    /// clicks, the first few delivered ham otherwise sent the next ones to
+    /// the spam folder (docs/ACCURACY.md, "Session 17"). Ham learned before
+    /// store format 8 counts as delivered, so an upgraded user gets it
+    /// until they click ten ham.
+    #[arg(long, env = "CHAFF_THIN_HAM_EXPONENT", value_name = "GAMMA", value_parser = not_negative, help_heading = "Scoring")]
+    thin_ham_exponent: Option<f64>,
     /// Header and body are combined apart only where they disagree, each
     /// at least this confident (|log-odds|; default 5, the header's veto:
     /// a list's ham header relaying spam-like text makes it unsure rather
@@ -429,6 +439,7 @@ fn scoring(args: &ServeArgs) -> chaff::classify::Params {
     chaff::classify::Params {
         header_strength: args.header_strength.or(d.header_strength),
         header_strength_ramp: args.header_strength_ramp.unwrap_or(d.header_strength_ramp),
+        thin_ham_exponent: args.thin_ham_exponent.unwrap_or(d.thin_ham_exponent),
         // No veto means pooled: `Parts::Fisher` with a veto of 0 would
         // combine every message apart, which lost under clicks.
         parts: if veto > 0.0 {
