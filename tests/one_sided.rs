@@ -15,6 +15,23 @@ async fn score(c: &mut Client, user: &str, msg: &[u8]) -> chaff::proto::ScoreRes
     s
 }
 
+/// Scores each of `hams` for `user` as it arrives (delivered mail learned
+/// between them) and returns the ones filed as spam: (index, probability).
+async fn ham_filed_as_spam(
+    c: &mut Client,
+    user: &str,
+    hams: impl IntoIterator<Item = Vec<u8>>,
+) -> Vec<(usize, f64)> {
+    let mut filed = Vec::new();
+    for (i, ham) in hams.into_iter().enumerate() {
+        let s = score(c, user, &ham).await;
+        if s.verdict == Verdict::Spam as i32 {
+            filed.push((i, s.spam_probability));
+        }
+    }
+    filed
+}
+
 /// Asserts that copies of the last 20 clicked spam
 /// ([`mailgen::near_copy`]) get a SPAM verdict.
 async fn copies_of_the_last_clicked_are_spam(c: &mut Client, user: &str, clicked: &[Vec<u8>]) {
@@ -50,13 +67,7 @@ on_both_stores!(
             let info = crate::common::user(&mut c, user).await;
             let delivered = if n == 1 { 0 } else { hams.len() as u64 };
             assert_eq!((info.spam_learned, info.ham_learned), (n as u64, delivered));
-            let mut filed = Vec::new();
-            for (i, ham) in hams.iter().enumerate() {
-                let s = score(&mut c, user, ham).await;
-                if s.verdict == Verdict::Spam as i32 {
-                    filed.push((i, s.spam_probability));
-                }
-            }
+            let filed = ham_filed_as_spam(&mut c, user, hams.iter().cloned()).await;
             assert!(
                 filed.is_empty(),
                 "after {n} spam clicks, ham filed as spam: {filed:?}"
@@ -91,13 +102,8 @@ on_both_stores!(
             for spam in &clicked {
                 train(&mut c, user, spam, Label::Spam, "").await;
             }
-            let mut filed = Vec::new();
-            for i in 0..100 {
-                let s = score(&mut c, user, &mailgen::zipf_ham(11, i)).await;
-                if s.verdict == Verdict::Spam as i32 {
-                    filed.push((i, s.spam_probability));
-                }
-            }
+            let hams = (0..100).map(|i| mailgen::zipf_ham(11, i));
+            let filed = ham_filed_as_spam(&mut c, user, hams).await;
             // Not none: the capped estimate enters the significance dead
             // zone once spam outweighs the delivered ham less than 5.4 to
             // 1 (20 clicks, some learned lightly as confident: a few ham),
