@@ -169,9 +169,11 @@ impl<'a> Blend<'a> {
         let faded =
             |user: u64, prior: u64| user.saturating_add((prior as f64 * self.decay).round() as u64);
         // The shared model's ham is all clicked (*Not spam* or the seed).
+        let (user_ms, user_mh) = self.user.mass();
+        let (prior_ms, prior_mh) = self.prior.mass();
         robinson::unknown_probability(
-            faded(user_spam, prior_spam),
-            faded(user_ham, prior_ham),
+            (faded(user_spam, prior_spam), faded(user_ham, prior_ham)),
+            (faded(user_ms, prior_ms), faded(user_mh, prior_mh)),
             faded(self.user.clicked_ham_weight(), prior_ham),
             self.unit,
             params,
@@ -302,7 +304,7 @@ pub fn score_shared(
             Some((f, 0.0))
         },
         (
-            robinson::unknown_probability(pspam, pham, pham, unit, params),
+            robinson::unknown_probability((pspam, pham), prior.mass(), pham, unit, params),
             robinson::header_trust(pspam, pham, (pham as f64 / unit) as u64, unit, params),
         ),
         0,

@@ -143,6 +143,13 @@ pub struct Model {
     /// the reading gives an upgraded user the thin-ham cap until they
     /// click ten ham (`robinson::unknown_probability`).
     delivered_ham: u64,
+    /// Each class's token mass: the sum of that class's counts over every
+    /// token the model holds (units of [`Weight`]), kept by every change to
+    /// the counts and derived when a model is rebuilt, so never stored.
+    /// How deep the model knows a class in words rather than messages
+    /// (`robinson::unknown_probability`): a message with an empty body
+    /// counts as one message but shows almost none of its class's words.
+    mass: (u64, u64),
     tokens: FxHashMap<Key, Entry>,
     /// The tokenizer version these statistics were built with.
     tokenizer_version: u32,
@@ -176,6 +183,7 @@ impl Default for Model {
             spam_weight: 0,
             ham_weight: 0,
             delivered_ham: 0,
+            mass: (0, 0),
             tokens: FxHashMap::default(),
             tokenizer_version: TOKENIZER_VERSION,
             clock: 0,
@@ -215,6 +223,7 @@ impl Model {
             spam_weight,
             ham_weight,
             delivered_ham: 0,
+            mass: (0, 0),
             tokens: tokens
                 .into_iter()
                 .map(|(id, counts, seen)| (Key::of(id), Entry { counts, seen }))
@@ -222,6 +231,36 @@ impl Model {
             tokenizer_version,
             clock,
         }
+        .with_mass()
+    }
+
+    /// The model with [`Model::mass`] summed from its tokens.
+    fn with_mass(mut self) -> Self {
+        self.mass = self.tokens.values().fold((0, 0), |(s, h), e| {
+            (s + u64::from(e.counts.spam), h + u64::from(e.counts.ham))
+        });
+        self
+    }
+
+    /// Each class's token mass (spam, ham), units of [`Weight`]: the sum
+    /// of the class's counts over every token held.
+    pub fn mass(&self) -> (u64, u64) {
+        self.mass
+    }
+
+    /// Moves a class's mass by a count's change from `old` to `new`.
+    fn remass(&mut self, label: Label, old: u32, new: u32) {
+        let m = match label {
+            Label::Spam => &mut self.mass.0,
+            Label::Ham => &mut self.mass.1,
+        };
+        *m = (*m + u64::from(new)).saturating_sub(u64::from(old));
+    }
+
+    /// Takes a dropped token's counts out of the mass.
+    fn unmass(&mut self, counts: Counts) {
+        self.mass.0 = self.mass.0.saturating_sub(u64::from(counts.spam));
+        self.mass.1 = self.mass.1.saturating_sub(u64::from(counts.ham));
     }
 
     /// Learns so far, on the clock the tokens' last-seen stamps use.
@@ -246,6 +285,7 @@ impl Model {
         let now = self.clock;
         let entry = self.tokens.entry(Key::of(id)).or_default();
         let c = entry.counts.get_mut(label);
+        let old = *c;
         if value > *c {
             entry.seen = now;
         }
@@ -253,6 +293,7 @@ impl Model {
         if entry.counts == Counts::default() {
             self.tokens.remove(&Key::of(id));
         }
+        self.remass(label, old, value);
     }
 
     /// Advances the clock by one learn (the shared model's sum, which is
@@ -266,13 +307,16 @@ impl Model {
     /// messages were still learned.
     pub(crate) fn remove_tokens(&mut self, ids: &[TokenId]) {
         for id in ids {
-            self.tokens.remove(&Key::of(*id));
+            if let Some(e) = self.tokens.remove(&Key::of(*id)) {
+                self.unmass(e.counts);
+            }
         }
     }
 
     /// Keeps only the tokens `keep` says yes to (pruning a shared part).
     pub(crate) fn retain_tokens(&mut self, mut keep: impl FnMut(TokenId) -> bool) {
         self.tokens.retain(|k, _| keep(k.id()));
+        *self = std::mem::take(self).with_mass();
     }
 
     pub fn spam_learned(&self) -> u64 {
@@ -376,11 +420,18 @@ impl Model {
         self.clock = self.clock.saturating_add(1);
         let now = self.clock;
         self.tokens.reserve(ids.len());
+        let mut added = 0u64;
         for id in ids {
             let entry = self.tokens.entry(Key::of(*id)).or_default();
             entry.seen = now;
             let c = entry.counts.get_mut(label);
+            let old = *c;
             *c = c.saturating_add(weight.0);
+            added += u64::from(*c - old);
+        }
+        match label {
+            Label::Spam => self.mass.0 += added,
+            Label::Ham => self.mass.1 += added,
         }
     }
 
@@ -402,15 +453,22 @@ impl Model {
         // unlearns an old *Not spam* click needs this, or that click's
         // weight would stay "delivered" and hide a later one.
         self.delivered_ham = self.delivered_ham.min(self.ham_weight);
+        let mut taken = 0u64;
         for id in ids {
             let key = Key::of(*id);
             if let Some(entry) = self.tokens.get_mut(&key) {
                 let c = entry.counts.get_mut(label);
+                let old = *c;
                 *c = c.saturating_sub(weight.0);
+                taken += u64::from(old - *c);
                 if entry.counts == Counts::default() {
                     self.tokens.remove(&key);
                 }
             }
+        }
+        match label {
+            Label::Spam => self.mass.0 = self.mass.0.saturating_sub(taken),
+            Label::Ham => self.mass.1 = self.mass.1.saturating_sub(taken),
         }
     }
 
@@ -570,6 +628,38 @@ mod tests {
         assert_ne!(m, before);
         m.unlearn(&ids(&[2, 3, 4]), Label::Spam);
         assert_eq!(m, before);
+    }
+
+    #[test]
+    fn token_mass_follows_every_change_to_the_counts_and_rebuilds_equal() {
+        let rebuilt = |m: &Model| {
+            Model::from_parts(
+                (m.spam_learned(), m.ham_learned()),
+                m.weights(),
+                m.tokenizer_version(),
+                m.iter(),
+            )
+            .mass()
+        };
+        let mut m = Model::default();
+        m.learn(&ids(&[1, 2, 3]), Label::Spam);
+        m.learn_weighted(&ids(&[2, 4]), Label::Ham, Weight::LIGHT);
+        let (full, light) = (u64::from(Weight::FULL.0), u64::from(Weight::LIGHT.0));
+        assert_eq!(m.mass(), (3 * full, 2 * light));
+        assert_eq!(m.mass(), rebuilt(&m));
+        m.learn_delivered(&ids(&[5]), Weight::DELIVERED);
+        m.unlearn_weighted(&ids(&[2, 4]), Label::Ham, Weight::LIGHT);
+        assert_eq!(m.mass(), (3 * full, u64::from(Weight::DELIVERED.0)));
+        m.set_count(TokenId(1), Label::Spam, 10);
+        assert_eq!(m.mass(), rebuilt(&m));
+        m.remove_tokens(&ids(&[1, 9]));
+        assert_eq!(m.mass(), (2 * full, u64::from(Weight::DELIVERED.0)));
+        m.retain_tokens(|id| id != TokenId(5));
+        assert_eq!(m.mass(), (2 * full, 0));
+        assert_eq!(m.mass(), rebuilt(&m));
+        // Unlearning what was never learned takes nothing that is not there.
+        m.unlearn(&ids(&[7, 8]), Label::Ham);
+        assert_eq!(m.mass(), (2 * full, 0));
     }
 
     #[test]

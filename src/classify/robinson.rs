@@ -66,8 +66,9 @@
 //! like the learned spam still scores as spam (docs/ACCURACY.md, "One-sided
 //! clickers"). While the ham side is a few delivered messages against
 //! many clicked spam, `ν` calls ham known too early, and the estimate is
-//! also capped by Heaps' law ([`unknown_probability`]), fading out as the
-//! user clicks ham.
+//! also capped by Heaps' law over the words each side has seen (its token
+//! mass, [`Model::mass`]), fading out as the user clicks ham
+//! ([`unknown_probability`]).
 //!
 //! # Header and body
 //!
@@ -250,7 +251,7 @@ pub struct Params {
     /// (a list relaying spam text), not the reverse.
     pub header_veto_ham_only: bool,
     /// γ of the never-seen estimate while the ham side is delivered mail
-    /// and thinner than the spam side (see [`unknown_probability`]): 0.5,
+    /// and thinner in words than the spam side (see [`unknown_probability`]): 0.5,
     /// from Heaps' law; 0 turns it off. Measured with a gate (no ham
     /// clicked) rather than the ramp: 0.4–0.6 change the 25 replay cells
     /// alike (one cell, by a message or two); at 0.75 and 1 spam got in
@@ -381,8 +382,10 @@ pub fn graham_probability(spam: u32, ham: u32, nspam: u64, nham: u64) -> Option<
 }
 
 /// What a token the model has never seen says, from how well the model
-/// knows each class (`nspam`, `nham` in weight units) and how much of
-/// its ham the user clicked (`clicked_ham`, [`Model::clicked_ham_weight`]).
+/// knows each class: `weights` (spam, ham) in weight units, `mass` (spam,
+/// ham) the classes' token masses ([`Model::mass`], weight units), and how
+/// much of its ham the user clicked (`clicked_ham`,
+/// [`Model::clicked_ham_weight`]).
 ///
 /// The base estimate is `(1 + ν_s − ν_h) / 2`, where `ν = 1 / (N + 1)`
 /// is Laplace's estimate of the chance that a class's next message is
@@ -391,39 +394,48 @@ pub fn graham_probability(spam: u32, ham: u32, nspam: u64, nham: u64) -> Option<
 /// when the model knows spam and no ham — a token that many spams never
 /// showed is more likely the ham's — and towards 1 in the mirror case.
 ///
-/// While the ham side is thinner than the spam side and the user has
-/// clicked less than [`Params::thin_ham_ramp`] messages' worth of ham
-/// (so their ham side is mostly delivered mail), the estimate is also at
-/// most
+/// While the ham side's token mass is smaller than the spam side's and the
+/// user has clicked less than [`Params::thin_ham_ramp`] messages' worth of
+/// ham (so their ham side is mostly delivered mail), the estimate is also
+/// at most
 ///
 /// ```text
-/// f_unseen = 1 / (1 + (N_s / N_h)^γ),   γ = Params::thin_ham_exponent
+/// f_unseen = 1 / (1 + (M_s / M_h)^γ),   γ = Params::thin_ham_exponent
 /// ```
+///
+/// where `M` is a class's token mass: the sum of its counts over every
+/// token held, the words the model has seen of it.
 ///
 /// Why: `ν` says "known" after one or two ham, but a ham side a few
 /// messages deep has not yet shown the everyday words a hundred clicked
 /// spam taught, so every such word of the next ham reads as spam — after
 /// 100 *Spam* clicks, 95 of enron1's first 100 ham went to the spam
 /// folder, delivered one by one (docs/ACCURACY.md, "Session 17"). How
-/// likely a class's next word is new falls with the class's size as
-/// `N^(β − 1)` (Heaps' law, vocabulary `∝ N^β`, β ≈ 0.5 for English), so
-/// a word neither class has shown is `(N_s / N_h)^(1 − β)` times likelier
-/// the thinner class's: γ = 1 − β = 0.5. It fades out linearly over the
-/// ramp because a user who clicks *Not spam* corrects the ham the model
-/// misfiles, and with every message learned it cost spam
-/// (docs/ACCURACY.md, "Session 17"); it never leans spam-wards (delivered
-/// ham outweighing clicked spam says nothing against the user's ham).
-/// Ham learned before store format 8 reads as delivered, so an upgraded
-/// two-sided user whose spam outweighs their ham 5.4 to 1 gets the cap
-/// until they click ten ham (not measured).
+/// likely a class's next word is new falls with the number of words seen
+/// of it as `M^(β − 1)` (Heaps' law, vocabulary `∝ M^β`, β ≈ 0.5 for
+/// English), so a word neither class has shown is `(M_s / M_h)^(1 − β)`
+/// times likelier the thinner class's: γ = 1 − β = 0.5. Words, not
+/// messages: enron1's first ham is a subject line and an empty body;
+/// delivered after one *Spam* click it was learned at a full message's
+/// weight (`engine::clicks::delivered_weight` fills the gap to the spam
+/// side), the two classes read as equally deep by messages, and 99 of
+/// the next 100 ham went to the spam folder (docs/ACCURACY.md, "Session
+/// 18"). By words the ham side is a fifteenth of the spam side's. It
+/// fades out linearly over the ramp because a user who clicks *Not spam*
+/// corrects the ham the model misfiles, and with every message learned it
+/// cost spam (docs/ACCURACY.md, "Session 17"); it never leans spam-wards
+/// (delivered ham outweighing clicked spam says nothing against the
+/// user's ham). Ham learned before store format 8 reads as delivered, so
+/// an upgraded two-sided user whose spam outweighs their ham in words 5.4
+/// to 1 gets the cap until they click ten ham (not measured).
 ///
-/// At no ham at all it is Laplace's form, which is the hammier below 15
-/// or so messages of spam: the first delivered ham weighs up to a full
-/// message (`engine::clicks::delivered_weight`), so the sliver of ham
-/// where the cap would be hammier still is not reached.
+/// At no ham at all (or no word of it) it is Laplace's form, which is the
+/// hammier below 15 or so messages of spam: the first delivered ham
+/// weighs up to a full message, so the sliver of ham where the cap would
+/// be hammier still is not reached.
 pub fn unknown_probability(
-    nspam: u64,
-    nham: u64,
+    (nspam, nham): (u64, u64),
+    (mspam, mham): (u64, u64),
     clicked_ham: u64,
     unit: f64,
     params: &Params,
@@ -437,10 +449,11 @@ pub fn unknown_probability(
         1.0
     };
     let gamma = params.thin_ham_exponent;
-    if gamma.is_nan() || gamma <= 0.0 || ramp_left == 0.0 || nham == 0 || nham >= nspam {
+    if gamma.is_nan() || gamma <= 0.0 || ramp_left == 0.0 || nham == 0 || mham == 0 || mham >= mspam
+    {
         return laplace;
     }
-    let heaps = 1.0 / (1.0 + (nspam as f64 / nham as f64).powf(gamma));
+    let heaps = 1.0 / (1.0 + (mspam as f64 / mham as f64).powf(gamma));
     laplace + (heaps.min(laplace) - laplace) * ramp_left
 }
 
@@ -536,7 +549,13 @@ pub fn score_parts(model: &Model, ids: &[TokenId], header: &[TokenId], params: &
     if nspam + nham == 0 {
         return Score::NEUTRAL;
     }
-    let unknown = unknown_probability(nspam, nham, model.clicked_ham_weight(), unit, params);
+    let unknown = unknown_probability(
+        (nspam, nham),
+        model.mass(),
+        model.clicked_ham_weight(),
+        unit,
+        params,
+    );
     let mut split = Split::new(ids.len(), header, params);
     split.trust = header_trust(nspam, nham, model.ham_learned(), unit, params);
     let header_params = header_params(model.clicked_ham_weight(), params);
@@ -1691,7 +1710,7 @@ mod tests {
         // (see the next test): no ham, ham the thicker side or equal, or
         // ten messages' worth of ham clicked, as (100, 30) has — with 3
         // clicked ham of 100 spam the cap would still be 70 % on.
-        let u = |s: u64, h: u64| unknown_probability(s, h, h, 1.0, &p);
+        let u = |s: u64, h: u64| unknown_probability((s, h), (s, h), h, 1.0, &p);
         assert_eq!(u(0, 0), 0.5);
         assert_eq!(u(500, 500), 0.5);
         assert!(u(1, 0) < 0.3);
@@ -1780,51 +1799,74 @@ mod tests {
     #[test]
     fn a_delivered_ham_side_thinner_than_the_spam_side_keeps_never_seen_tokens_hammy() {
         let p = Params::default();
+        // Every message here is 200 words deep, so words and messages
+        // agree (the next test has them disagree).
+        let unknown = |s: u64, h: u64, clicked: u64, p: &Params| {
+            unknown_probability((s, h), (200 * s, 200 * h), clicked, 1.0, p)
+        };
         let laplace = |s: f64, h: f64| 0.5 + (1.0 / (s + 1.0) - 1.0 / (h + 1.0)) / 2.0;
         // 100 spam clicked, 12 ham delivered: Laplace says "known"
         // (within the dead zone), Heaps' form 1 / (1 + √(100/12)) says ham.
         let heaps = 1.0 / (1.0 + (100.0f64 / 12.0).sqrt());
-        let delivered = unknown_probability(100, 12, 0, 1.0, &p);
+        let delivered = unknown(100, 12, 0, &p);
         assert!((delivered - heaps).abs() < 1e-12, "{delivered}");
         assert!((delivered - 0.5).abs() >= p.min_dev);
         assert!((laplace(100.0, 12.0) - 0.5).abs() < p.min_dev);
         // Ten of the 12 clicked (the ramp's end): Laplace's form alone.
-        assert_eq!(
-            unknown_probability(100, 12, 10, 1.0, &p),
-            laplace(100.0, 12.0)
-        );
+        assert_eq!(unknown(100, 12, 10, &p), laplace(100.0, 12.0));
         // Half way up the ramp (5 of 10 messages clicked): half way between.
-        let half = unknown_probability(100, 12, 5, 1.0, &p);
+        let half = unknown(100, 12, 5, &p);
         let expected = (laplace(100.0, 12.0) + heaps) / 2.0;
         assert!((half - expected).abs() < 1e-12, "{half} {expected}");
         // Never spam-wards (ham the thicker side); at no ham, Laplace's
         // own one-sided estimate; neutral with equal sides; off when off.
-        assert_eq!(unknown_probability(4, 100, 0, 1.0, &p), laplace(4.0, 100.0));
-        assert_eq!(unknown_probability(100, 0, 0, 1.0, &p), laplace(100.0, 0.0));
-        assert_eq!(unknown_probability(30, 30, 0, 1.0, &p), 0.5);
+        assert_eq!(unknown(4, 100, 0, &p), laplace(4.0, 100.0));
+        assert_eq!(unknown(100, 0, 0, &p), laplace(100.0, 0.0));
+        assert_eq!(unknown(30, 30, 0, &p), 0.5);
         let off = Params {
             thin_ham_exponent: 0.0,
             ..Params::default()
         };
-        assert_eq!(
-            unknown_probability(100, 12, 0, 1.0, &off),
-            laplace(100.0, 12.0)
-        );
+        assert_eq!(unknown(100, 12, 0, &off), laplace(100.0, 12.0));
         let nan = Params {
             thin_ham_exponent: f64::NAN,
             ..Params::default()
         };
-        assert_eq!(
-            unknown_probability(100, 12, 0, 1.0, &nan),
-            laplace(100.0, 12.0)
-        );
+        assert_eq!(unknown(100, 12, 0, &nan), laplace(100.0, 12.0));
         // In weight units, as the model counts.
         let full = u64::from(super::super::Weight::FULL.0);
         let w = |n: u64| n * full;
         assert_eq!(
-            unknown_probability(w(100), w(12), w(5), full as f64, &p).to_bits(),
+            unknown_probability(
+                (w(100), w(12)),
+                (w(20_000), w(2_400)),
+                w(5),
+                full as f64,
+                &p
+            )
+            .to_bits(),
             half.to_bits()
         );
+    }
+
+    #[test]
+    fn a_ham_side_as_deep_in_messages_but_not_in_words_keeps_never_seen_tokens_hammy() {
+        // enron1 after one *Spam* click: the first ham delivered is a
+        // subject line with an empty body, learned at the spam side's
+        // weight. By messages the sides are equal and Laplace says
+        // nothing; by words the ham side is a fifteenth of the spam's.
+        let p = Params::default();
+        let by_messages = unknown_probability((64, 64), (64 * 150, 64 * 150), 0, 64.0, &p);
+        assert_eq!(by_messages, 0.5);
+        let by_words = unknown_probability((64, 64), (64 * 150, 64 * 10), 0, 64.0, &p);
+        let heaps = 1.0 / (1.0 + 15.0f64.sqrt());
+        assert!((by_words - heaps).abs() < 1e-12, "{by_words}");
+        assert!(0.5 - by_words >= p.min_dev, "significant: {by_words}");
+        // Ham deeper in words than spam: never spam-wards.
+        let deep = unknown_probability((64, 64), (64 * 10, 64 * 150), 0, 64.0, &p);
+        assert_eq!(deep, 0.5);
+        // Ham with no word at all reads as no ham (Laplace's form).
+        assert_eq!(unknown_probability((64, 64), (640, 0), 0, 64.0, &p), 0.5);
     }
 
     #[test]

@@ -333,6 +333,22 @@ impl Prior<'_> {
         self.messages
     }
 
+    /// The token mass per class (spam, ham), weight units: the whole
+    /// shared model's, in proportion to the class weight left once the
+    /// contributor's own part is taken out (caps make an exact sum costly).
+    pub fn mass(&self) -> (u64, u64) {
+        let (ts, th) = self.total.weights();
+        let (ms, mh) = self.total.mass();
+        let share = |m: u64, w: u64, t: u64| {
+            if t == 0 {
+                0
+            } else {
+                (m as f64 * w as f64 / t as f64).round() as u64
+            }
+        };
+        (share(ms, self.weights.0, ts), share(mh, self.weights.1, th))
+    }
+
     /// No evidence at all: scoring must then be exactly the user's own.
     pub fn is_empty(&self) -> bool {
         self.weights == (0, 0)

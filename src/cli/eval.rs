@@ -173,9 +173,10 @@ pub struct EvalArgs {
     #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
     header_strength_ramp: Option<f64>,
     /// γ of the never-seen tokens' estimate while the user's ham side is
-    /// thinner than their spam and they have clicked less than
-    /// --thin-ham-ramp of ham: at most 1/(1 + (N_s/N_h)^γ) (default 0.5,
-    /// from Heaps' law; 0: off; docs/ACCURACY.md, "Session 17"). `chaff
+    /// thinner in words (token mass M) than their spam and they have
+    /// clicked less than --thin-ham-ramp of ham: at most
+    /// 1/(1 + (M_s/M_h)^γ) (default 0.5, from Heaps' law; 0: off;
+    /// docs/ACCURACY.md, "Session 17" and "Session 18"). `chaff
     /// serve --thin-ham-exponent` is the same setting.
     #[arg(long, help_heading = "Tuning")]
     thin_ham_exponent: Option<f64>,

@@ -178,11 +178,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAFF_HEADER_STRENGTH_RAMP", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring")]
     header_strength_ramp: Option<f64>,
     /// While a user has clicked less than 10 messages' worth of ham and
-    /// their ham side is thinner than their spam side, a token their model
-    /// has never seen is estimated at most 1/(1 + (N_s/N_h)^γ), towards
-    /// ham: γ, default 0.5 (Heaps' law); 0 turns it off. Why: after many Spam
-    /// clicks, the first few delivered ham otherwise sent the next ones to
-    /// the spam folder (docs/ACCURACY.md, "Session 17"). Ham learned before
+    /// their ham side holds fewer words than their spam side (token mass
+    /// M, the sum of a side's counts), a token their model has never seen
+    /// is estimated at most 1/(1 + (M_s/M_h)^γ), towards ham: γ, default
+    /// 0.5 (Heaps' law); 0 turns it off. Why: after many Spam clicks, or
+    /// one click and an empty-bodied ham, the first few delivered ham
+    /// otherwise sent the next ones to the spam folder (docs/ACCURACY.md,
+    /// "Session 17" and "Session 18"). Ham learned before
     /// store format 8 counts as delivered, so an upgraded user gets it
     /// until they click ten ham.
     #[arg(long, env = "CHAFF_THIN_HAM_EXPONENT", value_name = "GAMMA", value_parser = not_negative, help_heading = "Scoring")]
