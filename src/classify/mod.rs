@@ -236,10 +236,15 @@ impl Model {
 
     /// The model with [`Model::mass`] summed from its tokens.
     fn with_mass(mut self) -> Self {
+        self.resum_mass();
+        self
+    }
+
+    /// Sums [`Model::mass`] afresh from the tokens held.
+    fn resum_mass(&mut self) {
         self.mass = self.tokens.values().fold((0, 0), |(s, h), e| {
             (s + u64::from(e.counts.spam), h + u64::from(e.counts.ham))
         });
-        self
     }
 
     /// Each class's token mass (spam, ham), units of [`Weight`]: the sum
@@ -316,7 +321,7 @@ impl Model {
     /// Keeps only the tokens `keep` says yes to (pruning a shared part).
     pub(crate) fn retain_tokens(&mut self, mut keep: impl FnMut(TokenId) -> bool) {
         self.tokens.retain(|k, _| keep(k.id()));
-        *self = std::mem::take(self).with_mass();
+        self.resum_mass();
     }
 
     pub fn spam_learned(&self) -> u64 {
