@@ -124,7 +124,7 @@ on_both_stores!(
 
 on_both_stores!(
     Redis,
-    after_one_spam_click_an_empty_first_ham_does_not_send_the_next_to_the_spam_folder,
+    after_one_spam_click_an_empty_first_ham_does_not_send_the_next_five_to_the_spam_folder,
     async |on| {
         // The issue's own case on enron1 (docs/ACCURACY.md, "Session 18"):
         // one Spam click, then the first ham to arrive is a subject line

@@ -165,6 +165,7 @@ impl PartialEq for Model {
             && self.spam_weight == other.spam_weight
             && self.ham_weight == other.ham_weight
             && self.tokenizer_version == other.tokenizer_version
+            && self.mass == other.mass
             && self.tokens.len() == other.tokens.len()
             && self
                 .tokens
@@ -309,7 +310,10 @@ impl Model {
 
     /// Drops these tokens outright (pruning, [`prune`]); the class totals
     /// stay, as SpamAssassin's expiry leaves `nspam`/`nham` alone: the
-    /// messages were still learned.
+    /// messages were still learned. The token mass falls with the tokens
+    /// (it is the words the model holds, not the words it learned), so a
+    /// prune that takes mostly lightly learned ham words makes the
+    /// thin-ham cap stronger (`robinson::unknown_probability`).
     pub(crate) fn remove_tokens(&mut self, ids: &[TokenId]) {
         for id in ids {
             if let Some(e) = self.tokens.remove(&Key::of(*id)) {
@@ -665,6 +669,14 @@ mod tests {
         // Unlearning what was never learned takes nothing that is not there.
         m.unlearn(&ids(&[7, 8]), Label::Ham);
         assert_eq!(m.mass(), (2 * full, 0));
+        // A count that saturates adds only what it grew by, and takes
+        // only what it held.
+        m.set_count(TokenId(3), Label::Spam, u32::MAX - 1);
+        m.learn(&ids(&[3]), Label::Spam);
+        assert_eq!(m.get(TokenId(3)).unwrap().spam, u32::MAX);
+        assert_eq!(m.mass(), rebuilt(&m));
+        m.unlearn_weighted(&ids(&[3]), Label::Spam, Weight(u32::MAX));
+        assert_eq!(m.mass(), rebuilt(&m));
     }
 
     #[test]
