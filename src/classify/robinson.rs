@@ -251,8 +251,8 @@ pub struct Params {
     /// (a list relaying spam text), not the reverse.
     pub header_veto_ham_only: bool,
     /// γ of the never-seen estimate while the ham side is delivered mail
-    /// and thinner in words than the spam side (see [`unknown_probability`]): 0.5,
-    /// from Heaps' law; 0 turns it off. Measured with a gate (no ham
+    /// and thinner in words than the spam side (see
+    /// [`unknown_probability`]): 0.5, from Heaps' law; 0 turns it off. Measured with a gate (no ham
     /// clicked) rather than the ramp: 0.4–0.6 change the 25 replay cells
     /// alike (one cell, by a message or two); at 0.75 and 1 spam got in
     /// early for a spam-only clicker and, learned from its delivery, sent
@@ -433,12 +433,13 @@ pub fn graham_probability(spam: u32, ham: u32, nspam: u64, nham: u64) -> Option<
 /// spam against nine or more of ham that are still thinner in words,
 /// which delivered mail does not reach (past the gap to the spam side
 /// each delivered message weighs a twentieth of one,
-/// `Weight::DELIVERED`, and brings its words). Shifting the estimate by the cap's offset instead, which
-/// is continuous there, moved none of the 25 replay cells and sent two
-/// of the five generated ham of the one-click test to the spam folder
-/// (docs/ACCURACY.md, "Session 18"). Ham learned before store format 8 reads as delivered, so
-/// an upgraded two-sided user whose spam outweighs their ham in words 5.4
-/// to 1 gets the cap until they click ten ham (not measured).
+/// `Weight::DELIVERED`, and brings its words). Shifting the estimate by
+/// the cap's offset instead, which is continuous there, moved none of
+/// the 25 replay cells and sent two of the five generated ham of the
+/// one-click test to the spam folder (docs/ACCURACY.md, "Session 18").
+/// Ham learned before store format 8 reads as delivered, so an upgraded
+/// two-sided user whose spam outweighs their ham in words 5.4 to 1 gets
+/// the cap until they click ten ham (not measured).
 ///
 /// At no ham at all (or no word of it) it is Laplace's form. The first
 /// delivered ham moves it to the cap, which, while that ham holds a small
