@@ -95,6 +95,11 @@ pub struct SharedModel {
     /// memory the shared model takes is known without a walk over every
     /// contributor: [`SharedModel::stored_tokens`]).
     part_tokens: usize,
+    /// Each part's capped token mass (spam, ham): what it adds to `S`'s
+    /// [`Model::mass`], `Σ_t min(C_c[t], TOKEN_CAP)` per class, kept as
+    /// the part changes, so that [`Prior::mass`] is exactly the mass of a
+    /// shared model without the asking user's part.
+    part_mass: FxHashMap<Owner, (u64, u64)>,
 }
 
 impl SharedModel {
@@ -195,6 +200,12 @@ impl SharedModel {
             set_count(part, *id, label, new);
             let (capped_old, capped_new) = (old.min(caps.token), new.min(caps.token));
             if capped_old != capped_new {
+                let mass = self.part_mass.entry(who.clone()).or_default();
+                let m = match label {
+                    Label::Spam => &mut mass.0,
+                    Label::Ham => &mut mass.1,
+                };
+                *m = (*m + u64::from(capped_new)).saturating_sub(u64::from(capped_old));
                 let s = total.get(*id).map_or(0, |c| count(c, label));
                 // In u64, like `fold`: the operator's part is uncapped, so
                 // `s + capped_new` could pass u32::MAX.
@@ -211,6 +222,7 @@ impl SharedModel {
         self.part_tokens = (self.part_tokens + part.token_count()).saturating_sub(part_before);
         if part.weights() == (0, 0) && part.token_count() == 0 {
             self.parts.remove(who);
+            self.part_mass.remove(who);
         }
     }
 
@@ -224,16 +236,19 @@ impl SharedModel {
         }
         self.total.remove_tokens(ids);
         let gone: rustc_hash::FxHashSet<TokenId> = ids.iter().copied().collect();
-        for part in self.parts.values_mut() {
+        for (who, part) in self.parts.iter_mut() {
             let before = part.token_count();
             part.retain_tokens(|id| !gone.contains(&id));
             self.part_tokens -= before - part.token_count();
+            self.part_mass
+                .insert(who.clone(), capped_mass(part, Caps::of(who)));
         }
     }
 
     /// Takes `who`'s whole part out of `S` and returns it.
     pub fn remove(&mut self, who: &Owner) -> Option<Model> {
         let part = self.parts.remove(who)?;
+        self.part_mass.remove(who);
         fold(&mut self.total, &part, Caps::of(who), false);
         self.part_tokens = self.part_tokens.saturating_sub(part.token_count());
         Some(part)
@@ -251,6 +266,8 @@ impl SharedModel {
 
     fn add_part(&mut self, who: Owner, part: Model) {
         fold(&mut self.total, &part, Caps::of(&who), true);
+        self.part_mass
+            .insert(who.clone(), capped_mass(&part, Caps::of(&who)));
         self.part_tokens += part.token_count();
         if let Some(old) = self.parts.insert(who, part) {
             self.part_tokens -= old.token_count();
@@ -262,6 +279,10 @@ impl SharedModel {
     /// counting them again through the prior would double their weight.
     pub fn prior_for(&self, who: Option<&Owner>) -> Prior<'_> {
         let own = who.and_then(|w| self.parts.get(w).map(|m| (m, Caps::of(w))));
+        let own_mass = who
+            .and_then(|w| self.part_mass.get(w))
+            .copied()
+            .unwrap_or_default();
         let (mut spam, mut ham) = self.total.weights();
         let (mut spam_messages, mut ham_messages) =
             (self.total.spam_learned(), self.total.ham_learned());
@@ -277,8 +298,19 @@ impl SharedModel {
             own,
             weights: (spam, ham),
             messages: (spam_messages, ham_messages),
+            own_mass,
         }
     }
+}
+
+/// What `part` adds to `S`'s token mass: its counts capped per token.
+fn capped_mass(part: &Model, caps: Caps) -> (u64, u64) {
+    part.iter().fold((0, 0), |(s, h), (_, c)| {
+        (
+            s + u64::from(c.spam.min(caps.token)),
+            h + u64::from(c.ham.min(caps.token)),
+        )
+    })
 }
 
 /// Adds (`add`) or subtracts a whole part's capped counts to or from `S`.
@@ -319,6 +351,8 @@ pub struct Prior<'a> {
     own: Option<(&'a Model, Caps)>,
     weights: (u64, u64),
     messages: (u64, u64),
+    /// The asking user's part's capped mass, taken out of `S`'s.
+    own_mass: (u64, u64),
 }
 
 impl Prior<'_> {
@@ -333,20 +367,15 @@ impl Prior<'_> {
         self.messages
     }
 
-    /// The token mass per class (spam, ham), weight units: the whole
-    /// shared model's, in proportion to the class weight left once the
-    /// contributor's own part is taken out (caps make an exact sum costly).
+    /// The token mass per class (spam, ham), weight units: `S`'s less the
+    /// asking user's capped part, so exactly the mass of a shared model
+    /// that never had their part ([`Model::mass`]).
     pub fn mass(&self) -> (u64, u64) {
-        let (ts, th) = self.total.weights();
         let (ms, mh) = self.total.mass();
-        let share = |m: u64, w: u64, t: u64| {
-            if t == 0 {
-                0
-            } else {
-                (m as f64 * w as f64 / t as f64).round() as u64
-            }
-        };
-        (share(ms, self.weights.0, ts), share(mh, self.weights.1, th))
+        (
+            ms.saturating_sub(self.own_mass.0),
+            mh.saturating_sub(self.own_mass.1),
+        )
     }
 
     /// No evidence at all: scoring must then be exactly the user's own.
@@ -486,5 +515,50 @@ mod tests {
         let mut alone = SharedModel::default();
         alone.apply(&a, true, Label::Spam, Weight::FULL, &ids(&[1]));
         assert!(alone.prior_for(Some(&a)).is_empty());
+    }
+
+    #[test]
+    fn prior_mass_is_the_mass_of_a_shared_model_without_the_users_part() {
+        // A heavy clicker (past the token cap on some tokens), a light
+        // user and the uncapped operator: the words the thin-ham cap reads
+        // (`robinson::unknown_probability`) are exactly those of a shared
+        // model that never had the asking user's part, as the prior's
+        // counts are — through clicks, unlearns, whole parts and pruning.
+        let (a, b, op) = (user("a"), user("b"), Owner::Operator);
+        let mut s = SharedModel::default();
+        for i in 0..10u64 {
+            s.apply(&a, true, Label::Spam, Weight::FULL, &ids(&[1, 2, 10 + i]));
+        }
+        s.apply(&a, true, Label::Ham, Weight::LIGHT, &ids(&[3]));
+        s.apply(&b, true, Label::Spam, Weight::FULL, &ids(&[1, 4]));
+        s.apply(&b, true, Label::Ham, Weight::FULL, &ids(&[2, 5, 6]));
+        for _ in 0..5 {
+            s.apply(&op, true, Label::Ham, Weight::FULL, &ids(&[1, 7]));
+        }
+        let without = |s: &SharedModel, who: &Owner| {
+            let others = s
+                .parts
+                .iter()
+                .filter(|(w, _)| *w != who)
+                .map(|(w, m)| (w.clone(), m.clone()));
+            SharedModel::from_parts(others).total().mass()
+        };
+        let check = |s: &SharedModel| {
+            for who in [&a, &b, &op] {
+                assert_eq!(s.prior_for(Some(who)).mass(), without(s, who), "{who:?}");
+            }
+            assert_eq!(s.prior_for(None).mass(), s.total().mass());
+        };
+        check(&s);
+        // The heavy clicker's own words are capped, not counted in full.
+        assert!(s.prior_for(Some(&a)).mass().0 < s.total().mass().0);
+        s.apply(&a, false, Label::Spam, Weight::FULL, &ids(&[1, 2, 19]));
+        check(&s);
+        s.remove_tokens(&ids(&[1, 5]));
+        check(&s);
+        s.remove(&b);
+        check(&s);
+        s.replace_part(b.clone(), Model::default());
+        check(&s);
     }
 }
