@@ -243,9 +243,19 @@ impl Model {
 
     /// Sums [`Model::mass`] afresh from the tokens held.
     fn resum_mass(&mut self) {
-        self.mass = self.tokens.values().fold((0, 0), |(s, h), e| {
-            (s + u64::from(e.counts.spam), h + u64::from(e.counts.ham))
-        });
+        self.mass = self.capped_mass(u32::MAX);
+    }
+
+    /// The token mass (spam, ham) with each token's count capped at `cap`:
+    /// [`Model::mass`] uncapped, and what a contributor's part adds to the
+    /// shared model's (`shared.rs`, whose per-token cap it is).
+    pub(crate) fn capped_mass(&self, cap: u32) -> (u64, u64) {
+        self.tokens.values().fold((0, 0), |(s, h), e| {
+            (
+                s + u64::from(e.counts.spam.min(cap)),
+                h + u64::from(e.counts.ham.min(cap)),
+            )
+        })
     }
 
     /// Each class's token mass (spam, ham), units of [`Weight`]: the sum
@@ -254,13 +264,12 @@ impl Model {
         self.mass
     }
 
-    /// Moves a class's mass by a count's change from `old` to `new`.
-    fn remass(&mut self, label: Label, old: u32, new: u32) {
-        let m = match label {
+    /// One class's [`Model::mass`].
+    fn mass_mut(&mut self, label: Label) -> &mut u64 {
+        match label {
             Label::Spam => &mut self.mass.0,
             Label::Ham => &mut self.mass.1,
-        };
-        *m = (*m + u64::from(new)).saturating_sub(u64::from(old));
+        }
     }
 
     /// Takes a dropped token's counts out of the mass.
@@ -299,7 +308,8 @@ impl Model {
         if entry.counts == Counts::default() {
             self.tokens.remove(&Key::of(id));
         }
-        self.remass(label, old, value);
+        let m = self.mass_mut(label);
+        *m = (*m + u64::from(value)).saturating_sub(u64::from(old));
     }
 
     /// Advances the clock by one learn (the shared model's sum, which is
@@ -438,10 +448,7 @@ impl Model {
             *c = c.saturating_add(weight.0);
             added += u64::from(*c - old);
         }
-        match label {
-            Label::Spam => self.mass.0 += added,
-            Label::Ham => self.mass.1 += added,
-        }
+        *self.mass_mut(label) += added;
     }
 
     /// Exactly undoes [`Model::learn`] of the same tokens and label.
@@ -475,10 +482,8 @@ impl Model {
                 }
             }
         }
-        match label {
-            Label::Spam => self.mass.0 = self.mass.0.saturating_sub(taken),
-            Label::Ham => self.mass.1 = self.mass.1.saturating_sub(taken),
-        }
+        let m = self.mass_mut(label);
+        *m = m.saturating_sub(taken);
     }
 
     fn totals_mut(&mut self, label: Label) -> (&mut u64, &mut u64) {

@@ -252,11 +252,14 @@ pub struct Params {
     pub header_veto_ham_only: bool,
     /// γ of the never-seen estimate while the ham side is delivered mail
     /// and thinner in words than the spam side (see
-    /// [`unknown_probability`]): 0.5, from Heaps' law; 0 turns it off. Measured with a gate (no ham
-    /// clicked) rather than the ramp: 0.4–0.6 change the 25 replay cells
-    /// alike (one cell, by a message or two); at 0.75 and 1 spam got in
-    /// early for a spam-only clicker and, learned from its delivery, sent
-    /// their ham to the spam folder (docs/ACCURACY.md, "Session 17").
+    /// [`unknown_probability`]): 0.5, from Heaps' law; 0 turns it off.
+    /// Measured with a gate (no ham clicked) rather than the ramp: 0.4–0.6
+    /// change the 25 replay cells alike (one cell, by a message or two);
+    /// at 0.75 and 1 spam got in early for a spam-only clicker and,
+    /// learned from its delivery, sent their ham to the spam folder
+    /// (docs/ACCURACY.md, "Session 17"). By words, with the ramp, 0.4 and
+    /// 0.6 each move two spamassassin cells by a message or two
+    /// (docs/ACCURACY.md, "Session 18").
     pub thin_ham_exponent: f64,
     /// The messages' worth of ham a user must have *clicked* for
     /// `thin_ham_exponent` to stop applying, in proportion before (0: it
@@ -458,12 +461,10 @@ pub fn unknown_probability(
 ) -> f64 {
     let nu = |n: u64| 1.0 / (n as f64 / unit + 1.0);
     let laplace = 0.5 + (nu(nspam) - nu(nham)) / 2.0;
-    // 1 with no ham clicked, 0 from `thin_ham_ramp` messages' worth on.
-    let ramp_left = if params.thin_ham_ramp > 0.0 {
-        1.0 - (clicked_ham as f64 / unit / params.thin_ham_ramp).min(1.0)
-    } else {
-        1.0
-    };
+    // 1 with no ham clicked, 0 from `thin_ham_ramp` messages' worth on
+    // (1 whatever was clicked when there is no ramp).
+    let ramp_left =
+        1.0 - ramp_progress(clicked_ham, unit, params.thin_ham_ramp).map_or(0.0, |t| t.min(1.0));
     let gamma = params.thin_ham_exponent;
     if gamma.is_nan() || gamma <= 0.0 || ramp_left == 0.0 || nham == 0 || mham == 0 || mham >= mspam
     {
@@ -497,14 +498,20 @@ pub fn header_trust(nspam: u64, nham: u64, ham_messages: u64, unit: f64, params:
 /// [`Params::header_strength_ramp`]). At no clicked ham it is
 /// `params.strength` exactly.
 pub fn header_strength(clicked_ham: u64, target: f64, unit: f64, params: &Params) -> f64 {
-    if params.header_strength_ramp <= 0.0 {
-        return target;
+    match ramp_progress(clicked_ham, unit, params.header_strength_ramp) {
+        Some(t) if t < 1.0 => params.strength + (target - params.strength) * t,
+        _ => target,
     }
-    let t = clicked_ham as f64 / unit / params.header_strength_ramp;
-    if t >= 1.0 {
-        return target;
-    }
-    params.strength + (target - params.strength) * t
+}
+
+/// How far up a ramp of `ramp` messages' worth of *clicked* ham a model
+/// holding `clicked_ham` of it (weight units) is: 0 at none, 1 at the
+/// ramp's end, more beyond. `None` without a ramp (`ramp ≤ 0`), which
+/// each caller reads its own way. The header prior
+/// ([`header_strength`]) and the thin-ham cap ([`unknown_probability`])
+/// both wait for the user's *Not spam* clicks this way.
+fn ramp_progress(clicked_ham: u64, unit: f64, ramp: f64) -> Option<f64> {
+    (ramp > 0.0).then(|| clicked_ham as f64 / unit / ramp)
 }
 
 /// The [`Params`] a message's header tokens are estimated with, against

@@ -241,7 +241,7 @@ impl SharedModel {
             part.retain_tokens(|id| !gone.contains(&id));
             self.part_tokens -= before - part.token_count();
             self.part_mass
-                .insert(who.clone(), capped_mass(part, Caps::of(who)));
+                .insert(who.clone(), part.capped_mass(Caps::of(who).token));
         }
     }
 
@@ -267,7 +267,7 @@ impl SharedModel {
     fn add_part(&mut self, who: Owner, part: Model) {
         fold(&mut self.total, &part, Caps::of(&who), true);
         self.part_mass
-            .insert(who.clone(), capped_mass(&part, Caps::of(&who)));
+            .insert(who.clone(), part.capped_mass(Caps::of(&who).token));
         self.part_tokens += part.token_count();
         if let Some(old) = self.parts.insert(who, part) {
             self.part_tokens -= old.token_count();
@@ -301,16 +301,6 @@ impl SharedModel {
             own_mass,
         }
     }
-}
-
-/// What `part` adds to `S`'s token mass: its counts capped per token.
-fn capped_mass(part: &Model, caps: Caps) -> (u64, u64) {
-    part.iter().fold((0, 0), |(s, h), (_, c)| {
-        (
-            s + u64::from(c.spam.min(caps.token)),
-            h + u64::from(c.ham.min(caps.token)),
-        )
-    })
 }
 
 /// Adds (`add`) or subtracts a whole part's capped counts to or from `S`.

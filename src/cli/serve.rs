@@ -184,9 +184,9 @@ pub struct ServeArgs {
     /// 0.5 (Heaps' law); 0 turns it off. Why: after many Spam clicks, or
     /// one click and an empty-bodied ham, the first few delivered ham
     /// otherwise sent the next ones to the spam folder (docs/ACCURACY.md,
-    /// "Session 17" and "Session 18"). Ham learned before
-    /// store format 8 counts as delivered, so an upgraded user gets it
-    /// until they click ten ham.
+    /// "Session 17" and "Session 18"). Ham learned before store format 8
+    /// counts as delivered, so an upgraded user gets it until they click
+    /// ten ham.
     #[arg(long, env = "CHAFF_THIN_HAM_EXPONENT", value_name = "GAMMA", value_parser = not_negative, help_heading = "Scoring")]
     thin_ham_exponent: Option<f64>,
     /// Header and body are combined apart only where they disagree, each
