@@ -230,7 +230,11 @@ async fn run_table_on_redis(
             },
             Step::Deliver(m) => {
                 let weight = delivered_weight(expect.weights());
-                match store.learn_delivered(u, &msg(m), &ids).await.unwrap() {
+                match store
+                    .learn_delivered(u, &msg(m), &ids, Weight::FULL)
+                    .await
+                    .unwrap()
+                {
                     Some(w) => {
                         assert_eq!(w, weight, "row {i}: delivered mail's weight");
                         let e = store.ledger_get(u, &msg(m)).await.unwrap().unwrap();
@@ -308,6 +312,40 @@ async fn the_delivered_mail_table_holds_on_redis_with_exact_models() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_mail_weighs_at_most_the_callers_ceiling_and_leaves_the_rest_of_the_gap() {
+    // A very short message fills only part of the gap to the spam side
+    // (`engine::clicks::delivered_ceiling`): the script takes the gap from
+    // the counts it sees and the ceiling from the caller, and the next,
+    // ordinary message fills what is left.
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let store = connect(cluster).await;
+    let u = user("delivered-ceiling");
+    store
+        .train(&u, &msg("spam"), &entry(Spam, Weight::FULL, &[1, 2, 3]))
+        .await
+        .unwrap();
+    let short = store
+        .learn_delivered(&u, &msg("short"), &[TokenId(5)], Weight(20))
+        .await
+        .unwrap();
+    assert_eq!(short, Some(Weight(20)), "held to the ceiling");
+    let next = store
+        .learn_delivered(&u, &msg("next"), &[TokenId(6)], Weight::FULL)
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        Some(Weight(Weight::FULL.0 - 20)),
+        "the rest of the gap"
+    );
+    let loaded = store.load_model(&u).await.unwrap().expect("a model");
+    let full = u64::from(Weight::FULL.0);
+    assert_eq!(loaded.model.weights(), (full, full));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_click_under_the_callers_id_replaces_delivered_mail_learned_under_the_derived_id() {
     // Score knew only the id chaff derives; the click names the message
     // its own way. The click replaces the delivery's learning in the same
@@ -321,7 +359,7 @@ async fn a_click_under_the_callers_id_replaces_delivered_mail_learned_under_the_
     store.train(&u, &msg("first"), &first).await.unwrap();
     let ids: Vec<TokenId> = [5, 6].map(TokenId).to_vec();
     let w = store
-        .learn_delivered(&u, &msg("derived"), &ids)
+        .learn_delivered(&u, &msg("derived"), &ids, Weight::FULL)
         .await
         .unwrap();
     assert_eq!(w, Some(Weight::FULL), "the ham side lacked a whole message");
@@ -1186,7 +1224,7 @@ async fn ledger_entries_written_before_the_undo_window_are_undone_exactly_and_up
     }
     // Delivered mail, learned from its delivery (kind 'i').
     assert!(
-        a.learn_delivered(&u, &msg("d0"), &[TokenId(9), TokenId(10)])
+        a.learn_delivered(&u, &msg("d0"), &[TokenId(9), TokenId(10)], Weight::FULL)
             .await
             .unwrap()
             .is_some()
@@ -1312,7 +1350,7 @@ async fn the_clicked_and_delivered_ham_split_is_read_back_by_a_new_client_from_j
     let mut delivered = 0u64;
     for i in 0..4u64 {
         let w = a
-            .learn_delivered(&u, &msg(&format!("d{i}")), &[TokenId(10 + i)])
+            .learn_delivered(&u, &msg(&format!("d{i}")), &[TokenId(10 + i)], Weight::FULL)
             .await
             .unwrap()
             .expect("learned");

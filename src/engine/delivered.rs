@@ -498,11 +498,17 @@ impl Engine {
             }
             return Ok(learned);
         }
-        let weights = slot.model.read().weights();
+        let (weights, ceiling) = {
+            let model = slot.model.read();
+            (
+                model.weights(),
+                clicks::delivered_ceiling(ids.len(), &model),
+            )
+        };
         if weights == (0, 0) || self.store.ledger_contains(user, message_id)? {
             return Ok(false);
         }
-        let weight: Weight = clicks::delivered_weight(weights);
+        let weight: Weight = clicks::delivered_weight(weights, ceiling);
         let entry = LedgerEntry {
             label: Label::Ham,
             tokenizer_version: TOKENIZER_VERSION,
@@ -535,18 +541,24 @@ impl Engine {
         job: &Job,
     ) -> Result<Option<bool>, Error> {
         let user = &job.user;
-        let go =
-            self.with_known_writer(user, |_, _| Ok(self.delivered.inner.start_writing(job)))?;
-        if go != Some(true) {
-            return Ok(go);
-        }
+        // The ceiling from this process's copy of the model: the script
+        // takes the gap from the counts it sees, the size is the message's.
+        let go = self.with_known_writer(user, |slot, _| {
+            let ceiling = clicks::delivered_ceiling(job.tokens.len(), &slot.model.read());
+            Ok(self.delivered.inner.start_writing(job).then_some(ceiling))
+        })?;
+        let ceiling = match go {
+            Some(Some(ceiling)) => ceiling,
+            Some(None) => return Ok(Some(false)),
+            None => return Ok(None),
+        };
         // Ends the write however this returns (an error, a panic), so that
         // no claim waits for it forever.
         let writing = Writing(&self.delivered.inner, job);
         #[cfg(feature = "fault-injection")]
         crate::fault::slow_learning(user);
         let learned = clicks
-            .learn_delivered(user, &job.id, &job.tokens)?
+            .learn_delivered(user, &job.id, &job.tokens, ceiling)?
             .is_some();
         if learned {
             self.delivered.inner.learned.fetch_add(1, Ordering::Relaxed);

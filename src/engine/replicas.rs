@@ -256,7 +256,10 @@ impl Engine {
         ids: &[TokenId],
         message_id: &MessageId,
     ) -> Result<bool, Error> {
-        let learned = clicks.learn_delivered(user, message_id, ids)?.is_some();
+        let ceiling = super::clicks::delivered_ceiling(ids.len(), &slot.model.read());
+        let learned = clicks
+            .learn_delivered(user, message_id, ids, ceiling)?
+            .is_some();
         if learned {
             self.refresh_locked(user, slot, writer, clicks)?;
         }

@@ -560,15 +560,59 @@ fn only_delivered_mail_is_learned_and_only_when_enabled() {
     assert_eq!(off.user_summary(&u).unwrap().ham_learned, 0);
 }
 
+/// A delivered message far shorter than the model's mean message fills
+/// less of the gap (an empty body after one clicked spam must not count as
+/// a whole message of ham); ordinary and long messages, and a model with
+/// nothing learned, get one message.
+#[test]
+fn delivered_ceiling_scales_down_only_messages_a_twentieth_of_the_mean_or_shorter() {
+    use super::clicks::{SHORT_DELIVERED, delivered_ceiling};
+    let ids = |n: u64| (0..n).map(crate::tokenize::TokenId).collect::<Vec<_>>();
+    assert_eq!(
+        delivered_ceiling(1, &crate::classify::Model::default()),
+        Weight::FULL
+    );
+    // One clicked spam of 400 tokens: the mean is 400 words a message.
+    let mut model = crate::classify::Model::default();
+    model.learn(&ids(400), Label::Spam);
+    let short = (SHORT_DELIVERED * 400.0) as usize;
+    assert_eq!(short, 20);
+    assert_eq!(delivered_ceiling(400, &model), Weight::FULL);
+    assert_eq!(delivered_ceiling(short, &model), Weight::FULL);
+    assert_eq!(
+        delivered_ceiling(short / 2, &model),
+        Weight(Weight::FULL.0 / 2)
+    );
+    assert_eq!(delivered_ceiling(1, &model), Weight::DELIVERED);
+    assert_eq!(delivered_ceiling(0, &model), Weight::DELIVERED);
+    // The gap is filled up to the ceiling, never past it.
+    let full = u64::from(Weight::FULL.0);
+    let half = delivered_ceiling(short / 2, &model);
+    assert_eq!(super::clicks::delivered_weight((full, 0), half), half);
+    assert_eq!(
+        super::clicks::delivered_weight((full, full - 10), half),
+        Weight(10)
+    );
+}
+
 /// Delivered mail fills what the ham side lacks of the spam side, one
 /// message at most and a twentieth at least.
 #[test]
 fn delivered_weight_fills_the_gap_between_light_and_full() {
     use super::clicks::delivered_weight;
     let full = u64::from(Weight::FULL.0);
-    assert_eq!(delivered_weight((full, 0)), Weight::FULL);
-    assert_eq!(delivered_weight((10 * full, 0)), Weight::FULL);
-    assert_eq!(delivered_weight((full, full - 10)), Weight(10));
-    assert_eq!(delivered_weight((full, full)), Weight::DELIVERED);
-    assert_eq!(delivered_weight((0, 5 * full)), Weight::DELIVERED);
+    assert_eq!(delivered_weight((full, 0), Weight::FULL), Weight::FULL);
+    assert_eq!(delivered_weight((10 * full, 0), Weight::FULL), Weight::FULL);
+    assert_eq!(
+        delivered_weight((full, full - 10), Weight::FULL),
+        Weight(10)
+    );
+    assert_eq!(
+        delivered_weight((full, full), Weight::FULL),
+        Weight::DELIVERED
+    );
+    assert_eq!(
+        delivered_weight((0, 5 * full), Weight::FULL),
+        Weight::DELIVERED
+    );
 }

@@ -232,12 +232,15 @@ pub trait SharedClicks: Send + Sync {
     /// Learns delivered mail as ham (`Engine::learn_delivered`'s rules,
     /// applied atomically by the store from the counts it sees): the
     /// weight it was learned with, or `None` when it was not (a user who
-    /// never clicked, or a message already in the ledger).
+    /// never clicked, or a message already in the ledger). `ceiling` is the
+    /// most the message may weigh (`engine::clicks::delivered_ceiling`,
+    /// from the message's size).
     fn learn_delivered(
         &self,
         user: &UserId,
         msg: &MessageId,
         tokens: &[crate::tokenize::TokenId],
+        ceiling: Weight,
     ) -> Result<Option<Weight>, Error>;
 
     /// Seeds one message into the shared model under the operator's

@@ -308,8 +308,9 @@ impl SharedClicks for RedisBackend {
         user: &UserId,
         msg: &MessageId,
         tokens: &[TokenId],
+        ceiling: Weight,
     ) -> Result<Option<Weight>, Error> {
-        self.block_on(self.store.learn_delivered(user, msg, tokens))
+        self.block_on(self.store.learn_delivered(user, msg, tokens, ceiling))
     }
     fn changes_with_policy(
         &self,

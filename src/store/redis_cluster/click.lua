@@ -18,7 +18,9 @@
 -- ARGV[4] a click only: the id chaff derives for the message, when the
 --         caller names it otherwise ('' = none): an implicit entry there is
 --         replaced by this click, as if it had never been learned
--- ARGV[5], ARGV[6] delivered mail only: the lightest and the full weight
+-- ARGV[5], ARGV[6] delivered mail only: the lightest weight, and the most
+--         this message may weigh (one message, less for a very short one:
+--         engine::clicks::delivered_ceiling)
 -- ARGV[7] '1': keep no model journal (the operator's seed: only the shared
 --         part and the ledger are read; the counts are still kept)
 -- ARGV[8], ARGV[9] the undo windows' cutoffs (unix s) for clicks and for
@@ -133,7 +135,7 @@ if new ~= '' and implicit(new) then
   local c = redis.call('HMGET', meta, 'sl', 'hl', 'sw', 'hw')
   if tonumber(c[1] or 0) == 0 and tonumber(c[2] or 0) == 0 then return reply(0) end
   -- What the ham side lacks of the spam side's weight, between the
-  -- lightest weight and one message (engine::clicks::delivered_weight).
+  -- lightest weight and the message's ceiling (engine::clicks::delivered_weight).
   local gap = math.max(0, tonumber(c[3] or 0) - tonumber(c[4] or 0))
   local w = math.min(math.max(gap, tonumber(ARGV[5])), tonumber(ARGV[6]))
   local bytes = string.char(math.floor(w / 16777216) % 256, math.floor(w / 65536) % 256,

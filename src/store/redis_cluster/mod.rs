@@ -828,14 +828,17 @@ impl RedisStore {
     /// replaces a click, nor itself), at the weight
     /// `engine::clicks::delivered_weight` gives for the user's counts —
     /// computed by the script from the counts it sees, so concurrent
-    /// replicas agree. Never shared, and not waited for (as on sled, where
-    /// it is not flushed: nothing was acknowledged). Returns the weight it
-    /// was learned with, or `None` when it was not.
+    /// replicas agree — and at most `ceiling`, the caller's reading of the
+    /// message's size (`engine::clicks::delivered_ceiling`). Never shared,
+    /// and not waited for (as on sled, where it is not flushed: nothing was
+    /// acknowledged). Returns the weight it was learned with, or `None`
+    /// when it was not.
     pub async fn learn_delivered(
         &self,
         user: &UserId,
         msg: &MessageId,
         tokens: &[TokenId],
+        ceiling: Weight,
     ) -> Result<Option<Weight>, Error> {
         let entry = LedgerEntry {
             label: Label::Ham,
@@ -847,7 +850,9 @@ impl RedisStore {
             implicit: true,
         };
         let keys = Keys::of(user);
-        let reply = self.run_click(&keys, msg, Some(&entry), "").await?;
+        let reply = self
+            .run_click(&keys, msg, Some(&entry), "", ceiling)
+            .await?;
         let raw = parse_click(&reply)?;
         match raw.code {
             0 => Ok(None),
@@ -863,13 +868,15 @@ impl RedisStore {
     }
 
     /// `click.lua` on `keys`: learn `new` (timed now by the undo window's
-    /// clock), or Forget (`None`).
+    /// clock), or Forget (`None`). `ceiling`: the most delivered mail may
+    /// weigh (read for delivered mail only).
     async fn run_click(
         &self,
         keys: &Keys,
         msg: &MessageId,
         new: Option<&LedgerEntry>,
         derived: &str,
+        ceiling: Weight,
     ) -> Result<Value, Error> {
         let cutoffs = self.window.cutoffs();
         let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
@@ -888,7 +895,7 @@ impl RedisStore {
                 .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
                 .arg(derived)
                 .arg(Weight::DELIVERED.0)
-                .arg(Weight::FULL.0)
+                .arg(ceiling.0.clamp(Weight::DELIVERED.0, Weight::FULL.0))
                 .arg(if keys.seed { "1" } else { "0" })
                 .arg(cutoffs.click_s)
                 .arg(cutoffs.delivered_s)
@@ -907,7 +914,9 @@ impl RedisStore {
         derived: &str,
     ) -> Result<RawClick, Error> {
         let keys = Keys::of(user);
-        let reply = self.run_click(&keys, msg, new, derived).await?;
+        let reply = self
+            .run_click(&keys, msg, new, derived, Weight::FULL)
+            .await?;
         let raw = parse_click(&reply)?;
         // Wait even when nothing changed: ALREADY_LEARNED or NOT_FOUND may
         // rest on another replica's click that is not yet replicated.
