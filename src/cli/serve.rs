@@ -147,7 +147,9 @@ pub struct ServeArgs {
     /// Learn mail delivered to the inbox as ham for users who have clicked
     /// at least once (`true` or `false`): at a twentieth of a click's
     /// weight, or up to one click's while the user's ham side weighs less
-    /// than their spam side. Most users only ever click Spam; this is how
+    /// than their spam side (less for a message under a twentieth of the
+    /// user's mean message, such as an empty body). Most users only ever
+    /// click Spam; this is how
     /// their model learns what their ham looks like. A later click on the
     /// same message replaces it exactly; it is never shared.
     /// docs/ACCURACY.md, "Learning from delivered mail".
