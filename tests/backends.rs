@@ -451,6 +451,53 @@ on_both!(
     }
 );
 
+/// A message of `words` distinct made-up words from its own sender, for
+/// the sizes below: nothing in one is in another.
+fn message_of(subject: &str, words: usize) -> Vec<u8> {
+    let word = |i: usize| {
+        let l = |n: usize| char::from(b'a' + (n % 26) as u8);
+        format!("qz{}{}{}", l(i), l(i / 26), l(i / 676))
+    };
+    let body: Vec<String> = (0..words).map(|i| word(i + subject.len() * 1000)).collect();
+    format!(
+        "From: {subject}@{subject}.example\r\nSubject: {subject} {subject}s {subject}ing\r\nMessage-ID: <1@{subject}.example>\r\n\r\n{}\r\n",
+        body.join(" ")
+    )
+    .into_bytes()
+}
+
+on_both!(
+    a_near_empty_delivered_message_weighs_its_share_and_the_next_fills_the_gap,
+    with_delivered(),
+    |f| {
+        // `engine::clicks::delivered_ceiling`, inline (no worker: on Redis
+        // the engine's own path, `learn_delivered_shared`): after one long
+        // clicked spam, an empty-bodied ham weighs a share of one message,
+        // not the whole gap, and the next ordinary ham fills what is left.
+        // Before, the empty one took the whole message and the next 3/64.
+        let u = f.user("u");
+        f.engine
+            .train(&u, &message_of("offer", 400), Label::Spam, None)
+            .unwrap();
+        let weight = |msg: &[u8]| {
+            f.engine.evaluate(&u, msg, &Envelope::default()).unwrap();
+            let entry = f.engine.store().ledger_get(&u, &derive_message_id(msg));
+            entry.unwrap().expect("learned as delivered mail").weight
+        };
+        let empty = weight(&message_of("lunch", 0));
+        assert!(
+            Weight::DELIVERED < empty && empty < Weight::FULL,
+            "the empty ham: {empty:?}"
+        );
+        let next = weight(&message_of("minutes", 60));
+        assert_eq!(
+            Weight(empty.0 + next.0),
+            Weight::FULL,
+            "the next ham: {next:?}"
+        );
+    }
+);
+
 on_both!(
     delivered_mail_is_not_a_first_learning_and_forget_removes_it,
     with_delivered(),

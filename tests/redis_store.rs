@@ -331,6 +331,8 @@ async fn delivered_mail_weighs_at_most_the_callers_ceiling_and_leaves_the_rest_o
         .await
         .unwrap();
     assert_eq!(short, Some(Weight(20)), "held to the ceiling");
+    let entry = store.ledger_get(&u, &msg("short")).await.unwrap();
+    assert_eq!(entry.map(|e| e.weight), Some(Weight(20)), "as recorded");
     let next = store
         .learn_delivered(&u, &msg("next"), &[TokenId(6)], Weight::FULL)
         .await

@@ -585,6 +585,13 @@ fn delivered_ceiling_scales_down_only_messages_a_twentieth_of_the_mean_or_shorte
     );
     assert_eq!(delivered_ceiling(1, &model), Weight::DELIVERED);
     assert_eq!(delivered_ceiling(0, &model), Weight::DELIVERED);
+    // The mean is the whole model's: with a 100-token ham learned as
+    // well it is 250, and a twentieth of it 12.5 tokens.
+    let mut both = model.clone();
+    both.learn(&ids(100), Label::Ham);
+    assert_eq!(delivered_ceiling(13, &both), Weight::FULL);
+    assert_eq!(delivered_ceiling(6, &both), Weight(31));
+    assert_eq!(delivered_ceiling(6, &model), Weight(19));
     // The gap is filled up to the ceiling, never past it.
     let full = u64::from(Weight::FULL.0);
     let half = delivered_ceiling(short / 2, &model);

@@ -851,7 +851,7 @@ impl RedisStore {
         };
         let keys = Keys::of(user);
         let reply = self
-            .run_click(&keys, msg, Some(&entry), "", ceiling)
+            .run_click(&keys, msg, Some(&entry), "", Some(ceiling))
             .await?;
         let raw = parse_click(&reply)?;
         match raw.code {
@@ -868,15 +868,15 @@ impl RedisStore {
     }
 
     /// `click.lua` on `keys`: learn `new` (timed now by the undo window's
-    /// clock), or Forget (`None`). `ceiling`: the most delivered mail may
-    /// weigh (read for delivered mail only).
+    /// clock), or Forget (`None`). `ceiling`: delivered mail only, the most
+    /// it may weigh (`None`: one message).
     async fn run_click(
         &self,
         keys: &Keys,
         msg: &MessageId,
         new: Option<&LedgerEntry>,
         derived: &str,
-        ceiling: Weight,
+        ceiling: Option<Weight>,
     ) -> Result<Value, Error> {
         let cutoffs = self.window.cutoffs();
         let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
@@ -895,7 +895,9 @@ impl RedisStore {
                 .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
                 .arg(derived)
                 .arg(Weight::DELIVERED.0)
-                .arg(ceiling.0.clamp(Weight::DELIVERED.0, Weight::FULL.0))
+                .arg(ceiling.map_or(Weight::FULL.0, |c| {
+                    c.0.clamp(Weight::DELIVERED.0, Weight::FULL.0)
+                }))
                 .arg(if keys.seed { "1" } else { "0" })
                 .arg(cutoffs.click_s)
                 .arg(cutoffs.delivered_s)
@@ -914,9 +916,7 @@ impl RedisStore {
         derived: &str,
     ) -> Result<RawClick, Error> {
         let keys = Keys::of(user);
-        let reply = self
-            .run_click(&keys, msg, new, derived, Weight::FULL)
-            .await?;
+        let reply = self.run_click(&keys, msg, new, derived, None).await?;
         let raw = parse_click(&reply)?;
         // Wait even when nothing changed: ALREADY_LEARNED or NOT_FOUND may
         // rest on another replica's click that is not yet replicated.
