@@ -9,6 +9,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     tune_allocator();
     let args = cli::parse();
+    if !args.runs_the_service() {
+        die_quietly_on_a_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,6 +28,22 @@ fn main() -> ExitCode {
             eprintln!("error: {}", cli::error_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets a command for people end as Unix tools do when what reads its
+/// output goes away (`chaff score … | head -1`, `chaff tokens FILE | head`):
+/// killed by SIGPIPE, silently. Rust ignores SIGPIPE, so the next
+/// `println!` to the closed pipe panicked instead ("failed printing to
+/// stdout: Broken pipe", with a backtrace). Not for `serve`: the service
+/// writes no pipe a reader could close, and keeps Rust's default, under
+/// which a write to a gone peer is an error it handles, never a signal.
+fn die_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: resets one signal's disposition to the system default before
+    // any thread but this one exists (the runtime is built after).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -687,3 +687,27 @@ async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_command_whose_reader_goes_away_ends_quietly_not_with_a_panic() {
+    // `chaff tokens FILE | head -1`: the reader closes the pipe, and the
+    // next line chaff prints meets a closed pipe. Rust ignores SIGPIPE, so
+    // that `println!` panicked with a backtrace; a command for people ends
+    // as Unix tools do, killed by SIGPIPE, saying nothing. Here the reader
+    // is gone before chaff prints its first line.
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "ham.eml", HAM);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["tokens".as_ref(), m.as_os_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}

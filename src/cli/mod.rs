@@ -34,6 +34,14 @@ pub struct Cli {
     connect: trust::ConnectArgs,
 }
 
+impl Cli {
+    /// Whether this runs the service (`serve`) rather than a command for
+    /// people, whose output may be piped into `head` (`main`'s SIGPIPE).
+    pub fn runs_the_service(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 /// The usage lines are written out for the commands that talk to a server:
 /// clap's generated usage in an error lists every flag the user typed, so
 /// `--server <SERVER>` appeared there as if it were required. A unit test
