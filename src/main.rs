@@ -35,9 +35,10 @@ fn main() -> ExitCode {
 /// output goes away (`chaff score … | head -1`, `chaff tokens FILE | head`):
 /// killed by SIGPIPE, silently. Rust ignores SIGPIPE, so the next
 /// `println!` to the closed pipe panicked instead ("failed printing to
-/// stdout: Broken pipe", with a backtrace). Not for `serve`: the service
-/// writes no pipe a reader could close, and keeps Rust's default, under
-/// which a write to a gone peer is an error it handles, never a signal.
+/// stdout: Broken pipe", with a backtrace). Not for `serve`: a service
+/// must not die because whatever read its log or a client went away; it
+/// keeps Rust's default, under which such a write is an error, never a
+/// signal.
 fn die_quietly_on_a_closed_pipe() {
     #[cfg(unix)]
     // SAFETY: resets one signal's disposition to the system default before

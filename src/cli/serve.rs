@@ -149,9 +149,9 @@ pub struct ServeArgs {
     /// weight, or up to one click's while the user's ham side weighs less
     /// than their spam side (less for a message under a twentieth of the
     /// user's mean message, such as an empty body). Most users only ever
-    /// click Spam; this is how
-    /// their model learns what their ham looks like. A later click on the
-    /// same message replaces it exactly; it is never shared.
+    /// click Spam; this is how their model learns what their ham looks
+    /// like. A later click on the same message replaces it exactly; it is
+    /// never shared.
     /// docs/ACCURACY.md, "Learning from delivered mail".
     #[arg(long, env = "CHAFF_LEARN_DELIVERED", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     learn_delivered: bool,

@@ -458,8 +458,8 @@ pub(crate) fn delivered_weight((spam, ham): (u64, u64), ceiling: Weight) -> Weig
 }
 
 /// How short a delivered message may be, as a share of the model's mean
-/// message, before it fills less of the gap to the spam side: a
-/// twentieth.
+/// message, before it may weigh less than one message when it fills the
+/// gap to the spam side ([`delivered_ceiling`]): a twentieth.
 ///
 /// Why: filling the gap by messages let a message with an empty body
 /// count as a whole message of ham. After one clicked spam of 418 tokens,
