@@ -479,6 +479,33 @@ pub fn subject_only_ham(seed: u64, i: usize) -> Vec<u8> {
     format!("Subject: {subject}\r\n\r\n").into_bytes()
 }
 
+/// A note with an empty body from a sender the user never heard from,
+/// with the full header real mail has: received from the sender's own
+/// relay, at its own time, with its own Message-ID domain. The header
+/// lines it shares with any clicked spam are the ones all mail has
+/// (`header:to`, `header:date`, `content-type:text/plain`, …).
+pub fn empty_note(seed: u64, i: usize) -> Vec<u8> {
+    let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let (name, domain) = (word(0, rng.below(200)), word(1, rng.below(500)));
+    let ip = format!("198.51.100.{}", 1 + rng.below(250));
+    let (day, hour) = (1 + rng.below(28), rng.below(24));
+    format!(
+        "Received: from mx.{domain}.example (mx.{domain}.example [{ip}])\r\n\
+         \tby mail.provider.example with ESMTPS id n{seed}x{i}; Tue, {day} Mar 2026 {hour:02}:17:00 +0000\r\n\
+         From: {name} <{name}@{domain}.example>\r\n\
+         To: user@provider.example\r\n\
+         Subject: {}\r\n\
+         Date: Tue, {day} Mar 2026 {hour:02}:16:42 +0000\r\n\
+         Message-ID: <{}.{i}@{domain}.example>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         \r\n",
+        word(1, rng.below(500)),
+        rng.below(1_000_000),
+    )
+    .into_bytes()
+}
+
 /// `msg` with its header cut down to the `Subject:` line, as the Enron
 /// corpora's messages are: no relay, sender or MIME header that every
 /// message shares.

@@ -534,7 +534,18 @@ impl Model {
 /// messages — counts shaped by the mail that was hard, not drowned by the
 /// easy majority — without ever ignoring a click (docs/ACCURACY.md).
 pub fn learn_weight(model: &Model, tokens: &Tokens, label: Label, params: &Params) -> Weight {
-    let score = robinson::score_parts(model, &tokens.ids, &tokens.header, params);
+    let (nspam, nham) = model.weights();
+    let score = if robinson::one_sided(nspam, nham, params) {
+        // How confident the model is, as the body's `s` says: the
+        // one-sided `s` is for the verdict, not for the learning.
+        let body = Params {
+            one_sided_strength: 0.0,
+            ..params.clone()
+        };
+        robinson::score_parts(model, &tokens.ids, &tokens.header, &body)
+    } else {
+        robinson::score_parts(model, &tokens.ids, &tokens.header, params)
+    };
     learn_weight_for(score.log_odds, label, params)
 }
 
@@ -724,6 +735,35 @@ mod tests {
         // A correction (the model leans the other way) always weighs fully.
         assert_eq!(learn_weight(&m, &spam_t, Label::Ham, &p), Weight::FULL);
         assert_eq!(learn_weight(&m, &ham_t, Label::Spam, &p), Weight::FULL);
+    }
+
+    #[test]
+    fn a_clicks_learn_weight_reads_the_bodys_strength_while_a_class_is_empty() {
+        // One spam learned, no ham: the verdict's `s` is the one-sided 1,
+        // the learn weight's the body's (`robinson::strength`).
+        let p = Params::default();
+        let body = Params {
+            one_sided_strength: 0.0,
+            ..Params::default()
+        };
+        let mut m = Model::default();
+        let spam: Vec<TokenId> = (0..40).map(TokenId).collect();
+        m.learn(&spam, Label::Spam);
+        let copy = Tokens {
+            ids: spam.clone(),
+            ..Default::default()
+        };
+        for label in [Label::Spam, Label::Ham] {
+            assert_eq!(
+                learn_weight(&m, &copy, label, &p),
+                learn_weight(&m, &copy, label, &body),
+                "{label:?}"
+            );
+        }
+        // And the two estimates do differ here.
+        let one_sided = robinson::score_parts(&m, &spam, &[], &p).log_odds;
+        let bodys = robinson::score_parts(&m, &spam, &[], &body).log_odds;
+        assert!(one_sided < bodys, "{one_sided} {bodys}");
     }
 
     #[test]
