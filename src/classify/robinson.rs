@@ -395,6 +395,7 @@ pub fn token_probability(
 /// learned (enron2's probe: 4 → 9 of 100 ham filed after 20 clicks). In a
 /// blend the shared model's estimate is the user's prior, and their `s`
 /// stays the body's there (`blend.rs`).
+#[inline]
 pub fn strength(nspam: u64, nham: u64, params: &Params) -> f64 {
     if one_sided(nspam, nham, params) {
         params.one_sided_strength
@@ -404,6 +405,7 @@ pub fn strength(nspam: u64, nham: u64, params: &Params) -> f64 {
 }
 
 /// Whether [`strength`] gives the one-sided `s` for these class weights.
+#[inline]
 pub fn one_sided(nspam: u64, nham: u64, params: &Params) -> bool {
     (nspam == 0 || nham == 0) && params.one_sided_strength > params.strength
 }
