@@ -538,12 +538,20 @@ impl Engine {
         own_log_odds: Option<f64>,
     ) -> (Weight, bool) {
         let trusted = label == Label::Spam && self.is_trusted(slot, headers);
+        let params = &self.settings.params;
         let weight = if trusted {
             Weight::LOW
-        } else if let Some(log_odds) = own_log_odds {
-            classify::learn_weight_for(log_odds, label, &self.settings.params)
         } else {
-            classify::learn_weight(&slot.model.read(), tokens, label, &self.settings.params)
+            let model = slot.model.read();
+            let (nspam, nham) = model.weights();
+            match own_log_odds {
+                // A one-sided model's score read the one-sided `s`; its
+                // learn weight reads the body's (`classify::learn_weight`).
+                Some(log_odds) if !classify::robinson::one_sided(nspam, nham, params) => {
+                    classify::learn_weight_for(log_odds, label, params)
+                }
+                _ => classify::learn_weight(&model, tokens, label, params),
+            }
         };
         (weight, trusted)
     }

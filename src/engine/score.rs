@@ -233,13 +233,7 @@ impl Engine {
         let top = envelope.map_or(0, |_| TOP_FEATURES);
         let blend = self.blend(user, slot.as_deref(), &read.tokens, top);
         let score = blend.blended.score;
-        // A one-sided model's score is not its learn weight's
-        // (`classify::learn_weight`): that one is computed again.
-        let one_sided = slot.as_deref().is_some_and(|s| {
-            let (nspam, nham) = s.model.read().weights();
-            crate::classify::robinson::one_sided(nspam, nham, &self.settings.params)
-        });
-        let user_alone_log_odds = (blend.user_alone && !one_sided).then_some(score.log_odds);
+        let user_alone_log_odds = blend.user_alone.then_some(score.log_odds);
         let scored = |verdict| Scored {
             probability: score.probability,
             log_odds: score.log_odds,
