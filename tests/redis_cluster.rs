@@ -542,6 +542,30 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// What each running node sees of the cluster, and the end of every
+    /// node's log (killed ones too): the text a failed failover assertion
+    /// prints, so that a rare CI failure says why no replica took over.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for &port in &self.running() {
+            let nodes = cli(port, &["cluster", "nodes"]).unwrap_or_else(|| "(no answer)".into());
+            out.push_str(&format!("--- cluster nodes as {port} sees them:\n{nodes}"));
+        }
+        for &port in &self.ports {
+            let log =
+                std::fs::read_to_string(self.node_dir(port).join("redis.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(25).collect();
+            out.push_str(&format!("--- last lines of {port}'s log:\n"));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for node in self.nodes.iter_mut().filter_map(Option::take) {

@@ -505,7 +505,8 @@ async fn two_replicas_lose_no_acknowledged_click_when_a_primary_is_killed_under_
     while cluster.serving(&key).is_none_or(|p| p == victim) {
         assert!(
             Instant::now() < deadline,
-            "no replica took over within 30 s"
+            "no replica took over within 30 s (killed {victim})\n{}",
+            cluster.report()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

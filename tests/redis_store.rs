@@ -833,12 +833,18 @@ async fn every_acknowledged_click_survives_the_failover_of_its_primary() {
     // The replica takes over (node timeout 1 s).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        assert!(Instant::now() < deadline, "no new primary within 30 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = cluster.serving("{u:failover}:m");
-        if now.is_some_and(|p| p != primary) && store.ping().await.is_ok() {
+        let ping = store.ping().await;
+        if now.is_some_and(|p| p != primary) && ping.is_ok() {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "no new primary within 30 s (killed {primary}; serving now {now:?}; \
+             the store's ping: {ping:?})\n{}",
+            cluster.report()
+        );
     }
     // The new primary has no replica now, so its clicks cannot be
     // confirmed (WAIT 1 fails: UNAVAILABLE, not acknowledged) until the
