@@ -566,6 +566,47 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Waits until the killed primary `killed`'s `replica` serves `key`
+    /// (the cluster's own failover); returns whether the harness had to
+    /// force it.
+    ///
+    /// Why the fallback: Redis's election can stall on a loaded machine
+    /// (Valkey's own election tests see it: valkey-io/valkey#984), and CI
+    /// once saw no replica promoted within 30 s. chaff's part — acknowledged
+    /// clicks survive, the client finds the new primary — is what these
+    /// tests pin, not Redis's election: after `patience` with no new
+    /// primary the harness does what an operator would, `CLUSTER FAILOVER
+    /// TAKEOVER` on the replica, and prints the report. Panics, with the
+    /// report, if even that gives no new primary within 15 s.
+    pub fn await_failover(&self, key: &str, killed: u16, replica: u16, patience: Duration) -> bool {
+        let promoted = |c: &Self| c.serving(key).is_some_and(|p| p != killed);
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if promoted(self) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "no replica of {killed} promoted within {patience:?}: forcing CLUSTER FAILOVER TAKEOVER on {replica}\n{}",
+            self.report()
+        );
+        let answer = cli(replica, &["cluster", "failover", "takeover"]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !promoted(self) {
+            assert!(
+                Instant::now() < deadline,
+                "no new primary for {key} within {patience:?}, nor 15 s after TAKEOVER \
+                 on {replica} (it answered {answer:?})\n{}",
+                self.report()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for node in self.nodes.iter_mut().filter_map(Option::take) {
