@@ -435,3 +435,36 @@ async fn the_clicked_ham_the_header_prior_waits_for_survives_a_restart() {
     assert_ne!(plain, before[1], "ham-clicker: the ramp is in effect");
     server.terminate();
 }
+
+on_both_stores!(
+    RedisAlone,
+    after_one_spam_click_over_a_spam_only_shared_model_an_empty_note_is_not_filed,
+    async |on| {
+        // Nothing seeded and every sharer clicks only Spam: the shared
+        // model knows only spam and gets no weight, so a new user's
+        // tokens it knows are the user's own evidence, with the same
+        // one-sided s as without a shared model (0.986, 10 of 10 filed,
+        // when the blend shrank them with the body's s).
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let sharer = server.u("sharer@provider.example");
+        share(&mut c, sharer, Some(true)).await;
+        for i in 0..5 {
+            train(&mut c, sharer, &mailgen::spam(31, i), Label::Spam, "").await;
+        }
+        let mut filed = Vec::new();
+        for i in 0..10 {
+            let user = server.u(&format!("one-click-{i}@provider.example"));
+            train(&mut c, user, &mailgen::spam(17, i), Label::Spam, "").await;
+            let s = score(&mut c, user, &mailgen::empty_note(17, i)).await;
+            if s.verdict == Verdict::Spam as i32 {
+                filed.push((i, s.spam_probability));
+            }
+            // A copy of the spam the user clicked is still spam.
+            let copy = score(&mut c, user, &mailgen::spam(17, i)).await;
+            assert_eq!(copy.verdict, Verdict::Spam as i32, "copy {i}: {copy:?}");
+        }
+        assert!(filed.is_empty(), "empty notes filed: {filed:?}");
+        server.stop().await;
+    }
+);

@@ -187,11 +187,29 @@ impl<'a> Blend<'a> {
         let params = self.user_parts.get(in_header);
         let shared_params = self.shared_parts.get(in_header);
         let mine = self.user.get(id);
-        let Some(theirs) = self.prior.get(id) else {
+        // The user's own estimate, as in a score without the shared model
+        // (with `robinson::strength`'s one-sided s).
+        let own = || {
             let c = mine?;
             let f = robinson::token_probability(c.spam, c.ham, nspam, nham, self.unit, params);
-            return Some((f, 1.0));
+            Some((f, 1.0))
         };
+        let Some(theirs) = self.prior.get(id) else {
+            return own();
+        };
+        let big_m = params.shared_strength;
+        let n_shared = (f64::from(theirs.spam) + f64::from(theirs.ham)) / self.unit;
+        let m = big_m * n_shared / (n_shared + big_m) * self.decay;
+        if m == 0.0 {
+            // A shared model given no weight (one that knows only spam,
+            // say) says nothing here: the token is the user's own
+            // evidence, or never-seen evidence if they have none. Before,
+            // the user's counts were shrunk with the body's s here, and
+            // after one Spam click over a spam-only shared model an
+            // empty-bodied note scored 0.986 on the header lines every
+            // message has, as without the one-sided s.
+            return own();
+        }
         let (pspam, pham) = self.prior_weights;
         let f_shared = robinson::token_probability(
             theirs.spam,
@@ -201,14 +219,6 @@ impl<'a> Blend<'a> {
             self.unit,
             shared_params,
         );
-        let big_m = params.shared_strength;
-        let n_shared = (f64::from(theirs.spam) + f64::from(theirs.ham)) / self.unit;
-        let m = big_m * n_shared / (n_shared + big_m) * self.decay;
-        if m == 0.0 && mine.is_none() {
-            // A shared model given no weight knows nothing here: the token
-            // is never-seen evidence, as in the user's own score.
-            return None;
-        }
         let c = mine.unwrap_or_default();
         let n_user = (f64::from(c.spam) + f64::from(c.ham)) / self.unit;
         // No ratio means no counts, so n_user is 0 and p_u does not matter.

@@ -393,8 +393,10 @@ pub fn token_probability(
 /// (`classify::learn_weight`) is read with the body's `s`, or the spam
 /// side of a user who has clicked only spam grows heavier while no ham is
 /// learned (enron2's probe: 4 → 9 of 100 ham filed after 20 clicks). In a
-/// blend the shared model's estimate is the user's prior, and their `s`
-/// stays the body's there (`blend.rs`).
+/// blend (`blend.rs`) a token the shared model gives weight to is shrunk
+/// towards the shared estimate with the body's `s`; a token it knows
+/// nothing of, or gives no weight to (a shared model of spam clicks
+/// alone), is the user's own estimate with this `s`.
 #[inline]
 pub fn strength(nspam: u64, nham: u64, params: &Params) -> f64 {
     if one_sided(nspam, nham, params) {

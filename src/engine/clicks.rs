@@ -82,7 +82,8 @@ impl Engine {
     /// when nothing shared took part in the score, the learn weight
     /// (`classify::learn_weight`, which scores with the user's model alone)
     /// comes from that score instead of scoring the message a second time —
-    /// the largest cost of a replay's learning after storage.
+    /// the largest cost of a replay's learning after storage — unless the
+    /// user's model is one-sided (`classify::learn_weight_given`).
     pub fn score_then_train(
         &self,
         user: &UserId,
@@ -527,7 +528,8 @@ impl Engine {
     /// How much a click teaches, and whether the sender is trusted: low for
     /// a trusted sender (policy), else judged by the user's model as it
     /// stands (a relearn is judged with the old label still counted, so a
-    /// correction weighs fully), or by the score the caller already has.
+    /// correction weighs fully), or by the score the caller already has
+    /// (`classify::learn_weight_given` decides when that may be reused).
     /// One rule for both ways a click is made (`replicas.rs` too).
     pub(super) fn click_weight(
         &self,
@@ -543,15 +545,7 @@ impl Engine {
             Weight::LOW
         } else {
             let model = slot.model.read();
-            let (nspam, nham) = model.weights();
-            match own_log_odds {
-                // A one-sided model's score read the one-sided `s`; its
-                // learn weight reads the body's (`classify::learn_weight`).
-                Some(log_odds) if !classify::robinson::one_sided(nspam, nham, params) => {
-                    classify::learn_weight_for(log_odds, label, params)
-                }
-                _ => classify::learn_weight(&model, tokens, label, params),
-            }
+            classify::learn_weight_given(&model, tokens, label, params, own_log_odds)
         };
         (weight, trusted)
     }

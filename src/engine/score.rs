@@ -156,7 +156,10 @@ pub struct Outcome {
     /// The decision, record and headers: with [`Depth::Deliver`] only.
     pub delivery: Option<Delivery>,
     /// The user's own log-odds when nothing shared took part, which a
-    /// click right after can reuse (`clicks.rs`, `score_then_train`).
+    /// click right after can reuse as its learn weight (`clicks.rs`,
+    /// `score_then_train`), unless the user's model was one-sided: then
+    /// the score read the one-sided `s` and the click is scored again
+    /// with the body's (`classify::learn_weight_given`).
     pub(super) user_alone_log_odds: Option<f64>,
 }
 

@@ -623,3 +623,41 @@ fn delivered_weight_fills_the_gap_between_light_and_full() {
         Weight::DELIVERED
     );
 }
+
+/// The replay's `score_then_train` offers Score's log-odds as the learn
+/// weight; while the user's model is one-sided Score read the one-sided s
+/// (`robinson::strength`), so the click must weigh what `train_read`
+/// weighs, from the body's s (`Engine::click_weight`). Reusing the
+/// one-sided score weighed these clicks 64 against 3.
+#[test]
+fn a_replayed_click_on_a_one_sided_model_weighs_what_a_plain_click_weighs() {
+    let u = user("one-sided");
+    let words = ["buy", "cheap", "pills", "viagra", "discount", "offer"];
+    let mut weights = Vec::new();
+    for k in 0..14 {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (engine(&dir.path().join("a")), engine(&dir.path().join("b")));
+        a.train(&u, SPAM, Label::Spam, None).unwrap();
+        b.train(&u, SPAM, Label::Spam, None).unwrap();
+        // Variants that share less and less with the first spam.
+        let from = if k >= 7 {
+            "promo@pills.example"
+        } else {
+            "other@elsewhere.example"
+        };
+        let msg = format!(
+            "From: {from}\r\nSubject: cheap pills now\r\nMessage-ID: <v{k}@pills.example>\r\n\r\n{} zzz{k}\r\n",
+            words[..k.min(6)].join(" ")
+        );
+        let read = a.read(msg.as_bytes()).unwrap();
+        let id = MessageId::new(format!("m{k}")).unwrap();
+        a.score_then_train(&u, &read, Label::Spam, Some(id.clone()), |_| true)
+            .unwrap();
+        b.train_read(&u, &read, Label::Spam, Some(id.clone()))
+            .unwrap();
+        let replayed = a.store.ledger_get(&u, &id).unwrap().unwrap().weight;
+        let plain = b.store.ledger_get(&u, &id).unwrap().unwrap().weight;
+        weights.push((k, replayed.0, plain.0));
+    }
+    assert!(weights.iter().all(|(_, r, p)| r == p), "{weights:?}");
+}
