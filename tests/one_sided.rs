@@ -452,6 +452,14 @@ on_both_stores!(
         for i in 0..5 {
             train(&mut c, sharer, &mailgen::spam(31, i), Label::Spam, "").await;
         }
+        // The shared model the scores below go through holds those clicks
+        // (on Redis too: else the test would pass with no shared model).
+        let info = c
+            .get_shared(proto::GetSharedRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((info.spam_learned, info.ham_learned), (5, 0), "{info:?}");
         let mut filed = Vec::new();
         for i in 0..10 {
             let user = server.u(&format!("one-click-{i}@provider.example"));

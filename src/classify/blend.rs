@@ -617,6 +617,49 @@ mod tests {
     }
 
     #[test]
+    fn a_spam_only_user_over_a_spam_only_shared_model_scores_as_alone() {
+        // The shared model gives no weight (m = 0), so every token, the
+        // ones it knows included, is the user's own estimate with the
+        // one-sided s: bit for bit the score the user would get alone,
+        // header prior included. Before, tokens the shared model knew were
+        // shrunk with the body's s and an empty note after one click over
+        // such a model was filed (tests/one_sided.rs).
+        let s = clicked_by_others(0);
+        let p = Params::default();
+        let prior = s.prior_for(Some(&user("new")));
+        let mut own = Model::default();
+        // The user's one click: the common tokens the shared spam shows
+        // too, and tokens of its own.
+        let clicked: Vec<TokenId> = ids(10_000..10_010)
+            .into_iter()
+            .chain(ids(30_000..30_020))
+            .collect();
+        own.learn(&clicked, Label::Spam);
+        let note: Vec<TokenId> = ids(10_000..10_010).into_iter().collect();
+        let mixed: Vec<TokenId> = ids(0..30)
+            .into_iter()
+            .chain(ids(10_000..10_010))
+            .chain(ids(30_000..30_005))
+            .chain(ids(60_000..60_010))
+            .collect();
+        for (msg, header) in [
+            (note.clone(), note.clone()),
+            (mixed.clone(), ids(0..5)),
+            (mixed.clone(), ids(10_000..10_005)),
+            (clicked.clone(), Vec::new()),
+        ] {
+            let alone = robinson::score_parts(&own, &msg, &header, &p);
+            let (b, _) = score_and_strongest(&own, &prior, &msg, &header, &p, 5);
+            assert_eq!(
+                b.score.log_odds.to_bits(),
+                alone.log_odds.to_bits(),
+                "{msg:?} / {header:?}"
+            );
+            assert_eq!(b.score, alone);
+        }
+    }
+
+    #[test]
     fn the_shared_models_weight_grows_with_the_ham_it_knows() {
         let p = Params::default();
         let copy: Vec<TokenId> = ids(100..130)
