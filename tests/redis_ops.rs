@@ -1052,3 +1052,82 @@ async fn decisions_land_on_their_own_cluster_and_a_dead_one_fails_no_score() {
     let ids: BTreeSet<String> = back.iter().map(|d| d.message_id.clone()).collect();
     assert!(ids.is_superset(&scored), "{ids:?}");
 }
+
+/// The gRPC health status of `service` ("" for the server as a whole).
+async fn health(url: &str, service: &str) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// Health says what the cluster can do: NOT_SERVING while a slot range
+/// has no primary (with Redis's default full coverage the cluster then
+/// refuses every key), for as long as that lasts, and SERVING again once
+/// a replica has taken over. A probe of PING alone went back to SERVING
+/// within a second of the cluster marking the primary failed: the
+/// client's refreshed slot map leaves that node out, and the primaries
+/// left answer PING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_while_a_slot_range_has_no_primary_and_serving_once_one_took_over() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(mut cluster) = Cluster::start() else {
+        return;
+    };
+    let server = RedisServer::start(cluster.seeds()).await;
+    let serving = ServingStatus::Serving as i32;
+    for service in ["", "chaff.v1.Chaff"] {
+        assert_eq!(health(&server.url, service).await, serving, "{service:?}");
+    }
+    let key = "{u:health-0}:m";
+    let primary = cluster.primary_of(key);
+    let replica = cluster
+        .wait_replica_of(primary)
+        .expect("the primary has a replica");
+    // The replica hangs, so no election: the slot range stays unserved.
+    cluster.freeze(replica, true);
+    cluster.kill(primary);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while health(&server.url, "").await == serving {
+        assert!(
+            Instant::now() < deadline,
+            "health still SERVING 15 s after the slot range lost its primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And it stays so while nothing serves the range (the probe runs every
+    // 500 ms; the cluster marks the node failed within about 2 s).
+    for _ in 0..40 {
+        for service in ["", "chaff.v1.Chaff"] {
+            assert_ne!(
+                health(&server.url, service).await,
+                serving,
+                "{service:?}: SERVING while a slot range has no primary"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.freeze(replica, false);
+    let forced = tokio::task::block_in_place(|| {
+        cluster.await_failover(key, primary, replica, Duration::from_secs(30))
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while health(&server.url, "chaff.v1.Chaff").await != serving {
+        assert!(
+            Instant::now() < deadline,
+            "{replica} serves the range (forced: {forced}) but health is not SERVING 15 s later\n{}",
+            cluster.report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(health(&server.url, "").await, serving);
+}

@@ -894,6 +894,79 @@ async fn every_acknowledged_click_survives_the_failover_of_its_primary() {
     );
 }
 
+/// An election that comes long after the primary died (its replica hung
+/// for 10 s: a loaded machine, a stalled disk) is found by the store as
+/// soon as it happens, and until then the readiness probe says the
+/// cluster is down, in bounded time. A slot map refreshed before the
+/// promotion and then kept would leave the store pointed at the dead node
+/// (the half of a CI failure, "no new primary within 30 s", that its old
+/// assertion could not tell from Redis's own election); a probe of PING
+/// alone said ready all along (the refreshed map leaves the failed node
+/// out, and the primaries left answer PING while refusing every key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_finds_a_primary_elected_long_after_the_old_one_died() {
+    let Some(mut cluster) = Cluster::start() else {
+        return;
+    };
+    let store = connect(&cluster).await;
+    let u = user("late-election");
+    let key = "{u:late-election}:m";
+    // Acknowledged only once the replica has it (WAIT 1).
+    let e = entry(Spam, Weight::FULL, &[1, 2, 3]);
+    let c = store.train(&u, &msg("before"), &e).await.unwrap();
+    assert_eq!(c.outcome, ClickOutcome::Learned);
+    let primary = cluster.primary_of(key);
+    let replica = cluster
+        .wait_replica_of(primary)
+        .expect("the primary has a replica");
+    cluster.freeze(replica, true);
+    cluster.kill(primary);
+    let mut last = String::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let ping = store.ping().await;
+        let err = ping.expect_err("the slot's primary is dead and its replica hangs");
+        assert!(err.is_storage(), "{err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "a PING hung {:?}: {err}",
+            t.elapsed()
+        );
+        last = err.to_string();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // By then every primary left knows the cluster is down: the probe says
+    // so, where PING alone answered (a slot map without the dead node).
+    assert!(last.contains("cluster_state:fail"), "{last}");
+    cluster.freeze(replica, false);
+    let forced = tokio::task::block_in_place(|| {
+        cluster.await_failover(key, primary, replica, Duration::from_secs(30))
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ping = store.ping().await;
+        if ping.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{replica} serves the slot (forced: {forced}) but the store's PING still fails \
+             10 s later: {ping:?}\n{}",
+            cluster.report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let model = store
+        .load_model(&u)
+        .await
+        .unwrap()
+        .expect("the model")
+        .model;
+    let mut expect = Model::default();
+    expect.learn(&e.tokens, e.label);
+    assert_eq!(model, expect, "the acknowledged click survived");
+}
+
 /// Runs `click` until a replica confirms it (15 s at most): what a client
 /// does with UNAVAILABLE "… replicas confirmed it", a safe retry.
 async fn until_confirmed<F, Fut>(mut click: F) -> Clicked

@@ -29,9 +29,10 @@ use crate::proto::chaff_server::ChaffServer;
 /// engine, so it cannot count a click the disk never got.
 ///
 /// A store shared by several chaff processes (Redis Cluster) is never
-/// reopened: its client reconnects by itself. Its readiness is a ping of
-/// every primary each [`PROBE_EVERY`]: NOT_SERVING while one fails or a
-/// request met a storage failure, SERVING again once the pings answer.
+/// reopened: its client reconnects by itself. Its readiness is asked of
+/// every primary each [`PROBE_EVERY`] (each must answer and report
+/// `cluster_state:ok`, `RedisStore::ping`): NOT_SERVING while one fails or
+/// a request met a storage failure, SERVING again once all say ok.
 pub(super) struct Storage {
     /// `None` only while the store is being reopened.
     pub(super) engine: std::sync::RwLock<Option<Arc<Engine>>>,
@@ -106,7 +107,8 @@ impl Storage {
 }
 
 impl Storage {
-    /// Readiness of a shared store (every Redis primary answers PING);
+    /// Readiness of a shared store (every Redis primary answers and
+    /// reports the cluster up);
     /// `Ok` for a sled store. Blocking.
     fn ping(&self) -> Result<(), Error> {
         let engine = self

@@ -49,6 +49,12 @@ enum Kind {
     /// each time: no consistent copy of them was had (a retry may).
     #[cfg(feature = "redis")]
     KeptChanging { what: String, reads: u32 },
+    /// A primary answered but reports the cluster down (`cluster_state`
+    /// not `ok`): a slot range has no primary it can reach, and with
+    /// Redis's default full coverage every node refuses every key until a
+    /// replica takes over or the operator mends it.
+    #[cfg(feature = "redis")]
+    ClusterDown { node: String, state: String },
     /// A failure of the decision log's own cluster (`--decision-store`),
     /// told apart so the caller learns that only the log is down: Scores
     /// and clicks go on.
@@ -101,6 +107,10 @@ impl StorageError {
         Self(Kind::KeptChanging { what, reads })
     }
 
+    pub(super) fn cluster_down(node: String, state: String) -> Self {
+        Self(Kind::ClusterDown { node, state })
+    }
+
     pub(super) fn not_replicated(wanted: u32, acked: i64, waited: Duration) -> Self {
         Self(Kind::NotReplicated {
             wanted,
@@ -142,6 +152,13 @@ impl fmt::Display for StorageError {
                 "redis cluster: {what} changed during each of {reads} reads; back up again"
             ),
             #[cfg(feature = "redis")]
+            Kind::ClusterDown { node, state } => write!(
+                f,
+                "redis cluster: {node} reports cluster_state:{state} (a slot range has no \
+                 reachable primary: the cluster refuses keys until a replica takes over or \
+                 the operator mends it; CLUSTER NODES shows which)"
+            ),
+            #[cfg(feature = "redis")]
             Kind::DecisionStore(e) => write!(f, "the decision store (--decision-store): {e}"),
         }
     }
@@ -156,9 +173,10 @@ impl std::error::Error for StorageError {
             #[cfg(feature = "redis")]
             Kind::SlotMoving { last, .. } => Some(last),
             #[cfg(feature = "redis")]
-            Kind::RedisTimeout { .. } | Kind::NotReplicated { .. } | Kind::KeptChanging { .. } => {
-                None
-            }
+            Kind::RedisTimeout { .. }
+            | Kind::NotReplicated { .. }
+            | Kind::KeptChanging { .. }
+            | Kind::ClusterDown { .. } => None,
             #[cfg(feature = "redis")]
             Kind::DecisionStore(e) => Some(&**e),
         }

@@ -72,8 +72,7 @@ use std::time::Duration;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, Slot,
-    SlotAddr,
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
 };
 use redis::{Script, Value};
 
@@ -1126,18 +1125,50 @@ impl RedisStore {
         })
     }
 
-    /// Answers when every primary answers PING: a readiness probe.
+    /// Answers when every primary answers and reports the cluster up
+    /// (`CLUSTER INFO`'s `cluster_state:ok`): a readiness probe.
+    ///
+    /// Why not PING alone: once the cluster marks a dead primary failed,
+    /// the client's refreshed slot map leaves it out, and the primaries
+    /// left answer PING while every key is refused (CLUSTERDOWN) until a
+    /// replica takes over — a probe that said ready then (it did, in the
+    /// late-election test) would keep a load balancer sending traffic to a
+    /// service that can serve none of it.
     pub async fn ping(&self) -> Result<(), Error> {
-        self.bounded("PING", async {
+        self.bounded("CLUSTER INFO", async {
             let mut conn = self.conn.clone();
-            conn.route_command(
-                redis::cmd("PING"),
-                RoutingInfo::MultiNode((
-                    MultipleNodeRoutingInfo::AllMasters,
-                    Some(ResponsePolicy::AllSucceeded),
-                )),
-            )
-            .await?;
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("INFO");
+            // No response policy: each primary's answer, by address.
+            let answers = conn
+                .route_command(
+                    cmd,
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                )
+                .await?;
+            let Value::Map(answers) = answers else {
+                return Err(corrupt("CLUSTER INFO replies"));
+            };
+            for (node, answer) in answers {
+                let node = match &node {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                let text = match answer.extract_error()? {
+                    Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Value::VerbatimString { text, .. } => text,
+                    Value::SimpleString(s) => s,
+                    _ => return Err(corrupt("CLUSTER INFO reply")),
+                };
+                let state = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cluster_state:"))
+                    .map(str::trim)
+                    .ok_or_else(|| corrupt("CLUSTER INFO without cluster_state"))?;
+                if state != "ok" {
+                    return Err(StorageError::cluster_down(node, state.to_string()).into());
+                }
+            }
             Ok(())
         })
         .await
