@@ -9,13 +9,11 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     tune_allocator();
     let args = cli::parse();
-    if !args.runs_the_service() {
+    let quiet_pipe = !args.runs_the_service();
+    if quiet_pipe {
         die_quietly_on_a_closed_pipe();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(quiet_pipe) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -45,6 +43,38 @@ fn die_quietly_on_a_closed_pipe() {
     // any thread but this one exists (the runtime is built after).
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The async runtime. With `quiet_pipe` (SIGPIPE at its default, see
+/// [`die_quietly_on_a_closed_pipe`]) each of its threads blocks SIGPIPE:
+/// they write to sockets, and hyper writes HTTP/2 frames with writev(2),
+/// which, unlike send(2) with MSG_NOSIGNAL, raises SIGPIPE on a connection
+/// the peer has closed. A server that went away mid-call then killed the
+/// client silently, exit status and no message: `chaff soak`, whose job is
+/// killing servers under 32 connections, died so once in CI with nothing on
+/// stderr. Blocked, the signal stays pending on the thread and the write
+/// fails with EPIPE, an error the command reports. The main thread, which
+/// prints the command's output, keeps the quiet end on a closed pipe.
+/// (Children get a clean mask: std's `Command` resets it before exec.)
+fn runtime(quiet_pipe: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if quiet_pipe {
+        builder.on_thread_start(block_sigpipe_on_this_thread);
+    }
+    builder.build()
+}
+
+fn block_sigpipe_on_this_thread() {
+    #[cfg(unix)]
+    // SAFETY: changes only the calling thread's signal mask, with a set
+    // built on the stack just before.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -85,3 +115,47 @@ fn tune_allocator() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::io::IoSlice;
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    /// Writes to a socket whose peer has closed, with writev(2) as hyper
+    /// does, from a runtime thread: the second write after the close is the
+    /// one the kernel answers with EPIPE (and SIGPIPE).
+    async fn write_after_the_peer_closed() -> std::io::Error {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        drop(server);
+        for _ in 0..100 {
+            if let Err(e) = client.write_vectored(&[IoSlice::new(b"frame")]).await {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("100 writes to a closed connection all succeeded");
+    }
+
+    #[test]
+    fn a_client_command_reports_a_server_that_went_away_instead_of_dying_by_sigpipe() {
+        // As `main` does for every command but `serve`. Without the mask on
+        // the runtime's threads this test process dies by SIGPIPE.
+        super::die_quietly_on_a_closed_pipe();
+        let rt = super::runtime(true).unwrap();
+        let err = rt
+            .block_on(async { tokio::spawn(write_after_the_peer_closed()).await })
+            .unwrap();
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "{err}"
+        );
+    }
+}

@@ -35,7 +35,8 @@ fn soak(args: &[&str]) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "chaff soak failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "chaff soak failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
     );
     println!("{stdout}");
     serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap()
