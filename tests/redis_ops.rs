@@ -1023,6 +1023,13 @@ async fn decisions_land_on_their_own_cluster_and_a_dead_one_fails_no_score() {
         "{:?}",
         began.elapsed()
     );
+    // Only the log failed: health stays SERVING (it went NOT_SERVING
+    // until the next probe when the failure counted as the store's).
+    assert_eq!(
+        health(&server.url, "").await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+        "a decision-store failure made the server NOT_SERVING"
+    );
     eprintln!(
         "decision store down: FindDecisions answered {:?} after {:?}: {}",
         err.code(),
@@ -1104,8 +1111,28 @@ async fn health_is_not_serving_while_a_slot_range_has_no_primary_and_serving_onc
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // And it stays so while nothing serves the range (the probe runs every
-    // 500 ms; the cluster marks the node failed within about 2 s).
+    // Once the cluster has marked the primary failed (before, the other
+    // primaries still report ok and the probe may say SERVING between
+    // failed requests), it stays so while nothing serves the range.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let live: Vec<u16> = cluster
+        .running()
+        .into_iter()
+        .filter(|&p| p != replica)
+        .collect();
+    while !live
+        .iter()
+        .all(|&p| cli(p, &["cluster", "info"]).is_some_and(|i| i.contains("cluster_state:fail")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not mark {primary} failed within 15 s\n{}",
+            cluster.report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The probe runs every 500 ms: past one round, health says so.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     for _ in 0..40 {
         for service in ["", "chaff.v1.Chaff"] {
             assert_ne!(

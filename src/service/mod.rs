@@ -72,8 +72,13 @@ impl ChaffService {
         })
         .await
         .map_err(catch_panic::resume_if_panicked)??;
+        // A failure of the decision log's own cluster (`--decision-store`)
+        // is not the store's: Scores and clicks go on, so health stays
+        // SERVING (docs/SCALING.md), as the readiness probe, which asks
+        // the click cluster only, would say 500 ms later anyway.
         if let Err(failure) = &result
             && failure.error().is_storage()
+            && !matches!(failure.error(), Error::Storage(e) if e.is_decision_store())
             && !self
                 .storage
                 .failed

@@ -1125,15 +1125,21 @@ impl RedisStore {
         })
     }
 
-    /// Answers when every primary answers and reports the cluster up
-    /// (`CLUSTER INFO`'s `cluster_state:ok`): a readiness probe.
+    /// Answers when every primary the client is connected to answers and
+    /// reports the cluster up (`CLUSTER INFO`'s `cluster_state:ok`): a
+    /// readiness probe.
     ///
-    /// Why not PING alone: once the cluster marks a dead primary failed,
-    /// the client's refreshed slot map leaves it out, and the primaries
+    /// Why not PING alone: redis-rs sends a multi-node command only to the
+    /// nodes it holds a connection to, and after the first failed request
+    /// to a dead primary it drops that node's connection. The primaries
     /// left answer PING while every key is refused (CLUSTERDOWN) until a
     /// replica takes over — a probe that said ready then (it did, in the
     /// late-election test) would keep a load balancer sending traffic to a
-    /// service that can serve none of it.
+    /// service that can serve none of it. The same skip leaves a window
+    /// this probe cannot see either: between a primary's death and the
+    /// cluster marking it failed (`cluster-node-timeout`, then the vote),
+    /// the others still report `ok`; requests to its slots fail then, and
+    /// each such failure sets NOT_SERVING until the next probe.
     pub async fn ping(&self) -> Result<(), Error> {
         self.bounded("CLUSTER INFO", async {
             let mut conn = self.conn.clone();
