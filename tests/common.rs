@@ -708,3 +708,21 @@ fn children_of(pid: u32) -> Vec<u32> {
     }
     found
 }
+
+/// The gRPC health status of `service` at `url` ("" asks for the server as
+/// a whole, as Kubernetes and `grpc_health_probe` do).
+pub async fn health(url: &str, service: &str) -> i32 {
+    let channel = Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}

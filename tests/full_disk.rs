@@ -8,9 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::*;
 use chaff::proto;
@@ -74,22 +72,6 @@ fn big_message(n: usize) -> Vec<u8> {
     }
     m.push_str("\r\n");
     m.into_bytes()
-}
-
-async fn health(server: &TestServer, service: &str) -> i32 {
-    let channel = tonic::transport::Endpoint::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
 }
 
 async fn train_big(
@@ -171,7 +153,7 @@ async fn a_full_disk_answers_unavailable_at_once_reports_not_serving_and_recover
 
     for service in ["", "chaff.v1.Chaff"] {
         assert_eq!(
-            health(&server, service).await,
+            health(&server.url(), service).await,
             ServingStatus::NotServing as i32,
             "health {service:?} while the disk is full"
         );
@@ -181,7 +163,7 @@ async fn a_full_disk_answers_unavailable_at_once_reports_not_serving_and_recover
     // top of everything acknowledged before.
     disk.grow("64m");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while health(&server, "").await != ServingStatus::Serving as i32 {
+    while health(&server.url(), "").await != ServingStatus::Serving as i32 {
         assert!(
             Instant::now() < deadline,
             "not SERVING 20 s after the disk grew"
@@ -189,7 +171,7 @@ async fn a_full_disk_answers_unavailable_at_once_reports_not_serving_and_recover
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        health(&server, "chaff.v1.Chaff").await,
+        health(&server.url(), "chaff.v1.Chaff").await,
         ServingStatus::Serving as i32
     );
     let (again, _) = train_big(&mut c, first + 2).await;

@@ -21,10 +21,7 @@ use chaff::service::admission::Limits;
 use chaff::store::Store;
 use tokio::net::TcpListener;
 use tonic::Code;
-use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::*;
 
@@ -154,22 +151,6 @@ fn spawn_score(
     })
 }
 
-async fn health(url: &str) -> i32 {
-    let channel = Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: "chaff.v1.Chaff".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-}
-
 /// An expired call is answered by the server (DEADLINE_EXCEEDED) or by
 /// tonic's own timer on either side (CANCELLED "Timeout expired"),
 /// whichever fires first; never OK.
@@ -237,7 +218,10 @@ async fn a_busy_server_drops_expired_calls_unworked_sheds_a_full_queue_fast_and_
         "the slot was busy all along"
     );
     // Shedding is not failing: health stays SERVING, GetStats answers.
-    assert_eq!(health(&url).await, ServingStatus::Serving as i32);
+    assert_eq!(
+        health(&url, "chaff.v1.Chaff").await,
+        ServingStatus::Serving as i32
+    );
 
     // The slow call and the queued ones are served in turn.
     assert!(slow.await.unwrap().0.is_ok());

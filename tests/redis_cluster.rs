@@ -415,6 +415,20 @@ impl Cluster {
         assert!(status.success(), "kill {signal} {pid}");
     }
 
+    /// Kills the primary serving `key` with its replica frozen first
+    /// (SIGSTOP), so no election comes until `freeze(replica, false)`: a
+    /// slot range with no primary for as long as a test needs. Returns
+    /// (primary, replica).
+    pub fn kill_primary_with_its_replica_frozen(&mut self, key: &str) -> (u16, u16) {
+        let primary = self.primary_of(key);
+        let replica = self
+            .wait_replica_of(primary)
+            .expect("the primary has a replica");
+        self.freeze(replica, true);
+        self.kill(primary);
+        (primary, replica)
+    }
+
     /// Starts a killed node again on its directory (its nodes.conf and
     /// append-only file), as an operator would after a crash.
     pub fn restart(&mut self, port: u16) {

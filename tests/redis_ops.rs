@@ -17,7 +17,7 @@ use chaff::store::{ClickOutcome, LedgerEntry};
 use chaff::types::{MessageId, UserId};
 use tokio::sync::oneshot;
 
-use crate::common::{Client, ServerProcess, TestServer, connect, score, train, user};
+use crate::common::{Client, ServerProcess, TestServer, connect, health, score, train, user};
 use crate::redis_cluster::{Cluster, cli};
 
 /// A message of its own words: `n` of `who`'s, spam or ham flavoured.
@@ -1060,23 +1060,6 @@ async fn decisions_land_on_their_own_cluster_and_a_dead_one_fails_no_score() {
     assert!(ids.is_superset(&scored), "{ids:?}");
 }
 
-/// The gRPC health status of `service` ("" for the server as a whole).
-async fn health(url: &str, service: &str) -> i32 {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-}
-
 /// Health says what the cluster can do: NOT_SERVING while a slot range
 /// has no primary (with Redis's default full coverage the cluster then
 /// refuses every key), for as long as that lasts, and SERVING again once
@@ -1096,13 +1079,8 @@ async fn health_is_not_serving_while_a_slot_range_has_no_primary_and_serving_onc
         assert_eq!(health(&server.url, service).await, serving, "{service:?}");
     }
     let key = "{u:health-0}:m";
-    let primary = cluster.primary_of(key);
-    let replica = cluster
-        .wait_replica_of(primary)
-        .expect("the primary has a replica");
     // The replica hangs, so no election: the slot range stays unserved.
-    cluster.freeze(replica, true);
-    cluster.kill(primary);
+    let (primary, replica) = cluster.kill_primary_with_its_replica_frozen(key);
     let deadline = Instant::now() + Duration::from_secs(15);
     while health(&server.url, "").await == serving {
         assert!(
