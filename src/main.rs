@@ -52,8 +52,8 @@ fn die_quietly_on_a_closed_pipe() {
 /// which, unlike send(2) with MSG_NOSIGNAL, raises SIGPIPE on a connection
 /// the peer has closed. A server that went away mid-call then killed the
 /// client silently, exit status and no message: `chaff soak`, whose job is
-/// killing servers under 32 connections, died so once in CI with nothing on
-/// stderr. Blocked, the signal stays pending on the thread and the write
+/// killing servers under 32 connections, died so once in a `.ci/run` here
+/// with nothing on stderr. Blocked, the signal stays pending on the thread and the write
 /// fails with EPIPE, an error the command reports. The main thread, which
 /// prints the command's output, keeps the quiet end on a closed pipe.
 /// (Children get a clean mask: std's `Command` resets it before exec.)
