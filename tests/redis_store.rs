@@ -860,7 +860,8 @@ async fn every_acknowledged_click_survives_the_failover_of_its_primary() {
     cluster.kill(primary);
     let tried_at_kill = tried_so_far.load(Ordering::SeqCst);
     // The replica takes over (node timeout 1 s), and the store finds it:
-    // its PING reaches every primary of its slot map.
+    // its readiness probe (CLUSTER INFO on every primary of its slot map)
+    // answers.
     let forced = tokio::task::block_in_place(|| {
         cluster.await_failover("{u:failover}:m", primary, replica, Duration::from_secs(30))
     });
