@@ -260,7 +260,7 @@ pub async fn stats(server: &str, as_json: bool) -> anyhow::Result<()> {
         r.model_memory_bytes >> 20
     );
     println!(
-        "shared model in memory: {:.1} MiB (beside --model-memory, never evicted)",
+        "shared model in memory: {:.1} MiB (never evicted; counted against --model-memory)",
         r.shared_model_bytes as f64 / (1 << 20) as f64
     );
     println!(

@@ -41,8 +41,9 @@ pub struct SharedSummary {
     pub seed_ham: u64,
     /// Estimated memory of the shared model: `S` and every contribution
     /// (each a model in memory), by the same estimate as user models
-    /// ([`super::model_bytes`]). Not part of `--model-memory`: the shared
-    /// model is never evicted, so it is reported beside it.
+    /// ([`super::model_bytes`]). Never evicted, and charged against
+    /// `--model-memory` (`ModelCache::charge_shared`), so it shrinks what
+    /// user models get; reported apart so an operator sees that share.
     pub bytes: u64,
 }
 

@@ -368,7 +368,7 @@ impl Collector for EngineCollector {
         gauge(
             &mut e,
             "chaff_shared_model_bytes",
-            "Estimated memory of the shared model and its contributions (beside --model-memory)",
+            "Estimated memory of the shared model and its contributions (never evicted; counted against --model-memory)",
             clamp(shared.bytes),
         )?;
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS

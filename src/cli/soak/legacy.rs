@@ -1,7 +1,7 @@
 //! `chaff soak --from-format 5`: the soak's data directory starts written
 //! in store format 5, by the old encoders the library keeps for tests
 //! (`Store::record_legacy_for_tests`), so the kills land inside the
-//! in-place upgrade to format 6. That upgrade rewrites the format key at
+//! in-place upgrade. That upgrade rewrites the format key at
 //! open (one write) and each user's records as they are next clicked or
 //! checkpointed; until then both formats are read side by side.
 

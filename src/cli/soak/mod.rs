@@ -143,10 +143,10 @@ pub struct SoakArgs {
     /// the models must still be exactly the sum of the ledger.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     learn_delivered: bool,
-    /// Start from a data directory written in store format 5 (the format
-    /// before today's 6, by the old encoders kept for tests): every user
+    /// Start from a data directory written in store format 5 (an old
+    /// format, by the old encoders kept for tests): every user
     /// has half its messages learned, every other user's model snapshotted,
-    /// all in format 5. Each user's records are rewritten in format 6 as
+    /// all in format 5. Each user's records are rewritten in the current format as
     /// they are clicked and checkpointed, so the kills land inside that
     /// in-place upgrade; the check reports how many format-5 records are
     /// left after each kill. Scores are compared with the header's own
