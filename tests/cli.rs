@@ -250,6 +250,87 @@ async fn train_goes_on_past_an_unreadable_file_and_counts_what_failed() {
 }
 
 #[tokio::test]
+async fn score_goes_on_past_a_file_it_cannot_score_naming_it() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.eml", SPAM);
+    let missing = dir.path().join("missing.eml");
+    // Over the server's 10 MiB message limit: refused with RESOURCE_EXHAUSTED.
+    let big = write(dir.path(), "big.eml", &vec![b'x'; 11 << 20]);
+    let b = write(dir.path(), "b.eml", SPAM2);
+    let r = chaff([
+        "score".as_ref(),
+        "--server".as_ref(),
+        host_port(&server).as_ref(),
+        "-u".as_ref(),
+        "alice".as_ref(),
+        a.as_os_str(),
+        missing.as_os_str(),
+        big.as_os_str(),
+        b.as_os_str(),
+    ])
+    .await;
+    assert!(!r.ok, "a failed file must fail the command");
+    assert!(
+        r.stdout.contains("a.eml") && r.stdout.contains("b.eml"),
+        "every file that could be scored was: {}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("missing.eml"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot score") && r.stderr.contains("big.eml: ResourceExhausted"),
+        "the refused file is named with the server's reason: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("scored 2 of 4, 2 failed"), "{}", r.stderr);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_gives_up_on_a_server_that_never_answers_and_says_so() {
+    // Takes the connection, then says nothing (a stopped or wedged
+    // process, or something that is not chaff): the client must not hang.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.eml", SPAM);
+    let b = write(dir.path(), "b.eml", SPAM2);
+    let addr = addr.to_string();
+    let run = chaff([
+        "train".as_ref(),
+        "--server".as_ref(),
+        addr.as_ref(),
+        "-u".as_ref(),
+        "alice".as_ref(),
+        "--spam".as_ref(),
+        a.as_os_str(),
+        b.as_os_str(),
+    ]);
+    // The HTTP/2 pings give up after about 15 s; a minute bounds a hang.
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the client hung on a silent server");
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("cannot train") && r.stderr.contains("stopped answering"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("learned 0 of 2, 1 failed, 1 not tried"),
+        "the second file is not tried on a lost connection: {}",
+        r.stderr
+    );
+    silent.abort();
+}
+
+#[tokio::test]
 async fn user_delete_needs_confirmation_or_yes() {
     let server = TestServer::start().await;
     let s = host_port(&server);

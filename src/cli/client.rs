@@ -43,9 +43,100 @@ fn read_message(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A server error as "CODE: message", which is what a person needs.
+/// A server error as "CODE: message", which is what a person needs; a
+/// lost connection says so, with the transport's own reason.
 pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
+    if connection_lost(&e) {
+        let mut why = String::new();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why = s.to_string();
+            source = s.source();
+        }
+        return anyhow::anyhow!(
+            "{:?}: {}{}: the connection to the chaff server failed or it stopped answering; is `chaff serve` running there?",
+            e.code(),
+            e.message(),
+            if why.is_empty() || why == e.message() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            }
+        );
+    }
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+/// Whether a call failed because the connection did (the server went away
+/// or stopped answering), not because the server refused it: tonic reports
+/// a transport failure as UNAVAILABLE with the transport's error as its
+/// source, while the server's own UNAVAILABLE (storage) arrives over the
+/// wire without one. Commands that work through many files stop at the
+/// first, instead of failing every file after it the same way.
+pub(crate) fn connection_lost(e: &tonic::Status) -> bool {
+    e.code() == tonic::Code::Unavailable && std::error::Error::source(e).is_some()
+}
+
+/// A per-file command's failure on one file: that file's own (the rest go
+/// on), or the connection's (the rest cannot).
+enum FileFailure {
+    File(anyhow::Error),
+    Connection(anyhow::Error),
+}
+
+impl FileFailure {
+    /// From the failed call `verb`-ing `file` ("cannot train FILE: …").
+    fn call<'a>(verb: &'a str, file: &'a Path) -> impl FnOnce(tonic::Status) -> FileFailure + 'a {
+        move |e| {
+            let lost = connection_lost(&e);
+            let e = status(e).context(format!("cannot {verb} {}", file.display()));
+            if lost {
+                FileFailure::Connection(e)
+            } else {
+                FileFailure::File(e)
+            }
+        }
+    }
+
+    /// Reports the failure (standard error, and a JSON line with `--json`);
+    /// whether the command must stop.
+    fn report(self, file: &Path, as_json: bool) -> bool {
+        let (e, stop) = match self {
+            FileFailure::File(e) => (e, false),
+            FileFailure::Connection(e) => (e, true),
+        };
+        eprintln!("error: {}", super::error_line(&e));
+        if as_json {
+            println!(
+                "{}",
+                json!({"file": file.display().to_string(), "error": super::error_line(&e)})
+            );
+        }
+        stop
+    }
+}
+
+/// The closing line of a per-file command: how many were done, failed and
+/// (after a lost connection) not tried; an error (non-zero exit) unless
+/// every file was done.
+fn per_file_summary(verb: &str, done: usize, failed: usize, total: usize) -> anyhow::Result<()> {
+    let untried = total - done - failed;
+    if total > 1 || failed > 0 {
+        if untried > 0 {
+            eprintln!(
+                "{verb} {done} of {total}, {failed} failed, {untried} not tried (the connection was lost)"
+            );
+        } else {
+            eprintln!("{verb} {done} of {total}, {failed} failed");
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{} of {total} files were not {verb} (see above)",
+            failed + untried
+        );
+    }
+    Ok(())
 }
 
 /// A verdict a server answered with, spelled as the library spells it.
@@ -53,6 +144,10 @@ fn verdict_name(v: i32) -> String {
     chaff::service::status::verdict_from_wire(v).map_or_else(|| "?".into(), |v| v.to_string())
 }
 
+/// Scores each file; like `train`, a file that cannot be read or scored is
+/// reported on standard error (naming it) and the rest go on, unless the
+/// connection itself is lost. Ends with "scored N of M, K failed" for
+/// several files, and an error (non-zero exit) if any failed.
 pub async fn score(
     server: &str,
     user: &str,
@@ -61,18 +156,31 @@ pub async fn score(
     as_json: bool,
 ) -> anyhow::Result<()> {
     let mut client = connect(server).await?;
+    let (mut scored, mut failed) = (0usize, 0usize);
     for file in files {
-        let message = read_message(file)?;
-        let r = client
-            .score(proto::ScoreRequest {
-                user_id: user.to_string(),
-                message,
-                client_ip: client_ip.unwrap_or_default().to_string(),
-                message_id: String::new(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let r = match read_message(file) {
+            Ok(message) => client
+                .score(proto::ScoreRequest {
+                    user_id: user.to_string(),
+                    message,
+                    client_ip: client_ip.unwrap_or_default().to_string(),
+                    message_id: String::new(),
+                })
+                .await
+                .map_err(FileFailure::call("score", file)),
+            Err(e) => Err(FileFailure::File(e)),
+        };
+        let r = match r {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                failed += 1;
+                if e.report(file, as_json) {
+                    break;
+                }
+                continue;
+            }
+        };
+        scored += 1;
         if as_json {
             let x = r.explanation.clone().unwrap_or_default();
             println!(
@@ -113,12 +221,13 @@ pub async fn score(
             println!("       SMTP reply: {}", r.smtp_reply);
         }
     }
-    Ok(())
+    per_file_summary("scored", scored, failed, files.len())
 }
 
 /// Learns each file; a file that cannot be read or learned is reported on
-/// standard error and the rest go on. Ends with "learned N of M, K failed"
-/// and an error (non-zero exit) if any failed.
+/// standard error and the rest go on, unless the connection itself is lost
+/// (then the rest are counted as not tried). Ends with "learned N of M, K
+/// failed" and an error (non-zero exit) if any failed.
 pub async fn train(
     server: &str,
     user: &str,
@@ -142,20 +251,15 @@ pub async fn train(
                     message_id: message_id.clone().unwrap_or_default(),
                 })
                 .await
-                .map_err(status)
-                .with_context(|| format!("cannot train {}", file.display())),
-            Err(e) => Err(e),
+                .map_err(FileFailure::call("train", file)),
+            Err(e) => Err(FileFailure::File(e)),
         };
         let r = match r {
             Ok(r) => r.into_inner(),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {}", super::error_line(&e));
-                if as_json {
-                    println!(
-                        "{}",
-                        json!({"file": file.display().to_string(), "error": super::error_line(&e)})
-                    );
+                if e.report(file, as_json) {
+                    break;
                 }
                 continue;
             }
@@ -211,16 +315,7 @@ pub async fn train(
             );
         }
     }
-    if files.len() > 1 || failed > 0 {
-        eprintln!("learned {learned} of {}, {failed} failed", files.len());
-    }
-    if failed > 0 {
-        bail!(
-            "{failed} of {} files were not learned (see above)",
-            files.len()
-        );
-    }
-    Ok(())
+    per_file_summary("learned", learned, failed, files.len())
 }
 
 /// `chaff stats`: the server's model cache and group commit counters.

@@ -147,7 +147,8 @@ enum Command {
 #[derive(Args, Debug)]
 pub(crate) struct ServerArg {
     /// Address of a running chaff server: HOST:PORT as `chaff serve`
-    /// prints it (127.0.0.1:50051), or a URL (http://host:50051).
+    /// prints it (127.0.0.1:50051; a bare HOST means port 50051), or a URL
+    /// (http://host:50051).
     #[arg(
         long,
         env = "CHAFF_SERVER",
@@ -159,20 +160,38 @@ pub(crate) struct ServerArg {
 }
 
 /// `host:port` (what `chaff serve` prints) or a URL, as the URL the gRPC
-/// client connects to.
+/// client connects to. A bare host takes chaff's port, 50051 (a URL keeps
+/// its scheme's own default); a port must be 1–65535.
 pub(crate) fn parse_server(s: &str) -> Result<String, String> {
     let s = s.trim();
+    let not_an_address = || {
+        format!(
+            "{s:?} is not a server address; write HOST:PORT (127.0.0.1:50051) or a URL \
+             (http://mail-filter.internal:50051)"
+        )
+    };
     let url = if s.contains("://") {
         s.to_string()
     } else {
         format!("http://{s}")
     };
-    match url.parse::<tonic::codegen::http::Uri>() {
-        Ok(uri) if uri.host().is_some() => Ok(url),
-        _ => Err(format!(
-            "{s:?} is not a server address; write HOST:PORT (127.0.0.1:50051) or a URL \
-             (http://mail-filter.internal:50051)"
-        )),
+    let uri = match url.parse::<tonic::codegen::http::Uri>() {
+        Ok(uri) if uri.host().is_some() => uri,
+        _ => return Err(not_an_address()),
+    };
+    // The port as written (`Uri::port` hides one that overflows a u16).
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let port = match host_port.rsplit_once(':') {
+        Some((_, port)) if !port.ends_with(']') => Some(port),
+        _ => None,
+    };
+    match port {
+        Some(port) if !matches!(port.parse::<u16>(), Ok(1..)) => {
+            Err(format!("{s:?}: {port} is not a port (1–65535)"))
+        }
+        None if !s.contains("://") => Ok(format!("{url}:50051")),
+        _ => Ok(url),
     }
 }
 
@@ -521,6 +540,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use clap::{Args, CommandFactory};
+
+    #[test]
+    fn a_server_address_takes_chaffs_port_unless_it_names_one_and_the_port_must_be_one() {
+        use super::parse_server;
+        assert_eq!(
+            parse_server("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(parse_server("localhost").unwrap(), "http://localhost:50051");
+        assert_eq!(parse_server("[::1]").unwrap(), "http://[::1]:50051");
+        // A URL keeps its scheme's default port, as a URL does anywhere.
+        assert_eq!(
+            parse_server("https://mail-filter.internal").unwrap(),
+            "https://mail-filter.internal"
+        );
+        for bad in ["127.0.0.1:99999", "127.0.0.1:0", "http://h:65536"] {
+            let e = parse_server(bad).unwrap_err();
+            assert!(e.contains("is not a port (1–65535)"), "{bad}: {e}");
+        }
+        assert!(
+            parse_server("")
+                .unwrap_err()
+                .contains("not a server address")
+        );
+    }
 
     /// The usage line clap would generate for `name` from its arguments
     /// alone, without the written-out override.

@@ -327,6 +327,15 @@ fn connect_args() -> &'static ConnectArgs {
     CONNECT.get_or_init(ConnectArgs::default)
 }
 
+/// How long a client waits for the TCP (and TLS) connection to a server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a client pings the server over HTTP/2, and how long it waits
+/// for the answer before it gives the connection up (its calls then fail
+/// with UNAVAILABLE): a silent server is found within about 15 seconds.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The endpoint for `server`, with TLS for `https://` or --tls-ca.
 pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
     let args = connect_args();
@@ -336,9 +345,19 @@ pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
         Some(rest) if tls_wanted => format!("https://{rest}"),
         _ => server.to_string(),
     };
+    // A server that takes the connection but never answers (stopped,
+    // wedged, or not chaff at all) must not hang a client for good: the
+    // connection attempt is bounded, and HTTP/2 pings find a silent peer
+    // while a call waits. No whole-call deadline: a large ScoreBatch, an
+    // export or a backup may rightly take minutes while the server answers
+    // the pings.
     let mut ep = Endpoint::from_shared(server.clone())
         .with_context(|| format!("{server}: not a valid server address"))?
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     if https || tls_wanted {
         chaff::service::tls::install_crypto_provider();
         let mut tls = match &args.tls_ca {
