@@ -62,12 +62,25 @@ fn parse_from(mut args: Vec<OsString>) -> anyhow::Result<Cli> {
                     keys().join(", ")
                 )
             })?;
-            check(path, &key, &value)?;
+            let switch = is_switch(&key);
+            if switch {
+                check_switch(path, &key, &value)?;
+            } else {
+                check(path, &key, &value)?;
+            }
             // A flag or an environment variable overrides the file.
             if matches!(
                 serve.value_source(&id),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             ) {
+                continue;
+            }
+            if switch {
+                // `insecure = true` is the flag given; `false`, its absence.
+                if value == "true" {
+                    args.push(format!("--{key}").into());
+                    from_file.insert(key);
+                }
                 continue;
             }
             args.push(format!("--{key}").into());
@@ -137,6 +150,26 @@ fn keys() -> Vec<String> {
         .collect()
 }
 
+/// Whether the `serve` flag `key` is a switch (`--insecure`: given or
+/// not, no value), set in the file as `key = true` or `false`.
+fn is_switch(key: &str) -> bool {
+    serve_command()
+        .get_arguments()
+        .find(|a| a.get_long() == Some(key))
+        .is_some_and(|a| !a.get_action().takes_values())
+}
+
+/// A switch's file value must be a boolean.
+fn check_switch(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
+    if value != "true" && value != "false" {
+        bail!(
+            "config file {}: `{key} = {value:?}`: `{key}` is a switch; give true or false",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs the flag's own parser on one file value.
 fn check(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
     let flag = format!("--{key}");
@@ -160,6 +193,12 @@ fn origins(serve: &ArgMatches, from_file: &BTreeSet<String>, file: Option<&Path>
         };
         let id = arg.get_id().as_str();
         let Some(raw) = serve.get_raw(id) else {
+            // Listed all the same, so the output names every key there is.
+            out.push(Origin {
+                key: key.to_string(),
+                value: String::new(),
+                from: NOT_SET.to_string(),
+            });
             continue;
         };
         let value = raw
@@ -190,11 +229,25 @@ fn origins(serve: &ArgMatches, from_file: &BTreeSet<String>, file: Option<&Path>
     out
 }
 
-/// The settings as a config file: `key = value  # from`.
+/// The `from` of a setting with no value and no default (an optional
+/// flag left off, e.g. `--metrics-listen`).
+const NOT_SET: &str = "not set";
+
+/// The settings as a config file: `key = value  # from`; a setting with
+/// no value as a comment, `# key  (not set)`. The output reads back as a
+/// config file to the same settings.
 pub(crate) fn render(origins: &[Origin]) -> String {
     let mut out = String::from("# chaff serve: effective settings (flag > env > file > default)\n");
     for o in origins {
-        let value = if o.value.parse::<i64>().is_ok() {
+        if o.from == NOT_SET {
+            out.push_str(&format!("# {}  ({NOT_SET})\n", o.key));
+            continue;
+        }
+        let number = o.value.parse::<f64>().is_ok_and(f64::is_finite)
+            && o.value
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-');
+        let value = if number || o.value == "true" || o.value == "false" {
             o.value.clone()
         } else {
             format!("\"{}\"", o.value.replace('\\', "\\\\").replace('"', "\\\""))
@@ -239,6 +292,54 @@ mod tests {
         let text = render(&o);
         assert!(text.contains("cache-mb = 32  # flag"), "{text}");
         assert!(text.contains("log = \"warn\"  # file"), "{text}");
+    }
+
+    #[test]
+    fn a_switch_is_set_in_the_file_as_a_boolean() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("chaff.toml");
+        let f = file.to_str().unwrap();
+        std::fs::write(&file, "insecure = true\n").unwrap();
+        let o = parse(&["chaff", "serve", "--config", f]).unwrap();
+        assert_eq!(origin(&o, "insecure").value, "true");
+        assert_eq!(origin(&o, "insecure").from, format!("file {f}"));
+        std::fs::write(&file, "insecure = false\n").unwrap();
+        let o = parse(&["chaff", "serve", "--config", f]).unwrap();
+        assert_eq!(origin(&o, "insecure").value, "false");
+        std::fs::write(&file, "insecure = \"yes\"\n").unwrap();
+        let err = parse(&["chaff", "serve", "--config", f])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`insecure` is a switch; give true or false"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn print_config_reads_back_as_a_config_file_to_the_same_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.toml");
+        std::fs::write(
+            &first,
+            "insecure = true\nmax-message-bytes = \"2MiB\"\nlog = \"warn\"\nheader-veto-at = 7\n",
+        )
+        .unwrap();
+        let a = parse(&["chaff", "serve", "--config", first.to_str().unwrap()]).unwrap();
+        let text = render(&a);
+        // Every key is named, a key with no value as a comment.
+        assert!(text.contains("# metrics-listen  (not set)"), "{text}");
+        assert!(text.contains("header-strength = 0.02  # default"), "{text}");
+        let again = dir.path().join("again.toml");
+        std::fs::write(&again, &text).unwrap();
+        let b = parse(&["chaff", "serve", "--config", again.to_str().unwrap()]).unwrap();
+        let values = |o: &[Origin]| {
+            o.iter()
+                .map(|o| (o.key.clone(), o.value.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(&a), values(&b), "{text}");
+        assert_eq!(origin(&b, "insecure").value, "true");
     }
 
     #[test]

@@ -163,41 +163,44 @@ pub struct ServeArgs {
     /// acknowledged. A queued message holds its token ids (8 bytes each: about 8 KiB for a 1,000-token message).
     #[arg(long, env = "CHAFF_DELIVERED_QUEUE", default_value_t = chaff::engine::DEFAULT_DELIVERED_QUEUE, value_parser = at_least_one)]
     delivered_queue: usize,
-    /// Robinson's s for header tokens (default 0.02; 0.1, the body's,
-    /// turns it off): a smaller one lets header tokens decide sooner,
+    /// Robinson's s for header tokens (0.1, the body's, turns it off): a smaller one lets header tokens decide sooner,
     /// which ranks better for users who click Not spam but misfiles ham of
     /// users who only click Spam unless --header-strength-ramp holds it
     /// back (docs/ACCURACY.md, "Session 14" and "Session 15").
-    #[arg(long, env = "CHAFF_HEADER_STRENGTH", value_name = "S", value_parser = positive, help_heading = "Scoring")]
-    header_strength: Option<f64>,
+    #[arg(long, env = "CHAFF_HEADER_STRENGTH", value_name = "S", value_parser = positive, help_heading = "Scoring",
+          default_value_t = chaff::classify::Params::default().header_strength.unwrap_or(0.1))]
+    header_strength: f64,
     /// With --header-strength: the header's s reaches it only once the
     /// user has clicked this many messages' worth of ham (mail learned
     /// from its delivery does not count); before, it moves from the body's
     /// s towards it in proportion, so a user who never clicks Not spam
-    /// scores as without it (default 10; 0: always in full). The split
+    /// scores as without it (0: always in full). The split
     /// between clicked and delivered ham is kept by the store (format 8);
     /// ham learned before that counts as delivered.
-    #[arg(long, env = "CHAFF_HEADER_STRENGTH_RAMP", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring")]
-    header_strength_ramp: Option<f64>,
+    #[arg(long, env = "CHAFF_HEADER_STRENGTH_RAMP", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring",
+          default_value_t = chaff::classify::Params::default().header_strength_ramp)]
+    header_strength_ramp: f64,
     /// While a user has clicked less than 10 messages' worth of ham and
     /// their ham side holds fewer words than their spam side (token mass
     /// M, the sum of a side's counts), a token their model has never seen
-    /// is estimated at most 1/(1 + (M_s/M_h)^γ), towards ham: γ, default
-    /// 0.5 (Heaps' law); 0 turns it off. Why: after many Spam clicks, or
+    /// is estimated at most 1/(1 + (M_s/M_h)^γ), towards ham: γ (0.5 from
+    /// Heaps' law); 0 turns it off. Why: after many Spam clicks, or
     /// one click and an empty-bodied ham, the first few delivered ham
     /// otherwise sent the next ones to the spam folder (docs/ACCURACY.md,
     /// "Session 17" and "Session 18"). Ham learned before store format 8
     /// counts as delivered, so an upgraded user gets it until they click
     /// ten ham.
-    #[arg(long, env = "CHAFF_THIN_HAM_EXPONENT", value_name = "GAMMA", value_parser = not_negative, help_heading = "Scoring")]
-    thin_ham_exponent: Option<f64>,
+    #[arg(long, env = "CHAFF_THIN_HAM_EXPONENT", value_name = "GAMMA", value_parser = not_negative, help_heading = "Scoring",
+          default_value_t = chaff::classify::Params::default().thin_ham_exponent)]
+    thin_ham_exponent: f64,
     /// Header and body are combined apart only where they disagree, each
-    /// at least this confident (|log-odds|; default 5, the header's veto:
+    /// at least this confident (|log-odds|; the header's veto:
     /// a list's ham header relaying spam-like text makes it unsure rather
     /// than spam); 0 pools them in one statistic, the scoring before
     /// session 15 (docs/ACCURACY.md, "The header's veto" and "Session 15").
-    #[arg(long, env = "CHAFF_HEADER_VETO_AT", value_name = "LOG_ODDS", value_parser = not_negative, help_heading = "Scoring")]
-    header_veto_at: Option<f64>,
+    #[arg(long, env = "CHAFF_HEADER_VETO_AT", value_name = "LOG_ODDS", value_parser = not_negative, help_heading = "Scoring",
+          default_value_t = chaff::classify::Params::default().header_veto_at)]
+    header_veto_at: f64,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
     /// e.g. `127.0.0.1:9464`; port 0 picks a free port (printed at start).
     /// Off by default, and counting is off with it. The endpoint has no
@@ -439,11 +442,11 @@ pub enum LogFormat {
 /// The scoring parameters `serve` sets; the rest are the defaults.
 fn scoring(args: &ServeArgs) -> chaff::classify::Params {
     let d = chaff::classify::Params::default();
-    let veto = args.header_veto_at.unwrap_or(d.header_veto_at);
+    let veto = args.header_veto_at;
     chaff::classify::Params {
-        header_strength: args.header_strength.or(d.header_strength),
-        header_strength_ramp: args.header_strength_ramp.unwrap_or(d.header_strength_ramp),
-        thin_ham_exponent: args.thin_ham_exponent.unwrap_or(d.thin_ham_exponent),
+        header_strength: Some(args.header_strength),
+        header_strength_ramp: args.header_strength_ramp,
+        thin_ham_exponent: args.thin_ham_exponent,
         // No veto means pooled: `Parts::Fisher` with a veto of 0 would
         // combine every message apart, which lost under clicks.
         parts: if veto > 0.0 {
