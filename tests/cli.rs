@@ -547,6 +547,24 @@ async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
         !data.exists(),
         "a refused start must not create the data directory"
     );
+    // A --data that is a file is named as the problem (the keys file is
+    // looked for inside it, and used to be what the error named).
+    let file = write(dir.path(), "file", b"not a folder");
+    let r = chaff([
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data".as_ref(),
+        file.as_os_str(),
+    ])
+    .await;
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("--data") && r.stderr.contains("not a directory"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("keys file"), "{}", r.stderr);
 }
 
 #[tokio::test]
@@ -760,6 +778,16 @@ async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
         (&"Forget".into(), &"NotFound".into())
     );
     assert!(f["duration_ms"].as_f64().unwrap() >= 0.0, "{f}");
+    // The start line's bounds are numbers for a log pipeline, not Rust's
+    // `Some(4)`.
+    let start = lines
+        .iter()
+        .find(|l| l["fields"]["max_concurrent_writes"].is_number())
+        .unwrap_or_else(|| panic!("no start line with numeric bounds: {stderr}"));
+    assert!(
+        start["fields"]["max_concurrent_reads"].is_number(),
+        "{start}"
+    );
     // Five clicks, no line for any of them at the default level.
     assert!(
         !lines

@@ -541,6 +541,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
              is in the data directory"
         );
     }
+    // The keys file is looked for in the data directory: a --data that is
+    // a file must be named as the problem, not the keys file inside it.
+    if args.store == StoreLocation::Sled
+        && let Ok(meta) = std::fs::metadata(&args.data)
+        && !meta.is_dir()
+    {
+        anyhow::bail!(
+            "--data {}: not a directory; give the folder chaff keeps its data in (created if missing)",
+            args.data.display()
+        );
+    }
     let trust = args.trust.trust(&args.data, args.listen)?;
     let limits = Limits {
         max_tokens: args.max_tokens,

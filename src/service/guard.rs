@@ -357,7 +357,9 @@ where
 /// credentials, missing scope, over a caller limit) are logged by the
 /// audit log instead (`chaff::audit`, WARN), with the reason.
 fn log_call(caller: &Caller, rpc: Rpc, code: tonic::Code, started: Instant) {
-    let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    // Whole microseconds: `as_secs_f64() * 1e3` printed float noise
+    // (0.15810100000000002).
+    let duration_ms = started.elapsed().as_micros() as f64 / 1e3;
     if code == tonic::Code::Ok {
         debug!(
             target: "chaff::calls",

@@ -138,8 +138,9 @@ pub async fn serve_logging_stats(
         max_message_bytes = limit,
         tls = trust.tls().is_some(),
         credentials_required = trust.required(),
-        max_concurrent_reads = ?limits.reads,
-        max_concurrent_writes = ?limits.writes,
+        // 0: no bound, as the flags spell it.
+        max_concurrent_reads = limits.reads.unwrap_or(0),
+        max_concurrent_writes = limits.writes.unwrap_or(0),
         max_queued_calls = limits.queued,
         max_queue_wait_ms = limits.max_wait.as_millis() as u64,
         "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection"
