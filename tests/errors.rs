@@ -65,6 +65,36 @@ on_both_stores!(
     }
 );
 
+on_both_stores!(
+    Redis,
+    an_empty_message_is_not_learned_and_the_caller_is_told,
+    async |on| {
+        let server = on.start().await;
+        let mut c = server.client().await;
+        let alice = server.u("alice");
+        for message in [Vec::new(), b" \r\n\r\n".to_vec()] {
+            let e = c
+                .train(proto::TrainRequest {
+                    user_id: alice.to_string(),
+                    message,
+                    label: Label::Spam.into(),
+                    message_id: String::new(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument);
+            assert!(e.message().contains("message is empty"), "{}", e.message());
+        }
+        let u = user(&mut c, alice).await;
+        assert_eq!(
+            (u.spam_learned, u.ham_learned),
+            (0, 0),
+            "nothing was counted"
+        );
+        server.stop().await;
+    }
+);
+
 on_both_stores!(Redis, forget_of_unknown_message_is_not_found, async |on| {
     let server = on.start().await;
     let mut c = server.client().await;

@@ -60,6 +60,13 @@ impl Engine {
         label: Label,
         message_id: Option<MessageId>,
     ) -> Result<Trained, Error> {
+        // An empty message would count as a learned message and teach
+        // nothing: a caller's mistake (a lost body), said as one.
+        if message.iter().all(u8::is_ascii_whitespace) {
+            return Err(Error::InvalidArgument(
+                "the message is empty: there is nothing to learn; send the whole message, header and body".into(),
+            ));
+        }
         // Read before taking any lock: tokenizing is the expensive part.
         self.train_read(user, &self.read(message)?, label, message_id)
     }
