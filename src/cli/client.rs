@@ -206,7 +206,7 @@ pub async fn score(
             format!("; capped: {}", r.limits_hit.join(", "))
         };
         println!(
-            "{:<6} {:.4}  {:<11} {}  ({} tokens known, {} used{limits})",
+            "{:<6} {:.4}  {:<11} {}  ({} tokens known, {} used as evidence{limits})",
             verdict_name(r.verdict),
             r.spam_probability,
             super::policy::action_name(r.action),
