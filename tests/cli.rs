@@ -515,6 +515,51 @@ async fn the_readme_score_example_has_the_columns_score_prints() {
 }
 
 #[tokio::test]
+async fn a_connection_flag_on_a_command_that_never_connects_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let r = chaff([
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--token".as_ref(),
+        "chaff_abc_def".as_ref(),
+    ])
+    .await;
+    assert!(!r.ok, "serve started with a --token that protects nothing");
+    assert!(
+        r.stderr
+            .contains("--token is for the commands that connect")
+            && r.stderr.contains("keys file"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !data.exists(),
+        "a refused start must not create the data directory"
+    );
+    let r = chaff(["--tls-ca", "ca.pem", "keys", "list"]).await;
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("--tls-ca is for the commands"),
+        "{}",
+        r.stderr
+    );
+    // From the environment (a shell set up for client commands) they are
+    // no error.
+    let r: Run = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["serve", "--print-config"])
+        .env("CHAFF_TOKEN", "chaff_abc_def")
+        .output()
+        .await
+        .unwrap()
+        .into();
+    assert!(r.ok, "{}", r.stderr);
+}
+
+#[tokio::test]
 async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

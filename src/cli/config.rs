@@ -47,6 +47,7 @@ pub fn parse() -> Cli {
 
 fn parse_from(mut args: Vec<OsString>) -> anyhow::Result<Cli> {
     let matches = Cli::command().get_matches_from(args.clone());
+    refuse_connect_flags(&matches)?;
     let Some(("serve", serve)) = matches.subcommand() else {
         return Ok(Cli::from_arg_matches(&matches)?);
     };
@@ -96,6 +97,43 @@ fn parse_from(mut args: Vec<OsString>) -> anyhow::Result<Cli> {
         a.origins = origins(serve, &from_file, file.as_deref());
     }
     Ok(cli)
+}
+
+/// A connection flag (`--token`, `--tls-ca`, …) typed on the command line
+/// of a command that never connects ([`super::trust::NOT_CLIENTS`]) is
+/// an error, not silently ignored: `chaff serve --token K` looks like it
+/// protects the server and does nothing. From the environment they are
+/// fine (a shell set up for client commands).
+fn refuse_connect_flags(matches: &ArgMatches) -> anyhow::Result<()> {
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    if !super::trust::NOT_CLIENTS.contains(&name) {
+        return Ok(());
+    }
+    // `chaff keys create` and friends: the flags land on the innermost.
+    let mut innermost = sub;
+    while let Some((_, next)) = innermost.subcommand() {
+        innermost = next;
+    }
+    for (id, flag) in super::trust::CONNECT_FLAGS {
+        let typed = [matches, sub, innermost]
+            .iter()
+            .any(|m| matches!(m.value_source(id), Some(ValueSource::CommandLine)));
+        if typed {
+            bail!(
+                "{flag} is for the commands that connect to a chaff server (score, train, …); \
+                 `chaff {name}` does not{}",
+                if name == "serve" {
+                    ": the server's keys are in its keys file (`chaff keys create`), its \
+                     certificate in --tls-cert/--tls-key, its client CA in --tls-client-ca"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The file's keys and values, as the strings a flag would take.

@@ -282,18 +282,36 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The `--help` section of the connection flags: clap shows global flags
+/// in every command's help, so the heading says whom they are for.
+const CLIENT_HEADING: &str = "Connecting to a chaff server (client commands only)";
+
+/// The commands that never connect to a chaff server: given on their
+/// command line, a connection flag is refused rather than ignored.
+pub(crate) const NOT_CLIENTS: &[&str] = &[
+    "serve", "metrics", "tokens", "repair", "compact", "upgrade", "keys",
+];
+
+/// The ids of the connection flags ([`ConnectArgs`]).
+pub(crate) const CONNECT_FLAGS: &[(&str, &str)] = &[
+    ("token", "--token"),
+    ("tls_ca", "--tls-ca"),
+    ("client_cert", "--client-cert"),
+    ("client_key", "--client-key"),
+];
+
 /// How client commands reach the server: global flags, so every command
 /// takes them (`chaff score --token ...`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConnectArgs {
     /// API key sent as `authorization: Bearer <key>` (from `chaff keys
     /// create`).
-    #[arg(long, env = "CHAFF_TOKEN", global = true, hide_env_values = true)]
+    #[arg(long, env = "CHAFF_TOKEN", global = true, hide_env_values = true, help_heading = CLIENT_HEADING)]
     token: Option<String>,
     /// PEM CA certificate that signed the server's certificate; implies
     /// TLS. Without it, `https://` servers are checked against the system's
     /// roots.
-    #[arg(long, env = "CHAFF_TLS_CA", global = true)]
+    #[arg(long, env = "CHAFF_TLS_CA", global = true, help_heading = CLIENT_HEADING)]
     tls_ca: Option<PathBuf>,
     /// PEM client certificate to present (mutual TLS, a server with
     /// --tls-client-ca); implies TLS. Named apart from `serve --tls-cert`,
@@ -302,7 +320,8 @@ pub struct ConnectArgs {
         long,
         env = "CHAFF_CLIENT_CERT",
         global = true,
-        requires = "client_key"
+        requires = "client_key",
+        help_heading = CLIENT_HEADING
     )]
     client_cert: Option<PathBuf>,
     /// PEM private key for --client-cert.
@@ -311,7 +330,8 @@ pub struct ConnectArgs {
         env = "CHAFF_CLIENT_KEY",
         global = true,
         requires = "client_cert",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = CLIENT_HEADING
     )]
     client_key: Option<PathBuf>,
 }
