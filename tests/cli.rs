@@ -610,6 +610,23 @@ async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
         r.stderr
     );
     assert!(!r.stderr.contains("keys file"), "{}", r.stderr);
+    // A port in use is refused before the data directory is created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let r = chaff([
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        port.as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ])
+    .await;
+    assert!(!r.ok);
+    assert!(r.stderr.contains("cannot listen on"), "{}", r.stderr);
+    assert!(
+        !data.exists(),
+        "a start refused for its port must not create the data directory"
+    );
 }
 
 #[tokio::test]

@@ -582,6 +582,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         params: scoring(&args),
         ..Settings::default()
     };
+    // The ports before the storage: a port in use is refused before the
+    // data directory is created or a model loaded. Calls that arrive while
+    // the storage opens wait in the listen backlog and are served once it
+    // is open ("chaff listening on" is printed then).
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let engine = match &args.store {
         StoreLocation::Sled => {
             let data = args.data.clone();
@@ -597,22 +612,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let engine = Arc::new(engine);
 
     let shutdown = shutdown_signal();
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     // One line on stdout, for people and for scripts that start chaff on port 0.
     println!("chaff listening on {}", listener.local_addr()?);
 
     let (grace, stats) = (args.shutdown_grace, args.stats_interval);
     tokio::spawn(super::trust::reload_on_sighup(trust.clone()));
-    let metrics = match args.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
-        ),
-        None => None,
-    };
     if let Some(l) = &metrics {
         println!("chaff metrics on http://{}/metrics", l.local_addr()?);
     }
