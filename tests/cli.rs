@@ -312,7 +312,7 @@ async fn a_client_gives_up_on_a_server_that_never_answers_and_says_so() {
         a.as_os_str(),
         b.as_os_str(),
     ]);
-    // The HTTP/2 pings give up after about 15 s; a minute bounds a hang.
+    // The HTTP/2 pings give up after about 30 s; a minute bounds a hang.
     let r = tokio::time::timeout(std::time::Duration::from_secs(60), run)
         .await
         .expect("the client hung on a silent server");
@@ -622,7 +622,11 @@ async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
     ])
     .await;
     assert!(!r.ok);
-    assert!(r.stderr.contains("cannot listen on"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot listen on") && r.stderr.contains("another `chaff serve`"),
+        "{}",
+        r.stderr
+    );
     assert!(
         !data.exists(),
         "a start refused for its port must not create the data directory"

@@ -95,6 +95,29 @@ on_both_stores!(
     }
 );
 
+#[tokio::test]
+async fn an_empty_message_is_not_seeded_either() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let e = c
+        .seed_shared(proto::SeedSharedRequest {
+            message: Vec::new(),
+            label: Label::Spam.into(),
+            message_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("message is empty"), "{}", e.message());
+    let shared = c
+        .get_shared(proto::GetSharedRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shared.seed_spam, 0, "nothing was seeded");
+    server.stop().await;
+}
+
 on_both_stores!(Redis, forget_of_unknown_message_is_not_found, async |on| {
     let server = on.start().await;
     let mut c = server.client().await;

@@ -1203,3 +1203,31 @@ async fn admin_and_refused_calls_are_audited_by_key_name_without_secrets_or_bodi
         text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_gives_up_on_a_server_that_never_answers_the_handshake() {
+    // Takes the TCP connection and never answers the TLS ClientHello:
+    // `Endpoint::connect` bounds only the TCP connect, so without the
+    // client's own connector this hung for good.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, Ca::new("silent CA").pem()).unwrap();
+    let args = ["stats", "--server", &addr, "--tls-ca", ca.to_str().unwrap()];
+    let run = chaff_cli(&args);
+    // The connect timeout is 10 s; a minute bounds a hang.
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the TLS client hung on a silent server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot reach chaff at"), "{stderr}");
+    silent.abort();
+}

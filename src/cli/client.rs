@@ -18,12 +18,7 @@ use chaff::types::Label;
 pub(crate) type Client = ChaffClient<InterceptedService<Channel, super::trust::Auth>>;
 
 pub(crate) async fn connect(server: &str) -> anyhow::Result<Client> {
-    let channel = super::trust::endpoint(server)?
-        .connect()
-        .await
-        .with_context(|| {
-            format!("cannot reach chaff at {server}; is `chaff serve` running there?")
-        })?;
+    let channel = super::trust::channel(server).await?;
     let client = ChaffClient::with_interceptor(channel, super::trust::Auth::from_flags()?);
     // Messages up to the server's own limit must not be refused client-side.
     Ok(client
@@ -68,13 +63,15 @@ pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
 }
 
 /// Whether a call failed because the connection did (the server went away
-/// or stopped answering), not because the server refused it: tonic reports
-/// a transport failure as UNAVAILABLE with the transport's error as its
-/// source, while the server's own UNAVAILABLE (storage) arrives over the
-/// wire without one. Commands that work through many files stop at the
-/// first, instead of failing every file after it the same way.
+/// or stopped answering), not because the server refused it: tonic gives a
+/// transport failure the transport's error as its source (UNAVAILABLE for
+/// a refused connection or a ping timeout, UNKNOWN for a connection reset
+/// mid-call), while every status the server sends (its own UNAVAILABLE
+/// for storage too) arrives over the wire without one. Commands that work
+/// through many files stop at the first, instead of failing every file
+/// after it the same way.
 pub(crate) fn connection_lost(e: &tonic::Status) -> bool {
-    e.code() == tonic::Code::Unavailable && std::error::Error::source(e).is_some()
+    std::error::Error::source(e).is_some()
 }
 
 /// A per-file command's failure on one file: that file's own (the rest go

@@ -267,6 +267,22 @@ fn origins(serve: &ArgMatches, from_file: &BTreeSet<String>, file: Option<&Path>
     out
 }
 
+/// Whether `value` written unquoted is TOML that [`read`] turns back into
+/// exactly `value` (a number or a boolean); anything else is quoted, which
+/// every flag's parser takes as well (`5.`, `007` or a u64 beyond TOML's
+/// integers would not read back bare).
+fn bare_reads_back(value: &str) -> bool {
+    let Ok(table) = format!("v = {value}").parse::<toml::Table>() else {
+        return false;
+    };
+    match table.get("v") {
+        Some(toml::Value::Integer(i)) => i.to_string() == value,
+        Some(toml::Value::Float(f)) => f.to_string() == value,
+        Some(toml::Value::Boolean(b)) => b.to_string() == value,
+        _ => false,
+    }
+}
+
 /// The `from` of a setting with no value and no default (an optional
 /// flag left off, e.g. `--metrics-listen`).
 const NOT_SET: &str = "not set";
@@ -281,11 +297,7 @@ pub(crate) fn render(origins: &[Origin]) -> String {
             out.push_str(&format!("# {}  ({NOT_SET})\n", o.key));
             continue;
         }
-        let number = o.value.parse::<f64>().is_ok_and(f64::is_finite)
-            && o.value
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '.' || c == '-');
-        let value = if number || o.value == "true" || o.value == "false" {
+        let value = if bare_reads_back(&o.value) {
             o.value.clone()
         } else {
             format!("\"{}\"", o.value.replace('\\', "\\\\").replace('"', "\\\""))
@@ -377,6 +389,18 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(values(&a), values(&b), "{text}");
+        // Values that look like numbers but are not TOML's stay quoted.
+        for (value, bare) in [
+            ("5", true),
+            ("0.02", true),
+            ("true", true),
+            ("5.", false),
+            ("007", false),
+            ("18446744073709551615", false),
+            ("10MiB", false),
+        ] {
+            assert_eq!(bare_reads_back(value), bare, "{value}");
+        }
         assert_eq!(origin(&b, "insecure").value, "true");
     }
 

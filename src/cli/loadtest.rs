@@ -226,12 +226,7 @@ async fn load(args: &LoadtestArgs) -> anyhow::Result<Vec<Message>> {
 
 /// One channel, one HTTP/2 connection.
 async fn connect(server: &str) -> anyhow::Result<super::client::Client> {
-    let channel = super::trust::endpoint(server)?
-        .connect()
-        .await
-        .with_context(|| {
-            format!("cannot reach chaff at {server}; is `chaff serve` running there?")
-        })?;
+    let channel = super::trust::channel(server).await?;
     Ok(
         ChaffClient::with_interceptor(channel, super::trust::Auth::from_flags()?)
             .max_encoding_message_size(usize::MAX)

@@ -179,6 +179,11 @@ pub(crate) fn parse_server(s: &str) -> Result<String, String> {
         Ok(uri) if uri.host().is_some() => uri,
         _ => return Err(not_an_address()),
     };
+    // A server is a host and port: a path or query is a typo (and a port
+    // added after it would not be the port).
+    if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
+        return Err(not_an_address());
+    }
     // The port as written (`Uri::port` hides one that overflows a u16).
     let authority = uri.authority().map_or("", |a| a.as_str());
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
@@ -187,10 +192,11 @@ pub(crate) fn parse_server(s: &str) -> Result<String, String> {
         _ => None,
     };
     match port {
+        Some("") => Err(format!("{s:?}: the port is missing after the colon")),
         Some(port) if !matches!(port.parse::<u16>(), Ok(1..)) => {
             Err(format!("{s:?}: {port} is not a port (1–65535)"))
         }
-        None if !s.contains("://") => Ok(format!("{url}:50051")),
+        None if !s.contains("://") => Ok(format!("http://{authority}:50051")),
         _ => Ok(url),
     }
 }
@@ -559,6 +565,24 @@ mod tests {
             let e = parse_server(bad).unwrap_err();
             assert!(e.contains("is not a port (1–65535)"), "{bad}: {e}");
         }
+        // Not a host and port: refused, not a port glued after a path.
+        for bad in ["mail-filter/x", "host?x", "http://h:50051/path"] {
+            assert!(
+                parse_server(bad)
+                    .unwrap_err()
+                    .contains("not a server address"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_server("mail-filter/").unwrap(),
+            "http://mail-filter:50051"
+        );
+        assert!(
+            parse_server("host:")
+                .unwrap_err()
+                .contains("port is missing")
+        );
         assert!(
             parse_server("")
                 .unwrap_err()

@@ -586,9 +586,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // data directory is created or a model loaded. Calls that arrive while
     // the storage opens wait in the listen backlog and are served once it
     // is open ("chaff listening on" is printed then).
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another process has it: another `chaff serve` on this --listen? stop it, or \
+             give another --listen)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on {}: {e}{hint}", args.listen)
+    })?;
     let metrics = match args.metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)

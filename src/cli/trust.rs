@@ -347,14 +347,33 @@ fn connect_args() -> &'static ConnectArgs {
     CONNECT.get_or_init(ConnectArgs::default)
 }
 
-/// How long a client waits for the TCP (and TLS) connection to a server.
+/// How long a client waits for the connection to a server: TCP and, for
+/// a TLS server, its handshake ([`channel`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often a client pings the server over HTTP/2, and how long it waits
-/// for the answer before it gives the connection up (its calls then fail
-/// with UNAVAILABLE): a silent server is found within about 15 seconds.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a client with a call in flight pings the server over HTTP/2,
+/// and how long it waits for the answer before it gives the connection up
+/// (the call then fails, UNAVAILABLE): a silent server is found within
+/// about 30 seconds. Generous, so a slow link carrying a large message is
+/// not mistaken for a dead server; no pings while idle.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A channel to `server` ([`endpoint`]), connected now. The connector is
+/// given explicitly so that tonic bounds TCP and the TLS handshake together
+/// by [`CONNECT_TIMEOUT`] (`Endpoint::connect` bounds TCP alone: a server
+/// that accepts and never answers the handshake would hang a TLS client),
+/// for the first connection and every reconnection.
+pub async fn channel(server: &str) -> anyhow::Result<tonic::transport::Channel> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    endpoint(server)?
+        .connect_with_connector(http)
+        .await
+        .with_context(|| format!("cannot reach chaff at {server}; is `chaff serve` running there?"))
+}
 
 /// The endpoint for `server`, with TLS for `https://` or --tls-ca.
 pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
@@ -367,17 +386,16 @@ pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
     };
     // A server that takes the connection but never answers (stopped,
     // wedged, or not chaff at all) must not hang a client for good: the
-    // connection attempt is bounded, and HTTP/2 pings find a silent peer
-    // while a call waits. No whole-call deadline: a large ScoreBatch, an
-    // export or a backup may rightly take minutes while the server answers
-    // the pings.
+    // connection attempt is bounded ([`channel`]), and HTTP/2 pings find a
+    // silent peer while a call waits. No whole-call deadline: a large
+    // ScoreBatch, an export or a backup may rightly take minutes while the
+    // server answers the pings.
     let mut ep = Endpoint::from_shared(server.clone())
         .with_context(|| format!("{server}: not a valid server address"))?
         .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     if https || tls_wanted {
         chaff::service::tls::install_crypto_provider();
         let mut tls = match &args.tls_ca {

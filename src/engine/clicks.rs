@@ -60,13 +60,7 @@ impl Engine {
         label: Label,
         message_id: Option<MessageId>,
     ) -> Result<Trained, Error> {
-        // An empty message would count as a learned message and teach
-        // nothing: a caller's mistake (a lost body), said as one.
-        if message.iter().all(u8::is_ascii_whitespace) {
-            return Err(Error::InvalidArgument(
-                "the message is empty: there is nothing to learn; send the whole message, header and body".into(),
-            ));
-        }
+        refuse_empty(message)?;
         // Read before taking any lock: tokenizing is the expensive part.
         self.train_read(user, &self.read(message)?, label, message_id)
     }
@@ -556,4 +550,17 @@ impl Engine {
         };
         (weight, trusted)
     }
+}
+
+/// An empty (or blank) message to learn, by a click or as the operator's
+/// seed: it would count as a learned message and teach nothing, so it is a
+/// caller's mistake (a lost body), said as one.
+pub(super) fn refuse_empty(message: &[u8]) -> Result<(), Error> {
+    if message.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::InvalidArgument(
+            "the message is empty: there is nothing to learn; send the whole message, header and body"
+                .into(),
+        ));
+    }
+    Ok(())
 }

@@ -42,7 +42,7 @@ pub struct SharedSummary {
     /// Estimated memory of the shared model: `S` and every contribution
     /// (each a model in memory), by the same estimate as user models
     /// ([`super::model_bytes`]). Never evicted, and charged against
-    /// `--model-memory` (`ModelCache::charge_shared`), so it shrinks what
+    /// `--model-memory` (`Cache::charge_shared`), so it shrinks what
     /// user models get; reported apart so an operator sees that share.
     pub bytes: u64,
 }
@@ -158,6 +158,7 @@ impl Engine {
         message_id: Option<MessageId>,
     ) -> Result<Seeded, Error> {
         self.needs(Aggregate::Shared)?;
+        super::clicks::refuse_empty(message)?;
         self.check_size(message)?;
         let message_id = message_id.unwrap_or_else(|| derive_message_id(message));
         let Tokens { ids, .. } = self.settings.tokenizer.tokenize(message);
