@@ -518,16 +518,7 @@ async fn the_readme_score_example_has_the_columns_score_prints() {
 async fn a_connection_flag_on_a_command_that_never_connects_is_refused_not_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let r = chaff([
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--data".as_ref(),
-        data.as_os_str(),
-        "--token".as_ref(),
-        "chaff_abc_def".as_ref(),
-    ])
-    .await;
+    let r = serve("127.0.0.1:0", &data, &["--token", "chaff_abc_def"]).await;
     assert!(!r.ok, "serve started with a --token that protects nothing");
     assert!(
         r.stderr
@@ -559,6 +550,20 @@ async fn a_connection_flag_on_a_command_that_never_connects_is_refused_not_ignor
     assert!(r.ok, "{}", r.stderr);
 }
 
+/// Runs `chaff serve --listen LISTEN --data DATA EXTRA…` to its end (a
+/// refused start ends at once).
+async fn serve(listen: &str, data: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    chaff(args).await
+}
+
 #[tokio::test]
 async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -571,16 +576,7 @@ async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
         ("--cache-mb", "0", "--cache-mb"),
         ("--log", "chaff=[", "--log"),
     ] {
-        let r = chaff([
-            "serve".as_ref(),
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--data".as_ref(),
-            data.as_os_str(),
-            flag.as_ref(),
-            value.as_ref(),
-        ])
-        .await;
+        let r = serve("127.0.0.1:0", &data, &[flag, value]).await;
         assert!(!r.ok, "{flag} {value} started");
         assert!(
             r.stderr.contains(flag) && r.stderr.contains(says),
@@ -595,14 +591,7 @@ async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
     // A --data that is a file is named as the problem (the keys file is
     // looked for inside it, and used to be what the error named).
     let file = write(dir.path(), "file", b"not a folder");
-    let r = chaff([
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--data".as_ref(),
-        file.as_os_str(),
-    ])
-    .await;
+    let r = serve("127.0.0.1:0", &file, &[]).await;
     assert!(!r.ok);
     assert!(
         r.stderr.contains("--data") && r.stderr.contains("not a directory"),
@@ -613,14 +602,7 @@ async fn serve_refuses_values_that_cannot_work_naming_the_flag() {
     // A port in use is refused before the data directory is created.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().to_string();
-    let r = chaff([
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        port.as_ref(),
-        "--data".as_ref(),
-        data.as_os_str(),
-    ])
-    .await;
+    let r = serve(&port, &data, &[]).await;
     assert!(!r.ok);
     assert!(
         r.stderr.contains("cannot listen on") && r.stderr.contains("another `chaff serve`"),

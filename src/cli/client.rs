@@ -74,6 +74,9 @@ pub(crate) fn connection_lost(e: &tonic::Status) -> bool {
     std::error::Error::source(e).is_some()
 }
 
+/// A per-file loop must stop: the connection is lost.
+struct Stop;
+
 /// A per-file command's failure on one file: that file's own (the rest go
 /// on), or the connection's (the rest cannot).
 enum FileFailure {
@@ -91,6 +94,24 @@ impl FileFailure {
                 FileFailure::Connection(e)
             } else {
                 FileFailure::File(e)
+            }
+        }
+    }
+
+    /// One file's outcome in a per-file loop: its reply (`Some(Ok)`), or
+    /// its failure reported and counted — then `None` to go on with the
+    /// next file, `Some(Err(Stop))` when the connection is lost.
+    fn settle<T>(
+        r: Result<tonic::Response<T>, FileFailure>,
+        file: &Path,
+        as_json: bool,
+        failed: &mut usize,
+    ) -> Option<Result<T, Stop>> {
+        match r {
+            Ok(r) => Some(Ok(r.into_inner())),
+            Err(e) => {
+                *failed += 1;
+                e.report(file, as_json).then_some(Err(Stop))
             }
         }
     }
@@ -167,15 +188,10 @@ pub async fn score(
                 .map_err(FileFailure::call("score", file)),
             Err(e) => Err(FileFailure::File(e)),
         };
-        let r = match r {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                failed += 1;
-                if e.report(file, as_json) {
-                    break;
-                }
-                continue;
-            }
+        let r = match FileFailure::settle(r, file, as_json, &mut failed) {
+            Some(Ok(r)) => r,
+            Some(Err(Stop)) => break,
+            None => continue,
         };
         scored += 1;
         if as_json {
@@ -251,15 +267,10 @@ pub async fn train(
                 .map_err(FileFailure::call("train", file)),
             Err(e) => Err(FileFailure::File(e)),
         };
-        let r = match r {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                failed += 1;
-                if e.report(file, as_json) {
-                    break;
-                }
-                continue;
-            }
+        let r = match FileFailure::settle(r, file, as_json, &mut failed) {
+            Some(Ok(r)) => r,
+            Some(Err(Stop)) => break,
+            None => continue,
         };
         learned += 1;
         let outcome = match proto::TrainOutcome::try_from(r.outcome) {
