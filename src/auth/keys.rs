@@ -366,6 +366,40 @@ impl KeyFile {
         Ok(())
     }
 
+    /// Runs `change` on the entries and saves them, holding an exclusive
+    /// lock (`<file>.lock` beside it) from the read to the rename: two
+    /// `chaff keys` commands at once would otherwise each save what they
+    /// read, the last one winning, so a key handed out or a revocation
+    /// reported done could be lost. The server only reads the file (the
+    /// rename is atomic), so it never waits on the lock.
+    fn edit<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<KeyEntry>) -> Result<T, AuthError>,
+    ) -> Result<T, AuthError> {
+        let write_err = |source| AuthError::Write {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(write_err)?;
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(write_err)?;
+        lock.lock().map_err(write_err)?;
+        let mut keys = self.entries()?;
+        let out = change(&mut keys)?;
+        self.save(keys)?;
+        Ok(out)
+    }
+
     /// Adds a key (or certificate entry) and returns it with its secret.
     pub fn create(&self, new: NewKey) -> Result<Created, AuthError> {
         if new.name.trim().is_empty() {
@@ -374,7 +408,10 @@ impl KeyFile {
         if new.scopes.is_empty() {
             return Err(AuthError::Usage("a key needs at least one scope".into()));
         }
-        let mut keys = self.entries()?;
+        self.edit(|keys| Self::add(keys, new))
+    }
+
+    fn add(keys: &mut Vec<KeyEntry>, new: NewKey) -> Result<Created, AuthError> {
         let id = random_hex(ID_HEX / 2)?;
         let (sha256, key) = match &new.certificate_name {
             Some(_) => (None, String::new()),
@@ -398,14 +435,16 @@ impl KeyFile {
             revoked: false,
         };
         keys.push(entry.clone());
-        self.save(keys)?;
         Ok(Created { entry, key })
     }
 
     /// Marks the entry with this id (or, failing that, the one name) as
     /// revoked. The entry stays on file so the audit trail can name it.
     pub fn revoke(&self, id_or_name: &str) -> Result<KeyEntry, AuthError> {
-        let mut keys = self.entries()?;
+        self.edit(|keys| self.mark_revoked(keys, id_or_name))
+    }
+
+    fn mark_revoked(&self, keys: &mut [KeyEntry], id_or_name: &str) -> Result<KeyEntry, AuthError> {
         let by_id: Vec<usize> = (0..keys.len())
             .filter(|&i| keys[i].id == id_or_name)
             .collect();
@@ -431,9 +470,7 @@ impl KeyFile {
             }
         };
         keys[i].revoked = true;
-        let entry = keys[i].clone();
-        self.save(keys)?;
-        Ok(entry)
+        Ok(keys[i].clone())
     }
 }
 
@@ -451,6 +488,36 @@ mod tests {
             expires_unix: expires,
             certificate_name: None,
         }
+    }
+
+    #[test]
+    fn keys_commands_at_once_lose_no_key_and_no_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        KeyFile::new(&path).create(new_key("victim", None)).unwrap();
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    // Each its own KeyFile, as separate `chaff keys` runs.
+                    let file = KeyFile::new(&path);
+                    if i == 7 {
+                        file.revoke("victim").unwrap();
+                    } else {
+                        file.create(new_key(&format!("k{i}"), None)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let keys = KeyFile::new(&path).entries().unwrap();
+        assert_eq!(keys.len(), 16, "a created key was lost");
+        assert!(
+            keys.iter().any(|k| k.name == "victim" && k.revoked),
+            "the revocation was undone"
+        );
     }
 
     #[test]

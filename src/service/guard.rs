@@ -113,6 +113,16 @@ impl Trust {
         // Recorded first: a file that does not parse is reported once, not
         // every second, and read again when it changes.
         *last = now;
+        if now.is_none() && !self.ring().is_empty() {
+            // A keys file that disappears (moved, deleted, a volume not
+            // mounted) must not reopen the server to anyone: the keys in
+            // effect stay until the file is back or the server restarts.
+            warn!(
+                file = %file.path().display(),
+                "keys file is missing; the keys in effect stay (to serve without keys, stop the server, remove the file, start it again)"
+            );
+            return Ok(false);
+        }
         let ring = file.load()?;
         info!(keys = ring.len(), file = %file.path().display(), "keys file reloaded");
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
@@ -383,4 +393,36 @@ fn log_call(caller: &Caller, rpc: Rpc, code: tonic::Code, started: Instant) {
 
 fn over_limit(over: OverLimit) -> Status {
     Status::resource_exhausted(over.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::NewKey;
+    use crate::auth::{Scope, Scopes};
+
+    #[test]
+    fn a_keys_file_that_disappears_keeps_the_keys_in_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::in_data_dir(dir.path());
+        file.create(NewKey {
+            name: "mx".into(),
+            scopes: Scopes::of(&[Scope::Score]),
+            tenant: None,
+            expires_unix: None,
+            certificate_name: None,
+        })
+        .unwrap();
+        let trust = Trust::new(Some(file.clone()), None, CallerLimits::default()).unwrap();
+        assert!(trust.required());
+        std::fs::remove_file(file.path()).unwrap();
+        assert!(!trust.refresh_keys().unwrap(), "nothing was reloaded");
+        assert!(trust.required(), "a missing file reopened the server");
+        trust.reload().unwrap();
+        assert!(
+            trust.required(),
+            "SIGHUP with the file missing reopened the server"
+        );
+        assert_eq!(trust.ring().len(), 1);
+    }
 }
