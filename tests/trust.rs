@@ -1231,3 +1231,26 @@ async fn a_tls_client_gives_up_on_a_server_that_never_answers_the_handshake() {
     assert!(stderr.contains("cannot reach chaff at"), "{stderr}");
     silent.abort();
 }
+
+#[tokio::test]
+async fn a_backup_carries_the_keys_file_so_a_restore_is_not_open_to_anyone() {
+    let (server, admin) = keyed_server(CallerLimits::default(), |f| {
+        key(f, "ops", &[Scope::Admin], None)
+    })
+    .await;
+    let mut c = server.client().await;
+    let out = tempfile::tempdir().unwrap();
+    let bk = out.path().join("bk");
+    c.backup(req(
+        Some(&admin),
+        proto::BackupRequest {
+            directory: bk.to_str().unwrap().into(),
+        },
+    ))
+    .await
+    .unwrap();
+    let keys = KeyFile::in_data_dir(&bk).entries().unwrap();
+    assert_eq!(keys.len(), 1, "the backup holds the keys in effect");
+    assert_eq!(keys[0].name, "ops");
+    server.stop().await;
+}

@@ -477,7 +477,7 @@ pub async fn backup(server: &str, dir: &Path, as_json: bool) -> anyhow::Result<(
         );
     } else {
         println!(
-            "backed up {} ({} records) to {} in {seconds:.1} s; restore: chaff serve --data {}",
+            "backed up {} ({} records, and the keys file if the server has one) to {} in {seconds:.1} s; restore: chaff serve --data {}",
             super::plural(r.users, "user", "users"),
             r.records,
             dir.display(),

@@ -81,6 +81,11 @@ impl Trust {
         }))
     }
 
+    /// The keys file checked (a backup copies it beside the data).
+    pub fn keys_file(&self) -> Option<&std::path::Path> {
+        self.keys.as_ref().map(KeyFile::path)
+    }
+
     pub fn tls(&self) -> Option<Arc<Tls>> {
         self.tls.clone()
     }

@@ -40,6 +40,9 @@ pub struct ChaffService {
     storage: Arc<Storage>,
     health: tonic_health::server::HealthReporter,
     metrics: Option<Arc<metrics::Metrics>>,
+    /// The keys file in effect, copied into a backup as its `keys.json`:
+    /// a directory restored without it would serve without keys.
+    keys_file: Option<std::path::PathBuf>,
 }
 
 /// Bytes per ExportUser message.
@@ -531,6 +534,15 @@ impl proto::chaff_server::Chaff for ChaffService {
             .await
             .map_err(catch_panic::resume_if_panicked)?
             .map_err(Status::from)?;
+        if let Some(keys) = self.keys_file.as_ref().filter(|k| k.exists()) {
+            std::fs::copy(keys, dir.join("keys.json")).map_err(|e| {
+                Status::internal(format!(
+                    "the data is backed up in {}, but the keys file {} could not be copied there ({e}): copy it by hand before serving from the backup",
+                    dir.display(),
+                    keys.display()
+                ))
+            })?;
+        }
         info!(
             directory = %dir.display(),
             users = done.users,

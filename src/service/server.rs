@@ -120,6 +120,7 @@ pub async fn serve_logging_stats(
         storage: storage.clone(),
         health: health.clone(),
         metrics: metrics.clone(),
+        keys_file: trust.keys_file().map(std::path::Path::to_path_buf),
     })
     .max_decoding_message_size(transport_limit);
     // Storage was opened before we got here, so we can serve.
