@@ -6,7 +6,7 @@
 #   scripts/redis-cluster.sh start DIR BASEPORT   # ports BASEPORT..BASEPORT+5
 #   scripts/redis-cluster.sh stop  DIR BASEPORT   # shuts them down, removes DIR
 #
-# Prints the seed list for `--nodes` on start. REDIS_APPENDFSYNC=everysec
+# Prints the seed list for `chaff serve --store` on start. REDIS_APPENDFSYNC=everysec
 # (default always) measures the documented trade-off (docs/SCALING.md).
 set -euo pipefail
 cmd=${1:?start|stop}; dir=${2:?DIR}; base=${3:?BASEPORT}

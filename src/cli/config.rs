@@ -243,6 +243,12 @@ fn origins(serve: &ArgMatches, from_file: &BTreeSet<String>, file: Option<&Path>
             .map(|v| v.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(",");
+        // A Redis password in `--store` is never printed.
+        let value = if value.starts_with("redis://") {
+            super::serve::redacted(&value)
+        } else {
+            value
+        };
         let from = match serve.value_source(id) {
             Some(ValueSource::CommandLine) if from_file.contains(key) => {
                 format!(

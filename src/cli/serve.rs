@@ -377,19 +377,52 @@ pub(crate) fn redis_nodes(s: &str) -> Result<Vec<String>, String> {
     }
     let mut out = Vec::new();
     for node in nodes.split(',').map(str::trim) {
-        let port = node
+        // `redis://a:1,redis://b:2` (each node a URL) means the same.
+        let node = node.strip_prefix("redis://").unwrap_or(node);
+        // A password (`:PASSWORD@` or `USER:PASSWORD@`) before the host.
+        let host_port = node.rsplit_once('@').map_or(node, |(_, hp)| hp);
+        let port = host_port
             .rsplit_once(':')
             .map(|(host, port)| (host, port.parse::<u16>()));
         match port {
             Some((host, Ok(_))) if !host.is_empty() => out.push(format!("redis://{node}")),
             _ => {
                 return Err(format!(
-                    "{node:?} is not HOST:PORT; e.g. redis://10.0.0.1:6379,10.0.0.2:6379"
+                    "{:?} is not HOST:PORT; e.g. redis://10.0.0.1:6379,10.0.0.2:6379",
+                    redacted(node)
                 ));
             }
         }
     }
     Ok(out)
+}
+
+/// `nodes` (Redis URLs) as they may be logged or printed: a password in a
+/// URL (`redis://:PASSWORD@host:port`, `redis://USER:PASSWORD@…`) becomes
+/// `***`, so start-up lines, errors and `--print-config` never show it.
+pub(crate) fn redacted(nodes: &str) -> String {
+    nodes
+        .split(',')
+        .map(|node| {
+            let Some((userinfo, host)) = node.rsplit_once('@') else {
+                return node.to_string();
+            };
+            let (scheme, userinfo) = userinfo
+                .split_once("://")
+                .map_or(("", userinfo), |(s, u)| (s, u));
+            let scheme = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}{user}:***@{host}"),
+                // `redis://PASSWORD@host` is read as a password too.
+                None => format!("{scheme}***@{host}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The admission defaults for this machine's cores.
@@ -652,9 +685,14 @@ async fn redis_engine(
     config.replicas = replicas;
     let mut store = tokio::task::spawn_blocking(move || RedisBackend::connect(config))
         .await?
-        .with_context(|| format!("cannot connect to the Redis Cluster at {}", nodes.join(",")))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to the Redis Cluster at {}",
+                redacted(&nodes.join(","))
+            )
+        })?;
     info!(
-        nodes = nodes.join(","),
+        nodes = redacted(&nodes.join(",")),
         replicas,
         "redis cluster connected: every RPC (Backup writes a sled directory), with the undo window and the quotas (docs/SCALING.md)"
     );
@@ -665,11 +703,11 @@ async fn redis_engine(
             .with_context(|| {
                 format!(
                     "cannot connect to the decision store (--decision-store) at {}",
-                    log.join(",")
+                    redacted(&log.join(","))
                 )
             })?;
         info!(
-            nodes = log.join(","),
+            nodes = redacted(&log.join(",")),
             "decision store connected: the decision log is written and read there"
         );
     }
@@ -732,6 +770,28 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_password_is_never_shown_and_each_node_may_be_a_url() {
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.1:6379,redis://ops:s3cret@10.0.0.2:6379"),
+            "redis://:***@10.0.0.1:6379,redis://ops:***@10.0.0.2:6379"
+        );
+        assert_eq!(redacted("redis://s3cret@h:1"), "redis://***@h:1");
+        assert_eq!(
+            redacted("redis://h:1,redis://h:2"),
+            "redis://h:1,redis://h:2"
+        );
+        if cfg!(feature = "redis") {
+            assert_eq!(
+                redis_nodes("redis://a:1,redis://b:2,c:3").unwrap(),
+                ["redis://a:1", "redis://b:2", "redis://c:3"]
+            );
+            assert_eq!(redis_nodes("redis://:pw@a:1").unwrap(), ["redis://:pw@a:1"]);
+            let e = redis_nodes("redis://:s3cret@a").unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
 
     #[test]
     fn read_slots_default_to_more_on_a_remote_store_and_a_number_wins() {

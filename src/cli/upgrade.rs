@@ -44,9 +44,12 @@ pub(crate) async fn run(a: UpgradeArgs) -> anyhow::Result<()> {
     let nodes = a.store.0.clone();
     let mut config = RedisConfig::new(nodes.iter().cloned());
     config.replicas = a.redis_replicas;
-    let store = RedisStore::connect(config)
-        .await
-        .with_context(|| format!("cannot connect to the Redis Cluster at {}", nodes.join(",")))?;
+    let store = RedisStore::connect(config).await.with_context(|| {
+        format!(
+            "cannot connect to the Redis Cluster at {}",
+            super::serve::redacted(&nodes.join(","))
+        )
+    })?;
     let started = std::time::Instant::now();
     let done = store
         .upgrade_ledgers(|p| {
