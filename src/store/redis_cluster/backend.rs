@@ -83,6 +83,12 @@ impl RedisBackend {
             .build()
             .map_err(|e| Error::Storage(StorageError::from(sled::Error::Io(e))))?;
         let store = runtime.block_on(RedisStore::connect(config))?;
+        // The cluster's shape, before anything is served from it
+        // (`topology.rs`): refused when chaff cannot work on it, a warning
+        // for primaries short of replicas (their clicks wait in vain).
+        for warning in runtime.block_on(store.check_shape())? {
+            tracing::warn!("redis cluster: {warning}");
+        }
         Ok(Self {
             store,
             runtime: Some(runtime),

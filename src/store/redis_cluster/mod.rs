@@ -96,6 +96,7 @@ mod policy;
 mod prune;
 mod seed;
 mod shared;
+mod topology;
 mod upgrade;
 mod users;
 mod window;
@@ -700,18 +701,8 @@ impl RedisStore {
     /// `SCRIPT LOAD` on every node `CLUSTER NODES` lists (primaries with
     /// or without slots, and replicas), skipping nodes that fail.
     async fn load_everywhere(&self, source: &str) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let nodes = route(
-            &mut conn,
-            redis::cmd("CLUSTER").arg("NODES").clone(),
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-        )
-        .await?;
-        let text = match &nodes {
-            Value::VerbatimString { text, .. } => text.as_bytes(),
-            other => bytes(other, "CLUSTER NODES reply")?,
-        };
-        let text = std::str::from_utf8(text).map_err(|_| corrupt("CLUSTER NODES reply"))?;
+        let conn = self.conn.clone();
+        let text = self.cluster_nodes().await?;
         let mut loads = tokio::task::JoinSet::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
