@@ -794,14 +794,18 @@ async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
         )
         .await;
     }
-    let refused = c
-        .forget(chaff::proto::ForgetRequest {
-            user_id: "alice".into(),
-            message_id: "never-learned".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::NotFound);
+    // Twenty refusals of one kind at once: one line (`throttle.rs`), the
+    // rest held back and counted by the next line of that kind.
+    for _ in 0..20 {
+        let refused = c
+            .forget(chaff::proto::ForgetRequest {
+                user_id: "alice".into(),
+                message_id: "never-learned".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::NotFound);
+    }
     drop(c);
     let stderr = server.stop();
 

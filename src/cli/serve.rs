@@ -554,8 +554,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         print!("{}", super::config::render(&args.origins));
         return Ok(());
     }
+    // The Redis client's reconnect WARNs ran to thousands a second during
+    // a cluster outage; chaff's own storage lines say what fails. Kept to
+    // ERROR unless the filter names `redis` (docs/OPERATIONS.md, "Logs").
+    let directives = if args.log.contains("redis") {
+        args.log.clone()
+    } else {
+        format!("{},redis=error", args.log)
+    };
     let filter =
-        tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+        tracing_subscriber::EnvFilter::try_new(&directives).context("invalid --log filter")?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -230,28 +230,46 @@ fn refuse<E: Send + 'static>(status: Status) -> BoxFuture<Response<Body>, E> {
 
 /// Logs a refused call: who (key name, never the secret), what, why.
 fn audit_refused(caller: &str, rpc: &str, peer: Option<SocketAddr>, outcome: &Status) {
+    // One line per caller, method and code each 10 s (`throttle.rs`).
+    let Some(held_back) = super::throttle::admit(("audit", caller, rpc, outcome.code() as i32))
+    else {
+        return;
+    };
     warn!(
         target: "chaff::audit",
         caller,
         method = rpc,
-        peer = ?peer,
+        peer = %peer_text(peer),
         code = ?outcome.code(),
         reason = outcome.message(),
+        held_back,
         "call refused"
     );
+}
+
+/// A peer address for a log line: the address, or `-` when unknown (not
+/// Rust's `Some(…)`, which log pipelines cannot parse).
+fn peer_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "-".into(), |p| p.to_string())
 }
 
 /// Logs a refusal the handler made after reading the request (tenant and
 /// operator-list checks): these know the user.
 pub(crate) fn audit_denied(caller: &Caller, rpc: Rpc, user: Option<&str>, denied: &Denied) {
+    let Some(held_back) =
+        super::throttle::admit(("audit", caller.name.as_str(), rpc.name(), "denied"))
+    else {
+        return;
+    };
     warn!(
         target: "chaff::audit",
         caller = %caller.name,
         method = rpc.name(),
         user = user.unwrap_or(""),
-        peer = ?caller.peer,
-        code = "PermissionDenied",
+        peer = %peer_text(caller.peer),
+        code = ?tonic::Code::PermissionDenied,
         reason = %denied,
+        held_back,
         "call refused"
     );
 }
@@ -343,7 +361,7 @@ where
                     target: "chaff::audit",
                     caller = %caller.name,
                     method = rpc.name(),
-                    peer = ?caller.peer,
+                    peer = %peer_text(caller.peer),
                     code = ?code.unwrap_or(tonic::Code::Ok),
                     "admin call"
                 );
@@ -384,13 +402,17 @@ fn log_call(caller: &Caller, rpc: Rpc, code: tonic::Code, started: Instant) {
             duration_ms,
             "call"
         );
-    } else {
+    } else if let Some(held_back) =
+        super::throttle::admit(("calls", caller.name.as_str(), rpc.name(), code as i32))
+    {
+        // One line per caller, method and code each 10 s (`throttle.rs`).
         info!(
             target: "chaff::calls",
             caller = %caller.name,
             method = rpc.name(),
             code = ?code,
             duration_ms,
+            held_back,
             "call refused"
         );
     }

@@ -12,6 +12,7 @@ pub mod metrics;
 mod server;
 pub mod status;
 mod storage;
+mod throttle;
 pub mod tls;
 
 use std::sync::Arc;
