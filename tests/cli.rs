@@ -773,6 +773,22 @@ async fn repair_rebuilds_a_users_model_from_the_ledger_with_the_server_stopped()
         "{}",
         run.stdout
     );
+    // A mistyped user or directory is refused and creates nothing.
+    let typo = chaff(["repair", "--user", "alcie", "--data", dir]).await;
+    assert!(!typo.ok);
+    assert!(typo.stderr.contains("nothing stored"), "{}", typo.stderr);
+    let missing = data.path().join("no-such-dir");
+    let typo = chaff([
+        "repair".as_ref(),
+        "--user".as_ref(),
+        "alice".as_ref(),
+        "--data".as_ref(),
+        missing.as_os_str(),
+    ])
+    .await;
+    assert!(!typo.ok);
+    assert!(typo.stderr.contains("no data directory"), "{}", typo.stderr);
+    assert!(!missing.exists(), "repair created a data directory");
     let server = TestServer::start_pure_in(data.path()).await;
     let mut c = server.client().await;
     assert_eq!(observe(&mut c, "alice").await, before);

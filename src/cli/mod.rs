@@ -393,7 +393,22 @@ struct RepairArgs {
 /// `chaff repair`: opens the data directory and rebuilds one user's model.
 fn repair(a: &RepairArgs) -> anyhow::Result<()> {
     let user = chaff::types::UserId::new(a.user.clone())?;
+    // A typo must not create a data directory or a user: both are checked
+    // before anything is written.
+    if !a.data.is_dir() {
+        anyhow::bail!(
+            "--data {}: no data directory there (a typo? repair works on the stopped server's own directory)",
+            a.data.display()
+        );
+    }
     let store = chaff::store::Store::open(&a.data, 64 << 20)?;
+    if !store.user_exists(&user)? {
+        anyhow::bail!(
+            "user {} has nothing stored in {}: nothing to repair (`chaff users` on the running server lists the ids)",
+            a.user,
+            a.data.display()
+        );
+    }
     let r = store.rebuild_model(&user)?;
     store.seal_generation()?;
     if a.json.json {
@@ -440,6 +455,16 @@ struct CompactArgs {
 /// sizes before and after on standard output.
 fn compact(a: &CompactArgs) -> anyhow::Result<()> {
     use chaff::store::RewriteStep;
+    // No directory and no swap of one to finish: a typo, said as one (it
+    // read as a damaged directory).
+    let beside = |suffix: &str| {
+        let mut p = a.data.clone().into_os_string();
+        p.push(suffix);
+        PathBuf::from(p).exists()
+    };
+    if !a.data.is_dir() && !beside(".compact-old") && !beside(".compact-new") {
+        anyhow::bail!("--data {}: no data directory there", a.data.display());
+    }
     let started = std::time::Instant::now();
     let done = chaff::store::Store::rewrite_dir(&a.data, 64 << 20, &mut |step| {
         let secs = started.elapsed().as_secs_f64();
