@@ -89,7 +89,10 @@ impl ChaffService {
                 .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             let e = failure.error();
-            warn!(error = %e, "storage failure; reporting NOT_SERVING until it has room again");
+            warn!(
+                error = %e,
+                "storage failure; reporting NOT_SERVING until a probe of the storage succeeds again"
+            );
             report_failure(&self.health).await;
         }
         result.map_err(Failure::into_status)
