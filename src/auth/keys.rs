@@ -387,13 +387,24 @@ impl KeyFile {
         fs::create_dir_all(&dir).map_err(write_err)?;
         let mut lock_path = self.path.clone().into_os_string();
         lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let lock_err = |source| AuthError::Write {
+            path: lock_path.display().to_string(),
+            source,
+        };
+        // Created if missing; an existing one we may not write (made once
+        // by another user) still locks when opened to read.
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(write_err)?;
-        lock.lock().map_err(write_err)?;
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => fs::File::open(&lock_path),
+                _ => Err(e),
+            })
+            .map_err(lock_err)?;
+        lock.lock().map_err(lock_err)?;
         let mut keys = self.entries()?;
         let out = change(&mut keys)?;
         self.save(keys)?;

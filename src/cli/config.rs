@@ -214,8 +214,14 @@ fn check(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
     if let Err(e) = Cli::command().try_get_matches_from(["chaff", "serve", &flag, value]) {
         let text = e.to_string();
         let first = text.lines().next().unwrap_or_default();
+        // A Redis password in the value is not repeated.
+        let shown = if value.starts_with("redis://") {
+            super::serve::redacted(value)
+        } else {
+            value.to_string()
+        };
         bail!(
-            "config file {}: `{key} = {value:?}`: {}",
+            "config file {}: `{key} = {shown:?}`: {}",
             path.display(),
             first.trim_start_matches("error: ")
         );
@@ -295,7 +301,8 @@ const NOT_SET: &str = "not set";
 
 /// The settings as a config file: `key = value  # from`; a setting with
 /// no value as a comment, `# key  (not set)`. The output reads back as a
-/// config file to the same settings.
+/// config file to the same settings, except a Redis password in `store`,
+/// printed as `***`.
 pub(crate) fn render(origins: &[Origin]) -> String {
     let mut out = String::from("# chaff serve: effective settings (flag > env > file > default)\n");
     for o in origins {

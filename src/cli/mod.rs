@@ -14,7 +14,7 @@ mod trust;
 mod upgrade;
 mod values;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -395,12 +395,7 @@ fn repair(a: &RepairArgs) -> anyhow::Result<()> {
     let user = chaff::types::UserId::new(a.user.clone())?;
     // A typo must not create a data directory or a user: both are checked
     // before anything is written.
-    if !a.data.is_dir() {
-        anyhow::bail!(
-            "--data {}: no data directory there (a typo? repair works on the stopped server's own directory)",
-            a.data.display()
-        );
-    }
+    existing_data_dir(&a.data)?;
     let store = chaff::store::Store::open(&a.data, 64 << 20)?;
     if !store.user_exists(&user)? {
         anyhow::bail!(
@@ -453,18 +448,35 @@ struct CompactArgs {
 
 /// `chaff compact`: progress on standard error about once a second, the
 /// sizes before and after on standard output.
-fn compact(a: &CompactArgs) -> anyhow::Result<()> {
-    use chaff::store::RewriteStep;
-    // No directory and no swap of one to finish: a typo, said as one (it
-    // read as a damaged directory).
+/// For the operator's offline commands (`repair`, `compact`): `data` must
+/// be a chaff data directory (sled's `conf` or `db` in it), or one a
+/// killed `compact` left half swapped (`DATA.compact-old`/`-new` beside
+/// it, which opening finishes). A typo was otherwise created as a new
+/// directory, or read as a damaged one.
+fn existing_data_dir(data: &Path) -> anyhow::Result<()> {
     let beside = |suffix: &str| {
-        let mut p = a.data.clone().into_os_string();
+        let mut p = data.to_path_buf().into_os_string();
         p.push(suffix);
         PathBuf::from(p).exists()
     };
-    if !a.data.is_dir() && !beside(".compact-old") && !beside(".compact-new") {
-        anyhow::bail!("--data {}: no data directory there", a.data.display());
+    if beside(".compact-old") || beside(".compact-new") {
+        return Ok(());
     }
+    if !data.is_dir() {
+        anyhow::bail!("--data {}: no data directory there", data.display());
+    }
+    if !data.join("conf").exists() && !data.join("db").exists() {
+        anyhow::bail!(
+            "--data {}: not a chaff data directory (no sled files in it)",
+            data.display()
+        );
+    }
+    Ok(())
+}
+
+fn compact(a: &CompactArgs) -> anyhow::Result<()> {
+    use chaff::store::RewriteStep;
+    existing_data_dir(&a.data)?;
     let started = std::time::Instant::now();
     let done = chaff::store::Store::rewrite_dir(&a.data, 64 << 20, &mut |step| {
         let secs = started.elapsed().as_secs_f64();

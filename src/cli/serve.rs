@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// process is the model every process scores with); other processes'
     /// changes to the shared model and the operator's lists reach this one
     /// within about 100 ms (docs/SCALING.md).
-    #[arg(long, env = "CHAFF_STORE", default_value = "sled", value_parser = store_location, value_name = "sled|redis://HOST:PORT,…")]
+    #[arg(long, env = "CHAFF_STORE", default_value = "sled", value_parser = Unechoed(store_location), value_name = "sled|redis://HOST:PORT,…")]
     store: StoreLocation,
     /// Redis replicas that must confirm each click (WAIT, on the primary of
     /// the user's slot) before it is acknowledged: an acknowledged click
@@ -96,7 +96,7 @@ pub struct ServeArgs {
     /// UNAVAILABLE; it writes again once the cluster is back. There is no `off`: support must
     /// be able to answer "why was this rejected?". Only with --store
     /// redis://…; DeleteUser waits for --redis-replicas replicas there too.
-    #[arg(long, env = "CHAFF_DECISION_STORE", default_value = "same", value_parser = decision_store, value_name = "same|redis://HOST:PORT,…")]
+    #[arg(long, env = "CHAFF_DECISION_STORE", default_value = "same", value_parser = Unechoed(decision_store), value_name = "same|redis://HOST:PORT,…")]
     decision_store: DecisionStore,
     /// Largest message accepted by Score and Train, in bytes; larger ones get
     /// RESOURCE_EXHAUSTED.
@@ -335,7 +335,8 @@ fn store_location(s: &str) -> Result<StoreLocation, String> {
     }
     if !s.starts_with("redis://") {
         return Err(format!(
-            "{s:?} is neither `sled` nor `redis://HOST:PORT,HOST:PORT,…`"
+            "{:?} is neither `sled` nor `redis://HOST:PORT,HOST:PORT,…`",
+            redacted(s)
         ));
     }
     redis_nodes(s).map(StoreLocation::Redis)
@@ -361,7 +362,8 @@ fn decision_store(s: &str) -> Result<DecisionStore, String> {
         ),
         s if s.starts_with("redis://") => redis_nodes(s).map(DecisionStore::Redis),
         s => Err(format!(
-            "{s:?} is neither `same` nor `redis://HOST:PORT,HOST:PORT,…`"
+            "{:?} is neither `same` nor `redis://HOST:PORT,HOST:PORT,…`",
+            redacted(s)
         )),
     }
 }
@@ -376,9 +378,20 @@ pub(crate) fn redis_nodes(s: &str) -> Result<Vec<String>, String> {
         return Err("this chaff was built without the `redis` feature".into());
     }
     let mut out = Vec::new();
+    // A password given on one node is the cluster's (the Redis client
+    // refuses seeds with different ones): the nodes without one take it.
+    let userinfo = nodes
+        .split(',')
+        .map(|n| n.trim().strip_prefix("redis://").unwrap_or(n.trim()))
+        .find_map(|n| n.rsplit_once('@').map(|(u, _)| u.to_string()));
     for node in nodes.split(',').map(str::trim) {
         // `redis://a:1,redis://b:2` (each node a URL) means the same.
         let node = node.strip_prefix("redis://").unwrap_or(node);
+        let node = match (&userinfo, node.contains('@')) {
+            (Some(u), false) => format!("{u}@{node}"),
+            _ => node.to_string(),
+        };
+        let node = node.as_str();
         // A password (`:PASSWORD@` or `USER:PASSWORD@`) before the host.
         let host_port = node.rsplit_once('@').map_or(node, |(_, hp)| hp);
         let port = host_port
@@ -395,6 +408,34 @@ pub(crate) fn redis_nodes(s: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(out)
+}
+
+/// A value parser whose error never repeats the value given: clap's own
+/// wrapping of a parser's error (`invalid value '<VALUE>' for …`) would
+/// print a Redis password from `--store` to the terminal and the journal.
+#[derive(Clone)]
+pub(crate) struct Unechoed<T>(pub(crate) fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Unechoed<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let flag = arg.map(|a| a.to_string()).unwrap_or_default();
+        let fail = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{flag}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value.to_str().ok_or_else(|| fail("not UTF-8".into()))?;
+        (self.0)(s).map_err(fail)
+    }
 }
 
 /// `nodes` (Redis URLs) as they may be logged or printed: a password in a
@@ -557,7 +598,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The Redis client's reconnect WARNs ran to thousands a second during
     // a cluster outage; chaff's own storage lines say what fails. Kept to
     // ERROR unless the filter names `redis` (docs/OPERATIONS.md, "Logs").
-    let directives = if args.log.contains("redis") {
+    let names_redis = args.log.split(',').any(|d| {
+        let target = d.split(['=', '[']).next().unwrap_or_default().trim();
+        target == "redis" || target.starts_with("redis::")
+    });
+    let directives = if names_redis || args.log.trim() == "off" {
         args.log.clone()
     } else {
         format!("{},redis=error", args.log)
@@ -795,7 +840,21 @@ mod tests {
                 redis_nodes("redis://a:1,redis://b:2,c:3").unwrap(),
                 ["redis://a:1", "redis://b:2", "redis://c:3"]
             );
-            assert_eq!(redis_nodes("redis://:pw@a:1").unwrap(), ["redis://:pw@a:1"]);
+            assert_eq!(
+                redis_nodes("redis://:pw@a:1,b:2").unwrap(),
+                ["redis://:pw@a:1", "redis://:pw@b:2"]
+            );
+            // A password is never echoed by the flag's parser either (clap
+            // would repeat the value as given).
+            let e = <crate::cli::Cli as clap::Parser>::try_parse_from([
+                "chaff",
+                "serve",
+                "--store",
+                "redis://:s3cret@a",
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(!e.contains("s3cret") && e.contains("--store"), "{e}");
             let e = redis_nodes("redis://:s3cret@a").unwrap_err();
             assert!(!e.contains("s3cret"), "{e}");
         }

@@ -13,7 +13,7 @@ pub(crate) struct UpgradeArgs {
     /// The Redis Cluster to upgrade: `redis://HOST:PORT,HOST:PORT,…` (list
     /// every seed node, as for `chaff serve --store`). Servers may keep
     /// serving it meanwhile: they read both layouts.
-    #[arg(long, env = "CHAFF_STORE", value_parser = nodes, value_name = "redis://HOST:PORT,…")]
+    #[arg(long, env = "CHAFF_STORE", value_parser = super::serve::Unechoed(nodes), value_name = "redis://HOST:PORT,…")]
     store: Nodes,
     /// Replicas that must confirm each user's rewritten ledger (WAIT), as
     /// `chaff serve --redis-replicas`.

@@ -230,9 +230,17 @@ fn refuse<E: Send + 'static>(status: Status) -> BoxFuture<Response<Body>, E> {
 
 /// Logs a refused call: who (key name, never the secret), what, why.
 fn audit_refused(caller: &str, rpc: &str, peer: Option<SocketAddr>, outcome: &Status) {
-    // One line per caller, method and code each 10 s (`throttle.rs`).
-    let Some(held_back) = super::throttle::admit(("audit", caller, rpc, outcome.code() as i32))
-    else {
+    // One line per caller, peer address, method and code each 10 s
+    // (`throttle.rs`): the peer too, so one client that keeps sending a
+    // revoked key cannot hide another's attempts behind a count.
+    let kind = (
+        "audit",
+        caller,
+        peer.map(|p| p.ip()),
+        rpc,
+        outcome.code() as i32,
+    );
+    let Some(held_back) = super::throttle::admit(kind) else {
         return;
     };
     warn!(
@@ -256,9 +264,14 @@ fn peer_text(peer: Option<SocketAddr>) -> String {
 /// Logs a refusal the handler made after reading the request (tenant and
 /// operator-list checks): these know the user.
 pub(crate) fn audit_denied(caller: &Caller, rpc: Rpc, user: Option<&str>, denied: &Denied) {
-    let Some(held_back) =
-        super::throttle::admit(("audit", caller.name.as_str(), rpc.name(), "denied"))
-    else {
+    let kind = (
+        "audit",
+        caller.name.as_str(),
+        caller.peer.map(|p| p.ip()),
+        rpc.name(),
+        "denied",
+    );
+    let Some(held_back) = super::throttle::admit(kind) else {
         return;
     };
     warn!(

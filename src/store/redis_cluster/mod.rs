@@ -706,7 +706,7 @@ impl RedisStore {
         let mut loads = tokio::task::JoinSet::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 3 || f[2].contains("fail") || f[2].contains("noaddr") {
+            if f.len() < 3 || !topology::live_flags(f[2]) {
                 continue;
             }
             let addr = f[1].split(['@', ',']).next().unwrap_or_default();

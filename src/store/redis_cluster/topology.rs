@@ -14,6 +14,16 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use super::{RedisStore, bytes, corrupt, route};
 use crate::error::Error;
 
+/// Whether a node with these `CLUSTER NODES` flags (comma-separated) is
+/// up: not agreed failed (`fail`), and with an address. Whole flags, not
+/// substrings: `nofailover` (a setting) is not a failure, and `fail?` is one
+/// node's suspicion, which a start must not be refused for.
+pub(super) fn live_flags(flags: &str) -> bool {
+    !flags
+        .split(',')
+        .any(|t| matches!(t, "fail" | "noaddr" | "handshake"))
+}
+
 /// Redis Cluster's slots, 0..16384.
 const SLOTS: usize = 16384;
 
@@ -36,10 +46,11 @@ impl Shape {
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
             .filter(|f| f.len() >= 8)
             .collect();
-        let live = |f: &[&str]| !f[2].contains("fail") && !f[2].contains("noaddr");
+        let has = |f: &[&str], flag: &str| f[2].split(',').any(|t| t == flag);
+        let live = |f: &[&str]| live_flags(f[2]);
         let mut served = vec![false; SLOTS];
         let mut primaries = Vec::new();
-        for f in nodes.iter().filter(|f| f[2].contains("master") && live(f)) {
+        for f in nodes.iter().filter(|f| has(f, "master") && live(f)) {
             let mut serves = false;
             for range in &f[8..] {
                 if range.starts_with('[') {
@@ -56,7 +67,7 @@ impl Shape {
             if serves {
                 let replicas = nodes
                     .iter()
-                    .filter(|r| r[2].contains("slave") && r[3] == f[0] && live(r))
+                    .filter(|r| has(r, "slave") && r[3] == f[0] && live(r))
                     .count() as u32;
                 let addr = f[1].split(['@', ',']).next().unwrap_or_default();
                 primaries.push((addr.to_string(), replicas));
@@ -176,6 +187,20 @@ r1 127.0.0.1:7003@17003 slave a1 0 0 1 connected
 r2 127.0.0.1:7004@17004 slave a2 0 0 2 connected
 r3 127.0.0.1:7005@17005 slave,fail a3 0 0 3 connected
 ";
+
+    #[test]
+    fn nofailover_and_a_suspicion_are_not_failures() {
+        let set = NODES
+            .replace("myself,master", "myself,master,nofailover")
+            .replace("slave a1", "slave,nofailover a1")
+            .replace(
+                "a2 127.0.0.1:7001@17001 master",
+                "a2 127.0.0.1:7001@17001 master,fail?",
+            );
+        let shape = Shape::parse(&set);
+        assert!(shape.unserved.is_empty(), "{shape:?}");
+        assert_eq!(shape.primaries[0], ("127.0.0.1:7000".to_string(), 1));
+    }
 
     #[test]
     fn a_cluster_short_of_replicas_or_slots_is_named_at_start() {
