@@ -272,6 +272,13 @@ impl KeyRing {
                 return Self::caller(v, Credential::Certificate(n.clone()), now);
             }
         }
+        if names.is_empty() {
+            // A certificate with a common name only: chaff matches its
+            // subject alternative names, which it has none of.
+            return Err(Unknown::UnknownCertificate(
+                "none: it has no subject alternative name, and the common name is not read".into(),
+            ));
+        }
         Err(Unknown::UnknownCertificate(names.join(", ")))
     }
 }

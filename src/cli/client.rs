@@ -398,12 +398,7 @@ pub async fn users(
     let mut client = connect(server).await?;
     let mut page_token = String::new();
     let mut listed = 0u64;
-    if !as_json {
-        println!(
-            "{:<32}  {:>8}  {:>8}  {:>9}  last scored (UTC)",
-            "user", "spam", "ham", "tokens"
-        );
-    }
+    let mut header = !as_json;
     loop {
         let page = client
             .list_users(proto::ListUsersRequest {
@@ -414,6 +409,13 @@ pub async fn users(
             .await
             .map_err(status)?
             .into_inner();
+        // After the first answer: a refused listing prints no table head.
+        if std::mem::take(&mut header) {
+            println!(
+                "{:<32}  {:>8}  {:>8}  {:>9}  last scored (UTC)",
+                "user", "spam", "ham", "tokens"
+            );
+        }
         for u in &page.users {
             listed += 1;
             let last = (u.last_scored_unix_ms > 0).then(|| {

@@ -132,11 +132,17 @@ pub async fn reload_on_sighup(trust: Arc<Trust>) {
             return;
         };
         while hup.recv().await.is_some() {
+            // Keys first, then TLS: say which one stays as it was.
             match trust.reload() {
                 Ok(()) => tracing::info!("SIGHUP: keys and TLS files reloaded"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "SIGHUP: reload failed; the configuration in effect stays")
-                }
+                Err(e @ chaff::service::guard::TrustError::Keys(_)) => tracing::warn!(
+                    error = %e,
+                    "SIGHUP: the keys file did not load; the keys and TLS files in effect stay"
+                ),
+                Err(e @ chaff::service::guard::TrustError::Tls(_)) => tracing::warn!(
+                    error = %e,
+                    "SIGHUP: the keys file was reloaded, the TLS files did not load; the certificate in effect stays"
+                ),
             }
         }
     }
