@@ -353,16 +353,26 @@ impl KeyFile {
         Some((m.len(), m.modified().ok()?))
     }
 
+    /// The file's folder, created if missing (the temporary file and the
+    /// lock go beside the file).
+    fn folder(&self) -> Result<PathBuf, AuthError> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(|source| AuthError::Write {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        Ok(dir)
+    }
+
     fn save(&self, keys: Vec<KeyEntry>) -> Result<(), AuthError> {
         let write_err = |source| AuthError::Write {
             path: self.path.display().to_string(),
             source,
         };
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&dir).map_err(write_err)?;
+        let dir = self.folder()?;
         let text = serde_json::to_string_pretty(&KeyFileBody { keys })
             .map_err(|e| write_err(std::io::Error::other(e)))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(write_err)?;
@@ -383,15 +393,7 @@ impl KeyFile {
         &self,
         change: impl FnOnce(&mut Vec<KeyEntry>) -> Result<T, AuthError>,
     ) -> Result<T, AuthError> {
-        let write_err = |source| AuthError::Write {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&dir).map_err(write_err)?;
+        self.folder()?;
         let mut lock_path = self.path.clone().into_os_string();
         lock_path.push(".lock");
         let lock_path = PathBuf::from(lock_path);
