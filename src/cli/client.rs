@@ -74,8 +74,15 @@ pub(crate) fn connection_lost(e: &tonic::Status) -> bool {
     std::error::Error::source(e).is_some()
 }
 
-/// A per-file loop must stop: the connection is lost.
-struct Stop;
+/// What a per-file loop does with one file's outcome.
+enum Next<T> {
+    /// The server's reply.
+    Reply(T),
+    /// The file failed (reported, counted): go on with the next.
+    Skip,
+    /// The connection is lost (reported, counted): the rest are not tried.
+    Stop,
+}
 
 /// A per-file command's failure on one file: that file's own (the rest go
 /// on), or the connection's (the rest cannot).
@@ -98,31 +105,21 @@ impl FileFailure {
         }
     }
 
-    /// One file's outcome in a per-file loop: its reply (`Some(Ok)`), or
-    /// its failure reported and counted — then `None` to go on with the
-    /// next file, `Some(Err(Stop))` when the connection is lost.
+    /// One file's outcome in a per-file loop: its reply, or its failure
+    /// reported (standard error, and a JSON line with `--json`) and
+    /// counted.
     fn settle<T>(
         r: Result<tonic::Response<T>, FileFailure>,
         file: &Path,
         as_json: bool,
         failed: &mut usize,
-    ) -> Option<Result<T, Stop>> {
-        match r {
-            Ok(r) => Some(Ok(r.into_inner())),
-            Err(e) => {
-                *failed += 1;
-                e.report(file, as_json).then_some(Err(Stop))
-            }
-        }
-    }
-
-    /// Reports the failure (standard error, and a JSON line with `--json`);
-    /// whether the command must stop.
-    fn report(self, file: &Path, as_json: bool) -> bool {
-        let (e, stop) = match self {
-            FileFailure::File(e) => (e, false),
-            FileFailure::Connection(e) => (e, true),
+    ) -> Next<T> {
+        let (e, next) = match r {
+            Ok(r) => return Next::Reply(r.into_inner()),
+            Err(FileFailure::File(e)) => (e, Next::Skip),
+            Err(FileFailure::Connection(e)) => (e, Next::Stop),
         };
+        *failed += 1;
         eprintln!("error: {}", super::error_line(&e));
         if as_json {
             println!(
@@ -130,7 +127,7 @@ impl FileFailure {
                 json!({"file": file.display().to_string(), "error": super::error_line(&e)})
             );
         }
-        stop
+        next
     }
 }
 
@@ -189,9 +186,9 @@ pub async fn score(
             Err(e) => Err(FileFailure::File(e)),
         };
         let r = match FileFailure::settle(r, file, as_json, &mut failed) {
-            Some(Ok(r)) => r,
-            Some(Err(Stop)) => break,
-            None => continue,
+            Next::Reply(r) => r,
+            Next::Skip => continue,
+            Next::Stop => break,
         };
         scored += 1;
         if as_json {
@@ -268,9 +265,9 @@ pub async fn train(
             Err(e) => Err(FileFailure::File(e)),
         };
         let r = match FileFailure::settle(r, file, as_json, &mut failed) {
-            Some(Ok(r)) => r,
-            Some(Err(Stop)) => break,
-            None => continue,
+            Next::Reply(r) => r,
+            Next::Skip => continue,
+            Next::Stop => break,
         };
         learned += 1;
         let outcome = match proto::TrainOutcome::try_from(r.outcome) {

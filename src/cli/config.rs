@@ -116,7 +116,12 @@ fn refuse_connect_flags(matches: &ArgMatches) -> anyhow::Result<()> {
     while let Some((_, next)) = innermost.subcommand() {
         innermost = next;
     }
-    for (id, flag) in super::trust::CONNECT_FLAGS {
+    // The flags as `ConnectArgs` declares them, so none is missed.
+    let connect =
+        <super::trust::ConnectArgs as clap::Args>::augment_args(clap::Command::new("connect"));
+    for arg in connect.get_arguments() {
+        let id = arg.get_id().as_str();
+        let flag = format!("--{}", arg.get_long().unwrap_or(id));
         let typed = [matches, sub, innermost]
             .iter()
             .any(|m| matches!(m.value_source(id), Some(ValueSource::CommandLine)));
@@ -188,6 +193,16 @@ fn keys() -> Vec<String> {
         .collect()
 }
 
+/// A setting's value as printed (`--print-config`, errors): a Redis
+/// password in `store` or `decision-store` as `***`.
+fn shown(value: &str) -> String {
+    if value.starts_with("redis://") {
+        super::serve::redacted(value)
+    } else {
+        value.to_string()
+    }
+}
+
 /// Whether the `serve` flag `key` is a switch (`--insecure`: given or
 /// not, no value), set in the file as `key = true` or `false`.
 fn is_switch(key: &str) -> bool {
@@ -214,12 +229,7 @@ fn check(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
     if let Err(e) = Cli::command().try_get_matches_from(["chaff", "serve", &flag, value]) {
         let text = e.to_string();
         let first = text.lines().next().unwrap_or_default();
-        // A Redis password in the value is not repeated.
-        let shown = if value.starts_with("redis://") {
-            super::serve::redacted(value)
-        } else {
-            value.to_string()
-        };
+        let shown = shown(value);
         bail!(
             "config file {}: `{key} = {shown:?}`: {}",
             path.display(),
@@ -249,12 +259,7 @@ fn origins(serve: &ArgMatches, from_file: &BTreeSet<String>, file: Option<&Path>
             .map(|v| v.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(",");
-        // A Redis password in `--store` is never printed.
-        let value = if value.starts_with("redis://") {
-            super::serve::redacted(&value)
-        } else {
-            value
-        };
+        let value = shown(&value);
         let from = match serve.value_source(id) {
             Some(ValueSource::CommandLine) if from_file.contains(key) => {
                 format!(

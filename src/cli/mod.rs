@@ -446,8 +446,6 @@ struct CompactArgs {
     json: JsonArg,
 }
 
-/// `chaff compact`: progress on standard error about once a second, the
-/// sizes before and after on standard output.
 /// For the operator's offline commands (`repair`, `compact`): `data` must
 /// be a chaff data directory (sled's `conf` or `db` in it), or one a
 /// killed `compact` left half swapped (`DATA.compact-old`/`-new` beside
@@ -474,6 +472,8 @@ fn existing_data_dir(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `chaff compact`: progress on standard error about once a second, the
+/// sizes before and after on standard output.
 fn compact(a: &CompactArgs) -> anyhow::Result<()> {
     use chaff::store::RewriteStep;
     existing_data_dir(&a.data)?;

@@ -377,18 +377,20 @@ pub(crate) fn redis_nodes(s: &str) -> Result<Vec<String>, String> {
     if !cfg!(feature = "redis") {
         return Err("this chaff was built without the `redis` feature".into());
     }
-    let mut out = Vec::new();
+    // `redis://a:1,redis://b:2` (each node a URL) means the same.
+    let nodes: Vec<&str> = nodes
+        .split(',')
+        .map(|n| n.trim().strip_prefix("redis://").unwrap_or(n.trim()))
+        .collect();
     // A password given on one node is the cluster's (the Redis client
     // refuses seeds with different ones): the nodes without one take it.
     let userinfo = nodes
-        .split(',')
-        .map(|n| n.trim().strip_prefix("redis://").unwrap_or(n.trim()))
-        .find_map(|n| n.rsplit_once('@').map(|(u, _)| u.to_string()));
-    for node in nodes.split(',').map(str::trim) {
-        // `redis://a:1,redis://b:2` (each node a URL) means the same.
-        let node = node.strip_prefix("redis://").unwrap_or(node);
-        let node = match (&userinfo, node.contains('@')) {
-            (Some(u), false) => format!("{u}@{node}"),
+        .iter()
+        .find_map(|n| n.rsplit_once('@').map(|(u, _)| u));
+    let mut out = Vec::new();
+    for node in nodes {
+        let node = match userinfo {
+            Some(u) if !node.contains('@') => format!("{u}@{node}"),
             _ => node.to_string(),
         };
         let node = node.as_str();
@@ -448,13 +450,10 @@ pub(crate) fn redacted(nodes: &str) -> String {
             let Some((userinfo, host)) = node.rsplit_once('@') else {
                 return node.to_string();
             };
-            let (scheme, userinfo) = userinfo
-                .split_once("://")
-                .map_or(("", userinfo), |(s, u)| (s, u));
-            let scheme = if scheme.is_empty() {
-                String::new()
-            } else {
-                format!("{scheme}://")
+            // The scheme (`redis://`) stays, with its separator.
+            let (scheme, userinfo) = match userinfo.split_once("://") {
+                Some((s, u)) => (&userinfo[..s.len() + 3], u),
+                None => ("", userinfo),
             };
             match userinfo.split_once(':') {
                 Some((user, _)) => format!("{scheme}{user}:***@{host}"),

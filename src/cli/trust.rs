@@ -298,14 +298,6 @@ pub(crate) const NOT_CLIENTS: &[&str] = &[
     "serve", "metrics", "tokens", "repair", "compact", "upgrade", "keys",
 ];
 
-/// The ids of the connection flags ([`ConnectArgs`]).
-pub(crate) const CONNECT_FLAGS: &[(&str, &str)] = &[
-    ("token", "--token"),
-    ("tls_ca", "--tls-ca"),
-    ("client_cert", "--client-cert"),
-    ("client_key", "--client-key"),
-];
-
 /// How client commands reach the server: global flags, so every command
 /// takes them (`chaff score --token ...`).
 #[derive(Args, Debug, Clone, Default)]
@@ -371,10 +363,10 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// that accepts and never answers the handshake would hang a TLS client),
 /// for the first connection and every reconnection.
 pub async fn channel(server: &str) -> anyhow::Result<tonic::transport::Channel> {
+    // The connect timeout is the endpoint's, applied to TCP and TLS alike.
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     endpoint(server)?
         .connect_with_connector(http)
         .await
@@ -382,7 +374,7 @@ pub async fn channel(server: &str) -> anyhow::Result<tonic::transport::Channel> 
 }
 
 /// The endpoint for `server`, with TLS for `https://` or --tls-ca.
-pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
+fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
     let args = connect_args();
     let https = server.starts_with("https://");
     let tls_wanted = args.tls_ca.is_some() || args.client_cert.is_some();
@@ -398,7 +390,6 @@ pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
     // server answers the pings.
     let mut ep = Endpoint::from_shared(server.clone())
         .with_context(|| format!("{server}: not a valid server address"))?
-        .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
