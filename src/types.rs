@@ -18,10 +18,32 @@ pub const MAX_USER_ID_BYTES: usize = 256;
 /// well under this; longer ids are almost always garbage or an attack.
 pub const MAX_MESSAGE_ID_BYTES: usize = 512;
 
-/// Checks an id field the same way for every kind of id: non-empty, at most
-/// `max` bytes, no control characters (ids are printed in logs and prefix
-/// store keys). `hint` tells an empty field's caller what to pass.
-fn check_id(field: &str, id: &str, max: usize, hint: &str) -> Result<(), Error> {
+/// Checks a new id field: what [`check_stored_id`] checks, and not blank.
+/// With `trimmed`, not padded with whitespace either: a caller's " alice"
+/// would be a mailbox apart from "alice", which nobody means. (A message id
+/// is the caller's own string, padded or not, and is only compared with
+/// itself.) `hint` tells an empty field's caller what to pass.
+fn check_id(field: &str, id: &str, max: usize, hint: &str, trimmed: bool) -> Result<(), Error> {
+    check_stored_id(field, id, max, hint)?;
+    if id.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{field} is blank (only whitespace){hint}"
+        )));
+    }
+    if trimmed && id.trim() != id {
+        return Err(Error::InvalidArgument(format!(
+            "{field} {id:?} starts or ends with whitespace; send it trimmed"
+        )));
+    }
+    Ok(())
+}
+
+/// What an id read back from the store must be: non-empty, at most `max`
+/// bytes, no control characters (ids are printed in logs and prefix store
+/// keys). Blank and padded ids are refused at the edge ([`check_id`]) but
+/// not here: one that an older build accepted is still read back, listed
+/// and forgotten, never turned into a decoding error.
+fn check_stored_id(field: &str, id: &str, max: usize, hint: &str) -> Result<(), Error> {
     if id.is_empty() {
         return Err(Error::InvalidArgument(format!("{field} is empty{hint}")));
     }
@@ -42,16 +64,25 @@ fn check_id(field: &str, id: &str, max: usize, hint: &str) -> Result<(), Error> 
 /// Declares a validated string id type with `new`, `as_str`, `Display`
 /// and a `Debug` that names the type.
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $hint:literal) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $hint:literal, trimmed: $trimmed:literal) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
 
         impl $name {
-            #[doc = concat!("Accepts a non-empty `", $field, "` within its byte limit, with no control characters.")]
+            #[doc = concat!("Accepts a non-blank `", $field, "` within its byte limit, with no control characters (trimmed: ", stringify!($trimmed), ").")]
             pub fn new(id: impl Into<String>) -> Result<Self, Error> {
                 let id = id.into();
-                check_id($field, &id, $max, $hint)?;
+                check_id($field, &id, $max, $hint, $trimmed)?;
+                Ok(Self(id))
+            }
+
+            /// Reads back an id the store holds (a key, a page token, the
+            /// decision log): checked as an older build checked it, so an
+            /// id it accepted is never lost to a stricter edge.
+            pub fn stored(id: impl Into<String>) -> Result<Self, Error> {
+                let id = id.into();
+                check_stored_id($field, &id, $max, $hint)?;
                 Ok(Self(id))
             }
 
@@ -73,11 +104,11 @@ macro_rules! string_id {
             }
         }
 
-        /// Checked as [`Self::new`] checks it: a stored id that is not
+        /// Checked as [`Self::stored`] checks it: a stored id that is not
         /// one is a decoding error, never passed on.
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+                Self::stored(String::deserialize(d)?).map_err(serde::de::Error::custom)
             }
         }
 
@@ -94,7 +125,8 @@ string_id!(
     UserId,
     "user_id",
     MAX_USER_ID_BYTES,
-    "; pass the recipient's mailbox id"
+    "; pass the recipient's mailbox id",
+    trimmed: true
 );
 
 string_id!(
@@ -104,7 +136,8 @@ string_id!(
     MessageId,
     "message_id",
     MAX_MESSAGE_ID_BYTES,
-    ""
+    "",
+    trimmed: false
 );
 
 /// Whose something is: a user's, or the operator's. The one type for both
@@ -212,6 +245,26 @@ mod tests {
             UserId::new("alice@example.com").unwrap().as_str(),
             "alice@example.com"
         );
+    }
+
+    #[test]
+    fn a_blank_id_is_refused_and_a_padded_user_id_too_but_stored_ones_read_back() {
+        for blank in [" ", "  \u{a0} ", "\u{3000}"] {
+            let e = UserId::new(blank).unwrap_err().to_string();
+            assert!(e.contains("user_id is blank"), "{e}");
+            assert!(MessageId::new(blank).is_err());
+        }
+        let e = UserId::new(" alice").unwrap_err().to_string();
+        assert!(e.contains("starts or ends with whitespace"), "{e}");
+        assert!(UserId::new("alice ").is_err());
+        // A message id is only compared with itself: padding is the caller's.
+        assert_eq!(MessageId::new(" <x@y> ").unwrap().as_str(), " <x@y> ");
+        // An id an older build stored is read back, not made a decoding error.
+        assert_eq!(UserId::stored(" alice").unwrap().as_str(), " alice");
+        assert_eq!(UserId::stored(" ").unwrap().as_str(), " ");
+        let back: UserId = serde_json::from_str("\" \"").unwrap();
+        assert_eq!(back.as_str(), " ");
+        assert!(UserId::stored("").is_err());
     }
 
     #[test]

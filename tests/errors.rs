@@ -118,6 +118,42 @@ async fn an_empty_message_is_not_seeded_either() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_blank_or_padded_user_id_is_refused_and_an_empty_message_scores_said_as_empty() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for (id, says) in [
+        (" ", "blank"),
+        ("\u{a0} \u{3000}", "blank"),
+        ("alice ", "whitespace"),
+    ] {
+        let e = c
+            .train(proto::TrainRequest {
+                user_id: id.into(),
+                message: SPAM.to_vec(),
+                label: Label::Spam.into(),
+                message_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{id:?}");
+        assert!(e.message().contains(says), "{id:?}: {}", e.message());
+    }
+    // The pipeline's empty DATA still gets an answer, named for what it is.
+    let s = c
+        .score(proto::ScoreRequest {
+            user_id: "alice".into(),
+            message: b"\r\n".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.limits_hit, vec!["empty message; nothing to read"]);
+    assert_eq!(s.spam_probability, 0.5);
+    server.stop().await;
+}
+
 on_both_stores!(Redis, forget_of_unknown_message_is_not_found, async |on| {
     let server = on.start().await;
     let mut c = server.client().await;

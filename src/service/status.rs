@@ -347,7 +347,7 @@ pub(super) fn users_page_request(
     let after = if page_token.is_empty() {
         None
     } else {
-        Some(UserId::new(page_token).map_err(|e| {
+        Some(UserId::stored(page_token).map_err(|e| {
             Error::InvalidArgument(format!(
                 "page_token is not one ListUsers returned ({e}); leave it empty for the first page"
             ))

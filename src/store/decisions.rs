@@ -98,7 +98,7 @@ impl<W: super::Writes> Store<W> {
             ));
             let id =
                 std::str::from_utf8(key.get(3..3 + len).ok_or_else(bad)?).map_err(|_| bad())?;
-            let user = UserId::new(id).map_err(|_| bad())?;
+            let user = UserId::stored(id).map_err(|_| bad())?;
             let time = u64::from_be_bytes(
                 key.get(3 + len..11 + len)
                     .ok_or_else(bad)?

@@ -212,7 +212,7 @@ pub fn decode(bytes: &[u8]) -> Result<UserExport, Error> {
             }
             b'U' if n == 0 => {
                 e.user = Some(
-                    UserId::new(text(payload)?)
+                    UserId::stored(text(payload)?)
                         .map_err(|err| bad(format!("{}: {err}", which())))?,
                 );
             }
@@ -247,8 +247,8 @@ pub fn decode(bytes: &[u8]) -> Result<UserExport, Error> {
                     .map(|b| u16::from_be_bytes(b.try_into().unwrap()) as usize)
                     .ok_or_else(truncated)?;
                 let id = payload.get(2..2 + len).ok_or_else(truncated)?;
-                let id =
-                    MessageId::new(text(id)?).map_err(|err| bad(format!("{}: {err}", which())))?;
+                let id = MessageId::stored(text(id)?)
+                    .map_err(|err| bad(format!("{}: {err}", which())))?;
                 let time_s = payload
                     .get(2 + len..10 + len)
                     .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
@@ -311,7 +311,7 @@ impl<W: super::Writes> Store<W> {
                 let id = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| Error::Corrupt {
                     what: "ledger key".into(),
                 })?;
-                let id = MessageId::new(id).map_err(|_| Error::Corrupt {
+                let id = MessageId::stored(id).map_err(|_| Error::Corrupt {
                     what: "ledger key".into(),
                 })?;
                 let (label, facts) = codec::ledger_facts(&key, &value)?;

@@ -57,7 +57,7 @@ pub(super) fn decode_contributor(key: &[u8]) -> Result<(Owner, &[u8]), Error> {
         Owner::Operator
     } else {
         let id = std::str::from_utf8(id).map_err(|_| bad())?;
-        Owner::User(UserId::new(id).map_err(|_| bad())?)
+        Owner::User(UserId::stored(id).map_err(|_| bad())?)
     };
     Ok((who, &key[3 + len..]))
 }
@@ -112,7 +112,7 @@ pub(super) fn user_in_key(key: &[u8]) -> Result<UserId, Error> {
     ));
     let id = key.get(3..3 + len).ok_or_else(bad)?;
     let id = std::str::from_utf8(id).map_err(|_| bad())?;
-    UserId::new(id).map_err(|_| bad())
+    UserId::stored(id).map_err(|_| bad())
 }
 
 /// The end of a key range that starts with `prefix`.

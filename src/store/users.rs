@@ -232,7 +232,7 @@ impl<W: super::Writes> Store<W> {
                 };
                 let id = key.get(3..3 + len).ok_or_else(bad)?;
                 let id = std::str::from_utf8(id).map_err(|_| bad())?;
-                return Ok(Some(UserId::new(id).map_err(|_| bad())?));
+                return Ok(Some(UserId::stored(id).map_err(|_| bad())?));
             }
         }
         Ok(None)

@@ -193,6 +193,10 @@ pub enum LimitHit {
     ScanBytes,
     /// The bytes did not parse as a message at all; read as plain text.
     Unparsable,
+    /// The message was empty or blank: there was nothing to read, so it
+    /// scores as an unknown message (neutral for most models). Said apart
+    /// from [`Self::Unparsable`] so a caller sees a lost body as one.
+    Empty,
     /// The message's HTML had more tags than the HTML tokenizer is given
     /// (4,096); the rest of its HTML was read as text with the markup
     /// stripped (no links, images or hidden text past that point).
@@ -218,6 +222,7 @@ impl LimitHit {
             LimitHit::MimeDepth => "MIME depth",
             LimitHit::ScanBytes => "scan bytes",
             LimitHit::Unparsable => "not parsable as MIME; read as plain text",
+            LimitHit::Empty => "empty message; nothing to read",
             LimitHit::HtmlTags => "HTML tags",
             LimitHit::NestedMessages => "nested messages",
             LimitHit::HeaderFields => "header fields",
@@ -402,6 +407,11 @@ fn extract<T>(
     sink: &mut sink::Sink,
     also: impl FnOnce(Option<&Message<'_>>) -> T,
 ) -> T {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        // Nothing to read: said as such, not as unparsable (a lost body).
+        sink.hit(LimitHit::Empty);
+        return also(None);
+    }
     let cut = scan::cut(raw, sink.limits());
     // A parse of the prefix reads the message's own header block only when
     // that block is whole in it; else `also` reads `raw` itself.

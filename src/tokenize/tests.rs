@@ -347,6 +347,15 @@ fn garbage_bytes_still_tokenize() {
 }
 
 #[test]
+fn an_empty_or_blank_message_is_said_to_be_empty_not_unparsable() {
+    for raw in [&b""[..], b"\r\n\r\n", b" \t\n"] {
+        let t = tok(raw);
+        assert!(t.ids.is_empty(), "{raw:?}");
+        assert_eq!(t.limits_hit, vec![LimitHit::Empty], "{raw:?}");
+    }
+}
+
+#[test]
 fn token_cap_is_reported() {
     let mut body = String::from("Subject: many\r\n\r\n");
     for i in 0..5000 {

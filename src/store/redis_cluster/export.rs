@@ -222,7 +222,7 @@ pub(super) fn ledger_entries(
         };
         let id = std::str::from_utf8(bytes(id, "ledger field")?)
             .ok()
-            .and_then(|s| MessageId::new(s).ok())
+            .and_then(|s| MessageId::stored(s).ok())
             .ok_or_else(|| corrupt("ledger field"))?;
         ledger.push(match decode_stored(bytes(value, "ledger value")?, now_s)? {
             Stored::Live { entry, time_s } => (id, time_s, Learned::Live(entry)),

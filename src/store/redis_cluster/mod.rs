@@ -311,7 +311,7 @@ fn user_of_key(key: &str) -> Option<UserId> {
         rest = &rest[i + 3..];
     }
     id.push_str(rest);
-    UserId::new(&id).ok()
+    UserId::stored(&id).ok()
 }
 
 /// A user's keys.

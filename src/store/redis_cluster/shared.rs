@@ -133,7 +133,7 @@ fn owner_of(field: &[u8]) -> Result<Owner, Error> {
         "o" => Ok(Owner::Operator),
         _ => text
             .strip_prefix("u:")
-            .and_then(|id| UserId::new(id).ok())
+            .and_then(|id| UserId::stored(id).ok())
             .map(Owner::User)
             .ok_or_else(|| corrupt("shared directory field")),
     }
