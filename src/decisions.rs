@@ -76,8 +76,18 @@ fn all_the_users() -> f64 {
 
 impl DecisionRecord {
     /// Whether `sender` (an address, or a domain) names this record's sender.
+    /// An internationalized domain is compared in its ASCII form, as the
+    /// sender is recorded (`mail::Address`).
     pub fn sent_by(&self, sender: &str) -> bool {
-        let want = sender.trim().to_ascii_lowercase();
+        let want = sender.trim();
+        let want = match want.rsplit_once('@') {
+            _ if want.is_ascii() => want.to_ascii_lowercase(),
+            Some((local, domain)) => match idna::domain_to_ascii(domain) {
+                Ok(d) => format!("{}@{d}", local.to_ascii_lowercase()),
+                Err(_) => want.to_lowercase(),
+            },
+            None => idna::domain_to_ascii(want).unwrap_or_else(|_| want.to_lowercase()),
+        };
         match &self.sender {
             Some(s) if want.contains('@') => *s == want,
             Some(s) => s
@@ -431,6 +441,10 @@ mod tests {
         assert!(r.sent_by("mail.shop.example"));
         assert!(!r.sent_by("hop.example"));
         assert!(!r.sent_by("other@mail.shop.example"));
+        let idn = record("anna@xn--bcher-kva.example");
+        assert!(idn.sent_by("bücher.example"));
+        assert!(idn.sent_by("Anna@BÜCHER.example"));
+        assert!(idn.sent_by("xn--bcher-kva.example"));
     }
 
     #[test]

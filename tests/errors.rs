@@ -218,6 +218,32 @@ on_both_stores!(
     }
 );
 
+#[tokio::test]
+async fn a_batch_over_the_transport_limit_is_told_to_split_not_blamed_on_one_message() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut item = SPAM.to_vec();
+    item.resize(7 * 1024 * 1024, b'a');
+    let requests = (0..3)
+        .map(|_| proto::ScoreRequest {
+            user_id: "alice".into(),
+            message: item.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let e = c
+        .score_batch(proto::ScoreBatchRequest { requests })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(
+        e.message().contains("22020096 bytes in all") && e.message().contains("split"),
+        "{}",
+        e.message()
+    );
+    server.stop().await;
+}
+
 on_both_stores!(Redis, configured_limit_is_the_one_enforced, async |on| {
     let settings = Settings {
         max_message_bytes: 1000,

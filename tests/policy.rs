@@ -206,6 +206,19 @@ on_both_stores!(
                 .any(|n| n.contains("news@shop.example") && n.contains("ignored")),
             "{notes:?}"
         );
+
+        // Passes written below the border's own results by the sender (or a
+        // relay) are not read for policy: the border said none.
+        let mut lower = b"Authentication-Results: mx.provider.example; spf=fail smtp.mailfrom=shop.example; dkim=none; dmarc=fail (p=none) header.from=shop.example\r\n\
+X-HE-DKIM-Result: none\r\n\
+Received: from relay.evil.example\r\n\
+Authentication-Results: mx.google.com; dkim=pass header.d=shop.example; dmarc=pass header.from=shop.example\r\n\
+X-HE-DKIM-Result: pass header.d=shop.example\r\n"
+            .to_vec();
+        lower.extend_from_slice(FORGED_NEWSLETTER);
+        let under = score(&mut c, server.u("alice"), &lower).await;
+        assert_eq!(rule(&under), Rule::Model, "{under:?}");
+        assert_eq!(under.action, Action::SpamFolder as i32);
         server.stop().await;
     }
 );

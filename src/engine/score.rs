@@ -37,8 +37,8 @@
 //! header — the one our own border MTA added last, as the provider's
 //! support articles describe. Anything below it was written by other hosts
 //! and may be forged, so it is never read for policy. The same holds for
-//! `Authentication-Results` and `X-HE-DKIM-Result`: the topmost instance
-//! wins. The border must strip or rename inbound copies of these headers
+//! `Authentication-Results` and `X-HE-DKIM-Result`: only the topmost
+//! instance is read (`Authentication::from_border`). The border must strip or rename inbound copies of these headers
 //! for that to be sound; docs/POLICY.md says so.
 
 use std::borrow::Cow;
@@ -316,10 +316,19 @@ impl Engine {
         // 7. Learn: mail delivered to the inbox is learned as ham, lightly,
         // under the id a click on it would derive (`clicks.rs`,
         // `learn_delivered`), after the decision so the score never saw it.
-        // The server only queues it for its background learner
-        // (`delivered.rs`); replays learn it here.
+        // Only a message with something in it (an empty one would count as a
+        // learned ham and teach nothing, as Train refuses it), and only what
+        // the model itself calls no spam: passthrough delivers
+        // spam too, and an allow entry (whose sender authentication rests
+        // on headers) delivers what the model calls spam; learning either
+        // as ham would teach the model to pass that spam. The server only
+        // queues it for its background learner (`delivered.rs`); replays
+        // learn it here.
         let headers = decision.headers(score.probability);
         if decision.action == Action::Deliver
+            && decision.verdict != Verdict::Spam
+            && classify::verdict(score.probability, cutoffs) != Verdict::Spam
+            && !read.tokens.ids.is_empty()
             && self.settings.learn_delivered
             && slot.is_some()
             && blend.learned != (0, 0)

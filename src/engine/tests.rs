@@ -438,6 +438,11 @@ fn decision_queries_get_the_default_limit_and_refuse_what_is_out_of_bounds() {
         "{negative}"
     );
     assert!(DecisionQuery::new(0, -1, String::new(), String::new(), 0).is_err());
+    let backwards = DecisionQuery::new(2000, 1000, String::new(), String::new(), 0).unwrap_err();
+    assert!(backwards.to_string().contains("is before"), "{backwards}");
+    assert!(DecisionQuery::new(1000, 1000, String::new(), String::new(), 0).is_ok());
+    let two_ats = DecisionQuery::new(0, 0, "a@b@c".into(), String::new(), 0).unwrap_err();
+    assert!(two_ats.to_string().contains("more than one @"), "{two_ats}");
 }
 
 /// Mail delivered to a user who has clicked is learned as ham at

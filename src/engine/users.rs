@@ -411,6 +411,17 @@ impl DecisionQuery {
                     .into(),
             ));
         }
+        if until_ms != 0 && until_ms < since_ms {
+            return Err(Error::InvalidArgument(format!(
+                "until_unix_ms {until_ms} is before since_unix_ms {since_ms}: the window is empty; \
+                 swap them, or leave until_unix_ms 0 for no end"
+            )));
+        }
+        if sender.matches('@').count() > 1 {
+            return Err(Error::InvalidArgument(format!(
+                "sender {sender:?} has more than one @: pass an address or a domain"
+            )));
+        }
         Ok(Self {
             since_ms: since_ms as u64,
             until_ms: match until_ms {

@@ -3,10 +3,11 @@
 //! `X-HE-DKIM-Result`, and SPF/DKIM/DMARC in `Authentication-Results`
 //! (RFC 8601).
 //!
-//! Headers are attacker-writable until our border adds its own, so this
-//! module only parses; *which* header instance to trust (the topmost, added
-//! by our border) is the caller's decision, documented where it is made.
-//! Parsing is total: anything unrecognised is simply absent.
+//! Headers are attacker-writable until our border adds its own, so there
+//! are two readings: [`Authentication::from_border`], the topmost instance
+//! of each header only (what our border added last: policy's), and
+//! [`Authentication::from_headers`], every instance (the tokenizer's
+//! evidence). Parsing is total: anything unrecognised is simply absent.
 
 use std::net::IpAddr;
 
@@ -119,12 +120,17 @@ impl Authentication {
             || self.dkim.iter().any(aligned)
     }
 
-    /// DMARC failed and the domain asks receivers to act on failures.
-    pub fn dmarc_enforced_failure(&self) -> Option<DmarcPolicy> {
-        let failed = self
-            .dmarc
-            .as_ref()
-            .is_some_and(|c| c.result == AuthResult::Fail);
+    /// DMARC failed for `from_domain` (the From domain; a result that
+    /// names another domain says nothing of this one) and the domain asks
+    /// receivers to act on failures.
+    pub fn dmarc_enforced_failure(&self, from_domain: Option<&str>) -> Option<DmarcPolicy> {
+        let failed = self.dmarc.as_ref().is_some_and(|c| {
+            c.result == AuthResult::Fail
+                && match (c.domain.as_deref(), from_domain) {
+                    (Some(d), Some(from)) => d == from,
+                    _ => true,
+                }
+        });
         match self.dmarc_policy {
             Some(p @ (DmarcPolicy::Reject | DmarcPolicy::Quarantine)) if failed => Some(p),
             _ => None,
@@ -185,8 +191,10 @@ fn domain_of(value: &str) -> Option<String> {
 
 impl Authentication {
     /// Reads every authentication header of one header block, topmost
-    /// first. For single-valued facts (SPF, DMARC, client IP) the topmost
-    /// instance wins: it is the one our own border added last.
+    /// first: the message's evidence, as the tokenizer reads it (a forged
+    /// result is a feature the model learns like any other). For
+    /// single-valued facts (SPF, DMARC, client IP) the first instance that
+    /// states one wins. Policy reads [`Authentication::from_border`].
     pub fn from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut auth = Authentication::default();
         for (name, value) in headers {
@@ -201,6 +209,42 @@ impl Authentication {
         auth
     }
 
+    /// What policy may trust: the **topmost** instance of each of the three
+    /// headers, and nothing below it. Our border MTA adds its own on top;
+    /// every instance below was written by some other host, and a sender
+    /// can write any of them (a `dkim=pass` for a bank's domain under the
+    /// border's own `dkim=none`). So a lower instance is never read, not
+    /// even where the topmost one states nothing: the border's silence is
+    /// not filled in by the sender's say-so. A topmost field over `max`
+    /// bytes is read as absent, as the tokenizer skips such fields.
+    pub fn from_border<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+        max: usize,
+    ) -> Self {
+        let mut auth = Authentication::default();
+        let mut seen = [false; 3];
+        for (name, value) in headers {
+            let which = if name.eq_ignore_ascii_case("received-spf") {
+                0
+            } else if name.eq_ignore_ascii_case("x-he-dkim-result") {
+                1
+            } else if name.eq_ignore_ascii_case("authentication-results") {
+                2
+            } else {
+                continue;
+            };
+            if std::mem::replace(&mut seen[which], true) || name.len() + value.len() > max {
+                continue;
+            }
+            match which {
+                0 => auth.read_received_spf(value),
+                1 => auth.read_he_dkim(value),
+                _ => auth.read_authentication_results(value),
+            }
+        }
+        auth
+    }
+
     /// `Received-SPF: pass (comment) client-ip=192.0.2.1; envelope-from=...`
     fn read_received_spf(&mut self, value: &str) {
         let first = value.split_whitespace().next().unwrap_or("");
@@ -208,18 +252,26 @@ impl Authentication {
             return;
         };
         let text = strip_comments(value);
-        let mut domain = None;
+        let (mut mail_from, mut helo, mut helo_identity) = (None, None, false);
         let mut ip = None;
         for part in text.split(';').flat_map(|p| p.split_whitespace()) {
             if let Some((k, v)) = part.split_once('=') {
                 match k.trim().to_ascii_lowercase().as_str() {
                     "client-ip" => ip = v.trim().parse::<IpAddr>().ok(),
-                    "envelope-from" => domain = domain_of(v),
-                    "helo" if domain.is_none() => domain = domain_of(v),
+                    "envelope-from" => mail_from = domain_of(v),
+                    "helo" => helo = domain_of(v),
+                    // RFC 7208 §9.1: which identity the result is about. A
+                    // pass for the HELO name says nothing of MAIL FROM's.
+                    "identity" => helo_identity = v.trim().eq_ignore_ascii_case("helo"),
                     _ => {}
                 }
             }
         }
+        let domain = if helo_identity {
+            helo
+        } else {
+            mail_from.or(helo)
+        };
         // The support articles: "the sending IP appears at the end of the
         // Received-SPF line" — accept a bare trailing IP when no client-ip=.
         if ip.is_none() {
@@ -305,13 +357,18 @@ mod tests {
             "Authentication-Results",
             "mx.example.org; dmarc=fail (p=reject dis=none) header.from=bank.example",
         )]);
-        assert_eq!(a.dmarc_enforced_failure(), Some(DmarcPolicy::Reject));
+        assert_eq!(a.dmarc_enforced_failure(None), Some(DmarcPolicy::Reject));
+        assert_eq!(
+            a.dmarc_enforced_failure(Some("bank.example")),
+            Some(DmarcPolicy::Reject)
+        );
+        assert_eq!(a.dmarc_enforced_failure(Some("other.example")), None);
         let b = parse(&[(
             "Authentication-Results",
             "mx.example.org; dmarc=fail policy.dmarc=none header.from=x.example",
         )]);
         assert_eq!(b.dmarc_policy, Some(DmarcPolicy::None));
-        assert_eq!(b.dmarc_enforced_failure(), None);
+        assert_eq!(b.dmarc_enforced_failure(None), None);
     }
 
     #[test]
@@ -335,6 +392,72 @@ mod tests {
 
     fn parse(headers: &[(&str, &str)]) -> Authentication {
         Authentication::from_headers(headers.iter().copied())
+    }
+
+    fn border(headers: &[(&str, &str)]) -> Authentication {
+        Authentication::from_border(headers.iter().copied(), 16 * 1024)
+    }
+
+    #[test]
+    fn policy_reads_only_the_topmost_instance_of_each_header() {
+        // The border's own results on top; a sender's forgeries below.
+        let forged = [
+            (
+                "Authentication-Results",
+                "mx.provider.example; spf=fail smtp.mailfrom=bank.example; dkim=none; dmarc=fail (p=none) header.from=bank.example",
+            ),
+            ("X-HE-DKIM-Result", "fail header.d=bank.example"),
+            (
+                "Received-SPF",
+                "pass (mx.provider.example: designates 203.0.113.9)",
+            ),
+            ("Received", "from evil.example"),
+            (
+                "Authentication-Results",
+                "mx.google.com; dkim=pass header.d=bank.example; dmarc=fail (p=reject) header.from=bank.example",
+            ),
+            ("X-HE-DKIM-Result", "pass header.d=bank.example"),
+            (
+                "Received-SPF",
+                "pass client-ip=192.0.2.44; envelope-from=x@bank.example",
+            ),
+        ];
+        let a = border(&forged);
+        assert!(!a.authenticates("bank.example"), "{a:?}");
+        assert_eq!(a.dmarc_policy, Some(DmarcPolicy::None));
+        assert_eq!(a.client_ip, None, "the border's line states no IP");
+        assert_eq!(a.dkim.len(), 2, "the border's AR clause and its own header");
+        // The evidence reading still sees every instance.
+        assert!(parse(&forged).authenticates("bank.example"));
+        // A border that adds no Authentication-Results: the sender's topmost
+        // one is read (operators must strip inbound copies; POLICY.md).
+        let topmost_field_too_long = [
+            ("Received-SPF", "fail client-ip=198.51.100.9;"),
+            ("Received-SPF", "pass client-ip=192.0.2.1;"),
+        ];
+        assert_eq!(
+            Authentication::from_border(topmost_field_too_long.iter().copied(), 20).spf,
+            None,
+            "an oversize topmost field is absent, not replaced by the next"
+        );
+    }
+
+    #[test]
+    fn an_spf_pass_for_the_helo_name_speaks_for_the_helo_domain() {
+        let a = parse(&[(
+            "Received-SPF",
+            "Pass (helo) identity=helo; client-ip=203.0.113.9; helo=mail.evil.example; envelope-from=ceo@bank.example",
+        )]);
+        assert_eq!(
+            a.spf.as_ref().unwrap().domain.as_deref(),
+            Some("mail.evil.example")
+        );
+        assert!(!a.authenticates("bank.example"));
+        let m = parse(&[(
+            "Received-SPF",
+            "pass identity=mailfrom; client-ip=203.0.113.9; helo=mail.evil.example; envelope-from=ceo@bank.example",
+        )]);
+        assert!(m.authenticates("bank.example"));
     }
 
     #[test]

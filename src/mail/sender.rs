@@ -32,8 +32,16 @@ impl Address {
             && domain.contains('.')
             && domain.len() <= 253
             && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        // An internationalized domain (SMTPUTF8 mail) in its ASCII form,
+        // as list entries are stored (`policy::lists`) and most headers
+        // carry it, so `bücher.example` and `xn--bcher-kva.example` are
+        // one domain.
+        let domain = match domain.is_ascii() {
+            true => domain.to_ascii_lowercase(),
+            false => idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_lowercase()),
+        };
         ok.then(|| Address {
-            text: format!("{}@{}", local, domain).to_ascii_lowercase(),
+            text: format!("{}@{}", local.to_ascii_lowercase(), domain),
             at: local.len(),
         })
     }
@@ -110,11 +118,7 @@ impl HeaderFacts {
 
     /// The facts in a parsed header block (the root part's headers).
     fn from_headers(headers: &Message<'_>) -> Self {
-        let auth = Authentication::from_headers(
-            headers
-                .headers_raw()
-                .filter(|(n, v)| n.len() + v.len() <= 16 * 1024),
-        );
+        let auth = Authentication::from_border(headers.headers_raw(), 16 * 1024);
         let subject = headers.subject().map(str::to_string);
         let from = headers
             .from()
@@ -185,6 +189,16 @@ mod tests {
         assert_eq!(parse_list_unsubscribe("<https:沀/example.ru>", true), None);
         let ok = parse_list_unsubscribe("<mailt沀x.ru>, <MAILTO:u@x.example>", false).unwrap();
         assert_eq!(ok.target, "MAILTO:u@x.example");
+    }
+
+    #[test]
+    fn an_internationalized_domain_is_read_in_its_ascii_form_as_list_entries_are() {
+        let a = Address::parse("Anna@BÜCHER.example").unwrap();
+        assert_eq!(a.as_str(), "anna@xn--bcher-kva.example");
+        assert_eq!(a.domain(), "xn--bcher-kva.example");
+        let entry: crate::policy::Entry = "bücher.example".parse().unwrap();
+        let list = crate::policy::List::from_entries([entry]);
+        assert!(list.match_sender(&a).is_some());
     }
 
     #[test]

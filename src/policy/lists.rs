@@ -157,11 +157,20 @@ impl FromStr for Entry {
             return Err(invalid(s, "is empty"));
         }
         if t.contains('/') {
-            let net: IpNet = t.parse().map_err(|_| invalid(s, "is not a CIDR range"))?;
-            return Ok(Entry::Net(net.trunc()));
+            let net: IpNet = t.parse().map_err(|_| {
+                invalid(
+                    s,
+                    "is not a CIDR range (an IP address, a slash and a prefix length: \
+                     at most /32 for IPv4, /128 for IPv6)",
+                )
+            })?;
+            return Ok(Entry::Net(canonical_net(net.trunc())));
         }
         if let Ok(ip) = t.parse::<IpAddr>() {
-            return Ok(Entry::Ip(ip));
+            // Stored as the address it matches: a message's IP is compared
+            // in its IPv4 form (`canonical_ip`), so a mapped entry as given
+            // could never match.
+            return Ok(Entry::Ip(canonical_ip(ip)));
         }
         if let Some((local, domain)) = t.rsplit_once('@') {
             if local.is_empty()
@@ -327,6 +336,20 @@ impl List {
     }
 }
 
+/// A range within IPv4-mapped IPv6 (`::ffff:192.0.2.0/120`) as the IPv4
+/// range it is, for the reason of [`canonical_ip`]; any other as given.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
 /// IPv4-mapped IPv6 (`::ffff:192.0.2.7`, as dual-stack sockets report IPv4
 /// peers) is the IPv4 address, so IPv4 entries match it.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
@@ -429,6 +452,20 @@ mod tests {
         assert!(list.match_ip(ip("::ffff:198.51.100.200")).is_some());
         assert!(list.match_ip(ip("2001:db8:ffff::1")).is_some());
         assert!(list.match_ip(ip("2001:db9::1")).is_none());
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_are_stored_as_ipv4_and_match() {
+        assert_eq!(e("::ffff:192.0.2.9").to_string(), "192.0.2.9");
+        assert_eq!(e("::ffff:192.0.2.0/120").to_string(), "192.0.2.0/24");
+        assert_eq!(e("2001:db8::/32").to_string(), "2001:db8::/32");
+        let list = List::from_entries([e("::ffff:192.0.2.9"), e("::ffff:198.51.100.0/120")]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(list.match_ip(ip("192.0.2.9")).is_some());
+        assert!(list.match_ip(ip("::ffff:192.0.2.9")).is_some());
+        assert!(list.match_ip(ip("198.51.100.77")).is_some());
+        let err = "10.0.0.0/33".parse::<Entry>().unwrap_err().to_string();
+        assert!(err.contains("at most /32"), "{err}");
     }
 
     #[test]

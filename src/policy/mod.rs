@@ -281,7 +281,11 @@ pub fn decide(
     }
 
     // 3. Authentication the sending domain asks us to enforce.
-    if let Some(policy) = facts.auth.and_then(Authentication::dmarc_enforced_failure) {
+    let from_domain = facts.sender.map(|s| s.domain());
+    if let Some(policy) = facts
+        .auth
+        .and_then(|a| a.dmarc_enforced_failure(from_domain))
+    {
         let action = match settings.mode {
             HandlingMode::Passthrough => Action::Deliver,
             HandlingMode::Quarantine => Action::SpamFolder,

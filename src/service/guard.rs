@@ -37,6 +37,13 @@ pub enum TrustError {
     Tls(#[from] TlsError),
 }
 
+/// The largest request the transport decodes for a `max_message_bytes`
+/// limit: one message at the limit with room for its fields, or a
+/// ScoreBatch of two, and 1 MiB more for the rest of the request.
+pub(crate) fn transport_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_mul(2).saturating_add(1 << 20)
+}
+
 /// Who may call: the keys on file, TLS, per-caller limits. Shared by the
 /// layer, the key-file watcher and the SIGHUP handler.
 #[derive(Debug)]
@@ -384,8 +391,11 @@ where
             // OUT_OF_RANGE itself, so this is that refusal.
             if code == Some(tonic::Code::OutOfRange) {
                 return Ok(Status::resource_exhausted(format!(
-                    "the request is larger than this server accepts: messages are limited to \
-                     {max} bytes (--max-message-bytes)"
+                    "the request is larger than this server accepts: {} bytes in all \
+                     (twice --max-message-bytes, plus 1 MiB), and each message at most {max} \
+                     bytes (--max-message-bytes); split a ScoreBatch whose messages add up \
+                     to more",
+                    transport_limit(max)
                 ))
                 .into_http());
             }

@@ -92,7 +92,7 @@ pub async fn serve_logging_stats(
     // Score queues its delivered-mail learning for this worker
     // (`engine::delivered`) rather than writing on the request's path.
     engine.start_delivered_learner();
-    let transport_limit = limit.saturating_mul(2).saturating_add(1 << 20);
+    let transport_limit = super::guard::transport_limit(limit);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()

@@ -22,6 +22,13 @@ pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
             continue;
         }
         budget -= cost;
+        if OWN_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            // What chaff suggests the pipeline add (`policy::Decision::
+            // headers`): not evidence. Users rescue flagged mail from the
+            // spam folder, so the flag would be learned as ham, and a
+            // spammer who writes it would ride that.
+            continue;
+        }
         push_lowercase(sink, Tag::HeaderName, name);
         if name.eq_ignore_ascii_case("received") {
             received_ips(value, sink);
@@ -79,6 +86,10 @@ pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
 
 /// SPF, DKIM and DMARC results as evidence. Which header instance to
 /// trust is `Authentication`'s rule (topmost first).
+/// The headers chaff's own verdict writes (`policy::Decision::headers`),
+/// which the tokenizer never reads.
+const OWN_HEADERS: [&str; 3] = ["x-spam-flag", "x-spam-status", "x-spam-score"];
+
 fn auth(msg: &Message<'_>, sink: &mut Sink) {
     let a = Authentication::from_headers(
         msg.headers_raw()

@@ -1085,3 +1085,14 @@ fn multiparts_past_the_cap_are_not_parsed() {
     // Within the caps, a nest is parsed as it is.
     assert!(scan::cut(&multipart_nest(scan::MAX_MULTIPARTS), &Limits::default()).is_none());
 }
+
+#[test]
+fn the_verdict_headers_chaff_suggests_are_not_evidence() {
+    // Rescued spam-folder mail carries them when it is clicked Not spam, so
+    // learned they would make a forged X-Spam-Flag a ham token.
+    let t = tok(b"X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=0.99\r\nX-SPAM-SCORE: 0.99\r\nX-Mailer: mutt\r\nFrom: a@b.example\r\nSubject: hi\r\n\r\nhello there\r\n");
+    for name in ["x-spam-flag", "x-spam-status", "x-spam-score"] {
+        assert!(!has(&t, Tag::HeaderName, name), "{name}");
+    }
+    assert!(has(&t, Tag::HeaderName, "x-mailer"));
+}
