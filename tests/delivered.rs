@@ -244,3 +244,55 @@ async fn an_empty_message_delivered_is_not_learned_as_ham() {
     assert_eq!(crate::common::user(&mut c, user).await.ham_learned, 1);
     server.stop().await;
 }
+
+// Support looking at a customer's message again (`chaff score --dry-run`)
+// gets the pipeline's answer but changes nothing: no decision record and
+// no delivered learning. Without it, each look taught the model the
+// message as ham and added a record to `chaff why` (the support
+// walkthrough of session 24).
+#[tokio::test]
+async fn a_dry_run_score_decides_as_the_pipeline_but_records_and_learns_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let user = "dry-run@provider.example";
+    train(&mut c, user, SPAM, Label::Spam, "s0").await;
+    let look = |dry_run| proto::ScoreRequest {
+        user_id: user.into(),
+        message: mailgen::ham(26, 0),
+        dry_run,
+        ..Default::default()
+    };
+    let dry = c.score(look(true)).await.unwrap().into_inner();
+    let real = c.score(look(false)).await.unwrap().into_inner();
+    assert_eq!(dry, real, "the same answer");
+    assert_eq!(
+        ham_learned_within(&mut c, user, 1, Duration::from_secs(20)).await,
+        1
+    );
+    settle_delivered(&mut c).await;
+    assert_eq!(
+        crate::common::user(&mut c, user).await.ham_learned,
+        1,
+        "only the real Score's delivery was learned"
+    );
+    // The log is written off the scoring path, in order: once the real
+    // Score's record is there, a record of the dry run before it would be.
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = c
+            .find_decisions(proto::FindDecisionsRequest {
+                user_id: user.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found.len(), 1, "only the real Score was recorded");
+    server.stop().await;
+}

@@ -159,6 +159,15 @@ fn verdict_name(v: i32) -> String {
     chaff::service::status::verdict_from_wire(v).map_or_else(|| "?".into(), |v| v.to_string())
 }
 
+/// How `chaff score` asks: as the pipeline would (the client IP), whether
+/// to change nothing (`--dry-run`), and how to print.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoreHow<'a> {
+    pub client_ip: Option<&'a str>,
+    pub dry_run: bool,
+    pub as_json: bool,
+}
+
 /// Scores each file; like `train`, a file that cannot be read or scored is
 /// reported on standard error (naming it) and the rest go on, unless the
 /// connection itself is lost. Ends with "scored N of M, K failed" for
@@ -166,10 +175,14 @@ fn verdict_name(v: i32) -> String {
 pub async fn score(
     server: &str,
     user: &str,
-    client_ip: Option<&str>,
+    how: &ScoreHow<'_>,
     files: &[PathBuf],
-    as_json: bool,
 ) -> anyhow::Result<()> {
+    let ScoreHow {
+        client_ip,
+        dry_run,
+        as_json,
+    } = *how;
     let mut client = connect(server).await?;
     let (mut scored, mut failed) = (0usize, 0usize);
     for file in files {
@@ -180,6 +193,7 @@ pub async fn score(
                     message,
                     client_ip: client_ip.unwrap_or_default().to_string(),
                     message_id: String::new(),
+                    dry_run,
                 })
                 .await
                 .map_err(FileFailure::call("score", file)),

@@ -282,6 +282,12 @@ struct ScoreArgs {
     /// the server reads the topmost Received-SPF header).
     #[arg(long)]
     client_ip: Option<String>,
+    /// Score and decide as for a delivery but change nothing: no record in
+    /// the decision log (`chaff why`) and no learning of delivered mail as
+    /// ham. Without it a score is the pipeline's: both happen. For support
+    /// looking at a customer's message again.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     json: JsonArg,
     /// RFC 5322 message files; `-` reads standard input.
@@ -548,7 +554,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Score(a) => {
             let ip = a.client_ip.as_deref();
-            client::score(&a.server.server, &a.user, ip, &a.files, a.json.json).await
+            let how = client::ScoreHow {
+                client_ip: ip,
+                dry_run: a.dry_run,
+                as_json: a.json.json,
+            };
+            client::score(&a.server.server, &a.user, &how, &a.files).await
         }
         Command::Train(a) => {
             let label = a.label.label();

@@ -90,6 +90,9 @@ pub struct Envelope {
     pub client_ip: Option<IpAddr>,
     /// The pipeline's id for the message (queue id); else derived.
     pub message_id: Option<MessageId>,
+    /// Decide as for a delivery but write nothing: no decision record, no
+    /// delivered learning (support looking at a message again).
+    pub dry_run: bool,
 }
 
 /// A message read once (tokens, the header facts policy needs, the id a
@@ -311,7 +314,9 @@ impl Engine {
             ham_features,
             user_share: blend.blended.user_share,
         };
-        self.decisions.record(user, &record);
+        if !envelope.dry_run {
+            self.decisions.record(user, &record);
+        }
 
         // 7. Learn: mail delivered to the inbox is learned as ham, lightly,
         // under the id a click on it would derive (`clicks.rs`,
@@ -329,6 +334,7 @@ impl Engine {
             && decision.verdict != Verdict::Spam
             && classify::verdict(score.probability, cutoffs) != Verdict::Spam
             && !read.tokens.ids.is_empty()
+            && !envelope.dry_run
             && self.settings.learn_delivered
             && slot.is_some()
             && blend.learned != (0, 0)

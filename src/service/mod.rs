@@ -209,7 +209,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let user = named_user(&caller, Rpc::Score, req.user_id)?;
         #[cfg(feature = "fault-injection")]
         crate::fault::panic_if(&user, crate::fault::PANIC_IN_HANDLER);
-        let env = status::envelope(&req.client_ip, req.message_id)?;
+        let env = status::envelope(&req.client_ip, req.message_id, req.dry_run)?;
         let message = req.message;
         let evaluated = self
             .run(move |e| {
@@ -234,8 +234,8 @@ impl proto::chaff_server::Chaff for ChaffService {
             let user = UserId::new(r.user_id).map_err(|e| status::indexed(i, e))?;
             allowed(&caller, Rpc::ScoreBatch, &user)
                 .map_err(|s| Status::new(s.code(), format!("item {i}: {}", s.message())))?;
-            let env =
-                status::envelope(&r.client_ip, r.message_id).map_err(|e| status::indexed(i, e))?;
+            let env = status::envelope(&r.client_ip, r.message_id, r.dry_run)
+                .map_err(|e| status::indexed(i, e))?;
             items.push((user, r.message, env));
         }
         let scored = self.run(move |e| e.evaluate_batch(&items)).await?;

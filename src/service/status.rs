@@ -291,8 +291,13 @@ pub(super) fn optional_message_id(raw: String) -> Result<Option<MessageId>, Erro
     }
 }
 
-/// A Score request's envelope: the client IP (validated) and message id.
-pub(super) fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, Error> {
+/// A Score request's envelope: the client IP (validated), message id and
+/// whether it is a dry run.
+pub(super) fn envelope(
+    client_ip: &str,
+    message_id: String,
+    dry_run: bool,
+) -> Result<Envelope, Error> {
     let client_ip = match client_ip.trim() {
         "" => None,
         ip => Some(ip.parse::<IpAddr>().map_err(|_| {
@@ -305,6 +310,7 @@ pub(super) fn envelope(client_ip: &str, message_id: String) -> Result<Envelope, 
     Ok(Envelope {
         client_ip,
         message_id: optional_message_id(message_id)?,
+        dry_run,
     })
 }
 
