@@ -597,3 +597,56 @@ on_both_stores!(
         server.stop().await;
     }
 );
+
+/// A message with several From addresses (a list in one header, or a
+/// second From header) is blocked when any of them is, and no sender
+/// allow entry applies to it: before session 24 only the first address of
+/// the last From header was read, so adding a friend in front evaded a
+/// block, and an allow entry for one address passed the others.
+#[tokio::test]
+async fn every_from_address_is_checked_against_block_entries_and_several_defeat_an_allow() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let alice = "alice";
+    teach(&mut c, alice).await;
+    set_list(&mut c, alice, ListKind::Block, "bob@example.com").await;
+    let tail = b"To: alice@provider.example\r\nSubject: hello\r\n\r\nLunch on Friday?\r\n";
+    let one_header = [
+        &b"From: Friend <friend@good.example>, Bob <bob@example.com>\r\n"[..],
+        tail,
+    ]
+    .concat();
+    let two_headers = [
+        &b"From: Friend <friend@good.example>\r\nFrom: Bob <bob@example.com>\r\n"[..],
+        tail,
+    ]
+    .concat();
+    for m in [one_header, two_headers] {
+        let r = score(&mut c, alice, &m).await;
+        assert_eq!(rule(&r), Rule::BlockList, "{r:?}");
+        let reason = &r.explanation.as_ref().unwrap().reason;
+        assert!(reason.contains("bob@example.com"), "{reason}");
+        // The sender shown is the first address of the first From header.
+        assert_eq!(
+            r.explanation.as_ref().unwrap().sender,
+            "friend@good.example"
+        );
+    }
+    // An authenticated allow-listed sender with company is not allowed.
+    set_list(&mut c, alice, ListKind::Allow, "news@shop.example").await;
+    let with_company = [
+        &b"Received-SPF: pass client-ip=198.51.100.20; envelope-from=bounce@shop.example;\r\n\
+X-HE-DKIM-Result: pass header.d=shop.example\r\n\
+From: news@shop.example, someone@elsewhere.example\r\n"[..],
+        tail,
+    ]
+    .concat();
+    let r = score(&mut c, alice, &with_company).await;
+    assert_eq!(rule(&r), Rule::Model, "{r:?}");
+    let notes = &r.explanation.as_ref().unwrap().notes;
+    assert!(
+        notes.iter().any(|n| n.contains("has 2 From addresses")),
+        "{notes:?}"
+    );
+    server.stop().await;
+}

@@ -273,6 +273,7 @@ impl Engine {
             },
             &Facts {
                 sender: headers.from.as_ref(),
+                other_senders: &headers.other_from,
                 client_ip,
                 auth: Some(&headers.auth),
             },

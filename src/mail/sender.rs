@@ -74,11 +74,19 @@ pub struct Unsubscribe {
     pub one_click: bool,
 }
 
+/// The most further From addresses read (a hostile header may list
+/// thousands; each costs policy a lookup per list).
+pub const MAX_OTHER_FROM: usize = 32;
+
 /// What the header block says about the sender, for delivery policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderFacts {
-    /// The first From address.
+    /// The first From address (of the first From header).
     pub from: Option<Address>,
+    /// Any further From addresses (RFC 5322 allows a list; a second From
+    /// header is malformed but seen), at most [`MAX_OTHER_FROM`]: policy
+    /// blocks on any of them, and an allow entry for one is not enough.
+    pub other_from: Vec<Address>,
     pub subject: Option<String>,
     pub unsubscribe: Option<Unsubscribe>,
     pub auth: Authentication,
@@ -120,11 +128,14 @@ impl HeaderFacts {
     fn from_headers(headers: &Message<'_>) -> Self {
         let auth = Authentication::from_border(headers.headers_raw(), 16 * 1024);
         let subject = headers.subject().map(str::to_string);
-        let from = headers
-            .from()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .and_then(Address::parse);
+        let mut senders = headers
+            .header_values(mail_parser::HeaderName::From)
+            .filter_map(|v| v.as_address())
+            .flat_map(|a| a.iter())
+            .filter_map(|a| a.address())
+            .filter_map(Address::parse);
+        let from = senders.next();
+        let other_from = senders.take(MAX_OTHER_FROM).collect();
         let one_click_post = headers
             .header_raw("List-Unsubscribe-Post")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("List-Unsubscribe=One-Click"));
@@ -133,6 +144,7 @@ impl HeaderFacts {
             .and_then(|v| parse_list_unsubscribe(v, one_click_post));
         Self {
             from,
+            other_from,
             subject,
             unsubscribe,
             auth,

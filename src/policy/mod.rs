@@ -133,8 +133,11 @@ impl Rule {
 /// The facts about one message that policy reads.
 #[derive(Clone, Debug, Default)]
 pub struct Facts<'a> {
-    /// The RFC 5322 From address.
+    /// The RFC 5322 From address (the first).
     pub sender: Option<&'a Address>,
+    /// Any further From addresses: a block entry for any of them blocks,
+    /// and no sender allow entry applies while there are some.
+    pub other_senders: &'a [Address],
     /// The connecting client's IP (see the engine for where it comes from).
     pub client_ip: Option<IpAddr>,
     pub auth: Option<&'a Authentication>,
@@ -221,15 +224,24 @@ pub fn decide(
         (Scope::User, lists.user_block),
         (Scope::Operator, lists.operator_block),
     ] {
-        if let Some((entry, on)) = list.matches(facts.sender, facts.client_ip) {
+        let by_sender = facts
+            .sender
+            .into_iter()
+            .chain(facts.other_senders)
+            .find_map(|s| list.match_sender(s).map(|e| (e, format!("sender {s}"))));
+        let hit = by_sender.or_else(|| {
+            let ip = facts.client_ip?;
+            list.match_ip(ip)
+                .map(|e| (e, describe(MatchedOn::Ip, facts)))
+        });
+        if let Some((entry, matched)) = hit {
             let action = spam_action(true);
             return Decision {
                 action,
                 verdict: Verdict::Spam,
                 reason: format!(
-                    "{} block list entry {entry} matched the {}",
+                    "{} block list entry {entry} matched the {matched}",
                     scope.as_str(),
-                    describe(on, facts)
                 ),
                 rule: Rule::BlockList { scope, entry },
                 smtp_reply: (action == Action::Reject).then(|| REPLY_BLOCKED.to_string()),
@@ -238,17 +250,27 @@ pub fn decide(
         }
     }
 
-    // 2. Allow lists: sender entries need the From domain to authenticate.
+    // 2. Allow lists: sender entries need the From domain to authenticate,
+    // and a single From address (with several, which one is the sender?).
     let authenticated = match (facts.sender, facts.auth) {
         (Some(s), Some(a)) => a.authenticates(s.domain()),
         _ => false,
     };
+    let single_from = facts.other_senders.is_empty();
     for (scope, list) in [
         (Scope::User, lists.user_allow),
         (Scope::Operator, lists.operator_allow),
     ] {
         let by_sender = facts.sender.and_then(|s| list.match_sender(s));
         if let Some(entry) = &by_sender
+            && !single_from
+        {
+            notes.push(format!(
+                "{} allow list entry {entry} ignored: the message has {} From addresses",
+                scope.as_str(),
+                1 + facts.other_senders.len()
+            ));
+        } else if let Some(entry) = &by_sender
             && !authenticated
         {
             notes.push(format!(
@@ -258,7 +280,7 @@ pub fn decide(
             ));
         }
         let matched = by_sender
-            .filter(|_| authenticated)
+            .filter(|_| authenticated && single_from)
             .map(|e| (e, MatchedOn::Sender, " and the sender authenticated"))
             .or_else(|| {
                 let ip = facts.client_ip?;

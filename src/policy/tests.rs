@@ -33,6 +33,7 @@ impl Case {
         let auth = Authentication::from_headers(auth_headers.iter().copied());
         let facts = Facts {
             sender: sender.as_ref(),
+            other_senders: &[],
             client_ip: ip.parse().ok(),
             auth: Some(&auth),
         };
