@@ -216,6 +216,9 @@ pub async fn score(
                     "action": super::policy::action_name(r.action),
                     "rule": super::policy::rule_name(x.rule),
                     "reason": x.reason,
+                    "notes": x.notes,
+                    "sender": x.sender,
+                    "client_ip": x.client_ip,
                     "smtp_reply": r.smtp_reply,
                     "tokens_known": r.tokens_known,
                     "tokens_used": r.tokens_used,
@@ -240,6 +243,21 @@ pub async fn score(
         );
         if let Some(x) = &r.explanation {
             println!("       {}: {}", super::policy::rule_name(x.rule), x.reason);
+            for note in &x.notes {
+                println!("       note: {note}");
+            }
+            let or_none = |s: &str| {
+                if s.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
+            println!(
+                "       sender {}, sending IP {}",
+                or_none(&x.sender),
+                or_none(&x.client_ip)
+            );
         }
         if !r.smtp_reply.is_empty() {
             println!("       SMTP reply: {}", r.smtp_reply);
