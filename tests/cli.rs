@@ -285,7 +285,8 @@ async fn score_goes_on_past_a_file_it_cannot_score_naming_it() {
     assert!(r.stderr.contains("scored 2 of 4, 2 failed"), "{}", r.stderr);
     // What support needs to read a decision: who sent it, from where.
     assert!(
-        r.stdout.contains("sender promo@pills.example, sending IP (none)"),
+        r.stdout
+            .contains("sender promo@pills.example, sending IP (none)"),
         "{}",
         r.stdout
     );

@@ -666,3 +666,14 @@ fn a_replayed_click_on_a_one_sided_model_weighs_what_a_plain_click_weighs() {
     }
     assert!(weights.iter().all(|(_, r, p)| r == p), "{weights:?}");
 }
+
+#[test]
+fn an_update_that_changes_nothing_reads_and_stores_no_user() {
+    use crate::policy::settings::SettingsUpdate;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("noop-update");
+    let got = e.update_settings(&u, &SettingsUpdate::default()).unwrap();
+    assert_eq!(got, e.user_settings(&u).unwrap());
+    assert!(!e.delete_user(&u).unwrap(), "no user was stored");
+}

@@ -230,6 +230,11 @@ impl Engine {
         update: &SettingsUpdate,
     ) -> Result<UserSettings, Error> {
         self.needs(Aggregate::Policy)?;
+        if update.is_empty() {
+            // A read: writing the settings as they are would store a user
+            // that has nothing (ListUsers would list it, DeleteUser find it).
+            return self.user_settings(user);
+        }
         if let Some(clicks) = self.store.shared_clicks() {
             // Change what the store holds now (another replica may have
             // changed it): the consent id above all.

@@ -235,6 +235,18 @@ pub fn decide(
                 .map(|e| (e, describe(MatchedOn::Ip, facts)))
         });
         if let Some((entry, matched)) = hit {
+            // Block beats allow, but support should see that both matched.
+            for (allow_scope, allow) in [
+                (Scope::User, lists.user_allow),
+                (Scope::Operator, lists.operator_allow),
+            ] {
+                if let Some((also, _)) = allow.matches(facts.sender, facts.client_ip) {
+                    notes.push(format!(
+                        "{} allow list entry {also} also matched; a block entry wins",
+                        allow_scope.as_str()
+                    ));
+                }
+            }
             let action = spam_action(true);
             return Decision {
                 action,

@@ -90,6 +90,16 @@ pub struct SettingsUpdate {
     pub share_training: Option<bool>,
 }
 
+impl SettingsUpdate {
+    /// Whether it changes nothing (every field unset).
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none()
+            && self.spam_threshold.is_none()
+            && self.reject_threshold.is_none()
+            && self.share_training.is_none()
+    }
+}
+
 impl UserSettings {
     /// The cutoffs this user's verdicts are read against: `ham_cutoff`
     /// (the engine's, `classify::Params`) and this user's spam threshold.

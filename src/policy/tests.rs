@@ -71,6 +71,10 @@ fn block_beats_allow_and_model() {
         }
     ));
     assert!(d.reason.contains("192.0.2.0/24"), "{}", d.reason);
+    assert_eq!(
+        d.notes,
+        vec!["user allow list entry friend.example also matched; a block entry wins"]
+    );
 }
 
 #[test]
