@@ -572,6 +572,21 @@ on_both_stores!(
             .into_inner()
             .decisions;
         assert!(past.is_empty());
+
+        // By the message: its Message-ID, with or without the brackets.
+        for id in ["<s1@pills.example>", "s1@pills.example"] {
+            let about = c
+                .find_decisions(proto::FindDecisionsRequest {
+                    message_id: id.into(),
+                    ..window.clone()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .decisions;
+            assert_eq!(about.len(), 1, "{id}: {about:?}");
+            assert_eq!(about[0].message_id, "<s1@pills.example>");
+        }
         server.stop().await;
     }
 );

@@ -174,6 +174,10 @@ pub struct WhyArgs {
     /// Only messages with exactly this Subject.
     #[arg(long)]
     subject: Option<String>,
+    /// Only this message: its Message-ID (with or without the angle
+    /// brackets) or the id the pipeline passed to Score.
+    #[arg(long)]
+    message_id: Option<String>,
     /// At most this many decisions, newest first (max 1000).
     #[arg(long, default_value_t = 20)]
     limit: u32,
@@ -552,6 +556,7 @@ pub async fn why(a: WhyArgs) -> anyhow::Result<()> {
             until_unix_ms: until.map_or(0, unix_ms),
             subject: a.subject.clone().unwrap_or_default(),
             limit: a.limit,
+            message_id: a.message_id.clone().unwrap_or_default(),
         })
         .await
         .map_err(status)?

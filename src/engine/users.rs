@@ -356,6 +356,7 @@ impl Engine {
                         what: format!("decision log record: {e}"),
                     })?;
                 let wanted = query.sender.as_deref().is_none_or(|s| r.sent_by(s))
+                    && query.is_about(r.message_id.as_str())
                     && digest
                         .as_deref()
                         .is_none_or(|d| r.subject_digest.as_deref() == Some(d));
@@ -382,6 +383,8 @@ pub struct DecisionQuery {
     pub sender: Option<String>,
     pub subject: Option<String>,
     pub limit: usize,
+    /// Only the message with this id ([`DecisionQuery::about`]).
+    pub message_id: Option<String>,
 }
 
 /// Decisions one query returns when it names no limit, and at most.
@@ -436,6 +439,28 @@ impl DecisionQuery {
             sender: (!sender.trim().is_empty()).then_some(sender),
             subject: (!subject.is_empty()).then_some(subject),
             limit,
+            message_id: None,
+        })
+    }
+
+    /// This query, narrowed to decisions about the message `id` (blank:
+    /// any). A Message-ID pasted without its angle brackets matches the id
+    /// recorded with them.
+    pub fn about(mut self, id: &str) -> Self {
+        let id = id.trim();
+        self.message_id = (!id.is_empty()).then(|| id.to_string());
+        self
+    }
+
+    /// Whether `recorded` (a decision's message id) is the message asked
+    /// about, if one was.
+    fn is_about(&self, recorded: &str) -> bool {
+        self.message_id.as_deref().is_none_or(|want| {
+            recorded == want
+                || recorded
+                    .strip_prefix('<')
+                    .and_then(|r| r.strip_suffix('>'))
+                    .is_some_and(|r| r == want)
         })
     }
 }

@@ -392,7 +392,8 @@ impl proto::chaff_server::Chaff for ChaffService {
             req.sender,
             req.subject,
             req.limit,
-        )?;
+        )?
+        .about(&req.message_id);
         let found = self.run(move |e| e.find_decisions(&user, &query)).await?;
         Ok(Response::new(proto::FindDecisionsResponse {
             decisions: found.iter().map(status::decision_to_wire).collect(),
