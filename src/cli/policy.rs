@@ -3,6 +3,8 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -434,8 +436,9 @@ pub async fn list(cmd: ListCommand) -> anyhow::Result<()> {
 
 /// Adds or removes entries, all or nothing: every entry is checked (by the
 /// library's own parser, as the server checks it) before the first is sent,
-/// and if the server refuses one part-way (a full list, storage trouble),
-/// the ones this command already changed are changed back.
+/// and if the server refuses one part-way (a full list, storage trouble)
+/// or Ctrl-C stops it, the ones this command already changed are changed
+/// back.
 async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
     let mut bad = Vec::new();
     for raw in &c.entries {
@@ -464,12 +467,26 @@ async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
         force,
     };
     let mut done: Vec<(String, proto::ListEntryResponse)> = Vec::new();
+    // Ctrl-C part-way is a refusal too: what was changed is changed back.
+    // It is looked at between calls, so a call in flight ends (and is
+    // changed back) rather than being cut off with its change unknown.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::SeqCst);
+            }
+        })
+    };
     for entry in &c.entries {
         let req = request(entry, force);
-        let r = if add {
-            client.add_list_entry(req).await
+        let r = if interrupted.load(Ordering::SeqCst) {
+            Err(anyhow::anyhow!("interrupted (Ctrl-C)"))
+        } else if add {
+            client.add_list_entry(req).await.map_err(status)
         } else {
-            client.remove_list_entry(req).await
+            client.remove_list_entry(req).await.map_err(status)
         };
         match r {
             Ok(r) => done.push((entry.clone(), r.into_inner())),
@@ -484,7 +501,8 @@ async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
                     };
                     undone += usize::from(ok);
                 }
-                return Err(status(e)).with_context(|| {
+                watch.abort();
+                return Err(e).with_context(|| {
                     format!(
                         "{} {entry:?} failed; the {undone} entries changed before it were \
                          changed back",
@@ -494,6 +512,7 @@ async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
             }
         }
     }
+    watch.abort();
     for (_, r) in done {
         let what = match (add, r.changed) {
             (true, true) => "added",
