@@ -665,3 +665,33 @@ From: news@shop.example, someone@elsewhere.example\r\n"[..],
     );
     server.stop().await;
 }
+
+/// The support articles: "check whether the sender or return-path address
+/// is on the blocklist". The envelope sender our border's SPF check saw
+/// blocks like a From address; it never allows.
+#[tokio::test]
+async fn a_block_entry_matches_the_envelope_sender_too() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let rob = "rob";
+    set_list(&mut c, rob, ListKind::Block, "bounce@esp.example").await;
+    let m = b"Received-SPF: pass (mx.provider.example) client-ip=198.51.100.7; envelope-from=bounce@esp.example;\r\n\
+From: News <news@brand.example>\r\n\
+Subject: Our news\r\n\
+\r\n\
+This month at the brand.\r\n";
+    let r = score(&mut c, rob, m).await;
+    assert_eq!(rule(&r), Rule::BlockList, "{r:?}");
+    let reason = &r.explanation.as_ref().unwrap().reason;
+    assert!(
+        reason.contains("envelope sender (return path) bounce@esp.example"),
+        "{reason}"
+    );
+    // An allow entry for the envelope sender alone does not allow.
+    let carol = "carol";
+    teach(&mut c, carol).await;
+    set_list(&mut c, carol, ListKind::Allow, "bounce@esp.example").await;
+    let r = score(&mut c, carol, m).await;
+    assert_eq!(rule(&r), Rule::Model, "{r:?}");
+    server.stop().await;
+}

@@ -68,6 +68,11 @@ pub struct Authentication {
     pub spf: Option<Check>,
     /// The connecting client's IP, from `client-ip=` of `Received-SPF`.
     pub client_ip: Option<IpAddr>,
+    /// The envelope sender (MAIL FROM, what becomes Return-Path) as the
+    /// SPF check saw it: `envelope-from=` of `Received-SPF`, or an address
+    /// in `smtp.mailfrom=` of `Authentication-Results`. Lowercased; `None`
+    /// for the null sender or a bare domain.
+    pub envelope_from: Option<String>,
     pub dkim: Vec<Check>,
     pub dmarc: Option<Check>,
     /// The From domain's published DMARC policy, when the verifier noted
@@ -178,6 +183,16 @@ fn dmarc_policy_in(value: &str) -> Option<DmarcPolicy> {
         })
 }
 
+/// A whole address (`local@domain`), lowercased, without angle brackets
+/// or quotes; `None` for a bare domain or the null sender `<>`.
+fn address_of(value: &str) -> Option<String> {
+    let v = value
+        .trim()
+        .trim_matches(|c| c == '<' || c == '>' || c == '"');
+    let (local, domain) = v.rsplit_once('@')?;
+    (!local.is_empty() && domain_of(domain).is_some()).then(|| v.to_ascii_lowercase())
+}
+
 /// The domain part of an address or the domain itself, lowercased.
 fn domain_of(value: &str) -> Option<String> {
     let v = value.trim().trim_matches(|c| c == '<' || c == '>');
@@ -254,11 +269,15 @@ impl Authentication {
         let text = strip_comments(value);
         let (mut mail_from, mut helo, mut helo_identity) = (None, None, false);
         let mut ip = None;
+        let mut envelope = None;
         for part in text.split(';').flat_map(|p| p.split_whitespace()) {
             if let Some((k, v)) = part.split_once('=') {
                 match k.trim().to_ascii_lowercase().as_str() {
                     "client-ip" => ip = v.trim().parse::<IpAddr>().ok(),
-                    "envelope-from" => mail_from = domain_of(v),
+                    "envelope-from" => {
+                        mail_from = domain_of(v);
+                        envelope = address_of(v);
+                    }
                     "helo" => helo = domain_of(v),
                     // RFC 7208 §9.1: which identity the result is about. A
                     // pass for the HELO name says nothing of MAIL FROM's.
@@ -285,6 +304,9 @@ impl Authentication {
         }
         if self.client_ip.is_none() {
             self.client_ip = ip;
+        }
+        if self.envelope_from.is_none() {
+            self.envelope_from = envelope;
         }
     }
 
@@ -333,6 +355,9 @@ impl Authentication {
                     };
                     if wanted {
                         domain = domain_of(v);
+                    }
+                    if prop == "smtp.mailfrom" && self.envelope_from.is_none() {
+                        self.envelope_from = address_of(v);
                     }
                 }
             }
@@ -440,6 +465,30 @@ mod tests {
             None,
             "an oversize topmost field is absent, not replaced by the next"
         );
+    }
+
+    #[test]
+    fn the_envelope_sender_is_read_from_spf_as_an_address_or_not_at_all() {
+        let a = parse(&[(
+            "Received-SPF",
+            "pass client-ip=192.0.2.1; envelope-from=\"Bounce@ESP.example\"; helo=mta.esp.example;",
+        )]);
+        assert_eq!(a.envelope_from.as_deref(), Some("bounce@esp.example"));
+        let null = parse(&[(
+            "Received-SPF",
+            "none client-ip=192.0.2.1; envelope-from=<>;",
+        )]);
+        assert_eq!(null.envelope_from, None);
+        let ar = parse(&[(
+            "Authentication-Results",
+            "mx.provider.example; spf=pass smtp.mailfrom=<b@esp.example>",
+        )]);
+        assert_eq!(ar.envelope_from.as_deref(), Some("b@esp.example"));
+        let bare = parse(&[(
+            "Authentication-Results",
+            "mx; spf=pass smtp.mailfrom=esp.example",
+        )]);
+        assert_eq!(bare.envelope_from, None);
     }
 
     #[test]

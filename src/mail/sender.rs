@@ -87,6 +87,10 @@ pub struct HeaderFacts {
     /// header is malformed but seen), at most [`MAX_OTHER_FROM`]: policy
     /// blocks on any of them, and an allow entry for one is not enough.
     pub other_from: Vec<Address>,
+    /// The envelope sender our border's SPF check saw (what becomes
+    /// Return-Path; `Authentication::envelope_from`): block entries match
+    /// it too.
+    pub envelope_from: Option<Address>,
     pub subject: Option<String>,
     pub unsubscribe: Option<Unsubscribe>,
     pub auth: Authentication,
@@ -142,9 +146,11 @@ impl HeaderFacts {
         let unsubscribe = headers
             .header_raw("List-Unsubscribe")
             .and_then(|v| parse_list_unsubscribe(v, one_click_post));
+        let envelope_from = auth.envelope_from.as_deref().and_then(Address::parse);
         Self {
             from,
             other_from,
+            envelope_from,
             subject,
             unsubscribe,
             auth,

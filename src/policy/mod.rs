@@ -138,6 +138,11 @@ pub struct Facts<'a> {
     /// Any further From addresses: a block entry for any of them blocks,
     /// and no sender allow entry applies while there are some.
     pub other_senders: &'a [Address],
+    /// The envelope sender (Return-Path) the border's SPF check saw: a
+    /// block entry for it blocks (support articles: "check whether the
+    /// sender or return-path address is on the blocklist"); it never
+    /// allows.
+    pub envelope_sender: Option<&'a Address>,
     /// The connecting client's IP (see the engine for where it comes from).
     pub client_ip: Option<IpAddr>,
     pub auth: Option<&'a Authentication>,
@@ -228,7 +233,12 @@ pub fn decide(
             .sender
             .into_iter()
             .chain(facts.other_senders)
-            .find_map(|s| list.match_sender(s).map(|e| (e, format!("sender {s}"))));
+            .find_map(|s| list.match_sender(s).map(|e| (e, format!("sender {s}"))))
+            .or_else(|| {
+                let s = facts.envelope_sender?;
+                list.match_sender(s)
+                    .map(|e| (e, format!("envelope sender (return path) {s}")))
+            });
         let hit = by_sender.or_else(|| {
             let ip = facts.client_ip?;
             list.match_ip(ip)
