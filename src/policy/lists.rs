@@ -95,8 +95,13 @@ impl fmt::Display for Entry {
 }
 
 fn invalid(entry: &str, why: &str) -> Error {
+    // A pasted 20 kB line is named, not echoed whole.
+    let entry = match entry.char_indices().nth(60) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &entry[..cut], entry.len()),
+        None => format!("{entry:?}"),
+    };
     Error::InvalidArgument(format!(
-        "list entry {entry:?} {why}; write an address (alice@example.com), a domain \
+        "list entry {entry} {why}; write an address (alice@example.com), a domain \
          (example.com, or *.example.com with subdomains), an IP (192.0.2.7, 2001:db8::7) \
          or a CIDR range (192.0.2.0/24, 2001:db8::/32)"
     ))
@@ -116,14 +121,41 @@ fn check_domain(entry: &str, d: &str) -> Result<String, Error> {
         idna::domain_to_ascii(d)
             .map_err(|_| invalid(entry, "is not a valid internationalized domain"))?
     };
-    let labels_ok = d.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if d.len() > 253 || !d.contains('.') || !labels_ok {
-        return Err(invalid(entry, "is not a valid domain"));
+    if d.len() > 253 {
+        return Err(invalid(
+            entry,
+            &format!("is {} bytes long; a domain is at most 253", d.len()),
+        ));
+    }
+    if !d.contains('.') {
+        return Err(invalid(
+            entry,
+            "is not a valid domain (it has a single label)",
+        ));
+    }
+    for l in d.split('.') {
+        let why = if l.is_empty() {
+            "is not a valid domain (an empty label: two dots in a row)"
+        } else if l.len() > 63 {
+            "is not a valid domain (a label longer than 63 bytes)"
+        } else if !l
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            "is not a valid domain (only letters, digits, hyphens and dots)"
+        } else if l.starts_with('-') || l.ends_with('-') {
+            "is not a valid domain (a label starts or ends with a hyphen)"
+        } else {
+            continue;
+        };
+        return Err(invalid(entry, why));
+    }
+    // A punycode label that does not decode is no name a sender can have.
+    if d.split('.').any(|l| l.starts_with("xn--")) && idna::domain_to_unicode(&d).1.is_err() {
+        return Err(invalid(
+            entry,
+            "is not a valid domain (an xn-- label that is not valid punycode)",
+        ));
     }
     let last = d.rsplit('.').next().unwrap_or_default();
     if last.bytes().all(|b| b.is_ascii_digit()) {
@@ -155,6 +187,24 @@ impl FromStr for Entry {
         let t = s.trim();
         if t.is_empty() {
             return Err(invalid(s, "is empty"));
+        }
+        if t.contains("://") {
+            return Err(invalid(
+                s,
+                "is a URL; write the domain alone (example.com, or *.example.com)",
+            ));
+        }
+        if t.contains('<') || t.contains('>') {
+            return Err(invalid(
+                s,
+                "has a display name or angle brackets; write the address alone",
+            ));
+        }
+        if t.contains('%') && t.contains(':') {
+            return Err(invalid(
+                s,
+                "is an IP with a zone index (%…), which no sending IP carries; write it without",
+            ));
         }
         if t.contains('/') {
             let net: IpNet = t.parse().map_err(|_| {
@@ -408,6 +458,22 @@ mod tests {
             let err = bad.parse::<Entry>().unwrap_err().to_string();
             assert!(err.contains("CIDR range"), "{bad}: {err}");
         }
+        let says = |bad: &str, what: &str| {
+            let err = bad.parse::<Entry>().unwrap_err().to_string();
+            assert!(err.contains(what), "{bad}: {err}");
+        };
+        says("http://bank.example", "is a URL");
+        says("Bob Smith <bob@x.example>", "display name");
+        says("fe80::1%eth0", "zone index");
+        says("-bad-.example", "hyphen");
+        says("xn--zz.example", "not valid punycode");
+        says(
+            &format!("{}.example", "a".repeat(250)),
+            "bytes long; a domain is at most 253",
+        );
+        let long = format!("{}.example", "a".repeat(20_000));
+        let err = long.parse::<Entry>().unwrap_err().to_string();
+        assert!(err.len() < 600 && err.contains("(20008 bytes)"), "{err}");
     }
 
     #[test]
