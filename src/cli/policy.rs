@@ -370,7 +370,10 @@ pub async fn user(a: UserArgs) -> anyhow::Result<()> {
     }
     println!("user:              {}", r.user_id);
     println!("spam learned:      {}", r.spam_learned);
-    println!("ham learned:       {}", r.ham_learned);
+    println!(
+        "ham learned:       {} (clicks, and mail learned from its delivery)",
+        r.ham_learned
+    );
     println!("distinct tokens:   {}", r.tokens);
     println!("tokenizer version: {}", r.tokenizer_version);
     if let Some(s) = r.settings {
@@ -380,6 +383,12 @@ pub async fn user(a: UserArgs) -> anyhow::Result<()> {
         println!(
             "share training:    {}",
             if s.share_training { "on" } else { "off" }
+        );
+    }
+    if r.spam_learned + r.ham_learned == 0 && r.tokens == 0 {
+        println!(
+            "(nothing learned for this user yet; user ids are case-sensitive: is it spelled as \
+             the pipeline and the webmail send it?)"
         );
     }
     Ok(())
