@@ -677,3 +677,47 @@ fn an_update_that_changes_nothing_reads_and_stores_no_user() {
     assert_eq!(got, e.user_settings(&u).unwrap());
     assert!(!e.delete_user(&u).unwrap(), "no user was stored");
 }
+
+/// Entries an older build accepted, under rules since made stricter, still
+/// read back after an upgrade: the user's scoring goes on, the entries are
+/// listed, match as they did, and can be removed (review of session 24: a
+/// strict read made `foo-.example` a decoding error that failed every
+/// Score of its user, and `xn--zz.example` on an operator list stopped the
+/// server from starting).
+#[test]
+fn list_entries_an_older_build_stored_read_back_and_can_be_removed() {
+    use crate::policy::{Entry, ListKind};
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("alice");
+    let block = ListRef {
+        owner: Owner::User(alice.clone()),
+        kind: ListKind::Block,
+    };
+    let trusted = ListRef {
+        owner: Owner::Operator,
+        kind: ListKind::Trusted,
+    };
+    let old = ["foo-.example", "::ffff:192.0.2.9"].map(|t| Entry::stored(t).unwrap());
+    assert!("foo-.example".parse::<Entry>().is_err(), "refused if added today");
+    {
+        let e = engine(dir.path());
+        for entry in &old {
+            assert!(e.add_list_entry(&block, entry).unwrap());
+        }
+        let punycode = Entry::stored("xn--zz.example").unwrap();
+        assert!(e.add_list_entry(&trusted, &punycode).unwrap());
+    }
+    let e = engine(dir.path());
+    let listed: Vec<String> = e
+        .list_entries(&block)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    e.score(&alice, &e.read(SPAM).unwrap()).unwrap();
+    for entry in &old {
+        assert!(e.remove_list_entry(&block, entry).unwrap(), "{entry}");
+    }
+    assert!(e.list_entries(&block).unwrap().is_empty());
+}

@@ -125,17 +125,16 @@ impl Authentication {
             || self.dkim.iter().any(aligned)
     }
 
-    /// DMARC failed for `from_domain` (the From domain; a result that
-    /// names another domain says nothing of this one) and the domain asks
-    /// receivers to act on failures.
-    pub fn dmarc_enforced_failure(&self, from_domain: Option<&str>) -> Option<DmarcPolicy> {
-        let failed = self.dmarc.as_ref().is_some_and(|c| {
-            c.result == AuthResult::Fail
-                && match (c.domain.as_deref(), from_domain) {
-                    (Some(d), Some(from)) => d == from,
-                    _ => true,
-                }
-        });
+    /// DMARC failed and the domain asks receivers to act on failures.
+    /// Whatever domain the result names (`header.from`): policy reads only
+    /// the border's own result ([`Authentication::from_border`]), which is
+    /// about the message's From, and a message with several From
+    /// addresses must not escape it by leading with another.
+    pub fn dmarc_enforced_failure(&self) -> Option<DmarcPolicy> {
+        let failed = self
+            .dmarc
+            .as_ref()
+            .is_some_and(|c| c.result == AuthResult::Fail);
         match self.dmarc_policy {
             Some(p @ (DmarcPolicy::Reject | DmarcPolicy::Quarantine)) if failed => Some(p),
             _ => None,
@@ -190,7 +189,8 @@ fn address_of(value: &str) -> Option<String> {
         .trim()
         .trim_matches(|c| c == '<' || c == '>' || c == '"');
     let (local, domain) = v.rsplit_once('@')?;
-    (!local.is_empty() && domain_of(domain).is_some()).then(|| v.to_ascii_lowercase())
+    let domain = domain_of(domain)?;
+    (!local.is_empty()).then(|| format!("{}@{domain}", local.to_ascii_lowercase()))
 }
 
 /// The domain part of an address or the domain itself, lowercased.
@@ -201,7 +201,13 @@ fn domain_of(value: &str) -> Option<String> {
         .map_or(v, |(_, d)| d)
         .trim()
         .trim_end_matches('.');
-    (!d.is_empty() && d.len() <= 253 && d.contains('.')).then(|| d.to_ascii_lowercase())
+    // An internationalized domain in its ASCII form, as `mail::Address`
+    // and list entries hold it, so alignment compares like with like.
+    let d = match d.is_ascii() {
+        true => d.to_ascii_lowercase(),
+        false => idna::domain_to_ascii(d).ok()?,
+    };
+    (!d.is_empty() && d.len() <= 253 && d.contains('.')).then_some(d)
 }
 
 impl Authentication {
@@ -382,18 +388,13 @@ mod tests {
             "Authentication-Results",
             "mx.example.org; dmarc=fail (p=reject dis=none) header.from=bank.example",
         )]);
-        assert_eq!(a.dmarc_enforced_failure(None), Some(DmarcPolicy::Reject));
-        assert_eq!(
-            a.dmarc_enforced_failure(Some("bank.example")),
-            Some(DmarcPolicy::Reject)
-        );
-        assert_eq!(a.dmarc_enforced_failure(Some("other.example")), None);
+        assert_eq!(a.dmarc_enforced_failure(), Some(DmarcPolicy::Reject));
         let b = parse(&[(
             "Authentication-Results",
             "mx.example.org; dmarc=fail policy.dmarc=none header.from=x.example",
         )]);
         assert_eq!(b.dmarc_policy, Some(DmarcPolicy::None));
-        assert_eq!(b.dmarc_enforced_failure(None), None);
+        assert_eq!(b.dmarc_enforced_failure(), None);
     }
 
     #[test]
@@ -413,6 +414,13 @@ mod tests {
         )]);
         assert!(dmarc.authenticates("bank.example"));
         assert!(!dmarc.authenticates("notbank.example"));
+        // A result written with the Unicode name aligns with the ASCII form
+        // `mail::Address` holds.
+        let idn = parse(&[(
+            "Authentication-Results",
+            "mx; dmarc=pass header.from=Bücher.example",
+        )]);
+        assert!(idn.authenticates("xn--bcher-kva.example"));
     }
 
     fn parse(headers: &[(&str, &str)]) -> Authentication {

@@ -113,7 +113,7 @@ fn invalid(entry: &str, why: &str) -> Error {
 /// sender can have). Internationalized names (`bücher.example`) are stored
 /// in their ASCII (punycode) form, `xn--bcher-kva.example`, which is how
 /// DNS and mail headers carry them.
-fn check_domain(entry: &str, d: &str) -> Result<String, Error> {
+fn check_domain(entry: &str, d: &str, strict: bool) -> Result<String, Error> {
     let d = d.trim_end_matches('.');
     let d = if d.is_ascii() {
         d.to_ascii_lowercase()
@@ -143,7 +143,7 @@ fn check_domain(entry: &str, d: &str) -> Result<String, Error> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             "is not a valid domain (only letters, digits, hyphens and dots)"
-        } else if l.starts_with('-') || l.ends_with('-') {
+        } else if strict && (l.starts_with('-') || l.ends_with('-')) {
             "is not a valid domain (a label starts or ends with a hyphen)"
         } else {
             continue;
@@ -151,7 +151,10 @@ fn check_domain(entry: &str, d: &str) -> Result<String, Error> {
         return Err(invalid(entry, why));
     }
     // A punycode label that does not decode is no name a sender can have.
-    if d.split('.').any(|l| l.starts_with("xn--")) && idna::domain_to_unicode(&d).1.is_err() {
+    if strict
+        && d.split('.').any(|l| l.starts_with("xn--"))
+        && idna::domain_to_unicode(&d).1.is_err()
+    {
         return Err(invalid(
             entry,
             "is not a valid domain (an xn-- label that is not valid punycode)",
@@ -183,7 +186,24 @@ pub fn check_reach(entry: &Entry, force: bool) -> Result<(), Error> {
 impl FromStr for Entry {
     type Err = Error;
 
+    /// An entry as a caller writes it: checked, and stored in the form it
+    /// matches in.
     fn from_str(s: &str) -> Result<Self, Error> {
+        Entry::parse(s, true)
+    }
+}
+
+impl Entry {
+    /// An entry read back from the store: checked as the builds that may
+    /// have written it checked (no test of a label's hyphens or punycode,
+    /// an IPv4-mapped IP kept as written), so an entry an older build
+    /// accepted is still listed, matched as it was, and removable — never a
+    /// decoding error that stops the user's scoring.
+    pub fn stored(s: &str) -> Result<Self, Error> {
+        Entry::parse(s, false)
+    }
+
+    fn parse(s: &str, strict: bool) -> Result<Self, Error> {
         let t = s.trim();
         if t.is_empty() {
             return Err(invalid(s, "is empty"));
@@ -214,13 +234,14 @@ impl FromStr for Entry {
                      at most /32 for IPv4, /128 for IPv6)",
                 )
             })?;
-            return Ok(Entry::Net(canonical_net(net.trunc())));
+            let net = net.trunc();
+            return Ok(Entry::Net(if strict { canonical_net(net) } else { net }));
         }
         if let Ok(ip) = t.parse::<IpAddr>() {
             // Stored as the address it matches: a message's IP is compared
             // in its IPv4 form (`canonical_ip`), so a mapped entry as given
             // could never match.
-            return Ok(Entry::Ip(canonical_ip(ip)));
+            return Ok(Entry::Ip(if strict { canonical_ip(ip) } else { ip }));
         }
         if let Some((local, domain)) = t.rsplit_once('@') {
             if local.is_empty()
@@ -231,7 +252,7 @@ impl FromStr for Entry {
             {
                 return Err(invalid(s, "has no valid local part"));
             }
-            let domain = check_domain(s, domain)?;
+            let domain = check_domain(s, domain, strict)?;
             return Ok(Entry::Address(format!(
                 "{}@{domain}",
                 local.to_ascii_lowercase()
@@ -239,12 +260,12 @@ impl FromStr for Entry {
         }
         if let Some(rest) = t.strip_prefix("*.").or_else(|| t.strip_prefix('.')) {
             return Ok(Entry::Domain {
-                name: check_domain(s, rest)?,
+                name: check_domain(s, rest, strict)?,
                 subdomains: true,
             });
         }
         Ok(Entry::Domain {
-            name: check_domain(s, t)?,
+            name: check_domain(s, t, strict)?,
             subdomains: false,
         })
     }

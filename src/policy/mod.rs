@@ -325,11 +325,7 @@ pub fn decide(
     }
 
     // 3. Authentication the sending domain asks us to enforce.
-    let from_domain = facts.sender.map(|s| s.domain());
-    if let Some(policy) = facts
-        .auth
-        .and_then(|a| a.dmarc_enforced_failure(from_domain))
-    {
+    if let Some(policy) = facts.auth.and_then(Authentication::dmarc_enforced_failure) {
         let action = match settings.mode {
             HandlingMode::Passthrough => Action::Deliver,
             HandlingMode::Quarantine => Action::SpamFolder,
@@ -340,9 +336,12 @@ pub fn decide(
             verdict: Verdict::Spam,
             reason: format!(
                 "DMARC failed for the From domain{} and the domain's policy is p={}",
+                // The domain the border's result names, else the From's.
                 facts
-                    .sender
-                    .map(|s| format!(" {}", s.domain()))
+                    .auth
+                    .and_then(|a| a.dmarc.as_ref()?.domain.clone())
+                    .or_else(|| facts.sender.map(|s| s.domain().to_string()))
+                    .map(|d| format!(" {d}"))
                     .unwrap_or_default(),
                 policy.as_str()
             ),

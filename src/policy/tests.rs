@@ -140,6 +140,12 @@ fn enforced_dmarc_failure_is_spam_and_rejects_only_for_p_reject() {
     let d = c.decide(0.01, "ceo@bank.example", "", &[ar]);
     assert_eq!(d.action, Action::Reject);
     assert_eq!(d.smtp_reply.as_deref(), Some(REPLY_DMARC));
+    // The border's failure is enforced whatever From address leads (a
+    // message with several From addresses cannot escape it by putting
+    // another domain first), and the reason names the domain that failed.
+    let led = c.decide(0.01, "x@attacker.example", "", &[ar]);
+    assert_eq!(led.action, Action::Reject);
+    assert!(led.reason.contains("bank.example"), "{}", led.reason);
     let q = (
         "Authentication-Results",
         "mx.example; dmarc=fail (p=quarantine) header.from=bank.example",

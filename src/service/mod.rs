@@ -640,15 +640,33 @@ impl ChaffService {
         add: bool,
     ) -> Result<Response<proto::ListEntryResponse>, Status> {
         let list = list_ref(caller, rpc, req.user_id, req.operator_wide, req.kind)?;
-        let entry = list_entry(&req.entry)?;
+        let entry = match (add, list_entry(&req.entry)) {
+            (_, Ok(entry)) => entry,
+            // An entry an older build stored under looser rules is still
+            // removable as it reads back (`Entry::stored`).
+            (false, Err(refused)) => Entry::stored(&req.entry).map_err(|_| refused)?,
+            (true, Err(refused)) => return Err(refused),
+        };
         if add {
             crate::policy::lists::check_reach(&entry, req.force).map_err(Status::from)?;
         }
+        // And the older form of an entry now stored otherwise (an IPv4-mapped
+        // IP an older build kept as written).
+        let older = (!add)
+            .then(|| Entry::stored(&req.entry).ok())
+            .flatten()
+            .filter(|o| *o != entry);
         let (l, en) = (list.clone(), entry.clone());
         let changed = self
             .run(move |e| match add {
                 true => e.add_list_entry(&l, &en),
-                false => e.remove_list_entry(&l, &en),
+                false => {
+                    let mut changed = e.remove_list_entry(&l, &en)?;
+                    if let Some(older) = &older {
+                        changed |= e.remove_list_entry(&l, older)?;
+                    }
+                    Ok(changed)
+                }
             })
             .await?;
         if list.owner == Owner::Operator {

@@ -235,8 +235,7 @@ pub fn decode(bytes: &[u8]) -> Result<UserExport, Error> {
                     .ok_or_else(|| bad(format!("{} is empty", which())))?;
                 let kind =
                     list_kind(k).ok_or_else(|| bad(format!("{}: unknown list kind", which())))?;
-                let entry = text(entry)?
-                    .parse::<Entry>()
+                let entry = Entry::stored(&text(entry)?)
                     .map_err(|err| bad(format!("{}: {err}", which())))?;
                 e.lists.push((kind, entry));
             }

@@ -66,8 +66,7 @@ pub(super) fn parse_policy(fields: &[Value]) -> Result<StoredPolicy, Error> {
         .into_iter()
         .map(|(kind, t)| {
             let text = String::from_utf8(t).map_err(|_| corrupt("list entry is not UTF-8"))?;
-            let entry = text
-                .parse::<Entry>()
+            let entry = Entry::stored(&text)
                 .map_err(|e| corrupt(&format!("list entry {text:?}: {e}")))?;
             Ok((kind, entry))
         })
@@ -205,7 +204,7 @@ impl RedisStore {
             .into_iter()
             .map(|t| {
                 let text = String::from_utf8(t).map_err(|_| corrupt("list entry is not UTF-8"))?;
-                text.parse::<Entry>()
+                Entry::stored(&text)
                     .map_err(|e| corrupt(&format!("list entry {text:?}: {e}")))
             })
             .collect()
