@@ -56,7 +56,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| tokenizer.tokenize_named(black_box(&msg)))
     });
     g.bench_function("header facts 10KB", |b| {
-        b.iter(|| chaff::mail::sender::HeaderFacts::from_message(black_box(&msg), 64 * 1024))
+        b.iter(|| {
+            chaff::mail::sender::HeaderFacts::from_message(
+                black_box(&msg),
+                64 * 1024,
+                &Default::default(),
+            )
+        })
     });
     let params = Params::default();
     let m = model(50_000, &tokens.ids);

@@ -695,3 +695,30 @@ This month at the brand.\r\n";
     assert_eq!(rule(&r), Rule::Model, "{r:?}");
     server.stop().await;
 }
+
+/// With the border's authserv-id configured (`--authserv-id`), every
+/// Authentication-Results the border wrote is read, one per milter, and
+/// none a sender wrote: here OpenDKIM's `dkim=none` sits above OpenDMARC's
+/// `dmarc=fail (p=reject)`, and a forged pass sits between them. Reading
+/// the topmost alone (the default) would miss the DMARC failure.
+#[tokio::test]
+async fn with_the_borders_authserv_id_every_border_result_is_read_and_no_forgery() {
+    let server = TestServer::start_with(chaff::engine::Settings {
+        border: chaff::mail::auth::Border::parse("mx.provider.example").unwrap(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = server.client().await;
+    set_mode(&mut c, "alice", HandlingMode::Reject).await;
+    let m = b"Authentication-Results: mx.provider.example; dkim=none\r\n\
+Authentication-Results: relay.evil.example; dmarc=pass header.from=bank.example\r\n\
+Authentication-Results: mx.provider.example; dmarc=fail (p=reject) header.from=bank.example\r\n\
+From: Bank <alerts@bank.example>\r\n\
+Subject: Verify your account\r\n\
+\r\n\
+Please verify your account.\r\n";
+    let r = score(&mut c, "alice", m).await;
+    assert_eq!(rule(&r), Rule::Authentication, "{r:?}");
+    assert!(r.smtp_reply.starts_with("550 5.7.26"), "{r:?}");
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 //! Ctrl-C (in-flight requests finish, models are snapshotted, storage is
 //! flushed).
 
+use chaff::mail::auth::Border;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -163,6 +164,16 @@ pub struct ServeArgs {
     /// acknowledged. A queued message holds its token ids (8 bytes each: about 8 KiB for a 1,000-token message).
     #[arg(long, env = "CHAFF_DELIVERED_QUEUE", default_value_t = chaff::engine::DEFAULT_DELIVERED_QUEUE, value_parser = at_least_one)]
     delivered_queue: usize,
+    /// The authserv-id(s) your border MTA writes first in its
+    /// Authentication-Results headers (mx.provider.example; several
+    /// separated by commas). Set it: policy (allow entries, DMARC
+    /// enforcement, trusted senders) then reads every Authentication-Results
+    /// of the border's, one per milter included, and none a sender or
+    /// another host wrote. Unset, only the topmost Authentication-Results
+    /// is read, and a message the border wrote none for has the sender's
+    /// read. docs/POLICY.md, "The sending IP and the trust boundary".
+    #[arg(long, env = "CHAFF_AUTHSERV_ID", value_name = "ID,…", value_parser = Border::parse)]
+    authserv_id: Option<Border>,
     /// Robinson's s for header tokens (0.1, the body's, turns it off): a smaller one lets header tokens decide sooner,
     /// which ranks better for users who click Not spam but misfiles ham of
     /// users who only click Spam unless --header-strength-ramp holds it
@@ -664,6 +675,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         learn_delivered: args.learn_delivered,
         delivered_queue: args.delivered_queue,
         seal_every: (!args.seal_interval.is_zero()).then_some(args.seal_interval),
+        border: args.authserv_id.clone().unwrap_or_default(),
         params: scoring(&args),
         ..Settings::default()
     };

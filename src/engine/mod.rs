@@ -153,6 +153,9 @@ pub struct Settings {
     /// clean stop). A damaged log is then caught at the next open even
     /// after a crash, for everything written before the last seal.
     pub seal_every: Option<std::time::Duration>,
+    /// What the border MTA writes, so policy reads its authentication
+    /// results and no one else's (`mail::auth::Border`).
+    pub border: crate::mail::auth::Border,
 }
 
 impl Default for Settings {
@@ -172,6 +175,7 @@ impl Default for Settings {
             learn_delivered: true,
             delivered_queue: DEFAULT_DELIVERED_QUEUE,
             seal_every: None,
+            border: Default::default(),
         }
     }
 }

@@ -381,7 +381,8 @@ impl Engine {
                 // the envelope names the message (step 7).
                 let needs_id = envelope.message_id.is_none() || self.settings.learn_delivered;
                 let also = |parsed: Option<&mail_parser::Message<'_>>| {
-                    let headers = HeaderFacts::read(message, parsed, max_header_bytes);
+                    let border = &self.settings.border;
+                    let headers = HeaderFacts::read(message, parsed, max_header_bytes, border);
                     let id = needs_id.then(|| derive_message_id_from(message, parsed));
                     (headers, id)
                 };
@@ -472,7 +473,7 @@ impl Engine {
         let max_header_bytes = tokenizer.limits().max_header_bytes;
         let (tokens, (headers, derived_id)) = tokenizer.tokenize_with(message, |parsed| {
             (
-                HeaderFacts::read(message, parsed, max_header_bytes),
+                HeaderFacts::read(message, parsed, max_header_bytes, &self.settings.border),
                 derive_message_id_from(message, parsed),
             )
         });

@@ -234,12 +234,15 @@ fn facts_and_ids_from_the_tokenizers_parse_equal_a_parse_of_their_own() {
     for m in messages {
         let (tokens, (facts, id)) = tk.tokenize_with(m, |parsed| {
             (
-                HeaderFacts::read(m, parsed, max),
+                HeaderFacts::read(m, parsed, max, &Default::default()),
                 derive_message_id_from(m, parsed),
             )
         });
         assert_eq!(tokens, tk.tokenize(m));
-        assert_eq!(facts, HeaderFacts::from_message(m, max));
+        assert_eq!(
+            facts,
+            HeaderFacts::from_message(m, max, &Default::default())
+        );
         assert_eq!(id, derive_message_id(m));
     }
     // The messages above reach both paths.
@@ -698,7 +701,10 @@ fn list_entries_an_older_build_stored_read_back_and_can_be_removed() {
         kind: ListKind::Trusted,
     };
     let old = ["foo-.example", "::ffff:192.0.2.9"].map(|t| Entry::stored(t).unwrap());
-    assert!("foo-.example".parse::<Entry>().is_err(), "refused if added today");
+    assert!(
+        "foo-.example".parse::<Entry>().is_err(),
+        "refused if added today"
+    );
     {
         let e = engine(dir.path());
         for entry in &old {

@@ -81,6 +81,44 @@ pub struct Authentication {
     pub dmarc_policy: Option<DmarcPolicy>,
 }
 
+/// What the operator says its border MTA writes, so that policy reads the
+/// border's results and no one else's (`chaff serve --authserv-id`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Border {
+    /// The authserv-ids of the border's `Authentication-Results` (RFC 8601
+    /// §2.5: the first word of the value), lowercased. Empty: only the
+    /// topmost `Authentication-Results` is read.
+    pub authserv_ids: Vec<String>,
+}
+
+impl Border {
+    /// A comma-separated list of authserv-ids (`mx.provider.example`).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut authserv_ids = Vec::new();
+        for id in list.split(',').map(str::trim) {
+            if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c == ';' || c == '(') {
+                return Err(format!(
+                    "{id:?} is not an authserv-id: write the name the border puts first in its \
+                     Authentication-Results (mx.provider.example), several separated by commas"
+                ));
+            }
+            authserv_ids.push(id.to_ascii_lowercase());
+        }
+        Ok(Self { authserv_ids })
+    }
+
+    /// Whether the `Authentication-Results` value `value` names one of the
+    /// border's authserv-ids.
+    fn wrote(&self, value: &str) -> bool {
+        let text = strip_comments(value);
+        let id = text
+            .split(';')
+            .next()
+            .and_then(|h| h.split_whitespace().next());
+        id.is_some_and(|id| self.authserv_ids.iter().any(|b| b.eq_ignore_ascii_case(id)))
+    }
+}
+
 /// A domain's DMARC `p=` policy (RFC 7489 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DmarcPolicy {
@@ -230,17 +268,22 @@ impl Authentication {
         auth
     }
 
-    /// What policy may trust: the **topmost** instance of each of the three
-    /// headers, and nothing below it. Our border MTA adds its own on top;
-    /// every instance below was written by some other host, and a sender
-    /// can write any of them (a `dkim=pass` for a bank's domain under the
-    /// border's own `dkim=none`). So a lower instance is never read, not
-    /// even where the topmost one states nothing: the border's silence is
-    /// not filled in by the sender's say-so. A topmost field over `max`
-    /// bytes is read as absent, as the tokenizer skips such fields.
+    /// What policy may trust: what our border wrote, and nothing a sender
+    /// or another host did. Of `Received-SPF` and `X-HE-DKIM-Result`, the
+    /// **topmost** instance and nothing below it: our border MTA adds its
+    /// own on top, every instance below was written by some other host,
+    /// and a sender can write any of them (a `dkim=pass` for a bank's
+    /// domain under the border's own `dkim=none`), so a lower instance is
+    /// never read, not even where the topmost one states nothing. Of
+    /// `Authentication-Results`, every instance whose authserv-id is one of
+    /// `border.authserv_ids` (RFC 8601 §5: a border that verifies with
+    /// several milters writes several), wherever it is; without configured
+    /// ids, the topmost only. A field over `max` bytes is read as absent,
+    /// as the tokenizer skips such fields.
     pub fn from_border<'a>(
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
         max: usize,
+        border: &Border,
     ) -> Self {
         let mut auth = Authentication::default();
         let mut seen = [false; 3];
@@ -254,7 +297,12 @@ impl Authentication {
             } else {
                 continue;
             };
-            if std::mem::replace(&mut seen[which], true) || name.len() + value.len() > max {
+            let by_id = which == 2 && !border.authserv_ids.is_empty();
+            if by_id {
+                if !border.wrote(value) || name.len() + value.len() > max {
+                    continue;
+                }
+            } else if std::mem::replace(&mut seen[which], true) || name.len() + value.len() > max {
                 continue;
             }
             match which {
@@ -428,7 +476,7 @@ mod tests {
     }
 
     fn border(headers: &[(&str, &str)]) -> Authentication {
-        Authentication::from_border(headers.iter().copied(), 16 * 1024)
+        Authentication::from_border(headers.iter().copied(), 16 * 1024, &Border::default())
     }
 
     #[test]
@@ -469,7 +517,12 @@ mod tests {
             ("Received-SPF", "pass client-ip=192.0.2.1;"),
         ];
         assert_eq!(
-            Authentication::from_border(topmost_field_too_long.iter().copied(), 20).spf,
+            Authentication::from_border(
+                topmost_field_too_long.iter().copied(),
+                20,
+                &Border::default()
+            )
+            .spf,
             None,
             "an oversize topmost field is absent, not replaced by the next"
         );
@@ -497,6 +550,46 @@ mod tests {
             "mx; spf=pass smtp.mailfrom=esp.example",
         )]);
         assert_eq!(bare.envelope_from, None);
+    }
+
+    #[test]
+    fn with_the_borders_authserv_ids_every_result_of_theirs_is_read_and_no_other() {
+        let border = Border::parse("mx.provider.example, MX2.provider.example").unwrap();
+        // One header per milter, with a sender's forgery between them.
+        let headers = [
+            ("Authentication-Results", "mx.provider.example; dkim=none"),
+            (
+                "Authentication-Results",
+                "mx.google.com; dkim=pass header.d=bank.example; dmarc=pass header.from=bank.example",
+            ),
+            (
+                "Authentication-Results",
+                "mx2.provider.example 1; dmarc=fail (p=reject) header.from=bank.example",
+            ),
+        ];
+        let a = Authentication::from_border(headers.iter().copied(), 16 * 1024, &border);
+        assert_eq!(
+            a.dmarc_enforced_failure(),
+            Some(DmarcPolicy::Reject),
+            "{a:?}"
+        );
+        assert!(!a.authenticates("bank.example"));
+        assert_eq!(a.dkim.len(), 1);
+        // A message the border wrote no result for: nothing is read, where
+        // without the ids the sender's topmost one would be.
+        let forged = [(
+            "Authentication-Results",
+            "mx.provider.example.evil; dmarc=pass header.from=bank.example",
+        )];
+        let a = Authentication::from_border(forged.iter().copied(), 16 * 1024, &border);
+        assert!(!a.authenticates("bank.example"));
+        assert!(border_default_reads_topmost(&forged).authenticates("bank.example"));
+        assert!(Border::parse("mx.example, ").is_err());
+        assert!(Border::parse("mx example").is_err());
+    }
+
+    fn border_default_reads_topmost(headers: &[(&str, &str)]) -> Authentication {
+        Authentication::from_border(headers.iter().copied(), 16 * 1024, &Border::default())
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 
 use mail_parser::Message;
 
-use super::auth::Authentication;
+use super::auth::{Authentication, Border};
 
 /// A lowercase `local@domain` mail address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -101,7 +101,7 @@ impl HeaderFacts {
     /// few headers, and this runs for every scored message. At most
     /// `max_header_bytes` are read, and header fields over 16 KiB are
     /// ignored, as the tokenizer does, so hostile headers cost little.
-    pub fn from_message(raw: &[u8], max_header_bytes: usize) -> Self {
+    pub fn from_message(raw: &[u8], max_header_bytes: usize, border: &Border) -> Self {
         let raw = &raw[..raw.len().min(max_header_bytes)];
         // The tokenizer's parser: only the fields read as structures (From,
         // Subject here) are parsed, the rest kept raw — mail-parser's default
@@ -109,7 +109,7 @@ impl HeaderFacts {
         // was the largest mail-parser cost of a corpus replay. Raw header
         // boundaries are the default parser's (tokenize::message_parser).
         match crate::tokenize::message_parser().parse_headers(raw) {
-            Some(headers) => Self::from_headers(&headers),
+            Some(headers) => Self::from_headers(&headers, border),
             None => Self::default(),
         }
     }
@@ -119,18 +119,24 @@ impl HeaderFacts {
     /// without parsing the header block again. Falls back to reading `raw`
     /// when there is no parse, or when the header block is longer than
     /// `max_header_bytes` (which `from_message` would cut).
-    pub fn read(raw: &[u8], parsed: Option<&Message<'_>>, max_header_bytes: usize) -> Self {
+    pub fn read(
+        raw: &[u8],
+        parsed: Option<&Message<'_>>,
+        max_header_bytes: usize,
+        border: &Border,
+    ) -> Self {
         match parsed {
             Some(m) if m.root_part().offset_body as usize <= max_header_bytes => {
-                Self::from_headers(m)
+                Self::from_headers(m, border)
             }
-            _ => Self::from_message(raw, max_header_bytes),
+            _ => Self::from_message(raw, max_header_bytes, border),
         }
     }
 
-    /// The facts in a parsed header block (the root part's headers).
-    fn from_headers(headers: &Message<'_>) -> Self {
-        let auth = Authentication::from_border(headers.headers_raw(), 16 * 1024);
+    /// The facts in a parsed header block (the root part's headers);
+    /// authentication as `border` wrote it ([`Authentication::from_border`]).
+    fn from_headers(headers: &Message<'_>, border: &Border) -> Self {
+        let auth = Authentication::from_border(headers.headers_raw(), 16 * 1024, border);
         let subject = headers.subject().map(str::to_string);
         let mut senders = headers
             .header_values(mail_parser::HeaderName::From)
@@ -234,7 +240,7 @@ mod tests {
             List-Unsubscribe: <mailto:leave@shop.example?subject=x>, <https://shop.example/u/123>\r\n\
             List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\
             Subject: hi\r\n\r\nbody";
-        let f = HeaderFacts::from_message(raw, 1 << 20);
+        let f = HeaderFacts::from_message(raw, 1 << 20, &Border::default());
         assert_eq!(f.from.unwrap().as_str(), "news@shop.example");
         assert_eq!(
             f.unsubscribe,

@@ -155,9 +155,21 @@ fn caller_of<T>(req: &Request<T>) -> CallerRef {
 
 /// A user id the caller may name (the tenant rule of [`crate::auth`]).
 fn named_user(caller: &CallerRef, rpc: Rpc, raw: String) -> Result<UserId, Status> {
-    let user = UserId::new(raw)?;
+    let user = user_id_of(rpc, raw)?;
     allowed(caller, rpc, &user)?;
     Ok(user)
+}
+
+/// A user id as `rpc` takes it: checked in full ([`UserId::new`]: not
+/// blank or padded) where the call would store state for the user, and
+/// as stored ids are ([`UserId::stored`]) where it reads, scores or
+/// removes it, so a user an older build stored under a padded id can
+/// still be scored, read, exported and deleted.
+fn user_id_of(rpc: Rpc, raw: String) -> Result<UserId, Error> {
+    match rpc {
+        Rpc::Train | Rpc::UpdateUser | Rpc::ImportUser | Rpc::AddListEntry => UserId::new(raw),
+        _ => UserId::stored(raw),
+    }
 }
 
 fn allowed(caller: &CallerRef, rpc: Rpc, user: &UserId) -> Result<(), Status> {
@@ -179,7 +191,7 @@ fn list_ref(
     operator_wide: bool,
     kind: i32,
 ) -> Result<ListRef, Status> {
-    let list = status::list_ref(user_id, operator_wide, kind)?;
+    let list = status::list_ref(user_id, operator_wide, kind, |raw| user_id_of(rpc, raw))?;
     match &list.owner {
         Owner::User(user) => allowed(caller, rpc, user)?,
         Owner::Operator => {
@@ -693,5 +705,38 @@ impl ChaffService {
             changed,
             entry: entry.to_string(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_padded_user_id_is_refused_where_state_would_be_stored_and_taken_elsewhere() {
+        for rpc in [
+            Rpc::Train,
+            Rpc::UpdateUser,
+            Rpc::ImportUser,
+            Rpc::AddListEntry,
+        ] {
+            let e = user_id_of(rpc, " alice".into()).unwrap_err().to_string();
+            assert!(e.contains("whitespace"), "{rpc:?}: {e}");
+        }
+        // A user an older build stored that way can still be reached.
+        for rpc in [
+            Rpc::Score,
+            Rpc::GetUser,
+            Rpc::Forget,
+            Rpc::FindDecisions,
+            Rpc::DeleteUser,
+            Rpc::ExportUser,
+            Rpc::RemoveListEntry,
+            Rpc::ListEntries,
+        ] {
+            assert_eq!(user_id_of(rpc, " alice".into()).unwrap().as_str(), " alice");
+        }
+        // Empty is refused everywhere.
+        assert!(user_id_of(Rpc::GetUser, String::new()).is_err());
     }
 }

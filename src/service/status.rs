@@ -315,10 +315,16 @@ pub(super) fn envelope(
 }
 
 /// Exactly one of a user id and the operator flag names a list's owner.
-pub(super) fn list_ref(user_id: String, operator_wide: bool, kind: i32) -> Result<ListRef, Error> {
+/// `user` reads the user id (checked as the call takes it).
+pub(super) fn list_ref(
+    user_id: String,
+    operator_wide: bool,
+    kind: i32,
+    user: impl FnOnce(String) -> Result<UserId, Error>,
+) -> Result<ListRef, Error> {
     let kind = list_kind_from_wire(kind)?;
     let owner = match (user_id.is_empty(), operator_wide) {
-        (false, false) => Owner::User(UserId::new(user_id)?),
+        (false, false) => Owner::User(user(user_id)?),
         (true, true) => Owner::Operator,
         (false, true) => {
             return Err(Error::InvalidArgument(

@@ -52,7 +52,7 @@ impl<W: super::Writes> Store<W> {
             let text = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| Error::Corrupt {
                 what: "list entry is not UTF-8".into(),
             })?;
-            out.push(Entry::stored(&text).map_err(|e| Error::Corrupt {
+            out.push(Entry::stored(text).map_err(|e| Error::Corrupt {
                 what: format!("list entry {text:?}: {e}"),
             })?);
         }

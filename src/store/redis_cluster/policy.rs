@@ -66,8 +66,8 @@ pub(super) fn parse_policy(fields: &[Value]) -> Result<StoredPolicy, Error> {
         .into_iter()
         .map(|(kind, t)| {
             let text = String::from_utf8(t).map_err(|_| corrupt("list entry is not UTF-8"))?;
-            let entry = Entry::stored(&text)
-                .map_err(|e| corrupt(&format!("list entry {text:?}: {e}")))?;
+            let entry =
+                Entry::stored(&text).map_err(|e| corrupt(&format!("list entry {text:?}: {e}")))?;
             Ok((kind, entry))
         })
         .collect::<Result<_, Error>>()?;
@@ -204,8 +204,7 @@ impl RedisStore {
             .into_iter()
             .map(|t| {
                 let text = String::from_utf8(t).map_err(|_| corrupt("list entry is not UTF-8"))?;
-                Entry::stored(&text)
-                    .map_err(|e| corrupt(&format!("list entry {text:?}: {e}")))
+                Entry::stored(&text).map_err(|e| corrupt(&format!("list entry {text:?}: {e}")))
             })
             .collect()
     }
