@@ -647,6 +647,15 @@ async fn every_from_address_is_checked_against_block_entries_and_several_defeat_
             "friend@good.example"
         );
     }
+    // However many come first (the review's 33 padding addresses, past a
+    // cap this once had).
+    let padding: Vec<String> = (0..40).map(|i| format!("p{i}@pad.example")).collect();
+    let many = [
+        format!("From: {}, bob@example.com\r\n", padding.join(", ")).as_bytes(),
+        tail,
+    ]
+    .concat();
+    assert_eq!(rule(&score(&mut c, alice, &many).await), Rule::BlockList);
     // An authenticated allow-listed sender with company is not allowed.
     set_list(&mut c, alice, ListKind::Allow, "news@shop.example").await;
     let with_company = [
@@ -660,9 +669,17 @@ From: news@shop.example, someone@elsewhere.example\r\n"[..],
     assert_eq!(rule(&r), Rule::Model, "{r:?}");
     let notes = &r.explanation.as_ref().unwrap().notes;
     assert!(
-        notes.iter().any(|n| n.contains("has 2 From addresses")),
+        notes
+            .iter()
+            .any(|n| n.contains("more than one From address")),
         "{notes:?}"
     );
+    // Company that does not read as an address counts too.
+    let unreadable = String::from_utf8(with_company.clone())
+        .unwrap()
+        .replace("someone@elsewhere.example", "Boss <boss@localhost>");
+    let r = score(&mut c, alice, unreadable.as_bytes()).await;
+    assert_eq!(rule(&r), Rule::Model, "{r:?}");
     server.stop().await;
 }
 

@@ -128,11 +128,11 @@ impl Engine {
     }
 
     /// A spam click on this message would be on a trusted sender's mail:
-    /// the From is on the operator's trusted list or the user's allow list,
-    /// and the message authenticates for its domain (a forged From gets no
-    /// discount).
+    /// the From (the only one) is on the operator's trusted list or the
+    /// user's allow list, and the message authenticates for its domain (a
+    /// forged From gets no discount).
     pub(super) fn is_trusted(&self, slot: &UserSlot, headers: &HeaderFacts) -> bool {
-        let Some(from) = &headers.from else {
+        let Some(from) = headers.from.as_ref().filter(|_| headers.single_from()) else {
             return false;
         };
         let listed = self.operator.read().trusted.match_sender(from).is_some()

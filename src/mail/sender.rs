@@ -74,19 +74,19 @@ pub struct Unsubscribe {
     pub one_click: bool,
 }
 
-/// The most further From addresses read (a hostile header may list
-/// thousands; each costs policy a lookup per list).
-pub const MAX_OTHER_FROM: usize = 32;
-
 /// What the header block says about the sender, for delivery policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderFacts {
     /// The first From address (of the first From header).
     pub from: Option<Address>,
     /// Any further From addresses (RFC 5322 allows a list; a second From
-    /// header is malformed but seen), at most [`MAX_OTHER_FROM`]: policy
-    /// blocks on any of them, and an allow entry for one is not enough.
+    /// header is malformed but seen), every one that reads as an address:
+    /// policy blocks on any of them.
     pub other_from: Vec<Address>,
+    /// How many addresses the From headers hold, read as addresses or not:
+    /// a sender allow entry, or a trusted sender, needs exactly one
+    /// ([`HeaderFacts::single_from`]).
+    pub from_count: usize,
     /// The envelope sender our border's SPF check saw (what becomes
     /// Return-Path; `Authentication::envelope_from`): block entries match
     /// it too.
@@ -97,6 +97,13 @@ pub struct HeaderFacts {
 }
 
 impl HeaderFacts {
+    /// Whether the message names exactly one From address (and it reads
+    /// as one): what a sender allow entry and a trusted sender need, since
+    /// with several an entry for one would pass the others.
+    pub fn single_from(&self) -> bool {
+        self.from.is_some() && self.from_count == 1
+    }
+
     /// Reads the header block only (no MIME body parse): policy needs a
     /// few headers, and this runs for every scored message. At most
     /// `max_header_bytes` are read, and header fields over 16 KiB are
@@ -138,14 +145,18 @@ impl HeaderFacts {
     fn from_headers(headers: &Message<'_>, border: &Border) -> Self {
         let auth = Authentication::from_border(headers.headers_raw(), 16 * 1024, border);
         let subject = headers.subject().map(str::to_string);
-        let mut senders = headers
+        // Every address (the header block is already bounded by
+        // `max_header_bytes`; each costs policy one lookup per list).
+        let listed: Vec<Option<&str>> = headers
             .header_values(mail_parser::HeaderName::From)
             .filter_map(|v| v.as_address())
             .flat_map(|a| a.iter())
-            .filter_map(|a| a.address())
-            .filter_map(Address::parse);
+            .map(|a| a.address())
+            .collect();
+        let from_count = listed.len();
+        let mut senders = listed.into_iter().flatten().filter_map(Address::parse);
         let from = senders.next();
-        let other_from = senders.take(MAX_OTHER_FROM).collect();
+        let other_from = senders.collect();
         let one_click_post = headers
             .header_raw("List-Unsubscribe-Post")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("List-Unsubscribe=One-Click"));
@@ -156,6 +167,7 @@ impl HeaderFacts {
         Self {
             from,
             other_from,
+            from_count,
             envelope_from,
             subject,
             unsubscribe,

@@ -135,9 +135,12 @@ impl Rule {
 pub struct Facts<'a> {
     /// The RFC 5322 From address (the first).
     pub sender: Option<&'a Address>,
-    /// Any further From addresses: a block entry for any of them blocks,
-    /// and no sender allow entry applies while there are some.
+    /// Any further From addresses: a block entry for any of them blocks.
     pub other_senders: &'a [Address],
+    /// Whether the From headers hold exactly one address
+    /// (`HeaderFacts::single_from`): no sender allow entry applies
+    /// otherwise.
+    pub single_from: bool,
     /// The envelope sender (Return-Path) the border's SPF check saw: a
     /// block entry for it blocks (support articles: "check whether the
     /// sender or return-path address is on the blocklist"); it never
@@ -278,7 +281,7 @@ pub fn decide(
         (Some(s), Some(a)) => a.authenticates(s.domain()),
         _ => false,
     };
-    let single_from = facts.other_senders.is_empty();
+    let single_from = facts.single_from;
     for (scope, list) in [
         (Scope::User, lists.user_allow),
         (Scope::Operator, lists.operator_allow),
@@ -288,9 +291,8 @@ pub fn decide(
             && !single_from
         {
             notes.push(format!(
-                "{} allow list entry {entry} ignored: the message has {} From addresses",
+                "{} allow list entry {entry} ignored: the message has more than one From address",
                 scope.as_str(),
-                1 + facts.other_senders.len()
             ));
         } else if let Some(entry) = &by_sender
             && !authenticated

@@ -34,6 +34,7 @@ impl Case {
         let facts = Facts {
             sender: sender.as_ref(),
             other_senders: &[],
+            single_from: sender.is_some(),
             envelope_sender: None,
             client_ip: ip.parse().ok(),
             auth: Some(&auth),
