@@ -256,15 +256,20 @@ async fn a_dry_run_score_decides_as_the_pipeline_but_records_and_learns_nothing(
     let mut c = server.client().await;
     let user = "dry-run@provider.example";
     train(&mut c, user, SPAM, Label::Spam, "s0").await;
-    let look = |dry_run| proto::ScoreRequest {
+    let look = |dry_run, i| proto::ScoreRequest {
         user_id: user.into(),
-        message: mailgen::ham(26, 0),
+        message: mailgen::ham(26, i),
         dry_run,
         ..Default::default()
     };
-    let dry = c.score(look(true)).await.unwrap().into_inner();
-    let real = c.score(look(false)).await.unwrap().into_inner();
-    assert_eq!(dry, real, "the same answer");
+    // The same answer as the pipeline's: here, before anything is learned.
+    let dry = c.score(look(true, 0)).await.unwrap().into_inner();
+    let second = c.score(look(true, 0)).await.unwrap().into_inner();
+    assert_eq!(dry, second, "a dry run changed what the next one sees");
+    // Another message scored for real, so that a dry run's learning (under
+    // its own derived id) would show as a second ham learned.
+    let real = c.score(look(false, 1)).await.unwrap().into_inner();
+    assert_eq!(real.action, dry.action);
     assert_eq!(
         ham_learned_within(&mut c, user, 1, Duration::from_secs(20)).await,
         1

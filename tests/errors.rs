@@ -223,7 +223,7 @@ async fn a_batch_over_the_transport_limit_is_told_to_split_not_blamed_on_one_mes
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let mut item = SPAM.to_vec();
-    item.resize(7 * 1024 * 1024, b'a');
+    item.resize(15 * 512 * 1024, b'a'); // 7.5 MiB: each under the limit, 22.5 MiB in all
     let requests = (0..3)
         .map(|_| proto::ScoreRequest {
             user_id: "alice".into(),

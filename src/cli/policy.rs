@@ -167,9 +167,10 @@ pub struct WhyArgs {
     #[arg(long)]
     sender: Option<String>,
     /// Start of the window: RFC 3339 (2026-11-23T09:30:00Z), a date
-    /// (2026-11-23, UTC) or an age (90m, 2h, 3d). Default: 7 days ago.
-    #[arg(long, default_value = "7d")]
-    since: String,
+    /// (2026-11-23, UTC) or an age (90m, 2h, 3d). Default: 7 days ago, or
+    /// the whole log with --message-id.
+    #[arg(long)]
+    since: Option<String>,
     /// End of the window, same forms. Default: now.
     #[arg(long)]
     until: Option<String>,
@@ -485,13 +486,24 @@ async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 interrupted.store(true, Ordering::SeqCst);
+                // A second Ctrl-C leaves at once (a server that hangs while
+                // the changes are undone must not hold the terminal).
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!(
+                        "interrupted again: exiting without changing back the rest (chaff list \
+                         show lists what is stored)"
+                    );
+                    std::process::exit(130);
+                }
             }
         })
     };
+    let interrupt = || anyhow::anyhow!("interrupted (Ctrl-C)");
+    let mut failed = None;
     for entry in &c.entries {
         let req = request(entry, force);
         let r = if interrupted.load(Ordering::SeqCst) {
-            Err(anyhow::anyhow!("interrupted (Ctrl-C)"))
+            Err(interrupt())
         } else if add {
             client.add_list_entry(req).await.map_err(status)
         } else {
@@ -500,26 +512,31 @@ async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
         match r {
             Ok(r) => done.push((entry.clone(), r.into_inner())),
             Err(e) => {
-                let mut undone = 0;
-                for (_, r) in done.iter().filter(|(_, r)| r.changed) {
-                    let back = request(&r.entry, true);
-                    let ok = if add {
-                        client.remove_list_entry(back).await.is_ok()
-                    } else {
-                        client.add_list_entry(back).await.is_ok()
-                    };
-                    undone += usize::from(ok);
-                }
-                watch.abort();
-                return Err(e).with_context(|| {
-                    format!(
-                        "{} {entry:?} failed; the {undone} entries changed before it were \
-                         changed back",
-                        if add { "adding" } else { "removing" }
-                    )
-                });
+                let what = format!("{} {entry:?}", if add { "adding" } else { "removing" });
+                failed = Some((what, e));
+                break;
             }
         }
+    }
+    // Ctrl-C during the last call: that call ended, and is undone too.
+    if failed.is_none() && interrupted.load(Ordering::SeqCst) {
+        failed = Some(("the command".to_string(), interrupt()));
+    }
+    if let Some((what, e)) = failed {
+        let mut undone = 0;
+        for (_, r) in done.iter().filter(|(_, r)| r.changed) {
+            let back = request(&r.entry, true);
+            let ok = if add {
+                client.remove_list_entry(back).await.is_ok()
+            } else {
+                client.add_list_entry(back).await.is_ok()
+            };
+            undone += usize::from(ok);
+        }
+        watch.abort();
+        return Err(e).with_context(|| {
+            format!("{what} failed; the {undone} entries it had changed were changed back")
+        });
     }
     watch.abort();
     for (_, r) in done {
@@ -559,7 +576,12 @@ fn unix_ms(t: SystemTime) -> i64 {
 }
 
 pub async fn why(a: WhyArgs) -> anyhow::Result<()> {
-    let since = parse_time(&a.since).context("--since")?;
+    let since = match (&a.since, &a.message_id) {
+        (Some(since), _) => parse_time(since).context("--since")?,
+        // One message: wherever it is in the log (retention bounds it).
+        (None, Some(_)) => UNIX_EPOCH,
+        (None, None) => parse_time("7d")?,
+    };
     let until = a
         .until
         .as_deref()
@@ -590,13 +612,21 @@ pub async fn why(a: WhyArgs) -> anyhow::Result<()> {
         .map_err(status)?
         .into_inner();
     if r.decisions.is_empty() && !a.json {
+        let window = match (&a.since, &a.message_id) {
+            (None, None) => "in the last 7 days (--since reaches further back)",
+            _ => "in that window",
+        };
         println!(
-            "no decisions for {} in that window{} (decisions are kept for a limited time; see \
-             `chaff serve --help`)",
+            "no decisions for {} {window}{}{} (decisions are kept for a limited time, 30 days \
+             by default: `chaff serve --help`, --decision-retention)",
             a.user,
             a.sender
                 .as_deref()
                 .map(|s| format!(" from {s}"))
+                .unwrap_or_default(),
+            a.message_id
+                .as_deref()
+                .map(|m| format!(" about {m}"))
                 .unwrap_or_default()
         );
     }

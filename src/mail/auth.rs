@@ -510,8 +510,8 @@ mod tests {
         assert_eq!(a.dkim.len(), 2, "the border's AR clause and its own header");
         // The evidence reading still sees every instance.
         assert!(parse(&forged).authenticates("bank.example"));
-        // A border that adds no Authentication-Results: the sender's topmost
-        // one is read (operators must strip inbound copies; POLICY.md).
+        // A topmost field over the size cap is absent, and the one below it
+        // is not read in its place.
         let topmost_field_too_long = [
             ("Received-SPF", "fail client-ip=198.51.100.9;"),
             ("Received-SPF", "pass client-ip=192.0.2.1;"),

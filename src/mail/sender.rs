@@ -30,17 +30,19 @@ impl Address {
         let ok = !local.is_empty()
             && local.len() <= 64
             && domain.contains('.')
-            && domain.len() <= 253
             && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return None;
+        }
         // An internationalized domain (SMTPUTF8 mail) in its ASCII form,
         // as list entries are stored (`policy::lists`) and most headers
         // carry it, so `bücher.example` and `xn--bcher-kva.example` are
-        // one domain.
+        // one domain. Its length is the ASCII form's.
         let domain = match domain.is_ascii() {
             true => domain.to_ascii_lowercase(),
             false => idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_lowercase()),
         };
-        ok.then(|| Address {
+        (domain.len() <= 253).then(|| Address {
             text: format!("{}@{}", local.to_ascii_lowercase(), domain),
             at: local.len(),
         })

@@ -255,7 +255,8 @@ pub fn decide(
             ] {
                 if let Some((also, _)) = allow.matches(facts.sender, facts.client_ip) {
                     notes.push(format!(
-                        "{} allow list entry {also} also matched; a block entry wins",
+                        "{} allow list entry {also} also names this sender or IP; a block \
+                         entry wins",
                         allow_scope.as_str()
                     ));
                 }

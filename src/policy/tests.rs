@@ -75,7 +75,9 @@ fn block_beats_allow_and_model() {
     assert!(d.reason.contains("192.0.2.0/24"), "{}", d.reason);
     assert_eq!(
         d.notes,
-        vec!["user allow list entry friend.example also matched; a block entry wins"]
+        vec![
+            "user allow list entry friend.example also names this sender or IP; a block entry wins"
+        ]
     );
 }
 

@@ -222,6 +222,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         #[cfg(feature = "fault-injection")]
         crate::fault::panic_if(&user, crate::fault::PANIC_IN_HANDLER);
         let env = status::envelope(&req.client_ip, req.message_id, req.dry_run)?;
+        let dry_run = env.dry_run;
         let message = req.message;
         let evaluated = self
             .run(move |e| {
@@ -230,7 +231,10 @@ impl proto::chaff_server::Chaff for ChaffService {
                 e.evaluate(&user, &message, &env)
             })
             .await?;
-        self.metrics.iter().for_each(|m| m.scored(&evaluated));
+        // A dry run is support looking, not mail scored.
+        if !dry_run {
+            self.metrics.iter().for_each(|m| m.scored(&evaluated));
+        }
         Ok(Response::new(status::score_response(evaluated)))
     }
 
@@ -243,17 +247,22 @@ impl proto::chaff_server::Chaff for ChaffService {
         status::check_batch(requests.len())?;
         let mut items = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
-            let user = UserId::new(r.user_id).map_err(|e| status::indexed(i, e))?;
+            let user = user_id_of(Rpc::ScoreBatch, r.user_id).map_err(|e| status::indexed(i, e))?;
             allowed(&caller, Rpc::ScoreBatch, &user)
                 .map_err(|s| Status::new(s.code(), format!("item {i}: {}", s.message())))?;
             let env = status::envelope(&r.client_ip, r.message_id, r.dry_run)
                 .map_err(|e| status::indexed(i, e))?;
             items.push((user, r.message, env));
         }
+        let dry: Vec<bool> = items.iter().map(|(_, _, env)| env.dry_run).collect();
         let scored = self.run(move |e| e.evaluate_batch(&items)).await?;
-        self.metrics
-            .iter()
-            .for_each(|m| scored.iter().for_each(|e| m.scored(e)));
+        self.metrics.iter().for_each(|m| {
+            scored
+                .iter()
+                .zip(&dry)
+                .filter(|(_, dry)| !**dry)
+                .for_each(|(e, _)| m.scored(e))
+        });
         Ok(Response::new(proto::ScoreBatchResponse {
             responses: scored.into_iter().map(status::score_response).collect(),
         }))

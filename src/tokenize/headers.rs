@@ -84,12 +84,13 @@ pub(super) fn headers(msg: &Message<'_>, sink: &mut Sink) {
     auth(msg, sink);
 }
 
-/// SPF, DKIM and DMARC results as evidence. Which header instance to
-/// trust is `Authentication`'s rule (topmost first).
 /// The headers chaff's own verdict writes (`policy::Decision::headers`),
 /// which the tokenizer never reads.
 const OWN_HEADERS: [&str; 3] = ["x-spam-flag", "x-spam-status", "x-spam-score"];
 
+/// SPF, DKIM and DMARC results as evidence, from every instance of the
+/// headers (`Authentication::from_headers`; policy trusts only the
+/// border's, `Authentication::from_border`).
 fn auth(msg: &Message<'_>, sink: &mut Sink) {
     let a = Authentication::from_headers(
         msg.headers_raw()
