@@ -432,6 +432,10 @@ pub async fn list(cmd: ListCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
+            if r.entries.is_empty() && !s.json.json {
+                // On standard error: a script reading the entries gets none.
+                eprintln!("(the {} list is empty)", s.kind.as_str());
+            }
             for e in r.entries {
                 if s.json.json {
                     println!("{}", json!({"entry": e}));
