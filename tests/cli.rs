@@ -412,7 +412,11 @@ async fn list_add_checks_every_entry_first_and_stores_all_or_nothing() {
     let empty = show().await;
     assert_eq!(empty.stdout, "", "part of a refused add was stored");
     // Said on standard error, so a script reading entries gets none.
-    assert!(empty.stderr.contains("the block list is empty"), "{}", empty.stderr);
+    assert!(
+        empty.stderr.contains("the block list is empty"),
+        "{}",
+        empty.stderr
+    );
 
     let everything = chaff([
         "list", "add", "--server", &s, "-u", "alice", "--kind", "block", "::/0",
