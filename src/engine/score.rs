@@ -37,9 +37,11 @@
 //! header — the one our own border MTA added last, as the provider's
 //! support articles describe. Anything below it was written by other hosts
 //! and may be forged, so it is never read for policy. The same holds for
-//! `Authentication-Results` and `X-HE-DKIM-Result`: only the topmost
-//! instance is read (`Authentication::from_border`). The border must strip or rename inbound copies of these headers
-//! for that to be sound; docs/POLICY.md says so.
+//! `X-HE-DKIM-Result` (only the topmost instance is read) and for
+//! `Authentication-Results` (every one bearing the border's authserv-id,
+//! `--authserv-id`, else the topmost only): `Authentication::from_border`.
+//! The border must strip or rename inbound copies of these headers for
+//! that to be sound; docs/POLICY.md says so.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
