@@ -970,3 +970,42 @@ async fn an_interrupted_list_add_changes_back_what_it_stored() {
     );
     server.stop().await;
 }
+
+/// An entry an older build stored under rules since made stricter (a label
+/// ending in a hyphen) is listed and removable with `chaff list remove`:
+/// the command's own check takes it as the server reads stored entries.
+#[tokio::test]
+async fn list_remove_takes_an_entry_an_older_build_stored() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let store = chaff::store::Store::open(data.path(), 8 << 20).unwrap();
+        let engine = chaff::engine::Engine::new(store, Default::default()).unwrap();
+        let list = chaff::engine::ListRef {
+            owner: chaff::types::Owner::User(chaff::types::UserId::new("alice").unwrap()),
+            kind: chaff::policy::ListKind::Block,
+        };
+        let old = chaff::policy::Entry::stored("foo-.example").unwrap();
+        assert!(engine.add_list_entry(&list, &old).unwrap());
+    }
+    let server = TestServer::start_in(data.path()).await;
+    let s = host_port(&server);
+    let args = |verb: &'static str| {
+        [
+            "list",
+            verb,
+            "--server",
+            &s,
+            "-u",
+            "alice",
+            "--kind",
+            "block",
+            "foo-.example",
+        ]
+    };
+    let added = chaff(args("add")).await;
+    assert!(!added.ok, "refused if added today: {}", added.stdout);
+    let removed = chaff(args("remove")).await;
+    assert!(removed.ok, "{}", removed.stderr);
+    assert!(removed.stdout.contains("removed"), "{}", removed.stdout);
+    server.stop().await;
+}

@@ -456,7 +456,15 @@ pub async fn list(cmd: ListCommand) -> anyhow::Result<()> {
 async fn change(c: ListChange, add: bool, force: bool) -> anyhow::Result<()> {
     let mut bad = Vec::new();
     for raw in &c.entries {
-        let checked = raw.parse::<Entry>().and_then(|e| {
+        // A removal takes an entry as the server reads stored ones back
+        // (`Entry::stored`): one an older build accepted stays removable.
+        let parsed = match add {
+            true => raw.parse::<Entry>(),
+            false => raw
+                .parse::<Entry>()
+                .or_else(|e| Entry::stored(raw).map_err(|_| e)),
+        };
+        let checked = parsed.and_then(|e| {
             if add {
                 lists::check_reach(&e, force)
             } else {
