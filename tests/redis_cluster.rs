@@ -374,6 +374,26 @@ impl Cluster {
         }
     }
 
+    /// A primary other than `not` that has a replica, waited for (up to
+    /// 10 s): right after the start, or under CI load, a node's view of the
+    /// cluster may not list its replica yet, or flag it `fail?` for a
+    /// moment (a `find` over [`Cluster::replica_of`] once found none in a
+    /// CI run of session 24).
+    pub fn other_primary_with_replica(&self, not: u16) -> Option<u16> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .ports
+                .iter()
+                .copied()
+                .find(|&p| p != not && self.replica_of(p).is_some());
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Ports of nodes this harness has running.
     pub fn running(&self) -> Vec<u16> {
         self.ports

@@ -427,10 +427,7 @@ async fn two_replicas_lose_no_acknowledged_click_when_a_primary_is_killed_under_
             .join(",")
     );
     let one_seed = cluster
-        .ports
-        .iter()
-        .copied()
-        .find(|&p| p != victim && cluster.replica_of(p).is_some())
+        .other_primary_with_replica(victim)
         .expect("another primary");
     let one = format!("redis://127.0.0.1:{one_seed}");
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -718,10 +715,7 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
     let key = "{u:mover}:m";
     let s = cluster.primary_of(key);
     let t = cluster
-        .ports
-        .iter()
-        .copied()
-        .find(|&p| p != s && cluster.replica_of(p).is_some())
+        .other_primary_with_replica(s)
         .expect("another primary");
     let t_replica = cluster.wait_replica_of(t).expect("T's replica");
     // A sharing user: every key the click script names exists (settings,
