@@ -80,13 +80,10 @@ impl DecisionRecord {
     /// sender is recorded (`mail::Address`).
     pub fn sent_by(&self, sender: &str) -> bool {
         let want = sender.trim();
+        let ascii = |d: &str| crate::mail::ascii_domain(d).unwrap_or_else(|_| d.to_lowercase());
         let want = match want.rsplit_once('@') {
-            _ if want.is_ascii() => want.to_ascii_lowercase(),
-            Some((local, domain)) => match idna::domain_to_ascii(domain) {
-                Ok(d) => format!("{}@{d}", local.to_ascii_lowercase()),
-                Err(_) => want.to_lowercase(),
-            },
-            None => idna::domain_to_ascii(want).unwrap_or_else(|_| want.to_lowercase()),
+            Some((local, domain)) => format!("{}@{}", local.to_ascii_lowercase(), ascii(domain)),
+            None => ascii(want),
         };
         match &self.sender {
             Some(s) if want.contains('@') => *s == want,

@@ -277,7 +277,7 @@ impl Engine {
                 sender: headers.from.as_ref(),
                 other_senders: &headers.other_from,
                 single_from: headers.single_from(),
-                envelope_sender: headers.envelope_from.as_ref(),
+                envelope_sender: headers.auth.envelope_from.as_ref(),
                 client_ip,
                 auth: Some(&headers.auth),
             },

@@ -11,6 +11,8 @@
 
 use std::net::IpAddr;
 
+use super::sender::Address;
+
 /// An authentication method's result (RFC 8601 §2.7 values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthResult {
@@ -70,9 +72,9 @@ pub struct Authentication {
     pub client_ip: Option<IpAddr>,
     /// The envelope sender (MAIL FROM, what becomes Return-Path) as the
     /// SPF check saw it: `envelope-from=` of `Received-SPF`, or an address
-    /// in `smtp.mailfrom=` of `Authentication-Results`. Lowercased; `None`
-    /// for the null sender or a bare domain.
-    pub envelope_from: Option<String>,
+    /// in `smtp.mailfrom=` of `Authentication-Results`; `None` for the null
+    /// sender or a bare domain. Block entries match it too.
+    pub envelope_from: Option<Address>,
     pub dkim: Vec<Check>,
     pub dmarc: Option<Check>,
     /// The From domain's published DMARC policy, when the verifier noted
@@ -110,11 +112,10 @@ impl Border {
     /// Whether the `Authentication-Results` value `value` names one of the
     /// border's authserv-ids.
     fn wrote(&self, value: &str) -> bool {
-        let text = strip_comments(value);
-        let id = text
-            .split(';')
-            .next()
-            .and_then(|h| h.split_whitespace().next());
+        // The id is the first word before the first `;`: only that prefix
+        // is read (and copied to drop its comments).
+        let head = strip_comments(value.split(';').next().unwrap_or_default());
+        let id = head.split_whitespace().next();
         id.is_some_and(|id| self.authserv_ids.iter().any(|b| b.eq_ignore_ascii_case(id)))
     }
 }
@@ -220,17 +221,6 @@ fn dmarc_policy_in(value: &str) -> Option<DmarcPolicy> {
         })
 }
 
-/// A whole address (`local@domain`), lowercased, without angle brackets
-/// or quotes; `None` for a bare domain or the null sender `<>`.
-fn address_of(value: &str) -> Option<String> {
-    let v = value
-        .trim()
-        .trim_matches(|c| c == '<' || c == '>' || c == '"');
-    let (local, domain) = v.rsplit_once('@')?;
-    let domain = domain_of(domain)?;
-    (!local.is_empty()).then(|| format!("{}@{domain}", local.to_ascii_lowercase()))
-}
-
 /// The domain part of an address or the domain itself, lowercased.
 fn domain_of(value: &str) -> Option<String> {
     let v = value.trim().trim_matches(|c| c == '<' || c == '>');
@@ -239,12 +229,9 @@ fn domain_of(value: &str) -> Option<String> {
         .map_or(v, |(_, d)| d)
         .trim()
         .trim_end_matches('.');
-    // An internationalized domain in its ASCII form, as `mail::Address`
-    // and list entries hold it, so alignment compares like with like.
-    let d = match d.is_ascii() {
-        true => d.to_ascii_lowercase(),
-        false => idna::domain_to_ascii(d).ok()?,
-    };
+    // As `mail::Address` and list entries hold it, so alignment compares
+    // like with like.
+    let d = super::ascii_domain(d).ok()?;
     (!d.is_empty() && d.len() <= 253 && d.contains('.')).then_some(d)
 }
 
@@ -330,7 +317,7 @@ impl Authentication {
                     "client-ip" => ip = v.trim().parse::<IpAddr>().ok(),
                     "envelope-from" => {
                         mail_from = domain_of(v);
-                        envelope = address_of(v);
+                        envelope = Address::parse(v);
                     }
                     "helo" => helo = domain_of(v),
                     // RFC 7208 §9.1: which identity the result is about. A
@@ -411,7 +398,7 @@ impl Authentication {
                         domain = domain_of(v);
                     }
                     if prop == "smtp.mailfrom" && self.envelope_from.is_none() {
-                        self.envelope_from = address_of(v);
+                        self.envelope_from = Address::parse(v);
                     }
                 }
             }
@@ -534,7 +521,8 @@ mod tests {
             "Received-SPF",
             "pass client-ip=192.0.2.1; envelope-from=\"Bounce@ESP.example\"; helo=mta.esp.example;",
         )]);
-        assert_eq!(a.envelope_from.as_deref(), Some("bounce@esp.example"));
+        let text = |a: &Authentication| a.envelope_from.as_ref().map(|e| e.to_string());
+        assert_eq!(text(&a).as_deref(), Some("bounce@esp.example"));
         let null = parse(&[(
             "Received-SPF",
             "none client-ip=192.0.2.1; envelope-from=<>;",
@@ -544,7 +532,7 @@ mod tests {
             "Authentication-Results",
             "mx.provider.example; spf=pass smtp.mailfrom=<b@esp.example>",
         )]);
-        assert_eq!(ar.envelope_from.as_deref(), Some("b@esp.example"));
+        assert_eq!(text(&ar).as_deref(), Some("b@esp.example"));
         let bare = parse(&[(
             "Authentication-Results",
             "mx; spf=pass smtp.mailfrom=esp.example",

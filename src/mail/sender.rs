@@ -38,10 +38,7 @@ impl Address {
         // as list entries are stored (`policy::lists`) and most headers
         // carry it, so `bücher.example` and `xn--bcher-kva.example` are
         // one domain. Its length is the ASCII form's.
-        let domain = match domain.is_ascii() {
-            true => domain.to_ascii_lowercase(),
-            false => idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_lowercase()),
-        };
+        let domain = super::ascii_domain(domain).unwrap_or_else(|_| domain.to_lowercase());
         (domain.len() <= 253).then(|| Address {
             text: format!("{}@{}", local.to_ascii_lowercase(), domain),
             at: local.len(),
@@ -89,10 +86,6 @@ pub struct HeaderFacts {
     /// a sender allow entry, or a trusted sender, needs exactly one
     /// ([`HeaderFacts::single_from`]).
     pub from_count: usize,
-    /// The envelope sender our border's SPF check saw (what becomes
-    /// Return-Path; `Authentication::envelope_from`): block entries match
-    /// it too.
-    pub envelope_from: Option<Address>,
     pub subject: Option<String>,
     pub unsubscribe: Option<Unsubscribe>,
     pub auth: Authentication,
@@ -148,29 +141,32 @@ impl HeaderFacts {
         let auth = Authentication::from_border(headers.headers_raw(), 16 * 1024, border);
         let subject = headers.subject().map(str::to_string);
         // Every address (the header block is already bounded by
-        // `max_header_bytes`; each costs policy one lookup per list).
-        let listed: Vec<Option<&str>> = headers
+        // `max_header_bytes`; each costs policy one lookup per list), counted
+        // whether it reads as an address or not; no allocation for the
+        // usual single From.
+        let (mut from, mut other_from, mut from_count) = (None, Vec::new(), 0);
+        let listed = headers
             .header_values(mail_parser::HeaderName::From)
             .filter_map(|v| v.as_address())
-            .flat_map(|a| a.iter())
-            .map(|a| a.address())
-            .collect();
-        let from_count = listed.len();
-        let mut senders = listed.into_iter().flatten().filter_map(Address::parse);
-        let from = senders.next();
-        let other_from = senders.collect();
+            .flat_map(|a| a.iter());
+        for a in listed {
+            from_count += 1;
+            match a.address().and_then(Address::parse) {
+                Some(a) if from.is_none() => from = Some(a),
+                Some(a) => other_from.push(a),
+                None => {}
+            }
+        }
         let one_click_post = headers
             .header_raw("List-Unsubscribe-Post")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("List-Unsubscribe=One-Click"));
         let unsubscribe = headers
             .header_raw("List-Unsubscribe")
             .and_then(|v| parse_list_unsubscribe(v, one_click_post));
-        let envelope_from = auth.envelope_from.as_deref().and_then(Address::parse);
         Self {
             from,
             other_from,
             from_count,
-            envelope_from,
             subject,
             unsubscribe,
             auth,

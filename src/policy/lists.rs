@@ -115,12 +115,8 @@ fn invalid(entry: &str, why: &str) -> Error {
 /// DNS and mail headers carry them.
 fn check_domain(entry: &str, d: &str, strict: bool) -> Result<String, Error> {
     let d = d.trim_end_matches('.');
-    let d = if d.is_ascii() {
-        d.to_ascii_lowercase()
-    } else {
-        idna::domain_to_ascii(d)
-            .map_err(|_| invalid(entry, "is not a valid internationalized domain"))?
-    };
+    let d = crate::mail::ascii_domain(d)
+        .map_err(|_| invalid(entry, "is not a valid internationalized domain"))?;
     if d.len() > 253 {
         return Err(invalid(
             entry,

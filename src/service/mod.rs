@@ -661,22 +661,19 @@ impl ChaffService {
         add: bool,
     ) -> Result<Response<proto::ListEntryResponse>, Status> {
         let list = list_ref(caller, rpc, req.user_id, req.operator_wide, req.kind)?;
-        let entry = match (add, list_entry(&req.entry)) {
-            (_, Ok(entry)) => entry,
-            // An entry an older build stored under looser rules is still
-            // removable as it reads back (`Entry::stored`).
-            (false, Err(refused)) => Entry::stored(&req.entry).map_err(|_| refused)?,
-            (true, Err(refused)) => return Err(refused),
+        // A removal also takes the entry as stored ones read back
+        // (`Entry::stored`): one an older build stored under looser rules,
+        // or in an older form (an IPv4-mapped IP kept as written).
+        let stored = (!add).then(|| Entry::stored(&req.entry).ok()).flatten();
+        let entry = match (list_entry(&req.entry), &stored) {
+            (Ok(entry), _) => entry,
+            (Err(_), Some(stored)) => stored.clone(),
+            (Err(refused), None) => return Err(refused),
         };
         if add {
             crate::policy::lists::check_reach(&entry, req.force).map_err(Status::from)?;
         }
-        // And the older form of an entry now stored otherwise (an IPv4-mapped
-        // IP an older build kept as written).
-        let older = (!add)
-            .then(|| Entry::stored(&req.entry).ok())
-            .flatten()
-            .filter(|o| *o != entry);
+        let older = stored.filter(|o| *o != entry);
         let (l, en) = (list.clone(), entry.clone());
         let changed = self
             .run(move |e| match add {
