@@ -37,10 +37,19 @@ pub(super) struct Scan {
 
 #[derive(Default)]
 struct State {
-    /// Open elements whose content is not shown (display:none…).
+    /// Open elements whose content is not shown (display:none…): those of
+    /// `open` that hide.
     hidden_depth: u32,
-    /// Open elements whose content is not text at all (script, style, head).
+    /// Open elements whose content is not text at all (script, style,
+    /// head): those of `open` that skip.
     skip_depth: u32,
+    /// The elements lol_html's reading has open, with what each does to
+    /// its content ([`open`](State::push_open)): lol_html builds no tree,
+    /// so the ends HTML implies (`<p>` closing an open `<p>`, `</div>`
+    /// closing the `<p>` inside it) are found here.
+    open: Vec<Open>,
+    /// The number the next element pushed on `open` gets.
+    next_open: u32,
     visible: String,
     hidden: String,
     /// The open `<a href>`: its target host and its text so far.
@@ -51,25 +60,204 @@ struct State {
     mismatched_links: u32,
 }
 
-/// Whether an inline style or attribute hides the element's content.
+/// An element open in lol_html's reading.
+struct Open {
+    /// Its tag name, lowercase.
+    name: String,
+    /// Its number, which its end-tag handler names.
+    id: u32,
+    hides: bool,
+    skips: bool,
+}
+
+/// Whether an inline style hides the element's content from a reader:
+/// `display: none`, `visibility: hidden`, `opacity` at most 0.05, a
+/// `font-size` of at most 2 px (or its equal in pt, em, rem, %), a
+/// height or width of 0 with `overflow: hidden`, text colored
+/// transparent or exactly as its background, text moved 500 px or more
+/// off the page, `transform: scale(0)`, `clip: rect(0 …)`.
+///
+/// The style is read as CSS is ([`css_declarations`]): entities decoded,
+/// comments and escapes undone, `!important` dropped, any case and
+/// spacing. Why each: a red-team walkthrough (session 25) padded spam
+/// with 146 of the user's ham words under `font-size:0pt`,
+/// `opacity:0.0`, `display&#58;none`, `display:/**/none`,
+/// `display:n\6f ne`, white on white, `left:-9999px` and more: each was
+/// read as visible, and the spam scored unsure, which is delivered.
+/// Colors are compared only within one element's style: white text in a
+/// dark table cell is common and visible.
 fn hides(style: &str) -> bool {
-    let s: String = style
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect::<String>()
-        .to_ascii_lowercase();
-    s.contains("display:none")
-        || s.contains("visibility:hidden")
-        || s.contains("opacity:0;")
-        || s.ends_with("opacity:0")
-        || [
-            "font-size:0",
-            "font-size:1px",
-            "font-size:0px",
-            "font-size:1pt",
-        ]
-        .iter()
-        .any(|p| s.split(';').any(|decl| decl == *p))
+    let decls = css_declarations(style);
+    let get = |prop: &str| {
+        decls
+            .iter()
+            .rev()
+            .find(|(p, _)| p == prop)
+            .map(|(_, v)| v.as_str())
+    };
+    let is_zero_len = |v: &str| css_length_px(v).is_some_and(|px| px <= 0.0);
+    let overflow_hidden = get("overflow").is_some_and(|v| v == "hidden" || v == "clip");
+    get("display") == Some("none")
+        || get("visibility").is_some_and(|v| v == "hidden" || v == "collapse")
+        || get("opacity")
+            .and_then(css_number_or_percent)
+            .is_some_and(|o| o <= 0.05)
+        || get("font-size")
+            .and_then(css_length_px)
+            .is_some_and(|px| px <= 2.0)
+        || (overflow_hidden
+            && ["height", "max-height", "width", "max-width"]
+                .iter()
+                .any(|p| get(p).is_some_and(is_zero_len)))
+        || get("color").is_some_and(|c| {
+            c == "transparent"
+                || css_color(c).is_some_and(|color| {
+                    get("background-color")
+                        .or_else(|| get("background"))
+                        .is_some_and(|b| {
+                            css_color(b) == Some(color)
+                                || b.split_whitespace().any(|w| css_color(w) == Some(color))
+                        })
+                })
+        })
+        || ["text-indent", "left", "top", "margin-left", "margin-top"]
+            .iter()
+            .any(|p| {
+                get(p)
+                    .and_then(css_length_px)
+                    .is_some_and(|px| px <= -500.0)
+            })
+        || get("transform").is_some_and(|t| {
+            let t: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+            t.contains("scale(0)") || t.contains("scale(0,0)") || t.contains("scale(0.0)")
+        })
+        || get("clip").is_some_and(|c| {
+            let c: String = c
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != ',')
+                .collect();
+            c.starts_with("rect(0") && c.chars().filter(char::is_ascii_digit).all(|d| d == '0')
+        })
+}
+
+/// The declarations of an inline style, `(property, value)`, both
+/// lowercase and trimmed, `!important` dropped: entities decoded (an
+/// attribute's value is HTML), CSS comments removed and CSS escapes
+/// (`\6f `, `\:`) undone before splitting at `;` and `:`.
+fn css_declarations(style: &str) -> Vec<(String, String)> {
+    let decoded = html_escape::decode_html_entities(style);
+    let mut text = String::with_capacity(decoded.len());
+    let mut chars = decoded.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+                text.push(' ');
+            }
+            '\\' => {
+                let mut hex = String::new();
+                while hex.len() < 6 && chars.peek().is_some_and(char::is_ascii_hexdigit) {
+                    hex.extend(chars.next());
+                }
+                if hex.is_empty() {
+                    text.extend(chars.next());
+                } else {
+                    if chars.peek().is_some_and(|c| c.is_whitespace()) {
+                        chars.next();
+                    }
+                    let c = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                    text.push(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+                }
+            }
+            _ => text.push(c),
+        }
+    }
+    text.to_lowercase()
+        .split(';')
+        .filter_map(|decl| {
+            let (prop, value) = decl.split_once(':')?;
+            let value = value.trim();
+            let value = value.strip_suffix("!important").unwrap_or(value).trim();
+            Some((prop.trim().to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// A CSS number, or a percentage as a fraction (`50%` is 0.5).
+fn css_number_or_percent(v: &str) -> Option<f64> {
+    match v.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().ok().map(|p| p / 100.0),
+        None => v.parse().ok(),
+    }
+}
+
+/// A CSS length in px (16 px to the em and rem, a percentage of a 16 px
+/// font, 4/3 px to the pt), for the units mail uses; `None` for anything
+/// else (`auto`, `calc()`, keywords).
+fn css_length_px(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let per = match unit.trim() {
+        "" if n == 0.0 => 1.0,
+        "px" => 1.0,
+        "pt" => 4.0 / 3.0,
+        "em" | "rem" => 16.0,
+        "%" => 0.16,
+        "mm" => 96.0 / 25.4,
+        "cm" => 96.0 / 2.54,
+        "in" => 96.0,
+        _ => return None,
+    };
+    Some(n * per)
+}
+
+/// A CSS color as `(r, g, b)`: `#rgb`, `#rrggbb`, `rgb(…)` and the
+/// common names; `None` for others (the comparison then finds nothing).
+fn css_color(v: &str) -> Option<(u8, u8, u8)> {
+    let v: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+    let v = v.as_str();
+    if let Some(hex) = v.strip_prefix('#') {
+        let h = |s: &str| u8::from_str_radix(s, 16).ok();
+        return match hex.len() {
+            3 => {
+                let d: Vec<u8> = hex
+                    .chars()
+                    .map(|c| c.to_digit(16).map(|d| d as u8 * 17))
+                    .collect::<Option<_>>()?;
+                Some((d[0], d[1], d[2]))
+            }
+            6 => Some((h(&hex[0..2])?, h(&hex[2..4])?, h(&hex[4..6])?)),
+            _ => None,
+        };
+    }
+    if let Some(args) = v.strip_prefix("rgb(").or_else(|| v.strip_prefix("rgba(")) {
+        let mut it = args
+            .trim_end_matches(')')
+            .split(',')
+            .map(|x| x.parse::<u8>().ok());
+        return Some((it.next()??, it.next()??, it.next()??));
+    }
+    match v {
+        "white" => Some((255, 255, 255)),
+        "black" => Some((0, 0, 0)),
+        "red" => Some((255, 0, 0)),
+        "blue" => Some((0, 0, 255)),
+        "yellow" => Some((255, 255, 0)),
+        "silver" => Some((192, 192, 192)),
+        "gray" | "grey" => Some((128, 128, 128)),
+        _ => None,
+    }
 }
 
 /// The host a URL or bare domain names, lowercased; `None` if it names none.
@@ -188,13 +376,16 @@ fn strip(html: &str, out: &mut String) {
         };
         let Some(end) = end else { return };
         pos = end;
-        if next.is_ascii_alphabetic() {
+        let name_at = at + 1 + usize::from(next == b'/');
+        let name_len = b[name_at..end]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .unwrap_or(end - name_at);
+        let name = &b[name_at..name_at + name_len];
+        if (next.is_ascii_alphabetic() || next == b'/') && !is_inline(name) {
             out.push(' ');
-            let name_end = b[at + 1..end]
-                .iter()
-                .position(|c| !c.is_ascii_alphanumeric())
-                .map_or(end, |n| at + 1 + n);
-            let name = &b[at + 1..name_end];
+        }
+        if next.is_ascii_alphabetic() {
             for raw in ["script", "style"] {
                 if name.eq_ignore_ascii_case(raw.as_bytes()) {
                     let close = if raw == "script" {
@@ -239,11 +430,14 @@ pub(super) fn scan(html: &str, tags_left: &mut usize, sink: &mut Sink) -> Scan {
 }
 
 impl State {
-    /// What every start tag does: block boundaries separate words
-    /// ("<p>a</p><p>b</p>" is "a b"), and inline ones too.
+    /// What every start tag does: the boundaries of block elements, and
+    /// elements that show something of their own (`<br>`, `<img>`),
+    /// separate words ("<p>a</p><p>b</p>" is "a b"); inline elements do
+    /// not, as a reader sees no break: `mort<b></b>gage` is one word
+    /// (splitting there let a red-team walkthrough, session 25, break every
+    /// word of a spam in two).
     fn open_element(&mut self, name: &str) {
-        self.visible.push(' ');
-        self.hidden.push(' ');
+        self.boundary(name);
         match name {
             "img" => self.images += 1,
             "form" => self.forms += 1,
@@ -274,6 +468,129 @@ impl State {
             {
                 self.mismatched_links += 1;
             }
+        }
+    }
+
+    /// What every end tag does: a block's end separates words
+    /// (`<div>a</div>b` is "a b"), an inline element's does not.
+    fn close_element(&mut self, name: &str) {
+        self.boundary(name);
+    }
+
+    /// A word boundary at a tag of element `name`, unless it is inline.
+    fn boundary(&mut self, name: &str) {
+        if !is_inline(name.as_bytes()) {
+            self.visible.push(' ');
+            self.hidden.push(' ');
+        }
+    }
+
+    /// Ends elements whose end a start tag `name` implies (HTML's
+    /// tree-construction rules, in outline: a block closes an open `<p>`,
+    /// `<li>` an open `<li>`, a cell an open cell, `<body>` or body
+    /// content the `<head>`), before `name` is pushed.
+    fn implied_by_start(&mut self, name: &str) {
+        const SCOPE: &[&str] = &[
+            "applet", "caption", "html", "table", "td", "th", "marquee", "object", "template",
+        ];
+        const BUTTON_SCOPE: &[&str] = &[
+            "applet", "caption", "html", "table", "td", "th", "marquee", "object", "template",
+            "button",
+        ];
+        const LIST_SCOPE: &[&str] = &[
+            "applet", "caption", "html", "table", "td", "th", "marquee", "object", "template",
+            "ol", "ul",
+        ];
+        const TABLE_SCOPE: &[&str] = &["table", "html", "template"];
+        let (targets, barriers): (&[&str], &[&str]) = match name {
+            "li" => (&["li"], LIST_SCOPE),
+            "dd" | "dt" => (&["dd", "dt"], SCOPE),
+            "td" | "th" => (&["td", "th"], TABLE_SCOPE),
+            "tr" => (&["td", "th", "tr"], TABLE_SCOPE),
+            "tbody" | "thead" | "tfoot" => {
+                (&["td", "th", "tr", "tbody", "thead", "tfoot"], TABLE_SCOPE)
+            }
+            "option" => (&["option"], &["select", "datalist", "optgroup"]),
+            "optgroup" => (&["option", "optgroup"], &["select", "datalist"]),
+            _ => (&[], &[]),
+        };
+        if !targets.is_empty() {
+            self.close_in_scope(targets, barriers);
+        }
+        if CLOSES_P.contains(&name) {
+            self.close_in_scope(&["p"], BUTTON_SCOPE);
+        }
+        // A heading in a heading ends it.
+        if is_heading(name) && self.open.last().is_some_and(|o| is_heading(&o.name)) {
+            self.pop_to(self.open.len() - 1);
+        }
+        if self.open.last().is_some_and(|o| o.name == "head") && !IN_HEAD.contains(&name) {
+            self.pop_to(self.open.len() - 1);
+        }
+    }
+
+    /// Closes the innermost open element named in `targets`, unless one
+    /// named in `barriers` is open inside it.
+    fn close_in_scope(&mut self, targets: &[&str], barriers: &[&str]) {
+        for i in (0..self.open.len()).rev() {
+            let name = self.open[i].name.as_str();
+            if targets.contains(&name) {
+                self.pop_to(i);
+                return;
+            }
+            if barriers.contains(&name) {
+                return;
+            }
+        }
+    }
+
+    /// Pushes an element with content on `open`; returns the number its
+    /// end-tag handler names.
+    fn push_open(&mut self, name: &str, hides: bool, skips: bool) -> u32 {
+        let id = self.next_open;
+        self.next_open = self.next_open.wrapping_add(1);
+        self.hidden_depth += u32::from(hides);
+        self.skip_depth += u32::from(skips);
+        self.open.push(Open {
+            name: name.to_string(),
+            id,
+            hides,
+            skips,
+        });
+        id
+    }
+
+    /// The end tag of element `id`: it ends, and with it the elements
+    /// opened inside it that are still open (their ends were implied) —
+    /// except formatting elements (`<b>`, `<font>`, `<a>`…), which a
+    /// browser carries on past a block's end with their attributes. An
+    /// element already ended by an implied end is not found: nothing.
+    fn close(&mut self, id: u32) {
+        if let Some(i) = self.open.iter().rposition(|o| o.id == id) {
+            self.pop_to(i);
+        }
+    }
+
+    /// Ends `open[at]` and the non-formatting elements above it.
+    fn pop_to(&mut self, at: usize) {
+        let target = self.open[at].id;
+        let mut i = self.open.len();
+        while i > at {
+            i -= 1;
+            let o = &self.open[i];
+            if o.id == target || !FORMATTING.contains(&o.name.as_str()) {
+                let o = self.open.remove(i);
+                self.hidden_depth -= u32::from(o.hides);
+                self.skip_depth -= u32::from(o.skips);
+            }
+        }
+    }
+
+    /// Text in an open `<head>` (other than white space) ends it, as it
+    /// does in HTML: the body has begun.
+    fn text_in_head(&mut self, chunk: &str) {
+        if self.open.last().is_some_and(|o| o.name == "head") && !chunk.trim_ascii().is_empty() {
+            self.pop_to(self.open.len() - 1);
         }
     }
 
@@ -309,6 +626,7 @@ fn rewrite(html: &str) -> (State, bool) {
                 // Already lowercased (ASCII) by lol_html.
                 let name = el.tag_name();
                 let mut s = st_el.borrow_mut();
+                s.implied_by_start(&name);
                 s.open_element(&name);
                 if name == "a"
                     && let Some(href) = el.get_attribute("href")
@@ -316,32 +634,20 @@ fn rewrite(html: &str) -> (State, bool) {
                     s.open_link(href, el.can_have_content());
                 }
                 // Void elements (<br>, <img>: most elements of most mail)
-                // hide or skip nothing: no need to read their attributes.
+                // hide or skip nothing and have no end.
                 if !el.can_have_content() {
                     return Ok(());
                 }
                 let skip = skips(&name);
                 let hide = el.has_attribute("hidden")
                     || el.get_attribute("style").is_some_and(|st| hides(&st));
-                if !(skip || hide || name == "a") {
-                    return Ok(());
-                }
-                if skip {
-                    s.skip_depth += 1;
-                }
-                if hide {
-                    s.hidden_depth += 1;
-                }
+                let id = s.push_open(&name, hide, skip);
                 drop(s);
                 let st_end = st_el.clone();
                 el.on_end_tag(lol_html::end_tag!(move |_end| {
                     let mut s = st_end.borrow_mut();
-                    if skip {
-                        s.skip_depth = s.skip_depth.saturating_sub(1);
-                    }
-                    if hide {
-                        s.hidden_depth = s.hidden_depth.saturating_sub(1);
-                    }
+                    s.close_element(&name);
+                    s.close(id);
                     if name == "a" {
                         s.close_link();
                     }
@@ -351,7 +657,9 @@ fn rewrite(html: &str) -> (State, bool) {
             }))
             // Document-level, so text outside any element is seen too.
             .append_document_content_handler(doc_text!(move |t| {
-                st_text.borrow_mut().text(t.as_str());
+                let mut s = st_text.borrow_mut();
+                s.text_in_head(t.as_str());
+                s.text(t.as_str());
                 Ok(())
             })),
         |_: &[u8]| {},
@@ -362,6 +670,80 @@ fn rewrite(html: &str) -> (State, bool) {
         .is_ok();
     let s = std::mem::take(&mut *state.borrow_mut());
     (s, ok)
+}
+
+/// Inline elements: their tags do not separate words
+/// ([`State::open_element`]).
+const INLINE: &[&str] = &[
+    "a", "abbr", "b", "bdi", "bdo", "big", "blink", "cite", "code", "data", "del", "dfn", "em",
+    "font", "i", "ins", "kbd", "mark", "nobr", "q", "s", "samp", "small", "span", "strike",
+    "strong", "sub", "sup", "time", "tt", "u", "var",
+];
+
+/// Whether `name` (any ASCII case) is an [`INLINE`] element.
+fn is_inline(name: &[u8]) -> bool {
+    INLINE
+        .iter()
+        .any(|i| i.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Formatting elements, which a browser carries past the end of the block
+/// they were opened in ([`State::close`]).
+const FORMATTING: &[&str] = &[
+    "a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
+];
+
+/// Start tags that end an open `<p>` ([`State::implied_by_start`]).
+const CLOSES_P: &[&str] = &[
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "center",
+    "details",
+    "dialog",
+    "dir",
+    "div",
+    "dl",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hgroup",
+    "hr",
+    "li",
+    "dd",
+    "dt",
+    "listing",
+    "main",
+    "menu",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "ul",
+    "xmp",
+    "plaintext",
+];
+
+/// Elements that may stay in a `<head>` without ending it.
+const IN_HEAD: &[&str] = &[
+    "base", "basefont", "bgsound", "link", "meta", "noframes", "script", "style", "template",
+    "title",
+];
+
+fn is_heading(name: &str) -> bool {
+    matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6")
 }
 
 /// Elements whose content is not text at all.
@@ -520,6 +902,8 @@ fn plain(html: &str) -> Option<State> {
     let mut attrs = Vec::new();
     // Inside an `<a>` (whose `</a>` closes the link).
     let mut in_a = false;
+    // The open containers, to pair end tags with as lol_html does.
+    let mut open: Vec<&'static str> = Vec::new();
     let mut pos = 0;
     loop {
         let at = find_byte(&b[pos..], b'<').map_or(b.len(), |i| pos + i);
@@ -549,6 +933,16 @@ fn plain(html: &str) -> Option<State> {
             if b.get(after) != Some(&b'>') || (in_a != (name == "a")) {
                 return None;
             }
+            // lol_html ends the innermost open element of the name, and
+            // none for a stray end tag; a block ended on the way is left to
+            // it.
+            if let Some(i) = open.iter().rposition(|&o| o == name) {
+                if open[i + 1..].iter().any(|o| !is_inline(o.as_bytes())) {
+                    return None;
+                }
+                open.truncate(i);
+                s.close_element(name);
+            }
             if name == "a" {
                 s.close_link();
                 in_a = false;
@@ -567,6 +961,7 @@ fn plain(html: &str) -> Option<State> {
             return None;
         }
         s.open_element(name);
+        open.push(name);
         if name == "a" {
             if in_a {
                 return None;
@@ -617,7 +1012,8 @@ fn features(s: &State, sink: &mut Sink) {
                 .get(..p.len())
                 .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
         };
-        if starts("http://") || starts("https://") || starts("www.") {
+        // `http:` with any slashes, or none: a browser follows them all.
+        if starts("http:") || starts("https:") || starts("www.") {
             parts::url(&href, sink);
         } else if starts("mailto:") {
             let addr = t["mailto:".len()..].to_ascii_lowercase();
@@ -830,6 +1226,36 @@ mod tests {
         }
     }
 
+    /// Whether the [`PLAIN`] pieces `picks` never end a block inside the
+    /// element their end tag ends (what [`plain`] reads; other nestings go
+    /// to lol_html).
+    fn nested(picks: &[usize]) -> bool {
+        let mut open: Vec<String> = Vec::new();
+        for &i in picks {
+            let piece = PLAIN[i].to_ascii_lowercase();
+            let Some(tag) = piece.strip_prefix('<') else {
+                continue;
+            };
+            let name: String = tag
+                .trim_start_matches('/')
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            if name.is_empty() || name == "a" || PLAIN_VOIDS.contains(&name.as_str()) {
+                continue;
+            }
+            if !tag.starts_with('/') {
+                open.push(name);
+            } else if let Some(at) = open.iter().rposition(|o| *o == name) {
+                if open[at + 1..].iter().any(|o| !is_inline(o.as_bytes())) {
+                    return false;
+                }
+                open.truncate(at);
+            }
+        }
+        true
+    }
+
     fn long_text() -> String {
         "long.example ".repeat(90)
     }
@@ -865,7 +1291,11 @@ mod tests {
                 html.push_str("<a href=\"http://cut.example/\">cut.example");
             }
             let read = check_same(&html)?;
-            prop_assert!(read || long == 0, "plain HTML left to lol_html: {:?}", html);
+            prop_assert!(
+                read || long == 0 || !nested(&picks),
+                "plain HTML left to lol_html: {:?}",
+                html
+            );
         }
 
         /// Whatever [`plain`] accepts, among pieces it should not, it reads

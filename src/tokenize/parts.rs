@@ -202,7 +202,7 @@ impl UrlFeatures {
             UrlFeature::Userinfo => f.userinfo = true,
             UrlFeature::IpLiteral(host) => {
                 f.ip_literal = true;
-                f.host = Some(host.into());
+                f.host = Some(host.as_ref().into());
             }
             UrlFeature::Host(host, domain) => {
                 f.host = Some(host.into());
@@ -239,8 +239,9 @@ impl UrlFeatures {
 enum UrlFeature<'h> {
     /// `user@` before the host.
     Userinfo,
-    /// The host is an IP address.
-    IpLiteral(&'h str),
+    /// The host is an IP address (an IPv4 address in any of the forms a
+    /// browser reads, as a dotted quad).
+    IpLiteral(std::borrow::Cow<'h, str>),
     /// The host, and its registered domain when that is not the host.
     Host(&'h str, Option<&'h str>),
 }
@@ -253,7 +254,7 @@ pub(super) fn url(u: &str, sink: &mut Sink) {
         }
         UrlFeature::IpLiteral(host) => {
             sink.push(Tag::UrlShape, "ip-literal");
-            sink.push(Tag::UrlHost, host);
+            sink.push(Tag::UrlHost, &host);
         }
         UrlFeature::Host(host, domain) => {
             sink.push(Tag::UrlHost, host);
@@ -264,6 +265,62 @@ pub(super) fn url(u: &str, sink: &mut Sink) {
     });
 }
 
+/// `u` past its scheme, when it has no `://` but an http(s) scheme: a
+/// browser reads `http:/\\evil.example/` and `http:evil.example` as
+/// `http://evil.example/`.
+fn past_odd_slashes(u: &str) -> Option<&str> {
+    let colon = memchr::memchr(b':', u.as_bytes())?;
+    let scheme = &u[..colon];
+    let special = ["http", "https"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme));
+    let rest = &u[colon + 1..];
+    special.then_some(rest)
+}
+
+/// `host` as the WHATWG URL standard's IPv4 parser reads it, when its
+/// last label is a number: one to four parts, each decimal, `0x` hex or
+/// `0` octal, the last filling the bytes left (`3232235777`,
+/// `0xC0A80101`, `0300.0250.1.1` and `192.168.257` are all 192.168.1.1
+/// in a browser). `None` for anything else, a dotted quad included (the
+/// standard parser reads those).
+///
+/// Why: a red-team walkthrough (session 25) linked to such hosts, and
+/// `url:ip-literal`, one of the strongest URL shapes, was not found.
+fn whatwg_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let number = |p: &str| -> Option<u64> {
+        if p.is_empty() {
+            return None;
+        }
+        if let Some(hex) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+            return if hex.is_empty() {
+                Some(0)
+            } else {
+                u64::from_str_radix(hex, 16).ok()
+            };
+        }
+        if p.len() > 1 && p.starts_with('0') {
+            return u64::from_str_radix(&p[1..], 8).ok();
+        }
+        p.parse().ok()
+    };
+    let numbers: Vec<u64> = parts.iter().map(|p| number(p)).collect::<Option<_>>()?;
+    let (last, init) = numbers.split_last()?;
+    if init.iter().any(|&n| n > 255) || *last >= 256u64.pow(5 - numbers.len() as u32) {
+        return None;
+    }
+    let mut ip = *last;
+    for (i, &n) in init.iter().enumerate() {
+        ip += n << (8 * (3 - i));
+    }
+    Some(std::net::Ipv4Addr::from(u32::try_from(ip).ok()?))
+}
+
 /// Reads `u` and hands each [`UrlFeature`] to `found`.
 fn url_with(u: &str, mut found: impl FnMut(UrlFeature<'_>)) {
     // The first `://`, found from the colons: a substring search set up
@@ -271,15 +328,22 @@ fn url_with(u: &str, mut found: impl FnMut(UrlFeature<'_>)) {
     // of short URLs).
     let scheme_end =
         memchr::memchr_iter(b':', u.as_bytes()).find(|&i| u[i + 1..].starts_with("//"));
-    let rest = match scheme_end {
-        Some(i) => &u[i + 3..],
+    // Past the scheme, a browser reads any run of `/` and `\` as `//`, and
+    // a `\` as `/` (WHATWG URL): `http:/\\evil.example/` and
+    // `http://evil.example\\@bank.example/` go to evil.example.
+    let rest = match scheme_end
+        .map(|i| &u[i + 3..])
+        .or_else(|| past_odd_slashes(u))
+    {
+        Some(rest) => rest.trim_start_matches(['/', '\\']),
         None => u,
     };
     // Byte searches for the ASCII delimiters (a UTF-8 continuation byte is
     // never ASCII): splitting by `char` decoded every character of the
     // host, and hostile text is thousands of short non-ASCII hosts.
-    let authority =
-        &rest[..memchr::memchr3(b'/', b'?', b'#', rest.as_bytes()).unwrap_or(rest.len())];
+    let end = memchr::memchr3(b'/', b'?', b'#', rest.as_bytes()).unwrap_or(rest.len());
+    let end = memchr::memchr(b'\\', &rest.as_bytes()[..end]).unwrap_or(end);
+    let authority = &rest[..end];
     let host_port = match memchr::memrchr(b'@', authority.as_bytes()) {
         Some(at) => {
             // `http://bank.example@evil.example/` shows one host and visits another.
@@ -306,15 +370,21 @@ fn url_with(u: &str, mut found: impl FnMut(UrlFeature<'_>)) {
     } else {
         host
     };
-    // Only hex digits, `.` and `:` can spell an IP address: most hosts are
-    // ruled out at their first letter past `f`, without the parser.
+    // Only hex digits, `x`, `.` and `:` can spell an IP address: most
+    // hosts are ruled out at their first letter past `f` (but `x`),
+    // without the parser.
     if host
         .bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
-        && host.parse::<std::net::IpAddr>().is_ok()
+        .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'x'))
     {
-        found(UrlFeature::IpLiteral(host));
-        return;
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            found(UrlFeature::IpLiteral(host.into()));
+            return;
+        }
+        if let Some(ip) = whatwg_ipv4(host) {
+            found(UrlFeature::IpLiteral(ip.to_string().into()));
+            return;
+        }
     }
     let domain = registered_domain(host).filter(|&d| d != host);
     found(UrlFeature::Host(host, domain));
@@ -360,10 +430,17 @@ mod tests {
     /// features must not change.
     fn url_reference(u: &str, sink: &mut Sink) {
         let rest = match u.find("://") {
-            Some(i) => &u[i + 3..],
-            None => u,
+            Some(i) => u[i + 3..].trim_start_matches(['/', '\\']),
+            None => match u.split_once(':') {
+                Some((scheme, rest))
+                    if ["http", "https"].contains(&scheme.to_ascii_lowercase().as_str()) =>
+                {
+                    rest.trim_start_matches(['/', '\\'])
+                }
+                _ => u,
+            },
         };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
         let host_port = match authority.rsplit_once('@') {
             Some((_, h)) => {
                 sink.push(Tag::UrlShape, "userinfo");
@@ -387,6 +464,11 @@ mod tests {
         if host.parse::<std::net::IpAddr>().is_ok() {
             sink.push(Tag::UrlShape, "ip-literal");
             sink.push(Tag::UrlHost, &host);
+            return;
+        }
+        if let Some(ip) = whatwg_ipv4(&host) {
+            sink.push(Tag::UrlShape, "ip-literal");
+            sink.push(Tag::UrlHost, &ip.to_string());
             return;
         }
         sink.push(Tag::UrlHost, &host);

@@ -205,6 +205,215 @@ fn html_visible_and_hidden_text_are_apart() {
     assert!(has(&t, Tag::Html, "hidden-text"));
 }
 
+/// An HTML body with `html`, as a message.
+fn html_message(html: &str) -> Vec<u8> {
+    format!("Subject: x\r\nContent-Type: text/html\r\n\r\n{html}").into_bytes()
+}
+
+#[test]
+fn a_hidden_element_ends_where_html_ends_it_not_only_at_its_end_tag() {
+    // A red-team walkthrough (session 25) hid a whole spam behind
+    // `<p style="display:none">x<p>`: the second `<p>` ends the first in
+    // HTML, so a reader sees everything after it.
+    for html in [
+        "<p style=\"display:none\">zzpad<p>zzshown",
+        "<div><p style=\"display:none\">zzpad</div>zzshown",
+        "<ul><li style=\"display:none\">zzpad<li>zzshown</ul>",
+        "<table><tr><td style=\"display:none\">zzpad<td>zzshown</table>",
+        "<table><tr><td style=\"display:none\">zzpad<tr><td>zzshown</table>",
+        "<p style=\"display:none\">zzpad<div>zzshown</div>",
+        "<dl><dt style=\"display:none\">zzpad<dd>zzshown</dl>",
+        "<head><title>t</title><body>zzshown",
+        "<head><meta charset=utf-8>zzshown",
+    ] {
+        let t = tok(&html_message(html));
+        assert!(
+            has(&t, Tag::Body, "zzshown"),
+            "{html}: {:?}",
+            features(&html_message(html))
+        );
+        assert!(!has(&t, Tag::HiddenWord, "zzshown"), "{html}");
+        if html.contains("zzpad") {
+            assert!(has(&t, Tag::HiddenWord, "zzpad"), "{html}");
+        }
+    }
+    // What a browser does hide stays hidden: a `<span/>` is not closed by
+    // its slash, and a hidden formatting element is carried past a start
+    // tag that ends the block it was opened in. (Past the block's end
+    // tag, lol_html ends it: `<div><b style="display:none">x</div>y` reads
+    // `y` as visible where a browser carries the `<b>` on and hides it.)
+    for html in [
+        "<span style=\"display:none\"/>zzstill",
+        "<font style=\"font-size:0\">zzpad<p>zzstill",
+        "<p style=\"display:none\">zzpad <b>zzstill</b>",
+    ] {
+        let t = tok(&html_message(html));
+        assert!(has(&t, Tag::HiddenWord, "zzstill"), "{html}");
+        assert!(!has(&t, Tag::Body, "zzstill"), "{html}");
+    }
+}
+
+#[test]
+fn hidden_text_styles_are_read_as_css_reads_them() {
+    // Each spelling padded spam with the user's ham words in a red-team
+    // walkthrough (session 25), and was read as visible text.
+    for style in [
+        "font-size:0pt",
+        "font-size:0em",
+        "font-size:0%",
+        "font-size:0.0px",
+        "font-size:0.1px",
+        "font-size:2px",
+        "FONT-SIZE: 1PT",
+        "font-size:0 !important",
+        "font-size:1px!important",
+        "opacity:0.0",
+        "opacity:.0",
+        "opacity:0%",
+        "opacity:0 !important",
+        "display&#58;none",
+        "display:/**/none",
+        "display:n\\6f ne",
+        "di\\splay:none",
+        "visibility:collapse",
+        "color:#ffffff;background:#fff",
+        "color:white;background-color:#FFFFFF",
+        "color:transparent",
+        "max-height:0;overflow:hidden",
+        "width:0;height:0;overflow:hidden",
+        "position:absolute;left:-9999px",
+        "text-indent:-9999px",
+        "transform:scale(0)",
+        "clip:rect(0 0 0 0);position:absolute",
+        "display:block;display:none",
+    ] {
+        let html = format!("<p>visible</p><div style=\"{style}\">zzpad</div>");
+        let t = tok(&html_message(&html));
+        assert!(has(&t, Tag::HiddenWord, "zzpad"), "{style}");
+        assert!(!has(&t, Tag::Body, "zzpad"), "{style}");
+    }
+    // Text a reader sees stays visible: white text on a dark cell, ordinary
+    // sizes, a display reset after none.
+    for style in [
+        "font-size:12px",
+        "font-size:0.9em",
+        "font-size:80%",
+        "color:#fff",
+        "color:#ffffff;background:#003366",
+        "opacity:1",
+        "opacity:0.9",
+        "display:none;display:block",
+        "height:0",
+        "left:-10px",
+        "font-family:'0 !important'",
+    ] {
+        let html = format!("<p>visible</p><div style=\"{style}\">zzshown</div>");
+        let t = tok(&html_message(&html));
+        assert!(has(&t, Tag::Body, "zzshown"), "{style}");
+    }
+}
+
+#[test]
+fn characters_a_reader_never_sees_do_not_change_a_word() {
+    // Soft hyphen, zero-width space, non-joiner, joiner, word joiner, BOM,
+    // left-to-right mark, combining grapheme joiner: each put inside every
+    // word of a spam by a red-team walkthrough (session 25).
+    for c in [
+        '\u{ad}', '\u{200b}', '\u{200c}', '\u{200d}', '\u{2060}', '\u{feff}', '\u{200e}', '\u{34f}',
+    ] {
+        let msg = format!("Subject: mor{c}tgage\r\n\r\nre{c}finance to{c}day\r\n");
+        let t = tok(msg.as_bytes());
+        assert!(
+            has(&t, Tag::Subject, "mortgage"),
+            "U+{:04X}: {:?}",
+            c as u32,
+            features(msg.as_bytes())
+        );
+        assert!(has(&t, Tag::Body, "refinance"), "U+{:04X}", c as u32);
+        assert!(has(&t, Tag::Body, "today"), "U+{:04X}", c as u32);
+    }
+    // Other text on the line is read as before.
+    let t = tok("Subject: x\r\n\r\nca\u{ad}fé naïve\r\n".as_bytes());
+    assert!(has(&t, Tag::Body, "café") && has(&t, Tag::Body, "naïve"));
+}
+
+#[test]
+fn inline_tags_inside_a_word_do_not_split_it() {
+    // `mort<b></b>gage` reads "mortgage"; splitting at every tag let a
+    // red-team walkthrough (session 25) break each word of a spam in two.
+    for html in [
+        "zzmort<b></b>gage",
+        "<span>zzmort</span><span>gage</span>",
+        "zzmort<font color=red>gage</font>",
+        "<p>zzmort<i>gage</i></p>",
+    ] {
+        let t = tok(&html_message(html));
+        assert!(
+            has(&t, Tag::Body, "zzmortgage"),
+            "{html}: {:?}",
+            features(&html_message(html))
+        );
+    }
+    // Blocks and line breaks still separate words, at their start and end.
+    for html in [
+        "zzone<br>zztwo",
+        "<div>zzone</div>zztwo",
+        "zzone<p>zztwo",
+        "zzone<td>zztwo",
+    ] {
+        let t = tok(&html_message(html));
+        assert!(
+            has(&t, Tag::Body, "zzone") && has(&t, Tag::Body, "zztwo"),
+            "{html}"
+        );
+    }
+}
+
+#[test]
+fn a_link_to_an_ip_address_in_any_form_a_browser_reads_is_an_ip_literal() {
+    // A red-team walkthrough (session 25): each of these goes to
+    // 192.168.1.1 in a browser, and none was read as an IP address.
+    for href in [
+        "http://3232235777/x",
+        "http://0xC0A80101/x",
+        "http://0300.0250.1.1/x",
+        "http://192.168.257/x",
+        "http://192.168.1.1/x",
+    ] {
+        let msg = html_message(&format!("<a href=\"{href}\">click</a>"));
+        let t = tok(&msg);
+        assert!(
+            has(&t, Tag::UrlShape, "ip-literal"),
+            "{href}: {:?}",
+            features(&msg)
+        );
+        assert!(
+            has(&t, Tag::UrlHost, "192.168.1.1"),
+            "{href}: {:?}",
+            features(&msg)
+        );
+    }
+    // A backslash is a slash to a browser: this link goes to evil.example.
+    for href in [
+        "http://evil.example\\@paypal.example/",
+        "http:/\\evil.example/",
+    ] {
+        let msg = html_message(&format!("<a href=\"{href}\">click</a>"));
+        let t = tok(&msg);
+        assert!(
+            has(&t, Tag::UrlHost, "evil.example"),
+            "{href}: {:?}",
+            features(&msg)
+        );
+        assert!(!has(&t, Tag::UrlHost, "paypal.example"), "{href}");
+    }
+    // Hosts that only look numeric are hosts.
+    let msg =
+        html_message("<a href=\"http://cafe.be/\">x</a><a href=\"http://deadbeef.example/\">y</a>");
+    let t = tok(&msg);
+    assert!(has(&t, Tag::UrlHost, "cafe.be") && !has(&t, Tag::UrlShape, "ip-literal"));
+}
+
 #[test]
 fn html_links_images_and_forms() {
     let msg = b"Subject: x\r\nContent-Type: text/html\r\n\r\n<p>Dear customer</p>\

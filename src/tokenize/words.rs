@@ -42,6 +42,39 @@ pub fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str) -> bo
 /// score bench (session 10).
 #[inline(never)]
 fn non_ascii_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) -> bool {
+    if line.chars().any(is_default_ignorable) {
+        let seen: String = line.chars().filter(|&c| !is_default_ignorable(c)).collect();
+        return if seen.is_ascii() {
+            ascii_chunk(&seen, buf, f)
+        } else {
+            visible_line(&seen, buf, f)
+        };
+    }
+    visible_line(line, buf, f)
+}
+
+/// Whether `c` is a Unicode Default_Ignorable_Code_Point (Unicode 15,
+/// DerivedCoreProperties): characters a reader never sees — the soft
+/// hyphen, zero-width spaces and joiners, bidi marks, the word joiner,
+/// the byte order mark, variation selectors, the combining grapheme
+/// joiner, tag characters. They are dropped before words are split.
+///
+/// Why: inserted inside words they make every word new to the model
+/// while the reader sees the same text. A red-team walkthrough (session
+/// 25) put one in the middle of every word of a spam: UAX #29 keeps the
+/// format characters inside the word (`vi\u{ad}agra` one unknown word)
+/// and splits at U+200B, and the spam (p = 1.0) scored 0.15, ham.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// A non-ASCII line with nothing invisible in it.
+fn visible_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) -> bool {
     if is_ascii_but_replacements(line) {
         line.split(char::REPLACEMENT_CHARACTER)
             .all(|piece| ascii_chunk(piece, buf, f))
