@@ -739,3 +739,49 @@ Please verify your account.\r\n";
     assert!(r.smtp_reply.starts_with("550 5.7.26"), "{r:?}");
     server.stop().await;
 }
+
+/// The red team's a10 (s25 finding 1): the border copied the sender's HELO
+/// name, quoted as RFC 8601 asks, into its own result: `smtp.helo="x;dmarc=pass"`.
+/// Split at every `;`, that read as a DMARC pass and rode dave's allow
+/// entry for paypal.com past the border's `dmarc=fail (p=reject)`. The
+/// quoted value is one atom: the failure stands, and is rejected.
+const A10_HELO_INJECTION: &[u8] = b"Authentication-Results: mx.border.example;\r\n \
+spf=none smtp.helo=\"x;dmarc=pass\";\r\n \
+dkim=none;\r\n \
+dmarc=fail (p=reject dis=reject) header.from=paypal.com\r\n\
+From: PayPal <service@paypal.com>\r\n\
+To: dave@example.com\r\n\
+Subject: Limited time offer for you\r\n\
+\r\n\
+Verify your account now at the link below.\r\n";
+
+#[tokio::test]
+async fn a_pass_injected_into_the_borders_result_neither_allows_nor_escapes_dmarc() {
+    for border in ["", "mx.border.example"] {
+        let server = TestServer::start_with(chaff::engine::Settings {
+            border: match border {
+                "" => Default::default(),
+                id => chaff::mail::auth::Border::parse(id).unwrap(),
+            },
+            ..Default::default()
+        })
+        .await;
+        let mut c = server.client().await;
+        set_list(&mut c, "dave", ListKind::Allow, "paypal.com").await;
+        set_mode(&mut c, "dave", HandlingMode::Reject).await;
+        let r = score(&mut c, "dave", A10_HELO_INJECTION).await;
+        assert_eq!(rule(&r), Rule::Authentication, "{border:?}: {r:?}");
+        assert_eq!(r.action, Action::Reject as i32, "{border:?}");
+        assert_eq!(r.smtp_reply, chaff::policy::REPLY_DMARC, "{border:?}");
+        let x = r.explanation.as_ref().unwrap();
+        assert!(x.reason.contains("paypal.com"), "{}", x.reason);
+        assert!(
+            x.notes
+                .iter()
+                .any(|n| n.contains("paypal.com") && n.contains("ignored")),
+            "{:?}",
+            x.notes
+        );
+        server.stop().await;
+    }
+}
