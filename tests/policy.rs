@@ -785,3 +785,29 @@ async fn a_pass_injected_into_the_borders_result_neither_allows_nor_escapes_dmar
         server.stop().await;
     }
 }
+
+/// The red team's b01 (s25 finding 8): 4,000 filler fields of 70 bytes
+/// (~280 KiB, past the 256 KiB header cap) and then a block-listed From.
+/// Cut at the cap, the From went unseen and the block entry did nothing.
+#[tokio::test]
+async fn a_from_after_the_header_cap_still_meets_the_block_list() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    set_list(&mut c, "alice", ListKind::Block, "jane.smith@example.net").await;
+    let mut m = Vec::new();
+    for i in 0..4000 {
+        let field = format!("X-Filler-{i:04}: {}\r\n", "a".repeat(53));
+        assert_eq!(field.len(), 70);
+        m.extend_from_slice(field.as_bytes());
+    }
+    assert!(m.len() > chaff::tokenize::Limits::default().max_header_bytes);
+    m.extend_from_slice(
+        b"From: Jane Smith <jane.smith@example.net>\r\nSubject: lunch\r\n\r\nSee you at noon.\r\n",
+    );
+    let r = score(&mut c, "alice", &m).await;
+    assert_eq!(rule(&r), Rule::BlockList, "{r:?}");
+    assert_eq!(r.action, Action::SpamFolder as i32);
+    let x = r.explanation.as_ref().unwrap();
+    assert_eq!(x.sender, "jane.smith@example.net");
+    server.stop().await;
+}
