@@ -98,6 +98,39 @@ pub(crate) fn clauses(value: &str) -> Vec<Clause<'_>> {
     Lexer::new(value).run()
 }
 
+/// `value` with its RFC 5322 comments removed (quoted strings kept whole,
+/// escapes honoured, an unclosed `(` kept as text): for re-reading a From
+/// address written with CFWS inside it (`jane.smith(c)@example.net`),
+/// which the address parser does not read as an address.
+pub(crate) fn without_comments(value: &str) -> Cow<'_, str> {
+    if !value.contains('(') {
+        return Cow::Borrowed(value);
+    }
+    let mut lexer = Lexer::new(value);
+    let mut out = String::with_capacity(value.len());
+    let (mut i, mut run) = (0, 0);
+    while i < value.len() {
+        match value.as_bytes()[i] {
+            b'"' => {
+                if let Some((end, _)) = lexer.quote_end(i) {
+                    i = end;
+                }
+            }
+            b'(' => {
+                if let Some(end) = lexer.comment_end(i) {
+                    out.push_str(&value[run..i]);
+                    run = end + 1;
+                    i = end;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&value[run..]);
+    Cow::Owned(out)
+}
+
 /// A word being built: where its current atom run started, and the text
 /// so far when it has a quoted part.
 #[derive(Default)]
@@ -426,6 +459,19 @@ mod tests {
         let c = clauses("a=x(( (c) ; b");
         assert_eq!(c[0].comments, ["c"]);
         assert_eq!(words("a=x(( (c) ; b")[1], ["b"]);
+    }
+
+    #[test]
+    fn comments_are_removed_but_not_from_quoted_strings() {
+        assert_eq!(
+            without_comments("jane.smith(c)@example.net"),
+            "jane.smith@example.net"
+        );
+        assert_eq!(
+            without_comments(r#""Smith (Sales)" <a(x(y))@b.example> (old)"#),
+            r#""Smith (Sales)" <a@b.example> "#
+        );
+        assert_eq!(without_comments("a(@b.example"), "a(@b.example");
     }
 
     #[test]

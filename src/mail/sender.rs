@@ -163,7 +163,30 @@ impl HeaderFacts {
     fn from_headers(headers: &Message<'_>, border: &Border) -> Self {
         let auth = Authentication::from_border(headers.headers_raw(), 16 * 1024, border);
         let subject = headers.subject().map(str::to_string);
-        let (from, other_from, from_count) = read_from(headers);
+        let (mut from, mut other_from, mut from_count) = read_from(headers);
+        // RFC 5322 allows comments inside an address (`jane.smith(c)@…`),
+        // which the parser does not read as one: when a From has a comment
+        // and an address went unread, the From fields are read again
+        // without their comments (rare: no cost for the usual From).
+        let from_fields = || {
+            headers
+                .headers_raw()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("from"))
+        };
+        if other_from.len() + usize::from(from.is_some()) < from_count
+            && from_fields().any(|(_, v)| v.contains('('))
+        {
+            let mut block = Vec::new();
+            for (_, v) in from_fields() {
+                block.extend_from_slice(b"From:");
+                block.extend_from_slice(super::lex::without_comments(v.trim_end()).as_bytes());
+                block.extend_from_slice(b"\r\n");
+            }
+            block.extend_from_slice(b"\r\n");
+            if let Some(again) = crate::tokenize::message_parser().parse_headers(&block) {
+                (from, other_from, from_count) = read_from(&again);
+            }
+        }
         let one_click_post = headers
             .header_raw("List-Unsubscribe-Post")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("List-Unsubscribe=One-Click"));
@@ -392,6 +415,23 @@ mod tests {
         assert_eq!(
             HeaderFacts::from_message(&body_from, 256 * 1024, &Border::default()).from,
             None
+        );
+    }
+
+    #[test]
+    fn a_from_address_with_a_comment_inside_is_read_without_it() {
+        let raw = b"From: jane.smith(c)@example.net\r\nSubject: x\r\n\r\nbody";
+        let f = HeaderFacts::from_message(raw, 1 << 20, &Border::default());
+        assert_eq!(
+            f.from.map(|a| a.to_string()).as_deref(),
+            Some("jane.smith@example.net")
+        );
+        assert_eq!(f.from_count, 1);
+        let named = b"From: jane@example.net (Jane Smith)\r\n\r\nbody";
+        let f = HeaderFacts::from_message(named, 1 << 20, &Border::default());
+        assert_eq!(
+            f.from.map(|a| a.to_string()).as_deref(),
+            Some("jane@example.net")
         );
     }
 
