@@ -951,6 +951,8 @@ mod tests {
             // Present but not a domain: ignored, not trusted.
             r#"mx; dmarc=pass header.from="x;y""#,
             "mx; dmarc=pass header.from=paypal.com(",
+            // Not a subdomain of paypal.com, though it ends like one.
+            "mx; spf=pass smtp.mailfrom=a@x(.paypal.com",
             "mx; spf=pass smtp.mailfrom=\"a\"@\"paypal.com\"",
             // A MAIL FROM that is not a domain does not fall back to HELO.
             r#"mx; spf=pass smtp.mailfrom="a(" smtp.helo=paypal.com"#,
