@@ -739,3 +739,75 @@ Please verify your account.\r\n";
     assert!(r.smtp_reply.starts_with("550 5.7.26"), "{r:?}");
     server.stop().await;
 }
+
+/// The red team's a10 (s25 finding 1): the border copied the sender's HELO
+/// name, quoted as RFC 8601 asks, into its own result: `smtp.helo="x;dmarc=pass"`.
+/// Split at every `;`, that read as a DMARC pass and rode dave's allow
+/// entry for paypal.com past the border's `dmarc=fail (p=reject)`. The
+/// quoted value is one atom: the failure stands, and is rejected.
+const A10_HELO_INJECTION: &[u8] = b"Authentication-Results: mx.border.example;\r\n \
+spf=none smtp.helo=\"x;dmarc=pass\";\r\n \
+dkim=none;\r\n \
+dmarc=fail (p=reject dis=reject) header.from=paypal.com\r\n\
+From: PayPal <service@paypal.com>\r\n\
+To: dave@example.com\r\n\
+Subject: Limited time offer for you\r\n\
+\r\n\
+Verify your account now at the link below.\r\n";
+
+#[tokio::test]
+async fn a_pass_injected_into_the_borders_result_neither_allows_nor_escapes_dmarc() {
+    for border in ["", "mx.border.example"] {
+        let server = TestServer::start_with(chaff::engine::Settings {
+            border: match border {
+                "" => Default::default(),
+                id => chaff::mail::auth::Border::parse(id).unwrap(),
+            },
+            ..Default::default()
+        })
+        .await;
+        let mut c = server.client().await;
+        set_list(&mut c, "dave", ListKind::Allow, "paypal.com").await;
+        set_mode(&mut c, "dave", HandlingMode::Reject).await;
+        let r = score(&mut c, "dave", A10_HELO_INJECTION).await;
+        assert_eq!(rule(&r), Rule::Authentication, "{border:?}: {r:?}");
+        assert_eq!(r.action, Action::Reject as i32, "{border:?}");
+        assert_eq!(r.smtp_reply, chaff::policy::REPLY_DMARC, "{border:?}");
+        let x = r.explanation.as_ref().unwrap();
+        assert!(x.reason.contains("paypal.com"), "{}", x.reason);
+        assert!(
+            x.notes
+                .iter()
+                .any(|n| n.contains("paypal.com") && n.contains("ignored")),
+            "{:?}",
+            x.notes
+        );
+        server.stop().await;
+    }
+}
+
+/// The red team's b01 (s25 finding 8): 4,000 filler fields of 70 bytes
+/// (~280 KiB, past the 256 KiB header cap) and then a block-listed From.
+/// Cut at the cap, the From went unseen and the block entry did nothing.
+#[tokio::test]
+async fn a_from_after_the_header_cap_still_meets_the_block_list() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    set_list(&mut c, "alice", ListKind::Block, "jane.smith@example.net").await;
+    let mut m = Vec::new();
+    for i in 0..4000 {
+        let field = format!("X-Filler-{i:04}: {}\r\n", "a".repeat(53));
+        assert_eq!(field.len(), 70);
+        m.extend_from_slice(field.as_bytes());
+    }
+    assert!(m.len() > chaff::tokenize::Limits::default().max_header_bytes);
+    m.extend_from_slice(
+        b"From: Jane Smith <jane.smith@example.net>\r\nSubject: lunch\r\n\r\nSee you at noon.\r\n",
+    );
+    let r = score(&mut c, "alice", &m).await;
+    assert_eq!(rule(&r), Rule::BlockList, "{r:?}");
+    assert_eq!(r.action, Action::SpamFolder as i32);
+    let x = r.explanation.as_ref().unwrap();
+    assert_eq!(x.sender, "jane.smith@example.net");
+    server.stop().await;
+}

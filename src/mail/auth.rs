@@ -11,6 +11,7 @@
 
 use std::net::IpAddr;
 
+use super::lex::{self, Clause, Item, pairs};
 use super::sender::Address;
 
 /// An authentication method's result (RFC 8601 §2.7 values).
@@ -76,11 +77,36 @@ pub struct Authentication {
     /// sender or a bare domain. Block entries match it too.
     pub envelope_from: Option<Address>,
     pub dkim: Vec<Check>,
+    /// The message's DMARC result as one value (the model's evidence, the
+    /// reason policy gives): the first result that failed, else the first
+    /// one read. A failure is never overridden by a pass read before or
+    /// after it: a pass beside a failure was not the border's own verdict.
     pub dmarc: Option<Check>,
-    /// The From domain's published DMARC policy, when the verifier noted
-    /// it (`dmarc=fail (p=reject …)` as OpenDMARC writes, or
-    /// `policy.dmarc=reject`).
-    pub dmarc_policy: Option<DmarcPolicy>,
+    /// Every DMARC result read, each with the policy its own clause states,
+    /// for [`Authentication::authenticates`] and
+    /// [`Authentication::dmarc_enforced_failure`].
+    dmarc_results: Vec<DmarcResult>,
+}
+
+/// One `dmarc=` result and the From domain's published policy as that
+/// same clause notes it (`dmarc=fail (p=reject …)` as OpenDMARC writes,
+/// or `policy.dmarc=reject`): read from the clause itself, so a policy in
+/// another clause (one a sender's text made) is never taken for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DmarcResult {
+    check: Check,
+    policy: Option<DmarcPolicy>,
+}
+
+/// A DMARC failure the From domain asks receivers to act on
+/// ([`Authentication::dmarc_enforced_failure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmarcFailure<'a> {
+    /// The most severe policy any failing result states.
+    pub policy: DmarcPolicy,
+    /// The domain that failing result names (`header.from`), for the
+    /// reason support reads; `None` when it names none.
+    pub domain: Option<&'a str>,
 }
 
 /// What the operator says its border MTA writes, so that policy reads the
@@ -111,17 +137,20 @@ impl Border {
 
     /// Whether the `Authentication-Results` value `value` names one of the
     /// border's authserv-ids.
-    fn wrote(&self, value: &str) -> bool {
-        // The id is the first word before the first `;`: only that prefix
-        // is read (and copied to drop its comments).
-        let head = strip_comments(value.split(';').next().unwrap_or_default());
-        let id = head.split_whitespace().next();
-        id.is_some_and(|id| self.authserv_ids.iter().any(|b| b.eq_ignore_ascii_case(id)))
+    fn wrote(&self, value: &[Clause<'_>]) -> bool {
+        // The id is the first word of the first clause (comments and quotes
+        // read as RFC 5322 says, so a quoted id is its content).
+        let id = value.first().and_then(|c| c.words().next());
+        id.is_some_and(|id| {
+            self.authserv_ids
+                .iter()
+                .any(|b| b.eq_ignore_ascii_case(&id.text))
+        })
     }
 }
 
-/// A domain's DMARC `p=` policy (RFC 7489 §6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A domain's DMARC `p=` policy (RFC 7489 §6.3), least severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DmarcPolicy {
     None,
     Quarantine,
@@ -151,33 +180,71 @@ impl Authentication {
     /// Whether the message authenticates for `domain` (the From domain):
     /// DMARC pass for it, an SPF pass for it or a parent/child of it
     /// (relaxed alignment), or a DKIM pass with an aligned signing domain.
+    ///
+    /// A pass counts only for the domain it names: a result that names
+    /// none (or names something that is not a domain) authenticates
+    /// nothing, since it could be about any From. A DMARC failure for
+    /// `domain` (or naming no domain) vetoes every pass: the border
+    /// evaluated DMARC from these same SPF and DKIM results and found no
+    /// aligned pass, so a pass read beside it is not the border's (text a
+    /// sender got into the border's header) or is one the domain's own
+    /// policy does not accept (strict alignment). A DMARC pass counts only
+    /// when no other DMARC result for the domain disagrees with it.
     pub fn authenticates(&self, domain: &str) -> bool {
+        let about = |c: &Check| c.domain.as_deref().is_none_or(|d| d == domain);
+        let dmarc = || self.dmarc_results.iter().map(|r| &r.check);
+        if dmarc().any(|c| c.result == AuthResult::Fail && about(c)) {
+            return false;
+        }
         let aligned = |c: &Check| {
             c.result == AuthResult::Pass
                 && c.domain
                     .as_deref()
                     .is_some_and(|d| relaxed_aligned(d, domain))
         };
-        self.dmarc.as_ref().is_some_and(|c| {
-            c.result == AuthResult::Pass && c.domain.as_deref().is_none_or(|d| d == domain)
-        }) || self.spf.as_ref().is_some_and(aligned)
-            || self.dkim.iter().any(aligned)
+        let dmarc_pass = dmarc()
+            .any(|c| c.result == AuthResult::Pass && c.domain.as_deref() == Some(domain))
+            && !dmarc().any(|c| c.result != AuthResult::Pass && about(c));
+        dmarc_pass || self.spf.as_ref().is_some_and(aligned) || self.dkim.iter().any(aligned)
     }
 
-    /// DMARC failed and the domain asks receivers to act on failures.
-    /// Whatever domain the result names (`header.from`): policy reads only
-    /// the border's own result ([`Authentication::from_border`]), which is
-    /// about the message's From, and a message with several From
-    /// addresses must not escape it by leading with another.
-    pub fn dmarc_enforced_failure(&self) -> Option<DmarcPolicy> {
-        let failed = self
-            .dmarc
-            .as_ref()
-            .is_some_and(|c| c.result == AuthResult::Fail);
-        match self.dmarc_policy {
-            Some(p @ (DmarcPolicy::Reject | DmarcPolicy::Quarantine)) if failed => Some(p),
-            _ => None,
+    /// DMARC failed and the domain asks receivers to act on failures: the
+    /// most severe policy stated by any failing result, each read from its
+    /// own clause. Whatever domain the result names (`header.from`):
+    /// policy reads only the border's own results
+    /// ([`Authentication::from_border`]), which are about the message's
+    /// From, and a message with several From addresses must not escape it
+    /// by leading with another; nor does a pass anywhere else (in the same
+    /// header or another of the border's) undo a failure.
+    pub fn dmarc_enforced_failure(&self) -> Option<DmarcFailure<'_>> {
+        self.dmarc_results
+            .iter()
+            .filter(|r| r.check.result == AuthResult::Fail)
+            .filter_map(|r| match r.policy {
+                Some(p @ (DmarcPolicy::Reject | DmarcPolicy::Quarantine)) => Some((p, r)),
+                _ => None,
+            })
+            // The first of the most severe (`max_by_key` keeps the last).
+            .rev()
+            .max_by_key(|(p, _)| *p)
+            .map(|(policy, r)| DmarcFailure {
+                policy,
+                domain: r.check.domain.as_deref(),
+            })
+    }
+
+    /// Records one DMARC result, keeping [`Authentication::dmarc`] the
+    /// first failure, else the first result.
+    fn add_dmarc(&mut self, check: Check, policy: Option<DmarcPolicy>) {
+        let failed = check.result == AuthResult::Fail;
+        match &self.dmarc {
+            None => self.dmarc = Some(check.clone()),
+            Some(first) if failed && first.result != AuthResult::Fail => {
+                self.dmarc = Some(check.clone())
+            }
+            Some(_) => {}
         }
+        self.dmarc_results.push(DmarcResult { check, policy });
     }
 }
 
@@ -190,38 +257,47 @@ fn relaxed_aligned(a: &str, b: &str) -> bool {
     a == b || sub(a, b) || sub(b, a)
 }
 
-/// Strips RFC 5322 comments `( … )`, which may nest, and quotes.
-fn strip_comments(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut depth = 0usize;
-    for c in s.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            '"' => {}
-            _ if depth == 0 => out.push(c),
-            _ => {}
-        }
+/// `policy.dmarc=reject` among a `dmarc=` clause's properties, or `p=reject`
+/// in its comments (OpenDMARC's `(p=reject dis=none)`): the most severe
+/// stated, from this clause only.
+fn dmarc_policy_in(clause: &Clause<'_>, props: &[Item<'_>]) -> Option<DmarcPolicy> {
+    let in_props = pairs(props)
+        .filter(|(n, _)| n.eq_ignore_ascii_case("policy.dmarc"))
+        .filter_map(|(_, v)| DmarcPolicy::parse(&v.text));
+    let in_comments = clause.comments.iter().flat_map(|c| {
+        c.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .filter_map(|w| {
+                let (k, v) = w.split_once('=')?;
+                k.eq_ignore_ascii_case("p")
+                    .then(|| DmarcPolicy::parse(v))
+                    .flatten()
+            })
+    });
+    in_props.chain(in_comments).max()
+}
+
+/// The domain the properties named `name` give, when there is one:
+/// `None` when no such property is present; `Some(None)` when it is
+/// present but does not name one domain (a value that is not a domain,
+/// or two values that disagree): the result then speaks for no domain,
+/// rather than for whichever value came first or last.
+fn property_domain(props: &[Item<'_>], name: &str) -> Option<Option<String>> {
+    let mut found: Option<Option<String>> = None;
+    for (_, v) in pairs(props).filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        let d = domain_of(&v.text);
+        found = Some(match found {
+            None => d,
+            Some(prev) if prev == d => d,
+            Some(_) => None,
+        });
     }
-    out
+    found
 }
 
-/// `p=reject` (in OpenDMARC's comment) or `policy.dmarc=reject` within the
-/// `dmarc=` clause of an Authentication-Results value.
-fn dmarc_policy_in(value: &str) -> Option<DmarcPolicy> {
-    let lower = value.to_ascii_lowercase();
-    let start = lower.find("dmarc=")?;
-    let clause = lower[start..].split(';').next()?;
-    clause
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-        .find_map(|w| {
-            w.strip_prefix("policy.dmarc=")
-                .or_else(|| w.strip_prefix("p="))
-                .and_then(DmarcPolicy::parse)
-        })
-}
-
-/// The domain part of an address or the domain itself, lowercased.
+/// The domain part of an address or the domain itself, lowercased and
+/// in ASCII; `None` unless it reads as a domain name (labels of letters,
+/// digits, `-` and `_`, at least two): a property value the border copied
+/// from the sender (`smtp.helo="x;dmarc=pass"`) is not trusted as a domain.
 fn domain_of(value: &str) -> Option<String> {
     let v = value.trim().trim_matches(|c| c == '<' || c == '>');
     let d = v
@@ -232,7 +308,13 @@ fn domain_of(value: &str) -> Option<String> {
     // As `mail::Address` and list entries hold it, so alignment compares
     // like with like.
     let d = super::ascii_domain(d).ok()?;
-    (!d.is_empty() && d.len() <= 253 && d.contains('.')).then_some(d)
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (d.len() <= 253 && d.contains('.') && d.split('.').all(label_ok)).then_some(d)
 }
 
 impl Authentication {
@@ -249,7 +331,7 @@ impl Authentication {
             } else if name.eq_ignore_ascii_case("x-he-dkim-result") {
                 auth.read_he_dkim(value);
             } else if name.eq_ignore_ascii_case("authentication-results") {
-                auth.read_authentication_results(value);
+                auth.read_authentication_results(&lex::clauses(value));
             }
         }
         auth
@@ -286,16 +368,21 @@ impl Authentication {
             };
             let by_id = which == 2 && !border.authserv_ids.is_empty();
             if by_id {
-                if !border.wrote(value) || name.len() + value.len() > max {
+                if name.len() + value.len() > max {
                     continue;
                 }
+                let clauses = lex::clauses(value);
+                if border.wrote(&clauses) {
+                    auth.read_authentication_results(&clauses);
+                }
+                continue;
             } else if std::mem::replace(&mut seen[which], true) || name.len() + value.len() > max {
                 continue;
             }
             match which {
                 0 => auth.read_received_spf(value),
                 1 => auth.read_he_dkim(value),
-                _ => auth.read_authentication_results(value),
+                _ => auth.read_authentication_results(&lex::clauses(value)),
             }
         }
         auth
@@ -303,42 +390,45 @@ impl Authentication {
 
     /// `Received-SPF: pass (comment) client-ip=192.0.2.1; envelope-from=...`
     fn read_received_spf(&mut self, value: &str) {
-        let first = value.split_whitespace().next().unwrap_or("");
-        let Some(result) = AuthResult::parse(first) else {
+        let clauses = lex::clauses(value);
+        let first = clauses.first().and_then(|c| c.words().next());
+        let Some(result) = first.and_then(|w| AuthResult::parse(&w.text)) else {
             return;
         };
-        let text = strip_comments(value);
+        // `Some(None)`: an envelope sender that names no domain we read.
         let (mut mail_from, mut helo, mut helo_identity) = (None, None, false);
         let mut ip = None;
         let mut envelope = None;
-        for part in text.split(';').flat_map(|p| p.split_whitespace()) {
-            if let Some((k, v)) = part.split_once('=') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "client-ip" => ip = v.trim().parse::<IpAddr>().ok(),
-                    "envelope-from" => {
-                        mail_from = domain_of(v);
-                        envelope = Address::parse(v);
-                    }
-                    "helo" => helo = domain_of(v),
-                    // RFC 7208 §9.1: which identity the result is about. A
-                    // pass for the HELO name says nothing of MAIL FROM's.
-                    "identity" => helo_identity = v.trim().eq_ignore_ascii_case("helo"),
-                    _ => {}
+        for (k, v) in clauses.iter().flat_map(Clause::pairs) {
+            match k.to_ascii_lowercase().as_str() {
+                "client-ip" => ip = v.text.trim().parse::<IpAddr>().ok(),
+                // The null sender: SPF checked the HELO name (RFC 7208 §2.4).
+                "envelope-from" if null_sender(&v.text) => {}
+                "envelope-from" => {
+                    mail_from = Some(domain_of(&v.text));
+                    envelope = Address::parse(&v.text);
                 }
+                "helo" => helo = domain_of(&v.text),
+                // RFC 7208 §9.1: which identity the result is about. A
+                // pass for the HELO name says nothing of MAIL FROM's.
+                "identity" => helo_identity = v.text.trim().eq_ignore_ascii_case("helo"),
+                _ => {}
             }
         }
-        let domain = if helo_identity {
-            helo
-        } else {
-            mail_from.or(helo)
+        // A MAIL FROM that does not read as a domain leaves the result
+        // speaking for none, not for the HELO name.
+        let domain = match (helo_identity, mail_from) {
+            (false, Some(mail_from)) => mail_from,
+            _ => helo,
         };
         // The support articles: "the sending IP appears at the end of the
         // Received-SPF line" — accept a bare trailing IP when no client-ip=.
         if ip.is_none() {
-            ip = text
-                .split_whitespace()
+            ip = clauses
+                .iter()
+                .flat_map(Clause::words)
                 .last()
-                .and_then(|w| w.trim_end_matches([';', '.']).parse().ok());
+                .and_then(|w| w.text.trim_end_matches('.').parse().ok());
         }
         if self.spf.is_none() {
             self.spf = Some(Check { result, domain });
@@ -354,63 +444,84 @@ impl Authentication {
     /// `X-HE-DKIM-Result: pass (…) header.d=example.com` — the first word is
     /// the result; a `d=` or `header.d=` property names the signer.
     fn read_he_dkim(&mut self, value: &str) {
-        let text = strip_comments(value);
-        let Some(result) = text.split_whitespace().next().and_then(AuthResult::parse) else {
+        let clauses = lex::clauses(value);
+        let first = clauses.first().and_then(|c| c.words().next());
+        let Some(result) = first.and_then(|w| AuthResult::parse(&w.text)) else {
             return;
         };
-        let domain = text
-            .split(|c: char| c.is_whitespace() || c == ';')
-            .find_map(|p| p.strip_prefix("header.d=").or_else(|| p.strip_prefix("d=")))
-            .and_then(domain_of);
-        self.dkim.push(Check { result, domain });
+        let mut domain = None;
+        for c in &clauses {
+            for name in ["header.d", "d"] {
+                if domain.is_none() {
+                    domain = property_domain(&c.items, name);
+                }
+            }
+        }
+        self.dkim.push(Check {
+            result,
+            domain: domain.flatten(),
+        });
     }
 
-    /// RFC 8601: `authserv-id; method=result ptype.prop=value …; …`.
-    fn read_authentication_results(&mut self, value: &str) {
-        // The policy often lives in a comment, so read it before comments go.
-        if self.dmarc.is_none() {
-            self.dmarc_policy = dmarc_policy_in(value);
-        }
-        let text = strip_comments(value);
-        let mut clauses = text.split(';');
-        clauses.next(); // authserv-id (and version)
+    /// RFC 8601: `authserv-id [version]; method=result ptype.prop=value …; …`,
+    /// lexed as RFC 5322 says ([`lex`]): a `;` or `(` inside a quoted value
+    /// (a HELO name, a MAIL FROM local part) is text, not structure. The
+    /// domain a result speaks for is its identity property alone (SPF:
+    /// `smtp.mailfrom`, or `smtp.helo` when there is none; DKIM:
+    /// `header.d`, else `header.i`; DMARC: `header.from`); one that is
+    /// present but not a domain leaves the result speaking for none.
+    fn read_authentication_results(&mut self, clauses: &[Clause<'_>]) {
+        // The first clause is the authserv-id (and version), which has no
+        // `=`: read as a result only when it is one (Microsoft 365 writes
+        // no authserv-id, its value starts `spf=pass …`).
         for clause in clauses {
-            let mut words = clause.split_whitespace();
-            let Some((method, result)) = words.next().and_then(|w| w.split_once('=')) else {
+            let Some((method, result, props)) = clause.methodspec() else {
                 continue;
             };
             let Some(result) = AuthResult::parse(result) else {
                 continue;
             };
-            let mut domain = None;
-            for w in words {
-                if let Some((prop, v)) = w.split_once('=') {
-                    let prop = prop.to_ascii_lowercase();
-                    let wanted = match method.to_ascii_lowercase().as_str() {
-                        "spf" => {
-                            prop == "smtp.mailfrom" || (prop == "smtp.helo" && domain.is_none())
-                        }
-                        "dkim" => prop == "header.d" || (prop == "header.i" && domain.is_none()),
-                        "dmarc" => prop == "header.from",
-                        _ => false,
+            let method = method.to_ascii_lowercase();
+            if self.envelope_from.is_none()
+                && let Some((_, v)) =
+                    pairs(props).find(|(n, _)| n.eq_ignore_ascii_case("smtp.mailfrom"))
+            {
+                self.envelope_from = Address::parse(&v.text);
+            }
+            match method.as_str() {
+                "spf" => {
+                    let mail_from = pairs(props).any(|(n, v)| {
+                        n.eq_ignore_ascii_case("smtp.mailfrom") && !null_sender(&v.text)
+                    });
+                    let domain = match mail_from {
+                        true => property_domain(props, "smtp.mailfrom").flatten(),
+                        false => property_domain(props, "smtp.helo").flatten(),
                     };
-                    if wanted {
-                        domain = domain_of(v);
-                    }
-                    if prop == "smtp.mailfrom" && self.envelope_from.is_none() {
-                        self.envelope_from = Address::parse(v);
+                    if self.spf.is_none() {
+                        self.spf = Some(Check { result, domain });
                     }
                 }
-            }
-            let check = Check { result, domain };
-            match method.to_ascii_lowercase().as_str() {
-                "spf" if self.spf.is_none() => self.spf = Some(check),
-                "dkim" => self.dkim.push(check),
-                "dmarc" if self.dmarc.is_none() => self.dmarc = Some(check),
+                "dkim" => {
+                    let domain = property_domain(props, "header.d")
+                        .or_else(|| property_domain(props, "header.i"))
+                        .flatten();
+                    self.dkim.push(Check { result, domain });
+                }
+                "dmarc" => {
+                    let domain = property_domain(props, "header.from").flatten();
+                    let policy = dmarc_policy_in(clause, props);
+                    self.add_dmarc(Check { result, domain }, policy);
+                }
                 _ => {}
             }
         }
     }
+}
+
+/// The null reverse-path (`<>`, or nothing), for which SPF checks the HELO
+/// name instead (RFC 7208 §2.4).
+fn null_sender(value: &str) -> bool {
+    matches!(value.trim(), "" | "<>")
 }
 
 #[cfg(test)]
@@ -423,12 +534,15 @@ mod tests {
             "Authentication-Results",
             "mx.example.org; dmarc=fail (p=reject dis=none) header.from=bank.example",
         )]);
-        assert_eq!(a.dmarc_enforced_failure(), Some(DmarcPolicy::Reject));
+        assert_eq!(
+            a.dmarc_enforced_failure().map(|f| f.policy),
+            Some(DmarcPolicy::Reject)
+        );
         let b = parse(&[(
             "Authentication-Results",
             "mx.example.org; dmarc=fail policy.dmarc=none header.from=x.example",
         )]);
-        assert_eq!(b.dmarc_policy, Some(DmarcPolicy::None));
+        assert_eq!(b.dmarc_results[0].policy, Some(DmarcPolicy::None));
         assert_eq!(b.dmarc_enforced_failure(), None);
     }
 
@@ -492,11 +606,22 @@ mod tests {
         ];
         let a = border(&forged);
         assert!(!a.authenticates("bank.example"), "{a:?}");
-        assert_eq!(a.dmarc_policy, Some(DmarcPolicy::None));
+        let policies: Vec<_> = a.dmarc_results.iter().map(|r| r.policy).collect();
+        assert_eq!(policies, [Some(DmarcPolicy::None)]);
         assert_eq!(a.client_ip, None, "the border's line states no IP");
         assert_eq!(a.dkim.len(), 2, "the border's AR clause and its own header");
-        // The evidence reading still sees every instance.
-        assert!(parse(&forged).authenticates("bank.example"));
+        // The evidence reading still sees every instance (the forged DKIM
+        // passes; it no longer authenticates, the border's DMARC failure
+        // for the domain vetoing them).
+        let evidence = parse(&forged);
+        let forged_pass = Check {
+            result: AuthResult::Pass,
+            domain: Some("bank.example".into()),
+        };
+        assert_eq!(
+            evidence.dkim.iter().filter(|c| **c == forged_pass).count(),
+            2
+        );
         // A topmost field over the size cap is absent, and the one below it
         // is not read in its place.
         let topmost_field_too_long = [
@@ -557,7 +682,7 @@ mod tests {
         ];
         let a = Authentication::from_border(headers.iter().copied(), 16 * 1024, &border);
         assert_eq!(
-            a.dmarc_enforced_failure(),
+            a.dmarc_enforced_failure().map(|f| f.policy),
             Some(DmarcPolicy::Reject),
             "{a:?}"
         );
@@ -689,5 +814,204 @@ mod tests {
             ("X-HE-DKIM-Result", "\u{fffd}\u{fffd}"),
         ]);
         assert_eq!(a, Authentication::default());
+    }
+
+    /// The border's clauses in the red-team cases (s25 finding 1): SPF
+    /// fails or is none, no DKIM, and DMARC fails for the From domain,
+    /// whose policy is reject; only the first clause varies, and carries
+    /// the sender's text (a HELO name or MAIL FROM the border copied).
+    fn border_result(first_clause: &str) -> String {
+        format!(
+            "mx.border.example;\r\n {first_clause};\r\n dkim=none;\r\n dmarc=fail (p=reject dis=reject) header.from=paypal.com"
+        )
+    }
+
+    /// Reads `value` as the border's only Authentication-Results, both
+    /// ways policy can: the topmost one, and by the border's authserv-id.
+    fn read_as_border(value: &str) -> [Authentication; 2] {
+        let headers = [("Authentication-Results", value)];
+        let by_id = Border::parse("mx.border.example").unwrap();
+        [
+            border(&headers),
+            Authentication::from_border(headers.iter().copied(), 16 * 1024, &by_id),
+        ]
+    }
+
+    const REJECT_PAYPAL: Option<DmarcFailure<'static>> = Some(DmarcFailure {
+        policy: DmarcPolicy::Reject,
+        domain: Some("paypal.com"),
+    });
+
+    fn assert_the_borders_failure_stands(first_clause: &str) {
+        let value = border_result(first_clause);
+        for a in read_as_border(&value) {
+            assert!(!a.authenticates("paypal.com"), "{first_clause}: {a:?}");
+            assert_eq!(
+                a.dmarc_enforced_failure(),
+                REJECT_PAYPAL,
+                "{first_clause}: {a:?}"
+            );
+            assert_eq!(
+                a.dmarc.as_ref().map(|c| c.result),
+                Some(AuthResult::Fail),
+                "{first_clause}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_semicolon_inside_a_quoted_value_forges_no_clause() {
+        // a10: the HELO name quoted as RFC 8601 asks.
+        assert_the_borders_failure_stands(r#"spf=none smtp.helo="x;dmarc=pass""#);
+        // a11: a MAIL FROM local part with a whole forged DMARC pass.
+        assert_the_borders_failure_stands(
+            r#"spf=fail smtp.mailfrom="a;dmarc=pass header.from=paypal.com;x"@evil.example"#,
+        );
+        // a02: the forged clause came first, and the policy was read from it.
+        assert_the_borders_failure_stands(r#"spf=fail smtp.mailfrom="a;dmarc=pass"@evil.example"#);
+        // The quoted value is the clause's own, whole.
+        let [a, _] = read_as_border(&border_result(
+            r#"spf=fail smtp.mailfrom="a;dmarc=pass"@evil.example"#,
+        ));
+        assert_eq!(
+            a.spf,
+            Some(Check {
+                result: AuthResult::Fail,
+                domain: Some("evil.example".into())
+            })
+        );
+    }
+
+    #[test]
+    fn a_paren_in_a_value_hides_none_of_the_borders_results() {
+        // a03: inside quotes a `(` opens no comment.
+        assert_the_borders_failure_stands(r#"spf=fail smtp.mailfrom="a("@evil.example"#);
+        // a12: a `(` never closed is a character, not a comment to the end.
+        assert_the_borders_failure_stands("spf=none smtp.helo=x(");
+        assert_the_borders_failure_stands("spf=none smtp.helo=x(((\\(");
+        // A closed comment is still one, and may hold `;` and `"`.
+        assert_the_borders_failure_stands(r#"spf=none (a "quoted; (nested) comment) smtp.helo=x"#);
+    }
+
+    #[test]
+    fn a_dmarc_pass_beside_a_failure_does_not_override_it() {
+        // a01: a HELO name copied unquoted splits the clause; the forged
+        // pass comes first, names no domain, and the failure still stands.
+        assert_the_borders_failure_stands(
+            "spf=none smtp.mailfrom=bounce@evil.example smtp.helo=x;dmarc=pass",
+        );
+        // Even a forged pass that names the domain.
+        assert_the_borders_failure_stands("spf=none smtp.helo=x;dmarc=pass header.from=paypal.com");
+        // A forged `p=none` failure first: the most severe policy stated
+        // by a failing clause is the one enforced.
+        assert_the_borders_failure_stands(
+            "spf=none smtp.helo=x;dmarc=fail (p=none) header.from=paypal.com",
+        );
+        // A pass in another of the border's headers, above or below.
+        let border_ids = Border::parse("mx.border.example").unwrap();
+        let fail = border_result("spf=fail smtp.mailfrom=bounce@evil.example");
+        let pass = "mx.border.example; dmarc=pass header.from=paypal.com";
+        for headers in [
+            [
+                ("Authentication-Results", pass),
+                ("Authentication-Results", &fail),
+            ],
+            [
+                ("Authentication-Results", &fail),
+                ("Authentication-Results", pass),
+            ],
+        ] {
+            let a = Authentication::from_border(headers.iter().copied(), 16 * 1024, &border_ids);
+            assert!(!a.authenticates("paypal.com"), "{a:?}");
+            assert_eq!(a.dmarc_enforced_failure(), REJECT_PAYPAL);
+        }
+        // A failure vetoes an SPF or DKIM pass for the domain too (a06).
+        let a = parse(&[(
+            "Authentication-Results",
+            "mx; dkim=pass header.d=paypal.com; spf=pass smtp.mailfrom=paypal.com; dmarc=fail (p=none) header.from=paypal.com",
+        )]);
+        assert!(!a.authenticates("paypal.com"));
+        // A pass contradicted by another DMARC result for the domain.
+        let a = parse(&[(
+            "Authentication-Results",
+            "mx; spf=none smtp.helo=x;dmarc=pass header.from=paypal.com; dmarc=none header.from=paypal.com",
+        )]);
+        assert!(!a.authenticates("paypal.com"));
+    }
+
+    #[test]
+    fn a_pass_that_names_no_domain_authenticates_none() {
+        // h08: the border's own `dmarc=pass` with no header.from.
+        for a in read_as_border("mx.border.example; dmarc=pass") {
+            assert!(!a.authenticates("paypal.com"), "{a:?}");
+        }
+        for value in [
+            "mx; spf=pass",
+            "mx; dkim=pass header.s=s1",
+            // Present but not a domain: ignored, not trusted.
+            r#"mx; dmarc=pass header.from="x;y""#,
+            "mx; dmarc=pass header.from=paypal.com(",
+            // Not a subdomain of paypal.com, though it ends like one.
+            "mx; spf=pass smtp.mailfrom=a@x(.paypal.com",
+            "mx; spf=pass smtp.mailfrom=\"a\"@\"paypal.com\"",
+            // A MAIL FROM that is not a domain does not fall back to HELO.
+            r#"mx; spf=pass smtp.mailfrom="a(" smtp.helo=paypal.com"#,
+            // Two values that disagree name neither.
+            "mx; dkim=pass header.d=evil.example header.d=paypal.com",
+        ] {
+            let a = parse(&[("Authentication-Results", value)]);
+            assert!(!a.authenticates("paypal.com"), "{value}: {a:?}");
+        }
+        let null_sender = parse(&[(
+            "Authentication-Results",
+            "mx; spf=pass smtp.mailfrom=<> smtp.helo=mail.paypal.com",
+        )]);
+        assert!(null_sender.authenticates("paypal.com"));
+    }
+
+    #[test]
+    fn real_world_results_still_read() {
+        let gmail = "mx.google.com;\r\n       dkim=pass header.i=@example.com header.s=s1 header.b=abc;\r\n       spf=pass (google.com: domain of a@example.com designates 1.2.3.4 as permitted sender) smtp.mailfrom=a@example.com;\r\n       dmarc=pass (p=NONE sp=NONE dis=NONE) header.from=example.com";
+        let a = parse(&[("Authentication-Results", gmail)]);
+        assert_eq!(
+            a.dkim,
+            [Check {
+                result: AuthResult::Pass,
+                domain: Some("example.com".into())
+            }]
+        );
+        let spf = a.spf.as_ref().unwrap();
+        assert_eq!(
+            (spf.result, spf.domain.as_deref()),
+            (AuthResult::Pass, Some("example.com"))
+        );
+        assert_eq!(a.envelope_from.as_ref().unwrap().as_str(), "a@example.com");
+        assert_eq!(a.dmarc_results[0].policy, Some(DmarcPolicy::None));
+        assert!(a.authenticates("example.com"));
+        assert_eq!(a.dmarc_enforced_failure(), None);
+        let gmail_fail =
+            "mx.google.com; dmarc=fail (p=REJECT sp=REJECT dis=REJECT) header.from=bank.example";
+        let f = parse(&[("Authentication-Results", gmail_fail)]);
+        assert_eq!(
+            f.dmarc_enforced_failure().map(|f| f.policy),
+            Some(DmarcPolicy::Reject)
+        );
+
+        let microsoft = "spf=pass (sender IP is 203.0.113.5)\r\n smtp.mailfrom=news.example.com; dkim=pass (signature was verified)\r\n header.d=example.com;dmarc=pass action=none\r\n header.from=example.com;compauth=pass reason=100";
+        // Microsoft 365 writes no authserv-id: the first clause is a result.
+        let m = parse(&[("Authentication-Results", microsoft)]);
+        assert!(m.authenticates("example.com"), "{m:?}");
+        assert_eq!(m.dkim.len(), 1);
+        assert_eq!(m.spf.unwrap().domain.as_deref(), Some("news.example.com"));
+        // Spaces around `=` and a version after the id (RFC 8601 CFWS).
+        let spaced = parse(&[(
+            "Authentication-Results",
+            "mx.example.org 1; dmarc = fail (p = reject) header.from = bank.example",
+        )]);
+        let c = spaced.dmarc.unwrap();
+        assert_eq!(
+            (c.result, c.domain.as_deref()),
+            (AuthResult::Fail, Some("bank.example"))
+        );
     }
 }

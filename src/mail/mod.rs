@@ -2,6 +2,7 @@
 //! tokenizer (as evidence) and delivery policy (as rules) use.
 
 pub mod auth;
+mod lex;
 pub mod sender;
 
 /// A domain in the one form chaff compares domains in: lowercase ASCII,

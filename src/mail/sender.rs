@@ -100,17 +100,40 @@ impl HeaderFacts {
     }
 
     /// Reads the header block only (no MIME body parse): policy needs a
-    /// few headers, and this runs for every scored message. At most
-    /// `max_header_bytes` are read, and header fields over 16 KiB are
-    /// ignored, as the tokenizer does, so hostile headers cost little.
+    /// few headers, and this runs for every scored message. A header block
+    /// within `max_header_bytes` (all real mail) is parsed as it is. A
+    /// longer one is not cut at the cap, which would hide a From (or the
+    /// border's results) placed after 256 KiB of filler fields from the
+    /// block list: its lines are scanned to its end (the message is already
+    /// within `--max-message-bytes`) for the fields policy reads
+    /// ([`POLICY_FIELDS`]), and only those are parsed. Header fields over
+    /// 16 KiB are ignored for authentication, as the tokenizer does, so
+    /// hostile headers cost little.
     pub fn from_message(raw: &[u8], max_header_bytes: usize, border: &Border) -> Self {
+        let parser = crate::tokenize::message_parser();
+        if raw.len() > max_header_bytes && walk_header(raw, max_header_bytes, |_, _| {}).is_none() {
+            let mut fields = Vec::new();
+            walk_header(raw, usize::MAX, |name, field| {
+                if POLICY_FIELDS.iter().any(|f| f.as_bytes() == name) {
+                    fields.extend_from_slice(field);
+                    if !field.ends_with(b"\n") {
+                        fields.extend_from_slice(b"\r\n");
+                    }
+                }
+            });
+            fields.extend_from_slice(b"\r\n");
+            return match parser.parse_headers(&fields) {
+                Some(headers) => Self::from_headers(&headers, border),
+                None => Self::default(),
+            };
+        }
         let raw = &raw[..raw.len().min(max_header_bytes)];
         // The tokenizer's parser: only the fields read as structures (From,
         // Subject here) are parsed, the rest kept raw — mail-parser's default
         // parses every Received header into a structure nobody reads, which
         // was the largest mail-parser cost of a corpus replay. Raw header
         // boundaries are the default parser's (tokenize::message_parser).
-        match crate::tokenize::message_parser().parse_headers(raw) {
+        match parser.parse_headers(raw) {
             Some(headers) => Self::from_headers(&headers, border),
             None => Self::default(),
         }
@@ -140,21 +163,28 @@ impl HeaderFacts {
     fn from_headers(headers: &Message<'_>, border: &Border) -> Self {
         let auth = Authentication::from_border(headers.headers_raw(), 16 * 1024, border);
         let subject = headers.subject().map(str::to_string);
-        // Every address (the header block is already bounded by
-        // `max_header_bytes`; each costs policy one lookup per list), counted
-        // whether it reads as an address or not; no allocation for the
-        // usual single From.
-        let (mut from, mut other_from, mut from_count) = (None, Vec::new(), 0);
-        let listed = headers
-            .header_values(mail_parser::HeaderName::From)
-            .filter_map(|v| v.as_address())
-            .flat_map(|a| a.iter());
-        for a in listed {
-            from_count += 1;
-            match a.address().and_then(Address::parse) {
-                Some(a) if from.is_none() => from = Some(a),
-                Some(a) => other_from.push(a),
-                None => {}
+        let (mut from, mut other_from, mut from_count) = read_from(headers);
+        // RFC 5322 allows comments inside an address (`jane.smith(c)@…`),
+        // which the parser does not read as one: when a From has a comment
+        // and an address went unread, the From fields are read again
+        // without their comments (rare: no cost for the usual From).
+        let from_fields = || {
+            headers
+                .headers_raw()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("from"))
+        };
+        if other_from.len() + usize::from(from.is_some()) < from_count
+            && from_fields().any(|(_, v)| v.contains('('))
+        {
+            let mut block = Vec::new();
+            for (_, v) in from_fields() {
+                block.extend_from_slice(b"From:");
+                block.extend_from_slice(super::lex::without_comments(v.trim_end()).as_bytes());
+                block.extend_from_slice(b"\r\n");
+            }
+            block.extend_from_slice(b"\r\n");
+            if let Some(again) = crate::tokenize::message_parser().parse_headers(&block) {
+                (from, other_from, from_count) = read_from(&again);
             }
         }
         let one_click_post = headers
@@ -172,6 +202,105 @@ impl HeaderFacts {
             auth,
         }
     }
+}
+
+/// The From addresses of a parsed header block: the first, the others
+/// that read as addresses, and how many there are, read or not. Every one
+/// (each costs policy one lookup per list); no allocation for the usual
+/// single From.
+fn read_from(headers: &Message<'_>) -> (Option<Address>, Vec<Address>, usize) {
+    let (mut from, mut other_from, mut from_count) = (None, Vec::new(), 0);
+    let listed = headers
+        .header_values(mail_parser::HeaderName::From)
+        .filter_map(|v| v.as_address())
+        .flat_map(|a| a.iter());
+    for a in listed {
+        from_count += 1;
+        match a.address().and_then(Address::parse) {
+            Some(a) if from.is_none() => from = Some(a),
+            Some(a) => other_from.push(a),
+            None => {}
+        }
+    }
+    (from, other_from, from_count)
+}
+
+/// The header fields [`HeaderFacts`] reads (lowercase): what a header block
+/// longer than the cap is scanned for.
+const POLICY_FIELDS: [&str; 7] = [
+    "from",
+    "subject",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "received-spf",
+    "x-he-dkim-result",
+    "authentication-results",
+];
+
+/// Walks the header block's fields where mail-parser delimits them (so the
+/// scan and a parse agree on what is a field): a field runs from its name
+/// line through the lines that start with a space or tab; a line without
+/// a `:` is skipped, and the next line starts a field whatever it starts
+/// with; the block ends at an empty line (or one of `\r`, spaces and tabs
+/// that starts with `\r`), or at the end. Calls `field` with each field's
+/// name (lowercase, white space removed; empty when longer than any name
+/// asked for) and its bytes, leading white space trimmed. Returns where the
+/// body starts, or `None` when the block does not end within `limit`
+/// bytes (it stops looking there). Linear: one `memchr` per line.
+fn walk_header(raw: &[u8], limit: usize, mut field: impl FnMut(&[u8], &[u8])) -> Option<usize> {
+    let line_end =
+        |from: usize| memchr::memchr(b'\n', &raw[from..]).map_or(raw.len(), |i| from + i + 1);
+    let mut pos = 0;
+    while pos < raw.len() {
+        if pos > limit {
+            return None;
+        }
+        // Where the field starts, past white space (mail-parser skips it).
+        let start = pos
+            + raw[pos..]
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\x0c'))
+                .count();
+        let first_end = line_end(start);
+        if start == raw.len() || raw[start] == b'\n' {
+            return Some(first_end);
+        }
+        let first = &raw[start..first_end];
+        // The name ends at the first `:` after it starts (a `:` before it
+        // is skipped, as mail-parser does).
+        let lead = first
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace() || **b == b':')
+            .count();
+        let Some(colon) = first[lead..]
+            .iter()
+            .position(|&b| b == b':')
+            .map(|c| lead + c)
+        else {
+            pos = first_end;
+            continue;
+        };
+        let mut end = first_end;
+        while end < raw.len() && matches!(raw[end], b' ' | b'\t') {
+            end = line_end(end);
+        }
+        let mut name = [0u8; 32];
+        let mut len = 0;
+        for &b in first[lead..colon]
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+        {
+            if len == name.len() {
+                len = 0;
+                break;
+            }
+            name[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+        field(&name[..len], &raw[start..end]);
+        pos = end;
+    }
+    (pos <= limit).then_some(pos)
 }
 
 /// RFC 2369: a comma-separated list of `<uri>`s.
@@ -258,6 +387,51 @@ mod tests {
                 target: "https://shop.example/u/123".into(),
                 one_click: true
             })
+        );
+    }
+
+    #[test]
+    fn a_from_past_the_header_cap_is_read_with_the_fields_policy_reads() {
+        let mut raw = b"Authentication-Results: mx.border.example; dmarc=fail (p=reject) header.from=example.net\r\n".to_vec();
+        for i in 0..4000 {
+            raw.extend_from_slice(format!("X-Filler-{i:04}: {}\r\n", "a".repeat(52)).as_bytes());
+        }
+        raw.extend_from_slice(
+            b"from :\r\n Jane <jane.smith@example.net>\r\nSubject: hi\r\n\r\nbody",
+        );
+        let f = HeaderFacts::from_message(&raw, 256 * 1024, &Border::default());
+        assert_eq!(
+            f.from.map(|a| a.to_string()).as_deref(),
+            Some("jane.smith@example.net")
+        );
+        assert_eq!(f.subject.as_deref(), Some("hi"));
+        assert!(f.auth.dmarc_enforced_failure().is_some());
+        // Where the block ends is where mail-parser ends it: a From after
+        // the blank line is body, past the cap or not.
+        let mut body_from = raw[..raw.len()
+            - b"from :\r\n Jane <jane.smith@example.net>\r\nSubject: hi\r\n\r\nbody".len()]
+            .to_vec();
+        body_from.extend_from_slice(b"\r\nFrom: jane.smith@example.net\r\n");
+        assert_eq!(
+            HeaderFacts::from_message(&body_from, 256 * 1024, &Border::default()).from,
+            None
+        );
+    }
+
+    #[test]
+    fn a_from_address_with_a_comment_inside_is_read_without_it() {
+        let raw = b"From: jane.smith(c)@example.net\r\nSubject: x\r\n\r\nbody";
+        let f = HeaderFacts::from_message(raw, 1 << 20, &Border::default());
+        assert_eq!(
+            f.from.map(|a| a.to_string()).as_deref(),
+            Some("jane.smith@example.net")
+        );
+        assert_eq!(f.from_count, 1);
+        let named = b"From: jane@example.net (Jane Smith)\r\n\r\nbody";
+        let f = HeaderFacts::from_message(named, 1 << 20, &Border::default());
+        assert_eq!(
+            f.from.map(|a| a.to_string()).as_deref(),
+            Some("jane@example.net")
         );
     }
 

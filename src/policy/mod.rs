@@ -328,7 +328,8 @@ pub fn decide(
     }
 
     // 3. Authentication the sending domain asks us to enforce.
-    if let Some(policy) = facts.auth.and_then(Authentication::dmarc_enforced_failure) {
+    if let Some(failure) = facts.auth.and_then(Authentication::dmarc_enforced_failure) {
+        let policy = failure.policy;
         let action = match settings.mode {
             HandlingMode::Passthrough => Action::Deliver,
             HandlingMode::Quarantine => Action::SpamFolder,
@@ -339,11 +340,10 @@ pub fn decide(
             verdict: Verdict::Spam,
             reason: format!(
                 "DMARC failed for the From domain{} and the domain's policy is p={}",
-                // The domain the border's result names, else the From's.
-                facts
-                    .auth
-                    .and_then(|a| a.dmarc.as_ref()?.domain.clone())
-                    .or_else(|| facts.sender.map(|s| s.domain().to_string()))
+                // The domain the failing result names, else the From's.
+                failure
+                    .domain
+                    .or_else(|| facts.sender.map(|s| s.domain()))
                     .map(|d| format!(" {d}"))
                     .unwrap_or_default(),
                 policy.as_str()
