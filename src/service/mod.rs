@@ -59,9 +59,14 @@ impl ChaffService {
         E: Failure,
         F: FnOnce(&Engine) -> Result<T, E> + Send + 'static,
     {
-        // The call's admission: its deadline, and its slot, which the work
+        // The call's admission, taken now that its request has arrived and
+        // been checked (not at its headers: a body that never comes must
+        // not hold a slot): its deadline, and its slot, which the work
         // holds until it ends even if the caller's future is dropped.
-        let call = admission::current();
+        let call = match admission::current() {
+            Some(c) => Some(c.admit().await?),
+            None => None,
+        };
         if let Some(c) = &call {
             c.check(admission::Stage::Work)?;
         }
