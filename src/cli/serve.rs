@@ -649,6 +649,18 @@ fn network(args: &ServeArgs) -> chaff::service::Network {
     }
 }
 
+/// The WARN line for a metrics endpoint on `addr`, if anyone but this
+/// machine may reach it: it has no authentication and no TLS.
+fn metrics_exposure(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "--metrics-listen {addr} is not a loopback address: anyone who can reach it reads \
+             the server's metrics (call rates, refusals, memory) without credentials or TLS; \
+             keep it on 127.0.0.1 or a private network, or firewall the port"
+        )
+    })
+}
+
 fn retention(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
@@ -754,6 +766,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         anyhow::anyhow!("cannot listen on {}: {e}{hint}", args.listen)
     })?;
+    if let Some(warning) = args.metrics_listen.and_then(metrics_exposure) {
+        tracing::warn!("{warning}");
+    }
     let metrics = match args.metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
