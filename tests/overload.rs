@@ -302,3 +302,79 @@ fn work_queued_past_its_deadline_on_the_blocking_pool_is_not_done() {
         let _ = stop.send(());
     });
 }
+
+/// A call on `channel` to `path` that sends its headers and never its
+/// request: what a stalled (or hostile) client does. Answered only if the
+/// server gives up on it.
+fn stalled_call(
+    channel: &tonic::transport::Channel,
+    path: &'static str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<proto::ListEntriesResponse>, tonic::Status>> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    tokio::spawn(async move {
+        grpc.ready().await.unwrap();
+        let codec =
+            tonic_prost::ProstCodec::<proto::ListEntriesRequest, proto::ListEntriesResponse>::default();
+        grpc.client_streaming(
+            tonic::Request::new(tokio_stream::pending()),
+            http::uri::PathAndQuery::from_static(path),
+            codec,
+        )
+        .await
+    })
+}
+
+/// Calls whose headers arrived and whose request never does, one per read
+/// slot, hold no slot: a Score still gets one. (They used to take their
+/// slot at the headers and keep it for as long as the caller liked, and
+/// every Score of the mail pipeline was refused: the network review's
+/// finding 1.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_whose_request_never_arrives_hold_no_slot_and_a_score_still_runs() {
+    let slots = 2;
+    let (url, metrics, stop) = start(Limits {
+        reads: Some(slots),
+        writes: Some(slots),
+        queued: 0,
+        max_wait: Duration::from_millis(50),
+    })
+    .await;
+    let mut c = connect(&url).await;
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let stalled: Vec<_> = (0..slots)
+        .map(|_| stalled_call(&channel, "/chaff.v1.Chaff/ListEntries"))
+        .collect();
+    until(
+        metrics,
+        "grpc_server_started_total{grpc_service=\"chaff.v1.Chaff\",grpc_method=\"ListEntries\"}",
+        slots as f64,
+    )
+    .await;
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(3) {
+        match c.score(score_request("alice", None)).await {
+            Ok(_) => {
+                last = None;
+                break;
+            }
+            Err(s) => last = Some(s),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last.is_none(), "no Score ran in 3 s: {last:?}");
+    assert_eq!(
+        metric(metrics, "chaff_admission_running{kind=\"read\"}"),
+        0.0
+    );
+    // The stalled calls are still open: they were not simply answered.
+    assert!(stalled.iter().all(|t| !t.is_finished()));
+    for t in stalled {
+        t.abort();
+    }
+    let _ = stop.send(());
+}

@@ -10,6 +10,7 @@ mod backends;
 mod backup;
 mod cli;
 mod compact;
+mod connections;
 mod corruption;
 mod decode;
 mod delivered;

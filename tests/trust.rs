@@ -755,6 +755,49 @@ fn exposed_listen_without_tls_and_keys_refuses_to_start() {
     );
 }
 
+/// `--insecure` on a non-loopback address, and metrics on one, start (as
+/// asked) but say at WARN what anyone who reaches the port can do and how
+/// to close it; they used to start without a word.
+#[test]
+fn insecure_and_exposed_metrics_are_warned_about_at_start() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chaff"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--insecure"])
+        .args(["--metrics-listen", "0.0.0.0:0", "--log-format", "json"])
+        .args(["--shutdown-grace", "300ms", "--data"])
+        .arg(dir.path())
+        .env_remove("CHAFF_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("chaff listening on"), "{line:?}");
+    sigterm(&child);
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\""))
+        .collect();
+    assert!(
+        warns.iter().any(|l| l.contains("--insecure")
+            && l.contains("full admin")
+            && l.contains("--tls-cert")),
+        "{log}"
+    );
+    assert!(
+        warns
+            .iter()
+            .any(|l| l.contains("--metrics-listen") && l.contains("without credentials")),
+        "{log}"
+    );
+}
+
 #[test]
 fn keys_cli_creates_lists_and_revokes_without_printing_hashes_or_secrets_twice() {
     let dir = tempfile::tempdir().unwrap();

@@ -464,6 +464,35 @@ pub fn check_exposure(
     ))
 }
 
+/// The WARN line for a server that [`check_exposure`] let listen on a
+/// non-loopback address only because of `insecure`: what anyone who
+/// reaches the port can do, and how to stop it. Why: `--insecure` (or
+/// `insecure = true` in a config file) is easy to forget, and it opens
+/// every RPC, admin ones included, to the network.
+pub fn insecure_exposure(
+    listen: SocketAddr,
+    tls: bool,
+    callers_configured: bool,
+    insecure: bool,
+) -> Option<String> {
+    if listen.ip().is_loopback() || !insecure || (tls && callers_configured) {
+        return None;
+    }
+    let what = if callers_configured {
+        "without TLS: API keys and mail cross the network in clear text, and anyone who \
+         reads them can replay the keys"
+    } else {
+        "without API keys or client certificates: anyone who can reach this address has \
+         full admin (score, train, read decision logs, export and delete any user, \
+         Backup to any path the server may write)"
+    };
+    Some(format!(
+        "--insecure: serving on {listen} {what}. Configure --tls-cert and --tls-key, create \
+         a key with `chaff keys create` (or give --tls-client-ca), and drop --insecure; or \
+         listen on 127.0.0.1"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

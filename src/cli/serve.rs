@@ -318,6 +318,40 @@ pub struct ServeArgs {
     /// calls taken when each is slow (e.g. `50ms`, `1s`).
     #[arg(long, env = "CHAFF_MAX_QUEUE_WAIT", default_value = "50ms", value_parser = parse_duration, help_heading = "Overload")]
     max_queue_wait: Duration,
+    /// How often an idle connection's peer is checked for (an HTTP/2 PING,
+    /// and TCP keepalive probes after as long without traffic): a peer
+    /// that vanished (a crashed host, a dropped NAT entry) would otherwise
+    /// keep its connection and a file descriptor forever. `0s` = never.
+    #[arg(long, env = "CHAFF_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = parse_duration, help_heading = "Connections")]
+    keepalive_interval: Duration,
+    /// How long a keepalive PING may go unanswered before its connection
+    /// is closed.
+    #[arg(long, env = "CHAFF_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = at_least_a_second, help_heading = "Connections")]
+    keepalive_timeout: Duration,
+    /// Calls (HTTP/2 streams) one connection may have open at once; a
+    /// client waits for one to end before it opens more. Bounds what one
+    /// connection holds, also before any credentials are checked (health's
+    /// Watch needs none and stays open). `0` = no limit.
+    #[arg(
+        long,
+        env = "CHAFF_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256,
+        help_heading = "Connections"
+    )]
+    max_concurrent_streams: u32,
+    /// How long a connection may live: past it the server asks the client
+    /// to reconnect (HTTP/2 GOAWAY; calls in flight finish, gRPC clients
+    /// reconnect by themselves) and closes it 30 s later. This is what
+    /// closes a connection that is idle or never said anything, which
+    /// would otherwise hold a file descriptor for good. `0s` = no limit.
+    #[arg(long, env = "CHAFF_MAX_CONNECTION_AGE", default_value = "30m", value_parser = parse_duration, help_heading = "Connections")]
+    max_connection_age: Duration,
+    /// Bytes all ImportUser streams may hold at once while they arrive
+    /// (each is received whole, up to 1GiB, before it is decoded); an
+    /// import that would go past it is refused RESOURCE_EXHAUSTED naming
+    /// this flag (e.g. `1GiB`, `256MiB`; at least 1MiB).
+    #[arg(long, env = "CHAFF_MAX_IMPORT_BUFFER", default_value = "1GiB", value_parser = import_buffer, help_heading = "Connections")]
+    max_import_buffer: usize,
     /// Log filter (tracing syntax), e.g. `info`, `chaff=debug`. The audit
     /// log (admin calls, refused calls) is the `chaff::audit` target.
     #[arg(long, env = "CHAFF_LOG", default_value = "info", value_parser = log_filter)]
@@ -587,6 +621,46 @@ fn model_memory(s: &str) -> Result<usize, String> {
     }
 }
 
+fn import_buffer(s: &str) -> Result<usize, String> {
+    match parse_bytes(s)? {
+        n if n < 1 << 20 => Err("must be at least 1MiB".into()),
+        n => Ok(n),
+    }
+}
+
+fn at_least_a_second(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
+        d => Ok(d),
+    }
+}
+
+/// The connection bounds `serve` sets (`0` for a flag: no bound).
+fn network(args: &ServeArgs) -> chaff::service::Network {
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    chaff::service::Network {
+        keepalive_interval: nonzero(args.keepalive_interval),
+        keepalive_timeout: args.keepalive_timeout,
+        max_concurrent_streams: (args.max_concurrent_streams > 0)
+            .then_some(args.max_concurrent_streams),
+        max_connection_age: nonzero(args.max_connection_age),
+        max_import_buffer: args.max_import_buffer,
+        ..chaff::service::Network::default()
+    }
+}
+
+/// The WARN line for a metrics endpoint on `addr`, if anyone but this
+/// machine may reach it: it has no authentication and no TLS.
+fn metrics_exposure(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "--metrics-listen {addr} is not a loopback address: anyone who can reach it reads \
+             the server's metrics (call rates, refusals, memory) without credentials or TLS; \
+             keep it on 127.0.0.1 or a private network, or firewall the port"
+        )
+    })
+}
+
 fn retention(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
@@ -692,6 +766,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         anyhow::anyhow!("cannot listen on {}: {e}{hint}", args.listen)
     })?;
+    if let Some(warning) = args.metrics_listen.and_then(metrics_exposure) {
+        tracing::warn!("{warning}");
+    }
     let metrics = match args.metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -729,8 +806,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         queued: args.max_queued_calls,
         max_wait: args.max_queue_wait,
     };
-    chaff::service::serve_logging_stats(
-        engine, listener, shutdown, grace, trust, stats, metrics, admission,
+    let network = network(&args);
+    chaff::service::serve_network(
+        engine, listener, shutdown, grace, trust, stats, metrics, admission, network,
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))

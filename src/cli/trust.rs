@@ -106,6 +106,14 @@ impl ServeTrustArgs {
             self.insecure,
         )
         .map_err(anyhow::Error::msg)?;
+        if let Some(warning) = chaff::auth::insecure_exposure(
+            listen,
+            trust.tls().is_some(),
+            trust.callers_configured(),
+            self.insecure,
+        ) {
+            tracing::warn!("{warning}");
+        }
         if trust.tls().is_some() && !trust.callers_configured() {
             tracing::warn!(
                 "TLS is on but no key is on file and no --tls-client-ca is set: every call \

@@ -10,9 +10,21 @@
 //! CANCELLED) still runs to the end on its thread, because blocking work
 //! cannot be cancelled.
 //!
-//! The design, in the order a call meets it ([`AdmissionLayer`], after the
-//! guard so that an unidentified or over-limit caller never takes a slot,
-//! and before the request body is decoded, so a refusal costs no decoding):
+//! The design, in the order a call meets it. [`AdmissionLayer`], after the
+//! guard (an unidentified or over-limit caller never gets this far), only
+//! refuses a call whose deadline has already passed and marks the call
+//! ([`Call`]); the slot itself is taken by the handler once the request
+//! has arrived and been checked, as its engine work is about to start
+//! ([`Call::admit`], from `ChaffService::run`). Why not at the headers: a
+//! slot taken there was held while the request body arrived, and a caller
+//! with any key that may read could open as many calls as there are read
+//! slots, send their headers and never their bodies, and every Score of
+//! the mail pipeline was refused for as long as it liked (the network
+//! review's finding 1). Now a stalled request holds a stream of its own
+//! connection (bounded by `--max-concurrent-streams`) and no slot. The cost:
+//! a request is read and decoded before it can be refused, and for
+//! ImportUser, a client stream, the whole export is received first (bounded
+//! by `--max-import-buffer`).
 //!
 //! - Two pools of slots ([`Kind`]): *reads* (Score, ScoreBatch, GetUser,
 //!   ListEntries, FindDecisions, GetShared) are CPU work, so their slots are
@@ -206,6 +218,8 @@ impl Kind {
 pub enum Stage {
     /// On arrival: the deadline had passed before the server saw the call.
     Arrival,
+    /// While its request was read and checked, before it asked for a slot.
+    Read,
     /// After waiting for a slot.
     Queue,
     /// As its engine work was about to start.
@@ -216,6 +230,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Stage::Arrival => "before the call arrived",
+            Stage::Read => "while its request was read",
             Stage::Queue => "while it waited for a slot",
             Stage::Work => "before its work could start",
         })
@@ -326,15 +341,45 @@ impl Admitted {
     }
 }
 
+/// A chaff call on its way to admission: what [`AdmissionLayer`] learnt
+/// from its headers, and its slot once [`Call::admit`] has taken one.
+/// Why two steps: the layer sees the headers before the request body
+/// arrives, and a slot must not wait on the caller's network (module docs).
+#[derive(Debug)]
+pub struct Call {
+    admission: Arc<Admission>,
+    kind: Option<Kind>,
+    deadline: Option<Instant>,
+    admitted: tokio::sync::OnceCell<Arc<Admitted>>,
+}
+
+impl Call {
+    /// The call's admission: taken at the first call (waiting as
+    /// [`Admission::admit`] does), the same one after that, so a handler
+    /// that runs engine work twice (UpdateUser then its reply's GetUser)
+    /// is admitted, and can be refused, only once. The engine work takes a
+    /// clone along so that the slot is held until that work ends.
+    pub async fn admit(&self) -> Result<Arc<Admitted>, Refused> {
+        self.admitted
+            .get_or_try_init(|| async {
+                self.admission
+                    .admit_at(self.kind, self.deadline, Stage::Read)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+}
+
 tokio::task_local! {
     /// The call being handled, set by [`AdmissionLayer`] around the handler.
-    static CALL: Arc<Admitted>;
+    static CALL: Arc<Call>;
 }
 
 /// The call the current handler serves, if it went through admission
-/// (every chaff RPC under `serve`). The engine work takes a clone along so
-/// that the call's slot is held until that work ends.
-pub fn current() -> Option<Arc<Admitted>> {
+/// (every chaff RPC under `serve`).
+pub fn current() -> Option<Arc<Call>> {
     CALL.try_with(Arc::clone).ok()
 }
 
@@ -398,8 +443,19 @@ impl Admission {
         kind: Option<Kind>,
         deadline: Option<Instant>,
     ) -> Result<Admitted, Refused> {
+        self.admit_at(kind, deadline, Stage::Arrival).await
+    }
+
+    /// [`Admission::admit`] for a call at `stage` (where a passed deadline
+    /// is reported found).
+    async fn admit_at(
+        self: &Arc<Self>,
+        kind: Option<Kind>,
+        deadline: Option<Instant>,
+        stage: Stage,
+    ) -> Result<Admitted, Refused> {
         let arrived = Instant::now();
-        self.check(deadline, arrived, Stage::Arrival)?;
+        self.check(deadline, arrived, stage)?;
         let admitted = |slot| Admitted {
             deadline,
             admission: self.clone(),
@@ -525,7 +581,8 @@ impl<S> Layer<S> for AdmissionLayer {
     }
 }
 
-/// Admits each chaff call before its handler runs (see the module docs).
+/// Marks each chaff call for admission before its handler runs, and
+/// refuses one whose deadline has already passed (see the module docs).
 #[derive(Clone)]
 pub struct AdmissionService<S> {
     inner: S,
@@ -561,14 +618,19 @@ where
             // Health, reflection, unknown methods: never held back.
             return Box::pin(inner.call(req));
         };
-        let deadline = grpc_timeout(req.headers()).map(|d| Instant::now() + d);
-        let admission = self.admission.clone();
-        Box::pin(async move {
-            match admission.admit(Kind::of(rpc), deadline).await {
-                Ok(call) => CALL.scope(Arc::new(call), inner.call(req)).await,
-                Err(refused) => Ok(Status::from(refused).into_http()),
-            }
-        })
+        let now = Instant::now();
+        let deadline = grpc_timeout(req.headers()).map(|d| now + d);
+        // Refused before its body is read: it would not be worked on.
+        if let Err(refused) = self.admission.check(deadline, now, Stage::Arrival) {
+            return Box::pin(std::future::ready(Ok(Status::from(refused).into_http())));
+        }
+        let call = Arc::new(Call {
+            admission: self.admission.clone(),
+            kind: Kind::of(rpc),
+            deadline,
+            admitted: tokio::sync::OnceCell::new(),
+        });
+        Box::pin(CALL.scope(call, inner.call(req)))
     }
 }
 

@@ -254,11 +254,21 @@ async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
                 async move { Ok::<_, Infallible>(respond(&metrics, &req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
     }
 }
+
+/// How long the endpoint waits for a request's header, on a new
+/// connection and between requests on a kept-alive one, before closing
+/// the connection. Why: the endpoint has no authentication, and without
+/// it a client that connected and said nothing kept its connection (and a
+/// file descriptor of the process) forever; a scrape sends its request at
+/// once.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn respond<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
     let reply = |status: u16, kind: &'static str, body: String| {

@@ -30,7 +30,7 @@ use crate::types::{MessageId, Owner, UserId};
 
 use self::storage::{Storage, report_failure};
 
-pub use server::{KEYS_POLL, serve, serve_logging_stats, serve_with};
+pub use server::{KEYS_POLL, Network, serve, serve_logging_stats, serve_network, serve_with};
 
 /// Encoded descriptor of chaff.v1, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chaff_descriptor");
@@ -44,6 +44,58 @@ pub struct ChaffService {
     /// The keys file in effect, copied into a backup as its `keys.json`:
     /// a directory restored without it would serve without keys.
     keys_file: Option<std::path::PathBuf>,
+    /// The bytes ImportUser streams hold now, and their bound.
+    imports: Arc<ImportBuffer>,
+}
+
+/// The bound on the bytes all ImportUser streams hold at once
+/// ([`Network::max_import_buffer`], `--max-import-buffer`). Why: an import
+/// is received whole before it is decoded (up to
+/// [`MAX_IMPORT_BYTES`](crate::engine::MAX_IMPORT_BYTES) each), and a
+/// tenant's admin key could otherwise start enough of them at once to use
+/// up the machine's memory, every tenant's server with it.
+struct ImportBuffer {
+    limit: usize,
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
+impl ImportBuffer {
+    fn new(limit: usize) -> Self {
+        let limit = limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        ImportBuffer {
+            limit,
+            bytes: Arc::new(tokio::sync::Semaphore::new(limit)),
+        }
+    }
+
+    /// Counts `n` more bytes into `held` (one import's share), or refuses
+    /// the import RESOURCE_EXHAUSTED naming the limit: it is not waited
+    /// for, since the bytes are already arriving.
+    fn take(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        n: usize,
+    ) -> Result<(), Status> {
+        if n == 0 {
+            return Ok(());
+        }
+        let more = u32::try_from(n)
+            .ok()
+            .and_then(|n| self.bytes.clone().try_acquire_many_owned(n).ok())
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "ImportUser streams already hold {} of the {} bytes imports may buffer at \
+                     once (--max-import-buffer); not imported, retry once other imports are done",
+                    self.limit - self.bytes.available_permits(),
+                    self.limit
+                ))
+            })?;
+        match held {
+            Some(h) => h.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
 }
 
 /// Bytes per ExportUser message.
@@ -59,9 +111,14 @@ impl ChaffService {
         E: Failure,
         F: FnOnce(&Engine) -> Result<T, E> + Send + 'static,
     {
-        // The call's admission: its deadline, and its slot, which the work
+        // The call's admission, taken now that its request has arrived and
+        // been checked (not at its headers: a body that never comes must
+        // not hold a slot): its deadline, and its slot, which the work
         // holds until it ends even if the caller's future is dropped.
-        let call = admission::current();
+        let call = match admission::current() {
+            Some(c) => Some(c.admit().await?),
+            None => None,
+        };
         if let Some(c) = &call {
             c.check(admission::Stage::Work)?;
         }
@@ -514,7 +571,14 @@ impl proto::chaff_server::Chaff for ChaffService {
         })??;
         let user = named_user(&caller, Rpc::ImportUser, first.user_id)?;
         let replace = first.replace;
+        // Every byte held counts against --max-import-buffer until the
+        // import's work ends; the stream's start is checked as soon as it
+        // arrives, so one that is no export is refused before the rest of
+        // it is received.
+        let mut held = None;
+        self.imports.take(&mut held, first.data.len())?;
         let mut bytes = first.data;
+        crate::store::export::check_start(&bytes)?;
         while let Some(m) = stream.next().await {
             let m = m?;
             if bytes.len() + m.data.len() > crate::engine::MAX_IMPORT_BYTES {
@@ -523,11 +587,19 @@ impl proto::chaff_server::Chaff for ChaffService {
                     crate::engine::MAX_IMPORT_BYTES
                 )));
             }
+            self.imports.take(&mut held, m.data.len())?;
+            let checked = bytes.len() >= 12;
             bytes.extend_from_slice(&m.data);
+            if !checked {
+                crate::store::export::check_start(&bytes)?;
+            }
         }
         let u = user.clone();
         let done = self
-            .run(move |e| e.import_user(&u, &bytes, replace))
+            .run(move |e| {
+                let _held = held;
+                e.import_user(&u, &bytes, replace)
+            })
             .await?;
         let by = caller.as_ref().map_or("local", |c| c.name.as_str());
         info!(target: "chaff::audit", caller = by, user = %user, replaced = done.replaced, messages = done.messages, "user imported");

@@ -70,6 +70,61 @@ pub async fn serve_with(
     .await
 }
 
+/// What the server holds for its peers' connections and streams: bounds
+/// that keep a client that connects and then says nothing (or opens
+/// streams and never ends them) from holding the process's file
+/// descriptors and memory for good (the network review's findings 2-4).
+/// Connections are not authenticated yet when these apply, so every one
+/// must have a bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    /// How often an HTTP/2 PING (and, after as long without traffic, a TCP
+    /// keepalive probe) checks that the peer is still there; `None`: never.
+    /// Why: a peer that vanished (a crashed host, a dropped NAT entry)
+    /// otherwise keeps its connection, and its descriptor, forever.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Streams one connection may have open at once (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); `None`: no bound. Why: health's
+    /// Watch needs no key and stays open by design, and each open stream
+    /// costs memory.
+    pub max_concurrent_streams: Option<u32>,
+    /// How long a connection may live before the server asks it to go
+    /// (GOAWAY: its calls finish, well-behaved clients reconnect) and,
+    /// `max_connection_age_grace` later, closes it; `None`: forever. Why:
+    /// it is what closes a connection that is idle, or never said anything
+    /// (no HTTP/2 preface), while its peer answers keepalives.
+    pub max_connection_age: Option<Duration>,
+    /// How long a connection past `max_connection_age` may take to finish
+    /// its calls before it is closed (one that never sent its HTTP/2
+    /// preface is closed only then).
+    pub max_connection_age_grace: Duration,
+    /// Bytes all ImportUser streams may hold in memory at once, before
+    /// they are decoded; an import that would go past it is refused
+    /// RESOURCE_EXHAUSTED. Why: each import is received whole (up to
+    /// [`MAX_IMPORT_BYTES`](crate::engine::MAX_IMPORT_BYTES)) before it is
+    /// decoded, and without a total a few of them at once could use more
+    /// memory than the machine has.
+    pub max_import_buffer: usize,
+}
+
+impl Default for Network {
+    /// PING every 60 s, 20 s to answer; 256 streams per connection; a
+    /// connection lives 30 minutes, plus 30 s to finish its calls; 1 GiB
+    /// of imports buffered at once (one export of the largest size).
+    fn default() -> Self {
+        Network {
+            keepalive_interval: Some(Duration::from_secs(60)),
+            keepalive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: Some(256),
+            max_connection_age: Some(Duration::from_secs(30 * 60)),
+            max_connection_age_grace: Duration::from_secs(30),
+            max_import_buffer: crate::engine::MAX_IMPORT_BYTES,
+        }
+    }
+}
+
 /// [`serve_with`], also logging the engine's counters every `stats_every`
 /// (`ZERO`: never), serving `/metrics` on `metrics_listener` (if any), and
 /// bounding the engine work running at once by `limits` ([`admission`];
@@ -86,6 +141,35 @@ pub async fn serve_logging_stats(
     stats_every: Duration,
     metrics_listener: Option<TcpListener>,
     limits: admission::Limits,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    serve_network(
+        engine,
+        listener,
+        shutdown,
+        grace,
+        trust,
+        stats_every,
+        metrics_listener,
+        limits,
+        Network::default(),
+    )
+    .await
+}
+
+/// [`serve_logging_stats`] with the connection bounds `network` (what
+/// `chaff serve` sets from its flags; the others take
+/// [`Network::default`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_network(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+    trust: Arc<Trust>,
+    stats_every: Duration,
+    metrics_listener: Option<TcpListener>,
+    limits: admission::Limits,
+    network: Network,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local: SocketAddr = listener.local_addr()?;
     let limit = engine.settings().max_message_bytes;
@@ -121,6 +205,7 @@ pub async fn serve_logging_stats(
         health: health.clone(),
         metrics: metrics.clone(),
         keys_file: trust.keys_file().map(std::path::Path::to_path_buf),
+        imports: Arc::new(super::ImportBuffer::new(network.max_import_buffer)),
     })
     .max_decoding_message_size(transport_limit);
     // Storage was opened before we got here, so we can serve.
@@ -144,10 +229,23 @@ pub async fn serve_logging_stats(
         max_concurrent_writes = limits.writes.unwrap_or(0),
         max_queued_calls = limits.queued,
         max_queue_wait_ms = limits.max_wait.as_millis() as u64,
+        keepalive_interval_s = network.keepalive_interval.map_or(0, |d| d.as_secs()),
+        max_concurrent_streams = network.max_concurrent_streams.unwrap_or(0),
+        max_connection_age_s = network.max_connection_age.map_or(0, |d| d.as_secs()),
+        max_import_buffer = network.max_import_buffer,
         "serving chaff.v1.Chaff, grpc.health.v1.Health, reflection"
     );
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(network.keepalive_interval)
+        .http2_keepalive_timeout(Some(network.keepalive_timeout))
+        .max_concurrent_streams(network.max_concurrent_streams);
+    if let Some(age) = network.max_connection_age {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(network.max_connection_age_grace);
+    }
+    let router = builder
         .layer(metrics::GrpcLayer::new(metrics))
         .layer(catch_panic::CatchPanicLayer)
         .layer(GuardLayer::new(trust.clone(), limit))
@@ -171,24 +269,24 @@ pub async fn serve_logging_stats(
             std::future::pending::<()>().await;
         }
     };
+    // The builder's `tcp_nodelay` and `tcp_keepalive` apply only to
+    // listeners tonic binds itself; accepted sockets of our own listener
+    // need them set here. Without no-delay, Nagle's algorithm against the
+    // peer's delayed ACK held some responses back ~40 ms: p99 of Score
+    // under load was 43 ms, p50 0.4 ms.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(network.keepalive_interval);
     let mut acceptor = None;
     let server: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match trust.tls() {
         Some(tls) => {
-            let (incoming, task) = tls::incoming(listener, tls);
+            let (incoming, task) = tls::incoming(incoming, tls);
             acceptor = Some(task);
             Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
         }
-        None => {
-            // The builder's `tcp_nodelay` applies only to listeners tonic
-            // binds itself; accepted sockets of our own listener need it
-            // set here. Without it, Nagle's algorithm against the peer's
-            // delayed ACK held some responses back ~40 ms: p99 of Score
-            // under load was 43 ms, p50 0.4 ms.
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
-        }
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown)),
     };
     let served = tokio::select! {
         served = server => served,

@@ -17,7 +17,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
@@ -232,11 +232,12 @@ fn client_names(der: &CertificateDer<'_>) -> Vec<String> {
 /// How long a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts TCP connections and completes TLS handshakes off the accept
-/// loop (a slow client does not hold up others). The stream ends when the
-/// receiver is dropped.
+/// Accepts TCP connections from `listener` (its socket options, such as
+/// TCP keepalive and no-delay, set as it accepts) and completes TLS
+/// handshakes off the accept loop (a slow client does not hold up others).
+/// The stream ends when the receiver is dropped.
 pub fn incoming(
-    listener: TcpListener,
+    listener: tonic::transport::server::TcpIncoming,
     tls: Arc<Tls>,
 ) -> (
     tokio_stream::wrappers::ReceiverStream<io::Result<TlsConn>>,
@@ -244,21 +245,25 @@ pub fn incoming(
 ) {
     let (tx, rx) = mpsc::channel::<io::Result<TlsConn>>(64);
     let task = tokio::spawn(async move {
+        use tokio_stream::StreamExt;
+        let mut listener = std::pin::pin!(listener);
         loop {
-            let (tcp, remote) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
+            let tcp = tokio::select! {
+                accepted = listener.next() => match accepted {
+                    Some(Ok(tcp)) => tcp,
+                    Some(Err(e)) => {
                         // EMFILE and friends: back off instead of spinning.
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                    None => return,
                 },
                 () = tx.closed() => return,
             };
-            // See `serve`: without it Nagle holds small responses back.
-            let _ = tcp.set_nodelay(true);
+            let Ok(remote) = tcp.peer_addr() else {
+                continue;
+            };
             let acceptor = TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             tokio::spawn(async move {

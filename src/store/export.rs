@@ -149,21 +149,39 @@ pub fn encode(e: &UserExport) -> Vec<u8> {
     out
 }
 
+/// Refuses `start`, the first bytes of a stream (any number of them), if
+/// no export starts that way: the magic, then a version this build reads.
+/// Why apart from [`decode`]: ImportUser checks the first message it
+/// receives, so a stream that is not an export is refused before the rest
+/// of it (up to a gigabyte) is received and held.
+pub fn check_start(start: &[u8]) -> Result<(), Error> {
+    let magic = &start[..start.len().min(MAGIC.len())];
+    if magic != &MAGIC[..magic.len()] {
+        return Err(not_an_export());
+    }
+    if let Some(v) = start.get(8..12) {
+        let version = u32::from_be_bytes(v.try_into().unwrap());
+        if !(OLDEST_READ..=EXPORT_VERSION).contains(&version) {
+            return Err(bad(format!(
+                "format version {version}; this chaff reads versions {OLDEST_READ} to {EXPORT_VERSION}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn not_an_export() -> Error {
+    bad("not a chaff user export (it does not start with \"CHAFFUSR\")")
+}
+
 /// Reads and checks a whole export: magic, version, every record's
 /// payload, the record count and checksum. Errors are INVALID_ARGUMENT
 /// naming what is wrong.
 pub fn decode(bytes: &[u8]) -> Result<UserExport, Error> {
-    if bytes.len() < 12 || &bytes[..8] != MAGIC {
-        return Err(bad(
-            "not a chaff user export (it does not start with \"CHAFFUSR\")",
-        ));
+    if bytes.len() < 12 {
+        return Err(not_an_export());
     }
-    let version = u32::from_be_bytes(bytes[8..12].try_into().unwrap());
-    if !(OLDEST_READ..=EXPORT_VERSION).contains(&version) {
-        return Err(bad(format!(
-            "format version {version}; this chaff reads versions {OLDEST_READ} to {EXPORT_VERSION}"
-        )));
-    }
+    check_start(bytes)?;
     let mut e = UserExport::default();
     let mut at = 12;
     let mut n = 0u64;
