@@ -62,8 +62,9 @@ struct State {
 
 /// An element open in lol_html's reading.
 struct Open {
-    /// Its tag name, lowercase.
-    name: String,
+    /// Its tag name if implied ends or formatting name it ([`interned`]),
+    /// else empty: no allocation per element.
+    name: &'static str,
     /// Its number, which its end-tag handler names.
     id: u32,
     hides: bool,
@@ -521,7 +522,7 @@ impl State {
             self.close_in_scope(&["p"], BUTTON_SCOPE);
         }
         // A heading in a heading ends it.
-        if is_heading(name) && self.open.last().is_some_and(|o| is_heading(&o.name)) {
+        if is_heading(name) && self.open.last().is_some_and(|o| is_heading(o.name)) {
             self.pop_to(self.open.len() - 1);
         }
         if self.open.last().is_some_and(|o| o.name == "head") && !IN_HEAD.contains(&name) {
@@ -533,7 +534,7 @@ impl State {
     /// named in `barriers` is open inside it.
     fn close_in_scope(&mut self, targets: &[&str], barriers: &[&str]) {
         for i in (0..self.open.len()).rev() {
-            let name = self.open[i].name.as_str();
+            let name = self.open[i].name;
             if targets.contains(&name) {
                 self.pop_to(i);
                 return;
@@ -552,7 +553,7 @@ impl State {
         self.hidden_depth += u32::from(hides);
         self.skip_depth += u32::from(skips);
         self.open.push(Open {
-            name: name.to_string(),
+            name: interned(name),
             id,
             hides,
             skips,
@@ -578,7 +579,7 @@ impl State {
         while i > at {
             i -= 1;
             let o = &self.open[i];
-            if o.id == target || !FORMATTING.contains(&o.name.as_str()) {
+            if o.id == target || !FORMATTING.contains(&o.name) {
                 let o = self.open.remove(i);
                 self.hidden_depth -= u32::from(o.hides);
                 self.skip_depth -= u32::from(o.skips);
@@ -741,6 +742,18 @@ const IN_HEAD: &[&str] = &[
     "base", "basefont", "bgsound", "link", "meta", "noframes", "script", "style", "template",
     "title",
 ];
+
+/// `name` as the static string the implied-end rules and [`FORMATTING`]
+/// compare with, or `""` for an element they never name.
+fn interned(name: &str) -> &'static str {
+    const NAMED: &[&str] = &[
+        "p", "li", "dd", "dt", "td", "th", "tr", "tbody", "thead", "tfoot", "option", "optgroup",
+        "head", "h1", "h2", "h3", "h4", "h5", "h6", "table", "button", "ol", "ul", "select",
+        "datalist", "applet", "caption", "html", "marquee", "object", "template", "a", "b", "big",
+        "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
+    ];
+    NAMED.iter().find(|&&n| n == name).copied().unwrap_or("")
+}
 
 fn is_heading(name: &str) -> bool {
     matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6")
