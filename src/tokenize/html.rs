@@ -78,7 +78,7 @@ struct Open {
 /// transparent or exactly as its background, text moved 500 px or more
 /// off the page, `transform: scale(0)`, `clip: rect(0 …)`.
 ///
-/// The style is read as CSS is ([`css_declarations`]): entities decoded,
+/// The style is read as CSS is ([`css_text`]): entities decoded,
 /// comments and escapes undone, `!important` dropped, any case and
 /// spacing. Why each: a red-team walkthrough (session 25) padded spam
 /// with 146 of the user's ham words under `font-size:0pt`,
@@ -88,13 +88,14 @@ struct Open {
 /// Colors are compared only within one element's style: white text in a
 /// dark table cell is common and visible.
 fn hides(style: &str) -> bool {
-    let decls = css_declarations(style);
+    let text = css_text(style);
+    let decls = css_declarations(&text);
     let get = |prop: &str| {
         decls
             .iter()
             .rev()
-            .find(|(p, _)| p == prop)
-            .map(|(_, v)| v.as_str())
+            .find(|(p, _)| *p == prop)
+            .map(|(_, v)| *v)
     };
     let is_zero_len = |v: &str| css_length_px(v).is_some_and(|px| px <= 0.0);
     let overflow_hidden = get("overflow").is_some_and(|v| v == "hidden" || v == "clip");
@@ -141,11 +142,17 @@ fn hides(style: &str) -> bool {
         })
 }
 
-/// The declarations of an inline style, `(property, value)`, both
-/// lowercase and trimmed, `!important` dropped: entities decoded (an
+/// An inline style as CSS reads it, lowercase: entities decoded (an
 /// attribute's value is HTML), CSS comments removed and CSS escapes
-/// (`\6f `, `\:`) undone before splitting at `;` and `:`.
-fn css_declarations(style: &str) -> Vec<(String, String)> {
+/// (`\\6f `, `\\:`) undone. Most styles have none of these and are
+/// lowercase already: those are not copied.
+fn css_text(style: &str) -> std::borrow::Cow<'_, str> {
+    if !style
+        .bytes()
+        .any(|b| matches!(b, b'&' | b'/' | b'\\') || !b.is_ascii() || b.is_ascii_uppercase())
+    {
+        return std::borrow::Cow::Borrowed(style);
+    }
     let decoded = html_escape::decode_html_entities(style);
     let mut text = String::with_capacity(decoded.len());
     let mut chars = decoded.chars().peekable();
@@ -180,13 +187,18 @@ fn css_declarations(style: &str) -> Vec<(String, String)> {
             _ => text.push(c),
         }
     }
-    text.to_lowercase()
-        .split(';')
+    std::borrow::Cow::Owned(text.to_lowercase())
+}
+
+/// The declarations of a style read by [`css_text`], `(property, value)`,
+/// trimmed, `!important` dropped.
+fn css_declarations(text: &str) -> Vec<(&str, &str)> {
+    text.split(';')
         .filter_map(|decl| {
             let (prop, value) = decl.split_once(':')?;
             let value = value.trim();
             let value = value.strip_suffix("!important").unwrap_or(value).trim();
-            Some((prop.trim().to_string(), value.to_string()))
+            Some((prop.trim(), value))
         })
         .collect()
 }
