@@ -530,14 +530,14 @@ impl State {
         if !targets.is_empty() {
             self.close_in_scope(targets, barriers);
         }
-        if CLOSES_P.contains(&name) {
+        if closes_p(name) {
             self.close_in_scope(&["p"], BUTTON_SCOPE);
         }
         // A heading in a heading ends it.
         if is_heading(name) && self.open.last().is_some_and(|o| is_heading(o.name)) {
             self.pop_to(self.open.len() - 1);
         }
-        if self.open.last().is_some_and(|o| o.name == "head") && !IN_HEAD.contains(&name) {
+        if self.open.last().is_some_and(|o| o.name == "head") && !in_head(name) {
             self.pop_to(self.open.len() - 1);
         }
     }
@@ -591,7 +591,7 @@ impl State {
         while i > at {
             i -= 1;
             let o = &self.open[i];
-            if o.id == target || !FORMATTING.contains(&o.name) {
+            if o.id == target || !is_formatting(o.name) {
                 let o = self.open.remove(i);
                 self.hidden_depth -= u32::from(o.hides);
                 self.skip_depth -= u32::from(o.skips);
@@ -685,86 +685,150 @@ fn rewrite(html: &str) -> (State, bool) {
     (s, ok)
 }
 
-/// Inline elements: their tags do not separate words
-/// ([`State::open_element`]).
-const INLINE: &[&str] = &[
-    "a", "abbr", "b", "bdi", "bdo", "big", "blink", "cite", "code", "data", "del", "dfn", "em",
-    "font", "i", "ins", "kbd", "mark", "nobr", "q", "s", "samp", "small", "span", "strike",
-    "strong", "sub", "sup", "time", "tt", "u", "var",
-];
-
-/// Whether `name` (any ASCII case) is an [`INLINE`] element.
+/// Whether `name` (any ASCII case) is an inline element, whose tags do
+/// not separate words ([`State::open_element`]): a `match`, not a list
+/// search, since every tag asks.
 fn is_inline(name: &[u8]) -> bool {
-    INLINE
-        .iter()
-        .any(|i| i.as_bytes().eq_ignore_ascii_case(name))
+    let mut buf = [0u8; 6];
+    if name.is_empty() || name.len() > buf.len() {
+        return false;
+    }
+    for (b, c) in buf.iter_mut().zip(name) {
+        *b = c.to_ascii_lowercase();
+    }
+    matches!(
+        &buf[..name.len()],
+        b"a" | b"abbr"
+            | b"b"
+            | b"bdi"
+            | b"bdo"
+            | b"big"
+            | b"blink"
+            | b"cite"
+            | b"code"
+            | b"data"
+            | b"del"
+            | b"dfn"
+            | b"em"
+            | b"font"
+            | b"i"
+            | b"ins"
+            | b"kbd"
+            | b"mark"
+            | b"nobr"
+            | b"q"
+            | b"s"
+            | b"samp"
+            | b"small"
+            | b"span"
+            | b"strike"
+            | b"strong"
+            | b"sub"
+            | b"sup"
+            | b"time"
+            | b"tt"
+            | b"u"
+            | b"var"
+    )
 }
 
 /// Formatting elements, which a browser carries past the end of the block
 /// they were opened in ([`State::close`]).
-const FORMATTING: &[&str] = &[
-    "a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
-];
+fn is_formatting(name: &str) -> bool {
+    matches!(
+        name,
+        "a" | "b"
+            | "big"
+            | "code"
+            | "em"
+            | "font"
+            | "i"
+            | "nobr"
+            | "s"
+            | "small"
+            | "strike"
+            | "strong"
+            | "tt"
+            | "u"
+    )
+}
 
 /// Start tags that end an open `<p>` ([`State::implied_by_start`]).
-const CLOSES_P: &[&str] = &[
-    "address",
-    "article",
-    "aside",
-    "blockquote",
-    "center",
-    "details",
-    "dialog",
-    "dir",
-    "div",
-    "dl",
-    "fieldset",
-    "figcaption",
-    "figure",
-    "footer",
-    "form",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "header",
-    "hgroup",
-    "hr",
-    "li",
-    "dd",
-    "dt",
-    "listing",
-    "main",
-    "menu",
-    "nav",
-    "ol",
-    "p",
-    "pre",
-    "section",
-    "summary",
-    "ul",
-    "xmp",
-    "plaintext",
-];
+fn closes_p(name: &str) -> bool {
+    matches!(
+        name,
+        "address"
+            | "article"
+            | "aside"
+            | "blockquote"
+            | "center"
+            | "details"
+            | "dialog"
+            | "dir"
+            | "div"
+            | "dl"
+            | "fieldset"
+            | "figcaption"
+            | "figure"
+            | "footer"
+            | "form"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "header"
+            | "hgroup"
+            | "hr"
+            | "li"
+            | "dd"
+            | "dt"
+            | "listing"
+            | "main"
+            | "menu"
+            | "nav"
+            | "ol"
+            | "p"
+            | "pre"
+            | "section"
+            | "summary"
+            | "ul"
+            | "xmp"
+            | "plaintext"
+    )
+}
 
 /// Elements that may stay in a `<head>` without ending it.
-const IN_HEAD: &[&str] = &[
-    "base", "basefont", "bgsound", "link", "meta", "noframes", "script", "style", "template",
-    "title",
+fn in_head(name: &str) -> bool {
+    matches!(
+        name,
+        "base"
+            | "basefont"
+            | "bgsound"
+            | "link"
+            | "meta"
+            | "noframes"
+            | "script"
+            | "style"
+            | "template"
+            | "title"
+    )
+}
+
+/// The names the implied-end rules and [`is_formatting`] compare with,
+/// sorted for [`interned`]'s binary search.
+const NAMED: &[&str] = &[
+    "a", "applet", "b", "big", "button", "caption", "code", "datalist", "dd", "dt", "em", "font",
+    "h1", "h2", "h3", "h4", "h5", "h6", "head", "html", "i", "li", "marquee", "nobr", "object",
+    "ol", "optgroup", "option", "p", "s", "select", "small", "strike", "strong", "table", "tbody",
+    "td", "template", "tfoot", "th", "thead", "tr", "tt", "u", "ul",
 ];
 
-/// `name` as the static string the implied-end rules and [`FORMATTING`]
-/// compare with, or `""` for an element they never name.
+/// `name` as the static string of [`NAMED`], or `""` for an element the
+/// rules never name: no allocation per element.
 fn interned(name: &str) -> &'static str {
-    const NAMED: &[&str] = &[
-        "p", "li", "dd", "dt", "td", "th", "tr", "tbody", "thead", "tfoot", "option", "optgroup",
-        "head", "h1", "h2", "h3", "h4", "h5", "h6", "table", "button", "ol", "ul", "select",
-        "datalist", "applet", "caption", "html", "marquee", "object", "template", "a", "b", "big",
-        "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
-    ];
-    NAMED.iter().find(|&&n| n == name).copied().unwrap_or("")
+    NAMED.binary_search(&name).map_or("", |i| NAMED[i])
 }
 
 fn is_heading(name: &str) -> bool {
@@ -1249,6 +1313,13 @@ mod tests {
             }
             eprintln!("{corpus}: {read_plain} of {parts} HTML parts read plain");
         }
+    }
+
+    #[test]
+    fn the_named_elements_are_sorted_for_their_binary_search() {
+        assert!(NAMED.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(interned("td"), "td");
+        assert_eq!(interned("span"), "");
     }
 
     /// Whether the [`PLAIN`] pieces `picks` never end a block inside the
