@@ -14,7 +14,7 @@ use chaff::service::guard::Trust;
 use chaff::service::tls::{TlsFiles, install_crypto_provider};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request, Status};
@@ -48,8 +48,20 @@ impl Ca {
     }
 
     fn leaf(&self, name: &str, client: bool) -> Leaf {
+        let p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        self.leaf_of(p, client)
+    }
+
+    /// A client certificate whose only subject alternative name is `san`,
+    /// of the type given.
+    fn client_leaf_naming(&self, san: SanType) -> Leaf {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![san];
+        self.leaf_of(p, true)
+    }
+
+    fn leaf_of(&self, mut p: CertificateParams, client: bool) -> Leaf {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
         p.extended_key_usages = vec![if client {
             ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -665,6 +677,89 @@ async fn mutual_tls_identifies_trusted_certificates_and_refuses_others() {
         );
     }
     server.stop().await;
+}
+
+/// A keys-file name stands for one type of subject alternative name: an
+/// e-mail entry in a certificate (which a CA may hand to any of its users)
+/// does not stand for the DNS name of a mail server, nor the reverse.
+#[tokio::test]
+async fn a_certificate_name_matches_only_a_name_of_the_same_type() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let entry = |f: &KeyFile, name: &str, cert: &str| {
+        f.create(NewKey {
+            name: name.into(),
+            scopes: Scopes::of(&[Scope::Score]),
+            tenant: None,
+            expires_unix: None,
+            certificate_name: Some(cert.into()),
+        })
+        .unwrap();
+    };
+    let (server, ()) = keyed_server_tls(&server_ca, Some(&client_ca), |f| {
+        entry(f, "mx1", "mx1.example");
+        entry(f, "ops", "ops@example.com");
+        entry(f, "mesh", "spiffe://example/mx3");
+    })
+    .await;
+    let ia5 = |s: &str| s.to_string().try_into().unwrap();
+    let cases = [
+        (SanType::DnsName(ia5("mx1.example")), true),
+        (SanType::DnsName(ia5("MX1.example")), true),
+        (SanType::Rfc822Name(ia5("mx1.example")), false),
+        (SanType::URI(ia5("mx1.example")), false),
+        (SanType::Rfc822Name(ia5("ops@example.com")), true),
+        (SanType::DnsName(ia5("ops@example.com")), false),
+        (SanType::URI(ia5("ops@example.com")), false),
+        (SanType::URI(ia5("spiffe://example/mx3")), true),
+        (SanType::DnsName(ia5("spiffe://example/mx3")), false),
+    ];
+    for (san, identified) in cases {
+        let shown = format!("{san:?}");
+        let leaf = client_ca.client_leaf_naming(san);
+        let mut c = chaff_client(
+            tls_channel(server.addr, &server_ca, Some(&leaf))
+                .await
+                .unwrap(),
+        );
+        let got = call(&mut c, None, Rpc::Score, "u").await;
+        if identified {
+            got.unwrap_or_else(|e| panic!("{shown}: {e:?}"));
+        } else {
+            let e = got.expect_err(&shown);
+            assert_eq!(e.code(), Code::Unauthenticated, "{shown}");
+            assert!(
+                e.message().contains("names no caller"),
+                "{shown}: {}",
+                e.message()
+            );
+        }
+    }
+    server.stop().await;
+}
+
+/// A keys-file certificate name that is no name of any type is refused
+/// when it is created, with what the forms are.
+#[test]
+fn a_certificate_name_of_no_known_form_is_refused_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = KeyFile::in_data_dir(dir.path());
+    let e = f
+        .create(NewKey {
+            name: "wild".into(),
+            scopes: Scopes::of(&[Scope::Score]),
+            tenant: None,
+            expires_unix: None,
+            certificate_name: Some("*.example".into()),
+        })
+        .err()
+        .expect("a wildcard is not a name a client proves");
+    let text = e.to_string();
+    assert!(
+        text.contains("--certificate-name") && text.contains("DNS name"),
+        "{text}"
+    );
+    assert!(f.entries().unwrap().is_empty());
 }
 
 async fn keyed_server_tls<T>(

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{AuthError, Caller, Credential, Scopes, Tenant};
+use super::{AuthError, Caller, CertName, Credential, Scopes, Tenant};
 
 /// Hex digits of a key's public id (48 bits: unique in any real key file).
 const ID_HEX: usize = 12;
@@ -121,8 +121,10 @@ pub struct KeyEntry {
     /// Hex SHA-256 of the secret; absent for certificate entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// A subject alternative name (DNS name, URI or e-mail) that identifies
-    /// a client certificate signed by --tls-client-ca.
+    /// A subject alternative name that identifies a client certificate
+    /// signed by --tls-client-ca: a DNS name, an e-mail address or a URI,
+    /// its type read from its form ([`CertName::parse`]). It matches only a
+    /// name of that type in the certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_name: Option<String>,
     pub scopes: Vec<String>,
@@ -145,6 +147,8 @@ struct KeyFileBody {
 struct Verified {
     entry: KeyEntry,
     digest: Option<[u8; 32]>,
+    /// The typed `certificate_name`.
+    cert: Option<CertName>,
     scopes: Scopes,
     tenant: Option<Tenant>,
 }
@@ -221,9 +225,16 @@ impl KeyRing {
                     )));
                 }
             };
+            let cert = entry
+                .certificate_name
+                .as_deref()
+                .map(CertName::parse)
+                .transpose()
+                .map_err(|e| invalid(format!("key {}: {e}", entry.id)))?;
             out.push(Verified {
                 entry,
                 digest,
+                cert,
                 scopes,
                 tenant,
             });
@@ -263,11 +274,12 @@ impl KeyRing {
     }
 
     /// The caller a trusted client certificate identifies: the first entry
-    /// whose `certificate_name` is one of the certificate's names.
-    pub fn verify_certificate(&self, names: &[String], now: u64) -> Result<Caller, Unknown> {
+    /// whose `certificate_name` matches one of the certificate's names of
+    /// the same type ([`CertName::matches`]).
+    pub fn verify_certificate(&self, names: &[CertName], now: u64) -> Result<Caller, Unknown> {
         for v in &self.entries {
-            if let Some(n) = &v.entry.certificate_name
-                && names.iter().any(|name| name == n)
+            if let Some(n) = &v.cert
+                && names.iter().any(|name| n.matches(name))
             {
                 return Self::caller(v, Credential::Certificate(n.clone()), now);
             }
@@ -279,7 +291,8 @@ impl KeyRing {
                 "none: it has no subject alternative name, and the common name is not read".into(),
             ));
         }
-        Err(Unknown::UnknownCertificate(names.join(", ")))
+        let listed: Vec<String> = names.iter().map(CertName::to_string).collect();
+        Err(Unknown::UnknownCertificate(listed.join(", ")))
     }
 }
 
@@ -427,6 +440,10 @@ impl KeyFile {
         }
         if new.scopes.is_empty() {
             return Err(AuthError::Usage("a key needs at least one scope".into()));
+        }
+        if let Some(name) = &new.certificate_name {
+            CertName::parse(name)
+                .map_err(|e| AuthError::Usage(format!("--certificate-name: {e}")))?;
         }
         self.edit(|keys| Self::add(keys, new))
     }

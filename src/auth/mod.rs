@@ -16,12 +16,15 @@
 //!   [`Caller::local`] (all scopes, no tenant): the loopback two-command
 //!   start stays as it was.
 
+pub mod cert_name;
 pub mod keys;
 pub mod limits;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+
+pub use cert_name::CertName;
 
 use crate::types::UserId;
 
@@ -289,8 +292,8 @@ pub enum Credential {
     None,
     /// An API key, by its public id.
     Key(String),
-    /// A client certificate, by the subject alternative name that matched.
-    Certificate(String),
+    /// A client certificate, by the keys-file name that matched.
+    Certificate(CertName),
 }
 
 /// An identified caller: what the audit log names and what the checks read.

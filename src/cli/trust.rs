@@ -206,7 +206,10 @@ pub struct CreateArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     expires_in: Option<Duration>,
     /// Identify a client certificate (signed by --tls-client-ca) by this
-    /// subject alternative name instead of issuing a secret.
+    /// subject alternative name instead of issuing a secret. Its type is
+    /// read from its form and must match the certificate's: `mx1.example`
+    /// is a DNS name, `ops@example.com` an e-mail address,
+    /// `spiffe://example/mx1` a URI.
     #[arg(long)]
     certificate_name: Option<String>,
 }

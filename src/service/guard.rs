@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::tls::{PeerInfo, Tls, TlsError, TlsFiles};
 use crate::auth::keys::{KeyFile, KeyRing, Unknown, parse_bearer, unix_now};
 use crate::auth::limits::{CallerLimits, Limiter, OverLimit};
-use crate::auth::{AuthError, Caller, Denied, Rpc};
+use crate::auth::{AuthError, Caller, CertName, Denied, Rpc};
 
 const CHAFF_PREFIX: &str = "/chaff.v1.Chaff/";
 
@@ -174,7 +174,7 @@ impl Trust {
 /// The connection's address and client certificate names.
 struct Peer {
     addr: Option<SocketAddr>,
-    names: Option<Arc<[String]>>,
+    names: Option<Arc<[CertName]>>,
 }
 
 fn peer_of(req: &Request<Body>) -> Peer {

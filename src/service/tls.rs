@@ -23,6 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 use tracing::{debug, info, warn};
 
+use crate::auth::CertName;
+
 /// Installs rustls' ring provider as the process default, once. Clients
 /// (tonic channels) use the process default; calling this again is
 /// harmless.
@@ -149,9 +151,9 @@ impl Tls {
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
     pub remote: Option<SocketAddr>,
-    /// Subject alternative names (DNS, URI, e-mail) of a verified client
-    /// certificate; `None` without one.
-    pub client_names: Option<Arc<[String]>>,
+    /// Subject alternative names (DNS, URI, e-mail, each with its type) of
+    /// a verified client certificate; `None` without one.
+    pub client_names: Option<Arc<[CertName]>>,
 }
 
 /// A TLS connection handed to tonic.
@@ -208,8 +210,10 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// The names in a certificate's subject alternative name extension.
-fn client_names(der: &CertificateDer<'_>) -> Vec<String> {
+/// The names in a certificate's subject alternative name extension, each
+/// typed as the certificate types it (never re-read from its text: a
+/// `dNSName` holding `ops@example.com` stays a DNS name).
+fn client_names(der: &CertificateDer<'_>) -> Vec<CertName> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
         return Vec::new();
@@ -221,9 +225,9 @@ fn client_names(der: &CertificateDer<'_>) -> Vec<String> {
         .general_names
         .iter()
         .filter_map(|n| match n {
-            GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
-                Some(s.to_string())
-            }
+            GeneralName::DNSName(s) => Some(CertName::Dns(s.to_string())),
+            GeneralName::RFC822Name(s) => Some(CertName::Email(s.to_string())),
+            GeneralName::URI(s) => Some(CertName::Uri(s.to_string())),
             _ => None,
         })
         .collect()
