@@ -812,7 +812,7 @@ async fn repair_rebuilds_a_users_model_from_the_ledger_with_the_server_stopped()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = JsonLogServer::start(dir.path());
+    let server = LogServer::start(dir.path());
     let mut c = connect(server.url()).await;
     for i in 0..5 {
         train(

@@ -413,16 +413,22 @@ impl Drop for ServerProcess {
     }
 }
 
-/// `chaff serve` at the default log level with `--log-format json` and its
-/// log in a pipe, for tests that read what it logged.
-pub struct JsonLogServer {
+/// `chaff serve` at the default log level with its log in a pipe, for
+/// tests that read what it logged.
+pub struct LogServer {
     server: ServerProcess,
 }
 
-impl JsonLogServer {
+impl LogServer {
+    /// With `--log-format json`.
     pub fn start(data: &Path) -> Self {
+        Self::start_format(data, "json")
+    }
+
+    /// With `--log-format` `text` (what people read) or `json`.
+    pub fn start_format(data: &Path, format: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chaff"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", format])
             .args(["--shutdown-grace", "300ms", "--data"])
             .arg(data)
             .env_remove("CHAFF_LOG")

@@ -1184,7 +1184,7 @@ async fn admin_and_refused_calls_are_audited_by_key_name_without_secrets_or_bodi
     let ops = key(&keys, "ops-console", &[Scope::Admin], None);
     let mx = key(&keys, "mx-relay", &[Scope::Score], None);
     let acme = key(&keys, "acme-webmail", &[Scope::Train], Some("acme"));
-    let server = JsonLogServer::start(&data);
+    let server = LogServer::start(&data);
     let mut c = connect(server.url()).await;
 
     // Admin calls: a user trained, exported and deleted; an operator list.
@@ -1391,4 +1391,34 @@ async fn a_backup_carries_the_keys_file_so_a_restore_is_not_open_to_anyone() {
     assert_eq!(keys.len(), 1, "the backup holds the keys in effect");
     assert_eq!(keys[0].name, "ops");
     server.stop().await;
+}
+
+/// A user id is the caller's text, and may hold spaces, `=` and bidi
+/// controls (only control characters are refused). In a text log it is
+/// quoted and escaped, so it cannot make a line look as if it carried
+/// other fields, nor reorder what a reader sees.
+#[tokio::test]
+async fn a_user_id_cannot_forge_fields_in_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LogServer::start_format(dir.path(), "text");
+    let mut c = connect(server.url()).await;
+    let hostile = "bob caller=ops-console method=ExportUser \u{202e}gpj.exe";
+    let deleted = c
+        .delete_user(proto::DeleteUserRequest {
+            user_id: hostile.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!deleted.existed);
+    let log = server.stop();
+    let line = log
+        .lines()
+        .find(|l| l.contains("user deleted"))
+        .unwrap_or_else(|| panic!("no audit line for the delete: {log}"));
+    assert!(
+        line.contains(r#"user="bob caller=ops-console method=ExportUser \u{202e}gpj.exe""#),
+        "{line}"
+    );
+    assert!(!line.contains('\u{202e}'), "a raw bidi control: {line}");
 }

@@ -471,7 +471,7 @@ impl Engine {
         // the light learning could be written (a full disk refuses it;
         // storage health reports that through the clicks).
         if let Err(e) = self.learn_delivered_tokens(user, &job.tokens, &job.id) {
-            debug!(user = %user, error = %e, "delivered mail not learned");
+            debug!(user = user.as_str(), error = %e, "delivered mail not learned");
         }
     }
 
@@ -589,7 +589,7 @@ impl Engine {
             match learned {
                 Ok(Some(true)) => self.evict_over_budget(user),
                 Ok(_) => {}
-                Err(e) => debug!(%user, error = %e, "delivered mail not learned"),
+                Err(e) => debug!(user = user.as_str(), error = %e, "delivered mail not learned"),
             }
         }
         // Delivered mail grows models as clicks do: prune what passed the

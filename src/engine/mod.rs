@@ -450,7 +450,7 @@ impl Engine {
             // say so; the ledger keeps each message's version, so undoing
             // an old click later leaves the new model alone.
             warn!(
-                %user,
+                user = user.as_str(),
                 stored = model.tokenizer_version(),
                 current = TOKENIZER_VERSION,
                 learned = model.spam_learned() + model.ham_learned(),

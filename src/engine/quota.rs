@@ -262,7 +262,7 @@ impl Engine {
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 }
                 debug!(
-                    %user,
+                    user = user.as_str(),
                     dictionary_before = done.dict_before,
                     dictionary_after = done.dict_after,
                     entries = done.entries,
@@ -271,7 +271,9 @@ impl Engine {
                     "ledger and dictionary compacted after a prune"
                 );
             }
-            Err(e) => tracing::warn!(%user, error = %e, "compacting after a prune failed"),
+            Err(e) => {
+                tracing::warn!(user = user.as_str(), error = %e, "compacting after a prune failed")
+            }
         }
     }
 
@@ -308,7 +310,10 @@ impl Engine {
             self.quota
                 .pruned_tokens
                 .fetch_add(removed, Ordering::Relaxed);
-            debug!(%user, removed, cap, "model pruned to its quota");
+            debug!(
+                user = user.as_str(),
+                removed, cap, "model pruned to its quota"
+            );
         }
         Ok(removed)
     }

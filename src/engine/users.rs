@@ -196,7 +196,7 @@ impl Engine {
             // the log: let the writer finish them, or it would write them
             // after their deletion.
             if !self.decisions.settle(std::time::Duration::from_secs(5)) {
-                warn!(%user, "decision log did not settle in 5 s; decisions queued before the delete may remain");
+                warn!(user = user.as_str(), "decision log did not settle in 5 s; decisions queued before the delete may remain");
             }
             self.store.finish_delete_user(user)?;
             #[cfg(feature = "fault-injection")]

@@ -346,8 +346,8 @@ impl proto::chaff_server::Chaff for ChaffService {
         // One line per click at DEBUG only: clicks come by the thousand
         // (the per-call log, `guard::log_call`, has method, code, time).
         debug!(
-            user = %log_user,
-            message_id = %t.message_id,
+            user = log_user.as_str(),
+            message_id = t.message_id.as_str(),
             %label,
             outcome = ?t.outcome,
             low_effect = t.low_effect,
@@ -377,7 +377,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         self.metrics
             .iter()
             .for_each(|m| m.learned(metrics::Learn::Forgotten));
-        debug!(user = %log_user, message_id = %log_id, label = %f.label, "forget");
+        debug!(user = log_user.as_str(), message_id = log_id.as_str(), label = %f.label, "forget");
         Ok(Response::new(proto::ForgetResponse {
             forgotten_label: status::label_to_wire(f.label).into(),
             spam_learned: f.spam_learned,
@@ -410,7 +410,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let u = user.clone();
         let s = self.run(move |e| e.update_settings(&u, &update)).await?;
         info!(
-            user = %user,
+            user = user.as_str(),
             mode = s.mode.as_str(),
             spam_threshold = s.spam_threshold,
             reject_threshold = s.reject_threshold,
@@ -487,7 +487,7 @@ impl proto::chaff_server::Chaff for ChaffService {
         let u = user.clone();
         let existed = self.run(move |e| e.delete_user(&u)).await?;
         let by = caller.as_ref().map_or("local", |c| c.name.as_str());
-        info!(target: "chaff::audit", caller = by, user = %user, existed, "user deleted");
+        info!(target: "chaff::audit", caller = by, user = user.as_str(), existed, "user deleted");
         Ok(Response::new(proto::DeleteUserResponse { existed }))
     }
 
@@ -551,7 +551,7 @@ impl proto::chaff_server::Chaff for ChaffService {
             Status::not_found(format!("user {user} has nothing stored on this server"))
         })?;
         let by = caller.as_ref().map_or("local", |c| c.name.as_str());
-        info!(target: "chaff::audit", caller = by, user = %user, bytes = bytes.len(), "user exported");
+        info!(target: "chaff::audit", caller = by, user = user.as_str(), bytes = bytes.len(), "user exported");
         let chunks: Vec<Result<proto::ExportChunk, Status>> = bytes
             .chunks(EXPORT_CHUNK_BYTES)
             .map(|c| Ok(proto::ExportChunk { data: c.to_vec() }))
@@ -602,7 +602,7 @@ impl proto::chaff_server::Chaff for ChaffService {
             })
             .await?;
         let by = caller.as_ref().map_or("local", |c| c.name.as_str());
-        info!(target: "chaff::audit", caller = by, user = %user, replaced = done.replaced, messages = done.messages, "user imported");
+        info!(target: "chaff::audit", caller = by, user = user.as_str(), replaced = done.replaced, messages = done.messages, "user imported");
         Ok(Response::new(proto::ImportUserResponse {
             messages: done.messages,
             decisions: done.decisions,

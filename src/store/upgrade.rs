@@ -183,10 +183,11 @@ impl<W: Writes> Store<W> {
                 Ok(()) => {}
                 Err(e @ Error::Corrupt { .. }) => {
                     damaged += 1;
+                    let id = user.as_str();
                     tracing::warn!(
-                        user = %user,
+                        user = id,
                         error = %e,
-                        "format {to} upgrade: {left}; run `chaff repair --user {user}` (a damaged ledger entry or dictionary needs the backup the error names)"
+                        "format {to} upgrade: {left}; run `chaff repair --user {id:?}` (a damaged ledger entry or dictionary needs the backup the error names)"
                     );
                 }
                 Err(e) => return Err(e),

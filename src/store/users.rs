@@ -73,7 +73,10 @@ impl<W: super::Writes> Store<W> {
             users.push(user_in_key(&key)?);
         }
         for user in &users {
-            tracing::warn!(%user, "finishing a DeleteUser that a crash interrupted");
+            tracing::warn!(
+                user = user.as_str(),
+                "finishing a DeleteUser that a crash interrupted"
+            );
             self.finish_delete_user(user)?;
         }
         Ok(users.len() as u64)
