@@ -283,7 +283,7 @@ pub(crate) fn audit_denied(caller: &Caller, rpc: Rpc, user: Option<&str>, denied
     };
     warn!(
         target: "chaff::audit",
-        caller = %caller.name,
+        caller = caller.name.as_str(),
         method = rpc.name(),
         user = user.unwrap_or(""),
         peer = %peer_text(caller.peer),
@@ -379,7 +379,7 @@ where
             if rpc.audited() {
                 info!(
                     target: "chaff::audit",
-                    caller = %caller.name,
+                    caller = caller.name.as_str(),
                     method = rpc.name(),
                     peer = %peer_text(caller.peer),
                     code = ?code.unwrap_or(tonic::Code::Ok),
@@ -419,7 +419,7 @@ fn log_call(caller: &Caller, rpc: Rpc, code: tonic::Code, started: Instant) {
     if code == tonic::Code::Ok {
         debug!(
             target: "chaff::calls",
-            caller = %caller.name,
+            caller = caller.name.as_str(),
             method = rpc.name(),
             code = ?code,
             duration_ms,
@@ -431,7 +431,7 @@ fn log_call(caller: &Caller, rpc: Rpc, code: tonic::Code, started: Instant) {
         // One line per caller, method and code each 10 s (`throttle.rs`).
         info!(
             target: "chaff::calls",
-            caller = %caller.name,
+            caller = caller.name.as_str(),
             method = rpc.name(),
             code = ?code,
             duration_ms,
