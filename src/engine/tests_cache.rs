@@ -153,3 +153,20 @@ fn hits_and_misses_are_counted() {
     assert_eq!((s.misses, s.hits, s.resident_users), (1, 2, 1));
     assert!(s.resident_bytes >= model_bytes(1) as u64);
 }
+
+/// [`cache::SLOT_BYTES`] was measured for a 216-byte `UserSlot`
+/// (`examples/slot_cost.rs`); a slot grown past that makes the cache's
+/// charge for idle users too low again, as it was when two empty lists
+/// sat inline (632 bytes, charged 512, costing 1,079).
+#[test]
+fn a_slot_is_as_small_as_its_charge_assumes() {
+    let slot = std::mem::size_of::<super::UserSlot>();
+    assert!(
+        slot <= 224,
+        "UserSlot is {slot} bytes; re-measure cache::SLOT_BYTES with `cargo run --release --example slot_cost -- 20000 0`"
+    );
+    assert!(std::mem::size_of::<crate::policy::lists::List>() <= 8);
+    assert!(
+        slot + 16 + 2 * std::mem::size_of::<(UserId, Arc<super::UserSlot>)>() < cache::SLOT_BYTES
+    );
+}

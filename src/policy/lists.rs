@@ -276,8 +276,17 @@ pub enum MatchedOn {
 }
 
 /// A list held for matching.
+///
+/// Empty, it is one null pointer: every user in memory carries two lists
+/// (allow, block) and few users have any entry, and the five sets inline
+/// made an idle user's slot 632 bytes, 432 of them empty lists
+/// (`examples/slot_cost.rs`; docs/OPERATIONS.md "Memory").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct List {
+pub struct List(Option<Box<Sets>>);
+
+/// A non-empty list's entries, by what they match on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Sets {
     addresses: HashSet<String>,
     /// `example.com` entries, and `*.example.com` entries (by their base).
     exact_domains: HashSet<String>,
@@ -285,6 +294,16 @@ pub struct List {
     ips: HashSet<IpAddr>,
     /// Few per user; a linear scan beats a trie at this size.
     nets: Vec<IpNet>,
+}
+
+impl Sets {
+    fn is_empty(&self) -> bool {
+        self.addresses.is_empty()
+            && self.exact_domains.is_empty()
+            && self.wildcard_domains.is_empty()
+            && self.ips.is_empty()
+            && self.nets.is_empty()
+    }
 }
 
 impl List {
@@ -297,67 +316,71 @@ impl List {
     }
 
     pub fn insert(&mut self, entry: Entry) {
+        let sets = self.0.get_or_insert_with(Box::default);
         match entry {
             Entry::Address(a) => {
-                self.addresses.insert(a);
+                sets.addresses.insert(a);
             }
             Entry::Domain {
                 name,
                 subdomains: false,
             } => {
-                self.exact_domains.insert(name);
+                sets.exact_domains.insert(name);
             }
             Entry::Domain { name, .. } => {
-                self.wildcard_domains.insert(name);
+                sets.wildcard_domains.insert(name);
             }
             Entry::Ip(ip) => {
-                self.ips.insert(ip);
+                sets.ips.insert(ip);
             }
             Entry::Net(net) => {
-                if !self.nets.contains(&net) {
-                    self.nets.push(net);
+                if !sets.nets.contains(&net) {
+                    sets.nets.push(net);
                 }
             }
         }
     }
 
     pub fn remove(&mut self, entry: &Entry) {
+        let Some(sets) = self.0.as_mut() else {
+            return;
+        };
         match entry {
             Entry::Address(a) => {
-                self.addresses.remove(a);
+                sets.addresses.remove(a);
             }
             Entry::Domain {
                 name,
                 subdomains: false,
             } => {
-                self.exact_domains.remove(name);
+                sets.exact_domains.remove(name);
             }
             Entry::Domain { name, .. } => {
-                self.wildcard_domains.remove(name);
+                sets.wildcard_domains.remove(name);
             }
             Entry::Ip(ip) => {
-                self.ips.remove(ip);
+                sets.ips.remove(ip);
             }
-            Entry::Net(net) => self.nets.retain(|n| n != net),
+            Entry::Net(net) => sets.nets.retain(|n| n != net),
+        }
+        if sets.is_empty() {
+            self.0 = None;
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.addresses.is_empty()
-            && self.exact_domains.is_empty()
-            && self.wildcard_domains.is_empty()
-            && self.ips.is_empty()
-            && self.nets.is_empty()
+        self.0.as_ref().is_none_or(|s| s.is_empty())
     }
 
     /// The first entry naming this sender: its exact address, its domain,
     /// or a parent domain entered with subdomains.
     pub fn match_sender(&self, sender: &Address) -> Option<Entry> {
-        if self.addresses.contains(sender.as_str()) {
+        let sets = self.0.as_deref()?;
+        if sets.addresses.contains(sender.as_str()) {
             return Some(Entry::Address(sender.as_str().to_string()));
         }
         let domain = sender.domain();
-        if self.exact_domains.contains(domain) {
+        if sets.exact_domains.contains(domain) {
             return Some(Entry::Domain {
                 name: domain.to_string(),
                 subdomains: false,
@@ -366,7 +389,7 @@ impl List {
         // example.com, then its parents: a.b.example.com → b.example.com → …
         let mut d = domain;
         loop {
-            if self.wildcard_domains.contains(d) {
+            if sets.wildcard_domains.contains(d) {
                 return Some(Entry::Domain {
                     name: d.to_string(),
                     subdomains: true,
@@ -381,11 +404,12 @@ impl List {
 
     /// The first entry covering this IP (exact, then ranges).
     pub fn match_ip(&self, ip: IpAddr) -> Option<Entry> {
+        let sets = self.0.as_deref()?;
         let ip = canonical_ip(ip);
-        if self.ips.contains(&ip) {
+        if sets.ips.contains(&ip) {
             return Some(Entry::Ip(ip));
         }
-        self.nets
+        sets.nets
             .iter()
             .find(|n| n.contains(&ip))
             .map(|n| Entry::Net(*n))
