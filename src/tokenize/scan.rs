@@ -130,6 +130,72 @@ fn header_end(raw: &[u8], max_header_bytes: usize, limit: usize) -> HeaderEnd {
     done(None, raw.len(), last_field_end, cap_end, over)
 }
 
+/// Fields carried past a header cut: those that say how the body is read
+/// (without `Content-Type` and `Content-Transfer-Encoding` a base64 or
+/// multipart body is read as its raw text, which scores as unknown
+/// words) and the ones that carry most of a header's evidence. Padding the
+/// header with 512 fields, or 256 KiB, must not hide them.
+const CARRIED_FIELDS: [&[u8]; 5] = [
+    b"content-type",
+    b"content-transfer-encoding",
+    b"mime-version",
+    b"subject",
+    b"from",
+];
+
+/// The longest field carried past a cut: a Content-Type with a boundary
+/// is well under 1 KiB; a longer one is padding itself.
+const MAX_CARRIED_FIELD: usize = 8 * 1024;
+
+/// The name of the header field starting `line` (before its `:`), if it
+/// is one of [`CARRIED_FIELDS`].
+fn carried_name(line: &[u8]) -> Option<&'static [u8]> {
+    let colon = memchr::memchr(b':', line)?;
+    let name = line[..colon].trim_ascii_end();
+    CARRIED_FIELDS
+        .iter()
+        .copied()
+        .find(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// Appends to `kept` (a header block cut after a whole field) the first of
+/// each of [`CARRIED_FIELDS`] that `dropped` (the rest of the block, whole
+/// lines) holds and `kept` does not, each with its continuation lines, so
+/// a cut header still says how the body is encoded. Runs only on a
+/// message over a header cap.
+fn carry_fields(kept: &mut Vec<u8>, dropped: &[u8]) {
+    let mut present: Vec<&'static [u8]> = Vec::new();
+    for line in kept.split(|&b| b == b'\n') {
+        if !matches!(line.first(), Some(b' ' | b'\t'))
+            && let Some(name) = carried_name(line)
+            && !present.contains(&name)
+        {
+            present.push(name);
+        }
+    }
+    let mut pos = 0;
+    while pos < dropped.len() && present.len() < CARRIED_FIELDS.len() {
+        let line_end =
+            memchr::memchr(b'\n', &dropped[pos..]).map_or(dropped.len(), |i| pos + i + 1);
+        let mut field_end = line_end;
+        while field_end < dropped.len() && matches!(dropped[field_end], b' ' | b'\t') {
+            field_end = memchr::memchr(b'\n', &dropped[field_end..])
+                .map_or(dropped.len(), |i| field_end + i + 1);
+        }
+        if let Some(name) = carried_name(&dropped[pos..line_end])
+            && !present.contains(&name)
+            && field_end - pos <= MAX_CARRIED_FIELD
+        {
+            kept.extend_from_slice(&dropped[pos..field_end]);
+            if !kept.ends_with(b"\n") {
+                kept.extend_from_slice(b"\r\n");
+            }
+            present.push(name);
+        }
+        pos = field_end;
+    }
+}
+
 /// Whether `raw` may have more than [`MAX_HEADER_FIELDS`] header fields:
 /// that many line breaks before its first blank line (a field is at least
 /// one line). Stops at the blank line, so it costs a few hundred
@@ -488,7 +554,8 @@ fn scan_cut(raw: &[u8], limits: &Limits) -> Option<Cut> {
             None => h.last_field_end,
         };
         bytes.extend_from_slice(&raw[..keep]);
-        if h.end.is_some() {
+        if let Some(end) = h.end {
+            carry_fields(&mut bytes, &raw[keep.min(end)..end]);
             bytes.extend_from_slice(b"\r\n");
         }
     }

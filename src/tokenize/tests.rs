@@ -789,8 +789,12 @@ fn headers_longer_than_their_cap_are_cut_and_the_body_still_read() {
     assert!(has(&t, Tag::Subject, "hello"));
     assert!(has(&t, Tag::HeaderName, "x-junk-0"));
     assert!(
-        !has(&t, Tag::FromAddr, "late@b.example"),
+        !has(&t, Tag::HeaderName, "x-junk-14999"),
         "past the header cap"
+    );
+    assert!(
+        has(&t, Tag::FromAddr, "late@b.example"),
+        "the From is carried past the cap (`scan::CARRIED_FIELDS`)"
     );
     assert!(has(&t, Tag::Body, "words"), "{:?}", t.limits_hit);
 }
@@ -1244,6 +1248,57 @@ fn header_fields_within_the_cap_are_parsed_as_they_are() {
     assert!(t.limits_hit.is_empty(), "{:?}", t.limits_hit);
     let last = scan::MAX_HEADER_FIELDS - 2;
     assert!(has(&t, Tag::HeaderName, &format!("x-field-{last}")));
+}
+
+/// Padding the header past the field cap (or the byte cap) must not hide
+/// how the body is encoded, nor the Subject: the fields that say so are
+/// carried past the cut. Without them a base64 HTML body was read as its
+/// raw base64, unknown words that score near neutral.
+#[test]
+fn fields_that_say_how_the_body_reads_survive_a_header_cut() {
+    // base64 of "<html><body><p>cheap viagra pills shipped
+    // overnight</p></body></html>".
+    let encoded = "PGh0bWw+PGJvZHk+PHA+Y2hlYXAgdmlhZ3JhIHBpbGxzIHNoaXBwZWQgb3Zlcm5pZ2h0PC9wPjwvYm9keT48L2h0bWw+";
+    for (pad, field) in [(600, "short"), (5_000, &*"p".repeat(60))] {
+        let mut msg = b"From: promo@pills.example\r\n".to_vec();
+        for i in 0..pad {
+            msg.extend_from_slice(format!("X-Pad-{i}: {field}\r\n").as_bytes());
+        }
+        msg.extend_from_slice(
+            b"Subject: overnight\r\n pharmacy\r\nMIME-Version: 1.0\r\n\
+              Content-Type: text/html;\r\n charset=utf-8\r\n\
+              Content-Transfer-Encoding: base64\r\n\r\n",
+        );
+        msg.extend_from_slice(encoded.as_bytes());
+        msg.extend_from_slice(b"\r\n");
+        let cut = scan::cut(&msg, &Limits::default()).expect("over a header cap");
+        assert!(!cut.headers_whole(), "{pad}");
+        let t = tok(&msg);
+        assert!(
+            t.limits_hit.contains(&LimitHit::HeaderFields)
+                || t.limits_hit.contains(&LimitHit::HeaderBytes),
+            "{pad}: {:?}",
+            t.limits_hit
+        );
+        assert!(has(&t, Tag::Body, "viagra"), "{pad}: the body is decoded");
+        assert!(
+            has(&t, Tag::Subject, "pharmacy"),
+            "{pad}: the folded Subject is read"
+        );
+        assert!(
+            !has(&t, Tag::Body, &encoded[..12].to_ascii_lowercase()),
+            "{pad}"
+        );
+    }
+    // A carried field is not doubled when the kept part has one already.
+    let mut msg = b"Subject: first\r\n".to_vec();
+    for i in 0..600 {
+        msg.extend_from_slice(format!("X-Pad-{i}: v\r\n").as_bytes());
+    }
+    msg.extend_from_slice(b"Subject: second\r\n\r\nbody\r\n");
+    let cut = scan::cut(&msg, &Limits::default()).unwrap();
+    let text = String::from_utf8_lossy(&cut.bytes);
+    assert_eq!(text.matches("Subject:").count(), 1, "{text}");
 }
 
 /// `levels` multiparts, each the only part of the one before.
