@@ -2,7 +2,7 @@
 //! model cache's estimate of it (`engine::cache::model_bytes`).
 //!
 //! ```sh
-//! cargo run --release --example slot_cost -- [USERS [MESSAGES [WORDS]]]
+//! cargo run --release --example slot_cost -- [USERS [MESSAGES [WORDS [MODEL_MEMORY_MIB]]]]
 //! ```
 //!
 //! Trains USERS users (default 50,000) with MESSAGES clicks each (default
@@ -126,10 +126,39 @@ fn main() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    let settings = Settings {
+    // The store alone: what loading each user's model leaves in the
+    // store's own memory (the token dictionaries' cache), apart from the
+    // engine's slot.
+    let dicts_per_user = {
+        let store = reopen(dir.path(), 1 << 20);
+        store.load_model(&ids[0]).unwrap();
+        let before = LIVE.load(Ordering::Relaxed);
+        for user in &ids[1..] {
+            drop(store.load_model(user).unwrap());
+        }
+        (LIVE.load(Ordering::Relaxed) - before) as f64 / (users - 1) as f64
+    };
+    // The same with the dictionary cache bounded to 64 KiB: what loading
+    // users keeps past its bound (nothing, if it is a bound).
+    let past_bound = {
+        let store = reopen(dir.path(), 1 << 20);
+        store.set_dict_cache_bytes(64 << 10);
+        store.load_model(&ids[0]).unwrap();
+        let before = LIVE.load(Ordering::Relaxed);
+        for user in &ids[1..] {
+            drop(store.load_model(user).unwrap());
+        }
+        (LIVE.load(Ordering::Relaxed) - before) as f64 / (users - 1) as f64
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let mut settings = Settings {
         learn_delivered: false,
         ..Settings::default()
     };
+    if let Some(mib) = args.get(3) {
+        settings.model_memory = mib << 20;
+    }
     let engine = Engine::new(reopen(dir.path(), 1 << 20), settings).unwrap();
     let probe = message(usize::MAX, 0, words);
     // One user first, so lazily built state (thread locals, the shared
@@ -152,10 +181,15 @@ fn main() {
         tokens as f64 / n,
         stats.resident_users
     );
+    println!("per user loaded: heap {:.0} B", (heap1 - heap0) as f64 / n);
+    let n = stats.resident_users.max(1) as f64;
     println!(
         "per resident user: heap {:.0} B, RSS {:.0} B, cache estimate {:.0} B",
         (heap1 - heap0) as f64 / n,
         rss1.saturating_sub(rss0) as f64 / n,
         (stats.resident_bytes - est0) as f64 / n
+    );
+    println!(
+        "of which the store keeps (token dictionary cache, loading the model with no engine): {dicts_per_user:.0} B; with that cache bounded to 64 KiB: {past_bound:.1} B"
     );
 }

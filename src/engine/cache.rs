@@ -59,15 +59,18 @@ pub const BYTES_PER_TOKEN: usize = 36;
 pub const DICT_SHARE_PERMILLE: usize = 125;
 
 /// A slot's fixed cost: the slot, its locks, an empty model and policy,
-/// its entry in the users map and the user id. 663 heap bytes measured
-/// per idle user (`cargo run --release --example slot_cost -- 20000 0`,
-/// 2026-12-07), rounded up for the allocator's header and 16-byte rounding
-/// of each allocation. It was 512 while an idle slot really took 1,079
-/// (two empty allow/block lists inline, 432 bytes; now a null pointer
-/// each), so many small users held about twice the memory charged
-/// (session 25's network review, finding N5). If `UserSlot` grows,
-/// re-measure: `a_slot_is_as_small_as_its_charge_assumes` pins its size.
-pub(super) const SLOT_BYTES: usize = 768;
+/// its entry in the users map and the user id. Measured
+/// (`cargo run --release --example slot_cost -- 20000 0`, 2026-12-07):
+/// an idle user takes 688 heap bytes, 161 of them the store's cached
+/// token-dictionary slot (charged to the dictionaries' share,
+/// `store::dict`), so 527 here; rounded up for the allocator's header and
+/// 16-byte rounding of each allocation. It was 512 while an idle slot
+/// really took 1,079 with its dictionary slot (two empty allow/block
+/// lists inline, 432 bytes; now a null pointer each), and the dictionary
+/// slot was charged nothing (session 25's network review, finding N5).
+/// If `UserSlot` grows, re-measure: `a_slot_is_as_small_as_its_charge_assumes`
+/// pins its size.
+pub(super) const SLOT_BYTES: usize = 640;
 
 /// Evictions bring the resident total down to this fraction of the budget
 /// (in percent), so one pass makes room for a while instead of running at

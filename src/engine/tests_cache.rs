@@ -154,7 +154,7 @@ fn hits_and_misses_are_counted() {
     assert!(s.resident_bytes >= model_bytes(1) as u64);
 }
 
-/// [`cache::SLOT_BYTES`] was measured for a 216-byte `UserSlot`
+/// [`cache::SLOT_BYTES`] was measured with a 216-byte `UserSlot`
 /// (`examples/slot_cost.rs`); a slot grown past that makes the cache's
 /// charge for idle users too low again, as it was when two empty lists
 /// sat inline (632 bytes, charged 512, costing 1,079).

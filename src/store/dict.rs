@@ -134,59 +134,104 @@ struct Cache {
     map: FxHashMap<Vec<u8>, Cached>,
     /// Last use counter (a logical clock for least-recently-used).
     tick: u64,
-    /// Sum of the cached dictionaries' entries, kept as they change (a
-    /// click must not sum over every user).
+    /// Sum of the cached dictionaries' entries and each one's
+    /// [`SLOT_ENTRIES`], kept as they change (a click must not sum over
+    /// every user).
     total: usize,
 }
+
+impl Cache {
+    /// Over `limit`: drops the least recently used dictionaries nobody
+    /// holds, other than `keep` (the one in use), down to
+    /// [`EVICT_TO_PERCENT`] of it.
+    fn shrink(&mut self, keep: &[u8], limit: usize) {
+        if self.total <= limit {
+            return;
+        }
+        let target = limit / 100 * EVICT_TO_PERCENT;
+        let mut by_age: Vec<(u64, Vec<u8>)> = self
+            .map
+            .iter()
+            .filter(|(k, _)| k.as_slice() != keep)
+            .map(|(k, c)| (c.last_use, k.clone()))
+            .collect();
+        by_age.sort_unstable();
+        for (_, key) in by_age {
+            if self.total <= target {
+                break;
+            }
+            let Some(c) = self.map.get(&key) else {
+                continue;
+            };
+            // Only a slot nobody else holds: its mutex is free and stays so
+            // (new holders clone it under the map lock, which we hold).
+            if Arc::strong_count(&c.slot) == 1 {
+                self.total -= c.tokens + SLOT_ENTRIES;
+                self.map.remove(&key);
+            }
+        }
+    }
+}
+
+/// What a cached dictionary costs beyond its entries, counted in entries
+/// of [`DICT_ENTRY_BYTES`]: its key (the contributor's prefix), its slot
+/// (an `Arc`'d mutex around an empty `Dict`, 80 bytes) and its bucket in
+/// the map: 161 heap bytes measured (`examples/slot_cost.rs`), 210
+/// counted. A user with no token yet (settings
+/// only, or a model never trained) still has a cached slot once a load
+/// asked for it; counted as nothing, such slots were never dropped, and a
+/// server that saw 224,000 such users (UpdateUser) held about 70 MiB
+/// more than its budget, growing with every new user (session 26;
+/// docs/OPERATIONS.md "Memory").
+const SLOT_ENTRIES: usize = 5;
+
+/// An eviction pass brings the total down to this share of the limit (in
+/// percent), so one pass makes room for many loads instead of sorting the
+/// whole map at every load once the cache is full.
+const EVICT_TO_PERCENT: usize = 90;
 
 impl Dicts {
     /// The slot for a contributor (empty if not loaded).
     pub(super) fn slot(&self, who: &[u8]) -> DictSlot {
+        let limit = self.limit();
         let mut guard = self.map.lock();
-        let Cache { map, tick, .. } = &mut *guard;
-        *tick += 1;
-        let now = *tick;
-        let cached = map.entry(who.to_vec()).or_insert_with(|| Cached {
-            slot: DictSlot::default(),
-            last_use: now,
-            tokens: 0,
+        let cache = &mut *guard;
+        cache.tick += 1;
+        let now = cache.tick;
+        let mut added = false;
+        let cached = cache.map.entry(who.to_vec()).or_insert_with(|| {
+            added = true;
+            Cached {
+                slot: DictSlot::default(),
+                last_use: now,
+                tokens: 0,
+            }
         });
         cached.last_use = now;
-        cached.slot.clone()
+        let slot = cached.slot.clone();
+        if added {
+            cache.total += SLOT_ENTRIES;
+            cache.shrink(who, limit);
+        }
+        slot
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records the size of `who`'s dictionary after a use and drops the
     /// least recently used others while the total is over
     /// the limit (only those nobody is using right now).
     pub(super) fn used(&self, who: &[u8], tokens: usize) {
-        let limit = self.limit.load(std::sync::atomic::Ordering::Relaxed);
+        let limit = self.limit();
         let mut guard = self.map.lock();
-        let Cache { map, total, .. } = &mut *guard;
-        if let Some(c) = map.get_mut(who) {
-            *total = *total - c.tokens + tokens;
+        let cache = &mut *guard;
+        if let Some(c) = cache.map.get_mut(who) {
+            cache.total = cache.total - c.tokens + tokens;
             c.tokens = tokens;
         }
-        if *total <= limit {
-            return;
-        }
-        let mut by_age: Vec<(u64, Vec<u8>)> = map
-            .iter()
-            .filter(|(k, c)| k.as_slice() != who && c.tokens > 0)
-            .map(|(k, c)| (c.last_use, k.clone()))
-            .collect();
-        by_age.sort_unstable();
-        for (_, key) in by_age {
-            if *total <= limit {
-                break;
-            }
-            let Some(c) = map.get(&key) else { continue };
-            // Only a slot nobody else holds: its mutex is free and stays so
-            // (new holders clone it under the map lock, which we hold).
-            if Arc::strong_count(&c.slot) == 1 {
-                *total -= c.tokens;
-                map.remove(&key);
-            }
-        }
+        cache.shrink(who, limit);
     }
 
     /// Forgets a contributor's dictionary (its records were deleted).
@@ -195,7 +240,7 @@ impl Dicts {
             let mut guard = self.map.lock();
             let removed = guard.map.remove(who);
             if let Some(c) = &removed {
-                guard.total -= c.tokens;
+                guard.total -= c.tokens + SLOT_ENTRIES;
             }
             removed
         };
@@ -332,7 +377,7 @@ mod tests {
         let cache = dicts.map.lock();
         assert!(!cache.map.contains_key(b"a".as_slice()));
         assert!(cache.map.contains_key(b"b".as_slice()));
-        assert_eq!(cache.total, 1_000_100);
+        assert_eq!(cache.total, 1_000_100 + 2 * SLOT_ENTRIES);
         drop(cache);
         drop(held);
     }
@@ -349,7 +394,33 @@ mod tests {
         dicts.used(b"b", 600);
         let cache = dicts.map.lock();
         assert!(!cache.map.contains_key(b"a".as_slice()));
-        assert_eq!(cache.total, 600);
+        assert_eq!(cache.total, 600 + SLOT_ENTRIES);
+    }
+
+    /// A contributor with no entry (a user with settings only, or whose
+    /// model was never trained) still takes a slot in the map: it is
+    /// counted, and dropped like any other, so the cache stays bounded
+    /// however many users come by.
+    #[test]
+    fn empty_dictionaries_count_and_are_dropped_too() {
+        let dicts = Dicts::default();
+        dicts
+            .limit
+            .store(1_000, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..10_000u32 {
+            let who = i.to_be_bytes();
+            drop(dicts.slot(&who));
+            dicts.used(&who, 0);
+        }
+        let cache = dicts.map.lock();
+        assert!(cache.total <= 1_000, "{}", cache.total);
+        assert!(
+            cache.map.len() <= 1_000 / SLOT_ENTRIES,
+            "{}",
+            cache.map.len()
+        );
+        assert!(cache.map.contains_key(9_999u32.to_be_bytes().as_slice()));
+        assert_eq!(cache.total, cache.map.len() * SLOT_ENTRIES);
     }
 
     #[test]
