@@ -142,6 +142,127 @@ fn hides(style: &str) -> bool {
         })
 }
 
+/// Most bytes of `<style>` element text read for [`hidden_classes`]: a
+/// newsletter's stylesheet is a few KiB; past this a message gains no
+/// hiding rule.
+const MAX_STYLE_SHEET: usize = 64 * 1024;
+
+/// Most hidden classes kept from a part's style sheets.
+const MAX_HIDDEN_CLASSES: usize = 64;
+
+/// The classes a part's `<style>` elements hide: rules whose selector is
+/// one class (`.x`, or `span.x`) and whose declarations hide as an inline
+/// style would ([`hides`]). Why: once inline styles were read as CSS
+/// (session 25), `<style>.p{display:none}</style>` and `<span class=p>`
+/// was the next way to pad spam with hidden ham words, and mail clients
+/// that render HTML apply a head's style sheet.
+///
+/// Read as a reader's client reads it, within reason: rules in order, a
+/// later rule for the class that sets `display`, `visibility`, `opacity`,
+/// `font-size` or `color` without hiding shows it again; `@media` and
+/// other at-rules are skipped (they apply only on some screens); compound,
+/// descendant and id selectors are not matched (a class alone is what
+/// padding uses; matching more needs a cascade). Class names are compared
+/// without regard to ASCII case.
+fn hidden_classes(html: &str) -> Vec<String> {
+    let mut sheet = String::new();
+    let mut at = 0;
+    while sheet.len() < MAX_STYLE_SHEET
+        && let Some(open) = find_ascii_nocase(html, at, "<style")
+    {
+        let after = open + "<style".len();
+        let Some(gt) = html[after..].find('>').map(|i| after + i + 1) else {
+            break;
+        };
+        if !html[after..].starts_with(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/') {
+            at = after;
+            continue;
+        }
+        let end = find_ascii_nocase(html, gt, "</style").unwrap_or(html.len());
+        let take = (end - gt).min(MAX_STYLE_SHEET - sheet.len());
+        let mut cut = gt + take;
+        while !html.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        sheet.push_str(&html[gt..cut]);
+        sheet.push('\n');
+        at = end;
+    }
+    if sheet.is_empty() {
+        return Vec::new();
+    }
+    let text = css_text(&sheet).replace("<!--", " ").replace("-->", " ");
+    let mut hidden: Vec<String> = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(open) = rest.find('{') {
+        let prelude = rest[..open].trim();
+        // The block's end, past nested blocks (an at-rule's).
+        let mut depth = 0usize;
+        let mut close = None;
+        for (i, c) in rest[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(open + i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(close) = close else { break };
+        let body = &rest[open + 1..close];
+        rest = &rest[close + 1..];
+        // A `;` or `}` left before the prelude by a stray token.
+        let prelude = prelude.rsplit(['}', ';']).next().unwrap_or(prelude).trim();
+        if prelude.starts_with('@') || body.contains('{') {
+            continue;
+        }
+        let hides_here = hides(body);
+        let shows = !hides_here
+            && css_declarations(body).iter().any(|(p, _)| {
+                matches!(
+                    *p,
+                    "display" | "visibility" | "opacity" | "font-size" | "color"
+                )
+            });
+        for selector in prelude.split(',') {
+            let Some(class) = single_class(selector.trim()) else {
+                continue;
+            };
+            if hides_here && !hidden.iter().any(|h| h == class) {
+                if hidden.len() < MAX_HIDDEN_CLASSES {
+                    hidden.push(class.to_string());
+                }
+            } else if shows {
+                hidden.retain(|h| h != class);
+            }
+        }
+    }
+    hidden
+}
+
+/// The class of a selector that is one class, optionally on one element
+/// name: `.x`, `span.x`; `None` for anything else.
+fn single_class(selector: &str) -> Option<&str> {
+    let (element, class) = selector.split_once('.')?;
+    let name_ok = element.bytes().all(|b| b.is_ascii_alphanumeric());
+    let class_ok = !class.is_empty()
+        && class
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (name_ok && class_ok).then_some(class)
+}
+
+/// Whether a `class` attribute names one of `hidden` ([`hidden_classes`]).
+fn has_hidden_class(class: &str, hidden: &[String]) -> bool {
+    class
+        .split_ascii_whitespace()
+        .any(|c| hidden.iter().any(|h| h.eq_ignore_ascii_case(c)))
+}
+
 /// An inline style as CSS reads it, lowercase: entities decoded (an
 /// attribute's value is HTML), CSS comments removed and CSS escapes
 /// (`\\6f `, `\\:`) undone. Most styles have none of these and are
@@ -421,10 +542,14 @@ fn strip(html: &str, out: &mut String) {
 pub(super) fn scan(html: &str, tags_left: &mut usize, sink: &mut Sink) -> Scan {
     let cut = tag_cut(html, tags_left);
     let (html, rest) = html.split_at(cut.unwrap_or(html.len()));
-    let mut s = match plain(html) {
+    // A part whose style sheet hides classes is read by lol_html, which
+    // applies them; `plain` reads no class.
+    let hidden = hidden_classes(html);
+    let plainly = if hidden.is_empty() { plain(html) } else { None };
+    let mut s = match plainly {
         Some(s) => s,
         None => {
-            let (s, ok) = rewrite(html);
+            let (s, ok) = rewrite(html, hidden);
             if !ok {
                 sink.push(Tag::Html, "unparsable");
             }
@@ -629,8 +754,10 @@ impl State {
 /// while the kept text is shorter (lol_html gives it in runs).
 const MAX_LINK_TEXT: usize = 1024;
 
-/// `html` read by lol_html; `false` if lol_html gave up on it.
-fn rewrite(html: &str) -> (State, bool) {
+/// `html` read by lol_html, elements of a `hidden` class
+/// ([`hidden_classes`]) hiding their content; `false` if lol_html gave up
+/// on it.
+fn rewrite(html: &str, hidden: Vec<String>) -> (State, bool) {
     let state = Rc::new(RefCell::new(State::default()));
     let (st_el, st_text) = (state.clone(), state.clone());
     let mut rewriter = HtmlRewriter::new(
@@ -653,7 +780,11 @@ fn rewrite(html: &str) -> (State, bool) {
                 }
                 let skip = skips(&name);
                 let hide = el.has_attribute("hidden")
-                    || el.get_attribute("style").is_some_and(|st| hides(&st));
+                    || el.get_attribute("style").is_some_and(|st| hides(&st))
+                    || (!hidden.is_empty()
+                        && el
+                            .get_attribute("class")
+                            .is_some_and(|c| has_hidden_class(&c, &hidden)));
                 let id = s.push_open(&name, hide, skip);
                 drop(s);
                 let st_end = st_el.clone();
@@ -1305,7 +1436,7 @@ mod tests {
                     parts += 1;
                     if let Some(fast) = plain(html) {
                         read_plain += 1;
-                        let (slow, ok) = rewrite(html);
+                        let (slow, ok) = rewrite(html, Vec::new());
                         assert!(ok, "{corpus} {path}");
                         assert_eq!(outcome(&fast), outcome(&slow), "{corpus} {path}");
                     }
@@ -1357,7 +1488,7 @@ mod tests {
     }
 
     fn check_same(html: &str) -> Result<bool, TestCaseError> {
-        let (slow, ok) = rewrite(html);
+        let (slow, ok) = rewrite(html, Vec::new());
         match plain(html) {
             Some(fast) => {
                 prop_assert!(ok, "lol_html gave up on plain HTML {:?}", html);

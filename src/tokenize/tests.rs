@@ -253,6 +253,60 @@ fn a_hidden_element_ends_where_html_ends_it_not_only_at_its_end_tag() {
     }
 }
 
+/// A class a `<style>` element hides hides what carries it, as the
+/// mail client renders it: the padding of a red-team walkthrough moved
+/// from inline styles to a style sheet is hidden text, not ham words.
+#[test]
+fn a_class_the_style_sheet_hides_hides_its_elements() {
+    let body = |sheet: &str, class: &str| {
+        format!(
+            "<html><head><style>{sheet}</style></head><body><p>zzshown</p>\
+             <span class=\"{class}\">zzpad</span><div>zzafter</div></body></html>"
+        )
+    };
+    for (sheet, class) in [
+        (".p{display:none}", "p"),
+        ("span.pad { font-size: 0px; }", "pad"),
+        ("<!-- .x {visibility:hidden} -->", "a x b"),
+        ("p{color:red} .Pad{opacity:0}", "pad"),
+        (".a, .b {display: none !important}", "b"),
+        ("/* c */ .z{display:n\\6f ne}", "z"),
+        (".w{color:#fff;background:#ffffff}", "w"),
+    ] {
+        let html = body(sheet, class);
+        let t = tok(&html_message(&html));
+        assert!(
+            has(&t, Tag::HiddenWord, "zzpad"),
+            "{sheet}: {:?}",
+            features(&html_message(&html))
+        );
+        assert!(!has(&t, Tag::Body, "zzpad"), "{sheet}");
+        assert!(
+            has(&t, Tag::Body, "zzshown") && has(&t, Tag::Body, "zzafter"),
+            "{sheet}"
+        );
+    }
+    // Shown: no rule hides the class, a later rule shows it again, the
+    // rule is for some screens only, or the selector is not one class.
+    for (sheet, class) in [
+        (".p{color:red}", "p"),
+        (".p{display:none} .p{display:block}", "p"),
+        ("@media (max-width:600px){.p{display:none}}", "p"),
+        (".q{display:none}", "p"),
+        ("div .p{display:none}", "p"),
+        ("#p{display:none}", "p"),
+    ] {
+        let html = body(sheet, class);
+        let t = tok(&html_message(&html));
+        assert!(
+            has(&t, Tag::Body, "zzpad"),
+            "{sheet}: {:?}",
+            features(&html_message(&html))
+        );
+        assert!(!has(&t, Tag::HiddenWord, "zzpad"), "{sheet}");
+    }
+}
+
 #[test]
 fn hidden_text_styles_are_read_as_css_reads_them() {
     // Each spelling padded spam with the user's ham words in a red-team
