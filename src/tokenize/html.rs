@@ -1022,15 +1022,18 @@ fn plain(html: &str) -> Option<State> {
             if b.get(after) != Some(&b'>') || (in_a != (name == "a")) {
                 return None;
             }
-            // lol_html ends the innermost open element of the name, and
-            // none for a stray end tag; a block ended on the way is left to
-            // it.
+            // lol_html ends the innermost open element of the name and every
+            // element opened inside it that is still open (its stack pops up
+            // to the name), and none for a stray end tag; each ended element's
+            // end-tag handler runs, innermost first, and a block's separates
+            // words. Read so here, `<div><p>a</div>b` stays on this path
+            // (when it left for lol_html, session 25, 192 of trec06p's 1,325
+            // plain HTML parts went with it).
             if let Some(i) = open.iter().rposition(|&o| o == name) {
-                if open[i + 1..].iter().any(|o| !is_inline(o.as_bytes())) {
-                    return None;
+                for &ended in open[i..].iter().rev() {
+                    s.close_element(ended);
                 }
                 open.truncate(i);
-                s.close_element(name);
             }
             if name == "a" {
                 s.close_link();
@@ -1322,36 +1325,6 @@ mod tests {
         assert_eq!(interned("span"), "");
     }
 
-    /// Whether the [`PLAIN`] pieces `picks` never end a block inside the
-    /// element their end tag ends (what [`plain`] reads; other nestings go
-    /// to lol_html).
-    fn nested(picks: &[usize]) -> bool {
-        let mut open: Vec<String> = Vec::new();
-        for &i in picks {
-            let piece = PLAIN[i].to_ascii_lowercase();
-            let Some(tag) = piece.strip_prefix('<') else {
-                continue;
-            };
-            let name: String = tag
-                .trim_start_matches('/')
-                .chars()
-                .take_while(char::is_ascii_alphanumeric)
-                .collect();
-            if name.is_empty() || name == "a" || PLAIN_VOIDS.contains(&name.as_str()) {
-                continue;
-            }
-            if !tag.starts_with('/') {
-                open.push(name);
-            } else if let Some(at) = open.iter().rposition(|o| *o == name) {
-                if open[at + 1..].iter().any(|o| !is_inline(o.as_bytes())) {
-                    return false;
-                }
-                open.truncate(at);
-            }
-        }
-        true
-    }
-
     fn long_text() -> String {
         "long.example ".repeat(90)
     }
@@ -1387,11 +1360,7 @@ mod tests {
                 html.push_str("<a href=\"http://cut.example/\">cut.example");
             }
             let read = check_same(&html)?;
-            prop_assert!(
-                read || long == 0 || !nested(&picks),
-                "plain HTML left to lol_html: {:?}",
-                html
-            );
+            prop_assert!(read || long == 0, "plain HTML left to lol_html: {:?}", html);
         }
 
         /// Whatever [`plain`] accepts, among pieces it should not, it reads
