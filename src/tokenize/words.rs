@@ -42,7 +42,7 @@ pub fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str) -> bo
 /// score bench (session 10).
 #[inline(never)]
 fn non_ascii_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) -> bool {
-    if has_default_ignorable(line) {
+    if line.chars().any(is_default_ignorable) {
         let seen: String = line.chars().filter(|&c| !is_default_ignorable(c)).collect();
         return if seen.is_ascii() {
             ascii_chunk(&seen, buf, f)
@@ -71,23 +71,6 @@ fn is_default_ignorable(c: char) -> bool {
         | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
         | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
         | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
-}
-
-/// Whether `line` has a character [`is_default_ignorable`]. Every such
-/// character's UTF-8 starts with one of nine lead bytes (`0xC2` for
-/// U+00AD, `0xE2` for U+200B…, `0xF3` for the tags…): only characters
-/// starting with those are decoded and asked. Decoding every character of
-/// every non-ASCII line to ask was 1.2 % of `real mail/tokenize`'s
-/// samples (session 26, perf); the same answer, pinned for every
-/// character by `default_ignorables_are_found_by_their_lead_bytes`.
-fn has_default_ignorable(line: &str) -> bool {
-    let b = line.as_bytes();
-    b.iter().enumerate().any(|(i, &lead)| {
-        matches!(
-            lead,
-            0xC2 | 0xCD | 0xD8 | 0xE1 | 0xE2 | 0xE3 | 0xEF | 0xF0 | 0xF3
-        ) && line[i..].chars().next().is_some_and(is_default_ignorable)
-    })
 }
 
 /// A non-ASCII line with nothing invisible in it.
@@ -506,22 +489,6 @@ mod tests {
             true
         });
         out
-    }
-
-    /// [`has_default_ignorable`] looks only at characters of nine lead
-    /// bytes: for every character, alone and between other text, it
-    /// answers as asking each character does.
-    #[test]
-    fn default_ignorables_are_found_by_their_lead_bytes() {
-        for c in (0..=char::MAX as u32).filter_map(char::from_u32) {
-            let line = format!("é{c}x");
-            assert_eq!(
-                has_default_ignorable(&line),
-                line.chars().any(is_default_ignorable),
-                "U+{:04X}",
-                c as u32
-            );
-        }
     }
 
     #[test]
