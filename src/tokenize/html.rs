@@ -13,7 +13,7 @@
 //! drops the markup, and the cut is reported as `LimitHit::HtmlTags`.
 //!
 //! Within the budget, HTML of a plain form (ordinary elements, simple
-//! tags, nothing hidden, no comments: see [`plain`]) is read by a byte
+//! tags, nothing hidden, a plain head: see [`plain`]) is read by a byte
 //! scan that gives what lol_html gives, property-tested against it; hostile
 //! tag soup is of that form, and reading it so took `html-links` and
 //! `html-tags-flat` from ~10× a normal Score to 5–7× (session 13).
@@ -986,6 +986,10 @@ const PLAIN_CONTAINERS: &[&str] = &[
     "em",
     "font",
     "form",
+    "map",
+    "sup",
+    "sub",
+    "strike",
     "h1",
     "h2",
     "h3",
@@ -1010,8 +1014,16 @@ const PLAIN_CONTAINERS: &[&str] = &[
     "ul",
 ];
 
-/// Void elements [`plain`] reads (no content, no end tag).
-const PLAIN_VOIDS: &[&str] = &["br", "hr", "img", "wbr"];
+/// Void elements [`plain`] reads (no content, no end tag): all of
+/// lol_html's but `<keygen>` (which its tree-builder simulation watches).
+const PLAIN_VOIDS: &[&str] = &[
+    "br", "hr", "img", "wbr", "meta", "link", "base", "area", "input", "col", "embed", "param",
+    "source", "track", "basefont", "bgsound",
+];
+
+/// The void elements that may stand in a `<head>` without ending it
+/// ([`in_head`]), as [`plain_head`] reads them.
+const PLAIN_HEAD_VOIDS: &[&str] = &["meta", "link", "base"];
 
 /// `name` as the element list spells it (lowercase), if it is in it.
 fn known(list: &'static [&'static str], name: &[u8]) -> Option<&'static str> {
@@ -1020,10 +1032,11 @@ fn known(list: &'static [&'static str], name: &[u8]) -> Option<&'static str> {
         .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// Whitespace between attributes as [`plain`] reads it (form feed and
-/// carriage return are left to lol_html).
+/// Whitespace in a tag, as lol_html's lexer reads it (HTML's, with the
+/// carriage return its input preprocessing would have made a line feed):
+/// mail written on Windows has `\r\n` between attributes.
 fn plain_space(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n')
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
 }
 
 /// One attribute of a start tag: name and raw value (entities in it).
@@ -1032,16 +1045,31 @@ struct Attr<'h> {
     value: &'h str,
 }
 
-/// The start tag's attributes at `html[at..]` (just past its name) and the
-/// position past its `>`, if they are of the plain form [`plain`] reads:
-/// names of ASCII letters, digits, `-`, `_`, `:`, `.`; values quoted or
-/// unquoted without `"'<=\`` and NUL; no spaces around `=`, no `/>`.
-fn plain_attrs<'h>(html: &'h str, mut at: usize, attrs: &mut Vec<Attr<'h>>) -> Option<usize> {
+/// The start tag's attributes at `html[at..]` (just past its name), the
+/// position past its `>` and whether it ends `/>` (self-closing), if they
+/// are of the plain form [`plain`] reads: names of ASCII letters, digits,
+/// `-`, `_`, `:`, `.`; values quoted or unquoted without `"'<\`` and NUL;
+/// no spaces around `=`; a `/` only in `/>` (or in an unquoted value,
+/// where HTML reads it as part of the value).
+fn plain_attrs<'h>(
+    html: &'h str,
+    mut at: usize,
+    attrs: &mut Vec<Attr<'h>>,
+) -> Option<(usize, bool)> {
     let b = html.as_bytes();
+    let tag_end = |at: usize| {
+        if b.get(at) == Some(&b'>') {
+            Some((at + 1, false))
+        } else if b.get(at..at + 2) == Some(b"/>") {
+            Some((at + 2, true))
+        } else {
+            None
+        }
+    };
     loop {
         let c = *b.get(at)?;
-        if c == b'>' {
-            return Some(at + 1);
+        if let Some(end) = tag_end(at) {
+            return Some(end);
         }
         // An attribute follows space, never the name or a value directly.
         if !plain_space(c) {
@@ -1050,8 +1078,8 @@ fn plain_attrs<'h>(html: &'h str, mut at: usize, attrs: &mut Vec<Attr<'h>>) -> O
         while b.get(at).is_some_and(|&c| plain_space(c)) {
             at += 1;
         }
-        if b.get(at) == Some(&b'>') {
-            return Some(at + 1);
+        if let Some(end) = tag_end(at) {
+            return Some(end);
         }
         let name_start = at;
         while b
@@ -1076,7 +1104,10 @@ fn plain_attrs<'h>(html: &'h str, mut at: usize, attrs: &mut Vec<Attr<'h>>) -> O
                 _ => {
                     let start = at;
                     while b.get(at).is_some_and(|&c| !plain_space(c) && c != b'>') {
-                        if matches!(b[at], b'"' | b'\'' | b'<' | b'=' | b'`' | 0 | b'\r' | 0x0c) {
+                        // `=` is part of an unquoted value, in HTML and in
+                        // lol_html (`content=text/html;charset=utf-8`,
+                        // `href=http://x.example/?a=1`).
+                        if matches!(b[at], b'"' | b'\'' | b'<' | b'`' | 0) {
                             return None;
                         }
                         at += 1;
@@ -1107,20 +1138,28 @@ fn attr<'h>(attrs: &[Attr<'h>], name: &str) -> Option<&'h str> {
 }
 
 /// `html` read without lol_html, when it is plain markup: only the
-/// elements of [`PLAIN_CONTAINERS`] and [`PLAIN_VOIDS`], tags and
-/// attributes of the plain form [`plain_attrs`] reads, no comments,
-/// doctype or stray `<`, nothing hidden, links neither nested nor
-/// interrupted by end tags, each link's text under [`MAX_LINK_TEXT`].
-/// `None` when it is not: the caller reads it with lol_html, and the
-/// property test `plain_html_reads_as_lol_html_does` pins that
+/// elements of [`PLAIN_CONTAINERS`] and [`PLAIN_VOIDS`] and a head of
+/// what may stand in one ([`plain_head`]), tags and attributes of the
+/// plain form [`plain_attrs`] reads, comments and declarations
+/// ([`declaration_end`]) but no stray `<`, nothing hidden, links not
+/// nested, each link's text under
+/// [`MAX_LINK_TEXT`]. `None` when it is not: the caller reads it with
+/// lol_html, and the property tests `plain_html_reads_as_lol_html_does`
+/// and `plain_html_among_other_markup_reads_as_lol_html_does` pin that
 /// [`State`] is the same either way. Hostile tag soup (thousands of
 /// `<b>` or `<a href>`) is of this form; lol_html's lexer and selector
 /// machine were most of its cost (docs/PERFORMANCE.md, session 13).
+/// Since session 25 lol_html also runs a boxed end-tag handler for every
+/// element with content, which made it the larger part of the
+/// tokenizer's added cost; session 26 let the commonest mail through
+/// here (a doctype, comments, a head with a title and a style, `<meta
+/// />`, end tags inside links): 11,219 of trec06p's 13,260 HTML parts,
+/// from 1,325.
 fn plain(html: &str) -> Option<State> {
     let b = html.as_bytes();
     let mut s = State::default();
     let mut attrs = Vec::new();
-    // Inside an `<a>` (whose `</a>` closes the link).
+    // Inside an `<a>` (whose end closes the link).
     let mut in_a = false;
     // The open containers, to pair end tags with as lol_html does.
     let mut open: Vec<&'static str> = Vec::new();
@@ -1137,6 +1176,10 @@ fn plain(html: &str) -> Option<State> {
         if at == b.len() {
             return Some(s);
         }
+        if matches!(b.get(at + 1), Some(b'!' | b'?')) {
+            pos = declaration_end(html, at)?;
+            continue;
+        }
         let end_tag = b.get(at + 1) == Some(&b'/');
         let name_start = at + 1 + usize::from(end_tag);
         let name_len = b[name_start..]
@@ -1150,30 +1193,49 @@ fn plain(html: &str) -> Option<State> {
         let after = name_start + name_len;
         if end_tag {
             let name = known(PLAIN_CONTAINERS, name)?;
-            if b.get(after) != Some(&b'>') || (in_a != (name == "a")) {
+            if b.get(after) != Some(&b'>') {
                 return None;
             }
-            // lol_html ends the innermost open element of the name, and
-            // none for a stray end tag; a block ended on the way is left to
-            // it.
+            // lol_html ends the innermost open element of the name and every
+            // element opened inside it that is still open (its stack pops up
+            // to the name), and none for a stray end tag; each ended element's
+            // end-tag handler runs, innermost first, and a block's separates
+            // words. Read so here, `<div><p>a</div>b` stays on this path
+            // (when it left for lol_html, session 25, 192 of trec06p's 1,325
+            // plain HTML parts went with it).
+            // An `<a>` ended so, by its `</a>` or another's (`</font>` in
+            // `<font><a href>x</font>`), ends its link: its handler's
+            // `close_link`. A stray `</a>` ends nothing. (Session 26: end
+            // tags inside a link, `<a href><font>x</font></a>`, had sent
+            // 1,580 of trec06p's HTML parts to lol_html.)
             if let Some(i) = open.iter().rposition(|&o| o == name) {
-                if open[i + 1..].iter().any(|o| !is_inline(o.as_bytes())) {
-                    return None;
+                for &ended in open[i..].iter().rev() {
+                    s.close_element(ended);
+                    if ended == "a" {
+                        s.close_link();
+                        in_a = false;
+                    }
                 }
                 open.truncate(i);
-                s.close_element(name);
-            }
-            if name == "a" {
-                s.close_link();
-                in_a = false;
             }
             pos = after + 1;
             continue;
         }
         attrs.clear();
-        pos = plain_attrs(html, after, &mut attrs)?;
+        let self_closing;
+        (pos, self_closing) = plain_attrs(html, after, &mut attrs)?;
         if let Some(name) = known(PLAIN_VOIDS, name) {
             s.open_element(name);
+            continue;
+        }
+        // `/>` ends no element of HTML's, but lol_html then gives the
+        // element no end-tag handler: left to it.
+        if self_closing {
+            return None;
+        }
+        if name.eq_ignore_ascii_case(b"head") && !in_a {
+            s.open_element("head");
+            pos = plain_head(html, pos, &mut s, &mut attrs)?;
             continue;
         }
         let name = known(PLAIN_CONTAINERS, name)?;
@@ -1191,6 +1253,127 @@ fn plain(html: &str) -> Option<State> {
                 s.open_link(href.to_string(), true);
             }
         }
+    }
+}
+
+/// The content of a `<head>` from `pos` (just past its start tag) to just
+/// past its `</head>`, when it is of the form [`plain`] reads: white
+/// space, comments and declarations, the void elements of
+/// [`PLAIN_HEAD_VOIDS`], and `<title>` and `<style>` elements closed by
+/// their end tags. None of it is text in lol_html's reading (a head's
+/// content is skipped, [`skips`]), and each of its tags separates words
+/// there as a block's do ([`State::boundary`]): so here. Anything else —
+/// text, which in HTML ends the head and begins the body
+/// ([`State::text_in_head`]), another element (most end the head,
+/// [`in_head`]), an unclosed head — is left to lol_html (`None`). Why:
+/// most HTML mail has a head, and it sent nine parts in ten to lol_html
+/// (session 26: 5,269 of trec06p's 13,260 HTML parts had a head as the
+/// first thing [`plain`] could not read, 5,271 a doctype).
+fn plain_head<'h>(
+    html: &'h str,
+    mut pos: usize,
+    s: &mut State,
+    attrs: &mut Vec<Attr<'h>>,
+) -> Option<usize> {
+    let b = html.as_bytes();
+    loop {
+        let at = pos + find_byte(&b[pos..], b'<')?;
+        if !html[pos..at].trim_ascii().is_empty() {
+            return None;
+        }
+        if matches!(b.get(at + 1), Some(b'!' | b'?')) {
+            pos = declaration_end(html, at)?;
+            continue;
+        }
+        let end_tag = b.get(at + 1) == Some(&b'/');
+        let name_start = at + 1 + usize::from(end_tag);
+        let name_len = b[name_start..]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .unwrap_or(b.len() - name_start);
+        let name = &b[name_start..name_start + name_len];
+        let after = name_start + name_len;
+        if end_tag {
+            // The head's own end (its title and style end below).
+            if !name.eq_ignore_ascii_case(b"head") || b.get(after) != Some(&b'>') {
+                return None;
+            }
+            s.close_element("head");
+            return Some(after + 1);
+        }
+        attrs.clear();
+        let (end, self_closing) = plain_attrs(html, after, attrs)?;
+        if let Some(void) = known(PLAIN_HEAD_VOIDS, name) {
+            s.open_element(void);
+            pos = end;
+            continue;
+        }
+        let raw = known(&["title", "style"], name)?;
+        if self_closing {
+            return None;
+        }
+        s.open_element(raw);
+        // Their content is text up to the first end tag of their name
+        // (RCDATA, raw text): no markup inside; skipped with the head's.
+        let close = raw_text_end(html, end, raw)?;
+        let close_end = close + 2 + raw.len();
+        if b.get(close_end) != Some(&b'>') {
+            return None;
+        }
+        s.close_element(raw);
+        pos = close_end + 1;
+    }
+}
+
+/// Where the markup declaration at `html[at..]` (`<!` or `<?`) ends, just
+/// past its `>`, as HTML's tokenizer reads it: a comment (`<!--`) at the
+/// first `-->` or `--!>` after its opening, or at once for `<!-->` and
+/// `<!--->`; a doctype, a processing instruction or anything else (a
+/// bogus comment, CDATA outside SVG and MathML) at its first `>`. None
+/// of them is text or an element: lol_html's reading gets nothing from
+/// them. `None` if it runs to the end.
+fn declaration_end(html: &str, at: usize) -> Option<usize> {
+    let b = html.as_bytes();
+    if b[at + 1..].starts_with(b"!--") {
+        let body = at + 4;
+        if b[body..].starts_with(b">") {
+            return Some(body + 1);
+        }
+        if b[body..].starts_with(b"->") {
+            return Some(body + 2);
+        }
+        let mut from = body;
+        loop {
+            let dash = from + memchr::memchr(b'-', &b[from..])?;
+            if b[dash..].starts_with(b"-->") {
+                return Some(dash + 3);
+            }
+            if b[dash..].starts_with(b"--!>") {
+                return Some(dash + 4);
+            }
+            from = dash + 1;
+        }
+    }
+    memchr::memchr(b'>', &b[at..]).map(|i| at + i + 1)
+}
+
+/// Where the end tag of raw text or RCDATA element `name` (`title`,
+/// `style`: lowercase) whose content starts at `from` begins: the first
+/// `</name` in any case followed by white space, `/` or `>`, as HTML's
+/// tokenizer ends such text.
+fn raw_text_end(html: &str, mut from: usize, name: &str) -> Option<usize> {
+    let b = html.as_bytes();
+    loop {
+        let lt = from + memchr::memmem::find(&b[from..], b"</")?;
+        let name_end = lt + 2 + name.len();
+        if b.get(lt + 2..name_end)
+            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            && b.get(name_end)
+                .is_some_and(|&c| matches!(c, b'\t' | b'\n' | b'\x0c' | b'\r' | b' ' | b'/' | b'>'))
+        {
+            return Some(lt);
+        }
+        from = lt + 1;
     }
 }
 
@@ -1304,6 +1487,46 @@ mod tests {
         "é ",
         "x>y",
         "a.example",
+        // Declarations and comments, skipped whole.
+        "<!DOCTYPE html PUBLIC \"-//W3C//DTD HTML 4.01//EN\" \"x>y\">",
+        "<!doctype html>",
+        "<!-- c -->",
+        "<!---->",
+        "<!-->",
+        "<!--->",
+        "<!-- a --!>",
+        "<!-- <b> -- --->",
+        "<!-- <!-- -->",
+        "<!x>",
+        "<![CDATA[x]]>",
+        "<?xml version=\"1.0\"?>",
+        "<a href=\"http://c.example\">c<!-- x -->.example</a>",
+        // End tags inside links, and links ended by another's end tag.
+        "<a href=\"http://f.example\"><font color=red>f.example</font></a>",
+        "<div><a href=\"http://in.example\">in</div>out.example</a>",
+        "<b><a href=\"http://in.example\">in</b>out.example</a>",
+        "<p><a href=\"http://p.example\"><p>p.example</a>",
+        "</a>",
+        // Unquoted values with `=`, tags with CR and FF.
+        "<meta http-equiv=Content-Type content=text/html;charset=iso-8859-1>",
+        "<a href=http://q.example/?a=1&b=2>q</a>",
+        "<td\r\nclass=x\x0cid=y\r>",
+        // Void elements, `/>` or not.
+        "<meta http-equiv=\"Content-Type\" content=\"text/html; charset=utf-8\">",
+        "<meta content=a/b />",
+        "<LINK rel=stylesheet href=x.css/>",
+        "<br/>",
+        "<br />",
+        "<img src=\"y\"/>",
+        "<input type=text>",
+        "<map name=m>",
+        "<area href=x>",
+        "</map>",
+        "<sup>",
+        "</sup>",
+        // A head of what may stand in one.
+        "<head></head>",
+        "<HEAD>\n<title>T &amp; <b>x</b></titles> y</title>\n<META name=x content=y/>\n<!-- c --><style type=\"text/css\"><!-- p {color:red} --></STYLE>\n</head>",
     ];
 
     /// Pieces [`plain`] leaves to lol_html, or that change how it reads.
@@ -1352,6 +1575,29 @@ mod tests {
         "<tr>",
         "<td>",
         "<li>",
+        "</head>",
+        "</title>",
+        "</style>",
+        "<head>x</head>",
+        "<head><img></head>",
+        "<head><p></head>",
+        "<head><title>t</title ></head>",
+        "<head><title>a</titlex>b</title></head>",
+        "<head><style>p{}</style/></head>",
+        "<div/>",
+        "<a href=x/>",
+        "<a href=\"x\"/>",
+        "<!--",
+        "<!-- x --",
+        "<!",
+        "<?",
+        "<![CDATA[",
+        "<noscript>",
+        "<iframe>",
+        "<xmp>",
+        "<keygen>",
+        "<frameset>",
+        "<o:p>",
     ];
 
     /// `host_of` before session 13.
@@ -1453,36 +1699,6 @@ mod tests {
         assert_eq!(interned("span"), "");
     }
 
-    /// Whether the [`PLAIN`] pieces `picks` never end a block inside the
-    /// element their end tag ends (what [`plain`] reads; other nestings go
-    /// to lol_html).
-    fn nested(picks: &[usize]) -> bool {
-        let mut open: Vec<String> = Vec::new();
-        for &i in picks {
-            let piece = PLAIN[i].to_ascii_lowercase();
-            let Some(tag) = piece.strip_prefix('<') else {
-                continue;
-            };
-            let name: String = tag
-                .trim_start_matches('/')
-                .chars()
-                .take_while(char::is_ascii_alphanumeric)
-                .collect();
-            if name.is_empty() || name == "a" || PLAIN_VOIDS.contains(&name.as_str()) {
-                continue;
-            }
-            if !tag.starts_with('/') {
-                open.push(name);
-            } else if let Some(at) = open.iter().rposition(|o| *o == name) {
-                if open[at + 1..].iter().any(|o| !is_inline(o.as_bytes())) {
-                    return false;
-                }
-                open.truncate(at);
-            }
-        }
-        true
-    }
-
     fn long_text() -> String {
         "long.example ".repeat(90)
     }
@@ -1518,11 +1734,7 @@ mod tests {
                 html.push_str("<a href=\"http://cut.example/\">cut.example");
             }
             let read = check_same(&html)?;
-            prop_assert!(
-                read || long == 0 || !nested(&picks),
-                "plain HTML left to lol_html: {:?}",
-                html
-            );
+            prop_assert!(read || long == 0, "plain HTML left to lol_html: {:?}", html);
         }
 
         /// Whatever [`plain`] accepts, among pieces it should not, it reads
