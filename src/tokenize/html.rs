@@ -170,6 +170,15 @@ fn hidden_classes(html: &str) -> Vec<String> {
     while sheet.len() < MAX_STYLE_SHEET
         && let Some(open) = find_ascii_nocase(html, at, "<style")
     {
+        // A `<style>` inside a comment is no style sheet: a client shows
+        // what such a rule would hide, so reading it would move visible
+        // words out of the body.
+        if let Some(comment) = html[at..open].find("<!--").map(|i| at + i) {
+            at = html[comment + 4..]
+                .find("-->")
+                .map_or(html.len(), |i| comment + 4 + i + 3);
+            continue;
+        }
         let after = open + "<style".len();
         let Some(gt) = html[after..].find('>').map(|i| after + i + 1) else {
             break;

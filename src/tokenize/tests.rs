@@ -305,6 +305,15 @@ fn a_class_the_style_sheet_hides_hides_its_elements() {
         );
         assert!(!has(&t, Tag::HiddenWord, "zzpad"), "{sheet}");
     }
+    // A style element inside a comment is not applied (a client shows the
+    // text): words it would hide stay body words. One after a comment is.
+    let commented = "<html><body><!-- <style>.p{display:none}</style> -->\
+                     <p class=p>zzpad</p></body></html>";
+    let t = tok(&html_message(commented));
+    assert!(has(&t, Tag::Body, "zzpad") && !has(&t, Tag::HiddenWord, "zzpad"));
+    let after = "<html><head><!-- c --><style>.p{display:none}</style></head>\
+                 <body><p class=p>zzpad</p></body></html>";
+    assert!(has(&tok(&html_message(after)), Tag::HiddenWord, "zzpad"));
 }
 
 #[test]
