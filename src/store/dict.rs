@@ -175,14 +175,14 @@ impl Cache {
 
 /// What a cached dictionary costs beyond its entries, counted in entries
 /// of [`DICT_ENTRY_BYTES`]: its key (the contributor's prefix), its slot
-/// (an `Arc`'d mutex around an empty `Dict`, 80 bytes) and its bucket in
-/// the map: 161 heap bytes measured (`examples/slot_cost.rs`), 210
-/// counted. A user with no token yet (settings
-/// only, or a model never trained) still has a cached slot once a load
-/// asked for it; counted as nothing, such slots were never dropped, and a
-/// server that saw 224,000 such users (UpdateUser) held about 70 MiB
-/// more than its budget, growing with every new user (session 26;
-/// docs/OPERATIONS.md "Memory").
+/// (an `Arc`'d mutex around an empty `Dict`) and its bucket in the map:
+/// 161 heap bytes measured (`examples/slot_cost.rs`), 210 counted. A user
+/// with no token yet (settings only, or a model never trained) still has
+/// a cached slot once a load asked for it; counted as nothing, such slots
+/// were never dropped, and a server given 224,000 such users (UpdateUser,
+/// `--model-memory 64MiB --cache-mb 16`) reached 162 MiB RSS, 37 over
+/// docs/OPERATIONS.md's formula, climbing about 8 MiB per 20,000 new
+/// users; with them counted, 140 MiB at 292,000 (session 26, "Memory").
 const SLOT_ENTRIES: usize = 5;
 
 /// An eviction pass brings the total down to this share of the limit (in

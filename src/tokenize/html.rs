@@ -1041,6 +1041,19 @@ fn known(list: &'static [&'static str], name: &[u8]) -> Option<&'static str> {
         .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// The tag that `<` at `at` opens, as `plain` reads it: whether it is an
+/// end tag, its name (ASCII letters and digits, possibly empty), and where
+/// the name ends.
+fn tag_at(b: &[u8], at: usize) -> (bool, &[u8], usize) {
+    let end_tag = b.get(at + 1) == Some(&b'/');
+    let start = at + 1 + usize::from(end_tag);
+    let len = b[start..]
+        .iter()
+        .position(|c| !c.is_ascii_alphanumeric())
+        .unwrap_or(b.len() - start);
+    (end_tag, &b[start..start + len], start + len)
+}
+
 /// Whitespace in a tag, as lol_html's lexer reads it (HTML's, with the
 /// carriage return its input preprocessing would have made a line feed):
 /// mail written on Windows has `\r\n` between attributes.
@@ -1189,17 +1202,10 @@ fn plain(html: &str) -> Option<State> {
             pos = declaration_end(html, at)?;
             continue;
         }
-        let end_tag = b.get(at + 1) == Some(&b'/');
-        let name_start = at + 1 + usize::from(end_tag);
-        let name_len = b[name_start..]
-            .iter()
-            .position(|c| !c.is_ascii_alphanumeric())
-            .unwrap_or(b.len() - name_start);
-        let name = &b[name_start..name_start + name_len];
+        let (end_tag, name, after) = tag_at(b, at);
         if !name.first().is_some_and(u8::is_ascii_alphabetic) {
             return None;
         }
-        let after = name_start + name_len;
         if end_tag {
             let name = known(PLAIN_CONTAINERS, name)?;
             if b.get(after) != Some(&b'>') {
@@ -1294,14 +1300,7 @@ fn plain_head<'h>(
             pos = declaration_end(html, at)?;
             continue;
         }
-        let end_tag = b.get(at + 1) == Some(&b'/');
-        let name_start = at + 1 + usize::from(end_tag);
-        let name_len = b[name_start..]
-            .iter()
-            .position(|c| !c.is_ascii_alphanumeric())
-            .unwrap_or(b.len() - name_start);
-        let name = &b[name_start..name_start + name_len];
-        let after = name_start + name_len;
+        let (end_tag, name, after) = tag_at(b, at);
         if end_tag {
             // The head's own end (its title and style end below).
             if !name.eq_ignore_ascii_case(b"head") || b.get(after) != Some(&b'>') {
