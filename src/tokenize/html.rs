@@ -147,6 +147,17 @@ fn hides(style: &str) -> bool {
 /// hiding rule.
 const MAX_STYLE_SHEET: usize = 64 * 1024;
 
+/// Where a `<style>` is text, not a style sheet: a comment and the
+/// elements HTML reads as text (raw text and escapable raw text), each
+/// from its start to its end (case ignored).
+const TEXT_ONLY: [(&str, &str); 5] = [
+    ("<!--", "-->"),
+    ("<script", "</script"),
+    ("<title", "</title"),
+    ("<textarea", "</textarea"),
+    ("<xmp", "</xmp"),
+];
+
 /// Most hidden classes kept from a part's style sheets.
 const MAX_HIDDEN_CLASSES: usize = 64;
 
@@ -170,13 +181,18 @@ fn hidden_classes(html: &str) -> Vec<String> {
     while sheet.len() < MAX_STYLE_SHEET
         && let Some(open) = find_ascii_nocase(html, at, "<style")
     {
-        // A `<style>` inside a comment is no style sheet: a client shows
-        // what such a rule would hide, so reading it would move visible
-        // words out of the body.
-        if let Some(comment) = html[at..open].find("<!--").map(|i| at + i) {
-            at = html[comment + 4..]
-                .find("-->")
-                .map_or(html.len(), |i| comment + 4 + i + 3);
+        // A `<style>` inside a comment, or inside an element whose content
+        // is text (`<script>`, `<title>`, `<textarea>`, `<xmp>`), is no
+        // style sheet: a client shows what such a rule would hide, so
+        // reading it would move visible words out of the body.
+        let before = &html[..open];
+        let text_first = TEXT_ONLY
+            .iter()
+            .filter_map(|(start, end)| Some((find_ascii_nocase(before, at, start)?, start, end)))
+            .min_by_key(|(i, ..)| *i);
+        if let Some((i, start, end)) = text_first {
+            at =
+                find_ascii_nocase(html, i + start.len(), end).map_or(html.len(), |j| j + end.len());
             continue;
         }
         let after = open + "<style".len();

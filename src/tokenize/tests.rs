@@ -314,6 +314,32 @@ fn a_class_the_style_sheet_hides_hides_its_elements() {
     let after = "<html><head><!-- c --><style>.p{display:none}</style></head>\
                  <body><p class=p>zzpad</p></body></html>";
     assert!(has(&tok(&html_message(after)), Tag::HiddenWord, "zzpad"));
+    // Nor one inside an element HTML reads as text; one after it is.
+    for (open, close) in [
+        ("<script>var s='", "';</script>"),
+        ("<TITLE>", "</title>"),
+        ("<textarea name=t>", "</textarea>"),
+        ("<xmp>", "</xmp>"),
+    ] {
+        let inside = format!(
+            "<html><head>{open}<style>.p{{display:none}}</style>{close}</head>\
+             <body><p class=p>zzpad</p></body></html>"
+        );
+        let t = tok(&html_message(&inside));
+        assert!(
+            has(&t, Tag::Body, "zzpad") && !has(&t, Tag::HiddenWord, "zzpad"),
+            "{open}: {:?}",
+            features(&html_message(&inside))
+        );
+        let after = format!(
+            "<html><head>{open}x{close}<style>.p{{display:none}}</style></head>\
+             <body><p class=p>zzpad</p></body></html>"
+        );
+        assert!(
+            has(&tok(&html_message(&after)), Tag::HiddenWord, "zzpad"),
+            "{open}"
+        );
+    }
 }
 
 #[test]
@@ -398,6 +424,44 @@ fn characters_a_reader_never_sees_do_not_change_a_word() {
     // Other text on the line is read as before.
     let t = tok("Subject: x\r\n\r\nca\u{ad}fé naïve\r\n".as_bytes());
     assert!(has(&t, Tag::Body, "café") && has(&t, Tag::Body, "naïve"));
+}
+
+#[test]
+fn look_alike_letters_from_another_script_do_not_change_a_word() {
+    // Cyrillic а and о, Greek ο, in the subject, the display name, plain
+    // text and HTML (quoted-printable): each reads as the Latin word.
+    let msg = "From: \"P\u{430}yPal Support\" <x@example.net>\r\n\
+               Subject: Ch\u{435}ap vi\u{430}gra\r\n\
+               Content-Type: multipart/alternative; boundary=b\r\n\r\n\
+               --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+               Your acc\u{43e}unt needs l\u{3bf}gin\r\n\
+               --b\r\nContent-Type: text/html; charset=utf-8\r\n\
+               Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+               <p>r=D0=B5finance</p>\r\n--b--\r\n";
+    let t = tok(msg.as_bytes());
+    let f = features(msg.as_bytes());
+    assert!(has(&t, Tag::Subject, "cheap"), "{f:?}");
+    assert!(has(&t, Tag::Subject, "viagra"), "{f:?}");
+    assert!(has(&t, Tag::Body, "account"), "{f:?}");
+    assert!(has(&t, Tag::Body, "login"), "{f:?}");
+    assert!(has(&t, Tag::Body, "refinance"), "{f:?}");
+    assert!(f.iter().any(|x| x.contains("paypal")), "{f:?}");
+    // The same words in Latin letters give the same ids.
+    let plain = msg
+        .replace('\u{430}', "a")
+        .replace('\u{435}', "e")
+        .replace(['\u{43e}', '\u{3bf}'], "o")
+        .replace("=D0=B5", "e");
+    assert_eq!(t.ids, tok(plain.as_bytes()).ids);
+    // Russian text stays Russian.
+    let ru = "Subject: \u{441}\u{43e}\u{440}\r\n\r\n\u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}\r\n";
+    let t = tok(ru.as_bytes());
+    assert!(has(&t, Tag::Subject, "\u{441}\u{43e}\u{440}") && !has(&t, Tag::Subject, "cop"));
+    assert!(has(
+        &t,
+        Tag::Body,
+        "\u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}"
+    ));
 }
 
 #[test]

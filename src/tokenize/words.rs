@@ -327,12 +327,115 @@ fn unicode_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) 
             buf.make_ascii_lowercase();
         } else {
             buf.extend(word.nfkc().flat_map(char::to_lowercase));
+            fold_homoglyphs(buf);
         }
         if !f(buf) {
             return false;
         }
     }
     flush_run(&mut run, buf, f)
+}
+
+/// A word that mixes Latin letters with letters of another script that
+/// look like them, read in its main script: `viаgra` with a Cyrillic `а`
+/// is `viagra`, and `Рoссия` with a Latin `o` is `россия`. Why: a spammer
+/// swaps a letter or two for a look-alike so that the word is one the
+/// model has never seen, while a reader sees the word they know; UAX #29
+/// keeps both scripts in one word, so it is read as a reader reads it.
+/// The main script is the one with more of the word's letters (Latin on a
+/// tie); the other script's letters that imitate one of the main
+/// script's are written as that letter. Which letter a character
+/// imitates is its UTS #39 confusable skeleton (`unicode-security`); only
+/// characters whose skeleton is one ASCII letter count (Cyrillic `д` is
+/// kept). A word in one script is left alone (Russian stays Russian,
+/// however many of its letters look Latin), and so is a word with no
+/// ASCII letter.
+fn fold_homoglyphs(word: &mut String) {
+    use unicode_script::UnicodeScript;
+    // Latin letters here are ASCII ones: a byte test, so a word of
+    // Russian or Greek text costs no script lookup.
+    if !word.bytes().any(|b| b.is_ascii_alphabetic()) || word.is_ascii() {
+        return;
+    }
+    let (mut latin, mut foreign, mut main) = (0usize, 0usize, None);
+    for c in word.chars() {
+        if c.is_ascii_alphabetic() {
+            latin += 1;
+        } else if let Some(script) = look_alike_script(c.script()) {
+            // The first foreign script is the one counted; a third
+            // script's letters are left as they are.
+            if main.is_none_or(|m| m == script) {
+                main = Some(script);
+                foreign += 1;
+            }
+        }
+    }
+    let Some(script) = main else { return };
+    let mut folded = String::with_capacity(word.len());
+    let mut utf8 = [0u8; 4];
+    if latin >= foreign {
+        for c in word.chars() {
+            let imitated = (c.script() == script)
+                .then(|| {
+                    let mut skeleton =
+                        unicode_security::confusable_detection::skeleton(c.encode_utf8(&mut utf8));
+                    match (skeleton.next(), skeleton.next()) {
+                        (Some(s), None) if s.is_ascii_alphabetic() => Some(s.to_ascii_lowercase()),
+                        _ => None,
+                    }
+                })
+                .flatten();
+            folded.push(imitated.unwrap_or(c));
+        }
+    } else {
+        let table = look_alikes(script);
+        for c in word.chars() {
+            let imitated = c
+                .is_ascii_lowercase()
+                .then(|| table[usize::from(c as u8 - b'a')])
+                .flatten();
+            folded.push(imitated.unwrap_or(c));
+        }
+    }
+    *word = folded;
+}
+
+/// The scripts whose letters [`fold_homoglyphs`] reads as Latin ones (or
+/// Latin ones as theirs): those with lower-case look-alikes of Latin
+/// letters, in the blocks [`look_alikes`] reads.
+fn look_alike_script(script: unicode_script::Script) -> Option<unicode_script::Script> {
+    use unicode_script::Script;
+    matches!(script, Script::Cyrillic | Script::Greek | Script::Armenian).then_some(script)
+}
+
+/// For each ASCII lower-case letter, the first lower-case letter of
+/// `script` (Greek, Cyrillic or Armenian, U+0370–U+058F) whose UTS #39
+/// skeleton it is: Cyrillic `а` for `a`, `р` for `p`. Built once per
+/// script from the `unicode-security` data.
+fn look_alikes(script: unicode_script::Script) -> &'static [Option<char>; 26] {
+    use std::sync::OnceLock;
+    use unicode_script::{Script, UnicodeScript};
+    static TABLES: [OnceLock<[Option<char>; 26]>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let slot = match script {
+        Script::Cyrillic => 0,
+        Script::Greek => 1,
+        _ => 2,
+    };
+    TABLES[slot].get_or_init(|| {
+        let mut table = [None; 26];
+        let mut utf8 = [0u8; 4];
+        for c in ('\u{370}'..='\u{58f}').filter(|c| c.script() == script && c.is_lowercase()) {
+            let mut skeleton =
+                unicode_security::confusable_detection::skeleton(c.encode_utf8(&mut utf8));
+            if let (Some(s), None) = (skeleton.next(), skeleton.next())
+                && s.is_ascii_lowercase()
+            {
+                table[usize::from(s as u8 - b'a')].get_or_insert(c);
+            }
+        }
+        table
+    })
 }
 
 /// Emits a run of spaceless-script characters as bigrams (a lone character
@@ -507,6 +610,43 @@ mod tests {
     fn normalises_non_ascii_with_nfkc() {
         assert_eq!(words("ÜBER Straße"), ["über", "straße"]);
         assert_eq!(words("ＦＲＥＥ money"), ["free", "money"]);
+    }
+
+    #[test]
+    fn look_alike_letters_in_a_latin_word_read_as_latin() {
+        // Cyrillic а, о, р, е, с; Greek ο and ν: each word as a reader sees it.
+        assert_eq!(words("Buy vi\u{430}gra"), ["buy", "viagra"]);
+        assert_eq!(words("P\u{430}yP\u{430}l \u{441}lick"), ["paypal", "click"]);
+        assert_eq!(
+            words("m\u{43e}rtg\u{430}g\u{435} l\u{3bf}\u{3bd}e"),
+            ["mortgage", "love"]
+        );
+        assert_eq!(
+            words("VI\u{410}GRA"),
+            ["viagra"],
+            "upper case, lowered first"
+        );
+        // One script stays as it is: Russian, Greek, a Cyrillic word that
+        // happens to look Latin ("сор").
+        assert_eq!(
+            words("\u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}"),
+            ["\u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}"]
+        );
+        assert_eq!(
+            words("\u{3bb}\u{3cc}\u{3b3}\u{3bf}\u{3c2}"),
+            ["\u{3bb}\u{3cc}\u{3b3}\u{3bf}\u{3c2}"]
+        );
+        assert_eq!(words("\u{441}\u{43e}\u{440}"), ["\u{441}\u{43e}\u{440}"]);
+        // A word mostly in Cyrillic with a Latin look-alike or two is read
+        // in Cyrillic: "Рoссия" with a Latin o.
+        assert_eq!(
+            words("\u{420}o\u{441}\u{441}\u{438}\u{44f}"),
+            ["\u{440}\u{43e}\u{441}\u{441}\u{438}\u{44f}"]
+        );
+        // A letter that imitates no single Latin letter is kept (Cyrillic
+        // д); accented Latin letters are Latin.
+        assert_eq!(words("c\u{434}fé"), ["c\u{434}fé"]);
+        assert_eq!(words("café"), ["café"]);
     }
 
     #[test]
