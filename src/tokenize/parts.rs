@@ -7,6 +7,7 @@ use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 use super::LimitHit;
 use super::html;
 use super::sink::{Sink, Tag};
+use super::words;
 
 /// What is left to read of a message, shared across nested parts.
 pub(super) struct Budget {
@@ -232,6 +233,9 @@ impl UrlFeatures {
         if let Some(d) = &self.domain {
             sink.push(Tag::UrlDomain, &host[d.clone()]);
         }
+        if words::host_mixes_scripts(host) {
+            sink.push(Tag::UrlShape, MIXED_SCRIPT_HOST);
+        }
     }
 }
 
@@ -261,9 +265,16 @@ pub(super) fn url(u: &str, sink: &mut Sink) {
             if let Some(domain) = domain {
                 sink.push(Tag::UrlDomain, domain);
             }
+            if words::host_mixes_scripts(host) {
+                sink.push(Tag::UrlShape, MIXED_SCRIPT_HOST);
+            }
         }
     });
 }
+
+/// The [`Tag::UrlShape`] of a link whose host mixes scripts in a label
+/// (`words::host_mixes_scripts`): a look-alike of a known host.
+const MIXED_SCRIPT_HOST: &str = "mixed-script-host";
 
 /// `u` past its scheme, when it has no `://` but an http(s) scheme: a
 /// browser reads `http:/\\evil.example/` and `http:evil.example` as
@@ -476,6 +487,9 @@ mod tests {
             && domain != host
         {
             sink.push(Tag::UrlDomain, domain);
+        }
+        if words::host_mixes_scripts(&host) {
+            sink.push(Tag::UrlShape, MIXED_SCRIPT_HOST);
         }
     }
 

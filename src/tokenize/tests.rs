@@ -465,6 +465,43 @@ fn look_alike_letters_from_another_script_do_not_change_a_word() {
 }
 
 #[test]
+fn a_link_whose_host_mixes_scripts_is_marked_and_not_read_as_the_host_it_imitates() {
+    // Cyrillic а in the host, in Unicode and as punycode, in text and in
+    // an HTML link.
+    for link in [
+        "http://p\u{430}ypal.com/login",
+        "https://www.xn--pypal-4ve.com/x",
+        "<a href=\"http://secure.p\u{430}ypal.com/\">log in</a>",
+    ] {
+        let html = link.starts_with('<');
+        let msg = format!(
+            "Subject: x\r\nContent-Type: text/{}; charset=utf-8\r\n\r\n{link}\r\n",
+            if html { "html" } else { "plain" }
+        );
+        let t = tok(msg.as_bytes());
+        let f = features(msg.as_bytes());
+        assert!(has(&t, Tag::UrlShape, "mixed-script-host"), "{link}: {f:?}");
+        assert!(!has(&t, Tag::UrlHost, "paypal.com"), "{link}: {f:?}");
+        assert!(!has(&t, Tag::UrlDomain, "paypal.com"), "{link}: {f:?}");
+    }
+    // A host in one script, whatever script, is not marked; nor is a
+    // Cyrillic label beside a Latin one.
+    for link in [
+        "http://paypal.com/",
+        "http://\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.\u{440}\u{444}/",
+        "http://xn--e1afmkfd.xn--p1ai/",
+        "http://\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.example.com/",
+    ] {
+        let msg = format!("Subject: x\r\n\r\n{link}\r\n");
+        assert!(
+            !has(&tok(msg.as_bytes()), Tag::UrlShape, "mixed-script-host"),
+            "{link}: {:?}",
+            features(msg.as_bytes())
+        );
+    }
+}
+
+#[test]
 fn inline_tags_inside_a_word_do_not_split_it() {
     // `mort<b></b>gage` reads "mortgage"; splitting at every tag let a
     // red-team walkthrough (session 25) break each word of a spam in two.

@@ -400,6 +400,34 @@ fn fold_homoglyphs(word: &mut String) {
     *word = folded;
 }
 
+/// Whether a host name has a label that mixes Latin letters with
+/// Cyrillic, Greek or Armenian ones, written in Unicode or as punycode
+/// (`xn--`): `pаypal.com` with a Cyrillic `а`. Browsers show such a name
+/// as punycode for this reason; mail has no such guard, and legitimate
+/// hosts do not mix scripts in a label. Hosts are not folded as words
+/// are ([`fold_homoglyphs`]): read as `paypal.com`, the phishing link
+/// would carry the real one's evidence.
+pub(super) fn host_mixes_scripts(host: &str) -> bool {
+    use unicode_script::UnicodeScript;
+    // Almost every host: ASCII, no punycode label.
+    if host.is_ascii() && !host.contains("xn--") {
+        return false;
+    }
+    let decoded;
+    let host = if host.contains("xn--") {
+        decoded = idna::domain_to_unicode(host).0;
+        decoded.as_str()
+    } else {
+        host
+    };
+    host.split('.').any(|label| {
+        label.bytes().any(|b| b.is_ascii_alphabetic())
+            && label
+                .chars()
+                .any(|c| look_alike_script(c.script()).is_some())
+    })
+}
+
 /// The scripts whose letters [`fold_homoglyphs`] reads as Latin ones (or
 /// Latin ones as theirs): those with lower-case look-alikes of Latin
 /// letters, in the blocks [`look_alikes`] reads.
