@@ -336,6 +336,10 @@ fn unicode_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) 
     flush_run(&mut run, buf, f)
 }
 
+/// The longest word [`fold_homoglyphs`] folds, in bytes (words longer
+/// than `Limits::max_word_bytes`, 40 by default, are read as shapes).
+const MAX_FOLDED_BYTES: usize = 256;
+
 /// A word that mixes Latin letters with letters of another script that
 /// look like them, read in its main script: `viаgra` with a Cyrillic `а`
 /// is `viagra`, and `Рoссия` with a Latin `o` is `россия`. Why: a spammer
@@ -353,8 +357,14 @@ fn unicode_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) 
 fn fold_homoglyphs(word: &mut String) {
     use unicode_script::UnicodeScript;
     // Latin letters here are ASCII ones: a byte test, so a word of
-    // Russian or Greek text costs no script lookup.
-    if !word.bytes().any(|b| b.is_ascii_alphabetic()) || word.is_ascii() {
+    // Russian or Greek text costs no script lookup. A word longer than
+    // any word (a hostile run of letters with no break) is read as its
+    // shape, which folding does not change: it is not folded, so its cost
+    // stays the segmenter's.
+    if word.len() > MAX_FOLDED_BYTES
+        || !word.bytes().any(|b| b.is_ascii_alphabetic())
+        || word.is_ascii()
+    {
         return;
     }
     let (mut latin, mut foreign, mut main) = (0usize, 0usize, None);
@@ -665,6 +675,10 @@ mod tests {
             ["\u{3bb}\u{3cc}\u{3b3}\u{3bf}\u{3c2}"]
         );
         assert_eq!(words("\u{441}\u{43e}\u{440}"), ["\u{441}\u{43e}\u{440}"]);
+        // A run of letters longer than any word is left as it is (read as
+        // its shape, which folding would not change).
+        let run = "vi\u{430}gra".repeat(40);
+        assert_eq!(words(&run), [run.clone()]);
         // A word mostly in Cyrillic with a Latin look-alike or two is read
         // in Cyrillic: "Рoссия" with a Latin o.
         assert_eq!(
