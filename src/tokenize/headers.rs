@@ -6,6 +6,7 @@ use mail_parser::{Address, Message};
 
 use super::LimitHit;
 use super::sink::{Sink, Tag};
+use super::words;
 use crate::mail::auth::Authentication;
 
 /// Features of one message's header block.
@@ -140,6 +141,11 @@ fn address(
         sink.push(tag, &a);
         if let (Some(dt), Some((_, domain))) = (domain_tag, a.rsplit_once('@')) {
             sink.push(dt, domain);
+            // `service@pаypal.com` with a Cyrillic `а`: not folded (it would
+            // carry the real domain's evidence), marked.
+            if words::host_mixes_scripts(domain) {
+                sink.push(Tag::AddrShape, "mixed-script-domain");
+            }
         }
     }
     if let (Some(nt), Some(name)) = (name_tag, first.name())

@@ -50,8 +50,12 @@ pub enum Tag {
     /// Hosts of URLs, their registered domains (public-suffix aware).
     UrlHost,
     UrlDomain,
-    /// URL oddities: an IP literal as host, userinfo before the host.
+    /// URL oddities: an IP literal as host, userinfo before the host, a
+    /// host that mixes scripts.
     UrlShape,
+    /// Address oddities: a From or Reply-To domain that mixes scripts in
+    /// a label (`words::host_mixes_scripts`).
+    AddrShape,
     /// Domains of e-mail addresses in body text.
     BodyEmailDomain,
     /// HTML structure: hidden text, images, forms, link text naming another host.
@@ -93,6 +97,7 @@ impl Tag {
             Tag::UrlHost => "url.host",
             Tag::UrlDomain => "url.domain",
             Tag::UrlShape => "url",
+            Tag::AddrShape => "addr",
             Tag::BodyEmailDomain => "body.email-domain",
             Tag::Html => "html",
             Tag::Attachment => "attachment",
@@ -117,6 +122,7 @@ impl Tag {
                 | Tag::FromName
                 | Tag::ReplyToAddr
                 | Tag::ReplyToDomain
+                | Tag::AddrShape
                 | Tag::ReturnPathAddr
                 | Tag::MessageIdDomain
                 | Tag::Mailer

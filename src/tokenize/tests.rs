@@ -465,7 +465,7 @@ fn look_alike_letters_from_another_script_do_not_change_a_word() {
 }
 
 #[test]
-fn a_link_whose_host_mixes_scripts_is_marked_and_not_read_as_the_host_it_imitates() {
+fn a_host_that_mixes_scripts_is_marked_and_not_read_as_the_host_it_imitates() {
     // Cyrillic а in the host, in Unicode and as punycode, in text and in
     // an HTML link.
     for link in [
@@ -497,6 +497,29 @@ fn a_link_whose_host_mixes_scripts_is_marked_and_not_read_as_the_host_it_imitate
             !has(&tok(msg.as_bytes()), Tag::UrlShape, "mixed-script-host"),
             "{link}: {:?}",
             features(msg.as_bytes())
+        );
+    }
+    // The same for the From and Reply-To domains.
+    for (header, marked) in [
+        ("From: PayPal <service@p\u{430}ypal.com>", true),
+        ("Reply-To: x@xn--pypal-4ve.com", true),
+        ("From: service@paypal.com", false),
+        (
+            "From: x@\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.\u{440}\u{444}",
+            false,
+        ),
+    ] {
+        let msg = format!("{header}\r\nSubject: x\r\n\r\nhello\r\n");
+        let t = tok(msg.as_bytes());
+        assert_eq!(
+            has(&t, Tag::AddrShape, "mixed-script-domain"),
+            marked,
+            "{header}: {:?}",
+            features(msg.as_bytes())
+        );
+        assert!(
+            !has(&t, Tag::FromDomain, "paypal.com") || !marked,
+            "{header}"
         );
     }
 }
