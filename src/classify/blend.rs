@@ -778,7 +778,7 @@ mod tests {
     /// (`thin_ham_ramp`). With the header's `s` the body's and the cap off
     /// (`thin_ham_exponent` 0), the split must move no score, alone or
     /// over a shared model. With the header's prior off alone it does:
-    /// the soak's one unexplained failure (docs/FAULTS.md, session 26).
+    /// the cause of the soak's failure in session 26 (docs/FAULTS.md).
     #[test]
     fn the_split_between_clicked_and_delivered_ham_moves_no_score_once_both_ramps_are_off() {
         // Three long spam, two short ham: the ham side holds fewer words,
