@@ -188,6 +188,8 @@ struct UrlFeatures {
     ip_literal: bool,
     /// The registered domain's place in `host`, when it is not the host.
     domain: Option<std::ops::Range<usize>>,
+    /// The host mixes scripts in a label ([`MIXED_SCRIPT_HOST`]).
+    mixed_script: bool,
 }
 
 impl UrlFeatures {
@@ -198,6 +200,7 @@ impl UrlFeatures {
             host: None,
             ip_literal: false,
             domain: None,
+            mixed_script: false,
         };
         url_with(u, |feature| match feature {
             UrlFeature::Userinfo => f.userinfo = true,
@@ -206,6 +209,7 @@ impl UrlFeatures {
                 f.host = Some(host.as_ref().into());
             }
             UrlFeature::Host(host, domain) => {
+                f.mixed_script = words::host_mixes_scripts(host);
                 f.host = Some(host.into());
                 f.domain = domain.map(|d| {
                     let start = d.as_ptr() as usize - host.as_ptr() as usize;
@@ -233,7 +237,7 @@ impl UrlFeatures {
         if let Some(d) = &self.domain {
             sink.push(Tag::UrlDomain, &host[d.clone()]);
         }
-        if words::host_mixes_scripts(host) {
+        if self.mixed_script {
             sink.push(Tag::UrlShape, MIXED_SCRIPT_HOST);
         }
     }

@@ -382,19 +382,9 @@ fn fold_homoglyphs(word: &mut String) {
     }
     let Some(script) = main else { return };
     let mut folded = String::with_capacity(word.len());
-    let mut utf8 = [0u8; 4];
     if latin >= foreign {
         for c in word.chars() {
-            let imitated = (c.script() == script)
-                .then(|| {
-                    let mut skeleton =
-                        unicode_security::confusable_detection::skeleton(c.encode_utf8(&mut utf8));
-                    match (skeleton.next(), skeleton.next()) {
-                        (Some(s), None) if s.is_ascii_alphabetic() => Some(s.to_ascii_lowercase()),
-                        _ => None,
-                    }
-                })
-                .flatten();
+            let imitated = (c.script() == script).then(|| imitated_letter(c)).flatten();
             folded.push(imitated.unwrap_or(c));
         }
     } else {
@@ -462,18 +452,24 @@ fn look_alikes(script: unicode_script::Script) -> &'static [Option<char>; 26] {
     };
     TABLES[slot].get_or_init(|| {
         let mut table = [None; 26];
-        let mut utf8 = [0u8; 4];
         for c in ('\u{370}'..='\u{58f}').filter(|c| c.script() == script && c.is_lowercase()) {
-            let mut skeleton =
-                unicode_security::confusable_detection::skeleton(c.encode_utf8(&mut utf8));
-            if let (Some(s), None) = (skeleton.next(), skeleton.next())
-                && s.is_ascii_lowercase()
-            {
-                table[usize::from(s as u8 - b'a')].get_or_insert(c);
+            if let Some(letter) = imitated_letter(c) {
+                table[usize::from(letter as u8 - b'a')].get_or_insert(c);
             }
         }
         table
     })
+}
+
+/// The ASCII letter `c` imitates, lower case: its UTS #39 confusable
+/// skeleton (`unicode-security`) when that is one ASCII letter.
+fn imitated_letter(c: char) -> Option<char> {
+    let mut utf8 = [0u8; 4];
+    let mut skeleton = unicode_security::confusable_detection::skeleton(c.encode_utf8(&mut utf8));
+    match (skeleton.next(), skeleton.next()) {
+        (Some(s), None) if s.is_ascii_alphabetic() => Some(s.to_ascii_lowercase()),
+        _ => None,
+    }
 }
 
 /// Emits a run of spaceless-script characters as bigrams (a lone character
