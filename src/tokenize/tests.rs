@@ -429,12 +429,13 @@ fn characters_a_reader_never_sees_do_not_change_a_word() {
 #[test]
 fn look_alike_letters_from_another_script_do_not_change_a_word() {
     // Cyrillic а and о, Greek ο, in the subject, the display name, plain
-    // text and HTML (quoted-printable): each reads as the Latin word.
+    // text and HTML (quoted-printable), and a word all in Cyrillic
+    // look-alikes on an English line: each reads as the Latin word.
     let msg = "From: \"P\u{430}yPal Support\" <x@example.net>\r\n\
                Subject: Ch\u{435}ap vi\u{430}gra\r\n\
                Content-Type: multipart/alternative; boundary=b\r\n\r\n\
                --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
-               Your acc\u{43e}unt needs l\u{3bf}gin\r\n\
+               Your acc\u{43e}unt needs l\u{3bf}gin: \u{440}\u{430}\u{443} now\r\n\
                --b\r\nContent-Type: text/html; charset=utf-8\r\n\
                Content-Transfer-Encoding: quoted-printable\r\n\r\n\
                <p>r=D0=B5finance</p>\r\n--b--\r\n";
@@ -444,6 +445,7 @@ fn look_alike_letters_from_another_script_do_not_change_a_word() {
     assert!(has(&t, Tag::Subject, "viagra"), "{f:?}");
     assert!(has(&t, Tag::Body, "account"), "{f:?}");
     assert!(has(&t, Tag::Body, "login"), "{f:?}");
+    assert!(has(&t, Tag::Body, "pay"), "{f:?}");
     assert!(has(&t, Tag::Body, "refinance"), "{f:?}");
     assert!(f.iter().any(|x| x.contains("paypal")), "{f:?}");
     // The same words in Latin letters give the same ids.
@@ -451,6 +453,8 @@ fn look_alike_letters_from_another_script_do_not_change_a_word() {
         .replace('\u{430}', "a")
         .replace('\u{435}', "e")
         .replace(['\u{43e}', '\u{3bf}'], "o")
+        .replace('\u{440}', "p")
+        .replace('\u{443}', "y")
         .replace("=D0=B5", "e");
     assert_eq!(t.ids, tok(plain.as_bytes()).ids);
     // Russian text stays Russian.
@@ -462,6 +466,33 @@ fn look_alike_letters_from_another_script_do_not_change_a_word() {
         Tag::Body,
         "\u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}"
     ));
+}
+
+#[test]
+fn combining_marks_on_letters_do_not_change_a_word() {
+    // A stroke on each letter in the subject, an accent written as a mark
+    // of its own in the text, a quoted-printable overlay (U+0336 is
+    // =CC=B6) in HTML: each reads as the bare word.
+    let struck: String = "Viagra".chars().flat_map(|c| [c, '\u{336}']).collect();
+    let msg = format!(
+        "From: \"Pha\u{301}rmacy\" <x@example.net>\r\n\
+         Subject: Cheap {struck}\r\n\
+         Content-Type: multipart/alternative; boundary=b\r\n\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Order ci\u{301}alis today\r\n\
+         --b\r\nContent-Type: text/html; charset=utf-8\r\n\
+         Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+         <p>r=CC=B6e=CC=B6finance</p>\r\n--b--\r\n"
+    );
+    let t = tok(msg.as_bytes());
+    let f = features(msg.as_bytes());
+    assert!(has(&t, Tag::Subject, "viagra"), "{f:?}");
+    assert!(has(&t, Tag::Body, "cialis"), "{f:?}");
+    assert!(has(&t, Tag::Body, "refinance"), "{f:?}");
+    let plain = msg
+        .replace(['\u{336}', '\u{301}'], "")
+        .replace("=CC=B6", "");
+    assert_eq!(t.ids, tok(plain.as_bytes()).ids);
 }
 
 #[test]

@@ -144,6 +144,7 @@ fn ascii_chunk(chunk: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) 
 /// space just as they do at the end or start of the text. A property test
 /// pins this to the segmenter run over the whole line.
 fn mixed_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) -> bool {
+    let context = Line::new(line);
     let b = line.as_bytes();
     let cut_before = |i: usize| i > 0 && b[i - 1] == b' ' && b[i].is_ascii() && b[i] != b' ';
     let mut start = 0;
@@ -168,7 +169,7 @@ fn mixed_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) ->
         let more = if is_ascii_and_latin_letters(stretch) {
             latin_chunk(stretch, buf, f)
         } else {
-            unicode_line(stretch, buf, f)
+            unicode_line(stretch, &context, buf, f)
         };
         if !more {
             return false;
@@ -299,7 +300,14 @@ fn latin_lowercase<'b>(word: &str, buf: &'b mut String) -> &'b str {
     buf.as_str()
 }
 
-fn unicode_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) -> bool {
+/// The words of `line`, a stretch of `context`'s line, by the UAX #29
+/// segmenter.
+fn unicode_line(
+    line: &str,
+    context: &Line,
+    buf: &mut String,
+    f: &mut impl FnMut(&str) -> bool,
+) -> bool {
     // A run of adjacent single characters of a spaceless script, as
     // (start byte, char) pairs, flushed as bigrams when the run ends.
     let mut run: Vec<char> = Vec::new();
@@ -327,7 +335,11 @@ fn unicode_line(line: &str, buf: &mut String, f: &mut impl FnMut(&str) -> bool) 
             buf.make_ascii_lowercase();
         } else {
             buf.extend(word.nfkc().flat_map(char::to_lowercase));
+            if word.chars().any(is_diacritic) {
+                drop_marks(word, buf);
+            }
             fold_homoglyphs(buf);
+            fold_look_alike_word(buf, context);
         }
         if !f(buf) {
             return false;
@@ -398,6 +410,149 @@ fn fold_homoglyphs(word: &mut String) {
         }
     }
     *word = folded;
+}
+
+/// A word of an alphabet (Latin, Greek, Cyrillic, Armenian) without the
+/// combining marks a reader reads through, given `word` as the mail has
+/// it and `buf`, its normalised form (NFKC, lower case), which is
+/// rewritten. Why: a spammer stacks marks on letters (`v̶i̶a̶g̶r̶a̶`, with
+/// U+0336 on each) or writes an accent as a mark of its own
+/// (`vi\u{301}agra`), and UAX #29 keeps the marks in the word, so the
+/// model sees a word it has never seen while the reader sees `viagra`.
+///
+/// - A mark NFKC did not compose into a letter (strokes, overlays, a
+///   second accent no precomposed letter has) is dropped: `café`, `ệ` and
+///   Greek `έ`, written either way, are letters of their own and stay.
+/// - A word that is ASCII apart from its marks loses them all: the
+///   accent on `vi\u{301}agra` is not read as `í`. An ASCII word with an
+///   accent written as a separate mark is rare in real text (mail is
+///   almost always NFC) and is the way this trick is written; the cost
+///   is that decomposed (NFD) `cafe\u{301}` reads as `cafe`, not `café`.
+///
+/// Words with a letter of any other script are left alone: in Devanagari,
+/// Thai, Arabic or Hebrew the marks are vowels and signs of the word.
+fn drop_marks(word: &str, buf: &mut String) {
+    use unicode_script::{Script, UnicodeScript};
+    let alphabet = buf.chars().all(|c| {
+        is_diacritic(c)
+            || matches!(
+                c.script(),
+                Script::Latin
+                    | Script::Greek
+                    | Script::Cyrillic
+                    | Script::Armenian
+                    | Script::Common
+                    | Script::Inherited
+            )
+    });
+    if !alphabet {
+        return;
+    }
+    if word.chars().all(|c| c.is_ascii() || is_diacritic(c)) {
+        buf.clear();
+        buf.extend(word.chars().filter(char::is_ascii));
+        buf.make_ascii_lowercase();
+    } else {
+        buf.retain(|c| !is_diacritic(c));
+    }
+}
+
+/// Whether `c` is a combining mark that belongs to no script of its own
+/// (Unicode script Inherited): the combining diacritics (U+0300–U+036F and
+/// their supplements), the marks for symbols (U+20D0–U+20FF) and the half
+/// marks, which go on any letter. Marks of a script (Hebrew points, Syriac,
+/// Devanagari signs) are that script's, and text that mis-decoded into
+/// them is left as it reads.
+fn is_diacritic(c: char) -> bool {
+    use unicode_script::{Script, UnicodeScript};
+    !c.is_ascii()
+        && unicode_normalization::char::is_combining_mark(c)
+        && c.script() == Script::Inherited
+}
+
+/// The line a word is read in, for the one rule that looks past the
+/// word ([`fold_look_alike_word`]): whether its letters are mostly Latin,
+/// worked out only when a word asks.
+struct Line<'a> {
+    text: &'a str,
+    latin: std::cell::Cell<Option<bool>>,
+}
+
+impl<'a> Line<'a> {
+    fn new(text: &'a str) -> Self {
+        Line {
+            text,
+            latin: Default::default(),
+        }
+    }
+
+    /// Whether more of the line's letters are ASCII ones than not (any
+    /// other letter: Cyrillic, accented Latin, Han, or the letters of
+    /// text decoded in the wrong charset).
+    fn is_mostly_latin(&self) -> bool {
+        *self.latin.get().get_or_insert_with(|| {
+            let (mut latin, mut other) = (0usize, 0usize);
+            for c in self.text.chars() {
+                if c.is_ascii_alphabetic() {
+                    latin += 1;
+                } else if !c.is_ascii() && c.is_alphabetic() {
+                    other += 1;
+                }
+            }
+            latin > other
+        })
+    }
+}
+
+/// A word written wholly in Cyrillic, Greek or Armenian letters that each
+/// imitate a Latin one (`рау`, all three Cyrillic), on a line that is
+/// mostly Latin letters, read as the Latin word (`pay`). Why: swapping
+/// every letter of a word hides it from the model as well as swapping
+/// one does ([`fold_homoglyphs`]), and a reader of an English line reads
+/// `pay`. On a line mostly in those scripts the word is the language's
+/// own (`сор`, `рос` in Russian text) and is left alone, as is any word
+/// with a letter that imitates none (`д`). A lone letter is not folded:
+/// it is no word a reader reads, and one ASCII letter is not a token.
+fn fold_look_alike_word(word: &mut String, context: &Line) {
+    use unicode_script::UnicodeScript;
+    if word.len() > MAX_FOLDED_BYTES || word.is_ascii() || word.chars().nth(1).is_none() {
+        return;
+    }
+    let mut script = None;
+    let whole = word.chars().all(|c| {
+        let s = look_alike_script(c.script());
+        s.is_some() && script.get_or_insert(s) == &s && latin_look_alike(c).is_some()
+    });
+    if !whole || !context.is_mostly_latin() {
+        return;
+    }
+    let folded: String = word.chars().filter_map(latin_look_alike).collect();
+    *word = folded;
+}
+
+/// The ASCII letter a lower-case Greek, Cyrillic or Armenian letter
+/// (U+0370–U+058F) imitates ([`imitated_letter`]), from a table built
+/// once.
+fn latin_look_alike(c: char) -> Option<char> {
+    use std::sync::OnceLock;
+    const FIRST: u32 = 0x370;
+    const LAST: u32 = 0x58f;
+    static TABLE: OnceLock<[u8; (LAST - FIRST + 1) as usize]> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table = [0u8; (LAST - FIRST + 1) as usize];
+        for (slot, code) in table.iter_mut().zip(FIRST..=LAST) {
+            let letter = char::from_u32(code)
+                .filter(|c| c.is_lowercase())
+                .and_then(imitated_letter);
+            *slot = letter.map_or(0, |l| l as u8);
+        }
+        table
+    });
+    let i = (c as u32).checked_sub(FIRST)?;
+    table
+        .get(i as usize)
+        .filter(|&&b| b != 0)
+        .map(|&b| char::from(b))
 }
 
 /// Whether a host name has a label that mixes Latin letters with
@@ -681,10 +836,75 @@ mod tests {
             words("\u{420}o\u{441}\u{441}\u{438}\u{44f}"),
             ["\u{440}\u{43e}\u{441}\u{441}\u{438}\u{44f}"]
         );
+        // A word wholly in look-alikes (Cyrillic р, а, у, о, с, е) on a
+        // line of mostly Latin letters is the Latin word; on a line of
+        // mostly Cyrillic letters it is the Russian one.
+        assert_eq!(
+            words("Confirm your \u{440}\u{430}\u{443} details"),
+            ["confirm", "your", "pay", "details"]
+        );
+        assert_eq!(
+            words("CLICK: \u{421}\u{41e}\u{420}\u{415}"),
+            ["click", "cope"]
+        );
+        assert_eq!(
+            words("\u{42d}\u{442}\u{43e} \u{441}\u{43e}\u{440} John"),
+            ["\u{44d}\u{442}\u{43e}", "\u{441}\u{43e}\u{440}", "john"]
+        );
+        // A lone letter is not a word to fold (Greek α in an English line).
+        assert_eq!(
+            words("the angle \u{3b1} is"),
+            ["the", "angle", "\u{3b1}", "is"]
+        );
+        // One letter that imitates nothing (д) keeps the word as it is.
+        assert_eq!(
+            words("Confirm your \u{434}\u{430}\u{443}"),
+            ["confirm", "your", "\u{434}\u{430}\u{443}"]
+        );
         // A letter that imitates no single Latin letter is kept (Cyrillic
         // д); accented Latin letters are Latin.
         assert_eq!(words("c\u{434}fé"), ["c\u{434}fé"]);
         assert_eq!(words("café"), ["café"]);
+    }
+
+    #[test]
+    fn combining_marks_a_reader_reads_through_do_not_change_a_word() {
+        // Strokes and overlays on every letter, an accent written as a
+        // mark of its own, marks stacked on a letter: `viagra`.
+        let struck: String = "viagra".chars().flat_map(|c| [c, '\u{336}']).collect();
+        assert_eq!(
+            words(&format!("Buy {struck} now")),
+            ["buy", "viagra", "now"]
+        );
+        assert_eq!(words("vi\u{301}agra"), ["viagra"]);
+        assert_eq!(words("VI\u{301}\u{308}\u{323}AGRA"), ["viagra"]);
+        let circled: String = "free".chars().flat_map(|c| [c, '\u{20dd}']).collect();
+        assert_eq!(words(&circled), ["free"]);
+        // With a look-alike letter as well: both undone.
+        assert_eq!(words("vi\u{430}\u{336}gra"), ["viagra"]);
+        // A mark that composes into a letter of a word that has letters
+        // beyond ASCII is that letter, in any alphabet, whichever way it
+        // is written; a mark that composes into none is dropped.
+        assert_eq!(words("crème brûle\u{301}e"), ["crème", "brûlée"]);
+        assert_eq!(words("Vi\u{1ec7}t"), ["vi\u{1ec7}t"]);
+        assert_eq!(
+            words("\u{3ba}\u{3b1}\u{3bb}\u{3b7}\u{3bc}\u{3b5}\u{301}\u{3c1}\u{3b1}"),
+            ["\u{3ba}\u{3b1}\u{3bb}\u{3b7}\u{3bc}\u{3ad}\u{3c1}\u{3b1}"]
+        );
+        assert_eq!(
+            words("\u{43f}\u{440}\u{438}\u{336}\u{432}\u{435}\u{442}"),
+            ["\u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}"]
+        );
+        assert_eq!(words("café"), ["café"]);
+        // Marks that are part of another script's words stay: Hindi
+        // vowel signs and virama, Hebrew points (in canonical order, as NFKC
+        // puts them).
+        for w in [
+            "\u{928}\u{92e}\u{938}\u{94d}\u{924}\u{947}",
+            "\u{5e9}\u{5b8}\u{5c1}\u{5dc}\u{5d5}\u{5b9}\u{5dd}",
+        ] {
+            assert_eq!(words(w), [w]);
+        }
     }
 
     #[test]
@@ -743,10 +963,15 @@ mod tests {
     /// (`unicode_line`): what every fast path must give.
     fn segmenter_words(line: &str) -> Vec<String> {
         let mut whole = Vec::new();
-        unicode_line(line, &mut String::new(), &mut |w: &str| {
-            whole.push(w.to_string());
-            true
-        });
+        unicode_line(
+            line,
+            &Line::new(line),
+            &mut String::new(),
+            &mut |w: &str| {
+                whole.push(w.to_string());
+                true
+            },
+        );
         whole
     }
 
