@@ -535,7 +535,8 @@ on_both!(settings_and_lists_are_kept_and_decide_delivery, |f| {
             },
         )
         .unwrap();
-    assert_eq!(set.mode, HandlingMode::Reject);
+    assert_eq!(set.settings.mode, HandlingMode::Reject);
+    assert!(set.changed);
     assert_eq!(
         f.engine.user_settings(&u).unwrap().mode,
         HandlingMode::Reject

@@ -836,6 +836,31 @@ async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::NotFound);
     }
+    // The same settings and the same list entry sent five times (a
+    // retrying or looping client), then a read: one line each at INFO.
+    for _ in 0..5 {
+        c.update_user(chaff::proto::UpdateUserRequest {
+            user_id: "alice".into(),
+            handling_mode: chaff::proto::HandlingMode::Reject.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        c.add_list_entry(chaff::proto::ListEntryRequest {
+            user_id: "alice".into(),
+            kind: chaff::proto::ListKind::Block.into(),
+            entry: "spammer.example".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    c.update_user(chaff::proto::UpdateUserRequest {
+        user_id: "alice".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     drop(c);
     let stderr = server.stop();
 
@@ -870,6 +895,19 @@ async fn serve_logs_json_lines_with_refusals_at_info_and_clicks_below_it() {
         start["fields"]["max_concurrent_reads"].is_number(),
         "{start}"
     );
+    let said = |what: &str| {
+        lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == what)
+            .collect::<Vec<_>>()
+    };
+    let settings = said("settings updated");
+    assert_eq!(settings.len(), 1, "{stderr}");
+    assert_eq!(settings[0]["level"], "INFO");
+    assert_eq!(settings[0]["fields"]["mode"], "reject", "{stderr}");
+    let added = said("list entry added");
+    assert_eq!(added.len(), 1, "{stderr}");
+    assert_eq!(added[0]["fields"]["entry"], "spammer.example", "{stderr}");
     // Five clicks, no line for any of them at the default level.
     assert!(
         !lines

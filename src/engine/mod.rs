@@ -84,7 +84,9 @@ pub use score::{
     TOP_FEATURES, derive_message_id, derive_message_id_from,
 };
 pub use shared::{Seeded, SharedSummary};
-pub use users::{DEFAULT_FIND_LIMIT, DecisionQuery, ListRef, MAX_FIND_LIMIT, UserSummary};
+pub use users::{
+    DEFAULT_FIND_LIMIT, DecisionQuery, ListRef, MAX_FIND_LIMIT, SettingsUpdated, UserSummary,
+};
 
 use std::sync::Arc;
 

@@ -677,8 +677,34 @@ fn an_update_that_changes_nothing_reads_and_stores_no_user() {
     let e = engine(dir.path());
     let u = user("noop-update");
     let got = e.update_settings(&u, &SettingsUpdate::default()).unwrap();
-    assert_eq!(got, e.user_settings(&u).unwrap());
+    assert_eq!(got.settings, e.user_settings(&u).unwrap());
+    assert!(!got.changed, "a read changes nothing");
     assert!(!e.delete_user(&u).unwrap(), "no user was stored");
+}
+
+#[test]
+fn an_update_says_whether_it_changed_the_settings() {
+    use crate::policy::HandlingMode;
+    use crate::policy::settings::SettingsUpdate;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let u = user("changed");
+    let reject = SettingsUpdate {
+        mode: Some(HandlingMode::Reject),
+        ..Default::default()
+    };
+    let first = e.update_settings(&u, &reject).unwrap();
+    assert!(first.changed);
+    assert_eq!(first.settings.mode, HandlingMode::Reject);
+    // The same values again: stored as they were, nothing changed.
+    let again = e.update_settings(&u, &reject).unwrap();
+    assert_eq!((again.changed, &again.settings), (false, &first.settings));
+    let share = SettingsUpdate {
+        share_training: Some(true),
+        ..Default::default()
+    };
+    assert!(e.update_settings(&u, &share).unwrap().changed);
+    assert!(!e.update_settings(&u, &share).unwrap().changed);
 }
 
 /// Entries an older build accepted, under rules since made stricter, still

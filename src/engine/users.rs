@@ -14,6 +14,14 @@ use crate::store::Aggregate;
 use crate::types::{Owner, UserId};
 use tracing::warn;
 
+/// What [`Engine::update_settings`] did: the user's settings now, and
+/// whether the call changed them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettingsUpdated {
+    pub settings: UserSettings,
+    pub changed: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserSummary {
     pub spam_learned: u64,
@@ -218,7 +226,11 @@ impl Engine {
         })
     }
 
-    /// Changes the user's settings durably; returns the new settings.
+    /// Changes the user's settings durably; returns the new settings and
+    /// whether they differ from the old ones (an empty update is a read,
+    /// and the same values sent again change nothing: the service logs
+    /// only a change at INFO, so a client that retries or loops does not
+    /// fill the log).
     ///
     /// Consent (`share_training`): turning it on starts a new consent id,
     /// so only clicks from then on are shared; turning it off removes the
@@ -228,12 +240,15 @@ impl Engine {
         &self,
         user: &UserId,
         update: &SettingsUpdate,
-    ) -> Result<UserSettings, Error> {
+    ) -> Result<SettingsUpdated, Error> {
         self.needs(Aggregate::Policy)?;
         if update.is_empty() {
             // A read: writing the settings as they are would store a user
             // that has nothing (ListUsers would list it, DeleteUser find it).
-            return self.user_settings(user);
+            return Ok(SettingsUpdated {
+                settings: self.user_settings(user)?,
+                changed: false,
+            });
         }
         if let Some(clicks) = self.store.shared_clicks() {
             // Change what the store holds now (another replica may have
@@ -248,6 +263,7 @@ impl Engine {
                 (policy.settings.clone(), policy.consent)
             };
             let next = current.updated(update)?;
+            let changed = next != current;
             let (consent, revoke) = match (current.share_training, next.share_training) {
                 (false, true) => (self.store.generate_id()?, false),
                 (true, false) => (0, true),
@@ -260,7 +276,10 @@ impl Engine {
             let mut policy = slot.policy.write();
             policy.settings = next.clone();
             policy.consent = consent;
-            Ok(next)
+            Ok(SettingsUpdated {
+                settings: next,
+                changed,
+            })
         })?;
         // Durable before the reply; after the writer lock, so other
         // writers share the flush.

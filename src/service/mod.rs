@@ -408,15 +408,22 @@ impl proto::chaff_server::Chaff for ChaffService {
             share_training: req.share_training,
         };
         let u = user.clone();
-        let s = self.run(move |e| e.update_settings(&u, &update)).await?;
-        info!(
-            user = user.as_str(),
-            mode = s.mode.as_str(),
-            spam_threshold = s.spam_threshold,
-            reject_threshold = s.reject_threshold,
-            share_training = s.share_training,
-            "settings updated"
-        );
+        let done = self.run(move |e| e.update_settings(&u, &update)).await?;
+        let s = &done.settings;
+        // A line for each change; a read, or the same values sent again
+        // (a retry, a looping client), only at DEBUG.
+        if done.changed {
+            info!(
+                user = user.as_str(),
+                mode = s.mode.as_str(),
+                spam_threshold = s.spam_threshold,
+                reject_threshold = s.reject_threshold,
+                share_training = s.share_training,
+                "settings updated"
+            );
+        } else {
+            debug!(user = user.as_str(), "settings unchanged");
+        }
         self.user_info(user).await
     }
 
@@ -771,14 +778,19 @@ impl ChaffService {
                 "operator list changed"
             );
         }
-        info!(
-            owner = %owner_name(&list.owner),
-            list = list.kind.as_str(),
-            %entry,
-            changed,
-            "{}",
-            if add { "list entry added" } else { "list entry removed" }
-        );
+        // A line for each change; adding an entry that is there or
+        // removing one that is not (a retry, a looping client) only at
+        // DEBUG.
+        let what = if add {
+            "list entry added"
+        } else {
+            "list entry removed"
+        };
+        if changed {
+            info!(owner = %owner_name(&list.owner), list = list.kind.as_str(), %entry, "{what}");
+        } else {
+            debug!(owner = %owner_name(&list.owner), list = list.kind.as_str(), %entry, "{what}: no change");
+        }
         Ok(Response::new(proto::ListEntryResponse {
             changed,
             entry: entry.to_string(),
