@@ -633,6 +633,43 @@ fn a_link_to_an_ip_address_in_any_form_a_browser_reads_is_an_ip_literal() {
 }
 
 #[test]
+fn a_link_in_plain_text_to_a_number_a_browser_reads_as_an_ip_is_an_ip_literal() {
+    // linkify takes none of these hosts for a host; a mail client makes
+    // each a link to 192.168.1.1.
+    for link in [
+        "http://3232235777/x",
+        "HTTPS://3232235777",
+        "http://192.168.257/claim?id=1",
+        "http://0300.0250.1.1/x",
+    ] {
+        let msg = format!(
+            "Subject: x\r\nContent-Type: text/plain\r\n\r\nVerify at {link}. Thanks zzafter\r\n"
+        );
+        let t = tok(msg.as_bytes());
+        let f = features(msg.as_bytes());
+        assert!(has(&t, Tag::UrlShape, "ip-literal"), "{link}: {f:?}");
+        assert!(has(&t, Tag::UrlHost, "192.168.1.1"), "{link}: {f:?}");
+        assert!(has(&t, Tag::Body, "verify"), "{link}: {f:?}");
+        assert!(has(&t, Tag::Body, "zzafter"), "{link}: {f:?}");
+        assert!(!has(&t, Tag::Body, "http"), "{link}: {f:?}");
+    }
+    // A number alone, another scheme, a host that is a name: no IP.
+    for text in [
+        "call 3232235777 now",
+        "ftp://3232235777/x",
+        "http://cafe.be/ and http:// alone",
+    ] {
+        let msg = format!("Subject: x\r\nContent-Type: text/plain\r\n\r\n{text}\r\n");
+        let t = tok(msg.as_bytes());
+        assert!(
+            !has(&t, Tag::UrlShape, "ip-literal"),
+            "{text}: {:?}",
+            features(msg.as_bytes())
+        );
+    }
+}
+
+#[test]
 fn html_links_images_and_forms() {
     let msg = b"Subject: x\r\nContent-Type: text/html\r\n\r\n<p>Dear customer</p>\
 <a href=\"http://evil.example/claim\">https://www.mybank.example/login</a>\
