@@ -188,6 +188,10 @@ fn text_features_memo_after(text: &str, budget: &mut Budget, sink: &mut Sink, me
 /// 25) hid `url:ip-literal`, one of the strongest URL shapes, behind such
 /// hosts; in links they were found, in plain text they were read as the
 /// word `http` and a number.
+/// The longest host name (RFC 1035: 253 bytes), for
+/// [`words_and_numeric_links`]'s look past a `://`.
+const MAX_HOST_BYTES: usize = 253;
+
 fn words_and_numeric_links(text: &str, sink: &mut Sink) {
     let b = text.as_bytes();
     let (mut last, mut from) = (0, 0);
@@ -204,18 +208,35 @@ fn words_and_numeric_links(text: &str, sink: &mut Sink) {
         if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
             continue;
         }
+        // The host, read no further than a host can be long: text of
+        // thousands of `http://` with no space between (hostile, or a
+        // broken part) costs each a bounded look, not a scan to the end.
         let rest = &text[from..];
-        let end = rest
-            .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '`'))
-            .unwrap_or(rest.len());
+        let ends_link =
+            |c: u8| c.is_ascii_whitespace() || matches!(c, b'<' | b'>' | b'"' | b'\'' | b'`');
+        let window = &rest.as_bytes()[..rest.len().min(MAX_HOST_BYTES + 1)];
+        let Some(host_end) = window
+            .iter()
+            .position(|&c| ends_link(c) || matches!(c, b'/' | b'?' | b'#' | b':' | b'\\'))
+            .or((window.len() == rest.len()).then_some(rest.len()))
+        else {
+            continue;
+        };
         // Trailing punctuation ends a sentence, not the link (as linkify).
-        let end = rest[..end]
-            .trim_end_matches(['.', ',', ';', ':', '!', '?', ')', ']'])
-            .len();
-        let host_end = rest[..end].find(['/', '?', '#', ':', '\\']).unwrap_or(end);
-        if whatwg_ipv4(&rest[..host_end]).is_none() {
+        let trim = |s: &str| {
+            s.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', ']'])
+                .len()
+        };
+        if whatwg_ipv4(&rest[..trim(&rest[..host_end])]).is_none() {
             continue;
         }
+        // A link to a number: to its end (once per link, as `from` moves
+        // past it).
+        let end = rest.as_bytes()[host_end..]
+            .iter()
+            .position(|&c| ends_link(c))
+            .map_or(rest.len(), |i| host_end + i);
+        let end = trim(&rest[..end]);
         sink.words(Tag::Body, &text[last..start]);
         url(&text[start..from + end], sink);
         (last, from) = (from + end, from + end);

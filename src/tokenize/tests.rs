@@ -653,11 +653,17 @@ fn a_link_in_plain_text_to_a_number_a_browser_reads_as_an_ip_is_an_ip_literal() 
         assert!(has(&t, Tag::Body, "zzafter"), "{link}: {f:?}");
         assert!(!has(&t, Tag::Body, "http"), "{link}: {f:?}");
     }
-    // A number alone, another scheme, a host that is a name: no IP.
+    // A number alone, another scheme, a host that is a name, a host
+    // longer than any host, and 40,000 `1http://` with no space between
+    // (each looked at no further than a host can be long): no IP.
+    let long_host = format!("http://{}/x", "1".repeat(300));
+    let hostile = "1http://".repeat(40_000);
     for text in [
         "call 3232235777 now",
         "ftp://3232235777/x",
         "http://cafe.be/ and http:// alone",
+        &long_host,
+        &hostile,
     ] {
         let msg = format!("Subject: x\r\nContent-Type: text/plain\r\n\r\n{text}\r\n");
         let t = tok(msg.as_bytes());
