@@ -17,6 +17,7 @@ PROFILE=${1:-spam-only}; SEEDS=${2:-10}; BIN=${3:-target/release/chaff}
 shift $(( $# < 3 ? $# : 3 )); [ "${1:-}" = "--" ] && shift
 CORPORA=${CORPORA:-"spamassassin enron1 enron2 enron3 trec06p"}
 out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
 for c in $CORPORA; do for s in $(seq 0 $((SEEDS - 1))); do
   echo "$BIN eval --index target/corpus/$c/index --train clicks --profile $PROFILE --seed $s --json $* > $out/$c-$s.json"
 done; done | xargs -P "$(nproc)" -I{} sh -c '{}'
@@ -32,4 +33,3 @@ for c in corpora:
           f"  | medians (1-ROCA)% {med('one_minus_roca_pct'):.3f} lam% {med('lam_pct'):.2f}"
           f" 0.1%-point {med('spam_misclassified_at_0_1_ham_pct'):.2f}")
 PY
-rm -rf "$out"

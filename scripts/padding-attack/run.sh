@@ -21,9 +21,10 @@ env "$@" "$BIN" serve --data "$W/data" --listen "127.0.0.1:$PORT" >"$W/serve.log
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q serving "$W/serve.log" && break; sleep 0.1; done
+grep -q serving "$W/serve.log" || { echo "chaff serve did not start:" >&2; cat "$W/serve.log" >&2; exit 1; }
 S=(--server "127.0.0.1:$PORT" -u victim)
-"$BIN" train "${S[@]}" --spam "$W"/train/spam/*.eml >/dev/null 2>&1
-"$BIN" train "${S[@]}" --ham "$W"/train/ham/*.eml >/dev/null 2>&1
+"$BIN" train "${S[@]}" --spam "$W"/train/spam/*.eml >/dev/null
+"$BIN" train "${S[@]}" --ham "$W"/train/ham/*.eml >/dev/null
 show() { python3 -c 'import json,sys
 for l in sys.stdin:
     j = json.loads(l); print("%.3g %s" % (j["spam_probability"], j["verdict"]), end="; ")'; }

@@ -180,6 +180,10 @@ fn text_features_memo_after(text: &str, budget: &mut Budget, sink: &mut Sink, me
     words_and_numeric_links(&text[last..], sink);
 }
 
+/// The longest host name (RFC 1035: 253 bytes), for
+/// [`words_and_numeric_links`]'s look past a `://`.
+const MAX_HOST_BYTES: usize = 253;
+
 /// The words of `text`, a stretch of free text in which linkify found no
 /// link, and the `http://` and `https://` links in it whose host is a
 /// number a browser reads as an IPv4 address but linkify does not take
@@ -188,10 +192,6 @@ fn text_features_memo_after(text: &str, budget: &mut Budget, sink: &mut Sink, me
 /// 25) hid `url:ip-literal`, one of the strongest URL shapes, behind such
 /// hosts; in links they were found, in plain text they were read as the
 /// word `http` and a number.
-/// The longest host name (RFC 1035: 253 bytes), for
-/// [`words_and_numeric_links`]'s look past a `://`.
-const MAX_HOST_BYTES: usize = 253;
-
 fn words_and_numeric_links(text: &str, sink: &mut Sink) {
     let b = text.as_bytes();
     let (mut last, mut from) = (0, 0);
@@ -214,10 +214,12 @@ fn words_and_numeric_links(text: &str, sink: &mut Sink) {
         let rest = &text[from..];
         let ends_link =
             |c: u8| c.is_ascii_whitespace() || matches!(c, b'<' | b'>' | b'"' | b'\'' | b'`');
-        let window = &rest.as_bytes()[..rest.len().min(MAX_HOST_BYTES + 1)];
+        // The authority (`user@host:port`) is read as far as a user name
+        // and a host can be long together.
+        let window = &rest.as_bytes()[..rest.len().min(2 * MAX_HOST_BYTES + 1)];
         let Some(host_end) = window
             .iter()
-            .position(|&c| ends_link(c) || matches!(c, b'/' | b'?' | b'#' | b':' | b'\\'))
+            .position(|&c| ends_link(c) || matches!(c, b'/' | b'?' | b'#' | b'\\'))
             .or((window.len() == rest.len()).then_some(rest.len()))
         else {
             continue;
@@ -227,7 +229,12 @@ fn words_and_numeric_links(text: &str, sink: &mut Sink) {
             s.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', ']'])
                 .len()
         };
-        if whatwg_ipv4(&rest[..trim(&rest[..host_end])]).is_none() {
+        // The host: past a user name (`http://paypal.com@3232235777/`
+        // goes to the number), before a port.
+        let authority = &rest[..trim(&rest[..host_end])];
+        let host = authority.rsplit('@').next().unwrap_or(authority);
+        let host = host.split(':').next().unwrap_or(host);
+        if host.len() > MAX_HOST_BYTES || whatwg_ipv4(host).is_none() {
             continue;
         }
         // A link to a number: to its end (once per link, as `from` moves

@@ -641,6 +641,8 @@ fn a_link_in_plain_text_to_a_number_a_browser_reads_as_an_ip_is_an_ip_literal() 
         "HTTPS://3232235777",
         "http://192.168.257/claim?id=1",
         "http://0300.0250.1.1/x",
+        "http://paypal.com@3232235777/login",
+        "http://3232235777:8080/x",
     ] {
         let msg = format!(
             "Subject: x\r\nContent-Type: text/plain\r\n\r\nVerify at {link}. Thanks zzafter\r\n"

@@ -341,6 +341,11 @@ fn unicode_line(
             fold_homoglyphs(buf);
             fold_look_alike_word(buf, context);
         }
+        // A word of marks alone (`\u{363}` at a line's start, which UAX
+        // #29 counts as a word) is none once they are dropped.
+        if buf.is_empty() {
+            continue;
+        }
         if !f(buf) {
             return false;
         }
@@ -462,7 +467,10 @@ fn drop_marks(word: &str, buf: &mut String) {
 /// their supplements), the marks for symbols (U+20D0–U+20FF) and the half
 /// marks, which go on any letter. Marks of a script (Hebrew points, Syriac,
 /// Devanagari signs) are that script's, and text that mis-decoded into
-/// them is left as it reads.
+/// them is left as it reads. A few marks shared by scripts are Inherited
+/// too (the Arabic harakat U+064B–U+0655): put on a Latin word they are
+/// dropped like any diacritic; in Arabic words they stay, as
+/// [`drop_marks`] leaves words of other scripts alone.
 fn is_diacritic(c: char) -> bool {
     use unicode_script::{Script, UnicodeScript};
     !c.is_ascii()
@@ -472,7 +480,9 @@ fn is_diacritic(c: char) -> bool {
 
 /// The line a word is read in, for the one rule that looks past the
 /// word ([`fold_look_alike_word`]): whether its letters are mostly Latin,
-/// worked out only when a word asks.
+/// worked out only when a word asks. The line is a line of the text the
+/// tokenizer hands to [`for_each_word`]: in a body, the text between two
+/// links is read apart, so a link ends a line as a line break does.
 struct Line<'a> {
     text: &'a str,
     latin: std::cell::Cell<Option<bool>>,
@@ -514,15 +524,12 @@ impl<'a> Line<'a> {
 /// with a letter that imitates none (`д`). A lone letter is not folded:
 /// it is no word a reader reads, and one ASCII letter is not a token.
 fn fold_look_alike_word(word: &mut String, context: &Line) {
-    use unicode_script::UnicodeScript;
     if word.len() > MAX_FOLDED_BYTES || word.is_ascii() || word.chars().nth(1).is_none() {
         return;
     }
-    let mut script = None;
-    let whole = word.chars().all(|c| {
-        let s = look_alike_script(c.script());
-        s.is_some() && script.get_or_insert(s) == &s && latin_look_alike(c).is_some()
-    });
+    // Any mix of the three scripts (`рαу`, Cyrillic, Greek, Cyrillic):
+    // every letter must imitate a Latin one.
+    let whole = word.chars().all(|c| latin_look_alike(c).is_some());
     if !whole || !context.is_mostly_latin() {
         return;
     }
@@ -851,6 +858,11 @@ mod tests {
             words("\u{42d}\u{442}\u{43e} \u{441}\u{43e}\u{440} John"),
             ["\u{44d}\u{442}\u{43e}", "\u{441}\u{43e}\u{440}", "john"]
         );
+        // Look-alikes of the three scripts mixed in one word: the same.
+        assert_eq!(
+            words("Confirm your \u{440}\u{3b1}\u{443} details"),
+            ["confirm", "your", "pay", "details"]
+        );
         // A lone letter is not a word to fold (Greek α in an English line).
         assert_eq!(
             words("the angle \u{3b1} is"),
@@ -878,6 +890,8 @@ mod tests {
         );
         assert_eq!(words("vi\u{301}agra"), ["viagra"]);
         assert_eq!(words("VI\u{301}\u{308}\u{323}AGRA"), ["viagra"]);
+        // Marks alone at the start of a line are no word.
+        assert_eq!(words("\u{363} x\u{345}\u{345} yz"), ["x", "yz"]);
         let circled: String = "free".chars().flat_map(|c| [c, '\u{20dd}']).collect();
         assert_eq!(words(&circled), ["free"]);
         // With a look-alike letter as well: both undone.
