@@ -699,6 +699,15 @@ fn an_update_says_whether_it_changed_the_settings() {
     // The same values again: stored as they were, nothing changed.
     let again = e.update_settings(&u, &reject).unwrap();
     assert_eq!((again.changed, &again.settings), (false, &first.settings));
+    // A user's first settings are a change even when they are the
+    // defaults: the user is stored from then on.
+    let fresh = user("fresh");
+    let defaults = SettingsUpdate {
+        mode: Some(e.user_settings(&fresh).unwrap().mode),
+        ..Default::default()
+    };
+    assert!(e.update_settings(&fresh, &defaults).unwrap().changed);
+    assert!(!e.update_settings(&fresh, &defaults).unwrap().changed);
     let share = SettingsUpdate {
         share_training: Some(true),
         ..Default::default()

@@ -227,7 +227,8 @@ impl Engine {
     }
 
     /// Changes the user's settings durably; returns the new settings and
-    /// whether they differ from the old ones (an empty update is a read,
+    /// whether they differ from the old ones or were stored for the first
+    /// time (an empty update is a read,
     /// and the same values sent again change nothing: the service logs
     /// only a change at INFO, so a client that retries or loops does not
     /// fill the log).
@@ -263,7 +264,9 @@ impl Engine {
                 (policy.settings.clone(), policy.consent)
             };
             let next = current.updated(update)?;
-            let changed = next != current;
+            // The same values are a change when they are stored for the
+            // first time: the user now exists (ListUsers lists them).
+            let changed = next != current || self.store.settings(user)?.is_none();
             let (consent, revoke) = match (current.share_training, next.share_training) {
                 (false, true) => (self.store.generate_id()?, false),
                 (true, false) => (0, true),
