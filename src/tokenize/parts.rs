@@ -229,12 +229,14 @@ fn words_and_numeric_links(text: &str, sink: &mut Sink) {
             s.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', ']'])
                 .len()
         };
-        // The host: past a user name (`http://paypal.com@3232235777/`
-        // goes to the number), before a port.
-        let authority = &rest[..trim(&rest[..host_end])];
-        let host = authority.rsplit('@').next().unwrap_or(authority);
-        let host = host.split(':').next().unwrap_or(host);
-        if host.len() > MAX_HOST_BYTES || whatwg_ipv4(host).is_none() {
+        // Is its host a number? Read as every link is read ([`url_with`]:
+        // past a user name, before a port, in any IPv4 form), up to the
+        // authority's end.
+        let mut numeric = false;
+        url_with(&text[start..from + trim(&rest[..host_end])], |feature| {
+            numeric |= matches!(feature, UrlFeature::IpLiteral(_));
+        });
+        if !numeric {
             continue;
         }
         // A link to a number: to its end (once per link, as `from` moves
