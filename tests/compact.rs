@@ -331,7 +331,9 @@ async fn a_format_6_directory_written_by_main_is_upgraded_in_place_and_answers_a
     let (format, dict_before) = format_and_dictionary(&dir);
     assert_eq!(format, 6u32.to_be_bytes(), "the fixture is format 6");
 
-    let server = ServerProcess::start(&dir);
+    // Main scored without the ham side's pooled prior (session 29), which
+    // reads the upgraded ham as delivered; off, the scores are main's.
+    let server = ServerProcess::start_args(&dir, &["--thin-ham-pool", "0"]);
     let mut c = connect(&server.addr).await;
     for u in 0..2 {
         let id = format!("user-{u}");
@@ -426,6 +428,10 @@ async fn a_format_7_directory_written_by_main_opens_with_all_its_ham_delivered()
         "0.02",
         "--header-strength-ramp",
         "10",
+        // Main had no pooled prior on the ham side (session 29): with all
+        // the old ham delivered it would apply here.
+        "--thin-ham-pool",
+        "0",
     ];
     let server = ServerProcess::start_args(&dir, &ramp);
     let mut c = connect(&server.addr).await;

@@ -461,8 +461,12 @@ async fn sigkills_while_a_format_5_directory_opens_leave_it_equal_to_the_same_cl
 /// the same models after. Score learns no delivered mail here, so the
 /// models change only by those clicks.
 async fn assert_same_users(old: &Path, reference: &Path, users: usize, clicks: usize) {
-    let upgraded = ServerProcess::start_pure(old);
-    let expected = ServerProcess::start_pure(reference);
+    // The upgrade reads the old ham as delivered, the reference's is
+    // clicked: the ham side's pooled prior, which reads that split, is off
+    // so the scores say whether the counts survived.
+    let pure = ["--learn-delivered", "false", "--thin-ham-pool", "0"];
+    let upgraded = ServerProcess::start_args(old, &pure);
+    let expected = ServerProcess::start_args(reference, &pure);
     let mut a = connect(&upgraded.addr).await;
     let mut b = connect(&expected.addr).await;
     for u in 0..users {
@@ -597,11 +601,19 @@ async fn a_sigkill_during_the_format_6_upgrade_leaves_a_directory_that_opens_and
     kill_during_upgrade(&old, &timing, 6);
 
     // The upgrade to format 8 reads every old model's ham as delivered,
-    // where the reference's is clicked; with the header's own prior and
-    // the thin-ham cap off that split changes no score (the premise
+    // where the reference's is clicked; with the header's own prior, the
+    // thin-ham cap and the ham side's pooled prior off that split changes
+    // no score (the premise
     // `classify::blend` pins), so the scores say whether the counts
     // survived.
-    let same_prior = ["--header-strength", "0.1", "--thin-ham-exponent", "0"];
+    let same_prior = [
+        "--header-strength",
+        "0.1",
+        "--thin-ham-exponent",
+        "0",
+        "--thin-ham-pool",
+        "0",
+    ];
     let upgraded = ServerProcess::start_args(&old, &same_prior);
     let expected = ServerProcess::start_args(&reference, &same_prior);
     let mut a = connect(&upgraded.addr).await;

@@ -145,7 +145,7 @@ impl<'a> Blend<'a> {
             prior_weights,
             decay: r / (r + learned) * known,
             unit,
-            user_parts: robinson::PartParams::new(user.clicked_ham_weight(), params),
+            user_parts: robinson::PartParams::for_user(user, params),
             shared_parts: shared_parts(prior, params),
         }
     }
@@ -222,7 +222,8 @@ impl<'a> Blend<'a> {
         let c = mine.unwrap_or_default();
         let n_user = (f64::from(c.spam) + f64::from(c.ham)) / self.unit;
         // No ratio means no counts, so n_user is 0 and p_u does not matter.
-        let p_user = robinson::graham_probability(c.spam, c.ham, nspam, nham).unwrap_or(0.5);
+        let p_user = robinson::graham_probability(c.spam, c.ham, nspam, nham, params.ham_prior)
+            .unwrap_or(0.5);
         let (s, x) = (params.strength, params.prior);
         let f = (s * x + m * f_shared + n_user * p_user) / (s + m + n_user);
         Some((f, n_user / (n_user + m)))
@@ -326,7 +327,7 @@ pub fn score_shared(
 /// `robinson::header_params`). The shared model learns clicks only
 /// (delivered mail stays the user's), so all its ham is clicked ham.
 fn shared_parts<'a>(prior: &Prior<'_>, params: &'a Params) -> robinson::PartParams<'a> {
-    robinson::PartParams::new(prior.weights().1, params)
+    robinson::PartParams::for_shared(prior.weights().1, params)
 }
 
 /// The message's strongest blended features, estimating every token
@@ -538,6 +539,54 @@ mod tests {
             header_shown += usize::from(in_header);
         }
         assert_eq!(header_shown, header.len());
+    }
+
+    #[test]
+    fn a_delivered_ham_sides_prior_is_read_alike_by_the_score_the_blend_and_the_explanation() {
+        // `trained`'s counts, its ham learned from delivery: every token
+        // is estimated with the pooled prior on the ham rate
+        // (`robinson::ham_prior_weight`), and the blend and `chaff why`
+        // must estimate it as the score does.
+        let mut m = Model::default();
+        for _ in 0..3 {
+            m.learn(&ids(0..20), Label::Spam);
+            m.learn_delivered(&ids(100..120), Weight::FULL);
+        }
+        let p = Params::default();
+        assert!(robinson::ham_prior_weight(&m, &p) > 0.0);
+        let (msg, header) = header_of_trained();
+        let own = robinson::score_parts(&m, &msg, &header, &p);
+        let off = Params {
+            thin_ham_pool: 0.0,
+            ..p.clone()
+        };
+        assert_ne!(
+            own,
+            robinson::score_parts(&m, &msg, &header, &off),
+            "the prior matters for this message"
+        );
+        // Over a shared model that knows none of the message's tokens.
+        let mut s = SharedModel::default();
+        s.apply(&user("b"), true, Label::Spam, Weight::FULL, &ids(900..950));
+        let (b, _) = score_and_strongest(&m, &s.prior_for(Some(&user("a"))), &msg, &header, &p, 5);
+        assert_eq!(b.score.log_odds.to_bits(), own.log_odds.to_bits());
+        // The explanation shows the estimates the score used.
+        let (spam, ham) = m.strongest(&msg, &header, &p, 40);
+        let used = robinson::PartParams::for_user(&m, &p);
+        let unpooled = robinson::PartParams::for_shared(m.clicked_ham_weight(), &p);
+        let unit = f64::from(Weight::FULL.0);
+        let (nspam, nham) = m.weights();
+        let mut moved = 0;
+        for (id, f) in spam.iter().chain(&ham) {
+            let c = m.get(*id).unwrap();
+            let in_header = header.binary_search(id).is_ok();
+            let estimate = |parts: &robinson::PartParams<'_>| {
+                robinson::token_probability(c.spam, c.ham, nspam, nham, unit, parts.get(in_header))
+            };
+            assert_eq!(f.to_bits(), estimate(&used).to_bits(), "{id:?}");
+            moved += usize::from(estimate(&unpooled) != *f);
+        }
+        assert!(moved > 0, "the prior moved no token shown");
     }
 
     #[test]
@@ -773,14 +822,18 @@ mod tests {
     /// with the same clicks written in today's format (`chaff soak
     /// --from-format 5`, `tests/soak.rs`' format-6 kill test): an upgrade
     /// books all old ham as delivered, the reference books it as clicked,
-    /// and two rules read that split: the header's prior
-    /// (`header_strength_ramp`) and the thin-ham cap on never-seen tokens
-    /// (`thin_ham_ramp`). With the header's `s` the body's and the cap off
-    /// (`thin_ham_exponent` 0), the split must move no score, alone or
-    /// over a shared model. With the header's prior off alone it does:
-    /// the cause of the soak's failure in session 26 (docs/FAULTS.md).
+    /// and three rules read that split: the header's prior
+    /// (`header_strength_ramp`), the thin-ham cap on never-seen tokens
+    /// (`thin_ham_ramp`) and the ham side's pooled prior
+    /// (`thin_ham_pool`, session 29). With the header's `s` the body's
+    /// and the other two off (`thin_ham_exponent` 0, `thin_ham_pool` 0),
+    /// the split must move no score, alone or over a shared model. With
+    /// the header's prior off alone it does (the cause of the soak's
+    /// failure in session 26, docs/FAULTS.md), and so it does with either
+    /// of the other two left on.
     #[test]
-    fn the_split_between_clicked_and_delivered_ham_moves_no_score_once_both_ramps_are_off() {
+    fn the_split_between_clicked_and_delivered_ham_moves_no_score_once_the_rules_that_read_it_are_off()
+     {
         // Three long spam, two short ham: the ham side holds fewer words,
         // where the thin-ham cap applies.
         let (mut clicked, mut delivered) = (Model::default(), Model::default());
@@ -835,15 +888,29 @@ mod tests {
             header_strength: Some(defaults.strength),
             ..defaults.clone()
         };
-        let both_off = Params {
+        let all_off = Params {
+            thin_ham_exponent: 0.0,
+            thin_ham_pool: 0.0,
+            ..header_off.clone()
+        };
+        assert_eq!(bits(&clicked, &all_off), bits(&delivered, &all_off));
+        let cap_on = Params {
+            thin_ham_pool: 0.0,
+            ..header_off.clone()
+        };
+        assert_ne!(
+            bits(&clicked, &cap_on),
+            bits(&delivered, &cap_on),
+            "the thin-ham cap reads the split"
+        );
+        let pool_on = Params {
             thin_ham_exponent: 0.0,
             ..header_off.clone()
         };
-        assert_eq!(bits(&clicked, &both_off), bits(&delivered, &both_off));
         assert_ne!(
-            bits(&clicked, &header_off),
-            bits(&delivered, &header_off),
-            "the thin-ham cap reads the split"
+            bits(&clicked, &pool_on),
+            bits(&delivered, &pool_on),
+            "the ham side's pooled prior reads the split"
         );
     }
 }

@@ -141,7 +141,10 @@ pub struct Model {
     /// delivered, the safe reading for [`Params::header_strength_ramp`],
     /// which reads it; [`Params::thin_ham_ramp`] reads it too, and for it
     /// the reading gives an upgraded user the thin-ham cap until they
-    /// click ten ham (`robinson::unknown_probability`).
+    /// click ten ham (`robinson::unknown_probability`); so does
+    /// [`Params::thin_ham_pool`], which gives them the pooled prior on
+    /// their ham rate until their ham messages make it small
+    /// (`robinson::ham_prior_weight`).
     delivered_ham: u64,
     /// Each class's token mass: the sum of that class's counts over every
     /// token the model holds (units of [`Weight`]), kept by every change to
@@ -515,7 +518,7 @@ impl Model {
             return (Vec::new(), Vec::new());
         }
         let unit = f64::from(Weight::FULL.0);
-        let parts = robinson::PartParams::new(self.clicked_ham_weight(), params);
+        let parts = robinson::PartParams::for_user(self, params);
         strongest_by(ids, params, k, |id| {
             let c = self.get(id)?;
             let p = parts.get(header.binary_search(&id).is_ok());

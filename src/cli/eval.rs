@@ -184,6 +184,18 @@ pub struct EvalArgs {
     /// many messages' worth of ham (default 10; 0: whatever they clicked).
     #[arg(long, help_heading = "Tuning", value_name = "MESSAGES")]
     thin_ham_ramp: Option<f64>,
+    /// While a user's ham side is delivered mail, each token's ham rate
+    /// starts from its pooled rate with this many messages' weight,
+    /// A·K/(K + H) for H ham messages learned, in proportion to the share
+    /// of the ham weight that was delivered rather than clicked (default
+    /// 50; 0: off; docs/ACCURACY.md, "Session 29"). `chaff serve
+    /// --thin-ham-pool` is the same setting.
+    #[arg(long, help_heading = "Tuning", value_name = "MESSAGES", value_parser = super::values::not_negative)]
+    thin_ham_pool: Option<f64>,
+    /// K of --thin-ham-pool: the ham messages learned at which it has
+    /// halved (default 10; 0: it never fades).
+    #[arg(long, help_heading = "Tuning", value_name = "MESSAGES", value_parser = super::values::not_negative)]
+    thin_ham_pool_half: Option<f64>,
     /// Robinson's x: the probability of a token with no history.
     #[arg(long, help_heading = "Tuning")]
     prior: Option<f64>,
@@ -456,6 +468,8 @@ fn engine_settings(args: &EvalArgs) -> Settings {
     params.header_veto_ham_only = args.header_veto_ham_only;
     params.thin_ham_exponent = args.thin_ham_exponent.unwrap_or(params.thin_ham_exponent);
     params.thin_ham_ramp = args.thin_ham_ramp.unwrap_or(params.thin_ham_ramp);
+    params.thin_ham_pool = args.thin_ham_pool.unwrap_or(params.thin_ham_pool);
+    params.thin_ham_pool_half = args.thin_ham_pool_half.unwrap_or(params.thin_ham_pool_half);
     Settings {
         tokenizer: Tokenizer::new(limits),
         params,

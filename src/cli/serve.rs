@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use super::parse_duration;
+use super::values::not_negative;
 
 use chaff::decisions::Retention;
 use chaff::engine::{
@@ -204,6 +205,21 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAFF_THIN_HAM_EXPONENT", value_name = "GAMMA", value_parser = not_negative, help_heading = "Scoring",
           default_value_t = chaff::classify::Params::default().thin_ham_exponent)]
     thin_ham_exponent: f64,
+    /// While a user's ham side is mail learned from its delivery rather
+    /// than clicked Not spam, each token's ham rate starts from the
+    /// token's rate over all their mail, with the weight of A·10/(10 + H)
+    /// messages after H ham messages (times the delivered share of their
+    /// ham, and never more than their ham side's own weight), so it fades
+    /// as the ham side grows; A is this setting, 0 turns it off. Why: a user who only clicks Spam
+    /// and whose mailbox opens with spam has a ham side of a few spam the
+    /// filter let through, and every everyday word those lack then read as
+    /// certain spam: their ham went to the spam folder and stayed there
+    /// (docs/ACCURACY.md, "Session 29"). Users whose ham is clicked score
+    /// as without it. Ham learned before store format 8 counts as
+    /// delivered.
+    #[arg(long, env = "CHAFF_THIN_HAM_POOL", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring",
+          default_value_t = chaff::classify::Params::default().thin_ham_pool)]
+    thin_ham_pool: f64,
     /// Header and body are combined apart only where they disagree, each
     /// at least this confident (|log-odds|; the header's veto:
     /// a list's ham header relaying spam-like text makes it unsure rather
@@ -565,6 +581,7 @@ fn scoring(args: &ServeArgs) -> chaff::classify::Params {
         header_strength: Some(args.header_strength),
         header_strength_ramp: args.header_strength_ramp,
         thin_ham_exponent: args.thin_ham_exponent,
+        thin_ham_pool: args.thin_ham_pool,
         // No veto means pooled: `Parts::Fisher` with a veto of 0 would
         // combine every message apart, which lost under clicks.
         parts: if veto > 0.0 {
@@ -582,14 +599,6 @@ fn positive(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("{s:?} is not a number above 0")),
-    }
-}
-
-/// A finite number, 0 or more.
-fn not_negative(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number, 0 or more")),
     }
 }
 

@@ -90,3 +90,12 @@ pub(crate) fn profile() -> impl TypedValueParser<Value = Profile> {
     ];
     parser(VALUES, Profile::name)
 }
+
+/// A finite number, 0 or more (`chaff serve`'s and `chaff eval`'s
+/// scoring settings).
+pub(crate) fn not_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number, 0 or more")),
+    }
+}

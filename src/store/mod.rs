@@ -151,8 +151,8 @@ use writes::Writes;
 
 /// On-disk format; bumped on any incompatible change to keys or codecs.
 /// Format 8 keeps the model's split between clicked and delivered ham
-/// (`Model::clicked_ham_weight`, what `--header-strength-ramp` and
-/// `--thin-ham-exponent`'s ramp read):
+/// (`Model::clicked_ham_weight`, what `--header-strength-ramp`,
+/// `--thin-ham-exponent`'s ramp and `--thin-ham-pool` read):
 /// snapshots hold the delivered ham weight after the class weights
 /// (`codec::SNAPSHOT_V8`), and journal records mark the ham learns and
 /// unlearns of delivered mail ([`Op::LearnDelivered`],

@@ -507,11 +507,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let learn = args.learn_delivered;
     // An upgraded directory counts the ham learned before store format 8
     // as delivered, where the replay (rebuilt from the ledger in today's
-    // format) counts those clicks as clicked. Two rules read that split:
-    // the header's own prior and the thin-ham cap on never-seen tokens.
-    // With the header's `s` the body's and the cap off, the split changes
+    // format) counts those clicks as clicked. Three rules read that split:
+    // the header's own prior, the thin-ham cap on never-seen tokens and
+    // the ham side's pooled prior (session 29). With the header's `s` the
+    // body's and the other two off, the split changes
     // no score (`classify::blend`'s test
-    // `the_split_between_clicked_and_delivered_ham_moves_no_score_once_both_ramps_are_off`),
+    // `the_split_between_clicked_and_delivered_ham_moves_no_score_once_the_rules_that_read_it_are_off`),
     // so the scores still say whether the counts survived (as in the
     // format-6 upgrade's kill test, tests/soak.rs); every user scores over
     // the seeded shared model, whose blend reads the split as the user's
@@ -519,7 +520,14 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     // before the upgrade scored apart from the replay once in session 26
     // (docs/FAULTS.md).
     let scoring: &[&str] = if args.from_format.is_some() {
-        &["--header-strength", "0.1", "--thin-ham-exponent", "0"]
+        &[
+            "--header-strength",
+            "0.1",
+            "--thin-ham-exponent",
+            "0",
+            "--thin-ham-pool",
+            "0",
+        ]
     } else {
         &[]
     };
