@@ -27,6 +27,13 @@ use common::{Rng, message};
 /// A warm model of about `tokens` distinct tokens, including the bench
 /// message's own tokens so lookups hit as they would for a real user.
 fn model(tokens: usize, message_ids: &[TokenId]) -> Model {
+    model_with(tokens, message_ids, false)
+}
+
+/// [`model`], its ham learned from delivery (`delivered`) or clicked:
+/// a delivered ham side is scored with the pooled prior on its ham rate
+/// (`robinson::ham_prior_weight`), a clicked one without.
+fn model_with(tokens: usize, message_ids: &[TokenId], delivered: bool) -> Model {
     let mut m = Model::default();
     let mut r = Rng(42);
     let per_message = 300;
@@ -35,7 +42,13 @@ fn model(tokens: usize, message_ids: &[TokenId]) -> Model {
         let ids: Vec<TokenId> = (0..per_message)
             .map(|_| TokenId(r.next() % (tokens as u64 * 4)))
             .collect();
-        m.learn(&ids, if i % 3 == 0 { Label::Spam } else { Label::Ham });
+        if i % 3 == 0 {
+            m.learn(&ids, Label::Spam);
+        } else if delivered {
+            m.learn_delivered(&ids, chaff::classify::Weight::FULL);
+        } else {
+            m.learn(&ids, Label::Ham);
+        }
         i += 1;
     }
     m.learn(message_ids, Label::Ham);
@@ -68,6 +81,13 @@ fn bench(c: &mut Criterion) {
     let m = model(50_000, &tokens.ids);
     g.bench_function("classify 50k-token model", |b| {
         b.iter(|| m.score(black_box(&tokens.ids), &params))
+    });
+    // The same counts with the ham delivered: every score also takes the
+    // ham side's pooled prior (a Params copy, a ratio per token).
+    let delivered = model_with(50_000, &tokens.ids, true);
+    assert!(chaff::classify::robinson::ham_prior_weight(&delivered, &params) > 0.0);
+    g.bench_function("classify 50k-token model, delivered ham side", |b| {
+        b.iter(|| delivered.score(black_box(&tokens.ids), &params))
     });
 
     // End to end through the engine: tokenize + lookup + combine, for a
