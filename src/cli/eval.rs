@@ -187,9 +187,10 @@ pub struct EvalArgs {
     /// While a user's ham side is delivered mail, each token's ham rate
     /// starts from its pooled rate with this many messages' weight,
     /// A·K/(K + H) for H ham messages learned, in proportion to the share
-    /// of the ham weight that was delivered rather than clicked (default
-    /// 50; 0: off; docs/ACCURACY.md, "Session 29"). `chaff serve
-    /// --thin-ham-pool` is the same setting.
+    /// of the ham weight that was delivered rather than clicked and never
+    /// more than the ham side's own weight (default 50; 0: off;
+    /// docs/ACCURACY.md, "Session 29"). `chaff serve --thin-ham-pool` is
+    /// the same setting.
     #[arg(long, help_heading = "Tuning", value_name = "MESSAGES", value_parser = super::values::not_negative)]
     thin_ham_pool: Option<f64>,
     /// K of --thin-ham-pool: the ham messages learned at which it has

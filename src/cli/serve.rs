@@ -210,13 +210,14 @@ pub struct ServeArgs {
     /// token's rate over all their mail, with the weight of A·10/(10 + H)
     /// messages after H ham messages (times the delivered share of their
     /// ham, and never more than their ham side's own weight), so it fades
-    /// as the ham side grows; A is this setting, 0 turns it off. Why: a user who only clicks Spam
-    /// and whose mailbox opens with spam has a ham side of a few spam the
-    /// filter let through, and every everyday word those lack then read as
-    /// certain spam: their ham went to the spam folder and stayed there
-    /// (docs/ACCURACY.md, "Session 29"). Users whose ham is clicked score
-    /// as without it. Ham learned before store format 8 counts as
-    /// delivered.
+    /// as the ham side grows; A is this setting, 0 turns it off. Why: a
+    /// user who only clicks Spam and whose mailbox opens with spam has a
+    /// ham side of a few spam the filter let through, and every everyday
+    /// word those lack then read as certain spam: their ham went to the
+    /// spam folder and stayed there (docs/ACCURACY.md, "Session 29"). It
+    /// costs spam caught while their ham side is that thin. Users whose
+    /// ham is clicked score as without it. Ham learned before store
+    /// format 8 counts as delivered.
     #[arg(long, env = "CHAFF_THIN_HAM_POOL", value_name = "MESSAGES", value_parser = not_negative, help_heading = "Scoring",
           default_value_t = chaff::classify::Params::default().thin_ham_pool)]
     thin_ham_pool: f64,
