@@ -606,8 +606,8 @@ pub fn unknown_probability(
 /// learned with every message, TREC's protocol) scores exactly as
 /// without it. Only the ham side: a prior on the spam side as well (a
 /// user's clicked spam is as few messages) undid the hammy evidence the
-/// delivered mail gives, and Enron's spam-only users filed up to 67 % of
-/// their ham.
+/// delivered mail gives, and Enron's spam-only users filed up to 96 % of
+/// their ham (67 % with the prior fading as here).
 /// At most the ham side's own weight: uncapped, one *Spam* click and one
 /// delivered empty note made the prior 45 messages against one, and a
 /// copy of the clicked spam scored 0.5 (`tests/one_sided.rs`).
@@ -1768,11 +1768,10 @@ mod tests {
         for n in 4..1000 {
             delivered.learn_delivered(&let_through(n), Weight::DELIVERED);
         }
-        let (nspam, nham) = delivered.weights();
+        let nham = delivered.weights().1;
         let mean = nham as f64 / delivered.ham_learned() as f64;
         let pool = ham_prior_weight(&delivered, &p) / mean;
         assert!((pool - 500.0 / 1010.0).abs() < 1e-9, "{pool}");
-        assert!(nspam > 0);
     }
 
     #[test]
