@@ -7,8 +7,11 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    tune_allocator();
+    // Parsing starts no thread, so the allocator is still untouched here.
     let args = cli::parse();
+    if args.runs_the_service() {
+        tune_allocator();
+    }
     let quiet_pipe = !args.runs_the_service();
     if quiet_pipe {
         die_quietly_on_a_closed_pipe();
@@ -97,6 +100,14 @@ const MMAP_THRESHOLD: i32 = 64 << 10;
 /// arenas (glibc `malloc_stats`), which `malloc_trim` could not give back
 /// (3 MiB); at 64 KiB 6–12 MiB. An operator's own `MALLOC_ARENA_MAX` or
 /// `GLIBC_TUNABLES` wins.
+///
+/// Only for `serve`, whose memory it bounds. The other commands run a
+/// while and exit: `chaff eval`'s replay scores and learns on one thread
+/// while others read ahead and sled writes, and two arenas shared by them
+/// cost it a third of its speed (SpamAssassin corpus, every message
+/// learned: a median 5,986 messages/s tuned against 8,903 untuned over
+/// five alternated runs; the two arenas alone 6,134, the threshold alone
+/// 8,797; docs/PERFORMANCE.md, "Session 30").
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some()
@@ -104,8 +115,8 @@ fn tune_allocator() {
     {
         return;
     }
-    // SAFETY: mallopt only sets allocator parameters; called first thing,
-    // before any other thread exists.
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread exists (`main`, right after parsing the command line).
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
