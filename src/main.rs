@@ -7,7 +7,8 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // Parsing starts no thread, so the allocator is still untouched here.
+    // Parsing starts no thread, so `tune_allocator` still runs while the
+    // process has only this one.
     let args = cli::parse();
     if args.runs_the_service() {
         tune_allocator();
@@ -106,8 +107,8 @@ const MMAP_THRESHOLD: i32 = 64 << 10;
 /// while others read ahead and sled writes, and two arenas shared by them
 /// cost it a third of its speed (SpamAssassin corpus, every message
 /// learned: a median 5,986 messages/s tuned against 8,903 untuned over
-/// five alternated runs; the two arenas alone 6,134, the threshold alone
-/// 8,797; docs/PERFORMANCE.md, "Session 30").
+/// five alternated runs; the two arenas alone 6,134, the 64 KiB mmap
+/// threshold alone 8,797; docs/PERFORMANCE.md, "Session 30").
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some()
