@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 
 
 def main():
@@ -66,9 +67,13 @@ def metrics(a, name, corpus, mode):
     path = os.path.join(a.results_dir, f"{name}-{corpus}-{mode}.txt")
     if not os.path.exists(path):
         return None
-    out = subprocess.run([a.chaff, "metrics", "--json", path], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.splitlines()[0])
+    run = subprocess.run([a.chaff, "metrics", "--json", path],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        # `chaff metrics` refuses what it cannot measure (e.g. a file with
+        # one class only) and names the file; pass that on and stop.
+        sys.exit(f"clicks_table.py: chaff metrics {path}: {run.stderr.strip()}")
+    return json.loads(run.stdout.splitlines()[0])
 
 
 MEASURES = [("one_minus_roca_pct", "(1-ROCA)%", "{:.3f}"), ("lam_pct", "lam%", "{:.2f}"),
