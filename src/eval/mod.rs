@@ -415,6 +415,29 @@ impl Chunk {
     }
 }
 
+/// The message id an in-process replay records a corpus message under: its
+/// corpus path's xxh3-64, in hex.
+///
+/// Why not the path: a corpus's paths come in order (`data/000/001`,
+/// `data/000/002`, …), so each click's ledger key (`L`, user, id;
+/// `store/keys.rs`) was the user's largest, and a replay's one user has
+/// no other user's keys between their ledger and their model's snapshot
+/// (`M`, user): every insert landed in the sled leaf that holds the
+/// snapshot, and sled rewrote that leaf, multi-MB snapshot and all, each
+/// time it split it. On trec06p that was 746 blob files, about 1 GB, and
+/// a fifth of the replay's profile; hashed, the replay runs 1.29× as fast
+/// (docs/PERFORMANCE.md, "Session 31").
+/// Hashed ids land anywhere in the user's range, so only an insert near
+/// its end meets the snapshot's leaf (in a service, other users' keys lie
+/// between one user's ledger and their snapshot). No score depends on the
+/// ids (results files are byte-identical either way). 64-bit hashes of a
+/// corpus's paths collide with probability about n²/2⁶⁵ (4·10⁻¹¹ for
+/// trec06p's 37,821).
+pub(crate) fn replay_message_id(path: &str) -> Result<MessageId, String> {
+    let hash = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
+    MessageId::new(&format!("{hash:016x}")).map_err(|e| e.to_string())
+}
+
 /// The library's own engine as a [`Filter`], for one user. Messages are
 /// read ahead ([`Engine::read`], on a pool of their own, in the background
 /// while the replay scores and learns the chunk before; see [`Chunk`]);
@@ -575,8 +598,9 @@ impl Filter for EngineFilter {
     }
 
     fn learn(&mut self, id: &str, message: &[u8], label: Label) -> Result<(), String> {
-        // The corpus path is the id: corpora repeat Message-IDs.
-        let message_id = MessageId::new(id).map_err(|e| e.to_string())?;
+        // The corpus path names the message (corpora repeat Message-IDs),
+        // hashed (`replay_message_id`).
+        let message_id = replay_message_id(id)?;
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
         engine
@@ -592,11 +616,7 @@ impl Filter for EngineFilter {
         gold: Label,
         learn_if: &dyn Fn(Verdict) -> bool,
     ) -> Result<Judgement, String> {
-        let Ok(message_id) = MessageId::new(id) else {
-            // An id chaff cannot record: still scored; `learn` fails with
-            // the reason only if the message is to be learned.
-            return score_then_learn_separately(self, id, message, gold, learn_if);
-        };
+        let message_id = replay_message_id(id)?;
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
         let (s, _) = engine
@@ -669,6 +689,26 @@ mod tests {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
+    }
+
+    #[test]
+    fn replay_ids_of_paths_in_order_are_not_in_order() {
+        // The property the hashed ids are for: a corpus's paths arrive in
+        // order, and their ledger keys must not (`replay_message_id`).
+        let ids: Vec<String> = (0..64)
+            .map(|i| {
+                let path = format!("data/{:03}/{:03}", i / 8, i % 8);
+                replay_message_id(&path).unwrap().as_str().to_owned()
+            })
+            .collect();
+        assert!(ids.windows(2).any(|w| w[0] > w[1]), "{ids:?}");
+        // One path, one id, every time; distinct paths, distinct ids.
+        let again = replay_message_id("data/000/000").unwrap();
+        assert_eq!(again.as_str(), ids[0]);
+        let mut distinct = ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ids.len());
     }
 
     #[test]

@@ -32,7 +32,7 @@ use super::{CorpusMessage, EvalError, Judgement, TrainMode};
 use crate::engine::{Engine, Scored};
 use crate::error::Error;
 use crate::policy::settings::SettingsUpdate;
-use crate::types::{Label, MessageId, UserId, Verdict};
+use crate::types::{Label, UserId, Verdict};
 
 /// One user's mailbox.
 #[derive(Clone, Debug)]
@@ -262,7 +262,7 @@ impl SharedFilter for EngineShared<'_> {
     }
 
     fn learn(&mut self, user: &str, id: &str, message: &[u8], label: Label) -> Result<(), String> {
-        let id = MessageId::new(id).map_err(|e| e.to_string())?;
+        let id = super::replay_message_id(id)?;
         self.engine
             .train(self.user(user)?, message, label, Some(id))
             .map_err(|e| e.to_string())?;
@@ -270,7 +270,7 @@ impl SharedFilter for EngineShared<'_> {
     }
 
     fn deliver(&mut self, user: &str, id: &str, message: &[u8]) -> Result<(), String> {
-        let id = MessageId::new(id).map_err(|e| e.to_string())?;
+        let id = super::replay_message_id(id)?;
         let read = self.engine.read(message).map_err(|e| e.to_string())?;
         self.engine
             .learn_delivered(self.user(user)?, &read, &id)
