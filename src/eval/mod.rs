@@ -435,7 +435,7 @@ impl Chunk {
 /// trec06p's 37,821).
 pub(crate) fn replay_message_id(path: &str) -> Result<MessageId, String> {
     let hash = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
-    MessageId::new(&format!("{hash:016x}")).map_err(|e| e.to_string())
+    MessageId::new(format!("{hash:016x}")).map_err(|e| e.to_string())
 }
 
 /// The library's own engine as a [`Filter`], for one user. Messages are
