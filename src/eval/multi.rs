@@ -262,7 +262,7 @@ impl SharedFilter for EngineShared<'_> {
     }
 
     fn learn(&mut self, user: &str, id: &str, message: &[u8], label: Label) -> Result<(), String> {
-        let id = super::replay_message_id(id)?;
+        let id = super::replay_message_id(id);
         self.engine
             .train(self.user(user)?, message, label, Some(id))
             .map_err(|e| e.to_string())?;
@@ -270,7 +270,7 @@ impl SharedFilter for EngineShared<'_> {
     }
 
     fn deliver(&mut self, user: &str, id: &str, message: &[u8]) -> Result<(), String> {
-        let id = super::replay_message_id(id)?;
+        let id = super::replay_message_id(id);
         let read = self.engine.read(message).map_err(|e| e.to_string())?;
         self.engine
             .learn_delivered(self.user(user)?, &read, &id)

@@ -66,7 +66,7 @@ use crate::tokenize::TokenId;
 use crate::types::{Owner, UserId};
 
 /// Ids per dictionary record when a compaction writes a dictionary anew:
-/// 8 KiB values, well under sled's blob threshold (a node over an eighth
+/// 8 KiB values, well under sled's blob threshold (a node over a quarter
 /// of a 512 KiB segment becomes a blob file), and few enough keys that a
 /// 300k-token dictionary is ~300 records.
 const DICT_RECORD_IDS: usize = 1024;
