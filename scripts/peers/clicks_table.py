@@ -80,6 +80,11 @@ MEASURES = [("one_minus_roca_pct", "(1-ROCA)%", "{:.3f}"), ("lam_pct", "lam%", "
             ("spam_misclassified_at_0_1_ham_pct", "0.1%", "{:.2f}")]
 
 
+def cell(j):
+    """One filter's three ranking measures, or "—" without a results file."""
+    return "—" if j is None else " / ".join(f.format(j[k]) for k, _, f in MEASURES)
+
+
 def targets(a):
     """The issue's first target, cell by cell: chaff lower than every peer
     on each of the three ranking measures (a tie is not lower)."""
@@ -93,8 +98,6 @@ def targets(a):
             if own is None:
                 continue
             theirs = {p: metrics(a, p, corpus, mode) for p in peers}
-            fmt = lambda j: "—" if j is None else " / ".join(
-                f.format(j[k]) for k, _, f in MEASURES)
             if all(j is None for j in theirs.values()):
                 verdict = "no peer results"
             else:
@@ -103,8 +106,8 @@ def targets(a):
                 cells += 1
                 held += not lost
                 verdict = ", ".join(lost) if lost else "—"
-            print(f"| {corpus} | {mode} | {fmt(own)} | "
-                  + " | ".join(fmt(theirs[p]) for p in peers) + f" | {verdict} |")
+            print(f"| {corpus} | {mode} | {cell(own)} | "
+                  + " | ".join(cell(theirs[p]) for p in peers) + f" | {verdict} |")
     print(f"\nchaff is lower than every peer on all three measures in {held} of {cells} "
           "cells with peer results.")
 
