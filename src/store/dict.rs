@@ -83,9 +83,9 @@ impl Dict {
     pub(super) fn extend(&mut self, ids: impl IntoIterator<Item = TokenId>) -> Option<usize> {
         let start = self.ids.len();
         for id in ids {
-            if !self.index.contains_key(&id.0) {
-                let n = u32::try_from(self.ids.len()).ok()?;
-                self.index.insert(id.0, n);
+            // One lookup per id, numbered or not.
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.index.entry(id.0) {
+                slot.insert(u32::try_from(self.ids.len()).ok()?);
                 self.ids.push(id);
             }
         }

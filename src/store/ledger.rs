@@ -241,7 +241,14 @@ impl<W: Writes> Store<W> {
             // Number every id this click writes by number; new numbers go
             // to disk in the click's own batch.
             let before = dict.len();
-            let user_ops = if matches!(who, Owner::User(_)) {
+            // A first click's one op learns the entry's own ids (the
+            // journal then holds a pointer to the entry): numbering them
+            // once is enough.
+            let first_learn = match (entry, ops) {
+                (Some(e), [op]) => op.learns_entry(e),
+                _ => false,
+            };
+            let user_ops = if matches!(who, Owner::User(_)) && !first_learn {
                 ops
             } else {
                 &[]
@@ -271,10 +278,6 @@ impl<W: Writes> Store<W> {
                 let jkey = journal_key(user, seq);
                 // A pointer replays as `Op::learn_entry` of the entry
                 // (marked when it is delivered mail's): only that op.
-                let first_learn = match (entry, ops) {
-                    (Some(e), [op]) => op.learns_entry(e),
-                    _ => false,
-                };
                 let value = if first_learn {
                     codec::encode_learn_pointer(&jkey, msg.as_str().as_bytes())
                 } else {
