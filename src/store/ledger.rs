@@ -257,9 +257,13 @@ impl<W: Writes> Store<W> {
                 .iter()
                 .flat_map(|e| e.tokens.iter())
                 .chain(user_ops.iter().flat_map(|op| op.parts().3.iter()));
-            dict.extend(ids.copied()).ok_or_else(|| Error::Corrupt {
-                what: format!("token dictionary of {} is full", describe(who)),
-            })?;
+            if dict.extend(ids.copied()).is_none() {
+                // Numbers given before it filled never reach disk.
+                dict.truncate(before);
+                return Err(Error::Corrupt {
+                    what: format!("token dictionary of {} is full", describe(who)),
+                });
+            }
             let mut writes = Vec::with_capacity(3);
             if dict.len() > before {
                 let key = dict_key(&contributor_prefix(DICT, who), before);
