@@ -423,9 +423,10 @@ impl Chunk {
 /// `store/keys.rs`) was the user's largest, and a replay's one user has
 /// no other user's keys between their ledger and their model's snapshot
 /// (`M`, user): every insert landed in the sled leaf that holds the
-/// snapshot, and sled rewrote that leaf, multi-MB snapshot and all, each
-/// time it split it. On trec06p that was 746 blob files, about 2 GB
-/// written, and a fifth of the replay's profile; hashed, the replay runs
+/// snapshot, and sled's splits of that leaf rewrote it, multi-MB snapshot
+/// and all (not every split: on trec06p 746 blob files for 37,821
+/// inserts, about 2 GB written, and a fifth of the replay's profile in
+/// sled's `apply_batch`); hashed, the replay runs
 /// 1.29× as fast (docs/PERFORMANCE.md, "Session 31").
 /// Hashed ids land anywhere in the user's range, so only an insert near
 /// its end meets the snapshot's leaf. (A service has many users, and one
