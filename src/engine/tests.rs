@@ -13,17 +13,7 @@ const HAM: &[u8] = b"From: bob@work.example\r\nSubject: meeting notes\r\nMessage
 /// retry briefly: sled releases its file lock from a background thread
 /// shortly after the last handle drops, so an immediate reopen can fail.
 pub(super) fn engine(dir: &std::path::Path) -> Engine {
-    let mut tries = 0;
-    let store = loop {
-        match Store::open(dir, 16 << 20) {
-            Ok(store) => break store,
-            Err(_) if tries < 200 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("cannot reopen {}: {e}", dir.display()),
-        }
-    };
+    let store = crate::store::open_waiting(dir, 16 << 20);
     Engine::new(store, Settings::default()).unwrap()
 }
 
@@ -317,7 +307,7 @@ fn state_survives_reopen_across_checkpoints() {
     {
         // A snapshot was taken (else the journal would hold every click's
         // entries) and a journal tail follows it.
-        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let store = crate::store::open_waiting(dir.path(), 8 << 20);
         let loaded = store.load_model(&u).unwrap().unwrap();
         assert!(
             (1..CHECKPOINT_MIN_ENTRIES).contains(&loaded.journal_entries),

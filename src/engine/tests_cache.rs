@@ -122,17 +122,7 @@ fn concurrent_clicks_under_a_tiny_budget_lose_nothing() {
     let seen: Vec<_> = (0..3).map(|u| observe(&e, &user(u))).collect();
     e.shutdown().unwrap();
     drop(e);
-    let mut tries = 0;
-    let store = loop {
-        match Store::open(dir.path(), 16 << 20) {
-            Ok(s) => break s,
-            Err(_) if tries < 200 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(err) => panic!("reopen: {err}"),
-        }
-    };
+    let store = crate::store::open_waiting(dir.path(), 16 << 20);
     let e = Engine::new(store, Settings::default()).unwrap();
     for (u, before) in seen.iter().enumerate() {
         assert_eq!(&observe(&e, &user(u)), before, "user {u}");

@@ -6,7 +6,7 @@ use super::*;
 use crate::types::{Label, MessageId};
 
 fn engine(dir: &std::path::Path, cap: Option<usize>) -> Engine {
-    let store = Store::open(dir, 16 << 20).unwrap();
+    let store = crate::store::open_waiting(dir, 16 << 20);
     let settings = Settings {
         max_user_tokens: cap,
         ..Settings::default()

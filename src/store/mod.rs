@@ -653,6 +653,23 @@ impl<W: Writes> Store<W> {
     }
 }
 
+/// Opens the store in `path` for a test, waiting while a just-dropped
+/// handle of it still holds sled's file lock: sled's background flusher lets
+/// go at its next tick, which on a loaded machine can come after the test
+/// reopens (CI saw `Locked` on a 2-core runner). Any other error panics.
+#[cfg(test)]
+pub(crate) fn open_waiting(path: &Path, cache_bytes: u64) -> Store {
+    for _ in 0..1000 {
+        match Store::open(path, cache_bytes) {
+            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            other => {
+                return other.unwrap_or_else(|e| panic!("cannot reopen {}: {e}", path.display()));
+            }
+        }
+    }
+    panic!("{} stayed locked for 10 s", path.display());
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -16,17 +16,9 @@ pub(super) fn usage_by_kind(store: &Store) -> std::collections::BTreeMap<char, (
         .collect()
 }
 
-/// Opens the store in `path`, waiting while a just-dropped handle of it
-/// still holds sled's file lock (its background flusher lets go at its next
-/// tick; on a loaded machine that can be after the test reopens).
+/// Opens the store in `path` again after a handle of it was dropped.
 pub(super) fn open_again(path: &std::path::Path) -> Store {
-    for _ in 0..500 {
-        match Store::open(path, 8 << 20) {
-            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            other => return other.unwrap(),
-        }
-    }
-    panic!("{} stayed locked for 5 s", path.display());
+    open_waiting(path, 8 << 20)
 }
 
 fn user(s: &str) -> UserId {
