@@ -164,3 +164,77 @@ fn the_same_seed_clicks_the_same_messages_and_click_flags_need_train_clicks() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("[0, 1], not 1.5"), "{err}");
 }
+
+/// `--grams` (research: the byte-gram regression beside the model) at
+/// weight 0 ranks and files exactly as the model alone; at 0.5 it runs and
+/// says how many weights it learned; its tuning flags need it, and it
+/// refuses the modes it does not cover.
+#[test]
+fn grams_at_weight_zero_is_the_model_alone_and_its_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path(), 60);
+    let index = dir.path().join("index");
+    let index = index.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--index",
+            index,
+            "--train",
+            "clicks",
+            "--profile",
+            "diligent",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = chaff(&args);
+        assert!(out.status.success(), "{out:?}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (json, stderr)
+    };
+    let figures = |j: &serde_json::Value| {
+        [
+            "one_minus_roca_pct",
+            "lam_pct",
+            "spam_misclassified_pct",
+            "ham_misclassified_pct",
+            "clicks",
+        ]
+        .map(|k| j[k].clone())
+    };
+    let (alone, _) = run(&[]);
+    let (zero, stderr) = run(&["--grams", "0"]);
+    assert_eq!(figures(&alone), figures(&zero));
+    assert!(stderr.contains("grams: the regression holds"), "{stderr}");
+    let (half, stderr) = run(&["--grams", "0.5", "--grams-gate", "--grams-skip-transport"]);
+    assert!(half["one_minus_roca_pct"].is_number(), "{half}");
+    let weights: u64 = stderr
+        .split("holds ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(weights > 100, "{stderr}");
+
+    for (args, says) in [
+        (vec!["--grams-rate", "0.01"], "add --grams WEIGHT"),
+        (vec!["--grams=-1"], "give a weight of 0 or more"),
+        (
+            vec!["--grams", "0.5", "--grams-rate", "0"],
+            "give a rate in (0, 1]",
+        ),
+        (
+            vec!["--grams", "0.5", "--server", "127.0.0.1:1"],
+            "in-process only",
+        ),
+        (vec!["--grams", "0.5", "--index", index], "one --index"),
+    ] {
+        let mut all = vec!["eval", "--index", index];
+        all.extend_from_slice(&args);
+        let out = chaff(&all);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -5,6 +5,7 @@
 //! combining) lives in [`robinson`]; this file holds the data it reads.
 
 pub mod blend;
+pub mod grams;
 pub mod prune;
 pub mod robinson;
 pub mod shared;

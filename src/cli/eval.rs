@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::runtime::Handle;
 
+use chaff::classify::grams::GramParams;
 use chaff::classify::{Params, Parts};
 use chaff::engine::{Engine, Settings};
 use chaff::eval::multi::Arrival;
@@ -123,6 +124,26 @@ pub struct EvalArgs {
     /// costs in accuracy. Ignored with --server.
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     max_scan_bytes: Option<u64>,
+    /// Research, one mailbox in-process only: score with an online
+    /// logistic regression over the message's byte 4-grams beside the
+    /// model, at this weight (0.5 in docs/ACCURACY.md "Session 34"):
+    /// combined log-odds = the model's (softened beyond ±10) + WEIGHT × say
+    /// × the regression's; the say grows with clicked ham (none before the
+    /// first, full at 10). Not in the service (src/classify/grams.rs).
+    #[arg(long, help_heading = "Tuning", value_name = "WEIGHT")]
+    grams: Option<f64>,
+    /// With --grams: the regression's learning rate (default 0.004).
+    #[arg(long, help_heading = "Tuning", value_name = "RATE")]
+    grams_rate: Option<f64>,
+    /// With --grams: scale the regression's say by the share of messages
+    /// taught at the full rate (clicks), so a user who clicks only mistakes
+    /// leans on it less (docs/ACCURACY.md, "Why `diligent` lost").
+    #[arg(long, help_heading = "Tuning")]
+    grams_gate: bool,
+    /// With --grams: leave the header's transport fields (Received, Date,
+    /// Message-ID, Return-Path, Delivered-To, X-*…) out of the grams.
+    #[arg(long, help_heading = "Tuning")]
+    grams_skip_transport: bool,
     /// Classifier parameters to try instead of the defaults (in-process only;
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
@@ -308,9 +329,13 @@ impl Filter for GrpcFilter {
 
 pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.index.len() > 1 {
+        if args.grams.is_some() {
+            anyhow::bail!("--grams replays one mailbox: give one --index");
+        }
         return users::run(args).await;
     }
     let index = args.index[0].clone();
+    let grams = gram_params(&args)?;
     let corpus = eval::read_index(&index)?;
     let learn_only = match args.split {
         Some(f) if (0.0..1.0).contains(&f) => (corpus.len() as f64 * f).round() as usize,
@@ -365,9 +390,15 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 )?);
                 let user = UserId::new(user)?;
                 let mut filter = eval::EngineFilter::new(engine.clone(), user.clone());
+                if let Some(params) = grams {
+                    filter = filter.with_grams(params);
+                }
                 let outcomes = eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
                 })?;
+                if let Some(n) = filter.gram_weights() {
+                    eprintln!("grams: the regression holds {n} weights");
+                }
                 drop(filter);
                 let model = ModelSize {
                     tokens: engine.user_summary(&user)?.tokens,
@@ -433,6 +464,39 @@ fn open_store(dir: &std::path::Path, durable: bool) -> anyhow::Result<Arc<dyn Ba
     } else {
         Arc::new(ReplayStore::open_replay(dir, 256 << 20)?)
     })
+}
+
+/// The byte-gram regression's settings, if `--grams` asks for it.
+fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
+    let Some(weight) = args.grams else {
+        if args.grams_rate.is_some() || args.grams_gate || args.grams_skip_transport {
+            anyhow::bail!(
+                "--grams-rate, --grams-gate and --grams-skip-transport tune --grams: add --grams WEIGHT"
+            );
+        }
+        return Ok(None);
+    };
+    if args.server.is_some() {
+        anyhow::bail!(
+            "--grams runs in-process only (the service has no byte-gram regression): drop --server"
+        );
+    }
+    if !(weight.is_finite() && weight >= 0.0) {
+        anyhow::bail!("--grams {weight}: give a weight of 0 or more (0.5 in docs/ACCURACY.md)");
+    }
+    let mut params = GramParams {
+        weight,
+        gate_by_feedback: args.grams_gate,
+        skip_transport: args.grams_skip_transport,
+        ..GramParams::default()
+    };
+    if let Some(rate) = args.grams_rate {
+        if !(rate.is_finite() && rate > 0.0 && rate <= 1.0) {
+            anyhow::bail!("--grams-rate {rate}: give a rate in (0, 1] (0.004 by default)");
+        }
+        params.rate = rate;
+    }
+    Ok(Some(params))
 }
 
 /// The engine settings of an in-process replay: the defaults with any

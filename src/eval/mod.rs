@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
 
+use crate::classify::grams::{GramModel, GramParams, Grams};
 use crate::engine::{Engine, ReadMessage};
 use crate::types::{Label, MessageId, UserId, Verdict};
 pub use clicks::{Clicks, Profile};
@@ -469,6 +470,9 @@ pub struct EngineFilter {
     /// the replay was slower (2026-11-23, spamassassin corpus, seven runs
     /// each alternating: median 8,661 messages/s against 9,244).
     readers: Arc<rayon::ThreadPool>,
+    /// The byte-gram regression beside the model (`chaff eval --grams`;
+    /// research, not in the service: `classify::grams`).
+    grams: Option<(GramParams, GramModel)>,
 }
 
 impl EngineFilter {
@@ -487,7 +491,20 @@ impl EngineFilter {
             index: FxHashMap::default(),
             prepared: 0,
             readers: Arc::new(readers),
+            grams: None,
         }
+    }
+
+    /// Scores with the byte-gram regression beside the model, as
+    /// `chaff eval --grams` does (research; docs/ACCURACY.md "Session 34").
+    pub fn with_grams(mut self, params: GramParams) -> Self {
+        self.grams = Some((params, GramModel::default()));
+        self
+    }
+
+    /// The regression's size (grams with a weight), if it runs.
+    pub fn gram_weights(&self) -> Option<usize> {
+        self.grams.as_ref().map(|(_, m)| m.len())
     }
 
     /// The read message: prepared ahead (read here if no reader has
@@ -594,6 +611,13 @@ impl Filter for EngineFilter {
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
         let s = engine.score(&user, read.get()).map_err(|e| e.to_string())?;
+        if let Some((params, model)) = &self.grams {
+            let z = model.z(&Grams::of(message, params));
+            let score = model.combine(s.log_odds, z, params);
+            let cutoffs = crate::classify::Cutoffs::of(&engine.settings().params);
+            let verdict = crate::classify::verdict(1.0 / (1.0 + (-score).exp()), cutoffs);
+            return Ok(Judgement { score, verdict });
+        }
         Ok(Judgement {
             score: s.log_odds,
             verdict: s.verdict,
@@ -609,6 +633,10 @@ impl Filter for EngineFilter {
         engine
             .train_read(&user, read.get(), label, Some(message_id))
             .map_err(|e| e.to_string())?;
+        if let Some((params, model)) = &mut self.grams {
+            let grams = Grams::of(message, params);
+            model.learn(&grams, model.z(&grams), label, 1.0, params);
+        }
         Ok(())
     }
 
@@ -622,6 +650,30 @@ impl Filter for EngineFilter {
         let message_id = replay_message_id(id);
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
+        if let Some((params, model)) = &mut self.grams {
+            // The model's score, the regression's, then the same lessons as
+            // `score_then_train` given the combined verdict: a click, or
+            // delivered mail learned as ham at a lower rate.
+            let grams = Grams::of(message, params);
+            let z = model.z(&grams);
+            let s = engine.score(&user, read.get()).map_err(|e| e.to_string())?;
+            model.count_scored();
+            let score = model.combine(s.log_odds, z, params);
+            let cutoffs = crate::classify::Cutoffs::of(&engine.settings().params);
+            let verdict = crate::classify::verdict(1.0 / (1.0 + (-score).exp()), cutoffs);
+            if learn_if(verdict) {
+                engine
+                    .train_read(&user, read.get(), gold, Some(message_id))
+                    .map_err(|e| e.to_string())?;
+                model.learn(&grams, z, gold, 1.0, params);
+            } else if verdict != Verdict::Spam {
+                engine
+                    .learn_delivered(&user, read.get(), &message_id)
+                    .map_err(|e| e.to_string())?;
+                model.learn(&grams, z, Label::Ham, params.delivered_share, params);
+            }
+            return Ok(Judgement { score, verdict });
+        }
         let (s, _) = engine
             .score_then_train(&user, read.get(), gold, Some(message_id), |s| {
                 learn_if(s.verdict)

@@ -1,0 +1,436 @@
+//! A second opinion from the message's raw bytes: an online logistic
+//! regression over byte 4-grams, scored beside the Bayesian model.
+//!
+//! Why: the best filters of TREC 2006–07 (Sculley and Wachman's online
+//! logistic regression, "Relaxed online SVMs"; Goodman and Yih) read
+//! characters, not words, and learn discriminatively. In chaff's replay
+//! (docs/ACCURACY.md, "Session 33" and "Session 34") this regression,
+//! added to the model's log-odds, lowers (1-ROCA)% on all five corpora
+//! with every message learned — a lever of another kind than the model's
+//! settings, which trade along one frontier. It is **research**: only
+//! `chaff eval --grams` uses it; the service does not (it has no place in
+//! the store yet, and it costs six click cells; see the docs).
+//!
+//! Weights are fixed-point integers so that a click's step, stored, can be
+//! taken back exactly (`forget`): floating-point additions do not undo.
+//! Pure: no I/O, no locks.
+
+use rustc_hash::FxHashMap;
+
+use crate::types::Label;
+
+/// The regression's settings. The defaults are session 33's
+/// (docs/ACCURACY.md): the rate and the weights were swept on all five
+/// corpora there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GramParams {
+    /// How many raw bytes of the message are read (its head: the header
+    /// and the first of the body). 3,000, as Sculley and Wachman.
+    pub bytes: usize,
+    /// Leave out the header's transport fields (`Received`, `Date`,
+    /// `Message-ID`, `Return-Path`, `Delivered-To`, `X-*`…): what a relay
+    /// or the corpus's collection wrote rather than the sender.
+    pub skip_transport: bool,
+    /// The learning rate: a click moves each of its grams' weights by
+    /// `rate × (y − p)`.
+    pub rate: f64,
+    /// Mail delivered and not clicked is learned as ham at this share of
+    /// the rate (as the model learns it at a twentieth of a click).
+    pub delivered_share: f64,
+    /// The regression's weight in the combined score (0: off).
+    pub weight: f64,
+    /// The model's log-odds are taken as they are within ±`cap`, beyond it
+    /// with a slope of 1/1000 (so the regression can still reorder the
+    /// model's certain messages, and ties stay broken by the model).
+    pub cap: f64,
+    /// Clicked ham messages before the regression has its full say (it
+    /// has none before the first): a user who clicks only *Spam* has no
+    /// ham to learn from, and a regression taught one class scores every
+    /// message as that class.
+    pub ham_ramp: f64,
+    /// Scale the say by the share of messages taught at the full rate (a
+    /// user who clicks only mistakes teaches the regression only mistakes,
+    /// and it then ranks worse than the model: docs/ACCURACY.md, "Why
+    /// `diligent` lost").
+    pub gate_by_feedback: bool,
+}
+
+impl Default for GramParams {
+    fn default() -> Self {
+        Self {
+            bytes: 3000,
+            skip_transport: false,
+            rate: 0.004,
+            delivered_share: 0.05,
+            weight: 0.5,
+            cap: 10.0,
+            ham_ramp: 10.0,
+            gate_by_feedback: false,
+        }
+    }
+}
+
+/// A message's distinct byte 4-grams (each four consecutive bytes read as
+/// one `u32`), sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grams(Vec<u32>);
+
+/// Header fields written in transit or by the corpus's collection, left
+/// out with [`GramParams::skip_transport`].
+const TRANSPORT: [&[u8]; 9] = [
+    b"received",
+    b"date",
+    b"message-id",
+    b"delivered-to",
+    b"return-path",
+    b"status",
+    b"content-length",
+    b"lines",
+    b"x-",
+];
+
+impl Grams {
+    /// The grams of the first `params.bytes` bytes of `message` (after
+    /// leaving out transport fields if asked).
+    pub fn of(message: &[u8], params: &GramParams) -> Self {
+        let kept;
+        let bytes = if params.skip_transport {
+            kept = without_transport(message, params.bytes);
+            &kept[..]
+        } else {
+            message
+        };
+        let head = &bytes[..bytes.len().min(params.bytes)];
+        let mut grams: Vec<u32> = head
+            .windows(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        grams.sort_unstable();
+        grams.dedup();
+        Self(grams)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The message's bytes without the header's transport fields, up to about
+/// `limit` bytes. The header ends at the first empty line (LF or CRLF); a
+/// message without one is all header.
+fn without_transport(message: &[u8], limit: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len().min(limit + 128));
+    let mut keep = true;
+    let mut rest = message;
+    while !rest.is_empty() && out.len() < limit {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        if line == b"\n" || line == b"\r\n" {
+            out.extend_from_slice(rest);
+            break;
+        }
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            keep = !is_transport(name);
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+        rest = tail;
+    }
+    out
+}
+
+/// Whether a header line whose text before its first colon is `name` is a
+/// transport field (or an mbox `From ` line, which has no colon).
+fn is_transport(name: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| {
+        name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    starts(b"from ")
+        || TRANSPORT.iter().any(|t| {
+            if t.ends_with(b"-") {
+                starts(t)
+            } else {
+                name.eq_ignore_ascii_case(t)
+            }
+        })
+}
+
+/// Fixed-point units per unit of weight: 2^20. A step of the default rate
+/// (at most 0.004) is about 4,194 units, so rounding a step costs at most
+/// one part in 8,000 of it; a weight saturates at ±2,048, which takes half
+/// a million same-signed steps of the default rate on one gram.
+const UNIT: f64 = (1u32 << 20) as f64;
+
+/// What one learned message did to the weights: the same `step` (in
+/// fixed-point units) added to each of its grams. Kept, it lets the click
+/// be taken back exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step(pub i32);
+
+/// The regression for one mailbox: a weight per gram seen in learned mail,
+/// and the counts that set its say.
+#[derive(Clone, Debug, Default)]
+pub struct GramModel {
+    weights: FxHashMap<u32, i32>,
+    /// Clicked ham (full-rate ham lessons), for [`GramParams::ham_ramp`].
+    ham_clicks: u64,
+    /// Messages scored and messages taught at the full rate, for
+    /// [`GramParams::gate_by_feedback`].
+    scored: u64,
+    taught: u64,
+}
+
+impl GramModel {
+    /// The regression's log-odds for `grams`: the sum of their weights.
+    pub fn z(&self, grams: &Grams) -> f64 {
+        let sum: i64 = grams
+            .0
+            .iter()
+            .filter_map(|g| self.weights.get(g))
+            .map(|&w| i64::from(w))
+            .sum();
+        sum as f64 / UNIT
+    }
+
+    /// Counts a scored message (for the feedback gate).
+    pub fn count_scored(&mut self) {
+        self.scored += 1;
+    }
+
+    /// One gradient step of the log-loss towards `label` for a message
+    /// whose regression log-odds were `z`, at `share` of the rate (1 for a
+    /// click, [`GramParams::delivered_share`] for delivered mail). Returns
+    /// the step, to be kept for [`GramModel::forget`].
+    pub fn learn(
+        &mut self,
+        grams: &Grams,
+        z: f64,
+        label: Label,
+        share: f64,
+        params: &GramParams,
+    ) -> Step {
+        let y = if label == Label::Spam { 1.0 } else { 0.0 };
+        let p = 1.0 / (1.0 + (-z).exp());
+        let step = Step((params.rate * share * (y - p) * UNIT).round() as i32);
+        self.apply(grams, step.0);
+        if share >= 1.0 {
+            self.taught += 1;
+            if label == Label::Ham {
+                self.ham_clicks += 1;
+            }
+        }
+        step
+    }
+
+    /// Takes a learned message's step back: the weights are exactly what
+    /// they would be had it never been learned (grams whose weight returns
+    /// to zero are dropped). Later steps that depended on it stay — as a
+    /// user's later clicks stay.
+    pub fn forget(&mut self, grams: &Grams, step: Step, label: Label, share: f64) {
+        self.apply(grams, -step.0);
+        if share >= 1.0 {
+            self.taught = self.taught.saturating_sub(1);
+            if label == Label::Ham {
+                self.ham_clicks = self.ham_clicks.saturating_sub(1);
+            }
+        }
+    }
+
+    fn apply(&mut self, grams: &Grams, step: i32) {
+        if step == 0 {
+            return;
+        }
+        for g in &grams.0 {
+            let w = self.weights.entry(*g).or_insert(0);
+            *w = w.saturating_add(step);
+            if *w == 0 {
+                self.weights.remove(g);
+            }
+        }
+    }
+
+    /// Grams with a weight: the regression's size.
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// The regression's say in the combined score, 0 to 1.
+    pub fn say(&self, params: &GramParams) -> f64 {
+        let mut say = if params.ham_ramp > 0.0 {
+            (self.ham_clicks as f64 / params.ham_ramp).min(1.0)
+        } else {
+            1.0
+        };
+        if params.gate_by_feedback && self.scored > 0 {
+            say *= (self.taught as f64 / self.scored as f64).min(1.0);
+        }
+        say
+    }
+
+    /// The combined log-odds: the model's `log_odds` (softened beyond
+    /// ±[`GramParams::cap`]) plus the regression's `z` at its weight and
+    /// say.
+    pub fn combine(&self, log_odds: f64, z: f64, params: &GramParams) -> f64 {
+        let soft = if log_odds.abs() <= params.cap {
+            log_odds
+        } else {
+            log_odds.signum() * (params.cap + 1e-3 * (log_odds.abs() - params.cap))
+        };
+        soft + params.weight * self.say(params) * z
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grams(s: &str) -> Grams {
+        Grams::of(s.as_bytes(), &GramParams::default())
+    }
+
+    #[test]
+    fn grams_are_the_distinct_four_byte_windows_of_the_head() {
+        assert_eq!(grams("abcdabcd").len(), 4, "abcd bcda cdab dabc");
+        assert!(grams("abc").is_empty());
+        let params = GramParams {
+            bytes: 6,
+            ..GramParams::default()
+        };
+        assert_eq!(
+            Grams::of(b"abcdefghij", &params).len(),
+            3,
+            "only the first 6 bytes"
+        );
+    }
+
+    #[test]
+    fn transport_fields_are_left_out_and_the_body_kept_with_either_line_ending() {
+        for eol in ["\n", "\r\n"] {
+            let msg = [
+                "Received: from relay.example",
+                "  by mx.example",
+                "X-Spam-Flag: YES",
+                "Subject: hello",
+                "",
+                "Received: in the body stays",
+            ]
+            .join(eol);
+            let kept = without_transport(msg.as_bytes(), 3000);
+            let kept = String::from_utf8(kept).unwrap();
+            assert_eq!(
+                kept,
+                ["Subject: hello", "", "Received: in the body stays"].join(eol)
+            );
+        }
+    }
+
+    #[test]
+    fn learning_moves_a_message_towards_its_label_and_forget_restores_the_weights_exactly() {
+        let p = GramParams::default();
+        let mut m = GramModel::default();
+        let spam = grams("cheap pills now, buy cheap pills");
+        let ham = grams("minutes of the meeting on tuesday");
+        let mut steps = Vec::new();
+        for _ in 0..20 {
+            let z = m.z(&spam);
+            steps.push((
+                spam.clone(),
+                m.learn(&spam, z, Label::Spam, 1.0, &p),
+                Label::Spam,
+            ));
+            let z = m.z(&ham);
+            steps.push((
+                ham.clone(),
+                m.learn(&ham, z, Label::Ham, 1.0, &p),
+                Label::Ham,
+            ));
+        }
+        assert!(
+            m.z(&spam) > 0.5 && m.z(&ham) < -0.5,
+            "{} {}",
+            m.z(&spam),
+            m.z(&ham)
+        );
+        let before: Vec<i32> = {
+            let mut w: Vec<_> = m.weights.iter().map(|(k, v)| (*k, *v)).collect();
+            w.sort();
+            w.into_iter().map(|(_, v)| v).collect()
+        };
+        // A delivered message learned and forgotten leaves no trace.
+        let other = grams("an unrelated newsletter");
+        let step = m.learn(&other, m.z(&other), Label::Ham, p.delivered_share, &p);
+        assert_ne!(step.0, 0);
+        m.forget(&other, step, Label::Ham, p.delivered_share);
+        let after: Vec<i32> = {
+            let mut w: Vec<_> = m.weights.iter().map(|(k, v)| (*k, *v)).collect();
+            w.sort();
+            w.into_iter().map(|(_, v)| v).collect()
+        };
+        assert_eq!(before, after);
+        // Every step taken back, in any order: nothing is left.
+        for (g, step, label) in steps.into_iter().rev() {
+            m.forget(&g, step, label, 1.0);
+        }
+        assert!(m.is_empty());
+        assert_eq!((m.ham_clicks, m.taught), (0, 0));
+    }
+
+    #[test]
+    fn the_regression_has_no_say_until_ham_is_clicked() {
+        let p = GramParams::default();
+        let mut m = GramModel::default();
+        let spam = grams("cheap pills now");
+        for _ in 0..5 {
+            m.learn(&spam, m.z(&spam), Label::Spam, 1.0, &p);
+        }
+        assert_eq!(m.say(&p), 0.0);
+        assert_eq!(
+            m.combine(1.5, m.z(&spam), &p),
+            1.5,
+            "a spam-only clicker scores as without it"
+        );
+        let ham = grams("lunch on friday?");
+        for _ in 0..5 {
+            m.learn(&ham, m.z(&ham), Label::Ham, 1.0, &p);
+        }
+        assert_eq!(m.say(&p), 0.5);
+    }
+
+    #[test]
+    fn the_model_beyond_the_cap_is_softened_not_cut() {
+        let p = GramParams::default();
+        let m = GramModel::default();
+        assert_eq!(m.combine(3.0, 0.0, &p), 3.0);
+        let (a, b) = (m.combine(1000.0, 0.0, &p), m.combine(500.0, 0.0, &p));
+        assert!(a > b && a < 12.0, "{a} {b}");
+    }
+
+    #[test]
+    fn the_feedback_gate_scales_the_say_by_the_share_taught() {
+        let p = GramParams {
+            ham_ramp: 0.0,
+            gate_by_feedback: true,
+            ..GramParams::default()
+        };
+        let mut m = GramModel::default();
+        let g = grams("some words here");
+        for _ in 0..4 {
+            m.count_scored();
+        }
+        m.learn(&g, 0.0, Label::Ham, 1.0, &p);
+        assert_eq!(m.say(&p), 0.25);
+    }
+}
