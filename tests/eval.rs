@@ -238,3 +238,78 @@ fn grams_at_weight_zero_is_the_model_alone_and_its_flags_are_checked() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// `chaff metrics --compare BASE NEW` says whether a change between two
+/// replays of one corpus is beyond noise: a filter that ranks every spam
+/// higher is "better" on (1-ROCA)%, a file against itself is "noise" with
+/// a zero interval, and files of different messages are refused.
+#[test]
+fn metrics_compare_calls_a_clear_gain_better_and_refuses_files_of_other_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, spam_bonus: f64, n: usize| {
+        let mut text = String::from("# online, train every\n");
+        for i in 0..n {
+            let spam = i % 3 == 0;
+            // Scores that overlap: spam 1.0..3.0, ham 0.0..2.0, spread by i.
+            let spread = (i * 7919 % 1000) as f64 / 500.0;
+            let score = if spam { 1.0 + spam_bonus } else { 0.0 } + spread;
+            let (gold, judged) = (
+                if spam { "spam" } else { "ham" },
+                if score > 1.5 { "spam" } else { "ham" },
+            );
+            text.push_str(&format!("m{i} {score} {gold} {judged} 1\n"));
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (base, better, short) = (
+        write("base", 0.0, 3000),
+        write("better", 0.5, 3000),
+        write("short", 0.0, 100),
+    );
+    let out = chaff(&[
+        "metrics",
+        "--compare",
+        &base,
+        &better,
+        "--replicates",
+        "200",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["measure"], "(1-ROCA)%");
+    assert_eq!(lines[0]["call"], "better", "{}", lines[0]);
+    assert!(lines[0]["high"].as_f64().unwrap() < 0.0);
+
+    let out = chaff(&["metrics", "--compare", &base, &base]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.matches("noise").count(), 5, "{text}");
+    assert!(text.contains("[+0.000, +0.000]"), "{text}");
+
+    let out = chaff(&["metrics", "--compare", &base, &short]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("replay the same corpus"), "{err}");
+    let out = chaff(&["metrics", "--compare", &base]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("two results files")
+    );
+    let out = chaff(&["metrics", &base, "--seed", "3"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("add --compare")
+    );
+}

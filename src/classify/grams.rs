@@ -53,6 +53,10 @@ pub struct GramParams {
     /// and it then ranks worse than the model: docs/ACCURACY.md, "Why
     /// `diligent` lost").
     pub gate_by_feedback: bool,
+    /// Each gram counts 1/√n for a message of n distinct grams (the
+    /// message's feature vector has unit length, as in Sculley and
+    /// Wachman) instead of 1.
+    pub normalize: bool,
 }
 
 impl Default for GramParams {
@@ -66,6 +70,7 @@ impl Default for GramParams {
             cap: 10.0,
             ham_ramp: 10.0,
             gate_by_feedback: false,
+            normalize: false,
         }
     }
 }
@@ -170,6 +175,15 @@ fn is_transport(name: &[u8]) -> bool {
 /// a million same-signed steps of the default rate on one gram.
 const UNIT: f64 = (1u32 << 20) as f64;
 
+/// Each of the message's grams' value as a feature.
+fn value(grams: &Grams, params: &GramParams) -> f64 {
+    if params.normalize && !grams.is_empty() {
+        1.0 / (grams.len() as f64).sqrt()
+    } else {
+        1.0
+    }
+}
+
 /// What one learned message did to the weights: the same `step` (in
 /// fixed-point units) added to each of its grams. Kept, it lets the click
 /// be taken back exactly.
@@ -190,15 +204,16 @@ pub struct GramModel {
 }
 
 impl GramModel {
-    /// The regression's log-odds for `grams`: the sum of their weights.
-    pub fn z(&self, grams: &Grams) -> f64 {
+    /// The regression's log-odds for `grams`: the sum of their weights
+    /// (times each gram's value, [`GramParams::normalize`]).
+    pub fn z(&self, grams: &Grams, params: &GramParams) -> f64 {
         let sum: i64 = grams
             .0
             .iter()
             .filter_map(|g| self.weights.get(g))
             .map(|&w| i64::from(w))
             .sum();
-        sum as f64 / UNIT
+        sum as f64 / UNIT * value(grams, params)
     }
 
     /// Counts a scored message (for the feedback gate).
@@ -220,7 +235,8 @@ impl GramModel {
     ) -> Step {
         let y = if label == Label::Spam { 1.0 } else { 0.0 };
         let p = 1.0 / (1.0 + (-z).exp());
-        let step = Step((params.rate * share * (y - p) * UNIT).round() as i32);
+        let step = params.rate * share * (y - p) * value(grams, params);
+        let step = Step((step * UNIT).round() as i32);
         self.apply(grams, step.0);
         if share >= 1.0 {
             self.taught += 1;
@@ -345,13 +361,13 @@ mod tests {
         let ham = grams("minutes of the meeting on tuesday");
         let mut steps = Vec::new();
         for _ in 0..20 {
-            let z = m.z(&spam);
+            let z = m.z(&spam, &p);
             steps.push((
                 spam.clone(),
                 m.learn(&spam, z, Label::Spam, 1.0, &p),
                 Label::Spam,
             ));
-            let z = m.z(&ham);
+            let z = m.z(&ham, &p);
             steps.push((
                 ham.clone(),
                 m.learn(&ham, z, Label::Ham, 1.0, &p),
@@ -359,10 +375,10 @@ mod tests {
             ));
         }
         assert!(
-            m.z(&spam) > 0.5 && m.z(&ham) < -0.5,
+            m.z(&spam, &p) > 0.5 && m.z(&ham, &p) < -0.5,
             "{} {}",
-            m.z(&spam),
-            m.z(&ham)
+            m.z(&spam, &p),
+            m.z(&ham, &p)
         );
         let before: Vec<i32> = {
             let mut w: Vec<_> = m.weights.iter().map(|(k, v)| (*k, *v)).collect();
@@ -371,7 +387,7 @@ mod tests {
         };
         // A delivered message learned and forgotten leaves no trace.
         let other = grams("an unrelated newsletter");
-        let step = m.learn(&other, m.z(&other), Label::Ham, p.delivered_share, &p);
+        let step = m.learn(&other, m.z(&other, &p), Label::Ham, p.delivered_share, &p);
         assert_ne!(step.0, 0);
         m.forget(&other, step, Label::Ham, p.delivered_share);
         let after: Vec<i32> = {
@@ -394,17 +410,17 @@ mod tests {
         let mut m = GramModel::default();
         let spam = grams("cheap pills now");
         for _ in 0..5 {
-            m.learn(&spam, m.z(&spam), Label::Spam, 1.0, &p);
+            m.learn(&spam, m.z(&spam, &p), Label::Spam, 1.0, &p);
         }
         assert_eq!(m.say(&p), 0.0);
         assert_eq!(
-            m.combine(1.5, m.z(&spam), &p),
+            m.combine(1.5, m.z(&spam, &p), &p),
             1.5,
             "a spam-only clicker scores as without it"
         );
         let ham = grams("lunch on friday?");
         for _ in 0..5 {
-            m.learn(&ham, m.z(&ham), Label::Ham, 1.0, &p);
+            m.learn(&ham, m.z(&ham, &p), Label::Ham, 1.0, &p);
         }
         assert_eq!(m.say(&p), 0.5);
     }

@@ -144,6 +144,14 @@ pub struct EvalArgs {
     /// Message-ID, Return-Path, Delivered-To, X-*…) out of the grams.
     #[arg(long, help_heading = "Tuning")]
     grams_skip_transport: bool,
+    /// With --grams: how many raw bytes of each message's head the
+    /// regression reads (default 3,000).
+    #[arg(long, help_heading = "Tuning", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4..))]
+    grams_bytes: Option<u64>,
+    /// With --grams: each gram counts 1/√n in a message of n grams (unit
+    /// length) instead of 1; give a larger --grams-rate with it.
+    #[arg(long, help_heading = "Tuning")]
+    grams_normalize: bool,
     /// Classifier parameters to try instead of the defaults (in-process only;
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
@@ -488,8 +496,12 @@ fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
         weight,
         gate_by_feedback: args.grams_gate,
         skip_transport: args.grams_skip_transport,
+        normalize: args.grams_normalize,
         ..GramParams::default()
     };
+    if let Some(n) = args.grams_bytes {
+        params.bytes = usize::try_from(n).unwrap_or(usize::MAX);
+    }
     if let Some(rate) = args.grams_rate {
         if !(rate.is_finite() && rate > 0.0 && rate <= 1.0) {
             anyhow::bail!("--grams-rate {rate}: give a rate in (0, 1] (0.004 by default)");
@@ -560,6 +572,48 @@ pub fn metrics(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
             None,
             None,
             json,
+        );
+    }
+    Ok(())
+}
+
+/// `chaff metrics --compare BASE NEW`: the paired bootstrap of
+/// `eval::compare`, one line per measure.
+pub fn compare(files: &[PathBuf], replicates: usize, seed: u64, json: bool) -> anyhow::Result<()> {
+    let [base, new] = files else {
+        anyhow::bail!(
+            "--compare takes two results files, BASE then NEW ({} given)",
+            files.len()
+        );
+    };
+    let read =
+        |f: &PathBuf| eval::read_results(f).with_context(|| format!("reading {}", f.display()));
+    let paired = eval::compare::Paired::new(&read(base)?, &read(new)?)
+        .with_context(|| format!("{} against {}", new.display(), base.display()))?;
+    let diffs = paired.bootstrap(replicates, seed);
+    if json {
+        for (name, d) in eval::compare::MEASURES.iter().zip(diffs) {
+            let v = serde_json::json!({
+                "measure": name, "base": d.base, "new": d.new,
+                "difference": d.new - d.base, "low": d.low, "high": d.high, "call": d.call(),
+            });
+            println!("{v}");
+        }
+        return Ok(());
+    }
+    println!("base {}\nnew  {}", base.display(), new.display());
+    println!(
+        "paired bootstrap over the messages: {replicates} draws, seed {seed}; 95 % interval of new − base"
+    );
+    for (name, d) in eval::compare::MEASURES.iter().zip(diffs) {
+        println!(
+            "{name:<26} {:>8.3} → {:>8.3}  {:>+8.3}  [{:+.3}, {:+.3}]  {}",
+            d.base,
+            d.new,
+            d.new - d.base,
+            d.low,
+            d.high,
+            d.call()
         );
     }
     Ok(())

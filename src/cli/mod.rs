@@ -105,7 +105,8 @@ enum Command {
     #[command(override_usage = "chaff loadtest [OPTIONS] --corpus <CORPUS>")]
     Loadtest(loadtest::LoadtestArgs),
     /// Compute the same measures from results files (`id score gold judged` lines),
-    /// e.g. written by `chaff eval --results` or the peer scripts.
+    /// e.g. written by `chaff eval --results` or the peer scripts; with
+    /// --compare, whether two replays of one corpus differ beyond noise.
     Metrics(MetricsArgs),
     /// Crash soak: run `chaff serve` on a fresh data directory under
     /// concurrent clicks, settings and list changes, DeleteUsers and the
@@ -381,6 +382,18 @@ struct MetricsArgs {
     /// Print JSON, one object per line.
     #[arg(long)]
     json: bool,
+    /// Compare two replays of the same corpus (FILES: BASE NEW): each
+    /// measure of both, their difference and its 95 % interval from a
+    /// paired bootstrap over the messages; "worse" or "better" when the
+    /// interval excludes 0, else "noise" (src/eval/compare.rs).
+    #[arg(long)]
+    compare: bool,
+    /// With --compare: bootstrap draws.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(20..=1_000_000))]
+    replicates: u64,
+    /// With --compare: seeds the draws (SplitMix64), so runs repeat.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -582,7 +595,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(a) => client::tokens(&a.file, a.json.json),
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
-        Command::Metrics(a) => eval::metrics(&a.files, a.json),
+        Command::Metrics(a) if a.compare => {
+            eval::compare(&a.files, a.replicates as usize, a.seed, a.json)
+        }
+        Command::Metrics(a) => {
+            if a.seed != 0 || a.replicates != 1000 {
+                anyhow::bail!(
+                    "--replicates and --seed set up --compare's bootstrap: add --compare"
+                );
+            }
+            eval::metrics(&a.files, a.json)
+        }
         Command::Soak(a) => soak::run(a).await,
         Command::Keys(c) => trust::keys(c),
         Command::Repair(a) => repair(&a),

@@ -4,6 +4,7 @@
 //! running chaff server (from the binary) and, via results files, peers.
 
 pub mod clicks;
+pub mod compare;
 pub mod metrics;
 pub mod multi;
 
@@ -612,7 +613,7 @@ impl Filter for EngineFilter {
         let read = self.read(id, message)?;
         let s = engine.score(&user, read.get()).map_err(|e| e.to_string())?;
         if let Some((params, model)) = &self.grams {
-            let z = model.z(&Grams::of(message, params));
+            let z = model.z(&Grams::of(message, params), params);
             let score = model.combine(s.log_odds, z, params);
             let cutoffs = crate::classify::Cutoffs::of(&engine.settings().params);
             let verdict = crate::classify::verdict(1.0 / (1.0 + (-score).exp()), cutoffs);
@@ -635,7 +636,7 @@ impl Filter for EngineFilter {
             .map_err(|e| e.to_string())?;
         if let Some((params, model)) = &mut self.grams {
             let grams = Grams::of(message, params);
-            model.learn(&grams, model.z(&grams), label, 1.0, params);
+            model.learn(&grams, model.z(&grams, params), label, 1.0, params);
         }
         Ok(())
     }
@@ -655,7 +656,7 @@ impl Filter for EngineFilter {
             // `score_then_train` given the combined verdict: a click, or
             // delivered mail learned as ham at a lower rate.
             let grams = Grams::of(message, params);
-            let z = model.z(&grams);
+            let z = model.z(&grams, params);
             let s = engine.score(&user, read.get()).map_err(|e| e.to_string())?;
             model.count_scored();
             let score = model.combine(s.log_odds, z, params);
