@@ -291,8 +291,8 @@ fn real_mail(c: &mut Criterion) {
 /// The byte-gram regression of `chaff eval --grams` (research; not in the
 /// service): what it would add to a Score, measured beside
 /// `score/engine score 10KB (warm user)` in the same run. The regression
-/// holds about a million weights, the size trec06p's replay ends with
-/// (1.4 M): learned from the generated newsletters (which share most of
+/// holds about a million weights, near the size trec06p's replay ends
+/// with (1.36 M): learned from the generated newsletters (which share most of
 /// their grams) and from 1,000 messages of random letters (which share
 /// few), so the lookups miss the cache as a big model's do.
 fn grams(c: &mut Criterion) {

@@ -152,6 +152,11 @@ pub struct EvalArgs {
     /// length) instead of 1; give a larger --grams-rate with it.
     #[arg(long, help_heading = "Tuning")]
     grams_normalize: bool,
+    /// With --grams: read the combined score against the verdict cutoffs
+    /// after subtracting this many log-odds (times the regression's say),
+    /// so the wider scores do not file more ham as spam (default 0).
+    #[arg(long, help_heading = "Tuning", value_name = "LOG_ODDS")]
+    grams_margin: Option<f64>,
     /// Classifier parameters to try instead of the defaults (in-process only;
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
@@ -477,9 +482,16 @@ fn open_store(dir: &std::path::Path, durable: bool) -> anyhow::Result<Arc<dyn Ba
 /// The byte-gram regression's settings, if `--grams` asks for it.
 fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
     let Some(weight) = args.grams else {
-        if args.grams_rate.is_some() || args.grams_gate || args.grams_skip_transport {
+        let tuned = args.grams_rate.is_some()
+            || args.grams_gate
+            || args.grams_skip_transport
+            || args.grams_bytes.is_some()
+            || args.grams_normalize
+            || args.grams_margin.is_some();
+        if tuned {
             anyhow::bail!(
-                "--grams-rate, --grams-gate and --grams-skip-transport tune --grams: add --grams WEIGHT"
+                "--grams-rate, --grams-gate, --grams-skip-transport, --grams-bytes, \
+                 --grams-normalize and --grams-margin tune --grams: add --grams WEIGHT"
             );
         }
         return Ok(None);
@@ -499,6 +511,12 @@ fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
         normalize: args.grams_normalize,
         ..GramParams::default()
     };
+    if let Some(m) = args.grams_margin {
+        if !m.is_finite() {
+            anyhow::bail!("--grams-margin {m}: give a number of log-odds");
+        }
+        params.verdict_margin = m;
+    }
     if let Some(n) = args.grams_bytes {
         params.bytes = usize::try_from(n).unwrap_or(usize::MAX);
     }

@@ -616,7 +616,8 @@ impl Filter for EngineFilter {
             let z = model.z(&Grams::of(message, params), params);
             let score = model.combine(s.log_odds, z, params);
             let cutoffs = crate::classify::Cutoffs::of(&engine.settings().params);
-            let verdict = crate::classify::verdict(1.0 / (1.0 + (-score).exp()), cutoffs);
+            let at = model.verdict_log_odds(score, params);
+            let verdict = crate::classify::verdict(1.0 / (1.0 + (-at).exp()), cutoffs);
             return Ok(Judgement { score, verdict });
         }
         Ok(Judgement {
@@ -661,7 +662,8 @@ impl Filter for EngineFilter {
             model.count_scored();
             let score = model.combine(s.log_odds, z, params);
             let cutoffs = crate::classify::Cutoffs::of(&engine.settings().params);
-            let verdict = crate::classify::verdict(1.0 / (1.0 + (-score).exp()), cutoffs);
+            let at = model.verdict_log_odds(score, params);
+            let verdict = crate::classify::verdict(1.0 / (1.0 + (-at).exp()), cutoffs);
             if learn_if(verdict) {
                 engine
                     .train_read(&user, read.get(), gold, Some(message_id))
