@@ -9,7 +9,9 @@
 //! with every message learned — a lever of another kind than the model's
 //! settings, which trade along one frontier. It is **research**: only
 //! `chaff eval --grams` uses it; the service does not (it has no place in
-//! the store yet, and it costs six click cells; see the docs).
+//! the store yet; ungated it costs click users, and only gated, with a
+//! verdict margin, is it worse than the model alone nowhere beyond noise;
+//! see the docs).
 //!
 //! Weights are fixed-point integers so that a click's step, stored, can be
 //! taken back exactly (`forget`): floating-point additions do not undo.
