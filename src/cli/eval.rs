@@ -621,7 +621,7 @@ pub fn compare(files: &[PathBuf], replicates: usize, seed: u64, json: bool) -> a
     }
     println!("base {}\nnew  {}", base.display(), new.display());
     println!(
-        "paired bootstrap over the messages: {replicates} draws, seed {seed}; 95 % interval of new − base"
+        "paired bootstrap over the messages: {replicates} resamples of the corpus, seed {seed}; 95 % interval of new − base"
     );
     for (name, d) in eval::compare::MEASURES.iter().zip(diffs) {
         println!(

@@ -388,7 +388,8 @@ struct MetricsArgs {
     /// interval excludes 0, else "noise" (src/eval/compare.rs).
     #[arg(long)]
     compare: bool,
-    /// With --compare: bootstrap draws.
+    /// With --compare: how many times the corpus is resampled (each time
+    /// its n messages drawn n times with replacement).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(20..=1_000_000))]
     replicates: u64,
     /// With --compare: seeds the draws (SplitMix64), so runs repeat.
