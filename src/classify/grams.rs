@@ -1,9 +1,11 @@
 //! A second opinion from the message's raw bytes: an online logistic
 //! regression over byte 4-grams, scored beside the Bayesian model.
 //!
-//! Why: the best filters of TREC 2006–07 (Sculley and Wachman's online
-//! logistic regression, "Relaxed online SVMs"; Goodman and Yih) read
-//! characters, not words, and learn discriminatively. In chaff's replay
+//! Why: some of the best filters of TREC 2006–07 read characters, not
+//! words, and learn discriminatively (Sculley and Wachman, "Relaxed
+//! Online SVMs for Spam Filtering", with online logistic regression over
+//! byte 4-grams as their strong baseline; Goodman and Yih, "Online
+//! Discriminative Spam Filter Training"). In chaff's replay
 //! (docs/ACCURACY.md, "Session 33" and "Session 34") this regression,
 //! added to the model's log-odds, lowers (1-ROCA)% on all five corpora
 //! with every message learned — a lever of another kind than the model's
@@ -255,10 +257,11 @@ impl GramModel {
         step
     }
 
-    /// Takes a learned message's step back: the weights are exactly what
-    /// they would be had it never been learned (grams whose weight returns
-    /// to zero are dropped). Later steps that depended on it stay — as a
-    /// user's later clicks stay.
+    /// Takes a learned message's step back: each of its grams' weights
+    /// loses exactly what that message added (a weight that returns to
+    /// zero is dropped), so learning and forgetting it leaves nothing.
+    /// Steps learned after it, computed with it in place, stay — as a
+    /// user's later clicks stay when an earlier one is undone.
     pub fn forget(&mut self, grams: &Grams, step: Step, label: Label, share: f64) {
         self.apply(grams, -step.0);
         if share >= 1.0 {
