@@ -2,10 +2,10 @@
 //! regression over byte 4-grams, scored beside the Bayesian model.
 //!
 //! Why: some of the best filters of TREC 2006–07 read characters, not
-//! words, and learn discriminatively (Sculley and Wachman, "Relaxed
-//! Online SVMs for Spam Filtering", with online logistic regression over
-//! byte 4-grams as their strong baseline; Goodman and Yih, "Online
-//! Discriminative Spam Filter Training"). In chaff's replay
+//! words, and learn discriminatively: Sculley and Wachman's "Relaxed
+//! Online SVMs for Spam Filtering" over byte 4-grams, and Goodman and
+//! Yih's "Online Discriminative Spam Filter Training", an online logistic
+//! regression. This is the second's learner over the first's features. In chaff's replay
 //! (docs/ACCURACY.md, "Session 33" and "Session 34") this regression,
 //! added to the model's log-odds, lowers (1-ROCA)% on all five corpora
 //! with every message learned — a lever of another kind than the model's
