@@ -436,8 +436,9 @@ async fn sigkills_while_a_format_5_directory_opens_leave_it_equal_to_the_same_cl
     // then on a start may find the directory upgraded and log nothing.
     // A quarter of the measured time later each kill for the first 16;
     // then half as late again each time, up to a minute: a loaded machine
-    // may start more slowly than the timing run did (CI once saw all 16
-    // kills land before the write, the last at 3.75× its measured time).
+    // may start more slowly than the timing run did (a fresh-clone run
+    // of .ci/run once saw all 16 kills land before the write, the last at
+    // 3.75× its measured time).
     let (mut before, mut after) = (0, 0);
     let mut delay = Duration::ZERO;
     for attempt in 1u32.. {

@@ -318,13 +318,29 @@ impl GramModel {
         };
         soft + params.weight * self.say(params) * z
     }
-}
 
-impl GramModel {
     /// What the verdict reads: the combined log-odds less
     /// [`GramParams::verdict_margin`] at the regression's say.
     pub fn verdict_log_odds(&self, combined: f64, params: &GramParams) -> f64 {
         combined - params.verdict_margin * self.say(params)
+    }
+
+    /// The combined score of a message the model scored `log_odds` and the
+    /// regression `z`, and its verdict at `cutoffs` (through
+    /// [`crate::classify::verdict`], after the margin).
+    pub fn judge(
+        &self,
+        log_odds: f64,
+        z: f64,
+        cutoffs: crate::classify::Cutoffs,
+        params: &GramParams,
+    ) -> (f64, crate::types::Verdict) {
+        let score = self.combine(log_odds, z, params);
+        let at = self.verdict_log_odds(score, params);
+        (
+            score,
+            crate::classify::verdict(1.0 / (1.0 + (-at).exp()), cutoffs),
+        )
     }
 }
 

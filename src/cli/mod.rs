@@ -389,12 +389,13 @@ struct MetricsArgs {
     #[arg(long)]
     compare: bool,
     /// With --compare: how many times the corpus is resampled (each time
-    /// its n messages drawn n times with replacement).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(20..=1_000_000))]
-    replicates: u64,
-    /// With --compare: seeds the draws (SplitMix64), so runs repeat.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// its n messages drawn n times with replacement) [default: 1000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(20..=1_000_000))]
+    replicates: Option<u64>,
+    /// With --compare: seeds the draws (SplitMix64), so runs repeat
+    /// [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -596,11 +597,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(a) => client::tokens(&a.file, a.json.json),
         Command::Eval(a) => eval::run(a).await,
         Command::Loadtest(a) => loadtest::run(a).await,
-        Command::Metrics(a) if a.compare => {
-            eval::compare(&a.files, a.replicates as usize, a.seed, a.json)
-        }
+        Command::Metrics(a) if a.compare => eval::compare(
+            &a.files,
+            a.replicates.unwrap_or(1000) as usize,
+            a.seed.unwrap_or(0),
+            a.json,
+        ),
         Command::Metrics(a) => {
-            if a.seed != 0 || a.replicates != 1000 {
+            if a.seed.is_some() || a.replicates.is_some() {
                 anyhow::bail!(
                     "--replicates and --seed set up --compare's bootstrap: add --compare"
                 );

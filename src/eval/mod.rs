@@ -614,10 +614,8 @@ impl Filter for EngineFilter {
         let s = engine.score(&user, read.get()).map_err(|e| e.to_string())?;
         if let Some((params, model)) = &self.grams {
             let z = model.z(&Grams::of(message, params), params);
-            let score = model.combine(s.log_odds, z, params);
             let cutoffs = crate::classify::Cutoffs::of(&engine.settings().params);
-            let at = model.verdict_log_odds(score, params);
-            let verdict = crate::classify::verdict(1.0 / (1.0 + (-at).exp()), cutoffs);
+            let (score, verdict) = model.judge(s.log_odds, z, cutoffs, params);
             return Ok(Judgement { score, verdict });
         }
         Ok(Judgement {
@@ -660,10 +658,8 @@ impl Filter for EngineFilter {
             let z = model.z(&grams, params);
             let s = engine.score(&user, read.get()).map_err(|e| e.to_string())?;
             model.count_scored();
-            let score = model.combine(s.log_odds, z, params);
             let cutoffs = crate::classify::Cutoffs::of(&engine.settings().params);
-            let at = model.verdict_log_odds(score, params);
-            let verdict = crate::classify::verdict(1.0 / (1.0 + (-at).exp()), cutoffs);
+            let (score, verdict) = model.judge(s.log_odds, z, cutoffs, params);
             if learn_if(verdict) {
                 engine
                     .train_read(&user, read.get(), gold, Some(message_id))
