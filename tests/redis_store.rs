@@ -845,10 +845,12 @@ async fn store_ready(
 ///
 /// Failed once (a full `.ci/run`, session 34): "acknowledged click m0 was
 /// lost", m0 being the stream's first click; not reproduced since in 8
-/// runs of every Redis test (three at a time, a CPU hog beside) nor in 18
-/// runs of this test alone under CPU and fsync load. A failure now lists
-/// every lost click and prints the cluster's report, so that the next one
-/// can tell a harness race from a durability gap.
+/// runs of every Redis test (three at a time, a CPU hog beside) nor in 17
+/// runs of this test alone under CPU and fsync load. One of those 17 met
+/// another race, fixed here: under load no click had been acknowledged
+/// when a fixed pause ran out and the primary was killed. A failure now
+/// lists every lost click and prints the cluster's report, so that the
+/// next one can tell a harness race from a durability gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_click_survives_the_failover_of_its_primary() {
     let Some(mut cluster) = Cluster::start() else {
