@@ -239,6 +239,77 @@ fn grams_at_weight_zero_is_the_model_alone_and_its_flags_are_checked() {
     }
 }
 
+/// `--grams-seed` teaches the regression an operator's corpus before the
+/// replay: the seeded regression has its say from the first message (the
+/// seed's ham counts), unless `--grams-user-ramp` makes it wait for the
+/// user's own clicked ham; at weight 0 a seed changes nothing.
+#[test]
+fn grams_seed_is_taught_before_the_replay_and_the_user_ramp_waits_for_clicked_ham() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mailbox, operator) = (dir.path().join("mailbox"), dir.path().join("operator"));
+    for d in [&mailbox, &operator] {
+        std::fs::create_dir(d).unwrap();
+    }
+    corpus(&mailbox, 60);
+    corpus(&operator, 40);
+    let index = mailbox.join("index");
+    let seed = operator.join("index");
+    let (index, seed) = (index.to_str().unwrap(), seed.to_str().unwrap());
+    // The first message's score, and what the run said on stderr.
+    let first = |extra: &[&str]| {
+        let results = dir.path().join("results");
+        let mut args = vec![
+            "eval",
+            "--index",
+            index,
+            "--train",
+            "clicks",
+            "--profile",
+            "diligent",
+            "--results",
+            results.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = chaff(&args);
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(&results).unwrap();
+        let line = text.lines().find(|l| !l.starts_with('#')).unwrap();
+        let score: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (score, String::from_utf8(out.stderr).unwrap())
+    };
+    let (alone, _) = first(&["--grams", "1"]);
+    let (seeded, stderr) = first(&["--grams", "1", "--grams-seed", seed]);
+    assert!(
+        stderr.contains("grams: seeded with 45 messages of 1 corpora"),
+        "{stderr}"
+    );
+    assert_ne!(seeded, alone, "a seeded regression has its say at once");
+    let (ramped, _) = first(&["--grams", "1", "--grams-seed", seed, "--grams-user-ramp"]);
+    assert_eq!(ramped, alone, "no say before the user's first clicked ham");
+    let (zero, _) = first(&["--grams", "0"]);
+    let (zero_seeded, _) = first(&["--grams", "0", "--grams-seed", seed]);
+    assert_eq!(zero, zero_seeded);
+
+    for (args, says) in [
+        (vec!["--grams-seed", seed], "add --grams WEIGHT"),
+        (
+            vec!["--grams", "1", "--grams-user-ramp"],
+            "add --grams-seed INDEX",
+        ),
+        (
+            vec!["--grams", "1", "--grams-seed", "/nonexistent/index"],
+            "/nonexistent/index",
+        ),
+    ] {
+        let mut all = vec!["eval", "--index", index];
+        all.extend_from_slice(&args);
+        let out = chaff(&all);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
 /// `chaff metrics --compare BASE NEW` says whether a change between two
 /// replays of one corpus is beyond noise: a filter that ranks every spam
 /// higher is "better" on (1-ROCA)%, a file against itself is "noise" with

@@ -226,6 +226,16 @@ impl GramModel {
         sum as f64 / UNIT * value(grams, params)
     }
 
+    /// Starts the say's ramp and the feedback gate again from no clicks,
+    /// the weights kept: a regression seeded from an operator's corpus
+    /// then waits for the user's own clicked ham before it has a say, as
+    /// one learned from the user's clicks alone does
+    /// (`chaff eval --grams-user-ramp`; docs/ACCURACY.md, "Session 35").
+    pub fn restart_say(&mut self) {
+        self.ham_clicks = 0;
+        self.taught = 0;
+    }
+
     /// Counts a scored message (for the feedback gate).
     pub fn count_scored(&mut self) {
         self.scored += 1;

@@ -157,6 +157,18 @@ pub struct EvalArgs {
     /// so the wider scores do not file more ham as spam (default 0).
     #[arg(long, help_heading = "Tuning", value_name = "LOG_ODDS")]
     grams_margin: Option<f64>,
+    /// With --grams: teach the regression every message of this TREC
+    /// index before the replay (repeat for several, interleaved), as an
+    /// operator would seed a shared regression; give corpora other than
+    /// --index (docs/ACCURACY.md, "Session 35").
+    #[arg(long, help_heading = "Tuning", value_name = "INDEX")]
+    grams_seed: Vec<PathBuf>,
+    /// With --grams-seed: the regression's say still waits for the user's
+    /// own clicked ham (none before the first, full at 10); without it the
+    /// seed's ham counts, and the seeded regression has its full say from
+    /// the first message.
+    #[arg(long, help_heading = "Tuning")]
+    grams_user_ramp: bool,
     /// Classifier parameters to try instead of the defaults (in-process only;
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
@@ -395,6 +407,12 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             let bar = bar.clone();
             let settings = engine_settings(&args);
             let durable = args.durable;
+            let seeds = args
+                .grams_seed
+                .iter()
+                .map(|index| eval::read_index(index))
+                .collect::<Result<Vec<_>, _>>()?;
+            let user_ramp = args.grams_user_ramp;
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
                 let engine = Arc::new(Engine::with_store(
@@ -405,6 +423,14 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 let mut filter = eval::EngineFilter::new(engine.clone(), user.clone());
                 if let Some(params) = grams {
                     filter = filter.with_grams(params);
+                    if !seeds.is_empty() {
+                        let n = filter.seed_grams(&seeds, user_ramp)?;
+                        eprintln!(
+                            "grams: seeded with {n} messages of {} corpora: {} weights",
+                            seeds.len(),
+                            filter.gram_weights().unwrap_or(0)
+                        );
+                    }
                 }
                 let outcomes = eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
@@ -487,15 +513,23 @@ fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
             || args.grams_skip_transport
             || args.grams_bytes.is_some()
             || args.grams_normalize
-            || args.grams_margin.is_some();
+            || args.grams_margin.is_some()
+            || !args.grams_seed.is_empty()
+            || args.grams_user_ramp;
         if tuned {
             anyhow::bail!(
                 "--grams-rate, --grams-gate, --grams-skip-transport, --grams-bytes, \
-                 --grams-normalize and --grams-margin tune --grams: add --grams WEIGHT"
+                 --grams-normalize, --grams-margin, --grams-seed and --grams-user-ramp tune \
+                 --grams: add --grams WEIGHT"
             );
         }
         return Ok(None);
     };
+    if args.grams_user_ramp && args.grams_seed.is_empty() {
+        anyhow::bail!(
+            "--grams-user-ramp restarts the say of a seeded regression: add --grams-seed INDEX"
+        );
+    }
     if args.server.is_some() {
         anyhow::bail!(
             "--grams runs in-process only (the service has no byte-gram regression): drop --server"

@@ -503,6 +503,47 @@ impl EngineFilter {
         self
     }
 
+    /// Teaches the regression, before the replay, every message of
+    /// `seeds` (an operator's labelled corpora: the shared model's seed),
+    /// interleaved by relative position as `chaff eval`'s several
+    /// mailboxes are ([`multi::Arrival::Together`]), so that no corpus
+    /// has the last word; `user_ramp`: the say then waits for the user's
+    /// own clicked ham ([`GramModel::restart_say`]). Returns the messages
+    /// taught. Nothing without `--grams`.
+    pub fn seed_grams(
+        &mut self,
+        seeds: &[Vec<CorpusMessage>],
+        user_ramp: bool,
+    ) -> Result<usize, EvalError> {
+        let Some((params, model)) = &mut self.grams else {
+            return Ok(0);
+        };
+        let mut order: Vec<(f64, &CorpusMessage)> = Vec::new();
+        for corpus in seeds {
+            let n = corpus.len() as f64;
+            order.extend(
+                corpus
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| ((i as f64 + 0.5) / n, m)),
+            );
+        }
+        // Stable: at equal positions, the corpora in the order given.
+        order.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, m) in &order {
+            let message = std::fs::read(&m.path).map_err(|source| EvalError::Read {
+                path: m.path.clone(),
+                source,
+            })?;
+            let grams = Grams::of(&message, params);
+            model.learn(&grams, model.z(&grams, params), m.gold, 1.0, params);
+        }
+        if user_ramp {
+            model.restart_say();
+        }
+        Ok(order.len())
+    }
+
     /// The regression's size (grams with a weight), if it runs.
     pub fn gram_weights(&self) -> Option<usize> {
         self.grams.as_ref().map(|(_, m)| m.len())
