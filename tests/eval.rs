@@ -242,9 +242,10 @@ fn grams_at_weight_zero_is_the_model_alone_and_its_flags_are_checked() {
 /// `--grams-seed` teaches the regression an operator's corpus before the
 /// replay: the seeded regression has its say from the first message (the
 /// seed's ham counts), unless `--grams-user-ramp` makes it wait for the
-/// user's own clicked ham; at weight 0 a seed changes nothing.
+/// user's own clicked ham; `--grams-frozen` learns nothing more; at
+/// weight 0 a seed changes nothing.
 #[test]
-fn grams_seed_is_taught_before_the_replay_and_the_user_ramp_waits_for_clicked_ham() {
+fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen() {
     let dir = tempfile::tempdir().unwrap();
     let (mailbox, operator) = (dir.path().join("mailbox"), dir.path().join("operator"));
     for d in [&mailbox, &operator] {
@@ -286,6 +287,22 @@ fn grams_seed_is_taught_before_the_replay_and_the_user_ramp_waits_for_clicked_ha
     assert_ne!(seeded, alone, "a seeded regression has its say at once");
     let (ramped, _) = first(&["--grams", "1", "--grams-seed", seed, "--grams-user-ramp"]);
     assert_eq!(ramped, alone, "no say before the user's first clicked ham");
+    // Frozen: the seed's weights alone, to the end of the replay.
+    let (frozen, stderr) = first(&["--grams", "1", "--grams-seed", seed, "--grams-frozen"]);
+    assert_eq!(frozen, seeded, "the same seed, the same first score");
+    let number_after = |stderr: &str, key: &str| -> u64 {
+        stderr
+            .split(key)
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{key:?} in {stderr}"))
+    };
+    assert_eq!(
+        number_after(&stderr, "corpora: "),
+        number_after(&stderr, "holds "),
+        "a frozen regression learns no weight from the replay: {stderr}"
+    );
     let (zero, _) = first(&["--grams", "0"]);
     let (zero_seeded, _) = first(&["--grams", "0", "--grams-seed", seed]);
     assert_eq!(zero, zero_seeded);
@@ -295,6 +312,21 @@ fn grams_seed_is_taught_before_the_replay_and_the_user_ramp_waits_for_clicked_ha
         (
             vec!["--grams", "1", "--grams-user-ramp"],
             "add --grams-seed INDEX",
+        ),
+        (
+            vec!["--grams", "1", "--grams-frozen"],
+            "add --grams-seed INDEX",
+        ),
+        (
+            vec![
+                "--grams",
+                "1",
+                "--grams-seed",
+                seed,
+                "--grams-frozen",
+                "--grams-user-ramp",
+            ],
+            "cannot be used with",
         ),
         (
             vec!["--grams", "1", "--grams-seed", "/nonexistent/index"],

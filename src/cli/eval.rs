@@ -169,6 +169,10 @@ pub struct EvalArgs {
     /// the first message.
     #[arg(long, help_heading = "Tuning")]
     grams_user_ramp: bool,
+    /// With --grams-seed: the regression learns nothing from the replay —
+    /// the operator's seed alone, as a shared table no click changes.
+    #[arg(long, help_heading = "Tuning", conflicts_with = "grams_user_ramp")]
+    grams_frozen: bool,
     /// Classifier parameters to try instead of the defaults (in-process only;
     /// see src/classify/robinson.rs): Robinson's s.
     #[arg(long, help_heading = "Tuning")]
@@ -412,7 +416,13 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|index| eval::read_index(index))
                 .collect::<Result<Vec<_>, _>>()?;
-            let user_ramp = args.grams_user_ramp;
+            let after = if args.grams_frozen {
+                eval::AfterSeed::Frozen
+            } else if args.grams_user_ramp {
+                eval::AfterSeed::LearnUserRamp
+            } else {
+                eval::AfterSeed::Learn
+            };
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;
                 let engine = Arc::new(Engine::with_store(
@@ -424,7 +434,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 if let Some(params) = grams {
                     filter = filter.with_grams(params);
                     if !seeds.is_empty() {
-                        let n = filter.seed_grams(&seeds, user_ramp)?;
+                        let n = filter.seed_grams(&seeds, after)?;
                         eprintln!(
                             "grams: seeded with {n} messages of {} corpora: {} weights",
                             seeds.len(),
@@ -515,19 +525,21 @@ fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
             || args.grams_normalize
             || args.grams_margin.is_some()
             || !args.grams_seed.is_empty()
-            || args.grams_user_ramp;
+            || args.grams_user_ramp
+            || args.grams_frozen;
         if tuned {
             anyhow::bail!(
                 "--grams-rate, --grams-gate, --grams-skip-transport, --grams-bytes, \
-                 --grams-normalize, --grams-margin, --grams-seed and --grams-user-ramp tune \
-                 --grams: add --grams WEIGHT"
+                 --grams-normalize, --grams-margin, --grams-seed, --grams-user-ramp and \
+                 --grams-frozen tune --grams: add --grams WEIGHT"
             );
         }
         return Ok(None);
     };
-    if args.grams_user_ramp && args.grams_seed.is_empty() {
+    if (args.grams_user_ramp || args.grams_frozen) && args.grams_seed.is_empty() {
         anyhow::bail!(
-            "--grams-user-ramp restarts the say of a seeded regression: add --grams-seed INDEX"
+            "--grams-user-ramp and --grams-frozen tell what a seeded regression does: add \
+             --grams-seed INDEX"
         );
     }
     if args.server.is_some() {

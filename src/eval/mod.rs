@@ -474,6 +474,23 @@ pub struct EngineFilter {
     /// The byte-gram regression beside the model (`chaff eval --grams`;
     /// research, not in the service: `classify::grams`).
     grams: Option<(GramParams, GramModel)>,
+    /// The regression learns nothing from the replay ([`AfterSeed::Frozen`]).
+    grams_frozen: bool,
+}
+
+/// What a seeded regression does during the replay
+/// ([`EngineFilter::seed_grams`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterSeed {
+    /// Learns on from the user's clicks and delivered mail; the seed's
+    /// ham counts towards its say, so it has its full say at once.
+    Learn,
+    /// Learns on, its say waiting for the user's own clicked ham
+    /// ([`GramModel::restart_say`]; `--grams-user-ramp`).
+    LearnUserRamp,
+    /// Learns nothing more: the operator's seed alone, a shared table no
+    /// click changes (`--grams-frozen`), so nothing to undo on Forget.
+    Frozen,
 }
 
 impl EngineFilter {
@@ -493,6 +510,7 @@ impl EngineFilter {
             prepared: 0,
             readers: Arc::new(readers),
             grams: None,
+            grams_frozen: false,
         }
     }
 
@@ -507,13 +525,12 @@ impl EngineFilter {
     /// `seeds` (an operator's labelled corpora: the shared model's seed),
     /// interleaved by relative position as `chaff eval`'s several
     /// mailboxes are ([`multi::Arrival::Together`]), so that no corpus
-    /// has the last word; `user_ramp`: the say then waits for the user's
-    /// own clicked ham ([`GramModel::restart_say`]). Returns the messages
+    /// has the last word; `after`: what it does in the replay. Returns the messages
     /// taught. Nothing without `--grams`.
     pub fn seed_grams(
         &mut self,
         seeds: &[Vec<CorpusMessage>],
-        user_ramp: bool,
+        after: AfterSeed,
     ) -> Result<usize, EvalError> {
         let Some((params, model)) = &mut self.grams else {
             return Ok(0);
@@ -538,8 +555,10 @@ impl EngineFilter {
             let grams = Grams::of(&message, params);
             model.learn(&grams, model.z(&grams, params), m.gold, 1.0, params);
         }
-        if user_ramp {
-            model.restart_say();
+        match after {
+            AfterSeed::Learn => {}
+            AfterSeed::LearnUserRamp => model.restart_say(),
+            AfterSeed::Frozen => self.grams_frozen = true,
         }
         Ok(order.len())
     }
@@ -674,7 +693,9 @@ impl Filter for EngineFilter {
         engine
             .train_read(&user, read.get(), label, Some(message_id))
             .map_err(|e| e.to_string())?;
-        if let Some((params, model)) = &mut self.grams {
+        if let Some((params, model)) = &mut self.grams
+            && !self.grams_frozen
+        {
             let grams = Grams::of(message, params);
             model.learn(&grams, model.z(&grams, params), label, 1.0, params);
         }
@@ -691,6 +712,7 @@ impl Filter for EngineFilter {
         let message_id = replay_message_id(id);
         let (engine, user) = (self.engine.clone(), self.user.clone());
         let read = self.read(id, message)?;
+        let frozen = self.grams_frozen;
         if let Some((params, model)) = &mut self.grams {
             // The model's score, the regression's, then the same lessons as
             // `score_then_train` given the combined verdict: a click, or
@@ -705,12 +727,16 @@ impl Filter for EngineFilter {
                 engine
                     .train_read(&user, read.get(), gold, Some(message_id))
                     .map_err(|e| e.to_string())?;
-                model.learn(&grams, z, gold, 1.0, params);
+                if !frozen {
+                    model.learn(&grams, z, gold, 1.0, params);
+                }
             } else if verdict != Verdict::Spam {
                 engine
                     .learn_delivered(&user, read.get(), &message_id)
                     .map_err(|e| e.to_string())?;
-                model.learn(&grams, z, Label::Ham, params.delivered_share, params);
+                if !frozen {
+                    model.learn(&grams, z, Label::Ham, params.delivered_share, params);
+                }
             }
             return Ok(Judgement { score, verdict });
         }
