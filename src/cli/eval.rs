@@ -536,6 +536,21 @@ fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
         }
         return Ok(None);
     };
+    let same = |a: &PathBuf, b: &PathBuf| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if let Some(seed) = args
+        .grams_seed
+        .iter()
+        .find(|s| args.index.iter().any(|i| same(s, i)))
+    {
+        anyhow::bail!(
+            "--grams-seed {} is the corpus replayed: seed with other corpora (a seed that \
+             holds the replayed messages measures memory, not the filter)",
+            seed.display()
+        );
+    }
     if (args.grams_user_ramp || args.grams_frozen) && args.grams_seed.is_empty() {
         anyhow::bail!(
             "--grams-user-ramp and --grams-frozen tell what a seeded regression does: add \

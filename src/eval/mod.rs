@@ -525,8 +525,8 @@ impl EngineFilter {
     /// `seeds` (an operator's labelled corpora: the shared model's seed),
     /// interleaved by relative position as `chaff eval`'s several
     /// mailboxes are ([`multi::Arrival::Together`]), so that no corpus
-    /// has the last word; `after`: what it does in the replay. Returns the messages
-    /// taught. Nothing without `--grams`.
+    /// has the last word; `after`: what it does in the replay. Returns
+    /// the messages taught. Nothing without `--grams`.
     pub fn seed_grams(
         &mut self,
         seeds: &[Vec<CorpusMessage>],
