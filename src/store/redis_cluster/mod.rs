@@ -46,13 +46,13 @@
 //!   journal records past the version a reader holds, or the snapshot plus
 //!   the records after it; an up-to-date reader gets an empty reply. Never
 //!   one request per token.
-//! - Durability: after every click (also ALREADY_LEARNED and NOT_FOUND,
-//!   which may rest on another client's click), `WAIT <replicas> <ms>` is
-//!   sent to the primary of the user's slot only (redis-rs would send a
-//!   keyless `WAIT` to every primary). WAIT counts the writes sent on the
-//!   same connection, and redis-rs multiplexes one connection per node, so
-//!   it covers this click; while the slot moves, a `WAIT` also goes to
-//!   the node the click ran on (`durable.rs`). A click not confirmed in
+//! - Durability: every click (also ALREADY_LEARNED and NOT_FOUND,
+//!   which may rest on an earlier click not yet replicated) is sent with
+//!   `WAIT <replicas> <ms>` in one pipeline, so both go over one
+//!   connection to whichever node runs the click, ASK included, and WAIT
+//!   counts the writes sent on that connection (`durable.rs`). Other
+//!   waited writes send the `WAIT` after the write, to the slot's primary
+//!   and to the node the write ran on. A click not confirmed in
 //!   time is an error (UNAVAILABLE); a retry is safe, the ledger answers
 //!   ALREADY_LEARNED.
 //! - Every operation is bounded in time (`RedisConfig::op_timeout`):
@@ -906,11 +906,11 @@ impl RedisStore {
         derived: &str,
     ) -> Result<RawClick, Error> {
         let keys = Keys::of(user);
-        let reply = self.run_click(&keys, msg, new, derived, None).await?;
+        // The click and its WAIT in one pipeline (`durable.rs`); waited
+        // for even when nothing changed: ALREADY_LEARNED or NOT_FOUND may
+        // rest on an earlier click of this process not yet replicated.
+        let reply = self.run_click_durably(&keys, msg, new, derived).await?;
         let raw = parse_click(&reply)?;
-        // Wait even when nothing changed: ALREADY_LEARNED or NOT_FOUND may
-        // rest on another replica's click that is not yet replicated.
-        self.wait_replicas(&keys).await?;
         // A sharing user's part moved (or may have, by an earlier click
         // whose note was lost): tell the shared model's readers. A retried
         // click notes again, so a note lost with a failed reply heals.
@@ -919,6 +919,47 @@ impl RedisStore {
                 .await?;
         }
         Ok(raw.raw)
+    }
+
+    /// [`Self::run_click`] of a click or Forget, sent with its `WAIT` in
+    /// one pipeline (`durable.rs`, [`Self::durably`]): the script's reply
+    /// once `config.replicas` replicas hold it, else UNAVAILABLE.
+    async fn run_click_durably(
+        &self,
+        keys: &Keys,
+        msg: &MessageId,
+        new: Option<&LedgerEntry>,
+        derived: &str,
+    ) -> Result<Value, Error> {
+        let cutoffs = self.window.cutoffs();
+        let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.click.get_hash()).arg(8);
+        for key in [
+            &keys.meta,
+            &keys.ledger,
+            &keys.journal,
+            &keys.policy,
+            &keys.part.meta,
+            &keys.part.journal,
+            &keys.times,
+            &keys.delivered_times,
+        ] {
+            cmd.arg(key);
+        }
+        cmd.arg(msg.as_str())
+            .arg(&new[..])
+            .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
+            .arg(derived)
+            .arg(Weight::DELIVERED.0)
+            .arg(Weight::FULL.0)
+            .arg(if keys.seed { "1" } else { "0" })
+            .arg(cutoffs.click_s)
+            .arg(cutoffs.delivered_s)
+            .arg(window::FOLD_PER_CLICK)
+            .arg(cutoffs.now_s);
+        self.bounded("a click", self.durably(CLICK, &keys.meta, cmd))
+            .await
     }
 
     /// `WAIT replicas ms` on the primary of the user's slot.
