@@ -37,6 +37,16 @@ fn corpus(dir: &Path, n: usize) {
     std::fs::write(dir.join("index"), index).unwrap();
 }
 
+/// `chaff eval --index INDEX ARGS…` fails, saying `says` on stderr.
+fn refused(index: &str, args: &[&str], says: &str) {
+    let mut all = vec!["eval", "--index", index];
+    all.extend_from_slice(args);
+    let out = chaff(&all);
+    assert!(!out.status.success(), "{args:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(says), "{args:?}: {err}");
+}
+
 fn chaff(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_chaff"))
         .args(args)
@@ -230,12 +240,7 @@ fn grams_at_weight_zero_is_the_model_alone_and_its_flags_are_checked() {
         ),
         (vec!["--grams", "0.5", "--index", index], "one --index"),
     ] {
-        let mut all = vec!["eval", "--index", index];
-        all.extend_from_slice(&args);
-        let out = chaff(&all);
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.contains(says), "{args:?}: {err}");
+        refused(index, &args, says);
     }
 }
 
@@ -337,12 +342,7 @@ fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen()
             "/nonexistent/index",
         ),
     ] {
-        let mut all = vec!["eval", "--index", index];
-        all.extend_from_slice(&args);
-        let out = chaff(&all);
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.contains(says), "{args:?}: {err}");
+        refused(index, &args, says);
     }
 }
 

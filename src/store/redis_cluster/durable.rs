@@ -1,6 +1,6 @@
 //! Waiting for replicas after a write (`WAIT`), on the node that ran it.
 //!
-//! A click (Train, Forget) sends its script and the `WAIT` in one
+//! A click (Train, Forget, a seeded message) sends its script and the `WAIT` in one
 //! pipeline ([`RedisStore::durably`]): one connection, one node, so the
 //! count is of replicas holding that click whatever redis-rs did to reach
 //! the node. The other waited writes send the `WAIT` after the write

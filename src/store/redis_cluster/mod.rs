@@ -840,9 +840,7 @@ impl RedisStore {
             implicit: true,
         };
         let keys = Keys::of(user);
-        let reply = self
-            .run_click(&keys, msg, Some(&entry), "", Some(ceiling))
-            .await?;
+        let reply = self.run_click(&keys, msg, Some(&entry), ceiling).await?;
         let raw = parse_click(&reply)?;
         match raw.code {
             0 => Ok(None),
@@ -857,80 +855,19 @@ impl RedisStore {
         }
     }
 
-    /// `click.lua` on `keys`: learn `new` (timed now by the undo window's
-    /// clock), or Forget (`None`). `ceiling`: delivered mail only, the most
-    /// it may weigh (`None`: one message).
-    async fn run_click(
+    /// `EVALSHA click.lua` on `keys`: learn `new` (timed now by the undo
+    /// window's clock), or Forget (`None`). `ceiling`: delivered mail
+    /// only, the most it may weigh (`None`: one message). One builder for
+    /// the plain call ([`Self::run_click`]) and the waited one
+    /// ([`Self::run_click_durably`]).
+    fn click_cmd(
         &self,
         keys: &Keys,
         msg: &MessageId,
         new: Option<&LedgerEntry>,
         derived: &str,
         ceiling: Option<Weight>,
-    ) -> Result<Value, Error> {
-        let cutoffs = self.window.cutoffs();
-        let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
-        self.bounded("a click", async {
-            let mut call = self.scripts.click.prepare_invoke();
-            call.key(&keys.meta)
-                .key(&keys.ledger)
-                .key(&keys.journal)
-                .key(&keys.policy)
-                .key(&keys.part.meta)
-                .key(&keys.part.journal)
-                .key(&keys.times)
-                .key(&keys.delivered_times)
-                .arg(msg.as_str())
-                .arg(&new[..])
-                .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
-                .arg(derived)
-                .arg(Weight::DELIVERED.0)
-                .arg(ceiling.map_or(Weight::FULL.0, |c| {
-                    c.0.clamp(Weight::DELIVERED.0, Weight::FULL.0)
-                }))
-                .arg(if keys.seed { "1" } else { "0" })
-                .arg(cutoffs.click_s)
-                .arg(cutoffs.delivered_s)
-                .arg(window::FOLD_PER_CLICK)
-                .arg(cutoffs.now_s);
-            self.invoke(CLICK, &call).await
-        })
-        .await
-    }
-
-    async fn click(
-        &self,
-        user: &UserId,
-        msg: &MessageId,
-        new: Option<&LedgerEntry>,
-        derived: &str,
-    ) -> Result<RawClick, Error> {
-        let keys = Keys::of(user);
-        // The click and its WAIT in one pipeline (`durable.rs`); waited
-        // for even when nothing changed: ALREADY_LEARNED or NOT_FOUND may
-        // rest on an earlier click of this process not yet replicated.
-        let reply = self.run_click_durably(&keys, msg, new, derived).await?;
-        let raw = parse_click(&reply)?;
-        // A sharing user's part moved (or may have, by an earlier click
-        // whose note was lost): tell the shared model's readers. A retried
-        // click notes again, so a note lost with a failed reply heals.
-        if raw.sharing && raw.part_version > 0 {
-            self.note_part(&Owner::User(user.clone()), raw.part_version)
-                .await?;
-        }
-        Ok(raw.raw)
-    }
-
-    /// [`Self::run_click`] of a click or Forget, sent with its `WAIT` in
-    /// one pipeline (`durable.rs`, [`Self::durably`]): the script's reply
-    /// once `config.replicas` replicas hold it, else UNAVAILABLE.
-    async fn run_click_durably(
-        &self,
-        keys: &Keys,
-        msg: &MessageId,
-        new: Option<&LedgerEntry>,
-        derived: &str,
-    ) -> Result<Value, Error> {
+    ) -> redis::Cmd {
         let cutoffs = self.window.cutoffs();
         let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
         let mut cmd = redis::cmd("EVALSHA");
@@ -952,14 +889,73 @@ impl RedisStore {
             .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
             .arg(derived)
             .arg(Weight::DELIVERED.0)
-            .arg(Weight::FULL.0)
+            .arg(ceiling.map_or(Weight::FULL.0, |c| {
+                c.0.clamp(Weight::DELIVERED.0, Weight::FULL.0)
+            }))
             .arg(if keys.seed { "1" } else { "0" })
             .arg(cutoffs.click_s)
             .arg(cutoffs.delivered_s)
             .arg(window::FOLD_PER_CLICK)
             .arg(cutoffs.now_s);
+        cmd
+    }
+
+    /// [`Self::click_cmd`] run without waiting for replicas (delivered
+    /// mail: nothing was acknowledged, as on sled).
+    async fn run_click(
+        &self,
+        keys: &Keys,
+        msg: &MessageId,
+        new: Option<&LedgerEntry>,
+        ceiling: Weight,
+    ) -> Result<Value, Error> {
+        let cmd = self.click_cmd(keys, msg, new, "", Some(ceiling));
+        self.bounded(
+            "a click",
+            self.again(CLICK, || {
+                let mut conn = self.conn.clone();
+                let cmd = cmd.clone();
+                async move { cmd.query_async(&mut conn).await }
+            }),
+        )
+        .await
+    }
+
+    /// [`Self::click_cmd`] of a click, a Forget or a seeded message, sent
+    /// with its `WAIT` in one pipeline (`durable.rs`, [`Self::durably`]):
+    /// the script's reply once `config.replicas` replicas hold it, else
+    /// UNAVAILABLE. Waited for even when nothing changed: ALREADY_LEARNED
+    /// or NOT_FOUND may rest on an earlier click not yet replicated.
+    async fn run_click_durably(
+        &self,
+        keys: &Keys,
+        msg: &MessageId,
+        new: Option<&LedgerEntry>,
+        derived: &str,
+    ) -> Result<Value, Error> {
+        let cmd = self.click_cmd(keys, msg, new, derived, None);
         self.bounded("a click", self.durably(CLICK, &keys.meta, cmd))
             .await
+    }
+
+    async fn click(
+        &self,
+        user: &UserId,
+        msg: &MessageId,
+        new: Option<&LedgerEntry>,
+        derived: &str,
+    ) -> Result<RawClick, Error> {
+        let keys = Keys::of(user);
+        let reply = self.run_click_durably(&keys, msg, new, derived).await?;
+        let raw = parse_click(&reply)?;
+        // A sharing user's part moved (or may have, by an earlier click
+        // whose note was lost): tell the shared model's readers. A retried
+        // click notes again, so a note lost with a failed reply heals.
+        if raw.sharing && raw.part_version > 0 {
+            self.note_part(&Owner::User(user.clone()), raw.part_version)
+                .await?;
+        }
+        Ok(raw.raw)
     }
 
     /// `WAIT replicas ms` on the primary of the user's slot.
