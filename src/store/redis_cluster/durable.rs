@@ -1,9 +1,9 @@
 //! Waiting for replicas after a write (`WAIT`), on the node that ran it.
 //!
-//! A click (Train, Forget, a seeded message) sends its script and the `WAIT` in one
-//! pipeline ([`RedisStore::durably`]): one connection, one node, so the
-//! count is of replicas holding that click whatever redis-rs did to reach
-//! the node. The other waited writes send the `WAIT` after the write
+//! A click (Train, Forget, a seeded message) sends its script and the
+//! `WAIT` in one pipeline ([`RedisStore::durably`]): one connection, one
+//! node, so the count is of replicas holding that click whatever redis-rs
+//! did to reach the node. The other waited writes send the `WAIT` after the write
 //! ([`RedisStore::wait_for`]), as below.
 //!
 //! # Why this shape (`wait_for`)
