@@ -3,8 +3,8 @@
 //! A click (Train, Forget, a seeded message) sends its script and the
 //! `WAIT` in one pipeline ([`RedisStore::durably`]): one connection, one
 //! node, so the count is of replicas holding that click whatever redis-rs
-//! did to reach the node. The other waited writes send the `WAIT` after the write
-//! ([`RedisStore::wait_for`]), as below.
+//! did to reach the node. The other waited writes send the `WAIT` after
+//! the write ([`RedisStore::wait_for`]), as below.
 //!
 //! # Why this shape (`wait_for`)
 //!
