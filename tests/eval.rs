@@ -323,6 +323,10 @@ fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen()
             "add --grams-seed INDEX",
         ),
         (
+            vec!["--grams", "1", "--grams-seed", seed, "--grams-gate"],
+            "not measured with --grams-seed",
+        ),
+        (
             vec!["--grams", "1", "--grams-seed", index],
             "is the corpus replayed",
         ),

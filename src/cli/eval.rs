@@ -551,6 +551,12 @@ fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
             seed.display()
         );
     }
+    if args.grams_gate && !args.grams_seed.is_empty() {
+        anyhow::bail!(
+            "--grams-gate scales the say by the share of the user's messages clicked, which a \
+             seed's messages would count as clicks: not measured with --grams-seed, drop one"
+        );
+    }
     if (args.grams_user_ramp || args.grams_frozen) && args.grams_seed.is_empty() {
         anyhow::bail!(
             "--grams-user-ramp and --grams-frozen tell what a seeded regression does: add \
