@@ -1,12 +1,6 @@
 //! Waiting for replicas after a write (`WAIT`), on the node that ran it.
 //!
-//! A click (Train, Forget, a seeded message) sends its script and the
-//! `WAIT` in one pipeline ([`RedisStore::durably`]): one connection, one
-//! node, so the count is of replicas holding that click whatever redis-rs
-//! did to reach the node. The other waited writes send the `WAIT` after
-//! the write ([`RedisStore::wait_for`]), as below.
-//!
-//! # Why this shape (`wait_for`)
+//! # Why this shape
 //!
 //! `WAIT n ms` counts the replicas that have every write sent *on the same
 //! connection* before it, so it must go to the node that ran the write.
@@ -33,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Script, Value};
 
 use super::{RedisStore, StorageError, bytes, corrupt, primary_of, route};
@@ -70,83 +64,6 @@ fn parse_nodes(text: &str) -> HashMap<String, (String, u16)> {
 }
 
 impl RedisStore {
-    /// Runs `write` (an `EVALSHA` of `source` whose first key is `key`)
-    /// and `WAIT replicas ms` **in one pipeline**, so both go over one
-    /// connection to one node, whichever node redis-rs reaches (MOVED and
-    /// ASK retry the pair together): the `WAIT` counts the replicas that
-    /// hold this write, never a count from another connection. Returns
-    /// the write's reply once enough replicas hold it; UNAVAILABLE if not
-    /// (a retry is safe). NOSCRIPT and a moving slot are retried as
-    /// [`RedisStore::again`] does.
-    ///
-    /// Why not a `WAIT` sent after the write returned: redis-rs, when the
-    /// connection to a slot's primary is being repaired, sends a
-    /// slot-routed command to another node of the shard or to a random
-    /// one, and a refresh of the slot map may replace a node's connection
-    /// between two commands; a `WAIT` on a connection that sent no write
-    /// answers at once with the number of replicas connected. Either can
-    /// count replicas that do not hold the write.
-    pub(super) async fn durably(
-        &self,
-        source: &str,
-        key: &str,
-        write: redis::Cmd,
-    ) -> Result<Value, Error> {
-        let wanted = self.config.replicas;
-        let mut pipe = redis::pipe();
-        pipe.add_command(write);
-        if wanted > 0 {
-            pipe.add_command(
-                redis::cmd("WAIT")
-                    .arg(wanted)
-                    .arg(self.config.wait.as_millis() as u64)
-                    .clone(),
-            );
-        }
-        let count = pipe.cmd_iter().count();
-        let slot = SingleNodeRoutingInfo::SpecificNode(Route::with_slot(
-            Slot::for_key(key),
-            SlotAddr::Master,
-        ));
-        let (reply, acked) = self
-            .again(source, || {
-                let mut conn = self.conn.clone();
-                let (pipe, slot) = (pipe.clone(), slot.clone());
-                async move {
-                    let mut replies = conn.route_pipeline(pipe, 0, count, slot).await?;
-                    let acked = if count == 2 { replies.pop() } else { None };
-                    let reply = replies
-                        .pop()
-                        .ok_or_else(|| {
-                            redis::RedisError::from((
-                                redis::ErrorKind::Parse,
-                                "a pipeline without a reply",
-                            ))
-                        })?
-                        .extract_error()?;
-                    Ok((reply, acked))
-                }
-            })
-            .await?;
-        if wanted > 0 {
-            let acked = match acked.map(Value::extract_error) {
-                Some(Ok(Value::Int(n))) => n,
-                // A node that refuses WAIT (a primary just demoted) or
-                // answers without a count: no replica is known to hold it.
-                Some(Ok(other)) => {
-                    tracing::warn!(reply = ?other, "WAIT answered without a count; counted as no replica");
-                    0
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => 0,
-            };
-            if acked < i64::from(wanted) {
-                return Err(StorageError::not_replicated(wanted, acked, self.config.wait).into());
-            }
-        }
-        Ok(reply)
-    }
-
     /// `WAIT replicas ms` on the node that ran the last write to `key` and
     /// on the primary of `key`'s slot (module docs): the writes sent there
     /// on this connection so far are on that many replicas, or the caller

@@ -46,13 +46,13 @@
 //!   journal records past the version a reader holds, or the snapshot plus
 //!   the records after it; an up-to-date reader gets an empty reply. Never
 //!   one request per token.
-//! - Durability: every click (also ALREADY_LEARNED and NOT_FOUND,
-//!   which may rest on an earlier click not yet replicated) is sent with
-//!   `WAIT <replicas> <ms>` in one pipeline, so both go over one
-//!   connection to whichever node runs the click, ASK included, and WAIT
-//!   counts the writes sent on that connection (`durable.rs`). Other
-//!   waited writes send the `WAIT` after the write, to the slot's primary
-//!   and to the node the write ran on. A click not confirmed in
+//! - Durability: after every click (also ALREADY_LEARNED and NOT_FOUND,
+//!   which may rest on another client's click), `WAIT <replicas> <ms>` is
+//!   sent to the primary of the user's slot only (redis-rs would send a
+//!   keyless `WAIT` to every primary). WAIT counts the writes sent on the
+//!   same connection, and redis-rs multiplexes one connection per node, so
+//!   it covers this click; while the slot moves, a `WAIT` also goes to
+//!   the node the click ran on (`durable.rs`). A click not confirmed in
 //!   time is an error (UNAVAILABLE); a retry is safe, the ledger answers
 //!   ALREADY_LEARNED.
 //! - Every operation is bounded in time (`RedisConfig::op_timeout`):
@@ -840,7 +840,9 @@ impl RedisStore {
             implicit: true,
         };
         let keys = Keys::of(user);
-        let reply = self.run_click(&keys, msg, Some(&entry), ceiling).await?;
+        let reply = self
+            .run_click(&keys, msg, Some(&entry), "", Some(ceiling))
+            .await?;
         let raw = parse_click(&reply)?;
         match raw.code {
             0 => Ok(None),
@@ -855,87 +857,45 @@ impl RedisStore {
         }
     }
 
-    /// `EVALSHA click.lua` on `keys`: learn `new` (timed now by the undo
-    /// window's clock), or Forget (`None`). `ceiling`: delivered mail
-    /// only, the most it may weigh (`None`: one message). One builder for
-    /// the plain call ([`Self::run_click`]) and the waited one
-    /// ([`Self::run_click_durably`]).
-    fn click_cmd(
+    /// `click.lua` on `keys`: learn `new` (timed now by the undo window's
+    /// clock), or Forget (`None`). `ceiling`: delivered mail only, the most
+    /// it may weigh (`None`: one message).
+    async fn run_click(
         &self,
         keys: &Keys,
         msg: &MessageId,
         new: Option<&LedgerEntry>,
         derived: &str,
         ceiling: Option<Weight>,
-    ) -> redis::Cmd {
+    ) -> Result<Value, Error> {
         let cutoffs = self.window.cutoffs();
         let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.scripts.click.get_hash()).arg(8);
-        for key in [
-            &keys.meta,
-            &keys.ledger,
-            &keys.journal,
-            &keys.policy,
-            &keys.part.meta,
-            &keys.part.journal,
-            &keys.times,
-            &keys.delivered_times,
-        ] {
-            cmd.arg(key);
-        }
-        cmd.arg(msg.as_str())
-            .arg(&new[..])
-            .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
-            .arg(derived)
-            .arg(Weight::DELIVERED.0)
-            .arg(ceiling.map_or(Weight::FULL.0, |c| {
-                c.0.clamp(Weight::DELIVERED.0, Weight::FULL.0)
-            }))
-            .arg(if keys.seed { "1" } else { "0" })
-            .arg(cutoffs.click_s)
-            .arg(cutoffs.delivered_s)
-            .arg(window::FOLD_PER_CLICK)
-            .arg(cutoffs.now_s);
-        cmd
-    }
-
-    /// [`Self::click_cmd`] run without waiting for replicas (delivered
-    /// mail: nothing was acknowledged, as on sled).
-    async fn run_click(
-        &self,
-        keys: &Keys,
-        msg: &MessageId,
-        new: Option<&LedgerEntry>,
-        ceiling: Weight,
-    ) -> Result<Value, Error> {
-        let cmd = self.click_cmd(keys, msg, new, "", Some(ceiling));
-        self.bounded(
-            "a click",
-            self.again(CLICK, || {
-                let mut conn = self.conn.clone();
-                let cmd = cmd.clone();
-                async move { cmd.query_async(&mut conn).await }
-            }),
-        )
+        self.bounded("a click", async {
+            let mut call = self.scripts.click.prepare_invoke();
+            call.key(&keys.meta)
+                .key(&keys.ledger)
+                .key(&keys.journal)
+                .key(&keys.policy)
+                .key(&keys.part.meta)
+                .key(&keys.part.journal)
+                .key(&keys.times)
+                .key(&keys.delivered_times)
+                .arg(msg.as_str())
+                .arg(&new[..])
+                .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
+                .arg(derived)
+                .arg(Weight::DELIVERED.0)
+                .arg(ceiling.map_or(Weight::FULL.0, |c| {
+                    c.0.clamp(Weight::DELIVERED.0, Weight::FULL.0)
+                }))
+                .arg(if keys.seed { "1" } else { "0" })
+                .arg(cutoffs.click_s)
+                .arg(cutoffs.delivered_s)
+                .arg(window::FOLD_PER_CLICK)
+                .arg(cutoffs.now_s);
+            self.invoke(CLICK, &call).await
+        })
         .await
-    }
-
-    /// [`Self::click_cmd`] of a click, a Forget or a seeded message, sent
-    /// with its `WAIT` in one pipeline (`durable.rs`, [`Self::durably`]):
-    /// the script's reply once `config.replicas` replicas hold it, else
-    /// UNAVAILABLE. Waited for even when nothing changed: ALREADY_LEARNED
-    /// or NOT_FOUND may rest on an earlier click not yet replicated.
-    async fn run_click_durably(
-        &self,
-        keys: &Keys,
-        msg: &MessageId,
-        new: Option<&LedgerEntry>,
-        derived: &str,
-    ) -> Result<Value, Error> {
-        let cmd = self.click_cmd(keys, msg, new, derived, None);
-        self.bounded("a click", self.durably(CLICK, &keys.meta, cmd))
-            .await
     }
 
     async fn click(
@@ -946,8 +906,11 @@ impl RedisStore {
         derived: &str,
     ) -> Result<RawClick, Error> {
         let keys = Keys::of(user);
-        let reply = self.run_click_durably(&keys, msg, new, derived).await?;
+        let reply = self.run_click(&keys, msg, new, derived, None).await?;
         let raw = parse_click(&reply)?;
+        // Wait even when nothing changed: ALREADY_LEARNED or NOT_FOUND may
+        // rest on another replica's click that is not yet replicated.
+        self.wait_replicas(&keys).await?;
         // A sharing user's part moved (or may have, by an earlier click
         // whose note was lost): tell the shared model's readers. A retried
         // click notes again, so a note lost with a failed reply heals.
