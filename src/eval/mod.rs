@@ -535,19 +535,10 @@ impl EngineFilter {
         let Some((params, model)) = &mut self.grams else {
             return Ok(0);
         };
-        let mut order: Vec<(f64, &CorpusMessage)> = Vec::new();
-        for corpus in seeds {
-            let n = corpus.len() as f64;
-            order.extend(
-                corpus
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| ((i as f64 + 0.5) / n, m)),
-            );
-        }
-        // Stable: at equal positions, the corpora in the order given.
-        order.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (_, m) in &order {
+        let lens: Vec<usize> = seeds.iter().map(Vec::len).collect();
+        let order = multi::arrival_order_of(&lens, multi::Arrival::Together);
+        for &(c, i) in &order {
+            let m = &seeds[c][i];
             let message = std::fs::read(&m.path).map_err(|source| EvalError::Read {
                 path: m.path.clone(),
                 source,

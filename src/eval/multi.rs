@@ -100,15 +100,21 @@ pub trait SharedFilter {
 
 /// The order messages arrive in: `(mailbox, message)` positions.
 pub fn arrival_order(mailboxes: &[Mailbox], arrival: Arrival) -> Vec<(usize, usize)> {
-    let mut order: Vec<(usize, usize)> = mailboxes
+    let lens: Vec<usize> = mailboxes.iter().map(|m| m.messages.len()).collect();
+    arrival_order_of(&lens, arrival)
+}
+
+/// [`arrival_order`] of streams of these lengths (also the order in which
+/// `chaff eval --grams-seed` teaches several seed corpora).
+pub fn arrival_order_of(lens: &[usize], arrival: Arrival) -> Vec<(usize, usize)> {
+    let mut order: Vec<(usize, usize)> = lens
         .iter()
         .enumerate()
-        .flat_map(|(b, m)| (0..m.messages.len()).map(move |i| (b, i)))
+        .flat_map(|(b, &n)| (0..n).map(move |i| (b, i)))
         .collect();
     if arrival == Arrival::Together {
         // (i + ½)/n compared exactly as (2i + 1)·n' against (2i' + 1)·n.
-        let key =
-            |&(b, i): &(usize, usize)| (2 * i as u128 + 1, mailboxes[b].messages.len() as u128);
+        let key = |&(b, i): &(usize, usize)| (2 * i as u128 + 1, lens[b] as u128);
         order.sort_by(|x, y| {
             let ((a, n), (c, m)) = (key(x), key(y));
             (a * m).cmp(&(c * n)).then(x.0.cmp(&y.0))
