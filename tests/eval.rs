@@ -244,6 +244,48 @@ fn grams_at_weight_zero_is_the_model_alone_and_its_flags_are_checked() {
     }
 }
 
+/// `--grams-delivered-share 0` teaches the regression from clicks only:
+/// mail delivered and not clicked adds no weight, so its table holds fewer
+/// grams than the default's (a twentieth of a click for delivered mail),
+/// and the share is checked.
+#[test]
+fn grams_delivered_share_zero_learns_from_clicks_only() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path(), 60);
+    let index = dir.path().join("index");
+    let index = index.to_str().unwrap();
+    let weights = |extra: &[&str]| -> u64 {
+        let mut args = vec![
+            "eval", "--index", index, "--train", "clicks", "--grams", "0.5",
+        ];
+        args.extend_from_slice(extra);
+        let out = chaff(&args);
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        stderr
+            .split("holds ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stderr}"))
+    };
+    let (default, clicks_only) = (weights(&[]), weights(&["--grams-delivered-share", "0"]));
+    assert!(
+        clicks_only < default,
+        "clicks only {clicks_only} weights, with delivered mail {default}"
+    );
+    refused(
+        index,
+        &["--grams", "0.5", "--grams-delivered-share", "2"],
+        "give a share in [0, 1]",
+    );
+    refused(
+        index,
+        &["--grams-delivered-share", "0"],
+        "add --grams WEIGHT",
+    );
+}
+
 /// `--grams-seed` teaches the regression an operator's corpus before the
 /// replay: the seeded regression has its say from the first message (the
 /// seed's ham counts), unless `--grams-user-ramp` makes it wait for the

@@ -157,6 +157,11 @@ pub struct EvalArgs {
     /// so the wider scores do not file more ham as spam (default 0).
     #[arg(long, help_heading = "Tuning", value_name = "LOG_ODDS")]
     grams_margin: Option<f64>,
+    /// With --grams: mail delivered and not clicked teaches the regression
+    /// as ham at this share of a click's rate (default 0.05; 0: the
+    /// regression learns from clicks only, so scoring never writes it).
+    #[arg(long, help_heading = "Tuning", value_name = "SHARE")]
+    grams_delivered_share: Option<f64>,
     /// With --grams: teach the regression every message of this TREC
     /// index before the replay (repeat for several, interleaved), as an
     /// operator would seed a shared regression; give corpora other than
@@ -524,13 +529,14 @@ fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
             || args.grams_bytes.is_some()
             || args.grams_normalize
             || args.grams_margin.is_some()
+            || args.grams_delivered_share.is_some()
             || !args.grams_seed.is_empty()
             || args.grams_user_ramp
             || args.grams_frozen;
         if tuned {
             anyhow::bail!(
                 "--grams-rate, --grams-gate, --grams-skip-transport, --grams-bytes, \
-                 --grams-normalize, --grams-margin, --grams-seed, --grams-user-ramp and \
+                 --grams-normalize, --grams-margin, --grams-delivered-share, --grams-seed, --grams-user-ramp and \
                  --grams-frozen tune --grams: add --grams WEIGHT"
             );
         }
@@ -583,6 +589,14 @@ fn gram_params(args: &EvalArgs) -> anyhow::Result<Option<GramParams>> {
             anyhow::bail!("--grams-margin {m}: give a number of log-odds");
         }
         params.verdict_margin = m;
+    }
+    if let Some(share) = args.grams_delivered_share {
+        if !(0.0..=1.0).contains(&share) {
+            anyhow::bail!(
+                "--grams-delivered-share {share}: give a share in [0, 1] (0.05 by default)"
+            );
+        }
+        params.delivered_share = share;
     }
     if let Some(n) = args.grams_bytes {
         params.bytes = usize::try_from(n).unwrap_or(usize::MAX);
