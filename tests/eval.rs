@@ -346,9 +346,14 @@ fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen()
             .unwrap_or_else(|| panic!("{key:?} in {stderr}"))
     };
     assert_eq!(
-        number_after(&stderr, "corpora: "),
         number_after(&stderr, "holds "),
+        0,
         "a frozen regression learns no weight from the replay: {stderr}"
+    );
+    assert_eq!(
+        number_after(&stderr, "corpora: "),
+        number_after(&stderr, "over the seed's "),
+        "{stderr}"
     );
     let (zero, _) = first(&["--grams", "0"]);
     let (zero_seeded, _) = first(&["--grams", "0", "--grams-seed", seed]);

@@ -19,6 +19,8 @@
 //! taken back exactly (`forget`): floating-point additions do not undo.
 //! Pure: no I/O, no locks.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use crate::types::Label;
@@ -200,11 +202,40 @@ fn value(grams: &Grams, params: &GramParams) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Step(pub i32);
 
+/// The regression an operator's seed corpora taught: the shared table a
+/// user's regression adds its own weights to ([`GramModel::over`]). Read
+/// only once built, so one copy serves every user and no click of theirs
+/// needs undoing in it (docs/ACCURACY.md, "Session 36").
+#[derive(Clone, Debug, Default)]
+pub struct SeedGrams {
+    weights: FxHashMap<u32, i32>,
+    /// The seed's clicked ham and full-rate lessons, which a user's say
+    /// may start from ([`GramModel::over`]).
+    ham_clicks: u64,
+    taught: u64,
+}
+
+impl SeedGrams {
+    /// Grams with a weight.
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+}
+
 /// The regression for one mailbox: a weight per gram seen in learned mail,
-/// and the counts that set its say.
+/// and the counts that set its say; over a [`SeedGrams`], the user's own
+/// weights are added to the seed's. Scores and steps are then exactly
+/// those of one table first taught the seed, then the user's mail (the
+/// weights are integers), while what is the user's stays apart: what a
+/// store keeps per user, and all a Forget can touch.
 #[derive(Clone, Debug, Default)]
 pub struct GramModel {
     weights: FxHashMap<u32, i32>,
+    seed: Option<Arc<SeedGrams>>,
     /// Clicked ham (full-rate ham lessons), for [`GramParams::ham_ramp`].
     ham_clicks: u64,
     /// Messages scored and messages taught at the full rate, for
@@ -217,23 +248,57 @@ impl GramModel {
     /// The regression's log-odds for `grams`: the sum of their weights
     /// (times each gram's value, [`GramParams::normalize`]).
     pub fn z(&self, grams: &Grams, params: &GramParams) -> f64 {
-        let sum: i64 = grams
-            .0
-            .iter()
-            .filter_map(|g| self.weights.get(g))
-            .map(|&w| i64::from(w))
-            .sum();
-        sum as f64 / UNIT * value(grams, params)
+        let sum = |weights: &FxHashMap<u32, i32>| -> i64 {
+            grams
+                .0
+                .iter()
+                .filter_map(|g| weights.get(g))
+                .map(|&w| i64::from(w))
+                .sum()
+        };
+        let seed = self.seed.as_ref().map_or(0, |s| sum(&s.weights));
+        (sum(&self.weights) + seed) as f64 / UNIT * value(grams, params)
     }
 
-    /// Starts the say's ramp and the feedback gate again from no clicks,
-    /// the weights kept: a regression seeded from an operator's corpus
-    /// then waits for the user's own clicked ham before it has a say, as
-    /// one learned from the user's clicks alone does
-    /// (`chaff eval --grams-user-ramp`; docs/ACCURACY.md, "Session 35").
-    pub fn restart_say(&mut self) {
-        self.ham_clicks = 0;
-        self.taught = 0;
+    /// A user's regression over `seed`, with no weight of its own yet.
+    /// `seed_says`: the seed's clicked ham counts towards the say, so the
+    /// regression has its full say from the first message; without it the
+    /// say waits for the user's own clicked ham, as one learned from the
+    /// user's clicks alone does (`chaff eval --grams-user-ramp`;
+    /// docs/ACCURACY.md, "Session 35").
+    pub fn over(seed: Arc<SeedGrams>, seed_says: bool) -> Self {
+        let (ham_clicks, taught) = if seed_says {
+            (seed.ham_clicks, seed.taught)
+        } else {
+            (0, 0)
+        };
+        Self {
+            weights: FxHashMap::default(),
+            seed: Some(seed),
+            ham_clicks,
+            scored: 0,
+            taught,
+        }
+    }
+
+    /// What this model learned, as a seed for others
+    /// ([`GramModel::over`]); over a seed itself, the two added up.
+    pub fn into_seed(self) -> SeedGrams {
+        let mut weights = self.weights;
+        if let Some(seed) = &self.seed {
+            for (g, w) in &seed.weights {
+                let sum = weights.entry(*g).or_insert(0);
+                *sum = sum.saturating_add(*w);
+                if *sum == 0 {
+                    weights.remove(g);
+                }
+            }
+        }
+        SeedGrams {
+            weights,
+            ham_clicks: self.ham_clicks,
+            taught: self.taught,
+        }
     }
 
     /// Counts a scored message (for the feedback gate).
@@ -295,9 +360,15 @@ impl GramModel {
         }
     }
 
-    /// Grams with a weight: the regression's size.
+    /// Grams with a weight of the user's own (not the seed's): what a
+    /// store would keep for this mailbox.
     pub fn len(&self) -> usize {
         self.weights.len()
+    }
+
+    /// The seed's grams with a weight (0 without a seed).
+    pub fn seed_len(&self) -> usize {
+        self.seed.as_ref().map_or(0, |s| s.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -396,6 +467,55 @@ mod tests {
                 ["Subject: hello", "", "Received: in the body stays"].join(eol)
             );
         }
+    }
+
+    #[test]
+    fn a_regression_over_a_seed_scores_and_steps_as_one_table_taught_the_seed_first() {
+        let p = GramParams::default();
+        let seed_mail = [
+            ("cheap pills now, buy cheap pills", Label::Spam),
+            ("minutes of the meeting on tuesday", Label::Ham),
+            ("win a prize, claim your prize now", Label::Spam),
+            ("the budget review is on friday", Label::Ham),
+        ];
+        let user_mail = [
+            ("cheap meds, best prices on pills", Label::Spam),
+            ("notes from the review meeting", Label::Ham),
+            ("claim cheap prize pills now", Label::Spam),
+        ];
+        let (mut one, mut teacher) = (GramModel::default(), GramModel::default());
+        for _ in 0..5 {
+            for (text, label) in seed_mail {
+                let g = grams(text);
+                one.learn(&g, one.z(&g, &p), label, 1.0, &p);
+                teacher.learn(&g, teacher.z(&g, &p), label, 1.0, &p);
+            }
+        }
+        let seed = Arc::new(teacher.into_seed());
+        let mut user = GramModel::over(seed.clone(), true);
+        assert!(user.is_empty());
+        assert_eq!(user.seed_len(), one.len());
+        assert_eq!(user.say(&p), one.say(&p), "the seed's ham counts");
+        assert_eq!(GramModel::over(seed, false).say(&p), 0.0, "or not");
+        let mut steps = Vec::new();
+        for (text, label) in user_mail {
+            let g = grams(text);
+            assert_eq!(user.z(&g, &p), one.z(&g, &p), "{text}");
+            let step = user.learn(&g, user.z(&g, &p), label, 1.0, &p);
+            assert_eq!(step, one.learn(&g, one.z(&g, &p), label, 1.0, &p));
+            steps.push((g, step, label));
+        }
+        for (text, _) in seed_mail.iter().chain(&user_mail) {
+            assert_eq!(user.z(&grams(text), &p), one.z(&grams(text), &p));
+        }
+        assert!(!user.is_empty() && user.len() < one.len());
+        for (g, step, label) in steps.iter().rev() {
+            user.forget(g, *step, *label, 1.0);
+        }
+        assert!(
+            user.is_empty(),
+            "a Forget touches the user's own weights only"
+        );
     }
 
     #[test]

@@ -443,15 +443,20 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                         eprintln!(
                             "grams: seeded with {n} messages of {} corpora: {} weights",
                             seeds.len(),
-                            filter.gram_weights().unwrap_or(0)
+                            filter.gram_weights().map_or(0, |(_, seed)| seed)
                         );
                     }
                 }
                 let outcomes = eval::replay(&corpus, &mut filter, plan, |done, _| {
                     bar.set_position(done as u64)
                 })?;
-                if let Some(n) = filter.gram_weights() {
-                    eprintln!("grams: the regression holds {n} weights");
+                match filter.gram_weights() {
+                    Some((own, 0)) => eprintln!("grams: the regression holds {own} weights"),
+                    Some((own, seed)) => eprintln!(
+                        "grams: the regression holds {own} weights of the mailbox's own, \
+                         over the seed's {seed}"
+                    ),
+                    None => {}
                 }
                 drop(filter);
                 let model = ModelSize {

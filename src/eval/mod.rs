@@ -486,7 +486,7 @@ pub enum AfterSeed {
     /// ham counts towards its say, so it has its full say at once.
     Learn,
     /// Learns on, its say waiting for the user's own clicked ham
-    /// ([`GramModel::restart_say`]; `--grams-user-ramp`).
+    /// ([`GramModel::over`]; `--grams-user-ramp`).
     LearnUserRamp,
     /// Learns nothing more: the operator's seed alone, a shared table no
     /// click changes (`--grams-frozen`), so nothing to undo on Forget.
@@ -537,6 +537,9 @@ impl EngineFilter {
         };
         let lens: Vec<usize> = seeds.iter().map(Vec::len).collect();
         let order = multi::arrival_order_of(&lens, multi::Arrival::Together);
+        // The operator's table, taught apart; the user's regression adds
+        // its own weights to it, as a service would keep them.
+        let mut teacher = GramModel::default();
         for &(c, i) in &order {
             let m = &seeds[c][i];
             let message = std::fs::read(&m.path).map_err(|source| EvalError::Read {
@@ -544,19 +547,21 @@ impl EngineFilter {
                 source,
             })?;
             let grams = Grams::of(&message, params);
-            model.learn(&grams, model.z(&grams, params), m.gold, 1.0, params);
+            teacher.learn(&grams, teacher.z(&grams, params), m.gold, 1.0, params);
         }
-        match after {
-            AfterSeed::Learn => {}
-            AfterSeed::LearnUserRamp => model.restart_say(),
-            AfterSeed::Frozen => self.grams_frozen = true,
-        }
+        debug_assert!(model.is_empty(), "seeded before the replay");
+        *model = GramModel::over(
+            std::sync::Arc::new(teacher.into_seed()),
+            after != AfterSeed::LearnUserRamp,
+        );
+        self.grams_frozen = after == AfterSeed::Frozen;
         Ok(order.len())
     }
 
-    /// The regression's size (grams with a weight), if it runs.
-    pub fn gram_weights(&self) -> Option<usize> {
-        self.grams.as_ref().map(|(_, m)| m.len())
+    /// The regression's size, if it runs: grams with a weight of the
+    /// user's own, and of the seed's.
+    pub fn gram_weights(&self) -> Option<(usize, usize)> {
+        self.grams.as_ref().map(|(_, m)| (m.len(), m.seed_len()))
     }
 
     /// The read message: prepared ahead (read here if no reader has
