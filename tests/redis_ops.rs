@@ -888,6 +888,62 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
 }
 
 /// FindDecisions of everything the user has (newest first).
+/// Calls of `command` on the node at `port` since its last `CONFIG
+/// RESETSTAT` (`INFO commandstats`).
+fn calls(port: u16, command: &str) -> u64 {
+    let info = crate::redis_cluster::cli(port, &["INFO", "commandstats"]).unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_and_its_wait_go_to_the_users_primary_together_one_of_each() {
+    // The click script and its WAIT go in one pipeline to the primary of
+    // the user's slot (`durable.rs`), so the WAIT counts the replicas of
+    // the connection that sent the click. The path for a slot that moves
+    // sends the click, then `where.lua` to learn which node ran it, then a
+    // WAIT to that node and one to the slot's primary: two scripts and two
+    // WAITs a click, which this test would count.
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let store = RedisStore::connect(RedisConfig::new(cluster.seeds()))
+        .await
+        .unwrap();
+    let u = UserId::new("piper").unwrap();
+    let primary = cluster.primary_of("{u:piper}:m");
+    // The first click loads the script (NOSCRIPT takes the other path).
+    let click = |n: u64| {
+        let (store, u) = (store.clone(), u.clone());
+        async move {
+            store
+                .train(&u, &MessageId::new(format!("m{n}")).unwrap(), &entry(n))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(click(0).await.outcome, ClickOutcome::Learned);
+    let nodes = cluster.running();
+    for &port in &nodes {
+        crate::redis_cluster::cli(port, &["CONFIG", "RESETSTAT"]).expect("CONFIG RESETSTAT");
+    }
+    for n in 1..=5 {
+        assert_eq!(click(n).await.outcome, ClickOutcome::Learned);
+    }
+    let count = |command: &str| -> Vec<(u16, u64)> {
+        nodes
+            .iter()
+            .map(|&p| (p, calls(p, command)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    };
+    assert_eq!(count("evalsha"), vec![(primary, 5)], "scripts run");
+    assert_eq!(count("wait"), vec![(primary, 5)], "WAITs");
+}
+
 async fn decisions(c: &mut Client, u: &str) -> Result<Vec<proto::Decision>, tonic::Status> {
     c.find_decisions(proto::FindDecisionsRequest {
         user_id: u.into(),

@@ -46,13 +46,15 @@
 //!   journal records past the version a reader holds, or the snapshot plus
 //!   the records after it; an up-to-date reader gets an empty reply. Never
 //!   one request per token.
-//! - Durability: after every click (also ALREADY_LEARNED and NOT_FOUND,
-//!   which may rest on another client's click), `WAIT <replicas> <ms>` is
-//!   sent to the primary of the user's slot only (redis-rs would send a
-//!   keyless `WAIT` to every primary). WAIT counts the writes sent on the
-//!   same connection, and redis-rs multiplexes one connection per node, so
-//!   it covers this click; while the slot moves, a `WAIT` also goes to
-//!   the node the click ran on (`durable.rs`). A click not confirmed in
+//! - Durability: every click (also ALREADY_LEARNED and NOT_FOUND, which
+//!   may rest on another client's click) is sent with `WAIT <replicas>
+//!   <ms>` in one pipeline to the primary of the user's slot, so the WAIT
+//!   counts the replicas of the connection that ran the click
+//!   (`durable.rs`). A click that node does not run (the slot moves,
+//!   NOSCRIPT) and every other waited write go as a single command, then
+//!   `WAIT` to the primary of the slot only (redis-rs would send a keyless
+//!   `WAIT` to every primary) and, while the slot moves, also to the node
+//!   the write ran on. A click not confirmed in
 //!   time is an error (UNAVAILABLE); a retry is safe, the ledger answers
 //!   ALREADY_LEARNED.
 //! - Every operation is bounded in time (`RedisConfig::op_timeout`):
@@ -101,6 +103,7 @@ mod upgrade;
 mod users;
 mod window;
 
+use durable::ScriptCall;
 use window::{Stored, UndoWindow, decode_ledger, encode_ledger};
 
 pub use shared::{PartHeld, SharedHeld, SharedRefresh, SharedView};
@@ -857,9 +860,46 @@ impl RedisStore {
         }
     }
 
-    /// `click.lua` on `keys`: learn `new` (timed now by the undo window's
-    /// clock), or Forget (`None`). `ceiling`: delivered mail only, the most
-    /// it may weigh (`None`: one message).
+    /// `click.lua`'s call on `keys`: learn `new` (timed now by the undo
+    /// window's clock), or Forget (`None`). `ceiling`: delivered mail
+    /// only, the most it may weigh (`None`: one message).
+    fn click_call(
+        &self,
+        keys: &Keys,
+        msg: &MessageId,
+        new: Option<&LedgerEntry>,
+        derived: &str,
+        ceiling: Option<Weight>,
+    ) -> ScriptCall<'_> {
+        let cutoffs = self.window.cutoffs();
+        let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
+        let mut call = ScriptCall::of(&self.scripts.click);
+        call.key(&keys.meta)
+            .key(&keys.ledger)
+            .key(&keys.journal)
+            .key(&keys.policy)
+            .key(&keys.part.meta)
+            .key(&keys.part.journal)
+            .key(&keys.times)
+            .key(&keys.delivered_times)
+            .arg(msg.as_str())
+            .arg(&new[..])
+            .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
+            .arg(derived)
+            .arg(Weight::DELIVERED.0)
+            .arg(ceiling.map_or(Weight::FULL.0, |c| {
+                c.0.clamp(Weight::DELIVERED.0, Weight::FULL.0)
+            }))
+            .arg(if keys.seed { "1" } else { "0" })
+            .arg(cutoffs.click_s)
+            .arg(cutoffs.delivered_s)
+            .arg(window::FOLD_PER_CLICK)
+            .arg(cutoffs.now_s);
+        call
+    }
+
+    /// [`Self::click_call`], not waited for (delivered mail: nothing is
+    /// acknowledged to anyone, as on sled).
     async fn run_click(
         &self,
         keys: &Keys,
@@ -868,34 +908,38 @@ impl RedisStore {
         derived: &str,
         ceiling: Option<Weight>,
     ) -> Result<Value, Error> {
-        let cutoffs = self.window.cutoffs();
-        let new = new.map_or_else(Vec::new, |e| encode_ledger(e, cutoffs.now_s));
-        self.bounded("a click", async {
-            let mut call = self.scripts.click.prepare_invoke();
-            call.key(&keys.meta)
-                .key(&keys.ledger)
-                .key(&keys.journal)
-                .key(&keys.policy)
-                .key(&keys.part.meta)
-                .key(&keys.part.journal)
-                .key(&keys.times)
-                .key(&keys.delivered_times)
-                .arg(msg.as_str())
-                .arg(&new[..])
-                .arg(&TOKENIZER_VERSION.to_be_bytes()[..])
-                .arg(derived)
-                .arg(Weight::DELIVERED.0)
-                .arg(ceiling.map_or(Weight::FULL.0, |c| {
-                    c.0.clamp(Weight::DELIVERED.0, Weight::FULL.0)
-                }))
-                .arg(if keys.seed { "1" } else { "0" })
-                .arg(cutoffs.click_s)
-                .arg(cutoffs.delivered_s)
-                .arg(window::FOLD_PER_CLICK)
-                .arg(cutoffs.now_s);
-            self.invoke(CLICK, &call).await
-        })
-        .await
+        let call = self.click_call(keys, msg, new, derived, ceiling);
+        self.bounded("a click", self.invoke(CLICK, &call.invocation()))
+            .await
+    }
+
+    /// [`Self::click_call`] of a click, a Forget or a seeded message, held
+    /// by `config.replicas` replicas when it returns (else UNAVAILABLE; a
+    /// retry is safe). Waited for even when nothing changed:
+    /// ALREADY_LEARNED or NOT_FOUND may rest on an earlier click not yet
+    /// replicated. The script and its `WAIT` go in one pipeline
+    /// ([`Self::durably`], `durable.rs`); when the node does not run it
+    /// (the slot moves, the script is not loaded there), as every other
+    /// write: the call, then [`Self::wait_replicas`].
+    async fn run_click_waited(
+        &self,
+        keys: &Keys,
+        msg: &MessageId,
+        new: Option<&LedgerEntry>,
+        derived: &str,
+    ) -> Result<Value, Error> {
+        let call = self.click_call(keys, msg, new, derived, None);
+        if let Some(reply) = self
+            .bounded("a click", self.durably(&call, &keys.meta))
+            .await?
+        {
+            return Ok(reply);
+        }
+        let reply = self
+            .bounded("a click", self.invoke(CLICK, &call.invocation()))
+            .await?;
+        self.wait_replicas(keys).await?;
+        Ok(reply)
     }
 
     async fn click(
@@ -906,11 +950,8 @@ impl RedisStore {
         derived: &str,
     ) -> Result<RawClick, Error> {
         let keys = Keys::of(user);
-        let reply = self.run_click(&keys, msg, new, derived, None).await?;
+        let reply = self.run_click_waited(&keys, msg, new, derived).await?;
         let raw = parse_click(&reply)?;
-        // Wait even when nothing changed: ALREADY_LEARNED or NOT_FOUND may
-        // rest on another replica's click that is not yet replicated.
-        self.wait_replicas(&keys).await?;
         // A sharing user's part moved (or may have, by an earlier click
         // whose note was lost): tell the shared model's readers. A retried
         // click notes again, so a note lost with a failed reply heals.

@@ -82,9 +82,8 @@ impl RedisStore {
         let keys = Keys::operator();
         let mut entry = entry.clone();
         entry.implicit = false;
-        let reply = self.run_click(&keys, msg, Some(&entry), "", None).await?;
+        let reply = self.run_click_waited(&keys, msg, Some(&entry), "").await?;
         let raw = parse_click(&reply)?;
-        self.wait_replicas(&keys).await?;
         if raw.sharing && raw.part_version > 0 {
             self.note_part(&Owner::Operator, raw.part_version).await?;
         }
