@@ -848,9 +848,13 @@ async fn store_ready(
 /// runs of every Redis test (three at a time, a CPU hog beside) nor in 17
 /// runs of this test alone under CPU and fsync load. One of those 17 met
 /// another race, fixed here: under load no click had been acknowledged
-/// when a fixed pause ran out and the primary was killed. A failure now
-/// lists every lost click and prints the cluster's report, so that the
-/// next one can tell a harness race from a durability gap.
+/// when a fixed pause ran out and the primary was killed. Since session
+/// 36 a click's `WAIT` goes in the click's own pipeline (`durable.rs`:
+/// redis-rs may send a `WAIT` sent after it over another connection),
+/// which closes one way the loss could happen, not shown to be the one
+/// that did. A failure now lists every lost click and prints the
+/// cluster's report, so that the next one can tell a harness race from a
+/// durability gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_click_survives_the_failover_of_its_primary() {
     let Some(mut cluster) = Cluster::start() else {
