@@ -289,8 +289,9 @@ fn grams_delivered_share_zero_learns_from_clicks_only() {
 /// `--grams-seed` teaches the regression an operator's corpus before the
 /// replay: the seeded regression has its say from the first message (the
 /// seed's ham counts), unless `--grams-user-ramp` makes it wait for the
-/// user's own clicked ham; `--grams-frozen` learns nothing more; at
-/// weight 0 a seed changes nothing.
+/// user's own clicked ham; `--grams-frozen` learns nothing more (with
+/// the user ramp too: the seed's weights, the user's say); at weight 0 a
+/// seed changes nothing.
 #[test]
 fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,6 +356,17 @@ fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen()
         number_after(&stderr, "over the seed's "),
         "{stderr}"
     );
+    // Frozen with the user ramp: the seed's weights, no say before the
+    // user's first clicked ham.
+    let (frozen_ramped, _) = first(&[
+        "--grams",
+        "1",
+        "--grams-seed",
+        seed,
+        "--grams-frozen",
+        "--grams-user-ramp",
+    ]);
+    assert_eq!(frozen_ramped, alone, "no say before the user's clicked ham");
     let (zero, _) = first(&["--grams", "0"]);
     let (zero_seeded, _) = first(&["--grams", "0", "--grams-seed", seed]);
     assert_eq!(zero, zero_seeded);
@@ -376,17 +388,6 @@ fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen()
         (
             vec!["--grams", "1", "--grams-seed", index],
             "is the corpus replayed",
-        ),
-        (
-            vec![
-                "--grams",
-                "1",
-                "--grams-seed",
-                seed,
-                "--grams-frozen",
-                "--grams-user-ramp",
-            ],
-            "cannot be used with",
         ),
         (
             vec!["--grams", "1", "--grams-seed", "/nonexistent/index"],

@@ -323,13 +323,21 @@ impl GramModel {
         let step = params.rate * share * (y - p) * value(grams, params);
         let step = Step((step * UNIT).round() as i32);
         self.apply(grams, step.0);
+        self.count_lesson(label, share);
+        step
+    }
+
+    /// Counts a lesson at `share` of the rate towards the say (and the
+    /// feedback gate) without moving a weight: what a click does to a
+    /// regression that learns nothing more, the operator's seed alone
+    /// (`chaff eval --grams-frozen`).
+    pub fn count_lesson(&mut self, label: Label, share: f64) {
         if share >= 1.0 {
             self.taught += 1;
             if label == Label::Ham {
                 self.ham_clicks += 1;
             }
         }
-        step
     }
 
     /// Takes a learned message's step back: each of its grams' weights
@@ -516,6 +524,28 @@ mod tests {
             user.is_empty(),
             "a Forget touches the user's own weights only"
         );
+    }
+
+    #[test]
+    fn a_frozen_regressions_clicks_count_towards_its_say_and_move_no_weight() {
+        let p = GramParams::default();
+        let mut teacher = GramModel::default();
+        let ham = grams("minutes of the meeting on tuesday");
+        for _ in 0..3 {
+            teacher.learn(&ham, teacher.z(&ham, &p), Label::Ham, 1.0, &p);
+        }
+        let mut m = GramModel::over(Arc::new(teacher.into_seed()), false);
+        let z = m.z(&ham, &p);
+        assert_eq!(m.say(&p), 0.0);
+        m.count_lesson(Label::Ham, p.delivered_share);
+        assert_eq!(m.say(&p), 0.0, "delivered mail is no click");
+        for _ in 0..5 {
+            m.count_lesson(Label::Ham, 1.0);
+            m.count_lesson(Label::Spam, 1.0);
+        }
+        assert_eq!(m.say(&p), 0.5, "5 of the 10 clicked ham the say needs");
+        assert!(m.is_empty());
+        assert_eq!(m.z(&ham, &p), z);
     }
 
     #[test]

@@ -175,8 +175,10 @@ pub struct EvalArgs {
     #[arg(long, help_heading = "Tuning")]
     grams_user_ramp: bool,
     /// With --grams-seed: the regression learns nothing from the replay —
-    /// the operator's seed alone, as a shared table no click changes.
-    #[arg(long, help_heading = "Tuning", conflicts_with = "grams_user_ramp")]
+    /// the operator's seed alone, as a shared table no click changes (the
+    /// user's clicks still count towards its say: with --grams-user-ramp
+    /// it has none before the user's first clicked ham).
+    #[arg(long, help_heading = "Tuning")]
     grams_frozen: bool,
     /// Classifier parameters to try instead of the defaults (in-process only;
     /// see src/classify/robinson.rs): Robinson's s.
@@ -421,12 +423,9 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|index| eval::read_index(index))
                 .collect::<Result<Vec<_>, _>>()?;
-            let after = if args.grams_frozen {
-                eval::AfterSeed::Frozen
-            } else if args.grams_user_ramp {
-                eval::AfterSeed::LearnUserRamp
-            } else {
-                eval::AfterSeed::Learn
+            let after = eval::AfterSeed {
+                learns: !args.grams_frozen,
+                seed_says: !args.grams_user_ramp,
             };
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let dir = tempfile::Builder::new().prefix("chaff-eval-").tempdir()?;

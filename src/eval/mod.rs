@@ -474,23 +474,23 @@ pub struct EngineFilter {
     /// The byte-gram regression beside the model (`chaff eval --grams`;
     /// research, not in the service: `classify::grams`).
     grams: Option<(GramParams, GramModel)>,
-    /// The regression learns nothing from the replay ([`AfterSeed::Frozen`]).
+    /// The regression learns nothing from the replay ([`AfterSeed::learns`]).
     grams_frozen: bool,
 }
 
 /// What a seeded regression does during the replay
-/// ([`EngineFilter::seed_grams`]).
+/// ([`EngineFilter::seed_grams`]): two choices, each with its flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterSeed {
-    /// Learns on from the user's clicks and delivered mail; the seed's
-    /// ham counts towards its say, so it has its full say at once.
-    Learn,
-    /// Learns on, its say waiting for the user's own clicked ham
-    /// ([`GramModel::over`]; `--grams-user-ramp`).
-    LearnUserRamp,
-    /// Learns nothing more: the operator's seed alone, a shared table no
-    /// click changes (`--grams-frozen`), so nothing to undo on Forget.
-    Frozen,
+pub struct AfterSeed {
+    /// Learns on from the user's clicks and delivered mail (the mailbox's
+    /// own weights over the seed); `false` (`--grams-frozen`): the seed
+    /// alone, a shared table no click changes, so nothing to undo on
+    /// Forget — the clicks still count towards the say.
+    pub learns: bool,
+    /// The seed's clicked ham counts towards the say, so it has its full
+    /// say from the first message; `false` (`--grams-user-ramp`): the say
+    /// waits for the user's own clicked ham ([`GramModel::over`]).
+    pub seed_says: bool,
 }
 
 impl EngineFilter {
@@ -550,11 +550,8 @@ impl EngineFilter {
             teacher.learn(&grams, teacher.z(&grams, params), m.gold, 1.0, params);
         }
         debug_assert!(model.is_empty(), "seeded before the replay");
-        *model = GramModel::over(
-            std::sync::Arc::new(teacher.into_seed()),
-            after != AfterSeed::LearnUserRamp,
-        );
-        self.grams_frozen = after == AfterSeed::Frozen;
+        *model = GramModel::over(std::sync::Arc::new(teacher.into_seed()), after.seed_says);
+        self.grams_frozen = !after.learns;
         Ok(order.len())
     }
 
@@ -689,11 +686,13 @@ impl Filter for EngineFilter {
         engine
             .train_read(&user, read.get(), label, Some(message_id))
             .map_err(|e| e.to_string())?;
-        if let Some((params, model)) = &mut self.grams
-            && !self.grams_frozen
-        {
-            let grams = Grams::of(message, params);
-            model.learn(&grams, model.z(&grams, params), label, 1.0, params);
+        if let Some((params, model)) = &mut self.grams {
+            if self.grams_frozen {
+                model.count_lesson(label, 1.0);
+            } else {
+                let grams = Grams::of(message, params);
+                model.learn(&grams, model.z(&grams, params), label, 1.0, params);
+            }
         }
         Ok(())
     }
@@ -723,14 +722,18 @@ impl Filter for EngineFilter {
                 engine
                     .train_read(&user, read.get(), gold, Some(message_id))
                     .map_err(|e| e.to_string())?;
-                if !frozen {
+                if frozen {
+                    model.count_lesson(gold, 1.0);
+                } else {
                     model.learn(&grams, z, gold, 1.0, params);
                 }
             } else if verdict != Verdict::Spam {
                 engine
                     .learn_delivered(&user, read.get(), &message_id)
                     .map_err(|e| e.to_string())?;
-                if !frozen {
+                if frozen {
+                    model.count_lesson(Label::Ham, params.delivered_share);
+                } else {
                     model.learn(&grams, z, Label::Ham, params.delivered_share, params);
                 }
             }
