@@ -887,7 +887,62 @@ async fn a_click_on_a_moving_slot_is_acknowledged_only_once_a_replica_of_the_nod
     );
 }
 
-/// FindDecisions of everything the user has (newest first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn already_learned_is_acknowledged_only_once_a_replica_has_the_earlier_click() {
+    // Client A's click reaches the primary but not its frozen replica, so
+    // A gets no acknowledgement. Client B then sends the same click: the
+    // ledger answers ALREADY_LEARNED, which rests on A's unreplicated
+    // write, and B must not be acknowledged either (a failover would lose
+    // the click B confirmed). B's script writes nothing; its WAIT still
+    // waits for A's write because Redis marks a client with the master's
+    // replication offset after every command it runs, read or write
+    // (`processCommand` in server.c, Redis 7.0 here), not only after its
+    // writes. This pins that, and that such a click is waited for at all.
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let mut config = RedisConfig::new(cluster.seeds());
+    config.wait = Duration::from_millis(300);
+    config.op_timeout = Duration::from_secs(3);
+    let a = RedisStore::connect(config.clone()).await.unwrap();
+    let b = RedisStore::connect(config).await.unwrap();
+    let u = UserId::new("echo").unwrap();
+    let replica = cluster
+        .wait_replica_of(cluster.primary_of("{u:echo}:m"))
+        .expect("the primary's replica");
+    let msg = |n: u64| MessageId::new(format!("m{n}")).unwrap();
+    // Both clients connected, the script loaded, the replica in step.
+    for (store, n) in [(&a, 1), (&b, 2)] {
+        let c = store.train(&u, &msg(n), &entry(n)).await.unwrap();
+        assert_eq!(c.outcome, ClickOutcome::Learned);
+    }
+    cluster.freeze(replica, true);
+    let by_a = a.train(&u, &msg(3), &entry(3)).await;
+    let by_b = b.train(&u, &msg(3), &entry(3)).await;
+    cluster.freeze(replica, false);
+    assert!(by_a.is_err(), "A's click has no replica: {by_a:?}");
+    let by_b = by_b.map(|c| c.outcome).map_err(|e| e.to_string());
+    assert!(
+        matches!(&by_b, Err(e) if e.contains("replica")),
+        "B's ALREADY_LEARNED rests on A's unreplicated click: {by_b:?}"
+    );
+    // Thawed, the replica catches up and the same click is acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match b.train(&u, &msg(3), &entry(3)).await {
+            Ok(c) => {
+                assert_eq!(c.outcome, ClickOutcome::AlreadyLearned);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the replica: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the thawed replica never confirmed: {e}"),
+        }
+    }
+}
+
 /// Calls of `command` on the node at `port` since its last `CONFIG
 /// RESETSTAT` (`INFO commandstats`).
 fn calls(port: u16, command: &str) -> u64 {
@@ -944,6 +999,7 @@ async fn a_click_and_its_wait_go_to_the_users_primary_together_one_of_each() {
     assert_eq!(count("wait"), vec![(primary, 5)], "WAITs");
 }
 
+/// FindDecisions of everything the user has (newest first).
 async fn decisions(c: &mut Client, u: &str) -> Result<Vec<proto::Decision>, tonic::Status> {
     c.find_decisions(proto::FindDecisionsRequest {
         user_id: u.into(),

@@ -4,9 +4,11 @@
 //! `WAIT` in one pipeline to the primary of the user's slot
 //! ([`RedisStore::durably`]): one connection, one node, so the count is of
 //! replicas holding that click, whatever redis-rs did to reach the node.
-//! A click that node does not run (the slot moves: ASK, MOVED, TRYAGAIN;
-//! NOSCRIPT) and every other waited write send the `WAIT` after the write
-//! ([`RedisStore::wait_for`]), as below.
+//! (redis-rs resends the pair together after ASK, MOVED or TRYAGAIN.) A
+//! click that does not run even so — ASK, MOVED, TRYAGAIN or CLUSTERDOWN
+//! left after redis-rs's retries, or NOSCRIPT — and every other waited
+//! write send the `WAIT` after the write ([`RedisStore::wait_for`]), as
+//! below.
 //!
 //! # Why this shape (`wait_for`)
 //!
