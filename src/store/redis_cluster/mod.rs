@@ -843,8 +843,10 @@ impl RedisStore {
             implicit: true,
         };
         let keys = Keys::of(user);
+        // Not waited for: nothing is acknowledged to anyone, as on sled.
+        let call = self.click_call(&keys, msg, Some(&entry), "", Some(ceiling));
         let reply = self
-            .run_click(&keys, msg, Some(&entry), "", Some(ceiling))
+            .bounded("a click", self.invoke(CLICK, &call.invocation()))
             .await?;
         let raw = parse_click(&reply)?;
         match raw.code {
@@ -896,21 +898,6 @@ impl RedisStore {
             .arg(window::FOLD_PER_CLICK)
             .arg(cutoffs.now_s);
         call
-    }
-
-    /// [`Self::click_call`], not waited for (delivered mail: nothing is
-    /// acknowledged to anyone, as on sled).
-    async fn run_click(
-        &self,
-        keys: &Keys,
-        msg: &MessageId,
-        new: Option<&LedgerEntry>,
-        derived: &str,
-        ceiling: Option<Weight>,
-    ) -> Result<Value, Error> {
-        let call = self.click_call(keys, msg, new, derived, ceiling);
-        self.bounded("a click", self.invoke(CLICK, &call.invocation()))
-            .await
     }
 
     /// [`Self::click_call`] of a click, a Forget or a seeded message, held
