@@ -367,6 +367,30 @@ fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen()
         "--grams-user-ramp",
     ]);
     assert_eq!(frozen_ramped, alone, "no say before the user's clicked ham");
+    // ...and a say once the user has clicked ham (the corpus ends with
+    // five spam-like messages labelled ham, which `diligent` clicks Not
+    // spam): the frozen seed's weights then move scores away from the
+    // model alone's (`--grams 0`).
+    let scores = |extra: &[&str]| -> Vec<String> {
+        first(extra);
+        let text = std::fs::read_to_string(dir.path().join("results")).unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+            .collect()
+    };
+    assert_ne!(
+        scores(&[
+            "--grams",
+            "1",
+            "--grams-seed",
+            seed,
+            "--grams-frozen",
+            "--grams-user-ramp",
+        ]),
+        scores(&["--grams", "0"]),
+        "a frozen seed has its say after the user's clicked ham"
+    );
     let (zero, _) = first(&["--grams", "0"]);
     let (zero_seeded, _) = first(&["--grams", "0", "--grams-seed", seed]);
     assert_eq!(zero, zero_seeded);

@@ -893,11 +893,11 @@ async fn already_learned_is_acknowledged_only_once_a_replica_has_the_earlier_cli
     // A gets no acknowledgement. Client B then sends the same click: the
     // ledger answers ALREADY_LEARNED, which rests on A's unreplicated
     // write, and B must not be acknowledged either (a failover would lose
-    // the click B confirmed). B's script writes nothing; its WAIT still
-    // waits for A's write because Redis marks a client with the master's
-    // replication offset after every command it runs, read or write
-    // (`processCommand` in server.c, Redis 7.0 here), not only after its
-    // writes. This pins that, and that such a click is waited for at all.
+    // the click B confirmed). B's WAIT covers A's write because click.lua
+    // writes and takes back a field on such a reply (on Redis 7.0, the
+    // one here, a connection's replication mark moves after any command,
+    // so the test cannot show that field's need; later releases move it
+    // only after a write).
     let Some(cluster) = Cluster::start() else {
         return;
     };
@@ -923,6 +923,14 @@ async fn already_learned_is_acknowledged_only_once_a_replica_has_the_earlier_cli
     }
     cluster.freeze(replica, true);
     let by_a = a.train(&u, &msg(3), &entry(3)).await;
+    // A's click is on the primary (so B's answer rests on it), not lost.
+    let primary = cluster.primary_of("{u:echo}:m");
+    let held = crate::redis_cluster::cli(primary, &["HEXISTS", "{u:echo}:l", "m3"]);
+    assert_eq!(
+        held.as_deref().map(str::trim),
+        Some("1"),
+        "A's click on the primary"
+    );
     let by_b = b.train(&u, &msg(3), &entry(3)).await;
     cluster.freeze(replica, false);
     assert!(by_a.is_err(), "A's click has no replica: {by_a:?}");

@@ -90,7 +90,21 @@ if prev and expired(prev) then
   prev = nil
 end
 
+-- A click or Forget that changes nothing (codes 0, 1, 7) may rest on a
+-- write not yet replicated: a click through another connection, or this
+-- click's own first try, which redis-rs resends on a new connection when
+-- one drops. WAIT is documented to cover the writes sent on its own
+-- connection; Redis 7.0 marks a connection after every command, but
+-- later releases only after one that propagated something. So such a
+-- reply writes a field and takes it away (the hash as it was; a hash that
+-- did not exist is gone again): the mark then covers every write before
+-- it. Delivered mail is never waited for, so it does not.
+local waited = kind(new) ~= 'i'
 local function reply(code)
+  if waited and (code == 0 or code == 1 or code == 7) then
+    redis.call('HSET', meta, '~', '1')
+    redis.call('HDEL', meta, '~')
+  end
   local c = redis.call('HMGET', meta, 'v', 'sl', 'hl')
   local head = ''
   if prev then head = string.sub(prev, 1, 5) end
