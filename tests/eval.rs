@@ -37,6 +37,17 @@ fn corpus(dir: &Path, n: usize) {
     std::fs::write(dir.join("index"), index).unwrap();
 }
 
+/// The number that follows `key` in `stderr` (e.g. "holds " in `grams:
+/// the regression holds N weights`).
+fn number_after(stderr: &str, key: &str) -> u64 {
+    stderr
+        .split(key)
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key:?} in {stderr}"))
+}
+
 /// `chaff eval --index INDEX ARGS…` fails, saying `says` on stderr.
 fn refused(index: &str, args: &[&str], says: &str) {
     let mut all = vec!["eval", "--index", index];
@@ -219,13 +230,7 @@ fn grams_at_weight_zero_is_the_model_alone_and_its_flags_are_checked() {
     assert!(stderr.contains("grams: the regression holds"), "{stderr}");
     let (half, stderr) = run(&["--grams", "0.5", "--grams-gate", "--grams-skip-transport"]);
     assert!(half["one_minus_roca_pct"].is_number(), "{half}");
-    let weights: u64 = stderr
-        .split("holds ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{stderr}"));
-    assert!(weights > 100, "{stderr}");
+    assert!(number_after(&stderr, "holds ") > 100, "{stderr}");
 
     for (args, says) in [
         (vec!["--grams-rate", "0.01"], "add --grams WEIGHT"),
@@ -261,13 +266,7 @@ fn grams_delivered_share_zero_learns_from_clicks_only() {
         args.extend_from_slice(extra);
         let out = chaff(&args);
         assert!(out.status.success(), "{out:?}");
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        stderr
-            .split("holds ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{stderr}"))
+        number_after(&String::from_utf8(out.stderr).unwrap(), "holds ")
     };
     let (default, clicks_only) = (weights(&[]), weights(&["--grams-delivered-share", "0"]));
     assert!(
@@ -338,14 +337,6 @@ fn grams_seed_is_taught_before_the_replay_then_learns_on_waits_or_stays_frozen()
     // Frozen: the seed's weights alone, to the end of the replay.
     let (frozen, stderr) = first(&["--grams", "1", "--grams-seed", seed, "--grams-frozen"]);
     assert_eq!(frozen, seeded, "the same seed, the same first score");
-    let number_after = |stderr: &str, key: &str| -> u64 {
-        stderr
-            .split(key)
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{key:?} in {stderr}"))
-    };
     assert_eq!(
         number_after(&stderr, "holds "),
         0,
