@@ -517,6 +517,12 @@ mod tests {
             assert_eq!(user.z(&grams(text), &p), one.z(&grams(text), &p));
         }
         assert!(!user.is_empty() && user.len() < one.len());
+        // Seed and user folded into one seed score as the one table.
+        let folded = GramModel::over(Arc::new(user.clone().into_seed()), true);
+        for (text, _) in seed_mail.iter().chain(&user_mail) {
+            assert_eq!(folded.z(&grams(text), &p), one.z(&grams(text), &p));
+        }
+        assert_eq!(folded.seed_len(), one.len());
         for (g, step, label) in steps.iter().rev() {
             user.forget(g, *step, *label, 1.0);
         }
